@@ -1,0 +1,517 @@
+//! `ConversationActor`: one customer's chat with a tenant.
+//!
+//! Messages are processed in arrival order. Inbound messages collect in a batch until the
+//! customer pauses for `debounce`; the batch is then answered once: the responder writes the
+//! reply, the reply is **recorded** (linked to every message of the batch) and only then
+//! handed to the session to send. While a reply is being written, new messages form the next
+//! batch. When the bot is paused in this chat (owner takeover), or the batch is older than
+//! the 24-hour window, or it has nothing to answer (a reaction), the batch is dismissed
+//! instead: recorded as handled without a reply.
+//!
+//! The actor is passivated when idle; its durable state (pause, last inbound, history) lives
+//! in the store and is reloaded when it starts again.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{ChatId, TenantId, Wamid};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::links::TenantLinks;
+use crate::ports::{Speaker, Turn};
+use crate::responder::{ReplyRequest, ResponderMsg};
+use crate::services::{CUSTOMER_WINDOW_MS, Services};
+use crate::session::{ReplyTiming, SendJob, SessionMsg};
+use crate::store::{Direction, DismissOutcome, NewReply, ReplyOutcome, StoreError, StoredMessage};
+
+/// An inbound message handed to a conversation (already persisted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundItem {
+    /// The stored message's id.
+    pub id: i64,
+    /// Meta's id of the message (the reply quotes it; read receipts name it).
+    pub wamid: Option<Wamid>,
+    /// The text to answer, if the message has one.
+    pub text: Option<String>,
+    /// When the ingress received it (ms since the Unix epoch).
+    pub received_ms: i64,
+}
+
+impl InboundItem {
+    /// The item for a stored inbound message.
+    pub fn from_stored(message: &StoredMessage) -> Self {
+        Self {
+            id: message.id,
+            wamid: message.wamid.clone(),
+            text: message.body.clone(),
+            received_ms: message.created_ms,
+        }
+    }
+}
+
+/// Messages of a conversation.
+#[derive(Debug)]
+pub enum ConversationMsg {
+    /// A persisted inbound message.
+    Inbound(InboundItem),
+    /// The debounce timer of generation `0` fired.
+    DebounceElapsed(u64),
+    /// The responder's answer to batch `batch`.
+    ReplyReady {
+        /// The batch token.
+        batch: u64,
+        /// The reply text, or why none could be written.
+        reply: Result<String, String>,
+        /// Time spent in the LLM.
+        llm_time: Duration,
+    },
+    /// Pause the bot until `until_ms` (`None` resumes it).
+    SetPaused {
+        /// Until when; [`crate::store::PAUSED_INDEFINITELY`] for no end.
+        until_ms: Option<i64>,
+        /// Done, or why not.
+        reply: RpcReplyPort<Result<(), String>>,
+    },
+    /// The owner wrote in this chat (API send or WhatsApp echo): the bot steps back.
+    OwnerActivity {
+        /// When the owner wrote.
+        at_ms: i64,
+    },
+    /// Stop if idle for `idle_for` with nothing pending.
+    Passivate {
+        /// The idle threshold.
+        idle_for: Duration,
+    },
+    /// The conversation's state.
+    Observe(RpcReplyPort<ConversationSnapshot>),
+}
+
+/// What `Observe` shows of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationSnapshot {
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// Messages waiting for the customer to stop typing.
+    pub pending: usize,
+    /// Whether a reply is being written.
+    pub replying: bool,
+    /// The bot is paused until then.
+    pub bot_paused_until_ms: Option<i64>,
+    /// Lines of history held.
+    pub history_len: usize,
+    /// Replies recorded by this activation.
+    pub replies: u64,
+    /// Batches dismissed by this activation.
+    pub dismissed: u64,
+}
+
+/// Start-up arguments.
+pub struct ConversationArgs {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The chat.
+    pub chat: ChatId,
+    /// The tenant's placement epoch.
+    pub epoch: u64,
+    /// Shared services.
+    pub services: Arc<Services>,
+    /// The tenant's session and responder.
+    pub links: Arc<TenantLinks>,
+}
+
+/// The batch a reply is being written for.
+#[derive(Debug)]
+struct InFlight {
+    token: u64,
+    items: Vec<InboundItem>,
+    question: String,
+    debounced_at: Instant,
+}
+
+/// A conversation's state.
+pub struct ConversationState {
+    args: ConversationArgs,
+    known: HashSet<i64>,
+    pending: Vec<InboundItem>,
+    in_flight: Option<InFlight>,
+    generation: u64,
+    paused_until_ms: Option<i64>,
+    history: VecDeque<Turn>,
+    last_activity: Instant,
+    replies: u64,
+    dismissed: u64,
+}
+
+/// The conversation actor (behaviour only).
+#[derive(Debug, Default)]
+pub struct ConversationActor;
+
+impl Actor for ConversationActor {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ConversationArgs,
+    ) -> Result<ConversationState, ActorProcessingErr> {
+        let store = &args.services.store;
+        let conversation = store.conversation(&args.tenant, &args.chat).await?;
+        let window = args.services.settings.history_window;
+        let history = store
+            .recent_history(&args.tenant, &args.chat, window)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let speaker = match m.direction {
+                    Direction::Inbound => Speaker::Customer,
+                    Direction::Outbound => Speaker::Business,
+                };
+                m.body.map(|text| Turn { speaker, text })
+            })
+            .collect();
+        Ok(ConversationState {
+            paused_until_ms: conversation.and_then(|c| c.bot_paused_until_ms),
+            args,
+            known: HashSet::new(),
+            pending: Vec::new(),
+            in_flight: None,
+            generation: 0,
+            history,
+            last_activity: Instant::now(),
+            replies: 0,
+            dismissed: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConversationMsg::Inbound(item) => {
+                state.last_activity = Instant::now();
+                if state.known.insert(item.id) {
+                    state.pending.push(item);
+                    arm_debounce(&myself, state);
+                }
+            }
+            ConversationMsg::DebounceElapsed(generation) => {
+                if generation == state.generation
+                    && state.in_flight.is_none()
+                    && !state.pending.is_empty()
+                {
+                    start_batch(&myself, state).await?;
+                }
+            }
+            ConversationMsg::ReplyReady {
+                batch,
+                reply,
+                llm_time,
+            } => {
+                let Some(in_flight) = state.in_flight.take_if(|f| f.token == batch) else {
+                    return Ok(());
+                };
+                finish_batch(&myself, state, in_flight, reply, llm_time).await?;
+                if !state.pending.is_empty() {
+                    arm_debounce(&myself, state);
+                }
+            }
+            ConversationMsg::SetPaused { until_ms, reply } => {
+                let result = set_paused(&myself, state, until_ms).await;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            ConversationMsg::OwnerActivity { at_ms } => {
+                state.last_activity = Instant::now();
+                let takeover =
+                    i64::try_from(state.args.services.settings.owner_takeover.as_millis())
+                        .unwrap_or(i64::MAX);
+                let until = at_ms.saturating_add(takeover);
+                if state.paused_until_ms.is_none_or(|current| current < until) {
+                    set_paused(&myself, state, Some(until)).await?;
+                }
+            }
+            ConversationMsg::Passivate { idle_for } => {
+                let idle = state.last_activity.elapsed() >= idle_for;
+                if idle && state.pending.is_empty() && state.in_flight.is_none() {
+                    debug!(tenant = %state.args.tenant, chat = %state.args.chat, "passivating idle conversation");
+                    myself.stop(Some("passivated".into()));
+                }
+            }
+            ConversationMsg::Observe(reply) => {
+                let _ = reply.send(ConversationSnapshot {
+                    chat: state.args.chat.clone(),
+                    pending: state.pending.len(),
+                    replying: state.in_flight.is_some(),
+                    bot_paused_until_ms: state.paused_until_ms,
+                    history_len: state.history.len(),
+                    replies: state.replies,
+                    dismissed: state.dismissed,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (Re)starts the debounce timer; only the newest generation's timer counts.
+fn arm_debounce(myself: &ActorRef<ConversationMsg>, state: &mut ConversationState) {
+    state.generation += 1;
+    let generation = state.generation;
+    let debounce = state.args.services.settings.debounce;
+    if debounce.is_zero() {
+        let _ = myself.send_message(ConversationMsg::DebounceElapsed(generation));
+    } else {
+        myself.send_after(debounce, move || {
+            ConversationMsg::DebounceElapsed(generation)
+        });
+    }
+}
+
+fn paused_at(state: &ConversationState, now_ms: i64) -> bool {
+    state.paused_until_ms.is_some_and(|until| now_ms < until)
+}
+
+/// Takes the pending batch: dismisses it, or asks the responder for a reply.
+async fn start_batch(
+    myself: &ActorRef<ConversationMsg>,
+    state: &mut ConversationState,
+) -> Result<(), ActorProcessingErr> {
+    let items = std::mem::take(&mut state.pending);
+    let now_ms = state.args.services.clock.now_ms();
+    let newest = items.iter().map(|i| i.received_ms).max().unwrap_or(now_ms);
+    let texts: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.text.as_deref())
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+
+    let dismissal = if paused_at(state, now_ms) {
+        Some("bot_paused")
+    } else if now_ms - newest > CUSTOMER_WINDOW_MS {
+        Some("outside_window")
+    } else if texts.is_empty() {
+        Some("nothing_to_answer")
+    } else {
+        None
+    };
+    if let Some(reason) = dismissal {
+        remember_customer_turns(state, &items);
+        return dismiss(state, items, reason).await;
+    }
+
+    let question = texts.join("\n");
+    let links = &state.args.links;
+    if let (Some(session), Some(wamid)) =
+        (links.session(), items.last().and_then(|i| i.wamid.clone()))
+    {
+        let _ = session.send_message(SessionMsg::MarkRead { wamid });
+    }
+    let Some(responder) = links.responder() else {
+        // The responder is restarting: keep the batch; the next message or the sweep retries.
+        warn!(tenant = %state.args.tenant, chat = %state.args.chat, "responder unavailable, batch kept");
+        state.pending = items;
+        return Ok(());
+    };
+    state.generation += 1;
+    let token = state.generation;
+    let request = ReplyRequest {
+        chat: state.args.chat.clone(),
+        question: question.clone(),
+        history: state.history.iter().cloned().collect(),
+        reply_to: myself.clone(),
+        batch: token,
+    };
+    if responder
+        .send_message(ResponderMsg::Generate(request))
+        .is_err()
+    {
+        state.pending = items;
+        return Ok(());
+    }
+    state.in_flight = Some(InFlight {
+        token,
+        items,
+        question,
+        debounced_at: Instant::now(),
+    });
+    Ok(())
+}
+
+/// Records the reply and hands it to the session (or dismisses the batch).
+async fn finish_batch(
+    myself: &ActorRef<ConversationMsg>,
+    state: &mut ConversationState,
+    in_flight: InFlight,
+    reply: Result<String, String>,
+    llm_time: Duration,
+) -> Result<(), ActorProcessingErr> {
+    let body = match reply {
+        Ok(body) => body,
+        Err(reason) => {
+            // Left unanswered in the store: the sweep offers it again.
+            warn!(tenant = %state.args.tenant, chat = %state.args.chat, reason, "no reply written, batch left for retry");
+            for item in &in_flight.items {
+                state.known.remove(&item.id);
+            }
+            return Ok(());
+        }
+    };
+    let services = Arc::clone(&state.args.services);
+    let now_ms = services.clock.now_ms();
+    if paused_at(state, now_ms) {
+        // The owner stepped in while the reply was being written.
+        remember_customer_turns(state, &in_flight.items);
+        return dismiss(state, in_flight.items, "bot_paused").await;
+    }
+    let reply = NewReply {
+        tenant: state.args.tenant.clone(),
+        chat: state.args.chat.clone(),
+        answers: in_flight.items.iter().map(|i| i.id).collect(),
+        body: body.clone(),
+        epoch: state.args.epoch,
+        created_ms: now_ms,
+    };
+    let outcome = match services.store.record_reply(&reply).await {
+        Err(StoreError::StaleEpoch { .. }) => return fenced(myself, state),
+        other => other?,
+    };
+    match outcome {
+        ReplyOutcome::Recorded { reply_id } => {
+            state.replies += 1;
+            state.history.push_back(Turn {
+                speaker: Speaker::Customer,
+                text: in_flight.question,
+            });
+            state.history.push_back(Turn {
+                speaker: Speaker::Business,
+                text: body.clone(),
+            });
+            trim_history(state);
+            let first_received_ms = in_flight
+                .items
+                .iter()
+                .map(|i| i.received_ms)
+                .min()
+                .unwrap_or(now_ms);
+            let job = SendJob {
+                outbound_id: reply_id,
+                chat: state.args.chat.clone(),
+                body,
+                reply_to: None,
+                attempts: 0,
+                timing: Some(ReplyTiming {
+                    first_received_ms,
+                    debounced_at: in_flight.debounced_at,
+                    llm_time,
+                }),
+            };
+            match state.args.links.session() {
+                Some(session) => {
+                    let _ = session.send_message(SessionMsg::Send(job));
+                }
+                // Recorded and pending: the session sends it when it is back (reconciliation).
+                None => {
+                    warn!(tenant = %state.args.tenant, reply_id, "session unavailable, reply left pending")
+                }
+            }
+        }
+        ReplyOutcome::AlreadyAnswered { inbound_id } => {
+            debug!(tenant = %state.args.tenant, chat = %state.args.chat, inbound_id, "batch already answered");
+        }
+    }
+    Ok(())
+}
+
+async fn dismiss(
+    state: &mut ConversationState,
+    items: Vec<InboundItem>,
+    reason: &str,
+) -> Result<(), ActorProcessingErr> {
+    let services = Arc::clone(&state.args.services);
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let outcome = services
+        .store
+        .dismiss_inbound(
+            &state.args.tenant,
+            &state.args.chat,
+            &ids,
+            services.clock.now_ms(),
+            state.args.epoch,
+        )
+        .await?;
+    if outcome == DismissOutcome::Dismissed {
+        state.dismissed += 1;
+        info!(tenant = %state.args.tenant, chat = %state.args.chat, reason, messages = ids.len(), "batch handled without a reply");
+        if reason == "outside_window" {
+            services.publish(
+                services
+                    .tenant_event(
+                        EventKind::Alert,
+                        &state.args.tenant,
+                        serde_json::json!({"alert": "outside_window", "messages": ids.len()}),
+                    )
+                    .with_chat(state.args.chat.clone()),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn set_paused(
+    myself: &ActorRef<ConversationMsg>,
+    state: &mut ConversationState,
+    until_ms: Option<i64>,
+) -> Result<(), StoreError> {
+    let services = Arc::clone(&state.args.services);
+    let result = services
+        .store
+        .set_bot_paused(
+            &state.args.tenant,
+            &state.args.chat,
+            until_ms,
+            state.args.epoch,
+        )
+        .await;
+    if let Err(StoreError::StaleEpoch { .. }) = &result {
+        let _ = fenced(myself, state);
+    }
+    result?;
+    state.paused_until_ms = until_ms;
+    Ok(())
+}
+
+fn remember_customer_turns(state: &mut ConversationState, items: &[InboundItem]) {
+    for text in items.iter().filter_map(|i| i.text.clone()) {
+        state.history.push_back(Turn {
+            speaker: Speaker::Customer,
+            text,
+        });
+    }
+    trim_history(state);
+}
+
+fn trim_history(state: &mut ConversationState) {
+    let window = state.args.services.settings.history_window as usize;
+    while state.history.len() > window {
+        state.history.pop_front();
+    }
+}
+
+/// Another node owns the tenant now: stop without writing anything more.
+fn fenced(
+    myself: &ActorRef<ConversationMsg>,
+    state: &ConversationState,
+) -> Result<(), ActorProcessingErr> {
+    warn!(tenant = %state.args.tenant, chat = %state.args.chat, epoch = state.args.epoch, "fenced by a newer epoch, stopping");
+    myself.stop(Some("fenced".into()));
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Salesboy's actor tree (ractor) and the small traits through which it reaches the world.
+//!
+//! ```text
+//! NodeSupervisor (one per node)            node.rs
+//!  └ TenantSupervisor (per hosted tenant)   tenant.rs
+//!     ├ SessionActor      (WhatsApp number) session.rs
+//!     ├ ResponderActor    (LLM replies)     responder/
+//!     └ ConversationActor × chats           conversation.rs
+//! ```
+//!
+//! Modules:
+//! - [`ports`]: the traits actors use to reach WhatsApp, LLMs, the clock, events, epochs;
+//! - [`store`]: the durable-state trait ([`store::Store`]) and its records;
+//! - [`services`]: what every actor of a node shares (ports, settings, cache, gauges);
+//! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
+//! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
+//! - [`links`], [`rpc`]: small plumbing.
+//!
+//! This crate never imports HTTP, SQL or NATS: the node crate implements the ports.
+
+pub mod conversation;
+pub mod links;
+pub mod node;
+pub mod ports;
+pub mod responder;
+pub mod rpc;
+pub mod services;
+pub mod session;
+pub mod store;
+pub mod supervision;
+pub mod tenant;

@@ -1,0 +1,258 @@
+//! `ResponderActor`: turns a conversation turn into a reply.
+//!
+//! Retrieval from the tenant's knowledge base (full text, top k), prompt assembly, the
+//! provider chain with fallback ([`chain`]), the node's response cache (exact match on
+//! tenant, knowledge version and prompt), usage recording. With no provider configured, or
+//! when none answers, the offline answer is the best passage or a polite hand-off
+//! ([`prompt`]). Each request runs in its own task, so one slow LLM call does not hold the
+//! tenant's other conversations.
+
+pub mod chain;
+pub mod prompt;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{ChatId, TenantId};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::conversation::ConversationMsg;
+use crate::ports::Turn;
+use crate::services::Services;
+use crate::store::{LlmUsage, StoreError};
+use chain::{ChainOutcome, ProviderChain, ProviderStatus};
+
+/// A request for a reply.
+#[derive(Debug)]
+pub struct ReplyRequest {
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// The customer's message(s).
+    pub question: String,
+    /// Recent history, oldest first.
+    pub history: Vec<Turn>,
+    /// Where the answer goes.
+    pub reply_to: ActorRef<ConversationMsg>,
+    /// The conversation's batch token, returned with the answer.
+    pub batch: u64,
+}
+
+/// Messages of a responder.
+#[derive(Debug)]
+pub enum ResponderMsg {
+    /// Write a reply.
+    Generate(ReplyRequest),
+    /// The responder's state.
+    Observe(RpcReplyPort<ResponderSnapshot>),
+}
+
+/// What `Observe` shows of a responder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponderSnapshot {
+    /// The providers and their circuits; empty for the offline responder.
+    pub providers: Vec<ProviderStatus>,
+    /// Replies written by this activation.
+    pub replies: u64,
+    /// Of those, answered from the cache.
+    pub cache_hits: u64,
+    /// Of those, answered offline (no provider, or none answered).
+    pub offline: u64,
+}
+
+/// Start-up arguments.
+pub struct ResponderArgs {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The tenant's system prompt.
+    pub system_prompt: Option<String>,
+    /// The tenant's LLM configuration (JSON), `None` for the node's default.
+    pub llm_config: Option<String>,
+    /// Shared services.
+    pub services: Arc<Services>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    replies: AtomicU64,
+    cache_hits: AtomicU64,
+    offline: AtomicU64,
+}
+
+/// Everything a reply task needs, shared with it.
+struct Context {
+    tenant: TenantId,
+    system_prompt: Option<String>,
+    chain: ProviderChain,
+    services: Arc<Services>,
+    tally: Tally,
+}
+
+/// A responder's state.
+pub struct ResponderState {
+    context: Arc<Context>,
+}
+
+/// The responder actor (behaviour only).
+#[derive(Debug, Default)]
+pub struct ResponderActor;
+
+impl Actor for ResponderActor {
+    type Msg = ResponderMsg;
+    type State = ResponderState;
+    type Arguments = ResponderArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ResponderMsg>,
+        args: ResponderArgs,
+    ) -> Result<ResponderState, ActorProcessingErr> {
+        let providers = match args
+            .services
+            .llm
+            .providers(&args.tenant, args.llm_config.as_deref())
+        {
+            Ok(providers) => providers,
+            Err(reason) => {
+                // A broken configuration must not silence the tenant: answer offline and say so.
+                warn!(tenant = %args.tenant, reason, "llm configuration unusable, answering offline");
+                args.services.publish(args.services.tenant_event(
+                    EventKind::Alert,
+                    &args.tenant,
+                    serde_json::json!({"alert": "llm_config_invalid", "reason": reason}),
+                ));
+                Vec::new()
+            }
+        };
+        Ok(ResponderState {
+            context: Arc::new(Context {
+                tenant: args.tenant,
+                system_prompt: args.system_prompt,
+                chain: ProviderChain::new(providers),
+                services: args.services,
+                tally: Tally::default(),
+            }),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ResponderMsg>,
+        message: ResponderMsg,
+        state: &mut ResponderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ResponderMsg::Generate(request) => {
+                let context = Arc::clone(&state.context);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let (reply, llm_time) = match context.write_reply(&request).await {
+                        Ok((text, llm_time)) => (Ok(text), llm_time),
+                        Err(error) => (Err(error.to_string()), started.elapsed()),
+                    };
+                    let _ = request.reply_to.send_message(ConversationMsg::ReplyReady {
+                        batch: request.batch,
+                        reply,
+                        llm_time,
+                    });
+                });
+            }
+            ResponderMsg::Observe(reply) => {
+                let tally = &state.context.tally;
+                let _ = reply.send(ResponderSnapshot {
+                    providers: state.context.chain.status(),
+                    replies: tally.replies.load(Ordering::Relaxed),
+                    cache_hits: tally.cache_hits.load(Ordering::Relaxed),
+                    offline: tally.offline.load(Ordering::Relaxed),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Context {
+    /// The reply text and the time spent in the LLM.
+    async fn write_reply(&self, request: &ReplyRequest) -> Result<(String, Duration), StoreError> {
+        let services = &self.services;
+        let k = services.settings.knowledge_top_k;
+        let passages: Vec<String> = services
+            .store
+            .search_knowledge(&self.tenant, &request.question, k)
+            .await?
+            .into_iter()
+            .map(|hit| hit.text)
+            .collect();
+        self.tally.replies.fetch_add(1, Ordering::Relaxed);
+        if self.chain.is_empty() {
+            self.tally.offline.fetch_add(1, Ordering::Relaxed);
+            return Ok((prompt::offline_answer(&passages), Duration::ZERO));
+        }
+
+        let version = services.store.knowledge_version(&self.tenant).await?;
+        let prompt = prompt::build(
+            self.system_prompt.as_deref(),
+            passages,
+            request.history.clone(),
+            request.question.clone(),
+        );
+        let key = (self.tenant.clone(), version, prompt);
+        if let Some(cached) = services.cache.get(&key).await {
+            self.tally.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((cached.to_string(), Duration::ZERO));
+        }
+
+        let started = Instant::now();
+        let outcome = self.chain.complete(&key.2).await;
+        let llm_time = started.elapsed();
+        if outcome.quota_exhausted() {
+            services.publish(services.tenant_event(
+                EventKind::Alert,
+                &self.tenant,
+                serde_json::json!({"alert": "llm_quota_exhausted"}),
+            ));
+        }
+        let failed = match &outcome {
+            ChainOutcome::Answered { failed, .. } | ChainOutcome::Exhausted { failed } => failed,
+        };
+        for attempt in failed {
+            let outcome = attempt.error.as_ref().map_or("skipped", |e| e.code());
+            metrics::counter!("salesboy_llm_calls_total", "provider" => attempt.provider.clone(), "outcome" => outcome).increment(1);
+        }
+        match outcome {
+            ChainOutcome::Answered {
+                completion,
+                provider,
+                cost_micros,
+                ..
+            } => {
+                metrics::counter!("salesboy_llm_calls_total", "provider" => provider.clone(), "outcome" => "ok").increment(1);
+                let usage = LlmUsage {
+                    tenant: self.tenant.clone(),
+                    provider,
+                    model: completion.model.clone(),
+                    prompt_tokens: i64::try_from(completion.prompt_tokens).unwrap_or(i64::MAX),
+                    completion_tokens: i64::try_from(completion.completion_tokens)
+                        .unwrap_or(i64::MAX),
+                    cost_micros: i64::try_from(cost_micros).unwrap_or(i64::MAX),
+                    at_ms: services.clock.now_ms(),
+                };
+                if let Err(error) = services.store.record_llm_usage(&usage).await {
+                    warn!(tenant = %self.tenant, %error, "llm usage not recorded");
+                }
+                let text = prompt::truncate(completion.text.trim(), prompt::MAX_REPLY_CHARS);
+                services.cache.insert(key, Arc::from(text.as_str())).await;
+                Ok((text, llm_time))
+            }
+            ChainOutcome::Exhausted { .. } => {
+                self.tally.offline.fetch_add(1, Ordering::Relaxed);
+                warn!(tenant = %self.tenant, "no llm provider answered, answering offline");
+                Ok((prompt::offline_answer(&key.2.passages), llm_time))
+            }
+        }
+    }
+}

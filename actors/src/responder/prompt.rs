@@ -1,0 +1,80 @@
+//! Prompt assembly and the offline answer (no provider configured, or none answered).
+
+use crate::ports::{Prompt, Turn};
+
+/// House rules appended to every tenant's system prompt.
+pub const HOUSE_RULES: &str = "You are a helpful sales assistant answering customers on WhatsApp. \
+Answer briefly and politely, in the customer's language, using only the business information \
+provided. If the information does not answer the question, say that a person will get back to \
+them soon. Never invent prices, stock or policies.";
+
+/// The polite hand-off when nothing in the knowledge base fits.
+pub const HANDOFF_REPLY: &str =
+    "Thanks for your message! A person from our team will get back to you shortly.";
+
+/// The longest reply we send (WhatsApp allows 4096 characters in a text message).
+pub const MAX_REPLY_CHARS: usize = 4000;
+
+/// Builds the prompt for one turn.
+pub fn build(
+    system_prompt: Option<&str>,
+    passages: Vec<String>,
+    history: Vec<Turn>,
+    question: String,
+) -> Prompt {
+    let system = match system_prompt.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(own) => format!("{own}\n\n{HOUSE_RULES}"),
+        None => HOUSE_RULES.to_owned(),
+    };
+    Prompt {
+        system,
+        passages,
+        history,
+        question,
+    }
+}
+
+/// The answer of the offline responder: the best passage, or the hand-off.
+pub fn offline_answer(passages: &[String]) -> String {
+    match passages.first().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        Some(best) => truncate(best, MAX_REPLY_CHARS),
+        None => HANDOFF_REPLY.to_owned(),
+    }
+}
+
+/// Cuts a reply to at most `max` characters, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_answers_with_the_best_passage_or_hands_off() {
+        assert_eq!(
+            offline_answer(&["We open at 9.".into(), "other".into()]),
+            "We open at 9."
+        );
+        assert_eq!(offline_answer(&[]), HANDOFF_REPLY);
+        assert_eq!(offline_answer(&["  ".into()]), HANDOFF_REPLY);
+    }
+
+    #[test]
+    fn system_prompt_keeps_the_house_rules() {
+        let prompt = build(Some("We sell shoes."), vec![], vec![], "hi".into());
+        assert!(prompt.system.starts_with("We sell shoes."));
+        assert!(prompt.system.ends_with(HOUSE_RULES));
+        assert_eq!(build(None, vec![], vec![], "hi".into()).system, HOUSE_RULES);
+    }
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("hi", 5), "hi");
+    }
+}

@@ -1,0 +1,151 @@
+//! What every actor of a node shares: the ports, the settings, the response cache and a few
+//! counters. Built once by the node and passed down as `Arc<Services>`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{NodeId, TenantId};
+
+use crate::ports::{Clock, EpochSource, EventSink, LlmProviderFactory, Prompt, WhatsAppConnector};
+use crate::store::Store;
+use crate::supervision::RestartPolicy;
+
+/// The 24-hour customer service window, in milliseconds.
+pub const CUSTOMER_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Tunables of the actor tree.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a conversation waits for the customer to stop typing.
+    pub debounce: Duration,
+    /// Past messages the assistant sees.
+    pub history_window: u32,
+    /// Passages retrieved per question.
+    pub knowledge_top_k: u32,
+    /// An idle conversation is passivated after this long.
+    pub conversation_idle: Duration,
+    /// An idle tenant is stopped after this long.
+    pub tenant_idle: Duration,
+    /// Tenants this node hosts at most.
+    pub max_tenants: usize,
+    /// An owner's message (API send or echo) pauses the bot in that chat this long.
+    pub owner_takeover: Duration,
+    /// Outbound messages per second per WhatsApp number.
+    pub messages_per_second: u32,
+    /// Send attempts before a retryable failure becomes final.
+    pub send_max_attempts: u32,
+    /// First retry delay of a failed send; doubled per attempt.
+    pub send_base_backoff: Duration,
+    /// How often the node sweeps: passivation, and persisted messages never routed.
+    pub sweep_interval: Duration,
+    /// A persisted message this old that is still unanswered is re-routed by the sweep.
+    pub unrouted_grace: Duration,
+    /// How far back the periodic sweep looks for such messages (start-up looks back 24 h).
+    pub sweep_lookback: Duration,
+    /// Restart policy of every supervisor.
+    pub restart: RestartPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(1_500),
+            history_window: 20,
+            knowledge_top_k: 3,
+            conversation_idle: Duration::from_secs(300),
+            tenant_idle: Duration::from_secs(86_400),
+            max_tenants: 100_000,
+            owner_takeover: Duration::from_secs(3_600),
+            messages_per_second: 80,
+            send_max_attempts: 5,
+            send_base_backoff: Duration::from_millis(500),
+            sweep_interval: Duration::from_secs(5),
+            unrouted_grace: Duration::from_secs(10),
+            sweep_lookback: Duration::from_secs(300),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+/// The key of a cached LLM answer: exact match on tenant, knowledge version and prompt.
+pub type CacheKey = (TenantId, i64, Prompt);
+
+/// Cached LLM answers, shared by every responder of the node.
+pub type ResponseCache = moka::future::Cache<CacheKey, Arc<str>>;
+
+/// A response cache of at most `max_bytes` (estimated from the keys' and answers' sizes).
+pub fn response_cache(max_bytes: u64) -> ResponseCache {
+    moka::future::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(|(tenant, _, prompt): &CacheKey, answer: &Arc<str>| {
+            let size = tenant.as_str().len()
+                + prompt.system.len()
+                + prompt.question.len()
+                + prompt.passages.iter().map(String::len).sum::<usize>()
+                + prompt.history.iter().map(|t| t.text.len()).sum::<usize>()
+                + answer.len();
+            u32::try_from(size).unwrap_or(u32::MAX)
+        })
+        .time_to_live(Duration::from_secs(3_600))
+        .build()
+}
+
+/// Node-wide gauges the actors keep up to date.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Conversations currently active (not passivated) on this node.
+    pub conversations: AtomicU64,
+}
+
+impl Counters {
+    /// Active conversations.
+    pub fn conversations(&self) -> u64 {
+        self.conversations.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the actors of one node share.
+pub struct Services {
+    /// This node.
+    pub node: NodeId,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// WhatsApp connections.
+    pub whatsapp: Arc<dyn WhatsAppConnector>,
+    /// LLM providers per tenant.
+    pub llm: Arc<dyn LlmProviderFactory>,
+    /// Wall-clock time for records.
+    pub clock: Arc<dyn Clock>,
+    /// Events for external services.
+    pub events: Arc<dyn EventSink>,
+    /// Placement epochs.
+    pub epochs: Arc<dyn EpochSource>,
+    /// Cached LLM answers.
+    pub cache: ResponseCache,
+    /// Tunables.
+    pub settings: Settings,
+    /// Gauges.
+    pub counters: Counters,
+}
+
+impl Services {
+    /// Publishes a tenant event stamped with this node and the current time.
+    pub fn tenant_event(
+        &self,
+        kind: EventKind,
+        tenant: &TenantId,
+        detail: serde_json::Value,
+    ) -> Event {
+        let mut event = Event::tenant(kind, tenant.clone(), self.clock.now_ms(), detail);
+        event.node = Some(self.node.clone());
+        event
+    }
+
+    /// Publishes an event.
+    pub fn publish(&self, event: Event) {
+        self.events.publish(event);
+    }
+}

@@ -1,0 +1,434 @@
+//! `SessionActor`: a tenant's WhatsApp number. The only actor that holds its credentials.
+//!
+//! Outbound messages queue here and leave at most `messages_per_second` per second (a token
+//! bucket, Meta's default limit is 80/s per number). A throughput error (130429) pauses the
+//! whole queue; a pair-rate error (131056) delays that message; transient failures (5xx,
+//! timeouts) retry with exponential backoff up to `send_max_attempts`; a message outside the
+//! 24-hour window (131047) or refused for another reason fails at once. A refused access
+//! token puts the session in `auth_failed`, fails the queue and raises an event instead of
+//! retrying forever. Sends run concurrently (each in its own task) so one slow request does
+//! not hold the queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{ChatId, TenantId, Wamid};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::ports::{SendError, WhatsAppConnection};
+use crate::services::Services;
+use crate::store::{SendFailure, StoreError, WhatsAppNumber};
+
+/// When a reply's customer message arrived and how long the LLM took: for the latency
+/// metrics that split gateway time from LLM time.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTiming {
+    /// When the first message of the batch was received (ms since the Unix epoch).
+    pub first_received_ms: i64,
+    /// When the debounce ended and the reply was asked for.
+    pub debounced_at: Instant,
+    /// Time spent in the LLM.
+    pub llm_time: Duration,
+}
+
+/// An outbound message to send (already recorded as pending).
+#[derive(Debug, Clone)]
+pub struct SendJob {
+    /// The outbound message's id in the store.
+    pub outbound_id: i64,
+    /// The customer.
+    pub chat: ChatId,
+    /// The text.
+    pub body: String,
+    /// The message to quote, if any.
+    pub reply_to: Option<Wamid>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Latency bookkeeping of bot replies.
+    pub timing: Option<ReplyTiming>,
+}
+
+/// The session's state, as events and `Observe` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Sending normally.
+    Connected,
+    /// Meta asked us to slow down; the queue waits.
+    RateLimited,
+    /// The access token was refused; nothing is sent until the tenant's credentials change.
+    AuthFailed,
+}
+
+/// Messages of a session.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// Queue a message.
+    Send(SendJob),
+    /// Mark an inbound message read and show the typing indicator.
+    MarkRead {
+        /// The inbound message.
+        wamid: Wamid,
+    },
+    /// A send finished.
+    Sent {
+        /// The job.
+        job: SendJob,
+        /// Meta's answer.
+        result: Result<Wamid, SendError>,
+    },
+    /// Send what the rate limit allows now.
+    Pump,
+    /// The session's state.
+    Observe(RpcReplyPort<SessionSnapshot>),
+}
+
+/// What `Observe` shows of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// Connection state.
+    pub status: SessionStatus,
+    /// Messages waiting to be sent.
+    pub queued: usize,
+    /// Sends under way.
+    pub in_flight: usize,
+    /// Messages sent by this activation.
+    pub sent: u64,
+    /// Messages that failed for good.
+    pub failed: u64,
+    /// Retries.
+    pub retries: u64,
+}
+
+/// Start-up arguments.
+pub struct SessionArgs {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The tenant's placement epoch.
+    pub epoch: u64,
+    /// The number and its credentials.
+    pub number: WhatsAppNumber,
+    /// Shared services.
+    pub services: Arc<Services>,
+}
+
+/// Token bucket: `rate` tokens a second, bursts up to `rate`.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: rate,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// A session's state.
+pub struct SessionState {
+    args: SessionArgs,
+    connection: Arc<dyn WhatsAppConnection>,
+    status: SessionStatus,
+    queue: VecDeque<SendJob>,
+    bucket: TokenBucket,
+    blocked_until: Option<Instant>,
+    pump_at: Option<Instant>,
+    in_flight: usize,
+    sent: u64,
+    failed: u64,
+    retries: u64,
+}
+
+/// The session actor (behaviour only).
+#[derive(Debug, Default)]
+pub struct SessionActor;
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let connection = args.services.whatsapp.connect(&args.tenant, &args.number);
+        let bucket = TokenBucket::new(args.services.settings.messages_per_second);
+        Ok(SessionState {
+            args,
+            connection,
+            status: SessionStatus::Connected,
+            queue: VecDeque::new(),
+            bucket,
+            blocked_until: None,
+            pump_at: None,
+            in_flight: 0,
+            sent: 0,
+            failed: 0,
+            retries: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Send(job) => {
+                if state.status == SessionStatus::AuthFailed {
+                    fail(state, &job, "auth_failed", None).await?;
+                } else {
+                    state.queue.push_back(job);
+                    pump(&myself, state);
+                }
+            }
+            SessionMsg::MarkRead { wamid } => {
+                if state.status != SessionStatus::AuthFailed {
+                    let connection = Arc::clone(&state.connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.mark_read(&wamid, true).await {
+                            debug!(%error, "mark read failed");
+                        }
+                    });
+                }
+            }
+            SessionMsg::Pump => {
+                state.pump_at = None;
+                pump(&myself, state);
+            }
+            SessionMsg::Sent { job, result } => {
+                state.in_flight -= 1;
+                on_sent(&myself, state, job, result).await?;
+                pump(&myself, state);
+            }
+            SessionMsg::Observe(reply) => {
+                let _ = reply.send(SessionSnapshot {
+                    status: state.status,
+                    queued: state.queue.len(),
+                    in_flight: state.in_flight,
+                    sent: state.sent,
+                    failed: state.failed,
+                    retries: state.retries,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts as many queued sends as the limits allow; schedules the next pump otherwise.
+fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
+    let now = Instant::now();
+    if let Some(until) = state.blocked_until {
+        if until > now {
+            schedule_pump(myself, state, until - now);
+            return;
+        }
+        state.blocked_until = None;
+        set_status(state, SessionStatus::Connected);
+    }
+    while !state.queue.is_empty() {
+        if let Err(wait) = state.bucket.take(now) {
+            schedule_pump(myself, state, wait);
+            return;
+        }
+        let Some(job) = state.queue.pop_front() else {
+            break;
+        };
+        state.in_flight += 1;
+        let connection = Arc::clone(&state.connection);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = connection
+                .send_text(&job.chat, &job.body, job.reply_to.as_ref())
+                .await;
+            let _ = myself.send_message(SessionMsg::Sent { job, result });
+        });
+    }
+}
+
+fn schedule_pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState, after: Duration) {
+    let at = Instant::now() + after;
+    if state.pump_at.is_some_and(|scheduled| scheduled <= at) {
+        return;
+    }
+    state.pump_at = Some(at);
+    myself.send_after(after, || SessionMsg::Pump);
+}
+
+async fn on_sent(
+    myself: &ActorRef<SessionMsg>,
+    state: &mut SessionState,
+    mut job: SendJob,
+    result: Result<Wamid, SendError>,
+) -> Result<(), ActorProcessingErr> {
+    let services = Arc::clone(&state.args.services);
+    let error = match result {
+        Ok(wamid) => {
+            let marked = services
+                .store
+                .mark_reply_sent(
+                    &state.args.tenant,
+                    job.outbound_id,
+                    &wamid,
+                    services.clock.now_ms(),
+                    state.args.epoch,
+                )
+                .await;
+            if let Err(StoreError::StaleEpoch { .. }) = marked {
+                myself.stop(Some("fenced".into()));
+                return Ok(());
+            }
+            marked?;
+            state.sent += 1;
+            metrics::counter!("salesboy_sends_total", "outcome" => "sent").increment(1);
+            record_latency(&services, &job);
+            services.publish(
+                services
+                    .tenant_event(EventKind::ReplySent, &state.args.tenant, serde_json::json!({"wamid": wamid.as_str(), "outbound_id": job.outbound_id}))
+                    .with_chat(job.chat.clone()),
+            );
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+
+    if error == SendError::AuthFailed {
+        warn!(tenant = %state.args.tenant, "access token refused, session auth_failed");
+        set_status(state, SessionStatus::AuthFailed);
+        fail(state, &job, error.code(), None).await?;
+        let queued: Vec<SendJob> = state.queue.drain(..).collect();
+        for queued in &queued {
+            fail(state, queued, error.code(), None).await?;
+        }
+        return Ok(());
+    }
+    if error.is_retryable() && job.attempts + 1 < services.settings.send_max_attempts {
+        job.attempts += 1;
+        state.retries += 1;
+        metrics::counter!("salesboy_sends_total", "outcome" => "retried").increment(1);
+        let backoff = services
+            .settings
+            .send_base_backoff
+            .saturating_mul(1 << job.attempts.min(10));
+        match error {
+            SendError::Throttled { retry_after } => {
+                let pause = retry_after.unwrap_or(backoff);
+                state.blocked_until = Some(Instant::now() + pause);
+                set_status(state, SessionStatus::RateLimited);
+                state.queue.push_front(job);
+            }
+            _ => {
+                myself.send_after(backoff, move || SessionMsg::Send(job));
+            }
+        }
+        return Ok(());
+    }
+    let code = match &error {
+        SendError::Rejected { code, .. } => Some(*code),
+        SendError::OutsideWindow => Some(131_047),
+        _ => None,
+    };
+    warn!(tenant = %state.args.tenant, outbound_id = job.outbound_id, %error, "send failed for good");
+    fail(state, &job, error.code(), code).await
+}
+
+async fn fail(
+    state: &mut SessionState,
+    job: &SendJob,
+    title: &str,
+    code: Option<i64>,
+) -> Result<(), ActorProcessingErr> {
+    let services = Arc::clone(&state.args.services);
+    state.failed += 1;
+    metrics::counter!("salesboy_sends_total", "outcome" => "failed").increment(1);
+    let failure = SendFailure {
+        code,
+        title: title.to_owned(),
+    };
+    match services
+        .store
+        .mark_reply_failed(
+            &state.args.tenant,
+            job.outbound_id,
+            &failure,
+            services.clock.now_ms(),
+            state.args.epoch,
+        )
+        .await
+    {
+        Ok(()) | Err(StoreError::StaleEpoch { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn set_status(state: &mut SessionState, status: SessionStatus) {
+    if state.status == status {
+        return;
+    }
+    state.status = status;
+    let services = &state.args.services;
+    services.publish(services.tenant_event(
+        EventKind::SessionStatus,
+        &state.args.tenant,
+        serde_json::json!({"status": status, "phone_number_id": state.args.number.phone_number_id.as_str()}),
+    ));
+}
+
+/// Reply latency: gateway time (everything but debounce and LLM) and LLM time.
+fn record_latency(services: &Services, job: &SendJob) {
+    let Some(timing) = job.timing else { return };
+    let total = Duration::from_millis(
+        u64::try_from(services.clock.now_ms() - timing.first_received_ms).unwrap_or(0),
+    );
+    let debounce = total.saturating_sub(timing.debounced_at.elapsed());
+    let gateway = total
+        .saturating_sub(debounce)
+        .saturating_sub(timing.llm_time);
+    metrics::histogram!("salesboy_reply_gateway_seconds").record(gateway.as_secs_f64());
+    metrics::histogram!("salesboy_reply_llm_seconds").record(timing.llm_time.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_allows_a_burst_then_paces() {
+        let mut bucket = TokenBucket::new(2);
+        let now = Instant::now();
+        assert!(bucket.take(now).is_ok());
+        assert!(bucket.take(now).is_ok());
+        let wait = bucket.take(now).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(bucket.take(now + Duration::from_millis(500)).is_ok());
+    }
+}

@@ -1,0 +1,545 @@
+//! `TenantSupervisor`: one hosted tenant. Spawns its session, responder and (on demand) its
+//! conversations; routes the tenant's messages to them; restarts failed children with
+//! backoff and gives up after too many failures (the tenant is then reported failed and
+//! stops); reconciles from the store on activation and after restarts (architecture §5.4);
+//! stops itself when idle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{ChatId, TenantId};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::conversation::{
+    ConversationActor, ConversationArgs, ConversationMsg, ConversationSnapshot, InboundItem,
+};
+use crate::links::TenantLinks;
+use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
+use crate::services::{CUSTOMER_WINDOW_MS, Services};
+use crate::session::{SendJob, SessionActor, SessionArgs, SessionMsg, SessionSnapshot};
+use crate::store::{NewOutbound, OutboundOrigin, StoreError, Tenant};
+use crate::supervision::{RestartDecision, RestartTracker};
+
+/// How long the supervisor waits for a child's `Observe`.
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which long-lived child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildKind {
+    /// The WhatsApp session.
+    Session,
+    /// The responder.
+    Responder,
+    /// A conversation.
+    Conversation,
+}
+
+impl ChildKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Responder => "responder",
+            Self::Conversation => "conversation",
+        }
+    }
+}
+
+/// Messages of a tenant supervisor.
+#[derive(Debug)]
+pub enum TenantMsg {
+    /// A persisted inbound message for one chat.
+    Inbound {
+        /// The customer's chat.
+        chat: ChatId,
+        /// The message.
+        item: InboundItem,
+    },
+    /// The owner wrote in a chat from their own WhatsApp app (echo): the bot steps back.
+    OwnerActivity {
+        /// The chat.
+        chat: ChatId,
+        /// When the owner wrote.
+        at_ms: i64,
+    },
+    /// Pause (`Some`) or resume (`None`) the bot in a chat.
+    SetPaused {
+        /// The chat.
+        chat: ChatId,
+        /// Until when.
+        until_ms: Option<i64>,
+        /// Done, or why not.
+        reply: RpcReplyPort<Result<(), String>>,
+    },
+    /// Send a message as the owner: recorded, sent, and the bot steps back in that chat.
+    OwnerSend {
+        /// The chat.
+        chat: ChatId,
+        /// The text.
+        body: String,
+        /// The recorded outbound message's id, or why not.
+        reply: RpcReplyPort<Result<i64, String>>,
+    },
+    /// Offer unanswered messages to their conversations again; with `unsent`, also queue
+    /// replies recorded but never sent.
+    Reconcile {
+        /// Whether to resend pending outbound messages too.
+        unsent: bool,
+    },
+    /// Periodic: passivate idle conversations, stop if the whole tenant is idle.
+    Sweep,
+    /// Restart a child after its backoff.
+    Respawn(ChildKind),
+    /// The tenant's state.
+    Observe(RpcReplyPort<TenantSnapshot>),
+    /// One conversation's state, if it is active.
+    ObserveConversation {
+        /// The chat.
+        chat: ChatId,
+        /// Its snapshot.
+        reply: RpcReplyPort<Option<ConversationSnapshot>>,
+    },
+}
+
+/// What `Observe` shows of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSnapshot {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Its placement epoch on this node.
+    pub epoch: u64,
+    /// The session, if running (no number configured, or restarting, otherwise).
+    pub session: Option<SessionSnapshot>,
+    /// The responder, if running.
+    pub responder: Option<ResponderSnapshot>,
+    /// Active conversations.
+    pub conversations: usize,
+    /// Child restarts by kind.
+    pub restarts: HashMap<String, u64>,
+}
+
+/// Start-up arguments.
+pub struct TenantArgs {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The placement epoch under which this node hosts it.
+    pub epoch: u64,
+    /// Shared services.
+    pub services: Arc<Services>,
+}
+
+/// A tenant supervisor's state.
+pub struct TenantState {
+    tenant: TenantId,
+    epoch: u64,
+    record: Tenant,
+    services: Arc<Services>,
+    links: Arc<TenantLinks>,
+    conversations: HashMap<ChatId, ActorRef<ConversationMsg>>,
+    conversation_ids: HashMap<ActorId, ChatId>,
+    session_id: Option<ActorId>,
+    responder_id: Option<ActorId>,
+    trackers: HashMap<ChildKind, RestartTracker>,
+    last_activity: Instant,
+}
+
+/// The tenant supervisor (behaviour only).
+#[derive(Debug, Default)]
+pub struct TenantSupervisor;
+
+impl Actor for TenantSupervisor {
+    type Msg = TenantMsg;
+    type State = TenantState;
+    type Arguments = TenantArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        args: TenantArgs,
+    ) -> Result<TenantState, ActorProcessingErr> {
+        let record = args
+            .services
+            .store
+            .tenant(&args.tenant)
+            .await?
+            .ok_or_else(|| format!("unknown tenant {}", args.tenant))?;
+        let mut state = TenantState {
+            tenant: args.tenant,
+            epoch: args.epoch,
+            record,
+            services: args.services,
+            links: Arc::new(TenantLinks::default()),
+            conversations: HashMap::new(),
+            conversation_ids: HashMap::new(),
+            session_id: None,
+            responder_id: None,
+            trackers: HashMap::new(),
+            last_activity: Instant::now(),
+        };
+        spawn_child(&myself, &mut state, ChildKind::Session).await?;
+        spawn_child(&myself, &mut state, ChildKind::Responder).await?;
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        info!(tenant = %state.tenant, epoch = state.epoch, "tenant activated");
+        let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TenantMsg>,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        let active = state.conversations.len() as u64;
+        state
+            .services
+            .counters
+            .conversations
+            .fetch_sub(active, Ordering::Relaxed);
+        state.links.set_session(None);
+        state.links.set_responder(None);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        message: TenantMsg,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            TenantMsg::Inbound { chat, item } => {
+                state.last_activity = Instant::now();
+                let conversation = conversation(&myself, state, &chat).await?;
+                let _ = conversation.send_message(ConversationMsg::Inbound(item));
+            }
+            TenantMsg::OwnerActivity { chat, at_ms } => {
+                state.last_activity = Instant::now();
+                let conversation = conversation(&myself, state, &chat).await?;
+                let _ = conversation.send_message(ConversationMsg::OwnerActivity { at_ms });
+            }
+            TenantMsg::SetPaused {
+                chat,
+                until_ms,
+                reply,
+            } => {
+                state.last_activity = Instant::now();
+                let conversation = conversation(&myself, state, &chat).await?;
+                let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
+            }
+            TenantMsg::OwnerSend { chat, body, reply } => {
+                state.last_activity = Instant::now();
+                let result = owner_send(&myself, state, chat, body).await;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            TenantMsg::Reconcile { unsent } => reconcile(&myself, state, unsent).await?,
+            TenantMsg::Sweep => {
+                let idle_for = state.services.settings.conversation_idle;
+                for conversation in state.conversations.values() {
+                    let _ = conversation.send_message(ConversationMsg::Passivate { idle_for });
+                }
+                if state.conversations.is_empty()
+                    && state.last_activity.elapsed() >= state.services.settings.tenant_idle
+                {
+                    info!(tenant = %state.tenant, "tenant idle, stopping");
+                    myself.stop(Some("idle".into()));
+                }
+            }
+            TenantMsg::Respawn(kind) => {
+                spawn_child(&myself, state, kind).await?;
+                let _ = myself.send_message(TenantMsg::Reconcile {
+                    unsent: kind == ChildKind::Session,
+                });
+            }
+            TenantMsg::Observe(reply) => {
+                let session = match state.links.session() {
+                    Some(session) => session
+                        .call(SessionMsg::Observe, Some(OBSERVE_TIMEOUT))
+                        .await
+                        .ok()
+                        .and_then(crate::rpc::answered),
+                    None => None,
+                };
+                let responder = match state.links.responder() {
+                    Some(responder) => responder
+                        .call(ResponderMsg::Observe, Some(OBSERVE_TIMEOUT))
+                        .await
+                        .ok()
+                        .and_then(crate::rpc::answered),
+                    None => None,
+                };
+                let restarts = state
+                    .trackers
+                    .iter()
+                    .map(|(kind, tracker)| (kind.as_str().to_owned(), tracker.restarts()))
+                    .collect();
+                let _ = reply.send(TenantSnapshot {
+                    tenant: state.tenant.clone(),
+                    epoch: state.epoch,
+                    session,
+                    responder,
+                    conversations: state.conversations.len(),
+                    restarts,
+                });
+            }
+            TenantMsg::ObserveConversation { chat, reply } => {
+                let snapshot = match state.conversations.get(&chat) {
+                    Some(conversation) => conversation
+                        .call(ConversationMsg::Observe, Some(OBSERVE_TIMEOUT))
+                        .await
+                        .ok()
+                        .and_then(crate::rpc::answered),
+                    None => None,
+                };
+                let _ = reply.send(snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<TenantMsg>,
+        event: SupervisionEvent,
+        state: &mut TenantState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.filter(|r| r != "passivated" && r != "idle"))
+            }
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
+            _ => return Ok(()),
+        };
+        let Some(kind) = forget_child(state, &cell) else {
+            return Ok(());
+        };
+        let Some(reason) = failure else { return Ok(()) };
+        if reason == "fenced" {
+            warn!(tenant = %state.tenant, epoch = state.epoch, "tenant fenced by a newer epoch, stopping");
+            myself.stop(Some("fenced".into()));
+            return Ok(());
+        }
+        metrics::counter!("salesboy_actor_restarts_total", "kind" => kind.as_str()).increment(1);
+        let policy = state.services.settings.restart;
+        let decision = state
+            .trackers
+            .entry(kind)
+            .or_default()
+            .on_failure(&policy, Instant::now());
+        match decision {
+            RestartDecision::Restart { after } => {
+                warn!(tenant = %state.tenant, child = kind.as_str(), reason, ?after, "child failed, restarting");
+                match kind {
+                    // Conversations come back on demand; reconciliation re-offers their messages.
+                    ChildKind::Conversation => {
+                        myself.send_after(after, || TenantMsg::Reconcile { unsent: false });
+                    }
+                    _ => {
+                        myself.send_after(after, move || TenantMsg::Respawn(kind));
+                    }
+                }
+            }
+            RestartDecision::GiveUp => {
+                warn!(tenant = %state.tenant, child = kind.as_str(), reason, "too many failures, tenant failed");
+                state.services.publish(state.services.tenant_event(
+                    EventKind::Alert,
+                    &state.tenant,
+                    serde_json::json!({"alert": "tenant_failed", "child": kind.as_str(), "reason": reason}),
+                ));
+                myself.stop(Some("failed".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes an exited child from the state; which kind it was, if it was ours.
+fn forget_child(state: &mut TenantState, cell: &ActorCell) -> Option<ChildKind> {
+    let id = cell.get_id();
+    if state.session_id == Some(id) {
+        state.session_id = None;
+        state.links.set_session(None);
+        return Some(ChildKind::Session);
+    }
+    if state.responder_id == Some(id) {
+        state.responder_id = None;
+        state.links.set_responder(None);
+        return Some(ChildKind::Responder);
+    }
+    let chat = state.conversation_ids.remove(&id)?;
+    state.conversations.remove(&chat);
+    state
+        .services
+        .counters
+        .conversations
+        .fetch_sub(1, Ordering::Relaxed);
+    Some(ChildKind::Conversation)
+}
+
+async fn spawn_child(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+    kind: ChildKind,
+) -> Result<(), ActorProcessingErr> {
+    let supervisor = myself.get_cell();
+    match kind {
+        ChildKind::Session => {
+            let Some(number) = state.record.numbers.first().cloned() else {
+                warn!(tenant = %state.tenant, "tenant has no whatsapp number, replies stay pending");
+                return Ok(());
+            };
+            let args = SessionArgs {
+                tenant: state.tenant.clone(),
+                epoch: state.epoch,
+                number,
+                services: Arc::clone(&state.services),
+            };
+            let (session, _) = Actor::spawn_linked(None, SessionActor, args, supervisor).await?;
+            state.session_id = Some(session.get_id());
+            state.links.set_session(Some(session));
+        }
+        ChildKind::Responder => {
+            let args = ResponderArgs {
+                tenant: state.tenant.clone(),
+                system_prompt: state.record.system_prompt.clone(),
+                llm_config: state.record.llm_config.clone(),
+                services: Arc::clone(&state.services),
+            };
+            let (responder, _) =
+                Actor::spawn_linked(None, ResponderActor, args, supervisor).await?;
+            state.responder_id = Some(responder.get_id());
+            state.links.set_responder(Some(responder));
+        }
+        ChildKind::Conversation => {}
+    }
+    Ok(())
+}
+
+/// The chat's conversation, started if it is not active.
+async fn conversation(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+    chat: &ChatId,
+) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
+    if let Some(existing) = state.conversations.get(chat) {
+        return Ok(existing.clone());
+    }
+    let args = ConversationArgs {
+        tenant: state.tenant.clone(),
+        chat: chat.clone(),
+        epoch: state.epoch,
+        services: Arc::clone(&state.services),
+        links: Arc::clone(&state.links),
+    };
+    let (conversation, _) =
+        Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await?;
+    state
+        .conversation_ids
+        .insert(conversation.get_id(), chat.clone());
+    state
+        .conversations
+        .insert(chat.clone(), conversation.clone());
+    state
+        .services
+        .counters
+        .conversations
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(conversation)
+}
+
+async fn owner_send(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+    chat: ChatId,
+    body: String,
+) -> Result<i64, StoreError> {
+    let services = Arc::clone(&state.services);
+    let now_ms = services.clock.now_ms();
+    let outbound = NewOutbound {
+        tenant: state.tenant.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: "text".into(),
+        body: Some(body.clone()),
+        created_ms: now_ms,
+        epoch: Some(state.epoch),
+    };
+    let id = services.store.record_outbound(&outbound).await?.id();
+    match state.links.session() {
+        Some(session) => {
+            let job = SendJob {
+                outbound_id: id,
+                chat: chat.clone(),
+                body,
+                reply_to: None,
+                attempts: 0,
+                timing: None,
+            };
+            let _ = session.send_message(SessionMsg::Send(job));
+        }
+        None => {
+            warn!(tenant = %state.tenant, outbound_id = id, "no session, owner message left pending")
+        }
+    }
+    if let Ok(conversation) = conversation(myself, state, &chat).await {
+        let _ = conversation.send_message(ConversationMsg::OwnerActivity { at_ms: now_ms });
+    }
+    Ok(id)
+}
+
+async fn reconcile(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+    unsent: bool,
+) -> Result<(), ActorProcessingErr> {
+    let services = Arc::clone(&state.services);
+    let since = services.clock.now_ms() - CUSTOMER_WINDOW_MS;
+    let unanswered = services
+        .store
+        .unanswered_inbound(&state.tenant, since)
+        .await?;
+    if !unanswered.is_empty() {
+        info!(tenant = %state.tenant, messages = unanswered.len(), "reconciling unanswered messages");
+    }
+    for message in unanswered {
+        let conversation = conversation(myself, state, &message.chat).await?;
+        let _ =
+            conversation.send_message(ConversationMsg::Inbound(InboundItem::from_stored(&message)));
+    }
+    if !unsent {
+        return Ok(());
+    }
+    let Some(session) = state.links.session() else {
+        return Ok(());
+    };
+    for message in services.store.unsent_replies(&state.tenant).await? {
+        let Some(body) = message.body.clone() else {
+            continue;
+        };
+        let job = SendJob {
+            outbound_id: message.id,
+            chat: message.chat.clone(),
+            body,
+            reply_to: None,
+            attempts: 0,
+            timing: None,
+        };
+        let _ = session.send_message(SessionMsg::Send(job));
+    }
+    Ok(())
+}

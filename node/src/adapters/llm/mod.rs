@@ -1,0 +1,267 @@
+//! LLM providers over HTTP: Gemini `generateContent` ([`GeminiProvider`]) and
+//! OpenAI-compatible chat completions ([`OpenAiProvider`]), built per tenant from its
+//! provider list ([`config`]) by [`HttpLlmFactory`].
+//!
+//! Both providers put the tenant's system prompt and the retrieved passages into the
+//! system message ([`system_text`]), then the history, then the question; both classify
+//! failures into [`LlmError`] the same way: 429 per-minute → `RateLimited` with the server's
+//! delay, daily quota / `insufficient_quota` → `QuotaExhausted`, 5xx → `Unavailable`, no
+//! answer within the configured timeout → `Timeout`, a blocked prompt → `Blocked`, anything
+//! else → `Failed`. API keys travel only in request headers and are scrubbed from errors.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use salesboy_actors::ports::{LlmError, LlmProvider, LlmProviderFactory, Prompt};
+use salesboy_protocol::TenantId;
+use secrecy::ExposeSecret;
+
+pub mod config;
+pub mod gemini;
+pub mod openai;
+
+pub use config::{
+    LlmConfigError, ProviderConfig, ProviderKind, parse_llm_config, redacted_llm_config,
+    validate_llm_config,
+};
+pub use gemini::GeminiProvider;
+pub use openai::OpenAiProvider;
+
+use super::scrub;
+
+/// The line that introduces the retrieved passages in the system message.
+pub const BUSINESS_INFORMATION_HEADER: &str = "Business information:";
+
+/// The metric counting provider requests by `provider` (the kind) and `outcome`.
+const REQUESTS_METRIC: &str = "salesboy_llm_requests_total";
+
+/// The longest excerpt of a provider's error message kept in an [`LlmError`].
+const MESSAGE_EXCERPT_CHARS: usize = 200;
+
+/// The system message of a prompt: the tenant's system prompt, then, when there are
+/// passages, `Business information:` and one `- passage` line each, best first.
+pub fn system_text(prompt: &Prompt) -> String {
+    let mut text = prompt.system.trim().to_owned();
+    let mut passages = prompt
+        .passages
+        .iter()
+        .map(|passage| passage.trim())
+        .filter(|passage| !passage.is_empty())
+        .peekable();
+    if passages.peek().is_some() {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(BUSINESS_INFORMATION_HEADER);
+        for passage in passages {
+            text.push_str("\n- ");
+            text.push_str(passage);
+        }
+    }
+    text
+}
+
+/// Builds the provider a configuration describes.
+pub fn build_provider(client: &reqwest::Client, config: ProviderConfig) -> Arc<dyn LlmProvider> {
+    match config.kind {
+        ProviderKind::Gemini => Arc::new(GeminiProvider::new(client.clone(), config)),
+        ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(client.clone(), config)),
+    }
+}
+
+/// Builds tenants' provider chains over one shared HTTP client: the tenant's provider list
+/// when it has one, else the node's default list, else none (the offline responder).
+#[derive(Clone)]
+pub struct HttpLlmFactory {
+    client: reqwest::Client,
+    default_config: Option<Arc<str>>,
+}
+
+impl HttpLlmFactory {
+    /// A factory whose tenants without a list of their own use `default_config`, unchecked:
+    /// a broken default list makes [`LlmProviderFactory::providers`] fail for those tenants.
+    /// Prefer [`HttpLlmFactory::try_new`] where the error can stop the node from starting.
+    pub fn new(client: reqwest::Client, default_config: Option<String>) -> Self {
+        Self {
+            client,
+            default_config: default_config.map(Arc::from),
+        }
+    }
+
+    /// As [`HttpLlmFactory::new`], with the default list validated first.
+    pub fn try_new(
+        client: reqwest::Client,
+        default_config: Option<String>,
+    ) -> Result<Self, LlmConfigError> {
+        if let Some(json) = &default_config {
+            parse_llm_config(json)?;
+        }
+        Ok(Self::new(client, default_config))
+    }
+}
+
+impl fmt::Debug for HttpLlmFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The default list holds API keys: show only whether there is one.
+        f.debug_struct("HttpLlmFactory")
+            .field(
+                "default_config",
+                &self.default_config.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmProviderFactory for HttpLlmFactory {
+    fn providers(
+        &self,
+        _tenant: &TenantId,
+        config_json: Option<&str>,
+    ) -> Result<Vec<Arc<dyn LlmProvider>>, String> {
+        let Some(json) = config_json.or(self.default_config.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        let configs = parse_llm_config(json).map_err(|error| error.to_string())?;
+        Ok(configs
+            .into_iter()
+            .map(|config| build_provider(&self.client, config))
+            .collect())
+    }
+}
+
+/// A provider's HTTP response, read in full.
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+/// The header value of an API key, marked sensitive (hidden from reqwest's and hyper's
+/// debug output).
+pub(crate) fn key_header(config: &ProviderConfig, prefix: &str) -> Result<HeaderValue, LlmError> {
+    let mut value =
+        HeaderValue::from_str(&format!("{prefix}{}", config.api_key.expose_secret()))
+            .map_err(|_| LlmError::Failed("the api key is not a valid header value".to_owned()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Sends a request and reads the whole response within `timeout`.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<RawResponse, LlmError> {
+    let exchange = async {
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        Ok::<_, reqwest::Error>(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(LlmError::Timeout),
+        Ok(Err(error)) if error.is_timeout() => Err(LlmError::Timeout),
+        Ok(Err(error)) => Err(LlmError::Unavailable(transport_problem(&error))),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+fn transport_problem(error: &reqwest::Error) -> String {
+    let what = if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(error) {
+        Some(source) => format!("{what}: {source}"),
+        None => what.to_owned(),
+    }
+}
+
+/// Counts one call's outcome and scrubs the key from its error.
+pub(crate) fn finish<T>(
+    config: &ProviderConfig,
+    result: Result<T, LlmError>,
+) -> Result<T, LlmError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.code(),
+    };
+    metrics::counter!(REQUESTS_METRIC, "provider" => config.kind.as_str(), "outcome" => outcome)
+        .increment(1);
+    result.map_err(|error| {
+        let error = redact(error, config.api_key.expose_secret());
+        tracing::debug!(
+            provider = %config.name,
+            model = %config.model,
+            error = %error,
+            "llm request failed"
+        );
+        error
+    })
+}
+
+fn redact(error: LlmError, key: &str) -> LlmError {
+    match error {
+        LlmError::QuotaExhausted(text) => LlmError::QuotaExhausted(scrub(&text, key)),
+        LlmError::Unavailable(text) => LlmError::Unavailable(scrub(&text, key)),
+        LlmError::Blocked(text) => LlmError::Blocked(scrub(&text, key)),
+        LlmError::Failed(text) => LlmError::Failed(scrub(&text, key)),
+        other => other,
+    }
+}
+
+/// `http status N: message` with the message cut short.
+pub(crate) fn status_problem(status: StatusCode, message: &str) -> String {
+    let message = super::excerpt(message, MESSAGE_EXCERPT_CHARS);
+    if message.is_empty() {
+        format!("http status {}", status.as_u16())
+    } else {
+        format!("http status {}: {message}", status.as_u16())
+    }
+}
+
+/// A provider's message cut short.
+pub(crate) fn short(message: &str) -> String {
+    super::excerpt(message, MESSAGE_EXCERPT_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use salesboy_actors::ports::{Speaker, Turn};
+
+    use super::*;
+
+    #[test]
+    fn system_text_lists_passages() {
+        let mut prompt = Prompt {
+            system: "Be nice.".to_owned(),
+            passages: vec![
+                "Open 9-18.".to_owned(),
+                " ".to_owned(),
+                "Free delivery.".to_owned(),
+            ],
+            history: vec![Turn {
+                speaker: Speaker::Customer,
+                text: "hi".to_owned(),
+            }],
+            question: "when?".to_owned(),
+        };
+        assert_eq!(
+            system_text(&prompt),
+            "Be nice.\n\nBusiness information:\n- Open 9-18.\n- Free delivery."
+        );
+        prompt.passages.clear();
+        assert_eq!(system_text(&prompt), "Be nice.");
+    }
+}

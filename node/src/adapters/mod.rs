@@ -1,0 +1,78 @@
+//! The real adapters behind the actors' ports: the WhatsApp Cloud API client and the LLM
+//! providers (Gemini, OpenAI-compatible), all over one shared `reqwest` client.
+//!
+//! - [`whatsapp`]: [`CloudApiConnector`] (a [`WhatsAppConnector`]) and the Graph API error
+//!   classification [`classify_send_error`];
+//! - [`llm`]: the tenants' provider configuration ([`llm::parse_llm_config`]), the
+//!   [`GeminiProvider`] and [`OpenAiProvider`], and [`HttpLlmFactory`] (an
+//!   [`LlmProviderFactory`]).
+//!
+//! Secrets (access tokens, API keys) only ever leave the process in request headers: no
+//! error, log line or `Debug` output carries them.
+//!
+//! [`WhatsAppConnector`]: salesboy_actors::ports::WhatsAppConnector
+//! [`LlmProviderFactory`]: salesboy_actors::ports::LlmProviderFactory
+
+use std::time::Duration;
+
+pub mod llm;
+pub mod whatsapp;
+
+pub use llm::{GeminiProvider, HttpLlmFactory, OpenAiProvider};
+pub use whatsapp::{CloudApiConnection, CloudApiConnector, classify_send_error};
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long establishing a TCP (and TLS) connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP client the adapters share: installs the process's rustls crypto provider first
+/// (reqwest is built without one), pools connections, bounds connection set-up. Per-request
+/// deadlines are the adapters' own.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    crate::run::install_crypto_provider();
+    reqwest::Client::builder()
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("salesboy/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Replaces every occurrence of `secret` in `text` with `[redacted]`: a last guard so that a
+/// server echoing a credential back cannot put it into our errors.
+pub(crate) fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    text.replace(secret, "[redacted]")
+}
+
+/// At most `max` characters of `text`, on a character boundary, with `…` when cut.
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_secrets() {
+        assert_eq!(
+            scrub("bad token abc in abc", "abc"),
+            "bad token [redacted] in [redacted]"
+        );
+        assert_eq!(scrub("nothing", ""), "nothing");
+    }
+
+    #[test]
+    fn excerpts_cut_on_characters() {
+        assert_eq!(excerpt("  héllo ", 2), "hé…");
+        assert_eq!(excerpt("hi", 5), "hi");
+    }
+}

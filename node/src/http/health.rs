@@ -1,0 +1,65 @@
+//! `GET /health`: is this node ready, and what does it hold. 503 when the database does not
+//! answer.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+
+/// The health document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// This node.
+    pub node_id: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Resident memory in bytes.
+    pub rss_bytes: Option<u64>,
+    /// Tenants hosted.
+    pub tenants: usize,
+    /// Conversations active.
+    pub conversations: u64,
+    /// The tenant limit.
+    pub max_tenants: usize,
+    /// `ok`, or the database error.
+    pub database: String,
+    /// `in-process` or `nats`.
+    pub bus: String,
+}
+
+/// The health route.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let database = match state.store.health().await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let ready = database == "ok";
+    let node = state.node.observe();
+    let body = Health {
+        status: if ready { "ok" } else { "unavailable" }.to_owned(),
+        node_id: state.http.node_id.clone(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        rss_bytes: crate::process::rss_bytes(),
+        tenants: node.tenants,
+        conversations: node.conversations,
+        max_tenants: node.max_tenants,
+        database,
+        bus: state.http.bus.to_owned(),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

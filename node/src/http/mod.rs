@@ -1,0 +1,86 @@
+//! HTTP: the WhatsApp webhook, health, metrics, the admin API and its OpenAPI document.
+//!
+//! - [`webhook`]: `GET/POST /webhooks/whatsapp`;
+//! - [`health`]: `GET /health`;
+//! - [`metrics`]: `GET /metrics` (Prometheus);
+//! - [`admin`]: `/api/…` behind the bearer token, `/api/openapi.json`.
+
+pub mod admin;
+pub mod health;
+pub mod metrics;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use salesboy_actors::node::NodeHandle;
+use salesboy_actors::store::Store;
+use salesboy_protocol::{PhoneNumberId, TenantId};
+use secrecy::SecretString;
+use tokio::time::Instant;
+
+/// How long the webhook remembers which tenant owns a phone number id.
+const PHONE_ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Everything the HTTP handlers share. Build it with [`AppState::new`].
+#[derive(Clone)]
+pub struct AppState {
+    /// The node: routes messages to tenants.
+    pub node: NodeHandle,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Secrets and settings of the HTTP side.
+    pub http: Arc<HttpSettings>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// When the node started.
+    pub started: Instant,
+    /// phone number id → owning tenant (`None`: no tenant), cached for the webhook.
+    pub phone_routes: moka::future::Cache<PhoneNumberId, Option<TenantId>>,
+}
+
+impl AppState {
+    /// The state for a node, its store, its HTTP settings and its metrics renderer.
+    pub fn new(
+        node: NodeHandle,
+        store: Arc<dyn Store>,
+        http: HttpSettings,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Self {
+        Self {
+            node,
+            store,
+            http: Arc::new(http),
+            metrics,
+            started: Instant::now(),
+            phone_routes: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(PHONE_ROUTE_TTL)
+                .build(),
+        }
+    }
+}
+
+/// Secrets and settings of the HTTP side.
+pub struct HttpSettings {
+    /// Meta app secret; without it webhook deliveries are refused (503).
+    pub app_secret: Option<SecretString>,
+    /// Verify token of the subscription handshake; without it the handshake is refused.
+    pub verify_token: Option<SecretString>,
+    /// Bearer token of the admin API.
+    pub admin_token: SecretString,
+    /// The node id, for `/health`.
+    pub node_id: String,
+    /// Whether the node runs on a NATS bus (for `/health`).
+    pub bus: &'static str,
+}
+
+/// The node's whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(webhook::routes())
+        .merge(health::routes())
+        .merge(metrics::routes())
+        .nest("/api", admin::routes(state.clone()))
+        .with_state(state)
+}

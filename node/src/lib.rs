@@ -1,0 +1,32 @@
+//! The Salesboy gateway node: the process that hosts tenants' actors.
+//!
+//! This crate owns everything that touches the world: configuration and CLI, the bus (NATS
+//! and in-process), cluster membership and placement, the sqlx stores, HTTP (webhooks,
+//! admin API, health, metrics) and the real adapters (WhatsApp Cloud API, LLM providers).
+//!
+//! Modules:
+//! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`cli`]: the admin commands of the `salesboy` binary (a client of the admin API);
+//! - [`config`]: layered configuration (defaults → TOML file → `SALESBOY_*` environment);
+//! - [`events`]: the node's event sink (broadcast, log, alerts in the store);
+//! - [`http`]: webhook, health, metrics, admin API;
+//! - [`knowledge`]: knowledge documents split into passages;
+//! - [`local`]: single-node epochs;
+//! - [`process`]: process facts (RSS);
+//! - [`run`]: wiring a node together, graceful shutdown;
+//! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
+//! - [`telemetry`]: logging set-up;
+//! - [`testing`]: real services for tests (a nats-server per test).
+
+pub mod adapters;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod knowledge;
+pub mod local;
+pub mod process;
+pub mod run;
+pub mod store;
+pub mod telemetry;
+pub mod testing;

@@ -1,0 +1,67 @@
+//! `salesboy`: the gateway node's command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use salesboy_node::config::Config;
+use salesboy_node::{cli, run, telemetry};
+
+/// Salesboy: a WhatsApp AI-sales-assistant gateway.
+#[derive(Debug, Parser)]
+#[command(name = "salesboy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a gateway node (with no configuration: the embedded single node on SQLite).
+    Serve {
+        /// A TOML configuration file (see docs/configuration.md).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Manage tenants and their WhatsApp numbers (through a running node's admin API).
+    Tenant {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::TenantCommand,
+    },
+    /// Manage tenants' knowledge bases (through a running node's admin API).
+    Kb {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::KbCommand,
+    },
+    /// Pause or resume the bot in a chat, or write as the owner (through the admin API).
+    Chat {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::ChatCommand,
+    },
+    /// Development helpers.
+    Dev {
+        #[command(subcommand)]
+        command: cli::DevCommand,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            telemetry::init(config.log_format);
+            run::run(config, run::shutdown_signal()).await
+        }
+        Command::Tenant { target, command } => cli::tenant(&target, command).await,
+        Command::Kb { target, command } => cli::kb(&target, command).await,
+        Command::Chat { target, command } => cli::chat(&target, command).await,
+        Command::Dev { command } => cli::dev(command),
+    }
+}

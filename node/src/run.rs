@@ -1,0 +1,279 @@
+//! Wiring a node together, and shutting it down cleanly.
+//!
+//! [`start`] builds everything from a [`Config`] and returns a [`RunningNode`] (tests use it
+//! to run real nodes in-process); [`run`] is `start`, wait for the shutdown signal, stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use salesboy_actors::node::NodeHandle;
+use salesboy_actors::ports::{Clock, LlmProviderFactory, SystemClock, WhatsAppConnector};
+use salesboy_actors::services::{Counters, Services, Settings, response_cache};
+use salesboy_actors::store::Store;
+use secrecy::SecretString;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::events::NodeEvents;
+use crate::http::{self, AppState, HttpSettings};
+use crate::local::StoreEpochs;
+use crate::store::{SqlStore, redact_url};
+
+/// The file in the data dir that holds the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// How long shutdown waits for the actors to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often old chat logs are deleted.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Size of the node's LLM response cache.
+const RESPONSE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Installs ring as the process's rustls crypto provider (docs/decisions/0004). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A node started by [`start`].
+pub struct RunningNode {
+    /// Where HTTP listens (the real port when the config said port 0).
+    pub http_addr: SocketAddr,
+    /// The admin API's bearer token.
+    pub admin_token: SecretString,
+    /// The actor tree.
+    pub node: NodeHandle,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The node's events.
+    pub events: Arc<NodeEvents>,
+    stop_http: oneshot::Sender<()>,
+    http: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    sql: SqlStore,
+}
+
+impl RunningNode {
+    /// Stops HTTP, then the actors, then closes the database.
+    pub async fn stop(self) {
+        info!("shutting down");
+        let _ = self.stop_http.send(());
+        let _ = self.http.await;
+        for task in &self.background {
+            task.abort();
+        }
+        self.node.shutdown(SHUTDOWN_TIMEOUT).await;
+        self.sql.close().await;
+        info!("stopped");
+    }
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node = start(config).await?;
+    shutdown.await;
+    node.stop().await;
+    Ok(())
+}
+
+/// Builds and starts a node: database (migrations), actors, HTTP.
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    install_crypto_provider();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    if config.nats_url.is_some() {
+        warn!(
+            "SALESBOY_NATS_URL is set but the cluster bus is not built yet: running as a single node"
+        );
+    }
+
+    let database_url = config.effective_database_url();
+    let sql = SqlStore::connect(&database_url)
+        .await
+        .context("opening the database")?;
+    let store: Arc<dyn Store> = Arc::new(sql.clone());
+    let admin_token = admin_token(&config)?;
+
+    let (whatsapp, llm) = adapters(&config)?;
+    let events = Arc::new(NodeEvents::new(Arc::clone(&store)));
+    let services = Arc::new(Services {
+        node: config.node_id.clone(),
+        store: Arc::clone(&store),
+        whatsapp,
+        llm,
+        clock: Arc::new(SystemClock),
+        events: events.clone(),
+        epochs: Arc::new(StoreEpochs::new(Arc::clone(&store))),
+        cache: response_cache(RESPONSE_CACHE_BYTES),
+        settings: settings(&config),
+        counters: Counters::default(),
+    });
+    let (node, _) = NodeHandle::start(services)
+        .await
+        .context("starting the node supervisor")?;
+
+    let state = AppState::new(
+        node.clone(),
+        Arc::clone(&store),
+        HttpSettings {
+            app_secret: config.whatsapp_app_secret.clone(),
+            verify_token: config.whatsapp_verify_token.clone(),
+            admin_token: admin_token.clone(),
+            node_id: config.node_id.to_string(),
+            bus: "in-process",
+        },
+        http::metrics::recorder(),
+    );
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
+    let http_addr = listener.local_addr().context("reading the HTTP address")?;
+    let (stop_http, stopped) = oneshot::channel::<()>();
+    let app = http::router(state);
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "http server stopped with an error");
+        }
+    });
+
+    let retention = tokio::spawn(retention_job(Arc::clone(&store), config.retention_days));
+    if config.whatsapp_app_secret.is_none() {
+        warn!(
+            "SALESBOY_WHATSAPP_APP_SECRET is not set: webhook deliveries are refused (503) until it is"
+        );
+    }
+    info!(
+        node = %config.node_id,
+        http = %http_addr,
+        database = %redact_url(&database_url),
+        bus = "in-process",
+        "node ready"
+    );
+    Ok(RunningNode {
+        http_addr,
+        admin_token,
+        node,
+        store,
+        events,
+        stop_http,
+        http,
+        background: vec![retention],
+        sql,
+    })
+}
+
+fn settings(config: &Config) -> Settings {
+    Settings {
+        debounce: Duration::from_millis(config.debounce_ms),
+        history_window: config.history_window,
+        conversation_idle: Duration::from_secs(config.conversation_idle_secs),
+        tenant_idle: Duration::from_secs(config.tenant_idle_secs),
+        max_tenants: usize::try_from(config.max_tenants).unwrap_or(usize::MAX),
+        messages_per_second: config.whatsapp_messages_per_second,
+        ..Settings::default()
+    }
+}
+
+/// The real WhatsApp Cloud API client and LLM providers.
+fn adapters(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn WhatsAppConnector>, Arc<dyn LlmProviderFactory>)> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("building the HTTP client")?;
+    let whatsapp = crate::adapters::whatsapp::CloudApiConnector::new(
+        client.clone(),
+        &config.whatsapp_api_base,
+    );
+    let llm = crate::adapters::llm::HttpLlmFactory::new(client, None);
+    Ok((Arc::new(whatsapp), Arc::new(llm)))
+}
+
+/// The configured admin token, or the one in the data dir (generated on first start).
+fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            info!(path = %path.display(), "admin token read from the data dir");
+            return Ok(SecretString::from(existing.to_owned()));
+        }
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(&path, &token)
+        .with_context(|| format!("writing the admin token to {}", path.display()))?;
+    info!(path = %path.display(), "admin token generated; the admin API and CLI read it from this file");
+    Ok(SecretString::from(token))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+/// Deletes chat logs older than the retention period, hourly.
+async fn retention_job(store: Arc<dyn Store>, retention_days: u32) {
+    let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        interval.tick().await;
+        let cutoff = SystemClock.now_ms() - keep_ms;
+        match store.delete_messages_before(cutoff).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, retention_days, "old chat logs deleted"),
+            Err(e) => warn!(error = %e, "retention job failed"),
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,87 @@
+//! LLM usage accounting and the events/alerts log.
+
+use salesboy_actors::store::{LlmUsage, LlmUsageTotals, NewEvent, StoredEvent};
+use salesboy_protocol::TenantId;
+
+use super::Db;
+use super::decode::{get, limit, optional_id};
+use super::error::Failure;
+
+/// Records one LLM call.
+pub(crate) async fn record_llm_usage(db: &Db, usage: &LlmUsage) -> Result<(), Failure> {
+    sqlx::query(
+        "INSERT INTO llm_usage (tenant_id, provider, model, prompt_tokens, completion_tokens, \
+         cost_micros, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(usage.tenant.as_str())
+    .bind(usage.provider.as_str())
+    .bind(usage.model.as_str())
+    .bind(usage.prompt_tokens)
+    .bind(usage.completion_tokens)
+    .bind(usage.cost_micros)
+    .bind(usage.at_ms)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// The tenant's usage since `since_ms`. Sums are cast to `BIGINT`: Postgres sums `BIGINT`
+/// into `NUMERIC`, which the `Any` driver cannot read.
+pub(crate) async fn llm_usage_totals(
+    db: &Db,
+    tenant: &TenantId,
+    since_ms: i64,
+) -> Result<LlmUsageTotals, Failure> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS requests, \
+         CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+         CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+         CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
+         FROM llm_usage WHERE tenant_id = $1 AND at_ms >= $2",
+    )
+    .bind(tenant.as_str())
+    .bind(since_ms)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(LlmUsageTotals {
+        requests: get(&row, "requests")?,
+        prompt_tokens: get(&row, "prompt_tokens")?,
+        completion_tokens: get(&row, "completion_tokens")?,
+        cost_micros: get(&row, "cost_micros")?,
+    })
+}
+
+/// Records an event; returns its id.
+pub(crate) async fn record_event(db: &Db, event: &NewEvent) -> Result<i64, Failure> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO events (tenant_id, kind, detail, at_ms) VALUES ($1, $2, $3, $4) \
+         RETURNING id",
+    )
+    .bind(event.tenant.as_ref().map(TenantId::as_str))
+    .bind(event.kind.as_str())
+    .bind(event.detail.as_str())
+    .bind(event.at_ms)
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// The last `count` events, newest first.
+pub(crate) async fn recent_events(db: &Db, count: u32) -> Result<Vec<StoredEvent>, Failure> {
+    let rows = sqlx::query(
+        "SELECT id, tenant_id, kind, detail, at_ms FROM events ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                id: get(row, "id")?,
+                tenant: optional_id(row, "tenant_id")?,
+                kind: get(row, "kind")?,
+                detail: get(row, "detail")?,
+                at_ms: get(row, "at_ms")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,586 @@
+//! The SQL implementation of the actors' [`Store`]: one implementation for Postgres and
+//! SQLite, through sqlx's `Any` driver.
+//!
+//! Every query is written once with `$N` placeholders (sqlx's SQLite driver binds `$N`
+//! positionally, as Postgres does) and runs on both databases; the [`Dialect`] switch is
+//! used only where the SQL must differ: full-text search (Postgres `tsvector` with a GIN
+//! index, SQLite FTS5), the lock that fences writes (`FOR SHARE` on Postgres, `BEGIN
+//! IMMEDIATE` on SQLite), and connection set-up (SQLite pragmas).
+//!
+//! Schema: `migrations/postgres` and `migrations/sqlite`, embedded and applied by
+//! [`SqlStore::connect`]. Times are `BIGINT` unix milliseconds, ids of the outside world
+//! `TEXT`.
+//!
+//! Modules, one per concern:
+//! - `error`: [`redact_url`] and the one mapping from sqlx errors to [`StoreError`];
+//! - `decode`: rows back into records;
+//! - `fencing`: tenant epochs and the fence every state-changing write passes;
+//! - `tenants`: tenants and their WhatsApp numbers;
+//! - `messages`: conversations, messages, replies, statuses, reconciliation, retention;
+//! - `knowledge`: the knowledge base and its full-text search;
+//! - `activity`: LLM usage and events.
+
+mod activity;
+mod decode;
+mod error;
+mod fencing;
+mod knowledge;
+mod messages;
+mod tenants;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use salesboy_actors::store::{
+    Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
+    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, Store, StoreError,
+    StoredEvent, StoredMessage, Tenant, TenantRoute,
+};
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
+use tracing::debug;
+
+pub use error::redact_url;
+use error::{Failure, map_sqlx_error};
+
+/// Postgres schema, applied at connect.
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+/// SQLite schema, applied at connect.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Per-connection SQLite settings: write-ahead log (readers never block the writer),
+/// `synchronous=NORMAL` (durable at checkpoints, the recommended pairing with WAL),
+/// foreign keys enforced, and a 5 s wait for a busy database instead of failing at once.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
+/// Which SQL database a store talks to; picked from the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `postgres:` or `postgresql:` URLs.
+    Postgres,
+    /// `sqlite:` URLs.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a database URL, or [`StoreError::Invalid`] for an unknown scheme.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(StoreError::Invalid {
+                reason: format!(
+                    "unsupported database url {}: expected a sqlite:, postgres: or postgresql: url",
+                    redact_url(url)
+                ),
+            })
+        }
+    }
+}
+
+/// Pool settings of a [`SqlStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlStoreOptions {
+    /// Most connections open at once (SQLite in-memory databases always use one).
+    pub max_connections: u32,
+    /// How long an operation waits for a connection, including opening one: a database
+    /// that is down fails within this time.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for SqlStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The pool and its dialect, handed to the per-concern query functions.
+#[derive(Clone)]
+pub(crate) struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Db {
+    /// Starts a transaction for a read-then-write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail
+    /// with `SQLITE_BUSY` when another connection wrote in between, whatever the timeout.
+    async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Postgres => self.pool.begin().await,
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+    }
+}
+
+/// The gateway's [`Store`] on Postgres or SQLite.
+///
+/// Cheap to clone (the pool is shared). Errors name the database by its URL with the
+/// password replaced by `***`.
+#[derive(Clone)]
+pub struct SqlStore {
+    db: Db,
+    /// The redacted URL, for error messages.
+    url: Arc<str>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.db.dialect)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl SqlStore {
+    /// Connects with default [`SqlStoreOptions`] and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, &SqlStoreOptions::default()).await
+    }
+
+    /// Connects to `url` (`sqlite:…`, `postgres:…` or `postgresql:…`) and applies the
+    /// migrations.
+    ///
+    /// SQLite: the file is created if missing (`mode=rwc` is added unless the URL sets a
+    /// mode; its directory must exist) and opened in WAL mode with `synchronous=NORMAL`,
+    /// foreign keys on and a 5 s busy timeout.
+    ///
+    /// Postgres: sqlx's migrator holds a session-level `pg_advisory_lock` (keyed on the
+    /// database name) from before it reads the migrations table until it is done, so nodes
+    /// starting together apply each migration exactly once; the others wait, then find
+    /// nothing to do.
+    ///
+    /// A database that cannot be reached gives [`StoreError::Unavailable`] with the real
+    /// reason (at once when the connection is refused, after `acquire_timeout` when the host
+    /// does not answer); an unknown scheme gives [`StoreError::Invalid`]. Errors name the
+    /// database by its redacted URL.
+    pub async fn connect_with(url: &str, options: &SqlStoreOptions) -> Result<Self, StoreError> {
+        let dialect = Dialect::from_url(url)?;
+        let redacted: Arc<str> = redact_url(url).into();
+        let scrub =
+            |error: sqlx::Error| scrub_url(map_sqlx_error(error, &redacted), url, &redacted);
+        sqlx::any::install_default_drivers();
+
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        let mut connect_url = url.to_owned();
+        if dialect == Dialect::Sqlite {
+            connect_url = sqlite_url_with_defaults(url);
+            if is_sqlite_in_memory(url) {
+                // each connection of the Any driver would open its own in-memory database:
+                // keep exactly one, forever
+                pool_options = pool_options
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+            pool_options = pool_options.after_connect(|connection: &mut AnyConnection, _| {
+                Box::pin(async move {
+                    connection.execute(SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
+            });
+        }
+
+        // One direct connection first: it fails at once with the real reason (connection
+        // refused, authentication, unknown database), where the pool would retry until its
+        // timeout and report only the timeout.
+        match tokio::time::timeout(
+            options.acquire_timeout,
+            AnyConnection::connect(&connect_url),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(StoreError::Unavailable {
+                    url: redacted.to_string(),
+                    reason: format!("no connection within {:?}", options.acquire_timeout),
+                });
+            }
+            Ok(Err(error)) => return Err(scrub(error)),
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+        }
+        let pool = pool_options.connect(&connect_url).await.map_err(scrub)?;
+        let migrator = match dialect {
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        if let Err(error) = migrator.run(&pool).await {
+            // sqlx does not unlock on its error paths: closing the pool ends the session that
+            // may still hold the migration lock
+            pool.close().await;
+            return Err(scrub(error.into()));
+        }
+        debug!(database = %redacted, ?dialect, "database connected and migrated");
+        Ok(Self {
+            db: Db { pool, dialect },
+            url: redacted,
+        })
+    }
+
+    /// The dialect in use.
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect
+    }
+
+    /// The database URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.db.pool.close().await;
+    }
+
+    /// Awaits a query function and maps its failure to a [`StoreError`].
+    async fn run<T>(
+        &self,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, StoreError> {
+        work.await
+            .map_err(|failure| failure.into_store_error(&self.url))
+    }
+}
+
+/// Defence in depth: an error text that quotes the raw URL shows the redacted one instead.
+fn scrub_url(error: StoreError, raw: &str, redacted: &str) -> StoreError {
+    let scrub = |text: String| text.replace(raw, redacted);
+    match error {
+        StoreError::Unavailable { url, reason } => StoreError::Unavailable {
+            url,
+            reason: scrub(reason),
+        },
+        StoreError::Invalid { reason } => StoreError::Invalid {
+            reason: scrub(reason),
+        },
+        StoreError::Backend(reason) => StoreError::Backend(scrub(reason)),
+        other => other,
+    }
+}
+
+/// Adds `mode=rwc` (create the file if missing) unless the URL already sets a mode.
+fn sqlite_url_with_defaults(url: &str) -> String {
+    let has_mode = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")));
+    if has_mode || is_sqlite_in_memory(url) {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+fn is_sqlite_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query("SELECT 1").execute(&self.db.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError> {
+        self.run(tenants::upsert_tenant(&self.db, tenant)).await
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        self.run(tenants::tenant(&self.db, id)).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.run(tenants::list_tenants(&self.db)).await
+    }
+
+    async fn upsert_whatsapp_number(&self, number: &NewWhatsAppNumber) -> Result<(), StoreError> {
+        self.run(tenants::upsert_whatsapp_number(&self.db, number))
+            .await
+    }
+
+    async fn tenant_by_phone_number(
+        &self,
+        phone_number_id: &PhoneNumberId,
+    ) -> Result<Option<TenantRoute>, StoreError> {
+        self.run(tenants::tenant_by_phone_number(&self.db, phone_number_id))
+            .await
+    }
+
+    async fn claim_epoch(&self, tenant: &TenantId, epoch: u64) -> Result<(), StoreError> {
+        self.run(fencing::claim_epoch(&self.db, tenant, epoch))
+            .await
+    }
+
+    async fn current_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
+        self.run(fencing::current_epoch(&self.db, tenant)).await
+    }
+
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.run(messages::conversation(&self.db, tenant, chat))
+            .await
+    }
+
+    async fn set_bot_paused(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        until_ms: Option<i64>,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(messages::set_bot_paused(
+            &self.db, tenant, chat, until_ms, epoch,
+        ))
+        .await
+    }
+
+    async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError> {
+        self.run(messages::insert_inbound(&self.db, message)).await
+    }
+
+    async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError> {
+        self.run(messages::record_outbound(&self.db, message)).await
+    }
+
+    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+        self.run(messages::update_status(&self.db, update)).await
+    }
+
+    async fn record_reply(&self, reply: &NewReply) -> Result<ReplyOutcome, StoreError> {
+        self.run(messages::record_reply(&self.db, reply)).await
+    }
+
+    async fn dismiss_inbound(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        inbound: &[i64],
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<DismissOutcome, StoreError> {
+        self.run(messages::dismiss_inbound(
+            &self.db, tenant, chat, inbound, at_ms, epoch,
+        ))
+        .await
+    }
+
+    async fn mark_reply_sent(
+        &self,
+        tenant: &TenantId,
+        reply_id: i64,
+        wamid: &Wamid,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(messages::mark_reply_sent(
+            &self.db, tenant, reply_id, wamid, at_ms, epoch,
+        ))
+        .await
+    }
+
+    async fn mark_reply_failed(
+        &self,
+        tenant: &TenantId,
+        reply_id: i64,
+        failure: &SendFailure,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(messages::mark_reply_failed(
+            &self.db, tenant, reply_id, failure, at_ms, epoch,
+        ))
+        .await
+    }
+
+    async fn unanswered_inbound(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::unanswered_inbound(&self.db, tenant, since_ms))
+            .await
+    }
+
+    async fn unanswered_inbound_in_chat(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::unanswered_inbound_in_chat(&self.db, tenant, chat))
+            .await
+    }
+
+    async fn tenants_with_pending_work(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        self.run(messages::tenants_with_pending_work(
+            &self.db, since_ms, before_ms,
+        ))
+        .await
+    }
+
+    async fn unsent_replies(&self, tenant: &TenantId) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::unsent_replies(&self.db, tenant)).await
+    }
+
+    async fn conversation_messages(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::conversation_messages(
+            &self.db, tenant, chat, limit,
+        ))
+        .await
+    }
+
+    async fn recent_history(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::recent_history(&self.db, tenant, chat, limit))
+            .await
+    }
+
+    async fn chat_log(
+        &self,
+        tenant: &TenantId,
+        before_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::chat_log(&self.db, tenant, before_ms, limit))
+            .await
+    }
+
+    async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
+        self.run(knowledge::add_knowledge(&self.db, document)).await
+    }
+
+    async fn list_knowledge(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<KnowledgeDocument>, StoreError> {
+        self.run(knowledge::list_knowledge(&self.db, tenant)).await
+    }
+
+    async fn delete_knowledge(
+        &self,
+        tenant: &TenantId,
+        document_id: i64,
+    ) -> Result<bool, StoreError> {
+        self.run(knowledge::delete_knowledge(&self.db, tenant, document_id))
+            .await
+    }
+
+    async fn search_knowledge(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+    ) -> Result<Vec<KnowledgeHit>, StoreError> {
+        self.run(knowledge::search_knowledge(&self.db, tenant, question, k))
+            .await
+    }
+
+    async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        self.run(knowledge::knowledge_version(&self.db, tenant))
+            .await
+    }
+
+    async fn record_llm_usage(&self, usage: &LlmUsage) -> Result<(), StoreError> {
+        self.run(activity::record_llm_usage(&self.db, usage)).await
+    }
+
+    async fn llm_usage_totals(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<LlmUsageTotals, StoreError> {
+        self.run(activity::llm_usage_totals(&self.db, tenant, since_ms))
+            .await
+    }
+
+    async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        self.run(activity::record_event(&self.db, event)).await
+    }
+
+    async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.run(activity::recent_events(&self.db, limit)).await
+    }
+
+    async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.run(messages::delete_messages_before(&self.db, cutoff_ms))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialects_come_from_the_scheme() {
+        assert_eq!(Dialect::from_url("postgres://h/db"), Ok(Dialect::Postgres));
+        assert_eq!(
+            Dialect::from_url("postgresql://h/db"),
+            Ok(Dialect::Postgres)
+        );
+        assert_eq!(Dialect::from_url("sqlite://./x.db"), Ok(Dialect::Sqlite));
+        assert_eq!(Dialect::from_url("sqlite::memory:"), Ok(Dialect::Sqlite));
+        let error = Dialect::from_url("mysql://root:pw@h/db").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("mysql://root:***@h/db"), "{text}");
+        assert!(!text.contains("pw@"), "{text}");
+    }
+
+    #[test]
+    fn sqlite_urls_create_the_file_unless_told_otherwise() {
+        assert_eq!(
+            sqlite_url_with_defaults("sqlite://./a.db"),
+            "sqlite://./a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_defaults("sqlite://./a.db?cache=private"),
+            "sqlite://./a.db?cache=private&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_defaults("sqlite://./a.db?mode=ro"),
+            "sqlite://./a.db?mode=ro"
+        );
+        assert_eq!(
+            sqlite_url_with_defaults("sqlite::memory:"),
+            "sqlite::memory:"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Tenants and their WhatsApp numbers.
+
+use std::collections::BTreeMap;
+
+use salesboy_actors::store::{
+    AccessToken, NewTenant, NewWhatsAppNumber, StoreError, Tenant, TenantRoute, WhatsAppNumber,
+};
+use salesboy_protocol::{PhoneNumberId, TenantId};
+use sqlx::any::AnyRow;
+
+use super::Db;
+use super::decode::{get, id};
+use super::error::Failure;
+
+/// `SELECT` of the columns [`tenant_from_row`] reads, followed by `$rest`.
+macro_rules! select_tenants {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms \
+             FROM tenants ",
+            $rest
+        )
+    };
+}
+
+/// `SELECT` of the columns [`number_from_row`] reads, followed by `$rest`.
+macro_rules! select_numbers {
+    ($rest:literal) => {
+        concat!(
+            "SELECT tenant_id, phone_number_id, waba_id, access_token FROM whatsapp_numbers ",
+            $rest
+        )
+    };
+}
+
+/// Creates or updates a tenant; a new tenant starts at epoch 0, so fenced writes always find
+/// its epoch row to lock.
+pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Failure> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+         system_prompt = excluded.system_prompt, llm_config = excluded.llm_config",
+    )
+    .bind(tenant.id.as_str())
+    .bind(tenant.name.as_str())
+    .bind(tenant.system_prompt.as_deref())
+    .bind(tenant.llm_config.as_deref())
+    .bind(tenant.created_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO tenant_epochs (tenant_id, epoch) VALUES ($1, 0) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant.id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One tenant with its numbers.
+pub(crate) async fn tenant(db: &Db, tenant: &TenantId) -> Result<Option<Tenant>, Failure> {
+    let Some(row) = sqlx::query(select_tenants!("WHERE id = $1"))
+        .bind(tenant.as_str())
+        .fetch_optional(&db.pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let numbers = sqlx::query(select_numbers!(
+        "WHERE tenant_id = $1 ORDER BY phone_number_id"
+    ))
+    .bind(tenant.as_str())
+    .fetch_all(&db.pool)
+    .await?
+    .iter()
+    .map(|row| Ok(number_from_row(row)?.1))
+    .collect::<Result<Vec<_>, Failure>>()?;
+    tenant_from_row(&row, numbers).map(Some)
+}
+
+/// Every tenant with its numbers, ordered by id.
+pub(crate) async fn list_tenants(db: &Db) -> Result<Vec<Tenant>, Failure> {
+    let tenant_rows = sqlx::query(select_tenants!("ORDER BY id"))
+        .fetch_all(&db.pool)
+        .await?;
+    let number_rows = sqlx::query(select_numbers!("ORDER BY tenant_id, phone_number_id"))
+        .fetch_all(&db.pool)
+        .await?;
+    let mut numbers: BTreeMap<TenantId, Vec<WhatsAppNumber>> = BTreeMap::new();
+    for row in &number_rows {
+        let (tenant, number) = number_from_row(row)?;
+        numbers.entry(tenant).or_default().push(number);
+    }
+    tenant_rows
+        .iter()
+        .map(|row| {
+            let tenant: TenantId = id(row, "id")?;
+            let own = numbers.remove(&tenant).unwrap_or_default();
+            tenant_from_row(row, own)
+        })
+        .collect()
+}
+
+/// Attaches a number to a tenant or updates it; refuses a number owned by another tenant.
+pub(crate) async fn upsert_whatsapp_number(
+    db: &Db,
+    number: &NewWhatsAppNumber,
+) -> Result<(), Failure> {
+    let mut tx = db.begin().await?;
+    let tenant_exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+        .bind(number.tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !tenant_exists {
+        return Err(StoreError::NotFound {
+            what: format!("tenant {}", number.tenant),
+        }
+        .into());
+    }
+    let written = sqlx::query(
+        "INSERT INTO whatsapp_numbers (phone_number_id, tenant_id, waba_id, access_token) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (phone_number_id) DO UPDATE SET waba_id = excluded.waba_id, \
+         access_token = excluded.access_token \
+         WHERE whatsapp_numbers.tenant_id = excluded.tenant_id",
+    )
+    .bind(number.phone_number_id.as_str())
+    .bind(number.tenant.as_str())
+    .bind(number.waba_id.as_deref())
+    .bind(number.access_token.expose())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if written == 0 {
+        return Err(StoreError::Conflict {
+            reason: format!(
+                "phone number id {} belongs to another tenant",
+                number.phone_number_id
+            ),
+        }
+        .into());
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The tenant that owns a phone number id.
+pub(crate) async fn tenant_by_phone_number(
+    db: &Db,
+    phone_number_id: &PhoneNumberId,
+) -> Result<Option<TenantRoute>, Failure> {
+    let row = sqlx::query(
+        "SELECT tenant_id, phone_number_id FROM whatsapp_numbers WHERE phone_number_id = $1",
+    )
+    .bind(phone_number_id.as_str())
+    .fetch_optional(&db.pool)
+    .await?;
+    row.map(|row| {
+        Ok(TenantRoute {
+            tenant: id(&row, "tenant_id")?,
+            phone_number_id: id(&row, "phone_number_id")?,
+        })
+    })
+    .transpose()
+}
+
+fn tenant_from_row(row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant, Failure> {
+    Ok(Tenant {
+        id: id(row, "id")?,
+        name: get(row, "name")?,
+        system_prompt: get(row, "system_prompt")?,
+        llm_config: get(row, "llm_config")?,
+        knowledge_version: get(row, "knowledge_version")?,
+        created_ms: get(row, "created_ms")?,
+        numbers,
+    })
+}
+
+fn number_from_row(row: &AnyRow) -> Result<(TenantId, WhatsAppNumber), Failure> {
+    let token: String = get(row, "access_token")?;
+    Ok((
+        id(row, "tenant_id")?,
+        WhatsAppNumber {
+            phone_number_id: id(row, "phone_number_id")?,
+            waba_id: get(row, "waba_id")?,
+            access_token: AccessToken::new(token),
+        },
+    ))
+}

@@ -1,0 +1,642 @@
+//! [`FakeLlm`]: a local LLM server speaking both Gemini `generateContent` and OpenAI-compatible
+//! chat completions, for end-to-end tests, benchmarks and the load harness.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use salesboy_protocol::llm::gemini::{GenerateContentRequest, Role};
+use salesboy_protocol::llm::openai::{ChatCompletionRequest, ChatRole};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::fake_whatsapp::{FakeServer, SplitMix64, lock, pause, read};
+use crate::adapters::llm::BUSINESS_INFORMATION_HEADER;
+
+/// The prefix of every answer of the fake.
+pub const FAKE_LLM_MARKER: &str = "[fake-llm]";
+
+/// How many characters of the business information (or question) an answer quotes.
+pub const FAKE_LLM_EXCERPT_CHARS: usize = 200;
+
+/// What the fake does besides answering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeLlmOptions {
+    /// How long every request waits (after the gate) before it is answered.
+    pub latency: Duration,
+    /// The share of requests answered with a per-minute 429, `0.0..=1.0`.
+    pub rate_limit_rate: f64,
+    /// The delay a per-minute 429 asks for (`retryDelay`, `retry-after-ms`).
+    pub retry_after: Duration,
+    /// Whether every request is answered with the per-day / `insufficient_quota` 429.
+    pub quota_exhausted: bool,
+    /// The share of requests answered 503, `0.0..=1.0`.
+    pub unavailable_rate: f64,
+    /// The seed of the failure draws.
+    pub seed: u64,
+}
+
+impl Default for FakeLlmOptions {
+    /// No failures, no latency; a rate limit asks for 1 s.
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            rate_limit_rate: 0.0,
+            retry_after: Duration::from_secs(1),
+            quota_exhausted: false,
+            unavailable_rate: 0.0,
+            seed: 0x11a_5eed,
+        }
+    }
+}
+
+/// Requests the fake received, by API, and how many it answered with a completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlmRequestCounts {
+    /// `generateContent` requests.
+    pub gemini: u64,
+    /// Chat completions requests.
+    pub openai: u64,
+    /// Requests answered with a completion (either API).
+    pub answered: u64,
+}
+
+impl LlmRequestCounts {
+    /// Requests of both APIs.
+    pub fn total(&self) -> u64 {
+        self.gemini + self.openai
+    }
+}
+
+/// A local LLM server speaking both Gemini `generateContent` and OpenAI-compatible chat
+/// completions, for end-to-end tests, benchmarks and the load harness.
+///
+/// Routes (any leading prefix is accepted, so the base URLs work as configured):
+///
+/// - `POST {prefix}/models/{model}:generateContent`: needs `x-goog-api-key` (or `?key=`);
+/// - `POST {prefix}/chat/completions`: needs `Authorization: Bearer …`.
+///
+/// The answer is deterministic: [`FAKE_LLM_MARKER`], a space, then the first 200
+/// characters of the business information in the system message (the text after
+/// `Business information:`) or, when there is none, of the last user message. Token counts
+/// are about a quarter of the characters (prompt: every message; completion: the answer).
+///
+/// Failures, by [`FakeLlmOptions`]: `quota_exhausted` answers every request with the
+/// per-day quota (Gemini) / `insufficient_quota` (OpenAI) 429; otherwise one seeded draw per
+/// request picks a 503 (`unavailable_rate`), a per-minute 429 (`rate_limit_rate`: Gemini
+/// `RESOURCE_EXHAUSTED` with `retryDelay`, OpenAI `rate_limit_exceeded` with the
+/// `retry-after-ms` / `retry-after` / `x-ratelimit-*` headers) or an answer. To fail one API
+/// but not the other (fallback tests), start two fakes.
+///
+/// [`FakeLlm::hold`] parks every request (arrived and arriving) before it is answered until
+/// [`FakeLlm::release`]; [`FakeLlm::wait_for_held`] waits until calls are parked, e.g. to
+/// kill a node while its LLM calls are in flight. Dropping the fake stops its server; parked
+/// requests are then answered 503.
+pub struct FakeLlm {
+    state: Arc<FakeLlmState>,
+    server: FakeServer,
+}
+
+struct FakeLlmState {
+    options: RwLock<FakeLlmOptions>,
+    rng: Mutex<SplitMix64>,
+    gemini: AtomicU64,
+    openai: AtomicU64,
+    answered: AtomicU64,
+    next_id: AtomicU64,
+    /// `true` while held.
+    gate: watch::Sender<bool>,
+    /// Requests parked at the gate.
+    parked: watch::Sender<usize>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl FakeLlm {
+    /// Starts the fake on `127.0.0.1` and a free port.
+    ///
+    /// # Panics
+    ///
+    /// If no local port can be bound (as wiremock's `MockServer::start` does); see
+    /// [`Self::try_start`].
+    pub async fn start(options: FakeLlmOptions) -> Self {
+        match Self::try_start(options).await {
+            Ok(fake) => fake,
+            Err(error) => panic!("cannot start the fake server: {error}"),
+        }
+    }
+
+    /// Starts the fake on `127.0.0.1` and a free port; the error if it cannot listen.
+    pub async fn try_start(options: FakeLlmOptions) -> std::io::Result<Self> {
+        let (stop, stopped) = watch::channel(false);
+        let state = Arc::new(FakeLlmState {
+            rng: Mutex::new(SplitMix64::new(options.seed)),
+            options: RwLock::new(options),
+            gemini: AtomicU64::new(0),
+            openai: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            gate: watch::Sender::new(false),
+            parked: watch::Sender::new(0),
+            shutdown: stopped,
+        });
+        let router = Router::new()
+            .route("/{*path}", post(handle))
+            .with_state(Arc::clone(&state));
+        let server = FakeServer::start(router, stop).await?;
+        Ok(Self { state, server })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The Gemini base URL to configure: `http://127.0.0.1:PORT/v1beta`.
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.server.addr())
+    }
+
+    /// The OpenAI base URL to configure: `http://127.0.0.1:PORT/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.server.addr())
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> LlmRequestCounts {
+        LlmRequestCounts {
+            gemini: self.state.gemini.load(Ordering::Relaxed),
+            openai: self.state.openai.load(Ordering::Relaxed),
+            answered: self.state.answered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The current options.
+    pub fn options(&self) -> FakeLlmOptions {
+        read(&self.state.options).clone()
+    }
+
+    /// Replaces the options for requests not yet past their latency, and reseeds the
+    /// failure draws with `options.seed`.
+    pub fn set_options(&self, options: FakeLlmOptions) {
+        *lock(&self.state.rng) = SplitMix64::new(options.seed);
+        *self
+            .state
+            .options
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = options;
+    }
+
+    /// Parks every request (arriving from now on) until [`FakeLlm::release`].
+    pub fn hold(&self) {
+        self.state.gate.send_replace(true);
+    }
+
+    /// Lets the parked requests (and all later ones) through.
+    pub fn release(&self) {
+        self.state.gate.send_replace(false);
+    }
+
+    /// How many requests are parked now.
+    pub fn held(&self) -> usize {
+        *self.state.parked.borrow()
+    }
+
+    /// Waits until at least `count` requests are parked; an error saying how many are if
+    /// that takes longer than `timeout`.
+    pub async fn wait_for_held(&self, count: usize, timeout: Duration) -> Result<(), String> {
+        let mut parked = self.state.parked.subscribe();
+        match tokio::time::timeout(timeout, parked.wait_for(|held| *held >= count)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(format!(
+                "{} of {count} requests held after {timeout:?}",
+                self.held()
+            )),
+        }
+    }
+
+    /// Stops the server and waits (at most 5 s) until it has closed its connections.
+    pub async fn shutdown(self) {
+        self.server.stop().await;
+    }
+}
+
+impl fmt::Debug for FakeLlm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeLlm")
+            .field("addr", &self.server.addr())
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which API a request spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Gemini,
+    OpenAi,
+}
+
+/// What the fake needs from a request.
+struct Asked {
+    api: Api,
+    model: String,
+    system: String,
+    question: String,
+    prompt_chars: usize,
+}
+
+/// Counts a parked request while it waits.
+struct Parked<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Parked<'a> {
+    fn new(parked: &'a watch::Sender<usize>) -> Self {
+        parked.send_modify(|held| *held += 1);
+        Self(parked)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|held| *held = held.saturating_sub(1));
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<FakeLlmState>>,
+    Path(path): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let api = if path.ends_with("chat/completions") {
+        Api::OpenAi
+    } else if path.ends_with(":generateContent") && path.contains("models/") {
+        Api::Gemini
+    } else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match api {
+        Api::Gemini => state.gemini.fetch_add(1, Ordering::Relaxed),
+        Api::OpenAi => state.openai.fetch_add(1, Ordering::Relaxed),
+    };
+    if !has_key(api, &uri, &headers) {
+        return missing_key(api);
+    }
+    let Some(asked) = parse(api, &path, &body) else {
+        return bad_request(api);
+    };
+
+    if !pass_gate(&state).await {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let options = read(&state.options).clone();
+    if !pause(options.latency, &state.shutdown).await {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if options.quota_exhausted {
+        return quota_exhausted(api, &asked.model);
+    }
+    let draw = lock(&state.rng).next_f64();
+    if draw < options.unavailable_rate {
+        return unavailable(api);
+    }
+    if draw < options.unavailable_rate + options.rate_limit_rate {
+        return rate_limited(api, &asked.model, options.retry_after);
+    }
+    state.answered.fetch_add(1, Ordering::Relaxed);
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    answer(&asked, id)
+}
+
+/// Waits while the gate is held; `false` if the server stopped meanwhile.
+async fn pass_gate(state: &FakeLlmState) -> bool {
+    let mut gate = state.gate.subscribe();
+    if !*gate.borrow_and_update() {
+        return true;
+    }
+    let _parked = Parked::new(&state.parked);
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        released = gate.wait_for(|held| !*held) => released.is_ok(),
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
+fn has_key(api: Api, uri: &Uri, headers: &HeaderMap) -> bool {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    match api {
+        Api::Gemini => {
+            header("x-goog-api-key").is_some_and(|key| !key.is_empty())
+                || uri.query().is_some_and(|query| {
+                    query
+                        .split('&')
+                        .any(|pair| pair.starts_with("key=") && pair.len() > 4)
+                })
+        }
+        Api::OpenAi => header(header::AUTHORIZATION.as_str())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|key| !key.is_empty()),
+    }
+}
+
+fn parse(api: Api, path: &str, body: &[u8]) -> Option<Asked> {
+    match api {
+        Api::Gemini => {
+            let model = path
+                .rsplit_once("models/")?
+                .1
+                .strip_suffix(":generateContent")?
+                .to_owned();
+            let request: GenerateContentRequest = serde_json::from_slice(body).ok()?;
+            let system = request
+                .system_instruction
+                .as_ref()
+                .map(|content| content.text())
+                .unwrap_or_default();
+            let question = request
+                .contents
+                .iter()
+                .rev()
+                .find(|content| content.role == Some(Role::User))
+                .map(|content| content.text())
+                .unwrap_or_default();
+            let prompt_chars = system.chars().count()
+                + request
+                    .contents
+                    .iter()
+                    .map(|content| content.text().chars().count())
+                    .sum::<usize>();
+            Some(Asked {
+                api,
+                model,
+                system,
+                question,
+                prompt_chars,
+            })
+        }
+        Api::OpenAi => {
+            let request: ChatCompletionRequest = serde_json::from_slice(body).ok()?;
+            let system = request
+                .messages
+                .iter()
+                .filter(|message| matches!(message.role, ChatRole::System | ChatRole::Developer))
+                .map(|message| message.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let question = request
+                .messages
+                .iter()
+                .rev()
+                .find(|message| message.role == ChatRole::User)
+                .map(|message| message.content.clone())
+                .unwrap_or_default();
+            let prompt_chars = request
+                .messages
+                .iter()
+                .map(|message| message.content.chars().count())
+                .sum();
+            Some(Asked {
+                api,
+                model: request.model,
+                system,
+                question,
+                prompt_chars,
+            })
+        }
+    }
+}
+
+/// The deterministic answer text for a system message and question.
+pub fn fake_llm_reply(system: &str, question: &str) -> String {
+    let information = system
+        .split_once(BUSINESS_INFORMATION_HEADER)
+        .map(|(_, rest)| rest.trim().trim_start_matches("- "))
+        .filter(|rest| !rest.is_empty());
+    let source = information.unwrap_or_else(|| question.trim());
+    let excerpt: String = source.chars().take(FAKE_LLM_EXCERPT_CHARS).collect();
+    format!("{FAKE_LLM_MARKER} {excerpt}")
+}
+
+/// About a quarter of the characters, at least 1.
+fn tokens(chars: usize) -> u64 {
+    u64::try_from(chars.div_ceil(4).max(1)).unwrap_or(u64::MAX)
+}
+
+fn answer(asked: &Asked, id: u64) -> Response {
+    let text = fake_llm_reply(&asked.system, &asked.question);
+    let prompt_tokens = tokens(asked.prompt_chars);
+    let completion_tokens = tokens(text.chars().count());
+    let body = match asked.api {
+        Api::Gemini => json!({
+            "candidates": [{
+                "content": {"parts": [{"text": text}], "role": "model"},
+                "finishReason": "STOP",
+                "index": 0
+            }],
+            "usageMetadata": {
+                "promptTokenCount": prompt_tokens,
+                "candidatesTokenCount": completion_tokens,
+                "totalTokenCount": prompt_tokens + completion_tokens
+            },
+            "modelVersion": asked.model,
+            "responseId": format!("fake-{id}")
+        }),
+        Api::OpenAi => json!({
+            "id": format!("chatcmpl-fake-{id}"),
+            "object": "chat.completion",
+            "created": 1_739_321_105,
+            "model": asked.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": "stop"
+            }],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens
+            }
+        }),
+    };
+    axum::Json(body).into_response()
+}
+
+fn missing_key(api: Api) -> Response {
+    match api {
+        Api::Gemini => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": {
+                "code": 403,
+                "message": "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                "status": "PERMISSION_DENIED"
+            }})),
+        )
+            .into_response(),
+        Api::OpenAi => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {
+                "message": "You didn't provide an API key.",
+                "type": "invalid_request_error",
+                "param": null,
+                "code": null
+            }})),
+        )
+            .into_response(),
+    }
+}
+
+fn bad_request(api: Api) -> Response {
+    let body = match api {
+        Api::Gemini => json!({"error": {
+            "code": 400,
+            "message": "Invalid JSON payload received.",
+            "status": "INVALID_ARGUMENT"
+        }}),
+        Api::OpenAi => json!({"error": {
+            "message": "We could not parse the JSON body of your request.",
+            "type": "invalid_request_error",
+            "param": null,
+            "code": null
+        }}),
+    };
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+fn unavailable(api: Api) -> Response {
+    let body = match api {
+        Api::Gemini => json!({"error": {
+            "code": 503,
+            "message": "The model is overloaded. Please try again later.",
+            "status": "UNAVAILABLE"
+        }}),
+        Api::OpenAi => json!({"error": {
+            "message": "The server is overloaded or not ready yet.",
+            "type": "server_error",
+            "param": null,
+            "code": null
+        }}),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+fn quota_exhausted(api: Api, model: &str) -> Response {
+    let body = match api {
+        Api::Gemini => json!({"error": {
+            "code": 429,
+            "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                        "quotaDimensions": {"location": "global", "model": model},
+                        "quotaValue": "250"
+                    }]
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.Help",
+                    "links": [{
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits"
+                    }]
+                }
+            ]
+        }}),
+        Api::OpenAi => json!({"error": {
+            "message": "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            "type": "insufficient_quota",
+            "param": null,
+            "code": "insufficient_quota"
+        }}),
+    };
+    (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+}
+
+fn rate_limited(api: Api, model: &str, retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs_f64();
+    match api {
+        Api::Gemini => {
+            let body = json!({"error": {
+                "code": 429,
+                "message": format!("You exceeded your current quota, please check your plan and billing details. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 10, model: {model}\nPlease retry in {seconds}s."),
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                        "violations": [{
+                            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                            "quotaDimensions": {"location": "global", "model": model},
+                            "quotaValue": "10"
+                        }]
+                    },
+                    {
+                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": format!("{seconds}s")
+                    }
+                ]
+            }});
+            (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+        }
+        Api::OpenAi => {
+            let millis = retry_after.as_millis();
+            let body = json!({"error": {
+                "message": format!("Rate limit reached for {model} in organization org-fake on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in {millis}ms."),
+                "type": "requests",
+                "param": null,
+                "code": "rate_limit_exceeded"
+            }});
+            let headers = [
+                ("retry-after-ms", millis.to_string()),
+                ("retry-after", retry_after.as_secs().max(1).to_string()),
+                ("x-ratelimit-limit-requests", "500".to_owned()),
+                ("x-ratelimit-remaining-requests", "0".to_owned()),
+                ("x-ratelimit-reset-requests", format!("{seconds}s")),
+                ("x-ratelimit-limit-tokens", "200000".to_owned()),
+                ("x-ratelimit-remaining-tokens", "199888".to_owned()),
+                ("x-ratelimit-reset-tokens", "33ms".to_owned()),
+            ];
+            (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(body)).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_quote_the_business_information_or_the_question() {
+        assert_eq!(
+            fake_llm_reply(
+                "Be nice.\n\nBusiness information:\n- Open 9-18.\n- Free delivery.",
+                "when?"
+            ),
+            "[fake-llm] Open 9-18.\n- Free delivery."
+        );
+        assert_eq!(
+            fake_llm_reply("Be nice.", "  when do you open? "),
+            "[fake-llm] when do you open?"
+        );
+        let long = "x".repeat(500);
+        assert_eq!(
+            fake_llm_reply("", &long).chars().count(),
+            FAKE_LLM_MARKER.len() + 1 + FAKE_LLM_EXCERPT_CHARS
+        );
+    }
+}

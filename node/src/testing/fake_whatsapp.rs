@@ -1,0 +1,641 @@
+//! [`FakeWhatsApp`]: a local WhatsApp Cloud API (Graph API messages endpoint) for end-to-end
+//! tests, benchmarks and the load harness.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use salesboy_protocol::whatsapp::send::MAX_TEXT_BODY_CHARS;
+use salesboy_protocol::whatsapp::{MarkReadRequest, SendTextRequest};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The Graph API version in [`FakeWhatsApp::base_url`].
+pub const FAKE_GRAPH_VERSION: &str = "v21.0";
+
+/// What the fake does besides answering: injected failures, latency, refused tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeWhatsAppOptions {
+    /// The share of sends refused with error 130429 (throughput), `0.0..=1.0`.
+    pub throughput_error_rate: f64,
+    /// The share of sends refused with error 131056 (pair rate), `0.0..=1.0`.
+    pub pair_rate_error_rate: f64,
+    /// The share of requests (sends and mark-reads) answered HTTP 500, `0.0..=1.0`.
+    pub server_error_rate: f64,
+    /// How long every request waits before it is answered.
+    pub latency: Duration,
+    /// Tokens refused with HTTP 401 and error 190.
+    pub reject_tokens: Vec<String>,
+    /// The seed of the failure draws.
+    pub seed: u64,
+}
+
+impl Default for FakeWhatsAppOptions {
+    /// No failures, no latency, every token accepted.
+    fn default() -> Self {
+        Self {
+            throughput_error_rate: 0.0,
+            pair_rate_error_rate: 0.0,
+            server_error_rate: 0.0,
+            latency: Duration::ZERO,
+            reject_tokens: Vec::new(),
+            seed: 0x5a1e_5b0e,
+        }
+    }
+}
+
+/// A text message the fake accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// The business number it was sent from (the path's phone number id).
+    pub phone_number_id: String,
+    /// The recipient (`to`).
+    pub to: String,
+    /// The text.
+    pub body: String,
+    /// The quoted message (`context.message_id`), if any.
+    pub reply_to: Option<String>,
+    /// The wamid the fake answered with.
+    pub wamid: String,
+    /// The bearer token it came with.
+    pub token: String,
+    /// When the request arrived.
+    pub received: Instant,
+}
+
+/// A mark-read the fake accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkRead {
+    /// The business number (the path's phone number id).
+    pub phone_number_id: String,
+    /// The message marked read.
+    pub message_id: String,
+    /// Whether a typing indicator was asked for.
+    pub typing: bool,
+    /// The bearer token it came with.
+    pub token: String,
+    /// When the request arrived.
+    pub received: Instant,
+}
+
+/// Which request a [`FailedAttempt`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FakeOperation {
+    /// A text send.
+    Send,
+    /// A mark-read.
+    MarkRead,
+    /// A request the fake did not understand (or refused before reading it).
+    Unknown,
+}
+
+/// A request the fake refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// What the request was.
+    pub operation: FakeOperation,
+    /// The path's phone number id (empty for unknown paths).
+    pub phone_number_id: String,
+    /// The recipient, for sends.
+    pub to: Option<String>,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The Graph error code answered.
+    pub code: i64,
+    /// The bearer token, if one came.
+    pub token: Option<String>,
+    /// When the request arrived.
+    pub received: Instant,
+}
+
+/// A local WhatsApp Cloud API (the Graph API messages endpoint) for end-to-end tests,
+/// benchmarks and the load harness.
+///
+/// It serves `POST /{any prefix}/{phone_number_id}/messages` on `127.0.0.1`, so base URLs
+/// such as `http://127.0.0.1:PORT/v21.0` work as they do against Meta:
+///
+/// - a text send (`"type": "text"`) is answered with a [`SendMessageResponse`]-shaped body
+///   carrying a fresh wamid `wamid.fake.<n>` and recorded as a [`SentMessage`];
+/// - a mark-read (`"status": "read"`, with or without a typing indicator) is answered
+///   `{"success":true}` and recorded as a [`MarkRead`];
+/// - a missing bearer token or one in [`FakeWhatsAppOptions::reject_tokens`] gets HTTP 401
+///   with Graph error code 190; a text body over 4096 characters or an unknown request gets
+///   HTTP 400 with code 100; injected failures (server errors for both operations;
+///   throughput 130429 and pair-rate 131056 for sends, all HTTP 400 as Meta sends them)
+///   use the documented Graph error bodies. Every refused request is recorded as a
+///   [`FailedAttempt`], never in [`FakeWhatsApp::sent`].
+///
+/// Injected failures are drawn from a seeded generator ([`FakeWhatsAppOptions::seed`]), one
+/// draw per well-formed request with an accepted token: the same seed and the same request order
+/// give the same failures. Dropping the fake stops its server (in-flight requests waiting on
+/// the configured latency are answered 503).
+///
+/// [`SendMessageResponse`]: salesboy_protocol::whatsapp::SendMessageResponse
+pub struct FakeWhatsApp {
+    state: Arc<FakeState>,
+    server: FakeServer,
+}
+
+struct FakeState {
+    options: RwLock<FakeWhatsAppOptions>,
+    rng: Mutex<SplitMix64>,
+    next_id: AtomicU64,
+    sent: Mutex<Vec<SentMessage>>,
+    sent_count: watch::Sender<usize>,
+    mark_reads: Mutex<Vec<MarkRead>>,
+    failed: Mutex<Vec<FailedAttempt>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl FakeWhatsApp {
+    /// Starts the fake on `127.0.0.1` and a free port.
+    ///
+    /// # Panics
+    ///
+    /// If no local port can be bound (as wiremock's `MockServer::start` does); see
+    /// [`Self::try_start`].
+    pub async fn start(options: FakeWhatsAppOptions) -> Self {
+        match Self::try_start(options).await {
+            Ok(fake) => fake,
+            Err(error) => panic!("cannot start the fake server: {error}"),
+        }
+    }
+
+    /// Starts the fake on `127.0.0.1` and a free port; the error if it cannot listen.
+    pub async fn try_start(options: FakeWhatsAppOptions) -> std::io::Result<Self> {
+        let (stop, stopped) = watch::channel(false);
+        let state = Arc::new(FakeState {
+            rng: Mutex::new(SplitMix64::new(options.seed)),
+            options: RwLock::new(options),
+            next_id: AtomicU64::new(1),
+            sent: Mutex::new(Vec::new()),
+            sent_count: watch::Sender::new(0),
+            mark_reads: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
+            shutdown: stopped,
+        });
+        let router = Router::new()
+            .route("/{*path}", post(handle))
+            .with_state(Arc::clone(&state));
+        let server = FakeServer::start(router, stop).await?;
+        Ok(Self { state, server })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// The Graph API base URL to configure: `http://127.0.0.1:PORT/v21.0`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/{FAKE_GRAPH_VERSION}", self.server.addr())
+    }
+
+    /// Every accepted text message, in arrival order.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        lock(&self.state.sent).clone()
+    }
+
+    /// The accepted text messages to `to`, in arrival order.
+    pub fn sent_to(&self, to: &str) -> Vec<SentMessage> {
+        lock(&self.state.sent)
+            .iter()
+            .filter(|message| message.to == to)
+            .cloned()
+            .collect()
+    }
+
+    /// How many text messages were accepted.
+    pub fn sent_count(&self) -> usize {
+        *self.state.sent_count.borrow()
+    }
+
+    /// Every accepted mark-read, in arrival order.
+    pub fn mark_reads(&self) -> Vec<MarkRead> {
+        lock(&self.state.mark_reads).clone()
+    }
+
+    /// Every refused request, in arrival order.
+    pub fn failed_attempts(&self) -> Vec<FailedAttempt> {
+        lock(&self.state.failed).clone()
+    }
+
+    /// Waits until at least `count` text messages were accepted, then returns them all; an
+    /// error saying how many arrived if that takes longer than `timeout`.
+    pub async fn wait_for_sent(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<SentMessage>, String> {
+        let mut counter = self.state.sent_count.subscribe();
+        match tokio::time::timeout(timeout, counter.wait_for(|sent| *sent >= count)).await {
+            Ok(Ok(_)) => Ok(self.sent()),
+            _ => Err(format!(
+                "{} of {count} messages sent after {timeout:?}",
+                self.sent_count()
+            )),
+        }
+    }
+
+    /// The current options.
+    pub fn options(&self) -> FakeWhatsAppOptions {
+        read(&self.state.options).clone()
+    }
+
+    /// Replaces the options for the requests that arrive from now on, and reseeds the
+    /// failure draws with `options.seed`.
+    pub fn set_options(&self, options: FakeWhatsAppOptions) {
+        *lock(&self.state.rng) = SplitMix64::new(options.seed);
+        *self
+            .state
+            .options
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = options;
+    }
+
+    /// Forgets every recorded message, mark-read and failed attempt.
+    pub fn clear(&self) {
+        let mut sent = lock(&self.state.sent);
+        sent.clear();
+        self.state.sent_count.send_replace(0);
+        drop(sent);
+        lock(&self.state.mark_reads).clear();
+        lock(&self.state.failed).clear();
+    }
+
+    /// Stops the server and waits (at most 5 s) until it has closed its connections.
+    pub async fn shutdown(self) {
+        self.server.stop().await;
+    }
+}
+
+impl fmt::Debug for FakeWhatsApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeWhatsApp")
+            .field("addr", &self.server.addr())
+            .field("sent", &self.sent_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one request asked for, once parsed.
+enum Request {
+    Send(SendTextRequest),
+    MarkRead(MarkReadRequest),
+}
+
+async fn handle(
+    State(state): State<Arc<FakeState>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let received = Instant::now();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let fail = |operation, phone_number_id: &str, to: Option<String>, error: GraphFailure| {
+        lock(&state.failed).push(FailedAttempt {
+            operation,
+            phone_number_id: phone_number_id.to_owned(),
+            to,
+            status: error.status.as_u16(),
+            code: error.code,
+            token: token.clone(),
+            received,
+        });
+        error.into_response()
+    };
+
+    // `…/{phone_number_id}/messages`
+    let mut segments = path.rsplit('/');
+    let (Some("messages"), Some(phone_number_id)) = (segments.next(), segments.next()) else {
+        return fail(
+            FakeOperation::Unknown,
+            "",
+            None,
+            GraphFailure::invalid("Unsupported post request."),
+        );
+    };
+    let Some(bearer) = token.clone() else {
+        return fail(
+            FakeOperation::Unknown,
+            phone_number_id,
+            None,
+            GraphFailure::auth("An active access token must be used to query information."),
+        );
+    };
+    let request = match parse_request(&body) {
+        Ok(request) => request,
+        Err(failure) => return fail(FakeOperation::Unknown, phone_number_id, None, failure),
+    };
+    let (operation, to) = match &request {
+        Request::Send(send) => (FakeOperation::Send, Some(send.to.clone())),
+        Request::MarkRead(_) => (FakeOperation::MarkRead, None),
+    };
+
+    let (latency, rejected, rates) = {
+        let options = read(&state.options);
+        (
+            options.latency,
+            options.reject_tokens.contains(&bearer),
+            [
+                options.server_error_rate,
+                options.throughput_error_rate,
+                options.pair_rate_error_rate,
+            ],
+        )
+    };
+    if rejected {
+        return fail(
+            operation,
+            phone_number_id,
+            to,
+            GraphFailure::auth("Invalid OAuth access token - Cannot parse access token"),
+        );
+    }
+    if !pause(latency, &state.shutdown).await {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let draw = lock(&state.rng).next_f64();
+    let [server_rate, throughput_rate, pair_rate] = rates;
+    let injected = if draw < server_rate {
+        Some(GraphFailure::server())
+    } else if operation == FakeOperation::Send && draw < server_rate + throughput_rate {
+        Some(GraphFailure::throughput())
+    } else if operation == FakeOperation::Send && draw < server_rate + throughput_rate + pair_rate {
+        Some(GraphFailure::pair_rate())
+    } else {
+        None
+    };
+    if let Some(failure) = injected {
+        return fail(operation, phone_number_id, to, failure);
+    }
+
+    match request {
+        Request::Send(send) => {
+            if send.text.body.chars().count() > MAX_TEXT_BODY_CHARS {
+                return fail(
+                    operation,
+                    phone_number_id,
+                    to,
+                    GraphFailure::invalid("(#100) Invalid parameter"),
+                );
+            }
+            let wamid = format!(
+                "wamid.fake.{}",
+                state.next_id.fetch_add(1, Ordering::Relaxed)
+            );
+            let response = json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": send.to, "wa_id": send.to}],
+                "messages": [{"id": wamid}]
+            });
+            let mut sent = lock(&state.sent);
+            sent.push(SentMessage {
+                phone_number_id: phone_number_id.to_owned(),
+                to: send.to,
+                body: send.text.body,
+                reply_to: send.context.map(|context| context.message_id.to_string()),
+                wamid,
+                token: bearer,
+                received,
+            });
+            // Under the lock, so the count never goes backwards.
+            state.sent_count.send_replace(sent.len());
+            drop(sent);
+            axum::Json(response).into_response()
+        }
+        Request::MarkRead(read) => {
+            lock(&state.mark_reads).push(MarkRead {
+                phone_number_id: phone_number_id.to_owned(),
+                message_id: read.message_id.to_string(),
+                typing: read.typing_indicator.is_some(),
+                token: bearer,
+                received,
+            });
+            axum::Json(json!({"success": true})).into_response()
+        }
+    }
+}
+
+fn parse_request(body: &[u8]) -> Result<Request, GraphFailure> {
+    let invalid = || GraphFailure::invalid("(#100) Invalid parameter");
+    let value: Value = serde_json::from_slice(body).map_err(|_| invalid())?;
+    if value.get("status").and_then(Value::as_str) == Some("read") {
+        return serde_json::from_value(value)
+            .map(Request::MarkRead)
+            .map_err(|_| invalid());
+    }
+    if value.get("type").and_then(Value::as_str) == Some("text") {
+        return serde_json::from_value(value)
+            .map(Request::Send)
+            .map_err(|_| invalid());
+    }
+    Err(invalid())
+}
+
+/// A Graph API error answer.
+struct GraphFailure {
+    status: StatusCode,
+    code: i64,
+    message: &'static str,
+    details: Option<&'static str>,
+}
+
+impl GraphFailure {
+    fn auth(message: &'static str) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: 190,
+            message,
+            details: None,
+        }
+    }
+
+    fn invalid(message: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: 100,
+            message,
+            details: None,
+        }
+    }
+
+    fn server() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: 1,
+            message: "An unknown error has occurred.",
+            details: None,
+        }
+    }
+
+    fn throughput() -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: 130_429,
+            message: "(#130429) Rate limit hit",
+            details: Some(
+                "Message failed to send because there were too many messages sent from this phone number in a short period of time",
+            ),
+        }
+    }
+
+    fn pair_rate() -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: 131_056,
+            message: "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+            details: Some(
+                "Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for GraphFailure {
+    fn into_response(self) -> Response {
+        let mut error = json!({
+            "message": self.message,
+            "type": "OAuthException",
+            "code": self.code,
+            "fbtrace_id": "AFakeTraceId0000000000",
+        });
+        if let (Some(details), Value::Object(fields)) = (self.details, &mut error) {
+            fields.insert(
+                "error_data".to_owned(),
+                json!({"messaging_product": "whatsapp", "details": details}),
+            );
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+// Shared with the fake LLM.
+
+/// A fake's HTTP server task: stops on [`FakeServer::stop`] or on drop (graceful: in-flight
+/// requests are answered, idle connections closed).
+pub(super) struct FakeServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Serves `router` on `127.0.0.1` and a free port until `stop` is set.
+    pub(super) async fn start(router: Router, stop: watch::Sender<bool>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let mut stopped = stop.subscribe();
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                // An error means the sender is gone: stop as well.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::warn!(%addr, %error, "fake server failed");
+            }
+        });
+        Ok(Self {
+            addr,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits (at most 5 s) for it.
+    pub(super) async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Waits `duration`; `false` if the server stopped meanwhile.
+pub(super) async fn pause(duration: Duration, shutdown: &watch::Receiver<bool>) -> bool {
+    if duration.is_zero() {
+        return true;
+    }
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        () = tokio::time::sleep(duration) => true,
+        _ = shutdown.wait_for(|stop| *stop) => false,
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator (any seed, including 0, is fine).
+#[derive(Debug, Clone)]
+pub(super) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub(super) const fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(super) fn next_f64(&mut self) -> f64 {
+        // The top 53 bits, exactly representable.
+        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_uniform_and_seeded() {
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
+        let draws: Vec<f64> = (0..10_000).map(|_| a.next_f64()).collect();
+        assert!(draws.iter().all(|draw| (0.0..1.0).contains(draw)));
+        assert_eq!(
+            draws[..5],
+            (0..5).map(|_| b.next_f64()).collect::<Vec<_>>()[..]
+        );
+        let below_half = draws.iter().filter(|draw| **draw < 0.5).count();
+        assert!((4_500..5_500).contains(&below_half), "{below_half}");
+    }
+}

@@ -1,0 +1,998 @@
+//! The admin API, driven through the node's real router (`tower::ServiceExt::oneshot`) on a
+//! real SQLite store and a real actor tree, with fakes only for WhatsApp and the LLMs; the
+//! last test drives the CLI's client over a real socket.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use salesboy_actors::node::NodeHandle;
+use salesboy_actors::ports::{
+    Clock, EpochSource, EventSink, LlmProvider, LlmProviderFactory, SendError, SystemClock,
+    WhatsAppConnection, WhatsAppConnector,
+};
+use salesboy_actors::services::{Counters, Services, Settings, response_cache};
+use salesboy_actors::store::{PAUSED_INDEFINITELY, Store, StoreError, WhatsAppNumber};
+use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
+use salesboy_node::http::admin::ROUTES;
+use salesboy_node::http::{AppState, HttpSettings, router};
+use salesboy_node::knowledge;
+use salesboy_node::store::SqlStore;
+use salesboy_protocol::events::Event;
+use salesboy_protocol::{ChatId, TenantId, Wamid};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
+const API_KEY: &str = "sk-secret-llm-key-77";
+const CUSTOMER: &str = "15551234567";
+
+// ----- fakes -----
+
+/// Records every text sent, answers with increasing wamids.
+#[derive(Default)]
+struct RecordingWhatsApp {
+    sent: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+struct RecordingConnection {
+    sent: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl WhatsAppConnector for RecordingWhatsApp {
+    fn connect(&self, _tenant: &TenantId, _number: &WhatsAppNumber) -> Arc<dyn WhatsAppConnection> {
+        Arc::new(RecordingConnection {
+            sent: Arc::clone(&self.sent),
+        })
+    }
+}
+
+#[async_trait]
+impl WhatsAppConnection for RecordingConnection {
+    async fn send_text(
+        &self,
+        to: &ChatId,
+        body: &str,
+        _reply_to: Option<&Wamid>,
+    ) -> Result<Wamid, SendError> {
+        let mut sent = self.sent.lock().unwrap();
+        sent.push((to.to_string(), body.to_owned()));
+        Ok(Wamid::new(format!("wamid.test{}", sent.len())).unwrap())
+    }
+
+    async fn mark_read(&self, _message: &Wamid, _typing: bool) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+/// No providers: the offline responder.
+struct NoLlm;
+
+impl LlmProviderFactory for NoLlm {
+    fn providers(
+        &self,
+        _tenant: &TenantId,
+        _config_json: Option<&str>,
+    ) -> Result<Vec<Arc<dyn LlmProvider>>, String> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Default)]
+struct CollectedEvents(Mutex<Vec<Event>>);
+
+impl EventSink for CollectedEvents {
+    fn publish(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+struct FirstEpoch;
+
+#[async_trait]
+impl EpochSource for FirstEpoch {
+    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, StoreError> {
+        Ok(1)
+    }
+}
+
+// ----- harness -----
+
+struct Harness {
+    app: Router,
+    state: AppState,
+    store: Arc<dyn Store>,
+    sent: Arc<Mutex<Vec<(String, String)>>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let whatsapp = RecordingWhatsApp::default();
+    let sent = Arc::clone(&whatsapp.sent);
+    let services = Arc::new(Services {
+        node: "node-test".parse().unwrap(),
+        store: Arc::clone(&store),
+        whatsapp: Arc::new(whatsapp),
+        llm: Arc::new(NoLlm),
+        clock: Arc::new(SystemClock),
+        events: Arc::new(CollectedEvents::default()),
+        epochs: Arc::new(FirstEpoch),
+        cache: response_cache(1024 * 1024),
+        settings: Settings::default(),
+        counters: Counters::default(),
+    });
+    let (node, _) = NodeHandle::start(services).await.unwrap();
+    let state = AppState::new(
+        node,
+        Arc::clone(&store),
+        HttpSettings {
+            app_secret: None,
+            verify_token: None,
+            admin_token: SecretString::from(TOKEN),
+            node_id: "node-test".into(),
+            bus: "in-process",
+        },
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle(),
+    );
+    Harness {
+        app: router(state.clone()),
+        state,
+        store,
+        sent,
+        _dir: dir,
+    }
+}
+
+/// An answer: status, parsed JSON body (`Null` when empty) and the raw text.
+struct Answer {
+    status: StatusCode,
+    json: Value,
+    raw: String,
+}
+
+impl Harness {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(request).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let raw = String::from_utf8(bytes.to_vec()).unwrap();
+        let json = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("not JSON ({e}): {raw}"))
+        };
+        Answer { status, json, raw }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, Some(TOKEN), None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(TOKEN), Some(body)).await
+    }
+
+    async fn create_acme(&self) -> Answer {
+        let answer = self
+            .post(
+                "/api/tenants",
+                json!({
+                    "id": "acme",
+                    "phone_number_id": "106540352242922",
+                    "access_token": ACCESS_TOKEN,
+                    "name": "Acme Shoes",
+                    "system_prompt": "You sell shoes.",
+                    "llm": [{"kind": "gemini", "model": "gemini-2.5-flash", "api_key": API_KEY}],
+                    "waba_id": "102290129340398",
+                }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.raw);
+        answer
+    }
+}
+
+fn acme() -> TenantId {
+    TenantId::new("acme").unwrap()
+}
+
+fn error(answer: &Answer) -> &str {
+    answer.json["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {}", answer.raw))
+}
+
+/// Polls `check` until it gives a value, for at most 5 s.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ----- tests -----
+
+#[tokio::test]
+async fn requests_without_the_admin_token_are_refused() {
+    let h = harness().await;
+    for token in [
+        None,
+        Some("wrong-token"),
+        Some(""),
+        Some(&TOKEN[..TOKEN.len() - 1]),
+    ] {
+        let answer = h.call(Method::GET, "/api/tenants", token, None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert!(error(&answer).contains("admin token"), "{}", answer.raw);
+        assert!(!answer.raw.contains(TOKEN));
+    }
+    // Another scheme is no bearer token.
+    let request = Request::get("/api/cluster")
+        .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
+    // A refused write changed nothing.
+    let answer = h
+        .call(
+            Method::POST,
+            "/api/tenants",
+            Some("wrong-token"),
+            Some(json!({"id": "acme", "phone_number_id": "1", "access_token": "x"})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(h.store.tenant(&acme()).await.unwrap().is_none());
+    // The scheme's case does not matter; the document needs no token.
+    let request = Request::get("/api/tenants")
+        .header(header::AUTHORIZATION, format!("bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(request).await.status, StatusCode::OK);
+    let answer = h.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tenants_are_created_updated_and_shown_without_secrets() {
+    let h = harness().await;
+    let created = h.create_acme().await;
+    for answer in [
+        &created,
+        &h.get("/api/tenants/acme").await,
+        &h.get("/api/tenants").await,
+    ] {
+        assert_eq!(answer.status.as_u16() / 100, 2, "{}", answer.raw);
+        assert!(
+            !answer.raw.contains(ACCESS_TOKEN),
+            "access token leaked: {}",
+            answer.raw
+        );
+        assert!(
+            !answer.raw.contains(API_KEY),
+            "api key leaked: {}",
+            answer.raw
+        );
+        assert!(!answer.raw.contains("access_token"), "{}", answer.raw);
+    }
+    let tenant = &created.json;
+    assert_eq!(tenant["id"], "acme");
+    assert_eq!(tenant["name"], "Acme Shoes");
+    assert_eq!(tenant["system_prompt"], "You sell shoes.");
+    assert_eq!(tenant["llm"][0]["kind"], "gemini");
+    assert_eq!(tenant["llm"][0]["api_key"], "[redacted]");
+    assert_eq!(
+        tenant["numbers"],
+        json!([{"phone_number_id": "106540352242922", "waba_id": "102290129340398"}])
+    );
+    assert_eq!(tenant["knowledge_version"], 0);
+    assert_eq!(tenant["active"], false);
+    assert_eq!(tenant["state"], Value::Null);
+    let created_ms = tenant["created_ms"].as_i64().unwrap();
+    assert!(created_ms > 1_600_000_000_000);
+
+    // The secrets are stored, only never returned.
+    let stored = h.store.tenant(&acme()).await.unwrap().unwrap();
+    assert_eq!(stored.numbers[0].access_token.expose(), ACCESS_TOKEN);
+    assert!(stored.llm_config.unwrap().contains(API_KEY));
+
+    // The list has the same view, without live state.
+    let list = h.get("/api/tenants").await.json;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "Acme Shoes");
+    assert!(list[0].get("state").is_none(), "{list}");
+
+    // An update keeps what it does not mention.
+    let updated = h
+        .post(
+            "/api/tenants",
+            json!({"id": "acme", "phone_number_id": "106540352242922", "access_token": "EAAG-rotated", "name": "Acme"}),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.raw);
+    assert_eq!(updated.json["name"], "Acme");
+    assert_eq!(updated.json["system_prompt"], "You sell shoes.");
+    assert_eq!(updated.json["llm"][0]["api_key"], "[redacted]");
+    assert_eq!(updated.json["numbers"][0]["waba_id"], "102290129340398");
+    assert_eq!(updated.json["created_ms"], created_ms);
+    let stored = h.store.tenant(&acme()).await.unwrap().unwrap();
+    assert_eq!(stored.numbers[0].access_token.expose(), "EAAG-rotated");
+
+    // Activity shows in the view: pausing a chat activates the tenant.
+    let paused = h
+        .post(
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/pause"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.raw);
+    let shown = h.get("/api/tenants/acme").await.json;
+    assert_eq!(shown["active"], true);
+    assert_eq!(shown["state"]["tenant"], "acme");
+    assert_eq!(shown["state"]["epoch"], 1);
+}
+
+#[tokio::test]
+async fn invalid_input_is_a_400_that_names_the_field() {
+    let h = harness().await;
+    let base =
+        json!({"id": "acme", "phone_number_id": "106540352242922", "access_token": ACCESS_TOKEN});
+    let with = |field: &str, value: Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        body
+    };
+    let cases = [
+        (
+            with("id", json!("a.b")),
+            "id: tenant id contains '.' at byte 1",
+        ),
+        (
+            with("phone_number_id", json!("12ab")),
+            "phone_number_id: phone number id contains 'a'",
+        ),
+        (
+            with("access_token", json!("  ")),
+            "access_token: must not be empty",
+        ),
+        (with("name", json!("")), "name: must not be empty"),
+        (
+            with("llm", json!([{"kind": "gemini", "api_key": API_KEY}])),
+            "llm[0].model",
+        ),
+        (
+            with("llm", json!({"kind": "gemini"})),
+            "llm: expected an array",
+        ),
+        (
+            with("acess_token", json!("typo")),
+            "unknown field `acess_token`",
+        ),
+        (
+            json!({"phone_number_id": "1", "access_token": "x"}),
+            "missing field `id`",
+        ),
+        (
+            with("id", json!(7)),
+            "invalid json body: id: invalid type: integer `7`, expected a string",
+        ),
+    ];
+    for (body, expected) in cases {
+        let answer = h.post("/api/tenants", body.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.raw
+        );
+        assert!(error(&answer).contains(expected), "{body}: {}", answer.raw);
+        assert!(!answer.raw.contains(API_KEY), "{}", answer.raw);
+    }
+    assert!(h.store.list_tenants().await.unwrap().is_empty());
+
+    // Bodies that are not JSON at all.
+    let request = Request::post("/api/tenants")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let answer = h.send(request).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&answer).starts_with("invalid json body: key must be a string"),
+        "{}",
+        answer.raw
+    );
+    let request = Request::post("/api/tenants")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(base.to_string()))
+        .unwrap();
+    let answer = h.send(request).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&answer), "expected content-type: application/json");
+
+    // Path and query values.
+    let answer = h.get("/api/tenants/bad.id").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&answer).starts_with("id: tenant id contains '.'"),
+        "{}",
+        answer.raw
+    );
+    h.create_acme().await;
+    let answer = h.get("/api/tenants/acme/conversations/12.5/messages").await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&answer).starts_with("wa_id: chat id contains '.'"),
+        "{}",
+        answer.raw
+    );
+    for limit in ["0", "1001", "ten", "-1"] {
+        let answer = h
+            .get(&format!(
+                "/api/tenants/acme/conversations/{CUSTOMER}/messages?limit={limit}"
+            ))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{limit}");
+        assert!(
+            error(&answer).starts_with("limit: expected a whole number from 1 to 1000"),
+            "{}",
+            answer.raw
+        );
+    }
+    let answer = h
+        .call(
+            Method::DELETE,
+            "/api/tenants/acme/knowledge/first",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&answer).starts_with("doc_id: expected a number"),
+        "{}",
+        answer.raw
+    );
+    let pause = format!("/api/tenants/acme/conversations/{CUSTOMER}/pause");
+    let answer = h.post(&pause, json!({"minutes": 0})).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&answer), "minutes: must be at least 1");
+    let answer = h.post(&pause, json!({"minutes": "ten"})).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&answer).starts_with("invalid json body: minutes: invalid type: string \"ten\""),
+        "{}",
+        answer.raw
+    );
+    let send = format!("/api/tenants/acme/conversations/{CUSTOMER}/send");
+    for text in [String::new(), " \n".into(), "x".repeat(4097)] {
+        let answer = h.post(&send, json!({ "text": text })).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert!(error(&answer).starts_with("text: "), "{}", answer.raw);
+    }
+    let knowledge = h
+        .post(
+            "/api/tenants/acme/knowledge",
+            json!({"title": "t", "text": " \n "}),
+        )
+        .await;
+    assert_eq!(knowledge.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&knowledge), "text: must not be empty");
+    let huge = "word ".repeat(2 * 1024 * 1024);
+    let knowledge = h
+        .post(
+            "/api/tenants/acme/knowledge",
+            json!({"title": "t", "text": huge}),
+        )
+        .await;
+    assert_eq!(knowledge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        error(&knowledge).contains("length limit"),
+        "{}",
+        knowledge.raw
+    );
+    assert_eq!(h.store.knowledge_version(&acme()).await.unwrap(), 0);
+    assert!(h.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_number_owned_by_another_tenant_is_a_conflict() {
+    let h = harness().await;
+    h.create_acme().await;
+    let answer = h
+        .post(
+            "/api/tenants",
+            json!({"id": "globex", "phone_number_id": "106540352242922", "access_token": "other"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.raw);
+    assert_eq!(
+        error(&answer),
+        "phone_number_id: 106540352242922 already belongs to tenant acme"
+    );
+    let globex = TenantId::new("globex").unwrap();
+    assert!(h.store.tenant(&globex).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn knowledge_is_chunked_stored_and_searchable() {
+    let h = harness().await;
+    h.create_acme().await;
+    let text = (0..30)
+        .map(|i| format!("Paragraph {i}: orders over fifty dollars ship free, and every refund is paid within five days."))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+        + "\n\nOur flagship store in Lyon sells handmade boots.";
+    let added = h
+        .post(
+            "/api/tenants/acme/knowledge",
+            json!({"title": "Shipping and refunds", "text": text}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
+    let expected_chunks = knowledge::chunk(&text).len();
+    assert!(expected_chunks > 1);
+    assert_eq!(added.json["chunks"], expected_chunks);
+    let document_id = added.json["document_id"].as_i64().unwrap();
+    let version = added.json["knowledge_version"].as_i64().unwrap();
+    assert_eq!(version, h.store.knowledge_version(&acme()).await.unwrap());
+    assert!(version > 0);
+
+    let hits = h
+        .store
+        .search_knowledge(&acme(), "handmade boots in Lyon?", 3)
+        .await
+        .unwrap();
+    assert!(!hits.is_empty());
+    assert_eq!(hits[0].document_id, document_id);
+    assert_eq!(hits[0].document_title, "Shipping and refunds");
+    assert!(hits[0].text.contains("handmade boots"), "{}", hits[0].text);
+
+    let listed = h.get("/api/tenants/acme/knowledge").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json.as_array().unwrap().len(), 1);
+    assert_eq!(listed.json[0]["id"], document_id);
+    assert_eq!(listed.json[0]["title"], "Shipping and refunds");
+    assert_eq!(listed.json[0]["chunk_count"], expected_chunks);
+    // The tenant view follows the version.
+    assert_eq!(
+        h.get("/api/tenants/acme").await.json["knowledge_version"],
+        version
+    );
+
+    let path = format!("/api/tenants/acme/knowledge/{document_id}");
+    let deleted = h.call(Method::DELETE, &path, Some(TOKEN), None).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.raw);
+    assert_eq!(deleted.json["document_id"], document_id);
+    assert!(deleted.json["knowledge_version"].as_i64().unwrap() > version);
+    assert!(
+        h.store
+            .search_knowledge(&acme(), "handmade boots", 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = h.call(Method::DELETE, &path, Some(TOKEN), None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        error(&again),
+        format!("unknown knowledge document {document_id} of tenant acme")
+    );
+}
+
+#[tokio::test]
+async fn owner_sends_are_recorded_sent_and_listed() {
+    let h = harness().await;
+    h.create_acme().await;
+    let started_ms = SystemClock.now_ms();
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let accepted = h
+        .post(
+            &format!("{path}/send"),
+            json!({"text": "Hi, this is Anna from Acme."}),
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.raw);
+    let outbound_id = accepted.json["outbound_id"].as_i64().unwrap();
+
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.raw);
+    assert_eq!(listed.json["chat"], CUSTOMER);
+    let message = &listed.json["messages"][0];
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(message["id"], outbound_id);
+    assert_eq!(message["direction"], "outbound");
+    assert_eq!(message["origin"], "owner");
+    assert_eq!(message["kind"], "text");
+    assert_eq!(message["body"], "Hi, this is Anna from Acme.");
+    assert!(
+        matches!(message["status"].as_str(), Some("pending" | "sent")),
+        "{message}"
+    );
+    assert_eq!(message["failure"], Value::Null);
+    assert!(message["created_ms"].as_i64().unwrap() >= started_ms);
+
+    // The session sends it and records Meta's id; the bot steps back in that chat.
+    let (harness, messages) = (&h, format!("{path}/messages"));
+    let messages = &messages;
+    let sent = eventually("the send to be recorded as sent", move || async move {
+        let answer = harness.get(messages).await;
+        let message = answer.json["messages"][0].clone();
+        let paused = !answer.json["bot_paused_until_ms"].is_null();
+        (message["status"] == "sent" && paused).then_some(answer.json)
+    })
+    .await;
+    assert_eq!(sent["messages"][0]["wamid"], "wamid.test1");
+    assert!(sent["bot_paused_until_ms"].as_i64().unwrap() > started_ms);
+    assert_eq!(
+        *h.sent.lock().unwrap(),
+        [(
+            CUSTOMER.to_owned(),
+            "Hi, this is Anna from Acme.".to_owned()
+        )]
+    );
+
+    let limited = h.get(&format!("{path}/messages?limit=1")).await;
+    assert_eq!(limited.json["messages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn pausing_and_resuming_the_bot_shows_in_the_conversation() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let chat = ChatId::new(CUSTOMER).unwrap();
+
+    let before = SystemClock.now_ms();
+    let paused = h
+        .post(&format!("{path}/pause"), json!({"minutes": 30}))
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.raw);
+    assert_eq!(paused.json["chat"], CUSTOMER);
+    let until = paused.json["bot_paused_until_ms"].as_i64().unwrap();
+    assert!(
+        (before + 30 * 60_000..=SystemClock.now_ms() + 30 * 60_000).contains(&until),
+        "{until}"
+    );
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["bot_paused_until_ms"], until);
+    assert_eq!(listed.json["messages"], json!([]));
+    let stored = h.store.conversation(&acme(), &chat).await.unwrap().unwrap();
+    assert_eq!(stored.bot_paused_until_ms, Some(until));
+
+    // Without a body: until resumed.
+    let request = Request::post(format!("{path}/pause"))
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let paused = h.send(request).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.raw);
+    assert_eq!(paused.json["bot_paused_until_ms"], PAUSED_INDEFINITELY);
+    assert_eq!(
+        h.get(&format!("{path}/messages")).await.json["bot_paused_until_ms"],
+        PAUSED_INDEFINITELY
+    );
+
+    let resumed = h
+        .call(Method::POST, &format!("{path}/resume"), Some(TOKEN), None)
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.raw);
+    assert_eq!(
+        resumed.json,
+        json!({"chat": CUSTOMER, "bot_paused_until_ms": null})
+    );
+    assert_eq!(
+        h.get(&format!("{path}/messages")).await.json["bot_paused_until_ms"],
+        Value::Null
+    );
+    let stored = h.store.conversation(&acme(), &chat).await.unwrap().unwrap();
+    assert_eq!(stored.bot_paused_until_ms, None);
+}
+
+#[tokio::test]
+async fn unknown_tenants_and_routes_are_404() {
+    let h = harness().await;
+    let chat = format!("/api/tenants/nope/conversations/{CUSTOMER}");
+    let requests = [
+        (Method::GET, "/api/tenants/nope".to_owned(), None),
+        (Method::GET, "/api/tenants/nope/knowledge".to_owned(), None),
+        (
+            Method::POST,
+            "/api/tenants/nope/knowledge".to_owned(),
+            Some(json!({"title": "t", "text": "some text"})),
+        ),
+        (
+            Method::DELETE,
+            "/api/tenants/nope/knowledge/1".to_owned(),
+            None,
+        ),
+        (Method::GET, format!("{chat}/messages"), None),
+        (
+            Method::POST,
+            format!("{chat}/pause"),
+            Some(json!({"minutes": 5})),
+        ),
+        (Method::POST, format!("{chat}/resume"), None),
+        (
+            Method::POST,
+            format!("{chat}/send"),
+            Some(json!({"text": "hello"})),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let answer = h.call(method.clone(), &path, Some(TOKEN), body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            answer.raw
+        );
+        assert_eq!(error(&answer), "unknown tenant nope", "{method} {path}");
+    }
+    let answer = h.get("/api/nothing-here").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&answer), "no such admin route");
+    assert!(h.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_cluster_view_counts_hosted_tenants() {
+    let h = harness().await;
+    let empty = h.get("/api/cluster").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(
+        empty.json,
+        json!({"nodes": [{"node_id": "node-test", "tenants": 0, "conversations": 0,
+            "max_tenants": Settings::default().max_tenants, "draining": false}], "tenants": 0})
+    );
+    h.create_acme().await;
+    let resumed = h
+        .post(
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/resume"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    let cluster = h.get("/api/cluster").await.json;
+    assert_eq!(cluster["tenants"], 1);
+    assert_eq!(cluster["nodes"][0]["tenants"], 1);
+    assert_eq!(cluster["nodes"][0]["conversations"], 1);
+    assert_eq!(h.state.node.observe().tenants, 1);
+}
+
+/// The OpenAPI document lists exactly [`ROUTES`], every listed route is served, and no
+/// other method is served on those paths.
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    let h = harness().await;
+    let doc = h.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let doc = doc.json;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"], json!([{"admin_token": []}]));
+
+    let methods = ["get", "post", "put", "patch", "delete"];
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in methods {
+            if item.get(method).is_some() {
+                documented.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut listed: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    listed.sort();
+    assert_eq!(documented, listed);
+
+    let mut paths: Vec<&str> = ROUTES.iter().map(|(_, path)| *path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    for path in paths {
+        let concrete = path
+            .replace("{id}", "nope")
+            .replace("{wa_id}", CUSTOMER)
+            .replace("{doc_id}", "1");
+        for method in methods {
+            let routed = ROUTES.contains(&(method, path));
+            let answer = h
+                .call(
+                    method.to_uppercase().parse().unwrap(),
+                    &concrete,
+                    Some(TOKEN),
+                    None,
+                )
+                .await;
+            if routed {
+                assert_ne!(
+                    answer.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                assert_ne!(
+                    answer.json["error"], "no such admin route",
+                    "{method} {path}"
+                );
+            } else {
+                assert_eq!(
+                    answer.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}: {}",
+                    answer.raw
+                );
+                assert_eq!(error(&answer), "method not allowed on this route");
+            }
+        }
+    }
+}
+
+/// The CLI's client against the router served on a real socket.
+#[tokio::test]
+async fn the_cli_client_talks_to_a_served_node() {
+    let h = harness().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = h.app.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = AdminClient::new(&url, SecretString::from(TOKEN)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let llm = dir.path().join("llm.json");
+    std::fs::write(
+        &llm,
+        json!([{"kind": "openai", "model": "gpt-4o-mini", "api_key": API_KEY}]).to_string(),
+    )
+    .unwrap();
+    let added = TenantCommand::Add {
+        id: "acme".into(),
+        phone_number_id: "106540352242922".into(),
+        access_token: ACCESS_TOKEN.into(),
+        name: None,
+        system_prompt: None,
+        llm: Some(llm),
+        waba_id: None,
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(added["name"], "acme");
+    assert_eq!(added["llm"][0]["api_key"], "[redacted]");
+    let shown = TenantCommand::Show { id: "acme".into() }
+        .execute(&client)
+        .await
+        .unwrap();
+    assert_eq!(shown["numbers"][0]["phone_number_id"], "106540352242922");
+    let listed = TenantCommand::List.execute(&client).await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let faq = dir.path().join("faq.md");
+    std::fs::write(&faq, "# FAQ\n\nWe deliver across France in two days.").unwrap();
+    let added = KbCommand::Add {
+        tenant: "acme".into(),
+        file: faq,
+        title: None,
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(added["chunks"], 1);
+    let documents = KbCommand::List {
+        tenant: "acme".into(),
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(documents[0]["title"], "faq.md");
+
+    let paused = ChatCommand::Pause {
+        tenant: "acme".into(),
+        wa_id: CUSTOMER.into(),
+        minutes: None,
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(paused["bot_paused_until_ms"], PAUSED_INDEFINITELY);
+    let resumed = ChatCommand::Resume {
+        tenant: "acme".into(),
+        wa_id: CUSTOMER.into(),
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(resumed["bot_paused_until_ms"], Value::Null);
+    let sent = ChatCommand::Send {
+        tenant: "acme".into(),
+        wa_id: CUSTOMER.into(),
+        text: "On its way!".into(),
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    let outbound_id = sent["outbound_id"].as_i64().unwrap();
+    let messages = ChatCommand::Messages {
+        tenant: "acme".into(),
+        wa_id: CUSTOMER.into(),
+        limit: 10,
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(messages["messages"][0]["id"], outbound_id);
+
+    // Error answers become errors carrying the API's status and message.
+    let err = TenantCommand::Show { id: "nope".into() }
+        .execute(&client)
+        .await
+        .unwrap_err();
+    let api = err
+        .downcast_ref::<salesboy_node::cli::client::ApiError>()
+        .unwrap();
+    assert_eq!(api.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.message, "unknown tenant nope");
+    let wrong = AdminClient::new(&url, SecretString::from("wrong")).unwrap();
+    let err = TenantCommand::List.execute(&wrong).await.unwrap_err();
+    let api = err
+        .downcast_ref::<salesboy_node::cli::client::ApiError>()
+        .unwrap();
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.message, "invalid admin token");
+    server.abort();
+}

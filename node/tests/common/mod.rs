@@ -1,0 +1,186 @@
+//! A whole gateway node in-process (real SQL, real HTTP) in front of a fake Cloud API.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber, Store};
+use salesboy_node::config::Config;
+use salesboy_node::run::{self, RunningNode};
+use salesboy_node::testing::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
+use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId};
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// The app secret test nodes check signatures with.
+pub const APP_SECRET: &str = "test-app-secret";
+/// The admin token of test nodes.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// How long a test waits for something to happen.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Which database a test node uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running node and its fakes.
+pub struct Gateway {
+    pub node: RunningNode,
+    pub whatsapp: FakeWhatsApp,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub config: Config,
+    _dir: tempfile::TempDir,
+    _postgres: Option<PostgresDatabase>,
+}
+
+impl Gateway {
+    /// Starts a node on `db`; `tweak` adjusts the configuration.
+    pub async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> Self {
+        run::install_crypto_provider();
+        let whatsapp = FakeWhatsApp::start(FakeWhatsAppOptions::default()).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let postgres = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(PostgresDatabase::create().await.expect("test postgres")),
+        };
+        let mut config = Config {
+            http_addr: "127.0.0.1:0".parse().expect("address"),
+            data_dir: dir.path().to_owned(),
+            database_url: postgres.as_ref().map(|p| p.url().to_owned()),
+            whatsapp_app_secret: Some(SecretString::from(APP_SECRET)),
+            whatsapp_verify_token: Some(SecretString::from("verify-me")),
+            whatsapp_api_base: whatsapp.base_url(),
+            admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+            debounce_ms: 50,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let node = run::start(config.clone()).await.expect("node starts");
+        let base = format!("http://{}", node.http_addr);
+        Self {
+            node,
+            whatsapp,
+            http: reqwest::Client::new(),
+            base,
+            config,
+            _dir: dir,
+            _postgres: postgres,
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.node.store.as_ref()
+    }
+
+    /// Creates a tenant with one number; `llm` is its provider list (None: offline).
+    pub async fn add_tenant(
+        &self,
+        id: &str,
+        phone_number_id: &str,
+        llm: Option<Value>,
+    ) -> TenantId {
+        let tenant = TenantId::new(id).expect("tenant id");
+        self.store()
+            .upsert_tenant(&NewTenant {
+                id: tenant.clone(),
+                name: format!("{id} shop"),
+                system_prompt: Some("You sell shoes.".into()),
+                llm_config: llm.map(|l| l.to_string()),
+                created_ms: 1,
+            })
+            .await
+            .expect("tenant");
+        self.store()
+            .upsert_whatsapp_number(&NewWhatsAppNumber {
+                tenant: tenant.clone(),
+                phone_number_id: PhoneNumberId::new(phone_number_id).expect("number"),
+                waba_id: None,
+                access_token: AccessToken::new(format!("token-{id}")),
+            })
+            .await
+            .expect("number");
+        tenant
+    }
+
+    pub async fn add_knowledge(&self, tenant: &TenantId, title: &str, passages: &[&str]) {
+        self.store()
+            .add_knowledge(&NewKnowledge {
+                tenant: tenant.clone(),
+                title: title.into(),
+                chunks: passages.iter().map(|p| p.to_string()).collect(),
+                created_ms: 1,
+            })
+            .await
+            .expect("knowledge");
+    }
+
+    /// Posts a correctly signed webhook body.
+    pub async fn post_webhook(&self, body: &Value) -> StatusCode {
+        let raw = body.to_string().into_bytes();
+        let signature = sign(APP_SECRET.as_bytes(), &raw);
+        self.post_raw(raw, Some(signature)).await
+    }
+
+    /// Posts raw bytes with the given signature header.
+    pub async fn post_raw(&self, raw: Vec<u8>, signature: Option<String>) -> StatusCode {
+        let mut request = self
+            .http
+            .post(format!("{}/webhooks/whatsapp", self.base))
+            .header("content-type", "application/json")
+            .body(raw);
+        if let Some(signature) = signature {
+            request = request.header(SIGNATURE_HEADER, signature);
+        }
+        request.send().await.expect("webhook request").status()
+    }
+
+    /// Waits until every inbound message of the chat is handled (answered and sent, or
+    /// dismissed) and no outbound message is pending; returns the chat's messages.
+    pub async fn settled(
+        &self,
+        tenant: &TenantId,
+        chat: &str,
+    ) -> Vec<salesboy_actors::store::StoredMessage> {
+        let chat = ChatId::new(chat).expect("chat");
+        eventually(WAIT, || async {
+            let unanswered = self
+                .store()
+                .unanswered_inbound_in_chat(tenant, &chat)
+                .await
+                .ok()?;
+            let unsent = self.store().unsent_replies(tenant).await.ok()?;
+            (unanswered.is_empty() && unsent.iter().all(|m| m.chat != chat)).then_some(())
+        })
+        .await;
+        self.store()
+            .conversation_messages(tenant, &chat, 1000)
+            .await
+            .expect("messages")
+    }
+}
+
+/// Polls `probe` until it returns `Some`, panicking after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,570 @@
+//! The single-node gateway end to end: signed webhook → persisted → conversation →
+//! responder → reply at the (fake) WhatsApp Cloud API, on SQLite and on PostgreSQL.
+
+mod common;
+
+use common::{Db, Gateway, WAIT, eventually};
+use reqwest::StatusCode;
+use salesboy_actors::store::{DeliveryStatus, Direction, OutboundOrigin};
+use salesboy_node::testing::webhooks;
+use salesboy_node::testing::{FakeLlm, FakeLlmOptions};
+use salesboy_protocol::ChatId;
+use serde_json::json;
+
+const PHONE: &str = "106540352242922";
+const CUSTOMER: &str = "16505551234";
+const HOURS: &str = "Our shop opens at 9am and closes at 6pm, Monday to Saturday.";
+const RETURNS: &str = "Returns are free within 30 days with the receipt.";
+
+async fn offline_reply_answers_from_knowledge(db: Db) {
+    let gateway = Gateway::start(db, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway
+        .add_knowledge(&tenant, "faq", &[HOURS, RETURNS])
+        .await;
+
+    let status = gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.q1",
+            "When does the shop open?",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply");
+    assert_eq!(sent[0].to, CUSTOMER);
+    assert!(
+        sent[0].body.contains("9am"),
+        "reply should quote the opening hours: {:?}",
+        sent[0].body
+    );
+    assert_eq!(sent[0].token, "token-acme");
+
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    let outbound: Vec<_> = messages
+        .iter()
+        .filter(|m| m.direction == Direction::Outbound)
+        .collect();
+    assert_eq!(outbound.len(), 1, "one reply recorded: {messages:?}");
+    assert_eq!(outbound[0].status, Some(DeliveryStatus::Sent));
+    assert_eq!(outbound[0].origin, Some(OutboundOrigin::Bot));
+    assert_eq!(
+        outbound[0].wamid.as_ref().map(|w| w.as_str()),
+        Some(sent[0].wamid.as_str())
+    );
+    assert_eq!(gateway.whatsapp.sent_count(), 1);
+
+    // Meta reports delivery: the status moves forward; a late "sent" does not move it back.
+    let wamid = sent[0].wamid.clone();
+    for status in ["delivered", "sent"] {
+        assert_eq!(
+            gateway
+                .post_webhook(&webhooks::status(PHONE, CUSTOMER, &wamid, status))
+                .await,
+            StatusCode::OK
+        );
+    }
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    let reply = messages
+        .iter()
+        .find(|m| m.direction == Direction::Outbound)
+        .expect("reply");
+    assert_eq!(reply.status, Some(DeliveryStatus::Delivered));
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn offline_reply_answers_from_knowledge_on_sqlite() {
+    offline_reply_answers_from_knowledge(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn offline_reply_answers_from_knowledge_on_postgres() {
+    offline_reply_answers_from_knowledge(Db::Postgres).await;
+}
+
+async fn retried_deliveries_get_one_reply(db: Db) {
+    let gateway = Gateway::start(db, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[RETURNS]).await;
+
+    let body = webhooks::text_message(PHONE, CUSTOMER, "wamid.retry", "Can I return shoes?");
+    for _ in 0..3 {
+        assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    }
+    gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply");
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.direction == Direction::Inbound)
+            .count(),
+        1
+    );
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .count(),
+        1
+    );
+    assert_eq!(gateway.whatsapp.sent_count(), 1);
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn retried_deliveries_get_one_reply_on_sqlite() {
+    retried_deliveries_get_one_reply(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn retried_deliveries_get_one_reply_on_postgres() {
+    retried_deliveries_get_one_reply(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_messages_gets_one_reply() {
+    // The three posts take far less than the debounce, so they form one batch.
+    let gateway = Gateway::start(Db::Sqlite, |c| c.debounce_ms = 1_000).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+
+    for (i, text) in ["hi", "I have a question", "when do you open?"]
+        .iter()
+        .enumerate()
+    {
+        let body = webhooks::text_message(PHONE, CUSTOMER, &format!("wamid.burst{i}"), text);
+        assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    }
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply");
+    assert!(sent[0].body.contains("9am"), "{:?}", sent[0].body);
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.direction == Direction::Inbound)
+            .count(),
+        3
+    );
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .count(),
+        1
+    );
+    assert_eq!(gateway.whatsapp.sent_count(), 1);
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn openai_compatible_provider_writes_the_reply_from_knowledge() {
+    let llm = FakeLlm::start(FakeLlmOptions::default()).await;
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let providers = json!([{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}]);
+    let tenant = gateway.add_tenant("acme", PHONE, Some(providers)).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.ai1",
+            "When do you open?",
+        ))
+        .await;
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply");
+    assert!(
+        sent[0].body.contains("[fake-llm]"),
+        "written by the llm: {:?}",
+        sent[0].body
+    );
+    assert!(
+        sent[0].body.contains("9am"),
+        "grounded in the knowledge base: {:?}",
+        sent[0].body
+    );
+    gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(gateway.whatsapp.sent_count(), 1);
+    let usage = gateway
+        .store()
+        .llm_usage_totals(&tenant, 0)
+        .await
+        .expect("usage");
+    assert_eq!(usage.requests, 1);
+    assert!(usage.prompt_tokens > 0);
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn gemini_rate_limited_falls_through_to_openai() {
+    let gemini = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(429).set_body_raw(
+            include_str!("../../protocol/tests/fixtures/llm/gemini_429_resource_exhausted.json"),
+            "application/json",
+        ))
+        .mount(&gemini)
+        .await;
+    let llm = FakeLlm::start(FakeLlmOptions::default()).await;
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let providers = json!([
+        {"kind": "gemini", "model": "gemini-2.0-flash", "api_key": "g-test", "base_url": format!("{}/v1beta", gemini.uri())},
+        {"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()},
+    ]);
+    let tenant = gateway.add_tenant("acme", PHONE, Some(providers)).await;
+    gateway.add_knowledge(&tenant, "faq", &[RETURNS]).await;
+
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.fall1",
+            "Can I return them?",
+        ))
+        .await;
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply");
+    assert!(sent[0].body.contains("[fake-llm]"), "{:?}", sent[0].body);
+    assert_eq!(
+        gemini.received_requests().await.map(|r| r.len()),
+        Some(1),
+        "gemini was tried first"
+    );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn paused_chat_gets_no_bot_reply_until_resumed() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let chat = ChatId::new(CUSTOMER).expect("chat");
+
+    gateway
+        .node
+        .node
+        .set_paused(&tenant, chat.clone(), Some(i64::MAX))
+        .await
+        .expect("pause");
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.p1",
+            "When do you open?",
+        ))
+        .await;
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        messages.len(),
+        1,
+        "only the customer's message: {messages:?}"
+    );
+    let snapshot = gateway
+        .node
+        .node
+        .observe_conversation(&tenant, chat.clone())
+        .await
+        .expect("active conversation");
+    assert_eq!(snapshot.dismissed, 1);
+    assert_eq!(gateway.whatsapp.sent_count(), 0);
+
+    gateway
+        .node
+        .node
+        .set_paused(&tenant, chat, None)
+        .await
+        .expect("resume");
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.p2",
+            "Hello? When do you open?",
+        ))
+        .await;
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply after resuming");
+    assert!(sent[0].body.contains("9am"));
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn an_echo_from_the_owner_silences_the_bot_in_that_chat() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+
+    assert_eq!(
+        gateway
+            .post_webhook(&webhooks::echo(
+                PHONE,
+                CUSTOMER,
+                "wamid.echo1",
+                "Hi, it's Ana from the shop"
+            ))
+            .await,
+        StatusCode::OK
+    );
+    let chat = ChatId::new(CUSTOMER).expect("chat");
+    eventually(WAIT, || async {
+        let conversation = gateway.store().conversation(&tenant, &chat).await.ok()??;
+        conversation.bot_paused_until_ms.map(|_| ())
+    })
+    .await;
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.e2",
+            "When do you open?",
+        ))
+        .await;
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.origin == Some(OutboundOrigin::Echo))
+            .count(),
+        1
+    );
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.origin == Some(OutboundOrigin::Bot))
+            .count(),
+        0
+    );
+    assert_eq!(gateway.whatsapp.sent_count(), 0);
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_or_acknowledged_without_losing_good_messages() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let good = webhooks::text_message(PHONE, CUSTOMER, "wamid.good", "When do you open?");
+    let raw = good.to_string().into_bytes();
+
+    assert_eq!(
+        gateway.post_raw(raw.clone(), None).await,
+        StatusCode::UNAUTHORIZED,
+        "missing signature"
+    );
+    assert_eq!(
+        gateway
+            .post_raw(raw.clone(), Some("sha256=00".into()))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "malformed signature"
+    );
+    let mut tampered = raw.clone();
+    tampered[10] ^= 1;
+    let signature =
+        salesboy_protocol::whatsapp::signature::sign(common::APP_SECRET.as_bytes(), &raw);
+    assert_eq!(
+        gateway.post_raw(tampered, Some(signature)).await,
+        StatusCode::UNAUTHORIZED,
+        "body changed after signing"
+    );
+
+    let malformed = b"{\"object\": \"whatsapp_business_account\", \"entry\": [".to_vec();
+    let signature =
+        salesboy_protocol::whatsapp::signature::sign(common::APP_SECRET.as_bytes(), &malformed);
+    assert_eq!(
+        gateway.post_raw(malformed, Some(signature)).await,
+        StatusCode::BAD_REQUEST
+    );
+
+    // One body: an unknown number, an unsupported type, a status for an unknown wamid, and a
+    // good message. Everything is acknowledged; the good message is answered.
+    let mixed = webhooks::batch(&[
+        webhooks::text_message("999999999", "15550009999", "wamid.stranger", "hello?"),
+        webhooks::unsupported_message(PHONE, "16505550000", "wamid.odd"),
+        webhooks::status(PHONE, CUSTOMER, "wamid.nobody", "delivered"),
+        good,
+    ]);
+    assert_eq!(gateway.post_webhook(&mixed).await, StatusCode::OK);
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("the good message is answered");
+    assert_eq!(sent[0].to, CUSTOMER);
+    gateway.settled(&tenant, "16505550000").await;
+    gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        gateway.whatsapp.sent_count(),
+        1,
+        "nothing is sent for the unsupported message"
+    );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn handshake_echoes_the_challenge_only_with_the_right_token() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let url = |token: &str| {
+        format!(
+            "{}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
+            gateway.base
+        )
+    };
+    let ok = gateway
+        .http
+        .get(url("verify-me"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.text().await.expect("body"), "1158201444");
+    let refused = gateway
+        .http
+        .get(url("wrong"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_metrics_describe_the_node() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE, CUSTOMER, "wamid.h1", "open?",
+        ))
+        .await;
+    gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply");
+
+    let health: serde_json::Value = gateway
+        .http
+        .get(format!("{}/health", gateway.base))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"], "ok");
+    assert_eq!(health["tenants"], 1);
+    assert!(health["rss_bytes"].as_u64().unwrap_or(0) > 0);
+
+    let metrics = gateway
+        .http
+        .get(format!("{}/metrics", gateway.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "salesboy_webhook_requests_total",
+        "salesboy_messages_in_total",
+        "salesboy_sends_total",
+        "salesboy_reply_gateway_seconds",
+        "salesboy_active_tenants",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn capacity_refuses_new_tenants_but_keeps_existing_ones() {
+    let gateway = Gateway::start(Db::Sqlite, |c| c.max_tenants = 1).await;
+    let first = gateway.add_tenant("first", PHONE, None).await;
+    let second = gateway.add_tenant("second", "106540352242923", None).await;
+    gateway.add_knowledge(&first, "faq", &[HOURS]).await;
+    gateway.add_knowledge(&second, "faq", &[HOURS]).await;
+
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE, CUSTOMER, "wamid.c1", "open?",
+        ))
+        .await;
+    gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("first tenant answered");
+    let refused = gateway.node.node.tenant(&second).await.unwrap_err();
+    assert!(refused.to_string().contains("capacity"), "{refused}");
+
+    // The refused tenant's message is still persisted (200), and the first keeps working.
+    assert_eq!(
+        gateway
+            .post_webhook(&webhooks::text_message(
+                "106540352242923",
+                CUSTOMER,
+                "wamid.c2",
+                "open?"
+            ))
+            .await,
+        StatusCode::OK
+    );
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            "16505559999",
+            "wamid.c3",
+            "open?",
+        ))
+        .await;
+    gateway
+        .whatsapp
+        .wait_for_sent(2, WAIT)
+        .await
+        .expect("first tenant still answers");
+    let alerts = gateway.store().recent_events(10).await.expect("events");
+    assert!(
+        alerts.iter().any(|e| e.kind == "node_at_capacity"),
+        "{alerts:?}"
+    );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_are_refused_while_no_app_secret_is_configured() {
+    let gateway = Gateway::start(Db::Sqlite, |c| c.whatsapp_app_secret = None).await;
+    let status = gateway
+        .post_webhook(&webhooks::text_message(PHONE, CUSTOMER, "wamid.x", "hi"))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    gateway.node.stop().await;
+}

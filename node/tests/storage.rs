@@ -1,0 +1,1613 @@
+//! The storage suite: written once, run against SQLite and Postgres.
+//!
+//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` below into two tests,
+//! `sqlite::<name>` and `postgres::<name>`, each on a fresh database: SQLite in a temp dir,
+//! Postgres in a uniquely named database created through `SALESBOY_TEST_POSTGRES_URL`
+//! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and dropped afterwards
+//! ([`PostgresDatabase`]).
+//! A Postgres that cannot be reached fails the Postgres tests; they are never skipped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use salesboy_actors::store::{
+    AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
+    NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
+    StatusOutcome, StatusUpdate, Store, StoreError, StoredMessage,
+};
+use salesboy_node::store::{Dialect, SqlStore};
+use salesboy_node::testing::PostgresDatabase;
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+// ---------------------------------------------------------------------------------------
+// Fixtures: one fresh database per test.
+// ---------------------------------------------------------------------------------------
+
+/// A moment in November 2023, as unix milliseconds: the suite's "now".
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 24 * 60 * MINUTE;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh Postgres database (dropped when the value is dropped); panics, naming the server,
+/// when Postgres cannot be reached.
+async fn fresh_postgres() -> PostgresDatabase {
+    PostgresDatabase::create()
+        .await
+        .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"))
+}
+
+/// Runs `test` against a fresh database of `backend`, then removes the database, also when
+/// the test fails.
+async fn run_on<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
+            let store = SqlStore::connect(&url).await.expect("open sqlite store");
+            assert_eq!(store.dialect(), Dialect::Sqlite);
+            let outcome = tokio::spawn(test(Arc::new(store.clone()))).await;
+            store.close().await;
+            if let Err(error) = outcome {
+                std::panic::resume_unwind(error.into_panic());
+            }
+        }
+        Backend::Postgres => {
+            let database = fresh_postgres().await;
+            let store = SqlStore::connect(database.url())
+                .await
+                .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"));
+            assert_eq!(store.dialect(), Dialect::Postgres);
+            let outcome = tokio::spawn(test(Arc::new(store.clone()))).await;
+            store.close().await;
+            drop(database);
+            if let Err(error) = outcome {
+                std::panic::resume_unwind(error.into_panic());
+            }
+        }
+    }
+}
+
+/// Instantiates every listed test on both backends.
+macro_rules! storage_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::run_on(super::Backend::Sqlite, super::$test).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::run_on(super::Backend::Postgres, super::$test).await;
+                }
+            )*
+        }
+    };
+}
+
+storage_suite!(
+    health_answers,
+    tenants_round_trip_and_route_by_phone_number,
+    whatsapp_numbers_belong_to_one_tenant,
+    duplicate_inbound_is_a_noop,
+    concurrent_duplicate_deliveries_insert_once,
+    inbound_bumps_the_conversation,
+    statuses_only_move_forward,
+    failed_is_terminal_and_keeps_its_error,
+    status_of_an_unknown_wamid_is_reported,
+    stale_epoch_writes_are_refused,
+    claims_never_go_backwards,
+    a_reply_answers_each_inbound_once,
+    concurrent_replies_to_one_message_record_one,
+    replies_must_answer_inbound_messages_of_their_chat,
+    reconciliation_reads_reflect_state,
+    dismissed_messages_are_no_longer_unanswered,
+    sent_and_failed_replies_are_final,
+    echoes_and_owner_messages,
+    bot_pause_round_trip,
+    history_windows_and_chat_log,
+    retention_deletes_old_messages_only,
+    knowledge_search_stays_within_the_tenant,
+    knowledge_ranking_puts_the_better_match_first,
+    questions_without_words_find_nothing,
+    knowledge_versions_and_deletion,
+    llm_usage_totals_sum_per_tenant,
+    events_are_listed_newest_first,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------
+
+fn tenant_id(id: &str) -> TenantId {
+    TenantId::new(id).expect("valid tenant id")
+}
+
+fn chat_id(id: &str) -> ChatId {
+    ChatId::new(id).expect("valid chat id")
+}
+
+fn wamid(id: &str) -> Wamid {
+    Wamid::new(id).expect("valid wamid")
+}
+
+async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
+    let tenant = tenant_id(id);
+    store
+        .upsert_tenant(&NewTenant {
+            id: tenant.clone(),
+            name: format!("{id} shop"),
+            system_prompt: None,
+            llm_config: None,
+            created_ms: T0,
+        })
+        .await
+        .expect("upsert tenant");
+    tenant
+}
+
+fn inbound(tenant: &TenantId, chat: &ChatId, id: &str, at_ms: i64) -> NewInbound {
+    NewInbound {
+        tenant: tenant.clone(),
+        chat: chat.clone(),
+        wamid: wamid(id),
+        received_ms: at_ms,
+        kind: "text".to_owned(),
+        body: Some(format!("message {id}")),
+        raw: Some(format!(r#"{{"id":"{id}"}}"#)),
+    }
+}
+
+async fn receive(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: &str, at_ms: i64) -> i64 {
+    match store
+        .insert_inbound(&inbound(tenant, chat, id, at_ms))
+        .await
+    {
+        Ok(InsertOutcome::Inserted { id }) => id,
+        other => panic!("expected a new inbound message, got {other:?}"),
+    }
+}
+
+fn reply(tenant: &TenantId, chat: &ChatId, answers: &[i64], epoch: u64, at_ms: i64) -> NewReply {
+    NewReply {
+        tenant: tenant.clone(),
+        chat: chat.clone(),
+        answers: answers.to_vec(),
+        body: format!("answer to {answers:?}"),
+        epoch,
+        created_ms: at_ms,
+    }
+}
+
+async fn record(store: &dyn Store, reply: &NewReply) -> i64 {
+    match store.record_reply(reply).await {
+        Ok(ReplyOutcome::Recorded { reply_id }) => reply_id,
+        other => panic!("expected the reply to be recorded, got {other:?}"),
+    }
+}
+
+/// A reply recorded and sent as `sent_wamid`.
+async fn sent_reply(
+    store: &dyn Store,
+    tenant: &TenantId,
+    chat: &ChatId,
+    inbound_wamid: &str,
+    sent_wamid: &str,
+) -> i64 {
+    let inbound_id = receive(store, tenant, chat, inbound_wamid, T0).await;
+    let reply_id = record(store, &reply(tenant, chat, &[inbound_id], 0, T0 + 1)).await;
+    store
+        .mark_reply_sent(tenant, reply_id, &wamid(sent_wamid), T0 + 2, 0)
+        .await
+        .expect("mark sent");
+    reply_id
+}
+
+fn status(tenant: &TenantId, id: &str, status: DeliveryStatus, at_ms: i64) -> StatusUpdate {
+    StatusUpdate {
+        tenant: tenant.clone(),
+        wamid: wamid(id),
+        status,
+        at_ms,
+        error: None,
+    }
+}
+
+async fn message(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: i64) -> StoredMessage {
+    store
+        .conversation_messages(tenant, chat, 1_000)
+        .await
+        .expect("conversation messages")
+        .into_iter()
+        .find(|message| message.id == id)
+        .unwrap_or_else(|| panic!("message {id} not found"))
+}
+
+fn ids(messages: &[StoredMessage]) -> Vec<i64> {
+    messages.iter().map(|message| message.id).collect()
+}
+
+fn texts(hits: &[salesboy_actors::store::KnowledgeHit]) -> Vec<&str> {
+    hits.iter().map(|hit| hit.text.as_str()).collect()
+}
+
+fn assert_stale(
+    result: Result<impl std::fmt::Debug, StoreError>,
+    tenant: &TenantId,
+    given: u64,
+    current: u64,
+) {
+    match result {
+        Err(StoreError::StaleEpoch {
+            tenant: refused,
+            given: g,
+            current: c,
+        }) => {
+            assert_eq!((&refused, g, c), (tenant, given, current));
+        }
+        other => panic!("expected a stale epoch refusal, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite.
+// ---------------------------------------------------------------------------------------
+
+async fn health_answers(store: Arc<dyn Store>) {
+    store.health().await.expect("healthy");
+}
+
+async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
+    let acme = tenant_id("acme");
+    store
+        .upsert_tenant(&NewTenant {
+            id: acme.clone(),
+            name: "Acme".to_owned(),
+            system_prompt: Some("be brief".to_owned()),
+            llm_config: Some(r#"{"providers":[]}"#.to_owned()),
+            created_ms: T0,
+        })
+        .await
+        .unwrap();
+    // an update keeps created_ms and replaces the rest
+    store
+        .upsert_tenant(&NewTenant {
+            id: acme.clone(),
+            name: "Acme Ltd".to_owned(),
+            system_prompt: None,
+            llm_config: Some(r#"{"providers":["gemini"]}"#.to_owned()),
+            created_ms: T0 + DAY,
+        })
+        .await
+        .unwrap();
+    let phone = PhoneNumberId::new("106540352242922").unwrap();
+    store
+        .upsert_whatsapp_number(&NewWhatsAppNumber {
+            tenant: acme.clone(),
+            phone_number_id: phone.clone(),
+            waba_id: Some("102290129340398".to_owned()),
+            access_token: AccessToken::new("EAAG-first-token"),
+        })
+        .await
+        .unwrap();
+    store
+        .upsert_whatsapp_number(&NewWhatsAppNumber {
+            tenant: acme.clone(),
+            phone_number_id: phone.clone(),
+            waba_id: None,
+            access_token: AccessToken::new("EAAG-rotated-token"),
+        })
+        .await
+        .unwrap();
+    given_tenant(&*store, "beta").await;
+
+    let tenant = store.tenant(&acme).await.unwrap().expect("acme exists");
+    assert_eq!(tenant.name, "Acme Ltd");
+    assert_eq!(tenant.system_prompt, None);
+    assert_eq!(
+        tenant.llm_config.as_deref(),
+        Some(r#"{"providers":["gemini"]}"#)
+    );
+    assert_eq!(tenant.created_ms, T0);
+    assert_eq!(tenant.knowledge_version, 0);
+    assert_eq!(tenant.numbers.len(), 1);
+    assert_eq!(tenant.numbers[0].phone_number_id, phone);
+    assert_eq!(tenant.numbers[0].waba_id, None);
+    assert_eq!(
+        tenant.numbers[0].access_token.expose(),
+        "EAAG-rotated-token"
+    );
+    let shown = format!("{tenant:?}");
+    assert!(
+        !shown.contains("EAAG"),
+        "the token leaked into Debug: {shown}"
+    );
+
+    let route = store
+        .tenant_by_phone_number(&phone)
+        .await
+        .unwrap()
+        .expect("routed");
+    assert_eq!(route.tenant, acme);
+    assert_eq!(route.phone_number_id, phone);
+    let unknown = PhoneNumberId::new("999").unwrap();
+    assert_eq!(store.tenant_by_phone_number(&unknown).await.unwrap(), None);
+
+    let all = store.list_tenants().await.unwrap();
+    let names: Vec<_> = all
+        .iter()
+        .map(|t| (t.id.as_str(), t.numbers.len()))
+        .collect();
+    assert_eq!(names, [("acme", 1), ("beta", 0)]);
+    assert_eq!(store.tenant(&tenant_id("nobody")).await.unwrap(), None);
+    // a new tenant starts at epoch 0
+    assert_eq!(store.current_epoch(&acme).await.unwrap(), Some(0));
+}
+
+async fn whatsapp_numbers_belong_to_one_tenant(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let phone = PhoneNumberId::new("1065").unwrap();
+    let number = |tenant: &TenantId, token: &str| NewWhatsAppNumber {
+        tenant: tenant.clone(),
+        phone_number_id: phone.clone(),
+        waba_id: None,
+        access_token: AccessToken::new(token),
+    };
+    store
+        .upsert_whatsapp_number(&number(&acme, "a"))
+        .await
+        .unwrap();
+    let taken = store.upsert_whatsapp_number(&number(&beta, "b")).await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict { .. })),
+        "{taken:?}"
+    );
+    let route = store.tenant_by_phone_number(&phone).await.unwrap().unwrap();
+    assert_eq!(route.tenant, acme);
+    let tenant = store.tenant(&acme).await.unwrap().unwrap();
+    assert_eq!(tenant.numbers[0].access_token.expose(), "a");
+
+    let orphan = store
+        .upsert_whatsapp_number(&number(&tenant_id("ghost"), "g"))
+        .await;
+    assert_eq!(
+        orphan,
+        Err(StoreError::NotFound {
+            what: "tenant ghost".to_owned()
+        })
+    );
+}
+
+async fn duplicate_inbound_is_a_noop(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let first = store
+        .insert_inbound(&inbound(&acme, &chat, "wamid.A", T0))
+        .await
+        .unwrap();
+    let InsertOutcome::Inserted { id } = first else {
+        panic!("first insert: {first:?}");
+    };
+    // Meta's retry arrives later, maybe with another body: nothing changes
+    let mut retry = inbound(&acme, &chat, "wamid.A", T0 + MINUTE);
+    retry.body = Some("changed".to_owned());
+    let second = store.insert_inbound(&retry).await.unwrap();
+    assert_eq!(second, InsertOutcome::Duplicate { id });
+    assert_eq!(second.id(), first.id());
+
+    let messages = store.conversation_messages(&acme, &chat, 10).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].body.as_deref(), Some("message wamid.A"));
+    assert_eq!(messages[0].created_ms, T0);
+    let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(
+        conversation.last_inbound_ms,
+        Some(T0),
+        "a duplicate must not bump the conversation"
+    );
+
+    // the same wamid under another tenant is another message
+    let beta = given_tenant(&*store, "beta").await;
+    let other = store
+        .insert_inbound(&inbound(&beta, &chat, "wamid.A", T0))
+        .await
+        .unwrap();
+    assert!(matches!(other, InsertOutcome::Inserted { id: other_id } if other_id != id));
+}
+
+async fn concurrent_duplicate_deliveries_insert_once(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let deliveries: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let message = inbound(&acme, &chat, "wamid.RACE", T0 + i);
+            tokio::spawn(async move { store.insert_inbound(&message).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for delivery in deliveries {
+        outcomes.push(delivery.await.expect("task").expect("insert"));
+    }
+    let inserted: Vec<_> = outcomes
+        .iter()
+        .filter(|o| matches!(o, InsertOutcome::Inserted { .. }))
+        .collect();
+    assert_eq!(inserted.len(), 1, "{outcomes:?}");
+    let id = inserted[0].id();
+    assert!(outcomes.iter().all(|o| o.id() == id), "{outcomes:?}");
+    assert_eq!(
+        store
+            .conversation_messages(&acme, &chat, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn inbound_bumps_the_conversation(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    assert_eq!(store.conversation(&acme, &chat).await.unwrap(), None);
+    receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    receive(&*store, &acme, &chat, "wamid.2", T0 + MINUTE).await;
+    // a late, older delivery does not move the window back
+    receive(&*store, &acme, &chat, "wamid.0", T0 - MINUTE).await;
+    let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(conversation.tenant, acme);
+    assert_eq!(conversation.chat, chat);
+    assert_eq!(conversation.last_inbound_ms, Some(T0 + MINUTE));
+    assert_eq!(conversation.bot_paused_until_ms, None);
+}
+
+async fn statuses_only_move_forward(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let reply_id = sent_reply(&*store, &acme, &chat, "wamid.in", "wamid.out").await;
+    let sent = message(&*store, &acme, &chat, reply_id).await;
+    assert_eq!(sent.status, Some(DeliveryStatus::Sent));
+    assert_eq!(sent.status_ms, Some(T0 + 2));
+    assert_eq!(sent.wamid, Some(wamid("wamid.out")));
+
+    let apply = |s, at| {
+        let store = store.clone();
+        let update = status(&acme, "wamid.out", s, at);
+        async move { store.update_status(&update).await.unwrap() }
+    };
+    assert_eq!(
+        apply(DeliveryStatus::Sent, T0 + 3).await,
+        StatusOutcome::Ignored
+    );
+    assert_eq!(
+        apply(DeliveryStatus::Delivered, T0 + 4).await,
+        StatusOutcome::Advanced
+    );
+    assert_eq!(
+        apply(DeliveryStatus::Read, T0 + 5).await,
+        StatusOutcome::Advanced
+    );
+    // webhooks out of order: delivered and sent after read are regressions
+    assert_eq!(
+        apply(DeliveryStatus::Delivered, T0 + 6).await,
+        StatusOutcome::Ignored
+    );
+    assert_eq!(
+        apply(DeliveryStatus::Sent, T0 + 7).await,
+        StatusOutcome::Ignored
+    );
+    assert_eq!(
+        apply(DeliveryStatus::Pending, T0 + 8).await,
+        StatusOutcome::Ignored
+    );
+    // a read message cannot fail any more
+    assert_eq!(
+        apply(DeliveryStatus::Failed, T0 + 9).await,
+        StatusOutcome::Ignored
+    );
+
+    let read = message(&*store, &acme, &chat, reply_id).await;
+    assert_eq!(read.status, Some(DeliveryStatus::Read));
+    assert_eq!(read.status_ms, Some(T0 + 5));
+    assert_eq!(read.failure, None);
+}
+
+async fn failed_is_terminal_and_keeps_its_error(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let reply_id = sent_reply(&*store, &acme, &chat, "wamid.in", "wamid.out").await;
+    let failure = SendFailure {
+        code: Some(131_047),
+        title: "Re-engagement message".to_owned(),
+    };
+    let outcome = store
+        .update_status(&StatusUpdate {
+            error: Some(failure.clone()),
+            ..status(&acme, "wamid.out", DeliveryStatus::Failed, T0 + 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, StatusOutcome::Advanced);
+    for late in [
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Read,
+        DeliveryStatus::Failed,
+    ] {
+        let outcome = store
+            .update_status(&status(&acme, "wamid.out", late, T0 + 20))
+            .await
+            .unwrap();
+        assert_eq!(outcome, StatusOutcome::Ignored, "{late:?} after failed");
+    }
+    let failed = message(&*store, &acme, &chat, reply_id).await;
+    assert_eq!(failed.status, Some(DeliveryStatus::Failed));
+    assert_eq!(failed.status_ms, Some(T0 + 10));
+    assert_eq!(failed.failure, Some(failure));
+}
+
+async fn status_of_an_unknown_wamid_is_reported(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let chat = chat_id("15550001111");
+    sent_reply(&*store, &acme, &chat, "wamid.in", "wamid.out").await;
+    let unknown = store
+        .update_status(&status(&acme, "wamid.nope", DeliveryStatus::Read, T0))
+        .await
+        .unwrap();
+    assert_eq!(unknown, StatusOutcome::UnknownMessage);
+    // another tenant's wamid is unknown to this one
+    let foreign = store
+        .update_status(&status(&beta, "wamid.out", DeliveryStatus::Read, T0))
+        .await
+        .unwrap();
+    assert_eq!(foreign, StatusOutcome::UnknownMessage);
+    // inbound messages have no delivery status
+    let inbound_status = store
+        .update_status(&status(&acme, "wamid.in", DeliveryStatus::Read, T0))
+        .await
+        .unwrap();
+    assert_eq!(inbound_status, StatusOutcome::UnknownMessage);
+}
+
+async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let inbound_id = receive(&*store, &acme, &chat, "wamid.in", T0).await;
+    // the old owner (epoch 1) recorded a reply before the tenant moved
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let pending = record(&*store, &reply(&acme, &chat, &[inbound_id], 1, T0 + 1)).await;
+    let second_inbound = receive(&*store, &acme, &chat, "wamid.in2", T0 + 2).await;
+
+    // the tenant moves: epoch 2
+    store.claim_epoch(&acme, 2).await.unwrap();
+    assert_eq!(store.current_epoch(&acme).await.unwrap(), Some(2));
+
+    // every fenced write of the old owner is refused, and writes nothing
+    assert_stale(
+        store
+            .record_reply(&reply(&acme, &chat, &[second_inbound], 1, T0 + 3))
+            .await,
+        &acme,
+        1,
+        2,
+    );
+    assert_stale(
+        store
+            .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), 1)
+            .await,
+        &acme,
+        1,
+        2,
+    );
+    assert_stale(
+        store
+            .mark_reply_sent(&acme, pending, &wamid("wamid.out"), T0 + 4, 1)
+            .await,
+        &acme,
+        1,
+        2,
+    );
+    let failure = SendFailure {
+        code: None,
+        title: "network".to_owned(),
+    };
+    assert_stale(
+        store
+            .mark_reply_failed(&acme, pending, &failure, T0 + 4, 1)
+            .await,
+        &acme,
+        1,
+        2,
+    );
+    assert_stale(
+        store
+            .dismiss_inbound(&acme, &chat, &[second_inbound], T0 + 4, 1)
+            .await,
+        &acme,
+        1,
+        2,
+    );
+    let owner_message = NewOutbound {
+        tenant: acme.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: "text".to_owned(),
+        body: Some("hello from the owner".to_owned()),
+        created_ms: T0 + 5,
+        epoch: Some(1),
+    };
+    assert_stale(store.record_outbound(&owner_message).await, &acme, 1, 2);
+
+    let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(conversation.bot_paused_until_ms, None);
+    let unanswered = store.unanswered_inbound(&acme, 0).await.unwrap();
+    assert_eq!(ids(&unanswered), [second_inbound]);
+    let unsent = store.unsent_replies(&acme).await.unwrap();
+    assert_eq!(ids(&unsent), [pending]);
+    assert_eq!(unsent[0].status, Some(DeliveryStatus::Pending));
+    assert_eq!(unsent[0].wamid, None);
+    assert_eq!(
+        store
+            .conversation_messages(&acme, &chat, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // the new owner's writes go through
+    store
+        .mark_reply_sent(&acme, pending, &wamid("wamid.out"), T0 + 6, 2)
+        .await
+        .unwrap();
+    record(&*store, &reply(&acme, &chat, &[second_inbound], 2, T0 + 7)).await;
+    store
+        .set_bot_paused(&acme, &chat, Some(T0 + DAY), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .record_outbound(&NewOutbound {
+                epoch: Some(2),
+                ..owner_message
+            })
+            .await
+            .map(|o| matches!(o, InsertOutcome::Inserted { .. })),
+        Ok(true)
+    );
+}
+
+async fn claims_never_go_backwards(store: Arc<dyn Store>) {
+    let acme = tenant_id("acme");
+    // a claim may precede the tenant row
+    assert_eq!(store.current_epoch(&acme).await.unwrap(), None);
+    store.claim_epoch(&acme, 3).await.unwrap();
+    store
+        .claim_epoch(&acme, 3)
+        .await
+        .expect("re-claiming the current epoch is fine");
+    assert_stale(store.claim_epoch(&acme, 2).await, &acme, 2, 3);
+    store.claim_epoch(&acme, 7).await.unwrap();
+    assert_eq!(store.current_epoch(&acme).await.unwrap(), Some(7));
+    // creating the tenant afterwards keeps the claimed epoch
+    given_tenant(&*store, "acme").await;
+    assert_eq!(store.current_epoch(&acme).await.unwrap(), Some(7));
+    let too_big = store.claim_epoch(&acme, u64::MAX).await;
+    assert!(
+        matches!(too_big, Err(StoreError::Invalid { .. })),
+        "{too_big:?}"
+    );
+}
+
+async fn a_reply_answers_each_inbound_once(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let first = receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    let second = receive(&*store, &acme, &chat, "wamid.2", T0 + 1).await;
+    let reply_id = record(
+        &*store,
+        &reply(&acme, &chat, &[first, second, first], 0, T0 + 2),
+    )
+    .await;
+
+    // the same batch again (a retried turn, a second node): refused, nothing written
+    let again = store
+        .record_reply(&reply(&acme, &chat, &[first, second], 0, T0 + 3))
+        .await;
+    assert_eq!(
+        again,
+        Ok(ReplyOutcome::AlreadyAnswered { inbound_id: first })
+    );
+    // a batch that overlaps an answered one is refused whole
+    let third = receive(&*store, &acme, &chat, "wamid.3", T0 + 4).await;
+    let overlap = store
+        .record_reply(&reply(&acme, &chat, &[third, second], 0, T0 + 5))
+        .await;
+    assert_eq!(
+        overlap,
+        Ok(ReplyOutcome::AlreadyAnswered { inbound_id: second })
+    );
+
+    assert_eq!(ids(&store.unsent_replies(&acme).await.unwrap()), [reply_id]);
+    assert_eq!(
+        ids(&store.unanswered_inbound(&acme, 0).await.unwrap()),
+        [third]
+    );
+    let stored = message(&*store, &acme, &chat, reply_id).await;
+    assert_eq!(stored.direction, Direction::Outbound);
+    assert_eq!(stored.origin, Some(OutboundOrigin::Bot));
+    assert_eq!(stored.status, Some(DeliveryStatus::Pending));
+    assert_eq!(
+        stored.body.as_deref(),
+        Some(format!("answer to {:?}", [first, second, first]).as_str())
+    );
+    assert_eq!(stored.created_ms, T0 + 2);
+    assert_eq!(
+        store
+            .conversation_messages(&acme, &chat, 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+async fn concurrent_replies_to_one_message_record_one(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let inbound_id = receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    let attempts: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            let reply = reply(&acme, &chat, &[inbound_id], 0, T0 + i);
+            tokio::spawn(async move { store.record_reply(&reply).await })
+        })
+        .collect();
+    let mut recorded = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task").expect("record reply") {
+            ReplyOutcome::Recorded { .. } => recorded += 1,
+            ReplyOutcome::AlreadyAnswered {
+                inbound_id: answered,
+            } => {
+                assert_eq!(answered, inbound_id);
+            }
+        }
+    }
+    assert_eq!(recorded, 1);
+    assert_eq!(store.unsent_replies(&acme).await.unwrap().len(), 1);
+}
+
+async fn replies_must_answer_inbound_messages_of_their_chat(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let other_chat = chat_id("15550002222");
+    receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    let elsewhere = receive(&*store, &acme, &other_chat, "wamid.2", T0).await;
+
+    let wrong_chat = store
+        .record_reply(&reply(&acme, &chat, &[elsewhere], 0, T0 + 1))
+        .await;
+    assert!(
+        matches!(wrong_chat, Err(StoreError::NotFound { .. })),
+        "{wrong_chat:?}"
+    );
+    let missing = store
+        .record_reply(&reply(&acme, &chat, &[999_999], 0, T0 + 1))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+    let empty = store
+        .record_reply(&reply(&acme, &chat, &[], 0, T0 + 1))
+        .await;
+    assert!(
+        matches!(empty, Err(StoreError::Invalid { .. })),
+        "{empty:?}"
+    );
+    // a reply is not an inbound message
+    let reply_id = record(&*store, &reply(&acme, &other_chat, &[elsewhere], 0, T0 + 2)).await;
+    let to_a_reply = store
+        .record_reply(&reply(&acme, &other_chat, &[reply_id], 0, T0 + 3))
+        .await;
+    assert!(
+        matches!(to_a_reply, Err(StoreError::NotFound { .. })),
+        "{to_a_reply:?}"
+    );
+    // nothing of the refused attempts was written
+    assert_eq!(ids(&store.unsent_replies(&acme).await.unwrap()), [reply_id]);
+}
+
+async fn reconciliation_reads_reflect_state(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let alice = chat_id("15550001111");
+    let bob = chat_id("15550002222");
+    let a1 = receive(&*store, &acme, &alice, "wamid.a1", T0).await;
+    let b1 = receive(&*store, &acme, &bob, "wamid.b1", T0 + 1).await;
+    let a2 = receive(&*store, &acme, &alice, "wamid.a2", T0 + 2).await;
+    receive(&*store, &beta, &alice, "wamid.x", T0).await;
+    assert!(store.unsent_replies(&acme).await.unwrap().is_empty());
+
+    let unanswered = store.unanswered_inbound(&acme, 0).await.unwrap();
+    assert_eq!(ids(&unanswered), [a1, b1, a2]);
+    assert!(
+        unanswered
+            .iter()
+            .all(|m| m.tenant == acme && m.direction == Direction::Inbound)
+    );
+    assert_eq!(unanswered[0].wamid, Some(wamid("wamid.a1")));
+    assert_eq!(unanswered[0].kind, "text");
+    assert_eq!(unanswered[0].status, None);
+    assert_eq!(unanswered[0].origin, None);
+    assert_eq!(
+        ids(&store.unanswered_inbound(&acme, T0 + 1).await.unwrap()),
+        [b1, a2]
+    );
+    assert_eq!(
+        ids(&store
+            .unanswered_inbound_in_chat(&acme, &alice)
+            .await
+            .unwrap()),
+        [a1, a2]
+    );
+
+    let to_alice = record(&*store, &reply(&acme, &alice, &[a1, a2], 0, T0 + 3)).await;
+    assert_eq!(
+        ids(&store.unanswered_inbound(&acme, 0).await.unwrap()),
+        [b1]
+    );
+    assert!(
+        store
+            .unanswered_inbound_in_chat(&acme, &alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ids(&store.unsent_replies(&acme).await.unwrap()), [to_alice]);
+
+    let to_bob = record(&*store, &reply(&acme, &bob, &[b1], 0, T0 + 4)).await;
+    assert!(store.unanswered_inbound(&acme, 0).await.unwrap().is_empty());
+    assert_eq!(
+        ids(&store.unsent_replies(&acme).await.unwrap()),
+        [to_alice, to_bob]
+    );
+
+    store
+        .mark_reply_sent(&acme, to_alice, &wamid("wamid.r1"), T0 + 5, 0)
+        .await
+        .unwrap();
+    assert_eq!(ids(&store.unsent_replies(&acme).await.unwrap()), [to_bob]);
+    let failure = SendFailure {
+        code: Some(131_026),
+        title: "Message undeliverable".to_owned(),
+    };
+    store
+        .mark_reply_failed(&acme, to_bob, &failure, T0 + 6, 0)
+        .await
+        .unwrap();
+    assert!(store.unsent_replies(&acme).await.unwrap().is_empty());
+    let failed = message(&*store, &acme, &bob, to_bob).await;
+    assert_eq!(failed.status, Some(DeliveryStatus::Failed));
+    assert_eq!(failed.failure, Some(failure));
+    // the other tenant is untouched
+    assert_eq!(store.unanswered_inbound(&beta, 0).await.unwrap().len(), 1);
+}
+
+async fn dismissed_messages_are_no_longer_unanswered(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let first = receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    let second = receive(&*store, &acme, &chat, "wamid.2", T0 + 1).await;
+    assert_eq!(
+        store
+            .dismiss_inbound(&acme, &chat, &[first], T0 + 2, 0)
+            .await,
+        Ok(DismissOutcome::Dismissed)
+    );
+    assert_eq!(
+        ids(&store.unanswered_inbound(&acme, 0).await.unwrap()),
+        [second]
+    );
+    assert_eq!(
+        store
+            .dismiss_inbound(&acme, &chat, &[second, first], T0 + 3, 0)
+            .await,
+        Ok(DismissOutcome::AlreadyAnswered { inbound_id: first })
+    );
+    // a dismissed message cannot be answered later
+    assert_eq!(
+        store
+            .record_reply(&reply(&acme, &chat, &[first], 0, T0 + 4))
+            .await,
+        Ok(ReplyOutcome::AlreadyAnswered { inbound_id: first })
+    );
+    assert_eq!(
+        ids(&store.unanswered_inbound(&acme, 0).await.unwrap()),
+        [second]
+    );
+    assert!(store.unsent_replies(&acme).await.unwrap().is_empty());
+}
+
+async fn sent_and_failed_replies_are_final(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let reply_id = sent_reply(&*store, &acme, &chat, "wamid.in", "wamid.out").await;
+    // repeating the sent mark, or a failure after it, changes nothing
+    store
+        .mark_reply_sent(&acme, reply_id, &wamid("wamid.other"), T0 + 9, 0)
+        .await
+        .unwrap();
+    let failure = SendFailure {
+        code: None,
+        title: "timeout".to_owned(),
+    };
+    store
+        .mark_reply_failed(&acme, reply_id, &failure, T0 + 9, 0)
+        .await
+        .unwrap();
+    let stored = message(&*store, &acme, &chat, reply_id).await;
+    assert_eq!(stored.status, Some(DeliveryStatus::Sent));
+    assert_eq!(stored.wamid, Some(wamid("wamid.out")));
+    assert_eq!(stored.status_ms, Some(T0 + 2));
+    assert_eq!(stored.failure, None);
+
+    let missing = store
+        .mark_reply_sent(&acme, 424_242, &wamid("wamid.x"), T0, 0)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+    let beta = given_tenant(&*store, "beta").await;
+    let foreign = store
+        .mark_reply_failed(&beta, reply_id, &failure, T0, 0)
+        .await;
+    assert!(
+        matches!(foreign, Err(StoreError::NotFound { .. })),
+        "{foreign:?}"
+    );
+}
+
+async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    store.claim_epoch(&acme, 4).await.unwrap();
+    // an echo of a message the owner typed on their phone: any ingress may persist it
+    let echo = NewOutbound {
+        tenant: acme.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Echo,
+        wamid: Some(wamid("wamid.echo")),
+        kind: "text".to_owned(),
+        body: Some("owner here".to_owned()),
+        created_ms: T0,
+        epoch: None,
+    };
+    let InsertOutcome::Inserted { id: echo_id } = store.record_outbound(&echo).await.unwrap()
+    else {
+        panic!("echo not inserted");
+    };
+    assert_eq!(
+        store.record_outbound(&echo).await,
+        Ok(InsertOutcome::Duplicate { id: echo_id })
+    );
+    let stored = message(&*store, &acme, &chat, echo_id).await;
+    assert_eq!(stored.origin, Some(OutboundOrigin::Echo));
+    assert_eq!(stored.status, Some(DeliveryStatus::Sent));
+    assert_eq!(stored.status_ms, Some(T0));
+    // echoes are not waiting to be sent, and their statuses advance like replies'
+    assert!(store.unsent_replies(&acme).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .update_status(&status(
+                &acme,
+                "wamid.echo",
+                DeliveryStatus::Delivered,
+                T0 + 1
+            ))
+            .await,
+        Ok(StatusOutcome::Advanced)
+    );
+
+    // an owner message sent through our API waits for the session
+    let owner = NewOutbound {
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        body: Some("we open at nine".to_owned()),
+        created_ms: T0 + 2,
+        epoch: Some(4),
+        ..echo
+    };
+    let owner_id = store.record_outbound(&owner).await.unwrap().id();
+    let unsent = store.unsent_replies(&acme).await.unwrap();
+    assert_eq!(ids(&unsent), [owner_id]);
+    assert_eq!(unsent[0].origin, Some(OutboundOrigin::Owner));
+    store
+        .mark_reply_sent(&acme, owner_id, &wamid("wamid.owner"), T0 + 3, 4)
+        .await
+        .unwrap();
+    assert!(store.unsent_replies(&acme).await.unwrap().is_empty());
+    // the conversation exists, but no customer has written
+    let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(conversation.last_inbound_ms, None);
+}
+
+async fn bot_pause_round_trip(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    // pausing a chat nobody wrote in yet creates it
+    store
+        .set_bot_paused(&acme, &chat, Some(T0 + DAY), 0)
+        .await
+        .unwrap();
+    let paused = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(paused.bot_paused_until_ms, Some(T0 + DAY));
+    assert!(paused.bot_paused_at(T0));
+    assert!(!paused.bot_paused_at(T0 + DAY));
+
+    receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    store
+        .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), 0)
+        .await
+        .unwrap();
+    let forever = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(forever.bot_paused_until_ms, Some(i64::MAX));
+    assert_eq!(
+        forever.last_inbound_ms,
+        Some(T0),
+        "pausing keeps the rest of the row"
+    );
+
+    store.set_bot_paused(&acme, &chat, None, 0).await.unwrap();
+    let resumed = store.conversation(&acme, &chat).await.unwrap().unwrap();
+    assert_eq!(resumed.bot_paused_until_ms, None);
+}
+
+async fn history_windows_and_chat_log(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let alice = chat_id("15550001111");
+    let bob = chat_id("15550002222");
+    let m1 = receive(&*store, &acme, &alice, "wamid.1", T0).await;
+    let r1 = record(&*store, &reply(&acme, &alice, &[m1], 0, T0 + 1)).await;
+    let b1 = receive(&*store, &acme, &bob, "wamid.b", T0 + 2).await;
+    let m2 = receive(&*store, &acme, &alice, "wamid.2", T0 + 3).await;
+    let r2 = record(&*store, &reply(&acme, &alice, &[m2], 0, T0 + 4)).await;
+    let failure = SendFailure {
+        code: Some(131_047),
+        title: "Re-engagement message".to_owned(),
+    };
+    store
+        .mark_reply_failed(&acme, r2, &failure, T0 + 5, 0)
+        .await
+        .unwrap();
+    let mut sticker = inbound(&acme, &alice, "wamid.3", T0 + 6);
+    sticker.kind = "sticker".to_owned();
+    sticker.body = None;
+    let m3 = store.insert_inbound(&sticker).await.unwrap().id();
+
+    let all = store
+        .conversation_messages(&acme, &alice, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), [m1, r1, m2, r2, m3]);
+    assert_eq!(
+        all.iter().map(|m| m.direction).collect::<Vec<_>>(),
+        [
+            Direction::Inbound,
+            Direction::Outbound,
+            Direction::Inbound,
+            Direction::Outbound,
+            Direction::Inbound
+        ]
+    );
+    assert_eq!(
+        ids(&store.conversation_messages(&acme, &alice, 2).await.unwrap()),
+        [r2, m3]
+    );
+    // the LLM's window: text the customer saw, oldest first
+    assert_eq!(
+        ids(&store.recent_history(&acme, &alice, 100).await.unwrap()),
+        [m1, r1, m2]
+    );
+    assert_eq!(
+        ids(&store.recent_history(&acme, &alice, 2).await.unwrap()),
+        [r1, m2]
+    );
+
+    // the chat log: every chat, newest first, paged by time
+    let log = store.chat_log(&acme, None, 3).await.unwrap();
+    assert_eq!(ids(&log), [m3, r2, m2]);
+    let page = store.chat_log(&acme, Some(T0 + 3), 10).await.unwrap();
+    assert_eq!(ids(&page), [b1, r1, m1]);
+}
+
+async fn retention_deletes_old_messages_only(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let old = T0 - 100 * DAY;
+    let cutoff = T0 - 90 * DAY;
+    let old_in = receive(&*store, &acme, &chat, "wamid.old", old).await;
+    let old_reply = record(&*store, &reply(&acme, &chat, &[old_in], 0, old + 1)).await;
+    // answered just before the cutoff, by a reply just after it
+    let edge_in = receive(&*store, &acme, &chat, "wamid.edge", cutoff - 1).await;
+    let edge_reply = record(&*store, &reply(&acme, &chat, &[edge_in], 0, cutoff)).await;
+    let new_in = receive(&*store, &acme, &chat, "wamid.new", T0).await;
+
+    assert_eq!(store.delete_messages_before(cutoff).await.unwrap(), 3);
+    let left = store
+        .conversation_messages(&acme, &chat, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&left), [edge_reply, new_in]);
+    assert!(!ids(&left).contains(&old_reply));
+    // the new message is still waiting for its answer; nothing else reappears
+    assert_eq!(
+        ids(&store.unanswered_inbound(&acme, 0).await.unwrap()),
+        [new_in]
+    );
+    assert_eq!(
+        ids(&store.unsent_replies(&acme).await.unwrap()),
+        [edge_reply]
+    );
+    // a second run finds nothing more to delete
+    assert_eq!(store.delete_messages_before(cutoff).await.unwrap(), 0);
+    assert!(
+        store.conversation(&acme, &chat).await.unwrap().is_some(),
+        "conversations stay"
+    );
+}
+
+async fn add_document(store: &dyn Store, tenant: &TenantId, title: &str, chunks: &[&str]) -> i64 {
+    store
+        .add_knowledge(&NewKnowledge {
+            tenant: tenant.clone(),
+            title: title.to_owned(),
+            chunks: chunks.iter().map(|chunk| (*chunk).to_owned()).collect(),
+            created_ms: T0,
+        })
+        .await
+        .expect("add knowledge")
+}
+
+async fn knowledge_search_stays_within_the_tenant(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    add_document(
+        &*store,
+        &acme,
+        "Shipping",
+        &[
+            "Delivery to Jakarta takes two days.",
+            "Our shop opens at nine.",
+        ],
+    )
+    .await;
+    add_document(
+        &*store,
+        &beta,
+        "Beta shipping",
+        &[
+            "Delivery price for Jakarta is a secret of beta.",
+            "Delivery delivery delivery.",
+        ],
+    )
+    .await;
+
+    let hits = store
+        .search_knowledge(&acme, "How long is delivery to Jakarta?", 10)
+        .await
+        .unwrap();
+    assert_eq!(texts(&hits), ["Delivery to Jakarta takes two days."]);
+    assert_eq!(hits[0].document_title, "Shipping");
+    let hits = store.search_knowledge(&beta, "delivery", 10).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert!(
+        hits.iter().all(|hit| hit.document_title == "Beta shipping"),
+        "{hits:?}"
+    );
+    // words only the other tenant has find nothing
+    assert!(
+        store
+            .search_knowledge(&acme, "secret price", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .search_knowledge(&tenant_id("nobody"), "delivery", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn knowledge_ranking_puts_the_better_match_first(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    add_document(
+        &*store,
+        &acme,
+        "Prices",
+        &[
+            "Our price list hangs in our shop window.",
+            "Delivery price: five dollars, delivery within two days.",
+            "We are closed on Sundays.",
+        ],
+    )
+    .await;
+    let hits = store
+        .search_knowledge(&acme, "What is the delivery price?", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&hits),
+        [
+            "Delivery price: five dollars, delivery within two days.",
+            "Our price list hangs in our shop window.",
+        ]
+    );
+    assert!(hits[0].score > hits[1].score, "{hits:?}");
+    let top = store
+        .search_knowledge(&acme, "delivery price", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&top),
+        ["Delivery price: five dollars, delivery within two days."]
+    );
+    // matching ignores case and punctuation
+    let sundays = store.search_knowledge(&acme, "SUNDAYS!!", 5).await.unwrap();
+    assert_eq!(texts(&sundays), ["We are closed on Sundays."]);
+}
+
+async fn questions_without_words_find_nothing(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    add_document(&*store, &acme, "Doc", &["a b c ? ! * quoted \"text\" here"]).await;
+    for question in [
+        "",
+        "   ",
+        "?!",
+        "a b c",
+        "\"",
+        "* OR *",
+        "'); DROP TABLE knowledge_chunks; --",
+    ] {
+        let hits = store.search_knowledge(&acme, question, 5).await;
+        match question {
+            // the SQL-looking one has real words; it must search, not break anything
+            q if q.contains("DROP") => assert!(hits.is_ok(), "{question:?}: {hits:?}"),
+            _ => assert_eq!(hits, Ok(Vec::new()), "{question:?}"),
+        }
+    }
+    assert_eq!(
+        store.search_knowledge(&acme, "quoted text", 0).await,
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        store
+            .search_knowledge(&acme, "quoted text", 5)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn knowledge_versions_and_deletion(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    assert_eq!(store.knowledge_version(&acme).await.unwrap(), 0);
+    let hours = add_document(&*store, &acme, "Hours", &["Open from nine to five."]).await;
+    let menu = add_document(
+        &*store,
+        &acme,
+        "Menu",
+        &["Fried rice.", "Noodles.", "Satay."],
+    )
+    .await;
+    assert_eq!(store.knowledge_version(&acme).await.unwrap(), 2);
+    assert_eq!(store.knowledge_version(&beta).await.unwrap(), 0);
+    let listed: Vec<_> = store
+        .list_knowledge(&acme)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.title, d.chunk_count, d.created_ms))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (hours, "Hours".to_owned(), 1, T0),
+            (menu, "Menu".to_owned(), 3, T0)
+        ]
+    );
+
+    // another tenant cannot delete it
+    assert_eq!(store.delete_knowledge(&beta, menu).await, Ok(false));
+    assert_eq!(store.knowledge_version(&beta).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .search_knowledge(&acme, "noodles", 5)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    assert_eq!(store.delete_knowledge(&acme, menu).await, Ok(true));
+    assert_eq!(store.knowledge_version(&acme).await.unwrap(), 3);
+    assert!(
+        store
+            .search_knowledge(&acme, "noodles satay", 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.list_knowledge(&acme).await.unwrap().len(), 1);
+    assert_eq!(store.delete_knowledge(&acme, menu).await, Ok(false));
+    assert_eq!(
+        store
+            .tenant(&acme)
+            .await
+            .unwrap()
+            .unwrap()
+            .knowledge_version,
+        3
+    );
+
+    let orphan = store
+        .add_knowledge(&NewKnowledge {
+            tenant: tenant_id("ghost"),
+            title: "x".to_owned(),
+            chunks: vec!["x".to_owned()],
+            created_ms: T0,
+        })
+        .await;
+    assert_eq!(
+        orphan,
+        Err(StoreError::NotFound {
+            what: "tenant ghost".to_owned()
+        })
+    );
+}
+
+async fn llm_usage_totals_sum_per_tenant(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    assert_eq!(
+        store.llm_usage_totals(&acme, 0).await.unwrap(),
+        LlmUsageTotals::default()
+    );
+    let usage = |tenant: &TenantId, tokens: i64, at_ms: i64| LlmUsage {
+        tenant: tenant.clone(),
+        provider: "gemini".to_owned(),
+        model: "gemini-2.0-flash".to_owned(),
+        prompt_tokens: tokens,
+        completion_tokens: tokens / 10,
+        cost_micros: tokens * 3,
+        at_ms,
+    };
+    for entry in [
+        usage(&acme, 1_000, T0 - DAY),
+        usage(&acme, 2_000, T0),
+        usage(&acme, 500, T0 + 1),
+        usage(&beta, 7, T0),
+    ] {
+        store.record_llm_usage(&entry).await.unwrap();
+    }
+    assert_eq!(
+        store.llm_usage_totals(&acme, 0).await.unwrap(),
+        LlmUsageTotals {
+            requests: 3,
+            prompt_tokens: 3_500,
+            completion_tokens: 350,
+            cost_micros: 10_500,
+        }
+    );
+    assert_eq!(
+        store.llm_usage_totals(&acme, T0).await.unwrap(),
+        LlmUsageTotals {
+            requests: 2,
+            prompt_tokens: 2_500,
+            completion_tokens: 250,
+            cost_micros: 7_500,
+        }
+    );
+    assert_eq!(store.llm_usage_totals(&beta, 0).await.unwrap().requests, 1);
+}
+
+async fn events_are_listed_newest_first(store: Arc<dyn Store>) {
+    let acme = tenant_id("acme");
+    let first = store
+        .record_event(&NewEvent {
+            tenant: Some(acme.clone()),
+            kind: "provider_quota_exhausted".to_owned(),
+            detail: r#"{"provider":"gemini"}"#.to_owned(),
+            at_ms: T0,
+        })
+        .await
+        .unwrap();
+    let second = store
+        .record_event(&NewEvent {
+            tenant: None,
+            kind: "node_joined".to_owned(),
+            detail: "{}".to_owned(),
+            at_ms: T0 + 1,
+        })
+        .await
+        .unwrap();
+    let events = store.recent_events(10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [second, first]
+    );
+    assert_eq!(events[0].tenant, None);
+    assert_eq!(events[1].tenant, Some(acme));
+    assert_eq!(events[1].kind, "provider_quota_exhausted");
+    assert_eq!(events[1].detail, r#"{"provider":"gemini"}"#);
+    assert_eq!(events[1].at_ms, T0);
+    assert_eq!(store.recent_events(1).await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Connecting: errors, SQLite settings, concurrent migrations.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_down_database_is_unavailable_and_the_password_stays_hidden() {
+    let started = std::time::Instant::now();
+    let error = SqlStore::connect("postgres://postgres:secretpw@127.0.0.1:1/x")
+        .await
+        .expect_err("nothing listens on port 1");
+    let shown = error.to_string();
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+    assert!(
+        shown.contains("postgres://postgres:***@127.0.0.1:1/x"),
+        "{shown}"
+    );
+    assert!(!shown.contains("secretpw"), "{shown}");
+    assert!(!format!("{error:?}").contains("secretpw"), "{error:?}");
+    // the real reason, at once: not a pool timeout after retrying for seconds
+    assert!(shown.contains("refused"), "{shown}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn unknown_schemes_are_refused() {
+    let error = SqlStore::connect("mysql://root:hunter2@127.0.0.1/salesboy")
+        .await
+        .expect_err("mysql is not supported");
+    let shown = error.to_string();
+    assert!(matches!(error, StoreError::Invalid { .. }), "{error:?}");
+    assert!(
+        shown.contains("mysql://root:***@127.0.0.1/salesboy"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sqlite:, postgres: or postgresql:"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_directory_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("no/such/dir/salesboy.db").display()
+    );
+    let error = SqlStore::connect(&url)
+        .await
+        .expect_err("the directory does not exist");
+    assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_foreign_keys_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("salesboy.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let acme = given_tenant(&store, "acme").await;
+    receive(&store, &acme, &chat_id("1555"), "wamid.1", T0).await;
+    store.close().await;
+
+    // reopening applies no migration twice and keeps the data
+    let store = SqlStore::connect(&url).await.unwrap();
+    assert_eq!(store.unanswered_inbound(&acme, 0).await.unwrap().len(), 1);
+    store.close().await;
+
+    let mut raw = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(migrations, 1);
+    raw.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_one_database() {
+    let store = SqlStore::connect("sqlite::memory:").await.unwrap();
+    let acme = given_tenant(&store, "acme").await;
+    // several operations in a row must all see the same database
+    receive(&store, &acme, &chat_id("1555"), "wamid.1", T0).await;
+    assert_eq!(store.unanswered_inbound(&acme, 0).await.unwrap().len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_postgres_migrations_all_succeed() {
+    let database = fresh_postgres().await;
+    let url = database.url().to_owned();
+    let outcome = tokio::spawn(async move {
+        let nodes: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { SqlStore::connect(&url).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for node in nodes {
+            stores.push(
+                node.await
+                    .expect("task")
+                    .expect("every node connects and migrates"),
+            );
+        }
+        // every node sees the one schema, applied once
+        let acme = given_tenant(&stores[0], "acme").await;
+        for store in &stores {
+            assert!(store.tenant(&acme).await.unwrap().is_some());
+        }
+        let mut raw = PgConnection::connect(&url).await.unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        let _ = raw.close().await;
+        for store in stores {
+            store.close().await;
+        }
+    })
+    .await;
+    drop(database);
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}

@@ -1,0 +1,11 @@
+//! Salesboy's simulation harness.
+//!
+//! This crate will own:
+//! - the load harness (`salesboy-sim run <scenario.toml>`): real `salesboy serve` processes
+//!   against real NATS and SQL, with fake WhatsApp Cloud API and LLM servers, reports with
+//!   throughput, latency, losses and duplicates computed from what was sent and received;
+//! - the seeded fault simulation (`salesboy-sim chaos --seeds A..B`): the cluster on the
+//!   in-process bus with a seeded scheduler and invariant checks;
+//! - benchmarks of one node ([`bench`]).
+
+pub mod bench;
