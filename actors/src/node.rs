@@ -416,6 +416,14 @@ impl NodeHandle {
         })
     }
 
+    /// Tells a hosted tenant that its record changed; a tenant not hosted here picks the
+    /// change up when it is next activated.
+    pub fn reload_tenant(&self, tenant: &TenantId) {
+        if let Some(supervisor) = read(&self.registry).get(tenant) {
+            let _ = supervisor.send_message(TenantMsg::Reload);
+        }
+    }
+
     /// A hosted tenant's state, without activating it.
     pub async fn observe_tenant(&self, tenant: &TenantId) -> Option<TenantSnapshot> {
         let supervisor = read(&self.registry).get(tenant).cloned()?;

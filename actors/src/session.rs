@@ -84,6 +84,9 @@ pub enum SessionMsg {
     },
     /// Send what the rate limit allows now.
     Pump,
+    /// The tenant's number or access token changed: send with the new credentials from now
+    /// on (sends under way finish with the old ones); an `auth_failed` session connects again.
+    UpdateNumber(WhatsAppNumber),
     /// The session's state.
     Observe(RpcReplyPort<SessionSnapshot>),
 }
@@ -222,6 +225,18 @@ impl Actor for SessionActor {
             }
             SessionMsg::Pump => {
                 state.pump_at = None;
+                pump(&myself, state);
+            }
+            SessionMsg::UpdateNumber(number) => {
+                state.connection = state
+                    .args
+                    .services
+                    .whatsapp
+                    .connect(&state.args.tenant, &number);
+                state.args.number = number;
+                if state.status == SessionStatus::AuthFailed {
+                    set_status(state, SessionStatus::Connected);
+                }
                 pump(&myself, state);
             }
             SessionMsg::Sent { job, result } => {

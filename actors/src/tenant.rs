@@ -98,6 +98,9 @@ pub enum TenantMsg {
     Sweep,
     /// Restart a child after its backoff.
     Respawn(ChildKind),
+    /// The tenant's record changed (number, token, prompt, providers): read it again and
+    /// hand the changes to the session and responder without restarting them.
+    Reload,
     /// The tenant's state.
     Observe(RpcReplyPort<TenantSnapshot>),
     /// One conversation's state, if it is active.
@@ -265,6 +268,7 @@ impl Actor for TenantSupervisor {
                     unsent: kind == ChildKind::Session,
                 });
             }
+            TenantMsg::Reload => reload(&myself, state).await?,
             TenantMsg::Observe(reply) => {
                 let session = match state.links.session() {
                     Some(session) => session
@@ -459,6 +463,36 @@ async fn conversation(
         .conversations
         .fetch_add(1, Ordering::Relaxed);
     Ok(conversation)
+}
+
+async fn reload(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+) -> Result<(), ActorProcessingErr> {
+    let Some(record) = state.services.store.tenant(&state.tenant).await? else {
+        info!(tenant = %state.tenant, "tenant deleted, stopping");
+        myself.stop(Some("deleted".into()));
+        return Ok(());
+    };
+    state.record = record;
+    match (state.links.session(), state.record.numbers.first()) {
+        (Some(session), Some(number)) => {
+            let _ = session.send_message(SessionMsg::UpdateNumber(number.clone()));
+        }
+        (None, Some(_)) if state.session_id.is_none() => {
+            spawn_child(myself, state, ChildKind::Session).await?;
+            let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
+        }
+        _ => {}
+    }
+    if let Some(responder) = state.links.responder() {
+        let _ = responder.send_message(ResponderMsg::Reconfigure {
+            system_prompt: state.record.system_prompt.clone(),
+            llm_config: state.record.llm_config.clone(),
+        });
+    }
+    info!(tenant = %state.tenant, "tenant configuration reloaded");
+    Ok(())
 }
 
 async fn owner_send(

@@ -568,3 +568,88 @@ async fn webhooks_are_refused_while_no_app_secret_is_configured() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     gateway.node.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
+    let llm = FakeLlm::start(FakeLlmOptions::default()).await;
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    gateway
+        .whatsapp
+        .set_options(salesboy_node::testing::FakeWhatsAppOptions {
+            reject_tokens: vec!["token-acme".into()],
+            ..Default::default()
+        });
+    let mut events = gateway.node.events.subscribe();
+
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.auth1",
+            "open?",
+        ))
+        .await;
+    let messages = gateway.settled(&tenant, CUSTOMER).await;
+    let reply = messages
+        .iter()
+        .find(|m| m.direction == Direction::Outbound)
+        .expect("reply recorded");
+    assert_eq!(reply.status, Some(DeliveryStatus::Failed));
+    assert_eq!(
+        reply.failure.as_ref().map(|f| f.title.as_str()),
+        Some("auth_failed")
+    );
+    let failed_sends = gateway
+        .whatsapp
+        .failed_attempts()
+        .into_iter()
+        .filter(|a| a.operation == salesboy_node::testing::FakeOperation::Send)
+        .count();
+    assert_eq!(failed_sends, 1, "tried once, not retried forever");
+    let auth_failed = eventually(WAIT, || {
+        let found = std::iter::from_fn(|| events.try_recv().ok()).any(|e| {
+            e.kind == salesboy_protocol::subjects::EventKind::SessionStatus
+                && e.detail["status"] == "auth_failed"
+        });
+        async move { found.then_some(()) }
+    });
+    auth_failed.await;
+
+    // The owner fixes the token and switches to an LLM through the admin API.
+    let update = json!({
+        "id": "acme", "phone_number_id": PHONE, "access_token": "token-fixed",
+        "llm": [{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}],
+    });
+    let response = gateway
+        .http
+        .post(format!("{}/api/tenants", gateway.base))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .json(&update)
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    gateway
+        .post_webhook(&webhooks::text_message(
+            PHONE,
+            CUSTOMER,
+            "wamid.auth2",
+            "when do you open?",
+        ))
+        .await;
+    let sent = gateway
+        .whatsapp
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("sent with the new token");
+    assert_eq!(sent[0].token, "token-fixed");
+    assert!(
+        sent[0].body.contains("[fake-llm]"),
+        "the new providers answer: {:?}",
+        sent[0].body
+    );
+    gateway.node.stop().await;
+}

@@ -47,6 +47,14 @@ pub struct ReplyRequest {
 pub enum ResponderMsg {
     /// Write a reply.
     Generate(ReplyRequest),
+    /// The tenant's system prompt or providers changed: later replies use the new ones
+    /// (replies under way finish with the old ones).
+    Reconfigure {
+        /// The new system prompt.
+        system_prompt: Option<String>,
+        /// The new provider list (JSON).
+        llm_config: Option<String>,
+    },
     /// The responder's state.
     Observe(RpcReplyPort<ResponderSnapshot>),
 }
@@ -111,31 +119,8 @@ impl Actor for ResponderActor {
         _myself: ActorRef<ResponderMsg>,
         args: ResponderArgs,
     ) -> Result<ResponderState, ActorProcessingErr> {
-        let providers = match args
-            .services
-            .llm
-            .providers(&args.tenant, args.llm_config.as_deref())
-        {
-            Ok(providers) => providers,
-            Err(reason) => {
-                // A broken configuration must not silence the tenant: answer offline and say so.
-                warn!(tenant = %args.tenant, reason, "llm configuration unusable, answering offline");
-                args.services.publish(args.services.tenant_event(
-                    EventKind::Alert,
-                    &args.tenant,
-                    serde_json::json!({"alert": "llm_config_invalid", "reason": reason}),
-                ));
-                Vec::new()
-            }
-        };
         Ok(ResponderState {
-            context: Arc::new(Context {
-                tenant: args.tenant,
-                system_prompt: args.system_prompt,
-                chain: ProviderChain::new(providers),
-                services: args.services,
-                tally: Tally::default(),
-            }),
+            context: Arc::new(Context::new(args)),
         })
     }
 
@@ -161,6 +146,18 @@ impl Actor for ResponderActor {
                     });
                 });
             }
+            ResponderMsg::Reconfigure {
+                system_prompt,
+                llm_config,
+            } => {
+                let args = ResponderArgs {
+                    tenant: state.context.tenant.clone(),
+                    system_prompt,
+                    llm_config,
+                    services: Arc::clone(&state.context.services),
+                };
+                state.context = Arc::new(Context::new(args));
+            }
             ResponderMsg::Observe(reply) => {
                 let tally = &state.context.tally;
                 let _ = reply.send(ResponderSnapshot {
@@ -176,6 +173,34 @@ impl Actor for ResponderActor {
 }
 
 impl Context {
+    /// The context for a tenant's configuration. A provider list that cannot be used must
+    /// not silence the tenant: it answers offline and raises an alert.
+    fn new(args: ResponderArgs) -> Self {
+        let providers = match args
+            .services
+            .llm
+            .providers(&args.tenant, args.llm_config.as_deref())
+        {
+            Ok(providers) => providers,
+            Err(reason) => {
+                warn!(tenant = %args.tenant, reason, "llm configuration unusable, answering offline");
+                args.services.publish(args.services.tenant_event(
+                    EventKind::Alert,
+                    &args.tenant,
+                    serde_json::json!({"alert": "llm_config_invalid", "reason": reason}),
+                ));
+                Vec::new()
+            }
+        };
+        Self {
+            tenant: args.tenant,
+            system_prompt: args.system_prompt,
+            chain: ProviderChain::new(providers),
+            services: args.services,
+            tally: Tally::default(),
+        }
+    }
+
     /// The reply text and the time spent in the LLM.
     async fn write_reply(&self, request: &ReplyRequest) -> Result<(String, Duration), StoreError> {
         let services = &self.services;

@@ -519,6 +519,7 @@ async fn upsert_tenant(
     };
     state.store.upsert_whatsapp_number(&number).await?;
     state.phone_routes.invalidate(&phone_number_id).await;
+    state.node.reload_tenant(&id);
     let created = existing.is_none();
     info!(tenant = %id, phone_number_id = %phone_number_id, created, "tenant saved");
 
