@@ -62,6 +62,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenant { target, command } => cli::tenant(&target, command).await,
         Command::Kb { target, command } => cli::kb(&target, command).await,
         Command::Chat { target, command } => cli::chat(&target, command).await,
-        Command::Dev { command } => cli::dev(command),
+        Command::Dev { command } => cli::dev(command).await,
     }
 }

@@ -215,7 +215,10 @@ impl Context {
         self.tally.replies.fetch_add(1, Ordering::Relaxed);
         if self.chain.is_empty() {
             self.tally.offline.fetch_add(1, Ordering::Relaxed);
-            return Ok((prompt::offline_answer(&passages), Duration::ZERO));
+            return Ok((
+                prompt::offline_answer(&passages, &request.question),
+                Duration::ZERO,
+            ));
         }
 
         let version = services.store.knowledge_version(&self.tenant).await?;
@@ -276,7 +279,10 @@ impl Context {
             ChainOutcome::Exhausted { .. } => {
                 self.tally.offline.fetch_add(1, Ordering::Relaxed);
                 warn!(tenant = %self.tenant, "no llm provider answered, answering offline");
-                Ok((prompt::offline_answer(&key.2.passages), llm_time))
+                Ok((
+                    prompt::offline_answer(&key.2.passages, &request.question),
+                    llm_time,
+                ))
             }
         }
     }

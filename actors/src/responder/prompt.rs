@@ -34,12 +34,47 @@ pub fn build(
     }
 }
 
-/// The answer of the offline responder: the best passage, or the hand-off.
-pub fn offline_answer(passages: &[String]) -> String {
+/// The answer of the offline responder: from the best passage, the paragraph that shares
+/// the most words with the question (the whole passage when none does), or the hand-off.
+pub fn offline_answer(passages: &[String], question: &str) -> String {
     match passages.first().map(|p| p.trim()).filter(|p| !p.is_empty()) {
-        Some(best) => truncate(best, MAX_REPLY_CHARS),
+        Some(best) => truncate(best_paragraph(best, question), MAX_REPLY_CHARS),
         None => HANDOFF_REPLY.to_owned(),
     }
+}
+
+/// The paragraph of `passage` that matches most of the question's words (a word matches a
+/// paragraph word it starts: "open" matches "opens"); the passage itself on no match.
+fn best_paragraph<'a>(passage: &'a str, question: &str) -> &'a str {
+    let words: Vec<String> = lowercase_words(question)
+        .filter(|w| w.chars().count() >= 3)
+        .collect();
+    let score = |paragraph: &str| {
+        let own: Vec<String> = lowercase_words(paragraph).collect();
+        words
+            .iter()
+            .filter(|w| own.iter().any(|o| o.starts_with(w.as_str())))
+            .count()
+    };
+    passage
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| (score(p), p))
+        .fold((0, passage), |best, candidate| {
+            if candidate.0 > best.0 {
+                candidate
+            } else {
+                best
+            }
+        })
+        .1
+}
+
+fn lowercase_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
 }
 
 /// Cuts a reply to at most `max` characters, on a character boundary.
@@ -57,11 +92,29 @@ mod tests {
     #[test]
     fn offline_answers_with_the_best_passage_or_hands_off() {
         assert_eq!(
-            offline_answer(&["We open at 9.".into(), "other".into()]),
+            offline_answer(&["We open at 9.".into(), "other".into()], "open?"),
             "We open at 9."
         );
-        assert_eq!(offline_answer(&[]), HANDOFF_REPLY);
-        assert_eq!(offline_answer(&["  ".into()]), HANDOFF_REPLY);
+        assert_eq!(offline_answer(&[], "open?"), HANDOFF_REPLY);
+        assert_eq!(offline_answer(&["  ".into()], "open?"), HANDOFF_REPLY);
+    }
+
+    #[test]
+    fn offline_answers_with_the_paragraph_that_fits_the_question() {
+        let faq = "Opening hours\n\nOur shop opens at 9am, Monday to Saturday.\n\nReturns are free within 30 days.";
+        assert_eq!(
+            offline_answer(&[faq.into()], "When do you open on Saturday?"),
+            "Our shop opens at 9am, Monday to Saturday."
+        );
+        assert_eq!(
+            offline_answer(&[faq.into()], "can I return shoes?"),
+            "Returns are free within 30 days."
+        );
+        assert_eq!(
+            offline_answer(&[faq.into()], "xyz"),
+            faq,
+            "no paragraph fits: the whole passage"
+        );
     }
 
     #[test]

@@ -166,6 +166,14 @@ pub enum DevCommand {
         )]
         secret: Option<String>,
     },
+    /// Run a local stand-in for Meta's Graph API that accepts the gateway's sends and prints
+    /// them: a whole conversation on one machine, no Meta account needed. Point the node at
+    /// it with SALESBOY_WHATSAPP_API_BASE=http://ADDR/v21.0.
+    FakeCloudApi {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: std::net::SocketAddr,
+    },
 }
 
 impl TenantCommand {
@@ -296,8 +304,9 @@ impl ChatCommand {
 
 impl DevCommand {
     /// Runs the command; returns the line to print.
-    pub fn execute(self) -> anyhow::Result<String> {
+    pub async fn execute(self) -> anyhow::Result<String> {
         match self {
+            Self::FakeCloudApi { addr } => fake_cloud_api(addr).await.map(|()| String::new()),
             Self::SignWebhook { file, secret } => {
                 let secret = secret
                     .filter(|s| !s.is_empty())
@@ -329,9 +338,37 @@ pub async fn chat(target: &Target, command: ChatCommand) -> anyhow::Result<()> {
 }
 
 /// `salesboy dev …`: runs the command and prints its output.
-pub fn dev(command: DevCommand) -> anyhow::Result<()> {
-    println!("{}", command.execute()?);
+pub async fn dev(command: DevCommand) -> anyhow::Result<()> {
+    let output = command.execute().await?;
+    if !output.is_empty() {
+        println!("{output}");
+    }
     Ok(())
+}
+
+/// Serves the fake Graph API until Ctrl-C, printing every message the gateway sends.
+async fn fake_cloud_api(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use crate::testing::{FakeWhatsApp, FakeWhatsAppOptions};
+    crate::run::install_crypto_provider();
+    let fake = FakeWhatsApp::try_start_on(addr, FakeWhatsAppOptions::default())
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    println!("fake WhatsApp Cloud API listening; start the gateway with");
+    println!("  SALESBOY_WHATSAPP_API_BASE={}", fake.base_url());
+    println!("messages the gateway sends appear below (Ctrl-C to stop)");
+    let mut shown = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            sent = fake.wait_for_sent(shown + 1, std::time::Duration::from_secs(3600)) => {
+                let Ok(sent) = sent else { continue };
+                for message in &sent[shown..] {
+                    println!("→ to {} ({}): {}", message.to, message.wamid, message.body);
+                }
+                shown = sent.len();
+            }
+        }
+    }
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -377,8 +414,8 @@ fn read_stdin_line() -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sign_webhook_prints_the_header_meta_would_send() {
+    #[tokio::test]
+    async fn sign_webhook_prints_the_header_meta_would_send() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("body.json");
         std::fs::write(&file, br#"{"object":"whatsapp_business_account"}"#).unwrap();
@@ -387,6 +424,7 @@ mod tests {
             secret: Some("app-secret".into()),
         }
         .execute()
+        .await
         .unwrap();
         let expected = sign(b"app-secret", br#"{"object":"whatsapp_business_account"}"#);
         assert_eq!(line, format!("X-Hub-Signature-256: {expected}"));
@@ -394,6 +432,7 @@ mod tests {
 
         let err = DevCommand::SignWebhook { file, secret: None }
             .execute()
+            .await
             .unwrap_err();
         assert!(
             err.to_string().contains("SALESBOY_WHATSAPP_APP_SECRET"),

@@ -172,6 +172,15 @@ impl FakeWhatsApp {
 
     /// Starts the fake on `127.0.0.1` and a free port; the error if it cannot listen.
     pub async fn try_start(options: FakeWhatsAppOptions) -> std::io::Result<Self> {
+        Self::try_start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), options).await
+    }
+
+    /// Starts the fake on `addr` (for `salesboy dev fake-cloud-api`); the error if it cannot
+    /// listen there.
+    pub async fn try_start_on(
+        addr: SocketAddr,
+        options: FakeWhatsAppOptions,
+    ) -> std::io::Result<Self> {
         let (stop, stopped) = watch::channel(false);
         let state = Arc::new(FakeState {
             rng: Mutex::new(SplitMix64::new(options.seed)),
@@ -186,7 +195,7 @@ impl FakeWhatsApp {
         let router = Router::new()
             .route("/{*path}", post(handle))
             .with_state(Arc::clone(&state));
-        let server = FakeServer::start(router, stop).await?;
+        let server = FakeServer::start_on(addr, router, stop).await?;
         Ok(Self { state, server })
     }
 
@@ -536,7 +545,16 @@ pub(super) struct FakeServer {
 impl FakeServer {
     /// Serves `router` on `127.0.0.1` and a free port until `stop` is set.
     pub(super) async fn start(router: Router, stop: watch::Sender<bool>) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), router, stop).await
+    }
+
+    /// Serves `router` on `addr` until `stop` is set.
+    pub(super) async fn start_on(
+        addr: SocketAddr,
+        router: Router,
+        stop: watch::Sender<bool>,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut stopped = stop.subscribe();
         let task = tokio::spawn(async move {
