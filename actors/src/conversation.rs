@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::handoff::ConversationHandoff;
 use crate::links::TenantLinks;
 use crate::ports::{Speaker, Turn};
 use crate::responder::{ReplyRequest, ResponderMsg};
@@ -89,6 +90,11 @@ pub enum ConversationMsg {
     },
     /// The conversation's state.
     Observe(RpcReplyPort<ConversationSnapshot>),
+    /// Stop starting replies and hand over the state once the reply under way (if any) is
+    /// recorded: the tenant is moving.
+    Freeze(RpcReplyPort<ConversationHandoff>),
+    /// The move was called off: carry on.
+    Thaw,
 }
 
 /// What `Observe` shows of a conversation.
@@ -122,6 +128,8 @@ pub struct ConversationArgs {
     pub services: Arc<Services>,
     /// The tenant's session and responder.
     pub links: Arc<TenantLinks>,
+    /// State brought from the node the tenant moved from, instead of loading it.
+    pub restore: Option<ConversationHandoff>,
 }
 
 /// The batch a reply is being written for.
@@ -145,6 +153,8 @@ pub struct ConversationState {
     last_activity: Instant,
     replies: u64,
     dismissed: u64,
+    frozen: bool,
+    freeze_waiter: Option<RpcReplyPort<ConversationHandoff>>,
 }
 
 /// The conversation actor (behaviour only).
@@ -158,9 +168,19 @@ impl Actor for ConversationActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        args: ConversationArgs,
+        myself: ActorRef<Self::Msg>,
+        mut args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
+        if let Some(restore) = args.restore.take() {
+            let mut state =
+                ConversationState::new(args, restore.history.into(), restore.paused_until_ms);
+            state.known = restore.pending.iter().map(|i| i.id).collect();
+            state.pending = restore.pending;
+            if !state.pending.is_empty() {
+                arm_debounce(&myself, &mut state);
+            }
+            return Ok(state);
+        }
         let store = &args.services.store;
         let conversation = store.conversation(&args.tenant, &args.chat).await?;
         let window = args.services.settings.history_window;
@@ -176,18 +196,8 @@ impl Actor for ConversationActor {
                 m.body.map(|text| Turn { speaker, text })
             })
             .collect();
-        Ok(ConversationState {
-            paused_until_ms: conversation.and_then(|c| c.bot_paused_until_ms),
-            args,
-            known: HashSet::new(),
-            pending: Vec::new(),
-            in_flight: None,
-            generation: 0,
-            history,
-            last_activity: Instant::now(),
-            replies: 0,
-            dismissed: 0,
-        })
+        let paused_until_ms = conversation.and_then(|c| c.bot_paused_until_ms);
+        Ok(ConversationState::new(args, history, paused_until_ms))
     }
 
     async fn handle(
@@ -201,11 +211,14 @@ impl Actor for ConversationActor {
                 state.last_activity = Instant::now();
                 if state.known.insert(item.id) {
                     state.pending.push(item);
-                    arm_debounce(&myself, state);
+                    if !state.frozen {
+                        arm_debounce(&myself, state);
+                    }
                 }
             }
             ConversationMsg::DebounceElapsed(generation) => {
-                if generation == state.generation
+                if !state.frozen
+                    && generation == state.generation
                     && state.in_flight.is_none()
                     && !state.pending.is_empty()
                 {
@@ -221,6 +234,23 @@ impl Actor for ConversationActor {
                     return Ok(());
                 };
                 finish_batch(&myself, state, in_flight, reply, llm_time).await?;
+                if let Some(waiter) = state.freeze_waiter.take() {
+                    let _ = waiter.send(state.handoff());
+                } else if !state.pending.is_empty() {
+                    arm_debounce(&myself, state);
+                }
+            }
+            ConversationMsg::Freeze(reply) => {
+                state.frozen = true;
+                if state.in_flight.is_some() {
+                    state.freeze_waiter = Some(reply);
+                } else {
+                    let _ = reply.send(state.handoff());
+                }
+            }
+            ConversationMsg::Thaw => {
+                state.frozen = false;
+                state.freeze_waiter = None;
                 if !state.pending.is_empty() {
                     arm_debounce(&myself, state);
                 }
@@ -241,7 +271,7 @@ impl Actor for ConversationActor {
             }
             ConversationMsg::Passivate { idle_for } => {
                 let idle = state.last_activity.elapsed() >= idle_for;
-                if idle && state.pending.is_empty() && state.in_flight.is_none() {
+                if idle && !state.frozen && state.pending.is_empty() && state.in_flight.is_none() {
                     debug!(tenant = %state.args.tenant, chat = %state.args.chat, "passivating idle conversation");
                     myself.stop(Some("passivated".into()));
                 }
@@ -259,6 +289,35 @@ impl Actor for ConversationActor {
             }
         }
         Ok(())
+    }
+}
+
+impl ConversationState {
+    fn new(args: ConversationArgs, history: VecDeque<Turn>, paused_until_ms: Option<i64>) -> Self {
+        Self {
+            args,
+            known: HashSet::new(),
+            pending: Vec::new(),
+            in_flight: None,
+            generation: 0,
+            paused_until_ms,
+            history,
+            last_activity: Instant::now(),
+            replies: 0,
+            dismissed: 0,
+            frozen: false,
+            freeze_waiter: None,
+        }
+    }
+
+    /// The state to hand over (no reply is under way when this is called).
+    fn handoff(&self) -> ConversationHandoff {
+        ConversationHandoff {
+            chat: self.args.chat.clone(),
+            pending: self.pending.clone(),
+            history: self.history.iter().cloned().collect(),
+            paused_until_ms: self.paused_until_ms,
+        }
     }
 }
 

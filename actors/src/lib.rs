@@ -14,11 +14,13 @@
 //! - [`services`]: what every actor of a node shares (ports, settings, cache, gauges);
 //! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
 //! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
+//! - [`handoff`]: the state a tenant subtree carries when it moves between nodes;
 //! - [`links`], [`rpc`]: small plumbing.
 //!
 //! This crate never imports HTTP, SQL or NATS: the node crate implements the ports.
 
 pub mod conversation;
+pub mod handoff;
 pub mod links;
 pub mod node;
 pub mod ports;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::conversation::{ConversationSnapshot, InboundItem};
+use crate::handoff::{HeldMessage, TenantHandoff};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::tenant::{TenantArgs, TenantMsg, TenantSnapshot, TenantSupervisor};
 
@@ -64,6 +65,23 @@ pub enum NodeMsg {
         tenant: TenantId,
         /// Its supervisor, or why not.
         reply: RpcReplyPort<Result<ActorRef<TenantMsg>, ActivationError>>,
+    },
+    /// Host a tenant that moved here, from its handoff, under `epoch`.
+    Adopt {
+        /// The moved state.
+        handoff: Box<TenantHandoff>,
+        /// The tenant's new epoch.
+        epoch: u64,
+        /// Done, or why not.
+        reply: RpcReplyPort<Result<(), ActivationError>>,
+    },
+    /// Stop hosting a tenant that moved away: forget it here at once (so nothing activates
+    /// it again by mistake), then collect what it held since it froze.
+    Release {
+        /// The tenant.
+        tenant: TenantId,
+        /// The messages it held.
+        reply: RpcReplyPort<Vec<HeldMessage>>,
     },
     /// Housekeeping: passivation, and re-routing persisted messages that were never
     /// answered: received between `lookback` and `grace` ago (at start-up: the whole 24-hour
@@ -140,8 +158,36 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             NodeMsg::Activate { tenant, reply } => {
-                let result = activate(&myself, state, tenant).await;
+                let result = activate(&myself, state, tenant, None).await;
                 let _ = reply.send(result);
+            }
+            NodeMsg::Adopt {
+                handoff,
+                epoch,
+                reply,
+            } => {
+                let tenant = handoff.tenant.clone();
+                let result = activate(&myself, state, tenant, Some((*handoff, epoch))).await;
+                let _ = reply.send(result.map(|_| ()));
+            }
+            NodeMsg::Release { tenant, reply } => {
+                let supervisor = write(&state.registry).remove(&tenant);
+                let Some(supervisor) = supervisor else {
+                    let _ = reply.send(Vec::new());
+                    return Ok(());
+                };
+                state.names.remove(&supervisor.get_id());
+                let timeout = state.services.settings.freeze_timeout;
+                // Answered off the node actor's loop: the tenant may take a moment.
+                tokio::spawn(async move {
+                    let held = supervisor
+                        .call(TenantMsg::Release, Some(timeout))
+                        .await
+                        .ok()
+                        .and_then(crate::rpc::answered)
+                        .unwrap_or_default();
+                    let _ = reply.send(held);
+                });
             }
             NodeMsg::Sweep { grace, lookback } => sweep(&myself, state, grace, lookback).await,
         }
@@ -189,8 +235,15 @@ async fn activate(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
     tenant: TenantId,
+    adopt: Option<(TenantHandoff, u64)>,
 ) -> Result<ActorRef<TenantMsg>, ActivationError> {
     if let Some(existing) = read(&state.registry).get(&tenant) {
+        if adopt.is_some() {
+            return Err(ActivationError::Unavailable {
+                tenant,
+                reason: "already hosted here".into(),
+            });
+        }
         return Ok(existing.clone());
     }
     let max = state.services.settings.max_tenants;
@@ -213,16 +266,33 @@ async fn activate(
         Ok(None) => return Err(ActivationError::UnknownTenant(tenant)),
         Err(error) => return Err(unavailable(error.to_string())),
     }
-    let epoch = state
-        .services
-        .epochs
-        .epoch_for(&tenant)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let (epoch, handoff) = match adopt {
+        // The epoch was decided by whoever moved the tenant (the cluster directory); the
+        // store must fence the old host's writes from now on.
+        Some((handoff, epoch)) => {
+            state
+                .services
+                .store
+                .claim_epoch(&tenant, epoch)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            (epoch, Some(handoff))
+        }
+        None => {
+            let epoch = state
+                .services
+                .epochs
+                .epoch_for(&tenant)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            (epoch, None)
+        }
+    };
     let args = TenantArgs {
         tenant: tenant.clone(),
         epoch,
         services: Arc::clone(&state.services),
+        handoff,
     };
     let (supervisor, _) = Actor::spawn_linked(None, TenantSupervisor, args, myself.get_cell())
         .await
@@ -268,7 +338,7 @@ async fn sweep(
             }
             // Activation reconciles (and resends unsent replies) by itself.
             None => {
-                if let Err(error) = activate(myself, state, tenant.clone()).await {
+                if let Err(error) = activate(myself, state, tenant.clone(), None).await {
                     warn!(tenant = %tenant, %error, "sweep could not activate tenant");
                 }
             }
@@ -421,6 +491,79 @@ impl NodeHandle {
     pub fn reload_tenant(&self, tenant: &TenantId) {
         if let Some(supervisor) = read(&self.registry).get(tenant) {
             let _ = supervisor.send_message(TenantMsg::Reload);
+        }
+    }
+
+    /// The tenants hosted here.
+    pub fn hosted_tenants(&self) -> Vec<TenantId> {
+        read(&self.registry).keys().cloned().collect()
+    }
+
+    /// Freezes a hosted tenant for a move (see [`TenantMsg::Freeze`]): its state, once the
+    /// reply under way is recorded. On error the tenant has resumed by itself.
+    pub async fn freeze(&self, tenant: &TenantId) -> Result<TenantHandoff, ActivationError> {
+        let supervisor = read(&self.registry)
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| self.gone(tenant))?;
+        // The tenant bounds each child's freeze; allow for both stages.
+        let timeout = self.services.settings.freeze_timeout * 3;
+        let result = supervisor
+            .call(TenantMsg::Freeze, Some(timeout))
+            .await
+            .ok()
+            .and_then(crate::rpc::answered)
+            .ok_or_else(|| self.gone(tenant))?;
+        result.map_err(|reason| ActivationError::Unavailable {
+            tenant: tenant.clone(),
+            reason,
+        })
+    }
+
+    /// Resumes a frozen tenant (the move was called off).
+    pub fn thaw(&self, tenant: &TenantId) {
+        if let Some(supervisor) = read(&self.registry).get(tenant) {
+            let _ = supervisor.send_message(TenantMsg::Thaw);
+        }
+    }
+
+    /// Stops hosting a tenant that moved away; returns what it held since it froze, for the
+    /// new host.
+    pub async fn release(&self, tenant: &TenantId) -> Vec<HeldMessage> {
+        let tenant = tenant.clone();
+        self.supervisor
+            .call(
+                |reply| NodeMsg::Release { tenant, reply },
+                Some(CALL_TIMEOUT),
+            )
+            .await
+            .ok()
+            .and_then(crate::rpc::answered)
+            .unwrap_or_default()
+    }
+
+    /// Hosts a tenant that moved here, under its new `epoch` (claimed in the store first, so
+    /// the old host's late writes are refused).
+    pub async fn adopt(&self, handoff: TenantHandoff, epoch: u64) -> Result<(), ActivationError> {
+        let tenant = handoff.tenant.clone();
+        let handoff = Box::new(handoff);
+        match self
+            .supervisor
+            .call(
+                |reply| NodeMsg::Adopt {
+                    handoff,
+                    epoch,
+                    reply,
+                },
+                Some(CALL_TIMEOUT),
+            )
+            .await
+        {
+            Ok(result) => crate::rpc::answered(result).unwrap_or(Err(ActivationError::Stopping)),
+            Err(_) => Err(ActivationError::Unavailable {
+                tenant,
+                reason: "node supervisor stopped".into(),
+            }),
         }
     }
 

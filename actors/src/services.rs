@@ -45,6 +45,8 @@ pub struct Settings {
     pub unrouted_grace: Duration,
     /// How far back the periodic sweep looks for such messages (start-up looks back 24 h).
     pub sweep_lookback: Duration,
+    /// How long a moving tenant waits for its reply and sends under way to finish.
+    pub freeze_timeout: Duration,
     /// Restart policy of every supervisor.
     pub restart: RestartPolicy,
 }
@@ -65,6 +67,7 @@ impl Default for Settings {
             sweep_interval: Duration::from_secs(5),
             unrouted_grace: Duration::from_secs(10),
             sweep_lookback: Duration::from_secs(300),
+            freeze_timeout: Duration::from_secs(5),
             restart: RestartPolicy::default(),
         }
     }

@@ -9,7 +9,7 @@
 //! retrying forever. Sends run concurrently (each in its own task) so one slow request does
 //! not hold the queue.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::handoff::{QueuedSend, SessionHandoff};
 use crate::ports::{SendError, WhatsAppConnection};
 use crate::services::Services;
 use crate::store::{SendFailure, StoreError, WhatsAppNumber};
@@ -84,6 +85,13 @@ pub enum SessionMsg {
     },
     /// Send what the rate limit allows now.
     Pump,
+    /// A send's backoff is over: queue it again.
+    Retry(i64),
+    /// Stop sending and hand over the queue once the sends under way have finished: the
+    /// tenant is moving.
+    Freeze(RpcReplyPort<SessionHandoff>),
+    /// The move was called off: carry on.
+    Thaw,
     /// The tenant's number or access token changed: send with the new credentials from now
     /// on (sends under way finish with the old ones); an `auth_failed` session connects again.
     UpdateNumber(WhatsAppNumber),
@@ -118,6 +126,8 @@ pub struct SessionArgs {
     pub number: WhatsAppNumber,
     /// Shared services.
     pub services: Arc<Services>,
+    /// State brought from the node the tenant moved from.
+    pub restore: Option<SessionHandoff>,
 }
 
 /// Token bucket: `rate` tokens a second, bursts up to `rate`.
@@ -165,6 +175,13 @@ pub struct SessionState {
     sent: u64,
     failed: u64,
     retries: u64,
+    /// Ids of the jobs this session holds (queued, backing off or in flight): a second
+    /// `Send` of one of them (reconciliation racing with the queue) is ignored.
+    owned: HashSet<i64>,
+    /// Jobs waiting out a retry backoff.
+    delayed: HashMap<i64, SendJob>,
+    frozen: bool,
+    freeze_waiter: Option<RpcReplyPort<SessionHandoff>>,
 }
 
 /// The session actor (behaviour only).
@@ -178,12 +195,13 @@ impl Actor for SessionActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
-        args: SessionArgs,
+        myself: ActorRef<SessionMsg>,
+        mut args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
         let connection = args.services.whatsapp.connect(&args.tenant, &args.number);
         let bucket = TokenBucket::new(args.services.settings.messages_per_second);
-        Ok(SessionState {
+        let restore = args.restore.take();
+        let mut state = SessionState {
             args,
             connection,
             status: SessionStatus::Connected,
@@ -195,7 +213,31 @@ impl Actor for SessionActor {
             sent: 0,
             failed: 0,
             retries: 0,
-        })
+            owned: HashSet::new(),
+            delayed: HashMap::new(),
+            frozen: false,
+            freeze_waiter: None,
+        };
+        if let Some(restore) = restore {
+            state.status = restore.status;
+            if restore.blocked_for_ms > 0 {
+                state.blocked_until =
+                    Some(Instant::now() + Duration::from_millis(restore.blocked_for_ms));
+            }
+            for queued in restore.queue {
+                state.owned.insert(queued.outbound_id);
+                state.queue.push_back(SendJob {
+                    outbound_id: queued.outbound_id,
+                    chat: queued.chat,
+                    body: queued.body,
+                    reply_to: queued.reply_to,
+                    attempts: queued.attempts,
+                    timing: None,
+                });
+            }
+            pump(&myself, &mut state);
+        }
+        Ok(state)
     }
 
     async fn handle(
@@ -206,12 +248,34 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::Send(job) => {
-                if state.status == SessionStatus::AuthFailed {
+                if !state.owned.insert(job.outbound_id) {
+                    debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send already queued");
+                } else if state.status == SessionStatus::AuthFailed {
+                    state.owned.remove(&job.outbound_id);
                     fail(state, &job, "auth_failed", None).await?;
                 } else {
                     state.queue.push_back(job);
                     pump(&myself, state);
                 }
+            }
+            SessionMsg::Retry(outbound_id) => {
+                if let Some(job) = state.delayed.remove(&outbound_id) {
+                    state.queue.push_back(job);
+                    pump(&myself, state);
+                }
+            }
+            SessionMsg::Freeze(reply) => {
+                state.frozen = true;
+                if state.in_flight == 0 {
+                    let _ = reply.send(state.handoff());
+                } else {
+                    state.freeze_waiter = Some(reply);
+                }
+            }
+            SessionMsg::Thaw => {
+                state.frozen = false;
+                state.freeze_waiter = None;
+                pump(&myself, state);
             }
             SessionMsg::MarkRead { wamid } => {
                 if state.status != SessionStatus::AuthFailed {
@@ -242,6 +306,12 @@ impl Actor for SessionActor {
             SessionMsg::Sent { job, result } => {
                 state.in_flight -= 1;
                 on_sent(&myself, state, job, result).await?;
+                if state.frozen
+                    && state.in_flight == 0
+                    && let Some(waiter) = state.freeze_waiter.take()
+                {
+                    let _ = waiter.send(state.handoff());
+                }
                 pump(&myself, state);
             }
             SessionMsg::Observe(reply) => {
@@ -259,8 +329,40 @@ impl Actor for SessionActor {
     }
 }
 
+impl SessionState {
+    /// The queue to hand over (nothing is in flight when this is called).
+    fn handoff(&self) -> SessionHandoff {
+        let queued = |job: &SendJob| QueuedSend {
+            outbound_id: job.outbound_id,
+            chat: job.chat.clone(),
+            body: job.body.clone(),
+            reply_to: job.reply_to.clone(),
+            attempts: job.attempts,
+        };
+        let mut queue: Vec<QueuedSend> = self.queue.iter().map(queued).collect();
+        let mut delayed: Vec<&SendJob> = self.delayed.values().collect();
+        delayed.sort_by_key(|job| job.outbound_id);
+        queue.extend(delayed.into_iter().map(queued));
+        let now = Instant::now();
+        let blocked_for_ms = self
+            .blocked_until
+            .filter(|until| *until > now)
+            .map_or(0, |until| {
+                u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX)
+            });
+        SessionHandoff {
+            queue,
+            blocked_for_ms,
+            status: self.status,
+        }
+    }
+}
+
 /// Starts as many queued sends as the limits allow; schedules the next pump otherwise.
 fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
+    if state.frozen {
+        return;
+    }
     let now = Instant::now();
     if let Some(until) = state.blocked_until {
         if until > now {
@@ -308,6 +410,7 @@ async fn on_sent(
     let services = Arc::clone(&state.args.services);
     let error = match result {
         Ok(wamid) => {
+            state.owned.remove(&job.outbound_id);
             let marked = services
                 .store
                 .mark_reply_sent(
@@ -362,7 +465,9 @@ async fn on_sent(
                 state.queue.push_front(job);
             }
             _ => {
-                myself.send_after(backoff, move || SessionMsg::Send(job));
+                let outbound_id = job.outbound_id;
+                state.delayed.insert(outbound_id, job);
+                myself.send_after(backoff, move || SessionMsg::Retry(outbound_id));
             }
         }
         return Ok(());
@@ -382,6 +487,7 @@ async fn fail(
     title: &str,
     code: Option<i64>,
 ) -> Result<(), ActorProcessingErr> {
+    state.owned.remove(&job.outbound_id);
     let services = Arc::clone(&state.args.services);
     state.failed += 1;
     metrics::counter!("salesboy_sends_total", "outcome" => "failed").increment(1);

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::conversation::{
     ConversationActor, ConversationArgs, ConversationMsg, ConversationSnapshot, InboundItem,
 };
+use crate::handoff::{ConversationHandoff, HeldMessage, SessionHandoff, TenantHandoff};
 use crate::links::TenantLinks;
 use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
@@ -101,6 +102,13 @@ pub enum TenantMsg {
     /// The tenant's record changed (number, token, prompt, providers): read it again and
     /// hand the changes to the session and responder without restarting them.
     Reload,
+    /// Freeze the subtree for a move: stop admitting (messages are held), let the reply
+    /// under way finish, collect the children's state.
+    Freeze(RpcReplyPort<Result<TenantHandoff, String>>),
+    /// The move was called off: resume and handle what was held.
+    Thaw,
+    /// The move succeeded: hand over what was held since the freeze, then stop.
+    Release(RpcReplyPort<Vec<HeldMessage>>),
     /// The tenant's state.
     Observe(RpcReplyPort<TenantSnapshot>),
     /// One conversation's state, if it is active.
@@ -137,6 +145,8 @@ pub struct TenantArgs {
     pub epoch: u64,
     /// Shared services.
     pub services: Arc<Services>,
+    /// The state it brings from another node, when it moved here.
+    pub handoff: Option<TenantHandoff>,
 }
 
 /// A tenant supervisor's state.
@@ -152,6 +162,10 @@ pub struct TenantState {
     responder_id: Option<ActorId>,
     trackers: HashMap<ChildKind, RestartTracker>,
     last_activity: Instant,
+    frozen: bool,
+    held: Vec<HeldMessage>,
+    /// The session's state brought from another node, used by the first session spawned.
+    restore_session: Option<SessionHandoff>,
 }
 
 /// The tenant supervisor (behaviour only).
@@ -174,6 +188,10 @@ impl Actor for TenantSupervisor {
             .tenant(&args.tenant)
             .await?
             .ok_or_else(|| format!("unknown tenant {}", args.tenant))?;
+        let (restore_conversations, restore_session, held) = match args.handoff {
+            Some(handoff) => (handoff.conversations, handoff.session, handoff.held),
+            None => (Vec::new(), None, Vec::new()),
+        };
         let mut state = TenantState {
             tenant: args.tenant,
             epoch: args.epoch,
@@ -186,9 +204,16 @@ impl Actor for TenantSupervisor {
             responder_id: None,
             trackers: HashMap::new(),
             last_activity: Instant::now(),
+            frozen: false,
+            held,
+            restore_session,
         };
         spawn_child(&myself, &mut state, ChildKind::Session).await?;
         spawn_child(&myself, &mut state, ChildKind::Responder).await?;
+        for restore in restore_conversations {
+            let chat = restore.chat.clone();
+            spawn_conversation(&myself, &mut state, &chat, Some(restore)).await?;
+        }
         Ok(state)
     }
 
@@ -198,6 +223,10 @@ impl Actor for TenantSupervisor {
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
         info!(tenant = %state.tenant, epoch = state.epoch, "tenant activated");
+        // Messages held by the node it moved from come first, then the store's view.
+        for held in std::mem::take(&mut state.held) {
+            dispatch(&myself, state, held).await?;
+        }
         let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
         Ok(())
     }
@@ -226,14 +255,37 @@ impl Actor for TenantSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             TenantMsg::Inbound { chat, item } => {
-                state.last_activity = Instant::now();
-                let conversation = conversation(&myself, state, &chat).await?;
-                let _ = conversation.send_message(ConversationMsg::Inbound(item));
+                dispatch(&myself, state, HeldMessage::Inbound { chat, item }).await?;
             }
             TenantMsg::OwnerActivity { chat, at_ms } => {
-                state.last_activity = Instant::now();
-                let conversation = conversation(&myself, state, &chat).await?;
-                let _ = conversation.send_message(ConversationMsg::OwnerActivity { at_ms });
+                dispatch(&myself, state, HeldMessage::OwnerActivity { chat, at_ms }).await?;
+            }
+            TenantMsg::SetPaused { reply, .. } if state.frozen => {
+                let _ = reply.send(Err(MOVING.into()));
+            }
+            TenantMsg::OwnerSend { reply, .. } if state.frozen => {
+                let _ = reply.send(Err(MOVING.into()));
+            }
+            TenantMsg::Reconcile { .. }
+            | TenantMsg::Sweep
+            | TenantMsg::Reload
+            | TenantMsg::Respawn(_)
+                if state.frozen =>
+            {
+                // Done by the next host (or after a thaw).
+            }
+            TenantMsg::Freeze(reply) => {
+                let result = freeze(state).await;
+                if result.is_err() {
+                    thaw(&myself, state).await?;
+                }
+                let _ = reply.send(result);
+            }
+            TenantMsg::Thaw => thaw(&myself, state).await?,
+            TenantMsg::Release(reply) => {
+                let _ = reply.send(std::mem::take(&mut state.held));
+                info!(tenant = %state.tenant, epoch = state.epoch, "tenant moved away");
+                myself.stop(Some("moved".into()));
             }
             TenantMsg::SetPaused {
                 chat,
@@ -411,6 +463,7 @@ async fn spawn_child(
                 epoch: state.epoch,
                 number,
                 services: Arc::clone(&state.services),
+                restore: state.restore_session.take(),
             };
             let (session, _) = Actor::spawn_linked(None, SessionActor, args, supervisor).await?;
             state.session_id = Some(session.get_id());
@@ -442,12 +495,23 @@ async fn conversation(
     if let Some(existing) = state.conversations.get(chat) {
         return Ok(existing.clone());
     }
+    spawn_conversation(myself, state, chat, None).await
+}
+
+/// Starts a conversation, from moved state when there is some.
+async fn spawn_conversation(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+    chat: &ChatId,
+    restore: Option<ConversationHandoff>,
+) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
     let args = ConversationArgs {
         tenant: state.tenant.clone(),
         chat: chat.clone(),
         epoch: state.epoch,
         services: Arc::clone(&state.services),
         links: Arc::clone(&state.links),
+        restore,
     };
     let (conversation, _) =
         Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await?;
@@ -463,6 +527,97 @@ async fn conversation(
         .conversations
         .fetch_add(1, Ordering::Relaxed);
     Ok(conversation)
+}
+
+/// What a frozen tenant answers to requests that need an answer now.
+const MOVING: &str = "tenant is moving to another node, retry";
+
+/// Hands a message to its conversation, or holds it while the tenant is frozen.
+async fn dispatch(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+    message: HeldMessage,
+) -> Result<(), ActorProcessingErr> {
+    if state.frozen {
+        state.held.push(message);
+        return Ok(());
+    }
+    state.last_activity = Instant::now();
+    match message {
+        HeldMessage::Inbound { chat, item } => {
+            let conversation = conversation(myself, state, &chat).await?;
+            let _ = conversation.send_message(ConversationMsg::Inbound(item));
+        }
+        HeldMessage::OwnerActivity { chat, at_ms } => {
+            let conversation = conversation(myself, state, &chat).await?;
+            let _ = conversation.send_message(ConversationMsg::OwnerActivity { at_ms });
+        }
+    }
+    Ok(())
+}
+
+/// Freezes every child, conversations first (their last replies reach the session's queue
+/// before the session freezes), each within the freeze timeout.
+async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, String> {
+    state.frozen = true;
+    let timeout = state.services.settings.freeze_timeout;
+    let mut calls = tokio::task::JoinSet::new();
+    for conversation in state.conversations.values() {
+        let conversation = conversation.clone();
+        calls.spawn(async move {
+            conversation
+                .call(ConversationMsg::Freeze, Some(timeout))
+                .await
+        });
+    }
+    let mut conversations = Vec::with_capacity(state.conversations.len());
+    while let Some(joined) = calls.join_next().await {
+        let answered = joined
+            .ok()
+            .and_then(|r| r.ok())
+            .and_then(crate::rpc::answered);
+        match answered {
+            Some(handoff) => conversations.push(handoff),
+            None => return Err(format!("a conversation did not freeze within {timeout:?}")),
+        }
+    }
+    let session = match state.links.session() {
+        Some(session) => Some(
+            session
+                .call(SessionMsg::Freeze, Some(timeout))
+                .await
+                .ok()
+                .and_then(crate::rpc::answered)
+                .ok_or_else(|| format!("the session did not freeze within {timeout:?}"))?,
+        ),
+        None => None,
+    };
+    conversations.sort_by(|a, b| a.chat.cmp(&b.chat));
+    Ok(TenantHandoff {
+        tenant: state.tenant.clone(),
+        epoch: state.epoch,
+        conversations,
+        session,
+        held: std::mem::take(&mut state.held),
+    })
+}
+
+async fn thaw(
+    myself: &ActorRef<TenantMsg>,
+    state: &mut TenantState,
+) -> Result<(), ActorProcessingErr> {
+    state.frozen = false;
+    for conversation in state.conversations.values() {
+        let _ = conversation.send_message(ConversationMsg::Thaw);
+    }
+    if let Some(session) = state.links.session() {
+        let _ = session.send_message(SessionMsg::Thaw);
+    }
+    for held in std::mem::take(&mut state.held) {
+        dispatch(myself, state, held).await?;
+    }
+    let _ = myself.send_message(TenantMsg::Reconcile { unsent: false });
+    Ok(())
 }
 
 async fn reload(
