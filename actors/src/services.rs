@@ -135,7 +135,7 @@ pub struct Services {
 }
 
 impl Services {
-    /// Publishes a tenant event stamped with this node and the current time.
+    /// A tenant event stamped with this node and the current time.
     pub fn tenant_event(
         &self,
         kind: EventKind,
@@ -145,6 +145,18 @@ impl Services {
         let mut event = Event::tenant(kind, tenant.clone(), self.clock.now_ms(), detail);
         event.node = Some(self.node.clone());
         event
+    }
+
+    /// A cluster event (no tenant) stamped with this node and the current time.
+    pub fn cluster_event(&self, kind: EventKind, detail: serde_json::Value) -> Event {
+        Event {
+            kind,
+            tenant: None,
+            chat: None,
+            node: Some(self.node.clone()),
+            at_ms: self.clock.now_ms(),
+            detail,
+        }
     }
 
     /// Publishes an event.

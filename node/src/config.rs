@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "history_window",
     "retention_days",
     "log_format",
+    "failure_timeout_ms",
 ];
 
 /// How logs are written.
@@ -90,6 +91,9 @@ pub struct Config {
     pub retention_days: u32,
     /// Log format.
     pub log_format: LogFormat,
+    /// A cluster node whose heartbeat has not changed for this long is dead; a node fences
+    /// itself (stops its tenants) when it could not renew its own for a bit less.
+    pub failure_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -112,6 +116,7 @@ impl Default for Config {
             history_window: 20,
             retention_days: 90,
             log_format: LogFormat::Text,
+            failure_timeout_ms: 5_000,
         }
     }
 }
@@ -248,6 +253,15 @@ impl Config {
             "tenant_idle_secs" => self.tenant_idle_secs = positive(value)?,
             "history_window" => self.history_window = parse(value, "a whole number")?,
             "retention_days" => self.retention_days = positive(value)?,
+            "failure_timeout_ms" => {
+                let timeout: u64 = positive(value)?;
+                if timeout < 2_000 {
+                    return Err(KeyError::Bad(
+                        "must be at least 2000 (the fence margin is 1500 ms)".into(),
+                    ));
+                }
+                self.failure_timeout_ms = timeout;
+            }
             "log_format" => {
                 self.log_format = match value {
                     "text" => LogFormat::Text,

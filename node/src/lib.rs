@@ -6,26 +6,33 @@
 //!
 //! Modules:
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`bus`]: the bus interface (publish, request/reply, subscribe, KV) and its NATS and
+//!   in-process implementations;
 //! - [`cli`]: the admin commands of the `salesboy` binary (a client of the admin API);
+//! - [`cluster`]: membership, directory, placement, rebalancing, migration;
 //! - [`config`]: layered configuration (defaults → TOML file → `SALESBOY_*` environment);
 //! - [`events`]: the node's event sink (broadcast, log, alerts in the store);
 //! - [`http`]: webhook, health, metrics, admin API;
 //! - [`knowledge`]: knowledge documents split into passages;
 //! - [`local`]: single-node epochs;
 //! - [`process`]: process facts (RSS);
+//! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
 //! - [`telemetry`]: logging set-up;
 //! - [`testing`]: real services for tests (a nats-server per test).
 
 pub mod adapters;
+pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
 pub mod knowledge;
 pub mod local;
 pub mod process;
+pub mod routing;
 pub mod run;
 pub mod store;
 pub mod telemetry;

@@ -19,10 +19,20 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use salesboy_actors::ports::EpochSource;
+
+use crate::bus::{Bus, NatsBus, NatsBusOptions};
+use crate::cluster::directory::Directory;
+use crate::cluster::epochs::ClusterEpochs;
+use crate::cluster::leader::{Leadership, LeaseConfig};
+use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
+use crate::cluster::placement::MostHeadroom;
+use crate::cluster::runtime::{Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::events::NodeEvents;
 use crate::http::{self, AppState, HttpSettings};
 use crate::local::StoreEpochs;
+use crate::routing::Router;
 use crate::store::{SqlStore, redact_url};
 
 /// The file in the data dir that holds the generated admin token.
@@ -54,6 +64,11 @@ pub struct RunningNode {
     pub store: Arc<dyn Store>,
     /// The node's events.
     pub events: Arc<NodeEvents>,
+    /// The cluster runtime, when the node runs on a bus.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Where tenant commands go.
+    pub router: Router,
+    load_slot: Option<LoadSlot>,
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -61,6 +76,30 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// On a cluster: moves every tenant off (drain) and leaves. Then stops like
+    /// [`RunningNode::stop`].
+    pub async fn drain_and_stop(self) {
+        if let Some(cluster) = &self.cluster {
+            match cluster.drain().await {
+                Ok(moved) => info!(moved, "drained before stopping"),
+                Err(e) => warn!(error = %e, "drain incomplete, stopping anyway"),
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Completes when a drain asked through the cluster has finished (never on a single
+    /// node).
+    pub async fn drained(&self) {
+        match &self.cluster {
+            Some(cluster) => {
+                let mut exit = cluster.exit_signal();
+                let _ = exit.wait_for(|done| *done).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
     /// Stops HTTP, then the actors, then closes the database.
     pub async fn stop(self) {
         info!("shutting down");
@@ -70,29 +109,55 @@ impl RunningNode {
             task.abort();
         }
         self.node.shutdown(SHUTDOWN_TIMEOUT).await;
+        if let Some(slot) = &self.load_slot
+            && let Ok(mut slot) = slot.write()
+        {
+            *slot = None;
+        }
         self.sql.close().await;
         info!("stopped");
     }
 }
 
-/// Runs a node until `shutdown` completes, then stops it cleanly.
+/// Runs a node until `shutdown` completes (on a cluster: drains first), or until a drain
+/// asked through the cluster completes; then stops it cleanly.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = start(config).await?;
-    shutdown.await;
-    node.stop().await;
+    tokio::select! {
+        () = shutdown => node.drain_and_stop().await,
+        () = node.drained() => node.stop().await,
+    }
     Ok(())
 }
 
-/// Builds and starts a node: database (migrations), actors, HTTP.
+/// Builds and starts a node: database (migrations), actors, HTTP; on a cluster (NATS URL
+/// configured) also membership, directory, leadership and the cluster runtime.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+    let bus: Option<Arc<dyn Bus>> = match &config.nats_url {
+        Some(url) => {
+            let options = NatsBusOptions {
+                name: format!("salesboy-{}", config.node_id),
+                ..NatsBusOptions::default()
+            };
+            let bus = NatsBus::connect(url, options)
+                .await
+                .with_context(|| format!("connecting to nats at {}", redact_url(url)))?;
+            Some(Arc::new(bus))
+        }
+        None => None,
+    };
+    start_with_bus(config, bus).await
+}
+
+/// [`start`] on a given bus (`None`: a single node). Tests run several nodes in one process
+/// on one in-process bus this way.
+pub async fn start_with_bus(
+    config: Config,
+    bus: Option<Arc<dyn Bus>>,
+) -> anyhow::Result<RunningNode> {
     install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-    if config.nats_url.is_some() {
-        warn!(
-            "SALESBOY_NATS_URL is set but the cluster bus is not built yet: running as a single node"
-        );
-    }
 
     let database_url = config.effective_database_url();
     let sql = SqlStore::connect(&database_url)
@@ -103,6 +168,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
 
     let (whatsapp, llm) = adapters(&config)?;
     let events = Arc::new(NodeEvents::new(Arc::clone(&store)));
+    let joined = match &bus {
+        Some(bus) => Some(join_cluster(&config, bus).await?),
+        None => None,
+    };
+    let epochs: Arc<dyn EpochSource> = match &joined {
+        Some(joined) => Arc::new(ClusterEpochs::new(
+            config.node_id.clone(),
+            Arc::clone(&joined.directory),
+            Arc::clone(&joined.membership),
+            Arc::clone(&store),
+        )),
+        None => Arc::new(StoreEpochs::new(Arc::clone(&store))),
+    };
     let services = Arc::new(Services {
         node: config.node_id.clone(),
         store: Arc::clone(&store),
@@ -110,7 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         llm,
         clock: Arc::new(SystemClock),
         events: events.clone(),
-        epochs: Arc::new(StoreEpochs::new(Arc::clone(&store))),
+        epochs,
         cache: response_cache(RESPONSE_CACHE_BYTES),
         settings: settings(&config),
         counters: Counters::default(),
@@ -118,6 +196,36 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (node, _) = NodeHandle::start(services)
         .await
         .context("starting the node supervisor")?;
+    let mut load_slot = None;
+    let (cluster, router) = match (joined, &bus) {
+        (Some(joined), Some(bus)) => {
+            if let Ok(mut slot) = joined.node_slot.write() {
+                *slot = Some(node.clone());
+            }
+            load_slot = Some(Arc::clone(&joined.node_slot));
+            let leadership = Leadership::start(
+                Arc::clone(bus),
+                config.node_id.clone(),
+                LeaseConfig::default(),
+            )
+            .await
+            .context("starting leader election")?;
+            let cluster = Cluster::start(
+                config.node_id.clone(),
+                Arc::clone(bus),
+                node.clone(),
+                joined.directory,
+                joined.membership,
+                Arc::new(leadership),
+                Arc::new(MostHeadroom::new()),
+                ClusterSettings::default(),
+            )
+            .await
+            .context("joining the cluster")?;
+            (Some(Arc::clone(&cluster)), Router::Cluster(cluster))
+        }
+        _ => (None, Router::Local(node.clone())),
+    };
 
     let state = AppState::new(
         node.clone(),
@@ -127,10 +235,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             verify_token: config.whatsapp_verify_token.clone(),
             admin_token: admin_token.clone(),
             node_id: config.node_id.to_string(),
-            bus: "in-process",
+            bus: if cluster.is_some() {
+                "nats"
+            } else {
+                "in-process"
+            },
         },
         http::metrics::recorder(),
-    );
+    )
+    .with_router(router.clone(), cluster.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
@@ -156,7 +269,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         node = %config.node_id,
         http = %http_addr,
         database = %redact_url(&database_url),
-        bus = "in-process",
+        cluster = cluster.is_some(),
         "node ready"
     );
     Ok(RunningNode {
@@ -165,10 +278,75 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         node,
         store,
         events,
+        cluster,
+        router,
+        load_slot,
         stop_http,
         http,
         background: vec![retention],
         sql,
+    })
+}
+
+/// What a node needs from the cluster before its actors start.
+struct Joined {
+    directory: Arc<Directory>,
+    membership: Arc<Membership>,
+    /// Filled once the node supervisor runs; membership reads its load from it. Emptied at
+    /// stop: the membership (through the epoch source) is reachable from the node, and this
+    /// would otherwise be a cycle that keeps a stopped node heartbeating.
+    node_slot: LoadSlot,
+}
+
+/// The node whose load membership reports.
+type LoadSlot = Arc<std::sync::RwLock<Option<NodeHandle>>>;
+
+async fn join_cluster(config: &Config, bus: &Arc<dyn Bus>) -> anyhow::Result<Joined> {
+    let directory = Arc::new(
+        Directory::open(bus)
+            .await
+            .context("opening the tenant directory")?,
+    );
+    let node_slot: LoadSlot = Arc::default();
+    let slot = Arc::clone(&node_slot);
+    let load: LoadFn = Arc::new(move || match slot.read().ok().and_then(|n| n.clone()) {
+        Some(node) => {
+            let snapshot = node.observe();
+            NodeLoad {
+                tenants: snapshot.tenants as u64,
+                conversations: snapshot.conversations,
+                rss_bytes: crate::process::rss_bytes().unwrap_or(0),
+                cpu_percent: 0.0,
+            }
+        }
+        None => NodeLoad::default(),
+    });
+    // Defaults at 5 s: heartbeat every 1 s, fence after 3.5 s. Shorter timeouts scale down.
+    let failure_timeout = Duration::from_millis(config.failure_timeout_ms);
+    let margin = MembershipConfig::DEFAULT_FENCE_MARGIN.min(failure_timeout * 3 / 10);
+    let membership_config = MembershipConfig {
+        heartbeat: Duration::from_secs(1).min(failure_timeout / 5),
+        failure_timeout,
+        fence_after: failure_timeout - margin,
+    };
+    let info = NodeInfo {
+        http_addr: config.http_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_tenants: config.max_tenants,
+    };
+    let membership = Membership::start(
+        Arc::clone(bus),
+        config.node_id.clone(),
+        info,
+        load,
+        membership_config,
+    )
+    .await
+    .context("joining cluster membership")?;
+    Ok(Joined {
+        directory,
+        membership: Arc::new(membership),
+        node_slot,
     })
 }
 

@@ -1,8 +1,9 @@
 //! Every NATS subject, KV bucket and stream name the project uses, derived in this one
 //! module. Nobody formats a subject string anywhere else.
 //!
-//! All subjects start with [`PREFIX`] (`sb.v1`); the version token lets a future protocol run
-//! beside this one. Ids are validated subject tokens (see [`crate::ids`]), so a subject built
+//! All the project's own subjects start with [`PREFIX`] (`sb.v1`); the version token lets a
+//! future protocol run beside this one. The last two rows below follow NATS's conventions (KV
+//! streams, reply inboxes) instead. Ids are validated subject tokens (see [`crate::ids`]), so a subject built
 //! here always has exactly the tokens shown.
 //!
 //! | subject | who listens |
@@ -10,8 +11,11 @@
 //! | `sb.v1.t.<tid>.session` / `.responder` / `.conv.<chat>` | the node hosting tenant `<tid>` |
 //! | `sb.v1.t.<tid>.>` | the same node, one subscription per hosted tenant |
 //! | `sb.v1.node.<nid>.ctl` | node `<nid>`: activate, migrate-out, adopt, drain |
+//! | `sb.v1.node.<nid>.in` | node `<nid>`: commands for the tenants it hosts |
 //! | `sb.v1.api.<command>` | any node: the JSON API for external services |
 //! | `sb.v1.evt.t.<tid>.<kind>` / `sb.v1.evt.cluster.<kind>` | external services (events stream) |
+//! | `$KV.<bucket>.>` (stream `KV_<bucket>`) | JetStream: the stream behind a KV bucket |
+//! | `_INBOX.local.<n>` | the in-process bus: a requester awaiting its reply |
 
 use crate::address::ActorAddress;
 use crate::ids::{NodeId, TenantId};
@@ -49,6 +53,12 @@ pub fn node_control(node: &NodeId) -> String {
     format!("{PREFIX}.node.{node}.ctl")
 }
 
+/// A node's inbox: commands for the tenants it hosts (see
+/// `docs/decisions/0006-node-inboxes.md`).
+pub fn node_inbox(node: &NodeId) -> String {
+    format!("{PREFIX}.node.{node}.in")
+}
+
 /// The subject of one command of the external JSON API. `command` is a fixed name from the
 /// API (`session.start`, `message.send`, …), written as dot-separated lowercase tokens.
 pub fn api(command: ApiCommand) -> String {
@@ -73,6 +83,23 @@ pub fn cluster_event(kind: EventKind) -> String {
 /// Every event subject (the events stream's filter).
 pub fn all_events() -> String {
     format!("{PREFIX}.evt.>")
+}
+
+/// The JetStream stream that backs KV bucket `bucket`: NATS's own naming (`KV_<bucket>`), so
+/// the bucket opens with `get_key_value` (see `docs/decisions/0003-nats-2-9-kv-through-streams.md`).
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The subjects of KV bucket `bucket`'s backing stream (`$KV.<bucket>.>`).
+pub fn kv_stream_subjects(bucket: &str) -> String {
+    format!("$KV.{bucket}.>")
+}
+
+/// The reply subject of the in-process bus's `n`-th request (`_INBOX.local.<n>`), shaped like
+/// the inboxes NATS clients make.
+pub fn local_inbox(n: u64) -> String {
+    format!("_INBOX.local.{n}")
 }
 
 /// The commands of the external request/reply API.
@@ -196,6 +223,13 @@ mod tests {
         ] {
             assert!(actor(&address).starts_with(stem));
         }
+    }
+
+    #[test]
+    fn kv_stream_names_follow_the_nats_convention() {
+        assert_eq!(kv_stream(NODES_BUCKET), "KV_sb_nodes");
+        assert_eq!(kv_stream_subjects(DIRECTORY_BUCKET), "$KV.sb_directory.>");
+        assert_eq!(local_inbox(7), "_INBOX.local.7");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! [`ROUTES`] lists every route; the OpenAPI document ([`openapi`]) describes exactly those,
 //! and a test checks both against the router. `docs/api.md` documents the API for people.
 
+use crate::cluster::runtime::RouteError;
+use crate::cluster::wire::{CommandReply, TenantCommand};
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
@@ -169,6 +171,19 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => StatusCode::CONFLICT,
             StoreError::Invalid { .. } => StatusCode::BAD_REQUEST,
             StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(error: RouteError) -> Self {
+        let status = match &error {
+            RouteError::UnknownTenant(_) => StatusCode::NOT_FOUND,
+            RouteError::Unplaceable { .. } | RouteError::Unreachable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RouteError::Refused(_) => StatusCode::CONFLICT,
         };
         Self::new(status, error.to_string())
     }
@@ -519,7 +534,16 @@ async fn upsert_tenant(
     };
     state.store.upsert_whatsapp_number(&number).await?;
     state.phone_routes.invalidate(&phone_number_id).await;
-    state.node.reload_tenant(&id);
+    // Only a hosted tenant needs telling; one hosted nowhere reads its record when activated.
+    if let Some(cluster) = &state.cluster {
+        if cluster.directory().cached(&id).is_some()
+            && let Err(e) = state.router.deliver(&id, TenantCommand::Reload).await
+        {
+            warn!(tenant = %id, error = %e, "running tenant not told about its update");
+        }
+    } else {
+        state.node.reload_tenant(&id);
+    }
     let created = existing.is_none();
     info!(tenant = %id, phone_number_id = %phone_number_id, created, "tenant saved");
 
@@ -927,8 +951,14 @@ async fn pause(
         Some(minutes) => now_ms(&state).saturating_add(i64::from(minutes) * 60_000),
     };
     state
-        .node
-        .set_paused(&id, chat.clone(), Some(until_ms))
+        .router
+        .deliver(
+            &id,
+            TenantCommand::SetPaused {
+                chat: chat.clone(),
+                until_ms: Some(until_ms),
+            },
+        )
         .await?;
     info!(tenant = %id, chat = %chat, until_ms, "bot paused");
     Ok(Json(PauseState {
@@ -957,7 +987,16 @@ async fn resume(
     ApiPath(ids): ApiPath<(String, String)>,
 ) -> Result<Json<PauseState>, ApiError> {
     let (id, chat) = conversation_ids(ids)?;
-    state.node.set_paused(&id, chat.clone(), None).await?;
+    state
+        .router
+        .deliver(
+            &id,
+            TenantCommand::SetPaused {
+                chat: chat.clone(),
+                until_ms: None,
+            },
+        )
+        .await?;
     info!(tenant = %id, chat = %chat, "bot resumed");
     Ok(Json(PauseState {
         chat: chat.to_string(),
@@ -998,10 +1037,22 @@ async fn send(
             format!("{chars} characters, at most {MAX_SEND_CHARS} are allowed"),
         ));
     }
-    let outbound_id = state
-        .node
-        .owner_send(&id, chat.clone(), request.text)
+    let reply = state
+        .router
+        .deliver(
+            &id,
+            TenantCommand::OwnerSend {
+                chat: chat.clone(),
+                body: request.text,
+            },
+        )
         .await?;
+    let CommandReply::Outbound(outbound_id) = reply else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the tenant did not record the message",
+        ));
+    };
     info!(tenant = %id, chat = %chat, outbound_id, "owner message accepted");
     Ok((StatusCode::ACCEPTED, Json(SendAccepted { outbound_id })))
 }

@@ -37,6 +37,10 @@ pub struct AppState {
     pub started: Instant,
     /// phone number id → owning tenant (`None`: no tenant), cached for the webhook.
     pub phone_routes: moka::future::Cache<PhoneNumberId, Option<TenantId>>,
+    /// Where tenant commands go (this node, or wherever the cluster hosts the tenant).
+    pub router: crate::routing::Router,
+    /// The cluster runtime, on a cluster.
+    pub cluster: Option<Arc<crate::cluster::runtime::Cluster>>,
 }
 
 impl AppState {
@@ -48,6 +52,8 @@ impl AppState {
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> Self {
         Self {
+            router: crate::routing::Router::Local(node.clone()),
+            cluster: None,
             node,
             store,
             http: Arc::new(http),
@@ -58,6 +64,17 @@ impl AppState {
                 .time_to_live(PHONE_ROUTE_TTL)
                 .build(),
         }
+    }
+
+    /// The same state routing through `router` (a cluster node's).
+    pub fn with_router(
+        mut self,
+        router: crate::routing::Router,
+        cluster: Option<Arc<crate::cluster::runtime::Cluster>>,
+    ) -> Self {
+        self.router = router;
+        self.cluster = cluster;
+        self
     }
 }
 

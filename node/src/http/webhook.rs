@@ -36,6 +36,8 @@ use serde::Deserialize;
 use tracing::{debug, info, warn};
 
 use super::AppState;
+use crate::cluster::wire::TenantCommand;
+use crate::routing::Router as TenantRouter;
 
 /// The webhook's path.
 pub const PATH: &str = "/webhooks/whatsapp";
@@ -115,8 +117,8 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             metrics::counter!("salesboy_webhook_requests_total", "outcome" => "accepted")
                 .increment(1);
             if !handoffs.is_empty() {
-                let node = state.node.clone();
-                tokio::spawn(async move { hand_off(&node, handoffs).await });
+                let router = state.router.clone();
+                tokio::spawn(async move { hand_off(&router, handoffs).await });
             }
             StatusCode::OK.into_response()
         }
@@ -280,23 +282,19 @@ async fn tenant_for(
     Ok(tenant)
 }
 
-async fn hand_off(node: &salesboy_actors::node::NodeHandle, handoffs: Vec<Handoff>) {
+async fn hand_off(router: &TenantRouter, handoffs: Vec<Handoff>) {
     for handoff in handoffs {
-        let (tenant, result) = match handoff {
+        let (tenant, command) = match handoff {
             Handoff::Inbound { tenant, chat, item } => {
-                let result = node.deliver_inbound(&tenant, chat, item).await;
-                (tenant, result)
+                (tenant, TenantCommand::Inbound { chat, item })
             }
             Handoff::OwnerActivity {
                 tenant,
                 chat,
                 at_ms,
-            } => {
-                let result = node.owner_activity(&tenant, chat, at_ms).await;
-                (tenant, result)
-            }
+            } => (tenant, TenantCommand::OwnerActivity { chat, at_ms }),
         };
-        if let Err(e) = result {
+        if let Err(e) = router.deliver(&tenant, command).await {
             // Persisted: the sweep re-routes it once the tenant can be activated.
             warn!(tenant = %tenant, error = %e, "persisted message not handed to its tenant yet");
         }

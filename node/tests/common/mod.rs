@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber, Store};
+use salesboy_node::bus::Bus;
 use salesboy_node::config::Config;
 use salesboy_node::run::{self, RunningNode};
 use salesboy_node::testing::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
@@ -43,6 +45,15 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a node on `db`; `tweak` adjusts the configuration.
     pub async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(db, None, tweak).await
+    }
+
+    /// Starts a node on `db` and, when given, a cluster bus.
+    pub async fn start_on(
+        db: Db,
+        bus: Option<Arc<dyn Bus>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         run::install_crypto_provider();
         let whatsapp = FakeWhatsApp::start(FakeWhatsAppOptions::default()).await;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -62,7 +73,9 @@ impl Gateway {
             ..Config::default()
         };
         tweak(&mut config);
-        let node = run::start(config.clone()).await.expect("node starts");
+        let node = run::start_with_bus(config.clone(), bus)
+            .await
+            .expect("node starts");
         let base = format!("http://{}", node.http_addr);
         Self {
             node,

@@ -1,0 +1,581 @@
+//! The NATS bus: core NATS for messages, JetStream KV for the cluster's shared state.
+//!
+//! Written against async-nats 0.51 for nats-server 2.9 (Debian's) as well as newer servers;
+//! see `docs/bus.md` and `docs/decisions/0003-nats-2-9-kv-through-streams.md`:
+//!
+//! - a KV bucket is created through its backing stream, then opened with `get_key_value`
+//!   (`create_key_value` cannot decode 2.9's account info);
+//! - watches use one filter each (`watch_with_history`), never `watch_many` (2.9 ignores
+//!   `filter_subjects`);
+//! - `subscribe` and `unsubscribe` end with a round trip through the server, so they return
+//!   only once the server routes accordingly (async-nats's `flush` only writes the socket).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::client::RequestErrorKind;
+use async_nats::connection::State;
+use async_nats::jetstream::{self, kv, stream};
+use async_nats::{ConnectOptions, Event, HeaderMap, HeaderName, HeaderValue};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{StreamExt, TryStreamExt};
+use salesboy_protocol::subjects;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::{
+    Bus, BusError, Headers, Kv, KvEntry, KvError, KvEvent, KvOp, KvWatch, Message, Subscription,
+    validate,
+};
+
+/// How long `subscribe` and `unsubscribe` wait for the server to confirm.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A watch gives up after this many errors in a row without an event between them.
+const MAX_WATCH_ERRORS: u32 = 16;
+
+/// How a [`NatsBus`] connects.
+#[derive(Debug, Clone)]
+pub struct NatsBusOptions {
+    /// The connection's name as the server shows it (e.g. `salesboy-<node id>`).
+    pub name: String,
+    /// How long one connection attempt may take.
+    pub connection_timeout: Duration,
+    /// How often the client pings the server; two unanswered pings mark the connection dead.
+    pub ping_interval: Duration,
+    /// The longest wait between reconnection attempts (the first is immediate, then 100 ms,
+    /// doubling up to this). The client reconnects forever.
+    pub max_reconnect_delay: Duration,
+    /// Replicas of a KV bucket's stream when this node creates it (1 on a single server).
+    pub kv_replicas: usize,
+}
+
+impl Default for NatsBusOptions {
+    fn default() -> Self {
+        Self {
+            name: "salesboy".into(),
+            connection_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            max_reconnect_delay: Duration::from_secs(2),
+            kv_replicas: 1,
+        }
+    }
+}
+
+/// The state of a [`NatsBus`]'s connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Not connected yet.
+    Connecting,
+    /// Connected to a server.
+    Connected,
+    /// The connection was lost; the client is reconnecting.
+    Disconnected,
+}
+
+/// The bus over a NATS server. Clones share the connection.
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    kv_replicas: usize,
+    connection: watch::Receiver<ConnectionState>,
+}
+
+impl NatsBus {
+    /// Connects to the server at `url`. The first attempt is the only one: if it fails, so
+    /// does this. Once connected, the client reconnects by itself whenever the connection
+    /// drops, logging each disconnection and reconnection.
+    pub async fn connect(url: &str, options: NatsBusOptions) -> Result<Self, BusError> {
+        let (state_sender, connection) = watch::channel(ConnectionState::Connecting);
+        let state_sender = Arc::new(state_sender);
+        let events = Arc::clone(&state_sender);
+        let name = options.name.clone();
+        let max_delay = options.max_reconnect_delay;
+        let client = ConnectOptions::new()
+            .name(&options.name)
+            .connection_timeout(options.connection_timeout)
+            .ping_interval(options.ping_interval)
+            .max_reconnects(None)
+            .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_delay))
+            .event_callback(move |event| {
+                let state = Arc::clone(&events);
+                let name = name.clone();
+                async move { on_event(&name, event, &state) }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Other(format!("cannot connect to {url}: {e}")))?;
+        // The `Connected` event may still be on its way; a disconnection already seen wins.
+        state_sender.send_if_modified(|state| {
+            let connecting = *state == ConnectionState::Connecting;
+            if connecting {
+                *state = ConnectionState::Connected;
+            }
+            connecting
+        });
+        Ok(Self {
+            jetstream: jetstream::new(client.clone()),
+            client,
+            kv_replicas: options.kv_replicas,
+            connection,
+        })
+    }
+
+    /// The connection's state now, as the client sees it.
+    pub fn connection_state(&self) -> ConnectionState {
+        match self.client.connection_state() {
+            State::Pending => ConnectionState::Connecting,
+            State::Connected => ConnectionState::Connected,
+            State::Disconnected => ConnectionState::Disconnected,
+        }
+    }
+
+    /// The connection's state changes, as the client reports them (for a node that fences
+    /// itself as soon as it loses the cluster).
+    pub fn watch_connection(&self) -> watch::Receiver<ConnectionState> {
+        self.connection.clone()
+    }
+
+    /// Returns once the server has processed everything this client sent before: the client
+    /// sends itself a message through the server on a fresh inbox and waits for it.
+    async fn round_trip(&self) -> Result<(), BusError> {
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.client
+            .publish(inbox, Bytes::new())
+            .await
+            .map_err(|e| self.transport(e))?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(self.transport("connection closed")),
+            Err(_) => Err(self.timeout()),
+        }
+    }
+
+    /// A failure of the connection or the server.
+    fn transport(&self, error: impl fmt::Display) -> BusError {
+        if self.is_connected() {
+            BusError::Other(error.to_string())
+        } else {
+            BusError::Disconnected
+        }
+    }
+
+    /// Nothing came back in time.
+    fn timeout(&self) -> BusError {
+        if self.is_connected() {
+            BusError::Timeout
+        } else {
+            BusError::Disconnected
+        }
+    }
+}
+
+impl fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("connection", &self.connection_state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wait before reconnection attempt `attempts`: none for the first, then 100 ms doubling
+/// up to `max`.
+fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let doublings = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(16);
+    Duration::from_millis(100_u64 << doublings).min(max)
+}
+
+fn on_event(name: &str, event: Event, state: &watch::Sender<ConnectionState>) {
+    match event {
+        Event::Connected => {
+            info!(client = name, "connected to nats");
+            state.send_replace(ConnectionState::Connected);
+        }
+        Event::Disconnected => {
+            warn!(client = name, "disconnected from nats, reconnecting");
+            state.send_replace(ConnectionState::Disconnected);
+        }
+        Event::Closed => {
+            warn!(client = name, "nats connection closed");
+            state.send_replace(ConnectionState::Disconnected);
+        }
+        Event::LameDuckMode => warn!(client = name, "nats server is entering lame duck mode"),
+        Event::Draining => info!(client = name, "nats connection draining"),
+        Event::SlowConsumer(sid) => warn!(
+            client = name,
+            subscription = sid,
+            "nats subscriber is too slow, messages dropped"
+        ),
+        Event::ServerError(e) => warn!(client = name, error = %e, "nats server error"),
+        Event::ClientError(e) => warn!(client = name, error = %e, "nats client error"),
+    }
+}
+
+/// Our headers as NATS's; the names and values are checked already, so this cannot fail in
+/// practice, but it never panics either.
+fn nats_headers(headers: &Headers) -> Result<HeaderMap, BusError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        let invalid = || BusError::InvalidHeader(name.chars().take(64).collect());
+        let name: HeaderName = name.parse().map_err(|_| invalid())?;
+        let value: HeaderValue = value.parse().map_err(|_| invalid())?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// NATS's headers as ours: the first value of each name.
+fn our_headers(headers: Option<&HeaderMap>) -> Headers {
+    headers
+        .into_iter()
+        .flat_map(|map| map.iter())
+        .filter_map(|(name, values)| {
+            values
+                .first()
+                .map(|value| (name.to_string(), value.as_str().to_owned()))
+        })
+        .collect()
+}
+
+fn our_message(message: async_nats::Message) -> Message {
+    Message {
+        subject: message.subject.to_string(),
+        headers: our_headers(message.headers.as_ref()),
+        payload: message.payload,
+        reply: message.reply.map(|reply| reply.to_string()),
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        validate::outgoing(subject, &headers, payload.len(), self.max_payload())?;
+        let subject = subject.to_owned();
+        let sent = if headers.is_empty() {
+            self.client.publish(subject, payload).await
+        } else {
+            let headers = nats_headers(&headers)?;
+            self.client
+                .publish_with_headers(subject, headers, payload)
+                .await
+        };
+        sent.map_err(|e| self.transport(e))
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        let max = self.max_payload();
+        validate::outgoing(subject, &headers, payload.len(), max)?;
+        let size = headers.wire_len() + payload.len();
+        let mut request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        if !headers.is_empty() {
+            request = request.headers(nats_headers(&headers)?);
+        }
+        match self.client.send_request(subject.to_owned(), request).await {
+            Ok(reply) => Ok(our_message(reply)),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders,
+                RequestErrorKind::TimedOut => self.timeout(),
+                RequestErrorKind::InvalidSubject => {
+                    BusError::InvalidSubject(subject.chars().take(64).collect())
+                }
+                RequestErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge { size, max },
+                RequestErrorKind::Other => self.transport(e),
+            }),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription, BusError> {
+        validate::filter(subject)?;
+        if let Some(group) = queue_group {
+            validate::queue_group(group)?;
+        }
+        let subscriber = match queue_group {
+            Some(group) => {
+                self.client
+                    .queue_subscribe(subject.to_owned(), group.to_owned())
+                    .await
+            }
+            None => self.client.subscribe(subject.to_owned()).await,
+        }
+        .map_err(|e| self.transport(e))?;
+        // Dropping `subscriber` on failure unsubscribes.
+        self.round_trip().await?;
+        let bus = self.clone();
+        Ok(
+            Subscription::new(subject, subscriber.map(our_message).boxed())
+                .with_confirm_unsubscribe(Box::pin(async move { bus.round_trip().await })),
+        )
+    }
+
+    async fn respond(
+        &self,
+        request: &Message,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let reply = request.reply.as_deref().ok_or(BusError::NoReplySubject)?;
+        self.publish(reply, headers, payload).await
+    }
+
+    async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
+        validate::bucket(bucket, history)?;
+        // nats-server 2.9: create the bucket's stream ourselves (decision 0003).
+        let config = stream::Config {
+            name: subjects::kv_stream(bucket),
+            subjects: vec![subjects::kv_stream_subjects(bucket)],
+            max_messages_per_subject: i64::from(history),
+            max_message_size: -1,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: self.kv_replicas,
+            ..Default::default()
+        };
+        self.jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| self.transport(format!("cannot create kv bucket {bucket}: {e}")))?;
+        let store = self
+            .jetstream
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| self.transport(format!("cannot open kv bucket {bucket}: {e}")))?;
+        Ok(Arc::new(NatsKv {
+            bucket: bucket.to_owned(),
+            store,
+            bus: self.clone(),
+        }))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(|e| self.transport(e))
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    fn max_payload(&self) -> usize {
+        self.client.max_payload()
+    }
+}
+
+/// A JetStream KV bucket.
+struct NatsKv {
+    bucket: String,
+    store: kv::Store,
+    bus: NatsBus,
+}
+
+impl NatsKv {
+    fn check_write(&self, key: &str, value: &Bytes) -> Result<(), KvError> {
+        validate::key(key)?;
+        validate::value(value.len(), self.bus.max_payload())
+    }
+
+    fn transport(&self, error: impl fmt::Display) -> KvError {
+        self.bus.transport(error).into()
+    }
+}
+
+#[async_trait]
+impl Kv for NatsKv {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
+        validate::key(key)?;
+        let entry = self.store.entry(key).await.map_err(|e| self.transport(e))?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| KvEntry {
+                key: entry.key,
+                value: entry.value,
+                revision: entry.revision,
+            }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check_write(key, &value)?;
+        self.store
+            .put(key, value)
+            .await
+            .map_err(|e| self.transport(e))
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check_write(key, &value)?;
+        self.store
+            .create(key, value)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => KvError::AlreadyExists,
+                _ => self.transport(e),
+            })
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_revision: u64,
+    ) -> Result<u64, KvError> {
+        self.check_write(key, &value)?;
+        self.store
+            .update(key, value, expected_revision)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => KvError::WrongRevision {
+                    expected: expected_revision,
+                },
+                kv::UpdateErrorKind::TimedOut => self.bus.timeout().into(),
+                _ => self.transport(e),
+            })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        validate::key(key)?;
+        self.store.delete(key).await.map_err(|e| self.transport(e))
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        let keys = self.store.keys().await.map_err(|e| self.transport(e))?;
+        let mut keys: Vec<String> = keys.try_collect().await.map_err(|e| self.transport(e))?;
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn watch(&self, keys: &str) -> Result<KvWatch, KvError> {
+        validate::key_filter(keys)?;
+        // Delete markers written up to here are not news to this watch: leave them out.
+        let before = self
+            .store
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| self.transport(e))?
+            .state
+            .last_sequence;
+        let watch = self
+            .store
+            .watch_with_history(keys)
+            .await
+            .map_err(|e| self.transport(e))?;
+        let bucket = self.bucket.clone();
+        let events = futures::stream::unfold(watch, move |mut watch| {
+            let bucket = bucket.clone();
+            async move {
+                let mut errors = 0;
+                loop {
+                    match watch.next().await? {
+                        Ok(entry) => {
+                            errors = 0;
+                            if let Some(event) = watch_event(entry, before) {
+                                return Some((event, watch));
+                            }
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            if errors >= MAX_WATCH_ERRORS {
+                                error!(bucket, error = %e, "kv watch keeps failing, giving up");
+                                return None;
+                            }
+                            warn!(bucket, error = %e, "kv watch error, continuing");
+                        }
+                    }
+                }
+            }
+        });
+        Ok(KvWatch::new(events.boxed()))
+    }
+}
+
+/// A watched entry as an event; `None` for a delete marker already in place when the watch
+/// began (revision up to `before`).
+fn watch_event(entry: kv::Entry, before: u64) -> Option<KvEvent> {
+    match entry.operation {
+        kv::Operation::Put => Some(KvEvent {
+            key: entry.key,
+            op: KvOp::Put,
+            value: entry.value,
+            revision: entry.revision,
+        }),
+        kv::Operation::Delete | kv::Operation::Purge if entry.revision > before => Some(KvEvent {
+            key: entry.key,
+            op: KvOp::Delete,
+            value: Bytes::new(),
+            revision: entry.revision,
+        }),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delay_starts_at_once_then_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(2);
+        assert_eq!(reconnect_delay(0, max), Duration::ZERO);
+        assert_eq!(reconnect_delay(1, max), Duration::ZERO);
+        assert_eq!(reconnect_delay(2, max), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(3, max), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(6, max), Duration::from_millis(1600));
+        assert_eq!(reconnect_delay(7, max), max);
+        assert_eq!(reconnect_delay(usize::MAX, max), max);
+    }
+
+    #[test]
+    fn headers_convert_both_ways() {
+        let ours = Headers::new().with("Sb-Codec", "json").with("Sb-Id", "42");
+        let theirs = nats_headers(&ours).expect("valid headers");
+        assert_eq!(our_headers(Some(&theirs)), ours);
+        assert_eq!(our_headers(None), Headers::new());
+    }
+
+    #[test]
+    fn invalid_headers_are_errors_not_panics() {
+        for bad in [
+            Headers::new().with("bad name", "v"),
+            Headers::new().with("name", "two\nlines"),
+        ] {
+            assert!(matches!(
+                nats_headers(&bad),
+                Err(BusError::InvalidHeader(_))
+            ));
+        }
+    }
+}

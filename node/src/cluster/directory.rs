@@ -1,0 +1,242 @@
+//! The tenant directory: tenant → {node, epoch, state} in the JetStream KV bucket
+//! `sb_directory`, cached on every node by a watch.
+//!
+//! Activation creates the entry (create fails if it exists); moves and failovers update it
+//! with the expected revision (compare-and-set) and `epoch + 1`. The node the directory names
+//! at the current epoch is the only one allowed to host the tenant; the same epoch is claimed
+//! in SQL, which refuses writes carrying an older one (fencing).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use salesboy_protocol::subjects::DIRECTORY_BUCKET;
+use salesboy_protocol::{NodeId, TenantId};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::bus::{ALL_KEYS, Bus, BusError, Kv, KvError, KvOp};
+
+/// Where a tenant lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The hosting node.
+    pub node: NodeId,
+    /// The placement epoch; bumped by every move and failover.
+    pub epoch: u64,
+    /// Whether it is moving.
+    pub state: PlacementState,
+}
+
+/// A placement's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementState {
+    /// Hosted by `node`.
+    Active,
+    /// Being handed from `node` to `to`: senders retry shortly.
+    Moving {
+        /// The node it moves to.
+        to: NodeId,
+    },
+}
+
+/// A placement and the KV revision that wrote it (for compare-and-set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The placement.
+    pub placement: Placement,
+    /// Its revision.
+    pub revision: u64,
+}
+
+/// Why a directory operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// Someone else wrote first (create found an entry, or the revision moved on).
+    #[error("directory entry changed concurrently")]
+    Conflict,
+    /// The stored value is not a placement.
+    #[error("directory entry for {tenant} is corrupt: {reason}")]
+    Corrupt {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        reason: String,
+    },
+    /// The bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl From<KvError> for DirectoryError {
+    fn from(error: KvError) -> Self {
+        match error {
+            KvError::AlreadyExists | KvError::WrongRevision { .. } => Self::Conflict,
+            KvError::Bus(e) => Self::Bus(e),
+            KvError::InvalidKey(key) => Self::Corrupt {
+                tenant: key,
+                reason: "invalid key".into(),
+            },
+        }
+    }
+}
+
+type Cache = Arc<RwLock<HashMap<TenantId, Versioned>>>;
+
+/// The directory, with a local cache kept by a watch.
+pub struct Directory {
+    kv: Arc<dyn Kv>,
+    cache: Cache,
+    watcher: JoinHandle<()>,
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl Directory {
+    /// Opens the bucket and starts the cache's watch.
+    pub async fn open(bus: &Arc<dyn Bus>) -> Result<Self, DirectoryError> {
+        let kv = bus.kv(DIRECTORY_BUCKET, 1).await?;
+        let cache: Cache = Arc::default();
+        let watcher = tokio::spawn(keep_cache(Arc::clone(&kv), Arc::clone(&cache)));
+        Ok(Self { kv, cache, watcher })
+    }
+
+    /// The cached placement (may lag the bucket by a moment).
+    pub fn cached(&self, tenant: &TenantId) -> Option<Versioned> {
+        read(&self.cache).get(tenant).cloned()
+    }
+
+    /// Every cached placement.
+    pub fn cached_all(&self) -> Vec<(TenantId, Versioned)> {
+        read(&self.cache)
+            .iter()
+            .map(|(t, v)| (t.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The placement as the bucket has it now.
+    pub async fn fetch(&self, tenant: &TenantId) -> Result<Option<Versioned>, DirectoryError> {
+        let Some(entry) = self.kv.get(tenant.as_str()).await? else {
+            return Ok(None);
+        };
+        let placement = decode(tenant.as_str(), &entry.value)?;
+        let versioned = Versioned {
+            placement,
+            revision: entry.revision,
+        };
+        remember(&self.cache, tenant.clone(), versioned.clone());
+        Ok(Some(versioned))
+    }
+
+    /// Creates the tenant's first placement; [`DirectoryError::Conflict`] if it has one.
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        placement: Placement,
+    ) -> Result<Versioned, DirectoryError> {
+        let revision = self.kv.create(tenant.as_str(), encode(&placement)).await?;
+        let versioned = Versioned {
+            placement,
+            revision,
+        };
+        remember(&self.cache, tenant.clone(), versioned.clone());
+        Ok(versioned)
+    }
+
+    /// Replaces the placement written at `expected_revision`; [`DirectoryError::Conflict`]
+    /// if it changed since.
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        placement: Placement,
+        expected_revision: u64,
+    ) -> Result<Versioned, DirectoryError> {
+        let revision = self
+            .kv
+            .update(tenant.as_str(), encode(&placement), expected_revision)
+            .await?;
+        let versioned = Versioned {
+            placement,
+            revision,
+        };
+        remember(&self.cache, tenant.clone(), versioned.clone());
+        Ok(versioned)
+    }
+}
+
+fn read(cache: &Cache) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, Versioned>> {
+    cache
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn remember(cache: &Cache, tenant: TenantId, versioned: Versioned) {
+    let mut cache = cache
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Never replace a newer revision with an older one (the watch may lag a direct write).
+    if cache
+        .get(&tenant)
+        .is_none_or(|known| known.revision < versioned.revision)
+    {
+        cache.insert(tenant, versioned);
+    }
+}
+
+fn encode(placement: &Placement) -> Bytes {
+    Bytes::from(serde_json::to_vec(placement).unwrap_or_default())
+}
+
+fn decode(tenant: &str, value: &[u8]) -> Result<Placement, DirectoryError> {
+    serde_json::from_slice(value).map_err(|e| DirectoryError::Corrupt {
+        tenant: tenant.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Follows the bucket; re-watches with backoff if the watch ends.
+async fn keep_cache(kv: Arc<dyn Kv>, cache: Cache) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match kv.watch(ALL_KEYS).await {
+            Ok(mut watch) => {
+                backoff = Duration::from_millis(100);
+                while let Some(event) = watch.next().await {
+                    let Ok(tenant) = TenantId::new(event.key.as_str()) else {
+                        continue;
+                    };
+                    match event.op {
+                        KvOp::Put => match decode(&event.key, &event.value) {
+                            Ok(placement) => remember(
+                                &cache,
+                                tenant,
+                                Versioned {
+                                    placement,
+                                    revision: event.revision,
+                                },
+                            ),
+                            Err(e) => warn!(error = %e, "directory entry ignored"),
+                        },
+                        KvOp::Delete => {
+                            cache
+                                .write()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .remove(&tenant);
+                        }
+                    }
+                }
+                debug!("directory watch ended, watching again");
+            }
+            Err(e) => warn!(error = %e, "directory watch failed, retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

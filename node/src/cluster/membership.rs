@@ -1,0 +1,755 @@
+//! Membership: which nodes are in the cluster and alive, and self-fencing (architecture §7).
+//!
+//! Every node writes its [`NodeRecord`] (address, version, capacity, measured load, draining
+//! flag) as JSON into the KV bucket [`NODES_BUCKET`] under its node id, every
+//! [`MembershipConfig::heartbeat`], and watches the bucket to build its view of the others.
+//!
+//! # Failure detection never trusts another machine's clock
+//!
+//! A node is **alive** while its record keeps changing: each write takes a new revision, and
+//! this node notes, on its own monotonic clock, when it last saw each record change. A node
+//! whose record has not changed for [`MembershipConfig::failure_timeout`] is **dead**; a node
+//! whose record is deleted has **left** (a clean exit, seen at once). Both are reported as
+//! [`MembershipEvent::Left`]; a dead node whose record changes again is
+//! [`MembershipEvent::Joined`] again. [`NodeRecord::heartbeat_ms`] is informational only.
+//!
+//! A record found when the watch starts (or restarts after the bus gave up on it) gets the
+//! benefit of the doubt: it counts as alive from that moment and is declared dead only after
+//! `failure_timeout` without a change. So a node is declared dead only by an observer that
+//! has been watching the bucket for `failure_timeout` without seeing a write from it (a
+//! watch that stalls without ending, because this node is cut off, looks like silence: the
+//! cut-off node then reports the others dead, but it has fenced itself by then, see below);
+//! a freshly started node reports a long-dead node's leftover record as alive for up to
+//! `failure_timeout`, then as left (which lets the leader fail over any tenant the directory
+//! still gives it). Records of dead nodes stay in the bucket (the 2.9 server has no per-key
+//! TTL) and in [`Membership::view`] as not alive, until that node id writes again.
+//!
+//! # Self-fencing
+//!
+//! A node whose own heartbeat has not succeeded for [`MembershipConfig::fence_after`] (the
+//! bus is disconnected, writes fail or hang) is **fenced**: [`Membership::fenced`] turns true
+//! and [`MembershipEvent::Fenced`] is sent, and the node must stop all its tenants. When a
+//! heartbeat succeeds again it is [`MembershipEvent::Unfenced`].
+//!
+//! The timing guarantee: let `S` be the moment (on the fenced node's clock) its last
+//! successful heartbeat write *began*. No survivor can have seen that write before `S`, so
+//! none declares the node dead before `S + failure_timeout` (measured on the survivor's own
+//! clock, from when it saw the write). The node fences at `S + fence_after`, and
+//! `fence_after < failure_timeout` is enforced. The difference (the margin, 1.5 s by default:
+//! heartbeat 1 s, fence 3.5 s, failure 5 s) must cover what can delay the fence: clock *rate*
+//! differences between machines (monotonic clocks, so no wall-clock skew is involved),
+//! scheduling delays and pauses of the fenced process (a stopped VM, a blocked runtime
+//! thread, swapping), and the time the node takes to actually stop its tenants. A pause
+//! longer than the margin can break the guarantee; the epoch check on SQL writes (§7) is the
+//! backstop that then refuses the stale node's writes.
+//!
+//! Heartbeat writes are bounded by a timeout (at most one heartbeat, and never past the fence
+//! deadline), so a dead connection cannot hang the loop or delay the fence.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use salesboy_protocol::NodeId;
+use salesboy_protocol::subjects::NODES_BUCKET;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::{debug, error, info, warn};
+
+use crate::bus::{ALL_KEYS, Bus, BusError, Kv, KvError, KvEvent, KvOp, KvWatch};
+
+/// History kept per key in the nodes bucket: only the latest record matters.
+const NODES_HISTORY: u8 = 1;
+
+/// How many events a [`Membership::subscribe`] receiver may fall behind before it lags.
+const EVENT_CAPACITY: usize = 256;
+
+/// The first and the longest wait before watching the bucket again after the watch failed.
+const REWATCH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
+/// A node's membership record: what it writes into [`NODES_BUCKET`] at every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node (also the record's key).
+    pub node: NodeId,
+    /// Where its HTTP server listens (`host:port`).
+    pub http_addr: String,
+    /// Its software version.
+    pub version: String,
+    /// The most tenants it may host.
+    pub max_tenants: u64,
+    /// How many tenants it hosts.
+    pub tenants: u64,
+    /// How many conversations it has active.
+    pub conversations: u64,
+    /// Its resident memory, in bytes.
+    pub rss_bytes: u64,
+    /// Its CPU use in percent of one core; 0 if unknown.
+    #[serde(default)]
+    pub cpu_percent: f32,
+    /// Whether it is draining: it takes no new tenants and gives its own away.
+    pub draining: bool,
+    /// When it started, in milliseconds since the Unix epoch (its own clock).
+    pub started_ms: i64,
+    /// When it wrote this record, in milliseconds since the Unix epoch (its own clock;
+    /// informational only, failure detection does not use it).
+    pub heartbeat_ms: i64,
+}
+
+/// A node's measured load, read from the load function at every heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeLoad {
+    /// How many tenants it hosts.
+    pub tenants: u64,
+    /// How many conversations it has active.
+    pub conversations: u64,
+    /// Its resident memory, in bytes.
+    pub rss_bytes: u64,
+    /// Its CPU use in percent of one core; 0 if unknown.
+    pub cpu_percent: f32,
+}
+
+/// The function that measures this node's load at every heartbeat.
+pub type LoadFn = Arc<dyn Fn() -> NodeLoad + Send + Sync>;
+
+/// What a node says about itself that does not change while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Where its HTTP server listens (`host:port`).
+    pub http_addr: String,
+    /// Its software version.
+    pub version: String,
+    /// The most tenants it may host.
+    pub max_tenants: u64,
+}
+
+/// Membership timings. See the module docs for why `fence_after < failure_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// How often this node writes its record (default 1 s).
+    pub heartbeat: Duration,
+    /// How long a node's record may stay unchanged before it is dead (default 5 s).
+    pub failure_timeout: Duration,
+    /// How long this node's own heartbeat may keep failing before it fences itself (default
+    /// 3.5 s: `failure_timeout` minus a 1.5 s margin). Must be longer than `heartbeat` and
+    /// shorter than `failure_timeout`.
+    pub fence_after: Duration,
+}
+
+impl MembershipConfig {
+    /// The default margin between fencing and being declared dead.
+    pub const DEFAULT_FENCE_MARGIN: Duration = Duration::from_millis(1500);
+
+    /// Checks `heartbeat < fence_after < failure_timeout` and `heartbeat > 0`.
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        let invalid = |reason: &str| Err(MembershipError::InvalidConfig(reason.to_owned()));
+        if self.heartbeat.is_zero() {
+            return invalid("heartbeat must be positive");
+        }
+        if self.fence_after <= self.heartbeat {
+            return invalid("fence_after must be longer than heartbeat");
+        }
+        if self.fence_after >= self.failure_timeout {
+            return invalid("fence_after must be shorter than failure_timeout");
+        }
+        Ok(())
+    }
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        let failure_timeout = Duration::from_secs(5);
+        Self {
+            heartbeat: Duration::from_secs(1),
+            failure_timeout,
+            fence_after: failure_timeout - Self::DEFAULT_FENCE_MARGIN,
+        }
+    }
+}
+
+/// A node as this node sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    /// Its latest record.
+    pub record: NodeRecord,
+    /// Whether its record changed within the failure timeout.
+    pub alive: bool,
+}
+
+/// A change in membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A node appeared, or came back after being declared dead.
+    Joined(NodeId),
+    /// A node was declared dead (no heartbeat for the failure timeout) or left cleanly.
+    Left(NodeId),
+    /// This node could not write its heartbeat for `fence_after`: it must stop its tenants.
+    Fenced,
+    /// This node's heartbeat succeeds again.
+    Unfenced,
+}
+
+/// Why membership could not start or leave.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// The configuration breaks a rule of [`MembershipConfig::validate`].
+    #[error("invalid membership config: {0}")]
+    InvalidConfig(String),
+    /// The nodes bucket could not be opened.
+    #[error("cannot open the nodes bucket: {0}")]
+    Bucket(#[source] BusError),
+    /// This node's record could not be written or deleted.
+    #[error("cannot write this node's record: {0}")]
+    Write(#[source] KvError),
+    /// Writing or deleting this node's record took too long.
+    #[error("timed out writing this node's record")]
+    Timeout,
+}
+
+/// This node's membership: its heartbeat, its view of the cluster, its fence.
+///
+/// Dropping it stops both tasks without deleting the record (as a crash would: the others
+/// declare this node dead after the failure timeout); [`Membership::leave`] exits cleanly.
+pub struct Membership {
+    me: NodeId,
+    config: MembershipConfig,
+    kv: Arc<dyn Kv>,
+    nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
+    events: broadcast::Sender<MembershipEvent>,
+    fenced: watch::Receiver<bool>,
+    draining: Arc<AtomicBool>,
+    beat_now: Arc<Notify>,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+struct Tasks {
+    heartbeat: JoinHandle<()>,
+    watch: JoinHandle<()>,
+}
+
+/// What this node knows of one node.
+struct Tracked {
+    record: NodeRecord,
+    revision: u64,
+    /// When this node last saw the record change (its own monotonic clock).
+    changed_at: Instant,
+    alive: bool,
+}
+
+impl Membership {
+    /// Joins the cluster: opens [`NODES_BUCKET`], writes this node's first record (failing if
+    /// that does not succeed within `fence_after`), then spawns the heartbeat and the watch.
+    pub async fn start(
+        bus: Arc<dyn Bus>,
+        me: NodeId,
+        info: NodeInfo,
+        load: LoadFn,
+        config: MembershipConfig,
+    ) -> Result<Self, MembershipError> {
+        config.validate()?;
+        let kv = bus
+            .kv(NODES_BUCKET, NODES_HISTORY)
+            .await
+            .map_err(MembershipError::Bucket)?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let heartbeat = Heartbeat {
+            kv: Arc::clone(&kv),
+            me: me.clone(),
+            info,
+            load,
+            draining: Arc::clone(&draining),
+            started_ms: now_ms(),
+        };
+        let started = Instant::now();
+        match timeout(config.fence_after, heartbeat.write()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(MembershipError::Write(e)),
+            Err(_) => return Err(MembershipError::Timeout),
+        }
+        info!(node = %me, "joined the cluster");
+
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (fence_sender, fenced) = watch::channel(false);
+        let nodes = Arc::new(Mutex::new(BTreeMap::new()));
+        let beat_now = Arc::new(Notify::new());
+        let heartbeat = tokio::spawn(
+            HeartbeatLoop {
+                heartbeat,
+                config,
+                last_ok: started,
+                fenced: fence_sender,
+                events: events.clone(),
+                beat_now: Arc::clone(&beat_now),
+            }
+            .run(),
+        );
+        let watch = tokio::spawn(
+            Watcher {
+                kv: Arc::clone(&kv),
+                nodes: Arc::clone(&nodes),
+                events: events.clone(),
+                failure_timeout: config.failure_timeout,
+            }
+            .run(),
+        );
+        Ok(Self {
+            me,
+            config,
+            kv,
+            nodes,
+            events,
+            fenced,
+            draining,
+            beat_now,
+            tasks: Mutex::new(Some(Tasks { heartbeat, watch })),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The timings in use.
+    pub fn config(&self) -> MembershipConfig {
+        self.config
+    }
+
+    /// Every node known, alive or dead, sorted by node id. Nodes that left cleanly are not
+    /// listed.
+    pub fn view(&self) -> Vec<NodeView> {
+        lock(&self.nodes)
+            .values()
+            .map(|t| NodeView {
+                record: t.record.clone(),
+                alive: t.alive,
+            })
+            .collect()
+    }
+
+    /// The records of the live nodes, sorted by node id.
+    pub fn live_nodes(&self) -> Vec<NodeRecord> {
+        lock(&self.nodes)
+            .values()
+            .filter(|t| t.alive)
+            .map(|t| t.record.clone())
+            .collect()
+    }
+
+    /// Whether `node` is alive as this node sees it.
+    pub fn is_alive(&self, node: &NodeId) -> bool {
+        lock(&self.nodes).get(node).is_some_and(|t| t.alive)
+    }
+
+    /// Membership changes from now on (including this node's own `Joined`/`Left` as its
+    /// watch sees them, and its `Fenced`/`Unfenced`).
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether this node is fenced: true from the moment its heartbeat has failed for
+    /// `fence_after` until one succeeds again.
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.clone()
+    }
+
+    /// Sets the draining flag; the record is written at once (and at every beat after).
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+        self.beat_now.notify_one();
+    }
+
+    /// Leaves the cluster cleanly: stops the heartbeat, deletes this node's record (the
+    /// others see it leave at once) and stops watching. Calling it again does nothing.
+    pub async fn leave(&self) -> Result<(), MembershipError> {
+        let tasks = lock(&self.tasks).take();
+        let Some(tasks) = tasks else {
+            return Ok(());
+        };
+        // No heartbeat may land after the delete: wait for the task to be gone.
+        tasks.heartbeat.abort();
+        let _ = tasks.heartbeat.await;
+        let deleted = timeout(self.config.fence_after, self.kv.delete(self.me.as_str())).await;
+        tasks.watch.abort();
+        match deleted {
+            Ok(Ok(())) => {
+                info!(node = %self.me, "left the cluster");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(MembershipError::Write(e)),
+            Err(_) => Err(MembershipError::Timeout),
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(tasks) = lock(&self.tasks).take() {
+            tasks.heartbeat.abort();
+            tasks.watch.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Membership")
+            .field("me", &self.me)
+            .field("config", &self.config)
+            .field("fenced", &*self.fenced.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes this node's record.
+struct Heartbeat {
+    kv: Arc<dyn Kv>,
+    me: NodeId,
+    info: NodeInfo,
+    load: LoadFn,
+    draining: Arc<AtomicBool>,
+    started_ms: i64,
+}
+
+impl Heartbeat {
+    fn record(&self) -> NodeRecord {
+        let load = (self.load)();
+        NodeRecord {
+            node: self.me.clone(),
+            http_addr: self.info.http_addr.clone(),
+            version: self.info.version.clone(),
+            max_tenants: self.info.max_tenants,
+            tenants: load.tenants,
+            conversations: load.conversations,
+            rss_bytes: load.rss_bytes,
+            cpu_percent: load.cpu_percent,
+            draining: self.draining.load(Ordering::Relaxed),
+            started_ms: self.started_ms,
+            heartbeat_ms: now_ms(),
+        }
+    }
+
+    async fn write(&self) -> Result<u64, KvError> {
+        let value = serde_json::to_vec(&self.record())
+            .map_err(|e| KvError::Bus(BusError::Other(format!("cannot encode record: {e}"))))?;
+        self.kv.put(self.me.as_str(), Bytes::from(value)).await
+    }
+}
+
+/// The heartbeat task: writes the record every beat and fences when writes keep failing.
+struct HeartbeatLoop {
+    heartbeat: Heartbeat,
+    config: MembershipConfig,
+    /// When the last successful write began.
+    last_ok: Instant,
+    fenced: watch::Sender<bool>,
+    events: broadcast::Sender<MembershipEvent>,
+    beat_now: Arc<Notify>,
+}
+
+impl HeartbeatLoop {
+    async fn run(mut self) {
+        let me = self.heartbeat.me.clone();
+        let mut next_beat = self.last_ok + self.config.heartbeat;
+        let mut failures: u64 = 0;
+        loop {
+            // Until the next beat (or an early one), fencing on time meanwhile.
+            loop {
+                let fence_at = self.fence_deadline();
+                tokio::select! {
+                    () = sleep_until(next_beat) => break,
+                    () = self.beat_now.notified() => break,
+                    () = sleep_until(fence_at), if !self.is_fenced() => self.fence(),
+                }
+            }
+            let began = Instant::now();
+            next_beat = began + self.config.heartbeat;
+            // Never wait past the fence deadline: the fence must not depend on the bus.
+            let budget = if self.is_fenced() {
+                self.config.heartbeat
+            } else {
+                self.config
+                    .heartbeat
+                    .min(self.fence_deadline().saturating_duration_since(began))
+            };
+            match timeout(budget, self.heartbeat.write()).await {
+                Ok(Ok(revision)) => {
+                    if failures > 0 {
+                        info!(node = %me, failures, "heartbeat succeeds again");
+                    }
+                    failures = 0;
+                    self.last_ok = began;
+                    debug!(node = %me, revision, "heartbeat written");
+                    if self.is_fenced() {
+                        self.unfence();
+                    }
+                }
+                Ok(Err(e)) => {
+                    failures += 1;
+                    log_failure(&me, failures, &e);
+                }
+                Err(_) => {
+                    failures += 1;
+                    log_failure(&me, failures, &"timed out");
+                }
+            }
+            if !self.is_fenced() && Instant::now() >= self.fence_deadline() {
+                self.fence();
+            }
+        }
+    }
+
+    fn fence_deadline(&self) -> Instant {
+        self.last_ok + self.config.fence_after
+    }
+
+    fn is_fenced(&self) -> bool {
+        *self.fenced.borrow()
+    }
+
+    fn fence(&self) {
+        error!(
+            node = %self.heartbeat.me,
+            fence_after_ms = self.config.fence_after.as_millis(),
+            "heartbeat failing for too long, fencing this node"
+        );
+        self.fenced.send_replace(true);
+        let _ = self.events.send(MembershipEvent::Fenced);
+    }
+
+    fn unfence(&self) {
+        info!(node = %self.heartbeat.me, "heartbeat restored, unfencing this node");
+        self.fenced.send_replace(false);
+        let _ = self.events.send(MembershipEvent::Unfenced);
+    }
+}
+
+/// The first failure of a run is a warning, the rest are debug (the fence says the rest).
+fn log_failure(me: &NodeId, failures: u64, error: &dyn fmt::Display) {
+    if failures == 1 {
+        warn!(node = %me, error = %error, "heartbeat failed");
+    } else {
+        debug!(node = %me, failures, error = %error, "heartbeat failed again");
+    }
+}
+
+/// The watch task: turns the bucket's changes and silences into the live view.
+struct Watcher {
+    kv: Arc<dyn Kv>,
+    nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
+    events: broadcast::Sender<MembershipEvent>,
+    failure_timeout: Duration,
+}
+
+impl Watcher {
+    async fn run(self) {
+        let mut backoff = REWATCH_BACKOFF.0;
+        loop {
+            match self.kv.watch(ALL_KEYS).await {
+                Ok(watch) => {
+                    self.restart_timers();
+                    self.follow(watch, &mut backoff).await;
+                    warn!(bucket = NODES_BUCKET, "nodes watch ended, watching again");
+                }
+                Err(e) => warn!(bucket = NODES_BUCKET, error = %e, "cannot watch nodes, retrying"),
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(REWATCH_BACKOFF.1);
+        }
+    }
+
+    /// Applies the watch's events and expires silent nodes until the watch ends.
+    async fn follow(&self, mut watch: KvWatch, backoff: &mut Duration) {
+        loop {
+            let deadline = self.next_expiry();
+            tokio::select! {
+                event = watch.next() => match event {
+                    Some(event) => {
+                        *backoff = REWATCH_BACKOFF.0;
+                        self.apply(event);
+                    }
+                    None => return,
+                },
+                () = sleep_until_some(deadline) => self.expire(Instant::now()),
+            }
+        }
+    }
+
+    /// While not watching, nobody was seen (or not seen) writing: every live node's silence
+    /// is counted afresh from now.
+    fn restart_timers(&self) {
+        let now = Instant::now();
+        for tracked in lock(&self.nodes).values_mut().filter(|t| t.alive) {
+            tracked.changed_at = now;
+        }
+    }
+
+    fn apply(&self, event: KvEvent) {
+        let Ok(node) = NodeId::new(event.key.as_str()) else {
+            warn!(key = %event.key, "ignoring a nodes bucket key that is not a node id");
+            return;
+        };
+        let mut nodes = lock(&self.nodes);
+        match event.op {
+            KvOp::Delete => {
+                if nodes.remove(&node).is_some_and(|tracked| tracked.alive) {
+                    info!(node = %node, "node left the cluster");
+                    let _ = self.events.send(MembershipEvent::Left(node));
+                }
+            }
+            KvOp::Put => {
+                let record = match serde_json::from_slice::<NodeRecord>(&event.value) {
+                    Ok(record) if record.node == node => record,
+                    Ok(record) => {
+                        warn!(key = %node, record_node = %record.node, "ignoring a node record under another node's key");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(node = %node, error = %e, "ignoring an unreadable node record");
+                        return;
+                    }
+                };
+                let now = Instant::now();
+                match nodes.get_mut(&node) {
+                    // A replay (the watch started again): no news.
+                    Some(tracked) if event.revision <= tracked.revision => {}
+                    Some(tracked) => {
+                        tracked.record = record;
+                        tracked.revision = event.revision;
+                        tracked.changed_at = now;
+                        if !tracked.alive {
+                            tracked.alive = true;
+                            info!(node = %node, "node is back");
+                            let _ = self.events.send(MembershipEvent::Joined(node));
+                        }
+                    }
+                    None => {
+                        nodes.insert(
+                            node.clone(),
+                            Tracked {
+                                record,
+                                revision: event.revision,
+                                changed_at: now,
+                                alive: true,
+                            },
+                        );
+                        info!(node = %node, "node joined the cluster");
+                        let _ = self.events.send(MembershipEvent::Joined(node));
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the next live node times out, if any is alive.
+    fn next_expiry(&self) -> Option<Instant> {
+        lock(&self.nodes)
+            .values()
+            .filter(|t| t.alive)
+            .map(|t| t.changed_at + self.failure_timeout)
+            .min()
+    }
+
+    fn expire(&self, now: Instant) {
+        let mut nodes = lock(&self.nodes);
+        for (node, tracked) in nodes.iter_mut() {
+            if tracked.alive && now >= tracked.changed_at + self.failure_timeout {
+                tracked.alive = false;
+                warn!(
+                    node = %node,
+                    silent_ms = now.duration_since(tracked.changed_at).as_millis(),
+                    "node declared dead"
+                );
+                let _ = self.events.send(MembershipEvent::Left(node.clone()));
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, forever if there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Locks a mutex; the critical sections leave the map consistent, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This machine's wall clock in milliseconds since the Unix epoch (informational fields).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_fences_1_5_s_before_the_failure_timeout() {
+        let config = MembershipConfig::default();
+        assert_eq!(config.heartbeat, Duration::from_secs(1));
+        assert_eq!(config.failure_timeout, Duration::from_secs(5));
+        assert_eq!(config.fence_after, Duration::from_millis(3500));
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn config_must_fence_before_failure_and_after_a_beat() {
+        let ms = Duration::from_millis;
+        let config = |heartbeat, fence_after, failure_timeout| MembershipConfig {
+            heartbeat: ms(heartbeat),
+            failure_timeout: ms(failure_timeout),
+            fence_after: ms(fence_after),
+        };
+        assert!(config(100, 350, 600).validate().is_ok());
+        for bad in [
+            config(0, 350, 600),
+            config(100, 600, 600),
+            config(100, 700, 600),
+            config(100, 100, 600),
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(MembershipError::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_json_round_trips_and_cpu_is_optional() {
+        let record = NodeRecord {
+            node: NodeId::new("n1").unwrap(),
+            http_addr: "10.0.0.1:8080".into(),
+            version: "0.1.0".into(),
+            max_tenants: 100,
+            tenants: 3,
+            conversations: 7,
+            rss_bytes: 1 << 20,
+            cpu_percent: 12.5,
+            draining: false,
+            started_ms: 1,
+            heartbeat_ms: 2,
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["node"], "n1");
+        assert_eq!(
+            serde_json::from_value::<NodeRecord>(json.clone()).unwrap(),
+            record
+        );
+        let mut without_cpu = json;
+        without_cpu.as_object_mut().unwrap().remove("cpu_percent");
+        let parsed: NodeRecord = serde_json::from_value(without_cpu).unwrap();
+        assert_eq!(parsed.cpu_percent, 0.0);
+    }
+}

@@ -1,0 +1,19 @@
+//! The cluster: many nodes, one placement per tenant, NATS between them (architecture §7).
+//!
+//! - [`directory`]: tenant → {node, epoch, state}, cached by a watch;
+//! - [`epochs`]: activation under the directory's placement (fencing);
+//! - [`membership`]: node records heartbeated into KV, failure detection, self-fencing;
+//! - [`leader`]: the rebalancer's leader lease;
+//! - [`placement`]: where a tenant should live;
+//! - [`rebalance`]: which tenants to move so the spread evens out;
+//! - [`runtime`]: routing, the node's inbox and control subject, migration, failover, drain;
+//! - [`wire`]: what nodes say to each other.
+
+pub mod directory;
+pub mod epochs;
+pub mod leader;
+pub mod membership;
+pub mod placement;
+pub mod rebalance;
+pub mod runtime;
+pub mod wire;

@@ -1,0 +1,216 @@
+//! What nodes say to each other: tenant commands (in an [`Envelope`], to the host's inbox)
+//! and control requests (to a node's control subject). Encoded with the bincode codec.
+//!
+//! [`Envelope`]: salesboy_protocol::Envelope
+
+use salesboy_actors::conversation::InboundItem;
+use salesboy_actors::handoff::TenantHandoff;
+use salesboy_protocol::{ActorAddress, ChatId, MessageKind, NodeId, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// A command for a tenant, delivered to whichever node hosts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TenantCommand {
+    /// A persisted inbound message for a conversation.
+    Inbound {
+        /// The chat.
+        chat: ChatId,
+        /// The message.
+        item: InboundItem,
+    },
+    /// The owner wrote from their own app (echo).
+    OwnerActivity {
+        /// The chat.
+        chat: ChatId,
+        /// When.
+        at_ms: i64,
+    },
+    /// Pause (`Some`) or resume (`None`) the bot in a chat.
+    SetPaused {
+        /// The chat.
+        chat: ChatId,
+        /// Until when.
+        until_ms: Option<i64>,
+    },
+    /// Send a message as the owner.
+    OwnerSend {
+        /// The chat.
+        chat: ChatId,
+        /// The text.
+        body: String,
+    },
+    /// The tenant's record changed.
+    Reload,
+}
+
+impl TenantCommand {
+    /// The actor the command is for.
+    pub fn target(&self, tenant: &TenantId) -> ActorAddress {
+        match self {
+            Self::Inbound { chat, .. }
+            | Self::OwnerActivity { chat, .. }
+            | Self::SetPaused { chat, .. }
+            | Self::OwnerSend { chat, .. } => {
+                ActorAddress::Conversation(tenant.clone(), chat.clone())
+            }
+            Self::Reload => ActorAddress::Session(tenant.clone()),
+        }
+    }
+
+    /// The envelope kind.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Inbound { .. } => MessageKind::Inbound,
+            Self::Reload => MessageKind::SessionCommand,
+            _ => MessageKind::ConversationCommand,
+        }
+    }
+}
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// Done.
+    Done,
+    /// An owner message was recorded under this id.
+    Outbound(i64),
+}
+
+/// Why a host did not carry out a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// This node does not host the tenant (any more): look it up again.
+    #[error("tenant is not hosted here")]
+    NotHere,
+    /// The tenant is moving: retry shortly.
+    #[error("tenant is moving")]
+    Moving,
+    /// The command was refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A request to a node's control subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Host this tenant now (placement chose you, or failover moved it to you).
+    Activate {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// Move this tenant to `to` (rebalancing).
+    MigrateOut {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its new host.
+        to: NodeId,
+    },
+    /// Host this tenant, moved here with its state, under `epoch`.
+    Adopt {
+        /// Its state.
+        handoff: TenantHandoff,
+        /// Its new epoch.
+        epoch: u64,
+    },
+    /// Move every tenant off, then exit.
+    Drain,
+}
+
+/// A control request's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlReply {
+    /// Done.
+    Ok,
+    /// Drained: this many tenants moved off.
+    Drained {
+        /// Tenants moved.
+        moved: u64,
+    },
+    /// Refused or failed, with the reason.
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salesboy_protocol::{Codec, Wamid};
+
+    #[test]
+    fn wire_messages_round_trip_in_bincode() {
+        let tenant = TenantId::new("acme").unwrap();
+        let chat = ChatId::new("16505551234").unwrap();
+        let commands = vec![
+            TenantCommand::Inbound {
+                chat: chat.clone(),
+                item: InboundItem {
+                    id: 1,
+                    wamid: Some(Wamid::new("wamid.A").unwrap()),
+                    text: Some("hi".into()),
+                    received_ms: 2,
+                },
+            },
+            TenantCommand::OwnerActivity {
+                chat: chat.clone(),
+                at_ms: 3,
+            },
+            TenantCommand::SetPaused {
+                chat: chat.clone(),
+                until_ms: None,
+            },
+            TenantCommand::OwnerSend {
+                chat,
+                body: "b".into(),
+            },
+            TenantCommand::Reload,
+        ];
+        for command in commands {
+            let bytes = Codec::Bincode.encode(&command).unwrap();
+            assert_eq!(
+                Codec::Bincode.decode::<TenantCommand>(&bytes).unwrap(),
+                command
+            );
+        }
+        let replies: Vec<Result<CommandReply, RemoteError>> = vec![
+            Ok(CommandReply::Done),
+            Ok(CommandReply::Outbound(4)),
+            Err(RemoteError::NotHere),
+            Err(RemoteError::Refused("x".into())),
+        ];
+        for reply in replies {
+            let bytes = Codec::Bincode.encode(&reply).unwrap();
+            assert_eq!(
+                Codec::Bincode
+                    .decode::<Result<CommandReply, RemoteError>>(&bytes)
+                    .unwrap(),
+                reply
+            );
+        }
+        let control = vec![
+            ControlRequest::Activate {
+                tenant: tenant.clone(),
+            },
+            ControlRequest::MigrateOut {
+                tenant: tenant.clone(),
+                to: NodeId::new("n2").unwrap(),
+            },
+            ControlRequest::Adopt {
+                handoff: TenantHandoff {
+                    tenant,
+                    epoch: 1,
+                    conversations: vec![],
+                    session: None,
+                    held: vec![],
+                },
+                epoch: 2,
+            },
+            ControlRequest::Drain,
+        ];
+        for request in control {
+            let bytes = Codec::Bincode.encode(&request).unwrap();
+            assert_eq!(
+                Codec::Bincode.decode::<ControlRequest>(&bytes).unwrap(),
+                request
+            );
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The cluster in one process: three nodes on one in-process bus and one database, one fake
+//! Cloud API. Placement spreads tenants, any node's webhook reaches the tenant's host,
+//! a stopped node's tenants fail over, a drained node ends with none — and every message
+//! gets exactly one reply throughout.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{Db, Gateway, WAIT, eventually};
+use reqwest::StatusCode;
+use salesboy_node::bus::{Bus, LocalBus};
+use salesboy_node::testing::{FakeWhatsApp, FakeWhatsAppOptions, webhooks};
+use salesboy_protocol::TenantId;
+
+const TENANTS: usize = 24;
+
+fn phone(i: usize) -> String {
+    format!("1065403522{i:05}")
+}
+
+struct Cluster {
+    nodes: Vec<Option<Gateway>>,
+    whatsapp: FakeWhatsApp,
+    bus: Arc<dyn Bus>,
+    tenants: Vec<TenantId>,
+    sent_before: usize,
+}
+
+impl Cluster {
+    async fn start(nodes: usize) -> Self {
+        let whatsapp = FakeWhatsApp::start(FakeWhatsAppOptions::default()).await;
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+        let first = Self::node(&bus, &whatsapp, 0, None).await;
+        let shared = first.config.effective_database_url();
+        let mut gateways = vec![Some(first)];
+        for i in 1..nodes {
+            gateways.push(Some(
+                Self::node(&bus, &whatsapp, i, Some(shared.clone())).await,
+            ));
+        }
+        let mut tenants = Vec::new();
+        let seeder = gateways[0].as_ref().expect("node 0");
+        for i in 0..TENANTS {
+            let tenant = seeder.add_tenant(&format!("t{i}"), &phone(i), None).await;
+            seeder
+                .add_knowledge(&tenant, "faq", &["We open at 9am every day."])
+                .await;
+            tenants.push(tenant);
+        }
+        Self {
+            nodes: gateways,
+            whatsapp,
+            bus,
+            tenants,
+            sent_before: 0,
+        }
+    }
+
+    async fn node(
+        bus: &Arc<dyn Bus>,
+        whatsapp: &FakeWhatsApp,
+        i: usize,
+        database: Option<String>,
+    ) -> Gateway {
+        let base = whatsapp.base_url();
+        Gateway::start_on(Db::Sqlite, Some(Arc::clone(bus)), move |c| {
+            c.node_id = salesboy_protocol::NodeId::new(format!("node-{i}")).expect("node id");
+            c.whatsapp_api_base = base;
+            c.failure_timeout_ms = 2_000;
+            c.debounce_ms = 0;
+            if let Some(database) = database {
+                c.database_url = Some(database);
+            }
+        })
+        .await
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Gateway> {
+        self.nodes.iter().flatten()
+    }
+
+    /// One message per tenant, each posted to a different live node; waits for every reply.
+    async fn round(&mut self, tag: &str) {
+        let live: Vec<&Gateway> = self.live().collect();
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            let gateway = live[i % live.len()];
+            let body = webhooks::text_message(
+                &phone(i),
+                "16505550000",
+                &format!("wamid.{tag}.{i}"),
+                "when do you open?",
+            );
+            assert_eq!(
+                gateway.post_webhook(&body).await,
+                StatusCode::OK,
+                "{tenant}"
+            );
+        }
+        let expected = self.sent_before + self.tenants.len();
+        self.whatsapp
+            .wait_for_sent(expected, WAIT)
+            .await
+            .expect("every message answered");
+        self.sent_before = expected;
+    }
+
+    /// Which node hosts each tenant, per the directory as node `via` sees it.
+    fn hosts(&self, via: &Gateway) -> HashMap<String, usize> {
+        let cluster = via.node.cluster.as_ref().expect("cluster mode");
+        let mut counts = HashMap::new();
+        for tenant in &self.tenants {
+            if let Some(v) = cluster.directory().cached(tenant) {
+                *counts.entry(v.placement.node.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[tokio::test]
+async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
+    let mut cluster = Cluster::start(3).await;
+    let leader_count = cluster
+        .live()
+        .filter(|g| g.node.cluster.as_ref().is_some_and(|c| c.is_leader()))
+        .count();
+    assert!(leader_count <= 1, "at most one leader");
+
+    cluster.round("a").await;
+    let hosts = cluster.hosts(cluster.nodes[0].as_ref().expect("node 0"));
+    assert_eq!(
+        hosts.values().sum::<usize>(),
+        TENANTS,
+        "every tenant placed: {hosts:?}"
+    );
+    assert!(
+        hosts.len() >= 2,
+        "placement spreads tenants over nodes: {hosts:?}"
+    );
+
+    // Node 2 disappears without a goodbye; its tenants are placed again and answer.
+    let gone = cluster.nodes[2].take().expect("node 2");
+    gone.node.stop().await;
+    cluster.round("b").await;
+    let observer = cluster.nodes[0].as_ref().expect("node 0");
+    let after = eventually(WAIT, || async {
+        let hosts = cluster.hosts(observer);
+        (!hosts.contains_key("node-2")).then_some(hosts)
+    })
+    .await;
+    assert_eq!(after.values().sum::<usize>(), TENANTS, "{after:?}");
+
+    // Drain node 0: it ends with no tenants; messages keep being answered once.
+    let drained = cluster.nodes[0]
+        .as_ref()
+        .expect("node 0")
+        .node
+        .cluster
+        .clone()
+        .expect("cluster");
+    let moved = drained.drain().await.expect("drain");
+    let observer = cluster.nodes[1].as_ref().expect("node 1");
+    let hosts = eventually(WAIT, || async {
+        let hosts = cluster.hosts(observer);
+        (!hosts.contains_key("node-0")).then_some(hosts)
+    })
+    .await;
+    assert_eq!(
+        hosts.get("node-1"),
+        Some(&TENANTS),
+        "all on the last node: {hosts:?} (moved {moved})"
+    );
+    let node0 = cluster.nodes[0].take().expect("node 0");
+    node0.node.stop().await;
+    cluster.round("c").await;
+
+    // Exactly one reply per message, across every round.
+    let sent = cluster.whatsapp.sent();
+    assert_eq!(sent.len(), 3 * TENANTS, "no duplicates");
+    let _ = &cluster.bus;
+    for node in cluster.nodes.into_iter().flatten() {
+        node.node.stop().await;
+    }
+}
