@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         command: cli::ChatCommand,
     },
+    /// Show the cluster's nodes (load, capacity, state) and tenant counts (through NATS).
+    Status {
+        /// A TOML configuration file (the nodes' own; SALESBOY_NATS_URL is what matters).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the JSON document `GET /api/cluster` serves instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every tenant off a node, then have it exit (through NATS).
+    Drain {
+        /// The node to drain.
+        node: String,
+        /// A TOML configuration file (the nodes' own; SALESBOY_NATS_URL is what matters).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -63,5 +80,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Kb { target, command } => cli::kb(&target, command).await,
         Command::Chat { target, command } => cli::chat(&target, command).await,
         Command::Dev { command } => cli::dev(command).await,
+        Command::Status { config, json } => {
+            cli::cluster::status(&Config::load(config.as_deref())?, json).await
+        }
+        Command::Drain { node, config } => {
+            cli::cluster::drain(&Config::load(config.as_deref())?, &node).await
+        }
     }
 }

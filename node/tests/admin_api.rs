@@ -786,11 +786,27 @@ async fn the_cluster_view_counts_hosted_tenants() {
     let h = harness().await;
     let empty = h.get("/api/cluster").await;
     assert_eq!(empty.status, StatusCode::OK);
+    let node = &empty.json["nodes"][0];
+    assert_eq!(empty.json["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(empty.json["tenants"], 0);
     assert_eq!(
-        empty.json,
-        json!({"nodes": [{"node_id": "node-test", "tenants": 0, "conversations": 0,
-            "max_tenants": Settings::default().max_tenants, "draining": false}], "tenants": 0})
+        empty.json["leader"],
+        serde_json::Value::Null,
+        "a single node has no leader"
     );
+    assert_eq!(node["node_id"], "node-test");
+    assert_eq!(node["alive"], true);
+    assert_eq!(node["draining"], false);
+    assert_eq!(
+        (
+            node["tenants"].clone(),
+            node["placed"].clone(),
+            node["conversations"].clone()
+        ),
+        (json!(0), json!(0), json!(0))
+    );
+    assert_eq!(node["max_tenants"], Settings::default().max_tenants);
+    assert!(node["rss_bytes"].as_u64().unwrap_or(0) > 0);
     h.create_acme().await;
     let resumed = h
         .post(

@@ -8,6 +8,7 @@
 //! the command fail with the API's message.
 //!
 //! - [`client`]: the HTTP client, URL and token resolution.
+pub mod cluster;
 
 pub mod client;
 

@@ -7,6 +7,7 @@
 //! - [`placement`]: where a tenant should live;
 //! - [`rebalance`]: which tenants to move so the spread evens out;
 //! - [`runtime`]: routing, the node's inbox and control subject, migration, failover, drain;
+//! - [`status`]: the cluster as `GET /api/cluster` and `salesboy status` show it;
 //! - [`wire`]: what nodes say to each other.
 
 pub mod directory;
@@ -16,4 +17,5 @@ pub mod membership;
 pub mod placement;
 pub mod rebalance;
 pub mod runtime;
+pub mod status;
 pub mod wire;

@@ -192,6 +192,11 @@ impl Cluster {
         self.leadership.is_leader()
     }
 
+    /// The leader as this node sees it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leadership.changes().borrow().clone()
+    }
+
     /// Completes (true) once a drain has finished and the node should exit.
     pub fn exit_signal(&self) -> watch::Receiver<bool> {
         self.exit.subscribe()
@@ -901,7 +906,9 @@ async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
-        if !cluster.is_leader() || cluster.draining.load(Ordering::Relaxed) {
+        let fenced = *cluster.membership.fenced().borrow();
+        if fenced || !cluster.is_leader() || cluster.draining.load(Ordering::Relaxed) {
+            // A fenced node's view of the others is stale: it must not act on it.
             continue;
         }
         cluster.fail_over().await;

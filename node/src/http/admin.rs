@@ -11,6 +11,7 @@
 //! and a test checks both against the router. `docs/api.md` documents the API for people.
 
 use crate::cluster::runtime::RouteError;
+use crate::cluster::status::{ClusterStatus, NodeStatus};
 use crate::cluster::wire::{CommandReply, TenantCommand};
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -1059,48 +1060,32 @@ async fn send(
 
 // ----- cluster -----
 
-/// One gateway node.
-#[derive(Debug, Serialize, ToSchema)]
-struct NodeView {
-    /// The node's id.
-    node_id: String,
-    /// Tenants hosted.
-    tenants: usize,
-    /// Conversations active.
-    conversations: u64,
-    /// The most tenants it hosts.
-    max_tenants: usize,
-    /// Whether it is handing its tenants over before stopping.
-    draining: bool,
-}
-
-/// The cluster's nodes.
-#[derive(Debug, Serialize, ToSchema)]
-struct ClusterView {
-    /// Every node.
-    nodes: Vec<NodeView>,
-    /// Tenants hosted across the cluster.
-    tenants: usize,
-}
-
 /// The cluster's nodes and what they host.
 #[utoipa::path(
     get, path = "/api/cluster", tag = "cluster",
     responses(
-        (status = 200, description = "the cluster", body = ClusterView),
+        (status = 200, description = "the cluster", body = ClusterStatus),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
     )
 )]
-async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
+async fn cluster(State(state): State<AppState>) -> Json<ClusterStatus> {
+    if let Some(cluster) = &state.cluster {
+        return Json(ClusterStatus::of(cluster));
+    }
     let snapshot = state.node.observe();
-    Json(ClusterView {
+    Json(ClusterStatus {
         tenants: snapshot.tenants,
-        nodes: vec![NodeView {
+        leader: None,
+        nodes: vec![NodeStatus {
             node_id: state.http.node_id.clone(),
-            tenants: snapshot.tenants,
-            conversations: snapshot.conversations,
-            max_tenants: snapshot.max_tenants,
+            http_addr: String::new(),
+            alive: true,
             draining: false,
+            placed: snapshot.tenants,
+            tenants: snapshot.tenants as u64,
+            conversations: snapshot.conversations,
+            max_tenants: snapshot.max_tenants as u64,
+            rss_bytes: crate::process::rss_bytes().unwrap_or(0),
         }],
     })
 }

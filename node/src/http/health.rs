@@ -1,5 +1,6 @@
 //! `GET /health`: is this node ready, and what does it hold. 503 when the database does not
-//! answer.
+//! answer, or when a cluster node has fenced itself (it could not renew its membership, so
+//! its tenants are being taken over elsewhere).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,7 +14,7 @@ use super::AppState;
 /// The health document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok` or `unavailable`.
+    /// `ok`, `unavailable` (database) or `fenced` (cut off from the cluster).
     pub status: String,
     /// This node.
     pub node_id: String,
@@ -43,10 +44,19 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.to_string(),
     };
-    let ready = database == "ok";
+    let fenced = state
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| *cluster.membership().fenced().borrow());
+    let ready = database == "ok" && !fenced;
     let node = state.node.observe();
     let body = Health {
-        status: if ready { "ok" } else { "unavailable" }.to_owned(),
+        status: match (ready, fenced) {
+            (true, _) => "ok",
+            (false, true) => "fenced",
+            (false, false) => "unavailable",
+        }
+        .to_owned(),
         node_id: state.http.node_id.clone(),
         uptime_secs: state.started.elapsed().as_secs(),
         rss_bytes: crate::process::rss_bytes(),

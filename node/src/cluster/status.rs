@@ -1,0 +1,175 @@
+//! What the cluster looks like: nodes with their load, capacity and state, and where the
+//! tenants are placed. Served by `GET /api/cluster` and printed by `salesboy status`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use salesboy_protocol::subjects::{DIRECTORY_BUCKET, LEADER_BUCKET, LEADER_KEY, NODES_BUCKET};
+use serde::{Deserialize, Serialize};
+
+use super::directory::Placement;
+use super::membership::NodeRecord;
+use super::runtime::Cluster;
+use crate::bus::{Bus, BusError};
+
+/// The cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    /// Every node that has a membership record, by id.
+    pub nodes: Vec<NodeStatus>,
+    /// Tenants placed across the cluster.
+    pub tenants: usize,
+    /// The leader (rebalancing, failover), if one is known.
+    pub leader: Option<String>,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node_id: String,
+    /// Where its HTTP server listens.
+    pub http_addr: String,
+    /// Whether it is alive (its heartbeat is recent).
+    pub alive: bool,
+    /// Whether it is handing its tenants over before stopping.
+    pub draining: bool,
+    /// Tenants the directory places on it.
+    pub placed: usize,
+    /// Tenants active on it now (placed tenants idle out and come back on demand).
+    pub tenants: u64,
+    /// Conversations active on it.
+    pub conversations: u64,
+    /// The most tenants it hosts.
+    pub max_tenants: u64,
+    /// Its resident memory in bytes.
+    pub rss_bytes: u64,
+}
+
+impl NodeStatus {
+    fn from_record(record: &NodeRecord, alive: bool, placed: usize) -> Self {
+        Self {
+            node_id: record.node.to_string(),
+            http_addr: record.http_addr.clone(),
+            alive,
+            draining: record.draining,
+            placed,
+            tenants: record.tenants,
+            conversations: record.conversations,
+            max_tenants: record.max_tenants,
+            rss_bytes: record.rss_bytes,
+        }
+    }
+}
+
+impl ClusterStatus {
+    /// The live view of a running cluster node: its membership and directory caches.
+    pub fn of(cluster: &Cluster) -> Self {
+        let placements = cluster.directory().cached_all();
+        let mut placed: HashMap<String, usize> = HashMap::new();
+        for (_, versioned) in &placements {
+            *placed
+                .entry(versioned.placement.node.to_string())
+                .or_default() += 1;
+        }
+        let nodes = cluster
+            .membership()
+            .view()
+            .into_iter()
+            .map(|view| {
+                let count = placed.get(view.record.node.as_str()).copied().unwrap_or(0);
+                NodeStatus::from_record(&view.record, view.alive, count)
+            })
+            .collect();
+        Self {
+            nodes,
+            tenants: placements.len(),
+            leader: cluster.leader().map(|l| l.to_string()),
+        }
+    }
+
+    /// A snapshot read straight from the buckets (for the CLI, which is not a member). A
+    /// node counts as alive when its last heartbeat, by its own clock, is younger than
+    /// `failure_timeout` by this machine's clock: close enough for a status display.
+    pub async fn read(bus: &dyn Bus, failure_timeout: Duration) -> Result<Self, BusError> {
+        let nodes_kv = bus.kv(NODES_BUCKET, 1).await?;
+        let directory_kv = bus.kv(DIRECTORY_BUCKET, 1).await?;
+        let leader_kv = bus.kv(LEADER_BUCKET, 1).await?;
+        let kv = |e: crate::bus::KvError| BusError::Other(e.to_string());
+        let mut placed: HashMap<String, usize> = HashMap::new();
+        let placements = directory_kv.entries().await.map_err(kv)?;
+        for entry in &placements {
+            if let Ok(placement) = serde_json::from_slice::<Placement>(&entry.value) {
+                *placed.entry(placement.node.to_string()).or_default() += 1;
+            }
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let timeout_ms = i64::try_from(failure_timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut nodes = Vec::new();
+        for entry in nodes_kv.entries().await.map_err(kv)? {
+            let Ok(record) = serde_json::from_slice::<NodeRecord>(&entry.value) else {
+                continue;
+            };
+            let alive = now_ms - record.heartbeat_ms < timeout_ms;
+            let count = placed.get(record.node.as_str()).copied().unwrap_or(0);
+            nodes.push(NodeStatus::from_record(&record, alive, count));
+        }
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let leader = leader_kv
+            .get(LEADER_KEY)
+            .await
+            .map_err(kv)?
+            .and_then(|entry| serde_json::from_slice::<serde_json::Value>(&entry.value).ok())
+            .and_then(|value| {
+                value
+                    .get("node")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_owned)
+            });
+        Ok(Self {
+            nodes,
+            tenants: placements.len(),
+            leader,
+        })
+    }
+
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "NODE", "HTTP", "STATE", "PLACED", "ACTIVE", "CONVS", "CAPACITY", "RSS MB"
+        );
+        for node in &self.nodes {
+            let state = match (node.alive, node.draining) {
+                (false, _) => "dead",
+                (true, true) => "draining",
+                (true, false) => "alive",
+            };
+            let leader = if self.leader.as_deref() == Some(node.node_id.as_str()) {
+                " *"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9.1}",
+                format!("{}{leader}", node.node_id),
+                node.http_addr,
+                state,
+                node.placed,
+                node.tenants,
+                node.conversations,
+                node.max_tenants,
+                node.rss_bytes as f64 / 1_048_576.0
+            );
+        }
+        let _ = writeln!(out, "{} tenants placed; * = leader", self.tenants);
+        out
+    }
+}

@@ -1,0 +1,504 @@
+//! Leader election against both buses: the in-process `LocalBus` (clones of one bus are the
+//! nodes) and `NatsBus` (one connection per node to a private nats-server per test).
+//!
+//! Timings are shortened (renew 100 ms, step down 350 ms, lease 600 ms); every wait is
+//! bounded, and time-dependent checks poll with a deadline instead of sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use salesboy_node::bus::{
+    Bus, BusError, Headers, Kv, KvEntry, KvError, KvWatch, LocalBus, Message, NatsBus,
+    NatsBusOptions, Subscription,
+};
+use salesboy_node::cluster::leader::{LeaderError, Leadership, LeaseConfig};
+use salesboy_node::testing::NatsServer;
+use salesboy_protocol::NodeId;
+use tokio::time::{Instant, timeout};
+
+/// How long a test waits for something that should happen.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Slack for "within step_down_after" on a busy 2-core machine.
+const TOLERANCE: Duration = Duration::from_millis(300);
+
+fn fast() -> LeaseConfig {
+    LeaseConfig {
+        renew_every: Duration::from_millis(100),
+        lease: Duration::from_millis(600),
+        step_down_after: Duration::from_millis(350),
+    }
+}
+
+fn node(name: &str) -> NodeId {
+    NodeId::new(name).expect("valid node id")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The buses.
+
+/// A bus shared by "nodes": each `bus()` is another node's handle on it.
+trait Cluster: Sized {
+    async fn start() -> Self;
+    async fn bus(&self) -> Arc<dyn Bus>;
+}
+
+struct LocalCluster {
+    bus: LocalBus,
+}
+
+impl Cluster for LocalCluster {
+    async fn start() -> Self {
+        Self {
+            bus: LocalBus::new(),
+        }
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(self.bus.clone())
+    }
+}
+
+struct NatsCluster {
+    server: NatsServer,
+    connections: AtomicUsize,
+}
+
+impl Cluster for NatsCluster {
+    async fn start() -> Self {
+        Self {
+            server: NatsServer::start().expect("start nats-server"),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(nats_bus(&self.server, &self.connections).await)
+    }
+}
+
+async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
+    let n = connections.fetch_add(1, Ordering::Relaxed);
+    let options = NatsBusOptions {
+        name: format!("salesboy-leader-test-{n}"),
+        ..Default::default()
+    };
+    timeout(WAIT, NatsBus::connect(&server.url(), options))
+        .await
+        .expect("connect timed out")
+        .expect("connect to the test server")
+}
+
+/// What a cut-off node's KV writes and reads do.
+const HEALTHY: u8 = 0;
+const FAILING: u8 = 1;
+const HANGING: u8 = 2;
+
+/// A bus whose KV operations can be cut off (failing at once, or hanging) while the rest
+/// keeps working: one node losing the cluster while the others carry on. Watches keep
+/// delivering, so the cut node still sees the others.
+#[derive(Clone)]
+struct CuttableBus {
+    inner: Arc<dyn Bus>,
+    mode: Arc<AtomicU8>,
+}
+
+impl CuttableBus {
+    fn new(inner: Arc<dyn Bus>) -> Self {
+        Self {
+            inner,
+            mode: Arc::new(AtomicU8::new(HEALTHY)),
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Bus for CuttableBus {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.inner.publish(subject, headers, payload).await
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        self.inner.request(subject, headers, payload, timeout).await
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription, BusError> {
+        self.inner.subscribe(subject, queue_group).await
+    }
+
+    async fn respond(
+        &self,
+        request: &Message,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.inner.respond(request, headers, payload).await
+    }
+
+    async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
+        let inner = self.inner.kv(bucket, history).await?;
+        Ok(Arc::new(CuttableKv {
+            inner,
+            mode: Arc::clone(&self.mode),
+        }))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.inner.flush().await
+    }
+
+    fn is_connected(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == HEALTHY && self.inner.is_connected()
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+}
+
+struct CuttableKv {
+    inner: Arc<dyn Kv>,
+    mode: Arc<AtomicU8>,
+}
+
+impl CuttableKv {
+    async fn check(&self) -> Result<(), KvError> {
+        match self.mode.load(Ordering::SeqCst) {
+            FAILING => Err(KvError::Bus(BusError::Disconnected)),
+            HANGING => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Kv for CuttableKv {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
+        self.check().await?;
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.put(key, value).await
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.create(key, value).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_revision: u64,
+    ) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.update(key, value, expected_revision).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.check().await?;
+        self.inner.delete(key).await
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        self.check().await?;
+        self.inner.keys().await
+    }
+
+    async fn watch(&self, keys: &str) -> Result<KvWatch, KvError> {
+        self.inner.watch(keys).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+async fn contend(bus: Arc<dyn Bus>, name: &str, config: LeaseConfig) -> Leadership {
+    timeout(WAIT, Leadership::start(bus, node(name), config))
+        .await
+        .expect("start timed out")
+        .expect("leadership starts")
+}
+
+/// Polls `condition` until it holds; panics after [`WAIT`].
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The one leader among `nodes` once they all agree on it.
+async fn agreed_leader(nodes: &[&Leadership]) -> NodeId {
+    let mut leader = None;
+    eventually("exactly one leader, seen by all", || {
+        let leaders: Vec<&Leadership> = nodes.iter().copied().filter(|n| n.is_leader()).collect();
+        let [one] = leaders.as_slice() else {
+            return false;
+        };
+        let id = one.node_id().clone();
+        let agreed = nodes
+            .iter()
+            .all(|n| n.changes().borrow().as_ref() == Some(&id));
+        leader = Some(id);
+        agreed
+    })
+    .await;
+    leader.expect("a leader")
+}
+
+fn leaders(nodes: &[&Leadership]) -> Vec<NodeId> {
+    nodes
+        .iter()
+        .filter(|n| n.is_leader())
+        .map(|n| n.node_id().clone())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests, once per bus.
+
+async fn exactly_one_of_three_leads(cluster: &impl Cluster) {
+    let a = contend(cluster.bus().await, "a", fast()).await;
+    let b = contend(cluster.bus().await, "b", fast()).await;
+    let c = contend(cluster.bus().await, "c", fast()).await;
+    let all = [&a, &b, &c];
+    let leader = agreed_leader(&all).await;
+
+    // It keeps the lease through many renewals, and nobody else ever leads meanwhile.
+    let until = Instant::now() + fast().lease * 3;
+    while Instant::now() < until {
+        assert_eq!(leaders(&all), std::slice::from_ref(&leader));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_crashed_leader_is_replaced_after_the_lease(cluster: &impl Cluster) {
+    let config = fast();
+    let mut nodes = vec![
+        contend(cluster.bus().await, "a", config).await,
+        contend(cluster.bus().await, "b", config).await,
+        contend(cluster.bus().await, "c", config).await,
+    ];
+    let old = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let at = nodes
+        .iter()
+        .position(|n| *n.node_id() == old)
+        .expect("leader is one of ours");
+
+    // A crash: the task stops, the lease stays until it expires.
+    let crashed = Instant::now();
+    drop(nodes.remove(at));
+    let survivors: Vec<&Leadership> = nodes.iter().collect();
+    let new = agreed_leader(&survivors).await;
+    let elapsed = crashed.elapsed();
+    assert_ne!(new, old);
+    // Its last renewal began at most one period before the crash.
+    assert!(
+        elapsed >= config.lease - config.renew_every,
+        "taken over after {elapsed:?}"
+    );
+}
+
+async fn stepping_down_hands_over_at_once(cluster: &impl Cluster) {
+    // A 10 s lease: a takeover within 3 s proves the handover did not wait for it.
+    let config = LeaseConfig {
+        renew_every: Duration::from_millis(100),
+        lease: Duration::from_secs(10),
+        step_down_after: Duration::from_secs(8),
+    };
+    let a = contend(cluster.bus().await, "a", config).await;
+    let b = contend(cluster.bus().await, "b", config).await;
+    let old = agreed_leader(&[&a, &b]).await;
+    let (leaving, staying) = if *a.node_id() == old {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+
+    let stepped = Instant::now();
+    timeout(WAIT, leaving.step_down())
+        .await
+        .expect("step down timed out")
+        .expect("step down");
+    assert!(!leaving.is_leader());
+    eventually("the other node leads", || staying.is_leader()).await;
+    assert!(
+        stepped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stepped.elapsed()
+    );
+    // A node that stepped down stays out, and stepping down again is harmless.
+    leaving.step_down().await.expect("second step down");
+    let until = Instant::now() + config.renew_every * 5;
+    while Instant::now() < until {
+        assert!(!leaving.is_leader() && staying.is_leader());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cuts the leader's KV off (`mode`): it stops leading within `step_down_after`, before
+/// anyone else takes over; once healed it learns it lost.
+async fn cut_off_leader_steps_down_before_takeover(cluster: &impl Cluster, mode: u8) {
+    let config = fast();
+    let buses = [
+        CuttableBus::new(cluster.bus().await),
+        CuttableBus::new(cluster.bus().await),
+        CuttableBus::new(cluster.bus().await),
+    ];
+    let mut nodes = Vec::new();
+    for (bus, name) in buses.iter().zip(["a", "b", "c"]) {
+        nodes.push(contend(Arc::new(bus.clone()), name, config).await);
+    }
+    let all: Vec<&Leadership> = nodes.iter().collect();
+    let old = agreed_leader(&all).await;
+    let at = all
+        .iter()
+        .position(|n| *n.node_id() == old)
+        .expect("leader is one of ours");
+
+    let cut = Instant::now();
+    buses[at].set(mode);
+    let (mut stepped_down, mut taken_over) = (None, None);
+    eventually("the leader steps down and another takes over", || {
+        if stepped_down.is_none() && !all[at].is_leader() {
+            stepped_down = Some(cut.elapsed());
+        }
+        if taken_over.is_none() {
+            let current = leaders(&all);
+            if current.iter().any(|n| *n != old) {
+                taken_over = Some(cut.elapsed());
+                // Never two at once.
+                assert_eq!(current.len(), 1, "two leaders: {current:?}");
+            }
+        }
+        stepped_down.is_some() && taken_over.is_some()
+    })
+    .await;
+    let (stepped_down, taken_over) = (stepped_down.unwrap(), taken_over.unwrap());
+    assert!(
+        stepped_down <= config.step_down_after + TOLERANCE,
+        "stepped down after {stepped_down:?}"
+    );
+    assert!(
+        stepped_down < taken_over,
+        "stepped down after {stepped_down:?}, taken over after {taken_over:?}"
+    );
+    assert!(
+        taken_over >= config.lease - config.renew_every,
+        "taken over after {taken_over:?}"
+    );
+
+    buses[at].set(HEALTHY);
+    let new = agreed_leader(&all).await;
+    assert_ne!(new, old, "the healed node must not grab the lease back");
+}
+
+async fn hanging_renewals_step_down(cluster: &impl Cluster) {
+    cut_off_leader_steps_down_before_takeover(cluster, HANGING).await;
+}
+
+async fn failing_renewals_step_down(cluster: &impl Cluster) {
+    cut_off_leader_steps_down_before_takeover(cluster, FAILING).await;
+}
+
+async fn invalid_config_is_refused(cluster: &impl Cluster) {
+    let mut config = fast();
+    config.step_down_after = config.lease;
+    let result = Leadership::start(cluster.bus().await, node("a"), config).await;
+    assert!(
+        matches!(result, Err(LeaderError::InvalidConfig(_))),
+        "{result:?}"
+    );
+}
+
+macro_rules! suite {
+    ($module:ident, $cluster:ty, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let cluster = <$cluster as Cluster>::start().await;
+                    super::$test(&cluster).await;
+                }
+            )*
+        }
+    };
+    ($module:ident, $cluster:ty) => {
+        suite!(
+            $module,
+            $cluster,
+            [
+                exactly_one_of_three_leads,
+                a_crashed_leader_is_replaced_after_the_lease,
+                stepping_down_hands_over_at_once,
+                hanging_renewals_step_down,
+                failing_renewals_step_down,
+                invalid_config_is_refused,
+            ]
+        );
+    };
+}
+
+suite!(local, LocalCluster);
+suite!(nats, NatsCluster);
+
+// ---------------------------------------------------------------------------------------------
+// NATS only.
+
+/// Killing the server: the leader cannot renew and stops leading within `step_down_after`;
+/// nobody else can take over.
+#[tokio::test]
+async fn nats_losing_the_server_makes_the_leader_step_down() {
+    let config = fast();
+    let server = NatsServer::start().expect("start nats-server");
+    let connections = AtomicUsize::new(0);
+    let a = contend(Arc::new(nats_bus(&server, &connections).await), "a", config).await;
+    let b = contend(Arc::new(nats_bus(&server, &connections).await), "b", config).await;
+    agreed_leader(&[&a, &b]).await;
+
+    let killed = Instant::now();
+    drop(server);
+    eventually("nobody leads", || !a.is_leader() && !b.is_leader()).await;
+    let elapsed = killed.elapsed();
+    assert!(
+        elapsed <= config.step_down_after + TOLERANCE,
+        "stepped down after {elapsed:?}"
+    );
+    let until = Instant::now() + config.lease * 2;
+    while Instant::now() < until {
+        assert!(!a.is_leader() && !b.is_leader());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,604 @@
+//! Membership against both buses: the in-process `LocalBus` (clones of one bus are the
+//! nodes) and `NatsBus` (one connection per node to a private nats-server per test).
+//!
+//! Timings are shortened (heartbeat 100 ms, fence 350 ms, failure 600 ms); every wait is
+//! bounded, and time-dependent checks poll with a deadline instead of sleeping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use salesboy_node::bus::{
+    Bus, BusError, Headers, Kv, KvEntry, KvError, KvWatch, LocalBus, Message, NatsBus,
+    NatsBusOptions, Subscription,
+};
+use salesboy_node::cluster::membership::{
+    Membership, MembershipConfig, MembershipError, MembershipEvent, NodeInfo, NodeLoad,
+};
+use salesboy_node::testing::NatsServer;
+use salesboy_protocol::NodeId;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, timeout};
+
+/// How long a test waits for something that should happen.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Slack for "within fence_after" on a busy 2-core machine.
+const TOLERANCE: Duration = Duration::from_millis(300);
+
+fn fast() -> MembershipConfig {
+    MembershipConfig {
+        heartbeat: Duration::from_millis(100),
+        failure_timeout: Duration::from_millis(600),
+        fence_after: Duration::from_millis(350),
+    }
+}
+
+/// Beats fast, but nobody is declared dead for 10 s: to tell a clean leave from a timeout.
+fn patient() -> MembershipConfig {
+    MembershipConfig {
+        heartbeat: Duration::from_millis(100),
+        failure_timeout: Duration::from_secs(10),
+        fence_after: Duration::from_secs(5),
+    }
+}
+
+fn node(name: &str) -> NodeId {
+    NodeId::new(name).expect("valid node id")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The buses.
+
+/// A bus shared by "nodes": each `bus()` is another node's handle on it.
+trait Cluster: Sized {
+    async fn start() -> Self;
+    async fn bus(&self) -> Arc<dyn Bus>;
+}
+
+struct LocalCluster {
+    bus: LocalBus,
+}
+
+impl Cluster for LocalCluster {
+    async fn start() -> Self {
+        Self {
+            bus: LocalBus::new(),
+        }
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(self.bus.clone())
+    }
+}
+
+struct NatsCluster {
+    server: NatsServer,
+    connections: AtomicUsize,
+}
+
+impl Cluster for NatsCluster {
+    async fn start() -> Self {
+        Self {
+            server: NatsServer::start().expect("start nats-server"),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(nats_bus(&self.server, &self.connections).await)
+    }
+}
+
+async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
+    let n = connections.fetch_add(1, Ordering::Relaxed);
+    let options = NatsBusOptions {
+        name: format!("salesboy-membership-test-{n}"),
+        ..Default::default()
+    };
+    timeout(WAIT, NatsBus::connect(&server.url(), options))
+        .await
+        .expect("connect timed out")
+        .expect("connect to the test server")
+}
+
+/// What a cut-off node's KV writes and reads do.
+const HEALTHY: u8 = 0;
+const FAILING: u8 = 1;
+const HANGING: u8 = 2;
+
+/// A bus whose KV operations can be cut off (failing at once, or hanging) while the rest
+/// keeps working: one node losing the cluster while the others carry on. Watches keep
+/// delivering, so the cut node still sees the others.
+#[derive(Clone)]
+struct CuttableBus {
+    inner: Arc<dyn Bus>,
+    mode: Arc<AtomicU8>,
+}
+
+impl CuttableBus {
+    fn new(inner: Arc<dyn Bus>) -> Self {
+        Self {
+            inner,
+            mode: Arc::new(AtomicU8::new(HEALTHY)),
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Bus for CuttableBus {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.inner.publish(subject, headers, payload).await
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        self.inner.request(subject, headers, payload, timeout).await
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription, BusError> {
+        self.inner.subscribe(subject, queue_group).await
+    }
+
+    async fn respond(
+        &self,
+        request: &Message,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.inner.respond(request, headers, payload).await
+    }
+
+    async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
+        let inner = self.inner.kv(bucket, history).await?;
+        Ok(Arc::new(CuttableKv {
+            inner,
+            mode: Arc::clone(&self.mode),
+        }))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.inner.flush().await
+    }
+
+    fn is_connected(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == HEALTHY && self.inner.is_connected()
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+}
+
+struct CuttableKv {
+    inner: Arc<dyn Kv>,
+    mode: Arc<AtomicU8>,
+}
+
+impl CuttableKv {
+    async fn check(&self) -> Result<(), KvError> {
+        match self.mode.load(Ordering::SeqCst) {
+            FAILING => Err(KvError::Bus(BusError::Disconnected)),
+            HANGING => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Kv for CuttableKv {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
+        self.check().await?;
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.put(key, value).await
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.create(key, value).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_revision: u64,
+    ) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.update(key, value, expected_revision).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.check().await?;
+        self.inner.delete(key).await
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        self.check().await?;
+        self.inner.keys().await
+    }
+
+    async fn watch(&self, keys: &str) -> Result<KvWatch, KvError> {
+        self.inner.watch(keys).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// Starts node `name` on `bus`, reporting `tenants` as its tenant count.
+async fn join(
+    bus: Arc<dyn Bus>,
+    name: &str,
+    tenants: Arc<AtomicU64>,
+    config: MembershipConfig,
+) -> Membership {
+    let info = NodeInfo {
+        http_addr: format!("{name}.local:8080"),
+        version: "0.1.0-test".into(),
+        max_tenants: 50,
+    };
+    let load = Arc::new(move || NodeLoad {
+        tenants: tenants.load(Ordering::Relaxed),
+        conversations: 2,
+        rss_bytes: 1 << 20,
+        cpu_percent: 1.5,
+    });
+    timeout(WAIT, Membership::start(bus, node(name), info, load, config))
+        .await
+        .expect("start timed out")
+        .expect("membership starts")
+}
+
+async fn join_simple(bus: Arc<dyn Bus>, name: &str, config: MembershipConfig) -> Membership {
+    join(bus, name, Arc::new(AtomicU64::new(0)), config).await
+}
+
+/// Polls `condition` until it holds; panics after [`WAIT`].
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits for `wanted` among the events, skipping others.
+async fn expect_event(events: &mut broadcast::Receiver<MembershipEvent>, wanted: MembershipEvent) {
+    let found = timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if event == wanted => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {wanted:?} in time");
+}
+
+fn all_alive(membership: &Membership, names: &[&str]) -> bool {
+    let view = membership.view();
+    view.len() == names.len()
+        && view
+            .iter()
+            .zip(names)
+            .all(|(v, name)| v.alive && v.record.node.as_str() == *name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests, once per bus.
+
+async fn three_nodes_see_each_other_alive(cluster: &impl Cluster) {
+    let tenants = Arc::new(AtomicU64::new(3));
+    let a = join(cluster.bus().await, "a", Arc::clone(&tenants), fast()).await;
+    let b = join_simple(cluster.bus().await, "b", fast()).await;
+    let c = join_simple(cluster.bus().await, "c", fast()).await;
+    for m in [&a, &b, &c] {
+        eventually("every node sees three live nodes", || {
+            all_alive(m, &["a", "b", "c"])
+        })
+        .await;
+        assert!(m.is_alive(&node("b")));
+        assert!(!m.is_alive(&node("nobody")));
+        assert_eq!(
+            m.live_nodes()
+                .iter()
+                .map(|r| r.node.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+    }
+    assert!(!*a.fenced().borrow());
+
+    let record = c
+        .view()
+        .into_iter()
+        .find(|v| v.record.node == node("a"))
+        .expect("c sees a")
+        .record;
+    assert_eq!(record.http_addr, "a.local:8080");
+    assert_eq!(record.version, "0.1.0-test");
+    assert_eq!(record.max_tenants, 50);
+    assert_eq!((record.conversations, record.rss_bytes), (2, 1 << 20));
+    assert_eq!(record.cpu_percent, 1.5);
+    assert!(!record.draining);
+    assert!(record.started_ms > 0 && record.heartbeat_ms >= record.started_ms);
+
+    // The load is read at every beat.
+    tenants.store(7, Ordering::Relaxed);
+    eventually("c sees a's new tenant count", || {
+        c.live_nodes()
+            .iter()
+            .any(|r| r.node == node("a") && r.tenants == 7)
+    })
+    .await;
+}
+
+async fn a_silent_node_is_declared_dead_after_the_failure_timeout(cluster: &impl Cluster) {
+    let config = fast();
+    let a = join_simple(cluster.bus().await, "a", config).await;
+    let b = join_simple(cluster.bus().await, "b", config).await;
+    let c = join_simple(cluster.bus().await, "c", config).await;
+    eventually("a sees everyone", || all_alive(&a, &["a", "b", "c"])).await;
+    eventually("b sees everyone", || all_alive(&b, &["a", "b", "c"])).await;
+    let mut events = a.subscribe();
+
+    // A crash: no leave, the record stays.
+    let dropped = Instant::now();
+    drop(c);
+    expect_event(&mut events, MembershipEvent::Left(node("c"))).await;
+    let elapsed = dropped.elapsed();
+    // c's last write began at most one heartbeat before the drop.
+    assert!(
+        elapsed >= config.failure_timeout - config.heartbeat,
+        "declared dead after {elapsed:?}"
+    );
+    let view = a.view();
+    let dead = view.iter().find(|v| v.record.node == node("c"));
+    assert!(dead.is_some_and(|v| !v.alive), "{view:?}");
+    assert!(!a.is_alive(&node("c")));
+    assert_eq!(a.live_nodes().len(), 2);
+    eventually("b sees c dead too", || !b.is_alive(&node("c"))).await;
+    assert!(a.is_alive(&node("b")) && b.is_alive(&node("a")));
+}
+
+async fn leaving_is_seen_at_once(cluster: &impl Cluster) {
+    let a = join_simple(cluster.bus().await, "a", patient()).await;
+    let b = join_simple(cluster.bus().await, "b", patient()).await;
+    eventually("a sees b", || all_alive(&a, &["a", "b"])).await;
+    let mut events = a.subscribe();
+
+    let left = Instant::now();
+    timeout(WAIT, b.leave())
+        .await
+        .expect("leave timed out")
+        .expect("leave");
+    expect_event(&mut events, MembershipEvent::Left(node("b"))).await;
+    // Far below the 10 s failure timeout: the delete, not a timeout.
+    assert!(
+        left.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        left.elapsed()
+    );
+    assert!(!a.is_alive(&node("b")));
+    assert!(
+        a.view().iter().all(|v| v.record.node != node("b")),
+        "a node that left is not listed"
+    );
+    // Leaving twice is harmless.
+    b.leave().await.expect("second leave");
+}
+
+async fn draining_is_written_at_once(cluster: &impl Cluster) {
+    // A 5 s heartbeat: seeing the flag within 2 s proves the immediate write.
+    let slow = MembershipConfig {
+        heartbeat: Duration::from_secs(5),
+        failure_timeout: Duration::from_secs(20),
+        fence_after: Duration::from_secs(15),
+    };
+    let a = join_simple(cluster.bus().await, "a", slow).await;
+    let b = join_simple(cluster.bus().await, "b", slow).await;
+    eventually("a sees b", || all_alive(&a, &["a", "b"])).await;
+
+    let set = Instant::now();
+    b.set_draining(true);
+    eventually("a sees b draining", || {
+        a.live_nodes()
+            .iter()
+            .any(|r| r.node == node("b") && r.draining)
+    })
+    .await;
+    assert!(
+        set.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        set.elapsed()
+    );
+
+    b.set_draining(false);
+    eventually("a sees b no longer draining", || {
+        a.live_nodes()
+            .iter()
+            .any(|r| r.node == node("b") && !r.draining)
+    })
+    .await;
+}
+
+/// Cuts one node's KV off (`mode`): it fences itself within `fence_after`, before the other
+/// declares it dead; once healed it unfences and is seen again.
+async fn cut_off_node_fences_before_it_is_declared_dead(cluster: &impl Cluster, mode: u8) {
+    let config = fast();
+    let a = join_simple(cluster.bus().await, "a", config).await;
+    let cuttable = CuttableBus::new(cluster.bus().await);
+    let b = join_simple(Arc::new(cuttable.clone()), "b", config).await;
+    eventually("a sees b", || all_alive(&a, &["a", "b"])).await;
+    let mut a_events = a.subscribe();
+    let mut b_events = b.subscribe();
+    let mut fenced = b.fenced();
+
+    let cut = Instant::now();
+    cuttable.set(mode);
+    expect_event(&mut b_events, MembershipEvent::Fenced).await;
+    let fenced_after = cut.elapsed();
+    assert!(*fenced.borrow_and_update());
+    expect_event(&mut a_events, MembershipEvent::Left(node("b"))).await;
+    let dead_after = cut.elapsed();
+    assert!(
+        fenced_after <= config.fence_after + TOLERANCE,
+        "fenced after {fenced_after:?}"
+    );
+    assert!(
+        fenced_after + config.heartbeat >= config.fence_after,
+        "fenced too early: {fenced_after:?}"
+    );
+    assert!(
+        fenced_after < dead_after,
+        "fenced after {fenced_after:?}, declared dead after {dead_after:?}"
+    );
+
+    cuttable.set(HEALTHY);
+    expect_event(&mut b_events, MembershipEvent::Unfenced).await;
+    assert!(!*fenced.borrow_and_update());
+    expect_event(&mut a_events, MembershipEvent::Joined(node("b"))).await;
+    assert!(a.is_alive(&node("b")));
+}
+
+async fn hanging_writes_fence(cluster: &impl Cluster) {
+    cut_off_node_fences_before_it_is_declared_dead(cluster, HANGING).await;
+}
+
+async fn failing_writes_fence(cluster: &impl Cluster) {
+    cut_off_node_fences_before_it_is_declared_dead(cluster, FAILING).await;
+}
+
+async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
+    let cuttable = CuttableBus::new(cluster.bus().await);
+    cuttable.set(FAILING);
+    let info = NodeInfo {
+        http_addr: "x:1".into(),
+        version: "0".into(),
+        max_tenants: 1,
+    };
+    let result = Membership::start(
+        Arc::new(cuttable),
+        node("x"),
+        info.clone(),
+        Arc::new(NodeLoad::default),
+        fast(),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(MembershipError::Write(_))),
+        "{result:?}"
+    );
+
+    let mut invalid = fast();
+    invalid.fence_after = invalid.failure_timeout;
+    let result = Membership::start(
+        cluster.bus().await,
+        node("x"),
+        info,
+        Arc::new(NodeLoad::default),
+        invalid,
+    )
+    .await;
+    assert!(
+        matches!(result, Err(MembershipError::InvalidConfig(_))),
+        "{result:?}"
+    );
+}
+
+macro_rules! suite {
+    ($module:ident, $cluster:ty, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let cluster = <$cluster as Cluster>::start().await;
+                    super::$test(&cluster).await;
+                }
+            )*
+        }
+    };
+    ($module:ident, $cluster:ty) => {
+        suite!(
+            $module,
+            $cluster,
+            [
+                three_nodes_see_each_other_alive,
+                a_silent_node_is_declared_dead_after_the_failure_timeout,
+                leaving_is_seen_at_once,
+                draining_is_written_at_once,
+                hanging_writes_fence,
+                failing_writes_fence,
+                start_fails_when_the_first_heartbeat_fails,
+            ]
+        );
+    };
+}
+
+suite!(local, LocalCluster);
+suite!(nats, NatsCluster);
+
+// ---------------------------------------------------------------------------------------------
+// NATS only.
+
+/// Killing the server cuts every node off: each fences itself within `fence_after`.
+#[tokio::test]
+async fn nats_losing_the_server_fences_every_node() {
+    let config = fast();
+    let server = NatsServer::start().expect("start nats-server");
+    let connections = AtomicUsize::new(0);
+    let a_bus: Arc<dyn Bus> = Arc::new(nats_bus(&server, &connections).await);
+    let b_bus: Arc<dyn Bus> = Arc::new(nats_bus(&server, &connections).await);
+    let a = join_simple(a_bus, "a", config).await;
+    let b = join_simple(b_bus, "b", config).await;
+    eventually("a sees b", || all_alive(&a, &["a", "b"])).await;
+    let mut a_fenced = a.fenced();
+    let mut b_fenced = b.fenced();
+
+    let killed = Instant::now();
+    drop(server);
+    for fenced in [&mut a_fenced, &mut b_fenced] {
+        timeout(WAIT, fenced.wait_for(|f| *f))
+            .await
+            .expect("not fenced in time")
+            .expect("membership alive");
+    }
+    let elapsed = killed.elapsed();
+    assert!(
+        elapsed <= config.fence_after + TOLERANCE,
+        "fenced after {elapsed:?}"
+    );
+}
