@@ -70,7 +70,7 @@ impl EpochSource for ClusterEpochs {
                         self.directory
                             .update(tenant, mine(stored + 1), current.revision)
                             .await
-                    } else if !ours && self.membership.is_alive(&placement.node) {
+                    } else if !ours && !super::is_known_dead(&self.membership, &placement.node) {
                         return Err(StoreError::Conflict {
                             reason: format!("tenant {tenant} is hosted by {}", placement.node),
                         });

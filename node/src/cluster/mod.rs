@@ -19,3 +19,15 @@ pub mod rebalance;
 pub mod runtime;
 pub mod status;
 pub mod wire;
+
+use salesboy_protocol::NodeId;
+
+/// Whether `node` is known to membership and declared dead. A node membership has not seen
+/// yet (its record not yet delivered by the watch) is *not* dead: treating it so would let
+/// two nodes host one tenant while views converge.
+pub fn is_known_dead(membership: &membership::Membership, node: &NodeId) -> bool {
+    membership
+        .view()
+        .iter()
+        .any(|view| &view.record.node == node && !view.alive)
+}

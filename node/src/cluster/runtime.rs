@@ -264,7 +264,8 @@ impl Cluster {
                 Err(Attempt::Retry("tenant is moving".into()))
             }
             Some(Versioned { placement, .. })
-                if placement.node == self.me || self.membership.is_alive(&placement.node) =>
+                if placement.node == self.me
+                    || !super::is_known_dead(&self.membership, &placement.node) =>
             {
                 Ok(placement)
             }
@@ -690,7 +691,8 @@ impl Cluster {
             .cached_all()
             .into_iter()
             .filter(|(_, v)| {
-                v.placement.node != self.me && !self.membership.is_alive(&v.placement.node)
+                v.placement.node != self.me
+                    && super::is_known_dead(&self.membership, &v.placement.node)
             })
             .collect();
         if dead.is_empty() {
