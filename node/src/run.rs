@@ -260,6 +260,13 @@ pub async fn start_with_bus(
     });
 
     let retention = tokio::spawn(retention_job(Arc::clone(&store), config.retention_days));
+    let mut background = vec![retention];
+    if let Some(bus) = &bus {
+        background.push(tokio::spawn(publish_events(
+            Arc::clone(bus),
+            events.subscribe(),
+        )));
+    }
     if config.whatsapp_app_secret.is_none() {
         warn!(
             "SALESBOY_WHATSAPP_APP_SECRET is not set: webhook deliveries are refused (503) until it is"
@@ -283,7 +290,7 @@ pub async fn start_with_bus(
         load_slot,
         stop_http,
         http,
-        background: vec![retention],
+        background,
         sql,
     })
 }
@@ -415,6 +422,36 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")
+}
+
+/// Publishes the node's events for external services on their NATS subjects (JSON).
+async fn publish_events(
+    bus: Arc<dyn Bus>,
+    mut events: tokio::sync::broadcast::Receiver<salesboy_protocol::events::Event>,
+) {
+    let headers = crate::bus::Headers::from_iter([(
+        salesboy_protocol::codec::CODEC_HEADER,
+        salesboy_protocol::Codec::Json.header_value(),
+    )]);
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                let Ok(payload) = salesboy_protocol::Codec::Json.encode(&event) else {
+                    continue;
+                };
+                if let Err(e) = bus
+                    .publish(&event.subject(), headers.clone(), payload.into())
+                    .await
+                {
+                    tracing::debug!(error = %e, "event not published");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "event publisher fell behind, events dropped");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Deletes chat logs older than the retention period, hourly.

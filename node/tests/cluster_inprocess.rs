@@ -160,7 +160,30 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
         .cluster
         .clone()
         .expect("cluster");
+    let mut events = cluster
+        .bus
+        .subscribe(&salesboy_protocol::subjects::all_events(), None)
+        .await
+        .expect("events");
     let moved = drained.drain().await.expect("drain");
+    let migrated = salesboy_protocol::subjects::tenant_event(
+        &cluster.tenants[0],
+        salesboy_protocol::subjects::EventKind::TenantMigrated,
+    );
+    let migrated_kind = migrated.rsplit('.').next().unwrap_or_default().to_owned();
+    let event = tokio::time::timeout(WAIT, async {
+        loop {
+            let message = events.next().await.expect("event stream open");
+            if message.subject.ends_with(&migrated_kind) {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("a tenant_migrated event is published on the bus");
+    let event: salesboy_protocol::events::Event =
+        serde_json::from_slice(&event.payload).expect("event json");
+    assert_eq!(event.detail["from"], "node-0");
     let observer = cluster.nodes[1].as_ref().expect("node 1");
     let hosts = eventually(WAIT, || async {
         let hosts = cluster.hosts(observer);
@@ -179,7 +202,6 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
     // Exactly one reply per message, across every round.
     let sent = cluster.whatsapp.sent();
     assert_eq!(sent.len(), 3 * TENANTS, "no duplicates");
-    let _ = &cluster.bus;
     for node in cluster.nodes.into_iter().flatten() {
         node.node.stop().await;
     }
