@@ -5,15 +5,10 @@
 //! bounded, and time-dependent checks poll with a deadline instead of sleeping.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use salesboy_node::bus::{
-    Bus, BusError, Headers, Kv, KvEntry, KvError, KvWatch, LocalBus, Message, NatsBus,
-    NatsBusOptions, Subscription,
-};
+use salesboy_node::bus::Bus;
 use salesboy_node::cluster::membership::{
     Membership, MembershipConfig, MembershipError, MembershipEvent, NodeInfo, NodeLoad,
 };
@@ -22,6 +17,10 @@ use salesboy_protocol::NodeId;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, timeout};
+
+mod common;
+
+use common::buses::*;
 
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(10);
@@ -48,208 +47,6 @@ fn patient() -> MembershipConfig {
 
 fn node(name: &str) -> NodeId {
     NodeId::new(name).expect("valid node id")
-}
-
-// ---------------------------------------------------------------------------------------------
-// The buses.
-
-/// A bus shared by "nodes": each `bus()` is another node's handle on it.
-trait Cluster: Sized {
-    async fn start() -> Self;
-    async fn bus(&self) -> Arc<dyn Bus>;
-}
-
-struct LocalCluster {
-    bus: LocalBus,
-}
-
-impl Cluster for LocalCluster {
-    async fn start() -> Self {
-        Self {
-            bus: LocalBus::new(),
-        }
-    }
-
-    async fn bus(&self) -> Arc<dyn Bus> {
-        Arc::new(self.bus.clone())
-    }
-}
-
-struct NatsCluster {
-    server: NatsServer,
-    connections: AtomicUsize,
-}
-
-impl Cluster for NatsCluster {
-    async fn start() -> Self {
-        Self {
-            server: NatsServer::start().expect("start nats-server"),
-            connections: AtomicUsize::new(0),
-        }
-    }
-
-    async fn bus(&self) -> Arc<dyn Bus> {
-        Arc::new(nats_bus(&self.server, &self.connections).await)
-    }
-}
-
-async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
-    let n = connections.fetch_add(1, Ordering::Relaxed);
-    let options = NatsBusOptions {
-        name: format!("salesboy-membership-test-{n}"),
-        ..Default::default()
-    };
-    timeout(WAIT, NatsBus::connect(&server.url(), options))
-        .await
-        .expect("connect timed out")
-        .expect("connect to the test server")
-}
-
-/// What a cut-off node's KV writes and reads do.
-const HEALTHY: u8 = 0;
-const FAILING: u8 = 1;
-const HANGING: u8 = 2;
-
-/// A bus whose KV operations can be cut off (failing at once, or hanging) while the rest
-/// keeps working: one node losing the cluster while the others carry on. Watches keep
-/// delivering, so the cut node still sees the others.
-#[derive(Clone)]
-struct CuttableBus {
-    inner: Arc<dyn Bus>,
-    mode: Arc<AtomicU8>,
-}
-
-impl CuttableBus {
-    fn new(inner: Arc<dyn Bus>) -> Self {
-        Self {
-            inner,
-            mode: Arc::new(AtomicU8::new(HEALTHY)),
-        }
-    }
-
-    fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl Bus for CuttableBus {
-    async fn publish(
-        &self,
-        subject: &str,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        self.inner.publish(subject, headers, payload).await
-    }
-
-    async fn request(
-        &self,
-        subject: &str,
-        headers: Headers,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Message, BusError> {
-        self.inner.request(subject, headers, payload, timeout).await
-    }
-
-    async fn subscribe(
-        &self,
-        subject: &str,
-        queue_group: Option<&str>,
-    ) -> Result<Subscription, BusError> {
-        self.inner.subscribe(subject, queue_group).await
-    }
-
-    async fn respond(
-        &self,
-        request: &Message,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        self.inner.respond(request, headers, payload).await
-    }
-
-    async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
-        let inner = self.inner.kv(bucket, history).await?;
-        Ok(Arc::new(CuttableKv {
-            inner,
-            mode: Arc::clone(&self.mode),
-        }))
-    }
-
-    async fn flush(&self) -> Result<(), BusError> {
-        self.inner.flush().await
-    }
-
-    fn is_connected(&self) -> bool {
-        self.mode.load(Ordering::SeqCst) == HEALTHY && self.inner.is_connected()
-    }
-
-    fn max_payload(&self) -> usize {
-        self.inner.max_payload()
-    }
-}
-
-struct CuttableKv {
-    inner: Arc<dyn Kv>,
-    mode: Arc<AtomicU8>,
-}
-
-impl CuttableKv {
-    async fn check(&self) -> Result<(), KvError> {
-        match self.mode.load(Ordering::SeqCst) {
-            FAILING => Err(KvError::Bus(BusError::Disconnected)),
-            HANGING => std::future::pending().await,
-            _ => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl Kv for CuttableKv {
-    fn bucket(&self) -> &str {
-        self.inner.bucket()
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
-        self.check().await?;
-        self.inner.get(key).await
-    }
-
-    async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
-        self.check().await?;
-        self.inner.put(key, value).await
-    }
-
-    async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
-        self.check().await?;
-        self.inner.create(key, value).await
-    }
-
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected_revision: u64,
-    ) -> Result<u64, KvError> {
-        self.check().await?;
-        self.inner.update(key, value, expected_revision).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.check().await?;
-        self.inner.delete(key).await
-    }
-
-    async fn keys(&self) -> Result<Vec<String>, KvError> {
-        self.check().await?;
-        self.inner.keys().await
-    }
-
-    async fn watch(&self, keys: &str) -> Result<KvWatch, KvError> {
-        self.inner.watch(keys).await
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -318,30 +318,9 @@ impl Cluster {
         tenant: &TenantId,
         command: TenantCommand,
     ) -> Result<CommandReply, Attempt> {
-        let node = &self.node;
-        let result = match command {
-            TenantCommand::Inbound { chat, item } => node
-                .deliver_inbound(tenant, chat, item)
-                .await
-                .map(|()| CommandReply::Done),
-            TenantCommand::OwnerActivity { chat, at_ms } => node
-                .owner_activity(tenant, chat, at_ms)
-                .await
-                .map(|()| CommandReply::Done),
-            TenantCommand::SetPaused { chat, until_ms } => node
-                .set_paused(tenant, chat, until_ms)
-                .await
-                .map(|()| CommandReply::Done),
-            TenantCommand::OwnerSend { chat, body } => node
-                .owner_send(tenant, chat, body)
-                .await
-                .map(CommandReply::Outbound),
-            TenantCommand::Reload => {
-                node.reload_tenant(tenant);
-                Ok(CommandReply::Done)
-            }
-        };
-        result.map_err(|e| activation_attempt(tenant, e))
+        crate::routing::execute(&self.node, tenant, command)
+            .await
+            .map_err(|e| activation_attempt(tenant, e))
     }
 
     async fn deliver_to(

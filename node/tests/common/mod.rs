@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod buses;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

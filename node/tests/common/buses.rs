@@ -1,0 +1,222 @@
+//! Buses for tests that run once on the in-process bus and once on NATS, and a bus whose
+//! KV operations can be cut off (failing at once, or hanging) to simulate a partition.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use salesboy_node::bus::{
+    Bus, BusError, Headers, Kv, KvEntry, KvError, KvWatch, LocalBus, Message, NatsBus,
+    NatsBusOptions, Subscription,
+};
+use salesboy_node::testing::NatsServer;
+use tokio::time::timeout;
+
+/// How long connecting to the test server may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// The buses.
+
+/// A bus shared by "nodes": each `bus()` is another node's handle on it.
+pub trait Cluster: Sized {
+    async fn start() -> Self;
+    async fn bus(&self) -> Arc<dyn Bus>;
+}
+
+pub struct LocalCluster {
+    pub bus: LocalBus,
+}
+
+impl Cluster for LocalCluster {
+    async fn start() -> Self {
+        Self {
+            bus: LocalBus::new(),
+        }
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(self.bus.clone())
+    }
+}
+
+pub struct NatsCluster {
+    pub server: NatsServer,
+    pub connections: AtomicUsize,
+}
+
+impl Cluster for NatsCluster {
+    async fn start() -> Self {
+        Self {
+            server: NatsServer::start().expect("start nats-server"),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(nats_bus(&self.server, &self.connections).await)
+    }
+}
+
+pub async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
+    let n = connections.fetch_add(1, Ordering::Relaxed);
+    let options = NatsBusOptions {
+        name: format!("salesboy-test-{n}"),
+        ..Default::default()
+    };
+    timeout(CONNECT_WAIT, NatsBus::connect(&server.url(), options))
+        .await
+        .expect("connect timed out")
+        .expect("connect to the test server")
+}
+
+/// What a cut-off node's KV writes and reads do.
+pub const HEALTHY: u8 = 0;
+pub const FAILING: u8 = 1;
+pub const HANGING: u8 = 2;
+
+/// A bus whose KV operations can be cut off (failing at once, or hanging) while the rest
+/// keeps working: one node losing the cluster while the others carry on. Watches keep
+/// delivering, so the cut node still sees the others.
+#[derive(Clone)]
+pub struct CuttableBus {
+    pub inner: Arc<dyn Bus>,
+    pub mode: Arc<AtomicU8>,
+}
+
+impl CuttableBus {
+    pub fn new(inner: Arc<dyn Bus>) -> Self {
+        Self {
+            inner,
+            mode: Arc::new(AtomicU8::new(HEALTHY)),
+        }
+    }
+
+    pub fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Bus for CuttableBus {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.inner.publish(subject, headers, payload).await
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        self.inner.request(subject, headers, payload, timeout).await
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<Subscription, BusError> {
+        self.inner.subscribe(subject, queue_group).await
+    }
+
+    async fn respond(
+        &self,
+        request: &Message,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.inner.respond(request, headers, payload).await
+    }
+
+    async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
+        let inner = self.inner.kv(bucket, history).await?;
+        Ok(Arc::new(CuttableKv {
+            inner,
+            mode: Arc::clone(&self.mode),
+        }))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.inner.flush().await
+    }
+
+    fn is_connected(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == HEALTHY && self.inner.is_connected()
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+}
+
+pub struct CuttableKv {
+    pub inner: Arc<dyn Kv>,
+    pub mode: Arc<AtomicU8>,
+}
+
+impl CuttableKv {
+    pub async fn check(&self) -> Result<(), KvError> {
+        match self.mode.load(Ordering::SeqCst) {
+            FAILING => Err(KvError::Bus(BusError::Disconnected)),
+            HANGING => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Kv for CuttableKv {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
+        self.check().await?;
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.put(key, value).await
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.create(key, value).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected_revision: u64,
+    ) -> Result<u64, KvError> {
+        self.check().await?;
+        self.inner.update(key, value, expected_revision).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.check().await?;
+        self.inner.delete(key).await
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        self.check().await?;
+        self.inner.keys().await
+    }
+
+    async fn watch(&self, keys: &str) -> Result<KvWatch, KvError> {
+        self.inner.watch(keys).await
+    }
+}
