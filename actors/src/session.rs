@@ -2,8 +2,10 @@
 //!
 //! Outbound messages queue here and leave at most `messages_per_second` per second (a token
 //! bucket, Meta's default limit is 80/s per number). A throughput error (130429) pauses the
-//! whole queue; a pair-rate error (131056) delays that message; transient failures (5xx,
-//! timeouts) retry with exponential backoff up to `send_max_attempts`; a message outside the
+//! whole queue; a pair-rate error (131056) delays that message and paces every send to that
+//! customer (one per [`PAIR_RATE_GAP`]) for a minute, while other customers' messages go on;
+//! transient failures (5xx, timeouts) retry with exponential backoff up to
+//! `send_max_attempts`; a message outside the
 //! 24-hour window (131047) or refused for another reason fails at once. A refused access
 //! token puts the session in `auth_failed`, fails the queue and raises an event instead of
 //! retrying forever. Sends run concurrently (each in its own task) so one slow request does
@@ -182,7 +184,19 @@ pub struct SessionState {
     delayed: HashMap<i64, SendJob>,
     frozen: bool,
     freeze_waiter: Option<RpcReplyPort<SessionHandoff>>,
+    /// Per-customer pacing: no send to the chat before then.
+    paced_until: HashMap<ChatId, Instant>,
+    /// Customers Meta said we write to too often (131056), until when sends to them stay
+    /// spaced by [`PAIR_RATE_GAP`].
+    pair_limited: HashMap<ChatId, Instant>,
 }
+
+/// Spacing of sends to one customer after Meta refused one for pair rate (131056): Meta's
+/// guidance is about one message every 6 seconds to the same customer.
+pub const PAIR_RATE_GAP: Duration = Duration::from_secs(6);
+
+/// How long a customer stays paced after a pair-rate refusal.
+pub const PAIR_RATE_PENALTY: Duration = Duration::from_secs(60);
 
 /// The session actor (behaviour only).
 #[derive(Debug, Default)]
@@ -217,6 +231,8 @@ impl Actor for SessionActor {
             delayed: HashMap::new(),
             frozen: false,
             freeze_waiter: None,
+            paced_until: HashMap::new(),
+            pair_limited: HashMap::new(),
         };
         if let Some(restore) = restore {
             state.status = restore.status;
@@ -372,14 +388,25 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
         state.blocked_until = None;
         set_status(state, SessionStatus::Connected);
     }
-    while !state.queue.is_empty() {
-        if let Err(wait) = state.bucket.take(now) {
-            schedule_pump(myself, state, wait);
-            return;
+    state.paced_until.retain(|_, until| *until > now);
+    state.pair_limited.retain(|_, until| *until > now);
+    // Jobs for customers that must wait keep their place; the others go.
+    let mut waiting = VecDeque::new();
+    while let Some(job) = state.queue.pop_front() {
+        if state.paced_until.contains_key(&job.chat) {
+            waiting.push_back(job);
+            continue;
         }
-        let Some(job) = state.queue.pop_front() else {
+        if let Err(wait) = state.bucket.take(now) {
+            state.queue.push_front(job);
+            schedule_pump(myself, state, wait);
             break;
-        };
+        }
+        if state.pair_limited.contains_key(&job.chat) {
+            state
+                .paced_until
+                .insert(job.chat.clone(), now + PAIR_RATE_GAP);
+        }
         state.in_flight += 1;
         let connection = Arc::clone(&state.connection);
         let myself = myself.clone();
@@ -389,6 +416,13 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
                 .await;
             let _ = myself.send_message(SessionMsg::Sent { job, result });
         });
+    }
+    if !waiting.is_empty() {
+        waiting.append(&mut state.queue);
+        state.queue = waiting;
+        if let Some(next) = state.paced_until.values().min().copied() {
+            schedule_pump(myself, state, next.saturating_duration_since(now));
+        }
     }
 }
 
@@ -465,6 +499,13 @@ async fn on_sent(
                 state.queue.push_front(job);
             }
             _ => {
+                if error == SendError::PairRateLimited {
+                    let now = Instant::now();
+                    state.paced_until.insert(job.chat.clone(), now + backoff);
+                    state
+                        .pair_limited
+                        .insert(job.chat.clone(), now + PAIR_RATE_PENALTY);
+                }
                 let outbound_id = job.outbound_id;
                 state.delayed.insert(outbound_id, job);
                 myself.send_after(backoff, move || SessionMsg::Retry(outbound_id));

@@ -653,3 +653,69 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     );
     gateway.node.stop().await;
 }
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() {
+    use salesboy_node::testing::{FakeOperation, FakeWhatsAppOptions};
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+
+    for (options, code) in [
+        (
+            FakeWhatsAppOptions {
+                pair_rate_error_rate: 1.0,
+                ..Default::default()
+            },
+            131_056_i64,
+        ),
+        (
+            FakeWhatsAppOptions {
+                server_error_rate: 1.0,
+                ..Default::default()
+            },
+            500,
+        ),
+    ] {
+        gateway.whatsapp.clear();
+        gateway.whatsapp.set_options(options);
+        let customer = if code == 131_056 {
+            "16505550101"
+        } else {
+            "16505550102"
+        };
+        gateway
+            .post_webhook(&webhooks::text_message(
+                PHONE,
+                customer,
+                &format!("wamid.retry.{customer}"),
+                "open?",
+            ))
+            .await;
+        // Meta refuses the first attempt...
+        eventually(WAIT, || async {
+            let refused = gateway.whatsapp.failed_attempts().into_iter().any(|a| {
+                a.operation == FakeOperation::Send
+                    && (a.code == code || i64::from(a.status) == code)
+            });
+            refused.then_some(())
+        })
+        .await;
+        // ...then accepts: the reply goes out once, after a backoff.
+        gateway.whatsapp.set_options(FakeWhatsAppOptions::default());
+        let sent = gateway
+            .whatsapp
+            .wait_for_sent(1, WAIT)
+            .await
+            .expect("retried and sent");
+        assert_eq!(sent[0].to, customer);
+        let messages = gateway.settled(&tenant, customer).await;
+        let reply = messages
+            .iter()
+            .find(|m| m.direction == Direction::Outbound)
+            .expect("reply");
+        assert_eq!(reply.status, Some(DeliveryStatus::Sent));
+        assert_eq!(gateway.whatsapp.sent_count(), 1);
+    }
+    gateway.node.stop().await;
+}

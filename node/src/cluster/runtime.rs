@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::directory::{Directory, DirectoryError, Placement, PlacementState, Versioned};
 use super::leader::Leadership;
-use super::membership::Membership;
+use super::membership::{Membership, MembershipEvent};
 use super::placement::PlacementStrategy;
 use super::rebalance::{self, NodeLoadView};
 use super::wire::{CommandReply, ControlReply, ControlRequest, RemoteError, TenantCommand};
@@ -163,6 +163,7 @@ impl Cluster {
             tokio::spawn(serve(Arc::downgrade(&cluster), control, Kind::Control)),
             tokio::spawn(leader_duties(Arc::downgrade(&cluster))),
             tokio::spawn(fence_watch(Arc::downgrade(&cluster))),
+            tokio::spawn(membership_events(Arc::downgrade(&cluster))),
         ];
         cluster
             .tasks
@@ -896,6 +897,34 @@ async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
         if cluster.settings.rebalance {
             cluster.rebalance().await;
         }
+    }
+}
+
+/// Publishes membership changes as cluster events (node joined, node left), from the leader.
+async fn membership_events(cluster: std::sync::Weak<Cluster>) {
+    let mut events = match cluster.upgrade() {
+        Some(c) => c.membership.subscribe(),
+        None => return,
+    };
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        // Every node sees every change; the leader speaks for the cluster.
+        if !cluster.is_leader() {
+            continue;
+        }
+        let (kind, node) = match &event {
+            MembershipEvent::Joined(node) => (EventKind::NodeJoined, node),
+            MembershipEvent::Left(node) => (EventKind::NodeLeft, node),
+            MembershipEvent::Fenced | MembershipEvent::Unfenced => continue,
+        };
+        cluster.publish(kind, None, serde_json::json!({"node": node.as_str()}));
     }
 }
 
