@@ -944,3 +944,33 @@ async fn nats_interoperates_with_plain_clients() {
     let codec = reply.headers.as_ref().and_then(|h| h.get(CODEC_HEADER));
     assert_eq!(codec.map(|v| v.as_str()), Some("json"));
 }
+
+/// Nodes starting together all open the same buckets at once; none may fail.
+#[tokio::test]
+async fn nats_many_nodes_opening_one_bucket_at_once_all_succeed() {
+    let server = NatsServer::start().expect("start nats-server");
+    let connections = AtomicUsize::new(0);
+    let mut buses = Vec::new();
+    for _ in 0..8 {
+        buses.push(nats_bus(&server, &connections).await);
+    }
+    let opened = futures::future::join_all(buses.iter().map(|bus| bus.kv("sb_race", 1))).await;
+    for (i, result) in opened.iter().enumerate() {
+        assert!(
+            result.is_ok(),
+            "connection {i}: {:?}",
+            result.as_ref().err()
+        );
+    }
+    let kv = opened[0].as_ref().expect("opened");
+    kv.put("k", bytes::Bytes::from_static(b"v"))
+        .await
+        .expect("usable");
+    let seen = opened[7]
+        .as_ref()
+        .expect("opened")
+        .get("k")
+        .await
+        .expect("get");
+    assert_eq!(seen.map(|e| e.value), Some(bytes::Bytes::from_static(b"v")));
+}

@@ -361,10 +361,22 @@ impl Bus for NatsBus {
             num_replicas: self.kv_replicas,
             ..Default::default()
         };
-        self.jetstream
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| self.transport(format!("cannot create kv bucket {bucket}: {e}")))?;
+        // Nodes starting together race to create the same stream; nats-server 2.9 may answer
+        // the loser "subjects overlap" instead of handing it the stream. Look it up again.
+        let mut attempt = 0;
+        loop {
+            match self.jetstream.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(bucket, attempt, error = %e, "kv bucket creation raced, retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(self.transport(format!("cannot create kv bucket {bucket}: {e}")));
+                }
+            }
+        }
         let store = self
             .jetstream
             .get_key_value(bucket)
