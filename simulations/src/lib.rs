@@ -6,6 +6,7 @@
 //!   throughput, latency, losses and duplicates computed from what was sent and received;
 //! - the seeded fault simulation (`salesboy-sim chaos --seeds A..B`): the cluster on the
 //!   in-process bus with a seeded scheduler and invariant checks;
-//! - benchmarks of one node ([`bench`]).
+//! - benchmarks of one node (`salesboy-sim bench …`, [`bench`]).
 
 pub mod bench;
+pub mod cluster_bench;

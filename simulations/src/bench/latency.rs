@@ -1,0 +1,299 @@
+//! `bench latency`: gateway-added latency under a paced (open-loop) load.
+//!
+//! Deliveries are posted at `--rate` per second on a fixed schedule (absolute deadlines;
+//! each post in its own task), whatever the node does: a node that falls behind cannot slow
+//! the load down, and latency is measured from each message's *scheduled* send time, so
+//! coordinated omission cannot hide it. A message's latency is the time the fake Cloud API
+//! received its reply (same process, same clock) minus its scheduled time. With debounce 0
+//! and the offline responder this is the gateway-added latency; it includes two HTTP hops
+//! (the webhook in, the Graph API send out) and every database write on the way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::env::CpuMark;
+use super::flow::{MEASURED_RUN, check_delivery, wait_for_replies, warm_up};
+use super::load::{open_loop, scheduled};
+use super::node::{Deployment, NodeOptions};
+use super::progress;
+use super::report::{Report, Verdict, mib};
+use super::setup::{Layout, build_deliveries, chat_index, create_tenants};
+use super::stats::Distribution;
+use super::verify::Counter;
+
+/// The p99 target of issue "Single-node gateway", milliseconds.
+pub const TARGET_P99_MS: f64 = 10.0;
+
+/// Options of `bench latency`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatencyOptions {
+    /// The node under test.
+    #[command(flatten)]
+    pub node: NodeOptions,
+    /// Messages per second, paced.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// How long to send.
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// Tenants (each with its own WhatsApp number) the messages are spread over.
+    #[arg(long, default_value_t = 200)]
+    pub tenants: usize,
+    /// Messages per customer chat: 1 (default) gives every message its own chat; more
+    /// spreads each chat's messages evenly over the run.
+    #[arg(long, default_value_t = 1)]
+    pub messages_per_chat: usize,
+    /// How long to wait for the replies after the last send.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+/// Runs the benchmark.
+pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
+    let messages = (options.rate * options.seconds).round().max(1.0) as usize;
+    let layout = Layout {
+        tenants: options.tenants.max(1),
+        messages,
+        messages_per_chat: options.messages_per_chat.max(1),
+    };
+    let mut deployment = Deployment::prepare(&options.node, &[], 256).await?;
+    let store = deployment.store().await?;
+    create_tenants(&store, layout.tenants, true).await?;
+    store.close().await;
+    deployment.start_node().await?;
+    progress(format!(
+        "node ready on {} (pid {})",
+        deployment.db().as_str(),
+        deployment.node()?.pid()
+    ));
+    let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
+    warm_up(&deployment, layout.tenants).await?;
+    let counter = Counter::connect(&deployment.database_url).await?;
+    let before = counter.counts().await?;
+    let load_before = deployment.machine_load_before_run().await;
+
+    progress(format!(
+        "sending {messages} messages at {} msg/s for {} s",
+        options.rate, options.seconds
+    ));
+    let url = deployment.webhook_url()?;
+    let accepted_now = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let accepted = Arc::clone(&accepted_now);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(5));
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                progress(format!(
+                    "  {} of {messages} accepted",
+                    accepted.load(Ordering::Relaxed)
+                ));
+            }
+        })
+    };
+    let mark = CpuMark::now(deployment.node()?.pid());
+    let start = Instant::now() + Duration::from_millis(50);
+    let outcome = open_loop(
+        &deployment.http,
+        &url,
+        Arc::clone(&deliveries),
+        options.rate,
+        start,
+        accepted_now,
+    )
+    .await;
+    ticker.abort();
+    let accepted = outcome.accepted();
+    let completion = wait_for_replies(
+        &mut deployment,
+        &counter,
+        &layout,
+        accepted,
+        before.inbound + accepted as i64,
+        before.outbound,
+        Duration::from_secs(options.timeout_secs),
+    )
+    .await?;
+    let cpu = mark.usage();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = deployment.whatsapp.sent();
+    let completion = super::flow::Completion {
+        counts: counter.counts().await?,
+        ..completion
+    };
+    let peak_rss = deployment.node()?.peak_rss();
+    counter.close().await;
+
+    // Pair each chat's messages (in schedule order) with its replies (in arrival order).
+    let mut messages_of: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..layout.messages {
+        messages_of.entry(layout.chat_of(i)).or_default().push(i);
+    }
+    let mut replies_of: HashMap<usize, Vec<Instant>> = HashMap::new();
+    for reply in &sent {
+        if let Some(chat) = chat_index(MEASURED_RUN, &reply.to) {
+            replies_of.entry(chat).or_default().push(reply.received);
+        }
+    }
+    let mut latencies = Vec::with_capacity(layout.messages);
+    let mut from_post = Vec::with_capacity(layout.messages);
+    let mut merged_chats = 0;
+    for (chat, indices) in &messages_of {
+        let Some(replies) = replies_of.get_mut(chat) else {
+            continue;
+        };
+        if replies.len() != indices.len() {
+            merged_chats += 1;
+            continue;
+        }
+        replies.sort();
+        for (&i, &received) in indices.iter().zip(replies.iter()) {
+            let at = scheduled(start, options.rate, i);
+            latencies.push(received.saturating_duration_since(at).as_secs_f64() * 1e3);
+            if let Some(posted) = outcome.posted[i].started {
+                from_post.push(received.saturating_duration_since(posted).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let latency = Distribution::of(latencies);
+    let latency_from_post = Distribution::of(from_post);
+    let ingress = Distribution::of(
+        outcome
+            .posted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let at = scheduled(start, options.rate, i);
+                Some(p.accepted?.saturating_duration_since(at).as_secs_f64() * 1e3)
+            })
+            .collect(),
+    );
+    let lag = Distribution::of(
+        outcome
+            .posted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let at = scheduled(start, options.rate, i);
+                Some(p.started?.saturating_duration_since(at).as_secs_f64() * 1e3)
+            })
+            .collect(),
+    );
+    let last_start = outcome.posted.iter().filter_map(|p| p.started).max();
+    let achieved = match last_start {
+        Some(last) if layout.messages > 1 => {
+            (layout.messages - 1) as f64 / last.duration_since(start).as_secs_f64().max(1e-9)
+        }
+        _ => 0.0,
+    };
+
+    let mut report = Report::new(
+        "latency",
+        deployment.db().as_str(),
+        deployment.settings.clone(),
+    );
+    report.row(
+        "messages / tenants / chats",
+        format!(
+            "{} / {} / {}",
+            layout.messages,
+            layout.tenants,
+            layout.chats()
+        ),
+    );
+    report.row(
+        "target rate / achieved send rate",
+        format!("{:.0} / {achieved:.1} msg/s", options.rate),
+    );
+    report.row(
+        "**gateway-added latency** (reply at fake Cloud API − scheduled send; debounce 0, offline responder, two HTTP hops)",
+        latency.cell(),
+    );
+    report.row(
+        "same, measured from the actual POST start (leaves out the generator's lag)",
+        latency_from_post.cell(),
+    );
+    report.row("webhook answered 200 − scheduled send", ingress.cell());
+    report.row("load generator lag (POST start − scheduled)", lag.cell());
+    if merged_chats > 0 {
+        report.row(
+            "chats whose messages were merged into fewer replies (left out of the latency)",
+            merged_chats.to_string(),
+        );
+    }
+    if let Some(peak) = peak_rss {
+        report.row("node peak RSS (VmHWM)", mib(peak as f64));
+    }
+    report.row(
+        "CPU per message (node / bench / postgres)",
+        format!(
+            "{:.0} / {:.0} / {:.0} µs",
+            1e6 * cpu.node_secs / layout.messages as f64,
+            1e6 * cpu.bench_secs / layout.messages as f64,
+            1e6 * cpu.postgres_secs / layout.messages as f64
+        ),
+    );
+    report.row(
+        "machine busy in the 2 s before the run (other users of the box)",
+        format!("{:.0}%", 100.0 * load_before),
+    );
+    report.cpu = Some(cpu);
+    let at_rate = if options.rate >= 1000.0 {
+        format!("at {:.0} msg/s", options.rate)
+    } else {
+        format!("at {:.0} msg/s (the target is set at 1,000)", options.rate)
+    };
+    report.verdicts.push(Verdict::at_most(
+        &format!("gateway-added latency p99 ≤ 10 ms {at_rate}"),
+        latency.p99_ms,
+        TARGET_P99_MS,
+        "ms",
+    ));
+    report.verdicts.push(Verdict {
+        target: "p50 (reported, no target)".to_owned(),
+        measured: format!("{:.2} ms", latency.p50_ms),
+        met: true,
+        verdict: "—".to_owned(),
+    });
+    if achieved < options.rate * 0.98 {
+        report.problems.push(format!(
+            "the load generator fell behind: {achieved:.1} msg/s sent for {:.0} scheduled",
+            options.rate
+        ));
+    }
+    check_delivery(
+        &mut report,
+        &layout,
+        &sent,
+        accepted,
+        &completion,
+        before.inbound,
+    );
+    report.results = json!({
+        "messages": layout.messages,
+        "tenants": layout.tenants,
+        "chats": layout.chats(),
+        "messages_per_chat": layout.messages_per_chat,
+        "rate": options.rate,
+        "seconds": options.seconds,
+        "achieved_rate": achieved,
+        "accepted": accepted,
+        "delivery_failures": outcome.failures(),
+        "latency": latency,
+        "latency_from_post_start": latency_from_post,
+        "webhook_accepted_since_scheduled": ingress,
+        "generator_lag": lag,
+        "merged_chats": merged_chats,
+        "replies_sent": sent.len(),
+        "machine_busy_before_run": load_before,
+        "db_counts": completion.counts,
+        "node_peak_rss_bytes": peak_rss,
+    });
+    deployment.shutdown().await;
+    Ok(report)
+}

@@ -1,0 +1,252 @@
+//! `bench throughput`: the closed-loop maximum rate, end to end.
+//!
+//! K workers post pre-built, pre-signed webhook deliveries (one inbound text message each)
+//! as fast as the node answers them. The clock runs from the first POST until the fake
+//! Cloud API has accepted the last reply; every message must be persisted, answered by the
+//! offline responder (debounce 0) and its reply sent exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::env::CpuMark;
+use super::flow::{MEASURED_RUN, check_delivery, wait_for_replies, warm_up};
+use super::load::closed_loop;
+use super::node::{Deployment, NodeOptions};
+use super::progress;
+use super::report::{Report, Verdict, mib};
+use super::setup::{Layout, build_deliveries, create_tenants};
+use super::stats::Distribution;
+use super::verify::Counter;
+
+/// The end-to-end target of issue "Single-node gateway", messages per second.
+pub const TARGET_MSGS_PER_SEC: f64 = 5_000.0;
+
+/// Options of `bench throughput`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThroughputOptions {
+    /// The node under test.
+    #[command(flatten)]
+    pub node: NodeOptions,
+    /// Tenants (each with its own WhatsApp number) the messages are spread over.
+    #[arg(long, default_value_t = 200)]
+    pub tenants: usize,
+    /// Messages in the measured run.
+    #[arg(long, default_value_t = 50_000)]
+    pub messages: usize,
+    /// Concurrent webhook deliveries (closed loop).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Messages per customer chat: 1 (default) gives every message its own chat, so each
+    /// gets its own reply; more spreads each chat's messages evenly over the run.
+    #[arg(long, default_value_t = 1)]
+    pub messages_per_chat: usize,
+    /// How long to wait for the replies before reporting what is missing.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+/// Runs the benchmark; the report (whose `problems` list any loss).
+pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
+    let layout = Layout {
+        tenants: options.tenants.max(1),
+        messages: options.messages.max(1),
+        messages_per_chat: options.messages_per_chat.max(1),
+    };
+    let mut settings = Vec::new();
+    if layout.tenants > 100_000 {
+        settings.push(("SALESBOY_MAX_TENANTS", layout.tenants.to_string()));
+    }
+    let mut deployment = Deployment::prepare(&options.node, &settings, options.concurrency).await?;
+    let store = deployment.store().await?;
+    create_tenants(&store, layout.tenants, true).await?;
+    store.close().await;
+    deployment.start_node().await?;
+    progress(format!(
+        "node ready on {} (pid {})",
+        deployment.db().as_str(),
+        deployment.node()?.pid()
+    ));
+    let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
+    progress(format!(
+        "{} deliveries built and signed ({} chats, {} tenants)",
+        deliveries.len(),
+        layout.chats(),
+        layout.tenants
+    ));
+    warm_up(&deployment, layout.tenants).await?;
+    let counter = Counter::connect(&deployment.database_url).await?;
+    let before = counter.counts().await?;
+    let load_before = deployment.machine_load_before_run().await;
+
+    progress(format!(
+        "posting {} messages with {} workers",
+        layout.messages, options.concurrency
+    ));
+    let url = deployment.webhook_url()?;
+    let accepted_now = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let accepted = Arc::clone(&accepted_now);
+        let total = layout.messages;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(2));
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                progress(format!(
+                    "  {} of {total} accepted",
+                    accepted.load(Ordering::Relaxed)
+                ));
+            }
+        })
+    };
+    let mark = CpuMark::now(deployment.node()?.pid());
+    let started = Instant::now();
+    let outcome = closed_loop(
+        &deployment.http,
+        &url,
+        Arc::clone(&deliveries),
+        options.concurrency,
+        accepted_now,
+    )
+    .await;
+    ticker.abort();
+    let accepted = outcome.accepted();
+    progress(format!(
+        "{accepted} accepted in {:.2} s; waiting for the replies",
+        started.elapsed().as_secs_f64()
+    ));
+    let completion = wait_for_replies(
+        &mut deployment,
+        &counter,
+        &layout,
+        accepted,
+        before.inbound + accepted as i64,
+        before.outbound,
+        Duration::from_secs(options.timeout_secs),
+    )
+    .await?;
+    let cpu = mark.usage();
+    // Late duplicates would arrive after the count was reached: look again a second later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = deployment.whatsapp.sent();
+    let completion = super::flow::Completion {
+        counts: counter.counts().await?,
+        ..completion
+    };
+    let mark_reads = deployment.whatsapp.mark_reads().len();
+    let peak_rss = deployment.node()?.peak_rss();
+    counter.close().await;
+
+    let first = outcome.first_post().unwrap_or(started);
+    let last_accept = outcome.last_accepted().unwrap_or(first);
+    let last_reply = sent.iter().map(|s| s.received).max().unwrap_or(first);
+    let accept_secs = last_accept.duration_since(first).as_secs_f64();
+    let e2e_secs = last_reply.duration_since(first).as_secs_f64();
+    let accept_rate = accepted as f64 / accept_secs.max(1e-9);
+    let e2e_rate = layout.messages as f64 / e2e_secs.max(1e-9);
+    let response = Distribution::of(
+        outcome
+            .posted
+            .iter()
+            .filter_map(|p| Some(p.accepted?.duration_since(p.started?).as_secs_f64() * 1e3))
+            .collect(),
+    );
+
+    let mut report = Report::new(
+        "throughput",
+        deployment.db().as_str(),
+        deployment.settings.clone(),
+    );
+    report.row(
+        "messages (one per webhook request)",
+        layout.messages.to_string(),
+    );
+    report.row(
+        "tenants / chats / messages per chat",
+        format!(
+            "{} / {} / {}",
+            layout.tenants,
+            layout.chats(),
+            layout.messages_per_chat
+        ),
+    );
+    report.row(
+        "concurrent deliveries (closed loop)",
+        options.concurrency.to_string(),
+    );
+    report.row(
+        "webhook accept rate (first POST → last 200)",
+        format!("{accept_rate:.0} msg/s ({accept_secs:.2} s)"),
+    );
+    report.row(
+        "end-to-end rate (first POST → last reply at the fake Cloud API)",
+        format!("{e2e_rate:.0} msg/s ({e2e_secs:.2} s)"),
+    );
+    report.row("webhook response time", response.cell());
+    report.row(
+        "replies sent / mark-reads",
+        format!("{} / {mark_reads}", sent.len()),
+    );
+    if let Some(peak) = peak_rss {
+        report.row("node peak RSS (VmHWM)", mib(peak as f64));
+    }
+    report.row(
+        "CPU per message (node / bench / postgres)",
+        format!(
+            "{:.0} / {:.0} / {:.0} µs",
+            1e6 * cpu.node_secs / layout.messages as f64,
+            1e6 * cpu.bench_secs / layout.messages as f64,
+            1e6 * cpu.postgres_secs / layout.messages as f64
+        ),
+    );
+    report.row(
+        "machine busy in the 2 s before the run (other users of the box)",
+        format!("{:.0}%", 100.0 * load_before),
+    );
+    report.cpu = Some(cpu);
+    report.verdicts.push(Verdict::at_least(
+        "≥ 5,000 inbound msg/s end to end",
+        e2e_rate,
+        TARGET_MSGS_PER_SEC,
+        "msg/s",
+    ));
+    check_delivery(
+        &mut report,
+        &layout,
+        &sent,
+        accepted,
+        &completion,
+        before.inbound,
+    );
+    report.results = json!({
+        "messages": layout.messages,
+        "tenants": layout.tenants,
+        "chats": layout.chats(),
+        "messages_per_chat": layout.messages_per_chat,
+        "concurrency": options.concurrency,
+        "accepted": accepted,
+        "delivery_failures": outcome.failures(),
+        "accept_secs": accept_secs,
+        "accept_rate_msgs_per_sec": accept_rate,
+        "e2e_secs": e2e_secs,
+        "e2e_rate_msgs_per_sec": e2e_rate,
+        "webhook_response": response,
+        "replies_sent": sent.len(),
+        "mark_reads": mark_reads,
+        "machine_busy_before_run": load_before,
+        "db_counts": completion.counts,
+        "db_counts_before": before,
+        "node_peak_rss_bytes": peak_rss,
+    });
+    if !outcome.failures().is_empty() {
+        report.row(
+            "failed webhook attempts (retried)",
+            format!("{:?}", outcome.failures()),
+        );
+    }
+    deployment.shutdown().await;
+    Ok(report)
+}

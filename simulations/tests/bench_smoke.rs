@@ -1,0 +1,116 @@
+//! The bench code path at CI size: tiny runs of each benchmark against the debug `salesboy`
+//! binary (built first), asserting that every message was answered exactly once. They check
+//! the harness, not performance: no figure is asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+use salesboy_sim::bench::{
+    self, BenchKind, DbKind, LatencyOptions, MemoryOptions, NodeOptions, ThroughputOptions,
+};
+
+/// Builds the debug `salesboy` binary (a no-op when it is up to date) and returns its path.
+fn salesboy_binary() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "salesboy-node", "--bin", "salesboy"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the salesboy binary failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("debug").join("salesboy");
+    assert!(path.is_file(), "{} was not built", path.display());
+    *built = Some(path.clone());
+    path
+}
+
+fn node(db: DbKind) -> NodeOptions {
+    NodeOptions::new(salesboy_binary(), db)
+}
+
+async fn run(kind: BenchKind) -> bench::Report {
+    let report = bench::run(&kind).await.expect("the bench runs");
+    // The report renders both ways.
+    assert!(report.json_line().starts_with('{'));
+    assert!(report.markdown().contains("| figure | value |"));
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_on_sqlite_answers_every_message_exactly_once() {
+    let report = run(BenchKind::Throughput(ThroughputOptions {
+        node: node(DbKind::Sqlite),
+        tenants: 3,
+        messages: 60,
+        concurrency: 4,
+        messages_per_chat: 1,
+        timeout_secs: 60,
+    }))
+    .await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.results["replies_sent"], 60);
+    assert_eq!(report.results["db_counts"]["unanswered"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_on_postgres_with_repeat_customers_answers_every_message() {
+    let report = run(BenchKind::Throughput(ThroughputOptions {
+        node: node(DbKind::Postgres),
+        tenants: 2,
+        messages: 40,
+        concurrency: 4,
+        messages_per_chat: 4,
+        timeout_secs: 60,
+    }))
+    .await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.results["chats"], 10);
+    assert_eq!(report.results["db_counts"]["unanswered"], 0);
+    assert_eq!(report.results["db_counts"]["pending"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_measures_every_message() {
+    let report = run(BenchKind::Latency(LatencyOptions {
+        node: node(DbKind::Sqlite),
+        rate: 40.0,
+        seconds: 1.0,
+        tenants: 2,
+        messages_per_chat: 1,
+        timeout_secs: 60,
+    }))
+    .await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.results["latency"]["count"], 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_memory_reads_the_rss_with_tenants_passivated() {
+    let report = run(BenchKind::TenantMemory(MemoryOptions {
+        node: node(DbKind::Sqlite),
+        tenants: 4,
+        concurrency: 2,
+        settle_secs: 0,
+        timeout_secs: 60,
+    }))
+    .await;
+    let steps = report.results["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[2]["active_tenants"], 4);
+    assert!(steps[2]["rss"]["rss"].as_u64().unwrap_or(0) > 0);
+}
