@@ -39,6 +39,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a drain request may run.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many times a drain looks for tenants left on the node.
+const DRAIN_ROUNDS: usize = 30;
+/// The pause between two drain rounds.
+const DRAIN_ROUND_PAUSE: Duration = Duration::from_millis(250);
 /// How long a host remembers the answers it gave (the dedup window).
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 
@@ -108,6 +112,8 @@ pub struct Cluster {
     exit: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     moves: AtomicU64,
+    /// Tenants this node is moving right now.
+    moving: std::sync::Mutex<std::collections::HashSet<TenantId>>,
 }
 
 impl Drop for Cluster {
@@ -157,6 +163,7 @@ impl Cluster {
             exit,
             tasks: std::sync::Mutex::default(),
             moves: AtomicU64::new(0),
+            moving: std::sync::Mutex::default(),
         });
         let tasks = vec![
             tokio::spawn(serve(Arc::downgrade(&cluster), inbox, Kind::Inbox)),
@@ -471,13 +478,33 @@ impl Cluster {
     /// the directory at `to`, hand over what was held, release it here. On any failure before
     /// the adoption the tenant resumes here.
     pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<(), String> {
+        let Some(_guard) = MoveGuard::claim(&self.moving, tenant) else {
+            return Err(format!("tenant {tenant} is already moving"));
+        };
         let started = Instant::now();
-        let current = self
+        let mut current = self
             .directory
             .fetch(tenant)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("tenant {tenant} has no placement"))?;
+        if current.placement.node == self.me
+            && matches!(current.placement.state, PlacementState::Moving { .. })
+        {
+            // Marked moving by this node, but no move is under way here: an earlier move
+            // failed and could not roll its mark back. Roll it back now.
+            warn!(tenant = %tenant, "stale moving mark, rolling it back");
+            let active = Placement {
+                node: self.me.clone(),
+                epoch: current.placement.epoch,
+                state: PlacementState::Active,
+            };
+            current = self
+                .directory
+                .update(tenant, active, current.revision)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         if current.placement.node != self.me || current.placement.state != PlacementState::Active {
             return Err(format!("tenant {tenant} is not hosted here"));
         }
@@ -591,7 +618,13 @@ impl Cluster {
         info!(node = %self.me, "draining");
         self.membership.set_draining(true);
         let mut moved = 0u64;
-        for round in 0..10 {
+        // Rounds until nothing is left here. Moves started by others (the leader's
+        // rebalancing) may still be under way, and the directory cache may lag a move by a
+        // moment: pause between rounds instead of failing fast.
+        for round in 0..DRAIN_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(DRAIN_ROUND_PAUSE).await;
+            }
             let mine: Vec<TenantId> = self
                 .directory
                 .cached_all()
@@ -794,6 +827,37 @@ impl Cluster {
     /// Tenants moved by this node since it started.
     pub fn moves(&self) -> u64 {
         self.moves.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks a tenant as being moved by this node for as long as it lives.
+struct MoveGuard<'a> {
+    moving: &'a std::sync::Mutex<std::collections::HashSet<TenantId>>,
+    tenant: TenantId,
+}
+
+impl<'a> MoveGuard<'a> {
+    /// `None` when the tenant is already being moved.
+    fn claim(
+        moving: &'a std::sync::Mutex<std::collections::HashSet<TenantId>>,
+        tenant: &TenantId,
+    ) -> Option<Self> {
+        let mut set = moving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(tenant.clone()).then(|| Self {
+            moving,
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for MoveGuard<'_> {
+    fn drop(&mut self) {
+        self.moving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.tenant);
     }
 }
 
