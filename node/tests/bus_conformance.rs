@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -609,6 +609,51 @@ async fn kv_keys_lists_live_keys_sorted(cluster: &impl Cluster) {
     assert!(entries[1].revision > rb);
 }
 
+/// A key that holds a value throughout a listing is in it, however busy the bucket is with
+/// other writes meanwhile (a status read while the rebalancer moves tenants).
+async fn kv_keys_lists_every_key_while_others_are_rewritten(cluster: &impl Cluster) {
+    const KEYS: usize = 300;
+    let bus = cluster.bus().await;
+    let kv = bus.kv("sb_keys_busy", 1).await.unwrap();
+    let names: Vec<String> = (0..KEYS).map(|i| format!("tenant-{i:04}")).collect();
+    for name in &names {
+        kv.put(name, bytes("node-a")).await.unwrap();
+    }
+    let writer_bus = cluster.bus().await;
+    let writer_kv = writer_bus.kv("sb_keys_busy", 1).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rewrites = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let (names, stop, rewrites) = (names.clone(), Arc::clone(&stop), Arc::clone(&rewrites));
+        async move {
+            let mut round = 0_usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Rewrites the keys in a stride that does not follow the listing's order.
+                let name = &names[(round * 7919) % KEYS];
+                writer_kv.put(name, bytes("node-b")).await.unwrap();
+                rewrites.fetch_add(1, Ordering::Relaxed);
+                round += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    timeout(WAIT, async {
+        while rewrites.load(Ordering::Relaxed) < 10 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the writer is rewriting keys");
+    for listing in 0..20 {
+        let keys = kv.keys().await.unwrap();
+        assert_eq!(keys, names, "listing {listing} missed keys");
+        assert_eq!(kv.entries().await.unwrap().len(), KEYS, "listing {listing}");
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+}
+
 async fn kv_revisions_increase_across_the_bucket(cluster: &impl Cluster) {
     let bus = cluster.bus().await;
     let kv = bus.kv("sb_revisions_test", 1).await.unwrap();
@@ -808,6 +853,7 @@ macro_rules! suite {
                 oversized_messages_are_refused,
                 kv_create_and_compare_and_set,
                 kv_keys_lists_live_keys_sorted,
+                kv_keys_lists_every_key_while_others_are_rewritten,
                 kv_revisions_increase_across_the_bucket,
                 kv_watch_sees_current_values_then_changes_in_order,
                 kv_watch_filters_by_key_pattern,

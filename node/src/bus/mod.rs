@@ -138,7 +138,8 @@ pub trait Kv: Send + Sync + 'static {
     /// revision and watchers see it. Deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), KvError>;
 
-    /// The keys that hold a value, sorted.
+    /// The keys that hold a value, sorted. Not a snapshot, but a key that holds a value
+    /// throughout the call is listed however busy the bucket is meanwhile.
     async fn keys(&self) -> Result<Vec<String>, KvError>;
 
     /// Watches the keys matching `keys` (a key, or a pattern with `*` for one token and `>`

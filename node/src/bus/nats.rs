@@ -10,6 +10,7 @@
 //! - `subscribe` and `unsubscribe` end with a round trip through the server, so they return
 //!   only once the server routes accordingly (async-nats's `flush` only writes the socket).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -481,12 +482,32 @@ impl Kv for NatsKv {
         self.store.delete(key).await.map_err(|e| self.transport(e))
     }
 
+    /// The client's key listing (a consumer over the last value per key) misses a key that
+    /// is rewritten while the listing runs. So the listing is checked against the server's
+    /// subject list, one consistent snapshot (per page of 100,000 keys): a key in the
+    /// snapshot but not in the listing was rewritten or deleted meanwhile, and is read.
     async fn keys(&self) -> Result<Vec<String>, KvError> {
-        let keys = self.store.keys().await.map_err(|e| self.transport(e))?;
-        let mut keys: Vec<String> = keys.try_collect().await.map_err(|e| self.transport(e))?;
-        keys.sort_unstable();
-        keys.dedup();
-        Ok(keys)
+        let snapshot: Vec<(String, usize)> = self
+            .store
+            .stream
+            .info_with_subjects(format!("{}>", self.store.prefix))
+            .await
+            .map_err(|e| self.transport(e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let listed = self.store.keys().await.map_err(|e| self.transport(e))?;
+        let mut keys: BTreeSet<String> =
+            listed.try_collect().await.map_err(|e| self.transport(e))?;
+        for (subject, _) in snapshot {
+            let Some(key) = subject.strip_prefix(self.store.prefix.as_str()) else {
+                continue;
+            };
+            if !keys.contains(key) && self.get(key).await?.is_some() {
+                keys.insert(key.to_owned());
+            }
+        }
+        Ok(keys.into_iter().collect())
     }
 
     async fn watch(&self, keys: &str) -> Result<KvWatch, KvError> {

@@ -14,10 +14,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use salesboy_protocol::whatsapp::send::MAX_TEXT_BODY_CHARS;
+use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::whatsapp::{MarkReadRequest, SendTextRequest};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The longest one status webhook post may take.
+const STATUS_POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Graph API version in [`FakeWhatsApp::base_url`].
 pub const FAKE_GRAPH_VERSION: &str = "v21.0";
@@ -35,8 +39,33 @@ pub struct FakeWhatsAppOptions {
     pub latency: Duration,
     /// Tokens refused with HTTP 401 and error 190.
     pub reject_tokens: Vec<String>,
+    /// Signed status webhooks posted back after each accepted send (to the targets of
+    /// [`FakeWhatsApp::set_status_targets`]); `None`: none.
+    pub status_webhooks: Option<StatusWebhooks>,
     /// The seed of the failure draws.
     pub seed: u64,
+}
+
+/// The status webhooks the fake posts back after each accepted send, as Meta does:
+/// one body per status, signed with the app secret, to the targets in turn (the next one
+/// when a post fails, each target at most once per status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusWebhooks {
+    /// The app secret the bodies are signed with (`X-Hub-Signature-256`).
+    pub app_secret: String,
+    /// The statuses posted in order, e.g. `sent`, `delivered`, `read`.
+    pub statuses: Vec<String>,
+    /// The wait before each status.
+    pub delay: Duration,
+}
+
+/// How the status webhooks posted back went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusWebhookCounts {
+    /// Posts a gateway answered with 2xx.
+    pub delivered: u64,
+    /// Statuses no target accepted.
+    pub failed: u64,
 }
 
 impl Default for FakeWhatsAppOptions {
@@ -48,6 +77,7 @@ impl Default for FakeWhatsAppOptions {
             server_error_rate: 0.0,
             latency: Duration::ZERO,
             reject_tokens: Vec::new(),
+            status_webhooks: None,
             seed: 0x5a1e_5b0e,
         }
     }
@@ -153,6 +183,11 @@ struct FakeState {
     sent_count: watch::Sender<usize>,
     mark_reads: Mutex<Vec<MarkRead>>,
     failed: Mutex<Vec<FailedAttempt>>,
+    status_targets: RwLock<Vec<String>>,
+    status_next: AtomicU64,
+    status_delivered: AtomicU64,
+    status_failed: AtomicU64,
+    http: reqwest::Client,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -182,6 +217,11 @@ impl FakeWhatsApp {
         options: FakeWhatsAppOptions,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = watch::channel(false);
+        crate::run::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(STATUS_POST_TIMEOUT)
+            .build()
+            .map_err(std::io::Error::other)?;
         let state = Arc::new(FakeState {
             rng: Mutex::new(SplitMix64::new(options.seed)),
             options: RwLock::new(options),
@@ -190,6 +230,11 @@ impl FakeWhatsApp {
             sent_count: watch::Sender::new(0),
             mark_reads: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
+            status_targets: RwLock::new(Vec::new()),
+            status_next: AtomicU64::new(0),
+            status_delivered: AtomicU64::new(0),
+            status_failed: AtomicU64::new(0),
+            http,
             shutdown: stopped,
         });
         let router = Router::new()
@@ -246,12 +291,18 @@ impl FakeWhatsApp {
         timeout: Duration,
     ) -> Result<Vec<SentMessage>, String> {
         let mut counter = self.state.sent_count.subscribe();
-        match tokio::time::timeout(timeout, counter.wait_for(|sent| *sent >= count)).await {
-            Ok(Ok(_)) => Ok(self.sent()),
-            _ => Err(format!(
+        // The watch's borrow must be gone before the list of sends is locked: the send
+        // handler takes the two in the opposite order.
+        let reached = tokio::time::timeout(timeout, counter.wait_for(|sent| *sent >= count))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if reached {
+            Ok(self.sent())
+        } else {
+            Err(format!(
                 "{} of {count} messages sent after {timeout:?}",
                 self.sent_count()
-            )),
+            ))
         }
     }
 
@@ -269,6 +320,24 @@ impl FakeWhatsApp {
             .options
             .write()
             .unwrap_or_else(PoisonError::into_inner) = options;
+    }
+
+    /// Where status webhooks go: full webhook URLs (`http://…/webhooks/whatsapp`), used in
+    /// turn; replaced as gateways come and go.
+    pub fn set_status_targets(&self, targets: Vec<String>) {
+        *self
+            .state
+            .status_targets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = targets;
+    }
+
+    /// How the status webhooks posted back so far went.
+    pub fn status_webhook_counts(&self) -> StatusWebhookCounts {
+        StatusWebhookCounts {
+            delivered: self.state.status_delivered.load(Ordering::Relaxed),
+            failed: self.state.status_failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Forgets every recorded message, mark-read and failed attempt.
@@ -354,7 +423,7 @@ async fn handle(
         Request::MarkRead(_) => (FakeOperation::MarkRead, None),
     };
 
-    let (latency, rejected, rates) = {
+    let (latency, rejected, rates, status_webhooks) = {
         let options = read(&state.options);
         (
             options.latency,
@@ -364,6 +433,7 @@ async fn handle(
                 options.throughput_error_rate,
                 options.pair_rate_error_rate,
             ],
+            options.status_webhooks.clone(),
         )
     };
     if rejected {
@@ -411,6 +481,15 @@ async fn handle(
                 "contacts": [{"input": send.to, "wa_id": send.to}],
                 "messages": [{"id": wamid}]
             });
+            if let Some(webhooks) = status_webhooks {
+                tokio::spawn(post_statuses(
+                    Arc::clone(&state),
+                    webhooks,
+                    phone_number_id.to_owned(),
+                    send.to.clone(),
+                    wamid.clone(),
+                ));
+            }
             let mut sent = lock(&state.sent);
             sent.push(SentMessage {
                 phone_number_id: phone_number_id.to_owned(),
@@ -436,6 +515,49 @@ async fn handle(
             });
             axum::Json(json!({"success": true})).into_response()
         }
+    }
+}
+
+/// Posts the configured statuses of one accepted send back to the gateway, signed.
+async fn post_statuses(
+    state: Arc<FakeState>,
+    webhooks: StatusWebhooks,
+    phone_number_id: String,
+    recipient: String,
+    wamid: String,
+) {
+    for status in &webhooks.statuses {
+        if !pause(webhooks.delay, &state.shutdown).await {
+            return;
+        }
+        let body = super::webhooks::status(&phone_number_id, &recipient, &wamid, status)
+            .to_string()
+            .into_bytes();
+        let signature = sign(webhooks.app_secret.as_bytes(), &body);
+        let targets = read(&state.status_targets).clone();
+        let first = state.status_next.fetch_add(1, Ordering::Relaxed);
+        let mut delivered = false;
+        for attempt in 0..targets.len() as u64 {
+            let index = usize::try_from((first + attempt) % targets.len() as u64).unwrap_or(0);
+            let answer = state
+                .http
+                .post(&targets[index])
+                .header(SIGNATURE_HEADER, &signature)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            if answer.is_ok_and(|response| response.status().is_success()) {
+                delivered = true;
+                break;
+            }
+        }
+        let counter = if delivered {
+            &state.status_delivered
+        } else {
+            &state.status_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -607,16 +729,19 @@ pub(super) async fn pause(duration: Duration, shutdown: &watch::Receiver<bool>) 
     }
 }
 
-/// SplitMix64: a small, fast, seedable generator (any seed, including 0, is fine).
+/// SplitMix64: a small, fast, seedable generator (any seed, including 0, is fine), for the
+/// fakes' failure draws and the load harness's traffic.
 #[derive(Debug, Clone)]
-pub(super) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(super) const fn new(seed: u64) -> Self {
+    /// A generator seeded with `seed`.
+    pub const fn new(seed: u64) -> Self {
         Self(seed)
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -625,7 +750,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in `[0, 1)`.
-    pub(super) fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         // The top 53 bits, exactly representable.
         (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
     }
