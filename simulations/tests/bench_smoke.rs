@@ -107,6 +107,7 @@ async fn tenant_memory_reads_the_rss_with_tenants_passivated() {
         concurrency: 2,
         settle_secs: 0,
         timeout_secs: 60,
+        hold_secs: 0,
     }))
     .await;
     let steps = report.results["steps"].as_array().expect("steps");

@@ -131,6 +131,11 @@ fn clock_ticks() -> f64 {
 
 /// `(comm, user + system CPU seconds)` of a process from `/proc/<pid>/stat`.
 fn proc_stat(pid: &str) -> Option<(String, f64)> {
+    proc_stat_split(pid).map(|(comm, user, system)| (comm, user + system))
+}
+
+/// `(comm, user CPU seconds, system CPU seconds)` of a process from `/proc/<pid>/stat`.
+fn proc_stat_split(pid: &str) -> Option<(String, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm is in parentheses and may contain spaces: split at the last ')'.
     let open = stat.find('(')?;
@@ -140,7 +145,12 @@ fn proc_stat(pid: &str) -> Option<(String, f64)> {
     // after the comm: state(0) ... utime(11) stime(12)
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((comm, (utime + stime) / clock_ticks()))
+    Some((comm, utime / clock_ticks(), stime / clock_ticks()))
+}
+
+/// System (kernel) CPU seconds used so far by process `pid`.
+pub fn process_system_secs(pid: u32) -> Option<f64> {
+    proc_stat_split(&pid.to_string()).map(|(_, _, system)| system)
 }
 
 /// User + system CPU seconds used so far by process `pid` (all its threads).
@@ -225,6 +235,8 @@ pub struct CpuUsage {
     pub bench_secs: f64,
     /// CPU seconds of the node process.
     pub node_secs: f64,
+    /// Of those, in the kernel (system calls: sockets, futexes, files).
+    pub node_system_secs: f64,
     /// CPU seconds of every `postgres` process (0 on SQLite runs, except other users').
     pub postgres_secs: f64,
     /// CPU seconds the whole machine was busy (all processes, all CPUs).
@@ -235,9 +247,17 @@ pub struct CpuUsage {
 
 impl CpuUsage {
     /// Busy CPU seconds of everything but the bench, the node and PostgreSQL: other work on
-    /// the machine during the phase.
+    /// the machine during the phase (approximate: `/proc/stat` is tick-sampled).
     pub fn other_secs(&self) -> f64 {
         (self.machine_busy_secs - self.bench_secs - self.node_secs - self.postgres_secs).max(0.0)
+    }
+
+    /// Whether the machine-wide counters can be trusted for this phase: `/proc/stat`
+    /// accounted within 10% of wall time × CPUs. On some VMs its tick-based counters lag
+    /// behind by seconds; the per-process figures (scheduler-exact) are always usable.
+    pub fn machine_consistent(&self, nproc: usize) -> bool {
+        let expected = self.wall_secs * nproc as f64;
+        expected > 0.0 && (self.machine_total_secs - expected).abs() <= 0.1 * expected
     }
 }
 
@@ -247,6 +267,7 @@ pub struct CpuMark {
     at: std::time::Instant,
     bench: f64,
     node: f64,
+    node_system: f64,
     postgres: f64,
     busy: f64,
     total: f64,
@@ -261,6 +282,7 @@ impl CpuMark {
             at: std::time::Instant::now(),
             bench: own_cpu_secs(),
             node: process_cpu_secs(node_pid).unwrap_or(0.0),
+            node_system: process_system_secs(node_pid).unwrap_or(0.0),
             postgres: postgres_cpu_secs(),
             busy,
             total,
@@ -275,6 +297,7 @@ impl CpuMark {
             wall_secs: end.at.duration_since(self.at).as_secs_f64(),
             bench_secs: end.bench - self.bench,
             node_secs: end.node - self.node,
+            node_system_secs: end.node_system - self.node_system,
             postgres_secs: end.postgres - self.postgres,
             machine_busy_secs: end.busy - self.busy,
             machine_total_secs: end.total - self.total,

@@ -86,7 +86,16 @@ pub async fn wait_for_replies(
     let complete = loop {
         let sent = deployment.whatsapp.sent_count();
         let done = if layout.messages_per_chat <= 1 {
+            // Count only this run's recipients: a stray sender (another test's node that
+            // found this port) must not end the wait early.
             sent >= accepted
+                && deployment
+                    .whatsapp
+                    .sent()
+                    .iter()
+                    .filter(|s| chat_index(MEASURED_RUN, &s.to).is_some())
+                    .count()
+                    >= accepted
         } else {
             let counts = counter.counts().await?;
             counts.inbound >= inbound_total

@@ -195,7 +195,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "latency",
         deployment.db().as_str(),
-        deployment.settings.clone(),
+        deployment.report_settings(),
     );
     report.row(
         "messages / tenants / chats",
@@ -239,7 +239,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         ),
     );
     report.row(
-        "machine busy in the 2 s before the run (other users of the box)",
+        "machine busy in the 2 s before the run (/proc/stat, approximate)",
         format!("{:.0}%", 100.0 * load_before),
     );
     report.cpu = Some(cpu);

@@ -145,6 +145,10 @@ pub async fn closed_loop(
 /// Posts delivery `i` at `start + i / rate` ([`scheduled`]), each in its own task, whether
 /// or not earlier ones were answered. Returns when every post is done; each delivery's
 /// `started` against its schedule shows whether the generator kept up.
+///
+/// The schedule is kept by a dedicated thread sleeping to each deadline with the operating
+/// system's timer (tens of microseconds late), not by tokio's timer wheel (which rounds every
+/// sleep up to the next millisecond); the posts themselves run on the runtime.
 pub async fn open_loop(
     http: &reqwest::Client,
     url: &str,
@@ -153,25 +157,37 @@ pub async fn open_loop(
     start: Instant,
     accepted: Arc<AtomicUsize>,
 ) -> LoadOutcome {
-    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
-    let mut tasks = Vec::with_capacity(deliveries.len());
-    for i in 0..deliveries.len() {
-        let at = start + period.mul_f64(i as f64);
-        tokio::time::sleep_until(at.into()).await;
-        let (http, url, deliveries, accepted) = (
-            http.clone(),
-            url.to_owned(),
-            Arc::clone(&deliveries),
-            Arc::clone(&accepted),
-        );
-        tasks.push(tokio::spawn(async move {
-            let posted = post(&http, &url, &deliveries[i]).await;
-            if posted.accepted.is_some() {
-                accepted.fetch_add(1, Ordering::Relaxed);
+    let runtime = tokio::runtime::Handle::current();
+    let (http, url) = (http.clone(), url.to_owned());
+    let count = deliveries.len();
+    let pacer = std::thread::spawn(move || {
+        let mut tasks = Vec::with_capacity(count);
+        for i in 0..count {
+            let at = scheduled(start, rate, i);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
             }
-            posted
-        }));
-    }
+            let (http, url, deliveries, accepted) = (
+                http.clone(),
+                url.clone(),
+                Arc::clone(&deliveries),
+                Arc::clone(&accepted),
+            );
+            tasks.push(runtime.spawn(async move {
+                let posted = post(&http, &url, &deliveries[i]).await;
+                if posted.accepted.is_some() {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                posted
+            }));
+        }
+        tasks
+    });
+    let tasks = match tokio::task::spawn_blocking(move || pacer.join()).await {
+        Ok(Ok(tasks)) => tasks,
+        _ => return LoadOutcome { posted: Vec::new() },
+    };
     let mut posted = Vec::with_capacity(tasks.len());
     for task in tasks {
         posted.push(task.await.unwrap_or_default());

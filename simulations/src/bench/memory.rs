@@ -47,6 +47,10 @@ pub struct MemoryOptions {
     /// How long each step may take.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
+    /// Keep the node running this many seconds after the last reading, for inspection from
+    /// outside (a heap profiler's snapshot, `/proc/<pid>/smaps`).
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
 }
 
 /// One RSS reading.
@@ -109,7 +113,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "tenant-memory",
         deployment.db().as_str(),
-        deployment.settings.clone(),
+        deployment.report_settings(),
     );
     for step in &steps {
         report.row(
@@ -153,7 +157,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<Report> {
         ),
     );
     report.row(
-        "machine busy in the 2 s before the run (other users of the box)",
+        "machine busy in the 2 s before the run (/proc/stat, approximate)",
         format!("{:.0}%", 100.0 * load_before),
     );
     report.verdicts.push(Verdict::at_most(
@@ -168,6 +172,14 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<Report> {
         TARGET_BYTES_PER_TENANT / 1024.0,
         "KiB",
     ));
+    if options.hold_secs > 0 {
+        progress(format!(
+            "holding the node (pid {}) for {} s",
+            deployment.node()?.pid(),
+            options.hold_secs
+        ));
+        tokio::time::sleep(Duration::from_secs(options.hold_secs)).await;
+    }
     report.results = json!({
         "tenants": tenants,
         "steps": steps,

@@ -24,7 +24,7 @@ pub const APP_SECRET: &str = "bench-app-secret";
 /// The node's admin token (the bench does not use the admin API).
 const ADMIN_TOKEN: &str = "bench-admin-token";
 /// How long the node may take to answer `/health` after it is spawned.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Which database the node runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -65,6 +65,11 @@ pub struct NodeOptions {
     /// Keep the node's log (stdout and stderr) in this file instead of the temp dir.
     #[arg(long)]
     pub node_log: Option<PathBuf>,
+    /// Extra query parameters for the node's database URL, e.g.
+    /// `options=-c%20synchronous_commit%3Doff` on PostgreSQL (an experiment, not the
+    /// production setting: label such results).
+    #[arg(long)]
+    pub db_url_params: Option<String>,
     /// Before the measured phase, wait up to this many seconds for the machine to be quiet
     /// (under 15% busy over 2 s while the node idles): other work on a shared machine
     /// skews every figure. 0: do not wait (the load before the run is reported anyway).
@@ -81,6 +86,7 @@ impl NodeOptions {
             per_number_rate: 80,
             malloc_arena_max: None,
             node_log: None,
+            db_url_params: None,
             wait_quiet_secs: 0,
         }
     }
@@ -158,7 +164,21 @@ impl NodeProcess {
 }
 
 impl Drop for NodeProcess {
+    /// Asks the node to stop (SIGTERM: it shuts down cleanly, and a heap profiler wrapping
+    /// it writes its output), and kills it if it is still running 10 s later.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -213,6 +233,11 @@ impl Deployment {
                 dir.path().join("salesboy.db").display()
             ),
         };
+        let database_url = match &options.db_url_params {
+            Some(params) if database_url.contains('?') => format!("{database_url}&{params}"),
+            Some(params) => format!("{database_url}?{params}"),
+            None => database_url,
+        };
         let whatsapp = FakeWhatsApp::try_start(FakeWhatsAppOptions::default())
             .await
             .context("starting the fake Cloud API")?;
@@ -266,6 +291,16 @@ impl Deployment {
                 100.0 * load
             ));
         }
+    }
+
+    /// The node's settings for a report: its environment (no secrets) and the database URL
+    /// parameters, if any.
+    pub fn report_settings(&self) -> BTreeMap<String, String> {
+        let mut settings = self.settings.clone();
+        if let Some(params) = &self.options.db_url_params {
+            settings.insert("database URL parameters".to_owned(), params.clone());
+        }
+        settings
     }
 
     /// The database the node uses.

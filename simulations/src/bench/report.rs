@@ -143,15 +143,23 @@ impl Report {
             out.push_str(&format!("| {figure} | {value} |\n"));
         }
         if let Some(cpu) = &self.cpu {
+            let machine = if cpu.machine_consistent(self.machine.nproc) {
+                format!(
+                    "other processes ≈ {:.1}, machine busy ≈ {:.0}%",
+                    cpu.other_secs(),
+                    100.0 * cpu.machine_busy_secs / cpu.machine_total_secs.max(1e-9)
+                )
+            } else {
+                "machine-wide use n/a (/proc/stat inconsistent for this window)".to_owned()
+            };
             out.push_str(&format!(
-                "| CPU seconds in the measured phase ({:.1} s wall, {:.1} CPU-s available) | node {:.1}, bench (load + fake Cloud API) {:.1}, postgres {:.1}, other processes {:.1}, machine busy {:.0}% |\n",
+                "| CPU seconds in the measured phase ({:.1} s wall × {} CPUs) | node {:.1} ({:.0}% in the kernel), bench (load + fake Cloud API) {:.1}, postgres (all backends) {:.1}; {machine} |\n",
                 cpu.wall_secs,
-                cpu.machine_total_secs,
+                self.machine.nproc,
                 cpu.node_secs,
+                100.0 * cpu.node_system_secs / cpu.node_secs.max(1e-9),
                 cpu.bench_secs,
                 cpu.postgres_secs,
-                cpu.other_secs(),
-                100.0 * cpu.machine_busy_secs / cpu.machine_total_secs.max(1e-9)
             ));
         }
         if !self.verdicts.is_empty() {

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::env::CpuMark;
 use super::flow::{MEASURED_RUN, check_delivery, wait_for_replies, warm_up};
 use super::load::closed_loop;
-use super::node::{Deployment, NodeOptions};
+use super::node::{DbKind, Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
 use super::setup::{Layout, build_deliveries, create_tenants};
@@ -138,6 +138,11 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     };
     let mark_reads = deployment.whatsapp.mark_reads().len();
     let peak_rss = deployment.node()?.peak_rss();
+    let sweep_ms = counter.sweep_query_ms().await?;
+    let table_stats = match deployment.db() {
+        DbKind::Postgres => Some(counter.postgres_table_stats().await?),
+        DbKind::Sqlite => None,
+    };
     counter.close().await;
 
     let first = outcome.first_post().unwrap_or(started);
@@ -158,7 +163,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "throughput",
         deployment.db().as_str(),
-        deployment.settings.clone(),
+        deployment.report_settings(),
     );
     report.row(
         "messages (one per webhook request)",
@@ -194,6 +199,25 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         report.row("node peak RSS (VmHWM)", mib(peak as f64));
     }
     report.row(
+        "the node's sweep query (every 5 s) on the final tables, run once by the bench",
+        format!("{sweep_ms:.1} ms"),
+    );
+    if let Some(stats) = &table_stats {
+        let scanned: Vec<String> = stats
+            .iter()
+            .filter(|t| t.seq_tup_read > 0)
+            .map(|t| format!("{} {} scans / {} rows", t.table, t.seq_scan, t.seq_tup_read))
+            .collect();
+        report.row(
+            "sequential scans (pg_stat_user_tables, whole run)",
+            if scanned.is_empty() {
+                "none".to_owned()
+            } else {
+                scanned.join("; ")
+            },
+        );
+    }
+    report.row(
         "CPU per message (node / bench / postgres)",
         format!(
             "{:.0} / {:.0} / {:.0} µs",
@@ -203,7 +227,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         ),
     );
     report.row(
-        "machine busy in the 2 s before the run (other users of the box)",
+        "machine busy in the 2 s before the run (/proc/stat, approximate)",
         format!("{:.0}%", 100.0 * load_before),
     );
     report.cpu = Some(cpu);
@@ -240,6 +264,8 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         "db_counts": completion.counts,
         "db_counts_before": before,
         "node_peak_rss_bytes": peak_rss,
+        "sweep_query_ms": sweep_ms,
+        "postgres_table_stats": table_stats,
     });
     if !outcome.failures().is_empty() {
         report.row(

@@ -1,6 +1,8 @@
 //! What the database says happened: counts of messages, replies, dismissals and unsent
 //! replies, read straight from the node's database after (or while) it works.
 
+use std::time::Instant;
+
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::AnyPool;
@@ -68,8 +70,73 @@ impl Counter {
         })
     }
 
+    /// How long the node's periodic sweep query (`tenants_with_pending_work`, run every
+    /// 5 s) takes now, in milliseconds: the same SQL, over the last 5 minutes.
+    pub async fn sweep_query_ms(&self) -> anyhow::Result<f64> {
+        let now_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis(),
+        )?;
+        let started = Instant::now();
+        sqlx::query(
+            "SELECT DISTINCT m.tenant_id FROM messages m \
+             WHERE m.direction = 'inbound' AND m.created_ms >= $1 AND m.created_ms < $2 \
+             AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
+             UNION SELECT DISTINCT tenant_id FROM messages WHERE status = 'pending'",
+        )
+        .bind(now_ms - 300_000)
+        .bind(now_ms - 10_000)
+        .fetch_all(&self.pool)
+        .await
+        .context("running the sweep query")?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    }
+
+    /// PostgreSQL only: scans and writes per table since the database was created
+    /// (`pg_stat_user_tables`), to spot sequential scans of big tables.
+    pub async fn postgres_table_stats(&self) -> anyhow::Result<Vec<TableStats>> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT relname::text, seq_scan, seq_tup_read, COALESCE(idx_scan, 0), n_tup_ins, \
+             n_tup_upd FROM pg_stat_user_tables ORDER BY relname",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading pg_stat_user_tables")?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(table, seq_scan, seq_tup_read, idx_scan, inserted, updated)| TableStats {
+                    table,
+                    seq_scan,
+                    seq_tup_read,
+                    idx_scan,
+                    inserted,
+                    updated,
+                },
+            )
+            .collect())
+    }
+
     /// Closes the pool.
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// One table's activity (`pg_stat_user_tables`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableStats {
+    /// The table.
+    pub table: String,
+    /// Sequential scans.
+    pub seq_scan: i64,
+    /// Rows read by sequential scans.
+    pub seq_tup_read: i64,
+    /// Index scans.
+    pub idx_scan: i64,
+    /// Rows inserted.
+    pub inserted: i64,
+    /// Rows updated.
+    pub updated: i64,
 }
