@@ -604,8 +604,25 @@ impl NodeHandle {
         }
     }
 
-    /// Stops every tenant and the node supervisor, waiting up to `timeout`.
+    /// Stops every tenant and the node supervisor, waiting up to `timeout` for each stage.
+    ///
+    /// First every tenant is frozen: turns under way finish and record their replies, sends
+    /// under way finish and record that they were sent. Stopping without that would leave a
+    /// reply sent but recorded as unsent, which the tenant's next host would send again.
     pub async fn shutdown(&self, timeout: Duration) {
+        let tenants: Vec<ActorRef<TenantMsg>> = read(&self.registry).values().cloned().collect();
+        let mut freezing = tokio::task::JoinSet::new();
+        for supervisor in tenants {
+            freezing.spawn(async move {
+                let _ = supervisor.call(TenantMsg::Freeze, Some(timeout)).await;
+            });
+        }
+        if tokio::time::timeout(timeout, freezing.join_all())
+            .await
+            .is_err()
+        {
+            warn!(?timeout, "not every tenant froze before shutdown");
+        }
         let _ = self
             .supervisor
             .stop_and_wait(Some("shutdown".into()), Some(timeout))

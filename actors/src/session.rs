@@ -180,6 +180,9 @@ pub struct SessionState {
     /// Ids of the jobs this session holds (queued, backing off or in flight): a second
     /// `Send` of one of them (reconciliation racing with the queue) is ignored.
     owned: HashSet<i64>,
+    /// Ids of the jobs this session finished lately (sent, or failed for good): a `Send` of
+    /// one of them read as unsent just before it finished is ignored.
+    finished: RecentIds,
     /// Jobs waiting out a retry backoff.
     delayed: HashMap<i64, SendJob>,
     frozen: bool,
@@ -189,6 +192,33 @@ pub struct SessionState {
     /// Customers Meta said we write to too often (131056), until when sends to them stay
     /// spaced by [`PAIR_RATE_GAP`].
     pair_limited: HashMap<ChatId, Instant>,
+}
+
+/// The most finished job ids a session remembers.
+const RECENT_IDS: usize = 64;
+
+/// The last [`RECENT_IDS`] ids inserted, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: VecDeque<i64>,
+    ids: HashSet<i64>,
+}
+
+impl RecentIds {
+    fn insert(&mut self, id: i64) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > RECENT_IDS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        self.ids.contains(&id)
+    }
 }
 
 /// Spacing of sends to one customer after Meta refused one for pair rate (131056): Meta's
@@ -228,6 +258,7 @@ impl Actor for SessionActor {
             failed: 0,
             retries: 0,
             owned: HashSet::new(),
+            finished: RecentIds::default(),
             delayed: HashMap::new(),
             frozen: false,
             freeze_waiter: None,
@@ -264,7 +295,9 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::Send(job) => {
-                if !state.owned.insert(job.outbound_id) {
+                if state.finished.contains(job.outbound_id) {
+                    debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send already done");
+                } else if !state.owned.insert(job.outbound_id) {
                     debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send already queued");
                 } else if state.status == SessionStatus::AuthFailed {
                     state.owned.remove(&job.outbound_id);
@@ -445,6 +478,7 @@ async fn on_sent(
     let error = match result {
         Ok(wamid) => {
             state.owned.remove(&job.outbound_id);
+            state.finished.insert(job.outbound_id);
             let marked = services
                 .store
                 .mark_reply_sent(
@@ -461,6 +495,7 @@ async fn on_sent(
             }
             marked?;
             state.sent += 1;
+            debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, epoch = state.args.epoch, "reply sent");
             metrics::counter!("salesboy_sends_total", "outcome" => "sent").increment(1);
             record_latency(&services, &job);
             services.publish(
@@ -529,6 +564,7 @@ async fn fail(
     code: Option<i64>,
 ) -> Result<(), ActorProcessingErr> {
     state.owned.remove(&job.outbound_id);
+    state.finished.insert(job.outbound_id);
     let services = Arc::clone(&state.args.services);
     state.failed += 1;
     metrics::counter!("salesboy_sends_total", "outcome" => "failed").increment(1);
@@ -592,5 +628,19 @@ mod tests {
         let wait = bucket.take(now).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
         assert!(bucket.take(now + Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn recent_ids_remember_the_last_ones_and_forget_the_oldest() {
+        let mut recent = RecentIds::default();
+        for id in 0..i64::try_from(RECENT_IDS).unwrap() {
+            recent.insert(id);
+        }
+        recent.insert(3);
+        assert!(recent.contains(0) && recent.contains(3));
+        recent.insert(1_000);
+        assert!(!recent.contains(0), "the oldest is forgotten");
+        assert!(recent.contains(1) && recent.contains(1_000));
+        assert_eq!(recent.order.len(), RECENT_IDS);
     }
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Db, Gateway, WAIT, eventually};
 use reqwest::StatusCode;
@@ -121,6 +122,10 @@ impl Cluster {
 
 #[tokio::test]
 async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut cluster = Cluster::start(3).await;
     let leader_count = cluster
         .live()
@@ -201,7 +206,125 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
 
     // Exactly one reply per message, across every round.
     let sent = cluster.whatsapp.sent();
-    assert_eq!(sent.len(), 3 * TENANTS, "no duplicates");
+    let first = sent.first().map(|m| m.received);
+    let mut per_tenant: HashMap<String, Vec<Duration>> = HashMap::new();
+    for message in &sent {
+        per_tenant
+            .entry(message.phone_number_id.clone())
+            .or_default()
+            .push(message.received - first.unwrap_or(message.received));
+    }
+    per_tenant.retain(|_, replies| replies.len() != 3);
+    assert_eq!(
+        sent.len(),
+        3 * TENANTS,
+        "no duplicates; replies after the first, of tenants without 3: {per_tenant:?}"
+    );
+    for node in cluster.nodes.into_iter().flatten() {
+        node.node.stop().await;
+    }
+}
+
+/// An adoption arriving after the mover called the move off (its moving mark rolled back, as
+/// after an adoption request that timed out) is refused: the adopter hosts nothing, the
+/// directory keeps the tenant where it was, and its messages are answered once.
+#[tokio::test]
+async fn an_adoption_the_mover_called_off_is_refused() {
+    use salesboy_actors::handoff::TenantHandoff;
+    use salesboy_node::cluster::directory::{Placement, PlacementState};
+    use salesboy_node::cluster::runtime::control_request;
+    use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
+
+    let mut cluster = Cluster::start(2).await;
+    cluster.round("a").await;
+    let observer = cluster.nodes[0].as_ref().expect("node 0");
+    let directory = observer
+        .node
+        .cluster
+        .as_ref()
+        .expect("cluster mode")
+        .directory()
+        .clone();
+    let tenant = cluster.tenants[0].clone();
+    let current = directory
+        .fetch(&tenant)
+        .await
+        .expect("directory")
+        .expect("placed");
+    let host = current.placement.node.clone();
+    let (other, other_index) = if host.as_str() == "node-0" {
+        ("node-1", 1)
+    } else {
+        ("node-0", 0)
+    };
+    let other = salesboy_protocol::NodeId::new(other).expect("node id");
+    // The mover marks the tenant moving, then gives up and rolls the mark back.
+    let epoch = current.placement.epoch;
+    let marked = directory
+        .update(
+            &tenant,
+            Placement {
+                node: host.clone(),
+                epoch,
+                state: PlacementState::Moving { to: other.clone() },
+            },
+            current.revision,
+        )
+        .await
+        .expect("mark moving");
+    directory
+        .update(
+            &tenant,
+            Placement {
+                node: host.clone(),
+                epoch,
+                state: PlacementState::Active,
+            },
+            marked.revision,
+        )
+        .await
+        .expect("roll the mark back");
+
+    // The late adoption request.
+    let reply = control_request(
+        cluster.bus.as_ref(),
+        &other,
+        &ControlRequest::Adopt {
+            handoff: TenantHandoff {
+                tenant: tenant.clone(),
+                epoch,
+                conversations: vec![],
+                session: None,
+                held: vec![],
+            },
+            epoch: epoch + 1,
+            mark_revision: marked.revision,
+        },
+        WAIT,
+    )
+    .await
+    .expect("an answer");
+    assert!(
+        matches!(reply, ControlReply::Error(_)),
+        "refused: {reply:?}"
+    );
+    let adopter = cluster.nodes[other_index].as_ref().expect("adopter");
+    assert!(
+        adopter.node.node.observe_tenant(&tenant).await.is_none(),
+        "the adopter hosts nothing"
+    );
+    let now = directory
+        .fetch(&tenant)
+        .await
+        .expect("directory")
+        .expect("placed");
+    assert_eq!(
+        (now.placement.node, now.placement.epoch, now.placement.state),
+        (host, epoch, PlacementState::Active)
+    );
+
+    cluster.round("b").await;
+    assert_eq!(cluster.whatsapp.sent().len(), 2 * TENANTS, "no duplicates");
     for node in cluster.nodes.into_iter().flatten() {
         node.node.stop().await;
     }

@@ -21,7 +21,7 @@ use salesboy_protocol::{Codec, Envelope, MessageId, NodeId, TenantId};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::directory::{Directory, DirectoryError, Placement, PlacementState, Versioned};
 use super::leader::Leadership;
@@ -43,6 +43,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 const DRAIN_ROUNDS: usize = 30;
 /// The pause between two drain rounds.
 const DRAIN_ROUND_PAUSE: Duration = Duration::from_millis(250);
+/// How often a mover reads the directory to learn how a move it could not confirm ended.
+const SETTLE_ATTEMPTS: usize = 20;
+/// The pause between those reads (20 × 250 ms: about the default failure timeout).
+const SETTLE_PAUSE: Duration = Duration::from_millis(250);
 /// How long a host remembers the answers it gave (the dedup window).
 const DEDUP_WINDOW: Duration = Duration::from_secs(120);
 
@@ -455,12 +459,14 @@ impl Cluster {
                     Err(e) => ControlReply::Error(e),
                 }
             }
-            Ok(ControlRequest::Adopt { handoff, epoch }) => {
-                match self.node.adopt(handoff, epoch).await {
-                    Ok(()) => ControlReply::Ok,
-                    Err(e) => ControlReply::Error(e.to_string()),
-                }
-            }
+            Ok(ControlRequest::Adopt {
+                handoff,
+                epoch,
+                mark_revision,
+            }) => match self.adopt(handoff, epoch, mark_revision).await {
+                Ok(()) => ControlReply::Ok,
+                Err(e) => ControlReply::Error(e),
+            },
             Ok(ControlRequest::Drain) => match self.drain().await {
                 Ok(moved) => ControlReply::Drained { moved },
                 Err(e) => ControlReply::Error(e),
@@ -473,10 +479,81 @@ impl Cluster {
             .await;
     }
 
+    /// Takes over a tenant another node is moving here: first points the directory here with
+    /// a compare-and-set on the mover's moving mark (so the move cannot also be called off),
+    /// then hosts the handed-over state. Once the directory names this node, the tenant is
+    /// hosted here even if the state cannot be: it is activated from storage instead.
+    async fn adopt(
+        &self,
+        handoff: TenantHandoff,
+        epoch: u64,
+        mark_revision: u64,
+    ) -> Result<(), String> {
+        let tenant = handoff.tenant.clone();
+        let here = Placement {
+            node: self.me.clone(),
+            epoch,
+            state: PlacementState::Active,
+        };
+        self.directory
+            .update(&tenant, here, mark_revision)
+            .await
+            .map_err(|e| format!("the move of {tenant} was called off: {e}"))?;
+        if let Err(e) = self.node.adopt(handoff, epoch).await {
+            warn!(tenant = %tenant, error = %e, "handed-over state not adopted, activating from storage");
+            // A copy left here by an earlier placement is stale: drop it first.
+            let _ = self.node.release(&tenant).await;
+            self.node
+                .tenant(&tenant)
+                .await
+                .map_err(|e| format!("{tenant} placed here but not activated: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// After an adoption that did not answer "adopted" (refused, lost, timed out), the
+    /// directory tells whether `to` took the tenant: it names another node, or it still holds
+    /// this node's moving mark, which this node then rolls back, calling the move off for
+    /// good (the adopter's compare-and-set on the mark can no longer succeed). `Ok(true)`:
+    /// moved; `Ok(false)`: stays here; `Err`: the directory could not be read, so nobody knows.
+    async fn settle_move(
+        &self,
+        tenant: &TenantId,
+        epoch: u64,
+        mark_revision: u64,
+    ) -> Result<bool, String> {
+        let mut last_error = String::new();
+        for attempt in 0..SETTLE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(SETTLE_PAUSE).await;
+            }
+            match self.directory.fetch(tenant).await {
+                Ok(Some(now)) if now.revision == mark_revision => {
+                    let active = Placement {
+                        node: self.me.clone(),
+                        epoch,
+                        state: PlacementState::Active,
+                    };
+                    match self.directory.update(tenant, active, mark_revision).await {
+                        Ok(_) => return Ok(false),
+                        // The adopter's compare-and-set came first, or the answer was lost:
+                        // read again.
+                        Err(e) => last_error = e.to_string(),
+                    }
+                }
+                Ok(Some(now)) => return Ok(now.placement.node != self.me),
+                Ok(None) => return Ok(false),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(last_error)
+    }
+
     /// Moves a tenant this node hosts to `to` (architecture §7): mark it moving, freeze it
-    /// (the turn under way finishes), have `to` adopt the state under the next epoch, point
-    /// the directory at `to`, hand over what was held, release it here. On any failure before
-    /// the adoption the tenant resumes here.
+    /// (the turn under way finishes), have `to` adopt the state under the next epoch (it
+    /// points the directory at itself), hand over what was held, release it here. When the
+    /// adoption fails, the directory decides (see `settle_move`): the tenant resumes here or
+    /// is released, never both hosts.
     pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<(), String> {
         let Some(_guard) = MoveGuard::claim(&self.moving, tenant) else {
             return Err(format!("tenant {tenant} is already moving"));
@@ -555,30 +632,29 @@ impl Cluster {
                 &ControlRequest::Adopt {
                     handoff,
                     epoch: epoch + 1,
+                    mark_revision: marked.revision,
                 },
             )
             .await;
         if !matches!(adopted, Ok(ControlReply::Ok)) {
-            back_here(marked.revision).await;
-            if hosted {
-                self.node.thaw(tenant);
-            }
-            return Err(format!("{to} did not adopt {tenant}: {adopted:?}"));
-        }
-        let there = Placement {
-            node: to.clone(),
-            epoch: epoch + 1,
-            state: PlacementState::Active,
-        };
-        if let Err(e) = self
-            .directory
-            .update(tenant, there.clone(), marked.revision)
-            .await
-        {
-            // Should not happen (only the mover writes a moving entry); write it anyway.
-            warn!(tenant = %tenant, error = %e, "directory changed during a move, overwriting");
-            if let Ok(Some(now)) = self.directory.fetch(tenant).await {
-                let _ = self.directory.update(tenant, there, now.revision).await;
+            match self.settle_move(tenant, epoch, marked.revision).await {
+                Ok(true) => {
+                    info!(tenant = %tenant, to = %to, answer = ?adopted, "adopted although the answer said otherwise");
+                }
+                Ok(false) => {
+                    if hosted {
+                        self.node.thaw(tenant);
+                    }
+                    return Err(format!("{to} did not adopt {tenant}: {adopted:?}"));
+                }
+                Err(e) => {
+                    // Whether `to` hosts it is unknown: hosting it here too could answer
+                    // twice. Its messages are persisted; whoever the directory names (once
+                    // it can be read) reconciles them from storage.
+                    let _ = self.node.release(tenant).await;
+                    error!(tenant = %tenant, to = %to, error = %e, "move outcome unknown, tenant released here");
+                    return Err(format!("{to} may or may not have adopted {tenant}: {e}"));
+                }
             }
         }
         let held = if hosted {

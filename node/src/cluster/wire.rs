@@ -105,12 +105,17 @@ pub enum ControlRequest {
         /// Its new host.
         to: NodeId,
     },
-    /// Host this tenant, moved here with its state, under `epoch`.
+    /// Host this tenant, moved here with its state, under `epoch` — if the directory still
+    /// holds the mover's moving mark: the adopter points the directory at itself with a
+    /// compare-and-set on `mark_revision` before it hosts anything, so a mover that gave up
+    /// (and rolled its mark back) and an adopter can never both host the tenant.
     Adopt {
         /// Its state.
         handoff: TenantHandoff,
         /// Its new epoch.
         epoch: u64,
+        /// The directory revision of the mover's moving mark.
+        mark_revision: u64,
     },
     /// Move every tenant off, then exit.
     Drain,
@@ -202,6 +207,7 @@ mod tests {
                     held: vec![],
                 },
                 epoch: 2,
+                mark_revision: 7,
             },
             ControlRequest::Drain,
         ];
