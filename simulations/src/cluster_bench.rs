@@ -172,6 +172,31 @@ async fn placements(bus: &Arc<dyn Bus>) -> anyhow::Result<HashMap<String, String
     Ok(out)
 }
 
+/// The placements once no tenant has moved for [`SETTLED_AFTER`] (longer than a rebalancing
+/// round) and every tenant is placed.
+async fn settled(bus: &Arc<dyn Bus>, tenants: usize) -> anyhow::Result<HashMap<String, String>> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = placements(bus).await?;
+    let mut unchanged_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = placements(bus).await?;
+        if now != last || now.len() < tenants {
+            last = now;
+            unchanged_since = Instant::now();
+        } else if unchanged_since.elapsed() >= SETTLED_AFTER {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            bail!("placements still changing after 180 s");
+        }
+    }
+}
+
+/// How long placements must stay unchanged to count as settled (the rebalancer runs every
+/// 2 s).
+const SETTLED_AFTER: Duration = Duration::from_secs(5);
+
 /// Runs every measurement; progress on stderr.
 pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
     salesboy_node::run::install_crypto_provider();
@@ -263,19 +288,22 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
         .await
         .map_err(|e| anyhow!(e))?;
     activate_all(&sandbox, &tenants, 0).await?;
-    let before = placements(&bus).await?;
+    // The spread over 3 nodes must have settled first, or its own moves would count.
+    let before = settled(&bus, args.tenants).await?;
     sandbox.add_node().await.map_err(|e| anyhow!(e))?;
     let joined = Instant::now();
     let ideal = args.tenants / 4;
-    let after = loop {
+    loop {
         let now = placements(&bus).await?;
         let on_new = now.values().filter(|n| *n == "node-3").count();
         if on_new >= ideal.saturating_sub(1) || joined.elapsed() > Duration::from_secs(120) {
-            break now;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     let settle_secs = joined.elapsed().as_secs_f64();
+    // Every move the join caused, including any after the new node got its share.
+    let after = settled(&bus, args.tenants).await?;
     let moved = before
         .iter()
         .filter(|(t, n)| after.get(*t) != Some(*n))
