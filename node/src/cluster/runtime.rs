@@ -1018,13 +1018,22 @@ async fn serve(
 
 /// Failover and rebalancing while this node leads.
 async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
-    let every = match cluster.upgrade() {
-        Some(c) => c.settings.leader_every,
+    let (every, mut events) = match cluster.upgrade() {
+        Some(c) => (c.settings.leader_every, c.membership.subscribe()),
         None => return,
     };
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        // Every `leader_every`, and at once when a node joins, leaves or is declared dead.
+        tokio::select! {
+            _ = tick.tick() => {}
+            event = events.recv() => match event {
+                Ok(MembershipEvent::Joined(_) | MembershipEvent::Left(_))
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(MembershipEvent::Fenced | MembershipEvent::Unfenced) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
         let Some(cluster) = cluster.upgrade() else {
             return;
         };
