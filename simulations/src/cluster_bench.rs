@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
-use salesboy_node::bus::{Bus, NatsBus, NatsBusOptions};
+use salesboy_node::bus::{Bus, Bytes, Headers, NatsBus, NatsBusOptions};
 use salesboy_node::cluster::rebalance::hash_mod_moves;
 use salesboy_node::cluster::runtime::{DRAIN_TIMEOUT, control_request};
 use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
 use salesboy_node::testing::{ClusterSandbox, Db, webhooks};
-use salesboy_protocol::subjects::DIRECTORY_BUCKET;
+use salesboy_protocol::subjects::{self, DIRECTORY_BUCKET};
 use salesboy_protocol::{NodeId, PhoneNumberId, TenantId};
 use serde::Serialize;
 
@@ -36,6 +36,9 @@ pub struct ClusterBenchArgs {
 /// The figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterReport {
+    /// The floor of a cross-node hop: a bare request/reply round trip between two NATS
+    /// connections through the cluster's nats-server (256-byte payload), milliseconds.
+    pub nats_round_trip_ms: Percentiles,
     /// Migration latency per tenant (control request round trip: freeze, adopt, directory
     /// writes, release), milliseconds: p50, p99, max, count.
     pub migration_ms: Percentiles,
@@ -197,6 +200,50 @@ async fn settled(bus: &Arc<dyn Bus>, tenants: usize) -> anyhow::Result<HashMap<S
 /// 2 s).
 const SETTLED_AFTER: Duration = Duration::from_secs(5);
 
+/// Round trips of a 256-byte request between two connections of their own, answered at
+/// once, on a node-inbox subject (a cross-node hop with nothing behind it).
+async fn nats_round_trip(url: &str, samples: usize) -> anyhow::Result<Percentiles> {
+    let connect = |name: &str| {
+        NatsBus::connect(
+            url,
+            NatsBusOptions {
+                name: name.to_owned(),
+                ..Default::default()
+            },
+        )
+    };
+    let responder = connect("cluster-bench-echo").await?;
+    let requester = connect("cluster-bench-ask").await?;
+    let subject = subjects::node_inbox(&NodeId::new("bench-echo")?);
+    let mut inbox = responder.subscribe(&subject, None).await?;
+    let echo = tokio::spawn(async move {
+        while let Some(message) = inbox.next().await {
+            let _ = responder
+                .respond(&message, Headers::default(), message.payload.clone())
+                .await;
+        }
+    });
+    let payload = Bytes::from(vec![b'x'; 256]);
+    let mut timings = Vec::with_capacity(samples);
+    for i in 0..samples + 200 {
+        let started = Instant::now();
+        requester
+            .request(
+                &subject,
+                Headers::default(),
+                payload.clone(),
+                Duration::from_secs(5),
+            )
+            .await?;
+        // The first 200 warm the connections up.
+        if i >= 200 {
+            timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    echo.abort();
+    Ok(percentiles(timings))
+}
+
 /// Runs every measurement; progress on stderr.
 pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
     salesboy_node::run::install_crypto_provider();
@@ -210,6 +257,11 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
     // Migration latency and failover, on 3 nodes.
     eprintln!("cluster-bench: 3 nodes, {} tenants", args.tenants);
     let (sandbox, bus) = cluster(args, 3).await?;
+    let nats_round_trip_ms = nats_round_trip(&sandbox.nats_url(), 5_000).await?;
+    eprintln!(
+        "cluster-bench: NATS request/reply p50 {:.3} ms, p99 {:.3} ms over {}",
+        nats_round_trip_ms.p50, nats_round_trip_ms.p99, nats_round_trip_ms.count
+    );
     let tenants = sandbox
         .seed_tenants(args.tenants, "We open at 9am every day.")
         .await
@@ -348,6 +400,7 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
     }
 
     Ok(ClusterReport {
+        nats_round_trip_ms,
         migration_ms,
         drain_secs,
         failover_secs,

@@ -23,7 +23,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+/// The payload type of every message and KV value, re-exported for the bus's users.
+pub use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use salesboy_protocol::codec::{CODEC_HEADER, Codec, CodecError};
