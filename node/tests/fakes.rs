@@ -16,7 +16,7 @@ use salesboy_node::adapters::llm::HttpLlmFactory;
 use salesboy_node::adapters::whatsapp::CloudApiConnector;
 use salesboy_node::testing::{
     FAKE_LLM_MARKER, FailedAttempt, FakeLlm, FakeLlmOptions, FakeOperation, FakeWhatsApp,
-    FakeWhatsAppOptions, LlmRequestCounts,
+    FakeWhatsAppOptions, LlmRequestCounts, StatusWebhookCounts, StatusWebhooks,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use serde_json::json;
@@ -305,6 +305,64 @@ async fn latency_beyond_the_client_timeout_is_transient() {
     fake.shutdown().await;
 }
 
+#[tokio::test]
+async fn accepted_sends_are_followed_by_signed_status_webhooks() {
+    use salesboy_protocol::whatsapp::inbound::WebhookEvent;
+    use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, verify_signature};
+    use salesboy_protocol::whatsapp::webhook::parse_webhook;
+
+    let gateway = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&gateway)
+        .await;
+    let fake = FakeWhatsApp::start(FakeWhatsAppOptions {
+        status_webhooks: Some(StatusWebhooks {
+            app_secret: "app-secret".to_owned(),
+            statuses: vec!["sent".to_owned(), "delivered".to_owned(), "read".to_owned()],
+            delay: Duration::from_millis(1),
+        }),
+        ..FakeWhatsAppOptions::default()
+    })
+    .await;
+    // The first target refuses connections: each status goes to the next one.
+    fake.set_status_targets(vec![
+        "http://127.0.0.1:9/webhooks/whatsapp".to_owned(),
+        format!("{}/webhooks/whatsapp", gateway.uri()),
+    ]);
+    let wamid = send(&connection(&fake, TOKEN, WAIT), "hi")
+        .await
+        .expect("sent");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    while fake.status_webhook_counts().delivered < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        fake.status_webhook_counts(),
+        StatusWebhookCounts {
+            delivered: 3,
+            failed: 0
+        }
+    );
+    let mut statuses = Vec::new();
+    for request in gateway.received_requests().await.expect("recorded") {
+        let signature = request
+            .headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        assert!(verify_signature(b"app-secret", &request.body, signature).is_ok());
+        for event in parse_webhook(&request.body).expect("a webhook").events() {
+            let WebhookEvent::Status { status, .. } = event else {
+                panic!("only statuses: {event:?}");
+            };
+            assert_eq!(status.wamid, wamid);
+            statuses.push(status.status.as_str().to_owned());
+        }
+    }
+    assert_eq!(statuses, ["sent", "delivered", "read"]);
+}
+
 // --- FakeLlm -------------------------------------------------------------------------------
 
 fn prompt() -> Prompt {
@@ -367,6 +425,41 @@ async fn both_apis_answer_through_the_real_providers() {
         completion.text,
         format!("{FAKE_LLM_MARKER} when do you close?")
     );
+}
+
+#[tokio::test]
+async fn tags_are_echoed_answers_padded_and_calls_recorded() {
+    let fake = FakeLlm::start(FakeLlmOptions {
+        echo_tags: Some("sbm".to_owned()),
+        answer_chars: 120,
+        latency_tail_mean: Duration::from_millis(1),
+        ..FakeLlmOptions::default()
+    })
+    .await;
+    let mut tagged = prompt();
+    tagged.question = "sbm1a when do you close?\nsbm1b and on sunday?".to_owned();
+    for provider in providers(&fake) {
+        let completion = provider.complete(&tagged).await.expect("answered");
+        assert!(
+            completion
+                .text
+                .starts_with(&format!("{FAKE_LLM_MARKER} sbm1a sbm1b Opening hours")),
+            "{}",
+            completion.text
+        );
+        assert_eq!(completion.text.chars().count(), 120);
+        assert_eq!(completion.completion_tokens, 30);
+    }
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|call| call.tags == ["sbm1a", "sbm1b"] && call.status == 200)
+    );
+    let (prompt_tokens, completion_tokens) = fake.tokens();
+    assert_eq!(completion_tokens, 60);
+    assert!(prompt_tokens >= 40, "{prompt_tokens}");
 }
 
 #[tokio::test]

@@ -7,6 +7,9 @@
 //! - the seeded fault simulation (`salesboy-sim chaos --seeds A..B`): the cluster on the
 //!   in-process bus with a seeded scheduler and invariant checks;
 //! - benchmarks of one node (`salesboy-sim bench …`, [`bench`]).
+//!
+//! The load harness is [`scenario`]; the shipped scenarios are in `simulations/scenarios/`.
 
 pub mod bench;
 pub mod cluster_bench;
+pub mod scenario;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use salesboy_sim::bench::{self, BenchKind};
+use salesboy_sim::scenario;
 
 /// Salesboy's simulation harness.
 #[derive(Debug, Parser)]
@@ -13,10 +14,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a load scenario (not built yet).
+    /// Run a load scenario (real node processes, NATS, SQL, fake Cloud API and LLMs):
+    /// progress on stderr, `report.json`, `report.md` and SVG charts in the output
+    /// directory, a summary line on stdout. Exits non-zero when the scenario's `[expect]`
+    /// checks fail.
     Run {
-        /// The scenario file.
+        /// The scenario file, e.g. `simulations/scenarios/node-kill.toml`.
         scenario: std::path::PathBuf,
+        /// Where the report goes (default `target/sim-runs/<scenario name>`).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The `salesboy` binary (a release build for figures).
+        #[arg(long, default_value = "target/release/salesboy")]
+        salesboy_bin: std::path::PathBuf,
     },
     /// Run the seeded fault simulation (not built yet).
     Chaos {
@@ -52,8 +62,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { .. } | Command::Chaos { .. } => {
-            anyhow::bail!("not built yet: the load harness and fault simulation are open issues")
+        Command::Run {
+            scenario,
+            out,
+            salesboy_bin,
+        } => scenario::command(&scenario, out, salesboy_bin).await,
+        Command::Chaos { .. } => {
+            anyhow::bail!("not built yet: the fault simulation is an open issue")
         }
         Command::ClusterBench {
             salesboy_bin,

@@ -641,6 +641,23 @@ impl ClusterSandbox {
         count: usize,
         knowledge: &str,
     ) -> Result<Vec<(TenantId, PhoneNumberId)>, String> {
+        let providers = serde_json::json!([{
+            "kind": "openai",
+            "model": "gpt-4o-mini",
+            "api_key": "sk-sandbox",
+            "base_url": self.llm.openai_base_url(),
+        }]);
+        self.seed_tenants_with(count, knowledge, &providers).await
+    }
+
+    /// As [`Self::seed_tenants`], with the tenants' LLM provider chain `providers` (the
+    /// `llm_config` JSON array, e.g. a Gemini fake first and an OpenAI-compatible fallback).
+    pub async fn seed_tenants_with(
+        &self,
+        count: usize,
+        knowledge: &str,
+        providers: &serde_json::Value,
+    ) -> Result<Vec<(TenantId, PhoneNumberId)>, String> {
         let first = self.seeded.fetch_add(count, Ordering::SeqCst);
         let tenants = (first..first + count)
             .map(|n| {
@@ -651,13 +668,7 @@ impl ClusterSandbox {
                 Ok((tenant, number))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let providers = serde_json::json!([{
-            "kind": "openai",
-            "model": "gpt-4o-mini",
-            "api_key": "sk-sandbox",
-            "base_url": self.llm.openai_base_url(),
-        }])
-        .to_string();
+        let providers = providers.to_string();
         let created_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

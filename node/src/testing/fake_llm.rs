@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,6 +40,16 @@ pub struct FakeLlmOptions {
     pub quota_exhausted: bool,
     /// The share of requests answered 503, `0.0..=1.0`.
     pub unavailable_rate: f64,
+    /// The mean of an extra, exponentially distributed wait per request (seeded draw), on
+    /// top of `latency`: a latency distribution with a long tail. Zero: no extra wait.
+    pub latency_tail_mean: Duration,
+    /// When set, the answer quotes every word of the question (the last user turn) that
+    /// starts with this prefix, before the excerpt: the load harness tags each message so
+    /// it can tell which messages a reply answered.
+    pub echo_tags: Option<String>,
+    /// Answers shorter than this many characters are padded with filler (token counts
+    /// follow); 0 leaves them as they are.
+    pub answer_chars: usize,
     /// The seed of the failure draws.
     pub seed: u64,
 }
@@ -53,6 +63,9 @@ impl Default for FakeLlmOptions {
             retry_after: Duration::from_secs(1),
             quota_exhausted: false,
             unavailable_rate: 0.0,
+            latency_tail_mean: Duration::ZERO,
+            echo_tags: None,
+            answer_chars: 0,
             seed: 0x11a_5eed,
         }
     }
@@ -74,6 +87,20 @@ impl LlmRequestCounts {
     pub fn total(&self) -> u64 {
         self.gemini + self.openai
     }
+}
+
+/// One request the fake answered (or refused), recorded when
+/// [`FakeLlmOptions::echo_tags`] is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmCall {
+    /// The tags (words starting with the echo prefix) of the question.
+    pub tags: Vec<String>,
+    /// When it arrived.
+    pub arrived: Instant,
+    /// From arrival to the answer being ready (gate, latency, tail).
+    pub took: Duration,
+    /// The HTTP status answered.
+    pub status: u16,
 }
 
 /// A local LLM server speaking both Gemini `generateContent` and OpenAI-compatible chat
@@ -111,6 +138,9 @@ struct FakeLlmState {
     gemini: AtomicU64,
     openai: AtomicU64,
     answered: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    calls: Mutex<Vec<LlmCall>>,
     next_id: AtomicU64,
     /// `true` while held.
     gate: watch::Sender<bool>,
@@ -142,6 +172,9 @@ impl FakeLlm {
             gemini: AtomicU64::new(0),
             openai: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+            calls: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             gate: watch::Sender::new(false),
             parked: watch::Sender::new(0),
@@ -176,6 +209,20 @@ impl FakeLlm {
             openai: self.state.openai.load(Ordering::Relaxed),
             answered: self.state.answered.load(Ordering::Relaxed),
         }
+    }
+
+    /// The tokens reported in the usage of the answered requests: (prompt, completion).
+    pub fn tokens(&self) -> (u64, u64) {
+        (
+            self.state.prompt_tokens.load(Ordering::Relaxed),
+            self.state.completion_tokens.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The requests recorded while [`FakeLlmOptions::echo_tags`] was set, in the order
+    /// they were answered.
+    pub fn calls(&self) -> Vec<LlmCall> {
+        lock(&self.state.calls).clone()
     }
 
     /// The current options.
@@ -294,26 +341,47 @@ async fn handle(
         return bad_request(api);
     };
 
+    let arrived = Instant::now();
     if !pass_gate(&state).await {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let options = read(&state.options).clone();
-    if !pause(options.latency, &state.shutdown).await {
+    let tail = if options.latency_tail_mean.is_zero() {
+        Duration::ZERO
+    } else {
+        // Exponential: -mean × ln(1 - u), u in [0, 1).
+        let draw = lock(&state.rng).next_f64();
+        options
+            .latency_tail_mean
+            .mul_f64(-(1.0 - draw).ln())
+            .min(options.latency_tail_mean * 20)
+    };
+    if !pause(options.latency + tail, &state.shutdown).await {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    if options.quota_exhausted {
-        return quota_exhausted(api, &asked.model);
+    let response = if options.quota_exhausted {
+        quota_exhausted(api, &asked.model)
+    } else {
+        let draw = lock(&state.rng).next_f64();
+        if draw < options.unavailable_rate {
+            unavailable(api)
+        } else if draw < options.unavailable_rate + options.rate_limit_rate {
+            rate_limited(api, &asked.model, options.retry_after)
+        } else {
+            state.answered.fetch_add(1, Ordering::Relaxed);
+            let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+            answer(&state, &asked, &options, id)
+        }
+    };
+    if let Some(prefix) = options.echo_tags.as_deref() {
+        lock(&state.calls).push(LlmCall {
+            tags: tags(&asked.question, prefix),
+            arrived,
+            took: arrived.elapsed(),
+            status: response.status().as_u16(),
+        });
     }
-    let draw = lock(&state.rng).next_f64();
-    if draw < options.unavailable_rate {
-        return unavailable(api);
-    }
-    if draw < options.unavailable_rate + options.rate_limit_rate {
-        return rate_limited(api, &asked.model, options.retry_after);
-    }
-    state.answered.fetch_add(1, Ordering::Relaxed);
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    answer(&asked, id)
+    response
 }
 
 /// Waits while the gate is held; `false` if the server stopped meanwhile.
@@ -434,10 +502,43 @@ fn tokens(chars: usize) -> u64 {
     u64::try_from(chars.div_ceil(4).max(1)).unwrap_or(u64::MAX)
 }
 
-fn answer(asked: &Asked, id: u64) -> Response {
-    let text = fake_llm_reply(&asked.system, &asked.question);
+/// The words of `text` that start with `prefix` (trailing punctuation removed), in order.
+fn tags(text: &str, prefix: &str) -> Vec<String> {
+    text.split_whitespace()
+        .filter(|word| word.starts_with(prefix))
+        .map(|word| {
+            word.trim_end_matches(|c: char| !c.is_alphanumeric())
+                .to_owned()
+        })
+        .collect()
+}
+
+fn answer(state: &FakeLlmState, asked: &Asked, options: &FakeLlmOptions, id: u64) -> Response {
+    let mut text = fake_llm_reply(&asked.system, &asked.question);
+    if let Some(prefix) = options.echo_tags.as_deref() {
+        let quoted = tags(&asked.question, prefix).join(" ");
+        if let Some(excerpt) = text.strip_prefix(FAKE_LLM_MARKER) {
+            text = format!("{FAKE_LLM_MARKER} {quoted}{excerpt}");
+        }
+    }
+    let length = text.chars().count();
+    if length < options.answer_chars {
+        text.push(' ');
+        text.extend(
+            "Thanks for asking, happy to help. "
+                .chars()
+                .cycle()
+                .take(options.answer_chars - length - 1),
+        );
+    }
     let prompt_tokens = tokens(asked.prompt_chars);
     let completion_tokens = tokens(text.chars().count());
+    state
+        .prompt_tokens
+        .fetch_add(prompt_tokens, Ordering::Relaxed);
+    state
+        .completion_tokens
+        .fetch_add(completion_tokens, Ordering::Relaxed);
     let body = match asked.api {
         Api::Gemini => json!({
             "candidates": [{

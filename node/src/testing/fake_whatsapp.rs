@@ -164,6 +164,11 @@ pub struct FailedAttempt {
 ///   use the documented Graph error bodies. Every refused request is recorded as a
 ///   [`FailedAttempt`], never in [`FakeWhatsApp::sent`].
 ///
+/// With [`FakeWhatsAppOptions::status_webhooks`] set, each accepted send is followed, as at
+/// Meta, by signed status webhooks (`sent`, `delivered`, `read` …) posted to the gateways of
+/// [`FakeWhatsApp::set_status_targets`] in turn; [`FakeWhatsApp::status_webhook_counts`]
+/// says how they went.
+///
 /// Injected failures are drawn from a seeded generator ([`FakeWhatsAppOptions::seed`]), one
 /// draw per well-formed request with an accepted token: the same seed and the same request order
 /// give the same failures. Dropping the fake stops its server (in-flight requests waiting on

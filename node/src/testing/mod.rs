@@ -22,12 +22,12 @@ pub use cluster::{
     SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET,
 };
 pub use fake_llm::{
-    FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmRequestCounts,
+    FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmCall, LlmRequestCounts,
     fake_llm_reply,
 };
 pub use fake_whatsapp::{
     FAKE_GRAPH_VERSION, FailedAttempt, FakeOperation, FakeWhatsApp, FakeWhatsAppOptions, MarkRead,
-    SentMessage,
+    SentMessage, SplitMix64, StatusWebhookCounts, StatusWebhooks,
 };
 pub use nats::{NatsServer, NatsServerError, nats_server_binary};
 pub use postgres::{PostgresDatabase, admin_url as postgres_admin_url};
