@@ -309,7 +309,13 @@ async fn sweep(
     grace: Duration,
     lookback: Duration,
 ) {
-    for supervisor in read(&state.registry).values() {
+    // By tenant: a fixed order keeps runs reproducible (the simulation).
+    let mut hosted: Vec<(TenantId, ActorRef<TenantMsg>)> = read(&state.registry)
+        .iter()
+        .map(|(tenant, supervisor)| (tenant.clone(), supervisor.clone()))
+        .collect();
+    hosted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, supervisor) in hosted {
         let _ = supervisor.send_message(TenantMsg::Sweep);
     }
     let services = &state.services;
@@ -496,7 +502,9 @@ impl NodeHandle {
 
     /// The tenants hosted here.
     pub fn hosted_tenants(&self) -> Vec<TenantId> {
-        read(&self.registry).keys().cloned().collect()
+        let mut hosted: Vec<TenantId> = read(&self.registry).keys().cloned().collect();
+        hosted.sort();
+        hosted
     }
 
     /// Freezes a hosted tenant for a move (see [`TenantMsg::Freeze`]): its state, once the

@@ -113,12 +113,14 @@ impl Directory {
         read(&self.cache).get(tenant).cloned()
     }
 
-    /// Every cached placement.
+    /// Every cached placement, by tenant (a fixed order keeps runs reproducible).
     pub fn cached_all(&self) -> Vec<(TenantId, Versioned)> {
-        read(&self.cache)
+        let mut all: Vec<(TenantId, Versioned)> = read(&self.cache)
             .iter()
             .map(|(t, v)| (t.clone(), v.clone()))
-            .collect()
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// The placement as the bucket has it now.

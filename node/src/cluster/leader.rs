@@ -270,6 +270,8 @@ impl Contender {
                 wake = wake.min(rewatch_at);
             }
             tokio::select! {
+                // Polled in order: a fixed order keeps runs reproducible (simulation).
+                biased;
                 event = next_event(&mut watch) => match event {
                     Some(event) => self.on_event(event),
                     None => {

@@ -462,6 +462,8 @@ impl HeartbeatLoop {
             loop {
                 let fence_at = self.fence_deadline();
                 tokio::select! {
+                    // Polled in order: a fixed order keeps runs reproducible (simulation).
+                    biased;
                     () = sleep_until(next_beat) => break,
                     () = self.beat_now.notified() => break,
                     () = sleep_until(fence_at), if !self.is_fenced() => self.fence(),
@@ -568,6 +570,7 @@ impl Watcher {
         loop {
             let deadline = self.next_expiry();
             tokio::select! {
+                biased;
                 event = watch.next() => match event {
                     Some(event) => {
                         *backoff = REWATCH_BACKOFF.0;
