@@ -209,7 +209,9 @@ impl Actor for ConversationActor {
         match message {
             ConversationMsg::Inbound(item) => {
                 state.last_activity = Instant::now();
-                if state.known.insert(item.id) {
+                // Known but no longer held (its batch was answered elsewhere in part, say):
+                // offered again by reconciliation, it is taken again.
+                if state.known.insert(item.id) || !state.holds(item.id) {
                     state.pending.push(item);
                     if !state.frozen {
                         arm_debounce(&myself, state);
@@ -310,6 +312,15 @@ impl ConversationState {
         }
     }
 
+    /// Whether message `id` waits in the batch or is being answered.
+    fn holds(&self, id: i64) -> bool {
+        self.pending.iter().any(|i| i.id == id)
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.items.iter().any(|i| i.id == id))
+    }
+
     /// The state to hand over (no reply is under way when this is called).
     fn handoff(&self) -> ConversationHandoff {
         ConversationHandoff {
@@ -344,7 +355,13 @@ async fn start_batch(
     myself: &ActorRef<ConversationMsg>,
     state: &mut ConversationState,
 ) -> Result<(), ActorProcessingErr> {
-    let items = std::mem::take(&mut state.pending);
+    let mut items = std::mem::take(&mut state.pending);
+    reconcile_batch(state, &mut items).await?;
+    if items.is_empty() {
+        return Ok(());
+    }
+    // The customer's order (the order the ingress stored them), whatever order they came in.
+    items.sort_by_key(|i| i.id);
     let now_ms = state.args.services.clock.now_ms();
     let newest = items.iter().map(|i| i.received_ms).max().unwrap_or(now_ms);
     let texts: Vec<&str> = items
@@ -402,6 +419,33 @@ async fn start_batch(
         question,
         debounced_at: Instant::now(),
     });
+    Ok(())
+}
+
+/// Checks the batch against the store: drops messages already answered or dismissed (a late
+/// or repeated hand-off), and adds the chat's unanswered messages stored before the batch's
+/// newest one that this conversation does not hold (their hand-off was lost or is late), so a
+/// reply never leaves an earlier message of the customer to a later reply.
+async fn reconcile_batch(
+    state: &mut ConversationState,
+    items: &mut Vec<InboundItem>,
+) -> Result<(), StoreError> {
+    let Some(newest) = items.iter().map(|i| i.id).max() else {
+        return Ok(());
+    };
+    let unanswered = state
+        .args
+        .services
+        .store
+        .unanswered_inbound_in_chat(&state.args.tenant, &state.args.chat)
+        .await?;
+    items.retain(|i| unanswered.iter().any(|m| m.id == i.id));
+    for message in unanswered {
+        if message.id < newest && !items.iter().any(|i| i.id == message.id) {
+            state.known.insert(message.id);
+            items.push(InboundItem::from_stored(&message));
+        }
+    }
     Ok(())
 }
 
