@@ -9,7 +9,9 @@
 //! - benchmarks of one node (`salesboy-sim bench …`, [`bench`]).
 //!
 //! The load harness is [`scenario`]; the shipped scenarios are in `simulations/scenarios/`.
+//! The seeded fault simulation is [`chaos`].
 
 pub mod bench;
+pub mod chaos;
 pub mod cluster_bench;
 pub mod scenario;

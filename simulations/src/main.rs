@@ -28,11 +28,22 @@ enum Command {
         #[arg(long, default_value = "target/release/salesboy")]
         salesboy_bin: std::path::PathBuf,
     },
-    /// Run the seeded fault simulation (not built yet).
+    /// Run the seeded fault simulation: the cluster in one process on simulated time, with
+    /// seeded faults, invariants checked after each seed. Exits non-zero if a seed fails,
+    /// printing the command that replays it.
     Chaos {
-        /// Seeds, e.g. `1..500`.
+        /// Seeds, both ends included: `1..500`, or one seed `42`.
         #[arg(long)]
         seeds: String,
+        /// Seeds run at once (one thread each).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Print every seed's figures, not only failures.
+        #[arg(long)]
+        verbose: bool,
+        /// Inject a bug, to see the invariant checker catch it.
+        #[arg(long, value_enum)]
+        inject_bug: Option<salesboy_sim::chaos::InjectedBug>,
     },
     /// Benchmark one node (a real `salesboy serve` process): progress on stderr, the result
     /// as one JSON line and a markdown table on stdout.
@@ -67,8 +78,17 @@ async fn main() -> anyhow::Result<()> {
             out,
             salesboy_bin,
         } => scenario::command(&scenario, out, salesboy_bin).await,
-        Command::Chaos { .. } => {
-            anyhow::bail!("not built yet: the fault simulation is an open issue")
+        Command::Chaos {
+            seeds,
+            jobs,
+            verbose,
+            inject_bug,
+        } => {
+            // Each seed runs on its own current-thread runtime, off this one.
+            tokio::task::spawn_blocking(move || {
+                salesboy_sim::chaos::cli::run(&seeds, jobs, verbose, inject_bug)
+            })
+            .await?
         }
         Command::ClusterBench {
             salesboy_bin,

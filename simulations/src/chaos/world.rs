@@ -1,0 +1,356 @@
+//! One run: start the cluster, play the plan (customers write, nodes fail, the network
+//! misbehaves), stop the faults, wait for the cluster to settle, collect what it left.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use salesboy_actors::conversation::InboundItem;
+use salesboy_actors::store::{
+    AccessToken, DeliveryStatus, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store,
+};
+use salesboy_node::cluster::runtime::Cluster;
+use salesboy_node::cluster::wire::TenantCommand;
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use tokio::time::Instant;
+
+use super::bus::{FaultCounts, Network};
+use super::check::{Observed, inbound_text, inbound_wamid};
+use super::gate::{Gate, Link};
+use super::node::{Shared, SimNode};
+use super::plan::{CustomerMessage, FaultKind, NodeFault, Plan};
+use salesboy_actors::ports::Clock;
+
+use super::ports::{SIM_EPOCH_MS, SimClock};
+use super::rng::{KeyedDraws, SimRng};
+use super::store::{MemoryStore, lock};
+
+/// How long the cluster may take to settle once the faults stop.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+/// How long it must stay settled before the run ends (late duplicates and stale writes
+/// would show up meanwhile).
+const SETTLED_FOR: Duration = Duration::from_secs(5);
+/// How long Meta waits before posting a webhook again when the node did not take it.
+const WEBHOOK_RETRY: Duration = Duration::from_millis(500);
+
+/// What a run produced.
+pub struct Outcome {
+    /// The records the checker reads.
+    pub observed: Observed,
+    /// Node faults applied, with their simulated times: part of the trace.
+    pub events: Vec<String>,
+    /// Message faults applied.
+    pub message_faults: FaultCounts,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+}
+
+/// The cluster's nodes: the running incarnation of each, if any.
+#[derive(Default)]
+struct Slots {
+    nodes: Vec<Option<SimNode>>,
+    incarnations: Vec<u32>,
+}
+
+type SharedSlots = Arc<Mutex<Slots>>;
+
+fn tenant_id(i: usize) -> TenantId {
+    TenantId::new(format!("t{i}")).expect("valid tenant id")
+}
+
+fn chat_id(tenant: usize, chat: usize) -> ChatId {
+    ChatId::new(format!("cust-{tenant}-{chat}")).expect("valid chat id")
+}
+
+/// Plays `plan` on a fresh cluster; `accept_stale_epochs` injects the fencing bug.
+pub async fn simulate(plan: &Plan, accept_stale_epochs: bool) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let mut rng = SimRng::new(plan.seed);
+    let store = Arc::new(MemoryStore::new());
+    store.accept_stale_epochs(accept_stale_epochs);
+    let shared = Arc::new(Shared {
+        store: Arc::clone(&store),
+        network: Network::new(rng.next_u64()),
+        outbox: Arc::default(),
+        log: Arc::default(),
+        draws: Arc::new(KeyedDraws::new(rng.next_u64())),
+        clock: SimClock::new(),
+        whatsapp_transient_per_mille: plan.whatsapp_transient_per_mille,
+        max_store_latency_ms: plan.max_store_latency_ms,
+    });
+    seed_tenants(&store, plan).await?;
+
+    let slots: SharedSlots = Arc::default();
+    for index in 0..plan.shape.nodes {
+        let node = SimNode::start(&shared, index, 1).await?;
+        let mut slots = lock(&slots);
+        slots.nodes.push(Some(node));
+        slots.incarnations.push(1);
+    }
+    shared.network.set_faults(Some(plan.message_faults));
+
+    // Customers: one task per chat, so each customer's messages are persisted in order.
+    let mut customers = Vec::new();
+    let mut chats: std::collections::BTreeMap<(usize, usize), Vec<CustomerMessage>> =
+        std::collections::BTreeMap::new();
+    for message in &plan.messages {
+        chats
+            .entry((message.tenant, message.chat))
+            .or_default()
+            .push(message.clone());
+    }
+    for messages in chats.into_values() {
+        customers.push(tokio::spawn(customer(
+            Arc::clone(&slots),
+            shared.clock,
+            start,
+            messages,
+        )));
+    }
+
+    // Node faults, one at a time, then the end of all faults.
+    let mut events = String::new();
+    let until = start + Duration::from_millis(plan.shape.faults_until_ms);
+    for fault in &plan.faults {
+        tokio::time::sleep_until(start + Duration::from_millis(fault.at_ms)).await;
+        apply(&slots, fault).await;
+        let _ = writeln!(
+            events,
+            "{} {:?} node-{}",
+            fault.at_ms, fault.kind, fault.node
+        );
+        let Some(end) = fault.ends_at_ms() else {
+            continue;
+        };
+        let end = (start + Duration::from_millis(end)).min(until);
+        tokio::time::sleep_until(end).await;
+        recover(&shared, &slots, fault.node).await?;
+        let _ = writeln!(
+            events,
+            "{} recovered node-{}",
+            shared.clock.elapsed_ms(),
+            fault.node
+        );
+    }
+    tokio::time::sleep_until(until).await;
+    shared.network.set_faults(None);
+    for index in 0..plan.shape.nodes {
+        recover(&shared, &slots, index).await?;
+    }
+    let _ = writeln!(events, "{} faults stopped", shared.clock.elapsed_ms());
+
+    // Settle: every customer message persisted, answered and sent, and it stays so.
+    for task in customers {
+        task.await.context("customer task")?;
+    }
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let mut settled_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if settled(&store) {
+            let since = *settled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SETTLED_FOR {
+                break;
+            }
+        } else {
+            settled_since = None;
+        }
+    }
+    let simulated = start.elapsed();
+
+    let observed = Observed {
+        messages: store.all_messages(),
+        links: store.all_links(),
+        outbox: lock(&shared.outbox).clone(),
+        log: lock(&shared.log).clone(),
+    };
+    let nodes: Vec<SimNode> = lock(&slots)
+        .nodes
+        .iter_mut()
+        .filter_map(Option::take)
+        .collect();
+    for node in nodes {
+        node.kill().await;
+    }
+    Ok(Outcome {
+        observed,
+        events: events.lines().map(str::to_owned).collect(),
+        message_faults: shared.network.counts(),
+        simulated,
+    })
+}
+
+/// Every inbound message answered or dismissed, no reply pending.
+fn settled(store: &MemoryStore) -> bool {
+    let links = store.all_links();
+    store.all_messages().iter().all(|m| match m.direction {
+        salesboy_actors::store::Direction::Inbound => links.contains_key(&m.id),
+        salesboy_actors::store::Direction::Outbound => m.status != Some(DeliveryStatus::Pending),
+    })
+}
+
+async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
+    for i in 0..plan.shape.tenants {
+        let tenant = tenant_id(i);
+        store
+            .upsert_tenant(&NewTenant {
+                id: tenant.clone(),
+                name: format!("Shop {i}"),
+                system_prompt: None,
+                llm_config: None,
+                created_ms: SIM_EPOCH_MS,
+            })
+            .await?;
+        store
+            .upsert_whatsapp_number(&NewWhatsAppNumber {
+                tenant,
+                phone_number_id: PhoneNumberId::new(format!("1065403522{i:05}"))?,
+                waba_id: None,
+                access_token: AccessToken::new(format!("sim-token-{i}")),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// A node's ingress, if it would answer a webhook now (alive, not paused).
+fn ingress(slots: &SharedSlots, index: usize) -> Option<(Arc<dyn Store>, Arc<Cluster>, Gate)> {
+    let slots = lock(slots);
+    let node = slots.nodes.get(index)?.as_ref()?;
+    matches!(node.gate.link(), Link::Up | Link::Partitioned).then(|| {
+        (
+            Arc::clone(&node.store),
+            Arc::clone(&node.cluster),
+            node.gate.clone(),
+        )
+    })
+}
+
+/// One customer: sends its messages at their times; Meta posts each to an ingress until
+/// one persists it (then the ingress routes it in the background, as the webhook does).
+async fn customer(
+    slots: SharedSlots,
+    clock: SimClock,
+    start: Instant,
+    messages: Vec<CustomerMessage>,
+) {
+    for message in messages {
+        tokio::time::sleep_until(start + Duration::from_millis(message.at_ms)).await;
+        let tenant = tenant_id(message.tenant);
+        let chat = chat_id(message.tenant, message.chat);
+        let wamid = Wamid::new(inbound_wamid(message.tenant, message.chat, message.seq))
+            .expect("valid wamid");
+        let nodes = lock(&slots).nodes.len();
+        let mut attempt = 0;
+        let persisted_at = loop {
+            let index = (message.ingress + attempt) % nodes;
+            attempt += 1;
+            if let Some((store, cluster, _)) = ingress(&slots, index) {
+                let received_ms = clock.now_ms();
+                let new = NewInbound {
+                    tenant: tenant.clone(),
+                    chat: chat.clone(),
+                    wamid: wamid.clone(),
+                    received_ms,
+                    kind: "text".into(),
+                    body: Some(inbound_text(message.tenant, message.chat, message.seq)),
+                    raw: None,
+                };
+                match store.insert_inbound(&new).await {
+                    Ok(InsertOutcome::Inserted { id }) => {
+                        let item = InboundItem {
+                            id,
+                            wamid: Some(wamid.clone()),
+                            text: new.body.clone(),
+                            received_ms,
+                        };
+                        hand_off(&slots, index, cluster, tenant.clone(), chat.clone(), item);
+                        break index;
+                    }
+                    Ok(InsertOutcome::Duplicate { .. }) => break index,
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(WEBHOOK_RETRY).await;
+        };
+        if let Some(after) = message.redeliver_after_ms {
+            // Meta posts the same webhook again, to another node: a no-op.
+            let slots = Arc::clone(&slots);
+            let new = NewInbound {
+                tenant: tenant.clone(),
+                chat: chat.clone(),
+                wamid: wamid.clone(),
+                received_ms: clock.now_ms(),
+                kind: "text".into(),
+                body: Some(inbound_text(message.tenant, message.chat, message.seq)),
+                raw: None,
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                let index = (persisted_at + 1) % nodes;
+                if let Some((store, ..)) = ingress(&slots, index) {
+                    let _ = store.insert_inbound(&new).await;
+                }
+            });
+        }
+    }
+}
+
+/// Routes a persisted message from ingress node `index` in the background; the task dies
+/// with that node incarnation.
+fn hand_off(
+    slots: &SharedSlots,
+    index: usize,
+    cluster: Arc<Cluster>,
+    tenant: TenantId,
+    chat: ChatId,
+    item: InboundItem,
+) {
+    let task = tokio::spawn(async move {
+        let _ = cluster
+            .deliver(&tenant, TenantCommand::Inbound { chat, item })
+            .await;
+    });
+    if let Some(node) = lock(slots).nodes.get_mut(index).and_then(Option::as_mut) {
+        node.tasks.retain(|t| !t.is_finished());
+        node.tasks.push(task);
+    }
+}
+
+async fn apply(slots: &SharedSlots, fault: &NodeFault) {
+    match fault.kind {
+        FaultKind::Kill { .. } => {
+            let node = lock(slots).nodes[fault.node].take();
+            if let Some(node) = node {
+                node.kill().await;
+            }
+        }
+        FaultKind::Pause { .. } | FaultKind::Partition { .. } => {
+            let link = if matches!(fault.kind, FaultKind::Pause { .. }) {
+                Link::Paused
+            } else {
+                Link::Partitioned
+            };
+            if let Some(node) = lock(slots).nodes[fault.node].as_ref() {
+                node.gate.set(link);
+            }
+        }
+    }
+}
+
+/// Brings node `index` back: resumes or reconnects it, or starts a new incarnation.
+async fn recover(shared: &Shared, slots: &SharedSlots, index: usize) -> anyhow::Result<()> {
+    let incarnation = {
+        let mut slots = lock(slots);
+        if let Some(node) = slots.nodes[index].as_ref() {
+            node.gate.set(Link::Up);
+            return Ok(());
+        }
+        slots.incarnations[index] += 1;
+        slots.incarnations[index]
+    };
+    let node = SimNode::start(shared, index, incarnation).await?;
+    lock(slots).nodes[index] = Some(node);
+    Ok(())
+}
