@@ -1000,7 +1000,16 @@ async fn nats_many_nodes_opening_one_bucket_at_once_all_succeed() {
     for _ in 0..8 {
         buses.push(nats_bus(&server, &connections).await);
     }
-    let opened = futures::future::join_all(buses.iter().map(|bus| bus.kv("sb_race", 1))).await;
+    // Each opens the bucket and writes its own key at once, as nodes starting together do
+    // with their membership records.
+    let opened = futures::future::join_all(buses.iter().enumerate().map(|(i, bus)| async move {
+        let kv = bus.kv("sb_race", 1).await.map_err(|e| e.to_string())?;
+        kv.put(&format!("node-{i}"), bytes::Bytes::from_static(b"up"))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(kv)
+    }))
+    .await;
     for (i, result) in opened.iter().enumerate() {
         assert!(
             result.is_ok(),

@@ -403,6 +403,34 @@ impl Bus for NatsBus {
     }
 }
 
+/// How many times a KV write that found no stream is tried in all.
+const NO_STREAM_ATTEMPTS: u32 = 6;
+
+/// Runs a KV write again when the server answered that no stream takes its subject.
+///
+/// Right after nodes starting together created a bucket's stream, nats-server 2.9 may not
+/// route the bucket's subjects to it yet (nats-io/nats-server#3677, #4600): the write gets
+/// "no responders", which async-nats reports as "no stream found for given subject". Nothing
+/// was stored then, so trying again is safe, compare-and-set included.
+async fn retry_without_stream<T, E, F, Fut>(mut write: F) -> Result<T, E>
+where
+    E: fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(e) if attempt < NO_STREAM_ATTEMPTS && e.to_string().contains("no stream found") => {
+                tracing::debug!(attempt, error = %e, "kv write found no stream, retrying");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// A JetStream KV bucket.
 struct NatsKv {
     bucket: String,
@@ -441,16 +469,14 @@ impl Kv for NatsKv {
 
     async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
         self.check_write(key, &value)?;
-        self.store
-            .put(key, value)
+        retry_without_stream(|| self.store.put(key, value.clone()))
             .await
             .map_err(|e| self.transport(e))
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
         self.check_write(key, &value)?;
-        self.store
-            .create(key, value)
+        retry_without_stream(|| self.store.create(key, value.clone()))
             .await
             .map_err(|e| match e.kind() {
                 kv::CreateErrorKind::AlreadyExists => KvError::AlreadyExists,
@@ -465,8 +491,7 @@ impl Kv for NatsKv {
         expected_revision: u64,
     ) -> Result<u64, KvError> {
         self.check_write(key, &value)?;
-        self.store
-            .update(key, value, expected_revision)
+        retry_without_stream(|| self.store.update(key, value.clone(), expected_revision))
             .await
             .map_err(|e| match e.kind() {
                 kv::UpdateErrorKind::WrongLastRevision => KvError::WrongRevision {
