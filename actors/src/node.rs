@@ -92,6 +92,42 @@ pub enum NodeMsg {
         /// How far back to look.
         lookback: Duration,
     },
+    /// An activation prepared off the supervisor's loop finished (sent by the supervisor's
+    /// own activation task).
+    Activated {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its running supervisor, or why not.
+        result: Result<ActorRef<TenantMsg>, ActivationError>,
+    },
+}
+
+/// Who waits for an activation under way.
+enum Waiter {
+    /// An `Activate` call.
+    Activate(RpcReplyPort<Result<ActorRef<TenantMsg>, ActivationError>>),
+    /// An `Adopt` call.
+    Adopt(RpcReplyPort<Result<(), ActivationError>>),
+    /// The sweep (nobody to answer; failures are logged).
+    Sweep,
+}
+
+impl Waiter {
+    fn answer(self, tenant: &TenantId, result: &Result<ActorRef<TenantMsg>, ActivationError>) {
+        match self {
+            Self::Activate(reply) => {
+                let _ = reply.send(result.clone());
+            }
+            Self::Adopt(reply) => {
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            }
+            Self::Sweep => {
+                if let Err(error) = result {
+                    warn!(tenant = %tenant, %error, "sweep could not activate tenant");
+                }
+            }
+        }
+    }
 }
 
 /// Start-up arguments.
@@ -107,6 +143,9 @@ pub struct NodeState {
     services: Arc<Services>,
     registry: Registry,
     names: HashMap<ractor::ActorId, TenantId>,
+    /// Activations under way (their SQL runs off the loop, so many proceed at once), with
+    /// who waits for each.
+    activating: HashMap<TenantId, Vec<Waiter>>,
 }
 
 /// The node supervisor (behaviour only).
@@ -133,6 +172,7 @@ impl Actor for NodeSupervisor {
             services: args.services,
             registry: args.registry,
             names: HashMap::new(),
+            activating: HashMap::new(),
         })
     }
 
@@ -158,8 +198,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             NodeMsg::Activate { tenant, reply } => {
-                let result = activate(&myself, state, tenant, None).await;
-                let _ = reply.send(result);
+                activate(&myself, state, tenant, None, Waiter::Activate(reply));
             }
             NodeMsg::Adopt {
                 handoff,
@@ -167,8 +206,25 @@ impl Actor for NodeSupervisor {
                 reply,
             } => {
                 let tenant = handoff.tenant.clone();
-                let result = activate(&myself, state, tenant, Some((*handoff, epoch))).await;
-                let _ = reply.send(result.map(|_| ()));
+                activate(
+                    &myself,
+                    state,
+                    tenant,
+                    Some((*handoff, epoch)),
+                    Waiter::Adopt(reply),
+                );
+            }
+            NodeMsg::Activated { tenant, result } => {
+                let waiters = state.activating.remove(&tenant).unwrap_or_default();
+                if let Ok(supervisor) = &result {
+                    metrics::counter!("salesboy_activations_total", "outcome" => "activated")
+                        .increment(1);
+                    state.names.insert(supervisor.get_id(), tenant.clone());
+                    write(&state.registry).insert(tenant.clone(), supervisor.clone());
+                }
+                for waiter in waiters {
+                    waiter.answer(&tenant, &result);
+                }
             }
             NodeMsg::Release { tenant, reply } => {
                 let supervisor = write(&state.registry).remove(&tenant);
@@ -231,23 +287,38 @@ fn read(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn activate(
+/// Activates a tenant, or adopts it from a handoff: answered at once when it is hosted
+/// already (or cannot be), otherwise prepared off the supervisor's loop — the database reads
+/// and the epoch claim take milliseconds, and a drain or failover brings thousands — and
+/// finished by [`NodeMsg::Activated`].
+fn activate(
     myself: &ActorRef<NodeMsg>,
     state: &mut NodeState,
     tenant: TenantId,
     adopt: Option<(TenantHandoff, u64)>,
-) -> Result<ActorRef<TenantMsg>, ActivationError> {
-    if let Some(existing) = read(&state.registry).get(&tenant) {
-        if adopt.is_some() {
-            return Err(ActivationError::Unavailable {
-                tenant,
-                reason: "already hosted here".into(),
-            });
+    waiter: Waiter,
+) {
+    let busy = |reason: &str| ActivationError::Unavailable {
+        tenant: tenant.clone(),
+        reason: reason.into(),
+    };
+    if let Some(existing) = read(&state.registry).get(&tenant).cloned() {
+        let result = match adopt {
+            Some(_) => Err(busy("already hosted here")),
+            None => Ok(existing),
+        };
+        waiter.answer(&tenant, &result);
+        return;
+    }
+    if let Some(waiters) = state.activating.get_mut(&tenant) {
+        match adopt {
+            Some(_) => waiter.answer(&tenant, &Err(busy("already being activated here"))),
+            None => waiters.push(waiter),
         }
-        return Ok(existing.clone());
+        return;
     }
     let max = state.services.settings.max_tenants;
-    if read(&state.registry).len() >= max {
+    if read(&state.registry).len() + state.activating.len() >= max {
         warn!(tenant = %tenant, max, "node at capacity, activation refused");
         metrics::counter!("salesboy_activations_total", "outcome" => "at_capacity").increment(1);
         state.services.publish(state.services.tenant_event(
@@ -255,13 +326,36 @@ async fn activate(
             &tenant,
             serde_json::json!({"alert": "node_at_capacity", "max_tenants": max}),
         ));
-        return Err(ActivationError::AtCapacity { max });
+        waiter.answer(&tenant, &Err(ActivationError::AtCapacity { max }));
+        return;
     }
+    state.activating.insert(tenant.clone(), vec![waiter]);
+    let services = Arc::clone(&state.services);
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let result = start_tenant(&myself, services, tenant.clone(), adopt).await;
+        // If the node is stopping, nobody will supervise what was just started: stop it.
+        if let Err(ractor::MessagingErr::SendErr(NodeMsg::Activated {
+            result: Ok(orphan), ..
+        })) = myself.send_message(NodeMsg::Activated { tenant, result })
+        {
+            orphan.stop(Some("node stopping".into()));
+        }
+    });
+}
+
+/// Checks the tenant, decides its epoch and starts its supervisor, linked to the node's.
+async fn start_tenant(
+    myself: &ActorRef<NodeMsg>,
+    services: Arc<Services>,
+    tenant: TenantId,
+    adopt: Option<(TenantHandoff, u64)>,
+) -> Result<ActorRef<TenantMsg>, ActivationError> {
     let unavailable = |reason: String| ActivationError::Unavailable {
         tenant: tenant.clone(),
         reason,
     };
-    match state.services.store.tenant(&tenant).await {
+    match services.store.tenant(&tenant).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(ActivationError::UnknownTenant(tenant)),
         Err(error) => return Err(unavailable(error.to_string())),
@@ -270,8 +364,7 @@ async fn activate(
         // The epoch was decided by whoever moved the tenant (the cluster directory); the
         // store must fence the old host's writes from now on.
         Some((handoff, epoch)) => {
-            state
-                .services
+            services
                 .store
                 .claim_epoch(&tenant, epoch)
                 .await
@@ -279,8 +372,7 @@ async fn activate(
             (epoch, Some(handoff))
         }
         None => {
-            let epoch = state
-                .services
+            let epoch = services
                 .epochs
                 .epoch_for(&tenant)
                 .await
@@ -291,15 +383,12 @@ async fn activate(
     let args = TenantArgs {
         tenant: tenant.clone(),
         epoch,
-        services: Arc::clone(&state.services),
+        services,
         handoff,
     };
     let (supervisor, _) = Actor::spawn_linked(None, TenantSupervisor, args, myself.get_cell())
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    metrics::counter!("salesboy_activations_total", "outcome" => "activated").increment(1);
-    state.names.insert(supervisor.get_id(), tenant.clone());
-    write(&state.registry).insert(tenant, supervisor.clone());
     Ok(supervisor)
 }
 
@@ -343,11 +432,7 @@ async fn sweep(
                 let _ = supervisor.send_message(TenantMsg::Reconcile { unsent: false });
             }
             // Activation reconciles (and resends unsent replies) by itself.
-            None => {
-                if let Err(error) = activate(myself, state, tenant.clone(), None).await {
-                    warn!(tenant = %tenant, %error, "sweep could not activate tenant");
-                }
-            }
+            None => activate(myself, state, tenant, None, Waiter::Sweep),
         }
     }
 }
