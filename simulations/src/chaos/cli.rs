@@ -14,6 +14,10 @@ pub fn run(
     verbose: bool,
     bug: Option<InjectedBug>,
 ) -> anyhow::Result<()> {
+    // Logs only when asked (`RUST_LOG=info`): to follow one seed, not thousands.
+    if std::env::var_os("RUST_LOG").is_some() {
+        salesboy_node::telemetry::init(salesboy_node::config::LogFormat::Text);
+    }
     let range = parse_seeds(seeds)?;
     let options = ChaosOptions {
         bug,
