@@ -772,6 +772,38 @@ impl Cluster {
         done.load(Ordering::Relaxed)
     }
 
+    /// Rolls back this node's own "moving" marks that no move here stands behind: left by a
+    /// move cut short (the node was killed, paused or cut off mid-move, or could not learn
+    /// how the move ended). Until then senders would retry that tenant forever. The roll-back
+    /// is a compare-and-set on the mark, so it cannot overtake the adopter's.
+    async fn roll_back_stale_marks(&self) {
+        let stale: Vec<(TenantId, Versioned)> = self
+            .directory
+            .cached_all()
+            .into_iter()
+            .filter(|(_, v)| {
+                v.placement.node == self.me
+                    && matches!(v.placement.state, PlacementState::Moving { .. })
+            })
+            .collect();
+        for (tenant, mark) in stale {
+            // A move under way here holds its guard from before the mark to after it is
+            // resolved; holding the guard keeps a new move off while rolling back.
+            let Some(_guard) = MoveGuard::claim(&self.moving, &tenant) else {
+                continue;
+            };
+            let active = Placement {
+                node: self.me.clone(),
+                epoch: mark.placement.epoch,
+                state: PlacementState::Active,
+            };
+            match self.directory.update(&tenant, active, mark.revision).await {
+                Ok(_) => warn!(tenant = %tenant, "stale moving mark rolled back"),
+                Err(e) => debug!(tenant = %tenant, error = %e, "stale moving mark not rolled back"),
+            }
+        }
+    }
+
     /// Re-places the tenants of dead nodes (leader only).
     async fn fail_over(&self) {
         let live = self.membership.live_nodes();
@@ -1026,6 +1058,7 @@ async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
     loop {
         // Every `leader_every`, and at once when a node joins, leaves or is declared dead.
         tokio::select! {
+            biased;
             _ = tick.tick() => {}
             event = events.recv() => match event {
                 Ok(MembershipEvent::Joined(_) | MembershipEvent::Left(_))
@@ -1038,6 +1071,10 @@ async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
             return;
         };
         let fenced = *cluster.membership.fenced().borrow();
+        if !fenced {
+            // Every node, leader or not, cleans up after its own cut-short moves.
+            cluster.roll_back_stale_marks().await;
+        }
         if fenced || !cluster.is_leader() || cluster.draining.load(Ordering::Relaxed) {
             // A fenced node's view of the others is stale: it must not act on it.
             continue;

@@ -269,7 +269,7 @@ mod tests {
         );
         assert_eq!(
             seqs_in_reply(&body),
-            Some(("r.node-0#1.1a2b3c4d.3".to_owned(), vec![2, 3]))
+            Some(("r.node-0#1.3".to_owned(), vec![2, 3]))
         );
         assert_eq!(seqs_in_reply("We open at 9."), None);
     }
