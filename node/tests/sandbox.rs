@@ -178,8 +178,6 @@ async fn a_nats_client_through_the_proxy_stalls_while_blackholed_and_recovers() 
         .expect("connect through the proxy");
     let direct = async_nats::connect(nats.url()).await.expect("direct");
     let mut service = direct.subscribe("sandbox.echo").await.expect("subscribe");
-    // The server has the subscription before the first request is sent.
-    direct.flush().await.expect("flush");
     tokio::spawn(async move {
         use futures::StreamExt;
         while let Some(message) = service.next().await {
@@ -189,10 +187,18 @@ async fn a_nats_client_through_the_proxy_stalls_while_blackholed_and_recovers() 
         }
     });
 
-    let answer = client
-        .request("sandbox.echo", "one".into())
-        .await
-        .expect("a request through the proxy");
+    // async-nats's flush only writes the socket: until the server has processed the
+    // subscription, a request gets "no responders". Ask until it is in place.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        match client.request("sandbox.echo", "one".into()).await {
+            Ok(answer) => break answer,
+            Err(error) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "a request through the proxy: {error}"
+            ),
+        }
+    };
     assert_eq!(answer.payload.as_ref(), b"one");
 
     proxy.blackhole();
