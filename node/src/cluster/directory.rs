@@ -115,12 +115,19 @@ impl Directory {
 
     /// Every cached placement, by tenant (a fixed order keeps runs reproducible).
     pub fn cached_all(&self) -> Vec<(TenantId, Versioned)> {
-        let mut all: Vec<(TenantId, Versioned)> = read(&self.cache)
+        self.cached_where(|_| true)
+    }
+
+    /// The cached placements that `keep` accepts, by tenant; only those are copied and
+    /// sorted (the periodic duties look for a few among many).
+    pub fn cached_where(&self, keep: impl Fn(&Versioned) -> bool) -> Vec<(TenantId, Versioned)> {
+        let mut found: Vec<(TenantId, Versioned)> = read(&self.cache)
             .iter()
+            .filter(|(_, v)| keep(v))
             .map(|(t, v)| (t.clone(), v.clone()))
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
     }
 
     /// The placement as the bucket has it now.

@@ -703,9 +703,8 @@ impl Cluster {
             }
             let mine: Vec<TenantId> = self
                 .directory
-                .cached_all()
+                .cached_where(|v| v.placement.node == self.me)
                 .into_iter()
-                .filter(|(_, v)| v.placement.node == self.me)
                 .map(|(t, _)| t)
                 .collect();
             if mine.is_empty() {
@@ -729,10 +728,8 @@ impl Cluster {
         }
         let left = self
             .directory
-            .cached_all()
-            .into_iter()
-            .filter(|(_, v)| v.placement.node == self.me)
-            .count();
+            .cached_where(|v| v.placement.node == self.me)
+            .len();
         if left > 0 {
             self.draining.store(false, Ordering::SeqCst);
             self.membership.set_draining(false);
@@ -777,15 +774,10 @@ impl Cluster {
     /// how the move ended). Until then senders would retry that tenant forever. The roll-back
     /// is a compare-and-set on the mark, so it cannot overtake the adopter's.
     async fn roll_back_stale_marks(&self) {
-        let stale: Vec<(TenantId, Versioned)> = self
-            .directory
-            .cached_all()
-            .into_iter()
-            .filter(|(_, v)| {
-                v.placement.node == self.me
-                    && matches!(v.placement.state, PlacementState::Moving { .. })
-            })
-            .collect();
+        let stale = self.directory.cached_where(|v| {
+            v.placement.node == self.me
+                && matches!(v.placement.state, PlacementState::Moving { .. })
+        });
         for (tenant, mark) in stale {
             // A move under way here holds its guard from before the mark to after it is
             // resolved; holding the guard keeps a new move off while rolling back.
@@ -807,15 +799,20 @@ impl Cluster {
     /// Re-places the tenants of dead nodes (leader only).
     async fn fail_over(&self) {
         let live = self.membership.live_nodes();
-        let dead: Vec<(TenantId, Versioned)> = self
-            .directory
-            .cached_all()
+        // Known dead: seen, and silent past the failure timeout (never merely unseen).
+        let dead_nodes: std::collections::HashSet<NodeId> = self
+            .membership
+            .view()
             .into_iter()
-            .filter(|(_, v)| {
-                v.placement.node != self.me
-                    && super::is_known_dead(&self.membership, &v.placement.node)
-            })
+            .filter(|view| !view.alive && view.record.node != self.me)
+            .map(|view| view.record.node)
             .collect();
+        if dead_nodes.is_empty() {
+            return;
+        }
+        let dead = self
+            .directory
+            .cached_where(|v| dead_nodes.contains(&v.placement.node));
         if dead.is_empty() {
             return;
         }
