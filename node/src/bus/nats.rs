@@ -515,7 +515,7 @@ impl Kv for NatsKv {
         let snapshot: Vec<(String, usize)> = self
             .store
             .stream
-            .info_with_subjects(format!("{}>", self.store.prefix))
+            .info_with_subjects(subjects::kv_stream_subjects(&self.bucket))
             .await
             .map_err(|e| self.transport(e))?
             .try_collect()
