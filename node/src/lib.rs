@@ -19,8 +19,9 @@
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
-//! - [`telemetry`]: logging set-up;
-//! - [`testing`]: real services for tests (a nats-server per test).
+//! - [`telemetry`]: logging set-up.
+//!
+//! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
 pub mod bus;
@@ -36,4 +37,3 @@ pub mod routing;
 pub mod run;
 pub mod store;
 pub mod telemetry;
-pub mod testing;
