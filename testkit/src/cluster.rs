@@ -5,10 +5,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, MutexGuard};
 use reqwest::StatusCode;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::{PhoneNumberId, TenantId};
@@ -234,7 +235,7 @@ impl ClusterSandboxBuilder {
 ///
 /// ```no_run
 /// # async fn example(salesboy: &std::path::Path) -> Result<(), String> {
-/// use crate::{ClusterSandbox, Db, webhooks};
+/// use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 ///
 /// // In an integration test: `env!("CARGO_BIN_EXE_salesboy")`.
 /// let sandbox = ClusterSandbox::builder()
@@ -350,7 +351,7 @@ impl SandboxNode {
     }
 
     fn process(&self) -> MutexGuard<'_, Process> {
-        lock(&self.process)
+        self.process.lock()
     }
 
     fn info(&self) -> NodeHandleInfo {
@@ -385,7 +386,7 @@ impl ClusterSandbox {
 
     /// How many nodes the sandbox has (running or not).
     pub fn node_count(&self) -> usize {
-        lock(&self.nodes).len()
+        self.nodes.lock().len()
     }
 
     /// Node `i`'s HTTP base URL, `http://127.0.0.1:<port>`.
@@ -701,11 +702,11 @@ impl ClusterSandbox {
 
     /// Every node, by index.
     fn all_nodes(&self) -> Vec<Arc<SandboxNode>> {
-        lock(&self.nodes).clone()
+        self.nodes.lock().clone()
     }
 
     fn node(&self, i: usize) -> Result<Arc<SandboxNode>, String> {
-        let nodes = lock(&self.nodes);
+        let nodes = self.nodes.lock();
         nodes.get(i).cloned().ok_or_else(|| {
             format!(
                 "no node {i}: the sandbox has {} (indexes 0..{})",
@@ -722,7 +723,7 @@ impl ClusterSandbox {
             .await
             .map_err(|e| format!("cannot start a nats proxy: {e}"))?;
         let node = {
-            let mut nodes = lock(&self.nodes);
+            let mut nodes = self.nodes.lock();
             if self.database == Db::Sqlite && !nodes.is_empty() {
                 return Err("a sqlite sandbox has one node: use Db::Postgres".to_owned());
             }
@@ -1005,10 +1006,6 @@ fn log_tail(path: &Path, lines: usize) -> String {
         }
         Err(error) => format!("(cannot read {}: {error})", path.display()),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
