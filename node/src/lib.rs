@@ -13,6 +13,7 @@
 //! - [`config`]: layered configuration (defaults → TOML file → `SALESBOY_*` environment);
 //! - [`events`]: the node's event sink (broadcast, log, alerts in the store);
 //! - [`http`]: webhook, health, metrics, admin API;
+//! - [`ingress`]: persisting webhook deliveries and handing them to the tenants;
 //! - [`knowledge`]: knowledge documents split into passages;
 //! - [`local`]: single-node epochs;
 //! - [`process`]: process facts (RSS);
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod ingress;
 pub mod knowledge;
 pub mod local;
 pub mod process;
