@@ -6,6 +6,7 @@
 //!
 //! Modules:
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`backoff`]: retries with exponential backoff and jitter (backon);
 //! - [`bus`]: the bus interface (publish, request/reply, subscribe, KV) and its NATS and
 //!   in-process implementations;
 //! - [`cli`]: the admin commands of the `salesboy` binary (a client of the admin API);
@@ -25,6 +26,7 @@
 //! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod backoff;
 pub mod bus;
 pub mod cli;
 pub mod cluster;
