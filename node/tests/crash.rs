@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{APP_SECRET, WAIT, eventually};
-use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber, Store};
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber};
 use salesboy_node::store::SqlStore;
 use salesboy_node::testing::{
     FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, webhooks,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use salesboy_actors::conversation::InboundItem;
+use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store,
 };
