@@ -16,12 +16,14 @@
 //! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
 //! - [`stop`]: why actors stop ([`stop::StopReason`]) and how supervisors read an exit;
 //! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
+//! - [`error`]: why an activation or a tenant command failed;
 //! - [`handoff`]: the state a tenant subtree carries when it moves between nodes;
 //! - [`links`], [`rpc`]: small plumbing.
 //!
 //! This crate never imports HTTP, SQL or NATS: the node crate implements the ports.
 
 pub mod conversation;
+pub mod error;
 pub mod handoff;
 pub mod links;
 pub mod node;

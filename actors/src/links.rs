@@ -2,7 +2,7 @@
 //! tenant supervisor updates them when it restarts a child, so conversations never hold a
 //! stale ref.
 
-use std::sync::RwLock;
+use parking_lot::RwLock;
 
 use ractor::ActorRef;
 
@@ -19,33 +19,21 @@ pub struct TenantLinks {
 impl TenantLinks {
     /// The session, unless it is restarting.
     pub fn session(&self) -> Option<ActorRef<SessionMsg>> {
-        self.session
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.session.read().clone()
     }
 
     /// The responder, unless it is restarting.
     pub fn responder(&self) -> Option<ActorRef<ResponderMsg>> {
-        self.responder
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.responder.read().clone()
     }
 
     /// Sets (or clears) the session.
     pub fn set_session(&self, session: Option<ActorRef<SessionMsg>>) {
-        *self
-            .session
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = session;
+        *self.session.write() = session;
     }
 
     /// Sets (or clears) the responder.
     pub fn set_responder(&self, responder: Option<ActorRef<ResponderMsg>>) {
-        *self
-            .responder
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = responder;
+        *self.responder.write() = responder;
     }
 }

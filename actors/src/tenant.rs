@@ -21,9 +21,11 @@ use tracing::{info, warn};
 use crate::conversation::{
     ConversationActor, ConversationArgs, ConversationMsg, ConversationSnapshot, InboundItem,
 };
+use crate::error::TenantError;
 use crate::handoff::{ConversationHandoff, HeldMessage, SessionHandoff, TenantHandoff};
 use crate::links::TenantLinks;
 use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
+use crate::rpc::ask;
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::session::{SendJob, SessionActor, SessionArgs, SessionMsg, SessionSnapshot};
 use crate::stop::{ChildExit, StopReason};
@@ -45,8 +47,15 @@ pub enum ChildKind {
     Conversation,
 }
 
+impl std::fmt::Display for ChildKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ChildKind {
-    fn as_str(self) -> &'static str {
+    /// The name in metrics, logs and snapshots.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Session => "session",
             Self::Responder => "responder",
@@ -79,7 +88,7 @@ pub enum TenantMsg {
         /// Until when.
         until_ms: Option<i64>,
         /// Done, or why not.
-        reply: RpcReplyPort<Result<(), String>>,
+        reply: RpcReplyPort<Result<(), TenantError>>,
     },
     /// Send a message as the owner: recorded, sent, and the bot steps back in that chat.
     OwnerSend {
@@ -88,7 +97,7 @@ pub enum TenantMsg {
         /// The text.
         body: String,
         /// The recorded outbound message's id, or why not.
-        reply: RpcReplyPort<Result<i64, String>>,
+        reply: RpcReplyPort<Result<i64, TenantError>>,
     },
     /// Offer unanswered messages to their conversations again; with `unsent`, also queue
     /// replies recorded but never sent.
@@ -105,7 +114,7 @@ pub enum TenantMsg {
     Reload,
     /// Freeze the subtree for a move: stop admitting (messages are held), let the reply
     /// under way finish, collect the children's state.
-    Freeze(RpcReplyPort<Result<TenantHandoff, String>>),
+    Freeze(RpcReplyPort<Result<TenantHandoff, TenantError>>),
     /// The move was called off: resume and handle what was held.
     Thaw,
     /// The move succeeded: hand over what was held since the freeze, then stop.
@@ -262,10 +271,10 @@ impl Actor for TenantSupervisor {
                 dispatch(&myself, state, HeldMessage::OwnerActivity { chat, at_ms }).await?;
             }
             TenantMsg::SetPaused { reply, .. } if state.frozen => {
-                let _ = reply.send(Err(MOVING.into()));
+                let _ = reply.send(Err(TenantError::Moving(state.tenant.clone())));
             }
             TenantMsg::OwnerSend { reply, .. } if state.frozen => {
-                let _ = reply.send(Err(MOVING.into()));
+                let _ = reply.send(Err(TenantError::Moving(state.tenant.clone())));
             }
             TenantMsg::Reconcile { .. }
             | TenantMsg::Sweep
@@ -300,7 +309,7 @@ impl Actor for TenantSupervisor {
             TenantMsg::OwnerSend { chat, body, reply } => {
                 state.last_activity = Instant::now();
                 let result = owner_send(&myself, state, chat, body).await;
-                let _ = reply.send(result.map_err(|e| e.to_string()));
+                let _ = reply.send(result.map_err(|e| TenantError::store(&state.tenant, e)));
             }
             TenantMsg::Reconcile { unsent } => reconcile(&myself, state, unsent).await?,
             TenantMsg::Sweep => {
@@ -324,19 +333,13 @@ impl Actor for TenantSupervisor {
             TenantMsg::Reload => reload(&myself, state).await?,
             TenantMsg::Observe(reply) => {
                 let session = match state.links.session() {
-                    Some(session) => session
-                        .call(SessionMsg::Observe, Some(OBSERVE_TIMEOUT))
-                        .await
-                        .ok()
-                        .and_then(crate::rpc::answered),
+                    Some(session) => ask(&session, SessionMsg::Observe, OBSERVE_TIMEOUT).await,
                     None => None,
                 };
                 let responder = match state.links.responder() {
-                    Some(responder) => responder
-                        .call(ResponderMsg::Observe, Some(OBSERVE_TIMEOUT))
-                        .await
-                        .ok()
-                        .and_then(crate::rpc::answered),
+                    Some(responder) => {
+                        ask(&responder, ResponderMsg::Observe, OBSERVE_TIMEOUT).await
+                    }
                     None => None,
                 };
                 let restarts = state
@@ -355,11 +358,9 @@ impl Actor for TenantSupervisor {
             }
             TenantMsg::ObserveConversation { chat, reply } => {
                 let snapshot = match state.conversations.get(&chat) {
-                    Some(conversation) => conversation
-                        .call(ConversationMsg::Observe, Some(OBSERVE_TIMEOUT))
-                        .await
-                        .ok()
-                        .and_then(crate::rpc::answered),
+                    Some(conversation) => {
+                        ask(conversation, ConversationMsg::Observe, OBSERVE_TIMEOUT).await
+                    }
                     None => None,
                 };
                 let _ = reply.send(snapshot);
@@ -531,9 +532,6 @@ async fn spawn_conversation(
     Ok(conversation)
 }
 
-/// What a frozen tenant answers to requests that need an answer now.
-const MOVING: &str = "tenant is moving to another node, retry";
-
 /// Hands a message to its conversation, or holds it while the tenant is frozen.
 async fn dispatch(
     myself: &ActorRef<TenantMsg>,
@@ -560,37 +558,36 @@ async fn dispatch(
 
 /// Freezes every child, conversations first (their last replies reach the session's queue
 /// before the session freezes), each within the freeze timeout.
-async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, String> {
+async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, TenantError> {
     state.frozen = true;
     let timeout = state.services.settings.freeze_timeout;
     let mut calls = tokio::task::JoinSet::new();
     for conversation in state.conversations.values() {
         let conversation = conversation.clone();
-        calls.spawn(async move {
-            conversation
-                .call(ConversationMsg::Freeze, Some(timeout))
-                .await
-        });
+        calls.spawn(async move { ask(&conversation, ConversationMsg::Freeze, timeout).await });
     }
     let mut conversations = Vec::with_capacity(state.conversations.len());
     while let Some(joined) = calls.join_next().await {
-        let answered = joined
-            .ok()
-            .and_then(|r| r.ok())
-            .and_then(crate::rpc::answered);
-        match answered {
+        match joined.ok().flatten() {
             Some(handoff) => conversations.push(handoff),
-            None => return Err(format!("a conversation did not freeze within {timeout:?}")),
+            None => {
+                return Err(TenantError::FreezeTimeout {
+                    tenant: state.tenant.clone(),
+                    child: ChildKind::Conversation,
+                    timeout,
+                });
+            }
         }
     }
     let session = match state.links.session() {
         Some(session) => Some(
-            session
-                .call(SessionMsg::Freeze, Some(timeout))
+            ask(&session, SessionMsg::Freeze, timeout)
                 .await
-                .ok()
-                .and_then(crate::rpc::answered)
-                .ok_or_else(|| format!("the session did not freeze within {timeout:?}"))?,
+                .ok_or_else(|| TenantError::FreezeTimeout {
+                    tenant: state.tenant.clone(),
+                    child: ChildKind::Session,
+                    timeout,
+                })?,
         ),
         None => None,
     };

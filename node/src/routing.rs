@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use salesboy_actors::node::{ActivationError, NodeHandle};
+use salesboy_actors::node::{ActivationError, NodeHandle, TenantError};
 use salesboy_protocol::TenantId;
 
 use crate::cluster::runtime::{Cluster, RouteError};
@@ -39,7 +39,7 @@ pub async fn execute(
     node: &NodeHandle,
     tenant: &TenantId,
     command: TenantCommand,
-) -> Result<CommandReply, ActivationError> {
+) -> Result<CommandReply, TenantError> {
     match command {
         TenantCommand::Inbound { chat, item } => node
             .deliver_inbound(tenant, chat, item)
@@ -64,17 +64,21 @@ pub async fn execute(
     }
 }
 
-fn local_error(tenant: &TenantId, error: ActivationError) -> RouteError {
+fn local_error(tenant: &TenantId, error: TenantError) -> RouteError {
     match error {
-        ActivationError::UnknownTenant(tenant) => RouteError::UnknownTenant(tenant),
-        ActivationError::AtCapacity { .. } => RouteError::Unplaceable {
+        TenantError::Activation(ActivationError::UnknownTenant(tenant)) => {
+            RouteError::UnknownTenant(tenant)
+        }
+        TenantError::Activation(error @ ActivationError::AtCapacity { .. }) => {
+            RouteError::Unplaceable {
+                tenant: tenant.clone(),
+                reason: error.to_string(),
+            }
+        }
+        TenantError::Activation(error @ ActivationError::Stopping) => RouteError::Unreachable {
             tenant: tenant.clone(),
             reason: error.to_string(),
         },
-        ActivationError::Unavailable { reason, .. } => RouteError::Refused(reason),
-        ActivationError::Stopping => RouteError::Unreachable {
-            tenant: tenant.clone(),
-            reason: error.to_string(),
-        },
+        other => RouteError::Refused(other.to_string()),
     }
 }

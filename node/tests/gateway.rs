@@ -520,7 +520,7 @@ async fn capacity_refuses_new_tenants_but_keeps_existing_ones() {
         .wait_for_sent(1, WAIT)
         .await
         .expect("first tenant answered");
-    let refused = gateway.node.node.tenant(&second).await.unwrap_err();
+    let refused = gateway.node.node.activate(&second).await.unwrap_err();
     assert!(refused.to_string().contains("capacity"), "{refused}");
 
     // The refused tenant's message is still persisted (200), and the first keeps working.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use salesboy_actors::handoff::{HeldMessage, TenantHandoff};
-use salesboy_actors::node::{ActivationError, NodeHandle};
+use salesboy_actors::node::{ActivationError, NodeHandle, TenantError};
 use salesboy_protocol::subjects::{self, EventKind};
 use salesboy_protocol::{Codec, Envelope, MessageId, NodeId, TenantId};
 use tokio::sync::{Semaphore, watch};
@@ -296,7 +296,7 @@ impl Cluster {
         })?;
         if target == self.me {
             self.node
-                .tenant(tenant)
+                .activate(tenant)
                 .await
                 .map_err(|e| activation_attempt(tenant, e))?;
         } else {
@@ -449,7 +449,7 @@ impl Cluster {
     async fn on_control(self: &Arc<Self>, message: Message) {
         let reply = match Codec::Bincode.decode::<ControlRequest>(&message.payload) {
             Err(e) => ControlReply::Error(format!("bad control request: {e}")),
-            Ok(ControlRequest::Activate { tenant }) => match self.node.tenant(&tenant).await {
+            Ok(ControlRequest::Activate { tenant }) => match self.node.activate(&tenant).await {
                 Ok(_) => ControlReply::Ok,
                 Err(e) => ControlReply::Error(e.to_string()),
             },
@@ -504,7 +504,7 @@ impl Cluster {
             // A copy left here by an earlier placement is stale: drop it first.
             let _ = self.node.release(&tenant).await;
             self.node
-                .tenant(&tenant)
+                .activate(&tenant)
                 .await
                 .map_err(|e| format!("{tenant} placed here but not activated: {e}"))?;
         }
@@ -838,7 +838,7 @@ impl Cluster {
                     }
                 }
                 let activated = if target == self.me {
-                    self.node.tenant(&tenant).await.map(|_| ()).map_err(|e| e.to_string())
+                    self.node.activate(&tenant).await.map(|_| ()).map_err(|e| e.to_string())
                 } else {
                     match self.control(&target, &ControlRequest::Activate { tenant: tenant.clone() }).await {
                         Ok(ControlReply::Ok) => Ok(()),
@@ -974,18 +974,18 @@ enum Attempt {
     Final(RouteError),
 }
 
-fn activation_attempt(tenant: &TenantId, error: ActivationError) -> Attempt {
-    match error {
-        ActivationError::UnknownTenant(tenant) => Attempt::Final(RouteError::UnknownTenant(tenant)),
-        ActivationError::AtCapacity { .. } => Attempt::Final(RouteError::Unplaceable {
-            tenant: tenant.clone(),
-            reason: error.to_string(),
-        }),
-        ActivationError::Unavailable { reason, .. }
-            if reason.contains("is hosted by") || reason.contains("moving") =>
-        {
-            Attempt::Retry(reason)
+fn activation_attempt(tenant: &TenantId, error: impl Into<TenantError>) -> Attempt {
+    match error.into() {
+        TenantError::Activation(ActivationError::UnknownTenant(tenant)) => {
+            Attempt::Final(RouteError::UnknownTenant(tenant))
         }
+        TenantError::Activation(error @ ActivationError::AtCapacity { .. }) => {
+            Attempt::Final(RouteError::Unplaceable {
+                tenant: tenant.clone(),
+                reason: error.to_string(),
+            })
+        }
+        // Hosted elsewhere, moving, stopped, the store unavailable: look again.
         other => Attempt::Retry(other.to_string()),
     }
 }

@@ -106,7 +106,10 @@ impl From<ActivationError> for ApiError {
         let status = match &error {
             ActivationError::UnknownTenant(_) => StatusCode::NOT_FOUND,
             ActivationError::AtCapacity { .. }
-            | ActivationError::Unavailable { .. }
+            | ActivationError::Store { .. }
+            | ActivationError::AlreadyHosted(_)
+            | ActivationError::AlreadyActivating(_)
+            | ActivationError::StartFailed { .. }
             | ActivationError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.to_string())

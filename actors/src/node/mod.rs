@@ -1,4 +1,4 @@
-//! `NodeSupervisor` and [`NodeHandle`]: the tenants hosted on this node.
+//! `NodeSupervisor` and [`NodeHandle`] ([`handle`]): the tenants hosted on this node.
 //!
 //! The handle is what the rest of the node (webhook ingress, admin API) talks to: it finds a
 //! tenant's supervisor in a shared registry without a hop through the node actor, and only
@@ -11,50 +11,26 @@
 //! messages that were persisted but never reached their conversation (architecture §5.4):
 //! the tenants with such messages are activated and reconciled.
 
+mod handle;
+
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use salesboy_protocol::TenantId;
 use salesboy_protocol::events::Alert;
-use salesboy_protocol::{ChatId, TenantId};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::conversation::{ConversationSnapshot, InboundItem};
+pub use self::handle::{NodeHandle, NodeSnapshot};
+pub use crate::error::{ActivationError, TenantError};
 use crate::handoff::{HeldMessage, TenantHandoff};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::stop::StopReason;
-use crate::tenant::{TenantArgs, TenantMsg, TenantSnapshot, TenantSupervisor};
+use crate::tenant::{TenantArgs, TenantMsg, TenantSupervisor};
 
-/// How long callers wait for an activation or a tenant's answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a tenant could not be reached on this node.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ActivationError {
-    /// This node hosts `max_tenants` already.
-    #[error("node at capacity: {max} tenants hosted")]
-    AtCapacity {
-        /// The limit.
-        max: usize,
-    },
-    /// No such tenant in the store.
-    #[error("unknown tenant {0}")]
-    UnknownTenant(TenantId),
-    /// The tenant failed to start or to answer.
-    #[error("tenant {tenant} unavailable: {reason}")]
-    Unavailable {
-        /// The tenant.
-        tenant: TenantId,
-        /// Why.
-        reason: String,
-    },
-    /// The node is shutting down.
-    #[error("node is stopping")]
-    Stopping,
-}
-
+/// The tenants hosted here, shared by the node supervisor and its handles.
 type Registry = Arc<RwLock<HashMap<TenantId, ActorRef<TenantMsg>>>>;
 
 /// Messages of the node supervisor.
@@ -221,14 +197,17 @@ impl Actor for NodeSupervisor {
                     metrics::counter!("salesboy_activations_total", "outcome" => "activated")
                         .increment(1);
                     state.names.insert(supervisor.get_id(), tenant.clone());
-                    write(&state.registry).insert(tenant.clone(), supervisor.clone());
+                    state
+                        .registry
+                        .write()
+                        .insert(tenant.clone(), supervisor.clone());
                 }
                 for waiter in waiters {
                     waiter.answer(&tenant, &result);
                 }
             }
             NodeMsg::Release { tenant, reply } => {
-                let supervisor = write(&state.registry).remove(&tenant);
+                let supervisor = state.registry.write().remove(&tenant);
                 let Some(supervisor) = supervisor else {
                     let _ = reply.send(Vec::new());
                     return Ok(());
@@ -237,11 +216,8 @@ impl Actor for NodeSupervisor {
                 let timeout = state.services.settings.freeze_timeout;
                 // Answered off the node actor's loop: the tenant may take a moment.
                 tokio::spawn(async move {
-                    let held = supervisor
-                        .call(TenantMsg::Release, Some(timeout))
+                    let held = crate::rpc::ask(&supervisor, TenantMsg::Release, timeout)
                         .await
-                        .ok()
-                        .and_then(crate::rpc::answered)
                         .unwrap_or_default();
                     let _ = reply.send(held);
                 });
@@ -265,27 +241,11 @@ impl Actor for NodeSupervisor {
         // A tenant that stops (idle, fenced, failed) is simply no longer hosted here; the next
         // message or sweep activates it again.
         if let Some(tenant) = state.names.remove(&cell.get_id()) {
-            write(&state.registry).remove(&tenant);
+            state.registry.write().remove(&tenant);
             info!(tenant = %tenant, reason = reason.as_deref().unwrap_or("stopped"), "tenant deactivated");
         }
         Ok(())
     }
-}
-
-fn write(
-    registry: &Registry,
-) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, ActorRef<TenantMsg>>> {
-    registry
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read(
-    registry: &Registry,
-) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, ActorRef<TenantMsg>>> {
-    registry
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Activates a tenant, or adopts it from a handoff: answered at once when it is hosted
@@ -299,13 +259,9 @@ fn activate(
     adopt: Option<(TenantHandoff, u64)>,
     waiter: Waiter,
 ) {
-    let busy = |reason: &str| ActivationError::Unavailable {
-        tenant: tenant.clone(),
-        reason: reason.into(),
-    };
-    if let Some(existing) = read(&state.registry).get(&tenant).cloned() {
+    if let Some(existing) = state.registry.read().get(&tenant).cloned() {
         let result = match adopt {
-            Some(_) => Err(busy("already hosted here")),
+            Some(_) => Err(ActivationError::AlreadyHosted(tenant.clone())),
             None => Ok(existing),
         };
         waiter.answer(&tenant, &result);
@@ -313,13 +269,16 @@ fn activate(
     }
     if let Some(waiters) = state.activating.get_mut(&tenant) {
         match adopt {
-            Some(_) => waiter.answer(&tenant, &Err(busy("already being activated here"))),
+            Some(_) => waiter.answer(
+                &tenant,
+                &Err(ActivationError::AlreadyActivating(tenant.clone())),
+            ),
             None => waiters.push(waiter),
         }
         return;
     }
     let max = state.services.settings.max_tenants;
-    if read(&state.registry).len() + state.activating.len() >= max {
+    if state.registry.read().len() + state.activating.len() >= max {
         warn!(tenant = %tenant, max, "node at capacity, activation refused");
         metrics::counter!("salesboy_activations_total", "outcome" => "at_capacity").increment(1);
         state.services.publish(
@@ -352,14 +311,14 @@ async fn start_tenant(
     tenant: TenantId,
     adopt: Option<(TenantHandoff, u64)>,
 ) -> Result<ActorRef<TenantMsg>, ActivationError> {
-    let unavailable = |reason: String| ActivationError::Unavailable {
+    let store_error = |error| ActivationError::Store {
         tenant: tenant.clone(),
-        reason,
+        error,
     };
     match services.store.tenant(&tenant).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(ActivationError::UnknownTenant(tenant)),
-        Err(error) => return Err(unavailable(error.to_string())),
+        Err(error) => return Err(store_error(error)),
     }
     let (epoch, handoff) = match adopt {
         // The epoch was decided by whoever moved the tenant (the cluster directory); the
@@ -369,7 +328,7 @@ async fn start_tenant(
                 .store
                 .claim_epoch(&tenant, epoch)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?;
+                .map_err(store_error)?;
             (epoch, Some(handoff))
         }
         None => {
@@ -377,7 +336,7 @@ async fn start_tenant(
                 .epochs
                 .epoch_for(&tenant)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?;
+                .map_err(store_error)?;
             (epoch, None)
         }
     };
@@ -389,7 +348,10 @@ async fn start_tenant(
     };
     let (supervisor, _) = Actor::spawn_linked(None, TenantSupervisor, args, myself.get_cell())
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| ActivationError::StartFailed {
+            tenant: tenant.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(supervisor)
 }
 
@@ -400,7 +362,9 @@ async fn sweep(
     lookback: Duration,
 ) {
     // By tenant: a fixed order keeps runs reproducible (the simulation).
-    let mut hosted: Vec<(TenantId, ActorRef<TenantMsg>)> = read(&state.registry)
+    let mut hosted: Vec<(TenantId, ActorRef<TenantMsg>)> = state
+        .registry
+        .read()
         .iter()
         .map(|(tenant, supervisor)| (tenant.clone(), supervisor.clone()))
         .collect();
@@ -427,306 +391,13 @@ async fn sweep(
         }
     };
     for tenant in pending {
-        let active = read(&state.registry).get(&tenant).cloned();
+        let active = state.registry.read().get(&tenant).cloned();
         match active {
             Some(supervisor) => {
                 let _ = supervisor.send_message(TenantMsg::Reconcile { unsent: false });
             }
             // Activation reconciles (and resends unsent replies) by itself.
             None => activate(myself, state, tenant, None, Waiter::Sweep),
-        }
-    }
-}
-
-/// What `Observe` shows of the node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeSnapshot {
-    /// Tenants hosted.
-    pub tenants: usize,
-    /// Conversations active.
-    pub conversations: u64,
-    /// The tenant limit.
-    pub max_tenants: usize,
-}
-
-/// The node's front door: route to tenants, activating them on demand.
-#[derive(Clone)]
-pub struct NodeHandle {
-    supervisor: ActorRef<NodeMsg>,
-    registry: Registry,
-    services: Arc<Services>,
-}
-
-impl NodeHandle {
-    /// Starts the node supervisor.
-    pub async fn start(
-        services: Arc<Services>,
-    ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
-        let registry: Registry = Arc::default();
-        let args = NodeArgs {
-            services: Arc::clone(&services),
-            registry: Arc::clone(&registry),
-        };
-        let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args).await?;
-        Ok((
-            Self {
-                supervisor,
-                registry,
-                services,
-            },
-            join,
-        ))
-    }
-
-    /// The shared services.
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
-    }
-
-    /// The tenant's supervisor, activating the tenant if needed.
-    pub async fn tenant(&self, tenant: &TenantId) -> Result<ActorRef<TenantMsg>, ActivationError> {
-        if let Some(existing) = read(&self.registry).get(tenant) {
-            return Ok(existing.clone());
-        }
-        let tenant = tenant.clone();
-        match self
-            .supervisor
-            .call(
-                |reply| NodeMsg::Activate { tenant, reply },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-        {
-            Ok(result) => crate::rpc::answered(result).unwrap_or(Err(ActivationError::Stopping)),
-            Err(_) => Err(ActivationError::Stopping),
-        }
-    }
-
-    /// Hands a persisted inbound message to its conversation.
-    pub async fn deliver_inbound(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        item: InboundItem,
-    ) -> Result<(), ActivationError> {
-        let supervisor = self.tenant(tenant).await?;
-        supervisor
-            .send_message(TenantMsg::Inbound { chat, item })
-            .map_err(|_| self.gone(tenant))
-    }
-
-    /// The owner wrote in a chat from their own app: the bot steps back there.
-    pub async fn owner_activity(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        at_ms: i64,
-    ) -> Result<(), ActivationError> {
-        let supervisor = self.tenant(tenant).await?;
-        supervisor
-            .send_message(TenantMsg::OwnerActivity { chat, at_ms })
-            .map_err(|_| self.gone(tenant))
-    }
-
-    /// Pauses (`Some(until)`) or resumes (`None`) the bot in a chat.
-    pub async fn set_paused(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        until_ms: Option<i64>,
-    ) -> Result<(), ActivationError> {
-        let supervisor = self.tenant(tenant).await?;
-        let result = supervisor
-            .call(
-                |reply| TenantMsg::SetPaused {
-                    chat,
-                    until_ms,
-                    reply,
-                },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-            .ok()
-            .and_then(crate::rpc::answered)
-            .ok_or_else(|| self.gone(tenant))?;
-        result.map_err(|reason| ActivationError::Unavailable {
-            tenant: tenant.clone(),
-            reason,
-        })
-    }
-
-    /// Sends a message as the owner; returns the outbound message's id.
-    pub async fn owner_send(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        body: String,
-    ) -> Result<i64, ActivationError> {
-        let supervisor = self.tenant(tenant).await?;
-        let result = supervisor
-            .call(
-                |reply| TenantMsg::OwnerSend { chat, body, reply },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-            .ok()
-            .and_then(crate::rpc::answered)
-            .ok_or_else(|| self.gone(tenant))?;
-        result.map_err(|reason| ActivationError::Unavailable {
-            tenant: tenant.clone(),
-            reason,
-        })
-    }
-
-    /// Tells a hosted tenant that its record changed; a tenant not hosted here picks the
-    /// change up when it is next activated.
-    pub fn reload_tenant(&self, tenant: &TenantId) {
-        if let Some(supervisor) = read(&self.registry).get(tenant) {
-            let _ = supervisor.send_message(TenantMsg::Reload);
-        }
-    }
-
-    /// The tenants hosted here.
-    pub fn hosted_tenants(&self) -> Vec<TenantId> {
-        let mut hosted: Vec<TenantId> = read(&self.registry).keys().cloned().collect();
-        hosted.sort();
-        hosted
-    }
-
-    /// Freezes a hosted tenant for a move (see [`TenantMsg::Freeze`]): its state, once the
-    /// reply under way is recorded. On error the tenant has resumed by itself.
-    pub async fn freeze(&self, tenant: &TenantId) -> Result<TenantHandoff, ActivationError> {
-        let supervisor = read(&self.registry)
-            .get(tenant)
-            .cloned()
-            .ok_or_else(|| self.gone(tenant))?;
-        // The tenant bounds each child's freeze; allow for both stages.
-        let timeout = self.services.settings.freeze_timeout * 3;
-        let result = supervisor
-            .call(TenantMsg::Freeze, Some(timeout))
-            .await
-            .ok()
-            .and_then(crate::rpc::answered)
-            .ok_or_else(|| self.gone(tenant))?;
-        result.map_err(|reason| ActivationError::Unavailable {
-            tenant: tenant.clone(),
-            reason,
-        })
-    }
-
-    /// Resumes a frozen tenant (the move was called off).
-    pub fn thaw(&self, tenant: &TenantId) {
-        if let Some(supervisor) = read(&self.registry).get(tenant) {
-            let _ = supervisor.send_message(TenantMsg::Thaw);
-        }
-    }
-
-    /// Stops hosting a tenant that moved away; returns what it held since it froze, for the
-    /// new host.
-    pub async fn release(&self, tenant: &TenantId) -> Vec<HeldMessage> {
-        let tenant = tenant.clone();
-        self.supervisor
-            .call(
-                |reply| NodeMsg::Release { tenant, reply },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-            .ok()
-            .and_then(crate::rpc::answered)
-            .unwrap_or_default()
-    }
-
-    /// Hosts a tenant that moved here, under its new `epoch` (claimed in the store first, so
-    /// the old host's late writes are refused).
-    pub async fn adopt(&self, handoff: TenantHandoff, epoch: u64) -> Result<(), ActivationError> {
-        let tenant = handoff.tenant.clone();
-        let handoff = Box::new(handoff);
-        match self
-            .supervisor
-            .call(
-                |reply| NodeMsg::Adopt {
-                    handoff,
-                    epoch,
-                    reply,
-                },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-        {
-            Ok(result) => crate::rpc::answered(result).unwrap_or(Err(ActivationError::Stopping)),
-            Err(_) => Err(ActivationError::Unavailable {
-                tenant,
-                reason: "node supervisor stopped".into(),
-            }),
-        }
-    }
-
-    /// A hosted tenant's state, without activating it.
-    pub async fn observe_tenant(&self, tenant: &TenantId) -> Option<TenantSnapshot> {
-        let supervisor = read(&self.registry).get(tenant).cloned()?;
-        supervisor
-            .call(TenantMsg::Observe, Some(CALL_TIMEOUT))
-            .await
-            .ok()
-            .and_then(crate::rpc::answered)
-    }
-
-    /// An active conversation's state, without activating anything.
-    pub async fn observe_conversation(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-    ) -> Option<ConversationSnapshot> {
-        let supervisor = read(&self.registry).get(tenant).cloned()?;
-        supervisor
-            .call(
-                |reply| TenantMsg::ObserveConversation { chat, reply },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-            .ok()
-            .and_then(crate::rpc::answered)
-            .flatten()
-    }
-
-    /// The node's state.
-    pub fn observe(&self) -> NodeSnapshot {
-        NodeSnapshot {
-            tenants: read(&self.registry).len(),
-            conversations: self.services.counters.conversations(),
-            max_tenants: self.services.settings.max_tenants,
-        }
-    }
-
-    /// Stops every tenant and the node supervisor, waiting up to `timeout` for each stage.
-    ///
-    /// First every tenant is frozen: turns under way finish and record their replies, sends
-    /// under way finish and record that they were sent. Stopping without that would leave a
-    /// reply sent but recorded as unsent, which the tenant's next host would send again.
-    pub async fn shutdown(&self, timeout: Duration) {
-        let tenants: Vec<ActorRef<TenantMsg>> = read(&self.registry).values().cloned().collect();
-        let mut freezing = tokio::task::JoinSet::new();
-        for supervisor in tenants {
-            freezing.spawn(async move {
-                let _ = supervisor.call(TenantMsg::Freeze, Some(timeout)).await;
-            });
-        }
-        if tokio::time::timeout(timeout, freezing.join_all())
-            .await
-            .is_err()
-        {
-            warn!(?timeout, "not every tenant froze before shutdown");
-        }
-        let _ = self
-            .supervisor
-            .stop_and_wait(StopReason::Shutdown.into_ractor(), Some(timeout))
-            .await;
-    }
-
-    fn gone(&self, tenant: &TenantId) -> ActivationError {
-        ActivationError::Unavailable {
-            tenant: tenant.clone(),
-            reason: "tenant stopped".into(),
         }
     }
 }

@@ -1,0 +1,94 @@
+//! The errors of the actor tree's front door ([`crate::node::NodeHandle`]): why a tenant
+//! could not be activated ([`ActivationError`]) and why a command to a tenant failed
+//! ([`TenantError`]). Callers decide on variants, never on the text.
+
+use std::time::Duration;
+
+use salesboy_protocol::TenantId;
+
+use crate::store::StoreError;
+use crate::tenant::ChildKind;
+
+/// Why a tenant could not be activated (or adopted) on this node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivationError {
+    /// This node hosts `max_tenants` already.
+    #[error("node at capacity: {max} tenants hosted")]
+    AtCapacity {
+        /// The limit.
+        max: usize,
+    },
+    /// No such tenant in the store.
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    /// The store could not read the tenant, or refused its epoch (another node hosts it, or
+    /// it is moving: see the [`StoreError`]).
+    #[error("tenant {tenant} unavailable: {error}")]
+    Store {
+        /// The tenant.
+        tenant: TenantId,
+        /// What the store said.
+        #[source]
+        error: StoreError,
+    },
+    /// An adoption found the tenant hosted here already.
+    #[error("tenant {0} unavailable: already hosted here")]
+    AlreadyHosted(TenantId),
+    /// An adoption found the tenant being activated here already.
+    #[error("tenant {0} unavailable: already being activated here")]
+    AlreadyActivating(TenantId),
+    /// The tenant's supervisor failed to start.
+    #[error("tenant {tenant} unavailable: {reason}")]
+    StartFailed {
+        /// The tenant.
+        tenant: TenantId,
+        /// ractor's account of the failure.
+        reason: String,
+    },
+    /// The node is shutting down.
+    #[error("node is stopping")]
+    Stopping,
+}
+
+/// Why a command to a hosted tenant (deliver, pause, send, freeze) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    /// The tenant could not be activated.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// The tenant stopped (or did not answer in time) before it answered.
+    #[error("tenant {0} unavailable: tenant stopped")]
+    Gone(TenantId),
+    /// The tenant is frozen for a move to another node: retry.
+    #[error("tenant {0} unavailable: tenant is moving to another node, retry")]
+    Moving(TenantId),
+    /// The store refused or failed the command's write.
+    #[error("tenant {tenant} unavailable: {error}")]
+    Store {
+        /// The tenant.
+        tenant: TenantId,
+        /// What the store said.
+        #[source]
+        error: StoreError,
+    },
+    /// A child did not freeze in time; the tenant resumed.
+    #[error("tenant {tenant} unavailable: a {child} did not freeze within {timeout:?}")]
+    FreezeTimeout {
+        /// The tenant.
+        tenant: TenantId,
+        /// Which child.
+        child: ChildKind,
+        /// How long it had.
+        timeout: Duration,
+    },
+}
+
+impl TenantError {
+    /// The store's error about `tenant`.
+    pub fn store(tenant: &TenantId, error: StoreError) -> Self {
+        Self::Store {
+            tenant: tenant.clone(),
+            error,
+        }
+    }
+}
