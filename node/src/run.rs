@@ -235,11 +235,7 @@ pub async fn start_with_bus(
             verify_token: config.whatsapp_verify_token.clone(),
             admin_token: admin_token.clone(),
             node_id: config.node_id.to_string(),
-            bus: if cluster.is_some() {
-                "nats"
-            } else {
-                "in-process"
-            },
+            bus: bus.as_ref().map_or("none", |bus| bus.kind()),
         },
         http::metrics::recorder(),
     )

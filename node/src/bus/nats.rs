@@ -401,6 +401,10 @@ impl Bus for NatsBus {
     fn max_payload(&self) -> usize {
         self.client.max_payload()
     }
+
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
 }
 
 /// How many times a KV write that found no stream is tried in all.

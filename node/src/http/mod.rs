@@ -94,7 +94,8 @@ pub struct HttpSettings {
     pub admin_token: SecretString,
     /// The node id, for `/health`.
     pub node_id: String,
-    /// Whether the node runs on a NATS bus (for `/health`).
+    /// The bus the node's cluster member runs on (`Bus::kind`), or `none` on a single
+    /// node (for `/health`).
     pub bus: &'static str,
 }
 

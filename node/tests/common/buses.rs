@@ -158,6 +158,10 @@ impl Bus for CuttableBus {
     fn max_payload(&self) -> usize {
         self.inner.max_payload()
     }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
 }
 
 pub struct CuttableKv {
