@@ -6,6 +6,7 @@
 //!
 //! Modules:
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`backoff`]: retries with exponential backoff and jitter (backon);
 //! - [`bus`]: the bus interface (publish, request/reply, subscribe, KV) and its NATS and
 //!   in-process implementations;
 //! - [`cli`]: the admin commands of the `salesboy` binary (a client of the admin API);
@@ -20,10 +21,12 @@
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
-//! - [`telemetry`]: logging set-up;
-//! - [`testing`]: real services for tests (a nats-server per test).
+//! - [`telemetry`]: logging set-up.
+//!
+//! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod backoff;
 pub mod bus;
 pub mod cli;
 pub mod cluster;
@@ -38,4 +41,3 @@ pub mod routing;
 pub mod run;
 pub mod store;
 pub mod telemetry;
-pub mod testing;

@@ -1,12 +1,10 @@
 //! A node's life as a whole: what `/health` says runs, and what a stopped node leaves
 //! behind.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Db, Gateway};
 use salesboy_node::bus::{Bus, LocalBus};
+use salesboy_testkit::{Db, Gateway};
 use serde_json::Value;
 
 async fn health(gateway: &Gateway) -> Value {
