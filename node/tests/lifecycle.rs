@@ -40,3 +40,24 @@ async fn a_cluster_node_reports_the_bus_it_runs_on() {
     assert_eq!(health["bus"], "in-process");
     gateway.node.stop().await;
 }
+
+#[tokio::test]
+async fn a_stopped_node_leaves_no_task_running() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    assert_eq!(health(&gateway).await["status"], "ok");
+    let tasks = gateway.node.tasks().clone();
+    let address = gateway.node.http_addr;
+    assert!(!tasks.is_empty(), "a running node has background tasks");
+
+    gateway.node.stop().await;
+
+    assert!(tasks.is_closed());
+    assert_eq!(tasks.len(), 0, "tasks left running after stop");
+    tokio::time::timeout(std::time::Duration::from_secs(1), tasks.wait())
+        .await
+        .expect("the tracker is done");
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "a stopped node's HTTP port refuses connections"
+    );
+}

@@ -71,6 +71,13 @@ impl AppState {
         }
     }
 
+    /// The same state whose background work (the ingress's hand-offs) runs on the node's
+    /// `tasks` and stops when `shutdown` is cancelled.
+    pub fn with_tasks(mut self, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+        self.ingress = self.ingress.with_tasks(tasks, shutdown);
+        self
+    }
+
     /// The same state routing through `router` (a cluster node's).
     pub fn with_router(
         mut self,
