@@ -15,8 +15,8 @@ use salesboy_actors::ports::{Clock, LlmProviderFactory, SystemClock, WhatsAppCon
 use salesboy_actors::services::{Counters, Services, Settings, response_cache};
 use salesboy_actors::store::Store;
 use secrecy::SecretString;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use salesboy_actors::ports::EpochSource;
@@ -69,9 +69,11 @@ pub struct RunningNode {
     /// Where tenant commands go.
     pub router: Router,
     load_slot: Option<LoadSlot>,
-    stop_http: oneshot::Sender<()>,
-    http: JoinHandle<()>,
-    background: Vec<JoinHandle<()>>,
+    /// Cancelled at stop: every background task of the node (HTTP, retention, event
+    /// publishing, ingress hand-offs) ends on it.
+    shutdown: CancellationToken,
+    /// The node's background tasks; stop waits until it is empty.
+    tasks: TaskTracker,
     sql: SqlStore,
 }
 
@@ -100,13 +102,26 @@ impl RunningNode {
         }
     }
 
-    /// Stops HTTP, then the actors, then closes the database.
+    /// The node's background tasks (HTTP, retention, event publishing, ingress hand-offs):
+    /// empty once [`RunningNode::stop`] returns.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Cancels the node's background tasks and waits for them (HTTP stops accepting and
+    /// finishes its requests), then stops the actors, then closes the database.
     pub async fn stop(self) {
         info!("shutting down");
-        let _ = self.stop_http.send(());
-        let _ = self.http.await;
-        for task in &self.background {
-            task.abort();
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = self.tasks.len(),
+                "background tasks still running after the shutdown timeout"
+            );
         }
         self.node.shutdown(SHUTDOWN_TIMEOUT).await;
         if let Some(slot) = &self.load_slot
@@ -227,6 +242,8 @@ pub async fn start_with_bus(
         _ => (None, Router::Local(node.clone())),
     };
 
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let state = AppState::new(
         node.clone(),
         Arc::clone(&store),
@@ -235,37 +252,35 @@ pub async fn start_with_bus(
             verify_token: config.whatsapp_verify_token.clone(),
             admin_token: admin_token.clone(),
             node_id: config.node_id.to_string(),
-            bus: if cluster.is_some() {
-                "nats"
-            } else {
-                "in-process"
-            },
+            bus: bus.as_ref().map_or("none", |bus| bus.kind()),
         },
         http::metrics::recorder(),
     )
-    .with_router(router.clone(), cluster.clone());
+    .with_router(router.clone(), cluster.clone())
+    .with_tasks(tasks.clone(), shutdown.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the HTTP address")?;
-    let (stop_http, stopped) = oneshot::channel::<()>();
     let app = http::router(state);
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
+    let stopped = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
         if let Err(e) = serve.await {
             warn!(error = %e, "http server stopped with an error");
         }
     });
-
-    let retention = tokio::spawn(retention_job(Arc::clone(&store), config.retention_days));
-    let mut background = vec![retention];
+    tasks.spawn(
+        shutdown
+            .clone()
+            .run_until_cancelled_owned(retention_job(Arc::clone(&store), config.retention_days)),
+    );
     if let Some(bus) = &bus {
-        background.push(tokio::spawn(publish_events(
-            Arc::clone(bus),
-            events.subscribe(),
-        )));
+        tasks.spawn(
+            shutdown
+                .clone()
+                .run_until_cancelled_owned(publish_events(Arc::clone(bus), events.subscribe())),
+        );
     }
     if config.whatsapp_app_secret.is_none() {
         warn!(
@@ -288,9 +303,8 @@ pub async fn start_with_bus(
         cluster,
         router,
         load_slot,
-        stop_http,
-        http,
-        background,
+        shutdown,
+        tasks,
         sql,
     })
 }

@@ -172,6 +172,10 @@ impl Bus for CuttableBus {
     fn max_payload(&self) -> usize {
         self.inner.max_payload()
     }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
 }
 
 /// A KV bucket of a [`CuttableBus`]: fails or hangs with its bus's mode.

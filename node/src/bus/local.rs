@@ -336,6 +336,10 @@ impl Bus for LocalBus {
     fn max_payload(&self) -> usize {
         self.inner.max_payload
     }
+
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
 }
 
 /// An in-process KV bucket.

@@ -111,6 +111,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The largest message (payload plus encoded headers) the bus carries, in bytes.
     fn max_payload(&self) -> usize;
+
+    /// What carries the messages, as `/health` reports it: `nats`, `in-process`, ...
+    fn kind(&self) -> &'static str;
 }
 
 /// A key-value bucket. Every write gets a revision; revisions strictly increase across the

@@ -398,6 +398,10 @@ impl Bus for NatsBus {
     fn max_payload(&self) -> usize {
         self.client.max_payload()
     }
+
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
 }
 
 /// Retries of a bucket's stream creation that raced another node's.

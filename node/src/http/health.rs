@@ -30,7 +30,8 @@ pub struct Health {
     pub max_tenants: usize,
     /// `ok`, or the database error.
     pub database: String,
-    /// `in-process` or `nats`.
+    /// The bus this node's cluster member runs on (`nats`, or `in-process` when nodes share
+    /// one process), or `none`: a single node, no bus (decision 0009).
     pub bus: String,
 }
 

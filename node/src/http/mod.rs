@@ -71,6 +71,13 @@ impl AppState {
         }
     }
 
+    /// The same state whose background work (the ingress's hand-offs) runs on the node's
+    /// `tasks` and stops when `shutdown` is cancelled.
+    pub fn with_tasks(mut self, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
+        self.ingress = self.ingress.with_tasks(tasks, shutdown);
+        self
+    }
+
     /// The same state routing through `router` (a cluster node's).
     pub fn with_router(
         mut self,
@@ -94,7 +101,8 @@ pub struct HttpSettings {
     pub admin_token: SecretString,
     /// The node id, for `/health`.
     pub node_id: String,
-    /// Whether the node runs on a NATS bus (for `/health`).
+    /// The bus the node's cluster member runs on (`Bus::kind`), or `none` on a single
+    /// node (for `/health`).
     pub bus: &'static str,
 }
 

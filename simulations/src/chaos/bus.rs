@@ -292,6 +292,10 @@ impl Bus for ChaosBus {
     fn max_payload(&self) -> usize {
         self.net.bus.max_payload()
     }
+
+    fn kind(&self) -> &'static str {
+        "simulated"
+    }
 }
 
 /// A KV bucket as one node incarnation sees it.
