@@ -4,6 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use salesboy_protocol::{PhoneNumberId, TenantId};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
@@ -14,19 +15,36 @@ use super::StoreError;
 /// Serde reads and writes the real value, because the session's snapshot carries its
 /// credentials when a tenant migrates (architecture §7): never serialise a [`Tenant`] into
 /// a response that leaves the cluster.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The value is a [`secrecy::SecretString`] (zeroed when dropped); this type adds what
+/// the stores and the wire need: equality, serde of the real value and `[redacted]` output.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct AccessToken(String);
+pub struct AccessToken(SecretString);
 
 impl AccessToken {
     /// Wraps a token.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self(SecretString::from(token.into()))
     }
 
     /// The token itself, for the one place that sends it to Meta.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
+    }
+}
+
+impl PartialEq for AccessToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for AccessToken {}
+
+impl Serialize for AccessToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
     }
 }
 
