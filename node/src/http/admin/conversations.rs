@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{AppState, chat_id, existing_tenant, now_ms, tenant_id};
 use crate::cluster::wire::{CommandReply, TenantCommand};
@@ -23,6 +26,15 @@ pub const MAX_MESSAGE_LIMIT: u32 = 1_000;
 
 /// Longest owner message, in characters (WhatsApp's limit for a text body).
 pub const MAX_SEND_CHARS: usize = 4_096;
+
+/// The routes of this module, documented.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(messages))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(send))
+}
 
 /// `?limit=` of the messages route.
 #[derive(Debug, Deserialize)]
@@ -137,7 +149,7 @@ fn conversation_ids((id, wa_id): (String, String)) -> Result<(TenantId, ChatId),
 
 /// A chat's last messages, both directions, oldest first.
 #[utoipa::path(
-    get, path = "/api/tenants/{id}/conversations/{wa_id}/messages", tag = "conversations",
+    get, path = "/tenants/{id}/conversations/{wa_id}/messages", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -182,7 +194,7 @@ pub(super) async fn messages(
 
 /// Pauses the bot in a chat, for some minutes or until resumed.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/conversations/{wa_id}/pause", tag = "conversations",
+    post, path = "/tenants/{id}/conversations/{wa_id}/pause", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -232,7 +244,7 @@ pub(super) async fn pause(
 
 /// Resumes the bot in a chat.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/conversations/{wa_id}/resume", tag = "conversations",
+    post, path = "/tenants/{id}/conversations/{wa_id}/resume", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -270,7 +282,7 @@ pub(super) async fn resume(
 /// Sends a message as the owner: it is recorded, then sent, and the bot steps back in that
 /// chat for the takeover period.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/conversations/{wa_id}/send", tag = "conversations",
+    post, path = "/tenants/{id}/conversations/{wa_id}/send", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),

@@ -1,12 +1,15 @@
 //! `/tenants/{id}/knowledge…`: the documents a tenant's assistant answers from.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use salesboy_actors::store::{NewKnowledge, StoreError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
+
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::{AppState, existing_tenant, now_ms, tenant_id};
@@ -17,6 +20,16 @@ pub const MAX_KNOWLEDGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest knowledge document title, in characters.
 const MAX_TITLE_CHARS: usize = 200;
+
+/// The routes of this module, documented; uploads may be up to [`MAX_KNOWLEDGE_BYTES`].
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(
+            routes!(list_knowledge, add_knowledge)
+                .layer(DefaultBodyLimit::max(MAX_KNOWLEDGE_BYTES)),
+        )
+        .routes(routes!(delete_knowledge))
+}
 
 /// A document to add to a tenant's knowledge base.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -64,7 +77,7 @@ pub(super) struct KnowledgeDeleted {
 
 /// Adds a document to a tenant's knowledge base.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/knowledge", tag = "knowledge",
+    post, path = "/tenants/{id}/knowledge", tag = "knowledge",
     params(("id" = String, Path, description = "tenant id")),
     request_body = KnowledgeRequest,
     responses(
@@ -125,7 +138,7 @@ pub(super) async fn add_knowledge(
 
 /// Lists a tenant's knowledge documents, oldest first.
 #[utoipa::path(
-    get, path = "/api/tenants/{id}/knowledge", tag = "knowledge",
+    get, path = "/tenants/{id}/knowledge", tag = "knowledge",
     params(("id" = String, Path, description = "tenant id")),
     responses(
         (status = 200, description = "the documents", body = [DocumentView]),
@@ -157,7 +170,7 @@ pub(super) async fn list_knowledge(
 
 /// Deletes a knowledge document.
 #[utoipa::path(
-    delete, path = "/api/tenants/{id}/knowledge/{doc_id}", tag = "knowledge",
+    delete, path = "/tenants/{id}/knowledge/{doc_id}", tag = "knowledge",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("doc_id" = i64, Path, description = "document id"),

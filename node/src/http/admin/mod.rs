@@ -7,8 +7,9 @@
 //! 409 a phone number owned by another tenant, 503 database unavailable or node at capacity,
 //! 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
-//! [`ROUTES`] lists every route; the OpenAPI document ([`openapi`]) describes exactly those,
-//! and a test checks both against the router. `docs/api.md` documents the API for people.
+//! Each route module declares its routes with `utoipa_axum::routes!`, from the handlers'
+//! `#[utoipa::path]` attributes, so the router and the OpenAPI document ([`openapi`]) come
+//! from one place. `docs/api.md` documents the API for people.
 //!
 //! One module per concern:
 //! - `error`: the error answer, the mapping of domain errors to statuses, the extractors
@@ -30,11 +31,10 @@ mod openapi;
 mod tenants;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{delete, get, post};
 use salesboy_actors::store::Tenant;
 use salesboy_protocol::{ChatId, IdError, TenantId};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
 use error::ApiError;
@@ -43,62 +43,27 @@ pub use conversations::{DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT, MAX_SEND_CHARS
 pub use knowledge::MAX_KNOWLEDGE_BYTES;
 pub use openapi::openapi;
 
-/// Every admin route as (lowercase method, full path); the OpenAPI document lists exactly
-/// these.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/openapi.json"),
-    ("get", "/api/tenants"),
-    ("post", "/api/tenants"),
-    ("get", "/api/tenants/{id}"),
-    ("get", "/api/tenants/{id}/knowledge"),
-    ("post", "/api/tenants/{id}/knowledge"),
-    ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
-    ("get", "/api/tenants/{id}/conversations/{wa_id}/messages"),
-    ("post", "/api/tenants/{id}/conversations/{wa_id}/pause"),
-    ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
-    ("post", "/api/tenants/{id}/conversations/{wa_id}/send"),
-    ("get", "/api/cluster"),
-];
-
-/// The admin routes, relative to `/api` (the caller nests them there).
+/// The admin routes, relative to `/api` (the caller nests them there): every one but the
+/// OpenAPI document behind the admin token.
 pub fn routes(state: AppState) -> Router<AppState> {
-    let conversation = "/tenants/{id}/conversations/{wa_id}";
-    let protected = Router::new()
-        .route(
-            "/tenants",
-            get(tenants::list_tenants).post(tenants::upsert_tenant),
-        )
-        .route("/tenants/{id}", get(tenants::show_tenant))
-        .route(
-            "/tenants/{id}/knowledge",
-            get(knowledge::list_knowledge)
-                .post(knowledge::add_knowledge)
-                .layer(DefaultBodyLimit::max(MAX_KNOWLEDGE_BYTES)),
-        )
-        .route(
-            "/tenants/{id}/knowledge/{doc_id}",
-            delete(knowledge::delete_knowledge),
-        )
-        .route(
-            &format!("{conversation}/messages"),
-            get(conversations::messages),
-        )
-        .route(&format!("{conversation}/pause"), post(conversations::pause))
-        .route(
-            &format!("{conversation}/resume"),
-            post(conversations::resume),
-        )
-        .route(&format!("{conversation}/send"), post(conversations::send))
-        .route("/cluster", get(cluster::cluster))
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            auth::require_admin_token,
-        ));
-    Router::new()
-        .route("/openapi.json", get(openapi::openapi_json))
-        .merge(protected)
+    let guard = middleware::from_fn_with_state(state, auth::require_admin_token);
+    let (router, _document) = api(|protected| protected.route_layer(guard)).split_for_parts();
+    router
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+}
+
+/// Every admin route with its documentation, relative to `/api`; `guard` wraps the routes
+/// that need the admin token.
+fn api(
+    guard: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let protected = OpenApiRouter::default()
+        .merge(tenants::routes())
+        .merge(knowledge::routes())
+        .merge(conversations::routes())
+        .merge(cluster::routes());
+    openapi::routes().merge(guard(protected))
 }
 
 // ----- helpers the route modules share -----

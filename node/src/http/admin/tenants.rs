@@ -10,10 +10,20 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use super::{AppState, existing_tenant, now_ms, tenant_id};
 use crate::adapters::llm::{redacted_llm_config, validate_llm_config};
 use crate::cluster::wire::TenantCommand;
+
+/// The routes of this module, documented.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_tenants, upsert_tenant))
+        .routes(routes!(show_tenant))
+}
 
 /// Creates or updates a tenant and attaches a WhatsApp number to it. On update, absent
 /// optional fields keep their stored values.
@@ -114,7 +124,7 @@ async fn tenant_detail(state: &AppState, tenant: Tenant) -> TenantDetail {
 
 /// Lists every tenant (without live state), ordered by id.
 #[utoipa::path(
-    get, path = "/api/tenants", tag = "tenants",
+    get, path = "/tenants", tag = "tenants",
     responses(
         (status = 200, description = "every tenant", body = [TenantView]),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
@@ -135,7 +145,7 @@ pub(super) async fn list_tenants(
 
 /// Creates or updates a tenant and attaches its WhatsApp number.
 #[utoipa::path(
-    post, path = "/api/tenants", tag = "tenants",
+    post, path = "/tenants", tag = "tenants",
     request_body = TenantRequest,
     responses(
         (status = 201, description = "tenant created", body = TenantDetail),
@@ -252,7 +262,7 @@ pub(super) async fn upsert_tenant(
 
 /// One tenant with the live state of its actors.
 #[utoipa::path(
-    get, path = "/api/tenants/{id}", tag = "tenants",
+    get, path = "/tenants/{id}", tag = "tenants",
     params(("id" = String, Path, description = "tenant id")),
     responses(
         (status = 200, description = "the tenant", body = TenantDetail),
