@@ -915,6 +915,32 @@ async fn the_openapi_document_matches_the_router() {
     }
 }
 
+/// Every listed route but the OpenAPI document refuses a request without the admin token.
+#[tokio::test]
+async fn every_route_but_the_document_needs_the_token() {
+    let h = harness().await;
+    for (method, path) in ROUTES {
+        let concrete = path
+            .replace("{id}", "acme")
+            .replace("{wa_id}", CUSTOMER)
+            .replace("{doc_id}", "1");
+        let answer = h
+            .call(
+                method.to_uppercase().parse().unwrap(),
+                &concrete,
+                None,
+                None,
+            )
+            .await;
+        if *path == "/api/openapi.json" {
+            assert_eq!(answer.status, StatusCode::OK, "{method} {path}");
+        } else {
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert!(error(&answer).contains("admin token"), "{}", answer.raw);
+        }
+    }
+}
+
 /// The CLI's client against the router served on a real socket.
 #[tokio::test]
 async fn the_cli_client_talks_to_a_served_node() {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use super::error::{AdminError, ApiJson, ApiPath, ErrorBody};
 use super::{AppState, existing_tenant, now_ms, tenant_id};
 use crate::knowledge;
 
@@ -93,21 +93,21 @@ pub(super) async fn add_knowledge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<KnowledgeRequest>,
-) -> Result<(StatusCode, Json<KnowledgeAdded>), ApiError> {
+) -> Result<(StatusCode, Json<KnowledgeAdded>), AdminError> {
     let id = tenant_id("id", id)?;
     let title = request.title.trim();
     if title.is_empty() {
-        return Err(ApiError::invalid("title", "must not be empty"));
+        return Err(AdminError::invalid("title", "must not be empty"));
     }
     if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(ApiError::invalid(
+        return Err(AdminError::invalid(
             "title",
             format!("at most {MAX_TITLE_CHARS} characters"),
         ));
     }
     let chunks = knowledge::chunk(&request.text);
     if chunks.is_empty() {
-        return Err(ApiError::invalid("text", "must not be empty"));
+        return Err(AdminError::invalid("text", "must not be empty"));
     }
     let chunk_count = chunks.len();
     let document = NewKnowledge {
@@ -121,7 +121,7 @@ pub(super) async fn add_knowledge(
         .add_knowledge(&document)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound { .. } => ApiError::unknown_tenant(&id),
+            StoreError::NotFound { .. } => AdminError::UnknownTenant(id.clone()),
             other => other.into(),
         })?;
     let knowledge_version = state.store.knowledge_version(&id).await?;
@@ -151,7 +151,7 @@ pub(super) async fn add_knowledge(
 pub(super) async fn list_knowledge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Vec<DocumentView>>, ApiError> {
+) -> Result<Json<Vec<DocumentView>>, AdminError> {
     let id = tenant_id("id", id)?;
     existing_tenant(&state, &id).await?;
     let documents = state.store.list_knowledge(&id).await?;
@@ -186,17 +186,17 @@ pub(super) async fn list_knowledge(
 pub(super) async fn delete_knowledge(
     State(state): State<AppState>,
     ApiPath((id, doc_id)): ApiPath<(String, String)>,
-) -> Result<Json<KnowledgeDeleted>, ApiError> {
+) -> Result<Json<KnowledgeDeleted>, AdminError> {
     let id = tenant_id("id", id)?;
     let document_id: i64 = doc_id
         .parse()
-        .map_err(|_| ApiError::invalid("doc_id", format!("expected a number, got {doc_id:?}")))?;
+        .map_err(|_| AdminError::invalid("doc_id", format!("expected a number, got {doc_id:?}")))?;
     existing_tenant(&state, &id).await?;
     if !state.store.delete_knowledge(&id, document_id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown knowledge document {document_id} of tenant {id}"),
-        ));
+        return Err(AdminError::UnknownDocument {
+            tenant: id,
+            document: document_id,
+        });
     }
     let knowledge_version = state.store.knowledge_version(&id).await?;
     info!(tenant = %id, document_id, "knowledge document deleted");

@@ -12,9 +12,9 @@
 //! from one place. `docs/api.md` documents the API for people.
 //!
 //! One module per concern:
-//! - `error`: the error answer, the mapping of domain errors to statuses, the extractors
+//! - `error`: [`AdminError`], its mapping to statuses and the error answer; the extractors
 //!   whose rejections are error answers;
-//! - `auth`: the bearer-token check;
+//! - `auth`: [`AdminAuth`], the bearer-token check;
 //! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers);
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
 //! - `conversations`: `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume,
@@ -37,16 +37,17 @@ use salesboy_protocol::{ChatId, IdError, TenantId};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
-use error::ApiError;
 
+pub use auth::AdminAuth;
 pub use conversations::{DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT, MAX_SEND_CHARS};
+pub use error::AdminError;
 pub use knowledge::MAX_KNOWLEDGE_BYTES;
 pub use openapi::openapi;
 
 /// The admin routes, relative to `/api` (the caller nests them there): every one but the
 /// OpenAPI document behind the admin token.
 pub fn routes(state: AppState) -> Router<AppState> {
-    let guard = middleware::from_fn_with_state(state, auth::require_admin_token);
+    let guard = middleware::from_extractor_with_state::<AdminAuth, _>(state);
     let (router, _document) = api(|protected| protected.route_layer(guard)).split_for_parts();
     router
         .fallback(error::unknown_route)
@@ -69,22 +70,22 @@ fn api(
 // ----- helpers the route modules share -----
 
 /// A tenant id from the request, or 400 naming `field`.
-fn tenant_id(field: &str, value: String) -> Result<TenantId, ApiError> {
-    TenantId::new(value).map_err(|e: IdError| ApiError::invalid(field, e))
+fn tenant_id(field: &'static str, value: String) -> Result<TenantId, AdminError> {
+    TenantId::new(value).map_err(|e: IdError| AdminError::invalid(field, e))
 }
 
 /// A customer's WhatsApp id from the path, or 400.
-fn chat_id(value: String) -> Result<ChatId, ApiError> {
-    ChatId::new(value).map_err(|e| ApiError::invalid("wa_id", e))
+fn chat_id(value: String) -> Result<ChatId, AdminError> {
+    ChatId::new(value).map_err(|e| AdminError::invalid("wa_id", e))
 }
 
 /// The tenant, or 404.
-async fn existing_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
+async fn existing_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, AdminError> {
     state
         .store
         .tenant(id)
         .await?
-        .ok_or_else(|| ApiError::unknown_tenant(id))
+        .ok_or_else(|| AdminError::UnknownTenant(id.clone()))
 }
 
 /// The node's clock, in unix ms.
