@@ -127,7 +127,7 @@ async fn assert_exactly_once(
     }
     let store = sandbox.store();
     for (tenant, _) in tenants {
-        use salesboy_actors::store::Store;
+        use salesboy_actors::store::MessageStore;
         assert!(
             store
                 .unanswered_inbound(tenant, 0)

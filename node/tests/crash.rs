@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber, Store};
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber};
 use salesboy_node::store::SqlStore;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::{PhoneNumberId, TenantId};

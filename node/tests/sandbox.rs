@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use salesboy_actors::store::Store;
+use salesboy_actors::store::prelude::*;
 use salesboy_node::http::health::Health;
 use salesboy_protocol::ChatId;
 use salesboy_testkit::{

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use salesboy_actors::store::{AccessToken, DeliveryStatus, NewTenant, NewWhatsAppNumber, Store};
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::store::{AccessToken, DeliveryStatus, NewTenant, NewWhatsAppNumber};
 use salesboy_node::ingress::Ingress;
 use salesboy_protocol::whatsapp::inbound::{InboundMessage, MessageContent, WebhookEvent};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
