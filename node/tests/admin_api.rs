@@ -18,7 +18,6 @@ use salesboy_actors::ports::{
 use salesboy_actors::services::{Counters, Services, Settings, response_cache};
 use salesboy_actors::store::{PAUSED_INDEFINITELY, Store, StoreError, WhatsAppNumber};
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
-use salesboy_node::http::admin::ROUTES;
 use salesboy_node::http::{AppState, HttpSettings, router};
 use salesboy_node::knowledge;
 use salesboy_node::store::SqlStore;
@@ -27,6 +26,23 @@ use salesboy_protocol::{ChatId, TenantId, Wamid};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+/// Every admin route as (lowercase method, full path): this test's own list, kept by hand,
+/// that the served OpenAPI document and the router are checked against.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/openapi.json"),
+    ("get", "/api/tenants"),
+    ("post", "/api/tenants"),
+    ("get", "/api/tenants/{id}"),
+    ("get", "/api/tenants/{id}/knowledge"),
+    ("post", "/api/tenants/{id}/knowledge"),
+    ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
+    ("get", "/api/tenants/{id}/conversations/{wa_id}/messages"),
+    ("post", "/api/tenants/{id}/conversations/{wa_id}/pause"),
+    ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
+    ("post", "/api/tenants/{id}/conversations/{wa_id}/send"),
+    ("get", "/api/cluster"),
+];
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
@@ -895,6 +911,32 @@ async fn the_openapi_document_matches_the_router() {
                 );
                 assert_eq!(error(&answer), "method not allowed on this route");
             }
+        }
+    }
+}
+
+/// Every listed route but the OpenAPI document refuses a request without the admin token.
+#[tokio::test]
+async fn every_route_but_the_document_needs_the_token() {
+    let h = harness().await;
+    for (method, path) in ROUTES {
+        let concrete = path
+            .replace("{id}", "acme")
+            .replace("{wa_id}", CUSTOMER)
+            .replace("{doc_id}", "1");
+        let answer = h
+            .call(
+                method.to_uppercase().parse().unwrap(),
+                &concrete,
+                None,
+                None,
+            )
+            .await;
+        if *path == "/api/openapi.json" {
+            assert_eq!(answer.status, StatusCode::OK, "{method} {path}");
+        } else {
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert!(error(&answer).contains("admin token"), "{}", answer.raw);
         }
     }
 }

@@ -1,40 +1,41 @@
-//! The bearer-token check in front of every admin route but the OpenAPI document.
+//! The admin token check: [`AdminAuth`], an extractor that succeeds only for a request with
+//! `Authorization: Bearer <admin token>`. The router layers it over every admin route but
+//! the OpenAPI document.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::AdminError;
 
-/// Lets the request through only with `Authorization: Bearer <admin token>`.
-pub(super) async fn require_admin_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let refusal = match presented {
-        Some(token) if token_matches(token, state.http.admin_token.expose_secret()) => {
-            return next.run(request).await;
+/// Proof that the request carries the admin token as a bearer token (scheme in any case).
+/// Rejected with [`AdminError::MissingToken`] or [`AdminError::InvalidToken`] (401).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match presented {
+            Some(token) if token_matches(token, state.http.admin_token.expose_secret()) => Ok(Self),
+            Some(_) => Err(AdminError::InvalidToken),
+            None => Err(AdminError::MissingToken),
         }
-        Some(_) => "invalid admin token",
-        None => "missing admin token: send authorization: bearer <token>",
-    };
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, refusal).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+    }
 }
 
 /// Constant-time comparison; an empty configured token matches nothing.

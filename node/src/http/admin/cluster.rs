@@ -3,13 +3,21 @@
 use axum::Json;
 use axum::extract::State;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::AppState;
 use super::error::ErrorBody;
 use crate::cluster::status::{ClusterStatus, NodeStatus};
 
+/// The routes of this module, documented.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(cluster))
+}
+
 /// The cluster's nodes and what they host.
 #[utoipa::path(
-    get, path = "/api/cluster", tag = "cluster",
+    get, path = "/cluster", tag = "cluster",
     responses(
         (status = 200, description = "the cluster", body = ClusterStatus),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),

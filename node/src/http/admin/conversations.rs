@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{AdminError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{AppState, chat_id, existing_tenant, now_ms, tenant_id};
 use crate::cluster::wire::{CommandReply, TenantCommand};
 
@@ -23,6 +26,15 @@ pub const MAX_MESSAGE_LIMIT: u32 = 1_000;
 
 /// Longest owner message, in characters (WhatsApp's limit for a text body).
 pub const MAX_SEND_CHARS: usize = 4_096;
+
+/// The routes of this module, documented.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(messages))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(send))
+}
 
 /// `?limit=` of the messages route.
 #[derive(Debug, Deserialize)]
@@ -131,13 +143,13 @@ pub(super) struct SendAccepted {
     outbound_id: i64,
 }
 
-fn conversation_ids((id, wa_id): (String, String)) -> Result<(TenantId, ChatId), ApiError> {
+fn conversation_ids((id, wa_id): (String, String)) -> Result<(TenantId, ChatId), AdminError> {
     Ok((tenant_id("id", id)?, chat_id(wa_id)?))
 }
 
 /// A chat's last messages, both directions, oldest first.
 #[utoipa::path(
-    get, path = "/api/tenants/{id}/conversations/{wa_id}/messages", tag = "conversations",
+    get, path = "/tenants/{id}/conversations/{wa_id}/messages", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -155,7 +167,7 @@ pub(super) async fn messages(
     State(state): State<AppState>,
     ApiPath(ids): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
-) -> Result<Json<MessagesResponse>, ApiError> {
+) -> Result<Json<MessagesResponse>, AdminError> {
     let (id, chat) = conversation_ids(ids)?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_MESSAGE_LIMIT,
@@ -164,7 +176,7 @@ pub(super) async fn messages(
             .ok()
             .filter(|n| (1..=MAX_MESSAGE_LIMIT).contains(n))
             .ok_or_else(|| {
-                ApiError::invalid(
+                AdminError::invalid(
                     "limit",
                     format!("expected a whole number from 1 to {MAX_MESSAGE_LIMIT}, got {text:?}"),
                 )
@@ -182,7 +194,7 @@ pub(super) async fn messages(
 
 /// Pauses the bot in a chat, for some minutes or until resumed.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/conversations/{wa_id}/pause", tag = "conversations",
+    post, path = "/tenants/{id}/conversations/{wa_id}/pause", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -200,7 +212,7 @@ pub(super) async fn pause(
     State(state): State<AppState>,
     ApiPath(ids): ApiPath<(String, String)>,
     body: Bytes,
-) -> Result<Json<PauseState>, ApiError> {
+) -> Result<Json<PauseState>, AdminError> {
     let (id, chat) = conversation_ids(ids)?;
     // The body is optional, so it is read as bytes: no content type needed when empty.
     let request = if body.iter().all(u8::is_ascii_whitespace) {
@@ -210,7 +222,7 @@ pub(super) async fn pause(
     };
     let until_ms = match request.minutes {
         None => PAUSED_INDEFINITELY,
-        Some(0) => return Err(ApiError::invalid("minutes", "must be at least 1")),
+        Some(0) => return Err(AdminError::invalid("minutes", "must be at least 1")),
         Some(minutes) => now_ms(&state).saturating_add(i64::from(minutes) * 60_000),
     };
     state
@@ -232,7 +244,7 @@ pub(super) async fn pause(
 
 /// Resumes the bot in a chat.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/conversations/{wa_id}/resume", tag = "conversations",
+    post, path = "/tenants/{id}/conversations/{wa_id}/resume", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -248,7 +260,7 @@ pub(super) async fn pause(
 pub(super) async fn resume(
     State(state): State<AppState>,
     ApiPath(ids): ApiPath<(String, String)>,
-) -> Result<Json<PauseState>, ApiError> {
+) -> Result<Json<PauseState>, AdminError> {
     let (id, chat) = conversation_ids(ids)?;
     state
         .router
@@ -270,7 +282,7 @@ pub(super) async fn resume(
 /// Sends a message as the owner: it is recorded, then sent, and the bot steps back in that
 /// chat for the takeover period.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/conversations/{wa_id}/send", tag = "conversations",
+    post, path = "/tenants/{id}/conversations/{wa_id}/send", tag = "conversations",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
@@ -288,14 +300,14 @@ pub(super) async fn send(
     State(state): State<AppState>,
     ApiPath(ids): ApiPath<(String, String)>,
     ApiJson(request): ApiJson<SendRequest>,
-) -> Result<(StatusCode, Json<SendAccepted>), ApiError> {
+) -> Result<(StatusCode, Json<SendAccepted>), AdminError> {
     let (id, chat) = conversation_ids(ids)?;
     if request.text.trim().is_empty() {
-        return Err(ApiError::invalid("text", "must not be empty"));
+        return Err(AdminError::invalid("text", "must not be empty"));
     }
     let chars = request.text.chars().count();
     if chars > MAX_SEND_CHARS {
-        return Err(ApiError::invalid(
+        return Err(AdminError::invalid(
             "text",
             format!("{chars} characters, at most {MAX_SEND_CHARS} are allowed"),
         ));
@@ -311,9 +323,8 @@ pub(super) async fn send(
         )
         .await?;
     let CommandReply::Outbound(outbound_id) = reply else {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the tenant did not record the message",
+        return Err(AdminError::Internal(
+            "the tenant did not record the message".to_owned(),
         ));
     };
     info!(tenant = %id, chat = %chat, outbound_id, "owner message accepted");

@@ -1,14 +1,17 @@
 //! `/tenants/{id}/knowledge…`: the documents a tenant's assistant answers from.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use salesboy_actors::store::{NewKnowledge, StoreError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use super::error::{AdminError, ApiJson, ApiPath, ErrorBody};
 use super::{AppState, existing_tenant, now_ms, tenant_id};
 use crate::knowledge;
 
@@ -17,6 +20,16 @@ pub const MAX_KNOWLEDGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest knowledge document title, in characters.
 const MAX_TITLE_CHARS: usize = 200;
+
+/// The routes of this module, documented; uploads may be up to [`MAX_KNOWLEDGE_BYTES`].
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(
+            routes!(list_knowledge, add_knowledge)
+                .layer(DefaultBodyLimit::max(MAX_KNOWLEDGE_BYTES)),
+        )
+        .routes(routes!(delete_knowledge))
+}
 
 /// A document to add to a tenant's knowledge base.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -64,7 +77,7 @@ pub(super) struct KnowledgeDeleted {
 
 /// Adds a document to a tenant's knowledge base.
 #[utoipa::path(
-    post, path = "/api/tenants/{id}/knowledge", tag = "knowledge",
+    post, path = "/tenants/{id}/knowledge", tag = "knowledge",
     params(("id" = String, Path, description = "tenant id")),
     request_body = KnowledgeRequest,
     responses(
@@ -80,21 +93,21 @@ pub(super) async fn add_knowledge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<KnowledgeRequest>,
-) -> Result<(StatusCode, Json<KnowledgeAdded>), ApiError> {
+) -> Result<(StatusCode, Json<KnowledgeAdded>), AdminError> {
     let id = tenant_id("id", id)?;
     let title = request.title.trim();
     if title.is_empty() {
-        return Err(ApiError::invalid("title", "must not be empty"));
+        return Err(AdminError::invalid("title", "must not be empty"));
     }
     if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(ApiError::invalid(
+        return Err(AdminError::invalid(
             "title",
             format!("at most {MAX_TITLE_CHARS} characters"),
         ));
     }
     let chunks = knowledge::chunk(&request.text);
     if chunks.is_empty() {
-        return Err(ApiError::invalid("text", "must not be empty"));
+        return Err(AdminError::invalid("text", "must not be empty"));
     }
     let chunk_count = chunks.len();
     let document = NewKnowledge {
@@ -108,7 +121,7 @@ pub(super) async fn add_knowledge(
         .add_knowledge(&document)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound { .. } => ApiError::unknown_tenant(&id),
+            StoreError::NotFound { .. } => AdminError::UnknownTenant(id.clone()),
             other => other.into(),
         })?;
     let knowledge_version = state.store.knowledge_version(&id).await?;
@@ -125,7 +138,7 @@ pub(super) async fn add_knowledge(
 
 /// Lists a tenant's knowledge documents, oldest first.
 #[utoipa::path(
-    get, path = "/api/tenants/{id}/knowledge", tag = "knowledge",
+    get, path = "/tenants/{id}/knowledge", tag = "knowledge",
     params(("id" = String, Path, description = "tenant id")),
     responses(
         (status = 200, description = "the documents", body = [DocumentView]),
@@ -138,7 +151,7 @@ pub(super) async fn add_knowledge(
 pub(super) async fn list_knowledge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Vec<DocumentView>>, ApiError> {
+) -> Result<Json<Vec<DocumentView>>, AdminError> {
     let id = tenant_id("id", id)?;
     existing_tenant(&state, &id).await?;
     let documents = state.store.list_knowledge(&id).await?;
@@ -157,7 +170,7 @@ pub(super) async fn list_knowledge(
 
 /// Deletes a knowledge document.
 #[utoipa::path(
-    delete, path = "/api/tenants/{id}/knowledge/{doc_id}", tag = "knowledge",
+    delete, path = "/tenants/{id}/knowledge/{doc_id}", tag = "knowledge",
     params(
         ("id" = String, Path, description = "tenant id"),
         ("doc_id" = i64, Path, description = "document id"),
@@ -173,17 +186,17 @@ pub(super) async fn list_knowledge(
 pub(super) async fn delete_knowledge(
     State(state): State<AppState>,
     ApiPath((id, doc_id)): ApiPath<(String, String)>,
-) -> Result<Json<KnowledgeDeleted>, ApiError> {
+) -> Result<Json<KnowledgeDeleted>, AdminError> {
     let id = tenant_id("id", id)?;
     let document_id: i64 = doc_id
         .parse()
-        .map_err(|_| ApiError::invalid("doc_id", format!("expected a number, got {doc_id:?}")))?;
+        .map_err(|_| AdminError::invalid("doc_id", format!("expected a number, got {doc_id:?}")))?;
     existing_tenant(&state, &id).await?;
     if !state.store.delete_knowledge(&id, document_id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown knowledge document {document_id} of tenant {id}"),
-        ));
+        return Err(AdminError::UnknownDocument {
+            tenant: id,
+            document: document_id,
+        });
     }
     let knowledge_version = state.store.knowledge_version(&id).await?;
     info!(tenant = %id, document_id, "knowledge document deleted");

@@ -7,13 +7,14 @@
 //! 409 a phone number owned by another tenant, 503 database unavailable or node at capacity,
 //! 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
-//! [`ROUTES`] lists every route; the OpenAPI document ([`openapi`]) describes exactly those,
-//! and a test checks both against the router. `docs/api.md` documents the API for people.
+//! Each route module declares its routes with `utoipa_axum::routes!`, from the handlers'
+//! `#[utoipa::path]` attributes, so the router and the OpenAPI document ([`openapi`]) come
+//! from one place. `docs/api.md` documents the API for people.
 //!
 //! One module per concern:
-//! - `error`: the error answer, the mapping of domain errors to statuses, the extractors
+//! - `error`: [`AdminError`], its mapping to statuses and the error answer; the extractors
 //!   whose rejections are error answers;
-//! - `auth`: the bearer-token check;
+//! - `auth`: [`AdminAuth`], the bearer-token check;
 //! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers);
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
 //! - `conversations`: `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume,
@@ -30,96 +31,61 @@ mod openapi;
 mod tenants;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{delete, get, post};
 use salesboy_actors::store::Tenant;
 use salesboy_protocol::{ChatId, IdError, TenantId};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
-use error::ApiError;
 
+pub use auth::AdminAuth;
 pub use conversations::{DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT, MAX_SEND_CHARS};
+pub use error::AdminError;
 pub use knowledge::MAX_KNOWLEDGE_BYTES;
 pub use openapi::openapi;
 
-/// Every admin route as (lowercase method, full path); the OpenAPI document lists exactly
-/// these.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/openapi.json"),
-    ("get", "/api/tenants"),
-    ("post", "/api/tenants"),
-    ("get", "/api/tenants/{id}"),
-    ("get", "/api/tenants/{id}/knowledge"),
-    ("post", "/api/tenants/{id}/knowledge"),
-    ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
-    ("get", "/api/tenants/{id}/conversations/{wa_id}/messages"),
-    ("post", "/api/tenants/{id}/conversations/{wa_id}/pause"),
-    ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
-    ("post", "/api/tenants/{id}/conversations/{wa_id}/send"),
-    ("get", "/api/cluster"),
-];
-
-/// The admin routes, relative to `/api` (the caller nests them there).
+/// The admin routes, relative to `/api` (the caller nests them there): every one but the
+/// OpenAPI document behind the admin token.
 pub fn routes(state: AppState) -> Router<AppState> {
-    let conversation = "/tenants/{id}/conversations/{wa_id}";
-    let protected = Router::new()
-        .route(
-            "/tenants",
-            get(tenants::list_tenants).post(tenants::upsert_tenant),
-        )
-        .route("/tenants/{id}", get(tenants::show_tenant))
-        .route(
-            "/tenants/{id}/knowledge",
-            get(knowledge::list_knowledge)
-                .post(knowledge::add_knowledge)
-                .layer(DefaultBodyLimit::max(MAX_KNOWLEDGE_BYTES)),
-        )
-        .route(
-            "/tenants/{id}/knowledge/{doc_id}",
-            delete(knowledge::delete_knowledge),
-        )
-        .route(
-            &format!("{conversation}/messages"),
-            get(conversations::messages),
-        )
-        .route(&format!("{conversation}/pause"), post(conversations::pause))
-        .route(
-            &format!("{conversation}/resume"),
-            post(conversations::resume),
-        )
-        .route(&format!("{conversation}/send"), post(conversations::send))
-        .route("/cluster", get(cluster::cluster))
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            auth::require_admin_token,
-        ));
-    Router::new()
-        .route("/openapi.json", get(openapi::openapi_json))
-        .merge(protected)
+    let guard = middleware::from_extractor_with_state::<AdminAuth, _>(state);
+    let (router, _document) = api(|protected| protected.route_layer(guard)).split_for_parts();
+    router
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+}
+
+/// Every admin route with its documentation, relative to `/api`; `guard` wraps the routes
+/// that need the admin token.
+fn api(
+    guard: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let protected = OpenApiRouter::default()
+        .merge(tenants::routes())
+        .merge(knowledge::routes())
+        .merge(conversations::routes())
+        .merge(cluster::routes());
+    openapi::routes().merge(guard(protected))
 }
 
 // ----- helpers the route modules share -----
 
 /// A tenant id from the request, or 400 naming `field`.
-fn tenant_id(field: &str, value: String) -> Result<TenantId, ApiError> {
-    TenantId::new(value).map_err(|e: IdError| ApiError::invalid(field, e))
+fn tenant_id(field: &'static str, value: String) -> Result<TenantId, AdminError> {
+    TenantId::new(value).map_err(|e: IdError| AdminError::invalid(field, e))
 }
 
 /// A customer's WhatsApp id from the path, or 400.
-fn chat_id(value: String) -> Result<ChatId, ApiError> {
-    ChatId::new(value).map_err(|e| ApiError::invalid("wa_id", e))
+fn chat_id(value: String) -> Result<ChatId, AdminError> {
+    ChatId::new(value).map_err(|e| AdminError::invalid("wa_id", e))
 }
 
 /// The tenant, or 404.
-async fn existing_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, ApiError> {
+async fn existing_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, AdminError> {
     state
         .store
         .tenant(id)
         .await?
-        .ok_or_else(|| ApiError::unknown_tenant(id))
+        .ok_or_else(|| AdminError::UnknownTenant(id.clone()))
 }
 
 /// The node's clock, in unix ms.

@@ -10,10 +10,20 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{AdminError, ApiJson, ApiPath, ErrorBody};
 use super::{AppState, existing_tenant, now_ms, tenant_id};
 use crate::adapters::llm::{redacted_llm_config, validate_llm_config};
 use crate::cluster::wire::TenantCommand;
+
+/// The routes of this module, documented.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_tenants, upsert_tenant))
+        .routes(routes!(show_tenant))
+}
 
 /// Creates or updates a tenant and attaches a WhatsApp number to it. On update, absent
 /// optional fields keep their stored values.
@@ -114,7 +124,7 @@ async fn tenant_detail(state: &AppState, tenant: Tenant) -> TenantDetail {
 
 /// Lists every tenant (without live state), ordered by id.
 #[utoipa::path(
-    get, path = "/api/tenants", tag = "tenants",
+    get, path = "/tenants", tag = "tenants",
     responses(
         (status = 200, description = "every tenant", body = [TenantView]),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
@@ -123,7 +133,7 @@ async fn tenant_detail(state: &AppState, tenant: Tenant) -> TenantDetail {
 )]
 pub(super) async fn list_tenants(
     State(state): State<AppState>,
-) -> Result<Json<Vec<TenantView>>, ApiError> {
+) -> Result<Json<Vec<TenantView>>, AdminError> {
     let tenants = state.store.list_tenants().await?;
     let mut views = Vec::with_capacity(tenants.len());
     for tenant in tenants {
@@ -135,7 +145,7 @@ pub(super) async fn list_tenants(
 
 /// Creates or updates a tenant and attaches its WhatsApp number.
 #[utoipa::path(
-    post, path = "/api/tenants", tag = "tenants",
+    post, path = "/tenants", tag = "tenants",
     request_body = TenantRequest,
     responses(
         (status = 201, description = "tenant created", body = TenantDetail),
@@ -149,26 +159,25 @@ pub(super) async fn list_tenants(
 pub(super) async fn upsert_tenant(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<TenantRequest>,
-) -> Result<(StatusCode, Json<TenantDetail>), ApiError> {
+) -> Result<(StatusCode, Json<TenantDetail>), AdminError> {
     let id = tenant_id("id", request.id)?;
     let phone_number_id = PhoneNumberId::new(request.phone_number_id)
-        .map_err(|e| ApiError::invalid("phone_number_id", e))?;
+        .map_err(|e| AdminError::invalid("phone_number_id", e))?;
     let access_token = request.access_token.trim();
     if access_token.is_empty() {
-        return Err(ApiError::invalid("access_token", "must not be empty"));
+        return Err(AdminError::invalid("access_token", "must not be empty"));
     }
     let name = match request.name.as_deref().map(str::trim) {
-        Some("") => return Err(ApiError::invalid("name", "must not be empty")),
+        Some("") => return Err(AdminError::invalid("name", "must not be empty")),
         name => name.map(str::to_owned),
     };
     let llm_config = match request.llm {
         None | Some(serde_json::Value::Null) => None,
         Some(llm) => {
             // The reason names the field itself (`llm[1].model: missing`).
-            validate_llm_config(&llm)
-                .map_err(|reason| ApiError::new(StatusCode::BAD_REQUEST, reason))?;
+            validate_llm_config(&llm).map_err(AdminError::Malformed)?;
             let text = serde_json::to_string(&llm)
-                .map_err(|e| ApiError::invalid("llm", e.to_string().to_lowercase()))?;
+                .map_err(|e| AdminError::invalid("llm", e.to_string().to_lowercase()))?;
             Some(text)
         }
     };
@@ -181,13 +190,10 @@ pub(super) async fn upsert_tenant(
     if let Some(route) = state.store.tenant_by_phone_number(&phone_number_id).await?
         && route.tenant != id
     {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "phone_number_id: {phone_number_id} already belongs to tenant {}",
-                route.tenant
-            ),
-        ));
+        return Err(AdminError::NumberTaken {
+            number: phone_number_id,
+            owner: route.tenant,
+        });
     }
     let (stored_name, stored_prompt, stored_llm, stored_waba) = match &existing {
         Some(tenant) => (
@@ -236,12 +242,11 @@ pub(super) async fn upsert_tenant(
     let created = existing.is_none();
     info!(tenant = %id, phone_number_id = %phone_number_id, created, "tenant saved");
 
-    let saved = state.store.tenant(&id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("tenant {id} vanished after saving"),
-        )
-    })?;
+    let saved = state
+        .store
+        .tenant(&id)
+        .await?
+        .ok_or_else(|| AdminError::Internal(format!("tenant {id} vanished after saving")))?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -252,7 +257,7 @@ pub(super) async fn upsert_tenant(
 
 /// One tenant with the live state of its actors.
 #[utoipa::path(
-    get, path = "/api/tenants/{id}", tag = "tenants",
+    get, path = "/tenants/{id}", tag = "tenants",
     params(("id" = String, Path, description = "tenant id")),
     responses(
         (status = 200, description = "the tenant", body = TenantDetail),
@@ -265,7 +270,7 @@ pub(super) async fn upsert_tenant(
 pub(super) async fn show_tenant(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<TenantDetail>, ApiError> {
+) -> Result<Json<TenantDetail>, AdminError> {
     let id = tenant_id("id", id)?;
     let tenant = existing_tenant(&state, &id).await?;
     Ok(Json(tenant_detail(&state, tenant).await))
