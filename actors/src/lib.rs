@@ -10,7 +10,8 @@
 //!
 //! Modules:
 //! - [`ports`]: the traits actors use to reach WhatsApp, LLMs, the clock, events, epochs;
-//! - [`store`]: the durable-state trait ([`store::Store`]) and its records;
+//! - [`store`]: the durable-state role traits (tenants, fencing, messages, knowledge, usage,
+//!   events, retention), [`store::Store`] that unites them, and their records;
 //! - [`services`]: what every actor of a node shares (ports, settings, cache, gauges);
 //! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
 //! - [`stop`]: why actors stop ([`stop::StopReason`]) and how supervisors read an exit;

@@ -3,15 +3,27 @@
 //!
 //! Every key has the same name in the file (`debounce_ms = 500`) and, upper-cased with the
 //! `SALESBOY_` prefix, in the environment (`SALESBOY_DEBOUNCE_MS=500`). An unknown key or a
-//! bad value is an error that names the key. `SALESBOY_TEST_*` variables belong to the test
-//! suite and are ignored here. Secrets are [`SecretString`]s: they never print.
-//! `docs/configuration.md` documents every key in [`KEYS`]; a test keeps the two in step.
+//! bad value is an error that names the key as its layer spells it. `SALESBOY_TEST_*`
+//! variables belong to the test suite and are ignored here. Secrets are [`SecretString`]s:
+//! they never print. `docs/configuration.md` documents every key in [`KEYS`]; a test keeps
+//! the two in step.
+//!
+//! The layers are merged by [`figment`] and read with serde into one struct that denies
+//! unknown fields; the checks serde cannot express (greater than zero, an `http(s)` URL, …)
+//! follow, each error located by the layer that supplied the value. The defaults the actor
+//! tree also has (debounce, idle times, capacity, history, send rate) are taken from
+//! [`Settings::default`], so they are written once.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use salesboy_actors::services::Settings;
 use salesboy_protocol::NodeId;
 use secrecy::SecretString;
+use serde::Deserialize;
 
 /// Meta's Graph API base, the default of `whatsapp_api_base`.
 pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
@@ -45,7 +57,8 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -98,6 +111,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let actors = Settings::default();
         Self {
             node_id: NodeId::new("node-1").expect("a valid literal id"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -107,18 +121,22 @@ impl Default for Config {
             whatsapp_app_secret: None,
             whatsapp_verify_token: None,
             whatsapp_api_base: DEFAULT_WHATSAPP_API_BASE.to_owned(),
-            whatsapp_messages_per_second: 80,
+            whatsapp_messages_per_second: actors.messages_per_second,
             admin_token: None,
-            max_tenants: 100_000,
-            debounce_ms: 1_500,
-            conversation_idle_secs: 300,
-            tenant_idle_secs: 86_400,
-            history_window: 20,
+            max_tenants: u64::try_from(actors.max_tenants).unwrap_or(u64::MAX),
+            debounce_ms: millis(actors.debounce),
+            conversation_idle_secs: actors.conversation_idle.as_secs(),
+            tenant_idle_secs: actors.tenant_idle.as_secs(),
+            history_window: actors.history_window,
             retention_days: 90,
             log_format: LogFormat::Text,
             failure_timeout_ms: 5_000,
         }
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Why the configuration could not be loaded.
@@ -162,6 +180,90 @@ pub enum ConfigError {
     },
 }
 
+/// The keys whose values are secrets: their errors never quote the value.
+const SECRET_KEYS: &[&str] = &[
+    "whatsapp_app_secret",
+    "whatsapp_verify_token",
+    "admin_token",
+];
+
+/// What the layers say, key by key; `None` keeps the default. The field names are [`KEYS`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layers {
+    node_id: Option<NodeId>,
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "text")]
+    database_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    nats_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    whatsapp_app_secret: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    whatsapp_verify_token: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    whatsapp_api_base: Option<String>,
+    whatsapp_messages_per_second: Option<u32>,
+    #[serde(default, deserialize_with = "text")]
+    admin_token: Option<String>,
+    max_tenants: Option<u64>,
+    debounce_ms: Option<u64>,
+    conversation_idle_secs: Option<u64>,
+    tenant_idle_secs: Option<u64>,
+    history_window: Option<u32>,
+    retention_days: Option<u32>,
+    log_format: Option<LogFormat>,
+    failure_timeout_ms: Option<u64>,
+}
+
+/// A string, or a number or boolean in its text form (`admin_token = 1234` is the token
+/// "1234"), as every text key accepted before the layers were merged by figment.
+fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Some(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(text) => text,
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    }))
+}
+
+/// One layer of configuration for figment: the file's table or the `SALESBOY_*` variables.
+struct Layer {
+    /// How errors name the layer: the file's path, or "environment".
+    name: String,
+    /// Whether keys are spelled as environment variables (`SALESBOY_DEBOUNCE_MS`).
+    environment: bool,
+    values: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let metadata = Metadata::named(self.name.clone());
+        if self.environment {
+            metadata.interpolater(|_: &Profile, keys: &[&str]| {
+                format!("{ENV_PREFIX}{}", keys.join("_").to_ascii_uppercase())
+            })
+        } else {
+            metadata.interpolater(|_: &Profile, keys: &[&str]| keys.join("."))
+        }
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file` (if given), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -173,105 +275,102 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
+        let mut figment = Figment::new();
         if let Some(path) = file {
-            config.apply_file(path)?;
+            figment = figment.merge(file_layer(path)?);
         }
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !name.starts_with(TEST_ENV_PREFIX))
-            .collect();
-        env.sort();
-        for (name, value) in env {
-            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
-            config
-                .set(&key, &value)
-                .map_err(|e| e.located(&name, "environment"))?;
-        }
-        Ok(config)
+        figment = figment.merge(env_layer(env));
+        let layers: Layers = figment
+            .extract_lossy()
+            .map_err(|error| located_error(&figment, error))?;
+        Self::default()
+            .apply(layers)
+            .map_err(|(key, reason)| bad_value(&figment, key, reason))
     }
 
-    fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Toml {
-                path: path.to_owned(),
-                reason: e.message().to_owned(),
-            })?;
-        let source_name = path.display().to_string();
-        for (key, value) in table {
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(ConfigError::BadValue {
-                        key,
-                        source_name,
-                        reason: format!(
-                            "expected a string or number, found a {}",
-                            other.type_str()
-                        ),
-                    });
-                }
-            };
-            self.set(&key, &text)
-                .map_err(|e| e.located(&key, &source_name))?;
+    /// Overrides the defaults with what the layers say, checking what serde cannot; an
+    /// error is the key and what is wrong.
+    fn apply(mut self, layers: Layers) -> Result<Self, (&'static str, String)> {
+        let Layers {
+            node_id,
+            http_addr,
+            data_dir,
+            database_url,
+            nats_url,
+            whatsapp_app_secret,
+            whatsapp_verify_token,
+            whatsapp_api_base,
+            whatsapp_messages_per_second,
+            admin_token,
+            max_tenants,
+            debounce_ms,
+            conversation_idle_secs,
+            tenant_idle_secs,
+            history_window,
+            retention_days,
+            log_format,
+            failure_timeout_ms,
+        } = layers;
+        set(&mut self.node_id, node_id);
+        set(&mut self.http_addr, http_addr);
+        if let Some(dir) = data_dir {
+            if dir.as_os_str().to_string_lossy().trim().is_empty() {
+                return Err(("data_dir", "must not be empty".into()));
+            }
+            self.data_dir = dir;
         }
-        Ok(())
-    }
-
-    /// Sets one key from its text form.
-    fn set(&mut self, key: &str, value: &str) -> Result<(), KeyError> {
-        match key {
-            "node_id" => {
-                self.node_id = NodeId::new(value).map_err(|e| KeyError::Bad(e.to_string()))?
-            }
-            "http_addr" => {
-                self.http_addr = parse(value, "a socket address such as 127.0.0.1:8080")?
-            }
-            "data_dir" => self.data_dir = PathBuf::from(non_empty(value)?),
-            "database_url" => self.database_url = optional(value),
-            "nats_url" => self.nats_url = optional(value),
-            "whatsapp_app_secret" => {
-                self.whatsapp_app_secret = optional(value).map(SecretString::from)
-            }
-            "whatsapp_verify_token" => {
-                self.whatsapp_verify_token = optional(value).map(SecretString::from)
-            }
-            "whatsapp_api_base" => self.whatsapp_api_base = http_url(value)?,
-            "whatsapp_messages_per_second" => self.whatsapp_messages_per_second = positive(value)?,
-            "admin_token" => self.admin_token = optional(value).map(SecretString::from),
-            "max_tenants" => self.max_tenants = positive(value)?,
-            "debounce_ms" => self.debounce_ms = parse(value, "a whole number of milliseconds")?,
-            "conversation_idle_secs" => self.conversation_idle_secs = positive(value)?,
-            "tenant_idle_secs" => self.tenant_idle_secs = positive(value)?,
-            "history_window" => self.history_window = parse(value, "a whole number")?,
-            "retention_days" => self.retention_days = positive(value)?,
-            "failure_timeout_ms" => {
-                let timeout: u64 = positive(value)?;
-                if timeout < 2_000 {
-                    return Err(KeyError::Bad(
-                        "must be at least 2000 (the fence margin is 1500 ms)".into(),
-                    ));
-                }
-                self.failure_timeout_ms = timeout;
-            }
-            "log_format" => {
-                self.log_format = match value {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(KeyError::Bad("expected \"text\" or \"json\"".into())),
-                }
-            }
-            _ => return Err(KeyError::Unknown),
+        if database_url.is_some() {
+            self.database_url = database_url.and_then(optional);
         }
-        Ok(())
+        if nats_url.is_some() {
+            self.nats_url = nats_url.and_then(optional);
+        }
+        if whatsapp_app_secret.is_some() {
+            self.whatsapp_app_secret = whatsapp_app_secret
+                .and_then(optional)
+                .map(SecretString::from);
+        }
+        if whatsapp_verify_token.is_some() {
+            self.whatsapp_verify_token = whatsapp_verify_token
+                .and_then(optional)
+                .map(SecretString::from);
+        }
+        if let Some(base) = whatsapp_api_base {
+            self.whatsapp_api_base = http_url(&base).map_err(|e| ("whatsapp_api_base", e))?;
+        }
+        set(
+            &mut self.whatsapp_messages_per_second,
+            positive("whatsapp_messages_per_second", whatsapp_messages_per_second)?,
+        );
+        if admin_token.is_some() {
+            self.admin_token = admin_token.and_then(optional).map(SecretString::from);
+        }
+        set(&mut self.max_tenants, positive("max_tenants", max_tenants)?);
+        set(&mut self.debounce_ms, debounce_ms);
+        set(
+            &mut self.conversation_idle_secs,
+            positive("conversation_idle_secs", conversation_idle_secs)?,
+        );
+        set(
+            &mut self.tenant_idle_secs,
+            positive("tenant_idle_secs", tenant_idle_secs)?,
+        );
+        set(&mut self.history_window, history_window);
+        set(
+            &mut self.retention_days,
+            positive("retention_days", retention_days)?,
+        );
+        set(&mut self.log_format, log_format);
+        if let Some(timeout) = positive("failure_timeout_ms", failure_timeout_ms)? {
+            if timeout < 2_000 {
+                return Err((
+                    "failure_timeout_ms",
+                    "must be at least 2000 (the fence margin is 1500 ms)".into(),
+                ));
+            }
+            self.failure_timeout_ms = timeout;
+        }
+        Ok(self)
     }
 
     /// The database URL in use: `database_url`, or SQLite in `data_dir`.
@@ -286,61 +385,109 @@ impl Config {
     }
 }
 
-/// A key's problem before we know where it came from.
-enum KeyError {
-    Unknown,
-    Bad(String),
+/// The TOML file as a layer.
+fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let values: Dict = toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Toml {
+        path: path.to_owned(),
+        reason: e.message().to_owned(),
+    })?;
+    Ok(Layer {
+        name: path.display().to_string(),
+        environment: false,
+        values,
+    })
 }
 
-impl KeyError {
-    fn located(self, key: &str, source_name: &str) -> ConfigError {
-        let (key, source_name) = (key.to_owned(), source_name.to_owned());
-        match self {
-            KeyError::Unknown => ConfigError::UnknownKey {
+/// The `SALESBOY_*` variables (not `SALESBOY_TEST_*`) as a layer, values as written.
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Layer {
+    let values = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !name.starts_with(TEST_ENV_PREFIX))
+        .map(|(name, value)| {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+            (key, figment::value::Value::from(value))
+        })
+        .collect();
+    Layer {
+        name: "environment".to_owned(),
+        environment: true,
+        values,
+    }
+}
+
+/// A figment error as a [`ConfigError`] naming the key as its layer spells it.
+fn located_error(figment: &Figment, error: figment::Error) -> ConfigError {
+    let (path, kind) = (error.path.join("."), error.kind);
+    match kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            // The path ends with the unknown field.
+            let key = if path.is_empty() { field } else { path };
+            let (key, source_name) = spelled(figment, &key);
+            ConfigError::UnknownKey {
                 key,
                 source_name,
                 known: KEYS.join(", "),
-            },
-            KeyError::Bad(reason) => ConfigError::BadValue {
-                key,
-                source_name,
-                reason,
-            },
+            }
         }
+        _ if SECRET_KEYS.contains(&path.as_str()) => {
+            bad_value(figment, &path, "expected a string".into())
+        }
+        kind => bad_value(figment, &path, kind.to_string()),
     }
 }
 
-fn parse<T: std::str::FromStr>(value: &str, expected: &str) -> Result<T, KeyError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| KeyError::Bad(format!("expected {expected}, got {value:?}")))
-}
-
-fn positive<T: std::str::FromStr + Default + PartialEq>(value: &str) -> Result<T, KeyError> {
-    let parsed: T = parse(value, "a whole number greater than zero")?;
-    if parsed == T::default() {
-        return Err(KeyError::Bad("must be greater than zero".into()));
+fn bad_value(figment: &Figment, key: &str, reason: String) -> ConfigError {
+    let (key, source_name) = spelled(figment, key);
+    ConfigError::BadValue {
+        key,
+        source_name,
+        reason,
     }
-    Ok(parsed)
 }
 
-fn non_empty(value: &str) -> Result<&str, KeyError> {
-    if value.trim().is_empty() {
-        return Err(KeyError::Bad("must not be empty".into()));
+/// The key as the layer that supplied it spells it, and that layer's name.
+fn spelled(figment: &Figment, key: &str) -> (String, String) {
+    match figment.find_metadata(key) {
+        Some(metadata) => {
+            let keys: Vec<&str> = key.split('.').collect();
+            (
+                metadata.interpolate(&Profile::Default, &keys),
+                metadata.name.to_string(),
+            )
+        }
+        None => (key.to_owned(), "configuration".to_owned()),
     }
-    Ok(value)
 }
 
-fn optional(value: &str) -> Option<String> {
-    (!value.trim().is_empty()).then(|| value.to_owned())
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
 }
 
-fn http_url(value: &str) -> Result<String, KeyError> {
+fn positive<T: Default + PartialEq>(
+    key: &'static str,
+    value: Option<T>,
+) -> Result<Option<T>, (&'static str, String)> {
+    match value {
+        Some(value) if value == T::default() => Err((key, "must be greater than zero".into())),
+        value => Ok(value),
+    }
+}
+
+fn optional(value: String) -> Option<String> {
+    (!value.trim().is_empty()).then_some(value)
+}
+
+fn http_url(value: &str) -> Result<String, String> {
     if !(value.starts_with("http://") || value.starts_with("https://")) {
-        return Err(KeyError::Bad(format!(
+        return Err(format!(
             "expected an http:// or https:// URL, got {value:?}"
-        )));
+        ));
     }
     Ok(value.trim_end_matches('/').to_owned())
 }
@@ -463,16 +610,80 @@ mod tests {
     fn every_key_is_settable_and_documented() {
         let docs = include_str!("../../docs/configuration.md");
         for key in KEYS {
-            let mut config = Config::default();
+            let env_name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
             assert!(
-                !matches!(config.set(key, "x"), Err(KeyError::Unknown)),
+                !matches!(
+                    Config::load_from(None, env(&[(&env_name, "x")])),
+                    Err(ConfigError::UnknownKey { .. })
+                ),
                 "{key} is not handled"
             );
-            let env_name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
             assert!(
                 docs.contains(&env_name),
                 "docs/configuration.md does not document {env_name}"
             );
         }
+    }
+
+    #[test]
+    fn the_keys_are_the_fields_serde_reads() {
+        let figment = Figment::new().merge(env_layer(env(&[("SALESBOY_NO_SUCH_KEY", "1")])));
+        let error = figment
+            .extract_lossy::<Layers>()
+            .err()
+            .expect("an unknown key");
+        match error.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                assert_eq!(field, "no_such_key");
+                assert_eq!(expected, KEYS);
+            }
+            other => panic!("expected an unknown field, got {other}"),
+        }
+    }
+
+    #[test]
+    fn file_values_may_be_strings_or_numbers_and_secrets_are_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("salesboy.toml");
+        std::fs::write(
+            &file,
+            "max_tenants = \"7\"\nadmin_token = 1234\nlog_format = \"json\"\nnats_url = \"\"\n",
+        )
+        .unwrap();
+        let config = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(config.max_tenants, 7);
+        assert_eq!(config.admin_token.unwrap().expose_secret(), "1234");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.nats_url.is_none());
+
+        std::fs::write(&file, "admin_token = [\"hunter2\"]\n").unwrap();
+        let err = Config::load_from(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad value for admin_token"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let err = Config::load_from(None, env(&[("SALESBOY_FAILURE_TIMEOUT_MS", "1000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "bad value for SALESBOY_FAILURE_TIMEOUT_MS (in environment): must be at least 2000"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_shared_with_the_actor_tree_are_its_own() {
+        let (config, actors) = (Config::default(), Settings::default());
+        assert_eq!(Duration::from_millis(config.debounce_ms), actors.debounce);
+        assert_eq!(config.history_window, actors.history_window);
+        assert_eq!(
+            Duration::from_secs(config.tenant_idle_secs),
+            actors.tenant_idle
+        );
+        assert_eq!(config.max_tenants, 100_000);
+        assert_eq!(config.whatsapp_messages_per_second, 80);
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! Modules:
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`backoff`]: retries with exponential backoff and jitter (backon);
 //! - [`bus`]: the bus interface (publish, request/reply, subscribe, KV) and its NATS and
 //!   in-process implementations;
 //! - [`cli`]: the admin commands of the `salesboy` binary (a client of the admin API);
@@ -13,22 +14,26 @@
 //! - [`config`]: layered configuration (defaults → TOML file → `SALESBOY_*` environment);
 //! - [`events`]: the node's event sink (broadcast, log, alerts in the store);
 //! - [`http`]: webhook, health, metrics, admin API;
+//! - [`ingress`]: persisting webhook deliveries and handing them to the tenants;
 //! - [`knowledge`]: knowledge documents split into passages;
 //! - [`local`]: single-node epochs;
 //! - [`process`]: process facts (RSS);
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
-//! - [`telemetry`]: logging set-up;
-//! - [`testing`]: real services for tests (a nats-server per test).
+//! - [`telemetry`]: logging set-up.
+//!
+//! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod backoff;
 pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod ingress;
 pub mod knowledge;
 pub mod local;
 pub mod process;
@@ -36,4 +41,3 @@ pub mod routing;
 pub mod run;
 pub mod store;
 pub mod telemetry;
-pub mod testing;

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
@@ -18,8 +19,8 @@ use salesboy_actors::store::{
     StatusOutcome, StatusUpdate, Store, StoreError, StoredMessage,
 };
 use salesboy_node::store::{Dialect, SqlStore};
-use salesboy_node::testing::PostgresDatabase;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use salesboy_testkit::PostgresDatabase;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 

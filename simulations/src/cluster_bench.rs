@@ -15,10 +15,12 @@ use salesboy_node::bus::{Bus, Bytes, Headers, NatsBus, NatsBusOptions};
 use salesboy_node::cluster::rebalance::hash_mod_moves;
 use salesboy_node::cluster::runtime::{DRAIN_TIMEOUT, control_request};
 use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
-use salesboy_node::testing::{ClusterSandbox, Db, webhooks};
 use salesboy_protocol::subjects::{self, DIRECTORY_BUCKET};
 use salesboy_protocol::{NodeId, PhoneNumberId, TenantId};
+use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 use serde::Serialize;
+
+use crate::bench::stats::Distribution;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -80,19 +82,15 @@ pub struct Rebalance {
     pub settle_secs: f64,
 }
 
-fn percentiles(mut samples: Vec<f64>) -> Percentiles {
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        samples
-            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+/// The p50, p99 and maximum of `samples` (ms), by the benches' one definition
+/// ([`Distribution`]).
+fn percentiles(samples: Vec<f64>) -> Percentiles {
+    let distribution = Distribution::of(samples);
     Percentiles {
-        p50: at(0.5),
-        p99: at(0.99),
-        max: samples.last().copied().unwrap_or(0.0),
-        count: samples.len(),
+        p50: distribution.p50_ms,
+        p99: distribution.p99_ms,
+        max: distribution.max_ms,
+        count: distribution.count,
     }
 }
 

@@ -26,6 +26,8 @@ use salesboy_protocol::subjects;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
+
 use super::{
     Bus, BusError, Headers, Kv, KvEntry, KvError, KvEvent, KvOp, KvWatch, Message, Subscription,
     validate,
@@ -364,20 +366,15 @@ impl Bus for NatsBus {
         };
         // Nodes starting together race to create the same stream; nats-server 2.9 may answer
         // the loser "subjects overlap" instead of handing it the stream. Look it up again.
-        let mut attempt = 0;
-        loop {
-            match self.jetstream.get_or_create_stream(config.clone()).await {
-                Ok(_) => break,
-                Err(e) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::debug!(bucket, attempt, error = %e, "kv bucket creation raced, retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(e) => {
-                    return Err(self.transport(format!("cannot create kv bucket {bucket}: {e}")));
-                }
-            }
-        }
+        let jetstream = &self.jetstream;
+        STREAM_CREATE_BACKOFF
+            .retry(
+                "kv bucket creation raced",
+                move || jetstream.get_or_create_stream(config.clone()),
+                |_| true,
+            )
+            .await
+            .map_err(|e| self.transport(format!("cannot create kv bucket {bucket}: {e}")))?;
         let store = self
             .jetstream
             .get_key_value(bucket)
@@ -403,8 +400,19 @@ impl Bus for NatsBus {
     }
 }
 
-/// How many times a KV write that found no stream is tried in all.
-const NO_STREAM_ATTEMPTS: u32 = 6;
+/// Retries of a bucket's stream creation that raced another node's.
+const STREAM_CREATE_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(25),
+    max: Duration::from_millis(400),
+    retries: 5,
+};
+
+/// Retries of a KV write that found no stream.
+const NO_STREAM_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(10),
+    max: Duration::from_millis(160),
+    retries: 5,
+};
 
 /// Runs a KV write again when the server answered that no stream takes its subject.
 ///
@@ -412,23 +420,17 @@ const NO_STREAM_ATTEMPTS: u32 = 6;
 /// route the bucket's subjects to it yet (nats-io/nats-server#3677, #4600): the write gets
 /// "no responders", which async-nats reports as "no stream found for given subject". Nothing
 /// was stored then, so trying again is safe, compare-and-set included.
-async fn retry_without_stream<T, E, F, Fut>(mut write: F) -> Result<T, E>
+async fn retry_without_stream<T, E, F, Fut>(write: F) -> Result<T, E>
 where
     E: fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let mut attempt = 1;
-    loop {
-        match write().await {
-            Err(e) if attempt < NO_STREAM_ATTEMPTS && e.to_string().contains("no stream found") => {
-                tracing::debug!(attempt, error = %e, "kv write found no stream, retrying");
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    NO_STREAM_BACKOFF
+        .retry("kv write found no stream", write, |e: &E| {
+            e.to_string().contains("no stream found")
+        })
+        .await
 }
 
 /// A JetStream KV bucket.

@@ -34,10 +34,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, Store, StoreError,
+    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
     StoredEvent, StoredMessage, Tenant, TenantRoute,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -295,7 +296,7 @@ fn is_sqlite_in_memory(url: &str) -> bool {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl HealthStore for SqlStore {
     async fn health(&self) -> Result<(), StoreError> {
         self.run(async {
             sqlx::query("SELECT 1").execute(&self.db.pool).await?;
@@ -303,7 +304,10 @@ impl Store for SqlStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl TenantStore for SqlStore {
     async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError> {
         self.run(tenants::upsert_tenant(&self.db, tenant)).await
     }
@@ -328,7 +332,10 @@ impl Store for SqlStore {
         self.run(tenants::tenant_by_phone_number(&self.db, phone_number_id))
             .await
     }
+}
 
+#[async_trait]
+impl FencingStore for SqlStore {
     async fn claim_epoch(&self, tenant: &TenantId, epoch: u64) -> Result<(), StoreError> {
         self.run(fencing::claim_epoch(&self.db, tenant, epoch))
             .await
@@ -337,7 +344,10 @@ impl Store for SqlStore {
     async fn current_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
         self.run(fencing::current_epoch(&self.db, tenant)).await
     }
+}
 
+#[async_trait]
+impl MessageStore for SqlStore {
     async fn conversation(
         &self,
         tenant: &TenantId,
@@ -482,7 +492,10 @@ impl Store for SqlStore {
         self.run(messages::chat_log(&self.db, tenant, before_ms, limit))
             .await
     }
+}
 
+#[async_trait]
+impl KnowledgeStore for SqlStore {
     async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
         self.run(knowledge::add_knowledge(&self.db, document)).await
     }
@@ -517,7 +530,10 @@ impl Store for SqlStore {
         self.run(knowledge::knowledge_version(&self.db, tenant))
             .await
     }
+}
 
+#[async_trait]
+impl UsageStore for SqlStore {
     async fn record_llm_usage(&self, usage: &LlmUsage) -> Result<(), StoreError> {
         self.run(activity::record_llm_usage(&self.db, usage)).await
     }
@@ -530,7 +546,10 @@ impl Store for SqlStore {
         self.run(activity::llm_usage_totals(&self.db, tenant, since_ms))
             .await
     }
+}
 
+#[async_trait]
+impl EventStore for SqlStore {
     async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
         self.run(activity::record_event(&self.db, event)).await
     }
@@ -538,7 +557,10 @@ impl Store for SqlStore {
     async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         self.run(activity::recent_events(&self.db, limit)).await
     }
+}
 
+#[async_trait]
+impl RetentionStore for SqlStore {
     async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         self.run(messages::delete_messages_before(&self.db, cutoff_ms))
             .await

@@ -1,6 +1,15 @@
-//! Percentiles of measured durations.
+//! Percentiles of measured durations: the one definition every bench and report uses.
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// Significant decimal digits the histogram keeps: microseconds are exact up to 262 ms.
+const SIGNIFICANT_DIGITS: u8 = 5;
+
+/// A duration in milliseconds as whole microseconds (negative values count as zero).
+fn micros(ms: f64) -> u64 {
+    (ms * 1_000.0).round().max(0.0) as u64
+}
 
 /// The distribution of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -24,26 +33,33 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    /// The distribution of `values_ms` (nearest-rank percentiles); all zero when empty.
-    pub fn of(mut values_ms: Vec<f64>) -> Self {
+    /// The distribution of `values_ms`, all zero when empty. Percentiles are nearest-rank
+    /// ([`hdrhistogram`]'s `value_at_quantile`) over the values rounded to the microsecond,
+    /// exact below 262 ms and within 0.001 % above: every bench and report uses this one
+    /// definition.
+    pub fn of(values_ms: Vec<f64>) -> Self {
         if values_ms.is_empty() {
             return Self::default();
         }
-        values_ms.sort_by(f64::total_cmp);
+        let mut histogram = Histogram::<u64>::new(SIGNIFICANT_DIGITS).expect("a valid precision");
+        let (mut min_ms, mut max_ms, mut sum_ms) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+        for &value in &values_ms {
+            histogram.saturating_record(micros(value));
+            min_ms = min_ms.min(value);
+            max_ms = max_ms.max(value);
+            sum_ms += value;
+        }
+        let rank = |p: f64| histogram.value_at_quantile(p / 100.0) as f64 / 1_000.0;
         let n = values_ms.len();
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * n as f64).ceil() as usize;
-            values_ms[index.clamp(1, n) - 1]
-        };
         Self {
             count: n,
-            min_ms: values_ms[0],
+            min_ms,
             p50_ms: rank(50.0),
             p90_ms: rank(90.0),
             p99_ms: rank(99.0),
             p999_ms: rank(99.9),
-            max_ms: values_ms[n - 1],
-            mean_ms: values_ms.iter().sum::<f64>() / n as f64,
+            max_ms,
+            mean_ms: sum_ms / n as f64,
         }
     }
 

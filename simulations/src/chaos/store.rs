@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, KnowledgeDocument,
     KnowledgeHit, LlmUsage, LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound,
     NewReply, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate,
-    Store, StoreError, StoredEvent, StoredMessage, Tenant, TenantRoute, WhatsAppNumber,
+    StoreError, StoredEvent, StoredMessage, Tenant, TenantRoute, WhatsAppNumber,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
@@ -221,11 +222,14 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl HealthStore for MemoryStore {
     async fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl TenantStore for MemoryStore {
     async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError> {
         let mut tables = self.tables();
         match tables.tenants.get_mut(&tenant.id) {
@@ -305,7 +309,10 @@ impl Store for MemoryStore {
                 phone_number_id: phone_number_id.clone(),
             }))
     }
+}
 
+#[async_trait]
+impl FencingStore for MemoryStore {
     async fn claim_epoch(&self, tenant: &TenantId, epoch: u64) -> Result<(), StoreError> {
         let mut tables = self.tables();
         match tables.epochs.get(tenant) {
@@ -324,7 +331,10 @@ impl Store for MemoryStore {
     async fn current_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
         Ok(self.tables().epochs.get(tenant).copied())
     }
+}
 
+#[async_trait]
+impl MessageStore for MemoryStore {
     async fn conversation(
         &self,
         tenant: &TenantId,
@@ -636,7 +646,10 @@ impl Store for MemoryStore {
         found.truncate(limit as usize);
         Ok(found)
     }
+}
 
+#[async_trait]
+impl KnowledgeStore for MemoryStore {
     async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
         let mut tables = self.tables();
         let row = tables
@@ -735,7 +748,10 @@ impl Store for MemoryStore {
             .get(tenant)
             .map_or(0, |row| row.knowledge_version))
     }
+}
 
+#[async_trait]
+impl UsageStore for MemoryStore {
     async fn record_llm_usage(&self, usage: &LlmUsage) -> Result<(), StoreError> {
         self.tables().usage.push(usage.clone());
         Ok(())
@@ -760,7 +776,10 @@ impl Store for MemoryStore {
         }
         Ok(totals)
     }
+}
 
+#[async_trait]
+impl EventStore for MemoryStore {
     async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
         let mut tables = self.tables();
         let id = tables.events.len() as i64 + 1;
@@ -784,7 +803,10 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
+}
 
+#[async_trait]
+impl RetentionStore for MemoryStore {
     async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut tables = self.tables();
         let old: Vec<i64> = tables
@@ -909,11 +931,15 @@ impl GatedStore {
 }
 
 #[async_trait]
-impl Store for GatedStore {
+impl HealthStore for GatedStore {
     async fn health(&self) -> Result<(), StoreError> {
         self.enter("health").await?;
         self.inner.health().await
     }
+}
+
+#[async_trait]
+impl TenantStore for GatedStore {
     async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError> {
         self.enter("upsert_tenant").await?;
         self.inner.upsert_tenant(tenant).await
@@ -937,6 +963,10 @@ impl Store for GatedStore {
         self.enter("tenant_by_phone_number").await?;
         self.inner.tenant_by_phone_number(phone_number_id).await
     }
+}
+
+#[async_trait]
+impl FencingStore for GatedStore {
     async fn claim_epoch(&self, tenant: &TenantId, epoch: u64) -> Result<(), StoreError> {
         self.enter(&format!("claim_epoch/{tenant}")).await?;
         let result = self.inner.claim_epoch(tenant, epoch).await;
@@ -953,6 +983,10 @@ impl Store for GatedStore {
         self.enter(&format!("current_epoch/{tenant}")).await?;
         self.inner.current_epoch(tenant).await
     }
+}
+
+#[async_trait]
+impl MessageStore for GatedStore {
     async fn conversation(
         &self,
         tenant: &TenantId,
@@ -1115,6 +1149,10 @@ impl Store for GatedStore {
         self.enter(&format!("chat_log/{tenant}")).await?;
         self.inner.chat_log(tenant, before_ms, limit).await
     }
+}
+
+#[async_trait]
+impl KnowledgeStore for GatedStore {
     async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
         self.enter("add_knowledge").await?;
         self.inner.add_knowledge(document).await
@@ -1147,6 +1185,10 @@ impl Store for GatedStore {
         self.enter(&format!("knowledge_version/{tenant}")).await?;
         self.inner.knowledge_version(tenant).await
     }
+}
+
+#[async_trait]
+impl UsageStore for GatedStore {
     async fn record_llm_usage(&self, usage: &LlmUsage) -> Result<(), StoreError> {
         self.enter(&format!("record_llm_usage/{}", usage.tenant))
             .await?;
@@ -1160,6 +1202,10 @@ impl Store for GatedStore {
         self.enter(&format!("llm_usage_totals/{tenant}")).await?;
         self.inner.llm_usage_totals(tenant, since_ms).await
     }
+}
+
+#[async_trait]
+impl EventStore for GatedStore {
     async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
         self.enter("record_event").await?;
         self.inner.record_event(event).await
@@ -1168,6 +1214,10 @@ impl Store for GatedStore {
         self.enter("recent_events").await?;
         self.inner.recent_events(limit).await
     }
+}
+
+#[async_trait]
+impl RetentionStore for GatedStore {
     async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         self.enter("delete_messages_before").await?;
         self.inner.delete_messages_before(cutoff_ms).await

@@ -35,9 +35,6 @@ use super::scrub;
 /// The line that introduces the retrieved passages in the system message.
 pub const BUSINESS_INFORMATION_HEADER: &str = "Business information:";
 
-/// The metric counting provider requests by `provider` (the kind) and `outcome`.
-const REQUESTS_METRIC: &str = "salesboy_llm_requests_total";
-
 /// The longest excerpt of a provider's error message kept in an [`LlmError`].
 const MESSAGE_EXCERPT_CHARS: usize = 200;
 
@@ -188,17 +185,12 @@ fn transport_problem(error: &reqwest::Error) -> String {
     }
 }
 
-/// Counts one call's outcome and scrubs the key from its error.
+/// Scrubs the key from a call's error. Calls are counted by the responder, per provider
+/// and outcome, in `salesboy_llm_calls_total`.
 pub(crate) fn finish<T>(
     config: &ProviderConfig,
     result: Result<T, LlmError>,
 ) -> Result<T, LlmError> {
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(error) => error.code(),
-    };
-    metrics::counter!(REQUESTS_METRIC, "provider" => config.kind.as_str(), "outcome" => outcome)
-        .increment(1);
     result.map_err(|error| {
         let error = redact(error, config.api_key.expose_secret());
         tracing::debug!(

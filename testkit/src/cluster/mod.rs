@@ -1,25 +1,32 @@
 //! [`ClusterSandbox`]: real `salesboy serve` processes for multi-node tests, with their own
 //! NATS server, database and fakes, cleaned up on drop.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use reqwest::StatusCode;
+use salesboy_node::store::{SqlStore, SqlStoreOptions};
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::{PhoneNumberId, TenantId};
-use sqlx::{AnyConnection, Connection, Executor, Row};
+use sqlx::{AnyConnection, Connection, Executor};
 use tokio::process::{Child, Command};
 
-use super::{
+use crate::{
     FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, NatsServer, PostgresDatabase,
     TcpProxy,
 };
-use crate::store::{SqlStore, SqlStoreOptions};
+
+mod node;
+mod seed;
+
+use node::{Process, SandboxNode, free_port, log_tail, poll_exit};
+use seed::Seed;
 
 /// The Meta app secret every sandbox node checks webhook signatures with.
 pub const SANDBOX_APP_SECRET: &str = "sandbox-app-secret";
@@ -68,12 +75,14 @@ const MANAGED_ENV: &[&str] = &[
     "PATH",
 ];
 
-/// Which database the sandbox's nodes share.
+/// Which database a test node uses: the one a sandbox's nodes share, or a [`Gateway`]'s.
+///
+/// [`Gateway`]: crate::Gateway
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
     /// A fresh database on the test PostgreSQL server ([`PostgresDatabase`]).
     Postgres,
-    /// A SQLite file in the sandbox's directory: one node only.
+    /// A SQLite file in the test's directory: one node only.
     Sqlite,
 }
 
@@ -154,7 +163,7 @@ impl ClusterSandboxBuilder {
             }
         }
 
-        crate::run::install_crypto_provider();
+        salesboy_node::run::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(HEALTH_REQUEST_TIMEOUT)
             .build()
@@ -232,7 +241,7 @@ impl ClusterSandboxBuilder {
 ///
 /// ```no_run
 /// # async fn example(salesboy: &std::path::Path) -> Result<(), String> {
-/// use salesboy_node::testing::{ClusterSandbox, Db, webhooks};
+/// use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 ///
 /// // In an integration test: `env!("CARGO_BIN_EXE_salesboy")`.
 /// let sandbox = ClusterSandbox::builder()
@@ -297,74 +306,6 @@ pub struct ClusterSandbox {
     root: tempfile::TempDir,
 }
 
-/// One node: what stays across restarts, and its current process.
-struct SandboxNode {
-    index: usize,
-    id: String,
-    port: u16,
-    data_dir: PathBuf,
-    log_path: PathBuf,
-    /// In front of the NATS server; the node's `SALESBOY_NATS_URL`.
-    proxy: TcpProxy,
-    process: Mutex<Process>,
-}
-
-/// A node's process, if it runs, and how the last one ended.
-#[derive(Default)]
-struct Process {
-    child: Option<Child>,
-    exit: Option<ExitStatus>,
-    starts: u32,
-}
-
-impl Process {
-    /// Reaps the child if it has exited; its pid while it runs.
-    fn running_pid(&mut self) -> Option<u32> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(None) => child.id(),
-            Ok(Some(status)) => {
-                self.exit = Some(status);
-                self.child = None;
-                None
-            }
-            // Cannot tell: treat it as running, a later call will know.
-            Err(_) => child.id(),
-        }
-    }
-
-    /// Why the node does not run, for error messages.
-    fn describe_stopped(&self) -> String {
-        match self.exit {
-            Some(status) => format!("its process exited ({status})"),
-            None => "it has no process".to_owned(),
-        }
-    }
-}
-
-impl SandboxNode {
-    fn http_base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn process(&self) -> MutexGuard<'_, Process> {
-        lock(&self.process)
-    }
-
-    fn info(&self) -> NodeHandleInfo {
-        let mut process = self.process();
-        let pid = process.running_pid();
-        NodeHandleInfo {
-            index: self.index,
-            id: self.id.clone(),
-            http_base: self.http_base(),
-            pid,
-            alive: pid.is_some(),
-            exit: process.exit,
-        }
-    }
-}
-
 impl ClusterSandbox {
     /// A builder: one node on Postgres until told otherwise.
     pub fn builder() -> ClusterSandboxBuilder {
@@ -383,7 +324,7 @@ impl ClusterSandbox {
 
     /// How many nodes the sandbox has (running or not).
     pub fn node_count(&self) -> usize {
-        lock(&self.nodes).len()
+        self.nodes.lock().len()
     }
 
     /// Node `i`'s HTTP base URL, `http://127.0.0.1:<port>`.
@@ -699,11 +640,11 @@ impl ClusterSandbox {
 
     /// Every node, by index.
     fn all_nodes(&self) -> Vec<Arc<SandboxNode>> {
-        lock(&self.nodes).clone()
+        self.nodes.lock().clone()
     }
 
     fn node(&self, i: usize) -> Result<Arc<SandboxNode>, String> {
-        let nodes = lock(&self.nodes);
+        let nodes = self.nodes.lock();
         nodes.get(i).cloned().ok_or_else(|| {
             format!(
                 "no node {i}: the sandbox has {} (indexes 0..{})",
@@ -720,7 +661,7 @@ impl ClusterSandbox {
             .await
             .map_err(|e| format!("cannot start a nats proxy: {e}"))?;
         let node = {
-            let mut nodes = lock(&self.nodes);
+            let mut nodes = self.nodes.lock();
             if self.database == Db::Sqlite && !nodes.is_empty() {
                 return Err("a sqlite sandbox has one node: use Db::Postgres".to_owned());
             }
@@ -843,182 +784,5 @@ impl Drop for ClusterSandbox {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-    }
-}
-
-/// What every seeded tenant shares.
-struct Seed<'a> {
-    providers: &'a str,
-    knowledge: &'a str,
-    created_ms: i64,
-}
-
-impl Seed<'_> {
-    /// Inserts one batch of tenants in one transaction. Values shared by every row are bound
-    /// once (`$1`, `$2`) and constants written as literals, which keeps every statement small
-    /// (see [`SEED_BATCH`]).
-    async fn insert(
-        &self,
-        connection: &mut AnyConnection,
-        batch: &[(TenantId, PhoneNumberId)],
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = connection.begin().await?;
-
-        let mut tenants = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO tenants (id, name, system_prompt, llm_config, knowledge_version, \
-             created_ms) VALUES {}",
-            values(batch.len(), 2, &["?", "?", "NULL", "$1", "1", "$2"])
-        )))
-        .bind(self.providers.to_owned())
-        .bind(self.created_ms);
-        for (tenant, _) in batch {
-            tenants = tenants
-                .bind(tenant.to_string())
-                .bind(format!("{tenant} shop"));
-        }
-        tenants.execute(&mut *tx).await?;
-
-        let mut epochs = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO tenant_epochs (tenant_id, epoch) VALUES {} \
-             ON CONFLICT (tenant_id) DO NOTHING",
-            values(batch.len(), 0, &["?", "0"])
-        )));
-        for (tenant, _) in batch {
-            epochs = epochs.bind(tenant.to_string());
-        }
-        epochs.execute(&mut *tx).await?;
-
-        let mut numbers = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO whatsapp_numbers (phone_number_id, tenant_id, waba_id, access_token) \
-             VALUES {}",
-            values(batch.len(), 0, &["?", "?", "NULL", "?"])
-        )));
-        for (tenant, number) in batch {
-            numbers = numbers
-                .bind(number.to_string())
-                .bind(tenant.to_string())
-                .bind(format!("token-{tenant}"));
-        }
-        numbers.execute(&mut *tx).await?;
-
-        let mut documents = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO knowledge_documents (tenant_id, title, created_ms) VALUES {} \
-             RETURNING id, tenant_id",
-            values(batch.len(), 1, &["?", "'seeded'", "$1"])
-        )))
-        .bind(self.created_ms);
-        for (tenant, _) in batch {
-            documents = documents.bind(tenant.to_string());
-        }
-        let documents = documents.fetch_all(&mut *tx).await?;
-
-        let mut chunks = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO knowledge_chunks (document_id, tenant_id, ordinal, text) VALUES {}",
-            values(documents.len(), 1, &["?", "?", "0", "$1"])
-        )))
-        .bind(self.knowledge.to_owned());
-        for document in &documents {
-            chunks = chunks
-                .bind(document.try_get::<i64, _>("id")?)
-                .bind(document.try_get::<String, _>("tenant_id")?);
-        }
-        chunks.execute(&mut *tx).await?;
-
-        tx.commit().await
-    }
-}
-
-/// The rows of a multi-row `VALUES`: in each copy of `row`, every `?` becomes the next
-/// placeholder, numbered after the `shared` ones (`$1..=$shared`, bound first); any other
-/// item (a shared placeholder, a literal) is copied as it is.
-fn values(rows: usize, shared: usize, row: &[&str]) -> String {
-    let mut next = shared;
-    (0..rows)
-        .map(|_| {
-            let items: Vec<String> = row
-                .iter()
-                .map(|item| {
-                    if *item == "?" {
-                        next += 1;
-                        format!("${next}")
-                    } else {
-                        (*item).to_owned()
-                    }
-                })
-                .collect();
-            format!("({})", items.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A free port on 127.0.0.1 that is not in `taken`.
-fn free_port(taken: &[u16]) -> Result<u16, String> {
-    for _ in 0..16 {
-        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .map_err(|e| format!("cannot find a free port: {e}"))?;
-        if !taken.contains(&port) {
-            return Ok(port);
-        }
-    }
-    Err("cannot find a free port not already given to a node".to_owned())
-}
-
-/// Polls `node`'s process until it has exited (and is reaped), at most `timeout`: how it
-/// ended, or `None` if it still runs or never ran. Polling keeps the child in place, so
-/// [`ClusterSandbox::nodes`] stays truthful meanwhile.
-async fn poll_exit(node: &SandboxNode, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        {
-            let mut process = node.process();
-            if process.running_pid().is_none() {
-                return process.exit;
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        tokio::time::sleep(left.min(POLL_INTERVAL)).await;
-    }
-}
-
-/// The last `lines` lines of the file at `path`, reading at most its last 256 KiB.
-fn log_tail(path: &Path, lines: usize) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = std::fs::File::open(path)?;
-        let length = file.metadata()?.len();
-        file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(error) => format!("(cannot read {}: {error})", path.display()),
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::values;
-
-    #[test]
-    fn numbers_fresh_placeholders_after_the_shared_ones() {
-        assert_eq!(values(2, 0, &["?", "?"]), "($1, $2), ($3, $4)");
-        assert_eq!(
-            values(2, 1, &["?", "$1", "NULL"]),
-            "($2, $1, NULL), ($3, $1, NULL)"
-        );
     }
 }

@@ -1,8 +1,9 @@
-//! What the simulation tests share: the debug `salesboy` binary they run.
+//! The debug `salesboy` binary, for tests that run it as a process.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
@@ -15,9 +16,7 @@ pub fn workspace_root() -> PathBuf {
 /// Builds the debug `salesboy` binary (a no-op when it is up to date) and returns its path.
 pub fn salesboy_binary() -> PathBuf {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT.lock();
     if let Some(path) = built.as_ref() {
         return path.clone();
     }

@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,13 +13,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use parking_lot::{Mutex, RwLock};
 use salesboy_protocol::llm::gemini::{GenerateContentRequest, Role};
 use salesboy_protocol::llm::openai::{ChatCompletionRequest, ChatRole};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::fake_whatsapp::{FakeServer, SplitMix64, lock, pause, read};
-use crate::adapters::llm::BUSINESS_INFORMATION_HEADER;
+use crate::fake_whatsapp::{FakeServer, SplitMix64, pause};
+use salesboy_node::adapters::llm::BUSINESS_INFORMATION_HEADER;
 
 /// The prefix of every answer of the fake.
 pub const FAKE_LLM_MARKER: &str = "[fake-llm]";
@@ -222,23 +223,19 @@ impl FakeLlm {
     /// The requests recorded while [`FakeLlmOptions::echo_tags`] was set, in the order
     /// they were answered.
     pub fn calls(&self) -> Vec<LlmCall> {
-        lock(&self.state.calls).clone()
+        self.state.calls.lock().clone()
     }
 
     /// The current options.
     pub fn options(&self) -> FakeLlmOptions {
-        read(&self.state.options).clone()
+        self.state.options.read().clone()
     }
 
     /// Replaces the options for requests not yet past their latency, and reseeds the
     /// failure draws with `options.seed`.
     pub fn set_options(&self, options: FakeLlmOptions) {
-        *lock(&self.state.rng) = SplitMix64::new(options.seed);
-        *self
-            .state
-            .options
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = options;
+        *self.state.rng.lock() = SplitMix64::new(options.seed);
+        *self.state.options.write() = options;
     }
 
     /// Parks every request (arriving from now on) until [`FakeLlm::release`].
@@ -345,12 +342,12 @@ async fn handle(
     if !pass_gate(&state).await {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let options = read(&state.options).clone();
+    let options = state.options.read().clone();
     let tail = if options.latency_tail_mean.is_zero() {
         Duration::ZERO
     } else {
         // Exponential: -mean × ln(1 - u), u in [0, 1).
-        let draw = lock(&state.rng).next_f64();
+        let draw = state.rng.lock().next_f64();
         options
             .latency_tail_mean
             .mul_f64(-(1.0 - draw).ln())
@@ -362,7 +359,7 @@ async fn handle(
     let response = if options.quota_exhausted {
         quota_exhausted(api, &asked.model)
     } else {
-        let draw = lock(&state.rng).next_f64();
+        let draw = state.rng.lock().next_f64();
         if draw < options.unavailable_rate {
             unavailable(api)
         } else if draw < options.unavailable_rate + options.rate_limit_rate {
@@ -374,7 +371,7 @@ async fn handle(
         }
     };
     if let Some(prefix) = options.echo_tags.as_deref() {
-        lock(&state.calls).push(LlmCall {
+        state.calls.lock().push(LlmCall {
             tags: tags(&asked.question, prefix),
             arrived,
             took: arrived.elapsed(),

@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use parking_lot::{Mutex, RwLock};
 use salesboy_protocol::whatsapp::send::MAX_TEXT_BODY_CHARS;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::whatsapp::{MarkReadRequest, SendTextRequest};
@@ -215,14 +216,14 @@ impl FakeWhatsApp {
         Self::try_start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), options).await
     }
 
-    /// Starts the fake on `addr` (for `salesboy dev fake-cloud-api`); the error if it cannot
+    /// Starts the fake on `addr` (for `salesboy-sim fake-cloud-api`); the error if it cannot
     /// listen there.
     pub async fn try_start_on(
         addr: SocketAddr,
         options: FakeWhatsAppOptions,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = watch::channel(false);
-        crate::run::install_crypto_provider();
+        salesboy_node::run::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(STATUS_POST_TIMEOUT)
             .build()
@@ -261,12 +262,14 @@ impl FakeWhatsApp {
 
     /// Every accepted text message, in arrival order.
     pub fn sent(&self) -> Vec<SentMessage> {
-        lock(&self.state.sent).clone()
+        self.state.sent.lock().clone()
     }
 
     /// The accepted text messages to `to`, in arrival order.
     pub fn sent_to(&self, to: &str) -> Vec<SentMessage> {
-        lock(&self.state.sent)
+        self.state
+            .sent
+            .lock()
             .iter()
             .filter(|message| message.to == to)
             .cloned()
@@ -280,12 +283,12 @@ impl FakeWhatsApp {
 
     /// Every accepted mark-read, in arrival order.
     pub fn mark_reads(&self) -> Vec<MarkRead> {
-        lock(&self.state.mark_reads).clone()
+        self.state.mark_reads.lock().clone()
     }
 
     /// Every refused request, in arrival order.
     pub fn failed_attempts(&self) -> Vec<FailedAttempt> {
-        lock(&self.state.failed).clone()
+        self.state.failed.lock().clone()
     }
 
     /// Waits until at least `count` text messages were accepted, then returns them all; an
@@ -313,28 +316,20 @@ impl FakeWhatsApp {
 
     /// The current options.
     pub fn options(&self) -> FakeWhatsAppOptions {
-        read(&self.state.options).clone()
+        self.state.options.read().clone()
     }
 
     /// Replaces the options for the requests that arrive from now on, and reseeds the
     /// failure draws with `options.seed`.
     pub fn set_options(&self, options: FakeWhatsAppOptions) {
-        *lock(&self.state.rng) = SplitMix64::new(options.seed);
-        *self
-            .state
-            .options
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = options;
+        *self.state.rng.lock() = SplitMix64::new(options.seed);
+        *self.state.options.write() = options;
     }
 
     /// Where status webhooks go: full webhook URLs (`http://…/webhooks/whatsapp`), used in
     /// turn; replaced as gateways come and go.
     pub fn set_status_targets(&self, targets: Vec<String>) {
-        *self
-            .state
-            .status_targets
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = targets;
+        *self.state.status_targets.write() = targets;
     }
 
     /// How the status webhooks posted back so far went.
@@ -347,12 +342,12 @@ impl FakeWhatsApp {
 
     /// Forgets every recorded message, mark-read and failed attempt.
     pub fn clear(&self) {
-        let mut sent = lock(&self.state.sent);
+        let mut sent = self.state.sent.lock();
         sent.clear();
         self.state.sent_count.send_replace(0);
         drop(sent);
-        lock(&self.state.mark_reads).clear();
-        lock(&self.state.failed).clear();
+        self.state.mark_reads.lock().clear();
+        self.state.failed.lock().clear();
     }
 
     /// Stops the server and waits (at most 5 s) until it has closed its connections.
@@ -389,7 +384,7 @@ async fn handle(
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::to_owned);
     let fail = |operation, phone_number_id: &str, to: Option<String>, error: GraphFailure| {
-        lock(&state.failed).push(FailedAttempt {
+        state.failed.lock().push(FailedAttempt {
             operation,
             phone_number_id: phone_number_id.to_owned(),
             to,
@@ -429,7 +424,7 @@ async fn handle(
     };
 
     let (latency, rejected, rates, status_webhooks) = {
-        let options = read(&state.options);
+        let options = state.options.read();
         (
             options.latency,
             options.reject_tokens.contains(&bearer),
@@ -452,7 +447,7 @@ async fn handle(
     if !pause(latency, &state.shutdown).await {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let draw = lock(&state.rng).next_f64();
+    let draw = state.rng.lock().next_f64();
     let [server_rate, throughput_rate, pair_rate] = rates;
     let injected = if draw < server_rate {
         Some(GraphFailure::server())
@@ -495,7 +490,7 @@ async fn handle(
                     wamid.clone(),
                 ));
             }
-            let mut sent = lock(&state.sent);
+            let mut sent = state.sent.lock();
             sent.push(SentMessage {
                 phone_number_id: phone_number_id.to_owned(),
                 to: send.to,
@@ -511,7 +506,7 @@ async fn handle(
             axum::Json(response).into_response()
         }
         Request::MarkRead(read) => {
-            lock(&state.mark_reads).push(MarkRead {
+            state.mark_reads.lock().push(MarkRead {
                 phone_number_id: phone_number_id.to_owned(),
                 message_id: read.message_id.to_string(),
                 typing: read.typing_indicator.is_some(),
@@ -535,11 +530,11 @@ async fn post_statuses(
         if !pause(webhooks.delay, &state.shutdown).await {
             return;
         }
-        let body = super::webhooks::status(&phone_number_id, &recipient, &wamid, status)
+        let body = crate::webhooks::status(&phone_number_id, &recipient, &wamid, status)
             .to_string()
             .into_bytes();
         let signature = sign(webhooks.app_secret.as_bytes(), &body);
-        let targets = read(&state.status_targets).clone();
+        let targets = state.status_targets.read().clone();
         let first = state.status_next.fetch_add(1, Ordering::Relaxed);
         let mut delivered = false;
         for attempt in 0..targets.len() as u64 {
@@ -759,14 +754,6 @@ impl SplitMix64 {
         // The top 53 bits, exactly representable.
         (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
     }
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

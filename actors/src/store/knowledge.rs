@@ -1,0 +1,80 @@
+//! The knowledge base: [`KnowledgeStore`] and its records.
+
+use async_trait::async_trait;
+use salesboy_protocol::TenantId;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// A document to add to a tenant's knowledge base ([`KnowledgeStore::add_knowledge`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKnowledge {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The document's title.
+    pub title: String,
+    /// The document split into passages; each is one retrieval unit.
+    pub chunks: Vec<String>,
+    /// When it was added.
+    pub created_ms: i64,
+}
+
+/// A knowledge document, without its text ([`KnowledgeStore::list_knowledge`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeDocument {
+    /// The document's id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+    /// How many chunks it has.
+    pub chunk_count: i64,
+    /// When it was added.
+    pub created_ms: i64,
+}
+
+/// A passage found by [`KnowledgeStore::search_knowledge`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeHit {
+    /// The document the passage belongs to.
+    pub document_id: i64,
+    /// That document's title.
+    pub document_title: String,
+    /// The passage.
+    pub text: String,
+    /// Relevance, higher is better; comparable only within one result list.
+    pub score: f64,
+}
+
+/// Each tenant's knowledge base: documents split into passages, searched by the responder.
+#[async_trait]
+pub trait KnowledgeStore: Send + Sync {
+    /// Adds a document to the tenant's knowledge base and bumps its knowledge version.
+    /// Returns the document's id. [`StoreError::NotFound`] if the tenant does not exist.
+    async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError>;
+
+    /// The tenant's documents, oldest first.
+    async fn list_knowledge(&self, tenant: &TenantId)
+    -> Result<Vec<KnowledgeDocument>, StoreError>;
+
+    /// Deletes a document of the tenant and bumps its knowledge version. Returns whether it
+    /// existed.
+    async fn delete_knowledge(
+        &self,
+        tenant: &TenantId,
+        document_id: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Full-text search of the tenant's passages: any of the question's words (lowercased,
+    /// longer than one character) may match, best match first, at most `k`. Only this
+    /// tenant's passages are searched. A question without usable words finds nothing.
+    async fn search_knowledge(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+    ) -> Result<Vec<KnowledgeHit>, StoreError>;
+
+    /// The tenant's knowledge version: changes whenever its knowledge base changes (the
+    /// responder's cache key). 0 for a tenant that does not exist.
+    async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError>;
+}

@@ -1,0 +1,531 @@
+//! Conversations and messages: [`MessageStore`] and its records.
+
+use async_trait::async_trait;
+use salesboy_protocol::{ChatId, TenantId, Wamid};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Value of [`Conversation::bot_paused_until_ms`] that pauses the bot until it is resumed.
+pub const PAUSED_INDEFINITELY: i64 = i64::MAX;
+
+/// A customer chat's durable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// When the customer last wrote (the 24-hour window starts here); `None` if never.
+    pub last_inbound_ms: Option<i64>,
+    /// The bot stays quiet in this chat until then; [`PAUSED_INDEFINITELY`] until resumed.
+    pub bot_paused_until_ms: Option<i64>,
+}
+
+impl Conversation {
+    /// Whether the bot is paused at `now_ms`.
+    pub fn bot_paused_at(&self, now_ms: i64) -> bool {
+        self.bot_paused_until_ms.is_some_and(|until| now_ms < until)
+    }
+}
+
+/// An inbound customer message, as the webhook ingress persists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewInbound {
+    /// The tenant the number belongs to.
+    pub tenant: TenantId,
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// Meta's message id: the dedup key.
+    pub wamid: Wamid,
+    /// When the ingress received it.
+    pub received_ms: i64,
+    /// Message type as Meta names it (`text`, `image`, `interactive`, …).
+    pub kind: String,
+    /// The text, for messages that have one.
+    pub body: Option<String>,
+    /// The raw webhook JSON of this message, kept for later reprocessing.
+    pub raw: Option<String>,
+}
+
+/// Result of inserting a message that carries a wamid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InsertOutcome {
+    /// The message was new and is stored under `id`.
+    Inserted {
+        /// The stored message's id.
+        id: i64,
+    },
+    /// A message with this wamid was already stored under `id`; nothing changed.
+    Duplicate {
+        /// The existing message's id.
+        id: i64,
+    },
+}
+
+impl InsertOutcome {
+    /// The message's id, new or existing.
+    pub fn id(self) -> i64 {
+        match self {
+            Self::Inserted { id } | Self::Duplicate { id } => id,
+        }
+    }
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the customer.
+    Inbound,
+    /// To the customer.
+    Outbound,
+}
+
+impl Direction {
+    /// The stored name: `inbound` or `outbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "inbound" => Some(Self::Inbound),
+            "outbound" => Some(Self::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// Who wrote an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundOrigin {
+    /// The assistant.
+    Bot,
+    /// The business owner, through our API or dashboard.
+    Owner,
+    /// The business owner on their own WhatsApp app, reported back by Meta as an echo.
+    Echo,
+}
+
+impl OutboundOrigin {
+    /// The stored name: `bot`, `owner` or `echo`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bot => "bot",
+            Self::Owner => "owner",
+            Self::Echo => "echo",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "bot" => Some(Self::Bot),
+            "owner" => Some(Self::Owner),
+            "echo" => Some(Self::Echo),
+            _ => None,
+        }
+    }
+}
+
+/// Delivery status of an outbound message.
+///
+/// Statuses only move forward: `pending < sent < delivered < read`; `failed` may follow
+/// `pending`, `sent` or `delivered` and nothing follows it. Anything else is a regression
+/// (webhooks arrive out of order) and is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Recorded, not yet accepted by Meta.
+    Pending,
+    /// Accepted by Meta.
+    Sent,
+    /// Delivered to the customer's phone.
+    Delivered,
+    /// Read by the customer.
+    Read,
+    /// Failed; terminal.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Every status, in order.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Failed,
+    ];
+
+    /// The stored name, as Meta spells it: `pending`, `sent`, `delivered`, `read`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+    }
+
+    /// Whether a message in status `self` may move to `next`.
+    pub fn can_advance_to(self, next: Self) -> bool {
+        use DeliveryStatus::*;
+        match (self, next) {
+            (Failed, _) => false,
+            (Read, Failed) => false,
+            (_, Failed) => true,
+            (current, next) => Self::order(current) < Self::order(next),
+        }
+    }
+
+    fn order(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Read => 3,
+            Self::Failed => 4,
+        }
+    }
+}
+
+/// Why sending a message failed, as Meta or the sender reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendFailure {
+    /// Meta's error code (e.g. 131047), if the failure came from Meta.
+    pub code: Option<i64>,
+    /// Meta's error title, or the sender's description.
+    pub title: String,
+}
+
+/// A status webhook for an outbound message ([`MessageStore::update_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// The tenant the number belongs to.
+    pub tenant: TenantId,
+    /// The outbound message's wamid.
+    pub wamid: Wamid,
+    /// The new status.
+    pub status: DeliveryStatus,
+    /// When Meta reported it.
+    pub at_ms: i64,
+    /// The error, for [`DeliveryStatus::Failed`].
+    pub error: Option<SendFailure>,
+}
+
+/// Result of [`MessageStore::update_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusOutcome {
+    /// The status moved forward.
+    Advanced,
+    /// The update would not move the status forward (a late or repeated webhook); nothing
+    /// changed.
+    Ignored,
+    /// No outbound message of this tenant has that wamid.
+    UnknownMessage,
+}
+
+/// A bot reply to record before it is sent ([`MessageStore::record_reply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewReply {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// Ids of the inbound messages (of this chat) the reply answers: the batch.
+    pub answers: Vec<i64>,
+    /// The reply text.
+    pub body: String,
+    /// The writer's epoch for the tenant (fenced).
+    pub epoch: u64,
+    /// When the reply was recorded.
+    pub created_ms: i64,
+}
+
+/// Result of [`MessageStore::record_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyOutcome {
+    /// The reply is recorded as a pending outbound message `reply_id`, linked to its batch.
+    Recorded {
+        /// The outbound message's id.
+        reply_id: i64,
+    },
+    /// Inbound message `inbound_id` already has a reply (or was dismissed); nothing was
+    /// written.
+    AlreadyAnswered {
+        /// The first inbound message found answered.
+        inbound_id: i64,
+    },
+}
+
+/// Result of [`MessageStore::dismiss_inbound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DismissOutcome {
+    /// The messages are marked handled without a reply.
+    Dismissed,
+    /// Inbound message `inbound_id` was already answered or dismissed; nothing was written.
+    AlreadyAnswered {
+        /// The first inbound message found answered.
+        inbound_id: i64,
+    },
+}
+
+/// An outbound message that is not a bot reply ([`MessageStore::record_outbound`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOutbound {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// Who wrote it.
+    pub origin: OutboundOrigin,
+    /// Meta's id when the message is already sent (echoes); `None` records it pending.
+    pub wamid: Option<Wamid>,
+    /// Message type (`text`, `image`, …).
+    pub kind: String,
+    /// The text, for messages that have one.
+    pub body: Option<String>,
+    /// When it was written.
+    pub created_ms: i64,
+    /// The writer's epoch for the tenant. `Some` for writes by the tenant's actors (fenced);
+    /// `None` for facts Meta reports through the webhook ingress (echoes), which any node may
+    /// persist, like inbound messages.
+    pub epoch: Option<u64>,
+}
+
+/// A stored message, either direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The message's id; increases with insertion order.
+    pub id: i64,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The customer's chat.
+    pub chat: ChatId,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Who wrote an outbound message; `None` for inbound.
+    pub origin: Option<OutboundOrigin>,
+    /// Meta's id; `None` for an outbound message not yet sent.
+    pub wamid: Option<Wamid>,
+    /// Message type (`text`, `image`, …).
+    pub kind: String,
+    /// The text, if any.
+    pub body: Option<String>,
+    /// Delivery status of an outbound message; `None` for inbound.
+    pub status: Option<DeliveryStatus>,
+    /// When the status last changed.
+    pub status_ms: Option<i64>,
+    /// Why it failed, for [`DeliveryStatus::Failed`].
+    pub failure: Option<SendFailure>,
+    /// When it was received (inbound) or recorded (outbound).
+    pub created_ms: i64,
+}
+
+/// Conversations and messages, both directions: persisting inbound messages, recording
+/// replies and owner messages, delivery statuses, and the reads reconciliation, the
+/// responder and the admin API make.
+///
+/// Methods that take an `epoch` are fenced: they fail with [`StoreError::StaleEpoch`] and
+/// write nothing when the tenant's claimed epoch is greater. Lists are ordered oldest first
+/// unless a method says otherwise.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    // ----- conversations -----
+
+    /// The conversation's state, if it exists.
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Option<Conversation>, StoreError>;
+
+    /// Pauses the bot in a chat until `until_ms` ([`PAUSED_INDEFINITELY`] for no end), or
+    /// resumes it with `None`. Creates the conversation if needed. Fenced.
+    async fn set_bot_paused(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        until_ms: Option<i64>,
+        epoch: u64,
+    ) -> Result<(), StoreError>;
+
+    // ----- messages -----
+
+    /// Persists an inbound message and bumps the conversation's `last_inbound_ms` (creating
+    /// the conversation on first contact). A wamid already stored for the tenant is a no-op
+    /// reported as [`InsertOutcome::Duplicate`]. Not fenced: any node's ingress may persist.
+    async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError>;
+
+    /// Records an owner message or echo. With a wamid it is stored as sent and deduplicated
+    /// like inbound messages; without, it is pending until sent. Fenced when `epoch` is set.
+    async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError>;
+
+    /// Applies a status webhook, only if it moves the status forward (one conditional write).
+    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError>;
+
+    /// Records a bot reply (a pending outbound message) and links every inbound message it
+    /// answers to it, in one transaction, before the reply is sent. If any of them is already
+    /// answered, nothing is written ([`ReplyOutcome::AlreadyAnswered`]). Every answered id
+    /// must be an inbound message of this chat ([`StoreError::NotFound`] otherwise). Fenced.
+    async fn record_reply(&self, reply: &NewReply) -> Result<ReplyOutcome, StoreError>;
+
+    /// Marks inbound messages handled without a reply (the owner took over, the bot is
+    /// paused, the message needs none), so reconciliation stops offering them. Same rules
+    /// as [`MessageStore::record_reply`]. Fenced.
+    async fn dismiss_inbound(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        inbound: &[i64],
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<DismissOutcome, StoreError>;
+
+    /// Records that a pending outbound message was accepted by Meta as `wamid`. A message no
+    /// longer pending is left as it is. [`StoreError::NotFound`] if there is no such
+    /// outbound message. Fenced.
+    async fn mark_reply_sent(
+        &self,
+        tenant: &TenantId,
+        reply_id: i64,
+        wamid: &Wamid,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Records that sending a pending outbound message failed for good. A message no longer
+    /// pending is left as it is. [`StoreError::NotFound`] if there is no such outbound
+    /// message. Fenced.
+    async fn mark_reply_failed(
+        &self,
+        tenant: &TenantId,
+        reply_id: i64,
+        failure: &SendFailure,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError>;
+
+    // ----- reconciliation and reads -----
+
+    /// The tenant's inbound messages received at or after `since_ms` that are neither answered
+    /// nor dismissed. Reconciliation passes now minus the 24-hour customer service window:
+    /// older messages cannot get a free-form reply anyway.
+    async fn unanswered_inbound(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Tenants with work left behind: an inbound message received in `[since_ms, before_ms)`
+    /// that is neither answered nor dismissed, or an outbound message still pending. The
+    /// node's sweep activates and reconciles them, so an implementation answers it with one
+    /// query, not one per tenant.
+    async fn tenants_with_pending_work(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Vec<TenantId>, StoreError>;
+
+    /// One chat's inbound messages that are neither answered nor dismissed.
+    async fn unanswered_inbound_in_chat(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// The tenant's outbound messages still pending (recorded, never sent or failed).
+    async fn unsent_replies(&self, tenant: &TenantId) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// The chat's last `limit` messages, both directions, oldest first.
+    async fn conversation_messages(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// The chat's last `limit` messages with text, leaving out failed outbound messages
+    /// (the customer never saw them), oldest first: the LLM's history window.
+    async fn recent_history(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// The tenant's chat log across chats, newest first, created before `before_ms` (all
+    /// with `None`), at most `limit`.
+    async fn chat_log(
+        &self,
+        tenant: &TenantId,
+        before_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_only_move_forward() {
+        use DeliveryStatus::*;
+        let allowed = [
+            (Pending, Sent),
+            (Pending, Delivered),
+            (Pending, Read),
+            (Pending, Failed),
+            (Sent, Delivered),
+            (Sent, Read),
+            (Sent, Failed),
+            (Delivered, Read),
+            (Delivered, Failed),
+        ];
+        for from in DeliveryStatus::ALL {
+            for to in DeliveryStatus::ALL {
+                let expected = allowed.contains(&(from, to));
+                assert_eq!(from.can_advance_to(to), expected, "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in DeliveryStatus::ALL {
+            assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(DeliveryStatus::parse("deleted"), None);
+    }
+
+    #[test]
+    fn pauses_end_when_their_time_comes() {
+        let mut conversation = Conversation {
+            tenant: TenantId::new("acme").unwrap(),
+            chat: ChatId::new("15551234567").unwrap(),
+            last_inbound_ms: None,
+            bot_paused_until_ms: None,
+        };
+        assert!(!conversation.bot_paused_at(1_000));
+        conversation.bot_paused_until_ms = Some(2_000);
+        assert!(conversation.bot_paused_at(1_999));
+        assert!(!conversation.bot_paused_at(2_000));
+        conversation.bot_paused_until_ms = Some(PAUSED_INDEFINITELY);
+        assert!(conversation.bot_paused_at(i64::MAX - 1));
+    }
+}

@@ -1,0 +1,153 @@
+//! Tenants and their WhatsApp numbers: [`TenantStore`] and its records.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use salesboy_protocol::{PhoneNumberId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// A WhatsApp Cloud API access token. Never printed: `Debug` and `Display` show
+/// `[redacted]`; read it with [`AccessToken::expose`].
+///
+/// Serde reads and writes the real value, because the session's snapshot carries its
+/// credentials when a tenant migrates (architecture §7): never serialise a [`Tenant`] into
+/// a response that leaves the cluster.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the one place that sends it to Meta.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A tenant to create or update ([`TenantStore::upsert_tenant`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTenant {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// Display name of the business.
+    pub name: String,
+    /// The assistant's system prompt; `None` uses the default.
+    pub system_prompt: Option<String>,
+    /// LLM provider configuration, opaque JSON text; `None` uses the node's providers.
+    pub llm_config: Option<String>,
+    /// When the tenant was created; kept from the first insert on updates.
+    pub created_ms: i64,
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// Display name of the business.
+    pub name: String,
+    /// The assistant's system prompt.
+    pub system_prompt: Option<String>,
+    /// LLM provider configuration, opaque JSON text.
+    pub llm_config: Option<String>,
+    /// Bumped by every change to the knowledge base
+    /// ([`KnowledgeStore::knowledge_version`](super::KnowledgeStore::knowledge_version)).
+    pub knowledge_version: i64,
+    /// When the tenant was created.
+    pub created_ms: i64,
+    /// The tenant's WhatsApp numbers, ordered by phone number id.
+    pub numbers: Vec<WhatsAppNumber>,
+}
+
+/// One WhatsApp business number of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatsAppNumber {
+    /// Meta's phone number id; inbound webhooks are routed on it.
+    pub phone_number_id: PhoneNumberId,
+    /// The WhatsApp Business Account id, if known.
+    pub waba_id: Option<String>,
+    /// The Cloud API access token for this number.
+    pub access_token: AccessToken,
+}
+
+/// A WhatsApp number to attach to a tenant ([`TenantStore::upsert_whatsapp_number`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewWhatsAppNumber {
+    /// The tenant that owns the number.
+    pub tenant: TenantId,
+    /// Meta's phone number id.
+    pub phone_number_id: PhoneNumberId,
+    /// The WhatsApp Business Account id, if known.
+    pub waba_id: Option<String>,
+    /// The Cloud API access token.
+    pub access_token: AccessToken,
+}
+
+/// Where the webhook ingress sends a delivery for a phone number id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRoute {
+    /// The tenant that owns the number.
+    pub tenant: TenantId,
+    /// The number itself.
+    pub phone_number_id: PhoneNumberId,
+}
+
+/// Tenants and the WhatsApp numbers that route webhooks to them.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates a tenant or updates its name, prompt and LLM configuration.
+    async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError>;
+
+    /// The tenant with its WhatsApp numbers, if it exists.
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+
+    /// Every tenant, ordered by id.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    /// Attaches a WhatsApp number to a tenant, or updates its token and WABA id.
+    /// [`StoreError::Conflict`] if the number belongs to another tenant;
+    /// [`StoreError::NotFound`] if the tenant does not exist.
+    async fn upsert_whatsapp_number(&self, number: &NewWhatsAppNumber) -> Result<(), StoreError>;
+
+    /// The tenant that owns a phone number id, for routing webhooks.
+    async fn tenant_by_phone_number(
+        &self,
+        phone_number_id: &PhoneNumberId,
+    ) -> Result<Option<TenantRoute>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_tokens_never_print() {
+        let number = WhatsAppNumber {
+            phone_number_id: PhoneNumberId::new("106540352242922").unwrap(),
+            waba_id: None,
+            access_token: AccessToken::new("EAAG-secret-token"),
+        };
+        let shown = format!("{number:?} {}", number.access_token);
+        assert!(!shown.contains("EAAG-secret-token"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert_eq!(number.access_token.expose(), "EAAG-secret-token");
+    }
+}
