@@ -209,10 +209,19 @@ impl Actor for ConversationActor {
         let store = &args.services.store;
         let conversation = store.conversation(&args.tenant, &args.chat).await?;
         let window = args.services.settings.history_window;
+        // Messages not answered yet are the next batch's question, not history: leaving them
+        // in would show the LLM the customer's question twice.
+        let unanswered: HashSet<i64> = store
+            .unanswered_inbound_in_chat(&args.tenant, &args.chat)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         let history = store
             .recent_history(&args.tenant, &args.chat, window)
             .await?
             .into_iter()
+            .filter(|m| !unanswered.contains(&m.id))
             .filter_map(|m| {
                 let speaker = match m.direction {
                     Direction::Inbound => Speaker::Customer,

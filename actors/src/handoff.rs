@@ -39,7 +39,8 @@ pub struct ConversationHandoff {
     pub paused_until_ms: Option<i64>,
 }
 
-/// A session's state.
+/// A session's state. No credentials: the new host's session reads the number and its
+/// access token from the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionHandoff {
     /// Messages recorded and waiting to be sent, in order.

@@ -133,14 +133,27 @@ impl Actor for ResponderActor {
         match message {
             ResponderMsg::Generate(request) => {
                 let context = Arc::clone(&state.context);
+                let (batch, reply_to) = (request.batch, request.reply_to.clone());
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let (reply, llm_time) = match context.write_reply(&request).await {
-                        Ok((text, llm_time)) => (Ok(text), llm_time),
-                        Err(error) => (Err(error.to_string()), started.elapsed()),
+                    // Written in a task of its own, so that a panic is answered too: an
+                    // unanswered batch would stay in flight for ever.
+                    let writing = tokio::spawn(async move {
+                        context
+                            .write_reply(&request)
+                            .await
+                            .map_err(|error| error.to_string())
+                    });
+                    let (reply, llm_time) = match writing.await {
+                        Ok(Ok((text, llm_time))) => (Ok(text), llm_time),
+                        Ok(Err(error)) => (Err(error), started.elapsed()),
+                        Err(failed) => (
+                            Err(format!("reply task failed: {failed}")),
+                            started.elapsed(),
+                        ),
                     };
-                    let _ = request.reply_to.send_message(ConversationMsg::ReplyReady {
-                        batch: request.batch,
+                    let _ = reply_to.send_message(ConversationMsg::ReplyReady {
+                        batch,
                         reply,
                         llm_time,
                     });

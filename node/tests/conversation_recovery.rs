@@ -1,0 +1,261 @@
+//! A conversation's batch against its responder, on a real SQLite store and a real actor
+//! tree, with a scripted LLM provider: the prompt holds the customer's question once, and a
+//! responder task that panics does not leave the batch in flight for ever.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use salesboy_actors::conversation::InboundItem;
+use salesboy_actors::node::NodeHandle;
+use salesboy_actors::ports::{
+    Clock, Completion, EpochSource, EventSink, LlmError, LlmProvider, LlmProviderFactory, Prompt,
+    SendError, SystemClock, WhatsAppConnection, WhatsAppConnector,
+};
+use salesboy_actors::services::{Counters, Services, Settings, response_cache};
+use salesboy_actors::store::{
+    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store, StoreError,
+    WhatsAppNumber,
+};
+use salesboy_node::store::SqlStore;
+use salesboy_protocol::events::Event;
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+
+const QUESTION: &str = "do you have red shoes in size 42?";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Records the prompts it is asked; panics on the first `panics` of them.
+struct ScriptedLlm {
+    prompts: Mutex<Vec<Prompt>>,
+    calls: AtomicUsize,
+    panics: usize,
+}
+
+#[async_trait]
+impl LlmProvider for ScriptedLlm {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    fn model(&self) -> &str {
+        "scripted-1"
+    }
+
+    fn cost_micros(&self, _prompt_tokens: u64, _completion_tokens: u64) -> u64 {
+        0
+    }
+
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, LlmError> {
+        self.prompts.lock().unwrap().push(prompt.clone());
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.panics {
+            panic!("scripted provider panics");
+        }
+        Ok(Completion {
+            text: "Yes, we do.".into(),
+            model: "scripted-1".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        })
+    }
+}
+
+struct OneProvider(Arc<ScriptedLlm>);
+
+impl LlmProviderFactory for OneProvider {
+    fn providers(
+        &self,
+        _tenant: &TenantId,
+        _config_json: Option<&str>,
+    ) -> Result<Vec<Arc<dyn LlmProvider>>, String> {
+        Ok(vec![Arc::clone(&self.0) as Arc<dyn LlmProvider>])
+    }
+}
+
+#[derive(Default)]
+struct RecordingWhatsApp(Arc<Mutex<Vec<String>>>);
+
+impl WhatsAppConnector for RecordingWhatsApp {
+    fn connect(&self, _tenant: &TenantId, _number: &WhatsAppNumber) -> Arc<dyn WhatsAppConnection> {
+        Arc::new(RecordingWhatsApp(Arc::clone(&self.0)))
+    }
+}
+
+#[async_trait]
+impl WhatsAppConnection for RecordingWhatsApp {
+    async fn send_text(
+        &self,
+        _to: &ChatId,
+        body: &str,
+        _reply_to: Option<&Wamid>,
+    ) -> Result<Wamid, SendError> {
+        let mut sent = self.0.lock().unwrap();
+        sent.push(body.to_owned());
+        Ok(Wamid::new(format!("wamid.out{}", sent.len())).unwrap())
+    }
+
+    async fn mark_read(&self, _message: &Wamid, _typing: bool) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn publish(&self, _event: Event) {}
+}
+
+struct FirstEpoch;
+
+#[async_trait]
+impl EpochSource for FirstEpoch {
+    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, StoreError> {
+        Ok(1)
+    }
+}
+
+struct Harness {
+    node: NodeHandle,
+    store: Arc<dyn Store>,
+    llm: Arc<ScriptedLlm>,
+    sent: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(panics: usize) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let llm = Arc::new(ScriptedLlm {
+        prompts: Mutex::default(),
+        calls: AtomicUsize::new(0),
+        panics,
+    });
+    let whatsapp = RecordingWhatsApp::default();
+    let sent = Arc::clone(&whatsapp.0);
+    let settings = Settings {
+        debounce: Duration::from_millis(20),
+        sweep_interval: Duration::from_millis(100),
+        unrouted_grace: Duration::ZERO,
+        ..Settings::default()
+    };
+    let services = Arc::new(Services {
+        node: "node-test".parse().unwrap(),
+        store: Arc::clone(&store),
+        whatsapp: Arc::new(whatsapp),
+        llm: Arc::new(OneProvider(Arc::clone(&llm))),
+        clock: Arc::new(SystemClock),
+        events: Arc::new(NoEvents),
+        epochs: Arc::new(FirstEpoch),
+        cache: response_cache(1024 * 1024),
+        settings,
+        counters: Counters::default(),
+    });
+    store
+        .upsert_tenant(&NewTenant {
+            id: acme(),
+            name: "acme shop".into(),
+            system_prompt: Some("You sell shoes.".into()),
+            llm_config: None,
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .upsert_whatsapp_number(&NewWhatsAppNumber {
+            tenant: acme(),
+            phone_number_id: PhoneNumberId::new("106540352242922").unwrap(),
+            waba_id: None,
+            access_token: AccessToken::new("token-acme"),
+        })
+        .await
+        .unwrap();
+    let (node, _) = NodeHandle::start(services).await.unwrap();
+    Harness {
+        node,
+        store,
+        llm,
+        sent,
+        _dir: dir,
+    }
+}
+
+fn acme() -> TenantId {
+    TenantId::new("acme").unwrap()
+}
+
+fn customer() -> ChatId {
+    ChatId::new("16505551234").unwrap()
+}
+
+impl Harness {
+    /// Persists the customer's question, as the ingress does, and hands it over.
+    async fn customer_asks(&self) {
+        let wamid = Wamid::new("wamid.in1").unwrap();
+        let received_ms = SystemClock.now_ms();
+        let outcome = self
+            .store
+            .insert_inbound(&NewInbound {
+                tenant: acme(),
+                chat: customer(),
+                wamid: wamid.clone(),
+                received_ms,
+                kind: "text".into(),
+                body: Some(QUESTION.into()),
+                raw: None,
+            })
+            .await
+            .unwrap();
+        let InsertOutcome::Inserted { id } = outcome else {
+            panic!("not inserted: {outcome:?}");
+        };
+        let item = InboundItem {
+            id,
+            wamid: Some(wamid),
+            text: Some(QUESTION.into()),
+            received_ms,
+        };
+        self.node
+            .deliver_inbound(&acme(), customer(), item)
+            .await
+            .unwrap();
+    }
+
+    async fn wait_for_reply(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.sent.lock().unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reply within {WAIT:?}; llm calls: {}",
+                self.llm.calls.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_conversations_prompt_holds_the_question_once() {
+    let h = harness(0).await;
+    h.customer_asks().await;
+    h.wait_for_reply().await;
+    let prompts = h.llm.prompts.lock().unwrap().clone();
+    let prompt = prompts.first().expect("the llm was asked");
+    assert_eq!(prompt.question, QUESTION);
+    let in_history = prompt
+        .history
+        .iter()
+        .filter(|turn| turn.text.contains(QUESTION))
+        .count();
+    assert_eq!(in_history, 0, "history repeats the question: {prompt:?}");
+}
+
+#[tokio::test]
+async fn a_responder_task_that_panics_leaves_the_batch_for_a_retry() {
+    let h = harness(1).await;
+    h.customer_asks().await;
+    // The first attempt panics; the sweep offers the unanswered message again.
+    h.wait_for_reply().await;
+    assert_eq!(h.sent.lock().unwrap().as_slice(), ["Yes, we do."]);
+    assert_eq!(h.llm.calls.load(Ordering::SeqCst), 2);
+}
