@@ -10,7 +10,7 @@
 //! [`ROUTES`] lists every route; the OpenAPI document ([`openapi`]) describes exactly those,
 //! and a test checks both against the router. `docs/api.md` documents the API for people.
 
-use crate::cluster::runtime::RouteError;
+use crate::cluster::RouteError;
 use crate::cluster::status::{ClusterStatus, NodeStatus};
 use crate::cluster::wire::{CommandReply, TenantCommand};
 use axum::body::Bytes;

@@ -10,7 +10,7 @@ use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store,
 };
-use salesboy_node::cluster::runtime::Cluster;
+use salesboy_node::cluster::Cluster;
 use salesboy_node::cluster::wire::TenantCommand;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use tokio::time::Instant;
