@@ -6,8 +6,8 @@ use std::sync::Arc;
 use salesboy_actors::node::{ActivationError, NodeHandle, TenantError};
 use salesboy_protocol::TenantId;
 
-use crate::cluster::runtime::{Cluster, RouteError};
 use crate::cluster::wire::{CommandReply, TenantCommand};
+use crate::cluster::{Cluster, RouteError};
 
 /// Routes tenant commands.
 #[derive(Clone)]

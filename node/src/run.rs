@@ -27,7 +27,7 @@ use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
 use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
 use crate::cluster::placement::MostHeadroom;
-use crate::cluster::runtime::{Cluster, ClusterSettings};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::events::NodeEvents;
 use crate::http::{self, AppState, HttpSettings};

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use salesboy_node::bus::{Bus, NatsBus, NatsBusOptions};
-use salesboy_node::cluster::runtime::{DRAIN_TIMEOUT, control_request};
 use salesboy_node::cluster::status::ClusterStatus;
 use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
+use salesboy_node::cluster::{DRAIN_TIMEOUT, control_request};
 use salesboy_protocol::{NodeId, PhoneNumberId, TenantId};
 use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 

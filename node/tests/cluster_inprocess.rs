@@ -230,8 +230,8 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
 #[tokio::test]
 async fn an_adoption_the_mover_called_off_is_refused() {
     use salesboy_actors::handoff::TenantHandoff;
+    use salesboy_node::cluster::control_request;
     use salesboy_node::cluster::directory::{Placement, PlacementState};
-    use salesboy_node::cluster::runtime::control_request;
     use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
 
     let mut cluster = Cluster::start(2).await;

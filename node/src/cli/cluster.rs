@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use salesboy_protocol::NodeId;
 
 use crate::bus::{Bus, NatsBus, NatsBusOptions};
-use crate::cluster::runtime::{DRAIN_TIMEOUT, control_request};
 use crate::cluster::status::ClusterStatus;
 use crate::cluster::wire::{ControlReply, ControlRequest};
+use crate::cluster::{DRAIN_TIMEOUT, control_request};
 use crate::config::Config;
 
 async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {

@@ -6,9 +6,17 @@
 //! - [`leader`]: the rebalancer's leader lease;
 //! - [`placement`]: where a tenant should live;
 //! - [`rebalance`]: which tenants to move so the spread evens out;
-//! - [`runtime`]: routing, the node's inbox and control subject, migration, failover, drain;
 //! - [`status`]: the cluster as `GET /api/cluster` and `salesboy status` show it;
 //! - [`wire`]: what nodes say to each other.
+//!
+//! This node's member ([`Cluster`]), one concern a file:
+//! - `member`: the member's state, joining, what it tells the rest of the node;
+//! - `router`: delivering a command wherever its tenant lives ([`RouteError`]);
+//! - `inbox`: commands from other nodes, answered once per message id;
+//! - `control`: control requests between nodes ([`control_request`]);
+//! - `migration`: moving a tenant out, adopting one, rolling back moves cut short;
+//! - `drain`: moving everything off before the node exits ([`DRAIN_TIMEOUT`]);
+//! - `duties`: failover and rebalancing on the leader, membership events, self-fencing.
 
 pub mod directory;
 pub mod epochs;
@@ -16,9 +24,21 @@ pub mod leader;
 pub mod membership;
 pub mod placement;
 pub mod rebalance;
-pub mod runtime;
 pub mod status;
 pub mod wire;
+
+mod control;
+mod drain;
+mod duties;
+mod inbox;
+mod member;
+mod migration;
+mod router;
+
+pub use control::control_request;
+pub use drain::DRAIN_TIMEOUT;
+pub use member::{Cluster, ClusterSettings};
+pub use router::RouteError;
 
 use salesboy_protocol::NodeId;
 

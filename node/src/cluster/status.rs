@@ -8,9 +8,9 @@ use std::time::Duration;
 use salesboy_protocol::subjects::{DIRECTORY_BUCKET, LEADER_BUCKET, LEADER_KEY, NODES_BUCKET};
 use serde::{Deserialize, Serialize};
 
+use super::Cluster;
 use super::directory::Placement;
 use super::membership::NodeRecord;
-use super::runtime::Cluster;
 use crate::bus::{Bus, BusError};
 
 /// The cluster.

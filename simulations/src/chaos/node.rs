@@ -18,7 +18,7 @@ use salesboy_node::cluster::membership::{
     LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad,
 };
 use salesboy_node::cluster::placement::MostHeadroom;
-use salesboy_node::cluster::runtime::{Cluster, ClusterSettings};
+use salesboy_node::cluster::{Cluster, ClusterSettings};
 use salesboy_node::ingress::Ingress;
 use salesboy_node::routing::Router;
 use salesboy_protocol::NodeId;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tracing::warn;
 use utoipa::ToSchema;
 
-use crate::cluster::runtime::RouteError;
+use crate::cluster::RouteError;
 
 /// Why an admin request failed. [`AdminError::status`] is the one place that gives each
 /// failure its HTTP status; the message (the `Display` text) is what users read.

@@ -1,0 +1,79 @@
+//! Drain: moving every tenant off this node before it exits.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use salesboy_protocol::TenantId;
+use tracing::{info, warn};
+
+use super::member::Cluster;
+
+/// How long a drain request may run.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many times a drain looks for tenants left on the node.
+const DRAIN_ROUNDS: usize = 30;
+/// The pause between two drain rounds.
+const DRAIN_ROUND_PAUSE: Duration = Duration::from_millis(250);
+
+impl Cluster {
+    /// Moves every tenant placed on this node elsewhere, then asks the node to exit.
+    pub async fn drain(self: &Arc<Self>) -> Result<u64, String> {
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return Err("already draining".into());
+        }
+        info!(node = %self.me, "draining");
+        self.membership.set_draining(true);
+        let mut moved = 0u64;
+        // Rounds until nothing is left here. Moves started by others (the leader's
+        // rebalancing) may still be under way, and the directory cache may lag a move by a
+        // moment: pause between rounds instead of failing fast.
+        for round in 0..DRAIN_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(DRAIN_ROUND_PAUSE).await;
+            }
+            let mine: Vec<TenantId> = self
+                .directory
+                .cached_where(|v| v.placement.node == self.me)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+            if mine.is_empty() {
+                break;
+            }
+            info!(node = %self.me, round, tenants = mine.len(), "moving tenants off");
+            moved += self
+                .move_many(
+                    mine.into_iter()
+                        .filter_map(|t| {
+                            let nodes = self.membership.live_nodes();
+                            let to = self
+                                .placement
+                                .place(&t, &nodes, std::slice::from_ref(&self.me))
+                                .ok()?;
+                            Some((t, to))
+                        })
+                        .collect(),
+                )
+                .await;
+        }
+        let left = self
+            .directory
+            .cached_where(|v| v.placement.node == self.me)
+            .len();
+        if left > 0 {
+            self.draining.store(false, Ordering::SeqCst);
+            self.membership.set_draining(false);
+            return Err(format!("{left} tenants could not be moved off"));
+        }
+        if let Err(e) = self.leadership.step_down().await {
+            warn!(error = %e, "could not release the leader lease");
+        }
+        if let Err(e) = self.membership.leave().await {
+            warn!(error = %e, "could not remove the membership record");
+        }
+        info!(node = %self.me, moved, "drained");
+        let _ = self.exit.send(true);
+        Ok(moved)
+    }
+}

@@ -1,0 +1,311 @@
+//! Live migration (architecture §7): moving a tenant this node hosts to another node,
+//! adopting one another node moves here, and rolling back moves cut short.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use salesboy_actors::handoff::{HeldMessage, TenantHandoff};
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{NodeId, TenantId};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::directory::{Placement, PlacementState};
+use super::member::Cluster;
+use super::wire::{ControlReply, ControlRequest, TenantCommand};
+
+/// How often a mover reads the directory to learn how a move it could not confirm ended.
+const SETTLE_ATTEMPTS: usize = 20;
+/// The pause between those reads (20 × 250 ms: about the default failure timeout).
+const SETTLE_PAUSE: Duration = Duration::from_millis(250);
+
+impl Cluster {
+    /// Takes over a tenant another node is moving here: first points the directory here with
+    /// a compare-and-set on the mover's moving mark (so the move cannot also be called off),
+    /// then hosts the handed-over state. Once the directory names this node, the tenant is
+    /// hosted here even if the state cannot be: it is activated from storage instead.
+    pub(super) async fn adopt(
+        &self,
+        handoff: TenantHandoff,
+        epoch: u64,
+        mark_revision: u64,
+    ) -> Result<(), String> {
+        let tenant = handoff.tenant.clone();
+        let here = Placement {
+            node: self.me.clone(),
+            epoch,
+            state: PlacementState::Active,
+        };
+        self.directory
+            .update(&tenant, here, mark_revision)
+            .await
+            .map_err(|e| format!("the move of {tenant} was called off: {e}"))?;
+        if let Err(e) = self.node.adopt(handoff, epoch).await {
+            warn!(tenant = %tenant, error = %e, "handed-over state not adopted, activating from storage");
+            // A copy left here by an earlier placement is stale: drop it first.
+            let _ = self.node.release(&tenant).await;
+            self.node
+                .activate(&tenant)
+                .await
+                .map_err(|e| format!("{tenant} placed here but not activated: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// After an adoption that did not answer "adopted" (refused, lost, timed out), the
+    /// directory tells whether `to` took the tenant: it names another node, or it still holds
+    /// this node's moving mark, which this node then rolls back, calling the move off for
+    /// good (the adopter's compare-and-set on the mark can no longer succeed). `Ok(true)`:
+    /// moved; `Ok(false)`: stays here; `Err`: the directory could not be read, so nobody knows.
+    pub(super) async fn settle_move(
+        &self,
+        tenant: &TenantId,
+        epoch: u64,
+        mark_revision: u64,
+    ) -> Result<bool, String> {
+        let mut last_error = String::new();
+        for attempt in 0..SETTLE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(SETTLE_PAUSE).await;
+            }
+            match self.directory.fetch(tenant).await {
+                Ok(Some(now)) if now.revision == mark_revision => {
+                    let active = Placement {
+                        node: self.me.clone(),
+                        epoch,
+                        state: PlacementState::Active,
+                    };
+                    match self.directory.update(tenant, active, mark_revision).await {
+                        Ok(_) => return Ok(false),
+                        // The adopter's compare-and-set came first, or the answer was lost:
+                        // read again.
+                        Err(e) => last_error = e.to_string(),
+                    }
+                }
+                Ok(Some(now)) => return Ok(now.placement.node != self.me),
+                Ok(None) => return Ok(false),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Moves a tenant this node hosts to `to` (architecture §7): mark it moving, freeze it
+    /// (the turn under way finishes), have `to` adopt the state under the next epoch (it
+    /// points the directory at itself), hand over what was held, release it here. When the
+    /// adoption fails, the directory decides (see `settle_move`): the tenant resumes here or
+    /// is released, never both hosts.
+    pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<(), String> {
+        let Some(_guard) = MoveGuard::claim(&self.moving, tenant) else {
+            return Err(format!("tenant {tenant} is already moving"));
+        };
+        let started = Instant::now();
+        let mut current = self
+            .directory
+            .fetch(tenant)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("tenant {tenant} has no placement"))?;
+        if current.placement.node == self.me
+            && matches!(current.placement.state, PlacementState::Moving { .. })
+        {
+            // Marked moving by this node, but no move is under way here: an earlier move
+            // failed and could not roll its mark back. Roll it back now.
+            warn!(tenant = %tenant, "stale moving mark, rolling it back");
+            let active = Placement {
+                node: self.me.clone(),
+                epoch: current.placement.epoch,
+                state: PlacementState::Active,
+            };
+            current = self
+                .directory
+                .update(tenant, active, current.revision)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if current.placement.node != self.me || current.placement.state != PlacementState::Active {
+            return Err(format!("tenant {tenant} is not hosted here"));
+        }
+        let epoch = current.placement.epoch;
+        let moving = Placement {
+            node: self.me.clone(),
+            epoch,
+            state: PlacementState::Moving { to: to.clone() },
+        };
+        let marked = self
+            .directory
+            .update(tenant, moving, current.revision)
+            .await
+            .map_err(|e| e.to_string())?;
+        let back_here = |revision| async move {
+            let active = Placement {
+                node: self.me.clone(),
+                epoch,
+                state: PlacementState::Active,
+            };
+            if let Err(e) = self.directory.update(tenant, active, revision).await {
+                warn!(tenant = %tenant, error = %e, "could not mark tenant active again after a failed move");
+            }
+        };
+
+        let hosted = self.node.observe_tenant(tenant).await.is_some();
+        let handoff = if hosted {
+            match self.node.freeze(tenant).await {
+                Ok(handoff) => handoff,
+                Err(e) => {
+                    back_here(marked.revision).await;
+                    return Err(format!("freeze failed: {e}"));
+                }
+            }
+        } else {
+            // Not active here: nothing to carry but the placement.
+            TenantHandoff {
+                tenant: tenant.clone(),
+                epoch,
+                conversations: vec![],
+                session: None,
+                held: vec![],
+            }
+        };
+        let adopted = self
+            .control(
+                to,
+                &ControlRequest::Adopt {
+                    handoff,
+                    epoch: epoch + 1,
+                    mark_revision: marked.revision,
+                },
+            )
+            .await;
+        if !matches!(adopted, Ok(ControlReply::Ok)) {
+            match self.settle_move(tenant, epoch, marked.revision).await {
+                Ok(true) => {
+                    info!(tenant = %tenant, to = %to, answer = ?adopted, "adopted although the answer said otherwise");
+                }
+                Ok(false) => {
+                    if hosted {
+                        self.node.thaw(tenant);
+                    }
+                    return Err(format!("{to} did not adopt {tenant}: {adopted:?}"));
+                }
+                Err(e) => {
+                    // Whether `to` hosts it is unknown: hosting it here too could answer
+                    // twice. Its messages are persisted; whoever the directory names (once
+                    // it can be read) reconciles them from storage.
+                    let _ = self.node.release(tenant).await;
+                    error!(tenant = %tenant, to = %to, error = %e, "move outcome unknown, tenant released here");
+                    return Err(format!("{to} may or may not have adopted {tenant}: {e}"));
+                }
+            }
+        }
+        let held = if hosted {
+            self.node.release(tenant).await
+        } else {
+            Vec::new()
+        };
+        for message in held {
+            let command = match message {
+                HeldMessage::Inbound { chat, item } => TenantCommand::Inbound { chat, item },
+                HeldMessage::OwnerActivity { chat, at_ms } => {
+                    TenantCommand::OwnerActivity { chat, at_ms }
+                }
+            };
+            if let Err(e) = self.deliver(tenant, command).await {
+                // Persisted: the new host's reconciliation finds it.
+                warn!(tenant = %tenant, error = %e, "held message not forwarded");
+            }
+        }
+        self.moves.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("salesboy_migrations_total").increment(1);
+        metrics::histogram!("salesboy_migration_seconds").record(started.elapsed().as_secs_f64());
+        self.publish(
+            EventKind::TenantMigrated,
+            Some(tenant),
+            serde_json::json!({"from": self.me.as_str(), "to": to.as_str(), "epoch": epoch + 1}),
+        );
+        info!(tenant = %tenant, to = %to, epoch = epoch + 1, "tenant moved");
+        Ok(())
+    }
+    /// Runs moves with bounded concurrency; returns how many succeeded.
+    pub(super) async fn move_many(&self, moves: Vec<(TenantId, NodeId)>) -> u64 {
+        let permits = Arc::new(Semaphore::new(self.settings.move_concurrency.max(1)));
+        let done = AtomicU64::new(0);
+        let moves = moves.into_iter().map(|(tenant, to)| {
+            let permits = Arc::clone(&permits);
+            let done = &done;
+            async move {
+                let Ok(_permit) = permits.acquire().await else {
+                    return;
+                };
+                match self.migrate_out(&tenant, &to).await {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => warn!(tenant = %tenant, to = %to, error = %e, "move failed"),
+                }
+            }
+        });
+        futures::future::join_all(moves).await;
+        done.load(Ordering::Relaxed)
+    }
+
+    /// Rolls back this node's own "moving" marks that no move here stands behind: left by a
+    /// move cut short (the node was killed, paused or cut off mid-move, or could not learn
+    /// how the move ended). Until then senders would retry that tenant forever. The roll-back
+    /// is a compare-and-set on the mark, so it cannot overtake the adopter's.
+    pub(super) async fn roll_back_stale_marks(&self) {
+        let stale = self.directory.cached_where(|v| {
+            v.placement.node == self.me
+                && matches!(v.placement.state, PlacementState::Moving { .. })
+        });
+        for (tenant, mark) in stale {
+            // A move under way here holds its guard from before the mark to after it is
+            // resolved; holding the guard keeps a new move off while rolling back.
+            let Some(_guard) = MoveGuard::claim(&self.moving, &tenant) else {
+                continue;
+            };
+            let active = Placement {
+                node: self.me.clone(),
+                epoch: mark.placement.epoch,
+                state: PlacementState::Active,
+            };
+            match self.directory.update(&tenant, active, mark.revision).await {
+                Ok(_) => warn!(tenant = %tenant, "stale moving mark rolled back"),
+                Err(e) => debug!(tenant = %tenant, error = %e, "stale moving mark not rolled back"),
+            }
+        }
+    }
+}
+
+/// Marks a tenant as being moved by this node for as long as it lives.
+pub(super) struct MoveGuard<'a> {
+    moving: &'a std::sync::Mutex<std::collections::HashSet<TenantId>>,
+    tenant: TenantId,
+}
+
+impl<'a> MoveGuard<'a> {
+    /// `None` when the tenant is already being moved.
+    pub(super) fn claim(
+        moving: &'a std::sync::Mutex<std::collections::HashSet<TenantId>>,
+        tenant: &TenantId,
+    ) -> Option<Self> {
+        let mut set = moving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(tenant.clone()).then(|| Self {
+            moving,
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for MoveGuard<'_> {
+    fn drop(&mut self) {
+        self.moving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.tenant);
+    }
+}

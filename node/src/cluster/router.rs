@@ -1,0 +1,242 @@
+//! Routing: delivers a command to wherever its tenant lives, activating it first if it lives
+//! nowhere.
+//!
+//! Delivery between nodes is request + reply with bounded retries: a command is wrapped in
+//! an [`Envelope`] with a fresh message id and the placement epoch the sender knows, and sent
+//! to the host's inbox; the host answers only after the command is handed to the tenant's
+//! actors. A retry carries the same id and the host's dedup window answers it from memory,
+//! so a command is carried out once. "No responders" or a timeout sends the sender back to
+//! the directory; a dead host's tenants are re-placed (failover) and reconcile from SQL.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use salesboy_actors::node::{ActivationError, TenantError};
+use salesboy_protocol::subjects;
+use salesboy_protocol::{Codec, Envelope, MessageId, TenantId};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::control::codec_headers;
+use super::directory::{Placement, PlacementState, Versioned};
+use super::member::Cluster;
+use super::wire::{CommandReply, ControlReply, ControlRequest, RemoteError, TenantCommand};
+
+/// How long a command may take to reach its tenant, retries included.
+const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
+/// One request's timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a command could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such tenant.
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    /// No node can host the tenant (all full, none alive, unknown tenant…).
+    #[error("tenant {tenant} cannot be placed: {reason}")]
+    Unplaceable {
+        /// The tenant.
+        tenant: TenantId,
+        /// Why.
+        reason: String,
+    },
+    /// The host refused the command.
+    #[error("{0}")]
+    Refused(String),
+    /// It did not get through before the deadline.
+    #[error("tenant {tenant} unreachable: {reason}")]
+    Unreachable {
+        /// The tenant.
+        tenant: TenantId,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+impl Cluster {
+    /// Delivers a command to the tenant wherever it lives, placing (activating) it first if
+    /// it lives nowhere.
+    pub async fn deliver(
+        &self,
+        tenant: &TenantId,
+        command: TenantCommand,
+    ) -> Result<CommandReply, RouteError> {
+        let id = MessageId::from_u128(uuid::Uuid::now_v7().as_u128());
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        let mut fresh = false;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let outcome = match self.owner(tenant, fresh).await {
+                Ok(owner) if owner.node == self.me => {
+                    self.deliver_here(tenant, command.clone()).await
+                }
+                Ok(owner) => self.deliver_to(&owner, tenant, &command, id).await,
+                Err(e) => Err(e),
+            };
+            let error = match outcome {
+                Ok(reply) => return Ok(reply),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Retry(reason)) => reason,
+            };
+            if Instant::now() >= deadline {
+                return Err(RouteError::Unreachable {
+                    tenant: tenant.clone(),
+                    reason: error,
+                });
+            }
+            debug!(tenant = %tenant, attempt, reason = %error, "delivery retry");
+            fresh = true;
+            tokio::time::sleep(Duration::from_millis(
+                20u64.saturating_mul(1 << attempt.min(6)),
+            ))
+            .await;
+        }
+    }
+
+    /// The tenant's host; places it when it has none (or its host is dead).
+    pub(super) async fn owner(&self, tenant: &TenantId, fresh: bool) -> Result<Placement, Attempt> {
+        let known = if fresh {
+            None
+        } else {
+            self.directory.cached(tenant)
+        };
+        let known = match known {
+            Some(known) => Some(known),
+            None => self
+                .directory
+                .fetch(tenant)
+                .await
+                .map_err(|e| Attempt::Retry(e.to_string()))?,
+        };
+        match known {
+            Some(Versioned { placement, .. })
+                if matches!(placement.state, PlacementState::Moving { .. }) =>
+            {
+                Err(Attempt::Retry("tenant is moving".into()))
+            }
+            Some(Versioned { placement, .. })
+                if placement.node == self.me
+                    || !super::is_known_dead(&self.membership, &placement.node) =>
+            {
+                Ok(placement)
+            }
+            _ => self.place(tenant).await,
+        }
+    }
+
+    /// Chooses a host for a tenant that has none and has it activated there.
+    pub(super) async fn place(&self, tenant: &TenantId) -> Result<Placement, Attempt> {
+        let nodes = self.membership.live_nodes();
+        let target = self.placement.place(tenant, &nodes, &[]).map_err(|e| {
+            Attempt::Final(RouteError::Unplaceable {
+                tenant: tenant.clone(),
+                reason: e.to_string(),
+            })
+        })?;
+        if target == self.me {
+            self.node
+                .activate(tenant)
+                .await
+                .map_err(|e| activation_attempt(tenant, e))?;
+        } else {
+            match self
+                .control(
+                    &target,
+                    &ControlRequest::Activate {
+                        tenant: tenant.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(ControlReply::Ok) => {}
+                Ok(ControlReply::Error(reason)) => return Err(Attempt::Retry(reason)),
+                Ok(other) => return Err(Attempt::Retry(format!("unexpected answer {other:?}"))),
+                Err(e) => return Err(Attempt::Retry(e.to_string())),
+            }
+        }
+        let placed = self
+            .directory
+            .fetch(tenant)
+            .await
+            .map_err(|e| Attempt::Retry(e.to_string()))?;
+        placed
+            .map(|v| v.placement)
+            .ok_or_else(|| Attempt::Retry("placement not recorded yet".into()))
+    }
+
+    pub(super) async fn deliver_here(
+        &self,
+        tenant: &TenantId,
+        command: TenantCommand,
+    ) -> Result<CommandReply, Attempt> {
+        crate::routing::execute(&self.node, tenant, command)
+            .await
+            .map_err(|e| activation_attempt(tenant, e))
+    }
+
+    pub(super) async fn deliver_to(
+        &self,
+        owner: &Placement,
+        tenant: &TenantId,
+        command: &TenantCommand,
+        id: MessageId,
+    ) -> Result<CommandReply, Attempt> {
+        let payload = Codec::Bincode
+            .encode(command)
+            .map_err(|e| Attempt::Final(RouteError::Refused(e.to_string())))?;
+        let envelope = Envelope {
+            id,
+            sender: self.me.clone(),
+            target: command.target(tenant),
+            epoch: owner.epoch,
+            kind: command.kind(),
+            payload,
+        };
+        let bytes = Codec::Bincode
+            .encode(&envelope)
+            .map_err(|e| Attempt::Final(RouteError::Refused(e.to_string())))?;
+        let reply = self
+            .bus
+            .request(
+                &subjects::node_inbox(&owner.node),
+                codec_headers(),
+                Bytes::from(bytes),
+                REQUEST_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Attempt::Retry(format!("{} did not answer: {e}", owner.node)))?;
+        let answer: Result<CommandReply, RemoteError> = Codec::Bincode
+            .decode(&reply.payload)
+            .map_err(|e| Attempt::Retry(e.to_string()))?;
+        answer.map_err(|e| match e {
+            RemoteError::NotHere | RemoteError::Moving => Attempt::Retry(e.to_string()),
+            RemoteError::Refused(reason) => Attempt::Final(RouteError::Refused(reason)),
+        })
+    }
+}
+
+/// One delivery attempt's failure.
+pub(super) enum Attempt {
+    /// Try again (after looking the tenant up afresh).
+    Retry(String),
+    /// Give up.
+    Final(RouteError),
+}
+
+pub(super) fn activation_attempt(tenant: &TenantId, error: impl Into<TenantError>) -> Attempt {
+    match error.into() {
+        TenantError::Activation(ActivationError::UnknownTenant(tenant)) => {
+            Attempt::Final(RouteError::UnknownTenant(tenant))
+        }
+        TenantError::Activation(error @ ActivationError::AtCapacity { .. }) => {
+            Attempt::Final(RouteError::Unplaceable {
+                tenant: tenant.clone(),
+                reason: error.to_string(),
+            })
+        }
+        // Hosted elsewhere, moving, stopped, the store unavailable: look again.
+        other => Attempt::Retry(other.to_string()),
+    }
+}
