@@ -19,7 +19,7 @@ use salesboy_protocol::llm::openai::{ChatCompletionRequest, ChatRole};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::fake_whatsapp::{FakeServer, SplitMix64, pause};
+use crate::fake_server::{FakeServer, SplitMix64, pause};
 use salesboy_node::adapters::llm::BUSINESS_INFORMATION_HEADER;
 
 /// The prefix of every answer of the fake.

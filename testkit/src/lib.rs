@@ -13,6 +13,7 @@
 //!   recording what it is sent;
 //! - [`fake_llm`]: [`FakeLlm`], a local Gemini and OpenAI-compatible server with
 //!   deterministic answers;
+//! - `fake_server` (private): what both fakes share, and [`SplitMix64`], their seeded draws;
 //! - [`proxy`]: [`TcpProxy`], a cuttable TCP forwarder (partitions a node from NATS);
 //! - [`cluster`]: [`ClusterSandbox`], real `salesboy serve` processes on one NATS and one
 //!   database;
@@ -26,6 +27,7 @@ pub mod binary;
 pub mod buses;
 pub mod cluster;
 pub mod fake_llm;
+mod fake_server;
 pub mod fake_whatsapp;
 pub mod gateway;
 pub mod nats;
@@ -42,9 +44,10 @@ pub use fake_llm::{
     FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmCall, LlmRequestCounts,
     fake_llm_reply,
 };
+pub use fake_server::SplitMix64;
 pub use fake_whatsapp::{
     FAKE_GRAPH_VERSION, FailedAttempt, FakeOperation, FakeWhatsApp, FakeWhatsAppOptions, MarkRead,
-    SentMessage, SplitMix64, StatusWebhookCounts, StatusWebhooks,
+    SentMessage, StatusWebhookCounts, StatusWebhooks,
 };
 pub use gateway::{Gateway, eventually};
 pub use nats::{NatsServer, NatsServerError, nats_server_binary};
