@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -28,6 +28,7 @@ use crate::ports::{Speaker, Turn};
 use crate::responder::{ReplyRequest, ResponderMsg};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::session::{ReplyTiming, SendJob, SessionMsg};
+use crate::stop::StopReason;
 use crate::store::{Direction, DismissOutcome, NewReply, ReplyOutcome, StoreError, StoredMessage};
 
 /// An inbound message handed to a conversation (already persisted).
@@ -51,6 +52,29 @@ impl InboundItem {
             wamid: message.wamid.clone(),
             text: message.body.clone(),
             received_ms: message.created_ms,
+        }
+    }
+}
+
+/// Why a batch was handled without a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DismissReason {
+    /// The owner took over the chat (the bot is paused there).
+    BotPaused,
+    /// The batch's newest message is older than the 24-hour customer service window.
+    OutsideWindow,
+    /// Nothing to answer (a reaction, an empty text).
+    NothingToAnswer,
+}
+
+impl DismissReason {
+    /// A short stable name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BotPaused => "bot_paused",
+            Self::OutsideWindow => "outside_window",
+            Self::NothingToAnswer => "nothing_to_answer",
         }
     }
 }
@@ -275,7 +299,7 @@ impl Actor for ConversationActor {
                 let idle = state.last_activity.elapsed() >= idle_for;
                 if idle && !state.frozen && state.pending.is_empty() && state.in_flight.is_none() {
                     debug!(tenant = %state.args.tenant, chat = %state.args.chat, "passivating idle conversation");
-                    myself.stop(Some("passivated".into()));
+                    StopReason::Passivated.stop(&myself);
                 }
             }
             ConversationMsg::Observe(reply) => {
@@ -371,11 +395,11 @@ async fn start_batch(
         .collect();
 
     let dismissal = if paused_at(state, now_ms) {
-        Some("bot_paused")
+        Some(DismissReason::BotPaused)
     } else if now_ms - newest > CUSTOMER_WINDOW_MS {
-        Some("outside_window")
+        Some(DismissReason::OutsideWindow)
     } else if texts.is_empty() {
-        Some("nothing_to_answer")
+        Some(DismissReason::NothingToAnswer)
     } else {
         None
     };
@@ -473,7 +497,7 @@ async fn finish_batch(
     if paused_at(state, now_ms) {
         // The owner stepped in while the reply was being written.
         remember_customer_turns(state, &in_flight.items);
-        return dismiss(state, in_flight.items, "bot_paused").await;
+        return dismiss(state, in_flight.items, DismissReason::BotPaused).await;
     }
     let reply = NewReply {
         tenant: state.args.tenant.clone(),
@@ -537,7 +561,7 @@ async fn finish_batch(
 async fn dismiss(
     state: &mut ConversationState,
     items: Vec<InboundItem>,
-    reason: &str,
+    reason: DismissReason,
 ) -> Result<(), ActorProcessingErr> {
     let services = Arc::clone(&state.args.services);
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
@@ -553,15 +577,14 @@ async fn dismiss(
         .await?;
     if outcome == DismissOutcome::Dismissed {
         state.dismissed += 1;
-        info!(tenant = %state.args.tenant, chat = %state.args.chat, reason, messages = ids.len(), "batch handled without a reply");
-        if reason == "outside_window" {
+        info!(tenant = %state.args.tenant, chat = %state.args.chat, reason = reason.as_str(), messages = ids.len(), "batch handled without a reply");
+        if reason == DismissReason::OutsideWindow {
+            let alert = Alert::OutsideWindow {
+                messages: ids.len(),
+            };
             services.publish(
                 services
-                    .tenant_event(
-                        EventKind::Alert,
-                        &state.args.tenant,
-                        serde_json::json!({"alert": "outside_window", "messages": ids.len()}),
-                    )
+                    .alert(&state.args.tenant, &alert)
                     .with_chat(state.args.chat.clone()),
             );
         }
@@ -615,6 +638,6 @@ fn fenced(
     state: &ConversationState,
 ) -> Result<(), ActorProcessingErr> {
     warn!(tenant = %state.args.tenant, chat = %state.args.chat, epoch = state.args.epoch, "fenced by a newer epoch, stopping");
-    myself.stop(Some("fenced".into()));
+    StopReason::Fenced.stop(myself);
     Ok(())
 }

@@ -14,6 +14,7 @@
 //!   events, retention), [`store::Store`] that unites them, and their records;
 //! - [`services`]: what every actor of a node shares (ports, settings, cache, gauges);
 //! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
+//! - [`stop`]: why actors stop ([`stop::StopReason`]) and how supervisors read an exit;
 //! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
 //! - [`handoff`]: the state a tenant subtree carries when it moves between nodes;
 //! - [`links`], [`rpc`]: small plumbing.
@@ -29,6 +30,7 @@ pub mod responder;
 pub mod rpc;
 pub mod services;
 pub mod session;
+pub mod stop;
 pub mod store;
 pub mod supervision;
 pub mod tenant;

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::conversation::{ConversationSnapshot, InboundItem};
 use crate::handoff::{HeldMessage, TenantHandoff};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
+use crate::stop::StopReason;
 use crate::tenant::{TenantArgs, TenantMsg, TenantSnapshot, TenantSupervisor};
 
 /// How long callers wait for an activation or a tenant's answer.
@@ -321,11 +322,11 @@ fn activate(
     if read(&state.registry).len() + state.activating.len() >= max {
         warn!(tenant = %tenant, max, "node at capacity, activation refused");
         metrics::counter!("salesboy_activations_total", "outcome" => "at_capacity").increment(1);
-        state.services.publish(state.services.tenant_event(
-            EventKind::Alert,
-            &tenant,
-            serde_json::json!({"alert": "node_at_capacity", "max_tenants": max}),
-        ));
+        state.services.publish(
+            state
+                .services
+                .alert(&tenant, &Alert::NodeAtCapacity { max_tenants: max }),
+        );
         waiter.answer(&tenant, &Err(ActivationError::AtCapacity { max }));
         return;
     }
@@ -339,7 +340,7 @@ fn activate(
             result: Ok(orphan), ..
         })) = myself.send_message(NodeMsg::Activated { tenant, result })
         {
-            orphan.stop(Some("node stopping".into()));
+            StopReason::NodeStopping.stop(&orphan);
         }
     });
 }
@@ -718,7 +719,7 @@ impl NodeHandle {
         }
         let _ = self
             .supervisor
-            .stop_and_wait(Some("shutdown".into()), Some(timeout))
+            .stop_and_wait(StopReason::Shutdown.into_ractor(), Some(timeout))
             .await;
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use salesboy_protocol::events::Event;
+use salesboy_protocol::events::{Alert, Event};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{NodeId, TenantId};
 
@@ -145,6 +145,11 @@ impl Services {
         let mut event = Event::tenant(kind, tenant.clone(), self.clock.now_ms(), detail);
         event.node = Some(self.node.clone());
         event
+    }
+
+    /// An alert about a tenant, stamped with this node and the current time.
+    pub fn alert(&self, tenant: &TenantId, alert: &Alert) -> Event {
+        self.tenant_event(EventKind::Alert, tenant, alert.to_detail())
     }
 
     /// A cluster event (no tenant) stamped with this node and the current time.

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use crate::handoff::{QueuedSend, SessionHandoff};
 use crate::ports::{SendError, WhatsAppConnection};
 use crate::services::Services;
+use crate::stop::StopReason;
 use crate::store::{SendFailure, StoreError, WhatsAppNumber};
 
 /// When a reply's customer message arrived and how long the LLM took: for the latency
@@ -490,7 +491,7 @@ async fn on_sent(
                 )
                 .await;
             if let Err(StoreError::StaleEpoch { .. }) = marked {
-                myself.stop(Some("fenced".into()));
+                StopReason::Fenced.stop(myself);
                 return Ok(());
             }
             marked?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -26,6 +26,7 @@ use crate::links::TenantLinks;
 use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::session::{SendJob, SessionActor, SessionArgs, SessionMsg, SessionSnapshot};
+use crate::stop::{ChildExit, StopReason};
 use crate::store::{NewOutbound, OutboundOrigin, StoreError, Tenant};
 use crate::supervision::{RestartDecision, RestartTracker};
 
@@ -285,7 +286,7 @@ impl Actor for TenantSupervisor {
             TenantMsg::Release(reply) => {
                 let _ = reply.send(std::mem::take(&mut state.held));
                 info!(tenant = %state.tenant, epoch = state.epoch, "tenant moved away");
-                myself.stop(Some("moved".into()));
+                StopReason::Moved.stop(&myself);
             }
             TenantMsg::SetPaused {
                 chat,
@@ -311,7 +312,7 @@ impl Actor for TenantSupervisor {
                     && state.last_activity.elapsed() >= state.services.settings.tenant_idle
                 {
                     info!(tenant = %state.tenant, "tenant idle, stopping");
-                    myself.stop(Some("idle".into()));
+                    StopReason::Idle.stop(&myself);
                 }
             }
             TenantMsg::Respawn(kind) => {
@@ -373,22 +374,21 @@ impl Actor for TenantSupervisor {
         event: SupervisionEvent,
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.filter(|r| r != "passivated" && r != "idle"))
-            }
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
-            _ => return Ok(()),
+        let Some((cell, exit)) = ChildExit::of(event) else {
+            return Ok(());
         };
         let Some(kind) = forget_child(state, &cell) else {
             return Ok(());
         };
-        let Some(reason) = failure else { return Ok(()) };
-        if reason == "fenced" {
-            warn!(tenant = %state.tenant, epoch = state.epoch, "tenant fenced by a newer epoch, stopping");
-            myself.stop(Some("fenced".into()));
-            return Ok(());
-        }
+        let reason = match exit {
+            ChildExit::Stopped => return Ok(()),
+            ChildExit::Fenced => {
+                warn!(tenant = %state.tenant, epoch = state.epoch, "tenant fenced by a newer epoch, stopping");
+                StopReason::Fenced.stop(&myself);
+                return Ok(());
+            }
+            ChildExit::Failed(reason) => reason,
+        };
         metrics::counter!("salesboy_actor_restarts_total", "kind" => kind.as_str()).increment(1);
         let policy = state.services.settings.restart;
         let decision = state
@@ -411,12 +411,14 @@ impl Actor for TenantSupervisor {
             }
             RestartDecision::GiveUp => {
                 warn!(tenant = %state.tenant, child = kind.as_str(), reason, "too many failures, tenant failed");
-                state.services.publish(state.services.tenant_event(
-                    EventKind::Alert,
-                    &state.tenant,
-                    serde_json::json!({"alert": "tenant_failed", "child": kind.as_str(), "reason": reason}),
-                ));
-                myself.stop(Some("failed".into()));
+                let alert = Alert::TenantFailed {
+                    child: kind.as_str().to_owned(),
+                    reason,
+                };
+                state
+                    .services
+                    .publish(state.services.alert(&state.tenant, &alert));
+                StopReason::Failed.stop(&myself);
             }
         }
         Ok(())
@@ -626,7 +628,7 @@ async fn reload(
 ) -> Result<(), ActorProcessingErr> {
     let Some(record) = state.services.store.tenant(&state.tenant).await? else {
         info!(tenant = %state.tenant, "tenant deleted, stopping");
-        myself.stop(Some("deleted".into()));
+        StopReason::Deleted.stop(myself);
         return Ok(());
     };
     state.record = record;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use salesboy_actors::ports::EventSink;
 use salesboy_actors::store::{NewEvent, Store};
-use salesboy_protocol::events::Event;
+use salesboy_protocol::events::{Alert, Event};
 use salesboy_protocol::subjects::EventKind;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
@@ -39,11 +39,8 @@ impl EventSink for NodeEvents {
             let store = Arc::clone(&self.store);
             let record = NewEvent {
                 tenant: event.tenant.clone(),
-                kind: event
-                    .detail
-                    .get("alert")
-                    .and_then(|a| a.as_str())
-                    .unwrap_or("alert")
+                kind: Alert::from_detail(&event.detail)
+                    .map_or("alert", |alert| alert.kind().as_str())
                     .to_owned(),
                 detail: event.detail.to_string(),
                 at_ms: event.at_ms,

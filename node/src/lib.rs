@@ -13,14 +13,16 @@
 //! - [`config`]: layered configuration (defaults → TOML file → `SALESBOY_*` environment);
 //! - [`events`]: the node's event sink (broadcast, log, alerts in the store);
 //! - [`http`]: webhook, health, metrics, admin API;
+//! - [`ingress`]: persisting webhook deliveries and handing them to the tenants;
 //! - [`knowledge`]: knowledge documents split into passages;
 //! - [`local`]: single-node epochs;
 //! - [`process`]: process facts (RSS);
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
-//! - [`telemetry`]: logging set-up;
-//! - [`testing`]: real services for tests (a nats-server per test).
+//! - [`telemetry`]: logging set-up.
+//!
+//! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
 pub mod bus;
@@ -29,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod ingress;
 pub mod knowledge;
 pub mod local;
 pub mod process;
@@ -36,4 +39,3 @@ pub mod routing;
 pub mod run;
 pub mod store;
 pub mod telemetry;
-pub mod testing;

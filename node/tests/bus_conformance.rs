@@ -15,10 +15,10 @@ use salesboy_node::bus::{
     ALL_KEYS, Bus, BusError, ConnectionState, Headers, KV_HEADER_ROOM, KvEntry, KvError, KvEvent,
     KvOp, KvWatch, LocalBus, Message, NatsBus, NatsBusOptions, Subscription,
 };
-use salesboy_node::testing::NatsServer;
 use salesboy_protocol::codec::{CODEC_HEADER, Codec};
 use salesboy_protocol::subjects;
 use salesboy_protocol::{ActorAddress, ChatId, TenantId};
+use salesboy_testkit::NatsServer;
 use tokio::time::timeout;
 
 /// How long a test waits for something that should happen.

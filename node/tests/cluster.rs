@@ -14,8 +14,8 @@ use salesboy_node::bus::{Bus, NatsBus, NatsBusOptions};
 use salesboy_node::cluster::runtime::{DRAIN_TIMEOUT, control_request};
 use salesboy_node::cluster::status::ClusterStatus;
 use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
-use salesboy_node::testing::{ClusterSandbox, Db, webhooks};
 use salesboy_protocol::{NodeId, PhoneNumberId, TenantId};
+use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 
 const TENANTS: usize = 300;
 const WAIT: Duration = Duration::from_secs(90);

@@ -3,17 +3,16 @@
 //! a stopped node's tenants fail over, a drained node ends with none — and every message
 //! gets exactly one reply throughout.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Db, Gateway, WAIT, eventually};
 use reqwest::StatusCode;
 use salesboy_node::bus::{Bus, LocalBus};
-use salesboy_node::testing::{FakeWhatsApp, FakeWhatsAppOptions, webhooks};
 use salesboy_protocol::TenantId;
+use salesboy_testkit::gateway::WAIT;
+use salesboy_testkit::{Db, Gateway, eventually};
+use salesboy_testkit::{FakeWhatsApp, FakeWhatsAppOptions, webhooks};
 
 const TENANTS: usize = 24;
 

@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use salesboy_node::bus::Bus;
 use salesboy_node::cluster::leader::{LeaderError, Leadership, LeaseConfig};
-use salesboy_node::testing::NatsServer;
 use salesboy_protocol::NodeId;
+use salesboy_testkit::NatsServer;
 use tokio::time::{Instant, timeout};
 
-mod common;
-
-use common::buses::*;
+use salesboy_testkit::buses::*;
 
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(10);

@@ -12,15 +12,13 @@ use salesboy_node::bus::Bus;
 use salesboy_node::cluster::membership::{
     Membership, MembershipConfig, MembershipError, MembershipEvent, NodeInfo, NodeLoad,
 };
-use salesboy_node::testing::NatsServer;
 use salesboy_protocol::NodeId;
+use salesboy_testkit::NatsServer;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, timeout};
 
-mod common;
-
-use common::buses::*;
+use salesboy_testkit::buses::*;
 
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(10);

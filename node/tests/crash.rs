@@ -2,20 +2,17 @@
 //! with SIGKILL while replies are being written (the LLM holds every answer); after a restart
 //! every persisted inbound message is answered exactly once.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{APP_SECRET, WAIT, eventually};
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber};
 use salesboy_node::store::SqlStore;
-use salesboy_node::testing::{
-    FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, webhooks,
-};
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::{PhoneNumberId, TenantId};
+use salesboy_testkit::eventually;
+use salesboy_testkit::gateway::{ADMIN_TOKEN, APP_SECRET, WAIT};
+use salesboy_testkit::{FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, webhooks};
 
 const PHONE: &str = "106540352242922";
 const CHATS: usize = 5;
@@ -43,7 +40,7 @@ fn spawn_node(dir: &Path, port: u16, whatsapp: &FakeWhatsApp, attempt: u32) -> N
         .env("SALESBOY_DATA_DIR", dir)
         .env("SALESBOY_WHATSAPP_APP_SECRET", APP_SECRET)
         .env("SALESBOY_WHATSAPP_API_BASE", whatsapp.base_url())
-        .env("SALESBOY_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .env("SALESBOY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SALESBOY_DEBOUNCE_MS", "20")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))

@@ -14,11 +14,11 @@ use salesboy_actors::store::{AccessToken, WhatsAppNumber};
 use salesboy_node::adapters::http_client;
 use salesboy_node::adapters::llm::HttpLlmFactory;
 use salesboy_node::adapters::whatsapp::CloudApiConnector;
-use salesboy_node::testing::{
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use salesboy_testkit::{
     FAKE_LLM_MARKER, FailedAttempt, FakeLlm, FakeLlmOptions, FakeOperation, FakeWhatsApp,
     FakeWhatsAppOptions, LlmRequestCounts, StatusWebhookCounts, StatusWebhooks,
 };
-use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use serde_json::json;
 
 const TOKEN: &str = "EAAG-fake-token";

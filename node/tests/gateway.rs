@@ -1,14 +1,13 @@
 //! The single-node gateway end to end: signed webhook → persisted → conversation →
 //! responder → reply at the (fake) WhatsApp Cloud API, on SQLite and on PostgreSQL.
 
-mod common;
-
-use common::{Db, Gateway, WAIT, eventually};
 use reqwest::StatusCode;
 use salesboy_actors::store::{DeliveryStatus, Direction, OutboundOrigin};
-use salesboy_node::testing::webhooks;
-use salesboy_node::testing::{FakeLlm, FakeLlmOptions};
 use salesboy_protocol::ChatId;
+use salesboy_testkit::gateway::{ADMIN_TOKEN, APP_SECRET, WAIT};
+use salesboy_testkit::webhooks;
+use salesboy_testkit::{Db, Gateway, eventually};
+use salesboy_testkit::{FakeLlm, FakeLlmOptions};
 use serde_json::json;
 
 const PHONE: &str = "106540352242922";
@@ -386,8 +385,7 @@ async fn bad_input_is_refused_or_acknowledged_without_losing_good_messages() {
     );
     let mut tampered = raw.clone();
     tampered[10] ^= 1;
-    let signature =
-        salesboy_protocol::whatsapp::signature::sign(common::APP_SECRET.as_bytes(), &raw);
+    let signature = salesboy_protocol::whatsapp::signature::sign(APP_SECRET.as_bytes(), &raw);
     assert_eq!(
         gateway.post_raw(tampered, Some(signature)).await,
         StatusCode::UNAUTHORIZED,
@@ -395,8 +393,7 @@ async fn bad_input_is_refused_or_acknowledged_without_losing_good_messages() {
     );
 
     let malformed = b"{\"object\": \"whatsapp_business_account\", \"entry\": [".to_vec();
-    let signature =
-        salesboy_protocol::whatsapp::signature::sign(common::APP_SECRET.as_bytes(), &malformed);
+    let signature = salesboy_protocol::whatsapp::signature::sign(APP_SECRET.as_bytes(), &malformed);
     assert_eq!(
         gateway.post_raw(malformed, Some(signature)).await,
         StatusCode::BAD_REQUEST
@@ -577,7 +574,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
     gateway
         .whatsapp
-        .set_options(salesboy_node::testing::FakeWhatsAppOptions {
+        .set_options(salesboy_testkit::FakeWhatsAppOptions {
             reject_tokens: vec!["token-acme".into()],
             ..Default::default()
         });
@@ -605,7 +602,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
         .whatsapp
         .failed_attempts()
         .into_iter()
-        .filter(|a| a.operation == salesboy_node::testing::FakeOperation::Send)
+        .filter(|a| a.operation == salesboy_testkit::FakeOperation::Send)
         .count();
     assert_eq!(failed_sends, 1, "tried once, not retried forever");
     let auth_failed = eventually(WAIT, || {
@@ -625,7 +622,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     let response = gateway
         .http
         .post(format!("{}/api/tenants", gateway.base))
-        .bearer_auth(common::ADMIN_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .json(&update)
         .send()
         .await
@@ -656,7 +653,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
 
 #[tokio::test]
 async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() {
-    use salesboy_node::testing::{FakeOperation, FakeWhatsAppOptions};
+    use salesboy_testkit::{FakeOperation, FakeWhatsAppOptions};
     let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
     let tenant = gateway.add_tenant("acme", PHONE, None).await;
     gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;

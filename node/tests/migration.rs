@@ -1,13 +1,12 @@
 //! Moving a live tenant between two nodes (the actor side of live migration): what the
 //! subtree holds travels with it, and the old host cannot write any more.
 
-mod common;
-
-use common::{Db, Gateway, WAIT, eventually};
 use reqwest::StatusCode;
 use salesboy_actors::store::{Direction, StoreError};
-use salesboy_node::testing::webhooks;
 use salesboy_protocol::ChatId;
+use salesboy_testkit::gateway::WAIT;
+use salesboy_testkit::webhooks;
+use salesboy_testkit::{Db, Gateway, eventually};
 
 const PHONE: &str = "106540352242922";
 const HOURS: &str = "Our shop opens at 9am and closes at 6pm, Monday to Saturday.";

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use salesboy_node::testing::NatsServer;
+use salesboy_testkit::NatsServer;
 
 async fn connect(url: &str) -> async_nats::Client {
     tokio::time::timeout(Duration::from_secs(5), async_nats::connect(url))

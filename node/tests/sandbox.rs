@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use salesboy_actors::store::prelude::*;
 use salesboy_node::http::health::Health;
-use salesboy_node::testing::{
+use salesboy_protocol::ChatId;
+use salesboy_testkit::{
     ClusterSandbox, Db, FAKE_LLM_MARKER, NatsServer, ProxyMode, TcpProxy, webhooks,
 };
-use salesboy_protocol::ChatId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

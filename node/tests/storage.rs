@@ -19,8 +19,8 @@ use salesboy_actors::store::{
     StatusOutcome, StatusUpdate, Store, StoreError, StoredMessage,
 };
 use salesboy_node::store::{Dialect, SqlStore};
-use salesboy_node::testing::PostgresDatabase;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use salesboy_testkit::PostgresDatabase;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 

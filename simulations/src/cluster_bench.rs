@@ -15,9 +15,9 @@ use salesboy_node::bus::{Bus, Bytes, Headers, NatsBus, NatsBusOptions};
 use salesboy_node::cluster::rebalance::hash_mod_moves;
 use salesboy_node::cluster::runtime::{DRAIN_TIMEOUT, control_request};
 use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
-use salesboy_node::testing::{ClusterSandbox, Db, webhooks};
 use salesboy_protocol::subjects::{self, DIRECTORY_BUCKET};
 use salesboy_protocol::{NodeId, PhoneNumberId, TenantId};
+use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 use serde::Serialize;
 
 /// What to measure.

@@ -9,9 +9,11 @@
 //! - benchmarks of one node (`salesboy-sim bench …`, [`bench`]).
 //!
 //! The load harness is [`scenario`]; the shipped scenarios are in `simulations/scenarios/`.
-//! The seeded fault simulation is [`chaos`].
+//! The seeded fault simulation is [`chaos`]. [`fake_cloud_api`] is the quickstart's stand-in
+//! for Meta (`salesboy-sim fake-cloud-api`).
 
 pub mod bench;
 pub mod chaos;
 pub mod cluster_bench;
+pub mod fake_cloud_api;
 pub mod scenario;

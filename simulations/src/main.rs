@@ -68,6 +68,14 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1000")]
         drain: Vec<usize>,
     },
+    /// Run a local stand-in for Meta's Graph API that accepts the gateway's sends and prints
+    /// them: a whole conversation on one machine, no Meta account needed. Point the node at
+    /// it with SALESBOY_WHATSAPP_API_BASE=http://ADDR/v21.0.
+    FakeCloudApi {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: std::net::SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -109,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Command::FakeCloudApi { addr } => salesboy_sim::fake_cloud_api::run(addr).await,
         Command::Bench { kind } => {
             // Ctrl-C drops the bench: the node is killed, temp dirs removed, the PostgreSQL
             // database dropped.

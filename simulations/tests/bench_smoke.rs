@@ -2,12 +2,10 @@
 //! binary (built first), asserting that every message was answered exactly once. They check
 //! the harness, not performance: no figure is asserted.
 
-mod common;
-
-use common::salesboy_binary;
 use salesboy_sim::bench::{
     self, BenchKind, DbKind, LatencyOptions, MemoryOptions, NodeOptions, ThroughputOptions,
 };
+use salesboy_testkit::salesboy_binary;
 
 fn node(db: DbKind) -> NodeOptions {
     NodeOptions::new(salesboy_binary(), db)

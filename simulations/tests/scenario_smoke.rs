@@ -2,10 +2,8 @@
 //! binary (built first), and every shipped scenario file parses. It checks the harness's
 //! books, not performance: no figure is asserted.
 
-mod common;
-
-use common::{salesboy_binary, workspace_root};
 use salesboy_sim::scenario::{self, RunOptions, ScenarioSpec};
+use salesboy_testkit::{salesboy_binary, workspace_root};
 
 #[test]
 fn every_shipped_scenario_parses() {

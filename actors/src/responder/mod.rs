@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -184,11 +184,10 @@ impl Context {
             Ok(providers) => providers,
             Err(reason) => {
                 warn!(tenant = %args.tenant, reason, "llm configuration unusable, answering offline");
-                args.services.publish(args.services.tenant_event(
-                    EventKind::Alert,
-                    &args.tenant,
-                    serde_json::json!({"alert": "llm_config_invalid", "reason": reason}),
-                ));
+                args.services.publish(
+                    args.services
+                        .alert(&args.tenant, &Alert::LlmConfigInvalid { reason }),
+                );
                 Vec::new()
             }
         };
@@ -238,11 +237,7 @@ impl Context {
         let outcome = self.chain.complete(&key.2).await;
         let llm_time = started.elapsed();
         if outcome.quota_exhausted() {
-            services.publish(services.tenant_event(
-                EventKind::Alert,
-                &self.tenant,
-                serde_json::json!({"alert": "llm_quota_exhausted"}),
-            ));
+            services.publish(services.alert(&self.tenant, &Alert::LlmQuotaExhausted));
         }
         let failed = match &outcome {
             ChainOutcome::Answered { failed, .. } | ChainOutcome::Exhausted { failed } => failed,

@@ -12,14 +12,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt};
+use parking_lot::Mutex;
 use salesboy_protocol::subjects;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -77,12 +78,6 @@ enum Destination {
     Requester(oneshot::Sender<Message>),
 }
 
-/// Locks a mutex; a panic elsewhere while holding it leaves the maps consistent (every
-/// critical section is a few infallible map operations), so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl LocalBus {
     /// A new, empty bus carrying messages up to [`DEFAULT_MAX_PAYLOAD`].
     pub fn new() -> Self {
@@ -111,7 +106,7 @@ impl Default for LocalBus {
 
 impl fmt::Debug for LocalBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let routes = lock(&self.inner.routes);
+        let routes = self.inner.routes.lock();
         f.debug_struct("LocalBus")
             .field("subscriptions", &routes.subscriptions.len())
             .field("waiting_requests", &routes.requesters.len())
@@ -126,7 +121,7 @@ impl Inner {
 
     /// Routes a message to everyone it is for; returns how many that was.
     fn route(&self, message: Message) -> usize {
-        let destinations = lock(&self.routes).destinations(&message.subject);
+        let destinations = self.routes.lock().destinations(&message.subject);
         let count = destinations.len();
         for destination in destinations {
             self.deliver(destination, message.clone());
@@ -204,7 +199,7 @@ impl Stream for LocalMessages {
 
 impl Drop for LocalMessages {
     fn drop(&mut self) {
-        lock(&self.inner.routes).subscriptions.remove(&self.id);
+        self.inner.routes.lock().subscriptions.remove(&self.id);
     }
 }
 
@@ -216,7 +211,7 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        lock(&self.inner.routes).requesters.remove(&self.inbox);
+        self.inner.routes.lock().requesters.remove(&self.inbox);
     }
 }
 
@@ -248,7 +243,9 @@ impl Bus for LocalBus {
         validate::outgoing(subject, &headers, payload.len(), self.inner.max_payload)?;
         let inbox = subjects::local_inbox(self.inner.next_id());
         let (requester, reply) = oneshot::channel();
-        lock(&self.inner.routes)
+        self.inner
+            .routes
+            .lock()
             .requesters
             .insert(inbox.clone(), requester);
         let _waiting = Waiting {
@@ -283,7 +280,7 @@ impl Bus for LocalBus {
         }
         let (sender, receiver) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.inner.next_id();
-        lock(&self.inner.routes).subscriptions.insert(
+        self.inner.routes.lock().subscriptions.insert(
             id,
             Route {
                 filter: subject.to_owned(),
@@ -311,7 +308,10 @@ impl Bus for LocalBus {
 
     async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
         validate::bucket(bucket, history)?;
-        let kv = lock(&self.inner.buckets)
+        let kv = self
+            .inner
+            .buckets
+            .lock()
             .entry(bucket.to_owned())
             .or_insert_with(|| {
                 Arc::new(LocalKv {
@@ -378,7 +378,7 @@ impl LocalKv {
         if let Some(value) = &value {
             validate::value(value.len(), self.max_payload)?;
         }
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         allowed(state.slots.get(key))?;
         state.revision += 1;
         let revision = state.revision;
@@ -410,7 +410,7 @@ impl Kv for LocalKv {
 
     async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
         validate::key(key)?;
-        let state = lock(&self.state);
+        let state = self.state.lock();
         Ok(state.slots.get(key).and_then(|slot| {
             slot.value.as_ref().map(|value| KvEntry {
                 key: key.to_owned(),
@@ -453,7 +453,7 @@ impl Kv for LocalKv {
     }
 
     async fn keys(&self) -> Result<Vec<String>, KvError> {
-        let state = lock(&self.state);
+        let state = self.state.lock();
         Ok(state
             .slots
             .iter()
@@ -466,7 +466,7 @@ impl Kv for LocalKv {
         validate::key_filter(keys)?;
         let (sender, mut receiver) = mpsc::unbounded_channel();
         let mut current: Vec<KvEvent> = {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             state.watchers.push(Watcher {
                 filter: keys.to_owned(),
                 sender,

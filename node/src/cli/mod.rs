@@ -167,14 +167,6 @@ pub enum DevCommand {
         )]
         secret: Option<String>,
     },
-    /// Run a local stand-in for Meta's Graph API that accepts the gateway's sends and prints
-    /// them: a whole conversation on one machine, no Meta account needed. Point the node at
-    /// it with SALESBOY_WHATSAPP_API_BASE=http://ADDR/v21.0.
-    FakeCloudApi {
-        /// Where to listen.
-        #[arg(long, default_value = "127.0.0.1:8090")]
-        addr: std::net::SocketAddr,
-    },
 }
 
 impl TenantCommand {
@@ -307,7 +299,6 @@ impl DevCommand {
     /// Runs the command; returns the line to print.
     pub async fn execute(self) -> anyhow::Result<String> {
         match self {
-            Self::FakeCloudApi { addr } => fake_cloud_api(addr).await.map(|()| String::new()),
             Self::SignWebhook { file, secret } => {
                 let secret = secret
                     .filter(|s| !s.is_empty())
@@ -345,31 +336,6 @@ pub async fn dev(command: DevCommand) -> anyhow::Result<()> {
         println!("{output}");
     }
     Ok(())
-}
-
-/// Serves the fake Graph API until Ctrl-C, printing every message the gateway sends.
-async fn fake_cloud_api(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    use crate::testing::{FakeWhatsApp, FakeWhatsAppOptions};
-    crate::run::install_crypto_provider();
-    let fake = FakeWhatsApp::try_start_on(addr, FakeWhatsAppOptions::default())
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
-    println!("fake WhatsApp Cloud API listening; start the gateway with");
-    println!("  SALESBOY_WHATSAPP_API_BASE={}", fake.base_url());
-    println!("messages the gateway sends appear below (Ctrl-C to stop)");
-    let mut shown = 0;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            sent = fake.wait_for_sent(shown + 1, std::time::Duration::from_secs(3600)) => {
-                let Ok(sent) = sent else { continue };
-                for message in &sent[shown..] {
-                    println!("→ to {} ({}): {}", message.to, message.wamid, message.body);
-                }
-                shown = sent.len();
-            }
-        }
-    }
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {

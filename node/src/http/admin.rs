@@ -534,7 +534,7 @@ async fn upsert_tenant(
         access_token: salesboy_actors::store::AccessToken::new(access_token),
     };
     state.store.upsert_whatsapp_number(&number).await?;
-    state.phone_routes.invalidate(&phone_number_id).await;
+    state.ingress.forget_phone_number(&phone_number_id).await;
     // Only a hosted tenant needs telling; one hosted nowhere reads its record when activated.
     if let Some(cluster) = &state.cluster {
         if cluster.directory().cached(&id).is_some()

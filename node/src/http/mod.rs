@@ -15,12 +15,12 @@ use std::sync::Arc;
 use axum::Router;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::store::Store;
-use salesboy_protocol::{PhoneNumberId, TenantId};
 use secrecy::SecretString;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// How long the webhook remembers which tenant owns a phone number id.
-const PHONE_ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::ingress::Ingress;
 
 /// Everything the HTTP handlers share. Build it with [`AppState::new`].
 #[derive(Clone)]
@@ -35,8 +35,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// When the node started.
     pub started: Instant,
-    /// phone number id → owning tenant (`None`: no tenant), cached for the webhook.
-    pub phone_routes: moka::future::Cache<PhoneNumberId, Option<TenantId>>,
+    /// Persists webhook deliveries and hands them to the tenants.
+    pub ingress: Ingress,
     /// Where tenant commands go (this node, or wherever the cluster hosts the tenant).
     pub router: crate::routing::Router,
     /// The cluster runtime, on a cluster.
@@ -51,18 +51,23 @@ impl AppState {
         http: HttpSettings,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> Self {
+        let router = crate::routing::Router::Local(node.clone());
+        let ingress = Ingress::new(
+            Arc::clone(&store),
+            Arc::clone(&node.services().clock),
+            router.clone(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        );
         Self {
-            router: crate::routing::Router::Local(node.clone()),
+            router,
             cluster: None,
             node,
             store,
             http: Arc::new(http),
             metrics,
             started: Instant::now(),
-            phone_routes: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(PHONE_ROUTE_TTL)
-                .build(),
+            ingress,
         }
     }
 
@@ -72,6 +77,7 @@ impl AppState {
         router: crate::routing::Router,
         cluster: Option<Arc<crate::cluster::runtime::Cluster>>,
     ) -> Self {
+        self.ingress = self.ingress.with_router(router.clone());
         self.router = router;
         self.cluster = cluster;
         self

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use salesboy_node::testing::SentMessage;
+use salesboy_testkit::SentMessage;
 
 use super::load::closed_loop;
 use super::node::Deployment;

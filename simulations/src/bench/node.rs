@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use salesboy_node::http::health::Health;
 use salesboy_node::store::SqlStore;
-use salesboy_node::testing::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
+use salesboy_testkit::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
 use serde::Serialize;
 
 use super::env::{Rss, process_rss};

@@ -9,9 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::HeaderValue;
 use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber, Store};
 use salesboy_node::store::SqlStore;
-use salesboy_node::testing::webhooks;
 use salesboy_protocol::whatsapp::signature::sign;
 use salesboy_protocol::{PhoneNumberId, TenantId};
+use salesboy_testkit::webhooks;
 
 use super::node::APP_SECRET;
 use super::progress;

@@ -1,7 +1,7 @@
 //! One simulated node incarnation: the real actor tree (`NodeHandle`) and the real cluster
 //! runtime (membership, directory, leader lease, `Cluster`: routing, migration, failover,
 //! rebalancing), wired as `salesboy serve` wires them, but on in-memory ports behind the
-//! node's gate, and without HTTP (the harness calls the ingress path directly).
+//! node's gate, and without HTTP (the harness's customers call the production [`Ingress`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +19,11 @@ use salesboy_node::cluster::membership::{
 };
 use salesboy_node::cluster::placement::MostHeadroom;
 use salesboy_node::cluster::runtime::{Cluster, ClusterSettings};
+use salesboy_node::ingress::Ingress;
+use salesboy_node::routing::Router;
 use salesboy_protocol::NodeId;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::bus::Network;
 use super::gate::{Gate, Link};
@@ -65,8 +68,10 @@ pub struct SimNode {
     pub cluster: Arc<Cluster>,
     /// Its actor tree.
     pub node: NodeHandle,
-    /// Tasks the harness started on its behalf (ingress hand-offs), aborted when it dies.
-    pub tasks: Vec<JoinHandle<()>>,
+    /// Its ingress (what the webhook handler calls once a delivery is verified and parsed).
+    pub ingress: Ingress,
+    /// Cancelled when it dies: stops its ingress hand-offs.
+    shutdown: CancellationToken,
     /// The node whose load membership reports; emptied at death (it would otherwise be a
     /// cycle that keeps the dead incarnation's membership alive).
     slot: Arc<Mutex<Option<NodeHandle>>>,
@@ -179,6 +184,14 @@ impl SimNode {
         )
         .await
         .context("cluster")?;
+        let shutdown = CancellationToken::new();
+        let ingress = Ingress::new(
+            Arc::clone(&store),
+            Arc::new(shared.clock),
+            Router::Cluster(Arc::clone(&cluster)),
+            TaskTracker::new(),
+            shutdown.clone(),
+        );
         Ok(Self {
             label,
             id,
@@ -186,7 +199,8 @@ impl SimNode {
             store,
             cluster,
             node,
-            tasks: Vec::new(),
+            ingress,
+            shutdown,
             slot,
         })
     }
@@ -195,9 +209,7 @@ impl SimNode {
     /// actors stop without being able to write anything.
     pub async fn kill(self) {
         self.gate.set(Link::Down);
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.shutdown.cancel();
         self.node.shutdown(Duration::from_secs(1)).await;
         *lock(&self.slot) = None;
         drop(self.cluster);

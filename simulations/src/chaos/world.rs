@@ -6,19 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::store::prelude::*;
-use salesboy_actors::store::{
-    AccessToken, DeliveryStatus, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store,
-};
-use salesboy_node::cluster::runtime::Cluster;
-use salesboy_node::cluster::wire::TenantCommand;
+use salesboy_actors::store::{AccessToken, DeliveryStatus, NewTenant, NewWhatsAppNumber};
+use salesboy_node::ingress::Ingress;
+use salesboy_protocol::whatsapp::inbound::{InboundMessage, MessageContent, WebhookEvent};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use tokio::time::Instant;
 
 use super::bus::{FaultCounts, Network};
 use super::check::{Observed, inbound_text, inbound_wamid};
-use super::gate::{Gate, Link};
+use super::gate::Link;
 use super::node::{Shared, SimNode};
 use super::plan::{CustomerMessage, FaultKind, NodeFault, Plan};
 use salesboy_actors::ports::Clock;
@@ -62,6 +59,10 @@ fn tenant_id(i: usize) -> TenantId {
 
 fn chat_id(tenant: usize, chat: usize) -> ChatId {
     ChatId::new(format!("cust-{tenant}-{chat}")).expect("valid chat id")
+}
+
+fn phone_number_id(tenant: usize) -> PhoneNumberId {
+    PhoneNumberId::new(format!("1065403522{tenant:05}")).expect("valid phone number id")
 }
 
 /// Plays `plan` on a fresh cluster; `accept_stale_epochs` injects the fencing bug.
@@ -206,7 +207,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
         store
             .upsert_whatsapp_number(&NewWhatsAppNumber {
                 tenant,
-                phone_number_id: PhoneNumberId::new(format!("1065403522{i:05}"))?,
+                phone_number_id: phone_number_id(i),
                 waba_id: None,
                 access_token: AccessToken::new(format!("sim-token-{i}")),
             })
@@ -216,20 +217,35 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
 }
 
 /// A node's ingress, if it would answer a webhook now (alive, not paused).
-fn ingress(slots: &SharedSlots, index: usize) -> Option<(Arc<dyn Store>, Arc<Cluster>, Gate)> {
+fn ingress(slots: &SharedSlots, index: usize) -> Option<Ingress> {
     let slots = lock(slots);
     let node = slots.nodes.get(index)?.as_ref()?;
-    matches!(node.gate.link(), Link::Up | Link::Partitioned).then(|| {
-        (
-            Arc::clone(&node.store),
-            Arc::clone(&node.cluster),
-            node.gate.clone(),
-        )
-    })
+    matches!(node.gate.link(), Link::Up | Link::Partitioned).then(|| node.ingress.clone())
+}
+
+/// The webhook event Meta posts for a customer's message.
+fn webhook_event(message: &CustomerMessage, sent_ms: i64) -> WebhookEvent {
+    let wamid =
+        Wamid::new(inbound_wamid(message.tenant, message.chat, message.seq)).expect("valid wamid");
+    WebhookEvent::Inbound {
+        phone_number_id: phone_number_id(message.tenant),
+        waba_id: format!("waba-{}", message.tenant),
+        message: InboundMessage {
+            wamid,
+            from: chat_id(message.tenant, message.chat),
+            timestamp: u64::try_from(sent_ms / 1000).unwrap_or_default(),
+            profile_name: None,
+            reply_to: None,
+            content: MessageContent::Text {
+                body: inbound_text(message.tenant, message.chat, message.seq),
+            },
+        },
+    }
 }
 
 /// One customer: sends its messages at their times; Meta posts each to an ingress until
-/// one persists it (then the ingress routes it in the background, as the webhook does).
+/// one persists it (the production [`Ingress`], which then routes it in the background;
+/// the hand-off dies with that node incarnation).
 async fn customer(
     slots: SharedSlots,
     clock: SimClock,
@@ -238,84 +254,30 @@ async fn customer(
 ) {
     for message in messages {
         tokio::time::sleep_until(start + Duration::from_millis(message.at_ms)).await;
-        let tenant = tenant_id(message.tenant);
-        let chat = chat_id(message.tenant, message.chat);
-        let wamid = Wamid::new(inbound_wamid(message.tenant, message.chat, message.seq))
-            .expect("valid wamid");
+        let event = webhook_event(&message, clock.now_ms());
         let nodes = lock(&slots).nodes.len();
         let mut attempt = 0;
         let persisted_at = loop {
             let index = (message.ingress + attempt) % nodes;
             attempt += 1;
-            if let Some((store, cluster, _)) = ingress(&slots, index) {
-                let received_ms = clock.now_ms();
-                let new = NewInbound {
-                    tenant: tenant.clone(),
-                    chat: chat.clone(),
-                    wamid: wamid.clone(),
-                    received_ms,
-                    kind: "text".into(),
-                    body: Some(inbound_text(message.tenant, message.chat, message.seq)),
-                    raw: None,
-                };
-                match store.insert_inbound(&new).await {
-                    Ok(InsertOutcome::Inserted { id }) => {
-                        let item = InboundItem {
-                            id,
-                            wamid: Some(wamid.clone()),
-                            text: new.body.clone(),
-                            received_ms,
-                        };
-                        hand_off(&slots, index, cluster, tenant.clone(), chat.clone(), item);
-                        break index;
-                    }
-                    Ok(InsertOutcome::Duplicate { .. }) => break index,
-                    Err(_) => {}
-                }
+            if let Some(ingress) = ingress(&slots, index)
+                && ingress.receive(vec![event.clone()]).await.is_ok()
+            {
+                break index;
             }
             tokio::time::sleep(WEBHOOK_RETRY).await;
         };
         if let Some(after) = message.redeliver_after_ms {
             // Meta posts the same webhook again, to another node: a no-op.
             let slots = Arc::clone(&slots);
-            let new = NewInbound {
-                tenant: tenant.clone(),
-                chat: chat.clone(),
-                wamid: wamid.clone(),
-                received_ms: clock.now_ms(),
-                kind: "text".into(),
-                body: Some(inbound_text(message.tenant, message.chat, message.seq)),
-                raw: None,
-            };
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(after)).await;
                 let index = (persisted_at + 1) % nodes;
-                if let Some((store, ..)) = ingress(&slots, index) {
-                    let _ = store.insert_inbound(&new).await;
+                if let Some(ingress) = ingress(&slots, index) {
+                    let _ = ingress.receive(vec![event]).await;
                 }
             });
         }
-    }
-}
-
-/// Routes a persisted message from ingress node `index` in the background; the task dies
-/// with that node incarnation.
-fn hand_off(
-    slots: &SharedSlots,
-    index: usize,
-    cluster: Arc<Cluster>,
-    tenant: TenantId,
-    chat: ChatId,
-    item: InboundItem,
-) {
-    let task = tokio::spawn(async move {
-        let _ = cluster
-            .deliver(&tenant, TenantCommand::Inbound { chat, item })
-            .await;
-    });
-    if let Some(node) = lock(slots).nodes.get_mut(index).and_then(Option::as_mut) {
-        node.tasks.retain(|t| !t.is_finished());
-        node.tasks.push(task);
     }
 }
 

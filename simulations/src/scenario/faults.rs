@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use salesboy_node::testing::{
+use salesboy_testkit::{
     ClusterSandbox, FakeLlm, FakeLlmOptions, FakeWhatsAppOptions, NODE_STARTUP_TIMEOUT,
 };
 use serde::Serialize;
@@ -53,7 +53,7 @@ pub fn whatsapp_options(spec: &WhatsAppSpec, seed: u64, app_secret: &str) -> Fak
         latency: Duration::from_millis(spec.latency_ms),
         status_webhooks: spec
             .status_webhooks
-            .then(|| salesboy_node::testing::StatusWebhooks {
+            .then(|| salesboy_testkit::StatusWebhooks {
                 app_secret: app_secret.to_owned(),
                 statuses: vec!["sent".into(), "delivered".into(), "read".into()],
                 delay: Duration::from_millis(50),

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use salesboy_node::testing::{LlmCall, SentMessage};
+use salesboy_testkit::{LlmCall, SentMessage};
 use serde::Serialize;
 
 use super::send::Outcome;

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use salesboy_node::testing::{ClusterSandbox, Db, FakeLlm};
+use salesboy_testkit::{ClusterSandbox, Db, FakeLlm};
 use sqlx::{AnyConnection, Connection, Row};
 
 use self::capacity::Measured;
@@ -414,7 +414,7 @@ fn write_books(
     dir: &std::path::Path,
     plan: &[traffic::Planned],
     outcomes: &[send::Outcome],
-    replies: &[salesboy_node::testing::SentMessage],
+    replies: &[salesboy_testkit::SentMessage],
     start: Instant,
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;

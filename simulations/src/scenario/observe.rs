@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use salesboy_node::testing::{ClusterSandbox, FakeLlm};
+use salesboy_testkit::{ClusterSandbox, FakeLlm};
 use serde::Serialize;
 
 use super::send::SendCounters;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use salesboy_node::testing::{ClusterSandbox, webhooks};
 use salesboy_protocol::PhoneNumberId;
+use salesboy_testkit::{ClusterSandbox, webhooks};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use salesboy_node::testing::SplitMix64;
+use salesboy_testkit::SplitMix64;
 
 use super::spec::{Scenario, TrafficSpec};
 

@@ -1,19 +1,17 @@
 //! Buses for tests that run once on the in-process bus and once on NATS, and a bus whose
 //! KV operations can be cut off (failing at once, or hanging) to simulate a partition.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::NatsServer;
 use async_trait::async_trait;
 use bytes::Bytes;
 use salesboy_node::bus::{
     Bus, BusError, Headers, Kv, KvEntry, KvError, KvWatch, LocalBus, Message, NatsBus,
     NatsBusOptions, Subscription,
 };
-use salesboy_node::testing::NatsServer;
 use tokio::time::timeout;
 
 /// How long connecting to the test server may take.
@@ -23,12 +21,18 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 // The buses.
 
 /// A bus shared by "nodes": each `bus()` is another node's handle on it.
+// The futures are awaited where they are made (tests' bodies), never sent to another task.
+#[allow(async_fn_in_trait)]
 pub trait Cluster: Sized {
+    /// Starts the shared bus (and its server, if any).
     async fn start() -> Self;
+    /// Another node's handle on the bus.
     async fn bus(&self) -> Arc<dyn Bus>;
 }
 
+/// The in-process bus, shared.
 pub struct LocalCluster {
+    /// The bus every node's handle clones.
     pub bus: LocalBus,
 }
 
@@ -44,8 +48,11 @@ impl Cluster for LocalCluster {
     }
 }
 
+/// A private nats-server; each node's handle is its own connection.
 pub struct NatsCluster {
+    /// The server.
     pub server: NatsServer,
+    /// Connections made so far (they name the connections).
     pub connections: AtomicUsize,
 }
 
@@ -62,6 +69,7 @@ impl Cluster for NatsCluster {
     }
 }
 
+/// A new connection to `server`, named after the `connections` counter.
 pub async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
     let n = connections.fetch_add(1, Ordering::Relaxed);
     let options = NatsBusOptions {
@@ -74,9 +82,11 @@ pub async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus
         .expect("connect to the test server")
 }
 
-/// What a cut-off node's KV writes and reads do.
+/// A [`CuttableBus`] mode: KV operations work.
 pub const HEALTHY: u8 = 0;
+/// A [`CuttableBus`] mode: KV operations fail at once (disconnected).
 pub const FAILING: u8 = 1;
+/// A [`CuttableBus`] mode: KV operations hang.
 pub const HANGING: u8 = 2;
 
 /// A bus whose KV operations can be cut off (failing at once, or hanging) while the rest
@@ -84,11 +94,14 @@ pub const HANGING: u8 = 2;
 /// delivering, so the cut node still sees the others.
 #[derive(Clone)]
 pub struct CuttableBus {
+    /// The bus it forwards to.
     pub inner: Arc<dyn Bus>,
+    /// [`HEALTHY`], [`FAILING`] or [`HANGING`].
     pub mode: Arc<AtomicU8>,
 }
 
 impl CuttableBus {
+    /// A healthy bus in front of `inner`.
     pub fn new(inner: Arc<dyn Bus>) -> Self {
         Self {
             inner,
@@ -96,6 +109,7 @@ impl CuttableBus {
         }
     }
 
+    /// Switches to `mode` ([`HEALTHY`], [`FAILING`] or [`HANGING`]).
     pub fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
     }
@@ -160,12 +174,16 @@ impl Bus for CuttableBus {
     }
 }
 
+/// A KV bucket of a [`CuttableBus`]: fails or hangs with its bus's mode.
 pub struct CuttableKv {
+    /// The bucket it forwards to.
     pub inner: Arc<dyn Kv>,
+    /// Its bus's mode.
     pub mode: Arc<AtomicU8>,
 }
 
 impl CuttableKv {
+    /// Ok when healthy; an error when failing; never returns when hanging.
     pub async fn check(&self) -> Result<(), KvError> {
         match self.mode.load(Ordering::SeqCst) {
             FAILING => Err(KvError::Bus(BusError::Disconnected)),

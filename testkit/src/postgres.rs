@@ -38,7 +38,7 @@ impl PostgresDatabase {
         let mut admin = PgConnection::connect(&admin_url).await.map_err(|e| {
             format!(
                 "cannot reach the test postgres at {} ({e}); start it with scripts/test or set SALESBOY_TEST_POSTGRES_URL",
-                crate::store::redact_url(&admin_url)
+                salesboy_node::store::redact_url(&admin_url)
             )
         })?;
         // The name is ours (digits and underscores), not input: safe to format in.

@@ -1,19 +1,15 @@
 //! A whole gateway node in-process (real SQL, real HTTP) in front of a fake Cloud API.
 
-#![allow(dead_code)]
-
-pub mod buses;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Db, FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
 use reqwest::StatusCode;
 use salesboy_actors::store::{AccessToken, NewKnowledge, NewTenant, NewWhatsAppNumber, Store};
 use salesboy_node::bus::Bus;
 use salesboy_node::config::Config;
 use salesboy_node::run::{self, RunningNode};
-use salesboy_node::testing::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId};
 use secrecy::SecretString;
@@ -26,19 +22,17 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// How long a test waits for something to happen.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Which database a test node uses.
-#[derive(Debug, Clone, Copy)]
-pub enum Db {
-    Sqlite,
-    Postgres,
-}
-
 /// A running node and its fakes.
 pub struct Gateway {
+    /// The node.
     pub node: RunningNode,
+    /// The fake Cloud API the node sends to.
     pub whatsapp: FakeWhatsApp,
+    /// A client for the node's HTTP endpoints.
     pub http: reqwest::Client,
+    /// The node's HTTP base URL, `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The configuration the node was started with.
     pub config: Config,
     _dir: tempfile::TempDir,
     _postgres: Option<PostgresDatabase>,
@@ -90,6 +84,7 @@ impl Gateway {
         }
     }
 
+    /// The node's store.
     pub fn store(&self) -> &dyn Store {
         self.node.store.as_ref()
     }
@@ -124,6 +119,7 @@ impl Gateway {
         tenant
     }
 
+    /// Adds a knowledge document of `passages` to `tenant`.
     pub async fn add_knowledge(&self, tenant: &TenantId, title: &str, passages: &[&str]) {
         self.store()
             .add_knowledge(&NewKnowledge {

@@ -15,11 +15,11 @@ use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::{AnyConnection, Connection, Executor, Row};
 use tokio::process::{Child, Command};
 
-use super::{
+use crate::{
     FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, NatsServer, PostgresDatabase,
     TcpProxy,
 };
-use crate::store::{SqlStore, SqlStoreOptions};
+use salesboy_node::store::{SqlStore, SqlStoreOptions};
 
 /// The Meta app secret every sandbox node checks webhook signatures with.
 pub const SANDBOX_APP_SECRET: &str = "sandbox-app-secret";
@@ -68,12 +68,14 @@ const MANAGED_ENV: &[&str] = &[
     "PATH",
 ];
 
-/// Which database the sandbox's nodes share.
+/// Which database a test node uses: the one a sandbox's nodes share, or a [`Gateway`]'s.
+///
+/// [`Gateway`]: crate::Gateway
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
     /// A fresh database on the test PostgreSQL server ([`PostgresDatabase`]).
     Postgres,
-    /// A SQLite file in the sandbox's directory: one node only.
+    /// A SQLite file in the test's directory: one node only.
     Sqlite,
 }
 
@@ -154,7 +156,7 @@ impl ClusterSandboxBuilder {
             }
         }
 
-        crate::run::install_crypto_provider();
+        salesboy_node::run::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(HEALTH_REQUEST_TIMEOUT)
             .build()
@@ -232,7 +234,7 @@ impl ClusterSandboxBuilder {
 ///
 /// ```no_run
 /// # async fn example(salesboy: &std::path::Path) -> Result<(), String> {
-/// use salesboy_node::testing::{ClusterSandbox, Db, webhooks};
+/// use crate::{ClusterSandbox, Db, webhooks};
 ///
 /// // In an integration test: `env!("CARGO_BIN_EXE_salesboy")`.
 /// let sandbox = ClusterSandbox::builder()

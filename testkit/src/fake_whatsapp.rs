@@ -215,14 +215,14 @@ impl FakeWhatsApp {
         Self::try_start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), options).await
     }
 
-    /// Starts the fake on `addr` (for `salesboy dev fake-cloud-api`); the error if it cannot
+    /// Starts the fake on `addr` (for `salesboy-sim fake-cloud-api`); the error if it cannot
     /// listen there.
     pub async fn try_start_on(
         addr: SocketAddr,
         options: FakeWhatsAppOptions,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = watch::channel(false);
-        crate::run::install_crypto_provider();
+        salesboy_node::run::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(STATUS_POST_TIMEOUT)
             .build()
@@ -535,7 +535,7 @@ async fn post_statuses(
         if !pause(webhooks.delay, &state.shutdown).await {
             return;
         }
-        let body = super::webhooks::status(&phone_number_id, &recipient, &wamid, status)
+        let body = crate::webhooks::status(&phone_number_id, &recipient, &wamid, status)
             .to_string()
             .into_bytes();
         let signature = sign(webhooks.app_secret.as_bytes(), &body);

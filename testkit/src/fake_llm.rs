@@ -18,8 +18,8 @@ use salesboy_protocol::llm::openai::{ChatCompletionRequest, ChatRole};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::fake_whatsapp::{FakeServer, SplitMix64, lock, pause, read};
-use crate::adapters::llm::BUSINESS_INFORMATION_HEADER;
+use crate::fake_whatsapp::{FakeServer, SplitMix64, lock, pause, read};
+use salesboy_node::adapters::llm::BUSINESS_INFORMATION_HEADER;
 
 /// The prefix of every answer of the fake.
 pub const FAKE_LLM_MARKER: &str = "[fake-llm]";

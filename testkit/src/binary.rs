@@ -1,4 +1,4 @@
-//! What the simulation tests share: the debug `salesboy` binary they run.
+//! The debug `salesboy` binary, for tests that run it as a process.
 
 use std::path::PathBuf;
 use std::process::Command;

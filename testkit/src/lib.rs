@@ -1,0 +1,52 @@
+//! Salesboy's test kit: the fakes, spawners, proxy and sandboxes that the node's, the
+//! simulations' and the cluster's tests share. Real services are started per test and
+//! cleaned up on drop. A dev-dependency of `salesboy-node` and a dependency of
+//! `salesboy-sim`: none of it is compiled into the `salesboy` binary
+//! (docs/decisions/0008-test-kit-crate.md).
+//!
+//! Modules:
+//! - [`nats`]: [`NatsServer`], a nats-server process with JetStream in a temp dir, on a
+//!   random port;
+//! - [`postgres`]: [`PostgresDatabase`], a fresh PostgreSQL database, dropped afterwards;
+//! - [`webhooks`]: webhook bodies as Meta sends them;
+//! - [`fake_whatsapp`]: [`FakeWhatsApp`], a local WhatsApp Cloud API (messages endpoint)
+//!   recording what it is sent;
+//! - [`fake_llm`]: [`FakeLlm`], a local Gemini and OpenAI-compatible server with
+//!   deterministic answers;
+//! - [`proxy`]: [`TcpProxy`], a cuttable TCP forwarder (partitions a node from NATS);
+//! - [`cluster`]: [`ClusterSandbox`], real `salesboy serve` processes on one NATS and one
+//!   database;
+//! - [`gateway`]: [`Gateway`], a whole node in-process (real SQL, real HTTP) in front of a
+//!   [`FakeWhatsApp`];
+//! - [`buses`]: buses for tests run once in-process and once on NATS, and a bus whose KV
+//!   operations can be cut off;
+//! - [`binary`]: the debug `salesboy` binary, built on demand.
+
+pub mod binary;
+pub mod buses;
+pub mod cluster;
+pub mod fake_llm;
+pub mod fake_whatsapp;
+pub mod gateway;
+pub mod nats;
+pub mod postgres;
+pub mod proxy;
+pub mod webhooks;
+
+pub use binary::{salesboy_binary, workspace_root};
+pub use cluster::{
+    ClusterSandbox, ClusterSandboxBuilder, Db, NODE_STARTUP_TIMEOUT, NodeHandleInfo,
+    SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET,
+};
+pub use fake_llm::{
+    FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmCall, LlmRequestCounts,
+    fake_llm_reply,
+};
+pub use fake_whatsapp::{
+    FAKE_GRAPH_VERSION, FailedAttempt, FakeOperation, FakeWhatsApp, FakeWhatsAppOptions, MarkRead,
+    SentMessage, SplitMix64, StatusWebhookCounts, StatusWebhooks,
+};
+pub use gateway::{Gateway, eventually};
+pub use nats::{NatsServer, NatsServerError, nats_server_binary};
+pub use postgres::{PostgresDatabase, admin_url as postgres_admin_url};
+pub use proxy::{MAX_PROXY_CONNECTIONS, ProxyMode, TcpProxy};
