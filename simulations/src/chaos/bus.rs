@@ -8,7 +8,9 @@
 //! watch holds its events while the node is cut off or paused and delivers them after, as
 //! JetStream's ordered consumer does on reconnection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +24,6 @@ use salesboy_protocol::{Codec, Envelope};
 
 use super::gate::{Gate, Link};
 use super::rng::KeyedDraws;
-use super::store::lock;
 
 /// How long a KV operation of a cut-off node takes to fail (JetStream's request timeout,
 /// scaled down with the simulation's other timings).
@@ -81,12 +82,12 @@ impl Network {
 
     /// Turns message faults on (`Some`) or off.
     pub fn set_faults(&self, faults: Option<MessageFaults>) {
-        *lock(&self.faults) = faults;
+        *self.faults.lock() = faults;
     }
 
     /// The faults applied so far.
     pub fn counts(&self) -> FaultCounts {
-        *lock(&self.counts)
+        *self.counts.lock()
     }
 
     /// A handle for one node incarnation behind `gate`.
@@ -98,14 +99,14 @@ impl Network {
     }
 
     fn fate(&self, key: &[u8]) -> Fate {
-        let Some(faults) = *lock(&self.faults) else {
+        let Some(faults) = *self.faults.lock() else {
             return Fate::Deliver {
                 delay: Duration::ZERO,
                 duplicate: false,
             };
         };
         let mut rng = self.draws.rng(key);
-        let mut counts = lock(&self.counts);
+        let mut counts = self.counts.lock();
         if rng.chance(faults.drop_per_mille) {
             counts.dropped += 1;
             return Fate::Drop;
@@ -124,7 +125,7 @@ impl Network {
     }
 
     fn kv_latency(&self, key: &[u8]) -> Duration {
-        let max = lock(&self.faults).map_or(0, |f| f.max_kv_latency_ms);
+        let max = self.faults.lock().map_or(0, |f| f.max_kv_latency_ms);
         Duration::from_millis(self.draws.rng(key).below(max + 1))
     }
 }

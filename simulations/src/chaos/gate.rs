@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
-
-use super::store::lock;
 
 /// What a node can reach right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,13 +55,13 @@ impl Gate {
 
     /// The link now.
     pub fn link(&self) -> Link {
-        *lock(&self.inner.link)
+        *self.inner.link.lock()
     }
 
     /// Sets the link. `Down` is final: nothing changes it afterwards.
     pub fn set(&self, link: Link) {
         {
-            let mut current = lock(&self.inner.link);
+            let mut current = self.inner.link.lock();
             if *current == Link::Down || *current == link {
                 return;
             }

@@ -196,7 +196,7 @@ pub fn run_seeds(
 ) -> Summary {
     let next = std::sync::atomic::AtomicU64::new(*seeds.start());
     let last = *seeds.end();
-    let summary = std::sync::Mutex::new(Summary::default());
+    let summary = parking_lot::Mutex::new(Summary::default());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
@@ -206,7 +206,7 @@ pub fn run_seeds(
                         return;
                     }
                     let result = run_seed(seed, options);
-                    let mut summary = store::lock(&summary);
+                    let mut summary = summary.lock();
                     summary.seeds += 1;
                     match result {
                         Ok(report) => {
@@ -222,9 +222,7 @@ pub fn run_seeds(
             });
         }
     });
-    let mut summary = summary
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut summary = summary.into_inner();
     summary.failures.sort_by_key(|r| r.seed);
     summary.errors.sort_by_key(|(seed, _)| *seed);
     summary

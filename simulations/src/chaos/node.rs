@@ -3,7 +3,9 @@
 //! rebalancing), wired as `salesboy serve` wires them, but on in-memory ports behind the
 //! node's gate, and without HTTP (the harness's customers call the production [`Ingress`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,7 +31,7 @@ use super::bus::Network;
 use super::gate::{Gate, Link};
 use super::ports::{LoggedEpochs, NoEvents, Outbox, SimClock, SimLlm, SimWhatsApp};
 use super::rng::KeyedDraws;
-use super::store::{GatedStore, MemoryStore, WriteLog, lock};
+use super::store::{GatedStore, MemoryStore, WriteLog};
 
 /// The failure timeout of the simulated cluster (membership declares a silent node dead).
 pub const FAILURE_TIMEOUT: Duration = Duration::from_millis(2_000);
@@ -95,7 +97,7 @@ impl SimNode {
         let directory = Arc::new(Directory::open(&bus).await.context("directory")?);
         let slot: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
         let load_slot = Arc::clone(&slot);
-        let load: LoadFn = Arc::new(move || match lock(&load_slot).clone() {
+        let load: LoadFn = Arc::new(move || match load_slot.lock().clone() {
             Some(node) => {
                 let snapshot = node.observe();
                 NodeLoad {
@@ -168,7 +170,7 @@ impl SimNode {
         let (node, _) = NodeHandle::start(services)
             .await
             .context("node supervisor")?;
-        *lock(&slot) = Some(node.clone());
+        *slot.lock() = Some(node.clone());
         let leadership = Leadership::start(Arc::clone(&bus), id.clone(), LeaseConfig::default())
             .await
             .context("leadership")?;
@@ -211,7 +213,7 @@ impl SimNode {
         self.gate.set(Link::Down);
         self.shutdown.cancel();
         self.node.shutdown(Duration::from_secs(1)).await;
-        *lock(&self.slot) = None;
+        *self.slot.lock() = None;
         drop(self.cluster);
     }
 }

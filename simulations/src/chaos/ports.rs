@@ -3,7 +3,9 @@
 //! seeded think time) and tags each answer, and an epoch source that logs what it grants.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +19,7 @@ use tokio::time::Instant;
 
 use super::gate::{Gate, Link};
 use super::rng::KeyedDraws;
-use super::store::{WriteLog, WriteRecord, lock};
+use super::store::{WriteLog, WriteRecord};
 
 /// Unix milliseconds at simulated time zero.
 pub const SIM_EPOCH_MS: i64 = 1_767_225_600_000;
@@ -135,7 +137,7 @@ impl WhatsAppConnection for SimConnection {
         if fails {
             return Err(SendError::Transient("simulated 503".into()));
         }
-        let mut outbox = lock(&self.outbox);
+        let mut outbox = self.outbox.lock();
         let wamid = Wamid::new(format!("wamid.sim.{}", outbox.len() + 1))
             .map_err(|e| SendError::Transient(e.to_string()))?;
         outbox.push(Sent {
@@ -217,7 +219,7 @@ impl LlmProvider for SimProvider {
         }
         // The tag names the node, the question and how often this node answered it: unique,
         // and the same whatever order the node's answers to other questions came in.
-        let mut asked = lock(&self.answers);
+        let mut asked = self.answers.lock();
         let key = format!("{}/{}", self.node, prompt.question);
         let n = asked.entry(key).or_default();
         *n += 1;
@@ -263,7 +265,7 @@ pub struct LoggedEpochs {
 impl EpochSource for LoggedEpochs {
     async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         let epoch = self.inner.epoch_for(tenant).await?;
-        lock(&self.log).push(WriteRecord::Hosting {
+        self.log.lock().push(WriteRecord::Hosting {
             node: self.node.clone(),
             tenant: tenant.clone(),
             epoch,

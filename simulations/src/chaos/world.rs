@@ -2,7 +2,9 @@
 //! misbehaves), stop the faults, wait for the cluster to settle, collect what it left.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +24,7 @@ use salesboy_actors::ports::Clock;
 
 use super::ports::{SIM_EPOCH_MS, SimClock};
 use super::rng::{KeyedDraws, SimRng};
-use super::store::{MemoryStore, lock};
+use super::store::MemoryStore;
 
 /// How long the cluster may take to settle once the faults stop.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
@@ -86,7 +88,7 @@ pub async fn simulate(plan: &Plan, accept_stale_epochs: bool) -> anyhow::Result<
     let slots: SharedSlots = Arc::default();
     for index in 0..plan.shape.nodes {
         let node = SimNode::start(&shared, index, 1).await?;
-        let mut slots = lock(&slots);
+        let mut slots = slots.lock();
         slots.nodes.push(Some(node));
         slots.incarnations.push(1);
     }
@@ -164,10 +166,11 @@ pub async fn simulate(plan: &Plan, accept_stale_epochs: bool) -> anyhow::Result<
     let observed = Observed {
         messages: store.all_messages(),
         links: store.all_links(),
-        outbox: lock(&shared.outbox).clone(),
-        log: lock(&shared.log).clone(),
+        outbox: shared.outbox.lock().clone(),
+        log: shared.log.lock().clone(),
     };
-    let nodes: Vec<SimNode> = lock(&slots)
+    let nodes: Vec<SimNode> = slots
+        .lock()
         .nodes
         .iter_mut()
         .filter_map(Option::take)
@@ -218,7 +221,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
 
 /// A node's ingress, if it would answer a webhook now (alive, not paused).
 fn ingress(slots: &SharedSlots, index: usize) -> Option<Ingress> {
-    let slots = lock(slots);
+    let slots = slots.lock();
     let node = slots.nodes.get(index)?.as_ref()?;
     matches!(node.gate.link(), Link::Up | Link::Partitioned).then(|| node.ingress.clone())
 }
@@ -255,7 +258,7 @@ async fn customer(
     for message in messages {
         tokio::time::sleep_until(start + Duration::from_millis(message.at_ms)).await;
         let event = webhook_event(&message, clock.now_ms());
-        let nodes = lock(&slots).nodes.len();
+        let nodes = slots.lock().nodes.len();
         let mut attempt = 0;
         let persisted_at = loop {
             let index = (message.ingress + attempt) % nodes;
@@ -284,7 +287,7 @@ async fn customer(
 async fn apply(slots: &SharedSlots, fault: &NodeFault) {
     match fault.kind {
         FaultKind::Kill { .. } => {
-            let node = lock(slots).nodes[fault.node].take();
+            let node = slots.lock().nodes[fault.node].take();
             if let Some(node) = node {
                 node.kill().await;
             }
@@ -295,7 +298,7 @@ async fn apply(slots: &SharedSlots, fault: &NodeFault) {
             } else {
                 Link::Partitioned
             };
-            if let Some(node) = lock(slots).nodes[fault.node].as_ref() {
+            if let Some(node) = slots.lock().nodes[fault.node].as_ref() {
                 node.gate.set(link);
             }
         }
@@ -305,7 +308,7 @@ async fn apply(slots: &SharedSlots, fault: &NodeFault) {
 /// Brings node `index` back: resumes or reconnects it, or starts a new incarnation.
 async fn recover(shared: &Shared, slots: &SharedSlots, index: usize) -> anyhow::Result<()> {
     let incarnation = {
-        let mut slots = lock(slots);
+        let mut slots = slots.lock();
         if let Some(node) = slots.nodes[index].as_ref() {
             node.gate.set(Link::Up);
             return Ok(());
@@ -314,6 +317,6 @@ async fn recover(shared: &Shared, slots: &SharedSlots, index: usize) -> anyhow::
         slots.incarnations[index]
     };
     let node = SimNode::start(shared, index, incarnation).await?;
-    lock(slots).nodes[index] = Some(node);
+    slots.lock().nodes[index] = Some(node);
     Ok(())
 }

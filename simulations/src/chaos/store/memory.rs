@@ -1,0 +1,350 @@
+//! [`MemoryStore`]: the database every node of a simulated cluster shares.
+
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::store::{
+    KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals, NewEvent, NewKnowledge, NewTenant,
+    NewWhatsAppNumber, StoreError, StoredEvent, StoredMessage, Tenant, TenantRoute, WhatsAppNumber,
+};
+use salesboy_protocol::{PhoneNumberId, TenantId};
+
+use super::tables::{Document, Tables, TenantRow};
+
+/// The in-memory database shared by every node of a simulated cluster.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+    accept_stale_epochs: AtomicBool,
+}
+
+impl MemoryStore {
+    /// An empty database.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The injected bug: accept fenced writes whatever their epoch (skip the epoch check).
+    /// Only for tests that prove the invariant checker can fail.
+    pub fn accept_stale_epochs(&self, accept: bool) {
+        self.accept_stale_epochs.store(accept, Ordering::SeqCst);
+    }
+
+    pub(super) fn tables(&self) -> parking_lot::MutexGuard<'_, Tables> {
+        self.tables.lock()
+    }
+
+    pub(super) fn fence(
+        &self,
+        tables: &Tables,
+        tenant: &TenantId,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        tables.fence(
+            tenant,
+            epoch,
+            self.accept_stale_epochs.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Every message, by id.
+    pub fn all_messages(&self) -> Vec<StoredMessage> {
+        self.tables().messages.values().cloned().collect()
+    }
+
+    /// Inbound message id → the reply answering it (`None`: dismissed).
+    pub fn all_links(&self) -> BTreeMap<i64, Option<i64>> {
+        self.tables().links.clone()
+    }
+}
+
+#[async_trait]
+impl HealthStore for MemoryStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TenantStore for MemoryStore {
+    async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        match tables.tenants.get_mut(&tenant.id) {
+            Some(row) => {
+                let created_ms = row.new.created_ms;
+                row.new = tenant.clone();
+                row.new.created_ms = created_ms;
+            }
+            None => {
+                tables.tenants.insert(
+                    tenant.id.clone(),
+                    TenantRow {
+                        new: tenant.clone(),
+                        knowledge_version: 0,
+                        numbers: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        Ok(self.tables().tenant(id))
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let tables = self.tables();
+        Ok(tables
+            .tenants
+            .keys()
+            .filter_map(|id| tables.tenant(id))
+            .collect())
+    }
+
+    async fn upsert_whatsapp_number(&self, number: &NewWhatsAppNumber) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        let taken = tables.tenants.iter().any(|(id, row)| {
+            id != &number.tenant && row.numbers.contains_key(&number.phone_number_id)
+        });
+        if taken {
+            return Err(StoreError::Conflict {
+                reason: format!(
+                    "number {} belongs to another tenant",
+                    number.phone_number_id
+                ),
+            });
+        }
+        let row = tables
+            .tenants
+            .get_mut(&number.tenant)
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("tenant {}", number.tenant),
+            })?;
+        row.numbers.insert(
+            number.phone_number_id.clone(),
+            WhatsAppNumber {
+                phone_number_id: number.phone_number_id.clone(),
+                waba_id: number.waba_id.clone(),
+                access_token: number.access_token.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn tenant_by_phone_number(
+        &self,
+        phone_number_id: &PhoneNumberId,
+    ) -> Result<Option<TenantRoute>, StoreError> {
+        Ok(self
+            .tables()
+            .tenants
+            .iter()
+            .find(|(_, row)| row.numbers.contains_key(phone_number_id))
+            .map(|(id, _)| TenantRoute {
+                tenant: id.clone(),
+                phone_number_id: phone_number_id.clone(),
+            }))
+    }
+}
+
+#[async_trait]
+impl FencingStore for MemoryStore {
+    async fn claim_epoch(&self, tenant: &TenantId, epoch: u64) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        match tables.epochs.get(tenant) {
+            Some(&current) if current > epoch => Err(StoreError::StaleEpoch {
+                tenant: tenant.clone(),
+                given: epoch,
+                current,
+            }),
+            _ => {
+                tables.epochs.insert(tenant.clone(), epoch);
+                Ok(())
+            }
+        }
+    }
+
+    async fn current_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
+        Ok(self.tables().epochs.get(tenant).copied())
+    }
+}
+
+#[async_trait]
+impl KnowledgeStore for MemoryStore {
+    async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
+        let mut tables = self.tables();
+        let row = tables
+            .tenants
+            .get_mut(&document.tenant)
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("tenant {}", document.tenant),
+            })?;
+        row.knowledge_version += 1;
+        let id = tables.next_id();
+        tables.documents.insert(
+            id,
+            Document {
+                tenant: document.tenant.clone(),
+                title: document.title.clone(),
+                chunks: document.chunks.clone(),
+                created_ms: document.created_ms,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn list_knowledge(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<KnowledgeDocument>, StoreError> {
+        Ok(self
+            .tables()
+            .documents
+            .iter()
+            .filter(|(_, d)| &d.tenant == tenant)
+            .map(|(&id, d)| KnowledgeDocument {
+                id,
+                title: d.title.clone(),
+                chunk_count: d.chunks.len() as i64,
+                created_ms: d.created_ms,
+            })
+            .collect())
+    }
+
+    async fn delete_knowledge(
+        &self,
+        tenant: &TenantId,
+        document_id: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tables = self.tables();
+        let owned = tables
+            .documents
+            .get(&document_id)
+            .is_some_and(|d| &d.tenant == tenant);
+        if owned {
+            tables.documents.remove(&document_id);
+            if let Some(row) = tables.tenants.get_mut(tenant) {
+                row.knowledge_version += 1;
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn search_knowledge(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+    ) -> Result<Vec<KnowledgeHit>, StoreError> {
+        let words: BTreeSet<String> = question
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() > 1)
+            .map(str::to_lowercase)
+            .collect();
+        let tables = self.tables();
+        let mut hits: Vec<KnowledgeHit> = Vec::new();
+        for (&id, document) in tables.documents.iter().filter(|(_, d)| &d.tenant == tenant) {
+            for chunk in &document.chunks {
+                let lower = chunk.to_lowercase();
+                let score = words.iter().filter(|w| lower.contains(w.as_str())).count();
+                if score > 0 {
+                    hits.push(KnowledgeHit {
+                        document_id: id,
+                        document_title: document.title.clone(),
+                        text: chunk.clone(),
+                        score: score as f64,
+                    });
+                }
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k as usize);
+        Ok(hits)
+    }
+
+    async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        Ok(self
+            .tables()
+            .tenants
+            .get(tenant)
+            .map_or(0, |row| row.knowledge_version))
+    }
+}
+
+#[async_trait]
+impl UsageStore for MemoryStore {
+    async fn record_llm_usage(&self, usage: &LlmUsage) -> Result<(), StoreError> {
+        self.tables().usage.push(usage.clone());
+        Ok(())
+    }
+
+    async fn llm_usage_totals(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<LlmUsageTotals, StoreError> {
+        let tables = self.tables();
+        let mut totals = LlmUsageTotals::default();
+        for usage in tables
+            .usage
+            .iter()
+            .filter(|u| &u.tenant == tenant && u.at_ms >= since_ms)
+        {
+            totals.requests += 1;
+            totals.prompt_tokens += usage.prompt_tokens;
+            totals.completion_tokens += usage.completion_tokens;
+            totals.cost_micros += usage.cost_micros;
+        }
+        Ok(totals)
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        let mut tables = self.tables();
+        let id = tables.events.len() as i64 + 1;
+        tables.events.push(StoredEvent {
+            id,
+            tenant: event.tenant.clone(),
+            kind: event.kind.clone(),
+            detail: event.detail.clone(),
+            at_ms: event.at_ms,
+        });
+        Ok(id)
+    }
+
+    async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self
+            .tables()
+            .events
+            .iter()
+            .rev()
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RetentionStore for MemoryStore {
+    async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut tables = self.tables();
+        let old: Vec<i64> = tables
+            .messages
+            .values()
+            .filter(|m| m.created_ms < cutoff_ms)
+            .map(|m| m.id)
+            .collect();
+        for id in &old {
+            tables.messages.remove(id);
+            tables.links.remove(id);
+        }
+        tables.wamids.retain(|_, id| !old.contains(id));
+        Ok(old.len() as u64)
+    }
+}

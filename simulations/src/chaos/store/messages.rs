@@ -1,0 +1,329 @@
+//! [`MemoryStore`]'s messages role.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::store::{
+    Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, NewInbound,
+    NewOutbound, NewReply, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    StoredMessage,
+};
+use salesboy_protocol::{ChatId, TenantId, Wamid};
+
+use super::memory::MemoryStore;
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        Ok(self
+            .tables()
+            .conversations
+            .get(&(tenant.clone(), chat.clone()))
+            .cloned())
+    }
+
+    async fn set_bot_paused(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        until_ms: Option<i64>,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        self.fence(&tables, tenant, epoch)?;
+        tables.conversation_mut(tenant, chat).bot_paused_until_ms = until_ms;
+        Ok(())
+    }
+
+    async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError> {
+        let mut tables = self.tables();
+        let key = (message.tenant.clone(), message.wamid.clone());
+        if let Some(&id) = tables.wamids.get(&key) {
+            return Ok(InsertOutcome::Duplicate { id });
+        }
+        let conversation = tables.conversation_mut(&message.tenant, &message.chat);
+        if conversation
+            .last_inbound_ms
+            .is_none_or(|last| last < message.received_ms)
+        {
+            conversation.last_inbound_ms = Some(message.received_ms);
+        }
+        let id = tables.next_id();
+        tables.wamids.insert(key, id);
+        tables.messages.insert(
+            id,
+            StoredMessage {
+                id,
+                tenant: message.tenant.clone(),
+                chat: message.chat.clone(),
+                direction: Direction::Inbound,
+                origin: None,
+                wamid: Some(message.wamid.clone()),
+                kind: message.kind.clone(),
+                body: message.body.clone(),
+                status: None,
+                status_ms: None,
+                failure: None,
+                created_ms: message.received_ms,
+            },
+        );
+        Ok(InsertOutcome::Inserted { id })
+    }
+
+    async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError> {
+        let mut tables = self.tables();
+        if let Some(epoch) = message.epoch {
+            self.fence(&tables, &message.tenant, epoch)?;
+        }
+        if let Some(wamid) = &message.wamid
+            && let Some(&id) = tables.wamids.get(&(message.tenant.clone(), wamid.clone()))
+        {
+            return Ok(InsertOutcome::Duplicate { id });
+        }
+        tables.conversation_mut(&message.tenant, &message.chat);
+        let id = tables.next_id();
+        let status = if message.wamid.is_some() {
+            DeliveryStatus::Sent
+        } else {
+            DeliveryStatus::Pending
+        };
+        if let Some(wamid) = &message.wamid {
+            tables
+                .wamids
+                .insert((message.tenant.clone(), wamid.clone()), id);
+        }
+        tables.messages.insert(
+            id,
+            StoredMessage {
+                id,
+                tenant: message.tenant.clone(),
+                chat: message.chat.clone(),
+                direction: Direction::Outbound,
+                origin: Some(message.origin),
+                wamid: message.wamid.clone(),
+                kind: message.kind.clone(),
+                body: message.body.clone(),
+                status: Some(status),
+                status_ms: Some(message.created_ms),
+                failure: None,
+                created_ms: message.created_ms,
+            },
+        );
+        Ok(InsertOutcome::Inserted { id })
+    }
+
+    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+        let mut tables = self.tables();
+        let Some(&id) = tables
+            .wamids
+            .get(&(update.tenant.clone(), update.wamid.clone()))
+        else {
+            return Ok(StatusOutcome::UnknownMessage);
+        };
+        let Some(message) = tables
+            .messages
+            .get_mut(&id)
+            .filter(|m| m.direction == Direction::Outbound)
+        else {
+            return Ok(StatusOutcome::UnknownMessage);
+        };
+        let current = message.status.unwrap_or(DeliveryStatus::Pending);
+        if !current.can_advance_to(update.status) {
+            return Ok(StatusOutcome::Ignored);
+        }
+        message.status = Some(update.status);
+        message.status_ms = Some(update.at_ms);
+        message.failure = update.error.clone();
+        Ok(StatusOutcome::Advanced)
+    }
+
+    async fn record_reply(&self, reply: &NewReply) -> Result<ReplyOutcome, StoreError> {
+        let mut tables = self.tables();
+        self.fence(&tables, &reply.tenant, reply.epoch)?;
+        let ids = match tables.linkable(&reply.tenant, &reply.chat, &reply.answers)? {
+            Ok(ids) => ids,
+            Err(inbound_id) => return Ok(ReplyOutcome::AlreadyAnswered { inbound_id }),
+        };
+        let reply_id = tables.next_id();
+        tables.messages.insert(
+            reply_id,
+            StoredMessage {
+                id: reply_id,
+                tenant: reply.tenant.clone(),
+                chat: reply.chat.clone(),
+                direction: Direction::Outbound,
+                origin: Some(salesboy_actors::store::OutboundOrigin::Bot),
+                wamid: None,
+                kind: "text".into(),
+                body: Some(reply.body.clone()),
+                status: Some(DeliveryStatus::Pending),
+                status_ms: None,
+                failure: None,
+                created_ms: reply.created_ms,
+            },
+        );
+        for id in ids {
+            tables.links.insert(id, Some(reply_id));
+        }
+        Ok(ReplyOutcome::Recorded { reply_id })
+    }
+
+    async fn dismiss_inbound(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        inbound: &[i64],
+        _at_ms: i64,
+        epoch: u64,
+    ) -> Result<DismissOutcome, StoreError> {
+        let mut tables = self.tables();
+        self.fence(&tables, tenant, epoch)?;
+        let ids = match tables.linkable(tenant, chat, inbound)? {
+            Ok(ids) => ids,
+            Err(inbound_id) => return Ok(DismissOutcome::AlreadyAnswered { inbound_id }),
+        };
+        for id in ids {
+            tables.links.insert(id, None);
+        }
+        Ok(DismissOutcome::Dismissed)
+    }
+
+    async fn mark_reply_sent(
+        &self,
+        tenant: &TenantId,
+        reply_id: i64,
+        wamid: &Wamid,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        self.fence(&tables, tenant, epoch)?;
+        let message = tables.outbound_mut(tenant, reply_id)?;
+        if message.status != Some(DeliveryStatus::Pending) {
+            return Ok(());
+        }
+        message.wamid = Some(wamid.clone());
+        message.status = Some(DeliveryStatus::Sent);
+        message.status_ms = Some(at_ms);
+        tables
+            .wamids
+            .insert((tenant.clone(), wamid.clone()), reply_id);
+        Ok(())
+    }
+
+    async fn mark_reply_failed(
+        &self,
+        tenant: &TenantId,
+        reply_id: i64,
+        failure: &SendFailure,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        self.fence(&tables, tenant, epoch)?;
+        let message = tables.outbound_mut(tenant, reply_id)?;
+        if message.status == Some(DeliveryStatus::Pending) {
+            message.status = Some(DeliveryStatus::Failed);
+            message.status_ms = Some(at_ms);
+            message.failure = Some(failure.clone());
+        }
+        Ok(())
+    }
+
+    async fn unanswered_inbound(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .tables()
+            .unanswered(|m| &m.tenant == tenant && m.created_ms >= since_ms))
+    }
+
+    async fn tenants_with_pending_work(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let tables = self.tables();
+        let mut pending: BTreeSet<TenantId> = tables
+            .unanswered(|m| m.created_ms >= since_ms && m.created_ms < before_ms)
+            .into_iter()
+            .map(|m| m.tenant)
+            .collect();
+        pending.extend(
+            tables
+                .messages
+                .values()
+                .filter(|m| m.status == Some(DeliveryStatus::Pending))
+                .map(|m| m.tenant.clone()),
+        );
+        Ok(pending.into_iter().collect())
+    }
+
+    async fn unanswered_inbound_in_chat(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .tables()
+            .unanswered(|m| &m.tenant == tenant && &m.chat == chat))
+    }
+
+    async fn unsent_replies(&self, tenant: &TenantId) -> Result<Vec<StoredMessage>, StoreError> {
+        let tables = self.tables();
+        let mut found: Vec<StoredMessage> = tables
+            .messages
+            .values()
+            .filter(|m| &m.tenant == tenant && m.status == Some(DeliveryStatus::Pending))
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| (m.created_ms, m.id));
+        Ok(found)
+    }
+
+    async fn conversation_messages(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self.tables().last_of_chat(tenant, chat, limit, |_| true))
+    }
+
+    async fn recent_history(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self.tables().last_of_chat(tenant, chat, limit, |m| {
+            m.body.is_some() && m.status != Some(DeliveryStatus::Failed)
+        }))
+    }
+
+    async fn chat_log(
+        &self,
+        tenant: &TenantId,
+        before_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let tables = self.tables();
+        let before = before_ms.unwrap_or(i64::MAX);
+        let mut found: Vec<StoredMessage> = tables
+            .messages
+            .values()
+            .filter(|m| &m.tenant == tenant && m.created_ms < before)
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| std::cmp::Reverse((m.created_ms, m.id)));
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+}

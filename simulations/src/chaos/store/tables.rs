@@ -1,0 +1,167 @@
+//! The in-memory tables and the queries the store's roles share.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use salesboy_actors::store::{
+    Conversation, Direction, LlmUsage, NewTenant, StoreError, StoredEvent, StoredMessage, Tenant,
+    WhatsAppNumber,
+};
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+
+#[derive(Debug, Clone)]
+pub(super) struct TenantRow {
+    pub(super) new: NewTenant,
+    pub(super) knowledge_version: i64,
+    pub(super) numbers: BTreeMap<PhoneNumberId, WhatsAppNumber>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Document {
+    pub(super) tenant: TenantId,
+    pub(super) title: String,
+    pub(super) chunks: Vec<String>,
+    pub(super) created_ms: i64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Tables {
+    pub(super) tenants: BTreeMap<TenantId, TenantRow>,
+    pub(super) epochs: BTreeMap<TenantId, u64>,
+    pub(super) conversations: BTreeMap<(TenantId, ChatId), Conversation>,
+    pub(super) messages: BTreeMap<i64, StoredMessage>,
+    pub(super) wamids: BTreeMap<(TenantId, Wamid), i64>,
+    /// Inbound message id → the reply answering it (`None`: dismissed).
+    pub(super) links: BTreeMap<i64, Option<i64>>,
+    pub(super) documents: BTreeMap<i64, Document>,
+    pub(super) usage: Vec<LlmUsage>,
+    pub(super) events: Vec<StoredEvent>,
+    pub(super) next_id: i64,
+}
+
+impl Tables {
+    pub(super) fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(super) fn fence(
+        &self,
+        tenant: &TenantId,
+        epoch: u64,
+        accept_stale: bool,
+    ) -> Result<(), StoreError> {
+        match self.epochs.get(tenant) {
+            Some(&current) if current > epoch && !accept_stale => Err(StoreError::StaleEpoch {
+                tenant: tenant.clone(),
+                given: epoch,
+                current,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn conversation_mut(
+        &mut self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> &mut Conversation {
+        self.conversations
+            .entry((tenant.clone(), chat.clone()))
+            .or_insert_with(|| Conversation {
+                tenant: tenant.clone(),
+                chat: chat.clone(),
+                last_inbound_ms: None,
+                bot_paused_until_ms: None,
+            })
+    }
+
+    /// Checks that every id is an unlinked inbound message of the chat; `Ok(Err(id))` for the
+    /// first one already linked.
+    pub(super) fn linkable(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        ids: &[i64],
+    ) -> Result<Result<Vec<i64>, i64>, StoreError> {
+        if ids.is_empty() {
+            return Err(StoreError::Invalid {
+                reason: "a reply must answer at least one inbound message".into(),
+            });
+        }
+        let ids: Vec<i64> = ids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for &id in &ids {
+            let inbound = self.messages.get(&id).is_some_and(|m| {
+                &m.tenant == tenant && &m.chat == chat && m.direction == Direction::Inbound
+            });
+            if !inbound {
+                return Err(StoreError::NotFound {
+                    what: format!("inbound message {id} in chat {chat} of tenant {tenant}"),
+                });
+            }
+            if self.links.contains_key(&id) {
+                return Ok(Err(id));
+            }
+        }
+        Ok(Ok(ids))
+    }
+
+    pub(super) fn outbound_mut(
+        &mut self,
+        tenant: &TenantId,
+        id: i64,
+    ) -> Result<&mut StoredMessage, StoreError> {
+        self.messages
+            .get_mut(&id)
+            .filter(|m| &m.tenant == tenant && m.direction == Direction::Outbound)
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("outbound message {id} of tenant {tenant}"),
+            })
+    }
+
+    pub(super) fn tenant(&self, id: &TenantId) -> Option<Tenant> {
+        self.tenants.get(id).map(|row| Tenant {
+            id: id.clone(),
+            name: row.new.name.clone(),
+            system_prompt: row.new.system_prompt.clone(),
+            llm_config: row.new.llm_config.clone(),
+            knowledge_version: row.knowledge_version,
+            created_ms: row.new.created_ms,
+            numbers: row.numbers.values().cloned().collect(),
+        })
+    }
+
+    pub(super) fn unanswered(&self, keep: impl Fn(&StoredMessage) -> bool) -> Vec<StoredMessage> {
+        let mut found: Vec<StoredMessage> = self
+            .messages
+            .values()
+            .filter(|m| m.direction == Direction::Inbound && !self.links.contains_key(&m.id))
+            .filter(|m| keep(m))
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| (m.created_ms, m.id));
+        found
+    }
+
+    pub(super) fn last_of_chat(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+        keep: impl Fn(&StoredMessage) -> bool,
+    ) -> Vec<StoredMessage> {
+        let mut found: Vec<StoredMessage> = self
+            .messages
+            .values()
+            .filter(|m| &m.tenant == tenant && &m.chat == chat && keep(m))
+            .cloned()
+            .collect();
+        found.sort_by_key(|m| (m.created_ms, m.id));
+        let skip = found.len().saturating_sub(limit as usize);
+        found.split_off(skip)
+    }
+}
