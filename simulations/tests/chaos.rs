@@ -1,6 +1,7 @@
 //! The seeded fault simulation at CI size: a few hundred seeds pass, one seed run twice is
 //! the same run, and an injected bug (the database skipping the epoch check) is caught by
-//! some seed (131, 465 and 481 of 1..=500 when this was written), proving the checker can fail.
+//! some seed (465 and 481 of 1..=500 since the simulation's customers go through the production
+//! ingress; 131 as well before), proving the checker can fail.
 
 use salesboy_sim::chaos::{ChaosOptions, InjectedBug, run_seed, run_seeds};
 
