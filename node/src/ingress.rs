@@ -88,13 +88,6 @@ impl Ingress {
         self
     }
 
-    /// The same ingress running its hand-offs on `tasks`, stopped by `shutdown`.
-    pub fn with_tasks(mut self, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
-        self.tasks = tasks;
-        self.shutdown = shutdown;
-        self
-    }
-
     /// Persists every item of a delivery, then hands the new ones to their tenants in the
     /// background. Fails only when the database is unavailable (the whole delivery should
     /// then be retried).

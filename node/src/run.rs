@@ -255,9 +255,10 @@ pub async fn start_with_bus(
             bus: bus.as_ref().map_or("none", |bus| bus.kind()),
         },
         http::metrics::recorder(),
+        tasks.clone(),
+        shutdown.clone(),
     )
-    .with_router(router.clone(), cluster.clone())
-    .with_tasks(tasks.clone(), shutdown.clone());
+    .with_router(router.clone(), cluster.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;

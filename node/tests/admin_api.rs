@@ -160,6 +160,8 @@ async fn harness() -> Harness {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
             .handle(),
+        tokio_util::task::TaskTracker::new(),
+        tokio_util::sync::CancellationToken::new(),
     );
     Harness {
         app: router(state.clone()),

@@ -44,20 +44,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for a node, its store, its HTTP settings and its metrics renderer.
+    /// The state for a node, its store, its HTTP settings and its metrics renderer; the
+    /// background work (the ingress's hand-offs) runs on the node's `tasks` and stops when
+    /// `shutdown` is cancelled.
     pub fn new(
         node: NodeHandle,
         store: Arc<dyn Store>,
         http: HttpSettings,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Self {
         let router = crate::routing::Router::Local(node.clone());
         let ingress = Ingress::new(
             Arc::clone(&store),
             Arc::clone(&node.services().clock),
             router.clone(),
-            TaskTracker::new(),
-            CancellationToken::new(),
+            tasks,
+            shutdown,
         );
         Self {
             router,
@@ -69,13 +73,6 @@ impl AppState {
             started: Instant::now(),
             ingress,
         }
-    }
-
-    /// The same state whose background work (the ingress's hand-offs) runs on the node's
-    /// `tasks` and stops when `shutdown` is cancelled.
-    pub fn with_tasks(mut self, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
-        self.ingress = self.ingress.with_tasks(tasks, shutdown);
-        self
     }
 
     /// The same state routing through `router` (a cluster node's).
