@@ -17,6 +17,7 @@
 //! - [`stop`]: why actors stop ([`stop::StopReason`]) and how supervisors read an exit;
 //! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
 //! - [`error`]: why an activation or a tenant command failed;
+//! - [`ledger`]: the node's record of reply sends under way and lately finished;
 //! - [`handoff`]: the state a tenant subtree carries when it moves between nodes;
 //! - [`links`], [`rpc`]: small plumbing.
 //!
@@ -25,6 +26,7 @@
 pub mod conversation;
 pub mod error;
 pub mod handoff;
+pub mod ledger;
 pub mod links;
 pub mod node;
 pub mod ports;

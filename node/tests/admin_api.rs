@@ -145,6 +145,7 @@ async fn harness() -> Harness {
         cache: response_cache(1024 * 1024),
         settings: Settings::default(),
         counters: Counters::default(),
+        sends: Default::default(),
     });
     let (node, _) = NodeHandle::start(services).await.unwrap();
     let state = AppState::new(
