@@ -119,6 +119,7 @@ impl AdminError {
                 ActivationError::UnknownTenant(_) => StatusCode::NOT_FOUND,
                 ActivationError::AtCapacity { .. }
                 | ActivationError::Store { .. }
+                | ActivationError::Epoch { .. }
                 | ActivationError::AlreadyHosted(_)
                 | ActivationError::AlreadyActivating(_)
                 | ActivationError::StartFailed { .. }
