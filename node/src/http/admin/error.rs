@@ -113,7 +113,9 @@ impl AdminError {
                 RouteError::Unplaceable { .. } | RouteError::Unreachable { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                RouteError::Refused(_) => StatusCode::CONFLICT,
+                RouteError::Refused(_) | RouteError::RefusedBy { .. } | RouteError::Encode(_) => {
+                    StatusCode::CONFLICT
+                }
             },
             Self::Activation(error) => match error {
                 ActivationError::UnknownTenant(_) => StatusCode::NOT_FOUND,
