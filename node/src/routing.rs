@@ -79,6 +79,6 @@ fn local_error(tenant: &TenantId, error: TenantError) -> RouteError {
             tenant: tenant.clone(),
             reason: error.to_string(),
         },
-        other => RouteError::Refused(other.to_string()),
+        other => RouteError::Refused(other),
     }
 }

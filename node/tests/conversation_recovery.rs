@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use salesboy_actors::conversation::InboundItem;
+use salesboy_actors::error::EpochError;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{
     Clock, Completion, EpochSource, EventSink, LlmError, LlmProvider, LlmProviderFactory, Prompt,
@@ -16,8 +17,7 @@ use salesboy_actors::ports::{
 };
 use salesboy_actors::services::{Counters, Services, Settings, response_cache};
 use salesboy_actors::store::{
-    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store, StoreError,
-    WhatsAppNumber,
+    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store, WhatsAppNumber,
 };
 use salesboy_node::store::SqlStore;
 use salesboy_protocol::events::Event;
@@ -112,7 +112,7 @@ struct FirstEpoch;
 
 #[async_trait]
 impl EpochSource for FirstEpoch {
-    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, EpochError> {
         Ok(1)
     }
 }

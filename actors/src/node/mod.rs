@@ -24,7 +24,7 @@ use salesboy_protocol::events::Alert;
 use tracing::{info, warn};
 
 pub use self::handle::{NodeHandle, NodeSnapshot};
-pub use crate::error::{ActivationError, TenantError};
+pub use crate::error::{ActivationError, EpochError, TenantError};
 use crate::handoff::{HeldMessage, TenantHandoff};
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::stop::StopReason;
@@ -332,11 +332,12 @@ async fn start_tenant(
             (epoch, Some(handoff))
         }
         None => {
-            let epoch = services
-                .epochs
-                .epoch_for(&tenant)
-                .await
-                .map_err(store_error)?;
+            let epoch = services.epochs.epoch_for(&tenant).await.map_err(|error| {
+                ActivationError::Epoch {
+                    tenant: tenant.clone(),
+                    error,
+                }
+            })?;
             (epoch, None)
         }
     };
