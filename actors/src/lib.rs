@@ -16,12 +16,15 @@
 //! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
 //! - [`stop`]: why actors stop ([`stop::StopReason`]) and how supervisors read an exit;
 //! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
+//! - [`command`]: what the rest of the gateway asks of a tenant ([`command::TenantCommand`]),
+//!   the one type from the webhook hand-off through the node inbox to the tenant actor;
 //! - [`error`]: why an activation or a tenant command failed;
 //! - [`handoff`]: the state a tenant subtree carries when it moves between nodes;
 //! - [`links`], [`rpc`]: small plumbing.
 //!
 //! This crate never imports HTTP, SQL or NATS: the node crate implements the ports.
 
+pub mod command;
 pub mod conversation;
 pub mod error;
 pub mod handoff;

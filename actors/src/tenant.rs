@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::command::{CommandReply, TenantCommand};
 use crate::conversation::{
     ConversationActor, ConversationArgs, ConversationMsg, ConversationSnapshot, InboundItem,
 };
 use crate::error::TenantError;
-use crate::handoff::{ConversationHandoff, HeldMessage, SessionHandoff, TenantHandoff};
+use crate::handoff::{ConversationHandoff, SessionHandoff, TenantHandoff};
 use crate::links::TenantLinks;
 use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
 use crate::rpc::ask;
@@ -67,37 +68,14 @@ impl ChildKind {
 /// Messages of a tenant supervisor.
 #[derive(Debug)]
 pub enum TenantMsg {
-    /// A persisted inbound message for one chat.
-    Inbound {
-        /// The customer's chat.
-        chat: ChatId,
-        /// The message.
-        item: InboundItem,
-    },
-    /// The owner wrote in a chat from their own WhatsApp app (echo): the bot steps back.
-    OwnerActivity {
-        /// The chat.
-        chat: ChatId,
-        /// When the owner wrote.
-        at_ms: i64,
-    },
-    /// Pause (`Some`) or resume (`None`) the bot in a chat.
-    SetPaused {
-        /// The chat.
-        chat: ChatId,
-        /// Until when.
-        until_ms: Option<i64>,
-        /// Done, or why not.
-        reply: RpcReplyPort<Result<(), TenantError>>,
-    },
-    /// Send a message as the owner: recorded, sent, and the bot steps back in that chat.
-    OwnerSend {
-        /// The chat.
-        chat: ChatId,
-        /// The text.
-        body: String,
-        /// The recorded outbound message's id, or why not.
-        reply: RpcReplyPort<Result<i64, TenantError>>,
+    /// A command (from the webhook ingress, the admin API, another node's router, or held
+    /// by the node the tenant moved from). `reply`, when given, gets what it produced or why
+    /// not; commands [done on receipt](TenantCommand::done_on_receipt) are sent without one.
+    Command {
+        /// The command.
+        command: TenantCommand,
+        /// Where to answer.
+        reply: Option<CommandReplyPort>,
     },
     /// Offer unanswered messages to their conversations again; with `unsent`, also queue
     /// replies recorded but never sent.
@@ -109,16 +87,13 @@ pub enum TenantMsg {
     Sweep,
     /// Restart a child after its backoff.
     Respawn(ChildKind),
-    /// The tenant's record changed (number, token, prompt, providers): read it again and
-    /// hand the changes to the session and responder without restarting them.
-    Reload,
     /// Freeze the subtree for a move: stop admitting (messages are held), let the reply
     /// under way finish, collect the children's state.
     Freeze(RpcReplyPort<Result<TenantHandoff, TenantError>>),
     /// The move was called off: resume and handle what was held.
     Thaw,
     /// The move succeeded: hand over what was held since the freeze, then stop.
-    Release(RpcReplyPort<Vec<HeldMessage>>),
+    Release(RpcReplyPort<Vec<TenantCommand>>),
     /// The tenant's state.
     Observe(RpcReplyPort<TenantSnapshot>),
     /// One conversation's state, if it is active.
@@ -129,6 +104,9 @@ pub enum TenantMsg {
         reply: RpcReplyPort<Option<ConversationSnapshot>>,
     },
 }
+
+/// Where a tenant answers a command.
+pub type CommandReplyPort = RpcReplyPort<Result<CommandReply, TenantError>>;
 
 /// What `Observe` shows of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +151,7 @@ pub struct TenantState {
     trackers: HashMap<ChildKind, RestartTracker>,
     last_activity: Instant,
     frozen: bool,
-    held: Vec<HeldMessage>,
+    held: Vec<TenantCommand>,
     /// The session's state brought from another node, used by the first session spawned.
     restore_session: Option<SessionHandoff>,
 }
@@ -235,7 +213,7 @@ impl Actor for TenantSupervisor {
         info!(tenant = %state.tenant, epoch = state.epoch, "tenant activated");
         // Messages held by the node it moved from come first, then the store's view.
         for held in std::mem::take(&mut state.held) {
-            dispatch(&myself, state, held).await?;
+            carry_out(&myself, state, held, None).await?;
         }
         let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
         Ok(())
@@ -264,22 +242,8 @@ impl Actor for TenantSupervisor {
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TenantMsg::Inbound { chat, item } => {
-                dispatch(&myself, state, HeldMessage::Inbound { chat, item }).await?;
-            }
-            TenantMsg::OwnerActivity { chat, at_ms } => {
-                dispatch(&myself, state, HeldMessage::OwnerActivity { chat, at_ms }).await?;
-            }
-            TenantMsg::SetPaused { reply, .. } if state.frozen => {
-                let _ = reply.send(Err(TenantError::Moving(state.tenant.clone())));
-            }
-            TenantMsg::OwnerSend { reply, .. } if state.frozen => {
-                let _ = reply.send(Err(TenantError::Moving(state.tenant.clone())));
-            }
-            TenantMsg::Reconcile { .. }
-            | TenantMsg::Sweep
-            | TenantMsg::Reload
-            | TenantMsg::Respawn(_)
+            TenantMsg::Command { command: c, reply } => carry_out(&myself, state, c, reply).await?,
+            TenantMsg::Reconcile { .. } | TenantMsg::Sweep | TenantMsg::Respawn(_)
                 if state.frozen =>
             {
                 // Done by the next host (or after a thaw).
@@ -296,20 +260,6 @@ impl Actor for TenantSupervisor {
                 let _ = reply.send(std::mem::take(&mut state.held));
                 info!(tenant = %state.tenant, epoch = state.epoch, "tenant moved away");
                 StopReason::Moved.stop(&myself);
-            }
-            TenantMsg::SetPaused {
-                chat,
-                until_ms,
-                reply,
-            } => {
-                state.last_activity = Instant::now();
-                let conversation = conversation(&myself, state, &chat).await?;
-                let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
-            }
-            TenantMsg::OwnerSend { chat, body, reply } => {
-                state.last_activity = Instant::now();
-                let result = owner_send(&myself, state, chat, body).await;
-                let _ = reply.send(result.map_err(|e| TenantError::store(&state.tenant, e)));
             }
             TenantMsg::Reconcile { unsent } => reconcile(&myself, state, unsent).await?,
             TenantMsg::Sweep => {
@@ -330,7 +280,6 @@ impl Actor for TenantSupervisor {
                     unsent: kind == ChildKind::Session,
                 });
             }
-            TenantMsg::Reload => reload(&myself, state).await?,
             TenantMsg::Observe(reply) => {
                 let session = match state.links.session() {
                     Some(session) => ask(&session, SessionMsg::Observe, OBSERVE_TIMEOUT).await,
@@ -532,25 +481,63 @@ async fn spawn_conversation(
     Ok(conversation)
 }
 
-/// Hands a message to its conversation, or holds it while the tenant is frozen.
-async fn dispatch(
+/// Carries out a command; while the tenant is frozen, holds the messages for the next host
+/// (or the thaw), refuses the requests (the caller retries on the next host) and drops a
+/// reload (the next host reads the record when it starts).
+async fn carry_out(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,
-    message: HeldMessage,
+    command: TenantCommand,
+    reply: Option<CommandReplyPort>,
 ) -> Result<(), ActorProcessingErr> {
+    let answer = |reply: Option<CommandReplyPort>, result| {
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    };
     if state.frozen {
-        state.held.push(message);
+        match command {
+            TenantCommand::Inbound { .. } | TenantCommand::OwnerActivity { .. } => {
+                state.held.push(command);
+                answer(reply, Ok(CommandReply::Done));
+            }
+            TenantCommand::SetPaused { .. } | TenantCommand::OwnerSend { .. } => {
+                answer(reply, Err(TenantError::Moving(state.tenant.clone())));
+            }
+            TenantCommand::Reload => answer(reply, Ok(CommandReply::Done)),
+        }
         return Ok(());
     }
-    state.last_activity = Instant::now();
-    match message {
-        HeldMessage::Inbound { chat, item } => {
+    if !matches!(command, TenantCommand::Reload) {
+        state.last_activity = Instant::now();
+    }
+    match command {
+        TenantCommand::Inbound { chat, item } => {
             let conversation = conversation(myself, state, &chat).await?;
             let _ = conversation.send_message(ConversationMsg::Inbound(item));
+            answer(reply, Ok(CommandReply::Done));
         }
-        HeldMessage::OwnerActivity { chat, at_ms } => {
+        TenantCommand::OwnerActivity { chat, at_ms } => {
             let conversation = conversation(myself, state, &chat).await?;
             let _ = conversation.send_message(ConversationMsg::OwnerActivity { at_ms });
+            answer(reply, Ok(CommandReply::Done));
+        }
+        TenantCommand::SetPaused { chat, until_ms } => {
+            let conversation = conversation(myself, state, &chat).await?;
+            // The conversation answers (a caller that does not wait gets a port nobody reads).
+            let reply = reply.unwrap_or_else(|| ractor::concurrency::oneshot().0.into());
+            let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
+        }
+        TenantCommand::OwnerSend { chat, body } => {
+            let result = owner_send(myself, state, chat, body).await;
+            let result = result
+                .map(CommandReply::Outbound)
+                .map_err(|e| TenantError::store(&state.tenant, e));
+            answer(reply, result);
+        }
+        TenantCommand::Reload => {
+            reload(myself, state).await?;
+            answer(reply, Ok(CommandReply::Done));
         }
     }
     Ok(())
@@ -613,7 +600,7 @@ async fn thaw(
         let _ = session.send_message(SessionMsg::Thaw);
     }
     for held in std::mem::take(&mut state.held) {
-        dispatch(myself, state, held).await?;
+        carry_out(myself, state, held, None).await?;
     }
     let _ = myself.send_message(TenantMsg::Reconcile { unsent: false });
     Ok(())

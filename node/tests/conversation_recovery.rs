@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{
@@ -216,7 +217,13 @@ impl Harness {
             received_ms,
         };
         self.node
-            .deliver_inbound(&acme(), customer(), item)
+            .deliver(
+                &acme(),
+                TenantCommand::Inbound {
+                    chat: customer(),
+                    item,
+                },
+            )
             .await
             .unwrap();
     }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_protocol::{Codec, Envelope, TenantId};
 
 use super::control::codec_headers;
 use super::directory::PlacementState;
 use super::member::Cluster;
 use super::router::Attempt;
-use super::wire::{CommandReply, RemoteError, TenantCommand};
+use super::wire::RemoteError;
 use crate::bus::Message;
 
 /// How long a host remembers the answers it gave (the dedup window).
