@@ -1,8 +1,8 @@
 //! Salesboy's actor tree (ractor) and the small traits through which it reaches the world.
 //!
 //! ```text
-//! NodeSupervisor (one per node)            node.rs
-//!  └ TenantSupervisor (per hosted tenant)   tenant.rs
+//! NodeSupervisor (one per node)            node/
+//!  └ TenantSupervisor (per hosted tenant)   tenant/
 //!     ├ SessionActor      (WhatsApp number) session.rs
 //!     ├ ResponderActor    (LLM replies)     responder/
 //!     └ ConversationActor × chats           conversation.rs

@@ -3,32 +3,31 @@
 //! backoff and gives up after too many failures (the tenant is then reported failed and
 //! stops); reconciles from the store on activation and after restarts (architecture §5.4);
 //! stops itself when idle.
+//!
+//! [`children`] starts the children and keeps track of them.
+
+mod children;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use self::children::{Children, conversation, spawn_child, spawn_conversation};
 use crate::command::{CommandReply, TenantCommand};
-use crate::conversation::{
-    ConversationActor, ConversationArgs, ConversationMsg, ConversationSnapshot, InboundItem,
-};
+use crate::conversation::{ConversationMsg, ConversationSnapshot, InboundItem};
 use crate::error::TenantError;
-use crate::handoff::{ConversationHandoff, SessionHandoff, TenantHandoff};
-use crate::links::TenantLinks;
-use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
+use crate::handoff::{SessionHandoff, TenantHandoff};
+use crate::responder::{ResponderMsg, ResponderSnapshot};
 use crate::rpc::ask;
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
-use crate::session::{SendJob, SessionActor, SessionArgs, SessionMsg, SessionSnapshot};
+use crate::session::{SendJob, SessionMsg, SessionSnapshot};
 use crate::stop::{ChildExit, StopReason};
 use crate::store::{NewOutbound, OutboundOrigin, StoreError, Tenant};
 use crate::supervision::{RestartDecision, RestartTracker};
@@ -143,11 +142,7 @@ pub struct TenantState {
     epoch: u64,
     record: Tenant,
     services: Arc<Services>,
-    links: Arc<TenantLinks>,
-    conversations: HashMap<ChatId, ActorRef<ConversationMsg>>,
-    conversation_ids: HashMap<ActorId, ChatId>,
-    session_id: Option<ActorId>,
-    responder_id: Option<ActorId>,
+    children: Children,
     trackers: HashMap<ChildKind, RestartTracker>,
     last_activity: Instant,
     frozen: bool,
@@ -184,12 +179,8 @@ impl Actor for TenantSupervisor {
             tenant: args.tenant,
             epoch: args.epoch,
             record,
+            children: Children::new(Arc::clone(&args.services)),
             services: args.services,
-            links: Arc::new(TenantLinks::default()),
-            conversations: HashMap::new(),
-            conversation_ids: HashMap::new(),
-            session_id: None,
-            responder_id: None,
             trackers: HashMap::new(),
             last_activity: Instant::now(),
             frozen: false,
@@ -224,14 +215,7 @@ impl Actor for TenantSupervisor {
         _myself: ActorRef<TenantMsg>,
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
-        let active = state.conversations.len() as u64;
-        state
-            .services
-            .counters
-            .conversations
-            .fetch_sub(active, Ordering::Relaxed);
-        state.links.set_session(None);
-        state.links.set_responder(None);
+        state.children.forget_all();
         Ok(())
     }
 
@@ -264,10 +248,10 @@ impl Actor for TenantSupervisor {
             TenantMsg::Reconcile { unsent } => reconcile(&myself, state, unsent).await?,
             TenantMsg::Sweep => {
                 let idle_for = state.services.settings.conversation_idle;
-                for conversation in state.conversations.values() {
+                for conversation in state.children.conversations() {
                     let _ = conversation.send_message(ConversationMsg::Passivate { idle_for });
                 }
-                if state.conversations.is_empty()
+                if state.children.conversation_count() == 0
                     && state.last_activity.elapsed() >= state.services.settings.tenant_idle
                 {
                     info!(tenant = %state.tenant, "tenant idle, stopping");
@@ -281,11 +265,11 @@ impl Actor for TenantSupervisor {
                 });
             }
             TenantMsg::Observe(reply) => {
-                let session = match state.links.session() {
+                let session = match state.children.session() {
                     Some(session) => ask(&session, SessionMsg::Observe, OBSERVE_TIMEOUT).await,
                     None => None,
                 };
-                let responder = match state.links.responder() {
+                let responder = match state.children.responder() {
                     Some(responder) => {
                         ask(&responder, ResponderMsg::Observe, OBSERVE_TIMEOUT).await
                     }
@@ -301,12 +285,12 @@ impl Actor for TenantSupervisor {
                     epoch: state.epoch,
                     session,
                     responder,
-                    conversations: state.conversations.len(),
+                    conversations: state.children.conversation_count(),
                     restarts,
                 });
             }
             TenantMsg::ObserveConversation { chat, reply } => {
-                let snapshot = match state.conversations.get(&chat) {
+                let snapshot = match state.children.conversation(&chat) {
                     Some(conversation) => {
                         ask(conversation, ConversationMsg::Observe, OBSERVE_TIMEOUT).await
                     }
@@ -327,7 +311,7 @@ impl Actor for TenantSupervisor {
         let Some((cell, exit)) = ChildExit::of(event) else {
             return Ok(());
         };
-        let Some(kind) = forget_child(state, &cell) else {
+        let Some(kind) = state.children.forget(&cell) else {
             return Ok(());
         };
         let reason = match exit {
@@ -373,112 +357,6 @@ impl Actor for TenantSupervisor {
         }
         Ok(())
     }
-}
-
-/// Removes an exited child from the state; which kind it was, if it was ours.
-fn forget_child(state: &mut TenantState, cell: &ActorCell) -> Option<ChildKind> {
-    let id = cell.get_id();
-    if state.session_id == Some(id) {
-        state.session_id = None;
-        state.links.set_session(None);
-        return Some(ChildKind::Session);
-    }
-    if state.responder_id == Some(id) {
-        state.responder_id = None;
-        state.links.set_responder(None);
-        return Some(ChildKind::Responder);
-    }
-    let chat = state.conversation_ids.remove(&id)?;
-    state.conversations.remove(&chat);
-    state
-        .services
-        .counters
-        .conversations
-        .fetch_sub(1, Ordering::Relaxed);
-    Some(ChildKind::Conversation)
-}
-
-async fn spawn_child(
-    myself: &ActorRef<TenantMsg>,
-    state: &mut TenantState,
-    kind: ChildKind,
-) -> Result<(), ActorProcessingErr> {
-    let supervisor = myself.get_cell();
-    match kind {
-        ChildKind::Session => {
-            let Some(number) = state.record.numbers.first().cloned() else {
-                warn!(tenant = %state.tenant, "tenant has no whatsapp number, replies stay pending");
-                return Ok(());
-            };
-            let args = SessionArgs {
-                tenant: state.tenant.clone(),
-                epoch: state.epoch,
-                number,
-                services: Arc::clone(&state.services),
-                restore: state.restore_session.take(),
-            };
-            let (session, _) = Actor::spawn_linked(None, SessionActor, args, supervisor).await?;
-            state.session_id = Some(session.get_id());
-            state.links.set_session(Some(session));
-        }
-        ChildKind::Responder => {
-            let args = ResponderArgs {
-                tenant: state.tenant.clone(),
-                system_prompt: state.record.system_prompt.clone(),
-                llm_config: state.record.llm_config.clone(),
-                services: Arc::clone(&state.services),
-            };
-            let (responder, _) =
-                Actor::spawn_linked(None, ResponderActor, args, supervisor).await?;
-            state.responder_id = Some(responder.get_id());
-            state.links.set_responder(Some(responder));
-        }
-        ChildKind::Conversation => {}
-    }
-    Ok(())
-}
-
-/// The chat's conversation, started if it is not active.
-async fn conversation(
-    myself: &ActorRef<TenantMsg>,
-    state: &mut TenantState,
-    chat: &ChatId,
-) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
-    if let Some(existing) = state.conversations.get(chat) {
-        return Ok(existing.clone());
-    }
-    spawn_conversation(myself, state, chat, None).await
-}
-
-/// Starts a conversation, from moved state when there is some.
-async fn spawn_conversation(
-    myself: &ActorRef<TenantMsg>,
-    state: &mut TenantState,
-    chat: &ChatId,
-    restore: Option<ConversationHandoff>,
-) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
-    let args = ConversationArgs {
-        tenant: state.tenant.clone(),
-        chat: chat.clone(),
-        epoch: state.epoch,
-        services: Arc::clone(&state.services),
-        links: Arc::clone(&state.links),
-        restore,
-    };
-    let (conversation, _) =
-        Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await?;
-    state
-        .conversation_ids
-        .insert(conversation.get_id(), chat.clone());
-    state
-        .conversations
-        .insert(chat.clone(), conversation.clone());
-    state
-        .services
-        .counters
-        .conversations
-        .fetch_add(1, Ordering::Relaxed);
-    Ok(conversation)
 }
 
 /// Carries out a command; while the tenant is frozen, holds the messages for the next host
@@ -549,11 +427,11 @@ async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, TenantError> {
     state.frozen = true;
     let timeout = state.services.settings.freeze_timeout;
     let mut calls = tokio::task::JoinSet::new();
-    for conversation in state.conversations.values() {
+    for conversation in state.children.conversations() {
         let conversation = conversation.clone();
         calls.spawn(async move { ask(&conversation, ConversationMsg::Freeze, timeout).await });
     }
-    let mut conversations = Vec::with_capacity(state.conversations.len());
+    let mut conversations = Vec::with_capacity(state.children.conversation_count());
     while let Some(joined) = calls.join_next().await {
         match joined.ok().flatten() {
             Some(handoff) => conversations.push(handoff),
@@ -566,7 +444,7 @@ async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, TenantError> {
             }
         }
     }
-    let session = match state.links.session() {
+    let session = match state.children.session() {
         Some(session) => Some(
             ask(&session, SessionMsg::Freeze, timeout)
                 .await
@@ -593,10 +471,10 @@ async fn thaw(
     state: &mut TenantState,
 ) -> Result<(), ActorProcessingErr> {
     state.frozen = false;
-    for conversation in state.conversations.values() {
+    for conversation in state.children.conversations() {
         let _ = conversation.send_message(ConversationMsg::Thaw);
     }
-    if let Some(session) = state.links.session() {
+    if let Some(session) = state.children.session() {
         let _ = session.send_message(SessionMsg::Thaw);
     }
     for held in std::mem::take(&mut state.held) {
@@ -616,17 +494,17 @@ async fn reload(
         return Ok(());
     };
     state.record = record;
-    match (state.links.session(), state.record.numbers.first()) {
+    match (state.children.session(), state.record.numbers.first()) {
         (Some(session), Some(number)) => {
             let _ = session.send_message(SessionMsg::UpdateNumber(number.clone()));
         }
-        (None, Some(_)) if state.session_id.is_none() => {
+        (None, Some(_)) if !state.children.has_session() => {
             spawn_child(myself, state, ChildKind::Session).await?;
             let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
         }
         _ => {}
     }
-    if let Some(responder) = state.links.responder() {
+    if let Some(responder) = state.children.responder() {
         let _ = responder.send_message(ResponderMsg::Reconfigure {
             system_prompt: state.record.system_prompt.clone(),
             llm_config: state.record.llm_config.clone(),
@@ -655,7 +533,7 @@ async fn owner_send(
         epoch: Some(state.epoch),
     };
     let id = services.store.record_outbound(&outbound).await?.id();
-    match state.links.session() {
+    match state.children.session() {
         Some(session) => {
             let job = SendJob {
                 outbound_id: id,
@@ -699,7 +577,7 @@ async fn reconcile(
     if !unsent {
         return Ok(());
     }
-    let Some(session) = state.links.session() else {
+    let Some(session) = state.children.session() else {
         return Ok(());
     };
     for message in services.store.unsent_replies(&state.tenant).await? {
