@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::error::EpochError;
 use salesboy_actors::node::NodeHandle;
@@ -237,7 +238,13 @@ impl Harness {
             received_ms,
         };
         self.node
-            .deliver_inbound(&acme(), customer(), item)
+            .deliver(
+                &acme(),
+                TenantCommand::Inbound {
+                    chat: customer(),
+                    item,
+                },
+            )
             .await
             .unwrap();
     }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_protocol::{Codec, Envelope, TenantId};
 
 use super::control::codec_headers;
 use super::directory::PlacementState;
 use super::member::Cluster;
 use super::router::{Attempt, activation_attempt};
-use super::wire::{CommandReply, RemoteError, TenantCommand};
+use super::wire::RemoteError;
 use crate::bus::Message;
 
 /// How long a host remembers the answers it gave (the dedup window).
@@ -65,7 +66,7 @@ impl Cluster {
         let command: TenantCommand = Codec::Bincode
             .decode(&envelope.payload)
             .map_err(RemoteError::BadCommand)?;
-        match crate::routing::execute(&self.node, tenant, command).await {
+        match self.node.deliver(tenant, command).await {
             Ok(reply) => Ok(reply),
             // What would fail anywhere goes back as it is; the rest sends the sender back to
             // the directory.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use salesboy_actors::handoff::{HeldMessage, TenantHandoff};
+use salesboy_actors::handoff::TenantHandoff;
 use salesboy_actors::node::{ActivationError, TenantError};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{NodeId, TenantId};
@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use super::directory::{DirectoryError, Placement, PlacementState};
 use super::member::Cluster;
-use super::wire::{ControlError, ControlReply, ControlRequest, TenantCommand};
+use super::wire::{ControlError, ControlReply, ControlRequest};
 use crate::bus::BusError;
 
 /// How often a mover reads the directory to learn how a move it could not confirm ended.
@@ -358,13 +358,7 @@ impl Cluster {
         } else {
             Vec::new()
         };
-        for message in held {
-            let command = match message {
-                HeldMessage::Inbound { chat, item } => TenantCommand::Inbound { chat, item },
-                HeldMessage::OwnerActivity { chat, at_ms } => {
-                    TenantCommand::OwnerActivity { chat, at_ms }
-                }
-            };
+        for command in held {
             if let Err(e) = self.deliver(tenant, command).await {
                 // Persisted: the new host's reconciliation finds it.
                 warn!(tenant = %tenant, error = %e, "held message not forwarded");

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::node::{ActivationError, TenantError};
 use salesboy_protocol::subjects;
 use salesboy_protocol::{Codec, CodecError, Envelope, MessageId, NodeId, TenantId};
@@ -20,7 +21,7 @@ use tracing::debug;
 use super::control::codec_headers;
 use super::directory::{Placement, PlacementState, Versioned};
 use super::member::Cluster;
-use super::wire::{CommandReply, ControlReply, ControlRequest, RemoteError, TenantCommand};
+use super::wire::{ControlReply, ControlRequest, RemoteError};
 
 /// How long a command may take to reach its tenant, retries included.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
@@ -184,7 +185,8 @@ impl Cluster {
         tenant: &TenantId,
         command: TenantCommand,
     ) -> Result<CommandReply, Attempt> {
-        crate::routing::execute(&self.node, tenant, command)
+        self.node
+            .deliver(tenant, command)
             .await
             .map_err(|e| activation_attempt(tenant, e))
     }

@@ -1,89 +1,22 @@
-//! What nodes say to each other: tenant commands (in an [`Envelope`], to the host's inbox)
-//! and control requests (to a node's control subject), and their answers, errors included:
-//! a refusal travels as a typed error ([`RemoteError`], [`ControlError`]), never as a
-//! sentence. Encoded with the bincode codec.
+//! What nodes say to each other: tenant commands ([`TenantCommand`] in an [`Envelope`], to
+//! the host's inbox, answered with a `Result<CommandReply, RemoteError>`) and control
+//! requests (to a node's control subject), and their answers, errors included: a refusal
+//! travels as a typed error ([`RemoteError`], [`ControlError`]), never as a sentence.
+//! Encoded with the bincode codec.
 //!
 //! [`Envelope`]: salesboy_protocol::Envelope
+//! [`TenantCommand`]: salesboy_actors::command::TenantCommand
 
 use std::time::Duration;
 
-use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::handoff::TenantHandoff;
 use salesboy_actors::node::{ActivationError, TenantError};
-use salesboy_protocol::{ActorAddress, ChatId, CodecError, MessageKind, NodeId, TenantId};
+use salesboy_protocol::{CodecError, NodeId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use super::directory::DirectoryError;
 use super::drain::DrainError;
 use super::migration::MigrationError;
-
-/// A command for a tenant, delivered to whichever node hosts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TenantCommand {
-    /// A persisted inbound message for a conversation.
-    Inbound {
-        /// The chat.
-        chat: ChatId,
-        /// The message.
-        item: InboundItem,
-    },
-    /// The owner wrote from their own app (echo).
-    OwnerActivity {
-        /// The chat.
-        chat: ChatId,
-        /// When.
-        at_ms: i64,
-    },
-    /// Pause (`Some`) or resume (`None`) the bot in a chat.
-    SetPaused {
-        /// The chat.
-        chat: ChatId,
-        /// Until when.
-        until_ms: Option<i64>,
-    },
-    /// Send a message as the owner.
-    OwnerSend {
-        /// The chat.
-        chat: ChatId,
-        /// The text.
-        body: String,
-    },
-    /// The tenant's record changed.
-    Reload,
-}
-
-impl TenantCommand {
-    /// The actor the command is for.
-    pub fn target(&self, tenant: &TenantId) -> ActorAddress {
-        match self {
-            Self::Inbound { chat, .. }
-            | Self::OwnerActivity { chat, .. }
-            | Self::SetPaused { chat, .. }
-            | Self::OwnerSend { chat, .. } => {
-                ActorAddress::Conversation(tenant.clone(), chat.clone())
-            }
-            Self::Reload => ActorAddress::Session(tenant.clone()),
-        }
-    }
-
-    /// The envelope kind.
-    pub fn kind(&self) -> MessageKind {
-        match self {
-            Self::Inbound { .. } => MessageKind::Inbound,
-            Self::Reload => MessageKind::SessionCommand,
-            _ => MessageKind::ConversationCommand,
-        }
-    }
-}
-
-/// What a command produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommandReply {
-    /// Done.
-    Done,
-    /// An owner message was recorded under this id.
-    Outbound(i64),
-}
 
 /// Why a host did not carry out a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -178,44 +111,13 @@ pub enum ControlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use salesboy_actors::command::CommandReply;
     use salesboy_actors::node::EpochError;
-    use salesboy_protocol::{Codec, Wamid};
+    use salesboy_protocol::Codec;
 
     #[test]
     fn wire_messages_round_trip_in_bincode() {
         let tenant = TenantId::new("acme").unwrap();
-        let chat = ChatId::new("16505551234").unwrap();
-        let commands = vec![
-            TenantCommand::Inbound {
-                chat: chat.clone(),
-                item: InboundItem {
-                    id: 1,
-                    wamid: Some(Wamid::new("wamid.A").unwrap()),
-                    text: Some("hi".into()),
-                    received_ms: 2,
-                },
-            },
-            TenantCommand::OwnerActivity {
-                chat: chat.clone(),
-                at_ms: 3,
-            },
-            TenantCommand::SetPaused {
-                chat: chat.clone(),
-                until_ms: None,
-            },
-            TenantCommand::OwnerSend {
-                chat,
-                body: "b".into(),
-            },
-            TenantCommand::Reload,
-        ];
-        for command in commands {
-            let bytes = Codec::Bincode.encode(&command).unwrap();
-            assert_eq!(
-                Codec::Bincode.decode::<TenantCommand>(&bytes).unwrap(),
-                command
-            );
-        }
         let replies: Vec<Result<CommandReply, RemoteError>> = vec![
             Ok(CommandReply::Done),
             Ok(CommandReply::Outbound(4)),
