@@ -16,7 +16,9 @@
 //! - `decode`: rows back into records;
 //! - `fencing`: tenant epochs and the fence every state-changing write passes;
 //! - `tenants`: tenants and their WhatsApp numbers;
-//! - `messages`: conversations, messages, replies, statuses, reconciliation, retention;
+//! - `messages`: conversations, messages, replies, statuses and the reads reconciliation
+//!   needs;
+//! - `retention`: deleting old messages;
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage and events.
 
@@ -26,6 +28,7 @@ mod error;
 mod fencing;
 mod knowledge;
 mod messages;
+mod retention;
 mod tenants;
 
 use std::fmt;
@@ -562,7 +565,7 @@ impl EventStore for SqlStore {
 #[async_trait]
 impl RetentionStore for SqlStore {
     async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        self.run(messages::delete_messages_before(&self.db, cutoff_ms))
+        self.run(retention::delete_messages_before(&self.db, cutoff_ms))
             .await
     }
 }

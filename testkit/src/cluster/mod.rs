@@ -1,32 +1,28 @@
 //! [`ClusterSandbox`]: real `salesboy serve` processes for multi-node tests, with their own
 //! NATS server, database and fakes, cleaned up on drop.
 
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reqwest::StatusCode;
-use salesboy_node::store::{SqlStore, SqlStoreOptions};
+use salesboy_node::store::SqlStore;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
-use salesboy_protocol::{PhoneNumberId, TenantId};
-use sqlx::{AnyConnection, Connection, Executor};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::{
-    FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, NatsServer, PostgresDatabase,
-    TcpProxy,
-};
+use crate::{FakeLlm, FakeWhatsApp, NatsServer, PostgresDatabase};
 
+mod builder;
+mod control;
 mod node;
 mod seed;
 
-use node::{Process, SandboxNode, free_port, log_tail, poll_exit};
-use seed::Seed;
+pub use builder::ClusterSandboxBuilder;
+
+use node::{SandboxNode, log_tail};
 
 /// The Meta app secret every sandbox node checks webhook signatures with.
 pub const SANDBOX_APP_SECRET: &str = "sandbox-app-secret";
@@ -50,30 +46,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// How long a SIGKILLed node may take to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many tenants one seeding transaction writes. Every statement of a batch stays well
-/// under 16 KiB: sqlx 0.9 no longer sets `TCP_NODELAY`, and on Postgres a bigger message
-/// waits ~40 ms for a delayed ACK (transact-rs/sqlx#4335), which made 500-tenant batches
-/// ten times slower than these.
-const SEED_BATCH: usize = 200;
-
 /// At most this much of a log file's end is read for a tail.
 const LOG_TAIL_BYTES: u64 = 256 * 1024;
 
 /// How many log lines of each node a sandbox dropped during a panic prints.
 const PANIC_LOG_LINES: usize = 40;
-
-/// Variables the sandbox sets itself; the builder's extra environment cannot replace them.
-const MANAGED_ENV: &[&str] = &[
-    "SALESBOY_NODE_ID",
-    "SALESBOY_HTTP_ADDR",
-    "SALESBOY_DATA_DIR",
-    "SALESBOY_DATABASE_URL",
-    "SALESBOY_NATS_URL",
-    "SALESBOY_WHATSAPP_APP_SECRET",
-    "SALESBOY_WHATSAPP_API_BASE",
-    "SALESBOY_ADMIN_TOKEN",
-    "PATH",
-];
 
 /// Which database a test node uses: the one a sandbox's nodes share, or a [`Gateway`]'s.
 ///
@@ -101,139 +78,6 @@ pub struct NodeHandleInfo {
     pub alive: bool,
     /// How its last process ended, once it has and was reaped.
     pub exit: Option<ExitStatus>,
-}
-
-/// Builds a [`ClusterSandbox`]: `ClusterSandbox::builder().nodes(3).binary(…).start()`.
-#[derive(Debug, Clone)]
-pub struct ClusterSandboxBuilder {
-    nodes: usize,
-    binary: Option<PathBuf>,
-    database: Db,
-    env: Vec<(String, String)>,
-}
-
-impl ClusterSandboxBuilder {
-    /// How many nodes to start (default 1; 0 is allowed, see [`ClusterSandbox::add_node`]).
-    pub fn nodes(mut self, nodes: usize) -> Self {
-        self.nodes = nodes;
-        self
-    }
-
-    /// The `salesboy` binary to run; tests pass `env!("CARGO_BIN_EXE_salesboy")`. Required.
-    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
-        self.binary = Some(path.into());
-        self
-    }
-
-    /// The shared database (default [`Db::Postgres`]).
-    pub fn database(mut self, database: Db) -> Self {
-        self.database = database;
-        self
-    }
-
-    /// An extra environment variable for every node (e.g. `SALESBOY_DEBOUNCE_MS`), set after
-    /// the sandbox's own; `RUST_LOG` may be replaced, the other variables the sandbox sets
-    /// and `SALESBOY_TEST_*` may not ([`Self::start`] refuses them).
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Starts the services, then the nodes, and waits until every node answers `/health`
-    /// (at most [`NODE_STARTUP_TIMEOUT`]). The error says what failed; for a node, it carries
-    /// the tail of its log.
-    pub async fn start(self) -> Result<ClusterSandbox, String> {
-        let binary = self.binary.ok_or_else(|| {
-            "no salesboy binary: call .binary(env!(\"CARGO_BIN_EXE_salesboy\"))".to_owned()
-        })?;
-        if self.database == Db::Sqlite && self.nodes > 1 {
-            return Err(format!(
-                "a sqlite sandbox has one node, {} were asked for: use Db::Postgres",
-                self.nodes
-            ));
-        }
-        for (key, _) in &self.env {
-            if key.starts_with("SALESBOY_TEST_") {
-                return Err(format!(
-                    "{key} belongs to the test suite and is never passed to a node"
-                ));
-            }
-            if MANAGED_ENV.contains(&key.as_str()) {
-                return Err(format!("{key} is set by the sandbox itself"));
-            }
-        }
-
-        salesboy_node::run::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(HEALTH_REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| format!("cannot build the http client: {e}"))?;
-        let root = tempfile::Builder::new()
-            .prefix("salesboy-sandbox-")
-            .tempdir()
-            .map_err(|e| format!("cannot create the sandbox directory: {e}"))?;
-        let nats = tokio::task::spawn_blocking(NatsServer::start)
-            .await
-            .map_err(|e| format!("the nats-server start task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
-        let (postgres, database_url) = match self.database {
-            Db::Postgres => {
-                let database = PostgresDatabase::create().await?;
-                let url = database.url().to_owned();
-                (Some(database), url)
-            }
-            Db::Sqlite => {
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    root.path().join("salesboy.db").display()
-                );
-                (None, url)
-            }
-        };
-        let whatsapp = FakeWhatsApp::try_start(FakeWhatsAppOptions::default())
-            .await
-            .map_err(|e| format!("cannot start the fake whatsapp api: {e}"))?;
-        let llm = FakeLlm::try_start(FakeLlmOptions::default())
-            .await
-            .map_err(|e| format!("cannot start the fake llm: {e}"))?;
-        // Connecting migrates the schema before any node starts, so nodes never race to.
-        let store = SqlStore::connect_with(
-            &database_url,
-            &SqlStoreOptions {
-                max_connections: 4,
-                ..SqlStoreOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| format!("cannot open the sandbox database: {e}"))?;
-
-        let sandbox = ClusterSandbox {
-            nodes: Mutex::new(Vec::new()),
-            binary,
-            extra_env: self.env,
-            database: self.database,
-            database_url,
-            http,
-            store,
-            seeded: AtomicUsize::new(0),
-            whatsapp,
-            llm,
-            nats,
-            _postgres: postgres,
-            root,
-        };
-        let mut started = Vec::with_capacity(self.nodes);
-        for _ in 0..self.nodes {
-            started.push(sandbox.launch_node().await?);
-        }
-        let waits = started
-            .iter()
-            .map(|&index| sandbox.wait_started(index, NODE_STARTUP_TIMEOUT));
-        for result in futures::future::join_all(waits).await {
-            result?;
-        }
-        Ok(sandbox)
-    }
 }
 
 /// Real `salesboy serve` processes with a private NATS server, a shared database, a fake
@@ -307,16 +151,6 @@ pub struct ClusterSandbox {
 }
 
 impl ClusterSandbox {
-    /// A builder: one node on Postgres until told otherwise.
-    pub fn builder() -> ClusterSandboxBuilder {
-        ClusterSandboxBuilder {
-            nodes: 1,
-            binary: None,
-            database: Db::Postgres,
-            env: Vec::new(),
-        }
-    }
-
     /// A snapshot of every node, by index.
     pub fn nodes(&self) -> Vec<NodeHandleInfo> {
         self.all_nodes().iter().map(|node| node.info()).collect()
@@ -350,151 +184,6 @@ impl ClusterSandbox {
             Err(error) => error,
         }
     }
-
-    /// Polls node `i`'s `GET /health` until it answers 200. Fails at once when the node's
-    /// process does not run (killed or exited), else after `timeout` with the
-    /// last answer or error.
-    pub async fn wait_healthy(&self, i: usize, timeout: Duration) -> Result<(), String> {
-        let node = self.node(i)?;
-        let url = format!("{}/health", node.http_base());
-        let deadline = Instant::now() + timeout;
-        let mut last = "no answer yet".to_owned();
-        loop {
-            {
-                let mut process = node.process();
-                if process.running_pid().is_none() {
-                    return Err(format!(
-                        "{} is not running: {}",
-                        node.id,
-                        process.describe_stopped()
-                    ));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "{} not healthy within {timeout:?}: {last}",
-                    node.id
-                ));
-            }
-            let answer = self
-                .http
-                .get(&url)
-                .timeout(left.min(HEALTH_REQUEST_TIMEOUT))
-                .send()
-                .await;
-            match answer {
-                Ok(response) if response.status() == StatusCode::OK => return Ok(()),
-                Ok(response) => last = format!("/health answered {}", response.status()),
-                Err(error) => last = format!("/health failed: {error}"),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::sleep(left.min(POLL_INTERVAL)).await;
-        }
-    }
-
-    /// Adds a node with the next index and id and the same configuration as the others,
-    /// starts it and waits until it answers `/health` (at most [`NODE_STARTUP_TIMEOUT`]);
-    /// returns its index. A SQLite sandbox refuses a second node.
-    pub async fn add_node(&self) -> Result<usize, String> {
-        let index = self.launch_node().await?;
-        self.wait_started(index, NODE_STARTUP_TIMEOUT).await?;
-        Ok(index)
-    }
-
-    /// Kills node `i` with SIGKILL and reaps it. A node that does not run is left as it is.
-    pub async fn kill(&self, i: usize) -> Result<(), String> {
-        let node = self.node(i)?;
-        {
-            let mut process = node.process();
-            if process.running_pid().is_none() {
-                return Ok(());
-            }
-            if let Some(child) = process.child.as_mut() {
-                child
-                    .start_kill()
-                    .map_err(|e| format!("cannot kill {}: {e}", node.id))?;
-            }
-        }
-        match poll_exit(&node, REAP_TIMEOUT).await {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "{} was not reaped within {REAP_TIMEOUT:?} of SIGKILL",
-                node.id
-            )),
-        }
-    }
-
-    /// Sends SIGTERM to node `i` (a graceful shutdown) and returns at once; see
-    /// [`Self::wait_exit`]. The signal is sent by running `kill -TERM <pid>` (procps), as the
-    /// node crate has no signal-sending dependency; the child is not reaped yet, so the pid
-    /// cannot have been reused.
-    pub fn terminate(&self, i: usize) -> Result<(), String> {
-        let node = self.node(i)?;
-        let mut process = node.process();
-        let Some(pid) = process.running_pid() else {
-            return Err(format!(
-                "{} is not running: {}",
-                node.id,
-                process.describe_stopped()
-            ));
-        };
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| format!("cannot run kill -TERM {pid}: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -TERM {pid} ({}) failed: {status}", node.id));
-        }
-        Ok(())
-    }
-
-    /// Waits up to `timeout` for node `i`'s process to exit and reaps it: its exit status,
-    /// or `None` if it still runs (or never ran). A node that already exited answers at once.
-    pub async fn wait_exit(&self, i: usize, timeout: Duration) -> Option<ExitStatus> {
-        let node = self.node(i).ok()?;
-        poll_exit(&node, timeout).await
-    }
-
-    /// Starts node `i` again with the same id, port and data directory (its log is
-    /// appended to). A node that still runs is killed (SIGKILL) first. Does not wait for
-    /// health: see [`Self::wait_healthy`].
-    pub async fn restart(&self, i: usize) -> Result<(), String> {
-        self.kill(i).await?;
-        let node = self.node(i)?;
-        self.spawn(&node)
-    }
-
-    /// Partitions node `i` from NATS: its proxy blackholes, so its connection goes silent
-    /// without being closed and reconnects hang; the node only notices by its own timeouts.
-    /// HTTP and the database stay reachable.
-    pub fn partition(&self, i: usize) -> Result<(), String> {
-        self.node(i)?.proxy.blackhole();
-        Ok(())
-    }
-
-    /// Cuts node `i`'s NATS connection: it is reset at once and reconnects are refused
-    /// until [`Self::heal`]. The node notices immediately (unlike [`Self::partition`]).
-    pub fn cut_nats(&self, i: usize) -> Result<(), String> {
-        self.node(i)?.proxy.cut();
-        Ok(())
-    }
-
-    /// Ends a [`Self::partition`] or [`Self::cut_nats`] of node `i`: its proxy forwards
-    /// again (a connection held by a partition resumes).
-    pub fn heal(&self, i: usize) -> Result<(), String> {
-        self.node(i)?.proxy.restore();
-        Ok(())
-    }
-
-    /// How many connections node `i` has open (or held) through its NATS proxy.
-    pub fn nats_connections(&self, i: usize) -> Result<usize, String> {
-        Ok(self.node(i)?.proxy.connections())
-    }
-
     /// The NATS server's own URL (not proxied), for the test's clients.
     pub fn nats_url(&self) -> String {
         self.nats.url()
@@ -567,77 +256,6 @@ impl ClusterSandbox {
             .map_err(|e| format!("cannot post a webhook to {}: {e}", node.id))
     }
 
-    /// Writes `count` new tenants straight into the database, each with one WhatsApp number,
-    /// the fake LLM as its provider and one knowledge passage, `knowledge`; returns them in
-    /// order. Tenants are numbered on from earlier calls: tenant `n` is `seed-<n:05>` with
-    /// number `1<n:014>` and access token `token-seed-<n:05>`.
-    ///
-    /// The rows are those the store's own calls write (tenant at epoch 0 and knowledge
-    /// version 1, number, document, passage), inserted 200 tenants per transaction
-    /// with multi-row statements, so thousands seed in well under a second. It bypasses the
-    /// `Store` API for speed: the sandbox tests read seeded tenants back through it, which
-    /// catches a schema change this writer missed.
-    pub async fn seed_tenants(
-        &self,
-        count: usize,
-        knowledge: &str,
-    ) -> Result<Vec<(TenantId, PhoneNumberId)>, String> {
-        let providers = serde_json::json!([{
-            "kind": "openai",
-            "model": "gpt-4o-mini",
-            "api_key": "sk-sandbox",
-            "base_url": self.llm.openai_base_url(),
-        }]);
-        self.seed_tenants_with(count, knowledge, &providers).await
-    }
-
-    /// As [`Self::seed_tenants`], with the tenants' LLM provider chain `providers` (the
-    /// `llm_config` JSON array, e.g. a Gemini fake first and an OpenAI-compatible fallback).
-    pub async fn seed_tenants_with(
-        &self,
-        count: usize,
-        knowledge: &str,
-        providers: &serde_json::Value,
-    ) -> Result<Vec<(TenantId, PhoneNumberId)>, String> {
-        let first = self.seeded.fetch_add(count, Ordering::SeqCst);
-        let tenants = (first..first + count)
-            .map(|n| {
-                let tenant = TenantId::new(format!("seed-{n:05}"))
-                    .map_err(|e| format!("bad seeded tenant id: {e}"))?;
-                let number = PhoneNumberId::new(format!("1{n:014}"))
-                    .map_err(|e| format!("bad seeded phone number id: {e}"))?;
-                Ok((tenant, number))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let providers = providers.to_string();
-        let created_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let seeding = |e: sqlx::Error| format!("cannot seed tenants: {e}");
-
-        sqlx::any::install_default_drivers();
-        let mut connection = AnyConnection::connect(&self.database_url)
-            .await
-            .map_err(seeding)?;
-        if self.database == Db::Sqlite {
-            connection
-                .execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                .await
-                .map_err(seeding)?;
-        }
-        let seed = Seed {
-            providers: &providers,
-            knowledge,
-            created_ms,
-        };
-        for batch in tenants.chunks(SEED_BATCH) {
-            seed.insert(&mut connection, batch).await.map_err(seeding)?;
-        }
-        let _ = connection.close().await;
-        Ok(tenants)
-    }
-
     /// Every node, by index.
     fn all_nodes(&self) -> Vec<Arc<SandboxNode>> {
         self.nodes.lock().clone()
@@ -652,97 +270,6 @@ impl ClusterSandbox {
                 nodes.len()
             )
         })
-    }
-
-    /// Creates the next node (proxy, port, directory) and starts its process.
-    async fn launch_node(&self) -> Result<usize, String> {
-        let nats = SocketAddr::from((Ipv4Addr::LOCALHOST, self.nats.port()));
-        let proxy = TcpProxy::start(nats)
-            .await
-            .map_err(|e| format!("cannot start a nats proxy: {e}"))?;
-        let node = {
-            let mut nodes = self.nodes.lock();
-            if self.database == Db::Sqlite && !nodes.is_empty() {
-                return Err("a sqlite sandbox has one node: use Db::Postgres".to_owned());
-            }
-            let taken: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-            let port = free_port(&taken)?;
-            let index = nodes.len();
-            let id = format!("node-{index}");
-            let node = Arc::new(SandboxNode {
-                index,
-                data_dir: self.root.path().join(&id),
-                log_path: self.root.path().join(format!("{id}.log")),
-                id,
-                port,
-                proxy,
-                process: Mutex::new(Process::default()),
-            });
-            nodes.push(Arc::clone(&node));
-            node
-        };
-        self.spawn(&node)?;
-        Ok(node.index)
-    }
-
-    /// Waits for a node just started; the error carries its log's tail.
-    async fn wait_started(&self, i: usize, timeout: Duration) -> Result<(), String> {
-        self.wait_healthy(i, timeout).await.map_err(|error| {
-            format!(
-                "{error}\n--- node-{i} log tail ---\n{}",
-                self.node_log_tail(i, 30)
-            )
-        })
-    }
-
-    /// Starts `node`'s process (it must not run).
-    fn spawn(&self, node: &SandboxNode) -> Result<(), String> {
-        let mut process = node.process();
-        if process.running_pid().is_some() {
-            return Err(format!("{} is already running", node.id));
-        }
-        std::fs::create_dir_all(&node.data_dir)
-            .map_err(|e| format!("cannot create {}: {e}", node.data_dir.display()))?;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .map_err(|e| format!("cannot open {}: {e}", node.log_path.display()))?;
-        let start = process.starts + 1;
-        writeln!(log, "--- sandbox: start {start} of {} ---", node.id)
-            .map_err(|e| format!("cannot write {}: {e}", node.log_path.display()))?;
-        let stdout = log
-            .try_clone()
-            .map_err(|e| format!("cannot share {}: {e}", node.log_path.display()))?;
-
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            // Plain log lines: the log is a file, not a terminal.
-            .env("NO_COLOR", "1")
-            .env("SALESBOY_NODE_ID", &node.id)
-            .env("SALESBOY_HTTP_ADDR", format!("127.0.0.1:{}", node.port))
-            .env("SALESBOY_DATA_DIR", &node.data_dir)
-            .env("SALESBOY_DATABASE_URL", &self.database_url)
-            .env("SALESBOY_NATS_URL", format!("nats://{}", node.proxy.addr()))
-            .env("SALESBOY_WHATSAPP_APP_SECRET", SANDBOX_APP_SECRET)
-            .env("SALESBOY_WHATSAPP_API_BASE", self.whatsapp.base_url())
-            .env("SALESBOY_ADMIN_TOKEN", SANDBOX_ADMIN_TOKEN)
-            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
-        process.child = Some(child);
-        process.exit = None;
-        process.starts = start;
-        Ok(())
     }
 }
 

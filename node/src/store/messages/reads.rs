@@ -1,0 +1,188 @@
+//! The message reads: what reconciliation needs (unanswered inbound messages, pending
+//! outbound ones, tenants with either), a chat's history and the tenant's chat log.
+
+use salesboy_actors::store::{
+    DeliveryStatus, Direction, OutboundOrigin, SendFailure, StoredMessage,
+};
+use salesboy_protocol::{ChatId, TenantId};
+use sqlx::any::AnyRow;
+
+use super::super::Db;
+use super::super::decode::{get, id, limit, named, optional_id, optional_named};
+use super::super::error::Failure;
+
+/// `SELECT` of the columns [`message_from_row`] reads from `messages m`, followed by `$rest`.
+macro_rules! select_messages {
+    ($rest:literal) => {
+        concat!(
+            "SELECT m.id, m.tenant_id, m.chat_id, m.direction, m.origin, m.wamid, m.kind, \
+             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms \
+             FROM messages m ",
+            $rest
+        )
+    };
+}
+
+/// Inbound messages since `since_ms` with no reply link, oldest first.
+pub(crate) async fn unanswered_inbound(
+    db: &Db,
+    tenant: &TenantId,
+    since_ms: i64,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let rows = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.direction = 'inbound' AND m.created_ms >= $2 \
+         AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
+         ORDER BY m.created_ms, m.id"
+    ))
+    .bind(tenant.as_str())
+    .bind(since_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    messages_from_rows(&rows)
+}
+
+/// One chat's inbound messages with no reply link, oldest first.
+pub(crate) async fn unanswered_inbound_in_chat(
+    db: &Db,
+    tenant: &TenantId,
+    chat: &ChatId,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let rows = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.direction = 'inbound' \
+         AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
+         ORDER BY m.created_ms, m.id"
+    ))
+    .bind(tenant.as_str())
+    .bind(chat.as_str())
+    .fetch_all(&db.pool)
+    .await?;
+    messages_from_rows(&rows)
+}
+
+/// Tenants with an unanswered inbound message received in `[since_ms, before_ms)` or a
+/// pending outbound message: one query (the created-at index and the partial pending index).
+pub(crate) async fn tenants_with_pending_work(
+    db: &Db,
+    since_ms: i64,
+    before_ms: i64,
+) -> Result<Vec<TenantId>, Failure> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT m.tenant_id FROM messages m \
+         WHERE m.direction = 'inbound' AND m.created_ms >= $1 AND m.created_ms < $2 \
+         AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
+         UNION SELECT DISTINCT tenant_id FROM messages WHERE status = 'pending'",
+    )
+    .bind(since_ms)
+    .bind(before_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(|row| id(row, "tenant_id")).collect()
+}
+
+/// Pending outbound messages, oldest first.
+pub(crate) async fn unsent_replies(
+    db: &Db,
+    tenant: &TenantId,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let rows = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.status = 'pending' ORDER BY m.created_ms, m.id"
+    ))
+    .bind(tenant.as_str())
+    .fetch_all(&db.pool)
+    .await?;
+    messages_from_rows(&rows)
+}
+
+/// The chat's last `count` messages, oldest first.
+pub(crate) async fn conversation_messages(
+    db: &Db,
+    tenant: &TenantId,
+    chat: &ChatId,
+    count: u32,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let rows = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.chat_id = $2 \
+         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+    ))
+    .bind(tenant.as_str())
+    .bind(chat.as_str())
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    oldest_first(&rows)
+}
+
+/// The chat's last `count` messages with text that the customer saw, oldest first.
+pub(crate) async fn recent_history(
+    db: &Db,
+    tenant: &TenantId,
+    chat: &ChatId,
+    count: u32,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let rows = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.body IS NOT NULL \
+         AND (m.status IS NULL OR m.status <> 'failed') \
+         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+    ))
+    .bind(tenant.as_str())
+    .bind(chat.as_str())
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    oldest_first(&rows)
+}
+
+/// The tenant's messages created before `before_ms`, newest first.
+pub(crate) async fn chat_log(
+    db: &Db,
+    tenant: &TenantId,
+    before_ms: Option<i64>,
+    count: u32,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let rows = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.created_ms < $2 \
+         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+    ))
+    .bind(tenant.as_str())
+    .bind(before_ms.unwrap_or(i64::MAX))
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    messages_from_rows(&rows)
+}
+
+fn messages_from_rows(rows: &[AnyRow]) -> Result<Vec<StoredMessage>, Failure> {
+    rows.iter().map(message_from_row).collect()
+}
+
+/// Rows fetched newest first, returned oldest first.
+fn oldest_first(rows: &[AnyRow]) -> Result<Vec<StoredMessage>, Failure> {
+    let mut messages = messages_from_rows(rows)?;
+    messages.reverse();
+    Ok(messages)
+}
+
+fn message_from_row(row: &AnyRow) -> Result<StoredMessage, Failure> {
+    let error_title: Option<String> = get(row, "error_title")?;
+    Ok(StoredMessage {
+        id: get(row, "id")?,
+        tenant: id(row, "tenant_id")?,
+        chat: id(row, "chat_id")?,
+        direction: named(row, "direction", Direction::parse)?,
+        origin: optional_named(row, "origin", OutboundOrigin::parse)?,
+        wamid: optional_id(row, "wamid")?,
+        kind: get(row, "kind")?,
+        body: get(row, "body")?,
+        status: optional_named(row, "status", DeliveryStatus::parse)?,
+        status_ms: get(row, "status_ms")?,
+        failure: error_title
+            .map(|title| {
+                Ok::<_, Failure>(SendFailure {
+                    code: get(row, "error_code")?,
+                    title,
+                })
+            })
+            .transpose()?,
+        created_ms: get(row, "created_ms")?,
+    })
+}
