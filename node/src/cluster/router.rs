@@ -23,7 +23,7 @@ use super::member::Cluster;
 use super::wire::{CommandReply, ControlReply, ControlRequest, RemoteError, TenantCommand};
 
 /// How long a command may take to reach its tenant, retries included.
-const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
+pub(super) const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
 /// One request's timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
