@@ -4,8 +4,9 @@
 //! Delivery between nodes is request + reply with bounded retries: a command is wrapped in
 //! an [`Envelope`] with a fresh message id and the placement epoch the sender knows, and sent
 //! to the host's inbox; the host answers only after the command is handed to the tenant's
-//! actors. A retry carries the same id and the host's dedup window answers it from memory,
-//! so a command is carried out once. "No responders" or a timeout sends the sender back to
+//! actors. A retry carries the same id and the host's dedup window answers it from memory
+//! (or, while the first is still running, with the first's answer), so a command is carried
+//! out once. "No responders" or a timeout sends the sender back to
 //! the directory; a dead host's tenants are re-placed (failover) and reconcile from SQL.
 
 use std::time::Duration;
