@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use salesboy_protocol::{Codec, Envelope, MessageId, TenantId};
 
-use super::control::codec_headers;
+use super::control::{codec_headers, encode_answer};
 use super::directory::PlacementState;
 use super::member::Cluster;
 use super::router::{Attempt, ROUTE_DEADLINE, activation_attempt};
@@ -47,27 +47,34 @@ impl Answers {
 
     /// The encoded answer to message `id`: the kept one, the one a run under way gives, or
     /// `work`'s (cut off after the timeout).
-    pub(super) async fn answer(&self, id: MessageId, work: impl Future<Output = Answer>) -> Bytes {
+    pub(super) async fn answer(
+        &self,
+        id: MessageId,
+        work: impl Future<Output = Answer>,
+    ) -> Option<Bytes> {
         let timeout = self.timeout;
         let run = async move {
             let answer = tokio::time::timeout(timeout, work)
                 .await
                 .unwrap_or(Err(RemoteError::TimedOut(timeout)));
             let keep = matches!(answer, Ok(_) | Err(RemoteError::TimedOut(_)));
-            let bytes = encode(&answer);
-            if keep { Ok(bytes) } else { Err(bytes) }
+            match encode(&answer) {
+                Some(bytes) if keep => Ok(bytes),
+                other => Err(other),
+            }
         };
         // Concurrent calls for one id share one run (moka coalesces them); only `Ok` is kept.
         match self.kept.try_get_with(id, run).await {
-            Ok(bytes) => bytes,
-            Err(bytes) => Bytes::clone(&bytes),
+            Ok(bytes) => Some(bytes),
+            Err(bytes) => Option::clone(&bytes),
         }
     }
 }
 
-/// An answer in the wire's codec.
-fn encode(answer: &Answer) -> Bytes {
-    Bytes::from(Codec::Bincode.encode(answer).unwrap_or_default())
+/// An answer in the wire's codec (or the error that it could not be encoded; `None` if even
+/// that could not be).
+fn encode(answer: &Answer) -> Option<Bytes> {
+    encode_answer(answer, |e| Err(RemoteError::Unencodable(e)))
 }
 
 impl Cluster {
@@ -82,7 +89,9 @@ impl Cluster {
                     .await
             }
         };
-        let _ = self.bus.respond(&message, codec_headers(), bytes).await;
+        if let Some(bytes) = bytes {
+            let _ = self.bus.respond(&message, codec_headers(), bytes).await;
+        }
     }
 
     /// Carries out a command sent to this node for a tenant it should host.
@@ -130,8 +139,10 @@ mod tests {
 
     use super::*;
 
-    fn decode(bytes: &Bytes) -> Answer {
-        Codec::Bincode.decode(bytes).expect("an answer")
+    fn decode(bytes: &Option<Bytes>) -> Answer {
+        Codec::Bincode
+            .decode(bytes.as_ref().expect("an answer"))
+            .expect("a decodable answer")
     }
 
     /// A retried request that arrives while the first is still running waits for the first's

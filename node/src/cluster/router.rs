@@ -231,6 +231,7 @@ impl Cluster {
             RemoteError::Directory(_)
             | RemoteError::BadEnvelope(_)
             | RemoteError::BadCommand(_)
+            | RemoteError::Unencodable(_)
             | RemoteError::TimedOut(_) => Attempt::Final(RouteError::RefusedBy {
                 node: owner.node.clone(),
                 error,
