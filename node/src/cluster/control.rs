@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use salesboy_protocol::subjects;
-use salesboy_protocol::{Codec, NodeId};
+use salesboy_protocol::{Codec, CodecError, NodeId};
+use serde::Serialize;
+use tracing::error;
 
 use super::drain::DRAIN_TIMEOUT;
 use super::member::Cluster;
@@ -57,11 +59,32 @@ impl Cluster {
                 Err(e) => ControlReply::Error(ControlError::Drain(e)),
             },
         };
-        let bytes = Codec::Bincode.encode(&reply).unwrap_or_default();
-        let _ = self
-            .bus
-            .respond(&message, codec_headers(), Bytes::from(bytes))
-            .await;
+        if let Some(bytes) = encode_answer(&reply, |e| {
+            ControlReply::Error(ControlError::Unencodable(e))
+        }) {
+            let _ = self.bus.respond(&message, codec_headers(), bytes).await;
+        }
+    }
+}
+
+/// An answer in the wire's codec, never an empty body: when it cannot be encoded, the
+/// answer `instead` makes of the error goes back; when that cannot be encoded either,
+/// nothing does (`None`: the requester times out).
+pub(super) fn encode_answer<T: Serialize>(
+    answer: &T,
+    instead: impl FnOnce(CodecError) -> T,
+) -> Option<Bytes> {
+    let error = match Codec::Bincode.encode(answer) {
+        Ok(bytes) => return Some(Bytes::from(bytes)),
+        Err(error) => error,
+    };
+    error!(error = %error, "answer could not be encoded, sending the error instead");
+    match Codec::Bincode.encode(&instead(error)) {
+        Ok(bytes) => Some(Bytes::from(bytes)),
+        Err(error) => {
+            error!(error = %error, "error answer could not be encoded either, sending nothing");
+            None
+        }
     }
 }
 
@@ -93,4 +116,46 @@ pub async fn control_request(
     Codec::Bincode
         .decode(&reply.payload)
         .map_err(|e| BusError::Other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Serializer};
+
+    use super::*;
+
+    /// An answer that may fail to encode.
+    #[derive(Debug, PartialEq, Deserialize)]
+    enum Probe {
+        Unencodable,
+        Failed(String),
+    }
+
+    impl Serialize for Probe {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Self::Unencodable => Err(S::Error::custom("cannot encode this")),
+                Self::Failed(reason) => {
+                    serializer.serialize_newtype_variant("Probe", 1, "Failed", reason)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_encoded_becomes_an_error_answer_never_an_empty_body() {
+        let bytes = encode_answer(&Probe::Unencodable, |e| Probe::Failed(e.to_string()))
+            .expect("an answer");
+        let answer: Probe = Codec::Bincode.decode(&bytes).expect("a decodable answer");
+        assert!(
+            matches!(&answer, Probe::Failed(reason) if reason.contains("cannot encode this")),
+            "{answer:?}"
+        );
+        assert_eq!(
+            encode_answer(&Probe::Unencodable, |_| Probe::Unencodable),
+            None,
+            "nothing at all rather than an empty body"
+        );
+    }
 }

@@ -67,6 +67,14 @@ pub enum DirectoryError {
         /// Why.
         reason: String,
     },
+    /// The placement could not be encoded (nothing was written).
+    #[error("placement of {tenant} could not be encoded: {reason}")]
+    Unencodable {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        reason: String,
+    },
     /// The bus failed.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -151,7 +159,8 @@ impl Directory {
         tenant: &TenantId,
         placement: Placement,
     ) -> Result<Versioned, DirectoryError> {
-        let revision = self.kv.create(tenant.as_str(), encode(&placement)).await?;
+        let value = encode(tenant, &placement)?;
+        let revision = self.kv.create(tenant.as_str(), value).await?;
         let versioned = Versioned {
             placement,
             revision,
@@ -170,7 +179,11 @@ impl Directory {
     ) -> Result<Versioned, DirectoryError> {
         let revision = self
             .kv
-            .update(tenant.as_str(), encode(&placement), expected_revision)
+            .update(
+                tenant.as_str(),
+                encode(tenant, &placement)?,
+                expected_revision,
+            )
             .await?;
         let versioned = Versioned {
             placement,
@@ -200,8 +213,15 @@ fn remember(cache: &Cache, tenant: TenantId, versioned: Versioned) {
     }
 }
 
-fn encode(placement: &Placement) -> Bytes {
-    Bytes::from(serde_json::to_vec(placement).unwrap_or_default())
+/// The placement as stored; an error rather than an empty value (which would read back as
+/// a corrupt entry).
+fn encode(tenant: &TenantId, placement: &Placement) -> Result<Bytes, DirectoryError> {
+    serde_json::to_vec(placement)
+        .map(Bytes::from)
+        .map_err(|e| DirectoryError::Unencodable {
+            tenant: tenant.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 fn decode(tenant: &str, value: &[u8]) -> Result<Placement, DirectoryError> {

@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use salesboy_actors::node::NodeHandle;
 use salesboy_protocol::subjects::{self, EventKind};
-use salesboy_protocol::{MessageId, NodeId, TenantId};
+use salesboy_protocol::{NodeId, TenantId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::directory::Directory;
 use super::duties::{fence_watch, leader_duties, membership_events};
-use super::inbox::DEDUP_WINDOW;
+use super::inbox::{Answers, DEDUP_WINDOW, INBOX_TIMEOUT};
 use super::leader::Leadership;
 use super::membership::Membership;
 use super::placement::PlacementStrategy;
@@ -56,7 +55,7 @@ pub struct Cluster {
     pub(super) leadership: Arc<Leadership>,
     pub(super) placement: Arc<dyn PlacementStrategy>,
     pub(super) settings: ClusterSettings,
-    pub(super) replies: moka::sync::Cache<MessageId, Bytes>,
+    pub(super) answers: Answers,
     pub(super) draining: AtomicBool,
     pub(super) exit: watch::Sender<bool>,
     pub(super) tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -104,10 +103,7 @@ impl Cluster {
             leadership,
             placement,
             settings,
-            replies: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(DEDUP_WINDOW)
-                .build(),
+            answers: Answers::new(DEDUP_WINDOW, INBOX_TIMEOUT),
             draining: AtomicBool::new(false),
             exit,
             tasks: std::sync::Mutex::default(),

@@ -4,8 +4,9 @@
 //! Delivery between nodes is request + reply with bounded retries: a command is wrapped in
 //! an [`Envelope`] with a fresh message id and the placement epoch the sender knows, and sent
 //! to the host's inbox; the host answers only after the command is handed to the tenant's
-//! actors. A retry carries the same id and the host's dedup window answers it from memory,
-//! so a command is carried out once. "No responders" or a timeout sends the sender back to
+//! actors. A retry carries the same id and the host's dedup window answers it from memory
+//! (or, while the first is still running, with the first's answer), so a command is carried
+//! out once. "No responders" or a timeout sends the sender back to
 //! the directory; a dead host's tenants are re-placed (failover) and reconcile from SQL.
 
 use std::time::Duration;
@@ -24,7 +25,7 @@ use super::member::Cluster;
 use super::wire::{ControlReply, ControlRequest, RemoteError};
 
 /// How long a command may take to reach its tenant, retries included.
-const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
+pub(super) const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
 /// One request's timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -232,6 +233,7 @@ impl Cluster {
             RemoteError::Directory(_)
             | RemoteError::BadEnvelope(_)
             | RemoteError::BadCommand(_)
+            | RemoteError::Unencodable(_)
             | RemoteError::TimedOut(_) => Attempt::Final(RouteError::RefusedBy {
                 node: owner.node.clone(),
                 error,

@@ -40,6 +40,9 @@ pub enum RemoteError {
     /// The command inside the envelope could not be read.
     #[error("bad command: {0}")]
     BadCommand(CodecError),
+    /// The host's answer could not be encoded (the command may have been carried out).
+    #[error("the answer could not be encoded: {0}")]
+    Unencodable(CodecError),
     /// The command did not finish within the host's bound on one inbox message; it may
     /// have been carried out, so it is not tried again under the same id.
     #[error("command did not finish within {0:?}")]
@@ -106,6 +109,9 @@ pub enum ControlError {
     /// A `Drain` failed.
     #[error(transparent)]
     Drain(DrainError),
+    /// The answer could not be encoded.
+    #[error("the answer could not be encoded: {0}")]
+    Unencodable(CodecError),
 }
 
 #[cfg(test)]
