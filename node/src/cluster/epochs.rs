@@ -99,3 +99,87 @@ impl EpochSource for ClusterEpochs {
         Err(EpochError::DirectoryChurn)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bus::{Bus, LocalBus};
+    use crate::cluster::membership::{MembershipConfig, NodeInfo, NodeLoad};
+    use crate::store::SqlStore;
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(name).expect("node id")
+    }
+
+    /// A refusal says why in its variant: who hosts the tenant, or that it is moving.
+    #[tokio::test]
+    async fn a_refused_claim_says_who_hosts_the_tenant_or_that_it_moves() {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+        let directory = Arc::new(Directory::open(&bus).await.expect("directory"));
+        let membership = Membership::start(
+            Arc::clone(&bus),
+            node("n1"),
+            NodeInfo {
+                http_addr: "n1.local:8080".into(),
+                version: "test".into(),
+                max_tenants: 10,
+            },
+            Arc::new(|| NodeLoad {
+                tenants: 0,
+                conversations: 0,
+                rss_bytes: 0,
+                cpu_percent: 0.0,
+            }),
+            MembershipConfig {
+                heartbeat: Duration::from_secs(1),
+                failure_timeout: Duration::from_secs(60),
+                fence_after: Duration::from_secs(30),
+            },
+        )
+        .await
+        .expect("membership");
+        let store: Arc<dyn Store> =
+            Arc::new(SqlStore::connect("sqlite::memory:").await.expect("store"));
+        let epochs = ClusterEpochs::new(
+            node("n1"),
+            Arc::clone(&directory),
+            Arc::new(membership),
+            store,
+        );
+        let tenant = TenantId::new("acme").expect("tenant");
+
+        // Another node, not known dead, hosts it.
+        let placed = directory
+            .create(
+                &tenant,
+                Placement {
+                    node: node("n2"),
+                    epoch: 1,
+                    state: PlacementState::Active,
+                },
+            )
+            .await
+            .expect("placed");
+        assert_eq!(
+            epochs.epoch_for(&tenant).await,
+            Err(EpochError::HostedBy { node: node("n2") })
+        );
+
+        // This node is moving it away.
+        directory
+            .update(
+                &tenant,
+                Placement {
+                    node: node("n1"),
+                    epoch: 1,
+                    state: PlacementState::Moving { to: node("n2") },
+                },
+                placed.revision,
+            )
+            .await
+            .expect("marked moving");
+        assert_eq!(epochs.epoch_for(&tenant).await, Err(EpochError::Moving));
+    }
+}

@@ -41,15 +41,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let database = match state.store.health().await {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => e.to_string(),
-    };
+    let database = state.store.health().await;
     let fenced = state
         .cluster
         .as_ref()
         .is_some_and(|cluster| *cluster.membership().fenced().borrow());
-    let ready = database == "ok" && !fenced;
+    let ready = database.is_ok() && !fenced;
+    let database = match database {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.to_string(),
+    };
     let node = state.node.observe();
     let body = Health {
         status: match (ready, fenced) {
