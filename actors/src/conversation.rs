@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::command::CommandReply;
 use crate::error::TenantError;
 use crate::handoff::ConversationHandoff;
 use crate::links::TenantLinks;
@@ -101,7 +102,7 @@ pub enum ConversationMsg {
         /// Until when; [`crate::store::PAUSED_INDEFINITELY`] for no end.
         until_ms: Option<i64>,
         /// Done, or why not.
-        reply: RpcReplyPort<Result<(), TenantError>>,
+        reply: RpcReplyPort<Result<CommandReply, TenantError>>,
     },
     /// The owner wrote in this chat (API send or WhatsApp echo): the bot steps back.
     OwnerActivity {
@@ -293,7 +294,10 @@ impl Actor for ConversationActor {
             }
             ConversationMsg::SetPaused { until_ms, reply } => {
                 let result = set_paused(&myself, state, until_ms).await;
-                let _ = reply.send(result.map_err(|e| TenantError::store(&state.args.tenant, e)));
+                let result = result
+                    .map(|()| CommandReply::Done)
+                    .map_err(|e| TenantError::store(&state.args.tenant, e));
+                let _ = reply.send(result);
             }
             ConversationMsg::OwnerActivity { at_ms } => {
                 state.last_activity = Instant::now();

@@ -1,16 +1,46 @@
 //! The errors of the actor tree's front door ([`crate::node::NodeHandle`]): why a tenant
-//! could not be activated ([`ActivationError`]) and why a command to a tenant failed
-//! ([`TenantError`]). Callers decide on variants, never on the text.
+//! could not be activated ([`ActivationError`], with [`EpochError`] when this node may not
+//! host it now) and why a command to a tenant failed ([`TenantError`]). Callers decide on
+//! variants, never on the text. They are plain data (serde), so a node can tell another why
+//! (the cluster's control replies carry them).
 
 use std::time::Duration;
 
-use salesboy_protocol::TenantId;
+use salesboy_protocol::{NodeId, TenantId};
+use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 use crate::tenant::ChildKind;
 
+/// Why the [`EpochSource`](crate::ports::EpochSource) gave this node no epoch for a tenant:
+/// this node may not host it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum EpochError {
+    /// Another live node hosts the tenant.
+    #[error("hosted by {node}")]
+    HostedBy {
+        /// Its host.
+        node: NodeId,
+    },
+    /// This node is moving the tenant to another node.
+    #[error("moving to another node")]
+    Moving,
+    /// The tenant's directory entry changed under every attempt to claim it.
+    #[error("the directory kept changing")]
+    DirectoryChurn,
+    /// The directory could not be read or written.
+    #[error("directory unavailable: {reason}")]
+    DirectoryUnavailable {
+        /// What the directory said.
+        reason: String,
+    },
+    /// The store could not read or claim the epoch.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why a tenant could not be activated (or adopted) on this node.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ActivationError {
     /// This node hosts `max_tenants` already.
     #[error("node at capacity: {max} tenants hosted")]
@@ -21,8 +51,7 @@ pub enum ActivationError {
     /// No such tenant in the store.
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
-    /// The store could not read the tenant, or refused its epoch (another node hosts it, or
-    /// it is moving: see the [`StoreError`]).
+    /// The store could not read the tenant, or claim the epoch of an adoption.
     #[error("tenant {tenant} unavailable: {error}")]
     Store {
         /// The tenant.
@@ -30,6 +59,16 @@ pub enum ActivationError {
         /// What the store said.
         #[source]
         error: StoreError,
+    },
+    /// This node may not host the tenant now (another node hosts it, it is moving, the
+    /// directory or the store could not settle its epoch).
+    #[error("tenant {tenant} unavailable: {error}")]
+    Epoch {
+        /// The tenant.
+        tenant: TenantId,
+        /// Why no epoch.
+        #[source]
+        error: EpochError,
     },
     /// An adoption found the tenant hosted here already.
     #[error("tenant {0} unavailable: already hosted here")]
@@ -51,7 +90,7 @@ pub enum ActivationError {
 }
 
 /// Why a command to a hosted tenant (deliver, pause, send, freeze) failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum TenantError {
     /// The tenant could not be activated.
     #[error(transparent)]

@@ -7,6 +7,7 @@
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 
+use crate::command::TenantCommand;
 use crate::conversation::InboundItem;
 use crate::ports::Turn;
 use crate::session::SessionStatus;
@@ -22,8 +23,9 @@ pub struct TenantHandoff {
     pub conversations: Vec<ConversationHandoff>,
     /// Its session, if it had one.
     pub session: Option<SessionHandoff>,
-    /// Messages that arrived while it was frozen, in arrival order.
-    pub held: Vec<HeldMessage>,
+    /// Messages that arrived while it was frozen (persisted inbound messages and owner
+    /// activity only), in arrival order.
+    pub held: Vec<TenantCommand>,
 }
 
 /// A conversation's state.
@@ -66,25 +68,6 @@ pub struct QueuedSend {
     pub attempts: u32,
 }
 
-/// A message a frozen tenant held for its next host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HeldMessage {
-    /// A persisted inbound message.
-    Inbound {
-        /// The chat.
-        chat: ChatId,
-        /// The message.
-        item: InboundItem,
-    },
-    /// The owner wrote from their own app.
-    OwnerActivity {
-        /// The chat.
-        chat: ChatId,
-        /// When.
-        at_ms: i64,
-    },
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,11 +107,11 @@ mod tests {
                 status: SessionStatus::RateLimited,
             }),
             held: vec![
-                HeldMessage::Inbound {
+                TenantCommand::Inbound {
                     chat: chat.clone(),
                     item,
                 },
-                HeldMessage::OwnerActivity { chat, at_ms: 9 },
+                TenantCommand::OwnerActivity { chat, at_ms: 9 },
             ],
         };
         for codec in [Codec::Bincode, Codec::Json] {

@@ -1,8 +1,8 @@
 //! Salesboy's actor tree (ractor) and the small traits through which it reaches the world.
 //!
 //! ```text
-//! NodeSupervisor (one per node)            node.rs
-//!  └ TenantSupervisor (per hosted tenant)   tenant.rs
+//! NodeSupervisor (one per node)            node/
+//!  └ TenantSupervisor (per hosted tenant)   tenant/
 //!     ├ SessionActor      (WhatsApp number) session.rs
 //!     ├ ResponderActor    (LLM replies)     responder/
 //!     └ ConversationActor × chats           conversation.rs
@@ -16,15 +16,20 @@
 //! - [`supervision`]: restart policy (backoff, give up after N failures in a window);
 //! - [`stop`]: why actors stop ([`stop::StopReason`]) and how supervisors read an exit;
 //! - [`node`], [`tenant`], [`session`], [`responder`], [`conversation`]: the actors;
+//! - [`command`]: what the rest of the gateway asks of a tenant ([`command::TenantCommand`]),
+//!   the one type from the webhook hand-off through the node inbox to the tenant actor;
 //! - [`error`]: why an activation or a tenant command failed;
+//! - [`ledger`]: the node's record of reply sends under way and lately finished;
 //! - [`handoff`]: the state a tenant subtree carries when it moves between nodes;
 //! - [`links`], [`rpc`]: small plumbing.
 //!
 //! This crate never imports HTTP, SQL or NATS: the node crate implements the ports.
 
+pub mod command;
 pub mod conversation;
 pub mod error;
 pub mod handoff;
+pub mod ledger;
 pub mod links;
 pub mod node;
 pub mod ports;

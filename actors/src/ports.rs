@@ -243,6 +243,6 @@ pub trait EventSink: Send + Sync + 'static {
 /// next epoch in the store; a cluster node takes the epoch the directory gave it.
 #[async_trait]
 pub trait EpochSource: Send + Sync + 'static {
-    /// The epoch under which this node may host `tenant` now.
-    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, crate::store::StoreError>;
+    /// The epoch under which this node may host `tenant` now, or why it may not.
+    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, crate::error::EpochError>;
 }

@@ -9,6 +9,7 @@ use salesboy_protocol::events::{Alert, Event};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{NodeId, TenantId};
 
+use crate::ledger::SendLedger;
 use crate::ports::{Clock, EpochSource, EventSink, LlmProviderFactory, Prompt, WhatsAppConnector};
 use crate::store::Store;
 use crate::supervision::RestartPolicy;
@@ -132,6 +133,8 @@ pub struct Services {
     pub settings: Settings,
     /// Gauges.
     pub counters: Counters,
+    /// Reply sends under way and lately finished on this node, shared by every session.
+    pub sends: Arc<SendLedger>,
 }
 
 impl Services {

@@ -83,8 +83,8 @@ pub enum SessionMsg {
     Sent {
         /// The job.
         job: SendJob,
-        /// Meta's answer.
-        result: Result<Wamid, SendError>,
+        /// How it ended.
+        outcome: Delivery,
     },
     /// Send what the rate limit allows now.
     Pump,
@@ -181,9 +181,6 @@ pub struct SessionState {
     /// Ids of the jobs this session holds (queued, backing off or in flight): a second
     /// `Send` of one of them (reconciliation racing with the queue) is ignored.
     owned: HashSet<i64>,
-    /// Ids of the jobs this session finished lately (sent, or failed for good): a `Send` of
-    /// one of them read as unsent just before it finished is ignored.
-    finished: RecentIds,
     /// Jobs waiting out a retry backoff.
     delayed: HashMap<i64, SendJob>,
     frozen: bool,
@@ -193,33 +190,6 @@ pub struct SessionState {
     /// Customers Meta said we write to too often (131056), until when sends to them stay
     /// spaced by [`PAIR_RATE_GAP`].
     pair_limited: HashMap<ChatId, Instant>,
-}
-
-/// The most finished job ids a session remembers.
-const RECENT_IDS: usize = 64;
-
-/// The last [`RECENT_IDS`] ids inserted, oldest forgotten first.
-#[derive(Debug, Default)]
-struct RecentIds {
-    order: VecDeque<i64>,
-    ids: HashSet<i64>,
-}
-
-impl RecentIds {
-    fn insert(&mut self, id: i64) {
-        if self.ids.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > RECENT_IDS
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.ids.remove(&oldest);
-            }
-        }
-    }
-
-    fn contains(&self, id: i64) -> bool {
-        self.ids.contains(&id)
-    }
 }
 
 /// Spacing of sends to one customer after Meta refused one for pair rate (131056): Meta's
@@ -259,7 +229,6 @@ impl Actor for SessionActor {
             failed: 0,
             retries: 0,
             owned: HashSet::new(),
-            finished: RecentIds::default(),
             delayed: HashMap::new(),
             frozen: false,
             freeze_waiter: None,
@@ -296,8 +265,8 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::Send(job) => {
-                if state.finished.contains(job.outbound_id) {
-                    debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send already done");
+                if state.args.services.sends.knows(job.outbound_id) {
+                    debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send under way or done on this node");
                 } else if !state.owned.insert(job.outbound_id) {
                     debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send already queued");
                 } else if state.status == SessionStatus::AuthFailed {
@@ -353,9 +322,9 @@ impl Actor for SessionActor {
                 }
                 pump(&myself, state);
             }
-            SessionMsg::Sent { job, result } => {
+            SessionMsg::Sent { job, outcome } => {
                 state.in_flight -= 1;
-                on_sent(&myself, state, job, result).await?;
+                on_sent(&myself, state, job, outcome).await?;
                 if state.frozen
                     && state.in_flight == 0
                     && let Some(waiter) = state.freeze_waiter.take()
@@ -441,14 +410,23 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
                 .paced_until
                 .insert(job.chat.clone(), now + PAIR_RATE_GAP);
         }
+        let Some(claim) = state.args.services.sends.begin(job.outbound_id) else {
+            debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send under way or done on this node");
+            state.owned.remove(&job.outbound_id);
+            continue;
+        };
         state.in_flight += 1;
         let connection = Arc::clone(&state.connection);
+        let services = Arc::clone(&state.args.services);
+        let (tenant, epoch) = (state.args.tenant.clone(), state.args.epoch);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let result = connection
-                .send_text(&job.chat, &job.body, job.reply_to.as_ref())
-                .await;
-            let _ = myself.send_message(SessionMsg::Sent { job, result });
+            let outcome = deliver(connection.as_ref(), &services, &tenant, epoch, &job).await;
+            match outcome {
+                Delivery::Sent(_) | Delivery::Fenced => claim.finish(),
+                Delivery::Failed(_) => drop(claim),
+            }
+            let _ = myself.send_message(SessionMsg::Sent { job, outcome });
         });
     }
     if !waiting.is_empty() {
@@ -469,32 +447,74 @@ fn schedule_pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState, after:
     myself.send_after(after, || SessionMsg::Pump);
 }
 
+/// How a send ended.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Meta took it and the store recorded it as sent.
+    Sent(Wamid),
+    /// Meta took it, but the store refused the record: the tenant has a newer host.
+    Fenced,
+    /// Meta did not take it.
+    Failed(SendError),
+}
+
+/// The first wait before recording a sent reply again after the store refused it.
+const MARK_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest wait between attempts to record a sent reply.
+const MARK_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Sends `job`, then records it as sent. A refused record is tried again (the send never is)
+/// until the store takes it or says the tenant has moved: a reply Meta took and the store
+/// still shows pending would be sent again by whoever reads it next.
+async fn deliver(
+    connection: &dyn WhatsAppConnection,
+    services: &Services,
+    tenant: &TenantId,
+    epoch: u64,
+    job: &SendJob,
+) -> Delivery {
+    let wamid = match connection
+        .send_text(&job.chat, &job.body, job.reply_to.as_ref())
+        .await
+    {
+        Ok(wamid) => wamid,
+        Err(error) => return Delivery::Failed(error),
+    };
+    let mut wait = MARK_RETRY_FIRST;
+    loop {
+        let marked = services
+            .store
+            .mark_reply_sent(
+                tenant,
+                job.outbound_id,
+                &wamid,
+                services.clock.now_ms(),
+                epoch,
+            )
+            .await;
+        match marked {
+            Ok(()) => return Delivery::Sent(wamid),
+            Err(StoreError::StaleEpoch { .. }) => return Delivery::Fenced,
+            Err(error) => {
+                warn!(%tenant, outbound_id = job.outbound_id, %error, retry_in_ms = wait.as_millis(), "cannot record a sent reply, retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MARK_RETRY_MAX);
+            }
+        }
+    }
+}
+
 async fn on_sent(
     myself: &ActorRef<SessionMsg>,
     state: &mut SessionState,
     mut job: SendJob,
-    result: Result<Wamid, SendError>,
+    outcome: Delivery,
 ) -> Result<(), ActorProcessingErr> {
     let services = Arc::clone(&state.args.services);
-    let error = match result {
-        Ok(wamid) => {
+    let error = match outcome {
+        Delivery::Sent(wamid) => {
             state.owned.remove(&job.outbound_id);
-            state.finished.insert(job.outbound_id);
-            let marked = services
-                .store
-                .mark_reply_sent(
-                    &state.args.tenant,
-                    job.outbound_id,
-                    &wamid,
-                    services.clock.now_ms(),
-                    state.args.epoch,
-                )
-                .await;
-            if let Err(StoreError::StaleEpoch { .. }) = marked {
-                StopReason::Fenced.stop(myself);
-                return Ok(());
-            }
-            marked?;
             state.sent += 1;
             debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, epoch = state.args.epoch, "reply sent");
             metrics::counter!("salesboy_sends_total", "outcome" => "sent").increment(1);
@@ -506,7 +526,11 @@ async fn on_sent(
             );
             return Ok(());
         }
-        Err(error) => error,
+        Delivery::Fenced => {
+            StopReason::Fenced.stop(myself);
+            return Ok(());
+        }
+        Delivery::Failed(error) => error,
     };
 
     if error == SendError::AuthFailed {
@@ -565,8 +589,8 @@ async fn fail(
     code: Option<i64>,
 ) -> Result<(), ActorProcessingErr> {
     state.owned.remove(&job.outbound_id);
-    state.finished.insert(job.outbound_id);
     let services = Arc::clone(&state.args.services);
+    services.sends.finished(job.outbound_id);
     state.failed += 1;
     metrics::counter!("salesboy_sends_total", "outcome" => "failed").increment(1);
     let failure = SendFailure {
@@ -629,19 +653,5 @@ mod tests {
         let wait = bucket.take(now).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
         assert!(bucket.take(now + Duration::from_millis(500)).is_ok());
-    }
-
-    #[test]
-    fn recent_ids_remember_the_last_ones_and_forget_the_oldest() {
-        let mut recent = RecentIds::default();
-        for id in 0..i64::try_from(RECENT_IDS).unwrap() {
-            recent.insert(id);
-        }
-        recent.insert(3);
-        assert!(recent.contains(0) && recent.contains(3));
-        recent.insert(1_000);
-        assert!(!recent.contains(0), "the oldest is forgotten");
-        assert!(recent.contains(1) && recent.contains(1_000));
-        assert_eq!(recent.order.len(), RECENT_IDS);
     }
 }

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::ports::Clock;
 use salesboy_actors::store::{
@@ -32,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::cluster::wire::TenantCommand;
 use crate::routing::Router;
 
 /// How long the ingress remembers which tenant owns a phone number id.

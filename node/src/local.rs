@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use salesboy_actors::error::EpochError;
 use salesboy_actors::ports::EpochSource;
 use salesboy_actors::store::{Store, StoreError};
 use salesboy_protocol::TenantId;
@@ -22,14 +23,14 @@ impl StoreEpochs {
 
 #[async_trait]
 impl EpochSource for StoreEpochs {
-    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, EpochError> {
         loop {
             let next = self.store.current_epoch(tenant).await?.unwrap_or(0) + 1;
             match self.store.claim_epoch(tenant, next).await {
                 Ok(()) => return Ok(next),
                 // Someone claimed in between: read again.
                 Err(StoreError::StaleEpoch { .. }) => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }

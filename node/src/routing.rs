@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::node::{ActivationError, NodeHandle, TenantError};
 use salesboy_protocol::TenantId;
 
-use crate::cluster::wire::{CommandReply, TenantCommand};
 use crate::cluster::{Cluster, RouteError};
 
 /// Routes tenant commands.
@@ -27,39 +27,10 @@ impl Router {
     ) -> Result<CommandReply, RouteError> {
         match self {
             Self::Cluster(cluster) => cluster.deliver(tenant, command).await,
-            Self::Local(node) => execute(node, tenant, command)
+            Self::Local(node) => node
+                .deliver(tenant, command)
                 .await
                 .map_err(|e| local_error(tenant, e)),
-        }
-    }
-}
-
-/// Carries out a command with this node's actors (activating the tenant here if needed).
-pub async fn execute(
-    node: &NodeHandle,
-    tenant: &TenantId,
-    command: TenantCommand,
-) -> Result<CommandReply, TenantError> {
-    match command {
-        TenantCommand::Inbound { chat, item } => node
-            .deliver_inbound(tenant, chat, item)
-            .await
-            .map(|()| CommandReply::Done),
-        TenantCommand::OwnerActivity { chat, at_ms } => node
-            .owner_activity(tenant, chat, at_ms)
-            .await
-            .map(|()| CommandReply::Done),
-        TenantCommand::SetPaused { chat, until_ms } => node
-            .set_paused(tenant, chat, until_ms)
-            .await
-            .map(|()| CommandReply::Done),
-        TenantCommand::OwnerSend { chat, body } => node
-            .owner_send(tenant, chat, body)
-            .await
-            .map(CommandReply::Outbound),
-        TenantCommand::Reload => {
-            node.reload_tenant(tenant);
-            Ok(CommandReply::Done)
         }
     }
 }
@@ -79,6 +50,6 @@ fn local_error(tenant: &TenantId, error: TenantError) -> RouteError {
             tenant: tenant.clone(),
             reason: error.to_string(),
         },
-        other => RouteError::Refused(other.to_string()),
+        other => RouteError::Refused(other),
     }
 }

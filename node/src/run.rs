@@ -207,6 +207,7 @@ pub async fn start_with_bus(
         cache: response_cache(RESPONSE_CACHE_BYTES),
         settings: settings(&config),
         counters: Counters::default(),
+        sends: Default::default(),
     });
     let (node, _) = NodeHandle::start(services)
         .await

@@ -10,13 +10,14 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use salesboy_actors::error::EpochError;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{
     Clock, EpochSource, EventSink, LlmProvider, LlmProviderFactory, SendError, SystemClock,
     WhatsAppConnection, WhatsAppConnector,
 };
 use salesboy_actors::services::{Counters, Services, Settings, response_cache};
-use salesboy_actors::store::{PAUSED_INDEFINITELY, Store, StoreError, WhatsAppNumber};
+use salesboy_actors::store::{PAUSED_INDEFINITELY, Store, WhatsAppNumber};
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
 use salesboy_node::http::{AppState, HttpSettings, router};
 use salesboy_node::knowledge;
@@ -113,7 +114,7 @@ struct FirstEpoch;
 
 #[async_trait]
 impl EpochSource for FirstEpoch {
-    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, EpochError> {
         Ok(1)
     }
 }
@@ -145,6 +146,7 @@ async fn harness() -> Harness {
         cache: response_cache(1024 * 1024),
         settings: Settings::default(),
         counters: Counters::default(),
+        sends: Default::default(),
     });
     let (node, _) = NodeHandle::start(services).await.unwrap();
     let state = AppState::new(

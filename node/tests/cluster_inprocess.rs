@@ -238,9 +238,10 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
 #[tokio::test]
 async fn an_adoption_the_mover_called_off_is_refused() {
     use salesboy_actors::handoff::TenantHandoff;
+    use salesboy_node::cluster::MigrationError;
     use salesboy_node::cluster::control_request;
     use salesboy_node::cluster::directory::{Placement, PlacementState};
-    use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
+    use salesboy_node::cluster::wire::{ControlError, ControlReply, ControlRequest};
 
     let mut cluster = Cluster::start(2).await;
     cluster.round("a").await;
@@ -312,7 +313,10 @@ async fn an_adoption_the_mover_called_off_is_refused() {
     .await
     .expect("an answer");
     assert!(
-        matches!(reply, ControlReply::Error(_)),
+        matches!(
+            reply,
+            ControlReply::Error(ControlError::Migration(MigrationError::CalledOff { .. }))
+        ),
         "refused: {reply:?}"
     );
     let adopter = cluster.nodes[other_index].as_ref().expect("adopter");

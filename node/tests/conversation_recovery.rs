@@ -1,13 +1,16 @@
-//! A conversation's batch against its responder, on a real SQLite store and a real actor
-//! tree, with a scripted LLM provider: the prompt holds the customer's question once, and a
-//! responder task that panics does not leave the batch in flight for ever.
+//! A conversation's batch against its responder and session, on a real SQL store and a real
+//! actor tree, with a scripted LLM provider: the prompt holds the customer's question once, a
+//! responder task that panics does not leave the batch in flight for ever, and a reply whose
+//! `sent` mark the database refuses for a while is not sent again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
+use salesboy_actors::error::EpochError;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{
     Clock, Completion, EpochSource, EventSink, LlmError, LlmProvider, LlmProviderFactory, Prompt,
@@ -15,12 +18,13 @@ use salesboy_actors::ports::{
 };
 use salesboy_actors::services::{Counters, Services, Settings, response_cache};
 use salesboy_actors::store::{
-    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store, StoreError,
-    WhatsAppNumber,
+    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store, WhatsAppNumber,
 };
 use salesboy_node::store::SqlStore;
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use salesboy_testkit::postgres::PostgresDatabase;
+use sqlx::PgPool;
 
 const QUESTION: &str = "do you have red shoes in size 42?";
 const WAIT: Duration = Duration::from_secs(20);
@@ -109,7 +113,7 @@ struct FirstEpoch;
 
 #[async_trait]
 impl EpochSource for FirstEpoch {
-    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, EpochError> {
         Ok(1)
     }
 }
@@ -119,13 +123,30 @@ struct Harness {
     store: Arc<dyn Store>,
     llm: Arc<ScriptedLlm>,
     sent: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _db: Database,
+}
+
+/// Where a harness keeps its data: a SQLite file, or a fresh PostgreSQL database.
+enum Database {
+    Sqlite(tempfile::TempDir),
+    Postgres(PostgresDatabase),
+}
+
+impl Database {
+    fn url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            Self::Postgres(db) => db.url().to_owned(),
+        }
+    }
 }
 
 async fn harness(panics: usize) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+    harness_on(Database::Sqlite(tempfile::tempdir().unwrap()), panics).await
+}
+
+async fn harness_on(db: Database, panics: usize) -> Harness {
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db.url()).await.unwrap());
     let llm = Arc::new(ScriptedLlm {
         prompts: Mutex::default(),
         calls: AtomicUsize::new(0),
@@ -150,6 +171,7 @@ async fn harness(panics: usize) -> Harness {
         cache: response_cache(1024 * 1024),
         settings,
         counters: Counters::default(),
+        sends: Default::default(),
     });
     store
         .upsert_tenant(&NewTenant {
@@ -176,7 +198,7 @@ async fn harness(panics: usize) -> Harness {
         store,
         llm,
         sent,
-        _dir: dir,
+        _db: db,
     }
 }
 
@@ -216,7 +238,13 @@ impl Harness {
             received_ms,
         };
         self.node
-            .deliver_inbound(&acme(), customer(), item)
+            .deliver(
+                &acme(),
+                TenantCommand::Inbound {
+                    chat: customer(),
+                    item,
+                },
+            )
             .await
             .unwrap();
     }
@@ -258,4 +286,82 @@ async fn a_responder_task_that_panics_leaves_the_batch_for_a_retry() {
     h.wait_for_reply().await;
     assert_eq!(h.sent.lock().unwrap().as_slice(), ["Yes, we do."]);
     assert_eq!(h.llm.calls.load(Ordering::SeqCst), 2);
+}
+
+/// The database refuses every `sent` mark (a trigger raises, and counts the attempts in a
+/// sequence, which no rollback undoes) until the test lifts it.
+const REFUSE_SENT_MARKS: &str = "
+    CREATE SEQUENCE sent_mark_attempts;
+    CREATE FUNCTION refuse_sent_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM nextval('sent_mark_attempts');
+        RAISE EXCEPTION 'injected: the database refuses to record sends';
+    END $$;
+    CREATE TRIGGER refuse_sent_mark BEFORE UPDATE ON messages FOR EACH ROW
+        WHEN (NEW.status = 'sent') EXECUTE FUNCTION refuse_sent_mark();";
+
+/// Polls `probe` every 20 ms until it holds, failing after [`WAIT`].
+async fn until<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reply_whose_sent_mark_fails_is_marked_later_and_not_sent_again() {
+    let db = PostgresDatabase::create().await.expect("test database");
+    let url = db.url().to_owned();
+    let h = harness_on(Database::Postgres(db), 0).await;
+    let sql = PgPool::connect(&url).await.unwrap();
+    sqlx::raw_sql(REFUSE_SENT_MARKS)
+        .execute(&sql)
+        .await
+        .unwrap();
+
+    h.customer_asks().await;
+    h.wait_for_reply().await;
+    // Meta took the reply; the database refuses to record it three times over.
+    until("three refused sent marks", || {
+        let sql = sql.clone();
+        async move {
+            let (last, called): (i64, bool) =
+                sqlx::query_as("SELECT last_value, is_called FROM sent_mark_attempts")
+                    .fetch_one(&sql)
+                    .await
+                    .unwrap();
+            called && last >= 3
+        }
+    })
+    .await;
+    sqlx::raw_sql("DROP TRIGGER refuse_sent_mark ON messages")
+        .execute(&sql)
+        .await
+        .unwrap();
+    until("the reply recorded as sent", || {
+        let sql = sql.clone();
+        async move {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messages WHERE direction = 'outbound' AND status <> 'sent'",
+            )
+            .fetch_one(&sql)
+            .await
+            .unwrap();
+            pending == 0
+        }
+    })
+    .await;
+    assert_eq!(
+        h.sent.lock().unwrap().as_slice(),
+        ["Yes, we do."],
+        "sent once"
+    );
 }

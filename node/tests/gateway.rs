@@ -2,6 +2,7 @@
 //! responder → reply at the (fake) WhatsApp Cloud API, on SQLite and on PostgreSQL.
 
 use reqwest::StatusCode;
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::store::{DeliveryStatus, Direction, OutboundOrigin};
 use salesboy_protocol::ChatId;
 use salesboy_testkit::gateway::{ADMIN_TOKEN, APP_SECRET, WAIT};
@@ -264,7 +265,13 @@ async fn paused_chat_gets_no_bot_reply_until_resumed() {
     gateway
         .node
         .node
-        .set_paused(&tenant, chat.clone(), Some(i64::MAX))
+        .deliver(
+            &tenant,
+            TenantCommand::SetPaused {
+                chat: chat.clone(),
+                until_ms: Some(i64::MAX),
+            },
+        )
         .await
         .expect("pause");
     gateway
@@ -293,7 +300,13 @@ async fn paused_chat_gets_no_bot_reply_until_resumed() {
     gateway
         .node
         .node
-        .set_paused(&tenant, chat, None)
+        .deliver(
+            &tenant,
+            TenantCommand::SetPaused {
+                chat,
+                until_ms: None,
+            },
+        )
         .await
         .expect("resume");
     gateway

@@ -2,6 +2,7 @@
 //! subtree holds travels with it, and the old host cannot write any more.
 
 use reqwest::StatusCode;
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::store::{Direction, StoreError};
 use salesboy_protocol::ChatId;
 use salesboy_testkit::gateway::WAIT;
@@ -29,7 +30,13 @@ async fn a_moved_tenant_keeps_its_pending_messages_and_pauses_and_answers_once()
 
     a.node
         .node
-        .set_paused(&tenant, paused.clone(), Some(i64::MAX))
+        .deliver(
+            &tenant,
+            TenantCommand::SetPaused {
+                chat: paused.clone(),
+                until_ms: Some(i64::MAX),
+            },
+        )
         .await
         .expect("pause");
     let status = a

@@ -9,8 +9,8 @@
 //! Types that travel in bincode must avoid what bincode's serde support cannot do:
 //! internally tagged or untagged enums, `skip_serializing_if`, `flatten`.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The NATS header that names the codec of a message's payload.
 pub const CODEC_HEADER: &str = "Sb-Codec";
@@ -81,8 +81,9 @@ impl Codec {
     }
 }
 
-/// Why a payload could not be encoded or decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a payload could not be encoded or decoded. Plain data (serde): a node tells the
+/// sender why it could not read its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CodecError {
     /// The payload ended before the value did (or was empty).
     #[error("payload is truncated")]

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
 use salesboy_node::bus::{Bus, Bytes, Headers, NatsBus, NatsBusOptions};
+use salesboy_node::cluster::MigrationError;
 use salesboy_node::cluster::rebalance::hash_mod_moves;
-use salesboy_node::cluster::wire::{ControlReply, ControlRequest};
+use salesboy_node::cluster::wire::{ControlError, ControlReply, ControlRequest};
 use salesboy_node::cluster::{DRAIN_TIMEOUT, control_request};
 use salesboy_protocol::subjects::{self, DIRECTORY_BUCKET};
 use salesboy_protocol::{NodeId, PhoneNumberId, TenantId};
@@ -290,9 +291,11 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
         match reply {
             ControlReply::Ok => {}
             // The rebalancer moved it meanwhile: not a failure, not a sample.
-            ControlReply::Error(reason)
-                if reason.contains("already moving") || reason.contains("not hosted here") =>
-            {
+            ControlReply::Error(
+                reason @ ControlError::Migration(
+                    MigrationError::AlreadyMoving { .. } | MigrationError::NotHostedHere { .. },
+                ),
+            ) => {
                 eprintln!("cluster-bench: {tenant} skipped: {reason}");
                 continue;
             }

@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef};
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{NodeArgs, NodeMsg, NodeSupervisor, Registry};
-use crate::conversation::{ConversationSnapshot, InboundItem};
+use crate::command::{CommandReply, TenantCommand};
+use crate::conversation::ConversationSnapshot;
 use crate::error::{ActivationError, TenantError};
-use crate::handoff::{HeldMessage, TenantHandoff};
+use crate::handoff::TenantHandoff;
 use crate::rpc::ask;
 use crate::services::Services;
 use crate::stop::StopReason;
@@ -85,59 +86,41 @@ impl NodeHandle {
         .unwrap_or(Err(ActivationError::Stopping))
     }
 
-    /// Hands a persisted inbound message to its conversation.
-    pub async fn deliver_inbound(
+    /// Delivers a command to the tenant, activating it first if it is not hosted here; a
+    /// reload only tells a tenant hosted here and never fails (one hosted nowhere, or gone,
+    /// reads its record when it is next activated). A command [done on receipt](TenantCommand::done_on_receipt) is
+    /// done once the tenant has it, the others once the tenant has answered.
+    pub async fn deliver(
         &self,
         tenant: &TenantId,
-        chat: ChatId,
-        item: InboundItem,
-    ) -> Result<(), TenantError> {
-        self.tell(tenant, TenantMsg::Inbound { chat, item }).await
-    }
-
-    /// The owner wrote in a chat from their own app: the bot steps back there.
-    pub async fn owner_activity(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        at_ms: i64,
-    ) -> Result<(), TenantError> {
-        self.tell(tenant, TenantMsg::OwnerActivity { chat, at_ms })
-            .await
-    }
-
-    /// Pauses (`Some(until)`) or resumes (`None`) the bot in a chat.
-    pub async fn set_paused(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        until_ms: Option<i64>,
-    ) -> Result<(), TenantError> {
-        self.command(tenant, |reply| TenantMsg::SetPaused {
-            chat,
-            until_ms,
-            reply,
-        })
-        .await
-    }
-
-    /// Sends a message as the owner; returns the outbound message's id.
-    pub async fn owner_send(
-        &self,
-        tenant: &TenantId,
-        chat: ChatId,
-        body: String,
-    ) -> Result<i64, TenantError> {
-        self.command(tenant, |reply| TenantMsg::OwnerSend { chat, body, reply })
-            .await
-    }
-
-    /// Tells a hosted tenant that its record changed; a tenant not hosted here picks the
-    /// change up when it is next activated.
-    pub fn reload_tenant(&self, tenant: &TenantId) {
-        if let Some(supervisor) = self.hosted(tenant) {
-            let _ = supervisor.send_message(TenantMsg::Reload);
+        command: TenantCommand,
+    ) -> Result<CommandReply, TenantError> {
+        if let TenantCommand::Reload = command {
+            if let Some(supervisor) = self.hosted(tenant) {
+                let _ = supervisor.send_message(TenantMsg::Command {
+                    command,
+                    reply: None,
+                });
+            }
+            return Ok(CommandReply::Done);
         }
+        let supervisor = self.activate(tenant).await?;
+        if command.done_on_receipt() {
+            return supervisor
+                .send_message(TenantMsg::Command {
+                    command,
+                    reply: None,
+                })
+                .map(|()| CommandReply::Done)
+                .map_err(|_| TenantError::Gone(tenant.clone()));
+        }
+        let request = |reply| TenantMsg::Command {
+            command,
+            reply: Some(reply),
+        };
+        ask(&supervisor, request, CALL_TIMEOUT)
+            .await
+            .ok_or_else(|| TenantError::Gone(tenant.clone()))?
     }
 
     /// The tenants hosted here.
@@ -169,7 +152,7 @@ impl NodeHandle {
 
     /// Stops hosting a tenant that moved away; returns what it held since it froze, for the
     /// new host.
-    pub async fn release(&self, tenant: &TenantId) -> Vec<HeldMessage> {
+    pub async fn release(&self, tenant: &TenantId) -> Vec<TenantCommand> {
         let tenant = tenant.clone();
         ask(
             &self.supervisor,
@@ -254,26 +237,5 @@ impl NodeHandle {
     /// The tenant's supervisor if it is hosted here (never activates).
     fn hosted(&self, tenant: &TenantId) -> Option<ActorRef<TenantMsg>> {
         self.registry.read().get(tenant).cloned()
-    }
-
-    /// Activates the tenant and hands it a message that needs no answer.
-    async fn tell(&self, tenant: &TenantId, message: TenantMsg) -> Result<(), TenantError> {
-        self.activate(tenant)
-            .await?
-            .send_message(message)
-            .map_err(|_| TenantError::Gone(tenant.clone()))
-    }
-
-    /// Activates the tenant, asks it and waits for its answer: the one `call → answered →
-    /// gone` chain of every command.
-    async fn command<T: Send + 'static>(
-        &self,
-        tenant: &TenantId,
-        request: impl FnOnce(RpcReplyPort<Result<T, TenantError>>) -> TenantMsg,
-    ) -> Result<T, TenantError> {
-        let supervisor = self.activate(tenant).await?;
-        ask(&supervisor, request, CALL_TIMEOUT)
-            .await
-            .ok_or_else(|| TenantError::Gone(tenant.clone()))?
     }
 }

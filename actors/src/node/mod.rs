@@ -24,8 +24,9 @@ use salesboy_protocol::events::Alert;
 use tracing::{info, warn};
 
 pub use self::handle::{NodeHandle, NodeSnapshot};
-pub use crate::error::{ActivationError, TenantError};
-use crate::handoff::{HeldMessage, TenantHandoff};
+use crate::command::TenantCommand;
+pub use crate::error::{ActivationError, EpochError, TenantError};
+use crate::handoff::TenantHandoff;
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::stop::StopReason;
 use crate::tenant::{TenantArgs, TenantMsg, TenantSupervisor};
@@ -58,7 +59,7 @@ pub enum NodeMsg {
         /// The tenant.
         tenant: TenantId,
         /// The messages it held.
-        reply: RpcReplyPort<Vec<HeldMessage>>,
+        reply: RpcReplyPort<Vec<TenantCommand>>,
     },
     /// Housekeeping: passivation, and re-routing persisted messages that were never
     /// answered: received between `lookback` and `grace` ago (at start-up: the whole 24-hour
@@ -332,11 +333,12 @@ async fn start_tenant(
             (epoch, Some(handoff))
         }
         None => {
-            let epoch = services
-                .epochs
-                .epoch_for(&tenant)
-                .await
-                .map_err(store_error)?;
+            let epoch = services.epochs.epoch_for(&tenant).await.map_err(|error| {
+                ActivationError::Epoch {
+                    tenant: tenant.clone(),
+                    error,
+                }
+            })?;
             (epoch, None)
         }
     };

@@ -58,8 +58,9 @@ pub use usage::{LlmUsage, LlmUsageTotals, UsageStore};
 
 use salesboy_protocol::TenantId;
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a store operation failed. Plain data (serde): a node tells another why (inside the
+/// cluster's control replies).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached (connect failure, IO error, pool timeout, shutdown).
     /// Transient: the webhook ingress answers 503 so Meta retries.

@@ -411,8 +411,9 @@ impl fmt::Debug for KvWatch {
     }
 }
 
-/// Why a bus operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a bus operation failed. Plain data (serde): a node may tell another (a migration's
+/// error says why the adopter did not answer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum BusError {
     /// The subject (or wildcard) is not a valid NATS subject for this use.
     #[error("invalid subject {0:?}")]

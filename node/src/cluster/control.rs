@@ -10,7 +10,7 @@ use salesboy_protocol::{Codec, NodeId};
 
 use super::drain::DRAIN_TIMEOUT;
 use super::member::Cluster;
-use super::wire::{ControlReply, ControlRequest};
+use super::wire::{ControlError, ControlReply, ControlRequest};
 use crate::bus::{Bus, BusError, Headers, Message};
 
 /// A control request's timeout (adopting a large subtree, activating).
@@ -33,15 +33,15 @@ impl Cluster {
     /// Handles one control request.
     pub(super) async fn on_control(self: &Arc<Self>, message: Message) {
         let reply = match Codec::Bincode.decode::<ControlRequest>(&message.payload) {
-            Err(e) => ControlReply::Error(format!("bad control request: {e}")),
+            Err(e) => ControlReply::Error(ControlError::BadRequest(e)),
             Ok(ControlRequest::Activate { tenant }) => match self.node.activate(&tenant).await {
                 Ok(_) => ControlReply::Ok,
-                Err(e) => ControlReply::Error(e.to_string()),
+                Err(e) => ControlReply::Error(ControlError::Activation(e)),
             },
             Ok(ControlRequest::MigrateOut { tenant, to }) => {
                 match self.migrate_out(&tenant, &to).await {
                     Ok(()) => ControlReply::Ok,
-                    Err(e) => ControlReply::Error(e),
+                    Err(e) => ControlReply::Error(ControlError::Migration(e)),
                 }
             }
             Ok(ControlRequest::Adopt {
@@ -50,11 +50,11 @@ impl Cluster {
                 mark_revision,
             }) => match self.adopt(handoff, epoch, mark_revision).await {
                 Ok(()) => ControlReply::Ok,
-                Err(e) => ControlReply::Error(e),
+                Err(e) => ControlReply::Error(ControlError::Migration(e)),
             },
             Ok(ControlRequest::Drain) => match self.drain().await {
                 Ok(moved) => ControlReply::Drained { moved },
-                Err(e) => ControlReply::Error(e),
+                Err(e) => ControlReply::Error(ControlError::Drain(e)),
             },
         };
         let bytes = Codec::Bincode.encode(&reply).unwrap_or_default();

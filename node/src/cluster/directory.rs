@@ -52,8 +52,9 @@ pub struct Versioned {
     pub revision: u64,
 }
 
-/// Why a directory operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a directory operation failed. Plain data (serde): migration errors carry it between
+/// nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum DirectoryError {
     /// Someone else wrote first (create found an entry, or the revision moved on).
     #[error("directory entry changed concurrently")]

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use salesboy_protocol::TenantId;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::member::Cluster;
@@ -16,11 +17,27 @@ const DRAIN_ROUNDS: usize = 30;
 /// The pause between two drain rounds.
 const DRAIN_ROUND_PAUSE: Duration = Duration::from_millis(250);
 
+/// Why a drain failed. Plain data: it travels in a
+/// [`ControlReply::Error`](super::wire::ControlReply::Error) to `salesboy drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DrainError {
+    /// A drain of this node is under way already.
+    #[error("already draining")]
+    AlreadyDraining,
+    /// Tenants were still placed here after every round; the node stays (and takes tenants
+    /// again).
+    #[error("{left} tenants could not be moved off")]
+    Stranded {
+        /// How many.
+        left: usize,
+    },
+}
+
 impl Cluster {
     /// Moves every tenant placed on this node elsewhere, then asks the node to exit.
-    pub async fn drain(self: &Arc<Self>) -> Result<u64, String> {
+    pub async fn drain(self: &Arc<Self>) -> Result<u64, DrainError> {
         if self.draining.swap(true, Ordering::SeqCst) {
-            return Err("already draining".into());
+            return Err(DrainError::AlreadyDraining);
         }
         info!(node = %self.me, "draining");
         self.membership.set_draining(true);
@@ -64,7 +81,7 @@ impl Cluster {
         if left > 0 {
             self.draining.store(false, Ordering::SeqCst);
             self.membership.set_draining(false);
-            return Err(format!("{left} tenants could not be moved off"));
+            return Err(DrainError::Stranded { left });
         }
         if let Err(e) = self.leadership.step_down().await {
             warn!(error = %e, "could not release the leader lease");

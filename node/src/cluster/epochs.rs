@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use salesboy_actors::error::EpochError;
 use salesboy_actors::ports::EpochSource;
-use salesboy_actors::store::{Store, StoreError};
+use salesboy_actors::store::Store;
 use salesboy_protocol::{NodeId, TenantId};
 
 use super::directory::{Directory, DirectoryError, Placement, PlacementState};
@@ -40,16 +41,15 @@ impl ClusterEpochs {
     }
 }
 
-fn unavailable(error: DirectoryError) -> StoreError {
-    StoreError::Unavailable {
-        url: "directory".into(),
+fn unavailable(error: DirectoryError) -> EpochError {
+    EpochError::DirectoryUnavailable {
         reason: error.to_string(),
     }
 }
 
 #[async_trait]
 impl EpochSource for ClusterEpochs {
-    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, EpochError> {
         for _ in 0..ATTEMPTS {
             let stored = self.store.current_epoch(tenant).await?.unwrap_or(0);
             let mine = |epoch: u64| Placement {
@@ -71,13 +71,11 @@ impl EpochSource for ClusterEpochs {
                             .update(tenant, mine(stored + 1), current.revision)
                             .await
                     } else if !ours && !super::is_known_dead(&self.membership, &placement.node) {
-                        return Err(StoreError::Conflict {
-                            reason: format!("tenant {tenant} is hosted by {}", placement.node),
+                        return Err(EpochError::HostedBy {
+                            node: placement.node.clone(),
                         });
                     } else if ours {
-                        return Err(StoreError::Conflict {
-                            reason: format!("tenant {tenant} is moving"),
-                        });
+                        return Err(EpochError::Moving);
                     } else {
                         // Its host is dead: take it over.
                         let epoch = placement.epoch.max(stored) + 1;
@@ -98,8 +96,6 @@ impl EpochSource for ClusterEpochs {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        Err(StoreError::Conflict {
-            reason: format!("tenant {tenant}: directory kept changing"),
-        })
+        Err(EpochError::DirectoryChurn)
     }
 }

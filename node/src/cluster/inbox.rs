@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_protocol::{Codec, Envelope, TenantId};
 
 use super::control::codec_headers;
 use super::directory::PlacementState;
 use super::member::Cluster;
-use super::router::Attempt;
-use super::wire::{CommandReply, RemoteError, TenantCommand};
+use super::router::{Attempt, activation_attempt};
+use super::wire::RemoteError;
 use crate::bus::Message;
 
 /// How long a host remembers the answers it gave (the dedup window).
@@ -21,7 +22,7 @@ impl Cluster {
     pub(super) async fn on_inbox(&self, message: Message) {
         let answer: Result<CommandReply, RemoteError> =
             match Codec::Bincode.decode::<Envelope>(&message.payload) {
-                Err(e) => Err(RemoteError::Refused(format!("bad envelope: {e}"))),
+                Err(e) => Err(RemoteError::BadEnvelope(e)),
                 Ok(envelope) => {
                     if let Some(cached) = self.replies.get(&envelope.id) {
                         let _ = self.bus.respond(&message, codec_headers(), cached).await;
@@ -52,7 +53,7 @@ impl Cluster {
             _ => match self.directory.fetch(tenant).await {
                 Ok(Some(v)) if v.placement.node == self.me => v.placement,
                 Ok(_) => return Err(RemoteError::NotHere),
-                Err(e) => return Err(RemoteError::Refused(e.to_string())),
+                Err(e) => return Err(RemoteError::Directory(e)),
             },
         };
         if matches!(placement.state, PlacementState::Moving { .. }) {
@@ -64,12 +65,15 @@ impl Cluster {
         }
         let command: TenantCommand = Codec::Bincode
             .decode(&envelope.payload)
-            .map_err(|e| RemoteError::Refused(format!("bad command: {e}")))?;
-        self.deliver_here(tenant, command)
-            .await
-            .map_err(|e| match e {
-                Attempt::Retry(_) => RemoteError::NotHere,
-                Attempt::Final(e) => RemoteError::Refused(e.to_string()),
-            })
+            .map_err(RemoteError::BadCommand)?;
+        match self.node.deliver(tenant, command).await {
+            Ok(reply) => Ok(reply),
+            // What would fail anywhere goes back as it is; the rest sends the sender back to
+            // the directory.
+            Err(error) => match activation_attempt(tenant, error.clone()) {
+                Attempt::Final(_) => Err(RemoteError::Tenant(error)),
+                Attempt::Retry(_) => Err(RemoteError::NotHere),
+            },
+        }
     }
 }

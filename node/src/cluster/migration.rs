@@ -5,21 +5,150 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use salesboy_actors::handoff::{HeldMessage, TenantHandoff};
+use salesboy_actors::handoff::TenantHandoff;
+use salesboy_actors::node::{ActivationError, TenantError};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{NodeId, TenantId};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::directory::{Placement, PlacementState};
+use super::directory::{DirectoryError, Placement, PlacementState};
 use super::member::Cluster;
-use super::wire::{ControlReply, ControlRequest, TenantCommand};
+use super::wire::{ControlError, ControlReply, ControlRequest};
+use crate::bus::BusError;
 
 /// How often a mover reads the directory to learn how a move it could not confirm ended.
 const SETTLE_ATTEMPTS: usize = 20;
 /// The pause between those reads (20 × 250 ms: about the default failure timeout).
 const SETTLE_PAUSE: Duration = Duration::from_millis(250);
+
+/// Why a move failed: the mover's side (`MigrateOut`) and the adopter's (`Adopt`). Plain
+/// data: it travels in a [`ControlReply::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MigrationError {
+    /// A move of this tenant is already under way here.
+    #[error("tenant {tenant} is already moving")]
+    AlreadyMoving {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// The directory places the tenant nowhere.
+    #[error("tenant {tenant} has no placement")]
+    NoPlacement {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// The directory places the tenant on another node (or it is moving already).
+    #[error("tenant {tenant} is not hosted here")]
+    NotHostedHere {
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// The directory could not be read or written (or changed under the mover).
+    #[error("tenant {tenant}: {error}")]
+    Directory {
+        /// The tenant.
+        tenant: TenantId,
+        /// What the directory said.
+        #[source]
+        error: DirectoryError,
+    },
+    /// The tenant could not be frozen; it resumed here.
+    #[error("freeze failed: {error}")]
+    FreezeFailed {
+        /// The tenant.
+        tenant: TenantId,
+        /// Why.
+        #[source]
+        error: TenantError,
+    },
+    /// The target refused the adoption; the tenant stays here.
+    #[error("{to} did not adopt {tenant}: {error}")]
+    AdoptionRefused {
+        /// The tenant.
+        tenant: TenantId,
+        /// The target.
+        to: NodeId,
+        /// What the target answered.
+        error: Box<ControlError>,
+    },
+    /// The target did not answer the adoption (timed out, gone); the directory says it did
+    /// not adopt, so the tenant stays here.
+    #[error("{to} did not adopt {tenant}: {error}")]
+    AdoptionUnanswered {
+        /// The tenant.
+        tenant: TenantId,
+        /// The target.
+        to: NodeId,
+        /// What the bus said.
+        #[source]
+        error: BusError,
+    },
+    /// The target answered something other than "adopted" or an error.
+    #[error("{to} did not adopt {tenant}: unexpected answer {answer:?}")]
+    UnexpectedAnswer {
+        /// The tenant.
+        tenant: TenantId,
+        /// The target.
+        to: NodeId,
+        /// The answer.
+        answer: Box<ControlReply>,
+    },
+    /// Whether the target adopted the tenant is unknown (the directory could not be read):
+    /// it was released here; whoever the directory names reconciles it from storage.
+    #[error("{to} may or may not have adopted {tenant}: {error}")]
+    OutcomeUnknown {
+        /// The tenant.
+        tenant: TenantId,
+        /// The target.
+        to: NodeId,
+        /// The directory's last error.
+        #[source]
+        error: DirectoryError,
+    },
+    /// Adopter: the mover called the move off (its moving mark is gone) or the directory
+    /// could not be written.
+    #[error("the move of {tenant} was called off: {error}")]
+    CalledOff {
+        /// The tenant.
+        tenant: TenantId,
+        /// What the directory said.
+        #[source]
+        error: DirectoryError,
+    },
+    /// Adopter: the directory names this node but neither the handed-over state nor storage
+    /// could start the tenant here.
+    #[error("{tenant} placed here but not activated: {error}")]
+    NotActivated {
+        /// The tenant.
+        tenant: TenantId,
+        /// Why.
+        #[source]
+        error: ActivationError,
+    },
+}
+
+impl MigrationError {
+    /// The error for an adoption that did not answer "adopted".
+    fn not_adopted(tenant: &TenantId, to: &NodeId, answer: Result<ControlReply, BusError>) -> Self {
+        let (tenant, to) = (tenant.clone(), to.clone());
+        match answer {
+            Ok(ControlReply::Error(error)) => Self::AdoptionRefused {
+                tenant,
+                to,
+                error: Box::new(error),
+            },
+            Ok(answer) => Self::UnexpectedAnswer {
+                tenant,
+                to,
+                answer: Box::new(answer),
+            },
+            Err(error) => Self::AdoptionUnanswered { tenant, to, error },
+        }
+    }
+}
 
 impl Cluster {
     /// Takes over a tenant another node is moving here: first points the directory here with
@@ -31,7 +160,7 @@ impl Cluster {
         handoff: TenantHandoff,
         epoch: u64,
         mark_revision: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), MigrationError> {
         let tenant = handoff.tenant.clone();
         let here = Placement {
             node: self.me.clone(),
@@ -41,7 +170,10 @@ impl Cluster {
         self.directory
             .update(&tenant, here, mark_revision)
             .await
-            .map_err(|e| format!("the move of {tenant} was called off: {e}"))?;
+            .map_err(|error| MigrationError::CalledOff {
+                tenant: tenant.clone(),
+                error,
+            })?;
         if let Err(e) = self.node.adopt(handoff, epoch).await {
             warn!(tenant = %tenant, error = %e, "handed-over state not adopted, activating from storage");
             // A copy left here by an earlier placement is stale: drop it first.
@@ -49,7 +181,10 @@ impl Cluster {
             self.node
                 .activate(&tenant)
                 .await
-                .map_err(|e| format!("{tenant} placed here but not activated: {e}"))?;
+                .map_err(|error| MigrationError::NotActivated {
+                    tenant: tenant.clone(),
+                    error,
+                })?;
         }
         Ok(())
     }
@@ -64,8 +199,9 @@ impl Cluster {
         tenant: &TenantId,
         epoch: u64,
         mark_revision: u64,
-    ) -> Result<bool, String> {
-        let mut last_error = String::new();
+    ) -> Result<bool, DirectoryError> {
+        // Overwritten by every failed attempt (there is at least one).
+        let mut last_error = DirectoryError::Conflict;
         for attempt in 0..SETTLE_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(SETTLE_PAUSE).await;
@@ -81,12 +217,12 @@ impl Cluster {
                         Ok(_) => return Ok(false),
                         // The adopter's compare-and-set came first, or the answer was lost:
                         // read again.
-                        Err(e) => last_error = e.to_string(),
+                        Err(e) => last_error = e,
                     }
                 }
                 Ok(Some(now)) => return Ok(now.placement.node != self.me),
                 Ok(None) => return Ok(false),
-                Err(e) => last_error = e.to_string(),
+                Err(e) => last_error = e,
             }
         }
         Err(last_error)
@@ -97,17 +233,25 @@ impl Cluster {
     /// points the directory at itself), hand over what was held, release it here. When the
     /// adoption fails, the directory decides (see `settle_move`): the tenant resumes here or
     /// is released, never both hosts.
-    pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<(), String> {
+    pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<(), MigrationError> {
         let Some(_guard) = MoveGuard::claim(&self.moving, tenant) else {
-            return Err(format!("tenant {tenant} is already moving"));
+            return Err(MigrationError::AlreadyMoving {
+                tenant: tenant.clone(),
+            });
         };
         let started = Instant::now();
+        let directory_error = |error| MigrationError::Directory {
+            tenant: tenant.clone(),
+            error,
+        };
         let mut current = self
             .directory
             .fetch(tenant)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("tenant {tenant} has no placement"))?;
+            .map_err(directory_error)?
+            .ok_or_else(|| MigrationError::NoPlacement {
+                tenant: tenant.clone(),
+            })?;
         if current.placement.node == self.me
             && matches!(current.placement.state, PlacementState::Moving { .. })
         {
@@ -123,10 +267,12 @@ impl Cluster {
                 .directory
                 .update(tenant, active, current.revision)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(directory_error)?;
         }
         if current.placement.node != self.me || current.placement.state != PlacementState::Active {
-            return Err(format!("tenant {tenant} is not hosted here"));
+            return Err(MigrationError::NotHostedHere {
+                tenant: tenant.clone(),
+            });
         }
         let epoch = current.placement.epoch;
         let moving = Placement {
@@ -138,7 +284,7 @@ impl Cluster {
             .directory
             .update(tenant, moving, current.revision)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(directory_error)?;
         let back_here = |revision| async move {
             let active = Placement {
                 node: self.me.clone(),
@@ -154,9 +300,12 @@ impl Cluster {
         let handoff = if hosted {
             match self.node.freeze(tenant).await {
                 Ok(handoff) => handoff,
-                Err(e) => {
+                Err(error) => {
                     back_here(marked.revision).await;
-                    return Err(format!("freeze failed: {e}"));
+                    return Err(MigrationError::FreezeFailed {
+                        tenant: tenant.clone(),
+                        error,
+                    });
                 }
             }
         } else {
@@ -188,7 +337,7 @@ impl Cluster {
                     if hosted {
                         self.node.thaw(tenant);
                     }
-                    return Err(format!("{to} did not adopt {tenant}: {adopted:?}"));
+                    return Err(MigrationError::not_adopted(tenant, to, adopted));
                 }
                 Err(e) => {
                     // Whether `to` hosts it is unknown: hosting it here too could answer
@@ -196,7 +345,11 @@ impl Cluster {
                     // it can be read) reconciles them from storage.
                     let _ = self.node.release(tenant).await;
                     error!(tenant = %tenant, to = %to, error = %e, "move outcome unknown, tenant released here");
-                    return Err(format!("{to} may or may not have adopted {tenant}: {e}"));
+                    return Err(MigrationError::OutcomeUnknown {
+                        tenant: tenant.clone(),
+                        to: to.clone(),
+                        error: e,
+                    });
                 }
             }
         }
@@ -205,13 +358,7 @@ impl Cluster {
         } else {
             Vec::new()
         };
-        for message in held {
-            let command = match message {
-                HeldMessage::Inbound { chat, item } => TenantCommand::Inbound { chat, item },
-                HeldMessage::OwnerActivity { chat, at_ms } => {
-                    TenantCommand::OwnerActivity { chat, at_ms }
-                }
-            };
+        for command in held {
             if let Err(e) = self.deliver(tenant, command).await {
                 // Persisted: the new host's reconciliation finds it.
                 warn!(tenant = %tenant, error = %e, "held message not forwarded");

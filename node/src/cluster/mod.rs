@@ -14,8 +14,9 @@
 //! - `router`: delivering a command wherever its tenant lives ([`RouteError`]);
 //! - `inbox`: commands from other nodes, answered once per message id;
 //! - `control`: control requests between nodes ([`control_request`]);
-//! - `migration`: moving a tenant out, adopting one, rolling back moves cut short;
-//! - `drain`: moving everything off before the node exits ([`DRAIN_TIMEOUT`]);
+//! - `migration`: moving a tenant out, adopting one, rolling back moves cut short
+//!   ([`MigrationError`]);
+//! - `drain`: moving everything off before the node exits ([`DRAIN_TIMEOUT`], [`DrainError`]);
 //! - `duties`: failover and rebalancing on the leader, membership events, self-fencing.
 
 pub mod directory;
@@ -36,8 +37,9 @@ mod migration;
 mod router;
 
 pub use control::control_request;
-pub use drain::DRAIN_TIMEOUT;
+pub use drain::{DRAIN_TIMEOUT, DrainError};
 pub use member::{Cluster, ClusterSettings};
+pub use migration::MigrationError;
 pub use router::RouteError;
 
 use salesboy_protocol::NodeId;

@@ -11,16 +11,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::node::{ActivationError, TenantError};
 use salesboy_protocol::subjects;
-use salesboy_protocol::{Codec, Envelope, MessageId, TenantId};
+use salesboy_protocol::{Codec, CodecError, Envelope, MessageId, NodeId, TenantId};
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::control::codec_headers;
 use super::directory::{Placement, PlacementState, Versioned};
 use super::member::Cluster;
-use super::wire::{CommandReply, ControlReply, ControlRequest, RemoteError, TenantCommand};
+use super::wire::{ControlReply, ControlRequest, RemoteError};
 
 /// How long a command may take to reach its tenant, retries included.
 const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
@@ -41,9 +42,21 @@ pub enum RouteError {
         /// Why.
         reason: String,
     },
-    /// The host refused the command.
-    #[error("{0}")]
-    Refused(String),
+    /// The tenant, hosted on this node, refused or failed the command.
+    #[error(transparent)]
+    Refused(TenantError),
+    /// The tenant's host refused the command (it could not read it, or not read the
+    /// directory).
+    #[error("{node} refused the command: {error}")]
+    RefusedBy {
+        /// The host.
+        node: NodeId,
+        /// Why.
+        error: RemoteError,
+    },
+    /// The command could not be encoded for the wire.
+    #[error(transparent)]
+    Encode(CodecError),
     /// It did not get through before the deadline.
     #[error("tenant {tenant} unreachable: {reason}")]
     Unreachable {
@@ -151,7 +164,8 @@ impl Cluster {
                 .await
             {
                 Ok(ControlReply::Ok) => {}
-                Ok(ControlReply::Error(reason)) => return Err(Attempt::Retry(reason)),
+                // Whatever the chosen node's reason, look again (the placement may change).
+                Ok(ControlReply::Error(error)) => return Err(Attempt::Retry(error.to_string())),
                 Ok(other) => return Err(Attempt::Retry(format!("unexpected answer {other:?}"))),
                 Err(e) => return Err(Attempt::Retry(e.to_string())),
             }
@@ -171,7 +185,8 @@ impl Cluster {
         tenant: &TenantId,
         command: TenantCommand,
     ) -> Result<CommandReply, Attempt> {
-        crate::routing::execute(&self.node, tenant, command)
+        self.node
+            .deliver(tenant, command)
             .await
             .map_err(|e| activation_attempt(tenant, e))
     }
@@ -185,7 +200,7 @@ impl Cluster {
     ) -> Result<CommandReply, Attempt> {
         let payload = Codec::Bincode
             .encode(command)
-            .map_err(|e| Attempt::Final(RouteError::Refused(e.to_string())))?;
+            .map_err(|e| Attempt::Final(RouteError::Encode(e)))?;
         let envelope = Envelope {
             id,
             sender: self.me.clone(),
@@ -196,7 +211,7 @@ impl Cluster {
         };
         let bytes = Codec::Bincode
             .encode(&envelope)
-            .map_err(|e| Attempt::Final(RouteError::Refused(e.to_string())))?;
+            .map_err(|e| Attempt::Final(RouteError::Encode(e)))?;
         let reply = self
             .bus
             .request(
@@ -210,9 +225,17 @@ impl Cluster {
         let answer: Result<CommandReply, RemoteError> = Codec::Bincode
             .decode(&reply.payload)
             .map_err(|e| Attempt::Retry(e.to_string()))?;
-        answer.map_err(|e| match e {
-            RemoteError::NotHere | RemoteError::Moving => Attempt::Retry(e.to_string()),
-            RemoteError::Refused(reason) => Attempt::Final(RouteError::Refused(reason)),
+        answer.map_err(|error| match error {
+            RemoteError::NotHere | RemoteError::Moving => Attempt::Retry(error.to_string()),
+            // The host sends only what would fail anywhere (unknown tenant, at capacity).
+            RemoteError::Tenant(error) => activation_attempt(tenant, error),
+            RemoteError::Directory(_)
+            | RemoteError::BadEnvelope(_)
+            | RemoteError::BadCommand(_)
+            | RemoteError::TimedOut(_) => Attempt::Final(RouteError::RefusedBy {
+                node: owner.node.clone(),
+                error,
+            }),
         })
     }
 }
@@ -225,6 +248,8 @@ pub(super) enum Attempt {
     Final(RouteError),
 }
 
+/// What a tenant's failure to carry out a command means for the delivery: give up when any
+/// node would fail the same way, look again otherwise.
 pub(super) fn activation_attempt(tenant: &TenantId, error: impl Into<TenantError>) -> Attempt {
     match error.into() {
         TenantError::Activation(ActivationError::UnknownTenant(tenant)) => {

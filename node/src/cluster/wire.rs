@@ -1,80 +1,22 @@
-//! What nodes say to each other: tenant commands (in an [`Envelope`], to the host's inbox)
-//! and control requests (to a node's control subject). Encoded with the bincode codec.
+//! What nodes say to each other: tenant commands ([`TenantCommand`] in an [`Envelope`], to
+//! the host's inbox, answered with a `Result<CommandReply, RemoteError>`) and control
+//! requests (to a node's control subject), and their answers, errors included: a refusal
+//! travels as a typed error ([`RemoteError`], [`ControlError`]), never as a sentence.
+//! Encoded with the bincode codec.
 //!
 //! [`Envelope`]: salesboy_protocol::Envelope
+//! [`TenantCommand`]: salesboy_actors::command::TenantCommand
 
-use salesboy_actors::conversation::InboundItem;
+use std::time::Duration;
+
 use salesboy_actors::handoff::TenantHandoff;
-use salesboy_protocol::{ActorAddress, ChatId, MessageKind, NodeId, TenantId};
+use salesboy_actors::node::{ActivationError, TenantError};
+use salesboy_protocol::{CodecError, NodeId, TenantId};
 use serde::{Deserialize, Serialize};
 
-/// A command for a tenant, delivered to whichever node hosts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TenantCommand {
-    /// A persisted inbound message for a conversation.
-    Inbound {
-        /// The chat.
-        chat: ChatId,
-        /// The message.
-        item: InboundItem,
-    },
-    /// The owner wrote from their own app (echo).
-    OwnerActivity {
-        /// The chat.
-        chat: ChatId,
-        /// When.
-        at_ms: i64,
-    },
-    /// Pause (`Some`) or resume (`None`) the bot in a chat.
-    SetPaused {
-        /// The chat.
-        chat: ChatId,
-        /// Until when.
-        until_ms: Option<i64>,
-    },
-    /// Send a message as the owner.
-    OwnerSend {
-        /// The chat.
-        chat: ChatId,
-        /// The text.
-        body: String,
-    },
-    /// The tenant's record changed.
-    Reload,
-}
-
-impl TenantCommand {
-    /// The actor the command is for.
-    pub fn target(&self, tenant: &TenantId) -> ActorAddress {
-        match self {
-            Self::Inbound { chat, .. }
-            | Self::OwnerActivity { chat, .. }
-            | Self::SetPaused { chat, .. }
-            | Self::OwnerSend { chat, .. } => {
-                ActorAddress::Conversation(tenant.clone(), chat.clone())
-            }
-            Self::Reload => ActorAddress::Session(tenant.clone()),
-        }
-    }
-
-    /// The envelope kind.
-    pub fn kind(&self) -> MessageKind {
-        match self {
-            Self::Inbound { .. } => MessageKind::Inbound,
-            Self::Reload => MessageKind::SessionCommand,
-            _ => MessageKind::ConversationCommand,
-        }
-    }
-}
-
-/// What a command produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CommandReply {
-    /// Done.
-    Done,
-    /// An owner message was recorded under this id.
-    Outbound(i64),
-}
+use super::directory::DirectoryError;
+use super::drain::DrainError;
+use super::migration::MigrationError;
 
 /// Why a host did not carry out a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -85,9 +27,23 @@ pub enum RemoteError {
     /// The tenant is moving: retry shortly.
     #[error("tenant is moving")]
     Moving,
-    /// The command was refused.
-    #[error("{0}")]
-    Refused(String),
+    /// The tenant refused the command in a way another node would too (unknown tenant, node
+    /// at capacity).
+    #[error(transparent)]
+    Tenant(TenantError),
+    /// The host could not read the directory to learn whether it hosts the tenant.
+    #[error("directory unavailable: {0}")]
+    Directory(DirectoryError),
+    /// The envelope could not be read.
+    #[error("bad envelope: {0}")]
+    BadEnvelope(CodecError),
+    /// The command inside the envelope could not be read.
+    #[error("bad command: {0}")]
+    BadCommand(CodecError),
+    /// The command did not finish within the host's bound on one inbox message; it may
+    /// have been carried out, so it is not tried again under the same id.
+    #[error("command did not finish within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// A request to a node's control subject.
@@ -131,55 +87,46 @@ pub enum ControlReply {
         /// Tenants moved.
         moved: u64,
     },
-    /// Refused or failed, with the reason.
-    Error(String),
+    /// Refused or failed.
+    Error(ControlError),
+}
+
+/// Why a control request was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ControlError {
+    /// The request could not be read.
+    #[error("bad control request: {0}")]
+    BadRequest(CodecError),
+    /// An `Activate` failed.
+    #[error(transparent)]
+    Activation(ActivationError),
+    /// A `MigrateOut` or an `Adopt` failed.
+    #[error(transparent)]
+    Migration(MigrationError),
+    /// A `Drain` failed.
+    #[error(transparent)]
+    Drain(DrainError),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use salesboy_protocol::{Codec, Wamid};
+    use salesboy_actors::command::CommandReply;
+    use salesboy_actors::node::EpochError;
+    use salesboy_protocol::Codec;
 
     #[test]
     fn wire_messages_round_trip_in_bincode() {
         let tenant = TenantId::new("acme").unwrap();
-        let chat = ChatId::new("16505551234").unwrap();
-        let commands = vec![
-            TenantCommand::Inbound {
-                chat: chat.clone(),
-                item: InboundItem {
-                    id: 1,
-                    wamid: Some(Wamid::new("wamid.A").unwrap()),
-                    text: Some("hi".into()),
-                    received_ms: 2,
-                },
-            },
-            TenantCommand::OwnerActivity {
-                chat: chat.clone(),
-                at_ms: 3,
-            },
-            TenantCommand::SetPaused {
-                chat: chat.clone(),
-                until_ms: None,
-            },
-            TenantCommand::OwnerSend {
-                chat,
-                body: "b".into(),
-            },
-            TenantCommand::Reload,
-        ];
-        for command in commands {
-            let bytes = Codec::Bincode.encode(&command).unwrap();
-            assert_eq!(
-                Codec::Bincode.decode::<TenantCommand>(&bytes).unwrap(),
-                command
-            );
-        }
         let replies: Vec<Result<CommandReply, RemoteError>> = vec![
             Ok(CommandReply::Done),
             Ok(CommandReply::Outbound(4)),
             Err(RemoteError::NotHere),
-            Err(RemoteError::Refused("x".into())),
+            Err(RemoteError::Tenant(TenantError::Activation(
+                ActivationError::UnknownTenant(tenant.clone()),
+            ))),
+            Err(RemoteError::BadCommand(CodecError::Truncated)),
+            Err(RemoteError::TimedOut(Duration::from_secs(15))),
         ];
         for reply in replies {
             let bytes = Codec::Bincode.encode(&reply).unwrap();
@@ -200,7 +147,7 @@ mod tests {
             },
             ControlRequest::Adopt {
                 handoff: TenantHandoff {
-                    tenant,
+                    tenant: tenant.clone(),
                     epoch: 1,
                     conversations: vec![],
                     session: None,
@@ -216,6 +163,41 @@ mod tests {
             assert_eq!(
                 Codec::Bincode.decode::<ControlRequest>(&bytes).unwrap(),
                 request
+            );
+        }
+        let other = NodeId::new("n2").unwrap();
+        let answers = vec![
+            ControlReply::Ok,
+            ControlReply::Drained { moved: 3 },
+            ControlReply::Error(ControlError::BadRequest(CodecError::TrailingBytes(2))),
+            ControlReply::Error(ControlError::Activation(ActivationError::Epoch {
+                tenant: tenant.clone(),
+                error: EpochError::HostedBy {
+                    node: other.clone(),
+                },
+            })),
+            ControlReply::Error(ControlError::Migration(MigrationError::AdoptionRefused {
+                tenant: tenant.clone(),
+                to: other.clone(),
+                error: Box::new(ControlError::Migration(MigrationError::CalledOff {
+                    tenant: tenant.clone(),
+                    error: DirectoryError::Conflict,
+                })),
+            })),
+            ControlReply::Error(ControlError::Migration(
+                MigrationError::AdoptionUnanswered {
+                    tenant: tenant.clone(),
+                    to: other,
+                    error: crate::bus::BusError::Timeout,
+                },
+            )),
+            ControlReply::Error(ControlError::Drain(DrainError::Stranded { left: 2 })),
+        ];
+        for answer in answers {
+            let bytes = Codec::Bincode.encode(&answer).unwrap();
+            assert_eq!(
+                Codec::Bincode.decode::<ControlReply>(&bytes).unwrap(),
+                answer
             );
         }
     }

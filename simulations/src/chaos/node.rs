@@ -166,6 +166,7 @@ impl SimNode {
                 ..Settings::default()
             },
             counters: Counters::default(),
+            sends: Default::default(),
         });
         let (node, _) = NodeHandle::start(services)
             .await

@@ -9,11 +9,12 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_actors::error::EpochError;
 use salesboy_actors::ports::{
     Clock, Completion, EpochSource, EventSink, LlmError, LlmProvider, LlmProviderFactory, Prompt,
     SendError, WhatsAppConnection, WhatsAppConnector,
 };
-use salesboy_actors::store::{StoreError, WhatsAppNumber};
+use salesboy_actors::store::WhatsAppNumber;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use tokio::time::Instant;
 
@@ -263,7 +264,7 @@ pub struct LoggedEpochs {
 
 #[async_trait]
 impl EpochSource for LoggedEpochs {
-    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+    async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, EpochError> {
         let epoch = self.inner.epoch_for(tenant).await?;
         self.log.lock().push(WriteRecord::Hosting {
             node: self.node.clone(),

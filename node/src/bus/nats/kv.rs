@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream};
+use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
@@ -84,19 +84,36 @@ const NO_STREAM_BACKOFF: Backoff = Backoff {
 ///
 /// Right after nodes starting together created a bucket's stream, nats-server 2.9 may not
 /// route the bucket's subjects to it yet (nats-io/nats-server#3677, #4600): the write gets
-/// "no responders", which async-nats reports as "no stream found for given subject". Nothing
-/// was stored then, so trying again is safe, compare-and-set included.
+/// "no responders", which async-nats reports as a publish error of kind `StreamNotFound`
+/// (somewhere in the KV error's source chain). Nothing was stored then, so trying again is
+/// safe, compare-and-set included.
 async fn retry_without_stream<T, E, F, Fut>(write: F) -> Result<T, E>
 where
-    E: fmt::Display,
+    E: std::error::Error + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     NO_STREAM_BACKOFF
         .retry("kv write found no stream", write, |e: &E| {
-            e.to_string().contains("no stream found")
+            found_no_stream(e)
         })
         .await
+}
+
+/// Whether a KV write failed because no stream took its subject: a publish error of kind
+/// `StreamNotFound` anywhere in the source chain (the KV error wraps the publish error).
+fn found_no_stream(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<jetstream::context::PublishError>()
+            .is_some_and(|e| e.kind() == jetstream::context::PublishErrorKind::StreamNotFound)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// A JetStream KV bucket.
@@ -265,5 +282,29 @@ fn watch_event(entry: kv::Entry, before: u64) -> Option<KvEvent> {
             revision: entry.revision,
         }),
         kv::Operation::Delete | kv::Operation::Purge => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kv_write_that_found_no_stream_is_told_by_its_error_kind() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let no_stream = || PublishError::new(PublishErrorKind::StreamNotFound);
+        // update → create, and put → create: how the KV client wraps the publish error.
+        let update = kv::UpdateError::from(no_stream());
+        assert!(found_no_stream(&update));
+        assert!(found_no_stream(&kv::CreateError::from(update)));
+        let put = kv::PutError::with_source(kv::PutErrorKind::Ack, no_stream());
+        assert!(found_no_stream(&put));
+        assert!(found_no_stream(&kv::CreateError::from(put)));
+        for other in [PublishErrorKind::TimedOut, PublishErrorKind::Other] {
+            let update = kv::UpdateError::from(PublishError::new(other));
+            assert!(!found_no_stream(&kv::CreateError::from(update)));
+        }
+        let revision = kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision);
+        assert!(!found_no_stream(&revision));
     }
 }

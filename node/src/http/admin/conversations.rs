@@ -5,6 +5,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::store::{PAUSED_INDEFINITELY, StoredMessage};
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,6 @@ use utoipa_axum::routes;
 
 use super::error::{AdminError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{AppState, chat_id, existing_tenant, now_ms, tenant_id};
-use crate::cluster::wire::{CommandReply, TenantCommand};
 
 /// Default number of messages `GET …/messages` returns.
 pub const DEFAULT_MESSAGE_LIMIT: u32 = 100;

@@ -113,12 +113,15 @@ impl AdminError {
                 RouteError::Unplaceable { .. } | RouteError::Unreachable { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                RouteError::Refused(_) => StatusCode::CONFLICT,
+                RouteError::Refused(_) | RouteError::RefusedBy { .. } | RouteError::Encode(_) => {
+                    StatusCode::CONFLICT
+                }
             },
             Self::Activation(error) => match error {
                 ActivationError::UnknownTenant(_) => StatusCode::NOT_FOUND,
                 ActivationError::AtCapacity { .. }
                 | ActivationError::Store { .. }
+                | ActivationError::Epoch { .. }
                 | ActivationError::AlreadyHosted(_)
                 | ActivationError::AlreadyActivating(_)
                 | ActivationError::StartFailed { .. }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use salesboy_actors::command::TenantCommand;
 use salesboy_actors::store::{NewTenant, NewWhatsAppNumber, Tenant};
 use salesboy_actors::tenant::TenantSnapshot;
 use salesboy_protocol::PhoneNumberId;
@@ -16,7 +17,6 @@ use utoipa_axum::routes;
 use super::error::{AdminError, ApiJson, ApiPath, ErrorBody};
 use super::{AppState, existing_tenant, now_ms, tenant_id};
 use crate::adapters::llm::{redacted_llm_config, validate_llm_config};
-use crate::cluster::wire::TenantCommand;
 
 /// The routes of this module, documented.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -237,7 +237,8 @@ pub(super) async fn upsert_tenant(
             warn!(tenant = %id, error = %e, "running tenant not told about its update");
         }
     } else {
-        state.node.reload_tenant(&id);
+        // Reaches only a tenant hosted here, and never fails.
+        let _ = state.node.deliver(&id, TenantCommand::Reload).await;
     }
     let created = existing.is_none();
     info!(tenant = %id, phone_number_id = %phone_number_id, created, "tenant saved");

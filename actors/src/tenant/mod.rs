@@ -3,31 +3,31 @@
 //! backoff and gives up after too many failures (the tenant is then reported failed and
 //! stops); reconciles from the store on activation and after restarts (architecture §5.4);
 //! stops itself when idle.
+//!
+//! [`children`] starts the children and keeps track of them.
+
+mod children;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::conversation::{
-    ConversationActor, ConversationArgs, ConversationMsg, ConversationSnapshot, InboundItem,
-};
+use self::children::{Children, conversation, spawn_child, spawn_conversation};
+use crate::command::{CommandReply, TenantCommand};
+use crate::conversation::{ConversationMsg, ConversationSnapshot, InboundItem};
 use crate::error::TenantError;
-use crate::handoff::{ConversationHandoff, HeldMessage, SessionHandoff, TenantHandoff};
-use crate::links::TenantLinks;
-use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg, ResponderSnapshot};
+use crate::handoff::{SessionHandoff, TenantHandoff};
+use crate::responder::{ResponderMsg, ResponderSnapshot};
 use crate::rpc::ask;
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
-use crate::session::{SendJob, SessionActor, SessionArgs, SessionMsg, SessionSnapshot};
+use crate::session::{SendJob, SessionMsg, SessionSnapshot};
 use crate::stop::{ChildExit, StopReason};
 use crate::store::{NewOutbound, OutboundOrigin, StoreError, Tenant};
 use crate::supervision::{RestartDecision, RestartTracker};
@@ -67,37 +67,14 @@ impl ChildKind {
 /// Messages of a tenant supervisor.
 #[derive(Debug)]
 pub enum TenantMsg {
-    /// A persisted inbound message for one chat.
-    Inbound {
-        /// The customer's chat.
-        chat: ChatId,
-        /// The message.
-        item: InboundItem,
-    },
-    /// The owner wrote in a chat from their own WhatsApp app (echo): the bot steps back.
-    OwnerActivity {
-        /// The chat.
-        chat: ChatId,
-        /// When the owner wrote.
-        at_ms: i64,
-    },
-    /// Pause (`Some`) or resume (`None`) the bot in a chat.
-    SetPaused {
-        /// The chat.
-        chat: ChatId,
-        /// Until when.
-        until_ms: Option<i64>,
-        /// Done, or why not.
-        reply: RpcReplyPort<Result<(), TenantError>>,
-    },
-    /// Send a message as the owner: recorded, sent, and the bot steps back in that chat.
-    OwnerSend {
-        /// The chat.
-        chat: ChatId,
-        /// The text.
-        body: String,
-        /// The recorded outbound message's id, or why not.
-        reply: RpcReplyPort<Result<i64, TenantError>>,
+    /// A command (from the webhook ingress, the admin API, another node's router, or held
+    /// by the node the tenant moved from). `reply`, when given, gets what it produced or why
+    /// not; commands [done on receipt](TenantCommand::done_on_receipt) are sent without one.
+    Command {
+        /// The command.
+        command: TenantCommand,
+        /// Where to answer.
+        reply: Option<CommandReplyPort>,
     },
     /// Offer unanswered messages to their conversations again; with `unsent`, also queue
     /// replies recorded but never sent.
@@ -109,16 +86,13 @@ pub enum TenantMsg {
     Sweep,
     /// Restart a child after its backoff.
     Respawn(ChildKind),
-    /// The tenant's record changed (number, token, prompt, providers): read it again and
-    /// hand the changes to the session and responder without restarting them.
-    Reload,
     /// Freeze the subtree for a move: stop admitting (messages are held), let the reply
     /// under way finish, collect the children's state.
     Freeze(RpcReplyPort<Result<TenantHandoff, TenantError>>),
     /// The move was called off: resume and handle what was held.
     Thaw,
     /// The move succeeded: hand over what was held since the freeze, then stop.
-    Release(RpcReplyPort<Vec<HeldMessage>>),
+    Release(RpcReplyPort<Vec<TenantCommand>>),
     /// The tenant's state.
     Observe(RpcReplyPort<TenantSnapshot>),
     /// One conversation's state, if it is active.
@@ -129,6 +103,9 @@ pub enum TenantMsg {
         reply: RpcReplyPort<Option<ConversationSnapshot>>,
     },
 }
+
+/// Where a tenant answers a command.
+pub type CommandReplyPort = RpcReplyPort<Result<CommandReply, TenantError>>;
 
 /// What `Observe` shows of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,15 +142,11 @@ pub struct TenantState {
     epoch: u64,
     record: Tenant,
     services: Arc<Services>,
-    links: Arc<TenantLinks>,
-    conversations: HashMap<ChatId, ActorRef<ConversationMsg>>,
-    conversation_ids: HashMap<ActorId, ChatId>,
-    session_id: Option<ActorId>,
-    responder_id: Option<ActorId>,
+    children: Children,
     trackers: HashMap<ChildKind, RestartTracker>,
     last_activity: Instant,
     frozen: bool,
-    held: Vec<HeldMessage>,
+    held: Vec<TenantCommand>,
     /// The session's state brought from another node, used by the first session spawned.
     restore_session: Option<SessionHandoff>,
 }
@@ -206,12 +179,8 @@ impl Actor for TenantSupervisor {
             tenant: args.tenant,
             epoch: args.epoch,
             record,
+            children: Children::new(Arc::clone(&args.services)),
             services: args.services,
-            links: Arc::new(TenantLinks::default()),
-            conversations: HashMap::new(),
-            conversation_ids: HashMap::new(),
-            session_id: None,
-            responder_id: None,
             trackers: HashMap::new(),
             last_activity: Instant::now(),
             frozen: false,
@@ -235,7 +204,7 @@ impl Actor for TenantSupervisor {
         info!(tenant = %state.tenant, epoch = state.epoch, "tenant activated");
         // Messages held by the node it moved from come first, then the store's view.
         for held in std::mem::take(&mut state.held) {
-            dispatch(&myself, state, held).await?;
+            carry_out(&myself, state, held, None).await?;
         }
         let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
         Ok(())
@@ -246,14 +215,7 @@ impl Actor for TenantSupervisor {
         _myself: ActorRef<TenantMsg>,
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
-        let active = state.conversations.len() as u64;
-        state
-            .services
-            .counters
-            .conversations
-            .fetch_sub(active, Ordering::Relaxed);
-        state.links.set_session(None);
-        state.links.set_responder(None);
+        state.children.forget_all();
         Ok(())
     }
 
@@ -264,22 +226,8 @@ impl Actor for TenantSupervisor {
         state: &mut TenantState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TenantMsg::Inbound { chat, item } => {
-                dispatch(&myself, state, HeldMessage::Inbound { chat, item }).await?;
-            }
-            TenantMsg::OwnerActivity { chat, at_ms } => {
-                dispatch(&myself, state, HeldMessage::OwnerActivity { chat, at_ms }).await?;
-            }
-            TenantMsg::SetPaused { reply, .. } if state.frozen => {
-                let _ = reply.send(Err(TenantError::Moving(state.tenant.clone())));
-            }
-            TenantMsg::OwnerSend { reply, .. } if state.frozen => {
-                let _ = reply.send(Err(TenantError::Moving(state.tenant.clone())));
-            }
-            TenantMsg::Reconcile { .. }
-            | TenantMsg::Sweep
-            | TenantMsg::Reload
-            | TenantMsg::Respawn(_)
+            TenantMsg::Command { command: c, reply } => carry_out(&myself, state, c, reply).await?,
+            TenantMsg::Reconcile { .. } | TenantMsg::Sweep | TenantMsg::Respawn(_)
                 if state.frozen =>
             {
                 // Done by the next host (or after a thaw).
@@ -297,27 +245,13 @@ impl Actor for TenantSupervisor {
                 info!(tenant = %state.tenant, epoch = state.epoch, "tenant moved away");
                 StopReason::Moved.stop(&myself);
             }
-            TenantMsg::SetPaused {
-                chat,
-                until_ms,
-                reply,
-            } => {
-                state.last_activity = Instant::now();
-                let conversation = conversation(&myself, state, &chat).await?;
-                let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
-            }
-            TenantMsg::OwnerSend { chat, body, reply } => {
-                state.last_activity = Instant::now();
-                let result = owner_send(&myself, state, chat, body).await;
-                let _ = reply.send(result.map_err(|e| TenantError::store(&state.tenant, e)));
-            }
             TenantMsg::Reconcile { unsent } => reconcile(&myself, state, unsent).await?,
             TenantMsg::Sweep => {
                 let idle_for = state.services.settings.conversation_idle;
-                for conversation in state.conversations.values() {
+                for conversation in state.children.conversations() {
                     let _ = conversation.send_message(ConversationMsg::Passivate { idle_for });
                 }
-                if state.conversations.is_empty()
+                if state.children.conversation_count() == 0
                     && state.last_activity.elapsed() >= state.services.settings.tenant_idle
                 {
                     info!(tenant = %state.tenant, "tenant idle, stopping");
@@ -330,13 +264,12 @@ impl Actor for TenantSupervisor {
                     unsent: kind == ChildKind::Session,
                 });
             }
-            TenantMsg::Reload => reload(&myself, state).await?,
             TenantMsg::Observe(reply) => {
-                let session = match state.links.session() {
+                let session = match state.children.session() {
                     Some(session) => ask(&session, SessionMsg::Observe, OBSERVE_TIMEOUT).await,
                     None => None,
                 };
-                let responder = match state.links.responder() {
+                let responder = match state.children.responder() {
                     Some(responder) => {
                         ask(&responder, ResponderMsg::Observe, OBSERVE_TIMEOUT).await
                     }
@@ -352,12 +285,12 @@ impl Actor for TenantSupervisor {
                     epoch: state.epoch,
                     session,
                     responder,
-                    conversations: state.conversations.len(),
+                    conversations: state.children.conversation_count(),
                     restarts,
                 });
             }
             TenantMsg::ObserveConversation { chat, reply } => {
-                let snapshot = match state.conversations.get(&chat) {
+                let snapshot = match state.children.conversation(&chat) {
                     Some(conversation) => {
                         ask(conversation, ConversationMsg::Observe, OBSERVE_TIMEOUT).await
                     }
@@ -378,7 +311,7 @@ impl Actor for TenantSupervisor {
         let Some((cell, exit)) = ChildExit::of(event) else {
             return Ok(());
         };
-        let Some(kind) = forget_child(state, &cell) else {
+        let Some(kind) = state.children.forget(&cell) else {
             return Ok(());
         };
         let reason = match exit {
@@ -426,131 +359,63 @@ impl Actor for TenantSupervisor {
     }
 }
 
-/// Removes an exited child from the state; which kind it was, if it was ours.
-fn forget_child(state: &mut TenantState, cell: &ActorCell) -> Option<ChildKind> {
-    let id = cell.get_id();
-    if state.session_id == Some(id) {
-        state.session_id = None;
-        state.links.set_session(None);
-        return Some(ChildKind::Session);
-    }
-    if state.responder_id == Some(id) {
-        state.responder_id = None;
-        state.links.set_responder(None);
-        return Some(ChildKind::Responder);
-    }
-    let chat = state.conversation_ids.remove(&id)?;
-    state.conversations.remove(&chat);
-    state
-        .services
-        .counters
-        .conversations
-        .fetch_sub(1, Ordering::Relaxed);
-    Some(ChildKind::Conversation)
-}
-
-async fn spawn_child(
+/// Carries out a command; while the tenant is frozen, holds the messages for the next host
+/// (or the thaw), refuses the requests (the caller retries on the next host) and drops a
+/// reload (the next host reads the record when it starts).
+async fn carry_out(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,
-    kind: ChildKind,
+    command: TenantCommand,
+    reply: Option<CommandReplyPort>,
 ) -> Result<(), ActorProcessingErr> {
-    let supervisor = myself.get_cell();
-    match kind {
-        ChildKind::Session => {
-            let Some(number) = state.record.numbers.first().cloned() else {
-                warn!(tenant = %state.tenant, "tenant has no whatsapp number, replies stay pending");
-                return Ok(());
-            };
-            let args = SessionArgs {
-                tenant: state.tenant.clone(),
-                epoch: state.epoch,
-                number,
-                services: Arc::clone(&state.services),
-                restore: state.restore_session.take(),
-            };
-            let (session, _) = Actor::spawn_linked(None, SessionActor, args, supervisor).await?;
-            state.session_id = Some(session.get_id());
-            state.links.set_session(Some(session));
+    let answer = |reply: Option<CommandReplyPort>, result| {
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
         }
-        ChildKind::Responder => {
-            let args = ResponderArgs {
-                tenant: state.tenant.clone(),
-                system_prompt: state.record.system_prompt.clone(),
-                llm_config: state.record.llm_config.clone(),
-                services: Arc::clone(&state.services),
-            };
-            let (responder, _) =
-                Actor::spawn_linked(None, ResponderActor, args, supervisor).await?;
-            state.responder_id = Some(responder.get_id());
-            state.links.set_responder(Some(responder));
-        }
-        ChildKind::Conversation => {}
-    }
-    Ok(())
-}
-
-/// The chat's conversation, started if it is not active.
-async fn conversation(
-    myself: &ActorRef<TenantMsg>,
-    state: &mut TenantState,
-    chat: &ChatId,
-) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
-    if let Some(existing) = state.conversations.get(chat) {
-        return Ok(existing.clone());
-    }
-    spawn_conversation(myself, state, chat, None).await
-}
-
-/// Starts a conversation, from moved state when there is some.
-async fn spawn_conversation(
-    myself: &ActorRef<TenantMsg>,
-    state: &mut TenantState,
-    chat: &ChatId,
-    restore: Option<ConversationHandoff>,
-) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
-    let args = ConversationArgs {
-        tenant: state.tenant.clone(),
-        chat: chat.clone(),
-        epoch: state.epoch,
-        services: Arc::clone(&state.services),
-        links: Arc::clone(&state.links),
-        restore,
     };
-    let (conversation, _) =
-        Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await?;
-    state
-        .conversation_ids
-        .insert(conversation.get_id(), chat.clone());
-    state
-        .conversations
-        .insert(chat.clone(), conversation.clone());
-    state
-        .services
-        .counters
-        .conversations
-        .fetch_add(1, Ordering::Relaxed);
-    Ok(conversation)
-}
-
-/// Hands a message to its conversation, or holds it while the tenant is frozen.
-async fn dispatch(
-    myself: &ActorRef<TenantMsg>,
-    state: &mut TenantState,
-    message: HeldMessage,
-) -> Result<(), ActorProcessingErr> {
     if state.frozen {
-        state.held.push(message);
+        match command {
+            TenantCommand::Inbound { .. } | TenantCommand::OwnerActivity { .. } => {
+                state.held.push(command);
+                answer(reply, Ok(CommandReply::Done));
+            }
+            TenantCommand::SetPaused { .. } | TenantCommand::OwnerSend { .. } => {
+                answer(reply, Err(TenantError::Moving(state.tenant.clone())));
+            }
+            TenantCommand::Reload => answer(reply, Ok(CommandReply::Done)),
+        }
         return Ok(());
     }
-    state.last_activity = Instant::now();
-    match message {
-        HeldMessage::Inbound { chat, item } => {
+    if !matches!(command, TenantCommand::Reload) {
+        state.last_activity = Instant::now();
+    }
+    match command {
+        TenantCommand::Inbound { chat, item } => {
             let conversation = conversation(myself, state, &chat).await?;
             let _ = conversation.send_message(ConversationMsg::Inbound(item));
+            answer(reply, Ok(CommandReply::Done));
         }
-        HeldMessage::OwnerActivity { chat, at_ms } => {
+        TenantCommand::OwnerActivity { chat, at_ms } => {
             let conversation = conversation(myself, state, &chat).await?;
             let _ = conversation.send_message(ConversationMsg::OwnerActivity { at_ms });
+            answer(reply, Ok(CommandReply::Done));
+        }
+        TenantCommand::SetPaused { chat, until_ms } => {
+            let conversation = conversation(myself, state, &chat).await?;
+            // The conversation answers (a caller that does not wait gets a port nobody reads).
+            let reply = reply.unwrap_or_else(|| ractor::concurrency::oneshot().0.into());
+            let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
+        }
+        TenantCommand::OwnerSend { chat, body } => {
+            let result = owner_send(myself, state, chat, body).await;
+            let result = result
+                .map(CommandReply::Outbound)
+                .map_err(|e| TenantError::store(&state.tenant, e));
+            answer(reply, result);
+        }
+        TenantCommand::Reload => {
+            reload(myself, state).await?;
+            answer(reply, Ok(CommandReply::Done));
         }
     }
     Ok(())
@@ -562,11 +427,11 @@ async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, TenantError> {
     state.frozen = true;
     let timeout = state.services.settings.freeze_timeout;
     let mut calls = tokio::task::JoinSet::new();
-    for conversation in state.conversations.values() {
+    for conversation in state.children.conversations() {
         let conversation = conversation.clone();
         calls.spawn(async move { ask(&conversation, ConversationMsg::Freeze, timeout).await });
     }
-    let mut conversations = Vec::with_capacity(state.conversations.len());
+    let mut conversations = Vec::with_capacity(state.children.conversation_count());
     while let Some(joined) = calls.join_next().await {
         match joined.ok().flatten() {
             Some(handoff) => conversations.push(handoff),
@@ -579,7 +444,7 @@ async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, TenantError> {
             }
         }
     }
-    let session = match state.links.session() {
+    let session = match state.children.session() {
         Some(session) => Some(
             ask(&session, SessionMsg::Freeze, timeout)
                 .await
@@ -606,14 +471,14 @@ async fn thaw(
     state: &mut TenantState,
 ) -> Result<(), ActorProcessingErr> {
     state.frozen = false;
-    for conversation in state.conversations.values() {
+    for conversation in state.children.conversations() {
         let _ = conversation.send_message(ConversationMsg::Thaw);
     }
-    if let Some(session) = state.links.session() {
+    if let Some(session) = state.children.session() {
         let _ = session.send_message(SessionMsg::Thaw);
     }
     for held in std::mem::take(&mut state.held) {
-        dispatch(myself, state, held).await?;
+        carry_out(myself, state, held, None).await?;
     }
     let _ = myself.send_message(TenantMsg::Reconcile { unsent: false });
     Ok(())
@@ -629,17 +494,17 @@ async fn reload(
         return Ok(());
     };
     state.record = record;
-    match (state.links.session(), state.record.numbers.first()) {
+    match (state.children.session(), state.record.numbers.first()) {
         (Some(session), Some(number)) => {
             let _ = session.send_message(SessionMsg::UpdateNumber(number.clone()));
         }
-        (None, Some(_)) if state.session_id.is_none() => {
+        (None, Some(_)) if !state.children.has_session() => {
             spawn_child(myself, state, ChildKind::Session).await?;
             let _ = myself.send_message(TenantMsg::Reconcile { unsent: true });
         }
         _ => {}
     }
-    if let Some(responder) = state.links.responder() {
+    if let Some(responder) = state.children.responder() {
         let _ = responder.send_message(ResponderMsg::Reconfigure {
             system_prompt: state.record.system_prompt.clone(),
             llm_config: state.record.llm_config.clone(),
@@ -668,7 +533,7 @@ async fn owner_send(
         epoch: Some(state.epoch),
     };
     let id = services.store.record_outbound(&outbound).await?.id();
-    match state.links.session() {
+    match state.children.session() {
         Some(session) => {
             let job = SendJob {
                 outbound_id: id,
@@ -712,7 +577,7 @@ async fn reconcile(
     if !unsent {
         return Ok(());
     }
-    let Some(session) = state.links.session() else {
+    let Some(session) = state.children.session() else {
         return Ok(());
     };
     for message in services.store.unsent_replies(&state.tenant).await? {

@@ -1,0 +1,181 @@
+//! [`TenantCommand`]: what the rest of the gateway asks of a tenant, in one type. The webhook
+//! ingress builds it, the router sends it (to this node's actors, or in an envelope to the
+//! host's inbox), the inbox decodes it, the tenant supervisor carries it out
+//! ([`TenantMsg::Command`](crate::tenant::TenantMsg::Command)), and a frozen tenant holds
+//! it for its next host ([`TenantHandoff::held`](crate::handoff::TenantHandoff::held)).
+//!
+//! Travels node to node in bincode (decision 0002), where a variant is encoded by its
+//! position: add new variants at the end, never reorder or change one in place.
+
+use salesboy_protocol::{ActorAddress, ChatId, MessageKind, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::conversation::InboundItem;
+
+/// A command for a tenant, carried out by whichever node hosts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TenantCommand {
+    /// A persisted inbound message for a conversation.
+    Inbound {
+        /// The customer's chat.
+        chat: ChatId,
+        /// The message.
+        item: InboundItem,
+    },
+    /// The owner wrote in a chat from their own WhatsApp app (echo): the bot steps back.
+    OwnerActivity {
+        /// The chat.
+        chat: ChatId,
+        /// When the owner wrote.
+        at_ms: i64,
+    },
+    /// Pause (`Some`) or resume (`None`) the bot in a chat.
+    SetPaused {
+        /// The chat.
+        chat: ChatId,
+        /// Until when; [`crate::store::PAUSED_INDEFINITELY`] for no end.
+        until_ms: Option<i64>,
+    },
+    /// Send a message as the owner: recorded, sent, and the bot steps back in that chat.
+    OwnerSend {
+        /// The chat.
+        chat: ChatId,
+        /// The text.
+        body: String,
+    },
+    /// The tenant's record changed (number, token, prompt, providers): a hosted tenant reads
+    /// it again; one hosted nowhere reads it when it is next activated.
+    Reload,
+}
+
+impl TenantCommand {
+    /// The actor the command is for (the envelope's target).
+    pub fn target(&self, tenant: &TenantId) -> ActorAddress {
+        match self {
+            Self::Inbound { chat, .. }
+            | Self::OwnerActivity { chat, .. }
+            | Self::SetPaused { chat, .. }
+            | Self::OwnerSend { chat, .. } => {
+                ActorAddress::Conversation(tenant.clone(), chat.clone())
+            }
+            Self::Reload => ActorAddress::Session(tenant.clone()),
+        }
+    }
+
+    /// The envelope's kind.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Inbound { .. } => MessageKind::Inbound,
+            Self::Reload => MessageKind::SessionCommand,
+            Self::OwnerActivity { .. } | Self::SetPaused { .. } | Self::OwnerSend { .. } => {
+                MessageKind::ConversationCommand
+            }
+        }
+    }
+
+    /// Whether the command is done once the tenant has it (a persisted message, an echo, a
+    /// reload: the caller does not wait for the tenant to act), rather than once the tenant
+    /// has answered.
+    pub fn done_on_receipt(&self) -> bool {
+        match self {
+            Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload => true,
+            Self::SetPaused { .. } | Self::OwnerSend { .. } => false,
+        }
+    }
+}
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// Done.
+    Done,
+    /// An owner message was recorded under this id.
+    Outbound(i64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salesboy_protocol::{Codec, Wamid};
+
+    #[test]
+    fn commands_and_replies_round_trip_in_both_codecs() {
+        let chat = ChatId::new("16505551234").unwrap();
+        let commands = vec![
+            TenantCommand::Inbound {
+                chat: chat.clone(),
+                item: InboundItem {
+                    id: 1,
+                    wamid: Some(Wamid::new("wamid.A").unwrap()),
+                    text: Some("hi".into()),
+                    received_ms: 2,
+                },
+            },
+            TenantCommand::OwnerActivity {
+                chat: chat.clone(),
+                at_ms: 3,
+            },
+            TenantCommand::SetPaused {
+                chat: chat.clone(),
+                until_ms: None,
+            },
+            TenantCommand::OwnerSend {
+                chat,
+                body: "b".into(),
+            },
+            TenantCommand::Reload,
+        ];
+        for codec in [Codec::Bincode, Codec::Json] {
+            for command in &commands {
+                let bytes = codec.encode(command).unwrap();
+                assert_eq!(
+                    &codec.decode::<TenantCommand>(&bytes).unwrap(),
+                    command,
+                    "{codec:?}"
+                );
+            }
+            for reply in [CommandReply::Done, CommandReply::Outbound(4)] {
+                let bytes = codec.encode(&reply).unwrap();
+                assert_eq!(codec.decode::<CommandReply>(&bytes).unwrap(), reply);
+            }
+        }
+    }
+
+    /// A variant's position is its bincode tag: nodes of the previous release (and the
+    /// handoffs they send, whose held messages were `Inbound` and `OwnerActivity`) decode
+    /// these bytes.
+    #[test]
+    fn bincode_tags_are_stable() {
+        let chat = ChatId::new("1").unwrap();
+        let tag = |command: &TenantCommand| Codec::Bincode.encode(command).unwrap()[1];
+        let inbound = TenantCommand::Inbound {
+            chat: chat.clone(),
+            item: InboundItem {
+                id: 1,
+                wamid: None,
+                text: None,
+                received_ms: 0,
+            },
+        };
+        let tags: Vec<u8> = [
+            inbound,
+            TenantCommand::OwnerActivity {
+                chat: chat.clone(),
+                at_ms: 0,
+            },
+            TenantCommand::SetPaused {
+                chat: chat.clone(),
+                until_ms: None,
+            },
+            TenantCommand::OwnerSend {
+                chat,
+                body: String::new(),
+            },
+            TenantCommand::Reload,
+        ]
+        .iter()
+        .map(tag)
+        .collect();
+        assert_eq!(tags, [0, 1, 2, 3, 4]);
+    }
+}
