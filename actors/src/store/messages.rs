@@ -4,6 +4,8 @@ use async_trait::async_trait;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 
+pub use salesboy_protocol::whatsapp::DeliveryStatus;
+
 use super::StoreError;
 
 /// Value of [`Conversation::bot_paused_until_ms`] that pauses the bot until it is resumed.
@@ -130,76 +132,6 @@ impl OutboundOrigin {
             "owner" => Some(Self::Owner),
             "echo" => Some(Self::Echo),
             _ => None,
-        }
-    }
-}
-
-/// Delivery status of an outbound message.
-///
-/// Statuses only move forward: `pending < sent < delivered < read`; `failed` may follow
-/// `pending`, `sent` or `delivered` and nothing follows it. Anything else is a regression
-/// (webhooks arrive out of order) and is ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    /// Recorded, not yet accepted by Meta.
-    Pending,
-    /// Accepted by Meta.
-    Sent,
-    /// Delivered to the customer's phone.
-    Delivered,
-    /// Read by the customer.
-    Read,
-    /// Failed; terminal.
-    Failed,
-}
-
-impl DeliveryStatus {
-    /// Every status, in order.
-    pub const ALL: [Self; 5] = [
-        Self::Pending,
-        Self::Sent,
-        Self::Delivered,
-        Self::Read,
-        Self::Failed,
-    ];
-
-    /// The stored name, as Meta spells it: `pending`, `sent`, `delivered`, `read`, `failed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Sent => "sent",
-            Self::Delivered => "delivered",
-            Self::Read => "read",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == value)
-    }
-
-    /// Whether a message in status `self` may move to `next`.
-    pub fn can_advance_to(self, next: Self) -> bool {
-        use DeliveryStatus::*;
-        match (self, next) {
-            (Failed, _) => false,
-            (Read, Failed) => false,
-            (_, Failed) => true,
-            (current, next) => Self::order(current) < Self::order(next),
-        }
-    }
-
-    fn order(self) -> u8 {
-        match self {
-            Self::Pending => 0,
-            Self::Sent => 1,
-            Self::Delivered => 2,
-            Self::Read => 3,
-            Self::Failed => 4,
         }
     }
 }
@@ -482,36 +414,6 @@ pub trait MessageStore: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_only_move_forward() {
-        use DeliveryStatus::*;
-        let allowed = [
-            (Pending, Sent),
-            (Pending, Delivered),
-            (Pending, Read),
-            (Pending, Failed),
-            (Sent, Delivered),
-            (Sent, Read),
-            (Sent, Failed),
-            (Delivered, Read),
-            (Delivered, Failed),
-        ];
-        for from in DeliveryStatus::ALL {
-            for to in DeliveryStatus::ALL {
-                let expected = allowed.contains(&(from, to));
-                assert_eq!(from.can_advance_to(to), expected, "{from:?} -> {to:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn statuses_round_trip_through_their_names() {
-        for status in DeliveryStatus::ALL {
-            assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
-        }
-        assert_eq!(DeliveryStatus::parse("deleted"), None);
-    }
 
     #[test]
     fn pauses_end_when_their_time_comes() {

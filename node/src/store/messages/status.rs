@@ -1,5 +1,5 @@
 //! Delivery statuses of outbound messages: a status webhook applied in one conditional
-//! `UPDATE`, so that statuses only move forward (`DeliveryStatus::can_advance_to`) whatever
+//! `UPDATE`, so that statuses only move forward (`DeliveryStatus::may_follow`) whatever
 //! order Meta delivers them in.
 
 use salesboy_actors::store::{DeliveryStatus, StatusOutcome, StatusUpdate};
@@ -89,12 +89,12 @@ mod tests {
 
     /// The SQL rule (`rank(current) < threshold(next)`) is the actors' rule.
     #[test]
-    fn sql_status_ranks_agree_with_can_advance_to() {
+    fn sql_status_ranks_agree_with_may_follow() {
         for current in DeliveryStatus::ALL {
             for next in DeliveryStatus::ALL {
                 assert_eq!(
                     status_rank(current) < advance_threshold(next),
-                    current.can_advance_to(next),
+                    next.may_follow(current),
                     "{current:?} -> {next:?}"
                 );
             }

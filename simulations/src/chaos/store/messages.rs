@@ -133,7 +133,7 @@ impl MessageStore for MemoryStore {
             return Ok(StatusOutcome::UnknownMessage);
         };
         let current = message.status.unwrap_or(DeliveryStatus::Pending);
-        if !current.can_advance_to(update.status) {
+        if !update.status.may_follow(current) {
             return Ok(StatusOutcome::Ignored);
         }
         message.status = Some(update.status);
