@@ -162,7 +162,7 @@ impl Ingress {
                     let Some(tenant) = self.tenant_for(&phone_number_id).await? else {
                         continue;
                     };
-                    let update = store::StatusUpdate {
+                    let update = store::NewStatus {
                         tenant: tenant.clone(),
                         wamid: status.wamid.clone(),
                         status: status.status,

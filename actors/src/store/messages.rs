@@ -145,9 +145,12 @@ pub struct SendFailure {
     pub title: String,
 }
 
-/// A status webhook for an outbound message ([`MessageStore::update_status`]).
+/// A new delivery status to record for one of a tenant's outbound messages
+/// ([`MessageStore::update_status`]): a status webhook's update
+/// ([`salesboy_protocol::whatsapp::StatusUpdate`]) resolved to its tenant, in milliseconds,
+/// with its first error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusUpdate {
+pub struct NewStatus {
     /// The tenant the number belongs to.
     pub tenant: TenantId,
     /// The outbound message's wamid.
@@ -309,7 +312,7 @@ pub trait MessageStore: Send + Sync {
     async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError>;
 
     /// Applies a status webhook, only if it moves the status forward (one conditional write).
-    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError>;
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError>;
 
     /// Records a bot reply (a pending outbound message) and links every inbound message it
     /// answers to it, in one transaction, before the reply is sent. If any of them is already

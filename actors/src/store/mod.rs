@@ -47,8 +47,8 @@ pub use fencing::FencingStore;
 pub use knowledge::{KnowledgeDocument, KnowledgeHit, KnowledgeStore, NewKnowledge};
 pub use messages::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, MessageStore,
-    NewInbound, NewOutbound, NewReply, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
-    SendFailure, StatusOutcome, StatusUpdate, StoredMessage,
+    NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY,
+    ReplyOutcome, SendFailure, StatusOutcome, StoredMessage,
 };
 pub use retention::RetentionStore;
 pub use tenants::{

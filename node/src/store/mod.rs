@@ -40,8 +40,8 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredEvent, StoredMessage, Tenant, TenantRoute,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -381,7 +381,7 @@ impl MessageStore for SqlStore {
         self.run(messages::record_outbound(&self.db, message)).await
     }
 
-    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError> {
         self.run(messages::update_status(&self.db, update)).await
     }
 

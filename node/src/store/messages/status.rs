@@ -2,7 +2,7 @@
 //! `UPDATE`, so that statuses only move forward (`DeliveryStatus::may_follow`) whatever
 //! order Meta delivers them in.
 
-use salesboy_actors::store::{DeliveryStatus, StatusOutcome, StatusUpdate};
+use salesboy_actors::store::{DeliveryStatus, NewStatus, StatusOutcome};
 
 use super::super::Db;
 use super::super::error::Failure;
@@ -30,10 +30,7 @@ fn advance_threshold(next: DeliveryStatus) -> i64 {
 
 /// Applies a status webhook in one conditional `UPDATE`: only a status that moves forward
 /// is written.
-pub(crate) async fn update_status(
-    db: &Db,
-    update: &StatusUpdate,
-) -> Result<StatusOutcome, Failure> {
+pub(crate) async fn update_status(db: &Db, update: &NewStatus) -> Result<StatusOutcome, Failure> {
     let (error_code, error_title) = match (&update.status, &update.error) {
         (DeliveryStatus::Failed, Some(failure)) => (failure.code, Some(failure.title.as_str())),
         _ => (None, None),

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredEvent, StoredMessage, Tenant, TenantRoute,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -197,7 +197,7 @@ gated!(MessageStore {
     fn record_outbound(message: &NewOutbound) -> InsertOutcome
         => ("record_outbound/{}/{}", message.tenant, message.chat),
         log fenced(&message.tenant, message.epoch);
-    fn update_status(update: &StatusUpdate) -> StatusOutcome
+    fn update_status(update: &NewStatus) -> StatusOutcome
         => ("update_status/{}", update.tenant);
     fn record_reply(reply: &NewReply) -> ReplyOutcome
         => ("record_reply/{}/{}", reply.tenant, reply.chat), log fenced(&reply.tenant, reply.epoch);

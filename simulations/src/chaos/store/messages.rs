@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, NewInbound,
-    NewOutbound, NewReply, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    NewOutbound, NewReply, NewStatus, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredMessage,
 };
 use salesboy_protocol::{ChatId, TenantId, Wamid};
@@ -117,7 +117,7 @@ impl MessageStore for MemoryStore {
         Ok(InsertOutcome::Inserted { id })
     }
 
-    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError> {
         let mut tables = self.tables();
         let Some(&id) = tables
             .wamids
