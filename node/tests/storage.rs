@@ -201,7 +201,7 @@ fn reply(tenant: &TenantId, chat: &ChatId, answers: &[i64], epoch: u64, at_ms: i
 
 async fn record(store: &dyn Store, reply: &NewReply) -> i64 {
     match store.record_reply(reply).await {
-        Ok(ReplyOutcome::Recorded { reply_id }) => reply_id,
+        Ok(ReplyOutcome::Recorded { outbound_id }) => outbound_id,
         other => panic!("expected the reply to be recorded, got {other:?}"),
     }
 }

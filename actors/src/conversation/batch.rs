@@ -157,7 +157,7 @@ pub(super) async fn finish_batch(
         other => other?,
     };
     match outcome {
-        ReplyOutcome::Recorded { reply_id } => {
+        ReplyOutcome::Recorded { outbound_id } => {
             state.replies += 1;
             state.history.push_back(Turn {
                 speaker: Speaker::Customer,
@@ -175,7 +175,7 @@ pub(super) async fn finish_batch(
                 .min()
                 .unwrap_or(now_ms);
             let job = SendJob {
-                outbound_id: reply_id,
+                outbound_id,
                 chat: state.args.chat.clone(),
                 body,
                 reply_to: None,
@@ -192,7 +192,7 @@ pub(super) async fn finish_batch(
                 }
                 // Recorded and pending: the session sends it when it is back (reconciliation).
                 None => {
-                    warn!(tenant = %state.args.tenant, reply_id, "session unavailable, reply left pending")
+                    warn!(tenant = %state.args.tenant, outbound_id, "session unavailable, reply left pending")
                 }
             }
         }

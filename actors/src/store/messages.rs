@@ -195,10 +195,10 @@ pub struct NewReply {
 /// Result of [`MessageStore::record_reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyOutcome {
-    /// The reply is recorded as a pending outbound message `reply_id`, linked to its batch.
+    /// The reply is recorded as a pending outbound message `outbound_id`, linked to its batch.
     Recorded {
         /// The outbound message's id.
-        reply_id: i64,
+        outbound_id: i64,
     },
     /// Inbound message `inbound_id` already has a reply (or was dismissed); nothing was
     /// written.
@@ -338,7 +338,7 @@ pub trait MessageStore: Send + Sync {
     async fn mark_reply_sent(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         wamid: &Wamid,
         at_ms: i64,
         epoch: u64,
@@ -350,7 +350,7 @@ pub trait MessageStore: Send + Sync {
     async fn mark_reply_failed(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         failure: &SendFailure,
         at_ms: i64,
         epoch: u64,

@@ -406,13 +406,18 @@ impl MessageStore for SqlStore {
     async fn mark_reply_sent(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         wamid: &Wamid,
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         self.run(messages::mark_reply_sent(
-            &self.db, tenant, reply_id, wamid, at_ms, epoch,
+            &self.db,
+            tenant,
+            outbound_id,
+            wamid,
+            at_ms,
+            epoch,
         ))
         .await
     }
@@ -420,13 +425,18 @@ impl MessageStore for SqlStore {
     async fn mark_reply_failed(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         failure: &SendFailure,
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         self.run(messages::mark_reply_failed(
-            &self.db, tenant, reply_id, failure, at_ms, epoch,
+            &self.db,
+            tenant,
+            outbound_id,
+            failure,
+            at_ms,
+            epoch,
         ))
         .await
     }

@@ -204,11 +204,11 @@ gated!(MessageStore {
     fn dismiss_inbound(tenant: &TenantId, chat: &ChatId, inbound: &[i64], at_ms: i64, epoch: u64)
         -> DismissOutcome
         => ("dismiss_inbound/{tenant}/{chat}"), log fenced(tenant, epoch);
-    fn mark_reply_sent(tenant: &TenantId, reply_id: i64, wamid: &Wamid, at_ms: i64, epoch: u64)
-        -> () => ("mark_reply_sent/{tenant}/{reply_id}"), log fenced(tenant, epoch);
+    fn mark_reply_sent(tenant: &TenantId, outbound_id: i64, wamid: &Wamid, at_ms: i64, epoch: u64)
+        -> () => ("mark_reply_sent/{tenant}/{outbound_id}"), log fenced(tenant, epoch);
     fn mark_reply_failed(
-        tenant: &TenantId, reply_id: i64, failure: &SendFailure, at_ms: i64, epoch: u64
-    ) -> () => ("mark_reply_failed/{tenant}/{reply_id}"), log fenced(tenant, epoch);
+        tenant: &TenantId, outbound_id: i64, failure: &SendFailure, at_ms: i64, epoch: u64
+    ) -> () => ("mark_reply_failed/{tenant}/{outbound_id}"), log fenced(tenant, epoch);
     fn unanswered_inbound(tenant: &TenantId, since_ms: i64) -> Vec<StoredMessage>
         => ("unanswered_inbound/{tenant}");
     fn tenants_with_pending_work(since_ms: i64, before_ms: i64) -> Vec<TenantId>
