@@ -27,7 +27,7 @@ use salesboy_actors::store::{
     self, InsertOutcome, NewInbound, NewOutbound, OutboundOrigin, SendFailure, StatusOutcome,
     Store, StoreError,
 };
-use salesboy_protocol::whatsapp::inbound::{DeliveryStatus, WebhookEvent};
+use salesboy_protocol::whatsapp::inbound::WebhookEvent;
 use salesboy_protocol::{Codec, PhoneNumberId, TenantId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -162,10 +162,10 @@ impl Ingress {
                     let Some(tenant) = self.tenant_for(&phone_number_id).await? else {
                         continue;
                     };
-                    let update = store::StatusUpdate {
+                    let update = store::NewStatus {
                         tenant: tenant.clone(),
                         wamid: status.wamid.clone(),
-                        status: delivery_status(status.status),
+                        status: status.status,
                         at_ms: seconds_to_ms(status.timestamp),
                         error: status.errors.first().map(|e| SendFailure {
                             code: Some(e.code),
@@ -258,15 +258,6 @@ async fn hand_off(router: &Router, commands: Vec<(TenantId, TenantCommand)>) {
             // Persisted: the sweep re-routes it once the tenant can be activated.
             warn!(tenant = %tenant, error = %e, "persisted message not handed to its tenant yet");
         }
-    }
-}
-
-fn delivery_status(status: DeliveryStatus) -> store::DeliveryStatus {
-    match status {
-        DeliveryStatus::Sent => store::DeliveryStatus::Sent,
-        DeliveryStatus::Delivered => store::DeliveryStatus::Delivered,
-        DeliveryStatus::Read => store::DeliveryStatus::Read,
-        DeliveryStatus::Failed => store::DeliveryStatus::Failed,
     }
 }
 

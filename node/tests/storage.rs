@@ -14,9 +14,9 @@ use std::time::Duration;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
-    NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
-    StatusOutcome, StatusUpdate, Store, StoreError, StoredMessage,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
+    StatusOutcome, Store, StoreError, StoredMessage,
 };
 use salesboy_node::store::{Dialect, SqlStore};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -201,7 +201,7 @@ fn reply(tenant: &TenantId, chat: &ChatId, answers: &[i64], epoch: u64, at_ms: i
 
 async fn record(store: &dyn Store, reply: &NewReply) -> i64 {
     match store.record_reply(reply).await {
-        Ok(ReplyOutcome::Recorded { reply_id }) => reply_id,
+        Ok(ReplyOutcome::Recorded { outbound_id }) => outbound_id,
         other => panic!("expected the reply to be recorded, got {other:?}"),
     }
 }
@@ -223,8 +223,8 @@ async fn sent_reply(
     reply_id
 }
 
-fn status(tenant: &TenantId, id: &str, status: DeliveryStatus, at_ms: i64) -> StatusUpdate {
-    StatusUpdate {
+fn status(tenant: &TenantId, id: &str, status: DeliveryStatus, at_ms: i64) -> NewStatus {
+    NewStatus {
         tenant: tenant.clone(),
         wamid: wamid(id),
         status,
@@ -542,7 +542,7 @@ async fn failed_is_terminal_and_keeps_its_error(store: Arc<dyn Store>) {
         title: "Re-engagement message".to_owned(),
     };
     let outcome = store
-        .update_status(&StatusUpdate {
+        .update_status(&NewStatus {
             error: Some(failure.clone()),
             ..status(&acme, "wamid.out", DeliveryStatus::Failed, T0 + 10)
         })

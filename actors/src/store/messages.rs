@@ -4,6 +4,8 @@ use async_trait::async_trait;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 
+pub use salesboy_protocol::whatsapp::DeliveryStatus;
+
 use super::StoreError;
 
 /// Value of [`Conversation::bot_paused_until_ms`] that pauses the bot until it is resumed.
@@ -134,76 +136,6 @@ impl OutboundOrigin {
     }
 }
 
-/// Delivery status of an outbound message.
-///
-/// Statuses only move forward: `pending < sent < delivered < read`; `failed` may follow
-/// `pending`, `sent` or `delivered` and nothing follows it. Anything else is a regression
-/// (webhooks arrive out of order) and is ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    /// Recorded, not yet accepted by Meta.
-    Pending,
-    /// Accepted by Meta.
-    Sent,
-    /// Delivered to the customer's phone.
-    Delivered,
-    /// Read by the customer.
-    Read,
-    /// Failed; terminal.
-    Failed,
-}
-
-impl DeliveryStatus {
-    /// Every status, in order.
-    pub const ALL: [Self; 5] = [
-        Self::Pending,
-        Self::Sent,
-        Self::Delivered,
-        Self::Read,
-        Self::Failed,
-    ];
-
-    /// The stored name, as Meta spells it: `pending`, `sent`, `delivered`, `read`, `failed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Sent => "sent",
-            Self::Delivered => "delivered",
-            Self::Read => "read",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == value)
-    }
-
-    /// Whether a message in status `self` may move to `next`.
-    pub fn can_advance_to(self, next: Self) -> bool {
-        use DeliveryStatus::*;
-        match (self, next) {
-            (Failed, _) => false,
-            (Read, Failed) => false,
-            (_, Failed) => true,
-            (current, next) => Self::order(current) < Self::order(next),
-        }
-    }
-
-    fn order(self) -> u8 {
-        match self {
-            Self::Pending => 0,
-            Self::Sent => 1,
-            Self::Delivered => 2,
-            Self::Read => 3,
-            Self::Failed => 4,
-        }
-    }
-}
-
 /// Why sending a message failed, as Meta or the sender reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendFailure {
@@ -213,9 +145,12 @@ pub struct SendFailure {
     pub title: String,
 }
 
-/// A status webhook for an outbound message ([`MessageStore::update_status`]).
+/// A new delivery status to record for one of a tenant's outbound messages
+/// ([`MessageStore::update_status`]): a status webhook's update
+/// ([`salesboy_protocol::whatsapp::StatusUpdate`]) resolved to its tenant, in milliseconds,
+/// with its first error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusUpdate {
+pub struct NewStatus {
     /// The tenant the number belongs to.
     pub tenant: TenantId,
     /// The outbound message's wamid.
@@ -260,10 +195,10 @@ pub struct NewReply {
 /// Result of [`MessageStore::record_reply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyOutcome {
-    /// The reply is recorded as a pending outbound message `reply_id`, linked to its batch.
+    /// The reply is recorded as a pending outbound message `outbound_id`, linked to its batch.
     Recorded {
         /// The outbound message's id.
-        reply_id: i64,
+        outbound_id: i64,
     },
     /// Inbound message `inbound_id` already has a reply (or was dismissed); nothing was
     /// written.
@@ -377,7 +312,7 @@ pub trait MessageStore: Send + Sync {
     async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError>;
 
     /// Applies a status webhook, only if it moves the status forward (one conditional write).
-    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError>;
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError>;
 
     /// Records a bot reply (a pending outbound message) and links every inbound message it
     /// answers to it, in one transaction, before the reply is sent. If any of them is already
@@ -403,7 +338,7 @@ pub trait MessageStore: Send + Sync {
     async fn mark_reply_sent(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         wamid: &Wamid,
         at_ms: i64,
         epoch: u64,
@@ -415,7 +350,7 @@ pub trait MessageStore: Send + Sync {
     async fn mark_reply_failed(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         failure: &SendFailure,
         at_ms: i64,
         epoch: u64,
@@ -482,36 +417,6 @@ pub trait MessageStore: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_only_move_forward() {
-        use DeliveryStatus::*;
-        let allowed = [
-            (Pending, Sent),
-            (Pending, Delivered),
-            (Pending, Read),
-            (Pending, Failed),
-            (Sent, Delivered),
-            (Sent, Read),
-            (Sent, Failed),
-            (Delivered, Read),
-            (Delivered, Failed),
-        ];
-        for from in DeliveryStatus::ALL {
-            for to in DeliveryStatus::ALL {
-                let expected = allowed.contains(&(from, to));
-                assert_eq!(from.can_advance_to(to), expected, "{from:?} -> {to:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn statuses_round_trip_through_their_names() {
-        for status in DeliveryStatus::ALL {
-            assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
-        }
-        assert_eq!(DeliveryStatus::parse("deleted"), None);
-    }
 
     #[test]
     fn pauses_end_when_their_time_comes() {

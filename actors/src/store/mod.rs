@@ -22,7 +22,7 @@
 //! - **One reply per inbound message**: [`MessageStore::record_reply`] links every inbound message it
 //!   answers to the reply, atomically, before the reply is sent; a message that is already
 //!   answered makes the whole call a no-op ([`ReplyOutcome::AlreadyAnswered`]).
-//! - **Delivery statuses only move forward** (see [`DeliveryStatus::can_advance_to`]), decided
+//! - **Delivery statuses only move forward** (see [`DeliveryStatus::may_follow`]), decided
 //!   in one conditional write, so out-of-order webhooks cannot regress them.
 //! - **Fencing**: writes that change conversation state carry the writer's epoch and are
 //!   refused with [`StoreError::StaleEpoch`] once a newer epoch has been claimed for the
@@ -47,8 +47,8 @@ pub use fencing::FencingStore;
 pub use knowledge::{KnowledgeDocument, KnowledgeHit, KnowledgeStore, NewKnowledge};
 pub use messages::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, MessageStore,
-    NewInbound, NewOutbound, NewReply, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
-    SendFailure, StatusOutcome, StatusUpdate, StoredMessage,
+    NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY,
+    ReplyOutcome, SendFailure, StatusOutcome, StoredMessage,
 };
 pub use retention::RetentionStore;
 pub use tenants::{

@@ -40,8 +40,8 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredEvent, StoredMessage, Tenant, TenantRoute,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -381,7 +381,7 @@ impl MessageStore for SqlStore {
         self.run(messages::record_outbound(&self.db, message)).await
     }
 
-    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError> {
         self.run(messages::update_status(&self.db, update)).await
     }
 
@@ -406,13 +406,18 @@ impl MessageStore for SqlStore {
     async fn mark_reply_sent(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         wamid: &Wamid,
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         self.run(messages::mark_reply_sent(
-            &self.db, tenant, reply_id, wamid, at_ms, epoch,
+            &self.db,
+            tenant,
+            outbound_id,
+            wamid,
+            at_ms,
+            epoch,
         ))
         .await
     }
@@ -420,13 +425,18 @@ impl MessageStore for SqlStore {
     async fn mark_reply_failed(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         failure: &SendFailure,
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         self.run(messages::mark_reply_failed(
-            &self.db, tenant, reply_id, failure, at_ms, epoch,
+            &self.db,
+            tenant,
+            outbound_id,
+            failure,
+            at_ms,
+            epoch,
         ))
         .await
     }

@@ -196,13 +196,19 @@ pub struct Echo {
     pub content: MessageContent,
 }
 
-/// The delivery state of an outbound message.
+/// The delivery state of an outbound message: what Meta reports of it, and `Pending` before
+/// Meta has it.
 ///
-/// Progress is monotonic: `Sent < Delivered < Read`; `Failed` is terminal. Webhooks are
-/// unordered, so an update is applied only if [`DeliveryStatus::may_follow`] the current one.
+/// Progress is monotonic: `Pending < Sent < Delivered < Read`; `Failed` may follow `Pending`,
+/// `Sent` or `Delivered` and nothing follows it. Webhooks are unordered, so an update is
+/// applied only if [`DeliveryStatus::may_follow`] the current one. Meta's webhooks report the
+/// last four ([`DeliveryStatus::from_meta`]); `Pending` is the gateway's own: recorded, not
+/// yet accepted by Meta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
+    /// Recorded by the gateway, not yet accepted by Meta (Meta never reports it).
+    Pending,
     /// Meta accepted and sent the message.
     Sent,
     /// It reached the customer's device.
@@ -214,19 +220,30 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    /// The position in the progression: sent 0, delivered 1, read 2, failed 3 (terminal).
+    /// Every status, in rank order.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Failed,
+    ];
+
+    /// The position in the progression: pending 0, sent 1, delivered 2, read 3, failed 4
+    /// (terminal).
     pub const fn rank(self) -> u8 {
         match self {
-            Self::Sent => 0,
-            Self::Delivered => 1,
-            Self::Read => 2,
-            Self::Failed => 3,
+            Self::Pending => 0,
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Read => 3,
+            Self::Failed => 4,
         }
     }
 
-    /// Whether `self` may replace `prev`: progress only moves forward (sent < delivered <
-    /// read), `Failed` may follow sent or delivered, and nothing follows `Failed`. A repeated
-    /// status does not follow itself.
+    /// Whether `self` may replace `prev`: progress only moves forward (pending < sent <
+    /// delivered < read), `Failed` may follow pending, sent or delivered, and nothing follows
+    /// `Failed`. A repeated status does not follow itself.
     pub const fn may_follow(self, prev: Self) -> bool {
         match (prev, self) {
             (Self::Failed, _) => false,
@@ -241,9 +258,11 @@ impl DeliveryStatus {
         matches!(self, Self::Read | Self::Failed)
     }
 
-    /// Meta's name of the status (`"sent"`, `"delivered"`, `"read"`, `"failed"`).
+    /// The status's name, as Meta spells it (`"sent"`, `"delivered"`, `"read"`, `"failed"`)
+    /// and, for the gateway's own, `"pending"`. The store keeps this name.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Sent => "sent",
             Self::Delivered => "delivered",
             Self::Read => "read",
@@ -251,7 +270,15 @@ impl DeliveryStatus {
         }
     }
 
-    /// The status Meta names `value`, if it is one of the four.
+    /// The status named `value` by [`Self::as_str`] (`pending` included): a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+    }
+
+    /// The status Meta names `value`, if it is one of the four Meta reports (never
+    /// `Pending`).
     pub fn from_meta(value: &str) -> Option<Self> {
         match value {
             "sent" => Some(Self::Sent),
@@ -455,6 +482,37 @@ mod tests {
             );
         }
         assert_eq!(DeliveryStatus::from_meta("deleted"), None);
+    }
+
+    #[test]
+    fn statuses_only_move_forward() {
+        use DeliveryStatus::*;
+        let allowed = [
+            (Pending, Sent),
+            (Pending, Delivered),
+            (Pending, Read),
+            (Pending, Failed),
+            (Sent, Delivered),
+            (Sent, Read),
+            (Sent, Failed),
+            (Delivered, Read),
+            (Delivered, Failed),
+        ];
+        for from in DeliveryStatus::ALL {
+            for to in DeliveryStatus::ALL {
+                let expected = allowed.contains(&(from, to));
+                assert_eq!(to.may_follow(from), expected, "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in DeliveryStatus::ALL {
+            assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(DeliveryStatus::parse("deleted"), None);
+        assert_eq!(DeliveryStatus::from_meta("pending"), None);
     }
 
     #[test]

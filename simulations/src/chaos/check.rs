@@ -180,10 +180,10 @@ fn one_reply_each(plan: &Plan, observed: &Observed, violations: &mut Vec<String>
         match observed.links.get(&stored.id) {
             None => violations.push(format!("{wamid} has no reply once the faults stopped")),
             Some(None) => violations.push(format!("{wamid} was dismissed, not answered")),
-            Some(Some(reply_id)) => match by_id.get(reply_id).and_then(|r| r.status) {
+            Some(Some(outbound_id)) => match by_id.get(outbound_id).and_then(|r| r.status) {
                 Some(DeliveryStatus::Sent | DeliveryStatus::Delivered | DeliveryStatus::Read) => {}
                 status => violations.push(format!(
-                    "{wamid}: its reply {reply_id} ended {status:?}, not sent"
+                    "{wamid}: its reply {outbound_id} ended {status:?}, not sent"
                 )),
             },
         }

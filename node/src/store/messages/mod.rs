@@ -176,7 +176,7 @@ pub(crate) async fn record_reply(db: &Db, reply: &NewReply) -> Result<ReplyOutco
     let answers = batch(&reply.answers)?;
     let mut tx = db.begin().await?;
     fence(db, &mut tx, &reply.tenant, reply.epoch).await?;
-    let reply_id: i64 = sqlx::query_scalar(
+    let outbound_id: i64 = sqlx::query_scalar(
         "INSERT INTO messages (tenant_id, chat_id, direction, origin, kind, body, status, \
          created_ms) VALUES ($1, $2, 'outbound', 'bot', 'text', $3, 'pending', $4) RETURNING id",
     )
@@ -191,7 +191,7 @@ pub(crate) async fn record_reply(db: &Db, reply: &NewReply) -> Result<ReplyOutco
         &reply.tenant,
         &reply.chat,
         &answers,
-        Some(reply_id),
+        Some(outbound_id),
         reply.created_ms,
     )
     .await?;
@@ -200,7 +200,7 @@ pub(crate) async fn record_reply(db: &Db, reply: &NewReply) -> Result<ReplyOutco
         return Ok(ReplyOutcome::AlreadyAnswered { inbound_id });
     }
     tx.commit().await?;
-    Ok(ReplyOutcome::Recorded { reply_id })
+    Ok(ReplyOutcome::Recorded { outbound_id })
 }
 
 /// Marks inbound messages handled without a reply, all or nothing. Fenced.
@@ -227,7 +227,7 @@ pub(crate) async fn dismiss_inbound(
 pub(crate) async fn mark_reply_sent(
     db: &Db,
     tenant: &TenantId,
-    reply_id: i64,
+    outbound_id: i64,
     wamid: &Wamid,
     at_ms: i64,
     epoch: u64,
@@ -238,7 +238,7 @@ pub(crate) async fn mark_reply_sent(
         "UPDATE messages SET wamid = $3, status = 'sent', status_ms = $4 \
          WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending'",
     )
-    .bind(reply_id)
+    .bind(outbound_id)
     .bind(tenant.as_str())
     .bind(wamid.as_str())
     .bind(at_ms)
@@ -246,7 +246,7 @@ pub(crate) async fn mark_reply_sent(
     .await?
     .rows_affected();
     if updated == 0 {
-        ensure_outbound_exists(&mut tx, tenant, reply_id).await?;
+        ensure_outbound_exists(&mut tx, tenant, outbound_id).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -256,7 +256,7 @@ pub(crate) async fn mark_reply_sent(
 pub(crate) async fn mark_reply_failed(
     db: &Db,
     tenant: &TenantId,
-    reply_id: i64,
+    outbound_id: i64,
     failure: &SendFailure,
     at_ms: i64,
     epoch: u64,
@@ -268,7 +268,7 @@ pub(crate) async fn mark_reply_failed(
          error_title = $5 \
          WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending'",
     )
-    .bind(reply_id)
+    .bind(outbound_id)
     .bind(tenant.as_str())
     .bind(at_ms)
     .bind(failure.code)
@@ -277,7 +277,7 @@ pub(crate) async fn mark_reply_failed(
     .await?
     .rows_affected();
     if updated == 0 {
-        ensure_outbound_exists(&mut tx, tenant, reply_id).await?;
+        ensure_outbound_exists(&mut tx, tenant, outbound_id).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -297,7 +297,8 @@ fn batch(ids: &[i64]) -> Result<Vec<i64>, Failure> {
     Ok(ids)
 }
 
-/// Links each inbound message of the chat to `reply_id` (`None`: dismissed). `Ok(Err(id))`
+/// Links each inbound message of the chat to its reply, outbound message `outbound_id` (column
+/// `reply_links.reply_id`; `None`: dismissed). `Ok(Err(id))`
 /// when message `id` is already linked; [`StoreError::NotFound`] when it is not an inbound
 /// message of this chat. The caller rolls back on either.
 async fn link_inbound(
@@ -305,7 +306,7 @@ async fn link_inbound(
     tenant: &TenantId,
     chat: &ChatId,
     inbound: &[i64],
-    reply_id: Option<i64>,
+    outbound_id: Option<i64>,
     at_ms: i64,
 ) -> Result<Result<(), i64>, Failure> {
     for &inbound_id in inbound {
@@ -316,7 +317,7 @@ async fn link_inbound(
              ON CONFLICT (inbound_id) DO NOTHING",
         )
         .bind(inbound_id)
-        .bind(reply_id)
+        .bind(outbound_id)
         .bind(at_ms)
         .bind(tenant.as_str())
         .bind(chat.as_str())

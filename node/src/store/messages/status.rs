@@ -1,8 +1,8 @@
 //! Delivery statuses of outbound messages: a status webhook applied in one conditional
-//! `UPDATE`, so that statuses only move forward (`DeliveryStatus::can_advance_to`) whatever
+//! `UPDATE`, so that statuses only move forward (`DeliveryStatus::may_follow`) whatever
 //! order Meta delivers them in.
 
-use salesboy_actors::store::{DeliveryStatus, StatusOutcome, StatusUpdate};
+use salesboy_actors::store::{DeliveryStatus, NewStatus, StatusOutcome};
 
 use super::super::Db;
 use super::super::error::Failure;
@@ -30,10 +30,7 @@ fn advance_threshold(next: DeliveryStatus) -> i64 {
 
 /// Applies a status webhook in one conditional `UPDATE`: only a status that moves forward
 /// is written.
-pub(crate) async fn update_status(
-    db: &Db,
-    update: &StatusUpdate,
-) -> Result<StatusOutcome, Failure> {
+pub(crate) async fn update_status(db: &Db, update: &NewStatus) -> Result<StatusOutcome, Failure> {
     let (error_code, error_title) = match (&update.status, &update.error) {
         (DeliveryStatus::Failed, Some(failure)) => (failure.code, Some(failure.title.as_str())),
         _ => (None, None),
@@ -89,12 +86,12 @@ mod tests {
 
     /// The SQL rule (`rank(current) < threshold(next)`) is the actors' rule.
     #[test]
-    fn sql_status_ranks_agree_with_can_advance_to() {
+    fn sql_status_ranks_agree_with_may_follow() {
         for current in DeliveryStatus::ALL {
             for next in DeliveryStatus::ALL {
                 assert_eq!(
                     status_rank(current) < advance_threshold(next),
-                    current.can_advance_to(next),
+                    next.may_follow(current),
                     "{current:?} -> {next:?}"
                 );
             }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredEvent, StoredMessage, Tenant, TenantRoute,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -197,18 +197,18 @@ gated!(MessageStore {
     fn record_outbound(message: &NewOutbound) -> InsertOutcome
         => ("record_outbound/{}/{}", message.tenant, message.chat),
         log fenced(&message.tenant, message.epoch);
-    fn update_status(update: &StatusUpdate) -> StatusOutcome
+    fn update_status(update: &NewStatus) -> StatusOutcome
         => ("update_status/{}", update.tenant);
     fn record_reply(reply: &NewReply) -> ReplyOutcome
         => ("record_reply/{}/{}", reply.tenant, reply.chat), log fenced(&reply.tenant, reply.epoch);
     fn dismiss_inbound(tenant: &TenantId, chat: &ChatId, inbound: &[i64], at_ms: i64, epoch: u64)
         -> DismissOutcome
         => ("dismiss_inbound/{tenant}/{chat}"), log fenced(tenant, epoch);
-    fn mark_reply_sent(tenant: &TenantId, reply_id: i64, wamid: &Wamid, at_ms: i64, epoch: u64)
-        -> () => ("mark_reply_sent/{tenant}/{reply_id}"), log fenced(tenant, epoch);
+    fn mark_reply_sent(tenant: &TenantId, outbound_id: i64, wamid: &Wamid, at_ms: i64, epoch: u64)
+        -> () => ("mark_reply_sent/{tenant}/{outbound_id}"), log fenced(tenant, epoch);
     fn mark_reply_failed(
-        tenant: &TenantId, reply_id: i64, failure: &SendFailure, at_ms: i64, epoch: u64
-    ) -> () => ("mark_reply_failed/{tenant}/{reply_id}"), log fenced(tenant, epoch);
+        tenant: &TenantId, outbound_id: i64, failure: &SendFailure, at_ms: i64, epoch: u64
+    ) -> () => ("mark_reply_failed/{tenant}/{outbound_id}"), log fenced(tenant, epoch);
     fn unanswered_inbound(tenant: &TenantId, since_ms: i64) -> Vec<StoredMessage>
         => ("unanswered_inbound/{tenant}");
     fn tenants_with_pending_work(since_ms: i64, before_ms: i64) -> Vec<TenantId>

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, NewInbound,
-    NewOutbound, NewReply, ReplyOutcome, SendFailure, StatusOutcome, StatusUpdate, StoreError,
+    NewOutbound, NewReply, NewStatus, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredMessage,
 };
 use salesboy_protocol::{ChatId, TenantId, Wamid};
@@ -117,7 +117,7 @@ impl MessageStore for MemoryStore {
         Ok(InsertOutcome::Inserted { id })
     }
 
-    async fn update_status(&self, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError> {
         let mut tables = self.tables();
         let Some(&id) = tables
             .wamids
@@ -133,7 +133,7 @@ impl MessageStore for MemoryStore {
             return Ok(StatusOutcome::UnknownMessage);
         };
         let current = message.status.unwrap_or(DeliveryStatus::Pending);
-        if !current.can_advance_to(update.status) {
+        if !update.status.may_follow(current) {
             return Ok(StatusOutcome::Ignored);
         }
         message.status = Some(update.status);
@@ -149,11 +149,11 @@ impl MessageStore for MemoryStore {
             Ok(ids) => ids,
             Err(inbound_id) => return Ok(ReplyOutcome::AlreadyAnswered { inbound_id }),
         };
-        let reply_id = tables.next_id();
+        let outbound_id = tables.next_id();
         tables.messages.insert(
-            reply_id,
+            outbound_id,
             StoredMessage {
-                id: reply_id,
+                id: outbound_id,
                 tenant: reply.tenant.clone(),
                 chat: reply.chat.clone(),
                 direction: Direction::Outbound,
@@ -168,9 +168,9 @@ impl MessageStore for MemoryStore {
             },
         );
         for id in ids {
-            tables.links.insert(id, Some(reply_id));
+            tables.links.insert(id, Some(outbound_id));
         }
-        Ok(ReplyOutcome::Recorded { reply_id })
+        Ok(ReplyOutcome::Recorded { outbound_id })
     }
 
     async fn dismiss_inbound(
@@ -196,14 +196,14 @@ impl MessageStore for MemoryStore {
     async fn mark_reply_sent(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         wamid: &Wamid,
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         let mut tables = self.tables();
         self.fence(&tables, tenant, epoch)?;
-        let message = tables.outbound_mut(tenant, reply_id)?;
+        let message = tables.outbound_mut(tenant, outbound_id)?;
         if message.status != Some(DeliveryStatus::Pending) {
             return Ok(());
         }
@@ -212,21 +212,21 @@ impl MessageStore for MemoryStore {
         message.status_ms = Some(at_ms);
         tables
             .wamids
-            .insert((tenant.clone(), wamid.clone()), reply_id);
+            .insert((tenant.clone(), wamid.clone()), outbound_id);
         Ok(())
     }
 
     async fn mark_reply_failed(
         &self,
         tenant: &TenantId,
-        reply_id: i64,
+        outbound_id: i64,
         failure: &SendFailure,
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         let mut tables = self.tables();
         self.fence(&tables, tenant, epoch)?;
-        let message = tables.outbound_mut(tenant, reply_id)?;
+        let message = tables.outbound_mut(tenant, outbound_id)?;
         if message.status == Some(DeliveryStatus::Pending) {
             message.status = Some(DeliveryStatus::Failed);
             message.status_ms = Some(at_ms);

@@ -13,26 +13,29 @@
 //! follow, each error located by the layer that supplied the value. The defaults the actor
 //! tree also has (debounce, idle times, capacity, history, send rate) are taken from
 //! [`Settings::default`], so they are written once.
+//!
+//! This module holds the configuration, its defaults and its checks; `layers` holds the file
+//! and environment layers and the errors that locate a key in them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::value::{Dict, Map};
-use figment::{Figment, Metadata, Profile, Provider};
+use figment::Figment;
 use salesboy_actors::services::Settings;
 use salesboy_protocol::NodeId;
 use secrecy::SecretString;
 use serde::Deserialize;
+
+mod layers;
+
+use layers::{Layers, bad_value, env_layer, file_layer, located_error};
 
 /// Meta's Graph API base, the default of `whatsapp_api_base`.
 pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
 
 /// The environment prefix of every configuration key.
 pub const ENV_PREFIX: &str = "SALESBOY_";
-
-/// Environment variables with this prefix belong to the test suite, not to the node.
-const TEST_ENV_PREFIX: &str = "SALESBOY_TEST_";
 
 /// Every configuration key, as written in a TOML file.
 pub const KEYS: &[&str] = &[
@@ -180,90 +183,6 @@ pub enum ConfigError {
     },
 }
 
-/// The keys whose values are secrets: their errors never quote the value.
-const SECRET_KEYS: &[&str] = &[
-    "whatsapp_app_secret",
-    "whatsapp_verify_token",
-    "admin_token",
-];
-
-/// What the layers say, key by key; `None` keeps the default. The field names are [`KEYS`].
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Layers {
-    node_id: Option<NodeId>,
-    http_addr: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    #[serde(default, deserialize_with = "text")]
-    database_url: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    nats_url: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    whatsapp_app_secret: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    whatsapp_verify_token: Option<String>,
-    #[serde(default, deserialize_with = "text")]
-    whatsapp_api_base: Option<String>,
-    whatsapp_messages_per_second: Option<u32>,
-    #[serde(default, deserialize_with = "text")]
-    admin_token: Option<String>,
-    max_tenants: Option<u64>,
-    debounce_ms: Option<u64>,
-    conversation_idle_secs: Option<u64>,
-    tenant_idle_secs: Option<u64>,
-    history_window: Option<u32>,
-    retention_days: Option<u32>,
-    log_format: Option<LogFormat>,
-    failure_timeout_ms: Option<u64>,
-}
-
-/// A string, or a number or boolean in its text form (`admin_token = 1234` is the token
-/// "1234"), as every text key accepted before the layers were merged by figment.
-fn text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Text(String),
-        Unsigned(u64),
-        Signed(i64),
-        Float(f64),
-        Bool(bool),
-    }
-    Ok(Some(match Scalar::deserialize(deserializer)? {
-        Scalar::Text(text) => text,
-        Scalar::Unsigned(n) => n.to_string(),
-        Scalar::Signed(n) => n.to_string(),
-        Scalar::Float(n) => n.to_string(),
-        Scalar::Bool(b) => b.to_string(),
-    }))
-}
-
-/// One layer of configuration for figment: the file's table or the `SALESBOY_*` variables.
-struct Layer {
-    /// How errors name the layer: the file's path, or "environment".
-    name: String,
-    /// Whether keys are spelled as environment variables (`SALESBOY_DEBOUNCE_MS`).
-    environment: bool,
-    values: Dict,
-}
-
-impl Provider for Layer {
-    fn metadata(&self) -> Metadata {
-        let metadata = Metadata::named(self.name.clone());
-        if self.environment {
-            metadata.interpolater(|_: &Profile, keys: &[&str]| {
-                format!("{ENV_PREFIX}{}", keys.join("_").to_ascii_uppercase())
-            })
-        } else {
-            metadata.interpolater(|_: &Profile, keys: &[&str]| keys.join("."))
-        }
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Ok(Profile::Default.collect(self.values.clone()))
-    }
-}
-
 impl Config {
     /// Loads defaults, then `file` (if given), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -382,84 +301,6 @@ impl Config {
                 self.data_dir.join("salesboy.db").display()
             ),
         }
-    }
-}
-
-/// The TOML file as a layer.
-fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let values: Dict = toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Toml {
-        path: path.to_owned(),
-        reason: e.message().to_owned(),
-    })?;
-    Ok(Layer {
-        name: path.display().to_string(),
-        environment: false,
-        values,
-    })
-}
-
-/// The `SALESBOY_*` variables (not `SALESBOY_TEST_*`) as a layer, values as written.
-fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Layer {
-    let values = env
-        .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !name.starts_with(TEST_ENV_PREFIX))
-        .map(|(name, value)| {
-            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
-            (key, figment::value::Value::from(value))
-        })
-        .collect();
-    Layer {
-        name: "environment".to_owned(),
-        environment: true,
-        values,
-    }
-}
-
-/// A figment error as a [`ConfigError`] naming the key as its layer spells it.
-fn located_error(figment: &Figment, error: figment::Error) -> ConfigError {
-    let (path, kind) = (error.path.join("."), error.kind);
-    match kind {
-        figment::error::Kind::UnknownField(field, _) => {
-            // The path ends with the unknown field.
-            let key = if path.is_empty() { field } else { path };
-            let (key, source_name) = spelled(figment, &key);
-            ConfigError::UnknownKey {
-                key,
-                source_name,
-                known: KEYS.join(", "),
-            }
-        }
-        _ if SECRET_KEYS.contains(&path.as_str()) => {
-            bad_value(figment, &path, "expected a string".into())
-        }
-        kind => bad_value(figment, &path, kind.to_string()),
-    }
-}
-
-fn bad_value(figment: &Figment, key: &str, reason: String) -> ConfigError {
-    let (key, source_name) = spelled(figment, key);
-    ConfigError::BadValue {
-        key,
-        source_name,
-        reason,
-    }
-}
-
-/// The key as the layer that supplied it spells it, and that layer's name.
-fn spelled(figment: &Figment, key: &str) -> (String, String) {
-    match figment.find_metadata(key) {
-        Some(metadata) => {
-            let keys: Vec<&str> = key.split('.').collect();
-            (
-                metadata.interpolate(&Profile::Default, &keys),
-                metadata.name.to_string(),
-            )
-        }
-        None => (key.to_owned(), "configuration".to_owned()),
     }
 }
 
@@ -608,7 +449,7 @@ mod tests {
 
     #[test]
     fn every_key_is_settable_and_documented() {
-        let docs = include_str!("../../docs/configuration.md");
+        let docs = include_str!("../../../docs/configuration.md");
         for key in KEYS {
             let env_name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
             assert!(
@@ -622,22 +463,6 @@ mod tests {
                 docs.contains(&env_name),
                 "docs/configuration.md does not document {env_name}"
             );
-        }
-    }
-
-    #[test]
-    fn the_keys_are_the_fields_serde_reads() {
-        let figment = Figment::new().merge(env_layer(env(&[("SALESBOY_NO_SUCH_KEY", "1")])));
-        let error = figment
-            .extract_lossy::<Layers>()
-            .err()
-            .expect("an unknown key");
-        match error.kind {
-            figment::error::Kind::UnknownField(field, expected) => {
-                assert_eq!(field, "no_such_key");
-                assert_eq!(expected, KEYS);
-            }
-            other => panic!("expected an unknown field, got {other}"),
         }
     }
 

@@ -1,5 +1,8 @@
 //! [`FakeWhatsApp`]: a local WhatsApp Cloud API (Graph API messages endpoint) for end-to-end
 //! tests, benchmarks and the load harness.
+//!
+//! The server, what it records and the failures it injects are here; `graph` holds the Graph
+//! API's request bodies and error answers, `statuses` the status webhooks it posts back.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,10 +18,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use parking_lot::{Mutex, RwLock};
 use salesboy_protocol::whatsapp::send::MAX_TEXT_BODY_CHARS;
-use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
-use salesboy_protocol::whatsapp::{MarkReadRequest, SendTextRequest};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
+
+mod graph;
+mod statuses;
+
+use graph::{GraphFailure, Request, parse_request};
+use statuses::post_statuses;
 
 use crate::fake_server::{FakeServer, SplitMix64, pause};
 
@@ -366,12 +373,6 @@ impl fmt::Debug for FakeWhatsApp {
     }
 }
 
-/// What one request asked for, once parsed.
-enum Request {
-    Send(SendTextRequest),
-    MarkRead(MarkReadRequest),
-}
-
 async fn handle(
     State(state): State<Arc<FakeState>>,
     Path(path): Path<String>,
@@ -516,141 +517,5 @@ async fn handle(
             });
             axum::Json(json!({"success": true})).into_response()
         }
-    }
-}
-
-/// Posts the configured statuses of one accepted send back to the gateway, signed.
-async fn post_statuses(
-    state: Arc<FakeState>,
-    webhooks: StatusWebhooks,
-    phone_number_id: String,
-    recipient: String,
-    wamid: String,
-) {
-    for status in &webhooks.statuses {
-        if !pause(webhooks.delay, &state.shutdown).await {
-            return;
-        }
-        let body = crate::webhooks::status(&phone_number_id, &recipient, &wamid, status)
-            .to_string()
-            .into_bytes();
-        let signature = sign(webhooks.app_secret.as_bytes(), &body);
-        let targets = state.status_targets.read().clone();
-        let first = state.status_next.fetch_add(1, Ordering::Relaxed);
-        let mut delivered = false;
-        for attempt in 0..targets.len() as u64 {
-            let index = usize::try_from((first + attempt) % targets.len() as u64).unwrap_or(0);
-            let answer = state
-                .http
-                .post(&targets[index])
-                .header(SIGNATURE_HEADER, &signature)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            if answer.is_ok_and(|response| response.status().is_success()) {
-                delivered = true;
-                break;
-            }
-        }
-        let counter = if delivered {
-            &state.status_delivered
-        } else {
-            &state.status_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn parse_request(body: &[u8]) -> Result<Request, GraphFailure> {
-    let invalid = || GraphFailure::invalid("(#100) Invalid parameter");
-    let value: Value = serde_json::from_slice(body).map_err(|_| invalid())?;
-    if value.get("status").and_then(Value::as_str) == Some("read") {
-        return serde_json::from_value(value)
-            .map(Request::MarkRead)
-            .map_err(|_| invalid());
-    }
-    if value.get("type").and_then(Value::as_str) == Some("text") {
-        return serde_json::from_value(value)
-            .map(Request::Send)
-            .map_err(|_| invalid());
-    }
-    Err(invalid())
-}
-
-/// A Graph API error answer.
-struct GraphFailure {
-    status: StatusCode,
-    code: i64,
-    message: &'static str,
-    details: Option<&'static str>,
-}
-
-impl GraphFailure {
-    fn auth(message: &'static str) -> Self {
-        Self {
-            status: StatusCode::UNAUTHORIZED,
-            code: 190,
-            message,
-            details: None,
-        }
-    }
-
-    fn invalid(message: &'static str) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: 100,
-            message,
-            details: None,
-        }
-    }
-
-    fn server() -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: 1,
-            message: "An unknown error has occurred.",
-            details: None,
-        }
-    }
-
-    fn throughput() -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: 130_429,
-            message: "(#130429) Rate limit hit",
-            details: Some(
-                "Message failed to send because there were too many messages sent from this phone number in a short period of time",
-            ),
-        }
-    }
-
-    fn pair_rate() -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: 131_056,
-            message: "(#131056) (Business Account, Consumer Account) pair rate limit hit",
-            details: Some(
-                "Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.",
-            ),
-        }
-    }
-}
-
-impl IntoResponse for GraphFailure {
-    fn into_response(self) -> Response {
-        let mut error = json!({
-            "message": self.message,
-            "type": "OAuthException",
-            "code": self.code,
-            "fbtrace_id": "AFakeTraceId0000000000",
-        });
-        if let (Some(details), Value::Object(fields)) = (self.details, &mut error) {
-            fields.insert(
-                "error_data".to_owned(),
-                json!({"messaging_product": "whatsapp", "details": details}),
-            );
-        }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
     }
 }

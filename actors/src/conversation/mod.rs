@@ -10,28 +10,32 @@
 //!
 //! The actor is passivated when idle; its durable state (pause, last inbound, history) lives
 //! in the store and is reloaded when it starts again.
+//!
+//! The actor, its messages and state are here; `batch` holds a batch's way from the debounce
+//! to a recorded reply or a dismissal.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use salesboy_protocol::events::Alert;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
+
+mod batch;
+
+use batch::{finish_batch, start_batch};
 
 use crate::command::CommandReply;
 use crate::error::TenantError;
 use crate::handoff::ConversationHandoff;
 use crate::links::TenantLinks;
 use crate::ports::{Speaker, Turn};
-use crate::responder::{ReplyRequest, ResponderMsg};
-use crate::services::{CUSTOMER_WINDOW_MS, Services};
-use crate::session::{ReplyTiming, SendJob, SessionMsg};
+use crate::services::Services;
 use crate::stop::StopReason;
-use crate::store::{Direction, DismissOutcome, NewReply, ReplyOutcome, StoreError, StoredMessage};
+use crate::store::{Direction, StoreError, StoredMessage};
 
 /// An inbound message handed to a conversation (already persisted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,224 +392,6 @@ fn paused_at(state: &ConversationState, now_ms: i64) -> bool {
     state.paused_until_ms.is_some_and(|until| now_ms < until)
 }
 
-/// Takes the pending batch: dismisses it, or asks the responder for a reply.
-async fn start_batch(
-    myself: &ActorRef<ConversationMsg>,
-    state: &mut ConversationState,
-) -> Result<(), ActorProcessingErr> {
-    let mut items = std::mem::take(&mut state.pending);
-    reconcile_batch(state, &mut items).await?;
-    if items.is_empty() {
-        return Ok(());
-    }
-    // The customer's order (the order the ingress stored them), whatever order they came in.
-    items.sort_by_key(|i| i.id);
-    let now_ms = state.args.services.clock.now_ms();
-    let newest = items.iter().map(|i| i.received_ms).max().unwrap_or(now_ms);
-    let texts: Vec<&str> = items
-        .iter()
-        .filter_map(|i| i.text.as_deref())
-        .filter(|t| !t.trim().is_empty())
-        .collect();
-
-    let dismissal = if paused_at(state, now_ms) {
-        Some(DismissReason::BotPaused)
-    } else if now_ms - newest > CUSTOMER_WINDOW_MS {
-        Some(DismissReason::OutsideWindow)
-    } else if texts.is_empty() {
-        Some(DismissReason::NothingToAnswer)
-    } else {
-        None
-    };
-    if let Some(reason) = dismissal {
-        remember_customer_turns(state, &items);
-        return dismiss(state, items, reason).await;
-    }
-
-    let question = texts.join("\n");
-    let links = &state.args.links;
-    if let (Some(session), Some(wamid)) =
-        (links.session(), items.last().and_then(|i| i.wamid.clone()))
-    {
-        let _ = session.send_message(SessionMsg::MarkRead { wamid });
-    }
-    let Some(responder) = links.responder() else {
-        // The responder is restarting: keep the batch; the next message or the sweep retries.
-        warn!(tenant = %state.args.tenant, chat = %state.args.chat, "responder unavailable, batch kept");
-        state.pending = items;
-        return Ok(());
-    };
-    state.generation += 1;
-    let token = state.generation;
-    let request = ReplyRequest {
-        chat: state.args.chat.clone(),
-        question: question.clone(),
-        history: state.history.iter().cloned().collect(),
-        reply_to: myself.clone(),
-        batch: token,
-    };
-    if responder
-        .send_message(ResponderMsg::Generate(request))
-        .is_err()
-    {
-        state.pending = items;
-        return Ok(());
-    }
-    state.in_flight = Some(InFlight {
-        token,
-        items,
-        question,
-        debounced_at: Instant::now(),
-    });
-    Ok(())
-}
-
-/// Checks the batch against the store: drops messages already answered or dismissed (a late
-/// or repeated hand-off), and adds the chat's unanswered messages stored before the batch's
-/// newest one that this conversation does not hold (their hand-off was lost or is late), so a
-/// reply never leaves an earlier message of the customer to a later reply.
-async fn reconcile_batch(
-    state: &mut ConversationState,
-    items: &mut Vec<InboundItem>,
-) -> Result<(), StoreError> {
-    let Some(newest) = items.iter().map(|i| i.id).max() else {
-        return Ok(());
-    };
-    let unanswered = state
-        .args
-        .services
-        .store
-        .unanswered_inbound_in_chat(&state.args.tenant, &state.args.chat)
-        .await?;
-    items.retain(|i| unanswered.iter().any(|m| m.id == i.id));
-    for message in unanswered {
-        if message.id < newest && !items.iter().any(|i| i.id == message.id) {
-            state.known.insert(message.id);
-            items.push(InboundItem::from_stored(&message));
-        }
-    }
-    Ok(())
-}
-
-/// Records the reply and hands it to the session (or dismisses the batch).
-async fn finish_batch(
-    myself: &ActorRef<ConversationMsg>,
-    state: &mut ConversationState,
-    in_flight: InFlight,
-    reply: Result<String, String>,
-    llm_time: Duration,
-) -> Result<(), ActorProcessingErr> {
-    let body = match reply {
-        Ok(body) => body,
-        Err(reason) => {
-            // Left unanswered in the store: the sweep offers it again.
-            warn!(tenant = %state.args.tenant, chat = %state.args.chat, reason, "no reply written, batch left for retry");
-            for item in &in_flight.items {
-                state.known.remove(&item.id);
-            }
-            return Ok(());
-        }
-    };
-    let services = Arc::clone(&state.args.services);
-    let now_ms = services.clock.now_ms();
-    if paused_at(state, now_ms) {
-        // The owner stepped in while the reply was being written.
-        remember_customer_turns(state, &in_flight.items);
-        return dismiss(state, in_flight.items, DismissReason::BotPaused).await;
-    }
-    let reply = NewReply {
-        tenant: state.args.tenant.clone(),
-        chat: state.args.chat.clone(),
-        answers: in_flight.items.iter().map(|i| i.id).collect(),
-        body: body.clone(),
-        epoch: state.args.epoch,
-        created_ms: now_ms,
-    };
-    let outcome = match services.store.record_reply(&reply).await {
-        Err(StoreError::StaleEpoch { .. }) => return fenced(myself, state),
-        other => other?,
-    };
-    match outcome {
-        ReplyOutcome::Recorded { reply_id } => {
-            state.replies += 1;
-            state.history.push_back(Turn {
-                speaker: Speaker::Customer,
-                text: in_flight.question,
-            });
-            state.history.push_back(Turn {
-                speaker: Speaker::Business,
-                text: body.clone(),
-            });
-            trim_history(state);
-            let first_received_ms = in_flight
-                .items
-                .iter()
-                .map(|i| i.received_ms)
-                .min()
-                .unwrap_or(now_ms);
-            let job = SendJob {
-                outbound_id: reply_id,
-                chat: state.args.chat.clone(),
-                body,
-                reply_to: None,
-                attempts: 0,
-                timing: Some(ReplyTiming {
-                    first_received_ms,
-                    debounced_at: in_flight.debounced_at,
-                    llm_time,
-                }),
-            };
-            match state.args.links.session() {
-                Some(session) => {
-                    let _ = session.send_message(SessionMsg::Send(job));
-                }
-                // Recorded and pending: the session sends it when it is back (reconciliation).
-                None => {
-                    warn!(tenant = %state.args.tenant, reply_id, "session unavailable, reply left pending")
-                }
-            }
-        }
-        ReplyOutcome::AlreadyAnswered { inbound_id } => {
-            debug!(tenant = %state.args.tenant, chat = %state.args.chat, inbound_id, "batch already answered");
-        }
-    }
-    Ok(())
-}
-
-async fn dismiss(
-    state: &mut ConversationState,
-    items: Vec<InboundItem>,
-    reason: DismissReason,
-) -> Result<(), ActorProcessingErr> {
-    let services = Arc::clone(&state.args.services);
-    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
-    let outcome = services
-        .store
-        .dismiss_inbound(
-            &state.args.tenant,
-            &state.args.chat,
-            &ids,
-            services.clock.now_ms(),
-            state.args.epoch,
-        )
-        .await?;
-    if outcome == DismissOutcome::Dismissed {
-        state.dismissed += 1;
-        info!(tenant = %state.args.tenant, chat = %state.args.chat, reason = reason.as_str(), messages = ids.len(), "batch handled without a reply");
-        if reason == DismissReason::OutsideWindow {
-            let alert = Alert::OutsideWindow {
-                messages: ids.len(),
-            };
-            services.publish(
-                services
-                    .alert(&state.args.tenant, &alert)
-                    .with_chat(state.args.chat.clone()),
-            );
-        }
-    }
-    Ok(())
-}
-
 async fn set_paused(
     myself: &ActorRef<ConversationMsg>,
     state: &mut ConversationState,
@@ -627,23 +413,6 @@ async fn set_paused(
     result?;
     state.paused_until_ms = until_ms;
     Ok(())
-}
-
-fn remember_customer_turns(state: &mut ConversationState, items: &[InboundItem]) {
-    for text in items.iter().filter_map(|i| i.text.clone()) {
-        state.history.push_back(Turn {
-            speaker: Speaker::Customer,
-            text,
-        });
-    }
-    trim_history(state);
-}
-
-fn trim_history(state: &mut ConversationState) {
-    let window = state.args.services.settings.history_window as usize;
-    while state.history.len() > window {
-        state.history.pop_front();
-    }
 }
 
 /// Another node owns the tenant now: stop without writing anything more.
