@@ -37,7 +37,7 @@ mod router;
 
 pub use control::control_request;
 pub use drain::DRAIN_TIMEOUT;
-pub use member::{Cluster, ClusterSettings};
+pub use member::{Cluster, ClusterParts, ClusterSettings};
 pub use router::RouteError;
 
 use salesboy_protocol::NodeId;
