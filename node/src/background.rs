@@ -50,7 +50,7 @@ impl Background {
         F::Output: Send + 'static,
     {
         self.tracker
-            .spawn(self.token.clone().run_until_cancelled_owned(task))
+            .spawn(until_cancelled(self.token.clone(), task))
     }
 
     /// Spawns a task that runs to its end, cancelled or not (a request being answered, a
@@ -97,9 +97,33 @@ impl Background {
     }
 }
 
+/// Runs `task` until it ends or `token` is cancelled, whichever comes first; on cancel,
+/// `task` is dropped without being polled again (unlike tokio-util's `run_until_cancelled`,
+/// which polls the task once more first and so lets it act on a cancelled token).
+pub async fn until_cancelled<F: Future>(token: CancellationToken, task: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        () = token.cancelled() => None,
+        output = task => Some(output),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_task_is_not_polled_again() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let polled = std::sync::atomic::AtomicBool::new(false);
+        let task = std::future::poll_fn(|_| {
+            polled.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::task::Poll::Ready(())
+        });
+        assert_eq!(until_cancelled(token, task).await, None);
+        assert!(!polled.load(std::sync::atomic::Ordering::Relaxed));
+    }
 
     #[tokio::test]
     async fn stop_drops_loops_and_waits_for_the_rest() {

@@ -276,9 +276,10 @@ impl Contender {
                 },
                 () = sleep_until(wake) => self.act().await,
                 command = commands.recv() => {
-                    let result = self.release().await;
+                    // `None`: the `Leadership` is gone without stepping down; keep the lease
+                    // (it expires), as when the background is cancelled.
                     if let Some(reply) = command {
-                        let _ = reply.send(result);
+                        let _ = reply.send(self.release().await);
                     }
                     return;
                 }

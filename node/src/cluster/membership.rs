@@ -62,7 +62,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::background::Background;
+use crate::background::{Background, until_cancelled};
 use crate::bus::{ALL_KEYS, Bus, BusError, Kv, KvError, KvEvent, KvOp, KvWatch};
 
 /// History kept per key in the nodes bucket: only the latest record matters.
@@ -301,30 +301,28 @@ impl Membership {
         let beat_now = Arc::new(Notify::new());
         let watch_stop = background.token().child_token();
         let heartbeat_stop = watch_stop.child_token();
-        let heartbeat = background.tracker().spawn(
-            heartbeat_stop.clone().run_until_cancelled_owned(
-                HeartbeatLoop {
-                    heartbeat,
-                    config,
-                    last_ok: started,
-                    fenced: fence_sender,
-                    events: events.clone(),
-                    beat_now: Arc::clone(&beat_now),
-                }
-                .run(),
-            ),
-        );
-        background.tracker().spawn(
-            watch_stop.clone().run_until_cancelled_owned(
-                Watcher {
-                    kv: Arc::clone(&kv),
-                    nodes: Arc::clone(&nodes),
-                    events: events.clone(),
-                    failure_timeout: config.failure_timeout,
-                }
-                .run(),
-            ),
-        );
+        let heartbeat = background.tracker().spawn(until_cancelled(
+            heartbeat_stop.clone(),
+            HeartbeatLoop {
+                heartbeat,
+                config,
+                last_ok: started,
+                fenced: fence_sender,
+                events: events.clone(),
+                beat_now: Arc::clone(&beat_now),
+            }
+            .run(),
+        ));
+        background.tracker().spawn(until_cancelled(
+            watch_stop.clone(),
+            Watcher {
+                kv: Arc::clone(&kv),
+                nodes: Arc::clone(&nodes),
+                events: events.clone(),
+                failure_timeout: config.failure_timeout,
+            }
+            .run(),
+        ));
         Ok(Self {
             me,
             config,
