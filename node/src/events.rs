@@ -10,6 +10,8 @@ use salesboy_protocol::subjects::EventKind;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+use crate::background::Background;
+
 /// How many events a slow subscriber may fall behind before it loses some.
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -17,13 +19,19 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub struct NodeEvents {
     sender: broadcast::Sender<Event>,
     store: Arc<dyn Store>,
+    /// Where alerts are written (each write runs to its end; stopping the node waits for it).
+    background: Background,
 }
 
 impl NodeEvents {
-    /// A sink that keeps alerts in `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// A sink that keeps alerts in `store`, writing them on `background`.
+    pub fn new(store: Arc<dyn Store>, background: &Background) -> Self {
         let (sender, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self { sender, store }
+        Self {
+            sender,
+            store,
+            background: background.clone(),
+        }
     }
 
     /// Every event published from now on.
@@ -45,7 +53,7 @@ impl EventSink for NodeEvents {
                 detail: event.detail.to_string(),
                 at_ms: event.at_ms,
             };
-            tokio::spawn(async move {
+            self.background.spawn(async move {
                 if let Err(e) = store.record_event(&record).await {
                     warn!(error = %e, "alert not recorded");
                 }

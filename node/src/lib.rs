@@ -6,6 +6,9 @@
 //!
 //! Modules:
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`assembly`]: building a node from its ports, bus and cluster settings (production and
+//!   the fault simulation);
+//! - [`background`]: background tasks, tracked and stopped by a cancellation token;
 //! - [`backoff`]: retries with exponential backoff and jitter (backon);
 //! - [`bus`]: the bus interface (publish, request/reply, subscribe, KV) and its NATS and
 //!   in-process implementations;
@@ -26,6 +29,8 @@
 //! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod assembly;
+pub mod background;
 pub mod backoff;
 pub mod bus;
 pub mod cli;

@@ -1,7 +1,9 @@
 //! Wiring a node together, and shutting it down cleanly.
 //!
 //! [`start`] builds everything from a [`Config`] and returns a [`RunningNode`] (tests use it
-//! to run real nodes in-process); [`run`] is `start`, wait for the shutdown signal, stop.
+//! to run real nodes in-process); [`run`] is `start`, wait for the shutdown signal, stop. The
+//! actors and the cluster member are built by [`crate::assembly`], as the fault simulation
+//! builds its nodes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,26 +14,20 @@ use std::time::Duration;
 use anyhow::Context;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{Clock, LlmProviderFactory, SystemClock, WhatsAppConnector};
-use salesboy_actors::services::{Counters, Services, Settings, response_cache};
+use salesboy_actors::services::{Settings, response_cache};
 use salesboy_actors::store::Store;
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use salesboy_actors::ports::EpochSource;
-
+use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
+use crate::background::Background;
 use crate::bus::{Bus, NatsBus, NatsBusOptions};
-use crate::cluster::directory::Directory;
-use crate::cluster::epochs::ClusterEpochs;
-use crate::cluster::leader::{Leadership, LeaseConfig};
-use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
-use crate::cluster::placement::MostHeadroom;
-use crate::cluster::{Cluster, ClusterSettings};
+use crate::cluster::Cluster;
+use crate::cluster::membership::NodeInfo;
 use crate::config::Config;
 use crate::events::NodeEvents;
 use crate::http::{self, AppState, HttpSettings};
-use crate::local::StoreEpochs;
 use crate::routing::Router;
 use crate::store::{SqlStore, redact_url};
 
@@ -68,12 +64,12 @@ pub struct RunningNode {
     pub cluster: Option<Arc<Cluster>>,
     /// Where tenant commands go.
     pub router: Router,
-    load_slot: Option<LoadSlot>,
-    /// Cancelled at stop: every background task of the node (HTTP, retention, event
-    /// publishing, ingress hand-offs) ends on it.
-    shutdown: CancellationToken,
-    /// The node's background tasks; stop waits until it is empty.
-    tasks: TaskTracker,
+    /// The parent of `tasks` and of the cluster member's tasks (its own tracker holds
+    /// nothing); cancelled last at stop.
+    background: Background,
+    /// The node's own background tasks (HTTP, retention, event publishing, ingress
+    /// hand-offs, alert writes); stop cancels them first and waits until none is left.
+    tasks: Background,
     sql: SqlStore,
 }
 
@@ -102,33 +98,37 @@ impl RunningNode {
         }
     }
 
-    /// The node's background tasks (HTTP, retention, event publishing, ingress hand-offs):
-    /// empty once [`RunningNode::stop`] returns.
+    /// The node's own background tasks (HTTP, retention, event publishing, ingress
+    /// hand-offs, alert writes): empty once [`RunningNode::stop`] returns. The cluster
+    /// member's are [`Cluster::tasks`].
     pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
+        self.tasks.tracker()
     }
 
-    /// Cancels the node's background tasks and waits for them (HTTP stops accepting and
-    /// finishes its requests), then stops the actors, then closes the database.
+    /// Cancels the node's own background tasks and waits for them (HTTP stops accepting and
+    /// finishes its requests), then stops the actors, then the cluster member (its tasks,
+    /// waited for), then waits for the alerts raised meanwhile, then closes the database.
     pub async fn stop(self) {
         info!("shutting down");
-        self.shutdown.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.tasks.wait())
-            .await
-            .is_err()
-        {
+        if let Err(e) = self.tasks.stop(SHUTDOWN_TIMEOUT).await {
             warn!(
-                left = self.tasks.len(),
+                left = e.left,
                 "background tasks still running after the shutdown timeout"
             );
         }
-        self.node.shutdown(SHUTDOWN_TIMEOUT).await;
-        if let Some(slot) = &self.load_slot
-            && let Ok(mut slot) = slot.write()
-        {
-            *slot = None;
+        let assembled = AssembledNode {
+            node: self.node,
+            cluster: self.cluster,
+            router: self.router,
+        };
+        assembled.stop(SHUTDOWN_TIMEOUT).await;
+        if let Err(e) = self.tasks.wait(SHUTDOWN_TIMEOUT).await {
+            warn!(
+                left = e.left,
+                "alert writes still running after the shutdown timeout"
+            );
         }
+        self.background.cancel();
         self.sql.close().await;
         info!("stopped");
     }
@@ -182,69 +182,41 @@ pub async fn start_with_bus(
     let admin_token = admin_token(&config)?;
 
     let (whatsapp, llm) = adapters(&config)?;
-    let events = Arc::new(NodeEvents::new(Arc::clone(&store)));
-    let joined = match &bus {
-        Some(bus) => Some(join_cluster(&config, bus).await?),
-        None => None,
-    };
-    let epochs: Arc<dyn EpochSource> = match &joined {
-        Some(joined) => Arc::new(ClusterEpochs::new(
-            config.node_id.clone(),
-            Arc::clone(&joined.directory),
-            Arc::clone(&joined.membership),
-            Arc::clone(&store),
-        )),
-        None => Arc::new(StoreEpochs::new(Arc::clone(&store))),
-    };
-    let services = Arc::new(Services {
-        node: config.node_id.clone(),
-        store: Arc::clone(&store),
-        whatsapp,
-        llm,
-        clock: Arc::new(SystemClock),
-        events: events.clone(),
-        epochs,
-        cache: response_cache(RESPONSE_CACHE_BYTES),
-        settings: settings(&config),
-        counters: Counters::default(),
-        sends: Default::default(),
+    let background = Background::new();
+    let tasks = background.child();
+    let events = Arc::new(NodeEvents::new(Arc::clone(&store), &tasks));
+    let cluster = bus.as_ref().map(|bus| {
+        let info = NodeInfo {
+            http_addr: config.http_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_tenants: config.max_tenants,
+        };
+        MemberSettings::new(
+            Arc::clone(bus),
+            info,
+            Duration::from_millis(config.failure_timeout_ms),
+        )
     });
-    let (node, _) = NodeHandle::start(services)
-        .await
-        .context("starting the node supervisor")?;
-    let mut load_slot = None;
-    let (cluster, router) = match (joined, &bus) {
-        (Some(joined), Some(bus)) => {
-            if let Ok(mut slot) = joined.node_slot.write() {
-                *slot = Some(node.clone());
-            }
-            load_slot = Some(Arc::clone(&joined.node_slot));
-            let leadership = Leadership::start(
-                Arc::clone(bus),
-                config.node_id.clone(),
-                LeaseConfig::default(),
-            )
-            .await
-            .context("starting leader election")?;
-            let cluster = Cluster::start(
-                config.node_id.clone(),
-                Arc::clone(bus),
-                node.clone(),
-                joined.directory,
-                joined.membership,
-                Arc::new(leadership),
-                Arc::new(MostHeadroom::new()),
-                ClusterSettings::default(),
-            )
-            .await
-            .context("joining the cluster")?;
-            (Some(Arc::clone(&cluster)), Router::Cluster(cluster))
-        }
-        _ => (None, Router::Local(node.clone())),
-    };
+    let AssembledNode {
+        node,
+        cluster,
+        router,
+    } = assembly::assemble(
+        NodeParts {
+            id: config.node_id.clone(),
+            store: Arc::clone(&store),
+            whatsapp,
+            llm,
+            clock: Arc::new(SystemClock),
+            events: events.clone(),
+            cache: response_cache(RESPONSE_CACHE_BYTES),
+            settings: settings(&config),
+            cluster,
+        },
+        &background,
+    )
+    .await?;
 
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
     let state = AppState::new(
         node.clone(),
         Arc::clone(&store),
@@ -256,8 +228,8 @@ pub async fn start_with_bus(
             bus: bus.as_ref().map_or("none", |bus| bus.kind()),
         },
         http::metrics::recorder(),
-        tasks.clone(),
-        shutdown.clone(),
+        tasks.tracker().clone(),
+        tasks.token().clone(),
     )
     .with_router(router.clone(), cluster.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -265,24 +237,17 @@ pub async fn start_with_bus(
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the HTTP address")?;
     let app = http::router(state);
-    let stopped = shutdown.clone();
+    let stopped = tasks.token().clone();
+    // Graceful: on cancel, stops accepting and finishes the requests under way.
     tasks.spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
         if let Err(e) = serve.await {
             warn!(error = %e, "http server stopped with an error");
         }
     });
-    tasks.spawn(
-        shutdown
-            .clone()
-            .run_until_cancelled_owned(retention_job(Arc::clone(&store), config.retention_days)),
-    );
+    tasks.spawn_until_cancelled(retention_job(Arc::clone(&store), config.retention_days));
     if let Some(bus) = &bus {
-        tasks.spawn(
-            shutdown
-                .clone()
-                .run_until_cancelled_owned(publish_events(Arc::clone(bus), events.subscribe())),
-        );
+        tasks.spawn_until_cancelled(publish_events(Arc::clone(bus), events.subscribe()));
     }
     if config.whatsapp_app_secret.is_none() {
         warn!(
@@ -304,72 +269,9 @@ pub async fn start_with_bus(
         events,
         cluster,
         router,
-        load_slot,
-        shutdown,
+        background,
         tasks,
         sql,
-    })
-}
-
-/// What a node needs from the cluster before its actors start.
-struct Joined {
-    directory: Arc<Directory>,
-    membership: Arc<Membership>,
-    /// Filled once the node supervisor runs; membership reads its load from it. Emptied at
-    /// stop: the membership (through the epoch source) is reachable from the node, and this
-    /// would otherwise be a cycle that keeps a stopped node heartbeating.
-    node_slot: LoadSlot,
-}
-
-/// The node whose load membership reports.
-type LoadSlot = Arc<std::sync::RwLock<Option<NodeHandle>>>;
-
-async fn join_cluster(config: &Config, bus: &Arc<dyn Bus>) -> anyhow::Result<Joined> {
-    let directory = Arc::new(
-        Directory::open(bus)
-            .await
-            .context("opening the tenant directory")?,
-    );
-    let node_slot: LoadSlot = Arc::default();
-    let slot = Arc::clone(&node_slot);
-    let load: LoadFn = Arc::new(move || match slot.read().ok().and_then(|n| n.clone()) {
-        Some(node) => {
-            let snapshot = node.observe();
-            NodeLoad {
-                tenants: snapshot.tenants as u64,
-                conversations: snapshot.conversations,
-                rss_bytes: crate::process::rss_bytes().unwrap_or(0),
-                cpu_percent: 0.0,
-            }
-        }
-        None => NodeLoad::default(),
-    });
-    // Defaults at 5 s: heartbeat every 1 s, fence after 3.5 s. Shorter timeouts scale down.
-    let failure_timeout = Duration::from_millis(config.failure_timeout_ms);
-    let margin = MembershipConfig::DEFAULT_FENCE_MARGIN.min(failure_timeout * 3 / 10);
-    let membership_config = MembershipConfig {
-        heartbeat: Duration::from_secs(1).min(failure_timeout / 5),
-        failure_timeout,
-        fence_after: failure_timeout - margin,
-    };
-    let info = NodeInfo {
-        http_addr: config.http_addr.to_string(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        max_tenants: config.max_tenants,
-    };
-    let membership = Membership::start(
-        Arc::clone(bus),
-        config.node_id.clone(),
-        info,
-        load,
-        membership_config,
-    )
-    .await
-    .context("joining cluster membership")?;
-    Ok(Joined {
-        directory,
-        membership: Arc::new(membership),
-        node_slot,
     })
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use salesboy_node::background::Background;
 use salesboy_node::bus::Bus;
 use salesboy_node::cluster::leader::{LeaderError, Leadership, LeaseConfig};
 use salesboy_protocol::NodeId;
@@ -37,8 +38,19 @@ fn node(name: &str) -> NodeId {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
+/// Starts contending as node `name` on `bus` (its task runs until the test ends).
 async fn contend(bus: Arc<dyn Bus>, name: &str, config: LeaseConfig) -> Leadership {
-    timeout(WAIT, Leadership::start(bus, node(name), config))
+    contend_on(bus, name, config, &Background::new()).await
+}
+
+/// [`contend`], with its task on `background`.
+async fn contend_on(
+    bus: Arc<dyn Bus>,
+    name: &str,
+    config: LeaseConfig,
+    background: &Background,
+) -> Leadership {
+    timeout(WAIT, Leadership::start(bus, node(name), config, background))
         .await
         .expect("start timed out")
         .expect("leadership starts")
@@ -100,10 +112,11 @@ async fn exactly_one_of_three_leads(cluster: &impl Cluster) {
 
 async fn a_crashed_leader_is_replaced_after_the_lease(cluster: &impl Cluster) {
     let config = fast();
+    let mut tasks: Vec<Background> = (0..3).map(|_| Background::new()).collect();
     let mut nodes = vec![
-        contend(cluster.bus().await, "a", config).await,
-        contend(cluster.bus().await, "b", config).await,
-        contend(cluster.bus().await, "c", config).await,
+        contend_on(cluster.bus().await, "a", config, &tasks[0]).await,
+        contend_on(cluster.bus().await, "b", config, &tasks[1]).await,
+        contend_on(cluster.bus().await, "c", config, &tasks[2]).await,
     ];
     let old = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let at = nodes
@@ -113,6 +126,7 @@ async fn a_crashed_leader_is_replaced_after_the_lease(cluster: &impl Cluster) {
 
     // A crash: the task stops, the lease stays until it expires.
     let crashed = Instant::now();
+    tasks.remove(at).cancel();
     drop(nodes.remove(at));
     let survivors: Vec<&Leadership> = nodes.iter().collect();
     let new = agreed_leader(&survivors).await;
@@ -230,7 +244,8 @@ async fn failing_renewals_step_down(cluster: &impl Cluster) {
 async fn invalid_config_is_refused(cluster: &impl Cluster) {
     let mut config = fast();
     config.step_down_after = config.lease;
-    let result = Leadership::start(cluster.bus().await, node("a"), config).await;
+    let result =
+        Leadership::start(cluster.bus().await, node("a"), config, &Background::new()).await;
     assert!(
         matches!(result, Err(LeaderError::InvalidConfig(_))),
         "{result:?}"

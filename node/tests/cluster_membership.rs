@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use salesboy_node::background::Background;
 use salesboy_node::bus::Bus;
 use salesboy_node::cluster::membership::{
     Membership, MembershipConfig, MembershipError, MembershipEvent, NodeInfo, NodeLoad,
@@ -50,12 +51,24 @@ fn node(name: &str) -> NodeId {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// Starts node `name` on `bus`, reporting `tenants` as its tenant count.
+/// Starts node `name` on `bus`, reporting `tenants` as its tenant count (its tasks run until
+/// the test ends).
 async fn join(
     bus: Arc<dyn Bus>,
     name: &str,
     tenants: Arc<AtomicU64>,
     config: MembershipConfig,
+) -> Membership {
+    join_on(bus, name, tenants, config, &Background::new()).await
+}
+
+/// [`join`], with its tasks on `background`.
+async fn join_on(
+    bus: Arc<dyn Bus>,
+    name: &str,
+    tenants: Arc<AtomicU64>,
+    config: MembershipConfig,
+    background: &Background,
 ) -> Membership {
     let info = NodeInfo {
         http_addr: format!("{name}.local:8080"),
@@ -68,10 +81,13 @@ async fn join(
         rss_bytes: 1 << 20,
         cpu_percent: 1.5,
     });
-    timeout(WAIT, Membership::start(bus, node(name), info, load, config))
-        .await
-        .expect("start timed out")
-        .expect("membership starts")
+    timeout(
+        WAIT,
+        Membership::start(bus, node(name), info, load, config, background),
+    )
+    .await
+    .expect("start timed out")
+    .expect("membership starts")
 }
 
 async fn join_simple(bus: Arc<dyn Bus>, name: &str, config: MembershipConfig) -> Membership {
@@ -164,13 +180,22 @@ async fn a_silent_node_is_declared_dead_after_the_failure_timeout(cluster: &impl
     let config = fast();
     let a = join_simple(cluster.bus().await, "a", config).await;
     let b = join_simple(cluster.bus().await, "b", config).await;
-    let c = join_simple(cluster.bus().await, "c", config).await;
+    let c_tasks = Background::new();
+    let c = join_on(
+        cluster.bus().await,
+        "c",
+        Arc::new(AtomicU64::new(0)),
+        config,
+        &c_tasks,
+    )
+    .await;
     eventually("a sees everyone", || all_alive(&a, &["a", "b", "c"])).await;
     eventually("b sees everyone", || all_alive(&b, &["a", "b", "c"])).await;
     let mut events = a.subscribe();
 
     // A crash: no leave, the record stays.
     let dropped = Instant::now();
+    c_tasks.cancel();
     drop(c);
     expect_event(&mut events, MembershipEvent::Left(node("c"))).await;
     let elapsed = dropped.elapsed();
@@ -310,6 +335,7 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
         info.clone(),
         Arc::new(NodeLoad::default),
         fast(),
+        &Background::new(),
     )
     .await;
     assert!(
@@ -325,6 +351,7 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
         info,
         Arc::new(NodeLoad::default),
         invalid,
+        &Background::new(),
     )
     .await;
     assert!(

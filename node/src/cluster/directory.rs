@@ -14,9 +14,9 @@ use bytes::Bytes;
 use salesboy_protocol::subjects::DIRECTORY_BUCKET;
 use salesboy_protocol::{NodeId, TenantId};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::background::Background;
 use crate::bus::{ALL_KEYS, Bus, BusError, Kv, KvError, KvOp};
 
 /// Where a tenant lives.
@@ -99,22 +99,16 @@ type Cache = Arc<RwLock<HashMap<TenantId, Versioned>>>;
 pub struct Directory {
     kv: Arc<dyn Kv>,
     cache: Cache,
-    watcher: JoinHandle<()>,
-}
-
-impl Drop for Directory {
-    fn drop(&mut self) {
-        self.watcher.abort();
-    }
 }
 
 impl Directory {
-    /// Opens the bucket and starts the cache's watch.
-    pub async fn open(bus: &Arc<dyn Bus>) -> Result<Self, DirectoryError> {
+    /// Opens the bucket and starts the cache's watch on `background` (it stops when that is
+    /// cancelled).
+    pub async fn open(bus: &Arc<dyn Bus>, background: &Background) -> Result<Self, DirectoryError> {
         let kv = bus.kv(DIRECTORY_BUCKET, 1).await?;
         let cache: Cache = Arc::default();
-        let watcher = tokio::spawn(keep_cache(Arc::clone(&kv), Arc::clone(&cache)));
-        Ok(Self { kv, cache, watcher })
+        background.spawn_until_cancelled(keep_cache(Arc::clone(&kv), Arc::clone(&cache)));
+        Ok(Self { kv, cache })
     }
 
     /// The cached placement (may lag the bucket by a moment).

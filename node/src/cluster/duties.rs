@@ -143,11 +143,9 @@ impl Cluster {
 }
 
 /// Failover and rebalancing while this node leads.
-pub(super) async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
-    let (every, mut events) = match cluster.upgrade() {
-        Some(c) => (c.settings.leader_every, c.membership.subscribe()),
-        None => return,
-    };
+pub(super) async fn leader_duties(cluster: Arc<Cluster>) {
+    let every = cluster.settings.leader_every;
+    let mut events = cluster.membership.subscribe();
     let mut tick = tokio::time::interval(every);
     loop {
         // Every `leader_every`, and at once when a node joins, leaves or is declared dead.
@@ -161,9 +159,6 @@ pub(super) async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
         }
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
         let fenced = *cluster.membership.fenced().borrow();
         if !fenced {
             // Every node, leader or not, cleans up after its own cut-short moves.
@@ -181,19 +176,13 @@ pub(super) async fn leader_duties(cluster: std::sync::Weak<Cluster>) {
 }
 
 /// Publishes membership changes as cluster events (node joined, node left), from the leader.
-pub(super) async fn membership_events(cluster: std::sync::Weak<Cluster>) {
-    let mut events = match cluster.upgrade() {
-        Some(c) => c.membership.subscribe(),
-        None => return,
-    };
+pub(super) async fn membership_events(cluster: Arc<Cluster>) {
+    let mut events = cluster.membership.subscribe();
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        let Some(cluster) = cluster.upgrade() else {
-            return;
         };
         // Every node sees every change; the leader speaks for the cluster.
         if !cluster.is_leader() {
@@ -210,19 +199,13 @@ pub(super) async fn membership_events(cluster: std::sync::Weak<Cluster>) {
 
 /// Stops every tenant when this node fences itself (it can no longer prove it is alive, so
 /// the others will take its tenants over).
-pub(super) async fn fence_watch(cluster: std::sync::Weak<Cluster>) {
-    let mut fenced = match cluster.upgrade() {
-        Some(c) => c.membership.fenced(),
-        None => return,
-    };
+pub(super) async fn fence_watch(cluster: Arc<Cluster>) {
+    let mut fenced = cluster.membership.fenced();
     while fenced.changed().await.is_ok() {
         if !*fenced.borrow() {
             info!("membership renewed: serving again");
             continue;
         }
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
         let hosted = cluster.node.hosted_tenants();
         warn!(
             tenants = hosted.len(),

@@ -105,6 +105,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::background::Background;
     use crate::bus::{Bus, LocalBus};
     use crate::cluster::membership::{MembershipConfig, NodeInfo, NodeLoad};
     use crate::store::SqlStore;
@@ -117,7 +118,8 @@ mod tests {
     #[tokio::test]
     async fn a_refused_claim_says_who_hosts_the_tenant_or_that_it_moves() {
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
-        let directory = Arc::new(Directory::open(&bus).await.expect("directory"));
+        let background = Background::new();
+        let directory = Arc::new(Directory::open(&bus, &background).await.expect("directory"));
         let membership = Membership::start(
             Arc::clone(&bus),
             node("n1"),
@@ -137,6 +139,7 @@ mod tests {
                 failure_timeout: Duration::from_secs(60),
                 fence_after: Duration::from_secs(30),
             },
+            &background,
         )
         .await
         .expect("membership");

@@ -38,11 +38,11 @@ use salesboy_protocol::NodeId;
 use salesboy_protocol::subjects::{LEADER_BUCKET, LEADER_KEY};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::membership::now_ms;
+use crate::background::Background;
 use crate::bus::{Bus, BusError, Kv, KvError, KvEvent, KvOp, KvWatch};
 
 /// History kept for the lease key: only the latest value matters.
@@ -122,23 +122,24 @@ pub enum LeaderError {
     Timeout,
 }
 
-/// This node's part in the leader election. Dropping it stops the task without releasing
-/// the lease (as a crash would); [`Leadership::step_down`] releases it.
+/// This node's part in the leader election. Cancelling the background it was started on stops
+/// the task without releasing the lease (as a crash would); [`Leadership::step_down`]
+/// releases it.
 pub struct Leadership {
     me: NodeId,
     leader: watch::Receiver<Option<NodeId>>,
     /// Until when this node leads, if it holds the lease.
     leading_until: Arc<Mutex<Option<Instant>>>,
     step_down: mpsc::Sender<oneshot::Sender<Result<(), LeaderError>>>,
-    task: JoinHandle<()>,
 }
 
 impl Leadership {
-    /// Opens [`LEADER_BUCKET`] and starts contending for the lease.
+    /// Opens [`LEADER_BUCKET`] and starts contending for the lease, on `background`.
     pub async fn start(
         bus: Arc<dyn Bus>,
         me: NodeId,
         config: LeaseConfig,
+        background: &Background,
     ) -> Result<Self, LeaderError> {
         config.validate()?;
         let kv = bus
@@ -148,7 +149,7 @@ impl Leadership {
         let (leader_sender, leader) = watch::channel(None);
         let leading_until = Arc::new(Mutex::new(None));
         let (step_down, commands) = mpsc::channel(1);
-        let task = tokio::spawn(
+        background.spawn_until_cancelled(
             Contender {
                 kv,
                 me: me.clone(),
@@ -166,7 +167,6 @@ impl Leadership {
             leader,
             leading_until,
             step_down,
-            task,
         })
     }
 
@@ -196,12 +196,6 @@ impl Leadership {
             return Ok(());
         }
         result.await.unwrap_or(Ok(()))
-    }
-}
-
-impl Drop for Leadership {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -282,9 +276,10 @@ impl Contender {
                 },
                 () = sleep_until(wake) => self.act().await,
                 command = commands.recv() => {
-                    let result = self.release().await;
+                    // `None`: the `Leadership` is gone without stepping down; keep the lease
+                    // (it expires), as when the background is cancelled.
                     if let Some(reply) = command {
-                        let _ = reply.send(result);
+                        let _ = reply.send(self.release().await);
                     }
                     return;
                 }

@@ -11,7 +11,7 @@ use salesboy_actors::node::NodeHandle;
 use salesboy_protocol::subjects::{self, EventKind};
 use salesboy_protocol::{NodeId, TenantId};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use super::directory::Directory;
 use super::duties::{fence_watch, leader_duties, membership_events};
@@ -19,6 +19,7 @@ use super::inbox::{Answers, DEDUP_WINDOW, INBOX_TIMEOUT};
 use super::leader::Leadership;
 use super::membership::Membership;
 use super::placement::PlacementStrategy;
+use crate::background::{Background, StillRunning};
 use crate::bus::{Bus, BusError};
 
 /// Tunables.
@@ -45,6 +46,29 @@ impl Default for ClusterSettings {
     }
 }
 
+/// What this node's member is made of ([`Cluster::start`]). `crate::assembly` builds them.
+pub struct ClusterParts {
+    /// This node.
+    pub me: NodeId,
+    /// The bus between the nodes.
+    pub bus: Arc<dyn Bus>,
+    /// This node's actors.
+    pub node: NodeHandle,
+    /// The tenant directory.
+    pub directory: Arc<Directory>,
+    /// This node's membership.
+    pub membership: Arc<Membership>,
+    /// This node's part in the leader election.
+    pub leadership: Arc<Leadership>,
+    /// Where tenants go.
+    pub placement: Arc<dyn PlacementStrategy>,
+    /// Tunables.
+    pub settings: ClusterSettings,
+    /// Where the member's tasks run: the one the directory, membership and leadership were
+    /// started on, so that [`Cluster::stop`] stops them all.
+    pub background: Background,
+}
+
 /// A node's cluster runtime.
 pub struct Cluster {
     pub(super) me: NodeId,
@@ -58,39 +82,27 @@ pub struct Cluster {
     pub(super) answers: Answers,
     pub(super) draining: AtomicBool,
     pub(super) exit: watch::Sender<bool>,
-    pub(super) tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    pub(super) background: Background,
     pub(super) moves: AtomicU64,
     /// Tenants this node is moving right now.
     pub(super) moving: std::sync::Mutex<std::collections::HashSet<TenantId>>,
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain(..)
-        {
-            task.abort();
-        }
-    }
-}
-
 impl Cluster {
     /// Joins the cluster: serves this node's inbox and control subject and runs the leader's
-    /// duties when elected.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn start(
-        me: NodeId,
-        bus: Arc<dyn Bus>,
-        node: NodeHandle,
-        directory: Arc<Directory>,
-        membership: Arc<Membership>,
-        leadership: Arc<Leadership>,
-        placement: Arc<dyn PlacementStrategy>,
-        settings: ClusterSettings,
-    ) -> Result<Arc<Self>, BusError> {
+    /// duties when elected, on `parts.background` until [`Cluster::stop`].
+    pub async fn start(parts: ClusterParts) -> Result<Arc<Self>, BusError> {
+        let ClusterParts {
+            me,
+            bus,
+            node,
+            directory,
+            membership,
+            leadership,
+            placement,
+            settings,
+            background,
+        } = parts;
         let inbox = bus.subscribe(&subjects::node_inbox(&me), None).await?;
         let control = bus.subscribe(&subjects::node_control(&me), None).await?;
         let (exit, _) = watch::channel(false);
@@ -106,23 +118,36 @@ impl Cluster {
             answers: Answers::new(DEDUP_WINDOW, INBOX_TIMEOUT),
             draining: AtomicBool::new(false),
             exit,
-            tasks: std::sync::Mutex::default(),
+            background,
             moves: AtomicU64::new(0),
             moving: std::sync::Mutex::default(),
         });
-        let tasks = vec![
-            tokio::spawn(serve(Arc::downgrade(&cluster), inbox, Kind::Inbox)),
-            tokio::spawn(serve(Arc::downgrade(&cluster), control, Kind::Control)),
-            tokio::spawn(leader_duties(Arc::downgrade(&cluster))),
-            tokio::spawn(fence_watch(Arc::downgrade(&cluster))),
-            tokio::spawn(membership_events(Arc::downgrade(&cluster))),
-        ];
-        cluster
-            .tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(tasks);
+        let background = &cluster.background;
+        background.spawn_until_cancelled(serve(Arc::clone(&cluster), inbox, Kind::Inbox));
+        background.spawn_until_cancelled(serve(Arc::clone(&cluster), control, Kind::Control));
+        background.spawn_until_cancelled(leader_duties(Arc::clone(&cluster)));
+        background.spawn_until_cancelled(fence_watch(Arc::clone(&cluster)));
+        background.spawn_until_cancelled(membership_events(Arc::clone(&cluster)));
         Ok(cluster)
+    }
+
+    /// Leaves the member's work: stops its loops, membership's heartbeat and watch, the
+    /// leader election and the directory's watch, and waits (at most `timeout`) for them and
+    /// for the requests it is still answering. Without a drain before, this is a crash as the
+    /// others see it: the membership record and the lease stay until they time out.
+    pub async fn stop(&self, timeout: Duration) -> Result<(), StillRunning> {
+        self.background.stop(timeout).await
+    }
+
+    /// Stops the member's tasks as [`Cluster::stop`] does, without waiting for them (the
+    /// requests it is answering run to their end).
+    pub fn cancel(&self) {
+        self.background.cancel();
+    }
+
+    /// The member's tasks: empty once [`Cluster::stop`] returns.
+    pub fn tasks(&self) -> &TaskTracker {
+        self.background.tracker()
     }
 
     /// This node.
@@ -181,20 +206,15 @@ enum Kind {
     Control,
 }
 
-/// Serves a subscription, each message in its own task.
-async fn serve(
-    cluster: std::sync::Weak<Cluster>,
-    mut subscription: crate::bus::Subscription,
-    kind: Kind,
-) {
+/// Serves a subscription, each message in its own task (which runs to its end: a request
+/// being answered is answered).
+async fn serve(cluster: Arc<Cluster>, mut subscription: crate::bus::Subscription, kind: Kind) {
     while let Some(message) = subscription.next().await {
-        let Some(cluster) = cluster.upgrade() else {
-            return;
-        };
-        tokio::spawn(async move {
+        let handler = Arc::clone(&cluster);
+        cluster.background.spawn(async move {
             match kind {
-                Kind::Inbox => cluster.on_inbox(message).await,
-                Kind::Control => cluster.on_control(message).await,
+                Kind::Inbox => handler.on_inbox(message).await,
+                Kind::Control => handler.on_control(message).await,
             }
         });
     }

@@ -59,8 +59,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::background::{Background, until_cancelled};
 use crate::bus::{ALL_KEYS, Bus, BusError, Kv, KvError, KvEvent, KvOp, KvWatch};
 
 /// History kept per key in the nodes bucket: only the latest record matters.
@@ -159,6 +161,18 @@ impl MembershipConfig {
         }
         Ok(())
     }
+
+    /// The timings for a failure timeout: the defaults at 5 s (heartbeat every 1 s, fence
+    /// after 3.5 s); a shorter timeout scales the heartbeat (a fifth of it) and the margin
+    /// (three tenths of it) down.
+    pub fn for_failure_timeout(failure_timeout: Duration) -> Self {
+        let margin = Self::DEFAULT_FENCE_MARGIN.min(failure_timeout * 3 / 10);
+        Self {
+            heartbeat: Duration::from_secs(1).min(failure_timeout / 5),
+            failure_timeout,
+            fence_after: failure_timeout - margin,
+        }
+    }
 }
 
 impl Default for MembershipConfig {
@@ -213,8 +227,9 @@ pub enum MembershipError {
 
 /// This node's membership: its heartbeat, its view of the cluster, its fence.
 ///
-/// Dropping it stops both tasks without deleting the record (as a crash would: the others
-/// declare this node dead after the failure timeout); [`Membership::leave`] exits cleanly.
+/// Cancelling the background it was started on stops both tasks without deleting the record
+/// (as a crash would: the others declare this node dead after the failure timeout);
+/// [`Membership::leave`] exits cleanly.
 pub struct Membership {
     me: NodeId,
     config: MembershipConfig,
@@ -224,12 +239,17 @@ pub struct Membership {
     fenced: watch::Receiver<bool>,
     draining: Arc<AtomicBool>,
     beat_now: Arc<Notify>,
+    /// Until [`Membership::leave`].
     tasks: Mutex<Option<Tasks>>,
 }
 
+/// The running tasks, for [`Membership::leave`].
 struct Tasks {
-    heartbeat: JoinHandle<()>,
-    watch: JoinHandle<()>,
+    /// Stops the heartbeat (a child of `watch`).
+    heartbeat_stop: CancellationToken,
+    heartbeat: JoinHandle<Option<()>>,
+    /// Stops both tasks (a child of the background's token).
+    watch_stop: CancellationToken,
 }
 
 /// What this node knows of one node.
@@ -243,13 +263,15 @@ struct Tracked {
 
 impl Membership {
     /// Joins the cluster: opens [`NODES_BUCKET`], writes this node's first record (failing if
-    /// that does not succeed within `fence_after`), then spawns the heartbeat and the watch.
+    /// that does not succeed within `fence_after`), then spawns the heartbeat and the watch
+    /// on `background`.
     pub async fn start(
         bus: Arc<dyn Bus>,
         me: NodeId,
         info: NodeInfo,
         load: LoadFn,
         config: MembershipConfig,
+        background: &Background,
     ) -> Result<Self, MembershipError> {
         config.validate()?;
         let kv = bus
@@ -277,7 +299,10 @@ impl Membership {
         let (fence_sender, fenced) = watch::channel(false);
         let nodes = Arc::new(Mutex::new(BTreeMap::new()));
         let beat_now = Arc::new(Notify::new());
-        let heartbeat = tokio::spawn(
+        let watch_stop = background.token().child_token();
+        let heartbeat_stop = watch_stop.child_token();
+        let heartbeat = background.tracker().spawn(until_cancelled(
+            heartbeat_stop.clone(),
             HeartbeatLoop {
                 heartbeat,
                 config,
@@ -287,8 +312,9 @@ impl Membership {
                 beat_now: Arc::clone(&beat_now),
             }
             .run(),
-        );
-        let watch = tokio::spawn(
+        ));
+        background.tracker().spawn(until_cancelled(
+            watch_stop.clone(),
             Watcher {
                 kv: Arc::clone(&kv),
                 nodes: Arc::clone(&nodes),
@@ -296,7 +322,7 @@ impl Membership {
                 failure_timeout: config.failure_timeout,
             }
             .run(),
-        );
+        ));
         Ok(Self {
             me,
             config,
@@ -306,7 +332,11 @@ impl Membership {
             fenced,
             draining,
             beat_now,
-            tasks: Mutex::new(Some(Tasks { heartbeat, watch })),
+            tasks: Mutex::new(Some(Tasks {
+                heartbeat_stop,
+                heartbeat,
+                watch_stop,
+            })),
         })
     }
 
@@ -372,10 +402,10 @@ impl Membership {
             return Ok(());
         };
         // No heartbeat may land after the delete: wait for the task to be gone.
-        tasks.heartbeat.abort();
+        tasks.heartbeat_stop.cancel();
         let _ = tasks.heartbeat.await;
         let deleted = timeout(self.config.fence_after, self.kv.delete(self.me.as_str())).await;
-        tasks.watch.abort();
+        tasks.watch_stop.cancel();
         match deleted {
             Ok(Ok(())) => {
                 info!(node = %self.me, "left the cluster");
@@ -383,15 +413,6 @@ impl Membership {
             }
             Ok(Err(e)) => Err(MembershipError::Write(e)),
             Err(_) => Err(MembershipError::Timeout),
-        }
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        if let Some(tasks) = lock(&self.tasks).take() {
-            tasks.heartbeat.abort();
-            tasks.watch.abort();
         }
     }
 }
@@ -705,6 +726,31 @@ mod tests {
         assert_eq!(config.failure_timeout, Duration::from_secs(5));
         assert_eq!(config.fence_after, Duration::from_millis(3500));
         assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn timings_scale_down_with_a_short_failure_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            MembershipConfig::for_failure_timeout(ms(5_000)),
+            MembershipConfig::default()
+        );
+        assert_eq!(
+            MembershipConfig::for_failure_timeout(ms(2_000)),
+            MembershipConfig {
+                heartbeat: ms(400),
+                failure_timeout: ms(2_000),
+                fence_after: ms(1_400),
+            }
+        );
+        assert_eq!(
+            MembershipConfig::for_failure_timeout(ms(10_000)),
+            MembershipConfig {
+                heartbeat: ms(1_000),
+                failure_timeout: ms(10_000),
+                fence_after: ms(8_500),
+            }
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod router;
 
 pub use control::control_request;
 pub use drain::{DRAIN_TIMEOUT, DrainError};
-pub use member::{Cluster, ClusterSettings};
+pub use member::{Cluster, ClusterParts, ClusterSettings};
 pub use migration::MigrationError;
 pub use router::RouteError;
 

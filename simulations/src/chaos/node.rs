@@ -1,31 +1,22 @@
 //! One simulated node incarnation: the real actor tree (`NodeHandle`) and the real cluster
 //! runtime (membership, directory, leader lease, `Cluster`: routing, migration, failover,
-//! rebalancing), wired as `salesboy serve` wires them, but on in-memory ports behind the
-//! node's gate, and without HTTP (the harness's customers call the production [`Ingress`]).
+//! rebalancing), built by the production assembly ([`assembly::assemble`], as
+//! `salesboy serve` builds a node), but on in-memory ports behind the node's gate, and
+//! without HTTP (the harness's customers call the production [`Ingress`]).
 
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::ports::EpochSource;
-use salesboy_actors::services::{Counters, Services, Settings, response_cache};
+use salesboy_actors::services::{Settings, response_cache};
 use salesboy_actors::store::Store;
-use salesboy_node::cluster::directory::Directory;
-use salesboy_node::cluster::epochs::ClusterEpochs;
-use salesboy_node::cluster::leader::{Leadership, LeaseConfig};
-use salesboy_node::cluster::membership::{
-    LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad,
-};
-use salesboy_node::cluster::placement::MostHeadroom;
-use salesboy_node::cluster::{Cluster, ClusterSettings};
+use salesboy_node::assembly::{self, AssembledNode, MemberSettings, NodeParts};
+use salesboy_node::background::Background;
+use salesboy_node::cluster::Cluster;
+use salesboy_node::cluster::membership::NodeInfo;
 use salesboy_node::ingress::Ingress;
-use salesboy_node::routing::Router;
 use salesboy_protocol::NodeId;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::bus::Network;
 use super::gate::{Gate, Link};
@@ -72,15 +63,16 @@ pub struct SimNode {
     pub node: NodeHandle,
     /// Its ingress (what the webhook handler calls once a delivery is verified and parsed).
     pub ingress: Ingress,
-    /// Cancelled when it dies: stops its ingress hand-offs.
-    shutdown: CancellationToken,
-    /// The node whose load membership reports; emptied at death (it would otherwise be a
-    /// cycle that keeps the dead incarnation's membership alive).
-    slot: Arc<Mutex<Option<NodeHandle>>>,
+    /// The parent of every task of the incarnation (its ingress hand-offs, its cluster
+    /// member's tasks).
+    background: Background,
+    /// Its ingress hand-offs.
+    handoffs: Background,
 }
 
 impl SimNode {
-    /// Starts incarnation `incarnation` of node `index`.
+    /// Starts incarnation `incarnation` of node `index`: [`assembly::assemble`], as
+    /// `salesboy serve` builds a node, on the simulated ports behind the node's gate.
     pub async fn start(shared: &Shared, index: usize, incarnation: u32) -> anyhow::Result<Self> {
         let id = NodeId::new(format!("node-{index}")).context("node id")?;
         let label = format!("{id}#{incarnation}");
@@ -94,53 +86,27 @@ impl SimNode {
             shared.max_store_latency_ms,
             Arc::clone(&shared.log),
         ));
-        let directory = Arc::new(Directory::open(&bus).await.context("directory")?);
-        let slot: Arc<Mutex<Option<NodeHandle>>> = Arc::default();
-        let load_slot = Arc::clone(&slot);
-        let load: LoadFn = Arc::new(move || match load_slot.lock().clone() {
-            Some(node) => {
-                let snapshot = node.observe();
-                NodeLoad {
-                    tenants: snapshot.tenants as u64,
-                    conversations: snapshot.conversations,
-                    rss_bytes: 0,
-                    cpu_percent: 0.0,
-                }
-            }
-            None => NodeLoad::default(),
-        });
-        let margin = FAILURE_TIMEOUT * 3 / 10;
-        let membership = Arc::new(
-            Membership::start(
-                Arc::clone(&bus),
-                id.clone(),
+        let member = MemberSettings {
+            // Its machine is not part of the run.
+            rss_bytes: || 0,
+            // Every epoch granted to the incarnation is logged for the checks.
+            epochs_layer: Some(Box::new({
+                let node = label.clone();
+                let log = Arc::clone(&shared.log);
+                move |inner| Arc::new(LoggedEpochs { node, inner, log })
+            })),
+            ..MemberSettings::new(
+                bus,
                 NodeInfo {
                     http_addr: format!("sim:{index}"),
                     version: "sim".into(),
                     max_tenants: 10_000,
                 },
-                load,
-                MembershipConfig {
-                    heartbeat: FAILURE_TIMEOUT / 5,
-                    failure_timeout: FAILURE_TIMEOUT,
-                    fence_after: FAILURE_TIMEOUT - margin,
-                },
+                FAILURE_TIMEOUT,
             )
-            .await
-            .context("membership")?,
-        );
-        let epochs: Arc<dyn EpochSource> = Arc::new(LoggedEpochs {
-            node: label.clone(),
-            inner: Arc::new(ClusterEpochs::new(
-                id.clone(),
-                Arc::clone(&directory),
-                Arc::clone(&membership),
-                Arc::clone(&store),
-            )),
-            log: Arc::clone(&shared.log),
-        });
-        let services = Arc::new(Services {
-            node: id.clone(),
+        };
+        let parts = NodeParts {
+            id: id.clone(),
             store: Arc::clone(&store),
             whatsapp: Arc::new(SimWhatsApp {
                 node: label.clone(),
@@ -158,42 +124,28 @@ impl SimNode {
             }),
             clock: Arc::new(shared.clock),
             events: Arc::new(NoEvents),
-            epochs,
             // No cache: every answer is a fresh, uniquely tagged one.
             cache: response_cache(0),
             settings: Settings {
                 debounce: Duration::from_millis(300),
                 ..Settings::default()
             },
-            counters: Counters::default(),
-            sends: Default::default(),
-        });
-        let (node, _) = NodeHandle::start(services)
-            .await
-            .context("node supervisor")?;
-        *slot.lock() = Some(node.clone());
-        let leadership = Leadership::start(Arc::clone(&bus), id.clone(), LeaseConfig::default())
-            .await
-            .context("leadership")?;
-        let cluster = Cluster::start(
-            id.clone(),
-            bus,
-            node.clone(),
-            directory,
-            membership,
-            Arc::new(leadership),
-            Arc::new(MostHeadroom::new()),
-            ClusterSettings::default(),
-        )
-        .await
-        .context("cluster")?;
-        let shutdown = CancellationToken::new();
+            cluster: Some(member),
+        };
+        let background = Background::new();
+        let AssembledNode {
+            node,
+            cluster,
+            router,
+        } = assembly::assemble(parts, &background).await?;
+        let cluster = cluster.context("a simulated node is a cluster member")?;
+        let handoffs = background.child();
         let ingress = Ingress::new(
             Arc::clone(&store),
             Arc::new(shared.clock),
-            Router::Cluster(Arc::clone(&cluster)),
-            TaskTracker::new(),
-            shutdown.clone(),
+            router,
+            handoffs.tracker().clone(),
+            handoffs.token().clone(),
         );
         Ok(Self {
             label,
@@ -203,18 +155,17 @@ impl SimNode {
             cluster,
             node,
             ingress,
-            shutdown,
-            slot,
+            background,
+            handoffs,
         })
     }
 
     /// Kills the incarnation: every call it makes fails from now on, its tasks stop, its
-    /// actors stop without being able to write anything.
+    /// actors stop without being able to write anything. Nothing is waited for (a crash).
     pub async fn kill(self) {
         self.gate.set(Link::Down);
-        self.shutdown.cancel();
+        self.handoffs.cancel();
         self.node.shutdown(Duration::from_secs(1)).await;
-        *self.slot.lock() = None;
-        drop(self.cluster);
+        self.background.cancel();
     }
 }

@@ -1,0 +1,255 @@
+//! Building a node from its parts: the actor tree on its ports and, on a bus, this node's
+//! cluster member (directory, membership, leader lease, the member runtime).
+//!
+//! [`assemble`] is the one assembly path. `run` calls it with the real database, adapters
+//! and NATS; the fault simulation (`salesboy-sim chaos`) with its simulated clock, store, bus
+//! and ports. So the simulation builds its nodes exactly as production does, and a change to
+//! the wiring is a change to both.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use salesboy_actors::node::NodeHandle;
+use salesboy_actors::ports::{
+    Clock, EpochSource, EventSink, LlmProviderFactory, WhatsAppConnector,
+};
+use salesboy_actors::services::{Counters, ResponseCache, Services, Settings};
+use salesboy_actors::store::Store;
+use salesboy_protocol::NodeId;
+use tracing::warn;
+
+use crate::background::Background;
+use crate::bus::Bus;
+use crate::cluster::directory::Directory;
+use crate::cluster::epochs::ClusterEpochs;
+use crate::cluster::leader::{Leadership, LeaseConfig};
+use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
+use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
+use crate::cluster::{Cluster, ClusterParts, ClusterSettings};
+use crate::local::StoreEpochs;
+use crate::routing::Router;
+
+/// What a node is built from: its ports, its tunables and, on a bus, its cluster settings.
+pub struct NodeParts {
+    /// This node.
+    pub id: NodeId,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The WhatsApp Cloud API.
+    pub whatsapp: Arc<dyn WhatsAppConnector>,
+    /// The LLM providers.
+    pub llm: Arc<dyn LlmProviderFactory>,
+    /// Wall-clock time for records.
+    pub clock: Arc<dyn Clock>,
+    /// Where the actors' events go.
+    pub events: Arc<dyn EventSink>,
+    /// Cached LLM answers.
+    pub cache: ResponseCache,
+    /// The actors' tunables.
+    pub settings: Settings,
+    /// On a bus: this node's cluster member; `None`: a single node.
+    pub cluster: Option<MemberSettings>,
+}
+
+/// What this node's cluster member is built from.
+pub struct MemberSettings {
+    /// The bus between the nodes.
+    pub bus: Arc<dyn Bus>,
+    /// What the membership record says about this node.
+    pub info: NodeInfo,
+    /// Membership timings.
+    pub membership: MembershipConfig,
+    /// Leader lease timings.
+    pub lease: LeaseConfig,
+    /// The member's tunables.
+    pub settings: ClusterSettings,
+    /// Where tenants go.
+    pub placement: Arc<dyn PlacementStrategy>,
+    /// This process's resident memory, for the membership record (the simulation says 0: its
+    /// runs must not depend on the machine).
+    pub rss_bytes: fn() -> u64,
+    /// Wraps the epoch source the actors use (the simulation logs every grant there);
+    /// `None` in production.
+    pub epochs_layer: Option<EpochsLayer>,
+}
+
+/// Wraps an epoch source ([`MemberSettings::epochs_layer`]).
+pub type EpochsLayer = Box<dyn FnOnce(Arc<dyn EpochSource>) -> Arc<dyn EpochSource> + Send>;
+
+impl MemberSettings {
+    /// Production settings on `bus`: membership timings for `failure_timeout`, the default
+    /// lease and member tunables, most-headroom placement, the process's measured memory.
+    pub fn new(bus: Arc<dyn Bus>, info: NodeInfo, failure_timeout: Duration) -> Self {
+        Self {
+            bus,
+            info,
+            membership: MembershipConfig::for_failure_timeout(failure_timeout),
+            lease: LeaseConfig::default(),
+            settings: ClusterSettings::default(),
+            placement: Arc::new(MostHeadroom::new()),
+            rss_bytes: || crate::process::rss_bytes().unwrap_or(0),
+            epochs_layer: None,
+        }
+    }
+}
+
+/// A node built by [`assemble`].
+pub struct AssembledNode {
+    /// The actor tree.
+    pub node: NodeHandle,
+    /// This node's cluster member, on a bus.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Where tenant commands go.
+    pub router: Router,
+}
+
+impl AssembledNode {
+    /// Stops the actors, then the cluster member (its tasks, waited for), each within
+    /// `timeout`.
+    pub async fn stop(&self, timeout: Duration) {
+        self.node.shutdown(timeout).await;
+        if let Some(cluster) = &self.cluster
+            && let Err(e) = cluster.stop(timeout).await
+        {
+            warn!(
+                left = e.left,
+                "cluster member tasks still running after the timeout"
+            );
+        }
+    }
+}
+
+/// Builds and starts a node: on a bus, joins the directory and membership first (the actors'
+/// epochs come from them), then starts the actors, the leader election and the member
+/// runtime. The member's tasks run on a [`Background::child`] of `background`.
+pub async fn assemble(parts: NodeParts, background: &Background) -> anyhow::Result<AssembledNode> {
+    let member = background.child();
+    let assembled = build(parts, &member).await;
+    if assembled.is_err() {
+        // What was started before the failure stops with it.
+        member.cancel();
+    }
+    assembled
+}
+
+async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<AssembledNode> {
+    let NodeParts {
+        id,
+        store,
+        whatsapp,
+        llm,
+        clock,
+        events,
+        cache,
+        settings,
+        cluster,
+    } = parts;
+    let services = |epochs: Arc<dyn EpochSource>| {
+        Arc::new(Services {
+            node: id.clone(),
+            store: Arc::clone(&store),
+            whatsapp,
+            llm,
+            clock,
+            events,
+            epochs,
+            cache,
+            settings,
+            counters: Counters::default(),
+            sends: Default::default(),
+        })
+    };
+    let Some(cluster) = cluster else {
+        let epochs: Arc<dyn EpochSource> = Arc::new(StoreEpochs::new(Arc::clone(&store)));
+        let (node, _) = NodeHandle::start(services(epochs))
+            .await
+            .context("starting the node supervisor")?;
+        return Ok(AssembledNode {
+            router: Router::Local(node.clone()),
+            node,
+            cluster: None,
+        });
+    };
+    let MemberSettings {
+        bus,
+        info,
+        membership,
+        lease,
+        settings: cluster_settings,
+        placement,
+        rss_bytes,
+        epochs_layer,
+    } = cluster;
+
+    let directory = Arc::new(
+        Directory::open(&bus, member)
+            .await
+            .context("opening the tenant directory")?,
+    );
+    // Membership reads the load from the node, which needs the epochs, which need
+    // membership: the node goes into this slot once it runs.
+    let slot: Arc<OnceLock<NodeHandle>> = Arc::default();
+    let membership = Arc::new(
+        Membership::start(
+            Arc::clone(&bus),
+            id.clone(),
+            info,
+            load(Arc::clone(&slot), rss_bytes),
+            membership,
+            member,
+        )
+        .await
+        .context("joining cluster membership")?,
+    );
+    let mut epochs: Arc<dyn EpochSource> = Arc::new(ClusterEpochs::new(
+        id.clone(),
+        Arc::clone(&directory),
+        Arc::clone(&membership),
+        Arc::clone(&store),
+    ));
+    if let Some(layer) = epochs_layer {
+        epochs = layer(epochs);
+    }
+    let (node, _) = NodeHandle::start(services(epochs))
+        .await
+        .context("starting the node supervisor")?;
+    let _ = slot.set(node.clone());
+    let leadership = Leadership::start(Arc::clone(&bus), id.clone(), lease, member)
+        .await
+        .context("starting leader election")?;
+    let cluster = Cluster::start(ClusterParts {
+        me: id,
+        bus,
+        node: node.clone(),
+        directory,
+        membership,
+        leadership: Arc::new(leadership),
+        placement,
+        settings: cluster_settings,
+        background: member.clone(),
+    })
+    .await
+    .context("joining the cluster")?;
+    Ok(AssembledNode {
+        router: Router::Cluster(Arc::clone(&cluster)),
+        node,
+        cluster: Some(cluster),
+    })
+}
+
+/// The load membership reports: the node's, once it is in `slot`.
+fn load(slot: Arc<OnceLock<NodeHandle>>, rss_bytes: fn() -> u64) -> LoadFn {
+    Arc::new(move || match slot.get() {
+        Some(node) => {
+            let snapshot = node.observe();
+            NodeLoad {
+                tenants: snapshot.tenants as u64,
+                conversations: snapshot.conversations,
+                rss_bytes: rss_bytes(),
+                cpu_percent: 0.0,
+            }
+        }
+        None => NodeLoad::default(),
+    })
+}
