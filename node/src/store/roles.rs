@@ -1,0 +1,296 @@
+//! The actors' store roles on [`SqlStore`]: each method runs its concern module's query
+//! through `SqlStore::run`, which maps errors and keeps the database password out of them.
+
+use async_trait::async_trait;
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::store::{
+    Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
+    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
+    StoredEvent, StoredMessage, Tenant, TenantRoute,
+};
+use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+
+use super::{SqlStore, activity, fencing, knowledge, messages, retention, tenants};
+
+#[async_trait]
+impl HealthStore for SqlStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        self.run(async {
+            sqlx::query("SELECT 1").execute(&self.db.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TenantStore for SqlStore {
+    async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError> {
+        self.run(tenants::upsert_tenant(&self.db, tenant)).await
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        self.run(tenants::tenant(&self.db, id)).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.run(tenants::list_tenants(&self.db)).await
+    }
+
+    async fn upsert_whatsapp_number(&self, number: &NewWhatsAppNumber) -> Result<(), StoreError> {
+        self.run(tenants::upsert_whatsapp_number(&self.db, number))
+            .await
+    }
+
+    async fn tenant_by_phone_number(
+        &self,
+        phone_number_id: &PhoneNumberId,
+    ) -> Result<Option<TenantRoute>, StoreError> {
+        self.run(tenants::tenant_by_phone_number(&self.db, phone_number_id))
+            .await
+    }
+}
+
+#[async_trait]
+impl FencingStore for SqlStore {
+    async fn claim_epoch(&self, tenant: &TenantId, epoch: u64) -> Result<(), StoreError> {
+        self.run(fencing::claim_epoch(&self.db, tenant, epoch))
+            .await
+    }
+
+    async fn current_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, StoreError> {
+        self.run(fencing::current_epoch(&self.db, tenant)).await
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    async fn conversation(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.run(messages::conversation(&self.db, tenant, chat))
+            .await
+    }
+
+    async fn set_bot_paused(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        until_ms: Option<i64>,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(messages::set_bot_paused(
+            &self.db, tenant, chat, until_ms, epoch,
+        ))
+        .await
+    }
+
+    async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError> {
+        self.run(messages::insert_inbound(&self.db, message)).await
+    }
+
+    async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError> {
+        self.run(messages::record_outbound(&self.db, message)).await
+    }
+
+    async fn update_status(&self, update: &NewStatus) -> Result<StatusOutcome, StoreError> {
+        self.run(messages::update_status(&self.db, update)).await
+    }
+
+    async fn record_reply(&self, reply: &NewReply) -> Result<ReplyOutcome, StoreError> {
+        self.run(messages::record_reply(&self.db, reply)).await
+    }
+
+    async fn dismiss_inbound(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        inbound: &[i64],
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<DismissOutcome, StoreError> {
+        self.run(messages::dismiss_inbound(
+            &self.db, tenant, chat, inbound, at_ms, epoch,
+        ))
+        .await
+    }
+
+    async fn mark_reply_sent(
+        &self,
+        tenant: &TenantId,
+        outbound_id: i64,
+        wamid: &Wamid,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(messages::mark_reply_sent(
+            &self.db,
+            tenant,
+            outbound_id,
+            wamid,
+            at_ms,
+            epoch,
+        ))
+        .await
+    }
+
+    async fn mark_reply_failed(
+        &self,
+        tenant: &TenantId,
+        outbound_id: i64,
+        failure: &SendFailure,
+        at_ms: i64,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(messages::mark_reply_failed(
+            &self.db,
+            tenant,
+            outbound_id,
+            failure,
+            at_ms,
+            epoch,
+        ))
+        .await
+    }
+
+    async fn unanswered_inbound(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::unanswered_inbound(&self.db, tenant, since_ms))
+            .await
+    }
+
+    async fn unanswered_inbound_in_chat(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::unanswered_inbound_in_chat(&self.db, tenant, chat))
+            .await
+    }
+
+    async fn tenants_with_pending_work(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        self.run(messages::tenants_with_pending_work(
+            &self.db, since_ms, before_ms,
+        ))
+        .await
+    }
+
+    async fn unsent_replies(&self, tenant: &TenantId) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::unsent_replies(&self.db, tenant)).await
+    }
+
+    async fn conversation_messages(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::conversation_messages(
+            &self.db, tenant, chat, limit,
+        ))
+        .await
+    }
+
+    async fn recent_history(
+        &self,
+        tenant: &TenantId,
+        chat: &ChatId,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::recent_history(&self.db, tenant, chat, limit))
+            .await
+    }
+
+    async fn chat_log(
+        &self,
+        tenant: &TenantId,
+        before_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(messages::chat_log(&self.db, tenant, before_ms, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl KnowledgeStore for SqlStore {
+    async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
+        self.run(knowledge::add_knowledge(&self.db, document)).await
+    }
+
+    async fn list_knowledge(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<KnowledgeDocument>, StoreError> {
+        self.run(knowledge::list_knowledge(&self.db, tenant)).await
+    }
+
+    async fn delete_knowledge(
+        &self,
+        tenant: &TenantId,
+        document_id: i64,
+    ) -> Result<bool, StoreError> {
+        self.run(knowledge::delete_knowledge(&self.db, tenant, document_id))
+            .await
+    }
+
+    async fn search_knowledge(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+    ) -> Result<Vec<KnowledgeHit>, StoreError> {
+        self.run(knowledge::search_knowledge(&self.db, tenant, question, k))
+            .await
+    }
+
+    async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        self.run(knowledge::knowledge_version(&self.db, tenant))
+            .await
+    }
+}
+
+#[async_trait]
+impl UsageStore for SqlStore {
+    async fn record_llm_usage(&self, usage: &LlmUsage) -> Result<(), StoreError> {
+        self.run(activity::record_llm_usage(&self.db, usage)).await
+    }
+
+    async fn llm_usage_totals(
+        &self,
+        tenant: &TenantId,
+        since_ms: i64,
+    ) -> Result<LlmUsageTotals, StoreError> {
+        self.run(activity::llm_usage_totals(&self.db, tenant, since_ms))
+            .await
+    }
+}
+
+#[async_trait]
+impl EventStore for SqlStore {
+    async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        self.run(activity::record_event(&self.db, event)).await
+    }
+
+    async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.run(activity::recent_events(&self.db, limit)).await
+    }
+}
+
+#[async_trait]
+impl RetentionStore for SqlStore {
+    async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.run(retention::delete_messages_before(&self.db, cutoff_ms))
+            .await
+    }
+}
