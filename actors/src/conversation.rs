@@ -528,14 +528,8 @@ async fn finish_batch(
     match outcome {
         ReplyOutcome::Recorded { reply_id } => {
             state.replies += 1;
-            state.history.push_back(Turn {
-                speaker: Speaker::Customer,
-                text: in_flight.question,
-            });
-            state.history.push_back(Turn {
-                speaker: Speaker::Business,
-                text: body.clone(),
-            });
+            state.history.push_back(Turn::customer(in_flight.question));
+            state.history.push_back(Turn::business(body.clone()));
             trim_history(state);
             let first_received_ms = in_flight
                 .items
@@ -631,10 +625,7 @@ async fn set_paused(
 
 fn remember_customer_turns(state: &mut ConversationState, items: &[InboundItem]) {
     for text in items.iter().filter_map(|i| i.text.clone()) {
-        state.history.push_back(Turn {
-            speaker: Speaker::Customer,
-            text,
-        });
+        state.history.push_back(Turn::customer(text));
     }
     trim_history(state);
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use salesboy_actors::ports::{
-    Budget, Completion, LlmError, LlmProvider, LlmProviderFactory, Prompt, Speaker, Turn,
+    Budget, Completion, LlmError, LlmProvider, LlmProviderFactory, Prompt, Turn,
 };
 use salesboy_node::adapters::http_client;
 use salesboy_node::adapters::llm::{
@@ -30,14 +30,8 @@ fn prompt() -> Prompt {
             "Delivery is free for orders above R$150.".to_owned(),
         ],
         history: vec![
-            Turn {
-                speaker: Speaker::Customer,
-                text: "hello".to_owned(),
-            },
-            Turn {
-                speaker: Speaker::Business,
-                text: "Hi! How can I help you today?".to_owned(),
-            },
+            Turn::customer("hello"),
+            Turn::business("Hi! How can I help you today?"),
         ],
         question: "what time do you close today?".to_owned(),
     }
