@@ -277,8 +277,8 @@ async fn gemini_bad_key_fails_without_quoting_it() {
     );
 }
 
-#[tokio::test]
-async fn gemini_slow_answer_times_out() {
+/// A server that answers every POST, but only after 3 s.
+async fn slow_server() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -288,6 +288,12 @@ async fn gemini_slow_answer_times_out() {
         )
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn gemini_slow_answer_times_out() {
+    let server = slow_server().await;
     let provider = gemini(&server, json!({"timeout_ms": 200}));
     let started = Instant::now();
     assert_eq!(provider.complete(&prompt()).await, Err(LlmError::Timeout));
@@ -418,15 +424,7 @@ async fn openai_server_errors_are_unavailable() {
 
 #[tokio::test]
 async fn openai_slow_answer_times_out() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({}))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&server)
-        .await;
+    let server = slow_server().await;
     let provider = openai(&server, json!({"timeout_ms": 200}));
     assert_eq!(provider.complete(&prompt()).await, Err(LlmError::Timeout));
 }
