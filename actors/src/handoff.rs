@@ -71,7 +71,6 @@ pub struct QueuedSend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::Speaker;
     use salesboy_protocol::Codec;
 
     #[test]
@@ -89,10 +88,7 @@ mod tests {
             conversations: vec![ConversationHandoff {
                 chat: chat.clone(),
                 pending: vec![item.clone()],
-                history: vec![Turn {
-                    speaker: Speaker::Business,
-                    text: "hello".into(),
-                }],
+                history: vec![Turn::business("hello")],
                 paused_until_ms: Some(i64::MAX),
             }],
             session: Some(SessionHandoff {

@@ -106,6 +106,24 @@ pub struct Turn {
     pub text: String,
 }
 
+impl Turn {
+    /// A line the customer said.
+    pub fn customer(text: impl Into<String>) -> Self {
+        Self {
+            speaker: Speaker::Customer,
+            text: text.into(),
+        }
+    }
+
+    /// A line the business said.
+    pub fn business(text: impl Into<String>) -> Self {
+        Self {
+            speaker: Speaker::Business,
+            text: text.into(),
+        }
+    }
+}
+
 /// Everything an LLM needs to answer one conversation turn.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Prompt {

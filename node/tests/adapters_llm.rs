@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use salesboy_actors::ports::{
-    Budget, Completion, LlmError, LlmProvider, LlmProviderFactory, Prompt, Speaker, Turn,
+    Budget, Completion, LlmError, LlmProvider, LlmProviderFactory, Prompt, Turn,
 };
 use salesboy_node::adapters::http_client;
 use salesboy_node::adapters::llm::{
@@ -30,14 +30,8 @@ fn prompt() -> Prompt {
             "Delivery is free for orders above R$150.".to_owned(),
         ],
         history: vec![
-            Turn {
-                speaker: Speaker::Customer,
-                text: "hello".to_owned(),
-            },
-            Turn {
-                speaker: Speaker::Business,
-                text: "Hi! How can I help you today?".to_owned(),
-            },
+            Turn::customer("hello"),
+            Turn::business("Hi! How can I help you today?"),
         ],
         question: "what time do you close today?".to_owned(),
     }
@@ -283,8 +277,8 @@ async fn gemini_bad_key_fails_without_quoting_it() {
     );
 }
 
-#[tokio::test]
-async fn gemini_slow_answer_times_out() {
+/// A server that answers every POST, but only after 3 s.
+async fn slow_server() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -294,6 +288,12 @@ async fn gemini_slow_answer_times_out() {
         )
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn gemini_slow_answer_times_out() {
+    let server = slow_server().await;
     let provider = gemini(&server, json!({"timeout_ms": 200}));
     let started = Instant::now();
     assert_eq!(provider.complete(&prompt()).await, Err(LlmError::Timeout));
@@ -424,15 +424,7 @@ async fn openai_server_errors_are_unavailable() {
 
 #[tokio::test]
 async fn openai_slow_answer_times_out() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({}))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&server)
-        .await;
+    let server = slow_server().await;
     let provider = openai(&server, json!({"timeout_ms": 200}));
     assert_eq!(provider.complete(&prompt()).await, Err(LlmError::Timeout));
 }

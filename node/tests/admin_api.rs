@@ -3,27 +3,23 @@
 //! last test drives the CLI's client over a real socket.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use salesboy_actors::error::EpochError;
+use parking_lot::Mutex;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::ports::{
-    Clock, EpochSource, EventSink, LlmProvider, LlmProviderFactory, SendError, SystemClock,
-    WhatsAppConnection, WhatsAppConnector,
-};
-use salesboy_actors::services::{Counters, Services, Settings, response_cache};
-use salesboy_actors::store::{PAUSED_INDEFINITELY, Store, WhatsAppNumber};
+use salesboy_actors::ports::{Clock, SystemClock};
+use salesboy_actors::services::Settings;
+use salesboy_actors::store::{PAUSED_INDEFINITELY, Store};
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
 use salesboy_node::http::{AppState, HttpSettings, router};
 use salesboy_node::knowledge;
 use salesboy_node::store::SqlStore;
-use salesboy_protocol::events::Event;
-use salesboy_protocol::{ChatId, TenantId, Wamid};
+use salesboy_protocol::{ChatId, TenantId};
+use salesboy_testkit::ports::{FixedProviders, RecordingWhatsApp, services};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -50,75 +46,6 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const API_KEY: &str = "sk-secret-llm-key-77";
 const CUSTOMER: &str = "15551234567";
 
-// ----- fakes -----
-
-/// Records every text sent, answers with increasing wamids.
-#[derive(Default)]
-struct RecordingWhatsApp {
-    sent: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-struct RecordingConnection {
-    sent: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl WhatsAppConnector for RecordingWhatsApp {
-    fn connect(&self, _tenant: &TenantId, _number: &WhatsAppNumber) -> Arc<dyn WhatsAppConnection> {
-        Arc::new(RecordingConnection {
-            sent: Arc::clone(&self.sent),
-        })
-    }
-}
-
-#[async_trait]
-impl WhatsAppConnection for RecordingConnection {
-    async fn send_text(
-        &self,
-        to: &ChatId,
-        body: &str,
-        _reply_to: Option<&Wamid>,
-    ) -> Result<Wamid, SendError> {
-        let mut sent = self.sent.lock().unwrap();
-        sent.push((to.to_string(), body.to_owned()));
-        Ok(Wamid::new(format!("wamid.test{}", sent.len())).unwrap())
-    }
-
-    async fn mark_read(&self, _message: &Wamid, _typing: bool) -> Result<(), SendError> {
-        Ok(())
-    }
-}
-
-/// No providers: the offline responder.
-struct NoLlm;
-
-impl LlmProviderFactory for NoLlm {
-    fn providers(
-        &self,
-        _tenant: &TenantId,
-        _config_json: Option<&str>,
-    ) -> Result<Vec<Arc<dyn LlmProvider>>, String> {
-        Ok(Vec::new())
-    }
-}
-
-#[derive(Default)]
-struct CollectedEvents(Mutex<Vec<Event>>);
-
-impl EventSink for CollectedEvents {
-    fn publish(&self, event: Event) {
-        self.0.lock().unwrap().push(event);
-    }
-}
-
-struct FirstEpoch;
-
-#[async_trait]
-impl EpochSource for FirstEpoch {
-    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, EpochError> {
-        Ok(1)
-    }
-}
-
 // ----- harness -----
 
 struct Harness {
@@ -135,19 +62,12 @@ async fn harness() -> Harness {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
     let whatsapp = RecordingWhatsApp::default();
     let sent = Arc::clone(&whatsapp.sent);
-    let services = Arc::new(Services {
-        node: "node-test".parse().unwrap(),
-        store: Arc::clone(&store),
-        whatsapp: Arc::new(whatsapp),
-        llm: Arc::new(NoLlm),
-        clock: Arc::new(SystemClock),
-        events: Arc::new(CollectedEvents::default()),
-        epochs: Arc::new(FirstEpoch),
-        cache: response_cache(1024 * 1024),
-        settings: Settings::default(),
-        counters: Counters::default(),
-        sends: Default::default(),
-    });
+    let services = services(
+        Arc::clone(&store),
+        whatsapp,
+        FixedProviders::default(),
+        Settings::default(),
+    );
     let (node, _) = NodeHandle::start(services).await.unwrap();
     let state = AppState::new(
         node,
@@ -558,7 +478,7 @@ async fn invalid_input_is_a_400_that_names_the_field() {
         knowledge.raw
     );
     assert_eq!(h.store.knowledge_version(&acme()).await.unwrap(), 0);
-    assert!(h.sent.lock().unwrap().is_empty());
+    assert!(h.sent.lock().is_empty());
 }
 
 #[tokio::test]
@@ -691,7 +611,7 @@ async fn owner_sends_are_recorded_sent_and_listed() {
     assert_eq!(sent["messages"][0]["wamid"], "wamid.test1");
     assert!(sent["bot_paused_until_ms"].as_i64().unwrap() > started_ms);
     assert_eq!(
-        *h.sent.lock().unwrap(),
+        *h.sent.lock(),
         [(
             CUSTOMER.to_owned(),
             "Hi, this is Anna from Acme.".to_owned()
@@ -798,7 +718,7 @@ async fn unknown_tenants_and_routes_are_404() {
     let answer = h.get("/api/nothing-here").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(error(&answer), "no such admin route");
-    assert!(h.sent.lock().unwrap().is_empty());
+    assert!(h.sent.lock().is_empty());
 }
 
 #[tokio::test]

@@ -13,68 +13,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use salesboy_node::bus::{
     ALL_KEYS, Bus, BusError, ConnectionState, Headers, KV_HEADER_ROOM, KvEntry, KvError, KvEvent,
-    KvOp, KvWatch, LocalBus, Message, NatsBus, NatsBusOptions, Subscription,
+    KvOp, KvWatch, Message, NatsBus, NatsBusOptions, Subscription,
 };
 use salesboy_protocol::codec::{CODEC_HEADER, Codec};
 use salesboy_protocol::subjects;
 use salesboy_protocol::{ActorAddress, ChatId, TenantId};
 use salesboy_testkit::NatsServer;
+use salesboy_testkit::buses::{Cluster, nats_bus};
 use tokio::time::timeout;
 
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A bus shared by "nodes": each `bus()` is another node's handle on it.
-trait Cluster: Sized {
-    async fn start() -> Self;
-    async fn bus(&self) -> Arc<dyn Bus>;
-}
-
-struct LocalCluster {
-    bus: LocalBus,
-}
-
-impl Cluster for LocalCluster {
-    async fn start() -> Self {
-        Self {
-            bus: LocalBus::new(),
-        }
-    }
-
-    async fn bus(&self) -> Arc<dyn Bus> {
-        Arc::new(self.bus.clone())
-    }
-}
-
-struct NatsCluster {
-    server: NatsServer,
-    connections: AtomicUsize,
-}
-
-impl Cluster for NatsCluster {
-    async fn start() -> Self {
-        Self {
-            server: NatsServer::start().expect("start nats-server"),
-            connections: AtomicUsize::new(0),
-        }
-    }
-
-    async fn bus(&self) -> Arc<dyn Bus> {
-        Arc::new(nats_bus(&self.server, &self.connections).await)
-    }
-}
-
-async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
-    let n = connections.fetch_add(1, Ordering::Relaxed);
-    let options = NatsBusOptions {
-        name: format!("salesboy-test-{n}"),
-        ..Default::default()
-    };
-    timeout(WAIT, NatsBus::connect(&server.url(), options))
-        .await
-        .expect("connect timed out")
-        .expect("connect to the test server")
-}
 
 fn bytes(text: &str) -> Bytes {
     Bytes::copy_from_slice(text.as_bytes())
@@ -818,55 +767,29 @@ async fn only_one_concurrent_create_wins(cluster: &impl Cluster) {
 // ---------------------------------------------------------------------------------------------
 // The suite, once per implementation.
 
-macro_rules! conformance {
-    ($module:ident, $cluster:ty, [$($test:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let cluster = <$cluster as Cluster>::start().await;
-                    super::$test(&cluster).await;
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! suite {
-    ($module:ident, $cluster:ty) => {
-        conformance!(
-            $module,
-            $cluster,
-            [
-                publish_reaches_every_exact_subscriber,
-                star_matches_exactly_one_token,
-                greater_than_matches_all_remaining_tokens,
-                messages_arrive_in_publish_order,
-                queue_group_delivers_each_message_to_one_member,
-                request_reply_round_trip_with_headers,
-                request_without_subscribers_gets_no_responders,
-                no_responders_again_once_the_responder_unsubscribes,
-                request_times_out_when_nobody_answers,
-                respond_needs_a_request,
-                invalid_input_is_refused,
-                oversized_messages_are_refused,
-                kv_create_and_compare_and_set,
-                kv_keys_lists_live_keys_sorted,
-                kv_keys_lists_every_key_while_others_are_rewritten,
-                kv_revisions_increase_across_the_bucket,
-                kv_watch_sees_current_values_then_changes_in_order,
-                kv_watch_filters_by_key_pattern,
-                kv_buckets_are_independent,
-                kv_bucket_opened_again_shares_its_state,
-                only_one_concurrent_create_wins,
-            ]
-        );
-    };
-}
-
-suite!(local, LocalCluster);
-suite!(nats, NatsCluster);
+salesboy_testkit::bus_suite!([
+    publish_reaches_every_exact_subscriber,
+    star_matches_exactly_one_token,
+    greater_than_matches_all_remaining_tokens,
+    messages_arrive_in_publish_order,
+    queue_group_delivers_each_message_to_one_member,
+    request_reply_round_trip_with_headers,
+    request_without_subscribers_gets_no_responders,
+    no_responders_again_once_the_responder_unsubscribes,
+    request_times_out_when_nobody_answers,
+    respond_needs_a_request,
+    invalid_input_is_refused,
+    oversized_messages_are_refused,
+    kv_create_and_compare_and_set,
+    kv_keys_lists_live_keys_sorted,
+    kv_keys_lists_every_key_while_others_are_rewritten,
+    kv_revisions_increase_across_the_bucket,
+    kv_watch_sees_current_values_then_changes_in_order,
+    kv_watch_filters_by_key_pattern,
+    kv_buckets_are_independent,
+    kv_bucket_opened_again_shares_its_state,
+    only_one_concurrent_create_wins,
+]);
 
 // ---------------------------------------------------------------------------------------------
 // NATS only.

@@ -252,37 +252,14 @@ async fn invalid_config_is_refused(cluster: &impl Cluster) {
     );
 }
 
-macro_rules! suite {
-    ($module:ident, $cluster:ty, [$($test:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let cluster = <$cluster as Cluster>::start().await;
-                    super::$test(&cluster).await;
-                }
-            )*
-        }
-    };
-    ($module:ident, $cluster:ty) => {
-        suite!(
-            $module,
-            $cluster,
-            [
-                exactly_one_of_three_leads,
-                a_crashed_leader_is_replaced_after_the_lease,
-                stepping_down_hands_over_at_once,
-                hanging_renewals_step_down,
-                failing_renewals_step_down,
-                invalid_config_is_refused,
-            ]
-        );
-    };
-}
-
-suite!(local, LocalCluster);
-suite!(nats, NatsCluster);
+salesboy_testkit::bus_suite!([
+    exactly_one_of_three_leads,
+    a_crashed_leader_is_replaced_after_the_lease,
+    stepping_down_hands_over_at_once,
+    hanging_renewals_step_down,
+    failing_renewals_step_down,
+    invalid_config_is_refused,
+]);
 
 // ---------------------------------------------------------------------------------------------
 // NATS only.

@@ -360,38 +360,15 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
     );
 }
 
-macro_rules! suite {
-    ($module:ident, $cluster:ty, [$($test:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let cluster = <$cluster as Cluster>::start().await;
-                    super::$test(&cluster).await;
-                }
-            )*
-        }
-    };
-    ($module:ident, $cluster:ty) => {
-        suite!(
-            $module,
-            $cluster,
-            [
-                three_nodes_see_each_other_alive,
-                a_silent_node_is_declared_dead_after_the_failure_timeout,
-                leaving_is_seen_at_once,
-                draining_is_written_at_once,
-                hanging_writes_fence,
-                failing_writes_fence,
-                start_fails_when_the_first_heartbeat_fails,
-            ]
-        );
-    };
-}
-
-suite!(local, LocalCluster);
-suite!(nats, NatsCluster);
+salesboy_testkit::bus_suite!([
+    three_nodes_see_each_other_alive,
+    a_silent_node_is_declared_dead_after_the_failure_timeout,
+    leaving_is_seen_at_once,
+    draining_is_written_at_once,
+    hanging_writes_fence,
+    failing_writes_fence,
+    start_fails_when_the_first_heartbeat_fails,
+]);
 
 // ---------------------------------------------------------------------------------------------
 // NATS only.

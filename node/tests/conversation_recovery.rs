@@ -10,19 +10,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
-use salesboy_actors::error::EpochError;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::ports::{
-    Clock, Completion, EpochSource, EventSink, LlmError, LlmProvider, LlmProviderFactory, Prompt,
-    SendError, SystemClock, WhatsAppConnection, WhatsAppConnector,
-};
-use salesboy_actors::services::{Counters, Services, Settings, response_cache};
+use salesboy_actors::ports::{Clock, Completion, LlmError, LlmProvider, Prompt, SystemClock};
+use salesboy_actors::services::Settings;
 use salesboy_actors::store::{
-    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store, WhatsAppNumber,
+    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store,
 };
 use salesboy_node::store::SqlStore;
-use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use salesboy_testkit::ports::{FixedProviders, RecordingWhatsApp, services};
 use salesboy_testkit::postgres::PostgresDatabase;
 use sqlx::PgPool;
 
@@ -64,65 +60,11 @@ impl LlmProvider for ScriptedLlm {
     }
 }
 
-struct OneProvider(Arc<ScriptedLlm>);
-
-impl LlmProviderFactory for OneProvider {
-    fn providers(
-        &self,
-        _tenant: &TenantId,
-        _config_json: Option<&str>,
-    ) -> Result<Vec<Arc<dyn LlmProvider>>, String> {
-        Ok(vec![Arc::clone(&self.0) as Arc<dyn LlmProvider>])
-    }
-}
-
-#[derive(Default)]
-struct RecordingWhatsApp(Arc<Mutex<Vec<String>>>);
-
-impl WhatsAppConnector for RecordingWhatsApp {
-    fn connect(&self, _tenant: &TenantId, _number: &WhatsAppNumber) -> Arc<dyn WhatsAppConnection> {
-        Arc::new(RecordingWhatsApp(Arc::clone(&self.0)))
-    }
-}
-
-#[async_trait]
-impl WhatsAppConnection for RecordingWhatsApp {
-    async fn send_text(
-        &self,
-        _to: &ChatId,
-        body: &str,
-        _reply_to: Option<&Wamid>,
-    ) -> Result<Wamid, SendError> {
-        let mut sent = self.0.lock().unwrap();
-        sent.push(body.to_owned());
-        Ok(Wamid::new(format!("wamid.out{}", sent.len())).unwrap())
-    }
-
-    async fn mark_read(&self, _message: &Wamid, _typing: bool) -> Result<(), SendError> {
-        Ok(())
-    }
-}
-
-struct NoEvents;
-
-impl EventSink for NoEvents {
-    fn publish(&self, _event: Event) {}
-}
-
-struct FirstEpoch;
-
-#[async_trait]
-impl EpochSource for FirstEpoch {
-    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, EpochError> {
-        Ok(1)
-    }
-}
-
 struct Harness {
     node: NodeHandle,
     store: Arc<dyn Store>,
     llm: Arc<ScriptedLlm>,
-    sent: Arc<Mutex<Vec<String>>>,
+    whatsapp: RecordingWhatsApp,
     _db: Database,
 }
 
@@ -153,26 +95,14 @@ async fn harness_on(db: Database, panics: usize) -> Harness {
         panics,
     });
     let whatsapp = RecordingWhatsApp::default();
-    let sent = Arc::clone(&whatsapp.0);
     let settings = Settings {
         debounce: Duration::from_millis(20),
         sweep_interval: Duration::from_millis(100),
         unrouted_grace: Duration::ZERO,
         ..Settings::default()
     };
-    let services = Arc::new(Services {
-        node: "node-test".parse().unwrap(),
-        store: Arc::clone(&store),
-        whatsapp: Arc::new(whatsapp),
-        llm: Arc::new(OneProvider(Arc::clone(&llm))),
-        clock: Arc::new(SystemClock),
-        events: Arc::new(NoEvents),
-        epochs: Arc::new(FirstEpoch),
-        cache: response_cache(1024 * 1024),
-        settings,
-        counters: Counters::default(),
-        sends: Default::default(),
-    });
+    let providers = FixedProviders(vec![Arc::clone(&llm) as Arc<dyn LlmProvider>]);
+    let services = services(Arc::clone(&store), whatsapp.clone(), providers, settings);
     store
         .upsert_tenant(&NewTenant {
             id: acme(),
@@ -197,7 +127,7 @@ async fn harness_on(db: Database, panics: usize) -> Harness {
         node,
         store,
         llm,
-        sent,
+        whatsapp,
         _db: db,
     }
 }
@@ -251,7 +181,7 @@ impl Harness {
 
     async fn wait_for_reply(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.sent.lock().unwrap().is_empty() {
+        while self.whatsapp.sent.lock().is_empty() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no reply within {WAIT:?}; llm calls: {}",
@@ -284,7 +214,7 @@ async fn a_responder_task_that_panics_leaves_the_batch_for_a_retry() {
     h.customer_asks().await;
     // The first attempt panics; the sweep offers the unanswered message again.
     h.wait_for_reply().await;
-    assert_eq!(h.sent.lock().unwrap().as_slice(), ["Yes, we do."]);
+    assert_eq!(h.whatsapp.bodies(), ["Yes, we do."]);
     assert_eq!(h.llm.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -359,9 +289,5 @@ async fn a_reply_whose_sent_mark_fails_is_marked_later_and_not_sent_again() {
         }
     })
     .await;
-    assert_eq!(
-        h.sent.lock().unwrap().as_slice(),
-        ["Yes, we do."],
-        "sent once"
-    );
+    assert_eq!(h.whatsapp.bodies(), ["Yes, we do."], "sent once");
 }

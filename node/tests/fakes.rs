@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use salesboy_actors::ports::{
-    LlmError, LlmProvider, LlmProviderFactory, Prompt, SendError, Speaker, Turn,
-    WhatsAppConnection, WhatsAppConnector,
+    LlmError, LlmProvider, LlmProviderFactory, Prompt, SendError, Turn, WhatsAppConnection,
+    WhatsAppConnector,
 };
 use salesboy_actors::store::{AccessToken, WhatsAppNumber};
 use salesboy_node::adapters::http_client;
@@ -369,10 +369,7 @@ fn prompt() -> Prompt {
     Prompt {
         system: "You sell shoes.".to_owned(),
         passages: vec!["Opening hours: Mon-Sat 9:00-20:00.".to_owned()],
-        history: vec![Turn {
-            speaker: Speaker::Customer,
-            text: "hello".to_owned(),
-        }],
+        history: vec![Turn::customer("hello")],
         question: "when do you close?".to_owned(),
     }
 }

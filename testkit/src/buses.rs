@@ -69,6 +69,32 @@ impl Cluster for NatsCluster {
     }
 }
 
+/// Runs a suite of bus tests once per bus: each `async fn test(cluster: &impl Cluster)` of
+/// the calling module becomes the tests `local::test` (on [`LocalCluster`]) and
+/// `nats::test` (on [`NatsCluster`]).
+///
+/// ```ignore
+/// salesboy_testkit::bus_suite!([exactly_one_of_three_leads, invalid_config_is_refused]);
+/// ```
+#[macro_export]
+macro_rules! bus_suite {
+    ([$($test:ident),* $(,)?]) => {
+        $crate::bus_suite!(@on local, $crate::buses::LocalCluster, [$($test),*]);
+        $crate::bus_suite!(@on nats, $crate::buses::NatsCluster, [$($test),*]);
+    };
+    (@on $module:ident, $cluster:ty, [$($test:ident),*]) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let cluster = <$cluster as $crate::buses::Cluster>::start().await;
+                    super::$test(&cluster).await;
+                }
+            )*
+        }
+    };
+}
+
 /// A new connection to `server`, named after the `connections` counter.
 pub async fn nats_bus(server: &NatsServer, connections: &AtomicUsize) -> NatsBus {
     let n = connections.fetch_add(1, Ordering::Relaxed);

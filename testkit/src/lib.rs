@@ -21,6 +21,8 @@
 //!   [`FakeWhatsApp`];
 //! - [`buses`]: buses for tests run once in-process and once on NATS, and a bus whose KV
 //!   operations can be cut off;
+//! - [`ports`]: stand-ins for the actors' ports (a recording WhatsApp, fixed LLM
+//!   providers, epoch 1 for every tenant) and the [`ports::services`] they make with a store;
 //! - [`binary`]: the debug `salesboy` binary, built on demand.
 
 pub mod binary;
@@ -31,6 +33,7 @@ mod fake_server;
 pub mod fake_whatsapp;
 pub mod gateway;
 pub mod nats;
+pub mod ports;
 pub mod postgres;
 pub mod proxy;
 pub mod webhooks;

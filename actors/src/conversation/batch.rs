@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::{
     ConversationMsg, ConversationState, DismissReason, InFlight, InboundItem, fenced, paused_at,
 };
-use crate::ports::{Speaker, Turn};
+use crate::ports::Turn;
 use crate::responder::{ReplyRequest, ResponderMsg};
 use crate::services::CUSTOMER_WINDOW_MS;
 use crate::session::{ReplyTiming, SendJob, SessionMsg};
@@ -159,14 +159,8 @@ pub(super) async fn finish_batch(
     match outcome {
         ReplyOutcome::Recorded { outbound_id } => {
             state.replies += 1;
-            state.history.push_back(Turn {
-                speaker: Speaker::Customer,
-                text: in_flight.question,
-            });
-            state.history.push_back(Turn {
-                speaker: Speaker::Business,
-                text: body.clone(),
-            });
+            state.history.push_back(Turn::customer(in_flight.question));
+            state.history.push_back(Turn::business(body.clone()));
             trim_history(state);
             let first_received_ms = in_flight
                 .items
@@ -239,10 +233,7 @@ async fn dismiss(
 
 fn remember_customer_turns(state: &mut ConversationState, items: &[InboundItem]) {
     for text in items.iter().filter_map(|i| i.text.clone()) {
-        state.history.push_back(Turn {
-            speaker: Speaker::Customer,
-            text,
-        });
+        state.history.push_back(Turn::customer(text));
     }
     trim_history(state);
 }

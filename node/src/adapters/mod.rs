@@ -57,6 +57,24 @@ pub(crate) fn excerpt(text: &str, max: usize) -> String {
     }
 }
 
+/// What went wrong with a request that got no HTTP response, with its cause: `timed out`,
+/// `connection failed`, `reading the response failed` or `request failed`.
+pub(crate) fn transport_problem(error: &reqwest::Error) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(error) {
+        Some(source) => format!("{what}: {source}"),
+        None => what.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,19 +284,7 @@ fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> S
 
 /// A transport failure (no HTTP response): always [`SendError::Transient`].
 fn transport_error(error: &reqwest::Error) -> SendError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    match std::error::Error::source(error) {
-        Some(source) => SendError::Transient(format!("{what}: {source}")),
-        None => SendError::Transient(what.to_owned()),
-    }
+    SendError::Transient(super::transport_problem(error))
 }
 
 /// `Retry-After` in (possibly fractional) seconds; the HTTP-date form is not read.

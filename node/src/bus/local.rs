@@ -296,16 +296,6 @@ impl Bus for LocalBus {
         Ok(Subscription::new(subject, messages.boxed()))
     }
 
-    async fn respond(
-        &self,
-        request: &Message,
-        headers: Headers,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        let reply = request.reply.as_deref().ok_or(BusError::NoReplySubject)?;
-        self.publish(reply, headers, payload).await
-    }
-
     async fn kv(&self, bucket: &str, history: u8) -> Result<Arc<dyn Kv>, BusError> {
         validate::bucket(bucket, history)?;
         let kv = self

@@ -88,13 +88,17 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Answers a request received through a [`Subscription`]. Fails with
     /// [`BusError::NoReplySubject`] if `request` was published, not requested. Like a publish,
-    /// the answer is lost if the requester has stopped waiting.
+    /// the answer is lost if the requester has stopped waiting. Provided: a publish to the
+    /// request's reply subject.
     async fn respond(
         &self,
         request: &Message,
         headers: Headers,
         payload: Bytes,
-    ) -> Result<(), BusError>;
+    ) -> Result<(), BusError> {
+        let reply = request.reply.as_deref().ok_or(BusError::NoReplySubject)?;
+        self.publish(reply, headers, payload).await
+    }
 
     /// Opens KV bucket `bucket`, creating it if it does not exist with `history` values kept
     /// per key (1 to [`MAX_KV_HISTORY`]). An existing bucket keeps its history setting.

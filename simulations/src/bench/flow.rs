@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use salesboy_testkit::SentMessage;
 
+use super::env::{CpuMark, CpuUsage};
 use super::load::closed_loop;
 use super::node::Deployment;
 use super::progress;
@@ -56,6 +57,30 @@ pub async fn warm_up(deployment: &Deployment, tenants: usize) -> anyhow::Result<
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// What the measured run starts from, read after the warm-up.
+pub struct Baseline {
+    /// Counts the database's messages and replies (close it when done).
+    pub counter: Counter,
+    /// The database's counts before the run.
+    pub counts: DbCounts,
+    /// How busy the machine was just before the run (0–1).
+    pub machine_load: f64,
+}
+
+impl Baseline {
+    /// Connects the counter and reads the database's counts and the machine's load.
+    pub async fn read(deployment: &Deployment) -> anyhow::Result<Self> {
+        let counter = Counter::connect(&deployment.database_url).await?;
+        let counts = counter.counts().await?;
+        let machine_load = deployment.machine_load_before_run().await;
+        Ok(Self {
+            counter,
+            counts,
+            machine_load,
+        })
+    }
 }
 
 /// How waiting for the replies ended.
@@ -127,17 +152,85 @@ pub async fn wait_for_replies(
     })
 }
 
+/// Says every `every` how many of the run's `total` deliveries `accepted` counts so far,
+/// until the returned task is aborted.
+pub fn tick_accepted(
+    accepted: Arc<AtomicUsize>,
+    total: usize,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            progress(format!(
+                "  {} of {total} accepted",
+                accepted.load(Ordering::Relaxed)
+            ));
+        }
+    })
+}
+
+/// What a measured run left once its replies are in.
+#[derive(Debug)]
+pub struct RunEnd {
+    /// How waiting ended, with the database's counts a second after.
+    pub completion: Completion,
+    /// The CPU used from the mark until the replies were in.
+    pub cpu: CpuUsage,
+    /// What the fake Cloud API received.
+    pub sent: Vec<SentMessage>,
+}
+
+/// Waits for the replies to the `accepted` deliveries ([`wait_for_replies`]), reads the CPU
+/// used since `mark`, then looks again a second later: late duplicates would arrive after
+/// the count was reached.
+pub async fn collect_replies(
+    deployment: &mut Deployment,
+    baseline: &Baseline,
+    layout: &Layout,
+    accepted: usize,
+    mark: &CpuMark,
+    timeout: Duration,
+) -> anyhow::Result<RunEnd> {
+    let counter = &baseline.counter;
+    let completion = wait_for_replies(
+        deployment,
+        counter,
+        layout,
+        accepted,
+        baseline.counts.inbound + accepted as i64,
+        baseline.counts.outbound,
+        timeout,
+    )
+    .await?;
+    let cpu = mark.usage();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = deployment.whatsapp.sent();
+    let completion = Completion {
+        counts: counter.counts().await?,
+        ..completion
+    };
+    Ok(RunEnd {
+        completion,
+        cpu,
+        sent,
+    })
+}
+
 /// Checks the run's replies against its messages and writes what is wrong into the report:
 /// chats with no reply, more replies than messages, unanswered or dismissed messages,
-/// unsent replies, refused deliveries. `sent` is what the fake received during the run.
+/// unsent replies, refused deliveries. `inbound_before` is the database's count of inbound
+/// messages before the run.
 pub fn check_delivery(
     report: &mut Report,
     layout: &Layout,
-    sent: &[SentMessage],
     accepted: usize,
-    completion: &Completion,
+    end: &RunEnd,
     inbound_before: i64,
 ) {
+    let (sent, completion) = (&end.sent, &end.completion);
     let mut replies_per_chat: HashMap<usize, usize> = HashMap::new();
     let mut strangers = 0;
     for message in sent {

@@ -10,20 +10,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::env::CpuMark;
-use super::flow::{MEASURED_RUN, check_delivery, wait_for_replies, warm_up};
-use super::load::{open_loop, scheduled};
+use super::flow::{
+    Baseline, MEASURED_RUN, check_delivery, collect_replies, tick_accepted, warm_up,
+};
+use super::load::{Posted, open_loop, scheduled};
 use super::node::{Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
-use super::setup::{Layout, build_deliveries, chat_index, create_tenants};
+use super::setup::{Layout, build_deliveries, chat_index};
 use super::stats::Distribution;
-use super::verify::Counter;
 
 /// The p99 target of issue "Single-node gateway", milliseconds.
 pub const TARGET_P99_MS: f64 = 10.0;
@@ -60,21 +61,11 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         messages,
         messages_per_chat: options.messages_per_chat.max(1),
     };
-    let mut deployment = Deployment::prepare(&options.node, &[], 256).await?;
-    let store = deployment.store().await?;
-    create_tenants(&store, layout.tenants, true).await?;
-    store.close().await;
-    deployment.start_node().await?;
-    progress(format!(
-        "node ready on {} (pid {})",
-        deployment.db().as_str(),
-        deployment.node()?.pid()
-    ));
+    let mut deployment =
+        Deployment::start_with_tenants(&options.node, &[], 256, layout.tenants, true).await?;
     let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
     warm_up(&deployment, layout.tenants).await?;
-    let counter = Counter::connect(&deployment.database_url).await?;
-    let before = counter.counts().await?;
-    let load_before = deployment.machine_load_before_run().await;
+    let baseline = Baseline::read(&deployment).await?;
 
     progress(format!(
         "sending {messages} messages at {} msg/s for {} s",
@@ -82,20 +73,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     ));
     let url = deployment.webhook_url()?;
     let accepted_now = Arc::new(AtomicUsize::new(0));
-    let ticker = {
-        let accepted = Arc::clone(&accepted_now);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(5));
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                progress(format!(
-                    "  {} of {messages} accepted",
-                    accepted.load(Ordering::Relaxed)
-                ));
-            }
-        })
-    };
+    let ticker = tick_accepted(Arc::clone(&accepted_now), messages, Duration::from_secs(5));
     let mark = CpuMark::now(deployment.node()?.pid());
     let start = Instant::now() + Duration::from_millis(50);
     let outcome = open_loop(
@@ -109,25 +87,18 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     .await;
     ticker.abort();
     let accepted = outcome.accepted();
-    let completion = wait_for_replies(
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let end = collect_replies(
         &mut deployment,
-        &counter,
+        &baseline,
         &layout,
         accepted,
-        before.inbound + accepted as i64,
-        before.outbound,
-        Duration::from_secs(options.timeout_secs),
+        &mark,
+        timeout,
     )
     .await?;
-    let cpu = mark.usage();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let sent = deployment.whatsapp.sent();
-    let completion = super::flow::Completion {
-        counts: counter.counts().await?,
-        ..completion
-    };
     let peak_rss = deployment.node()?.peak_rss();
-    counter.close().await;
+    baseline.counter.close().await;
 
     // Pair each chat's messages (in schedule order) with its replies (in arrival order).
     let mut messages_of: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -135,7 +106,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         messages_of.entry(layout.chat_of(i)).or_default().push(i);
     }
     let mut replies_of: HashMap<usize, Vec<Instant>> = HashMap::new();
-    for reply in &sent {
+    for reply in &end.sent {
         if let Some(chat) = chat_index(MEASURED_RUN, &reply.to) {
             replies_of.entry(chat).or_default().push(reply.received);
         }
@@ -162,28 +133,20 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     }
     let latency = Distribution::of(latencies);
     let latency_from_post = Distribution::of(from_post);
-    let ingress = Distribution::of(
-        outcome
-            .posted
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                let at = scheduled(start, options.rate, i);
-                Some(p.accepted?.saturating_duration_since(at).as_secs_f64() * 1e3)
-            })
-            .collect(),
-    );
-    let lag = Distribution::of(
-        outcome
-            .posted
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                let at = scheduled(start, options.rate, i);
-                Some(p.started?.saturating_duration_since(at).as_secs_f64() * 1e3)
-            })
-            .collect(),
-    );
+    // Milliseconds from each delivery's scheduled send to the moment `when` picks.
+    let since_scheduled = |when: fn(&Posted) -> Option<Instant>| {
+        let posted = outcome.posted.iter().enumerate();
+        Distribution::of(
+            posted
+                .filter_map(|(i, p)| {
+                    let at = scheduled(start, options.rate, i);
+                    Some(when(p)?.saturating_duration_since(at).as_secs_f64() * 1e3)
+                })
+                .collect(),
+        )
+    };
+    let ingress = since_scheduled(|p| p.accepted);
+    let lag = since_scheduled(|p| p.started);
     let last_start = outcome.posted.iter().filter_map(|p| p.started).max();
     let achieved = match last_start {
         Some(last) if layout.messages > 1 => {
@@ -192,11 +155,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         _ => 0.0,
     };
 
-    let mut report = Report::new(
-        "latency",
-        deployment.db().as_str(),
-        deployment.report_settings(),
-    );
+    let mut report = deployment.report("latency");
     report.row(
         "messages / tenants / chats",
         format!(
@@ -229,20 +188,8 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     if let Some(peak) = peak_rss {
         report.row("node peak RSS (VmHWM)", mib(peak as f64));
     }
-    report.row(
-        "CPU per message (node / bench / postgres)",
-        format!(
-            "{:.0} / {:.0} / {:.0} µs",
-            1e6 * cpu.node_secs / layout.messages as f64,
-            1e6 * cpu.bench_secs / layout.messages as f64,
-            1e6 * cpu.postgres_secs / layout.messages as f64
-        ),
-    );
-    report.row(
-        "machine busy in the 2 s before the run (/proc/stat, approximate)",
-        format!("{:.0}%", 100.0 * load_before),
-    );
-    report.cpu = Some(cpu);
+    report.cpu_per_message(end.cpu, layout.messages);
+    report.machine_busy_before(baseline.machine_load);
     let at_rate = if options.rate >= 1000.0 {
         format!("at {:.0} msg/s", options.rate)
     } else {
@@ -269,10 +216,9 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     check_delivery(
         &mut report,
         &layout,
-        &sent,
         accepted,
-        &completion,
-        before.inbound,
+        &end,
+        baseline.counts.inbound,
     );
     report.results = json!({
         "messages": layout.messages,
@@ -289,9 +235,9 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         "webhook_accepted_since_scheduled": ingress,
         "generator_lag": lag,
         "merged_chats": merged_chats,
-        "replies_sent": sent.len(),
-        "machine_busy_before_run": load_before,
-        "db_counts": completion.counts,
+        "replies_sent": end.sent.len(),
+        "machine_busy_before_run": baseline.machine_load,
+        "db_counts": end.completion.counts,
         "node_peak_rss_bytes": peak_rss,
     });
     deployment.shutdown().await;

@@ -24,7 +24,7 @@ use super::load::closed_loop;
 use super::node::{Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, kib, mib};
-use super::setup::{create_tenants, delivery};
+use super::setup::delivery;
 
 /// The target of issue "Single-node gateway": bytes per active idle tenant (32 KiB).
 pub const TARGET_BYTES_PER_TENANT: f64 = 32.0 * 1024.0;
@@ -73,16 +73,14 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<Report> {
         ("SALESBOY_CONVERSATION_IDLE_SECS", "1".to_owned()),
         ("SALESBOY_MAX_TENANTS", tenants.max(100_000).to_string()),
     ];
-    let mut deployment = Deployment::prepare(&options.node, &settings, options.concurrency).await?;
-    let store = deployment.store().await?;
-    create_tenants(&store, tenants, false).await?;
-    store.close().await;
-    deployment.start_node().await?;
-    progress(format!(
-        "node ready on {} (pid {})",
-        deployment.db().as_str(),
-        deployment.node()?.pid()
-    ));
+    let mut deployment = Deployment::start_with_tenants(
+        &options.node,
+        &settings,
+        options.concurrency,
+        tenants,
+        false,
+    )
+    .await?;
     let settle = Duration::from_secs(options.settle_secs);
     let timeout = Duration::from_secs(options.timeout_secs);
     tokio::time::sleep(settle).await;
@@ -110,11 +108,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<Report> {
     let marginal_rss = per_tenant(mid.rss.rss, full.rss.rss, tenants - half);
     let marginal_anon = per_tenant(mid.rss.anon, full.rss.anon, tenants - half);
 
-    let mut report = Report::new(
-        "tenant-memory",
-        deployment.db().as_str(),
-        deployment.report_settings(),
-    );
+    let mut report = deployment.report("tenant-memory");
     for step in &steps {
         report.row(
             format!("RSS with {} tenants active", step.active_tenants),
@@ -156,10 +150,7 @@ pub async fn run(options: &MemoryOptions) -> anyhow::Result<Report> {
             kib(marginal_anon)
         ),
     );
-    report.row(
-        "machine busy in the 2 s before the run (/proc/stat, approximate)",
-        format!("{:.0}%", 100.0 * load_before),
-    );
+    report.machine_busy_before(load_before);
     report.verdicts.push(Verdict::at_most(
         &format!("≤ 32 KiB RSS per active idle tenant ({tenants} tenants, delta from 0)"),
         per_tenant_rss / 1024.0,

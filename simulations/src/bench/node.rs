@@ -18,6 +18,8 @@ use salesboy_testkit::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
 use serde::Serialize;
 
 use super::env::{Rss, process_rss};
+use super::report::Report;
+use super::setup::create_tenants;
 
 /// The app secret the bench signs webhooks with.
 pub const APP_SECRET: &str = "bench-app-secret";
@@ -274,6 +276,28 @@ impl Deployment {
         })
     }
 
+    /// [`Deployment::prepare`], then `tenants` tenants written (with a knowledge base if
+    /// `knowledge`), then the node started: every bench's first steps.
+    pub async fn start_with_tenants(
+        options: &NodeOptions,
+        settings: &[(&str, String)],
+        connections: usize,
+        tenants: usize,
+        knowledge: bool,
+    ) -> anyhow::Result<Self> {
+        let mut deployment = Self::prepare(options, settings, connections).await?;
+        let store = deployment.store().await?;
+        create_tenants(&store, tenants, knowledge).await?;
+        store.close().await;
+        deployment.start_node().await?;
+        super::progress(format!(
+            "node ready on {} (pid {})",
+            deployment.db().as_str(),
+            deployment.node()?.pid()
+        ));
+        Ok(deployment)
+    }
+
     /// How busy the machine is (0–1, all CPUs) over 2 s; with `--wait-quiet-secs`, first
     /// waits (that long at most) for it to be under 15%.
     pub async fn machine_load_before_run(&self) -> f64 {
@@ -301,6 +325,11 @@ impl Deployment {
             settings.insert("database URL parameters".to_owned(), params.clone());
         }
         settings
+    }
+
+    /// An empty report of `bench` on this deployment's database and settings.
+    pub fn report(&self, bench: &str) -> Report {
+        Report::new(bench, self.db().as_str(), self.report_settings())
     }
 
     /// The database the node uses.

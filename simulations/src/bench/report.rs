@@ -117,6 +117,29 @@ impl Report {
         self.rows.push((figure.into(), value.into()));
     }
 
+    /// Adds the CPU used per message (node, bench, PostgreSQL) over `messages` and keeps
+    /// `cpu` for the markdown's CPU line.
+    pub fn cpu_per_message(&mut self, cpu: CpuUsage, messages: usize) {
+        self.row(
+            "CPU per message (node / bench / postgres)",
+            format!(
+                "{:.0} / {:.0} / {:.0} µs",
+                1e6 * cpu.node_secs / messages as f64,
+                1e6 * cpu.bench_secs / messages as f64,
+                1e6 * cpu.postgres_secs / messages as f64
+            ),
+        );
+        self.cpu = Some(cpu);
+    }
+
+    /// Adds how busy the machine was before the run (`load`, 0–1).
+    pub fn machine_busy_before(&mut self, load: f64) {
+        self.row(
+            "machine busy in the 2 s before the run (/proc/stat, approximate)",
+            format!("{:.0}%", 100.0 * load),
+        );
+    }
+
     /// The report as one JSON line.
     pub fn json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

@@ -6,20 +6,21 @@
 //! offline responder (debounce 0) and its reply sent exactly once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::env::CpuMark;
-use super::flow::{MEASURED_RUN, check_delivery, wait_for_replies, warm_up};
+use super::flow::{
+    Baseline, MEASURED_RUN, check_delivery, collect_replies, tick_accepted, warm_up,
+};
 use super::load::closed_loop;
 use super::node::{DbKind, Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
-use super::setup::{Layout, build_deliveries, create_tenants};
+use super::setup::{Layout, build_deliveries};
 use super::stats::Distribution;
-use super::verify::Counter;
 
 /// The end-to-end target of issue "Single-node gateway", messages per second.
 pub const TARGET_MSGS_PER_SEC: f64 = 5_000.0;
@@ -59,16 +60,14 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     if layout.tenants > 100_000 {
         settings.push(("SALESBOY_MAX_TENANTS", layout.tenants.to_string()));
     }
-    let mut deployment = Deployment::prepare(&options.node, &settings, options.concurrency).await?;
-    let store = deployment.store().await?;
-    create_tenants(&store, layout.tenants, true).await?;
-    store.close().await;
-    deployment.start_node().await?;
-    progress(format!(
-        "node ready on {} (pid {})",
-        deployment.db().as_str(),
-        deployment.node()?.pid()
-    ));
+    let mut deployment = Deployment::start_with_tenants(
+        &options.node,
+        &settings,
+        options.concurrency,
+        layout.tenants,
+        true,
+    )
+    .await?;
     let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
     progress(format!(
         "{} deliveries built and signed ({} chats, {} tenants)",
@@ -77,9 +76,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         layout.tenants
     ));
     warm_up(&deployment, layout.tenants).await?;
-    let counter = Counter::connect(&deployment.database_url).await?;
-    let before = counter.counts().await?;
-    let load_before = deployment.machine_load_before_run().await;
+    let baseline = Baseline::read(&deployment).await?;
 
     progress(format!(
         "posting {} messages with {} workers",
@@ -87,21 +84,11 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     ));
     let url = deployment.webhook_url()?;
     let accepted_now = Arc::new(AtomicUsize::new(0));
-    let ticker = {
-        let accepted = Arc::clone(&accepted_now);
-        let total = layout.messages;
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(2));
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                progress(format!(
-                    "  {} of {total} accepted",
-                    accepted.load(Ordering::Relaxed)
-                ));
-            }
-        })
-    };
+    let ticker = tick_accepted(
+        Arc::clone(&accepted_now),
+        layout.messages,
+        Duration::from_secs(2),
+    );
     let mark = CpuMark::now(deployment.node()?.pid());
     let started = Instant::now();
     let outcome = closed_loop(
@@ -118,36 +105,28 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         "{accepted} accepted in {:.2} s; waiting for the replies",
         started.elapsed().as_secs_f64()
     ));
-    let completion = wait_for_replies(
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let end = collect_replies(
         &mut deployment,
-        &counter,
+        &baseline,
         &layout,
         accepted,
-        before.inbound + accepted as i64,
-        before.outbound,
-        Duration::from_secs(options.timeout_secs),
+        &mark,
+        timeout,
     )
     .await?;
-    let cpu = mark.usage();
-    // Late duplicates would arrive after the count was reached: look again a second later.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let sent = deployment.whatsapp.sent();
-    let completion = super::flow::Completion {
-        counts: counter.counts().await?,
-        ..completion
-    };
     let mark_reads = deployment.whatsapp.mark_reads().len();
     let peak_rss = deployment.node()?.peak_rss();
-    let sweep_ms = counter.sweep_query_ms().await?;
+    let sweep_ms = baseline.counter.sweep_query_ms().await?;
     let table_stats = match deployment.db() {
-        DbKind::Postgres => Some(counter.postgres_table_stats().await?),
+        DbKind::Postgres => Some(baseline.counter.postgres_table_stats().await?),
         DbKind::Sqlite => None,
     };
-    counter.close().await;
+    baseline.counter.close().await;
 
     let first = outcome.first_post().unwrap_or(started);
     let last_accept = outcome.last_accepted().unwrap_or(first);
-    let last_reply = sent.iter().map(|s| s.received).max().unwrap_or(first);
+    let last_reply = end.sent.iter().map(|s| s.received).max().unwrap_or(first);
     let accept_secs = last_accept.duration_since(first).as_secs_f64();
     let e2e_secs = last_reply.duration_since(first).as_secs_f64();
     let accept_rate = accepted as f64 / accept_secs.max(1e-9);
@@ -160,11 +139,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
             .collect(),
     );
 
-    let mut report = Report::new(
-        "throughput",
-        deployment.db().as_str(),
-        deployment.report_settings(),
-    );
+    let mut report = deployment.report("throughput");
     report.row(
         "messages (one per webhook request)",
         layout.messages.to_string(),
@@ -193,7 +168,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     report.row("webhook response time", response.cell());
     report.row(
         "replies sent / mark-reads",
-        format!("{} / {mark_reads}", sent.len()),
+        format!("{} / {mark_reads}", end.sent.len()),
     );
     if let Some(peak) = peak_rss {
         report.row("node peak RSS (VmHWM)", mib(peak as f64));
@@ -217,20 +192,8 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
             },
         );
     }
-    report.row(
-        "CPU per message (node / bench / postgres)",
-        format!(
-            "{:.0} / {:.0} / {:.0} µs",
-            1e6 * cpu.node_secs / layout.messages as f64,
-            1e6 * cpu.bench_secs / layout.messages as f64,
-            1e6 * cpu.postgres_secs / layout.messages as f64
-        ),
-    );
-    report.row(
-        "machine busy in the 2 s before the run (/proc/stat, approximate)",
-        format!("{:.0}%", 100.0 * load_before),
-    );
-    report.cpu = Some(cpu);
+    report.cpu_per_message(end.cpu, layout.messages);
+    report.machine_busy_before(baseline.machine_load);
     report.verdicts.push(Verdict::at_least(
         "≥ 5,000 inbound msg/s end to end",
         e2e_rate,
@@ -240,10 +203,9 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     check_delivery(
         &mut report,
         &layout,
-        &sent,
         accepted,
-        &completion,
-        before.inbound,
+        &end,
+        baseline.counts.inbound,
     );
     report.results = json!({
         "messages": layout.messages,
@@ -258,11 +220,11 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         "e2e_secs": e2e_secs,
         "e2e_rate_msgs_per_sec": e2e_rate,
         "webhook_response": response,
-        "replies_sent": sent.len(),
+        "replies_sent": end.sent.len(),
         "mark_reads": mark_reads,
-        "machine_busy_before_run": load_before,
-        "db_counts": completion.counts,
-        "db_counts_before": before,
+        "machine_busy_before_run": baseline.machine_load,
+        "db_counts": end.completion.counts,
+        "db_counts_before": baseline.counts,
         "node_peak_rss_bytes": peak_rss,
         "sweep_query_ms": sweep_ms,
         "postgres_table_stats": table_stats,

@@ -151,6 +151,18 @@ struct ChaosBus {
     gate: Gate,
 }
 
+impl ChaosBus {
+    /// Whether a fire-and-forget message (a publish, a reply) leaves this node: an error when
+    /// the node is down, `false` when it is cut off (the message is lost unseen).
+    async fn may_send(&self) -> Result<bool, BusError> {
+        match self.gate.pass().await {
+            Link::Down => Err(BusError::Disconnected),
+            Link::Partitioned => Ok(false),
+            Link::Up | Link::Paused => Ok(true),
+        }
+    }
+}
+
 #[async_trait]
 impl Bus for ChaosBus {
     async fn publish(
@@ -159,10 +171,8 @@ impl Bus for ChaosBus {
         headers: Headers,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        match self.gate.pass().await {
-            Link::Down => return Err(BusError::Disconnected),
-            Link::Partitioned => return Ok(()),
-            Link::Up | Link::Paused => {}
+        if !self.may_send().await? {
+            return Ok(());
         }
         // Publishes keep their order per publisher (NATS does): only requests are faulted.
         self.net.bus.publish(subject, headers, payload).await
@@ -243,10 +253,8 @@ impl Bus for ChaosBus {
         headers: Headers,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        match self.gate.pass().await {
-            Link::Down => return Err(BusError::Disconnected),
-            Link::Partitioned => return Ok(()),
-            Link::Up | Link::Paused => {}
+        if !self.may_send().await? {
+            return Ok(());
         }
         let mut key = b"reply/".to_vec();
         key.extend_from_slice(&message_key(&request.subject, &request.payload));

@@ -5,47 +5,95 @@
 //! [`LlmError::RateLimited`]) or a per-day quota ([`LlmError::QuotaExhausted`]) ran out; a
 //! prompt or answer withheld for safety is [`LlmError::Blocked`].
 
-use async_trait::async_trait;
-use salesboy_actors::ports::{Budget, Completion, LlmError, LlmProvider, Prompt, Speaker};
+use reqwest::header::HeaderName;
+use salesboy_actors::ports::{Completion, LlmError, Prompt, Speaker};
 use salesboy_protocol::llm::gemini::{
     Content, GeminiErrorBody, GenerateContentRequest, GenerateContentResponse, GenerationConfig,
     QuotaWindow,
 };
 
 use super::{
-    ProviderConfig, RawResponse, exchange, finish, key_header, short, status_problem, system_text,
+    HttpProvider, ProviderApi, ProviderConfig, RawResponse, TEMPERATURE, short, status_error,
+    system_text,
 };
 
 /// The header that carries the API key.
 pub const API_KEY_HEADER: &str = "x-goog-api-key";
 
-/// The sampling temperature of every request: factual answers from the passages.
-pub const TEMPERATURE: f64 = 0.3;
-
 /// A Gemini model behind `generateContent`.
-#[derive(Debug, Clone)]
-pub struct GeminiProvider {
-    client: reqwest::Client,
-    config: ProviderConfig,
-    url: String,
-}
+pub type GeminiProvider = HttpProvider<Gemini>;
 
-impl GeminiProvider {
-    /// A provider for `config` (its kind is not checked) over `client`.
-    pub fn new(client: reqwest::Client, config: ProviderConfig) -> Self {
+/// The Gemini API: `generateContent`, the key in [`API_KEY_HEADER`].
+#[derive(Debug, Clone, Copy)]
+pub struct Gemini;
+
+impl ProviderApi for Gemini {
+    const KEY_HEADER: HeaderName = HeaderName::from_static(API_KEY_HEADER);
+    const KEY_PREFIX: &'static str = "";
+
+    type Request = GenerateContentRequest;
+
+    fn url(config: &ProviderConfig) -> String {
         // Accept `models/gemini-…` as well as `gemini-…`.
         let model = config.model.trim_start_matches("models/");
-        let url = format!("{}/models/{model}:generateContent", config.base_url);
-        Self {
-            client,
-            config,
-            url,
-        }
+        format!("{}/models/{model}:generateContent", config.base_url)
     }
 
-    /// The endpoint this provider posts to.
-    pub fn url(&self) -> &str {
-        &self.url
+    fn request(_config: &ProviderConfig, prompt: &Prompt) -> GenerateContentRequest {
+        request_for(prompt)
+    }
+
+    type Answer = GenerateContentResponse;
+
+    fn completion(answer: GenerateContentResponse, model: &str) -> Result<Completion, LlmError> {
+        if let Some(reason) = answer.block_reason() {
+            return Err(LlmError::Blocked(reason.to_owned()));
+        }
+        let Some(text) = answer.text() else {
+            return Err(LlmError::Failed(format!(
+                "empty answer (finish reason {})",
+                answer.finish_reason().unwrap_or("none")
+            )));
+        };
+        let usage = answer.usage_metadata.unwrap_or_default();
+        Ok(Completion {
+            text,
+            model: answer
+                .model_version
+                .filter(|version| !version.is_empty())
+                .unwrap_or_else(|| model.to_owned()),
+            prompt_tokens: usage.prompt_token_count,
+            // Thinking tokens are billed as output.
+            completion_tokens: usage.candidates_token_count
+                + usage.thoughts_token_count.unwrap_or(0),
+        })
+    }
+
+    fn classify_error(response: &RawResponse) -> LlmError {
+        let status = response.status;
+        let error = serde_json::from_slice::<GeminiErrorBody>(&response.body)
+            .ok()
+            .map(|body| body.error);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || error
+                .as_ref()
+                .is_some_and(|error| error.is_quota_exceeded())
+        {
+            return match &error {
+                Some(error) if error.quota_window() == Some(QuotaWindow::PerDay) => {
+                    LlmError::QuotaExhausted(format!("per-day quota: {}", short(&error.message)))
+                }
+                Some(error) => LlmError::RateLimited {
+                    retry_after: error.retry_delay(),
+                },
+                None => LlmError::RateLimited { retry_after: None },
+            };
+        }
+        let message = error
+            .as_ref()
+            .map(|error| error.message.as_str())
+            .unwrap_or_default();
+        status_error(status, message)
     }
 }
 
@@ -71,103 +119,6 @@ pub fn request_for(prompt: &Prompt) -> GenerateContentRequest {
     request
 }
 
-/// Reads a `generateContent` response: the answer, or the classified failure. `model` is
-/// reported when the response does not name its model version.
-fn interpret(response: RawResponse, model: &str) -> Result<Completion, LlmError> {
-    let status = response.status;
-    if !status.is_success() {
-        return Err(classify_error(&response));
-    }
-    let answer: GenerateContentResponse = serde_json::from_slice(&response.body)
-        .map_err(|error| LlmError::Failed(format!("unparsable response ({error})")))?;
-    if let Some(reason) = answer.block_reason() {
-        return Err(LlmError::Blocked(reason.to_owned()));
-    }
-    let Some(text) = answer.text() else {
-        return Err(LlmError::Failed(format!(
-            "empty answer (finish reason {})",
-            answer.finish_reason().unwrap_or("none")
-        )));
-    };
-    let usage = answer.usage_metadata.unwrap_or_default();
-    Ok(Completion {
-        text,
-        model: answer
-            .model_version
-            .filter(|version| !version.is_empty())
-            .unwrap_or_else(|| model.to_owned()),
-        prompt_tokens: usage.prompt_token_count,
-        // Thinking tokens are billed as output.
-        completion_tokens: usage.candidates_token_count + usage.thoughts_token_count.unwrap_or(0),
-    })
-}
-
-fn classify_error(response: &RawResponse) -> LlmError {
-    let status = response.status;
-    let error = serde_json::from_slice::<GeminiErrorBody>(&response.body)
-        .ok()
-        .map(|body| body.error);
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS
-        || error
-            .as_ref()
-            .is_some_and(|error| error.is_quota_exceeded())
-    {
-        return match &error {
-            Some(error) if error.quota_window() == Some(QuotaWindow::PerDay) => {
-                LlmError::QuotaExhausted(format!("per-day quota: {}", short(&error.message)))
-            }
-            Some(error) => LlmError::RateLimited {
-                retry_after: error.retry_delay(),
-            },
-            None => LlmError::RateLimited { retry_after: None },
-        };
-    }
-    let message = error
-        .as_ref()
-        .map(|error| error.message.as_str())
-        .unwrap_or_default();
-    if status.is_server_error() {
-        LlmError::Unavailable(status_problem(status, message))
-    } else if status == reqwest::StatusCode::REQUEST_TIMEOUT {
-        LlmError::Timeout
-    } else {
-        LlmError::Failed(status_problem(status, message))
-    }
-}
-
-#[async_trait]
-impl LlmProvider for GeminiProvider {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn model(&self) -> &str {
-        &self.config.model
-    }
-
-    fn budget(&self) -> Budget {
-        self.config.budget
-    }
-
-    fn cost_micros(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
-        self.config.cost_micros(prompt_tokens, completion_tokens)
-    }
-
-    async fn complete(&self, prompt: &Prompt) -> Result<Completion, LlmError> {
-        let result = async {
-            let request = self
-                .client
-                .post(&self.url)
-                .header(API_KEY_HEADER, key_header(&self.config, "")?)
-                .json(&request_for(prompt));
-            let response = exchange(request, self.config.timeout).await?;
-            interpret(response, &self.config.model)
-        }
-        .await;
-        finish(&self.config, result)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -182,7 +133,7 @@ mod tests {
             headers: reqwest::header::HeaderMap::new(),
             body: body.to_vec(),
         };
-        interpret(response, model)
+        super::super::interpret::<Gemini>(response, model)
     }
 
     #[test]
@@ -190,16 +141,7 @@ mod tests {
         let prompt = Prompt {
             system: "Sys.".to_owned(),
             passages: vec!["Open 9-18.".to_owned()],
-            history: vec![
-                Turn {
-                    speaker: Speaker::Customer,
-                    text: "hello".to_owned(),
-                },
-                Turn {
-                    speaker: Speaker::Business,
-                    text: "Hi!".to_owned(),
-                },
-            ],
+            history: vec![Turn::customer("hello"), Turn::business("Hi!")],
             question: "when?".to_owned(),
         };
         let json = serde_json::to_value(request_for(&prompt)).expect("serialises");

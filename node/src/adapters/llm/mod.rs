@@ -10,12 +10,16 @@
 //! else → `Failed`. API keys travel only in request headers and are scrubbed from errors.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderValue};
-use salesboy_actors::ports::{LlmError, LlmProvider, LlmProviderFactory, Prompt};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use salesboy_actors::ports::{
+    Budget, Completion, LlmError, LlmProvider, LlmProviderFactory, Prompt,
+};
 use salesboy_protocol::TenantId;
 use secrecy::ExposeSecret;
 
@@ -27,13 +31,16 @@ pub use config::{
     LlmConfigError, ProviderConfig, ProviderKind, parse_llm_config, redacted_llm_config,
     validate_llm_config,
 };
-pub use gemini::GeminiProvider;
-pub use openai::OpenAiProvider;
+pub use gemini::{Gemini, GeminiProvider};
+pub use openai::{OpenAi, OpenAiProvider};
 
 use super::scrub;
 
 /// The line that introduces the retrieved passages in the system message.
 pub const BUSINESS_INFORMATION_HEADER: &str = "Business information:";
+
+/// The sampling temperature of every request: factual answers from the passages.
+pub const TEMPERATURE: f64 = 0.3;
 
 /// The longest excerpt of a provider's error message kept in an [`LlmError`].
 const MESSAGE_EXCERPT_CHARS: usize = 200;
@@ -59,6 +66,139 @@ pub fn system_text(prompt: &Prompt) -> String {
         }
     }
     text
+}
+
+/// What one provider API does its own way: the endpoint, how the key travels, the request
+/// body and how to read the answer. Everything else (the HTTP exchange, the timeout, the
+/// key scrubbed from errors) is [`HttpProvider`]'s.
+pub trait ProviderApi: Send + Sync + 'static {
+    /// The header that carries the API key.
+    const KEY_HEADER: HeaderName;
+    /// What precedes the key in [`ProviderApi::KEY_HEADER`].
+    const KEY_PREFIX: &'static str;
+
+    /// The body of a request.
+    type Request: serde::Serialize;
+
+    /// The endpoint a provider with `config` posts to.
+    fn url(config: &ProviderConfig) -> String;
+
+    /// The request body for `prompt` to the model of `config`.
+    fn request(config: &ProviderConfig, prompt: &Prompt) -> Self::Request;
+
+    /// The body of a successful response.
+    type Answer: serde::de::DeserializeOwned;
+
+    /// The completion in a successful response's body, or why there is none. `model` is
+    /// reported when the answer does not name its model.
+    fn completion(answer: Self::Answer, model: &str) -> Result<Completion, LlmError>;
+
+    /// The failure an unsuccessful response reports.
+    fn classify_error(response: &RawResponse) -> LlmError;
+}
+
+/// Reads a response of API `A`: the answer, or the classified failure. `model` is reported
+/// when the answer does not name its model.
+fn interpret<A: ProviderApi>(response: RawResponse, model: &str) -> Result<Completion, LlmError> {
+    if !response.status.is_success() {
+        return Err(A::classify_error(&response));
+    }
+    let answer = serde_json::from_slice(&response.body)
+        .map_err(|error| LlmError::Failed(format!("unparsable response ({error})")))?;
+    A::completion(answer, model)
+}
+
+/// The failure of an unsuccessful response that is no quota or rate limit: 5xx is
+/// `Unavailable`, 408 `Timeout`, anything else `Failed`; `message` is the provider's.
+fn status_error(status: StatusCode, message: &str) -> LlmError {
+    if status.is_server_error() {
+        LlmError::Unavailable(status_problem(status, message))
+    } else if status == StatusCode::REQUEST_TIMEOUT {
+        LlmError::Timeout
+    } else {
+        LlmError::Failed(status_problem(status, message))
+    }
+}
+
+/// An LLM provider over HTTP speaking API `A` ([`Gemini`] or [`OpenAi`]).
+pub struct HttpProvider<A> {
+    client: reqwest::Client,
+    config: ProviderConfig,
+    url: String,
+    api: PhantomData<A>,
+}
+
+impl<A: ProviderApi> HttpProvider<A> {
+    /// A provider for `config` (its kind is not checked) over `client`.
+    pub fn new(client: reqwest::Client, config: ProviderConfig) -> Self {
+        let url = A::url(&config);
+        Self {
+            client,
+            config,
+            url,
+            api: PhantomData,
+        }
+    }
+
+    /// The endpoint this provider posts to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl<A> Clone for HttpProvider<A> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            url: self.url.clone(),
+            api: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for HttpProvider<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProvider")
+            .field("api", &std::any::type_name::<A>())
+            .field("client", &self.client)
+            .field("config", &self.config)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<A: ProviderApi> LlmProvider for HttpProvider<A> {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    fn budget(&self) -> Budget {
+        self.config.budget
+    }
+
+    fn cost_micros(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
+        self.config.cost_micros(prompt_tokens, completion_tokens)
+    }
+
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, LlmError> {
+        let result = async {
+            let request = self
+                .client
+                .post(&self.url)
+                .header(A::KEY_HEADER, key_header(&self.config, A::KEY_PREFIX)?)
+                .json(&A::request(&self.config, prompt));
+            let response = exchange(request, self.config.timeout).await?;
+            interpret::<A>(response, &self.config.model)
+        }
+        .await;
+        finish(&self.config, result)
+    }
 }
 
 /// Builds the provider a configuration describes.
@@ -131,10 +271,13 @@ impl LlmProviderFactory for HttpLlmFactory {
 
 /// A provider's HTTP response, read in full.
 #[derive(Debug)]
-pub(crate) struct RawResponse {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Vec<u8>,
+pub struct RawResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers (rate-limit delays).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// The header value of an API key, marked sensitive (hidden from reqwest's and hyper's
@@ -166,22 +309,8 @@ pub(crate) async fn exchange(
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Err(LlmError::Timeout),
         Ok(Err(error)) if error.is_timeout() => Err(LlmError::Timeout),
-        Ok(Err(error)) => Err(LlmError::Unavailable(transport_problem(&error))),
+        Ok(Err(error)) => Err(LlmError::Unavailable(super::transport_problem(&error))),
         Ok(Ok(response)) => Ok(response),
-    }
-}
-
-fn transport_problem(error: &reqwest::Error) -> String {
-    let what = if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    match std::error::Error::source(error) {
-        Some(source) => format!("{what}: {source}"),
-        None => what.to_owned(),
     }
 }
 
@@ -230,7 +359,7 @@ pub(crate) fn short(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use salesboy_actors::ports::{Speaker, Turn};
+    use salesboy_actors::ports::Turn;
 
     use super::*;
 
@@ -243,10 +372,7 @@ mod tests {
                 " ".to_owned(),
                 "Free delivery.".to_owned(),
             ],
-            history: vec![Turn {
-                speaker: Speaker::Customer,
-                text: "hi".to_owned(),
-            }],
+            history: vec![Turn::customer("hi")],
             question: "when?".to_owned(),
         };
         assert_eq!(

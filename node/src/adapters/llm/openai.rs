@@ -5,42 +5,96 @@
 //! limit ([`LlmError::RateLimited`], with the delay of `retry-after-ms`, else `retry-after`,
 //! else the `x-ratelimit-reset-*` headers).
 
-use async_trait::async_trait;
-use salesboy_actors::ports::{Budget, Completion, LlmError, LlmProvider, Prompt, Speaker};
+use reqwest::header::{AUTHORIZATION, HeaderName};
+use salesboy_actors::ports::{Completion, LlmError, Prompt, Speaker};
 use salesboy_protocol::llm::openai::{
     ChatCompletionRequest, ChatCompletionResponse, ChatMessage, OpenAiErrorBody, OpenAiErrorKind,
     RateLimitHeaders,
 };
 
 use super::{
-    ProviderConfig, RawResponse, exchange, finish, key_header, short, status_problem, system_text,
+    HttpProvider, ProviderApi, ProviderConfig, RawResponse, TEMPERATURE, short, status_error,
+    system_text,
 };
 
-/// The sampling temperature of every request: factual answers from the passages.
-pub const TEMPERATURE: f64 = 0.3;
-
 /// A model behind an OpenAI-compatible chat completions endpoint.
-#[derive(Debug, Clone)]
-pub struct OpenAiProvider {
-    client: reqwest::Client,
-    config: ProviderConfig,
-    url: String,
-}
+pub type OpenAiProvider = HttpProvider<OpenAi>;
 
-impl OpenAiProvider {
-    /// A provider for `config` (its kind is not checked) over `client`.
-    pub fn new(client: reqwest::Client, config: ProviderConfig) -> Self {
-        let url = format!("{}/chat/completions", config.base_url);
-        Self {
-            client,
-            config,
-            url,
-        }
+/// The OpenAI chat completions API: the key as a bearer token.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAi;
+
+impl ProviderApi for OpenAi {
+    const KEY_HEADER: HeaderName = AUTHORIZATION;
+    const KEY_PREFIX: &'static str = "Bearer ";
+
+    type Request = ChatCompletionRequest;
+
+    fn url(config: &ProviderConfig) -> String {
+        format!("{}/chat/completions", config.base_url)
     }
 
-    /// The endpoint this provider posts to.
-    pub fn url(&self) -> &str {
-        &self.url
+    fn request(config: &ProviderConfig, prompt: &Prompt) -> ChatCompletionRequest {
+        request_for(&config.model, prompt)
+    }
+
+    type Answer = ChatCompletionResponse;
+
+    fn completion(answer: ChatCompletionResponse, model: &str) -> Result<Completion, LlmError> {
+        let Some(text) = answer.text() else {
+            let refusal = answer
+                .choices
+                .first()
+                .and_then(|choice| choice.message.refusal.as_deref());
+            return Err(match (refusal, answer.finish_reason()) {
+                (Some(refusal), _) => LlmError::Blocked(short(refusal)),
+                (None, Some("content_filter")) => LlmError::Blocked("content_filter".to_owned()),
+                (None, reason) => LlmError::Failed(format!(
+                    "empty answer (finish reason {})",
+                    reason.unwrap_or("none")
+                )),
+            });
+        };
+        let usage = answer.usage.clone().unwrap_or_default();
+        Ok(Completion {
+            text: text.to_owned(),
+            model: if answer.model.is_empty() {
+                model.to_owned()
+            } else {
+                answer.model.clone()
+            },
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        })
+    }
+
+    fn classify_error(response: &RawResponse) -> LlmError {
+        let status = response.status;
+        let error = serde_json::from_slice::<OpenAiErrorBody>(&response.body)
+            .ok()
+            .map(|body| body.error);
+        let kind = error
+            .as_ref()
+            .map_or(OpenAiErrorKind::Other, |error| error.kind());
+        let message = error
+            .as_ref()
+            .map(|error| error.message.as_str())
+            .unwrap_or_default();
+        if kind == OpenAiErrorKind::InsufficientQuota {
+            return LlmError::QuotaExhausted(format!("insufficient_quota: {}", short(message)));
+        }
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || kind == OpenAiErrorKind::RateLimit {
+            let headers = RateLimitHeaders::from_pairs(
+                response
+                    .headers
+                    .iter()
+                    .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+            );
+            return LlmError::RateLimited {
+                retry_after: headers.retry_delay(),
+            };
+        }
+        status_error(status, message)
     }
 }
 
@@ -60,111 +114,6 @@ pub fn request_for(model: &str, prompt: &Prompt) -> ChatCompletionRequest {
     let mut request = ChatCompletionRequest::new(model, messages);
     request.temperature = Some(TEMPERATURE);
     request
-}
-
-fn interpret(response: RawResponse, model: &str) -> Result<Completion, LlmError> {
-    let status = response.status;
-    if !status.is_success() {
-        return Err(classify_error(&response));
-    }
-    let answer: ChatCompletionResponse = serde_json::from_slice(&response.body)
-        .map_err(|error| LlmError::Failed(format!("unparsable response ({error})")))?;
-    let Some(text) = answer.text() else {
-        let refusal = answer
-            .choices
-            .first()
-            .and_then(|choice| choice.message.refusal.as_deref());
-        return Err(match (refusal, answer.finish_reason()) {
-            (Some(refusal), _) => LlmError::Blocked(short(refusal)),
-            (None, Some("content_filter")) => LlmError::Blocked("content_filter".to_owned()),
-            (None, reason) => LlmError::Failed(format!(
-                "empty answer (finish reason {})",
-                reason.unwrap_or("none")
-            )),
-        });
-    };
-    let usage = answer.usage.clone().unwrap_or_default();
-    Ok(Completion {
-        text: text.to_owned(),
-        model: if answer.model.is_empty() {
-            model.to_owned()
-        } else {
-            answer.model.clone()
-        },
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-    })
-}
-
-fn classify_error(response: &RawResponse) -> LlmError {
-    let status = response.status;
-    let error = serde_json::from_slice::<OpenAiErrorBody>(&response.body)
-        .ok()
-        .map(|body| body.error);
-    let kind = error
-        .as_ref()
-        .map_or(OpenAiErrorKind::Other, |error| error.kind());
-    let message = error
-        .as_ref()
-        .map(|error| error.message.as_str())
-        .unwrap_or_default();
-    if kind == OpenAiErrorKind::InsufficientQuota {
-        return LlmError::QuotaExhausted(format!("insufficient_quota: {}", short(message)));
-    }
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || kind == OpenAiErrorKind::RateLimit {
-        let headers = RateLimitHeaders::from_pairs(
-            response
-                .headers
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-        );
-        return LlmError::RateLimited {
-            retry_after: headers.retry_delay(),
-        };
-    }
-    if status.is_server_error() {
-        LlmError::Unavailable(status_problem(status, message))
-    } else if status == reqwest::StatusCode::REQUEST_TIMEOUT {
-        LlmError::Timeout
-    } else {
-        LlmError::Failed(status_problem(status, message))
-    }
-}
-
-#[async_trait]
-impl LlmProvider for OpenAiProvider {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn model(&self) -> &str {
-        &self.config.model
-    }
-
-    fn budget(&self) -> Budget {
-        self.config.budget
-    }
-
-    fn cost_micros(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {
-        self.config.cost_micros(prompt_tokens, completion_tokens)
-    }
-
-    async fn complete(&self, prompt: &Prompt) -> Result<Completion, LlmError> {
-        let result = async {
-            let request = self
-                .client
-                .post(&self.url)
-                .header(
-                    reqwest::header::AUTHORIZATION,
-                    key_header(&self.config, "Bearer ")?,
-                )
-                .json(&request_for(&self.config.model, prompt));
-            let response = exchange(request, self.config.timeout).await?;
-            interpret(response, &self.config.model)
-        }
-        .await;
-        finish(&self.config, result)
-    }
 }
 
 #[cfg(test)]
@@ -193,16 +142,7 @@ mod tests {
         let prompt = Prompt {
             system: "Sys.".to_owned(),
             passages: vec![],
-            history: vec![
-                Turn {
-                    speaker: Speaker::Customer,
-                    text: "hello".to_owned(),
-                },
-                Turn {
-                    speaker: Speaker::Business,
-                    text: "Hi!".to_owned(),
-                },
-            ],
+            history: vec![Turn::customer("hello"), Turn::business("Hi!")],
             question: "when?".to_owned(),
         };
         let json = serde_json::to_value(request_for("gpt-4o-mini", &prompt)).expect("serialises");
@@ -225,7 +165,7 @@ mod tests {
     fn errors_classify() {
         let limited = r#"{"error":{"message":"slow","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         assert_eq!(
-            interpret(
+            super::super::interpret::<OpenAi>(
                 response(
                     429,
                     &[("retry-after-ms", "120"), ("retry-after", "1")],
@@ -238,7 +178,7 @@ mod tests {
             })
         );
         assert_eq!(
-            interpret(
+            super::super::interpret::<OpenAi>(
                 response(
                     429,
                     &[
@@ -255,20 +195,20 @@ mod tests {
         );
         let quota = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
         assert!(matches!(
-            interpret(response(429, &[("retry-after", "1")], quota), "m"),
+            super::super::interpret::<OpenAi>(response(429, &[("retry-after", "1")], quota), "m"),
             Err(LlmError::QuotaExhausted(_))
         ));
         assert!(matches!(
-            interpret(response(502, &[], "bad gateway"), "m"),
+            super::super::interpret::<OpenAi>(response(502, &[], "bad gateway"), "m"),
             Err(LlmError::Unavailable(_))
         ));
         assert!(matches!(
-            interpret(response(401, &[], "{}"), "m"),
+            super::super::interpret::<OpenAi>(response(401, &[], "{}"), "m"),
             Err(LlmError::Failed(_))
         ));
         let refused = r#"{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
         assert_eq!(
-            interpret(response(200, &[], refused), "m"),
+            super::super::interpret::<OpenAi>(response(200, &[], refused), "m"),
             Err(LlmError::Blocked("I can't help with that.".to_owned()))
         );
     }

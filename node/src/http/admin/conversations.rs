@@ -10,7 +10,7 @@ use salesboy_actors::store::{PAUSED_INDEFINITELY, StoredMessage};
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tracing::info;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -143,16 +143,28 @@ pub(super) struct SendAccepted {
     outbound_id: i64,
 }
 
-fn conversation_ids((id, wa_id): (String, String)) -> Result<(TenantId, ChatId), AdminError> {
-    Ok((tenant_id("id", id)?, chat_id(wa_id)?))
+/// The path of a conversation's routes: `/tenants/{id}/conversations/{wa_id}/…`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct ConversationPath {
+    /// tenant id
+    id: String,
+    /// the customer's WhatsApp id
+    wa_id: String,
+}
+
+impl ConversationPath {
+    /// The tenant and chat, validated.
+    fn ids(self) -> Result<(TenantId, ChatId), AdminError> {
+        Ok((tenant_id("id", self.id)?, chat_id(self.wa_id)?))
+    }
 }
 
 /// A chat's last messages, both directions, oldest first.
 #[utoipa::path(
     get, path = "/tenants/{id}/conversations/{wa_id}/messages", tag = "conversations",
     params(
-        ("id" = String, Path, description = "tenant id"),
-        ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
+        ConversationPath,
         ("limit" = Option<u32>, Query, description = "how many messages, 1 to 1000 (default 100)"),
     ),
     responses(
@@ -165,10 +177,10 @@ fn conversation_ids((id, wa_id): (String, String)) -> Result<(TenantId, ChatId),
 )]
 pub(super) async fn messages(
     State(state): State<AppState>,
-    ApiPath(ids): ApiPath<(String, String)>,
+    ApiPath(path): ApiPath<ConversationPath>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<MessagesResponse>, AdminError> {
-    let (id, chat) = conversation_ids(ids)?;
+    let (id, chat) = path.ids()?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_MESSAGE_LIMIT,
         Some(text) => text
@@ -195,10 +207,7 @@ pub(super) async fn messages(
 /// Pauses the bot in a chat, for some minutes or until resumed.
 #[utoipa::path(
     post, path = "/tenants/{id}/conversations/{wa_id}/pause", tag = "conversations",
-    params(
-        ("id" = String, Path, description = "tenant id"),
-        ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
-    ),
+    params(ConversationPath),
     request_body = Option<PauseRequest>,
     responses(
         (status = 200, description = "paused", body = PauseState),
@@ -210,10 +219,10 @@ pub(super) async fn messages(
 )]
 pub(super) async fn pause(
     State(state): State<AppState>,
-    ApiPath(ids): ApiPath<(String, String)>,
+    ApiPath(path): ApiPath<ConversationPath>,
     body: Bytes,
 ) -> Result<Json<PauseState>, AdminError> {
-    let (id, chat) = conversation_ids(ids)?;
+    let (id, chat) = path.ids()?;
     // The body is optional, so it is read as bytes: no content type needed when empty.
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         PauseRequest::default()
@@ -225,30 +234,15 @@ pub(super) async fn pause(
         Some(0) => return Err(AdminError::invalid("minutes", "must be at least 1")),
         Some(minutes) => now_ms(&state).saturating_add(i64::from(minutes) * 60_000),
     };
-    state
-        .router
-        .deliver(
-            &id,
-            TenantCommand::SetPaused {
-                chat: chat.clone(),
-                until_ms: Some(until_ms),
-            },
-        )
-        .await?;
+    let paused = set_paused(&state, &id, &chat, Some(until_ms)).await?;
     info!(tenant = %id, chat = %chat, until_ms, "bot paused");
-    Ok(Json(PauseState {
-        chat: chat.to_string(),
-        bot_paused_until_ms: Some(until_ms),
-    }))
+    Ok(paused)
 }
 
 /// Resumes the bot in a chat.
 #[utoipa::path(
     post, path = "/tenants/{id}/conversations/{wa_id}/resume", tag = "conversations",
-    params(
-        ("id" = String, Path, description = "tenant id"),
-        ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
-    ),
+    params(ConversationPath),
     responses(
         (status = 200, description = "resumed", body = PauseState),
         (status = 400, description = "invalid id", body = ErrorBody),
@@ -259,23 +253,30 @@ pub(super) async fn pause(
 )]
 pub(super) async fn resume(
     State(state): State<AppState>,
-    ApiPath(ids): ApiPath<(String, String)>,
+    ApiPath(path): ApiPath<ConversationPath>,
 ) -> Result<Json<PauseState>, AdminError> {
-    let (id, chat) = conversation_ids(ids)?;
-    state
-        .router
-        .deliver(
-            &id,
-            TenantCommand::SetPaused {
-                chat: chat.clone(),
-                until_ms: None,
-            },
-        )
-        .await?;
+    let (id, chat) = path.ids()?;
+    let resumed = set_paused(&state, &id, &chat, None).await?;
     info!(tenant = %id, chat = %chat, "bot resumed");
+    Ok(resumed)
+}
+
+/// Has the tenant pause the bot in `chat` until `until_ms`, or resume it (`None`); the new
+/// state.
+async fn set_paused(
+    state: &AppState,
+    id: &TenantId,
+    chat: &ChatId,
+    until_ms: Option<i64>,
+) -> Result<Json<PauseState>, AdminError> {
+    let command = TenantCommand::SetPaused {
+        chat: chat.clone(),
+        until_ms,
+    };
+    state.router.deliver(id, command).await?;
     Ok(Json(PauseState {
         chat: chat.to_string(),
-        bot_paused_until_ms: None,
+        bot_paused_until_ms: until_ms,
     }))
 }
 
@@ -283,10 +284,7 @@ pub(super) async fn resume(
 /// chat for the takeover period.
 #[utoipa::path(
     post, path = "/tenants/{id}/conversations/{wa_id}/send", tag = "conversations",
-    params(
-        ("id" = String, Path, description = "tenant id"),
-        ("wa_id" = String, Path, description = "the customer's WhatsApp id"),
-    ),
+    params(ConversationPath),
     request_body = SendRequest,
     responses(
         (status = 202, description = "recorded and queued for sending", body = SendAccepted),
@@ -298,10 +296,10 @@ pub(super) async fn resume(
 )]
 pub(super) async fn send(
     State(state): State<AppState>,
-    ApiPath(ids): ApiPath<(String, String)>,
+    ApiPath(path): ApiPath<ConversationPath>,
     ApiJson(request): ApiJson<SendRequest>,
 ) -> Result<(StatusCode, Json<SendAccepted>), AdminError> {
-    let (id, chat) = conversation_ids(ids)?;
+    let (id, chat) = path.ids()?;
     if request.text.trim().is_empty() {
         return Err(AdminError::invalid("text", "must not be empty"));
     }
