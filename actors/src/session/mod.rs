@@ -243,7 +243,12 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::Send(job) => {
-                if state.args.services.sends.knows(job.outbound_id) {
+                if state
+                    .args
+                    .services
+                    .sends
+                    .knows(state.args.epoch, job.outbound_id)
+                {
                     debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send under way or done on this node");
                 } else if !state.owned.insert(job.outbound_id) {
                     debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send already queued");
@@ -388,7 +393,12 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
                 .paced_until
                 .insert(job.chat.clone(), now + PAIR_RATE_GAP);
         }
-        let Some(claim) = state.args.services.sends.begin(job.outbound_id) else {
+        let Some(claim) = state
+            .args
+            .services
+            .sends
+            .begin(state.args.epoch, job.outbound_id)
+        else {
             debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, "send under way or done on this node");
             state.owned.remove(&job.outbound_id);
             continue;

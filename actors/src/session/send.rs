@@ -160,7 +160,7 @@ pub(super) async fn fail(
 ) -> Result<(), ActorProcessingErr> {
     state.owned.remove(&job.outbound_id);
     let services = Arc::clone(&state.args.services);
-    services.sends.finished(job.outbound_id);
+    services.sends.finished(state.args.epoch, job.outbound_id);
     state.failed += 1;
     metrics::counter!("salesboy_sends_total", "outcome" => "failed").increment(1);
     let failure = SendFailure {
