@@ -89,38 +89,22 @@ pub(crate) async fn unsent_replies(
     fetch_messages(db, query).await
 }
 
-/// The chat's last `count` messages, oldest first.
-pub(crate) async fn conversation_messages(
-    db: &Db,
-    tenant: &TenantId,
-    chat: &ChatId,
-    count: u32,
-) -> Result<Vec<StoredMessage>, Failure> {
-    let query = select_messages!(
-        "WHERE m.tenant_id = $1 AND m.chat_id = $2 \
-         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
-    );
-    last_of_chat(db, query, tenant, chat, count).await
-}
+/// For [`last_of_chat`]: the chat's last messages.
+pub(crate) const CHAT_MESSAGES: &str = select_messages!(
+    "WHERE m.tenant_id = $1 AND m.chat_id = $2 \
+     ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+);
 
-/// The chat's last `count` messages with text that the customer saw, oldest first.
-pub(crate) async fn recent_history(
-    db: &Db,
-    tenant: &TenantId,
-    chat: &ChatId,
-    count: u32,
-) -> Result<Vec<StoredMessage>, Failure> {
-    let query = select_messages!(
-        "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.body IS NOT NULL \
-         AND (m.status IS NULL OR m.status <> 'failed') \
-         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
-    );
-    last_of_chat(db, query, tenant, chat, count).await
-}
+/// For [`last_of_chat`]: the chat's last messages with text that the customer saw.
+pub(crate) const CHAT_HISTORY: &str = select_messages!(
+    "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.body IS NOT NULL \
+     AND (m.status IS NULL OR m.status <> 'failed') \
+     ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+);
 
-/// Runs `query`, a `select_messages!` of a chat's last messages (`$1` the tenant, `$2`
-/// the chat, `$3` how many, newest first), and returns them oldest first.
-async fn last_of_chat(
+/// The chat's last `count` messages that `query` ([`CHAT_MESSAGES`] or [`CHAT_HISTORY`])
+/// selects, oldest first.
+pub(crate) async fn last_of_chat(
     db: &Db,
     query: &'static str,
     tenant: &TenantId,
