@@ -3,8 +3,9 @@
 
 use reqwest::StatusCode;
 use salesboy_actors::command::TenantCommand;
-use salesboy_actors::store::{DeliveryStatus, Direction, OutboundOrigin};
-use salesboy_protocol::ChatId;
+use salesboy_actors::store::{DeliveryStatus, Direction, OutboundOrigin, StoredMessage};
+use salesboy_node::config::Config;
+use salesboy_protocol::{ChatId, TenantId};
 use salesboy_testkit::gateway::{ADMIN_TOKEN, APP_SECRET, WAIT};
 use salesboy_testkit::webhooks;
 use salesboy_testkit::{Db, Gateway, eventually};
@@ -16,28 +17,56 @@ const CUSTOMER: &str = "16505551234";
 const HOURS: &str = "Our shop opens at 9am and closes at 6pm, Monday to Saturday.";
 const RETURNS: &str = "Returns are free within 30 days with the receipt.";
 
-async fn offline_reply_answers_from_knowledge(db: Db) {
-    let gateway = Gateway::start(db, |_| {}).await;
+/// A node on `db` (with `tweak`) serving the tenant `acme` on [`PHONE`], whose knowledge
+/// base is one document of `passages`.
+async fn acme(db: Db, tweak: impl FnOnce(&mut Config), passages: &[&str]) -> (Gateway, TenantId) {
+    let gateway = Gateway::start(db, tweak).await;
     let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway
-        .add_knowledge(&tenant, "faq", &[HOURS, RETURNS])
-        .await;
+    gateway.add_knowledge(&tenant, "faq", passages).await;
+    (gateway, tenant)
+}
 
-    let status = gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.q1",
-            "When does the shop open?",
-        ))
-        .await;
+/// Posts `customer`'s `text` (as `wamid`) to [`PHONE`]; the webhook's status.
+async fn ask(gateway: &Gateway, customer: &str, wamid: &str, text: &str) -> StatusCode {
+    gateway
+        .post_webhook(&webhooks::text_message(PHONE, customer, wamid, text))
+        .await
+}
+
+/// How many of `messages` match.
+fn count(messages: &[StoredMessage], matches: impl Fn(&StoredMessage) -> bool) -> usize {
+    messages.iter().filter(|m| matches(m)).count()
+}
+
+/// The chat's outbound message; panics with `what` if there is none.
+fn bot_reply<'m>(messages: &'m [StoredMessage], what: &str) -> &'m StoredMessage {
+    messages
+        .iter()
+        .find(|m| m.direction == Direction::Outbound)
+        .expect(what)
+}
+
+/// Pauses the bot in `chat` until `until_ms`, or resumes it (`None`), through the tenant.
+async fn set_paused(gateway: &Gateway, tenant: &TenantId, chat: &ChatId, until_ms: Option<i64>) {
+    let command = TenantCommand::SetPaused {
+        chat: chat.clone(),
+        until_ms,
+    };
+    gateway
+        .node
+        .node
+        .deliver(tenant, command)
+        .await
+        .expect("the tenant sets the pause");
+}
+
+async fn offline_reply_answers_from_knowledge(db: Db) {
+    let (gateway, tenant) = acme(db, |_| {}, &[HOURS, RETURNS]).await;
+
+    let status = ask(&gateway, CUSTOMER, "wamid.q1", "When does the shop open?").await;
     assert_eq!(status, StatusCode::OK);
 
-    let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    let sent = gateway.wait_for_sent(1, "a reply").await;
     assert_eq!(sent[0].to, CUSTOMER);
     assert!(
         sent[0].body.contains("9am"),
@@ -71,10 +100,7 @@ async fn offline_reply_answers_from_knowledge(db: Db) {
         );
     }
     let messages = gateway.settled(&tenant, CUSTOMER).await;
-    let reply = messages
-        .iter()
-        .find(|m| m.direction == Direction::Outbound)
-        .expect("reply");
+    let reply = bot_reply(&messages, "reply");
     assert_eq!(reply.status, Some(DeliveryStatus::Delivered));
     gateway.node.stop().await;
 }
@@ -90,34 +116,16 @@ async fn offline_reply_answers_from_knowledge_on_postgres() {
 }
 
 async fn retried_deliveries_get_one_reply(db: Db) {
-    let gateway = Gateway::start(db, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[RETURNS]).await;
+    let (gateway, tenant) = acme(db, |_| {}, &[RETURNS]).await;
 
     let body = webhooks::text_message(PHONE, CUSTOMER, "wamid.retry", "Can I return shoes?");
     for _ in 0..3 {
         assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
     }
-    gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    gateway.wait_for_sent(1, "a reply").await;
     let messages = gateway.settled(&tenant, CUSTOMER).await;
-    assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m.direction == Direction::Inbound)
-            .count(),
-        1
-    );
-    assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m.direction == Direction::Outbound)
-            .count(),
-        1
-    );
+    assert_eq!(count(&messages, |m| m.direction == Direction::Inbound), 1);
+    assert_eq!(count(&messages, |m| m.direction == Direction::Outbound), 1);
     assert_eq!(gateway.whatsapp.sent_count(), 1);
     gateway.node.stop().await;
 }
@@ -135,9 +143,7 @@ async fn retried_deliveries_get_one_reply_on_postgres() {
 #[tokio::test]
 async fn a_burst_of_messages_gets_one_reply() {
     // The three posts take far less than the debounce, so they form one batch.
-    let gateway = Gateway::start(Db::Sqlite, |c| c.debounce_ms = 1_000).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let (gateway, tenant) = acme(Db::Sqlite, |c| c.debounce_ms = 1_000, &[HOURS]).await;
 
     for (i, text) in ["hi", "I have a question", "when do you open?"]
         .iter()
@@ -146,27 +152,11 @@ async fn a_burst_of_messages_gets_one_reply() {
         let body = webhooks::text_message(PHONE, CUSTOMER, &format!("wamid.burst{i}"), text);
         assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
     }
-    let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    let sent = gateway.wait_for_sent(1, "a reply").await;
     assert!(sent[0].body.contains("9am"), "{:?}", sent[0].body);
     let messages = gateway.settled(&tenant, CUSTOMER).await;
-    assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m.direction == Direction::Inbound)
-            .count(),
-        3
-    );
-    assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m.direction == Direction::Outbound)
-            .count(),
-        1
-    );
+    assert_eq!(count(&messages, |m| m.direction == Direction::Inbound), 3);
+    assert_eq!(count(&messages, |m| m.direction == Direction::Outbound), 1);
     assert_eq!(gateway.whatsapp.sent_count(), 1);
     gateway.node.stop().await;
 }
@@ -179,19 +169,8 @@ async fn openai_compatible_provider_writes_the_reply_from_knowledge() {
     let tenant = gateway.add_tenant("acme", PHONE, Some(providers)).await;
     gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
 
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.ai1",
-            "When do you open?",
-        ))
-        .await;
-    let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    ask(&gateway, CUSTOMER, "wamid.ai1", "When do you open?").await;
+    let sent = gateway.wait_for_sent(1, "a reply").await;
     assert!(
         sent[0].body.contains("[fake-llm]"),
         "written by the llm: {:?}",
@@ -233,19 +212,8 @@ async fn gemini_rate_limited_falls_through_to_openai() {
     let tenant = gateway.add_tenant("acme", PHONE, Some(providers)).await;
     gateway.add_knowledge(&tenant, "faq", &[RETURNS]).await;
 
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.fall1",
-            "Can I return them?",
-        ))
-        .await;
-    let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    ask(&gateway, CUSTOMER, "wamid.fall1", "Can I return them?").await;
+    let sent = gateway.wait_for_sent(1, "a reply").await;
     assert!(sent[0].body.contains("[fake-llm]"), "{:?}", sent[0].body);
     assert_eq!(
         gemini.received_requests().await.map(|r| r.len()),
@@ -257,31 +225,11 @@ async fn gemini_rate_limited_falls_through_to_openai() {
 
 #[tokio::test]
 async fn paused_chat_gets_no_bot_reply_until_resumed() {
-    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
     let chat = ChatId::new(CUSTOMER).expect("chat");
 
-    gateway
-        .node
-        .node
-        .deliver(
-            &tenant,
-            TenantCommand::SetPaused {
-                chat: chat.clone(),
-                until_ms: Some(i64::MAX),
-            },
-        )
-        .await
-        .expect("pause");
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.p1",
-            "When do you open?",
-        ))
-        .await;
+    set_paused(&gateway, &tenant, &chat, Some(i64::MAX)).await;
+    ask(&gateway, CUSTOMER, "wamid.p1", "When do you open?").await;
     let messages = gateway.settled(&tenant, CUSTOMER).await;
     assert_eq!(
         messages.len(),
@@ -297,40 +245,16 @@ async fn paused_chat_gets_no_bot_reply_until_resumed() {
     assert_eq!(snapshot.dismissed, 1);
     assert_eq!(gateway.whatsapp.sent_count(), 0);
 
-    gateway
-        .node
-        .node
-        .deliver(
-            &tenant,
-            TenantCommand::SetPaused {
-                chat,
-                until_ms: None,
-            },
-        )
-        .await
-        .expect("resume");
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.p2",
-            "Hello? When do you open?",
-        ))
-        .await;
-    let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply after resuming");
+    set_paused(&gateway, &tenant, &chat, None).await;
+    ask(&gateway, CUSTOMER, "wamid.p2", "Hello? When do you open?").await;
+    let sent = gateway.wait_for_sent(1, "a reply after resuming").await;
     assert!(sent[0].body.contains("9am"));
     gateway.node.stop().await;
 }
 
 #[tokio::test]
 async fn an_echo_from_the_owner_silences_the_bot_in_that_chat() {
-    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
 
     assert_eq!(
         gateway
@@ -349,27 +273,14 @@ async fn an_echo_from_the_owner_silences_the_bot_in_that_chat() {
         conversation.bot_paused_until_ms.map(|_| ())
     })
     .await;
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.e2",
-            "When do you open?",
-        ))
-        .await;
+    ask(&gateway, CUSTOMER, "wamid.e2", "When do you open?").await;
     let messages = gateway.settled(&tenant, CUSTOMER).await;
     assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m.origin == Some(OutboundOrigin::Echo))
-            .count(),
+        count(&messages, |m| m.origin == Some(OutboundOrigin::Echo)),
         1
     );
     assert_eq!(
-        messages
-            .iter()
-            .filter(|m| m.origin == Some(OutboundOrigin::Bot))
-            .count(),
+        count(&messages, |m| m.origin == Some(OutboundOrigin::Bot)),
         0
     );
     assert_eq!(gateway.whatsapp.sent_count(), 0);
@@ -378,9 +289,7 @@ async fn an_echo_from_the_owner_silences_the_bot_in_that_chat() {
 
 #[tokio::test]
 async fn bad_input_is_refused_or_acknowledged_without_losing_good_messages() {
-    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
     let good = webhooks::text_message(PHONE, CUSTOMER, "wamid.good", "When do you open?");
     let raw = good.to_string().into_bytes();
 
@@ -422,10 +331,8 @@ async fn bad_input_is_refused_or_acknowledged_without_losing_good_messages() {
     ]);
     assert_eq!(gateway.post_webhook(&mixed).await, StatusCode::OK);
     let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("the good message is answered");
+        .wait_for_sent(1, "the good message is answered")
+        .await;
     assert_eq!(sent[0].to, CUSTOMER);
     gateway.settled(&tenant, "16505550000").await;
     gateway.settled(&tenant, CUSTOMER).await;
@@ -466,29 +373,11 @@ async fn handshake_echoes_the_challenge_only_with_the_right_token() {
 
 #[tokio::test]
 async fn health_and_metrics_describe_the_node() {
-    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE, CUSTOMER, "wamid.h1", "open?",
-        ))
-        .await;
-    gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    let (gateway, _) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
+    ask(&gateway, CUSTOMER, "wamid.h1", "open?").await;
+    gateway.wait_for_sent(1, "a reply").await;
 
-    let health: serde_json::Value = gateway
-        .http
-        .get(format!("{}/health", gateway.base))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = gateway.health().await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["database"], "ok");
     assert_eq!(health["tenants"], 1);
@@ -523,16 +412,8 @@ async fn capacity_refuses_new_tenants_but_keeps_existing_ones() {
     gateway.add_knowledge(&first, "faq", &[HOURS]).await;
     gateway.add_knowledge(&second, "faq", &[HOURS]).await;
 
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE, CUSTOMER, "wamid.c1", "open?",
-        ))
-        .await;
-    gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("first tenant answered");
+    ask(&gateway, CUSTOMER, "wamid.c1", "open?").await;
+    gateway.wait_for_sent(1, "first tenant answered").await;
     let refused = gateway.node.node.activate(&second).await.unwrap_err();
     assert!(refused.to_string().contains("capacity"), "{refused}");
 
@@ -548,19 +429,8 @@ async fn capacity_refuses_new_tenants_but_keeps_existing_ones() {
             .await,
         StatusCode::OK
     );
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            "16505559999",
-            "wamid.c3",
-            "open?",
-        ))
-        .await;
-    gateway
-        .whatsapp
-        .wait_for_sent(2, WAIT)
-        .await
-        .expect("first tenant still answers");
+    ask(&gateway, "16505559999", "wamid.c3", "open?").await;
+    gateway.wait_for_sent(2, "first tenant still answers").await;
     let alerts = gateway.store().recent_events(10).await.expect("events");
     assert!(
         alerts.iter().any(|e| e.kind == "node_at_capacity"),
@@ -572,9 +442,7 @@ async fn capacity_refuses_new_tenants_but_keeps_existing_ones() {
 #[tokio::test]
 async fn webhooks_are_refused_while_no_app_secret_is_configured() {
     let gateway = Gateway::start(Db::Sqlite, |c| c.whatsapp_app_secret = None).await;
-    let status = gateway
-        .post_webhook(&webhooks::text_message(PHONE, CUSTOMER, "wamid.x", "hi"))
-        .await;
+    let status = ask(&gateway, CUSTOMER, "wamid.x", "hi").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     gateway.node.stop().await;
 }
@@ -582,9 +450,7 @@ async fn webhooks_are_refused_while_no_app_secret_is_configured() {
 #[tokio::test]
 async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     let llm = FakeLlm::start(FakeLlmOptions::default()).await;
-    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
     gateway
         .whatsapp
         .set_options(salesboy_testkit::FakeWhatsAppOptions {
@@ -593,19 +459,9 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
         });
     let mut events = gateway.node.events.subscribe();
 
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.auth1",
-            "open?",
-        ))
-        .await;
+    ask(&gateway, CUSTOMER, "wamid.auth1", "open?").await;
     let messages = gateway.settled(&tenant, CUSTOMER).await;
-    let reply = messages
-        .iter()
-        .find(|m| m.direction == Direction::Outbound)
-        .expect("reply recorded");
+    let reply = bot_reply(&messages, "reply recorded");
     assert_eq!(reply.status, Some(DeliveryStatus::Failed));
     assert_eq!(
         reply.failure.as_ref().map(|f| f.title.as_str()),
@@ -642,19 +498,8 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
         .expect("admin request");
     assert_eq!(response.status(), StatusCode::OK);
 
-    gateway
-        .post_webhook(&webhooks::text_message(
-            PHONE,
-            CUSTOMER,
-            "wamid.auth2",
-            "when do you open?",
-        ))
-        .await;
-    let sent = gateway
-        .whatsapp
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("sent with the new token");
+    ask(&gateway, CUSTOMER, "wamid.auth2", "when do you open?").await;
+    let sent = gateway.wait_for_sent(1, "sent with the new token").await;
     assert_eq!(sent[0].token, "token-fixed");
     assert!(
         sent[0].body.contains("[fake-llm]"),
@@ -667,9 +512,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
 #[tokio::test]
 async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() {
     use salesboy_testkit::{FakeOperation, FakeWhatsAppOptions};
-    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let tenant = gateway.add_tenant("acme", PHONE, None).await;
-    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
 
     for (options, code) in [
         (
@@ -694,14 +537,13 @@ async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() 
         } else {
             "16505550102"
         };
-        gateway
-            .post_webhook(&webhooks::text_message(
-                PHONE,
-                customer,
-                &format!("wamid.retry.{customer}"),
-                "open?",
-            ))
-            .await;
+        ask(
+            &gateway,
+            customer,
+            &format!("wamid.retry.{customer}"),
+            "open?",
+        )
+        .await;
         // Meta refuses the first attempt...
         eventually(WAIT, || async {
             let refused = gateway.whatsapp.failed_attempts().into_iter().any(|a| {
@@ -713,17 +555,10 @@ async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() 
         .await;
         // ...then accepts: the reply goes out once, after a backoff.
         gateway.whatsapp.set_options(FakeWhatsAppOptions::default());
-        let sent = gateway
-            .whatsapp
-            .wait_for_sent(1, WAIT)
-            .await
-            .expect("retried and sent");
+        let sent = gateway.wait_for_sent(1, "retried and sent").await;
         assert_eq!(sent[0].to, customer);
         let messages = gateway.settled(&tenant, customer).await;
-        let reply = messages
-            .iter()
-            .find(|m| m.direction == Direction::Outbound)
-            .expect("reply");
+        let reply = bot_reply(&messages, "reply");
         assert_eq!(reply.status, Some(DeliveryStatus::Sent));
         assert_eq!(gateway.whatsapp.sent_count(), 1);
     }

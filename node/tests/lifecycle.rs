@@ -9,27 +9,14 @@ use salesboy_node::config::Config;
 use salesboy_node::run;
 use salesboy_testkit::{Db, Gateway, NatsServer};
 use secrecy::SecretString;
-use serde_json::Value;
 
 /// How long a test waits for something that should happen.
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn health(gateway: &Gateway) -> Value {
-    gateway
-        .http
-        .get(format!("{}/health", gateway.base))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json")
-}
-
 #[tokio::test]
 async fn a_single_node_reports_that_it_runs_no_bus() {
     let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    let health = health(&gateway).await;
+    let health = gateway.health().await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["bus"], "none");
     gateway.node.stop().await;
@@ -42,7 +29,7 @@ async fn a_cluster_node_reports_the_bus_it_runs_on() {
         c.failure_timeout_ms = 2_000;
     })
     .await;
-    let health = health(&gateway).await;
+    let health = gateway.health().await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["bus"], "in-process");
     gateway.node.stop().await;
@@ -51,7 +38,7 @@ async fn a_cluster_node_reports_the_bus_it_runs_on() {
 #[tokio::test]
 async fn a_stopped_node_leaves_no_task_running() {
     let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
-    assert_eq!(health(&gateway).await["status"], "ok");
+    assert_eq!(gateway.health().await["status"], "ok");
     let tasks = gateway.node.tasks().clone();
     let address = gateway.node.http_addr;
     assert!(!tasks.is_empty(), "a running node has background tasks");

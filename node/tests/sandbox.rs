@@ -53,6 +53,47 @@ async fn read_exactly(stream: &mut TcpStream, len: usize, timeout: Duration) -> 
     }
 }
 
+/// A proxy in front of an echo server, and a connection through it that works.
+async fn proxy_with_open_connection() -> (TcpProxy, TcpStream) {
+    let proxy = TcpProxy::start(echo_server().await).await.expect("proxy");
+    let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
+    assert_eq!(round_trip(&mut open, b"before").await, b"before");
+    (proxy, open)
+}
+
+/// A node's `/health`, at `http_base`.
+async fn health(sandbox: &ClusterSandbox, http_base: &str) -> Health {
+    sandbox
+        .http()
+        .get(format!("{http_base}/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health body")
+}
+
+/// Posts `customer`'s "Do you ship abroad?" (as `wamid`) to `number` through node 0, and
+/// waits for the first text the fake Cloud API receives.
+async fn ask_node_0(
+    sandbox: &ClusterSandbox,
+    number: &str,
+    customer: &str,
+    wamid: &str,
+) -> Vec<salesboy_testkit::SentMessage> {
+    let body = webhooks::text_message(number, customer, wamid, "Do you ship abroad?");
+    assert_eq!(
+        sandbox.post_webhook(0, &body).await.expect("post"),
+        reqwest::StatusCode::OK
+    );
+    sandbox
+        .whatsapp()
+        .wait_for_sent(1, WAIT)
+        .await
+        .expect("a reply")
+}
+
 /// Whether the peer closed `stream` (a read gives 0 bytes or an error) within [`WAIT`].
 async fn closed_by_peer(stream: &mut TcpStream) -> bool {
     let mut byte = [0_u8; 1];
@@ -99,9 +140,7 @@ async fn the_proxy_forwards_both_ways_and_counts_connections() {
 
 #[tokio::test]
 async fn a_cut_resets_open_connections_and_new_ones_until_restored() {
-    let proxy = TcpProxy::start(echo_server().await).await.expect("proxy");
-    let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
-    assert_eq!(round_trip(&mut open, b"before").await, b"before");
+    let (proxy, mut open) = proxy_with_open_connection().await;
 
     proxy.cut();
     assert_eq!(proxy.mode(), ProxyMode::Cut);
@@ -128,9 +167,7 @@ async fn a_cut_resets_open_connections_and_new_ones_until_restored() {
 
 #[tokio::test]
 async fn a_blackhole_holds_connections_silently_and_a_restore_resumes_them() {
-    let proxy = TcpProxy::start(echo_server().await).await.expect("proxy");
-    let mut open = TcpStream::connect(proxy.addr()).await.expect("connect");
-    assert_eq!(round_trip(&mut open, b"before").await, b"before");
+    let (proxy, mut open) = proxy_with_open_connection().await;
 
     proxy.blackhole();
     assert_eq!(proxy.mode(), ProxyMode::Blackholed);
@@ -224,33 +261,36 @@ async fn a_nats_client_through_the_proxy_stalls_while_blackholed_and_recovers() 
 #[tokio::test]
 async fn the_builder_refuses_what_it_cannot_honour_before_starting_anything() {
     let binary = env!("CARGO_BIN_EXE_salesboy");
-    let error = ClusterSandbox::builder()
-        .nodes(2)
-        .database(Db::Sqlite)
-        .binary(binary)
-        .start()
-        .await
-        .expect_err("two nodes cannot share sqlite");
-    assert!(error.contains("sqlite sandbox has one node"), "{error}");
-    let error = ClusterSandbox::builder()
-        .binary(binary)
-        .env("SALESBOY_TEST_POSTGRES_URL", "postgres://elsewhere")
-        .start()
-        .await
-        .expect_err("test variables never reach a node");
-    assert!(error.contains("SALESBOY_TEST_POSTGRES_URL"), "{error}");
-    let error = ClusterSandbox::builder()
-        .binary(binary)
-        .env("SALESBOY_NODE_ID", "mine")
-        .start()
-        .await
-        .expect_err("the sandbox names its nodes");
-    assert!(error.contains("set by the sandbox"), "{error}");
-    let error = ClusterSandbox::builder()
-        .start()
-        .await
-        .expect_err("no binary");
-    assert!(error.contains("no salesboy binary"), "{error}");
+    // (the builder, why it must refuse, what the refusal says)
+    let refused = [
+        (
+            ClusterSandbox::builder()
+                .nodes(2)
+                .database(Db::Sqlite)
+                .binary(binary),
+            "two nodes cannot share sqlite",
+            "sqlite sandbox has one node",
+        ),
+        (
+            ClusterSandbox::builder()
+                .binary(binary)
+                .env("SALESBOY_TEST_POSTGRES_URL", "postgres://elsewhere"),
+            "test variables never reach a node",
+            "SALESBOY_TEST_POSTGRES_URL",
+        ),
+        (
+            ClusterSandbox::builder()
+                .binary(binary)
+                .env("SALESBOY_NODE_ID", "mine"),
+            "the sandbox names its nodes",
+            "set by the sandbox",
+        ),
+        (ClusterSandbox::builder(), "no binary", "no salesboy binary"),
+    ];
+    for (builder, why, says) in refused {
+        let error = builder.start().await.expect_err(why);
+        assert!(error.contains(says), "{error}");
+    }
 }
 
 #[tokio::test]
@@ -269,15 +309,7 @@ async fn two_nodes_share_the_database_and_a_webhook_gets_exactly_one_reply() {
         assert_eq!(node.index, i);
         assert_eq!(node.id, format!("node-{i}"));
         assert!(node.alive && node.pid.is_some(), "{node:?}");
-        let health: Health = sandbox
-            .http()
-            .get(format!("{}/health", node.http_base))
-            .send()
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("health body");
+        let health = health(&sandbox, &node.http_base).await;
         assert_eq!(health.node_id, node.id);
         assert_eq!(health.database, "ok");
     }
@@ -318,21 +350,7 @@ async fn two_nodes_share_the_database_and_a_webhook_gets_exactly_one_reply() {
     assert_eq!(more[0].0.as_str(), "seed-00050", "numbering continues");
 
     let customer = "16505550100";
-    let body = webhooks::text_message(
-        number.as_str(),
-        customer,
-        "wamid.sandbox.1",
-        "Do you ship abroad?",
-    );
-    assert_eq!(
-        sandbox.post_webhook(0, &body).await.expect("post"),
-        reqwest::StatusCode::OK
-    );
-    let sent = sandbox
-        .whatsapp()
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    let sent = ask_node_0(&sandbox, number.as_str(), customer, "wamid.sandbox.1").await;
     // Settled: the message is answered and the reply sent, so no second reply can follow.
     let chat = ChatId::new(customer).expect("chat");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -407,15 +425,7 @@ async fn nodes_die_on_sigkill_come_back_on_restart_and_exit_cleanly_on_sigterm()
     assert!(restarted.alive);
     assert_ne!(restarted.pid, Some(old_pid));
     assert_eq!(restarted.http_base, before[1].http_base, "same port");
-    let health: Health = sandbox
-        .http()
-        .get(format!("{}/health", restarted.http_base))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("health body");
+    let health = health(&sandbox, &restarted.http_base).await;
     assert_eq!(health.node_id, "node-1", "same id");
     let log = std::fs::read_to_string(sandbox.log_path(1).expect("log")).expect("read log");
     assert!(log.contains("--- sandbox: start 1 of node-1 ---"), "{log}");
@@ -462,21 +472,8 @@ async fn a_single_node_on_sqlite_answers_seeded_tenants() {
         .await
         .expect("search");
     assert_eq!(hits.len(), 1, "the sqlite full-text index has the passage");
-    let body = webhooks::text_message(
-        tenants[2].1.as_str(),
-        "16505550111",
-        "wamid.sandbox.sqlite",
-        "Do you ship abroad?",
-    );
-    assert_eq!(
-        sandbox.post_webhook(0, &body).await.expect("post"),
-        reqwest::StatusCode::OK
-    );
-    let sent = sandbox
-        .whatsapp()
-        .wait_for_sent(1, WAIT)
-        .await
-        .expect("a reply");
+    let number = tenants[2].1.as_str();
+    let sent = ask_node_0(&sandbox, number, "16505550111", "wamid.sandbox.sqlite").await;
     assert_eq!(sent[0].phone_number_id, tenants[2].1.as_str());
     assert!(sent[0].body.contains(PASSAGE), "{}", sent[0].body);
 }

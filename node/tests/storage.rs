@@ -243,6 +243,15 @@ async fn message(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: i64) -
         .unwrap_or_else(|| panic!("message {id} not found"))
 }
 
+/// How many messages the chat holds, counting up to `limit`.
+async fn chat_size(store: &dyn Store, tenant: &TenantId, chat: &ChatId, limit: u32) -> usize {
+    store
+        .conversation_messages(tenant, chat, limit)
+        .await
+        .expect("conversation messages")
+        .len()
+}
+
 fn ids(messages: &[StoredMessage]) -> Vec<i64> {
     messages.iter().map(|message| message.id).collect()
 }
@@ -457,14 +466,7 @@ async fn concurrent_duplicate_deliveries_insert_once(store: Arc<dyn Store>) {
     assert_eq!(inserted.len(), 1, "{outcomes:?}");
     let id = inserted[0].id();
     assert!(outcomes.iter().all(|o| o.id() == id), "{outcomes:?}");
-    assert_eq!(
-        store
-            .conversation_messages(&acme, &chat, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(chat_size(&*store, &acme, &chat, 10).await, 1);
 }
 
 async fn inbound_bumps_the_conversation(store: Arc<dyn Store>) {
@@ -496,36 +498,19 @@ async fn statuses_only_move_forward(store: Arc<dyn Store>) {
         let update = status(&acme, "wamid.out", s, at);
         async move { store.update_status(&update).await.unwrap() }
     };
-    assert_eq!(
-        apply(DeliveryStatus::Sent, T0 + 3).await,
-        StatusOutcome::Ignored
-    );
-    assert_eq!(
-        apply(DeliveryStatus::Delivered, T0 + 4).await,
-        StatusOutcome::Advanced
-    );
-    assert_eq!(
-        apply(DeliveryStatus::Read, T0 + 5).await,
-        StatusOutcome::Advanced
-    );
-    // webhooks out of order: delivered and sent after read are regressions
-    assert_eq!(
-        apply(DeliveryStatus::Delivered, T0 + 6).await,
-        StatusOutcome::Ignored
-    );
-    assert_eq!(
-        apply(DeliveryStatus::Sent, T0 + 7).await,
-        StatusOutcome::Ignored
-    );
-    assert_eq!(
-        apply(DeliveryStatus::Pending, T0 + 8).await,
-        StatusOutcome::Ignored
-    );
-    // a read message cannot fail any more
-    assert_eq!(
-        apply(DeliveryStatus::Failed, T0 + 9).await,
-        StatusOutcome::Ignored
-    );
+    for (update, at, outcome) in [
+        (DeliveryStatus::Sent, T0 + 3, StatusOutcome::Ignored),
+        (DeliveryStatus::Delivered, T0 + 4, StatusOutcome::Advanced),
+        (DeliveryStatus::Read, T0 + 5, StatusOutcome::Advanced),
+        // webhooks out of order: delivered and sent after read are regressions
+        (DeliveryStatus::Delivered, T0 + 6, StatusOutcome::Ignored),
+        (DeliveryStatus::Sent, T0 + 7, StatusOutcome::Ignored),
+        (DeliveryStatus::Pending, T0 + 8, StatusOutcome::Ignored),
+        // a read message cannot fail any more
+        (DeliveryStatus::Failed, T0 + 9, StatusOutcome::Ignored),
+    ] {
+        assert_eq!(apply(update, at).await, outcome, "{update:?} at {at}");
+    }
 
     let read = message(&*store, &acme, &chat, reply_id).await;
     assert_eq!(read.status, Some(DeliveryStatus::Read));
@@ -668,14 +653,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
     assert_eq!(ids(&unsent), [pending]);
     assert_eq!(unsent[0].status, Some(DeliveryStatus::Pending));
     assert_eq!(unsent[0].wamid, None);
-    assert_eq!(
-        store
-            .conversation_messages(&acme, &chat, 100)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(chat_size(&*store, &acme, &chat, 100).await, 3);
 
     // the new owner's writes go through
     store
@@ -764,14 +742,7 @@ async fn a_reply_answers_each_inbound_once(store: Arc<dyn Store>) {
         Some(format!("answer to {:?}", [first, second, first]).as_str())
     );
     assert_eq!(stored.created_ms, T0 + 2);
-    assert_eq!(
-        store
-            .conversation_messages(&acme, &chat, 100)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(chat_size(&*store, &acme, &chat, 100).await, 4);
 }
 
 async fn concurrent_replies_to_one_message_record_one(store: Arc<dyn Store>) {

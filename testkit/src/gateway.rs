@@ -152,6 +152,27 @@ impl Gateway {
         request.send().await.expect("webhook request").status()
     }
 
+    /// Waits (up to [`WAIT`]) until the fake Cloud API has received `count` texts; panics
+    /// with `what` if it does not.
+    pub async fn wait_for_sent(&self, count: usize, what: &str) -> Vec<crate::SentMessage> {
+        self.whatsapp
+            .wait_for_sent(count, WAIT)
+            .await
+            .unwrap_or_else(|error| panic!("{what}: {error}"))
+    }
+
+    /// The node's `/health`, as JSON.
+    pub async fn health(&self) -> Value {
+        self.http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Waits until every inbound message of the chat is handled (answered and sent, or
     /// dismissed) and no outbound message is pending; returns the chat's messages.
     pub async fn settled(

@@ -195,10 +195,9 @@ impl MessageStore for SqlStore {
         chat: &ChatId,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.run(messages::conversation_messages(
-            &self.db, tenant, chat, limit,
-        ))
-        .await
+        let query = messages::CHAT_MESSAGES;
+        self.run(messages::last_of_chat(&self.db, query, tenant, chat, limit))
+            .await
     }
 
     async fn recent_history(
@@ -207,7 +206,8 @@ impl MessageStore for SqlStore {
         chat: &ChatId,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.run(messages::recent_history(&self.db, tenant, chat, limit))
+        let query = messages::CHAT_HISTORY;
+        self.run(messages::last_of_chat(&self.db, query, tenant, chat, limit))
             .await
     }
 

@@ -456,6 +456,21 @@ impl Scenario {
     }
 }
 
+/// A scenario for tests: `body` (every section but `[cost]`), then a `[cost]` section.
+#[cfg(test)]
+pub(crate) fn test_scenario(body: &str) -> anyhow::Result<Scenario> {
+    const COST: &str = r#"
+        [cost]
+        vps_monthly_usd = 24
+        vps_memory_gib = 4
+        vps_cores = 2
+        database_monthly_usd = 25
+        nats_monthly_usd = 0
+        messages_per_tenant_month = 50
+    "#;
+    Scenario::parse(&format!("{body}{COST}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,18 +493,11 @@ mod tests {
         at_secs = 3
         action = "llm"
         rate_limit_rate = 0.5
-        [cost]
-        vps_monthly_usd = 24
-        vps_memory_gib = 4
-        vps_cores = 2
-        database_monthly_usd = 25
-        nats_monthly_usd = 0
-        messages_per_tenant_month = 50
     "#;
 
     #[test]
     fn parses_faults_and_defaults() {
-        let scenario = Scenario::parse(MINIMAL).expect("parses");
+        let scenario = test_scenario(MINIMAL).expect("parses");
         assert_eq!(scenario.faults[0].action, FaultAction::Kill { node: 1 });
         let FaultAction::Llm(llm) = &scenario.faults[1].action else {
             panic!("an llm fault: {:?}", scenario.faults[1]);
@@ -503,9 +511,9 @@ mod tests {
     #[test]
     fn refuses_unknown_keys_and_missing_nodes() {
         let unknown = MINIMAL.replace("rate = 10", "rate = 10\nrat = 3");
-        assert!(Scenario::parse(&unknown).is_err());
+        assert!(test_scenario(&unknown).is_err());
         let missing = MINIMAL.replace("node = 1", "node = 2");
-        let error = format!("{:#}", Scenario::parse(&missing).expect_err("no node 2"));
+        let error = format!("{:#}", test_scenario(&missing).expect_err("no node 2"));
         assert!(error.contains("no node 2"), "{error}");
     }
 }

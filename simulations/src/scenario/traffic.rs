@@ -167,10 +167,10 @@ fn pick(rng: &mut SplitMix64, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::spec::StormSpec;
+    use crate::scenario::spec::{StormSpec, test_scenario};
 
     fn scenario() -> Scenario {
-        Scenario::parse(
+        test_scenario(
             r#"
             name = "t"
             duration_secs = 100
@@ -183,13 +183,6 @@ mod tests {
             rate = 20
             burst_share = 0.5
             burst_messages = 4
-            [cost]
-            vps_monthly_usd = 24
-            vps_memory_gib = 4
-            vps_cores = 2
-            database_monthly_usd = 25
-            nats_monthly_usd = 0
-            messages_per_tenant_month = 50
             "#,
         )
         .expect("parses")

@@ -11,8 +11,8 @@ mod reads;
 mod status;
 
 pub(crate) use reads::{
-    chat_log, conversation_messages, recent_history, tenants_with_pending_work, unanswered_inbound,
-    unanswered_inbound_in_chat, unsent_replies,
+    CHAT_HISTORY, CHAT_MESSAGES, chat_log, last_of_chat, tenants_with_pending_work,
+    unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
 };
 pub(crate) use status::update_status;
 
@@ -21,7 +21,9 @@ use salesboy_actors::store::{
     ReplyOutcome, SendFailure, StoreError,
 };
 use salesboy_protocol::{ChatId, TenantId, Wamid};
-use sqlx::AnyConnection;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
 
 use super::Db;
 use super::decode::{get, id};
@@ -232,24 +234,15 @@ pub(crate) async fn mark_reply_sent(
     at_ms: i64,
     epoch: u64,
 ) -> Result<(), Failure> {
-    let mut tx = db.begin().await?;
-    fence(db, &mut tx, tenant, epoch).await?;
-    let updated = sqlx::query(
+    let update = sqlx::query(
         "UPDATE messages SET wamid = $3, status = 'sent', status_ms = $4 \
          WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending'",
     )
     .bind(outbound_id)
     .bind(tenant.as_str())
     .bind(wamid.as_str())
-    .bind(at_ms)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        ensure_outbound_exists(&mut tx, tenant, outbound_id).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    .bind(at_ms);
+    update_pending_reply(db, tenant, outbound_id, epoch, update).await
 }
 
 /// Records that sending a pending outbound message failed. Fenced.
@@ -261,9 +254,7 @@ pub(crate) async fn mark_reply_failed(
     at_ms: i64,
     epoch: u64,
 ) -> Result<(), Failure> {
-    let mut tx = db.begin().await?;
-    fence(db, &mut tx, tenant, epoch).await?;
-    let updated = sqlx::query(
+    let update = sqlx::query(
         "UPDATE messages SET status = 'failed', status_ms = $3, error_code = $4, \
          error_title = $5 \
          WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending'",
@@ -272,10 +263,23 @@ pub(crate) async fn mark_reply_failed(
     .bind(tenant.as_str())
     .bind(at_ms)
     .bind(failure.code)
-    .bind(failure.title.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .bind(failure.title.as_str());
+    update_pending_reply(db, tenant, outbound_id, epoch, update).await
+}
+
+/// Runs `update` on the outbound message `outbound_id` of `tenant` in one fenced transaction.
+/// `update` changes the message only while it is pending: one no longer pending is left as
+/// it is, and [`StoreError::NotFound`] says there is no such outbound message.
+async fn update_pending_reply<'q>(
+    db: &Db,
+    tenant: &TenantId,
+    outbound_id: i64,
+    epoch: u64,
+    update: Query<'q, Any, AnyArguments>,
+) -> Result<(), Failure> {
+    let mut tx = db.begin().await?;
+    fence(db, &mut tx, tenant, epoch).await?;
+    let updated = update.execute(&mut *tx).await?.rows_affected();
     if updated == 0 {
         ensure_outbound_exists(&mut tx, tenant, outbound_id).await?;
     }

@@ -5,7 +5,9 @@ use salesboy_actors::store::{
     DeliveryStatus, Direction, OutboundOrigin, SendFailure, StoredMessage,
 };
 use salesboy_protocol::{ChatId, TenantId};
-use sqlx::any::AnyRow;
+use sqlx::Any;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 
 use super::super::Db;
 use super::super::decode::{get, id, limit, named, optional_id, optional_named};
@@ -29,16 +31,14 @@ pub(crate) async fn unanswered_inbound(
     tenant: &TenantId,
     since_ms: i64,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = sqlx::query(select_messages!(
+    let query = sqlx::query(select_messages!(
         "WHERE m.tenant_id = $1 AND m.direction = 'inbound' AND m.created_ms >= $2 \
          AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
          ORDER BY m.created_ms, m.id"
     ))
     .bind(tenant.as_str())
-    .bind(since_ms)
-    .fetch_all(&db.pool)
-    .await?;
-    messages_from_rows(&rows)
+    .bind(since_ms);
+    fetch_messages(db, query).await
 }
 
 /// One chat's inbound messages with no reply link, oldest first.
@@ -47,16 +47,14 @@ pub(crate) async fn unanswered_inbound_in_chat(
     tenant: &TenantId,
     chat: &ChatId,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = sqlx::query(select_messages!(
+    let query = sqlx::query(select_messages!(
         "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.direction = 'inbound' \
          AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
          ORDER BY m.created_ms, m.id"
     ))
     .bind(tenant.as_str())
-    .bind(chat.as_str())
-    .fetch_all(&db.pool)
-    .await?;
-    messages_from_rows(&rows)
+    .bind(chat.as_str());
+    fetch_messages(db, query).await
 }
 
 /// Tenants with an unanswered inbound message received in `[since_ms, before_ms)` or a
@@ -84,52 +82,51 @@ pub(crate) async fn unsent_replies(
     db: &Db,
     tenant: &TenantId,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = sqlx::query(select_messages!(
+    let query = sqlx::query(select_messages!(
         "WHERE m.tenant_id = $1 AND m.status = 'pending' ORDER BY m.created_ms, m.id"
     ))
-    .bind(tenant.as_str())
-    .fetch_all(&db.pool)
-    .await?;
-    messages_from_rows(&rows)
+    .bind(tenant.as_str());
+    fetch_messages(db, query).await
 }
 
-/// The chat's last `count` messages, oldest first.
-pub(crate) async fn conversation_messages(
+/// For [`last_of_chat`]: the chat's last messages.
+pub(crate) const CHAT_MESSAGES: &str = select_messages!(
+    "WHERE m.tenant_id = $1 AND m.chat_id = $2 \
+     ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+);
+
+/// For [`last_of_chat`]: the chat's last messages with text that the customer saw.
+pub(crate) const CHAT_HISTORY: &str = select_messages!(
+    "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.body IS NOT NULL \
+     AND (m.status IS NULL OR m.status <> 'failed') \
+     ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
+);
+
+/// The chat's last `count` messages that `query` ([`CHAT_MESSAGES`] or [`CHAT_HISTORY`])
+/// selects, oldest first.
+pub(crate) async fn last_of_chat(
     db: &Db,
+    query: &'static str,
     tenant: &TenantId,
     chat: &ChatId,
     count: u32,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = sqlx::query(select_messages!(
-        "WHERE m.tenant_id = $1 AND m.chat_id = $2 \
-         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
-    ))
-    .bind(tenant.as_str())
-    .bind(chat.as_str())
-    .bind(limit(count))
-    .fetch_all(&db.pool)
-    .await?;
-    oldest_first(&rows)
+    let query = sqlx::query(query)
+        .bind(tenant.as_str())
+        .bind(chat.as_str())
+        .bind(limit(count));
+    let mut messages = fetch_messages(db, query).await?;
+    messages.reverse();
+    Ok(messages)
 }
 
-/// The chat's last `count` messages with text that the customer saw, oldest first.
-pub(crate) async fn recent_history(
+/// Runs `query`, a `select_messages!` with its values bound, and reads the messages.
+async fn fetch_messages(
     db: &Db,
-    tenant: &TenantId,
-    chat: &ChatId,
-    count: u32,
+    query: Query<'_, Any, AnyArguments>,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = sqlx::query(select_messages!(
-        "WHERE m.tenant_id = $1 AND m.chat_id = $2 AND m.body IS NOT NULL \
-         AND (m.status IS NULL OR m.status <> 'failed') \
-         ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
-    ))
-    .bind(tenant.as_str())
-    .bind(chat.as_str())
-    .bind(limit(count))
-    .fetch_all(&db.pool)
-    .await?;
-    oldest_first(&rows)
+    let rows = query.fetch_all(&db.pool).await?;
+    rows.iter().map(message_from_row).collect()
 }
 
 /// The tenant's messages created before `before_ms`, newest first.
@@ -139,27 +136,14 @@ pub(crate) async fn chat_log(
     before_ms: Option<i64>,
     count: u32,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = sqlx::query(select_messages!(
+    let query = sqlx::query(select_messages!(
         "WHERE m.tenant_id = $1 AND m.created_ms < $2 \
          ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
     ))
     .bind(tenant.as_str())
     .bind(before_ms.unwrap_or(i64::MAX))
-    .bind(limit(count))
-    .fetch_all(&db.pool)
-    .await?;
-    messages_from_rows(&rows)
-}
-
-fn messages_from_rows(rows: &[AnyRow]) -> Result<Vec<StoredMessage>, Failure> {
-    rows.iter().map(message_from_row).collect()
-}
-
-/// Rows fetched newest first, returned oldest first.
-fn oldest_first(rows: &[AnyRow]) -> Result<Vec<StoredMessage>, Failure> {
-    let mut messages = messages_from_rows(rows)?;
-    messages.reverse();
-    Ok(messages)
+    .bind(limit(count));
+    fetch_messages(db, query).await
 }
 
 fn message_from_row(row: &AnyRow) -> Result<StoredMessage, Failure> {
