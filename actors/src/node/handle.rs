@@ -180,6 +180,19 @@ impl NodeHandle {
         .unwrap_or(Err(ActivationError::Stopping))
     }
 
+    /// Whether the tenant is hosted here, once an activation of it under way (if any) has
+    /// finished. A move asks this after marking the tenant moving, so no activation can
+    /// start after the answer and escape the move. `Gone` when the node did not answer.
+    pub async fn is_hosted(&self, tenant: &TenantId) -> Result<bool, TenantError> {
+        let request = |reply| NodeMsg::Hosted {
+            tenant: tenant.clone(),
+            reply,
+        };
+        ask(&self.supervisor, request, CALL_TIMEOUT)
+            .await
+            .ok_or_else(|| TenantError::Gone(tenant.clone()))
+    }
+
     /// A hosted tenant's state, without activating it.
     pub async fn observe_tenant(&self, tenant: &TenantId) -> Option<TenantSnapshot> {
         ask(&self.hosted(tenant)?, TenantMsg::Observe, CALL_TIMEOUT).await

@@ -53,8 +53,17 @@ pub enum NodeMsg {
         /// Done, or why not.
         reply: RpcReplyPort<Result<(), ActivationError>>,
     },
+    /// Whether the tenant is hosted here, answered once an activation of it under way (if
+    /// any) has finished: a move must not take "not hosted" for "not hosted yet".
+    Hosted {
+        /// The tenant.
+        tenant: TenantId,
+        /// Hosted or not.
+        reply: RpcReplyPort<bool>,
+    },
     /// Stop hosting a tenant that moved away: forget it here at once (so nothing activates
-    /// it again by mistake), then collect what it held since it froze.
+    /// it again by mistake), then collect what it held since it froze. An activation under
+    /// way finishes first and is released then.
     Release {
         /// The tenant.
         tenant: TenantId,
@@ -86,6 +95,10 @@ enum Waiter {
     Activate(RpcReplyPort<Result<ActorRef<TenantMsg>, ActivationError>>),
     /// An `Adopt` call.
     Adopt(RpcReplyPort<Result<(), ActivationError>>),
+    /// A `Hosted` question.
+    Hosted(RpcReplyPort<bool>),
+    /// A `Release` call: the tenant is released as soon as it is started.
+    Release(RpcReplyPort<Vec<TenantCommand>>),
     /// The sweep (nobody to answer; failures are logged).
     Sweep,
 }
@@ -98,6 +111,13 @@ impl Waiter {
             }
             Self::Adopt(reply) => {
                 let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            }
+            Self::Hosted(reply) => {
+                let _ = reply.send(result.is_ok());
+            }
+            // Answered by the caller, which releases the tenant.
+            Self::Release(reply) => {
+                let _ = reply.send(Vec::new());
             }
             Self::Sweep => {
                 if let Err(error) = result {
@@ -203,26 +223,27 @@ impl Actor for NodeSupervisor {
                         .write()
                         .insert(tenant.clone(), supervisor.clone());
                 }
+                let mut releases = Vec::new();
                 for waiter in waiters {
-                    waiter.answer(&tenant, &result);
+                    match waiter {
+                        Waiter::Release(reply) if result.is_ok() => releases.push(reply),
+                        waiter => waiter.answer(&tenant, &result),
+                    }
+                }
+                for reply in releases {
+                    release(state, &tenant, reply);
                 }
             }
-            NodeMsg::Release { tenant, reply } => {
-                let supervisor = state.registry.write().remove(&tenant);
-                let Some(supervisor) = supervisor else {
-                    let _ = reply.send(Vec::new());
-                    return Ok(());
-                };
-                state.names.remove(&supervisor.get_id());
-                let timeout = state.services.settings.freeze_timeout;
-                // Answered off the node actor's loop: the tenant may take a moment.
-                tokio::spawn(async move {
-                    let held = crate::rpc::ask(&supervisor, TenantMsg::Release, timeout)
-                        .await
-                        .unwrap_or_default();
-                    let _ = reply.send(held);
-                });
-            }
+            NodeMsg::Hosted { tenant, reply } => match state.activating.get_mut(&tenant) {
+                Some(waiters) => waiters.push(Waiter::Hosted(reply)),
+                None => {
+                    let _ = reply.send(state.registry.read().contains_key(&tenant));
+                }
+            },
+            NodeMsg::Release { tenant, reply } => match state.activating.get_mut(&tenant) {
+                Some(waiters) => waiters.push(Waiter::Release(reply)),
+                None => release(state, &tenant, reply),
+            },
             NodeMsg::Sweep { grace, lookback } => sweep(&myself, state, grace, lookback).await,
         }
         Ok(())
@@ -247,6 +268,24 @@ impl Actor for NodeSupervisor {
         }
         Ok(())
     }
+}
+
+/// Forgets a hosted tenant here and stops it, answering with what it held (off the node
+/// actor's loop: the tenant may take a moment).
+fn release(state: &mut NodeState, tenant: &TenantId, reply: RpcReplyPort<Vec<TenantCommand>>) {
+    let supervisor = state.registry.write().remove(tenant);
+    let Some(supervisor) = supervisor else {
+        let _ = reply.send(Vec::new());
+        return;
+    };
+    state.names.remove(&supervisor.get_id());
+    let timeout = state.services.settings.freeze_timeout;
+    tokio::spawn(async move {
+        let held = crate::rpc::ask(&supervisor, TenantMsg::Release, timeout)
+            .await
+            .unwrap_or_default();
+        let _ = reply.send(held);
+    });
 }
 
 /// Activates a tenant, or adopts it from a handoff: answered at once when it is hosted

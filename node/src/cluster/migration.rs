@@ -176,15 +176,22 @@ impl Cluster {
             })?;
         if let Err(e) = self.node.adopt(handoff, epoch).await {
             warn!(tenant = %tenant, error = %e, "handed-over state not adopted, activating from storage");
-            // A copy left here by an earlier placement is stale: drop it first.
-            let _ = self.node.release(&tenant).await;
-            self.node
-                .activate(&tenant)
-                .await
-                .map_err(|error| MigrationError::NotActivated {
-                    tenant: tenant.clone(),
-                    error,
-                })?;
+            // A copy left here by an earlier placement is stale: drop it first. An
+            // activation under way started after the directory named this node (before, it
+            // would have found the tenant moving and failed): join it instead.
+            if matches!(e, ActivationError::AlreadyHosted(_)) {
+                let _ = self.node.release(&tenant).await;
+            }
+            // The activation joined may have read the directory before it named this node
+            // and failed for that: one more try reads it afresh.
+            let activated = match self.node.activate(&tenant).await {
+                Err(_) => self.node.activate(&tenant).await,
+                activated => activated,
+            };
+            activated.map_err(|error| MigrationError::NotActivated {
+                tenant: tenant.clone(),
+                error,
+            })?;
         }
         Ok(())
     }
@@ -296,7 +303,19 @@ impl Cluster {
             }
         };
 
-        let hosted = self.node.observe_tenant(tenant).await.is_some();
+        // Asked after the mark: an activation that starts now finds the tenant moving, and
+        // one under way is waited for (taking it for "not hosted" would leave it running
+        // here beside the adopter).
+        let hosted = match self.node.is_hosted(tenant).await {
+            Ok(hosted) => hosted,
+            Err(error) => {
+                back_here(marked.revision).await;
+                return Err(MigrationError::FreezeFailed {
+                    tenant: tenant.clone(),
+                    error,
+                });
+            }
+        };
         let handoff = if hosted {
             match self.node.freeze(tenant).await {
                 Ok(handoff) => handoff,
