@@ -1,0 +1,158 @@
+//! The watch of the nodes bucket: which nodes are alive, left or dead, on this node's own
+//! monotonic clock (see the parent module).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use salesboy_protocol::NodeId;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{info, warn};
+
+use super::{MembershipEvent, NodeRecord, REWATCH_BACKOFF, Tracked, lock};
+use salesboy_protocol::subjects::NODES_BUCKET;
+
+use crate::bus::{ALL_KEYS, Kv, KvEvent, KvOp, KvWatch};
+
+/// The watch task: turns the bucket's changes and silences into the live view.
+pub(super) struct Watcher {
+    pub(super) kv: Arc<dyn Kv>,
+    pub(super) nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
+    pub(super) events: broadcast::Sender<MembershipEvent>,
+    pub(super) failure_timeout: Duration,
+}
+
+impl Watcher {
+    pub(super) async fn run(self) {
+        let mut backoff = REWATCH_BACKOFF.0;
+        loop {
+            match self.kv.watch(ALL_KEYS).await {
+                Ok(watch) => {
+                    self.restart_timers();
+                    self.follow(watch, &mut backoff).await;
+                    warn!(bucket = NODES_BUCKET, "nodes watch ended, watching again");
+                }
+                Err(e) => warn!(bucket = NODES_BUCKET, error = %e, "cannot watch nodes, retrying"),
+            }
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(REWATCH_BACKOFF.1);
+        }
+    }
+
+    /// Applies the watch's events and expires silent nodes until the watch ends.
+    async fn follow(&self, mut watch: KvWatch, backoff: &mut Duration) {
+        loop {
+            let deadline = self.next_expiry();
+            tokio::select! {
+                biased;
+                event = watch.next() => match event {
+                    Some(event) => {
+                        *backoff = REWATCH_BACKOFF.0;
+                        self.apply(event);
+                    }
+                    None => return,
+                },
+                () = sleep_until_some(deadline) => self.expire(Instant::now()),
+            }
+        }
+    }
+
+    /// While not watching, nobody was seen (or not seen) writing: every live node's silence
+    /// is counted afresh from now.
+    fn restart_timers(&self) {
+        let now = Instant::now();
+        for tracked in lock(&self.nodes).values_mut().filter(|t| t.alive) {
+            tracked.changed_at = now;
+        }
+    }
+
+    fn apply(&self, event: KvEvent) {
+        let Ok(node) = NodeId::new(event.key.as_str()) else {
+            warn!(key = %event.key, "ignoring a nodes bucket key that is not a node id");
+            return;
+        };
+        let mut nodes = lock(&self.nodes);
+        match event.op {
+            KvOp::Delete => {
+                if nodes.remove(&node).is_some_and(|tracked| tracked.alive) {
+                    info!(node = %node, "node left the cluster");
+                    let _ = self.events.send(MembershipEvent::Left(node));
+                }
+            }
+            KvOp::Put => {
+                let record = match serde_json::from_slice::<NodeRecord>(&event.value) {
+                    Ok(record) if record.node == node => record,
+                    Ok(record) => {
+                        warn!(key = %node, record_node = %record.node, "ignoring a node record under another node's key");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(node = %node, error = %e, "ignoring an unreadable node record");
+                        return;
+                    }
+                };
+                let now = Instant::now();
+                match nodes.get_mut(&node) {
+                    // A replay (the watch started again): no news.
+                    Some(tracked) if event.revision <= tracked.revision => {}
+                    Some(tracked) => {
+                        tracked.record = record;
+                        tracked.revision = event.revision;
+                        tracked.changed_at = now;
+                        if !tracked.alive {
+                            tracked.alive = true;
+                            info!(node = %node, "node is back");
+                            let _ = self.events.send(MembershipEvent::Joined(node));
+                        }
+                    }
+                    None => {
+                        nodes.insert(
+                            node.clone(),
+                            Tracked {
+                                record,
+                                revision: event.revision,
+                                changed_at: now,
+                                alive: true,
+                            },
+                        );
+                        info!(node = %node, "node joined the cluster");
+                        let _ = self.events.send(MembershipEvent::Joined(node));
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the next live node times out, if any is alive.
+    fn next_expiry(&self) -> Option<Instant> {
+        lock(&self.nodes)
+            .values()
+            .filter(|t| t.alive)
+            .map(|t| t.changed_at + self.failure_timeout)
+            .min()
+    }
+
+    fn expire(&self, now: Instant) {
+        let mut nodes = lock(&self.nodes);
+        for (node, tracked) in nodes.iter_mut() {
+            if tracked.alive && now >= tracked.changed_at + self.failure_timeout {
+                tracked.alive = false;
+                warn!(
+                    node = %node,
+                    silent_ms = now.duration_since(tracked.changed_at).as_millis(),
+                    "node declared dead"
+                );
+                let _ = self.events.send(MembershipEvent::Left(node.clone()));
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, forever if there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
