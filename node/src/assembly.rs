@@ -26,7 +26,7 @@ use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
 use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
 use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
-use crate::cluster::{Cluster, ClusterParts, ClusterSettings};
+use crate::cluster::{ClusterMember, ClusterParts, ClusterSettings};
 use crate::local::StoreEpochs;
 use crate::routing::Router;
 
@@ -65,7 +65,7 @@ pub struct MemberSettings {
     /// The member's tunables.
     pub settings: ClusterSettings,
     /// Where tenants go.
-    pub placement: Arc<dyn PlacementStrategy>,
+    pub strategy: Arc<dyn PlacementStrategy>,
     /// This process's resident memory, for the membership record (the simulation says 0: its
     /// runs must not depend on the machine).
     pub rss_bytes: fn() -> u64,
@@ -87,7 +87,7 @@ impl MemberSettings {
             membership: MembershipConfig::for_failure_timeout(failure_timeout),
             lease: LeaseConfig::default(),
             settings: ClusterSettings::default(),
-            placement: Arc::new(MostHeadroom::new()),
+            strategy: Arc::new(MostHeadroom::new()),
             rss_bytes: || crate::process::rss_bytes().unwrap_or(0),
             epochs_layer: None,
         }
@@ -99,7 +99,7 @@ pub struct AssembledNode {
     /// The actor tree.
     pub node: NodeHandle,
     /// This node's cluster member, on a bus.
-    pub cluster: Option<Arc<Cluster>>,
+    pub cluster: Option<Arc<ClusterMember>>,
     /// Where tenant commands go.
     pub router: Router,
 }
@@ -177,7 +177,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
         membership,
         lease,
         settings: cluster_settings,
-        placement,
+        strategy,
         rss_bytes,
         epochs_layer,
     } = cluster;
@@ -218,14 +218,14 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
     let leadership = Leadership::start(Arc::clone(&bus), id.clone(), lease, member)
         .await
         .context("starting leader election")?;
-    let cluster = Cluster::start(ClusterParts {
+    let cluster = ClusterMember::start(ClusterParts {
         me: id,
         bus,
         node: node.clone(),
         directory,
         membership,
         leadership: Arc::new(leadership),
-        placement,
+        strategy,
         settings: cluster_settings,
         background: member.clone(),
     })

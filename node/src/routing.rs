@@ -7,7 +7,7 @@ use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::node::{ActivationError, NodeHandle, TenantError};
 use salesboy_protocol::TenantId;
 
-use crate::cluster::{Cluster, RouteError};
+use crate::cluster::{ClusterMember, RouteError};
 
 /// Routes tenant commands.
 #[derive(Clone)]
@@ -15,7 +15,7 @@ pub enum Router {
     /// A single node: every tenant is hosted here.
     Local(NodeHandle),
     /// A cluster node: tenants live wherever the directory says.
-    Cluster(Arc<Cluster>),
+    Cluster(Arc<ClusterMember>),
 }
 
 impl Router {

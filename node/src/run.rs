@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use crate::background::Background;
 use crate::bus::{Bus, NatsBus, NatsBusOptions};
-use crate::cluster::Cluster;
+use crate::cluster::ClusterMember;
 use crate::cluster::membership::NodeInfo;
 use crate::config::Config;
 use crate::events::NodeEvents;
@@ -61,7 +61,7 @@ pub struct RunningNode {
     /// The node's events.
     pub events: Arc<NodeEvents>,
     /// The cluster runtime, when the node runs on a bus.
-    pub cluster: Option<Arc<Cluster>>,
+    pub cluster: Option<Arc<ClusterMember>>,
     /// Where tenant commands go.
     pub router: Router,
     /// The parent of `tasks` and of the cluster member's tasks (its own tracker holds
@@ -100,7 +100,7 @@ impl RunningNode {
 
     /// The node's own background tasks (HTTP, retention, event publishing, ingress
     /// hand-offs, alert writes): empty once [`RunningNode::stop`] returns. The cluster
-    /// member's are [`Cluster::tasks`].
+    /// member's are [`ClusterMember::tasks`].
     pub fn tasks(&self) -> &TaskTracker {
         self.tasks.tracker()
     }

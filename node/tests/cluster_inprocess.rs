@@ -1,5 +1,5 @@
 //! The cluster in one process: three nodes on one in-process bus and one database, one fake
-//! Cloud API. Placement spreads tenants, any node's webhook reaches the tenant's host,
+//! Cloud API. DirectoryEntry spreads tenants, any node's webhook reaches the tenant's host,
 //! a stopped node's tenants fail over, a drained node ends with none — and every message
 //! gets exactly one reply throughout.
 
@@ -112,7 +112,7 @@ impl Cluster {
         let mut counts = HashMap::new();
         for tenant in &self.tenants {
             if let Some(v) = cluster.directory().cached(tenant) {
-                *counts.entry(v.placement.node.to_string()).or_insert(0) += 1;
+                *counts.entry(v.entry.node.to_string()).or_insert(0) += 1;
             }
         }
         counts
@@ -240,7 +240,7 @@ async fn an_adoption_the_mover_called_off_is_refused() {
     use salesboy_actors::handoff::TenantHandoff;
     use salesboy_node::cluster::MigrationError;
     use salesboy_node::cluster::control_request;
-    use salesboy_node::cluster::directory::{Placement, PlacementState};
+    use salesboy_node::cluster::directory::{DirectoryEntry, EntryState};
     use salesboy_node::cluster::wire::{ControlError, ControlReply, ControlRequest};
 
     let mut cluster = Cluster::start(2).await;
@@ -259,7 +259,7 @@ async fn an_adoption_the_mover_called_off_is_refused() {
         .await
         .expect("directory")
         .expect("placed");
-    let host = current.placement.node.clone();
+    let host = current.entry.node.clone();
     let (other, other_index) = if host.as_str() == "node-0" {
         ("node-1", 1)
     } else {
@@ -267,14 +267,14 @@ async fn an_adoption_the_mover_called_off_is_refused() {
     };
     let other = salesboy_protocol::NodeId::new(other).expect("node id");
     // The mover marks the tenant moving, then gives up and rolls the mark back.
-    let epoch = current.placement.epoch;
+    let epoch = current.entry.epoch;
     let marked = directory
         .update(
             &tenant,
-            Placement {
+            DirectoryEntry {
                 node: host.clone(),
                 epoch,
-                state: PlacementState::Moving { to: other.clone() },
+                state: EntryState::Moving { to: other.clone() },
             },
             current.revision,
         )
@@ -283,10 +283,10 @@ async fn an_adoption_the_mover_called_off_is_refused() {
     directory
         .update(
             &tenant,
-            Placement {
+            DirectoryEntry {
                 node: host.clone(),
                 epoch,
-                state: PlacementState::Active,
+                state: EntryState::Active,
             },
             marked.revision,
         )
@@ -330,8 +330,8 @@ async fn an_adoption_the_mover_called_off_is_refused() {
         .expect("directory")
         .expect("placed");
     assert_eq!(
-        (now.placement.node, now.placement.epoch, now.placement.state),
-        (host, epoch, PlacementState::Active)
+        (now.entry.node, now.entry.epoch, now.entry.state),
+        (host, epoch, EntryState::Active)
     );
 
     cluster.round("b").await;

@@ -11,14 +11,14 @@ use serde::Serialize;
 use tracing::error;
 
 use super::drain::DRAIN_TIMEOUT;
-use super::member::Cluster;
+use super::member::ClusterMember;
 use super::wire::{ControlError, ControlReply, ControlRequest};
 use crate::bus::{Bus, BusError, Headers, Message};
 
 /// A control request's timeout (adopting a large subtree, activating).
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(15);
 
-impl Cluster {
+impl ClusterMember {
     /// Sends a control request to a node.
     pub(super) async fn control(
         &self,

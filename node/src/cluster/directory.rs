@@ -19,21 +19,22 @@ use tracing::{debug, warn};
 use crate::background::Background;
 use crate::bus::{ALL_KEYS, Bus, BusError, Kv, KvError, KvOp};
 
-/// Where a tenant lives.
+/// A tenant's entry in the directory: where it lives, under which epoch, and whether it
+/// is moving.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
+pub struct DirectoryEntry {
     /// The hosting node.
     pub node: NodeId,
-    /// The placement epoch; bumped by every move and failover.
+    /// The tenant's epoch; bumped by every move and failover.
     pub epoch: u64,
     /// Whether it is moving.
-    pub state: PlacementState,
+    pub state: EntryState,
 }
 
-/// A placement's state.
+/// Whether the entry's node hosts the tenant or is handing it over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PlacementState {
+pub enum EntryState {
     /// Hosted by `node`.
     Active,
     /// Being handed from `node` to `to`: senders retry shortly.
@@ -43,11 +44,11 @@ pub enum PlacementState {
     },
 }
 
-/// A placement and the KV revision that wrote it (for compare-and-set).
+/// An entry and the KV revision that wrote it (for compare-and-set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
-    /// The placement.
-    pub placement: Placement,
+    /// The entry.
+    pub entry: DirectoryEntry,
     /// Its revision.
     pub revision: u64,
 }
@@ -59,7 +60,7 @@ pub enum DirectoryError {
     /// Someone else wrote first (create found an entry, or the revision moved on).
     #[error("directory entry changed concurrently")]
     Conflict,
-    /// The stored value is not a placement.
+    /// The stored value is not a directory entry.
     #[error("directory entry for {tenant} is corrupt: {reason}")]
     Corrupt {
         /// The tenant.
@@ -67,8 +68,8 @@ pub enum DirectoryError {
         /// Why.
         reason: String,
     },
-    /// The placement could not be encoded (nothing was written).
-    #[error("placement of {tenant} could not be encoded: {reason}")]
+    /// The entry could not be encoded (nothing was written).
+    #[error("directory entry of {tenant} could not be encoded: {reason}")]
     Unencodable {
         /// The tenant.
         tenant: String,
@@ -111,17 +112,17 @@ impl Directory {
         Ok(Self { kv, cache })
     }
 
-    /// The cached placement (may lag the bucket by a moment).
+    /// The cached entry (may lag the bucket by a moment).
     pub fn cached(&self, tenant: &TenantId) -> Option<Versioned> {
         read(&self.cache).get(tenant).cloned()
     }
 
-    /// Every cached placement, by tenant (a fixed order keeps runs reproducible).
+    /// Every cached entry, by tenant (a fixed order keeps runs reproducible).
     pub fn cached_all(&self) -> Vec<(TenantId, Versioned)> {
         self.cached_where(|_| true)
     }
 
-    /// The cached placements that `keep` accepts, by tenant; only those are copied and
+    /// The cached entries that `keep` accepts, by tenant; only those are copied and
     /// sorted (the periodic duties look for a few among many).
     pub fn cached_where(&self, keep: impl Fn(&Versioned) -> bool) -> Vec<(TenantId, Versioned)> {
         let mut found: Vec<(TenantId, Versioned)> = read(&self.cache)
@@ -133,56 +134,45 @@ impl Directory {
         found
     }
 
-    /// The placement as the bucket has it now.
+    /// The entry as the bucket has it now.
     pub async fn fetch(&self, tenant: &TenantId) -> Result<Option<Versioned>, DirectoryError> {
-        let Some(entry) = self.kv.get(tenant.as_str()).await? else {
+        let Some(stored) = self.kv.get(tenant.as_str()).await? else {
             return Ok(None);
         };
-        let placement = decode(tenant.as_str(), &entry.value)?;
         let versioned = Versioned {
-            placement,
-            revision: entry.revision,
+            entry: decode(tenant.as_str(), &stored.value)?,
+            revision: stored.revision,
         };
         remember(&self.cache, tenant.clone(), versioned.clone());
         Ok(Some(versioned))
     }
 
-    /// Creates the tenant's first placement; [`DirectoryError::Conflict`] if it has one.
+    /// Creates the tenant's first entry; [`DirectoryError::Conflict`] if it has one.
     pub async fn create(
         &self,
         tenant: &TenantId,
-        placement: Placement,
+        entry: DirectoryEntry,
     ) -> Result<Versioned, DirectoryError> {
-        let value = encode(tenant, &placement)?;
+        let value = encode(tenant, &entry)?;
         let revision = self.kv.create(tenant.as_str(), value).await?;
-        let versioned = Versioned {
-            placement,
-            revision,
-        };
+        let versioned = Versioned { entry, revision };
         remember(&self.cache, tenant.clone(), versioned.clone());
         Ok(versioned)
     }
 
-    /// Replaces the placement written at `expected_revision`; [`DirectoryError::Conflict`]
+    /// Replaces the entry written at `expected_revision`; [`DirectoryError::Conflict`]
     /// if it changed since.
     pub async fn update(
         &self,
         tenant: &TenantId,
-        placement: Placement,
+        entry: DirectoryEntry,
         expected_revision: u64,
     ) -> Result<Versioned, DirectoryError> {
         let revision = self
             .kv
-            .update(
-                tenant.as_str(),
-                encode(tenant, &placement)?,
-                expected_revision,
-            )
+            .update(tenant.as_str(), encode(tenant, &entry)?, expected_revision)
             .await?;
-        let versioned = Versioned {
-            placement,
-            revision,
-        };
+        let versioned = Versioned { entry, revision };
         remember(&self.cache, tenant.clone(), versioned.clone());
         Ok(versioned)
     }
@@ -207,10 +197,10 @@ fn remember(cache: &Cache, tenant: TenantId, versioned: Versioned) {
     }
 }
 
-/// The placement as stored; an error rather than an empty value (which would read back as
+/// The entry as stored; an error rather than an empty value (which would read back as
 /// a corrupt entry).
-fn encode(tenant: &TenantId, placement: &Placement) -> Result<Bytes, DirectoryError> {
-    serde_json::to_vec(placement)
+fn encode(tenant: &TenantId, entry: &DirectoryEntry) -> Result<Bytes, DirectoryError> {
+    serde_json::to_vec(entry)
         .map(Bytes::from)
         .map_err(|e| DirectoryError::Unencodable {
             tenant: tenant.to_string(),
@@ -218,7 +208,7 @@ fn encode(tenant: &TenantId, placement: &Placement) -> Result<Bytes, DirectoryEr
         })
 }
 
-fn decode(tenant: &str, value: &[u8]) -> Result<Placement, DirectoryError> {
+fn decode(tenant: &str, value: &[u8]) -> Result<DirectoryEntry, DirectoryError> {
     serde_json::from_slice(value).map_err(|e| DirectoryError::Corrupt {
         tenant: tenant.to_owned(),
         reason: e.to_string(),
@@ -238,11 +228,11 @@ async fn keep_cache(kv: Arc<dyn Kv>, cache: Cache) {
                     };
                     match event.op {
                         KvOp::Put => match decode(&event.key, &event.value) {
-                            Ok(placement) => remember(
+                            Ok(entry) => remember(
                                 &cache,
                                 tenant,
                                 Versioned {
-                                    placement,
+                                    entry,
                                     revision: event.revision,
                                 },
                             ),

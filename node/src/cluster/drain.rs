@@ -8,7 +8,7 @@ use salesboy_protocol::TenantId;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::member::Cluster;
+use super::member::ClusterMember;
 
 /// How long a drain request may run.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -33,7 +33,7 @@ pub enum DrainError {
     },
 }
 
-impl Cluster {
+impl ClusterMember {
     /// Moves every tenant placed on this node elsewhere, then asks the node to exit.
     pub async fn drain(self: &Arc<Self>) -> Result<u64, DrainError> {
         if self.draining.swap(true, Ordering::SeqCst) {
@@ -51,7 +51,7 @@ impl Cluster {
             }
             let mine: Vec<TenantId> = self
                 .directory
-                .cached_where(|v| v.placement.node == self.me)
+                .cached_where(|v| v.entry.node == self.me)
                 .into_iter()
                 .map(|(t, _)| t)
                 .collect();
@@ -65,7 +65,7 @@ impl Cluster {
                         .filter_map(|t| {
                             let nodes = self.membership.live_nodes();
                             let to = self
-                                .placement
+                                .strategy
                                 .place(&t, &nodes, std::slice::from_ref(&self.me))
                                 .ok()?;
                             Some((t, to))
@@ -76,7 +76,7 @@ impl Cluster {
         }
         let left = self
             .directory
-            .cached_where(|v| v.placement.node == self.me)
+            .cached_where(|v| v.entry.node == self.me)
             .len();
         if left > 0 {
             self.draining.store(false, Ordering::SeqCst);

@@ -9,13 +9,13 @@ use salesboy_protocol::subjects::EventKind;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use super::directory::{DirectoryError, Placement, PlacementState};
-use super::member::Cluster;
+use super::directory::{DirectoryEntry, DirectoryError, EntryState};
+use super::member::ClusterMember;
 use super::membership::MembershipEvent;
 use super::rebalance::{self, NodeLoadView};
 use super::wire::{ControlReply, ControlRequest};
 
-impl Cluster {
+impl ClusterMember {
     /// Re-places the tenants of dead nodes (leader only).
     pub(super) async fn fail_over(&self) {
         let live = self.membership.live_nodes();
@@ -32,7 +32,7 @@ impl Cluster {
         }
         let dead = self
             .directory
-            .cached_where(|v| dead_nodes.contains(&v.placement.node));
+            .cached_where(|v| dead_nodes.contains(&v.entry.node));
         if dead.is_empty() {
             return;
         }
@@ -43,12 +43,12 @@ impl Cluster {
             let live = &live;
             async move {
                 let Ok(_permit) = permits.acquire().await else { return };
-                let Ok(target) = self.placement.place(&tenant, live, &[]) else {
+                let Ok(target) = self.strategy.place(&tenant, live, &[]) else {
                     warn!(tenant = %tenant, "no node can take over tenant");
                     return;
                 };
-                let from = current.placement.node.clone();
-                let placement = Placement { node: target.clone(), epoch: current.placement.epoch + 1, state: PlacementState::Active };
+                let from = current.entry.node.clone();
+                let placement = DirectoryEntry { node: target.clone(), epoch: current.entry.epoch + 1, state: EntryState::Active };
                 match self.directory.update(&tenant, placement, current.revision).await {
                     Ok(_) => {}
                     Err(DirectoryError::Conflict) => return,
@@ -90,8 +90,7 @@ impl Cluster {
                 tenants: placements
                     .iter()
                     .filter(|(_, v)| {
-                        v.placement.node == record.node
-                            && v.placement.state == PlacementState::Active
+                        v.entry.node == record.node && v.entry.state == EntryState::Active
                     })
                     .map(|(t, _)| t.clone())
                     .collect(),
@@ -99,8 +98,7 @@ impl Cluster {
                 pinned: placements
                     .iter()
                     .filter(|(_, v)| {
-                        v.placement.node == record.node
-                            && v.placement.state != PlacementState::Active
+                        v.entry.node == record.node && v.entry.state != EntryState::Active
                     })
                     .count() as u64,
                 capacity: record.max_tenants,
@@ -143,7 +141,7 @@ impl Cluster {
 }
 
 /// Failover and rebalancing while this node leads.
-pub(super) async fn leader_duties(cluster: Arc<Cluster>) {
+pub(super) async fn leader_duties(cluster: Arc<ClusterMember>) {
     let every = cluster.settings.leader_every;
     let mut events = cluster.membership.subscribe();
     let mut tick = tokio::time::interval(every);
@@ -176,7 +174,7 @@ pub(super) async fn leader_duties(cluster: Arc<Cluster>) {
 }
 
 /// Publishes membership changes as cluster events (node joined, node left), from the leader.
-pub(super) async fn membership_events(cluster: Arc<Cluster>) {
+pub(super) async fn membership_events(cluster: Arc<ClusterMember>) {
     let mut events = cluster.membership.subscribe();
     loop {
         let event = match events.recv().await {
@@ -199,7 +197,7 @@ pub(super) async fn membership_events(cluster: Arc<Cluster>) {
 
 /// Stops every tenant when this node fences itself (it can no longer prove it is alive, so
 /// the others will take its tenants over).
-pub(super) async fn fence_watch(cluster: Arc<Cluster>) {
+pub(super) async fn fence_watch(cluster: Arc<ClusterMember>) {
     let mut fenced = cluster.membership.fenced();
     while fenced.changed().await.is_ok() {
         if !*fenced.borrow() {

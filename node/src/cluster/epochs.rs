@@ -10,7 +10,7 @@ use salesboy_actors::ports::EpochSource;
 use salesboy_actors::store::Store;
 use salesboy_protocol::{NodeId, TenantId};
 
-use super::directory::{Directory, DirectoryError, Placement, PlacementState};
+use super::directory::{Directory, DirectoryEntry, DirectoryError, EntryState};
 use super::membership::Membership;
 
 /// How often activation retries when the directory changes under it.
@@ -52,20 +52,19 @@ impl EpochSource for ClusterEpochs {
     async fn epoch_for(&self, tenant: &TenantId) -> Result<u64, EpochError> {
         for _ in 0..ATTEMPTS {
             let stored = self.store.current_epoch(tenant).await?.unwrap_or(0);
-            let mine = |epoch: u64| Placement {
+            let mine = |epoch: u64| DirectoryEntry {
                 node: self.me.clone(),
                 epoch,
-                state: PlacementState::Active,
+                state: EntryState::Active,
             };
             let result = match self.directory.fetch(tenant).await.map_err(unavailable)? {
                 None => self.directory.create(tenant, mine(stored + 1)).await,
                 Some(current) => {
-                    let placement = &current.placement;
+                    let placement = &current.entry;
                     let ours = placement.node == self.me;
-                    if ours && placement.state == PlacementState::Active && placement.epoch > stored
-                    {
+                    if ours && placement.state == EntryState::Active && placement.epoch > stored {
                         Ok(current)
-                    } else if ours && placement.state == PlacementState::Active {
+                    } else if ours && placement.state == EntryState::Active {
                         // The directory lags the store (it was reset): move past both.
                         self.directory
                             .update(tenant, mine(stored + 1), current.revision)
@@ -87,10 +86,8 @@ impl EpochSource for ClusterEpochs {
             };
             match result {
                 Ok(placed) => {
-                    self.store
-                        .claim_epoch(tenant, placed.placement.epoch)
-                        .await?;
-                    return Ok(placed.placement.epoch);
+                    self.store.claim_epoch(tenant, placed.entry.epoch).await?;
+                    return Ok(placed.entry.epoch);
                 }
                 Err(DirectoryError::Conflict) => continue,
                 Err(e) => return Err(unavailable(e)),
@@ -157,10 +154,10 @@ mod tests {
         let placed = directory
             .create(
                 &tenant,
-                Placement {
+                DirectoryEntry {
                     node: node("n2"),
                     epoch: 1,
-                    state: PlacementState::Active,
+                    state: EntryState::Active,
                 },
             )
             .await
@@ -174,10 +171,10 @@ mod tests {
         directory
             .update(
                 &tenant,
-                Placement {
+                DirectoryEntry {
                     node: node("n1"),
                     epoch: 1,
-                    state: PlacementState::Moving { to: node("n2") },
+                    state: EntryState::Moving { to: node("n2") },
                 },
                 placed.revision,
             )

@@ -9,8 +9,8 @@ use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_protocol::{Codec, Envelope, MessageId, TenantId};
 
 use super::control::{codec_headers, encode_answer};
-use super::directory::PlacementState;
-use super::member::Cluster;
+use super::directory::EntryState;
+use super::member::ClusterMember;
 use super::router::{Attempt, ROUTE_DEADLINE, activation_attempt};
 use super::wire::RemoteError;
 use crate::bus::Message;
@@ -78,7 +78,7 @@ fn encode(answer: &Answer) -> Option<Bytes> {
     encode_answer(answer, |e| Err(RemoteError::Unencodable(e)))
 }
 
-impl Cluster {
+impl ClusterMember {
     /// Handles one message of the inbox.
     pub(super) async fn on_inbox(&self, message: Message) {
         let bytes = match Codec::Bincode.decode::<Envelope>(&message.payload) {
@@ -102,14 +102,14 @@ impl Cluster {
         envelope: &Envelope,
     ) -> Result<CommandReply, RemoteError> {
         let placement = match self.directory.cached(tenant) {
-            Some(v) if v.placement.node == self.me => v.placement,
+            Some(v) if v.entry.node == self.me => v.entry,
             _ => match self.directory.fetch(tenant).await {
-                Ok(Some(v)) if v.placement.node == self.me => v.placement,
+                Ok(Some(v)) if v.entry.node == self.me => v.entry,
                 Ok(_) => return Err(RemoteError::NotHere),
                 Err(e) => return Err(RemoteError::Directory(e)),
             },
         };
-        if matches!(placement.state, PlacementState::Moving { .. }) {
+        if matches!(placement.state, EntryState::Moving { .. }) {
             return Err(RemoteError::Moving);
         }
         if envelope.epoch > placement.epoch {

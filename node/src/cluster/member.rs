@@ -1,4 +1,4 @@
-//! This node's member of the cluster: its state, how it joins ([`Cluster::start`]) and what it
+//! This node's member of the cluster: its state, how it joins ([`ClusterMember::start`]) and what it
 //! tells the rest of the node. The member's work lives beside it, one concern a file:
 //! routing (`router`), the inbox it hosts (`inbox`), control requests (`control`), live
 //! migration (`migration`), drain (`drain`) and the leader's duties (`duties`).
@@ -46,7 +46,7 @@ impl Default for ClusterSettings {
     }
 }
 
-/// What this node's member is made of ([`Cluster::start`]). `crate::assembly` builds them.
+/// What this node's member is made of ([`ClusterMember::start`]). `crate::assembly` builds them.
 pub struct ClusterParts {
     /// This node.
     pub me: NodeId,
@@ -61,23 +61,23 @@ pub struct ClusterParts {
     /// This node's part in the leader election.
     pub leadership: Arc<Leadership>,
     /// Where tenants go.
-    pub placement: Arc<dyn PlacementStrategy>,
+    pub strategy: Arc<dyn PlacementStrategy>,
     /// Tunables.
     pub settings: ClusterSettings,
     /// Where the member's tasks run: the one the directory, membership and leadership were
-    /// started on, so that [`Cluster::stop`] stops them all.
+    /// started on, so that [`ClusterMember::stop`] stops them all.
     pub background: Background,
 }
 
 /// A node's cluster runtime.
-pub struct Cluster {
+pub struct ClusterMember {
     pub(super) me: NodeId,
     pub(super) bus: Arc<dyn Bus>,
     pub(super) node: NodeHandle,
     pub(super) directory: Arc<Directory>,
     pub(super) membership: Arc<Membership>,
     pub(super) leadership: Arc<Leadership>,
-    pub(super) placement: Arc<dyn PlacementStrategy>,
+    pub(super) strategy: Arc<dyn PlacementStrategy>,
     pub(super) settings: ClusterSettings,
     pub(super) answers: Answers,
     pub(super) draining: AtomicBool,
@@ -88,9 +88,9 @@ pub struct Cluster {
     pub(super) moving: std::sync::Mutex<std::collections::HashSet<TenantId>>,
 }
 
-impl Cluster {
+impl ClusterMember {
     /// Joins the cluster: serves this node's inbox and control subject and runs the leader's
-    /// duties when elected, on `parts.background` until [`Cluster::stop`].
+    /// duties when elected, on `parts.background` until [`ClusterMember::stop`].
     pub async fn start(parts: ClusterParts) -> Result<Arc<Self>, BusError> {
         let ClusterParts {
             me,
@@ -99,7 +99,7 @@ impl Cluster {
             directory,
             membership,
             leadership,
-            placement,
+            strategy,
             settings,
             background,
         } = parts;
@@ -113,7 +113,7 @@ impl Cluster {
             directory,
             membership,
             leadership,
-            placement,
+            strategy,
             settings,
             answers: Answers::new(DEDUP_WINDOW, INBOX_TIMEOUT),
             draining: AtomicBool::new(false),
@@ -139,13 +139,13 @@ impl Cluster {
         self.background.stop(timeout).await
     }
 
-    /// Stops the member's tasks as [`Cluster::stop`] does, without waiting for them (the
+    /// Stops the member's tasks as [`ClusterMember::stop`] does, without waiting for them (the
     /// requests it is answering run to their end).
     pub fn cancel(&self) {
         self.background.cancel();
     }
 
-    /// The member's tasks: empty once [`Cluster::stop`] returns.
+    /// The member's tasks: empty once [`ClusterMember::stop`] returns.
     pub fn tasks(&self) -> &TaskTracker {
         self.background.tracker()
     }
@@ -208,7 +208,11 @@ enum Kind {
 
 /// Serves a subscription, each message in its own task (which runs to its end: a request
 /// being answered is answered).
-async fn serve(cluster: Arc<Cluster>, mut subscription: crate::bus::Subscription, kind: Kind) {
+async fn serve(
+    cluster: Arc<ClusterMember>,
+    mut subscription: crate::bus::Subscription,
+    kind: Kind,
+) {
     while let Some(message) = subscription.next().await {
         let handler = Arc::clone(&cluster);
         cluster.background.spawn(async move {

@@ -14,8 +14,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::directory::{DirectoryError, Placement, PlacementState};
-use super::member::Cluster;
+use super::directory::{DirectoryEntry, DirectoryError, EntryState};
+use super::member::ClusterMember;
 use super::wire::{ControlError, ControlReply, ControlRequest};
 use crate::bus::BusError;
 
@@ -36,7 +36,7 @@ pub enum MigrationError {
     },
     /// The directory places the tenant nowhere.
     #[error("tenant {tenant} has no placement")]
-    NoPlacement {
+    NotInDirectory {
         /// The tenant.
         tenant: TenantId,
     },
@@ -150,7 +150,7 @@ impl MigrationError {
     }
 }
 
-impl Cluster {
+impl ClusterMember {
     /// Takes over a tenant another node is moving here: first points the directory here with
     /// a compare-and-set on the mover's moving mark (so the move cannot also be called off),
     /// then hosts the handed-over state. Once the directory names this node, the tenant is
@@ -162,10 +162,10 @@ impl Cluster {
         mark_revision: u64,
     ) -> Result<(), MigrationError> {
         let tenant = handoff.tenant.clone();
-        let here = Placement {
+        let here = DirectoryEntry {
             node: self.me.clone(),
             epoch,
-            state: PlacementState::Active,
+            state: EntryState::Active,
         };
         self.directory
             .update(&tenant, here, mark_revision)
@@ -215,10 +215,10 @@ impl Cluster {
             }
             match self.directory.fetch(tenant).await {
                 Ok(Some(now)) if now.revision == mark_revision => {
-                    let active = Placement {
+                    let active = DirectoryEntry {
                         node: self.me.clone(),
                         epoch,
-                        state: PlacementState::Active,
+                        state: EntryState::Active,
                     };
                     match self.directory.update(tenant, active, mark_revision).await {
                         Ok(_) => return Ok(false),
@@ -227,7 +227,7 @@ impl Cluster {
                         Err(e) => last_error = e,
                     }
                 }
-                Ok(Some(now)) => return Ok(now.placement.node != self.me),
+                Ok(Some(now)) => return Ok(now.entry.node != self.me),
                 Ok(None) => return Ok(false),
                 Err(e) => last_error = e,
             }
@@ -256,19 +256,18 @@ impl Cluster {
             .fetch(tenant)
             .await
             .map_err(directory_error)?
-            .ok_or_else(|| MigrationError::NoPlacement {
+            .ok_or_else(|| MigrationError::NotInDirectory {
                 tenant: tenant.clone(),
             })?;
-        if current.placement.node == self.me
-            && matches!(current.placement.state, PlacementState::Moving { .. })
+        if current.entry.node == self.me && matches!(current.entry.state, EntryState::Moving { .. })
         {
             // Marked moving by this node, but no move is under way here: an earlier move
             // failed and could not roll its mark back. Roll it back now.
             warn!(tenant = %tenant, "stale moving mark, rolling it back");
-            let active = Placement {
+            let active = DirectoryEntry {
                 node: self.me.clone(),
-                epoch: current.placement.epoch,
-                state: PlacementState::Active,
+                epoch: current.entry.epoch,
+                state: EntryState::Active,
             };
             current = self
                 .directory
@@ -276,16 +275,16 @@ impl Cluster {
                 .await
                 .map_err(directory_error)?;
         }
-        if current.placement.node != self.me || current.placement.state != PlacementState::Active {
+        if current.entry.node != self.me || current.entry.state != EntryState::Active {
             return Err(MigrationError::NotHostedHere {
                 tenant: tenant.clone(),
             });
         }
-        let epoch = current.placement.epoch;
-        let moving = Placement {
+        let epoch = current.entry.epoch;
+        let moving = DirectoryEntry {
             node: self.me.clone(),
             epoch,
-            state: PlacementState::Moving { to: to.clone() },
+            state: EntryState::Moving { to: to.clone() },
         };
         let marked = self
             .directory
@@ -293,10 +292,10 @@ impl Cluster {
             .await
             .map_err(directory_error)?;
         let back_here = |revision| async move {
-            let active = Placement {
+            let active = DirectoryEntry {
                 node: self.me.clone(),
                 epoch,
-                state: PlacementState::Active,
+                state: EntryState::Active,
             };
             if let Err(e) = self.directory.update(tenant, active, revision).await {
                 warn!(tenant = %tenant, error = %e, "could not mark tenant active again after a failed move");
@@ -423,8 +422,7 @@ impl Cluster {
     /// is a compare-and-set on the mark, so it cannot overtake the adopter's.
     pub(super) async fn roll_back_stale_marks(&self) {
         let stale = self.directory.cached_where(|v| {
-            v.placement.node == self.me
-                && matches!(v.placement.state, PlacementState::Moving { .. })
+            v.entry.node == self.me && matches!(v.entry.state, EntryState::Moving { .. })
         });
         for (tenant, mark) in stale {
             // A move under way here holds its guard from before the mark to after it is
@@ -432,10 +430,10 @@ impl Cluster {
             let Some(_guard) = MoveGuard::claim(&self.moving, &tenant) else {
                 continue;
             };
-            let active = Placement {
+            let active = DirectoryEntry {
                 node: self.me.clone(),
-                epoch: mark.placement.epoch,
-                state: PlacementState::Active,
+                epoch: mark.entry.epoch,
+                state: EntryState::Active,
             };
             match self.directory.update(&tenant, active, mark.revision).await {
                 Ok(_) => warn!(tenant = %tenant, "stale moving mark rolled back"),

@@ -9,7 +9,7 @@
 //! - [`status`]: the cluster as `GET /api/cluster` and `salesboy status` show it;
 //! - [`wire`]: what nodes say to each other.
 //!
-//! This node's member ([`Cluster`]), one concern a file:
+//! This node's member ([`ClusterMember`]), one concern a file:
 //! - `member`: the member's state, joining, what it tells the rest of the node;
 //! - `router`: delivering a command wherever its tenant lives ([`RouteError`]);
 //! - `inbox`: commands from other nodes, answered once per message id;
@@ -38,7 +38,7 @@ mod router;
 
 pub use control::control_request;
 pub use drain::{DRAIN_TIMEOUT, DrainError};
-pub use member::{Cluster, ClusterParts, ClusterSettings};
+pub use member::{ClusterMember, ClusterParts, ClusterSettings};
 pub use migration::MigrationError;
 pub use router::RouteError;
 

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::control::codec_headers;
-use super::directory::{Placement, PlacementState, Versioned};
-use super::member::Cluster;
+use super::directory::{DirectoryEntry, EntryState, Versioned};
+use super::member::ClusterMember;
 use super::wire::{ControlReply, ControlRequest, RemoteError};
 
 /// How long a command may take to reach its tenant, retries included.
@@ -68,7 +68,7 @@ pub enum RouteError {
     },
 }
 
-impl Cluster {
+impl ClusterMember {
     /// Delivers a command to the tenant wherever it lives, placing (activating) it first if
     /// it lives nowhere.
     pub async fn deliver(
@@ -110,7 +110,11 @@ impl Cluster {
     }
 
     /// The tenant's host; places it when it has none (or its host is dead).
-    pub(super) async fn owner(&self, tenant: &TenantId, fresh: bool) -> Result<Placement, Attempt> {
+    pub(super) async fn owner(
+        &self,
+        tenant: &TenantId,
+        fresh: bool,
+    ) -> Result<DirectoryEntry, Attempt> {
         let known = if fresh {
             None
         } else {
@@ -125,25 +129,29 @@ impl Cluster {
                 .map_err(|e| Attempt::Retry(e.to_string()))?,
         };
         match known {
-            Some(Versioned { placement, .. })
-                if matches!(placement.state, PlacementState::Moving { .. }) =>
-            {
+            Some(Versioned {
+                entry: placement, ..
+            }) if matches!(placement.state, EntryState::Moving { .. }) => {
                 Err(Attempt::Retry("tenant is moving".into()))
             }
-            Some(Versioned { placement, .. })
-                if placement.node == self.me
-                    || !super::is_known_dead(&self.membership, &placement.node) =>
+            Some(Versioned {
+                entry: placement, ..
+            }) if placement.node == self.me
+                || !super::is_known_dead(&self.membership, &placement.node) =>
             {
                 Ok(placement)
             }
-            _ => self.place(tenant).await,
+            _ => self.place_and_activate(tenant).await,
         }
     }
 
     /// Chooses a host for a tenant that has none and has it activated there.
-    pub(super) async fn place(&self, tenant: &TenantId) -> Result<Placement, Attempt> {
+    pub(super) async fn place_and_activate(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<DirectoryEntry, Attempt> {
         let nodes = self.membership.live_nodes();
-        let target = self.placement.place(tenant, &nodes, &[]).map_err(|e| {
+        let target = self.strategy.place(tenant, &nodes, &[]).map_err(|e| {
             Attempt::Final(RouteError::Unplaceable {
                 tenant: tenant.clone(),
                 reason: e.to_string(),
@@ -177,7 +185,7 @@ impl Cluster {
             .await
             .map_err(|e| Attempt::Retry(e.to_string()))?;
         placed
-            .map(|v| v.placement)
+            .map(|v| v.entry)
             .ok_or_else(|| Attempt::Retry("placement not recorded yet".into()))
     }
 
@@ -194,7 +202,7 @@ impl Cluster {
 
     pub(super) async fn deliver_to(
         &self,
-        owner: &Placement,
+        owner: &DirectoryEntry,
         tenant: &TenantId,
         command: &TenantCommand,
         id: MessageId,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use salesboy_protocol::subjects::{DIRECTORY_BUCKET, LEADER_BUCKET, LEADER_KEY, NODES_BUCKET};
 use serde::{Deserialize, Serialize};
 
-use super::Cluster;
-use super::directory::Placement;
+use super::ClusterMember;
+use super::directory::DirectoryEntry;
 use super::membership::NodeRecord;
 use crate::bus::{Bus, BusError};
 
@@ -65,13 +65,11 @@ impl NodeStatus {
 
 impl ClusterStatus {
     /// The live view of a running cluster node: its membership and directory caches.
-    pub fn of(cluster: &Cluster) -> Self {
+    pub fn of(cluster: &ClusterMember) -> Self {
         let placements = cluster.directory().cached_all();
         let mut placed: HashMap<String, usize> = HashMap::new();
         for (_, versioned) in &placements {
-            *placed
-                .entry(versioned.placement.node.to_string())
-                .or_default() += 1;
+            *placed.entry(versioned.entry.node.to_string()).or_default() += 1;
         }
         let nodes = cluster
             .membership()
@@ -100,7 +98,7 @@ impl ClusterStatus {
         let mut placed: HashMap<String, usize> = HashMap::new();
         let placements = directory_kv.entries().await.map_err(kv)?;
         for entry in &placements {
-            if let Ok(placement) = serde_json::from_slice::<Placement>(&entry.value) {
+            if let Ok(placement) = serde_json::from_slice::<DirectoryEntry>(&entry.value) {
                 *placed.entry(placement.node.to_string()).or_default() += 1;
             }
         }

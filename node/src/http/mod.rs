@@ -40,7 +40,7 @@ pub struct AppState {
     /// Where tenant commands go (this node, or wherever the cluster hosts the tenant).
     pub router: crate::routing::Router,
     /// The cluster runtime, on a cluster.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub cluster: Option<Arc<crate::cluster::ClusterMember>>,
 }
 
 impl AppState {
@@ -79,7 +79,7 @@ impl AppState {
     pub fn with_router(
         mut self,
         router: crate::routing::Router,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
+        cluster: Option<Arc<crate::cluster::ClusterMember>>,
     ) -> Self {
         self.ingress = self.ingress.with_router(router.clone());
         self.router = router;

@@ -1,5 +1,5 @@
 //! One simulated node incarnation: the real actor tree (`NodeHandle`) and the real cluster
-//! runtime (membership, directory, leader lease, `Cluster`: routing, migration, failover,
+//! runtime (membership, directory, leader lease, `ClusterMember`: routing, migration, failover,
 //! rebalancing), built by the production assembly ([`assembly::assemble`], as
 //! `salesboy serve` builds a node), but on in-memory ports behind the node's gate, and
 //! without HTTP (the harness's customers call the production [`Ingress`]).
@@ -13,7 +13,7 @@ use salesboy_actors::services::{Settings, response_cache};
 use salesboy_actors::store::Store;
 use salesboy_node::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use salesboy_node::background::Background;
-use salesboy_node::cluster::Cluster;
+use salesboy_node::cluster::ClusterMember;
 use salesboy_node::cluster::membership::NodeInfo;
 use salesboy_node::ingress::Ingress;
 use salesboy_protocol::NodeId;
@@ -58,7 +58,7 @@ pub struct SimNode {
     /// Its view of the database.
     pub store: Arc<dyn Store>,
     /// Its cluster runtime.
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<ClusterMember>,
     /// Its actor tree.
     pub node: NodeHandle,
     /// Its ingress (what the webhook handler calls once a delivery is verified and parsed).
