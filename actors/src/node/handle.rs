@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, RpcReplyPort};
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -77,13 +77,9 @@ impl NodeHandle {
             return Ok(existing);
         }
         let tenant = tenant.clone();
-        ask(
-            &self.supervisor,
-            |reply| NodeMsg::Activate { tenant, reply },
-            CALL_TIMEOUT,
-        )
-        .await
-        .unwrap_or(Err(ActivationError::Stopping))
+        self.ask_node(|reply| NodeMsg::Activate { tenant, reply })
+            .await
+            .unwrap_or(Err(ActivationError::Stopping))
     }
 
     /// Delivers a command to the tenant, activating it first if it is not hosted here; a
@@ -118,9 +114,7 @@ impl NodeHandle {
             command,
             reply: Some(reply),
         };
-        ask(&supervisor, request, CALL_TIMEOUT)
-            .await
-            .ok_or_else(|| TenantError::Gone(tenant.clone()))?
+        ask_tenant(&supervisor, tenant, request, CALL_TIMEOUT).await?
     }
 
     /// The tenants hosted here.
@@ -138,9 +132,7 @@ impl NodeHandle {
             .ok_or_else(|| TenantError::Gone(tenant.clone()))?;
         // The tenant bounds each child's freeze; allow for both stages.
         let timeout = self.services.settings.freeze_timeout * 3;
-        ask(&supervisor, TenantMsg::Freeze, timeout)
-            .await
-            .ok_or_else(|| TenantError::Gone(tenant.clone()))?
+        ask_tenant(&supervisor, tenant, TenantMsg::Freeze, timeout).await?
     }
 
     /// Resumes a frozen tenant (the move was called off).
@@ -154,28 +146,20 @@ impl NodeHandle {
     /// new host.
     pub async fn release(&self, tenant: &TenantId) -> Vec<TenantCommand> {
         let tenant = tenant.clone();
-        ask(
-            &self.supervisor,
-            |reply| NodeMsg::Release { tenant, reply },
-            CALL_TIMEOUT,
-        )
-        .await
-        .unwrap_or_default()
+        self.ask_node(|reply| NodeMsg::Release { tenant, reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Hosts a tenant that moved here, under its new `epoch` (claimed in the store first, so
     /// the old host's late writes are refused).
     pub async fn adopt(&self, handoff: TenantHandoff, epoch: u64) -> Result<(), ActivationError> {
         let handoff = Box::new(handoff);
-        ask(
-            &self.supervisor,
-            |reply| NodeMsg::Adopt {
-                handoff,
-                epoch,
-                reply,
-            },
-            CALL_TIMEOUT,
-        )
+        self.ask_node(|reply| NodeMsg::Adopt {
+            handoff,
+            epoch,
+            reply,
+        })
         .await
         .unwrap_or(Err(ActivationError::Stopping))
     }
@@ -188,7 +172,7 @@ impl NodeHandle {
             tenant: tenant.clone(),
             reply,
         };
-        ask(&self.supervisor, request, CALL_TIMEOUT)
+        self.ask_node(request)
             .await
             .ok_or_else(|| TenantError::Gone(tenant.clone()))
     }
@@ -247,8 +231,30 @@ impl NodeHandle {
             .await;
     }
 
+    /// Asks the node supervisor; `None` when it is stopping or did not answer in time (each
+    /// caller says what that means for it).
+    async fn ask_node<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(RpcReplyPort<T>) -> NodeMsg,
+    ) -> Option<T> {
+        ask(&self.supervisor, request, CALL_TIMEOUT).await
+    }
+
     /// The tenant's supervisor if it is hosted here (never activates).
     fn hosted(&self, tenant: &TenantId) -> Option<ActorRef<TenantMsg>> {
         self.registry.read().get(tenant).cloned()
     }
+}
+
+/// Asks a tenant's supervisor and waits up to `timeout`; [`TenantError::Gone`] when it stopped
+/// or did not answer in time.
+async fn ask_tenant<T: Send + 'static>(
+    supervisor: &ActorRef<TenantMsg>,
+    tenant: &TenantId,
+    request: impl FnOnce(RpcReplyPort<T>) -> TenantMsg,
+    timeout: Duration,
+) -> Result<T, TenantError> {
+    ask(supervisor, request, timeout)
+        .await
+        .ok_or_else(|| TenantError::Gone(tenant.clone()))
 }

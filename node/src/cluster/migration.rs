@@ -35,7 +35,7 @@ pub enum MigrationError {
         tenant: TenantId,
     },
     /// The directory places the tenant nowhere.
-    #[error("tenant {tenant} has no placement")]
+    #[error("tenant {tenant} is not in the directory")]
     NotInDirectory {
         /// The tenant.
         tenant: TenantId,
