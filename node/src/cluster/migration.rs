@@ -305,35 +305,30 @@ impl ClusterMember {
         // Asked after the mark: an activation that starts now finds the tenant moving, and
         // one under way is waited for (taking it for "not hosted" would leave it running
         // here beside the adopter).
-        let hosted = match self.node.is_hosted(tenant).await {
-            Ok(hosted) => hosted,
+        let frozen = match self.node.is_hosted(tenant).await {
+            Ok(true) => self.node.freeze(tenant).await.map(Some),
+            Ok(false) => Ok(None),
+            Err(error) => Err(error),
+        };
+        let (hosted, handoff) = match frozen {
+            Ok(Some(handoff)) => (true, handoff),
+            // Not active here: nothing to carry but the directory entry.
+            Ok(None) => (
+                false,
+                TenantHandoff {
+                    tenant: tenant.clone(),
+                    epoch,
+                    conversations: vec![],
+                    session: None,
+                    held: vec![],
+                },
+            ),
             Err(error) => {
                 back_here(marked.revision).await;
                 return Err(MigrationError::FreezeFailed {
                     tenant: tenant.clone(),
                     error,
                 });
-            }
-        };
-        let handoff = if hosted {
-            match self.node.freeze(tenant).await {
-                Ok(handoff) => handoff,
-                Err(error) => {
-                    back_here(marked.revision).await;
-                    return Err(MigrationError::FreezeFailed {
-                        tenant: tenant.clone(),
-                        error,
-                    });
-                }
-            }
-        } else {
-            // Not active here: nothing to carry but the placement.
-            TenantHandoff {
-                tenant: tenant.clone(),
-                epoch,
-                conversations: vec![],
-                session: None,
-                held: vec![],
             }
         };
         let adopted = self
