@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants"),
     ("post", "/api/tenants"),
     ("get", "/api/tenants/{id}"),
+    ("get", "/api/tenants/{id}/session"),
     ("get", "/api/tenants/{id}/knowledge"),
     ("post", "/api/tenants/{id}/knowledge"),
     ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
@@ -719,6 +720,35 @@ async fn unknown_tenants_and_routes_are_404() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(error(&answer), "no such admin route");
     assert!(h.sent.lock().is_empty());
+}
+
+#[tokio::test]
+async fn the_session_status_says_where_the_tenant_runs() {
+    let h = harness().await;
+    let unknown = h.get("/api/tenants/nope/session").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&unknown), "unknown tenant nope");
+    h.create_acme().await;
+    let idle = h.get("/api/tenants/acme/session").await;
+    assert_eq!(idle.status, StatusCode::OK, "{}", idle.raw);
+    assert_eq!(
+        idle.json,
+        json!({"tenant": "acme", "state": "idle", "node": null, "epoch": null,
+               "moving_to": null, "session": null})
+    );
+    let resumed = h
+        .post(
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/resume"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    let active = h.get("/api/tenants/acme/session").await.json;
+    assert_eq!(active["state"], "active");
+    assert_eq!(active["node"], "node-test");
+    let epoch = h.state.node.observe_tenant(&acme()).await.map(|t| t.epoch);
+    assert_eq!(active["epoch"].as_u64(), epoch);
+    assert_eq!(active["session"]["status"], "connected");
 }
 
 #[tokio::test]
