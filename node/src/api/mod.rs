@@ -1,5 +1,6 @@
 //! The operations of the gateway's APIs, written once: the HTTP admin API
-//! ([`crate::http::admin`]) is a thin front end over them. An operation takes validated ids and a typed request, and answers a typed
+//! ([`crate::http::admin`]) and the NATS service API ([`service`]) are two thin front ends
+//! over them. An operation takes validated ids and a typed request, and answers a typed
 //! response (serde, with its OpenAPI schema) or an [`ApiError`].
 //!
 //! One module per resource:
@@ -7,12 +8,14 @@
 //! - [`tenants`]: tenants and their numbers, a tenant's session status;
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a chat's messages, bot pause and resume, owner sends;
-//! - [`cluster`]: the cluster view.
+//! - [`cluster`]: the cluster view;
+//! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
 pub mod cluster;
 pub mod conversations;
 mod error;
 pub mod knowledge;
+pub mod service;
 pub mod tenants;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The admin API under `/api`: tenants and their WhatsApp numbers, knowledge documents,
 //! conversations (messages, bot pause/resume, owner sends) and the cluster view. Handlers
-//! are thin: they extract the request, call the operation in [`crate::api`] and answer its
-//! result or its [`ApiError`].
+//! are thin: they extract the request, call the operation in [`crate::api`] (the same one
+//! the NATS service calls) and answer its result or its [`ApiError`].
 //!
 //! Every route but `GET /api/openapi.json` requires `Authorization: Bearer <admin token>`
 //! (compared in constant time, never logged). Errors are JSON `{"error": "…"}`: 400 invalid
