@@ -621,6 +621,21 @@ async fn owner_sends_are_recorded_sent_and_listed() {
 
     let limited = h.get(&format!("{path}/messages?limit=1")).await;
     assert_eq!(limited.json["messages"].as_array().unwrap().len(), 1);
+    let id = &limited.json["messages"][0]["id"];
+    let earlier = h.get(&format!("{path}/messages?before={id}")).await;
+    assert_eq!(earlier.status, StatusCode::OK, "{}", earlier.raw);
+    assert_eq!(
+        earlier.json["messages"],
+        json!([]),
+        "nothing before the only message"
+    );
+    let bad = h.get(&format!("{path}/messages?before=last")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&bad).starts_with("before: expected a message id"),
+        "{}",
+        bad.raw
+    );
 }
 
 #[tokio::test]

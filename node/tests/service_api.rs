@@ -223,12 +223,26 @@ async fn every_command_answers_from_a_plain_client() {
     .await
     .ok();
     assert!(sent["outbound_id"].as_i64().is_some(), "{sent}");
-    let delivered = s.gateway.wait_for_sent(1, "the owner's message").await;
+    request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Tracking: 42"})),
+    )
+    .await
+    .ok();
+    let delivered = s.gateway.wait_for_sent(2, "the owner's messages").await;
+    let mut bodies: Vec<(&str, &str, &str)> = delivered
+        .iter()
+        .map(|m| (m.to.as_str(), m.body.as_str(), m.token.as_str()))
+        .collect();
+    bodies.sort_unstable();
     assert_eq!(
-        (delivered[0].to.as_str(), delivered[0].body.as_str()),
-        (CUSTOMER, "Your order ships today.")
+        bodies,
+        [
+            (CUSTOMER, "Tracking: 42", ACCESS_TOKEN),
+            (CUSTOMER, "Your order ships today.", ACCESS_TOKEN)
+        ]
     );
-    assert_eq!(delivered[0].token, ACCESS_TOKEN);
 
     let paused = request(
         c,
@@ -239,16 +253,26 @@ async fn every_command_answers_from_a_plain_client() {
     .ok();
     assert_eq!(paused["chat"], CUSTOMER);
     let until = paused["bot_paused_until_ms"].as_i64().expect("paused");
-    let messages = request(
+    let last = request(
         c,
         &t("conversation.messages"),
-        Some(json!({"chat": CUSTOMER, "limit": 10})),
+        Some(json!({"chat": CUSTOMER, "limit": 1})),
     )
     .await
     .ok();
-    assert_eq!(messages["bot_paused_until_ms"], until);
-    assert_eq!(messages["messages"][0]["body"], "Your order ships today.");
-    assert_eq!(messages["messages"][0]["origin"], "owner");
+    assert_eq!(last["bot_paused_until_ms"], until);
+    assert_eq!(last["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(last["messages"][0]["body"], "Tracking: 42");
+    let earlier = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER, "before": last["messages"][0]["id"]})),
+    )
+    .await
+    .ok();
+    assert_eq!(earlier["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(earlier["messages"][0]["body"], "Your order ships today.");
+    assert_eq!(earlier["messages"][0]["origin"], "owner");
     let resumed = request(c, &t("bot.resume"), Some(json!({"chat": CUSTOMER})))
         .await
         .ok();

@@ -235,7 +235,7 @@ fn status(tenant: &TenantId, id: &str, status: DeliveryStatus, at_ms: i64) -> Ne
 
 async fn message(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: i64) -> StoredMessage {
     store
-        .conversation_messages(tenant, chat, 1_000)
+        .conversation_messages(tenant, chat, None, 1_000)
         .await
         .expect("conversation messages")
         .into_iter()
@@ -246,7 +246,7 @@ async fn message(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: i64) -
 /// How many messages the chat holds, counting up to `limit`.
 async fn chat_size(store: &dyn Store, tenant: &TenantId, chat: &ChatId, limit: u32) -> usize {
     store
-        .conversation_messages(tenant, chat, limit)
+        .conversation_messages(tenant, chat, None, limit)
         .await
         .expect("conversation messages")
         .len()
@@ -425,7 +425,10 @@ async fn duplicate_inbound_is_a_noop(store: Arc<dyn Store>) {
     assert_eq!(second, InsertOutcome::Duplicate { id });
     assert_eq!(second.id(), first.id());
 
-    let messages = store.conversation_messages(&acme, &chat, 10).await.unwrap();
+    let messages = store
+        .conversation_messages(&acme, &chat, None, 10)
+        .await
+        .unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].body.as_deref(), Some("message wamid.A"));
     assert_eq!(messages[0].created_ms, T0);
@@ -1081,7 +1084,7 @@ async fn history_windows_and_chat_log(store: Arc<dyn Store>) {
     let m3 = store.insert_inbound(&sticker).await.unwrap().id();
 
     let all = store
-        .conversation_messages(&acme, &alice, 100)
+        .conversation_messages(&acme, &alice, None, 100)
         .await
         .unwrap();
     assert_eq!(ids(&all), [m1, r1, m2, r2, m3]);
@@ -1096,8 +1099,33 @@ async fn history_windows_and_chat_log(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(
-        ids(&store.conversation_messages(&acme, &alice, 2).await.unwrap()),
+        ids(&store
+            .conversation_messages(&acme, &alice, None, 2)
+            .await
+            .unwrap()),
         [r2, m3]
+    );
+    // paging back from a message: the ones before it, in the same order
+    let page = |before: i64, limit: u32| {
+        let store = Arc::clone(&store);
+        let (acme, alice) = (acme.clone(), alice.clone());
+        async move {
+            let page = store.conversation_messages(&acme, &alice, Some(before), limit);
+            ids(&page.await.unwrap())
+        }
+    };
+    assert_eq!(page(m3, 2).await, [m2, r2]);
+    assert_eq!(page(m2, 100).await, [m1, r1]);
+    assert_eq!(page(m1, 100).await, Vec::<i64>::new());
+    assert_eq!(
+        page(b1, 100).await,
+        Vec::<i64>::new(),
+        "another chat's message"
+    );
+    assert_eq!(
+        page(i64::MAX, 100).await,
+        Vec::<i64>::new(),
+        "no such message"
     );
     // the LLM's window: text the customer saw, oldest first
     assert_eq!(
@@ -1130,7 +1158,7 @@ async fn retention_deletes_old_messages_only(store: Arc<dyn Store>) {
 
     assert_eq!(store.delete_messages_before(cutoff).await.unwrap(), 3);
     let left = store
-        .conversation_messages(&acme, &chat, 100)
+        .conversation_messages(&acme, &chat, None, 100)
         .await
         .unwrap();
     assert_eq!(ids(&left), [edge_reply, new_in]);

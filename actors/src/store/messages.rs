@@ -387,11 +387,15 @@ pub trait MessageStore: Send + Sync {
     /// The tenant's outbound messages still pending (recorded, never sent or failed).
     async fn unsent_replies(&self, tenant: &TenantId) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// The chat's last `limit` messages, both directions, oldest first.
+    /// The chat's last `limit` messages, both directions, oldest first (ordered by
+    /// `created_ms`, then id). With `before`, the id of one of the chat's messages: the last
+    /// `limit` of those that come before it (paging back); none if it is not a message of
+    /// this chat.
     async fn conversation_messages(
         &self,
         tenant: &TenantId,
         chat: &ChatId,
+        before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 

@@ -81,7 +81,8 @@ pub struct MessagesResponse {
     /// The bot is paused in this chat until then (unix ms; 9223372036854775807 = until
     /// resumed); `null` when not paused.
     pub bot_paused_until_ms: Option<i64>,
-    /// The last messages, oldest first.
+    /// The last messages (before `before`, if given), oldest first. To page back, ask again
+    /// with `before` = the first message's `id`.
     pub messages: Vec<MessageView>,
 }
 
@@ -110,11 +111,13 @@ pub fn invalid_limit(got: impl std::fmt::Debug) -> ApiError {
 }
 
 /// The chat's last `limit` messages (default [`DEFAULT_MESSAGE_LIMIT`]), both directions,
-/// oldest first.
+/// oldest first; with `before` (a message's `id`), the last of those before it, to page
+/// back (none if it is not a message of this chat).
 pub async fn messages(
     api: &Api,
     id: &TenantId,
     chat: &ChatId,
+    before: Option<i64>,
     limit: Option<u32>,
 ) -> Result<MessagesResponse, ApiError> {
     let limit = match limit {
@@ -124,7 +127,10 @@ pub async fn messages(
     };
     api.existing_tenant(id).await?;
     let conversation = api.store.conversation(id, chat).await?;
-    let messages = api.store.conversation_messages(id, chat, limit).await?;
+    let messages = api
+        .store
+        .conversation_messages(id, chat, before, limit)
+        .await?;
     Ok(MessagesResponse {
         chat: chat.to_string(),
         bot_paused_until_ms: conversation.and_then(|c| c.bot_paused_until_ms),

@@ -193,11 +193,20 @@ impl MessageStore for SqlStore {
         &self,
         tenant: &TenantId,
         chat: &ChatId,
+        before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let query = messages::CHAT_MESSAGES;
-        self.run(messages::last_of_chat(&self.db, query, tenant, chat, limit))
-            .await
+        match before {
+            Some(before) => {
+                let read = messages::chat_messages_before(&self.db, tenant, chat, before, limit);
+                self.run(read).await
+            }
+            None => {
+                let query = messages::CHAT_MESSAGES;
+                self.run(messages::last_of_chat(&self.db, query, tenant, chat, limit))
+                    .await
+            }
+        }
     }
 
     async fn recent_history(

@@ -59,6 +59,8 @@ struct KnowledgeDelete {
 struct ConversationMessages {
     /// The customer's WhatsApp id.
     chat: String,
+    /// Only messages before this one (a message `id`): paging back.
+    before: Option<i64>,
     /// How many of the last messages, 1 to 1000 (default 100).
     limit: Option<u32>,
 }
@@ -132,7 +134,8 @@ pub(super) async fn run(
             let id = tenant(subject, command)?;
             let request: ConversationMessages = parse(payload)?;
             let chat = chat_id("chat", request.chat)?;
-            encode(conversations::messages(api, &id, &chat, request.limit).await?)
+            let messages = conversations::messages(api, &id, &chat, request.before, request.limit);
+            encode(messages.await?)
         }
     }
 }

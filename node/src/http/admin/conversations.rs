@@ -25,10 +25,11 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(send))
 }
 
-/// `?limit=` of the messages route.
+/// `?limit=` and `?before=` of the messages route.
 #[derive(Debug, Deserialize)]
 pub(super) struct MessagesQuery {
     limit: Option<String>,
+    before: Option<String>,
 }
 
 /// Pause length; without a body the bot is paused until resumed.
@@ -72,6 +73,7 @@ impl ConversationPath {
     params(
         ConversationPath,
         ("limit" = Option<u32>, Query, description = "how many messages, 1 to 1000 (default 100)"),
+        ("before" = Option<i64>, Query, description = "only messages before this message id (paging back)"),
     ),
     responses(
         (status = 200, description = "the messages", body = MessagesResponse),
@@ -91,7 +93,13 @@ pub(super) async fn messages(
         None => None,
         Some(text) => Some(text.parse().map_err(|_| invalid_limit(&text))?),
     };
-    let answer = conversations::messages(&state.api(), &id, &chat, limit).await?;
+    let before = match query.before {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            ApiError::invalid("before", format!("expected a message id, got {text:?}"))
+        })?),
+    };
+    let answer = conversations::messages(&state.api(), &id, &chat, before, limit).await?;
     Ok(Json(answer))
 }
 

@@ -11,8 +11,8 @@ mod reads;
 mod status;
 
 pub(crate) use reads::{
-    CHAT_HISTORY, CHAT_MESSAGES, chat_log, last_of_chat, tenants_with_pending_work,
-    unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
+    CHAT_HISTORY, CHAT_MESSAGES, chat_log, chat_messages_before, last_of_chat,
+    tenants_with_pending_work, unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
 };
 pub(crate) use status::update_status;
 

@@ -292,9 +292,24 @@ impl MessageStore for MemoryStore {
         &self,
         tenant: &TenantId,
         chat: &ChatId,
+        before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(self.tables().last_of_chat(tenant, chat, limit, |_| true))
+        let tables = self.tables();
+        let Some(before) = before else {
+            return Ok(tables.last_of_chat(tenant, chat, limit, |_| true));
+        };
+        let cursor = tables
+            .messages
+            .values()
+            .find(|m| m.id == before && &m.tenant == tenant && &m.chat == chat)
+            .map(|m| (m.created_ms, m.id));
+        Ok(match cursor {
+            Some(cursor) => {
+                tables.last_of_chat(tenant, chat, limit, |m| (m.created_ms, m.id) < cursor)
+            }
+            None => Vec::new(),
+        })
     }
 
     async fn recent_history(
