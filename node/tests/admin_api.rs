@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants/{id}/knowledge"),
     ("post", "/api/tenants/{id}/knowledge"),
     ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
+    ("get", "/api/tenants/{id}/conversations"),
     ("get", "/api/tenants/{id}/conversations/{wa_id}/messages"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/pause"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
@@ -618,6 +619,28 @@ async fn owner_sends_are_recorded_sent_and_listed() {
             "Hi, this is Anna from Acme.".to_owned()
         )]
     );
+
+    let conversations = h.get("/api/tenants/acme/conversations").await;
+    assert_eq!(
+        conversations.status,
+        StatusCode::OK,
+        "{}",
+        conversations.raw
+    );
+    assert_eq!(conversations.json.as_array().map(Vec::len), Some(1));
+    assert_eq!(conversations.json[0]["chat"], CUSTOMER);
+    assert_eq!(conversations.json[0]["last_inbound_ms"], Value::Null);
+    let after = h
+        .get(&format!(
+            "/api/tenants/acme/conversations?after={CUSTOMER}&limit=5"
+        ))
+        .await;
+    assert_eq!(after.json, json!([]), "{}", after.raw);
+    let bad = h.get("/api/tenants/acme/conversations?limit=0").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(error(&bad).starts_with("limit: "), "{}", bad.raw);
+    let unknown = h.get("/api/tenants/nope/conversations").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
     let limited = h.get(&format!("{path}/messages?limit=1")).await;
     assert_eq!(limited.json["messages"].as_array().unwrap().len(), 1);

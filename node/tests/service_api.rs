@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 13] = [
+const ENDPOINTS: [&str; 14] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -32,6 +32,7 @@ const ENDPOINTS: [&str; 13] = [
     "sb.v1.api.t.*.knowledge.add",
     "sb.v1.api.t.*.knowledge.list",
     "sb.v1.api.t.*.knowledge.delete",
+    "sb.v1.api.t.*.conversation.list",
     "sb.v1.api.t.*.conversation.messages",
 ];
 
@@ -273,6 +274,18 @@ async fn every_command_answers_from_a_plain_client() {
     assert_eq!(earlier["messages"].as_array().map(Vec::len), Some(1));
     assert_eq!(earlier["messages"][0]["body"], "Your order ships today.");
     assert_eq!(earlier["messages"][0]["origin"], "owner");
+    let listed = request(c, &t("conversation.list"), None).await.ok();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["chat"], CUSTOMER);
+    assert_eq!(listed[0]["bot_paused_until_ms"], until);
+    let after = request(
+        c,
+        &t("conversation.list"),
+        Some(json!({"after": CUSTOMER, "limit": 10})),
+    )
+    .await
+    .ok();
+    assert_eq!(after, json!([]));
     let resumed = request(c, &t("bot.resume"), Some(json!({"chat": CUSTOMER})))
         .await
         .ok();
@@ -364,6 +377,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("knowledge.add", json!({"title": "t", "text": "some text"})),
         ("knowledge.list", json!({})),
         ("knowledge.delete", json!({"document_id": 1})),
+        ("conversation.list", json!({})),
         ("conversation.messages", json!({"chat": CUSTOMER})),
     ];
     for (command, body) in unknown {
@@ -422,6 +436,8 @@ async fn each_error_answers_its_code_and_changes_nothing() {
             json!({"chat": CUSTOMER, "limit": 0}),
             "limit: ",
         ),
+        ("conversation.list", json!({"limit": 1001}), "limit: "),
+        ("conversation.list", json!({"after": "a.b"}), "after: "),
         (
             "knowledge.add",
             json!({"title": " ", "text": "x"}),

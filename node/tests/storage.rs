@@ -125,6 +125,7 @@ storage_suite!(
     sent_and_failed_replies_are_final,
     echoes_and_owner_messages,
     bot_pause_round_trip,
+    conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
     retention_deletes_old_messages_only,
     knowledge_search_stays_within_the_tenant,
@@ -1028,6 +1029,53 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
     // the conversation exists, but no customer has written
     let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
     assert_eq!(conversation.last_inbound_ms, None);
+}
+
+async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let other = given_tenant(&*store, "other").await;
+    let [a, b, c, d] = ["15550000001", "15550000002", "15550000003", "15550000004"].map(chat_id);
+    receive(&*store, &acme, &a, "wamid.a", T0).await;
+    receive(&*store, &acme, &c, "wamid.c", T0 + 2).await;
+    receive(&*store, &acme, &b, "wamid.b", T0 + 2).await;
+    // a chat the customer never wrote in comes last
+    store
+        .set_bot_paused(&acme, &d, Some(PAUSED_INDEFINITELY), 0)
+        .await
+        .unwrap();
+    receive(&*store, &other, &a, "wamid.o", T0 + 9).await;
+
+    let list = |after: Option<ChatId>, limit: u32| {
+        let (store, acme) = (Arc::clone(&store), acme.clone());
+        async move {
+            let found = store.conversations(&acme, after.as_ref(), limit).await;
+            let found = found.unwrap();
+            assert!(found.iter().all(|c| c.tenant == acme), "only the tenant's");
+            found
+        }
+    };
+    let chats = |found: &[salesboy_actors::store::Conversation]| {
+        found.iter().map(|c| c.chat.to_string()).collect::<Vec<_>>()
+    };
+    let all = list(None, 100).await;
+    assert_eq!(
+        chats(&all),
+        [b.as_str(), c.as_str(), a.as_str(), d.as_str()]
+    );
+    assert_eq!(all[0].last_inbound_ms, Some(T0 + 2));
+    assert_eq!(all[3].last_inbound_ms, None);
+    assert_eq!(all[3].bot_paused_until_ms, Some(PAUSED_INDEFINITELY));
+    // pages: each after the last of the one before
+    assert_eq!(chats(&list(None, 2).await), [b.as_str(), c.as_str()]);
+    assert_eq!(
+        chats(&list(Some(c.clone()), 2).await),
+        [a.as_str(), d.as_str()]
+    );
+    assert!(list(Some(d.clone()), 2).await.is_empty());
+    assert!(
+        list(Some(chat_id("15559999999")), 2).await.is_empty(),
+        "after a chat that is not the tenant's"
+    );
 }
 
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {

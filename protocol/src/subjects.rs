@@ -165,13 +165,15 @@ pub enum ApiCommand {
     KnowledgeList,
     /// Delete a knowledge document.
     KnowledgeDelete,
+    /// The tenant's conversations, most recent first.
+    ConversationList,
     /// A chat's last messages.
     ConversationMessages,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 13] = [
+    pub const ALL: [ApiCommand; 14] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -184,6 +186,7 @@ impl ApiCommand {
         Self::KnowledgeAdd,
         Self::KnowledgeList,
         Self::KnowledgeDelete,
+        Self::ConversationList,
         Self::ConversationMessages,
     ];
 
@@ -202,6 +205,7 @@ impl ApiCommand {
             Self::KnowledgeAdd => "knowledge.add",
             Self::KnowledgeList => "knowledge.list",
             Self::KnowledgeDelete => "knowledge.delete",
+            Self::ConversationList => "conversation.list",
             Self::ConversationMessages => "conversation.messages",
         }
     }

@@ -290,6 +290,17 @@ pub trait MessageStore: Send + Sync {
         chat: &ChatId,
     ) -> Result<Option<Conversation>, StoreError>;
 
+    /// The tenant's conversations, the most recent inbound message first (conversations the
+    /// customer never wrote in last), ties by chat id; at most `limit`. With `after`, a chat
+    /// of the tenant: those that come after it in this order (paging); none if there is no
+    /// such conversation.
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ChatId>,
+        limit: u32,
+    ) -> Result<Vec<Conversation>, StoreError>;
+
     /// Pauses the bot in a chat until `until_ms` ([`PAUSED_INDEFINITELY`] for no end), or
     /// resumes it with `None`. Creates the conversation if needed. Fenced.
     async fn set_bot_paused(

@@ -1,4 +1,4 @@
-//! A chat's messages, bot pause and resume, owner sends.
+//! A tenant's conversations; a chat's messages, bot pause and resume, owner sends.
 
 use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::store::{PAUSED_INDEFINITELY, StoredMessage};
@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 
 use super::{Api, ApiError};
 
-/// Default number of messages [`messages`] returns.
+/// Default number of messages [`messages`] (and conversations [`list`]) returns.
 pub const DEFAULT_MESSAGE_LIMIT: u32 = 100;
 
-/// Most messages [`messages`] returns.
+/// Most messages [`messages`] (and conversations [`list`]) returns.
 pub const MAX_MESSAGE_LIMIT: u32 = 1_000;
 
 /// Longest owner message, in characters (WhatsApp's limit for a text body).
@@ -86,6 +86,18 @@ pub struct MessagesResponse {
     pub messages: Vec<MessageView>,
 }
 
+/// One conversation of a tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationView {
+    /// The customer's WhatsApp id.
+    pub chat: String,
+    /// When the customer last wrote (unix ms); `null` if never.
+    pub last_inbound_ms: Option<i64>,
+    /// The bot is paused in this chat until then (unix ms; 9223372036854775807 = until
+    /// resumed); `null` when not paused.
+    pub bot_paused_until_ms: Option<i64>,
+}
+
 /// The bot's pause state in a chat.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PauseState {
@@ -110,6 +122,37 @@ pub fn invalid_limit(got: impl std::fmt::Debug) -> ApiError {
     )
 }
 
+/// The tenant's conversations, the most recent inbound message first (chats the customer
+/// never wrote in last), at most `limit` (default [`DEFAULT_MESSAGE_LIMIT`]); with `after`
+/// (a chat of a previous page, its last), those that come after it.
+pub async fn list(
+    api: &Api,
+    id: &TenantId,
+    after: Option<&ChatId>,
+    limit: Option<u32>,
+) -> Result<Vec<ConversationView>, ApiError> {
+    let limit = checked_limit(limit)?;
+    api.existing_tenant(id).await?;
+    let conversations = api.store.conversations(id, after, limit).await?;
+    Ok(conversations
+        .into_iter()
+        .map(|c| ConversationView {
+            chat: c.chat.to_string(),
+            last_inbound_ms: c.last_inbound_ms,
+            bot_paused_until_ms: c.bot_paused_until_ms,
+        })
+        .collect())
+}
+
+/// `limit`, or the default; 400 outside 1 to [`MAX_MESSAGE_LIMIT`].
+fn checked_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_MESSAGE_LIMIT),
+        Some(n) if (1..=MAX_MESSAGE_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(invalid_limit(n)),
+    }
+}
+
 /// The chat's last `limit` messages (default [`DEFAULT_MESSAGE_LIMIT`]), both directions,
 /// oldest first; with `before` (a message's `id`), the last of those before it, to page
 /// back (none if it is not a message of this chat).
@@ -120,11 +163,7 @@ pub async fn messages(
     before: Option<i64>,
     limit: Option<u32>,
 ) -> Result<MessagesResponse, ApiError> {
-    let limit = match limit {
-        None => DEFAULT_MESSAGE_LIMIT,
-        Some(n) if (1..=MAX_MESSAGE_LIMIT).contains(&n) => n,
-        Some(n) => return Err(invalid_limit(n)),
-    };
+    let limit = checked_limit(limit)?;
     api.existing_tenant(id).await?;
     let conversation = api.store.conversation(id, chat).await?;
     let messages = api

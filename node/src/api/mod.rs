@@ -7,7 +7,8 @@
 //! - `error`: [`ApiError`], its status and code;
 //! - [`tenants`]: tenants and their numbers, a tenant's session status;
 //! - [`knowledge`]: a tenant's knowledge documents;
-//! - [`conversations`]: a chat's messages, bot pause and resume, owner sends;
+//! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
+//!   owner sends;
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 

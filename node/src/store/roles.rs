@@ -66,6 +66,16 @@ impl FencingStore for SqlStore {
 
 #[async_trait]
 impl MessageStore for SqlStore {
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ChatId>,
+        limit: u32,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.run(messages::conversations(&self.db, tenant, after, limit))
+            .await
+    }
+
     async fn conversation(
         &self,
         tenant: &TenantId,

@@ -53,6 +53,16 @@ struct KnowledgeDelete {
     document_id: i64,
 }
 
+/// `conversation.list`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConversationList {
+    /// Only conversations after this chat (the last of the previous page).
+    after: Option<String>,
+    /// How many, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
 /// `conversation.messages`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +139,12 @@ pub(super) async fn run(
             let id = tenant(subject, command)?;
             let request: KnowledgeDelete = parse(payload)?;
             encode(knowledge::delete(api, &id, request.document_id).await?)
+        }
+        ApiCommand::ConversationList => {
+            let id = tenant(subject, command)?;
+            let request: ConversationList = parse(payload)?;
+            let after = request.after.map(|a| chat_id("after", a)).transpose()?;
+            encode(conversations::list(api, &id, after.as_ref(), request.limit).await?)
         }
         ApiCommand::ConversationMessages => {
             let id = tenant(subject, command)?;

@@ -1,5 +1,6 @@
-//! `/tenants/{id}/conversations/{wa_id}/…`: a chat's messages, bot pause and resume, owner
-//! sends. The work is in [`crate::api::conversations`].
+//! `/tenants/{id}/conversations` and `/tenants/{id}/conversations/{wa_id}/…`: a tenant's
+//! conversations, a chat's messages, bot pause and resume, owner sends. The work is in
+//! [`crate::api::conversations`].
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,15 +15,25 @@ use utoipa_axum::routes;
 use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::{AppState, chat_id, tenant_id};
 use crate::api::ApiError;
-use crate::api::conversations::{self, MessagesResponse, PauseState, SendAccepted, invalid_limit};
+use crate::api::conversations::{
+    self, ConversationView, MessagesResponse, PauseState, SendAccepted, invalid_limit,
+};
 
 /// The routes of this module, documented.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
+        .routes(routes!(list))
         .routes(routes!(messages))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(send))
+}
+
+/// `?limit=` and `?after=` of the conversations route.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
 }
 
 /// `?limit=` and `?before=` of the messages route.
@@ -65,6 +76,40 @@ impl ConversationPath {
     fn ids(self) -> Result<(TenantId, ChatId), ApiError> {
         Ok((tenant_id("id", self.id)?, chat_id(self.wa_id)?))
     }
+}
+
+/// A tenant's conversations, the most recent inbound message first.
+#[utoipa::path(
+    get, path = "/tenants/{id}/conversations", tag = "conversations",
+    params(
+        ("id" = String, Path, description = "tenant id"),
+        ("limit" = Option<u32>, Query, description = "how many conversations, 1 to 1000 (default 100)"),
+        ("after" = Option<String>, Query, description = "only conversations after this chat (the last of the previous page)"),
+    ),
+    responses(
+        (status = 200, description = "the conversations", body = [ConversationView]),
+        (status = 400, description = "invalid id, limit or after", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown tenant", body = ErrorBody),
+        (status = 503, description = "database unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<ConversationView>>, ApiError> {
+    let id = tenant_id("id", id)?;
+    let limit = match query.limit {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| invalid_limit(&text))?),
+    };
+    let after = query
+        .after
+        .map(|a| crate::api::chat_id("after", a))
+        .transpose()?;
+    let answer = conversations::list(&state.api(), &id, after.as_ref(), limit).await?;
+    Ok(Json(answer))
 }
 
 /// A chat's last messages, both directions, oldest first.

@@ -20,8 +20,8 @@
 //! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers),
 //!   `/tenants/{id}/session`;
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
-//! - `conversations`: `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume,
-//!   owner sends);
+//! - `conversations`: `/tenants/{id}/conversations` and
+//!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
 //! - `cluster`: `/cluster`;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
 

@@ -188,6 +188,8 @@ gated!(FencingStore {
 });
 
 gated!(MessageStore {
+    fn conversations(tenant: &TenantId, after: Option<&ChatId>, limit: u32) -> Vec<Conversation>
+        => ("conversations/{tenant}");
     fn conversation(tenant: &TenantId, chat: &ChatId) -> Option<Conversation>
         => ("conversation/{tenant}/{chat}");
     fn set_bot_paused(tenant: &TenantId, chat: &ChatId, until_ms: Option<i64>, epoch: u64) -> ()

@@ -15,6 +15,39 @@ use super::memory::MemoryStore;
 
 #[async_trait]
 impl MessageStore for MemoryStore {
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ChatId>,
+        limit: u32,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let tables = self.tables();
+        // The order's key: most recent inbound first (never: last), then chat id.
+        let key = |c: &Conversation| {
+            (
+                std::cmp::Reverse(c.last_inbound_ms.unwrap_or(-1)),
+                c.chat.to_string(),
+            )
+        };
+        let cursor = match after {
+            None => None,
+            Some(chat) => match tables.conversations.get(&(tenant.clone(), chat.clone())) {
+                Some(found) => Some(key(found)),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut found: Vec<Conversation> = tables
+            .conversations
+            .values()
+            .filter(|c| &c.tenant == tenant)
+            .filter(|c| cursor.as_ref().is_none_or(|cursor| key(c) > *cursor))
+            .cloned()
+            .collect();
+        found.sort_by_key(key);
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
     async fn conversation(
         &self,
         tenant: &TenantId,
