@@ -6,6 +6,8 @@
 //!
 //! Modules:
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
+//! - [`api`]: the operations of the admin API and the NATS service API, written once, and
+//!   the NATS micro service `salesboy`;
 //! - [`assembly`]: building a node from its ports, bus and cluster settings (production and
 //!   the fault simulation);
 //! - [`background`]: background tasks, tracked and stopped by a cancellation token;
@@ -29,6 +31,7 @@
 //! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod api;
 pub mod assembly;
 pub mod background;
 pub mod backoff;

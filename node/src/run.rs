@@ -67,8 +67,9 @@ pub struct RunningNode {
     /// The parent of `tasks` and of the cluster member's tasks (its own tracker holds
     /// nothing); cancelled last at stop.
     background: Background,
-    /// The node's own background tasks (HTTP, retention, event publishing, ingress
-    /// hand-offs, alert writes); stop cancels them first and waits until none is left.
+    /// The node's own background tasks (HTTP, the NATS service API, retention, event
+    /// publishing, ingress hand-offs, alert writes); stop cancels them first and waits until
+    /// none is left.
     tasks: Background,
     sql: SqlStore,
 }
@@ -146,7 +147,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// Builds and starts a node: database (migrations), actors, HTTP; on a cluster (NATS URL
-/// configured) also membership, directory, leadership and the cluster runtime.
+/// configured) also membership, directory, leadership, the cluster runtime and, on NATS,
+/// the service API (`salesboy`, [`crate::api::service`]).
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let bus: Option<Arc<dyn Bus>> = match &config.nats_url {
         Some(url) => {
@@ -232,6 +234,11 @@ pub async fn start_with_bus(
         tasks.token().clone(),
     )
     .with_router(router.clone(), cluster.clone());
+    if let Some(client) = bus.as_ref().and_then(|bus| bus.nats_client()) {
+        crate::api::service::start(client, state.api(), env!("CARGO_PKG_VERSION"), &tasks)
+            .await
+            .context("starting the nats service api")?;
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;

@@ -31,9 +31,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants"),
     ("post", "/api/tenants"),
     ("get", "/api/tenants/{id}"),
+    ("get", "/api/tenants/{id}/session"),
     ("get", "/api/tenants/{id}/knowledge"),
     ("post", "/api/tenants/{id}/knowledge"),
     ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
+    ("get", "/api/tenants/{id}/conversations"),
     ("get", "/api/tenants/{id}/conversations/{wa_id}/messages"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/pause"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
@@ -618,8 +620,45 @@ async fn owner_sends_are_recorded_sent_and_listed() {
         )]
     );
 
+    let conversations = h.get("/api/tenants/acme/conversations").await;
+    assert_eq!(
+        conversations.status,
+        StatusCode::OK,
+        "{}",
+        conversations.raw
+    );
+    assert_eq!(conversations.json.as_array().map(Vec::len), Some(1));
+    assert_eq!(conversations.json[0]["chat"], CUSTOMER);
+    assert_eq!(conversations.json[0]["last_inbound_ms"], Value::Null);
+    let after = h
+        .get(&format!(
+            "/api/tenants/acme/conversations?after={CUSTOMER}&limit=5"
+        ))
+        .await;
+    assert_eq!(after.json, json!([]), "{}", after.raw);
+    let bad = h.get("/api/tenants/acme/conversations?limit=0").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(error(&bad).starts_with("limit: "), "{}", bad.raw);
+    let unknown = h.get("/api/tenants/nope/conversations").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
     let limited = h.get(&format!("{path}/messages?limit=1")).await;
     assert_eq!(limited.json["messages"].as_array().unwrap().len(), 1);
+    let id = &limited.json["messages"][0]["id"];
+    let earlier = h.get(&format!("{path}/messages?before={id}")).await;
+    assert_eq!(earlier.status, StatusCode::OK, "{}", earlier.raw);
+    assert_eq!(
+        earlier.json["messages"],
+        json!([]),
+        "nothing before the only message"
+    );
+    let bad = h.get(&format!("{path}/messages?before=last")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&bad).starts_with("before: expected a message id"),
+        "{}",
+        bad.raw
+    );
 }
 
 #[tokio::test]
@@ -719,6 +758,35 @@ async fn unknown_tenants_and_routes_are_404() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(error(&answer), "no such admin route");
     assert!(h.sent.lock().is_empty());
+}
+
+#[tokio::test]
+async fn the_session_status_says_where_the_tenant_runs() {
+    let h = harness().await;
+    let unknown = h.get("/api/tenants/nope/session").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&unknown), "unknown tenant nope");
+    h.create_acme().await;
+    let idle = h.get("/api/tenants/acme/session").await;
+    assert_eq!(idle.status, StatusCode::OK, "{}", idle.raw);
+    assert_eq!(
+        idle.json,
+        json!({"tenant": "acme", "state": "idle", "node": null, "epoch": null,
+               "moving_to": null, "session": null})
+    );
+    let resumed = h
+        .post(
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/resume"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    let active = h.get("/api/tenants/acme/session").await.json;
+    assert_eq!(active["state"], "active");
+    assert_eq!(active["node"], "node-test");
+    let epoch = h.state.node.observe_tenant(&acme()).await.map(|t| t.epoch);
+    assert_eq!(active["epoch"].as_u64(), epoch);
+    assert_eq!(active["session"]["status"], "connected");
 }
 
 #[tokio::test]

@@ -125,6 +125,7 @@ storage_suite!(
     sent_and_failed_replies_are_final,
     echoes_and_owner_messages,
     bot_pause_round_trip,
+    conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
     retention_deletes_old_messages_only,
     knowledge_search_stays_within_the_tenant,
@@ -235,7 +236,7 @@ fn status(tenant: &TenantId, id: &str, status: DeliveryStatus, at_ms: i64) -> Ne
 
 async fn message(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: i64) -> StoredMessage {
     store
-        .conversation_messages(tenant, chat, 1_000)
+        .conversation_messages(tenant, chat, None, 1_000)
         .await
         .expect("conversation messages")
         .into_iter()
@@ -246,7 +247,7 @@ async fn message(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: i64) -
 /// How many messages the chat holds, counting up to `limit`.
 async fn chat_size(store: &dyn Store, tenant: &TenantId, chat: &ChatId, limit: u32) -> usize {
     store
-        .conversation_messages(tenant, chat, limit)
+        .conversation_messages(tenant, chat, None, limit)
         .await
         .expect("conversation messages")
         .len()
@@ -425,7 +426,10 @@ async fn duplicate_inbound_is_a_noop(store: Arc<dyn Store>) {
     assert_eq!(second, InsertOutcome::Duplicate { id });
     assert_eq!(second.id(), first.id());
 
-    let messages = store.conversation_messages(&acme, &chat, 10).await.unwrap();
+    let messages = store
+        .conversation_messages(&acme, &chat, None, 10)
+        .await
+        .unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].body.as_deref(), Some("message wamid.A"));
     assert_eq!(messages[0].created_ms, T0);
@@ -1027,6 +1031,53 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
     assert_eq!(conversation.last_inbound_ms, None);
 }
 
+async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let other = given_tenant(&*store, "other").await;
+    let [a, b, c, d] = ["15550000001", "15550000002", "15550000003", "15550000004"].map(chat_id);
+    receive(&*store, &acme, &a, "wamid.a", T0).await;
+    receive(&*store, &acme, &c, "wamid.c", T0 + 2).await;
+    receive(&*store, &acme, &b, "wamid.b", T0 + 2).await;
+    // a chat the customer never wrote in comes last
+    store
+        .set_bot_paused(&acme, &d, Some(PAUSED_INDEFINITELY), 0)
+        .await
+        .unwrap();
+    receive(&*store, &other, &a, "wamid.o", T0 + 9).await;
+
+    let list = |after: Option<ChatId>, limit: u32| {
+        let (store, acme) = (Arc::clone(&store), acme.clone());
+        async move {
+            let found = store.conversations(&acme, after.as_ref(), limit).await;
+            let found = found.unwrap();
+            assert!(found.iter().all(|c| c.tenant == acme), "only the tenant's");
+            found
+        }
+    };
+    let chats = |found: &[salesboy_actors::store::Conversation]| {
+        found.iter().map(|c| c.chat.to_string()).collect::<Vec<_>>()
+    };
+    let all = list(None, 100).await;
+    assert_eq!(
+        chats(&all),
+        [b.as_str(), c.as_str(), a.as_str(), d.as_str()]
+    );
+    assert_eq!(all[0].last_inbound_ms, Some(T0 + 2));
+    assert_eq!(all[3].last_inbound_ms, None);
+    assert_eq!(all[3].bot_paused_until_ms, Some(PAUSED_INDEFINITELY));
+    // pages: each after the last of the one before
+    assert_eq!(chats(&list(None, 2).await), [b.as_str(), c.as_str()]);
+    assert_eq!(
+        chats(&list(Some(c.clone()), 2).await),
+        [a.as_str(), d.as_str()]
+    );
+    assert!(list(Some(d.clone()), 2).await.is_empty());
+    assert!(
+        list(Some(chat_id("15559999999")), 2).await.is_empty(),
+        "after a chat that is not the tenant's"
+    );
+}
+
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {
     let acme = given_tenant(&*store, "acme").await;
     let chat = chat_id("15550001111");
@@ -1081,7 +1132,7 @@ async fn history_windows_and_chat_log(store: Arc<dyn Store>) {
     let m3 = store.insert_inbound(&sticker).await.unwrap().id();
 
     let all = store
-        .conversation_messages(&acme, &alice, 100)
+        .conversation_messages(&acme, &alice, None, 100)
         .await
         .unwrap();
     assert_eq!(ids(&all), [m1, r1, m2, r2, m3]);
@@ -1096,8 +1147,33 @@ async fn history_windows_and_chat_log(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(
-        ids(&store.conversation_messages(&acme, &alice, 2).await.unwrap()),
+        ids(&store
+            .conversation_messages(&acme, &alice, None, 2)
+            .await
+            .unwrap()),
         [r2, m3]
+    );
+    // paging back from a message: the ones before it, in the same order
+    let page = |before: i64, limit: u32| {
+        let store = Arc::clone(&store);
+        let (acme, alice) = (acme.clone(), alice.clone());
+        async move {
+            let page = store.conversation_messages(&acme, &alice, Some(before), limit);
+            ids(&page.await.unwrap())
+        }
+    };
+    assert_eq!(page(m3, 2).await, [m2, r2]);
+    assert_eq!(page(m2, 100).await, [m1, r1]);
+    assert_eq!(page(m1, 100).await, Vec::<i64>::new());
+    assert_eq!(
+        page(b1, 100).await,
+        Vec::<i64>::new(),
+        "another chat's message"
+    );
+    assert_eq!(
+        page(i64::MAX, 100).await,
+        Vec::<i64>::new(),
+        "no such message"
     );
     // the LLM's window: text the customer saw, oldest first
     assert_eq!(
@@ -1130,7 +1206,7 @@ async fn retention_deletes_old_messages_only(store: Arc<dyn Store>) {
 
     assert_eq!(store.delete_messages_before(cutoff).await.unwrap(), 3);
     let left = store
-        .conversation_messages(&acme, &chat, 100)
+        .conversation_messages(&acme, &chat, None, 100)
         .await
         .unwrap();
     assert_eq!(ids(&left), [edge_reply, new_in]);

@@ -12,7 +12,8 @@
 //! | `sb.v1.t.<tid>.>` | the same node, one subscription per hosted tenant |
 //! | `sb.v1.node.<nid>.ctl` | node `<nid>`: activate, migrate-out, adopt, drain |
 //! | `sb.v1.node.<nid>.in` | node `<nid>`: commands for the tenants it hosts |
-//! | `sb.v1.api.<command>` | any node: the JSON API for external services |
+//! | `sb.v1.api.<command>` | any node (service `salesboy`, one queue group): operator commands |
+//! | `sb.v1.api.t.<tid>.<command>` | any node (the same service): commands about tenant `<tid>` |
 //! | `sb.v1.evt.t.<tid>.<kind>` / `sb.v1.evt.cluster.<kind>` | external services (events stream) |
 //! | `$KV.<bucket>.>` (stream `KV_<bucket>`) | JetStream: the stream behind a KV bucket |
 //! | `_INBOX.local.<n>` | the in-process bus: a requester awaiting its reply |
@@ -59,16 +60,42 @@ pub fn node_inbox(node: &NodeId) -> String {
     format!("{PREFIX}.node.{node}.in")
 }
 
-/// The subject of one command of the external JSON API. `command` is a fixed name from the
-/// API (`session.start`, `message.send`, …), written as dot-separated lowercase tokens.
-pub fn api(command: ApiCommand) -> String {
+/// The subject of an operator command of the service API (`sb.v1.api.<command>`).
+/// `command` must be an operator command ([`ApiScope::Operator`]).
+pub fn api_operator(command: ApiCommand) -> String {
     format!("{PREFIX}.api.{}", command.as_str())
 }
 
-/// Every subject of the external API (for a node's queue subscription).
-pub fn api_wildcard() -> String {
-    format!("{PREFIX}.api.>")
+/// The subject of a command about one tenant (`sb.v1.api.t.<tenant>.<command>`). A tenant's
+/// backend can be confined to `sb.v1.api.t.<tenant>.>`.
+pub fn api_tenant(tenant: &TenantId, command: ApiCommand) -> String {
+    format!("{PREFIX}.api.t.{tenant}.{}", command.as_str())
 }
+
+/// The subject a node's service endpoint listens on for `command`: the operator subject,
+/// or the tenant subject with `*` in place of the tenant.
+pub fn api_endpoint(command: ApiCommand) -> String {
+    match command.scope() {
+        ApiScope::Operator => api_operator(command),
+        ApiScope::Tenant => format!("{PREFIX}.api.t.*.{}", command.as_str()),
+    }
+}
+
+/// The tenant token of a tenant command's subject (`sb.v1.api.t.<tenant>.<command>`), not
+/// yet validated as a [`TenantId`]; `None` if `subject` is not one of `command`'s.
+pub fn api_tenant_token(subject: &str, command: ApiCommand) -> Option<&str> {
+    let rest = subject.strip_prefix(PREFIX)?.strip_prefix(".api.t.")?;
+    let tenant = rest.strip_suffix(command.as_str())?.strip_suffix('.')?;
+    (!tenant.is_empty() && !tenant.contains('.')).then_some(tenant)
+}
+
+/// The name of the NATS micro service every node with a NATS connection registers
+/// (`$SRV.PING.salesboy`, `$SRV.INFO.salesboy`, `$SRV.STATS.salesboy`).
+pub const SERVICE_NAME: &str = "salesboy";
+
+/// The queue group shared by every node's service endpoints: each request is answered by
+/// one node.
+pub const SERVICE_QUEUE_GROUP: &str = "salesboy";
 
 /// The subject of a tenant's event of the given kind.
 pub fn tenant_event(tenant: &TenantId, kind: EventKind) -> String {
@@ -102,47 +129,92 @@ pub fn local_inbox(n: u64) -> String {
     format!("_INBOX.local.{n}")
 }
 
-/// The commands of the external request/reply API.
+/// Whom a service API command is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiScope {
+    /// The whole gateway (`sb.v1.api.<command>`): for the operator.
+    Operator,
+    /// One tenant, named in the subject (`sb.v1.api.t.<tenant>.<command>`).
+    Tenant,
+}
+
+/// The commands of the NATS service API (`docs/protocol.md`, "Service API").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApiCommand {
-    /// Start a tenant's WhatsApp session.
-    SessionStart,
-    /// Stop a tenant's WhatsApp session.
-    SessionStop,
-    /// A tenant's session status.
+    /// Create a tenant with its WhatsApp number (operator).
+    TenantCreate,
+    /// Every tenant (operator).
+    TenantList,
+    /// The cluster's nodes and tenant counts (operator).
+    ClusterStatus,
+    /// One tenant, without secrets.
+    TenantGet,
+    /// Change a tenant's name, prompt, providers or number.
+    TenantUpdate,
+    /// Where a tenant runs, under which epoch, and its WhatsApp session's state.
     SessionStatus,
     /// Send a message as the business owner.
     MessageSend,
-    /// Pause the bot for a chat.
+    /// Pause the bot in a chat.
     BotPause,
-    /// Resume the bot for a chat.
+    /// Resume the bot in a chat.
     BotResume,
-    /// The cluster's nodes and tenant counts.
-    ClusterStatus,
+    /// Add a knowledge document.
+    KnowledgeAdd,
+    /// The tenant's knowledge documents.
+    KnowledgeList,
+    /// Delete a knowledge document.
+    KnowledgeDelete,
+    /// The tenant's conversations, most recent first.
+    ConversationList,
+    /// A chat's last messages.
+    ConversationMessages,
 }
 
 impl ApiCommand {
-    /// Every command, for documentation and subscription tests.
-    pub const ALL: [ApiCommand; 7] = [
-        Self::SessionStart,
-        Self::SessionStop,
+    /// Every command: a node registers one service endpoint for each.
+    pub const ALL: [ApiCommand; 14] = [
+        Self::TenantCreate,
+        Self::TenantList,
+        Self::ClusterStatus,
+        Self::TenantGet,
+        Self::TenantUpdate,
         Self::SessionStatus,
         Self::MessageSend,
         Self::BotPause,
         Self::BotResume,
-        Self::ClusterStatus,
+        Self::KnowledgeAdd,
+        Self::KnowledgeList,
+        Self::KnowledgeDelete,
+        Self::ConversationList,
+        Self::ConversationMessages,
     ];
 
-    /// The command's subject tokens.
+    /// The command's subject tokens (`message.send`).
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::SessionStart => "session.start",
-            Self::SessionStop => "session.stop",
+            Self::TenantCreate => "tenant.create",
+            Self::TenantList => "tenant.list",
+            Self::ClusterStatus => "cluster.status",
+            Self::TenantGet => "tenant.get",
+            Self::TenantUpdate => "tenant.update",
             Self::SessionStatus => "session.status",
             Self::MessageSend => "message.send",
             Self::BotPause => "bot.pause",
             Self::BotResume => "bot.resume",
-            Self::ClusterStatus => "cluster.status",
+            Self::KnowledgeAdd => "knowledge.add",
+            Self::KnowledgeList => "knowledge.list",
+            Self::KnowledgeDelete => "knowledge.delete",
+            Self::ConversationList => "conversation.list",
+            Self::ConversationMessages => "conversation.messages",
+        }
+    }
+
+    /// Whether the command is about the gateway or about one tenant.
+    pub const fn scope(self) -> ApiScope {
+        match self {
+            Self::TenantCreate | Self::TenantList | Self::ClusterStatus => ApiScope::Operator,
+            _ => ApiScope::Tenant,
         }
     }
 }
@@ -238,7 +310,14 @@ mod tests {
             node_control(&NodeId::new("n1").unwrap()),
             "sb.v1.node.n1.ctl"
         );
-        assert_eq!(api(ApiCommand::MessageSend), "sb.v1.api.message.send");
+        assert_eq!(
+            api_operator(ApiCommand::TenantList),
+            "sb.v1.api.tenant.list"
+        );
+        assert_eq!(
+            api_tenant(&tenant(), ApiCommand::MessageSend),
+            "sb.v1.api.t.acme.message.send"
+        );
         assert_eq!(
             tenant_event(&tenant(), EventKind::ReplySent),
             "sb.v1.evt.t.acme.reply_sent"
@@ -248,12 +327,35 @@ mod tests {
             "sb.v1.evt.cluster.node_joined"
         );
         for command in ApiCommand::ALL {
-            let subject = api(command);
+            let subject = api_endpoint(command);
             assert!(
                 subject
                     .split('.')
-                    .all(|t| !t.is_empty() && !t.contains([' ', '*', '>']))
+                    .all(|t| !t.is_empty() && (t == "*" || !t.contains([' ', '*', '>'])))
             );
         }
+    }
+
+    #[test]
+    fn the_tenant_is_read_back_from_a_tenant_command_subject() {
+        for command in ApiCommand::ALL {
+            match command.scope() {
+                ApiScope::Tenant => {
+                    let subject = api_tenant(&tenant(), command);
+                    assert_eq!(api_tenant_token(&subject, command), Some("acme"));
+                    assert_eq!(
+                        api_endpoint(command),
+                        subject.replace(".acme.", ".*."),
+                        "{command:?}"
+                    );
+                }
+                ApiScope::Operator => assert_eq!(api_endpoint(command), api_operator(command)),
+            }
+        }
+        let send = ApiCommand::MessageSend;
+        assert_eq!(api_tenant_token("sb.v1.api.t.a.b.message.send", send), None);
+        assert_eq!(api_tenant_token("sb.v1.api.t..message.send", send), None);
+        assert_eq!(api_tenant_token("sb.v1.api.t.acme.bot.pause", send), None);
+        assert_eq!(api_tenant_token("sb.v1.api.message.send", send), None);
     }
 }

@@ -192,7 +192,7 @@ impl Gateway {
         })
         .await;
         self.store()
-            .conversation_messages(tenant, &chat, 1000)
+            .conversation_messages(tenant, &chat, None, 1000)
             .await
             .expect("messages")
     }

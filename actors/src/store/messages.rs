@@ -290,6 +290,17 @@ pub trait MessageStore: Send + Sync {
         chat: &ChatId,
     ) -> Result<Option<Conversation>, StoreError>;
 
+    /// The tenant's conversations, the most recent inbound message first (conversations the
+    /// customer never wrote in last), ties by chat id; at most `limit`. With `after`, a chat
+    /// of the tenant: those that come after it in this order (paging); none if there is no
+    /// such conversation.
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ChatId>,
+        limit: u32,
+    ) -> Result<Vec<Conversation>, StoreError>;
+
     /// Pauses the bot in a chat until `until_ms` ([`PAUSED_INDEFINITELY`] for no end), or
     /// resumes it with `None`. Creates the conversation if needed. Fenced.
     async fn set_bot_paused(
@@ -387,11 +398,15 @@ pub trait MessageStore: Send + Sync {
     /// The tenant's outbound messages still pending (recorded, never sent or failed).
     async fn unsent_replies(&self, tenant: &TenantId) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// The chat's last `limit` messages, both directions, oldest first.
+    /// The chat's last `limit` messages, both directions, oldest first (ordered by
+    /// `created_ms`, then id). With `before`, the id of one of the chat's messages: the last
+    /// `limit` of those that come before it (paging back); none if it is not a message of
+    /// this chat.
     async fn conversation_messages(
         &self,
         tenant: &TenantId,
         chat: &ChatId,
+        before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 

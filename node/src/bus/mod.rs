@@ -118,6 +118,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// What carries the messages, as `/health` reports it: `nats`, `in-process`, ...
     fn kind(&self) -> &'static str;
+
+    /// The NATS connection under the bus, for what speaks a NATS protocol of its own (the
+    /// micro service API, [`crate::api::service`]); `None` when the bus is not NATS.
+    fn nats_client(&self) -> Option<async_nats::Client> {
+        None
+    }
 }
 
 /// A key-value bucket. Every write gets a revision; revisions strictly increase across the

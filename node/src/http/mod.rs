@@ -75,6 +75,18 @@ impl AppState {
         }
     }
 
+    /// The operations behind the admin API, on this state's node, store and router.
+    pub fn api(&self) -> crate::api::Api {
+        crate::api::Api {
+            node: self.node.clone(),
+            store: Arc::clone(&self.store),
+            ingress: self.ingress.clone(),
+            router: self.router.clone(),
+            cluster: self.cluster.clone(),
+            node_id: self.http.node_id.clone(),
+        }
+    }
+
     /// The same state routing through `router` (a cluster node's).
     pub fn with_router(
         mut self,

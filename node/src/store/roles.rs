@@ -66,6 +66,16 @@ impl FencingStore for SqlStore {
 
 #[async_trait]
 impl MessageStore for SqlStore {
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ChatId>,
+        limit: u32,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.run(messages::conversations(&self.db, tenant, after, limit))
+            .await
+    }
+
     async fn conversation(
         &self,
         tenant: &TenantId,
@@ -193,11 +203,20 @@ impl MessageStore for SqlStore {
         &self,
         tenant: &TenantId,
         chat: &ChatId,
+        before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let query = messages::CHAT_MESSAGES;
-        self.run(messages::last_of_chat(&self.db, query, tenant, chat, limit))
-            .await
+        match before {
+            Some(before) => {
+                let read = messages::chat_messages_before(&self.db, tenant, chat, before, limit);
+                self.run(read).await
+            }
+            None => {
+                let query = messages::CHAT_MESSAGES;
+                self.run(messages::last_of_chat(&self.db, query, tenant, chat, limit))
+                    .await
+            }
+        }
     }
 
     async fn recent_history(

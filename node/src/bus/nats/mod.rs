@@ -349,6 +349,10 @@ impl Bus for NatsBus {
     fn kind(&self) -> &'static str {
         "nats"
     }
+
+    fn nats_client(&self) -> Option<async_nats::Client> {
+        Some(self.client.clone())
+    }
 }
 
 #[cfg(test)]

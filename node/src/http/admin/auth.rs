@@ -9,15 +9,15 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::AdminError;
+use crate::api::ApiError;
 
 /// Proof that the request carries the admin token as a bearer token (scheme in any case).
-/// Rejected with [`AdminError::MissingToken`] or [`AdminError::InvalidToken`] (401).
+/// Rejected with [`ApiError::MissingToken`] or [`ApiError::InvalidToken`] (401).
 #[derive(Debug, Clone, Copy)]
 pub struct AdminAuth;
 
 impl FromRequestParts<AppState> for AdminAuth {
-    type Rejection = AdminError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -32,8 +32,8 @@ impl FromRequestParts<AppState> for AdminAuth {
             .map(|(_, token)| token.trim());
         match presented {
             Some(token) if token_matches(token, state.http.admin_token.expose_secret()) => Ok(Self),
-            Some(_) => Err(AdminError::InvalidToken),
-            None => Err(AdminError::MissingToken),
+            Some(_) => Err(ApiError::InvalidToken),
+            None => Err(ApiError::MissingToken),
         }
     }
 }

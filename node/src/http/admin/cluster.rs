@@ -1,14 +1,14 @@
 //! `/cluster`: the cluster's nodes and what they host (on a single node, the node itself).
+//! The work is in [`crate::api::cluster`].
 
 use axum::Json;
 use axum::extract::State;
-
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ErrorBody;
-use crate::cluster::status::{ClusterStatus, NodeStatus};
+use crate::cluster::status::ClusterStatus;
 
 /// The routes of this module, documented.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -24,23 +24,5 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     )
 )]
 pub(super) async fn cluster(State(state): State<AppState>) -> Json<ClusterStatus> {
-    if let Some(cluster) = &state.cluster {
-        return Json(ClusterStatus::of(cluster));
-    }
-    let snapshot = state.node.observe();
-    Json(ClusterStatus {
-        tenants: snapshot.tenants,
-        leader: None,
-        nodes: vec![NodeStatus {
-            node_id: state.http.node_id.clone(),
-            http_addr: String::new(),
-            alive: true,
-            draining: false,
-            placed: snapshot.tenants,
-            tenants: snapshot.tenants as u64,
-            conversations: snapshot.conversations,
-            max_tenants: snapshot.max_tenants as u64,
-            rss_bytes: crate::process::rss_bytes().unwrap_or(0),
-        }],
-    })
+    Json(crate::api::cluster::status(&state.api()))
 }

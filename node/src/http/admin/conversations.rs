@@ -1,112 +1,46 @@
-//! `/tenants/{id}/conversations/{wa_id}/…`: a chat's messages, bot pause and resume, owner
-//! sends.
+//! `/tenants/{id}/conversations` and `/tenants/{id}/conversations/{wa_id}/…`: a tenant's
+//! conversations, a chat's messages, bot pause and resume, owner sends. The work is in
+//! [`crate::api::conversations`].
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use salesboy_actors::command::{CommandReply, TenantCommand};
-use salesboy_actors::store::{PAUSED_INDEFINITELY, StoredMessage};
 use salesboy_protocol::{ChatId, TenantId};
-use serde::{Deserialize, Serialize};
-use tracing::info;
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{AdminError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::{AppState, chat_id, existing_tenant, now_ms, tenant_id};
-
-/// Default number of messages `GET …/messages` returns.
-pub const DEFAULT_MESSAGE_LIMIT: u32 = 100;
-
-/// Most messages `GET …/messages` returns.
-pub const MAX_MESSAGE_LIMIT: u32 = 1_000;
-
-/// Longest owner message, in characters (WhatsApp's limit for a text body).
-pub const MAX_SEND_CHARS: usize = 4_096;
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::{AppState, chat_id, tenant_id};
+use crate::api::ApiError;
+use crate::api::conversations::{
+    self, ConversationView, MessagesResponse, PauseState, SendAccepted, invalid_limit,
+};
 
 /// The routes of this module, documented.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
+        .routes(routes!(list))
         .routes(routes!(messages))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(send))
 }
 
-/// `?limit=` of the messages route.
+/// `?limit=` and `?after=` of the conversations route.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `?limit=` and `?before=` of the messages route.
 #[derive(Debug, Deserialize)]
 pub(super) struct MessagesQuery {
     limit: Option<String>,
-}
-
-/// Why an outbound message failed.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct FailureView {
-    /// Meta's error code, if the failure came from Meta.
-    code: Option<i64>,
-    /// Meta's error title, or the sender's description.
-    title: String,
-}
-
-/// One message of a chat.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct MessageView {
-    /// The message's id.
-    id: i64,
-    /// `inbound` or `outbound`.
-    #[schema(example = "outbound")]
-    direction: String,
-    /// Who wrote an outbound message: `bot`, `owner` or `echo`; `null` for inbound.
-    origin: Option<String>,
-    /// Meta's message id; `null` for an outbound message not sent yet.
-    wamid: Option<String>,
-    /// Message type (`text`, `image`, …).
-    kind: String,
-    /// The text, if any.
-    body: Option<String>,
-    /// `pending`, `sent`, `delivered`, `read` or `failed`; `null` for inbound.
-    status: Option<String>,
-    /// When the status last changed (unix ms).
-    status_ms: Option<i64>,
-    /// Why it failed.
-    failure: Option<FailureView>,
-    /// When it was received or recorded (unix ms).
-    created_ms: i64,
-}
-
-impl From<StoredMessage> for MessageView {
-    fn from(message: StoredMessage) -> Self {
-        Self {
-            id: message.id,
-            direction: message.direction.as_str().to_owned(),
-            origin: message.origin.map(|o| o.as_str().to_owned()),
-            wamid: message.wamid.map(|w| w.to_string()),
-            kind: message.kind,
-            body: message.body,
-            status: message.status.map(|s| s.as_str().to_owned()),
-            status_ms: message.status_ms,
-            failure: message.failure.map(|f| FailureView {
-                code: f.code,
-                title: f.title,
-            }),
-            created_ms: message.created_ms,
-        }
-    }
-}
-
-/// A chat's recent messages.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct MessagesResponse {
-    /// The customer's WhatsApp id.
-    chat: String,
-    /// The bot is paused in this chat until then (unix ms; 9223372036854775807 = until
-    /// resumed); `null` when not paused.
-    bot_paused_until_ms: Option<i64>,
-    /// The last messages, oldest first.
-    messages: Vec<MessageView>,
+    before: Option<String>,
 }
 
 /// Pause length; without a body the bot is paused until resumed.
@@ -118,15 +52,6 @@ pub(super) struct PauseRequest {
     minutes: Option<u32>,
 }
 
-/// The bot's pause state in a chat.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct PauseState {
-    /// The customer's WhatsApp id.
-    chat: String,
-    /// Paused until then (unix ms; 9223372036854775807 = until resumed); `null` = answering.
-    bot_paused_until_ms: Option<i64>,
-}
-
 /// A message for the owner to send.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -134,13 +59,6 @@ pub(super) struct SendRequest {
     /// The text, 1 to 4096 characters.
     #[schema(example = "Hi, this is Anna from Acme: your order ships today.")]
     text: String,
-}
-
-/// A message accepted for sending.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct SendAccepted {
-    /// The recorded outbound message's id (see the messages route for its status).
-    outbound_id: i64,
 }
 
 /// The path of a conversation's routes: `/tenants/{id}/conversations/{wa_id}/…`.
@@ -155,9 +73,43 @@ pub(super) struct ConversationPath {
 
 impl ConversationPath {
     /// The tenant and chat, validated.
-    fn ids(self) -> Result<(TenantId, ChatId), AdminError> {
+    fn ids(self) -> Result<(TenantId, ChatId), ApiError> {
         Ok((tenant_id("id", self.id)?, chat_id(self.wa_id)?))
     }
+}
+
+/// A tenant's conversations, the most recent inbound message first.
+#[utoipa::path(
+    get, path = "/tenants/{id}/conversations", tag = "conversations",
+    params(
+        ("id" = String, Path, description = "tenant id"),
+        ("limit" = Option<u32>, Query, description = "how many conversations, 1 to 1000 (default 100)"),
+        ("after" = Option<String>, Query, description = "only conversations after this chat (the last of the previous page)"),
+    ),
+    responses(
+        (status = 200, description = "the conversations", body = [ConversationView]),
+        (status = 400, description = "invalid id, limit or after", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "unknown tenant", body = ErrorBody),
+        (status = 503, description = "database unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<ConversationView>>, ApiError> {
+    let id = tenant_id("id", id)?;
+    let limit = match query.limit {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| invalid_limit(&text))?),
+    };
+    let after = query
+        .after
+        .map(|a| crate::api::chat_id("after", a))
+        .transpose()?;
+    let answer = conversations::list(&state.api(), &id, after.as_ref(), limit).await?;
+    Ok(Json(answer))
 }
 
 /// A chat's last messages, both directions, oldest first.
@@ -166,6 +118,7 @@ impl ConversationPath {
     params(
         ConversationPath,
         ("limit" = Option<u32>, Query, description = "how many messages, 1 to 1000 (default 100)"),
+        ("before" = Option<i64>, Query, description = "only messages before this message id (paging back)"),
     ),
     responses(
         (status = 200, description = "the messages", body = MessagesResponse),
@@ -179,29 +132,20 @@ pub(super) async fn messages(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ConversationPath>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
-) -> Result<Json<MessagesResponse>, AdminError> {
+) -> Result<Json<MessagesResponse>, ApiError> {
     let (id, chat) = path.ids()?;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_MESSAGE_LIMIT,
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=MAX_MESSAGE_LIMIT).contains(n))
-            .ok_or_else(|| {
-                AdminError::invalid(
-                    "limit",
-                    format!("expected a whole number from 1 to {MAX_MESSAGE_LIMIT}, got {text:?}"),
-                )
-            })?,
+    let limit = match query.limit {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| invalid_limit(&text))?),
     };
-    existing_tenant(&state, &id).await?;
-    let conversation = state.store.conversation(&id, &chat).await?;
-    let messages = state.store.conversation_messages(&id, &chat, limit).await?;
-    Ok(Json(MessagesResponse {
-        chat: chat.to_string(),
-        bot_paused_until_ms: conversation.and_then(|c| c.bot_paused_until_ms),
-        messages: messages.into_iter().map(MessageView::from).collect(),
-    }))
+    let before = match query.before {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            ApiError::invalid("before", format!("expected a message id, got {text:?}"))
+        })?),
+    };
+    let answer = conversations::messages(&state.api(), &id, &chat, before, limit).await?;
+    Ok(Json(answer))
 }
 
 /// Pauses the bot in a chat, for some minutes or until resumed.
@@ -221,7 +165,7 @@ pub(super) async fn pause(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ConversationPath>,
     body: Bytes,
-) -> Result<Json<PauseState>, AdminError> {
+) -> Result<Json<PauseState>, ApiError> {
     let (id, chat) = path.ids()?;
     // The body is optional, so it is read as bytes: no content type needed when empty.
     let request = if body.iter().all(u8::is_ascii_whitespace) {
@@ -229,14 +173,8 @@ pub(super) async fn pause(
     } else {
         Json::<PauseRequest>::from_bytes(&body)?.0
     };
-    let until_ms = match request.minutes {
-        None => PAUSED_INDEFINITELY,
-        Some(0) => return Err(AdminError::invalid("minutes", "must be at least 1")),
-        Some(minutes) => now_ms(&state).saturating_add(i64::from(minutes) * 60_000),
-    };
-    let paused = set_paused(&state, &id, &chat, Some(until_ms)).await?;
-    info!(tenant = %id, chat = %chat, until_ms, "bot paused");
-    Ok(paused)
+    let paused = conversations::pause(&state.api(), &id, &chat, request.minutes).await?;
+    Ok(Json(paused))
 }
 
 /// Resumes the bot in a chat.
@@ -254,30 +192,9 @@ pub(super) async fn pause(
 pub(super) async fn resume(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ConversationPath>,
-) -> Result<Json<PauseState>, AdminError> {
+) -> Result<Json<PauseState>, ApiError> {
     let (id, chat) = path.ids()?;
-    let resumed = set_paused(&state, &id, &chat, None).await?;
-    info!(tenant = %id, chat = %chat, "bot resumed");
-    Ok(resumed)
-}
-
-/// Has the tenant pause the bot in `chat` until `until_ms`, or resume it (`None`); the new
-/// state.
-async fn set_paused(
-    state: &AppState,
-    id: &TenantId,
-    chat: &ChatId,
-    until_ms: Option<i64>,
-) -> Result<Json<PauseState>, AdminError> {
-    let command = TenantCommand::SetPaused {
-        chat: chat.clone(),
-        until_ms,
-    };
-    state.router.deliver(id, command).await?;
-    Ok(Json(PauseState {
-        chat: chat.to_string(),
-        bot_paused_until_ms: until_ms,
-    }))
+    Ok(Json(conversations::resume(&state.api(), &id, &chat).await?))
 }
 
 /// Sends a message as the owner: it is recorded, then sent, and the bot steps back in that
@@ -298,33 +215,8 @@ pub(super) async fn send(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ConversationPath>,
     ApiJson(request): ApiJson<SendRequest>,
-) -> Result<(StatusCode, Json<SendAccepted>), AdminError> {
+) -> Result<(StatusCode, Json<SendAccepted>), ApiError> {
     let (id, chat) = path.ids()?;
-    if request.text.trim().is_empty() {
-        return Err(AdminError::invalid("text", "must not be empty"));
-    }
-    let chars = request.text.chars().count();
-    if chars > MAX_SEND_CHARS {
-        return Err(AdminError::invalid(
-            "text",
-            format!("{chars} characters, at most {MAX_SEND_CHARS} are allowed"),
-        ));
-    }
-    let reply = state
-        .router
-        .deliver(
-            &id,
-            TenantCommand::OwnerSend {
-                chat: chat.clone(),
-                body: request.text,
-            },
-        )
-        .await?;
-    let CommandReply::Outbound(outbound_id) = reply else {
-        return Err(AdminError::Internal(
-            "the tenant did not record the message".to_owned(),
-        ));
-    };
-    info!(tenant = %id, chat = %chat, outbound_id, "owner message accepted");
-    Ok((StatusCode::ACCEPTED, Json(SendAccepted { outbound_id })))
+    let accepted = conversations::send(&state.api(), &id, &chat, request.text).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
 }

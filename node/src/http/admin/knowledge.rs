@@ -1,25 +1,18 @@
-//! `/tenants/{id}/knowledge…`: the documents a tenant's assistant answers from.
+//! `/tenants/{id}/knowledge…`: the documents a tenant's assistant answers from. The work is
+//! in [`crate::api::knowledge`].
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use salesboy_actors::store::{NewKnowledge, StoreError};
-use serde::{Deserialize, Serialize};
-use tracing::info;
-use utoipa::ToSchema;
-
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::error::{AdminError, ApiJson, ApiPath, ErrorBody};
-use super::{AppState, existing_tenant, now_ms, tenant_id};
-use crate::knowledge;
-
-/// Largest knowledge upload, in bytes.
-pub const MAX_KNOWLEDGE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Longest knowledge document title, in characters.
-const MAX_TITLE_CHARS: usize = 200;
+use super::error::{ApiJson, ApiPath, ErrorBody};
+use super::{AppState, tenant_id};
+use crate::api::ApiError;
+use crate::api::knowledge::{
+    self, DocumentView, KnowledgeAdded, KnowledgeDeleted, KnowledgeRequest, MAX_KNOWLEDGE_BYTES,
+};
 
 /// The routes of this module, documented; uploads may be up to [`MAX_KNOWLEDGE_BYTES`].
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -29,50 +22,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
                 .layer(DefaultBodyLimit::max(MAX_KNOWLEDGE_BYTES)),
         )
         .routes(routes!(delete_knowledge))
-}
-
-/// A document to add to a tenant's knowledge base.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct KnowledgeRequest {
-    /// The document's title.
-    #[schema(example = "Delivery and returns")]
-    title: String,
-    /// The document's text; split into passages of about 500–800 characters.
-    text: String,
-}
-
-/// A document added.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct KnowledgeAdded {
-    /// The new document's id.
-    document_id: i64,
-    /// How many passages it was split into.
-    chunks: usize,
-    /// The tenant's knowledge version after the change.
-    knowledge_version: i64,
-}
-
-/// A knowledge document, without its text.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct DocumentView {
-    /// The document's id.
-    id: i64,
-    /// Its title.
-    title: String,
-    /// How many passages it has.
-    chunk_count: i64,
-    /// When it was added (unix ms).
-    created_ms: i64,
-}
-
-/// A document deleted.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct KnowledgeDeleted {
-    /// The deleted document's id.
-    document_id: i64,
-    /// The tenant's knowledge version after the change.
-    knowledge_version: i64,
 }
 
 /// Adds a document to a tenant's knowledge base.
@@ -93,47 +42,10 @@ pub(super) async fn add_knowledge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<KnowledgeRequest>,
-) -> Result<(StatusCode, Json<KnowledgeAdded>), AdminError> {
+) -> Result<(StatusCode, Json<KnowledgeAdded>), ApiError> {
     let id = tenant_id("id", id)?;
-    let title = request.title.trim();
-    if title.is_empty() {
-        return Err(AdminError::invalid("title", "must not be empty"));
-    }
-    if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(AdminError::invalid(
-            "title",
-            format!("at most {MAX_TITLE_CHARS} characters"),
-        ));
-    }
-    let chunks = knowledge::chunk(&request.text);
-    if chunks.is_empty() {
-        return Err(AdminError::invalid("text", "must not be empty"));
-    }
-    let chunk_count = chunks.len();
-    let document = NewKnowledge {
-        tenant: id.clone(),
-        title: title.to_owned(),
-        chunks,
-        created_ms: now_ms(&state),
-    };
-    let document_id = state
-        .store
-        .add_knowledge(&document)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound { .. } => AdminError::UnknownTenant(id.clone()),
-            other => other.into(),
-        })?;
-    let knowledge_version = state.store.knowledge_version(&id).await?;
-    info!(tenant = %id, document_id, chunks = chunk_count, "knowledge document added");
-    Ok((
-        StatusCode::CREATED,
-        Json(KnowledgeAdded {
-            document_id,
-            chunks: chunk_count,
-            knowledge_version,
-        }),
-    ))
+    let added = knowledge::add(&state.api(), &id, request).await?;
+    Ok((StatusCode::CREATED, Json(added)))
 }
 
 /// Lists a tenant's knowledge documents, oldest first.
@@ -151,21 +63,9 @@ pub(super) async fn add_knowledge(
 pub(super) async fn list_knowledge(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Vec<DocumentView>>, AdminError> {
+) -> Result<Json<Vec<DocumentView>>, ApiError> {
     let id = tenant_id("id", id)?;
-    existing_tenant(&state, &id).await?;
-    let documents = state.store.list_knowledge(&id).await?;
-    Ok(Json(
-        documents
-            .into_iter()
-            .map(|d| DocumentView {
-                id: d.id,
-                title: d.title,
-                chunk_count: d.chunk_count,
-                created_ms: d.created_ms,
-            })
-            .collect(),
-    ))
+    Ok(Json(knowledge::list(&state.api(), &id).await?))
 }
 
 /// Deletes a knowledge document.
@@ -186,22 +86,12 @@ pub(super) async fn list_knowledge(
 pub(super) async fn delete_knowledge(
     State(state): State<AppState>,
     ApiPath((id, doc_id)): ApiPath<(String, String)>,
-) -> Result<Json<KnowledgeDeleted>, AdminError> {
+) -> Result<Json<KnowledgeDeleted>, ApiError> {
     let id = tenant_id("id", id)?;
     let document_id: i64 = doc_id
         .parse()
-        .map_err(|_| AdminError::invalid("doc_id", format!("expected a number, got {doc_id:?}")))?;
-    existing_tenant(&state, &id).await?;
-    if !state.store.delete_knowledge(&id, document_id).await? {
-        return Err(AdminError::UnknownDocument {
-            tenant: id,
-            document: document_id,
-        });
-    }
-    let knowledge_version = state.store.knowledge_version(&id).await?;
-    info!(tenant = %id, document_id, "knowledge document deleted");
-    Ok(Json(KnowledgeDeleted {
-        document_id,
-        knowledge_version,
-    }))
+        .map_err(|_| ApiError::invalid("doc_id", format!("expected a number, got {doc_id:?}")))?;
+    Ok(Json(
+        knowledge::delete(&state.api(), &id, document_id).await?,
+    ))
 }

@@ -1,5 +1,7 @@
 //! The admin API under `/api`: tenants and their WhatsApp numbers, knowledge documents,
-//! conversations (messages, bot pause/resume, owner sends) and the cluster view.
+//! conversations (messages, bot pause/resume, owner sends) and the cluster view. Handlers
+//! are thin: they extract the request, call the operation in [`crate::api`] (the same one
+//! the NATS service calls) and answer its result or its [`ApiError`].
 //!
 //! Every route but `GET /api/openapi.json` requires `Authorization: Bearer <admin token>`
 //! (compared in constant time, never logged). Errors are JSON `{"error": "…"}`: 400 invalid
@@ -12,13 +14,14 @@
 //! from one place. `docs/api.md` documents the API for people.
 //!
 //! One module per concern:
-//! - `error`: [`AdminError`], its mapping to statuses and the error answer; the extractors
-//!   whose rejections are error answers;
+//! - `error`: the error answer of an [`ApiError`]; the extractors whose rejections are error
+//!   answers;
 //! - `auth`: [`AdminAuth`], the bearer-token check;
-//! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers);
+//! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers),
+//!   `/tenants/{id}/session`;
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
-//! - `conversations`: `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume,
-//!   owner sends);
+//! - `conversations`: `/tenants/{id}/conversations` and
+//!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
 //! - `cluster`: `/cluster`;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
 
@@ -32,16 +35,13 @@ mod tenants;
 
 use axum::Router;
 use axum::middleware;
-use salesboy_actors::store::Tenant;
-use salesboy_protocol::{ChatId, IdError, TenantId};
+use salesboy_protocol::{ChatId, TenantId};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::AppState;
+use crate::api::ApiError;
 
 pub use auth::AdminAuth;
-pub use conversations::{DEFAULT_MESSAGE_LIMIT, MAX_MESSAGE_LIMIT, MAX_SEND_CHARS};
-pub use error::AdminError;
-pub use knowledge::MAX_KNOWLEDGE_BYTES;
 pub use openapi::openapi;
 
 /// The admin routes, relative to `/api` (the caller nests them there): every one but the
@@ -70,25 +70,11 @@ fn api(
 // ----- helpers the route modules share -----
 
 /// A tenant id from the request, or 400 naming `field`.
-fn tenant_id(field: &'static str, value: String) -> Result<TenantId, AdminError> {
-    TenantId::new(value).map_err(|e: IdError| AdminError::invalid(field, e))
+fn tenant_id(field: &'static str, value: String) -> Result<TenantId, ApiError> {
+    crate::api::tenant_id(field, value)
 }
 
 /// A customer's WhatsApp id from the path, or 400.
-fn chat_id(value: String) -> Result<ChatId, AdminError> {
-    ChatId::new(value).map_err(|e| AdminError::invalid("wa_id", e))
-}
-
-/// The tenant, or 404.
-async fn existing_tenant(state: &AppState, id: &TenantId) -> Result<Tenant, AdminError> {
-    state
-        .store
-        .tenant(id)
-        .await?
-        .ok_or_else(|| AdminError::UnknownTenant(id.clone()))
-}
-
-/// The node's clock, in unix ms.
-fn now_ms(state: &AppState) -> i64 {
-    state.node.services().clock.now_ms()
+fn chat_id(value: String) -> Result<ChatId, ApiError> {
+    crate::api::chat_id("wa_id", value)
 }

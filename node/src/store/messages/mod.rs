@@ -11,8 +11,8 @@ mod reads;
 mod status;
 
 pub(crate) use reads::{
-    CHAT_HISTORY, CHAT_MESSAGES, chat_log, last_of_chat, tenants_with_pending_work,
-    unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
+    CHAT_HISTORY, CHAT_MESSAGES, chat_log, chat_messages_before, last_of_chat,
+    tenants_with_pending_work, unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
 };
 pub(crate) use status::update_status;
 
@@ -29,6 +29,47 @@ use super::Db;
 use super::decode::{get, id};
 use super::error::Failure;
 use super::fencing::fence;
+
+/// The tenant's conversations, most recent inbound first (never: last), ties by chat id,
+/// after conversation `after` in that order; at most `count`.
+pub(crate) async fn conversations(
+    db: &Db,
+    tenant: &TenantId,
+    after: Option<&ChatId>,
+    count: u32,
+) -> Result<Vec<Conversation>, Failure> {
+    // The order's key: (COALESCE(last_inbound_ms, -1) descending, chat id ascending).
+    let (cursor_ms, cursor_chat) = match after {
+        None => (i64::MAX, String::new()),
+        Some(chat) => match conversation(db, tenant, chat).await? {
+            Some(found) => (found.last_inbound_ms.unwrap_or(-1), chat.to_string()),
+            None => return Ok(Vec::new()),
+        },
+    };
+    let rows = sqlx::query(
+        "SELECT tenant_id, chat_id, last_inbound_ms, bot_paused_until_ms FROM conversations \
+         WHERE tenant_id = $1 AND (COALESCE(last_inbound_ms, -1) < $2 \
+         OR (COALESCE(last_inbound_ms, -1) = $3 AND chat_id > $4)) \
+         ORDER BY COALESCE(last_inbound_ms, -1) DESC, chat_id LIMIT $5",
+    )
+    .bind(tenant.as_str())
+    .bind(cursor_ms)
+    .bind(cursor_ms)
+    .bind(cursor_chat)
+    .bind(super::decode::limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(conversation_from_row).collect()
+}
+
+fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<Conversation, Failure> {
+    Ok(Conversation {
+        tenant: id(row, "tenant_id")?,
+        chat: id(row, "chat_id")?,
+        last_inbound_ms: get(row, "last_inbound_ms")?,
+        bot_paused_until_ms: get(row, "bot_paused_until_ms")?,
+    })
+}
 
 /// The conversation's state, if it exists.
 pub(crate) async fn conversation(

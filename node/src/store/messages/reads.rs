@@ -102,6 +102,43 @@ pub(crate) const CHAT_HISTORY: &str = select_messages!(
      ORDER BY m.created_ms DESC, m.id DESC LIMIT $3"
 );
 
+/// The chat's last `count` messages before message `before` (in the order of `created_ms`,
+/// then id), oldest first; none if `before` is not a message of the chat.
+pub(crate) async fn chat_messages_before(
+    db: &Db,
+    tenant: &TenantId,
+    chat: &ChatId,
+    before: i64,
+    count: u32,
+) -> Result<Vec<StoredMessage>, Failure> {
+    let cursor = sqlx::query(
+        "SELECT created_ms FROM messages WHERE tenant_id = $1 AND chat_id = $2 AND id = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(chat.as_str())
+    .bind(before)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(cursor) = cursor else {
+        return Ok(Vec::new());
+    };
+    let created_ms: i64 = get(&cursor, "created_ms")?;
+    let query = sqlx::query(select_messages!(
+        "WHERE m.tenant_id = $1 AND m.chat_id = $2 \
+         AND (m.created_ms < $3 OR (m.created_ms = $4 AND m.id < $5)) \
+         ORDER BY m.created_ms DESC, m.id DESC LIMIT $6"
+    ))
+    .bind(tenant.as_str())
+    .bind(chat.as_str())
+    .bind(created_ms)
+    .bind(created_ms)
+    .bind(before)
+    .bind(limit(count));
+    let mut messages = fetch_messages(db, query).await?;
+    messages.reverse();
+    Ok(messages)
+}
+
 /// The chat's last `count` messages that `query` ([`CHAT_MESSAGES`] or [`CHAT_HISTORY`])
 /// selects, oldest first.
 pub(crate) async fn last_of_chat(

@@ -188,6 +188,8 @@ gated!(FencingStore {
 });
 
 gated!(MessageStore {
+    fn conversations(tenant: &TenantId, after: Option<&ChatId>, limit: u32) -> Vec<Conversation>
+        => ("conversations/{tenant}");
     fn conversation(tenant: &TenantId, chat: &ChatId) -> Option<Conversation>
         => ("conversation/{tenant}/{chat}");
     fn set_bot_paused(tenant: &TenantId, chat: &ChatId, until_ms: Option<i64>, epoch: u64) -> ()
@@ -216,7 +218,9 @@ gated!(MessageStore {
     fn unanswered_inbound_in_chat(tenant: &TenantId, chat: &ChatId) -> Vec<StoredMessage>
         => ("unanswered_inbound_in_chat/{tenant}/{chat}");
     fn unsent_replies(tenant: &TenantId) -> Vec<StoredMessage> => ("unsent_replies/{tenant}");
-    fn conversation_messages(tenant: &TenantId, chat: &ChatId, limit: u32) -> Vec<StoredMessage>
+    fn conversation_messages(
+        tenant: &TenantId, chat: &ChatId, before: Option<i64>, limit: u32
+    ) -> Vec<StoredMessage>
         => ("conversation_messages/{tenant}/{chat}");
     fn recent_history(tenant: &TenantId, chat: &ChatId, limit: u32) -> Vec<StoredMessage>
         => ("recent_history/{tenant}/{chat}");

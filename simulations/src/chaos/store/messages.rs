@@ -15,6 +15,39 @@ use super::memory::MemoryStore;
 
 #[async_trait]
 impl MessageStore for MemoryStore {
+    async fn conversations(
+        &self,
+        tenant: &TenantId,
+        after: Option<&ChatId>,
+        limit: u32,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let tables = self.tables();
+        // The order's key: most recent inbound first (never: last), then chat id.
+        let key = |c: &Conversation| {
+            (
+                std::cmp::Reverse(c.last_inbound_ms.unwrap_or(-1)),
+                c.chat.to_string(),
+            )
+        };
+        let cursor = match after {
+            None => None,
+            Some(chat) => match tables.conversations.get(&(tenant.clone(), chat.clone())) {
+                Some(found) => Some(key(found)),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut found: Vec<Conversation> = tables
+            .conversations
+            .values()
+            .filter(|c| &c.tenant == tenant)
+            .filter(|c| cursor.as_ref().is_none_or(|cursor| key(c) > *cursor))
+            .cloned()
+            .collect();
+        found.sort_by_key(key);
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
     async fn conversation(
         &self,
         tenant: &TenantId,
@@ -292,9 +325,24 @@ impl MessageStore for MemoryStore {
         &self,
         tenant: &TenantId,
         chat: &ChatId,
+        before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(self.tables().last_of_chat(tenant, chat, limit, |_| true))
+        let tables = self.tables();
+        let Some(before) = before else {
+            return Ok(tables.last_of_chat(tenant, chat, limit, |_| true));
+        };
+        let cursor = tables
+            .messages
+            .values()
+            .find(|m| m.id == before && &m.tenant == tenant && &m.chat == chat)
+            .map(|m| (m.created_ms, m.id));
+        Ok(match cursor {
+            Some(cursor) => {
+                tables.last_of_chat(tenant, chat, limit, |m| (m.created_ms, m.id) < cursor)
+            }
+            None => Vec::new(),
+        })
     }
 
     async fn recent_history(

@@ -1,0 +1,176 @@
+//! [`ApiError`]: why an operation failed, with its one mapping to an HTTP-like status and a
+//! snake_case code. The HTTP admin API answers the status and `{"error": "<message>"}`; the
+//! NATS service answers the micro error headers and `{"error": {"code", "message"}}`.
+
+use salesboy_actors::node::ActivationError;
+use salesboy_actors::store::StoreError;
+use salesboy_protocol::{PhoneNumberId, TenantId};
+
+use crate::cluster::RouteError;
+
+/// Why an operation failed. [`ApiError::status`] and [`ApiError::code`] are the one place
+/// that classifies each failure; the message (the `Display` text) is what people read.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field of the request is invalid (400); the message names it.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, as the request names it (`id`, `wa_id`, `limit`…).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request cannot be read (400): malformed JSON, path or query, a body that does
+    /// not fit the command. The message says why, naming the field where it can.
+    #[error("{0}")]
+    Malformed(String),
+    /// The request is larger than the command accepts (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// No credentials were sent (401).
+    #[error("missing admin token: send authorization: bearer <token>")]
+    MissingToken,
+    /// The credentials are not valid (401).
+    #[error("invalid admin token")]
+    InvalidToken,
+    /// No such tenant (404).
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    /// No such knowledge document of the tenant (404).
+    #[error("unknown knowledge document {document} of tenant {tenant}")]
+    UnknownDocument {
+        /// The tenant.
+        tenant: TenantId,
+        /// The document's id.
+        document: i64,
+    },
+    /// No such route or command (404).
+    #[error("no such admin route")]
+    UnknownRoute,
+    /// The route exists, but not with this method (405, HTTP only).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// The tenant exists already (409): `tenant.create` never overwrites.
+    #[error("id: tenant {0} already exists")]
+    TenantExists(TenantId),
+    /// The phone number is attached to another tenant (409).
+    #[error("phone_number_id: {number} already belongs to tenant {owner}")]
+    NumberTaken {
+        /// The number.
+        number: PhoneNumberId,
+        /// The tenant it belongs to.
+        owner: TenantId,
+    },
+    /// The store failed; the status follows the store's error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A command did not reach its tenant; the status follows why.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// This node could not run the tenant; the status follows why.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// The node broke one of its own rules (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// 400 for a bad `field`.
+    pub fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The HTTP-like status of this failure.
+    pub fn status(&self) -> u16 {
+        self.class().0
+    }
+
+    /// The failure's snake_case code, stable for clients to match on.
+    pub fn code(&self) -> &'static str {
+        self.class().1
+    }
+
+    /// Status and code, decided here only.
+    fn class(&self) -> (u16, &'static str) {
+        const UNAVAILABLE: (u16, &str) = (503, "unavailable");
+        match self {
+            Self::Invalid { .. } => (400, "invalid_field"),
+            Self::Malformed(_) => (400, "malformed_request"),
+            Self::TooLarge(_) => (413, "too_large"),
+            Self::MissingToken => (401, "missing_token"),
+            Self::InvalidToken => (401, "invalid_token"),
+            Self::UnknownTenant(_) => (404, "unknown_tenant"),
+            Self::UnknownDocument { .. } => (404, "unknown_document"),
+            Self::UnknownRoute => (404, "unknown_route"),
+            Self::MethodNotAllowed => (405, "method_not_allowed"),
+            Self::TenantExists(_) => (409, "tenant_exists"),
+            Self::NumberTaken { .. } => (409, "number_taken"),
+            Self::Store(error) => match error {
+                StoreError::Unavailable { .. } | StoreError::StaleEpoch { .. } => UNAVAILABLE,
+                StoreError::NotFound { .. } => (404, "not_found"),
+                StoreError::Conflict { .. } => (409, "conflict"),
+                StoreError::Invalid { .. } => (400, "invalid_field"),
+                StoreError::Backend(_) => (500, "internal"),
+            },
+            Self::Route(error) => match error {
+                RouteError::UnknownTenant(_) => (404, "unknown_tenant"),
+                RouteError::Unplaceable { .. } | RouteError::Unreachable { .. } => UNAVAILABLE,
+                RouteError::Refused(_) | RouteError::RefusedBy { .. } | RouteError::Encode(_) => {
+                    (409, "refused")
+                }
+            },
+            Self::Activation(error) => match error {
+                ActivationError::UnknownTenant(_) => (404, "unknown_tenant"),
+                ActivationError::AtCapacity { .. }
+                | ActivationError::Store { .. }
+                | ActivationError::Epoch { .. }
+                | ActivationError::AlreadyHosted(_)
+                | ActivationError::AlreadyActivating(_)
+                | ActivationError::StartFailed { .. }
+                | ActivationError::Stopping => UNAVAILABLE,
+            },
+            Self::Internal(_) => (500, "internal"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_snake_case_and_goes_with_one_status() {
+        let tenant = TenantId::new("acme").unwrap();
+        let errors = [
+            ApiError::invalid("id", "bad"),
+            ApiError::Malformed("x".into()),
+            ApiError::TooLarge("x".into()),
+            ApiError::MissingToken,
+            ApiError::InvalidToken,
+            ApiError::UnknownTenant(tenant.clone()),
+            ApiError::UnknownDocument {
+                tenant: tenant.clone(),
+                document: 1,
+            },
+            ApiError::UnknownRoute,
+            ApiError::MethodNotAllowed,
+            ApiError::TenantExists(tenant.clone()),
+            ApiError::Internal("x".into()),
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for error in errors {
+            let code = error.code();
+            assert!(
+                code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+            let status = *seen.entry(code).or_insert(error.status());
+            assert_eq!(status, error.status(), "{code}");
+        }
+        assert_eq!(ApiError::UnknownTenant(tenant).status(), 404);
+    }
+}

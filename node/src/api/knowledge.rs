@@ -1,0 +1,140 @@
+//! A tenant's knowledge documents: the passages its assistant answers from.
+
+use salesboy_actors::store::{NewKnowledge, StoreError};
+use salesboy_protocol::TenantId;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+use utoipa::ToSchema;
+
+use super::{Api, ApiError};
+use crate::knowledge;
+
+/// Largest knowledge upload over HTTP, in bytes (NATS: the server's `max_payload`).
+pub const MAX_KNOWLEDGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Longest knowledge document title, in characters.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// A document to add to a tenant's knowledge base.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeRequest {
+    /// The document's title.
+    #[schema(example = "Delivery and returns")]
+    pub title: String,
+    /// The document's text; split into passages of about 500–800 characters.
+    pub text: String,
+}
+
+/// A document added.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KnowledgeAdded {
+    /// The new document's id.
+    pub document_id: i64,
+    /// How many passages it was split into.
+    pub chunks: usize,
+    /// The tenant's knowledge version after the change.
+    pub knowledge_version: i64,
+}
+
+/// A knowledge document, without its text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentView {
+    /// The document's id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+    /// How many passages it has.
+    pub chunk_count: i64,
+    /// When it was added (unix ms).
+    pub created_ms: i64,
+}
+
+/// A document deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KnowledgeDeleted {
+    /// The deleted document's id.
+    pub document_id: i64,
+    /// The tenant's knowledge version after the change.
+    pub knowledge_version: i64,
+}
+
+/// Adds a document to the tenant's knowledge base.
+pub async fn add(
+    api: &Api,
+    id: &TenantId,
+    request: KnowledgeRequest,
+) -> Result<KnowledgeAdded, ApiError> {
+    let title = request.title.trim();
+    if title.is_empty() {
+        return Err(ApiError::invalid("title", "must not be empty"));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ApiError::invalid(
+            "title",
+            format!("at most {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    let chunks = knowledge::chunk(&request.text);
+    if chunks.is_empty() {
+        return Err(ApiError::invalid("text", "must not be empty"));
+    }
+    let chunk_count = chunks.len();
+    let document = NewKnowledge {
+        tenant: id.clone(),
+        title: title.to_owned(),
+        chunks,
+        created_ms: api.now_ms(),
+    };
+    let document_id = api
+        .store
+        .add_knowledge(&document)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => ApiError::UnknownTenant(id.clone()),
+            other => other.into(),
+        })?;
+    let knowledge_version = api.store.knowledge_version(id).await?;
+    info!(tenant = %id, document_id, chunks = chunk_count, "knowledge document added");
+    Ok(KnowledgeAdded {
+        document_id,
+        chunks: chunk_count,
+        knowledge_version,
+    })
+}
+
+/// The tenant's knowledge documents, oldest first.
+pub async fn list(api: &Api, id: &TenantId) -> Result<Vec<DocumentView>, ApiError> {
+    api.existing_tenant(id).await?;
+    let documents = api.store.list_knowledge(id).await?;
+    Ok(documents
+        .into_iter()
+        .map(|d| DocumentView {
+            id: d.id,
+            title: d.title,
+            chunk_count: d.chunk_count,
+            created_ms: d.created_ms,
+        })
+        .collect())
+}
+
+/// Deletes one of the tenant's documents.
+pub async fn delete(
+    api: &Api,
+    id: &TenantId,
+    document_id: i64,
+) -> Result<KnowledgeDeleted, ApiError> {
+    api.existing_tenant(id).await?;
+    if !api.store.delete_knowledge(id, document_id).await? {
+        return Err(ApiError::UnknownDocument {
+            tenant: id.clone(),
+            document: document_id,
+        });
+    }
+    let knowledge_version = api.store.knowledge_version(id).await?;
+    info!(tenant = %id, document_id, "knowledge document deleted");
+    Ok(KnowledgeDeleted {
+        document_id,
+        knowledge_version,
+    })
+}

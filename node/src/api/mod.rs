@@ -1,0 +1,75 @@
+//! The operations of the gateway's APIs, written once: the HTTP admin API
+//! ([`crate::http::admin`]) and the NATS service API ([`service`]) are two thin front ends
+//! over them. An operation takes validated ids and a typed request, and answers a typed
+//! response (serde, with its OpenAPI schema) or an [`ApiError`].
+//!
+//! One module per resource:
+//! - `error`: [`ApiError`], its status and code;
+//! - [`tenants`]: tenants and their numbers, a tenant's session status;
+//! - [`knowledge`]: a tenant's knowledge documents;
+//! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
+//!   owner sends;
+//! - [`cluster`]: the cluster view;
+//! - [`service`]: the NATS micro service `salesboy` that serves these operations.
+
+pub mod cluster;
+pub mod conversations;
+mod error;
+pub mod knowledge;
+pub mod service;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use salesboy_actors::node::NodeHandle;
+use salesboy_actors::store::{Store, Tenant};
+use salesboy_protocol::{ChatId, IdError, TenantId};
+
+pub use error::ApiError;
+
+use crate::cluster::ClusterMember;
+use crate::ingress::Ingress;
+use crate::routing::Router;
+
+/// What the operations act on: the node's actors, database, ingress and cluster. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Api {
+    /// The actor tree.
+    pub node: NodeHandle,
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The webhook ingress (its phone-number cache is refreshed when a number changes).
+    pub ingress: Ingress,
+    /// Where tenant commands go.
+    pub router: Router,
+    /// The cluster runtime, on a cluster.
+    pub cluster: Option<Arc<ClusterMember>>,
+    /// This node's id, as the cluster view shows it.
+    pub node_id: String,
+}
+
+impl Api {
+    /// The tenant, or [`ApiError::UnknownTenant`].
+    pub async fn existing_tenant(&self, id: &TenantId) -> Result<Tenant, ApiError> {
+        self.store
+            .tenant(id)
+            .await?
+            .ok_or_else(|| ApiError::UnknownTenant(id.clone()))
+    }
+
+    /// The node's clock, in unix ms.
+    fn now_ms(&self) -> i64 {
+        self.node.services().clock.now_ms()
+    }
+}
+
+/// A tenant id from the request, or 400 naming `field`.
+pub fn tenant_id(field: &'static str, value: impl Into<String>) -> Result<TenantId, ApiError> {
+    TenantId::new(value).map_err(|e: IdError| ApiError::invalid(field, e))
+}
+
+/// A customer's WhatsApp id from the request, or 400 naming `field`.
+pub fn chat_id(field: &'static str, value: impl Into<String>) -> Result<ChatId, ApiError> {
+    ChatId::new(value).map_err(|e| ApiError::invalid(field, e))
+}

@@ -1,0 +1,423 @@
+//! Tenants and their WhatsApp numbers, shown without secrets; a tenant's session status.
+
+use salesboy_actors::command::TenantCommand;
+use salesboy_actors::session::SessionSnapshot;
+use salesboy_actors::store::{AccessToken, NewTenant, NewWhatsAppNumber, Tenant};
+use salesboy_actors::tenant::TenantSnapshot;
+use salesboy_protocol::{PhoneNumberId, TenantId};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use super::{Api, ApiError, tenant_id};
+use crate::adapters::llm::{redacted_llm_config, validate_llm_config};
+use crate::cluster::directory::EntryState;
+
+/// A tenant and the WhatsApp number to attach to it (`POST /tenants`, `tenant.create`). On
+/// update, absent optional fields keep their stored values.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRequest {
+    /// The tenant's id: ASCII letters, digits, `_` and `-`, at most 64.
+    #[schema(example = "acme")]
+    pub id: String,
+    /// Meta's phone number id of the tenant's WhatsApp business number (digits).
+    #[schema(example = "106540352242922")]
+    pub phone_number_id: String,
+    /// The Cloud API access token of that number. Stored, never returned.
+    pub access_token: String,
+    /// Display name of the business; defaults to the id.
+    #[schema(example = "Acme Shoes")]
+    pub name: Option<String>,
+    /// The assistant's system prompt; `""` goes back to the default prompt.
+    pub system_prompt: Option<String>,
+    /// LLM providers in fallback order (see docs/api.md); `[]` means the offline responder
+    /// (retrieval only); absent on create: the node's default providers.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub llm: Option<serde_json::Value>,
+    /// The WhatsApp Business Account id.
+    pub waba_id: Option<String>,
+}
+
+/// Changes to an existing tenant (`tenant.update`): absent fields keep their stored values.
+/// A number is given with its access token.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    /// Display name of the business.
+    pub name: Option<String>,
+    /// The assistant's system prompt; `""` goes back to the default prompt.
+    pub system_prompt: Option<String>,
+    /// LLM providers in fallback order; `[]` means the offline responder.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub llm: Option<serde_json::Value>,
+    /// A WhatsApp number to attach (or whose token changes); needs `access_token`.
+    pub phone_number_id: Option<String>,
+    /// The access token of `phone_number_id`.
+    pub access_token: Option<String>,
+    /// The WhatsApp Business Account id of `phone_number_id`.
+    pub waba_id: Option<String>,
+}
+
+/// One WhatsApp number of a tenant (without its access token).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NumberView {
+    /// Meta's phone number id.
+    pub phone_number_id: String,
+    /// The WhatsApp Business Account id, if known.
+    pub waba_id: Option<String>,
+}
+
+/// A tenant, without secrets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantView {
+    /// The tenant's id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The assistant's system prompt; `null` is the default prompt.
+    pub system_prompt: Option<String>,
+    /// The LLM providers with API keys redacted; `null` when the tenant has no list of its
+    /// own.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub llm: Option<serde_json::Value>,
+    /// The tenant's WhatsApp numbers.
+    pub numbers: Vec<NumberView>,
+    /// Changes whenever the knowledge base changes.
+    pub knowledge_version: i64,
+    /// When the tenant was created (unix ms).
+    pub created_ms: i64,
+    /// Whether the tenant is hosted (its actors running) on this node.
+    pub active: bool,
+}
+
+/// A tenant with the live state of its actors.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantDetail {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    /// The tenant supervisor's snapshot (session, responder, conversations, restarts);
+    /// `null` when the tenant is not hosted on this node.
+    #[schema(value_type = Option<Object>)]
+    pub state: Option<TenantSnapshot>,
+}
+
+/// Whether a save created the tenant or changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The tenant is new.
+    Created,
+    /// The tenant existed.
+    Updated,
+}
+
+/// Where a tenant runs and in what state (`session.status`), as far as the answering node
+/// can tell.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionStatusView {
+    /// The tenant's id.
+    pub tenant: String,
+    /// `active`: hosted by `node`; `moving`: being handed from `node` to `moving_to`;
+    /// `idle`: hosted nowhere now (its next message or command starts it).
+    #[schema(example = "active")]
+    pub state: &'static str,
+    /// The hosting node.
+    pub node: Option<String>,
+    /// The tenant's placement epoch (bumped by every move and failover).
+    pub epoch: Option<u64>,
+    /// The node it is moving to.
+    pub moving_to: Option<String>,
+    /// The WhatsApp session (`status`: `connected`, `rate_limited` or `auth_failed`; queue
+    /// and counters), when the answering node hosts the tenant; else `null`.
+    #[schema(value_type = Option<Object>)]
+    pub session: Option<SessionSnapshot>,
+}
+
+/// Which saves a request may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Create,
+    Update,
+    Upsert,
+}
+
+/// A request's changes, validated.
+struct Changes {
+    name: Option<String>,
+    /// `Some(None)`: back to the default prompt.
+    system_prompt: Option<Option<String>>,
+    llm: Option<String>,
+    number: Option<NumberChange>,
+}
+
+struct NumberChange {
+    phone_number_id: PhoneNumberId,
+    access_token: String,
+    waba_id: Option<String>,
+}
+
+/// Every tenant (without live state), ordered by id.
+pub async fn list(api: &Api) -> Result<Vec<TenantView>, ApiError> {
+    let tenants = api.store.list_tenants().await?;
+    let mut views = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let active = api.node.observe_tenant(&tenant.id).await.is_some();
+        views.push(view(tenant, active));
+    }
+    Ok(views)
+}
+
+/// One tenant with the live state of its actors.
+pub async fn get(api: &Api, id: &TenantId) -> Result<TenantDetail, ApiError> {
+    let tenant = api.existing_tenant(id).await?;
+    Ok(detail(api, tenant).await)
+}
+
+/// Creates a tenant, or updates it if it exists, and attaches the number.
+pub async fn upsert(api: &Api, request: TenantRequest) -> Result<(Saved, TenantDetail), ApiError> {
+    let (id, changes) = validate_request(request)?;
+    save(api, &id, changes, Mode::Upsert).await
+}
+
+/// Creates a tenant with its number; 409 if it exists.
+pub async fn create(api: &Api, request: TenantRequest) -> Result<TenantDetail, ApiError> {
+    let (id, changes) = validate_request(request)?;
+    Ok(save(api, &id, changes, Mode::Create).await?.1)
+}
+
+/// Changes an existing tenant; 404 if there is none.
+pub async fn update(
+    api: &Api,
+    id: &TenantId,
+    request: TenantUpdate,
+) -> Result<TenantDetail, ApiError> {
+    let number = match (request.phone_number_id, request.access_token) {
+        (None, None) if request.waba_id.is_none() => None,
+        (Some(number), Some(token)) => Some(number_change(number, &token, request.waba_id)?),
+        (None, _) => return Err(ApiError::invalid("phone_number_id", "missing")),
+        (Some(_), None) => return Err(ApiError::invalid("access_token", "missing")),
+    };
+    let changes = Changes {
+        name: name(request.name)?,
+        system_prompt: request.system_prompt.map(prompt),
+        llm: llm(request.llm)?,
+        number,
+    };
+    Ok(save(api, id, changes, Mode::Update).await?.1)
+}
+
+/// Where the tenant runs, under which epoch, and its session's state when hosted here.
+pub async fn session_status(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
+    api.existing_tenant(id).await?;
+    let snapshot = api.node.observe_tenant(id).await;
+    let mut status = SessionStatusView {
+        tenant: id.to_string(),
+        state: "idle",
+        node: None,
+        epoch: None,
+        moving_to: None,
+        session: None,
+    };
+    if let Some(cluster) = &api.cluster {
+        if let Some(placed) = cluster.directory().cached(id) {
+            status.node = Some(placed.entry.node.to_string());
+            status.epoch = Some(placed.entry.epoch);
+            status.state = match placed.entry.state {
+                EntryState::Active => "active",
+                EntryState::Moving { to } => {
+                    status.moving_to = Some(to.to_string());
+                    "moving"
+                }
+            };
+        }
+    } else if let Some(snapshot) = &snapshot {
+        status.state = "active";
+        status.node = Some(api.node_id.clone());
+        status.epoch = Some(snapshot.epoch);
+    }
+    status.session = snapshot.and_then(|s| s.session);
+    Ok(status)
+}
+
+fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiError> {
+    let id = tenant_id("id", request.id)?;
+    let number = number_change(
+        request.phone_number_id,
+        &request.access_token,
+        request.waba_id,
+    )?;
+    let changes = Changes {
+        name: name(request.name)?,
+        system_prompt: request.system_prompt.map(prompt),
+        llm: llm(request.llm)?,
+        number: Some(number),
+    };
+    Ok((id, changes))
+}
+
+fn number_change(
+    phone_number_id: String,
+    access_token: &str,
+    waba_id: Option<String>,
+) -> Result<NumberChange, ApiError> {
+    let phone_number_id =
+        PhoneNumberId::new(phone_number_id).map_err(|e| ApiError::invalid("phone_number_id", e))?;
+    let access_token = access_token.trim();
+    if access_token.is_empty() {
+        return Err(ApiError::invalid("access_token", "must not be empty"));
+    }
+    Ok(NumberChange {
+        phone_number_id,
+        access_token: access_token.to_owned(),
+        waba_id: waba_id
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty()),
+    })
+}
+
+fn name(name: Option<String>) -> Result<Option<String>, ApiError> {
+    match name.as_deref().map(str::trim) {
+        Some("") => Err(ApiError::invalid("name", "must not be empty")),
+        name => Ok(name.map(str::to_owned)),
+    }
+}
+
+/// A prompt to store; blank means the default prompt.
+fn prompt(prompt: String) -> Option<String> {
+    (!prompt.trim().is_empty()).then_some(prompt)
+}
+
+fn llm(llm: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
+    match llm {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(llm) => {
+            // The reason names the field itself (`llm[1].model: missing`).
+            validate_llm_config(&llm).map_err(ApiError::Malformed)?;
+            let text = serde_json::to_string(&llm)
+                .map_err(|e| ApiError::invalid("llm", e.to_string().to_lowercase()))?;
+            Ok(Some(text))
+        }
+    }
+}
+
+/// Writes the validated changes (everything is checked before the first write), tells a
+/// hosted tenant to reload, and answers the saved tenant.
+async fn save(
+    api: &Api,
+    id: &TenantId,
+    changes: Changes,
+    mode: Mode,
+) -> Result<(Saved, TenantDetail), ApiError> {
+    let existing = api.store.tenant(id).await?;
+    match (&existing, mode) {
+        (Some(_), Mode::Create) => return Err(ApiError::TenantExists(id.clone())),
+        (None, Mode::Update) => return Err(ApiError::UnknownTenant(id.clone())),
+        _ => {}
+    }
+    if let Some(number) = &changes.number
+        && let Some(route) = api
+            .store
+            .tenant_by_phone_number(&number.phone_number_id)
+            .await?
+        && route.tenant != *id
+    {
+        return Err(ApiError::NumberTaken {
+            number: number.phone_number_id.clone(),
+            owner: route.tenant,
+        });
+    }
+    let (stored_name, stored_prompt, stored_llm) = match &existing {
+        Some(tenant) => (
+            Some(tenant.name.clone()),
+            tenant.system_prompt.clone(),
+            tenant.llm_config.clone(),
+        ),
+        None => (None, None, None),
+    };
+    let tenant = NewTenant {
+        id: id.clone(),
+        name: changes
+            .name
+            .or(stored_name)
+            .unwrap_or_else(|| id.to_string()),
+        system_prompt: changes.system_prompt.unwrap_or(stored_prompt),
+        llm_config: changes.llm.or(stored_llm),
+        created_ms: api.now_ms(),
+    };
+    api.store.upsert_tenant(&tenant).await?;
+    if let Some(number) = changes.number {
+        let stored_waba = existing.as_ref().and_then(|tenant| {
+            tenant
+                .numbers
+                .iter()
+                .find(|n| n.phone_number_id == number.phone_number_id)
+                .and_then(|n| n.waba_id.clone())
+        });
+        let record = NewWhatsAppNumber {
+            tenant: id.clone(),
+            phone_number_id: number.phone_number_id.clone(),
+            waba_id: number.waba_id.or(stored_waba),
+            access_token: AccessToken::new(number.access_token),
+        };
+        api.store.upsert_whatsapp_number(&record).await?;
+        api.ingress
+            .forget_phone_number(&number.phone_number_id)
+            .await;
+    }
+    reload(api, id).await;
+    let saved = if existing.is_none() {
+        Saved::Created
+    } else {
+        Saved::Updated
+    };
+    info!(tenant = %id, created = saved == Saved::Created, "tenant saved");
+    let tenant = api
+        .store
+        .tenant(id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("tenant {id} vanished after saving")))?;
+    Ok((saved, detail(api, tenant).await))
+}
+
+/// Tells a hosted tenant its record changed; one hosted nowhere reads it when activated.
+async fn reload(api: &Api, id: &TenantId) {
+    if let Some(cluster) = &api.cluster {
+        if cluster.directory().cached(id).is_some()
+            && let Err(e) = api.router.deliver(id, TenantCommand::Reload).await
+        {
+            warn!(tenant = %id, error = %e, "running tenant not told about its update");
+        }
+    } else {
+        // Reaches only a tenant hosted here, and never fails.
+        let _ = api.node.deliver(id, TenantCommand::Reload).await;
+    }
+}
+
+fn view(tenant: Tenant, active: bool) -> TenantView {
+    TenantView {
+        id: tenant.id.to_string(),
+        name: tenant.name,
+        system_prompt: tenant.system_prompt,
+        llm: tenant.llm_config.as_deref().map(redacted_llm_config),
+        numbers: tenant
+            .numbers
+            .into_iter()
+            .map(|n| NumberView {
+                phone_number_id: n.phone_number_id.to_string(),
+                waba_id: n.waba_id,
+            })
+            .collect(),
+        knowledge_version: tenant.knowledge_version,
+        created_ms: tenant.created_ms,
+        active,
+    }
+}
+
+async fn detail(api: &Api, tenant: Tenant) -> TenantDetail {
+    let snapshot = api.node.observe_tenant(&tenant.id).await;
+    TenantDetail {
+        tenant: view(tenant, snapshot.is_some()),
+        state: snapshot,
+    }
+}

@@ -1,0 +1,558 @@
+//! The NATS service API (`docs/protocol.md`, "Service API") from a plain NATS client: raw
+//! subjects and raw JSON, never the project's types, against a real nats-server and a real
+//! node (SQLite, actors, fake Cloud API).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use salesboy_node::bus::{Bus, NatsBus, NatsBusOptions};
+use salesboy_testkit::{Db, Gateway, NatsServer, eventually};
+use serde_json::{Value, json};
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a test waits for something to happen.
+const WAIT: Duration = Duration::from_secs(20);
+
+const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
+const CUSTOMER: &str = "15551234567";
+
+/// Every endpoint subject the service must list: the contract, written out by hand.
+const ENDPOINTS: [&str; 14] = [
+    "sb.v1.api.tenant.create",
+    "sb.v1.api.tenant.list",
+    "sb.v1.api.cluster.status",
+    "sb.v1.api.t.*.tenant.get",
+    "sb.v1.api.t.*.tenant.update",
+    "sb.v1.api.t.*.session.status",
+    "sb.v1.api.t.*.message.send",
+    "sb.v1.api.t.*.bot.pause",
+    "sb.v1.api.t.*.bot.resume",
+    "sb.v1.api.t.*.knowledge.add",
+    "sb.v1.api.t.*.knowledge.list",
+    "sb.v1.api.t.*.knowledge.delete",
+    "sb.v1.api.t.*.conversation.list",
+    "sb.v1.api.t.*.conversation.messages",
+];
+
+/// A node on its own nats-server, and a plain client of that server.
+struct Setup {
+    gateway: Gateway,
+    client: async_nats::Client,
+    server: NatsServer,
+}
+
+async fn setup() -> Setup {
+    let server = NatsServer::start().expect("nats-server");
+    let bus: Arc<dyn Bus> = Arc::new(
+        NatsBus::connect(&server.url(), NatsBusOptions::default())
+            .await
+            .expect("connect the node"),
+    );
+    let gateway = Gateway::start_on(Db::Sqlite, Some(bus), |c| {
+        c.failure_timeout_ms = 2_000;
+    })
+    .await;
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect the client");
+    Setup {
+        gateway,
+        client,
+        server,
+    }
+}
+
+/// An answer: the error headers (code, message) if it is an error, and the JSON body.
+#[derive(Debug)]
+struct Answer {
+    error: Option<(String, String)>,
+    json: Value,
+    raw: String,
+}
+
+impl Answer {
+    /// The body of a success; panics with the answer otherwise.
+    fn ok(self) -> Value {
+        assert!(self.error.is_none(), "expected success, got {self:?}");
+        self.json
+    }
+
+    /// Asserts an error answer with this HTTP-like code and snake_case code; its message.
+    fn refused(&self, status: &str, code: &str) -> String {
+        let (header_code, header_message) = self
+            .error
+            .clone()
+            .unwrap_or_else(|| panic!("expected error {status}, got {self:?}"));
+        assert_eq!(header_code, status, "{self:?}");
+        assert_eq!(self.json["error"]["code"], code, "{self:?}");
+        let message = self.json["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message in {}", self.raw))
+            .to_owned();
+        assert_eq!(header_message, message.replace('\n', " "), "{self:?}");
+        message
+    }
+}
+
+async fn request(client: &async_nats::Client, subject: &str, body: Option<Value>) -> Answer {
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(REQUEST_TIMEOUT));
+    let reply = client
+        .send_request(subject.to_owned(), request)
+        .await
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    let raw = String::from_utf8(reply.payload.to_vec()).expect("utf-8 answer");
+    let json = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("not JSON ({e}): {raw}"));
+    let error = reply.headers.as_ref().and_then(|headers| {
+        let code = headers.get("Nats-Service-Error-Code")?.as_str().to_owned();
+        let message = headers
+            .get("Nats-Service-Error")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        Some((code, message))
+    });
+    Answer { error, json, raw }
+}
+
+fn create_acme() -> Value {
+    json!({
+        "id": "acme",
+        "phone_number_id": "106540352242922",
+        "access_token": ACCESS_TOKEN,
+        "name": "Acme Shoes",
+        "system_prompt": "You sell shoes.",
+        "llm": [],
+    })
+}
+
+#[tokio::test]
+async fn ping_info_and_stats_answer_with_every_endpoint() {
+    let s = setup().await;
+    let version = env!("CARGO_PKG_VERSION");
+
+    let ping = request(&s.client, "$SRV.PING.salesboy", None).await.ok();
+    assert_eq!(ping["name"], "salesboy");
+    assert_eq!(ping["version"], version);
+    assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+
+    let info = request(&s.client, "$SRV.INFO.salesboy", None).await.ok();
+    assert_eq!(info["name"], "salesboy");
+    assert_eq!(info["version"], version);
+    let endpoints = info["endpoints"].as_array().expect("endpoints");
+    let mut subjects: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["subject"].as_str().expect("subject"))
+        .collect();
+    subjects.sort_unstable();
+    let mut expected = ENDPOINTS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(subjects, expected);
+    for endpoint in endpoints {
+        assert_eq!(endpoint["queue_group"], "salesboy", "{endpoint}");
+    }
+
+    request(&s.client, "sb.v1.api.tenant.list", None).await.ok();
+    // The service counts a request just after answering it: poll.
+    let stats = eventually(WAIT, || async {
+        let stats = request(&s.client, "$SRV.STATS.salesboy", None).await.ok();
+        let list = stats["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["subject"] == "sb.v1.api.tenant.list")?
+            .clone();
+        (list["num_requests"] == 1).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["name"], "salesboy");
+    assert_eq!(stats["version"], version);
+    assert_eq!(
+        stats["endpoints"].as_array().map(Vec::len),
+        Some(ENDPOINTS.len())
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn every_command_answers_from_a_plain_client() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+
+    let created = request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    assert_eq!(created["id"], "acme");
+    assert_eq!(created["numbers"][0]["phone_number_id"], "106540352242922");
+    let list = request(c, "sb.v1.api.tenant.list", Some(json!({})))
+        .await
+        .ok();
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["name"], "Acme Shoes");
+
+    let shown = request(c, &t("tenant.get"), None).await;
+    assert!(!shown.raw.contains(ACCESS_TOKEN), "{}", shown.raw);
+    assert_eq!(shown.ok()["system_prompt"], "You sell shoes.");
+    let updated = request(c, &t("tenant.update"), Some(json!({"name": "Acme Boots"})))
+        .await
+        .ok();
+    assert_eq!(updated["name"], "Acme Boots");
+    assert_eq!(updated["system_prompt"], "You sell shoes.", "kept");
+
+    let added = request(
+        c,
+        &t("knowledge.add"),
+        Some(json!({"title": "Returns", "text": "Returns are free within 30 days."})),
+    )
+    .await
+    .ok();
+    let document = added["document_id"].as_i64().expect("document id");
+    assert_eq!(added["chunks"], 1);
+    let documents = request(c, &t("knowledge.list"), None).await.ok();
+    assert_eq!(documents[0]["id"], document);
+    assert_eq!(documents[0]["title"], "Returns");
+
+    let sent = request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Your order ships today."})),
+    )
+    .await
+    .ok();
+    assert!(sent["outbound_id"].as_i64().is_some(), "{sent}");
+    request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Tracking: 42"})),
+    )
+    .await
+    .ok();
+    let delivered = s.gateway.wait_for_sent(2, "the owner's messages").await;
+    let mut bodies: Vec<(&str, &str, &str)> = delivered
+        .iter()
+        .map(|m| (m.to.as_str(), m.body.as_str(), m.token.as_str()))
+        .collect();
+    bodies.sort_unstable();
+    assert_eq!(
+        bodies,
+        [
+            (CUSTOMER, "Tracking: 42", ACCESS_TOKEN),
+            (CUSTOMER, "Your order ships today.", ACCESS_TOKEN)
+        ]
+    );
+
+    let paused = request(
+        c,
+        &t("bot.pause"),
+        Some(json!({"chat": CUSTOMER, "minutes": 5})),
+    )
+    .await
+    .ok();
+    assert_eq!(paused["chat"], CUSTOMER);
+    let until = paused["bot_paused_until_ms"].as_i64().expect("paused");
+    let last = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER, "limit": 1})),
+    )
+    .await
+    .ok();
+    assert_eq!(last["bot_paused_until_ms"], until);
+    assert_eq!(last["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(last["messages"][0]["body"], "Tracking: 42");
+    let earlier = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER, "before": last["messages"][0]["id"]})),
+    )
+    .await
+    .ok();
+    assert_eq!(earlier["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(earlier["messages"][0]["body"], "Your order ships today.");
+    assert_eq!(earlier["messages"][0]["origin"], "owner");
+    let listed = request(c, &t("conversation.list"), None).await.ok();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["chat"], CUSTOMER);
+    assert_eq!(listed[0]["bot_paused_until_ms"], until);
+    let after = request(
+        c,
+        &t("conversation.list"),
+        Some(json!({"after": CUSTOMER, "limit": 10})),
+    )
+    .await
+    .ok();
+    assert_eq!(after, json!([]));
+    let resumed = request(c, &t("bot.resume"), Some(json!({"chat": CUSTOMER})))
+        .await
+        .ok();
+    assert_eq!(resumed["bot_paused_until_ms"], Value::Null);
+
+    let node_id = s.gateway.config.node_id.to_string();
+    // The directory's cache follows the placement by a watch: poll.
+    let status = eventually(WAIT, || async {
+        let status = request(c, &t("session.status"), None).await.ok();
+        (status["state"] == "active").then_some(status)
+    })
+    .await;
+    assert_eq!(status["tenant"], "acme");
+    assert_eq!(status["node"], node_id.as_str());
+    assert!(status["epoch"].as_u64().is_some_and(|e| e > 0), "{status}");
+    assert_eq!(status["session"]["status"], "connected", "{status}");
+
+    let deleted = request(
+        c,
+        &t("knowledge.delete"),
+        Some(json!({ "document_id": document })),
+    )
+    .await
+    .ok();
+    assert_eq!(deleted["document_id"], document);
+    let documents = request(c, &t("knowledge.list"), None).await.ok();
+    assert_eq!(documents, json!([]));
+
+    let cluster = eventually(WAIT, || async {
+        let cluster = request(c, "sb.v1.api.cluster.status", None).await.ok();
+        (cluster["tenants"] == 1).then_some(cluster)
+    })
+    .await;
+    assert_eq!(cluster["nodes"][0]["node_id"], node_id.as_str());
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn each_error_answers_its_code_and_changes_nothing() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+    let create = "sb.v1.api.tenant.create";
+
+    // 400: invalid input, refused with its reason, nothing saved.
+    let mut bad = create_acme();
+    bad["id"] = json!("a.b");
+    let message = request(c, create, Some(bad))
+        .await
+        .refused("400", "invalid_field");
+    assert!(
+        message.starts_with("id: tenant id contains '.'"),
+        "{message}"
+    );
+    let mut bad = create_acme();
+    bad["llm"] = json!([{"kind": "gemini"}]);
+    let message = request(c, create, Some(bad))
+        .await
+        .refused("400", "malformed_request");
+    assert!(message.contains("llm[0]"), "{message}");
+    let message = request(c, create, Some(json!({"id": "acme"})))
+        .await
+        .refused("400", "malformed_request");
+    assert!(
+        message.contains("missing field `phone_number_id`"),
+        "{message}"
+    );
+    let answer = request(c, "sb.v1.api.tenant.list", Some(json!({"all": true}))).await;
+    assert!(
+        answer
+            .refused("400", "malformed_request")
+            .contains("unknown field `all`")
+    );
+    assert_eq!(
+        request(c, "sb.v1.api.tenant.list", None).await.ok(),
+        json!([]),
+        "nothing was half-saved"
+    );
+
+    // 404: unknown tenant, on every tenant command.
+    let unknown = [
+        ("tenant.get", json!({})),
+        ("tenant.update", json!({"name": "x"})),
+        ("session.status", json!({})),
+        ("message.send", json!({"to": CUSTOMER, "text": "hi"})),
+        ("bot.pause", json!({"chat": CUSTOMER})),
+        ("bot.resume", json!({"chat": CUSTOMER})),
+        ("knowledge.add", json!({"title": "t", "text": "some text"})),
+        ("knowledge.list", json!({})),
+        ("knowledge.delete", json!({"document_id": 1})),
+        ("conversation.list", json!({})),
+        ("conversation.messages", json!({"chat": CUSTOMER})),
+    ];
+    for (command, body) in unknown {
+        let subject = format!("sb.v1.api.t.nope.{command}");
+        let message = request(c, &subject, Some(body))
+            .await
+            .refused("404", "unknown_tenant");
+        assert_eq!(message, "unknown tenant nope", "{command}");
+    }
+    let message = request(c, "sb.v1.api.t.no~pe.tenant.get", None)
+        .await
+        .refused("400", "invalid_field");
+    assert!(message.starts_with("tenant: "), "{message}");
+
+    // 409: an existing tenant, a number owned by another tenant.
+    request(c, create, Some(create_acme())).await.ok();
+    let message = request(c, create, Some(create_acme()))
+        .await
+        .refused("409", "tenant_exists");
+    assert_eq!(message, "id: tenant acme already exists");
+    let mut other = create_acme();
+    other["id"] = json!("other");
+    let message = request(c, create, Some(other))
+        .await
+        .refused("409", "number_taken");
+    assert!(
+        message.contains("already belongs to tenant acme"),
+        "{message}"
+    );
+
+    // 400 on a known tenant: each refusal names its field and sends or changes nothing.
+    let refusals = [
+        (
+            "message.send",
+            json!({"to": CUSTOMER, "text": " "}),
+            "text: ",
+        ),
+        ("message.send", json!({"to": "1.5", "text": "hi"}), "to: "),
+        (
+            "message.send",
+            json!({"to": CUSTOMER}),
+            "invalid json body: missing field `text`",
+        ),
+        (
+            "bot.pause",
+            json!({"chat": CUSTOMER, "minutes": 0}),
+            "minutes: must be at least 1",
+        ),
+        (
+            "bot.pause",
+            json!({"chat": CUSTOMER, "minutes": "ten"}),
+            "invalid json body: minutes: ",
+        ),
+        (
+            "conversation.messages",
+            json!({"chat": CUSTOMER, "limit": 0}),
+            "limit: ",
+        ),
+        ("conversation.list", json!({"limit": 1001}), "limit: "),
+        ("conversation.list", json!({"after": "a.b"}), "after: "),
+        (
+            "knowledge.add",
+            json!({"title": " ", "text": "x"}),
+            "title: must not be empty",
+        ),
+        (
+            "tenant.update",
+            json!({"phone_number_id": "123"}),
+            "access_token: missing",
+        ),
+        (
+            "tenant.update",
+            json!({"name": ""}),
+            "name: must not be empty",
+        ),
+    ];
+    for (command, body, reason) in refusals {
+        let answer = request(c, &t(command), Some(body.clone())).await;
+        let status = answer.error.as_ref().map(|(code, _)| code.clone());
+        assert_eq!(
+            status.as_deref(),
+            Some("400"),
+            "{command} {body}: {answer:?}"
+        );
+        let message = answer.json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(reason), "{command} {body}: {message}");
+    }
+    let garbage = async_nats::Request::new()
+        .payload("{not json".into())
+        .timeout(Some(REQUEST_TIMEOUT));
+    let reply = c
+        .send_request(t("message.send"), garbage)
+        .await
+        .expect("an answer");
+    let code = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(code.as_deref(), Some("400"));
+
+    // 404: an unknown document of a known tenant.
+    let message = request(c, &t("knowledge.delete"), Some(json!({"document_id": 99})))
+        .await
+        .refused("404", "unknown_document");
+    assert_eq!(message, "unknown knowledge document 99 of tenant acme");
+
+    let tenant = request(c, &t("tenant.get"), None).await.ok();
+    assert_eq!(
+        tenant["name"], "Acme Shoes",
+        "no refused update was applied"
+    );
+    assert_eq!(tenant["knowledge_version"], 0);
+    assert!(
+        s.gateway.whatsapp.sent().is_empty(),
+        "no refused send was sent"
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn every_node_serves_and_the_service_stops_with_its_node() {
+    let s = setup().await;
+    let bus: Arc<dyn Bus> = Arc::new(
+        NatsBus::connect(&s.server.url(), NatsBusOptions::default())
+            .await
+            .expect("connect the second node"),
+    );
+    let second = Gateway::start_on(Db::Sqlite, Some(bus), |c| {
+        c.node_id = "node-2".parse().expect("node id");
+        c.failure_timeout_ms = 2_000;
+    })
+    .await;
+
+    // A ping reaches every instance: two answers, two service ids, one name.
+    let inbox = s.client.new_inbox();
+    let mut pongs = s.client.subscribe(inbox.clone()).await.expect("inbox");
+    s.client
+        .publish_with_reply("$SRV.PING.salesboy", inbox, "".into())
+        .await
+        .expect("ping");
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 2 {
+        let pong = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut pongs))
+            .await
+            .expect("two pongs in time")
+            .expect("inbox open");
+        let pong: Value = serde_json::from_slice(&pong.payload).expect("json pong");
+        assert_eq!(pong["name"], "salesboy");
+        ids.insert(pong["id"].as_str().expect("id").to_owned());
+    }
+
+    // With one node stopped the other answers; with both stopped nobody does.
+    s.gateway.node.stop().await;
+    let list = request(&s.client, "sb.v1.api.tenant.list", None).await.ok();
+    assert_eq!(list, json!([]));
+    second.node.stop().await;
+    eventually(WAIT, || async {
+        let ping = async_nats::Request::new()
+            .payload("".into())
+            .timeout(Some(REQUEST_TIMEOUT));
+        match s.client.send_request("$SRV.PING.salesboy", ping).await {
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let answer = s
+        .client
+        .request("sb.v1.api.tenant.list", "".into())
+        .await
+        .expect_err("no node serves");
+    assert_eq!(
+        answer.kind(),
+        async_nats::client::RequestErrorKind::NoResponders
+    );
+}
