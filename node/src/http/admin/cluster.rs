@@ -7,7 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ErrorBody;
+use super::error::TokenRefusal;
 use crate::cluster::status::ClusterStatus;
 
 /// The routes of this module, documented.
@@ -20,7 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     get, path = "/cluster", tag = "cluster",
     responses(
         (status = 200, description = "the cluster", body = ClusterStatus),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
     )
 )]
 pub(super) async fn cluster(State(state): State<AppState>) -> Json<ClusterStatus> {

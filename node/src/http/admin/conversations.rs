@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenRefusal};
 use super::{AppState, chat_id, tenant_id};
 use crate::api::ApiError;
 use crate::api::conversations::{
@@ -89,9 +89,7 @@ impl ConversationPath {
     responses(
         (status = 200, description = "the conversations", body = [ConversationView]),
         (status = 400, description = "invalid id, limit or after", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "unknown tenant", body = ErrorBody),
-        (status = 503, description = "database unavailable", body = ErrorBody),
+        TenantRefusals,
     )
 )]
 pub(super) async fn list(
@@ -123,9 +121,7 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "the messages", body = MessagesResponse),
         (status = 400, description = "invalid id or limit", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "unknown tenant", body = ErrorBody),
-        (status = 503, description = "database unavailable", body = ErrorBody),
+        TenantRefusals,
     )
 )]
 pub(super) async fn messages(
@@ -156,7 +152,7 @@ pub(super) async fn messages(
     responses(
         (status = 200, description = "paused", body = PauseState),
         (status = 400, description = "invalid id or minutes", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
     )
@@ -184,7 +180,7 @@ pub(super) async fn pause(
     responses(
         (status = 200, description = "resumed", body = PauseState),
         (status = 400, description = "invalid id", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
     )
@@ -206,7 +202,7 @@ pub(super) async fn resume(
     responses(
         (status = 202, description = "recorded and queued for sending", body = SendAccepted),
         (status = 400, description = "invalid id or text", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
     )

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::warn;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::api::ApiError;
 
@@ -18,6 +18,37 @@ pub(super) struct ErrorBody {
     /// What went wrong, lowercase.
     #[schema(example = "unknown tenant acme")]
     error: String,
+}
+
+/// The refusal every route behind the admin token documents: no or wrong token.
+#[derive(IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "never built: it documents answers in the OpenAPI document"
+)]
+pub(super) enum TokenRefusal {
+    /// No or wrong admin token.
+    #[response(status = 401, description = "no or wrong admin token")]
+    Unauthorized(ErrorBody),
+}
+
+/// The refusals every route about one tenant documents beside its own: no or wrong admin
+/// token, unknown tenant, database unavailable.
+#[derive(IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "never built: it documents answers in the OpenAPI document"
+)]
+pub(super) enum TenantRefusals {
+    /// No or wrong admin token.
+    #[response(status = 401, description = "no or wrong admin token")]
+    Unauthorized(ErrorBody),
+    /// Unknown tenant.
+    #[response(status = 404, description = "unknown tenant")]
+    UnknownTenant(ErrorBody),
+    /// Database unavailable.
+    #[response(status = 503, description = "database unavailable")]
+    Unavailable(ErrorBody),
 }
 
 impl IntoResponse for ApiError {

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ErrorBody};
+use super::error::{ApiJson, ApiPath, ErrorBody, TenantRefusals, TokenRefusal};
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::knowledge::{
@@ -32,10 +32,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "document added", body = KnowledgeAdded),
         (status = 400, description = "invalid field", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "unknown tenant", body = ErrorBody),
+        TenantRefusals,
         (status = 413, description = "larger than 8 MiB", body = ErrorBody),
-        (status = 503, description = "database unavailable", body = ErrorBody),
     )
 )]
 pub(super) async fn add_knowledge(
@@ -55,9 +53,7 @@ pub(super) async fn add_knowledge(
     responses(
         (status = 200, description = "the documents", body = [DocumentView]),
         (status = 400, description = "invalid id", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "unknown tenant", body = ErrorBody),
-        (status = 503, description = "database unavailable", body = ErrorBody),
+        TenantRefusals,
     )
 )]
 pub(super) async fn list_knowledge(
@@ -78,7 +74,7 @@ pub(super) async fn list_knowledge(
     responses(
         (status = 200, description = "document deleted", body = KnowledgeDeleted),
         (status = 400, description = "invalid id", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
         (status = 404, description = "unknown tenant or document", body = ErrorBody),
         (status = 503, description = "database unavailable", body = ErrorBody),
     )

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ErrorBody};
+use super::error::{ApiJson, ApiPath, ErrorBody, TenantRefusals, TokenRefusal};
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::tenants::{
@@ -28,7 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     get, path = "/tenants", tag = "tenants",
     responses(
         (status = 200, description = "every tenant", body = [TenantView]),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
         (status = 503, description = "database unavailable", body = ErrorBody),
     )
 )]
@@ -47,7 +47,7 @@ pub(super) async fn list_tenants(
         (status = 201, description = "tenant created", body = TenantDetail),
         (status = 200, description = "tenant updated", body = TenantDetail),
         (status = 400, description = "invalid field", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        TokenRefusal,
         (status = 409, description = "the number belongs to another tenant", body = ErrorBody),
         (status = 503, description = "database unavailable", body = ErrorBody),
     )
@@ -71,9 +71,7 @@ pub(super) async fn upsert_tenant(
     responses(
         (status = 200, description = "the tenant", body = TenantDetail),
         (status = 400, description = "invalid id", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "unknown tenant", body = ErrorBody),
-        (status = 503, description = "database unavailable", body = ErrorBody),
+        TenantRefusals,
     )
 )]
 pub(super) async fn show_tenant(
@@ -92,9 +90,7 @@ pub(super) async fn show_tenant(
     responses(
         (status = 200, description = "the tenant's session status", body = SessionStatusView),
         (status = 400, description = "invalid id", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "unknown tenant", body = ErrorBody),
-        (status = 503, description = "database unavailable", body = ErrorBody),
+        TenantRefusals,
     )
 )]
 pub(super) async fn session_status(
