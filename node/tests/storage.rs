@@ -16,7 +16,7 @@ use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
     NewTenant, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
-    StatusOutcome, Store, StoreError, StoredMessage,
+    StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
 use salesboy_node::store::{Dialect, SqlStore};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -133,6 +133,7 @@ storage_suite!(
     questions_without_words_find_nothing,
     knowledge_versions_and_deletion,
     llm_usage_totals_sum_per_tenant,
+    usage_between_counts_one_tenant_in_one_period,
     events_are_listed_newest_first,
 );
 
@@ -1485,6 +1486,91 @@ async fn llm_usage_totals_sum_per_tenant(store: Arc<dyn Store>) {
         }
     );
     assert_eq!(store.llm_usage_totals(&beta, 0).await.unwrap().requests, 1);
+}
+
+async fn usage_between_counts_one_tenant_in_one_period(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let (from, until) = (T0, T0 + DAY);
+    assert_eq!(
+        store.usage_between(&acme, from, until).await.unwrap(),
+        UsageReport::default()
+    );
+    let usage = |tenant: &TenantId, tokens: i64, at_ms: i64| LlmUsage {
+        tenant: tenant.clone(),
+        provider: "openai".to_owned(),
+        model: "gpt-4o-mini".to_owned(),
+        prompt_tokens: tokens,
+        completion_tokens: tokens / 10,
+        cost_micros: tokens * 2,
+        at_ms,
+    };
+    // in the period: the first and the last millisecond; outside: just before and at `until`
+    for entry in [
+        usage(&acme, 1_000, from),
+        usage(&acme, 300, until - 1),
+        usage(&acme, 50_000, from - 1),
+        usage(&acme, 70_000, until),
+        usage(&beta, 9_000, from),
+    ] {
+        store.record_llm_usage(&entry).await.unwrap();
+    }
+    let chat = chat_id("15550001111");
+    receive(&*store, &acme, &chat, "wamid.before", from - 1).await;
+    receive(&*store, &acme, &chat, "wamid.in1", from).await;
+    receive(&*store, &acme, &chat, "wamid.in2", from + MINUTE).await;
+    receive(&*store, &acme, &chat, "wamid.after", until).await;
+    receive(&*store, &beta, &chat, "wamid.beta", from).await;
+    let outbound = |origin: OutboundOrigin, id: &str, at_ms: i64| NewOutbound {
+        tenant: acme.clone(),
+        chat: chat.clone(),
+        origin,
+        wamid: Some(wamid(id)),
+        kind: "text".to_owned(),
+        body: Some(format!("message {id}")),
+        created_ms: at_ms,
+        epoch: None,
+    };
+    for message in [
+        outbound(OutboundOrigin::Echo, "wamid.echo", from + 2 * MINUTE),
+        outbound(OutboundOrigin::Echo, "wamid.late", until + MINUTE),
+    ] {
+        store.record_outbound(&message).await.unwrap();
+    }
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let owner = NewOutbound {
+        wamid: None,
+        epoch: Some(1),
+        ..outbound(OutboundOrigin::Owner, "unused", until - 1)
+    };
+    store.record_outbound(&owner).await.unwrap();
+
+    assert_eq!(
+        store.usage_between(&acme, from, until).await.unwrap(),
+        UsageReport {
+            llm: LlmUsageTotals {
+                requests: 2,
+                prompt_tokens: 1_300,
+                completion_tokens: 130,
+                cost_micros: 2_600,
+            },
+            messages_in: 2,
+            messages_out: 2,
+        }
+    );
+    let beta_usage = store.usage_between(&beta, from, until).await.unwrap();
+    assert_eq!(
+        (beta_usage.llm.prompt_tokens, beta_usage.messages_in),
+        (9_000, 1)
+    );
+    assert_eq!(beta_usage.messages_out, 0);
+    assert_eq!(
+        store
+            .usage_between(&acme, until + DAY, until + 2 * DAY)
+            .await
+            .unwrap(),
+        UsageReport::default()
+    );
 }
 
 async fn events_are_listed_newest_first(store: Arc<dyn Store>) {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::conversations;
 use crate::api::knowledge::{self, KnowledgeRequest};
 use crate::api::tenants::{self, TenantUpdate};
-use crate::api::{Api, ApiError, chat_id, cluster, tenant_id};
+use crate::api::{Api, ApiError, chat_id, cluster, tenant_id, usage};
 
 /// A request without fields: empty, or `{}`.
 #[derive(Debug, Deserialize)]
@@ -73,6 +73,14 @@ struct ConversationMessages {
     before: Option<i64>,
     /// How many of the last messages, 1 to 1000 (default 100).
     limit: Option<u32>,
+}
+
+/// `usage.get`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageGet {
+    /// The month, `YYYY-MM` (UTC); absent = the current month.
+    month: Option<String>,
 }
 
 /// Carries out `command`, received on `subject` with `payload`; the JSON answer.
@@ -152,6 +160,11 @@ pub(super) async fn run(
             let chat = chat_id("chat", request.chat)?;
             let messages = conversations::messages(api, &id, &chat, request.before, request.limit);
             encode(messages.await?)
+        }
+        ApiCommand::UsageGet => {
+            let id = tenant(subject, command)?;
+            let request: UsageGet = parse(payload)?;
+            encode(usage::get(api, &id, request.month.as_deref()).await?)
         }
     }
 }
