@@ -763,6 +763,29 @@ async fn unknown_tenants_and_routes_are_404() {
 }
 
 #[tokio::test]
+async fn an_owner_send_with_a_client_ref_is_recorded_once() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let body = json!({"text": "Hi from Acme.", "client_ref": "welcome-1"});
+    let first = h.post(&format!("{path}/send"), body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.raw);
+    let again = h.post(&format!("{path}/send"), body).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.raw);
+    assert_eq!(again.json, first.json);
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    let empty = h
+        .post(
+            &format!("{path}/send"),
+            json!({"text": "x", "client_ref": ""}),
+        )
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.raw);
+    assert!(error(&empty).starts_with("client_ref: "), "{}", empty.raw);
+}
+
+#[tokio::test]
 async fn a_months_usage_counts_tokens_cost_and_messages() {
     let h = harness().await;
     h.create_acme().await;

@@ -512,6 +512,67 @@ async fn each_error_answers_its_code_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_client_ref_sends_once_and_answers_the_same() {
+    let s = setup().await;
+    let c = &s.client;
+    let send = "sb.v1.api.t.acme.message.send";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let body =
+        json!({"to": CUSTOMER, "text": "Your order ships today.", "client_ref": "order-1042"});
+    let first = request(c, send, Some(body.clone())).await.ok();
+    let again = request(c, send, Some(body.clone())).await.ok();
+    assert!(first["outbound_id"].as_i64().is_some(), "{first}");
+    assert_eq!(again, first);
+    // racing: eight requests with a new key at once, one message
+    let racing =
+        json!({"to": CUSTOMER, "text": "Tracking: 42", "client_ref": "order-1042-tracking"});
+    let answers =
+        futures::future::join_all((0..8).map(|_| request(c, send, Some(racing.clone())))).await;
+    let ids: Vec<Value> = answers.into_iter().map(|a| a.ok()).collect();
+    assert!(ids.iter().all(|a| *a == ids[0]), "{ids:?}");
+    assert_ne!(ids[0], first);
+
+    s.gateway
+        .wait_for_sent(2, "one message per client_ref")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sent: Vec<String> = s
+        .gateway
+        .whatsapp
+        .sent()
+        .iter()
+        .map(|m| m.body.clone())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, ["Tracking: 42", "Your order ships today."]);
+    let log = request(
+        c,
+        "sb.v1.api.t.acme.conversation.messages",
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(log["messages"].as_array().map(Vec::len), Some(2), "{log}");
+
+    let long = "x".repeat(129);
+    let message = request(
+        c,
+        send,
+        Some(json!({"to": CUSTOMER, "text": "hi", "client_ref": long})),
+    )
+    .await
+    .refused("400", "invalid_field");
+    assert!(
+        message.starts_with("client_ref: 129 characters"),
+        "{message}"
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
 async fn usage_get_counts_a_months_tokens_cost_and_messages() {
     let s = setup().await;
     let c = &s.client;

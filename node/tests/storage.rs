@@ -124,6 +124,7 @@ storage_suite!(
     dismissed_messages_are_no_longer_unanswered,
     sent_and_failed_replies_are_final,
     echoes_and_owner_messages,
+    a_client_ref_records_one_owner_message_per_tenant,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -647,6 +648,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
         body: Some("hello from the owner".to_owned()),
         created_ms: T0 + 5,
         epoch: Some(1),
+        client_ref: None,
     };
     assert_stale(store.record_outbound(&owner_message).await, &acme, 1, 2);
 
@@ -982,6 +984,7 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
         body: Some("owner here".to_owned()),
         created_ms: T0,
         epoch: None,
+        client_ref: None,
     };
     let InsertOutcome::Inserted { id: echo_id } = store.record_outbound(&echo).await.unwrap()
     else {
@@ -1030,6 +1033,58 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
     // the conversation exists, but no customer has written
     let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
     assert_eq!(conversation.last_inbound_ms, None);
+}
+
+async fn a_client_ref_records_one_owner_message_per_tenant(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    store.claim_epoch(&acme, 1).await.unwrap();
+    store.claim_epoch(&beta, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    let send = |tenant: &TenantId, client_ref: Option<&str>, body: &str| NewOutbound {
+        tenant: tenant.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: "text".to_owned(),
+        body: Some(body.to_owned()),
+        created_ms: T0,
+        epoch: Some(1),
+        client_ref: client_ref.map(str::to_owned),
+    };
+    let first = store
+        .record_outbound(&send(&acme, Some("order-42"), "shipped"))
+        .await
+        .unwrap();
+    let InsertOutcome::Inserted { id } = first else {
+        panic!("expected a new message, got {first:?}");
+    };
+    // the same key again, even with another text: the first message, nothing recorded
+    assert_eq!(
+        store
+            .record_outbound(&send(&acme, Some("order-42"), "shipped!"))
+            .await,
+        Ok(InsertOutcome::Duplicate { id })
+    );
+    // another key, no key, or another tenant's same key: new messages
+    for message in [
+        send(&acme, Some("order-43"), "shipped"),
+        send(&acme, None, "hello"),
+        send(&acme, None, "hello"),
+        send(&beta, Some("order-42"), "shipped"),
+    ] {
+        let outcome = store.record_outbound(&message).await.unwrap();
+        assert!(
+            matches!(outcome, InsertOutcome::Inserted { .. }),
+            "{outcome:?}"
+        );
+    }
+    let messages = store
+        .conversation_messages(&acme, &chat, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[0].body.as_deref(), Some("shipped"));
 }
 
 async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
@@ -1530,6 +1585,7 @@ async fn usage_between_counts_one_tenant_in_one_period(store: Arc<dyn Store>) {
         body: Some(format!("message {id}")),
         created_ms: at_ms,
         epoch: None,
+        client_ref: None,
     };
     for message in [
         outbound(OutboundOrigin::Echo, "wamid.echo", from + 2 * MINUTE),
@@ -1690,7 +1746,14 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys_and_survives_reopening() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(migrations, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        migrations,
+        i64::try_from(files).unwrap(),
+        "every migration, once"
+    );
     raw.close().await.unwrap();
 }
 
@@ -1733,7 +1796,17 @@ async fn concurrent_postgres_migrations_all_succeed() {
             .fetch_one(&mut raw)
             .await
             .unwrap();
-        assert_eq!(applied, 1);
+        let files = std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../migrations/postgres"
+        ))
+        .unwrap()
+        .count();
+        assert_eq!(
+            applied,
+            i64::try_from(files).unwrap(),
+            "every migration, once"
+        );
         let _ = raw.close().await;
         for store in stores {
             store.close().await;

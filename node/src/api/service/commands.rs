@@ -25,6 +25,9 @@ struct MessageSend {
     to: String,
     /// The text, 1 to 4096 characters.
     text: String,
+    /// The client's idempotency key, 1 to 128 characters: sent again, nothing is sent and
+    /// the first answer is repeated.
+    client_ref: Option<String>,
 }
 
 /// `bot.pause`.
@@ -119,7 +122,8 @@ pub(super) async fn run(
             let id = tenant(subject, command)?;
             let request: MessageSend = parse(payload)?;
             let chat = chat_id("to", request.to)?;
-            encode(conversations::send(api, &id, &chat, request.text).await?)
+            let send = conversations::send(api, &id, &chat, request.text, request.client_ref);
+            encode(send.await?)
         }
         ApiCommand::BotPause => {
             let id = tenant(subject, command)?;
