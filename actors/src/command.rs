@@ -46,6 +46,16 @@ pub enum TenantCommand {
     /// The tenant's record changed (number, token, prompt, providers): a hosted tenant reads
     /// it again; one hosted nowhere reads it when it is next activated.
     Reload,
+    /// [`TenantCommand::OwnerSend`] with the client's idempotency key: the tenant's same
+    /// `client_ref` sent again records and sends nothing and answers the first message's id.
+    OwnerSendOnce {
+        /// The chat.
+        chat: ChatId,
+        /// The text.
+        body: String,
+        /// The client's key, unique per tenant.
+        client_ref: String,
+    },
 }
 
 impl TenantCommand {
@@ -55,7 +65,8 @@ impl TenantCommand {
             Self::Inbound { chat, .. }
             | Self::OwnerActivity { chat, .. }
             | Self::SetPaused { chat, .. }
-            | Self::OwnerSend { chat, .. } => {
+            | Self::OwnerSend { chat, .. }
+            | Self::OwnerSendOnce { chat, .. } => {
                 ActorAddress::Conversation(tenant.clone(), chat.clone())
             }
             Self::Reload => ActorAddress::Session(tenant.clone()),
@@ -67,9 +78,10 @@ impl TenantCommand {
         match self {
             Self::Inbound { .. } => MessageKind::Inbound,
             Self::Reload => MessageKind::SessionCommand,
-            Self::OwnerActivity { .. } | Self::SetPaused { .. } | Self::OwnerSend { .. } => {
-                MessageKind::ConversationCommand
-            }
+            Self::OwnerActivity { .. }
+            | Self::SetPaused { .. }
+            | Self::OwnerSend { .. }
+            | Self::OwnerSendOnce { .. } => MessageKind::ConversationCommand,
         }
     }
 
@@ -79,7 +91,7 @@ impl TenantCommand {
     pub fn done_on_receipt(&self) -> bool {
         match self {
             Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload => true,
-            Self::SetPaused { .. } | Self::OwnerSend { .. } => false,
+            Self::SetPaused { .. } | Self::OwnerSend { .. } | Self::OwnerSendOnce { .. } => false,
         }
     }
 }
@@ -120,10 +132,15 @@ mod tests {
                 until_ms: None,
             },
             TenantCommand::OwnerSend {
-                chat,
+                chat: chat.clone(),
                 body: "b".into(),
             },
             TenantCommand::Reload,
+            TenantCommand::OwnerSendOnce {
+                chat,
+                body: "b".into(),
+                client_ref: "order-42".into(),
+            },
         ];
         for codec in [Codec::Bincode, Codec::Json] {
             for command in &commands {
@@ -168,14 +185,19 @@ mod tests {
                 until_ms: None,
             },
             TenantCommand::OwnerSend {
-                chat,
+                chat: chat.clone(),
                 body: String::new(),
             },
             TenantCommand::Reload,
+            TenantCommand::OwnerSendOnce {
+                chat,
+                body: String::new(),
+                client_ref: String::new(),
+            },
         ]
         .iter()
         .map(tag)
         .collect();
-        assert_eq!(tags, [0, 1, 2, 3, 4]);
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5]);
     }
 }

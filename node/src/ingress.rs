@@ -196,6 +196,7 @@ impl Ingress {
                         body: echo.content.text_for_assistant(),
                         created_ms: at_ms,
                         epoch: None,
+                        client_ref: None,
                     };
                     self.store.record_outbound(&new).await.map(|outcome| {
                         if matches!(outcome, InsertOutcome::Inserted { .. }) {

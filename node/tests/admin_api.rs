@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{Clock, SystemClock};
 use salesboy_actors::services::Settings;
-use salesboy_actors::store::{PAUSED_INDEFINITELY, Store};
+use salesboy_actors::store::{LlmUsage, PAUSED_INDEFINITELY, Store};
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
 use salesboy_node::http::{AppState, HttpSettings, router};
 use salesboy_node::knowledge;
@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/tenants/{id}/conversations/{wa_id}/pause"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/send"),
+    ("get", "/api/tenants/{id}/usage"),
     ("get", "/api/cluster"),
 ];
 
@@ -732,6 +733,7 @@ async fn unknown_tenants_and_routes_are_404() {
             None,
         ),
         (Method::GET, format!("{chat}/messages"), None),
+        (Method::GET, "/api/tenants/nope/usage".to_owned(), None),
         (
             Method::POST,
             format!("{chat}/pause"),
@@ -758,6 +760,85 @@ async fn unknown_tenants_and_routes_are_404() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(error(&answer), "no such admin route");
     assert!(h.sent.lock().is_empty());
+}
+
+#[tokio::test]
+async fn an_owner_send_with_a_client_ref_is_recorded_once() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let body = json!({"text": "Hi from Acme.", "client_ref": "welcome-1"});
+    let first = h.post(&format!("{path}/send"), body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.raw);
+    let again = h.post(&format!("{path}/send"), body).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.raw);
+    assert_eq!(again.json, first.json);
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    let empty = h
+        .post(
+            &format!("{path}/send"),
+            json!({"text": "x", "client_ref": ""}),
+        )
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.raw);
+    assert!(error(&empty).starts_with("client_ref: "), "{}", empty.raw);
+}
+
+#[tokio::test]
+async fn a_months_usage_counts_tokens_cost_and_messages() {
+    let h = harness().await;
+    h.create_acme().await;
+    let acme = TenantId::new("acme").unwrap();
+    for (tokens, at_ms) in [(1_000, SystemClock.now_ms()), (7_000, 1_700_000_000_000)] {
+        let usage = LlmUsage {
+            tenant: acme.clone(),
+            provider: "gemini".to_owned(),
+            model: "gemini-2.0-flash".to_owned(),
+            prompt_tokens: tokens,
+            completion_tokens: tokens / 10,
+            cost_micros: tokens * 3,
+            at_ms,
+        };
+        h.store.record_llm_usage(&usage).await.unwrap();
+    }
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}/send");
+    let sent = h.post(&path, json!({"text": "Hi from Acme."})).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.raw);
+
+    let usage = h.get("/api/tenants/acme/usage").await;
+    assert_eq!(usage.status, StatusCode::OK, "{}", usage.raw);
+    assert_eq!(
+        usage.json["tokens"],
+        json!({"prompt": 1_000, "completion": 100})
+    );
+    assert_eq!(usage.json["llm_requests"], 1);
+    assert_eq!(usage.json["llm_cost_micros"], 3_000);
+    assert_eq!(usage.json["messages"], json!({"in": 0, "out": 1}));
+    let november = h.get("/api/tenants/acme/usage?month=2023-11").await;
+    assert_eq!(november.status, StatusCode::OK, "{}", november.raw);
+    assert_eq!(november.json["month"], "2023-11");
+    assert_eq!(november.json["from_ms"], 1_698_796_800_000_i64);
+    assert_eq!(november.json["until_ms"], 1_701_388_800_000_i64);
+    assert_eq!(november.json["tokens"]["prompt"], 7_000);
+    assert_eq!(november.json["messages"], json!({"in": 0, "out": 0}));
+
+    for month in ["2023-13", "2023-1", "november", ""] {
+        let answer = h
+            .get(&format!("/api/tenants/acme/usage?month={month}"))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{month}: {}",
+            answer.raw
+        );
+        assert!(
+            error(&answer).starts_with("month: expected a month as YYYY-MM"),
+            "{month}: {}",
+            answer.raw
+        );
+    }
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 14] = [
+const ENDPOINTS: [&str; 15] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -34,6 +34,7 @@ const ENDPOINTS: [&str; 14] = [
     "sb.v1.api.t.*.knowledge.delete",
     "sb.v1.api.t.*.conversation.list",
     "sb.v1.api.t.*.conversation.messages",
+    "sb.v1.api.t.*.usage.get",
 ];
 
 /// A node on its own nats-server, and a plain client of that server.
@@ -379,6 +380,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("knowledge.delete", json!({"document_id": 1})),
         ("conversation.list", json!({})),
         ("conversation.messages", json!({"chat": CUSTOMER})),
+        ("usage.get", json!({})),
     ];
     for (command, body) in unknown {
         let subject = format!("sb.v1.api.t.nope.{command}");
@@ -439,6 +441,16 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("conversation.list", json!({"limit": 1001}), "limit: "),
         ("conversation.list", json!({"after": "a.b"}), "after: "),
         (
+            "usage.get",
+            json!({"month": "2026-13"}),
+            "month: expected a month as YYYY-MM",
+        ),
+        (
+            "usage.get",
+            json!({"month": 202601}),
+            "invalid json body: month: invalid type",
+        ),
+        (
             "knowledge.add",
             json!({"title": " ", "text": "x"}),
             "title: must not be empty",
@@ -494,6 +506,169 @@ async fn each_error_answers_its_code_and_changes_nothing() {
     assert!(
         s.gateway.whatsapp.sent().is_empty(),
         "no refused send was sent"
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_ref_sends_once_and_answers_the_same() {
+    let s = setup().await;
+    let c = &s.client;
+    let send = "sb.v1.api.t.acme.message.send";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let body =
+        json!({"to": CUSTOMER, "text": "Your order ships today.", "client_ref": "order-1042"});
+    let first = request(c, send, Some(body.clone())).await.ok();
+    let again = request(c, send, Some(body.clone())).await.ok();
+    assert!(first["outbound_id"].as_i64().is_some(), "{first}");
+    assert_eq!(again, first);
+    // racing: eight requests with a new key at once, one message
+    let racing =
+        json!({"to": CUSTOMER, "text": "Tracking: 42", "client_ref": "order-1042-tracking"});
+    let answers =
+        futures::future::join_all((0..8).map(|_| request(c, send, Some(racing.clone())))).await;
+    let ids: Vec<Value> = answers.into_iter().map(|a| a.ok()).collect();
+    assert!(ids.iter().all(|a| *a == ids[0]), "{ids:?}");
+    assert_ne!(ids[0], first);
+
+    s.gateway
+        .wait_for_sent(2, "one message per client_ref")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sent: Vec<String> = s
+        .gateway
+        .whatsapp
+        .sent()
+        .iter()
+        .map(|m| m.body.clone())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(sent, ["Tracking: 42", "Your order ships today."]);
+    let log = request(
+        c,
+        "sb.v1.api.t.acme.conversation.messages",
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(log["messages"].as_array().map(Vec::len), Some(2), "{log}");
+
+    let long = "x".repeat(129);
+    let message = request(
+        c,
+        send,
+        Some(json!({"to": CUSTOMER, "text": "hi", "client_ref": long})),
+    )
+    .await
+    .refused("400", "invalid_field");
+    assert!(
+        message.starts_with("client_ref: 129 characters"),
+        "{message}"
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn usage_get_counts_a_months_tokens_cost_and_messages() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits");
+
+    // LLM calls: two this month, one in November 2023.
+    let tenant = salesboy_protocol::TenantId::new("acme").expect("tenant id");
+    for (prompt, completion, cost, at_ms) in [
+        (1_200, 80, 450, now_ms),
+        (800, 20, 250, now_ms),
+        (5_000, 500, 9_000, 1_700_000_000_000),
+    ] {
+        let usage = salesboy_actors::store::LlmUsage {
+            tenant: tenant.clone(),
+            provider: "openai".to_owned(),
+            model: "gpt-4o-mini".to_owned(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost_micros: cost,
+            at_ms,
+        };
+        s.gateway
+            .store()
+            .record_llm_usage(&usage)
+            .await
+            .expect("recorded");
+    }
+    // Messages: two owner sends, then one from the customer (the bot has stepped back).
+    for text in ["Your order ships today.", "Tracking: 42"] {
+        request(
+            c,
+            &t("message.send"),
+            Some(json!({"to": CUSTOMER, "text": text})),
+        )
+        .await
+        .ok();
+    }
+    s.gateway.wait_for_sent(2, "the owner's messages").await;
+    let inbound = salesboy_testkit::webhooks::text_message(
+        "106540352242922",
+        CUSTOMER,
+        "wamid.usage1",
+        "Thanks!",
+    );
+    assert_eq!(s.gateway.post_webhook(&inbound).await, 200);
+
+    let usage = eventually(WAIT, || async {
+        let usage = request(c, &t("usage.get"), None).await.ok();
+        (usage["messages"]["in"] == 1).then_some(usage)
+    })
+    .await;
+    let from_ms = usage["from_ms"].as_i64().expect("from_ms");
+    let until_ms = usage["until_ms"].as_i64().expect("until_ms");
+    assert!((from_ms..until_ms).contains(&now_ms), "{usage}");
+    let month = usage["month"].as_str().expect("month");
+    assert!(month.len() == 7 && month.as_bytes()[4] == b'-', "{usage}");
+    assert_eq!(usage["tokens"], json!({"prompt": 2_000, "completion": 100}));
+    assert_eq!(usage["llm_requests"], 2);
+    assert_eq!(usage["llm_cost_micros"], 700);
+    assert_eq!(usage["messages"], json!({"in": 1, "out": 2}));
+    let same = request(c, &t("usage.get"), Some(json!({"month": month})))
+        .await
+        .ok();
+    assert_eq!(same, usage, "the current month by name");
+
+    let november = request(c, &t("usage.get"), Some(json!({"month": "2023-11"})))
+        .await
+        .ok();
+    assert_eq!(
+        november,
+        json!({
+            "month": "2023-11",
+            "from_ms": 1_698_796_800_000_i64,
+            "until_ms": 1_701_388_800_000_i64,
+            "tokens": {"prompt": 5_000, "completion": 500},
+            "llm_requests": 1,
+            "llm_cost_micros": 9_000,
+            "messages": {"in": 0, "out": 0},
+        })
+    );
+    let message = request(c, &t("usage.get"), Some(json!({"month": "2023-1"})))
+        .await
+        .refused("400", "invalid_field");
+    assert_eq!(
+        message,
+        "month: expected a month as YYYY-MM (e.g. 2026-01), got \"2023-1\""
     );
 
     s.gateway.node.stop().await;

@@ -16,7 +16,7 @@ use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
     NewTenant, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
-    StatusOutcome, Store, StoreError, StoredMessage,
+    StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
 use salesboy_node::store::{Dialect, SqlStore};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -124,6 +124,7 @@ storage_suite!(
     dismissed_messages_are_no_longer_unanswered,
     sent_and_failed_replies_are_final,
     echoes_and_owner_messages,
+    a_client_ref_records_one_owner_message_per_tenant,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -133,6 +134,7 @@ storage_suite!(
     questions_without_words_find_nothing,
     knowledge_versions_and_deletion,
     llm_usage_totals_sum_per_tenant,
+    usage_between_counts_one_tenant_in_one_period,
     events_are_listed_newest_first,
 );
 
@@ -646,6 +648,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
         body: Some("hello from the owner".to_owned()),
         created_ms: T0 + 5,
         epoch: Some(1),
+        client_ref: None,
     };
     assert_stale(store.record_outbound(&owner_message).await, &acme, 1, 2);
 
@@ -981,6 +984,7 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
         body: Some("owner here".to_owned()),
         created_ms: T0,
         epoch: None,
+        client_ref: None,
     };
     let InsertOutcome::Inserted { id: echo_id } = store.record_outbound(&echo).await.unwrap()
     else {
@@ -1029,6 +1033,58 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
     // the conversation exists, but no customer has written
     let conversation = store.conversation(&acme, &chat).await.unwrap().unwrap();
     assert_eq!(conversation.last_inbound_ms, None);
+}
+
+async fn a_client_ref_records_one_owner_message_per_tenant(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    store.claim_epoch(&acme, 1).await.unwrap();
+    store.claim_epoch(&beta, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    let send = |tenant: &TenantId, client_ref: Option<&str>, body: &str| NewOutbound {
+        tenant: tenant.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: "text".to_owned(),
+        body: Some(body.to_owned()),
+        created_ms: T0,
+        epoch: Some(1),
+        client_ref: client_ref.map(str::to_owned),
+    };
+    let first = store
+        .record_outbound(&send(&acme, Some("order-42"), "shipped"))
+        .await
+        .unwrap();
+    let InsertOutcome::Inserted { id } = first else {
+        panic!("expected a new message, got {first:?}");
+    };
+    // the same key again, even with another text: the first message, nothing recorded
+    assert_eq!(
+        store
+            .record_outbound(&send(&acme, Some("order-42"), "shipped!"))
+            .await,
+        Ok(InsertOutcome::Duplicate { id })
+    );
+    // another key, no key, or another tenant's same key: new messages
+    for message in [
+        send(&acme, Some("order-43"), "shipped"),
+        send(&acme, None, "hello"),
+        send(&acme, None, "hello"),
+        send(&beta, Some("order-42"), "shipped"),
+    ] {
+        let outcome = store.record_outbound(&message).await.unwrap();
+        assert!(
+            matches!(outcome, InsertOutcome::Inserted { .. }),
+            "{outcome:?}"
+        );
+    }
+    let messages = store
+        .conversation_messages(&acme, &chat, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[0].body.as_deref(), Some("shipped"));
 }
 
 async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
@@ -1487,6 +1543,92 @@ async fn llm_usage_totals_sum_per_tenant(store: Arc<dyn Store>) {
     assert_eq!(store.llm_usage_totals(&beta, 0).await.unwrap().requests, 1);
 }
 
+async fn usage_between_counts_one_tenant_in_one_period(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let (from, until) = (T0, T0 + DAY);
+    assert_eq!(
+        store.usage_between(&acme, from, until).await.unwrap(),
+        UsageReport::default()
+    );
+    let usage = |tenant: &TenantId, tokens: i64, at_ms: i64| LlmUsage {
+        tenant: tenant.clone(),
+        provider: "openai".to_owned(),
+        model: "gpt-4o-mini".to_owned(),
+        prompt_tokens: tokens,
+        completion_tokens: tokens / 10,
+        cost_micros: tokens * 2,
+        at_ms,
+    };
+    // in the period: the first and the last millisecond; outside: just before and at `until`
+    for entry in [
+        usage(&acme, 1_000, from),
+        usage(&acme, 300, until - 1),
+        usage(&acme, 50_000, from - 1),
+        usage(&acme, 70_000, until),
+        usage(&beta, 9_000, from),
+    ] {
+        store.record_llm_usage(&entry).await.unwrap();
+    }
+    let chat = chat_id("15550001111");
+    receive(&*store, &acme, &chat, "wamid.before", from - 1).await;
+    receive(&*store, &acme, &chat, "wamid.in1", from).await;
+    receive(&*store, &acme, &chat, "wamid.in2", from + MINUTE).await;
+    receive(&*store, &acme, &chat, "wamid.after", until).await;
+    receive(&*store, &beta, &chat, "wamid.beta", from).await;
+    let outbound = |origin: OutboundOrigin, id: &str, at_ms: i64| NewOutbound {
+        tenant: acme.clone(),
+        chat: chat.clone(),
+        origin,
+        wamid: Some(wamid(id)),
+        kind: "text".to_owned(),
+        body: Some(format!("message {id}")),
+        created_ms: at_ms,
+        epoch: None,
+        client_ref: None,
+    };
+    for message in [
+        outbound(OutboundOrigin::Echo, "wamid.echo", from + 2 * MINUTE),
+        outbound(OutboundOrigin::Echo, "wamid.late", until + MINUTE),
+    ] {
+        store.record_outbound(&message).await.unwrap();
+    }
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let owner = NewOutbound {
+        wamid: None,
+        epoch: Some(1),
+        ..outbound(OutboundOrigin::Owner, "unused", until - 1)
+    };
+    store.record_outbound(&owner).await.unwrap();
+
+    assert_eq!(
+        store.usage_between(&acme, from, until).await.unwrap(),
+        UsageReport {
+            llm: LlmUsageTotals {
+                requests: 2,
+                prompt_tokens: 1_300,
+                completion_tokens: 130,
+                cost_micros: 2_600,
+            },
+            messages_in: 2,
+            messages_out: 2,
+        }
+    );
+    let beta_usage = store.usage_between(&beta, from, until).await.unwrap();
+    assert_eq!(
+        (beta_usage.llm.prompt_tokens, beta_usage.messages_in),
+        (9_000, 1)
+    );
+    assert_eq!(beta_usage.messages_out, 0);
+    assert_eq!(
+        store
+            .usage_between(&acme, until + DAY, until + 2 * DAY)
+            .await
+            .unwrap(),
+        UsageReport::default()
+    );
+}
+
 async fn events_are_listed_newest_first(store: Arc<dyn Store>) {
     let acme = tenant_id("acme");
     let first = store
@@ -1604,7 +1746,14 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys_and_survives_reopening() {
         .fetch_one(&mut raw)
         .await
         .unwrap();
-    assert_eq!(migrations, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        migrations,
+        i64::try_from(files).unwrap(),
+        "every migration, once"
+    );
     raw.close().await.unwrap();
 }
 
@@ -1647,7 +1796,17 @@ async fn concurrent_postgres_migrations_all_succeed() {
             .fetch_one(&mut raw)
             .await
             .unwrap();
-        assert_eq!(applied, 1);
+        let files = std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../migrations/postgres"
+        ))
+        .unwrap()
+        .count();
+        assert_eq!(
+            applied,
+            i64::try_from(files).unwrap(),
+            "every migration, once"
+        );
         let _ = raw.close().await;
         for store in stores {
             store.close().await;

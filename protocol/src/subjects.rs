@@ -169,11 +169,13 @@ pub enum ApiCommand {
     ConversationList,
     /// A chat's last messages.
     ConversationMessages,
+    /// The tenant's LLM tokens and cost and its messages in and out for one month.
+    UsageGet,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 14] = [
+    pub const ALL: [ApiCommand; 15] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -188,6 +190,7 @@ impl ApiCommand {
         Self::KnowledgeDelete,
         Self::ConversationList,
         Self::ConversationMessages,
+        Self::UsageGet,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -207,6 +210,7 @@ impl ApiCommand {
             Self::KnowledgeDelete => "knowledge.delete",
             Self::ConversationList => "conversation.list",
             Self::ConversationMessages => "conversation.messages",
+            Self::UsageGet => "usage.get",
         }
     }
 

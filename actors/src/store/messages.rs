@@ -58,7 +58,8 @@ pub enum InsertOutcome {
         /// The stored message's id.
         id: i64,
     },
-    /// A message with this wamid was already stored under `id`; nothing changed.
+    /// A message with this wamid (or client_ref) was already stored under `id`; nothing
+    /// changed.
     Duplicate {
         /// The existing message's id.
         id: i64,
@@ -241,6 +242,10 @@ pub struct NewOutbound {
     /// `None` for facts Meta reports through the webhook ingress (echoes), which any node may
     /// persist, like inbound messages.
     pub epoch: Option<u64>,
+    /// The client's idempotency key of an owner send (`message.send`'s `client_ref`): a
+    /// second message with the tenant's same key is not recorded, the first one's id is
+    /// answered as [`InsertOutcome::Duplicate`].
+    pub client_ref: Option<String>,
 }
 
 /// A stored message, either direction.

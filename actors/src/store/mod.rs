@@ -9,7 +9,7 @@
 //! - `messages`: [`MessageStore`], conversations, messages, replies, delivery statuses and
 //!   the reads reconciliation, the responder and the admin API make;
 //! - `knowledge`: [`KnowledgeStore`], the knowledge base and its search;
-//! - `usage`: [`UsageStore`], LLM usage;
+//! - `usage`: [`UsageStore`], LLM usage and a tenant's usage over a period;
 //! - `events`: [`EventStore`], events and alerts;
 //! - `retention`: [`RetentionStore`], deleting old messages;
 //! - this module: [`HealthStore`], [`Store`] (every role at once, implemented for any type
@@ -54,7 +54,7 @@ pub use retention::RetentionStore;
 pub use tenants::{
     AccessToken, NewTenant, NewWhatsAppNumber, Tenant, TenantRoute, TenantStore, WhatsAppNumber,
 };
-pub use usage::{LlmUsage, LlmUsageTotals, UsageStore};
+pub use usage::{LlmUsage, LlmUsageTotals, UsageReport, UsageStore};
 
 use salesboy_protocol::TenantId;
 

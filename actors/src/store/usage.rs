@@ -1,4 +1,4 @@
-//! LLM usage: [`UsageStore`] and its records.
+//! Usage: [`UsageStore`], LLM usage records and a tenant's usage over a period.
 
 use async_trait::async_trait;
 use salesboy_protocol::TenantId;
@@ -38,6 +38,18 @@ pub struct LlmUsageTotals {
     pub cost_micros: i64,
 }
 
+/// A tenant's usage over a period ([`UsageStore::usage_between`]): its LLM calls and the
+/// messages in its chat log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// LLM usage of calls that finished in the period.
+    pub llm: LlmUsageTotals,
+    /// Messages received from customers in the period.
+    pub messages_in: i64,
+    /// Messages sent in the period: bot replies, owner sends and echoes.
+    pub messages_out: i64,
+}
+
 /// LLM usage per tenant, for billing and quotas.
 #[async_trait]
 pub trait UsageStore: Send + Sync {
@@ -50,4 +62,14 @@ pub trait UsageStore: Send + Sync {
         tenant: &TenantId,
         since_ms: i64,
     ) -> Result<LlmUsageTotals, StoreError>;
+
+    /// The tenant's usage from `from_ms` (inclusive) to `until_ms` (exclusive): LLM calls by
+    /// when they finished, messages by when they were recorded. Messages removed by retention
+    /// are no longer counted.
+    async fn usage_between(
+        &self,
+        tenant: &TenantId,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<UsageReport, StoreError>;
 }

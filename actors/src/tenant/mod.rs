@@ -29,7 +29,7 @@ use crate::rpc::ask;
 use crate::services::{CUSTOMER_WINDOW_MS, Services};
 use crate::session::{SendJob, SessionMsg, SessionSnapshot};
 use crate::stop::{ChildExit, StopReason};
-use crate::store::{NewOutbound, OutboundOrigin, StoreError, Tenant};
+use crate::store::{InsertOutcome, NewOutbound, OutboundOrigin, StoreError, Tenant};
 use crate::supervision::{RestartDecision, RestartTracker};
 
 /// How long the supervisor waits for a child's `Observe`.
@@ -379,7 +379,9 @@ async fn carry_out(
                 state.held.push(command);
                 answer(reply, Ok(CommandReply::Done));
             }
-            TenantCommand::SetPaused { .. } | TenantCommand::OwnerSend { .. } => {
+            TenantCommand::SetPaused { .. }
+            | TenantCommand::OwnerSend { .. }
+            | TenantCommand::OwnerSendOnce { .. } => {
                 answer(reply, Err(TenantError::Moving(state.tenant.clone())));
             }
             TenantCommand::Reload => answer(reply, Ok(CommandReply::Done)),
@@ -407,7 +409,18 @@ async fn carry_out(
             let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
         }
         TenantCommand::OwnerSend { chat, body } => {
-            let result = owner_send(myself, state, chat, body).await;
+            let result = owner_send(myself, state, chat, body, None).await;
+            let result = result
+                .map(CommandReply::Outbound)
+                .map_err(|e| TenantError::store(&state.tenant, e));
+            answer(reply, result);
+        }
+        TenantCommand::OwnerSendOnce {
+            chat,
+            body,
+            client_ref,
+        } => {
+            let result = owner_send(myself, state, chat, body, Some(client_ref)).await;
             let result = result
                 .map(CommandReply::Outbound)
                 .map_err(|e| TenantError::store(&state.tenant, e));
@@ -519,6 +532,7 @@ async fn owner_send(
     state: &mut TenantState,
     chat: ChatId,
     body: String,
+    client_ref: Option<String>,
 ) -> Result<i64, StoreError> {
     let services = Arc::clone(&state.services);
     let now_ms = services.clock.now_ms();
@@ -531,8 +545,16 @@ async fn owner_send(
         body: Some(body.clone()),
         created_ms: now_ms,
         epoch: Some(state.epoch),
+        client_ref,
     };
-    let id = services.store.record_outbound(&outbound).await?.id();
+    let id = match services.store.record_outbound(&outbound).await? {
+        InsertOutcome::Inserted { id } => id,
+        // The same client_ref again: recorded (and sent, or pending) already.
+        InsertOutcome::Duplicate { id } => {
+            info!(tenant = %state.tenant, outbound_id = id, "owner message sent already under this client_ref");
+            return Ok(id);
+        }
+    };
     match state.children.session() {
         Some(session) => {
             let job = SendJob {

@@ -18,6 +18,9 @@ pub const MAX_MESSAGE_LIMIT: u32 = 1_000;
 /// Longest owner message, in characters (WhatsApp's limit for a text body).
 pub const MAX_SEND_CHARS: usize = 4_096;
 
+/// Longest `client_ref` of an owner send, in characters.
+pub const MAX_CLIENT_REF_CHARS: usize = 128;
+
 /// Why an outbound message failed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FailureView {
@@ -226,7 +229,17 @@ pub async fn send(
     id: &TenantId,
     chat: &ChatId,
     text: String,
+    client_ref: Option<String>,
 ) -> Result<SendAccepted, ApiError> {
+    if let Some(client_ref) = &client_ref {
+        let chars = client_ref.chars().count();
+        if chars == 0 || chars > MAX_CLIENT_REF_CHARS {
+            return Err(ApiError::invalid(
+                "client_ref",
+                format!("{chars} characters, 1 to {MAX_CLIENT_REF_CHARS} are allowed"),
+            ));
+        }
+    }
     if text.trim().is_empty() {
         return Err(ApiError::invalid("text", "must not be empty"));
     }
@@ -237,9 +250,16 @@ pub async fn send(
             format!("{chars} characters, at most {MAX_SEND_CHARS} are allowed"),
         ));
     }
-    let command = TenantCommand::OwnerSend {
-        chat: chat.clone(),
-        body: text,
+    let command = match client_ref {
+        None => TenantCommand::OwnerSend {
+            chat: chat.clone(),
+            body: text,
+        },
+        Some(client_ref) => TenantCommand::OwnerSendOnce {
+            chat: chat.clone(),
+            body: text,
+            client_ref,
+        },
     };
     let CommandReply::Outbound(outbound_id) = api.router.deliver(id, command).await? else {
         return Err(ApiError::Internal(

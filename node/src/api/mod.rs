@@ -9,6 +9,7 @@
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
+//! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
@@ -18,6 +19,7 @@ mod error;
 pub mod knowledge;
 pub mod service;
 pub mod tenants;
+pub mod usage;
 
 use std::sync::Arc;
 

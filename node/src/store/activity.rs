@@ -1,6 +1,6 @@
-//! LLM usage accounting and the events/alerts log.
+//! LLM usage accounting, a tenant's usage over a period, and the events/alerts log.
 
-use salesboy_actors::store::{LlmUsage, LlmUsageTotals, NewEvent, StoredEvent};
+use salesboy_actors::store::{LlmUsage, LlmUsageTotals, NewEvent, StoredEvent, UsageReport};
 use salesboy_protocol::TenantId;
 
 use super::Db;
@@ -48,6 +48,51 @@ pub(crate) async fn llm_usage_totals(
         prompt_tokens: get(&row, "prompt_tokens")?,
         completion_tokens: get(&row, "completion_tokens")?,
         cost_micros: get(&row, "cost_micros")?,
+    })
+}
+
+/// The tenant's usage in `[from_ms, until_ms)`: LLM calls by `at_ms`, messages by
+/// `created_ms` (the `messages_chat_log` index). Sums cast to `BIGINT` as above.
+pub(crate) async fn usage_between(
+    db: &Db,
+    tenant: &TenantId,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<UsageReport, Failure> {
+    let llm = sqlx::query(
+        "SELECT COUNT(*) AS requests, \
+         CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+         CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+         CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
+         FROM llm_usage WHERE tenant_id = $1 AND at_ms >= $2 AND at_ms < $3",
+    )
+    .bind(tenant.as_str())
+    .bind(from_ms)
+    .bind(until_ms)
+    .fetch_one(&db.pool)
+    .await?;
+    let messages = sqlx::query(
+        "SELECT \
+         CAST(COALESCE(SUM(CASE WHEN direction = 'inbound' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+           AS messages_in, \
+         CAST(COALESCE(SUM(CASE WHEN direction = 'outbound' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+           AS messages_out \
+         FROM messages WHERE tenant_id = $1 AND created_ms >= $2 AND created_ms < $3",
+    )
+    .bind(tenant.as_str())
+    .bind(from_ms)
+    .bind(until_ms)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(UsageReport {
+        llm: LlmUsageTotals {
+            requests: get(&llm, "requests")?,
+            prompt_tokens: get(&llm, "prompt_tokens")?,
+            completion_tokens: get(&llm, "completion_tokens")?,
+            cost_micros: get(&llm, "cost_micros")?,
+        },
+        messages_in: get(&messages, "messages_in")?,
+        messages_out: get(&messages, "messages_out")?,
     })
 }
 

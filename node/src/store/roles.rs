@@ -7,7 +7,7 @@ use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
     NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredEvent, StoredMessage, Tenant, TenantRoute,
+    StoredEvent, StoredMessage, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
@@ -291,6 +291,16 @@ impl UsageStore for SqlStore {
         since_ms: i64,
     ) -> Result<LlmUsageTotals, StoreError> {
         self.run(activity::llm_usage_totals(&self.db, tenant, since_ms))
+            .await
+    }
+
+    async fn usage_between(
+        &self,
+        tenant: &TenantId,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<UsageReport, StoreError> {
+        self.run(activity::usage_between(&self.db, tenant, from_ms, until_ms))
             .await
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::conversations;
 use crate::api::knowledge::{self, KnowledgeRequest};
 use crate::api::tenants::{self, TenantUpdate};
-use crate::api::{Api, ApiError, chat_id, cluster, tenant_id};
+use crate::api::{Api, ApiError, chat_id, cluster, tenant_id, usage};
 
 /// A request without fields: empty, or `{}`.
 #[derive(Debug, Deserialize)]
@@ -25,6 +25,9 @@ struct MessageSend {
     to: String,
     /// The text, 1 to 4096 characters.
     text: String,
+    /// The client's idempotency key, 1 to 128 characters: sent again, nothing is sent and
+    /// the first answer is repeated.
+    client_ref: Option<String>,
 }
 
 /// `bot.pause`.
@@ -75,6 +78,14 @@ struct ConversationMessages {
     limit: Option<u32>,
 }
 
+/// `usage.get`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageGet {
+    /// The month, `YYYY-MM` (UTC); absent = the current month.
+    month: Option<String>,
+}
+
 /// Carries out `command`, received on `subject` with `payload`; the JSON answer.
 pub(super) async fn run(
     api: &Api,
@@ -111,7 +122,8 @@ pub(super) async fn run(
             let id = tenant(subject, command)?;
             let request: MessageSend = parse(payload)?;
             let chat = chat_id("to", request.to)?;
-            encode(conversations::send(api, &id, &chat, request.text).await?)
+            let send = conversations::send(api, &id, &chat, request.text, request.client_ref);
+            encode(send.await?)
         }
         ApiCommand::BotPause => {
             let id = tenant(subject, command)?;
@@ -152,6 +164,11 @@ pub(super) async fn run(
             let chat = chat_id("chat", request.chat)?;
             let messages = conversations::messages(api, &id, &chat, request.before, request.limit);
             encode(messages.await?)
+        }
+        ApiCommand::UsageGet => {
+            let id = tenant(subject, command)?;
+            let request: UsageGet = parse(payload)?;
+            encode(usage::get(api, &id, request.month.as_deref()).await?)
         }
     }
 }

@@ -59,6 +59,10 @@ pub(super) struct SendRequest {
     /// The text, 1 to 4096 characters.
     #[schema(example = "Hi, this is Anna from Acme: your order ships today.")]
     text: String,
+    /// The client's idempotency key, 1 to 128 characters: the tenant's same key sent again
+    /// sends nothing and answers the first message's `outbound_id`.
+    #[schema(example = "order-1042-shipped")]
+    client_ref: Option<String>,
 }
 
 /// The path of a conversation's routes: `/tenants/{id}/conversations/{wa_id}/…`.
@@ -201,7 +205,7 @@ pub(super) async fn resume(
     request_body = SendRequest,
     responses(
         (status = 202, description = "recorded and queued for sending", body = SendAccepted),
-        (status = 400, description = "invalid id or text", body = ErrorBody),
+        (status = 400, description = "invalid id, text or client_ref", body = ErrorBody),
         TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
@@ -213,6 +217,7 @@ pub(super) async fn send(
     ApiJson(request): ApiJson<SendRequest>,
 ) -> Result<(StatusCode, Json<SendAccepted>), ApiError> {
     let (id, chat) = path.ids()?;
-    let accepted = conversations::send(&state.api(), &id, &chat, request.text).await?;
+    let api = state.api();
+    let accepted = conversations::send(&api, &id, &chat, request.text, request.client_ref).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }

@@ -1,7 +1,8 @@
 //! The admin API under `/api`: tenants and their WhatsApp numbers, knowledge documents,
-//! conversations (messages, bot pause/resume, owner sends) and the cluster view. Handlers
-//! are thin: they extract the request, call the operation in [`crate::api`] (the same one
-//! the NATS service calls) and answer its result or its [`ApiError`].
+//! conversations (messages, bot pause/resume, owner sends), a tenant's monthly usage and the
+//! cluster view. Handlers are thin: they extract the request, call the operation in
+//! [`crate::api`] (the same one the NATS service calls) and answer its result or its
+//! [`ApiError`].
 //!
 //! Every route but `GET /api/openapi.json` requires `Authorization: Bearer <admin token>`
 //! (compared in constant time, never logged). Errors are JSON `{"error": "…"}`: 400 invalid
@@ -22,6 +23,7 @@
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
 //! - `conversations`: `/tenants/{id}/conversations` and
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
+//! - `usage`: `/tenants/{id}/usage` (a month's LLM tokens and cost, messages in and out);
 //! - `cluster`: `/cluster`;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
 
@@ -32,6 +34,7 @@ mod error;
 mod knowledge;
 mod openapi;
 mod tenants;
+mod usage;
 
 use axum::Router;
 use axum::middleware;
@@ -63,6 +66,7 @@ fn api(
         .merge(tenants::routes())
         .merge(knowledge::routes())
         .merge(conversations::routes())
+        .merge(usage::routes())
         .merge(cluster::routes());
     openapi::routes().merge(guard(protected))
 }

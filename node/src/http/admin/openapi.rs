@@ -39,7 +39,7 @@ pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
 #[openapi(
     info(
         title = "Salesboy admin API",
-        description = "Tenants, knowledge, conversations and the cluster of a Salesboy gateway. \
+        description = "Tenants, knowledge, conversations, usage and the cluster of a Salesboy gateway. \
             Every route but this document needs `Authorization: Bearer <admin token>`."
     ),
     components(schemas(ErrorBody)),
@@ -49,6 +49,7 @@ pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "tenants", description = "businesses and their WhatsApp numbers"),
         (name = "knowledge", description = "the documents the assistant answers from"),
         (name = "conversations", description = "chat logs, bot pause and resume, owner sends"),
+        (name = "usage", description = "a tenant's LLM tokens and cost, messages in and out"),
         (name = "cluster", description = "the gateway's nodes"),
         (name = "meta", description = "this document"),
     )

@@ -182,9 +182,9 @@ pub(crate) async fn record_outbound(
     };
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO messages (tenant_id, chat_id, direction, origin, wamid, kind, body, \
-         status, status_ms, created_ms) \
-         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (tenant_id, wamid) DO NOTHING RETURNING id",
+         status, status_ms, created_ms, client_ref) \
+         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(message.tenant.as_str())
     .bind(message.chat.as_str())
@@ -195,23 +195,28 @@ pub(crate) async fn record_outbound(
     .bind(status.as_str())
     .bind(status_ms)
     .bind(message.created_ms)
+    .bind(message.client_ref.as_deref())
     .fetch_optional(&mut *tx)
     .await?;
-    match (inserted, &message.wamid) {
-        (Some(id), _) => {
+    // No id: the tenant has the wamid or the client_ref already (the two unique keys).
+    let existing = match (inserted, &message.wamid, &message.client_ref) {
+        (Some(id), _, _) => {
             tx.commit().await?;
-            Ok(InsertOutcome::Inserted { id })
+            return Ok(InsertOutcome::Inserted { id });
         }
-        (None, Some(wamid)) => {
-            let id = existing_wamid(&mut tx, &message.tenant, wamid).await?;
-            tx.rollback().await?;
-            Ok(InsertOutcome::Duplicate { id })
+        (None, Some(wamid), _) => existing_wamid(&mut tx, &message.tenant, wamid).await?,
+        (None, None, Some(client_ref)) => {
+            existing_client_ref(&mut tx, &message.tenant, client_ref).await?
         }
-        (None, None) => Err(StoreError::Backend(
-            "insert of an outbound message without wamid returned no id".to_owned(),
-        )
-        .into()),
-    }
+        (None, None, None) => {
+            return Err(StoreError::Backend(
+                "insert of an outbound message without wamid returned no id".to_owned(),
+            )
+            .into());
+        }
+    };
+    tx.rollback().await?;
+    Ok(InsertOutcome::Duplicate { id: existing })
 }
 
 /// Records a bot reply and links its batch, all or nothing. Fenced.
@@ -415,6 +420,21 @@ async fn existing_wamid(
         sqlx::query_scalar("SELECT id FROM messages WHERE tenant_id = $1 AND wamid = $2")
             .bind(tenant.as_str())
             .bind(wamid.as_str())
+            .fetch_one(&mut *tx)
+            .await?,
+    )
+}
+
+/// The id of the tenant's message recorded with `client_ref`.
+async fn existing_client_ref(
+    tx: &mut AnyConnection,
+    tenant: &TenantId,
+    client_ref: &str,
+) -> Result<i64, Failure> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM messages WHERE tenant_id = $1 AND client_ref = $2")
+            .bind(tenant.as_str())
+            .bind(client_ref)
             .fetch_one(&mut *tx)
             .await?,
     )

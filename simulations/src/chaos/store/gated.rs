@@ -11,7 +11,7 @@ use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
     NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredEvent, StoredMessage, Tenant, TenantRoute,
+    StoredEvent, StoredMessage, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
@@ -243,6 +243,8 @@ gated!(UsageStore {
     fn record_llm_usage(usage: &LlmUsage) -> () => ("record_llm_usage/{}", usage.tenant);
     fn llm_usage_totals(tenant: &TenantId, since_ms: i64) -> LlmUsageTotals
         => ("llm_usage_totals/{tenant}");
+    fn usage_between(tenant: &TenantId, from_ms: i64, until_ms: i64) -> UsageReport
+        => ("usage_between/{tenant}");
 });
 
 gated!(EventStore {

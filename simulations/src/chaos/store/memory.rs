@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals, NewEvent, NewKnowledge, NewTenant,
-    NewWhatsAppNumber, StoreError, StoredEvent, StoredMessage, Tenant, TenantRoute, WhatsAppNumber,
+    Direction, KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals, NewEvent, NewKnowledge,
+    NewTenant, NewWhatsAppNumber, StoreError, StoredEvent, StoredMessage, Tenant, TenantRoute,
+    UsageReport, WhatsAppNumber,
 };
 use salesboy_protocol::{PhoneNumberId, TenantId};
 
@@ -300,6 +301,38 @@ impl UsageStore for MemoryStore {
             totals.cost_micros += usage.cost_micros;
         }
         Ok(totals)
+    }
+
+    async fn usage_between(
+        &self,
+        tenant: &TenantId,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<UsageReport, StoreError> {
+        let tables = self.tables();
+        let mut report = UsageReport::default();
+        let period = from_ms..until_ms;
+        for usage in tables
+            .usage
+            .iter()
+            .filter(|u| &u.tenant == tenant && period.contains(&u.at_ms))
+        {
+            report.llm.requests += 1;
+            report.llm.prompt_tokens += usage.prompt_tokens;
+            report.llm.completion_tokens += usage.completion_tokens;
+            report.llm.cost_micros += usage.cost_micros;
+        }
+        for message in tables
+            .messages
+            .values()
+            .filter(|m| &m.tenant == tenant && period.contains(&m.created_ms))
+        {
+            match message.direction {
+                Direction::Inbound => report.messages_in += 1,
+                Direction::Outbound => report.messages_out += 1,
+            }
+        }
+        Ok(report)
     }
 }
 

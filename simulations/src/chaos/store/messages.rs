@@ -118,8 +118,20 @@ impl MessageStore for MemoryStore {
         {
             return Ok(InsertOutcome::Duplicate { id });
         }
+        if let Some(client_ref) = &message.client_ref
+            && let Some(&id) = tables
+                .client_refs
+                .get(&(message.tenant.clone(), client_ref.clone()))
+        {
+            return Ok(InsertOutcome::Duplicate { id });
+        }
         tables.conversation_mut(&message.tenant, &message.chat);
         let id = tables.next_id();
+        if let Some(client_ref) = &message.client_ref {
+            tables
+                .client_refs
+                .insert((message.tenant.clone(), client_ref.clone()), id);
+        }
         let status = if message.wamid.is_some() {
             DeliveryStatus::Sent
         } else {

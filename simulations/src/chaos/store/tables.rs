@@ -30,6 +30,8 @@ pub(super) struct Tables {
     pub(super) conversations: BTreeMap<(TenantId, ChatId), Conversation>,
     pub(super) messages: BTreeMap<i64, StoredMessage>,
     pub(super) wamids: BTreeMap<(TenantId, Wamid), i64>,
+    /// Owner sends' client refs → the message recorded with it.
+    pub(super) client_refs: BTreeMap<(TenantId, String), i64>,
     /// Inbound message id → the reply answering it (`None`: dismissed).
     pub(super) links: BTreeMap<i64, Option<i64>>,
     pub(super) documents: BTreeMap<i64, Document>,
