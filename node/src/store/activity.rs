@@ -25,22 +25,33 @@ pub(crate) async fn record_llm_usage(db: &Db, usage: &LlmUsage) -> Result<(), Fa
     Ok(())
 }
 
-/// The tenant's usage since `since_ms`. Sums are cast to `BIGINT`: Postgres sums `BIGINT`
-/// into `NUMERIC`, which the `Any` driver cannot read.
+/// The tenant's usage since `since_ms`.
 pub(crate) async fn llm_usage_totals(
     db: &Db,
     tenant: &TenantId,
     since_ms: i64,
+) -> Result<LlmUsageTotals, Failure> {
+    llm_totals(db, tenant, since_ms, i64::MAX).await
+}
+
+/// The tenant's LLM calls in `[from_ms, until_ms)`, by `at_ms`. Sums are cast to `BIGINT`:
+/// Postgres sums `BIGINT` into `NUMERIC`, which the `Any` driver cannot read.
+async fn llm_totals(
+    db: &Db,
+    tenant: &TenantId,
+    from_ms: i64,
+    until_ms: i64,
 ) -> Result<LlmUsageTotals, Failure> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS requests, \
          CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
          CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
          CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
-         FROM llm_usage WHERE tenant_id = $1 AND at_ms >= $2",
+         FROM llm_usage WHERE tenant_id = $1 AND at_ms >= $2 AND at_ms < $3",
     )
     .bind(tenant.as_str())
-    .bind(since_ms)
+    .bind(from_ms)
+    .bind(until_ms)
     .fetch_one(&db.pool)
     .await?;
     Ok(LlmUsageTotals {
@@ -59,18 +70,7 @@ pub(crate) async fn usage_between(
     from_ms: i64,
     until_ms: i64,
 ) -> Result<UsageReport, Failure> {
-    let llm = sqlx::query(
-        "SELECT COUNT(*) AS requests, \
-         CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
-         CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
-         CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
-         FROM llm_usage WHERE tenant_id = $1 AND at_ms >= $2 AND at_ms < $3",
-    )
-    .bind(tenant.as_str())
-    .bind(from_ms)
-    .bind(until_ms)
-    .fetch_one(&db.pool)
-    .await?;
+    let llm = llm_totals(db, tenant, from_ms, until_ms).await?;
     let messages = sqlx::query(
         "SELECT \
          CAST(COALESCE(SUM(CASE WHEN direction = 'inbound' THEN 1 ELSE 0 END), 0) AS BIGINT) \
@@ -85,12 +85,7 @@ pub(crate) async fn usage_between(
     .fetch_one(&db.pool)
     .await?;
     Ok(UsageReport {
-        llm: LlmUsageTotals {
-            requests: get(&llm, "requests")?,
-            prompt_tokens: get(&llm, "prompt_tokens")?,
-            completion_tokens: get(&llm, "completion_tokens")?,
-            cost_micros: get(&llm, "cost_micros")?,
-        },
+        llm,
         messages_in: get(&messages, "messages_in")?,
         messages_out: get(&messages, "messages_out")?,
     })
