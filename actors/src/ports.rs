@@ -250,8 +250,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// Where actors publish events for external services (the node sends them to the bus and
-/// keeps alerts in the store). Publishing never blocks and never fails the caller.
+/// Where actors publish the events that report no change of the store's own (a session's
+/// state, an alert, a migration): the node writes them to the events outbox, from which
+/// they are published. Publishing never blocks and never fails the caller.
 pub trait EventSink: Send + Sync + 'static {
     /// Publishes one event.
     fn publish(&self, event: salesboy_protocol::events::Event);

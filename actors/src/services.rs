@@ -138,36 +138,33 @@ pub struct Services {
 }
 
 impl Services {
-    /// A tenant event stamped with this node and the current time.
+    /// A tenant event stamped with the current time.
     pub fn tenant_event(
         &self,
         kind: EventKind,
         tenant: &TenantId,
         detail: serde_json::Value,
     ) -> Event {
-        let mut event = Event::tenant(kind, tenant.clone(), self.clock.now_ms(), detail);
-        event.node = Some(self.node.clone());
-        event
+        Event::tenant(kind, tenant.clone(), self.clock.now_ms(), detail)
     }
 
-    /// An alert about a tenant, stamped with this node and the current time.
+    /// An alert raised about a tenant (`alert_raised`), naming this node, stamped with the
+    /// current time.
     pub fn alert(&self, tenant: &TenantId, alert: &Alert) -> Event {
-        self.tenant_event(EventKind::Alert, tenant, alert.to_detail())
-    }
-
-    /// A cluster event (no tenant) stamped with this node and the current time.
-    pub fn cluster_event(&self, kind: EventKind, detail: serde_json::Value) -> Event {
-        Event {
-            kind,
-            tenant: None,
-            chat: None,
-            node: Some(self.node.clone()),
-            at_ms: self.clock.now_ms(),
-            detail,
+        let mut detail = alert.to_detail();
+        if let Some(fields) = detail.as_object_mut() {
+            fields.insert("node".to_owned(), self.node.as_str().into());
         }
+        self.tenant_event(EventKind::AlertRaised, tenant, detail)
     }
 
-    /// Publishes an event.
+    /// A cluster event (no tenant) stamped with the current time.
+    pub fn cluster_event(&self, kind: EventKind, detail: serde_json::Value) -> Event {
+        Event::cluster(kind, self.clock.now_ms(), detail)
+    }
+
+    /// Publishes an event that reports no change of the store's own (events of stored
+    /// changes are written by the store itself, in the change's transaction).
     pub fn publish(&self, event: Event) {
         self.events.publish(event);
     }

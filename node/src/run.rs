@@ -27,6 +27,7 @@ use crate::cluster::ClusterMember;
 use crate::cluster::membership::NodeInfo;
 use crate::config::Config;
 use crate::events::NodeEvents;
+use crate::events::publisher::{self, Publisher, StreamSettings};
 use crate::http::{self, AppState, HttpSettings};
 use crate::routing::Router;
 use crate::store::{SqlStore, redact_url};
@@ -252,10 +253,37 @@ pub async fn start_with_bus(
             warn!(error = %e, "http server stopped with an error");
         }
     });
-    tasks.spawn_until_cancelled(retention_job(Arc::clone(&store), config.retention_days));
-    if let Some(bus) = &bus {
-        tasks.spawn_until_cancelled(publish_events(Arc::clone(bus), events.subscribe()));
+    tasks.spawn_until_cancelled(retention_job(
+        Arc::clone(&store),
+        sql.clone(),
+        config.retention_days,
+        Duration::from_secs(config.events_max_age_secs),
+    ));
+    let stream_settings = StreamSettings {
+        max_age: Duration::from_secs(config.events_max_age_secs),
+        duplicate_window: Duration::from_secs(config.events_duplicate_window_secs),
+        replicas: config.events_replicas,
+    };
+    let stream = bus
+        .as_ref()
+        .and_then(|bus| bus.nats_client())
+        .map(async_nats::jetstream::new);
+    if let Some(js) = &stream {
+        publisher::ensure_stream(js, &stream_settings)
+            .await
+            .context("starting the events publisher")?;
     }
+    tasks.spawn_until_cancelled(
+        Publisher {
+            store: sql.clone(),
+            stream,
+            settings: stream_settings,
+            feed: events.feed(),
+            cluster: cluster.clone(),
+            clock: Arc::new(SystemClock),
+        }
+        .run(),
+    );
     if config.whatsapp_app_secret.is_none() {
         warn!(
             "SALESBOY_WHATSAPP_APP_SECRET is not set: webhook deliveries are refused (503) until it is"
@@ -349,39 +377,16 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(b"\n")
 }
 
-/// Publishes the node's events for external services on their NATS subjects (JSON).
-async fn publish_events(
-    bus: Arc<dyn Bus>,
-    mut events: tokio::sync::broadcast::Receiver<salesboy_protocol::events::Event>,
+/// Deletes chat logs older than the retention period and events older than the events' age
+/// limit, hourly.
+async fn retention_job(
+    store: Arc<dyn Store>,
+    sql: SqlStore,
+    retention_days: u32,
+    events_max_age: Duration,
 ) {
-    let headers = crate::bus::Headers::from_iter([(
-        salesboy_protocol::codec::CODEC_HEADER,
-        salesboy_protocol::Codec::Json.header_value(),
-    )]);
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                let Ok(payload) = salesboy_protocol::Codec::Json.encode(&event) else {
-                    continue;
-                };
-                if let Err(e) = bus
-                    .publish(&event.subject(), headers.clone(), payload.into())
-                    .await
-                {
-                    tracing::debug!(error = %e, "event not published");
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                warn!(missed, "event publisher fell behind, events dropped");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Deletes chat logs older than the retention period, hourly.
-async fn retention_job(store: Arc<dyn Store>, retention_days: u32) {
     let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    let keep_events_ms = i64::try_from(events_max_age.as_millis()).unwrap_or(i64::MAX);
     let mut interval = tokio::time::interval(RETENTION_INTERVAL);
     loop {
         interval.tick().await;
@@ -390,6 +395,16 @@ async fn retention_job(store: Arc<dyn Store>, retention_days: u32) {
             Ok(0) => {}
             Ok(deleted) => info!(deleted, retention_days, "old chat logs deleted"),
             Err(e) => warn!(error = %e, "retention job failed"),
+        }
+        let cutoff = SystemClock.now_ms().saturating_sub(keep_events_ms);
+        match sql.delete_events_before(cutoff).await {
+            Ok((0, _)) => {}
+            Ok((deleted, 0)) => info!(deleted, "old events deleted from the outbox"),
+            Ok((deleted, unpublished)) => warn!(
+                deleted,
+                unpublished, "old events deleted from the outbox, some never published"
+            ),
+            Err(e) => warn!(error = %e, "events retention failed"),
         }
     }
 }

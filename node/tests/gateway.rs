@@ -433,7 +433,10 @@ async fn capacity_refuses_new_tenants_but_keeps_existing_ones() {
     gateway.wait_for_sent(2, "first tenant still answers").await;
     let alerts = gateway.store().recent_events(10).await.expect("events");
     assert!(
-        alerts.iter().any(|e| e.kind == "node_at_capacity"),
+        alerts.iter().any(|e| {
+            e.kind == salesboy_protocol::subjects::EventKind::AlertRaised
+                && e.detail["alert"] == "node_at_capacity"
+        }),
         "{alerts:?}"
     );
     gateway.node.stop().await;

@@ -120,7 +120,7 @@ async fn a_moved_tenant_keeps_its_pending_messages_and_pauses_and_answers_once()
     // The old host is fenced: a write under its epoch is refused.
     let stale = a
         .store()
-        .set_bot_paused(&tenant, &waiting, None, old_epoch)
+        .set_bot_paused(&tenant, &waiting, None, 0, old_epoch)
         .await;
     assert!(
         matches!(stale, Err(StoreError::StaleEpoch { .. })),

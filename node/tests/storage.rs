@@ -1,6 +1,7 @@
 //! The storage suite: written once, run against SQLite and Postgres.
 //!
-//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` below into two tests,
+//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` (or `async fn(SqlStore)`, for
+//! what only the SQL store offers: the events outbox's reads) below into two tests,
 //! `sqlite::<name>` and `postgres::<name>`, each on a fresh database: SQLite in a temp dir,
 //! Postgres in a uniquely named database created through `SALESBOY_TEST_POSTGRES_URL`
 //! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and dropped afterwards
@@ -14,13 +15,16 @@ use std::time::Duration;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
-    NewTenant, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
+    LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
+    NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
     StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
 use salesboy_node::store::{Dialect, SqlStore};
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use salesboy_testkit::PostgresDatabase;
+use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -47,11 +51,29 @@ async fn fresh_postgres() -> PostgresDatabase {
         .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"))
 }
 
+/// What a suite test takes: the store through the actors' trait, or the SQL store itself.
+trait Subject {
+    fn from_sql(store: SqlStore) -> Self;
+}
+
+impl Subject for Arc<dyn Store> {
+    fn from_sql(store: SqlStore) -> Self {
+        Arc::new(store)
+    }
+}
+
+impl Subject for SqlStore {
+    fn from_sql(store: SqlStore) -> Self {
+        store
+    }
+}
+
 /// Runs `test` against a fresh database of `backend`, then removes the database, also when
 /// the test fails.
-async fn run_on<F, Fut>(backend: Backend, test: F)
+async fn run_on<S, F, Fut>(backend: Backend, test: F)
 where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
+    S: Subject,
+    F: FnOnce(S) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     match backend {
@@ -60,7 +82,7 @@ where
             let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
             let store = SqlStore::connect(&url).await.expect("open sqlite store");
             assert_eq!(store.dialect(), Dialect::Sqlite);
-            let outcome = tokio::spawn(test(Arc::new(store.clone()))).await;
+            let outcome = tokio::spawn(test(S::from_sql(store.clone()))).await;
             store.close().await;
             if let Err(error) = outcome {
                 std::panic::resume_unwind(error.into_panic());
@@ -72,7 +94,7 @@ where
                 .await
                 .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"));
             assert_eq!(store.dialect(), Dialect::Postgres);
-            let outcome = tokio::spawn(test(Arc::new(store.clone()))).await;
+            let outcome = tokio::spawn(test(S::from_sql(store.clone()))).await;
             store.close().await;
             drop(database);
             if let Err(error) = outcome {
@@ -136,6 +158,8 @@ storage_suite!(
     llm_usage_totals_sum_per_tenant,
     usage_between_counts_one_tenant_in_one_period,
     events_are_listed_newest_first,
+    changes_write_their_events_in_their_transactions,
+    the_outbox_is_published_in_order_and_kept_for_a_while,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -605,7 +629,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
     );
     assert_stale(
         store
-            .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), 1)
+            .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), T0, 1)
             .await,
         &acme,
         1,
@@ -669,7 +693,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
         .unwrap();
     record(&*store, &reply(&acme, &chat, &[second_inbound], 2, T0 + 7)).await;
     store
-        .set_bot_paused(&acme, &chat, Some(T0 + DAY), 2)
+        .set_bot_paused(&acme, &chat, Some(T0 + DAY), T0, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -1096,7 +1120,7 @@ async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
     receive(&*store, &acme, &b, "wamid.b", T0 + 2).await;
     // a chat the customer never wrote in comes last
     store
-        .set_bot_paused(&acme, &d, Some(PAUSED_INDEFINITELY), 0)
+        .set_bot_paused(&acme, &d, Some(PAUSED_INDEFINITELY), T0, 0)
         .await
         .unwrap();
     receive(&*store, &other, &a, "wamid.o", T0 + 9).await;
@@ -1139,7 +1163,7 @@ async fn bot_pause_round_trip(store: Arc<dyn Store>) {
     let chat = chat_id("15550001111");
     // pausing a chat nobody wrote in yet creates it
     store
-        .set_bot_paused(&acme, &chat, Some(T0 + DAY), 0)
+        .set_bot_paused(&acme, &chat, Some(T0 + DAY), T0, 0)
         .await
         .unwrap();
     let paused = store.conversation(&acme, &chat).await.unwrap().unwrap();
@@ -1149,7 +1173,7 @@ async fn bot_pause_round_trip(store: Arc<dyn Store>) {
 
     receive(&*store, &acme, &chat, "wamid.1", T0).await;
     store
-        .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), 0)
+        .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), T0, 0)
         .await
         .unwrap();
     let forever = store.conversation(&acme, &chat).await.unwrap().unwrap();
@@ -1160,7 +1184,10 @@ async fn bot_pause_round_trip(store: Arc<dyn Store>) {
         "pausing keeps the rest of the row"
     );
 
-    store.set_bot_paused(&acme, &chat, None, 0).await.unwrap();
+    store
+        .set_bot_paused(&acme, &chat, None, T0, 0)
+        .await
+        .unwrap();
     let resumed = store.conversation(&acme, &chat).await.unwrap().unwrap();
     assert_eq!(resumed.bot_paused_until_ms, None);
 }
@@ -1450,7 +1477,7 @@ async fn knowledge_versions_and_deletion(store: Arc<dyn Store>) {
     );
 
     // another tenant cannot delete it
-    assert_eq!(store.delete_knowledge(&beta, menu).await, Ok(false));
+    assert_eq!(store.delete_knowledge(&beta, menu, T0).await, Ok(false));
     assert_eq!(store.knowledge_version(&beta).await.unwrap(), 0);
     assert_eq!(
         store
@@ -1461,7 +1488,7 @@ async fn knowledge_versions_and_deletion(store: Arc<dyn Store>) {
         1
     );
 
-    assert_eq!(store.delete_knowledge(&acme, menu).await, Ok(true));
+    assert_eq!(store.delete_knowledge(&acme, menu, T0).await, Ok(true));
     assert_eq!(store.knowledge_version(&acme).await.unwrap(), 3);
     assert!(
         store
@@ -1471,7 +1498,7 @@ async fn knowledge_versions_and_deletion(store: Arc<dyn Store>) {
             .is_empty()
     );
     assert_eq!(store.list_knowledge(&acme).await.unwrap().len(), 1);
-    assert_eq!(store.delete_knowledge(&acme, menu).await, Ok(false));
+    assert_eq!(store.delete_knowledge(&acme, menu, T0).await, Ok(false));
     assert_eq!(
         store
             .tenant(&acme)
@@ -1631,35 +1658,183 @@ async fn usage_between_counts_one_tenant_in_one_period(store: Arc<dyn Store>) {
 
 async fn events_are_listed_newest_first(store: Arc<dyn Store>) {
     let acme = tenant_id("acme");
-    let first = store
-        .record_event(&NewEvent {
-            tenant: Some(acme.clone()),
-            kind: "provider_quota_exhausted".to_owned(),
-            detail: r#"{"provider":"gemini"}"#.to_owned(),
-            at_ms: T0,
-        })
-        .await
-        .unwrap();
-    let second = store
-        .record_event(&NewEvent {
-            tenant: None,
-            kind: "node_joined".to_owned(),
-            detail: "{}".to_owned(),
-            at_ms: T0 + 1,
-        })
-        .await
-        .unwrap();
-    let events = store.recent_events(10).await.unwrap();
-    assert_eq!(
-        events.iter().map(|e| e.id).collect::<Vec<_>>(),
-        [second, first]
+    let first = Event::tenant(
+        EventKind::AlertRaised,
+        acme.clone(),
+        T0,
+        json!({"alert": "llm_quota_exhausted"}),
     );
-    assert_eq!(events[0].tenant, None);
-    assert_eq!(events[1].tenant, Some(acme));
-    assert_eq!(events[1].kind, "provider_quota_exhausted");
-    assert_eq!(events[1].detail, r#"{"provider":"gemini"}"#);
-    assert_eq!(events[1].at_ms, T0);
+    let second = Event::cluster(EventKind::NodeJoined, T0 + 1, json!({"node": "n2"}));
+    store.record_event(&first).await.unwrap();
+    store.record_event(&second).await.unwrap();
+    let events = store.recent_events(10).await.unwrap();
+    assert_eq!(events, [second, first]);
     assert_eq!(store.recent_events(1).await.unwrap().len(), 1);
+}
+
+/// The kinds and chats of the outbox's unpublished events, in order.
+async fn unpublished(store: &SqlStore) -> Vec<(EventKind, Option<String>)> {
+    store
+        .unpublished_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event.kind, e.event.chat.map(|c| c.to_string())))
+        .collect()
+}
+
+async fn changes_write_their_events_in_their_transactions(store: SqlStore) {
+    let acme = given_tenant(&store, "acme").await;
+    let chat = chat_id("15550001111");
+    let c = Some(chat.to_string());
+
+    let inbound_id = receive(&store, &acme, &chat, "wamid.in1", T0).await;
+    assert!(matches!(
+        store
+            .insert_inbound(&inbound(&acme, &chat, "wamid.in1", T0))
+            .await,
+        Ok(InsertOutcome::Duplicate { .. })
+    ));
+    let events = store.unpublished_events(10).await.unwrap();
+    assert_eq!(events.len(), 1, "a duplicate writes no event: {events:?}");
+    let received = &events[0].event;
+    assert_eq!(received.kind, EventKind::MessageReceived);
+    assert_eq!(received.tenant.as_ref(), Some(&acme));
+    assert_eq!(received.chat.as_ref(), Some(&chat));
+    assert_eq!(received.at_ms, T0);
+    assert_eq!(received.detail["message_id"], inbound_id);
+    assert_eq!(received.detail["wamid"], "wamid.in1");
+    assert_eq!(received.id.len(), 32);
+
+    // A fenced write refused for its stale epoch writes no event either.
+    let reply_id = record(&store, &reply(&acme, &chat, &[inbound_id], 1, T0 + 1)).await;
+    store.claim_epoch(&acme, 2).await.unwrap();
+    assert_stale(
+        store
+            .mark_reply_sent(&acme, reply_id, &wamid("wamid.out1"), T0 + 2, 1)
+            .await,
+        &acme,
+        1,
+        2,
+    );
+    assert_eq!(unpublished(&store).await.len(), 1);
+    store
+        .mark_reply_sent(&acme, reply_id, &wamid("wamid.out1"), T0 + 2, 2)
+        .await
+        .unwrap();
+    // Marking again (a retry) changes nothing and writes nothing.
+    store
+        .mark_reply_sent(&acme, reply_id, &wamid("wamid.out1"), T0 + 3, 2)
+        .await
+        .unwrap();
+    store
+        .update_status(&status(
+            &acme,
+            "wamid.out1",
+            DeliveryStatus::Delivered,
+            T0 + 4,
+        ))
+        .await
+        .unwrap();
+    store
+        .update_status(&status(&acme, "wamid.out1", DeliveryStatus::Sent, T0 + 5))
+        .await
+        .unwrap();
+    store
+        .record_outbound(&NewOutbound {
+            tenant: acme.clone(),
+            chat: chat.clone(),
+            origin: OutboundOrigin::Echo,
+            wamid: Some(wamid("wamid.echo1")),
+            kind: "text".into(),
+            body: Some("from the phone".into()),
+            created_ms: T0 + 6,
+            epoch: None,
+            client_ref: None,
+        })
+        .await
+        .unwrap();
+    store
+        .set_bot_paused(&acme, &chat, Some(PAUSED_INDEFINITELY), T0 + 7, 2)
+        .await
+        .unwrap();
+    store
+        .set_bot_paused(&acme, &chat, None, T0 + 8, 2)
+        .await
+        .unwrap();
+    let document = store
+        .add_knowledge(&NewKnowledge {
+            tenant: acme.clone(),
+            title: "hours".into(),
+            chunks: vec!["open 9 to 5".into()],
+            created_ms: T0 + 9,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_knowledge(&acme, document, T0 + 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        unpublished(&store).await,
+        [
+            (EventKind::MessageReceived, c.clone()),
+            (EventKind::ReplySent, c.clone()),
+            (EventKind::StatusChanged, c.clone()),
+            (EventKind::OwnerMessageSent, c.clone()),
+            (EventKind::BotPaused, c.clone()),
+            (EventKind::BotResumed, c.clone()),
+            (EventKind::KnowledgeChanged, None),
+            (EventKind::KnowledgeChanged, None),
+        ]
+    );
+    let events = store.unpublished_events(100).await.unwrap();
+    assert_eq!(events[1].event.detail["wamid"], "wamid.out1");
+    assert_eq!(events[1].event.detail["message_id"], reply_id);
+    assert_eq!(events[2].event.detail["status"], "delivered");
+    assert_eq!(events[4].event.detail["until_ms"], serde_json::Value::Null);
+    assert_eq!(events[6].event.detail["change"], "added");
+    assert_eq!(events[7].event.detail["change"], "deleted");
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+async fn the_outbox_is_published_in_order_and_kept_for_a_while(store: SqlStore) {
+    let acme = given_tenant(&store, "acme").await;
+    for (n, chat) in ["1", "2", "3", "4"].iter().enumerate() {
+        let at = T0 + i64::try_from(n).unwrap() * DAY;
+        receive(&store, &acme, &chat_id(chat), &format!("wamid.{chat}"), at).await;
+    }
+    let all = store.unpublished_events(100).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(store.unpublished_events(2).await.unwrap(), all[..2]);
+    store
+        .mark_events_published(&[all[0].seq, all[2].seq], T0 + 5 * DAY)
+        .await
+        .unwrap();
+    let left: Vec<i64> = store
+        .unpublished_events(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, [all[1].seq, all[3].seq]);
+    let after = store.events_after(all[1].seq, 100).await.unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].event, all[2].event);
+    assert_eq!(after[0].published_ms, Some(T0 + 5 * DAY));
+    assert_eq!(after[1].published_ms, None);
+    // Retention: the first two days go, one of them never published.
+    assert_eq!(
+        store.delete_events_before(T0 + 2 * DAY).await.unwrap(),
+        (2, 1)
+    );
+    let kept = store.events_after(0, 100).await.unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].seq, all[2].seq);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,20 +3,28 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ChatId, NodeId, TenantId};
+use crate::ids::{ChatId, TenantId};
 use crate::subjects::EventKind;
 
-/// One event. `detail` carries the kind-specific fields as a JSON object.
+/// The version of the event format, the `v` field of every event.
+pub const EVENT_FORMAT_VERSION: u8 = 1;
+
+/// One event, as external services receive it: on the events stream (published with
+/// `Nats-Msg-Id` = `id`) and in HTTP event webhooks. `detail` carries the kind-specific
+/// fields as a JSON object (`docs/protocol.md`, "Events").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Unique and stable: a re-published event keeps it, so consumers deduplicate on it.
+    /// A UUID v7 in simple form (32 hex digits, ordered by creation time).
+    pub id: String,
+    /// The format's version, [`EVENT_FORMAT_VERSION`].
+    pub v: u8,
     /// What happened.
     pub kind: EventKind,
-    /// The tenant concerned, for tenant events.
+    /// The tenant concerned; `None` for cluster events.
     pub tenant: Option<TenantId>,
     /// The chat concerned, when there is one.
     pub chat: Option<ChatId>,
-    /// The node that published it.
-    pub node: Option<NodeId>,
     /// When it happened, milliseconds since the Unix epoch.
     pub at_ms: i64,
     /// Kind-specific fields.
@@ -24,7 +32,7 @@ pub struct Event {
 }
 
 impl Event {
-    /// A tenant event.
+    /// A tenant event with a new id.
     pub fn tenant(
         kind: EventKind,
         tenant: TenantId,
@@ -32,10 +40,19 @@ impl Event {
         detail: serde_json::Value,
     ) -> Self {
         Self {
-            kind,
             tenant: Some(tenant),
+            ..Self::cluster(kind, at_ms, detail)
+        }
+    }
+
+    /// A cluster event (no tenant) with a new id.
+    pub fn cluster(kind: EventKind, at_ms: i64, detail: serde_json::Value) -> Self {
+        Self {
+            id: new_event_id(),
+            v: EVENT_FORMAT_VERSION,
+            kind,
+            tenant: None,
             chat: None,
-            node: None,
             at_ms,
             detail,
         }
@@ -54,11 +71,27 @@ impl Event {
             None => crate::subjects::cluster_event(self.kind),
         }
     }
+
+    /// The key events are ordered by: events with the same key reach every consumer in the
+    /// order they happened. The chat for chat events, else the tenant, else the cluster.
+    pub fn order_key(&self) -> String {
+        match (&self.tenant, &self.chat) {
+            (Some(tenant), Some(chat)) => format!("{tenant}/{chat}"),
+            (Some(tenant), None) => tenant.to_string(),
+            (None, _) => String::new(),
+        }
+    }
+}
+
+/// A new event id: a UUID v7 in simple form.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// An alert: something an operator must look at. Published as the `detail` of an
-/// [`EventKind::Alert`] event, tagged by `"alert"` (`{"alert": "node_at_capacity",
-/// "max_tenants": 100}`), and kept in the store under its [`AlertKind`].
+/// [`EventKind::AlertRaised`] (and, when its condition is over, [`EventKind::AlertCleared`])
+/// event, tagged by `"alert"` (`{"alert": "node_at_capacity",
+/// "max_tenants": 100}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "alert", rename_all = "snake_case")]
 pub enum Alert {
@@ -166,6 +199,27 @@ mod tests {
         assert_eq!(event.subject(), "sb.v1.evt.t.acme.reply_sent");
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["kind"], "reply_sent");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["id"].as_str().map(str::len), Some(32));
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys.len(), 7, "the contract's fields, no others: {keys:?}");
+        for key in ["id", "v", "kind", "tenant", "chat", "at_ms", "detail"] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        assert_eq!(event.order_key(), "acme/16505551234");
+    }
+
+    #[test]
+    fn event_ids_are_unique_and_ordered_by_creation() {
+        let first = new_event_id();
+        let second = new_event_id();
+        assert_ne!(first, second);
+        assert!(first < second, "{first} then {second}");
     }
 
     #[test]

@@ -223,41 +223,80 @@ impl ApiCommand {
     }
 }
 
-/// The kinds of events published for external services.
+/// The kinds of events published for external services: the last token of an event's
+/// subject and its `kind` field (`docs/protocol.md`, "Events").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A customer message was received and persisted.
     MessageReceived,
-    /// The assistant's (or owner's) reply was sent.
+    /// The assistant's reply was accepted by WhatsApp.
     ReplySent,
-    /// An outbound message's delivery status changed.
+    /// The owner's message (sent through the API, or from the phone: an echo) was accepted
+    /// by WhatsApp.
+    OwnerMessageSent,
+    /// An outbound message's delivery status moved forward (delivered, read, failed).
     StatusChanged,
     /// A WhatsApp session's state changed.
     SessionStatus,
+    /// The bot was paused in a chat.
+    BotPaused,
+    /// The bot was resumed in a chat.
+    BotResumed,
+    /// A knowledge document was added or deleted.
+    KnowledgeChanged,
+    /// A tenant moved between nodes.
+    TenantMigrated,
     /// A node joined the cluster.
     NodeJoined,
     /// A node left the cluster (drained or declared dead).
     NodeLeft,
-    /// A tenant moved between nodes.
-    TenantMigrated,
     /// Something needs an operator's attention.
-    Alert,
+    AlertRaised,
+    /// An alert's condition is over.
+    AlertCleared,
 }
 
 impl EventKind {
-    /// The event's subject token.
+    /// Every kind.
+    pub const ALL: [Self; 13] = [
+        Self::MessageReceived,
+        Self::ReplySent,
+        Self::OwnerMessageSent,
+        Self::StatusChanged,
+        Self::SessionStatus,
+        Self::BotPaused,
+        Self::BotResumed,
+        Self::KnowledgeChanged,
+        Self::TenantMigrated,
+        Self::NodeJoined,
+        Self::NodeLeft,
+        Self::AlertRaised,
+        Self::AlertCleared,
+    ];
+
+    /// The event's subject token and `kind` field.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::MessageReceived => "message_received",
             Self::ReplySent => "reply_sent",
+            Self::OwnerMessageSent => "owner_message_sent",
             Self::StatusChanged => "status_changed",
             Self::SessionStatus => "session_status",
+            Self::BotPaused => "bot_paused",
+            Self::BotResumed => "bot_resumed",
+            Self::KnowledgeChanged => "knowledge_changed",
+            Self::TenantMigrated => "tenant_migrated",
             Self::NodeJoined => "node_joined",
             Self::NodeLeft => "node_left",
-            Self::TenantMigrated => "tenant_migrated",
-            Self::Alert => "alert",
+            Self::AlertRaised => "alert_raised",
+            Self::AlertCleared => "alert_cleared",
         }
+    }
+
+    /// The kind named `name` (its [`EventKind::as_str`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 }
 
@@ -299,6 +338,35 @@ mod tests {
         ] {
             assert!(actor(&address).starts_with(stem));
         }
+    }
+
+    #[test]
+    fn event_kinds_are_named_as_the_contract_says() {
+        let names: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "message_received",
+                "reply_sent",
+                "owner_message_sent",
+                "status_changed",
+                "session_status",
+                "bot_paused",
+                "bot_resumed",
+                "knowledge_changed",
+                "tenant_migrated",
+                "node_joined",
+                "node_left",
+                "alert_raised",
+                "alert_cleared",
+            ]
+        );
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::from_name(kind.as_str()), Some(kind));
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+        }
+        assert_eq!(EventKind::from_name("alert"), None);
     }
 
     #[test]

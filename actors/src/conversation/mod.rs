@@ -404,6 +404,7 @@ async fn set_paused(
             &state.args.tenant,
             &state.args.chat,
             until_ms,
+            services.clock.now_ms(),
             state.args.epoch,
         )
         .await;

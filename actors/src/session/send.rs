@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorProcessingErr, ActorRef};
-use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{TenantId, Wamid};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -83,17 +82,13 @@ pub(super) async fn on_sent(
 ) -> Result<(), ActorProcessingErr> {
     let services = Arc::clone(&state.args.services);
     let error = match outcome {
-        Delivery::Sent(wamid) => {
+        Delivery::Sent(_) => {
             state.owned.remove(&job.outbound_id);
             state.sent += 1;
             debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, epoch = state.args.epoch, "reply sent");
             metrics::counter!("salesboy_sends_total", "outcome" => "sent").increment(1);
             record_latency(&services, &job);
-            services.publish(
-                services
-                    .tenant_event(EventKind::ReplySent, &state.args.tenant, serde_json::json!({"wamid": wamid.as_str(), "outbound_id": job.outbound_id}))
-                    .with_chat(job.chat.clone()),
-            );
+            // Its `reply_sent` (or `owner_message_sent`) event was written with the sent mark.
             return Ok(());
         }
         Delivery::Fenced => {

@@ -1,45 +1,20 @@
-//! Events and alerts: [`EventStore`] and its records.
+//! Events: [`EventStore`].
 
 use async_trait::async_trait;
-use salesboy_protocol::TenantId;
-use serde::{Deserialize, Serialize};
+use salesboy_protocol::events::Event;
 
 use super::StoreError;
 
-/// An event or alert to keep ([`EventStore::record_event`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewEvent {
-    /// The tenant concerned, if any.
-    pub tenant: Option<TenantId>,
-    /// Event kind (`provider_quota_exhausted`, `session_auth_failed`, …).
-    pub kind: String,
-    /// Details, JSON text.
-    pub detail: String,
-    /// When it happened.
-    pub at_ms: i64,
-}
-
-/// A stored event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// The event's id; increases with insertion order.
-    pub id: i64,
-    /// The tenant concerned, if any.
-    pub tenant: Option<TenantId>,
-    /// Event kind.
-    pub kind: String,
-    /// Details, JSON text.
-    pub detail: String,
-    /// When it happened.
-    pub at_ms: i64,
-}
-
-/// Events and alerts kept for the admin API.
+/// The events outbox, as the actors and the admin API see it. Events that report a change
+/// of the store's own (a message received, a reply sent, a pause, a knowledge change) are
+/// written by the store in the transaction of that change; [`EventStore::record_event`]
+/// writes the others.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Records an event or alert. Returns its id.
-    async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError>;
+    /// Records an event that reports no change of the store's own (a session's state, a
+    /// migration, an alert), to be published.
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError>;
 
     /// The last `limit` events, newest first.
-    async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn recent_events(&self, limit: u32) -> Result<Vec<Event>, StoreError>;
 }

@@ -56,12 +56,13 @@ pub trait KnowledgeStore: Send + Sync {
     async fn list_knowledge(&self, tenant: &TenantId)
     -> Result<Vec<KnowledgeDocument>, StoreError>;
 
-    /// Deletes a document of the tenant and bumps its knowledge version. Returns whether it
-    /// existed.
+    /// Deletes a document of the tenant at `at_ms` and bumps its knowledge version. Returns
+    /// whether it existed.
     async fn delete_knowledge(
         &self,
         tenant: &TenantId,
         document_id: i64,
+        at_ms: i64,
     ) -> Result<bool, StoreError>;
 
     /// Full-text search of the tenant's passages: any of the question's words (lowercased,

@@ -307,12 +307,14 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Conversation>, StoreError>;
 
     /// Pauses the bot in a chat until `until_ms` ([`PAUSED_INDEFINITELY`] for no end), or
-    /// resumes it with `None`. Creates the conversation if needed. Fenced.
+    /// resumes it with `None`, at `at_ms` (the time of its event). Creates the conversation
+    /// if needed. Fenced.
     async fn set_bot_paused(
         &self,
         tenant: &TenantId,
         chat: &ChatId,
         until_ms: Option<i64>,
+        at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError>;
 

@@ -42,7 +42,7 @@ mod usage;
 
 use async_trait::async_trait;
 
-pub use events::{EventStore, NewEvent, StoredEvent};
+pub use events::EventStore;
 pub use fencing::FencingStore;
 pub use knowledge::{KnowledgeDocument, KnowledgeHit, KnowledgeStore, NewKnowledge};
 pub use messages::{

@@ -125,7 +125,11 @@ pub async fn delete(
     document_id: i64,
 ) -> Result<KnowledgeDeleted, ApiError> {
     api.existing_tenant(id).await?;
-    if !api.store.delete_knowledge(id, document_id).await? {
+    if !api
+        .store
+        .delete_knowledge(id, document_id, api.now_ms())
+        .await?
+    {
         return Err(ApiError::UnknownDocument {
             tenant: id.clone(),
             document: document_id,

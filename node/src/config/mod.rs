@@ -57,6 +57,9 @@ pub const KEYS: &[&str] = &[
     "retention_days",
     "log_format",
     "failure_timeout_ms",
+    "events_max_age_secs",
+    "events_duplicate_window_secs",
+    "events_replicas",
 ];
 
 /// How logs are written.
@@ -110,6 +113,14 @@ pub struct Config {
     /// A cluster node whose heartbeat has not changed for this long is dead; a node fences
     /// itself (stops its tenants) when it could not renew its own for a bit less.
     pub failure_timeout_ms: u64,
+    /// How long the events stream (`SB_EVENTS`) keeps an event, and the events outbox a
+    /// published one (default 7 days).
+    pub events_max_age_secs: u64,
+    /// The events stream's duplicate window: a re-published event within it is stored once
+    /// (default 120 s).
+    pub events_duplicate_window_secs: u64,
+    /// Replicas of the events stream on a NATS cluster (default 1: one server).
+    pub events_replicas: usize,
 }
 
 impl Default for Config {
@@ -134,6 +145,9 @@ impl Default for Config {
             retention_days: 90,
             log_format: LogFormat::Text,
             failure_timeout_ms: 5_000,
+            events_max_age_secs: 7 * 24 * 3600,
+            events_duplicate_window_secs: 120,
+            events_replicas: 1,
         }
     }
 }
@@ -229,6 +243,9 @@ impl Config {
             retention_days,
             log_format,
             failure_timeout_ms,
+            events_max_age_secs,
+            events_duplicate_window_secs,
+            events_replicas,
         } = layers;
         set(&mut self.node_id, node_id);
         set(&mut self.http_addr, http_addr);
@@ -288,6 +305,27 @@ impl Config {
                 ));
             }
             self.failure_timeout_ms = timeout;
+        }
+        set(
+            &mut self.events_max_age_secs,
+            positive("events_max_age_secs", events_max_age_secs)?,
+        );
+        set(
+            &mut self.events_duplicate_window_secs,
+            positive("events_duplicate_window_secs", events_duplicate_window_secs)?,
+        );
+        if self.events_duplicate_window_secs > self.events_max_age_secs {
+            return Err((
+                "events_duplicate_window_secs",
+                "must not exceed events_max_age_secs".into(),
+            ));
+        }
+        set(
+            &mut self.events_replicas,
+            positive("events_replicas", events_replicas)?,
+        );
+        if !(1..=5).contains(&self.events_replicas) {
+            return Err(("events_replicas", "must be between 1 and 5".into()));
         }
         Ok(self)
     }

@@ -1,10 +1,10 @@
-//! LLM usage accounting, a tenant's usage over a period, and the events/alerts log.
+//! LLM usage accounting and a tenant's usage over a period.
 
-use salesboy_actors::store::{LlmUsage, LlmUsageTotals, NewEvent, StoredEvent, UsageReport};
+use salesboy_actors::store::{LlmUsage, LlmUsageTotals, UsageReport};
 use salesboy_protocol::TenantId;
 
 use super::Db;
-use super::decode::{get, limit, optional_id};
+use super::decode::get;
 use super::error::Failure;
 
 /// Records one LLM call.
@@ -89,39 +89,4 @@ pub(crate) async fn usage_between(
         messages_in: get(&messages, "messages_in")?,
         messages_out: get(&messages, "messages_out")?,
     })
-}
-
-/// Records an event; returns its id.
-pub(crate) async fn record_event(db: &Db, event: &NewEvent) -> Result<i64, Failure> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO events (tenant_id, kind, detail, at_ms) VALUES ($1, $2, $3, $4) \
-         RETURNING id",
-    )
-    .bind(event.tenant.as_ref().map(TenantId::as_str))
-    .bind(event.kind.as_str())
-    .bind(event.detail.as_str())
-    .bind(event.at_ms)
-    .fetch_one(&db.pool)
-    .await?)
-}
-
-/// The last `count` events, newest first.
-pub(crate) async fn recent_events(db: &Db, count: u32) -> Result<Vec<StoredEvent>, Failure> {
-    let rows = sqlx::query(
-        "SELECT id, tenant_id, kind, detail, at_ms FROM events ORDER BY id DESC LIMIT $1",
-    )
-    .bind(limit(count))
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredEvent {
-                id: get(row, "id")?,
-                tenant: optional_id(row, "tenant_id")?,
-                kind: get(row, "kind")?,
-                detail: get(row, "detail")?,
-                at_ms: get(row, "at_ms")?,
-            })
-        })
-        .collect()
 }

@@ -9,10 +9,13 @@
 
 use salesboy_actors::store::{KnowledgeDocument, KnowledgeHit, NewKnowledge, StoreError};
 use salesboy_protocol::TenantId;
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
+use serde_json::json;
 
 use super::decode::{get, limit};
 use super::error::Failure;
-use super::{Db, Dialect};
+use super::{Db, Dialect, outbox};
 
 /// At most this many distinct words of a question are searched for.
 const MAX_QUERY_WORDS: usize = 32;
@@ -42,7 +45,15 @@ pub(crate) async fn add_knowledge(db: &Db, document: &NewKnowledge) -> Result<i6
         .execute(&mut *tx)
         .await?;
     }
+    let event = Event::tenant(
+        EventKind::KnowledgeChanged,
+        document.tenant.clone(),
+        document.created_ms,
+        json!({"change": "added", "document_id": document_id, "title": document.title}),
+    );
+    outbox::append(&mut tx, &event).await?;
     tx.commit().await?;
+    db.outbox_written();
     Ok(document_id)
 }
 
@@ -77,6 +88,7 @@ pub(crate) async fn delete_knowledge(
     db: &Db,
     tenant: &TenantId,
     document_id: i64,
+    at_ms: i64,
 ) -> Result<bool, Failure> {
     let mut tx = db.begin().await?;
     let deleted = sqlx::query("DELETE FROM knowledge_documents WHERE id = $1 AND tenant_id = $2")
@@ -90,7 +102,15 @@ pub(crate) async fn delete_knowledge(
         return Ok(false);
     }
     bump_version(&mut tx, tenant).await?;
+    let event = Event::tenant(
+        EventKind::KnowledgeChanged,
+        tenant.clone(),
+        at_ms,
+        json!({"change": "deleted", "document_id": document_id}),
+    );
+    outbox::append(&mut tx, &event).await?;
     tx.commit().await?;
+    db.outbox_written();
     Ok(true)
 }
 

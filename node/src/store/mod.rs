@@ -20,7 +20,8 @@
 //!   needs;
 //! - `retention`: deleting old messages;
 //! - `knowledge`: the knowledge base and its full-text search;
-//! - `activity`: LLM usage and events;
+//! - `activity`: LLM usage;
+//! - `outbox`: the events outbox, written in the transactions of the changes it reports;
 //! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query.
 
 mod activity;
@@ -29,6 +30,7 @@ mod error;
 mod fencing;
 mod knowledge;
 mod messages;
+mod outbox;
 mod retention;
 mod roles;
 mod tenants;
@@ -42,10 +44,12 @@ use salesboy_actors::store::StoreError;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
+use tokio::sync::Notify;
 use tracing::debug;
 
 pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
+pub use outbox::OutboxEvent;
 
 /// Postgres schema, applied at connect.
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -109,9 +113,16 @@ impl Default for SqlStoreOptions {
 pub(crate) struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// Woken after each commit that wrote to the events outbox (the publisher waits on it).
+    outbox: Arc<Notify>,
 }
 
 impl Db {
+    /// Tells the events publisher that the outbox has new events (call after the commit).
+    fn outbox_written(&self) {
+        self.outbox.notify_one();
+    }
+
     /// Starts a transaction for a read-then-write. On SQLite it takes the write lock at
     /// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail
     /// with `SQLITE_BUSY` when another connection wrote in between, whatever the timeout.
@@ -228,7 +239,11 @@ impl SqlStore {
         }
         debug!(database = %redacted, ?dialect, "database connected and migrated");
         Ok(Self {
-            db: Db { pool, dialect },
+            db: Db {
+                pool,
+                dialect,
+                outbox: Arc::new(Notify::new()),
+            },
             url: redacted,
         })
     }
@@ -241,6 +256,39 @@ impl SqlStore {
     /// The database URL with its password replaced by `***`.
     pub fn redacted_url(&self) -> &str {
         &self.url
+    }
+
+    /// Completes when events have been written to the outbox through this store since the
+    /// last call (at once if they were). Events written by other nodes do not wake it.
+    pub async fn outbox_written(&self) {
+        self.db.outbox.notified().await;
+    }
+
+    /// The first `count` events not yet published to the events stream, in outbox order.
+    pub async fn unpublished_events(&self, count: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.run(outbox::unpublished(&self.db, count)).await
+    }
+
+    /// Marks the events `seqs` published at `at_ms`.
+    pub async fn mark_events_published(&self, seqs: &[i64], at_ms: i64) -> Result<(), StoreError> {
+        self.run(outbox::mark_published(&self.db, seqs, at_ms))
+            .await
+    }
+
+    /// Up to `count` events after sequence `after`, in outbox order.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        count: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.run(outbox::events_after(&self.db, after, count)).await
+    }
+
+    /// Deletes the events that happened before `cutoff_ms`; answers how many went and how
+    /// many of those had never been published.
+    pub async fn delete_events_before(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
+        self.run(outbox::delete_events_before(&self.db, cutoff_ms))
+            .await
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -5,13 +5,14 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
-    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredEvent, StoredMessage, Tenant, TenantRoute, UsageReport,
+    LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
+    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError, StoredMessage, Tenant,
+    TenantRoute, UsageReport,
 };
+use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
-use super::{SqlStore, activity, fencing, knowledge, messages, retention, tenants};
+use super::{SqlStore, activity, fencing, knowledge, messages, outbox, retention, tenants};
 
 #[async_trait]
 impl HealthStore for SqlStore {
@@ -90,10 +91,11 @@ impl MessageStore for SqlStore {
         tenant: &TenantId,
         chat: &ChatId,
         until_ms: Option<i64>,
+        at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         self.run(messages::set_bot_paused(
-            &self.db, tenant, chat, until_ms, epoch,
+            &self.db, tenant, chat, until_ms, at_ms, epoch,
         ))
         .await
     }
@@ -258,9 +260,15 @@ impl KnowledgeStore for SqlStore {
         &self,
         tenant: &TenantId,
         document_id: i64,
+        at_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.run(knowledge::delete_knowledge(&self.db, tenant, document_id))
-            .await
+        self.run(knowledge::delete_knowledge(
+            &self.db,
+            tenant,
+            document_id,
+            at_ms,
+        ))
+        .await
     }
 
     async fn search_knowledge(
@@ -307,12 +315,12 @@ impl UsageStore for SqlStore {
 
 #[async_trait]
 impl EventStore for SqlStore {
-    async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
-        self.run(activity::record_event(&self.db, event)).await
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.run(outbox::record_event(&self.db, event)).await
     }
 
-    async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        self.run(activity::recent_events(&self.db, limit)).await
+    async fn recent_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.run(outbox::recent_events(&self.db, limit)).await
     }
 }
 

@@ -25,10 +25,16 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
+use salesboy_actors::store::{OutboundOrigin, PAUSED_INDEFINITELY};
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
+use serde_json::json;
+
 use super::Db;
-use super::decode::{get, id};
+use super::decode::{get, id, named};
 use super::error::Failure;
 use super::fencing::fence;
+use super::outbox;
 
 /// The tenant's conversations, most recent inbound first (never: last), ties by chat id,
 /// after conversation `after` in that order; at most `count`.
@@ -102,6 +108,7 @@ pub(crate) async fn set_bot_paused(
     tenant: &TenantId,
     chat: &ChatId,
     until_ms: Option<i64>,
+    at_ms: i64,
     epoch: u64,
 ) -> Result<(), Failure> {
     let mut tx = db.begin().await?;
@@ -116,7 +123,17 @@ pub(crate) async fn set_bot_paused(
     .bind(until_ms)
     .execute(&mut *tx)
     .await?;
+    let (kind, detail) = match until_ms {
+        Some(until) if until == PAUSED_INDEFINITELY => {
+            (EventKind::BotPaused, json!({"until_ms": null}))
+        }
+        Some(until) => (EventKind::BotPaused, json!({"until_ms": until})),
+        None => (EventKind::BotResumed, json!({})),
+    };
+    let event = Event::tenant(kind, tenant.clone(), at_ms, detail).with_chat(chat.clone());
+    outbox::append(&mut tx, &event).await?;
     tx.commit().await?;
+    db.outbox_written();
     Ok(())
 }
 
@@ -155,7 +172,21 @@ pub(crate) async fn insert_inbound(
     .await?;
     match inserted {
         Some(id) => {
+            let event = Event::tenant(
+                EventKind::MessageReceived,
+                message.tenant.clone(),
+                message.received_ms,
+                json!({
+                    "message_id": id,
+                    "wamid": message.wamid.as_str(),
+                    "type": message.kind.as_str(),
+                    "text": message.body,
+                }),
+            )
+            .with_chat(message.chat.clone());
+            outbox::append(&mut tx, &event).await?;
             tx.commit().await?;
+            db.outbox_written();
             Ok(InsertOutcome::Inserted { id })
         }
         None => {
@@ -200,8 +231,23 @@ pub(crate) async fn record_outbound(
     .await?;
     // No id: the tenant has the wamid or the client_ref already (the two unique keys).
     let existing = match (inserted, &message.wamid, &message.client_ref) {
-        (Some(id), _, _) => {
+        (Some(id), wamid, _) => {
+            if let Some(wamid) = wamid {
+                let event = sent_event(
+                    &message.tenant,
+                    &message.chat,
+                    message.origin,
+                    id,
+                    wamid.as_str(),
+                    message.body.as_deref(),
+                    message.created_ms,
+                );
+                outbox::append(&mut tx, &event).await?;
+            }
             tx.commit().await?;
+            if wamid.is_some() {
+                db.outbox_written();
+            }
             return Ok(InsertOutcome::Inserted { id });
         }
         (None, Some(wamid), _) => existing_wamid(&mut tx, &message.tenant, wamid).await?,
@@ -271,7 +317,7 @@ pub(crate) async fn dismiss_inbound(
     Ok(DismissOutcome::Dismissed)
 }
 
-/// Records that a pending outbound message was accepted by Meta. Fenced.
+/// Records that a pending outbound message was accepted by Meta, with its event. Fenced.
 pub(crate) async fn mark_reply_sent(
     db: &Db,
     tenant: &TenantId,
@@ -280,15 +326,64 @@ pub(crate) async fn mark_reply_sent(
     at_ms: i64,
     epoch: u64,
 ) -> Result<(), Failure> {
-    let update = sqlx::query(
+    let mut tx = db.begin().await?;
+    fence(db, &mut tx, tenant, epoch).await?;
+    let sent = sqlx::query(
         "UPDATE messages SET wamid = $3, status = 'sent', status_ms = $4 \
-         WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending'",
+         WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending' \
+         RETURNING chat_id, origin, body",
     )
     .bind(outbound_id)
     .bind(tenant.as_str())
     .bind(wamid.as_str())
-    .bind(at_ms);
-    update_pending_reply(db, tenant, outbound_id, epoch, update).await
+    .bind(at_ms)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(sent) = sent else {
+        ensure_outbound_exists(&mut tx, tenant, outbound_id).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    let chat: ChatId = id(&sent, "chat_id")?;
+    let origin = named(&sent, "origin", OutboundOrigin::parse)?;
+    let body: Option<String> = get(&sent, "body")?;
+    let event = sent_event(
+        tenant,
+        &chat,
+        origin,
+        outbound_id,
+        wamid.as_str(),
+        body.as_deref(),
+        at_ms,
+    );
+    outbox::append(&mut tx, &event).await?;
+    tx.commit().await?;
+    db.outbox_written();
+    Ok(())
+}
+
+/// The event of an outbound message accepted by Meta: `reply_sent` for the bot's,
+/// `owner_message_sent` for the owner's (through the API or an echo from the phone).
+fn sent_event(
+    tenant: &TenantId,
+    chat: &ChatId,
+    origin: OutboundOrigin,
+    message_id: i64,
+    wamid: &str,
+    text: Option<&str>,
+    at_ms: i64,
+) -> Event {
+    let kind = match origin {
+        OutboundOrigin::Bot => EventKind::ReplySent,
+        OutboundOrigin::Owner | OutboundOrigin::Echo => EventKind::OwnerMessageSent,
+    };
+    let detail = json!({
+        "message_id": message_id,
+        "wamid": wamid,
+        "origin": origin.as_str(),
+        "text": text,
+    });
+    Event::tenant(kind, tenant.clone(), at_ms, detail).with_chat(chat.clone())
 }
 
 /// Records that sending a pending outbound message failed. Fenced.

@@ -4,8 +4,14 @@
 
 use salesboy_actors::store::{DeliveryStatus, NewStatus, StatusOutcome};
 
-use super::super::Db;
+use salesboy_protocol::ChatId;
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
+use serde_json::json;
+
+use super::super::decode::{get, id};
 use super::super::error::Failure;
+use super::super::{Db, outbox};
 
 /// A stored status's rank in SQL: pending 0, sent 1, delivered 2, read 3, failed 4 (highest,
 /// so nothing replaces it). A status may replace the current one only when the current rank
@@ -35,11 +41,12 @@ pub(crate) async fn update_status(db: &Db, update: &NewStatus) -> Result<StatusO
         (DeliveryStatus::Failed, Some(failure)) => (failure.code, Some(failure.title.as_str())),
         _ => (None, None),
     };
+    let mut tx = db.begin().await?;
     let advanced = sqlx::query(concat!(
         "UPDATE messages SET status = $3, status_ms = $4, error_code = $5, error_title = $6 \
          WHERE tenant_id = $1 AND wamid = $2 AND direction = 'outbound' AND ",
         status_rank_sql!(),
-        " < $7"
+        " < $7 RETURNING id, chat_id"
     ))
     .bind(update.tenant.as_str())
     .bind(update.wamid.as_str())
@@ -48,10 +55,30 @@ pub(crate) async fn update_status(db: &Db, update: &NewStatus) -> Result<StatusO
     .bind(error_code)
     .bind(error_title)
     .bind(advance_threshold(update.status))
-    .execute(&db.pool)
-    .await?
-    .rows_affected();
-    if advanced > 0 {
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(advanced) = advanced {
+        let chat: ChatId = id(&advanced, "chat_id")?;
+        let message_id: i64 = get(&advanced, "id")?;
+        let error = update
+            .error
+            .as_ref()
+            .map(|failure| json!({"code": failure.code, "title": failure.title}));
+        let event = Event::tenant(
+            EventKind::StatusChanged,
+            update.tenant.clone(),
+            update.at_ms,
+            json!({
+                "message_id": message_id,
+                "wamid": update.wamid.as_str(),
+                "status": update.status.as_str(),
+                "error": error,
+            }),
+        )
+        .with_chat(chat);
+        outbox::append(&mut tx, &event).await?;
+        tx.commit().await?;
+        db.outbox_written();
         return Ok(StatusOutcome::Advanced);
     }
     let known = sqlx::query(
@@ -59,9 +86,10 @@ pub(crate) async fn update_status(db: &Db, update: &NewStatus) -> Result<StatusO
     )
     .bind(update.tenant.as_str())
     .bind(update.wamid.as_str())
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *tx)
     .await?
     .is_some();
+    tx.commit().await?;
     Ok(if known {
         StatusOutcome::Ignored
     } else {

@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
-    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredEvent, StoredMessage, Tenant, TenantRoute, UsageReport,
+    LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
+    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError, StoredMessage, Tenant,
+    TenantRoute, UsageReport,
 };
+use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
 use super::super::gate::{Gate, Link};
@@ -192,7 +193,7 @@ gated!(MessageStore {
         => ("conversations/{tenant}");
     fn conversation(tenant: &TenantId, chat: &ChatId) -> Option<Conversation>
         => ("conversation/{tenant}/{chat}");
-    fn set_bot_paused(tenant: &TenantId, chat: &ChatId, until_ms: Option<i64>, epoch: u64) -> ()
+    fn set_bot_paused(tenant: &TenantId, chat: &ChatId, until_ms: Option<i64>, at_ms: i64, epoch: u64) -> ()
         => ("set_bot_paused/{tenant}/{chat}"), log fenced(tenant, epoch);
     fn insert_inbound(message: &NewInbound) -> InsertOutcome
         => ("insert_inbound/{}/{}", message.tenant, message.chat);
@@ -232,7 +233,7 @@ gated!(KnowledgeStore {
     fn add_knowledge(document: &NewKnowledge) -> i64 => ("add_knowledge");
     fn list_knowledge(tenant: &TenantId) -> Vec<KnowledgeDocument>
         => ("list_knowledge/{tenant}");
-    fn delete_knowledge(tenant: &TenantId, document_id: i64) -> bool
+    fn delete_knowledge(tenant: &TenantId, document_id: i64, at_ms: i64) -> bool
         => ("delete_knowledge/{tenant}");
     fn search_knowledge(tenant: &TenantId, question: &str, k: u32) -> Vec<KnowledgeHit>
         => ("search_knowledge/{tenant}");
@@ -248,8 +249,8 @@ gated!(UsageStore {
 });
 
 gated!(EventStore {
-    fn record_event(event: &NewEvent) -> i64 => ("record_event");
-    fn recent_events(limit: u32) -> Vec<StoredEvent> => ("recent_events");
+    fn record_event(event: &Event) -> () => ("record_event");
+    fn recent_events(limit: u32) -> Vec<Event> => ("recent_events");
 });
 
 gated!(RetentionStore {

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    Direction, KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals, NewEvent, NewKnowledge,
-    NewTenant, NewWhatsAppNumber, StoreError, StoredEvent, StoredMessage, Tenant, TenantRoute,
-    UsageReport, WhatsAppNumber,
+    Direction, KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals, NewKnowledge, NewTenant,
+    NewWhatsAppNumber, StoreError, StoredMessage, Tenant, TenantRoute, UsageReport, WhatsAppNumber,
 };
+use salesboy_protocol::events::Event;
 use salesboy_protocol::{PhoneNumberId, TenantId};
 
 use super::tables::{Document, Tables, TenantRow};
@@ -220,6 +220,7 @@ impl KnowledgeStore for MemoryStore {
         &self,
         tenant: &TenantId,
         document_id: i64,
+        _at_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut tables = self.tables();
         let owned = tables
@@ -338,20 +339,12 @@ impl UsageStore for MemoryStore {
 
 #[async_trait]
 impl EventStore for MemoryStore {
-    async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
-        let mut tables = self.tables();
-        let id = tables.events.len() as i64 + 1;
-        tables.events.push(StoredEvent {
-            id,
-            tenant: event.tenant.clone(),
-            kind: event.kind.clone(),
-            detail: event.detail.clone(),
-            at_ms: event.at_ms,
-        });
-        Ok(id)
+    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
+        self.tables().events.push(event.clone());
+        Ok(())
     }
 
-    async fn recent_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn recent_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {
         Ok(self
             .tables()
             .events

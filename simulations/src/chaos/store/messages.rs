@@ -65,6 +65,7 @@ impl MessageStore for MemoryStore {
         tenant: &TenantId,
         chat: &ChatId,
         until_ms: Option<i64>,
+        _at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
         let mut tables = self.tables();

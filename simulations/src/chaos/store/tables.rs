@@ -3,8 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use salesboy_actors::store::{
-    Conversation, Direction, LlmUsage, NewTenant, StoreError, StoredEvent, StoredMessage, Tenant,
-    WhatsAppNumber,
+    Conversation, Direction, LlmUsage, NewTenant, StoreError, StoredMessage, Tenant, WhatsAppNumber,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
@@ -36,7 +35,7 @@ pub(super) struct Tables {
     pub(super) links: BTreeMap<i64, Option<i64>>,
     pub(super) documents: BTreeMap<i64, Document>,
     pub(super) usage: Vec<LlmUsage>,
-    pub(super) events: Vec<StoredEvent>,
+    pub(super) events: Vec<salesboy_protocol::events::Event>,
     pub(super) next_id: i64,
 }
 

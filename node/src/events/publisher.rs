@@ -1,0 +1,238 @@
+//! The events publisher: reads the events outbox in order, publishes each event to the
+//! JetStream stream `SB_EVENTS` with `Nats-Msg-Id` = its id, then marks it published and
+//! hands it to local subscribers.
+//!
+//! One node publishes at a time: the leader on a cluster, the node itself alone. A node
+//! killed between a commit and its publish leaves the event unpublished in the outbox; the
+//! next publisher (the same node restarted, or the new leader) publishes it. An event
+//! published twice (its publisher died between the stream's ack and the mark) is stored once:
+//! the stream drops a `Nats-Msg-Id` it has seen within its duplicate window. Each publisher
+//! publishes in outbox order and waits for the acks in that order, so events of one chat
+//! (written one after another by one conversation) reach the stream in the order they
+//! happened, even while two publishers overlap during a leader change.
+//!
+//! Without JetStream (a single node without NATS, or an in-process bus) events are only
+//! marked published and handed to local subscribers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use salesboy_actors::ports::Clock;
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::{EVENTS_STREAM, all_events};
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::cluster::ClusterMember;
+use crate::store::{OutboxEvent, SqlStore};
+
+/// Events read from the outbox and published per round.
+const BATCH: u32 = 256;
+
+/// How often a publisher looks at the outbox without being woken: events written by other
+/// nodes (on a cluster) do not wake it, and a follower checks whether it leads now.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Waits after a failed round.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    retries: usize::MAX,
+};
+
+/// The events stream's limits (`docs/protocol.md`, "Events").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// How long the stream keeps an event.
+    pub max_age: Duration,
+    /// Within this window a re-published event id is stored once.
+    pub duplicate_window: Duration,
+    /// Copies on a NATS cluster.
+    pub replicas: usize,
+}
+
+/// Why the events stream could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("setting up the events stream {stream}: {reason}")]
+pub struct StreamError {
+    stream: &'static str,
+    reason: String,
+}
+
+/// Creates the events stream `SB_EVENTS` over `sb.v1.evt.>` (file storage) if it is missing,
+/// and brings its age limit and duplicate window to `settings` if they differ.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<(), StreamError> {
+    let failed = |reason: String| StreamError {
+        stream: EVENTS_STREAM,
+        reason,
+    };
+    let config = stream::Config {
+        name: EVENTS_STREAM.to_owned(),
+        subjects: vec![all_events()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: settings.max_age,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    };
+    let existing = js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let current = &existing.cached_info().config;
+    if current.max_age != config.max_age || current.duplicate_window != config.duplicate_window {
+        info!(
+            stream = EVENTS_STREAM,
+            max_age = ?config.max_age,
+            duplicate_window = ?config.duplicate_window,
+            "updating the events stream's limits"
+        );
+        js.update_stream(config)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Publishes the outbox's events; see the module docs.
+pub struct Publisher {
+    /// The outbox.
+    pub store: SqlStore,
+    /// The events stream; `None` without JetStream.
+    pub stream: Option<jetstream::Context>,
+    /// The stream's limits, to set it up again if it went missing.
+    pub settings: StreamSettings,
+    /// Local subscribers.
+    pub feed: broadcast::Sender<Event>,
+    /// The cluster, whose leader publishes; `None` alone.
+    pub cluster: Option<Arc<ClusterMember>>,
+    /// The time marked on published events.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Publisher {
+    /// Publishes until the task is cancelled.
+    pub async fn run(self) {
+        let mut delays = RETRY.delays();
+        loop {
+            if !self.leads() {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            match self.round().await {
+                Ok(0) => {
+                    delays = RETRY.delays();
+                    tokio::select! {
+                        () = self.store.outbox_written() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                }
+                Ok(_) => delays = RETRY.delays(),
+                Err(reason) => {
+                    let delay = delays.next().unwrap_or(RETRY.max);
+                    warn!(error = %reason, ?delay, "events not published, retrying");
+                    metrics::counter!("salesboy_event_publish_failures_total").increment(1);
+                    tokio::time::sleep(delay).await;
+                    if let Some(js) = &self.stream {
+                        // The stream may have been deleted: set it up again.
+                        if let Err(e) = ensure_stream(js, &self.settings).await {
+                            debug!(error = %e, "events stream not set up again");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn leads(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|cluster| cluster.is_leader())
+    }
+
+    /// Publishes one batch; answers how many events went out.
+    async fn round(&self) -> Result<usize, String> {
+        let batch = self
+            .store
+            .unpublished_events(BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let (published, failure) = match &self.stream {
+            Some(js) => publish(js, batch).await,
+            None => (batch, None),
+        };
+        if !published.is_empty() {
+            let seqs: Vec<i64> = published.iter().map(|e| e.seq).collect();
+            self.store
+                .mark_events_published(&seqs, self.clock.now_ms())
+                .await
+                .map_err(|e| e.to_string())?;
+            metrics::counter!("salesboy_events_published_total").increment(seqs.len() as u64);
+            for outbox in &published {
+                // No subscriber is fine: the feed is for whoever listens now.
+                let _ = self.feed.send(outbox.event.clone());
+            }
+        }
+        match failure {
+            Some(reason) => Err(reason),
+            None => Ok(published.len()),
+        }
+    }
+}
+
+/// Publishes `batch` in order, all in flight at once, and waits for the acks in order.
+/// Answers the events the stream acknowledged (a prefix of `batch`) and the first failure.
+async fn publish(
+    js: &jetstream::Context,
+    batch: Vec<OutboxEvent>,
+) -> (Vec<OutboxEvent>, Option<String>) {
+    let mut in_flight = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for outbox in batch {
+        let payload = match serde_json::to_vec(&outbox.event) {
+            Ok(payload) => payload,
+            Err(e) => {
+                failure = Some(format!("encoding event {}: {e}", outbox.event.id));
+                break;
+            }
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            outbox.event.id.as_str(),
+        );
+        headers.insert("Content-Type", "application/json");
+        match js
+            .publish_with_headers(outbox.event.subject(), headers, payload.into())
+            .await
+        {
+            Ok(ack) => in_flight.push((outbox, ack)),
+            Err(e) => {
+                failure = Some(format!("publishing event {}: {e}", outbox.event.id));
+                break;
+            }
+        }
+    }
+    // Everything in flight precedes the first failure to publish, if any.
+    let mut acked = Vec::with_capacity(in_flight.len());
+    for (outbox, ack) in in_flight {
+        match ack.await {
+            Ok(_) => acked.push(outbox),
+            Err(e) => {
+                // The rest is published again next round (and stored once).
+                failure = Some(format!("event {} not acknowledged: {e}", outbox.event.id));
+                break;
+            }
+        }
+    }
+    (acked, failure)
+}

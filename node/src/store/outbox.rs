@@ -1,0 +1,160 @@
+//! The events outbox (`event_outbox`): each event is written in the transaction of the
+//! change it reports ([`append`]), or on its own when it reports no change of the store's
+//! ([`record_event`]). The events publisher reads the unpublished ones back in order and
+//! marks them published once the stream has them; webhook deliveries read them by sequence.
+
+use salesboy_protocol::events::{EVENT_FORMAT_VERSION, Event};
+use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{ChatId, TenantId};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use super::Db;
+use super::decode::{get, limit, named, optional_id};
+use super::error::Failure;
+use salesboy_actors::store::StoreError;
+
+/// An event as the outbox keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Its place in the outbox: increases with each event written (a transaction that
+    /// commits late may leave a smaller one behind a larger one already read).
+    pub seq: i64,
+    /// The event.
+    pub event: Event,
+    /// When the events stream acknowledged it; `None` while it waits to be published.
+    pub published_ms: Option<i64>,
+}
+
+/// `SELECT` of the columns every read needs, followed by the rest of the query.
+macro_rules! select_events {
+    ($($rest:literal),+) => {
+        concat!(
+            "SELECT seq, event_id, tenant_id, chat_id, kind, detail, at_ms, published_ms \
+             FROM event_outbox ",
+            $($rest),+
+        )
+    };
+}
+
+/// Writes `event` on `conn`, inside the caller's transaction.
+pub(crate) async fn append(conn: &mut AnyConnection, event: &Event) -> Result<(), Failure> {
+    sqlx::query(
+        "INSERT INTO event_outbox (event_id, tenant_id, chat_id, kind, detail, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.id.as_str())
+    .bind(event.tenant.as_ref().map(TenantId::as_str))
+    .bind(event.chat.as_ref().map(ChatId::as_str))
+    .bind(event.kind.as_str())
+    .bind(event.detail.to_string())
+    .bind(event.at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes an event that reports no change of the store's own (a session's state, a
+/// migration, an alert).
+pub(crate) async fn record_event(db: &Db, event: &Event) -> Result<(), Failure> {
+    let mut conn = db.pool.acquire().await?;
+    append(&mut conn, event).await?;
+    db.outbox_written();
+    Ok(())
+}
+
+/// The last `count` events, newest first.
+pub(crate) async fn recent_events(db: &Db, count: u32) -> Result<Vec<Event>, Failure> {
+    let rows = sqlx::query(select_events!("ORDER BY seq DESC LIMIT $1"))
+        .bind(limit(count))
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter()
+        .map(|row| outbox_event(row).map(|e| e.event))
+        .collect()
+}
+
+/// The first `count` events not yet published, in outbox order.
+pub(crate) async fn unpublished(db: &Db, count: u32) -> Result<Vec<OutboxEvent>, Failure> {
+    let rows = sqlx::query(select_events!(
+        "WHERE published_ms IS NULL ORDER BY seq LIMIT $1"
+    ))
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(outbox_event).collect()
+}
+
+/// Marks the events `seqs` published at `at_ms`.
+pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<(), Failure> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    // Exact sequences, never a range: an event that commits late may sit inside the range
+    // of a batch without being in it.
+    let placeholders: Vec<String> = (2..seqs.len() + 2).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "UPDATE event_outbox SET published_ms = $1 WHERE seq IN ({})",
+        placeholders.join(", ")
+    );
+    // Safe: the text holds only numbered placeholders; the values are bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at_ms);
+    for seq in seqs {
+        query = query.bind(*seq);
+    }
+    query.execute(&db.pool).await?;
+    Ok(())
+}
+
+/// Up to `count` events after sequence `after`, in outbox order.
+pub(crate) async fn events_after(
+    db: &Db,
+    after: i64,
+    count: u32,
+) -> Result<Vec<OutboxEvent>, Failure> {
+    let rows = sqlx::query(select_events!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+        .bind(after)
+        .bind(limit(count))
+        .fetch_all(&db.pool)
+        .await?;
+    rows.iter().map(outbox_event).collect()
+}
+
+/// Deletes the events that happened before `cutoff_ms`; returns how many went, and how
+/// many of those had never been published.
+pub(crate) async fn delete_events_before(db: &Db, cutoff_ms: i64) -> Result<(u64, u64), Failure> {
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM event_outbox WHERE at_ms < $1 AND published_ms IS NULL",
+    )
+    .bind(cutoff_ms)
+    .fetch_one(&db.pool)
+    .await?;
+    let deleted = sqlx::query("DELETE FROM event_outbox WHERE at_ms < $1")
+        .bind(cutoff_ms)
+        .execute(&db.pool)
+        .await?
+        .rows_affected();
+    Ok((deleted, u64::try_from(unpublished).unwrap_or(0)))
+}
+
+fn outbox_event(row: &AnyRow) -> Result<OutboxEvent, Failure> {
+    let detail: String = get(row, "detail")?;
+    let detail = serde_json::from_str(&detail).map_err(|e| {
+        Failure::Store(StoreError::Invalid {
+            reason: format!("stored event detail is not JSON: {e}"),
+        })
+    })?;
+    Ok(OutboxEvent {
+        seq: get(row, "seq")?,
+        event: Event {
+            id: get(row, "event_id")?,
+            v: EVENT_FORMAT_VERSION,
+            kind: named(row, "kind", EventKind::from_name)?,
+            tenant: optional_id(row, "tenant_id")?,
+            chat: optional_id(row, "chat_id")?,
+            at_ms: get(row, "at_ms")?,
+            detail,
+        },
+        published_ms: get(row, "published_ms")?,
+    })
+}
