@@ -28,6 +28,7 @@ use crate::cluster::membership::NodeInfo;
 use crate::config::Config;
 use crate::events::NodeEvents;
 use crate::events::publisher::{self, Publisher, StreamSettings};
+use crate::events::webhooks::{WebhookDeliverer, WebhookSettings};
 use crate::http::{self, AppState, HttpSettings};
 use crate::routing::Router;
 use crate::store::{SqlStore, redact_url};
@@ -222,7 +223,7 @@ pub async fn start_with_bus(
 
     let state = AppState::new(
         node.clone(),
-        Arc::clone(&store),
+        sql.clone(),
         HttpSettings {
             app_secret: config.whatsapp_app_secret.clone(),
             verify_token: config.whatsapp_verify_token.clone(),
@@ -284,6 +285,19 @@ pub async fn start_with_bus(
         }
         .run(),
     );
+    tasks.spawn_until_cancelled(
+        WebhookDeliverer {
+            store: sql.clone(),
+            http: webhook_client()?,
+            settings: WebhookSettings {
+                retry_window: Duration::from_secs(config.webhook_retry_secs),
+                timeout: Duration::from_millis(config.webhook_timeout_ms),
+            },
+            cluster: cluster.clone(),
+            clock: Arc::new(SystemClock),
+        }
+        .run(),
+    );
     if config.whatsapp_app_secret.is_none() {
         warn!(
             "SALESBOY_WHATSAPP_APP_SECRET is not set: webhook deliveries are refused (503) until it is"
@@ -337,6 +351,16 @@ fn adapters(
     );
     let llm = crate::adapters::llm::HttpLlmFactory::new(client, None);
     Ok((Arc::new(whatsapp), Arc::new(llm)))
+}
+
+/// The HTTP client of event webhooks: rustls, no redirects (a 3xx is a failed attempt).
+fn webhook_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("salesboy-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the webhook HTTP client")
 }
 
 /// The configured admin token, or the one in the data dir (generated on first start).

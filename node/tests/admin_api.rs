@@ -41,6 +41,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/send"),
     ("get", "/api/tenants/{id}/usage"),
+    ("get", "/api/tenants/{id}/webhooks"),
+    ("post", "/api/tenants/{id}/webhooks"),
+    ("delete", "/api/tenants/{id}/webhooks/{webhook_id}"),
+    (
+        "get",
+        "/api/tenants/{id}/webhooks/{webhook_id}/dead-letters",
+    ),
+    (
+        "post",
+        "/api/tenants/{id}/webhooks/{webhook_id}/dead-letters/redeliver",
+    ),
     ("get", "/api/cluster"),
 ];
 
@@ -62,7 +73,8 @@ struct Harness {
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let sql = SqlStore::connect(&url).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(sql.clone());
     let whatsapp = RecordingWhatsApp::default();
     let sent = Arc::clone(&whatsapp.sent);
     let services = services(
@@ -74,7 +86,7 @@ async fn harness() -> Harness {
     let (node, _) = NodeHandle::start(services).await.unwrap();
     let state = AppState::new(
         node,
-        Arc::clone(&store),
+        sql,
         HttpSettings {
             app_secret: None,
             verify_token: None,

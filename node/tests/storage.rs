@@ -19,7 +19,7 @@ use salesboy_actors::store::{
     NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
     StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
-use salesboy_node::store::{Dialect, SqlStore};
+use salesboy_node::store::{Dialect, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -160,6 +160,7 @@ storage_suite!(
     events_are_listed_newest_first,
     changes_write_their_events_in_their_transactions,
     the_outbox_is_published_in_order_and_kept_for_a_while,
+    published_events_queue_for_webhooks_one_per_chat_at_a_time,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1835,6 +1836,158 @@ async fn the_outbox_is_published_in_order_and_kept_for_a_while(store: SqlStore) 
     let kept = store.events_after(0, 100).await.unwrap();
     assert_eq!(kept.len(), 2);
     assert_eq!(kept[0].seq, all[2].seq);
+}
+
+async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlStore) {
+    let acme = given_tenant(&store, "acme").await;
+    let beta = given_tenant(&store, "beta").await;
+    let webhook = |id: &str, tenant: &TenantId, kinds: Option<Vec<String>>| Webhook {
+        id: id.into(),
+        tenant: tenant.clone(),
+        url: "https://example.com/hook".into(),
+        kinds,
+        secret: "0123456789abcdef".into(),
+        created_ms: T0,
+    };
+    store
+        .add_webhook(&webhook("wh_all", &acme, None))
+        .await
+        .unwrap();
+    store
+        .add_webhook(&webhook("wh_sent", &acme, Some(vec!["reply_sent".into()])))
+        .await
+        .unwrap();
+    store
+        .add_webhook(&webhook("wh_beta", &beta, None))
+        .await
+        .unwrap();
+    let (a, b) = (chat_id("1"), chat_id("2"));
+    for (chat, id) in [(&a, "a1"), (&a, "a2"), (&b, "b1")] {
+        receive(&store, &acme, chat, id, T0).await;
+    }
+    assert!(
+        store.due_deliveries(T0, 100).await.unwrap().is_empty(),
+        "nothing before publishing"
+    );
+    let published: Vec<i64> = store
+        .unpublished_events(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    store.mark_events_published(&published, T0).await.unwrap();
+    // Marked again by an overlapping publisher: queued once all the same.
+    store
+        .mark_events_published(&published, T0 + 1)
+        .await
+        .unwrap();
+    let due = store.due_deliveries(T0, 100).await.unwrap();
+    let heads: Vec<(&str, &str)> = due
+        .iter()
+        .map(|d| {
+            (
+                d.webhook.id.as_str(),
+                d.event.event.detail["wamid"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        heads,
+        [("wh_all", "a1"), ("wh_all", "b1")],
+        "the head of each chat; the kinds filter holds"
+    );
+    let summaries = store.webhooks(&acme).await.unwrap();
+    assert_eq!(
+        summaries
+            .iter()
+            .map(|s| (s.pending, s.dead))
+            .collect::<Vec<_>>(),
+        [(3, 0), (0, 0)]
+    );
+    assert!(!format!("{:?}", summaries[0].webhook).contains("0123456789abcdef"));
+
+    // a1 fails and is retried later: a2 waits behind it; b1 is delivered.
+    store
+        .delivery_failed(
+            "wh_all",
+            due[0].event.seq,
+            "answered 500",
+            Some(T0 + 1_000),
+            T0,
+        )
+        .await
+        .unwrap();
+    store
+        .delivery_done("wh_all", due[1].event.seq)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_deliveries(T0 + 999, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.next_delivery_attempt().await.unwrap(),
+        Some(T0 + 1_000)
+    );
+    let again = store.due_deliveries(T0 + 1_000, 100).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    // Given up: dead-lettered, and a2 comes up.
+    store
+        .delivery_failed("wh_all", again[0].event.seq, "timed out", None, T0 + 2_000)
+        .await
+        .unwrap();
+    let next = store.due_deliveries(T0 + 2_000, 100).await.unwrap();
+    assert_eq!(next[0].event.event.detail["wamid"], "a2");
+    let dead = store
+        .dead_letters(&acme, "wh_all", 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
+    assert_eq!(dead[0].last_error.as_deref(), Some("timed out"));
+    assert_eq!(dead[0].dead_ms, T0 + 2_000);
+    assert_eq!(
+        store.dead_letters(&beta, "wh_all", 10).await.unwrap(),
+        None,
+        "another tenant's"
+    );
+    // Retention keeps an event a webhook still holds.
+    store.delete_events_before(T0 + 1).await.unwrap();
+    assert_eq!(
+        store
+            .dead_letters(&acme, "wh_all", 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .redeliver(&acme, "wh_all", None, T0 + 3_000)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.redeliver(&acme, "wh_nope", None, T0).await.unwrap(),
+        None
+    );
+    assert!(store.remove_webhook(&acme, "wh_all").await.unwrap());
+    assert!(!store.remove_webhook(&acme, "wh_all").await.unwrap());
+    assert!(
+        store
+            .due_deliveries(T0 + 10_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

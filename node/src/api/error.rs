@@ -44,6 +44,14 @@ pub enum ApiError {
         /// The document's id.
         document: i64,
     },
+    /// No such webhook of the tenant (404).
+    #[error("unknown webhook {webhook} of tenant {tenant}")]
+    UnknownWebhook {
+        /// The tenant.
+        tenant: TenantId,
+        /// The webhook's id.
+        webhook: String,
+    },
     /// No such route or command (404).
     #[error("no such admin route")]
     UnknownRoute,
@@ -105,6 +113,7 @@ impl ApiError {
             Self::InvalidToken => (401, "invalid_token"),
             Self::UnknownTenant(_) => (404, "unknown_tenant"),
             Self::UnknownDocument { .. } => (404, "unknown_document"),
+            Self::UnknownWebhook { .. } => (404, "unknown_webhook"),
             Self::UnknownRoute => (404, "unknown_route"),
             Self::MethodNotAllowed => (405, "method_not_allowed"),
             Self::TenantExists(_) => (409, "tenant_exists"),
@@ -155,6 +164,10 @@ mod tests {
             ApiError::UnknownDocument {
                 tenant: tenant.clone(),
                 document: 1,
+            },
+            ApiError::UnknownWebhook {
+                tenant: tenant.clone(),
+                webhook: "wh_1".into(),
             },
             ApiError::UnknownRoute,
             ApiError::MethodNotAllowed,

@@ -10,6 +10,7 @@
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
 //! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
+//! - [`webhooks`]: a tenant's HTTP event webhooks and their dead letters;
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
@@ -20,6 +21,7 @@ pub mod knowledge;
 pub mod service;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ pub use error::ApiError;
 use crate::cluster::ClusterMember;
 use crate::ingress::Ingress;
 use crate::routing::Router;
+use crate::store::SqlStore;
 
 /// What the operations act on: the node's actors, database, ingress and cluster. Cheap to
 /// clone.
@@ -41,6 +44,8 @@ pub struct Api {
     pub node: NodeHandle,
     /// The database.
     pub store: Arc<dyn Store>,
+    /// The same database, for what only the SQL store offers (event webhooks).
+    pub sql: SqlStore,
     /// The webhook ingress (its phone-number cache is refreshed when a number changes).
     pub ingress: Ingress,
     /// Where tenant commands go.

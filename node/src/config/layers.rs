@@ -53,6 +53,8 @@ pub(super) struct Layers {
     pub(super) events_max_age_secs: Option<u64>,
     pub(super) events_duplicate_window_secs: Option<u64>,
     pub(super) events_replicas: Option<usize>,
+    pub(super) webhook_retry_secs: Option<u64>,
+    pub(super) webhook_timeout_ms: Option<u64>,
 }
 
 /// A string, or a number or boolean in its text form (`admin_token = 1234` is the token

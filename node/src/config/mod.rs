@@ -60,6 +60,8 @@ pub const KEYS: &[&str] = &[
     "events_max_age_secs",
     "events_duplicate_window_secs",
     "events_replicas",
+    "webhook_retry_secs",
+    "webhook_timeout_ms",
 ];
 
 /// How logs are written.
@@ -121,6 +123,11 @@ pub struct Config {
     pub events_duplicate_window_secs: u64,
     /// Replicas of the events stream on a NATS cluster (default 1: one server).
     pub events_replicas: usize,
+    /// How long an event webhook delivery is retried before it is dead-lettered (default
+    /// 24 h).
+    pub webhook_retry_secs: u64,
+    /// How long one event webhook delivery attempt may take (default 10 s).
+    pub webhook_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -148,6 +155,8 @@ impl Default for Config {
             events_max_age_secs: 7 * 24 * 3600,
             events_duplicate_window_secs: 120,
             events_replicas: 1,
+            webhook_retry_secs: 24 * 3600,
+            webhook_timeout_ms: 10_000,
         }
     }
 }
@@ -246,6 +255,8 @@ impl Config {
             events_max_age_secs,
             events_duplicate_window_secs,
             events_replicas,
+            webhook_retry_secs,
+            webhook_timeout_ms,
         } = layers;
         set(&mut self.node_id, node_id);
         set(&mut self.http_addr, http_addr);
@@ -327,6 +338,14 @@ impl Config {
         if !(1..=5).contains(&self.events_replicas) {
             return Err(("events_replicas", "must be between 1 and 5".into()));
         }
+        set(
+            &mut self.webhook_retry_secs,
+            positive("webhook_retry_secs", webhook_retry_secs)?,
+        );
+        set(
+            &mut self.webhook_timeout_ms,
+            positive("webhook_timeout_ms", webhook_timeout_ms)?,
+        );
         Ok(self)
     }
 

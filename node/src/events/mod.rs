@@ -7,9 +7,12 @@
 //!   transaction.
 //! - [`publisher`]: reads the outbox in order, publishes each event to the JetStream stream
 //!   `SB_EVENTS` with `Nats-Msg-Id` = its id, marks it published, and hands it to local
-//!   subscribers ([`NodeEvents::subscribe`]).
+//!   subscribers ([`NodeEvents::subscribe`]); marking an event published queues it for the
+//!   tenant's HTTP event webhooks;
+//! - [`webhooks`]: the delivery worker of HTTP event webhooks.
 
 pub mod publisher;
+pub mod webhooks;
 
 use std::sync::Arc;
 

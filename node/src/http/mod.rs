@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ingress::Ingress;
+use crate::store::SqlStore;
 
 /// Everything the HTTP handlers share. Build it with [`AppState::new`].
 #[derive(Clone)]
@@ -29,6 +30,8 @@ pub struct AppState {
     pub node: NodeHandle,
     /// The database.
     pub store: Arc<dyn Store>,
+    /// The same database, for what only the SQL store offers (event webhooks).
+    pub sql: SqlStore,
     /// Secrets and settings of the HTTP side.
     pub http: Arc<HttpSettings>,
     /// Renders `/metrics`.
@@ -49,12 +52,13 @@ impl AppState {
     /// `shutdown` is cancelled.
     pub fn new(
         node: NodeHandle,
-        store: Arc<dyn Store>,
+        sql: SqlStore,
         http: HttpSettings,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
+        let store: Arc<dyn Store> = Arc::new(sql.clone());
         let router = crate::routing::Router::Local(node.clone());
         let ingress = Ingress::new(
             Arc::clone(&store),
@@ -68,6 +72,7 @@ impl AppState {
             cluster: None,
             node,
             store,
+            sql,
             http: Arc::new(http),
             metrics,
             started: Instant::now(),
@@ -80,6 +85,7 @@ impl AppState {
         crate::api::Api {
             node: self.node.clone(),
             store: Arc::clone(&self.store),
+            sql: self.sql.clone(),
             ingress: self.ingress.clone(),
             router: self.router.clone(),
             cluster: self.cluster.clone(),

@@ -18,6 +18,7 @@
 //! - `tenants`: tenants and their WhatsApp numbers;
 //! - `messages`: conversations, messages, replies, statuses and the reads reconciliation
 //!   needs;
+//! - `webhooks`: HTTP event webhooks and the events each has still to receive;
 //! - `retention`: deleting old messages;
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage;
@@ -34,6 +35,7 @@ mod outbox;
 mod retention;
 mod roles;
 mod tenants;
+mod webhooks;
 
 use std::fmt;
 use std::future::Future;
@@ -41,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use salesboy_actors::store::StoreError;
+use salesboy_protocol::TenantId;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
@@ -50,6 +53,7 @@ use tracing::debug;
 pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
+pub use webhooks::{DeadLetter, DueDelivery, Webhook, WebhookSummary};
 
 /// Postgres schema, applied at connect.
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -115,12 +119,19 @@ pub(crate) struct Db {
     dialect: Dialect,
     /// Woken after each commit that wrote to the events outbox (the publisher waits on it).
     outbox: Arc<Notify>,
+    /// Woken after events were queued for webhooks (the delivery worker waits on it).
+    webhooks: Arc<Notify>,
 }
 
 impl Db {
     /// Tells the events publisher that the outbox has new events (call after the commit).
     fn outbox_written(&self) {
         self.outbox.notify_one();
+    }
+
+    /// Tells the webhook delivery worker that events were queued.
+    fn webhooks_queued(&self) {
+        self.webhooks.notify_one();
     }
 
     /// Starts a transaction for a read-then-write. On SQLite it takes the write lock at
@@ -243,6 +254,7 @@ impl SqlStore {
                 pool,
                 dialect,
                 outbox: Arc::new(Notify::new()),
+                webhooks: Arc::new(Notify::new()),
             },
             url: redacted,
         })
@@ -289,6 +301,96 @@ impl SqlStore {
     pub async fn delete_events_before(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
         self.run(outbox::delete_events_before(&self.db, cutoff_ms))
             .await
+    }
+
+    /// Completes when events have been queued for webhooks through this store since the
+    /// last call (at once if they were).
+    pub async fn webhooks_queued(&self) {
+        self.db.webhooks.notified().await;
+    }
+
+    /// Adds a webhook.
+    pub async fn add_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        self.run(webhooks::add(&self.db, webhook)).await
+    }
+
+    /// The tenant's webhooks, oldest first, with their pending and dead counts.
+    pub async fn webhooks(&self, tenant: &TenantId) -> Result<Vec<WebhookSummary>, StoreError> {
+        self.run(webhooks::list(&self.db, tenant)).await
+    }
+
+    /// Removes one of the tenant's webhooks and its queue; whether it existed.
+    pub async fn remove_webhook(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.run(webhooks::remove(&self.db, tenant, id)).await
+    }
+
+    /// Up to `count` deliveries due at `now_ms`: the first pending event of each webhook and
+    /// chat whose next attempt is due, in outbox order.
+    pub async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        count: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.run(webhooks::due(&self.db, now_ms, count)).await
+    }
+
+    /// The earliest next attempt of a delivery at the head of its chat's queue, if any.
+    pub async fn next_delivery_attempt(&self) -> Result<Option<i64>, StoreError> {
+        self.run(webhooks::next_attempt(&self.db)).await
+    }
+
+    /// Records that event `seq` reached webhook `webhook_id`.
+    pub async fn delivery_done(&self, webhook_id: &str, seq: i64) -> Result<(), StoreError> {
+        self.run(webhooks::delivered(&self.db, webhook_id, seq))
+            .await
+    }
+
+    /// Records a failed delivery attempt: retried at `retry_at_ms`, or dead-lettered at
+    /// `now_ms` when that is `None`.
+    pub async fn delivery_failed(
+        &self,
+        webhook_id: &str,
+        seq: i64,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run(webhooks::failed(
+            &self.db,
+            webhook_id,
+            seq,
+            error,
+            retry_at_ms,
+            now_ms,
+        ))
+        .await
+    }
+
+    /// Up to `count` dead letters of the tenant's webhook, oldest first; `None` if the tenant
+    /// has no such webhook.
+    pub async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        count: u32,
+    ) -> Result<Option<Vec<DeadLetter>>, StoreError> {
+        self.run(webhooks::dead_letters(&self.db, tenant, webhook_id, count))
+            .await
+    }
+
+    /// Queues dead letters of the tenant's webhook again (all, or event `event_id`'s) with a
+    /// new retry window; how many, or `None` if the tenant has no such webhook.
+    pub async fn redeliver(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        event_id: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.run(webhooks::redeliver(
+            &self.db, tenant, webhook_id, event_id, now_ms,
+        ))
+        .await
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

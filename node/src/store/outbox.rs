@@ -9,9 +9,9 @@ use salesboy_protocol::{ChatId, TenantId};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use super::Db;
 use super::decode::{get, limit, named, optional_id};
 use super::error::Failure;
+use super::{Db, webhooks};
 use salesboy_actors::store::StoreError;
 
 /// An event as the outbox keeps it.
@@ -85,7 +85,8 @@ pub(crate) async fn unpublished(db: &Db, count: u32) -> Result<Vec<OutboxEvent>,
     rows.iter().map(outbox_event).collect()
 }
 
-/// Marks the events `seqs` published at `at_ms`.
+/// Marks the events `seqs` published at `at_ms`, and queues those not marked before for the
+/// webhooks that want them, in one transaction.
 pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<(), Failure> {
     if seqs.is_empty() {
         return Ok(());
@@ -94,15 +95,24 @@ pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<
     // of a batch without being in it.
     let placeholders: Vec<String> = (2..seqs.len() + 2).map(|n| format!("${n}")).collect();
     let sql = format!(
-        "UPDATE event_outbox SET published_ms = $1 WHERE seq IN ({})",
+        "UPDATE event_outbox SET published_ms = $1 \
+         WHERE seq IN ({}) AND published_ms IS NULL RETURNING seq",
         placeholders.join(", ")
     );
+    let mut tx = db.begin().await?;
     // Safe: the text holds only numbered placeholders; the values are bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at_ms);
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(at_ms);
     for seq in seqs {
         query = query.bind(*seq);
     }
-    query.execute(&db.pool).await?;
+    // Only the events marked now: one published twice (two publishers overlapping) is
+    // queued for the webhooks once.
+    let marked: Vec<i64> = query.fetch_all(&mut *tx).await?;
+    webhooks::enqueue(&mut tx, &marked, at_ms).await?;
+    tx.commit().await?;
+    if !marked.is_empty() {
+        db.webhooks_queued();
+    }
     Ok(())
 }
 
@@ -120,24 +130,29 @@ pub(crate) async fn events_after(
     rows.iter().map(outbox_event).collect()
 }
 
-/// Deletes the events that happened before `cutoff_ms`; returns how many went, and how
-/// many of those had never been published.
+/// Deletes the events that happened before `cutoff_ms`, and the dead letters given up
+/// before it; an event a webhook has still to receive stays. Returns how many events went,
+/// and how many of those had never been published.
 pub(crate) async fn delete_events_before(db: &Db, cutoff_ms: i64) -> Result<(u64, u64), Failure> {
+    webhooks::delete_dead_before(db, cutoff_ms).await?;
     let unpublished: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM event_outbox WHERE at_ms < $1 AND published_ms IS NULL",
     )
     .bind(cutoff_ms)
     .fetch_one(&db.pool)
     .await?;
-    let deleted = sqlx::query("DELETE FROM event_outbox WHERE at_ms < $1")
-        .bind(cutoff_ms)
-        .execute(&db.pool)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query(
+        "DELETE FROM event_outbox WHERE at_ms < $1 AND NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries d WHERE d.seq = event_outbox.seq)",
+    )
+    .bind(cutoff_ms)
+    .execute(&db.pool)
+    .await?
+    .rows_affected();
     Ok((deleted, u64::try_from(unpublished).unwrap_or(0)))
 }
 
-fn outbox_event(row: &AnyRow) -> Result<OutboxEvent, Failure> {
+pub(crate) fn outbox_event(row: &AnyRow) -> Result<OutboxEvent, Failure> {
     let detail: String = get(row, "detail")?;
     let detail = serde_json::from_str(&detail).map_err(|e| {
         Failure::Store(StoreError::Invalid {

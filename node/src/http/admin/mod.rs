@@ -6,7 +6,7 @@
 //!
 //! Every route but `GET /api/openapi.json` requires `Authorization: Bearer <admin token>`
 //! (compared in constant time, never logged). Errors are JSON `{"error": "…"}`: 400 invalid
-//! input (naming the field), 401 no or wrong token, 404 unknown tenant, document or route,
+//! input (naming the field), 401 no or wrong token, 404 unknown tenant, document, webhook or route,
 //! 409 a phone number owned by another tenant, 503 database unavailable or node at capacity,
 //! 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
@@ -24,6 +24,7 @@
 //! - `conversations`: `/tenants/{id}/conversations` and
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
 //! - `usage`: `/tenants/{id}/usage` (a month's LLM tokens and cost, messages in and out);
+//! - `webhooks`: `/tenants/{id}/webhooks…` (HTTP event webhooks, their dead letters);
 //! - `cluster`: `/cluster`;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
 
@@ -35,6 +36,7 @@ mod knowledge;
 mod openapi;
 mod tenants;
 mod usage;
+mod webhooks;
 
 use axum::Router;
 use axum::middleware;
@@ -67,6 +69,7 @@ fn api(
         .merge(knowledge::routes())
         .merge(conversations::routes())
         .merge(usage::routes())
+        .merge(webhooks::routes())
         .merge(cluster::routes());
     openapi::routes().merge(guard(protected))
 }

@@ -50,6 +50,7 @@ pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "knowledge", description = "the documents the assistant answers from"),
         (name = "conversations", description = "chat logs, bot pause and resume, owner sends"),
         (name = "usage", description = "a tenant's LLM tokens and cost, messages in and out"),
+        (name = "webhooks", description = "HTTP event webhooks and their dead letters"),
         (name = "cluster", description = "the gateway's nodes"),
         (name = "meta", description = "this document"),
     )

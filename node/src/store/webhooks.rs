@@ -1,0 +1,377 @@
+//! HTTP event webhooks: the tenants' webhooks (`webhooks`) and the events each has still to
+//! receive or gave up on (`webhook_deliveries`).
+//!
+//! Deliveries are queued by [`super::outbox::mark_published`], in the transaction that marks
+//! the events published, so every published event reaches every matching webhook once. The
+//! delivery worker reads the due ones ([`due`]): the first pending delivery of each order
+//! key (tenant and chat), so one chat's events go out one at a time, in order.
+
+use salesboy_protocol::TenantId;
+use salesboy_protocol::events::Event;
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use super::Db;
+use super::decode::{get, id, limit};
+use super::error::Failure;
+use super::outbox::{OutboxEvent, outbox_event};
+
+/// A tenant's webhook, with its secret (for signing; never shown after creation).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its id (`wh_…`).
+    pub id: String,
+    /// The tenant whose events it receives.
+    pub tenant: TenantId,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The kinds it receives; `None`: every kind.
+    pub kinds: Option<Vec<String>>,
+    /// The HMAC-SHA256 key of its signatures.
+    pub secret: String,
+    /// When it was added (unix ms).
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("kinds", &self.kinds)
+            .field("secret", &"***")
+            .field("created_ms", &self.created_ms)
+            .finish()
+    }
+}
+
+/// A webhook with how many events it has still to receive and how many it gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSummary {
+    /// The webhook.
+    pub webhook: Webhook,
+    /// Events waiting to be delivered.
+    pub pending: i64,
+    /// Events dead-lettered.
+    pub dead: i64,
+}
+
+/// An event due for delivery to a webhook.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// The webhook.
+    pub webhook: Webhook,
+    /// The event, with its place in the outbox.
+    pub event: OutboxEvent,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// The start of its retry window (unix ms).
+    pub since_ms: i64,
+}
+
+/// An event a webhook gave up on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The event.
+    pub event: Event,
+    /// How many attempts failed.
+    pub attempts: i64,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+    /// When it was given up (unix ms).
+    pub dead_ms: i64,
+}
+
+/// The stored form of a kinds filter (`,a,b,`), matched with `LIKE '%,kind,%'`.
+fn kinds_column(kinds: Option<&[String]>) -> Option<String> {
+    kinds.map(|kinds| format!(",{},", kinds.join(",")))
+}
+
+fn webhook(row: &AnyRow) -> Result<Webhook, Failure> {
+    let kinds: Option<String> = get(row, "kinds")?;
+    Ok(Webhook {
+        id: get(row, "webhook_id")?,
+        tenant: id(row, "webhook_tenant")?,
+        url: get(row, "url")?,
+        kinds: kinds.map(|k| {
+            k.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }),
+        secret: get(row, "secret")?,
+        created_ms: get(row, "created_ms")?,
+    })
+}
+
+/// The columns [`webhook`] reads, from `webhooks w`.
+macro_rules! webhook_columns {
+    () => {
+        "w.id AS webhook_id, w.tenant_id AS webhook_tenant, w.url, w.kinds, w.secret, \
+         w.created_ms"
+    };
+}
+
+/// Adds a webhook.
+pub(crate) async fn add(db: &Db, webhook: &Webhook) -> Result<(), Failure> {
+    sqlx::query(
+        "INSERT INTO webhooks (id, tenant_id, url, kinds, secret, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(webhook.id.as_str())
+    .bind(webhook.tenant.as_str())
+    .bind(webhook.url.as_str())
+    .bind(kinds_column(webhook.kinds.as_deref()))
+    .bind(webhook.secret.as_str())
+    .bind(webhook.created_ms)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// The tenant's webhooks, oldest first, with their pending and dead counts.
+pub(crate) async fn list(db: &Db, tenant: &TenantId) -> Result<Vec<WebhookSummary>, Failure> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        webhook_columns!(),
+        ", (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+         AND d.state = 'pending') AS pending, \
+         (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+         AND d.state = 'dead') AS dead \
+         FROM webhooks w WHERE w.tenant_id = $1 ORDER BY w.created_ms, w.id"
+    ))
+    .bind(tenant.as_str())
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(WebhookSummary {
+                webhook: webhook(row)?,
+                pending: get(row, "pending")?,
+                dead: get(row, "dead")?,
+            })
+        })
+        .collect()
+}
+
+/// Removes one of the tenant's webhooks with its queue; whether it existed.
+pub(crate) async fn remove(db: &Db, tenant: &TenantId, webhook_id: &str) -> Result<bool, Failure> {
+    let mut tx = db.begin().await?;
+    // Explicit, not only by cascade: SQLite connections may run without foreign keys.
+    sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE webhook_id IN \
+         (SELECT id FROM webhooks WHERE id = $1 AND tenant_id = $2)",
+    )
+    .bind(webhook_id)
+    .bind(tenant.as_str())
+    .execute(&mut *tx)
+    .await?;
+    let removed = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2")
+        .bind(webhook_id)
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(removed > 0)
+}
+
+/// Queues the events `seqs` (just marked published, on `conn`) for every matching webhook.
+pub(crate) async fn enqueue(
+    conn: &mut AnyConnection,
+    seqs: &[i64],
+    now_ms: i64,
+) -> Result<(), Failure> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (2..seqs.len() + 2).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "INSERT INTO webhook_deliveries \
+         (webhook_id, seq, order_key, state, attempts, next_attempt_ms, since_ms) \
+         SELECT w.id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, ''), 'pending', 0, \
+         $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
+         WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%') \
+         ON CONFLICT DO NOTHING",
+        placeholders.join(", ")
+    );
+    // Safe: the text holds only numbered placeholders; the values are bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+    for seq in seqs {
+        query = query.bind(*seq);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Up to `count` deliveries due at `now_ms`: for each webhook and order key, its first
+/// pending delivery, if its next attempt is due. In outbox order.
+pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDelivery>, Failure> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        webhook_columns!(),
+        ", d.attempts, d.since_ms, \
+         e.seq, e.event_id, e.tenant_id, e.chat_id, e.kind, e.detail, e.at_ms, e.published_ms \
+         FROM webhook_deliveries d \
+         JOIN webhooks w ON w.id = d.webhook_id \
+         JOIN event_outbox e ON e.seq = d.seq \
+         WHERE d.state = 'pending' AND d.next_attempt_ms <= $1 \
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.webhook_id = d.webhook_id \
+         AND p.order_key = d.order_key AND p.state = 'pending' AND p.seq < d.seq) \
+         ORDER BY d.seq LIMIT $2"
+    ))
+    .bind(now_ms)
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DueDelivery {
+                webhook: webhook(row)?,
+                event: outbox_event(row)?,
+                attempts: get(row, "attempts")?,
+                since_ms: get(row, "since_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// The earliest next attempt of a delivery at the head of its queue, if any (those behind
+/// an earlier event of their chat wait for it, whatever their own time).
+pub(crate) async fn next_attempt(db: &Db) -> Result<Option<i64>, Failure> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(d.next_attempt_ms) FROM webhook_deliveries d WHERE d.state = 'pending' \
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.webhook_id = d.webhook_id \
+         AND p.order_key = d.order_key AND p.state = 'pending' AND p.seq < d.seq)",
+    )
+    .fetch_one(&db.pool)
+    .await?)
+}
+
+/// Records that the event `seq` reached webhook `webhook_id`: its delivery is done.
+pub(crate) async fn delivered(db: &Db, webhook_id: &str, seq: i64) -> Result<(), Failure> {
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND seq = $2")
+        .bind(webhook_id)
+        .bind(seq)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at_ms`, or dead-lettered at `now_ms` when
+/// `retry_at_ms` is `None`.
+pub(crate) async fn failed(
+    db: &Db,
+    webhook_id: &str,
+    seq: i64,
+    error: &str,
+    retry_at_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(), Failure> {
+    let (state, next, dead) = match retry_at_ms {
+        Some(at) => ("pending", at, None),
+        None => ("dead", now_ms, Some(now_ms)),
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $3, \
+         state = $4, next_attempt_ms = $5, dead_ms = $6 WHERE webhook_id = $1 AND seq = $2",
+    )
+    .bind(webhook_id)
+    .bind(seq)
+    .bind(error)
+    .bind(state)
+    .bind(next)
+    .bind(dead)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Up to `count` of a webhook's dead letters, oldest event first.
+pub(crate) async fn dead_letters(
+    db: &Db,
+    tenant: &TenantId,
+    webhook_id: &str,
+    count: u32,
+) -> Result<Option<Vec<DeadLetter>>, Failure> {
+    if !exists(db, tenant, webhook_id).await? {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT d.attempts, d.last_error, d.dead_ms, e.seq, e.event_id, e.tenant_id, \
+         e.chat_id, e.kind, e.detail, e.at_ms, e.published_ms \
+         FROM webhook_deliveries d JOIN event_outbox e ON e.seq = d.seq \
+         WHERE d.webhook_id = $1 AND d.state = 'dead' ORDER BY d.seq LIMIT $2",
+    )
+    .bind(webhook_id)
+    .bind(limit(count))
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetter {
+                event: outbox_event(row)?.event,
+                attempts: get(row, "attempts")?,
+                last_error: get(row, "last_error")?,
+                dead_ms: get::<Option<i64>>(row, "dead_ms")?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, Failure>>()
+        .map(Some)
+}
+
+/// Queues a webhook's dead letters again (all, or the one of event `event_id`), with a new
+/// retry window from `now_ms`. `None` if the tenant has no such webhook; else how many.
+pub(crate) async fn redeliver(
+    db: &Db,
+    tenant: &TenantId,
+    webhook_id: &str,
+    event_id: Option<&str>,
+    now_ms: i64,
+) -> Result<Option<u64>, Failure> {
+    if !exists(db, tenant, webhook_id).await? {
+        return Ok(None);
+    }
+    let query = match event_id {
+        None => sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
+             next_attempt_ms = $2, since_ms = $2, dead_ms = NULL, last_error = NULL \
+             WHERE webhook_id = $1 AND state = 'dead'",
+        )
+        .bind(webhook_id)
+        .bind(now_ms),
+        Some(event_id) => sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
+             next_attempt_ms = $2, since_ms = $2, dead_ms = NULL, last_error = NULL \
+             WHERE webhook_id = $1 AND state = 'dead' \
+             AND seq IN (SELECT seq FROM event_outbox WHERE event_id = $3)",
+        )
+        .bind(webhook_id)
+        .bind(now_ms)
+        .bind(event_id),
+    };
+    Ok(Some(query.execute(&db.pool).await?.rows_affected()))
+}
+
+/// Deletes dead letters given up before `cutoff_ms`; how many.
+pub(crate) async fn delete_dead_before(db: &Db, cutoff_ms: i64) -> Result<u64, Failure> {
+    Ok(
+        sqlx::query("DELETE FROM webhook_deliveries WHERE state = 'dead' AND dead_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&db.pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+async fn exists(db: &Db, tenant: &TenantId, webhook_id: &str) -> Result<bool, Failure> {
+    Ok(
+        sqlx::query("SELECT 1 FROM webhooks WHERE id = $1 AND tenant_id = $2")
+            .bind(webhook_id)
+            .bind(tenant.as_str())
+            .fetch_optional(&db.pool)
+            .await?
+            .is_some(),
+    )
+}

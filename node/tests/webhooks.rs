@@ -1,0 +1,389 @@
+//! HTTP event webhooks (`docs/protocol.md`, "HTTP event webhooks") as a receiver sees them:
+//! a real node alone (no NATS: webhooks need none), its admin API, and a small HTTP receiver
+//! in the test that checks every signature the documented way.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use salesboy_testkit::gateway::ADMIN_TOKEN;
+use salesboy_testkit::{Db, Gateway, eventually, webhooks};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const WAIT: Duration = Duration::from_secs(30);
+const PHONE: &str = "106540352242922";
+const CHATS: [&str; 2] = ["16505550101", "16505550102"];
+
+/// What a receiver got: each delivery it answered 2xx, in arrival order.
+#[derive(Clone, Default)]
+struct Receiver {
+    accepted: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    attempts: Arc<Mutex<usize>>,
+    /// The status it answers.
+    status: Arc<AtomicU16>,
+}
+
+async fn hook(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    *receiver.attempts.lock().unwrap() += 1;
+    let status = StatusCode::from_u16(receiver.status.load(Ordering::SeqCst)).unwrap();
+    if status.is_success() {
+        receiver.accepted.lock().unwrap().push((headers, body));
+    }
+    status
+}
+
+impl Receiver {
+    /// Serves on `listener` until the test ends.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+
+    /// The accepted events, each checked: signature (HMAC-SHA256 of timestamp + "." + body
+    /// keyed with `secret`), event id header, JSON fields.
+    fn events(&self, secret: &str) -> Vec<Value> {
+        let accepted = self.accepted.lock().unwrap().clone();
+        accepted
+            .iter()
+            .map(|(headers, body)| {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{name} missing"))
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                };
+                let timestamp = header("X-Salesboy-Timestamp");
+                assert!(
+                    timestamp.parse::<u64>().is_ok(),
+                    "unix seconds: {timestamp}"
+                );
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+                mac.update(timestamp.as_bytes());
+                mac.update(b".");
+                mac.update(body);
+                let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                assert_eq!(
+                    header("X-Salesboy-Signature-256"),
+                    expected,
+                    "valid signature"
+                );
+                let event: Value = serde_json::from_slice(body).expect("JSON");
+                assert_eq!(header("X-Salesboy-Event-Id"), event["id"].as_str().unwrap());
+                assert_eq!(event["v"], 1);
+                event
+            })
+            .collect()
+    }
+}
+
+async fn admin(
+    gateway: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = gateway
+        .http
+        .request(method, format!("{}/api{path}", gateway.base))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin request");
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A conversation: each chat writes three times, each message answered before the next.
+async fn converse(gateway: &Gateway) {
+    let mut sent = 0;
+    for round in 0..3 {
+        for chat in CHATS {
+            let body =
+                webhooks::text_message(PHONE, chat, &format!("wamid.{chat}.{round}"), "open?");
+            assert_eq!(gateway.post_webhook(&body).await, reqwest::StatusCode::OK);
+            sent += 1;
+            gateway
+                .wait_for_sent(sent, "the reply goes out before the next message")
+                .await;
+        }
+    }
+}
+
+/// Per chat: message_received and reply_sent alternate, the customer's messages in order.
+fn assert_in_order_per_chat(events: &[Value]) {
+    let mut per_chat: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for event in events {
+        if let Some(chat) = event["chat"].as_str() {
+            per_chat.entry(chat).or_default().push(event);
+        }
+    }
+    for chat in CHATS {
+        let kinds: Vec<&str> = per_chat[chat]
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .filter(|k| matches!(*k, "message_received" | "reply_sent"))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "message_received",
+                "reply_sent",
+                "message_received",
+                "reply_sent",
+                "message_received",
+                "reply_sent"
+            ],
+            "chat {chat}"
+        );
+        let wamids: Vec<&str> = per_chat[chat]
+            .iter()
+            .filter(|e| e["kind"] == "message_received")
+            .map(|e| e["detail"]["wamid"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..3).map(|r| format!("wamid.{chat}.{r}")).collect();
+        assert_eq!(wamids, expected);
+    }
+}
+
+fn conversation_events(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e["kind"].as_str(), Some("message_received" | "reply_sent")))
+        .count()
+}
+
+#[tokio::test]
+async fn a_receiver_that_was_down_gets_every_event_once_in_order_and_signed() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    gateway.add_tenant("acme", PHONE, None).await;
+    // A port where nobody listens yet: deliveries are refused until the receiver starts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let (status, created) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/tenants/acme/webhooks",
+        Some(json!({"url": format!("http://127.0.0.1:{port}/hook")})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"]
+        .as_str()
+        .expect("the secret, shown once")
+        .to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    converse(&gateway).await;
+    // Everything is queued and the first attempts failed.
+    eventually(WAIT, || async {
+        let (_, list) = admin(
+            &gateway,
+            reqwest::Method::GET,
+            "/tenants/acme/webhooks",
+            None,
+        )
+        .await;
+        (list[0]["pending"].as_i64() >= Some(12)).then_some(())
+    })
+    .await;
+    let (_, list) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/tenants/acme/webhooks",
+        None,
+    )
+    .await;
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(list[0].get("secret").is_none(), "never shown again: {list}");
+
+    let receiver = Receiver::default();
+    receiver.status.store(200, Ordering::SeqCst);
+    receiver.serve(
+        tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap(),
+    );
+    let events = eventually(WAIT, || {
+        let receiver = receiver.clone();
+        let secret = secret.clone();
+        async move {
+            let events = receiver.events(&secret);
+            (conversation_events(&events) >= 12).then_some(events)
+        }
+    })
+    .await;
+    assert_in_order_per_chat(&events);
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "each event once");
+    assert!(events.iter().all(|e| e["tenant"] == "acme"));
+    eventually(WAIT, || async {
+        let (_, list) = admin(
+            &gateway,
+            reqwest::Method::GET,
+            "/tenants/acme/webhooks",
+            None,
+        )
+        .await;
+        (list[0]["pending"] == 0 && list[0]["dead_letters"] == 0).then_some(())
+    })
+    .await;
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_retry_window_events_are_dead_lettered_and_can_be_delivered_again() {
+    let gateway = Gateway::start(Db::Sqlite, |c| c.webhook_retry_secs = 2).await;
+    gateway.add_tenant("acme", PHONE, None).await;
+    let receiver = Receiver::default();
+    receiver.status.store(500, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    receiver.serve(listener);
+    let (status, created) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/tenants/acme/webhooks",
+        Some(json!({"url": url, "kinds": ["reply_sent", "message_received"], "secret": "a-secret-of-our-own"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["secret"], "a-secret-of-our-own");
+    assert_eq!(created["kinds"], json!(["message_received", "reply_sent"]));
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    converse(&gateway).await;
+    let dead_path = format!("/tenants/acme/webhooks/{id}/dead-letters");
+    let dead = eventually(WAIT, || async {
+        let (_, dead) = admin(&gateway, reqwest::Method::GET, &dead_path, None).await;
+        (dead.as_array().map(Vec::len) == Some(12)).then_some(dead)
+    })
+    .await;
+    for letter in dead.as_array().unwrap() {
+        assert!(letter["attempts"].as_i64() >= Some(1), "{letter}");
+        assert!(
+            letter["last_error"].as_str().unwrap().contains("500"),
+            "{letter}"
+        );
+        assert!(matches!(
+            letter["event"]["kind"].as_str(),
+            Some("message_received" | "reply_sent")
+        ));
+    }
+    assert!(receiver.accepted.lock().unwrap().is_empty());
+
+    // The receiver is fixed: one event first, then the rest.
+    receiver.status.store(204, Ordering::SeqCst);
+    let first_id = dead[0]["event"]["id"].as_str().unwrap();
+    let redeliver = format!("{dead_path}/redeliver");
+    let (status, one) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        &redeliver,
+        Some(json!({"event_id": first_id})),
+    )
+    .await;
+    assert_eq!((status, one), (StatusCode::OK, json!({"redelivered": 1})));
+    let (status, rest) = admin(&gateway, reqwest::Method::POST, &redeliver, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rest["redelivered"], 11);
+    let events = eventually(WAIT, || {
+        let receiver = receiver.clone();
+        async move {
+            let events = receiver.events("a-secret-of-our-own");
+            (events.len() >= 12).then_some(events)
+        }
+    })
+    .await;
+    assert_eq!(events.len(), 12);
+    assert_in_order_per_chat(&events);
+    let (_, dead) = admin(&gateway, reqwest::Method::GET, &dead_path, None).await;
+    assert_eq!(dead, json!([]));
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn bad_webhook_requests_are_refused_with_their_reason() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    gateway.add_tenant("acme", PHONE, None).await;
+    let post = |body: Value| {
+        admin(
+            &gateway,
+            reqwest::Method::POST,
+            "/tenants/acme/webhooks",
+            Some(body),
+        )
+    };
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/x"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (
+            json!({"url": "https://example.com/x", "kinds": []}),
+            "kinds",
+        ),
+        (
+            json!({"url": "https://example.com/x", "kinds": ["node_joined"]}),
+            "kinds",
+        ),
+        (
+            json!({"url": "https://example.com/x", "secret": "short"}),
+            "secret",
+        ),
+    ] {
+        let (status, answer) = post(body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().starts_with(field),
+            "{answer}"
+        );
+    }
+    let (status, _) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/tenants/nobody/webhooks",
+        Some(json!({"url": "https://example.com/x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, answer) = admin(
+        &gateway,
+        reqwest::Method::DELETE,
+        "/tenants/acme/webhooks/wh_nope",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (_, list) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/tenants/acme/webhooks",
+        None,
+    )
+    .await;
+    assert_eq!(list, json!([]), "nothing half-added");
+    let (status, created) = post(json!({"url": "https://example.com/x"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/tenants/acme/webhooks/{}", created["id"].as_str().unwrap());
+    let (status, _) = admin(&gateway, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = admin(
+        &gateway,
+        reqwest::Method::GET,
+        "/tenants/acme/webhooks",
+        None,
+    )
+    .await;
+    assert_eq!(list, json!([]));
+    gateway.node.stop().await;
+}
