@@ -4,7 +4,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const CRATES: &[&str] = &["protocol", "actors", "node", "testkit", "simulations"];
+const CRATES: &[&str] = &[
+    "protocol",
+    "actors",
+    "node",
+    "testkit",
+    "simulations",
+    "examples",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
