@@ -13,7 +13,7 @@
 //! Modules: [`node`] (the process, its database, the fake), [`setup`] (tenants and
 //! deliveries), [`load`] (closed and open loops), [`flow`] (warm-up, waiting, exactly-once
 //! checks), [`verify`] (database counts), [`stats`], [`env`] (machine, CPU, RSS),
-//! [`report`]; one module per bench: [`throughput`], [`latency`], [`memory`].
+//! [`report`], [`subscribers`] (event listeners for a run); one module per bench: [`throughput`], [`latency`], [`memory`].
 
 pub mod env;
 pub mod flow;
@@ -24,6 +24,7 @@ pub mod node;
 pub mod report;
 pub mod setup;
 pub mod stats;
+pub mod subscribers;
 pub mod throughput;
 pub mod verify;
 

@@ -28,6 +28,7 @@ async fn throughput_on_sqlite_answers_every_message_exactly_once() {
         concurrency: 4,
         messages_per_chat: 1,
         timeout_secs: 60,
+        event_subscribers: false,
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -36,20 +37,34 @@ async fn throughput_on_sqlite_answers_every_message_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throughput_on_postgres_with_repeat_customers_answers_every_message() {
+async fn throughput_on_postgres_with_repeat_customers_and_event_subscribers_answers_every_message()
+{
     let report = run(BenchKind::Throughput(ThroughputOptions {
-        node: node(DbKind::Postgres),
+        node: NodeOptions {
+            nats: true,
+            ..node(DbKind::Postgres)
+        },
         tenants: 2,
         messages: 40,
         concurrency: 4,
         messages_per_chat: 4,
         timeout_secs: 60,
+        event_subscribers: true,
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.results["chats"], 10);
-    assert_eq!(report.results["db_counts"]["unanswered"], 0);
-    assert_eq!(report.results["db_counts"]["pending"], 0);
+    // A message_received per message and a reply_sent per reply, on the stream and at the
+    // webhooks.
+    let expected = 40 + report.results["replies_sent"].as_u64().unwrap();
+    let events = &report.results["events"];
+    assert!(
+        events["consumed"].as_u64() >= Some(expected),
+        "{expected}: {events}"
+    );
+    assert!(
+        events["delivered"].as_u64() >= Some(expected),
+        "{expected}: {events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

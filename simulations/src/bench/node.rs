@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use salesboy_node::http::health::Health;
 use salesboy_node::store::SqlStore;
-use salesboy_testkit::{FakeWhatsApp, FakeWhatsAppOptions, PostgresDatabase};
+use salesboy_testkit::{FakeWhatsApp, FakeWhatsAppOptions, NatsServer, PostgresDatabase};
 use serde::Serialize;
 
 use super::env::{Rss, process_rss};
@@ -77,6 +77,10 @@ pub struct NodeOptions {
     /// skews every figure. 0: do not wait (the load before the run is reported anyway).
     #[arg(long, default_value_t = 0)]
     pub wait_quiet_secs: u64,
+    /// Run the node on its own nats-server (a one-node cluster: membership, the service
+    /// API, and events published to the `SB_EVENTS` stream) instead of alone.
+    #[arg(long)]
+    pub nats: bool,
 }
 
 impl NodeOptions {
@@ -90,6 +94,7 @@ impl NodeOptions {
             node_log: None,
             db_url_params: None,
             wait_quiet_secs: 0,
+            nats: false,
         }
     }
 
@@ -201,6 +206,8 @@ pub struct Deployment {
     options: NodeOptions,
     binary: PathBuf,
     dir: tempfile::TempDir,
+    /// The node's nats-server, with `--nats` (dropped after the node).
+    pub nats: Option<NatsServer>,
     // Dropped last: the node is gone by then (`DROP DATABASE … WITH (FORCE)` anyway).
     postgres: Option<PostgresDatabase>,
 }
@@ -263,6 +270,13 @@ impl Deployment {
         if let Some(arenas) = options.malloc_arena_max {
             node_settings.insert("MALLOC_ARENA_MAX".to_owned(), arenas.to_string());
         }
+        let nats = if options.nats {
+            let server = NatsServer::start().context("starting the node's nats-server")?;
+            node_settings.insert("SALESBOY_NATS_URL".to_owned(), server.url());
+            Some(server)
+        } else {
+            None
+        };
         Ok(Self {
             node: None,
             whatsapp,
@@ -272,6 +286,7 @@ impl Deployment {
             options: options.clone(),
             binary,
             dir,
+            nats,
             postgres,
         })
     }

@@ -21,6 +21,7 @@ use super::progress;
 use super::report::{Report, Verdict, mib};
 use super::setup::{Layout, build_deliveries};
 use super::stats::Distribution;
+use super::subscribers::EventSubscribers;
 
 /// The end-to-end target of issue "Single-node gateway", messages per second.
 pub const TARGET_MSGS_PER_SEC: f64 = 5_000.0;
@@ -47,6 +48,11 @@ pub struct ThroughputOptions {
     /// How long to wait for the replies before reporting what is missing.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// With `--nats`: a durable consumer reads every event from the stream and each tenant
+    /// has an HTTP event webhook (a local receiver) during the run: the cost of events with
+    /// subscribers.
+    #[arg(long)]
+    pub event_subscribers: bool,
 }
 
 /// Runs the benchmark; the report (whose `problems` list any loss).
@@ -75,6 +81,11 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         layout.chats(),
         layout.tenants
     ));
+    let subscribers = if options.event_subscribers {
+        Some(EventSubscribers::start(&deployment, layout.tenants).await?)
+    } else {
+        None
+    };
     warm_up(&deployment, layout.tenants).await?;
     let baseline = Baseline::read(&deployment).await?;
 
@@ -192,6 +203,39 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
             },
         );
     }
+    let events = match &subscribers {
+        Some(subscribers) => {
+            // A message_received per message and a reply_sent per reply, at least.
+            let expected = (layout.messages + end.sent.len()) as u64;
+            let caught_up = subscribers.wait_for(expected, timeout).await;
+            report.row(
+                "events read by the stream consumer / delivered to the tenants' webhooks",
+                format!(
+                    "{} / {} (≥ {expected} expected), {}",
+                    subscribers.consumed(),
+                    subscribers.delivered(),
+                    match caught_up {
+                        Some(lag) =>
+                            format!("all in {:.2} s after the last reply", lag.as_secs_f64()),
+                        None => "still short at the timeout".to_owned(),
+                    }
+                ),
+            );
+            if caught_up.is_none() {
+                report.problems.push(format!(
+                    "event subscribers got {} (stream) and {} (webhooks) of at least {expected} events",
+                    subscribers.consumed(),
+                    subscribers.delivered()
+                ));
+            }
+            json!({
+                "consumed": subscribers.consumed(),
+                "delivered": subscribers.delivered(),
+                "catch_up_secs": caught_up.map(|lag| lag.as_secs_f64()),
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     report.cpu_per_message(end.cpu, layout.messages);
     report.machine_busy_before(baseline.machine_load);
     report.verdicts.push(Verdict::at_least(
@@ -228,6 +272,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         "node_peak_rss_bytes": peak_rss,
         "sweep_query_ms": sweep_ms,
         "postgres_table_stats": table_stats,
+        "events": events,
     });
     if !outcome.failures().is_empty() {
         report.row(
