@@ -222,6 +222,7 @@ pub async fn start_with_bus(
     let state = AppState::new(
         node.clone(),
         Arc::clone(&store),
+        Arc::new(sql.clone()),
         HttpSettings {
             app_secret: config.whatsapp_app_secret.clone(),
             verify_token: config.whatsapp_verify_token.clone(),

@@ -1,6 +1,6 @@
 //! The storage suite: written once, run against SQLite and Postgres.
 //!
-//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` below into two tests,
+//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` (or `async fn(Fixture)`) below into two tests,
 //! `sqlite::<name>` and `postgres::<name>`, each on a fresh database: SQLite in a temp dir,
 //! Postgres in a uniquely named database created through `SALESBOY_TEST_POSTGRES_URL`
 //! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and dropped afterwards
@@ -15,8 +15,8 @@ use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
-    NewTenant, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
-    StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
+    NewTenant, NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY,
+    ReplyOutcome, SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
 use salesboy_node::store::{Dialect, SqlStore};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -47,11 +47,17 @@ async fn fresh_postgres() -> PostgresDatabase {
         .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"))
 }
 
+/// A fresh database: the store on it, and its URL (for tests that also need plain SQL).
+struct Fixture {
+    store: SqlStore,
+    url: String,
+}
+
 /// Runs `test` against a fresh database of `backend`, then removes the database, also when
 /// the test fails.
 async fn run_on<F, Fut>(backend: Backend, test: F)
 where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
+    F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     match backend {
@@ -60,7 +66,11 @@ where
             let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
             let store = SqlStore::connect(&url).await.expect("open sqlite store");
             assert_eq!(store.dialect(), Dialect::Sqlite);
-            let outcome = tokio::spawn(test(Arc::new(store.clone()))).await;
+            let fixture = Fixture {
+                store: store.clone(),
+                url,
+            };
+            let outcome = tokio::spawn(test(fixture)).await;
             store.close().await;
             if let Err(error) = outcome {
                 std::panic::resume_unwind(error.into_panic());
@@ -72,7 +82,11 @@ where
                 .await
                 .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"));
             assert_eq!(store.dialect(), Dialect::Postgres);
-            let outcome = tokio::spawn(test(Arc::new(store.clone()))).await;
+            let fixture = Fixture {
+                store: store.clone(),
+                url: database.url().to_owned(),
+            };
+            let outcome = tokio::spawn(test(fixture)).await;
             store.close().await;
             drop(database);
             if let Err(error) = outcome {
@@ -82,14 +96,26 @@ where
     }
 }
 
-/// Instantiates every listed test on both backends.
+/// The store of a fixture as the actors see it.
+fn as_store(fixture: Fixture) -> Arc<dyn Store> {
+    Arc::new(fixture.store)
+}
+
+/// Instantiates every listed test on both backends: the tests before `;` take an
+/// `Arc<dyn Store>`, those after it a [`Fixture`] (roles outside `Store`, plain SQL).
 macro_rules! storage_suite {
-    ($($test:ident),* $(,)?) => {
+    ($($test:ident),* $(,)? ; $($fixture_test:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::run_on(super::Backend::Sqlite, super::$test).await;
+                    super::run_on(super::Backend::Sqlite, |f| super::$test(super::as_store(f))).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $fixture_test() {
+                    super::run_on(super::Backend::Sqlite, super::$fixture_test).await;
                 }
             )*
         }
@@ -98,7 +124,13 @@ macro_rules! storage_suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::run_on(super::Backend::Postgres, super::$test).await;
+                    super::run_on(super::Backend::Postgres, |f| super::$test(super::as_store(f))).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $fixture_test() {
+                    super::run_on(super::Backend::Postgres, super::$fixture_test).await;
                 }
             )*
         }
@@ -135,7 +167,9 @@ storage_suite!(
     knowledge_versions_and_deletion,
     llm_usage_totals_sum_per_tenant,
     usage_between_counts_one_tenant_in_one_period,
-    events_are_listed_newest_first,
+    events_are_listed_newest_first;
+    tenant_tokens_are_found_by_digest_listed_and_revoked,
+    tenant_tokens_go_with_their_tenant,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1665,6 +1699,117 @@ async fn events_are_listed_newest_first(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------
 // Connecting: errors, SQLite settings, concurrent migrations.
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// Tenant API tokens (TenantTokenStore, not part of Store).
+// ---------------------------------------------------------------------------------------
+
+fn new_token(tenant: &TenantId, id: &str, digest: &str, at_ms: i64) -> NewTenantToken {
+    NewTenantToken {
+        id: id.to_owned(),
+        tenant: tenant.clone(),
+        name: Some(format!("{id} label")),
+        digest: digest.to_owned(),
+        created_ms: at_ms,
+    }
+}
+
+async fn tenant_tokens_are_found_by_digest_listed_and_revoked(fixture: Fixture) {
+    let store = fixture.store;
+    let acme = given_tenant(&store, "acme").await;
+    let bolt = given_tenant(&store, "bolt").await;
+    store
+        .insert_tenant_token(&new_token(&acme, "t2", "d2", T0 + MINUTE))
+        .await
+        .unwrap();
+    store
+        .insert_tenant_token(&new_token(&acme, "t1", "d1", T0))
+        .await
+        .unwrap();
+    store
+        .insert_tenant_token(&new_token(&bolt, "t3", "d3", T0))
+        .await
+        .unwrap();
+
+    let found = store.tenant_token_by_digest("d2").await.unwrap().unwrap();
+    assert_eq!(found.id, "t2");
+    assert_eq!(found.tenant, acme);
+    assert_eq!(found.name.as_deref(), Some("t2 label"));
+    assert_eq!(found.created_ms, T0 + MINUTE);
+    assert!(
+        store
+            .tenant_token_by_digest("nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let listed = store.tenant_tokens(&acme).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t2"], "oldest first, one tenant only");
+
+    // a digest or an id taken twice is a conflict; an unknown tenant is not found
+    let taken = store
+        .insert_tenant_token(&new_token(&bolt, "t4", "d1", T0))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict { .. }), "{taken:?}");
+    let taken = store
+        .insert_tenant_token(&new_token(&bolt, "t1", "d9", T0))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict { .. }), "{taken:?}");
+    let missing = store
+        .insert_tenant_token(&new_token(&tenant_id("ghost"), "t5", "d5", T0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::NotFound { .. }),
+        "{missing:?}"
+    );
+
+    // another tenant cannot revoke acme's token; acme can, once
+    assert!(!store.delete_tenant_token(&bolt, "t1").await.unwrap());
+    assert!(store.delete_tenant_token(&acme, "t1").await.unwrap());
+    assert!(!store.delete_tenant_token(&acme, "t1").await.unwrap());
+    assert!(store.tenant_token_by_digest("d1").await.unwrap().is_none());
+    assert_eq!(store.tenant_tokens(&acme).await.unwrap().len(), 1);
+    assert_eq!(store.tenant_tokens(&bolt).await.unwrap().len(), 1);
+}
+
+async fn tenant_tokens_go_with_their_tenant(fixture: Fixture) {
+    let store = &fixture.store;
+    let acme = given_tenant(store, "acme").await;
+    let bolt = given_tenant(store, "bolt").await;
+    store
+        .insert_tenant_token(&new_token(&acme, "t1", "d1", T0))
+        .await
+        .unwrap();
+    store
+        .insert_tenant_token(&new_token(&bolt, "t2", "d2", T0))
+        .await
+        .unwrap();
+
+    // no operation deletes a tenant yet: the operator does it in SQL
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(&fixture.url).await.unwrap();
+    if store.dialect() == Dialect::Sqlite {
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut sql)
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind("acme")
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    sql.close().await.unwrap();
+
+    assert!(store.tenant_token_by_digest("d1").await.unwrap().is_none());
+    assert!(store.tenant_tokens(&acme).await.unwrap().is_empty());
+    assert!(store.tenant_token_by_digest("d2").await.unwrap().is_some());
+}
 
 #[tokio::test]
 async fn a_down_database_is_unavailable_and_the_password_stays_hidden() {

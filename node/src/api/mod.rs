@@ -9,6 +9,7 @@
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
+//! - [`tokens`]: tenant API tokens (made, listed and revoked by the operator);
 //! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
@@ -19,12 +20,13 @@ mod error;
 pub mod knowledge;
 pub mod service;
 pub mod tenants;
+pub mod tokens;
 pub mod usage;
 
 use std::sync::Arc;
 
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::store::{Store, Tenant};
+use salesboy_actors::store::{Store, Tenant, TenantTokenStore};
 use salesboy_protocol::{ChatId, IdError, TenantId};
 
 pub use error::ApiError;
@@ -41,6 +43,8 @@ pub struct Api {
     pub node: NodeHandle,
     /// The database.
     pub store: Arc<dyn Store>,
+    /// Tenant API tokens (the same database).
+    pub tokens: Arc<dyn TenantTokenStore>,
     /// The webhook ingress (its phone-number cache is refreshed when a number changes).
     pub ingress: Ingress,
     /// Where tenant commands go.

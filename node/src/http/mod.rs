@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::store::Store;
+use salesboy_actors::store::{Store, TenantTokenStore};
 use secrecy::SecretString;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub node: NodeHandle,
     /// The database.
     pub store: Arc<dyn Store>,
+    /// Tenant API tokens (the same database): the admin API's auth reads them.
+    pub tokens: Arc<dyn TenantTokenStore>,
     /// Secrets and settings of the HTTP side.
     pub http: Arc<HttpSettings>,
     /// Renders `/metrics`.
@@ -44,12 +46,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for a node, its store, its HTTP settings and its metrics renderer; the
+    /// The state for a node, its store (and its tenant tokens), its HTTP settings and its metrics renderer; the
     /// background work (the ingress's hand-offs) runs on the node's `tasks` and stops when
     /// `shutdown` is cancelled.
     pub fn new(
         node: NodeHandle,
         store: Arc<dyn Store>,
+        tokens: Arc<dyn TenantTokenStore>,
         http: HttpSettings,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
         tasks: TaskTracker,
@@ -68,6 +71,7 @@ impl AppState {
             cluster: None,
             node,
             store,
+            tokens,
             http: Arc::new(http),
             metrics,
             started: Instant::now(),
@@ -80,6 +84,7 @@ impl AppState {
         crate::api::Api {
             node: self.node.clone(),
             store: Arc::clone(&self.store),
+            tokens: Arc::clone(&self.tokens),
             ingress: self.ingress.clone(),
             router: self.router.clone(),
             cluster: self.cluster.clone(),

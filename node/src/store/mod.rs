@@ -21,6 +21,7 @@
 //! - `retention`: deleting old messages;
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage and events;
+//! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query.
 
 mod activity;
@@ -32,6 +33,7 @@ mod messages;
 mod retention;
 mod roles;
 mod tenants;
+mod tokens;
 
 use std::fmt;
 use std::future::Future;
