@@ -7,11 +7,10 @@
 //! Every route but `GET /api/openapi.json` requires a bearer token (never logged): the
 //! admin token (compared in constant time) reaches every route; a tenant's API token
 //! reaches only the routes under `/api/tenants/{its id}` but its tokens (see `auth`).
-//! Errors are JSON `{"error": "…"}`: 400 invalid
-//! input (naming the field), 401 no or wrong token, 403 a tenant token out of its tenant,
-//! 404 unknown tenant, document, token or route,
-//! 409 a phone number owned by another tenant, 503 database unavailable or node at capacity,
-//! 500 otherwise. Responses never carry access tokens or LLM API keys.
+//! Errors are JSON `{"error": "…"}`: 400 invalid input (naming the field), 401 no or wrong
+//! token, 403 a tenant token out of its tenant, 404 unknown tenant, document, token or
+//! route, 409 a phone number owned by another tenant, 503 database unavailable or node at
+//! capacity, 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
 //! Each route module declares its routes with `utoipa_axum::routes!`, from the handlers'
 //! `#[utoipa::path]` attributes, so the router and the OpenAPI document ([`openapi`]) come
