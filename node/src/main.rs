@@ -60,6 +60,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print the nats-server users entry of a tenant's NATS user: its own commands and
+    /// events only (docs/bus.md, "Tenant credentials").
+    NatsPermissions {
+        #[command(flatten)]
+        args: cli::nats::NatsPermissionsArgs,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -80,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Kb { target, command } => cli::kb(&target, command).await,
         Command::Chat { target, command } => cli::chat(&target, command).await,
         Command::Dev { command } => cli::dev(command).await,
+        Command::NatsPermissions { args } => cli::nats::nats_permissions(args).await,
         Command::Status { config, json } => {
             cli::cluster::status(&Config::load(config.as_deref())?, json).await
         }

@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         Some(url) => {
             let options = NatsBusOptions {
                 name: format!("salesboy-{}", config.node_id),
+                credentials: config.nats_credentials(),
                 ..NatsBusOptions::default()
             };
             let bus = NatsBus::connect(url, options)

@@ -52,6 +52,9 @@ const ROUTES: &[(&str, &str)] = &[
         "post",
         "/api/tenants/{id}/webhooks/{webhook_id}/dead-letters/redeliver",
     ),
+    ("get", "/api/tenants/{id}/tokens"),
+    ("post", "/api/tenants/{id}/tokens"),
+    ("delete", "/api/tenants/{id}/tokens/{token_id}"),
     ("get", "/api/cluster"),
 ];
 
@@ -966,7 +969,8 @@ async fn the_openapi_document_matches_the_router() {
         let concrete = path
             .replace("{id}", "nope")
             .replace("{wa_id}", CUSTOMER)
-            .replace("{doc_id}", "1");
+            .replace("{doc_id}", "1")
+            .replace("{token_id}", "1");
         for method in methods {
             let routed = ROUTES.contains(&(method, path));
             let answer = h
@@ -1008,7 +1012,8 @@ async fn every_route_but_the_document_needs_the_token() {
         let concrete = path
             .replace("{id}", "acme")
             .replace("{wa_id}", CUSTOMER)
-            .replace("{doc_id}", "1");
+            .replace("{doc_id}", "1")
+            .replace("{token_id}", "1");
         let answer = h
             .call(
                 method.to_uppercase().parse().unwrap(),
@@ -1024,6 +1029,148 @@ async fn every_route_but_the_document_needs_the_token() {
             assert!(error(&answer).contains("admin token"), "{}", answer.raw);
         }
     }
+}
+
+/// A tenant's API token reads and changes its tenant, gets 403 on anything else (another
+/// tenant, the operator's routes, the token routes) and 401 once revoked.
+#[tokio::test]
+async fn a_tenant_token_reaches_its_own_tenant_only() {
+    let h = harness().await;
+    h.create_acme().await;
+    let bolt = h
+        .post(
+            "/api/tenants",
+            json!({"id": "bolt", "phone_number_id": "200", "access_token": "EAAG-bolt"}),
+        )
+        .await;
+    assert_eq!(bolt.status, StatusCode::CREATED, "{}", bolt.raw);
+
+    let made = h
+        .post("/api/tenants/acme/tokens", json!({"name": "crm"}))
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.raw);
+    let token = made.json["token"].as_str().unwrap().to_owned();
+    let token_id = made.json["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("sbt_") && token.len() == 68, "{token}");
+    assert_eq!(made.json["tenant"], "acme");
+    assert_eq!(made.json["name"], "crm");
+    // No body makes an unnamed token.
+    let unnamed = h
+        .call(Method::POST, "/api/tenants/bolt/tokens", Some(TOKEN), None)
+        .await;
+    assert_eq!(unnamed.status, StatusCode::CREATED, "{}", unnamed.raw);
+    assert_eq!(unnamed.json["name"], Value::Null);
+    // Listed without the secret.
+    let listed = h.get("/api/tenants/acme/tokens").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.raw);
+    assert_eq!(listed.json.as_array().unwrap().len(), 1, "{}", listed.raw);
+    assert_eq!(listed.json[0]["id"], token_id.as_str());
+    assert_eq!(listed.json[0]["name"], "crm");
+    assert!(!listed.raw.contains(&token), "{}", listed.raw);
+
+    // Its own tenant: reads and writes.
+    for path in [
+        "/api/tenants/acme",
+        "/api/tenants/acme/session",
+        "/api/tenants/acme/knowledge",
+        "/api/tenants/acme/conversations",
+        "/api/tenants/acme/usage",
+    ] {
+        let answer = h.call(Method::GET, path, Some(&token), None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.raw);
+    }
+    let shown = h
+        .call(Method::GET, "/api/tenants/acme", Some(&token), None)
+        .await;
+    assert_eq!(shown.json["id"], "acme");
+    let paused = h
+        .call(
+            Method::POST,
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/pause"),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.raw);
+
+    // Anything else: 403, and nothing changes.
+    let forbidden: [(Method, &str, Option<Value>); 10] = [
+        (Method::GET, "/api/tenants/bolt", None),
+        (Method::GET, "/api/tenants/bolt/usage", None),
+        (Method::GET, "/api/tenants/ghost", None),
+        (
+            Method::POST,
+            "/api/tenants/bolt/knowledge",
+            Some(json!({"title": "x", "text": "y"})),
+        ),
+        (Method::GET, "/api/tenants", None),
+        (
+            Method::POST,
+            "/api/tenants",
+            Some(
+                json!({"id": "acme", "phone_number_id": "106540352242922", "access_token": "stolen"}),
+            ),
+        ),
+        (Method::GET, "/api/cluster", None),
+        (Method::GET, "/api/tenants/acme/tokens", None),
+        (Method::POST, "/api/tenants/acme/tokens", Some(json!({}))),
+        (Method::DELETE, "/api/tenants/acme/tokens/whatever", None),
+    ];
+    for (method, path, body) in forbidden {
+        let answer = h.call(method.clone(), path, Some(&token), body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            answer.raw
+        );
+        assert!(error(&answer).contains("tenant acme"), "{}", answer.raw);
+    }
+    assert!(
+        h.store
+            .list_knowledge(&TenantId::new("bolt").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let acme_now = h.store.tenant(&acme()).await.unwrap().unwrap();
+    assert_eq!(acme_now.numbers[0].access_token.expose(), ACCESS_TOKEN);
+    assert_eq!(
+        h.get("/api/tenants/acme/tokens")
+            .await
+            .json
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Revoked: 401 like any unknown token; revoking twice is 404.
+    let revoked = h
+        .call(
+            Method::DELETE,
+            &format!("/api/tenants/acme/tokens/{token_id}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.raw);
+    let refused = h
+        .call(Method::GET, "/api/tenants/acme", Some(&token), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.raw);
+    let again = h
+        .call(
+            Method::DELETE,
+            &format!("/api/tenants/acme/tokens/{token_id}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.raw);
+    // Tokens of an unknown tenant: 404.
+    let ghost = h.get("/api/tenants/ghost/tokens").await;
+    assert_eq!(ghost.status, StatusCode::NOT_FOUND, "{}", ghost.raw);
 }
 
 /// The CLI's client against the router served on a real socket.

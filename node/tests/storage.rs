@@ -1,7 +1,8 @@
 //! The storage suite: written once, run against SQLite and Postgres.
 //!
-//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` (or `async fn(SqlStore)`, for
-//! what only the SQL store offers: the events outbox's reads) below into two tests,
+//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` (or `async fn(SqlStore)` or
+//! `async fn(Fixture)`, for what only the SQL store offers: the events outbox, tenant tokens,
+//! plain SQL) below into two tests,
 //! `sqlite::<name>` and `postgres::<name>`, each on a fresh database: SQLite in a temp dir,
 //! Postgres in a uniquely named database created through `SALESBOY_TEST_POSTGRES_URL`
 //! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and dropped afterwards
@@ -16,8 +17,8 @@ use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
-    NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
-    StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
+    NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
+    SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
 use salesboy_node::store::{Dialect, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
@@ -51,20 +52,36 @@ async fn fresh_postgres() -> PostgresDatabase {
         .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"))
 }
 
-/// What a suite test takes: the store through the actors' trait, or the SQL store itself.
+/// A fresh database: the store on it, and its URL (for tests that also need plain SQL).
+struct Fixture {
+    store: SqlStore,
+    url: String,
+}
+
+/// What a suite test takes: the store through the actors' trait, the SQL store itself, or
+/// a [`Fixture`].
 trait Subject {
-    fn from_sql(store: SqlStore) -> Self;
+    fn from_sql(store: SqlStore, url: &str) -> Self;
 }
 
 impl Subject for Arc<dyn Store> {
-    fn from_sql(store: SqlStore) -> Self {
+    fn from_sql(store: SqlStore, _url: &str) -> Self {
         Arc::new(store)
     }
 }
 
 impl Subject for SqlStore {
-    fn from_sql(store: SqlStore) -> Self {
+    fn from_sql(store: SqlStore, _url: &str) -> Self {
         store
+    }
+}
+
+impl Subject for Fixture {
+    fn from_sql(store: SqlStore, url: &str) -> Self {
+        Self {
+            store,
+            url: url.to_owned(),
+        }
     }
 }
 
@@ -82,7 +99,7 @@ where
             let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
             let store = SqlStore::connect(&url).await.expect("open sqlite store");
             assert_eq!(store.dialect(), Dialect::Sqlite);
-            let outcome = tokio::spawn(test(S::from_sql(store.clone()))).await;
+            let outcome = tokio::spawn(test(S::from_sql(store.clone(), &url))).await;
             store.close().await;
             if let Err(error) = outcome {
                 std::panic::resume_unwind(error.into_panic());
@@ -94,7 +111,7 @@ where
                 .await
                 .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"));
             assert_eq!(store.dialect(), Dialect::Postgres);
-            let outcome = tokio::spawn(test(S::from_sql(store.clone()))).await;
+            let outcome = tokio::spawn(test(S::from_sql(store.clone(), database.url()))).await;
             store.close().await;
             drop(database);
             if let Err(error) = outcome {
@@ -161,6 +178,8 @@ storage_suite!(
     changes_write_their_events_in_their_transactions,
     the_outbox_is_published_in_order_and_kept_for_a_while,
     published_events_queue_for_webhooks_one_per_chat_at_a_time,
+    tenant_tokens_are_found_by_digest_listed_and_revoked,
+    tenant_tokens_go_with_their_tenant,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1993,6 +2012,117 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
 // ---------------------------------------------------------------------------------------
 // Connecting: errors, SQLite settings, concurrent migrations.
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// Tenant API tokens (TenantTokenStore, not part of Store).
+// ---------------------------------------------------------------------------------------
+
+fn new_token(tenant: &TenantId, id: &str, digest: &str, at_ms: i64) -> NewTenantToken {
+    NewTenantToken {
+        id: id.to_owned(),
+        tenant: tenant.clone(),
+        name: Some(format!("{id} label")),
+        digest: digest.to_owned(),
+        created_ms: at_ms,
+    }
+}
+
+async fn tenant_tokens_are_found_by_digest_listed_and_revoked(fixture: Fixture) {
+    let store = fixture.store;
+    let acme = given_tenant(&store, "acme").await;
+    let bolt = given_tenant(&store, "bolt").await;
+    store
+        .insert_tenant_token(&new_token(&acme, "t2", "d2", T0 + MINUTE))
+        .await
+        .unwrap();
+    store
+        .insert_tenant_token(&new_token(&acme, "t1", "d1", T0))
+        .await
+        .unwrap();
+    store
+        .insert_tenant_token(&new_token(&bolt, "t3", "d3", T0))
+        .await
+        .unwrap();
+
+    let found = store.tenant_token_by_digest("d2").await.unwrap().unwrap();
+    assert_eq!(found.id, "t2");
+    assert_eq!(found.tenant, acme);
+    assert_eq!(found.name.as_deref(), Some("t2 label"));
+    assert_eq!(found.created_ms, T0 + MINUTE);
+    assert!(
+        store
+            .tenant_token_by_digest("nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let listed = store.tenant_tokens(&acme).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t2"], "oldest first, one tenant only");
+
+    // a digest or an id taken twice is a conflict; an unknown tenant is not found
+    let taken = store
+        .insert_tenant_token(&new_token(&bolt, "t4", "d1", T0))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict { .. }), "{taken:?}");
+    let taken = store
+        .insert_tenant_token(&new_token(&bolt, "t1", "d9", T0))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict { .. }), "{taken:?}");
+    let missing = store
+        .insert_tenant_token(&new_token(&tenant_id("ghost"), "t5", "d5", T0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::NotFound { .. }),
+        "{missing:?}"
+    );
+
+    // another tenant cannot revoke acme's token; acme can, once
+    assert!(!store.delete_tenant_token(&bolt, "t1").await.unwrap());
+    assert!(store.delete_tenant_token(&acme, "t1").await.unwrap());
+    assert!(!store.delete_tenant_token(&acme, "t1").await.unwrap());
+    assert!(store.tenant_token_by_digest("d1").await.unwrap().is_none());
+    assert_eq!(store.tenant_tokens(&acme).await.unwrap().len(), 1);
+    assert_eq!(store.tenant_tokens(&bolt).await.unwrap().len(), 1);
+}
+
+async fn tenant_tokens_go_with_their_tenant(fixture: Fixture) {
+    let store = &fixture.store;
+    let acme = given_tenant(store, "acme").await;
+    let bolt = given_tenant(store, "bolt").await;
+    store
+        .insert_tenant_token(&new_token(&acme, "t1", "d1", T0))
+        .await
+        .unwrap();
+    store
+        .insert_tenant_token(&new_token(&bolt, "t2", "d2", T0))
+        .await
+        .unwrap();
+
+    // no operation deletes a tenant yet: the operator does it in SQL
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(&fixture.url).await.unwrap();
+    if store.dialect() == Dialect::Sqlite {
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut sql)
+            .await
+            .unwrap();
+    }
+    sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind("acme")
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    sql.close().await.unwrap();
+
+    assert!(store.tenant_token_by_digest("d1").await.unwrap().is_none());
+    assert!(store.tenant_tokens(&acme).await.unwrap().is_empty());
+    assert!(store.tenant_token_by_digest("d2").await.unwrap().is_some());
+}
 
 #[tokio::test]
 async fn a_down_database_is_unavailable_and_the_password_stays_hidden() {

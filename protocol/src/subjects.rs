@@ -16,6 +16,8 @@
 //! | `sb.v1.api.t.<tid>.<command>` | any node (the same service): commands about tenant `<tid>` |
 //! | `sb.v1.evt.t.<tid>.<kind>` / `sb.v1.evt.cluster.<kind>` | external services (events stream) |
 //! | `$KV.<bucket>.>` (stream `KV_<bucket>`) | JetStream: the stream behind a KV bucket |
+//! | `$JS.API.CONSUMER.{INFO,MSG.NEXT}.SB_EVENTS.tenant_<tid>`, `$JS.ACK.SB_EVENTS.tenant_<tid>.>` | JetStream: tenant `<tid>`'s durable events consumer, the only JetStream API a tenant's user may call |
+//! | `_INBOX.<tid>.>` | a tenant's client (inbox prefix [`tenant_inbox_prefix`]): its replies |
 //! | `_INBOX.local.<n>` | the in-process bus: a requester awaiting its reply |
 
 use crate::address::ActorAddress;
@@ -105,6 +107,48 @@ pub fn tenant_event(tenant: &TenantId, kind: EventKind) -> String {
 /// The subject of a cluster-wide event of the given kind.
 pub fn cluster_event(kind: EventKind) -> String {
     format!("{PREFIX}.evt.cluster.{}", kind.as_str())
+}
+
+/// Every event of one tenant (`sb.v1.evt.t.<tenant>.>`): the filter of its events
+/// consumer and what its NATS user may subscribe to.
+pub fn tenant_events(tenant: &TenantId) -> String {
+    format!("{PREFIX}.evt.t.{tenant}.>")
+}
+
+/// Every command about one tenant (`sb.v1.api.t.<tenant>.>`): what its NATS user may
+/// publish to.
+pub fn api_tenant_all(tenant: &TenantId) -> String {
+    format!("{PREFIX}.api.t.{tenant}.>")
+}
+
+/// The durable pull consumer of [`EVENTS_STREAM`] holding one tenant's events
+/// (`tenant_<tenant>`, filter [`tenant_events`]); the operator creates it, the tenant only
+/// reads from it.
+pub fn tenant_events_consumer(tenant: &TenantId) -> String {
+    format!("tenant_{tenant}")
+}
+
+/// The JetStream API subject that reads a consumer's state (`$JS.API.CONSUMER.INFO.<stream>.<consumer>`).
+pub fn js_consumer_info(stream: &str, consumer: &str) -> String {
+    format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}")
+}
+
+/// The JetStream API subject that pulls a consumer's next messages
+/// (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`).
+pub fn js_consumer_next(stream: &str, consumer: &str) -> String {
+    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+}
+
+/// Every ack subject of a consumer's messages (`$JS.ACK.<stream>.<consumer>.>`).
+pub fn js_consumer_acks(stream: &str, consumer: &str) -> String {
+    format!("$JS.ACK.{stream}.{consumer}.>")
+}
+
+/// The inbox prefix a tenant's NATS client must use (`_INBOX.<tenant>`; async-nats:
+/// `ConnectOptions::custom_inbox_prefix`): its user may subscribe to `_INBOX.<tenant>.>`
+/// only, so no tenant can read the replies another tenant asked for.
+pub fn tenant_inbox_prefix(tenant: &TenantId) -> String {
+    format!("_INBOX.{tenant}")
 }
 
 /// Every event subject (the events stream's filter).
@@ -406,6 +450,38 @@ mod tests {
                     .all(|t| !t.is_empty() && (t == "*" || !t.contains([' ', '*', '>'])))
             );
         }
+    }
+
+    #[test]
+    fn a_tenants_subjects_fall_under_its_wildcards() {
+        let events = tenant_events(&tenant());
+        assert_eq!(events, "sb.v1.evt.t.acme.>");
+        assert!(
+            tenant_event(&tenant(), EventKind::AlertRaised)
+                .starts_with(events.trim_end_matches('>'))
+        );
+        let commands = api_tenant_all(&tenant());
+        assert_eq!(commands, "sb.v1.api.t.acme.>");
+        for command in ApiCommand::ALL {
+            if command.scope() == ApiScope::Tenant {
+                assert!(api_tenant(&tenant(), command).starts_with(commands.trim_end_matches('>')));
+            }
+        }
+        let consumer = tenant_events_consumer(&tenant());
+        assert_eq!(consumer, "tenant_acme");
+        assert_eq!(
+            js_consumer_next(EVENTS_STREAM, &consumer),
+            "$JS.API.CONSUMER.MSG.NEXT.SB_EVENTS.tenant_acme"
+        );
+        assert_eq!(
+            js_consumer_info(EVENTS_STREAM, &consumer),
+            "$JS.API.CONSUMER.INFO.SB_EVENTS.tenant_acme"
+        );
+        assert_eq!(
+            js_consumer_acks(EVENTS_STREAM, &consumer),
+            "$JS.ACK.SB_EVENTS.tenant_acme.>"
+        );
+        assert_eq!(tenant_inbox_prefix(&tenant()), "_INBOX.acme");
     }
 
     #[test]

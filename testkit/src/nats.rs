@@ -25,8 +25,8 @@ pub enum NatsServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The temp dir for JetStream could not be made.
-    #[error("cannot create a jetstream directory: {0}")]
+    /// The temp dir for JetStream (and the config file) could not be made or written.
+    #[error("cannot create a jetstream directory or config file: {0}")]
     TempDir(std::io::Error),
     /// The server exited or stayed silent before listening.
     #[error("nats-server did not start listening within {timeout:?}; its output: {output}")]
@@ -58,14 +58,31 @@ impl NatsServer {
     /// Starts a server with JetStream on 127.0.0.1 and a random free port, and waits until it
     /// accepts clients.
     pub fn start() -> Result<Self, NatsServerError> {
+        Self::start_with(None)
+    }
+
+    /// [`NatsServer::start`] with a configuration file holding `config` (users, accounts,
+    /// permissions…); address, port and JetStream store still come from the command line,
+    /// which overrides the file.
+    pub fn start_with_config(config: &str) -> Result<Self, NatsServerError> {
+        Self::start_with(Some(config))
+    }
+
+    fn start_with(config: Option<&str>) -> Result<Self, NatsServerError> {
         let store = tempfile::Builder::new()
             .prefix("salesboy-nats-")
             .tempdir()
             .map_err(NatsServerError::TempDir)?;
         let binary = nats_server_binary();
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(config) = config {
+            let file = store.path().join("nats-server.conf");
+            std::fs::write(&file, config).map_err(NatsServerError::TempDir)?;
+            command.arg("-c").arg(file);
+        }
+        let mut child = command
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(store.path())
+            .arg(store.path().join("jetstream"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

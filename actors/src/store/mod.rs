@@ -12,6 +12,7 @@
 //! - `usage`: [`UsageStore`], LLM usage and a tenant's usage over a period;
 //! - `events`: [`EventStore`], events and alerts;
 //! - `retention`: [`RetentionStore`], deleting old messages;
+//! - `tokens`: [`TenantTokenStore`], tenants' API tokens (by digest; not part of [`Store`]);
 //! - this module: [`HealthStore`], [`Store`] (every role at once, implemented for any type
 //!   that implements them all), [`StoreError`] and [`prelude`].
 //!
@@ -38,6 +39,7 @@ mod knowledge;
 mod messages;
 mod retention;
 mod tenants;
+mod tokens;
 mod usage;
 
 use async_trait::async_trait;
@@ -54,6 +56,7 @@ pub use retention::RetentionStore;
 pub use tenants::{
     AccessToken, NewTenant, NewWhatsAppNumber, Tenant, TenantRoute, TenantStore, WhatsAppNumber,
 };
+pub use tokens::{NewTenantToken, TenantToken, TenantTokenStore};
 pub use usage::{LlmUsage, LlmUsageTotals, UsageReport, UsageStore};
 
 use salesboy_protocol::TenantId;
@@ -152,6 +155,6 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         EventStore, FencingStore, HealthStore, KnowledgeStore, MessageStore, RetentionStore, Store,
-        TenantStore, UsageStore,
+        TenantStore, TenantTokenStore, UsageStore,
     };
 }

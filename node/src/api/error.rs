@@ -33,6 +33,10 @@ pub enum ApiError {
     /// The credentials are not valid (401).
     #[error("invalid admin token")]
     InvalidToken,
+    /// The credentials are valid but do not reach this resource (403): a tenant's API token
+    /// on another tenant or on an operator route.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such tenant (404).
     #[error("unknown tenant {0}")]
     UnknownTenant(TenantId),
@@ -51,6 +55,14 @@ pub enum ApiError {
         tenant: TenantId,
         /// The webhook's id.
         webhook: String,
+    },
+    /// No such API token of the tenant (404).
+    #[error("unknown api token {token} of tenant {tenant}")]
+    UnknownApiToken {
+        /// The tenant.
+        tenant: TenantId,
+        /// The token's id.
+        token: String,
     },
     /// No such route or command (404).
     #[error("no such admin route")]
@@ -111,7 +123,9 @@ impl ApiError {
             Self::TooLarge(_) => (413, "too_large"),
             Self::MissingToken => (401, "missing_token"),
             Self::InvalidToken => (401, "invalid_token"),
+            Self::Forbidden(_) => (403, "forbidden"),
             Self::UnknownTenant(_) => (404, "unknown_tenant"),
+            Self::UnknownApiToken { .. } => (404, "unknown_token"),
             Self::UnknownDocument { .. } => (404, "unknown_document"),
             Self::UnknownWebhook { .. } => (404, "unknown_webhook"),
             Self::UnknownRoute => (404, "unknown_route"),
@@ -160,7 +174,12 @@ mod tests {
             ApiError::TooLarge("x".into()),
             ApiError::MissingToken,
             ApiError::InvalidToken,
+            ApiError::Forbidden("x".into()),
             ApiError::UnknownTenant(tenant.clone()),
+            ApiError::UnknownApiToken {
+                tenant: tenant.clone(),
+                token: "t".into(),
+            },
             ApiError::UnknownDocument {
                 tenant: tenant.clone(),
                 document: 1,

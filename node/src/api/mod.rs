@@ -9,6 +9,7 @@
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
+//! - [`tokens`]: tenant API tokens (made, listed and revoked by the operator);
 //! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
 //! - [`webhooks`]: a tenant's HTTP event webhooks and their dead letters;
 //! - [`cluster`]: the cluster view;
@@ -20,13 +21,14 @@ mod error;
 pub mod knowledge;
 pub mod service;
 pub mod tenants;
+pub mod tokens;
 pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;
 
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::store::{Store, Tenant};
+use salesboy_actors::store::{Store, Tenant, TenantTokenStore};
 use salesboy_protocol::{ChatId, IdError, TenantId};
 
 pub use error::ApiError;
@@ -46,6 +48,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// The same database, for what only the SQL store offers (event webhooks).
     pub sql: SqlStore,
+    /// Tenant API tokens (the same database).
+    pub tokens: Arc<dyn TenantTokenStore>,
     /// The webhook ingress (its phone-number cache is refreshed when a number changes).
     pub ingress: Ingress,
     /// Where tenant commands go.

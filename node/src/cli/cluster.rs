@@ -13,14 +13,15 @@ use crate::cluster::wire::{ControlReply, ControlRequest};
 use crate::cluster::{DRAIN_TIMEOUT, control_request};
 use crate::config::Config;
 
-async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+/// A bus on the configured NATS server, with the configured credentials.
+pub(super) async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     crate::run::install_crypto_provider();
-    let url = config
-        .nats_url
-        .as_deref()
-        .context("SALESBOY_NATS_URL is not set: status and drain talk to the cluster through its NATS server")?;
+    let url = config.nats_url.as_deref().context(
+        "SALESBOY_NATS_URL is not set: this command talks to the cluster through its NATS server",
+    )?;
     let options = NatsBusOptions {
         name: "salesboy-cli".into(),
+        credentials: config.nats_credentials(),
         ..NatsBusOptions::default()
     };
     let bus = NatsBus::connect(url, options)

@@ -7,10 +7,13 @@
 //! when no token is configured. Answers are printed as pretty JSON; an error answer makes
 //! the command fail with the API's message.
 //!
-//! - [`client`]: the HTTP client, URL and token resolution.
+//! - [`client`]: the HTTP client, URL and token resolution;
+//! - [`cluster`]: `status` and `drain`, through NATS;
+//! - [`nats`]: `nats-permissions`, a tenant's NATS user entry and events consumer.
 pub mod cluster;
 
 pub mod client;
+pub mod nats;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ const TEST_ENV_PREFIX: &str = "SALESBOY_TEST_";
 
 /// The keys whose values are secrets: their errors never quote the value.
 const SECRET_KEYS: &[&str] = &[
+    "nats_password",
     "whatsapp_app_secret",
     "whatsapp_verify_token",
     "admin_token",
@@ -33,6 +34,10 @@ pub(super) struct Layers {
     pub(super) database_url: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub(super) nats_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) nats_user: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) nats_password: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub(super) whatsapp_app_secret: Option<String>,
     #[serde(default, deserialize_with = "text")]

@@ -44,6 +44,8 @@ pub const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "nats_url",
+    "nats_user",
+    "nats_password",
     "whatsapp_app_secret",
     "whatsapp_verify_token",
     "whatsapp_api_base",
@@ -88,6 +90,11 @@ pub struct Config {
     pub database_url: Option<String>,
     /// The NATS server; unset means the in-process bus (one node only).
     pub nats_url: Option<String>,
+    /// The NATS user the node connects as (with [`Config::nats_password`]); unset: no
+    /// credentials. async-nats ignores credentials written in the URL.
+    pub nats_user: Option<String>,
+    /// The NATS user's password.
+    pub nats_password: Option<SecretString>,
     /// Meta app secret: webhook signatures are checked with it.
     pub whatsapp_app_secret: Option<SecretString>,
     /// The token Meta echoes in the webhook verification handshake.
@@ -139,6 +146,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./salesboy-data"),
             database_url: None,
             nats_url: None,
+            nats_user: None,
+            nats_password: None,
             whatsapp_app_secret: None,
             whatsapp_verify_token: None,
             whatsapp_api_base: DEFAULT_WHATSAPP_API_BASE.to_owned(),
@@ -239,6 +248,8 @@ impl Config {
             data_dir,
             database_url,
             nats_url,
+            nats_user,
+            nats_password,
             whatsapp_app_secret,
             whatsapp_verify_token,
             whatsapp_api_base,
@@ -271,6 +282,17 @@ impl Config {
         }
         if nats_url.is_some() {
             self.nats_url = nats_url.and_then(optional);
+        }
+        if nats_user.is_some() {
+            self.nats_user = nats_user.and_then(optional);
+        }
+        if nats_password.is_some() {
+            self.nats_password = nats_password.and_then(optional).map(SecretString::from);
+        }
+        match (&self.nats_user, &self.nats_password) {
+            (Some(_), None) => return Err(("nats_user", "needs nats_password too".into())),
+            (None, Some(_)) => return Err(("nats_password", "needs nats_user too".into())),
+            _ => {}
         }
         if whatsapp_app_secret.is_some() {
             self.whatsapp_app_secret = whatsapp_app_secret
@@ -347,6 +369,13 @@ impl Config {
             positive("webhook_timeout_ms", webhook_timeout_ms)?,
         );
         Ok(self)
+    }
+
+    /// The NATS user and password to connect with, when configured.
+    pub fn nats_credentials(&self) -> Option<crate::bus::NatsCredentials> {
+        let user = self.nats_user.clone()?;
+        let password = self.nats_password.clone()?;
+        Some(crate::bus::NatsCredentials { user, password })
     }
 
     /// The database URL in use: `database_url`, or SQLite in `data_dir`.
@@ -502,6 +531,36 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{config:?}").contains("topsecretvalue"));
+    }
+
+    #[test]
+    fn nats_credentials_come_in_pairs_and_the_password_never_prints() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("SALESBOY_NATS_USER", "salesboy-node"),
+                ("SALESBOY_NATS_PASSWORD", "natspassword42"),
+            ]),
+        )
+        .unwrap();
+        let credentials = config.nats_credentials().unwrap();
+        assert_eq!(credentials.user, "salesboy-node");
+        assert_eq!(credentials.password.expose_secret(), "natspassword42");
+        assert!(!format!("{config:?} {credentials:?}").contains("natspassword42"));
+        assert!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .nats_credentials()
+                .is_none()
+        );
+        for alone in [
+            ("SALESBOY_NATS_USER", "salesboy-node"),
+            ("SALESBOY_NATS_PASSWORD", "natspassword42"),
+        ] {
+            let error = Config::load_from(None, env(&[alone])).unwrap_err();
+            assert!(matches!(error, ConfigError::BadValue { .. }), "{error}");
+            assert!(!error.to_string().contains("natspassword42"), "{error}");
+        }
     }
 
     #[test]

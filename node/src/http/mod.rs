@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::store::Store;
+use salesboy_actors::store::{Store, TenantTokenStore};
 use secrecy::SecretString;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The same database, for what only the SQL store offers (event webhooks).
     pub sql: SqlStore,
+    /// Tenant API tokens (the same database): the admin API's auth reads them.
+    pub tokens: Arc<dyn TenantTokenStore>,
     /// Secrets and settings of the HTTP side.
     pub http: Arc<HttpSettings>,
     /// Renders `/metrics`.
@@ -47,7 +49,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for a node, its store, its HTTP settings and its metrics renderer; the
+    /// The state for a node, its store (and its tenant tokens), its HTTP settings and its metrics renderer; the
     /// background work (the ingress's hand-offs) runs on the node's `tasks` and stops when
     /// `shutdown` is cancelled.
     pub fn new(
@@ -59,6 +61,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         let store: Arc<dyn Store> = Arc::new(sql.clone());
+        let tokens: Arc<dyn TenantTokenStore> = Arc::new(sql.clone());
         let router = crate::routing::Router::Local(node.clone());
         let ingress = Ingress::new(
             Arc::clone(&store),
@@ -73,6 +76,7 @@ impl AppState {
             node,
             store,
             sql,
+            tokens,
             http: Arc::new(http),
             metrics,
             started: Instant::now(),
@@ -86,6 +90,7 @@ impl AppState {
             node: self.node.clone(),
             store: Arc::clone(&self.store),
             sql: self.sql.clone(),
+            tokens: Arc::clone(&self.tokens),
             ingress: self.ingress.clone(),
             router: self.router.clone(),
             cluster: self.cluster.clone(),

@@ -23,6 +23,7 @@
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage;
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
+//! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query.
 
 mod activity;
@@ -35,6 +36,7 @@ mod outbox;
 mod retention;
 mod roles;
 mod tenants;
+mod tokens;
 mod webhooks;
 
 use std::fmt;

@@ -9,10 +9,11 @@ use salesboy_actors::store::{
     NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError, StoredMessage, Tenant,
     TenantRoute, UsageReport,
 };
+use salesboy_actors::store::{NewTenantToken, TenantToken};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
-use super::{SqlStore, activity, fencing, knowledge, messages, outbox, retention, tenants};
+use super::{SqlStore, activity, fencing, knowledge, messages, outbox, retention, tenants, tokens};
 
 #[async_trait]
 impl HealthStore for SqlStore {
@@ -49,6 +50,30 @@ impl TenantStore for SqlStore {
         phone_number_id: &PhoneNumberId,
     ) -> Result<Option<TenantRoute>, StoreError> {
         self.run(tenants::tenant_by_phone_number(&self.db, phone_number_id))
+            .await
+    }
+}
+
+#[async_trait]
+impl TenantTokenStore for SqlStore {
+    async fn insert_tenant_token(&self, token: &NewTenantToken) -> Result<(), StoreError> {
+        self.run(tokens::insert_tenant_token(&self.db, token)).await
+    }
+
+    async fn tenant_tokens(&self, tenant: &TenantId) -> Result<Vec<TenantToken>, StoreError> {
+        self.run(tokens::tenant_tokens(&self.db, tenant)).await
+    }
+
+    async fn delete_tenant_token(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        self.run(tokens::delete_tenant_token(&self.db, tenant, id))
+            .await
+    }
+
+    async fn tenant_token_by_digest(
+        &self,
+        digest: &str,
+    ) -> Result<Option<TenantToken>, StoreError> {
+        self.run(tokens::tenant_token_by_digest(&self.db, digest))
             .await
     }
 }

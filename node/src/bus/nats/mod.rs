@@ -7,6 +7,8 @@
 //!   (`create_key_value` cannot decode 2.9's account info);
 //! - watches use one filter each (`watch_with_history`), never `watch_many` (2.9 ignores
 //!   `filter_subjects`);
+//! - a tenant's own NATS user ([`tenant_users`]) reads its events from a durable consumer the
+//!   operator creates, never creates one;
 //! - `subscribe` and `unsubscribe` end with a round trip through the server, so they return
 //!   only once the server routes accordingly (async-nats's `flush` only writes the socket).
 
@@ -21,10 +23,12 @@ use async_nats::{ConnectOptions, Event, HeaderMap, HeaderName, HeaderValue};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 mod kv;
+pub mod tenant_users;
 
 use super::{Bus, BusError, Headers, Kv, Message, Subscription, validate};
 
@@ -45,6 +49,18 @@ pub struct NatsBusOptions {
     pub max_reconnect_delay: Duration,
     /// Replicas of a KV bucket's stream when this node creates it (1 on a single server).
     pub kv_replicas: usize,
+    /// The user and password to connect with; `None`: none (async-nats ignores credentials
+    /// written in the URL).
+    pub credentials: Option<NatsCredentials>,
+}
+
+/// A NATS user and its password. The password never prints.
+#[derive(Debug, Clone)]
+pub struct NatsCredentials {
+    /// The user.
+    pub user: String,
+    /// Its password.
+    pub password: SecretString,
 }
 
 impl Default for NatsBusOptions {
@@ -55,6 +71,7 @@ impl Default for NatsBusOptions {
             ping_interval: Duration::from_secs(5),
             max_reconnect_delay: Duration::from_secs(2),
             kv_replicas: 1,
+            credentials: None,
         }
     }
 }
@@ -89,7 +106,14 @@ impl NatsBus {
         let events = Arc::clone(&state_sender);
         let name = options.name.clone();
         let max_delay = options.max_reconnect_delay;
-        let client = ConnectOptions::new()
+        let mut connect = ConnectOptions::new();
+        if let Some(credentials) = &options.credentials {
+            connect = connect.user_and_password(
+                credentials.user.clone(),
+                credentials.password.expose_secret().to_owned(),
+            );
+        }
+        let client = connect
             .name(&options.name)
             .connection_timeout(options.connection_timeout)
             .ping_interval(options.ping_interval)

@@ -1,18 +1,25 @@
-//! The admin token check: [`AdminAuth`], an extractor that succeeds only for a request with
-//! `Authorization: Bearer <admin token>`. The router layers it over every admin route but
-//! the OpenAPI document.
+//! Who may call an admin route: [`AdminAuth`] (the admin token only) and [`TenantAuth`] (the
+//! admin token, or an API token of the tenant the path names). The router layers one of
+//! them over every admin route but the OpenAPI document.
+//!
+//! A request's bearer token is, in this order: the admin token (compared in constant time),
+//! else a tenant API token (looked up by its SHA-256 digest, see [`crate::api::tokens`]),
+//! else nothing: 401. A tenant token where it does not reach (another tenant, an operator
+//! route, the token routes) is 403 `forbidden`.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::header;
 use axum::http::request::Parts;
+use salesboy_protocol::TenantId;
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::api::ApiError;
+use crate::api::{ApiError, tokens};
 
 /// Proof that the request carries the admin token as a bearer token (scheme in any case).
-/// Rejected with [`ApiError::MissingToken`] or [`ApiError::InvalidToken`] (401).
+/// Rejected with [`ApiError::MissingToken`] or [`ApiError::InvalidToken`] (401), or
+/// [`ApiError::Forbidden`] (403) for a tenant's token.
 #[derive(Debug, Clone, Copy)]
 pub struct AdminAuth;
 
@@ -23,19 +30,80 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match presented {
-            Some(token) if token_matches(token, state.http.admin_token.expose_secret()) => Ok(Self),
-            Some(_) => Err(ApiError::InvalidToken),
-            None => Err(ApiError::MissingToken),
+        match caller(parts, state).await? {
+            Caller::Admin => Ok(Self),
+            Caller::Tenant(tenant) => Err(ApiError::Forbidden(format!(
+                "the api token of tenant {tenant} cannot use operator routes"
+            ))),
         }
     }
+}
+
+/// Proof that the request may act on the tenant of the path's `{id}`: the admin token, or
+/// an API token of that tenant. Rejected like [`AdminAuth`].
+#[derive(Debug, Clone, Copy)]
+pub struct TenantAuth;
+
+impl FromRequestParts<AppState> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let tenant = match caller(parts, state).await? {
+            Caller::Admin => return Ok(Self),
+            Caller::Tenant(tenant) => tenant,
+        };
+        let path_tenant = RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(name, _)| *name == "id")
+                    .map(|(_, value)| value.to_owned())
+            });
+        match path_tenant {
+            Some(id) if id == tenant.as_str() => Ok(Self),
+            _ => Err(ApiError::Forbidden(format!(
+                "the api token of tenant {tenant} reaches only /api/tenants/{tenant}"
+            ))),
+        }
+    }
+}
+
+/// Whose token a request carries.
+enum Caller {
+    /// The operator's.
+    Admin,
+    /// One tenant's.
+    Tenant(TenantId),
+}
+
+/// The caller a request's bearer token designates, or 401.
+async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(presented) = bearer(parts) else {
+        return Err(ApiError::MissingToken);
+    };
+    if token_matches(presented, state.http.admin_token.expose_secret()) {
+        return Ok(Caller::Admin);
+    }
+    match tokens::tenant_of(state.tokens.as_ref(), presented).await? {
+        Some(tenant) => Ok(Caller::Tenant(tenant)),
+        None => Err(ApiError::InvalidToken),
+    }
+}
+
+/// The bearer token of the `authorization` header (scheme in any case), trimmed.
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
 }
 
 /// Constant-time comparison; an empty configured token matches nothing.

@@ -20,7 +20,8 @@ pub(super) struct ErrorBody {
     error: String,
 }
 
-/// The refusal every route behind the admin token documents: no or wrong token.
+/// The refusals every route behind the admin token documents: no or wrong token, a
+/// tenant's token where it does not reach.
 #[derive(IntoResponses)]
 #[expect(
     dead_code,
@@ -30,10 +31,13 @@ pub(super) enum TokenRefusal {
     /// No or wrong admin token.
     #[response(status = 401, description = "no or wrong admin token")]
     Unauthorized(ErrorBody),
+    /// A tenant's API token on a route it does not reach.
+    #[response(status = 403, description = "a tenant's api token out of its reach")]
+    Forbidden(ErrorBody),
 }
 
-/// The refusals every route about one tenant documents beside its own: no or wrong admin
-/// token, unknown tenant, database unavailable.
+/// The refusals every route about one tenant documents beside its own: no or wrong token,
+/// another tenant's token, unknown tenant, database unavailable.
 #[derive(IntoResponses)]
 #[expect(
     dead_code,
@@ -43,6 +47,9 @@ pub(super) enum TenantRefusals {
     /// No or wrong admin token.
     #[response(status = 401, description = "no or wrong admin token")]
     Unauthorized(ErrorBody),
+    /// Another tenant's API token (or a tenant token on its tokens).
+    #[response(status = 403, description = "another tenant's api token")]
+    Forbidden(ErrorBody),
     /// Unknown tenant.
     #[response(status = 404, description = "unknown tenant")]
     UnknownTenant(ErrorBody),

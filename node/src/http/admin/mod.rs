@@ -4,11 +4,13 @@
 //! [`crate::api`] (the same one the NATS service calls) and answer its result or its
 //! [`ApiError`].
 //!
-//! Every route but `GET /api/openapi.json` requires `Authorization: Bearer <admin token>`
-//! (compared in constant time, never logged). Errors are JSON `{"error": "…"}`: 400 invalid
-//! input (naming the field), 401 no or wrong token, 404 unknown tenant, document, webhook or route,
-//! 409 a phone number owned by another tenant, 503 database unavailable or node at capacity,
-//! 500 otherwise. Responses never carry access tokens or LLM API keys.
+//! Every route but `GET /api/openapi.json` requires a bearer token (never logged): the
+//! admin token (compared in constant time) reaches every route; a tenant's API token
+//! reaches only the routes under `/api/tenants/{its id}` but its tokens (see `auth`).
+//! Errors are JSON `{"error": "…"}`: 400 invalid input (naming the field), 401 no or wrong
+//! token, 403 a tenant token out of its tenant, 404 unknown tenant, document, token,
+//! webhook or route, 409 a phone number owned by another tenant, 503 database unavailable or node at
+//! capacity, 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
 //! Each route module declares its routes with `utoipa_axum::routes!`, from the handlers'
 //! `#[utoipa::path]` attributes, so the router and the OpenAPI document ([`openapi`]) come
@@ -17,7 +19,7 @@
 //! One module per concern:
 //! - `error`: the error answer of an [`ApiError`]; the extractors whose rejections are error
 //!   answers;
-//! - `auth`: [`AdminAuth`], the bearer-token check;
+//! - `auth`: [`AdminAuth`] and [`TenantAuth`], the bearer-token checks;
 //! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers),
 //!   `/tenants/{id}/session`;
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
@@ -25,6 +27,7 @@
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
 //! - `usage`: `/tenants/{id}/usage` (a month's LLM tokens and cost, messages in and out);
 //! - `webhooks`: `/tenants/{id}/webhooks…` (HTTP event webhooks, their dead letters);
+//! - `tokens`: `/tenants/{id}/tokens…` (a tenant's API tokens; admin token only);
 //! - `cluster`: `/cluster`;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
 
@@ -35,6 +38,7 @@ mod error;
 mod knowledge;
 mod openapi;
 mod tenants;
+mod tokens;
 mod usage;
 mod webhooks;
 
@@ -46,32 +50,60 @@ use utoipa_axum::router::OpenApiRouter;
 use super::AppState;
 use crate::api::ApiError;
 
-pub use auth::AdminAuth;
+pub use auth::{AdminAuth, TenantAuth};
 pub use openapi::openapi;
 
 /// The admin routes, relative to `/api` (the caller nests them there): every one but the
-/// OpenAPI document behind the admin token.
+/// OpenAPI document behind a token.
 pub fn routes(state: AppState) -> Router<AppState> {
-    let guard = middleware::from_extractor_with_state::<AdminAuth, _>(state);
-    let (router, _document) = api(|protected| protected.route_layer(guard)).split_for_parts();
+    let admin = middleware::from_extractor_with_state::<AdminAuth, _>(state.clone());
+    let tenant = middleware::from_extractor_with_state::<TenantAuth, _>(state);
+    let (router, _document) = api(Guards {
+        operator: Box::new(|routes| routes.route_layer(admin)),
+        tenant: Box::new(|routes| routes.route_layer(tenant)),
+    })
+    .split_for_parts();
     router
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::method_not_allowed)
 }
 
-/// Every admin route with its documentation, relative to `/api`; `guard` wraps the routes
-/// that need the admin token.
-fn api(
-    guard: impl FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>,
-) -> OpenApiRouter<AppState> {
-    let protected = OpenApiRouter::default()
-        .merge(tenants::routes())
+/// A function that puts a token check over a group of routes.
+type Guard = Box<dyn FnOnce(OpenApiRouter<AppState>) -> OpenApiRouter<AppState>>;
+
+/// What wraps each group of routes: the real token checks, or nothing (for the document).
+struct Guards {
+    /// Routes for the operator only (admin token): every tenant, the cluster, tenant tokens.
+    operator: Guard,
+    /// Routes about the tenant of the path's `{id}` (admin token or that tenant's token).
+    tenant: Guard,
+}
+
+impl Guards {
+    /// No checks: the routes as the OpenAPI document lists them.
+    fn none() -> Self {
+        Self {
+            operator: Box::new(|routes| routes),
+            tenant: Box::new(|routes| routes),
+        }
+    }
+}
+
+/// Every admin route with its documentation, relative to `/api`, each group under its guard.
+fn api(guards: Guards) -> OpenApiRouter<AppState> {
+    let operator = OpenApiRouter::default()
+        .merge(tenants::operator_routes())
+        .merge(tokens::routes())
+        .merge(cluster::routes());
+    let tenant = OpenApiRouter::default()
+        .merge(tenants::tenant_routes())
         .merge(knowledge::routes())
         .merge(conversations::routes())
         .merge(usage::routes())
-        .merge(webhooks::routes())
-        .merge(cluster::routes());
-    openapi::routes().merge(guard(protected))
+        .merge(webhooks::routes());
+    openapi::routes()
+        .merge((guards.operator)(operator))
+        .merge((guards.tenant)(tenant))
 }
 
 // ----- helpers the route modules share -----

@@ -14,7 +14,7 @@ use super::error::ErrorBody;
 /// The admin API's OpenAPI 3 document: [`ApiDoc`]'s title, tags and security, and the
 /// operations of every route, collected from the routes themselves under `/api`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi().nest("/api", super::api(|protected| protected).into_openapi())
+    ApiDoc::openapi().nest("/api", super::api(super::Guards::none()).into_openapi())
 }
 
 /// The document, built once.
@@ -40,7 +40,9 @@ pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
     info(
         title = "Salesboy admin API",
         description = "Tenants, knowledge, conversations, usage and the cluster of a Salesboy gateway. \
-            Every route but this document needs `Authorization: Bearer <admin token>`."
+            Every route but this document needs `Authorization: Bearer <token>`: the admin token \
+            reaches every route, a tenant's API token (`sbt_…`, made with `POST /api/tenants/{id}/tokens`) \
+            only the routes under `/api/tenants/{its id}` but `/tokens` (403 elsewhere)."
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken),
@@ -51,6 +53,7 @@ pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "conversations", description = "chat logs, bot pause and resume, owner sends"),
         (name = "usage", description = "a tenant's LLM tokens and cost, messages in and out"),
         (name = "webhooks", description = "HTTP event webhooks and their dead letters"),
+        (name = "tokens", description = "a tenant's API tokens (admin token only)"),
         (name = "cluster", description = "the gateway's nodes"),
         (name = "meta", description = "this document"),
     )

@@ -15,10 +15,14 @@ use crate::api::tenants::{
     self, Saved, SessionStatusView, TenantDetail, TenantRequest, TenantView,
 };
 
-/// The routes of this module, documented.
-pub(super) fn routes() -> OpenApiRouter<AppState> {
+/// The operator's routes of this module (every tenant), documented.
+pub(super) fn operator_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(list_tenants, upsert_tenant))
+}
+
+/// The routes of this module about one tenant, documented.
+pub(super) fn tenant_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
-        .routes(routes!(list_tenants, upsert_tenant))
         .routes(routes!(show_tenant))
         .routes(routes!(session_status))
 }
