@@ -1685,8 +1685,15 @@ async fn events_are_listed_newest_first(store: Arc<dyn Store>) {
         json!({"alert": "llm_quota_exhausted"}),
     );
     let second = Event::cluster(EventKind::NodeJoined, T0 + 1, json!({"node": "n2"}));
-    store.record_event(&first).await.unwrap();
-    store.record_event(&second).await.unwrap();
+    store
+        .record_events(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    store
+        .record_events(std::slice::from_ref(&second))
+        .await
+        .unwrap();
+    store.record_events(&[]).await.unwrap();
     let events = store.recent_events(10).await.unwrap();
     assert_eq!(events, [second, first]);
     assert_eq!(store.recent_events(1).await.unwrap().len(), 1);

@@ -15,12 +15,14 @@ pub mod publisher;
 pub mod webhooks;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use salesboy_actors::ports::EventSink;
 use salesboy_actors::store::Store;
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::background::Background;
@@ -28,23 +30,31 @@ use crate::background::Background;
 /// How many events a slow local subscriber may fall behind before it loses some.
 const CHANNEL_CAPACITY: usize = 4096;
 
+/// Most events the writer puts in one transaction.
+const WRITE_BATCH: usize = 256;
+
+/// How long the writer waits before retrying a failed write.
+const WRITE_RETRY: Duration = Duration::from_millis(200);
+
+/// Most attempts of one batch before its events are given up (and logged).
+const WRITE_ATTEMPTS: usize = 5;
+
 /// The node's event sink, and the feed of events this node publishes.
 pub struct NodeEvents {
     feed: broadcast::Sender<Event>,
-    store: Arc<dyn Store>,
-    /// Where outbox writes run (each runs to its end; stopping the node waits for it).
-    background: Background,
+    /// To the outbox writer.
+    writer: mpsc::UnboundedSender<Event>,
 }
 
 impl NodeEvents {
-    /// A sink that writes events to `store`'s outbox, on `background`.
+    /// A sink whose events one writer task on `background` writes to `store`'s outbox, in
+    /// batches, in order. When `background` is cancelled the writer writes what is queued
+    /// and ends (stopping the node waits for it).
     pub fn new(store: Arc<dyn Store>, background: &Background) -> Self {
         let (feed, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self {
-            feed,
-            store,
-            background: background.clone(),
-        }
+        let (writer, queue) = mpsc::unbounded_channel();
+        background.spawn(write_events(store, queue, background.token().clone()));
+        Self { feed, writer }
     }
 
     /// Every event this node's publisher publishes from now on (on a cluster only the
@@ -64,11 +74,56 @@ impl EventSink for NodeEvents {
         if event.kind == EventKind::AlertRaised {
             info!(tenant = event.tenant.as_ref().map(|t| t.as_str()), detail = %event.detail, "alert");
         }
-        let store = Arc::clone(&self.store);
-        self.background.spawn(async move {
-            if let Err(e) = store.record_event(&event).await {
-                warn!(kind = event.kind.as_str(), error = %e, "event not recorded");
+        if let Err(unsent) = self.writer.send(event) {
+            warn!(
+                kind = unsent.0.kind.as_str(),
+                "event not recorded: the node is stopping"
+            );
+        }
+    }
+}
+
+/// The outbox writer: one connection at a time, whatever the number of events, each batch
+/// in one transaction; on cancel, writes what is queued and ends.
+async fn write_events(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::UnboundedReceiver<Event>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let stopping = tokio::select! {
+            biased;
+            received = queue.recv_many(&mut batch, WRITE_BATCH) => received == 0,
+            () = stop.cancelled() => true,
+        };
+        if stopping {
+            while let Ok(event) = queue.try_recv() {
+                batch.push(event);
             }
-        });
+        }
+        for chunk in batch.chunks(WRITE_BATCH) {
+            write(&*store, chunk).await;
+        }
+        batch.clear();
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn write(store: &dyn Store, events: &[Event]) {
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match store.record_events(events).await {
+            Ok(()) => return,
+            Err(e) if attempt == WRITE_ATTEMPTS => {
+                warn!(events = events.len(), error = %e, "events not recorded, given up");
+                metrics::counter!("salesboy_events_dropped_total").increment(events.len() as u64);
+            }
+            Err(e) => {
+                warn!(events = events.len(), error = %e, "events not recorded, retrying");
+                tokio::time::sleep(WRITE_RETRY).await;
+            }
+        }
     }
 }

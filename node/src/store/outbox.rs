@@ -1,6 +1,6 @@
 //! The events outbox (`event_outbox`): each event is written in the transaction of the
 //! change it reports ([`append`]), or on its own when it reports no change of the store's
-//! ([`record_event`]). The events publisher reads the unpublished ones back in order and
+//! ([`record_events`]). The events publisher reads the unpublished ones back in order and
 //! marks them published once the stream has them; webhook deliveries read them by sequence.
 
 use salesboy_protocol::events::{EVENT_FORMAT_VERSION, Event};
@@ -54,11 +54,17 @@ pub(crate) async fn append(conn: &mut AnyConnection, event: &Event) -> Result<()
     Ok(())
 }
 
-/// Writes an event that reports no change of the store's own (a session's state, a
-/// migration, an alert).
-pub(crate) async fn record_event(db: &Db, event: &Event) -> Result<(), Failure> {
-    let mut conn = db.pool.acquire().await?;
-    append(&mut conn, event).await?;
+/// Writes events that report no change of the store's own (a session's state, a migration,
+/// an alert), in one transaction.
+pub(crate) async fn record_events(db: &Db, events: &[Event]) -> Result<(), Failure> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.pool.begin().await?;
+    for event in events {
+        append(&mut tx, event).await?;
+    }
+    tx.commit().await?;
     db.outbox_written();
     Ok(())
 }

@@ -340,8 +340,8 @@ impl UsageStore for SqlStore {
 
 #[async_trait]
 impl EventStore for SqlStore {
-    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
-        self.run(outbox::record_event(&self.db, event)).await
+    async fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.run(outbox::record_events(&self.db, events)).await
     }
 
     async fn recent_events(&self, limit: u32) -> Result<Vec<Event>, StoreError> {

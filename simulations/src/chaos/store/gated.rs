@@ -249,7 +249,7 @@ gated!(UsageStore {
 });
 
 gated!(EventStore {
-    fn record_event(event: &Event) -> () => ("record_event");
+    fn record_events(events: &[Event]) -> () => ("record_events");
     fn recent_events(limit: u32) -> Vec<Event> => ("recent_events");
 });
 

@@ -339,8 +339,8 @@ impl UsageStore for MemoryStore {
 
 #[async_trait]
 impl EventStore for MemoryStore {
-    async fn record_event(&self, event: &Event) -> Result<(), StoreError> {
-        self.tables().events.push(event.clone());
+    async fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.tables().events.extend_from_slice(events);
         Ok(())
     }
 
