@@ -197,6 +197,7 @@ impl Ingress {
                         created_ms: at_ms,
                         epoch: None,
                         client_ref: None,
+                        content: None,
                     };
                     self.store.record_outbound(&new).await.map(|outcome| {
                         if matches!(outcome, InsertOutcome::Inserted { .. }) {

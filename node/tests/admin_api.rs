@@ -785,6 +785,42 @@ async fn an_owner_send_with_a_client_ref_is_recorded_once() {
     assert!(error(&empty).starts_with("client_ref: "), "{}", empty.raw);
 }
 
+/// The send route takes the same kinds as `message.send`: here reply buttons, sent, listed
+/// with their readable text; and refused beyond the Cloud API's limits, nothing recorded.
+#[tokio::test]
+async fn an_owner_send_takes_every_kind_and_refuses_beyond_the_limits() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let too_many = json!({"interactive": {"body": "Which size?", "buttons": [
+        {"id": "a", "title": "40"}, {"id": "b", "title": "41"},
+        {"id": "c", "title": "42"}, {"id": "d", "title": "43"},
+    ]}});
+    let refused = h.post(&format!("{path}/send"), too_many).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert_eq!(
+        error(&refused),
+        "interactive.buttons: 4 buttons, 1 to 3 are allowed"
+    );
+    let refused = h.post(&format!("{path}/send"), json!({})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    let buttons = json!({"interactive": {"body": "Which size?", "buttons": [
+        {"id": "a", "title": "41"}, {"id": "b", "title": "42"},
+    ]}});
+    let accepted = h.post(&format!("{path}/send"), buttons).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.raw);
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.json["messages"][0]["kind"], "interactive");
+    assert_eq!(listed.json["messages"][0]["body"], "Which size?");
+    let sent = eventually("the buttons to be sent", || async {
+        let sent = h.sent.lock().clone();
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(sent, [(CUSTOMER.to_owned(), "Which size?".to_owned())]);
+}
+
 #[tokio::test]
 async fn a_months_usage_counts_tokens_cost_and_messages() {
     let h = harness().await;

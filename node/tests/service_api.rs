@@ -421,7 +421,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         (
             "message.send",
             json!({"to": CUSTOMER}),
-            "invalid json body: missing field `text`",
+            "exactly one of text, template, interactive, image, document is required, got none",
         ),
         (
             "bot.pause",
@@ -573,6 +573,252 @@ async fn a_client_ref_sends_once_and_answers_the_same() {
     assert!(
         message.starts_with("client_ref: 129 characters"),
         "{message}"
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn message_send_sends_every_kind_in_the_cloud_api_format() {
+    let s = setup().await;
+    let c = &s.client;
+    let send = "sb.v1.api.t.acme.message.send";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let template = json!({"to": CUSTOMER, "template": {
+        "name": "order_update",
+        "language": "en_US",
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Kerry"}]}],
+    }});
+    let buttons = json!({"to": CUSTOMER, "interactive": {
+        "header": "Sizes",
+        "body": "Which size do you wear?",
+        "footer": "Acme Shoes",
+        "buttons": [{"id": "s42", "title": "42"}, {"id": "s43", "title": "43"}],
+    }});
+    let list = json!({"to": CUSTOMER, "interactive": {
+        "body": "Pick a colour",
+        "list": {"button": "Colours", "sections": [
+            {"title": "Dark", "rows": [{"id": "black", "title": "Black", "description": "classic"}]},
+            {"title": "Light", "rows": [{"id": "white", "title": "White"}]},
+        ]},
+    }});
+    let image = json!({"to": CUSTOMER, "image": {
+        "link": "https://cdn.example.com/blue-sneakers.jpg", "caption": "The blue ones",
+    }});
+    let document = json!({"to": CUSTOMER, "client_ref": "invoice-1042", "document": {
+        "link": "https://cdn.example.com/invoice-1042.pdf", "filename": "invoice-1042.pdf",
+    }});
+    let mut ids = Vec::new();
+    for body in [&template, &buttons, &list, &image, &document] {
+        let sent = request(c, send, Some(body.clone())).await.ok();
+        ids.push(sent["outbound_id"].as_i64().expect("an outbound id"));
+    }
+    let again = request(c, send, Some(document.clone())).await.ok();
+    assert_eq!(
+        again["outbound_id"], ids[4],
+        "the same client_ref sends once"
+    );
+
+    let sent = s.gateway.wait_for_sent(5, "one message of each kind").await;
+    let wire = |kind: &str| {
+        let found: Vec<&Value> = sent
+            .iter()
+            .map(|m| &m.request)
+            .filter(|r| r["type"] == kind)
+            .collect();
+        found
+    };
+    for request in sent.iter().map(|m| &m.request) {
+        assert_eq!(request["messaging_product"], "whatsapp", "{request}");
+        assert_eq!(request["to"], CUSTOMER, "{request}");
+        assert_eq!(request["text"], Value::Null, "{request}");
+    }
+    assert_eq!(
+        wire("template")[0]["template"],
+        json!({"name": "order_update", "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Kerry"}]}]})
+    );
+    let interactive = wire("interactive");
+    assert_eq!(interactive.len(), 2);
+    let by_type = |t: &str| {
+        interactive
+            .iter()
+            .find(|r| r["interactive"]["type"] == t)
+            .map(|r| r["interactive"].clone())
+            .unwrap_or_else(|| panic!("no {t} in {interactive:?}"))
+    };
+    assert_eq!(
+        by_type("button"),
+        json!({"type": "button",
+        "header": {"type": "text", "text": "Sizes"},
+        "body": {"text": "Which size do you wear?"},
+        "footer": {"text": "Acme Shoes"},
+        "action": {"buttons": [
+            {"type": "reply", "reply": {"id": "s42", "title": "42"}},
+            {"type": "reply", "reply": {"id": "s43", "title": "43"}},
+        ]}})
+    );
+    assert_eq!(
+        by_type("list"),
+        json!({"type": "list",
+        "body": {"text": "Pick a colour"},
+        "action": {"button": "Colours", "sections": [
+            {"title": "Dark", "rows": [{"id": "black", "title": "Black", "description": "classic"}]},
+            {"title": "Light", "rows": [{"id": "white", "title": "White"}]},
+        ]}})
+    );
+    assert_eq!(
+        wire("image")[0]["image"],
+        json!({"link": "https://cdn.example.com/blue-sneakers.jpg", "caption": "The blue ones"})
+    );
+    assert_eq!(
+        wire("document")[0]["document"],
+        json!({"link": "https://cdn.example.com/invoice-1042.pdf", "filename": "invoice-1042.pdf"})
+    );
+
+    // The chat log shows each one's kind and readable text.
+    let log = request(
+        c,
+        "sb.v1.api.t.acme.conversation.messages",
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    let shown: Vec<(&str, &str, &str)> = log["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap_or_default(),
+                m["body"].as_str().unwrap_or_default(),
+                m["origin"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("template", "[template order_update]", "owner"),
+            ("interactive", "Which size do you wear?", "owner"),
+            ("interactive", "Pick a colour", "owner"),
+            ("image", "The blue ones", "owner"),
+            ("document", "[document invoice-1042.pdf]", "owner"),
+        ]
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn message_send_refuses_content_beyond_the_cloud_api_limits() {
+    let s = setup().await;
+    let c = &s.client;
+    let send = "sb.v1.api.t.acme.message.send";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let button = |i: usize| json!({"id": format!("b{i}"), "title": format!("Button {i}")});
+    let rows: Vec<Value> = (0..11)
+        .map(|i| json!({"id": format!("r{i}"), "title": format!("Row {i}")}))
+        .collect();
+    let refusals = [
+        (
+            json!({"to": CUSTOMER}),
+            "malformed_request",
+            "exactly one of text, template, interactive, image, document is required, got none",
+        ),
+        (
+            json!({"to": CUSTOMER, "text": "hi", "image": {"link": "https://x.example/a.png"}}),
+            "malformed_request",
+            "exactly one of text, template, interactive, image, document is required, got text, image",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "buttons": (0..4).map(button).collect::<Vec<_>>()}}),
+            "invalid_field",
+            "interactive.buttons: 4 buttons, 1 to 3 are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "buttons": [{"id": "a", "title": "A title that is too long"}]}}),
+            "invalid_field",
+            "interactive.buttons.title: 24 characters, at most 20 are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "buttons": [{"id": "a", "title": "Same"}, {"id": "a", "title": "Other"}]}}),
+            "invalid_field",
+            "interactive.buttons.id: \"a\" is used twice",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "list": {"button": "Rows", "sections": [{"rows": rows}]}}}),
+            "invalid_field",
+            "interactive.list.sections.rows: 11 rows in all, 1 to 10 are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick", "buttons": [button(0)],
+                "list": {"button": "Rows", "sections": [{"rows": [{"id": "r", "title": "R"}]}]}}}),
+            "invalid_field",
+            "interactive: exactly one of buttons and list is required",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick", "buttons": [button(0)], "colour": "red"}}),
+            "malformed_request",
+            "invalid json body: interactive.colour: unknown field `colour`",
+        ),
+        (
+            json!({"to": CUSTOMER, "image": {"link": "http://cdn.example.com/a.png"}}),
+            "invalid_field",
+            "image.link: must be an https URL, got scheme \"http\"",
+        ),
+        (
+            json!({"to": CUSTOMER, "document": {"link": "invoice.pdf"}}),
+            "invalid_field",
+            "document.link: not a URL",
+        ),
+        (
+            json!({"to": CUSTOMER, "template": {"name": "order_update", "language": "English"}}),
+            "invalid_field",
+            "template.language: expected a language code",
+        ),
+        (
+            json!({"to": CUSTOMER, "template": {"name": "Order Update", "language": "en_US"}}),
+            "invalid_field",
+            "template.name: only lowercase letters, digits and _ are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "template": {"name": "order_update"}}),
+            "malformed_request",
+            "invalid json body: template: missing field `language`",
+        ),
+    ];
+    for (body, code, reason) in refusals {
+        let message = request(c, send, Some(body.clone()))
+            .await
+            .refused("400", code);
+        assert!(message.starts_with(reason), "{body}: {message}");
+    }
+    // A last text: once it is out, any refused send would have gone before it.
+    request(c, send, Some(json!({"to": CUSTOMER, "text": "Thanks!"})))
+        .await
+        .ok();
+    let sent = s.gateway.wait_for_sent(1, "the text").await;
+    assert_eq!(sent.len(), 1, "nothing refused was sent: {sent:?}");
+    let log = request(
+        c,
+        "sb.v1.api.t.acme.conversation.messages",
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        log["messages"].as_array().map(Vec::len),
+        Some(1),
+        "nothing refused was recorded: {log}"
     );
 
     s.gateway.node.stop().await;

@@ -19,6 +19,10 @@ use salesboy_actors::store::{
     StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
 use salesboy_node::store::{Dialect, SqlStore};
+use salesboy_protocol::whatsapp::OutboundContent;
+use salesboy_protocol::whatsapp::send::{
+    Interactive, InteractiveAction, InteractiveText, ReplyButton,
+};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use salesboy_testkit::PostgresDatabase;
 use sqlx::Connection;
@@ -125,6 +129,7 @@ storage_suite!(
     sent_and_failed_replies_are_final,
     echoes_and_owner_messages,
     a_client_ref_records_one_owner_message_per_tenant,
+    owner_content_is_kept_to_send_again,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -649,6 +654,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
         created_ms: T0 + 5,
         epoch: Some(1),
         client_ref: None,
+        content: None,
     };
     assert_stale(store.record_outbound(&owner_message).await, &acme, 1, 2);
 
@@ -985,6 +991,7 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
         created_ms: T0,
         epoch: None,
         client_ref: None,
+        content: None,
     };
     let InsertOutcome::Inserted { id: echo_id } = store.record_outbound(&echo).await.unwrap()
     else {
@@ -1051,6 +1058,7 @@ async fn a_client_ref_records_one_owner_message_per_tenant(store: Arc<dyn Store>
         created_ms: T0,
         epoch: Some(1),
         client_ref: client_ref.map(str::to_owned),
+        content: None,
     };
     let first = store
         .record_outbound(&send(&acme, Some("order-42"), "shipped"))
@@ -1132,6 +1140,65 @@ async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
         list(Some(chat_id("15559999999")), 2).await.is_empty(),
         "after a chat that is not the tenant's"
     );
+}
+
+/// A template, interactive or media message is stored with its content, so a node that
+/// finds it pending (after a crash, on another host) sends the same thing; its body is the
+/// readable rendition.
+async fn owner_content_is_kept_to_send_again(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    let content = OutboundContent::Interactive(Interactive {
+        kind: "button".to_owned(),
+        header: None,
+        body: InteractiveText {
+            text: "Which size?".to_owned(),
+        },
+        footer: None,
+        action: InteractiveAction {
+            button: None,
+            buttons: vec![ReplyButton::new("s42", "42"), ReplyButton::new("s43", "43")],
+            sections: Vec::new(),
+        },
+    });
+    let outbound = NewOutbound {
+        tenant: acme.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: content.kind().to_owned(),
+        body: Some(content.text()),
+        created_ms: T0,
+        epoch: Some(1),
+        client_ref: Some("sizes-1".to_owned()),
+        content: Some(content.clone()),
+    };
+    let id = store.record_outbound(&outbound).await.unwrap().id();
+    let unsent = store.unsent_replies(&acme).await.unwrap();
+    assert_eq!(ids(&unsent), [id]);
+    assert_eq!(unsent[0].content.as_ref(), Some(&content));
+    assert_eq!(unsent[0].kind, "interactive");
+    assert_eq!(unsent[0].body.as_deref(), Some("Which size?"));
+    let again = store.record_outbound(&outbound).await.unwrap();
+    assert_eq!(again, InsertOutcome::Duplicate { id });
+    let logged = store
+        .conversation_messages(&acme, &chat, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].content.as_ref(), Some(&content));
+
+    // a text keeps no content
+    let text = NewOutbound {
+        kind: "text".to_owned(),
+        body: Some("hi".to_owned()),
+        client_ref: None,
+        content: None,
+        ..outbound
+    };
+    let text_id = store.record_outbound(&text).await.unwrap().id();
+    assert_eq!(message(&*store, &acme, &chat, text_id).await.content, None);
 }
 
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {
@@ -1586,6 +1653,7 @@ async fn usage_between_counts_one_tenant_in_one_period(store: Arc<dyn Store>) {
         created_ms: at_ms,
         epoch: None,
         client_ref: None,
+        content: None,
     };
     for message in [
         outbound(OutboundOrigin::Echo, "wamid.echo", from + 2 * MINUTE),

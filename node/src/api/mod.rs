@@ -9,11 +9,14 @@
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
+//! - [`content`]: what an owner send may carry (text, template, interactive, image,
+//!   document) and its checks against the Cloud API's limits;
 //! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
 pub mod cluster;
+pub mod content;
 pub mod conversations;
 mod error;
 pub mod knowledge;

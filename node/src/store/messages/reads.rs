@@ -10,7 +10,9 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 
 use super::super::Db;
-use super::super::decode::{get, id, limit, named, optional_id, optional_named};
+use salesboy_protocol::whatsapp::OutboundContent;
+
+use super::super::decode::{get, id, limit, named, optional_id, optional_json, optional_named};
 use super::super::error::Failure;
 
 /// `SELECT` of the columns [`message_from_row`] reads from `messages m`, followed by `$rest`.
@@ -18,7 +20,7 @@ macro_rules! select_messages {
     ($rest:literal) => {
         concat!(
             "SELECT m.id, m.tenant_id, m.chat_id, m.direction, m.origin, m.wamid, m.kind, \
-             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms \
+             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms, m.content \
              FROM messages m ",
             $rest
         )
@@ -205,5 +207,6 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, Failure> {
             })
             .transpose()?,
         created_ms: get(row, "created_ms")?,
+        content: optional_json(row, "content", OutboundContent::from_json)?,
     })
 }

@@ -103,6 +103,7 @@ impl MessageStore for MemoryStore {
                 status_ms: None,
                 failure: None,
                 created_ms: message.received_ms,
+                content: None,
             },
         );
         Ok(InsertOutcome::Inserted { id })
@@ -157,6 +158,7 @@ impl MessageStore for MemoryStore {
                 status_ms: Some(message.created_ms),
                 failure: None,
                 created_ms: message.created_ms,
+                content: message.content.clone(),
             },
         );
         Ok(InsertOutcome::Inserted { id })
@@ -210,6 +212,7 @@ impl MessageStore for MemoryStore {
                 status_ms: None,
                 failure: None,
                 created_ms: reply.created_ms,
+                content: None,
             },
         );
         for id in ids {
