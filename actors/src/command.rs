@@ -68,6 +68,10 @@ pub enum TenantCommand {
         /// The client's key, unique per tenant, if given.
         client_ref: Option<String>,
     },
+    /// Be hosted: activate the tenant if it is not (it then reconciles from the store:
+    /// answers what came in meanwhile, sends what is pending), nothing else. Sent by
+    /// `session.start`.
+    Start,
 }
 
 impl TenantCommand {
@@ -82,7 +86,7 @@ impl TenantCommand {
             | Self::OwnerSendContent { chat, .. } => {
                 ActorAddress::Conversation(tenant.clone(), chat.clone())
             }
-            Self::Reload => ActorAddress::Session(tenant.clone()),
+            Self::Reload | Self::Start => ActorAddress::Session(tenant.clone()),
         }
     }
 
@@ -90,7 +94,7 @@ impl TenantCommand {
     pub fn kind(&self) -> MessageKind {
         match self {
             Self::Inbound { .. } => MessageKind::Inbound,
-            Self::Reload => MessageKind::SessionCommand,
+            Self::Reload | Self::Start => MessageKind::SessionCommand,
             Self::OwnerActivity { .. }
             | Self::SetPaused { .. }
             | Self::OwnerSend { .. }
@@ -104,7 +108,7 @@ impl TenantCommand {
     /// has answered.
     pub fn done_on_receipt(&self) -> bool {
         match self {
-            Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload => true,
+            Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload | Self::Start => true,
             Self::SetPaused { .. }
             | Self::OwnerSend { .. }
             | Self::OwnerSendOnce { .. }
@@ -175,6 +179,7 @@ mod tests {
                 )),
                 client_ref: Some("order-43".into()),
             },
+            TenantCommand::Start,
         ];
         for codec in [Codec::Bincode, Codec::Json] {
             for command in &commands {
@@ -239,10 +244,11 @@ mod tests {
                 )),
                 client_ref: None,
             },
+            TenantCommand::Start,
         ]
         .iter()
         .map(tag)
         .collect();
-        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7]);
     }
 }

@@ -32,6 +32,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/tenants"),
     ("get", "/api/tenants/{id}"),
     ("get", "/api/tenants/{id}/session"),
+    ("post", "/api/tenants/{id}/session/stop"),
+    ("post", "/api/tenants/{id}/session/start"),
     ("get", "/api/tenants/{id}/knowledge"),
     ("post", "/api/tenants/{id}/knowledge"),
     ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
@@ -888,8 +890,8 @@ async fn the_session_status_says_where_the_tenant_runs() {
     assert_eq!(idle.status, StatusCode::OK, "{}", idle.raw);
     assert_eq!(
         idle.json,
-        json!({"tenant": "acme", "state": "idle", "node": null, "epoch": null,
-               "moving_to": null, "session": null})
+        json!({"tenant": "acme", "state": "idle", "stopped_ms": null, "node": null,
+               "epoch": null, "moving_to": null, "session": null})
     );
     let resumed = h
         .post(
@@ -904,6 +906,40 @@ async fn the_session_status_says_where_the_tenant_runs() {
     let epoch = h.state.node.observe_tenant(&acme()).await.map(|t| t.epoch);
     assert_eq!(active["epoch"].as_u64(), epoch);
     assert_eq!(active["session"]["status"], "connected");
+
+    let stopped = h.post("/api/tenants/acme/session/stop", json!({})).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.raw);
+    assert_eq!(stopped.json["state"], "stopped");
+    assert!(
+        stopped.json["stopped_ms"].as_i64().is_some(),
+        "{}",
+        stopped.raw
+    );
+    let (harness, tenant) = (&h, acme());
+    let tenant = &tenant;
+    eventually("the tenant to stop", move || async move {
+        harness
+            .state
+            .node
+            .observe_tenant(tenant)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let send = h
+        .post(
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/send"),
+            json!({"text": "hi"}),
+        )
+        .await;
+    assert_eq!(send.status, StatusCode::CONFLICT, "{}", send.raw);
+    let started = h.post("/api/tenants/acme/session/start", json!({})).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.raw);
+    assert_eq!(started.json["state"], "active", "{}", started.raw);
+    assert_eq!(started.json["stopped_ms"], Value::Null);
+    let unknown = h.post("/api/tenants/nope/session/stop", json!({})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

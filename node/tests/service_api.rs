@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 15] = [
+const ENDPOINTS: [&str; 17] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -35,6 +35,8 @@ const ENDPOINTS: [&str; 15] = [
     "sb.v1.api.t.*.conversation.list",
     "sb.v1.api.t.*.conversation.messages",
     "sb.v1.api.t.*.usage.get",
+    "sb.v1.api.t.*.session.start",
+    "sb.v1.api.t.*.session.stop",
 ];
 
 /// A node on its own nats-server, and a plain client of that server.
@@ -381,6 +383,8 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("conversation.list", json!({})),
         ("conversation.messages", json!({"chat": CUSTOMER})),
         ("usage.get", json!({})),
+        ("session.start", json!({})),
+        ("session.stop", json!({})),
     ];
     for (command, body) in unknown {
         let subject = format!("sb.v1.api.t.nope.{command}");
@@ -820,6 +824,123 @@ async fn message_send_refuses_content_beyond_the_cloud_api_limits() {
         Some(1),
         "nothing refused was recorded: {log}"
     );
+
+    s.gateway.node.stop().await;
+}
+
+/// `session.stop` stores the stop and stops the tenant: owner sends and pauses are refused,
+/// a customer's message is persisted but not answered; `session.start` runs it again and the
+/// message is answered then.
+#[tokio::test]
+async fn a_stopped_session_neither_sends_nor_answers_until_started() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+    // The owner writes to one customer (the bot then stays quiet there); another asks.
+    let asker = "15557654321";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Welcome!"})),
+    )
+    .await
+    .ok();
+    s.gateway.wait_for_sent(1, "the welcome").await;
+
+    let stopped = request(c, &t("session.stop"), None).await.ok();
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    let stopped_ms = stopped["stopped_ms"].as_i64().expect("stopped since");
+    assert_eq!(stopped["node"], Value::Null);
+    let again = request(c, &t("session.stop"), Some(json!({}))).await.ok();
+    assert_eq!(
+        again["stopped_ms"], stopped_ms,
+        "a second stop keeps the first time"
+    );
+    let status = request(c, &t("session.status"), None).await.ok();
+    assert_eq!(status["state"], "stopped");
+    // The host stops the tenant (its reload is asynchronous): poll.
+    eventually(WAIT, || async {
+        let tenant = request(c, &t("tenant.get"), None).await.ok();
+        (tenant["state"].is_null() && tenant["active"] == false).then_some(())
+    })
+    .await;
+
+    let message = request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "hi"})),
+    )
+    .await
+    .refused("409", "session_stopped");
+    assert_eq!(
+        message,
+        "the whatsapp session of tenant acme is stopped: session.start runs it again"
+    );
+    request(c, &t("bot.pause"), Some(json!({"chat": CUSTOMER})))
+        .await
+        .refused("409", "session_stopped");
+
+    let webhook = salesboy_testkit::webhooks::text_message(
+        "106540352242922",
+        asker,
+        "wamid.stopped-1",
+        "Do you ship to Lisbon?",
+    );
+    assert_eq!(
+        s.gateway.post_webhook(&webhook).await,
+        200,
+        "persisted and acknowledged"
+    );
+    let log = request(c, &t("conversation.messages"), Some(json!({"chat": asker})))
+        .await
+        .ok();
+    let last = log["messages"].as_array().and_then(|m| m.last().cloned());
+    let last = last.expect("messages");
+    assert_eq!(last["direction"], "inbound", "{log}");
+    assert_eq!(last["body"], "Do you ship to Lisbon?");
+
+    let started_after_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let started = request(c, &t("session.start"), None).await.ok();
+    assert_ne!(started["state"], "stopped", "{started}");
+    assert_eq!(started["stopped_ms"], Value::Null);
+    let sent = s.gateway.wait_for_sent(2, "the answer, once started").await;
+    assert_eq!(sent.len(), 2);
+    let answered = eventually(WAIT, || async {
+        let log = request(c, &t("conversation.messages"), Some(json!({"chat": asker})))
+            .await
+            .ok();
+        let messages = log["messages"].as_array()?.clone();
+        let reply = messages
+            .iter()
+            .find(|m| m["origin"] == "bot" && m["status"] == "sent")?
+            .clone();
+        Some(reply)
+    })
+    .await;
+    let recorded_ms = answered["created_ms"].as_i64().expect("created");
+    assert!(
+        recorded_ms >= started_after_ms,
+        "the reply was recorded after the start, not while stopped: {answered}"
+    );
+    request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Yes, we do."})),
+    )
+    .await
+    .ok();
+    s.gateway
+        .wait_for_sent(3, "an owner message, once started")
+        .await;
 
     s.gateway.node.stop().await;
 }

@@ -130,6 +130,7 @@ storage_suite!(
     echoes_and_owner_messages,
     a_client_ref_records_one_owner_message_per_tenant,
     owner_content_is_kept_to_send_again,
+    session_stops_are_stored_and_leave_the_sweep,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -1199,6 +1200,57 @@ async fn owner_content_is_kept_to_send_again(store: Arc<dyn Store>) {
     };
     let text_id = store.record_outbound(&text).await.unwrap().id();
     assert_eq!(message(&*store, &acme, &chat, text_id).await.content, None);
+}
+
+/// A stopped session is a stored fact: the tenant shows it, a second stop keeps the first
+/// time, and the sweep's pending work leaves the tenant out until it runs again.
+async fn session_stops_are_stored_and_leave_the_sweep(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    receive(&*store, &acme, &chat, "wamid.waiting", T0).await;
+    let pending = || store.tenants_with_pending_work(T0 - 1, T0 + 1);
+    assert_eq!(pending().await.unwrap(), std::slice::from_ref(&acme));
+
+    store
+        .set_session_stopped(&acme, Some(T0 + 5))
+        .await
+        .unwrap();
+    store
+        .set_session_stopped(&acme, Some(T0 + 9))
+        .await
+        .unwrap();
+    let tenant = store.tenant(&acme).await.unwrap().unwrap();
+    assert_eq!(tenant.session_stopped_ms, Some(T0 + 5));
+    assert!(pending().await.unwrap().is_empty());
+    // the stop is kept when the tenant's record is saved again
+    given_tenant(&*store, "acme").await;
+    assert_eq!(
+        store
+            .tenant(&acme)
+            .await
+            .unwrap()
+            .unwrap()
+            .session_stopped_ms,
+        Some(T0 + 5)
+    );
+
+    store.set_session_stopped(&acme, None).await.unwrap();
+    assert_eq!(
+        store
+            .tenant(&acme)
+            .await
+            .unwrap()
+            .unwrap()
+            .session_stopped_ms,
+        None
+    );
+    assert_eq!(pending().await.unwrap(), std::slice::from_ref(&acme));
+    assert!(matches!(
+        store
+            .set_session_stopped(&tenant_id("nobody"), Some(T0))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {

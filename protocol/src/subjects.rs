@@ -171,11 +171,15 @@ pub enum ApiCommand {
     ConversationMessages,
     /// The tenant's LLM tokens and cost and its messages in and out for one month.
     UsageGet,
+    /// Run the tenant's WhatsApp session again after `session.stop`.
+    SessionStart,
+    /// Stop the tenant's WhatsApp session: it neither sends nor answers until started.
+    SessionStop,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 15] = [
+    pub const ALL: [ApiCommand; 17] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -191,6 +195,8 @@ impl ApiCommand {
         Self::ConversationList,
         Self::ConversationMessages,
         Self::UsageGet,
+        Self::SessionStart,
+        Self::SessionStop,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -211,6 +217,8 @@ impl ApiCommand {
             Self::ConversationList => "conversation.list",
             Self::ConversationMessages => "conversation.messages",
             Self::UsageGet => "usage.get",
+            Self::SessionStart => "session.start",
+            Self::SessionStop => "session.stop",
         }
     }
 

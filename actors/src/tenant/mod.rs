@@ -386,11 +386,11 @@ async fn carry_out(
             | TenantCommand::OwnerSendContent { .. } => {
                 answer(reply, Err(TenantError::Moving(state.tenant.clone())));
             }
-            TenantCommand::Reload => answer(reply, Ok(CommandReply::Done)),
+            TenantCommand::Reload | TenantCommand::Start => answer(reply, Ok(CommandReply::Done)),
         }
         return Ok(());
     }
-    if !matches!(command, TenantCommand::Reload) {
+    if !matches!(command, TenantCommand::Reload | TenantCommand::Start) {
         state.last_activity = Instant::now();
     }
     match command {
@@ -445,6 +445,8 @@ async fn carry_out(
             reload(myself, state).await?;
             answer(reply, Ok(CommandReply::Done));
         }
+        // Hosted now, so reconciled on activation: nothing more to do.
+        TenantCommand::Start => answer(reply, Ok(CommandReply::Done)),
     }
     Ok(())
 }
@@ -521,6 +523,11 @@ async fn reload(
         StopReason::Deleted.stop(myself);
         return Ok(());
     };
+    if record.session_stopped_ms.is_some() {
+        info!(tenant = %state.tenant, "whatsapp session stopped, tenant stopping");
+        StopReason::SessionStopped.stop(myself);
+        return Ok(());
+    }
     state.record = record;
     match (state.children.session(), state.record.numbers.first()) {
         (Some(session), Some(number)) => {

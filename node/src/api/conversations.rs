@@ -239,7 +239,11 @@ pub async fn send(
         }
     }
     let client_ref = request.client_ref.clone();
-    let command = match (request.message()?, client_ref) {
+    let message = request.message()?;
+    if api.existing_tenant(id).await?.session_stopped_ms.is_some() {
+        return Err(ApiError::SessionStopped(id.clone()));
+    }
+    let command = match (message, client_ref) {
         (Message::Text(body), None) => TenantCommand::OwnerSend {
             chat: chat.clone(),
             body,

@@ -5,7 +5,8 @@
 //!
 //! One module per resource:
 //! - `error`: [`ApiError`], its status and code;
-//! - [`tenants`]: tenants and their numbers, a tenant's session status;
+//! - [`tenants`]: tenants and their numbers, a tenant's session status, session stop and
+//!   start;
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;

@@ -1,4 +1,5 @@
-//! Tenants and their WhatsApp numbers, shown without secrets; a tenant's session status.
+//! Tenants and their WhatsApp numbers, shown without secrets; a tenant's session status, and
+//! stopping and starting its WhatsApp session.
 
 use salesboy_actors::command::TenantCommand;
 use salesboy_actors::session::SessionSnapshot;
@@ -119,9 +120,12 @@ pub struct SessionStatusView {
     /// The tenant's id.
     pub tenant: String,
     /// `active`: hosted by `node`; `moving`: being handed from `node` to `moving_to`;
-    /// `idle`: hosted nowhere now (its next message or command starts it).
+    /// `idle`: hosted nowhere now (its next message or command starts it); `stopped`: its
+    /// session is stopped (`session.stop`), hosted nowhere until `session.start`.
     #[schema(example = "active")]
     pub state: &'static str,
+    /// Since when the session is stopped (unix ms); `null` unless `stopped`.
+    pub stopped_ms: Option<i64>,
     /// The hosting node.
     pub node: Option<String>,
     /// The tenant's placement epoch (bumped by every move and failover).
@@ -209,16 +213,22 @@ pub async fn update(
 
 /// Where the tenant runs, under which epoch, and its session's state when hosted here.
 pub async fn session_status(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
-    api.existing_tenant(id).await?;
-    let snapshot = api.node.observe_tenant(id).await;
+    let tenant = api.existing_tenant(id).await?;
     let mut status = SessionStatusView {
         tenant: id.to_string(),
         state: "idle",
+        stopped_ms: None,
         node: None,
         epoch: None,
         moving_to: None,
         session: None,
     };
+    if let Some(stopped_ms) = tenant.session_stopped_ms {
+        status.state = "stopped";
+        status.stopped_ms = Some(stopped_ms);
+        return Ok(status);
+    }
+    let snapshot = api.node.observe_tenant(id).await;
     if let Some(cluster) = &api.cluster {
         if let Some(placed) = cluster.directory().cached(id) {
             status.node = Some(placed.entry.node.to_string());
@@ -238,6 +248,34 @@ pub async fn session_status(api: &Api, id: &TenantId) -> Result<SessionStatusVie
     }
     status.session = snapshot.and_then(|s| s.session);
     Ok(status)
+}
+
+/// Stops the tenant's WhatsApp session (`session.stop`): the stop is stored first (so it
+/// holds across restarts and failovers: no node activates a stopped tenant), then the node
+/// hosting the tenant stops it. From then on the tenant neither sends nor answers; inbound
+/// messages are still persisted (nothing is lost) and wait for `session.start`; owner sends,
+/// bot pause and resume answer 409 `session_stopped`. Stopping a stopped session changes
+/// nothing.
+pub async fn session_stop(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
+    api.existing_tenant(id).await?;
+    api.store
+        .set_session_stopped(id, Some(api.now_ms()))
+        .await?;
+    reload(api, id).await;
+    info!(tenant = %id, "whatsapp session stopped");
+    session_status(api, id).await
+}
+
+/// Runs the tenant's WhatsApp session again (`session.start`): the stop is cleared and the
+/// tenant activated, which reconciles it from the store: inbound messages that came in while
+/// it was stopped are answered (those of the last 24 hours, the customer service window),
+/// owner messages still pending are sent. Starting a running session changes nothing.
+pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
+    api.existing_tenant(id).await?;
+    api.store.set_session_stopped(id, None).await?;
+    api.router.deliver(id, TenantCommand::Start).await?;
+    info!(tenant = %id, "whatsapp session started");
+    session_status(api, id).await
 }
 
 fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiError> {

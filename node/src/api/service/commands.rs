@@ -144,6 +144,16 @@ pub(super) async fn run(
             parse::<NoFields>(payload)?;
             encode(tenants::session_status(api, &id).await?)
         }
+        ApiCommand::SessionStart => {
+            let id = tenant(subject, command)?;
+            parse::<NoFields>(payload)?;
+            encode(tenants::session_start(api, &id).await?)
+        }
+        ApiCommand::SessionStop => {
+            let id = tenant(subject, command)?;
+            parse::<NoFields>(payload)?;
+            encode(tenants::session_stop(api, &id).await?)
+        }
         ApiCommand::MessageSend => {
             let id = tenant(subject, command)?;
             let (to, request) = parse::<MessageSend>(payload)?.split();

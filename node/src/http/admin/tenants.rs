@@ -1,6 +1,6 @@
-//! `/tenants`, `/tenants/{id}` and `/tenants/{id}/session`: tenants and their WhatsApp
-//! numbers, shown without secrets, and where a tenant runs. The work is in
-//! [`crate::api::tenants`].
+//! `/tenants`, `/tenants/{id}` and `/tenants/{id}/session…`: tenants and their WhatsApp
+//! numbers, shown without secrets, where a tenant runs, and stopping and starting its
+//! WhatsApp session. The work is in [`crate::api::tenants`].
 
 use axum::Json;
 use axum::extract::State;
@@ -21,6 +21,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_tenants, upsert_tenant))
         .routes(routes!(show_tenant))
         .routes(routes!(session_status))
+        .routes(routes!(session_stop))
+        .routes(routes!(session_start))
 }
 
 /// Lists every tenant (without live state), ordered by id.
@@ -99,4 +101,44 @@ pub(super) async fn session_status(
 ) -> Result<Json<SessionStatusView>, ApiError> {
     let id = tenant_id("id", id)?;
     Ok(Json(tenants::session_status(&state.api(), &id).await?))
+}
+
+/// Stops the tenant's WhatsApp session: stored first (it holds across restarts and
+/// failovers), then the tenant stops wherever it runs. It neither sends nor answers until
+/// started; inbound messages are still persisted. Answers the session status (`stopped`).
+#[utoipa::path(
+    post, path = "/tenants/{id}/session/stop", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id")),
+    responses(
+        (status = 200, description = "the session is stopped", body = SessionStatusView),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn session_stop(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SessionStatusView>, ApiError> {
+    let id = tenant_id("id", id)?;
+    Ok(Json(tenants::session_stop(&state.api(), &id).await?))
+}
+
+/// Runs the tenant's WhatsApp session again: the tenant is activated and answers what came
+/// in while it was stopped (within 24 hours) and sends what is pending. Answers the session
+/// status.
+#[utoipa::path(
+    post, path = "/tenants/{id}/session/start", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id")),
+    responses(
+        (status = 200, description = "the session runs", body = SessionStatusView),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn session_start(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SessionStatusView>, ApiError> {
+    let id = tenant_id("id", id)?;
+    Ok(Json(tenants::session_start(&state.api(), &id).await?))
 }

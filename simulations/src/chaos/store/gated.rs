@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
+    LlmUsage, LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
     NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
     StoredEvent, StoredMessage, Tenant, TenantRoute, UsageReport,
 };
@@ -179,6 +179,10 @@ gated!(TenantStore {
     fn upsert_whatsapp_number(number: &NewWhatsAppNumber) -> () => ("upsert_whatsapp_number");
     fn tenant_by_phone_number(phone_number_id: &PhoneNumberId) -> Option<TenantRoute>
         => ("tenant_by_phone_number");
+    fn set_session_stopped(tenant: &TenantId, stopped_ms: Option<i64>) -> ()
+        => ("set_session_stopped/{tenant}");
+    fn delete_tenant(tenant: &TenantId, deletion: Deletion, at_ms: i64) -> bool
+        => ("delete_tenant/{tenant}");
 });
 
 gated!(FencingStore {

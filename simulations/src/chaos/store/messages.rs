@@ -311,6 +311,12 @@ impl MessageStore for MemoryStore {
                 .filter(|m| m.status == Some(DeliveryStatus::Pending))
                 .map(|m| m.tenant.clone()),
         );
+        // Nothing activates a tenant whose session is stopped, or a deleted one.
+        pending.retain(|tenant| {
+            tables
+                .tenant(tenant)
+                .is_some_and(|t| t.session_stopped_ms.is_none())
+        });
         Ok(pending.into_iter().collect())
     }
 
