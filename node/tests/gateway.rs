@@ -3,6 +3,7 @@
 
 use reqwest::StatusCode;
 use salesboy_actors::command::TenantCommand;
+use salesboy_actors::ports::{Clock, SystemClock};
 use salesboy_actors::store::{
     DeliveryStatus, Direction, NewOutbound, OutboundOrigin, StoredMessage,
 };
@@ -585,7 +586,8 @@ async fn a_pending_template_is_sent_from_the_store() {
             wamid: None,
             kind: "template".to_owned(),
             body: Some("[template order_update]".to_owned()),
-            created_ms: 1,
+            // now: retention removes old messages
+            created_ms: SystemClock.now_ms(),
             epoch: None,
             client_ref: None,
             content: Some(content),
