@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants"),
     ("post", "/api/tenants"),
     ("get", "/api/tenants/{id}"),
+    ("delete", "/api/tenants/{id}"),
     ("get", "/api/tenants/{id}/session"),
     ("post", "/api/tenants/{id}/session/stop"),
     ("post", "/api/tenants/{id}/session/start"),
@@ -821,6 +822,58 @@ async fn an_owner_send_takes_every_kind_and_refuses_beyond_the_limits() {
     })
     .await;
     assert_eq!(sent, [(CUSTOMER.to_owned(), "Which size?".to_owned())]);
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_stops_it_and_keeps_or_erases_its_data() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let sent = h.post(&format!("{path}/send"), json!({"text": "Hi"})).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.raw);
+    let delete = |query: &str| {
+        let path = format!("/api/tenants/acme{query}");
+        let h = &h;
+        async move { h.call(Method::DELETE, &path, Some(TOKEN), None).await }
+    };
+    let refused = delete("?erase_data=yes").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert_eq!(
+        error(&refused),
+        "erase_data: expected true or false, got \"yes\""
+    );
+    let deleted = delete("").await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.raw);
+    assert_eq!(
+        deleted.json,
+        json!({"tenant": "acme", "data_erased": false})
+    );
+    assert_eq!(
+        h.get("/api/tenants/acme").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(delete("").await.status, StatusCode::NOT_FOUND);
+    let (harness, tenant) = (&h, acme());
+    let tenant = &tenant;
+    eventually("the tenant to stop", move || async move {
+        harness
+            .state
+            .node
+            .observe_tenant(tenant)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // created again, its messages are back; erased, they are not
+    h.create_acme().await;
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    let erased = delete("?erase_data=true").await;
+    assert_eq!(erased.json, json!({"tenant": "acme", "data_erased": true}));
+    h.create_acme().await;
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"], json!([]));
 }
 
 #[tokio::test]

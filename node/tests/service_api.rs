@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 17] = [
+const ENDPOINTS: [&str; 18] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -37,6 +37,7 @@ const ENDPOINTS: [&str; 17] = [
     "sb.v1.api.t.*.usage.get",
     "sb.v1.api.t.*.session.start",
     "sb.v1.api.t.*.session.stop",
+    "sb.v1.api.t.*.tenant.delete",
 ];
 
 /// A node on its own nats-server, and a plain client of that server.
@@ -385,6 +386,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("usage.get", json!({})),
         ("session.start", json!({})),
         ("session.stop", json!({})),
+        ("tenant.delete", json!({})),
     ];
     for (command, body) in unknown {
         let subject = format!("sb.v1.api.t.nope.{command}");
@@ -941,6 +943,89 @@ async fn a_stopped_session_neither_sends_nor_answers_until_started() {
     s.gateway
         .wait_for_sent(3, "an owner message, once started")
         .await;
+
+    s.gateway.node.stop().await;
+}
+
+/// `tenant.delete` stops the tenant on its host, takes it out of the directory and frees
+/// its number; its data is kept (the same id created again takes it back) or erased.
+#[tokio::test]
+async fn tenant_delete_stops_it_everywhere_and_keeps_or_erases_its_data() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+    let create = "sb.v1.api.tenant.create";
+    request(c, create, Some(create_acme())).await.ok();
+    let returns = json!({"title": "Returns", "text": "Returns are free within 30 days."});
+    request(c, &t("knowledge.add"), Some(returns)).await.ok();
+    let welcome = json!({"to": CUSTOMER, "text": "Welcome!"});
+    request(c, &t("message.send"), Some(welcome.clone()))
+        .await
+        .ok();
+    s.gateway.wait_for_sent(1, "the welcome").await;
+    let placed = |count: u64| async move {
+        let cluster = request(c, "sb.v1.api.cluster.status", None).await.ok();
+        let node = &cluster["nodes"][0];
+        (cluster["tenants"] == count && node["placed"] == count && node["tenants"] == count)
+            .then_some(())
+    };
+    eventually(WAIT, || placed(1)).await;
+
+    for bad in [json!({"erase_data": "yes"}), json!({"erase": true})] {
+        request(c, &t("tenant.delete"), Some(bad))
+            .await
+            .refused("400", "malformed_request");
+    }
+    let deleted = request(c, &t("tenant.delete"), None).await.ok();
+    assert_eq!(deleted, json!({"tenant": "acme", "data_erased": false}));
+    // Gone for the API at once; stopped on its host and out of the directory.
+    for command in ["tenant.get", "session.status", "tenant.delete"] {
+        request(c, &t(command), None)
+            .await
+            .refused("404", "unknown_tenant");
+    }
+    request(c, &t("message.send"), Some(welcome.clone()))
+        .await
+        .refused("404", "unknown_tenant");
+    assert_eq!(
+        request(c, "sb.v1.api.tenant.list", None).await.ok(),
+        json!([])
+    );
+    eventually(WAIT, || placed(0)).await;
+
+    // Its number is free for another tenant.
+    let mut other = create_acme();
+    other["id"] = json!("other");
+    request(c, create, Some(other)).await.ok();
+    // The same id again, on another number: the kept data comes back.
+    let mut again = create_acme();
+    again["phone_number_id"] = json!("106540352242923");
+    request(c, create, Some(again.clone())).await.ok();
+    let log = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(log["messages"][0]["body"], "Welcome!", "{log}");
+    let documents = request(c, &t("knowledge.list"), None).await.ok();
+    assert_eq!(documents.as_array().map(Vec::len), Some(1), "{documents}");
+
+    let erased = request(c, &t("tenant.delete"), Some(json!({"erase_data": true})))
+        .await
+        .ok();
+    assert_eq!(erased, json!({"tenant": "acme", "data_erased": true}));
+    request(c, create, Some(again)).await.ok();
+    let log = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(log["messages"], json!([]), "erased");
+    assert_eq!(request(c, &t("knowledge.list"), None).await.ok(), json!([]));
 
     s.gateway.node.stop().await;
 }

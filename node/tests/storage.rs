@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
+    AccessToken, Deletion, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewEvent, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
     NewTenant, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome, SendFailure,
     StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
@@ -131,6 +131,7 @@ storage_suite!(
     a_client_ref_records_one_owner_message_per_tenant,
     owner_content_is_kept_to_send_again,
     session_stops_are_stored_and_leave_the_sweep,
+    deleting_a_tenant_keeps_or_erases_its_data,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -1251,6 +1252,172 @@ async fn session_stops_are_stored_and_leave_the_sweep(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+/// A tenant with a number, a chat (one inbound message, one pending owner message),
+/// knowledge, usage and an event; the pending message's id.
+async fn furnished_tenant(store: &dyn Store, id: &str, phone: &str) -> (TenantId, i64) {
+    let tenant = given_tenant(store, id).await;
+    store
+        .upsert_whatsapp_number(&NewWhatsAppNumber {
+            tenant: tenant.clone(),
+            phone_number_id: PhoneNumberId::new(phone).unwrap(),
+            waba_id: None,
+            access_token: AccessToken::new("EAAG-token"),
+        })
+        .await
+        .unwrap();
+    store.claim_epoch(&tenant, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    receive(store, &tenant, &chat, &format!("wamid.{id}.in"), T0).await;
+    let pending = NewOutbound {
+        tenant: tenant.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: "text".to_owned(),
+        body: Some("on its way".to_owned()),
+        created_ms: T0 + 1,
+        epoch: Some(1),
+        client_ref: None,
+        content: None,
+    };
+    let pending = store.record_outbound(&pending).await.unwrap().id();
+    store
+        .add_knowledge(&NewKnowledge {
+            tenant: tenant.clone(),
+            title: "faq".to_owned(),
+            chunks: vec!["Returns are free.".to_owned()],
+            created_ms: T0,
+        })
+        .await
+        .unwrap();
+    store
+        .record_llm_usage(&LlmUsage {
+            tenant: tenant.clone(),
+            provider: "gemini".to_owned(),
+            model: "gemini-2.0-flash".to_owned(),
+            prompt_tokens: 10,
+            completion_tokens: 1,
+            cost_micros: 3,
+            at_ms: T0,
+        })
+        .await
+        .unwrap();
+    store
+        .record_event(&NewEvent {
+            tenant: Some(tenant.clone()),
+            kind: "alert".to_owned(),
+            detail: "{}".to_owned(),
+            at_ms: T0,
+        })
+        .await
+        .unwrap();
+    (tenant, pending)
+}
+
+/// A deleted tenant is gone for every read, its number is free, its pending message failed
+/// and its epoch bumped; kept data comes back with the same id, erased data does not; the
+/// epoch record stays either way, and other tenants are untouched.
+async fn deleting_a_tenant_keeps_or_erases_its_data(store: Arc<dyn Store>) {
+    let chat = chat_id("15550001111");
+    let (other, _) = furnished_tenant(&*store, "other", "300").await;
+    for (id, phone, deletion) in [
+        ("keep", "100", Deletion::KeepData),
+        ("erase", "200", Deletion::EraseData),
+    ] {
+        let (tenant, pending) = furnished_tenant(&*store, id, phone).await;
+        store.set_session_stopped(&tenant, Some(T0)).await.unwrap();
+        assert!(
+            store
+                .delete_tenant(&tenant, deletion, T0 + 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_tenant(&tenant, deletion, T0 + 6)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.tenant(&tenant).await.unwrap(), None, "{id}");
+        assert!(
+            store
+                .list_tenants()
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| t.id != tenant)
+        );
+        let number = PhoneNumberId::new(phone).unwrap();
+        assert_eq!(store.tenant_by_phone_number(&number).await.unwrap(), None);
+        assert_eq!(store.current_epoch(&tenant).await.unwrap(), Some(2), "{id}");
+        assert!(
+            store
+                .tenants_with_pending_work(0, i64::MAX)
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| *t != tenant)
+        );
+        assert!(matches!(
+            store.set_session_stopped(&tenant, None).await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        // the same id again: kept data comes back, erased data does not
+        given_tenant(&*store, id).await;
+        let back = store.tenant(&tenant).await.unwrap().expect("created again");
+        assert!(back.numbers.is_empty(), "{id}");
+        assert_eq!(back.session_stopped_ms, None, "{id}: a new start");
+        let messages = store
+            .conversation_messages(&tenant, &chat, None, 100)
+            .await
+            .unwrap();
+        let knowledge = store.list_knowledge(&tenant).await.unwrap();
+        let usage = store.llm_usage_totals(&tenant, 0).await.unwrap();
+        match deletion {
+            Deletion::KeepData => {
+                assert_eq!(messages.len(), 2);
+                let failed = messages.iter().find(|m| m.id == pending).unwrap();
+                assert_eq!(failed.status, Some(DeliveryStatus::Failed));
+                assert_eq!(
+                    failed.failure.as_ref().map(|f| f.title.as_str()),
+                    Some("tenant_deleted")
+                );
+                assert_eq!(knowledge.len(), 1);
+                assert_eq!(usage.requests, 1);
+            }
+            Deletion::EraseData => {
+                assert!(messages.is_empty());
+                assert!(knowledge.is_empty());
+                assert_eq!(usage, LlmUsageTotals::default());
+                let events = store.recent_events(100).await.unwrap();
+                assert!(events.iter().all(|e| e.tenant.as_ref() != Some(&tenant)));
+            }
+        }
+        // the freed number may go to another tenant
+        store
+            .upsert_whatsapp_number(&NewWhatsAppNumber {
+                tenant: other.clone(),
+                phone_number_id: number,
+                waba_id: None,
+                access_token: AccessToken::new("EAAG-other"),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .conversation_messages(&other, &chat, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "another tenant keeps its messages"
+    );
+    assert_eq!(store.list_knowledge(&other).await.unwrap().len(), 1);
+    assert_eq!(store.llm_usage_totals(&other, 0).await.unwrap().requests, 1);
 }
 
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {

@@ -175,11 +175,13 @@ pub enum ApiCommand {
     SessionStart,
     /// Stop the tenant's WhatsApp session: it neither sends nor answers until started.
     SessionStop,
+    /// Delete a tenant: it stops everywhere; its data is kept or erased.
+    TenantDelete,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 17] = [
+    pub const ALL: [ApiCommand; 18] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -197,6 +199,7 @@ impl ApiCommand {
         Self::UsageGet,
         Self::SessionStart,
         Self::SessionStop,
+        Self::TenantDelete,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -219,6 +222,7 @@ impl ApiCommand {
             Self::UsageGet => "usage.get",
             Self::SessionStart => "session.start",
             Self::SessionStop => "session.stop",
+            Self::TenantDelete => "tenant.delete",
         }
     }
 

@@ -3,7 +3,7 @@
 
 use salesboy_actors::command::TenantCommand;
 use salesboy_actors::session::SessionSnapshot;
-use salesboy_actors::store::{AccessToken, NewTenant, NewWhatsAppNumber, Tenant};
+use salesboy_actors::store::{AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant};
 use salesboy_actors::tenant::TenantSnapshot;
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -276,6 +276,55 @@ pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView
     api.router.deliver(id, TenantCommand::Start).await?;
     info!(tenant = %id, "whatsapp session started");
     session_status(api, id).await
+}
+
+/// What `tenant.delete` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantDeleted {
+    /// The tenant's id.
+    pub tenant: String,
+    /// Whether its data was erased (`true`) or kept (`false`).
+    pub data_erased: bool,
+}
+
+/// Deletes a tenant (`tenant.delete`): it stops everywhere and its data is kept or erased.
+///
+/// In order: the store deletes it in one transaction (its numbers go, so webhooks for them
+/// route nowhere and the numbers may be given to another tenant; its pending outbound
+/// messages fail as `tenant_deleted`; its epoch is bumped, so the node that hosted it can
+/// write nothing more), then the host stops it (its record is gone), then it leaves the
+/// cluster directory. With `erase_data` everything of it is erased (conversations,
+/// messages, knowledge, usage, events); without, the data stays, invisible, and
+/// `tenant.create` of the same id takes it back.
+pub async fn delete(api: &Api, id: &TenantId, erase_data: bool) -> Result<TenantDeleted, ApiError> {
+    let tenant = api.existing_tenant(id).await?;
+    let deletion = if erase_data {
+        Deletion::EraseData
+    } else {
+        Deletion::KeepData
+    };
+    if !api.store.delete_tenant(id, deletion, api.now_ms()).await? {
+        // Deleted meanwhile by another request.
+        return Err(ApiError::UnknownTenant(id.clone()));
+    }
+    for number in &tenant.numbers {
+        api.ingress
+            .forget_phone_number(&number.phone_number_id)
+            .await;
+    }
+    reload(api, id).await;
+    if let Some(cluster) = &api.cluster
+        && let Err(e) = cluster.directory().remove(id).await
+    {
+        // Harmless: a stale entry names a node that refuses the unknown tenant, and a tenant
+        // created again under this id moves past its epoch.
+        warn!(tenant = %id, error = %e, "deleted tenant left in the directory");
+    }
+    info!(tenant = %id, erase_data, "tenant deleted");
+    Ok(TenantDeleted {
+        tenant: id.to_string(),
+        data_erased: erase_data,
+    })
 }
 
 fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiError> {

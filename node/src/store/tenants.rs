@@ -208,13 +208,15 @@ pub(crate) async fn delete_tenant(
     at_ms: i64,
 ) -> Result<bool, Failure> {
     let mut tx = db.begin().await?;
-    let marked =
-        sqlx::query("UPDATE tenants SET deleted_ms = $2 WHERE id = $1 AND deleted_ms IS NULL")
-            .bind(tenant.as_str())
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let marked = sqlx::query(
+        "UPDATE tenants SET deleted_ms = $2, session_stopped_ms = NULL \
+         WHERE id = $1 AND deleted_ms IS NULL",
+    )
+    .bind(tenant.as_str())
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if marked == 0 {
         tx.rollback().await?;
         return Ok(false);

@@ -56,6 +56,15 @@ impl MessageSend {
     }
 }
 
+/// `tenant.delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantDelete {
+    /// Erase the tenant's data too; absent or false: keep it.
+    #[serde(default)]
+    erase_data: bool,
+}
+
 /// `bot.pause`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +152,11 @@ pub(super) async fn run(
             let id = tenant(subject, command)?;
             parse::<NoFields>(payload)?;
             encode(tenants::session_status(api, &id).await?)
+        }
+        ApiCommand::TenantDelete => {
+            let id = tenant(subject, command)?;
+            let request: TenantDelete = parse(payload)?;
+            encode(tenants::delete(api, &id, request.erase_data).await?)
         }
         ApiCommand::SessionStart => {
             let id = tenant(subject, command)?;

@@ -8,18 +8,20 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ErrorBody, TenantRefusals, TokenRefusal};
+use serde::Deserialize;
+
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenRefusal};
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::tenants::{
-    self, Saved, SessionStatusView, TenantDetail, TenantRequest, TenantView,
+    self, Saved, SessionStatusView, TenantDeleted, TenantDetail, TenantRequest, TenantView,
 };
 
 /// The routes of this module, documented.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list_tenants, upsert_tenant))
-        .routes(routes!(show_tenant))
+        .routes(routes!(show_tenant, delete_tenant))
         .routes(routes!(session_status))
         .routes(routes!(session_stop))
         .routes(routes!(session_start))
@@ -141,4 +143,44 @@ pub(super) async fn session_start(
 ) -> Result<Json<SessionStatusView>, ApiError> {
     let id = tenant_id("id", id)?;
     Ok(Json(tenants::session_start(&state.api(), &id).await?))
+}
+
+/// `?erase_data=` of the delete route.
+#[derive(Debug, Deserialize)]
+pub(super) struct DeleteQuery {
+    erase_data: Option<String>,
+}
+
+/// Deletes a tenant: it stops wherever it runs, its numbers are freed and it leaves the
+/// cluster directory. Its conversations, messages, knowledge, usage and events are kept
+/// (creating the same id again takes them back) unless `erase_data=true` erases them.
+#[utoipa::path(
+    delete, path = "/tenants/{id}", tag = "tenants",
+    params(
+        ("id" = String, Path, description = "tenant id"),
+        ("erase_data" = Option<bool>, Query, description = "erase the tenant's data too (default false: keep it)"),
+    ),
+    responses(
+        (status = 200, description = "the tenant is deleted", body = TenantDeleted),
+        (status = 400, description = "invalid id or erase_data", body = ErrorBody),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn delete_tenant(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<Json<TenantDeleted>, ApiError> {
+    let id = tenant_id("id", id)?;
+    let erase_data = match query.erase_data.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "erase_data",
+                format!("expected true or false, got {other:?}"),
+            ));
+        }
+    };
+    Ok(Json(tenants::delete(&state.api(), &id, erase_data).await?))
 }

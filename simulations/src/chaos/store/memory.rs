@@ -187,6 +187,7 @@ impl TenantStore for MemoryStore {
             return Ok(false);
         };
         row.deleted_ms = Some(at_ms);
+        row.session_stopped_ms = None;
         row.numbers.clear();
         if let Some(epoch) = tables.epochs.get_mut(tenant) {
             *epoch += 1;
