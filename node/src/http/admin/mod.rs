@@ -7,8 +7,8 @@
 //! Every route but `GET /api/openapi.json` requires `Authorization: Bearer <admin token>`
 //! (compared in constant time, never logged). Errors are JSON `{"error": "…"}`: 400 invalid
 //! input (naming the field), 401 no or wrong token, 404 unknown tenant, document or route,
-//! 409 a phone number owned by another tenant, 503 database unavailable or node at capacity,
-//! 500 otherwise. Responses never carry access tokens or LLM API keys.
+//! 409 a phone number owned by another tenant or a stopped session, 503 database unavailable
+//! or node at capacity, 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
 //! Each route module declares its routes with `utoipa_axum::routes!`, from the handlers'
 //! `#[utoipa::path]` attributes, so the router and the OpenAPI document ([`openapi`]) come
@@ -18,8 +18,8 @@
 //! - `error`: the error answer of an [`ApiError`]; the extractors whose rejections are error
 //!   answers;
 //! - `auth`: [`AdminAuth`], the bearer-token check;
-//! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers),
-//!   `/tenants/{id}/session`;
+//! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers, deletion),
+//!   `/tenants/{id}/session`, `/tenants/{id}/session/stop` and `…/start`;
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
 //! - `conversations`: `/tenants/{id}/conversations` and
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
