@@ -1,6 +1,8 @@
 //! Tenants and their WhatsApp numbers, shown without secrets; a tenant's session status, and
 //! stopping and starting its WhatsApp session.
 
+use std::time::Duration;
+
 use salesboy_actors::command::TenantCommand;
 use salesboy_actors::session::SessionSnapshot;
 use salesboy_actors::store::{AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant};
@@ -12,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::{Api, ApiError, tenant_id};
 use crate::adapters::llm::{redacted_llm_config, validate_llm_config};
+use crate::cluster::RouteError;
 use crate::cluster::directory::EntryState;
 
 /// A tenant and the WhatsApp number to attach to it (`POST /tenants`, `tenant.create`). On
@@ -266,6 +269,10 @@ pub async fn session_stop(api: &Api, id: &TenantId) -> Result<SessionStatusView,
     session_status(api, id).await
 }
 
+/// How often `session.start` asks the tenant to start while an earlier activation answers
+/// that it is stopped.
+const START_ATTEMPTS: u32 = 5;
+
 /// Runs the tenant's WhatsApp session again (`session.start`): the stop is cleared and the
 /// tenant activated, which reconciles it from the store: inbound messages that came in while
 /// it was stopped are answered (those of the last 24 hours, the customer service window),
@@ -273,7 +280,21 @@ pub async fn session_stop(api: &Api, id: &TenantId) -> Result<SessionStatusView,
 pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
     api.existing_tenant(id).await?;
     api.store.set_session_stopped(id, None).await?;
-    api.router.deliver(id, TenantCommand::Start).await?;
+    // An activation that read the stop before it was cleared (a customer's message arriving
+    // just then) may still answer "stopped", and the start joins it: ask again.
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1.. {
+        match api.router.deliver(id, TenantCommand::Start).await {
+            Err(RouteError::SessionStopped(_)) if attempt < START_ATTEMPTS => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            delivered => {
+                delivered?;
+                break;
+            }
+        }
+    }
     info!(tenant = %id, "whatsapp session started");
     session_status(api, id).await
 }
