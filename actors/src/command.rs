@@ -7,6 +7,7 @@
 //! Travels node to node in bincode (decision 0002), where a variant is encoded by its
 //! position: add new variants at the end, never reorder or change one in place.
 
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ActorAddress, ChatId, MessageKind, TenantId};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,21 @@ pub enum TenantCommand {
         /// The client's key, unique per tenant.
         client_ref: String,
     },
+    /// Send a template, an interactive message or a media message as the owner, like
+    /// [`TenantCommand::OwnerSendOnce`] (with a key) or [`TenantCommand::OwnerSend`].
+    OwnerSendContent {
+        /// The chat.
+        chat: ChatId,
+        /// What to send (its JSON text in bincode).
+        #[serde(with = "salesboy_protocol::whatsapp::send::content_as_json_text")]
+        content: Box<OutboundContent>,
+        /// The client's key, unique per tenant, if given.
+        client_ref: Option<String>,
+    },
+    /// Be hosted: activate the tenant if it is not (it then reconciles from the store:
+    /// answers what came in meanwhile, sends what is pending), nothing else. Sent by
+    /// `session.start`.
+    Start,
 }
 
 impl TenantCommand {
@@ -66,10 +82,11 @@ impl TenantCommand {
             | Self::OwnerActivity { chat, .. }
             | Self::SetPaused { chat, .. }
             | Self::OwnerSend { chat, .. }
-            | Self::OwnerSendOnce { chat, .. } => {
+            | Self::OwnerSendOnce { chat, .. }
+            | Self::OwnerSendContent { chat, .. } => {
                 ActorAddress::Conversation(tenant.clone(), chat.clone())
             }
-            Self::Reload => ActorAddress::Session(tenant.clone()),
+            Self::Reload | Self::Start => ActorAddress::Session(tenant.clone()),
         }
     }
 
@@ -77,11 +94,12 @@ impl TenantCommand {
     pub fn kind(&self) -> MessageKind {
         match self {
             Self::Inbound { .. } => MessageKind::Inbound,
-            Self::Reload => MessageKind::SessionCommand,
+            Self::Reload | Self::Start => MessageKind::SessionCommand,
             Self::OwnerActivity { .. }
             | Self::SetPaused { .. }
             | Self::OwnerSend { .. }
-            | Self::OwnerSendOnce { .. } => MessageKind::ConversationCommand,
+            | Self::OwnerSendOnce { .. }
+            | Self::OwnerSendContent { .. } => MessageKind::ConversationCommand,
         }
     }
 
@@ -90,8 +108,11 @@ impl TenantCommand {
     /// has answered.
     pub fn done_on_receipt(&self) -> bool {
         match self {
-            Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload => true,
-            Self::SetPaused { .. } | Self::OwnerSend { .. } | Self::OwnerSendOnce { .. } => false,
+            Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload | Self::Start => true,
+            Self::SetPaused { .. }
+            | Self::OwnerSend { .. }
+            | Self::OwnerSendOnce { .. }
+            | Self::OwnerSendContent { .. } => false,
         }
     }
 }
@@ -137,10 +158,28 @@ mod tests {
             },
             TenantCommand::Reload,
             TenantCommand::OwnerSendOnce {
-                chat,
+                chat: chat.clone(),
                 body: "b".into(),
                 client_ref: "order-42".into(),
             },
+            TenantCommand::OwnerSendContent {
+                chat,
+                content: Box::new(OutboundContent::Template(
+                    salesboy_protocol::whatsapp::send::Template {
+                        name: "order_update".into(),
+                        language: salesboy_protocol::whatsapp::send::TemplateLanguage {
+                            code: "en_US".into(),
+                        },
+                        components: vec![
+                            salesboy_protocol::whatsapp::send::TemplateComponent::body(vec![
+                                salesboy_protocol::whatsapp::send::TemplateParameter::text("Kerry"),
+                            ]),
+                        ],
+                    },
+                )),
+                client_ref: Some("order-43".into()),
+            },
+            TenantCommand::Start,
         ];
         for codec in [Codec::Bincode, Codec::Json] {
             for command in &commands {
@@ -190,14 +229,26 @@ mod tests {
             },
             TenantCommand::Reload,
             TenantCommand::OwnerSendOnce {
-                chat,
+                chat: chat.clone(),
                 body: String::new(),
                 client_ref: String::new(),
             },
+            TenantCommand::OwnerSendContent {
+                chat,
+                content: Box::new(OutboundContent::Image(
+                    salesboy_protocol::whatsapp::send::Media {
+                        link: "https://example.com/a.png".into(),
+                        caption: None,
+                        filename: None,
+                    },
+                )),
+                client_ref: None,
+            },
+            TenantCommand::Start,
         ]
         .iter()
         .map(tag)
         .collect();
-        assert_eq!(tags, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7]);
     }
 }

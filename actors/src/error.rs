@@ -87,6 +87,10 @@ pub enum ActivationError {
     /// The node is shutting down.
     #[error("node is stopping")]
     Stopping,
+    /// The tenant's WhatsApp session is stopped (`session.stop`): it is hosted nowhere
+    /// until `session.start`.
+    #[error("the whatsapp session of tenant {0} is stopped: session.start runs it again")]
+    SessionStopped(TenantId),
 }
 
 /// Why a command to a hosted tenant (deliver, pause, send, freeze) failed.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,14 @@ pub trait WhatsAppConnection: Send + Sync + 'static {
         to: &ChatId,
         body: &str,
         reply_to: Option<&Wamid>,
+    ) -> Result<Wamid, SendError>;
+
+    /// Sends a template, an interactive message or a media message; returns the new
+    /// message's wamid.
+    async fn send_content(
+        &self,
+        to: &ChatId,
+        content: &OutboundContent,
     ) -> Result<Wamid, SendError>;
 
     /// Marks an inbound message read and, if `typing`, shows the typing indicator.

@@ -17,6 +17,8 @@ pub enum StopReason {
     Moved,
     /// The tenant was deleted.
     Deleted,
+    /// The tenant's WhatsApp session was stopped (`session.stop`).
+    SessionStopped,
     /// Too many failures of a child: the tenant gave up.
     Failed,
     /// An activation finished while the node was stopping.
@@ -34,6 +36,7 @@ impl StopReason {
             Self::Fenced => "fenced",
             Self::Moved => "moved",
             Self::Deleted => "deleted",
+            Self::SessionStopped => "session stopped",
             Self::Failed => "failed",
             Self::NodeStopping => "node stopping",
             Self::Shutdown => "shutdown",
@@ -48,6 +51,7 @@ impl StopReason {
             Self::Fenced,
             Self::Moved,
             Self::Deleted,
+            Self::SessionStopped,
             Self::Failed,
             Self::NodeStopping,
             Self::Shutdown,

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::cluster::RouteError;
 use crate::routing::Router;
 
 /// How long the ingress remembers which tenant owns a phone number id.
@@ -197,6 +198,7 @@ impl Ingress {
                         created_ms: at_ms,
                         epoch: None,
                         client_ref: None,
+                        content: None,
                     };
                     self.store.record_outbound(&new).await.map(|outcome| {
                         if matches!(outcome, InsertOutcome::Inserted { .. }) {
@@ -255,9 +257,16 @@ impl Ingress {
 
 async fn hand_off(router: &Router, commands: Vec<(TenantId, TenantCommand)>) {
     for (tenant, command) in commands {
-        if let Err(e) = router.deliver(&tenant, command).await {
+        match router.deliver(&tenant, command).await {
+            Ok(_) => {}
+            // Persisted: it waits for session.start, which reconciles from the store.
+            Err(RouteError::SessionStopped(_)) => {
+                debug!(tenant = %tenant, "session stopped, persisted message waits for its start");
+            }
             // Persisted: the sweep re-routes it once the tenant can be activated.
-            warn!(tenant = %tenant, error = %e, "persisted message not handed to its tenant yet");
+            Err(e) => {
+                warn!(tenant = %tenant, error = %e, "persisted message not handed to its tenant yet");
+            }
         }
     }
 }

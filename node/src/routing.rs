@@ -46,6 +46,9 @@ fn local_error(tenant: &TenantId, error: TenantError) -> RouteError {
                 reason: error.to_string(),
             }
         }
+        TenantError::Activation(ActivationError::SessionStopped(tenant)) => {
+            RouteError::SessionStopped(tenant)
+        }
         TenantError::Activation(error @ ActivationError::Stopping) => RouteError::Unreachable {
             tenant: tenant.clone(),
             reason: error.to_string(),

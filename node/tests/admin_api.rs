@@ -31,7 +31,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants"),
     ("post", "/api/tenants"),
     ("get", "/api/tenants/{id}"),
+    ("delete", "/api/tenants/{id}"),
     ("get", "/api/tenants/{id}/session"),
+    ("post", "/api/tenants/{id}/session/stop"),
+    ("post", "/api/tenants/{id}/session/start"),
     ("get", "/api/tenants/{id}/knowledge"),
     ("post", "/api/tenants/{id}/knowledge"),
     ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
@@ -800,6 +803,94 @@ async fn an_owner_send_with_a_client_ref_is_recorded_once() {
     assert!(error(&empty).starts_with("client_ref: "), "{}", empty.raw);
 }
 
+/// The send route takes the same kinds as `message.send`: here reply buttons, sent, listed
+/// with their readable text; and refused beyond the Cloud API's limits, nothing recorded.
+#[tokio::test]
+async fn an_owner_send_takes_every_kind_and_refuses_beyond_the_limits() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let too_many = json!({"interactive": {"body": "Which size?", "buttons": [
+        {"id": "a", "title": "40"}, {"id": "b", "title": "41"},
+        {"id": "c", "title": "42"}, {"id": "d", "title": "43"},
+    ]}});
+    let refused = h.post(&format!("{path}/send"), too_many).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert_eq!(
+        error(&refused),
+        "interactive.buttons: 4 buttons, 1 to 3 are allowed"
+    );
+    let refused = h.post(&format!("{path}/send"), json!({})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    let buttons = json!({"interactive": {"body": "Which size?", "buttons": [
+        {"id": "a", "title": "41"}, {"id": "b", "title": "42"},
+    ]}});
+    let accepted = h.post(&format!("{path}/send"), buttons).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.raw);
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.json["messages"][0]["kind"], "interactive");
+    assert_eq!(listed.json["messages"][0]["body"], "Which size?");
+    let sent = eventually("the buttons to be sent", || async {
+        let sent = h.sent.lock().clone();
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(sent, [(CUSTOMER.to_owned(), "Which size?".to_owned())]);
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_stops_it_and_keeps_or_erases_its_data() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = format!("/api/tenants/acme/conversations/{CUSTOMER}");
+    let sent = h.post(&format!("{path}/send"), json!({"text": "Hi"})).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.raw);
+    let delete = |query: &str| {
+        let path = format!("/api/tenants/acme{query}");
+        let h = &h;
+        async move { h.call(Method::DELETE, &path, Some(TOKEN), None).await }
+    };
+    let refused = delete("?erase_data=yes").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert_eq!(
+        error(&refused),
+        "erase_data: expected true or false, got \"yes\""
+    );
+    let deleted = delete("").await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.raw);
+    assert_eq!(
+        deleted.json,
+        json!({"tenant": "acme", "data_erased": false})
+    );
+    assert_eq!(
+        h.get("/api/tenants/acme").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(delete("").await.status, StatusCode::NOT_FOUND);
+    let (harness, tenant) = (&h, acme());
+    let tenant = &tenant;
+    eventually("the tenant to stop", move || async move {
+        harness
+            .state
+            .node
+            .observe_tenant(tenant)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // created again, its messages are back; erased, they are not
+    h.create_acme().await;
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"].as_array().unwrap().len(), 1);
+    let erased = delete("?erase_data=true").await;
+    assert_eq!(erased.json, json!({"tenant": "acme", "data_erased": true}));
+    h.create_acme().await;
+    let listed = h.get(&format!("{path}/messages")).await;
+    assert_eq!(listed.json["messages"], json!([]));
+}
+
 #[tokio::test]
 async fn a_months_usage_counts_tokens_cost_and_messages() {
     let h = harness().await;
@@ -867,8 +958,8 @@ async fn the_session_status_says_where_the_tenant_runs() {
     assert_eq!(idle.status, StatusCode::OK, "{}", idle.raw);
     assert_eq!(
         idle.json,
-        json!({"tenant": "acme", "state": "idle", "node": null, "epoch": null,
-               "moving_to": null, "session": null})
+        json!({"tenant": "acme", "state": "idle", "stopped_ms": null, "node": null,
+               "epoch": null, "moving_to": null, "session": null})
     );
     let resumed = h
         .post(
@@ -883,6 +974,40 @@ async fn the_session_status_says_where_the_tenant_runs() {
     let epoch = h.state.node.observe_tenant(&acme()).await.map(|t| t.epoch);
     assert_eq!(active["epoch"].as_u64(), epoch);
     assert_eq!(active["session"]["status"], "connected");
+
+    let stopped = h.post("/api/tenants/acme/session/stop", json!({})).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.raw);
+    assert_eq!(stopped.json["state"], "stopped");
+    assert!(
+        stopped.json["stopped_ms"].as_i64().is_some(),
+        "{}",
+        stopped.raw
+    );
+    let (harness, tenant) = (&h, acme());
+    let tenant = &tenant;
+    eventually("the tenant to stop", move || async move {
+        harness
+            .state
+            .node
+            .observe_tenant(tenant)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let send = h
+        .post(
+            &format!("/api/tenants/acme/conversations/{CUSTOMER}/send"),
+            json!({"text": "hi"}),
+        )
+        .await;
+    assert_eq!(send.status, StatusCode::CONFLICT, "{}", send.raw);
+    let started = h.post("/api/tenants/acme/session/start", json!({})).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.raw);
+    assert_eq!(started.json["state"], "active", "{}", started.raw);
+    assert_eq!(started.json["stopped_ms"], Value::Null);
+    let unknown = h.post("/api/tenants/nope/session/stop", json!({})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

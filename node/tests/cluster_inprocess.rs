@@ -1,7 +1,8 @@
 //! The cluster in one process: three nodes on one in-process bus and one database, one fake
 //! Cloud API. DirectoryEntry spreads tenants, any node's webhook reaches the tenant's host,
 //! a stopped node's tenants fail over, a drained node ends with none — and every message
-//! gets exactly one reply throughout.
+//! gets exactly one reply throughout. A session stop, start and a tenant's deletion asked of
+//! one node reach the tenant's host on another.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -164,34 +165,25 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
         .cluster
         .clone()
         .expect("cluster");
-    let mut events = cluster
-        .bus
-        .subscribe(&salesboy_protocol::subjects::all_events(), None)
-        .await
-        .expect("events");
     let moved = drained.drain().await.expect("drain");
-    let migrated = salesboy_protocol::subjects::tenant_event(
-        &cluster.tenants[0],
-        salesboy_protocol::subjects::EventKind::TenantMigrated,
-    );
-    let migrated_kind = migrated.rsplit('.').next().unwrap_or_default().to_owned();
     // The rebalancer may still be moving a tenant between the survivors when the drain
-    // starts, so its events can come first: wait for one of the drain's own moves.
-    let event = tokio::time::timeout(WAIT, async {
-        loop {
-            let message = events.next().await.expect("event stream open");
-            if !message.subject.ends_with(&migrated_kind) {
-                continue;
-            }
-            let event: salesboy_protocol::events::Event =
-                serde_json::from_slice(&message.payload).expect("event json");
-            if event.detail["from"] == "node-0" {
-                return event;
-            }
-        }
+    // starts, so its events can come first: wait for one of the drain's own moves, recorded
+    // in the events outbox (an in-process bus has no stream to publish it to).
+    let survivor = cluster.nodes[1].as_ref().expect("node 1");
+    let event = eventually(WAIT, || async {
+        survivor
+            .node
+            .store
+            .recent_events(1_000)
+            .await
+            .expect("events")
+            .into_iter()
+            .find(|event| {
+                event.kind == salesboy_protocol::subjects::EventKind::TenantMigrated
+                    && event.detail["from"] == "node-0"
+            })
     })
-    .await
-    .expect("a tenant_migrated event from the drained node is published on the bus");
+    .await;
     assert_eq!(
         event.detail["to"], "node-1",
         "the drain moves to the one node left"
@@ -339,4 +331,117 @@ async fn an_adoption_the_mover_called_off_is_refused() {
     for node in cluster.nodes.into_iter().flatten() {
         node.node.stop().await;
     }
+}
+
+/// `session.stop`, `session.start` and `tenant.delete` asked of a node that does not host
+/// the tenant reach its host: the stop stops it there and no node takes it up (not even for
+/// a customer's message, which waits), the start runs it again and the waiting message is
+/// answered, the deletion stops it and takes it out of the directory on every node.
+#[tokio::test]
+async fn stop_start_and_delete_reach_the_host_on_another_node() {
+    use salesboy_testkit::gateway::ADMIN_TOKEN;
+
+    let mut cluster = Cluster::start(2).await;
+    cluster.round("a").await;
+    let tenant = cluster.tenants[0].clone();
+    let (hosting, asking) = {
+        let via = cluster.nodes[0].as_ref().expect("node 0");
+        let host = via
+            .node
+            .cluster
+            .as_ref()
+            .expect("cluster mode")
+            .directory()
+            .cached(&tenant)
+            .expect("placed")
+            .entry
+            .node;
+        if host.as_str() == "node-0" {
+            (0, 1)
+        } else {
+            (1, 0)
+        }
+    };
+    let host = cluster.nodes[hosting].as_ref().expect("host");
+    let api = cluster.nodes[asking].as_ref().expect("the other node");
+    assert!(host.node.node.observe_tenant(&tenant).await.is_some());
+    let admin = |method: reqwest::Method, path: &str| {
+        api.http
+            .request(method, format!("{}/api/tenants/{tenant}{path}", api.base))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+
+    let stopped = admin(reqwest::Method::POST, "/session/stop")
+        .send()
+        .await
+        .expect("stop");
+    assert_eq!(stopped.status(), StatusCode::OK);
+    eventually(WAIT, || async {
+        host.node
+            .node
+            .observe_tenant(&tenant)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let waiting = webhooks::text_message(&phone(0), "16505550000", "wamid.waits", "open sunday?");
+    assert_eq!(api.post_webhook(&waiting).await, StatusCode::OK);
+    assert!(api.node.node.observe_tenant(&tenant).await.is_none());
+    assert!(host.node.node.observe_tenant(&tenant).await.is_none());
+
+    let started = admin(reqwest::Method::POST, "/session/start")
+        .send()
+        .await
+        .expect("start");
+    let status = started.status();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        started.text().await.unwrap_or_default()
+    );
+    let expected = cluster.sent_before + 1;
+    cluster
+        .whatsapp
+        .wait_for_sent(expected, WAIT)
+        .await
+        .expect("the waiting message answered once started");
+    cluster.sent_before = expected;
+
+    let deleted = admin(reqwest::Method::DELETE, "?erase_data=true")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), StatusCode::OK);
+    for gateway in cluster.live() {
+        let directory = gateway.node.cluster.as_ref().expect("cluster").directory();
+        eventually(WAIT, || async {
+            let gone = directory.cached(&tenant).is_none()
+                && gateway.node.node.observe_tenant(&tenant).await.is_none();
+            gone.then_some(())
+        })
+        .await;
+    }
+    // Another tenant carries on; the deleted one's number routes nowhere.
+    let gone = webhooks::text_message(&phone(0), "16505550000", "wamid.gone", "hello?");
+    assert_eq!(api.post_webhook(&gone).await, StatusCode::OK);
+    let other = webhooks::text_message(&phone(1), "16505550000", "wamid.other", "open?");
+    assert_eq!(api.post_webhook(&other).await, StatusCode::OK);
+    let expected = cluster.sent_before + 1;
+    cluster
+        .whatsapp
+        .wait_for_sent(expected, WAIT)
+        .await
+        .expect("the other tenant answers");
+    let to_deleted = cluster
+        .whatsapp
+        .sent()
+        .iter()
+        .filter(|m| m.phone_number_id == phone(0))
+        .count();
+    assert_eq!(
+        to_deleted, 2,
+        "the round's answer and the waiting one, nothing after"
+    );
 }

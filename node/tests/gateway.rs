@@ -3,7 +3,10 @@
 
 use reqwest::StatusCode;
 use salesboy_actors::command::TenantCommand;
-use salesboy_actors::store::{DeliveryStatus, Direction, OutboundOrigin, StoredMessage};
+use salesboy_actors::ports::{Clock, SystemClock};
+use salesboy_actors::store::{
+    DeliveryStatus, Direction, NewOutbound, OutboundOrigin, StoredMessage,
+};
 use salesboy_node::config::Config;
 use salesboy_protocol::{ChatId, TenantId};
 use salesboy_testkit::gateway::{ADMIN_TOKEN, APP_SECRET, WAIT};
@@ -565,5 +568,41 @@ async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() 
         assert_eq!(reply.status, Some(DeliveryStatus::Sent));
         assert_eq!(gateway.whatsapp.sent_count(), 1);
     }
+    gateway.node.stop().await;
+}
+
+/// A template recorded but never sent (the node died between recording and sending) is sent
+/// by whichever node next activates the tenant, from the store, exactly as it was asked for.
+#[tokio::test]
+async fn a_pending_template_is_sent_from_the_store() {
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let tenant = gateway.add_tenant("acme", "106540352242922", None).await;
+    let pending =
+        serde_json::json!({"template": {"name": "order_update", "language": {"code": "pt_BR"}}});
+    let content = serde_json::from_value(pending).expect("content");
+    gateway
+        .store()
+        .record_outbound(&NewOutbound {
+            tenant: tenant.clone(),
+            chat: CUSTOMER.parse().expect("chat"),
+            origin: OutboundOrigin::Owner,
+            wamid: None,
+            kind: "template".to_owned(),
+            body: Some("[template order_update]".to_owned()),
+            // now: retention removes old messages
+            created_ms: SystemClock.now_ms(),
+            epoch: None,
+            client_ref: None,
+            content: Some(content),
+        })
+        .await
+        .expect("recorded");
+    let sent = gateway.wait_for_sent(1, "the pending template").await;
+    assert_eq!(sent[0].request["type"], "template");
+    assert_eq!(
+        sent[0].request["template"],
+        serde_json::json!({"name": "order_update", "language": {"code": "pt_BR"}})
+    );
+
     gateway.node.stop().await;
 }

@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 15] = [
+const ENDPOINTS: [&str; 18] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -35,6 +35,9 @@ const ENDPOINTS: [&str; 15] = [
     "sb.v1.api.t.*.conversation.list",
     "sb.v1.api.t.*.conversation.messages",
     "sb.v1.api.t.*.usage.get",
+    "sb.v1.api.t.*.session.start",
+    "sb.v1.api.t.*.session.stop",
+    "sb.v1.api.t.*.tenant.delete",
 ];
 
 /// A node on its own nats-server, and a plain client of that server.
@@ -381,6 +384,9 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("conversation.list", json!({})),
         ("conversation.messages", json!({"chat": CUSTOMER})),
         ("usage.get", json!({})),
+        ("session.start", json!({})),
+        ("session.stop", json!({})),
+        ("tenant.delete", json!({})),
     ];
     for (command, body) in unknown {
         let subject = format!("sb.v1.api.t.nope.{command}");
@@ -421,7 +427,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         (
             "message.send",
             json!({"to": CUSTOMER}),
-            "invalid json body: missing field `text`",
+            "exactly one of text, template, interactive, image, document is required, got none",
         ),
         (
             "bot.pause",
@@ -574,6 +580,452 @@ async fn a_client_ref_sends_once_and_answers_the_same() {
         message.starts_with("client_ref: 129 characters"),
         "{message}"
     );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn message_send_sends_every_kind_in_the_cloud_api_format() {
+    let s = setup().await;
+    let c = &s.client;
+    let send = "sb.v1.api.t.acme.message.send";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let template = json!({"to": CUSTOMER, "template": {
+        "name": "order_update",
+        "language": "en_US",
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Kerry"}]}],
+    }});
+    let buttons = json!({"to": CUSTOMER, "interactive": {
+        "header": "Sizes",
+        "body": "Which size do you wear?",
+        "footer": "Acme Shoes",
+        "buttons": [{"id": "s42", "title": "42"}, {"id": "s43", "title": "43"}],
+    }});
+    let list = json!({"to": CUSTOMER, "interactive": {
+        "body": "Pick a colour",
+        "list": {"button": "Colours", "sections": [
+            {"title": "Dark", "rows": [{"id": "black", "title": "Black", "description": "classic"}]},
+            {"title": "Light", "rows": [{"id": "white", "title": "White"}]},
+        ]},
+    }});
+    let image = json!({"to": CUSTOMER, "image": {
+        "link": "https://cdn.example.com/blue-sneakers.jpg", "caption": "The blue ones",
+    }});
+    let document = json!({"to": CUSTOMER, "client_ref": "invoice-1042", "document": {
+        "link": "https://cdn.example.com/invoice-1042.pdf", "filename": "invoice-1042.pdf",
+    }});
+    let mut ids = Vec::new();
+    for body in [&template, &buttons, &list, &image, &document] {
+        let sent = request(c, send, Some(body.clone())).await.ok();
+        ids.push(sent["outbound_id"].as_i64().expect("an outbound id"));
+    }
+    let again = request(c, send, Some(document.clone())).await.ok();
+    assert_eq!(
+        again["outbound_id"], ids[4],
+        "the same client_ref sends once"
+    );
+
+    let sent = s.gateway.wait_for_sent(5, "one message of each kind").await;
+    let wire = |kind: &str| {
+        let found: Vec<&Value> = sent
+            .iter()
+            .map(|m| &m.request)
+            .filter(|r| r["type"] == kind)
+            .collect();
+        found
+    };
+    for request in sent.iter().map(|m| &m.request) {
+        assert_eq!(request["messaging_product"], "whatsapp", "{request}");
+        assert_eq!(request["to"], CUSTOMER, "{request}");
+        assert_eq!(request["text"], Value::Null, "{request}");
+    }
+    assert_eq!(
+        wire("template")[0]["template"],
+        json!({"name": "order_update", "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Kerry"}]}]})
+    );
+    let interactive = wire("interactive");
+    assert_eq!(interactive.len(), 2);
+    let by_type = |t: &str| {
+        interactive
+            .iter()
+            .find(|r| r["interactive"]["type"] == t)
+            .map(|r| r["interactive"].clone())
+            .unwrap_or_else(|| panic!("no {t} in {interactive:?}"))
+    };
+    assert_eq!(
+        by_type("button"),
+        json!({"type": "button",
+        "header": {"type": "text", "text": "Sizes"},
+        "body": {"text": "Which size do you wear?"},
+        "footer": {"text": "Acme Shoes"},
+        "action": {"buttons": [
+            {"type": "reply", "reply": {"id": "s42", "title": "42"}},
+            {"type": "reply", "reply": {"id": "s43", "title": "43"}},
+        ]}})
+    );
+    assert_eq!(
+        by_type("list"),
+        json!({"type": "list",
+        "body": {"text": "Pick a colour"},
+        "action": {"button": "Colours", "sections": [
+            {"title": "Dark", "rows": [{"id": "black", "title": "Black", "description": "classic"}]},
+            {"title": "Light", "rows": [{"id": "white", "title": "White"}]},
+        ]}})
+    );
+    assert_eq!(
+        wire("image")[0]["image"],
+        json!({"link": "https://cdn.example.com/blue-sneakers.jpg", "caption": "The blue ones"})
+    );
+    assert_eq!(
+        wire("document")[0]["document"],
+        json!({"link": "https://cdn.example.com/invoice-1042.pdf", "filename": "invoice-1042.pdf"})
+    );
+
+    // The chat log shows each one's kind and readable text.
+    let log = request(
+        c,
+        "sb.v1.api.t.acme.conversation.messages",
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    let shown: Vec<(&str, &str, &str)> = log["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap_or_default(),
+                m["body"].as_str().unwrap_or_default(),
+                m["origin"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("template", "[template order_update]", "owner"),
+            ("interactive", "Which size do you wear?", "owner"),
+            ("interactive", "Pick a colour", "owner"),
+            ("image", "The blue ones", "owner"),
+            ("document", "[document invoice-1042.pdf]", "owner"),
+        ]
+    );
+
+    s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn message_send_refuses_content_beyond_the_cloud_api_limits() {
+    let s = setup().await;
+    let c = &s.client;
+    let send = "sb.v1.api.t.acme.message.send";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let button = |i: usize| json!({"id": format!("b{i}"), "title": format!("Button {i}")});
+    let rows: Vec<Value> = (0..11)
+        .map(|i| json!({"id": format!("r{i}"), "title": format!("Row {i}")}))
+        .collect();
+    let refusals = [
+        (
+            json!({"to": CUSTOMER}),
+            "malformed_request",
+            "exactly one of text, template, interactive, image, document is required, got none",
+        ),
+        (
+            json!({"to": CUSTOMER, "text": "hi", "image": {"link": "https://x.example/a.png"}}),
+            "malformed_request",
+            "exactly one of text, template, interactive, image, document is required, got text, image",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "buttons": (0..4).map(button).collect::<Vec<_>>()}}),
+            "invalid_field",
+            "interactive.buttons: 4 buttons, 1 to 3 are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "buttons": [{"id": "a", "title": "A title that is too long"}]}}),
+            "invalid_field",
+            "interactive.buttons.title: 24 characters, at most 20 are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "buttons": [{"id": "a", "title": "Same"}, {"id": "a", "title": "Other"}]}}),
+            "invalid_field",
+            "interactive.buttons.id: \"a\" is used twice",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick",
+                "list": {"button": "Rows", "sections": [{"rows": rows}]}}}),
+            "invalid_field",
+            "interactive.list.sections.rows: 11 rows in all, 1 to 10 are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick", "buttons": [button(0)],
+                "list": {"button": "Rows", "sections": [{"rows": [{"id": "r", "title": "R"}]}]}}}),
+            "invalid_field",
+            "interactive: exactly one of buttons and list is required",
+        ),
+        (
+            json!({"to": CUSTOMER, "interactive": {"body": "Pick", "buttons": [button(0)], "colour": "red"}}),
+            "malformed_request",
+            "invalid json body: interactive.colour: unknown field `colour`",
+        ),
+        (
+            json!({"to": CUSTOMER, "image": {"link": "http://cdn.example.com/a.png"}}),
+            "invalid_field",
+            "image.link: must be an https URL, got scheme \"http\"",
+        ),
+        (
+            json!({"to": CUSTOMER, "document": {"link": "invoice.pdf"}}),
+            "invalid_field",
+            "document.link: not a URL",
+        ),
+        (
+            json!({"to": CUSTOMER, "template": {"name": "order_update", "language": "English"}}),
+            "invalid_field",
+            "template.language: expected a language code",
+        ),
+        (
+            json!({"to": CUSTOMER, "template": {"name": "Order Update", "language": "en_US"}}),
+            "invalid_field",
+            "template.name: only lowercase letters, digits and _ are allowed",
+        ),
+        (
+            json!({"to": CUSTOMER, "template": {"name": "order_update"}}),
+            "malformed_request",
+            "invalid json body: template: missing field `language`",
+        ),
+    ];
+    for (body, code, reason) in refusals {
+        let message = request(c, send, Some(body.clone()))
+            .await
+            .refused("400", code);
+        assert!(message.starts_with(reason), "{body}: {message}");
+    }
+    // A last text: once it is out, any refused send would have gone before it.
+    request(c, send, Some(json!({"to": CUSTOMER, "text": "Thanks!"})))
+        .await
+        .ok();
+    let sent = s.gateway.wait_for_sent(1, "the text").await;
+    assert_eq!(sent.len(), 1, "nothing refused was sent: {sent:?}");
+    let log = request(
+        c,
+        "sb.v1.api.t.acme.conversation.messages",
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        log["messages"].as_array().map(Vec::len),
+        Some(1),
+        "nothing refused was recorded: {log}"
+    );
+
+    s.gateway.node.stop().await;
+}
+
+/// `session.stop` stores the stop and stops the tenant: owner sends and pauses are refused,
+/// a customer's message is persisted but not answered; `session.start` runs it again and the
+/// message is answered then.
+#[tokio::test]
+async fn a_stopped_session_neither_sends_nor_answers_until_started() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+    // The owner writes to one customer (the bot then stays quiet there); another asks.
+    let asker = "15557654321";
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Welcome!"})),
+    )
+    .await
+    .ok();
+    s.gateway.wait_for_sent(1, "the welcome").await;
+
+    let stopped = request(c, &t("session.stop"), None).await.ok();
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    let stopped_ms = stopped["stopped_ms"].as_i64().expect("stopped since");
+    assert_eq!(stopped["node"], Value::Null);
+    let again = request(c, &t("session.stop"), Some(json!({}))).await.ok();
+    assert_eq!(
+        again["stopped_ms"], stopped_ms,
+        "a second stop keeps the first time"
+    );
+    let status = request(c, &t("session.status"), None).await.ok();
+    assert_eq!(status["state"], "stopped");
+    // The host stops the tenant (its reload is asynchronous): poll.
+    eventually(WAIT, || async {
+        let tenant = request(c, &t("tenant.get"), None).await.ok();
+        (tenant["state"].is_null() && tenant["active"] == false).then_some(())
+    })
+    .await;
+
+    let message = request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "hi"})),
+    )
+    .await
+    .refused("409", "session_stopped");
+    assert_eq!(
+        message,
+        "the whatsapp session of tenant acme is stopped: session.start runs it again"
+    );
+    request(c, &t("bot.pause"), Some(json!({"chat": CUSTOMER})))
+        .await
+        .refused("409", "session_stopped");
+
+    let webhook = salesboy_testkit::webhooks::text_message(
+        "106540352242922",
+        asker,
+        "wamid.stopped-1",
+        "Do you ship to Lisbon?",
+    );
+    assert_eq!(
+        s.gateway.post_webhook(&webhook).await,
+        200,
+        "persisted and acknowledged"
+    );
+    let log = request(c, &t("conversation.messages"), Some(json!({"chat": asker})))
+        .await
+        .ok();
+    let last = log["messages"].as_array().and_then(|m| m.last().cloned());
+    let last = last.expect("messages");
+    assert_eq!(last["direction"], "inbound", "{log}");
+    assert_eq!(last["body"], "Do you ship to Lisbon?");
+
+    let started_after_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let started = request(c, &t("session.start"), None).await.ok();
+    assert_ne!(started["state"], "stopped", "{started}");
+    assert_eq!(started["stopped_ms"], Value::Null);
+    let sent = s.gateway.wait_for_sent(2, "the answer, once started").await;
+    assert_eq!(sent.len(), 2);
+    let answered = eventually(WAIT, || async {
+        let log = request(c, &t("conversation.messages"), Some(json!({"chat": asker})))
+            .await
+            .ok();
+        let messages = log["messages"].as_array()?.clone();
+        let reply = messages
+            .iter()
+            .find(|m| m["origin"] == "bot" && m["status"] == "sent")?
+            .clone();
+        Some(reply)
+    })
+    .await;
+    let recorded_ms = answered["created_ms"].as_i64().expect("created");
+    assert!(
+        recorded_ms >= started_after_ms,
+        "the reply was recorded after the start, not while stopped: {answered}"
+    );
+    request(
+        c,
+        &t("message.send"),
+        Some(json!({"to": CUSTOMER, "text": "Yes, we do."})),
+    )
+    .await
+    .ok();
+    s.gateway
+        .wait_for_sent(3, "an owner message, once started")
+        .await;
+
+    s.gateway.node.stop().await;
+}
+
+/// `tenant.delete` stops the tenant on its host, takes it out of the directory and frees
+/// its number; its data is kept (the same id created again takes it back) or erased.
+#[tokio::test]
+async fn tenant_delete_stops_it_everywhere_and_keeps_or_erases_its_data() {
+    let s = setup().await;
+    let c = &s.client;
+    let t = |command: &str| format!("sb.v1.api.t.acme.{command}");
+    let create = "sb.v1.api.tenant.create";
+    request(c, create, Some(create_acme())).await.ok();
+    let returns = json!({"title": "Returns", "text": "Returns are free within 30 days."});
+    request(c, &t("knowledge.add"), Some(returns)).await.ok();
+    let welcome = json!({"to": CUSTOMER, "text": "Welcome!"});
+    request(c, &t("message.send"), Some(welcome.clone()))
+        .await
+        .ok();
+    s.gateway.wait_for_sent(1, "the welcome").await;
+    let placed = |count: u64| async move {
+        let cluster = request(c, "sb.v1.api.cluster.status", None).await.ok();
+        let node = &cluster["nodes"][0];
+        (cluster["tenants"] == count && node["placed"] == count && node["tenants"] == count)
+            .then_some(())
+    };
+    eventually(WAIT, || placed(1)).await;
+
+    for bad in [json!({"erase_data": "yes"}), json!({"erase": true})] {
+        request(c, &t("tenant.delete"), Some(bad))
+            .await
+            .refused("400", "malformed_request");
+    }
+    let deleted = request(c, &t("tenant.delete"), None).await.ok();
+    assert_eq!(deleted, json!({"tenant": "acme", "data_erased": false}));
+    // Gone for the API at once; stopped on its host and out of the directory.
+    for command in ["tenant.get", "session.status", "tenant.delete"] {
+        request(c, &t(command), None)
+            .await
+            .refused("404", "unknown_tenant");
+    }
+    request(c, &t("message.send"), Some(welcome.clone()))
+        .await
+        .refused("404", "unknown_tenant");
+    assert_eq!(
+        request(c, "sb.v1.api.tenant.list", None).await.ok(),
+        json!([])
+    );
+    eventually(WAIT, || placed(0)).await;
+
+    // Its number is free for another tenant.
+    let mut other = create_acme();
+    other["id"] = json!("other");
+    request(c, create, Some(other)).await.ok();
+    // The same id again, on another number: the kept data comes back.
+    let mut again = create_acme();
+    again["phone_number_id"] = json!("106540352242923");
+    request(c, create, Some(again.clone())).await.ok();
+    let log = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(log["messages"][0]["body"], "Welcome!", "{log}");
+    let documents = request(c, &t("knowledge.list"), None).await.ok();
+    assert_eq!(documents.as_array().map(Vec::len), Some(1), "{documents}");
+
+    let erased = request(c, &t("tenant.delete"), Some(json!({"erase_data": true})))
+        .await
+        .ok();
+    assert_eq!(erased, json!({"tenant": "acme", "data_erased": true}));
+    request(c, create, Some(again)).await.ok();
+    let log = request(
+        c,
+        &t("conversation.messages"),
+        Some(json!({"chat": CUSTOMER})),
+    )
+    .await
+    .ok();
+    assert_eq!(log["messages"], json!([]), "erased");
+    assert_eq!(request(c, &t("knowledge.list"), None).await.ok(), json!([]));
 
     s.gateway.node.stop().await;
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    AccessToken, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
+    AccessToken, Deletion, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
     NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
     SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
@@ -23,6 +23,10 @@ use salesboy_actors::store::{
 use salesboy_node::store::{Dialect, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::whatsapp::OutboundContent;
+use salesboy_protocol::whatsapp::send::{
+    Interactive, InteractiveAction, InteractiveText, ReplyButton,
+};
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use salesboy_testkit::PostgresDatabase;
 use serde_json::json;
@@ -164,6 +168,9 @@ storage_suite!(
     sent_and_failed_replies_are_final,
     echoes_and_owner_messages,
     a_client_ref_records_one_owner_message_per_tenant,
+    owner_content_is_kept_to_send_again,
+    session_stops_are_stored_and_leave_the_sweep,
+    deleting_a_tenant_keeps_or_erases_its_data,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -693,6 +700,7 @@ async fn stale_epoch_writes_are_refused(store: Arc<dyn Store>) {
         created_ms: T0 + 5,
         epoch: Some(1),
         client_ref: None,
+        content: None,
     };
     assert_stale(store.record_outbound(&owner_message).await, &acme, 1, 2);
 
@@ -1029,6 +1037,7 @@ async fn echoes_and_owner_messages(store: Arc<dyn Store>) {
         created_ms: T0,
         epoch: None,
         client_ref: None,
+        content: None,
     };
     let InsertOutcome::Inserted { id: echo_id } = store.record_outbound(&echo).await.unwrap()
     else {
@@ -1095,6 +1104,7 @@ async fn a_client_ref_records_one_owner_message_per_tenant(store: Arc<dyn Store>
         created_ms: T0,
         epoch: Some(1),
         client_ref: client_ref.map(str::to_owned),
+        content: None,
     };
     let first = store
         .record_outbound(&send(&acme, Some("order-42"), "shipped"))
@@ -1176,6 +1186,282 @@ async fn conversations_are_listed_most_recent_first(store: Arc<dyn Store>) {
         list(Some(chat_id("15559999999")), 2).await.is_empty(),
         "after a chat that is not the tenant's"
     );
+}
+
+/// A template, interactive or media message is stored with its content, so a node that
+/// finds it pending (after a crash, on another host) sends the same thing; its body is the
+/// readable rendition.
+async fn owner_content_is_kept_to_send_again(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    let content = OutboundContent::Interactive(Interactive {
+        kind: "button".to_owned(),
+        header: None,
+        body: InteractiveText {
+            text: "Which size?".to_owned(),
+        },
+        footer: None,
+        action: InteractiveAction {
+            button: None,
+            buttons: vec![ReplyButton::new("s42", "42"), ReplyButton::new("s43", "43")],
+            sections: Vec::new(),
+        },
+    });
+    let outbound = NewOutbound {
+        tenant: acme.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: content.kind().to_owned(),
+        body: Some(content.text()),
+        created_ms: T0,
+        epoch: Some(1),
+        client_ref: Some("sizes-1".to_owned()),
+        content: Some(content.clone()),
+    };
+    let id = store.record_outbound(&outbound).await.unwrap().id();
+    let unsent = store.unsent_replies(&acme).await.unwrap();
+    assert_eq!(ids(&unsent), [id]);
+    assert_eq!(unsent[0].content.as_ref(), Some(&content));
+    assert_eq!(unsent[0].kind, "interactive");
+    assert_eq!(unsent[0].body.as_deref(), Some("Which size?"));
+    let again = store.record_outbound(&outbound).await.unwrap();
+    assert_eq!(again, InsertOutcome::Duplicate { id });
+    let logged = store
+        .conversation_messages(&acme, &chat, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].content.as_ref(), Some(&content));
+
+    // a text keeps no content
+    let text = NewOutbound {
+        kind: "text".to_owned(),
+        body: Some("hi".to_owned()),
+        client_ref: None,
+        content: None,
+        ..outbound
+    };
+    let text_id = store.record_outbound(&text).await.unwrap().id();
+    assert_eq!(message(&*store, &acme, &chat, text_id).await.content, None);
+}
+
+/// A stopped session is a stored fact: the tenant shows it, a second stop keeps the first
+/// time, and the sweep's pending work leaves the tenant out until it runs again.
+async fn session_stops_are_stored_and_leave_the_sweep(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    receive(&*store, &acme, &chat, "wamid.waiting", T0).await;
+    let pending = || store.tenants_with_pending_work(T0 - 1, T0 + 1);
+    assert_eq!(pending().await.unwrap(), std::slice::from_ref(&acme));
+
+    store
+        .set_session_stopped(&acme, Some(T0 + 5))
+        .await
+        .unwrap();
+    store
+        .set_session_stopped(&acme, Some(T0 + 9))
+        .await
+        .unwrap();
+    let tenant = store.tenant(&acme).await.unwrap().unwrap();
+    assert_eq!(tenant.session_stopped_ms, Some(T0 + 5));
+    assert!(pending().await.unwrap().is_empty());
+    // the stop is kept when the tenant's record is saved again
+    given_tenant(&*store, "acme").await;
+    assert_eq!(
+        store
+            .tenant(&acme)
+            .await
+            .unwrap()
+            .unwrap()
+            .session_stopped_ms,
+        Some(T0 + 5)
+    );
+
+    store.set_session_stopped(&acme, None).await.unwrap();
+    assert_eq!(
+        store
+            .tenant(&acme)
+            .await
+            .unwrap()
+            .unwrap()
+            .session_stopped_ms,
+        None
+    );
+    assert_eq!(pending().await.unwrap(), std::slice::from_ref(&acme));
+    assert!(matches!(
+        store
+            .set_session_stopped(&tenant_id("nobody"), Some(T0))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// A tenant with a number, a chat (one inbound message, one pending owner message),
+/// knowledge, usage and an event; the pending message's id.
+async fn furnished_tenant(store: &dyn Store, id: &str, phone: &str) -> (TenantId, i64) {
+    let tenant = given_tenant(store, id).await;
+    store
+        .upsert_whatsapp_number(&NewWhatsAppNumber {
+            tenant: tenant.clone(),
+            phone_number_id: PhoneNumberId::new(phone).unwrap(),
+            waba_id: None,
+            access_token: AccessToken::new("EAAG-token"),
+        })
+        .await
+        .unwrap();
+    store.claim_epoch(&tenant, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    receive(store, &tenant, &chat, &format!("wamid.{id}.in"), T0).await;
+    let pending = NewOutbound {
+        tenant: tenant.clone(),
+        chat: chat.clone(),
+        origin: OutboundOrigin::Owner,
+        wamid: None,
+        kind: "text".to_owned(),
+        body: Some("on its way".to_owned()),
+        created_ms: T0 + 1,
+        epoch: Some(1),
+        client_ref: None,
+        content: None,
+    };
+    let pending = store.record_outbound(&pending).await.unwrap().id();
+    store
+        .add_knowledge(&NewKnowledge {
+            tenant: tenant.clone(),
+            title: "faq".to_owned(),
+            chunks: vec!["Returns are free.".to_owned()],
+            created_ms: T0,
+        })
+        .await
+        .unwrap();
+    store
+        .record_llm_usage(&LlmUsage {
+            tenant: tenant.clone(),
+            provider: "gemini".to_owned(),
+            model: "gemini-2.0-flash".to_owned(),
+            prompt_tokens: 10,
+            completion_tokens: 1,
+            cost_micros: 3,
+            at_ms: T0,
+        })
+        .await
+        .unwrap();
+    store
+        .record_events(&[Event::tenant(
+            EventKind::AlertRaised,
+            tenant.clone(),
+            T0,
+            serde_json::json!({"alert": "llm_quota_exhausted"}),
+        )])
+        .await
+        .unwrap();
+    (tenant, pending)
+}
+
+/// A deleted tenant is gone for every read, its number is free, its pending message failed
+/// and its epoch bumped; kept data comes back with the same id, erased data does not; the
+/// epoch record stays either way, and other tenants are untouched.
+async fn deleting_a_tenant_keeps_or_erases_its_data(store: Arc<dyn Store>) {
+    let chat = chat_id("15550001111");
+    let (other, _) = furnished_tenant(&*store, "other", "300").await;
+    for (id, phone, deletion) in [
+        ("keep", "100", Deletion::KeepData),
+        ("erase", "200", Deletion::EraseData),
+    ] {
+        let (tenant, pending) = furnished_tenant(&*store, id, phone).await;
+        store.set_session_stopped(&tenant, Some(T0)).await.unwrap();
+        assert!(
+            store
+                .delete_tenant(&tenant, deletion, T0 + 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_tenant(&tenant, deletion, T0 + 6)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.tenant(&tenant).await.unwrap(), None, "{id}");
+        assert!(
+            store
+                .list_tenants()
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| t.id != tenant)
+        );
+        let number = PhoneNumberId::new(phone).unwrap();
+        assert_eq!(store.tenant_by_phone_number(&number).await.unwrap(), None);
+        assert_eq!(store.current_epoch(&tenant).await.unwrap(), Some(2), "{id}");
+        assert!(
+            store
+                .tenants_with_pending_work(0, i64::MAX)
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| *t != tenant)
+        );
+        assert!(matches!(
+            store.set_session_stopped(&tenant, None).await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        // the same id again: kept data comes back, erased data does not
+        given_tenant(&*store, id).await;
+        let back = store.tenant(&tenant).await.unwrap().expect("created again");
+        assert!(back.numbers.is_empty(), "{id}");
+        assert_eq!(back.session_stopped_ms, None, "{id}: a new start");
+        let messages = store
+            .conversation_messages(&tenant, &chat, None, 100)
+            .await
+            .unwrap();
+        let knowledge = store.list_knowledge(&tenant).await.unwrap();
+        let usage = store.llm_usage_totals(&tenant, 0).await.unwrap();
+        match deletion {
+            Deletion::KeepData => {
+                assert_eq!(messages.len(), 2);
+                let failed = messages.iter().find(|m| m.id == pending).unwrap();
+                assert_eq!(failed.status, Some(DeliveryStatus::Failed));
+                assert_eq!(
+                    failed.failure.as_ref().map(|f| f.title.as_str()),
+                    Some("tenant_deleted")
+                );
+                assert_eq!(knowledge.len(), 1);
+                assert_eq!(usage.requests, 1);
+            }
+            Deletion::EraseData => {
+                assert!(messages.is_empty());
+                assert!(knowledge.is_empty());
+                assert_eq!(usage, LlmUsageTotals::default());
+                let events = store.recent_events(100).await.unwrap();
+                assert!(events.iter().all(|e| e.tenant.as_ref() != Some(&tenant)));
+            }
+        }
+        // the freed number may go to another tenant
+        store
+            .upsert_whatsapp_number(&NewWhatsAppNumber {
+                tenant: other.clone(),
+                phone_number_id: number,
+                waba_id: None,
+                access_token: AccessToken::new("EAAG-other"),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .conversation_messages(&other, &chat, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "another tenant keeps its messages"
+    );
+    assert_eq!(store.list_knowledge(&other).await.unwrap().len(), 1);
+    assert_eq!(store.llm_usage_totals(&other, 0).await.unwrap().requests, 1);
 }
 
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {
@@ -1633,6 +1919,7 @@ async fn usage_between_counts_one_tenant_in_one_period(store: Arc<dyn Store>) {
         created_ms: at_ms,
         epoch: None,
         client_ref: None,
+        content: None,
     };
     for message in [
         outbound(OutboundOrigin::Echo, "wamid.echo", from + 2 * MINUTE),
@@ -1778,6 +2065,7 @@ async fn changes_write_their_events_in_their_transactions(store: SqlStore) {
             created_ms: T0 + 6,
             epoch: None,
             client_ref: None,
+            content: None,
         })
         .await
         .unwrap();

@@ -215,11 +215,17 @@ pub enum ApiCommand {
     ConversationMessages,
     /// The tenant's LLM tokens and cost and its messages in and out for one month.
     UsageGet,
+    /// Run the tenant's WhatsApp session again after `session.stop`.
+    SessionStart,
+    /// Stop the tenant's WhatsApp session: it neither sends nor answers until started.
+    SessionStop,
+    /// Delete a tenant: it stops everywhere; its data is kept or erased.
+    TenantDelete,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 15] = [
+    pub const ALL: [ApiCommand; 18] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -235,6 +241,9 @@ impl ApiCommand {
         Self::ConversationList,
         Self::ConversationMessages,
         Self::UsageGet,
+        Self::SessionStart,
+        Self::SessionStop,
+        Self::TenantDelete,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -255,6 +264,9 @@ impl ApiCommand {
             Self::ConversationList => "conversation.list",
             Self::ConversationMessages => "conversation.messages",
             Self::UsageGet => "usage.get",
+            Self::SessionStart => "session.start",
+            Self::SessionStop => "session.stop",
+            Self::TenantDelete => "tenant.delete",
         }
     }
 

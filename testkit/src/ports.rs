@@ -14,6 +14,7 @@ use salesboy_actors::ports::{
 use salesboy_actors::services::{Counters, Services, Settings, response_cache};
 use salesboy_actors::store::{Store, WhatsAppNumber};
 use salesboy_protocol::events::Event;
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 
 /// Every tenant is at epoch 1: one node that never moves tenants.
@@ -85,6 +86,15 @@ impl WhatsAppConnection for RecordingWhatsApp {
         let mut sent = self.sent.lock();
         sent.push((to.to_string(), body.to_owned()));
         Ok(Wamid::new(format!("wamid.test{}", sent.len())).expect("a valid wamid"))
+    }
+
+    /// Recorded as its readable text.
+    async fn send_content(
+        &self,
+        to: &ChatId,
+        content: &OutboundContent,
+    ) -> Result<Wamid, SendError> {
+        self.send_text(to, &content.text(), None).await
     }
 
     async fn mark_read(&self, _message: &Wamid, _typing: bool) -> Result<(), SendError> {

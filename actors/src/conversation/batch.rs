@@ -172,6 +172,7 @@ pub(super) async fn finish_batch(
                 outbound_id,
                 chat: state.args.chat.clone(),
                 body,
+                content: None,
                 reply_to: None,
                 attempts: 0,
                 timing: Some(ReplyTiming {

@@ -83,8 +83,8 @@ impl NodeHandle {
     }
 
     /// Delivers a command to the tenant, activating it first if it is not hosted here; a
-    /// reload only tells a tenant hosted here and never fails (one hosted nowhere, or gone,
-    /// reads its record when it is next activated). A command [done on receipt](TenantCommand::done_on_receipt) is
+    /// reload only tells a tenant hosted here (or being activated here: once it is) and never
+    /// fails (one hosted nowhere, or gone, reads its record when it is next activated). A command [done on receipt](TenantCommand::done_on_receipt) is
     /// done once the tenant has it, the others once the tenant has answered.
     pub async fn deliver(
         &self,
@@ -92,7 +92,14 @@ impl NodeHandle {
         command: TenantCommand,
     ) -> Result<CommandReply, TenantError> {
         if let TenantCommand::Reload = command {
-            if let Some(supervisor) = self.hosted(tenant) {
+            // An activation under way may have read the record before it changed (a session
+            // stop would be missed): wait for it, then tell the tenant it started.
+            let supervisor = match self.hosted(tenant) {
+                Some(supervisor) => Some(supervisor),
+                None if self.is_hosted(tenant).await.unwrap_or(false) => self.hosted(tenant),
+                None => None,
+            };
+            if let Some(supervisor) = supervisor {
                 let _ = supervisor.send_message(TenantMsg::Command {
                     command,
                     reply: None,

@@ -356,6 +356,9 @@ async fn start_tenant(
         error,
     };
     match services.store.tenant(&tenant).await {
+        Ok(Some(record)) if record.session_stopped_ms.is_some() => {
+            return Err(ActivationError::SessionStopped(tenant));
+        }
         Ok(Some(_)) => {}
         Ok(None) => return Err(ActivationError::UnknownTenant(tenant)),
         Err(error) => return Err(store_error(error)),

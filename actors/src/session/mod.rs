@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -57,8 +58,10 @@ pub struct SendJob {
     pub outbound_id: i64,
     /// The customer.
     pub chat: ChatId,
-    /// The text.
+    /// The text (for other content, its readable rendition).
     pub body: String,
+    /// A template, interactive or media message to send instead of `body`.
+    pub content: Option<OutboundContent>,
     /// The message to quote, if any.
     pub reply_to: Option<Wamid>,
     /// Attempts so far.
@@ -225,6 +228,7 @@ impl Actor for SessionActor {
                     outbound_id: queued.outbound_id,
                     chat: queued.chat,
                     body: queued.body,
+                    content: None,
                     reply_to: queued.reply_to,
                     attempts: queued.attempts,
                     timing: None,
@@ -332,7 +336,9 @@ impl Actor for SessionActor {
 }
 
 impl SessionState {
-    /// The queue to hand over (nothing is in flight when this is called).
+    /// The queue to hand over (nothing is in flight when this is called). Jobs with
+    /// [`SendJob::content`] stay behind: they are pending in the store, and the new host's
+    /// activation sends them from there (the handoff's format carries text only).
     fn handoff(&self) -> SessionHandoff {
         let queued = |job: &SendJob| QueuedSend {
             outbound_id: job.outbound_id,
@@ -341,8 +347,9 @@ impl SessionState {
             reply_to: job.reply_to.clone(),
             attempts: job.attempts,
         };
-        let mut queue: Vec<QueuedSend> = self.queue.iter().map(queued).collect();
-        let mut delayed: Vec<&SendJob> = self.delayed.values().collect();
+        let text_only = |job: &&SendJob| job.content.is_none();
+        let mut queue: Vec<QueuedSend> = self.queue.iter().filter(text_only).map(queued).collect();
+        let mut delayed: Vec<&SendJob> = self.delayed.values().filter(text_only).collect();
         delayed.sort_by_key(|job| job.outbound_id);
         queue.extend(delayed.into_iter().map(queued));
         let now = Instant::now();

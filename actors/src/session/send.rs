@@ -43,10 +43,15 @@ pub(super) async fn deliver(
     epoch: u64,
     job: &SendJob,
 ) -> Delivery {
-    let wamid = match connection
-        .send_text(&job.chat, &job.body, job.reply_to.as_ref())
-        .await
-    {
+    let sent = match &job.content {
+        Some(content) => connection.send_content(&job.chat, content).await,
+        None => {
+            connection
+                .send_text(&job.chat, &job.body, job.reply_to.as_ref())
+                .await
+        }
+    };
+    let wamid = match sent {
         Ok(wamid) => wamid,
         Err(error) => return Delivery::Failed(error),
     };

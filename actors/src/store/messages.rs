@@ -1,6 +1,7 @@
 //! Conversations and messages: [`MessageStore`] and its records.
 
 use async_trait::async_trait;
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 
@@ -246,6 +247,10 @@ pub struct NewOutbound {
     /// second message with the tenant's same key is not recorded, the first one's id is
     /// answered as [`InsertOutcome::Duplicate`].
     pub client_ref: Option<String>,
+    /// What an owner's template, interactive or media message sends (`body` holds its
+    /// readable rendition); kept so a pending message can be sent after a restart. `None`
+    /// for text.
+    pub content: Option<OutboundContent>,
 }
 
 /// A stored message, either direction.
@@ -275,6 +280,9 @@ pub struct StoredMessage {
     pub failure: Option<SendFailure>,
     /// When it was received (inbound) or recorded (outbound).
     pub created_ms: i64,
+    /// What an outbound template, interactive or media message sends (`body` is its
+    /// readable rendition); `None` for text and inbound messages.
+    pub content: Option<OutboundContent>,
 }
 
 /// Conversations and messages, both directions: persisting inbound messages, recording

@@ -54,7 +54,8 @@ pub use messages::{
 };
 pub use retention::RetentionStore;
 pub use tenants::{
-    AccessToken, NewTenant, NewWhatsAppNumber, Tenant, TenantRoute, TenantStore, WhatsAppNumber,
+    AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant, TenantRoute, TenantStore,
+    WhatsAppNumber,
 };
 pub use tokens::{NewTenantToken, TenantToken, TenantTokenStore};
 pub use usage::{LlmUsage, LlmUsageTotals, UsageReport, UsageStore};

@@ -93,6 +93,9 @@ pub struct Tenant {
     pub created_ms: i64,
     /// The tenant's WhatsApp numbers, ordered by phone number id.
     pub numbers: Vec<WhatsAppNumber>,
+    /// Since when its WhatsApp session is stopped (`session.stop`): it is hosted nowhere,
+    /// neither sends nor answers, until `session.start`; `None` = running.
+    pub session_stopped_ms: Option<i64>,
 }
 
 /// One WhatsApp business number of a tenant.
@@ -128,10 +131,24 @@ pub struct TenantRoute {
     pub phone_number_id: PhoneNumberId,
 }
 
+/// How [`TenantStore::delete_tenant`] treats the tenant's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deletion {
+    /// Mark the tenant deleted and keep its conversations, messages, knowledge, usage and
+    /// events; creating the same id again takes them back.
+    KeepData,
+    /// Erase the tenant and everything of it.
+    EraseData,
+}
+
 /// Tenants and the WhatsApp numbers that route webhooks to them.
+///
+/// A deleted tenant ([`TenantStore::delete_tenant`]) is gone for every read: `tenant` and
+/// `list_tenants` do not show it, its numbers route nowhere.
 #[async_trait]
 pub trait TenantStore: Send + Sync {
-    /// Creates a tenant or updates its name, prompt and LLM configuration.
+    /// Creates a tenant or updates its name, prompt and LLM configuration. A tenant deleted
+    /// with its data kept comes back, with that data.
     async fn upsert_tenant(&self, tenant: &NewTenant) -> Result<(), StoreError>;
 
     /// The tenant with its WhatsApp numbers, if it exists.
@@ -139,6 +156,28 @@ pub trait TenantStore: Send + Sync {
 
     /// Every tenant, ordered by id.
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    /// Stops the tenant's WhatsApp session since `stopped_ms` (`Some`), or lets it run again
+    /// (`None`): [`Tenant::session_stopped_ms`]. A session already stopped keeps its first
+    /// time. [`StoreError::NotFound`] if there is no such tenant.
+    async fn set_session_stopped(
+        &self,
+        tenant: &TenantId,
+        stopped_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a tenant at `at_ms`, in one transaction: its numbers are removed (they route
+    /// nowhere and may be given to another tenant), its pending outbound messages fail
+    /// (`tenant_deleted`), its epoch is bumped (writes of the node that hosted it are
+    /// refused from now on), and its data is kept or erased as `deletion` says. The epoch
+    /// record stays in both cases, so a tenant created again under the same id never
+    /// reuses an epoch. `false` if there was no such tenant.
+    async fn delete_tenant(
+        &self,
+        tenant: &TenantId,
+        deletion: Deletion,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Attaches a WhatsApp number to a tenant, or updates its token and WABA id.
     /// [`StoreError::Conflict`] if the number belongs to another tenant;

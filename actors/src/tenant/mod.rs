@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use salesboy_protocol::events::Alert;
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -381,14 +382,15 @@ async fn carry_out(
             }
             TenantCommand::SetPaused { .. }
             | TenantCommand::OwnerSend { .. }
-            | TenantCommand::OwnerSendOnce { .. } => {
+            | TenantCommand::OwnerSendOnce { .. }
+            | TenantCommand::OwnerSendContent { .. } => {
                 answer(reply, Err(TenantError::Moving(state.tenant.clone())));
             }
-            TenantCommand::Reload => answer(reply, Ok(CommandReply::Done)),
+            TenantCommand::Reload | TenantCommand::Start => answer(reply, Ok(CommandReply::Done)),
         }
         return Ok(());
     }
-    if !matches!(command, TenantCommand::Reload) {
+    if !matches!(command, TenantCommand::Reload | TenantCommand::Start) {
         state.last_activity = Instant::now();
     }
     match command {
@@ -409,7 +411,7 @@ async fn carry_out(
             let _ = conversation.send_message(ConversationMsg::SetPaused { until_ms, reply });
         }
         TenantCommand::OwnerSend { chat, body } => {
-            let result = owner_send(myself, state, chat, body, None).await;
+            let result = owner_send(myself, state, chat, OwnerMessage::Text(body), None).await;
             let result = result
                 .map(CommandReply::Outbound)
                 .map_err(|e| TenantError::store(&state.tenant, e));
@@ -420,7 +422,20 @@ async fn carry_out(
             body,
             client_ref,
         } => {
-            let result = owner_send(myself, state, chat, body, Some(client_ref)).await;
+            let message = OwnerMessage::Text(body);
+            let result = owner_send(myself, state, chat, message, Some(client_ref)).await;
+            let result = result
+                .map(CommandReply::Outbound)
+                .map_err(|e| TenantError::store(&state.tenant, e));
+            answer(reply, result);
+        }
+        TenantCommand::OwnerSendContent {
+            chat,
+            content,
+            client_ref,
+        } => {
+            let message = OwnerMessage::Content(*content);
+            let result = owner_send(myself, state, chat, message, client_ref).await;
             let result = result
                 .map(CommandReply::Outbound)
                 .map_err(|e| TenantError::store(&state.tenant, e));
@@ -430,6 +445,8 @@ async fn carry_out(
             reload(myself, state).await?;
             answer(reply, Ok(CommandReply::Done));
         }
+        // Hosted now, so reconciled on activation: nothing more to do.
+        TenantCommand::Start => answer(reply, Ok(CommandReply::Done)),
     }
     Ok(())
 }
@@ -506,6 +523,11 @@ async fn reload(
         StopReason::Deleted.stop(myself);
         return Ok(());
     };
+    if record.session_stopped_ms.is_some() {
+        info!(tenant = %state.tenant, "whatsapp session stopped, tenant stopping");
+        StopReason::SessionStopped.stop(myself);
+        return Ok(());
+    }
     state.record = record;
     match (state.children.session(), state.record.numbers.first()) {
         (Some(session), Some(number)) => {
@@ -527,25 +549,36 @@ async fn reload(
     Ok(())
 }
 
+/// What an owner sends: a text, or a template, interactive or media message.
+enum OwnerMessage {
+    Text(String),
+    Content(OutboundContent),
+}
+
 async fn owner_send(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,
     chat: ChatId,
-    body: String,
+    message: OwnerMessage,
     client_ref: Option<String>,
 ) -> Result<i64, StoreError> {
     let services = Arc::clone(&state.services);
     let now_ms = services.clock.now_ms();
+    let (kind, body, content) = match message {
+        OwnerMessage::Text(body) => ("text", body, None),
+        OwnerMessage::Content(content) => (content.kind(), content.text(), Some(content)),
+    };
     let outbound = NewOutbound {
         tenant: state.tenant.clone(),
         chat: chat.clone(),
         origin: OutboundOrigin::Owner,
         wamid: None,
-        kind: "text".into(),
+        kind: kind.into(),
         body: Some(body.clone()),
         created_ms: now_ms,
         epoch: Some(state.epoch),
         client_ref,
+        content: content.clone(),
     };
     let id = match services.store.record_outbound(&outbound).await? {
         InsertOutcome::Inserted { id } => id,
@@ -561,6 +594,7 @@ async fn owner_send(
                 outbound_id: id,
                 chat: chat.clone(),
                 body,
+                content,
                 reply_to: None,
                 attempts: 0,
                 timing: None,
@@ -610,6 +644,7 @@ async fn reconcile(
             outbound_id: message.id,
             chat: message.chat.clone(),
             body,
+            content: message.content.clone(),
             reply_to: None,
             attempts: 0,
             timing: None,

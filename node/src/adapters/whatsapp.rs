@@ -1,6 +1,6 @@
 //! The WhatsApp Cloud API client: [`CloudApiConnector`] opens a [`CloudApiConnection`] per
-//! business number; the connection sends text messages and marks messages read through the
-//! Graph API (`POST {base}/{phone-number-id}/messages`, bearer token).
+//! business number; the connection sends text messages, templates, interactive messages and
+//! media by link, and marks messages read through the Graph API (`POST {base}/{phone-number-id}/messages`, bearer token).
 //!
 //! Failures are classified for the session's retry policy by [`classify_send_error`]:
 //!
@@ -30,7 +30,8 @@ use salesboy_actors::ports::{SendError, WhatsAppConnection, WhatsAppConnector};
 use salesboy_actors::store::{AccessToken, WhatsAppNumber};
 use salesboy_protocol::whatsapp::send::MarkReadResponse;
 use salesboy_protocol::whatsapp::{
-    GraphErrorBody, GraphErrorKind, MarkReadRequest, SendMessageResponse, SendTextRequest,
+    GraphErrorBody, GraphErrorKind, MarkReadRequest, OutboundContent, SendContentRequest,
+    SendMessageResponse, SendTextRequest,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 use serde::Serialize;
@@ -168,6 +169,26 @@ impl CloudApiConnection {
         result.map_err(|error| redact(error, self.token.expose()))
     }
 
+    /// Posts a send request; the new message's wamid.
+    async fn send(&self, request: &impl Serialize) -> Result<Wamid, SendError> {
+        let result = async {
+            let body = self.post(request).await?;
+            let no_wamid = |reason: &str| SendError::Rejected {
+                code: 200,
+                reason: reason.to_owned(),
+            };
+            let response: SendMessageResponse = serde_json::from_slice(&body)
+                .map_err(|_| no_wamid("accepted with an unparsable response"))?;
+            response
+                .wamid()
+                .cloned()
+                .ok_or_else(|| no_wamid("accepted without a message id"))
+        }
+        .await;
+        self.record(Op::Send, &result);
+        result
+    }
+
     /// Counts and logs the outcome of one request.
     fn record<T>(&self, op: Op, result: &Result<T, SendError>) {
         let outcome = match result {
@@ -195,23 +216,15 @@ impl WhatsAppConnection for CloudApiConnection {
         body: &str,
         reply_to: Option<&Wamid>,
     ) -> Result<Wamid, SendError> {
-        let request = SendTextRequest::new(to, body, reply_to);
-        let result = async {
-            let body = self.post(&request).await?;
-            let no_wamid = |reason: &str| SendError::Rejected {
-                code: 200,
-                reason: reason.to_owned(),
-            };
-            let response: SendMessageResponse = serde_json::from_slice(&body)
-                .map_err(|_| no_wamid("accepted with an unparsable response"))?;
-            response
-                .wamid()
-                .cloned()
-                .ok_or_else(|| no_wamid("accepted without a message id"))
-        }
-        .await;
-        self.record(Op::Send, &result);
-        result
+        self.send(&SendTextRequest::new(to, body, reply_to)).await
+    }
+
+    async fn send_content(
+        &self,
+        to: &ChatId,
+        content: &OutboundContent,
+    ) -> Result<Wamid, SendError> {
+        self.send(&SendContentRequest::new(to, content)).await
     }
 
     async fn mark_read(&self, message: &Wamid, typing: bool) -> Result<(), SendError> {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use tracing::info;
 use utoipa::ToSchema;
 
+use super::content::{Message, SendRequest};
 use super::{Api, ApiError};
 
 /// Default number of messages [`messages`] (and conversations [`list`]) returns.
@@ -14,9 +15,6 @@ pub const DEFAULT_MESSAGE_LIMIT: u32 = 100;
 
 /// Most messages [`messages`] (and conversations [`list`]) returns.
 pub const MAX_MESSAGE_LIMIT: u32 = 1_000;
-
-/// Longest owner message, in characters (WhatsApp's limit for a text body).
-pub const MAX_SEND_CHARS: usize = 4_096;
 
 /// Longest `client_ref` of an owner send, in characters.
 pub const MAX_CLIENT_REF_CHARS: usize = 128;
@@ -222,16 +220,16 @@ async fn set_paused(
     })
 }
 
-/// Sends `text` as the owner: it is recorded, then sent, and the bot steps back in that
-/// chat for the takeover period.
+/// Sends a message as the owner (a text, a template, an interactive or a media message;
+/// see [`super::content`]): it is recorded, then sent, and the bot steps back in that chat
+/// for the takeover period. Nothing is recorded unless the whole request is valid.
 pub async fn send(
     api: &Api,
     id: &TenantId,
     chat: &ChatId,
-    text: String,
-    client_ref: Option<String>,
+    request: SendRequest,
 ) -> Result<SendAccepted, ApiError> {
-    if let Some(client_ref) = &client_ref {
+    if let Some(client_ref) = &request.client_ref {
         let chars = client_ref.chars().count();
         if chars == 0 || chars > MAX_CLIENT_REF_CHARS {
             return Err(ApiError::invalid(
@@ -240,24 +238,24 @@ pub async fn send(
             ));
         }
     }
-    if text.trim().is_empty() {
-        return Err(ApiError::invalid("text", "must not be empty"));
+    let client_ref = request.client_ref.clone();
+    let message = request.message()?;
+    if api.existing_tenant(id).await?.session_stopped_ms.is_some() {
+        return Err(ApiError::SessionStopped(id.clone()));
     }
-    let chars = text.chars().count();
-    if chars > MAX_SEND_CHARS {
-        return Err(ApiError::invalid(
-            "text",
-            format!("{chars} characters, at most {MAX_SEND_CHARS} are allowed"),
-        ));
-    }
-    let command = match client_ref {
-        None => TenantCommand::OwnerSend {
+    let command = match (message, client_ref) {
+        (Message::Text(body), None) => TenantCommand::OwnerSend {
             chat: chat.clone(),
-            body: text,
+            body,
         },
-        Some(client_ref) => TenantCommand::OwnerSendOnce {
+        (Message::Text(body), Some(client_ref)) => TenantCommand::OwnerSendOnce {
             chat: chat.clone(),
-            body: text,
+            body,
+            client_ref,
+        },
+        (Message::Content(content), client_ref) => TenantCommand::OwnerSendContent {
+            chat: chat.clone(),
+            content: Box::new(content),
             client_ref,
         },
     };

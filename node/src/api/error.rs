@@ -81,6 +81,9 @@ pub enum ApiError {
         /// The tenant it belongs to.
         owner: TenantId,
     },
+    /// The tenant's WhatsApp session is stopped (409): `session.start` runs it again.
+    #[error("the whatsapp session of tenant {0} is stopped: session.start runs it again")]
+    SessionStopped(TenantId),
     /// The store failed; the status follows the store's error.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -117,6 +120,7 @@ impl ApiError {
     /// Status and code, decided here only.
     fn class(&self) -> (u16, &'static str) {
         const UNAVAILABLE: (u16, &str) = (503, "unavailable");
+        const SESSION_STOPPED: (u16, &str) = (409, "session_stopped");
         match self {
             Self::Invalid { .. } => (400, "invalid_field"),
             Self::Malformed(_) => (400, "malformed_request"),
@@ -132,6 +136,7 @@ impl ApiError {
             Self::MethodNotAllowed => (405, "method_not_allowed"),
             Self::TenantExists(_) => (409, "tenant_exists"),
             Self::NumberTaken { .. } => (409, "number_taken"),
+            Self::SessionStopped(_) => SESSION_STOPPED,
             Self::Store(error) => match error {
                 StoreError::Unavailable { .. } | StoreError::StaleEpoch { .. } => UNAVAILABLE,
                 StoreError::NotFound { .. } => (404, "not_found"),
@@ -145,6 +150,7 @@ impl ApiError {
                 RouteError::Refused(_) | RouteError::RefusedBy { .. } | RouteError::Encode(_) => {
                     (409, "refused")
                 }
+                RouteError::SessionStopped(_) => SESSION_STOPPED,
             },
             Self::Activation(error) => match error {
                 ActivationError::UnknownTenant(_) => (404, "unknown_tenant"),
@@ -155,6 +161,7 @@ impl ApiError {
                 | ActivationError::AlreadyActivating(_)
                 | ActivationError::StartFailed { .. }
                 | ActivationError::Stopping => UNAVAILABLE,
+                ActivationError::SessionStopped(_) => SESSION_STOPPED,
             },
             Self::Internal(_) => (500, "internal"),
         }
@@ -191,6 +198,9 @@ mod tests {
             ApiError::UnknownRoute,
             ApiError::MethodNotAllowed,
             ApiError::TenantExists(tenant.clone()),
+            ApiError::SessionStopped(tenant.clone()),
+            ApiError::Route(RouteError::SessionStopped(tenant.clone())),
+            ApiError::Activation(ActivationError::SessionStopped(tenant.clone())),
             ApiError::Internal("x".into()),
         ];
         let mut seen = std::collections::HashMap::new();

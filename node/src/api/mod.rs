@@ -5,17 +5,21 @@
 //!
 //! One module per resource:
 //! - `error`: [`ApiError`], its status and code;
-//! - [`tenants`]: tenants and their numbers, a tenant's session status;
+//! - [`tenants`]: tenants and their numbers, a tenant's session status, session stop and
+//!   start;
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
 //! - [`tokens`]: tenant API tokens (made, listed and revoked by the operator);
+//! - [`content`]: what an owner send may carry (text, template, interactive, image,
+//!   document) and its checks against the Cloud API's limits;
 //! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
 //! - [`webhooks`]: a tenant's HTTP event webhooks and their dead letters;
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
 pub mod cluster;
+pub mod content;
 pub mod conversations;
 mod error;
 pub mod knowledge;

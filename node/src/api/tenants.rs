@@ -1,8 +1,11 @@
-//! Tenants and their WhatsApp numbers, shown without secrets; a tenant's session status.
+//! Tenants and their WhatsApp numbers, shown without secrets; a tenant's session status, and
+//! stopping and starting its WhatsApp session.
+
+use std::time::Duration;
 
 use salesboy_actors::command::TenantCommand;
 use salesboy_actors::session::SessionSnapshot;
-use salesboy_actors::store::{AccessToken, NewTenant, NewWhatsAppNumber, Tenant};
+use salesboy_actors::store::{AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant};
 use salesboy_actors::tenant::TenantSnapshot;
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -11,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::{Api, ApiError, tenant_id};
 use crate::adapters::llm::{redacted_llm_config, validate_llm_config};
+use crate::cluster::RouteError;
 use crate::cluster::directory::EntryState;
 
 /// A tenant and the WhatsApp number to attach to it (`POST /tenants`, `tenant.create`). On
@@ -119,9 +123,12 @@ pub struct SessionStatusView {
     /// The tenant's id.
     pub tenant: String,
     /// `active`: hosted by `node`; `moving`: being handed from `node` to `moving_to`;
-    /// `idle`: hosted nowhere now (its next message or command starts it).
+    /// `idle`: hosted nowhere now (its next message or command starts it); `stopped`: its
+    /// session is stopped (`session.stop`), hosted nowhere until `session.start`.
     #[schema(example = "active")]
     pub state: &'static str,
+    /// Since when the session is stopped (unix ms); `null` unless `stopped`.
+    pub stopped_ms: Option<i64>,
     /// The hosting node.
     pub node: Option<String>,
     /// The tenant's placement epoch (bumped by every move and failover).
@@ -209,16 +216,22 @@ pub async fn update(
 
 /// Where the tenant runs, under which epoch, and its session's state when hosted here.
 pub async fn session_status(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
-    api.existing_tenant(id).await?;
-    let snapshot = api.node.observe_tenant(id).await;
+    let tenant = api.existing_tenant(id).await?;
     let mut status = SessionStatusView {
         tenant: id.to_string(),
         state: "idle",
+        stopped_ms: None,
         node: None,
         epoch: None,
         moving_to: None,
         session: None,
     };
+    if let Some(stopped_ms) = tenant.session_stopped_ms {
+        status.state = "stopped";
+        status.stopped_ms = Some(stopped_ms);
+        return Ok(status);
+    }
+    let snapshot = api.node.observe_tenant(id).await;
     if let Some(cluster) = &api.cluster {
         if let Some(placed) = cluster.directory().cached(id) {
             status.node = Some(placed.entry.node.to_string());
@@ -238,6 +251,101 @@ pub async fn session_status(api: &Api, id: &TenantId) -> Result<SessionStatusVie
     }
     status.session = snapshot.and_then(|s| s.session);
     Ok(status)
+}
+
+/// Stops the tenant's WhatsApp session (`session.stop`): the stop is stored first (so it
+/// holds across restarts and failovers: no node activates a stopped tenant), then the node
+/// hosting the tenant stops it. From then on the tenant neither sends nor answers; inbound
+/// messages are still persisted (nothing is lost) and wait for `session.start`; owner sends,
+/// bot pause and resume answer 409 `session_stopped`. Stopping a stopped session changes
+/// nothing.
+pub async fn session_stop(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
+    api.existing_tenant(id).await?;
+    api.store
+        .set_session_stopped(id, Some(api.now_ms()))
+        .await?;
+    reload(api, id).await;
+    info!(tenant = %id, "whatsapp session stopped");
+    session_status(api, id).await
+}
+
+/// How often `session.start` asks the tenant to start while an earlier activation answers
+/// that it is stopped.
+const START_ATTEMPTS: u32 = 5;
+
+/// Runs the tenant's WhatsApp session again (`session.start`): the stop is cleared and the
+/// tenant activated, which reconciles it from the store: inbound messages that came in while
+/// it was stopped are answered (those of the last 24 hours, the customer service window),
+/// owner messages still pending are sent. Starting a running session changes nothing.
+pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
+    api.existing_tenant(id).await?;
+    api.store.set_session_stopped(id, None).await?;
+    // An activation that read the stop before it was cleared (a customer's message arriving
+    // just then) may still answer "stopped", and the start joins it: ask again.
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1.. {
+        match api.router.deliver(id, TenantCommand::Start).await {
+            Err(RouteError::SessionStopped(_)) if attempt < START_ATTEMPTS => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            delivered => {
+                delivered?;
+                break;
+            }
+        }
+    }
+    info!(tenant = %id, "whatsapp session started");
+    session_status(api, id).await
+}
+
+/// What `tenant.delete` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantDeleted {
+    /// The tenant's id.
+    pub tenant: String,
+    /// Whether its data was erased (`true`) or kept (`false`).
+    pub data_erased: bool,
+}
+
+/// Deletes a tenant (`tenant.delete`): it stops everywhere and its data is kept or erased.
+///
+/// In order: the store deletes it in one transaction (its numbers go, so webhooks for them
+/// route nowhere and the numbers may be given to another tenant; its pending outbound
+/// messages fail as `tenant_deleted`; its epoch is bumped, so the node that hosted it can
+/// write nothing more), then the host stops it (its record is gone), then it leaves the
+/// cluster directory. With `erase_data` everything of it is erased (conversations,
+/// messages, knowledge, usage, events); without, the data stays, invisible, and
+/// `tenant.create` of the same id takes it back.
+pub async fn delete(api: &Api, id: &TenantId, erase_data: bool) -> Result<TenantDeleted, ApiError> {
+    let tenant = api.existing_tenant(id).await?;
+    let deletion = if erase_data {
+        Deletion::EraseData
+    } else {
+        Deletion::KeepData
+    };
+    if !api.store.delete_tenant(id, deletion, api.now_ms()).await? {
+        // Deleted meanwhile by another request.
+        return Err(ApiError::UnknownTenant(id.clone()));
+    }
+    for number in &tenant.numbers {
+        api.ingress
+            .forget_phone_number(&number.phone_number_id)
+            .await;
+    }
+    reload(api, id).await;
+    if let Some(cluster) = &api.cluster
+        && let Err(e) = cluster.directory().remove(id).await
+    {
+        // Harmless: a stale entry names a node that refuses the unknown tenant, and a tenant
+        // created again under this id moves past its epoch.
+        warn!(tenant = %id, error = %e, "deleted tenant left in the directory");
+    }
+    info!(tenant = %id, erase_data, "tenant deleted");
+    Ok(TenantDeleted {
+        tenant: id.to_string(),
+        data_erased: erase_data,
+    })
 }
 
 fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiError> {

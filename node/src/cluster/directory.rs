@@ -178,6 +178,19 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// Removes the tenant's entry (a deleted tenant is placed nowhere); the cache forgets it
+    /// at once, the other nodes' caches by their watch.
+    pub async fn remove(&self, tenant: &TenantId) -> Result<(), DirectoryError> {
+        self.kv.delete(tenant.as_str()).await?;
+        self.cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(tenant);
+        Ok(())
+    }
+}
+
 fn read(cache: &Cache) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, Versioned>> {
     cache
         .read()

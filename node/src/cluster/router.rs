@@ -22,7 +22,7 @@ use tracing::debug;
 use super::control::codec_headers;
 use super::directory::{DirectoryEntry, EntryState, Versioned};
 use super::member::ClusterMember;
-use super::wire::{ControlReply, ControlRequest, RemoteError};
+use super::wire::{ControlError, ControlReply, ControlRequest, RemoteError};
 
 /// How long a command may take to reach its tenant, retries included.
 pub(super) const ROUTE_DEADLINE: Duration = Duration::from_secs(15);
@@ -66,6 +66,9 @@ pub enum RouteError {
         /// The last failure.
         reason: String,
     },
+    /// The tenant's WhatsApp session is stopped: no node hosts it until `session.start`.
+    #[error("the whatsapp session of tenant {0} is stopped: session.start runs it again")]
+    SessionStopped(TenantId),
 }
 
 impl ClusterMember {
@@ -173,6 +176,10 @@ impl ClusterMember {
                 .await
             {
                 Ok(ControlReply::Ok) => {}
+                // Stopped is stopped on every node.
+                Ok(ControlReply::Error(ControlError::Activation(
+                    ActivationError::SessionStopped(tenant),
+                ))) => return Err(Attempt::Final(RouteError::SessionStopped(tenant))),
                 // Whatever the chosen node's reason, look again (the placement may change).
                 Ok(ControlReply::Error(error)) => return Err(Attempt::Retry(error.to_string())),
                 Ok(other) => return Err(Attempt::Retry(format!("unexpected answer {other:?}"))),
@@ -270,6 +277,9 @@ pub(super) fn activation_attempt(tenant: &TenantId, error: impl Into<TenantError
                 tenant: tenant.clone(),
                 reason: error.to_string(),
             })
+        }
+        TenantError::Activation(ActivationError::SessionStopped(tenant)) => {
+            Attempt::Final(RouteError::SessionStopped(tenant))
         }
         // Hosted elsewhere, moving, stopped, the store unavailable: look again.
         other => Attempt::Retry(other.to_string()),

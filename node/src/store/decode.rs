@@ -62,6 +62,17 @@ pub(crate) fn optional_named<T>(
     .transpose()
 }
 
+/// Reads a nullable JSON text column through `parse`.
+pub(crate) fn optional_json<T>(
+    row: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Result<T, serde_json::Error>,
+) -> Result<Option<T>, Failure> {
+    let raw: Option<String> = get(row, column)?;
+    raw.map(|raw| parse(&raw).map_err(|error| invalid_column(column, &error)))
+        .transpose()
+}
+
 fn invalid_column(column: &str, error: &dyn std::fmt::Display) -> Failure {
     Failure::Store(StoreError::Invalid {
         reason: format!("stored {column} is invalid: {error}"),

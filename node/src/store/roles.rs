@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError, StoredMessage, Tenant,
-    TenantRoute, UsageReport,
+    Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
+    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
+    StoredMessage, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_actors::store::{NewTenantToken, TenantToken};
 use salesboy_protocol::events::Event;
@@ -50,6 +50,25 @@ impl TenantStore for SqlStore {
         phone_number_id: &PhoneNumberId,
     ) -> Result<Option<TenantRoute>, StoreError> {
         self.run(tenants::tenant_by_phone_number(&self.db, phone_number_id))
+            .await
+    }
+
+    async fn set_session_stopped(
+        &self,
+        tenant: &TenantId,
+        stopped_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.run(tenants::set_session_stopped(&self.db, tenant, stopped_ms))
+            .await
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant: &TenantId,
+        deletion: Deletion,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.run(tenants::delete_tenant(&self.db, tenant, deletion, at_ms))
             .await
     }
 }

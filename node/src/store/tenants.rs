@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use salesboy_actors::store::{
-    AccessToken, NewTenant, NewWhatsAppNumber, StoreError, Tenant, TenantRoute, WhatsAppNumber,
+    AccessToken, Deletion, NewTenant, NewWhatsAppNumber, StoreError, Tenant, TenantRoute,
+    WhatsAppNumber,
 };
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
@@ -16,8 +17,8 @@ use super::error::Failure;
 macro_rules! select_tenants {
     ($rest:literal) => {
         concat!(
-            "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms \
-             FROM tenants ",
+            "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms, \
+             session_stopped_ms FROM tenants ",
             $rest
         )
     };
@@ -41,7 +42,8 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
         "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms) \
          VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
-         system_prompt = excluded.system_prompt, llm_config = excluded.llm_config",
+         system_prompt = excluded.system_prompt, llm_config = excluded.llm_config, \
+         deleted_ms = NULL",
     )
     .bind(tenant.id.as_str())
     .bind(tenant.name.as_str())
@@ -63,7 +65,7 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
 
 /// One tenant with its numbers.
 pub(crate) async fn tenant(db: &Db, tenant: &TenantId) -> Result<Option<Tenant>, Failure> {
-    let Some(row) = sqlx::query(select_tenants!("WHERE id = $1"))
+    let Some(row) = sqlx::query(select_tenants!("WHERE id = $1 AND deleted_ms IS NULL"))
         .bind(tenant.as_str())
         .fetch_optional(&db.pool)
         .await?
@@ -84,7 +86,7 @@ pub(crate) async fn tenant(db: &Db, tenant: &TenantId) -> Result<Option<Tenant>,
 
 /// Every tenant with its numbers, ordered by id.
 pub(crate) async fn list_tenants(db: &Db) -> Result<Vec<Tenant>, Failure> {
-    let tenant_rows = sqlx::query(select_tenants!("ORDER BY id"))
+    let tenant_rows = sqlx::query(select_tenants!("WHERE deleted_ms IS NULL ORDER BY id"))
         .fetch_all(&db.pool)
         .await?;
     let number_rows = sqlx::query(select_numbers!("ORDER BY tenant_id, phone_number_id"))
@@ -111,7 +113,7 @@ pub(crate) async fn upsert_whatsapp_number(
     number: &NewWhatsAppNumber,
 ) -> Result<(), Failure> {
     let mut tx = db.begin().await?;
-    let tenant_exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+    let tenant_exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 AND deleted_ms IS NULL")
         .bind(number.tenant.as_str())
         .fetch_optional(&mut *tx)
         .await?
@@ -169,6 +171,110 @@ pub(crate) async fn tenant_by_phone_number(
     .transpose()
 }
 
+/// Stops the tenant's session since `stopped_ms`, or lets it run again.
+pub(crate) async fn set_session_stopped(
+    db: &Db,
+    tenant: &TenantId,
+    stopped_ms: Option<i64>,
+) -> Result<(), Failure> {
+    let update = match stopped_ms {
+        Some(stopped_ms) => sqlx::query(
+            "UPDATE tenants SET session_stopped_ms = COALESCE(session_stopped_ms, $2) \
+             WHERE id = $1 AND deleted_ms IS NULL",
+        )
+        .bind(tenant.as_str())
+        .bind(stopped_ms),
+        None => sqlx::query(
+            "UPDATE tenants SET session_stopped_ms = NULL WHERE id = $1 AND deleted_ms IS NULL",
+        )
+        .bind(tenant.as_str()),
+    };
+    let written = update.execute(&db.pool).await?.rows_affected();
+    if written == 0 {
+        return Err(StoreError::NotFound {
+            what: format!("tenant {tenant}"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Deletes a tenant: numbers, API tokens, event webhooks, pending sends and epoch first,
+/// then its data kept (marked deleted) or erased (its events too).
+pub(crate) async fn delete_tenant(
+    db: &Db,
+    tenant: &TenantId,
+    deletion: Deletion,
+    at_ms: i64,
+) -> Result<bool, Failure> {
+    let mut tx = db.begin().await?;
+    let marked = sqlx::query(
+        "UPDATE tenants SET deleted_ms = $2, session_stopped_ms = NULL \
+         WHERE id = $1 AND deleted_ms IS NULL",
+    )
+    .bind(tenant.as_str())
+    .bind(at_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if marked == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    sqlx::query("UPDATE tenant_epochs SET epoch = epoch + 1 WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    // Its credentials and event webhooks stop with it, data kept or not.
+    for delete in [
+        "DELETE FROM whatsapp_numbers WHERE tenant_id = $1",
+        "DELETE FROM tenant_tokens WHERE tenant_id = $1",
+        "DELETE FROM webhook_deliveries WHERE webhook_id IN \
+         (SELECT id FROM webhooks WHERE tenant_id = $1)",
+        "DELETE FROM webhooks WHERE tenant_id = $1",
+    ] {
+        sqlx::query(delete)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    match deletion {
+        Deletion::KeepData => {
+            sqlx::query(
+                "UPDATE messages SET status = 'failed', status_ms = $2, error_code = NULL, \
+                 error_title = 'tenant_deleted' WHERE tenant_id = $1 AND status = 'pending'",
+            )
+            .bind(tenant.as_str())
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Deletion::EraseData => {
+            // Conversations, messages, reply links, numbers and knowledge go with the tenant
+            // row (foreign keys ON DELETE CASCADE); these tables have no foreign key.
+            for delete in [
+                "DELETE FROM llm_usage WHERE tenant_id = $1",
+                "DELETE FROM event_outbox WHERE tenant_id = $1",
+            ] {
+                sqlx::query(delete)
+                    .bind(tenant.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM messages WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 fn tenant_from_row(row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant, Failure> {
     Ok(Tenant {
         id: id(row, "id")?,
@@ -178,6 +284,7 @@ fn tenant_from_row(row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant,
         knowledge_version: get(row, "knowledge_version")?,
         created_ms: get(row, "created_ms")?,
         numbers,
+        session_stopped_ms: get(row, "session_stopped_ms")?,
     })
 }
 

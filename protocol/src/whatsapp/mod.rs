@@ -5,7 +5,8 @@
 //! - [`inbound`]: the domain forms that travel between nodes (bincode-safe):
 //!   [`InboundMessage`], [`StatusUpdate`], [`Echo`], [`WebhookEvent`];
 //! - [`signature`]: `X-Hub-Signature-256` verification and the GET handshake;
-//! - [`send`]: Graph API send, mark-read and media lookup bodies;
+//! - [`send`]: Graph API send (text, template, interactive, media), mark-read and media
+//!   lookup bodies;
 //! - [`error`]: Graph API error bodies and their retry classification.
 
 pub mod error;
@@ -19,6 +20,9 @@ pub use inbound::{
     DeliveryStatus, Echo, ErrorInfo, IgnoredReason, InboundMessage, MessageContent, StatusUpdate,
     WebhookEvent,
 };
-pub use send::{MarkReadRequest, SendMessageResponse, SendTemplateRequest, SendTextRequest};
+pub use send::{
+    MarkReadRequest, OutboundContent, SendContentRequest, SendMessageResponse, SendTemplateRequest,
+    SendTextRequest,
+};
 pub use signature::{SignatureError, sign, verify_signature};
 pub use webhook::{MAX_WEBHOOK_BODY_BYTES, WebhookBody, WebhookError, parse_webhook};

@@ -1,5 +1,6 @@
-//! Graph API request and response bodies for sending: text, templates, mark-read with a
-//! typing indicator, and the media URL lookup.
+//! Graph API request and response bodies for sending: text, templates, interactive messages
+//! (reply buttons, lists), images and documents by link, mark-read with a typing indicator,
+//! and the media URL lookup.
 //!
 //! Requests are `POST /{phone-number-id}/messages`; the media lookup is `GET /{media-id}`.
 
@@ -237,6 +238,268 @@ pub struct MediaRef {
     pub link: Option<String>,
 }
 
+/// What an outbound message carries other than plain text, as the Cloud API names it: the
+/// object sent under the message's `type`. Its JSON (externally tagged,
+/// `{"template": {…}}`) is what the store keeps to send it again after a restart; between
+/// nodes (bincode) it travels as that JSON text ([`OutboundContent::as_json_text`]), because
+/// the template's parameters are internally tagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundContent {
+    /// An approved template.
+    Template(Template),
+    /// Reply buttons or a list.
+    Interactive(Interactive),
+    /// An image by link.
+    Image(Media),
+    /// A document by link.
+    Document(Media),
+}
+
+impl OutboundContent {
+    /// The message `type`: `template`, `interactive`, `image` or `document`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Template(_) => "template",
+            Self::Interactive(_) => "interactive",
+            Self::Image(_) => "image",
+            Self::Document(_) => "document",
+        }
+    }
+
+    /// A readable rendition for the chat log and the assistant's history: the caption or the
+    /// body text, `[template <name>]`, `[image]`, `[document <filename>]`.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Template(template) => format!("[template {}]", template.name),
+            Self::Interactive(interactive) => interactive.body.text.clone(),
+            Self::Image(media) => media
+                .caption
+                .clone()
+                .unwrap_or_else(|| "[image]".to_owned()),
+            Self::Document(media) => match (&media.caption, &media.filename) {
+                (Some(caption), _) => caption.clone(),
+                (None, Some(filename)) => format!("[document {filename}]"),
+                (None, None) => "[document]".to_owned(),
+            },
+        }
+    }
+
+    /// The JSON the store keeps.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("outbound content always encodes as JSON")
+    }
+
+    /// Reads the JSON the store keeps.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+/// `#[serde(with = "…")]` for an [`OutboundContent`] field of a type that travels in bincode:
+/// the content as its JSON text.
+pub mod content_as_json_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::OutboundContent;
+
+    /// Writes the content's JSON as a string.
+    pub fn serialize<S: Serializer>(
+        content: &OutboundContent,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&content.to_json())
+    }
+
+    /// Reads the content from a JSON string (into an `OutboundContent` or a box of one).
+    pub fn deserialize<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: From<OutboundContent>,
+    {
+        let json = String::deserialize(deserializer)?;
+        let content = OutboundContent::from_json(&json).map_err(serde::de::Error::custom)?;
+        Ok(T::from(content))
+    }
+}
+
+/// A send of [`OutboundContent`]: `POST /{phone-number-id}/messages` with `type` and the
+/// object of that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendContentRequest {
+    /// Always `whatsapp`.
+    pub messaging_product: String,
+    /// Always `individual`.
+    pub recipient_type: String,
+    /// The customer's WhatsApp id.
+    pub to: String,
+    /// `template`, `interactive`, `image` or `document`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The template, for `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+    /// The interactive object, for `interactive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<Interactive>,
+    /// The image, for `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Media>,
+    /// The document, for `document`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<Media>,
+}
+
+impl SendContentRequest {
+    /// `content` to `to`.
+    pub fn new(to: &ChatId, content: &OutboundContent) -> Self {
+        let mut request = Self {
+            messaging_product: MESSAGING_PRODUCT.to_owned(),
+            recipient_type: "individual".to_owned(),
+            to: to.as_str().to_owned(),
+            kind: content.kind().to_owned(),
+            template: None,
+            interactive: None,
+            image: None,
+            document: None,
+        };
+        match content.clone() {
+            OutboundContent::Template(template) => request.template = Some(template),
+            OutboundContent::Interactive(interactive) => request.interactive = Some(interactive),
+            OutboundContent::Image(image) => request.image = Some(image),
+            OutboundContent::Document(document) => request.document = Some(document),
+        }
+        request
+    }
+
+    /// The content the request carries, if its `type` names one that is present.
+    pub fn content(&self) -> Option<OutboundContent> {
+        match self.kind.as_str() {
+            "template" => self.template.clone().map(OutboundContent::Template),
+            "interactive" => self.interactive.clone().map(OutboundContent::Interactive),
+            "image" => self.image.clone().map(OutboundContent::Image),
+            "document" => self.document.clone().map(OutboundContent::Document),
+            _ => None,
+        }
+    }
+}
+
+/// An image or document sent by link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// The public `https` URL Meta downloads it from.
+    pub link: String,
+    /// The caption shown under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    /// The file name shown (documents only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+/// The `interactive` object: reply buttons (`type` `button`) or a list (`type` `list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interactive {
+    /// `button` or `list`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A text header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<InteractiveHeader>,
+    /// The message text.
+    pub body: InteractiveText,
+    /// A footer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer: Option<InteractiveText>,
+    /// The buttons or the list.
+    pub action: InteractiveAction,
+}
+
+/// A text header of an [`Interactive`] message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractiveHeader {
+    /// Always `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The header text.
+    pub text: String,
+}
+
+/// A text part (body, footer) of an [`Interactive`] message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractiveText {
+    /// The text.
+    pub text: String,
+}
+
+/// What the customer can tap: reply `buttons`, or a list's `button` and `sections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractiveAction {
+    /// The label of the button that opens a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button: Option<String>,
+    /// Reply buttons (at most 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<ReplyButton>,
+    /// A list's sections (at most 10 rows in all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<ListSection>,
+}
+
+/// One reply button.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyButton {
+    /// Always `reply`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its id and title.
+    pub reply: ButtonReply,
+}
+
+impl ReplyButton {
+    /// A reply button with `id` (what the webhook reports when tapped) and `title`.
+    pub fn new(id: impl Into<String>, title: impl Into<String>) -> Self {
+        Self {
+            kind: "reply".to_owned(),
+            reply: ButtonReply {
+                id: id.into(),
+                title: title.into(),
+            },
+        }
+    }
+}
+
+/// A reply button's id and title.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ButtonReply {
+    /// The id the webhook reports when the button is tapped.
+    pub id: String,
+    /// The label (at most 20 characters).
+    pub title: String,
+}
+
+/// A section of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSection {
+    /// The section's title (required when there are several sections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Its rows.
+    pub rows: Vec<ListRow>,
+}
+
+/// A row of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRow {
+    /// The id the webhook reports when the row is chosen.
+    pub id: String,
+    /// The row's title (at most 24 characters).
+    pub title: String,
+    /// A line under the title (at most 72 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
 /// Marks an inbound message (and the ones before it) as read, optionally showing a typing
 /// indicator until the reply is sent (or 25 seconds pass).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,7 +545,7 @@ pub struct TypingIndicator {
     pub kind: String,
 }
 
-/// The response to a send (text or template).
+/// The response to a send (text, template, interactive or media).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendMessageResponse {
     /// Always `whatsapp`.

@@ -15,6 +15,7 @@ use salesboy_actors::ports::{
     SendError, WhatsAppConnection, WhatsAppConnector,
 };
 use salesboy_actors::store::WhatsAppNumber;
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use tokio::time::Instant;
 
@@ -149,6 +150,16 @@ impl WhatsAppConnection for SimConnection {
             body: body.to_owned(),
         });
         Ok(wamid)
+    }
+
+    /// The plan sends no templates, interactive or media messages; one would be recorded
+    /// as its readable text.
+    async fn send_content(
+        &self,
+        to: &ChatId,
+        content: &OutboundContent,
+    ) -> Result<Wamid, SendError> {
+        self.send_text(to, &content.text(), None).await
     }
 
     async fn mark_read(&self, _message: &Wamid, _typing: bool) -> Result<(), SendError> {

@@ -185,6 +185,8 @@ mod tests {
             phone_number_id: "1".into(),
             to: customer_wa_id(to),
             body: body.into(),
+            content: None,
+            request: serde_json::Value::Null,
             reply_to: None,
             wamid: "wamid.x".into(),
             token: "t".into(),

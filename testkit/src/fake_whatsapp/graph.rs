@@ -1,16 +1,34 @@
-//! The Graph API as the fake speaks it: the two request bodies of the messages endpoint
-//! (a text send, a mark-read) and the error answers Meta gives (auth, invalid parameter,
-//! server error, throughput and pair-rate limits).
+//! The Graph API as the fake speaks it: the request bodies of the messages endpoint (a
+//! send of text, a template, an interactive message, an image or a document; a mark-read)
+//! and the error answers Meta gives (auth, invalid parameter, server error, throughput and
+//! pair-rate limits).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use salesboy_protocol::whatsapp::{MarkReadRequest, SendTextRequest};
+use salesboy_protocol::whatsapp::send::MAX_TEXT_BODY_CHARS;
+use salesboy_protocol::whatsapp::{
+    MarkReadRequest, OutboundContent, SendContentRequest, SendTextRequest,
+};
 use serde_json::{Value, json};
 
 /// What one request asked for, once parsed.
 pub(super) enum Request {
-    Send(SendTextRequest),
+    Send(Send),
     MarkRead(MarkReadRequest),
+}
+
+/// A send, whatever its type.
+pub(super) struct Send {
+    /// The recipient.
+    pub(super) to: String,
+    /// The text, or the readable text of other content.
+    pub(super) body: String,
+    /// The quoted message.
+    pub(super) reply_to: Option<String>,
+    /// The template, interactive or media object; `None` for text.
+    pub(super) content: Option<OutboundContent>,
+    /// The request body as it came.
+    pub(super) json: Value,
 }
 
 /// The send or mark-read a messages request asks for, or the error Graph answers.
@@ -23,11 +41,55 @@ pub(super) fn parse_request(body: &[u8]) -> Result<Request, GraphFailure> {
             .map_err(|_| invalid());
     }
     if value.get("type").and_then(Value::as_str) == Some("text") {
-        return serde_json::from_value(value)
-            .map(Request::Send)
-            .map_err(|_| invalid());
+        let text: SendTextRequest = serde_json::from_value(value.clone()).map_err(|_| invalid())?;
+        return Ok(Request::Send(Send {
+            to: text.to,
+            body: text.text.body,
+            reply_to: text.context.map(|context| context.message_id.to_string()),
+            content: None,
+            json: value,
+        }));
     }
-    Err(invalid())
+    let request: SendContentRequest =
+        serde_json::from_value(value.clone()).map_err(|_| invalid())?;
+    let content = request.content().ok_or_else(invalid)?;
+    Ok(Request::Send(Send {
+        to: request.to,
+        body: content.text(),
+        reply_to: None,
+        content: Some(content),
+        json: value,
+    }))
+}
+
+/// Whether Meta would take the send: a text of at most 4096 characters; content within the
+/// Cloud API's rules the fake checks (up to 3 reply buttons of at most 20 characters, up to
+/// 10 list rows, `https` links).
+pub(super) fn acceptable(send: &Send) -> bool {
+    let Some(content) = &send.content else {
+        return send.body.chars().count() <= MAX_TEXT_BODY_CHARS;
+    };
+    match content {
+        OutboundContent::Template(template) => !template.name.is_empty(),
+        OutboundContent::Interactive(interactive) => {
+            let action = &interactive.action;
+            let rows: usize = action.sections.iter().map(|s| s.rows.len()).sum();
+            match interactive.kind.as_str() {
+                "button" => {
+                    (1..=3).contains(&action.buttons.len())
+                        && action
+                            .buttons
+                            .iter()
+                            .all(|b| b.reply.title.chars().count() <= 20)
+                }
+                "list" => action.button.is_some() && (1..=10).contains(&rows),
+                _ => false,
+            }
+        }
+        OutboundContent::Image(media) | OutboundContent::Document(media) => {
+            media.link.starts_with("https://")
+        }
+    }
 }
 
 /// A Graph API error answer.

@@ -17,14 +17,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use parking_lot::{Mutex, RwLock};
-use salesboy_protocol::whatsapp::send::MAX_TEXT_BODY_CHARS;
+use salesboy_protocol::whatsapp::OutboundContent;
 use serde_json::json;
 use tokio::sync::watch;
 
 mod graph;
 mod statuses;
 
-use graph::{GraphFailure, Request, parse_request};
+use graph::{GraphFailure, Request, acceptable, parse_request};
 use statuses::post_statuses;
 
 use crate::fake_server::{FakeServer, SplitMix64, pause};
@@ -92,15 +92,20 @@ impl Default for FakeWhatsAppOptions {
     }
 }
 
-/// A text message the fake accepted.
+/// A message the fake accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
     /// The business number it was sent from (the path's phone number id).
     pub phone_number_id: String,
     /// The recipient (`to`).
     pub to: String,
-    /// The text.
+    /// The text; for a template, interactive or media message, its readable text
+    /// ([`OutboundContent::text`]).
     pub body: String,
+    /// The template, interactive or media object; `None` for text.
+    pub content: Option<OutboundContent>,
+    /// The request body exactly as it came.
+    pub request: serde_json::Value,
     /// The quoted message (`context.message_id`), if any.
     pub reply_to: Option<String>,
     /// The wamid the fake answered with.
@@ -129,7 +134,7 @@ pub struct MarkRead {
 /// Which request a [`FailedAttempt`] was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FakeOperation {
-    /// A text send.
+    /// A send (text, template, interactive, media).
     Send,
     /// A mark-read.
     MarkRead,
@@ -162,12 +167,14 @@ pub struct FailedAttempt {
 /// It serves `POST /{any prefix}/{phone_number_id}/messages` on `127.0.0.1`, so base URLs
 /// such as `http://127.0.0.1:PORT/v21.0` work as they do against Meta:
 ///
-/// - a text send (`"type": "text"`) is answered with a [`SendMessageResponse`]-shaped body
+/// - a send (`"type"` `text`, `template`, `interactive`, `image` or `document`) is answered with a [`SendMessageResponse`]-shaped body
 ///   carrying a fresh wamid `wamid.fake.<n>` and recorded as a [`SentMessage`];
 /// - a mark-read (`"status": "read"`, with or without a typing indicator) is answered
 ///   `{"success":true}` and recorded as a [`MarkRead`];
 /// - a missing bearer token or one in [`FakeWhatsAppOptions::reject_tokens`] gets HTTP 401
-///   with Graph error code 190; a text body over 4096 characters or an unknown request gets
+///   with Graph error code 190; a text body over 4096 characters, content that breaks the
+///   Cloud API's limits (more than 3 reply buttons, a button title over 20 characters, more
+///   than 10 list rows, a link that is not `https`) or an unknown request gets
 ///   HTTP 400 with code 100; injected failures (server errors for both operations;
 ///   throughput 130429 and pair-rate 131056 for sends, all HTTP 400 as Meta sends them)
 ///   use the documented Graph error bodies. Every refused request is recorded as a
@@ -466,7 +473,7 @@ async fn handle(
 
     match request {
         Request::Send(send) => {
-            if send.text.body.chars().count() > MAX_TEXT_BODY_CHARS {
+            if !acceptable(&send) {
                 return fail(
                     operation,
                     phone_number_id,
@@ -496,8 +503,10 @@ async fn handle(
             sent.push(SentMessage {
                 phone_number_id: phone_number_id.to_owned(),
                 to: send.to,
-                body: send.text.body,
-                reply_to: send.context.map(|context| context.message_id.to_string()),
+                body: send.body,
+                content: send.content,
+                request: send.json,
+                reply_to: send.reply_to,
                 wamid,
                 token: bearer,
                 received,

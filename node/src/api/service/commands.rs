@@ -7,6 +7,9 @@ use salesboy_protocol::subjects::{self, ApiCommand};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::api::content::{
+    DocumentRequest, InteractiveRequest, MediaRequest, SendRequest, TemplateRequest,
+};
 use crate::api::conversations;
 use crate::api::knowledge::{self, KnowledgeRequest};
 use crate::api::tenants::{self, TenantUpdate};
@@ -17,17 +20,49 @@ use crate::api::{Api, ApiError, chat_id, cluster, tenant_id, usage};
 #[serde(deny_unknown_fields)]
 struct NoFields {}
 
-/// `message.send`.
+/// `message.send`: the customer and what the admin API's send takes ([`SendRequest`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MessageSend {
     /// The customer's WhatsApp id.
     to: String,
-    /// The text, 1 to 4096 characters.
-    text: String,
+    /// A text, 1 to 4096 characters.
+    text: Option<String>,
+    /// A template.
+    template: Option<TemplateRequest>,
+    /// Reply buttons or a list.
+    interactive: Option<InteractiveRequest>,
+    /// An image by link.
+    image: Option<MediaRequest>,
+    /// A document by link.
+    document: Option<DocumentRequest>,
     /// The client's idempotency key, 1 to 128 characters: sent again, nothing is sent and
     /// the first answer is repeated.
     client_ref: Option<String>,
+}
+
+impl MessageSend {
+    /// The customer, and the rest as the operation takes it.
+    fn split(self) -> (String, SendRequest) {
+        let request = SendRequest {
+            text: self.text,
+            template: self.template,
+            interactive: self.interactive,
+            image: self.image,
+            document: self.document,
+            client_ref: self.client_ref,
+        };
+        (self.to, request)
+    }
+}
+
+/// `tenant.delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantDelete {
+    /// Erase the tenant's data too; absent or false: keep it.
+    #[serde(default)]
+    erase_data: bool,
 }
 
 /// `bot.pause`.
@@ -118,12 +153,26 @@ pub(super) async fn run(
             parse::<NoFields>(payload)?;
             encode(tenants::session_status(api, &id).await?)
         }
+        ApiCommand::TenantDelete => {
+            let id = tenant(subject, command)?;
+            let request: TenantDelete = parse(payload)?;
+            encode(tenants::delete(api, &id, request.erase_data).await?)
+        }
+        ApiCommand::SessionStart => {
+            let id = tenant(subject, command)?;
+            parse::<NoFields>(payload)?;
+            encode(tenants::session_start(api, &id).await?)
+        }
+        ApiCommand::SessionStop => {
+            let id = tenant(subject, command)?;
+            parse::<NoFields>(payload)?;
+            encode(tenants::session_stop(api, &id).await?)
+        }
         ApiCommand::MessageSend => {
             let id = tenant(subject, command)?;
-            let request: MessageSend = parse(payload)?;
-            let chat = chat_id("to", request.to)?;
-            let send = conversations::send(api, &id, &chat, request.text, request.client_ref);
-            encode(send.await?)
+            let (to, request) = parse::<MessageSend>(payload)?.split();
+            let chat = chat_id("to", to)?;
+            encode(conversations::send(api, &id, &chat, request).await?)
         }
         ApiCommand::BotPause => {
             let id = tenant(subject, command)?;
@@ -219,7 +268,10 @@ mod tests {
     #[test]
     fn requests_are_read_strictly_and_name_the_field() {
         let send: MessageSend = parse(br#"{"to": "1555", "text": "hi"}"#).unwrap();
-        assert_eq!((send.to.as_str(), send.text.as_str()), ("1555", "hi"));
+        assert_eq!(
+            (send.to.as_str(), send.text.as_deref()),
+            ("1555", Some("hi"))
+        );
         parse::<NoFields>(b"").unwrap();
         parse::<NoFields>(b" {} ").unwrap();
         let reason = |payload: &[u8]| parse::<BotPause>(payload).unwrap_err().to_string();

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenRefusal};
 use super::{AppState, chat_id, tenant_id};
 use crate::api::ApiError;
+use crate::api::content::SendRequest;
 use crate::api::conversations::{
     self, ConversationView, MessagesResponse, PauseState, SendAccepted, invalid_limit,
 };
@@ -50,19 +51,6 @@ pub(super) struct PauseRequest {
     /// Minutes to pause for; absent = until resumed.
     #[schema(example = 60)]
     minutes: Option<u32>,
-}
-
-/// A message for the owner to send.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SendRequest {
-    /// The text, 1 to 4096 characters.
-    #[schema(example = "Hi, this is Anna from Acme: your order ships today.")]
-    text: String,
-    /// The client's idempotency key, 1 to 128 characters: the tenant's same key sent again
-    /// sends nothing and answers the first message's `outbound_id`.
-    #[schema(example = "order-1042-shipped")]
-    client_ref: Option<String>,
 }
 
 /// The path of a conversation's routes: `/tenants/{id}/conversations/{wa_id}/…`.
@@ -197,15 +185,16 @@ pub(super) async fn resume(
     Ok(Json(conversations::resume(&state.api(), &id, &chat).await?))
 }
 
-/// Sends a message as the owner: it is recorded, then sent, and the bot steps back in that
-/// chat for the takeover period.
+/// Sends a message as the owner (exactly one of `text`, `template`, `interactive`, `image`,
+/// `document`): it is recorded, then sent, and the bot steps back in that chat for the
+/// takeover period.
 #[utoipa::path(
     post, path = "/tenants/{id}/conversations/{wa_id}/send", tag = "conversations",
     params(ConversationPath),
     request_body = SendRequest,
     responses(
         (status = 202, description = "recorded and queued for sending", body = SendAccepted),
-        (status = 400, description = "invalid id, text or client_ref", body = ErrorBody),
+        (status = 400, description = "invalid id or client_ref; not exactly one of text, template, interactive, image, document; content beyond the Cloud API's limits", body = ErrorBody),
         TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
@@ -218,6 +207,6 @@ pub(super) async fn send(
 ) -> Result<(StatusCode, Json<SendAccepted>), ApiError> {
     let (id, chat) = path.ids()?;
     let api = state.api();
-    let accepted = conversations::send(&api, &id, &chat, request.text, request.client_ref).await?;
+    let accepted = conversations::send(&api, &id, &chat, request).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }

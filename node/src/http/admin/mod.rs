@@ -9,7 +9,7 @@
 //! reaches only the routes under `/api/tenants/{its id}` but its tokens (see `auth`).
 //! Errors are JSON `{"error": "…"}`: 400 invalid input (naming the field), 401 no or wrong
 //! token, 403 a tenant token out of its tenant, 404 unknown tenant, document, token,
-//! webhook or route, 409 a phone number owned by another tenant, 503 database unavailable or node at
+//! webhook or route, 409 a phone number owned by another tenant or a stopped session, 503 database unavailable or node at
 //! capacity, 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
 //! Each route module declares its routes with `utoipa_axum::routes!`, from the handlers'
@@ -20,8 +20,8 @@
 //! - `error`: the error answer of an [`ApiError`]; the extractors whose rejections are error
 //!   answers;
 //! - `auth`: [`AdminAuth`] and [`TenantAuth`], the bearer-token checks;
-//! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers),
-//!   `/tenants/{id}/session`;
+//! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers, deletion),
+//!   `/tenants/{id}/session`, `/tenants/{id}/session/stop` and `…/start`;
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
 //! - `conversations`: `/tenants/{id}/conversations` and
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);

@@ -1,6 +1,6 @@
-//! `/tenants`, `/tenants/{id}` and `/tenants/{id}/session`: tenants and their WhatsApp
-//! numbers, shown without secrets, and where a tenant runs. The work is in
-//! [`crate::api::tenants`].
+//! `/tenants`, `/tenants/{id}` and `/tenants/{id}/session…`: tenants and their WhatsApp
+//! numbers, shown without secrets, where a tenant runs, and stopping and starting its
+//! WhatsApp session. The work is in [`crate::api::tenants`].
 
 use axum::Json;
 use axum::extract::State;
@@ -8,11 +8,13 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ErrorBody, TenantRefusals, TokenRefusal};
+use serde::Deserialize;
+
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenRefusal};
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::tenants::{
-    self, Saved, SessionStatusView, TenantDetail, TenantRequest, TenantView,
+    self, Saved, SessionStatusView, TenantDeleted, TenantDetail, TenantRequest, TenantView,
 };
 
 /// The operator's routes of this module (every tenant), documented.
@@ -23,8 +25,10 @@ pub(super) fn operator_routes() -> OpenApiRouter<AppState> {
 /// The routes of this module about one tenant, documented.
 pub(super) fn tenant_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
-        .routes(routes!(show_tenant))
+        .routes(routes!(show_tenant, delete_tenant))
         .routes(routes!(session_status))
+        .routes(routes!(session_stop))
+        .routes(routes!(session_start))
 }
 
 /// Lists every tenant (without live state), ordered by id.
@@ -103,4 +107,84 @@ pub(super) async fn session_status(
 ) -> Result<Json<SessionStatusView>, ApiError> {
     let id = tenant_id("id", id)?;
     Ok(Json(tenants::session_status(&state.api(), &id).await?))
+}
+
+/// Stops the tenant's WhatsApp session: stored first (it holds across restarts and
+/// failovers), then the tenant stops wherever it runs. It neither sends nor answers until
+/// started; inbound messages are still persisted. Answers the session status (`stopped`).
+#[utoipa::path(
+    post, path = "/tenants/{id}/session/stop", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id")),
+    responses(
+        (status = 200, description = "the session is stopped", body = SessionStatusView),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn session_stop(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SessionStatusView>, ApiError> {
+    let id = tenant_id("id", id)?;
+    Ok(Json(tenants::session_stop(&state.api(), &id).await?))
+}
+
+/// Runs the tenant's WhatsApp session again: the tenant is activated and answers what came
+/// in while it was stopped (within 24 hours) and sends what is pending. Answers the session
+/// status.
+#[utoipa::path(
+    post, path = "/tenants/{id}/session/start", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id")),
+    responses(
+        (status = 200, description = "the session runs", body = SessionStatusView),
+        (status = 400, description = "invalid id", body = ErrorBody),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn session_start(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SessionStatusView>, ApiError> {
+    let id = tenant_id("id", id)?;
+    Ok(Json(tenants::session_start(&state.api(), &id).await?))
+}
+
+/// `?erase_data=` of the delete route.
+#[derive(Debug, Deserialize)]
+pub(super) struct DeleteQuery {
+    erase_data: Option<String>,
+}
+
+/// Deletes a tenant: it stops wherever it runs, its numbers are freed and it leaves the
+/// cluster directory. Its conversations, messages, knowledge, usage and events are kept
+/// (creating the same id again takes them back) unless `erase_data=true` erases them.
+#[utoipa::path(
+    delete, path = "/tenants/{id}", tag = "tenants",
+    params(
+        ("id" = String, Path, description = "tenant id"),
+        ("erase_data" = Option<bool>, Query, description = "erase the tenant's data too (default false: keep it)"),
+    ),
+    responses(
+        (status = 200, description = "the tenant is deleted", body = TenantDeleted),
+        (status = 400, description = "invalid id or erase_data", body = ErrorBody),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn delete_tenant(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<Json<TenantDeleted>, ApiError> {
+    let id = tenant_id("id", id)?;
+    let erase_data = match query.erase_data.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "erase_data",
+                format!("expected true or false, got {other:?}"),
+            ));
+        }
+    };
+    Ok(Json(tenants::delete(&state.api(), &id, erase_data).await?))
 }

@@ -20,6 +20,7 @@ use salesboy_actors::store::{
     Conversation, DeliveryStatus, DismissOutcome, InsertOutcome, NewInbound, NewOutbound, NewReply,
     ReplyOutcome, SendFailure, StoreError,
 };
+use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -213,8 +214,8 @@ pub(crate) async fn record_outbound(
     };
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO messages (tenant_id, chat_id, direction, origin, wamid, kind, body, \
-         status, status_ms, created_ms, client_ref) \
-         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, $7, $8, $9, $10) \
+         status, status_ms, created_ms, client_ref, content) \
+         VALUES ($1, $2, 'outbound', $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(message.tenant.as_str())
@@ -227,6 +228,7 @@ pub(crate) async fn record_outbound(
     .bind(status_ms)
     .bind(message.created_ms)
     .bind(message.client_ref.as_deref())
+    .bind(message.content.as_ref().map(OutboundContent::to_json))
     .fetch_optional(&mut *tx)
     .await?;
     // No id: the tenant has the wamid or the client_ref already (the two unique keys).

@@ -10,7 +10,9 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 
 use super::super::Db;
-use super::super::decode::{get, id, limit, named, optional_id, optional_named};
+use salesboy_protocol::whatsapp::OutboundContent;
+
+use super::super::decode::{get, id, limit, named, optional_id, optional_json, optional_named};
 use super::super::error::Failure;
 
 /// `SELECT` of the columns [`message_from_row`] reads from `messages m`, followed by `$rest`.
@@ -18,7 +20,7 @@ macro_rules! select_messages {
     ($rest:literal) => {
         concat!(
             "SELECT m.id, m.tenant_id, m.chat_id, m.direction, m.origin, m.wamid, m.kind, \
-             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms \
+             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms, m.content \
              FROM messages m ",
             $rest
         )
@@ -59,16 +61,19 @@ pub(crate) async fn unanswered_inbound_in_chat(
 
 /// Tenants with an unanswered inbound message received in `[since_ms, before_ms)` or a
 /// pending outbound message: one query (the created-at index and the partial pending index).
+/// Tenants whose session is stopped, and deleted ones, are left out: nothing activates them.
 pub(crate) async fn tenants_with_pending_work(
     db: &Db,
     since_ms: i64,
     before_ms: i64,
 ) -> Result<Vec<TenantId>, Failure> {
     let rows = sqlx::query(
-        "SELECT DISTINCT m.tenant_id FROM messages m \
+        "SELECT w.tenant_id FROM (SELECT DISTINCT m.tenant_id FROM messages m \
          WHERE m.direction = 'inbound' AND m.created_ms >= $1 AND m.created_ms < $2 \
          AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
-         UNION SELECT DISTINCT tenant_id FROM messages WHERE status = 'pending'",
+         UNION SELECT DISTINCT tenant_id FROM messages WHERE status = 'pending') w \
+         JOIN tenants t ON t.id = w.tenant_id \
+         WHERE t.session_stopped_ms IS NULL AND t.deleted_ms IS NULL",
     )
     .bind(since_ms)
     .bind(before_ms)
@@ -205,5 +210,6 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, Failure> {
             })
             .transpose()?,
         created_ms: get(row, "created_ms")?,
+        content: optional_json(row, "content", OutboundContent::from_json)?,
     })
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    Conversation, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit, LlmUsage,
-    LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
-    NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError, StoredMessage, Tenant,
-    TenantRoute, UsageReport,
+    Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
+    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
+    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
+    StoredMessage, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -180,6 +180,10 @@ gated!(TenantStore {
     fn upsert_whatsapp_number(number: &NewWhatsAppNumber) -> () => ("upsert_whatsapp_number");
     fn tenant_by_phone_number(phone_number_id: &PhoneNumberId) -> Option<TenantRoute>
         => ("tenant_by_phone_number");
+    fn set_session_stopped(tenant: &TenantId, stopped_ms: Option<i64>) -> ()
+        => ("set_session_stopped/{tenant}");
+    fn delete_tenant(tenant: &TenantId, deletion: Deletion, at_ms: i64) -> bool
+        => ("delete_tenant/{tenant}");
 });
 
 gated!(FencingStore {

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    Direction, KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals, NewKnowledge, NewTenant,
-    NewWhatsAppNumber, StoreError, StoredMessage, Tenant, TenantRoute, UsageReport, WhatsAppNumber,
+    Deletion, DeliveryStatus, Direction, KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals,
+    NewKnowledge, NewTenant, NewWhatsAppNumber, SendFailure, StoreError, StoredMessage, Tenant,
+    TenantRoute, UsageReport, WhatsAppNumber,
 };
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{PhoneNumberId, TenantId};
@@ -78,6 +79,7 @@ impl TenantStore for MemoryStore {
                 let created_ms = row.new.created_ms;
                 row.new = tenant.clone();
                 row.new.created_ms = created_ms;
+                row.deleted_ms = None;
             }
             None => {
                 tables.tenants.insert(
@@ -86,6 +88,8 @@ impl TenantStore for MemoryStore {
                         new: tenant.clone(),
                         knowledge_version: 0,
                         numbers: BTreeMap::new(),
+                        session_stopped_ms: None,
+                        deleted_ms: None,
                     },
                 );
             }
@@ -122,6 +126,7 @@ impl TenantStore for MemoryStore {
         let row = tables
             .tenants
             .get_mut(&number.tenant)
+            .filter(|row| row.deleted_ms.is_none())
             .ok_or_else(|| StoreError::NotFound {
                 what: format!("tenant {}", number.tenant),
             })?;
@@ -149,6 +154,83 @@ impl TenantStore for MemoryStore {
                 tenant: id.clone(),
                 phone_number_id: phone_number_id.clone(),
             }))
+    }
+
+    async fn set_session_stopped(
+        &self,
+        tenant: &TenantId,
+        stopped_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.tables();
+        let row = tables
+            .tenants
+            .get_mut(tenant)
+            .filter(|row| row.deleted_ms.is_none())
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("tenant {tenant}"),
+            })?;
+        row.session_stopped_ms = stopped_ms.map(|ms| row.session_stopped_ms.unwrap_or(ms));
+        Ok(())
+    }
+
+    async fn delete_tenant(
+        &self,
+        tenant: &TenantId,
+        deletion: Deletion,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tables = self.tables();
+        let Some(row) = tables
+            .tenants
+            .get_mut(tenant)
+            .filter(|row| row.deleted_ms.is_none())
+        else {
+            return Ok(false);
+        };
+        row.deleted_ms = Some(at_ms);
+        row.session_stopped_ms = None;
+        row.numbers.clear();
+        if let Some(epoch) = tables.epochs.get_mut(tenant) {
+            *epoch += 1;
+        }
+        match deletion {
+            Deletion::KeepData => {
+                for message in tables.messages.values_mut() {
+                    if &message.tenant == tenant && message.status == Some(DeliveryStatus::Pending)
+                    {
+                        message.status = Some(DeliveryStatus::Failed);
+                        message.status_ms = Some(at_ms);
+                        message.failure = Some(SendFailure {
+                            code: None,
+                            title: "tenant_deleted".to_owned(),
+                        });
+                    }
+                }
+            }
+            Deletion::EraseData => {
+                tables.tenants.remove(tenant);
+                let erased: BTreeSet<i64> = tables
+                    .messages
+                    .values()
+                    .filter(|m| &m.tenant == tenant)
+                    .map(|m| m.id)
+                    .collect();
+                tables.messages.retain(|id, _| !erased.contains(id));
+                tables.links.retain(|id, _| !erased.contains(id));
+                for reply in tables.links.values_mut() {
+                    if reply.is_some_and(|id| erased.contains(&id)) {
+                        *reply = None;
+                    }
+                }
+                tables.conversations.retain(|(t, _), _| t != tenant);
+                tables.wamids.retain(|(t, _), _| t != tenant);
+                tables.client_refs.retain(|(t, _), _| t != tenant);
+                tables.documents.retain(|_, d| &d.tenant != tenant);
+                tables.usage.retain(|u| &u.tenant != tenant);
+                tables.events.retain(|e| e.tenant.as_ref() != Some(tenant));
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -104,6 +104,7 @@ impl MessageStore for MemoryStore {
                 status_ms: None,
                 failure: None,
                 created_ms: message.received_ms,
+                content: None,
             },
         );
         Ok(InsertOutcome::Inserted { id })
@@ -158,6 +159,7 @@ impl MessageStore for MemoryStore {
                 status_ms: Some(message.created_ms),
                 failure: None,
                 created_ms: message.created_ms,
+                content: message.content.clone(),
             },
         );
         Ok(InsertOutcome::Inserted { id })
@@ -211,6 +213,7 @@ impl MessageStore for MemoryStore {
                 status_ms: None,
                 failure: None,
                 created_ms: reply.created_ms,
+                content: None,
             },
         );
         for id in ids {
@@ -309,6 +312,12 @@ impl MessageStore for MemoryStore {
                 .filter(|m| m.status == Some(DeliveryStatus::Pending))
                 .map(|m| m.tenant.clone()),
         );
+        // Nothing activates a tenant whose session is stopped, or a deleted one.
+        pending.retain(|tenant| {
+            tables
+                .tenant(tenant)
+                .is_some_and(|t| t.session_stopped_ms.is_none())
+        });
         Ok(pending.into_iter().collect())
     }
 

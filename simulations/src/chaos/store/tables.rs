@@ -12,6 +12,9 @@ pub(super) struct TenantRow {
     pub(super) new: NewTenant,
     pub(super) knowledge_version: i64,
     pub(super) numbers: BTreeMap<PhoneNumberId, WhatsAppNumber>,
+    pub(super) session_stopped_ms: Option<i64>,
+    /// Deleted with its data kept: hidden from every read.
+    pub(super) deleted_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,15 +128,19 @@ impl Tables {
     }
 
     pub(super) fn tenant(&self, id: &TenantId) -> Option<Tenant> {
-        self.tenants.get(id).map(|row| Tenant {
-            id: id.clone(),
-            name: row.new.name.clone(),
-            system_prompt: row.new.system_prompt.clone(),
-            llm_config: row.new.llm_config.clone(),
-            knowledge_version: row.knowledge_version,
-            created_ms: row.new.created_ms,
-            numbers: row.numbers.values().cloned().collect(),
-        })
+        self.tenants
+            .get(id)
+            .filter(|row| row.deleted_ms.is_none())
+            .map(|row| Tenant {
+                id: id.clone(),
+                name: row.new.name.clone(),
+                system_prompt: row.new.system_prompt.clone(),
+                llm_config: row.new.llm_config.clone(),
+                knowledge_version: row.knowledge_version,
+                created_ms: row.new.created_ms,
+                numbers: row.numbers.values().cloned().collect(),
+                session_stopped_ms: row.session_stopped_ms,
+            })
     }
 
     pub(super) fn unanswered(&self, keep: impl Fn(&StoredMessage) -> bool) -> Vec<StoredMessage> {
