@@ -141,17 +141,26 @@ pub(crate) async fn events_after(
 /// and how many of those had never been published.
 pub(crate) async fn delete_events_before(db: &Db, cutoff_ms: i64) -> Result<(u64, u64), Failure> {
     webhooks::delete_dead_before(db, cutoff_ms).await?;
+    // Events are written in time order, so the old ones are a prefix of `seq`: its end is
+    // the first event at or after the cutoff, found walking the primary key (no index on
+    // at_ms to keep up on every write).
+    let end: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM event_outbox WHERE at_ms >= $1 ORDER BY seq LIMIT 1")
+            .bind(cutoff_ms)
+            .fetch_optional(&db.pool)
+            .await?;
+    let end = end.unwrap_or(i64::MAX);
     let unpublished: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM event_outbox WHERE at_ms < $1 AND published_ms IS NULL",
+        "SELECT COUNT(*) FROM event_outbox WHERE seq < $1 AND published_ms IS NULL",
     )
-    .bind(cutoff_ms)
+    .bind(end)
     .fetch_one(&db.pool)
     .await?;
     let deleted = sqlx::query(
-        "DELETE FROM event_outbox WHERE at_ms < $1 AND NOT EXISTS \
+        "DELETE FROM event_outbox WHERE seq < $1 AND NOT EXISTS \
          (SELECT 1 FROM webhook_deliveries d WHERE d.seq = event_outbox.seq)",
     )
-    .bind(cutoff_ms)
+    .bind(end)
     .execute(&db.pool)
     .await?
     .rows_affected();

@@ -205,6 +205,17 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+/// The head of each queue: for each webhook and order key, its first pending delivery
+/// (one pass over the queue index, grouped; never a per-row subquery, which planners turn
+/// into a scan per row).
+macro_rules! queue_heads {
+    () => {
+        "(SELECT webhook_id, MIN(seq) AS seq FROM webhook_deliveries \
+         WHERE state = 'pending' GROUP BY webhook_id, order_key) h \
+         JOIN webhook_deliveries d ON d.webhook_id = h.webhook_id AND d.seq = h.seq"
+    };
+}
+
 /// Up to `count` deliveries due at `now_ms`: for each webhook and order key, its first
 /// pending delivery, if its next attempt is due. In outbox order.
 pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDelivery>, Failure> {
@@ -213,13 +224,11 @@ pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDeliv
         webhook_columns!(),
         ", d.attempts, d.since_ms, \
          e.seq, e.event_id, e.tenant_id, e.chat_id, e.kind, e.detail, e.at_ms, e.published_ms \
-         FROM webhook_deliveries d \
-         JOIN webhooks w ON w.id = d.webhook_id \
+         FROM ",
+        queue_heads!(),
+        " JOIN webhooks w ON w.id = d.webhook_id \
          JOIN event_outbox e ON e.seq = d.seq \
-         WHERE d.state = 'pending' AND d.next_attempt_ms <= $1 \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.webhook_id = d.webhook_id \
-         AND p.order_key = d.order_key AND p.state = 'pending' AND p.seq < d.seq) \
-         ORDER BY d.seq LIMIT $2"
+         WHERE d.next_attempt_ms <= $1 ORDER BY d.seq LIMIT $2"
     ))
     .bind(now_ms)
     .bind(limit(count))
@@ -240,11 +249,10 @@ pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDeliv
 /// The earliest next attempt of a delivery at the head of its queue, if any (those behind
 /// an earlier event of their chat wait for it, whatever their own time).
 pub(crate) async fn next_attempt(db: &Db) -> Result<Option<i64>, Failure> {
-    Ok(sqlx::query_scalar(
-        "SELECT MIN(d.next_attempt_ms) FROM webhook_deliveries d WHERE d.state = 'pending' \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.webhook_id = d.webhook_id \
-         AND p.order_key = d.order_key AND p.state = 'pending' AND p.seq < d.seq)",
-    )
+    Ok(sqlx::query_scalar(concat!(
+        "SELECT MIN(d.next_attempt_ms) FROM ",
+        queue_heads!()
+    ))
     .fetch_one(&db.pool)
     .await?)
 }
