@@ -182,34 +182,35 @@ impl SendRequest {
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
         .collect();
-        if given.len() != 1 {
-            let got = if given.is_empty() {
-                "none".to_owned()
-            } else {
-                given.join(", ")
-            };
-            return Err(ApiError::Malformed(format!(
-                "exactly one of text, template, interactive, image, document is required, got {got}"
-            )));
-        }
-        if let Some(text) = self.text {
-            return text_message(text).map(Message::Text);
-        }
-        let content = if let Some(template) = self.template {
-            template_content(template)?
-        } else if let Some(interactive) = self.interactive {
-            interactive_content(interactive)?
-        } else if let Some(image) = self.image {
-            OutboundContent::Image(media("image", image.link, image.caption, None)?)
-        } else if let Some(document) = self.document {
-            OutboundContent::Document(media(
+        let content = match (
+            self.text,
+            self.template,
+            self.interactive,
+            self.image,
+            self.document,
+        ) {
+            (Some(text), None, None, None, None) => return text_message(text).map(Message::Text),
+            (None, Some(template), None, None, None) => template_content(template)?,
+            (None, None, Some(interactive), None, None) => interactive_content(interactive)?,
+            (None, None, None, Some(image), None) => {
+                OutboundContent::Image(media("image", image.link, image.caption, None)?)
+            }
+            (None, None, None, None, Some(document)) => OutboundContent::Document(media(
                 "document",
                 document.link,
                 document.caption,
                 document.filename,
-            )?)
-        } else {
-            unreachable!("exactly one kind is present")
+            )?),
+            _ => {
+                let got = if given.is_empty() {
+                    "none".to_owned()
+                } else {
+                    given.join(", ")
+                };
+                return Err(ApiError::Malformed(format!(
+                    "exactly one of text, template, interactive, image, document is required, got {got}"
+                )));
+            }
         };
         Ok(Message::Content(content))
     }
