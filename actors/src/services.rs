@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use salesboy_protocol::events::{Alert, Event};
+use salesboy_protocol::events::{Alert, AlertKind, Event};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{NodeId, TenantId};
 
@@ -156,6 +156,16 @@ impl Services {
             fields.insert("node".to_owned(), self.node.as_str().into());
         }
         self.tenant_event(EventKind::AlertRaised, tenant, detail)
+    }
+
+    /// The end of an alert's condition (`alert_cleared`, `{"alert": <kind>, "node": …}`),
+    /// naming this node, stamped with the current time.
+    pub fn alert_cleared(&self, tenant: &TenantId, alert: AlertKind) -> Event {
+        self.tenant_event(
+            EventKind::AlertCleared,
+            tenant,
+            serde_json::json!({"alert": alert.as_str(), "node": self.node.as_str()}),
+        )
     }
 
     /// A cluster event (no tenant) stamped with the current time.

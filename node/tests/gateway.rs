@@ -516,6 +516,61 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
 }
 
 #[tokio::test]
+async fn an_exhausted_llm_quota_is_answered_offline_under_one_alert() {
+    use salesboy_protocol::subjects::EventKind;
+    let llm = FakeLlm::start(FakeLlmOptions {
+        quota_exhausted: true,
+        ..FakeLlmOptions::default()
+    })
+    .await;
+    let (gateway, _) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
+    let update = json!({
+        "id": "acme", "phone_number_id": PHONE, "access_token": "token-acme",
+        "llm": [{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}],
+    });
+    let response = gateway
+        .http
+        .post(format!("{}/api/tenants", gateway.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&update)
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Two questions while the quota is out: both answered offline, one alert (the provider
+    // rests an hour; `alert_cleared` when it answers again is tested in the responder).
+    ask(&gateway, CUSTOMER, "wamid.quota1", "when do you open?").await;
+    ask(
+        &gateway,
+        "16505550103",
+        "wamid.quota2",
+        "are you open on monday?",
+    )
+    .await;
+    let sent = gateway.wait_for_sent(2, "answered offline").await;
+    assert!(
+        sent.iter().all(|s| !s.body.contains("[fake-llm]")),
+        "{sent:?}"
+    );
+    let alerts = eventually(WAIT, || async {
+        let alerts: Vec<String> = gateway
+            .store()
+            .recent_events(50)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.kind == EventKind::AlertRaised)
+            .map(|e| e.detail["alert"].as_str().unwrap_or("").to_owned())
+            .collect();
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(alerts, ["llm_quota_exhausted"]);
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
 async fn throttling_and_server_errors_are_retried_and_the_reply_goes_out_once() {
     use salesboy_testkit::{FakeOperation, FakeWhatsAppOptions};
     let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;

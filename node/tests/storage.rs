@@ -20,7 +20,7 @@ use salesboy_actors::store::{
     NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
     SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
-use salesboy_node::store::{Dialect, SqlStore, Webhook};
+use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::whatsapp::OutboundContent;
@@ -1257,11 +1257,11 @@ async fn session_stops_are_stored_and_leave_the_sweep(store: Arc<dyn Store>) {
     assert_eq!(pending().await.unwrap(), std::slice::from_ref(&acme));
 
     store
-        .set_session_stopped(&acme, Some(T0 + 5))
+        .set_session_stopped(&acme, true, T0 + 5)
         .await
         .unwrap();
     store
-        .set_session_stopped(&acme, Some(T0 + 9))
+        .set_session_stopped(&acme, true, T0 + 9)
         .await
         .unwrap();
     let tenant = store.tenant(&acme).await.unwrap().unwrap();
@@ -1279,7 +1279,10 @@ async fn session_stops_are_stored_and_leave_the_sweep(store: Arc<dyn Store>) {
         Some(T0 + 5)
     );
 
-    store.set_session_stopped(&acme, None).await.unwrap();
+    store
+        .set_session_stopped(&acme, false, T0 + 20)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .tenant(&acme)
@@ -1292,7 +1295,7 @@ async fn session_stops_are_stored_and_leave_the_sweep(store: Arc<dyn Store>) {
     assert_eq!(pending().await.unwrap(), std::slice::from_ref(&acme));
     assert!(matches!(
         store
-            .set_session_stopped(&tenant_id("nobody"), Some(T0))
+            .set_session_stopped(&tenant_id("nobody"), true, T0)
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -1371,7 +1374,7 @@ async fn deleting_a_tenant_keeps_or_erases_its_data(store: Arc<dyn Store>) {
         ("erase", "200", Deletion::EraseData),
     ] {
         let (tenant, pending) = furnished_tenant(&*store, id, phone).await;
-        store.set_session_stopped(&tenant, Some(T0)).await.unwrap();
+        store.set_session_stopped(&tenant, true, T0).await.unwrap();
         assert!(
             store
                 .delete_tenant(&tenant, deletion, T0 + 5)
@@ -1405,7 +1408,7 @@ async fn deleting_a_tenant_keeps_or_erases_its_data(store: Arc<dyn Store>) {
                 .all(|t| *t != tenant)
         );
         assert!(matches!(
-            store.set_session_stopped(&tenant, None).await,
+            store.set_session_stopped(&tenant, false, T0 + 20).await,
             Err(StoreError::NotFound { .. })
         ));
 
@@ -2092,6 +2095,15 @@ async fn changes_write_their_events_in_their_transactions(store: SqlStore) {
             .await
             .unwrap()
     );
+    // a session stop and start are reported once each, asking twice changes nothing
+    for (stopped, at) in [
+        (true, T0 + 11),
+        (true, T0 + 12),
+        (false, T0 + 13),
+        (false, T0 + 14),
+    ] {
+        store.set_session_stopped(&acme, stopped, at).await.unwrap();
+    }
     assert_eq!(
         unpublished(&store).await,
         [
@@ -2103,6 +2115,8 @@ async fn changes_write_their_events_in_their_transactions(store: SqlStore) {
             (EventKind::BotResumed, c.clone()),
             (EventKind::KnowledgeChanged, None),
             (EventKind::KnowledgeChanged, None),
+            (EventKind::SessionStatus, None),
+            (EventKind::SessionStatus, None),
         ]
     );
     let events = store.unpublished_events(100).await.unwrap();
@@ -2112,6 +2126,10 @@ async fn changes_write_their_events_in_their_transactions(store: SqlStore) {
     assert_eq!(events[4].event.detail["until_ms"], serde_json::Value::Null);
     assert_eq!(events[6].event.detail["change"], "added");
     assert_eq!(events[7].event.detail["change"], "deleted");
+    assert_eq!(events[8].event.detail["status"], "stopped");
+    assert_eq!(events[8].event.at_ms, T0 + 11);
+    assert_eq!(events[9].event.detail["status"], "started");
+    assert_eq!(events[9].event.at_ms, T0 + 13);
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
@@ -2221,19 +2239,23 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     );
     assert!(!format!("{:?}", summaries[0].webhook).contains("0123456789abcdef"));
 
-    // a1 fails and is retried later: a2 waits behind it; b1 is delivered.
+    // a1 fails and is retried later: a2 waits behind it; b1 is delivered (one record).
     store
-        .delivery_failed(
-            "wh_all",
-            due[0].event.seq,
-            "answered 500",
-            Some(T0 + 1_000),
-            T0,
-        )
-        .await
-        .unwrap();
-    store
-        .delivery_done("wh_all", due[1].event.seq)
+        .record_attempts(&[
+            AttemptRecord {
+                webhook_id: "wh_all".into(),
+                seq: due[0].event.seq,
+                outcome: AttemptOutcome::Retry {
+                    at_ms: T0 + 1_000,
+                    error: "answered 500".into(),
+                },
+            },
+            AttemptRecord {
+                webhook_id: "wh_all".into(),
+                seq: due[1].event.seq,
+                outcome: AttemptOutcome::Delivered,
+            },
+        ])
         .await
         .unwrap();
     assert!(
@@ -2252,7 +2274,14 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     assert_eq!(again[0].attempts, 1);
     // Given up: dead-lettered, and a2 comes up.
     store
-        .delivery_failed("wh_all", again[0].event.seq, "timed out", None, T0 + 2_000)
+        .record_attempts(&[AttemptRecord {
+            webhook_id: "wh_all".into(),
+            seq: again[0].event.seq,
+            outcome: AttemptOutcome::Dead {
+                at_ms: T0 + 2_000,
+                error: "timed out".into(),
+            },
+        }])
         .await
         .unwrap();
     let next = store.due_deliveries(T0 + 2_000, 100).await.unwrap();

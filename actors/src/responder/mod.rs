@@ -9,13 +9,14 @@
 
 pub mod chain;
 pub mod prompt;
+pub mod quota;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use salesboy_protocol::events::Alert;
+use salesboy_protocol::events::{Alert, AlertKind};
 use salesboy_protocol::{ChatId, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -26,6 +27,7 @@ use crate::ports::Turn;
 use crate::services::Services;
 use crate::store::{LlmUsage, StoreError};
 use chain::{ChainOutcome, ProviderChain, ProviderStatus};
+use quota::{QuotaAlert, QuotaAlertChange};
 
 /// A request for a reply.
 #[derive(Debug)]
@@ -98,6 +100,7 @@ struct Context {
     chain: ProviderChain,
     services: Arc<Services>,
     tally: Tally,
+    quota_alert: QuotaAlert,
 }
 
 /// A responder's state.
@@ -210,6 +213,7 @@ impl Context {
             chain: ProviderChain::new(providers),
             services: args.services,
             tally: Tally::default(),
+            quota_alert: QuotaAlert::default(),
         }
     }
 
@@ -249,8 +253,14 @@ impl Context {
         let started = Instant::now();
         let outcome = self.chain.complete(&key.2).await;
         let llm_time = started.elapsed();
-        if outcome.quota_exhausted() {
-            services.publish(services.alert(&self.tenant, &Alert::LlmQuotaExhausted));
+        match self.quota_alert.observe(&outcome) {
+            Some(QuotaAlertChange::Raise) => {
+                services.publish(services.alert(&self.tenant, &Alert::LlmQuotaExhausted));
+            }
+            Some(QuotaAlertChange::Clear) => {
+                services.publish(services.alert_cleared(&self.tenant, AlertKind::LlmQuotaExhausted))
+            }
+            None => {}
         }
         let failed = match &outcome {
             ChainOutcome::Answered { failed, .. } | ChainOutcome::Exhausted { failed } => failed,

@@ -157,13 +157,16 @@ pub trait TenantStore: Send + Sync {
     /// Every tenant, ordered by id.
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
 
-    /// Stops the tenant's WhatsApp session since `stopped_ms` (`Some`), or lets it run again
-    /// (`None`): [`Tenant::session_stopped_ms`]. A session already stopped keeps its first
-    /// time. [`StoreError::NotFound`] if there is no such tenant.
+    /// Stops the tenant's WhatsApp session (`stopped`) since `at_ms`, or lets it run again:
+    /// [`Tenant::session_stopped_ms`]. A session already stopped keeps its first time. A
+    /// change is reported by a `session_status` event (`stopped` or `started`) written with
+    /// it; asking for the state the session is in changes nothing and reports nothing.
+    /// [`StoreError::NotFound`] if there is no such tenant.
     async fn set_session_stopped(
         &self,
         tenant: &TenantId,
-        stopped_ms: Option<i64>,
+        stopped: bool,
+        at_ms: i64,
     ) -> Result<(), StoreError>;
 
     /// Deletes a tenant at `at_ms`, in one transaction: its numbers are removed (they route

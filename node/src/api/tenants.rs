@@ -262,7 +262,7 @@ pub async fn session_status(api: &Api, id: &TenantId) -> Result<SessionStatusVie
 pub async fn session_stop(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
     api.existing_tenant(id).await?;
     api.store
-        .set_session_stopped(id, Some(api.now_ms()))
+        .set_session_stopped(id, true, api.now_ms())
         .await?;
     reload(api, id).await;
     info!(tenant = %id, "whatsapp session stopped");
@@ -279,7 +279,9 @@ const START_ATTEMPTS: u32 = 5;
 /// owner messages still pending are sent. Starting a running session changes nothing.
 pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView, ApiError> {
     api.existing_tenant(id).await?;
-    api.store.set_session_stopped(id, None).await?;
+    api.store
+        .set_session_stopped(id, false, api.now_ms())
+        .await?;
     // An activation that read the stop before it was cleared (a customer's message arriving
     // just then) may still answer "stopped", and the start joins it: ask again.
     let mut wait = Duration::from_millis(50);

@@ -55,7 +55,9 @@ use tracing::debug;
 pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
-pub use webhooks::{DeadLetter, DueDelivery, Webhook, WebhookSummary};
+pub use webhooks::{
+    AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, Webhook, WebhookSummary,
+};
 
 /// Postgres schema, applied at connect.
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -341,31 +343,10 @@ impl SqlStore {
         self.run(webhooks::next_attempt(&self.db)).await
     }
 
-    /// Records that event `seq` reached webhook `webhook_id`.
-    pub async fn delivery_done(&self, webhook_id: &str, seq: i64) -> Result<(), StoreError> {
-        self.run(webhooks::delivered(&self.db, webhook_id, seq))
-            .await
-    }
-
-    /// Records a failed delivery attempt: retried at `retry_at_ms`, or dead-lettered at
-    /// `now_ms` when that is `None`.
-    pub async fn delivery_failed(
-        &self,
-        webhook_id: &str,
-        seq: i64,
-        error: &str,
-        retry_at_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.run(webhooks::failed(
-            &self.db,
-            webhook_id,
-            seq,
-            error,
-            retry_at_ms,
-            now_ms,
-        ))
-        .await
+    /// Records delivery attempts in one transaction: delivered ones leave the queue,
+    /// failed ones are retried later or dead-lettered.
+    pub async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {
+        self.run(webhooks::record_attempts(&self.db, records)).await
     }
 
     /// Up to `count` dead letters of the tenant's webhook, oldest first; `None` if the tenant

@@ -56,10 +56,13 @@ impl TenantStore for SqlStore {
     async fn set_session_stopped(
         &self,
         tenant: &TenantId,
-        stopped_ms: Option<i64>,
+        stopped: bool,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.run(tenants::set_session_stopped(&self.db, tenant, stopped_ms))
-            .await
+        self.run(tenants::set_session_stopped(
+            &self.db, tenant, stopped, at_ms,
+        ))
+        .await
     }
 
     async fn delete_tenant(

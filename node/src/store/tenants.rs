@@ -6,12 +6,15 @@ use salesboy_actors::store::{
     AccessToken, Deletion, NewTenant, NewWhatsAppNumber, StoreError, Tenant, TenantRoute,
     WhatsAppNumber,
 };
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
 
 use super::Db;
 use super::decode::{get, id};
 use super::error::Failure;
+use super::outbox;
 
 /// `SELECT` of the columns [`tenant_from_row`] reads, followed by `$rest`.
 macro_rules! select_tenants {
@@ -171,31 +174,54 @@ pub(crate) async fn tenant_by_phone_number(
     .transpose()
 }
 
-/// Stops the tenant's session since `stopped_ms`, or lets it run again.
+/// Stops the tenant's session since `at_ms`, or lets it run again; a change writes its
+/// `session_status` event in the same transaction.
 pub(crate) async fn set_session_stopped(
     db: &Db,
     tenant: &TenantId,
-    stopped_ms: Option<i64>,
+    stopped: bool,
+    at_ms: i64,
 ) -> Result<(), Failure> {
-    let update = match stopped_ms {
-        Some(stopped_ms) => sqlx::query(
-            "UPDATE tenants SET session_stopped_ms = COALESCE(session_stopped_ms, $2) \
-             WHERE id = $1 AND deleted_ms IS NULL",
+    let mut tx = db.begin().await?;
+    let update = if stopped {
+        sqlx::query(
+            "UPDATE tenants SET session_stopped_ms = $2 \
+             WHERE id = $1 AND deleted_ms IS NULL AND session_stopped_ms IS NULL",
         )
         .bind(tenant.as_str())
-        .bind(stopped_ms),
-        None => sqlx::query(
-            "UPDATE tenants SET session_stopped_ms = NULL WHERE id = $1 AND deleted_ms IS NULL",
+        .bind(at_ms)
+    } else {
+        sqlx::query(
+            "UPDATE tenants SET session_stopped_ms = NULL \
+             WHERE id = $1 AND deleted_ms IS NULL AND session_stopped_ms IS NOT NULL",
         )
-        .bind(tenant.as_str()),
+        .bind(tenant.as_str())
     };
-    let written = update.execute(&db.pool).await?.rows_affected();
-    if written == 0 {
+    let changed = update.execute(&mut *tx).await?.rows_affected() > 0;
+    if changed {
+        let status = if stopped { "stopped" } else { "started" };
+        outbox::append(
+            &mut tx,
+            &Event::tenant(
+                EventKind::SessionStatus,
+                tenant.clone(),
+                at_ms,
+                serde_json::json!({ "status": status }),
+            ),
+        )
+        .await?;
+    } else if sqlx::query("SELECT 1 FROM tenants WHERE id = $1 AND deleted_ms IS NULL")
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
         return Err(StoreError::NotFound {
             what: format!("tenant {tenant}"),
         }
         .into());
     }
+    tx.commit().await?;
     Ok(())
 }
 

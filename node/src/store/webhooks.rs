@@ -257,44 +257,90 @@ pub(crate) async fn next_attempt(db: &Db) -> Result<Option<i64>, Failure> {
     .await?)
 }
 
-/// Records that the event `seq` reached webhook `webhook_id`: its delivery is done.
-pub(crate) async fn delivered(db: &Db, webhook_id: &str, seq: i64) -> Result<(), Failure> {
-    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND seq = $2")
-        .bind(webhook_id)
-        .bind(seq)
-        .execute(&db.pool)
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The receiver answered 2xx: the delivery is done and leaves the queue.
+    Delivered,
+    /// It failed; tried again at `at_ms`.
+    Retry {
+        /// When the next attempt is due (unix ms).
+        at_ms: i64,
+        /// Why it failed.
+        error: String,
+    },
+    /// It failed after its retry window: dead-lettered at `at_ms`.
+    Dead {
+        /// When it was given up (unix ms).
+        at_ms: i64,
+        /// Why it failed.
+        error: String,
+    },
+}
+
+/// One attempt's outcome, for [`record_attempts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The webhook.
+    pub webhook_id: String,
+    /// The event's place in the outbox.
+    pub seq: i64,
+    /// What became of it.
+    pub outcome: AttemptOutcome,
+}
+
+/// Records attempts in one transaction: the delivered ones leave the queue in one
+/// statement, each failed one is rescheduled or dead-lettered.
+pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Result<(), Failure> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    let delivered: Vec<&AttemptRecord> = records
+        .iter()
+        .filter(|r| r.outcome == AttemptOutcome::Delivered)
+        .collect();
+    // Bound parameters per statement stay far below both dialects' limits.
+    for chunk in delivered.chunks(MAX_PAIRS_PER_STATEMENT) {
+        let pairs: Vec<String> = (0..chunk.len())
+            .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
+            .collect();
+        let sql = format!(
+            "DELETE FROM webhook_deliveries WHERE (webhook_id, seq) IN (VALUES {})",
+            pairs.join(", ")
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in chunk {
+            query = query.bind(record.webhook_id.as_str()).bind(record.seq);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for record in records {
+        let (state, next, dead, error) = match &record.outcome {
+            AttemptOutcome::Delivered => continue,
+            AttemptOutcome::Retry { at_ms, error } => ("pending", *at_ms, None, error),
+            AttemptOutcome::Dead { at_ms, error } => ("dead", *at_ms, Some(*at_ms), error),
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $3, \
+             state = $4, next_attempt_ms = $5, dead_ms = $6 WHERE webhook_id = $1 AND seq = $2",
+        )
+        .bind(record.webhook_id.as_str())
+        .bind(record.seq)
+        .bind(error.as_str())
+        .bind(state)
+        .bind(next)
+        .bind(dead)
+        .execute(&mut *tx)
         .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
-/// Records a failed attempt: retried at `retry_at_ms`, or dead-lettered at `now_ms` when
-/// `retry_at_ms` is `None`.
-pub(crate) async fn failed(
-    db: &Db,
-    webhook_id: &str,
-    seq: i64,
-    error: &str,
-    retry_at_ms: Option<i64>,
-    now_ms: i64,
-) -> Result<(), Failure> {
-    let (state, next, dead) = match retry_at_ms {
-        Some(at) => ("pending", at, None),
-        None => ("dead", now_ms, Some(now_ms)),
-    };
-    sqlx::query(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $3, \
-         state = $4, next_attempt_ms = $5, dead_ms = $6 WHERE webhook_id = $1 AND seq = $2",
-    )
-    .bind(webhook_id)
-    .bind(seq)
-    .bind(error)
-    .bind(state)
-    .bind(next)
-    .bind(dead)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
-}
+/// Deliveries removed by one `DELETE` of [`record_attempts`] (two parameters each).
+const MAX_PAIRS_PER_STATEMENT: usize = 1_000;
 
 /// Up to `count` of a webhook's dead letters, oldest event first.
 pub(crate) async fn dead_letters(

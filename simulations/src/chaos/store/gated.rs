@@ -180,7 +180,7 @@ gated!(TenantStore {
     fn upsert_whatsapp_number(number: &NewWhatsAppNumber) -> () => ("upsert_whatsapp_number");
     fn tenant_by_phone_number(phone_number_id: &PhoneNumberId) -> Option<TenantRoute>
         => ("tenant_by_phone_number");
-    fn set_session_stopped(tenant: &TenantId, stopped_ms: Option<i64>) -> ()
+    fn set_session_stopped(tenant: &TenantId, stopped: bool, at_ms: i64) -> ()
         => ("set_session_stopped/{tenant}");
     fn delete_tenant(tenant: &TenantId, deletion: Deletion, at_ms: i64) -> bool
         => ("delete_tenant/{tenant}");

@@ -159,7 +159,8 @@ impl TenantStore for MemoryStore {
     async fn set_session_stopped(
         &self,
         tenant: &TenantId,
-        stopped_ms: Option<i64>,
+        stopped: bool,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tables = self.tables();
         let row = tables
@@ -169,7 +170,7 @@ impl TenantStore for MemoryStore {
             .ok_or_else(|| StoreError::NotFound {
                 what: format!("tenant {tenant}"),
             })?;
-        row.session_stopped_ms = stopped_ms.map(|ms| row.session_stopped_ms.unwrap_or(ms));
+        row.session_stopped_ms = stopped.then(|| row.session_stopped_ms.unwrap_or(at_ms));
         Ok(())
     }
 
