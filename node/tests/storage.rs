@@ -20,7 +20,7 @@ use salesboy_actors::store::{
     NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
     SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
-use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, SqlStore, Webhook};
+use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::whatsapp::OutboundContent;
@@ -2229,6 +2229,21 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
         [("wh_all", "a1"), ("wh_all", "b1")],
         "the head of each chat; the kinds filter holds"
     );
+    // The store names the queues that got deliveries, once; their heads read by key are
+    // the same.
+    let mut queued = store.take_queued_keys().expect("keys kept");
+    queued.sort();
+    let keys: Vec<QueueKey> = due.iter().map(|d| d.key.clone()).collect();
+    assert_eq!(queued, keys);
+    assert_eq!(store.take_queued_keys(), Some(Vec::new()));
+    let by_key: Vec<i64> = store
+        .queue_heads(&keys)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.seq)
+        .collect();
+    assert_eq!(by_key, [due[0].event.seq, due[1].event.seq]);
     let summaries = store.webhooks(&acme).await.unwrap();
     assert_eq!(
         summaries
@@ -2243,7 +2258,7 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     store
         .record_attempts(&[
             AttemptRecord {
-                webhook_id: "wh_all".into(),
+                key: due[0].key.clone(),
                 seq: due[0].event.seq,
                 outcome: AttemptOutcome::Retry {
                     at_ms: T0 + 1_000,
@@ -2251,7 +2266,7 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
                 },
             },
             AttemptRecord {
-                webhook_id: "wh_all".into(),
+                key: due[1].key.clone(),
                 seq: due[1].event.seq,
                 outcome: AttemptOutcome::Delivered,
             },
@@ -2272,10 +2287,20 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     let again = store.due_deliveries(T0 + 1_000, 100).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 1);
+    let retried = store.queue_heads(&keys).await.unwrap();
+    assert_eq!(retried.len(), 1, "b's queue is empty");
+    assert_eq!(
+        (
+            retried[0].event.seq,
+            retried[0].attempts,
+            retried[0].next_attempt_ms
+        ),
+        (due[0].event.seq, 1, T0 + 1_000)
+    );
     // Given up: dead-lettered, and a2 comes up.
     store
         .record_attempts(&[AttemptRecord {
-            webhook_id: "wh_all".into(),
+            key: again[0].key.clone(),
             seq: again[0].event.seq,
             outcome: AttemptOutcome::Dead {
                 at_ms: T0 + 2_000,

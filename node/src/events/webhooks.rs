@@ -10,7 +10,7 @@
 //! receivers deduplicate on `X-Salesboy-Event-Id`. One worker runs at a time: the leader's
 //! on a cluster, the node's own alone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,17 +24,27 @@ use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
 use crate::cluster::ClusterMember;
-use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery, SqlStore};
+use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery, QueueKey, SqlStore};
 
-/// Attempts under way at once (at most one per webhook and chat): a slow or hanging
-/// receiver holds one of them, the others go on.
+/// Attempts under way at once (at most one per queue, i.e. webhook and chat): a slow or
+/// hanging receiver holds one of them, the others go on.
 const CONCURRENCY: usize = 128;
 
 /// The most outcomes recorded in one transaction.
 const RECORD_BATCH: usize = 512;
 
-/// The longest the worker sleeps without looking at the queue (deliveries queued by
-/// another node's publisher do not wake it; a follower checks whether it leads now).
+/// The most queue heads held in memory; queues beyond wait for room.
+const MAX_HEADS: usize = 20_000;
+
+/// The most queues whose heads are read in one query.
+const READ_BATCH: usize = 500;
+
+/// How often the whole queue is read again, for deliveries queued by another node (a
+/// leader before this one) or re-queued behind the worker's back.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// The longest the worker sleeps without looking at the queue (a follower checks whether
+/// it leads now).
 const IDLE: Duration = Duration::from_millis(500);
 
 /// Waits between attempts of one delivery: 1 s, doubling up to 60 s, each plus jitter.
@@ -73,104 +83,203 @@ pub struct WebhookDeliverer {
     pub clock: Arc<dyn Clock>,
 }
 
-/// A delivery's key while it is attempted and until its outcome is recorded: the queue
-/// shows it as due until then, and it must not be attempted twice at once.
-type Claim = (String, i64);
+/// What the worker knows of the queues: the heads it read (by when they are due), the
+/// queues under way (attempted, outcome not yet recorded) and the queues whose head it must
+/// read (new deliveries, or the one before was recorded).
+#[derive(Default)]
+struct Schedule {
+    heads: HashMap<QueueKey, DueDelivery>,
+    timeline: BTreeSet<(i64, i64, QueueKey)>,
+    under_way: HashSet<QueueKey>,
+    unread: HashSet<QueueKey>,
+}
+
+impl Schedule {
+    /// Holds a head read from the queue, unless its queue is under way or held already.
+    fn hold(&mut self, head: DueDelivery) {
+        if self.under_way.contains(&head.key) || self.heads.contains_key(&head.key) {
+            return;
+        }
+        self.timeline
+            .insert((head.next_attempt_ms, head.event.seq, head.key.clone()));
+        self.heads.insert(head.key.clone(), head);
+    }
+
+    /// Marks a queue to be read, unless it is under way or its head is held (a new
+    /// delivery waits behind that head).
+    fn touch(&mut self, key: QueueKey) {
+        if !self.under_way.contains(&key) && !self.heads.contains_key(&key) {
+            self.unread.insert(key);
+        }
+    }
+
+    /// The next held head due at `now_ms`, taken and marked under way.
+    fn take_due(&mut self, now_ms: i64) -> Option<DueDelivery> {
+        let first = self.timeline.first()?;
+        if first.0 > now_ms {
+            return None;
+        }
+        let (_, _, key) = self.timeline.pop_first()?;
+        let head = self.heads.remove(&key)?;
+        self.under_way.insert(key);
+        Some(head)
+    }
+
+    /// When the next held head is due.
+    fn next_due(&self) -> Option<i64> {
+        self.timeline.first().map(|(at, _, _)| *at)
+    }
+
+    /// Forgets what was read (not what is under way).
+    fn forget(&mut self) {
+        self.heads.clear();
+        self.timeline.clear();
+        self.unread.clear();
+    }
+}
 
 impl WebhookDeliverer {
     /// Delivers until the task is cancelled.
     ///
-    /// A pipeline, not rounds: up to [`CONCURRENCY`] attempts run at once, each started as
-    /// soon as a slot is free; their outcomes go to a recorder task that writes whatever
-    /// has finished in one transaction while the next attempts run (a group commit, no
-    /// timer), and hands the recorded deliveries back, whose chats may then go on.
+    /// The queue is read by queue (webhook and chat), never whole on the hot path: the
+    /// store names the queues that got deliveries, the worker reads their heads (one index
+    /// probe each), attempts those due, up to [`CONCURRENCY`] at once, each started as soon
+    /// as a slot is free. Outcomes go to a recorder task that writes whatever has finished
+    /// in one transaction while the next attempts run (a group commit, no timer) and hands
+    /// the queues back, whose next heads are read then. The whole queue is read at the
+    /// start, on gaining the leadership and every [`RESYNC`].
     pub async fn run(self) {
         let this = Arc::new(self);
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-        let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<Claim>>();
+        let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<QueueKey>>();
         let recorder = tokio::spawn(Arc::clone(&this).record(finished_rx, recorded_tx));
         let mut running: JoinSet<AttemptRecord> = JoinSet::new();
-        let mut claimed: HashSet<Claim> = HashSet::new();
-        // Whether the queue may hold due deliveries not yet started.
-        let mut look = true;
+        let mut schedule = Schedule::default();
+        let mut resync_at: Option<tokio::time::Instant> = None;
         loop {
-            let leads = this.cluster.as_ref().is_none_or(|c| c.is_leader());
-            if leads && look && running.len() < CONCURRENCY {
-                look = false;
-                match this.fill(&mut running, &mut claimed).await {
-                    Ok(()) => {}
-                    Err(()) => tokio::time::sleep(QUEUE_RETRY).await,
-                }
-            }
-            if running.is_empty() && claimed.is_empty() {
-                // Nothing under way: wait for the queue, the next retry, or the leadership.
-                if leads {
-                    this.idle().await;
-                } else {
-                    tokio::time::sleep(IDLE).await;
-                }
-                look = true;
-                continue;
-            }
-            tokio::select! {
-                Some(joined) = running.join_next() => {
-                    match joined {
-                        Ok(record) => {
-                            // The recorder lives as long as this loop.
-                            let _ = finished_tx.send(record);
-                        }
-                        Err(e) => warn!(error = %e, "webhook attempt task failed"),
-                    }
-                }
-                Some(recorded) = recorded_rx.recv() => {
-                    for claim in recorded {
-                        claimed.remove(&claim);
-                    }
-                    look = true;
-                }
-                () = this.store.webhooks_queued(), if running.len() < CONCURRENCY => {
-                    look = true;
-                }
-            }
             if recorder.is_finished() {
                 warn!("webhook outcome recorder stopped; delivery stops");
                 return;
             }
+            let leads = this.cluster.as_ref().is_none_or(|c| c.is_leader());
+            if !leads {
+                // Attempts under way finish and are recorded; the next leader reads the
+                // queue itself.
+                schedule.forget();
+                resync_at = None;
+            } else {
+                this.read_queue(&mut schedule, &mut resync_at).await;
+                let now = this.clock.now_ms();
+                while running.len() < CONCURRENCY {
+                    let Some(head) = schedule.take_due(now) else {
+                        break;
+                    };
+                    let this = Arc::clone(&this);
+                    running.spawn(async move { this.deliver(head).await });
+                }
+            }
+            let wake = if leads {
+                // A head due while every slot is taken waits for a slot, not a timer.
+                let next_due = schedule.next_due().filter(|_| running.len() < CONCURRENCY);
+                let next = next_due.map_or(IDLE, |at| {
+                    let now = this.clock.now_ms();
+                    Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+                        .min(IDLE)
+                });
+                resync_at.map_or(next, |at| {
+                    next.min(at.saturating_duration_since(tokio::time::Instant::now()))
+                })
+            } else {
+                IDLE
+            };
+            tokio::select! {
+                Some(joined) = running.join_next() => match joined {
+                    Ok(record) => {
+                        // The recorder lives as long as this loop.
+                        let _ = finished_tx.send(record);
+                    }
+                    Err(e) => warn!(error = %e, "webhook attempt task failed"),
+                },
+                Some(recorded) = recorded_rx.recv() => {
+                    for key in recorded {
+                        schedule.under_way.remove(&key);
+                        if leads {
+                            schedule.touch(key);
+                        }
+                    }
+                }
+                () = this.store.webhooks_queued() => {}
+                () = tokio::time::sleep(wake) => {}
+            }
         }
     }
 
-    /// Starts attempts of due deliveries not yet under way, up to [`CONCURRENCY`].
-    async fn fill(
-        self: &Arc<Self>,
-        running: &mut JoinSet<AttemptRecord>,
-        claimed: &mut HashSet<Claim>,
-    ) -> Result<(), ()> {
-        let now = self.clock.now_ms();
-        // Those under way are still due in the queue: read past them.
-        let want = u32::try_from(CONCURRENCY + claimed.len()).unwrap_or(u32::MAX);
-        let due = self.store.due_deliveries(now, want).await.map_err(|e| {
-            warn!(error = %e, "webhook queue not read, retrying");
-        })?;
-        for delivery in due {
-            if running.len() >= CONCURRENCY {
-                break;
-            }
-            let claim = (delivery.webhook.id.clone(), delivery.event.seq);
-            if claimed.insert(claim) {
-                let this = Arc::clone(self);
-                running.spawn(async move { this.deliver(delivery).await });
+    /// Brings the schedule up to date: the whole queue when a resync is due, else the heads
+    /// of the queues the store named and of those recorded since.
+    async fn read_queue(
+        &self,
+        schedule: &mut Schedule,
+        resync_at: &mut Option<tokio::time::Instant>,
+    ) {
+        let now = tokio::time::Instant::now();
+        let resync = resync_at.is_none_or(|at| at <= now);
+        match self.store.take_queued_keys() {
+            Some(keys) if !resync => keys.into_iter().for_each(|key| schedule.touch(key)),
+            // Too many to name, or read whole anyway.
+            _ => {
+                *resync_at = None;
             }
         }
-        Ok(())
+        if resync_at.is_none() {
+            let room = MAX_HEADS.saturating_sub(schedule.heads.len());
+            match self
+                .store
+                .due_deliveries(i64::MAX, u32::try_from(room).unwrap_or(u32::MAX))
+                .await
+            {
+                Ok(heads) => {
+                    schedule.unread.clear();
+                    heads.into_iter().for_each(|head| schedule.hold(head));
+                    *resync_at = Some(now + RESYNC);
+                }
+                Err(e) => {
+                    warn!(error = %e, "webhook queue not read, retrying");
+                    *resync_at = Some(now + QUEUE_RETRY);
+                }
+            }
+            return;
+        }
+        while !schedule.unread.is_empty() && schedule.heads.len() < MAX_HEADS {
+            let keys: Vec<QueueKey> = schedule
+                .unread
+                .iter()
+                .take(READ_BATCH.min(MAX_HEADS - schedule.heads.len()))
+                .cloned()
+                .collect();
+            match self.store.queue_heads(&keys).await {
+                Ok(heads) => {
+                    for key in &keys {
+                        schedule.unread.remove(key);
+                    }
+                    heads.into_iter().for_each(|head| schedule.hold(head));
+                }
+                Err(e) => {
+                    // Read whole at the next look.
+                    warn!(error = %e, "webhook queue not read, retrying");
+                    *resync_at = Some(now + QUEUE_RETRY);
+                    return;
+                }
+            }
+        }
     }
 
     /// Writes finished attempts' outcomes, all that are waiting in one transaction, and
-    /// hands their claims back. A write that fails releases them all the same: they are
-    /// still due in the queue and are attempted again (at least once).
+    /// hands their queues back. A write that fails hands them back all the same: their
+    /// deliveries are still due in the queue and are attempted again (at least once).
     async fn record(
         self: Arc<Self>,
         mut finished: mpsc::UnboundedReceiver<AttemptRecord>,
-        recorded: mpsc::UnboundedSender<Vec<Claim>>,
+        recorded: mpsc::UnboundedSender<Vec<QueueKey>>,
     ) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -178,23 +287,10 @@ impl WebhookDeliverer {
                 warn!(error = %e, deliveries = batch.len(), "webhook outcomes not recorded");
                 tokio::time::sleep(QUEUE_RETRY).await;
             }
-            let claims = batch.drain(..).map(|r| (r.webhook_id, r.seq)).collect();
-            if recorded.send(claims).is_err() {
+            let keys = batch.drain(..).map(|r| r.key).collect();
+            if recorded.send(keys).is_err() {
                 return;
             }
-        }
-    }
-
-    /// Sleeps until the next attempt is due, events are queued, or [`IDLE`] passed.
-    async fn idle(&self) {
-        let now = self.clock.now_ms();
-        let next = self.store.next_delivery_attempt().await.ok().flatten();
-        let wait = next.map_or(IDLE, |at| {
-            Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)).min(IDLE)
-        });
-        tokio::select! {
-            () = self.store.webhooks_queued() => {}
-            () = tokio::time::sleep(wait) => {}
         }
     }
 
@@ -209,7 +305,7 @@ impl WebhookDeliverer {
             Err(error) => self.failed(&delivery, error),
         };
         AttemptRecord {
-            webhook_id: delivery.webhook.id,
+            key: delivery.key,
             seq: delivery.event.seq,
             outcome,
         }

@@ -56,7 +56,7 @@ pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
 pub use webhooks::{
-    AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, Webhook, WebhookSummary,
+    AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, QueueKey, Webhook, WebhookSummary,
 };
 
 /// Postgres schema, applied at connect.
@@ -123,9 +123,29 @@ pub(crate) struct Db {
     dialect: Dialect,
     /// Woken after each commit that wrote to the events outbox (the publisher waits on it).
     outbox: Arc<Notify>,
-    /// Woken after events were queued for webhooks (the delivery worker waits on it).
-    webhooks: Arc<Notify>,
+    /// The queues (webhook and chat) that got deliveries through this store, for the
+    /// delivery worker, which is woken.
+    webhooks: Arc<QueuedKeys>,
 }
+
+/// Queues that got deliveries since the delivery worker last looked; see
+/// [`SqlStore::take_queued_keys`].
+#[derive(Default)]
+struct QueuedKeys {
+    keys: std::sync::Mutex<QueueKeys>,
+    notify: Notify,
+}
+
+/// The keys themselves; when more pile up than [`MAX_QUEUED_KEYS`] (no worker takes them),
+/// they are forgotten and the worker told to read the whole queue instead.
+#[derive(Default)]
+struct QueueKeys {
+    keys: std::collections::HashSet<QueueKey>,
+    overflowed: bool,
+}
+
+/// The most queue keys kept for the delivery worker between two looks.
+const MAX_QUEUED_KEYS: usize = 100_000;
 
 impl Db {
     /// Tells the events publisher that the outbox has new events (call after the commit).
@@ -133,9 +153,25 @@ impl Db {
         self.outbox.notify_one();
     }
 
-    /// Tells the webhook delivery worker that events were queued.
-    fn webhooks_queued(&self) {
-        self.webhooks.notify_one();
+    /// Tells the webhook delivery worker that these queues got deliveries.
+    fn webhooks_queued(&self, queued: Vec<QueueKey>) {
+        if queued.is_empty() {
+            return;
+        }
+        {
+            let mut pending = self
+                .webhooks
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pending.keys.len() + queued.len() > MAX_QUEUED_KEYS {
+                pending.keys.clear();
+                pending.overflowed = true;
+            } else {
+                pending.keys.extend(queued);
+            }
+        }
+        self.webhooks.notify.notify_one();
     }
 
     /// Starts a transaction for a read-then-write. On SQLite it takes the write lock at
@@ -258,7 +294,7 @@ impl SqlStore {
                 pool,
                 dialect,
                 outbox: Arc::new(Notify::new()),
-                webhooks: Arc::new(Notify::new()),
+                webhooks: Arc::new(QueuedKeys::default()),
             },
             url: redacted,
         })
@@ -310,7 +346,28 @@ impl SqlStore {
     /// Completes when events have been queued for webhooks through this store since the
     /// last call (at once if they were).
     pub async fn webhooks_queued(&self) {
-        self.db.webhooks.notified().await;
+        self.db.webhooks.notify.notified().await;
+    }
+
+    /// The queues (webhook and chat) that got deliveries through this store since the last
+    /// call, or `None` when too many piled up to keep: read the whole queue then.
+    pub fn take_queued_keys(&self) -> Option<Vec<QueueKey>> {
+        let mut pending = self
+            .db
+            .webhooks
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if std::mem::take(&mut pending.overflowed) {
+            return None;
+        }
+        Some(pending.keys.drain().collect())
+    }
+
+    /// The first pending delivery of each of these queues, whatever its next attempt's time
+    /// (queues with nothing pending are left out).
+    pub async fn queue_heads(&self, keys: &[QueueKey]) -> Result<Vec<DueDelivery>, StoreError> {
+        self.run(webhooks::heads_of(&self.db, keys)).await
     }
 
     /// Adds a webhook.

@@ -114,11 +114,9 @@ pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<
     // Only the events marked now: one published twice (two publishers overlapping) is
     // queued for the webhooks once.
     let marked: Vec<i64> = query.fetch_all(&mut *tx).await?;
-    webhooks::enqueue(&mut tx, &marked, at_ms).await?;
+    let queued = webhooks::enqueue(&mut tx, &marked, at_ms).await?;
     tx.commit().await?;
-    if !marked.is_empty() {
-        db.webhooks_queued();
-    }
+    db.webhooks_queued(queued);
     Ok(())
 }
 

@@ -57,9 +57,23 @@ pub struct WebhookSummary {
     pub dead: i64,
 }
 
-/// An event due for delivery to a webhook.
+/// One queue of deliveries: a webhook and an order key (tenant and chat), whose events go
+/// out one at a time, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    /// The webhook.
+    pub webhook_id: String,
+    /// The tenant and chat (`tenant/chat`; `tenant/` for events of no chat).
+    pub order_key: String,
+}
+
+/// The first pending delivery of a queue.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
+    /// Its queue.
+    pub key: QueueKey,
+    /// When its next attempt is due (unix ms).
+    pub next_attempt_ms: i64,
     /// The webhook.
     pub webhook: Webhook,
     /// The event, with its place in the outbox.
@@ -177,14 +191,15 @@ pub(crate) async fn remove(db: &Db, tenant: &TenantId, webhook_id: &str) -> Resu
     Ok(removed > 0)
 }
 
-/// Queues the events `seqs` (just marked published, on `conn`) for every matching webhook.
+/// Queues the events `seqs` (just marked published, on `conn`) for every matching webhook;
+/// answers the queues that got deliveries.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
     seqs: &[i64],
     now_ms: i64,
-) -> Result<(), Failure> {
+) -> Result<Vec<QueueKey>, Failure> {
     if seqs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let placeholders: Vec<String> = (2..seqs.len() + 2).map(|n| format!("${n}")).collect();
     let sql = format!(
@@ -193,7 +208,7 @@ pub(crate) async fn enqueue(
          SELECT w.id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, ''), 'pending', 0, \
          $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
          WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%') \
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING RETURNING webhook_id, order_key",
         placeholders.join(", ")
     );
     // Safe: the text holds only numbered placeholders; the values are bound.
@@ -201,8 +216,15 @@ pub(crate) async fn enqueue(
     for seq in seqs {
         query = query.bind(*seq);
     }
-    query.execute(conn).await?;
-    Ok(())
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(queue_key).collect()
+}
+
+fn queue_key(row: &AnyRow) -> Result<QueueKey, Failure> {
+    Ok(QueueKey {
+        webhook_id: get(row, "webhook_id")?,
+        order_key: get(row, "order_key")?,
+    })
 }
 
 /// The head of each queue: for each webhook and order key, its first pending delivery
@@ -222,9 +244,9 @@ pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDeliv
     let rows = sqlx::query(concat!(
         "SELECT ",
         webhook_columns!(),
-        ", d.attempts, d.since_ms, \
-         e.seq, e.event_id, e.tenant_id, e.chat_id, e.kind, e.detail, e.at_ms, e.published_ms \
-         FROM ",
+        ", ",
+        head_columns!(),
+        " FROM ",
         queue_heads!(),
         " JOIN webhooks w ON w.id = d.webhook_id \
          JOIN event_outbox e ON e.seq = d.seq \
@@ -234,16 +256,72 @@ pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDeliv
     .bind(limit(count))
     .fetch_all(&db.pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DueDelivery {
-                webhook: webhook(row)?,
-                event: outbox_event(row)?,
-                attempts: get(row, "attempts")?,
-                since_ms: get(row, "since_ms")?,
-            })
-        })
-        .collect()
+    rows.iter().map(due_delivery).collect()
+}
+
+/// The columns [`due_delivery`] reads besides the webhook's, from
+/// `webhook_deliveries d` and `event_outbox e`.
+macro_rules! head_columns {
+    () => {
+        "d.order_key, d.next_attempt_ms, d.attempts, d.since_ms, \
+         e.seq, e.event_id, e.tenant_id, e.chat_id, e.kind, e.detail, e.at_ms, e.published_ms"
+    };
+}
+use head_columns;
+
+fn due_delivery(row: &AnyRow) -> Result<DueDelivery, Failure> {
+    let webhook = webhook(row)?;
+    Ok(DueDelivery {
+        key: QueueKey {
+            webhook_id: webhook.id.clone(),
+            order_key: get(row, "order_key")?,
+        },
+        next_attempt_ms: get(row, "next_attempt_ms")?,
+        webhook,
+        event: outbox_event(row)?,
+        attempts: get(row, "attempts")?,
+        since_ms: get(row, "since_ms")?,
+    })
+}
+
+/// The first pending delivery of each of `keys`' queues, whatever its next attempt's time.
+/// One index probe per queue (the queue index, `MIN(seq)` of a key), never a pass over
+/// the whole queue.
+pub(crate) async fn heads_of(db: &Db, keys: &[QueueKey]) -> Result<Vec<DueDelivery>, Failure> {
+    let mut heads = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(MAX_PAIRS_PER_STATEMENT) {
+        let pairs: Vec<String> = (0..chunk.len())
+            .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
+            .collect();
+        // VALUES columns are `column1`, `column2` in both dialects.
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                webhook_columns!(),
+                ", ",
+                head_columns!(),
+                " FROM (SELECT k.column1 AS webhook_id, \
+                 (SELECT MIN(x.seq) FROM webhook_deliveries x WHERE x.webhook_id = k.column1 \
+                 AND x.order_key = k.column2 AND x.state = 'pending') AS seq \
+                 FROM (VALUES {}) AS k) h \
+                 JOIN webhook_deliveries d ON d.webhook_id = h.webhook_id AND d.seq = h.seq \
+                 JOIN webhooks w ON w.id = d.webhook_id \
+                 JOIN event_outbox e ON e.seq = d.seq"
+            ),
+            pairs.join(", ")
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in chunk {
+            query = query
+                .bind(key.webhook_id.as_str())
+                .bind(key.order_key.as_str());
+        }
+        for row in query.fetch_all(&db.pool).await? {
+            heads.push(due_delivery(&row)?);
+        }
+    }
+    Ok(heads)
 }
 
 /// The earliest next attempt of a delivery at the head of its queue, if any (those behind
@@ -281,8 +359,8 @@ pub enum AttemptOutcome {
 /// One attempt's outcome, for [`record_attempts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
-    /// The webhook.
-    pub webhook_id: String,
+    /// The delivery's queue (its webhook and chat).
+    pub key: QueueKey,
     /// The event's place in the outbox.
     pub seq: i64,
     /// What became of it.
@@ -312,7 +390,7 @@ pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Resul
         // Safe: the text holds only numbered placeholders; the values are bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for record in chunk {
-            query = query.bind(record.webhook_id.as_str()).bind(record.seq);
+            query = query.bind(record.key.webhook_id.as_str()).bind(record.seq);
         }
         query.execute(&mut *tx).await?;
     }
@@ -326,7 +404,7 @@ pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Resul
             "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $3, \
              state = $4, next_attempt_ms = $5, dead_ms = $6 WHERE webhook_id = $1 AND seq = $2",
         )
-        .bind(record.webhook_id.as_str())
+        .bind(record.key.webhook_id.as_str())
         .bind(record.seq)
         .bind(error.as_str())
         .bind(state)
@@ -391,7 +469,7 @@ pub(crate) async fn redeliver(
         None => sqlx::query(
             "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
              next_attempt_ms = $2, since_ms = $2, dead_ms = NULL, last_error = NULL \
-             WHERE webhook_id = $1 AND state = 'dead'",
+             WHERE webhook_id = $1 AND state = 'dead' RETURNING webhook_id, order_key",
         )
         .bind(webhook_id)
         .bind(now_ms),
@@ -399,13 +477,22 @@ pub(crate) async fn redeliver(
             "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
              next_attempt_ms = $2, since_ms = $2, dead_ms = NULL, last_error = NULL \
              WHERE webhook_id = $1 AND state = 'dead' \
-             AND seq IN (SELECT seq FROM event_outbox WHERE event_id = $3)",
+             AND seq IN (SELECT seq FROM event_outbox WHERE event_id = $3) \
+             RETURNING webhook_id, order_key",
         )
         .bind(webhook_id)
         .bind(now_ms)
         .bind(event_id),
     };
-    Ok(Some(query.execute(&db.pool).await?.rows_affected()))
+    let queued = query
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(queue_key)
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = u64::try_from(queued.len()).unwrap_or(u64::MAX);
+    db.webhooks_queued(queued);
+    Ok(Some(count))
 }
 
 /// Deletes dead letters given up before `cutoff_ms`; how many.
