@@ -14,6 +14,7 @@
 //! Modules, one per concern:
 //! - `error`: [`redact_url`] and the one mapping from sqlx errors to [`StoreError`];
 //! - `decode`: rows back into records;
+//! - `lists`: statements over lists of values, padded to few lengths so each is prepared once;
 //! - `fencing`: tenant epochs and the fence every state-changing write passes;
 //! - `tenants`: tenants and their WhatsApp numbers;
 //! - `messages`: conversations, messages, replies, statuses and the reads reconciliation
@@ -31,6 +32,7 @@ mod decode;
 mod error;
 mod fencing;
 mod knowledge;
+mod lists;
 mod messages;
 mod outbox;
 mod retention;

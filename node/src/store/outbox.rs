@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 
 use super::decode::{get, limit, named, optional_id};
 use super::error::Failure;
-use super::{Db, webhooks};
+use super::{Db, lists, webhooks};
 use salesboy_actors::store::StoreError;
 
 /// An event as the outbox keeps it.
@@ -99,16 +99,15 @@ pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<
     }
     // Exact sequences, never a range: an event that commits late may sit inside the range
     // of a batch without being in it.
-    let placeholders: Vec<String> = (2..seqs.len() + 2).map(|n| format!("${n}")).collect();
     let sql = format!(
         "UPDATE event_outbox SET published_ms = $1 \
          WHERE seq IN ({}) AND published_ms IS NULL RETURNING seq",
-        placeholders.join(", ")
+        lists::placeholders(2, lists::padded_len(seqs.len()))
     );
     let mut tx = db.begin().await?;
     // Safe: the text holds only numbered placeholders; the values are bound.
     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(at_ms);
-    for seq in seqs {
+    for seq in lists::padded(seqs) {
         query = query.bind(*seq);
     }
     // Only the events marked now: one published twice (two publishers overlapping) is

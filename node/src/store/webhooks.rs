@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 use super::Db;
 use super::decode::{get, id, limit};
 use super::error::Failure;
+use super::lists;
 use super::outbox::{OutboxEvent, outbox_event};
 
 /// A tenant's webhook, with its secret (for signing; never shown after creation).
@@ -201,7 +202,6 @@ pub(crate) async fn enqueue(
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (2..seqs.len() + 2).map(|n| format!("${n}")).collect();
     let sql = format!(
         "INSERT INTO webhook_deliveries \
          (webhook_id, seq, order_key, state, attempts, next_attempt_ms, since_ms) \
@@ -209,11 +209,11 @@ pub(crate) async fn enqueue(
          $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
          WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%') \
          ON CONFLICT DO NOTHING RETURNING webhook_id, order_key",
-        placeholders.join(", ")
+        lists::placeholders(2, lists::padded_len(seqs.len()))
     );
     // Safe: the text holds only numbered placeholders; the values are bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
-    for seq in seqs {
+    for seq in lists::padded(seqs) {
         query = query.bind(*seq);
     }
     let rows = query.fetch_all(conn).await?;
@@ -289,10 +289,7 @@ fn due_delivery(row: &AnyRow) -> Result<DueDelivery, Failure> {
 /// the whole queue.
 pub(crate) async fn heads_of(db: &Db, keys: &[QueueKey]) -> Result<Vec<DueDelivery>, Failure> {
     let mut heads = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(MAX_PAIRS_PER_STATEMENT) {
-        let pairs: Vec<String> = (0..chunk.len())
-            .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
-            .collect();
+    for chunk in keys.chunks(lists::MAX_LIST) {
         // VALUES columns are `column1`, `column2` in both dialects.
         let sql = format!(
             concat!(
@@ -308,17 +305,22 @@ pub(crate) async fn heads_of(db: &Db, keys: &[QueueKey]) -> Result<Vec<DueDelive
                  JOIN webhooks w ON w.id = d.webhook_id \
                  JOIN event_outbox e ON e.seq = d.seq"
             ),
-            pairs.join(", ")
+            lists::pair_placeholders(1, lists::padded_len(chunk.len()))
         );
-        // Safe: the text holds only numbered placeholders; the values are bound.
+        // Safe: the text holds only numbered placeholders; the values are bound. A key
+        // repeated by the padding answers its head twice: kept once.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for key in chunk {
+        for key in lists::padded(chunk) {
             query = query
                 .bind(key.webhook_id.as_str())
                 .bind(key.order_key.as_str());
         }
+        let mut seen = std::collections::HashSet::new();
         for row in query.fetch_all(&db.pool).await? {
-            heads.push(due_delivery(&row)?);
+            let head = due_delivery(&row)?;
+            if seen.insert(head.event.seq) {
+                heads.push(head);
+            }
         }
     }
     Ok(heads)
@@ -379,17 +381,14 @@ pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Resul
         .filter(|r| r.outcome == AttemptOutcome::Delivered)
         .collect();
     // Bound parameters per statement stay far below both dialects' limits.
-    for chunk in delivered.chunks(MAX_PAIRS_PER_STATEMENT) {
-        let pairs: Vec<String> = (0..chunk.len())
-            .map(|n| format!("(${}, ${})", 2 * n + 1, 2 * n + 2))
-            .collect();
+    for chunk in delivered.chunks(lists::MAX_LIST) {
         let sql = format!(
             "DELETE FROM webhook_deliveries WHERE (webhook_id, seq) IN (VALUES {})",
-            pairs.join(", ")
+            lists::pair_placeholders(1, lists::padded_len(chunk.len()))
         );
         // Safe: the text holds only numbered placeholders; the values are bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for record in chunk {
+        for record in lists::padded(chunk) {
             query = query.bind(record.key.webhook_id.as_str()).bind(record.seq);
         }
         query.execute(&mut *tx).await?;
@@ -416,9 +415,6 @@ pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Resul
     tx.commit().await?;
     Ok(())
 }
-
-/// Deliveries removed by one `DELETE` of [`record_attempts`] (two parameters each).
-const MAX_PAIRS_PER_STATEMENT: usize = 1_000;
 
 /// Up to `count` of a webhook's dead letters, oldest event first.
 pub(crate) async fn dead_letters(
