@@ -291,6 +291,8 @@ impl WebhookDeliverer {
             if recorded.send(keys).is_err() {
                 return;
             }
+            // Let outcomes gather: fewer, larger write transactions.
+            tokio::time::sleep(super::publisher::PACE).await;
         }
     }
 
