@@ -220,6 +220,14 @@ impl Ingress {
                     info!(phone_number_id = phone_number_id.as_ref().map(PhoneNumberId::as_str), %reason, "webhook item ignored");
                     Ok(())
                 }
+                WebhookEvent::Rejected {
+                    phone_number_id,
+                    item,
+                    ..
+                } => {
+                    warn!(phone_number_id = phone_number_id.as_ref().map(PhoneNumberId::as_str), path = %item.path, reason = %item.reason, "webhook item rejected");
+                    Ok(())
+                }
             };
             match result {
                 Ok(()) => {}

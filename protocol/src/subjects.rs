@@ -311,11 +311,14 @@ pub enum EventKind {
     AlertRaised,
     /// An alert's condition is over.
     AlertCleared,
+    /// An item of a signed webhook delivery could not be read and was recorded as rejected
+    /// (the rest of the delivery was processed).
+    MessageRejected,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::MessageReceived,
         Self::ReplySent,
         Self::OwnerMessageSent,
@@ -329,6 +332,7 @@ impl EventKind {
         Self::NodeLeft,
         Self::AlertRaised,
         Self::AlertCleared,
+        Self::MessageRejected,
     ];
 
     /// The event's subject token and `kind` field.
@@ -347,6 +351,7 @@ impl EventKind {
             Self::NodeLeft => "node_left",
             Self::AlertRaised => "alert_raised",
             Self::AlertCleared => "alert_cleared",
+            Self::MessageRejected => "message_rejected",
         }
     }
 
@@ -415,6 +420,7 @@ mod tests {
                 "node_left",
                 "alert_raised",
                 "alert_cleared",
+                "message_rejected",
             ]
         );
         for kind in EventKind::ALL {
