@@ -8,6 +8,9 @@
 //!   unknown numbers are logged and skipped;
 //! - inbound messages are deduplicated on the wamid, status updates applied only when they
 //!   move forward, echoes (the owner wrote from the WhatsApp app) recorded as outbound;
+//! - an item the parser rejected is recorded (`webhook_rejected_items`) with its tenant when
+//!   its number tells it (and the tenant's `message_rejected` event, in the same
+//!   transaction), without one otherwise (counted and logged at warn);
 //! - one bad item never loses the others; a database that cannot be reached fails the whole
 //!   delivery ([`StoreError::Unavailable`]), so Meta retries it (what was persisted is
 //!   deduplicated on the retry);
@@ -24,8 +27,8 @@ use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::ports::Clock;
 use salesboy_actors::store::{
-    self, InsertOutcome, NewInbound, NewOutbound, OutboundOrigin, SendFailure, StatusOutcome,
-    Store, StoreError,
+    self, InsertOutcome, NewInbound, NewOutbound, NewRejectedItem, OutboundOrigin, SendFailure,
+    StatusOutcome, Store, StoreError,
 };
 use salesboy_protocol::whatsapp::inbound::WebhookEvent;
 use salesboy_protocol::{Codec, PhoneNumberId, TenantId};
@@ -222,11 +225,33 @@ impl Ingress {
                 }
                 WebhookEvent::Rejected {
                     phone_number_id,
+                    waba_id,
                     item,
-                    ..
                 } => {
-                    warn!(phone_number_id = phone_number_id.as_ref().map(PhoneNumberId::as_str), path = %item.path, reason = %item.reason, "webhook item rejected");
-                    Ok(())
+                    let tenant = match &phone_number_id {
+                        Some(number) => self.tenant_for(number).await?,
+                        None => None,
+                    };
+                    let known = if tenant.is_some() { "known" } else { "unknown" };
+                    metrics::counter!("salesboy_webhook_rejected_items_total", "tenant" => known)
+                        .increment(1);
+                    let number = phone_number_id.as_ref().map(PhoneNumberId::as_str);
+                    match &tenant {
+                        Some(tenant) => {
+                            info!(tenant = %tenant, path = %item.path, reason = %item.reason, "webhook item rejected and recorded")
+                        }
+                        None => {
+                            warn!(phone_number_id = number, path = %item.path, reason = %item.reason, "webhook item rejected, its tenant cannot be told; recorded without one")
+                        }
+                    }
+                    let new = NewRejectedItem {
+                        tenant,
+                        phone_number_id,
+                        waba_id,
+                        item,
+                        received_ms: now_ms,
+                    };
+                    self.store.record_rejected_item(&new).await.map(|_| ())
                 }
             };
             match result {

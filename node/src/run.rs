@@ -402,8 +402,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(b"\n")
 }
 
-/// Deletes chat logs older than the retention period and events older than the events' age
-/// limit, hourly.
+/// Deletes chat logs and rejected webhook items older than the retention period and events
+/// older than the events' age limit, hourly.
 async fn retention_job(
     store: Arc<dyn Store>,
     sql: SqlStore,
@@ -420,6 +420,14 @@ async fn retention_job(
             Ok(0) => {}
             Ok(deleted) => info!(deleted, retention_days, "old chat logs deleted"),
             Err(e) => warn!(error = %e, "retention job failed"),
+        }
+        match sql.delete_rejected_items_before(cutoff).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(
+                deleted,
+                retention_days, "old rejected webhook items deleted"
+            ),
+            Err(e) => warn!(error = %e, "rejected webhook items retention failed"),
         }
         let cutoff = SystemClock.now_ms().saturating_sub(keep_events_ms);
         match sql.delete_events_before(cutoff).await {

@@ -221,11 +221,14 @@ pub enum ApiCommand {
     SessionStop,
     /// Delete a tenant: it stops everywhere; its data is kept or erased.
     TenantDelete,
+    /// The tenant's rejected webhook items (items of Meta's deliveries that could not be
+    /// read), newest first.
+    WebhookRejected,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 18] = [
+    pub const ALL: [ApiCommand; 19] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -244,6 +247,7 @@ impl ApiCommand {
         Self::SessionStart,
         Self::SessionStop,
         Self::TenantDelete,
+        Self::WebhookRejected,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -267,6 +271,7 @@ impl ApiCommand {
             Self::SessionStart => "session.start",
             Self::SessionStop => "session.stop",
             Self::TenantDelete => "tenant.delete",
+            Self::WebhookRejected => "webhook.rejected",
         }
     }
 
