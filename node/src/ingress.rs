@@ -6,8 +6,10 @@
 //!
 //! - each item is routed to its tenant by `phone_number_id` (cached for a few seconds);
 //!   unknown numbers are logged and skipped;
-//! - inbound messages are deduplicated on the wamid, status updates applied only when they
-//!   move forward, echoes (the owner wrote from the WhatsApp app) recorded as outbound;
+//! - inbound messages are deduplicated on the wamid and keep Meta's `timestamp` (the
+//!   conversation answers only messages sent within the customer service window and the
+//!   maximum message age), status updates applied only when they move forward, echoes (the
+//!   owner wrote from the WhatsApp app) recorded as outbound;
 //! - an item the parser rejected is recorded (`webhook_rejected_items`) with its tenant when
 //!   its number tells it (and the tenant's `message_rejected` event, in the same
 //!   transaction), without one otherwise (counted and logged at warn);
@@ -134,11 +136,13 @@ impl Ingress {
                     let Some(tenant) = self.tenant_for(&phone_number_id).await? else {
                         continue;
                     };
+                    let sent_ms = seconds_to_ms(message.timestamp);
                     let new = NewInbound {
                         tenant: tenant.clone(),
                         chat: message.from.clone(),
                         wamid: message.wamid.clone(),
                         received_ms: now_ms,
+                        sent_ms: Some(sent_ms),
                         kind: message.content.kind().to_owned(),
                         body: message.text_for_assistant(),
                         raw: Codec::Json
@@ -149,7 +153,7 @@ impl Ingress {
                     self.store.insert_inbound(&new).await.map(|outcome| match outcome {
                         InsertOutcome::Inserted { id } => {
                             metrics::counter!("salesboy_messages_in_total", "outcome" => "new").increment(1);
-                            let item = InboundItem { id, wamid: Some(new.wamid), text: new.body, received_ms: now_ms };
+                            let item = InboundItem { id, wamid: Some(new.wamid), text: new.body, received_ms: now_ms, sent_ms };
                             commands.push((tenant, TenantCommand::Inbound { chat: new.chat, item }));
                         }
                         InsertOutcome::Duplicate { id } => {

@@ -333,6 +333,7 @@ fn settings(config: &Config) -> Settings {
         tenant_idle: Duration::from_secs(config.tenant_idle_secs),
         max_tenants: usize::try_from(config.max_tenants).unwrap_or(usize::MAX),
         messages_per_second: config.whatsapp_messages_per_second,
+        max_message_age: Duration::from_secs(config.whatsapp_max_message_age_secs),
         ..Settings::default()
     }
 }

@@ -607,7 +607,7 @@ async fn a_pending_template_is_sent_from_the_store() {
     gateway.node.stop().await;
 }
 
-// ----- issue 11: one bad item never blocks a delivery -----
+// ----- issue 11: one bad item never blocks a delivery; Meta's timestamp decides -----
 
 /// The second tenant's number.
 const PHONE_B: &str = "207650352242933";
@@ -720,4 +720,87 @@ async fn one_bad_item_never_blocks_the_others_on_sqlite() {
 #[tokio::test]
 async fn one_bad_item_never_blocks_the_others_on_postgres() {
     one_bad_item_never_blocks_the_others(Db::Postgres).await;
+}
+
+/// Messages the customer sent (Meta's `timestamp`) longer ago than the maximum age, or
+/// than the 24-hour window, are stored but not answered, however late they arrive; the
+/// window's alert is raised for the day-old one.
+async fn an_old_or_replayed_delivery_is_stored_but_not_answered(db: Db) {
+    let (gateway, tenant) = acme(db, |c| c.whatsapp_max_message_age_secs = 3_600, &[HOURS]).await;
+    let now = webhooks::now_secs();
+    let day_old = "16505550001";
+    let hours_old = "16505550002";
+    let body = webhooks::batch(&[
+        webhooks::text_message_at(
+            PHONE,
+            day_old,
+            "wamid.d",
+            "When do you open?",
+            now - 25 * 3600,
+        ),
+        webhooks::text_message_at(
+            PHONE,
+            hours_old,
+            "wamid.h",
+            "When do you open?",
+            now - 2 * 3600,
+        ),
+    ]);
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    for chat in [day_old, hours_old] {
+        let messages = gateway.settled(&tenant, chat).await;
+        assert_eq!(
+            count(&messages, |m| m.direction == Direction::Inbound),
+            1,
+            "{chat} stored"
+        );
+        assert_eq!(
+            count(&messages, |m| m.direction == Direction::Outbound),
+            0,
+            "{chat}"
+        );
+        let sent_ms = messages[0].sent_ms.expect("Meta's timestamp kept");
+        assert!(sent_ms < messages[0].created_ms - 3_600_000, "{chat}");
+    }
+    let alert = eventually(WAIT, || async {
+        let events = gateway.store().recent_events(100).await.ok()?;
+        events
+            .into_iter()
+            .find(|e| e.detail["alert"] == "outside_window")
+    })
+    .await;
+    assert_eq!(alert.chat.as_ref().map(ChatId::as_str), Some(day_old));
+
+    // The same node answers a message sent now.
+    ask(&gateway, CUSTOMER, "wamid.now", "When do you open?").await;
+    let sent = gateway
+        .wait_for_sent(1, "a fresh message is answered")
+        .await;
+    assert_eq!(sent[0].to, CUSTOMER);
+    gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        gateway.whatsapp.sent_count(),
+        1,
+        "nothing sent for the old ones"
+    );
+    let alerts = gateway.store().recent_events(100).await.expect("events");
+    let window_alerts = alerts
+        .iter()
+        .filter(|e| e.detail["alert"] == "outside_window")
+        .count();
+    assert_eq!(
+        window_alerts, 1,
+        "no window alert for the hours-old message"
+    );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_or_replayed_delivery_is_stored_but_not_answered_on_sqlite() {
+    an_old_or_replayed_delivery_is_stored_but_not_answered(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_old_or_replayed_delivery_is_stored_but_not_answered_on_postgres() {
+    an_old_or_replayed_delivery_is_stored_but_not_answered(Db::Postgres).await;
 }

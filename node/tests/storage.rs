@@ -189,6 +189,7 @@ storage_suite!(
     published_events_queue_for_webhooks_one_per_chat_at_a_time,
     tenant_tokens_are_found_by_digest_listed_and_revoked,
     tenant_tokens_go_with_their_tenant,
+    inbound_messages_keep_metas_timestamp,
     rejected_items_are_kept_with_their_event,
 );
 
@@ -229,6 +230,7 @@ fn inbound(tenant: &TenantId, chat: &ChatId, id: &str, at_ms: i64) -> NewInbound
         chat: chat.clone(),
         wamid: wamid(id),
         received_ms: at_ms,
+        sent_ms: Some(at_ms - 1_000),
         kind: "text".to_owned(),
         body: Some(format!("message {id}")),
         raw: Some(format!(r#"{{"id":"{id}"}}"#)),
@@ -2576,8 +2578,21 @@ async fn concurrent_postgres_migrations_all_succeed() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Webhook items: rejected items (issue 11).
+// Webhook items: Meta's timestamps and rejected items (issue 11).
 // ---------------------------------------------------------------------------------------
+
+async fn inbound_messages_keep_metas_timestamp(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let id = receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    let stored = message(&*store, &acme, &chat, id).await;
+    assert_eq!((stored.created_ms, stored.sent_ms), (T0, Some(T0 - 1_000)));
+    let unanswered = store.unanswered_inbound(&acme, T0 - MINUTE).await.unwrap();
+    assert_eq!(unanswered[0].sent_ms, Some(T0 - 1_000));
+    // Outbound messages have none.
+    let reply_id = record(&*store, &reply(&acme, &chat, &[id], 1, T0 + 1)).await;
+    assert_eq!(message(&*store, &acme, &chat, reply_id).await.sent_ms, None);
+}
 
 fn rejected(tenant: Option<&TenantId>, path: &str, at_ms: i64) -> NewRejectedItem {
     NewRejectedItem {
