@@ -4,9 +4,10 @@
 //! time, whatever other tenants' messages it carries. So once the signature verified, only
 //! a body that is not JSON, or not a WhatsApp Business webhook at all, is refused; inside
 //! it, each entry, change, contact, message, status, error and echo is read on its own. An
-//! item that does not read becomes a [`WebhookEvent::Rejected`] in its place (its path, the
-//! reason, its JSON bounded) and every other item gives the events the strict parser
-//! ([`super::parse_webhook`] then [`super::WebhookBody::events`]) gives for it.
+//! item that does not read becomes a [`WebhookEvent::Rejected`] (its path, the reason, its
+//! JSON bounded; placed before the events of its list) and every other item gives the
+//! events the strict parser ([`super::parse_webhook`] then [`super::WebhookBody::events`])
+//! gives for it.
 //!
 //! What makes an item unreadable is what makes the strict parser fail: an id that does not
 //! validate ([`crate::ids`]: an over-long or odd `wa_id`, a bad wamid), a missing required
@@ -26,7 +27,8 @@ use crate::ids::PhoneNumberId;
 use crate::whatsapp::inbound::{IgnoredReason, RejectedItem, WebhookEvent};
 
 /// Parses a webhook body (after its signature was verified) item by item: the events of
-/// every item in body order, an unreadable item as [`WebhookEvent::Rejected`] in its place.
+/// every item in body order, an unreadable item as a [`WebhookEvent::Rejected`] placed before
+/// the events of its list (its change, for a change that cannot be routed).
 ///
 /// Fails only when the body as a whole is not a WhatsApp Business webhook: larger than
 /// [`MAX_WEBHOOK_BODY_BYTES`], not JSON ([`WebhookError::Malformed`]), not a JSON object or
