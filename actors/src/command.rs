@@ -142,6 +142,7 @@ mod tests {
                     wamid: Some(Wamid::new("wamid.A").unwrap()),
                     text: Some("hi".into()),
                     received_ms: 2,
+                    sent_ms: 1,
                 },
             },
             TenantCommand::OwnerActivity {
@@ -211,6 +212,7 @@ mod tests {
                 wamid: None,
                 text: None,
                 received_ms: 0,
+                sent_ms: 0,
             },
         };
         let tags: Vec<u8> = [

@@ -81,6 +81,7 @@ mod tests {
             wamid: Some(Wamid::new("wamid.A").unwrap()),
             text: Some("hi".into()),
             received_ms: 5,
+            sent_ms: 4,
         };
         let handoff = TenantHandoff {
             tenant: TenantId::new("acme").unwrap(),

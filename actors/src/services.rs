@@ -50,6 +50,10 @@ pub struct Settings {
     pub freeze_timeout: Duration,
     /// Restart policy of every supervisor.
     pub restart: RestartPolicy,
+    /// A customer's message sent (Meta's `timestamp`) longer ago than this is stored but not
+    /// answered. Messages older than the 24-hour customer service window are never answered
+    /// ([`CUSTOMER_WINDOW_MS`]), whatever this says.
+    pub max_message_age: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +74,7 @@ impl Default for Settings {
             sweep_lookback: Duration::from_secs(300),
             freeze_timeout: Duration::from_secs(5),
             restart: RestartPolicy::default(),
+            max_message_age: Duration::from_millis(CUSTOMER_WINDOW_MS.unsigned_abs()),
         }
     }
 }

@@ -6,8 +6,13 @@
 //!
 //! - each item is routed to its tenant by `phone_number_id` (cached for a few seconds);
 //!   unknown numbers are logged and skipped;
-//! - inbound messages are deduplicated on the wamid, status updates applied only when they
-//!   move forward, echoes (the owner wrote from the WhatsApp app) recorded as outbound;
+//! - inbound messages are deduplicated on the wamid and keep Meta's `timestamp` (the
+//!   conversation answers only messages sent within the customer service window and the
+//!   maximum message age), status updates applied only when they move forward, echoes (the
+//!   owner wrote from the WhatsApp app) recorded as outbound;
+//! - an item the parser rejected is recorded (`webhook_rejected_items`) with its tenant when
+//!   its number tells it (and the tenant's `message_rejected` event, in the same
+//!   transaction), without one otherwise (counted and logged at warn);
 //! - one bad item never loses the others; a database that cannot be reached fails the whole
 //!   delivery ([`StoreError::Unavailable`]), so Meta retries it (what was persisted is
 //!   deduplicated on the retry);
@@ -24,8 +29,8 @@ use salesboy_actors::command::TenantCommand;
 use salesboy_actors::conversation::InboundItem;
 use salesboy_actors::ports::Clock;
 use salesboy_actors::store::{
-    self, InsertOutcome, NewInbound, NewOutbound, OutboundOrigin, SendFailure, StatusOutcome,
-    Store, StoreError,
+    self, InsertOutcome, NewInbound, NewOutbound, NewRejectedItem, OutboundOrigin, SendFailure,
+    StatusOutcome, Store, StoreError,
 };
 use salesboy_protocol::whatsapp::inbound::WebhookEvent;
 use salesboy_protocol::{Codec, PhoneNumberId, TenantId};
@@ -131,11 +136,13 @@ impl Ingress {
                     let Some(tenant) = self.tenant_for(&phone_number_id).await? else {
                         continue;
                     };
+                    let sent_ms = seconds_to_ms(message.timestamp);
                     let new = NewInbound {
                         tenant: tenant.clone(),
                         chat: message.from.clone(),
                         wamid: message.wamid.clone(),
                         received_ms: now_ms,
+                        sent_ms: Some(sent_ms),
                         kind: message.content.kind().to_owned(),
                         body: message.text_for_assistant(),
                         raw: Codec::Json
@@ -146,7 +153,7 @@ impl Ingress {
                     self.store.insert_inbound(&new).await.map(|outcome| match outcome {
                         InsertOutcome::Inserted { id } => {
                             metrics::counter!("salesboy_messages_in_total", "outcome" => "new").increment(1);
-                            let item = InboundItem { id, wamid: Some(new.wamid), text: new.body, received_ms: now_ms };
+                            let item = InboundItem { id, wamid: Some(new.wamid), text: new.body, received_ms: now_ms, sent_ms };
                             commands.push((tenant, TenantCommand::Inbound { chat: new.chat, item }));
                         }
                         InsertOutcome::Duplicate { id } => {
@@ -219,6 +226,36 @@ impl Ingress {
                 } => {
                     info!(phone_number_id = phone_number_id.as_ref().map(PhoneNumberId::as_str), %reason, "webhook item ignored");
                     Ok(())
+                }
+                WebhookEvent::Rejected {
+                    phone_number_id,
+                    waba_id,
+                    item,
+                } => {
+                    let tenant = match &phone_number_id {
+                        Some(number) => self.tenant_for(number).await?,
+                        None => None,
+                    };
+                    let known = if tenant.is_some() { "known" } else { "unknown" };
+                    metrics::counter!("salesboy_webhook_rejected_items_total", "tenant" => known)
+                        .increment(1);
+                    let number = phone_number_id.as_ref().map(PhoneNumberId::as_str);
+                    match &tenant {
+                        Some(tenant) => {
+                            info!(tenant = %tenant, path = %item.path, reason = %item.reason, "webhook item rejected and recorded")
+                        }
+                        None => {
+                            warn!(phone_number_id = number, path = %item.path, reason = %item.reason, "webhook item rejected, its tenant cannot be told; recorded without one")
+                        }
+                    }
+                    let new = NewRejectedItem {
+                        tenant,
+                        phone_number_id,
+                        waba_id,
+                        item,
+                        received_ms: now_ms,
+                    };
+                    self.store.record_rejected_item(&new).await.map(|_| ())
                 }
             };
             match result {

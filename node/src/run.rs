@@ -333,6 +333,7 @@ fn settings(config: &Config) -> Settings {
         tenant_idle: Duration::from_secs(config.tenant_idle_secs),
         max_tenants: usize::try_from(config.max_tenants).unwrap_or(usize::MAX),
         messages_per_second: config.whatsapp_messages_per_second,
+        max_message_age: Duration::from_secs(config.whatsapp_max_message_age_secs),
         ..Settings::default()
     }
 }
@@ -402,8 +403,8 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(b"\n")
 }
 
-/// Deletes chat logs older than the retention period and events older than the events' age
-/// limit, hourly.
+/// Deletes chat logs and rejected webhook items older than the retention period and events
+/// older than the events' age limit, hourly.
 async fn retention_job(
     store: Arc<dyn Store>,
     sql: SqlStore,
@@ -420,6 +421,14 @@ async fn retention_job(
             Ok(0) => {}
             Ok(deleted) => info!(deleted, retention_days, "old chat logs deleted"),
             Err(e) => warn!(error = %e, "retention job failed"),
+        }
+        match sql.delete_rejected_items_before(cutoff).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(
+                deleted,
+                retention_days, "old rejected webhook items deleted"
+            ),
+            Err(e) => warn!(error = %e, "rejected webhook items retention failed"),
         }
         let cutoff = SystemClock.now_ms().saturating_sub(keep_events_ms);
         match sql.delete_events_before(cutoff).await {

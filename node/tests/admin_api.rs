@@ -44,6 +44,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/tenants/{id}/conversations/{wa_id}/resume"),
     ("post", "/api/tenants/{id}/conversations/{wa_id}/send"),
     ("get", "/api/tenants/{id}/usage"),
+    ("get", "/api/tenants/{id}/webhook/rejected"),
     ("get", "/api/tenants/{id}/webhooks"),
     ("post", "/api/tenants/{id}/webhooks"),
     ("delete", "/api/tenants/{id}/webhooks/{webhook_id}"),
@@ -1130,6 +1131,67 @@ async fn the_openapi_document_matches_the_router() {
 }
 
 /// Every listed route but the OpenAPI document refuses a request without the admin token.
+/// Items of Meta's deliveries that could not be read, newest first, paged with `before`.
+#[tokio::test]
+async fn rejected_webhook_items_are_listed_newest_first() {
+    let h = harness().await;
+    h.create_acme().await;
+    let acme = TenantId::new("acme").unwrap();
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        let item = salesboy_actors::store::NewRejectedItem {
+            tenant: Some(acme.clone()),
+            phone_number_id: Some(
+                salesboy_protocol::PhoneNumberId::new("106540352242922").unwrap(),
+            ),
+            waba_id: None,
+            item: salesboy_protocol::whatsapp::RejectedItem::new(
+                format!("entry[0].changes[0].value.messages[{index}]"),
+                "missing field `from`",
+                &json!({"id": format!("wamid.{index}")}),
+            ),
+            received_ms: 1_700_000_000_000 + index,
+        };
+        ids.push(h.store.record_rejected_item(&item).await.unwrap());
+    }
+    let all = h.get("/api/tenants/acme/webhook/rejected").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.raw);
+    let listed: Vec<i64> = all
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2], ids[1], ids[0]]);
+    assert_eq!(all.json[0]["path"], "entry[0].changes[0].value.messages[2]");
+    assert_eq!(all.json[0]["reason"], "missing field `from`");
+    assert_eq!(all.json[0]["raw"], r#"{"id":"wamid.2"}"#);
+    assert_eq!(all.json[0]["truncated"], false);
+    assert_eq!(all.json[0]["phone_number_id"], "106540352242922");
+    let page = h
+        .get(&format!(
+            "/api/tenants/acme/webhook/rejected?before={}&limit=1",
+            ids[2]
+        ))
+        .await;
+    assert_eq!(page.json.as_array().unwrap().len(), 1, "{}", page.raw);
+    assert_eq!(page.json[0]["id"], ids[1]);
+    for query in ["limit=0", "limit=1001", "limit=x", "before=x"] {
+        let answer = h
+            .get(&format!("/api/tenants/acme/webhook/rejected?{query}"))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            answer.raw
+        );
+    }
+    let unknown = h.get("/api/tenants/nobody/webhook/rejected").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.raw);
+}
+
 #[tokio::test]
 async fn every_route_but_the_document_needs_the_token() {
     let h = harness().await;

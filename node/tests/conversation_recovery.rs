@@ -152,6 +152,7 @@ impl Harness {
                 chat: customer(),
                 wamid: wamid.clone(),
                 received_ms,
+                sent_ms: Some(received_ms),
                 kind: "text".into(),
                 body: Some(QUESTION.into()),
                 raw: None,
@@ -166,6 +167,7 @@ impl Harness {
             wamid: Some(wamid),
             text: Some(QUESTION.into()),
             received_ms,
+            sent_ms: received_ms,
         };
         self.node
             .deliver(

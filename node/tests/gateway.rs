@@ -661,3 +661,201 @@ async fn a_pending_template_is_sent_from_the_store() {
 
     gateway.node.stop().await;
 }
+
+// ----- issue 11: one bad item never blocks a delivery; Meta's timestamp decides -----
+
+/// The second tenant's number.
+const PHONE_B: &str = "207650352242933";
+const CUSTOMER_B: &str = "16505559999";
+
+/// The admin API's answer to `GET path`, as JSON.
+async fn admin_get(gateway: &Gateway, path: &str) -> serde_json::Value {
+    let response = gateway
+        .http
+        .get(format!("{}{path}", gateway.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    response.json().await.expect("json")
+}
+
+/// A signed body mixing an invalid id with valid messages for two tenants: 200, the valid
+/// ones answered once, the invalid one recorded (listed by the API, `message_rejected`);
+/// an item whose tenant cannot be told is recorded without one.
+async fn one_bad_item_never_blocks_the_others(db: Db) {
+    let (gateway, acme) = acme(db, |_| {}, &[HOURS]).await;
+    let bravo = gateway.add_tenant("bravo", PHONE_B, None).await;
+    gateway.add_knowledge(&bravo, "faq", &[RETURNS]).await;
+    let mut bad_id = webhooks::text_message(PHONE, "16505550000", "wamid.bad", "hello?");
+    bad_id["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = json!("wamid with spaces");
+    let mut no_tenant = webhooks::text_message(PHONE_B, "16505550001", "wamid.lost", "hi");
+    no_tenant["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!("2076x");
+    let body = webhooks::batch(&[
+        webhooks::text_message(PHONE, CUSTOMER, "wamid.a1", "When do you open?"),
+        bad_id,
+        webhooks::text_message(PHONE_B, CUSTOMER_B, "wamid.b1", "Can I return shoes?"),
+        no_tenant,
+    ]);
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+
+    let sent = gateway
+        .wait_for_sent(2, "both tenants' valid messages are answered")
+        .await;
+    let mut to: Vec<&str> = sent.iter().map(|s| s.to.as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, [CUSTOMER, CUSTOMER_B]);
+    for message in &sent {
+        let expected = if message.to == CUSTOMER {
+            "token-acme"
+        } else {
+            "token-bravo"
+        };
+        assert_eq!(
+            message.token, expected,
+            "each sent from its tenant's number"
+        );
+    }
+    gateway.settled(&acme, CUSTOMER).await;
+    gateway.settled(&bravo, CUSTOMER_B).await;
+    assert_eq!(
+        gateway.whatsapp.sent_count(),
+        2,
+        "each answered once, nothing else sent"
+    );
+
+    // The invalid item: listed for its tenant, with its place and JSON; nothing for bravo.
+    let listed = admin_get(&gateway, "/api/tenants/acme/webhook/rejected").await;
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["path"], "entry[1].changes[0].value.messages[0]");
+    assert_eq!(listed[0]["phone_number_id"], PHONE);
+    assert!(listed[0]["reason"].as_str().unwrap_or("").contains("wamid"));
+    let raw: serde_json::Value =
+        serde_json::from_str(listed[0]["raw"].as_str().expect("raw")).expect("raw json");
+    assert_eq!(raw["id"], "wamid with spaces");
+    let none = admin_get(&gateway, "/api/tenants/bravo/webhook/rejected").await;
+    assert_eq!(none, json!([]));
+
+    // Its event, written with it.
+    let event = eventually(WAIT, || async {
+        let events = gateway.store().recent_events(100).await.ok()?;
+        events
+            .into_iter()
+            .find(|e| e.kind == salesboy_protocol::subjects::EventKind::MessageRejected)
+    })
+    .await;
+    assert_eq!(event.tenant.as_ref(), Some(&acme));
+    assert_eq!(event.detail["rejected_id"], listed[0]["id"]);
+    assert_eq!(event.detail["path"], listed[0]["path"]);
+
+    // The item whose number does not read is counted as of no tenant.
+    let metrics = gateway
+        .http
+        .get(format!("{}/metrics", gateway.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("salesboy_webhook_rejected_items_total{tenant=\"unknown\"}"),
+        "{metrics}"
+    );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn one_bad_item_never_blocks_the_others_on_sqlite() {
+    one_bad_item_never_blocks_the_others(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn one_bad_item_never_blocks_the_others_on_postgres() {
+    one_bad_item_never_blocks_the_others(Db::Postgres).await;
+}
+
+/// Messages the customer sent (Meta's `timestamp`) longer ago than the maximum age, or
+/// than the 24-hour window, are stored but not answered, however late they arrive; the
+/// window's alert is raised for the day-old one.
+async fn an_old_or_replayed_delivery_is_stored_but_not_answered(db: Db) {
+    let (gateway, tenant) = acme(db, |c| c.whatsapp_max_message_age_secs = 3_600, &[HOURS]).await;
+    let now = webhooks::now_secs();
+    let day_old = "16505550001";
+    let hours_old = "16505550002";
+    let body = webhooks::batch(&[
+        webhooks::text_message_at(
+            PHONE,
+            day_old,
+            "wamid.d",
+            "When do you open?",
+            now - 25 * 3600,
+        ),
+        webhooks::text_message_at(
+            PHONE,
+            hours_old,
+            "wamid.h",
+            "When do you open?",
+            now - 2 * 3600,
+        ),
+    ]);
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    for chat in [day_old, hours_old] {
+        let messages = gateway.settled(&tenant, chat).await;
+        assert_eq!(
+            count(&messages, |m| m.direction == Direction::Inbound),
+            1,
+            "{chat} stored"
+        );
+        assert_eq!(
+            count(&messages, |m| m.direction == Direction::Outbound),
+            0,
+            "{chat}"
+        );
+        let sent_ms = messages[0].sent_ms.expect("Meta's timestamp kept");
+        assert!(sent_ms < messages[0].created_ms - 3_600_000, "{chat}");
+    }
+    let alert = eventually(WAIT, || async {
+        let events = gateway.store().recent_events(100).await.ok()?;
+        events
+            .into_iter()
+            .find(|e| e.detail["alert"] == "outside_window")
+    })
+    .await;
+    assert_eq!(alert.chat.as_ref().map(ChatId::as_str), Some(day_old));
+
+    // The same node answers a message sent now.
+    ask(&gateway, CUSTOMER, "wamid.now", "When do you open?").await;
+    let sent = gateway
+        .wait_for_sent(1, "a fresh message is answered")
+        .await;
+    assert_eq!(sent[0].to, CUSTOMER);
+    gateway.settled(&tenant, CUSTOMER).await;
+    assert_eq!(
+        gateway.whatsapp.sent_count(),
+        1,
+        "nothing sent for the old ones"
+    );
+    let alerts = gateway.store().recent_events(100).await.expect("events");
+    let window_alerts = alerts
+        .iter()
+        .filter(|e| e.detail["alert"] == "outside_window")
+        .count();
+    assert_eq!(
+        window_alerts, 1,
+        "no window alert for the hours-old message"
+    );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_or_replayed_delivery_is_stored_but_not_answered_on_sqlite() {
+    an_old_or_replayed_delivery_is_stored_but_not_answered(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_old_or_replayed_delivery_is_stored_but_not_answered_on_postgres() {
+    an_old_or_replayed_delivery_is_stored_but_not_answered(Db::Postgres).await;
+}

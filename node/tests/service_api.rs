@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 18] = [
+const ENDPOINTS: [&str; 19] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -38,6 +38,7 @@ const ENDPOINTS: [&str; 18] = [
     "sb.v1.api.t.*.session.start",
     "sb.v1.api.t.*.session.stop",
     "sb.v1.api.t.*.tenant.delete",
+    "sb.v1.api.t.*.webhook.rejected",
 ];
 
 /// A node on its own nats-server, and a plain client of that server.
@@ -387,6 +388,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("session.start", json!({})),
         ("session.stop", json!({})),
         ("tenant.delete", json!({})),
+        ("webhook.rejected", json!({})),
     ];
     for (command, body) in unknown {
         let subject = format!("sb.v1.api.t.nope.{command}");
@@ -445,6 +447,7 @@ async fn each_error_answers_its_code_and_changes_nothing() {
             "limit: ",
         ),
         ("conversation.list", json!({"limit": 1001}), "limit: "),
+        ("webhook.rejected", json!({"limit": 0}), "limit: "),
         ("conversation.list", json!({"after": "a.b"}), "after: "),
         (
             "usage.get",
@@ -1028,6 +1031,40 @@ async fn tenant_delete_stops_it_everywhere_and_keeps_or_erases_its_data() {
     assert_eq!(request(c, &t("knowledge.list"), None).await.ok(), json!([]));
 
     s.gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_rejected_lists_the_tenants_unreadable_items() {
+    let s = setup().await;
+    let c = &s.client;
+    request(c, "sb.v1.api.tenant.create", Some(create_acme()))
+        .await
+        .ok();
+    let subject = "sb.v1.api.t.acme.webhook.rejected";
+    assert_eq!(request(c, subject, None).await.ok(), json!([]));
+    // A signed delivery with one unreadable item: 200, the item recorded for acme.
+    let mut body =
+        salesboy_testkit::webhooks::text_message("106540352242922", CUSTOMER, "wamid.ok", "hi");
+    body["entry"][0]["changes"][0]["value"]["messages"][0]["from"] = json!("1".repeat(65));
+    assert_eq!(s.gateway.post_webhook(&body).await, reqwest::StatusCode::OK);
+    let listed = request(c, subject, Some(json!({"limit": 10}))).await.ok();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["path"], "entry[0].changes[0].value.messages[0]");
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("chat id"),
+        "{listed}"
+    );
+    let before = listed[0]["id"].as_i64().expect("an id");
+    let older = request(c, subject, Some(json!({"before": before})))
+        .await
+        .ok();
+    assert_eq!(older, json!([]));
+    request(c, subject, Some(json!({"since": 1})))
+        .await
+        .refused("400", "malformed_request");
 }
 
 #[tokio::test]

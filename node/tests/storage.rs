@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use salesboy_actors::store::NewRejectedItem;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, Deletion, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
@@ -24,6 +25,7 @@ use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, Sql
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::whatsapp::OutboundContent;
+use salesboy_protocol::whatsapp::RejectedItem;
 use salesboy_protocol::whatsapp::send::{
     Interactive, InteractiveAction, InteractiveText, ReplyButton,
 };
@@ -187,6 +189,8 @@ storage_suite!(
     published_events_queue_for_webhooks_one_per_chat_at_a_time,
     tenant_tokens_are_found_by_digest_listed_and_revoked,
     tenant_tokens_go_with_their_tenant,
+    inbound_messages_keep_metas_timestamp,
+    rejected_items_are_kept_with_their_event,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -226,6 +230,7 @@ fn inbound(tenant: &TenantId, chat: &ChatId, id: &str, at_ms: i64) -> NewInbound
         chat: chat.clone(),
         wamid: wamid(id),
         received_ms: at_ms,
+        sent_ms: Some(at_ms - 1_000),
         kind: "text".to_owned(),
         body: Some(format!("message {id}")),
         raw: Some(format!(r#"{{"id":"{id}"}}"#)),
@@ -2624,4 +2629,98 @@ async fn concurrent_postgres_migrations_all_succeed() {
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhook items: Meta's timestamps and rejected items (issue 11).
+// ---------------------------------------------------------------------------------------
+
+async fn inbound_messages_keep_metas_timestamp(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let id = receive(&*store, &acme, &chat, "wamid.1", T0).await;
+    let stored = message(&*store, &acme, &chat, id).await;
+    assert_eq!((stored.created_ms, stored.sent_ms), (T0, Some(T0 - 1_000)));
+    let unanswered = store.unanswered_inbound(&acme, T0 - MINUTE).await.unwrap();
+    assert_eq!(unanswered[0].sent_ms, Some(T0 - 1_000));
+    // Outbound messages have none.
+    let reply_id = record(&*store, &reply(&acme, &chat, &[id], 1, T0 + 1)).await;
+    assert_eq!(message(&*store, &acme, &chat, reply_id).await.sent_ms, None);
+}
+
+fn rejected(tenant: Option<&TenantId>, path: &str, at_ms: i64) -> NewRejectedItem {
+    NewRejectedItem {
+        tenant: tenant.cloned(),
+        phone_number_id: tenant.map(|_| PhoneNumberId::new("106540352242922").unwrap()),
+        waba_id: Some("102290129340398".into()),
+        item: RejectedItem::new(
+            path.into(),
+            "wamid contains ' ' at byte 5",
+            &json!({"id": "wamid with spaces", "from": "16505551234"}),
+        ),
+        received_ms: at_ms,
+    }
+}
+
+async fn rejected_items_are_kept_with_their_event(store: SqlStore) {
+    let acme = given_tenant(&store, "acme").await;
+    let bravo = given_tenant(&store, "bravo").await;
+    let first = rejected(Some(&acme), "entry[0].changes[0].value.messages[0]", T0);
+    let first_id = store.record_rejected_item(&first).await.unwrap();
+    let unknown = rejected(None, "entry[1].changes[0]", T0 + 1);
+    store.record_rejected_item(&unknown).await.unwrap();
+    let second = rejected(Some(&acme), "entry[0].changes[0].value.statuses[0]", T0 + 2);
+    let second_id = store.record_rejected_item(&second).await.unwrap();
+    assert!(second_id > first_id);
+
+    // Newest first, only the tenant's own, paged with `before`.
+    let listed = store.rejected_items(&acme, None, 10).await.unwrap();
+    let ids: Vec<i64> = listed.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [second_id, first_id]);
+    assert_eq!(listed[1].new, first);
+    let raw: serde_json::Value = serde_json::from_str(&listed[1].new.item.raw).unwrap();
+    assert_eq!(raw["id"], "wamid with spaces");
+    let page = store
+        .rejected_items(&acme, Some(second_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [first_id]);
+    assert_eq!(store.rejected_items(&acme, None, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .rejected_items(&bravo, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // One message_rejected event per item of a tenant, none for the tenantless one.
+    let events = store.unpublished_events(10).await.unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (event, id, item) in [
+        (&events[0], first_id, &first),
+        (&events[1], second_id, &second),
+    ] {
+        assert_eq!(event.event.kind, EventKind::MessageRejected);
+        assert_eq!(event.event.tenant.as_ref(), Some(&acme));
+        assert_eq!(event.event.at_ms, item.received_ms);
+        assert_eq!(event.event.detail["rejected_id"], id);
+        assert_eq!(event.event.detail["path"], item.item.path.as_str());
+        assert_eq!(event.event.detail["phone_number_id"], "106540352242922");
+    }
+
+    // Retention takes the old ones, tenantless included; erasing the tenant takes the rest.
+    assert_eq!(store.delete_rejected_items_before(T0 + 2).await.unwrap(), 2);
+    assert_eq!(
+        store.rejected_items(&acme, None, 10).await.unwrap().len(),
+        1
+    );
+    store
+        .delete_tenant(&acme, Deletion::EraseData, T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_rejected_items_before(i64::MAX).await.unwrap(),
+        0
+    );
 }

@@ -221,11 +221,14 @@ pub enum ApiCommand {
     SessionStop,
     /// Delete a tenant: it stops everywhere; its data is kept or erased.
     TenantDelete,
+    /// The tenant's rejected webhook items (items of Meta's deliveries that could not be
+    /// read), newest first.
+    WebhookRejected,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 18] = [
+    pub const ALL: [ApiCommand; 19] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -244,6 +247,7 @@ impl ApiCommand {
         Self::SessionStart,
         Self::SessionStop,
         Self::TenantDelete,
+        Self::WebhookRejected,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -267,6 +271,7 @@ impl ApiCommand {
             Self::SessionStart => "session.start",
             Self::SessionStop => "session.stop",
             Self::TenantDelete => "tenant.delete",
+            Self::WebhookRejected => "webhook.rejected",
         }
     }
 
@@ -311,11 +316,14 @@ pub enum EventKind {
     AlertRaised,
     /// An alert's condition is over.
     AlertCleared,
+    /// An item of a signed webhook delivery could not be read and was recorded as rejected
+    /// (the rest of the delivery was processed).
+    MessageRejected,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::MessageReceived,
         Self::ReplySent,
         Self::OwnerMessageSent,
@@ -329,6 +337,7 @@ impl EventKind {
         Self::NodeLeft,
         Self::AlertRaised,
         Self::AlertCleared,
+        Self::MessageRejected,
     ];
 
     /// The event's subject token and `kind` field.
@@ -347,6 +356,7 @@ impl EventKind {
             Self::NodeLeft => "node_left",
             Self::AlertRaised => "alert_raised",
             Self::AlertCleared => "alert_cleared",
+            Self::MessageRejected => "message_rejected",
         }
     }
 
@@ -415,6 +425,7 @@ mod tests {
                 "node_left",
                 "alert_raised",
                 "alert_cleared",
+                "message_rejected",
             ]
         );
         for kind in EventKind::ALL {

@@ -610,6 +610,7 @@ fn one_body_routes_to_several_tenants_and_ignores_what_it_does_not_know() {
                 WebhookEvent::Status { .. } => "status",
                 WebhookEvent::Echo { .. } => "echo",
                 WebhookEvent::Ignored { .. } => "ignored",
+                WebhookEvent::Rejected { .. } => "rejected",
             };
             (event.phone_number_id(), kind)
         })
@@ -868,9 +869,20 @@ fn every_domain_event_round_trips_through_both_codecs() {
                 }
                 WebhookEvent::Echo { echo, .. } => assert_both_codecs_round_trip(echo),
                 WebhookEvent::Ignored { reason, .. } => assert_both_codecs_round_trip(reason),
+                WebhookEvent::Rejected { item, .. } => assert_both_codecs_round_trip(item),
             }
         }
     }
+    // No fixture has an unreadable item: a rejected one, as the tolerant parser makes it.
+    assert_both_codecs_round_trip(&WebhookEvent::Rejected {
+        phone_number_id: Some(PhoneNumberId::new(PHONE_NUMBER_ID).unwrap()),
+        waba_id: None,
+        item: salesboy_protocol::whatsapp::RejectedItem::new(
+            "entry[0].changes[0].value.messages[0]".into(),
+            "wamid contains ' ' at byte 5",
+            &serde_json::json!({"id": "wamid with spaces"}),
+        ),
+    });
     let expected = [
         "audio",
         "button_reply",

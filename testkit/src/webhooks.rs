@@ -5,12 +5,24 @@ use serde_json::{Value, json};
 /// The WhatsApp Business Account id the builders use.
 pub const TEST_WABA_ID: &str = "102290129340398";
 
-/// One inbound text message (`from` = the customer's wa_id).
+/// One inbound text message (`from` = the customer's wa_id), sent now.
 pub fn text_message(phone_number_id: &str, from: &str, wamid: &str, text: &str) -> Value {
+    text_message_at(phone_number_id, from, wamid, text, now_secs())
+}
+
+/// One inbound text message the customer sent at `sent_secs` (Meta's `timestamp`, unix
+/// seconds): an old or replayed delivery when that is long ago.
+pub fn text_message_at(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+    sent_secs: u64,
+) -> Value {
     message(
         phone_number_id,
         from,
-        json!({"from": from, "id": wamid, "timestamp": now(), "type": "text", "text": {"body": text}}),
+        json!({"from": from, "id": wamid, "timestamp": sent_secs.to_string(), "type": "text", "text": {"body": text}}),
     )
 }
 
@@ -61,11 +73,15 @@ pub fn batch(bodies: &[Value]) -> Value {
 
 /// Now, in Unix seconds, as Meta writes timestamps (a string).
 fn now() -> String {
+    now_secs().to_string()
+}
+
+/// Now, in Unix seconds.
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-        .to_string()
 }
 
 fn message(phone_number_id: &str, from: &str, message: Value) -> Value {

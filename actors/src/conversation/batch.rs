@@ -32,25 +32,35 @@ pub(super) async fn start_batch(
     // The customer's order (the order the ingress stored them), whatever order they came in.
     items.sort_by_key(|i| i.id);
     let now_ms = state.args.services.clock.now_ms();
-    let newest = items.iter().map(|i| i.received_ms).max().unwrap_or(now_ms);
+    if paused_at(state, now_ms) {
+        remember_customer_turns(state, &items);
+        return dismiss(state, items, DismissReason::BotPaused).await;
+    }
+    // Each message's age counts from when the customer sent it (Meta's timestamp), not
+    // from when it reached us: an old or replayed delivery is stored, never answered.
+    let max_age_ms =
+        i64::try_from(state.args.services.settings.max_message_age.as_millis()).unwrap_or(i64::MAX);
+    for reason in [DismissReason::OutsideWindow, DismissReason::TooOld] {
+        let (old, fresh): (Vec<InboundItem>, Vec<InboundItem>) = items
+            .into_iter()
+            .partition(|item| too_old(item, now_ms, max_age_ms) == Some(reason));
+        items = fresh;
+        if !old.is_empty() {
+            remember_customer_turns(state, &old);
+            dismiss(state, old, reason).await?;
+        }
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
     let texts: Vec<&str> = items
         .iter()
         .filter_map(|i| i.text.as_deref())
         .filter(|t| !t.trim().is_empty())
         .collect();
-
-    let dismissal = if paused_at(state, now_ms) {
-        Some(DismissReason::BotPaused)
-    } else if now_ms - newest > CUSTOMER_WINDOW_MS {
-        Some(DismissReason::OutsideWindow)
-    } else if texts.is_empty() {
-        Some(DismissReason::NothingToAnswer)
-    } else {
-        None
-    };
-    if let Some(reason) = dismissal {
+    if texts.is_empty() {
         remember_customer_turns(state, &items);
-        return dismiss(state, items, reason).await;
+        return dismiss(state, items, DismissReason::NothingToAnswer).await;
     }
 
     let question = texts.join("\n");
@@ -89,6 +99,20 @@ pub(super) async fn start_batch(
         debounced_at: Instant::now(),
     });
     Ok(())
+}
+
+/// Why a message is too old to answer at `now_ms`, if it is: sent (Meta's timestamp) more
+/// than 24 hours ago (the customer service window is closed), or longer ago than the node's
+/// maximum message age.
+fn too_old(item: &InboundItem, now_ms: i64, max_age_ms: i64) -> Option<DismissReason> {
+    let age_ms = now_ms.saturating_sub(item.sent_ms);
+    if age_ms > CUSTOMER_WINDOW_MS {
+        Some(DismissReason::OutsideWindow)
+    } else if age_ms > max_age_ms {
+        Some(DismissReason::TooOld)
+    } else {
+        None
+    }
 }
 
 /// Checks the batch against the store: drops messages already answered or dismissed (a late
@@ -243,5 +267,46 @@ fn trim_history(state: &mut ConversationState) {
     let window = state.args.services.settings.history_window as usize;
     while state.history.len() > window {
         state.history.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent_at(sent_ms: i64) -> InboundItem {
+        InboundItem {
+            id: 1,
+            wamid: None,
+            text: Some("hi".into()),
+            // Received now: a late or replayed delivery of an old message.
+            received_ms: 100 * CUSTOMER_WINDOW_MS,
+            sent_ms,
+        }
+    }
+
+    #[test]
+    fn a_messages_age_counts_from_when_the_customer_sent_it() {
+        let now = 100 * CUSTOMER_WINDOW_MS;
+        let hour = 3_600_000;
+        let day = CUSTOMER_WINDOW_MS;
+        // The default maximum age is the window itself.
+        for (sent, max_age, expected) in [
+            (now, day, None),
+            (now - day, day, None),
+            (now - day - 1, day, Some(DismissReason::OutsideWindow)),
+            (now - 2 * hour, hour, Some(DismissReason::TooOld)),
+            (now - hour, hour, None),
+            // A larger maximum age never opens the window.
+            (now - 2 * day, 7 * day, Some(DismissReason::OutsideWindow)),
+            // A timestamp ahead of the clock is not old.
+            (now + hour, hour, None),
+        ] {
+            assert_eq!(
+                too_old(&sent_at(sent), now, max_age),
+                expected,
+                "sent {sent}, max age {max_age}"
+            );
+        }
     }
 }

@@ -4,9 +4,11 @@
 //! customer pauses for `debounce`; the batch is then answered once: the responder writes the
 //! reply, the reply is **recorded** (linked to every message of the batch) and only then
 //! handed to the session to send. While a reply is being written, new messages form the next
-//! batch. When the bot is paused in this chat (owner takeover), or the batch is older than
-//! the 24-hour window, or it has nothing to answer (a reaction), the batch is dismissed
-//! instead: recorded as handled without a reply.
+//! batch. When the bot is paused in this chat (owner takeover), or it has nothing to answer
+//! (a reaction), the batch is dismissed instead: recorded as handled without a reply. A
+//! message the customer sent (Meta's `timestamp`) more than 24 hours ago, or longer ago than
+//! the node's maximum message age, is dismissed on its own and the rest of its batch
+//! answered: an old or replayed delivery is stored, never answered.
 //!
 //! The actor is passivated when idle; its durable state (pause, last inbound, history) lives
 //! in the store and is reloaded when it starts again.
@@ -48,6 +50,9 @@ pub struct InboundItem {
     pub text: Option<String>,
     /// When the ingress received it (ms since the Unix epoch).
     pub received_ms: i64,
+    /// When the customer sent it: Meta's `timestamp` (ms since the Unix epoch). The 24-hour
+    /// customer service window and the maximum message age count from it.
+    pub sent_ms: i64,
 }
 
 impl InboundItem {
@@ -58,6 +63,8 @@ impl InboundItem {
             wamid: message.wamid.clone(),
             text: message.body.clone(),
             received_ms: message.created_ms,
+            // Stored without Meta's timestamp (before it was kept): the receive time.
+            sent_ms: message.sent_ms.unwrap_or(message.created_ms),
         }
     }
 }
@@ -68,10 +75,15 @@ impl InboundItem {
 pub enum DismissReason {
     /// The owner took over the chat (the bot is paused there).
     BotPaused,
-    /// The batch's newest message is older than the 24-hour customer service window.
+    /// The message was sent (Meta's `timestamp`) more than 24 hours ago: the customer
+    /// service window is closed.
     OutsideWindow,
     /// Nothing to answer (a reaction, an empty text).
     NothingToAnswer,
+    /// The message was sent (Meta's `timestamp`) longer ago than the node's maximum message
+    /// age ([`Settings::max_message_age`](crate::services::Settings::max_message_age)): an
+    /// old or replayed delivery is stored, not answered.
+    TooOld,
 }
 
 impl DismissReason {
@@ -81,6 +93,7 @@ impl DismissReason {
             Self::BotPaused => "bot_paused",
             Self::OutsideWindow => "outside_window",
             Self::NothingToAnswer => "nothing_to_answer",
+            Self::TooOld => "too_old",
         }
     }
 }

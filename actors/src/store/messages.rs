@@ -43,6 +43,9 @@ pub struct NewInbound {
     pub wamid: Wamid,
     /// When the ingress received it.
     pub received_ms: i64,
+    /// When the customer sent it: Meta's `timestamp`, in ms. The 24-hour customer service
+    /// window counts from it.
+    pub sent_ms: Option<i64>,
     /// Message type as Meta names it (`text`, `image`, `interactive`, …).
     pub kind: String,
     /// The text, for messages that have one.
@@ -280,6 +283,9 @@ pub struct StoredMessage {
     pub failure: Option<SendFailure>,
     /// When it was received (inbound) or recorded (outbound).
     pub created_ms: i64,
+    /// When the customer sent an inbound message (Meta's `timestamp`, in ms); `None` for
+    /// outbound messages and inbound ones stored without it.
+    pub sent_ms: Option<i64>,
     /// What an outbound template, interactive or media message sends (`body` is its
     /// readable rendition); `None` for text and inbound messages.
     pub content: Option<OutboundContent>,

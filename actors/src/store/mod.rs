@@ -12,6 +12,7 @@
 //! - `usage`: [`UsageStore`], LLM usage and a tenant's usage over a period;
 //! - `events`: [`EventStore`], events and alerts;
 //! - `retention`: [`RetentionStore`], deleting old messages;
+//! - `rejected`: [`RejectedItemStore`], webhook items that could not be read;
 //! - `tokens`: [`TenantTokenStore`], tenants' API tokens (by digest; not part of [`Store`]);
 //! - this module: [`HealthStore`], [`Store`] (every role at once, implemented for any type
 //!   that implements them all), [`StoreError`] and [`prelude`].
@@ -37,6 +38,7 @@ mod events;
 mod fencing;
 mod knowledge;
 mod messages;
+mod rejected;
 mod retention;
 mod tenants;
 mod tokens;
@@ -52,6 +54,7 @@ pub use messages::{
     NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY,
     ReplyOutcome, SendFailure, StatusOutcome, StoredMessage,
 };
+pub use rejected::{NewRejectedItem, RejectedItemStore, StoredRejectedItem};
 pub use retention::RetentionStore;
 pub use tenants::{
     AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant, TenantRoute, TenantStore,
@@ -121,7 +124,8 @@ pub trait HealthStore: Send + Sync {
 /// (Postgres, SQLite) and the fault simulation's in-memory store.
 ///
 /// Implement the role traits ([`HealthStore`], [`TenantStore`], [`FencingStore`],
-/// [`MessageStore`], [`KnowledgeStore`], [`UsageStore`], [`EventStore`], [`RetentionStore`]);
+/// [`MessageStore`], [`KnowledgeStore`], [`UsageStore`], [`EventStore`], [`RetentionStore`],
+/// [`RejectedItemStore`]);
 /// `Store` follows from them. Code that needs one role takes that role
 /// (`Arc<dyn MessageStore>`); code that needs several takes `Arc<dyn Store>`.
 pub trait Store:
@@ -133,6 +137,7 @@ pub trait Store:
     + UsageStore
     + EventStore
     + RetentionStore
+    + RejectedItemStore
     + 'static
 {
 }
@@ -146,6 +151,7 @@ impl<T> Store for T where
         + UsageStore
         + EventStore
         + RetentionStore
+        + RejectedItemStore
         + 'static
         + ?Sized
 {
@@ -155,7 +161,7 @@ impl<T> Store for T where
 /// `use salesboy_actors::store::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        EventStore, FencingStore, HealthStore, KnowledgeStore, MessageStore, RetentionStore, Store,
-        TenantStore, TenantTokenStore, UsageStore,
+        EventStore, FencingStore, HealthStore, KnowledgeStore, MessageStore, RejectedItemStore,
+        RetentionStore, Store, TenantStore, TenantTokenStore, UsageStore,
     };
 }

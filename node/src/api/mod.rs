@@ -15,6 +15,8 @@
 //!   document) and its checks against the Cloud API's limits;
 //! - [`usage`]: a tenant's usage for one month (LLM tokens and cost, messages in and out);
 //! - [`webhooks`]: a tenant's HTTP event webhooks and their dead letters;
+//! - [`rejected`]: a tenant's rejected webhook items (items of Meta's deliveries that could
+//!   not be read);
 //! - [`cluster`]: the cluster view;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
@@ -23,6 +25,7 @@ pub mod content;
 pub mod conversations;
 mod error;
 pub mod knowledge;
+pub mod rejected;
 pub mod service;
 pub mod tenants;
 pub mod tokens;

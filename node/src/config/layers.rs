@@ -45,6 +45,7 @@ pub(super) struct Layers {
     #[serde(default, deserialize_with = "text")]
     pub(super) whatsapp_api_base: Option<String>,
     pub(super) whatsapp_messages_per_second: Option<u32>,
+    pub(super) whatsapp_max_message_age_secs: Option<u64>,
     #[serde(default, deserialize_with = "text")]
     pub(super) admin_token: Option<String>,
     pub(super) max_tenants: Option<u64>,

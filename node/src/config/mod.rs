@@ -50,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "whatsapp_verify_token",
     "whatsapp_api_base",
     "whatsapp_messages_per_second",
+    "whatsapp_max_message_age_secs",
     "admin_token",
     "max_tenants",
     "debounce_ms",
@@ -103,6 +104,10 @@ pub struct Config {
     pub whatsapp_api_base: String,
     /// Outbound messages per second per WhatsApp number (Meta's default limit: 80).
     pub whatsapp_messages_per_second: u32,
+    /// A customer's message sent (Meta's `timestamp`) more than this many seconds ago is
+    /// stored but not answered (default 24 h, WhatsApp's customer service window; a larger
+    /// value still answers nothing older than 24 h).
+    pub whatsapp_max_message_age_secs: u64,
     /// Bearer token of the admin API; unset means one is generated into `data_dir`.
     pub admin_token: Option<SecretString>,
     /// How many tenants this node hosts at most.
@@ -152,6 +157,7 @@ impl Default for Config {
             whatsapp_verify_token: None,
             whatsapp_api_base: DEFAULT_WHATSAPP_API_BASE.to_owned(),
             whatsapp_messages_per_second: actors.messages_per_second,
+            whatsapp_max_message_age_secs: actors.max_message_age.as_secs(),
             admin_token: None,
             max_tenants: u64::try_from(actors.max_tenants).unwrap_or(u64::MAX),
             debounce_ms: millis(actors.debounce),
@@ -254,6 +260,7 @@ impl Config {
             whatsapp_verify_token,
             whatsapp_api_base,
             whatsapp_messages_per_second,
+            whatsapp_max_message_age_secs,
             admin_token,
             max_tenants,
             debounce_ms,
@@ -310,6 +317,13 @@ impl Config {
         set(
             &mut self.whatsapp_messages_per_second,
             positive("whatsapp_messages_per_second", whatsapp_messages_per_second)?,
+        );
+        set(
+            &mut self.whatsapp_max_message_age_secs,
+            positive(
+                "whatsapp_max_message_age_secs",
+                whatsapp_max_message_age_secs,
+            )?,
         );
         if admin_token.is_some() {
             self.admin_token = admin_token.and_then(optional).map(SecretString::from);

@@ -5,10 +5,15 @@
 //!
 //! 1. the `X-Hub-Signature-256` is checked over the raw bytes (401 when missing or wrong;
 //!    503 when no app secret is configured, so Meta retries once it is);
-//! 2. the body is parsed (400 with the reason when malformed);
+//! 2. the body is parsed item by item ([`parse_webhook_items`]): only a body that is not
+//!    JSON, or not a WhatsApp Business webhook at all, is refused (400 with the reason); an
+//!    item that does not read (a bad id, an over-long `wa_id`, a missing field, an unknown
+//!    shape) is rejected on its own, so one bad item never makes Meta retry a whole body
+//!    (other tenants' messages included) for days;
 //! 3. the node's [`Ingress`](crate::ingress::Ingress) persists each item and hands the new
-//!    ones to their tenants (see its docs): unknown numbers, unknown wamids and unsupported
-//!    items are logged and acknowledged; one bad item never loses the others;
+//!    ones to their tenants (see its docs): rejected items are recorded (with their tenant
+//!    when their number tells it, and its `message_rejected` event); unknown numbers,
+//!    unknown wamids and unsupported items are logged and acknowledged;
 //! 4. a database that cannot be reached answers 503 (Meta retries; what was persisted is
 //!    deduplicated on the retry);
 //! 5. then 200, while the new inbound messages and echoes go to their tenants' actors in
@@ -22,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use salesboy_protocol::whatsapp::signature::{self, SIGNATURE_HEADER};
-use salesboy_protocol::whatsapp::webhook::{MAX_WEBHOOK_BODY_BYTES, parse_webhook};
+use salesboy_protocol::whatsapp::webhook::{MAX_WEBHOOK_BODY_BYTES, parse_webhook_items};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -95,14 +100,14 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         warn!(error = %e, "webhook delivery refused: bad signature");
         return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string());
     }
-    let parsed = match parse_webhook(&body) {
-        Ok(parsed) => parsed,
+    let events = match parse_webhook_items(&body) {
+        Ok(events) => events,
         Err(e) => {
-            warn!(error = %e, "webhook delivery refused: malformed body");
+            warn!(error = %e, "webhook delivery refused: not a whatsapp webhook body");
             return error(StatusCode::BAD_REQUEST, "malformed", e.to_string());
         }
     };
-    match state.ingress.receive(parsed.events()).await {
+    match state.ingress.receive(events).await {
         Ok(_) => {
             metrics::counter!("salesboy_webhook_requests_total", "outcome" => "accepted")
                 .increment(1);

@@ -20,7 +20,8 @@
 //! - `messages`: conversations, messages, replies, statuses and the reads reconciliation
 //!   needs;
 //! - `webhooks`: HTTP event webhooks and the events each has still to receive;
-//! - `retention`: deleting old messages;
+//! - `retention`: deleting old messages (and old rejected webhook items);
+//! - `rejected`: webhook items that could not be read, with their `message_rejected` events;
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage;
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
@@ -35,6 +36,7 @@ mod knowledge;
 mod lists;
 mod messages;
 mod outbox;
+mod rejected;
 mod retention;
 mod roles;
 mod tenants;
@@ -342,6 +344,12 @@ impl SqlStore {
     /// many of those had never been published.
     pub async fn delete_events_before(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
         self.run(outbox::delete_events_before(&self.db, cutoff_ms))
+            .await
+    }
+
+    /// Deletes the rejected webhook items received before `cutoff_ms`; answers how many.
+    pub async fn delete_rejected_items_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.run(rejected::delete_rejected_before(&self.db, cutoff_ms))
             .await
     }
 

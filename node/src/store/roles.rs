@@ -5,15 +5,17 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
-    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
-    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredMessage, Tenant, TenantRoute, UsageReport,
+    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewRejectedItem, NewReply,
+    NewStatus, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
+    StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_actors::store::{NewTenantToken, TenantToken};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
-use super::{SqlStore, activity, fencing, knowledge, messages, outbox, retention, tenants, tokens};
+use super::{
+    SqlStore, activity, fencing, knowledge, messages, outbox, rejected, retention, tenants, tokens,
+};
 
 #[async_trait]
 impl HealthStore for SqlStore {
@@ -375,6 +377,24 @@ impl EventStore for SqlStore {
 impl RetentionStore for SqlStore {
     async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         self.run(retention::delete_messages_before(&self.db, cutoff_ms))
+            .await
+    }
+}
+
+#[async_trait]
+impl RejectedItemStore for SqlStore {
+    async fn record_rejected_item(&self, item: &NewRejectedItem) -> Result<i64, StoreError> {
+        self.run(rejected::record_rejected_item(&self.db, item))
+            .await
+    }
+
+    async fn rejected_items(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredRejectedItem>, StoreError> {
+        self.run(rejected::rejected_items(&self.db, tenant, before, limit))
             .await
     }
 }

@@ -371,6 +371,17 @@ pub enum WebhookEvent {
         /// Why it is ignored.
         reason: IgnoredReason,
     },
+    /// An item that could not be read (an invalid id, a missing field, a value of the wrong
+    /// type): the rest of its body is processed; this one is recorded as rejected.
+    Rejected {
+        /// The business number of the item's change, when it could be read: the tenant
+        /// routing key.
+        phone_number_id: Option<PhoneNumberId>,
+        /// The WhatsApp Business Account id, when it could be read.
+        waba_id: Option<String>,
+        /// Where the item was, why it was rejected, and (bounded) what it was.
+        item: RejectedItem,
+    },
 }
 
 impl WebhookEvent {
@@ -388,7 +399,56 @@ impl WebhookEvent {
             } => Some(phone_number_id),
             Self::Ignored {
                 phone_number_id, ..
+            }
+            | Self::Rejected {
+                phone_number_id, ..
             } => phone_number_id.as_ref(),
+        }
+    }
+}
+
+/// The most bytes of a rejected item's JSON that [`RejectedItem::raw`] keeps.
+pub const MAX_REJECTED_RAW_BYTES: usize = 4 * 1024;
+
+/// The most characters of [`RejectedItem::reason`].
+pub const MAX_REJECTED_REASON_CHARS: usize = 512;
+
+/// A webhook item that could not be read, as [`WebhookEvent::Rejected`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedItem {
+    /// Where the item was in its body, e.g. `entry[0].changes[1].value.messages[2]`.
+    pub path: String,
+    /// Why it was rejected (the parser's message, at most [`MAX_REJECTED_REASON_CHARS`]).
+    pub reason: String,
+    /// The item's JSON, cut to at most [`MAX_REJECTED_RAW_BYTES`] bytes (on a character
+    /// boundary).
+    pub raw: String,
+    /// Whether `raw` was cut.
+    pub truncated: bool,
+}
+
+impl RejectedItem {
+    /// The rejected item at `path`, with its reason and its JSON, both bounded.
+    pub fn new(path: String, reason: impl fmt::Display, raw: &serde_json::Value) -> Self {
+        let reason: String = reason
+            .to_string()
+            .chars()
+            .take(MAX_REJECTED_REASON_CHARS)
+            .collect();
+        let mut raw = raw.to_string();
+        let truncated = raw.len() > MAX_REJECTED_RAW_BYTES;
+        if truncated {
+            let mut end = MAX_REJECTED_RAW_BYTES;
+            while !raw.is_char_boundary(end) {
+                end -= 1;
+            }
+            raw.truncate(end);
+        }
+        Self {
+            path,
+            reason,
+            raw,
+            truncated,
         }
     }
 }

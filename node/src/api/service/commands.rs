@@ -13,7 +13,7 @@ use crate::api::content::{
 use crate::api::conversations;
 use crate::api::knowledge::{self, KnowledgeRequest};
 use crate::api::tenants::{self, TenantUpdate};
-use crate::api::{Api, ApiError, chat_id, cluster, tenant_id, usage};
+use crate::api::{Api, ApiError, chat_id, cluster, rejected, tenant_id, usage};
 
 /// A request without fields: empty, or `{}`.
 #[derive(Debug, Deserialize)]
@@ -110,6 +110,16 @@ struct ConversationMessages {
     /// Only messages before this one (a message `id`): paging back.
     before: Option<i64>,
     /// How many of the last messages, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// `webhook.rejected`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRejected {
+    /// Only items older than this one (an item's `id`): paging back.
+    before: Option<i64>,
+    /// How many, 1 to 1000 (default 100).
     limit: Option<u32>,
 }
 
@@ -218,6 +228,11 @@ pub(super) async fn run(
             let id = tenant(subject, command)?;
             let request: UsageGet = parse(payload)?;
             encode(usage::get(api, &id, request.month.as_deref()).await?)
+        }
+        ApiCommand::WebhookRejected => {
+            let id = tenant(subject, command)?;
+            let request: WebhookRejected = parse(payload)?;
+            encode(rejected::list(api, &id, request.before, request.limit).await?)
         }
     }
 }

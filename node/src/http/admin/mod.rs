@@ -27,6 +27,8 @@
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
 //! - `usage`: `/tenants/{id}/usage` (a month's LLM tokens and cost, messages in and out);
 //! - `webhooks`: `/tenants/{id}/webhooks…` (HTTP event webhooks, their dead letters);
+//! - `rejected`: `/tenants/{id}/webhook/rejected` (items of Meta's webhook deliveries that
+//!   could not be read);
 //! - `tokens`: `/tenants/{id}/tokens…` (a tenant's API tokens; admin token only);
 //! - `cluster`: `/cluster`;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
@@ -37,6 +39,7 @@ mod conversations;
 mod error;
 mod knowledge;
 mod openapi;
+mod rejected;
 mod tenants;
 mod tokens;
 mod usage;
@@ -100,7 +103,8 @@ fn api(guards: Guards) -> OpenApiRouter<AppState> {
         .merge(knowledge::routes())
         .merge(conversations::routes())
         .merge(usage::routes())
-        .merge(webhooks::routes());
+        .merge(webhooks::routes())
+        .merge(rejected::routes());
     openapi::routes()
         .merge((guards.operator)(operator))
         .merge((guards.tenant)(tenant))

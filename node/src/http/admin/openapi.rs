@@ -53,6 +53,7 @@ pub(super) async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
         (name = "conversations", description = "chat logs, bot pause and resume, owner sends"),
         (name = "usage", description = "a tenant's LLM tokens and cost, messages in and out"),
         (name = "webhooks", description = "HTTP event webhooks and their dead letters"),
+        (name = "rejected", description = "items of Meta's webhook deliveries that could not be read"),
         (name = "tokens", description = "a tenant's API tokens (admin token only)"),
         (name = "cluster", description = "the gateway's nodes"),
         (name = "meta", description = "this document"),

@@ -158,8 +158,9 @@ pub(crate) async fn insert_inbound(
     .execute(&mut *tx)
     .await?;
     let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms) \
-         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7) \
+        "INSERT INTO messages \
+         (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
+         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (tenant_id, wamid) DO NOTHING RETURNING id",
     )
     .bind(message.tenant.as_str())
@@ -169,6 +170,7 @@ pub(crate) async fn insert_inbound(
     .bind(message.body.as_deref())
     .bind(message.raw.as_deref())
     .bind(message.received_ms)
+    .bind(message.sent_ms)
     .fetch_optional(&mut *tx)
     .await?;
     match inserted {

@@ -2,7 +2,10 @@
 //! [`WebhookEvent`]s.
 //!
 //! Verify the signature ([`crate::whatsapp::signature`]) over the raw bytes first, then call
-//! [`parse_webhook`], then [`WebhookBody::events`]. Parsing is lenient where Meta is (optional
+//! [`parse_webhook_items`]: it reads the body item by item, and an item that does not read
+//! becomes a [`WebhookEvent::Rejected`] instead of failing the body (`items`). The strict
+//! [`parse_webhook`], then [`WebhookBody::events`], gives the same events for a body whose
+//! every item reads, and fails on the first one that does not. Parsing is lenient where Meta is (optional
 //! fields are optional; an unknown message `type`, status or change `field` does not fail the
 //! body) and strict on what routing and dedup rely on (`phone_number_id`, wamids, customer ids
 //! are validated through [`crate::ids`]).
@@ -12,10 +15,13 @@
 //!
 //! The body's frame (entries, changes, their values and errors) is here; the messages it
 //! carries (inbound messages, echoes and their content) are in `message`, the status updates
-//! of outbound messages in `status`.
+//! of outbound messages in `status`; the tolerant walk over all of them in `items`.
 
+mod items;
 mod message;
 mod status;
+
+pub use items::parse_webhook_items;
 
 pub use message::{
     ButtonPayload, ButtonReplyPayload, Contact, Context, InteractivePayload, ListReplyPayload,
@@ -73,7 +79,8 @@ pub enum WebhookError {
     },
 }
 
-/// Parses a webhook body (after its signature was verified).
+/// Parses a webhook body (after its signature was verified), strictly: the first item that
+/// does not read fails the whole body. The webhook endpoint uses [`parse_webhook_items`].
 pub fn parse_webhook(raw: &[u8]) -> Result<WebhookBody, WebhookError> {
     if raw.len() > MAX_WEBHOOK_BODY_BYTES {
         return Err(WebhookError::TooLarge {

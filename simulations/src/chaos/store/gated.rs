@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
-    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus,
-    NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredMessage, Tenant, TenantRoute, UsageReport,
+    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewRejectedItem, NewReply,
+    NewStatus, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
+    StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -259,4 +259,10 @@ gated!(EventStore {
 
 gated!(RetentionStore {
     fn delete_messages_before(cutoff_ms: i64) -> u64 => ("delete_messages_before");
+});
+
+gated!(RejectedItemStore {
+    fn record_rejected_item(item: &NewRejectedItem) -> i64 => ("record_rejected_item");
+    fn rejected_items(tenant: &TenantId, before: Option<i64>, limit: u32)
+        -> Vec<StoredRejectedItem> => ("rejected_items/{tenant}");
 });

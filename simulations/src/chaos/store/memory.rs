@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Deletion, DeliveryStatus, Direction, KnowledgeDocument, KnowledgeHit, LlmUsage, LlmUsageTotals,
-    NewKnowledge, NewTenant, NewWhatsAppNumber, SendFailure, StoreError, StoredMessage, Tenant,
-    TenantRoute, UsageReport, WhatsAppNumber,
+    NewKnowledge, NewRejectedItem, NewTenant, NewWhatsAppNumber, SendFailure, StoreError,
+    StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport, WhatsAppNumber,
 };
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{PhoneNumberId, TenantId};
@@ -455,5 +455,36 @@ impl RetentionStore for MemoryStore {
         }
         tables.wamids.retain(|_, id| !old.contains(id));
         Ok(old.len() as u64)
+    }
+}
+
+#[async_trait]
+impl RejectedItemStore for MemoryStore {
+    async fn record_rejected_item(&self, item: &NewRejectedItem) -> Result<i64, StoreError> {
+        let mut tables = self.tables();
+        let id = tables.next_id();
+        tables.rejected.push(StoredRejectedItem {
+            id,
+            new: item.clone(),
+        });
+        Ok(id)
+    }
+
+    async fn rejected_items(
+        &self,
+        tenant: &TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredRejectedItem>, StoreError> {
+        Ok(self
+            .tables()
+            .rejected
+            .iter()
+            .rev()
+            .filter(|r| r.new.tenant.as_ref() == Some(tenant))
+            .filter(|r| before.is_none_or(|before| r.id < before))
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }

@@ -104,6 +104,7 @@ impl MessageStore for MemoryStore {
                 status_ms: None,
                 failure: None,
                 created_ms: message.received_ms,
+                sent_ms: message.sent_ms,
                 content: None,
             },
         );
@@ -159,6 +160,7 @@ impl MessageStore for MemoryStore {
                 status_ms: Some(message.created_ms),
                 failure: None,
                 created_ms: message.created_ms,
+                sent_ms: None,
                 content: message.content.clone(),
             },
         );
@@ -213,6 +215,7 @@ impl MessageStore for MemoryStore {
                 status_ms: None,
                 failure: None,
                 created_ms: reply.created_ms,
+                sent_ms: None,
                 content: None,
             },
         );

@@ -39,6 +39,7 @@ pub(super) struct Tables {
     pub(super) documents: BTreeMap<i64, Document>,
     pub(super) usage: Vec<LlmUsage>,
     pub(super) events: Vec<salesboy_protocol::events::Event>,
+    pub(super) rejected: Vec<salesboy_actors::store::StoredRejectedItem>,
     pub(super) next_id: i64,
 }
 
