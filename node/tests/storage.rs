@@ -2173,6 +2173,23 @@ async fn the_outbox_is_published_in_order_and_kept_for_a_while(store: SqlStore) 
     let kept = store.events_after(0, 100).await.unwrap();
     assert_eq!(kept.len(), 2);
     assert_eq!(kept[0].seq, all[2].seq);
+    // Nothing recent: what is there goes (up to the last event), then nothing is left.
+    assert_eq!(
+        store.delete_events_before(T0 + 10 * DAY).await.unwrap(),
+        (2, 1)
+    );
+    assert!(store.events_after(0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.delete_events_before(T0 + 10 * DAY).await.unwrap(),
+        (0, 0)
+    );
+    // An event written after the cutoff stays.
+    receive(&store, &acme, &chat_id("5"), "wamid.5", T0 + 11 * DAY).await;
+    assert_eq!(
+        store.delete_events_before(T0 + 10 * DAY).await.unwrap(),
+        (0, 0)
+    );
+    assert_eq!(store.events_after(0, 100).await.unwrap().len(), 1);
 }
 
 async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlStore) {
