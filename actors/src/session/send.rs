@@ -124,7 +124,7 @@ pub(super) async fn on_sent(
         match error {
             SendError::Throttled { retry_after } => {
                 let pause = retry_after.unwrap_or(backoff);
-                state.blocked_until = Some(Instant::now() + pause);
+                state.blocked_until = Some(super::blocked_until(Instant::now(), pause));
                 set_status(state, SessionStatus::RateLimited);
                 state.queue.push_front(job);
             }
