@@ -37,6 +37,13 @@ pub enum EpochError {
     /// The store could not read or claim the epoch.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The tenant's epoch is the largest there is (only a forged or corrupt directory entry
+    /// or row holds it): there is no greater one to claim.
+    #[error("no epoch after {epoch}")]
+    Exhausted {
+        /// The largest epoch seen.
+        epoch: u64,
+    },
 }
 
 /// Why a tenant could not be activated (or adopted) on this node.

@@ -183,6 +183,12 @@ pub enum LlmError {
     /// Anything else (bad request, unparsable answer).
     #[error("failed: {0}")]
     Failed(String),
+    /// The response body was longer than the adapter reads (`limit` bytes): not read on.
+    #[error("response larger than {limit} bytes")]
+    TooLarge {
+        /// The most the adapter reads.
+        limit: usize,
+    },
 }
 
 impl LlmError {
@@ -195,6 +201,7 @@ impl LlmError {
             Self::Unavailable(_) => "unavailable",
             Self::Blocked(_) => "blocked",
             Self::Failed(_) => "failed",
+            Self::TooLarge { .. } => "too_large",
         }
     }
 }

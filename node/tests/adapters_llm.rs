@@ -9,7 +9,8 @@ use salesboy_actors::ports::{
 };
 use salesboy_node::adapters::http_client;
 use salesboy_node::adapters::llm::{
-    HttpLlmFactory, build_provider, parse_llm_config, redacted_llm_config, validate_llm_config,
+    HttpLlmFactory, MAX_RESPONSE_BYTES, build_provider, parse_llm_config, redacted_llm_config,
+    validate_llm_config,
 };
 use salesboy_protocol::TenantId;
 use serde_json::{Value, json};
@@ -302,6 +303,77 @@ async fn gemini_slow_answer_times_out() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn gemini_huge_answer_is_too_large() {
+    let body = vec![b' '; MAX_RESPONSE_BYTES + 1];
+    let error =
+        gemini_error_for(ResponseTemplate::new(200).set_body_raw(body, "application/json")).await;
+    assert_eq!(
+        error,
+        LlmError::TooLarge {
+            limit: MAX_RESPONSE_BYTES
+        }
+    );
+    assert_eq!(error.code(), "too_large");
+}
+
+/// A server that answers every request with a chunked body without end (no
+/// `content-length`), until the client hangs up; how many bytes it wrote.
+async fn endless_server() -> (String, tokio::task::JoinHandle<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "client closed before its request");
+            request.extend_from_slice(&buffer[..read]);
+        }
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 64 * 1024];
+        let mut written = 0;
+        // Stops when the client hangs up, or after 64 MiB.
+        while written < 64 * 1024 * 1024 {
+            let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if socket.write_all(&frame).await.is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    (format!("http://{addr}/v1"), task)
+}
+
+#[tokio::test]
+async fn openai_endless_answer_is_too_large_and_not_read_on() {
+    let (base_url, server) = endless_server().await;
+    let provider = provider(json!({
+        "kind": "openai",
+        "model": "gpt-4o-mini",
+        "api_key": OPENAI_KEY,
+        "base_url": base_url,
+        "timeout_ms": 20_000,
+    }));
+    let error = provider.complete(&prompt()).await.expect_err("must fail");
+    assert_eq!(
+        error,
+        LlmError::TooLarge {
+            limit: MAX_RESPONSE_BYTES
+        }
+    );
+    drop(provider);
+    let written = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops once the client hangs up")
+        .unwrap();
+    assert!(written < 64 * 1024 * 1024, "{written}");
 }
 
 // --- OpenAI ------------------------------------------------------------------------------

@@ -372,6 +372,14 @@ async fn invalid_input_is_a_400_that_names_the_field() {
             "llm: expected an array",
         ),
         (
+            with(
+                "llm",
+                json!([{"kind": "openai", "model": "m", "api_key": API_KEY,
+                        "base_url": "http://llm.example.com/v1"}]),
+            ),
+            "llm[0].base_url: must be an https:// url (http:// only to a loopback host)",
+        ),
+        (
             with("acess_token", json!("typo")),
             "unknown field `acess_token`",
         ),

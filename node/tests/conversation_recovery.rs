@@ -1,7 +1,8 @@
 //! A conversation's batch against its responder and session, on a real SQL store and a real
 //! actor tree, with a scripted LLM provider: the prompt holds the customer's question once, a
-//! responder task that panics does not leave the batch in flight for ever, and a reply whose
-//! `sent` mark the database refuses for a while is not sent again.
+//! message handed over twice is asked once, a responder task that panics does not leave the
+//! batch in flight for ever, and a reply whose `sent` mark the database refuses for a while
+//! is not sent again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,10 @@ async fn harness(panics: usize) -> Harness {
 }
 
 async fn harness_on(db: Database, panics: usize) -> Harness {
+    harness_debounced(db, panics, Duration::from_millis(20)).await
+}
+
+async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> Harness {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db.url()).await.unwrap());
     let llm = Arc::new(ScriptedLlm {
         prompts: Mutex::default(),
@@ -96,7 +101,7 @@ async fn harness_on(db: Database, panics: usize) -> Harness {
     });
     let whatsapp = RecordingWhatsApp::default();
     let settings = Settings {
-        debounce: Duration::from_millis(20),
+        debounce,
         sweep_interval: Duration::from_millis(100),
         unrouted_grace: Duration::ZERO,
         ..Settings::default()
@@ -143,6 +148,12 @@ fn customer() -> ChatId {
 impl Harness {
     /// Persists the customer's question, as the ingress does, and hands it over.
     async fn customer_asks(&self) {
+        let item = self.store_question().await;
+        self.hand_over(item).await;
+    }
+
+    /// Persists the customer's question, as the ingress does.
+    async fn store_question(&self) -> InboundItem {
         let wamid = Wamid::new("wamid.in1").unwrap();
         let received_ms = SystemClock.now_ms();
         let outcome = self
@@ -162,13 +173,17 @@ impl Harness {
         let InsertOutcome::Inserted { id } = outcome else {
             panic!("not inserted: {outcome:?}");
         };
-        let item = InboundItem {
+        InboundItem {
             id,
             wamid: Some(wamid),
             text: Some(QUESTION.into()),
             received_ms,
             sent_ms: received_ms,
-        };
+        }
+    }
+
+    /// Hands a stored message to its conversation, as the ingress or the sweep does.
+    async fn hand_over(&self, item: InboundItem) {
         self.node
             .deliver(
                 &acme(),
@@ -208,6 +223,21 @@ async fn a_new_conversations_prompt_holds_the_question_once() {
         .filter(|turn| turn.text.contains(QUESTION))
         .count();
     assert_eq!(in_history, 0, "history repeats the question: {prompt:?}");
+}
+
+#[tokio::test]
+async fn a_message_handed_over_twice_while_waiting_is_asked_once() {
+    let db = Database::Sqlite(tempfile::tempdir().unwrap());
+    let h = harness_debounced(db, 0, Duration::from_millis(500)).await;
+    let item = h.store_question().await;
+    h.hand_over(item.clone()).await;
+    // The sweep, or a repeated hand-off, offers it again before the debounce ends.
+    h.hand_over(item).await;
+    h.wait_for_reply().await;
+    let prompts = h.llm.prompts.lock().unwrap().clone();
+    assert_eq!(prompts.len(), 1, "{prompts:?}");
+    assert_eq!(prompts[0].question, QUESTION);
+    assert_eq!(h.whatsapp.bodies(), ["Yes, we do."]);
 }
 
 #[tokio::test]

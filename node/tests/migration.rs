@@ -3,6 +3,8 @@
 
 use reqwest::StatusCode;
 use salesboy_actors::command::TenantCommand;
+use salesboy_actors::handoff::SessionHandoff;
+use salesboy_actors::session::{MAX_BLOCKED, SessionStatus};
 use salesboy_actors::store::{Direction, StoreError};
 use salesboy_protocol::ChatId;
 use salesboy_testkit::gateway::WAIT;
@@ -165,4 +167,61 @@ async fn a_move_that_fails_leaves_the_tenant_working_where_it_was() {
         .expect("both answered after the thaw");
     assert_eq!(sent.len(), 2);
     a.node.stop().await;
+}
+
+#[tokio::test]
+async fn an_adopted_session_told_to_pause_for_ever_pauses_at_most_an_hour() {
+    let a = Gateway::start(Db::Sqlite, |_| {}).await;
+    let shared = a.config.effective_database_url();
+    let b = Gateway::start(Db::Sqlite, |c| c.database_url = Some(shared)).await;
+    let tenant = a.add_tenant("acme", PHONE, None).await;
+    // Any command activates the tenant on a.
+    a.node
+        .node
+        .deliver(
+            &tenant,
+            TenantCommand::SetPaused {
+                chat: ChatId::new("16505550001").expect("chat"),
+                until_ms: None,
+            },
+        )
+        .await
+        .expect("activate");
+    let old_epoch = a
+        .node
+        .node
+        .observe_tenant(&tenant)
+        .await
+        .expect("hosted on a")
+        .epoch;
+    let mut handoff = a.node.node.freeze(&tenant).await.expect("freeze");
+    // What a forged or corrupt handoff on the bus could say.
+    handoff.session = Some(SessionHandoff {
+        queue: vec![],
+        blocked_for_ms: u64::MAX,
+        status: SessionStatus::RateLimited,
+    });
+    b.node
+        .node
+        .adopt(handoff, old_epoch + 1)
+        .await
+        .expect("adopt");
+    a.node.node.release(&tenant).await;
+    let snapshot = b
+        .node
+        .node
+        .observe_tenant(&tenant)
+        .await
+        .expect("hosted on b");
+    let session = snapshot.session.clone().expect("b's session runs");
+    assert_eq!(session.status, SessionStatus::RateLimited);
+    assert!(snapshot.restarts.values().all(|n| *n == 0), "{snapshot:?}");
+    // The pause b keeps is at most the cap, not 584 million years.
+    let again = b.node.node.freeze(&tenant).await.expect("freeze on b");
+    let blocked_for = again.session.expect("b's session state").blocked_for_ms;
+    let cap = u64::try_from(MAX_BLOCKED.as_millis()).expect("cap in ms");
+    assert!(blocked_for > 0 && blocked_for <= cap, "{blocked_for} ms");
+    b.node.node.release(&tenant).await;
+    a.node.stop().await;
+    b.node.stop().await;
 }

@@ -350,6 +350,8 @@ async fn bad_webhook_requests_are_refused_with_their_reason() {
     for (body, field) in [
         (json!({"url": "ftp://example.com/x"}), "url"),
         (json!({"url": "not a url"}), "url"),
+        (json!({"url": "http://example.com/x"}), "url"),
+        (json!({"url": "http://169.254.169.254/x"}), "url"),
         (
             json!({"url": "https://example.com/x", "kinds": []}),
             "kinds",

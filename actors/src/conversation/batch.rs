@@ -135,7 +135,6 @@ async fn reconcile_batch(
     items.retain(|i| unanswered.iter().any(|m| m.id == i.id));
     for message in unanswered {
         if message.id < newest && !items.iter().any(|i| i.id == message.id) {
-            state.known.insert(message.id);
             items.push(InboundItem::from_stored(&message));
         }
     }
@@ -155,9 +154,6 @@ pub(super) async fn finish_batch(
         Err(reason) => {
             // Left unanswered in the store: the sweep offers it again.
             warn!(tenant = %state.args.tenant, chat = %state.args.chat, reason, "no reply written, batch left for retry");
-            for item in &in_flight.items {
-                state.known.remove(&item.id);
-            }
             return Ok(());
         }
     };

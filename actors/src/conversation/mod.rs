@@ -187,7 +187,6 @@ struct InFlight {
 /// A conversation's state.
 pub struct ConversationState {
     args: ConversationArgs,
-    known: HashSet<i64>,
     pending: Vec<InboundItem>,
     in_flight: Option<InFlight>,
     generation: u64,
@@ -217,7 +216,6 @@ impl Actor for ConversationActor {
         if let Some(restore) = args.restore.take() {
             let mut state =
                 ConversationState::new(args, restore.history.into(), restore.paused_until_ms);
-            state.known = restore.pending.iter().map(|i| i.id).collect();
             state.pending = restore.pending;
             if !state.pending.is_empty() {
                 arm_debounce(&myself, &mut state);
@@ -261,9 +259,12 @@ impl Actor for ConversationActor {
         match message {
             ConversationMsg::Inbound(item) => {
                 state.last_activity = Instant::now();
-                // Known but no longer held (its batch was answered elsewhere in part, say):
-                // offered again by reconciliation, it is taken again.
-                if state.known.insert(item.id) || !state.holds(item.id) {
+                // A message held (waiting or in the batch under way) is not taken twice: the
+                // sweep and late or repeated hand-offs offer it again. One no longer held is
+                // taken again (its batch was answered elsewhere in part, say); the batch's
+                // check against the store drops it if it was answered. Nothing is kept per
+                // message past its batch, so a long conversation does not grow.
+                if !state.holds(item.id) {
                     state.pending.push(item);
                     if !state.frozen {
                         arm_debounce(&myself, state);
@@ -353,7 +354,6 @@ impl ConversationState {
     fn new(args: ConversationArgs, history: VecDeque<Turn>, paused_until_ms: Option<i64>) -> Self {
         Self {
             args,
-            known: HashSet::new(),
             pending: Vec::new(),
             in_flight: None,
             generation: 0,

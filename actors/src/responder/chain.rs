@@ -242,7 +242,10 @@ fn rest_after(slot: &Slot, error: &LlmError) {
             state.consecutive_failures -= 1;
             None
         }
-        LlmError::Timeout | LlmError::Unavailable(_) | LlmError::Failed(_) => {
+        LlmError::Timeout
+        | LlmError::Unavailable(_)
+        | LlmError::Failed(_)
+        | LlmError::TooLarge { .. } => {
             (state.consecutive_failures >= FAILURES_TO_OPEN).then_some(FAILURE_REST)
         }
     };

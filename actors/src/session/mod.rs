@@ -180,6 +180,16 @@ pub const PAIR_RATE_GAP: Duration = Duration::from_secs(6);
 /// How long a customer stays paced after a pair-rate refusal.
 pub const PAIR_RATE_PENALTY: Duration = Duration::from_secs(60);
 
+/// The longest a session stays blocked (rate limited) on one say-so: a `Retry-After` from
+/// Meta or the `blocked_for_ms` of a handoff from the bus. A longer pause is cut to this.
+pub const MAX_BLOCKED: Duration = Duration::from_secs(3600);
+
+/// When a session told to pause for `pause` at `now` may send again: at most
+/// [`MAX_BLOCKED`] later, and never a panic on a huge value from the bus or from Meta.
+fn blocked_until(now: Instant, pause: Duration) -> Instant {
+    now.checked_add(pause.min(MAX_BLOCKED)).unwrap_or(now)
+}
+
 /// The session actor (behaviour only).
 #[derive(Debug, Default)]
 pub struct SessionActor;
@@ -219,8 +229,8 @@ impl Actor for SessionActor {
         if let Some(restore) = restore {
             state.status = restore.status;
             if restore.blocked_for_ms > 0 {
-                state.blocked_until =
-                    Some(Instant::now() + Duration::from_millis(restore.blocked_for_ms));
+                let pause = Duration::from_millis(restore.blocked_for_ms);
+                state.blocked_until = Some(blocked_until(Instant::now(), pause));
             }
             for queued in restore.queue {
                 state.owned.insert(queued.outbound_id);
@@ -453,4 +463,19 @@ fn set_status(state: &mut SessionState, status: SessionStatus) {
         &state.args.tenant,
         serde_json::json!({"status": status, "phone_number_id": state.args.number.phone_number_id.as_str()}),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_pause_is_capped_not_a_panic() {
+        let now = Instant::now();
+        let pause = Duration::from_millis(u64::MAX);
+        assert_eq!(blocked_until(now, pause), now + MAX_BLOCKED);
+        assert_eq!(blocked_until(now, Duration::MAX), now + MAX_BLOCKED);
+        let short = Duration::from_millis(250);
+        assert_eq!(blocked_until(now, short), now + short);
+    }
 }

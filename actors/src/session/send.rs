@@ -124,7 +124,7 @@ pub(super) async fn on_sent(
         match error {
             SendError::Throttled { retry_after } => {
                 let pause = retry_after.unwrap_or(backoff);
-                state.blocked_until = Some(Instant::now() + pause);
+                state.blocked_until = Some(super::blocked_until(Instant::now(), pause));
                 set_status(state, SessionStatus::RateLimited);
                 state.queue.push_front(job);
             }
@@ -187,7 +187,13 @@ pub(super) async fn fail(
 fn record_latency(services: &Services, job: &SendJob) {
     let Some(timing) = job.timing else { return };
     let total = Duration::from_millis(
-        u64::try_from(services.clock.now_ms() - timing.first_received_ms).unwrap_or(0),
+        u64::try_from(
+            services
+                .clock
+                .now_ms()
+                .saturating_sub(timing.first_received_ms),
+        )
+        .unwrap_or(0),
     );
     let debounce = total.saturating_sub(timing.debounced_at.elapsed());
     let gateway = total

@@ -60,8 +60,9 @@ impl fmt::Display for AccessToken {
     }
 }
 
-/// A tenant to create or update ([`TenantStore::upsert_tenant`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A tenant to create or update ([`TenantStore::upsert_tenant`]). `Debug` hides
+/// `llm_config` (it holds API keys).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTenant {
     /// The tenant's id.
     pub id: TenantId,
@@ -75,8 +76,8 @@ pub struct NewTenant {
     pub created_ms: i64,
 }
 
-/// A tenant as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A tenant as stored. `Debug` hides `llm_config` (it holds API keys).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     /// The tenant's id.
     pub id: TenantId,
@@ -96,6 +97,55 @@ pub struct Tenant {
     /// Since when its WhatsApp session is stopped (`session.stop`): it is hosted nowhere,
     /// neither sends nor answers, until `session.start`; `None` = running.
     pub session_stopped_ms: Option<i64>,
+}
+
+/// What `Debug` shows for an LLM configuration: whether there is one, never its text.
+fn redacted_config(config: Option<&String>) -> Option<&'static str> {
+    config.map(|_| "[redacted]")
+}
+
+impl fmt::Debug for NewTenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            id,
+            name,
+            system_prompt,
+            llm_config,
+            created_ms,
+        } = self;
+        f.debug_struct("NewTenant")
+            .field("id", id)
+            .field("name", name)
+            .field("system_prompt", system_prompt)
+            .field("llm_config", &redacted_config(llm_config.as_ref()))
+            .field("created_ms", created_ms)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            id,
+            name,
+            system_prompt,
+            llm_config,
+            knowledge_version,
+            created_ms,
+            numbers,
+            session_stopped_ms,
+        } = self;
+        f.debug_struct("Tenant")
+            .field("id", id)
+            .field("name", name)
+            .field("system_prompt", system_prompt)
+            .field("llm_config", &redacted_config(llm_config.as_ref()))
+            .field("knowledge_version", knowledge_version)
+            .field("created_ms", created_ms)
+            .field("numbers", numbers)
+            .field("session_stopped_ms", session_stopped_ms)
+            .finish()
+    }
 }
 
 /// One WhatsApp business number of a tenant.
@@ -209,5 +259,40 @@ mod tests {
         assert!(!shown.contains("EAAG-secret-token"), "{shown}");
         assert!(shown.contains("[redacted]"), "{shown}");
         assert_eq!(number.access_token.expose(), "EAAG-secret-token");
+    }
+
+    #[test]
+    fn llm_configs_never_print() {
+        let llm = r#"[{"kind":"openai","api_key":"sk-planted-secret"}]"#.to_owned();
+        let new = NewTenant {
+            id: TenantId::new("acme").unwrap(),
+            name: "Acme".into(),
+            system_prompt: None,
+            llm_config: Some(llm.clone()),
+            created_ms: 1,
+        };
+        let tenant = Tenant {
+            id: new.id.clone(),
+            name: new.name.clone(),
+            system_prompt: None,
+            llm_config: Some(llm),
+            knowledge_version: 0,
+            created_ms: 1,
+            numbers: vec![WhatsAppNumber {
+                phone_number_id: PhoneNumberId::new("106540352242922").unwrap(),
+                waba_id: None,
+                access_token: AccessToken::new("EAAG-secret-token"),
+            }],
+            session_stopped_ms: None,
+        };
+        for shown in [format!("{new:?}"), format!("{tenant:?}")] {
+            assert!(!shown.contains("sk-planted-secret"), "{shown}");
+            assert!(!shown.contains("EAAG-secret-token"), "{shown}");
+            assert!(
+                shown.contains("llm_config: Some(\"[redacted]\")"),
+                "{shown}"
+            );
+            assert!(shown.contains("acme"), "{shown}");
+        }
     }
 }

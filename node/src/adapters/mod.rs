@@ -21,6 +21,30 @@ pub mod whatsapp;
 pub use llm::{GeminiProvider, HttpLlmFactory, OpenAiProvider};
 pub use whatsapp::{CloudApiConnection, CloudApiConnector, classify_send_error};
 
+/// Checks a URL the node sends secrets or tenants' data to (an LLM provider's `base_url`, an
+/// events webhook): absolute, with a host, `https://`; plain `http://` only to a loopback
+/// host (`localhost`, 127.0.0.0/8, `::1`: local fakes and sidecars), so keys and customers'
+/// messages never cross a network in the clear. The error says what is wrong, without the
+/// URL.
+pub fn secure_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid url ({e})"))?;
+    let Some(host) = url.host_str().filter(|host| !host.is_empty()) else {
+        return Err("must name a host".into());
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err("must be an https:// url (http:// only to a loopback host)".into()),
+        _ => Err("must be an https:// url".into()),
+    }
+}
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 

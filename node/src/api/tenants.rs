@@ -18,8 +18,9 @@ use crate::cluster::RouteError;
 use crate::cluster::directory::EntryState;
 
 /// A tenant and the WhatsApp number to attach to it (`POST /tenants`, `tenant.create`). On
-/// update, absent optional fields keep their stored values.
-#[derive(Debug, Deserialize, ToSchema)]
+/// update, absent optional fields keep their stored values. `Debug` hides the access token
+/// and the LLM providers (they hold API keys).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantRequest {
     /// The tenant's id: ASCII letters, digits, `_` and `-`, at most 64.
@@ -44,8 +45,9 @@ pub struct TenantRequest {
 }
 
 /// Changes to an existing tenant (`tenant.update`): absent fields keep their stored values.
-/// A number is given with its access token.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// A number is given with its access token. `Debug` hides the access token and the LLM
+/// providers.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdate {
     /// Display name of the business.
@@ -61,6 +63,55 @@ pub struct TenantUpdate {
     pub access_token: Option<String>,
     /// The WhatsApp Business Account id of `phone_number_id`.
     pub waba_id: Option<String>,
+}
+
+/// What `Debug` shows for a secret: whether there is one, never its value.
+fn redacted<T>(secret: Option<&T>) -> Option<&'static str> {
+    secret.map(|_| "[redacted]")
+}
+
+impl std::fmt::Debug for TenantRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            id,
+            phone_number_id,
+            access_token,
+            name,
+            system_prompt,
+            llm,
+            waba_id,
+        } = self;
+        f.debug_struct("TenantRequest")
+            .field("id", id)
+            .field("phone_number_id", phone_number_id)
+            .field("access_token", &redacted(Some(access_token)))
+            .field("name", name)
+            .field("system_prompt", system_prompt)
+            .field("llm", &redacted(llm.as_ref()))
+            .field("waba_id", waba_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TenantUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            name,
+            system_prompt,
+            llm,
+            phone_number_id,
+            access_token,
+            waba_id,
+        } = self;
+        f.debug_struct("TenantUpdate")
+            .field("name", name)
+            .field("system_prompt", system_prompt)
+            .field("llm", &redacted(llm.as_ref()))
+            .field("phone_number_id", phone_number_id)
+            .field("access_token", &redacted(access_token.as_ref()))
+            .field("waba_id", waba_id)
+            .finish()
+    }
 }
 
 /// One WhatsApp number of a tenant (without its access token).
@@ -529,5 +580,36 @@ async fn detail(api: &Api, tenant: Tenant) -> TenantDetail {
     TenantDetail {
         tenant: view(tenant, snapshot.is_some()),
         state: snapshot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_never_print_their_secrets() {
+        let llm = serde_json::json!([{ "kind": "openai", "api_key": "sk-planted-secret" }]);
+        let request = TenantRequest {
+            id: "acme".into(),
+            phone_number_id: "106540352242922".into(),
+            access_token: "EAAG-planted-token".into(),
+            name: None,
+            system_prompt: None,
+            llm: Some(llm.clone()),
+            waba_id: None,
+        };
+        let update = TenantUpdate {
+            llm: Some(llm),
+            phone_number_id: Some("106540352242922".into()),
+            access_token: Some("EAAG-planted-token".into()),
+            ..TenantUpdate::default()
+        };
+        for shown in [format!("{request:?}"), format!("{update:?}")] {
+            assert!(!shown.contains("sk-planted-secret"), "{shown}");
+            assert!(!shown.contains("EAAG-planted-token"), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+            assert!(shown.contains("106540352242922"), "{shown}");
+        }
     }
 }

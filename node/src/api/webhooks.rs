@@ -24,7 +24,8 @@ pub const MAX_DEAD_LETTERS: u32 = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
-    /// Where to POST the tenant's events: an `https://` (or `http://`) URL.
+    /// Where to POST the tenant's events: an `https://` URL (`http://` only to a loopback
+    /// host).
     #[schema(example = "https://backend.example.com/salesboy/events")]
     pub url: String,
     /// The event kinds to send (default: every tenant event kind).
@@ -241,7 +242,8 @@ fn unknown(tenant: &TenantId, id: &str) -> ApiError {
     }
 }
 
-/// An absolute `http(s)://` URL with a host, of bounded length.
+/// An absolute `https://` URL with a host (`http://` only to a loopback host), of bounded
+/// length.
 fn webhook_url(raw: &str) -> Result<String, ApiError> {
     let raw = raw.trim();
     if raw.chars().count() > MAX_URL_CHARS {
@@ -250,16 +252,8 @@ fn webhook_url(raw: &str) -> Result<String, ApiError> {
             format!("at most {MAX_URL_CHARS} characters"),
         ));
     }
-    let url = reqwest::Url::parse(raw).map_err(|e| ApiError::invalid("url", e))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(ApiError::invalid(
-            "url",
-            "must be an https:// or http:// URL",
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::invalid("url", "must name a host"));
-    }
+    let url =
+        crate::adapters::secure_url(raw).map_err(|problem| ApiError::invalid("url", problem))?;
     Ok(url.to_string())
 }
 
@@ -334,16 +328,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_must_be_absolute_http_with_a_host() {
+    fn urls_must_be_absolute_https_or_loopback_http_with_a_host() {
         assert_eq!(
             webhook_url(" https://example.com/hook?x=1 ").unwrap(),
             "https://example.com/hook?x=1"
         );
+        for good in [
+            "http://127.0.0.1:9/hook",
+            "http://127.8.0.1/hook",
+            "http://localhost:8080/hook",
+            "http://[::1]:9/hook",
+        ] {
+            assert!(webhook_url(good).is_ok(), "{good}");
+        }
         for bad in [
             "example.com/hook",
             "ftp://example.com/",
             "https://",
             "file:///etc",
+            "http://example.com/hook",
+            "http://10.0.0.5/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::2]/hook",
+            "http://localhost.example.com/hook",
         ] {
             assert!(webhook_url(bad).is_err(), "{bad}");
         }

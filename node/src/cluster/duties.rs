@@ -48,7 +48,11 @@ impl ClusterMember {
                     return;
                 };
                 let from = current.entry.node.clone();
-                let placement = DirectoryEntry { node: target.clone(), epoch: current.entry.epoch + 1, state: EntryState::Active };
+                let Some(epoch) = current.entry.epoch.checked_add(1) else {
+                    warn!(tenant = %tenant, epoch = current.entry.epoch, "tenant has no epoch left to take over with");
+                    return;
+                };
+                let placement = DirectoryEntry { node: target.clone(), epoch, state: EntryState::Active };
                 match self.directory.update(&tenant, placement, current.revision).await {
                     Ok(_) => {}
                     Err(DirectoryError::Conflict) => return,

@@ -41,6 +41,12 @@ impl ClusterEpochs {
     }
 }
 
+/// The epoch after `epoch`; an error, never an overflow, at `u64::MAX` (the directory's
+/// entries come from the bus).
+fn after(epoch: u64) -> Result<u64, EpochError> {
+    epoch.checked_add(1).ok_or(EpochError::Exhausted { epoch })
+}
+
 fn unavailable(error: DirectoryError) -> EpochError {
     EpochError::DirectoryUnavailable {
         reason: error.to_string(),
@@ -58,7 +64,7 @@ impl EpochSource for ClusterEpochs {
                 state: EntryState::Active,
             };
             let result = match self.directory.fetch(tenant).await.map_err(unavailable)? {
-                None => self.directory.create(tenant, mine(stored + 1)).await,
+                None => self.directory.create(tenant, mine(after(stored)?)).await,
                 Some(current) => {
                     let placement = &current.entry;
                     let ours = placement.node == self.me;
@@ -67,7 +73,7 @@ impl EpochSource for ClusterEpochs {
                     } else if ours && placement.state == EntryState::Active {
                         // The directory lags the store (it was reset): move past both.
                         self.directory
-                            .update(tenant, mine(stored + 1), current.revision)
+                            .update(tenant, mine(after(stored)?), current.revision)
                             .await
                     } else if !ours && !super::is_known_dead(&self.membership, &placement.node) {
                         return Err(EpochError::HostedBy {
@@ -77,7 +83,7 @@ impl EpochSource for ClusterEpochs {
                         return Err(EpochError::Moving);
                     } else {
                         // Its host is dead: take it over.
-                        let epoch = placement.epoch.max(stored) + 1;
+                        let epoch = after(placement.epoch.max(stored))?;
                         self.directory
                             .update(tenant, mine(epoch), current.revision)
                             .await
@@ -181,5 +187,15 @@ mod tests {
             .await
             .expect("marked moving");
         assert_eq!(epochs.epoch_for(&tenant).await, Err(EpochError::Moving));
+    }
+
+    #[test]
+    fn the_largest_epoch_has_no_successor_and_no_overflow() {
+        assert_eq!(after(0), Ok(1));
+        assert_eq!(after(41), Ok(42));
+        assert_eq!(
+            after(u64::MAX),
+            Err(EpochError::Exhausted { epoch: u64::MAX })
+        );
     }
 }

@@ -128,6 +128,15 @@ pub enum MigrationError {
         #[source]
         error: ActivationError,
     },
+    /// The tenant's epoch is the largest there is (only a forged or corrupt directory
+    /// entry holds it): no move can take a greater one.
+    #[error("tenant {tenant} has no epoch after {epoch}")]
+    EpochExhausted {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its epoch.
+        epoch: u64,
+    },
 }
 
 impl MigrationError {
@@ -281,6 +290,12 @@ impl ClusterMember {
             });
         }
         let epoch = current.entry.epoch;
+        let Some(next_epoch) = epoch.checked_add(1) else {
+            return Err(MigrationError::EpochExhausted {
+                tenant: tenant.clone(),
+                epoch,
+            });
+        };
         let moving = DirectoryEntry {
             node: self.me.clone(),
             epoch,
@@ -336,7 +351,7 @@ impl ClusterMember {
                 to,
                 &ControlRequest::Adopt {
                     handoff,
-                    epoch: epoch + 1,
+                    epoch: next_epoch,
                     mark_revision: marked.revision,
                 },
             )
@@ -383,9 +398,9 @@ impl ClusterMember {
         self.publish(
             EventKind::TenantMigrated,
             Some(tenant),
-            serde_json::json!({"from": self.me.as_str(), "to": to.as_str(), "epoch": epoch + 1}),
+            serde_json::json!({"from": self.me.as_str(), "to": to.as_str(), "epoch": next_epoch}),
         );
-        info!(tenant = %tenant, to = %to, epoch = epoch + 1, "tenant moved");
+        info!(tenant = %tenant, to = %to, epoch = next_epoch, "tenant moved");
         Ok(())
     }
     /// Runs moves with bounded concurrency; returns how many succeeded.

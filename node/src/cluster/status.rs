@@ -112,7 +112,7 @@ impl ClusterStatus {
             let Ok(record) = serde_json::from_slice::<NodeRecord>(&entry.value) else {
                 continue;
             };
-            let alive = now_ms - record.heartbeat_ms < timeout_ms;
+            let alive = heartbeat_is_fresh(now_ms, record.heartbeat_ms, timeout_ms);
             let count = placed.get(record.node.as_str()).copied().unwrap_or(0);
             nodes.push(NodeStatus::from_record(&record, alive, count));
         }
@@ -169,5 +169,25 @@ impl ClusterStatus {
         }
         let _ = writeln!(out, "{} tenants placed; * = leader", self.tenants);
         out
+    }
+}
+
+/// Whether a heartbeat written at `heartbeat_ms` (read from the membership bucket, so any
+/// value) is younger than `timeout_ms` at `now_ms`; no overflow on extreme values.
+fn heartbeat_is_fresh(now_ms: i64, heartbeat_ms: i64, timeout_ms: i64) -> bool {
+    now_ms.saturating_sub(heartbeat_ms) < timeout_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heartbeat_is_fresh;
+
+    #[test]
+    fn extreme_heartbeats_do_not_overflow() {
+        assert!(heartbeat_is_fresh(10_000, 9_000, 5_000));
+        assert!(!heartbeat_is_fresh(10_000, 1_000, 5_000));
+        assert!(!heartbeat_is_fresh(10_000, i64::MIN, 5_000));
+        assert!(heartbeat_is_fresh(10_000, i64::MAX, 5_000));
+        assert!(!heartbeat_is_fresh(i64::MAX, i64::MIN, i64::MAX));
     }
 }

@@ -27,6 +27,8 @@ use salesboy_protocol::NodeId;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::store::redact_url;
+
 mod layers;
 
 use layers::{Layers, bad_value, env_layer, file_layer, located_error};
@@ -77,8 +79,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The node's configuration. Build it with [`Config::load`].
-#[derive(Debug, Clone)]
+/// The node's configuration. Build it with [`Config::load`]. `Debug` shows URLs with their
+/// passwords masked ([`redact_url`]) and secrets as `[REDACTED]`.
+#[derive(Clone)]
 pub struct Config {
     /// This node's id in the cluster (default: `node-1`).
     pub node_id: NodeId,
@@ -404,6 +407,72 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            node_id,
+            http_addr,
+            data_dir,
+            database_url,
+            nats_url,
+            nats_user,
+            nats_password,
+            whatsapp_app_secret,
+            whatsapp_verify_token,
+            whatsapp_api_base,
+            whatsapp_messages_per_second,
+            whatsapp_max_message_age_secs,
+            admin_token,
+            max_tenants,
+            debounce_ms,
+            conversation_idle_secs,
+            tenant_idle_secs,
+            history_window,
+            retention_days,
+            log_format,
+            failure_timeout_ms,
+            events_max_age_secs,
+            events_duplicate_window_secs,
+            events_replicas,
+            webhook_retry_secs,
+            webhook_timeout_ms,
+        } = self;
+        let url = |url: &Option<String>| url.as_deref().map(redact_url);
+        f.debug_struct("Config")
+            .field("node_id", node_id)
+            .field("http_addr", http_addr)
+            .field("data_dir", data_dir)
+            .field("database_url", &url(database_url))
+            .field("nats_url", &url(nats_url))
+            .field("nats_user", nats_user)
+            .field("nats_password", nats_password)
+            .field("whatsapp_app_secret", whatsapp_app_secret)
+            .field("whatsapp_verify_token", whatsapp_verify_token)
+            .field("whatsapp_api_base", &redact_url(whatsapp_api_base))
+            .field("whatsapp_messages_per_second", whatsapp_messages_per_second)
+            .field(
+                "whatsapp_max_message_age_secs",
+                whatsapp_max_message_age_secs,
+            )
+            .field("admin_token", admin_token)
+            .field("max_tenants", max_tenants)
+            .field("debounce_ms", debounce_ms)
+            .field("conversation_idle_secs", conversation_idle_secs)
+            .field("tenant_idle_secs", tenant_idle_secs)
+            .field("history_window", history_window)
+            .field("retention_days", retention_days)
+            .field("log_format", log_format)
+            .field("failure_timeout_ms", failure_timeout_ms)
+            .field("events_max_age_secs", events_max_age_secs)
+            .field("events_duplicate_window_secs", events_duplicate_window_secs)
+            .field("events_replicas", events_replicas)
+            .field("webhook_retry_secs", webhook_retry_secs)
+            .field("webhook_timeout_ms", webhook_timeout_ms)
+            .finish()
+    }
+}
+
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *field = value;
@@ -443,6 +512,39 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn debug_never_prints_secrets_or_url_passwords() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                (
+                    "SALESBOY_DATABASE_URL",
+                    "postgres://app:pg-planted-pw@db/sb",
+                ),
+                ("SALESBOY_NATS_URL", "nats://node:nats-planted-pw@nats:4222"),
+                ("SALESBOY_NATS_USER", "node"),
+                ("SALESBOY_NATS_PASSWORD", "nats-planted-password"),
+                ("SALESBOY_WHATSAPP_APP_SECRET", "planted-app-secret"),
+                ("SALESBOY_WHATSAPP_VERIFY_TOKEN", "planted-verify-token"),
+                ("SALESBOY_ADMIN_TOKEN", "planted-admin-token"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        for secret in [
+            "pg-planted-pw",
+            "nats-planted-pw",
+            "nats-planted-password",
+            "planted-app-secret",
+            "planted-verify-token",
+            "planted-admin-token",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://app:***@db/sb"), "{shown}");
+        assert!(shown.contains("nats://node:***@nats:4222"), "{shown}");
     }
 
     #[test]

@@ -224,10 +224,10 @@ fn provider_from_value(index: usize, value: &Value) -> Result<ProviderConfig, Ll
     let api_key = SecretString::from(fields.required_str("api_key")?.to_owned());
     let base_url = match fields.optional_str("base_url")? {
         None => kind.default_base_url().to_owned(),
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            url.trim_end_matches('/').to_owned()
-        }
-        Some(_) => return Err(fields.error("base_url", "expected an http:// or https:// url")),
+        Some(url) => match crate::adapters::secure_url(url) {
+            Ok(_) => url.trim_end_matches('/').to_owned(),
+            Err(problem) => return Err(fields.error("base_url", problem)),
+        },
     };
     let timeout = match fields.optional_positive("timeout_ms")? {
         None => DEFAULT_TIMEOUT,
@@ -374,7 +374,15 @@ mod tests {
             ),
             (
                 r#"[{"kind":"openai","model":"m","api_key":"k","base_url":"ftp://x"}]"#,
-                "llm[0].base_url: expected an http:// or https:// url",
+                "llm[0].base_url: must be an https:// url",
+            ),
+            (
+                r#"[{"kind":"openai","model":"m","api_key":"k","base_url":"http://llm.example.com/v1"}]"#,
+                "llm[0].base_url: must be an https:// url (http:// only to a loopback host)",
+            ),
+            (
+                r#"[{"kind":"gemini","model":"m","api_key":"k","base_url":"http://169.254.169.254"}]"#,
+                "llm[0].base_url: must be an https:// url (http:// only to a loopback host)",
             ),
             (
                 r#"[{"kind":"openai","model":"m","api_key":"k","prompt_usd_per_million":-1}]"#,

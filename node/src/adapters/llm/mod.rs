@@ -290,27 +290,46 @@ pub(crate) fn key_header(config: &ProviderConfig, prefix: &str) -> Result<Header
     Ok(value)
 }
 
-/// Sends a request and reads the whole response within `timeout`.
+/// The longest response body read from a provider (1 MiB; an answer is a few KiB): a longer
+/// one is [`LlmError::TooLarge`], and the rest is not read.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Sends a request and reads the whole response, at most [`MAX_RESPONSE_BYTES`], within
+/// `timeout`.
 pub(crate) async fn exchange(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<RawResponse, LlmError> {
+    let limit = MAX_RESPONSE_BYTES;
     let exchange = async {
-        let response = request.send().await?;
+        let mut response = request.send().await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await?.to_vec();
-        Ok::<_, reqwest::Error>(RawResponse {
+        let too_large = || Ok(Err(LlmError::TooLarge { limit }));
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            return too_large();
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return too_large();
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>(Ok(RawResponse {
             status,
             headers,
             body,
-        })
+        }))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Err(LlmError::Timeout),
         Ok(Err(error)) if error.is_timeout() => Err(LlmError::Timeout),
         Ok(Err(error)) => Err(LlmError::Unavailable(super::transport_problem(&error))),
-        Ok(Ok(response)) => Ok(response),
+        Ok(Ok(read)) => read,
     }
 }
 

@@ -126,7 +126,10 @@ impl NatsBus {
             })
             .connect(url)
             .await
-            .map_err(|e| BusError::Other(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| {
+                let url = crate::store::redact_url(url);
+                BusError::Other(format!("cannot connect to {url}: {e}"))
+            })?;
         // The `Connected` event may still be on its way; a disconnection already seen wins.
         state_sender.send_if_modified(|state| {
             let connecting = *state == ConnectionState::Connecting;
@@ -393,6 +396,22 @@ mod tests {
         assert_eq!(reconnect_delay(6, max), Duration::from_millis(1600));
         assert_eq!(reconnect_delay(7, max), max);
         assert_eq!(reconnect_delay(usize::MAX, max), max);
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_names_the_server_without_its_password() {
+        // Nothing listens on port 1: the first attempt fails at once.
+        let options = NatsBusOptions {
+            connection_timeout: Duration::from_secs(2),
+            ..NatsBusOptions::default()
+        };
+        let Err(error) = NatsBus::connect("nats://node:planted-pw@127.0.0.1:1", options).await
+        else {
+            panic!("connected to a closed port");
+        };
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("planted-pw"), "{shown}");
+        assert!(shown.contains("nats://node:***@127.0.0.1:1"), "{shown}");
     }
 
     #[test]
