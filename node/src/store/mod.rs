@@ -405,11 +405,6 @@ impl SqlStore {
         self.run(webhooks::due(&self.db, now_ms, count)).await
     }
 
-    /// The earliest next attempt of a delivery at the head of its chat's queue, if any.
-    pub async fn next_delivery_attempt(&self) -> Result<Option<i64>, StoreError> {
-        self.run(webhooks::next_attempt(&self.db)).await
-    }
-
     /// Records delivery attempts in one transaction: delivered ones leave the queue,
     /// failed ones are retried later or dead-lettered.
     pub async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {

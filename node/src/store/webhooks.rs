@@ -326,17 +326,6 @@ pub(crate) async fn heads_of(db: &Db, keys: &[QueueKey]) -> Result<Vec<DueDelive
     Ok(heads)
 }
 
-/// The earliest next attempt of a delivery at the head of its queue, if any (those behind
-/// an earlier event of their chat wait for it, whatever their own time).
-pub(crate) async fn next_attempt(db: &Db) -> Result<Option<i64>, Failure> {
-    Ok(sqlx::query_scalar(concat!(
-        "SELECT MIN(d.next_attempt_ms) FROM ",
-        queue_heads!()
-    ))
-    .fetch_one(&db.pool)
-    .await?)
-}
-
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
