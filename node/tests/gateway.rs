@@ -490,19 +490,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     auth_failed.await;
 
     // The owner fixes the token and switches to an LLM through the admin API.
-    let update = json!({
-        "id": "acme", "phone_number_id": PHONE, "access_token": "token-fixed",
-        "llm": [{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}],
-    });
-    let response = gateway
-        .http
-        .post(format!("{}/api/tenants", gateway.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&update)
-        .send()
-        .await
-        .expect("admin request");
-    assert_eq!(response.status(), StatusCode::OK);
+    switch_to_llm(&gateway, "token-fixed", &llm).await;
 
     ask(&gateway, CUSTOMER, "wamid.auth2", "when do you open?").await;
     let sent = gateway.wait_for_sent(1, "sent with the new token").await;
@@ -515,17 +503,11 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     gateway.node.stop().await;
 }
 
-#[tokio::test]
-async fn an_exhausted_llm_quota_is_answered_offline_under_one_alert() {
-    use salesboy_protocol::subjects::EventKind;
-    let llm = FakeLlm::start(FakeLlmOptions {
-        quota_exhausted: true,
-        ..FakeLlmOptions::default()
-    })
-    .await;
-    let (gateway, _) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
+/// Saves acme's number with `access_token` and the fake's OpenAI-compatible provider, through
+/// the admin API.
+async fn switch_to_llm(gateway: &Gateway, access_token: &str, llm: &FakeLlm) {
     let update = json!({
-        "id": "acme", "phone_number_id": PHONE, "access_token": "token-acme",
+        "id": "acme", "phone_number_id": PHONE, "access_token": access_token,
         "llm": [{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}],
     });
     let response = gateway
@@ -537,6 +519,18 @@ async fn an_exhausted_llm_quota_is_answered_offline_under_one_alert() {
         .await
         .expect("admin request");
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_exhausted_llm_quota_is_answered_offline_under_one_alert() {
+    use salesboy_protocol::subjects::EventKind;
+    let llm = FakeLlm::start(FakeLlmOptions {
+        quota_exhausted: true,
+        ..FakeLlmOptions::default()
+    })
+    .await;
+    let (gateway, _) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;
+    switch_to_llm(&gateway, "token-acme", &llm).await;
 
     // Two questions while the quota is out: both answered offline, one alert (the provider
     // rests an hour; `alert_cleared` when it answers again is tested in the responder).
