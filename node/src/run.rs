@@ -246,15 +246,6 @@ pub async fn start_with_bus(
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the HTTP address")?;
-    let app = http::router(state);
-    let stopped = tasks.token().clone();
-    // Graceful: on cancel, stops accepting and finishes the requests under way.
-    tasks.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
-        if let Err(e) = serve.await {
-            warn!(error = %e, "http server stopped with an error");
-        }
-    });
     tasks.spawn_until_cancelled(retention_job(
         Arc::clone(&store),
         sql.clone(),
@@ -304,6 +295,10 @@ pub async fn start_with_bus(
             "SALESBOY_WHATSAPP_APP_SECRET is not set: webhook deliveries are refused (503) until it is"
         );
     }
+    // Served last (bound early, so a taken port fails at once): a node that answers HTTP
+    // has everything running, and has said so in its log.
+    let app = http::router(state);
+    let stopped = tasks.token().clone();
     info!(
         node = %config.node_id,
         http = %http_addr,
@@ -311,6 +306,13 @@ pub async fn start_with_bus(
         cluster = cluster.is_some(),
         "node ready"
     );
+    // Graceful: on cancel, stops accepting and finishes the requests under way.
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
+        if let Err(e) = serve.await {
+            warn!(error = %e, "http server stopped with an error");
+        }
+    });
     Ok(RunningNode {
         http_addr,
         admin_token,
