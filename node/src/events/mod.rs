@@ -23,6 +23,11 @@ use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+
+/// The pause of the publisher and of the webhook outcome recorder after a short batch, so
+/// that writes gather: fewer, larger transactions (on SQLite each takes the database's one
+/// write lock from the hot path).
+pub(crate) const PACE: Duration = Duration::from_millis(20);
 use tracing::{info, warn};
 
 use crate::background::Background;

@@ -35,9 +35,6 @@ const BATCH: u32 = 256;
 /// nodes (on a cluster) do not wake it, and a follower checks whether it leads now.
 const POLL: Duration = Duration::from_millis(500);
 
-/// The pause after a round that published less than a full batch, while more events come.
-pub(crate) const PACE: Duration = Duration::from_millis(20);
-
 /// Waits after a failed round.
 const RETRY: Backoff = Backoff {
     first: Duration::from_millis(100),
@@ -139,9 +136,8 @@ impl Publisher {
                 Ok(published) => {
                     delays = RETRY.delays();
                     if published < BATCH as usize {
-                        // Let events gather: fewer, larger write transactions (on SQLite
-                        // each one takes the database's one write lock from the hot path).
-                        tokio::time::sleep(PACE).await;
+                        // Let events gather.
+                        tokio::time::sleep(super::PACE).await;
                     }
                 }
                 Err(reason) => {

@@ -145,7 +145,8 @@ impl WebhookDeliverer {
     /// store names the queues that got deliveries, the worker reads their heads (one index
     /// probe each), attempts those due, up to [`CONCURRENCY`] at once, each started as soon
     /// as a slot is free. Outcomes go to a recorder task that writes whatever has finished
-    /// in one transaction while the next attempts run (a group commit, no timer) and hands
+    /// in one transaction while the next attempts run (a group commit, at most one per
+    /// [`PACE`](super::PACE)) and hands
     /// the queues back, whose next heads are read then. The whole queue is read at the
     /// start, on gaining the leadership and every [`RESYNC`].
     pub async fn run(self) {
@@ -292,7 +293,7 @@ impl WebhookDeliverer {
                 return;
             }
             // Let outcomes gather: fewer, larger write transactions.
-            tokio::time::sleep(super::publisher::PACE).await;
+            tokio::time::sleep(super::PACE).await;
         }
     }
 

@@ -129,27 +129,8 @@ pub(crate) struct Db {
     outbox: Arc<Notify>,
     /// The queues (webhook and chat) that got deliveries through this store, for the
     /// delivery worker, which is woken.
-    webhooks: Arc<QueuedKeys>,
+    webhooks: Arc<webhooks::NamedQueues>,
 }
-
-/// Queues that got deliveries since the delivery worker last looked; see
-/// [`SqlStore::take_queued_keys`].
-#[derive(Default)]
-struct QueuedKeys {
-    keys: std::sync::Mutex<QueueKeys>,
-    notify: Notify,
-}
-
-/// The keys themselves; when more pile up than [`MAX_QUEUED_KEYS`] (no worker takes them),
-/// they are forgotten and the worker told to read the whole queue instead.
-#[derive(Default)]
-struct QueueKeys {
-    keys: std::collections::HashSet<QueueKey>,
-    overflowed: bool,
-}
-
-/// The most queue keys kept for the delivery worker between two looks.
-const MAX_QUEUED_KEYS: usize = 100_000;
 
 impl Db {
     /// Tells the events publisher that the outbox has new events (call after the commit).
@@ -159,23 +140,7 @@ impl Db {
 
     /// Tells the webhook delivery worker that these queues got deliveries.
     fn webhooks_queued(&self, queued: Vec<QueueKey>) {
-        if queued.is_empty() {
-            return;
-        }
-        {
-            let mut pending = self
-                .webhooks
-                .keys
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if pending.keys.len() + queued.len() > MAX_QUEUED_KEYS {
-                pending.keys.clear();
-                pending.overflowed = true;
-            } else {
-                pending.keys.extend(queued);
-            }
-        }
-        self.webhooks.notify.notify_one();
+        self.webhooks.name(queued);
     }
 
     /// Starts a transaction for a read-then-write. On SQLite it takes the write lock at
@@ -298,7 +263,7 @@ impl SqlStore {
                 pool,
                 dialect,
                 outbox: Arc::new(Notify::new()),
-                webhooks: Arc::new(QueuedKeys::default()),
+                webhooks: Arc::new(webhooks::NamedQueues::default()),
             },
             url: redacted,
         })
@@ -356,22 +321,13 @@ impl SqlStore {
     /// Completes when events have been queued for webhooks through this store since the
     /// last call (at once if they were).
     pub async fn webhooks_queued(&self) {
-        self.db.webhooks.notify.notified().await;
+        self.db.webhooks.named().await;
     }
 
     /// The queues (webhook and chat) that got deliveries through this store since the last
     /// call, or `None` when too many piled up to keep: read the whole queue then.
     pub fn take_queued_keys(&self) -> Option<Vec<QueueKey>> {
-        let mut pending = self
-            .db
-            .webhooks
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if std::mem::take(&mut pending.overflowed) {
-            return None;
-        }
-        Some(pending.keys.drain().collect())
+        self.db.webhooks.take()
     }
 
     /// The first pending delivery of each of these queues, whatever its next attempt's time

@@ -68,6 +68,64 @@ pub struct QueueKey {
     pub order_key: String,
 }
 
+/// The queues that got deliveries since the delivery worker last took them: named by the
+/// writes that queue deliveries, taken by the worker, which is woken.
+#[derive(Default)]
+pub(crate) struct NamedQueues {
+    named: std::sync::Mutex<Named>,
+    wake: tokio::sync::Notify,
+}
+
+/// The names themselves; when more pile up than [`MAX_NAMED`] (no worker takes them), they
+/// are forgotten and the worker told to read the whole queue instead.
+#[derive(Default)]
+struct Named {
+    keys: std::collections::HashSet<QueueKey>,
+    overflowed: bool,
+}
+
+/// The most queues named between two takes.
+const MAX_NAMED: usize = 100_000;
+
+impl NamedQueues {
+    /// Names queues that got deliveries (after the commit) and wakes the worker.
+    pub(crate) fn name(&self, queued: Vec<QueueKey>) {
+        if queued.is_empty() {
+            return;
+        }
+        {
+            let mut named = self.lock();
+            if named.keys.len() + queued.len() > MAX_NAMED {
+                named.keys.clear();
+                named.overflowed = true;
+            } else {
+                named.keys.extend(queued);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// The queues named since the last take, or `None` when too many piled up to keep.
+    pub(crate) fn take(&self) -> Option<Vec<QueueKey>> {
+        let mut named = self.lock();
+        if std::mem::take(&mut named.overflowed) {
+            return None;
+        }
+        Some(named.keys.drain().collect())
+    }
+
+    /// Completes when queues were named since the last call (at once if they were).
+    pub(crate) async fn named(&self) {
+        self.wake.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Named> {
+        self.named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The first pending delivery of a queue.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
