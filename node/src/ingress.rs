@@ -124,7 +124,9 @@ impl Ingress {
         &self,
         events: Vec<WebhookEvent>,
     ) -> Result<Vec<(TenantId, TenantCommand)>, StoreError> {
-        let mut commands = Vec::new();
+        // (place among the commands, what to hand off); inbound messages wait for the batch.
+        let mut commands: Vec<(usize, (TenantId, TenantCommand))> = Vec::new();
+        let mut inbound: Vec<(usize, NewInbound)> = Vec::new();
         let now_ms = self.clock.now_ms();
         for event in events {
             let result = match event {
@@ -137,30 +139,23 @@ impl Ingress {
                         continue;
                     };
                     let sent_ms = seconds_to_ms(message.timestamp);
-                    let new = NewInbound {
-                        tenant: tenant.clone(),
-                        chat: message.from.clone(),
-                        wamid: message.wamid.clone(),
-                        received_ms: now_ms,
-                        sent_ms: Some(sent_ms),
-                        kind: message.content.kind().to_owned(),
-                        body: message.text_for_assistant(),
-                        raw: Codec::Json
-                            .encode(&message)
-                            .ok()
-                            .and_then(|raw| String::from_utf8(raw).ok()),
-                    };
-                    self.store.insert_inbound(&new).await.map(|outcome| match outcome {
-                        InsertOutcome::Inserted { id } => {
-                            metrics::counter!("salesboy_messages_in_total", "outcome" => "new").increment(1);
-                            let item = InboundItem { id, wamid: Some(new.wamid), text: new.body, received_ms: now_ms, sent_ms };
-                            commands.push((tenant, TenantCommand::Inbound { chat: new.chat, item }));
-                        }
-                        InsertOutcome::Duplicate { id } => {
-                            metrics::counter!("salesboy_messages_in_total", "outcome" => "duplicate").increment(1);
-                            debug!(tenant = %tenant, id, "duplicate inbound message ignored");
-                        }
-                    })
+                    inbound.push((
+                        commands.len() + inbound.len(),
+                        NewInbound {
+                            tenant,
+                            chat: message.from.clone(),
+                            wamid: message.wamid.clone(),
+                            received_ms: now_ms,
+                            sent_ms: Some(sent_ms),
+                            kind: message.content.kind().to_owned(),
+                            body: message.text_for_assistant(),
+                            raw: Codec::Json
+                                .encode(&message)
+                                .ok()
+                                .and_then(|raw| String::from_utf8(raw).ok()),
+                        },
+                    ));
+                    Ok(())
                 }
                 WebhookEvent::Status {
                     phone_number_id,
@@ -209,13 +204,12 @@ impl Ingress {
                     };
                     self.store.record_outbound(&new).await.map(|outcome| {
                         if matches!(outcome, InsertOutcome::Inserted { .. }) {
-                            commands.push((
-                                tenant,
-                                TenantCommand::OwnerActivity {
-                                    chat: new.chat,
-                                    at_ms,
-                                },
-                            ));
+                            let place = commands.len() + inbound.len();
+                            let command = TenantCommand::OwnerActivity {
+                                chat: new.chat,
+                                at_ms,
+                            };
+                            commands.push((place, (tenant, command)));
                         }
                     })
                 }
@@ -265,7 +259,39 @@ impl Ingress {
                 Err(e) => warn!(error = %e, "webhook item not persisted"),
             }
         }
-        Ok(commands)
+        // The delivery's messages commit together (with other deliveries' writes).
+        let messages: Vec<NewInbound> = inbound.iter().map(|(_, new)| new.clone()).collect();
+        let outcomes = self.store.insert_inbound_batch(&messages).await;
+        for ((place, new), outcome) in inbound.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(InsertOutcome::Inserted { id }) => {
+                    metrics::counter!("salesboy_messages_in_total", "outcome" => "new")
+                        .increment(1);
+                    let item = InboundItem {
+                        id,
+                        wamid: Some(new.wamid),
+                        text: new.body,
+                        received_ms: now_ms,
+                        sent_ms: new.sent_ms.unwrap_or(now_ms),
+                    };
+                    let command = TenantCommand::Inbound {
+                        chat: new.chat,
+                        item,
+                    };
+                    commands.push((place, (new.tenant, command)));
+                }
+                Ok(InsertOutcome::Duplicate { id }) => {
+                    metrics::counter!("salesboy_messages_in_total", "outcome" => "duplicate")
+                        .increment(1);
+                    debug!(tenant = %new.tenant, id, "duplicate inbound message ignored");
+                }
+                Err(e @ StoreError::Unavailable { .. }) => return Err(e),
+                // One bad message must not lose the others.
+                Err(e) => warn!(tenant = %new.tenant, error = %e, "webhook message not persisted"),
+            }
+        }
+        commands.sort_by_key(|(place, _)| *place);
+        Ok(commands.into_iter().map(|(_, command)| command).collect())
     }
 
     /// The tenant owning a phone number id; unknown numbers are logged and skipped.

@@ -339,6 +339,21 @@ pub trait MessageStore: Send + Sync {
     /// reported as [`InsertOutcome::Duplicate`]. Not fenced: any node's ingress may persist.
     async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError>;
 
+    /// [`MessageStore::insert_inbound`] for each message of one webhook delivery, answering
+    /// each one's result in order. A store may commit them together (and with other
+    /// callers' writes); each is answered only once it is committed, and one that fails
+    /// does not fail the others. By default, one after the other.
+    async fn insert_inbound_batch(
+        &self,
+        messages: &[NewInbound],
+    ) -> Vec<Result<InsertOutcome, StoreError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.insert_inbound(message).await);
+        }
+        results
+    }
+
     /// Records an owner message or echo. With a wamid it is stored as sent and deduplicated
     /// like inbound messages; without, it is pending until sent. Fenced when `epoch` is set.
     async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError>;

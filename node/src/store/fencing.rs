@@ -1,14 +1,24 @@
 //! Tenant epochs (architecture §7, "Fencing").
 //!
 //! The directory bumps a tenant's epoch whenever it moves; the new owner claims it here with
-//! [`claim_epoch`]. Every write that changes conversation state runs [`fence`] first, inside
+//! [`claim_epoch`]. Every write that changes conversation state passes a fence first, inside
 //! its transaction: the write is refused if a newer epoch was claimed, and the claim cannot
 //! slip in before the write commits:
 //!
-//! - Postgres: the fence reads the epoch row `FOR SHARE`; a claim updates that row, so it
-//!   waits for fenced writes in flight and every later fenced write sees the new epoch.
-//! - SQLite: fenced writes run in `BEGIN IMMEDIATE` transactions, which hold the database's
-//!   write lock from the start, so claims and fenced writes are serialised.
+//! - Postgres: the fence takes the tenant's advisory lock shared
+//!   (`pg_advisory_xact_lock_shared`), then reads the epoch; a claim takes the same lock
+//!   exclusively before it updates the epoch row, so it waits for fenced writes in flight and
+//!   every later fenced write sees the new epoch. The lock lives in memory: a fence writes
+//!   nothing (no row lock, no WAL), so fenced writes of many tenants do not contend on the
+//!   epoch table's pages. The epoch is read in a statement after the one that took the lock,
+//!   so its snapshot sees every claim that committed before the lock was granted.
+//! - SQLite: every write goes through one connection, and fenced writes run in
+//!   `BEGIN IMMEDIATE` transactions, so claims and fenced writes are serialised.
+//!
+//! [`fence`] checks one tenant; [`Fences`] checks the tenants of a group commit with two
+//! statements for all of them.
+
+use std::collections::HashMap;
 
 use salesboy_actors::store::StoreError;
 use salesboy_protocol::TenantId;
@@ -16,10 +26,29 @@ use sqlx::AnyConnection;
 
 use super::decode::{epoch_from_sql, epoch_to_sql};
 use super::error::Failure;
-use super::{Db, Dialect};
+use super::{Db, Dialect, lists};
+
+/// The advisory lock key of a tenant (`$1`: the tenant id), in Postgres.
+macro_rules! tenant_lock_key {
+    ($param:literal) => {
+        concat!("hashtextextended(", $param, ", 5381)")
+    };
+}
 
 /// Makes `epoch` the tenant's epoch unless a newer one is already claimed.
 pub(crate) async fn claim_epoch(db: &Db, tenant: &TenantId, epoch: u64) -> Result<(), Failure> {
+    let mut tx = db.begin().await?;
+    if db.dialect == Dialect::Postgres {
+        // Waits for the fenced writes in flight; later ones wait for this commit.
+        sqlx::query(concat!(
+            "SELECT pg_advisory_xact_lock(",
+            tenant_lock_key!("$1"),
+            ")"
+        ))
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
     let claimed: Option<i64> = sqlx::query_scalar(
         "INSERT INTO tenant_epochs (tenant_id, epoch) VALUES ($1, $2) \
          ON CONFLICT (tenant_id) DO UPDATE SET epoch = excluded.epoch \
@@ -28,8 +57,9 @@ pub(crate) async fn claim_epoch(db: &Db, tenant: &TenantId, epoch: u64) -> Resul
     )
     .bind(tenant.as_str())
     .bind(epoch_to_sql(epoch)?)
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     if claimed.is_some() {
         return Ok(());
     }
@@ -53,32 +83,95 @@ pub(crate) async fn current_epoch(db: &Db, tenant: &TenantId) -> Result<Option<u
 }
 
 /// Refuses the surrounding transaction's write if the tenant's epoch is newer than `epoch`,
-/// and (on Postgres) keeps a newer claim from committing until the transaction ends. Run it
-/// first in a transaction from [`Db::begin`](super::Db::begin).
+/// and keeps a newer claim from committing until the transaction ends. Run it first in a
+/// transaction from [`Db::begin`](super::Db::begin).
 pub(crate) async fn fence(
     db: &Db,
     tx: &mut AnyConnection,
     tenant: &TenantId,
     epoch: u64,
 ) -> Result<(), Failure> {
-    let sql = match db.dialect {
-        Dialect::Postgres => "SELECT epoch FROM tenant_epochs WHERE tenant_id = $1 FOR SHARE",
-        Dialect::Sqlite => "SELECT epoch FROM tenant_epochs WHERE tenant_id = $1",
-    };
-    let current: Option<i64> = sqlx::query_scalar(sql)
-        .bind(tenant.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(current) = current.map(epoch_from_sql).transpose()? else {
-        return Ok(());
-    };
-    if current > epoch {
-        return Err(StoreError::StaleEpoch {
-            tenant: tenant.clone(),
-            given: epoch,
-            current,
+    let mut fences = Fences::default();
+    fences.lock(db, tx, std::slice::from_ref(tenant)).await?;
+    fences.check(tenant, epoch)
+}
+
+/// The epochs of the tenants a transaction writes for, read once under their locks.
+#[derive(Debug, Default)]
+pub(crate) struct Fences {
+    /// Tenant id → its epoch (`None`: never claimed), for the tenants locked so far.
+    epochs: HashMap<String, Option<u64>>,
+}
+
+impl Fences {
+    /// Takes the locks of `tenants` not locked yet (Postgres) and reads their epochs: two
+    /// statements, whatever their number.
+    pub(crate) async fn lock(
+        &mut self,
+        db: &Db,
+        tx: &mut AnyConnection,
+        tenants: &[TenantId],
+    ) -> Result<(), Failure> {
+        let mut new: Vec<&str> = tenants
+            .iter()
+            .map(TenantId::as_str)
+            .filter(|t| !self.epochs.contains_key(*t))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        for chunk in new.chunks(lists::MAX_LIST) {
+            let count = lists::padded_len(chunk.len());
+            if db.dialect == Dialect::Postgres {
+                let sql = format!(
+                    concat!(
+                        "SELECT pg_advisory_xact_lock_shared(",
+                        tenant_lock_key!("t"),
+                        ") FROM (VALUES {}) AS v (t)"
+                    ),
+                    lists::row_placeholders(1, count)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for tenant in lists::padded(chunk) {
+                    query = query.bind(*tenant);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let sql = format!(
+                "SELECT tenant_id, epoch FROM tenant_epochs WHERE tenant_id IN ({})",
+                lists::placeholders(1, count)
+            );
+            let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+            for tenant in lists::padded(chunk) {
+                query = query.bind(*tenant);
+            }
+            let found: HashMap<String, i64> =
+                query.fetch_all(&mut *tx).await?.into_iter().collect();
+            for tenant in chunk {
+                let epoch = found
+                    .get(*tenant)
+                    .copied()
+                    .map(epoch_from_sql)
+                    .transpose()?;
+                self.epochs.insert((*tenant).to_owned(), epoch);
+            }
         }
-        .into());
+        Ok(())
     }
-    Ok(())
+
+    /// [`StoreError::StaleEpoch`] if the tenant (locked with [`Fences::lock`]) has an epoch
+    /// newer than `epoch`.
+    pub(crate) fn check(&self, tenant: &TenantId, epoch: u64) -> Result<(), Failure> {
+        let current = self.epochs.get(tenant.as_str()).ok_or_else(|| {
+            StoreError::Backend(format!("tenant {tenant} written without its fence"))
+        })?;
+        match *current {
+            Some(current) if current > epoch => Err(StoreError::StaleEpoch {
+                tenant: tenant.clone(),
+                given: epoch,
+                current,
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
 }

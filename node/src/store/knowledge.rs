@@ -159,7 +159,7 @@ pub(crate) async fn search_knowledge(
         .bind(tenant.as_str())
         .bind(query)
         .bind(limit(k))
-        .fetch_all(&db.pool)
+        .fetch_all(&db.reader)
         .await?;
     rows.iter()
         .map(|row| {
@@ -178,7 +178,7 @@ pub(crate) async fn knowledge_version(db: &Db, tenant: &TenantId) -> Result<i64,
     let version: Option<i64> =
         sqlx::query_scalar("SELECT knowledge_version FROM tenants WHERE id = $1")
             .bind(tenant.as_str())
-            .fetch_optional(&db.pool)
+            .fetch_optional(&db.reader)
             .await?;
     Ok(version.unwrap_or_default())
 }

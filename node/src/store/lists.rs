@@ -30,6 +30,14 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// `($first), ($first+1), …`: `count` rows of one value.
+pub(crate) fn row_placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("(${n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `($first, $first+1), ($first+2, $first+3), …` for `count` pairs.
 pub(crate) fn pair_placeholders(first: usize, count: usize) -> String {
     (0..count)
@@ -53,5 +61,6 @@ mod tests {
         assert_eq!(padded::<i32>(&[]).count(), 0);
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
         assert_eq!(pair_placeholders(1, 2), "($1, $2), ($3, $4)");
+        assert_eq!(row_placeholders(3, 2), "($3), ($4)");
     }
 }

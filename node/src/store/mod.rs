@@ -26,6 +26,8 @@
 //! - `activity`: LLM usage;
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
+//! - `writer`: group commit of the hot path's writes (inbound messages, replies, send
+//!   results), many callers' writes in one transaction;
 //! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query.
 
 mod activity;
@@ -42,6 +44,7 @@ mod roles;
 mod tenants;
 mod tokens;
 mod webhooks;
+mod writer;
 
 use std::fmt;
 use std::future::Future;
@@ -74,6 +77,13 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
+/// The read pool's connections: as [`SQLITE_PRAGMAS`], and they refuse to write.
+const SQLITE_READER_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+     PRAGMA query_only = ON;";
+
+/// How long a write waits for SQLite's one writer connection.
+const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(30);
+
 /// Which SQL database a store talks to; picked from the URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -104,7 +114,9 @@ impl Dialect {
 /// Pool settings of a [`SqlStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlStoreOptions {
-    /// Most connections open at once (SQLite in-memory databases always use one).
+    /// Most connections open at once. Postgres: the one pool's size. SQLite: the size of
+    /// the read pool; writes always go through one more connection, the only one that
+    /// writes (in-memory databases use one connection for everything).
     pub max_connections: u32,
     /// How long an operation waits for a connection, including opening one: a database
     /// that is down fails within this time.
@@ -120,11 +132,19 @@ impl Default for SqlStoreOptions {
     }
 }
 
-/// The pool and its dialect, handed to the per-concern query functions.
+/// The pools and the dialect, handed to the per-concern query functions.
 #[derive(Clone)]
 pub(crate) struct Db {
+    /// Where writes go, and reads that are not on the hot path. SQLite: one connection,
+    /// so writers queue in the pool instead of sleeping in SQLite's busy handler.
+    /// Postgres: the one pool.
     pool: AnyPool,
+    /// Where the hot path's reads go. SQLite: a pool of read-only connections (WAL lets
+    /// them read while the writer writes). Postgres: the same pool as `pool`.
+    reader: AnyPool,
     dialect: Dialect,
+    /// The group-commit writer the hot path's writes go through.
+    writer: writer::GroupWriter,
     /// Woken after each commit that wrote to the events outbox (the publisher waits on it).
     outbox: Arc<Notify>,
     /// The queues (webhook and chat) that got deliveries through this store, for the
@@ -207,16 +227,36 @@ impl SqlStore {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
         let mut connect_url = url.to_owned();
+        // SQLite files: the read pool, opened after the migrations.
+        let mut read_pool_options = None;
         if dialect == Dialect::Sqlite {
             connect_url = sqlite_url_with_defaults(url);
             if is_sqlite_in_memory(url) {
                 // each connection of the Any driver would open its own in-memory database:
-                // keep exactly one, forever
+                // keep exactly one, forever, for reads and writes
                 pool_options = pool_options
                     .max_connections(1)
                     .min_connections(1)
                     .idle_timeout(None)
                     .max_lifetime(None);
+            } else {
+                read_pool_options = Some(
+                    AnyPoolOptions::new()
+                        .max_connections(options.max_connections)
+                        .acquire_timeout(options.acquire_timeout)
+                        .after_connect(|connection: &mut AnyConnection, _| {
+                            Box::pin(async move {
+                                connection.execute(SQLITE_READER_PRAGMAS).await?;
+                                Ok(())
+                            })
+                        }),
+                );
+                // The one writer: writes queue here (fairly, in order) rather than in
+                // SQLite's busy handler, which sleeps between retries. A queue of writes is
+                // not an outage, so it may wait longer than a read.
+                pool_options = pool_options
+                    .max_connections(1)
+                    .acquire_timeout(options.acquire_timeout.max(SQLITE_WRITER_WAIT));
             }
             pool_options = pool_options.after_connect(|connection: &mut AnyConnection, _| {
                 Box::pin(async move {
@@ -257,13 +297,30 @@ impl SqlStore {
             pool.close().await;
             return Err(scrub(error.into()));
         }
+        let reader = match read_pool_options {
+            Some(read_pool_options) => read_pool_options
+                .connect(&connect_url)
+                .await
+                .map_err(scrub)?,
+            None => pool.clone(),
+        };
         debug!(database = %redacted, ?dialect, "database connected and migrated");
+        let db = Db {
+            pool,
+            reader,
+            dialect,
+            outbox: Arc::new(Notify::new()),
+            webhooks: Arc::new(webhooks::NamedQueues::default()),
+            writer: writer::GroupWriter::detached(),
+        };
+        let writers = match dialect {
+            Dialect::Postgres => options.max_connections.div_ceil(2).max(1),
+            Dialect::Sqlite => 1,
+        };
         Ok(Self {
             db: Db {
-                pool,
-                dialect,
-                outbox: Arc::new(Notify::new()),
-                webhooks: Arc::new(webhooks::NamedQueues::default()),
+                writer: writer::GroupWriter::start(&db, writers),
+                ..db
             },
             url: redacted,
         })

@@ -13,9 +13,30 @@ use salesboy_actors::store::{NewTenantToken, TenantToken};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
+use super::error::Failure;
+use super::messages::ReplySent;
+use super::writer::{Write, Written};
 use super::{
     SqlStore, activity, fencing, knowledge, messages, outbox, rejected, retention, tenants, tokens,
 };
+
+impl SqlStore {
+    /// Group-commits one write.
+    async fn write_one(&self, write: Write) -> Result<Written, StoreError> {
+        let result = self.db.writer.write(vec![write]).await.pop();
+        self.written(result.unwrap_or_else(|| Err(no_result().into())))
+    }
+
+    /// A write's result, its failure mapped as [`SqlStore::run`] maps it.
+    fn written(&self, result: Result<Written, Failure>) -> Result<Written, StoreError> {
+        result.map_err(|failure| failure.into_store_error(self.redacted_url()))
+    }
+}
+
+/// The group-commit writer answered a write with another write's kind of result, or none.
+fn no_result() -> StoreError {
+    StoreError::Backend("the store's writer gave no result for a write".to_owned())
+}
 
 #[async_trait]
 impl HealthStore for SqlStore {
@@ -150,7 +171,27 @@ impl MessageStore for SqlStore {
     }
 
     async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError> {
-        self.run(messages::insert_inbound(&self.db, message)).await
+        let mut results = self
+            .insert_inbound_batch(std::slice::from_ref(message))
+            .await;
+        results.pop().unwrap_or_else(|| Err(no_result()))
+    }
+
+    async fn insert_inbound_batch(
+        &self,
+        messages: &[NewInbound],
+    ) -> Vec<Result<InsertOutcome, StoreError>> {
+        let writes = messages.iter().cloned().map(Write::Inbound).collect();
+        self.db
+            .writer
+            .write(writes)
+            .await
+            .into_iter()
+            .map(|result| match self.written(result)? {
+                Written::Inbound(outcome) => Ok(outcome),
+                _ => Err(no_result()),
+            })
+            .collect()
     }
 
     async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError> {
@@ -162,7 +203,10 @@ impl MessageStore for SqlStore {
     }
 
     async fn record_reply(&self, reply: &NewReply) -> Result<ReplyOutcome, StoreError> {
-        self.run(messages::record_reply(&self.db, reply)).await
+        match self.write_one(Write::Reply(reply.clone())).await? {
+            Written::Reply(outcome) => Ok(outcome),
+            _ => Err(no_result()),
+        }
     }
 
     async fn dismiss_inbound(
@@ -187,15 +231,14 @@ impl MessageStore for SqlStore {
         at_ms: i64,
         epoch: u64,
     ) -> Result<(), StoreError> {
-        self.run(messages::mark_reply_sent(
-            &self.db,
-            tenant,
+        let sent = ReplySent {
+            tenant: tenant.clone(),
             outbound_id,
-            wamid,
+            wamid: wamid.clone(),
             at_ms,
             epoch,
-        ))
-        .await
+        };
+        self.write_one(Write::ReplySent(sent)).await.map(|_| ())
     }
 
     async fn mark_reply_failed(

@@ -7,9 +7,11 @@
 //! This module writes conversations, inbound and outbound messages and replies; `status`
 //! applies delivery statuses, `reads` holds the queries that read messages back.
 
+mod grouped;
 mod reads;
 mod status;
 
+pub(crate) use grouped::{Duplicates, ReplySent, insert_inbound, mark_reply_sent, record_reply};
 pub(crate) use reads::{
     CHAT_HISTORY, CHAT_MESSAGES, chat_log, chat_messages_before, last_of_chat,
     tenants_with_pending_work, unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
@@ -17,8 +19,8 @@ pub(crate) use reads::{
 pub(crate) use status::update_status;
 
 use salesboy_actors::store::{
-    Conversation, DeliveryStatus, DismissOutcome, InsertOutcome, NewInbound, NewOutbound, NewReply,
-    ReplyOutcome, SendFailure, StoreError,
+    Conversation, DeliveryStatus, DismissOutcome, InsertOutcome, NewOutbound, SendFailure,
+    StoreError,
 };
 use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
@@ -32,7 +34,7 @@ use salesboy_protocol::subjects::EventKind;
 use serde_json::json;
 
 use super::Db;
-use super::decode::{get, id, named};
+use super::decode::{get, id};
 use super::error::Failure;
 use super::fencing::fence;
 use super::outbox;
@@ -64,7 +66,7 @@ pub(crate) async fn conversations(
     .bind(cursor_ms)
     .bind(cursor_chat)
     .bind(super::decode::limit(count))
-    .fetch_all(&db.pool)
+    .fetch_all(&db.reader)
     .await?;
     rows.iter().map(conversation_from_row).collect()
 }
@@ -90,7 +92,7 @@ pub(crate) async fn conversation(
     )
     .bind(tenant.as_str())
     .bind(chat.as_str())
-    .fetch_optional(&db.pool)
+    .fetch_optional(&db.reader)
     .await?;
     row.map(|row| {
         Ok(Conversation {
@@ -136,68 +138,6 @@ pub(crate) async fn set_bot_paused(
     tx.commit().await?;
     db.outbox_written();
     Ok(())
-}
-
-/// Persists an inbound message; a duplicate wamid rolls everything back and reports the
-/// existing row.
-pub(crate) async fn insert_inbound(
-    db: &Db,
-    message: &NewInbound,
-) -> Result<InsertOutcome, Failure> {
-    let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
-         WHEN conversations.last_inbound_ms IS NULL \
-         OR conversations.last_inbound_ms < excluded.last_inbound_ms \
-         THEN excluded.last_inbound_ms ELSE conversations.last_inbound_ms END",
-    )
-    .bind(message.tenant.as_str())
-    .bind(message.chat.as_str())
-    .bind(message.received_ms)
-    .execute(&mut *tx)
-    .await?;
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages \
-         (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
-         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (tenant_id, wamid) DO NOTHING RETURNING id",
-    )
-    .bind(message.tenant.as_str())
-    .bind(message.chat.as_str())
-    .bind(message.wamid.as_str())
-    .bind(message.kind.as_str())
-    .bind(message.body.as_deref())
-    .bind(message.raw.as_deref())
-    .bind(message.received_ms)
-    .bind(message.sent_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match inserted {
-        Some(id) => {
-            let event = Event::tenant(
-                EventKind::MessageReceived,
-                message.tenant.clone(),
-                message.received_ms,
-                json!({
-                    "message_id": id,
-                    "wamid": message.wamid.as_str(),
-                    "type": message.kind.as_str(),
-                    "text": message.body,
-                }),
-            )
-            .with_chat(message.chat.clone());
-            outbox::append(&mut tx, &event).await?;
-            tx.commit().await?;
-            db.outbox_written();
-            Ok(InsertOutcome::Inserted { id })
-        }
-        None => {
-            let id = existing_wamid(&mut tx, &message.tenant, &message.wamid).await?;
-            tx.rollback().await?;
-            Ok(InsertOutcome::Duplicate { id })
-        }
-    }
 }
 
 /// Records an owner message or echo; fenced when it carries an epoch.
@@ -269,38 +209,6 @@ pub(crate) async fn record_outbound(
     Ok(InsertOutcome::Duplicate { id: existing })
 }
 
-/// Records a bot reply and links its batch, all or nothing. Fenced.
-pub(crate) async fn record_reply(db: &Db, reply: &NewReply) -> Result<ReplyOutcome, Failure> {
-    let answers = batch(&reply.answers)?;
-    let mut tx = db.begin().await?;
-    fence(db, &mut tx, &reply.tenant, reply.epoch).await?;
-    let outbound_id: i64 = sqlx::query_scalar(
-        "INSERT INTO messages (tenant_id, chat_id, direction, origin, kind, body, status, \
-         created_ms) VALUES ($1, $2, 'outbound', 'bot', 'text', $3, 'pending', $4) RETURNING id",
-    )
-    .bind(reply.tenant.as_str())
-    .bind(reply.chat.as_str())
-    .bind(reply.body.as_str())
-    .bind(reply.created_ms)
-    .fetch_one(&mut *tx)
-    .await?;
-    let linked = link_inbound(
-        &mut tx,
-        &reply.tenant,
-        &reply.chat,
-        &answers,
-        Some(outbound_id),
-        reply.created_ms,
-    )
-    .await?;
-    if let Err(inbound_id) = linked {
-        tx.rollback().await?;
-        return Ok(ReplyOutcome::AlreadyAnswered { inbound_id });
-    }
-    tx.commit().await?;
-    Ok(ReplyOutcome::Recorded { outbound_id })
-}
-
 /// Marks inbound messages handled without a reply, all or nothing. Fenced.
 pub(crate) async fn dismiss_inbound(
     db: &Db,
@@ -321,54 +229,9 @@ pub(crate) async fn dismiss_inbound(
     Ok(DismissOutcome::Dismissed)
 }
 
-/// Records that a pending outbound message was accepted by Meta, with its event. Fenced.
-pub(crate) async fn mark_reply_sent(
-    db: &Db,
-    tenant: &TenantId,
-    outbound_id: i64,
-    wamid: &Wamid,
-    at_ms: i64,
-    epoch: u64,
-) -> Result<(), Failure> {
-    let mut tx = db.begin().await?;
-    fence(db, &mut tx, tenant, epoch).await?;
-    let sent = sqlx::query(
-        "UPDATE messages SET wamid = $3, status = 'sent', status_ms = $4 \
-         WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending' \
-         RETURNING chat_id, origin, body",
-    )
-    .bind(outbound_id)
-    .bind(tenant.as_str())
-    .bind(wamid.as_str())
-    .bind(at_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(sent) = sent else {
-        ensure_outbound_exists(&mut tx, tenant, outbound_id).await?;
-        tx.commit().await?;
-        return Ok(());
-    };
-    let chat: ChatId = id(&sent, "chat_id")?;
-    let origin = named(&sent, "origin", OutboundOrigin::parse)?;
-    let body: Option<String> = get(&sent, "body")?;
-    let event = sent_event(
-        tenant,
-        &chat,
-        origin,
-        outbound_id,
-        wamid.as_str(),
-        body.as_deref(),
-        at_ms,
-    );
-    outbox::append(&mut tx, &event).await?;
-    tx.commit().await?;
-    db.outbox_written();
-    Ok(())
-}
-
 /// The event of an outbound message accepted by Meta: `reply_sent` for the bot's,
 /// `owner_message_sent` for the owner's (through the API or an echo from the phone).
-fn sent_event(
+pub(super) fn sent_event(
     tenant: &TenantId,
     chat: &ChatId,
     origin: OutboundOrigin,
@@ -433,7 +296,7 @@ async fn update_pending_reply<'q>(
 }
 
 /// The answered ids, sorted and deduplicated; an empty batch is refused.
-fn batch(ids: &[i64]) -> Result<Vec<i64>, Failure> {
+pub(super) fn batch(ids: &[i64]) -> Result<Vec<i64>, Failure> {
     if ids.is_empty() {
         return Err(StoreError::Invalid {
             reason: "a reply must answer at least one inbound message".to_owned(),
@@ -450,7 +313,7 @@ fn batch(ids: &[i64]) -> Result<Vec<i64>, Failure> {
 /// `reply_links.reply_id`; `None`: dismissed). `Ok(Err(id))`
 /// when message `id` is already linked; [`StoreError::NotFound`] when it is not an inbound
 /// message of this chat. The caller rolls back on either.
-async fn link_inbound(
+pub(super) async fn link_inbound(
     tx: &mut AnyConnection,
     tenant: &TenantId,
     chat: &ChatId,
@@ -510,7 +373,7 @@ async fn ensure_conversation(
 }
 
 /// The id of the tenant's message with this wamid (which must exist).
-async fn existing_wamid(
+pub(super) async fn existing_wamid(
     tx: &mut AnyConnection,
     tenant: &TenantId,
     wamid: &Wamid,
@@ -540,7 +403,7 @@ async fn existing_client_ref(
 }
 
 /// [`StoreError::NotFound`] unless the tenant has an outbound message `id`.
-async fn ensure_outbound_exists(
+pub(super) async fn ensure_outbound_exists(
     tx: &mut AnyConnection,
     tenant: &TenantId,
     id: i64,

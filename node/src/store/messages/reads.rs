@@ -77,7 +77,7 @@ pub(crate) async fn tenants_with_pending_work(
     )
     .bind(since_ms)
     .bind(before_ms)
-    .fetch_all(&db.pool)
+    .fetch_all(&db.reader)
     .await?;
     rows.iter().map(|row| id(row, "tenant_id")).collect()
 }
@@ -122,7 +122,7 @@ pub(crate) async fn chat_messages_before(
     .bind(tenant.as_str())
     .bind(chat.as_str())
     .bind(before)
-    .fetch_optional(&db.pool)
+    .fetch_optional(&db.reader)
     .await?;
     let Some(cursor) = cursor else {
         return Ok(Vec::new());
@@ -167,7 +167,7 @@ async fn fetch_messages(
     db: &Db,
     query: Query<'_, Any, AnyArguments>,
 ) -> Result<Vec<StoredMessage>, Failure> {
-    let rows = query.fetch_all(&db.pool).await?;
+    let rows = query.fetch_all(&db.reader).await?;
     rows.iter().map(message_from_row).collect()
 }
 

@@ -1,0 +1,258 @@
+//! Group commit: the hot path's writes (inbound messages, bot replies, send results) from
+//! many callers go into one transaction.
+//!
+//! Callers hand a [`Job`] (one or more writes that belong together, e.g. every message of one
+//! webhook delivery) to [`GroupWriter::write`] and wait for its results. A writer task takes
+//! the jobs that are queued when it is free — no timer: under light load a job commits
+//! alone at once; under heavy load many share a commit — bounded by [`MAX_WRITES`] writes
+//! and [`MAX_BYTES`] bytes, always whole jobs, and runs them in one transaction:
+//!
+//! - the duplicates among the inbound messages are read in one statement, and the fence of
+//!   every tenant that has a fenced write in two (`fencing::Fences`);
+//! - a write that decides to change nothing (duplicate, already answered, stale epoch)
+//!   reports it and leaves the others to commit;
+//! - a database error fails the transaction: it is rolled back and each of its writes runs
+//!   again in a transaction of its own, so one bad row fails alone;
+//! - a caller hears its results only after the commit (or after its own transaction).
+//!
+//! SQLite has one writer task (it has one writer connection); Postgres several, each with
+//! its own transaction.
+
+use std::sync::Arc;
+
+use salesboy_actors::store::{InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError};
+use salesboy_protocol::TenantId;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::Db;
+use super::error::Failure;
+use super::fencing::Fences;
+use super::messages::{self, Duplicates, ReplySent};
+
+/// The most writes one transaction holds (a job larger than this commits alone).
+pub(crate) const MAX_WRITES: usize = 256;
+
+/// The most bytes of message text one transaction holds (a job larger than this commits
+/// alone).
+pub(crate) const MAX_BYTES: usize = 4 << 20;
+
+/// How many jobs may wait for a writer before callers wait to hand theirs in.
+const QUEUE: usize = 4096;
+
+/// One write of a group commit.
+#[derive(Debug, Clone)]
+pub(crate) enum Write {
+    /// Persist an inbound message.
+    Inbound(NewInbound),
+    /// Record a bot reply and link its batch. Fenced.
+    Reply(NewReply),
+    /// Record that Meta accepted a pending outbound message. Fenced.
+    ReplySent(ReplySent),
+}
+
+impl Write {
+    fn tenant(&self) -> &TenantId {
+        match self {
+            Self::Inbound(message) => &message.tenant,
+            Self::Reply(reply) => &reply.tenant,
+            Self::ReplySent(sent) => &sent.tenant,
+        }
+    }
+
+    fn fenced(&self) -> bool {
+        !matches!(self, Self::Inbound(_))
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Inbound(message) => {
+                message.body.as_ref().map_or(0, String::len)
+                    + message.raw.as_ref().map_or(0, String::len)
+            }
+            Self::Reply(reply) => reply.body.len(),
+            Self::ReplySent(_) => 0,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// An inbound message: stored, or a duplicate.
+    Inbound(InsertOutcome),
+    /// A reply: recorded, or its batch was answered already.
+    Reply(ReplyOutcome),
+    /// A send result: recorded (or the message was no longer pending).
+    ReplySent,
+}
+
+/// Writes that commit together, and where their results go (in the writes' order).
+struct Job {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Vec<Result<Written, Failure>>>,
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        self.writes.iter().map(Write::bytes).sum()
+    }
+}
+
+/// Hands writes to the writer tasks. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct GroupWriter {
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+impl GroupWriter {
+    /// A writer without tasks, for the `Db` the tasks themselves use (they never hand
+    /// writes to it).
+    pub(crate) fn detached() -> Self {
+        Self { jobs: None }
+    }
+
+    /// Starts `tasks` writer tasks on `db`. They stop when every clone of the writer is
+    /// dropped and the queue is empty.
+    pub(crate) fn start(db: &Db, tasks: u32) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..tasks.max(1) {
+            tokio::spawn(run(db.clone(), Arc::clone(&receiver)));
+        }
+        Self { jobs: Some(sender) }
+    }
+
+    /// Commits `writes` (in one transaction with whatever else is queued) and answers
+    /// each one's result, in order.
+    pub(crate) async fn write(&self, writes: Vec<Write>) -> Vec<Result<Written, Failure>> {
+        let count = writes.len();
+        let closed = || {
+            (0..count)
+                .map(|_| {
+                    Err(StoreError::Backend("the store's writer has stopped".to_owned()).into())
+                })
+                .collect()
+        };
+        let Some(jobs) = &self.jobs else {
+            return closed();
+        };
+        let (done, results) = oneshot::channel();
+        if jobs.send(Job { writes, done }).await.is_err() {
+            return closed();
+        }
+        results.await.unwrap_or_else(|_| closed())
+    }
+}
+
+/// A writer task: takes the queued jobs, commits them together, answers them.
+async fn run(db: Db, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let batch = {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            let mut writes = first.writes.len();
+            let mut bytes = first.bytes();
+            let mut batch = vec![first];
+            while writes < MAX_WRITES && bytes < MAX_BYTES {
+                let Ok(job) = jobs.try_recv() else { break };
+                writes += job.writes.len();
+                bytes += job.bytes();
+                batch.push(job);
+            }
+            batch
+        };
+        commit_jobs(&db, batch).await;
+    }
+}
+
+/// Runs the jobs' writes in one transaction and answers them; after a database error, each
+/// write in a transaction of its own.
+async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
+    let writes: Vec<&Write> = jobs.iter().flat_map(|job| job.writes.iter()).collect();
+    metrics::histogram!("salesboy_store_group_commit_writes").record(writes.len() as f64);
+    let mut results = match transaction(db, &writes).await {
+        Ok(results) => results,
+        Err(failure) => {
+            if writes.len() > 1 {
+                debug!(writes = writes.len(), error = ?failure, "group commit failed, each write on its own");
+            }
+            let mut results = Vec::with_capacity(writes.len());
+            for write in &writes {
+                let result = match transaction(db, std::slice::from_ref(write)).await {
+                    Ok(mut one) => one.pop().unwrap_or_else(|| {
+                        Err(StoreError::Backend("a write gave no result".to_owned()).into())
+                    }),
+                    Err(failure) => Err(failure),
+                };
+                results.push(result);
+            }
+            results
+        }
+    }
+    .into_iter();
+    for job in jobs {
+        let answers: Vec<_> = results.by_ref().take(job.writes.len()).collect();
+        if job.done.send(answers).is_err() {
+            // The caller is gone (its request was cancelled); the writes stand.
+            warn!("a group-committed write's caller stopped waiting");
+        }
+    }
+}
+
+/// One transaction over `writes`: `Err` when it failed as a whole (nothing committed).
+async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, Failure>>, Failure> {
+    let mut tx = db.begin().await?;
+    let inbound: Vec<&NewInbound> = writes
+        .iter()
+        .filter_map(|write| match write {
+            Write::Inbound(message) => Some(message),
+            _ => None,
+        })
+        .collect();
+    let duplicates = if inbound.is_empty() {
+        Duplicates::default()
+    } else {
+        Duplicates::read(&mut tx, &inbound).await?
+    };
+    let fenced: Vec<TenantId> = writes
+        .iter()
+        .filter(|write| write.fenced())
+        .map(|write| write.tenant().clone())
+        .collect();
+    let mut fences = Fences::default();
+    fences.lock(db, &mut tx, &fenced).await?;
+    let mut results = Vec::with_capacity(writes.len());
+    let mut events = false;
+    for write in writes {
+        let result = match write {
+            Write::Inbound(message) => messages::insert_inbound(&mut tx, &duplicates, message)
+                .await
+                .map(Written::Inbound),
+            Write::Reply(reply) => messages::record_reply(&mut tx, &fences, reply)
+                .await
+                .map(Written::Reply),
+            Write::ReplySent(sent) => messages::mark_reply_sent(&mut tx, &fences, sent)
+                .await
+                .map(|()| Written::ReplySent),
+        };
+        match result {
+            Err(failure @ Failure::Sql(_)) => {
+                let _ = tx.rollback().await;
+                return Err(failure);
+            }
+            Ok(Written::Inbound(InsertOutcome::Inserted { .. })) | Ok(Written::ReplySent) => {
+                events = true;
+            }
+            _ => {}
+        }
+        results.push(result);
+    }
+    tx.commit().await?;
+    if events {
+        db.outbox_written();
+    }
+    Ok(results)
+}
