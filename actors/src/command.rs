@@ -72,6 +72,15 @@ pub enum TenantCommand {
     /// answers what came in meanwhile, sends what is pending), nothing else. Sent by
     /// `session.start`.
     Start,
+    /// A persisted inbound message that started its chat (the ingress created the
+    /// conversation): as [`TenantCommand::Inbound`], and a conversation started for it has
+    /// nothing to load from the store (no history, no pause).
+    InboundNewChat {
+        /// The customer's chat.
+        chat: ChatId,
+        /// The message.
+        item: InboundItem,
+    },
 }
 
 impl TenantCommand {
@@ -79,6 +88,7 @@ impl TenantCommand {
     pub fn target(&self, tenant: &TenantId) -> ActorAddress {
         match self {
             Self::Inbound { chat, .. }
+            | Self::InboundNewChat { chat, .. }
             | Self::OwnerActivity { chat, .. }
             | Self::SetPaused { chat, .. }
             | Self::OwnerSend { chat, .. }
@@ -93,7 +103,7 @@ impl TenantCommand {
     /// The envelope's kind.
     pub fn kind(&self) -> MessageKind {
         match self {
-            Self::Inbound { .. } => MessageKind::Inbound,
+            Self::Inbound { .. } | Self::InboundNewChat { .. } => MessageKind::Inbound,
             Self::Reload | Self::Start => MessageKind::SessionCommand,
             Self::OwnerActivity { .. }
             | Self::SetPaused { .. }
@@ -108,7 +118,11 @@ impl TenantCommand {
     /// has answered.
     pub fn done_on_receipt(&self) -> bool {
         match self {
-            Self::Inbound { .. } | Self::OwnerActivity { .. } | Self::Reload | Self::Start => true,
+            Self::Inbound { .. }
+            | Self::InboundNewChat { .. }
+            | Self::OwnerActivity { .. }
+            | Self::Reload
+            | Self::Start => true,
             Self::SetPaused { .. }
             | Self::OwnerSend { .. }
             | Self::OwnerSendOnce { .. }
@@ -215,6 +229,13 @@ mod tests {
                 sent_ms: 0,
             },
         };
+        let TenantCommand::Inbound { item, .. } = &inbound else {
+            unreachable!()
+        };
+        let new_chat = TenantCommand::InboundNewChat {
+            chat: chat.clone(),
+            item: item.clone(),
+        };
         let tags: Vec<u8> = [
             inbound,
             TenantCommand::OwnerActivity {
@@ -247,10 +268,11 @@ mod tests {
                 client_ref: None,
             },
             TenantCommand::Start,
+            new_chat,
         ]
         .iter()
         .map(tag)
         .collect();
-        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
     }
 }

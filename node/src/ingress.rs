@@ -263,8 +263,8 @@ impl Ingress {
         let messages: Vec<NewInbound> = inbound.iter().map(|(_, new)| new.clone()).collect();
         let outcomes = self.store.insert_inbound_batch(&messages).await;
         for ((place, new), outcome) in inbound.into_iter().zip(outcomes) {
-            match outcome {
-                Ok(InsertOutcome::Inserted { id }) => {
+            match outcome.map(|stored| (stored.outcome, stored.new_chat)) {
+                Ok((InsertOutcome::Inserted { id }, new_chat)) => {
                     metrics::counter!("salesboy_messages_in_total", "outcome" => "new")
                         .increment(1);
                     let item = InboundItem {
@@ -274,13 +274,15 @@ impl Ingress {
                         received_ms: now_ms,
                         sent_ms: new.sent_ms.unwrap_or(now_ms),
                     };
-                    let command = TenantCommand::Inbound {
-                        chat: new.chat,
-                        item,
+                    let chat = new.chat;
+                    let command = if new_chat {
+                        TenantCommand::InboundNewChat { chat, item }
+                    } else {
+                        TenantCommand::Inbound { chat, item }
                     };
                     commands.push((place, (new.tenant, command)));
                 }
-                Ok(InsertOutcome::Duplicate { id }) => {
+                Ok((InsertOutcome::Duplicate { id }, _)) => {
                     metrics::counter!("salesboy_messages_in_total", "outcome" => "duplicate")
                         .increment(1);
                     debug!(tenant = %new.tenant, id, "duplicate inbound message ignored");

@@ -25,7 +25,13 @@ pub(super) async fn start_batch(
     state: &mut ConversationState,
 ) -> Result<(), ActorProcessingErr> {
     let mut items = std::mem::take(&mut state.pending);
-    reconcile_batch(state, &mut items).await?;
+    // A new chat's first message alone: nothing earlier to add, and nothing answered it
+    // yet (it came straight from the ingress that stored it; should it have been answered
+    // after all, recording the reply finds that).
+    let first_alone = matches!(state.unchecked_first.take(), Some(first) if items.len() == 1 && items[0].id == first);
+    if !first_alone {
+        reconcile_batch(state, &mut items).await?;
+    }
     if items.is_empty() {
         return Ok(());
     }

@@ -171,8 +171,24 @@ pub struct ConversationArgs {
     pub services: Arc<Services>,
     /// The tenant's session and responder.
     pub links: Arc<TenantLinks>,
-    /// State brought from the node the tenant moved from, instead of loading it.
-    pub restore: Option<ConversationHandoff>,
+    /// Where its state comes from.
+    pub start: ConversationStart,
+}
+
+/// Where a starting conversation's state comes from.
+#[derive(Debug)]
+pub enum ConversationStart {
+    /// The store: pause, history, and the unanswered messages left out of the history.
+    Load,
+    /// The node the tenant moved from.
+    Restore(ConversationHandoff),
+    /// Nowhere: the chat is new (the ingress created it with message `first`), so it has
+    /// no history and no pause, and a first batch of that message alone has nothing to
+    /// check against the store.
+    NewChat {
+        /// The chat's first message.
+        first: i64,
+    },
 }
 
 /// The batch a reply is being written for.
@@ -197,6 +213,9 @@ pub struct ConversationState {
     dismissed: u64,
     frozen: bool,
     freeze_waiter: Option<RpcReplyPort<ConversationHandoff>>,
+    /// The first message of a chat this conversation started with (see
+    /// [`ConversationStart::NewChat`]), until the first batch is taken.
+    unchecked_first: Option<i64>,
 }
 
 /// The conversation actor (behaviour only).
@@ -213,14 +232,22 @@ impl Actor for ConversationActor {
         myself: ActorRef<Self::Msg>,
         mut args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
-        if let Some(restore) = args.restore.take() {
-            let mut state =
-                ConversationState::new(args, restore.history.into(), restore.paused_until_ms);
-            state.pending = restore.pending;
-            if !state.pending.is_empty() {
-                arm_debounce(&myself, &mut state);
+        match std::mem::replace(&mut args.start, ConversationStart::Load) {
+            ConversationStart::Restore(restore) => {
+                let mut state =
+                    ConversationState::new(args, restore.history.into(), restore.paused_until_ms);
+                state.pending = restore.pending;
+                if !state.pending.is_empty() {
+                    arm_debounce(&myself, &mut state);
+                }
+                return Ok(state);
             }
-            return Ok(state);
+            ConversationStart::NewChat { first } => {
+                let mut state = ConversationState::new(args, VecDeque::new(), None);
+                state.unchecked_first = Some(first);
+                return Ok(state);
+            }
+            ConversationStart::Load => {}
         }
         let store = &args.services.store;
         let conversation = store.conversation(&args.tenant, &args.chat).await?;
@@ -364,6 +391,7 @@ impl ConversationState {
             dismissed: 0,
             frozen: false,
             freeze_waiter: None,
+            unchecked_first: None,
         }
     }
 

@@ -54,6 +54,16 @@ pub struct NewInbound {
     pub raw: Option<String>,
 }
 
+/// What [`MessageStore::insert_inbound_batch`] did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredInbound {
+    /// Stored, or a duplicate.
+    pub outcome: InsertOutcome,
+    /// The message is the first of its chat: its insert created the conversation, so the
+    /// chat has no history and no pause. `false` when the store cannot tell.
+    pub new_chat: bool,
+}
+
 /// Result of inserting a message that carries a wamid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InsertOutcome {
@@ -340,16 +350,24 @@ pub trait MessageStore: Send + Sync {
     async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError>;
 
     /// [`MessageStore::insert_inbound`] for each message of one webhook delivery, answering
-    /// each one's result in order. A store may commit them together (and with other
-    /// callers' writes); each is answered only once it is committed, and one that fails
-    /// does not fail the others. By default, one after the other.
+    /// each one's result in order, and whether it started its chat. A store may commit them
+    /// together (and with other callers' writes); each is answered only once it is
+    /// committed, and one that fails does not fail the others. By default, one after the
+    /// other, never telling a new chat.
     async fn insert_inbound_batch(
         &self,
         messages: &[NewInbound],
-    ) -> Vec<Result<InsertOutcome, StoreError>> {
+    ) -> Vec<Result<StoredInbound, StoreError>> {
         let mut results = Vec::with_capacity(messages.len());
         for message in messages {
-            results.push(self.insert_inbound(message).await);
+            let stored = self
+                .insert_inbound(message)
+                .await
+                .map(|outcome| StoredInbound {
+                    outcome,
+                    new_chat: false,
+                });
+            results.push(stored);
         }
         results
     }

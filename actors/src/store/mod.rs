@@ -52,7 +52,7 @@ pub use knowledge::{KnowledgeDocument, KnowledgeHit, KnowledgeStore, NewKnowledg
 pub use messages::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, MessageStore,
     NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY,
-    ReplyOutcome, SendFailure, StatusOutcome, StoredMessage,
+    ReplyOutcome, SendFailure, StatusOutcome, StoredInbound, StoredMessage,
 };
 pub use rejected::{NewRejectedItem, RejectedItemStore, StoredRejectedItem};
 pub use retention::RetentionStore;

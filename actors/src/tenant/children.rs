@@ -11,8 +11,9 @@ use salesboy_protocol::ChatId;
 use tracing::warn;
 
 use super::{ChildKind, TenantMsg, TenantState};
-use crate::conversation::{ConversationActor, ConversationArgs, ConversationMsg};
-use crate::handoff::ConversationHandoff;
+use crate::conversation::{
+    ConversationActor, ConversationArgs, ConversationMsg, ConversationStart,
+};
 use crate::links::TenantLinks;
 use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg};
 use crate::services::Services;
@@ -182,15 +183,15 @@ pub(super) async fn conversation(
     if let Some(existing) = state.children.conversation(chat) {
         return Ok(existing.clone());
     }
-    spawn_conversation(myself, state, chat, None).await
+    spawn_conversation(myself, state, chat, ConversationStart::Load).await
 }
 
-/// Starts a conversation, from moved state when there is some.
+/// Starts a conversation, its state from where `start` says.
 pub(super) async fn spawn_conversation(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,
     chat: &ChatId,
-    restore: Option<ConversationHandoff>,
+    start: ConversationStart,
 ) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
     let args = ConversationArgs {
         tenant: state.tenant.clone(),
@@ -198,7 +199,7 @@ pub(super) async fn spawn_conversation(
         epoch: state.epoch,
         services: Arc::clone(&state.services),
         links: Arc::clone(state.children.links()),
-        restore,
+        start,
     };
     let (conversation, _) =
         Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await?;

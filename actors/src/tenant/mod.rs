@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use self::children::{Children, conversation, spawn_child, spawn_conversation};
 use crate::command::{CommandReply, TenantCommand};
-use crate::conversation::{ConversationMsg, ConversationSnapshot, InboundItem};
+use crate::conversation::{ConversationMsg, ConversationSnapshot, ConversationStart, InboundItem};
 use crate::error::TenantError;
 use crate::handoff::{SessionHandoff, TenantHandoff};
 use crate::responder::{ResponderMsg, ResponderSnapshot};
@@ -192,7 +192,13 @@ impl Actor for TenantSupervisor {
         spawn_child(&myself, &mut state, ChildKind::Responder).await?;
         for restore in restore_conversations {
             let chat = restore.chat.clone();
-            spawn_conversation(&myself, &mut state, &chat, Some(restore)).await?;
+            spawn_conversation(
+                &myself,
+                &mut state,
+                &chat,
+                ConversationStart::Restore(restore),
+            )
+            .await?;
         }
         Ok(state)
     }
@@ -376,7 +382,9 @@ async fn carry_out(
     };
     if state.frozen {
         match command {
-            TenantCommand::Inbound { .. } | TenantCommand::OwnerActivity { .. } => {
+            TenantCommand::Inbound { .. }
+            | TenantCommand::InboundNewChat { .. }
+            | TenantCommand::OwnerActivity { .. } => {
                 state.held.push(command);
                 answer(reply, Ok(CommandReply::Done));
             }
@@ -396,6 +404,17 @@ async fn carry_out(
     match command {
         TenantCommand::Inbound { chat, item } => {
             let conversation = conversation(myself, state, &chat).await?;
+            let _ = conversation.send_message(ConversationMsg::Inbound(item));
+            answer(reply, Ok(CommandReply::Done));
+        }
+        TenantCommand::InboundNewChat { chat, item } => {
+            let conversation = match state.children.conversation(&chat) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let start = ConversationStart::NewChat { first: item.id };
+                    spawn_conversation(myself, state, &chat, start).await?
+                }
+            };
             let _ = conversation.send_message(ConversationMsg::Inbound(item));
             answer(reply, Ok(CommandReply::Done));
         }

@@ -7,7 +7,7 @@ use salesboy_actors::store::{
     Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
     LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewRejectedItem, NewReply,
     NewStatus, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
+    StoredInbound, StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_actors::store::{NewTenantToken, TenantToken};
 use salesboy_protocol::events::Event;
@@ -174,13 +174,14 @@ impl MessageStore for SqlStore {
         let mut results = self
             .insert_inbound_batch(std::slice::from_ref(message))
             .await;
-        results.pop().unwrap_or_else(|| Err(no_result()))
+        let stored = results.pop().unwrap_or_else(|| Err(no_result()))?;
+        Ok(stored.outcome)
     }
 
     async fn insert_inbound_batch(
         &self,
         messages: &[NewInbound],
-    ) -> Vec<Result<InsertOutcome, StoreError>> {
+    ) -> Vec<Result<StoredInbound, StoreError>> {
         let writes = messages.iter().cloned().map(Write::Inbound).collect();
         self.db
             .writer

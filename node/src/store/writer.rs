@@ -20,7 +20,9 @@
 
 use std::sync::Arc;
 
-use salesboy_actors::store::{InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError};
+use salesboy_actors::store::{
+    InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound,
+};
 use salesboy_protocol::TenantId;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, warn};
@@ -80,7 +82,7 @@ impl Write {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {
     /// An inbound message: stored, or a duplicate.
-    Inbound(InsertOutcome),
+    Inbound(StoredInbound),
     /// A reply: recorded, or its batch was answered already.
     Reply(ReplyOutcome),
     /// A send result: recorded (or the message was no longer pending).
@@ -212,7 +214,7 @@ async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, F
             _ => None,
         })
         .collect();
-    let duplicates = if inbound.is_empty() {
+    let mut duplicates = if inbound.is_empty() {
         Duplicates::default()
     } else {
         Duplicates::read(&mut tx, &inbound).await?
@@ -228,7 +230,7 @@ async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, F
     let mut events = false;
     for write in writes {
         let result = match write {
-            Write::Inbound(message) => messages::insert_inbound(&mut tx, &duplicates, message)
+            Write::Inbound(message) => messages::insert_inbound(&mut tx, &mut duplicates, message)
                 .await
                 .map(Written::Inbound),
             Write::Reply(reply) => messages::record_reply(&mut tx, &fences, reply)
@@ -243,7 +245,11 @@ async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, F
                 let _ = tx.rollback().await;
                 return Err(failure);
             }
-            Ok(Written::Inbound(InsertOutcome::Inserted { .. })) | Ok(Written::ReplySent) => {
+            Ok(Written::Inbound(StoredInbound {
+                outcome: InsertOutcome::Inserted { .. },
+                ..
+            }))
+            | Ok(Written::ReplySent) => {
                 events = true;
             }
             _ => {}

@@ -8,9 +8,9 @@
 //! A database error is the one way a write fails the transaction; the writer then runs each
 //! write again on its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use salesboy_actors::store::{InsertOutcome, NewInbound, NewReply, ReplyOutcome};
+use salesboy_actors::store::{InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoredInbound};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{TenantId, Wamid};
@@ -25,19 +25,24 @@ use crate::store::{lists, outbox};
 use salesboy_actors::store::OutboundOrigin;
 use salesboy_protocol::ChatId;
 
-/// The inbound messages of a transaction that are stored already: (tenant, wamid) → id.
+/// What a transaction's inbound messages find stored already: the messages themselves,
+/// (tenant, wamid) → id, and their chats.
 #[derive(Debug, Default)]
 pub(crate) struct Duplicates {
     stored: HashMap<(String, String), i64>,
+    /// (tenant, chat) of the chats that exist, including those created in this transaction.
+    chats: HashSet<(String, String)>,
 }
 
 impl Duplicates {
-    /// Reads which of `messages` are stored already: one statement per 512 messages.
+    /// Reads which of `messages`, and which of their chats, are stored already: two
+    /// statements per 512 messages.
     pub(crate) async fn read(
         tx: &mut AnyConnection,
         messages: &[&NewInbound],
     ) -> Result<Self, Failure> {
         let mut stored = HashMap::new();
+        let mut chats = HashSet::new();
         for chunk in messages.chunks(lists::MAX_LIST / 2) {
             let count = lists::padded_len(chunk.len());
             let sql = format!(
@@ -54,8 +59,28 @@ impl Duplicates {
             for (tenant, wamid, id) in query.fetch_all(&mut *tx).await? {
                 stored.insert((tenant, wamid), id);
             }
+            let sql = format!(
+                "SELECT tenant_id, chat_id FROM conversations \
+                 WHERE (tenant_id, chat_id) IN (VALUES {})",
+                lists::pair_placeholders(1, count)
+            );
+            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+            for message in lists::padded(chunk) {
+                query = query
+                    .bind(message.tenant.as_str())
+                    .bind(message.chat.as_str());
+            }
+            chats.extend(query.fetch_all(&mut *tx).await?);
         }
-        Ok(Self { stored })
+        Ok(Self { stored, chats })
+    }
+
+    /// Whether the message's chat is new; from now on it exists.
+    fn create_chat(&mut self, message: &NewInbound) -> bool {
+        self.chats.insert((
+            message.tenant.as_str().to_owned(),
+            message.chat.as_str().to_owned(),
+        ))
     }
 
     fn get(&self, message: &NewInbound) -> Option<i64> {
@@ -72,12 +97,16 @@ impl Duplicates {
 /// `duplicates`, or by a write earlier in this transaction) is reported and changes nothing.
 pub(crate) async fn insert_inbound(
     tx: &mut AnyConnection,
-    duplicates: &Duplicates,
+    duplicates: &mut Duplicates,
     message: &NewInbound,
-) -> Result<InsertOutcome, Failure> {
+) -> Result<StoredInbound, Failure> {
     if let Some(id) = duplicates.get(message) {
-        return Ok(InsertOutcome::Duplicate { id });
+        return Ok(StoredInbound {
+            outcome: InsertOutcome::Duplicate { id },
+            new_chat: false,
+        });
     }
+    let new_chat = duplicates.create_chat(message);
     sqlx::query(
         "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) VALUES ($1, $2, $3) \
          ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
@@ -111,7 +140,10 @@ pub(crate) async fn insert_inbound(
         // the conversation's last inbound time may have moved to this receive time, which
         // is as recent as the stored one's.
         let id = existing_wamid(&mut *tx, &message.tenant, &message.wamid).await?;
-        return Ok(InsertOutcome::Duplicate { id });
+        return Ok(StoredInbound {
+            outcome: InsertOutcome::Duplicate { id },
+            new_chat: false,
+        });
     };
     let event = Event::tenant(
         EventKind::MessageReceived,
@@ -126,7 +158,10 @@ pub(crate) async fn insert_inbound(
     )
     .with_chat(message.chat.clone());
     outbox::append(&mut *tx, &event).await?;
-    Ok(InsertOutcome::Inserted { id })
+    Ok(StoredInbound {
+        outcome: InsertOutcome::Inserted { id },
+        new_chat,
+    })
 }
 
 /// Records a bot reply and links its batch, all or nothing: when a message of the batch is
