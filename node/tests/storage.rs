@@ -191,6 +191,9 @@ storage_suite!(
     tenant_tokens_go_with_their_tenant,
     inbound_messages_keep_metas_timestamp,
     rejected_items_are_kept_with_their_event,
+    one_bad_message_of_a_delivery_fails_alone,
+    a_committed_delivery_sent_again_is_all_duplicates,
+    a_stale_tenant_among_concurrent_replies_is_refused_alone,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -529,6 +532,106 @@ async fn concurrent_duplicate_deliveries_insert_once(store: Arc<dyn Store>) {
     let id = inserted[0].id();
     assert!(outcomes.iter().all(|o| o.id() == id), "{outcomes:?}");
     assert_eq!(chat_size(&*store, &acme, &chat, 10).await, 1);
+}
+
+/// A delivery's messages commit together; a message that fails in the database (here: its
+/// tenant does not exist) fails alone and the others are stored.
+async fn one_bad_message_of_a_delivery_fails_alone(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let ghost = tenant_id("ghost");
+    let delivery = [
+        inbound(&acme, &chat_id("1001"), "wamid.1", T0),
+        inbound(&ghost, &chat_id("1002"), "wamid.2", T0),
+        inbound(&acme, &chat_id("1003"), "wamid.3", T0),
+        inbound(&acme, &chat_id("1001"), "wamid.4", T0 + 1),
+    ];
+    let results = store.insert_inbound_batch(&delivery).await;
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert!(results[1].is_err(), "{results:?}");
+    assert!(
+        !matches!(results[1], Err(StoreError::Unavailable { .. })),
+        "a bad row is not an outage: {results:?}"
+    );
+    let stored: Vec<(bool, bool)> = [0, 2, 3]
+        .iter()
+        .map(|&i| match &results[i] {
+            Ok(stored) => (
+                matches!(stored.outcome, InsertOutcome::Inserted { .. }),
+                stored.new_chat,
+            ),
+            Err(error) => panic!("message {i} failed: {error}"),
+        })
+        .collect();
+    // All stored; the first two started their chats, the third's chat existed (the first).
+    assert_eq!(stored, [(true, true), (true, true), (true, false)]);
+    assert_eq!(chat_size(&*store, &acme, &chat_id("1001"), 10).await, 2);
+    assert_eq!(chat_size(&*store, &acme, &chat_id("1003"), 10).await, 1);
+}
+
+/// A node that committed a delivery and died before answering it gets Meta's retry: every
+/// message is a duplicate (nothing new, no new chat), and the stored ones wait, unanswered,
+/// for the sweep.
+async fn a_committed_delivery_sent_again_is_all_duplicates(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let delivery: Vec<NewInbound> = (0..5)
+        .map(|i| inbound(&acme, &chat_id(&format!("200{i}")), &format!("wamid.{i}"), T0))
+        .collect();
+    let first: Vec<InsertOutcome> = store
+        .insert_inbound_batch(&delivery)
+        .await
+        .into_iter()
+        .map(|result| result.expect("stored").outcome)
+        .collect();
+    let retry = store.insert_inbound_batch(&delivery).await;
+    for (first, retried) in first.iter().zip(&retry) {
+        let retried = retried.as_ref().expect("the retry is answered");
+        assert_eq!(retried.outcome, InsertOutcome::Duplicate { id: first.id() });
+        assert!(!retried.new_chat);
+    }
+    assert_eq!(
+        store.tenants_with_pending_work(T0 - MINUTE, T0 + MINUTE).await.unwrap(),
+        [acme.clone()]
+    );
+    let unanswered = store.unanswered_inbound(&acme, T0 - MINUTE).await.unwrap();
+    assert_eq!(unanswered.len(), 5);
+}
+
+/// Replies of many conversations commit together; the writes of a tenant that moved away
+/// (a newer epoch) are refused, and only those.
+async fn a_stale_tenant_among_concurrent_replies_is_refused_alone(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    store.claim_epoch(&acme, 2).await.unwrap();
+    store.claim_epoch(&beta, 1).await.unwrap();
+    let mut replies = Vec::new();
+    for i in 0..16 {
+        let (tenant, epoch) = if i % 2 == 0 { (&acme, 1) } else { (&beta, 1) };
+        let chat = chat_id(&format!("300{i}"));
+        let id = receive(&*store, tenant, &chat, &format!("wamid.{i}"), T0).await;
+        replies.push(reply(tenant, &chat, &[id], epoch, T0 + 1));
+    }
+    let recorded = replies.iter().map(|reply| {
+        let store = store.clone();
+        let reply = reply.clone();
+        tokio::spawn(async move { store.record_reply(&reply).await })
+    });
+    let mut outcomes = Vec::new();
+    for task in recorded.collect::<Vec<_>>() {
+        outcomes.push(task.await.expect("task"));
+    }
+    for (reply, outcome) in replies.iter().zip(outcomes) {
+        if reply.tenant == acme {
+            assert_stale(outcome, &acme, 1, 2);
+        } else {
+            assert!(
+                matches!(outcome, Ok(ReplyOutcome::Recorded { .. })),
+                "{outcome:?}"
+            );
+        }
+    }
+    // acme's messages are still unanswered; beta's are answered
+    assert_eq!(store.unanswered_inbound(&acme, 0).await.unwrap().len(), 8);
+    assert!(store.unanswered_inbound(&beta, 0).await.unwrap().is_empty());
 }
 
 async fn inbound_bumps_the_conversation(store: Arc<dyn Store>) {

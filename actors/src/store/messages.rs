@@ -433,7 +433,8 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
     /// Tenants with work left behind: an inbound message received in `[since_ms, before_ms)`
-    /// that is neither answered nor dismissed, or an outbound message still pending. The
+    /// that is neither answered nor dismissed, or an outbound message created before
+    /// `before_ms` and still pending (a younger one is a reply under way). The
     /// node's sweep activates and reconciles them, so an implementation answers it with one
     /// query, not one per tenant.
     async fn tenants_with_pending_work(

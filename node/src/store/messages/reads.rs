@@ -59,8 +59,9 @@ pub(crate) async fn unanswered_inbound_in_chat(
     fetch_messages(db, query).await
 }
 
-/// Tenants with an unanswered inbound message received in `[since_ms, before_ms)` or a
-/// pending outbound message: one query (the created-at index and the partial pending index).
+/// Tenants with an unanswered inbound message received in `[since_ms, before_ms)` or an
+/// outbound message pending since before `before_ms` (a reply under way is not work left
+/// over): one query (the created-at index and the partial pending index).
 /// Tenants whose session is stopped, and deleted ones, are left out: nothing activates them.
 pub(crate) async fn tenants_with_pending_work(
     db: &Db,
@@ -71,11 +72,13 @@ pub(crate) async fn tenants_with_pending_work(
         "SELECT w.tenant_id FROM (SELECT DISTINCT m.tenant_id FROM messages m \
          WHERE m.direction = 'inbound' AND m.created_ms >= $1 AND m.created_ms < $2 \
          AND NOT EXISTS (SELECT 1 FROM reply_links r WHERE r.inbound_id = m.id) \
-         UNION SELECT DISTINCT tenant_id FROM messages WHERE status = 'pending') w \
+         UNION SELECT DISTINCT tenant_id FROM messages \
+         WHERE status = 'pending' AND created_ms < $3) w \
          JOIN tenants t ON t.id = w.tenant_id \
          WHERE t.session_stopped_ms IS NULL AND t.deleted_ms IS NULL",
     )
     .bind(since_ms)
+    .bind(before_ms)
     .bind(before_ms)
     .fetch_all(&db.reader)
     .await?;

@@ -312,7 +312,7 @@ impl MessageStore for MemoryStore {
             tables
                 .messages
                 .values()
-                .filter(|m| m.status == Some(DeliveryStatus::Pending))
+                .filter(|m| m.status == Some(DeliveryStatus::Pending) && m.created_ms < before_ms)
                 .map(|m| m.tenant.clone()),
         );
         // Nothing activates a tenant whose session is stopped, or a deleted one.
