@@ -429,12 +429,19 @@ pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Resul
         .collect();
     // Bound parameters per statement stay far below both dialects' limits.
     for chunk in delivered.chunks(lists::MAX_LIST) {
+        // The `seq` list lets Postgres find the rows by the seq index; a list of pairs
+        // alone may be planned as a pass over the whole queue.
+        let count = lists::padded_len(chunk.len());
         let sql = format!(
-            "DELETE FROM webhook_deliveries WHERE (webhook_id, seq) IN (VALUES {})",
-            lists::pair_placeholders(1, lists::padded_len(chunk.len()))
+            "DELETE FROM webhook_deliveries WHERE seq IN ({}) AND (webhook_id, seq) IN (VALUES {})",
+            lists::placeholders(1, count),
+            lists::pair_placeholders(1 + count, count)
         );
         // Safe: the text holds only numbered placeholders; the values are bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in lists::padded(chunk) {
+            query = query.bind(record.seq);
+        }
         for record in lists::padded(chunk) {
             query = query.bind(record.key.webhook_id.as_str()).bind(record.seq);
         }

@@ -43,34 +43,46 @@ impl Duplicates {
     ) -> Result<Self, Failure> {
         let mut stored = HashMap::new();
         let mut chats = HashSet::new();
+        // One lookup per message, by the unique index: a scalar subquery per row of a
+        // `VALUES` list. (Postgres plans `(a, b) IN (VALUES …)` as a semi-join that may scan
+        // the whole table, a cost that grows with history.)
         for chunk in messages.chunks(lists::MAX_LIST / 2) {
             let count = lists::padded_len(chunk.len());
+            let pairs = lists::pair_placeholders(1, count);
             let sql = format!(
-                "SELECT tenant_id, wamid, id FROM messages \
-                 WHERE (tenant_id, wamid) IN (VALUES {})",
-                lists::pair_placeholders(1, count)
+                "WITH v (t, w) AS (VALUES {pairs}) SELECT v.t, v.w, \
+                 (SELECT m.id FROM messages m WHERE m.tenant_id = v.t AND m.wamid = v.w) \
+                 FROM v"
             );
-            let mut query = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
+            let mut query =
+                sqlx::query_as::<_, (String, String, Option<i64>)>(sqlx::AssertSqlSafe(sql));
             for message in lists::padded(chunk) {
                 query = query
                     .bind(message.tenant.as_str())
                     .bind(message.wamid.as_str());
             }
             for (tenant, wamid, id) in query.fetch_all(&mut *tx).await? {
-                stored.insert((tenant, wamid), id);
+                if let Some(id) = id {
+                    stored.insert((tenant, wamid), id);
+                }
             }
             let sql = format!(
-                "SELECT tenant_id, chat_id FROM conversations \
-                 WHERE (tenant_id, chat_id) IN (VALUES {})",
-                lists::pair_placeholders(1, count)
+                "WITH v (t, c) AS (VALUES {pairs}) SELECT v.t, v.c, \
+                 (SELECT 1 FROM conversations k WHERE k.tenant_id = v.t AND k.chat_id = v.c) \
+                 FROM v"
             );
-            let mut query = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+            let mut query =
+                sqlx::query_as::<_, (String, String, Option<i32>)>(sqlx::AssertSqlSafe(sql));
             for message in lists::padded(chunk) {
                 query = query
                     .bind(message.tenant.as_str())
                     .bind(message.chat.as_str());
             }
-            chats.extend(query.fetch_all(&mut *tx).await?);
+            for (tenant, chat, found) in query.fetch_all(&mut *tx).await? {
+                if found.is_some() {
+                    chats.insert((tenant, chat));
+                }
+            }
         }
         Ok(Self { stored, chats })
     }
