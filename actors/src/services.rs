@@ -8,6 +8,7 @@ use std::time::Duration;
 use salesboy_protocol::events::{Alert, AlertKind, Event};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{NodeId, TenantId};
+use serde::{Deserialize, Serialize};
 
 use crate::ledger::SendLedger;
 use crate::ports::{Clock, EpochSource, EventSink, LlmProviderFactory, Prompt, WhatsAppConnector};
@@ -16,6 +17,39 @@ use crate::supervision::RestartPolicy;
 
 /// The 24-hour customer service window, in milliseconds.
 pub const CUSTOMER_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// When a conversation marks the customer's messages read (blue ticks) and shows the typing
+/// indicator: one more request to WhatsApp per batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadReceipts {
+    /// For every batch the bot answers, before the reply is written.
+    Always,
+    /// Only when the reply will take a while: just before an LLM is asked (not for an
+    /// offline answer or a cached one, which are sent at once anyway).
+    #[default]
+    WhenSlow,
+    /// Never.
+    Never,
+}
+
+impl ReadReceipts {
+    /// The policy's name in configuration and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::WhenSlow => "when_slow",
+            Self::Never => "never",
+        }
+    }
+
+    /// The policy named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Always, Self::WhenSlow, Self::Never]
+            .into_iter()
+            .find(|policy| policy.as_str() == name)
+    }
+}
 
 /// Tunables of the actor tree.
 #[derive(Debug, Clone)]
@@ -54,6 +88,8 @@ pub struct Settings {
     /// answered. Messages older than the 24-hour customer service window are never answered
     /// ([`CUSTOMER_WINDOW_MS`]), whatever this says.
     pub max_message_age: Duration,
+    /// When the customer's messages are marked read, for tenants that do not say.
+    pub read_receipts: ReadReceipts,
 }
 
 impl Default for Settings {
@@ -75,6 +111,7 @@ impl Default for Settings {
             freeze_timeout: Duration::from_secs(5),
             restart: RestartPolicy::default(),
             max_message_age: Duration::from_millis(CUSTOMER_WINDOW_MS.unsigned_abs()),
+            read_receipts: ReadReceipts::default(),
         }
     }
 }

@@ -336,6 +336,7 @@ fn settings(config: &Config) -> Settings {
         max_tenants: usize::try_from(config.max_tenants).unwrap_or(usize::MAX),
         messages_per_second: config.whatsapp_messages_per_second,
         max_message_age: Duration::from_secs(config.whatsapp_max_message_age_secs),
+        read_receipts: config.whatsapp_read_receipts,
         ..Settings::default()
     }
 }

@@ -853,3 +853,66 @@ async fn an_old_or_replayed_delivery_is_stored_but_not_answered_on_sqlite() {
 async fn an_old_or_replayed_delivery_is_stored_but_not_answered_on_postgres() {
     an_old_or_replayed_delivery_is_stored_but_not_answered(Db::Postgres).await;
 }
+
+/// The ids of the messages marked read so far.
+fn marked_read(gateway: &Gateway) -> Vec<String> {
+    gateway
+        .whatsapp
+        .mark_reads()
+        .into_iter()
+        .map(|read| {
+            assert!(read.typing, "a read receipt shows the typing indicator");
+            read.message_id
+        })
+        .collect()
+}
+
+/// Read receipts by policy: by default only before an LLM is asked (an offline answer goes
+/// out without one), always, or never.
+#[tokio::test]
+async fn read_receipts_follow_the_policy() {
+    use salesboy_actors::services::ReadReceipts;
+
+    const LLM_PHONE: &str = "106540352242923";
+    let llm = FakeLlm::start(FakeLlmOptions::default()).await;
+    for policy in [
+        ReadReceipts::WhenSlow,
+        ReadReceipts::Always,
+        ReadReceipts::Never,
+    ] {
+        let (gateway, offline) = acme(
+            Db::Sqlite,
+            |config| config.whatsapp_read_receipts = policy,
+            &[HOURS],
+        )
+        .await;
+        let providers = json!([{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}]);
+        let with_llm = gateway.add_tenant("beta", LLM_PHONE, Some(providers)).await;
+
+        ask(&gateway, CUSTOMER, "wamid.offline", "When do you open?").await;
+        gateway
+            .post_webhook(&webhooks::text_message(
+                LLM_PHONE,
+                CUSTOMER,
+                "wamid.llm",
+                "When do you open?",
+            ))
+            .await;
+        gateway.wait_for_sent(2, "both answered").await;
+        gateway.settled(&offline, CUSTOMER).await;
+        gateway.settled(&with_llm, CUSTOMER).await;
+        let expected: &[&str] = match policy {
+            ReadReceipts::WhenSlow => &["wamid.llm"],
+            ReadReceipts::Always => &["wamid.llm", "wamid.offline"],
+            ReadReceipts::Never => &[],
+        };
+        let read = eventually(WAIT, || async {
+            let mut read = marked_read(&gateway);
+            read.sort();
+            (read == expected).then_some(read)
+        })
+        .await;
+        assert_eq!(read, expected, "{policy:?}");
+        gateway.node.stop().await;
+    }
+}

@@ -14,8 +14,8 @@ use super::{
     ConversationMsg, ConversationState, DismissReason, InFlight, InboundItem, fenced, paused_at,
 };
 use crate::ports::Turn;
-use crate::responder::{ReplyRequest, ResponderMsg};
-use crate::services::CUSTOMER_WINDOW_MS;
+use crate::responder::{ReadReceipt, ReplyRequest, ResponderMsg};
+use crate::services::{CUSTOMER_WINDOW_MS, ReadReceipts};
 use crate::session::{ReplyTiming, SendJob, SessionMsg};
 use crate::store::{DismissOutcome, NewReply, ReplyOutcome, StoreError};
 
@@ -71,10 +71,17 @@ pub(super) async fn start_batch(
 
     let question = texts.join("\n");
     let links = &state.args.links;
+    let mut read_receipt = None;
     if let (Some(session), Some(wamid)) =
         (links.session(), items.last().and_then(|i| i.wamid.clone()))
     {
-        let _ = session.send_message(SessionMsg::MarkRead { wamid });
+        match links.read_receipts(state.args.services.settings.read_receipts) {
+            ReadReceipts::Always => {
+                let _ = session.send_message(SessionMsg::MarkRead { wamid });
+            }
+            ReadReceipts::WhenSlow => read_receipt = Some(ReadReceipt { session, wamid }),
+            ReadReceipts::Never => {}
+        }
     }
     let Some(responder) = links.responder() else {
         // The responder is restarting: keep the batch; the next message or the sweep retries.
@@ -90,6 +97,7 @@ pub(super) async fn start_batch(
         history: state.history.iter().cloned().collect(),
         reply_to: myself.clone(),
         batch: token,
+        read_receipt,
     };
     if responder
         .send_message(ResponderMsg::Generate(request))

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use salesboy_protocol::events::{Alert, AlertKind};
-use salesboy_protocol::{ChatId, TenantId};
+use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::warn;
@@ -25,6 +25,7 @@ use tracing::warn;
 use crate::conversation::ConversationMsg;
 use crate::ports::Turn;
 use crate::services::Services;
+use crate::session::SessionMsg;
 use crate::store::{LlmUsage, StoreError};
 use chain::{ChainOutcome, ProviderChain, ProviderStatus};
 use quota::{QuotaAlert, QuotaAlertChange};
@@ -42,6 +43,18 @@ pub struct ReplyRequest {
     pub reply_to: ActorRef<ConversationMsg>,
     /// The conversation's batch token, returned with the answer.
     pub batch: u64,
+    /// The message to mark read just before an LLM is asked (read receipts
+    /// [`WhenSlow`](crate::services::ReadReceipts::WhenSlow)).
+    pub read_receipt: Option<ReadReceipt>,
+}
+
+/// A message to mark read, and the session that does it.
+#[derive(Debug, Clone)]
+pub struct ReadReceipt {
+    /// The tenant's session.
+    pub session: ActorRef<SessionMsg>,
+    /// The customer's message.
+    pub wamid: Wamid,
 }
 
 /// Messages of a responder.
@@ -250,6 +263,11 @@ impl Context {
             return Ok((cached.to_string(), Duration::ZERO));
         }
 
+        if let Some(receipt) = &request.read_receipt {
+            // The reply will take a while: the customer sees it is being written.
+            let wamid = receipt.wamid.clone();
+            let _ = receipt.session.send_message(SessionMsg::MarkRead { wamid });
+        }
         let started = Instant::now();
         let outcome = self.chain.complete(&key.2).await;
         let llm_time = started.elapsed();

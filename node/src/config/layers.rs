@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
+use salesboy_actors::services::ReadReceipts;
 use salesboy_protocol::NodeId;
 use serde::Deserialize;
 
@@ -46,6 +47,7 @@ pub(super) struct Layers {
     pub(super) whatsapp_api_base: Option<String>,
     pub(super) whatsapp_messages_per_second: Option<u32>,
     pub(super) whatsapp_max_message_age_secs: Option<u64>,
+    pub(super) whatsapp_read_receipts: Option<ReadReceipts>,
     #[serde(default, deserialize_with = "text")]
     pub(super) admin_token: Option<String>,
     pub(super) max_tenants: Option<u64>,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use salesboy_actors::services::Settings;
+use salesboy_actors::services::{ReadReceipts, Settings};
 use salesboy_protocol::NodeId;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "whatsapp_api_base",
     "whatsapp_messages_per_second",
     "whatsapp_max_message_age_secs",
+    "whatsapp_read_receipts",
     "admin_token",
     "max_tenants",
     "debounce_ms",
@@ -111,6 +112,10 @@ pub struct Config {
     /// stored but not answered (default 24 h, WhatsApp's customer service window; a larger
     /// value still answers nothing older than 24 h).
     pub whatsapp_max_message_age_secs: u64,
+    /// When customers' messages are marked read (blue ticks, typing indicator), for
+    /// tenants that do not say: `always`, `when_slow` (default: only before an LLM is
+    /// asked) or `never`.
+    pub whatsapp_read_receipts: ReadReceipts,
     /// Bearer token of the admin API; unset means one is generated into `data_dir`.
     pub admin_token: Option<SecretString>,
     /// How many tenants this node hosts at most.
@@ -161,6 +166,7 @@ impl Default for Config {
             whatsapp_api_base: DEFAULT_WHATSAPP_API_BASE.to_owned(),
             whatsapp_messages_per_second: actors.messages_per_second,
             whatsapp_max_message_age_secs: actors.max_message_age.as_secs(),
+            whatsapp_read_receipts: actors.read_receipts,
             admin_token: None,
             max_tenants: u64::try_from(actors.max_tenants).unwrap_or(u64::MAX),
             debounce_ms: millis(actors.debounce),
@@ -264,6 +270,7 @@ impl Config {
             whatsapp_api_base,
             whatsapp_messages_per_second,
             whatsapp_max_message_age_secs,
+            whatsapp_read_receipts,
             admin_token,
             max_tenants,
             debounce_ms,
@@ -328,6 +335,7 @@ impl Config {
                 whatsapp_max_message_age_secs,
             )?,
         );
+        set(&mut self.whatsapp_read_receipts, whatsapp_read_receipts);
         if admin_token.is_some() {
             self.admin_token = admin_token.and_then(optional).map(SecretString::from);
         }
@@ -423,6 +431,7 @@ impl std::fmt::Debug for Config {
             whatsapp_api_base,
             whatsapp_messages_per_second,
             whatsapp_max_message_age_secs,
+            whatsapp_read_receipts,
             admin_token,
             max_tenants,
             debounce_ms,
@@ -455,6 +464,7 @@ impl std::fmt::Debug for Config {
                 "whatsapp_max_message_age_secs",
                 whatsapp_max_message_age_secs,
             )
+            .field("whatsapp_read_receipts", whatsapp_read_receipts)
             .field("admin_token", admin_token)
             .field("max_tenants", max_tenants)
             .field("debounce_ms", debounce_ms)
