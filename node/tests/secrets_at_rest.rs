@@ -414,3 +414,50 @@ async fn postgres_without_a_key_is_refused_with_a_clear_error() {
     assert!(error.contains("SALESBOY_SECRETS_KEY"), "{error}");
     assert!(!error.contains("postgres:postgres@"), "{error}");
 }
+
+#[tokio::test]
+async fn the_embedded_key_is_rotated_by_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    salesboy_node::secrets::files::create_private_dir(&data).unwrap();
+    let config = Config {
+        data_dir: data.clone(),
+        ..Config::default()
+    };
+    let url = config.effective_database_url();
+    let open = || async {
+        let (keys, _) = salesboy_node::secrets::keyring_for(&config, &url).unwrap();
+        SqlStore::connect(&url).await.unwrap().with_secrets(keys)
+    };
+    let store = open().await;
+    write_secrets(&store).await;
+    store.close().await;
+    let old_key = std::fs::read_to_string(data.join(KEY_FILE_NAME)).unwrap();
+
+    let new_key_file = dir.path().join("new.key");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_salesboy"))
+        .args(["secrets", "rotate", "--new-key-file"])
+        .arg(&new_key_file)
+        .env_clear()
+        .env("SALESBOY_DATA_DIR", &data)
+        .output()
+        .expect("salesboy runs");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("webhooks.secret: 1 rows, 1 re-encrypted"),
+        "{printed}"
+    );
+    assert!(printed.contains("next: stop the node, move"), "{printed}");
+    for secret in [TOKEN, API_KEY, WEBHOOK_SECRET, old_key.trim()] {
+        assert!(!printed.contains(secret), "{printed}");
+    }
+
+    std::fs::rename(&new_key_file, data.join(KEY_FILE_NAME)).unwrap();
+    let store = open().await;
+    assert_secrets_read(&store).await;
+    store.close().await;
+    let raw = std::fs::read(salesboy_node::secrets::files::sqlite_file(&url).unwrap()).unwrap();
+    assert_no_secret_in(&raw, "the rotated embedded database");
+}
