@@ -177,8 +177,11 @@ pub async fn start_with_bus(
     bus: Option<Arc<dyn Bus>>,
 ) -> anyhow::Result<RunningNode> {
     install_crypto_provider();
-    create_private_dir(&config.data_dir)
+    let not_private = create_private_dir(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    if let Some(error) = not_private {
+        warn!(dir = %config.data_dir.display(), %error, "cannot make the data dir private (0700)");
+    }
 
     let database_url = config.effective_database_url();
     let sql = open_database(&config, &database_url).await?;

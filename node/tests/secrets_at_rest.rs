@@ -419,7 +419,7 @@ async fn postgres_without_a_key_is_refused_with_a_clear_error() {
 async fn the_embedded_key_is_rotated_by_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    salesboy_node::secrets::files::create_private_dir(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
     let config = Config {
         data_dir: data.clone(),
         ..Config::default()

@@ -10,9 +10,12 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Mode of the node's files: the owner reads and writes.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
-/// Creates `dir` (and its parents) with mode 0700; an existing `dir` is set to 0700 (the data
-/// dir is the node's own).
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` (and its parents) with mode 0700 and sets an existing `dir` to 0700 (the
+/// data dir is the node's own). Fails when `dir` cannot be created, or when it was created
+/// here and its mode cannot be set; an existing directory whose mode cannot be set (another
+/// user's) is answered as `Ok(Some(error))`, for a warning.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<Option<std::io::Error>> {
+    let existed = dir.is_dir();
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -21,7 +24,11 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         builder.mode(PRIVATE_DIR_MODE);
     }
     builder.create(dir)?;
-    set_mode(dir, PRIVATE_DIR_MODE)
+    match set_mode(dir, PRIVATE_DIR_MODE) {
+        Ok(()) => Ok(None),
+        Err(error) if existed => Ok(Some(error)),
+        Err(error) => Err(error),
+    }
 }
 
 /// Writes `contents` and a newline to `path`, created (or truncated) with mode 0600.
@@ -139,8 +146,11 @@ mod tests {
         let dir = root.path().join("data");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        create_private_dir(&dir).unwrap();
+        assert!(create_private_dir(&dir).unwrap().is_none());
         assert_eq!(mode(&dir), 0o700);
+        let made = dir.join("a/b");
+        assert!(create_private_dir(&made).unwrap().is_none());
+        assert_eq!(mode(&made), 0o700);
         let file = dir.join("token");
         std::fs::write(&file, "old").unwrap();
         write_private(&file, "new").unwrap();
