@@ -120,7 +120,7 @@ pub struct ColumnReport {
     pub sealed_plaintext: u64,
     /// Rows under a previous key sealed under the current one.
     pub resealed: u64,
-    /// Rows already under the current key (or, at start, under a previous one: left).
+    /// Rows left: already under the current key (at start: every sealed value).
     pub unchanged: u64,
     /// Rows changed by someone else during the transaction (left as they were written).
     pub changed_meanwhile: u64,
@@ -152,7 +152,8 @@ impl SqlStore {
     }
 
     /// Seals the plaintext secrets of a database from before encryption, in one
-    /// transaction (the node does this at start); values under any known key are left.
+    /// transaction (the node does this at start); sealed values are left unopened, whatever
+    /// their key.
     pub async fn seal_plaintext_secrets(&self) -> Result<Vec<ColumnReport>, StoreError> {
         self.run(reseal(&self.db, false, &mut |_| {})).await
     }
@@ -207,18 +208,24 @@ async fn reseal(
                 &tenant,
                 if column.per_row { &row_id } else { "" },
             );
-            let (value, sealing) = keys
-                .open(&stored, &place)
-                .map_err(|error| invalid(error.to_string()))?;
-            let counter = match sealing {
-                Sealing::Current => None,
-                Sealing::Previous if !previous_too => None,
-                Sealing::Previous => Some(&mut report.resealed),
-                Sealing::Plaintext => Some(&mut report.sealed_plaintext),
+            // At start only plaintext is opened: a value under a key this node lacks must
+            // not stop it.
+            let opened = if previous_too || !crate::secrets::is_sealed(&stored) {
+                Some(
+                    keys.open(&stored, &place)
+                        .map_err(|error| invalid(error.to_string()))?,
+                )
+            } else {
+                None
             };
-            match counter {
-                None => report.unchanged += 1,
-                Some(counter) => {
+            let counter = match opened.as_ref().map(|(_, sealing)| sealing) {
+                None | Some(Sealing::Current) => None,
+                Some(Sealing::Previous) if !previous_too => None,
+                Some(Sealing::Previous) => Some(&mut report.resealed),
+                Some(Sealing::Plaintext) => Some(&mut report.sealed_plaintext),
+            };
+            match (counter, opened) {
+                (Some(counter), Some((value, _))) => {
                     let written = sqlx::query(column.update)
                         .bind(keys.seal(&value, &place))
                         .bind(row_id.as_str())
@@ -232,6 +239,7 @@ async fn reseal(
                         *counter += 1;
                     }
                 }
+                _ => report.unchanged += 1,
             }
             let done = done as u64 + 1;
             if done.is_multiple_of(PROGRESS_EVERY) || done == report.rows {
