@@ -123,18 +123,20 @@ fn llm_config() -> String {
     json!([{"kind": "openai", "model": "m", "api_key": API_KEY}]).to_string()
 }
 
+/// A tenant with the planted LLM configuration.
+fn tenant_with_llm(id: TenantId) -> NewTenant {
+    NewTenant {
+        name: format!("{id} shop"),
+        id,
+        system_prompt: None,
+        llm_config: Some(llm_config()),
+        created_ms: 1,
+    }
+}
+
 /// Writes acme with an LLM config, a number and a webhook through the store.
 async fn write_secrets(store: &SqlStore) {
-    store
-        .upsert_tenant(&NewTenant {
-            id: acme(),
-            name: "Acme".into(),
-            system_prompt: None,
-            llm_config: Some(llm_config()),
-            created_ms: 1,
-        })
-        .await
-        .unwrap();
+    store.upsert_tenant(&tenant_with_llm(acme())).await.unwrap();
     store
         .upsert_whatsapp_number(&NewWhatsAppNumber {
             tenant: acme(),
@@ -259,16 +261,8 @@ async fn plaintext_rows_still_read_and_are_encrypted(db: Db) {
     let other = database
         .store(Keyring::new(SecretsKey::generate(), []))
         .await;
-    other
-        .upsert_tenant(&NewTenant {
-            id: TenantId::new("globex").unwrap(),
-            name: "Globex".into(),
-            system_prompt: None,
-            llm_config: Some(llm_config()),
-            created_ms: 1,
-        })
-        .await
-        .unwrap();
+    let globex = tenant_with_llm(TenantId::new("globex").unwrap());
+    other.upsert_tenant(&globex).await.unwrap();
     other.close().await;
     let reports = store.seal_plaintext_secrets().await.unwrap();
     let sealed: Vec<u64> = reports.iter().map(|r| r.sealed_plaintext).collect();
