@@ -25,6 +25,7 @@
 //! - [`process`]: process facts (RSS);
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
+//! - [`secrets`]: secrets at rest (the AEAD, its keys, private files and modes);
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
 //! - [`telemetry`]: logging set-up.
 //!
@@ -47,5 +48,6 @@ pub mod local;
 pub mod process;
 pub mod routing;
 pub mod run;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -66,6 +66,12 @@ enum Command {
         #[command(flatten)]
         args: cli::nats::NatsPermissionsArgs,
     },
+    /// Secrets at rest: make a key, or encrypt every stored secret under a new one (on the
+    /// database directly; docs/security.md).
+    Secrets {
+        #[command(subcommand)]
+        command: cli::secrets::SecretsCommand,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -86,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Kb { target, command } => cli::kb(&target, command).await,
         Command::Chat { target, command } => cli::chat(&target, command).await,
         Command::Dev { command } => cli::dev(command).await,
+        Command::Secrets { command } => cli::secrets::secrets(command).await,
         Command::NatsPermissions { args } => cli::nats::nats_permissions(args).await,
         Command::Status { config, json } => {
             cli::cluster::status(&Config::load(config.as_deref())?, json).await

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use salesboy_actors::services::{Settings, response_cache};
 use salesboy_actors::store::Store;
 use secrecy::SecretString;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use crate::background::Background;
@@ -31,6 +30,8 @@ use crate::events::publisher::{self, Publisher, StreamSettings};
 use crate::events::webhooks::{WebhookDeliverer, WebhookSettings};
 use crate::http::{self, AppState, HttpSettings};
 use crate::routing::Router;
+use crate::secrets::files::{create_private_dir, protect_sqlite_files, write_private};
+use crate::secrets::{KeySource, keyring_for};
 use crate::store::{SqlStore, redact_url};
 
 /// The file in the data dir that holds the generated admin token.
@@ -176,13 +177,14 @@ pub async fn start_with_bus(
     bus: Option<Arc<dyn Bus>>,
 ) -> anyhow::Result<RunningNode> {
     install_crypto_provider();
-    std::fs::create_dir_all(&config.data_dir)
+    let not_private = create_private_dir(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    if let Some(error) = not_private {
+        warn!(dir = %config.data_dir.display(), %error, "cannot make the data dir private (0700)");
+    }
 
     let database_url = config.effective_database_url();
-    let sql = SqlStore::connect(&database_url)
-        .await
-        .context("opening the database")?;
+    let sql = open_database(&config, &database_url).await?;
     let store: Arc<dyn Store> = Arc::new(sql.clone());
     let admin_token = admin_token(&config)?;
 
@@ -392,18 +394,41 @@ fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(token))
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// Opens the database with its secrets key: the SQLite files made owner-only (0600), the
+/// key read, made or refused ([`keyring_for`]), plaintext secrets of an older database
+/// sealed.
+async fn open_database(config: &Config, database_url: &str) -> anyhow::Result<SqlStore> {
+    let protect =
+        || protect_sqlite_files(database_url).context("making the sqlite files private (0600)");
+    protect()?;
+    let (keys, source) = keyring_for(config, database_url).context("loading the secrets key")?;
+    let key_id = keys.current().id().to_owned();
+    match &source {
+        KeySource::Generated(path) => {
+            info!(path = %path.display(), key = %key_id, "secrets key generated; keep a copy of this file with the database's backups");
+        }
+        source => debug!(?source, key = %key_id, "secrets key loaded"),
     }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")
+    let sql = SqlStore::connect(database_url)
+        .await
+        .context("opening the database")?
+        .with_secrets(keys);
+    protect()?;
+    for column in sql
+        .seal_plaintext_secrets()
+        .await
+        .context("encrypting the secrets stored in the clear")?
+    {
+        if column.sealed_plaintext > 0 {
+            info!(
+                column = column.column,
+                sealed = column.sealed_plaintext,
+                key = %key_id,
+                "secrets stored in the clear encrypted"
+            );
+        }
+    }
+    Ok(sql)
 }
 
 /// Deletes chat logs and rejected webhook items older than the retention period and events

@@ -21,6 +21,7 @@ use salesboy_actors::store::{
     NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
     SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
+use salesboy_node::secrets::{Keyring, SecretsKey};
 use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
@@ -56,6 +57,11 @@ async fn fresh_postgres() -> PostgresDatabase {
     PostgresDatabase::create()
         .await
         .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"))
+}
+
+/// The suite's stores encrypt secrets at rest as a node's do, each under a key of its own.
+fn keyring() -> Keyring {
+    Keyring::new(SecretsKey::generate(), [])
 }
 
 /// A fresh database: the store on it, and its URL (for tests that also need plain SQL).
@@ -103,7 +109,10 @@ where
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
-            let store = SqlStore::connect(&url).await.expect("open sqlite store");
+            let store = SqlStore::connect(&url)
+                .await
+                .expect("open sqlite store")
+                .with_secrets(keyring());
             assert_eq!(store.dialect(), Dialect::Sqlite);
             let outcome = tokio::spawn(test(S::from_sql(store.clone(), &url))).await;
             store.close().await;
@@ -115,7 +124,8 @@ where
             let database = fresh_postgres().await;
             let store = SqlStore::connect(database.url())
                 .await
-                .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"));
+                .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"))
+                .with_secrets(keyring());
             assert_eq!(store.dialect(), Dialect::Postgres);
             let outcome = tokio::spawn(test(S::from_sql(store.clone(), database.url()))).await;
             store.close().await;

@@ -65,6 +65,10 @@ impl Gateway {
             whatsapp_verify_token: Some(SecretString::from("verify-me")),
             whatsapp_api_base: whatsapp.base_url(),
             admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+            secrets_key: postgres
+                .as_ref()
+                // PostgreSQL needs a key configured; on SQLite the node makes its own
+                .map(|_| SecretString::from(crate::SANDBOX_SECRETS_KEY)),
             debounce_ms: 50,
             ..Config::default()
         };

@@ -9,11 +9,13 @@
 //!
 //! - [`client`]: the HTTP client, URL and token resolution;
 //! - [`cluster`]: `status` and `drain`, through NATS;
-//! - [`nats`]: `nats-permissions`, a tenant's NATS user entry and events consumer.
+//! - [`nats`]: `nats-permissions`, a tenant's NATS user entry and events consumer;
+//! - [`secrets`]: `secrets rotate` and `secrets generate-key`, on the database directly.
 pub mod cluster;
 
 pub mod client;
 pub mod nats;
+pub mod secrets;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

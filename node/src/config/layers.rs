@@ -22,6 +22,8 @@ const SECRET_KEYS: &[&str] = &[
     "whatsapp_app_secret",
     "whatsapp_verify_token",
     "admin_token",
+    "secrets_key",
+    "secrets_previous_key",
 ];
 
 /// What the layers say, key by key; `None` keeps the default. The field names are [`KEYS`].
@@ -50,6 +52,12 @@ pub(super) struct Layers {
     pub(super) whatsapp_read_receipts: Option<ReadReceipts>,
     #[serde(default, deserialize_with = "text")]
     pub(super) admin_token: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) secrets_key: Option<String>,
+    pub(super) secrets_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) secrets_previous_key: Option<String>,
+    pub(super) secrets_previous_key_file: Option<PathBuf>,
     pub(super) max_tenants: Option<u64>,
     pub(super) debounce_ms: Option<u64>,
     pub(super) conversation_idle_secs: Option<u64>,

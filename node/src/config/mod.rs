@@ -55,6 +55,10 @@ pub const KEYS: &[&str] = &[
     "whatsapp_max_message_age_secs",
     "whatsapp_read_receipts",
     "admin_token",
+    "secrets_key",
+    "secrets_key_file",
+    "secrets_previous_key",
+    "secrets_previous_key_file",
     "max_tenants",
     "debounce_ms",
     "conversation_idle_secs",
@@ -118,6 +122,15 @@ pub struct Config {
     pub whatsapp_read_receipts: ReadReceipts,
     /// Bearer token of the admin API; unset means one is generated into `data_dir`.
     pub admin_token: Option<SecretString>,
+    /// The key that encrypts secrets at rest (32 bytes, base64 or hex); see
+    /// [`crate::secrets::keys`] for what unset means.
+    pub secrets_key: Option<SecretString>,
+    /// A file holding [`Config::secrets_key`] (when that is unset).
+    pub secrets_key_file: Option<PathBuf>,
+    /// A key that only decrypts: the one before a rotation.
+    pub secrets_previous_key: Option<SecretString>,
+    /// A file holding [`Config::secrets_previous_key`] (when that is unset).
+    pub secrets_previous_key_file: Option<PathBuf>,
     /// How many tenants this node hosts at most.
     pub max_tenants: u64,
     /// How long a conversation waits for the customer to stop typing before answering.
@@ -168,6 +181,10 @@ impl Default for Config {
             whatsapp_max_message_age_secs: actors.max_message_age.as_secs(),
             whatsapp_read_receipts: actors.read_receipts,
             admin_token: None,
+            secrets_key: None,
+            secrets_key_file: None,
+            secrets_previous_key: None,
+            secrets_previous_key_file: None,
             max_tenants: u64::try_from(actors.max_tenants).unwrap_or(u64::MAX),
             debounce_ms: millis(actors.debounce),
             conversation_idle_secs: actors.conversation_idle.as_secs(),
@@ -272,6 +289,10 @@ impl Config {
             whatsapp_max_message_age_secs,
             whatsapp_read_receipts,
             admin_token,
+            secrets_key,
+            secrets_key_file,
+            secrets_previous_key,
+            secrets_previous_key_file,
             max_tenants,
             debounce_ms,
             conversation_idle_secs,
@@ -339,6 +360,12 @@ impl Config {
         if admin_token.is_some() {
             self.admin_token = admin_token.and_then(optional).map(SecretString::from);
         }
+        self.apply_secrets_keys(
+            secrets_key,
+            secrets_key_file,
+            secrets_previous_key,
+            secrets_previous_key_file,
+        )?;
         set(&mut self.max_tenants, positive("max_tenants", max_tenants)?);
         set(&mut self.debounce_ms, debounce_ms);
         set(
@@ -396,6 +423,46 @@ impl Config {
         Ok(self)
     }
 
+    /// Sets the secrets keys, checking that an inline key is one and that a key is given
+    /// once (inline or as a file).
+    fn apply_secrets_keys(
+        &mut self,
+        key: Option<String>,
+        key_file: Option<PathBuf>,
+        previous: Option<String>,
+        previous_file: Option<PathBuf>,
+    ) -> Result<(), (&'static str, String)> {
+        let inline = |name: &'static str, value: Option<String>| {
+            value
+                .and_then(optional)
+                .map(|text| match crate::secrets::SecretsKey::parse(&text) {
+                    Ok(_) => Ok(SecretString::from(text)),
+                    Err(error) => Err((name, error.to_string())),
+                })
+                .transpose()
+        };
+        let file = |value: Option<PathBuf>| value.filter(|p| !p.as_os_str().is_empty());
+        self.secrets_key = inline("secrets_key", key)?.or(self.secrets_key.take());
+        self.secrets_key_file = file(key_file).or(self.secrets_key_file.take());
+        self.secrets_previous_key =
+            inline("secrets_previous_key", previous)?.or(self.secrets_previous_key.take());
+        self.secrets_previous_key_file =
+            file(previous_file).or(self.secrets_previous_key_file.take());
+        if self.secrets_key.is_some() && self.secrets_key_file.is_some() {
+            return Err((
+                "secrets_key_file",
+                "set secrets_key or secrets_key_file, not both".into(),
+            ));
+        }
+        if self.secrets_previous_key.is_some() && self.secrets_previous_key_file.is_some() {
+            return Err((
+                "secrets_previous_key_file",
+                "set secrets_previous_key or secrets_previous_key_file, not both".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The NATS user and password to connect with, when configured.
     pub fn nats_credentials(&self) -> Option<crate::bus::NatsCredentials> {
         let user = self.nats_user.clone()?;
@@ -433,6 +500,10 @@ impl std::fmt::Debug for Config {
             whatsapp_max_message_age_secs,
             whatsapp_read_receipts,
             admin_token,
+            secrets_key,
+            secrets_key_file,
+            secrets_previous_key,
+            secrets_previous_key_file,
             max_tenants,
             debounce_ms,
             conversation_idle_secs,
@@ -466,6 +537,10 @@ impl std::fmt::Debug for Config {
             )
             .field("whatsapp_read_receipts", whatsapp_read_receipts)
             .field("admin_token", admin_token)
+            .field("secrets_key", secrets_key)
+            .field("secrets_key_file", secrets_key_file)
+            .field("secrets_previous_key", secrets_previous_key)
+            .field("secrets_previous_key_file", secrets_previous_key_file)
             .field("max_tenants", max_tenants)
             .field("debounce_ms", debounce_ms)
             .field("conversation_idle_secs", conversation_idle_secs)
@@ -739,6 +814,39 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secrets_keys_are_checked_and_never_quoted() {
+        let key = crate::secrets::SecretsKey::generate().to_base64();
+        let config =
+            Config::load_from(None, env(&[("SALESBOY_SECRETS_KEY", key.as_str())])).unwrap();
+        assert_eq!(config.secrets_key.unwrap().expose_secret(), key.as_str());
+        assert!(
+            !format!(
+                "{:?}",
+                Config::load_from(None, env(&[("SALESBOY_SECRETS_KEY", key.as_str())])).unwrap()
+            )
+            .contains(key.as_str())
+        );
+        let error = Config::load_from(None, env(&[("SALESBOY_SECRETS_KEY", "planted-not-a-key")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("bad value for SALESBOY_SECRETS_KEY"),
+            "{error}"
+        );
+        assert!(!error.contains("planted"), "{error}");
+        let error = Config::load_from(
+            None,
+            env(&[
+                ("SALESBOY_SECRETS_KEY", key.as_str()),
+                ("SALESBOY_SECRETS_KEY_FILE", "/k"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("not both"), "{error}");
     }
 
     #[test]

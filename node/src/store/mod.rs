@@ -25,6 +25,8 @@
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage;
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
+//! - `secrets`: the secret columns sealed under the node's key ([`crate::secrets`]), and
+//!   sealing them all again (plaintext at start, everything on a rotation);
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `writer`: group commit of the hot path's writes (inbound messages, replies, send
 //!   results), many callers' writes in one transaction;
@@ -41,6 +43,7 @@ mod outbox;
 mod rejected;
 mod retention;
 mod roles;
+mod secrets;
 mod tenants;
 mod tokens;
 mod webhooks;
@@ -62,6 +65,7 @@ use tracing::debug;
 pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
+pub use secrets::{ColumnReport, ResealProgress};
 pub use webhooks::{
     AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, QueueKey, Webhook, WebhookSummary,
 };
@@ -150,6 +154,9 @@ pub(crate) struct Db {
     /// The queues (webhook and chat) that got deliveries through this store, for the
     /// delivery worker, which is woken.
     webhooks: Arc<webhooks::NamedQueues>,
+    /// The keys of the secret columns, shared by every clone (the writer's too); unset:
+    /// written as they come ([`SqlStore::with_secrets`]).
+    secrets: Arc<std::sync::OnceLock<crate::secrets::Keyring>>,
 }
 
 impl Db {
@@ -312,6 +319,7 @@ impl SqlStore {
             outbox: Arc::new(Notify::new()),
             webhooks: Arc::new(webhooks::NamedQueues::default()),
             writer: writer::GroupWriter::detached(),
+            secrets: Arc::default(),
         };
         let writers = match dialect {
             Dialect::Postgres => options.max_connections.div_ceil(2).max(1),

@@ -15,6 +15,7 @@ use super::Db;
 use super::decode::{get, id};
 use super::error::Failure;
 use super::outbox;
+use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
 
 /// `SELECT` of the columns [`tenant_from_row`] reads, followed by `$rest`.
 macro_rules! select_tenants {
@@ -51,7 +52,12 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     .bind(tenant.id.as_str())
     .bind(tenant.name.as_str())
     .bind(tenant.system_prompt.as_deref())
-    .bind(tenant.llm_config.as_deref())
+    .bind(
+        tenant
+            .llm_config
+            .as_deref()
+            .map(|config| db.seal(LLM_CONFIG, tenant.id.as_str(), "", config)),
+    )
     .bind(tenant.created_ms)
     .execute(&mut *tx)
     .await?;
@@ -82,9 +88,9 @@ pub(crate) async fn tenant(db: &Db, tenant: &TenantId) -> Result<Option<Tenant>,
     .fetch_all(&db.pool)
     .await?
     .iter()
-    .map(|row| Ok(number_from_row(row)?.1))
+    .map(|row| Ok(number_from_row(db, row)?.1))
     .collect::<Result<Vec<_>, Failure>>()?;
-    tenant_from_row(&row, numbers).map(Some)
+    tenant_from_row(db, &row, numbers).map(Some)
 }
 
 /// Every tenant with its numbers, ordered by id.
@@ -97,7 +103,7 @@ pub(crate) async fn list_tenants(db: &Db) -> Result<Vec<Tenant>, Failure> {
         .await?;
     let mut numbers: BTreeMap<TenantId, Vec<WhatsAppNumber>> = BTreeMap::new();
     for row in &number_rows {
-        let (tenant, number) = number_from_row(row)?;
+        let (tenant, number) = number_from_row(db, row)?;
         numbers.entry(tenant).or_default().push(number);
     }
     tenant_rows
@@ -105,7 +111,7 @@ pub(crate) async fn list_tenants(db: &Db) -> Result<Vec<Tenant>, Failure> {
         .map(|row| {
             let tenant: TenantId = id(row, "id")?;
             let own = numbers.remove(&tenant).unwrap_or_default();
-            tenant_from_row(row, own)
+            tenant_from_row(db, row, own)
         })
         .collect()
 }
@@ -137,7 +143,12 @@ pub(crate) async fn upsert_whatsapp_number(
     .bind(number.phone_number_id.as_str())
     .bind(number.tenant.as_str())
     .bind(number.waba_id.as_deref())
-    .bind(number.access_token.expose())
+    .bind(db.seal(
+        ACCESS_TOKEN,
+        number.tenant.as_str(),
+        number.phone_number_id.as_str(),
+        number.access_token.expose(),
+    ))
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -301,12 +312,16 @@ pub(crate) async fn delete_tenant(
     Ok(true)
 }
 
-fn tenant_from_row(row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant, Failure> {
+fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant, Failure> {
+    let tenant: TenantId = id(row, "id")?;
+    let llm_config: Option<String> = get(row, "llm_config")?;
     Ok(Tenant {
-        id: id(row, "id")?,
+        llm_config: llm_config
+            .map(|stored| db.open(LLM_CONFIG, tenant.as_str(), "", stored))
+            .transpose()?,
+        id: tenant,
         name: get(row, "name")?,
         system_prompt: get(row, "system_prompt")?,
-        llm_config: get(row, "llm_config")?,
         knowledge_version: get(row, "knowledge_version")?,
         created_ms: get(row, "created_ms")?,
         numbers,
@@ -314,12 +329,20 @@ fn tenant_from_row(row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant,
     })
 }
 
-fn number_from_row(row: &AnyRow) -> Result<(TenantId, WhatsAppNumber), Failure> {
-    let token: String = get(row, "access_token")?;
+fn number_from_row(db: &Db, row: &AnyRow) -> Result<(TenantId, WhatsAppNumber), Failure> {
+    let tenant: TenantId = id(row, "tenant_id")?;
+    let phone_number_id: PhoneNumberId = id(row, "phone_number_id")?;
+    let stored: String = get(row, "access_token")?;
+    let token = db.open(
+        ACCESS_TOKEN,
+        tenant.as_str(),
+        phone_number_id.as_str(),
+        stored,
+    )?;
     Ok((
-        id(row, "tenant_id")?,
+        tenant,
         WhatsAppNumber {
-            phone_number_id: id(row, "phone_number_id")?,
+            phone_number_id,
             waba_id: get(row, "waba_id")?,
             access_token: AccessToken::new(token),
         },

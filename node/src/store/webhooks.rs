@@ -16,6 +16,7 @@ use super::decode::{get, id, limit};
 use super::error::Failure;
 use super::lists;
 use super::outbox::{OutboxEvent, outbox_event};
+use super::secrets::WEBHOOK_SECRET;
 
 /// A tenant's webhook, with its secret (for signing; never shown after creation).
 #[derive(Clone, PartialEq, Eq)]
@@ -161,11 +162,19 @@ fn kinds_column(kinds: Option<&[String]>) -> Option<String> {
     kinds.map(|kinds| format!(",{},", kinds.join(",")))
 }
 
-fn webhook(row: &AnyRow) -> Result<Webhook, Failure> {
+fn webhook(db: &Db, row: &AnyRow) -> Result<Webhook, Failure> {
     let kinds: Option<String> = get(row, "kinds")?;
+    let webhook_id: String = get(row, "webhook_id")?;
+    let tenant: TenantId = id(row, "webhook_tenant")?;
+    let secret = db.open(
+        WEBHOOK_SECRET,
+        tenant.as_str(),
+        &webhook_id,
+        get(row, "secret")?,
+    )?;
     Ok(Webhook {
-        id: get(row, "webhook_id")?,
-        tenant: id(row, "webhook_tenant")?,
+        id: webhook_id,
+        tenant,
         url: get(row, "url")?,
         kinds: kinds.map(|k| {
             k.split(',')
@@ -173,7 +182,7 @@ fn webhook(row: &AnyRow) -> Result<Webhook, Failure> {
                 .map(str::to_owned)
                 .collect()
         }),
-        secret: get(row, "secret")?,
+        secret,
         created_ms: get(row, "created_ms")?,
     })
 }
@@ -196,7 +205,12 @@ pub(crate) async fn add(db: &Db, webhook: &Webhook) -> Result<(), Failure> {
     .bind(webhook.tenant.as_str())
     .bind(webhook.url.as_str())
     .bind(kinds_column(webhook.kinds.as_deref()))
-    .bind(webhook.secret.as_str())
+    .bind(db.seal(
+        WEBHOOK_SECRET,
+        webhook.tenant.as_str(),
+        &webhook.id,
+        &webhook.secret,
+    ))
     .bind(webhook.created_ms)
     .execute(&db.pool)
     .await?;
@@ -220,7 +234,7 @@ pub(crate) async fn list(db: &Db, tenant: &TenantId) -> Result<Vec<WebhookSummar
     rows.iter()
         .map(|row| {
             Ok(WebhookSummary {
-                webhook: webhook(row)?,
+                webhook: webhook(db, row)?,
                 pending: get(row, "pending")?,
                 dead: get(row, "dead")?,
             })
@@ -314,7 +328,7 @@ pub(crate) async fn due(db: &Db, now_ms: i64, count: u32) -> Result<Vec<DueDeliv
     .bind(limit(count))
     .fetch_all(&db.pool)
     .await?;
-    rows.iter().map(due_delivery).collect()
+    rows.iter().map(|row| due_delivery(db, row)).collect()
 }
 
 /// The columns [`due_delivery`] reads besides the webhook's, from
@@ -327,8 +341,8 @@ macro_rules! head_columns {
 }
 use head_columns;
 
-fn due_delivery(row: &AnyRow) -> Result<DueDelivery, Failure> {
-    let webhook = webhook(row)?;
+fn due_delivery(db: &Db, row: &AnyRow) -> Result<DueDelivery, Failure> {
+    let webhook = webhook(db, row)?;
     Ok(DueDelivery {
         key: QueueKey {
             webhook_id: webhook.id.clone(),
@@ -375,7 +389,7 @@ pub(crate) async fn heads_of(db: &Db, keys: &[QueueKey]) -> Result<Vec<DueDelive
         }
         let mut seen = std::collections::HashSet::new();
         for row in query.fetch_all(&db.pool).await? {
-            let head = due_delivery(&row)?;
+            let head = due_delivery(db, &row)?;
             if seen.insert(head.event.seq) {
                 heads.push(head);
             }

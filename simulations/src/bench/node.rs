@@ -381,6 +381,11 @@ impl Deployment {
             .env("SALESBOY_WHATSAPP_APP_SECRET", APP_SECRET)
             .env("SALESBOY_WHATSAPP_API_BASE", self.whatsapp.base_url())
             .env("SALESBOY_ADMIN_TOKEN", ADMIN_TOKEN)
+            // a bench on PostgreSQL needs a key configured
+            .env(
+                "SALESBOY_SECRETS_KEY",
+                salesboy_testkit::SANDBOX_SECRETS_KEY,
+            )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("node log")?)
             .stderr(log_file);

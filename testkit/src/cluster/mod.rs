@@ -30,6 +30,10 @@ pub const SANDBOX_APP_SECRET: &str = "sandbox-app-secret";
 /// The admin API token of every sandbox node.
 pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token";
 
+/// The secrets key every sandbox node (and every test node on PostgreSQL) encrypts secrets at
+/// rest with: nodes sharing a database share its key. The bytes 0 to 31, in base64.
+pub const SANDBOX_SECRETS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// How long [`ClusterSandboxBuilder::start`] and [`ClusterSandbox::add_node`] wait for a
 /// node to answer `/health`.
 pub const NODE_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,6 +123,7 @@ pub struct NodeHandleInfo {
 /// | `SALESBOY_WHATSAPP_APP_SECRET` | [`SANDBOX_APP_SECRET`] |
 /// | `SALESBOY_WHATSAPP_API_BASE` | the fake's base URL |
 /// | `SALESBOY_ADMIN_TOKEN` | [`SANDBOX_ADMIN_TOKEN`] |
+/// | `SALESBOY_SECRETS_KEY` | [`SANDBOX_SECRETS_KEY`] |
 /// | `RUST_LOG` | `info` |
 /// | `NO_COLOR` | `1` (plain log files) |
 ///
