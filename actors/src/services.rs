@@ -54,6 +54,9 @@ pub struct Settings {
     /// answered. Messages older than the 24-hour customer service window are never answered
     /// ([`CUSTOMER_WINDOW_MS`]), whatever this says.
     pub max_message_age: Duration,
+    /// A tenant's monthly LLM spend cap (millionths of a US dollar) when it has none of its
+    /// own; `None`: no cap.
+    pub llm_monthly_spend_cap_micros: Option<i64>,
 }
 
 impl Default for Settings {
@@ -75,6 +78,7 @@ impl Default for Settings {
             freeze_timeout: Duration::from_secs(5),
             restart: RestartPolicy::default(),
             max_message_age: Duration::from_millis(CUSTOMER_WINDOW_MS.unsigned_abs()),
+            llm_monthly_spend_cap_micros: None,
         }
     }
 }

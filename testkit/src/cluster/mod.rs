@@ -28,7 +28,7 @@ use node::{SandboxNode, log_tail};
 pub const SANDBOX_APP_SECRET: &str = "sandbox-app-secret";
 
 /// The admin API token of every sandbox node.
-pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token";
+pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789abcdef";
 
 /// How long [`ClusterSandboxBuilder::start`] and [`ClusterSandbox::add_node`] wait for a
 /// node to answer `/health`.
