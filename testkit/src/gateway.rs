@@ -110,6 +110,7 @@ impl Gateway {
                 name: format!("{id} shop"),
                 system_prompt: Some("You sell shoes.".into()),
                 llm_config: llm.map(|l| l.to_string()),
+                llm_monthly_spend_cap_micros: None,
                 created_ms: 1,
             })
             .await
