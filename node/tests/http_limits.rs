@@ -81,6 +81,13 @@ fn some_signature() -> String {
     sign(APP_SECRET.as_bytes(), b"whatever")
 }
 
+/// A delivery that passes the pre-check but whose body never arrives in full: it declares
+/// 100 bytes and sends `first_bytes`. It holds its request until the stream is dropped.
+async fn unfinished_delivery(addr: SocketAddr, first_bytes: &[u8]) -> TcpStream {
+    let signature = some_signature();
+    raw_request(addr, &delivery_head(100, Some(&signature)), first_bytes).await
+}
+
 #[tokio::test]
 async fn the_admin_api_listens_apart_when_configured() {
     let gateway = gateway(|config| {
@@ -278,14 +285,7 @@ async fn a_delivery_is_refused_on_its_headers_before_its_body_is_read() {
 #[tokio::test]
 async fn a_slow_request_times_out() {
     let gateway = gateway(|config| config.http_request_timeout_ms = 300).await;
-    // A body that never arrives in full.
-    let signature = some_signature();
-    let mut stream = raw_request(
-        gateway.node.http_addr,
-        &delivery_head(100, Some(&signature)),
-        b"{\"object\"",
-    )
-    .await;
+    let mut stream = unfinished_delivery(gateway.node.http_addr, b"{\"object\"").await;
     let line = status_line(&mut stream).await;
     assert!(line.contains(" 408 "), "{line}");
     a_delivery_is_answered(&gateway, "wamid.timeout").await;
@@ -294,18 +294,10 @@ async fn a_slow_request_times_out() {
 #[tokio::test]
 async fn requests_beyond_the_concurrency_limit_are_shed_then_served_again() {
     let gateway = gateway(|config| config.http_max_concurrent_requests = 2).await;
-    let signature = some_signature();
     // Two deliveries whose bodies never arrive hold both places.
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(
-            raw_request(
-                gateway.node.http_addr,
-                &delivery_head(100, Some(&signature)),
-                b"{",
-            )
-            .await,
-        );
+        held.push(unfinished_delivery(gateway.node.http_addr, b"{").await);
     }
     let health = format!("{}/health", gateway.base);
     let shed = eventually(WAIT, || async {
