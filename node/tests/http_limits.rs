@@ -11,7 +11,7 @@ use salesboy_node::run;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use salesboy_protocol::whatsapp::webhook::MAX_WEBHOOK_BODY_BYTES;
 use salesboy_testkit::gateway::{ADMIN_TOKEN, APP_SECRET, Gateway, WAIT};
-use salesboy_testkit::{Db, eventually, webhooks};
+use salesboy_testkit::{Db, PostgresDatabase, TcpProxy, eventually, webhooks};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,6 +169,63 @@ async fn public_health_says_only_ready_and_the_details_need_the_token() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["database"], "ok");
     assert_eq!(health["bus"], "none");
+}
+
+#[tokio::test]
+async fn public_health_says_not_ready_without_internals_when_the_database_is_gone() {
+    let postgres = PostgresDatabase::create().await.expect("test postgres");
+    // The node reaches its database through a proxy the test can cut.
+    let (credentials, rest) = postgres
+        .url()
+        .split_once('@')
+        .expect("url with credentials");
+    let (host, database) = rest.split_once('/').expect("url with a database");
+    let upstream = tokio::net::lookup_host(host)
+        .await
+        .expect("postgres host")
+        .next()
+        .expect("an address");
+    let proxy = TcpProxy::start(upstream).await.expect("proxy");
+    let url = format!("{credentials}@{}/{database}", proxy.addr());
+    let gateway = gateway(|config| config.database_url = Some(url)).await;
+
+    proxy.cut();
+    let public = format!("{}/health", gateway.base);
+    let body: Value = eventually(WAIT, || async {
+        let response = gateway.http.get(&public).send().await.ok()?;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some(response.json().await.ok()?)
+    })
+    .await;
+    assert_eq!(body, serde_json::json!({"status": "unavailable"}));
+    // The details, behind the token, say why, without the password.
+    let response = gateway
+        .http
+        .get(format!("{}/api/health", gateway.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let details: Value = response.json().await.unwrap();
+    assert_eq!(details["status"], "unavailable");
+    assert_ne!(details["database"], "ok");
+    let password = credentials.rsplit(':').next().unwrap();
+    assert!(
+        !details.to_string().contains(&format!(":{password}@")),
+        "{details}"
+    );
+
+    proxy.restore();
+    eventually(WAIT, || async {
+        let response = gateway.http.get(&public).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    a_delivery_is_answered(&gateway, "wamid.db-back").await;
+    gateway.node.stop().await;
+    // PostgresDatabase's Drop blocks on its own runtime: keep it off this one.
+    let _ = tokio::task::spawn_blocking(move || drop(postgres)).await;
 }
 
 #[tokio::test]
