@@ -90,6 +90,9 @@ pub struct Settings {
     pub max_message_age: Duration,
     /// When the customer's messages are marked read, for tenants that do not say.
     pub read_receipts: ReadReceipts,
+    /// A tenant's monthly LLM spend cap (millionths of a US dollar) when it has none of its
+    /// own; `None`: no cap.
+    pub llm_monthly_spend_cap_micros: Option<i64>,
 }
 
 impl Default for Settings {
@@ -112,6 +115,7 @@ impl Default for Settings {
             restart: RestartPolicy::default(),
             max_message_age: Duration::from_millis(CUSTOMER_WINDOW_MS.unsigned_abs()),
             read_receipts: ReadReceipts::default(),
+            llm_monthly_spend_cap_micros: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{Clock, LlmProviderFactory, SystemClock, WhatsAppConnector};
 use salesboy_actors::services::{Settings, response_cache};
 use salesboy_actors::store::Store;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -55,6 +55,8 @@ pub fn install_crypto_provider() {
 pub struct RunningNode {
     /// Where HTTP listens (the real port when the config said port 0).
     pub http_addr: SocketAddr,
+    /// Where the admin API listens when it listens apart (`admin_http_addr`; the real port).
+    pub admin_http_addr: Option<SocketAddr>,
     /// The admin API's bearer token.
     pub admin_token: SecretString,
     /// The actor tree.
@@ -183,10 +185,10 @@ pub async fn start_with_bus(
         warn!(dir = %config.data_dir.display(), %error, "cannot make the data dir private (0700)");
     }
 
+    let admin_token = admin_token(&config)?;
     let database_url = config.effective_database_url();
     let sql = open_database(&config, &database_url).await?;
     let store: Arc<dyn Store> = Arc::new(sql.clone());
-    let admin_token = admin_token(&config)?;
 
     let (whatsapp, llm) = adapters(&config)?;
     let background = Background::new();
@@ -233,6 +235,10 @@ pub async fn start_with_bus(
             admin_token: admin_token.clone(),
             node_id: config.node_id.to_string(),
             bus: bus.as_ref().map_or("none", |bus| bus.kind()),
+            auth_throttle: http::admin::AuthThrottleSettings {
+                max_failures: config.admin_auth_max_failures,
+                window: Duration::from_secs(config.admin_auth_lockout_secs),
+            },
         },
         http::metrics::recorder(),
         tasks.tracker().clone(),
@@ -248,6 +254,19 @@ pub async fn start_with_bus(
         .await
         .with_context(|| format!("binding HTTP to {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the HTTP address")?;
+    let admin_listener = match config.admin_http_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin HTTP listener to {addr}"))?,
+        ),
+        None => None,
+    };
+    let admin_http_addr = admin_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()
+        .context("reading the admin HTTP address")?;
     tasks.spawn_until_cancelled(retention_job(
         Arc::clone(&store),
         sql.clone(),
@@ -299,24 +318,47 @@ pub async fn start_with_bus(
     }
     // Served last (bound early, so a taken port fails at once): a node that answers HTTP
     // has everything running, and has said so in its log.
-    let app = http::router(state);
+    let limits = http::limits::HttpLimits {
+        request_timeout: Duration::from_millis(config.http_request_timeout_ms),
+        max_concurrent: config.http_max_concurrent_requests,
+    };
     let stopped = tasks.token().clone();
     info!(
         node = %config.node_id,
         http = %http_addr,
+        admin_http = admin_http_addr.map(|addr| addr.to_string()),
         database = %redact_url(&database_url),
         cluster = cluster.is_some(),
         "node ready"
     );
     // Graceful: on cancel, stops accepting and finishes the requests under way.
-    tasks.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
-        if let Err(e) = serve.await {
-            warn!(error = %e, "http server stopped with an error");
+    match admin_listener {
+        None => {
+            tasks.spawn(http::limits::serve(
+                listener,
+                http::router(state),
+                limits,
+                stopped,
+            ));
         }
-    });
+        Some(admin_listener) => {
+            tasks.spawn(http::limits::serve(
+                admin_listener,
+                http::admin_router(state.clone()),
+                limits,
+                stopped.clone(),
+            ));
+            tasks.spawn(http::limits::serve(
+                listener,
+                http::public_router(state),
+                limits,
+                stopped,
+            ));
+        }
+    }
     Ok(RunningNode {
         http_addr,
+        admin_http_addr,
         admin_token,
         node,
         store,
@@ -339,6 +381,9 @@ fn settings(config: &Config) -> Settings {
         messages_per_second: config.whatsapp_messages_per_second,
         max_message_age: Duration::from_secs(config.whatsapp_max_message_age_secs),
         read_receipts: config.whatsapp_read_receipts,
+        llm_monthly_spend_cap_micros: config
+            .llm_monthly_spend_cap_micros
+            .map(|cap| i64::try_from(cap).unwrap_or(i64::MAX)),
         ..Settings::default()
     }
 }
@@ -370,15 +415,21 @@ fn webhook_client() -> anyhow::Result<reqwest::Client> {
         .context("building the webhook HTTP client")
 }
 
-/// The configured admin token, or the one in the data dir (generated on first start).
+/// The configured admin token, or the one in the data dir (generated on first start); one
+/// shorter than [`crate::config::MIN_ADMIN_TOKEN_CHARS`] is an error (never showing it).
 fn admin_token(config: &Config) -> anyhow::Result<SecretString> {
     if let Some(token) = &config.admin_token {
+        crate::config::check_admin_token(token.expose_secret())
+            .map_err(|reason| anyhow::anyhow!("the admin token (SALESBOY_ADMIN_TOKEN) {reason}"))?;
         return Ok(token.clone());
     }
     let path = config.data_dir.join(ADMIN_TOKEN_FILE);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim();
         if !existing.is_empty() {
+            crate::config::check_admin_token(existing).map_err(|reason| {
+                anyhow::anyhow!("the admin token in {} {reason}", path.display())
+            })?;
             info!(path = %path.display(), "admin token read from the data dir");
             return Ok(SecretString::from(existing.to_owned()));
         }

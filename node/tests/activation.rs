@@ -51,6 +51,7 @@ async fn harness() -> Harness {
             name: "acme shop".into(),
             system_prompt: None,
             llm_config: None,
+            llm_monthly_spend_cap_micros: None,
             created_ms: 1,
         })
         .await

@@ -60,6 +60,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/tenants/{id}/tokens"),
     ("delete", "/api/tenants/{id}/tokens/{token_id}"),
     ("get", "/api/cluster"),
+    ("get", "/api/health"),
 ];
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -100,6 +101,7 @@ async fn harness() -> Harness {
             admin_token: SecretString::from(TOKEN),
             node_id: "node-test".into(),
             bus: "in-process",
+            auth_throttle: Default::default(),
         },
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()

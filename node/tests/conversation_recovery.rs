@@ -114,6 +114,7 @@ async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> H
             name: "acme shop".into(),
             system_prompt: Some("You sell shoes.".into()),
             llm_config: None,
+            llm_monthly_spend_cap_micros: None,
             created_ms: 1,
         })
         .await

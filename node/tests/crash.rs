@@ -93,6 +93,7 @@ async fn a_node_killed_mid_reply_answers_every_message_exactly_once_after_restar
             name: "Acme".into(),
             system_prompt: None,
             llm_config: Some(providers.to_string()),
+            llm_monthly_spend_cap_micros: None,
             created_ms: 1,
         })
         .await

@@ -72,7 +72,7 @@ async fn a_stopped_cluster_node_leaves_no_task_running() {
     let config = Config {
         http_addr: "127.0.0.1:0".parse().expect("address"),
         data_dir: dir.path().to_owned(),
-        admin_token: Some(SecretString::from("lifecycle-admin-token")),
+        admin_token: Some(SecretString::from("lifecycle-admin-token-0123456789abcdef")),
         failure_timeout_ms: 2_000,
         ..Config::default()
     };

@@ -61,11 +61,12 @@ async fn proxy_with_open_connection() -> (TcpProxy, TcpStream) {
     (proxy, open)
 }
 
-/// A node's `/health`, at `http_base`.
+/// A node's detailed health (`/api/health`), at `http_base`.
 async fn health(sandbox: &ClusterSandbox, http_base: &str) -> Health {
     sandbox
         .http()
-        .get(format!("{http_base}/health"))
+        .get(format!("{http_base}/api/health"))
+        .bearer_auth(sandbox.admin_token())
         .send()
         .await
         .expect("health")

@@ -130,6 +130,7 @@ fn tenant_with_llm(id: TenantId) -> NewTenant {
         id,
         system_prompt: None,
         llm_config: Some(llm_config()),
+        llm_monthly_spend_cap_micros: None,
         created_ms: 1,
     }
 }

@@ -230,6 +230,7 @@ async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
             name: format!("{id} shop"),
             system_prompt: None,
             llm_config: None,
+            llm_monthly_spend_cap_micros: None,
             created_ms: T0,
         })
         .await
@@ -366,6 +367,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             name: "Acme".to_owned(),
             system_prompt: Some("be brief".to_owned()),
             llm_config: Some(r#"{"providers":[]}"#.to_owned()),
+            llm_monthly_spend_cap_micros: Some(5_000_000),
             created_ms: T0,
         })
         .await
@@ -377,6 +379,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             name: "Acme Ltd".to_owned(),
             system_prompt: None,
             llm_config: Some(r#"{"providers":["gemini"]}"#.to_owned()),
+            llm_monthly_spend_cap_micros: Some(7_000_000_000_000),
             created_ms: T0 + DAY,
         })
         .await
@@ -400,7 +403,12 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    given_tenant(&*store, "beta").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let beta = store.tenant(&beta).await.unwrap().expect("beta exists");
+    assert_eq!(
+        beta.llm_monthly_spend_cap_micros, None,
+        "null: the node's cap"
+    );
 
     let tenant = store.tenant(&acme).await.unwrap().expect("acme exists");
     assert_eq!(tenant.name, "Acme Ltd");
@@ -409,6 +417,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
         tenant.llm_config.as_deref(),
         Some(r#"{"providers":["gemini"]}"#)
     );
+    assert_eq!(tenant.llm_monthly_spend_cap_micros, Some(7_000_000_000_000));
     assert_eq!(tenant.created_ms, T0);
     assert_eq!(tenant.knowledge_version, 0);
     assert_eq!(tenant.numbers.len(), 1);

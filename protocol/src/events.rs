@@ -152,6 +152,14 @@ pub enum Alert {
     },
     /// An LLM provider's quota is exhausted.
     LlmQuotaExhausted,
+    /// The tenant's LLM cost this calendar month (UTC) reached its monthly spend cap: it
+    /// answers offline until the month turns or the cap is raised.
+    LlmSpendCapReached {
+        /// The cap, in millionths of a US dollar.
+        cap_micros: i64,
+        /// What the tenant spent this month, in millionths of a US dollar.
+        spent_micros: i64,
+    },
 }
 
 /// Which alert, without its fields.
@@ -168,6 +176,8 @@ pub enum AlertKind {
     LlmConfigInvalid,
     /// [`Alert::LlmQuotaExhausted`].
     LlmQuotaExhausted,
+    /// [`Alert::LlmSpendCapReached`].
+    LlmSpendCapReached,
 }
 
 impl Alert {
@@ -179,6 +189,7 @@ impl Alert {
             Self::OutsideWindow { .. } => AlertKind::OutsideWindow,
             Self::LlmConfigInvalid { .. } => AlertKind::LlmConfigInvalid,
             Self::LlmQuotaExhausted => AlertKind::LlmQuotaExhausted,
+            Self::LlmSpendCapReached { .. } => AlertKind::LlmSpendCapReached,
         }
     }
 
@@ -203,6 +214,7 @@ impl AlertKind {
             Self::OutsideWindow => "outside_window",
             Self::LlmConfigInvalid => "llm_config_invalid",
             Self::LlmQuotaExhausted => "llm_quota_exhausted",
+            Self::LlmSpendCapReached => "llm_spend_cap_reached",
         }
     }
 }
@@ -290,6 +302,15 @@ mod tests {
             Some(AlertKind::LlmQuotaExhausted)
         );
         assert_eq!(AlertKind::LlmQuotaExhausted.as_str(), "llm_quota_exhausted");
+        let capped = Alert::LlmSpendCapReached {
+            cap_micros: 5,
+            spent_micros: 7,
+        };
+        assert_eq!(
+            capped.to_detail(),
+            serde_json::json!({"alert": "llm_spend_cap_reached", "cap_micros": 5, "spent_micros": 7})
+        );
+        assert_eq!(capped.kind().as_str(), "llm_spend_cap_reached");
         assert_eq!(Alert::from_detail(&serde_json::json!({"x": 1})), None);
     }
 }

@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod events;
 pub mod ids;
 pub mod llm;
+pub mod month;
 pub mod subjects;
 pub mod whatsapp;
 

@@ -18,7 +18,7 @@ use serde_json::Value;
 /// The app secret test nodes check signatures with.
 pub const APP_SECRET: &str = "test-app-secret";
 /// The admin token of test nodes.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// How long a test waits for something to happen.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,6 +32,9 @@ pub struct Gateway {
     pub http: reqwest::Client,
     /// The node's HTTP base URL, `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The admin API's base URL: [`Gateway::base`], or the admin listener's when the node
+    /// has one (`admin_http_addr`).
+    pub admin_base: String,
     /// The configuration the node was started with.
     pub config: Config,
     _dir: tempfile::TempDir,
@@ -77,11 +80,15 @@ impl Gateway {
             .await
             .expect("node starts");
         let base = format!("http://{}", node.http_addr);
+        let admin_base = node
+            .admin_http_addr
+            .map_or_else(|| base.clone(), |addr| format!("http://{addr}"));
         Self {
             node,
             whatsapp,
             http: reqwest::Client::new(),
             base,
+            admin_base,
             config,
             _dir: dir,
             _postgres: postgres,
@@ -107,6 +114,7 @@ impl Gateway {
                 name: format!("{id} shop"),
                 system_prompt: Some("You sell shoes.".into()),
                 llm_config: llm.map(|l| l.to_string()),
+                llm_monthly_spend_cap_micros: None,
                 created_ms: 1,
             })
             .await
@@ -165,10 +173,11 @@ impl Gateway {
             .unwrap_or_else(|error| panic!("{what}: {error}"))
     }
 
-    /// The node's `/health`, as JSON.
+    /// The node's detailed health (`/api/health`, with the admin token), as JSON.
     pub async fn health(&self) -> Value {
         self.http
-            .get(format!("{}/health", self.base))
+            .get(format!("{}/api/health", self.admin_base))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("health")

@@ -4,12 +4,14 @@
 //! provider chain with fallback ([`chain`]), the node's response cache (exact match on
 //! tenant, knowledge version and prompt), usage recording. With no provider configured, or
 //! when none answers, the offline answer is the best passage or a polite hand-off
-//! ([`prompt`]). Each request runs in its own task, so one slow LLM call does not hold the
+//! ([`prompt`]). Over the tenant's monthly LLM spend cap ([`spend`]) no provider is called:
+//! the offline answer goes out and `llm_spend_cap_reached` is raised. Each request runs in its own task, so one slow LLM call does not hold the
 //! tenant's other conversations.
 
 pub mod chain;
 pub mod prompt;
 pub mod quota;
+pub mod spend;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,7 @@ use crate::session::SessionMsg;
 use crate::store::{LlmUsage, StoreError};
 use chain::{ChainOutcome, ProviderChain, ProviderStatus};
 use quota::{QuotaAlert, QuotaAlertChange};
+use spend::SpendCap;
 
 /// A request for a reply.
 #[derive(Debug)]
@@ -69,6 +72,8 @@ pub enum ResponderMsg {
         system_prompt: Option<String>,
         /// The new provider list (JSON).
         llm_config: Option<String>,
+        /// The tenant's new monthly LLM spend cap (`None`: the node's).
+        spend_cap_micros: Option<i64>,
     },
     /// The responder's state.
     Observe(RpcReplyPort<ResponderSnapshot>),
@@ -95,6 +100,9 @@ pub struct ResponderArgs {
     pub system_prompt: Option<String>,
     /// The tenant's LLM configuration (JSON), `None` for the node's default.
     pub llm_config: Option<String>,
+    /// The tenant's monthly LLM spend cap in millionths of a US dollar, `None` for the
+    /// node's default ([`Settings::llm_monthly_spend_cap_micros`](crate::services::Settings)).
+    pub spend_cap_micros: Option<i64>,
     /// Shared services.
     pub services: Arc<Services>,
 }
@@ -114,6 +122,7 @@ struct Context {
     services: Arc<Services>,
     tally: Tally,
     quota_alert: QuotaAlert,
+    spend: SpendCap,
 }
 
 /// A responder's state.
@@ -178,14 +187,19 @@ impl Actor for ResponderActor {
             ResponderMsg::Reconfigure {
                 system_prompt,
                 llm_config,
+                spend_cap_micros,
             } => {
                 let args = ResponderArgs {
                     tenant: state.context.tenant.clone(),
                     system_prompt,
                     llm_config,
+                    spend_cap_micros,
                     services: Arc::clone(&state.context.services),
                 };
-                state.context = Arc::new(Context::new(args));
+                let capped = state.context.spend.raised();
+                let mut context = Context::new(args);
+                context.spend = context.spend.with_alert_raised(capped);
+                state.context = Arc::new(context);
             }
             ResponderMsg::Observe(reply) => {
                 let tally = &state.context.tally;
@@ -220,6 +234,9 @@ impl Context {
                 Vec::new()
             }
         };
+        let cap = args
+            .spend_cap_micros
+            .or(args.services.settings.llm_monthly_spend_cap_micros);
         Self {
             tenant: args.tenant,
             system_prompt: args.system_prompt,
@@ -227,6 +244,7 @@ impl Context {
             services: args.services,
             tally: Tally::default(),
             quota_alert: QuotaAlert::default(),
+            spend: SpendCap::new(cap),
         }
     }
 
@@ -261,6 +279,38 @@ impl Context {
         if let Some(cached) = services.cache.get(&key).await {
             self.tally.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((cached.to_string(), Duration::ZERO));
+        }
+
+        let over = self
+            .spend
+            .check(
+                services.store.as_ref(),
+                &self.tenant,
+                services.clock.now_ms(),
+            )
+            .await?;
+        match self.spend.observe(over.is_some()) {
+            Some(QuotaAlertChange::Raise) => {
+                if let Some(over) = over {
+                    warn!(tenant = %self.tenant, cap_micros = over.cap_micros, spent_micros = over.spent_micros, "monthly llm spend cap reached, answering offline");
+                    let alert = Alert::LlmSpendCapReached {
+                        cap_micros: over.cap_micros,
+                        spent_micros: over.spent_micros,
+                    };
+                    services.publish(services.alert(&self.tenant, &alert));
+                }
+            }
+            Some(QuotaAlertChange::Clear) => services
+                .publish(services.alert_cleared(&self.tenant, AlertKind::LlmSpendCapReached)),
+            None => {}
+        }
+        if over.is_some() {
+            self.tally.offline.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("salesboy_llm_spend_capped_total").increment(1);
+            return Ok((
+                prompt::offline_answer(&key.2.passages, &request.question),
+                Duration::ZERO,
+            ));
         }
 
         if let Some(receipt) = &request.read_receipt {
@@ -308,6 +358,7 @@ impl Context {
                 if let Err(error) = services.store.record_llm_usage(&usage).await {
                     warn!(tenant = %self.tenant, %error, "llm usage not recorded");
                 }
+                self.spend.spent(usage.cost_micros, usage.at_ms).await;
                 let text = prompt::truncate(completion.text.trim(), prompt::MAX_REPLY_CHARS);
                 services.cache.insert(key, Arc::from(text.as_str())).await;
                 Ok((text, llm_time))

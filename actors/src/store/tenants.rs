@@ -72,6 +72,9 @@ pub struct NewTenant {
     pub system_prompt: Option<String>,
     /// LLM provider configuration, opaque JSON text; `None` uses the node's providers.
     pub llm_config: Option<String>,
+    /// The monthly LLM spend cap in millionths of a US dollar; `None` uses the node's.
+    #[serde(default)]
+    pub llm_monthly_spend_cap_micros: Option<i64>,
     /// When the tenant was created; kept from the first insert on updates.
     pub created_ms: i64,
 }
@@ -87,6 +90,9 @@ pub struct Tenant {
     pub system_prompt: Option<String>,
     /// LLM provider configuration, opaque JSON text.
     pub llm_config: Option<String>,
+    /// The monthly LLM spend cap in millionths of a US dollar; `None` uses the node's.
+    #[serde(default)]
+    pub llm_monthly_spend_cap_micros: Option<i64>,
     /// Bumped by every change to the knowledge base
     /// ([`KnowledgeStore::knowledge_version`](super::KnowledgeStore::knowledge_version)).
     pub knowledge_version: i64,
@@ -111,6 +117,7 @@ impl fmt::Debug for NewTenant {
             name,
             system_prompt,
             llm_config,
+            llm_monthly_spend_cap_micros,
             created_ms,
         } = self;
         f.debug_struct("NewTenant")
@@ -118,6 +125,7 @@ impl fmt::Debug for NewTenant {
             .field("name", name)
             .field("system_prompt", system_prompt)
             .field("llm_config", &redacted_config(llm_config.as_ref()))
+            .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("created_ms", created_ms)
             .finish()
     }
@@ -130,6 +138,7 @@ impl fmt::Debug for Tenant {
             name,
             system_prompt,
             llm_config,
+            llm_monthly_spend_cap_micros,
             knowledge_version,
             created_ms,
             numbers,
@@ -140,6 +149,7 @@ impl fmt::Debug for Tenant {
             .field("name", name)
             .field("system_prompt", system_prompt)
             .field("llm_config", &redacted_config(llm_config.as_ref()))
+            .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("knowledge_version", knowledge_version)
             .field("created_ms", created_ms)
             .field("numbers", numbers)
@@ -269,6 +279,7 @@ mod tests {
             name: "Acme".into(),
             system_prompt: None,
             llm_config: Some(llm.clone()),
+            llm_monthly_spend_cap_micros: None,
             created_ms: 1,
         };
         let tenant = Tenant {
@@ -276,6 +287,7 @@ mod tests {
             name: new.name.clone(),
             system_prompt: None,
             llm_config: Some(llm),
+            llm_monthly_spend_cap_micros: None,
             knowledge_version: 0,
             created_ms: 1,
             numbers: vec![WhatsAppNumber {

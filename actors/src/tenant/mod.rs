@@ -562,6 +562,7 @@ async fn reload(
         let _ = responder.send_message(ResponderMsg::Reconfigure {
             system_prompt: state.record.system_prompt.clone(),
             llm_config: state.record.llm_config.clone(),
+            spend_cap_micros: state.record.llm_monthly_spend_cap_micros,
         });
     }
     info!(tenant = %state.tenant, "tenant configuration reloaded");

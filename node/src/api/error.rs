@@ -33,6 +33,13 @@ pub enum ApiError {
     /// The credentials are not valid (401).
     #[error("invalid admin token")]
     InvalidToken,
+    /// Too many wrong tokens came from this client lately (429): it may try again after
+    /// `retry_after_secs` (HTTP: the `Retry-After` header); its token was not checked.
+    #[error("too many wrong tokens from this address: retry in {retry_after_secs} s")]
+    TooManyAttempts {
+        /// Seconds until the client may try again.
+        retry_after_secs: u64,
+    },
     /// The credentials are valid but do not reach this resource (403): a tenant's API token
     /// on another tenant or on an operator route.
     #[error("{0}")]
@@ -127,6 +134,7 @@ impl ApiError {
             Self::TooLarge(_) => (413, "too_large"),
             Self::MissingToken => (401, "missing_token"),
             Self::InvalidToken => (401, "invalid_token"),
+            Self::TooManyAttempts { .. } => (429, "too_many_attempts"),
             Self::Forbidden(_) => (403, "forbidden"),
             Self::UnknownTenant(_) => (404, "unknown_tenant"),
             Self::UnknownApiToken { .. } => (404, "unknown_token"),
@@ -181,6 +189,9 @@ mod tests {
             ApiError::TooLarge("x".into()),
             ApiError::MissingToken,
             ApiError::InvalidToken,
+            ApiError::TooManyAttempts {
+                retry_after_secs: 1,
+            },
             ApiError::Forbidden("x".into()),
             ApiError::UnknownTenant(tenant.clone()),
             ApiError::UnknownApiToken {

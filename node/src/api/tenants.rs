@@ -40,6 +40,13 @@ pub struct TenantRequest {
     /// (retrieval only); absent on create: the node's default providers.
     #[schema(value_type = Option<Vec<Object>>)]
     pub llm: Option<serde_json::Value>,
+    /// The tenant's monthly LLM spend cap in millionths of a US dollar (`5000000` is $5): once
+    /// its LLM cost this calendar month (UTC) reaches it, it answers offline and an
+    /// `llm_spend_cap_reached` alert is raised. `null`: the node's default
+    /// (`SALESBOY_LLM_MONTHLY_SPEND_CAP_MICROS`); absent on update: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0, example = 5000000)]
+    pub llm_monthly_spend_cap_micros: Option<Option<i64>>,
     /// The WhatsApp Business Account id.
     pub waba_id: Option<String>,
 }
@@ -57,12 +64,28 @@ pub struct TenantUpdate {
     /// LLM providers in fallback order; `[]` means the offline responder.
     #[schema(value_type = Option<Vec<Object>>)]
     pub llm: Option<serde_json::Value>,
+    /// The tenant's monthly LLM spend cap in millionths of a US dollar (`5000000` is $5): once
+    /// its LLM cost this calendar month (UTC) reaches it, it answers offline and an
+    /// `llm_spend_cap_reached` alert is raised. `null`: the node's default
+    /// (`SALESBOY_LLM_MONTHLY_SPEND_CAP_MICROS`); absent on update: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0, example = 5000000)]
+    pub llm_monthly_spend_cap_micros: Option<Option<i64>>,
     /// A WhatsApp number to attach (or whose token changes); needs `access_token`.
     pub phone_number_id: Option<String>,
     /// The access token of `phone_number_id`.
     pub access_token: Option<String>,
     /// The WhatsApp Business Account id of `phone_number_id`.
     pub waba_id: Option<String>,
+}
+
+/// A field that is present: `null` is `Some(None)`, absent (`#[serde(default)]`) is `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// What `Debug` shows for a secret: whether there is one, never its value.
@@ -79,6 +102,7 @@ impl std::fmt::Debug for TenantRequest {
             name,
             system_prompt,
             llm,
+            llm_monthly_spend_cap_micros,
             waba_id,
         } = self;
         f.debug_struct("TenantRequest")
@@ -88,6 +112,7 @@ impl std::fmt::Debug for TenantRequest {
             .field("name", name)
             .field("system_prompt", system_prompt)
             .field("llm", &redacted(llm.as_ref()))
+            .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("waba_id", waba_id)
             .finish()
     }
@@ -99,6 +124,7 @@ impl std::fmt::Debug for TenantUpdate {
             name,
             system_prompt,
             llm,
+            llm_monthly_spend_cap_micros,
             phone_number_id,
             access_token,
             waba_id,
@@ -107,6 +133,7 @@ impl std::fmt::Debug for TenantUpdate {
             .field("name", name)
             .field("system_prompt", system_prompt)
             .field("llm", &redacted(llm.as_ref()))
+            .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("phone_number_id", phone_number_id)
             .field("access_token", &redacted(access_token.as_ref()))
             .field("waba_id", waba_id)
@@ -136,6 +163,9 @@ pub struct TenantView {
     /// own.
     #[schema(value_type = Option<Vec<Object>>)]
     pub llm: Option<serde_json::Value>,
+    /// The tenant's own monthly LLM spend cap (millionths of a US dollar); `null`: the
+    /// node's default.
+    pub llm_monthly_spend_cap_micros: Option<i64>,
     /// The tenant's WhatsApp numbers.
     pub numbers: Vec<NumberView>,
     /// Changes whenever the knowledge base changes.
@@ -206,6 +236,8 @@ struct Changes {
     /// `Some(None)`: back to the default prompt.
     system_prompt: Option<Option<String>>,
     llm: Option<String>,
+    /// `Some(None)`: back to the node's default cap.
+    spend_cap: Option<Option<i64>>,
     number: Option<NumberChange>,
 }
 
@@ -260,6 +292,7 @@ pub async fn update(
         name: name(request.name)?,
         system_prompt: request.system_prompt.map(prompt),
         llm: llm(request.llm)?,
+        spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         number,
     };
     Ok(save(api, id, changes, Mode::Update).await?.1)
@@ -412,6 +445,7 @@ fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiEr
         name: name(request.name)?,
         system_prompt: request.system_prompt.map(prompt),
         llm: llm(request.llm)?,
+        spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         number: Some(number),
     };
     Ok((id, changes))
@@ -462,6 +496,16 @@ fn llm(llm: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
+fn spend_cap(cap: Option<Option<i64>>) -> Result<Option<Option<i64>>, ApiError> {
+    match cap {
+        Some(Some(micros)) if micros < 0 => Err(ApiError::invalid(
+            "llm_monthly_spend_cap_micros",
+            "must not be negative",
+        )),
+        cap => Ok(cap),
+    }
+}
+
 /// Writes the validated changes (everything is checked before the first write), tells a
 /// hosted tenant to reload, and answers the saved tenant.
 async fn save(
@@ -488,13 +532,14 @@ async fn save(
             owner: route.tenant,
         });
     }
-    let (stored_name, stored_prompt, stored_llm) = match &existing {
+    let (stored_name, stored_prompt, stored_llm, stored_cap) = match &existing {
         Some(tenant) => (
             Some(tenant.name.clone()),
             tenant.system_prompt.clone(),
             tenant.llm_config.clone(),
+            tenant.llm_monthly_spend_cap_micros,
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let tenant = NewTenant {
         id: id.clone(),
@@ -504,6 +549,7 @@ async fn save(
             .unwrap_or_else(|| id.to_string()),
         system_prompt: changes.system_prompt.unwrap_or(stored_prompt),
         llm_config: changes.llm.or(stored_llm),
+        llm_monthly_spend_cap_micros: changes.spend_cap.unwrap_or(stored_cap),
         created_ms: api.now_ms(),
     };
     api.store.upsert_tenant(&tenant).await?;
@@ -561,6 +607,7 @@ fn view(tenant: Tenant, active: bool) -> TenantView {
         name: tenant.name,
         system_prompt: tenant.system_prompt,
         llm: tenant.llm_config.as_deref().map(redacted_llm_config),
+        llm_monthly_spend_cap_micros: tenant.llm_monthly_spend_cap_micros,
         numbers: tenant
             .numbers
             .into_iter()
@@ -597,6 +644,7 @@ mod tests {
             name: None,
             system_prompt: None,
             llm: Some(llm.clone()),
+            llm_monthly_spend_cap_micros: None,
             waba_id: None,
         };
         let update = TenantUpdate {

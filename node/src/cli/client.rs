@@ -50,12 +50,12 @@ impl AdminClient {
         })
     }
 
-    /// A client for the node `config` describes: `url`, or `http://` + its `http_addr`; the
-    /// token from [`admin_token`].
+    /// A client for the node `config` describes: `url`, or `http://` + its
+    /// `admin_http_addr` (else its `http_addr`); the token from [`admin_token`].
     pub fn from_config(config: &Config, url: Option<&str>) -> anyhow::Result<Self> {
         let base_url = match url {
             Some(url) => url.to_owned(),
-            None => default_url(config.http_addr),
+            None => default_url(config.admin_http_addr.unwrap_or(config.http_addr)),
         };
         Self::new(&base_url, admin_token(config)?)
     }
@@ -194,10 +194,13 @@ mod tests {
         let data_dir = dir.path().to_str().unwrap();
         let token = admin_token(&config(&[
             ("SALESBOY_DATA_DIR", data_dir),
-            ("SALESBOY_ADMIN_TOKEN", "from-env"),
+            (
+                "SALESBOY_ADMIN_TOKEN",
+                "from-env-0123456789abcdef0123456789",
+            ),
         ]))
         .unwrap();
-        assert_eq!(token.expose_secret(), "from-env");
+        assert_eq!(token.expose_secret(), "from-env-0123456789abcdef0123456789");
         let token = admin_token(&config(&[("SALESBOY_DATA_DIR", data_dir)])).unwrap();
         assert_eq!(token.expose_secret(), "from-file");
     }

@@ -71,6 +71,13 @@ pub(super) struct Layers {
     pub(super) events_replicas: Option<usize>,
     pub(super) webhook_retry_secs: Option<u64>,
     pub(super) webhook_timeout_ms: Option<u64>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) admin_http_addr: Option<String>,
+    pub(super) admin_auth_max_failures: Option<u32>,
+    pub(super) admin_auth_lockout_secs: Option<u64>,
+    pub(super) http_request_timeout_ms: Option<u64>,
+    pub(super) http_max_concurrent_requests: Option<usize>,
+    pub(super) llm_monthly_spend_cap_micros: Option<u64>,
 }
 
 /// A string, or a number or boolean in its text form (`admin_token = 1234` is the token

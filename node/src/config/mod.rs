@@ -24,7 +24,7 @@ use std::time::Duration;
 use figment::Figment;
 use salesboy_actors::services::{ReadReceipts, Settings};
 use salesboy_protocol::NodeId;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::store::redact_url;
@@ -72,7 +72,16 @@ pub const KEYS: &[&str] = &[
     "events_replicas",
     "webhook_retry_secs",
     "webhook_timeout_ms",
+    "admin_http_addr",
+    "admin_auth_max_failures",
+    "admin_auth_lockout_secs",
+    "http_request_timeout_ms",
+    "http_max_concurrent_requests",
+    "llm_monthly_spend_cap_micros",
 ];
+
+/// The shortest admin token a node accepts (`admin_token`): a generated one has 64.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +170,23 @@ pub struct Config {
     pub webhook_retry_secs: u64,
     /// How long one event webhook delivery attempt may take (default 10 s).
     pub webhook_timeout_ms: u64,
+    /// Where the admin API (`/api/…`) and `/metrics` listen, apart from the public listener
+    /// (which then serves only the WhatsApp webhook and `/health`); unset: everything on
+    /// [`Config::http_addr`].
+    pub admin_http_addr: Option<SocketAddr>,
+    /// Failed admin API authentications from one client IP within
+    /// [`Config::admin_auth_lockout_secs`] before it is locked out (default 10).
+    pub admin_auth_max_failures: u32,
+    /// The window that counts failed authentications, and how long a locked-out client IP
+    /// gets 429 without its token being checked (default 60 s).
+    pub admin_auth_lockout_secs: u64,
+    /// How long one HTTP request may take before it is answered 408 (default 30 s).
+    pub http_request_timeout_ms: u64,
+    /// HTTP requests served at once per listener; beyond it 503 (default 1024).
+    pub http_max_concurrent_requests: usize,
+    /// The node's default monthly LLM spend cap per tenant, in millionths of a US dollar;
+    /// unset: no cap. A tenant's own `llm_monthly_spend_cap_micros` overrides it.
+    pub llm_monthly_spend_cap_micros: Option<u64>,
 }
 
 impl Default for Config {
@@ -198,6 +224,12 @@ impl Default for Config {
             events_replicas: 1,
             webhook_retry_secs: 24 * 3600,
             webhook_timeout_ms: 10_000,
+            admin_http_addr: None,
+            admin_auth_max_failures: 10,
+            admin_auth_lockout_secs: 60,
+            http_request_timeout_ms: 30_000,
+            http_max_concurrent_requests: 1024,
+            llm_monthly_spend_cap_micros: None,
         }
     }
 }
@@ -306,6 +338,12 @@ impl Config {
             events_replicas,
             webhook_retry_secs,
             webhook_timeout_ms,
+            admin_http_addr,
+            admin_auth_max_failures,
+            admin_auth_lockout_secs,
+            http_request_timeout_ms,
+            http_max_concurrent_requests,
+            llm_monthly_spend_cap_micros,
         } = layers;
         set(&mut self.node_id, node_id);
         set(&mut self.http_addr, http_addr);
@@ -366,6 +404,9 @@ impl Config {
             secrets_previous_key,
             secrets_previous_key_file,
         )?;
+        if let Some(token) = &self.admin_token {
+            check_admin_token(token.expose_secret()).map_err(|e| ("admin_token", e))?;
+        }
         set(&mut self.max_tenants, positive("max_tenants", max_tenants)?);
         set(&mut self.debounce_ms, debounce_ms);
         set(
@@ -420,6 +461,42 @@ impl Config {
             &mut self.webhook_timeout_ms,
             positive("webhook_timeout_ms", webhook_timeout_ms)?,
         );
+        if let Some(addr) = admin_http_addr {
+            self.admin_http_addr = match optional(addr) {
+                None => None,
+                Some(addr) => Some(addr.trim().parse().map_err(|_| {
+                    (
+                        "admin_http_addr",
+                        format!("expected an address like 127.0.0.1:9090, got {addr:?}"),
+                    )
+                })?),
+            };
+        }
+        if self
+            .admin_http_addr
+            .is_some_and(|admin| admin == self.http_addr && admin.port() != 0)
+        {
+            return Err(("admin_http_addr", "must differ from http_addr".into()));
+        }
+        set(
+            &mut self.admin_auth_max_failures,
+            positive("admin_auth_max_failures", admin_auth_max_failures)?,
+        );
+        set(
+            &mut self.admin_auth_lockout_secs,
+            positive("admin_auth_lockout_secs", admin_auth_lockout_secs)?,
+        );
+        set(
+            &mut self.http_request_timeout_ms,
+            positive("http_request_timeout_ms", http_request_timeout_ms)?,
+        );
+        set(
+            &mut self.http_max_concurrent_requests,
+            positive("http_max_concurrent_requests", http_max_concurrent_requests)?,
+        );
+        if let Some(cap) = positive("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)? {
+            self.llm_monthly_spend_cap_micros = Some(cap);
+        }
         Ok(self)
     }
 
@@ -517,6 +594,12 @@ impl std::fmt::Debug for Config {
             events_replicas,
             webhook_retry_secs,
             webhook_timeout_ms,
+            admin_http_addr,
+            admin_auth_max_failures,
+            admin_auth_lockout_secs,
+            http_request_timeout_ms,
+            http_max_concurrent_requests,
+            llm_monthly_spend_cap_micros,
         } = self;
         let url = |url: &Option<String>| url.as_deref().map(redact_url);
         f.debug_struct("Config")
@@ -554,8 +637,25 @@ impl std::fmt::Debug for Config {
             .field("events_replicas", events_replicas)
             .field("webhook_retry_secs", webhook_retry_secs)
             .field("webhook_timeout_ms", webhook_timeout_ms)
+            .field("admin_http_addr", admin_http_addr)
+            .field("admin_auth_max_failures", admin_auth_max_failures)
+            .field("admin_auth_lockout_secs", admin_auth_lockout_secs)
+            .field("http_request_timeout_ms", http_request_timeout_ms)
+            .field("http_max_concurrent_requests", http_max_concurrent_requests)
+            .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .finish()
     }
+}
+
+/// Whether `token` may be the admin token: at least [`MIN_ADMIN_TOKEN_CHARS`] characters.
+/// The error never quotes the token.
+pub fn check_admin_token(token: &str) -> Result<(), String> {
+    if token.trim().chars().count() < MIN_ADMIN_TOKEN_CHARS {
+        return Err(format!(
+            "must be at least {MIN_ADMIN_TOKEN_CHARS} characters long (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -588,277 +688,4 @@ fn http_url(value: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn debug_never_prints_secrets_or_url_passwords() {
-        let config = Config::load_from(
-            None,
-            env(&[
-                (
-                    "SALESBOY_DATABASE_URL",
-                    "postgres://app:pg-planted-pw@db/sb",
-                ),
-                ("SALESBOY_NATS_URL", "nats://node:nats-planted-pw@nats:4222"),
-                ("SALESBOY_NATS_USER", "node"),
-                ("SALESBOY_NATS_PASSWORD", "nats-planted-password"),
-                ("SALESBOY_WHATSAPP_APP_SECRET", "planted-app-secret"),
-                ("SALESBOY_WHATSAPP_VERIFY_TOKEN", "planted-verify-token"),
-                ("SALESBOY_ADMIN_TOKEN", "planted-admin-token"),
-            ]),
-        )
-        .unwrap();
-        let shown = format!("{config:?}");
-        for secret in [
-            "pg-planted-pw",
-            "nats-planted-pw",
-            "nats-planted-password",
-            "planted-app-secret",
-            "planted-verify-token",
-            "planted-admin-token",
-        ] {
-            assert!(!shown.contains(secret), "{secret} in {shown}");
-        }
-        assert!(shown.contains("postgres://app:***@db/sb"), "{shown}");
-        assert!(shown.contains("nats://node:***@nats:4222"), "{shown}");
-    }
-
-    #[test]
-    fn defaults_are_the_embedded_single_node() {
-        let config = Config::load_from(None, env(&[])).unwrap();
-        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
-        assert!(config.nats_url.is_none());
-        assert_eq!(
-            config.effective_database_url(),
-            "sqlite://./salesboy-data/salesboy.db?mode=rwc"
-        );
-        assert_eq!(config.tenant_idle_secs, 86_400);
-    }
-
-    #[test]
-    fn environment_overrides_file_overrides_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("salesboy.toml");
-        std::fs::write(
-            &file,
-            "debounce_ms = 250\nmax_tenants = 7\nnode_id = \"file-node\"\n",
-        )
-        .unwrap();
-        let config = Config::load_from(
-            Some(&file),
-            env(&[
-                ("SALESBOY_MAX_TENANTS", "9"),
-                ("SALESBOY_ADMIN_TOKEN", "s3cret"),
-                ("PATH", "/bin"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(config.debounce_ms, 250);
-        assert_eq!(config.max_tenants, 9);
-        assert_eq!(config.node_id.as_str(), "file-node");
-        assert_eq!(
-            config.admin_token.as_ref().unwrap().expose_secret(),
-            "s3cret"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_that_name_the_key() {
-        let err = Config::load_from(None, env(&[("SALESBOY_DEBOUNCE", "5")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("unknown configuration key SALESBOY_DEBOUNCE (in environment)"),
-            "{err}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "http_adr = \"x\"\n").unwrap();
-        let err = Config::load_from(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown configuration key http_adr"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_errors_that_name_the_key() {
-        for (name, value, expected) in [
-            (
-                "SALESBOY_MAX_TENANTS",
-                "lots",
-                "bad value for SALESBOY_MAX_TENANTS",
-            ),
-            ("SALESBOY_MAX_TENANTS", "0", "must be greater than zero"),
-            (
-                "SALESBOY_HTTP_ADDR",
-                "localhost",
-                "bad value for SALESBOY_HTTP_ADDR",
-            ),
-            ("SALESBOY_NODE_ID", "a.b", "node id contains '.'"),
-            (
-                "SALESBOY_WHATSAPP_API_BASE",
-                "ftp://x",
-                "http:// or https://",
-            ),
-        ] {
-            let err = Config::load_from(None, env(&[(name, value)]))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(expected), "{name}={value}: {err}");
-        }
-    }
-
-    #[test]
-    fn test_suite_variables_are_not_configuration() {
-        assert!(
-            Config::load_from(None, env(&[("SALESBOY_TEST_POSTGRES_URL", "postgres://x")])).is_ok()
-        );
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let config = Config::load_from(
-            None,
-            env(&[("SALESBOY_WHATSAPP_APP_SECRET", "topsecretvalue")]),
-        )
-        .unwrap();
-        assert!(!format!("{config:?}").contains("topsecretvalue"));
-    }
-
-    #[test]
-    fn nats_credentials_come_in_pairs_and_the_password_never_prints() {
-        let config = Config::load_from(
-            None,
-            env(&[
-                ("SALESBOY_NATS_USER", "salesboy-node"),
-                ("SALESBOY_NATS_PASSWORD", "natspassword42"),
-            ]),
-        )
-        .unwrap();
-        let credentials = config.nats_credentials().unwrap();
-        assert_eq!(credentials.user, "salesboy-node");
-        assert_eq!(credentials.password.expose_secret(), "natspassword42");
-        assert!(!format!("{config:?} {credentials:?}").contains("natspassword42"));
-        assert!(
-            Config::load_from(None, env(&[]))
-                .unwrap()
-                .nats_credentials()
-                .is_none()
-        );
-        for alone in [
-            ("SALESBOY_NATS_USER", "salesboy-node"),
-            ("SALESBOY_NATS_PASSWORD", "natspassword42"),
-        ] {
-            let error = Config::load_from(None, env(&[alone])).unwrap_err();
-            assert!(matches!(error, ConfigError::BadValue { .. }), "{error}");
-            assert!(!error.to_string().contains("natspassword42"), "{error}");
-        }
-    }
-
-    #[test]
-    fn every_key_is_settable_and_documented() {
-        let docs = include_str!("../../../docs/configuration.md");
-        for key in KEYS {
-            let env_name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
-            assert!(
-                !matches!(
-                    Config::load_from(None, env(&[(&env_name, "x")])),
-                    Err(ConfigError::UnknownKey { .. })
-                ),
-                "{key} is not handled"
-            );
-            assert!(
-                docs.contains(&env_name),
-                "docs/configuration.md does not document {env_name}"
-            );
-        }
-    }
-
-    #[test]
-    fn file_values_may_be_strings_or_numbers_and_secrets_are_never_quoted() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("salesboy.toml");
-        std::fs::write(
-            &file,
-            "max_tenants = \"7\"\nadmin_token = 1234\nlog_format = \"json\"\nnats_url = \"\"\n",
-        )
-        .unwrap();
-        let config = Config::load_from(Some(&file), env(&[])).unwrap();
-        assert_eq!(config.max_tenants, 7);
-        assert_eq!(config.admin_token.unwrap().expose_secret(), "1234");
-        assert_eq!(config.log_format, LogFormat::Json);
-        assert!(config.nats_url.is_none());
-
-        std::fs::write(&file, "admin_token = [\"hunter2\"]\n").unwrap();
-        let err = Config::load_from(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("bad value for admin_token"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
-
-        let err = Config::load_from(None, env(&[("SALESBOY_FAILURE_TIMEOUT_MS", "1000")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(
-                "bad value for SALESBOY_FAILURE_TIMEOUT_MS (in environment): must be at least 2000"
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn secrets_keys_are_checked_and_never_quoted() {
-        let key = crate::secrets::SecretsKey::generate().to_base64();
-        let config =
-            Config::load_from(None, env(&[("SALESBOY_SECRETS_KEY", key.as_str())])).unwrap();
-        assert_eq!(config.secrets_key.unwrap().expose_secret(), key.as_str());
-        assert!(
-            !format!(
-                "{:?}",
-                Config::load_from(None, env(&[("SALESBOY_SECRETS_KEY", key.as_str())])).unwrap()
-            )
-            .contains(key.as_str())
-        );
-        let error = Config::load_from(None, env(&[("SALESBOY_SECRETS_KEY", "planted-not-a-key")]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("bad value for SALESBOY_SECRETS_KEY"),
-            "{error}"
-        );
-        assert!(!error.contains("planted"), "{error}");
-        let error = Config::load_from(
-            None,
-            env(&[
-                ("SALESBOY_SECRETS_KEY", key.as_str()),
-                ("SALESBOY_SECRETS_KEY_FILE", "/k"),
-            ]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("not both"), "{error}");
-    }
-
-    #[test]
-    fn the_defaults_shared_with_the_actor_tree_are_its_own() {
-        let (config, actors) = (Config::default(), Settings::default());
-        assert_eq!(Duration::from_millis(config.debounce_ms), actors.debounce);
-        assert_eq!(config.history_window, actors.history_window);
-        assert_eq!(
-            Duration::from_secs(config.tenant_idle_secs),
-            actors.tenant_idle
-        );
-        assert_eq!(config.max_tenants, 100_000);
-        assert_eq!(config.whatsapp_messages_per_second, 80);
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
-//! `GET /health`: is this node ready, and what does it hold. 503 when the database does not
-//! answer, or when a cluster node has fenced itself (it could not renew its membership, so
-//! its tenants are being taken over elsewhere).
+//! Health: `GET /health` (public) says only whether this node is ready; `GET /api/health`
+//! (behind the admin token, [`super::admin`]) says what it holds. Both answer 503 when the
+//! database does not answer, or when a cluster node has fenced itself (it could not renew
+//! its membership, so its tenants are being taken over elsewhere).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,11 +9,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 
-/// The health document.
+/// The public health document: nothing but readiness.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// `ok` (ready, 200) or `unavailable` (not ready, 503).
+    pub status: String,
+}
+
+/// The detailed health document (`GET /api/health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok`, `unavailable` (database) or `fenced` (cut off from the cluster).
     pub status: String,
@@ -28,19 +37,37 @@ pub struct Health {
     pub conversations: u64,
     /// The tenant limit.
     pub max_tenants: usize,
-    /// `ok`, or the database error.
+    /// `ok`, or the database error (its URL's password masked).
     pub database: String,
     /// The bus this node's cluster member runs on (`nats`, or `in-process` when nodes share
     /// one process), or `none`: a single node, no bus (decision 0009).
     pub bus: String,
 }
 
-/// The health route.
+/// The public health route.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+    Router::new().route("/health", get(readiness))
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// 200 `{"status":"ok"}` or 503 `{"status":"unavailable"}`: no internals.
+async fn readiness(State(state): State<AppState>) -> Response {
+    let health = health(&state).await;
+    let ready = health.status == "ok";
+    let status = if ready { "ok" } else { "unavailable" }.to_owned();
+    (status_code(&health), Json(Readiness { status })).into_response()
+}
+
+/// 200 when `health` says ready, else 503.
+pub fn status_code(health: &Health) -> StatusCode {
+    if health.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// This node's health, in detail.
+pub async fn health(state: &AppState) -> Health {
     let database = state.store.health().await;
     let fenced = state
         .cluster
@@ -52,7 +79,7 @@ async fn health(State(state): State<AppState>) -> Response {
         Err(e) => e.to_string(),
     };
     let node = state.node.observe();
-    let body = Health {
+    Health {
         status: match (ready, fenced) {
             (true, _) => "ok",
             (false, true) => "fenced",
@@ -67,11 +94,5 @@ async fn health(State(state): State<AppState>) -> Response {
         max_tenants: node.max_tenants,
         database,
         bus: state.http.bus.to_owned(),
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    }
 }

@@ -1,12 +1,17 @@
 //! HTTP: the WhatsApp webhook, health, metrics, the admin API and its OpenAPI document.
 //!
 //! - [`webhook`]: `GET/POST /webhooks/whatsapp`;
-//! - [`health`]: `GET /health`;
+//! - [`health`]: `GET /health` (ready or not; the details are `GET /api/health`);
 //! - [`metrics`]: `GET /metrics` (Prometheus);
-//! - [`admin`]: `/api/…` behind the bearer token, `/api/openapi.json`.
+//! - [`admin`]: `/api/…` behind the bearer token, `/api/openapi.json`;
+//! - [`limits`]: the request timeout and the concurrency limit of a listener, and serving it.
+//!
+//! A node serves [`router`] on one listener, or [`public_router`] (the webhook and
+//! `/health`) and [`admin_router`] (`/api/…` and `/metrics`) on two.
 
 pub mod admin;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod webhook;
 
@@ -46,6 +51,8 @@ pub struct AppState {
     pub router: crate::routing::Router,
     /// The cluster runtime, on a cluster.
     pub cluster: Option<Arc<crate::cluster::ClusterMember>>,
+    /// Clients locked out of the admin API for their wrong tokens.
+    pub auth_throttle: Arc<admin::AuthThrottle>,
 }
 
 impl AppState {
@@ -73,6 +80,7 @@ impl AppState {
         Self {
             router,
             cluster: None,
+            auth_throttle: Arc::new(admin::AuthThrottle::new(http.auth_throttle)),
             node,
             store,
             sql,
@@ -122,16 +130,38 @@ pub struct HttpSettings {
     /// The node id, for `/health`.
     pub node_id: String,
     /// The bus the node's cluster member runs on (`Bus::kind`), or `none` on a single
-    /// node (for `/health`).
+    /// node (for `/api/health`).
     pub bus: &'static str,
+    /// When wrong admin tokens lock a client out.
+    pub auth_throttle: admin::AuthThrottleSettings,
 }
 
-/// The node's whole HTTP surface.
+/// The node's whole HTTP surface, for one listener.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(webhook::routes())
-        .merge(health::routes())
-        .merge(metrics::routes())
-        .nest("/api", admin::routes(state.clone()))
+    public_routes(state.clone())
+        .merge(admin_routes(state.clone()))
         .with_state(state)
+}
+
+/// What faces the internet when the admin API listens apart: the WhatsApp webhook and the
+/// ready/not-ready `/health`.
+pub fn public_router(state: AppState) -> Router {
+    public_routes(state.clone()).with_state(state)
+}
+
+/// The admin listener's routes: `/api/…` and `/metrics`.
+pub fn admin_router(state: AppState) -> Router {
+    admin_routes(state.clone()).with_state(state)
+}
+
+fn public_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .merge(webhook::routes(state))
+        .merge(health::routes())
+}
+
+fn admin_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .merge(metrics::routes())
+        .nest("/api", admin::routes(state))
 }

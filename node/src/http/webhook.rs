@@ -3,6 +3,10 @@
 //!
 //! A delivery is answered only after everything in it is persisted (architecture §5):
 //!
+//! 0. before its body is read ([`precheck`]): no app secret configured is 503; a missing or
+//!    malformed signature header is 401; a `Content-Length` over
+//!    [`MAX_WEBHOOK_BODY_BYTES`] is 413 (a longer body without one is cut off at the limit,
+//!    413 too). Nobody makes the node buffer 3 MiB without at least a well-formed signature;
 //! 1. the `X-Hub-Signature-256` is checked over the raw bytes (401 when missing or wrong;
 //!    503 when no app secret is configured, so Meta retries once it is);
 //! 2. the body is parsed item by item ([`parse_webhook_items`]): only a body that is not
@@ -22,8 +26,9 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use salesboy_protocol::whatsapp::signature::{self, SIGNATURE_HEADER};
@@ -37,11 +42,60 @@ use super::AppState;
 /// The webhook's path.
 pub const PATH: &str = "/webhooks/whatsapp";
 
-/// The webhook routes, with a body limit of [`MAX_WEBHOOK_BODY_BYTES`].
-pub fn routes() -> Router<AppState> {
+/// The webhook routes, with a body limit of [`MAX_WEBHOOK_BODY_BYTES`] and the
+/// [`precheck`] of deliveries.
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route(PATH, get(handshake).post(receive))
+        .route_layer(middleware::from_fn_with_state(state, precheck))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES))
+}
+
+/// Refuses a delivery on its headers alone, before its body is read: no app secret (503),
+/// no or a malformed signature (401), a declared length over the limit (413).
+async fn precheck(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    if state.http.app_secret.is_none() {
+        return unconfigured();
+    }
+    let headers = request.headers();
+    if let Err(e) = signature::parse_signature(signature_header(headers)) {
+        warn!(error = %e, "webhook delivery refused before reading it: bad signature header");
+        return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string());
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_WEBHOOK_BODY_BYTES as u64) {
+        warn!(
+            content_length = declared,
+            "webhook delivery refused before reading it: too large"
+        );
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {MAX_WEBHOOK_BODY_BYTES} bytes"),
+        );
+    }
+    next.run(request).await
+}
+
+fn signature_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok())
+}
+
+fn unconfigured() -> Response {
+    warn!("webhook delivery refused: no app secret configured (SALESBOY_WHATSAPP_APP_SECRET)");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unconfigured",
+        "webhook app secret is not configured".into(),
+    )
 }
 
 /// The handshake's query parameters.
@@ -86,16 +140,9 @@ fn error(status: StatusCode, outcome: &'static str, message: String) -> Response
 
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = &state.http.app_secret else {
-        warn!("webhook delivery refused: no app secret configured (SALESBOY_WHATSAPP_APP_SECRET)");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unconfigured",
-            "webhook app secret is not configured".into(),
-        );
+        return unconfigured();
     };
-    let header = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|value| value.to_str().ok());
+    let header = signature_header(&headers);
     if let Err(e) = signature::verify_signature(secret.expose_secret().as_bytes(), &body, header) {
         warn!(error = %e, "webhook delivery refused: bad signature");
         return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string());

@@ -22,7 +22,7 @@ macro_rules! select_tenants {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms, \
-             session_stopped_ms FROM tenants ",
+             session_stopped_ms, llm_monthly_spend_cap_micros FROM tenants ",
             $rest
         )
     };
@@ -43,10 +43,11 @@ macro_rules! select_numbers {
 pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Failure> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms) \
-         VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms, \
+         llm_monthly_spend_cap_micros) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
          system_prompt = excluded.system_prompt, llm_config = excluded.llm_config, \
+         llm_monthly_spend_cap_micros = excluded.llm_monthly_spend_cap_micros, \
          deleted_ms = NULL",
     )
     .bind(tenant.id.as_str())
@@ -59,6 +60,7 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
             .map(|config| db.seal(LLM_CONFIG, tenant.id.as_str(), "", config)),
     )
     .bind(tenant.created_ms)
+    .bind(tenant.llm_monthly_spend_cap_micros)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -322,6 +324,7 @@ fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Resul
         id: tenant,
         name: get(row, "name")?,
         system_prompt: get(row, "system_prompt")?,
+        llm_monthly_spend_cap_micros: get(row, "llm_monthly_spend_cap_micros")?,
         knowledge_version: get(row, "knowledge_version")?,
         created_ms: get(row, "created_ms")?,
         numbers,

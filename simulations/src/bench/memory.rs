@@ -3,7 +3,7 @@
 //! The node starts with N tenants in the database and none active; its RSS is read from
 //! `/proc/<pid>/status`. Then half the tenants are activated (one message each, so each
 //! gets its supervisor, session and responder actors and one conversation), the bench waits
-//! until `/health` shows every conversation passivated (`SALESBOY_CONVERSATION_IDLE_SECS=1`,
+//! until `/api/health` shows every conversation passivated (`SALESBOY_CONVERSATION_IDLE_SECS=1`,
 //! the node sweeps every 5 s) and reads the RSS again; then the other half, and again.
 //!
 //! Per tenant = (RSS with N active − RSS with none) / N. The marginal figure, (RSS at N −

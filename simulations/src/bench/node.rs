@@ -23,8 +23,8 @@ use super::setup::create_tenants;
 
 /// The app secret the bench signs webhooks with.
 pub const APP_SECRET: &str = "bench-app-secret";
-/// The node's admin token (the bench does not use the admin API).
-const ADMIN_TOKEN: &str = "bench-admin-token";
+/// The node's admin token (the bench reads `/api/health` with it).
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 /// How long the node may take to answer `/health` after it is spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -429,7 +429,7 @@ impl Deployment {
         self.node.as_mut().context("the node is not started")
     }
 
-    /// The node's `/health`.
+    /// The node's `/api/health`.
     pub async fn health(&self) -> anyhow::Result<Health> {
         health(&self.http, &self.node()?.base).await
     }
@@ -455,7 +455,8 @@ impl Deployment {
 
 async fn health(http: &reqwest::Client, base: &str) -> anyhow::Result<Health> {
     let response = http
-        .get(format!("{base}/health"))
+        .get(format!("{base}/api/health"))
+        .bearer_auth(ADMIN_TOKEN)
         .timeout(Duration::from_secs(10))
         .send()
         .await?;

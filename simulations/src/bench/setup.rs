@@ -79,6 +79,7 @@ async fn create_tenant(store: &dyn Store, i: usize, knowledge: bool) -> anyhow::
             name: format!("Bench shop {i}"),
             system_prompt: None,
             llm_config: None,
+            llm_monthly_spend_cap_micros: None,
             created_ms: 1,
         })
         .await

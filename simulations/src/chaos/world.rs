@@ -204,6 +204,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
                 name: format!("Shop {i}"),
                 system_prompt: None,
                 llm_config: None,
+                llm_monthly_spend_cap_micros: None,
                 created_ms: SIM_EPOCH_MS,
             })
             .await?;

@@ -1,4 +1,4 @@
-//! The observer: once a second, each node's `/health` (tenants hosted, RSS) and CPU time,
+//! The observer: once a second, each node's `/api/health` (tenants hosted, RSS) and CPU time,
 //! the live counts, and the progress bar.
 
 use std::collections::BTreeMap;
@@ -22,9 +22,9 @@ pub struct NodeSample {
     pub node: usize,
     /// Whether its process ran.
     pub alive: bool,
-    /// Tenants hosted (from `/health`), when it answered.
+    /// Tenants hosted (from `/api/health`), when it answered.
     pub tenants: Option<usize>,
-    /// Resident memory in bytes (from `/health`), when it answered.
+    /// Resident memory in bytes (from `/api/health`), when it answered.
     pub rss_bytes: Option<u64>,
 }
 
@@ -190,7 +190,8 @@ impl Observer {
         let response = self
             .sandbox
             .http()
-            .get(format!("{base}/health"))
+            .get(format!("{base}/api/health"))
+            .bearer_auth(self.sandbox.admin_token())
             .timeout(Duration::from_millis(800))
             .send()
             .await

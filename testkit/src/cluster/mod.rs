@@ -28,7 +28,7 @@ use node::{SandboxNode, log_tail};
 pub const SANDBOX_APP_SECRET: &str = "sandbox-app-secret";
 
 /// The admin API token of every sandbox node.
-pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token";
+pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789abcdef";
 
 /// The secrets key every sandbox node (and every test node on PostgreSQL) encrypts secrets at
 /// rest with: nodes sharing a database share its key. The bytes 0 to 31, in base64.

@@ -6,8 +6,13 @@
 //! else a tenant API token (looked up by its SHA-256 digest, see [`crate::api::tokens`]),
 //! else nothing: 401. A tenant token where it does not reach (another tenant, an operator
 //! route, the token routes) is 403 `forbidden`.
+//!
+//! A wrong token counts against the client's IP in the [`AuthThrottle`]; a locked-out IP is
+//! answered 429 `too_many_attempts` (with `Retry-After`) before its token is looked at.
 
-use axum::extract::{FromRequestParts, RawPathParams};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use axum::http::header;
 use axum::http::request::Parts;
 use salesboy_protocol::TenantId;
@@ -15,6 +20,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use super::throttle::AuthThrottle;
 use crate::api::{ApiError, tokens};
 
 /// Proof that the request carries the admin token as a bearer token (scheme in any case).
@@ -81,8 +87,15 @@ enum Caller {
     Tenant(TenantId),
 }
 
-/// The caller a request's bearer token designates, or 401.
+/// The caller a request's bearer token designates, or 401; 429 while the client is locked
+/// out for its wrong tokens.
 async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let client = client_ip(parts);
+    let throttle: &AuthThrottle = &state.auth_throttle;
+    if let Err(left) = throttle.check(client) {
+        let retry_after_secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        return Err(ApiError::TooManyAttempts { retry_after_secs });
+    }
     let Some(presented) = bearer(parts) else {
         return Err(ApiError::MissingToken);
     };
@@ -91,8 +104,20 @@ async fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     }
     match tokens::tenant_of(state.tokens.as_ref(), presented).await? {
         Some(tenant) => Ok(Caller::Tenant(tenant)),
-        None => Err(ApiError::InvalidToken),
+        None => {
+            throttle.failed(client);
+            Err(ApiError::InvalidToken)
+        }
     }
+}
+
+/// The TCP peer's address; a router served without connect info (in-process tests) counts
+/// every request as one client.
+fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
 }
 
 /// The bearer token of the `authorization` header (scheme in any case), trimmed.

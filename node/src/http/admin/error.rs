@@ -34,6 +34,9 @@ pub(super) enum TokenRefusal {
     /// A tenant's API token on a route it does not reach.
     #[response(status = 403, description = "a tenant's api token out of its reach")]
     Forbidden(ErrorBody),
+    /// Too many wrong tokens from this client: locked out for `Retry-After` seconds.
+    #[response(status = 429, description = "too many wrong tokens from this client")]
+    TooManyAttempts(ErrorBody),
 }
 
 /// The refusals every route about one tenant documents beside its own: no or wrong token,
@@ -50,6 +53,9 @@ pub(super) enum TenantRefusals {
     /// Another tenant's API token (or a tenant token on its tokens).
     #[response(status = 403, description = "another tenant's api token")]
     Forbidden(ErrorBody),
+    /// Too many wrong tokens from this client: locked out for `Retry-After` seconds.
+    #[response(status = 429, description = "too many wrong tokens from this client")]
+    TooManyAttempts(ErrorBody),
     /// Unknown tenant.
     #[response(status = 404, description = "unknown tenant")]
     UnknownTenant(ErrorBody),
@@ -63,6 +69,10 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let error = self.to_string();
+        let retry_after = match &self {
+            ApiError::TooManyAttempts { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         if status.is_server_error() {
             warn!(status = status.as_u16(), error = %error, "admin request failed");
         }
@@ -71,6 +81,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

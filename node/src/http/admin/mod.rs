@@ -8,7 +8,7 @@
 //! admin token (compared in constant time) reaches every route; a tenant's API token
 //! reaches only the routes under `/api/tenants/{its id}` but its tokens (see `auth`).
 //! Errors are JSON `{"error": "…"}`: 400 invalid input (naming the field), 401 no or wrong
-//! token, 403 a tenant token out of its tenant, 404 unknown tenant, document, token,
+//! token, 403 a tenant token out of its tenant, 429 too many wrong tokens from the client, 404 unknown tenant, document, token,
 //! webhook or route, 409 a phone number owned by another tenant or a stopped session, 503 database unavailable or node at
 //! capacity, 500 otherwise. Responses never carry access tokens or LLM API keys.
 //!
@@ -31,16 +31,20 @@
 //!   could not be read);
 //! - `tokens`: `/tenants/{id}/tokens…` (a tenant's API tokens; admin token only);
 //! - `cluster`: `/cluster`;
+//! - `health`: `/health` (this node in detail; the public `/health` says only ready or not);
+//! - `throttle`: [`AuthThrottle`], the lockout of clients that keep sending wrong tokens;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
 
 mod auth;
 mod cluster;
 mod conversations;
 mod error;
+mod health;
 mod knowledge;
 mod openapi;
 mod rejected;
 mod tenants;
+mod throttle;
 mod tokens;
 mod usage;
 mod webhooks;
@@ -55,6 +59,7 @@ use crate::api::ApiError;
 
 pub use auth::{AdminAuth, TenantAuth};
 pub use openapi::openapi;
+pub use throttle::{AuthThrottle, AuthThrottleSettings};
 
 /// The admin routes, relative to `/api` (the caller nests them there): every one but the
 /// OpenAPI document behind a token.
@@ -97,7 +102,8 @@ fn api(guards: Guards) -> OpenApiRouter<AppState> {
     let operator = OpenApiRouter::default()
         .merge(tenants::operator_routes())
         .merge(tokens::routes())
-        .merge(cluster::routes());
+        .merge(cluster::routes())
+        .merge(health::routes());
     let tenant = OpenApiRouter::default()
         .merge(tenants::tenant_routes())
         .merge(knowledge::routes())

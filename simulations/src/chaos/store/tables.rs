@@ -137,6 +137,7 @@ impl Tables {
                 name: row.new.name.clone(),
                 system_prompt: row.new.system_prompt.clone(),
                 llm_config: row.new.llm_config.clone(),
+                llm_monthly_spend_cap_micros: row.new.llm_monthly_spend_cap_micros,
                 knowledge_version: row.knowledge_version,
                 created_ms: row.new.created_ms,
                 numbers: row.numbers.values().cloned().collect(),
