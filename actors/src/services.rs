@@ -90,6 +90,17 @@ pub struct Settings {
     pub max_message_age: Duration,
     /// When the customer's messages are marked read, for tenants that do not say.
     pub read_receipts: ReadReceipts,
+    /// Live conversations a tenant may have at once; a message for another chat waits
+    /// (stored) until an idle one stops.
+    pub max_conversations_per_tenant: usize,
+    /// Messages one reply answers at most; the rest are answered by the next reply.
+    pub max_batch_messages: usize,
+    /// Characters of the customers' text one reply is written for at most (the latest
+    /// are kept); the messages themselves are stored whole.
+    pub max_question_chars: usize,
+    /// Replies a tenant's responder starts per second at most (a second's worth at once);
+    /// beyond it the bot slows down: batches wait, nothing is dropped.
+    pub replies_per_second_per_tenant: u32,
     /// A tenant's monthly LLM spend cap (millionths of a US dollar) when it has none of its
     /// own; `None`: no cap.
     pub llm_monthly_spend_cap_micros: Option<i64>,
@@ -115,6 +126,10 @@ impl Default for Settings {
             restart: RestartPolicy::default(),
             max_message_age: Duration::from_millis(CUSTOMER_WINDOW_MS.unsigned_abs()),
             read_receipts: ReadReceipts::default(),
+            max_conversations_per_tenant: 10_000,
+            max_batch_messages: 50,
+            max_question_chars: 4_000,
+            replies_per_second_per_tenant: 20,
             llm_monthly_spend_cap_micros: None,
         }
     }

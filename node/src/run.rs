@@ -375,6 +375,13 @@ fn settings(config: &Config) -> Settings {
     Settings {
         debounce: Duration::from_millis(config.debounce_ms),
         history_window: config.history_window,
+        max_conversations_per_tenant: usize::try_from(config.tenant_max_conversations)
+            .unwrap_or(usize::MAX),
+        max_batch_messages: usize::try_from(config.conversation_max_batch_messages)
+            .unwrap_or(usize::MAX),
+        max_question_chars: usize::try_from(config.conversation_max_question_chars)
+            .unwrap_or(usize::MAX),
+        replies_per_second_per_tenant: config.tenant_replies_per_second,
         conversation_idle: Duration::from_secs(config.conversation_idle_secs),
         tenant_idle: Duration::from_secs(config.tenant_idle_secs),
         max_tenants: usize::try_from(config.max_tenants).unwrap_or(usize::MAX),

@@ -37,6 +37,13 @@ pub(super) async fn start_batch(
     }
     // The customer's order (the order the ingress stored them), whatever order they came in.
     items.sort_by_key(|i| i.id);
+    // One reply answers the oldest messages up to the cap; the next reply the rest.
+    let cap = state.args.services.settings.max_batch_messages.max(1);
+    if items.len() > cap {
+        let rest = items.split_off(cap);
+        debug!(tenant = %state.args.tenant, chat = %state.args.chat, answered = cap, left = rest.len(), "batch capped");
+        state.pending.extend(rest);
+    }
     let now_ms = state.args.services.clock.now_ms();
     if paused_at(state, now_ms) {
         remember_customer_turns(state, &items);
@@ -69,7 +76,10 @@ pub(super) async fn start_batch(
         return dismiss(state, items, DismissReason::NothingToAnswer).await;
     }
 
-    let question = texts.join("\n");
+    let question = last_chars(
+        &texts.join("\n"),
+        state.args.services.settings.max_question_chars,
+    );
     let links = &state.args.links;
     let mut read_receipt = None;
     if let (Some(session), Some(wamid)) =
@@ -113,6 +123,16 @@ pub(super) async fn start_batch(
         debounced_at: Instant::now(),
     });
     Ok(())
+}
+
+/// The last `max` characters of `text` (all of it if it is shorter): a flood of text is not
+/// sent to the LLM whole; the latest words are what the customer is waiting for.
+fn last_chars(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    text.chars().skip(count - max).collect()
 }
 
 /// Why a message is too old to answer at `now_ms`, if it is: sent (Meta's timestamp) more
@@ -267,8 +287,11 @@ async fn dismiss(
 }
 
 fn remember_customer_turns(state: &mut ConversationState, items: &[InboundItem]) {
-    for text in items.iter().filter_map(|i| i.text.clone()) {
-        state.history.push_back(Turn::customer(text));
+    let max = state.args.services.settings.max_question_chars;
+    for text in items.iter().filter_map(|i| i.text.as_deref()) {
+        state
+            .history
+            .push_back(Turn::customer(last_chars(text, max)));
     }
     trim_history(state);
 }
@@ -293,6 +316,14 @@ mod tests {
             received_ms: 100 * CUSTOMER_WINDOW_MS,
             sent_ms,
         }
+    }
+
+    #[test]
+    fn a_question_keeps_its_latest_characters() {
+        assert_eq!(last_chars("hello", 10), "hello");
+        assert_eq!(last_chars("hello", 3), "llo");
+        assert_eq!(last_chars("héllo wörld", 5), "wörld");
+        assert_eq!(last_chars("", 0), "");
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! tenant, knowledge version and prompt), usage recording. With no provider configured, or
 //! when none answers, the offline answer is the best passage or a polite hand-off
 //! ([`prompt`]). Over the tenant's monthly LLM spend cap ([`spend`]) no provider is called:
-//! the offline answer goes out and `llm_spend_cap_reached` is raised. Each request runs in its own task, so one slow LLM call does not hold the
-//! tenant's other conversations.
+//! the offline answer goes out and `llm_spend_cap_reached` is raised. Each request runs in
+//! its own task, so one slow LLM call does not hold the tenant's other conversations; the
+//! tasks start at the tenant's reply pace ([`Settings::replies_per_second_per_tenant`](crate::services::Settings::replies_per_second_per_tenant)):
+//! a flood of messages slows the bot down, nothing is dropped.
 
 pub mod chain;
+mod pace;
 pub mod prompt;
 pub mod quota;
 pub mod spend;
@@ -30,6 +33,7 @@ use crate::services::Services;
 use crate::session::SessionMsg;
 use crate::store::{LlmUsage, StoreError};
 use chain::{ChainOutcome, ProviderChain, ProviderStatus};
+use pace::Pace;
 use quota::{QuotaAlert, QuotaAlertChange};
 use spend::SpendCap;
 
@@ -123,6 +127,8 @@ struct Context {
     tally: Tally,
     quota_alert: QuotaAlert,
     spend: SpendCap,
+    /// The tenant's reply pace.
+    pace: Arc<Pace>,
 }
 
 /// A responder's state.
@@ -164,6 +170,7 @@ impl Actor for ResponderActor {
                     // Written in a task of its own, so that a panic is answered too: an
                     // unanswered batch would stay in flight for ever.
                     let writing = tokio::spawn(async move {
+                        context.pace.turn().await;
                         context
                             .write_reply(&request)
                             .await
@@ -199,6 +206,8 @@ impl Actor for ResponderActor {
                 let capped = state.context.spend.raised();
                 let mut context = Context::new(args);
                 context.spend = context.spend.with_alert_raised(capped);
+                // The pace goes on: a reconfiguration is no way around it.
+                context.pace = Arc::clone(&state.context.pace);
                 state.context = Arc::new(context);
             }
             ResponderMsg::Observe(reply) => {
@@ -237,6 +246,9 @@ impl Context {
         let cap = args
             .spend_cap_micros
             .or(args.services.settings.llm_monthly_spend_cap_micros);
+        let pace = Arc::new(Pace::new(
+            args.services.settings.replies_per_second_per_tenant,
+        ));
         Self {
             tenant: args.tenant,
             system_prompt: args.system_prompt,
@@ -244,6 +256,7 @@ impl Context {
             services: args.services,
             tally: Tally::default(),
             quota_alert: QuotaAlert::default(),
+            pace,
             spend: SpendCap::new(cap),
         }
     }

@@ -8,7 +8,7 @@
 
 mod children;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +85,9 @@ pub enum TenantMsg {
     },
     /// Periodic: passivate idle conversations, stop if the whole tenant is idle.
     Sweep,
+    /// Messages wait for a live conversation: ask the idle ones to stop (again, until none
+    /// waits).
+    MakeRoom,
     /// Restart a child after its backoff.
     Respawn(ChildKind),
     /// Freeze the subtree for a move: stop admitting (messages are held), let the reply
@@ -150,6 +153,69 @@ pub struct TenantState {
     held: Vec<TenantCommand>,
     /// The session's state brought from another node, used by the first session spawned.
     restore_session: Option<SessionHandoff>,
+    /// Messages for chats without a live conversation, waiting because the tenant has as
+    /// many live conversations as it may (they are stored: past [`MAX_WAITING`] they are
+    /// left to the node's sweep).
+    waiting: VecDeque<TenantCommand>,
+    /// A `MakeRoom` is scheduled.
+    making_room: bool,
+}
+
+/// How often a tenant with messages waiting for a live conversation asks the idle ones to
+/// stop.
+const MAKE_ROOM_EVERY: Duration = Duration::from_millis(100);
+
+/// The most messages a tenant keeps waiting for a live conversation in memory.
+const MAX_WAITING: usize = 10_000;
+
+/// Whether a message for `chat` must wait: it has no live conversation and the tenant has
+/// as many as it may.
+fn at_conversation_bound(state: &TenantState, chat: &ChatId) -> bool {
+    state.children.conversation(chat).is_none()
+        && state.children.conversation_count()
+            >= state.services.settings.max_conversations_per_tenant
+}
+
+/// Keeps an inbound message (stored already) until a conversation stops, and has the idle
+/// ones stop.
+fn wait_for_room(myself: &ActorRef<TenantMsg>, state: &mut TenantState, command: TenantCommand) {
+    metrics::counter!("salesboy_conversation_bound_waits_total").increment(1);
+    if state.waiting.is_empty() {
+        warn!(tenant = %state.tenant, live = state.children.conversation_count(), "tenant at its bound of live conversations: new chats wait for idle ones to stop");
+    }
+    if state.waiting.len() < MAX_WAITING {
+        state.waiting.push_back(command);
+    }
+    make_room(myself, state);
+}
+
+/// Asks every idle conversation to stop, and to ask again shortly (while messages wait,
+/// conversations that are replying now become idle).
+fn make_room(myself: &ActorRef<TenantMsg>, state: &mut TenantState) {
+    for conversation in state.children.conversations() {
+        let _ = conversation.send_message(ConversationMsg::Passivate {
+            idle_for: Duration::ZERO,
+        });
+    }
+    if !state.making_room {
+        state.making_room = true;
+        myself.send_after(MAKE_ROOM_EVERY, || TenantMsg::MakeRoom);
+    }
+}
+
+/// A conversation stopped: hands the waiting messages on while there is room.
+fn serve_waiting(myself: &ActorRef<TenantMsg>, state: &mut TenantState) {
+    let room = state
+        .services
+        .settings
+        .max_conversations_per_tenant
+        .saturating_sub(state.children.conversation_count());
+    for command in state.waiting.drain(..room.min(state.waiting.len())) {
+        let _ = myself.send_message(TenantMsg::Command {
+            command,
+            reply: None,
+        });
+    }
 }
 
 /// The tenant supervisor (behaviour only).
@@ -187,6 +253,8 @@ impl Actor for TenantSupervisor {
             frozen: false,
             held,
             restore_session,
+            waiting: VecDeque::new(),
+            making_room: false,
         };
         spawn_child(&myself, &mut state, ChildKind::Session).await?;
         spawn_child(&myself, &mut state, ChildKind::Responder).await?;
@@ -234,7 +302,10 @@ impl Actor for TenantSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             TenantMsg::Command { command: c, reply } => carry_out(&myself, state, c, reply).await?,
-            TenantMsg::Reconcile { .. } | TenantMsg::Sweep | TenantMsg::Respawn(_)
+            TenantMsg::Reconcile { .. }
+            | TenantMsg::Sweep
+            | TenantMsg::MakeRoom
+            | TenantMsg::Respawn(_)
                 if state.frozen =>
             {
                 // Done by the next host (or after a thaw).
@@ -254,7 +325,12 @@ impl Actor for TenantSupervisor {
             }
             TenantMsg::Reconcile { unsent } => reconcile(&myself, state, unsent).await?,
             TenantMsg::Sweep => {
-                let idle_for = state.services.settings.conversation_idle;
+                // Messages waiting for a live conversation: every idle one makes room.
+                let idle_for = if state.waiting.is_empty() {
+                    state.services.settings.conversation_idle
+                } else {
+                    Duration::ZERO
+                };
                 for conversation in state.children.conversations() {
                     let _ = conversation.send_message(ConversationMsg::Passivate { idle_for });
                 }
@@ -263,6 +339,12 @@ impl Actor for TenantSupervisor {
                 {
                     info!(tenant = %state.tenant, "tenant idle, stopping");
                     StopReason::Idle.stop(&myself);
+                }
+            }
+            TenantMsg::MakeRoom => {
+                state.making_room = false;
+                if !state.waiting.is_empty() {
+                    make_room(&myself, state);
                 }
             }
             TenantMsg::Respawn(kind) => {
@@ -322,7 +404,12 @@ impl Actor for TenantSupervisor {
             return Ok(());
         };
         let reason = match exit {
-            ChildExit::Stopped => return Ok(()),
+            ChildExit::Stopped => {
+                if kind == ChildKind::Conversation {
+                    serve_waiting(&myself, state);
+                }
+                return Ok(());
+            }
             ChildExit::Fenced => {
                 warn!(tenant = %state.tenant, epoch = state.epoch, "tenant fenced by a newer epoch, stopping");
                 StopReason::Fenced.stop(&myself);
@@ -402,6 +489,13 @@ async fn carry_out(
         state.last_activity = Instant::now();
     }
     match command {
+        TenantCommand::Inbound { ref chat, .. }
+        | TenantCommand::InboundNewChat { ref chat, .. }
+            if at_conversation_bound(state, chat) =>
+        {
+            wait_for_room(myself, state, command);
+            answer(reply, Ok(CommandReply::Done));
+        }
         TenantCommand::Inbound { chat, item } => {
             let conversation = conversation(myself, state, &chat).await?;
             let _ = conversation.send_message(ConversationMsg::Inbound(item));
@@ -511,7 +605,12 @@ async fn freeze(state: &mut TenantState) -> Result<TenantHandoff, TenantError> {
         epoch: state.epoch,
         conversations,
         session,
-        held: std::mem::take(&mut state.held),
+        // Messages that waited for a live conversation go first: they came in first.
+        held: state
+            .waiting
+            .drain(..)
+            .chain(std::mem::take(&mut state.held))
+            .collect(),
     })
 }
 

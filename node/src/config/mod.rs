@@ -64,6 +64,10 @@ pub const KEYS: &[&str] = &[
     "conversation_idle_secs",
     "tenant_idle_secs",
     "history_window",
+    "tenant_max_conversations",
+    "conversation_max_batch_messages",
+    "conversation_max_question_chars",
+    "tenant_replies_per_second",
     "retention_days",
     "log_format",
     "failure_timeout_ms",
@@ -150,6 +154,14 @@ pub struct Config {
     pub tenant_idle_secs: u64,
     /// How many past messages of a chat the assistant sees.
     pub history_window: u32,
+    /// Live conversations a tenant may have at once (default 10,000); a message for another chat waits, stored, until an idle one stops.
+    pub tenant_max_conversations: u64,
+    /// Messages one reply answers at most (default 50); the next reply answers the rest.
+    pub conversation_max_batch_messages: u64,
+    /// Characters of customer text one reply is written for at most (default 4,000; the latest are kept).
+    pub conversation_max_question_chars: u64,
+    /// Replies a tenant starts per second at most, a second's worth at once (default 20); beyond it the bot slows down.
+    pub tenant_replies_per_second: u32,
     /// Chat logs older than this many days are deleted.
     pub retention_days: u32,
     /// Log format.
@@ -216,6 +228,13 @@ impl Default for Config {
             conversation_idle_secs: actors.conversation_idle.as_secs(),
             tenant_idle_secs: actors.tenant_idle.as_secs(),
             history_window: actors.history_window,
+            tenant_max_conversations: u64::try_from(actors.max_conversations_per_tenant)
+                .unwrap_or(u64::MAX),
+            conversation_max_batch_messages: u64::try_from(actors.max_batch_messages)
+                .unwrap_or(u64::MAX),
+            conversation_max_question_chars: u64::try_from(actors.max_question_chars)
+                .unwrap_or(u64::MAX),
+            tenant_replies_per_second: actors.replies_per_second_per_tenant,
             retention_days: 90,
             log_format: LogFormat::Text,
             failure_timeout_ms: 5_000,
@@ -330,6 +349,10 @@ impl Config {
             conversation_idle_secs,
             tenant_idle_secs,
             history_window,
+            tenant_max_conversations,
+            conversation_max_batch_messages,
+            conversation_max_question_chars,
+            tenant_replies_per_second,
             retention_days,
             log_format,
             failure_timeout_ms,
@@ -418,6 +441,28 @@ impl Config {
             positive("tenant_idle_secs", tenant_idle_secs)?,
         );
         set(&mut self.history_window, history_window);
+        set(
+            &mut self.tenant_max_conversations,
+            positive("tenant_max_conversations", tenant_max_conversations)?,
+        );
+        set(
+            &mut self.conversation_max_batch_messages,
+            positive(
+                "conversation_max_batch_messages",
+                conversation_max_batch_messages,
+            )?,
+        );
+        set(
+            &mut self.conversation_max_question_chars,
+            positive(
+                "conversation_max_question_chars",
+                conversation_max_question_chars,
+            )?,
+        );
+        set(
+            &mut self.tenant_replies_per_second,
+            positive("tenant_replies_per_second", tenant_replies_per_second)?,
+        );
         set(
             &mut self.retention_days,
             positive("retention_days", retention_days)?,
@@ -586,6 +631,10 @@ impl std::fmt::Debug for Config {
             conversation_idle_secs,
             tenant_idle_secs,
             history_window,
+            tenant_max_conversations,
+            conversation_max_batch_messages,
+            conversation_max_question_chars,
+            tenant_replies_per_second,
             retention_days,
             log_format,
             failure_timeout_ms,
@@ -629,6 +678,16 @@ impl std::fmt::Debug for Config {
             .field("conversation_idle_secs", conversation_idle_secs)
             .field("tenant_idle_secs", tenant_idle_secs)
             .field("history_window", history_window)
+            .field("tenant_max_conversations", tenant_max_conversations)
+            .field(
+                "conversation_max_batch_messages",
+                conversation_max_batch_messages,
+            )
+            .field(
+                "conversation_max_question_chars",
+                conversation_max_question_chars,
+            )
+            .field("tenant_replies_per_second", tenant_replies_per_second)
             .field("retention_days", retention_days)
             .field("log_format", log_format)
             .field("failure_timeout_ms", failure_timeout_ms)
