@@ -26,7 +26,7 @@ use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
 use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
 use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
-use crate::cluster::{ClusterMember, ClusterParts, ClusterSettings};
+use crate::cluster::{ClusterKey, ClusterMember, ClusterParts, ClusterSettings};
 use crate::local::StoreEpochs;
 use crate::routing::Router;
 
@@ -56,6 +56,8 @@ pub struct NodeParts {
 pub struct MemberSettings {
     /// The bus between the nodes.
     pub bus: Arc<dyn Bus>,
+    /// The key cluster messages are sealed with.
+    pub key: Arc<ClusterKey>,
     /// What the membership record says about this node.
     pub info: NodeInfo,
     /// Membership timings.
@@ -80,9 +82,15 @@ pub type EpochsLayer = Box<dyn FnOnce(Arc<dyn EpochSource>) -> Arc<dyn EpochSour
 impl MemberSettings {
     /// Production settings on `bus`: membership timings for `failure_timeout`, the default
     /// lease and member tunables, most-headroom placement, the process's measured memory.
-    pub fn new(bus: Arc<dyn Bus>, info: NodeInfo, failure_timeout: Duration) -> Self {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        key: Arc<ClusterKey>,
+        info: NodeInfo,
+        failure_timeout: Duration,
+    ) -> Self {
         Self {
             bus,
+            key,
             info,
             membership: MembershipConfig::for_failure_timeout(failure_timeout),
             lease: LeaseConfig::default(),
@@ -173,6 +181,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
     };
     let MemberSettings {
         bus,
+        key,
         info,
         membership,
         lease,
@@ -221,6 +230,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
     let cluster = ClusterMember::start(ClusterParts {
         me: id,
         bus,
+        key,
         node: node.clone(),
         directory,
         membership,

@@ -21,9 +21,9 @@ use tracing::{debug, info, warn};
 
 use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use crate::background::Background;
-use crate::bus::{Bus, NatsBus, NatsBusOptions};
-use crate::cluster::ClusterMember;
+use crate::bus::{Bus, NatsBus};
 use crate::cluster::membership::NodeInfo;
+use crate::cluster::{ClusterKey, ClusterKeyError, ClusterMember};
 use crate::config::Config;
 use crate::events::NodeEvents;
 use crate::events::publisher::{self, Publisher, StreamSettings};
@@ -157,11 +157,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let bus: Option<Arc<dyn Bus>> = match &config.nats_url {
         Some(url) => {
-            let options = NatsBusOptions {
-                name: format!("salesboy-{}", config.node_id),
-                credentials: config.nats_credentials(),
-                ..NatsBusOptions::default()
-            };
+            // Without a key, refuse before connecting: the node could not join anyway.
+            ClusterKey::from_config(&config)?.ok_or(ClusterKeyError::Missing)?;
+            let options = config.nats_options(format!("salesboy-{}", config.node_id));
             let bus = NatsBus::connect(url, options)
                 .await
                 .with_context(|| format!("connecting to nats at {}", redact_url(url)))?;
@@ -200,12 +198,15 @@ pub async fn start_with_bus(
             version: env!("CARGO_PKG_VERSION").to_owned(),
             max_tenants: config.max_tenants,
         };
-        MemberSettings::new(
+        let key = ClusterKey::from_config(&config)?.ok_or(ClusterKeyError::Missing)?;
+        anyhow::Ok(MemberSettings::new(
             Arc::clone(bus),
+            Arc::new(key),
             info,
             Duration::from_millis(config.failure_timeout_ms),
-        )
+        ))
     });
+    let cluster = cluster.transpose()?;
     let AssembledNode {
         node,
         cluster,

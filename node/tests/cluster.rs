@@ -260,9 +260,16 @@ async fn a_drained_node_hands_everything_over_and_exits_cleanly() {
     let sending = AtomicBool::new(true);
     let drain = async {
         let node = NodeId::new("node-0").expect("node id");
-        let reply = control_request(bus.as_ref(), &node, &ControlRequest::Drain, DRAIN_TIMEOUT)
-            .await
-            .expect("drain answered");
+        let key = salesboy_testkit::sandbox_cluster_key();
+        let reply = control_request(
+            bus.as_ref(),
+            &key,
+            &node,
+            &ControlRequest::Drain,
+            DRAIN_TIMEOUT,
+        )
+        .await
+        .expect("drain answered");
         sending.store(false, Ordering::SeqCst);
         reply
     };

@@ -288,6 +288,7 @@ async fn an_adoption_the_mover_called_off_is_refused() {
     // The late adoption request.
     let reply = control_request(
         cluster.bus.as_ref(),
+        &salesboy_testkit::sandbox_cluster_key(),
         &other,
         &ControlRequest::Adopt {
             handoff: TenantHandoff {

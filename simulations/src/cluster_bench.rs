@@ -280,6 +280,7 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
         let started = Instant::now();
         let reply = control_request(
             bus.as_ref(),
+            &salesboy_testkit::sandbox_cluster_key(),
             &node0,
             &ControlRequest::MigrateOut {
                 tenant: tenant.clone(),
@@ -399,8 +400,14 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
             .filter(|n| *n == "node-0")
             .count();
         let started = Instant::now();
-        let reply =
-            control_request(bus.as_ref(), &node0, &ControlRequest::Drain, DRAIN_TIMEOUT).await?;
+        let reply = control_request(
+            bus.as_ref(),
+            &salesboy_testkit::sandbox_cluster_key(),
+            &node0,
+            &ControlRequest::Drain,
+            DRAIN_TIMEOUT,
+        )
+        .await?;
         let secs = started.elapsed().as_secs_f64();
         if !matches!(reply, ControlReply::Drained { .. }) {
             bail!("drain failed: {reply:?}");

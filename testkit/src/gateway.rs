@@ -72,6 +72,8 @@ impl Gateway {
                 .as_ref()
                 // PostgreSQL needs a key configured; on SQLite the node makes its own
                 .map(|_| SecretString::from(crate::SANDBOX_SECRETS_KEY)),
+            // Nodes on one bus seal their messages with it (a single node ignores it).
+            cluster_key: Some(SecretString::from(crate::SANDBOX_CLUSTER_KEY)),
             debounce_ms: 50,
             ..Config::default()
         };

@@ -34,7 +34,7 @@ pub mod nats;
 mod validate;
 
 pub use local::LocalBus;
-pub use nats::{ConnectionState, NatsBus, NatsBusOptions, NatsCredentials, tenant_users};
+pub use nats::{ConnectionState, NatsBus, NatsBusOptions, NatsCredentials, NatsTls, tenant_users};
 
 /// The key filter that matches every key of a bucket (for [`Kv::watch`]).
 pub const ALL_KEYS: &str = ">";

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use salesboy_protocol::NodeId;
 
-use crate::bus::{Bus, NatsBus, NatsBusOptions};
+use crate::bus::{Bus, NatsBus};
 use crate::cluster::status::ClusterStatus;
 use crate::cluster::wire::{ControlReply, ControlRequest};
-use crate::cluster::{DRAIN_TIMEOUT, control_request};
+use crate::cluster::{ClusterKey, ClusterKeyError, DRAIN_TIMEOUT, control_request};
 use crate::config::Config;
 
 /// A bus on the configured NATS server, with the configured credentials.
@@ -19,11 +19,7 @@ pub(super) async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     let url = config.nats_url.as_deref().context(
         "SALESBOY_NATS_URL is not set: this command talks to the cluster through its NATS server",
     )?;
-    let options = NatsBusOptions {
-        name: "salesboy-cli".into(),
-        credentials: config.nats_credentials(),
-        ..NatsBusOptions::default()
-    };
+    let options = config.nats_options("salesboy-cli".into());
     let bus = NatsBus::connect(url, options)
         .await
         .with_context(|| format!("connecting to nats at {}", crate::store::redact_url(url)))?;
@@ -79,7 +75,15 @@ pub async fn drain(config: &Config, node: &str) -> anyhow::Result<()> {
             }
         }
     });
-    let reply = control_request(bus.as_ref(), &node, &ControlRequest::Drain, DRAIN_TIMEOUT).await;
+    let key = ClusterKey::from_config(config)?.ok_or(ClusterKeyError::Missing)?;
+    let reply = control_request(
+        bus.as_ref(),
+        &key,
+        &node,
+        &ControlRequest::Drain,
+        DRAIN_TIMEOUT,
+    )
+    .await;
     progress.abort();
     match reply.context("asking the node to drain")? {
         ControlReply::Drained { moved } => {

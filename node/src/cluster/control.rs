@@ -12,6 +12,7 @@ use tracing::error;
 
 use super::drain::DRAIN_TIMEOUT;
 use super::member::ClusterMember;
+use super::seal::ClusterKey;
 use super::wire::{ControlError, ControlReply, ControlRequest};
 use crate::bus::{Bus, BusError, Headers, Message};
 
@@ -30,11 +31,17 @@ impl ClusterMember {
         } else {
             CONTROL_TIMEOUT
         };
-        control_request(self.bus.as_ref(), node, request, timeout).await
+        control_request(self.bus.as_ref(), &self.key, node, request, timeout).await
     }
-    /// Handles one control request.
+
+    /// Handles one control request: one that does not open under the cluster key is counted
+    /// and left unanswered (its sender times out).
     pub(super) async fn on_control(self: &Arc<Self>, message: Message) {
-        let reply = match Codec::Bincode.decode::<ControlRequest>(&message.payload) {
+        let opened = match self.key.open_request(&message.subject, &message.payload) {
+            Ok(opened) => opened,
+            Err(error) => return error.record(&message.subject),
+        };
+        let reply = match Codec::Bincode.decode::<ControlRequest>(&opened.message) {
             Err(e) => ControlReply::Error(ControlError::BadRequest(e)),
             Ok(ControlRequest::Activate { tenant }) => match self.node.activate(&tenant).await {
                 Ok(_) => ControlReply::Ok,
@@ -62,7 +69,8 @@ impl ClusterMember {
         if let Some(bytes) = encode_answer(&reply, |e| {
             ControlReply::Error(ControlError::Unencodable(e))
         }) {
-            let _ = self.bus.respond(&message, codec_headers(), bytes).await;
+            let sealed = self.key.seal_answer(&opened.nonce, &bytes);
+            let _ = self.bus.respond(&message, codec_headers(), sealed).await;
         }
     }
 }
@@ -95,9 +103,10 @@ pub(super) fn codec_headers() -> Headers {
     )])
 }
 
-/// Sends a control request to `node` and decodes the answer.
+/// Sends a control request to `node`, sealed with `key`, and opens and decodes the answer.
 pub async fn control_request(
     bus: &dyn Bus,
+    key: &ClusterKey,
     node: &NodeId,
     request: &ControlRequest,
     timeout: Duration,
@@ -105,16 +114,17 @@ pub async fn control_request(
     let payload = Codec::Bincode
         .encode(request)
         .map_err(|e| BusError::Other(e.to_string()))?;
+    let subject = subjects::node_control(node);
+    let (sealed, nonce) = key.seal_request(&subject, &payload);
     let reply = bus
-        .request(
-            &subjects::node_control(node),
-            codec_headers(),
-            Bytes::from(payload),
-            timeout,
-        )
+        .request(&subject, codec_headers(), sealed, timeout)
         .await?;
+    let answer = key.open_answer(&nonce, &reply.payload).map_err(|error| {
+        error.record(&subject);
+        BusError::Other(error.to_string())
+    })?;
     Codec::Bincode
-        .decode(&reply.payload)
+        .decode(&answer)
         .map_err(|e| BusError::Other(e.to_string()))
 }
 

@@ -79,9 +79,14 @@ fn encode(answer: &Answer) -> Option<Bytes> {
 }
 
 impl ClusterMember {
-    /// Handles one message of the inbox.
+    /// Handles one message of the inbox: one that does not open under the cluster key is
+    /// counted and left unanswered (its sender times out).
     pub(super) async fn on_inbox(&self, message: Message) {
-        let bytes = match Codec::Bincode.decode::<Envelope>(&message.payload) {
+        let opened = match self.key.open_request(&message.subject, &message.payload) {
+            Ok(opened) => opened,
+            Err(error) => return error.record(&message.subject),
+        };
+        let bytes = match Codec::Bincode.decode::<Envelope>(&opened.message) {
             Err(e) => encode(&Err(RemoteError::BadEnvelope(e))),
             Ok(envelope) => {
                 let tenant = envelope.target.tenant().clone();
@@ -91,7 +96,8 @@ impl ClusterMember {
             }
         };
         if let Some(bytes) = bytes {
-            let _ = self.bus.respond(&message, codec_headers(), bytes).await;
+            let sealed = self.key.seal_answer(&opened.nonce, &bytes);
+            let _ = self.bus.respond(&message, codec_headers(), sealed).await;
         }
     }
 
@@ -112,8 +118,10 @@ impl ClusterMember {
         if matches!(placement.state, EntryState::Moving { .. }) {
             return Err(RemoteError::Moving);
         }
-        if envelope.epoch > placement.epoch {
-            // The sender knows a newer placement than this node: this node is stale.
+        if envelope.epoch != placement.epoch {
+            // The sender knows another placement than this node: a newer one (this node is
+            // stale) or an older one (the sender is, or the envelope is a replay): either
+            // way it looks again.
             return Err(RemoteError::NotHere);
         }
         let command: TenantCommand = Codec::Bincode

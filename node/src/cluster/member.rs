@@ -19,6 +19,7 @@ use super::inbox::{Answers, DEDUP_WINDOW, INBOX_TIMEOUT};
 use super::leader::Leadership;
 use super::membership::Membership;
 use super::placement::PlacementStrategy;
+use super::seal::ClusterKey;
 use crate::background::{Background, StillRunning};
 use crate::bus::{Bus, BusError};
 
@@ -52,6 +53,8 @@ pub struct ClusterParts {
     pub me: NodeId,
     /// The bus between the nodes.
     pub bus: Arc<dyn Bus>,
+    /// The key every inbox and control message is sealed with.
+    pub key: Arc<ClusterKey>,
     /// This node's actors.
     pub node: NodeHandle,
     /// The tenant directory.
@@ -73,6 +76,7 @@ pub struct ClusterParts {
 pub struct ClusterMember {
     pub(super) me: NodeId,
     pub(super) bus: Arc<dyn Bus>,
+    pub(super) key: Arc<ClusterKey>,
     pub(super) node: NodeHandle,
     pub(super) directory: Arc<Directory>,
     pub(super) membership: Arc<Membership>,
@@ -95,6 +99,7 @@ impl ClusterMember {
         let ClusterParts {
             me,
             bus,
+            key,
             node,
             directory,
             membership,
@@ -109,6 +114,7 @@ impl ClusterMember {
         let cluster = Arc::new(Self {
             me,
             bus,
+            key,
             node,
             directory,
             membership,

@@ -25,6 +25,7 @@ pub mod leader;
 pub mod membership;
 pub mod placement;
 pub mod rebalance;
+pub mod seal;
 pub mod status;
 pub mod wire;
 
@@ -41,6 +42,7 @@ pub use drain::{DRAIN_TIMEOUT, DrainError};
 pub use member::{ClusterMember, ClusterParts, ClusterSettings};
 pub use migration::MigrationError;
 pub use router::RouteError;
+pub use seal::{ClusterKey, ClusterKeyError, SealError};
 
 use salesboy_protocol::NodeId;
 

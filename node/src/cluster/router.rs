@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::node::{ActivationError, TenantError};
 use salesboy_protocol::subjects;
@@ -228,18 +227,19 @@ impl ClusterMember {
         let bytes = Codec::Bincode
             .encode(&envelope)
             .map_err(|e| Attempt::Final(RouteError::Encode(e)))?;
+        let subject = subjects::node_inbox(&owner.node);
+        let (sealed, nonce) = self.key.seal_request(&subject, &bytes);
         let reply = self
             .bus
-            .request(
-                &subjects::node_inbox(&owner.node),
-                codec_headers(),
-                Bytes::from(bytes),
-                REQUEST_TIMEOUT,
-            )
+            .request(&subject, codec_headers(), sealed, REQUEST_TIMEOUT)
             .await
             .map_err(|e| Attempt::Retry(format!("{} did not answer: {e}", owner.node)))?;
+        let answer = self.key.open_answer(&nonce, &reply.payload).map_err(|e| {
+            e.record(&subject);
+            Attempt::Retry(format!("{}'s answer refused: {e}", owner.node))
+        })?;
         let answer: Result<CommandReply, RemoteError> = Codec::Bincode
-            .decode(&reply.payload)
+            .decode(&answer)
             .map_err(|e| Attempt::Retry(e.to_string()))?;
         answer.map_err(|error| match error {
             RemoteError::NotHere | RemoteError::Moving => Attempt::Retry(error.to_string()),

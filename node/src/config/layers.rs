@@ -19,6 +19,9 @@ const TEST_ENV_PREFIX: &str = "SALESBOY_TEST_";
 /// The keys whose values are secrets: their errors never quote the value.
 const SECRET_KEYS: &[&str] = &[
     "nats_password",
+    "nats_token",
+    "cluster_key",
+    "cluster_previous_key",
     "whatsapp_app_secret",
     "whatsapp_verify_token",
     "admin_token",
@@ -41,6 +44,19 @@ pub(super) struct Layers {
     pub(super) nats_user: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub(super) nats_password: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) nats_token: Option<String>,
+    pub(super) nats_nkey_seed_file: Option<PathBuf>,
+    pub(super) nats_credentials_file: Option<PathBuf>,
+    pub(super) nats_tls_ca_file: Option<PathBuf>,
+    pub(super) nats_tls_cert_file: Option<PathBuf>,
+    pub(super) nats_tls_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) cluster_key: Option<String>,
+    pub(super) cluster_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) cluster_previous_key: Option<String>,
+    pub(super) cluster_previous_key_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "text")]
     pub(super) whatsapp_app_secret: Option<String>,
     #[serde(default, deserialize_with = "text")]

@@ -30,8 +30,10 @@ use serde::Deserialize;
 use crate::store::redact_url;
 
 mod layers;
+mod nats;
 
 use layers::{Layers, bad_value, env_layer, file_layer, located_error};
+use nats::NatsLayers;
 
 /// Meta's Graph API base, the default of `whatsapp_api_base`.
 pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
@@ -48,6 +50,16 @@ pub const KEYS: &[&str] = &[
     "nats_url",
     "nats_user",
     "nats_password",
+    "nats_token",
+    "nats_nkey_seed_file",
+    "nats_credentials_file",
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+    "cluster_key",
+    "cluster_key_file",
+    "cluster_previous_key",
+    "cluster_previous_key_file",
     "whatsapp_app_secret",
     "whatsapp_verify_token",
     "whatsapp_api_base",
@@ -117,6 +129,28 @@ pub struct Config {
     pub nats_user: Option<String>,
     /// The NATS user's password.
     pub nats_password: Option<SecretString>,
+    /// A token to connect to NATS with.
+    pub nats_token: Option<SecretString>,
+    /// A file holding the nkey seed to connect to NATS with.
+    pub nats_nkey_seed_file: Option<PathBuf>,
+    /// A NATS credentials file (user JWT and nkey seed).
+    pub nats_credentials_file: Option<PathBuf>,
+    /// CA certificates (PEM) the NATS server's certificate must chain to; any `nats_tls_*`
+    /// setting makes TLS required.
+    pub nats_tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) to present to NATS, with [`Config::nats_tls_key_file`].
+    pub nats_tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub nats_tls_key_file: Option<PathBuf>,
+    /// The key cluster messages are sealed with (32 bytes, base64 or hex), the same on every
+    /// node; needed on NATS ([`crate::cluster::ClusterKey`]).
+    pub cluster_key: Option<SecretString>,
+    /// A file holding [`Config::cluster_key`] (when that is unset).
+    pub cluster_key_file: Option<PathBuf>,
+    /// A cluster key that only opens: the one before a rotation.
+    pub cluster_previous_key: Option<SecretString>,
+    /// A file holding [`Config::cluster_previous_key`] (when that is unset).
+    pub cluster_previous_key_file: Option<PathBuf>,
     /// Meta app secret: webhook signatures are checked with it.
     pub whatsapp_app_secret: Option<SecretString>,
     /// The token Meta echoes in the webhook verification handshake.
@@ -212,6 +246,16 @@ impl Default for Config {
             nats_url: None,
             nats_user: None,
             nats_password: None,
+            nats_token: None,
+            nats_nkey_seed_file: None,
+            nats_credentials_file: None,
+            nats_tls_ca_file: None,
+            nats_tls_cert_file: None,
+            nats_tls_key_file: None,
+            cluster_key: None,
+            cluster_key_file: None,
+            cluster_previous_key: None,
+            cluster_previous_key_file: None,
             whatsapp_app_secret: None,
             whatsapp_verify_token: None,
             whatsapp_api_base: DEFAULT_WHATSAPP_API_BASE.to_owned(),
@@ -333,6 +377,16 @@ impl Config {
             nats_url,
             nats_user,
             nats_password,
+            nats_token,
+            nats_nkey_seed_file,
+            nats_credentials_file,
+            nats_tls_ca_file,
+            nats_tls_cert_file,
+            nats_tls_key_file,
+            cluster_key,
+            cluster_key_file,
+            cluster_previous_key,
+            cluster_previous_key_file,
             whatsapp_app_secret,
             whatsapp_verify_token,
             whatsapp_api_base,
@@ -393,6 +447,18 @@ impl Config {
             (None, Some(_)) => return Err(("nats_password", "needs nats_user too".into())),
             _ => {}
         }
+        self.apply_nats_and_cluster(NatsLayers {
+            nats_token,
+            nats_nkey_seed_file,
+            nats_credentials_file,
+            nats_tls_ca_file,
+            nats_tls_cert_file,
+            nats_tls_key_file,
+            cluster_key,
+            cluster_key_file,
+            cluster_previous_key,
+            cluster_previous_key_file,
+        })?;
         if whatsapp_app_secret.is_some() {
             self.whatsapp_app_secret = whatsapp_app_secret
                 .and_then(optional)
@@ -585,6 +651,24 @@ impl Config {
         Ok(())
     }
 
+    /// How to connect to NATS as configured (authentication, TLS), for a connection named
+    /// `name`.
+    pub fn nats_options(&self, name: String) -> crate::bus::NatsBusOptions {
+        crate::bus::NatsBusOptions {
+            name,
+            credentials: self.nats_credentials(),
+            token: self.nats_token.clone(),
+            nkey_seed_file: self.nats_nkey_seed_file.clone(),
+            credentials_file: self.nats_credentials_file.clone(),
+            tls: crate::bus::NatsTls {
+                ca_file: self.nats_tls_ca_file.clone(),
+                cert_file: self.nats_tls_cert_file.clone(),
+                key_file: self.nats_tls_key_file.clone(),
+            },
+            ..crate::bus::NatsBusOptions::default()
+        }
+    }
+
     /// The NATS user and password to connect with, when configured.
     pub fn nats_credentials(&self) -> Option<crate::bus::NatsCredentials> {
         let user = self.nats_user.clone()?;
@@ -615,6 +699,16 @@ impl std::fmt::Debug for Config {
             nats_url,
             nats_user,
             nats_password,
+            nats_token,
+            nats_nkey_seed_file,
+            nats_credentials_file,
+            nats_tls_ca_file,
+            nats_tls_cert_file,
+            nats_tls_key_file,
+            cluster_key,
+            cluster_key_file,
+            cluster_previous_key,
+            cluster_previous_key_file,
             whatsapp_app_secret,
             whatsapp_verify_token,
             whatsapp_api_base,
@@ -659,6 +753,16 @@ impl std::fmt::Debug for Config {
             .field("nats_url", &url(nats_url))
             .field("nats_user", nats_user)
             .field("nats_password", nats_password)
+            .field("nats_token", nats_token)
+            .field("nats_nkey_seed_file", nats_nkey_seed_file)
+            .field("nats_credentials_file", nats_credentials_file)
+            .field("nats_tls_ca_file", nats_tls_ca_file)
+            .field("nats_tls_cert_file", nats_tls_cert_file)
+            .field("nats_tls_key_file", nats_tls_key_file)
+            .field("cluster_key", cluster_key)
+            .field("cluster_key_file", cluster_key_file)
+            .field("cluster_previous_key", cluster_previous_key)
+            .field("cluster_previous_key_file", cluster_previous_key_file)
             .field("whatsapp_app_secret", whatsapp_app_secret)
             .field("whatsapp_verify_token", whatsapp_verify_token)
             .field("whatsapp_api_base", &redact_url(whatsapp_api_base))

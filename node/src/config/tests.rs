@@ -316,3 +316,69 @@ fn secrets_keys_are_checked_and_never_quoted() {
     .to_string();
     assert!(error.contains("not both"), "{error}");
 }
+
+#[test]
+fn nats_authentication_tls_and_the_cluster_key_are_checked_and_never_quoted() {
+    let key = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let config = Config::load_from(
+        None,
+        env(&[
+            ("SALESBOY_NATS_URL", "tls://a:4222,tls://b:4222"),
+            ("SALESBOY_NATS_TOKEN", "natstoken-planted"),
+            ("SALESBOY_NATS_TLS_CA_FILE", "/etc/ca.pem"),
+            ("SALESBOY_NATS_TLS_CERT_FILE", "/etc/c.pem"),
+            ("SALESBOY_NATS_TLS_KEY_FILE", "/etc/k.pem"),
+            ("SALESBOY_CLUSTER_KEY", key),
+        ]),
+    )
+    .unwrap();
+    let options = config.nats_options("n".into());
+    assert_eq!(options.token.unwrap().expose_secret(), "natstoken-planted");
+    assert_eq!(options.tls.ca_file.unwrap(), PathBuf::from("/etc/ca.pem"));
+    assert!(
+        crate::cluster::ClusterKey::from_config(&config)
+            .unwrap()
+            .is_some()
+    );
+    let printed = format!("{config:?}");
+    assert!(
+        !printed.contains("planted") && !printed.contains(key),
+        "{printed}"
+    );
+
+    for (pairs, named) in [
+        (
+            vec![
+                ("SALESBOY_NATS_TOKEN", "natstoken-planted"),
+                ("SALESBOY_NATS_CREDENTIALS_FILE", "/etc/n.creds"),
+            ],
+            "nats_token",
+        ),
+        (
+            vec![("SALESBOY_NATS_TLS_CERT_FILE", "/etc/c.pem")],
+            "nats_tls_cert_file",
+        ),
+        (
+            vec![("SALESBOY_CLUSTER_KEY", "short-planted")],
+            "cluster_key",
+        ),
+        (
+            vec![
+                ("SALESBOY_CLUSTER_KEY", key),
+                ("SALESBOY_CLUSTER_KEY_FILE", "/etc/cluster.key"),
+            ],
+            "cluster_key_file",
+        ),
+    ] {
+        let error = Config::load_from(None, env(&pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(error.to_lowercase().contains(named), "{error}");
+        assert!(!error.contains("planted"), "{error}");
+    }
+    assert!(
+        crate::cluster::ClusterKey::from_config(&Config::default())
+            .unwrap()
+            .is_none()
+    );
+}

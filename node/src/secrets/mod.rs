@@ -120,6 +120,11 @@ impl SecretsKey {
         &self.id
     }
 
+    /// The key's bytes (to derive the cluster key's cipher from).
+    pub(crate) fn expose_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
+    }
+
     fn from_bytes(bytes: Zeroizing<[u8; KEY_LEN]>) -> Self {
         let digest = Sha256::new()
             .chain_update(b"salesboy secrets key id\0")

@@ -386,6 +386,10 @@ impl Deployment {
                 "SALESBOY_SECRETS_KEY",
                 salesboy_testkit::SANDBOX_SECRETS_KEY,
             )
+            .env(
+                "SALESBOY_CLUSTER_KEY",
+                salesboy_testkit::SANDBOX_CLUSTER_KEY,
+            )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("node log")?)
             .stderr(log_file);

@@ -97,6 +97,7 @@ impl SimNode {
             })),
             ..MemberSettings::new(
                 bus,
+                salesboy_testkit::sandbox_cluster_key(),
                 NodeInfo {
                     http_addr: format!("sim:{index}"),
                     version: "sim".into(),

@@ -14,7 +14,7 @@ use tokio::process::Command;
 use super::node::{Process, SandboxNode, free_port, poll_exit};
 use super::{
     ClusterSandbox, Db, HEALTH_REQUEST_TIMEOUT, NODE_STARTUP_TIMEOUT, POLL_INTERVAL, REAP_TIMEOUT,
-    SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_SECRETS_KEY,
+    SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY,
 };
 use crate::TcpProxy;
 
@@ -241,6 +241,7 @@ impl ClusterSandbox {
             .env("SALESBOY_WHATSAPP_API_BASE", self.whatsapp.base_url())
             .env("SALESBOY_ADMIN_TOKEN", SANDBOX_ADMIN_TOKEN)
             .env("SALESBOY_SECRETS_KEY", SANDBOX_SECRETS_KEY)
+            .env("SALESBOY_CLUSTER_KEY", SANDBOX_CLUSTER_KEY)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)

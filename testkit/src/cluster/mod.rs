@@ -34,6 +34,18 @@ pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789abcdef";
 /// rest with: nodes sharing a database share its key. The bytes 0 to 31, in base64.
 pub const SANDBOX_SECRETS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// The cluster key every test cluster seals its messages with: the bytes 32 to 63, in
+/// base64. A client without it cannot make a node do anything.
+pub const SANDBOX_CLUSTER_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+/// [`SANDBOX_CLUSTER_KEY`] as a key (for control requests a test sends itself).
+pub fn sandbox_cluster_key() -> std::sync::Arc<salesboy_node::cluster::ClusterKey> {
+    std::sync::Arc::new(
+        salesboy_node::cluster::ClusterKey::parse(SANDBOX_CLUSTER_KEY, None)
+            .expect("the sandbox cluster key is a key"),
+    )
+}
+
 /// How long [`ClusterSandboxBuilder::start`] and [`ClusterSandbox::add_node`] wait for a
 /// node to answer `/health`.
 pub const NODE_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,6 +136,7 @@ pub struct NodeHandleInfo {
 /// | `SALESBOY_WHATSAPP_API_BASE` | the fake's base URL |
 /// | `SALESBOY_ADMIN_TOKEN` | [`SANDBOX_ADMIN_TOKEN`] |
 /// | `SALESBOY_SECRETS_KEY` | [`SANDBOX_SECRETS_KEY`] |
+/// | `SALESBOY_CLUSTER_KEY` | [`SANDBOX_CLUSTER_KEY`] |
 /// | `RUST_LOG` | `info` |
 /// | `NO_COLOR` | `1` (plain log files) |
 ///

@@ -13,6 +13,7 @@
 //!   only once the server routes accordingly (async-nats's `flush` only writes the socket).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,33 @@ pub struct NatsBusOptions {
     /// The user and password to connect with; `None`: none (async-nats ignores credentials
     /// written in the URL).
     pub credentials: Option<NatsCredentials>,
+    /// A token to connect with.
+    pub token: Option<SecretString>,
+    /// A file holding an nkey seed (`SU…`) to connect with.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A credentials file (a user JWT and its nkey seed, as `nsc` writes it).
+    pub credentials_file: Option<PathBuf>,
+    /// TLS to the server.
+    pub tls: NatsTls,
+}
+
+/// TLS to the NATS server: with any of these set (or a `tls://` URL), the connection must
+/// be TLS.
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    /// The CA certificates (PEM) the server's certificate must chain to, besides the
+    /// system's (webpki) roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) to present, with [`NatsTls::key_file`].
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+impl NatsTls {
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
 }
 
 /// A NATS user and its password. The password never prints.
@@ -72,7 +100,92 @@ impl Default for NatsBusOptions {
             max_reconnect_delay: Duration::from_secs(2),
             kv_replicas: 1,
             credentials: None,
+            token: None,
+            nkey_seed_file: None,
+            credentials_file: None,
+            tls: NatsTls::default(),
         }
+    }
+}
+
+/// The client's options for `options`' authentication and TLS; an error names the file that
+/// could not be read.
+async fn connect_options(options: &NatsBusOptions) -> Result<ConnectOptions, String> {
+    let mut connect = ConnectOptions::new();
+    if let Some(credentials) = &options.credentials {
+        connect = connect.user_and_password(
+            credentials.user.clone(),
+            credentials.password.expose_secret().to_owned(),
+        );
+    }
+    if let Some(token) = &options.token {
+        connect = connect.token(token.expose_secret().to_owned());
+    }
+    if let Some(path) = &options.nkey_seed_file {
+        let seed = SecretString::from(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the nkey seed file {}: {e}", path.display()))?,
+        );
+        connect = connect.nkey(seed.expose_secret().trim().to_owned());
+    }
+    if let Some(path) = &options.credentials_file {
+        connect = connect.credentials_file(path).await.map_err(|e| {
+            format!(
+                "cannot read the credentials file {}: {}",
+                path.display(),
+                e.kind()
+            )
+        })?;
+    }
+    let tls = &options.tls;
+    if tls.is_set() {
+        connect = connect.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        connect = connect.add_root_certificates(ca.clone());
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => return Err("a client certificate needs both its certificate and its key file".into()),
+    }
+    Ok(connect)
+}
+
+/// What a failed first connection means, in words that name the setting to look at.
+fn connect_failure(error: &async_nats::ConnectError, options: &NatsBusOptions) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    match error.kind() {
+        Kind::AuthorizationViolation => {
+            let mut used = Vec::new();
+            if options.credentials.is_some() {
+                used.push("the user and password (nats_user, nats_password)");
+            }
+            if options.token.is_some() {
+                used.push("the token (nats_token)");
+            }
+            if options.nkey_seed_file.is_some() {
+                used.push("the nkey (nats_nkey_seed_file)");
+            }
+            if options.credentials_file.is_some() {
+                used.push("the credentials file (nats_credentials_file)");
+            }
+            if used.is_empty() {
+                "the server requires authentication and none is configured (nats_user, \
+                 nats_token, nats_nkey_seed_file or nats_credentials_file)"
+                    .into()
+            } else {
+                format!("authentication refused: check {}", used.join(" and "))
+            }
+        }
+        // rustls's refusals of a certificate come as I/O errors.
+        Kind::Tls | Kind::Io if error.to_string().contains("certificate") => {
+            format!("TLS failed (nats_tls_ca_file, nats_tls_cert_file, nats_tls_key_file): {error}")
+        }
+        Kind::TimedOut => "timed out (is the server up and reachable?)".into(),
+        _ => error.to_string(),
     }
 }
 
@@ -97,22 +210,30 @@ pub struct NatsBus {
 }
 
 impl NatsBus {
-    /// Connects to the server at `url`. The first attempt is the only one: if it fails, so
-    /// does this. Once connected, the client reconnects by itself whenever the connection
-    /// drops, logging each disconnection and reconnection.
+    /// Connects to the server at `url` (several: comma-separated; the client picks one and
+    /// moves to another when it drops). The first attempt is the only one: if it fails, so
+    /// does this, with an error naming what failed (never a secret). Once connected, the
+    /// client reconnects by itself whenever the connection drops, logging each
+    /// disconnection and reconnection.
     pub async fn connect(url: &str, options: NatsBusOptions) -> Result<Self, BusError> {
         let (state_sender, connection) = watch::channel(ConnectionState::Connecting);
         let state_sender = Arc::new(state_sender);
         let events = Arc::clone(&state_sender);
         let name = options.name.clone();
         let max_delay = options.max_reconnect_delay;
-        let mut connect = ConnectOptions::new();
-        if let Some(credentials) = &options.credentials {
-            connect = connect.user_and_password(
-                credentials.user.clone(),
-                credentials.password.expose_secret().to_owned(),
-            );
-        }
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let shown = urls
+            .iter()
+            .map(|u| crate::store::redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let connect = connect_options(&options)
+            .await
+            .map_err(|e| BusError::Other(format!("cannot connect to {shown}: {e}")))?;
         let client = connect
             .name(&options.name)
             .connection_timeout(options.connection_timeout)
@@ -124,11 +245,11 @@ impl NatsBus {
                 let name = name.clone();
                 async move { on_event(&name, event, &state) }
             })
-            .connect(url)
+            .connect(urls)
             .await
             .map_err(|e| {
-                let url = crate::store::redact_url(url);
-                BusError::Other(format!("cannot connect to {url}: {e}"))
+                let what = connect_failure(&e, &options);
+                BusError::Other(format!("cannot connect to {shown}: {what}"))
             })?;
         // The `Connected` event may still be on its way; a disconnection already seen wins.
         state_sender.send_if_modified(|state| {
