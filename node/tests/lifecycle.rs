@@ -73,6 +73,7 @@ async fn a_stopped_cluster_node_leaves_no_task_running() {
         http_addr: "127.0.0.1:0".parse().expect("address"),
         data_dir: dir.path().to_owned(),
         admin_token: Some(SecretString::from("lifecycle-admin-token-0123456789abcdef")),
+        cluster_key: Some(SecretString::from(salesboy_testkit::SANDBOX_CLUSTER_KEY)),
         failure_timeout_ms: 2_000,
         ..Config::default()
     };
