@@ -1,7 +1,7 @@
 //! Property tests (proptest) of what a node decodes from another (docs/security.md,
 //! "Fuzzing"): tenant handoffs (snapshots) and tenant commands. Arbitrary bytes and edited
 //! valid encodings never make the bincode or JSON decoder panic; generated values
-//! round-trip. `PROPTEST_CASES` sets the cases per property (a few hundred by default).
+//! round-trip. `PROPTEST_CASES` sets the cases per property (256 by default).
 
 use proptest::prelude::*;
 use salesboy_actors::command::TenantCommand;
@@ -11,18 +11,6 @@ use salesboy_actors::ports::Turn;
 use salesboy_actors::session::SessionStatus;
 use salesboy_protocol::codec::BINCODE_FORMAT_VERSION;
 use salesboy_protocol::{ChatId, Codec, TenantId, Wamid};
-
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn chat() -> impl Strategy<Value = ChatId> {
     "[0-9]{1,20}".prop_map(|chat| ChatId::new(chat).unwrap())
@@ -166,7 +154,7 @@ fn edit(bytes: &mut Vec<u8>, edits: &[(usize, u8, bool)], cut: Option<usize>) {
 }
 
 proptest! {
-    #![proptest_config(cases(256))]
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(

@@ -4,7 +4,7 @@
 //! redelivery, tokens, pause, sends) get a 2xx or a 4xx whose body is `{"error": "…"}`;
 //! never a 5xx, never a panic. The node's router runs in-process on SQLite (one node for
 //! all cases, with a tenant, so the routes under `/api/tenants/acme` reach their checks).
-//! `PROPTEST_CASES` sets the number of cases.
+//! `PROPTEST_CASES` sets the number of cases (256 by default).
 
 use std::sync::Arc;
 
@@ -68,18 +68,6 @@ const KEYS: [&str; 28] = [
     "link",
     "body",
 ];
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(512);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -206,7 +194,10 @@ fn arbitrary_bodies_get_a_clear_4xx_never_a_5xx() {
     assert!(text.contains("expected a JSON object"), "{text}");
 
     let strategy = (prop::sample::select(&ROUTES[..]), any_body());
-    let mut runner = TestRunner::new(config());
+    let mut runner = TestRunner::new(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
     let result = runner.run(&strategy, |(path, (body, json_type))| {
         let (status, text) = runtime.block_on(post(&app, path, body, json_type));
         prop_assert!(status < 500, "{path}: {status} {text}");

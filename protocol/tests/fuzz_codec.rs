@@ -5,24 +5,12 @@
 //!
 //! Unbounded allocation is ruled out by construction (the bincode decoder's 16 MiB limit is
 //! charged for every length it reads); the "huge length" edits check that such inputs fail
-//! at once. `PROPTEST_CASES` sets the cases per property (a few hundred by default).
+//! at once. `PROPTEST_CASES` sets the cases per property (256 by default).
 
 use proptest::prelude::*;
 use salesboy_protocol::codec::{BINCODE_FORMAT_VERSION, Codec, CodecError};
 use salesboy_protocol::envelope::{Envelope, MessageKind};
 use salesboy_protocol::{ActorAddress, ChatId, MessageId, NodeId, TenantId};
-
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 fn token() -> impl Strategy<Value = String> {
     "[A-Za-z0-9_-]{1,64}"
@@ -139,7 +127,7 @@ fn decodes_or_errs(bytes: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(cases(512))]
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Any bytes, with or without the right version byte.
     #[test]
