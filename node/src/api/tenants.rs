@@ -33,7 +33,7 @@ pub struct TenantRequest {
     #[schema(pattern = "\\S")]
     pub access_token: String,
     /// Display name of the business; defaults to the id.
-    #[schema(example = "Acme Shoes")]
+    #[schema(example = "Acme Shoes", pattern = "\\S")]
     pub name: Option<String>,
     /// The assistant's system prompt; `""` goes back to the default prompt.
     pub system_prompt: Option<String>,
@@ -59,6 +59,7 @@ pub struct TenantRequest {
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdate {
     /// Display name of the business.
+    #[schema(pattern = "\\S")]
     pub name: Option<String>,
     /// The assistant's system prompt; `""` goes back to the default prompt.
     pub system_prompt: Option<String>,
