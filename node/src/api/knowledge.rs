@@ -20,9 +20,10 @@ const MAX_TITLE_CHARS: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct KnowledgeRequest {
     /// The document's title.
-    #[schema(example = "Delivery and returns")]
+    #[schema(example = "Delivery and returns", pattern = "\\S")]
     pub title: String,
     /// The document's text; split into passages of about 500–800 characters.
+    #[schema(pattern = "\\S")]
     pub text: String,
 }
 

@@ -24,15 +24,16 @@ use crate::cluster::directory::EntryState;
 #[serde(deny_unknown_fields)]
 pub struct TenantRequest {
     /// The tenant's id: ASCII letters, digits, `_` and `-`, at most 64.
-    #[schema(example = "acme")]
+    #[schema(example = "acme", pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
     /// Meta's phone number id of the tenant's WhatsApp business number (digits).
-    #[schema(example = "106540352242922")]
+    #[schema(example = "106540352242922", pattern = "^[0-9]{1,32}$")]
     pub phone_number_id: String,
     /// The Cloud API access token of that number. Stored, never returned.
+    #[schema(pattern = "\\S")]
     pub access_token: String,
     /// Display name of the business; defaults to the id.
-    #[schema(example = "Acme Shoes")]
+    #[schema(example = "Acme Shoes", pattern = "\\S")]
     pub name: Option<String>,
     /// The assistant's system prompt; `""` goes back to the default prompt.
     pub system_prompt: Option<String>,
@@ -58,6 +59,7 @@ pub struct TenantRequest {
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdate {
     /// Display name of the business.
+    #[schema(pattern = "\\S")]
     pub name: Option<String>,
     /// The assistant's system prompt; `""` goes back to the default prompt.
     pub system_prompt: Option<String>,
@@ -74,6 +76,7 @@ pub struct TenantUpdate {
     /// A WhatsApp number to attach (or whose token changes); needs `access_token`.
     pub phone_number_id: Option<String>,
     /// The access token of `phone_number_id`.
+    #[schema(pattern = "\\S")]
     pub access_token: Option<String>,
     /// The WhatsApp Business Account id of `phone_number_id`.
     pub waba_id: Option<String>,

@@ -33,6 +33,7 @@ pub struct WebhookRequest {
     pub kinds: Option<Vec<String>>,
     /// The HMAC key of the signatures, 16–256 printable ASCII characters (default: one is
     /// generated and answered once).
+    #[schema(pattern = "^[!-~]{16,256}$")]
     pub secret: Option<String>,
 }
 

@@ -188,7 +188,13 @@ pub(super) fn located_error(figment: &Figment, error: figment::Error) -> ConfigE
         figment::error::Kind::UnknownField(field, _) => {
             // The path ends with the unknown field.
             let key = if path.is_empty() { field } else { path };
-            let (key, source_name) = spelled(figment, &key);
+            let (key, source_name) = if key.is_empty() {
+                // The variable `SALESBOY_` (or `"" = …` in the file): no name to spell.
+                let key = format!("\"\" (an empty name, e.g. the variable {ENV_PREFIX})");
+                (key, "configuration".to_owned())
+            } else {
+                spelled(figment, &key)
+            };
             ConfigError::UnknownKey {
                 key,
                 source_name,

@@ -12,7 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenRefusal};
+use super::error::{
+    ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenRefusal, optional_json,
+};
 use super::{AppState, chat_id, tenant_id};
 use crate::api::ApiError;
 use crate::api::content::SendRequest;
@@ -49,7 +51,7 @@ pub(super) struct MessagesQuery {
 #[serde(deny_unknown_fields)]
 pub(super) struct PauseRequest {
     /// Minutes to pause for; absent = until resumed.
-    #[schema(example = 60)]
+    #[schema(example = 60, minimum = 1)]
     minutes: Option<u32>,
 }
 
@@ -146,6 +148,7 @@ pub(super) async fn messages(
         (status = 400, description = "invalid id or minutes", body = ErrorBody),
         TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
+        (status = 409, description = "the tenant's WhatsApp session is stopped", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
     )
 )]
@@ -155,12 +158,7 @@ pub(super) async fn pause(
     body: Bytes,
 ) -> Result<Json<PauseState>, ApiError> {
     let (id, chat) = path.ids()?;
-    // The body is optional, so it is read as bytes: no content type needed when empty.
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        PauseRequest::default()
-    } else {
-        Json::<PauseRequest>::from_bytes(&body)?.0
-    };
+    let request: PauseRequest = optional_json(&body)?;
     let paused = conversations::pause(&state.api(), &id, &chat, request.minutes).await?;
     Ok(Json(paused))
 }
@@ -174,6 +172,7 @@ pub(super) async fn pause(
         (status = 400, description = "invalid id", body = ErrorBody),
         TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
+        (status = 409, description = "the tenant's WhatsApp session is stopped", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
     )
 )]
@@ -197,6 +196,7 @@ pub(super) async fn resume(
         (status = 400, description = "invalid id or client_ref; not exactly one of text, template, interactive, image, document; content beyond the Cloud API's limits", body = ErrorBody),
         TokenRefusal,
         (status = 404, description = "unknown tenant", body = ErrorBody),
+        (status = 409, description = "the tenant's WhatsApp session is stopped", body = ErrorBody),
         (status = 503, description = "node at capacity or tenant unavailable", body = ErrorBody),
     )
 )]

@@ -164,6 +164,25 @@ pub(super) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// An optional JSON body read from its bytes (so no content type is needed when empty):
+/// nothing, only whitespace or `null` is `T::default()`; anything else must be a JSON
+/// object (serde's derived structs would also read an array such as `[null]`).
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    match Json::<serde_json::Value>::from_bytes(body)?.0 {
+        serde_json::Value::Null => Ok(T::default()),
+        object @ serde_json::Value::Object(_) => serde_path_to_error::deserialize(object)
+            .map_err(|e| ApiError::Malformed(format!("invalid json body: {e}"))),
+        _ => Err(ApiError::Malformed(
+            "invalid json body: expected a JSON object".to_owned(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,8 @@
 use std::sync::LazyLock;
 
 use axum::Json;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -14,7 +16,10 @@ use super::error::ErrorBody;
 /// The admin API's OpenAPI 3 document: [`ApiDoc`]'s title, tags and security, and the
 /// operations of every route, collected from the routes themselves under `/api`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi().nest("/api", super::api(super::Guards::none()).into_openapi())
+    let mut document =
+        ApiDoc::openapi().nest("/api", super::api(super::Guards::none()).into_openapi());
+    ParameterRules.modify(&mut document);
+    document
 }
 
 /// The document, built once.
@@ -79,5 +84,55 @@ impl Modify for BearerToken {
                     .build(),
             ),
         );
+    }
+}
+
+/// What the handlers check of the parameters every route shares, written into their
+/// schemas (so clients and fuzzers such as schemathesis know what is valid): ids as
+/// [`salesboy_protocol::ids`] validates them, `limit` 1 to 1000, `month` as YYYY-MM.
+struct ParameterRules;
+
+/// A tenant id or a chat id (`{id}`, `{wa_id}`, `after`): ASCII letters, digits, `_` and
+/// `-`, 1 to 64.
+const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
+/// A month `YYYY-MM` of the years 1970 to 9999 ([`salesboy_protocol::month::Month`]).
+const MONTH_PATTERN: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$";
+
+impl Modify for ParameterRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                constrain(operation);
+            }
+        }
+    }
+}
+
+fn constrain(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let Some(utoipa::openapi::RefOr::T(Schema::Object(schema))) = &mut parameter.schema else {
+            continue;
+        };
+        match (&parameter.parameter_in, parameter.name.as_str()) {
+            (ParameterIn::Path, "id" | "wa_id") | (ParameterIn::Query, "after") => {
+                schema.pattern = Some(ID_PATTERN.to_owned());
+            }
+            (ParameterIn::Query, "limit") => {
+                schema.minimum = Some(1.into());
+                schema.maximum = Some(1000.into());
+            }
+            (ParameterIn::Query, "month") => {
+                schema.pattern = Some(MONTH_PATTERN.to_owned());
+            }
+            _ => {}
+        }
     }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiPath, ErrorBody, TenantRefusals, TokenRefusal};
+use super::error::{ApiPath, ErrorBody, TenantRefusals, TokenRefusal, optional_json};
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::tokens::{self, NewTokenView, TokenRequest, TokenView};
@@ -38,12 +38,7 @@ pub(super) async fn create_token(
     body: Bytes,
 ) -> Result<(StatusCode, Json<NewTokenView>), ApiError> {
     let id = tenant_id("id", id)?;
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        TokenRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Malformed(format!("invalid json body: {e}")))?
-    };
+    let request: TokenRequest = optional_json(&body)?;
     let made = tokens::create(&state.api(), &id, request).await?;
     Ok((StatusCode::CREATED, Json(made)))
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals};
+use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, optional_json};
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::webhooks::{
@@ -146,12 +146,7 @@ pub(super) async fn redeliver(
     body: Bytes,
 ) -> Result<Json<Redelivered>, ApiError> {
     let id = tenant_id("id", id)?;
-    // The body is optional, so it is read as bytes: no content type needed when empty.
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        RedeliverRequest::default()
-    } else {
-        Json::<RedeliverRequest>::from_bytes(&body)?.0
-    };
+    let request: RedeliverRequest = optional_json(&body)?;
     Ok(Json(
         webhooks::redeliver(&state.api(), &id, &webhook_id, request).await?,
     ))
