@@ -336,10 +336,11 @@ mod tests {
         let error = stranger.open(&sealed, &place("acme", "100")).unwrap_err();
         assert!(matches!(error, SecretsError::UnknownKey { .. }), "{error}");
         assert!(!error.to_string().contains("EAAG"), "{error}");
-        // Another last character, whatever it was (`A` and `B` differ in the ciphertext's
-        // last bits, so the tag no longer matches).
-        let last = if sealed.ends_with('A') { 'B' } else { 'A' };
-        let tampered = format!("{}{last}", &sealed[..sealed.len() - 1]);
+        // Another character well inside the ciphertext (all six of its bits count),
+        // whatever it was.
+        let at = sealed.len() - 8;
+        let other = if &sealed[at..=at] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{other}{}", &sealed[..at], &sealed[at + 1..]);
         assert!(keys.open(&tampered, &place("acme", "100")).is_err());
     }
 
