@@ -636,19 +636,14 @@ impl Config {
             inline("secrets_previous_key", previous)?.or(self.secrets_previous_key.take());
         self.secrets_previous_key_file =
             file(previous_file).or(self.secrets_previous_key_file.take());
-        if self.secrets_key.is_some() && self.secrets_key_file.is_some() {
-            return Err((
-                "secrets_key_file",
-                "set secrets_key or secrets_key_file, not both".into(),
-            ));
-        }
-        if self.secrets_previous_key.is_some() && self.secrets_previous_key_file.is_some() {
-            return Err((
-                "secrets_previous_key_file",
-                "set secrets_previous_key or secrets_previous_key_file, not both".into(),
-            ));
-        }
-        Ok(())
+        not_both(
+            ("secrets_key", &self.secrets_key),
+            ("secrets_key_file", &self.secrets_key_file),
+        )?;
+        not_both(
+            ("secrets_previous_key", &self.secrets_previous_key),
+            ("secrets_previous_key_file", &self.secrets_previous_key_file),
+        )
     }
 
     /// How to connect to NATS as configured (authentication, TLS), for a connection named
@@ -848,6 +843,20 @@ fn http_url(value: &str) -> Result<String, String> {
         ));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// A key given inline and in a file: refused, naming the file's setting.
+fn not_both<K, F>(
+    (key_name, key): (&'static str, &Option<K>),
+    (file_name, file): (&'static str, &Option<F>),
+) -> Result<(), (&'static str, String)> {
+    if key.is_some() && file.is_some() {
+        return Err((
+            file_name,
+            format!("set {key_name} or {file_name}, not both"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

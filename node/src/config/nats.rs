@@ -99,18 +99,13 @@ impl Config {
             cluster_previous_key_file,
             &mut self.cluster_previous_key_file,
         );
-        if self.cluster_key.is_some() && self.cluster_key_file.is_some() {
-            return Err((
-                "cluster_key_file",
-                "set cluster_key or cluster_key_file, not both".into(),
-            ));
-        }
-        if self.cluster_previous_key.is_some() && self.cluster_previous_key_file.is_some() {
-            return Err((
-                "cluster_previous_key_file",
-                "set cluster_previous_key or cluster_previous_key_file, not both".into(),
-            ));
-        }
-        Ok(())
+        super::not_both(
+            ("cluster_key", &self.cluster_key),
+            ("cluster_key_file", &self.cluster_key_file),
+        )?;
+        super::not_both(
+            ("cluster_previous_key", &self.cluster_previous_key),
+            ("cluster_previous_key_file", &self.cluster_previous_key_file),
+        )
     }
 }
