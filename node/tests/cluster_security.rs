@@ -389,3 +389,50 @@ async fn metrics(gateway: &Gateway) -> String {
         .await
         .expect("text")
 }
+
+/// Connects a bus as `config` says to `server`; the error text if it cannot.
+async fn connect(config: &Config, server: &NatsServer) -> Result<NatsBus, String> {
+    NatsBus::connect(&server.url(), config.nats_options("login-test".into()))
+        .await
+        .map_err(|error| format!("{error:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_seed_and_token_logins_connect_and_wrong_ones_are_named() {
+    run::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // nkey: the server knows the user's public key; the node signs with the seed file.
+    let user = nkeys::KeyPair::new_user();
+    let seed_file = dir.path().join("node.nk");
+    std::fs::write(&seed_file, user.seed().expect("seed")).expect("write seed");
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+        user.public_key()
+    ))
+    .expect("nats-server with an nkey user");
+    let mut config = base_config(dir.path());
+    config.nats_nkey_seed_file = Some(seed_file);
+    connect(&config, &server).await.expect("the nkey login");
+    let stranger = nkeys::KeyPair::new_user();
+    let stranger_file = dir.path().join("stranger.nk");
+    std::fs::write(&stranger_file, stranger.seed().expect("seed")).expect("write seed");
+    config.nats_nkey_seed_file = Some(stranger_file);
+    let Err(error) = connect(&config, &server).await else {
+        panic!("an unknown nkey is refused");
+    };
+    assert!(!error.contains(&stranger.seed().expect("seed")), "{error}");
+
+    // token
+    let server =
+        NatsServer::start_with_config("authorization { token: \"token-planted-0123456789\" }")
+            .expect("nats-server with a token");
+    let mut config = base_config(dir.path());
+    config.nats_token = Some(SecretString::from("token-planted-0123456789"));
+    connect(&config, &server).await.expect("the token login");
+    config.nats_token = Some(SecretString::from("wrong-token-planted"));
+    let Err(error) = connect(&config, &server).await else {
+        panic!("a wrong token is refused");
+    };
+    assert!(!error.contains("planted"), "{error}");
+}
