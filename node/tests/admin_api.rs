@@ -10,16 +10,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use parking_lot::Mutex;
-use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{Clock, SystemClock};
 use salesboy_actors::services::Settings;
 use salesboy_actors::store::{LlmUsage, PAUSED_INDEFINITELY, Store};
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
-use salesboy_node::http::{AppState, HttpSettings, router};
+use salesboy_node::http::AppState;
 use salesboy_node::knowledge;
-use salesboy_node::store::SqlStore;
 use salesboy_protocol::{ChatId, TenantId};
-use salesboy_testkit::ports::{FixedProviders, RecordingWhatsApp, services};
+use salesboy_testkit::admin::AdminApp;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -75,46 +73,17 @@ struct Harness {
     state: AppState,
     store: Arc<dyn Store>,
     sent: Arc<Mutex<Vec<(String, String)>>>,
-    _dir: tempfile::TempDir,
+    _app: AdminApp,
 }
 
 async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let sql = SqlStore::connect(&url).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(sql.clone());
-    let whatsapp = RecordingWhatsApp::default();
-    let sent = Arc::clone(&whatsapp.sent);
-    let services = services(
-        Arc::clone(&store),
-        whatsapp,
-        FixedProviders::default(),
-        Settings::default(),
-    );
-    let (node, _) = NodeHandle::start(services).await.unwrap();
-    let state = AppState::new(
-        node,
-        sql,
-        HttpSettings {
-            app_secret: None,
-            verify_token: None,
-            admin_token: SecretString::from(TOKEN),
-            node_id: "node-test".into(),
-            bus: "in-process",
-            auth_throttle: Default::default(),
-        },
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
-        tokio_util::task::TaskTracker::new(),
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let app = AdminApp::start(TOKEN, "node-test").await;
     Harness {
-        app: router(state.clone()),
-        state,
-        store,
-        sent,
-        _dir: dir,
+        app: app.router.clone(),
+        state: app.state.clone(),
+        store: Arc::clone(&app.store),
+        sent: Arc::clone(&app.sent),
+        _app: app,
     }
 }
 

@@ -6,20 +6,12 @@
 //! all cases, with a tenant, so the routes under `/api/tenants/acme` reach their checks).
 //! `PROPTEST_CASES` sets the number of cases (256 by default).
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
-use salesboy_actors::node::NodeHandle;
-use salesboy_actors::services::Settings;
-use salesboy_actors::store::Store;
-use salesboy_node::http::{AppState, HttpSettings, router};
-use salesboy_node::store::SqlStore;
-use salesboy_testkit::ports::{FixedProviders, RecordingWhatsApp, services};
-use secrecy::SecretString;
+use salesboy_testkit::admin::AdminApp;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
@@ -117,36 +109,9 @@ fn any_body() -> impl Strategy<Value = (Vec<u8>, bool)> {
     ]
 }
 
-async fn app() -> (Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let sql = SqlStore::connect(&url).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(sql.clone());
-    let services = services(
-        store,
-        RecordingWhatsApp::default(),
-        FixedProviders::default(),
-        Settings::default(),
-    );
-    let (node, _) = NodeHandle::start(services).await.unwrap();
-    let state = AppState::new(
-        node,
-        sql,
-        HttpSettings {
-            app_secret: None,
-            verify_token: None,
-            admin_token: SecretString::from(TOKEN),
-            node_id: "node-fuzz".into(),
-            bus: "in-process",
-            auth_throttle: Default::default(),
-        },
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
-        tokio_util::task::TaskTracker::new(),
-        tokio_util::sync::CancellationToken::new(),
-    );
-    (router(state), dir)
+async fn app() -> (Router, AdminApp) {
+    let app = AdminApp::start(TOKEN, "node-fuzz").await;
+    (app.router.clone(), app)
 }
 
 /// Posts `body` to `path`: the status and the body's text.

@@ -25,6 +25,7 @@
 //!   providers, epoch 1 for every tenant) and the [`ports::services`] they make with a store;
 //! - [`binary`]: the debug `salesboy` binary, built on demand.
 
+pub mod admin;
 pub mod binary;
 pub mod buses;
 pub mod cluster;
