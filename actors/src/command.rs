@@ -219,22 +219,20 @@ mod tests {
     fn bincode_tags_are_stable() {
         let chat = ChatId::new("1").unwrap();
         let tag = |command: &TenantCommand| Codec::Bincode.encode(command).unwrap()[1];
+        let item = InboundItem {
+            id: 1,
+            wamid: None,
+            text: None,
+            received_ms: 0,
+            sent_ms: 0,
+        };
         let inbound = TenantCommand::Inbound {
             chat: chat.clone(),
-            item: InboundItem {
-                id: 1,
-                wamid: None,
-                text: None,
-                received_ms: 0,
-                sent_ms: 0,
-            },
-        };
-        let TenantCommand::Inbound { item, .. } = &inbound else {
-            unreachable!()
+            item: item.clone(),
         };
         let new_chat = TenantCommand::InboundNewChat {
             chat: chat.clone(),
-            item: item.clone(),
+            item,
         };
         let tags: Vec<u8> = [
             inbound,

@@ -7,17 +7,13 @@ use parking_lot::RwLock;
 use ractor::ActorRef;
 
 use crate::responder::ResponderMsg;
-use crate::services::ReadReceipts;
 use crate::session::SessionMsg;
 
-/// A tenant's session and responder refs, and the tenant's settings its conversations
-/// read.
+/// A tenant's session and responder refs.
 #[derive(Debug, Default)]
 pub struct TenantLinks {
     session: RwLock<Option<ActorRef<SessionMsg>>>,
     responder: RwLock<Option<ActorRef<ResponderMsg>>>,
-    /// The tenant's read receipts policy; `None`: the node's.
-    read_receipts: RwLock<Option<ReadReceipts>>,
 }
 
 impl TenantLinks {
@@ -34,16 +30,6 @@ impl TenantLinks {
     /// Sets (or clears) the session.
     pub fn set_session(&self, session: Option<ActorRef<SessionMsg>>) {
         *self.session.write() = session;
-    }
-
-    /// The tenant's read receipts policy, or `node_default` when it has none.
-    pub fn read_receipts(&self, node_default: ReadReceipts) -> ReadReceipts {
-        self.read_receipts.read().unwrap_or(node_default)
-    }
-
-    /// Sets the tenant's read receipts policy (`None`: the node's).
-    pub fn set_read_receipts(&self, policy: Option<ReadReceipts>) {
-        *self.read_receipts.write() = policy;
     }
 
     /// Sets (or clears) the responder.

@@ -88,7 +88,7 @@ pub struct Settings {
     /// answered. Messages older than the 24-hour customer service window are never answered
     /// ([`CUSTOMER_WINDOW_MS`]), whatever this says.
     pub max_message_age: Duration,
-    /// When the customer's messages are marked read, for tenants that do not say.
+    /// When the customer's messages are marked read (one policy for every tenant).
     pub read_receipts: ReadReceipts,
     /// Live conversations a tenant may have at once; a message for another chat waits
     /// (stored) until an idle one stops.

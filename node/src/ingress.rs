@@ -260,9 +260,9 @@ impl Ingress {
             }
         }
         // The delivery's messages commit together (with other deliveries' writes).
-        let messages: Vec<NewInbound> = inbound.iter().map(|(_, new)| new.clone()).collect();
+        let (places, messages): (Vec<usize>, Vec<NewInbound>) = inbound.into_iter().unzip();
         let outcomes = self.store.insert_inbound_batch(&messages).await;
-        for ((place, new), outcome) in inbound.into_iter().zip(outcomes) {
+        for ((place, new), outcome) in places.into_iter().zip(messages).zip(outcomes) {
             match outcome.map(|stored| (stored.outcome, stored.new_chat)) {
                 Ok((InsertOutcome::Inserted { id }, new_chat)) => {
                     metrics::counter!("salesboy_messages_in_total", "outcome" => "new")

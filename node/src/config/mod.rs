@@ -164,7 +164,7 @@ pub struct Config {
     /// value still answers nothing older than 24 h).
     pub whatsapp_max_message_age_secs: u64,
     /// When customers' messages are marked read (blue ticks, typing indicator), for
-    /// tenants that do not say: `always`, `when_slow` (default: only before an LLM is
+    /// every tenant: `always`, `when_slow` (default: only before an LLM is
     /// asked) or `never`.
     pub whatsapp_read_receipts: ReadReceipts,
     /// Bearer token of the admin API; unset means one is generated into `data_dir`.
@@ -620,22 +620,14 @@ impl Config {
         previous: Option<String>,
         previous_file: Option<PathBuf>,
     ) -> Result<(), (&'static str, String)> {
-        let inline = |name: &'static str, value: Option<String>| {
-            value
-                .and_then(optional)
-                .map(|text| match crate::secrets::SecretsKey::parse(&text) {
-                    Ok(_) => Ok(SecretString::from(text)),
-                    Err(error) => Err((name, error.to_string())),
-                })
-                .transpose()
-        };
-        let file = |value: Option<PathBuf>| value.filter(|p| !p.as_os_str().is_empty());
-        self.secrets_key = inline("secrets_key", key)?.or(self.secrets_key.take());
-        self.secrets_key_file = file(key_file).or(self.secrets_key_file.take());
-        self.secrets_previous_key =
-            inline("secrets_previous_key", previous)?.or(self.secrets_previous_key.take());
-        self.secrets_previous_key_file =
-            file(previous_file).or(self.secrets_previous_key_file.take());
+        set_key("secrets_key", key, &mut self.secrets_key)?;
+        set_path(key_file, &mut self.secrets_key_file);
+        set_key(
+            "secrets_previous_key",
+            previous,
+            &mut self.secrets_previous_key,
+        )?;
+        set_path(previous_file, &mut self.secrets_previous_key_file);
         not_both(
             ("secrets_key", &self.secrets_key),
             ("secrets_key_file", &self.secrets_key_file),
@@ -843,6 +835,33 @@ fn http_url(value: &str) -> Result<String, String> {
         ));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// Sets a key given inline: checked as a 32-byte key, the error naming the setting, never
+/// the value; an empty value unsets it.
+fn set_key(
+    name: &'static str,
+    value: Option<String>,
+    field: &mut Option<SecretString>,
+) -> Result<(), (&'static str, String)> {
+    let Some(text) = value else {
+        return Ok(());
+    };
+    *field = match optional(text) {
+        Some(text) => match crate::secrets::SecretsKey::parse(&text) {
+            Ok(_) => Some(SecretString::from(text)),
+            Err(error) => return Err((name, error.to_string())),
+        },
+        None => None,
+    };
+    Ok(())
+}
+
+/// Sets a file path; an empty one unsets it.
+fn set_path(value: Option<PathBuf>, field: &mut Option<PathBuf>) {
+    if let Some(path) = value {
+        *field = Some(path).filter(|p| !p.as_os_str().is_empty());
+    }
 }
 
 /// A key given inline and in a file: refused, naming the file's setting.

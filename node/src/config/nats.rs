@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use secrecy::SecretString;
 
-use super::{Config, optional};
+use super::{Config, optional, set_key, set_path};
 
 /// What the layers say about NATS authentication, TLS and the cluster key.
 pub(super) struct NatsLayers {
@@ -40,19 +40,14 @@ impl Config {
             cluster_previous_key,
             cluster_previous_key_file,
         } = layers;
-        let file = |value: Option<PathBuf>, old: &mut Option<PathBuf>| {
-            if let Some(path) = value {
-                *old = Some(path).filter(|p| !p.as_os_str().is_empty());
-            }
-        };
         if nats_token.is_some() {
             self.nats_token = nats_token.and_then(optional).map(SecretString::from);
         }
-        file(nats_nkey_seed_file, &mut self.nats_nkey_seed_file);
-        file(nats_credentials_file, &mut self.nats_credentials_file);
-        file(nats_tls_ca_file, &mut self.nats_tls_ca_file);
-        file(nats_tls_cert_file, &mut self.nats_tls_cert_file);
-        file(nats_tls_key_file, &mut self.nats_tls_key_file);
+        set_path(nats_nkey_seed_file, &mut self.nats_nkey_seed_file);
+        set_path(nats_credentials_file, &mut self.nats_credentials_file);
+        set_path(nats_tls_ca_file, &mut self.nats_tls_ca_file);
+        set_path(nats_tls_cert_file, &mut self.nats_tls_cert_file);
+        set_path(nats_tls_key_file, &mut self.nats_tls_key_file);
         let methods = [
             self.nats_user.is_some(),
             self.nats_token.is_some(),
@@ -76,26 +71,14 @@ impl Config {
             }
             _ => {}
         }
-        let key = |name: &'static str, value: Option<String>, old: &mut Option<SecretString>| {
-            if let Some(text) = value {
-                *old = match optional(text) {
-                    Some(text) => match crate::secrets::SecretsKey::parse(&text) {
-                        Ok(_) => Some(SecretString::from(text)),
-                        Err(error) => return Err((name, error.to_string())),
-                    },
-                    None => None,
-                };
-            }
-            Ok(())
-        };
-        key("cluster_key", cluster_key, &mut self.cluster_key)?;
-        key(
+        set_key("cluster_key", cluster_key, &mut self.cluster_key)?;
+        set_key(
             "cluster_previous_key",
             cluster_previous_key,
             &mut self.cluster_previous_key,
         )?;
-        file(cluster_key_file, &mut self.cluster_key_file);
-        file(
+        set_path(cluster_key_file, &mut self.cluster_key_file);
+        set_path(
             cluster_previous_key_file,
             &mut self.cluster_previous_key_file,
         );
