@@ -26,7 +26,7 @@ use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
 use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
 use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
-use crate::cluster::{ClusterKey, ClusterMember, ClusterParts, ClusterSettings};
+use crate::cluster::{ClusterKey, ClusterMember, ClusterParts, ClusterSettings, SealedKvBus};
 use crate::local::StoreEpochs;
 use crate::routing::Router;
 
@@ -190,6 +190,8 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
         rss_bytes,
         epochs_layer,
     } = cluster;
+    // The membership, directory and leader records are sealed like the messages.
+    let bus: Arc<dyn Bus> = Arc::new(SealedKvBus::new(bus, Arc::clone(&key)));
 
     let directory = Arc::new(
         Directory::open(&bus, member)

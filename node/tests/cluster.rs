@@ -37,7 +37,7 @@ async fn sandbox(nodes: usize) -> (ClusterSandbox, Vec<(TenantId, PhoneNumberId)
         .seed_tenants(TENANTS, "We open at 9am every day.")
         .await
         .expect("seed");
-    let bus: Arc<dyn Bus> = Arc::new(
+    let bus: Arc<dyn Bus> = salesboy_testkit::sandbox_sealed_bus(Arc::new(
         NatsBus::connect(
             &sandbox.nats_url(),
             NatsBusOptions {
@@ -47,7 +47,7 @@ async fn sandbox(nodes: usize) -> (ClusterSandbox, Vec<(TenantId, PhoneNumberId)
         )
         .await
         .expect("test connects to nats"),
-    );
+    ));
     (sandbox, tenants, bus)
 }
 

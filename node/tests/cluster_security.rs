@@ -2,7 +2,7 @@
 //! client certificates (made here) and a password; wrong credentials stop a node at start
 //! with an error naming what failed; a client with valid NATS credentials but without the
 //! cluster key cannot make a node send, drain or adopt — its messages are refused and
-//! counted, and nothing reaches WhatsApp.
+//! counted, and nothing reaches WhatsApp — nor read or forge a placement in the directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -354,6 +354,58 @@ async fn without_the_cluster_key_nobody_makes_a_node_send_drain_or_adopt() {
         assert_eq!(answer, Err(RemoteError::NotHere), "epoch {epoch}");
     }
     assert_eq!(whatsapp.sent_count(), sent);
+
+    // The directory bucket: the intruder reads only sealed bytes, and a placement it writes
+    // (the tenant on the other node, at a newer epoch) is believed by no node.
+    let buckets = async_nats::jetstream::new(intruder.clone());
+    let directory = buckets
+        .get_key_value(subjects::DIRECTORY_BUCKET)
+        .await
+        .expect("the intruder may use JetStream");
+    let stored = directory
+        .get(tenant.as_str())
+        .await
+        .expect("read")
+        .expect("the placement is stored");
+    let host_name = host.as_str().as_bytes();
+    assert!(
+        !stored.windows(host_name.len()).any(|w| w == host_name),
+        "the placement is sealed"
+    );
+    let before = metrics(&a).await;
+    let forged = serde_json::json!({
+        "node": other.as_str(), "epoch": placed.epoch + 1, "state": "active"
+    });
+    directory
+        .put(tenant.as_str(), forged.to_string().into())
+        .await
+        .expect("the intruder may write the bucket");
+    eventually(WAIT, || async {
+        let refused = counter(&metrics(&a).await, "unsigned") - counter(&before, "unsigned");
+        // Both nodes' directory watches left it out.
+        (refused >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        cluster.directory().fetch(&tenant).await.is_err(),
+        "a read of the forged placement is refused"
+    );
+    for gateway in [&a, &b] {
+        let member = gateway.node.cluster.as_ref().expect("member");
+        let cached = member.directory().cached(&tenant).expect("still placed");
+        assert_eq!(
+            (cached.entry.node, cached.entry.epoch),
+            (host.clone(), placed.epoch)
+        );
+    }
+    // The tenant's host still answers its customers.
+    let host_gateway = if host.as_str() == "node-0" { &a } else { &b };
+    let body = webhooks::text_message(PHONE, &format!("{CUSTOMER}2"), "wamid.ok.2", "open?");
+    assert_eq!(host_gateway.post_webhook(&body).await, StatusCode::OK);
+    eventually(WAIT, || async {
+        (whatsapp.sent_count() > sent).then_some(())
+    })
+    .await;
 }
 
 /// A request that no node answers: it times out (the subject has a subscriber, so it is not
@@ -435,4 +487,130 @@ async fn nkey_seed_and_token_logins_connect_and_wrong_ones_are_named() {
         panic!("a wrong token is refused");
     };
     assert!(!error.contains("planted"), "{error}");
+}
+
+/// A NATS JWT (`ed25519-nkey`) with `claims`, issued by `issuer` for `subject`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest as _;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let mut claims = serde_json::json!({
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    // The id is the hash of the claims without it (as nsc writes it; servers do not check it).
+    let id = hex::encode_upper(sha2::Sha256::digest(claims.to_string()));
+    claims["jti"] = serde_json::Value::String(id);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{payload}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// An account's claims with JetStream allowed.
+fn account_claims() -> serde_json::Value {
+    serde_json::json!({
+        "limits": {
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+        },
+        "type": "account",
+        "version": 2
+    })
+}
+
+/// A credentials file as `nsc` writes it: the user's JWT and its nkey seed.
+fn credentials(jwt: &str, user: &nkeys::KeyPair) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().expect("seed")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_logs_in_under_operator_jwts_and_a_stranger_is_refused() {
+    run::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Operator mode as nsc sets it up: an operator, a system account, the nodes' account
+    // (JetStream on), resolved from memory; a user issued by the nodes' account.
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "salesboy",
+        serde_json::json!({
+            "system_account": system.public_key(), "type": "operator", "version": 2
+        }),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({ "type": "account", "version": 2 }),
+    );
+    let account_jwt = nats_jwt(&operator, &account.public_key(), "nodes", account_claims());
+    let operator_file = dir.path().join("operator.jwt");
+    std::fs::write(&operator_file, &operator_jwt).expect("write operator");
+    let server = NatsServer::start_with_config(&format!(
+        r#"
+operator: "{}"
+system_account: "{}"
+resolver: MEMORY
+resolver_preload: {{
+  {}: "{system_jwt}"
+  {}: "{account_jwt}"
+}}
+"#,
+        operator_file.display(),
+        system.public_key(),
+        system.public_key(),
+        account.public_key(),
+    ))
+    .expect("nats-server in operator mode");
+
+    let user = nkeys::KeyPair::new_user();
+    let user_claims = serde_json::json!({
+        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+        "type": "user", "version": 2
+    });
+    let user_jwt = nats_jwt(&account, &user.public_key(), "node", user_claims.clone());
+    let creds = dir.path().join("node.creds");
+    std::fs::write(&creds, credentials(&user_jwt, &user)).expect("write creds");
+    let mut config = base_config(dir.path());
+    config.nats_credentials_file = Some(creds);
+    let bus = connect(&config, &server)
+        .await
+        .expect("the credentials-file login");
+    // JetStream works for the account: a bucket opens, a value goes in and comes back.
+    let kv = bus.kv("sb_login_check", 1).await.expect("JetStream bucket");
+    kv.put("k", Bytes::from_static(b"v")).await.expect("put");
+    assert_eq!(
+        kv.get("k").await.expect("get").expect("value").value,
+        &b"v"[..]
+    );
+
+    // A user issued by an account the server does not know is refused, and the error names
+    // the credentials file, not the seed.
+    let stranger_account = nkeys::KeyPair::new_account();
+    let stranger = nkeys::KeyPair::new_user();
+    let stranger_jwt = nats_jwt(&stranger_account, &stranger.public_key(), "x", user_claims);
+    let stranger_creds = dir.path().join("stranger.creds");
+    std::fs::write(&stranger_creds, credentials(&stranger_jwt, &stranger)).expect("write");
+    config.nats_credentials_file = Some(stranger_creds);
+    let Err(error) = connect(&config, &server).await else {
+        panic!("a user of an unknown account is refused");
+    };
+    assert!(error.contains("nats_credentials_file"), "{error}");
+    assert!(!error.contains(&stranger.seed().expect("seed")), "{error}");
 }

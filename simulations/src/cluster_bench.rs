@@ -114,7 +114,7 @@ async fn cluster(
         .start()
         .await
         .map_err(|e| anyhow!(e))?;
-    let bus: Arc<dyn Bus> = Arc::new(
+    let bus: Arc<dyn Bus> = salesboy_testkit::sandbox_sealed_bus(Arc::new(
         NatsBus::connect(
             &sandbox.nats_url(),
             NatsBusOptions {
@@ -123,7 +123,7 @@ async fn cluster(
             },
         )
         .await?,
-    );
+    ));
     Ok((sandbox, bus))
 }
 

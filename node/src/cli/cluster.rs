@@ -10,7 +10,7 @@ use salesboy_protocol::NodeId;
 use crate::bus::{Bus, NatsBus};
 use crate::cluster::status::ClusterStatus;
 use crate::cluster::wire::{ControlReply, ControlRequest};
-use crate::cluster::{ClusterKey, ClusterKeyError, DRAIN_TIMEOUT, control_request};
+use crate::cluster::{ClusterKey, ClusterKeyError, DRAIN_TIMEOUT, SealedKvBus, control_request};
 use crate::config::Config;
 
 /// A bus on the configured NATS server, with the configured credentials.
@@ -26,10 +26,18 @@ pub(super) async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(Arc::new(bus))
 }
 
+/// [`connect`] for reading and steering the cluster: its buckets sealed under the cluster
+/// key, which is checked before connecting.
+async fn connect_with_key(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<ClusterKey>)> {
+    let key = Arc::new(ClusterKey::from_config(config)?.ok_or(ClusterKeyError::Missing)?);
+    let bus = connect(config).await?;
+    Ok((Arc::new(SealedKvBus::new(bus, Arc::clone(&key))), key))
+}
+
 /// Prints the cluster's nodes (load, capacity, state) and tenant counts; `json` for the same
 /// document `GET /api/cluster` serves.
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
-    let bus = connect(config).await?;
+    let (bus, _) = connect_with_key(config).await?;
     let status = ClusterStatus::read(
         bus.as_ref(),
         Duration::from_millis(config.failure_timeout_ms),
@@ -47,7 +55,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 /// Asks `node` to move every tenant off and exit; shows progress until it has.
 pub async fn drain(config: &Config, node: &str) -> anyhow::Result<()> {
     let node = NodeId::new(node).map_err(|e| anyhow::anyhow!("node: {e}"))?;
-    let bus = connect(config).await?;
+    let (bus, key) = connect_with_key(config).await?;
     let failure_timeout = Duration::from_millis(config.failure_timeout_ms);
     let before = ClusterStatus::read(bus.as_ref(), failure_timeout).await?;
     let Some(target) = before
@@ -75,7 +83,6 @@ pub async fn drain(config: &Config, node: &str) -> anyhow::Result<()> {
             }
         }
     });
-    let key = ClusterKey::from_config(config)?.ok_or(ClusterKeyError::Missing)?;
     let reply = control_request(
         bus.as_ref(),
         &key,

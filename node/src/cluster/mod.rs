@@ -6,6 +6,7 @@
 //! - [`leader`]: the rebalancer's leader lease;
 //! - [`placement`]: where a tenant should live;
 //! - [`rebalance`]: which tenants to move so the spread evens out;
+//! - [`seal`] and [`sealed_kv`]: cluster messages and KV values sealed under the cluster key;
 //! - [`status`]: the cluster as `GET /api/cluster` and `salesboy status` show it;
 //! - [`wire`]: what nodes say to each other.
 //!
@@ -26,6 +27,7 @@ pub mod membership;
 pub mod placement;
 pub mod rebalance;
 pub mod seal;
+pub mod sealed_kv;
 pub mod status;
 pub mod wire;
 
@@ -43,6 +45,7 @@ pub use member::{ClusterMember, ClusterParts, ClusterSettings};
 pub use migration::MigrationError;
 pub use router::RouteError;
 pub use seal::{ClusterKey, ClusterKeyError, SealError};
+pub use sealed_kv::SealedKvBus;
 
 use salesboy_protocol::NodeId;
 

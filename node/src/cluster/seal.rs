@@ -12,6 +12,10 @@
 //! a replayed envelope. The node seals with the current key and opens with the current and
 //! the previous one (rotation, docs/security.md).
 //!
+//! The values of the cluster's KV buckets (membership, directory, leader lease) are sealed
+//! the same way as records ([`ClusterKey::seal_record`], see `sealed_kv`): bound to their
+//! bucket and key, with no age limit (a record lives as long as it is not overwritten).
+//!
 //! Every refusal is counted: `salesboy_bus_rejected_total{reason}` (`unsigned`, `forged`,
 //! `stale`).
 
@@ -108,6 +112,7 @@ pub enum ClusterKeyError {
 enum Part {
     Request = 1,
     Answer = 2,
+    Record = 3,
 }
 
 /// The cluster key: the current one seals, the current and the previous open. `Debug` shows
@@ -223,6 +228,24 @@ impl ClusterKey {
             .map(|(_, _, message)| message)
     }
 
+    /// Seals the value of `key` in the KV `bucket`.
+    pub fn seal_record(&self, bucket: &str, key: &str, value: &[u8]) -> Bytes {
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        self.seal(&nonce, Part::Record, &record_place(bucket, key), value)
+    }
+
+    /// Opens the value of `key` in the KV `bucket` (a value sealed for another key does not
+    /// open: it was moved there).
+    pub fn open_record(
+        &self,
+        bucket: &str,
+        key: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        self.open(Part::Record, &record_place(bucket, key), sealed)
+            .map(|(_, _, value)| value)
+    }
+
     fn seal(&self, nonce: &Nonce, part: Part, bound: &[u8], message: &[u8]) -> Bytes {
         let mut plaintext = Vec::with_capacity(8 + message.len());
         plaintext.extend_from_slice(&unix_ms(SystemTime::now()).to_be_bytes());
@@ -295,6 +318,11 @@ fn associated_data(part: Part, bound: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// What a record is bound to: its bucket and key (a NUL cannot occur in either).
+fn record_place(bucket: &str, key: &str) -> Vec<u8> {
+    [bucket.as_bytes(), b"\0", key.as_bytes()].concat()
+}
+
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -342,6 +370,41 @@ mod tests {
         let (_, another) = key.seal_request("sb.v1.node.n1.in", b"x");
         assert_eq!(
             key.open_answer(&another, &answer).unwrap_err(),
+            SealError::Forged
+        );
+    }
+
+    #[test]
+    fn a_record_opens_only_under_the_key_and_at_its_bucket_and_key() {
+        let key = ClusterKey::parse(A, None).unwrap();
+        let sealed = key.seal_record("sb_directory", "acme", b"{\"node\":\"n1\"}");
+        assert!(!sealed.windows(4).any(|w| w == b"node"), "not in the clear");
+        assert_eq!(
+            key.open_record("sb_directory", "acme", &sealed).unwrap(),
+            b"{\"node\":\"n1\"}"
+        );
+        for (bucket, other) in [("sb_directory", "globex"), ("sb_nodes", "acme")] {
+            assert_eq!(
+                key.open_record(bucket, other, &sealed).unwrap_err(),
+                SealError::Forged
+            );
+        }
+        let (request, _) = key.seal_request("sb_directory\0acme", b"x");
+        assert_eq!(
+            key.open_record("sb_directory", "acme", &request)
+                .unwrap_err(),
+            SealError::Forged,
+            "a request is not a record"
+        );
+        assert_eq!(
+            key.open_record("sb_directory", "acme", b"{}").unwrap_err(),
+            SealError::Unsigned
+        );
+        let other = ClusterKey::parse(B, None).unwrap();
+        assert_eq!(
+            other
+                .open_record("sb_directory", "acme", &sealed)
+                .unwrap_err(),
             SealError::Forged
         );
     }

@@ -46,6 +46,17 @@ pub fn sandbox_cluster_key() -> std::sync::Arc<salesboy_node::cluster::ClusterKe
     )
 }
 
+/// `bus` as the sandbox nodes see their buckets: sealed under [`SANDBOX_CLUSTER_KEY`] (for a
+/// test that reads the directory or membership itself).
+pub fn sandbox_sealed_bus(
+    bus: Arc<dyn salesboy_node::bus::Bus>,
+) -> Arc<dyn salesboy_node::bus::Bus> {
+    Arc::new(salesboy_node::cluster::SealedKvBus::new(
+        bus,
+        sandbox_cluster_key(),
+    ))
+}
+
 /// How long [`ClusterSandboxBuilder::start`] and [`ClusterSandbox::add_node`] wait for a
 /// node to answer `/health`.
 pub const NODE_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
