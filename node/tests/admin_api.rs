@@ -444,6 +444,13 @@ async fn invalid_input_is_a_400_that_names_the_field() {
     let answer = h.post(&pause, json!({"minutes": 0})).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(error(&answer), "minutes: must be at least 1");
+    let answer = h.post(&pause, json!({"minutes": 525_601})).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&answer).starts_with("minutes: must be at most 525600"),
+        "{}",
+        answer.raw
+    );
     let answer = h.post(&pause, json!({"minutes": "ten"})).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(
@@ -1049,6 +1056,39 @@ async fn the_openapi_document_matches_the_router() {
         "bearer"
     );
     assert_eq!(doc["security"], json!([{"admin_token": []}]));
+    // Field rules the handlers check are in the document: a webhook's kinds are the tenant
+    // event kinds, a pause lasts at most a year.
+    let schemas = &doc["components"]["schemas"];
+    let kinds = schemas["WebhookRequest"]["properties"]["kinds"]["items"]["enum"]
+        .as_array()
+        .expect("the kinds are an enum");
+    assert!(kinds.contains(&json!("message_received")), "{kinds:?}");
+    assert!(
+        !kinds.contains(&json!("node_joined")),
+        "cluster kinds are not a tenant's"
+    );
+    assert_eq!(
+        schemas["PauseRequest"]["properties"]["minutes"]["maximum"],
+        json!(525_600)
+    );
+    let send = &schemas["SendRequest"]["allOf"];
+    assert!(send[0]["properties"]["client_ref"].is_object(), "{send}");
+    let contents: Vec<&Value> = send[1]["oneOf"]
+        .as_array()
+        .expect("exactly one content")
+        .iter()
+        .map(|branch| &branch["required"][0])
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            &json!("text"),
+            &json!("template"),
+            &json!("interactive"),
+            &json!("image"),
+            &json!("document")
+        ]
+    );
 
     let methods = ["get", "post", "put", "patch", "delete"];
     let mut documented: Vec<(String, String)> = Vec::new();

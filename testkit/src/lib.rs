@@ -43,7 +43,7 @@ pub use binary::{salesboy_binary, workspace_root};
 pub use cluster::{
     ClusterSandbox, ClusterSandboxBuilder, Db, NODE_STARTUP_TIMEOUT, NodeHandleInfo,
     SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY,
-    sandbox_cluster_key, sandbox_sealed_bus,
+    sandbox_cluster_key, sandbox_keyring, sandbox_sealed_bus,
 };
 pub use fake_llm::{
     FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmCall, LlmRequestCounts,

@@ -140,8 +140,13 @@ pub struct RowRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaRequest {
-    /// A public `https` URL.
-    #[schema(example = "https://example.com/shoes.jpg")]
+    /// A public `https` URL, at most 2048 characters (the pattern is what the document can
+    /// say; the handler parses the URL).
+    #[schema(
+        example = "https://example.com/shoes.jpg",
+        pattern = "^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$",
+        max_length = 2048
+    )]
     pub link: String,
     /// A caption, at most 1024 characters.
     pub caption: Option<String>,
@@ -151,8 +156,13 @@ pub struct MediaRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentRequest {
-    /// A public `https` URL.
-    #[schema(example = "https://example.com/invoice-1042.pdf")]
+    /// A public `https` URL, at most 2048 characters (the pattern is what the document can
+    /// say; the handler parses the URL).
+    #[schema(
+        example = "https://example.com/invoice-1042.pdf",
+        pattern = "^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$",
+        max_length = 2048
+    )]
     pub link: String,
     /// A caption, at most 1024 characters.
     pub caption: Option<String>,

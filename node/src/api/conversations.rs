@@ -178,7 +178,11 @@ pub async fn messages(
     })
 }
 
-/// Pauses the bot in the chat for `minutes`, or until resumed (`None`).
+/// The longest timed pause: a year (a longer one is a pause until resumed).
+pub const MAX_PAUSE_MINUTES: u32 = 525_600;
+
+/// Pauses the bot in the chat for `minutes` (1 to [`MAX_PAUSE_MINUTES`]), or until resumed
+/// (`None`).
 pub async fn pause(
     api: &Api,
     id: &TenantId,
@@ -188,6 +192,14 @@ pub async fn pause(
     let until_ms = match minutes {
         None => PAUSED_INDEFINITELY,
         Some(0) => return Err(ApiError::invalid("minutes", "must be at least 1")),
+        Some(minutes) if minutes > MAX_PAUSE_MINUTES => {
+            return Err(ApiError::invalid(
+                "minutes",
+                format!(
+                    "must be at most {MAX_PAUSE_MINUTES} (a year); leave it out to pause until resumed"
+                ),
+            ));
+        }
         Some(minutes) => api.now_ms().saturating_add(i64::from(minutes) * 60_000),
     };
     let paused = set_paused(api, id, chat, Some(until_ms)).await?;

@@ -26,10 +26,13 @@ pub const MAX_DEAD_LETTERS: u32 = 1000;
 pub struct WebhookRequest {
     /// Where to POST the tenant's events: an `https://` URL (`http://` only to a loopback
     /// host).
-    #[schema(example = "https://backend.example.com/salesboy/events")]
+    #[schema(
+        example = "https://backend.example.com/salesboy/events",
+        pattern = "^(https://[A-Za-z0-9.-]+|http://(localhost|127\\.0\\.0\\.1|\\[::1\\]))(:[0-9]{1,5})?([/?#][!-~]*)?$"
+    )]
     pub url: String,
     /// The event kinds to send (default: every tenant event kind).
-    #[schema(example = json!(["message_received", "reply_sent"]))]
+    #[schema(schema_with = kinds_schema, example = json!(["message_received", "reply_sent"]))]
     pub kinds: Option<Vec<String>>,
     /// The HMAC key of the signatures, 16–256 printable ASCII characters (default: one is
     /// generated and answered once).
@@ -287,6 +290,22 @@ fn event_kinds(names: Vec<String>) -> Result<Vec<String>, ApiError> {
 }
 
 /// The kinds a tenant's events can have (cluster events go to no tenant's webhooks).
+/// The schema of [`WebhookRequest::kinds`]: `null`, or at least one tenant event kind.
+fn kinds_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let kind = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(tenant_event_kinds().iter().map(|kind| kind.as_str())));
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(kind)
+        .min_items(Some(1))
+        .description(Some(
+            "The event kinds to send (default: every tenant event kind).",
+        ))
+        .build()
+}
+
 fn tenant_event_kinds() -> Vec<EventKind> {
     EventKind::ALL
         .into_iter()

@@ -127,7 +127,8 @@ impl ClusterSandboxBuilder {
             },
         )
         .await
-        .map_err(|e| format!("cannot open the sandbox database: {e}"))?;
+        .map_err(|e| format!("cannot open the sandbox database: {e}"))?
+        .with_secrets(super::sandbox_keyring());
 
         let sandbox = ClusterSandbox {
             nodes: Mutex::new(Vec::new()),

@@ -34,6 +34,13 @@ pub const SANDBOX_ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789abcdef";
 /// rest with: nodes sharing a database share its key. The bytes 0 to 31, in base64.
 pub const SANDBOX_SECRETS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// [`SANDBOX_SECRETS_KEY`] as the keyring the nodes seal and open secrets at rest with.
+pub fn sandbox_keyring() -> salesboy_node::secrets::Keyring {
+    let key = salesboy_node::secrets::SecretsKey::parse(SANDBOX_SECRETS_KEY)
+        .expect("the sandbox secrets key is a key");
+    salesboy_node::secrets::Keyring::new(key, [])
+}
+
 /// The cluster key every test cluster seals its messages with: the bytes 32 to 63, in
 /// base64. A client without it cannot make a node do anything.
 pub const SANDBOX_CLUSTER_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";

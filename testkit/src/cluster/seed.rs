@@ -1,21 +1,27 @@
-//! Seeding a sandbox's tenants straight into its database, in batches of multi-row inserts.
+//! Seeding a sandbox's tenants straight into its database, in batches of multi-row inserts,
+//! their secrets sealed under [`super::SANDBOX_SECRETS_KEY`] as the nodes seal them.
 
 use std::sync::atomic::Ordering;
 
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::{AnyConnection, Connection, Executor, Row};
 
+use salesboy_node::secrets::{Keyring, SecretContext};
+
 use super::{ClusterSandbox, Db};
 
 /// How many tenants one seeding transaction writes. Every statement of a batch stays well
 /// under 16 KiB: sqlx 0.9 no longer sets `TCP_NODELAY`, and on Postgres a bigger message
 /// waits ~40 ms for a delayed ACK (transact-rs/sqlx#4335), which made 500-tenant batches
-/// ten times slower than these.
-const SEED_BATCH: usize = 200;
+/// ten times slower than these. The sealed secrets (≈ 300 bytes a tenant) keep batches at 50.
+const SEED_BATCH: usize = 50;
 
 /// What every seeded tenant shares.
 pub(super) struct Seed<'a> {
+    /// The `llm_config` JSON, sealed per tenant on the way in.
     pub(super) providers: &'a str,
+    /// The nodes' secrets key.
+    pub(super) keys: Keyring,
     pub(super) knowledge: &'a str,
     pub(super) created_ms: i64,
 }
@@ -34,14 +40,15 @@ impl Seed<'_> {
         let mut tenants = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO tenants (id, name, system_prompt, llm_config, knowledge_version, \
              created_ms) VALUES {}",
-            values(batch.len(), 2, &["?", "?", "NULL", "$1", "1", "$2"])
+            values(batch.len(), 1, &["?", "?", "NULL", "?", "1", "$1"])
         )))
-        .bind(self.providers.to_owned())
         .bind(self.created_ms);
         for (tenant, _) in batch {
+            let providers = self.seal("tenants.llm_config", tenant, "", self.providers);
             tenants = tenants
                 .bind(tenant.to_string())
-                .bind(format!("{tenant} shop"));
+                .bind(format!("{tenant} shop"))
+                .bind(providers);
         }
         tenants.execute(&mut *tx).await?;
 
@@ -64,7 +71,12 @@ impl Seed<'_> {
             numbers = numbers
                 .bind(number.to_string())
                 .bind(tenant.to_string())
-                .bind(format!("token-{tenant}"));
+                .bind(self.seal(
+                    "whatsapp_numbers.access_token",
+                    tenant,
+                    number.as_str(),
+                    &format!("token-{tenant}"),
+                ));
         }
         numbers.execute(&mut *tx).await?;
 
@@ -92,6 +104,18 @@ impl Seed<'_> {
         chunks.execute(&mut *tx).await?;
 
         tx.commit().await
+    }
+}
+
+impl Seed<'_> {
+    /// `value` sealed as the node stores column `column` of the row (`tenant`, `row`).
+    fn seal(&self, column: &'static str, tenant: &TenantId, row: &str, value: &str) -> String {
+        let place = SecretContext {
+            column,
+            tenant: tenant.to_string(),
+            row: row.to_owned(),
+        };
+        self.keys.seal(value, &place)
     }
 }
 
@@ -181,6 +205,7 @@ impl ClusterSandbox {
         }
         let seed = Seed {
             providers: &providers,
+            keys: super::sandbox_keyring(),
             knowledge,
             created_ms,
         };

@@ -50,8 +50,9 @@ pub(super) struct MessagesQuery {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PauseRequest {
-    /// Minutes to pause for; absent = until resumed.
-    #[schema(example = 60, minimum = 1)]
+    /// Minutes to pause for, at most a year; absent = until resumed.
+    // The maximum is `api::conversations::MAX_PAUSE_MINUTES` (the attribute takes a literal).
+    #[schema(example = 60, minimum = 1, maximum = 525_600)]
     minutes: Option<u32>,
 }
 

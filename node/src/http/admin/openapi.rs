@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -19,6 +19,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document =
         ApiDoc::openapi().nest("/api", super::api(super::Guards::none()).into_openapi());
     ParameterRules.modify(&mut document);
+    ExactlyOneContent.modify(&mut document);
     document
 }
 
@@ -134,5 +135,42 @@ fn constrain(operation: &mut Operation) {
             }
             _ => {}
         }
+    }
+}
+
+/// Says in the document what the handler checks of a send: exactly one of its contents is
+/// given (not `null`). The `SendRequest` schema becomes `allOf` itself and a `oneOf` whose
+/// branches each require one content.
+struct ExactlyOneContent;
+
+/// The contents of a send, each with its JSON type.
+const SEND_CONTENTS: [(&str, Type); 5] = [
+    ("text", Type::String),
+    ("template", Type::Object),
+    ("interactive", Type::Object),
+    ("image", Type::Object),
+    ("document", Type::Object),
+];
+
+impl Modify for ExactlyOneContent {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(schemas) = openapi.components.as_mut().map(|c| &mut c.schemas) else {
+            return;
+        };
+        let Some(request) = schemas.remove("SendRequest") else {
+            return;
+        };
+        let one_content =
+            SEND_CONTENTS
+                .into_iter()
+                .fold(OneOfBuilder::new(), |one_of, (field, kind)| {
+                    one_of.item(
+                        ObjectBuilder::new()
+                            .required(field)
+                            .property(field, ObjectBuilder::new().schema_type(kind)),
+                    )
+                });
+        let both = AllOfBuilder::new().item(request).item(one_content).build();
+        schemas.insert("SendRequest".to_owned(), Schema::AllOf(both).into());
     }
 }
