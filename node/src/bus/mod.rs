@@ -484,13 +484,4 @@ pub enum KvError {
     /// The bus failed (disconnected, timed out, value too large, …).
     #[error(transparent)]
     Bus(#[from] BusError),
-    /// The key holds a value this node cannot trust: not sealed with the cluster key, or
-    /// forged (see `cluster::sealed_kv`). A compare-and-set over its revision still works.
-    #[error("the value of {key:?} does not open under the cluster key ({reason})")]
-    Unreadable {
-        /// The key.
-        key: String,
-        /// `unsigned` or `forged`.
-        reason: &'static str,
-    },
 }

@@ -90,10 +90,6 @@ impl From<KvError> for DirectoryError {
                 tenant: key,
                 reason: "invalid key".into(),
             },
-            KvError::Unreadable { key, reason } => Self::Corrupt {
-                tenant: key,
-                reason: format!("not sealed with the cluster key ({reason})"),
-            },
         }
     }
 }

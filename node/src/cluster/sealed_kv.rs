@@ -3,12 +3,14 @@
 //! that can reach NATS but has no key can neither read the membership, directory and leader
 //! records nor write one a node would believe.
 //!
-//! A value that does not open is never handed on: [`Kv::get`] answers
-//! [`KvError::Unreadable`], a watch leaves the write out, and both count it in
-//! `salesboy_bus_rejected_total{reason}`. Keys and revisions stay as they are: a node can
-//! still overwrite a forged value by compare-and-set. What sealing cannot stop is a client
-//! with write permission deleting keys or putting back an old sealed value of the same key;
-//! NATS permissions keep such clients out (docs/security.md).
+//! A value that does not open (written without the key, forged, or left by a version that
+//! did not seal) counts as no value at all: [`Kv::get`] answers `None`, a watch shows a
+//! delete, [`Kv::create`] replaces it (by compare-and-set over its revision), and each is
+//! counted in `salesboy_bus_rejected_total{reason}` and logged. So the cluster heals by
+//! itself: a placement that does not open is placed again, at an epoch after the one in
+//! SQL, exactly as after a deleted key. What sealing cannot stop is a client with write
+//! permission deleting keys or putting back an old sealed value of the same key; NATS
+//! permissions keep such clients out (docs/security.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use tracing::warn;
 
 use super::seal::{ClusterKey, SealError};
 use crate::bus::{
@@ -138,13 +141,9 @@ impl Kv for SealedKv {
         let Some(entry) = self.inner.get(key).await? else {
             return Ok(None);
         };
-        let value = open(&self.key, self.bucket(), key, &entry.value).map_err(|refusal| {
-            KvError::Unreadable {
-                key: key.to_owned(),
-                reason: refusal.reason(),
-            }
-        })?;
-        Ok(Some(KvEntry { value, ..entry }))
+        Ok(open(&self.key, self.bucket(), key, &entry.value)
+            .ok()
+            .map(|value| KvEntry { value, ..entry }))
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
@@ -152,7 +151,34 @@ impl Kv for SealedKv {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
-        self.inner.create(key, self.seal(key, &value)).await
+        let sealed = self.seal(key, &value);
+        match self.inner.create(key, sealed.clone()).await {
+            Err(KvError::AlreadyExists) => {}
+            other => return other,
+        }
+        // A value that does not open counts as none: replace it, unless it changed meanwhile.
+        let Some(found) = self.inner.get(key).await? else {
+            return Err(KvError::AlreadyExists);
+        };
+        if self
+            .key
+            .open_record(self.bucket(), key, &found.value)
+            .is_ok()
+        {
+            return Err(KvError::AlreadyExists);
+        }
+        match self.inner.update(key, sealed, found.revision).await {
+            Err(KvError::WrongRevision { .. }) => Err(KvError::AlreadyExists),
+            written => {
+                if written.is_ok() {
+                    warn!(
+                        bucket = self.bucket(),
+                        key, "a value that did not open was replaced"
+                    );
+                }
+                written
+            }
+        }
     }
 
     async fn update(
@@ -181,13 +207,17 @@ impl Kv for SealedKv {
         let opened = watch.filter_map(move |mut event| {
             let kept = match event.op {
                 KvOp::Delete => Some(event),
-                KvOp::Put => match open(&key, &bucket, &event.key, &event.value) {
-                    Ok(value) => {
-                        event.value = value;
-                        Some(event)
+                KvOp::Put => {
+                    match open(&key, &bucket, &event.key, &event.value) {
+                        Ok(value) => event.value = value,
+                        // No trustworthy value: as if the key were deleted.
+                        Err(_) => {
+                            event.op = KvOp::Delete;
+                            event.value = Bytes::new();
+                        }
                     }
-                    Err(_) => None,
-                },
+                    Some(event)
+                }
             };
             std::future::ready(kept)
         });
@@ -203,18 +233,16 @@ mod tests {
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
     #[tokio::test]
-    async fn values_are_sealed_at_rest_opened_for_the_node_and_forgeries_are_left_out() {
+    async fn values_are_sealed_at_rest_and_one_that_does_not_open_counts_as_none() {
         let plain: Arc<dyn Bus> = Arc::new(LocalBus::new());
         let key = Arc::new(ClusterKey::parse(KEY, None).unwrap());
         let sealed = SealedKvBus::new(Arc::clone(&plain), key);
         let kv = sealed.kv("sb_directory", 1).await.unwrap();
         let raw = plain.kv("sb_directory", 1).await.unwrap();
         let mut watch = kv.watch(ALL_KEYS).await.unwrap();
+        let value = |text: &'static str| Bytes::from_static(text.as_bytes());
 
-        let revision = kv
-            .create("acme", Bytes::from_static(b"{\"node\":\"n1\"}"))
-            .await
-            .unwrap();
+        let revision = kv.create("acme", value("{\"node\":\"n1\"}")).await.unwrap();
         let stored = raw.get("acme").await.unwrap().unwrap();
         assert!(
             !stored.value.windows(4).any(|w| w == b"node"),
@@ -222,48 +250,41 @@ mod tests {
         );
         assert_eq!(
             kv.get("acme").await.unwrap().unwrap().value,
-            &b"{\"node\":\"n1\"}"[..]
+            value("{\"node\":\"n1\"}")
         );
-        assert_eq!(watch.next().await.unwrap().value, &b"{\"node\":\"n1\"}"[..]);
-
-        // Someone without the key writes: a node neither reads nor watches it...
-        let forged = raw
-            .update("acme", Bytes::from_static(b"{\"node\":\"evil\"}"), revision)
-            .await
-            .unwrap();
-        assert!(matches!(
-            kv.get("acme").await,
-            Err(KvError::Unreadable {
-                reason: "unsigned",
-                ..
-            })
-        ));
-        // ...but can overwrite it by compare-and-set, and the watch shows that.
-        kv.update("acme", Bytes::from_static(b"{\"node\":\"n2\"}"), forged)
-            .await
-            .unwrap();
-        let next = watch.next().await.unwrap();
         assert_eq!(
-            next.value,
-            &b"{\"node\":\"n2\"}"[..],
-            "the forgery was left out"
+            watch.next().await.unwrap().value,
+            value("{\"node\":\"n1\"}")
+        );
+        assert!(matches!(
+            kv.create("acme", value("{}")).await,
+            Err(KvError::AlreadyExists)
+        ));
+
+        // Someone without the key writes: a node sees no value (the watch a delete)...
+        raw.update("acme", value("{\"node\":\"evil\"}"), revision)
+            .await
+            .unwrap();
+        assert!(kv.get("acme").await.unwrap().is_none());
+        let next = watch.next().await.unwrap();
+        assert_eq!((next.op, next.value.len()), (KvOp::Delete, 0));
+        // ...and places the key again over it.
+        kv.create("acme", value("{\"node\":\"n2\"}")).await.unwrap();
+        assert_eq!(
+            watch.next().await.unwrap().value,
+            value("{\"node\":\"n2\"}")
         );
         assert_eq!(
             kv.get("acme").await.unwrap().unwrap().value,
-            &b"{\"node\":\"n2\"}"[..]
+            value("{\"node\":\"n2\"}")
         );
 
         // A value sealed for another key does not open at this one.
-        let other = raw.get("acme").await.unwrap().unwrap();
-        raw.put("globex", other.value).await.unwrap();
-        assert!(matches!(
-            kv.get("globex").await,
-            Err(KvError::Unreadable {
-                reason: "forged",
-                ..
-            })
-        ));
-        kv.delete("globex").await.unwrap();
+        let moved = raw.get("acme").await.unwrap().unwrap();
+        raw.put("globex", moved.value).await.unwrap();
+        assert!(kv.get("globex").await.unwrap().is_none());
         assert_eq!(watch.next().await.unwrap().op, KvOp::Delete);
+        assert_eq!(kv.keys().await.unwrap(), ["acme", "globex"]);
+        assert_eq!(kv.entries().await.unwrap().len(), 1, "only acme opens");
     }
 }
