@@ -5,6 +5,8 @@
 //! admin API, health, metrics) and the real adapters (WhatsApp Cloud API, LLM providers).
 //!
 //! Modules:
+//! - [`alerts`]: the alerts the node evaluates (memory, capacity, database, knowledge, error
+//!   rate, nodes down, leader missing) and the conditions raised, for health and metrics;
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
 //! - [`api`]: the operations of the admin API and the NATS service API, written once, and
 //!   the NATS micro service `salesboy`;
@@ -32,6 +34,7 @@
 //! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod alerts;
 pub mod api;
 pub mod assembly;
 pub mod background;

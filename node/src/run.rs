@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::alerts::AlertEvaluator;
 use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use crate::background::Background;
 use crate::bus::{Bus, NatsBus};
@@ -72,8 +73,8 @@ pub struct RunningNode {
     /// The parent of `tasks` and of the cluster member's tasks (its own tracker holds
     /// nothing); cancelled last at stop.
     background: Background,
-    /// The node's own background tasks (HTTP, the NATS service API, retention, event
-    /// publishing, ingress hand-offs, alert writes); stop cancels them first and waits until
+    /// The node's own background tasks (HTTP, the NATS service API, retention, the alert
+    /// evaluator, event publishing, ingress hand-offs, alert writes); stop cancels them first and waits until
     /// none is left.
     tasks: Background,
     sql: SqlStore,
@@ -245,7 +246,8 @@ pub async fn start_with_bus(
         tasks.tracker().clone(),
         tasks.token().clone(),
     )
-    .with_router(router.clone(), cluster.clone());
+    .with_router(router.clone(), cluster.clone())
+    .with_alerts(events.active_alerts());
     if let Some(client) = bus.as_ref().and_then(|bus| bus.nats_client()) {
         crate::api::service::start(client, state.api(), env!("CARGO_PKG_VERSION"), &tasks)
             .await
@@ -274,6 +276,19 @@ pub async fn start_with_bus(
         config.retention_days,
         Duration::from_secs(config.events_max_age_secs),
     ));
+    tasks.spawn_until_cancelled(
+        AlertEvaluator {
+            settings: config.alerts,
+            node_id: config.node_id.clone(),
+            node: node.clone(),
+            sql: sql.clone(),
+            events: events.clone(),
+            active: events.active_alerts(),
+            cluster: cluster.clone(),
+            clock: Arc::new(SystemClock),
+        }
+        .run(),
+    );
     let stream_settings = StreamSettings {
         max_age: Duration::from_secs(config.events_max_age_secs),
         duplicate_window: Duration::from_secs(config.events_duplicate_window_secs),
