@@ -24,6 +24,7 @@
 //! - [`ingress`]: persisting webhook deliveries and handing them to the tenants;
 //! - [`knowledge`]: knowledge documents split into passages;
 //! - [`local`]: single-node epochs;
+//! - [`notify`]: systemd's readiness notification (`READY=1`, `STOPPING=1`);
 //! - [`process`]: process facts (RSS);
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
@@ -48,6 +49,7 @@ pub mod http;
 pub mod ingress;
 pub mod knowledge;
 pub mod local;
+pub mod notify;
 pub mod process;
 pub mod routing;
 pub mod run;

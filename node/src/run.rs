@@ -142,12 +142,21 @@ impl RunningNode {
 }
 
 /// Runs a node until `shutdown` completes (on a cluster: drains first), or until a drain
-/// asked through the cluster completes; then stops it cleanly.
+/// asked through the cluster completes; then stops it cleanly. Tells systemd when it is
+/// ready and when it stops ([`crate::notify`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = start(config).await?;
+    // Under systemd (`Type=notify`): ready now, stopping when the drain starts.
+    crate::notify::ready();
     tokio::select! {
-        () = shutdown => node.drain_and_stop().await,
-        () = node.drained() => node.stop().await,
+        () = shutdown => {
+            crate::notify::stopping();
+            node.drain_and_stop().await;
+        }
+        () = node.drained() => {
+            crate::notify::stopping();
+            node.stop().await;
+        }
     }
     Ok(())
 }

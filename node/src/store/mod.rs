@@ -472,16 +472,16 @@ impl SqlStore {
         self.run(size::knowledge_chunks(&self.db)).await
     }
 
-    /// Writes a consistent copy of an SQLite database to the new file `path` while the
-    /// store stays in use (`VACUUM INTO`); [`StoreError::Invalid`] on PostgreSQL (use
-    /// `pg_dump`) or when `path` exists.
+    /// Writes a consistent copy of an SQLite database to `path`, a new or empty file, while
+    /// the store stays in use (`VACUUM INTO`); [`StoreError::Invalid`] on PostgreSQL (use
+    /// `pg_dump`) or when `path` holds something.
     pub async fn backup_sqlite(&self, path: &std::path::Path) -> Result<(), StoreError> {
         if self.db.dialect != Dialect::Sqlite {
             return Err(StoreError::Invalid {
                 reason: "backup copies an sqlite database: back PostgreSQL up with pg_dump".into(),
             });
         }
-        if path.exists() {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return Err(StoreError::Invalid {
                 reason: format!(
                     "{} exists: a backup is written to a new file",
