@@ -163,6 +163,37 @@ pub fn response_cache(max_bytes: u64) -> ResponseCache {
 pub struct Counters {
     /// Conversations currently active (not passivated) on this node.
     pub conversations: AtomicU64,
+    /// Replies and owner messages sent, and those that failed for good.
+    pub sends: OutcomeTally,
+    /// LLM provider calls answered, and those that failed (skipped ones are not counted).
+    pub llm_calls: OutcomeTally,
+    /// Webhook deliveries persisted, and those that could not be (answered 503); deliveries
+    /// refused for their signature or body are the sender's fault and not counted.
+    pub webhooks: OutcomeTally,
+}
+
+/// How many calls of one kind succeeded and failed since the node started (the alert
+/// evaluator turns two readings into an error rate over a window).
+#[derive(Debug, Default)]
+pub struct OutcomeTally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl OutcomeTally {
+    /// Counts one call.
+    pub fn record(&self, ok: bool) {
+        let counter = if ok { &self.ok } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(ok, failed)` so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Counters {

@@ -5,6 +5,8 @@
 //! admin API, health, metrics) and the real adapters (WhatsApp Cloud API, LLM providers).
 //!
 //! Modules:
+//! - [`alerts`]: the alerts the node evaluates (memory, capacity, database, knowledge, error
+//!   rate, nodes down, leader missing) and the conditions raised, for health and metrics;
 //! - [`adapters`]: the WhatsApp Cloud API client and the LLM providers (Gemini, OpenAI);
 //! - [`api`]: the operations of the admin API and the NATS service API, written once, and
 //!   the NATS micro service `salesboy`;
@@ -22,6 +24,7 @@
 //! - [`ingress`]: persisting webhook deliveries and handing them to the tenants;
 //! - [`knowledge`]: knowledge documents split into passages;
 //! - [`local`]: single-node epochs;
+//! - [`notify`]: systemd's readiness notification (`READY=1`, `STOPPING=1`);
 //! - [`process`]: process facts (RSS);
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
@@ -32,6 +35,7 @@
 //! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
 pub mod adapters;
+pub mod alerts;
 pub mod api;
 pub mod assembly;
 pub mod background;
@@ -45,6 +49,7 @@ pub mod http;
 pub mod ingress;
 pub mod knowledge;
 pub mod local;
+pub mod notify;
 pub mod process;
 pub mod routing;
 pub mod run;

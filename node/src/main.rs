@@ -72,6 +72,16 @@ enum Command {
         #[command(subcommand)]
         command: cli::secrets::SecretsCommand,
     },
+    /// Copy the embedded SQLite database to a new file while the node runs (VACUUM INTO);
+    /// PostgreSQL is backed up with pg_dump (docs/operations.md).
+    Backup {
+        /// The new file to write.
+        path: PathBuf,
+        /// A TOML configuration file (the node's own: data_dir or database_url say which
+        /// database).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -96,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         Command::NatsPermissions { args } => cli::nats::nats_permissions(args).await,
         Command::Status { config, json } => {
             cli::cluster::status(&Config::load(config.as_deref())?, json).await
+        }
+        Command::Backup { path, config } => {
+            cli::backup::backup(&Config::load(config.as_deref())?, &path).await
         }
         Command::Drain { node, config } => {
             cli::cluster::drain(&Config::load(config.as_deref())?, &node).await

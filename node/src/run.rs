@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::alerts::AlertEvaluator;
 use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use crate::background::Background;
 use crate::bus::{Bus, NatsBus};
@@ -72,8 +73,8 @@ pub struct RunningNode {
     /// The parent of `tasks` and of the cluster member's tasks (its own tracker holds
     /// nothing); cancelled last at stop.
     background: Background,
-    /// The node's own background tasks (HTTP, the NATS service API, retention, event
-    /// publishing, ingress hand-offs, alert writes); stop cancels them first and waits until
+    /// The node's own background tasks (HTTP, the NATS service API, retention, the alert
+    /// evaluator, event publishing, ingress hand-offs, alert writes); stop cancels them first and waits until
     /// none is left.
     tasks: Background,
     sql: SqlStore,
@@ -141,12 +142,21 @@ impl RunningNode {
 }
 
 /// Runs a node until `shutdown` completes (on a cluster: drains first), or until a drain
-/// asked through the cluster completes; then stops it cleanly.
+/// asked through the cluster completes; then stops it cleanly. Tells systemd when it is
+/// ready and when it stops ([`crate::notify`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = start(config).await?;
+    // Under systemd (`Type=notify`): ready now, stopping when the drain starts.
+    crate::notify::ready();
     tokio::select! {
-        () = shutdown => node.drain_and_stop().await,
-        () = node.drained() => node.stop().await,
+        () = shutdown => {
+            crate::notify::stopping();
+            node.drain_and_stop().await;
+        }
+        () = node.drained() => {
+            crate::notify::stopping();
+            node.stop().await;
+        }
     }
     Ok(())
 }
@@ -245,7 +255,8 @@ pub async fn start_with_bus(
         tasks.tracker().clone(),
         tasks.token().clone(),
     )
-    .with_router(router.clone(), cluster.clone());
+    .with_router(router.clone(), cluster.clone())
+    .with_alerts(events.active_alerts());
     if let Some(client) = bus.as_ref().and_then(|bus| bus.nats_client()) {
         crate::api::service::start(client, state.api(), env!("CARGO_PKG_VERSION"), &tasks)
             .await
@@ -274,6 +285,19 @@ pub async fn start_with_bus(
         config.retention_days,
         Duration::from_secs(config.events_max_age_secs),
     ));
+    tasks.spawn_until_cancelled(
+        AlertEvaluator {
+            settings: config.alerts,
+            node_id: config.node_id.clone(),
+            node: node.clone(),
+            sql: sql.clone(),
+            events: events.clone(),
+            active: events.active_alerts(),
+            cluster: cluster.clone(),
+            clock: Arc::new(SystemClock),
+        }
+        .run(),
+    );
     let stream_settings = StreamSettings {
         max_age: Duration::from_secs(config.events_max_age_secs),
         duplicate_window: Duration::from_secs(config.events_duplicate_window_secs),

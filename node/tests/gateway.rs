@@ -488,6 +488,28 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
         async move { found.then_some(()) }
     });
     auth_failed.await;
+    // One `session_auth_failed` condition, listed by /api/health until the token is fixed.
+    let raised = eventually(WAIT, || async {
+        let events = gateway.store().recent_events(50).await.ok()?;
+        let raised: Vec<_> = events
+            .into_iter()
+            .filter(|e| {
+                e.kind == salesboy_protocol::subjects::EventKind::AlertRaised
+                    && e.detail["alert"] == "session_auth_failed"
+            })
+            .collect();
+        (!raised.is_empty()).then_some(raised)
+    })
+    .await;
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].detail["phone_number_id"], PHONE);
+    assert_eq!(raised[0].tenant.as_ref(), Some(&tenant));
+    let health = gateway.health().await;
+    assert_eq!(
+        health["alerts"][0]["alert"], "session_auth_failed",
+        "{health}"
+    );
+    assert_eq!(health["alerts"][0]["tenant"], "acme", "{health}");
 
     // The owner fixes the token and switches to an LLM through the admin API.
     switch_to_llm(&gateway, "token-fixed", &llm).await;
@@ -500,6 +522,20 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
         "the new providers answer: {:?}",
         sent[0].body
     );
+    let cleared = eventually(WAIT, || async {
+        let events = gateway.store().recent_events(50).await.ok()?;
+        let cleared: Vec<_> = events
+            .into_iter()
+            .filter(|e| {
+                e.kind == salesboy_protocol::subjects::EventKind::AlertCleared
+                    && e.detail["alert"] == "session_auth_failed"
+            })
+            .collect();
+        (!cleared.is_empty()).then_some(cleared)
+    })
+    .await;
+    assert_eq!(cleared.len(), 1, "cleared once: {cleared:?}");
+    assert_eq!(gateway.health().await["alerts"], json!([]));
     gateway.node.stop().await;
 }
 
@@ -561,6 +597,11 @@ async fn an_exhausted_llm_quota_is_answered_offline_under_one_alert() {
     })
     .await;
     assert_eq!(alerts, ["llm_quota_exhausted"]);
+    let health = gateway.health().await;
+    assert_eq!(
+        health["alerts"][0]["alert"], "llm_quota_exhausted",
+        "{health}"
+    );
     gateway.node.stop().await;
 }
 

@@ -125,6 +125,11 @@ pub fn new_event_id() -> String {
 /// [`EventKind::AlertRaised`] (and, when its condition is over, [`EventKind::AlertCleared`])
 /// event, tagged by `"alert"` (`{"alert": "node_at_capacity",
 /// "max_tenants": 100}`).
+///
+/// Some alerts report one occurrence; the others are conditions ([`AlertKind::is_condition`]):
+/// raised once when the condition starts, cleared once when it is over. A condition is
+/// identified by its kind, its event's tenant (tenant alerts) and its [`Alert::scope`] (the
+/// error source, the node that is down), which its `alert_cleared` detail repeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "alert", rename_all = "snake_case")]
 pub enum Alert {
@@ -160,10 +165,74 @@ pub enum Alert {
         /// What the tenant spent this month, in millionths of a US dollar.
         spent_micros: i64,
     },
+    /// The tenant's WhatsApp access token was refused: its session is `auth_failed` and
+    /// sends nothing until the number is updated.
+    SessionAuthFailed {
+        /// The number whose token was refused.
+        phone_number_id: String,
+    },
+    /// The node's resident memory passed its share of the node's memory limit: add a node.
+    NodeMemoryHigh {
+        /// Resident memory, in bytes.
+        rss_bytes: u64,
+        /// The limit (the cgroup's, or configured), in bytes.
+        limit_bytes: u64,
+        /// The share of the limit that raises the alert, in percent.
+        threshold_percent: u64,
+    },
+    /// The active tenants of the cluster (one node alone: of the node) reached the share of
+    /// its capacity (the sum of its live nodes' `max_tenants`) that raises the alert.
+    TenantCapacityHigh {
+        /// Tenants hosted.
+        active_tenants: u64,
+        /// Tenants the live nodes may host together.
+        capacity: u64,
+        /// The share that raises the alert, in percent.
+        threshold_percent: u64,
+    },
+    /// The database grew past its threshold.
+    DatabaseSizeHigh {
+        /// Its size, in bytes.
+        size_bytes: u64,
+        /// The threshold, in bytes.
+        threshold_bytes: u64,
+    },
+    /// The knowledge chunks of every tenant together passed their threshold.
+    KnowledgeChunksHigh {
+        /// Chunks stored.
+        chunks: u64,
+        /// The threshold.
+        threshold_chunks: u64,
+    },
+    /// Too many of one kind of call failed over the window.
+    ErrorRateHigh {
+        /// `webhooks` (deliveries not persisted), `sends` (replies WhatsApp did not
+        /// accept) or `llm_calls` (provider calls that failed).
+        source: String,
+        /// Failed calls in the window.
+        failed: u64,
+        /// Calls in the window.
+        total: u64,
+        /// The window, in seconds.
+        window_secs: u64,
+        /// The error rate that raises the alert, in percent.
+        threshold_percent: u64,
+    },
+    /// A node of the cluster stopped renewing its membership (a clean drain is no alert).
+    NodeDown {
+        /// The node that is down.
+        down_node: String,
+    },
+    /// The cluster has had no leader (or a leader that is not a live member) for longer
+    /// than the threshold: nobody rebalances or fails tenants over.
+    LeaderMissing {
+        /// How long it has been missing, in seconds.
+        missing_secs: u64,
+    },
 }
 
 /// Which alert, without its fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// [`Alert::NodeAtCapacity`].
@@ -178,6 +247,22 @@ pub enum AlertKind {
     LlmQuotaExhausted,
     /// [`Alert::LlmSpendCapReached`].
     LlmSpendCapReached,
+    /// [`Alert::SessionAuthFailed`].
+    SessionAuthFailed,
+    /// [`Alert::NodeMemoryHigh`].
+    NodeMemoryHigh,
+    /// [`Alert::TenantCapacityHigh`].
+    TenantCapacityHigh,
+    /// [`Alert::DatabaseSizeHigh`].
+    DatabaseSizeHigh,
+    /// [`Alert::KnowledgeChunksHigh`].
+    KnowledgeChunksHigh,
+    /// [`Alert::ErrorRateHigh`].
+    ErrorRateHigh,
+    /// [`Alert::NodeDown`].
+    NodeDown,
+    /// [`Alert::LeaderMissing`].
+    LeaderMissing,
 }
 
 impl Alert {
@@ -190,7 +275,26 @@ impl Alert {
             Self::LlmConfigInvalid { .. } => AlertKind::LlmConfigInvalid,
             Self::LlmQuotaExhausted => AlertKind::LlmQuotaExhausted,
             Self::LlmSpendCapReached { .. } => AlertKind::LlmSpendCapReached,
+            Self::SessionAuthFailed { .. } => AlertKind::SessionAuthFailed,
+            Self::NodeMemoryHigh { .. } => AlertKind::NodeMemoryHigh,
+            Self::TenantCapacityHigh { .. } => AlertKind::TenantCapacityHigh,
+            Self::DatabaseSizeHigh { .. } => AlertKind::DatabaseSizeHigh,
+            Self::KnowledgeChunksHigh { .. } => AlertKind::KnowledgeChunksHigh,
+            Self::ErrorRateHigh { .. } => AlertKind::ErrorRateHigh,
+            Self::NodeDown { .. } => AlertKind::NodeDown,
+            Self::LeaderMissing { .. } => AlertKind::LeaderMissing,
         }
+    }
+
+    /// What tells this condition apart from others of its kind (besides the tenant), as
+    /// the detail field that carries it: `("source", "sends")`, `("down_node", "n2")`.
+    pub fn scope(&self) -> Option<(&'static str, String)> {
+        let value = match self {
+            Self::ErrorRateHigh { source, .. } => source.clone(),
+            Self::NodeDown { down_node } => down_node.clone(),
+            _ => return None,
+        };
+        self.kind().scope_field().map(|field| (field, value))
     }
 
     /// The alert as an event's `detail`.
@@ -215,7 +319,48 @@ impl AlertKind {
             Self::LlmConfigInvalid => "llm_config_invalid",
             Self::LlmQuotaExhausted => "llm_quota_exhausted",
             Self::LlmSpendCapReached => "llm_spend_cap_reached",
+            Self::SessionAuthFailed => "session_auth_failed",
+            Self::NodeMemoryHigh => "node_memory_high",
+            Self::TenantCapacityHigh => "tenant_capacity_high",
+            Self::DatabaseSizeHigh => "database_size_high",
+            Self::KnowledgeChunksHigh => "knowledge_chunks_high",
+            Self::ErrorRateHigh => "error_rate_high",
+            Self::NodeDown => "node_down",
+            Self::LeaderMissing => "leader_missing",
         }
+    }
+
+    /// The alerts that are conditions (raised, then cleared), as opposed to occurrences.
+    pub const CONDITIONS: [Self; 10] = [
+        Self::LlmQuotaExhausted,
+        Self::LlmSpendCapReached,
+        Self::SessionAuthFailed,
+        Self::NodeMemoryHigh,
+        Self::TenantCapacityHigh,
+        Self::DatabaseSizeHigh,
+        Self::KnowledgeChunksHigh,
+        Self::ErrorRateHigh,
+        Self::NodeDown,
+        Self::LeaderMissing,
+    ];
+
+    /// The detail field that tells conditions of this kind apart ([`Alert::scope`]).
+    pub fn scope_field(self) -> Option<&'static str> {
+        match self {
+            Self::ErrorRateHigh => Some("source"),
+            Self::NodeDown => Some("down_node"),
+            _ => None,
+        }
+    }
+
+    /// Whether this alert is a condition: raised once, cleared once it is over.
+    pub fn is_condition(self) -> bool {
+        Self::CONDITIONS.contains(&self)
+    }
+
+    /// The kind named `name` (its [`AlertKind::as_str`]), if this version knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::deserialize(serde_json::Value::from(name)).ok()
     }
 }
 
@@ -312,5 +457,31 @@ mod tests {
         );
         assert_eq!(capped.kind().as_str(), "llm_spend_cap_reached");
         assert_eq!(Alert::from_detail(&serde_json::json!({"x": 1})), None);
+    }
+
+    #[test]
+    fn condition_alerts_name_their_scope() {
+        let errors = Alert::ErrorRateHigh {
+            source: "sends".into(),
+            failed: 3,
+            total: 10,
+            window_secs: 300,
+            threshold_percent: 5,
+        };
+        assert_eq!(errors.scope(), Some(("source", "sends".to_owned())));
+        assert_eq!(errors.to_detail()["alert"], "error_rate_high");
+        let down = Alert::NodeDown {
+            down_node: "n2".into(),
+        };
+        assert_eq!(
+            down.to_detail(),
+            serde_json::json!({"alert": "node_down", "down_node": "n2"})
+        );
+        assert!(AlertKind::NodeDown.is_condition());
+        assert!(!AlertKind::NodeAtCapacity.is_condition());
+        for kind in AlertKind::CONDITIONS {
+            assert_eq!(AlertKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(AlertKind::from_name("nope"), None);
     }
 }

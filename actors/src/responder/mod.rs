@@ -348,6 +348,9 @@ impl Context {
         };
         for attempt in failed {
             let outcome = attempt.error.as_ref().map_or("skipped", |e| e.code());
+            if attempt.error.is_some() {
+                services.counters.llm_calls.record(false);
+            }
             metrics::counter!("salesboy_llm_calls_total", "provider" => attempt.provider.clone(), "outcome" => outcome).increment(1);
         }
         match outcome {
@@ -358,6 +361,7 @@ impl Context {
                 ..
             } => {
                 metrics::counter!("salesboy_llm_calls_total", "provider" => provider.clone(), "outcome" => "ok").increment(1);
+                services.counters.llm_calls.record(true);
                 let usage = LlmUsage {
                     tenant: self.tenant.clone(),
                     provider,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use salesboy_protocol::events::{Alert, AlertKind};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
@@ -456,13 +457,26 @@ fn set_status(state: &mut SessionState, status: SessionStatus) {
     if state.status == status {
         return;
     }
+    let was_auth_failed = state.status == SessionStatus::AuthFailed;
     state.status = status;
     let services = &state.args.services;
+    let tenant = &state.args.tenant;
+    let phone_number_id = state.args.number.phone_number_id.as_str();
     services.publish(services.tenant_event(
         EventKind::SessionStatus,
-        &state.args.tenant,
-        serde_json::json!({"status": status, "phone_number_id": state.args.number.phone_number_id.as_str()}),
+        tenant,
+        serde_json::json!({"status": status, "phone_number_id": phone_number_id}),
     ));
+    // The `session_auth_failed` condition: raised on entering `auth_failed`, cleared on
+    // leaving it (the number's token was updated).
+    if status == SessionStatus::AuthFailed {
+        let alert = Alert::SessionAuthFailed {
+            phone_number_id: phone_number_id.to_owned(),
+        };
+        services.publish(services.alert(tenant, &alert));
+    } else if was_auth_failed {
+        services.publish(services.alert_cleared(tenant, AlertKind::SessionAuthFailed));
+    }
 }
 
 #[cfg(test)]

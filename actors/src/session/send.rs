@@ -92,6 +92,7 @@ pub(super) async fn on_sent(
             state.sent += 1;
             debug!(tenant = %state.args.tenant, outbound_id = job.outbound_id, epoch = state.args.epoch, "reply sent");
             metrics::counter!("salesboy_sends_total", "outcome" => "sent").increment(1);
+            services.counters.sends.record(true);
             record_latency(&services, &job);
             // Its `reply_sent` (or `owner_message_sent`) event was written with the sent mark.
             return Ok(());
@@ -163,6 +164,7 @@ pub(super) async fn fail(
     services.sends.finished(state.args.epoch, job.outbound_id);
     state.failed += 1;
     metrics::counter!("salesboy_sends_total", "outcome" => "failed").increment(1);
+    services.counters.sends.record(false);
     let failure = SendFailure {
         code,
         title: title.to_owned(),

@@ -7,10 +7,12 @@
 //! when no token is configured. Answers are printed as pretty JSON; an error answer makes
 //! the command fail with the API's message.
 //!
+//! - [`backup`]: `backup`, an online copy of the embedded SQLite database;
 //! - [`client`]: the HTTP client, URL and token resolution;
 //! - [`cluster`]: `status` and `drain`, through NATS;
 //! - [`nats`]: `nats-permissions`, a tenant's NATS user entry and events consumer;
 //! - [`secrets`]: `secrets rotate` and `secrets generate-key`, on the database directly.
+pub mod backup;
 pub mod cluster;
 
 pub mod client;

@@ -98,6 +98,16 @@ pub(super) struct Layers {
     pub(super) http_request_timeout_ms: Option<u64>,
     pub(super) http_max_concurrent_requests: Option<usize>,
     pub(super) llm_monthly_spend_cap_micros: Option<u64>,
+    pub(super) alert_interval_ms: Option<u64>,
+    pub(super) alert_memory_percent: Option<u64>,
+    pub(super) alert_memory_limit_bytes: Option<u64>,
+    pub(super) alert_tenant_capacity_percent: Option<u64>,
+    pub(super) alert_database_max_bytes: Option<u64>,
+    pub(super) alert_knowledge_max_chunks: Option<u64>,
+    pub(super) alert_error_rate_percent: Option<u64>,
+    pub(super) alert_error_window_secs: Option<u64>,
+    pub(super) alert_error_min_calls: Option<u64>,
+    pub(super) alert_leader_missing_secs: Option<u64>,
 }
 
 /// A string, or a number or boolean in its text form (`admin_token = 1234` is the token

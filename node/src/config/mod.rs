@@ -27,6 +27,7 @@ use salesboy_protocol::NodeId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::alerts::AlertSettings;
 use crate::store::redact_url;
 
 mod layers;
@@ -94,6 +95,16 @@ pub const KEYS: &[&str] = &[
     "http_request_timeout_ms",
     "http_max_concurrent_requests",
     "llm_monthly_spend_cap_micros",
+    "alert_interval_ms",
+    "alert_memory_percent",
+    "alert_memory_limit_bytes",
+    "alert_tenant_capacity_percent",
+    "alert_database_max_bytes",
+    "alert_knowledge_max_chunks",
+    "alert_error_rate_percent",
+    "alert_error_window_secs",
+    "alert_error_min_calls",
+    "alert_leader_missing_secs",
 ];
 
 /// The shortest admin token a node accepts (`admin_token`): a generated one has 64.
@@ -233,6 +244,8 @@ pub struct Config {
     /// The node's default monthly LLM spend cap per tenant, in millionths of a US dollar;
     /// unset: no cap. A tenant's own `llm_monthly_spend_cap_micros` overrides it.
     pub llm_monthly_spend_cap_micros: Option<u64>,
+    /// The alerts' thresholds and timings (the `alert_*` keys).
+    pub alerts: AlertSettings,
 }
 
 impl Default for Config {
@@ -293,6 +306,7 @@ impl Default for Config {
             http_request_timeout_ms: 30_000,
             http_max_concurrent_requests: 1024,
             llm_monthly_spend_cap_micros: None,
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -421,6 +435,16 @@ impl Config {
             http_request_timeout_ms,
             http_max_concurrent_requests,
             llm_monthly_spend_cap_micros,
+            alert_interval_ms,
+            alert_memory_percent,
+            alert_memory_limit_bytes,
+            alert_tenant_capacity_percent,
+            alert_database_max_bytes,
+            alert_knowledge_max_chunks,
+            alert_error_rate_percent,
+            alert_error_window_secs,
+            alert_error_min_calls,
+            alert_leader_missing_secs,
         } = layers;
         set(&mut self.node_id, node_id);
         set(&mut self.http_addr, http_addr);
@@ -608,6 +632,46 @@ impl Config {
         if let Some(cap) = positive("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)? {
             self.llm_monthly_spend_cap_micros = Some(cap);
         }
+        let alerts = &mut self.alerts;
+        if let Some(ms) = positive("alert_interval_ms", alert_interval_ms)? {
+            alerts.interval = Duration::from_millis(ms);
+        }
+        set(
+            &mut alerts.memory_percent,
+            percent("alert_memory_percent", alert_memory_percent)?,
+        );
+        if let Some(limit) = positive("alert_memory_limit_bytes", alert_memory_limit_bytes)? {
+            alerts.memory_limit_bytes = Some(limit);
+        }
+        set(
+            &mut alerts.tenant_capacity_percent,
+            percent(
+                "alert_tenant_capacity_percent",
+                alert_tenant_capacity_percent,
+            )?,
+        );
+        set(
+            &mut alerts.database_max_bytes,
+            positive("alert_database_max_bytes", alert_database_max_bytes)?,
+        );
+        set(
+            &mut alerts.knowledge_max_chunks,
+            positive("alert_knowledge_max_chunks", alert_knowledge_max_chunks)?,
+        );
+        set(
+            &mut alerts.error_rate_percent,
+            percent("alert_error_rate_percent", alert_error_rate_percent)?,
+        );
+        if let Some(secs) = positive("alert_error_window_secs", alert_error_window_secs)? {
+            alerts.error_window = Duration::from_secs(secs);
+        }
+        set(
+            &mut alerts.error_min_calls,
+            positive("alert_error_min_calls", alert_error_min_calls)?,
+        );
+        if let Some(secs) = alert_leader_missing_secs {
+            alerts.leader_missing_after = Duration::from_secs(secs);
+        }
         Ok(self)
     }
 
@@ -730,6 +794,7 @@ impl std::fmt::Debug for Config {
             http_request_timeout_ms,
             http_max_concurrent_requests,
             llm_monthly_spend_cap_micros,
+            alerts,
         } = self;
         let url = |url: &Option<String>| url.as_deref().map(redact_url);
         f.debug_struct("Config")
@@ -793,6 +858,7 @@ impl std::fmt::Debug for Config {
             .field("http_request_timeout_ms", http_request_timeout_ms)
             .field("http_max_concurrent_requests", http_max_concurrent_requests)
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
+            .field("alerts", alerts)
             .finish()
     }
 }
@@ -820,6 +886,16 @@ fn positive<T: Default + PartialEq>(
 ) -> Result<Option<T>, (&'static str, String)> {
     match value {
         Some(value) if value == T::default() => Err((key, "must be greater than zero".into())),
+        value => Ok(value),
+    }
+}
+
+/// A percentage: 1 to 100.
+fn percent(key: &'static str, value: Option<u64>) -> Result<Option<u64>, (&'static str, String)> {
+    match value {
+        Some(value) if !(1..=100).contains(&value) => {
+            Err((key, "must be a percentage from 1 to 100".into()))
+        }
         value => Ok(value),
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`NodeEvents`]: the actors' [`EventSink`]; it writes the events that report no change of
 //!   the store's own (a session's state, an alert, a migration, a membership change) to the
-//!   outbox. Events of stored changes are written by the store itself, in the change's
+//!   outbox, and keeps the alert conditions raised and not cleared
+//!   ([`crate::alerts::ActiveAlerts`]). Events of stored changes are written by the store itself, in the change's
 //!   transaction.
 //! - [`publisher`]: reads the outbox in order, publishes each event to the JetStream stream
 //!   `SB_EVENTS` with `Nats-Msg-Id` = its id, marks it published, and hands it to local
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const PACE: Duration = Duration::from_millis(20);
 use tracing::{info, warn};
 
+use crate::alerts::ActiveAlerts;
 use crate::background::Background;
 
 /// How many events a slow local subscriber may fall behind before it loses some.
@@ -47,6 +49,8 @@ const WRITE_ATTEMPTS: usize = 5;
 /// The node's event sink, and the feed of events this node publishes.
 pub struct NodeEvents {
     feed: broadcast::Sender<Event>,
+    /// The alert conditions raised through this sink and not cleared.
+    active: Arc<ActiveAlerts>,
     /// To the outbox writer.
     writer: mpsc::UnboundedSender<Event>,
 }
@@ -59,7 +63,17 @@ impl NodeEvents {
         let (feed, _) = broadcast::channel(CHANNEL_CAPACITY);
         let (writer, queue) = mpsc::unbounded_channel();
         background.spawn(write_events(store, queue, background.token().clone()));
-        Self { feed, writer }
+        Self {
+            feed,
+            active: Arc::default(),
+            writer,
+        }
+    }
+
+    /// The alert conditions raised through this sink and not yet cleared (`/api/health`,
+    /// `salesboy_alert_active`).
+    pub fn active_alerts(&self) -> Arc<ActiveAlerts> {
+        Arc::clone(&self.active)
     }
 
     /// Every event this node's publisher publishes from now on (on a cluster only the
@@ -79,6 +93,7 @@ impl EventSink for NodeEvents {
         if event.kind == EventKind::AlertRaised {
             info!(tenant = event.tenant.as_ref().map(|t| t.as_str()), detail = %event.detail, "alert");
         }
+        self.active.observe(&event);
         if let Err(unsent) = self.writer.send(event) {
             warn!(
                 kind = unsent.0.kind.as_str(),

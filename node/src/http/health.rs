@@ -1,5 +1,6 @@
 //! Health: `GET /health` (public) says only whether this node is ready; `GET /api/health`
-//! (behind the admin token, [`super::admin`]) says what it holds. Both answer 503 when the
+//! (behind the admin token, [`super::admin`]) says what it holds and which alerts are raised
+//! ([`crate::alerts`]). Both answer 503 when the
 //! database does not answer, or when a cluster node has fenced itself (it could not renew
 //! its membership, so its tenants are being taken over elsewhere).
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::alerts::ActiveAlert;
 
 /// The public health document: nothing but readiness.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +23,7 @@ pub struct Readiness {
 }
 
 /// The detailed health document (`GET /api/health`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok`, `unavailable` (database) or `fenced` (cut off from the cluster).
     pub status: String,
@@ -42,6 +44,9 @@ pub struct Health {
     /// The bus this node's cluster member runs on (`nats`, or `in-process` when nodes share
     /// one process), or `none`: a single node, no bus (decision 0009).
     pub bus: String,
+    /// The alert conditions this node raised and has not cleared (its tenants' and, on the
+    /// cluster's leader or a node alone, the cluster's), oldest kind first.
+    pub alerts: Vec<ActiveAlert>,
 }
 
 /// The public health route.
@@ -94,5 +99,6 @@ pub async fn health(state: &AppState) -> Health {
         max_tenants: node.max_tenants,
         database,
         bus: state.http.bus.to_owned(),
+        alerts: state.alerts.list(),
     }
 }

@@ -53,6 +53,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::ClusterMember>>,
     /// Clients locked out of the admin API for their wrong tokens.
     pub auth_throttle: Arc<admin::AuthThrottle>,
+    /// The alert conditions raised on this node and not cleared.
+    pub alerts: Arc<crate::alerts::ActiveAlerts>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             router,
             cluster: None,
             auth_throttle: Arc::new(admin::AuthThrottle::new(http.auth_throttle)),
+            alerts: Arc::default(),
             node,
             store,
             sql,
@@ -104,6 +107,12 @@ impl AppState {
             cluster: self.cluster.clone(),
             node_id: self.http.node_id.clone(),
         }
+    }
+
+    /// The same state showing `alerts` (the node's event sink's) in health and metrics.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::ActiveAlerts>) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// The same state routing through `router` (a cluster node's).

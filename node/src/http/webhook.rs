@@ -158,10 +158,12 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         Ok(_) => {
             metrics::counter!("salesboy_webhook_requests_total", "outcome" => "accepted")
                 .increment(1);
+            state.node.services().counters.webhooks.record(true);
             StatusCode::OK.into_response()
         }
         Err(e) => {
             warn!(error = %e, "webhook delivery not persisted, asking meta to retry");
+            state.node.services().counters.webhooks.record(false);
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -27,6 +27,8 @@
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
 //! - `secrets`: the secret columns sealed under the node's key ([`crate::secrets`]), and
 //!   sealing them all again (plaintext at start, everything on a rotation);
+//! - `size`: the database's size and its knowledge chunks (for the alerts), and the SQLite
+//!   backup (`VACUUM INTO`);
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `writer`: group commit of the hot path's writes (inbound messages, replies, send
 //!   results), many callers' writes in one transaction;
@@ -44,6 +46,7 @@ mod rejected;
 mod retention;
 mod roles;
 mod secrets;
+mod size;
 mod tenants;
 mod tokens;
 mod webhooks;
@@ -457,6 +460,41 @@ impl SqlStore {
             &self.db, tenant, webhook_id, event_id, now_ms,
         ))
         .await
+    }
+
+    /// The database's size in bytes (`pg_database_size`; SQLite: pages times page size).
+    pub async fn database_size_bytes(&self) -> Result<u64, StoreError> {
+        self.run(size::database_size_bytes(&self.db)).await
+    }
+
+    /// The knowledge chunks of every tenant together.
+    pub async fn knowledge_chunks(&self) -> Result<u64, StoreError> {
+        self.run(size::knowledge_chunks(&self.db)).await
+    }
+
+    /// Writes a consistent copy of an SQLite database to `path`, a new or empty file, while
+    /// the store stays in use (`VACUUM INTO`); [`StoreError::Invalid`] on PostgreSQL (use
+    /// `pg_dump`) or when `path` holds something.
+    pub async fn backup_sqlite(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if self.db.dialect != Dialect::Sqlite {
+            return Err(StoreError::Invalid {
+                reason: "backup copies an sqlite database: back PostgreSQL up with pg_dump".into(),
+            });
+        }
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return Err(StoreError::Invalid {
+                reason: format!(
+                    "{} exists: a backup is written to a new file",
+                    path.display()
+                ),
+            });
+        }
+        let Some(path) = path.to_str() else {
+            return Err(StoreError::Invalid {
+                reason: "the backup path is not valid UTF-8".into(),
+            });
+        };
+        self.run(size::backup_sqlite(&self.db, path)).await
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
