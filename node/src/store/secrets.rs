@@ -3,8 +3,11 @@
 //! sealed again in one transaction (legacy plaintext at start, everything on a rotation).
 //!
 //! The secret columns: `whatsapp_numbers.access_token`, `tenants.llm_config` (sealed whole:
-//! it holds the providers' API keys) and `webhooks.secret`. Tenant API tokens are stored as
-//! digests (`tokens`) and need no key.
+//! it holds the providers' API keys) and `webhooks.secret`; and the WhatsApp Web engine's key
+//! material (`web_session`, docs/engines.md): the device (sealed whole), Signal sessions,
+//! pre-keys, signed pre-keys, sender keys and app-state sync keys, each row under its own
+//! context (tenant and row key). Tenant API tokens are stored as digests (`tokens`) and need
+//! no key.
 
 use salesboy_actors::store::StoreError;
 
@@ -21,6 +24,18 @@ pub(crate) const ACCESS_TOKEN: &str = "whatsapp_numbers.access_token";
 pub(crate) const LLM_CONFIG: &str = "tenants.llm_config";
 /// `webhooks.secret`, per tenant and webhook id.
 pub(crate) const WEBHOOK_SECRET: &str = "webhooks.secret";
+/// `web_devices.device` (the Web engine's device, JSON), per tenant.
+pub(crate) const WEB_DEVICE: &str = "web_devices.device";
+/// `web_signal_sessions.session`, per tenant and address.
+pub(crate) const SIGNAL_SESSION: &str = "web_signal_sessions.session";
+/// `web_prekeys.record`, per tenant and pre-key id.
+pub(crate) const PREKEY: &str = "web_prekeys.record";
+/// `web_signed_prekeys.record`, per tenant and signed pre-key id.
+pub(crate) const SIGNED_PREKEY: &str = "web_signed_prekeys.record";
+/// `web_sender_keys.record`, per tenant and address.
+pub(crate) const SENDER_KEY: &str = "web_sender_keys.record";
+/// `web_app_state_keys.key_data`, per tenant and key id (hex).
+pub(crate) const APP_STATE_KEY: &str = "web_app_state_keys.key_data";
 
 /// A secret column: how its rows are read and how one is written again.
 struct SecretColumn {
@@ -29,32 +44,82 @@ struct SecretColumn {
     select: &'static str,
     /// Whether the row's context names the row (`row_id`) or only the tenant.
     per_row: bool,
-    /// Writes `$1` into the row keyed `$2` if it still holds `$3`.
+    /// Writes `$1` into the row keyed `$2` of tenant `$4` if it still holds `$3`.
     update: &'static str,
 }
 
-const COLUMNS: [SecretColumn; 3] = [
+const COLUMNS: [SecretColumn; 9] = [
     SecretColumn {
         name: ACCESS_TOKEN,
         select: "SELECT tenant_id AS tenant, phone_number_id AS row_id, access_token AS value \
                  FROM whatsapp_numbers ORDER BY phone_number_id",
         per_row: true,
         update: "UPDATE whatsapp_numbers SET access_token = $1 \
-                 WHERE phone_number_id = $2 AND access_token = $3",
+                 WHERE phone_number_id = $2 AND access_token = $3 AND tenant_id = $4",
     },
     SecretColumn {
         name: LLM_CONFIG,
         select: "SELECT id AS tenant, id AS row_id, llm_config AS value FROM tenants \
                  WHERE llm_config IS NOT NULL ORDER BY id",
         per_row: false,
-        update: "UPDATE tenants SET llm_config = $1 WHERE id = $2 AND llm_config = $3",
+        update: "UPDATE tenants SET llm_config = $1 WHERE id = $2 AND llm_config = $3 \
+                 AND id = $4",
     },
     SecretColumn {
         name: WEBHOOK_SECRET,
         select: "SELECT tenant_id AS tenant, id AS row_id, secret AS value FROM webhooks \
                  ORDER BY id",
         per_row: true,
-        update: "UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3",
+        update: "UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3 \
+                 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: WEB_DEVICE,
+        select: "SELECT tenant_id AS tenant, tenant_id AS row_id, device AS value \
+                 FROM web_devices ORDER BY tenant_id",
+        per_row: false,
+        update: "UPDATE web_devices SET device = $1 WHERE tenant_id = $2 AND device = $3 \
+                 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: SIGNAL_SESSION,
+        select: "SELECT tenant_id AS tenant, address AS row_id, session AS value \
+                 FROM web_signal_sessions ORDER BY tenant_id, address",
+        per_row: true,
+        update: "UPDATE web_signal_sessions SET session = $1 \
+                 WHERE address = $2 AND session = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: PREKEY,
+        select: "SELECT tenant_id AS tenant, CAST(id AS TEXT) AS row_id, record AS value \
+                 FROM web_prekeys ORDER BY tenant_id, id",
+        per_row: true,
+        update: "UPDATE web_prekeys SET record = $1 \
+                 WHERE id = CAST($2 AS BIGINT) AND record = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: SIGNED_PREKEY,
+        select: "SELECT tenant_id AS tenant, CAST(id AS TEXT) AS row_id, record AS value \
+                 FROM web_signed_prekeys ORDER BY tenant_id, id",
+        per_row: true,
+        update: "UPDATE web_signed_prekeys SET record = $1 \
+                 WHERE id = CAST($2 AS BIGINT) AND record = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: SENDER_KEY,
+        select: "SELECT tenant_id AS tenant, address AS row_id, record AS value \
+                 FROM web_sender_keys ORDER BY tenant_id, address",
+        per_row: true,
+        update: "UPDATE web_sender_keys SET record = $1 \
+                 WHERE address = $2 AND record = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: APP_STATE_KEY,
+        select: "SELECT tenant_id AS tenant, key_id AS row_id, key_data AS value \
+                 FROM web_app_state_keys ORDER BY tenant_id, key_id",
+        per_row: true,
+        update: "UPDATE web_app_state_keys SET key_data = $1 \
+                 WHERE key_id = $2 AND key_data = $3 AND tenant_id = $4",
     },
 ];
 
@@ -230,6 +295,7 @@ async fn reseal(
                         .bind(keys.seal(&value, &place))
                         .bind(row_id.as_str())
                         .bind(stored.as_str())
+                        .bind(tenant.as_str())
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
