@@ -305,6 +305,17 @@ async fn prekeys_round_trip_and_upload_marks_never_resurrect(backend: Arc<dyn Ba
         Some(&b"pk-7"[..])
     );
     assert_eq!(backend.load_prekeys_batch(&[8]).await.unwrap(), vec![]);
+    // more than one IN list's worth (1024), stored in one batch, found in the order asked
+    let many: Vec<(u32, Bytes)> = (1000..2100)
+        .map(|id: u32| (id, Bytes::from(id.to_string())))
+        .collect();
+    backend.store_prekeys_batch(&many, true).await.unwrap();
+    let asked: Vec<u32> = (1000..2100).rev().collect();
+    let loaded = backend.load_prekeys_batch(&asked).await.unwrap();
+    assert_eq!(loaded.len(), 1100);
+    assert_eq!(loaded[0], (2099, Bytes::from("2099")));
+    assert_eq!(loaded[1099], (1000, Bytes::from("1000")));
+    assert_eq!(backend.get_max_prekey_id().await.unwrap(), 2099);
 }
 
 async fn signed_prekeys_round_trip(backend: Arc<dyn Backend>) {
@@ -446,6 +457,31 @@ async fn app_state_keys_versions_and_macs(backend: Arc<dyn Backend>) {
             .unwrap(),
         Some(vec![21; 32])
     );
+    // more than one IN list's worth of MACs, written in one transaction
+    let macs: Vec<AppStateMutationMAC> = (0u32..1100)
+        .map(|n| {
+            let mut index_mac = vec![0; 32];
+            index_mac[..4].copy_from_slice(&n.to_be_bytes());
+            AppStateMutationMAC {
+                index_mac,
+                value_mac: n.to_be_bytes().to_vec(),
+            }
+        })
+        .collect();
+    backend
+        .put_mutation_macs("regular_high", 1, &macs)
+        .await
+        .unwrap();
+    let asked: Vec<[u8; 32]> = macs
+        .iter()
+        .map(|mac| mac.index_mac.clone().try_into().unwrap())
+        .collect();
+    let found = backend
+        .get_mutation_macs("regular_high", &asked)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1100);
+    assert_eq!(found[&asked[1099]], 1099u32.to_be_bytes().to_vec());
 }
 
 async fn sender_key_devices_are_tracked_per_group(backend: Arc<dyn Backend>) {
@@ -1167,6 +1203,39 @@ async fn key_material_is_sealed_at_rest_and_rotates(fixture: &Fixture) {
     assert!(theirs.load().await.is_err());
     stranger.close().await;
 
+    // written by a store without a key, a value is plaintext until the next start seals it
+    let keyless = SqlStore::connect(&fixture.url).await.unwrap();
+    let plain = keyless.web_session_store(fixture.tenant.clone(), 1);
+    plain.put_session(BOB, b"plain ratchet").await.unwrap();
+    keyless.close().await;
+    let stored: String =
+        sqlx::query_scalar("SELECT session FROM web_signal_sessions WHERE address = $1")
+            .bind(BOB)
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    assert!(!stored.starts_with("enc:"), "{stored}");
+    let reports = fixture.store.seal_plaintext_secrets().await.unwrap();
+    let sessions = reports
+        .iter()
+        .find(|report| report.column == "web_signal_sessions.session")
+        .unwrap();
+    assert_eq!(
+        (sessions.rows, sessions.sealed_plaintext, sessions.unchanged),
+        (2, 1, 1)
+    );
+    assert_eq!(sealed_values(&raw).await.len(), 7);
+    assert!(
+        sealed_values(&raw)
+            .await
+            .iter()
+            .all(|value| value.starts_with("enc:v1:"))
+    );
+    assert_eq!(
+        backend.get_session(BOB).await.unwrap().as_deref(),
+        Some(&b"plain ratchet"[..])
+    );
+
     // a rotation seals them under the new key; the old one is no longer needed
     let new_key = SecretsKey::generate();
     let rotating = open(
@@ -1176,7 +1245,7 @@ async fn key_material_is_sealed_at_rest_and_rotates(fixture: &Fixture) {
     .await;
     let reports = rotating.rotate_secrets(&mut |_| {}).await.unwrap();
     let resealed: u64 = reports.iter().map(|report| report.resealed).sum();
-    assert_eq!(resealed, 6, "{reports:?}");
+    assert_eq!(resealed, 7, "{reports:?}");
     rotating.close().await;
     let after = open(&fixture.url, Keyring::new(new_key, [])).await;
     let backend = after.web_session_store(fixture.tenant.clone(), 1);
