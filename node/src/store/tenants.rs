@@ -383,3 +383,23 @@ fn number_from_row(db: &Db, row: &AnyRow) -> Result<(TenantId, WhatsAppNumber), 
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WEB_SESSION_TABLES;
+
+    #[test]
+    fn every_web_session_table_goes_with_its_tenant() {
+        for migration in [
+            include_str!("../../../migrations/sqlite/0010_web_sessions.sql"),
+            include_str!("../../../migrations/postgres/0010_web_sessions.sql"),
+        ] {
+            let created: Vec<&str> = migration
+                .lines()
+                .filter_map(|line| line.strip_prefix("CREATE TABLE "))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .collect();
+            assert_eq!(created, WEB_SESSION_TABLES);
+        }
+    }
+}
