@@ -58,8 +58,19 @@ pub(super) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, Fau
 
 /// JSON text written with [`to_json`], back to the library's value.
 pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Fault> {
-    // serde_json's messages quote no input values beyond a type name and a position
-    serde_json::from_str(text).map_err(|error| Fault::invalid(what, error))
+    // serde_json's own message may quote a value (of the device: key bytes): only where
+    serde_json::from_str(text).map_err(|error| {
+        let kind = match error.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "not the library's shape",
+            serde_json::error::Category::Eof => "cut short",
+        };
+        Fault::invalid(
+            what,
+            format!("{kind} (line {}, column {})", error.line(), error.column()),
+        )
+    })
 }
 
 /// Secret bytes as column `column` of the row (`tenant`, `row`) stores them.
@@ -99,6 +110,14 @@ pub(super) fn open_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_errors_never_quote_the_value() {
+        let error = from_json::<Vec<u8>>(r#"["secret-byte"]"#, "web_devices.device").unwrap_err();
+        let text = format!("{error:?}");
+        assert!(!text.contains("secret-byte"), "{text}");
+        assert!(text.contains("web_devices.device"), "{text}");
+    }
 
     #[test]
     fn ids_and_keys_round_trip() {
