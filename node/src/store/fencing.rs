@@ -16,7 +16,8 @@
 //!   `BEGIN IMMEDIATE` transactions, so claims and fenced writes are serialised.
 //!
 //! [`fence`] checks one tenant; [`Fences`] checks the tenants of a group commit with two
-//! statements for all of them.
+//! statements for all of them; [`locked_epoch`] takes one tenant's fence and answers its epoch
+//! (the Web engine's backend, `web_session`, requires its own epoch exactly).
 
 use std::collections::HashMap;
 
@@ -94,6 +95,20 @@ pub(crate) async fn fence(
     let mut fences = Fences::default();
     fences.lock(db, tx, std::slice::from_ref(tenant)).await?;
     fences.check(tenant, epoch)
+}
+
+/// Takes the tenant's fence in the surrounding transaction, as [`fence`] does, and answers
+/// its epoch (`None`: never claimed) for a writer that checks it itself (the Web engine's
+/// backend wants exactly its own epoch).
+#[cfg_attr(not(feature = "web-engine"), allow(dead_code))]
+pub(crate) async fn locked_epoch(
+    db: &Db,
+    tx: &mut AnyConnection,
+    tenant: &TenantId,
+) -> Result<Option<u64>, Failure> {
+    let mut fences = Fences::default();
+    fences.lock(db, tx, std::slice::from_ref(tenant)).await?;
+    Ok(fences.epochs.get(tenant.as_str()).copied().flatten())
 }
 
 /// The epochs of the tenants a transaction writes for, read once under their locks.

@@ -32,7 +32,9 @@
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `writer`: group commit of the hot path's writes (inbound messages, replies, send
 //!   results), many callers' writes in one transaction;
-//! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query.
+//! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query;
+//! - `web_session` (feature `web-engine`): the WhatsApp Web engine's protocol state, the
+//!   storage backend of `whatsapp-rust` for one tenant at one epoch ([`WebSessionStore`]).
 
 mod activity;
 mod decode;
@@ -49,6 +51,8 @@ mod secrets;
 mod size;
 mod tenants;
 mod tokens;
+#[cfg(feature = "web-engine")]
+mod web_session;
 mod webhooks;
 mod writer;
 
@@ -69,6 +73,8 @@ pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
 pub use secrets::{ColumnReport, ResealProgress};
+#[cfg(feature = "web-engine")]
+pub use web_session::{WebSessionError, WebSessionStore};
 pub use webhooks::{
     AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, QueueKey, Webhook, WebhookSummary,
 };

@@ -3,8 +3,11 @@
 //! sealed again in one transaction (legacy plaintext at start, everything on a rotation).
 //!
 //! The secret columns: `whatsapp_numbers.access_token`, `tenants.llm_config` (sealed whole:
-//! it holds the providers' API keys) and `webhooks.secret`. Tenant API tokens are stored as
-//! digests (`tokens`) and need no key.
+//! it holds the providers' API keys) and `webhooks.secret`; and the WhatsApp Web engine's key
+//! material (`web_session`, docs/engines.md): the device (sealed whole), Signal sessions,
+//! pre-keys, signed pre-keys, sender keys and app-state sync keys, each row under its own
+//! context (tenant and row key). Tenant API tokens are stored as digests (`tokens`) and need
+//! no key.
 
 use salesboy_actors::store::StoreError;
 
@@ -21,40 +24,125 @@ pub(crate) const ACCESS_TOKEN: &str = "whatsapp_numbers.access_token";
 pub(crate) const LLM_CONFIG: &str = "tenants.llm_config";
 /// `webhooks.secret`, per tenant and webhook id.
 pub(crate) const WEBHOOK_SECRET: &str = "webhooks.secret";
+/// `web_devices.device` (the Web engine's device, JSON), per tenant.
+pub(crate) const WEB_DEVICE: &str = "web_devices.device";
+/// `web_signal_sessions.session`, per tenant and address.
+pub(crate) const SIGNAL_SESSION: &str = "web_signal_sessions.session";
+/// `web_prekeys.record`, per tenant and pre-key id.
+pub(crate) const PREKEY: &str = "web_prekeys.record";
+/// `web_signed_prekeys.record`, per tenant and signed pre-key id.
+pub(crate) const SIGNED_PREKEY: &str = "web_signed_prekeys.record";
+/// `web_sender_keys.record`, per tenant and address.
+pub(crate) const SENDER_KEY: &str = "web_sender_keys.record";
+/// `web_app_state_keys.key_data`, per tenant and key id (hex).
+pub(crate) const APP_STATE_KEY: &str = "web_app_state_keys.key_data";
 
 /// A secret column: how its rows are read and how one is written again.
 struct SecretColumn {
     name: &'static str,
-    /// Reads `tenant`, `row_id` (the key of `update`) and `value` of every row.
+    /// `SELECT` of `tenant`, `row_id` (the key of `update`) and `value` of every row, with a
+    /// `WHERE` clause (`{only}` stands for a further condition) and an `ORDER BY`.
     select: &'static str,
+    /// Counts the column's rows (the `WHERE` of `select`, without `{only}`).
+    count: &'static str,
+    /// The column itself, for `{only}`.
+    value: &'static str,
     /// Whether the row's context names the row (`row_id`) or only the tenant.
     per_row: bool,
-    /// Writes `$1` into the row keyed `$2` if it still holds `$3`.
+    /// Writes `$1` into the row keyed `$2` of tenant `$4` if it still holds `$3`.
     update: &'static str,
 }
 
-const COLUMNS: [SecretColumn; 3] = [
+const COLUMNS: [SecretColumn; 9] = [
     SecretColumn {
         name: ACCESS_TOKEN,
         select: "SELECT tenant_id AS tenant, phone_number_id AS row_id, access_token AS value \
-                 FROM whatsapp_numbers ORDER BY phone_number_id",
+                 FROM whatsapp_numbers WHERE {only} ORDER BY phone_number_id",
+        count: "SELECT COUNT(*) FROM whatsapp_numbers",
+        value: "access_token",
         per_row: true,
         update: "UPDATE whatsapp_numbers SET access_token = $1 \
-                 WHERE phone_number_id = $2 AND access_token = $3",
+                 WHERE phone_number_id = $2 AND access_token = $3 AND tenant_id = $4",
     },
     SecretColumn {
         name: LLM_CONFIG,
         select: "SELECT id AS tenant, id AS row_id, llm_config AS value FROM tenants \
-                 WHERE llm_config IS NOT NULL ORDER BY id",
+                 WHERE llm_config IS NOT NULL AND {only} ORDER BY id",
+        count: "SELECT COUNT(*) FROM tenants WHERE llm_config IS NOT NULL",
+        value: "llm_config",
         per_row: false,
-        update: "UPDATE tenants SET llm_config = $1 WHERE id = $2 AND llm_config = $3",
+        update: "UPDATE tenants SET llm_config = $1 WHERE id = $2 AND llm_config = $3 \
+                 AND id = $4",
     },
     SecretColumn {
         name: WEBHOOK_SECRET,
         select: "SELECT tenant_id AS tenant, id AS row_id, secret AS value FROM webhooks \
-                 ORDER BY id",
+                 WHERE {only} ORDER BY id",
+        count: "SELECT COUNT(*) FROM webhooks",
+        value: "secret",
         per_row: true,
-        update: "UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3",
+        update: "UPDATE webhooks SET secret = $1 WHERE id = $2 AND secret = $3 \
+                 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: WEB_DEVICE,
+        select: "SELECT tenant_id AS tenant, tenant_id AS row_id, device AS value \
+                 FROM web_devices WHERE {only} ORDER BY tenant_id",
+        count: "SELECT COUNT(*) FROM web_devices",
+        value: "device",
+        per_row: false,
+        update: "UPDATE web_devices SET device = $1 WHERE tenant_id = $2 AND device = $3 \
+                 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: SIGNAL_SESSION,
+        select: "SELECT tenant_id AS tenant, address AS row_id, session AS value \
+                 FROM web_signal_sessions WHERE {only} ORDER BY tenant_id, address",
+        count: "SELECT COUNT(*) FROM web_signal_sessions",
+        value: "session",
+        per_row: true,
+        update: "UPDATE web_signal_sessions SET session = $1 \
+                 WHERE address = $2 AND session = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: PREKEY,
+        select: "SELECT tenant_id AS tenant, CAST(id AS TEXT) AS row_id, record AS value \
+                 FROM web_prekeys WHERE {only} ORDER BY tenant_id, id",
+        count: "SELECT COUNT(*) FROM web_prekeys",
+        value: "record",
+        per_row: true,
+        update: "UPDATE web_prekeys SET record = $1 \
+                 WHERE id = CAST($2 AS BIGINT) AND record = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: SIGNED_PREKEY,
+        select: "SELECT tenant_id AS tenant, CAST(id AS TEXT) AS row_id, record AS value \
+                 FROM web_signed_prekeys WHERE {only} ORDER BY tenant_id, id",
+        count: "SELECT COUNT(*) FROM web_signed_prekeys",
+        value: "record",
+        per_row: true,
+        update: "UPDATE web_signed_prekeys SET record = $1 \
+                 WHERE id = CAST($2 AS BIGINT) AND record = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: SENDER_KEY,
+        select: "SELECT tenant_id AS tenant, address AS row_id, record AS value \
+                 FROM web_sender_keys WHERE {only} ORDER BY tenant_id, address",
+        count: "SELECT COUNT(*) FROM web_sender_keys",
+        value: "record",
+        per_row: true,
+        update: "UPDATE web_sender_keys SET record = $1 \
+                 WHERE address = $2 AND record = $3 AND tenant_id = $4",
+    },
+    SecretColumn {
+        name: APP_STATE_KEY,
+        select: "SELECT tenant_id AS tenant, key_id AS row_id, key_data AS value \
+                 FROM web_app_state_keys WHERE {only} ORDER BY tenant_id, key_id",
+        count: "SELECT COUNT(*) FROM web_app_state_keys",
+        value: "key_data",
+        per_row: true,
+        update: "UPDATE web_app_state_keys SET key_data = $1 \
+                 WHERE key_id = $2 AND key_data = $3 AND tenant_id = $4",
     },
 ];
 
@@ -114,7 +202,7 @@ fn invalid(reason: String) -> Failure {
 pub struct ColumnReport {
     /// `table.column`.
     pub column: &'static str,
-    /// Rows read.
+    /// Rows of the column (a start reads only the plaintext ones).
     pub rows: u64,
     /// Plaintext rows sealed.
     pub sealed_plaintext: u64,
@@ -133,7 +221,7 @@ pub struct ResealProgress {
     pub column: &'static str,
     /// Rows handled.
     pub done: u64,
-    /// Rows of the column.
+    /// Rows to handle (a rotation: every row of the column).
     pub rows: u64,
 }
 
@@ -193,12 +281,27 @@ async fn reseal(
     };
     let mut reports = Vec::with_capacity(COLUMNS.len());
     for column in &COLUMNS {
-        let rows = sqlx::query(column.select).fetch_all(&mut *tx).await?;
+        // At start only plaintext is read (the Web engine's columns hold many rows per
+        // tenant, nearly all sealed); a rotation reads every row.
+        let only = if previous_too {
+            "1 = 1".to_owned()
+        } else {
+            format!("substr({}, 1, 7) <> 'enc:v1:'", column.value)
+        };
+        let select = column.select.replace("{only}", &only);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+            .fetch_all(&mut *tx)
+            .await?;
+        let total: i64 = sqlx::query_scalar(column.count).fetch_one(&mut *tx).await?;
+        let total = u64::try_from(total).unwrap_or_default();
         let mut report = ColumnReport {
             column: column.name,
-            rows: rows.len() as u64,
+            rows: total,
+            // the sealed rows a start does not read
+            unchanged: total.saturating_sub(rows.len() as u64),
             ..ColumnReport::default()
         };
+        let read = rows.len() as u64;
         for (done, row) in rows.iter().enumerate() {
             let tenant: String = get(row, "tenant")?;
             let row_id: String = get(row, "row_id")?;
@@ -230,6 +333,7 @@ async fn reseal(
                         .bind(keys.seal(&value, &place))
                         .bind(row_id.as_str())
                         .bind(stored.as_str())
+                        .bind(tenant.as_str())
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
@@ -242,11 +346,11 @@ async fn reseal(
                 _ => report.unchanged += 1,
             }
             let done = done as u64 + 1;
-            if done.is_multiple_of(PROGRESS_EVERY) || done == report.rows {
+            if done.is_multiple_of(PROGRESS_EVERY) || done == read {
                 progress(ResealProgress {
                     column: column.name,
                     done,
-                    rows: report.rows,
+                    rows: read,
                 });
             }
         }

@@ -17,6 +17,29 @@ use super::error::Failure;
 use super::outbox;
 use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
 
+/// Every table of a tenant's WhatsApp Web session (migrations 0010, `web_session`): deleted
+/// with the tenant, whether its data is kept or not (the session is a credential).
+const WEB_SESSION_TABLES: [&str; 18] = [
+    "web_devices",
+    "web_identities",
+    "web_signal_sessions",
+    "web_prekeys",
+    "web_signed_prekeys",
+    "web_sender_keys",
+    "web_app_state_keys",
+    "web_app_state_versions",
+    "web_app_state_macs",
+    "web_sender_key_devices",
+    "web_lid_mappings",
+    "web_base_keys",
+    "web_device_lists",
+    "web_group_metadata",
+    "web_tc_tokens",
+    "web_sent_messages",
+    "web_pending_inbound",
+    "web_msg_secrets",
+];
+
 /// `SELECT` of the columns [`tenant_from_row`] reads, followed by `$rest`.
 macro_rules! select_tenants {
     ($rest:literal) => {
@@ -277,6 +300,15 @@ pub(crate) async fn delete_tenant(
             .execute(&mut *tx)
             .await?;
     }
+    // So does its WhatsApp Web session: the linked device's keys and protocol state.
+    for table in WEB_SESSION_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE tenant_id = $1"
+        )))
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
     match deletion {
         Deletion::KeepData => {
             sqlx::query(
@@ -350,4 +382,24 @@ fn number_from_row(db: &Db, row: &AnyRow) -> Result<(TenantId, WhatsAppNumber), 
             access_token: AccessToken::new(token),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WEB_SESSION_TABLES;
+
+    #[test]
+    fn every_web_session_table_goes_with_its_tenant() {
+        for migration in [
+            include_str!("../../../migrations/sqlite/0010_web_sessions.sql"),
+            include_str!("../../../migrations/postgres/0010_web_sessions.sql"),
+        ] {
+            let created: Vec<&str> = migration
+                .lines()
+                .filter_map(|line| line.strip_prefix("CREATE TABLE "))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .collect();
+            assert_eq!(created, WEB_SESSION_TABLES);
+        }
+    }
 }
