@@ -1,7 +1,7 @@
 //! The alerts the node evaluates, each provoked for real and watched being raised once and
 //! cleared once through the events outbox, `/api/health` and `/metrics`: knowledge chunks
-//! and database size (SQLite and PostgreSQL), memory, the LLM error rate and tenant
-//! capacity on one node; a node down and a missing leader on a cluster of two nodes on a
+//! and database size (SQLite and PostgreSQL), memory, the error rate of LLM calls and of
+//! sends, and tenant capacity on one node; a node down and a missing leader on a cluster of two nodes on a
 //! private nats-server.
 
 use std::sync::Arc;
@@ -293,6 +293,38 @@ async fn failing_llm_calls_raise_the_error_rate_alert_until_they_age_out() {
         cleared[0],
         json!({"alert": "error_rate_high", "source": "llm_calls", "node": "node-1"})
     );
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn failed_sends_raise_the_error_rate_alert_of_their_source() {
+    let gateway = Gateway::start(Db::Sqlite, |c| {
+        fast(c);
+        c.alerts.error_min_calls = 1;
+        c.alerts.error_window = Duration::from_secs(2);
+    })
+    .await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway
+        .add_knowledge(&tenant, "faq", &["We open at 9am."])
+        .await;
+    // WhatsApp refuses the tenant's token: the reply fails for good.
+    gateway
+        .whatsapp
+        .set_options(salesboy_testkit::FakeWhatsAppOptions {
+            reject_tokens: vec!["token-acme".into()],
+            ..Default::default()
+        });
+    let body = webhooks::text_message(PHONE, "16505550001", "wamid.send1", "open?");
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    let raised = wait_for(&gateway, "error_rate_high", 1, 0).await;
+    assert_eq!(raised["source"], "sends");
+    assert_eq!(raised["failed"], 1);
+    assert_eq!(raised["total"], 1);
+    // Nothing fails any more; the failure leaves the window.
+    wait_for(&gateway, "error_rate_high", 1, 1).await;
+    let cleared = alert_events(&gateway, EventKind::AlertCleared, "error_rate_high").await;
+    assert_eq!(cleared[0]["source"], "sends");
     gateway.node.stop().await;
 }
 
