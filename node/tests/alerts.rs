@@ -386,7 +386,8 @@ async fn cluster_node(bus: Arc<dyn Bus>, i: usize, database: Option<String>) -> 
         fast(c);
         c.node_id = salesboy_protocol::NodeId::new(format!("node-{i}")).expect("node id");
         c.failure_timeout_ms = 2_000;
-        c.alerts.leader_missing_after = Duration::from_millis(500);
+        // Longer than an election at start, so only the ghost's lease below raises it.
+        c.alerts.leader_missing_after = Duration::from_secs(2);
         if let Some(database) = database {
             c.database_url = Some(database);
         }
