@@ -382,7 +382,17 @@ async fn tenants_at_ninety_percent_of_capacity_raise_an_alert_until_one_goes() {
 
 /// Two nodes on a private nats-server sharing one SQLite database.
 async fn cluster_node(bus: Arc<dyn Bus>, i: usize, database: Option<String>) -> Gateway {
+    cluster_node_with(bus, i, database, |_| {}).await
+}
+
+async fn cluster_node_with(
+    bus: Arc<dyn Bus>,
+    i: usize,
+    database: Option<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> Gateway {
     Gateway::start_on(Db::Sqlite, Some(bus), move |c| {
+        tweak(c);
         fast(c);
         c.node_id = salesboy_protocol::NodeId::new(format!("node-{i}")).expect("node id");
         c.failure_timeout_ms = 2_000;
@@ -471,6 +481,63 @@ async fn the_leader_raises_node_down_and_the_lowest_node_a_missing_leader() {
         1,
         "raised by one node only (the outbox is shared)"
     );
+    second.node.stop().await;
+    first.node.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_leader_raises_the_clusters_capacity_alert() {
+    let server = NatsServer::start().expect("nats-server");
+    let connections = AtomicUsize::new(0);
+    let (server_ref, connections) = (&server, &connections);
+    let bus =
+        move || async move { Arc::new(nats_bus(server_ref, connections).await) as Arc<dyn Bus> };
+    let one_tenant = |c: &mut Config| c.max_tenants = 1;
+    let first = cluster_node_with(bus().await, 0, None, one_tenant).await;
+    let shared = first.config.effective_database_url();
+    let second = cluster_node_with(bus().await, 1, Some(shared), one_tenant).await;
+    let cluster = Arc::clone(first.node.cluster.as_ref().expect("cluster"));
+    eventually(WAIT, || async {
+        (cluster.is_leader() && cluster.membership().live_nodes().len() == 2).then_some(())
+    })
+    .await;
+    // Two tenants on two nodes of one tenant each: the cluster is full.
+    let phones = ["100000011", "100000012"];
+    for (i, phone) in phones.iter().enumerate() {
+        let tenant = first.add_tenant(&format!("c{i}"), phone, None).await;
+        first
+            .add_knowledge(&tenant, "faq", &["We open at 9am."])
+            .await;
+        let body = webhooks::text_message(phone, "16505550000", &format!("wamid.cc{i}"), "open?");
+        assert_eq!(first.post_webhook(&body).await, StatusCode::OK);
+    }
+    let raised = wait_for(&first, "tenant_capacity_high", 1, 0).await;
+    assert_eq!(raised["node"], "node-0", "the leader's: {raised}");
+    assert_eq!(raised["capacity"], 2);
+    assert_eq!(raised["active_tenants"], 2);
+    assert!(
+        health_alerts(&first)
+            .await
+            .contains(&"tenant_capacity_high".to_owned())
+    );
+    assert!(
+        !health_alerts(&second)
+            .await
+            .contains(&"tenant_capacity_high".to_owned()),
+        "not raised by the other node"
+    );
+    // One tenant goes: cleared, by the leader.
+    let response = first
+        .http
+        .delete(format!("{}/api/tenants/c1", first.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), StatusCode::OK);
+    wait_for(&first, "tenant_capacity_high", 1, 1).await;
+    let cleared = alert_events(&first, EventKind::AlertCleared, "tenant_capacity_high").await;
+    assert_eq!(cleared[0]["node"], "node-0");
     second.node.stop().await;
     first.node.stop().await;
 }
