@@ -1,8 +1,8 @@
 //! The alerts the node evaluates, each provoked for real and watched being raised once and
 //! cleared once through the events outbox, `/api/health` and `/metrics`: knowledge chunks
 //! and database size (SQLite and PostgreSQL), memory, the error rate of LLM calls and of
-//! sends, and tenant capacity on one node; a node down and a missing leader on a cluster of two nodes on a
-//! private nats-server.
+//! sends, and tenant capacity on one node; a node down, a missing leader and the cluster's
+//! capacity (the leader's alone) on a cluster of two nodes on a private nats-server.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
