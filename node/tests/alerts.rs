@@ -1,7 +1,7 @@
 //! The alerts the node evaluates, each provoked for real and watched being raised once and
 //! cleared once through the events outbox, `/api/health` and `/metrics`: knowledge chunks
-//! and database size (SQLite and PostgreSQL), memory, the error rate of LLM calls and of
-//! sends, and tenant capacity on one node; a node down, a missing leader and the cluster's
+//! and database size (SQLite and PostgreSQL), memory, the error rate of LLM calls, sends
+//! and webhooks, and tenant capacity on one node; a node down, a missing leader and the cluster's
 //! capacity (the leader's alone) on a cluster of two nodes on a private nats-server.
 
 use std::sync::Arc;
@@ -325,6 +325,76 @@ async fn failed_sends_raise_the_error_rate_alert_of_their_source() {
     wait_for(&gateway, "error_rate_high", 1, 1).await;
     let cleared = alert_events(&gateway, EventKind::AlertCleared, "error_rate_high").await;
     assert_eq!(cleared[0]["source"], "sends");
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_the_database_cannot_take_raise_the_error_rate_alert() {
+    let gateway = Gateway::start(Db::Postgres, |c| {
+        fast(c);
+        c.alerts.error_min_calls = 1;
+        c.alerts.error_window = Duration::from_secs(2);
+    })
+    .await;
+    gateway.add_tenant("acme", PHONE, None).await;
+    let url = gateway.config.database_url.clone().expect("postgres");
+    let database = url.rsplit('/').next().expect("database name").to_owned();
+    let mut admin =
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&salesboy_testkit::postgres_admin_url())
+            .await
+            .expect("admin connection");
+    let set_connections = |allow: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allow}"
+        ))
+    };
+    // The database goes away: no new connection, the open ones cut.
+    sqlx::query(set_connections(false))
+        .execute(&mut admin)
+        .await
+        .expect("refuse connections");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+    let body = webhooks::text_message(PHONE, "16505550002", "wamid.db1", "open?");
+    assert_eq!(
+        gateway.post_webhook(&body).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The alert's event cannot reach the outbox of a database that is down: the node
+    // shows it (and its metric) meanwhile.
+    let raised = eventually(WAIT, || async {
+        let health = gateway.health().await;
+        let alerts = health["alerts"].as_array()?.clone();
+        alerts
+            .into_iter()
+            .find(|a| a["alert"] == "error_rate_high")
+            .map(|a| a["detail"].clone())
+    })
+    .await;
+    assert_eq!(raised["source"], "webhooks");
+    assert_eq!(raised["failed"], 1);
+    assert_eq!(raised["total"], 1);
+    // It is back: the delivery Meta retries is taken, the failure leaves the window, and
+    // the clearing is recorded.
+    sqlx::query(set_connections(true))
+        .execute(&mut admin)
+        .await
+        .expect("allow connections");
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    let cleared = eventually(WAIT, || async {
+        let cleared = alert_events(&gateway, EventKind::AlertCleared, "error_rate_high").await;
+        (!cleared.is_empty()).then_some(cleared)
+    })
+    .await;
+    assert_eq!(
+        cleared,
+        [json!({"alert": "error_rate_high", "source": "webhooks", "node": "node-1"})]
+    );
+    assert!(health_alerts(&gateway).await.is_empty());
     gateway.node.stop().await;
 }
 
