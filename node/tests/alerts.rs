@@ -1,8 +1,8 @@
 //! The alerts the node evaluates, each provoked for real and watched being raised once and
 //! cleared once through the events outbox, `/api/health` and `/metrics`: knowledge chunks
-//! and database size (SQLite and PostgreSQL), memory, the LLM error rate and tenant
-//! capacity on one node; a node down and a missing leader on a cluster of two nodes on a
-//! private nats-server.
+//! and database size (SQLite and PostgreSQL), memory, the error rate of LLM calls, sends
+//! and webhooks, and tenant capacity on one node; a node down, a missing leader and the cluster's
+//! capacity (the leader's alone) on a cluster of two nodes on a private nats-server.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -297,6 +297,108 @@ async fn failing_llm_calls_raise_the_error_rate_alert_until_they_age_out() {
 }
 
 #[tokio::test]
+async fn failed_sends_raise_the_error_rate_alert_of_their_source() {
+    let gateway = Gateway::start(Db::Sqlite, |c| {
+        fast(c);
+        c.alerts.error_min_calls = 1;
+        c.alerts.error_window = Duration::from_secs(2);
+    })
+    .await;
+    let tenant = gateway.add_tenant("acme", PHONE, None).await;
+    gateway
+        .add_knowledge(&tenant, "faq", &["We open at 9am."])
+        .await;
+    // WhatsApp refuses the tenant's token: the reply fails for good.
+    gateway
+        .whatsapp
+        .set_options(salesboy_testkit::FakeWhatsAppOptions {
+            reject_tokens: vec!["token-acme".into()],
+            ..Default::default()
+        });
+    let body = webhooks::text_message(PHONE, "16505550001", "wamid.send1", "open?");
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    let raised = wait_for(&gateway, "error_rate_high", 1, 0).await;
+    assert_eq!(raised["source"], "sends");
+    assert_eq!(raised["failed"], 1);
+    assert_eq!(raised["total"], 1);
+    // Nothing fails any more; the failure leaves the window.
+    wait_for(&gateway, "error_rate_high", 1, 1).await;
+    let cleared = alert_events(&gateway, EventKind::AlertCleared, "error_rate_high").await;
+    assert_eq!(cleared[0]["source"], "sends");
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_the_database_cannot_take_raise_the_error_rate_alert() {
+    let gateway = Gateway::start(Db::Postgres, |c| {
+        fast(c);
+        c.alerts.error_min_calls = 1;
+        c.alerts.error_window = Duration::from_secs(2);
+    })
+    .await;
+    gateway.add_tenant("acme", PHONE, None).await;
+    let url = gateway.config.database_url.clone().expect("postgres");
+    let database = url.rsplit('/').next().expect("database name").to_owned();
+    let mut admin =
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&salesboy_testkit::postgres_admin_url())
+            .await
+            .expect("admin connection");
+    let set_connections = |allow: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allow}"
+        ))
+    };
+    // The database goes away: no new connection, the open ones cut.
+    sqlx::query(set_connections(false))
+        .execute(&mut admin)
+        .await
+        .expect("refuse connections");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+    let body = webhooks::text_message(PHONE, "16505550002", "wamid.db1", "open?");
+    assert_eq!(
+        gateway.post_webhook(&body).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The alert's event cannot reach the outbox of a database that is down: the node
+    // shows it (and its metric) meanwhile.
+    let raised = eventually(WAIT, || async {
+        let health = gateway.health().await;
+        let alerts = health["alerts"].as_array()?.clone();
+        alerts
+            .into_iter()
+            .find(|a| a["alert"] == "error_rate_high")
+            .map(|a| a["detail"].clone())
+    })
+    .await;
+    assert_eq!(raised["source"], "webhooks");
+    assert_eq!(raised["failed"], 1);
+    assert_eq!(raised["total"], 1);
+    // It is back: the delivery Meta retries is taken, the failure leaves the window, and
+    // the clearing is recorded.
+    sqlx::query(set_connections(true))
+        .execute(&mut admin)
+        .await
+        .expect("allow connections");
+    assert_eq!(gateway.post_webhook(&body).await, StatusCode::OK);
+    let cleared = eventually(WAIT, || async {
+        let cleared = alert_events(&gateway, EventKind::AlertCleared, "error_rate_high").await;
+        (!cleared.is_empty()).then_some(cleared)
+    })
+    .await;
+    assert_eq!(
+        cleared,
+        [json!({"alert": "error_rate_high", "source": "webhooks", "node": "node-1"})]
+    );
+    assert!(health_alerts(&gateway).await.is_empty());
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
 async fn tenants_at_ninety_percent_of_capacity_raise_an_alert_until_one_goes() {
     let gateway = Gateway::start(Db::Sqlite, |c| {
         fast(c);
@@ -350,11 +452,22 @@ async fn tenants_at_ninety_percent_of_capacity_raise_an_alert_until_one_goes() {
 
 /// Two nodes on a private nats-server sharing one SQLite database.
 async fn cluster_node(bus: Arc<dyn Bus>, i: usize, database: Option<String>) -> Gateway {
+    cluster_node_with(bus, i, database, |_| {}).await
+}
+
+async fn cluster_node_with(
+    bus: Arc<dyn Bus>,
+    i: usize,
+    database: Option<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> Gateway {
     Gateway::start_on(Db::Sqlite, Some(bus), move |c| {
+        tweak(c);
         fast(c);
         c.node_id = salesboy_protocol::NodeId::new(format!("node-{i}")).expect("node id");
         c.failure_timeout_ms = 2_000;
-        c.alerts.leader_missing_after = Duration::from_millis(500);
+        // Longer than an election at start, so only the ghost's lease below raises it.
+        c.alerts.leader_missing_after = Duration::from_secs(2);
         if let Some(database) = database {
             c.database_url = Some(database);
         }
@@ -438,6 +551,63 @@ async fn the_leader_raises_node_down_and_the_lowest_node_a_missing_leader() {
         1,
         "raised by one node only (the outbox is shared)"
     );
+    second.node.stop().await;
+    first.node.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_leader_raises_the_clusters_capacity_alert() {
+    let server = NatsServer::start().expect("nats-server");
+    let connections = AtomicUsize::new(0);
+    let (server_ref, connections) = (&server, &connections);
+    let bus =
+        move || async move { Arc::new(nats_bus(server_ref, connections).await) as Arc<dyn Bus> };
+    let one_tenant = |c: &mut Config| c.max_tenants = 1;
+    let first = cluster_node_with(bus().await, 0, None, one_tenant).await;
+    let shared = first.config.effective_database_url();
+    let second = cluster_node_with(bus().await, 1, Some(shared), one_tenant).await;
+    let cluster = Arc::clone(first.node.cluster.as_ref().expect("cluster"));
+    eventually(WAIT, || async {
+        (cluster.is_leader() && cluster.membership().live_nodes().len() == 2).then_some(())
+    })
+    .await;
+    // Two tenants on two nodes of one tenant each: the cluster is full.
+    let phones = ["100000011", "100000012"];
+    for (i, phone) in phones.iter().enumerate() {
+        let tenant = first.add_tenant(&format!("c{i}"), phone, None).await;
+        first
+            .add_knowledge(&tenant, "faq", &["We open at 9am."])
+            .await;
+        let body = webhooks::text_message(phone, "16505550000", &format!("wamid.cc{i}"), "open?");
+        assert_eq!(first.post_webhook(&body).await, StatusCode::OK);
+    }
+    let raised = wait_for(&first, "tenant_capacity_high", 1, 0).await;
+    assert_eq!(raised["node"], "node-0", "the leader's: {raised}");
+    assert_eq!(raised["capacity"], 2);
+    assert_eq!(raised["active_tenants"], 2);
+    assert!(
+        health_alerts(&first)
+            .await
+            .contains(&"tenant_capacity_high".to_owned())
+    );
+    assert!(
+        !health_alerts(&second)
+            .await
+            .contains(&"tenant_capacity_high".to_owned()),
+        "not raised by the other node"
+    );
+    // One tenant goes: cleared, by the leader.
+    let response = first
+        .http
+        .delete(format!("{}/api/tenants/c1", first.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), StatusCode::OK);
+    wait_for(&first, "tenant_capacity_high", 1, 1).await;
+    let cleared = alert_events(&first, EventKind::AlertCleared, "tenant_capacity_high").await;
+    assert_eq!(cleared[0]["node"], "node-0");
     second.node.stop().await;
     first.node.stop().await;
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use salesboy_protocol::TenantId;
 use salesboy_protocol::events::{AlertKind, Event};
 use salesboy_protocol::subjects::EventKind;
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,16 @@ impl ActiveAlerts {
             .retain(|(k, tenant, _), _| *k != kind || tenant.is_some());
     }
 
+    /// Forgets, without an event, the tenant conditions of tenants not in `hosted` (stopped,
+    /// or moved to another node, which raises them again if they still hold).
+    pub fn keep_tenants(&self, hosted: &[TenantId]) {
+        self.lock().retain(|(_, tenant, _), _| {
+            tenant
+                .as_deref()
+                .is_none_or(|t| hosted.iter().any(|h| h.as_str() == t))
+        });
+    }
+
     /// Every condition raised, by kind, tenant and scope.
     pub fn list(&self) -> Vec<ActiveAlert> {
         self.lock().values().cloned().collect()
@@ -94,7 +105,6 @@ impl ActiveAlerts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use salesboy_protocol::TenantId;
     use serde_json::json;
 
     #[test]
@@ -137,6 +147,26 @@ mod tests {
             json!({"alert": "llm_quota_exhausted", "node": "n1"}),
         ));
         assert_eq!(alerts.count(AlertKind::LlmQuotaExhausted), 0);
+        let other = TenantId::new("other").unwrap();
+        alerts.observe(&Event::tenant(
+            EventKind::AlertRaised,
+            other.clone(),
+            8,
+            json!({"alert": "session_auth_failed", "phone_number_id": "1", "node": "n1"}),
+        ));
+        alerts.keep_tenants(std::slice::from_ref(&other));
+        assert_eq!(
+            alerts.count(AlertKind::SessionAuthFailed),
+            1,
+            "hosted: kept"
+        );
+        alerts.keep_tenants(&[]);
+        assert_eq!(
+            alerts.count(AlertKind::SessionAuthFailed),
+            0,
+            "gone: forgotten"
+        );
+        assert_eq!(alerts.count(AlertKind::ErrorRateHigh), 1, "not a tenant's");
         alerts.forget(AlertKind::ErrorRateHigh);
         assert!(alerts.list().is_empty());
     }

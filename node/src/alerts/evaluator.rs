@@ -39,7 +39,8 @@ pub struct AlertEvaluator {
     pub sql: SqlStore,
     /// The node's event sink, where alerts are published.
     pub events: Arc<dyn EventSink>,
-    /// The conditions raised, to forget the cluster's when leadership moves.
+    /// The conditions raised, to forget the cluster's when leadership moves and those of
+    /// tenants that left this node.
     pub active: Arc<ActiveAlerts>,
     /// The cluster runtime, on a cluster.
     pub cluster: Option<Arc<ClusterMember>>,
@@ -98,6 +99,8 @@ impl AlertEvaluator {
 
     /// One round: the node's alerts, then the cluster's if this node evaluates them.
     async fn evaluate(&self, conditions: &mut Conditions) {
+        // A tenant's conditions are its host's: forget those of tenants no longer here.
+        self.active.keep_tenants(&self.node.hosted_tenants());
         self.memory(&mut conditions.memory);
         let now = Instant::now();
         let counters = &self.node.services().counters;
