@@ -519,9 +519,9 @@ async fn the_leader_raises_node_down_and_the_lowest_node_a_missing_leader() {
     // A client that is not a member holds the lease: no live node leads. node-0, the
     // lowest live id, raises `leader_missing` once; the lease expires, a member takes it
     // over, and node-0 clears it.
-    let client = async_nats::connect(server.url()).await.expect("raw client");
-    let kv = async_nats::jetstream::new(client)
-        .get_key_value(salesboy_protocol::subjects::LEADER_BUCKET)
+    // (It holds the cluster key: a lease without it counts as none.)
+    let kv = salesboy_testkit::sandbox_sealed_bus(bus().await)
+        .kv(salesboy_protocol::subjects::LEADER_BUCKET, 1)
         .await
         .expect("leader bucket");
     let ghost = json!({"node": "ghost", "acquired_ms": 0}).to_string();
@@ -531,7 +531,7 @@ async fn the_leader_raises_node_down_and_the_lowest_node_a_missing_leader() {
             let _ = kv
                 .put(
                     salesboy_protocol::subjects::LEADER_KEY,
-                    ghost.clone().into(),
+                    bytes::Bytes::from(ghost.clone()),
                 )
                 .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
