@@ -2281,7 +2281,7 @@ async fn the_outbox_is_published_in_order_and_kept_for_a_while(store: SqlStore) 
     assert_eq!(all.len(), 4);
     assert_eq!(store.unpublished_events(2).await.unwrap(), all[..2]);
     store
-        .mark_events_published(&[all[0].seq, all[2].seq], T0 + 5 * DAY)
+        .mark_events_published(&[all[0].clone(), all[2].clone()], T0 + 5 * DAY)
         .await
         .unwrap();
     let left: Vec<i64> = store
@@ -2355,13 +2355,7 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
         store.due_deliveries(T0, 100).await.unwrap().is_empty(),
         "nothing before publishing"
     );
-    let published: Vec<i64> = store
-        .unpublished_events(100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
+    let published = store.unpublished_events(100).await.unwrap();
     store.mark_events_published(&published, T0).await.unwrap();
     // Marked again by an overlapping publisher: queued once all the same.
     store
@@ -2383,13 +2377,36 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
         [("wh_all", "a1"), ("wh_all", "b1")],
         "the head of each chat; the kinds filter holds"
     );
-    // The store names the queues that got deliveries, once; their heads read by key are
-    // the same.
-    let mut queued = store.take_queued_keys().expect("keys kept");
-    queued.sort();
+    // The store hands the deliveries it queued over to the worker whole, once, in outbox
+    // order: the same as the queue holds; the heads read by key are the same.
+    let queued = store.take_queued().expect("deliveries kept");
+    assert!(queued.keys.is_empty(), "nothing to read back");
+    let fresh: Vec<(&str, &str, i64, i64)> = queued
+        .fresh
+        .iter()
+        .map(|d| {
+            (
+                d.webhook.id.as_str(),
+                d.event.event.detail["wamid"].as_str().unwrap(),
+                d.attempts,
+                d.next_attempt_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        fresh,
+        [
+            ("wh_all", "a1", 0, T0),
+            ("wh_all", "a2", 0, T0),
+            ("wh_all", "b1", 0, T0)
+        ],
+        "marked again, queued once"
+    );
+    assert_eq!(queued.fresh[0].event, due[0].event);
+    assert_eq!(queued.fresh[0].webhook, due[0].webhook);
     let keys: Vec<QueueKey> = due.iter().map(|d| d.key.clone()).collect();
-    assert_eq!(queued, keys);
-    assert_eq!(store.take_queued_keys(), Some(Vec::new()));
+    let again = store.take_queued().expect("nothing piled up");
+    assert!(again.keys.is_empty() && again.fresh.is_empty());
     let by_key: Vec<i64> = store
         .queue_heads(&keys)
         .await

@@ -264,6 +264,69 @@ async fn a_receiver_that_was_down_gets_every_event_once_in_order_and_signed() {
     gateway.node.stop().await;
 }
 
+/// A receiver that is up throughout: each event goes out once its turn in the chat comes,
+/// handed from the publisher to the delivery worker (`docs/protocol.md`, "HTTP event
+/// webhooks"), in order per chat, once, signed, and nothing is left queued.
+async fn a_receiver_that_is_up_gets_every_event_as_published(db: Db) {
+    let gateway = Gateway::start(db, |_| {}).await;
+    gateway.add_tenant("acme", PHONE, None).await;
+    let receiver = Receiver::default();
+    receiver.status.store(200, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    receiver.serve(listener);
+    let (status, created) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/tenants/acme/webhooks",
+        Some(json!({"url": format!("http://127.0.0.1:{port}/hook")})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    converse(&gateway).await;
+    let events = eventually(WAIT, || {
+        let receiver = receiver.clone();
+        let secret = secret.clone();
+        async move {
+            let events = receiver.events(&secret);
+            (conversation_events(&events) >= 12).then_some(events)
+        }
+    })
+    .await;
+    assert_in_order_per_chat(&events);
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "each event once");
+    assert_eq!(
+        *receiver.attempts.lock().unwrap(),
+        events.len(),
+        "every attempt answered 2xx, none repeated"
+    );
+    eventually(WAIT, || async {
+        let (_, list) = admin(
+            &gateway,
+            reqwest::Method::GET,
+            "/tenants/acme/webhooks",
+            None,
+        )
+        .await;
+        (list[0]["pending"] == 0).then_some(())
+    })
+    .await;
+    gateway.node.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_a_receiver_that_is_up_gets_every_event_as_published() {
+    a_receiver_that_is_up_gets_every_event_as_published(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_receiver_that_is_up_gets_every_event_as_published() {
+    a_receiver_that_is_up_gets_every_event_as_published(Db::Postgres).await;
+}
+
 #[tokio::test]
 async fn after_the_retry_window_events_are_dead_lettered_and_can_be_delivered_again() {
     let gateway = Gateway::start(Db::Sqlite, |c| c.webhook_retry_secs = 2).await;

@@ -177,12 +177,11 @@ impl Publisher {
             None => (batch, None),
         };
         if !published.is_empty() {
-            let seqs: Vec<i64> = published.iter().map(|e| e.seq).collect();
             self.store
-                .mark_events_published(&seqs, self.clock.now_ms())
+                .mark_events_published(&published, self.clock.now_ms())
                 .await
                 .map_err(|e| e.to_string())?;
-            metrics::counter!("salesboy_events_published_total").increment(seqs.len() as u64);
+            metrics::counter!("salesboy_events_published_total").increment(published.len() as u64);
             for outbox in &published {
                 // No subscriber is fine: the feed is for whoever listens now.
                 let _ = self.feed.send(outbox.event.clone());

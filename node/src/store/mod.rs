@@ -76,7 +76,8 @@ pub use secrets::{ColumnReport, ResealProgress};
 #[cfg(feature = "web-engine")]
 pub use web_session::{WebSessionError, WebSessionStore};
 pub use webhooks::{
-    AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, QueueKey, Webhook, WebhookSummary,
+    AttemptOutcome, AttemptRecord, DeadLetter, DueDelivery, QueueKey, Queued, Webhook,
+    WebhookSummary,
 };
 
 /// Postgres schema, applied at connect.
@@ -163,6 +164,8 @@ pub(crate) struct Db {
     /// The queues (webhook and chat) that got deliveries through this store, for the
     /// delivery worker, which is woken.
     webhooks: Arc<webhooks::NamedQueues>,
+    /// The webhooks the deliveries handed over at publishing go to.
+    webhook_cache: Arc<webhooks::WebhookCache>,
     /// The keys of the secret columns, shared by every clone (the writer's too); unset:
     /// written as they come ([`SqlStore::with_secrets`]).
     secrets: Arc<std::sync::OnceLock<crate::secrets::Keyring>>,
@@ -177,6 +180,11 @@ impl Db {
     /// Tells the webhook delivery worker that these queues got deliveries.
     fn webhooks_queued(&self, queued: Vec<QueueKey>) {
         self.webhooks.name(queued);
+    }
+
+    /// Hands deliveries just queued at publishing to the webhook delivery worker.
+    fn webhooks_fresh(&self, fresh: Vec<DueDelivery>) {
+        self.webhooks.hand_over(fresh);
     }
 
     /// Starts a transaction for a read-then-write. On SQLite it takes the write lock at
@@ -327,6 +335,7 @@ impl SqlStore {
             dialect,
             outbox: Arc::new(Notify::new()),
             webhooks: Arc::new(webhooks::NamedQueues::default()),
+            webhook_cache: Arc::default(),
             writer: writer::GroupWriter::detached(),
             secrets: Arc::default(),
         };
@@ -364,9 +373,14 @@ impl SqlStore {
         self.run(outbox::unpublished(&self.db, count)).await
     }
 
-    /// Marks the events `seqs` published at `at_ms`.
-    pub async fn mark_events_published(&self, seqs: &[i64], at_ms: i64) -> Result<(), StoreError> {
-        self.run(outbox::mark_published(&self.db, seqs, at_ms))
+    /// Marks `events` (as read by [`Self::unpublished_events`]) published at `at_ms`, and
+    /// queues them for the webhooks that want them.
+    pub async fn mark_events_published(
+        &self,
+        events: &[OutboxEvent],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.run(outbox::mark_published(&self.db, events, at_ms))
             .await
     }
 
@@ -398,9 +412,10 @@ impl SqlStore {
         self.db.webhooks.named().await;
     }
 
-    /// The queues (webhook and chat) that got deliveries through this store since the last
-    /// call, or `None` when too many piled up to keep: read the whole queue then.
-    pub fn take_queued_keys(&self) -> Option<Vec<QueueKey>> {
+    /// The deliveries queued through this store since the last call (the queues to read,
+    /// and the deliveries queued at publishing, whole), or `None` when too many piled up to
+    /// keep: read the whole queue then.
+    pub fn take_queued(&self) -> Option<Queued> {
         self.db.webhooks.take()
     }
 

@@ -91,12 +91,18 @@ pub(crate) async fn unpublished(db: &Db, count: u32) -> Result<Vec<OutboxEvent>,
     rows.iter().map(outbox_event).collect()
 }
 
-/// Marks the events `seqs` published at `at_ms`, and queues those not marked before for the
-/// webhooks that want them, in one transaction.
-pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<(), Failure> {
-    if seqs.is_empty() {
+/// Marks `events` published at `at_ms`, and queues those not marked before for the
+/// webhooks that want them, in one transaction; the deliveries queued are handed over to
+/// the delivery worker whole, after the commit.
+pub(crate) async fn mark_published(
+    db: &Db,
+    events: &[OutboxEvent],
+    at_ms: i64,
+) -> Result<(), Failure> {
+    if events.is_empty() {
         return Ok(());
     }
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     // Exact sequences, never a range: an event that commits late may sit inside the range
     // of a batch without being in it.
     let sql = format!(
@@ -107,15 +113,21 @@ pub(crate) async fn mark_published(db: &Db, seqs: &[i64], at_ms: i64) -> Result<
     let mut tx = db.begin().await?;
     // Safe: the text holds only numbered placeholders; the values are bound.
     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(at_ms);
-    for seq in lists::padded(seqs) {
+    for seq in lists::padded(&seqs) {
         query = query.bind(*seq);
     }
     // Only the events marked now: one published twice (two publishers overlapping) is
     // queued for the webhooks once.
     let marked: Vec<i64> = query.fetch_all(&mut *tx).await?;
     let queued = webhooks::enqueue(&mut tx, &marked, at_ms).await?;
+    let (fresh, named) = if queued.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        webhooks::fresh_deliveries(db, &mut tx, queued, events, at_ms).await?
+    };
     tx.commit().await?;
-    db.webhooks_queued(queued);
+    db.webhooks_queued(named);
+    db.webhooks_fresh(fresh);
     Ok(())
 }
 

@@ -69,23 +69,48 @@ pub struct QueueKey {
     pub order_key: String,
 }
 
-/// The queues that got deliveries since the delivery worker last took them: named by the
-/// writes that queue deliveries, taken by the worker, which is woken.
+/// What the delivery worker is told of new deliveries since it last looked.
+#[derive(Debug, Default)]
+pub struct Queued {
+    /// Queues that got deliveries the worker reads from the queue itself (re-queued dead
+    /// letters).
+    pub keys: Vec<QueueKey>,
+    /// Deliveries queued as their events were published, whole (webhook and event), in
+    /// outbox order: the worker can attempt them without reading them back.
+    pub fresh: Vec<DueDelivery>,
+}
+
+/// The deliveries queued since the delivery worker last took them: named or handed over by
+/// the writes that queue them, taken by the worker, which is woken.
 #[derive(Default)]
 pub(crate) struct NamedQueues {
     named: std::sync::Mutex<Named>,
     wake: tokio::sync::Notify,
 }
 
-/// The names themselves; when more pile up than [`MAX_NAMED`] (no worker takes them), they
-/// are forgotten and the worker told to read the whole queue instead.
+/// The deliveries themselves; when more pile up than [`MAX_NAMED`] (no worker takes them),
+/// they are forgotten and the worker told to read the whole queue instead.
 #[derive(Default)]
 struct Named {
     keys: std::collections::HashSet<QueueKey>,
+    fresh: Vec<DueDelivery>,
     overflowed: bool,
 }
 
-/// The most queues named between two takes.
+impl Named {
+    /// Makes room for `more`; forgets everything (and says so) when there is none.
+    fn room_for(&mut self, more: usize) -> bool {
+        if self.overflowed || self.keys.len() + self.fresh.len() + more > MAX_NAMED {
+            self.keys.clear();
+            self.fresh.clear();
+            self.overflowed = true;
+            return false;
+        }
+        true
+    }
+}
+
+/// The most queues named and deliveries handed over between two takes.
 const MAX_NAMED: usize = 100_000;
 
 impl NamedQueues {
@@ -96,26 +121,41 @@ impl NamedQueues {
         }
         {
             let mut named = self.lock();
-            if named.keys.len() + queued.len() > MAX_NAMED {
-                named.keys.clear();
-                named.overflowed = true;
-            } else {
+            if named.room_for(queued.len()) {
                 named.keys.extend(queued);
             }
         }
         self.wake.notify_one();
     }
 
-    /// The queues named since the last take, or `None` when too many piled up to keep.
-    pub(crate) fn take(&self) -> Option<Vec<QueueKey>> {
+    /// Hands over deliveries just queued (after the commit), in outbox order, and wakes the
+    /// worker.
+    pub(crate) fn hand_over(&self, fresh: Vec<DueDelivery>) {
+        if fresh.is_empty() {
+            return;
+        }
+        {
+            let mut named = self.lock();
+            if named.room_for(fresh.len()) {
+                named.fresh.extend(fresh);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// What was queued since the last take, or `None` when too much piled up to keep.
+    pub(crate) fn take(&self) -> Option<Queued> {
         let mut named = self.lock();
         if std::mem::take(&mut named.overflowed) {
             return None;
         }
-        Some(named.keys.drain().collect())
+        Some(Queued {
+            keys: named.keys.drain().collect(),
+            fresh: std::mem::take(&mut named.fresh),
+        })
     }
 
-    /// Completes when queues were named since the last call (at once if they were).
+    /// Completes when deliveries were queued since the last call (at once if they were).
     pub(crate) async fn named(&self) {
         self.wake.notified().await;
     }
@@ -126,6 +166,21 @@ impl NamedQueues {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// Webhooks by id, with their secrets open, for the deliveries handed over at publishing.
+/// A webhook never changes once added; a removed one leaves with its deliveries (and
+/// from this cache on the node that removes it), so an entry left elsewhere is never used
+/// for a new delivery and only waits to be evicted.
+pub(crate) struct WebhookCache(moka::sync::Cache<String, Webhook>);
+
+impl Default for WebhookCache {
+    fn default() -> Self {
+        Self(moka::sync::Cache::new(WEBHOOK_CACHE_ENTRIES))
+    }
+}
+
+/// The most webhooks [`WebhookCache`] holds.
+const WEBHOOK_CACHE_ENTRIES: u64 = 50_000;
 
 /// The first pending delivery of a queue.
 #[derive(Debug, Clone)]
@@ -261,16 +316,17 @@ pub(crate) async fn remove(db: &Db, tenant: &TenantId, webhook_id: &str) -> Resu
         .await?
         .rows_affected();
     tx.commit().await?;
+    db.webhook_cache.0.invalidate(webhook_id);
     Ok(removed > 0)
 }
 
 /// Queues the events `seqs` (just marked published, on `conn`) for every matching webhook;
-/// answers the queues that got deliveries.
+/// answers the deliveries queued: their queue and event.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
     seqs: &[i64],
     now_ms: i64,
-) -> Result<Vec<QueueKey>, Failure> {
+) -> Result<Vec<(QueueKey, i64)>, Failure> {
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
@@ -280,7 +336,7 @@ pub(crate) async fn enqueue(
          SELECT w.id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, ''), 'pending', 0, \
          $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
          WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%') \
-         ON CONFLICT DO NOTHING RETURNING webhook_id, order_key",
+         ON CONFLICT DO NOTHING RETURNING webhook_id, order_key, seq",
         lists::placeholders(2, lists::padded_len(seqs.len()))
     );
     // Safe: the text holds only numbered placeholders; the values are bound.
@@ -289,7 +345,71 @@ pub(crate) async fn enqueue(
         query = query.bind(*seq);
     }
     let rows = query.fetch_all(conn).await?;
-    rows.iter().map(queue_key).collect()
+    rows.iter()
+        .map(|row| Ok((queue_key(row)?, get(row, "seq")?)))
+        .collect()
+}
+
+/// The deliveries `queued` (just queued on `conn`, for `events`) whole, as a first attempt
+/// at `now_ms` sees them, in outbox order; the webhooks come from `db`'s cache, the ones it
+/// lacks read on `conn`. A delivery whose webhook or event is not at hand is left out: its
+/// queue is named instead, and read back by the worker.
+pub(crate) async fn fresh_deliveries(
+    db: &Db,
+    conn: &mut AnyConnection,
+    queued: Vec<(QueueKey, i64)>,
+    events: &[OutboxEvent],
+    now_ms: i64,
+) -> Result<(Vec<DueDelivery>, Vec<QueueKey>), Failure> {
+    let missing: Vec<&str> = queued
+        .iter()
+        .map(|(key, _)| key.webhook_id.as_str())
+        .filter(|id| !db.webhook_cache.0.contains_key(*id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in missing.chunks(lists::MAX_LIST) {
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                webhook_columns!(),
+                " FROM webhooks w WHERE w.id IN ({})"
+            ),
+            lists::placeholders(1, lists::padded_len(chunk.len()))
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in lists::padded(chunk) {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let webhook = webhook(db, &row)?;
+            db.webhook_cache.0.insert(webhook.id.clone(), webhook);
+        }
+    }
+    let by_seq: std::collections::HashMap<i64, &OutboxEvent> =
+        events.iter().map(|e| (e.seq, e)).collect();
+    let mut fresh = Vec::with_capacity(queued.len());
+    let mut named = Vec::new();
+    for (key, seq) in queued {
+        let webhook = db.webhook_cache.0.get(&key.webhook_id);
+        match (webhook, by_seq.get(&seq)) {
+            (Some(webhook), Some(event)) => fresh.push(DueDelivery {
+                key,
+                next_attempt_ms: now_ms,
+                webhook,
+                event: OutboxEvent {
+                    published_ms: Some(now_ms),
+                    ..(*event).clone()
+                },
+                attempts: 0,
+                since_ms: now_ms,
+            }),
+            _ => named.push(key),
+        }
+    }
+    fresh.sort_by(|a, b| (a.event.seq, &a.key).cmp(&(b.event.seq, &b.key)));
+    Ok((fresh, named))
 }
 
 fn queue_key(row: &AnyRow) -> Result<QueueKey, Failure> {
