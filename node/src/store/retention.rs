@@ -101,6 +101,12 @@ impl Batch {
 }
 
 /// Deletes up to `limit` rows of `table` older than `cutoff_ms`, from `cursor` on.
+///
+/// Each batch reads the next `limit` rows in the order of the table's time index from the
+/// cursor (`WHERE t >= $from ORDER BY t LIMIT n`), then keeps those before the cutoff: the
+/// index is walked for `limit` rows whatever the planner thinks of the cutoff (a range with
+/// both bounds, planned generically or on stale statistics, may be read whole and sorted
+/// instead — millions of rows per batch on a large table).
 pub(crate) async fn delete_batch(
     db: &Db,
     table: RetentionTable,
@@ -215,8 +221,8 @@ async fn messages(db: &Db, cutoff_ms: i64, from: i64, limit: i64) -> Result<Batc
     let mut tx = db.begin().await?;
     let rows = sqlx::query(
         "DELETE FROM messages WHERE id IN \
-         (SELECT id FROM messages WHERE created_ms >= $1 AND created_ms < $2 \
-          ORDER BY created_ms LIMIT $3) \
+         (SELECT id FROM (SELECT id, created_ms FROM messages WHERE created_ms >= $1 \
+          ORDER BY created_ms LIMIT $3) AS page WHERE created_ms < $2) \
          RETURNING tenant_id, direction, created_ms",
     )
     .bind(from)
@@ -254,7 +260,8 @@ async fn llm_usage(db: &Db, cutoff_ms: i64, from: i64, limit: i64) -> Result<Bat
     let mut tx = db.begin().await?;
     let rows = sqlx::query(
         "DELETE FROM llm_usage WHERE id IN \
-         (SELECT id FROM llm_usage WHERE at_ms >= $1 AND at_ms < $2 ORDER BY at_ms LIMIT $3) \
+         (SELECT id FROM (SELECT id, at_ms FROM llm_usage WHERE at_ms >= $1 \
+          ORDER BY at_ms LIMIT $3) AS page WHERE at_ms < $2) \
          RETURNING tenant_id, prompt_tokens, completion_tokens, cost_micros, at_ms",
     )
     .bind(from)
@@ -328,8 +335,9 @@ async fn events(db: &Db, cutoff_ms: i64, from: i64, limit: i64) -> Result<Batch,
 async fn dead_letters(db: &Db, cutoff_ms: i64, from: i64, limit: i64) -> Result<Batch, Failure> {
     let dead: Vec<i64> = sqlx::query_scalar(
         "DELETE FROM webhook_deliveries WHERE state = 'dead' AND (webhook_id, seq) IN \
-         (SELECT webhook_id, seq FROM webhook_deliveries WHERE state = 'dead' \
-          AND dead_ms >= $1 AND dead_ms < $2 ORDER BY dead_ms LIMIT $3) \
+         (SELECT webhook_id, seq FROM (SELECT webhook_id, seq, dead_ms \
+          FROM webhook_deliveries WHERE state = 'dead' AND dead_ms >= $1 \
+          ORDER BY dead_ms LIMIT $3) AS page WHERE dead_ms < $2) \
          RETURNING dead_ms",
     )
     .bind(from)
@@ -349,8 +357,9 @@ async fn dead_letters(db: &Db, cutoff_ms: i64, from: i64, limit: i64) -> Result<
 async fn rejected(db: &Db, cutoff_ms: i64, from: i64, limit: i64) -> Result<Batch, Failure> {
     let received: Vec<i64> = sqlx::query_scalar(
         "DELETE FROM webhook_rejected_items WHERE id IN \
-         (SELECT id FROM webhook_rejected_items WHERE received_ms >= $1 AND received_ms < $2 \
-          ORDER BY received_ms LIMIT $3) \
+         (SELECT id FROM (SELECT id, received_ms FROM webhook_rejected_items \
+          WHERE received_ms >= $1 ORDER BY received_ms LIMIT $3) AS page \
+          WHERE received_ms < $2) \
          RETURNING received_ms",
     )
     .bind(from)
