@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::ports::{Clock, LlmProviderFactory, SystemClock, WhatsAppConnector};
+use salesboy_actors::ports::{LlmProviderFactory, SystemClock, WhatsAppConnector};
 use salesboy_actors::services::{Settings, response_cache};
 use salesboy_actors::store::Store;
 use secrecy::{ExposeSecret, SecretString};
@@ -40,9 +40,6 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// How long shutdown waits for the actors to stop.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often old chat logs are deleted.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Size of the node's LLM response cache.
 const RESPONSE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -279,11 +276,10 @@ pub async fn start_with_bus(
         .map(tokio::net::TcpListener::local_addr)
         .transpose()
         .context("reading the admin HTTP address")?;
-    tasks.spawn_until_cancelled(retention_job(
-        Arc::clone(&store),
+    tasks.spawn_until_cancelled(crate::retention::retention_job(
         sql.clone(),
-        config.retention_days,
-        Duration::from_secs(config.events_max_age_secs),
+        cluster.clone(),
+        config.retention,
     ));
     tasks.spawn_until_cancelled(
         AlertEvaluator {
@@ -512,46 +508,6 @@ async fn open_database(config: &Config, database_url: &str) -> anyhow::Result<Sq
         }
     }
     Ok(sql)
-}
-
-/// Deletes chat logs and rejected webhook items older than the retention period and events
-/// older than the events' age limit, hourly.
-async fn retention_job(
-    store: Arc<dyn Store>,
-    sql: SqlStore,
-    retention_days: u32,
-    events_max_age: Duration,
-) {
-    let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
-    let keep_events_ms = i64::try_from(events_max_age.as_millis()).unwrap_or(i64::MAX);
-    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
-    loop {
-        interval.tick().await;
-        let cutoff = SystemClock.now_ms() - keep_ms;
-        match store.delete_messages_before(cutoff).await {
-            Ok(0) => {}
-            Ok(deleted) => info!(deleted, retention_days, "old chat logs deleted"),
-            Err(e) => warn!(error = %e, "retention job failed"),
-        }
-        match sql.delete_rejected_items_before(cutoff).await {
-            Ok(0) => {}
-            Ok(deleted) => info!(
-                deleted,
-                retention_days, "old rejected webhook items deleted"
-            ),
-            Err(e) => warn!(error = %e, "rejected webhook items retention failed"),
-        }
-        let cutoff = SystemClock.now_ms().saturating_sub(keep_events_ms);
-        match sql.delete_events_before(cutoff).await {
-            Ok((0, _)) => {}
-            Ok((deleted, 0)) => info!(deleted, "old events deleted from the outbox"),
-            Ok((deleted, unpublished)) => warn!(
-                deleted,
-                unpublished, "old events deleted from the outbox, some never published"
-            ),
-            Err(e) => warn!(error = %e, "events retention failed"),
-        }
-    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

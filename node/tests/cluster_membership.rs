@@ -213,6 +213,55 @@ async fn a_silent_node_is_declared_dead_after_the_failure_timeout(cluster: &impl
     assert!(a.is_alive(&node("b")) && b.is_alive(&node("a")));
 }
 
+/// Retention's part: a dead node's record is removed once it has been dead for the grace,
+/// never a live node's nor one still within the grace, nor one `forget` refuses.
+async fn dead_records_are_removed_after_the_grace(cluster: &impl Cluster) {
+    let config = fast();
+    let a = join_simple(cluster.bus().await, "a", config).await;
+    let b = join_simple(cluster.bus().await, "b", config).await;
+    let c_tasks = Background::new();
+    let c = join_on(
+        cluster.bus().await,
+        "c",
+        Arc::new(AtomicU64::new(0)),
+        config,
+        &c_tasks,
+    )
+    .await;
+    eventually("a sees everyone", || all_alive(&a, &["a", "b", "c"])).await;
+    c_tasks.cancel();
+    drop(c);
+    eventually("a sees c dead", || {
+        a.view()
+            .iter()
+            .any(|v| v.record.node == node("c") && !v.alive)
+    })
+    .await;
+    // Within the grace: kept.
+    let grace = Duration::from_millis(400);
+    assert_eq!(
+        a.forget_dead(Duration::from_secs(3600), |_| true)
+            .await
+            .unwrap(),
+        0
+    );
+    // Past it, but refused (its tenants still wait for their failover): kept.
+    let past = Instant::now() + grace + config.failure_timeout;
+    eventually("the grace has passed", || Instant::now() >= past).await;
+    assert_eq!(a.forget_dead(grace, |_| false).await.unwrap(), 0);
+    assert!(a.view().iter().any(|v| v.record.node == node("c")));
+    // Past it: removed from the bucket, so from every node's view; the live ones stay.
+    assert_eq!(a.forget_dead(grace, |_| true).await.unwrap(), 1);
+    for m in [&a, &b] {
+        eventually("c's record is gone", || {
+            m.view().iter().all(|v| v.record.node != node("c"))
+        })
+        .await;
+    }
+    assert!(all_alive(&a, &["a", "b"]) && all_alive(&b, &["a", "b"]));
+    assert_eq!(a.forget_dead(grace, |_| true).await.unwrap(), 0);
+}
+
 async fn leaving_is_seen_at_once(cluster: &impl Cluster) {
     let a = join_simple(cluster.bus().await, "a", patient()).await;
     let b = join_simple(cluster.bus().await, "b", patient()).await;
@@ -363,6 +412,7 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
 salesboy_testkit::bus_suite!([
     three_nodes_see_each_other_alive,
     a_silent_node_is_declared_dead_after_the_failure_timeout,
+    dead_records_are_removed_after_the_grace,
     leaving_is_seen_at_once,
     draining_is_written_at_once,
     hanging_writes_fence,

@@ -12,7 +12,8 @@
 //!
 //! Modules: [`node`] (the process, its database, the fake), [`setup`] (tenants and
 //! deliveries), [`load`] (closed and open loops), [`flow`] (warm-up, waiting, exactly-once
-//! checks), [`verify`] (database counts), [`stats`], [`env`] (machine, CPU, RSS),
+//! checks), [`verify`] (database counts), [`seed`] (old messages for retention to delete
+//! while `latency` runs), [`stats`], [`env`] (machine, CPU, RSS),
 //! [`report`], [`subscribers`] (event listeners for a run); one module per bench: [`throughput`], [`latency`], [`memory`].
 
 pub mod env;
@@ -22,6 +23,7 @@ pub mod load;
 pub mod memory;
 pub mod node;
 pub mod report;
+pub mod seed;
 pub mod setup;
 pub mod stats;
 pub mod subscribers;

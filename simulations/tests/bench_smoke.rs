@@ -76,10 +76,35 @@ async fn latency_measures_every_message() {
         tenants: 2,
         messages_per_chat: 1,
         timeout_secs: 60,
+        seed_old_messages: 0,
+        seed_age_days: 100,
+        retention_days: None,
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.results["latency"]["count"], 40);
+}
+
+/// Old messages seeded for retention (the retention bench) do not disturb the measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_runs_over_seeded_old_messages() {
+    let report = run(BenchKind::Latency(LatencyOptions {
+        node: node(DbKind::Sqlite),
+        rate: 40.0,
+        seconds: 1.0,
+        tenants: 2,
+        messages_per_chat: 1,
+        timeout_secs: 60,
+        seed_old_messages: 2_500,
+        seed_age_days: 100,
+        retention_days: Some(100_000),
+    }))
+    .await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.results["latency"]["count"], 40);
+    assert_eq!(report.results["seeded_old_messages"], 2_500);
+    // kept (retention_days far beyond their age): nothing deleted
+    assert_eq!(report.results["retention_deleted_during_run"], 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,8 +64,9 @@ pub trait UsageStore: Send + Sync {
     ) -> Result<LlmUsageTotals, StoreError>;
 
     /// The tenant's usage from `from_ms` (inclusive) to `until_ms` (exclusive): LLM calls by
-    /// when they finished, messages by when they were recorded. Messages removed by retention
-    /// are no longer counted.
+    /// when they finished, messages by when they were recorded. Rows removed by retention
+    /// are still counted, by their month, where the store folds them before deleting them
+    /// (the SQL store's `usage_monthly`): the bounds are then months' bounds.
     async fn usage_between(
         &self,
         tenant: &TenantId,

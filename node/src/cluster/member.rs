@@ -17,7 +17,7 @@ use super::directory::Directory;
 use super::duties::{fence_watch, leader_duties, membership_events};
 use super::inbox::{Answers, DEDUP_WINDOW, INBOX_TIMEOUT};
 use super::leader::Leadership;
-use super::membership::Membership;
+use super::membership::{Membership, MembershipError};
 use super::placement::PlacementStrategy;
 use super::seal::ClusterKey;
 use crate::background::{Background, StillRunning};
@@ -174,6 +174,22 @@ impl ClusterMember {
     /// Whether this node leads the cluster now.
     pub fn is_leader(&self) -> bool {
         self.leadership.is_leader()
+    }
+
+    /// Removes the membership records of nodes dead for longer than `grace` that the
+    /// directory gives no tenant any more (those wait for their failover); how many.
+    /// Leader only: elsewhere it does nothing.
+    pub async fn forget_dead_nodes(&self, grace: Duration) -> Result<u64, MembershipError> {
+        if !self.is_leader() {
+            return Ok(0);
+        }
+        self.membership
+            .forget_dead(grace, |node| {
+                self.directory
+                    .cached_where(|v| &v.entry.node == node)
+                    .is_empty()
+            })
+            .await
     }
 
     /// The leader as this node sees it.

@@ -108,6 +108,12 @@ pub(super) struct Layers {
     pub(super) alert_error_window_secs: Option<u64>,
     pub(super) alert_error_min_calls: Option<u64>,
     pub(super) alert_leader_missing_secs: Option<u64>,
+    pub(super) retention_llm_usage_days: Option<u32>,
+    pub(super) retention_dead_letter_days: Option<u32>,
+    pub(super) retention_membership_grace_secs: Option<u64>,
+    pub(super) retention_batch_rows: Option<u32>,
+    pub(super) retention_batch_pause_ms: Option<u64>,
+    pub(super) retention_interval_secs: Option<u64>,
 }
 
 /// A string, or a number or boolean in its text form (`admin_token = 1234` is the token

@@ -28,6 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::alerts::AlertSettings;
+use crate::retention::RetentionSettings;
 use crate::store::redact_url;
 
 mod layers;
@@ -105,6 +106,12 @@ pub const KEYS: &[&str] = &[
     "alert_error_window_secs",
     "alert_error_min_calls",
     "alert_leader_missing_secs",
+    "retention_llm_usage_days",
+    "retention_dead_letter_days",
+    "retention_membership_grace_secs",
+    "retention_batch_rows",
+    "retention_batch_pause_ms",
+    "retention_interval_secs",
 ];
 
 /// The shortest admin token a node accepts (`admin_token`): a generated one has 64.
@@ -207,8 +214,6 @@ pub struct Config {
     pub conversation_max_question_chars: u64,
     /// Replies a tenant starts per second at most, a second's worth at once (default 20); beyond it the bot slows down.
     pub tenant_replies_per_second: u32,
-    /// Chat logs older than this many days are deleted.
-    pub retention_days: u32,
     /// Log format.
     pub log_format: LogFormat,
     /// A cluster node whose heartbeat has not changed for this long is dead; a node fences
@@ -246,6 +251,9 @@ pub struct Config {
     pub llm_monthly_spend_cap_micros: Option<u64>,
     /// The alerts' thresholds and timings (the `alert_*` keys).
     pub alerts: AlertSettings,
+    /// Retention's windows and pacing (`retention_days`, the `retention_*` keys; the events
+    /// outbox's window is `events_max_age_secs`).
+    pub retention: RetentionSettings,
 }
 
 impl Default for Config {
@@ -292,7 +300,6 @@ impl Default for Config {
             conversation_max_question_chars: u64::try_from(actors.max_question_chars)
                 .unwrap_or(u64::MAX),
             tenant_replies_per_second: actors.replies_per_second_per_tenant,
-            retention_days: 90,
             log_format: LogFormat::Text,
             failure_timeout_ms: 5_000,
             events_max_age_secs: 7 * 24 * 3600,
@@ -307,6 +314,7 @@ impl Default for Config {
             http_max_concurrent_requests: 1024,
             llm_monthly_spend_cap_micros: None,
             alerts: AlertSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -445,6 +453,12 @@ impl Config {
             alert_error_window_secs,
             alert_error_min_calls,
             alert_leader_missing_secs,
+            retention_llm_usage_days,
+            retention_dead_letter_days,
+            retention_membership_grace_secs,
+            retention_batch_rows,
+            retention_batch_pause_ms,
+            retention_interval_secs,
         } = layers;
         set(&mut self.node_id, node_id);
         set(&mut self.http_addr, http_addr);
@@ -554,7 +568,7 @@ impl Config {
             positive("tenant_replies_per_second", tenant_replies_per_second)?,
         );
         set(
-            &mut self.retention_days,
+            &mut self.retention.messages_days,
             positive("retention_days", retention_days)?,
         );
         set(&mut self.log_format, log_format);
@@ -672,6 +686,29 @@ impl Config {
         if let Some(secs) = alert_leader_missing_secs {
             alerts.leader_missing_after = Duration::from_secs(secs);
         }
+        let retention = &mut self.retention;
+        retention.events_max_age = Duration::from_secs(self.events_max_age_secs);
+        set(
+            &mut retention.llm_usage_days,
+            positive("retention_llm_usage_days", retention_llm_usage_days)?,
+        );
+        set(
+            &mut retention.dead_letter_days,
+            positive("retention_dead_letter_days", retention_dead_letter_days)?,
+        );
+        if let Some(secs) = retention_membership_grace_secs {
+            retention.membership_grace = Duration::from_secs(secs);
+        }
+        set(
+            &mut retention.batch_rows,
+            positive("retention_batch_rows", retention_batch_rows)?,
+        );
+        if let Some(ms) = retention_batch_pause_ms {
+            retention.batch_pause = Duration::from_millis(ms);
+        }
+        if let Some(secs) = positive("retention_interval_secs", retention_interval_secs)? {
+            retention.interval = Duration::from_secs(secs);
+        }
         Ok(self)
     }
 
@@ -780,7 +817,6 @@ impl std::fmt::Debug for Config {
             conversation_max_batch_messages,
             conversation_max_question_chars,
             tenant_replies_per_second,
-            retention_days,
             log_format,
             failure_timeout_ms,
             events_max_age_secs,
@@ -795,6 +831,7 @@ impl std::fmt::Debug for Config {
             http_max_concurrent_requests,
             llm_monthly_spend_cap_micros,
             alerts,
+            retention,
         } = self;
         let url = |url: &Option<String>| url.as_deref().map(redact_url);
         f.debug_struct("Config")
@@ -844,7 +881,6 @@ impl std::fmt::Debug for Config {
                 conversation_max_question_chars,
             )
             .field("tenant_replies_per_second", tenant_replies_per_second)
-            .field("retention_days", retention_days)
             .field("log_format", log_format)
             .field("failure_timeout_ms", failure_timeout_ms)
             .field("events_max_age_secs", events_max_age_secs)
@@ -859,6 +895,7 @@ impl std::fmt::Debug for Config {
             .field("http_max_concurrent_requests", http_max_concurrent_requests)
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("alerts", alerts)
+            .field("retention", retention)
             .finish()
     }
 }

@@ -106,6 +106,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "replies slowed down by the tenant's reply rate",
     ),
     (
+        "salesboy_retention_batches_total",
+        "retention delete batches, by table",
+    ),
+    (
+        "salesboy_retention_deleted_rows_total",
+        "rows deleted by retention, by table",
+    ),
+    (
+        "salesboy_retention_runs_total",
+        "retention runs, by outcome",
+    ),
+    (
         "salesboy_self_fences_total",
         "times this node fenced itself",
     ),

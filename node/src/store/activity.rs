@@ -6,6 +6,7 @@ use salesboy_protocol::TenantId;
 use super::Db;
 use super::decode::get;
 use super::error::Failure;
+use super::retention;
 
 /// Records one LLM call.
 pub(crate) async fn record_llm_usage(db: &Db, usage: &LlmUsage) -> Result<(), Failure> {
@@ -25,13 +26,26 @@ pub(crate) async fn record_llm_usage(db: &Db, usage: &LlmUsage) -> Result<(), Fa
     Ok(())
 }
 
-/// The tenant's usage since `since_ms`.
+/// The tenant's usage since `since_ms` (a month's start: calls deleted by retention count
+/// by their month, from `usage_monthly`).
 pub(crate) async fn llm_usage_totals(
     db: &Db,
     tenant: &TenantId,
     since_ms: i64,
 ) -> Result<LlmUsageTotals, Failure> {
-    llm_totals(db, tenant, since_ms, i64::MAX).await
+    let raw = llm_totals(db, tenant, since_ms, i64::MAX).await?;
+    let folded = retention::monthly_usage(db, tenant, since_ms, i64::MAX).await?;
+    Ok(add_llm(raw, folded.llm))
+}
+
+/// The sum of two LLM usage totals.
+fn add_llm(a: LlmUsageTotals, b: LlmUsageTotals) -> LlmUsageTotals {
+    LlmUsageTotals {
+        requests: a.requests + b.requests,
+        prompt_tokens: a.prompt_tokens + b.prompt_tokens,
+        completion_tokens: a.completion_tokens + b.completion_tokens,
+        cost_micros: a.cost_micros + b.cost_micros,
+    }
 }
 
 /// The tenant's LLM calls in `[from_ms, until_ms)`, by `at_ms`. Sums are cast to `BIGINT`:
@@ -63,7 +77,9 @@ async fn llm_totals(
 }
 
 /// The tenant's usage in `[from_ms, until_ms)`: LLM calls by `at_ms`, messages by
-/// `created_ms` (the `messages_chat_log` index). Sums cast to `BIGINT` as above.
+/// `created_ms` (the `messages_chat_log` index), plus what retention folded into
+/// `usage_monthly` for the months starting in the period (the bounds are months' for
+/// `usage.get`). Sums cast to `BIGINT` as above.
 pub(crate) async fn usage_between(
     db: &Db,
     tenant: &TenantId,
@@ -84,9 +100,10 @@ pub(crate) async fn usage_between(
     .bind(until_ms)
     .fetch_one(&db.pool)
     .await?;
+    let folded = retention::monthly_usage(db, tenant, from_ms, until_ms).await?;
     Ok(UsageReport {
-        llm,
-        messages_in: get(&messages, "messages_in")?,
-        messages_out: get(&messages, "messages_out")?,
+        llm: add_llm(llm, folded.llm),
+        messages_in: get::<i64>(&messages, "messages_in")? + folded.messages_in,
+        messages_out: get::<i64>(&messages, "messages_out")? + folded.messages_out,
     })
 }

@@ -83,6 +83,28 @@ pub(crate) async fn current_epoch(db: &Db, tenant: &TenantId) -> Result<Option<u
     epoch.map(epoch_from_sql).transpose()
 }
 
+/// Takes the tenant's fence exclusively in the surrounding transaction (from
+/// [`Db::begin`](super::Db::begin)), as a claim does: waits for the tenant's fenced writes in
+/// flight and holds later ones off until the transaction ends (retention deleting an empty
+/// conversation). SQLite: the `BEGIN IMMEDIATE` transaction already does.
+pub(crate) async fn lock_exclusive(
+    db: &Db,
+    tx: &mut AnyConnection,
+    tenant: &str,
+) -> Result<(), Failure> {
+    if db.dialect == Dialect::Postgres {
+        sqlx::query(concat!(
+            "SELECT pg_advisory_xact_lock(",
+            tenant_lock_key!("$1"),
+            ")"
+        ))
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Refuses the surrounding transaction's write if the tenant's epoch is newer than `epoch`,
 /// and keeps a newer claim from committing until the transaction ends. Run it first in a
 /// transaction from [`Db::begin`](super::Db::begin).

@@ -20,7 +20,8 @@
 //! - `messages`: conversations, messages, replies, statuses and the reads reconciliation
 //!   needs;
 //! - `webhooks`: HTTP event webhooks and the events each has still to receive;
-//! - `retention`: deleting old messages (and old rejected webhook items);
+//! - `retention`: deleting what is older than its window, one bounded batch at a time
+//!   (every table that grows), folding usage into `usage_monthly` as it goes;
 //! - `rejected`: webhook items that could not be read, with their `message_rejected` events;
 //! - `knowledge`: the knowledge base and its full-text search;
 //! - `activity`: LLM usage;
@@ -72,6 +73,7 @@ use tracing::debug;
 pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
+pub use retention::{Batch, BatchCursor, RetentionTable};
 pub use secrets::{ColumnReport, ResealProgress};
 #[cfg(feature = "web-engine")]
 pub use web_session::{WebSessionError, WebSessionStore};
@@ -393,17 +395,55 @@ impl SqlStore {
         self.run(outbox::events_after(&self.db, after, count)).await
     }
 
-    /// Deletes the events that happened before `cutoff_ms`; answers how many went and how
-    /// many of those had never been published.
+    /// Deletes the events that happened before `cutoff_ms` (those a webhook has still to
+    /// receive stay), and the dead letters given up before it, in batches; answers how many
+    /// events went and how many of those had never been published.
     pub async fn delete_events_before(&self, cutoff_ms: i64) -> Result<(u64, u64), StoreError> {
-        self.run(outbox::delete_events_before(&self.db, cutoff_ms))
+        self.run(async {
+            retention::delete_all_before(
+                &self.db,
+                RetentionTable::DeadLetters,
+                cutoff_ms,
+                retention::DEFAULT_BATCH,
+            )
+            .await?;
+            retention::delete_all_before(
+                &self.db,
+                RetentionTable::Events,
+                cutoff_ms,
+                retention::DEFAULT_BATCH,
+            )
             .await
+        })
+        .await
     }
 
-    /// Deletes the rejected webhook items received before `cutoff_ms`; answers how many.
+    /// Deletes the rejected webhook items received before `cutoff_ms`, in batches; answers
+    /// how many.
     pub async fn delete_rejected_items_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        self.run(rejected::delete_rejected_before(&self.db, cutoff_ms))
-            .await
+        self.run(retention::delete_all_before(
+            &self.db,
+            RetentionTable::RejectedItems,
+            cutoff_ms,
+            retention::DEFAULT_BATCH,
+        ))
+        .await
+        .map(|(deleted, _)| deleted)
+    }
+
+    /// Deletes at most `limit` rows of `table` older than `cutoff_ms`, from `cursor` on, in
+    /// one short transaction (retention, [`crate::retention`]).
+    pub async fn retention_batch(
+        &self,
+        table: RetentionTable,
+        cutoff_ms: i64,
+        cursor: &BatchCursor,
+        limit: u32,
+    ) -> Result<Batch, StoreError> {
+        self.run(retention::delete_batch(
+            &self.db, table, cutoff_ms, cursor, limit,
+        ))
+        .await
     }
 
     /// Completes when events have been queued for webhooks through this store since the

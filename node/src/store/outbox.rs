@@ -145,54 +145,6 @@ pub(crate) async fn events_after(
     rows.iter().map(outbox_event).collect()
 }
 
-/// Deletes the events that happened before `cutoff_ms`, and the dead letters given up
-/// before it; an event a webhook has still to receive stays. Returns how many events went,
-/// and how many of those had never been published.
-pub(crate) async fn delete_events_before(db: &Db, cutoff_ms: i64) -> Result<(u64, u64), Failure> {
-    webhooks::delete_dead_before(db, cutoff_ms).await?;
-    // Events are written in time order, so the old ones are a prefix of `seq`: its end is
-    // the first event at or after the cutoff, found walking the primary key (no index on
-    // at_ms to keep up on every write). The deletes stay within that prefix and still check
-    // each event's time: one that commits late, with a lower `seq`, is not old.
-    let end: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM event_outbox WHERE at_ms >= $1 ORDER BY seq LIMIT 1")
-            .bind(cutoff_ms)
-            .fetch_optional(&db.pool)
-            .await?;
-    // No event at or after the cutoff: the end is just past the last event there is now,
-    // never "everything": events committed from here on are new and must stay.
-    let end = match end {
-        Some(end) => end,
-        None => {
-            let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM event_outbox")
-                .fetch_one(&db.pool)
-                .await?;
-            match last {
-                Some(last) => last + 1,
-                None => return Ok((0, 0)),
-            }
-        }
-    };
-    let unpublished: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM event_outbox WHERE seq < $1 AND at_ms < $2 \
-         AND published_ms IS NULL",
-    )
-    .bind(end)
-    .bind(cutoff_ms)
-    .fetch_one(&db.pool)
-    .await?;
-    let deleted = sqlx::query(
-        "DELETE FROM event_outbox WHERE seq < $1 AND at_ms < $2 AND NOT EXISTS \
-         (SELECT 1 FROM webhook_deliveries d WHERE d.seq = event_outbox.seq)",
-    )
-    .bind(end)
-    .bind(cutoff_ms)
-    .execute(&db.pool)
-    .await?
-    .rows_affected();
-    Ok((deleted, u64::try_from(unpublished).unwrap_or(0)))
-}
-
 pub(crate) fn outbox_event(row: &AnyRow) -> Result<OutboxEvent, Failure> {
     let detail: String = get(row, "detail")?;
     let detail = serde_json::from_str(&detail).map_err(|e| {

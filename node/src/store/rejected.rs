@@ -73,17 +73,6 @@ pub(crate) async fn rejected_items(
     rows.iter().map(rejected_from_row).collect()
 }
 
-/// Deletes the rejected items received before `cutoff_ms` (retention).
-pub(crate) async fn delete_rejected_before(db: &Db, cutoff_ms: i64) -> Result<u64, Failure> {
-    Ok(
-        sqlx::query("DELETE FROM webhook_rejected_items WHERE received_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&db.pool)
-            .await?
-            .rows_affected(),
-    )
-}
-
 fn rejected_from_row(row: &AnyRow) -> Result<StoredRejectedItem, Failure> {
     let truncated: i64 = get(row, "truncated")?;
     Ok(StoredRejectedItem {

@@ -420,8 +420,14 @@ impl EventStore for SqlStore {
 #[async_trait]
 impl RetentionStore for SqlStore {
     async fn delete_messages_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        self.run(retention::delete_messages_before(&self.db, cutoff_ms))
-            .await
+        self.run(retention::delete_all_before(
+            &self.db,
+            retention::RetentionTable::Messages,
+            cutoff_ms,
+            retention::DEFAULT_BATCH,
+        ))
+        .await
+        .map(|(deleted, _)| deleted)
     }
 }
 

@@ -325,6 +325,7 @@ pub(crate) async fn delete_tenant(
             // row (foreign keys ON DELETE CASCADE); these tables have no foreign key.
             for delete in [
                 "DELETE FROM llm_usage WHERE tenant_id = $1",
+                "DELETE FROM usage_monthly WHERE tenant_id = $1",
                 "DELETE FROM event_outbox WHERE tenant_id = $1",
             ] {
                 sqlx::query(delete)

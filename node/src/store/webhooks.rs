@@ -679,17 +679,6 @@ pub(crate) async fn redeliver(
     Ok(Some(count))
 }
 
-/// Deletes dead letters given up before `cutoff_ms`; how many.
-pub(crate) async fn delete_dead_before(db: &Db, cutoff_ms: i64) -> Result<u64, Failure> {
-    Ok(
-        sqlx::query("DELETE FROM webhook_deliveries WHERE state = 'dead' AND dead_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&db.pool)
-            .await?
-            .rows_affected(),
-    )
-}
-
 async fn exists(db: &Db, tenant: &TenantId, webhook_id: &str) -> Result<bool, Failure> {
     Ok(
         sqlx::query("SELECT 1 FROM webhooks WHERE id = $1 AND tenant_id = $2")

@@ -23,7 +23,8 @@ use super::load::{Posted, open_loop, scheduled};
 use super::node::{Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
-use super::setup::{Layout, build_deliveries, chat_index};
+use super::seed;
+use super::setup::{Layout, build_deliveries, chat_index, create_tenants};
 use super::stats::Distribution;
 
 /// The p99 target of issue "Single-node gateway", milliseconds.
@@ -51,6 +52,17 @@ pub struct LatencyOptions {
     /// How long to wait for the replies after the last send.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Before the node starts, seed this many old chat messages (inbound, spread over the
+    /// tenants) for retention to work on while the load runs.
+    #[arg(long, default_value_t = 0)]
+    pub seed_old_messages: u64,
+    /// How old the seeded messages are, in days.
+    #[arg(long, default_value_t = 100)]
+    pub seed_age_days: u32,
+    /// `SALESBOY_RETENTION_DAYS` for the node: with the seeded messages 100 days old, the
+    /// default (90) deletes them during the run; a larger value keeps them (the baseline).
+    #[arg(long)]
+    pub retention_days: Option<u32>,
 }
 
 /// Runs the benchmark.
@@ -61,8 +73,30 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         messages,
         messages_per_chat: options.messages_per_chat.max(1),
     };
-    let mut deployment =
-        Deployment::start_with_tenants(&options.node, &[], 256, layout.tenants, true).await?;
+    let mut settings = Vec::new();
+    if let Some(days) = options.retention_days {
+        settings.push(("SALESBOY_RETENTION_DAYS", days.to_string()));
+    }
+    let mut deployment = Deployment::prepare(&options.node, &settings, 256).await?;
+    let store = deployment.store().await?;
+    create_tenants(&store, layout.tenants, true).await?;
+    store.close().await;
+    if options.seed_old_messages > 0 {
+        seed::old_messages(
+            &deployment.database_url,
+            deployment.db(),
+            layout.tenants,
+            options.seed_old_messages,
+            options.seed_age_days,
+        )
+        .await?;
+    }
+    deployment.start_node().await?;
+    progress(format!(
+        "node ready on {} (pid {})",
+        deployment.db().as_str(),
+        deployment.node()?.pid()
+    ));
     let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
     warm_up(&deployment, layout.tenants).await?;
     let baseline = Baseline::read(&deployment).await?;
@@ -74,6 +108,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     let url = deployment.webhook_url()?;
     let accepted_now = Arc::new(AtomicUsize::new(0));
     let ticker = tick_accepted(Arc::clone(&accepted_now), messages, Duration::from_secs(5));
+    let retained_before = deployment.retention_deleted_messages().await;
     let mark = CpuMark::now(deployment.node()?.pid());
     let start = Instant::now() + Duration::from_millis(50);
     let outcome = open_loop(
@@ -97,6 +132,8 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         timeout,
     )
     .await?;
+    let retained_after = deployment.retention_deleted_messages().await;
+    let deleted_during_run = retained_after - retained_before;
     let peak_rss = deployment.node()?.peak_rss();
     baseline.counter.close().await;
 
@@ -185,6 +222,23 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
             merged_chats.to_string(),
         );
     }
+    if options.seed_old_messages > 0 {
+        report.row(
+            "old messages seeded before the run (retention's work)",
+            format!(
+                "{} ({} days old; retention_days {})",
+                options.seed_old_messages,
+                options.seed_age_days,
+                options
+                    .retention_days
+                    .map_or_else(|| "default 90".to_owned(), |d| d.to_string())
+            ),
+        );
+    }
+    report.row(
+        "messages deleted by retention between the first send and the last reply",
+        format!("{deleted_during_run:.0}"),
+    );
     if let Some(peak) = peak_rss {
         report.row("node peak RSS (VmHWM)", mib(peak as f64));
     }
@@ -239,6 +293,8 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         "machine_busy_before_run": baseline.machine_load,
         "db_counts": end.completion.counts,
         "node_peak_rss_bytes": peak_rss,
+        "seeded_old_messages": options.seed_old_messages,
+        "retention_deleted_during_run": deleted_during_run,
     });
     deployment.shutdown().await;
     Ok(report)

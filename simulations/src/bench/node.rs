@@ -438,6 +438,27 @@ impl Deployment {
         health(&self.http, &self.node()?.base).await
     }
 
+    /// Messages deleted by the node's retention so far
+    /// (`salesboy_retention_deleted_rows_total{table="messages"}`; 0 before its first batch).
+    pub async fn retention_deleted_messages(&self) -> f64 {
+        let Ok(node) = self.node() else { return 0.0 };
+        let page = self
+            .http
+            .get(format!("{}/metrics", node.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let Ok(page) = page else { return 0.0 };
+        let text = page.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix("salesboy_retention_deleted_rows_total{table=\"messages\"} ")
+            })
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The webhook URL.
     pub fn webhook_url(&self) -> anyhow::Result<String> {
         Ok(format!(

@@ -22,7 +22,8 @@
 //! a freshly started node reports a long-dead node's leftover record as alive for up to
 //! `failure_timeout`, then as left (which lets the leader fail over any tenant the directory
 //! still gives it). Records of dead nodes stay in the bucket (the 2.9 server has no per-key
-//! TTL) and in [`Membership::view`] as not alive, until that node id writes again.
+//! TTL) and in [`Membership::view`] as not alive, until that node id writes again or the
+//! leader removes them after a grace period ([`Membership::forget_dead`], run by retention).
 //!
 //! # Self-fencing
 //!
@@ -397,6 +398,45 @@ impl Membership {
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
         self.beat_now.notify_one();
+    }
+
+    /// Removes the records of the nodes that `forget` accepts among those declared dead
+    /// (never this node) whose record has not changed for `failure_timeout + grace`; how
+    /// many. A record is deleted only if the bucket still holds the revision this node saw
+    /// die, so a node coming back just then keeps its new record.
+    pub async fn forget_dead(
+        &self,
+        grace: Duration,
+        forget: impl Fn(&NodeId) -> bool,
+    ) -> Result<u64, MembershipError> {
+        let silent_for = self.config.failure_timeout.saturating_add(grace);
+        let candidates: Vec<(NodeId, u64)> = lock(&self.nodes)
+            .iter()
+            .filter(|(node, t)| {
+                !t.alive && **node != self.me && t.changed_at.elapsed() >= silent_for
+            })
+            .map(|(node, t)| (node.clone(), t.revision))
+            .collect();
+        let mut forgotten = 0;
+        for (node, revision) in candidates {
+            if !forget(&node) {
+                continue;
+            }
+            let current = timeout(self.config.fence_after, self.kv.get(node.as_str()))
+                .await
+                .map_err(|_| MembershipError::Timeout)?
+                .map_err(MembershipError::Write)?;
+            if current.is_some_and(|entry| entry.revision != revision) {
+                continue;
+            }
+            timeout(self.config.fence_after, self.kv.delete(node.as_str()))
+                .await
+                .map_err(|_| MembershipError::Timeout)?
+                .map_err(MembershipError::Write)?;
+            info!(node = %node, "dead node's membership record removed");
+            forgotten += 1;
+        }
+        Ok(forgotten)
     }
 
     /// Leaves the cluster cleanly: stops the heartbeat, deletes this node's record (the
