@@ -76,7 +76,7 @@ pub async fn add(
             format!("at most {MAX_TITLE_CHARS} characters"),
         ));
     }
-    let chunks = knowledge::chunk(&request.text);
+    let chunks = knowledge::passages(&request.text);
     if chunks.is_empty() {
         return Err(ApiError::invalid("text", "must not be empty"));
     }
