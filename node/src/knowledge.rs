@@ -63,7 +63,11 @@ pub fn passages(text: &str) -> Vec<String> {
                 passage.push_str(heading);
                 passage.push('\n');
             }
-            if let Some(tail) = previous.as_deref().map(overlap_tail).filter(|t| !t.is_empty()) {
+            if let Some(tail) = previous
+                .as_deref()
+                .map(overlap_tail)
+                .filter(|t| !t.is_empty())
+            {
                 passage.push_str(&tail);
                 passage.push(' ');
             }
@@ -115,10 +119,12 @@ fn heading_of(paragraph: &str) -> Option<String> {
     }
     let single_line = !paragraph.contains('\n');
     let short = first.chars().count() <= MAX_HEADING_CHARS;
-    let ends_like_sentence = first
-        .chars()
-        .last()
-        .is_some_and(|c| matches!(c, '.' | '!' | '?' | '…' | ':' | ';' | ',' | '。' | '！' | '？'));
+    let ends_like_sentence = first.chars().last().is_some_and(|c| {
+        matches!(
+            c,
+            '.' | '!' | '?' | '…' | ':' | ';' | ',' | '。' | '！' | '？'
+        )
+    });
     (single_line && short && !ends_like_sentence).then(|| first.to_owned())
 }
 
@@ -567,7 +573,10 @@ mod tests {
     #[test]
     fn headings_are_recognised_conservatively() {
         assert_eq!(heading_of("## Returns"), Some("Returns".to_owned()));
-        assert_eq!(heading_of("Payment methods"), Some("Payment methods".to_owned()));
+        assert_eq!(
+            heading_of("Payment methods"),
+            Some("Payment methods".to_owned())
+        );
         assert_eq!(heading_of("We accept cards."), None);
         assert_eq!(heading_of("Contact us:"), None);
         assert_eq!(heading_of("line one\nline two"), None);

@@ -26,6 +26,8 @@
 //! - [`local`]: single-node epochs;
 //! - [`notify`]: systemd's readiness notification (`READY=1`, `STOPPING=1`);
 //! - [`process`]: process facts (RSS);
+//! - [`retrieval`]: semantic retrieval: passage vectors, the tenant index cache, hybrid
+//!   ranking, the background embedder;
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`secrets`]: secrets at rest (the AEAD, its keys, private files and modes);
@@ -51,6 +53,7 @@ pub mod knowledge;
 pub mod local;
 pub mod notify;
 pub mod process;
+pub mod retrieval;
 pub mod routing;
 pub mod run;
 pub mod secrets;
