@@ -15,3 +15,8 @@ CREATE TABLE knowledge_vectors (
     PRIMARY KEY (chunk_id, model)
 ) STRICT;
 CREATE INDEX knowledge_vectors_by_tenant ON knowledge_vectors (tenant_id, model);
+
+-- Why a bot reply said what it said: the knowledge passages it was written from, best first,
+-- with their full-text rank, vector rank and fused score (JSON array); NULL for other
+-- messages and for replies written from no passage.
+ALTER TABLE messages ADD COLUMN passages TEXT;

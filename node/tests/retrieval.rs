@@ -10,12 +10,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use salesboy_actors::store::prelude::*;
-use salesboy_actors::store::{NewKnowledge, NewTenant};
+use salesboy_actors::store::{
+    InsertOutcome, NewInbound, NewKnowledge, NewReply, NewTenant, PassageChoice, ReplyOutcome,
+};
 use salesboy_node::knowledge::passages;
 use salesboy_node::retrieval::{self, RetrievalSettings};
 use salesboy_node::store::{EmbedPass, SqlStore};
-use salesboy_protocol::TenantId;
 use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::{ChatId, TenantId, Wamid};
 use salesboy_testkit::{FakeEmbedder, FakeEmbedderMode, PostgresDatabase};
 use tokio_util::sync::CancellationToken;
 
@@ -121,6 +123,7 @@ both_databases!(
     provider_down_keeps_full_text_emits_an_event_and_loses_nothing,
     the_gemini_wire_format_embeds_too,
     without_a_provider_the_search_is_full_text_only,
+    a_reply_keeps_the_passages_it_was_written_from,
 );
 
 fn tenant(id: &str) -> TenantId {
@@ -439,5 +442,64 @@ async fn without_a_provider_the_search_is_full_text_only(fx: Fixture) {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].vector_rank, None);
     assert_eq!(fx.fake.requests(), 0);
+    store.close().await;
+}
+
+async fn a_reply_keeps_the_passages_it_was_written_from(fx: Fixture) {
+    let store = fx.store("openai", "fake-embed-1").await;
+    let acme = given_tenant(&store, "acme").await;
+    add(&store, &acme, "Shipping", SHIPPING).await;
+    add(&store, &acme, "Products", BOOTS).await;
+    embed_all(&store).await;
+    let hits = store
+        .search_knowledge(&acme, "Do you deliver to Lagos?", 2)
+        .await
+        .unwrap();
+    let chosen: Vec<PassageChoice> = hits.iter().map(PassageChoice::from).collect();
+    assert_eq!(chosen[0].document_title, "Shipping");
+    assert_eq!(chosen[0].vector_rank, Some(1));
+
+    let chat = ChatId::new("15550001111").unwrap();
+    let InsertOutcome::Inserted { id } = store
+        .insert_inbound(&NewInbound {
+            tenant: acme.clone(),
+            chat: chat.clone(),
+            wamid: Wamid::new("wamid.q1").unwrap(),
+            received_ms: T0,
+            sent_ms: None,
+            kind: "text".to_owned(),
+            body: Some("Do you deliver to Lagos?".to_owned()),
+            raw: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("inserted");
+    };
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let outcome = store
+        .record_reply(&NewReply {
+            tenant: acme.clone(),
+            chat: chat.clone(),
+            answers: vec![id],
+            body: "Yes, across Nigeria.".to_owned(),
+            passages: chosen.clone(),
+            epoch: 1,
+            created_ms: T0 + 1,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ReplyOutcome::Recorded { .. }));
+    let messages = store
+        .conversation_messages(&acme, &chat, None, 10)
+        .await
+        .unwrap();
+    let reply = messages
+        .iter()
+        .find(|m| m.body.as_deref() == Some("Yes, across Nigeria."))
+        .expect("reply");
+    assert_eq!(reply.passages, chosen);
+    let question = messages.iter().find(|m| m.id == id).expect("question");
+    assert!(question.passages.is_empty());
     store.close().await;
 }

@@ -60,6 +60,40 @@ pub struct KnowledgeHit {
     pub vector_rank: Option<u32>,
 }
 
+/// A passage a reply was written from, and why it was chosen: its ranks in the full-text
+/// and vector results and its fused score (kept with the reply, shown by the API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassageChoice {
+    /// The passage's id.
+    pub chunk_id: i64,
+    /// Its document.
+    pub document_id: i64,
+    /// That document's title.
+    pub document_title: String,
+    /// 1-based rank in the full-text results, if it was there.
+    pub fulltext_rank: Option<u32>,
+    /// 1-based rank among the nearest vectors, if it was there.
+    pub vector_rank: Option<u32>,
+    /// The search's score (hybrid: the reciprocal-rank-fusion score).
+    pub score: f64,
+}
+
+// Scores are finite (ranks and similarities, never NaN), so equality is an equivalence.
+impl Eq for PassageChoice {}
+
+impl From<&KnowledgeHit> for PassageChoice {
+    fn from(hit: &KnowledgeHit) -> Self {
+        Self {
+            chunk_id: hit.chunk_id,
+            document_id: hit.document_id,
+            document_title: hit.document_title.clone(),
+            fulltext_rank: hit.fulltext_rank,
+            vector_rank: hit.vector_rank,
+            score: hit.score,
+        }
+    }
+}
+
 /// Each tenant's knowledge base: documents split into passages, searched by the responder.
 #[async_trait]
 pub trait KnowledgeStore: Send + Sync {
