@@ -124,6 +124,7 @@ both_databases!(
     the_gemini_wire_format_embeds_too,
     without_a_provider_the_search_is_full_text_only,
     a_reply_keeps_the_passages_it_was_written_from,
+    batches_of_long_vectors_are_read_whole,
 );
 
 fn tenant(id: &str) -> TenantId {
@@ -501,5 +502,44 @@ async fn a_reply_keeps_the_passages_it_was_written_from(fx: Fixture) {
     assert_eq!(reply.passages, chosen);
     let question = messages.iter().find(|m| m.id == id).expect("question");
     assert!(question.passages.is_empty());
+    store.close().await;
+}
+
+/// 40 vectors of 3,072 floats are about 3 MB of JSON: more than a chat answer may be, well
+/// within an embedding answer's limit.
+async fn batches_of_long_vectors_are_read_whole(fx: Fixture) {
+    let providers = serde_json::json!([{"kind": "openai", "model": "fake-embed-3072",
+        "api_key": salesboy_testkit::fake_embedder::FAKE_EMBEDDING_KEY,
+        "base_url": format!("http://{}/v1", fx.fake.addr()), "dimensions": 3072, "batch_size": 40}])
+    .to_string();
+    let retrieval = retrieval::from_config(
+        &salesboy_node::adapters::http_client().expect("http client"),
+        Some(&providers),
+        RetrievalSettings::default(),
+    )
+    .expect("valid")
+    .expect("a chain");
+    let store = SqlStore::connect(&fx.url)
+        .await
+        .expect("store")
+        .with_retrieval(retrieval);
+    let acme = given_tenant(&store, "acme").await;
+    store
+        .add_knowledge(&NewKnowledge {
+            tenant: acme.clone(),
+            title: "many".to_owned(),
+            chunks: (0..40)
+                .map(|i| format!("passage number {i} about boots"))
+                .collect(),
+            created_ms: T0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.embed_pending().await.unwrap(),
+        EmbedPass::Embedded(40)
+    );
+    let index = store.load_vector_index(&acme).await.unwrap().unwrap().index;
+    assert_eq!((index.len(), index.dimensions()), (40, 3072));
     store.close().await;
 }

@@ -31,6 +31,10 @@ use super::llm::config::ProviderKind;
 use super::llm::{Gemini, OpenAi, ProviderApi, RawResponse, exchange};
 use super::scrub;
 
+/// The longest embedding answer read (64 MiB): a batch of 100 vectors of 3,072 floats in
+/// JSON is about 8 MB, far above the chat answers' 1 MiB.
+pub const MAX_EMBEDDING_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 /// What a text is embedded for: Gemini embeds passages and questions differently
 /// (`RETRIEVAL_DOCUMENT` / `RETRIEVAL_QUERY`); OpenAI models do not distinguish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +136,7 @@ impl HttpEmbedder {
             )),
             ProviderKind::OpenAi => request.json(&wire::openai_request(model, texts, dimensions)),
         };
-        let response = exchange(request, self.config.timeout).await?;
+        let response = exchange(request, self.config.timeout, MAX_EMBEDDING_RESPONSE_BYTES).await?;
         if !response.status.is_success() {
             return Err(self.classify(&response));
         }
