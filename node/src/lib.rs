@@ -28,6 +28,8 @@
 //! - [`process`]: process facts (RSS);
 //! - [`retention`]: the periodic deletion of what every growing table holds past its
 //!   window, batched and paced, and of dead nodes' membership records;
+//! - [`retrieval`]: semantic retrieval: passage vectors, the tenant index cache, hybrid
+//!   ranking, the background embedder;
 //! - [`routing`]: tenant commands to this node or through the cluster;
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`secrets`]: secrets at rest (the AEAD, its keys, private files and modes);
@@ -54,6 +56,7 @@ pub mod local;
 pub mod notify;
 pub mod process;
 pub mod retention;
+pub mod retrieval;
 pub mod routing;
 pub mod run;
 pub mod secrets;

@@ -192,7 +192,14 @@ pub async fn start_with_bus(
 
     let admin_token = admin_token(&config)?;
     let database_url = config.effective_database_url();
-    let sql = open_database(&config, &database_url).await?;
+    let mut sql = open_database(&config, &database_url).await?;
+    if let Some(retrieval) = retrieval_from_config(&config)? {
+        info!(
+            model = retrieval.model(),
+            "semantic retrieval on: knowledge passages are embedded"
+        );
+        sql = sql.with_retrieval(retrieval);
+    }
     let store: Arc<dyn Store> = Arc::new(sql.clone());
 
     let (whatsapp, llm) = adapters(&config)?;
@@ -276,6 +283,10 @@ pub async fn start_with_bus(
         .map(tokio::net::TcpListener::local_addr)
         .transpose()
         .context("reading the admin HTTP address")?;
+    tasks.spawn(crate::retrieval::worker::run(
+        sql.clone(),
+        tasks.token().clone(),
+    ));
     tasks.spawn_until_cancelled(crate::retention::retention_job(
         sql.clone(),
         cluster.clone(),
@@ -431,6 +442,25 @@ fn adapters(
     );
     let llm = crate::adapters::llm::HttpLlmFactory::new(client, None);
     Ok((Arc::new(whatsapp), Arc::new(llm)))
+}
+
+/// The node's semantic retrieval from `embedding_providers` (validated when the
+/// configuration was loaded); `None` when unset: full-text search only.
+fn retrieval_from_config(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<crate::retrieval::Retrieval>>> {
+    use secrecy::ExposeSecret;
+    let Some(json) = &config.embedding_providers else {
+        return Ok(None);
+    };
+    let client = crate::adapters::http_client().context("building the embedding HTTP client")?;
+    let settings = crate::retrieval::RetrievalSettings {
+        int8: config.embedding_int8,
+        cache_bytes: config.embedding_cache_bytes,
+        ..crate::retrieval::RetrievalSettings::default()
+    };
+    crate::retrieval::from_config(&client, Some(json.expose_secret()), settings)
+        .context("reading embedding_providers")
 }
 
 /// The HTTP client of event webhooks: rustls, no redirects (a 3xx is a failed attempt).

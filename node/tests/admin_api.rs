@@ -524,7 +524,7 @@ async fn knowledge_is_chunked_stored_and_searchable() {
         )
         .await;
     assert_eq!(added.status, StatusCode::CREATED, "{}", added.raw);
-    let expected_chunks = knowledge::chunk(&text).len();
+    let expected_chunks = knowledge::passages(&text).len();
     assert!(expected_chunks > 1);
     assert_eq!(added.json["chunks"], expected_chunks);
     let document_id = added.json["document_id"].as_i64().unwrap();

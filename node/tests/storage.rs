@@ -263,6 +263,7 @@ async fn receive(store: &dyn Store, tenant: &TenantId, chat: &ChatId, id: &str, 
 
 fn reply(tenant: &TenantId, chat: &ChatId, answers: &[i64], epoch: u64, at_ms: i64) -> NewReply {
     NewReply {
+        passages: Vec::new(),
         tenant: tenant.clone(),
         chat: chat.clone(),
         answers: answers.to_vec(),

@@ -319,11 +319,15 @@ pub enum EventKind {
     /// An item of a signed webhook delivery could not be read and was recorded as rejected
     /// (the rest of the delivery was processed).
     MessageRejected,
+    /// Passages of a knowledge document could not be embedded (the embedding provider is
+    /// down or refusing): they stay pending and are retried; full-text search still finds
+    /// them meanwhile.
+    KnowledgeEmbeddingFailed,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::MessageReceived,
         Self::ReplySent,
         Self::OwnerMessageSent,
@@ -338,6 +342,7 @@ impl EventKind {
         Self::AlertRaised,
         Self::AlertCleared,
         Self::MessageRejected,
+        Self::KnowledgeEmbeddingFailed,
     ];
 
     /// The event's subject token and `kind` field.
@@ -357,6 +362,7 @@ impl EventKind {
             Self::AlertRaised => "alert_raised",
             Self::AlertCleared => "alert_cleared",
             Self::MessageRejected => "message_rejected",
+            Self::KnowledgeEmbeddingFailed => "knowledge_embedding_failed",
         }
     }
 
@@ -426,6 +432,7 @@ mod tests {
                 "alert_raised",
                 "alert_cleared",
                 "message_rejected",
+                "knowledge_embedding_failed",
             ]
         );
         for kind in EventKind::ALL {

@@ -10,10 +10,14 @@
 //!
 //! The load harness is [`scenario`]; the shipped scenarios are in `simulations/scenarios/`.
 //! The seeded fault simulation is [`chaos`]. [`fake_cloud_api`] is the quickstart's stand-in
-//! for Meta (`salesboy-sim fake-cloud-api`).
+//! for Meta (`salesboy-sim fake-cloud-api`). [`retrieval_eval`] scores knowledge retrieval,
+//! full text vs hybrid (`salesboy-sim retrieval-eval`); [`retrieval_bench`] times semantic
+//! search (`salesboy-sim retrieval-bench`).
 
 pub mod bench;
 pub mod chaos;
 pub mod cluster_bench;
 pub mod fake_cloud_api;
+pub mod retrieval_bench;
+pub mod retrieval_eval;
 pub mod scenario;

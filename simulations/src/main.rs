@@ -68,6 +68,37 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1000")]
         drain: Vec<usize>,
     },
+    /// Score knowledge retrieval on a labelled set: recall@k and MRR, full text alone vs
+    /// hybrid (full text + vectors). The embedding provider is `--providers` or
+    /// SALESBOY_EMBEDDING_PROVIDERS (real keys) or, when neither is set, the test kit's
+    /// fake embedder. Markdown on stdout, JSON with `--json`.
+    RetrievalEval {
+        /// A labelled set (JSON, as `simulations/data/retrieval-eval.json`, the default).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        /// The embedding providers (JSON list, as SALESBOY_EMBEDDING_PROVIDERS).
+        #[arg(long, env = "SALESBOY_EMBEDDING_PROVIDERS", hide_env_values = true)]
+        providers: Option<String>,
+        /// The k of recall@k.
+        #[arg(long, default_value_t = 3)]
+        k: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time semantic search for one tenant: the index scan, the whole hybrid search (warm
+    /// cache), the index's memory and its cold load, at f32 and int8. Markdown on stdout.
+    RetrievalBench {
+        /// Tenant sizes in chunks.
+        #[arg(long, value_delimiter = ',', default_value = "1000,20000")]
+        chunks: Vec<usize>,
+        /// Vector length.
+        #[arg(long, default_value_t = 768)]
+        dimensions: usize,
+        /// Timed searches per size.
+        #[arg(long, default_value_t = 2000)]
+        searches: usize,
+    },
     /// Run a local stand-in for Meta's Graph API that accepts the gateway's sends and prints
     /// them: a whole conversation on one machine, no Meta account needed. Point the node at
     /// it with SALESBOY_WHATSAPP_API_BASE=http://ADDR/v21.0.
@@ -115,6 +146,36 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::RetrievalEval {
+            data,
+            providers,
+            k,
+            json,
+        } => {
+            use salesboy_sim::retrieval_eval;
+            let set = match data {
+                Some(path) => serde_json::from_str(&std::fs::read_to_string(&path)?)?,
+                None => retrieval_eval::default_set()?,
+            };
+            let report = retrieval_eval::run(&set, providers.as_deref(), k).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.markdown());
+            }
+            Ok(())
+        }
+        Command::RetrievalBench {
+            chunks,
+            dimensions,
+            searches,
+        } => {
+            let rows = salesboy_sim::retrieval_bench::run(&chunks, dimensions, searches).await?;
+            println!("{}", serde_json::to_string(&rows)?);
+            println!();
+            println!("{}", salesboy_sim::retrieval_bench::markdown(&rows));
             Ok(())
         }
         Command::FakeCloudApi { addr } => salesboy_sim::fake_cloud_api::run(addr).await,

@@ -23,12 +23,15 @@
 //!   operations can be cut off;
 //! - [`ports`]: stand-ins for the actors' ports (a recording WhatsApp, fixed LLM
 //!   providers, epoch 1 for every tenant) and the [`ports::services`] they make with a store;
-//! - [`binary`]: the debug `salesboy` binary, built on demand.
+//! - [`binary`]: the debug `salesboy` binary, built on demand;
+//! - [`fake_embedder`]: [`FakeEmbedder`], a local Gemini / OpenAI-compatible embedding
+//!   server with a deterministic synonym-aware embedding.
 
 pub mod admin;
 pub mod binary;
 pub mod buses;
 pub mod cluster;
+pub mod fake_embedder;
 pub mod fake_llm;
 mod fake_server;
 pub mod fake_whatsapp;
@@ -45,6 +48,7 @@ pub use cluster::{
     SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY,
     sandbox_cluster_key, sandbox_keyring, sandbox_sealed_bus,
 };
+pub use fake_embedder::{FakeEmbedder, FakeEmbedderMode, fake_embedding};
 pub use fake_llm::{
     FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmCall, LlmRequestCounts,
     fake_llm_reply,

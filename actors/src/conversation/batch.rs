@@ -181,6 +181,7 @@ pub(super) async fn finish_batch(
     state: &mut ConversationState,
     in_flight: InFlight,
     reply: Result<String, String>,
+    passages: Vec<crate::store::PassageChoice>,
     llm_time: Duration,
 ) -> Result<(), ActorProcessingErr> {
     let body = match reply {
@@ -203,6 +204,7 @@ pub(super) async fn finish_batch(
         chat: state.args.chat.clone(),
         answers: in_flight.items.iter().map(|i| i.id).collect(),
         body: body.clone(),
+        passages,
         epoch: state.args.epoch,
         created_ms: now_ms,
     };

@@ -111,6 +111,8 @@ pub enum ConversationMsg {
         batch: u64,
         /// The reply text, or why none could be written.
         reply: Result<String, String>,
+        /// The knowledge passages the reply was written from.
+        passages: Vec<crate::store::PassageChoice>,
         /// Time spent in the LLM.
         llm_time: Duration,
     },
@@ -310,12 +312,13 @@ impl Actor for ConversationActor {
             ConversationMsg::ReplyReady {
                 batch,
                 reply,
+                passages,
                 llm_time,
             } => {
                 let Some(in_flight) = state.in_flight.take_if(|f| f.token == batch) else {
                     return Ok(());
                 };
-                finish_batch(&myself, state, in_flight, reply, llm_time).await?;
+                finish_batch(&myself, state, in_flight, reply, passages, llm_time).await?;
                 if let Some(waiter) = state.freeze_waiter.take() {
                     let _ = waiter.send(state.handoff());
                 } else if !state.pending.is_empty() {

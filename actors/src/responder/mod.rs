@@ -31,11 +31,19 @@ use crate::conversation::ConversationMsg;
 use crate::ports::Turn;
 use crate::services::Services;
 use crate::session::SessionMsg;
-use crate::store::{LlmUsage, StoreError};
+use crate::store::{LlmUsage, PassageChoice, StoreError};
 use chain::{ChainOutcome, ProviderChain, ProviderStatus};
 use pace::Pace;
 use quota::{QuotaAlert, QuotaAlertChange};
 use spend::SpendCap;
+
+/// A reply written: its text, the passages it was written from, the time in the LLM.
+#[derive(Debug)]
+struct Written {
+    text: String,
+    passages: Vec<PassageChoice>,
+    llm_time: Duration,
+}
 
 /// A request for a reply.
 #[derive(Debug)]
@@ -176,17 +184,19 @@ impl Actor for ResponderActor {
                             .await
                             .map_err(|error| error.to_string())
                     });
-                    let (reply, llm_time) = match writing.await {
-                        Ok(Ok((text, llm_time))) => (Ok(text), llm_time),
-                        Ok(Err(error)) => (Err(error), started.elapsed()),
+                    let (reply, passages, llm_time) = match writing.await {
+                        Ok(Ok(written)) => (Ok(written.text), written.passages, written.llm_time),
+                        Ok(Err(error)) => (Err(error), Vec::new(), started.elapsed()),
                         Err(failed) => (
                             Err(format!("reply task failed: {failed}")),
+                            Vec::new(),
                             started.elapsed(),
                         ),
                     };
                     let _ = reply_to.send_message(ConversationMsg::ReplyReady {
                         batch,
                         reply,
+                        passages,
                         llm_time,
                     });
                 });
@@ -261,23 +271,37 @@ impl Context {
         }
     }
 
-    /// The reply text and the time spent in the LLM.
-    async fn write_reply(&self, request: &ReplyRequest) -> Result<(String, Duration), StoreError> {
+    /// The reply text, the passages it was written from and the time spent in the LLM.
+    async fn write_reply(&self, request: &ReplyRequest) -> Result<Written, StoreError> {
+        let (text, llm_time, passages) = self.write_reply_text(request).await?;
+        Ok(Written {
+            text,
+            passages,
+            llm_time,
+        })
+    }
+
+    async fn write_reply_text(
+        &self,
+        request: &ReplyRequest,
+    ) -> Result<(String, Duration, Vec<PassageChoice>), StoreError> {
         let services = &self.services;
         let k = services.settings.knowledge_top_k;
-        let passages: Vec<String> = services
+        let hits = services
             .store
             .search_knowledge(&self.tenant, &request.question, k)
-            .await?
-            .into_iter()
-            .map(|hit| hit.text)
-            .collect();
+            .await?;
+        let chosen: Vec<PassageChoice> = hits.iter().map(PassageChoice::from).collect();
+        // The prompt cites each passage by its id and document, so an answer can be traced.
+        let passages: Vec<String> = hits.iter().map(prompt::cited).collect();
+        let texts: Vec<String> = hits.into_iter().map(|hit| hit.text).collect();
         self.tally.replies.fetch_add(1, Ordering::Relaxed);
         if self.chain.is_empty() {
             self.tally.offline.fetch_add(1, Ordering::Relaxed);
             return Ok((
-                prompt::offline_answer(&passages, &request.question),
+                prompt::offline_answer(&texts, &request.question),
                 Duration::ZERO,
+                chosen,
             ));
         }
 
@@ -291,7 +315,7 @@ impl Context {
         let key = (self.tenant.clone(), version, prompt);
         if let Some(cached) = services.cache.get(&key).await {
             self.tally.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((cached.to_string(), Duration::ZERO));
+            return Ok((cached.to_string(), Duration::ZERO, chosen));
         }
 
         let over = self
@@ -321,8 +345,9 @@ impl Context {
             self.tally.offline.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("salesboy_llm_spend_capped_total").increment(1);
             return Ok((
-                prompt::offline_answer(&key.2.passages, &request.question),
+                prompt::offline_answer(&texts, &request.question),
                 Duration::ZERO,
+                chosen,
             ));
         }
 
@@ -378,14 +403,15 @@ impl Context {
                 self.spend.spent(usage.cost_micros, usage.at_ms).await;
                 let text = prompt::truncate(completion.text.trim(), prompt::MAX_REPLY_CHARS);
                 services.cache.insert(key, Arc::from(text.as_str())).await;
-                Ok((text, llm_time))
+                Ok((text, llm_time, chosen))
             }
             ChainOutcome::Exhausted { .. } => {
                 self.tally.offline.fetch_add(1, Ordering::Relaxed);
                 warn!(tenant = %self.tenant, "no llm provider answered, answering offline");
                 Ok((
-                    prompt::offline_answer(&key.2.passages, &request.question),
+                    prompt::offline_answer(&texts, &request.question),
                     llm_time,
+                    chosen,
                 ))
             }
         }

@@ -34,6 +34,17 @@ pub fn build(
     }
 }
 
+/// A passage as the prompt shows it: `[passage ID, "TITLE"] text`, so the model (and
+/// whoever reads the prompt) can tell which passage an answer came from.
+pub fn cited(hit: &crate::store::KnowledgeHit) -> String {
+    format!(
+        "[passage {}, \"{}\"] {}",
+        hit.chunk_id,
+        hit.document_title,
+        hit.text.trim()
+    )
+}
+
 /// The answer of the offline responder: from the best passage, the paragraph that shares
 /// the most words with the question (the whole passage when none does), or the hand-off.
 pub fn offline_answer(passages: &[String], question: &str) -> String {

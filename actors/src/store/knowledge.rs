@@ -28,6 +28,10 @@ pub struct KnowledgeDocument {
     pub title: String,
     /// How many chunks it has.
     pub chunk_count: i64,
+    /// How many of them have a vector for the node's embedding model; `None` when the node
+    /// embeds nothing (full-text search only).
+    #[serde(default)]
+    pub embedded_chunks: Option<i64>,
     /// When it was added.
     pub created_ms: i64,
 }
@@ -35,14 +39,59 @@ pub struct KnowledgeDocument {
 /// A passage found by [`KnowledgeStore::search_knowledge`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnowledgeHit {
+    /// The passage's id.
+    #[serde(default)]
+    pub chunk_id: i64,
     /// The document the passage belongs to.
     pub document_id: i64,
     /// That document's title.
     pub document_title: String,
     /// The passage.
     pub text: String,
-    /// Relevance, higher is better; comparable only within one result list.
+    /// Relevance, higher is better; comparable only within one result list. Hybrid
+    /// search: the reciprocal-rank-fusion score.
     pub score: f64,
+    /// The passage's 1-based rank in the full-text results, if it was there.
+    #[serde(default)]
+    pub fulltext_rank: Option<u32>,
+    /// Its 1-based rank among the nearest vectors, if it was there (`None` throughout when
+    /// no embedding provider is configured or none answered).
+    #[serde(default)]
+    pub vector_rank: Option<u32>,
+}
+
+/// A passage a reply was written from, and why it was chosen: its ranks in the full-text
+/// and vector results and its fused score (kept with the reply, shown by the API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassageChoice {
+    /// The passage's id.
+    pub chunk_id: i64,
+    /// Its document.
+    pub document_id: i64,
+    /// That document's title.
+    pub document_title: String,
+    /// 1-based rank in the full-text results, if it was there.
+    pub fulltext_rank: Option<u32>,
+    /// 1-based rank among the nearest vectors, if it was there.
+    pub vector_rank: Option<u32>,
+    /// The search's score (hybrid: the reciprocal-rank-fusion score).
+    pub score: f64,
+}
+
+// Scores are finite (ranks and similarities, never NaN), so equality is an equivalence.
+impl Eq for PassageChoice {}
+
+impl From<&KnowledgeHit> for PassageChoice {
+    fn from(hit: &KnowledgeHit) -> Self {
+        Self {
+            chunk_id: hit.chunk_id,
+            document_id: hit.document_id,
+            document_title: hit.document_title.clone(),
+            fulltext_rank: hit.fulltext_rank,
+            vector_rank: hit.vector_rank,
+            score: hit.score,
+        }
+    }
 }
 
 /// Each tenant's knowledge base: documents split into passages, searched by the responder.
@@ -65,9 +114,11 @@ pub trait KnowledgeStore: Send + Sync {
         at_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Full-text search of the tenant's passages: any of the question's words (lowercased,
-    /// longer than one character) may match, best match first, at most `k`. Only this
-    /// tenant's passages are searched. A question without usable words finds nothing.
+    /// Search of the tenant's passages, best match first, at most `k`; only this tenant's
+    /// passages are searched. Full text: any of the question's words (lowercased, longer
+    /// than one character) may match; a question without usable words finds nothing by
+    /// full text. A store with an embedding model also ranks by the question's meaning and
+    /// fuses both rankings (each hit says its ranks).
     async fn search_knowledge(
         &self,
         tenant: &TenantId,

@@ -201,6 +201,8 @@ pub struct NewReply {
     pub answers: Vec<i64>,
     /// The reply text.
     pub body: String,
+    /// The passages the reply was written from, best first (empty: none).
+    pub passages: Vec<crate::store::PassageChoice>,
     /// The writer's epoch for the tenant (fenced).
     pub epoch: u64,
     /// When the reply was recorded.
@@ -299,6 +301,9 @@ pub struct StoredMessage {
     /// What an outbound template, interactive or media message sends (`body` is its
     /// readable rendition); `None` for text and inbound messages.
     pub content: Option<OutboundContent>,
+    /// For a bot reply: the knowledge passages it was written from, with their ranks (why
+    /// they were chosen); empty otherwise.
+    pub passages: Vec<crate::store::PassageChoice>,
 }
 
 /// Conversations and messages, both directions: persisting inbound messages, recording

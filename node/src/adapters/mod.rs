@@ -5,7 +5,9 @@
 //!   classification [`classify_send_error`];
 //! - [`llm`]: the tenants' provider configuration ([`llm::parse_llm_config`]), the
 //!   [`GeminiProvider`] and [`OpenAiProvider`], and [`HttpLlmFactory`] (an
-//!   [`LlmProviderFactory`]).
+//!   [`LlmProviderFactory`]);
+//! - [`embedding`]: the embedding providers (Gemini `embedContent` /
+//!   `batchEmbedContents`, OpenAI-compatible `/embeddings`) and their fallback chain.
 //!
 //! Secrets (access tokens, API keys) only ever leave the process in request headers: no
 //! error, log line or `Debug` output carries them.
@@ -15,6 +17,7 @@
 
 use std::time::Duration;
 
+pub mod embedding;
 pub mod llm;
 pub mod whatsapp;
 

@@ -52,6 +52,27 @@ pub struct MessageView {
     pub failure: Option<FailureView>,
     /// When it was received or recorded (unix ms).
     pub created_ms: i64,
+    /// For a bot reply: the knowledge passages it was written from, best first, and why
+    /// each was chosen (its full-text rank, vector rank and fused score); empty otherwise.
+    pub passages: Vec<PassageView>,
+}
+
+/// A knowledge passage a reply was written from, and why it was chosen.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PassageView {
+    /// The passage's id (as cited in the prompt: `[passage ID, "TITLE"]`).
+    pub passage_id: i64,
+    /// Its document.
+    pub document_id: i64,
+    /// The document's title.
+    pub document_title: String,
+    /// 1-based rank in the full-text results; `null` when full text did not find it.
+    pub fulltext_rank: Option<u32>,
+    /// 1-based rank among the nearest vectors; `null` when not among them (or no
+    /// embeddings).
+    pub vector_rank: Option<u32>,
+    /// The search's score: with embeddings, the reciprocal-rank-fusion score.
+    pub score: f64,
 }
 
 impl From<StoredMessage> for MessageView {
@@ -70,6 +91,18 @@ impl From<StoredMessage> for MessageView {
                 title: f.title,
             }),
             created_ms: message.created_ms,
+            passages: message
+                .passages
+                .into_iter()
+                .map(|p| PassageView {
+                    passage_id: p.chunk_id,
+                    document_id: p.document_id,
+                    document_title: p.document_title,
+                    fulltext_rank: p.fulltext_rank,
+                    vector_rank: p.vector_rank,
+                    score: p.score,
+                })
+                .collect(),
         }
     }
 }

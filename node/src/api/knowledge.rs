@@ -22,7 +22,8 @@ pub struct KnowledgeRequest {
     /// The document's title.
     #[schema(example = "Delivery and returns", pattern = "\\S")]
     pub title: String,
-    /// The document's text; split into passages of about 500–800 characters.
+    /// The document's text; split at its headings into passages of at most 800
+    /// characters, each starting with its heading and repeating the end of the one before.
     #[schema(pattern = "\\S")]
     pub text: String,
 }
@@ -49,6 +50,23 @@ pub struct DocumentView {
     pub chunk_count: i64,
     /// When it was added (unix ms).
     pub created_ms: i64,
+    /// How many of its passages have a vector for the node's embedding model; `null` when
+    /// the node embeds nothing (full-text search only).
+    pub embedded_chunks: Option<i64>,
+    /// `off` (no embedding provider configured), `pending` (some passages wait for their
+    /// vector, in the background; full text finds them meanwhile) or `done`.
+    #[schema(example = "done")]
+    pub embedding: &'static str,
+}
+
+/// The embedding status of a document with `chunks` passages of which `embedded` have a
+/// vector.
+fn embedding_status(chunks: i64, embedded: Option<i64>) -> &'static str {
+    match embedded {
+        None => "off",
+        Some(embedded) if embedded >= chunks => "done",
+        Some(_) => "pending",
+    }
 }
 
 /// A document deleted.
@@ -76,7 +94,7 @@ pub async fn add(
             format!("at most {MAX_TITLE_CHARS} characters"),
         ));
     }
-    let chunks = knowledge::chunk(&request.text);
+    let chunks = knowledge::passages(&request.text);
     if chunks.is_empty() {
         return Err(ApiError::invalid("text", "must not be empty"));
     }
@@ -115,6 +133,8 @@ pub async fn list(api: &Api, id: &TenantId) -> Result<Vec<DocumentView>, ApiErro
             title: d.title,
             chunk_count: d.chunk_count,
             created_ms: d.created_ms,
+            embedded_chunks: d.embedded_chunks,
+            embedding: embedding_status(d.chunk_count, d.embedded_chunks),
         })
         .collect())
 }

@@ -27,6 +27,7 @@ const SECRET_KEYS: &[&str] = &[
     "admin_token",
     "secrets_key",
     "secrets_previous_key",
+    "embedding_providers",
 ];
 
 /// What the layers say, key by key; `None` keeps the default. The field names are [`KEYS`].
@@ -98,6 +99,10 @@ pub(super) struct Layers {
     pub(super) http_request_timeout_ms: Option<u64>,
     pub(super) http_max_concurrent_requests: Option<usize>,
     pub(super) llm_monthly_spend_cap_micros: Option<u64>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) embedding_providers: Option<String>,
+    pub(super) embedding_int8: Option<bool>,
+    pub(super) embedding_cache_bytes: Option<u64>,
     pub(super) alert_interval_ms: Option<u64>,
     pub(super) alert_memory_percent: Option<u64>,
     pub(super) alert_memory_limit_bytes: Option<u64>,

@@ -96,6 +96,9 @@ pub const KEYS: &[&str] = &[
     "http_request_timeout_ms",
     "http_max_concurrent_requests",
     "llm_monthly_spend_cap_micros",
+    "embedding_providers",
+    "embedding_int8",
+    "embedding_cache_bytes",
     "alert_interval_ms",
     "alert_memory_percent",
     "alert_memory_limit_bytes",
@@ -249,6 +252,14 @@ pub struct Config {
     /// The node's default monthly LLM spend cap per tenant, in millionths of a US dollar;
     /// unset: no cap. A tenant's own `llm_monthly_spend_cap_micros` overrides it.
     pub llm_monthly_spend_cap_micros: Option<u64>,
+    /// The embedding providers (JSON, [`crate::adapters::embedding::config`]); unset (the
+    /// default): no embeddings, knowledge is searched by full text only and no model is
+    /// called. Holds API keys: never printed.
+    pub embedding_providers: Option<SecretString>,
+    /// Quantize the cached vector indexes to int8 (default false).
+    pub embedding_int8: bool,
+    /// The most memory the cached vector indexes may hold together (default 256 MiB).
+    pub embedding_cache_bytes: u64,
     /// The alerts' thresholds and timings (the `alert_*` keys).
     pub alerts: AlertSettings,
     /// Retention's windows and pacing (`retention_days`, the `retention_*` keys; the events
@@ -313,6 +324,9 @@ impl Default for Config {
             http_request_timeout_ms: 30_000,
             http_max_concurrent_requests: 1024,
             llm_monthly_spend_cap_micros: None,
+            embedding_providers: None,
+            embedding_int8: false,
+            embedding_cache_bytes: 256 * 1024 * 1024,
             alerts: AlertSettings::default(),
             retention: RetentionSettings::default(),
         }
@@ -443,6 +457,9 @@ impl Config {
             http_request_timeout_ms,
             http_max_concurrent_requests,
             llm_monthly_spend_cap_micros,
+            embedding_providers,
+            embedding_int8,
+            embedding_cache_bytes,
             alert_interval_ms,
             alert_memory_percent,
             alert_memory_limit_bytes,
@@ -646,6 +663,20 @@ impl Config {
         if let Some(cap) = positive("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)? {
             self.llm_monthly_spend_cap_micros = Some(cap);
         }
+        if embedding_providers.is_some() {
+            self.embedding_providers = embedding_providers
+                .and_then(optional)
+                .map(SecretString::from);
+        }
+        if let Some(json) = &self.embedding_providers {
+            crate::adapters::embedding::parse_embedding_config(json.expose_secret())
+                .map_err(|e| ("embedding_providers", e.to_string()))?;
+        }
+        set(&mut self.embedding_int8, embedding_int8);
+        set(
+            &mut self.embedding_cache_bytes,
+            positive("embedding_cache_bytes", embedding_cache_bytes)?,
+        );
         let alerts = &mut self.alerts;
         if let Some(ms) = positive("alert_interval_ms", alert_interval_ms)? {
             alerts.interval = Duration::from_millis(ms);
@@ -830,6 +861,9 @@ impl std::fmt::Debug for Config {
             http_request_timeout_ms,
             http_max_concurrent_requests,
             llm_monthly_spend_cap_micros,
+            embedding_providers,
+            embedding_int8,
+            embedding_cache_bytes,
             alerts,
             retention,
         } = self;
@@ -894,6 +928,9 @@ impl std::fmt::Debug for Config {
             .field("http_request_timeout_ms", http_request_timeout_ms)
             .field("http_max_concurrent_requests", http_max_concurrent_requests)
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
+            .field("embedding_providers", embedding_providers)
+            .field("embedding_int8", embedding_int8)
+            .field("embedding_cache_bytes", embedding_cache_bytes)
             .field("alerts", alerts)
             .field("retention", retention)
             .finish()

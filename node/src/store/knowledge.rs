@@ -76,6 +76,7 @@ pub(crate) async fn list_knowledge(
                 id: get(row, "id")?,
                 title: get(row, "title")?,
                 chunk_count: get(row, "chunk_count")?,
+                embedded_chunks: None,
                 created_ms: get(row, "created_ms")?,
             })
         })
@@ -127,7 +128,7 @@ pub(crate) async fn search_knowledge(
     }
     let (sql, query) = match db.dialect {
         Dialect::Postgres => (
-            "SELECT d.id AS document_id, d.title, c.text, \
+            "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text, \
              CAST(ts_rank(c.tsv, to_tsquery('simple', $2)) AS DOUBLE PRECISION) AS score \
              FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id \
              WHERE c.tenant_id = $1 AND c.tsv @@ to_tsquery('simple', $2) \
@@ -141,7 +142,7 @@ pub(crate) async fn search_knowledge(
         ),
         Dialect::Sqlite => (
             // bm25 is lower-is-better: negated so that, as on Postgres, higher is better
-            "SELECT d.id AS document_id, d.title, c.text, -bm25(knowledge_fts) AS score \
+            "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text, -bm25(knowledge_fts) AS score \
              FROM knowledge_fts \
              JOIN knowledge_chunks c ON c.id = knowledge_fts.rowid \
              JOIN knowledge_documents d ON d.id = c.document_id \
@@ -162,12 +163,16 @@ pub(crate) async fn search_knowledge(
         .fetch_all(&db.reader)
         .await?;
     rows.iter()
-        .map(|row| {
+        .enumerate()
+        .map(|(i, row)| {
             Ok(KnowledgeHit {
+                chunk_id: get(row, "chunk_id")?,
                 document_id: get(row, "document_id")?,
                 document_title: get(row, "title")?,
                 text: get(row, "text")?,
                 score: get(row, "score")?,
+                fulltext_rank: u32::try_from(i + 1).ok(),
+                vector_rank: None,
             })
         })
         .collect()

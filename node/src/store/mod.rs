@@ -24,6 +24,8 @@
 //!   (every table that grows), folding usage into `usage_monthly` as it goes;
 //! - `rejected`: webhook items that could not be read, with their `message_rejected` events;
 //! - `knowledge`: the knowledge base and its full-text search;
+//! - `embeddings`: passage vectors, the background embedding pass and the hybrid search
+//!   ([`crate::retrieval`]);
 //! - `activity`: LLM usage;
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
 //! - `secrets`: the secret columns sealed under the node's key ([`crate::secrets`]), and
@@ -39,6 +41,7 @@
 
 mod activity;
 mod decode;
+mod embeddings;
 mod error;
 mod fencing;
 mod knowledge;
@@ -70,6 +73,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use tokio::sync::Notify;
 use tracing::debug;
 
+pub use embeddings::EmbedPass;
 pub use error::redact_url;
 use error::{Failure, map_sqlx_error};
 pub use outbox::OutboxEvent;
@@ -209,6 +213,9 @@ pub struct SqlStore {
     db: Db,
     /// The redacted URL, for error messages.
     url: Arc<str>,
+    /// Semantic retrieval, when an embedding provider is configured
+    /// ([`SqlStore::with_retrieval`]); `None`: full-text search only.
+    retrieval: Option<Arc<crate::retrieval::Retrieval>>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -351,6 +358,7 @@ impl SqlStore {
                 ..db
             },
             url: redacted,
+            retrieval: None,
         })
     }
 
@@ -561,6 +569,43 @@ impl SqlStore {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.db.pool.close().await;
+    }
+
+    /// This store with semantic retrieval: passages are embedded in the background
+    /// ([`crate::retrieval::worker`]), searches fuse full text and vectors, and the
+    /// knowledge list reports each document's embedded chunks.
+    pub fn with_retrieval(mut self, retrieval: Arc<crate::retrieval::Retrieval>) -> Self {
+        self.retrieval = Some(retrieval);
+        self
+    }
+
+    /// The store's semantic retrieval, if any.
+    pub fn retrieval(&self) -> Option<&Arc<crate::retrieval::Retrieval>> {
+        self.retrieval.as_ref()
+    }
+
+    /// One embedding pass: a batch of pending passages (any tenant) embedded and stored
+    /// ([`EmbedPass`]). [`EmbedPass::Idle`] without retrieval.
+    pub async fn embed_pending(&self) -> Result<EmbedPass, StoreError> {
+        let Some(retrieval) = &self.retrieval else {
+            return Ok(EmbedPass::Idle);
+        };
+        self.run(embeddings::embed_pending(&self.db, retrieval))
+            .await
+    }
+
+    /// Loads `tenant`'s vector index from the database, bypassing the cache (the cold load
+    /// the benchmarks time); its number of vectors and bytes. `None` without retrieval.
+    pub async fn load_vector_index(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<crate::retrieval::CachedIndex>, StoreError> {
+        let Some(retrieval) = &self.retrieval else {
+            return Ok(None);
+        };
+        self.run(embeddings::load_index(&self.db, retrieval, tenant, (0, 0)))
+            .await
+            .map(Some)
     }
 
     /// Awaits a query function and maps its failure to a [`StoreError`].

@@ -17,7 +17,8 @@ use super::error::Failure;
 use super::messages::ReplySent;
 use super::writer::{Write, Written};
 use super::{
-    SqlStore, activity, fencing, knowledge, messages, outbox, rejected, retention, tenants, tokens,
+    SqlStore, activity, embeddings, fencing, knowledge, messages, outbox, rejected, retention,
+    tenants, tokens,
 };
 
 impl SqlStore {
@@ -339,14 +340,35 @@ impl MessageStore for SqlStore {
 #[async_trait]
 impl KnowledgeStore for SqlStore {
     async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
-        self.run(knowledge::add_knowledge(&self.db, document)).await
+        let id = self
+            .run(knowledge::add_knowledge(&self.db, document))
+            .await?;
+        if let Some(retrieval) = &self.retrieval {
+            retrieval.wake();
+        }
+        Ok(id)
     }
 
     async fn list_knowledge(
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<KnowledgeDocument>, StoreError> {
-        self.run(knowledge::list_knowledge(&self.db, tenant)).await
+        let mut documents = self
+            .run(knowledge::list_knowledge(&self.db, tenant))
+            .await?;
+        if let Some(retrieval) = &self.retrieval {
+            let counts = self
+                .run(embeddings::embedded_counts(
+                    &self.db,
+                    tenant,
+                    retrieval.model(),
+                ))
+                .await?;
+            for document in &mut documents {
+                document.embedded_chunks = Some(counts.get(&document.id).copied().unwrap_or(0));
+            }
+        }
+        Ok(documents)
     }
 
     async fn delete_knowledge(
@@ -370,8 +392,18 @@ impl KnowledgeStore for SqlStore {
         question: &str,
         k: u32,
     ) -> Result<Vec<KnowledgeHit>, StoreError> {
-        self.run(knowledge::search_knowledge(&self.db, tenant, question, k))
-            .await
+        match &self.retrieval {
+            Some(retrieval) => {
+                self.run(embeddings::hybrid_search(
+                    &self.db, retrieval, tenant, question, k,
+                ))
+                .await
+            }
+            None => {
+                self.run(knowledge::search_knowledge(&self.db, tenant, question, k))
+                    .await
+            }
+        }
     }
 
     async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError> {

@@ -193,7 +193,7 @@ impl<A: ProviderApi> LlmProvider for HttpProvider<A> {
                 .post(&self.url)
                 .header(A::KEY_HEADER, key_header(&self.config, A::KEY_PREFIX)?)
                 .json(&A::request(&self.config, prompt));
-            let response = exchange(request, self.config.timeout).await?;
+            let response = exchange(request, self.config.timeout, MAX_RESPONSE_BYTES).await?;
             interpret::<A>(response, &self.config.model)
         }
         .await;
@@ -294,13 +294,13 @@ pub(crate) fn key_header(config: &ProviderConfig, prefix: &str) -> Result<Header
 /// one is [`LlmError::TooLarge`], and the rest is not read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-/// Sends a request and reads the whole response, at most [`MAX_RESPONSE_BYTES`], within
-/// `timeout`.
+/// Sends a request and reads the whole response, at most `limit` bytes (chat answers:
+/// [`MAX_RESPONSE_BYTES`]), within `timeout`.
 pub(crate) async fn exchange(
     request: reqwest::RequestBuilder,
     timeout: Duration,
+    limit: usize,
 ) -> Result<RawResponse, LlmError> {
-    let limit = MAX_RESPONSE_BYTES;
     let exchange = async {
         let mut response = request.send().await?;
         let status = response.status();

@@ -10,7 +10,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use salesboy_actors::store::{InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoredInbound};
+use salesboy_actors::store::{
+    InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound,
+};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{TenantId, Wamid};
@@ -188,12 +190,21 @@ pub(crate) async fn record_reply(
     fences.check(&reply.tenant, reply.epoch)?;
     let outbound_id: i64 = sqlx::query_scalar(
         "INSERT INTO messages (tenant_id, chat_id, direction, origin, kind, body, status, \
-         created_ms) VALUES ($1, $2, 'outbound', 'bot', 'text', $3, 'pending', $4) RETURNING id",
+         created_ms, passages) VALUES ($1, $2, 'outbound', 'bot', 'text', $3, 'pending', $4, $5) \
+         RETURNING id",
     )
     .bind(reply.tenant.as_str())
     .bind(reply.chat.as_str())
     .bind(reply.body.as_str())
     .bind(reply.created_ms)
+    .bind(
+        (!reply.passages.is_empty())
+            .then(|| serde_json::to_string(&reply.passages))
+            .transpose()
+            .map_err(|e| StoreError::Invalid {
+                reason: format!("passages: {e}"),
+            })?,
+    )
     .fetch_one(&mut *tx)
     .await?;
     let linked = link_inbound(

@@ -20,7 +20,7 @@ macro_rules! select_messages {
     ($rest:literal) => {
         concat!(
             "SELECT m.id, m.tenant_id, m.chat_id, m.direction, m.origin, m.wamid, m.kind, \
-             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms, m.sent_ms, m.content \
+             m.body, m.status, m.status_ms, m.error_code, m.error_title, m.created_ms, m.sent_ms, m.content, m.passages \
              FROM messages m ",
             $rest
         )
@@ -215,5 +215,7 @@ fn message_from_row(row: &AnyRow) -> Result<StoredMessage, Failure> {
         created_ms: get(row, "created_ms")?,
         sent_ms: get(row, "sent_ms")?,
         content: optional_json(row, "content", OutboundContent::from_json)?,
+        passages: optional_json(row, "passages", |raw| serde_json::from_str(raw))?
+            .unwrap_or_default(),
     })
 }

@@ -294,6 +294,7 @@ impl KnowledgeStore for MemoryStore {
                 id,
                 title: d.title.clone(),
                 chunk_count: d.chunks.len() as i64,
+                embedded_chunks: None,
                 created_ms: d.created_ms,
             })
             .collect())
@@ -333,21 +334,28 @@ impl KnowledgeStore for MemoryStore {
         let tables = self.tables();
         let mut hits: Vec<KnowledgeHit> = Vec::new();
         for (&id, document) in tables.documents.iter().filter(|(_, d)| &d.tenant == tenant) {
-            for chunk in &document.chunks {
+            for (ordinal, chunk) in document.chunks.iter().enumerate() {
                 let lower = chunk.to_lowercase();
                 let score = words.iter().filter(|w| lower.contains(w.as_str())).count();
                 if score > 0 {
                     hits.push(KnowledgeHit {
+                        // Unique within the memory store: documents hold few chunks.
+                        chunk_id: id * 1_000_000 + ordinal as i64,
                         document_id: id,
                         document_title: document.title.clone(),
                         text: chunk.clone(),
                         score: score as f64,
+                        fulltext_rank: None,
+                        vector_rank: None,
                     });
                 }
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(k as usize);
+        for (i, hit) in hits.iter_mut().enumerate() {
+            hit.fulltext_rank = u32::try_from(i + 1).ok();
+        }
         Ok(hits)
     }
 

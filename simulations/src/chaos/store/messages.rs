@@ -106,6 +106,7 @@ impl MessageStore for MemoryStore {
                 created_ms: message.received_ms,
                 sent_ms: message.sent_ms,
                 content: None,
+                passages: Vec::new(),
             },
         );
         Ok(InsertOutcome::Inserted { id })
@@ -162,6 +163,7 @@ impl MessageStore for MemoryStore {
                 created_ms: message.created_ms,
                 sent_ms: None,
                 content: message.content.clone(),
+                passages: Vec::new(),
             },
         );
         Ok(InsertOutcome::Inserted { id })
@@ -217,6 +219,7 @@ impl MessageStore for MemoryStore {
                 created_ms: reply.created_ms,
                 sent_ms: None,
                 content: None,
+                passages: Vec::new(),
             },
         );
         for id in ids {

@@ -1,0 +1,308 @@
+//! The node's embedding provider list: JSON text (the `embedding_providers` setting).
+//!
+//! ```json
+//! [
+//!   {"kind": "gemini", "model": "gemini-embedding-001", "api_key": "…", "dimensions": 768,
+//!    "requests_per_minute": 100, "usd_per_million": 0.15},
+//!   {"kind": "gemini", "model": "gemini-embedding-001", "api_key": "…", "name": "second-key"}
+//! ]
+//! ```
+//!
+//! | field | | |
+//! |---|---|---|
+//! | `kind` | required | `"gemini"` (`embedContent` / `batchEmbedContents`) or `"openai"` (any OpenAI-compatible `/embeddings`) |
+//! | `model` | required | the model; every entry must name the same one (vectors of different models cannot be compared) |
+//! | `api_key` | required | the key; never printed |
+//! | `name` | optional | the name in logs, metrics and usage records; default `gemini-embedding` / `openai-embedding` |
+//! | `base_url` | optional | as for the chat providers |
+//! | `timeout_ms` | optional | per request, default 20000, at most 600000 |
+//! | `dimensions` | optional | asks the model for vectors of this length (`outputDimensionality` / `dimensions`) |
+//! | `batch_size` | optional | passages per request, default 32, at most 100 |
+//! | `requests_per_minute` | optional | the provider's request budget; absent = unlimited |
+//! | `tokens_per_minute` | optional | the provider's token budget; absent = unlimited |
+//! | `usd_per_million` | optional | price of a million input tokens, default 0 |
+//!
+//! Entries are tried in list order (fallback). Unknown fields are refused; errors name the
+//! index and the field (`embedding[1].model: missing`) and never quote a key.
+
+use std::time::Duration;
+
+use salesboy_actors::ports::Budget;
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use crate::adapters::excerpt;
+use crate::adapters::llm::config::{DEFAULT_TIMEOUT, MAX_TIMEOUT_MS, ProviderKind};
+
+/// Passages per request unless the configuration says otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// The largest accepted `batch_size` (Gemini's `batchEmbedContents` takes at most 100).
+pub const MAX_BATCH_SIZE: usize = 100;
+
+/// The fields an entry may have.
+const FIELDS: [&str; 11] = [
+    "kind",
+    "name",
+    "model",
+    "api_key",
+    "base_url",
+    "timeout_ms",
+    "dimensions",
+    "batch_size",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "usd_per_million",
+];
+
+/// One configured embedding provider, validated, defaults applied. `Debug` shows the key
+/// as `[REDACTED]`.
+#[derive(Debug, Clone)]
+pub struct EmbeddingConfig {
+    /// The API.
+    pub kind: ProviderKind,
+    /// The name in logs, metrics and usage records.
+    pub name: String,
+    /// The model.
+    pub model: String,
+    /// The API key.
+    pub api_key: SecretString,
+    /// The API base URL, without a trailing `/`.
+    pub base_url: String,
+    /// How long one request may take.
+    pub timeout: Duration,
+    /// The vector length asked for; `None`: the model's own.
+    pub dimensions: Option<u32>,
+    /// Passages per request.
+    pub batch_size: usize,
+    /// The requests and tokens per minute the provider allows.
+    pub budget: Budget,
+    /// US dollars per million input tokens.
+    pub usd_per_million: f64,
+}
+
+impl EmbeddingConfig {
+    /// The cost of `tokens` input tokens in millionths of a US dollar, rounded up.
+    pub fn cost_micros(&self, tokens: u64) -> u64 {
+        // Token counts are far below 2^53; `as` saturates (prices are validated).
+        (tokens as f64 * self.usd_per_million).ceil() as u64
+    }
+}
+
+/// Why an embedding provider list was refused: where and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct EmbeddingConfigError {
+    /// The offending value's path (`embedding[1].model`).
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn error(path: impl Into<String>, problem: impl Into<String>) -> EmbeddingConfigError {
+    EmbeddingConfigError {
+        path: path.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Parses and validates an embedding provider list (JSON text). An empty list is refused:
+/// leave the setting unset for no embeddings.
+pub fn parse_embedding_config(json: &str) -> Result<Vec<EmbeddingConfig>, EmbeddingConfigError> {
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| error("embedding", format!("not valid json ({e})")))?;
+    let Value::Array(items) = value else {
+        return Err(error("embedding", "expected an array of providers"));
+    };
+    if items.is_empty() {
+        return Err(error("embedding", "must not be empty"));
+    }
+    let configs = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| entry(index, item))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(index) = configs.iter().position(|c| c.model != configs[0].model) {
+        return Err(error(
+            format!("embedding[{index}].model"),
+            "must be the first entry's model (vectors of different models cannot be compared)",
+        ));
+    }
+    Ok(configs)
+}
+
+fn entry(index: usize, value: &Value) -> Result<EmbeddingConfig, EmbeddingConfigError> {
+    let Value::Object(map) = value else {
+        return Err(error(format!("embedding[{index}]"), "expected an object"));
+    };
+    let f = Fields { index, map };
+    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(f.error(
+            &excerpt(unknown, 64),
+            format!("unknown field (expected one of: {})", FIELDS.join(", ")),
+        ));
+    }
+    let kind = match f.required_str("kind")? {
+        "gemini" => ProviderKind::Gemini,
+        "openai" => ProviderKind::OpenAi,
+        _ => return Err(f.error("kind", r#"expected "gemini" or "openai""#)),
+    };
+    let name = match f.optional_str("name")? {
+        Some(name) => name.to_owned(),
+        None => format!("{}-embedding", kind.as_str()),
+    };
+    let model = f.required_str("model")?.to_owned();
+    let api_key = SecretString::from(f.required_str("api_key")?.to_owned());
+    let base_url = match f.optional_str("base_url")? {
+        None => kind.default_base_url().to_owned(),
+        Some(url) => match crate::adapters::secure_url(url) {
+            Ok(_) => url.trim_end_matches('/').to_owned(),
+            Err(problem) => return Err(f.error("base_url", problem)),
+        },
+    };
+    let timeout = match f.optional_positive("timeout_ms")? {
+        None => DEFAULT_TIMEOUT,
+        Some(ms) if ms <= MAX_TIMEOUT_MS => Duration::from_millis(ms),
+        Some(_) => return Err(f.error("timeout_ms", format!("must be at most {MAX_TIMEOUT_MS}"))),
+    };
+    let dimensions = match f.optional_positive("dimensions")? {
+        None => None,
+        Some(d) if d <= 65_536 => Some(d as u32),
+        Some(_) => return Err(f.error("dimensions", "must be at most 65536")),
+    };
+    let batch_size = match f.optional_positive("batch_size")? {
+        None => DEFAULT_BATCH_SIZE,
+        Some(n) if n as usize <= MAX_BATCH_SIZE => n as usize,
+        Some(_) => return Err(f.error("batch_size", format!("must be at most {MAX_BATCH_SIZE}"))),
+    };
+    let requests_per_minute = f
+        .optional_positive("requests_per_minute")?
+        .map(|rpm| u32::try_from(rpm).map_err(|_| f.error("requests_per_minute", "too large")))
+        .transpose()?;
+    let tokens_per_minute = f.optional_positive("tokens_per_minute")?;
+    let usd_per_million = match f.get("usd_per_million") {
+        None => 0.0,
+        Some(value) => match value.as_f64() {
+            Some(price) if price.is_finite() && price >= 0.0 => price,
+            _ => return Err(f.error("usd_per_million", "expected a non-negative number")),
+        },
+    };
+    Ok(EmbeddingConfig {
+        kind,
+        name,
+        model,
+        api_key,
+        base_url,
+        timeout,
+        dimensions,
+        batch_size,
+        budget: Budget {
+            requests_per_minute,
+            tokens_per_minute,
+        },
+        usd_per_million,
+    })
+}
+
+/// Typed reads of one entry's fields; `null` reads as absent.
+struct Fields<'a> {
+    index: usize,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn error(&self, field: &str, problem: impl Into<String>) -> EmbeddingConfigError {
+        error(format!("embedding[{}].{field}", self.index), problem)
+    }
+
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.map.get(field).filter(|value| !value.is_null())
+    }
+
+    fn required_str(&self, field: &str) -> Result<&'a str, EmbeddingConfigError> {
+        self.optional_str(field)?
+            .ok_or_else(|| self.error(field, "missing"))
+    }
+
+    fn optional_str(&self, field: &str) -> Result<Option<&'a str>, EmbeddingConfigError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(text)) if text.trim().is_empty() => {
+                Err(self.error(field, "must not be empty"))
+            }
+            Some(Value::String(text)) => Ok(Some(text.as_str())),
+            Some(_) => Err(self.error(field, "expected a string")),
+        }
+    }
+
+    fn optional_positive(&self, field: &str) -> Result<Option<u64>, EmbeddingConfigError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(value) => match value.as_u64() {
+                Some(number) if number > 0 => Ok(Some(number)),
+                _ => Err(self.error(field, "expected a positive integer")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_keys_stay_hidden() {
+        let configs = parse_embedding_config(
+            r#"[{"kind":"gemini","model":"gemini-embedding-001","api_key":"k1"},
+                {"kind":"openai","model":"gemini-embedding-001","api_key":"k2",
+                 "base_url":"http://127.0.0.1:9/v1/","dimensions":256,"batch_size":8,
+                 "requests_per_minute":5,"tokens_per_minute":1000,"usd_per_million":0.15}]"#,
+        )
+        .expect("valid");
+        assert_eq!(configs[0].name, "gemini-embedding");
+        assert_eq!(configs[0].batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(configs[0].dimensions, None);
+        assert_eq!(configs[0].api_key.expose_secret(), "k1");
+        assert_eq!(configs[1].name, "openai-embedding");
+        assert_eq!(configs[1].base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(configs[1].dimensions, Some(256));
+        assert_eq!(configs[1].budget.requests_per_minute, Some(5));
+        // 1000 × 0.15 = 150.
+        assert_eq!(configs[1].cost_micros(1000), 150);
+        assert!(!format!("{configs:?}").contains("k2"));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_never_the_key() {
+        let cases = [
+            ("[]", "embedding: must not be empty"),
+            (
+                r#"[{"kind":"x","model":"m","api_key":"sk-secret"}]"#,
+                r#"embedding[0].kind: expected "gemini" or "openai""#,
+            ),
+            (
+                r#"[{"kind":"gemini","api_key":"sk-secret"}]"#,
+                "embedding[0].model: missing",
+            ),
+            (
+                r#"[{"kind":"gemini","model":"a","api_key":"k"},{"kind":"openai","model":"b","api_key":"k"}]"#,
+                "embedding[1].model: must be the first entry's model (vectors of different models cannot be compared)",
+            ),
+            (
+                r#"[{"kind":"gemini","model":"a","api_key":"k","batch_size":101}]"#,
+                "embedding[0].batch_size: must be at most 100",
+            ),
+            (
+                r#"[{"kind":"gemini","model":"a","api_key":"k","usd_per_million":-1}]"#,
+                "embedding[0].usd_per_million: expected a non-negative number",
+            ),
+        ];
+        for (json, expected) in cases {
+            let e = parse_embedding_config(json).expect_err(json);
+            assert_eq!(e.to_string(), expected);
+            assert!(!e.to_string().contains("sk-secret"));
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Semantic knowledge retrieval in our own SQL (issue 15): passage vectors stored beside
+//! the passages, searched exactly per tenant from a byte-bounded in-memory cache, fused with
+//! the full-text ranking.
+//!
+//! - [`Retrieval`]: the node's embedding chain ([`crate::adapters::embedding`]), its model,
+//!   the cache of tenant indexes ([`index::TenantIndex`], moka, weighted by bytes, loaded on
+//!   demand, checked against the database's `(count, newest chunk)` stamp on every search
+//!   so a change made by any node is seen) and the embedder's wake-up. A [`SqlStore`] given
+//!   one ([`SqlStore::with_retrieval`]) searches hybrid; without one (no
+//!   `embedding_providers` configured, the default) it searches full text only and calls
+//!   no model.
+//! - [`fusion`]: reciprocal rank fusion of the full-text and vector rankings.
+//! - [`worker`]: the background embedder: passages without a vector for the current model
+//!   are embedded in batches; on failure they stay pending, the tenant gets one
+//!   `knowledge_embedding_failed` event per failure streak, and the pass is retried after a
+//!   growing pause.
+//!
+//! [`SqlStore`]: crate::store::SqlStore
+//! [`SqlStore::with_retrieval`]: crate::store::SqlStore::with_retrieval
+
+pub mod fusion;
+pub mod index;
+pub mod worker;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use salesboy_protocol::TenantId;
+use tokio::sync::Notify;
+
+use crate::adapters::embedding::{EmbedOutcome, EmbedPurpose, EmbeddingChain};
+use index::TenantIndex;
+
+/// The tunables of retrieval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrievalSettings {
+    /// Quantize cached indexes to int8 (a quarter of the memory).
+    pub int8: bool,
+    /// The most memory the cached tenant indexes may hold together, in bytes.
+    pub cache_bytes: u64,
+    /// How many candidates each search (full text, vectors) contributes to the fusion; at
+    /// least the `k` asked for.
+    pub candidates: usize,
+    /// The first pause after a failed embedding pass; doubled after each further failure.
+    pub retry_min: Duration,
+    /// The longest pause between failed passes.
+    pub retry_max: Duration,
+    /// How often the embedder looks for pending passages when nobody wakes it (passages
+    /// added through another node).
+    pub idle_poll: Duration,
+    /// How long a provider rests after repeated failures (the chat chain's 30 s).
+    pub failure_rest: Duration,
+}
+
+impl Default for RetrievalSettings {
+    fn default() -> Self {
+        Self {
+            int8: false,
+            cache_bytes: 256 * 1024 * 1024,
+            candidates: 20,
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+            idle_poll: Duration::from_secs(10),
+            failure_rest: salesboy_actors::responder::chain::FAILURE_REST,
+        }
+    }
+}
+
+/// A tenant index as cached: the stamp of the vectors it was built from.
+#[derive(Debug)]
+pub struct CachedIndex {
+    /// `(count, newest chunk id)` of the tenant's vectors of the model when loaded.
+    pub stamp: (i64, i64),
+    /// The index.
+    pub index: TenantIndex,
+}
+
+/// The node's semantic retrieval: the embedding chain and the tenant index cache (see the
+/// module docs).
+pub struct Retrieval {
+    chain: EmbeddingChain,
+    model: String,
+    settings: RetrievalSettings,
+    cache: moka::sync::Cache<TenantId, Arc<CachedIndex>>,
+    wake: Notify,
+    failing: Mutex<HashSet<TenantId>>,
+}
+
+impl std::fmt::Debug for Retrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrieval")
+            .field("chain", &self.chain)
+            .field("model", &self.model)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Retrieval {
+    /// Retrieval over `chain` (which must not be empty: `None` then, full text only).
+    pub fn new(chain: EmbeddingChain, settings: RetrievalSettings) -> Option<Self> {
+        let model = chain.model()?.to_owned();
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_bytes)
+            .weigher(|_: &TenantId, cached: &Arc<CachedIndex>| {
+                u32::try_from(cached.index.bytes()).unwrap_or(u32::MAX)
+            })
+            .build();
+        Some(Self {
+            chain,
+            model,
+            settings,
+            cache,
+            wake: Notify::new(),
+            failing: Mutex::default(),
+        })
+    }
+
+    /// The model passages are embedded with; a change re-embeds every passage.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The tunables.
+    pub fn settings(&self) -> &RetrievalSettings {
+        &self.settings
+    }
+
+    /// The embedding chain.
+    pub fn chain(&self) -> &EmbeddingChain {
+        &self.chain
+    }
+
+    /// Wakes the embedder (passages were added).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until [`Retrieval::wake`] is called (or was, since the last wait).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The cached index of `tenant` if its stamp is still `stamp`.
+    pub fn cached(&self, tenant: &TenantId, stamp: (i64, i64)) -> Option<Arc<CachedIndex>> {
+        self.cache
+            .get(tenant)
+            .filter(|cached| cached.stamp == stamp)
+    }
+
+    /// Caches `tenant`'s index.
+    pub fn cache(&self, tenant: &TenantId, cached: Arc<CachedIndex>) {
+        self.cache.insert(tenant.clone(), cached);
+    }
+
+    /// Drops `tenant`'s cached index (its vectors changed).
+    pub fn invalidate(&self, tenant: &TenantId) {
+        self.cache.invalidate(tenant);
+    }
+
+    /// The memory the cached indexes hold, in bytes (after pending evictions).
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
+    /// A question's vector, or `None` (logged and counted) when no provider answered: the
+    /// search then ranks by full text alone. The usage is returned for recording.
+    pub async fn embed_question(&self, question: &str) -> Option<(Vec<f32>, String, u64, u64)> {
+        let texts = [question.to_owned()];
+        match self.chain.embed(&texts, EmbedPurpose::Query).await {
+            EmbedOutcome::Embedded {
+                mut embedded,
+                provider,
+                cost_micros,
+                ..
+            } => {
+                metrics::counter!("salesboy_embedding_calls_total", "provider" => provider.clone(), "outcome" => "ok").increment(1);
+                let vector = embedded.vectors.pop()?;
+                Some((vector, provider, embedded.tokens, cost_micros))
+            }
+            EmbedOutcome::Exhausted { failed } => {
+                for attempt in &failed {
+                    let outcome = attempt.error.as_ref().map_or("skipped", |e| e.code());
+                    metrics::counter!("salesboy_embedding_calls_total", "provider" => attempt.provider.clone(), "outcome" => outcome).increment(1);
+                }
+                tracing::warn!(
+                    providers = failed.len(),
+                    "no embedding provider answered, searching by full text alone"
+                );
+                None
+            }
+        }
+    }
+
+    /// Marks `tenant` as failing; `true` if it was not already (an event is due).
+    pub(crate) fn start_failing(&self, tenant: &TenantId) -> bool {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tenant.clone())
+    }
+
+    /// Marks `tenant` as embedding again.
+    pub(crate) fn stop_failing(&self, tenant: &TenantId) {
+        self.failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(tenant);
+    }
+}
+
+/// Builds the node's retrieval from the `embedding_providers` setting: `None` when it is
+/// unset (full text only).
+pub fn from_config(
+    client: &reqwest::Client,
+    providers_json: Option<&str>,
+    settings: RetrievalSettings,
+) -> Result<Option<Arc<Retrieval>>, crate::adapters::embedding::EmbeddingConfigError> {
+    let Some(json) = providers_json else {
+        return Ok(None);
+    };
+    let configs = crate::adapters::embedding::parse_embedding_config(json)?;
+    let providers = configs
+        .into_iter()
+        .map(|config| {
+            Arc::new(crate::adapters::embedding::HttpEmbedder::new(
+                client.clone(),
+                config,
+            )) as Arc<dyn crate::adapters::embedding::EmbeddingProvider>
+        })
+        .collect();
+    let chain = EmbeddingChain::new(providers, settings.failure_rest);
+    Ok(Retrieval::new(chain, settings).map(Arc::new))
+}

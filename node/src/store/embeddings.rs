@@ -1,0 +1,412 @@
+//! Passage vectors (`knowledge_vectors`, migration 0011) and the hybrid search over them
+//! (architecture §11, [`crate::retrieval`]).
+//!
+//! A chunk is *pending* while it has no vector for the node's model: [`embed_pending`]
+//! embeds a batch of pending chunks (oldest first, any tenant), stores their vectors
+//! (dropping those of other models for the same chunks) and records each tenant's share of
+//! the usage; when no provider answers nothing is written, so the chunks stay pending, and
+//! each tenant concerned gets one `knowledge_embedding_failed` event per failure streak.
+//! [`hybrid_search`] fuses the full-text ranking with the nearest vectors of the tenant's
+//! cached index.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use salesboy_actors::ports::LlmError;
+use salesboy_actors::store::{KnowledgeHit, LlmUsage};
+use salesboy_protocol::TenantId;
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
+use serde_json::json;
+use sqlx::Row;
+
+use super::decode::{get, id};
+use super::error::Failure;
+use super::{Db, activity, knowledge, outbox};
+use crate::adapters::embedding::{EmbedOutcome, EmbedPurpose};
+use crate::retrieval::fusion::fuse;
+use crate::retrieval::index::{TenantIndex, decode, encode};
+use crate::retrieval::{CachedIndex, Retrieval};
+
+/// What one embedding pass did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedPass {
+    /// Nothing was pending.
+    Idle,
+    /// This many chunks were embedded (more may be pending).
+    Embedded(usize),
+    /// No provider answered (`skipped`: none was even asked, all resting or over budget);
+    /// the chunks stay pending.
+    Failed {
+        /// The chunks of the batch.
+        pending: usize,
+        /// Whether every provider was skipped rather than asked.
+        skipped: bool,
+    },
+}
+
+/// A chunk waiting for its vector.
+#[derive(Debug)]
+struct Pending {
+    id: i64,
+    document_id: i64,
+    tenant: TenantId,
+    text: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Embeds one batch of pending chunks (see the module docs).
+pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<EmbedPass, Failure> {
+    let model = retrieval.model();
+    let batch = i64::try_from(retrieval.chain().batch_size()).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "SELECT c.id, c.document_id, c.tenant_id, c.text FROM knowledge_chunks c \
+         WHERE NOT EXISTS (SELECT 1 FROM knowledge_vectors v WHERE v.chunk_id = c.id AND v.model = $1) \
+         ORDER BY c.id LIMIT $2",
+    )
+    .bind(model)
+    .bind(batch)
+    .fetch_all(&db.pool)
+    .await?;
+    let pending = rows
+        .iter()
+        .map(|row| {
+            Ok(Pending {
+                id: get(row, "id")?,
+                document_id: get(row, "document_id")?,
+                tenant: id(row, "tenant_id")?,
+                text: get(row, "text")?,
+            })
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    if pending.is_empty() {
+        return Ok(EmbedPass::Idle);
+    }
+    let texts: Vec<String> = pending.iter().map(|p| p.text.clone()).collect();
+    match retrieval
+        .chain()
+        .embed(&texts, EmbedPurpose::Document)
+        .await
+    {
+        EmbedOutcome::Embedded {
+            embedded,
+            provider,
+            cost_micros,
+            failed,
+        } => {
+            count_attempts(&failed);
+            metrics::counter!("salesboy_embedding_calls_total", "provider" => provider.clone(), "outcome" => "ok").increment(1);
+            let at_ms = now_ms();
+            store_vectors(db, model, &pending, &embedded.vectors, at_ms).await?;
+            let chars_total: usize = texts
+                .iter()
+                .map(|t| t.chars().count())
+                .sum::<usize>()
+                .max(1);
+            let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
+            for p in &pending {
+                *per_tenant.entry(&p.tenant).or_default() += p.text.chars().count();
+            }
+            for (tenant, chars) in per_tenant {
+                retrieval.invalidate(tenant);
+                retrieval.stop_failing(tenant);
+                let share = |total: u64| {
+                    (total as u128 * chars as u128).div_ceil(chars_total as u128) as u64
+                };
+                let usage = LlmUsage {
+                    tenant: tenant.clone(),
+                    provider: provider.clone(),
+                    model: model.to_owned(),
+                    prompt_tokens: i64::try_from(share(embedded.tokens)).unwrap_or(i64::MAX),
+                    completion_tokens: 0,
+                    cost_micros: i64::try_from(share(cost_micros)).unwrap_or(i64::MAX),
+                    at_ms,
+                };
+                activity::record_llm_usage(db, &usage).await?;
+            }
+            Ok(EmbedPass::Embedded(pending.len()))
+        }
+        EmbedOutcome::Exhausted { failed } => {
+            count_attempts(&failed);
+            let errors: Vec<&LlmError> = failed.iter().filter_map(|a| a.error.as_ref()).collect();
+            if errors.is_empty() {
+                return Ok(EmbedPass::Failed {
+                    pending: pending.len(),
+                    skipped: true,
+                });
+            }
+            let reason = errors
+                .iter()
+                .map(|e| e.code())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::warn!(chunks = pending.len(), %reason, "embedding failed, passages stay pending");
+            let mut by_tenant: BTreeMap<&TenantId, Vec<i64>> = BTreeMap::new();
+            for p in &pending {
+                let documents = by_tenant.entry(&p.tenant).or_default();
+                if !documents.contains(&p.document_id) {
+                    documents.push(p.document_id);
+                }
+            }
+            for (tenant, documents) in by_tenant {
+                if !retrieval.start_failing(tenant) {
+                    continue;
+                }
+                let event = Event::tenant(
+                    EventKind::KnowledgeEmbeddingFailed,
+                    tenant.clone(),
+                    now_ms(),
+                    json!({"document_ids": documents, "model": model, "reason": reason, "retrying": true}),
+                );
+                let mut tx = db.begin().await?;
+                outbox::append(&mut tx, &event).await?;
+                tx.commit().await?;
+                db.outbox_written();
+            }
+            Ok(EmbedPass::Failed {
+                pending: pending.len(),
+                skipped: false,
+            })
+        }
+    }
+}
+
+fn count_attempts(failed: &[salesboy_actors::responder::chain::Attempt]) {
+    for attempt in failed {
+        let outcome = attempt.error.as_ref().map_or("skipped", |e| e.code());
+        metrics::counter!("salesboy_embedding_calls_total", "provider" => attempt.provider.clone(), "outcome" => outcome).increment(1);
+    }
+}
+
+/// Stores the batch's vectors in one transaction; a chunk deleted meanwhile is skipped.
+async fn store_vectors(
+    db: &Db,
+    model: &str,
+    pending: &[Pending],
+    vectors: &[Vec<f32>],
+    at_ms: i64,
+) -> Result<(), Failure> {
+    let mut tx = db.begin().await?;
+    for (chunk, vector) in pending.iter().zip(vectors) {
+        if vector.is_empty() {
+            continue;
+        }
+        let dimensions = i64::try_from(vector.len()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO knowledge_vectors (chunk_id, tenant_id, model, dimensions, vector, created_ms) \
+             SELECT c.id, c.tenant_id, $2, $3, $4, $5 FROM knowledge_chunks c WHERE c.id = $1 \
+             ON CONFLICT (chunk_id, model) DO NOTHING",
+        )
+        .bind(chunk.id)
+        .bind(model)
+        .bind(dimensions)
+        .bind(encode(vector))
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM knowledge_vectors WHERE chunk_id = $1 AND model <> $2")
+            .bind(chunk.id)
+            .bind(model)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How many chunks of each of the tenant's documents have a vector for `model`.
+pub(crate) async fn embedded_counts(
+    db: &Db,
+    tenant: &TenantId,
+    model: &str,
+) -> Result<HashMap<i64, i64>, Failure> {
+    let rows = sqlx::query(
+        "SELECT c.document_id, COUNT(*) AS embedded FROM knowledge_vectors v \
+         JOIN knowledge_chunks c ON c.id = v.chunk_id \
+         WHERE v.tenant_id = $1 AND v.model = $2 GROUP BY c.document_id",
+    )
+    .bind(tenant.as_str())
+    .bind(model)
+    .fetch_all(&db.reader)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((get(row, "document_id")?, get(row, "embedded")?)))
+        .collect()
+}
+
+/// The stamp of the tenant's vectors of `model`: their count and newest chunk id.
+async fn stamp(db: &Db, tenant: &TenantId, model: &str) -> Result<(i64, i64), Failure> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, COALESCE(MAX(chunk_id), 0) AS newest FROM knowledge_vectors \
+         WHERE tenant_id = $1 AND model = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(model)
+    .fetch_one(&db.reader)
+    .await?;
+    Ok((get(&row, "n")?, get(&row, "newest")?))
+}
+
+/// The tenant's index: from the cache when its stamp is current, else loaded and cached.
+pub(crate) async fn tenant_index(
+    db: &Db,
+    retrieval: &Retrieval,
+    tenant: &TenantId,
+) -> Result<Arc<CachedIndex>, Failure> {
+    let stamp = stamp(db, tenant, retrieval.model()).await?;
+    if let Some(cached) = retrieval.cached(tenant, stamp) {
+        return Ok(cached);
+    }
+    let cached = Arc::new(load_index(db, retrieval, tenant, stamp).await?);
+    retrieval.cache(tenant, Arc::clone(&cached));
+    Ok(cached)
+}
+
+/// Loads the tenant's vectors of the retrieval's model into an index (no cache).
+pub(crate) async fn load_index(
+    db: &Db,
+    retrieval: &Retrieval,
+    tenant: &TenantId,
+    stamp: (i64, i64),
+) -> Result<CachedIndex, Failure> {
+    let rows = sqlx::query(
+        "SELECT chunk_id, vector FROM knowledge_vectors WHERE tenant_id = $1 AND model = $2 \
+         ORDER BY chunk_id",
+    )
+    .bind(tenant.as_str())
+    .bind(retrieval.model())
+    .fetch_all(&db.reader)
+    .await?;
+    let mut vectors = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let chunk_id: i64 = get(row, "chunk_id")?;
+        let bytes: Vec<u8> = row.try_get("vector")?;
+        if let Some(vector) = decode(&bytes) {
+            vectors.push((chunk_id, vector));
+        }
+    }
+    // The most common length wins (a model's vectors all have one).
+    let mut lengths: HashMap<usize, usize> = HashMap::new();
+    for (_, v) in &vectors {
+        *lengths.entry(v.len()).or_default() += 1;
+    }
+    let dimensions = lengths
+        .into_iter()
+        .max_by_key(|(len, n)| (*n, *len))
+        .map_or(0, |(len, _)| len);
+    Ok(CachedIndex {
+        stamp,
+        index: TenantIndex::build(dimensions, vectors, retrieval.settings().int8),
+    })
+}
+
+/// The tenant's passages `ids`, with their documents' titles.
+async fn chunks_by_id(
+    db: &Db,
+    tenant: &TenantId,
+    ids: &[i64],
+) -> Result<HashMap<i64, KnowledgeHit>, Failure> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text \
+         FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id \
+         WHERE c.tenant_id = $1 AND c.id IN ({})",
+        placeholders.join(", ")
+    );
+    // Only placeholders are formatted in; the ids are bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_str());
+    for id in ids {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(&db.reader).await?;
+    rows.iter()
+        .map(|row| {
+            let hit = KnowledgeHit {
+                chunk_id: get(row, "chunk_id")?,
+                document_id: get(row, "document_id")?,
+                document_title: get(row, "title")?,
+                text: get(row, "text")?,
+                score: 0.0,
+                fulltext_rank: None,
+                vector_rank: None,
+            };
+            Ok((hit.chunk_id, hit))
+        })
+        .collect()
+}
+
+/// The tenant's best `k` passages for `question`: full-text and vector candidates fused
+/// by reciprocal rank. Without a question vector (no provider answered) or without vectors
+/// yet, the full-text ranking alone.
+pub(crate) async fn hybrid_search(
+    db: &Db,
+    retrieval: &Retrieval,
+    tenant: &TenantId,
+    question: &str,
+    k: u32,
+) -> Result<Vec<KnowledgeHit>, Failure> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let candidates = retrieval.settings().candidates.max(k as usize);
+    let fulltext = knowledge::search_knowledge(
+        db,
+        tenant,
+        question,
+        u32::try_from(candidates).unwrap_or(u32::MAX),
+    )
+    .await?;
+    let mut vector_ids = Vec::new();
+    if let Some((vector, provider, tokens, cost_micros)) = retrieval.embed_question(question).await
+    {
+        let usage = LlmUsage {
+            tenant: tenant.clone(),
+            provider,
+            model: retrieval.model().to_owned(),
+            prompt_tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
+            completion_tokens: 0,
+            cost_micros: i64::try_from(cost_micros).unwrap_or(i64::MAX),
+            at_ms: now_ms(),
+        };
+        if let Err(error) = activity::record_llm_usage(db, &usage).await {
+            tracing::warn!(tenant = %tenant, error = ?error, "embedding usage not recorded");
+        }
+        let cached = tenant_index(db, retrieval, tenant).await?;
+        vector_ids = cached
+            .index
+            .search(&vector, candidates)
+            .into_iter()
+            .map(|hit| hit.chunk_id)
+            .collect();
+    }
+    let fulltext_ids: Vec<i64> = fulltext.iter().map(|hit| hit.chunk_id).collect();
+    let fused = fuse(&fulltext_ids, &vector_ids, k as usize);
+    let mut known: HashMap<i64, KnowledgeHit> = fulltext
+        .into_iter()
+        .map(|hit| (hit.chunk_id, hit))
+        .collect();
+    let missing: Vec<i64> = fused
+        .iter()
+        .map(|f| f.chunk_id)
+        .filter(|id| !known.contains_key(id))
+        .collect();
+    known.extend(chunks_by_id(db, tenant, &missing).await?);
+    Ok(fused
+        .into_iter()
+        .filter_map(|f| {
+            let mut hit = known.remove(&f.chunk_id)?;
+            hit.score = f.score;
+            hit.fulltext_rank = f.fulltext_rank;
+            hit.vector_rank = f.vector_rank;
+            Some(hit)
+        })
+        .collect())
+}
