@@ -221,14 +221,16 @@ pub async fn collect_replies(
 
 /// Checks the run's replies against its messages and writes what is wrong into the report:
 /// chats with no reply, more replies than messages, unanswered or dismissed messages,
-/// unsent replies, refused deliveries. `inbound_before` is the database's count of inbound
-/// messages before the run.
+/// unsent replies, refused deliveries. `before`: the database's counts before the run (old
+/// messages seeded for retention are inbound and unanswered); `retired`: how many of those
+/// old inbound messages retention deleted during the run.
 pub fn check_delivery(
     report: &mut Report,
     layout: &Layout,
     accepted: usize,
     end: &RunEnd,
-    inbound_before: i64,
+    before: &DbCounts,
+    retired: i64,
 ) {
     let (sent, completion) = (&end.sent, &end.completion);
     let mut replies_per_chat: HashMap<usize, usize> = HashMap::new();
@@ -252,7 +254,8 @@ pub fn check_delivery(
         .map(|(chat, &replies)| replies.saturating_sub(*messages_per_chat.get(chat).unwrap_or(&0)))
         .sum();
     let counts = &completion.counts;
-    let persisted = counts.inbound - inbound_before;
+    let persisted = counts.inbound - before.inbound + retired;
+    let unanswered = counts.unanswered - before.unanswered + retired;
     if accepted < layout.messages {
         report.problems.push(format!(
             "{} of {} deliveries never accepted after retries",
@@ -292,10 +295,9 @@ pub fn check_delivery(
             "{strangers} replies to recipients the run never used"
         ));
     }
-    if counts.unanswered > 0 {
+    if unanswered > 0 {
         report.problems.push(format!(
-            "{} inbound messages left unanswered in the database",
-            counts.unanswered
+            "{unanswered} inbound messages left unanswered in the database"
         ));
     }
     if counts.dismissed > 0 {

@@ -272,7 +272,8 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         &layout,
         accepted,
         &end,
-        baseline.counts.inbound,
+        &baseline.counts,
+        deleted_during_run as i64,
     );
     report.results = json!({
         "messages": layout.messages,
