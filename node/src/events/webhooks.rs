@@ -350,7 +350,8 @@ impl WebhookDeliverer {
                     // left out are empty.
                     schedule.in_step = settled && heads.len() < room;
                     heads.into_iter().for_each(|head| schedule.hold(head));
-                    *resync_at = Some(now + RESYNC);
+                    // A leader not yet settled reads again once it is, to get in step.
+                    *resync_at = Some(now + if settled { RESYNC } else { LEADER_SETTLED });
                 }
                 Err(e) => {
                     warn!(error = %e, "webhook queue not read, retrying");
