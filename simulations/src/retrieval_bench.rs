@@ -4,8 +4,11 @@
 //! its index and the cold load from the database — for tenants of 1,000 and 20,000 chunks
 //! of 768-dimensional vectors, at f32 and int8.
 //!
-//! The vectors come from the test kit's fake embedder (deterministic, any length); the
-//! passages are synthetic. Run it on a release build: `cargo build --release -p
+//! The vectors come from the test kit's fake embedder (deterministic, any length). The
+//! passages are synthetic but shaped like real text: words drawn by Zipf's law from a
+//! vocabulary of function words and 6,000 made-up content words, so that a question's words
+//! match a few passages or, for common words, many (as in a real catalogue); the full-text
+//! half is timed on its own too. Run it on a release build: `cargo build --release -p
 //! salesboy-sim && target/release/salesboy-sim retrieval-bench`.
 
 use std::time::{Duration, Instant};
@@ -37,6 +40,10 @@ pub struct BenchRow {
     pub scan_p50_us: f64,
     /// p99 of the scan, µs.
     pub scan_p99_us: f64,
+    /// The full-text search alone (no embedding provider), p50, µs.
+    pub fulltext_p50_us: f64,
+    /// p99 of the full-text search, µs.
+    pub fulltext_p99_us: f64,
     /// The whole hybrid search (warm cache), p50, µs.
     pub hybrid_p50_us: f64,
     /// p99 of the hybrid search, µs.
@@ -49,49 +56,103 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[index].as_secs_f64() * 1e6
 }
 
-const WORDS: &[&str] = &[
-    "delivery",
-    "boots",
-    "leather",
-    "refund",
-    "payment",
-    "size",
-    "warranty",
-    "sale",
-    "bag",
-    "belt",
-    "wallet",
-    "sandals",
-    "polish",
-    "gift",
-    "order",
-    "store",
-    "hours",
-    "price",
-    "transfer",
-    "card",
-    "Lagos",
-    "Abuja",
-    "Kano",
-    "custom",
-    "stitching",
-    "sole",
-    "heel",
+/// English function words, the most frequent words of any catalogue's text (left out of
+/// questions' full-text queries as stopwords, as real questions' are).
+const FUNCTION_WORDS: &[&str] = &[
+    "the", "and", "of", "to", "a", "in", "for", "is", "on", "with", "our", "you", "we", "are",
+    "your", "it", "at", "by", "from", "or", "this", "be", "as", "can", "all", "will", "have", "an",
+    "not", "more",
 ];
 
-fn passage(i: usize) -> String {
-    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut words = Vec::new();
-    for _ in 0..60 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        words.push(WORDS[(state % WORDS.len() as u64) as usize]);
+/// Syllables the made-up content words are built of.
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "go", "hu", "ja", "ke", "li",
+    "mo", "nu", "pa", "re", "si", "to", "ve", "wa", "zo", "bri", "cla", "dro", "fle", "gri", "pla",
+    "sto", "tra", "ven", "mar", "lin", "kor", "sel", "dan", "tup",
+];
+
+/// Content words in the vocabulary, besides the function words.
+const CONTENT_WORDS: usize = 6_000;
+
+/// Words per synthetic passage (about 600 characters, the size chunking aims at).
+const PASSAGE_WORDS: usize = 90;
+
+/// A deterministic xorshift generator: the same passages and questions on every run.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    format!("Passage {i}: {}.", words.join(" "))
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
-/// Runs the benchmark for each tenant size, `searches` timed searches each.
+/// The vocabulary, most frequent first: the function words, then made-up content words.
+fn vocabulary() -> Vec<String> {
+    let n = SYLLABLES.len();
+    let content = (0..CONTENT_WORDS).map(|i| {
+        let (a, b, c) = (i % n, (i / n) % n, i / (n * n));
+        // Two syllables for the first n², a third after; each word distinct.
+        let mut word = format!("{}{}", SYLLABLES[a], SYLLABLES[b]);
+        if c > 0 {
+            word.push_str(SYLLABLES[c % n]);
+        }
+        word
+    });
+    FUNCTION_WORDS
+        .iter()
+        .map(|w| (*w).to_owned())
+        .chain(content)
+        .collect()
+}
+
+/// A word drawn by Zipf's law (frequency ∝ 1 / rank), as words are in real text: a few
+/// words in most passages, most words in few.
+fn zipf_word<'a>(words: &'a [String], random: &mut Xorshift) -> &'a str {
+    let rank = (words.len() as f64).powf(random.unit()) as usize;
+    &words[rank.saturating_sub(1).min(words.len() - 1)]
+}
+
+/// Passage `i` of the synthetic catalogue.
+fn passage(words: &[String], i: usize) -> String {
+    let mut random = Xorshift::new(i as u64);
+    let text: Vec<&str> = (0..PASSAGE_WORDS)
+        .map(|_| zipf_word(words, &mut random))
+        .collect();
+    format!("Item {i}. {}.", text.join(" "))
+}
+
+/// Question `i`: three content words of one passage, as a customer asks about something the
+/// catalogue has (so the full-text query always matches, often with common words too).
+fn question(words: &[String], chunks: usize, i: usize) -> String {
+    let mut random = Xorshift::new(0xA11CE ^ i as u64);
+    let target = passage(words, (random.next() % chunks as u64) as usize);
+    let content: Vec<&str> = target
+        .trim_end_matches('.')
+        .split(' ')
+        .skip(2)
+        .filter(|w| !FUNCTION_WORDS.contains(w))
+        .collect();
+    if content.is_empty() {
+        return "do you have it?".to_owned();
+    }
+    let mut pick = || content[(random.next() % content.len() as u64) as usize];
+    format!("do you have {} {} in {}?", pick(), pick(), pick())
+}
+
+/// Runs the benchmark for each tenant size, `searches` timed searches each. Progress and
+/// each row as it is measured go to stderr.
 pub async fn run(
     sizes: &[usize],
     dimensions: usize,
@@ -101,20 +162,17 @@ pub async fn run(
     let providers = json!([{"kind": "openai", "model": "fake-embedding", "api_key": salesboy_testkit::fake_embedder::FAKE_EMBEDDING_KEY,
         "base_url": format!("http://{}/v1", fake.addr()), "dimensions": dimensions, "batch_size": 100}])
     .to_string();
-    let questions: Vec<String> = (0..searches.max(1))
-        .map(|i| {
-            format!(
-                "question {i}: do you have {} in {}?",
-                WORDS[i % WORDS.len()],
-                WORDS[(i * 7) % WORDS.len()]
-            )
-        })
-        .collect();
+    let words = vocabulary();
     let mut rows = Vec::new();
     for &chunks in sizes {
+        anyhow::ensure!(chunks > 0, "a tenant size of 0 chunks");
+        let questions: Vec<String> = (0..searches.max(1))
+            .map(|i| question(&words, chunks, i))
+            .collect();
         let dir = tempfile::tempdir().context("temp dir")?;
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let tenant = TenantId::new("bench").context("tenant")?;
+        eprintln!("{chunks} chunks: adding and embedding ({dimensions} dimensions)");
         {
             let store = open(&url, &providers, false).await?;
             store
@@ -133,7 +191,7 @@ pub async fn run(
                     .add_knowledge(&NewKnowledge {
                         tenant: tenant.clone(),
                         title: format!("document {document}"),
-                        chunks: range.map(passage).collect(),
+                        chunks: range.map(|i| passage(&words, i)).collect(),
                         created_ms: 0,
                     })
                     .await?;
@@ -141,6 +199,27 @@ pub async fn run(
             while store.embed_pending().await? != EmbedPass::Idle {}
             store.close().await;
         }
+        // The full-text half alone: the same database, no embedding provider.
+        let fulltext_store = SqlStore::connect(&url).await?;
+        let mut fulltexts = Vec::new();
+        let mut matched = 0usize;
+        for question in &questions {
+            let started = Instant::now();
+            let hits = fulltext_store
+                .search_knowledge(&tenant, question, 5)
+                .await?;
+            fulltexts.push(started.elapsed());
+            matched += usize::from(!hits.is_empty());
+        }
+        fulltext_store.close().await;
+        anyhow::ensure!(
+            matched == questions.len(),
+            "{} of {} questions found nothing by full text",
+            questions.len() - matched,
+            questions.len()
+        );
+        let fulltext_p50_us = percentile(&mut fulltexts, 0.5);
+        let fulltext_p99_us = percentile(&mut fulltexts, 0.99);
         for int8 in [false, true] {
             let store = open(&url, &providers, int8).await?;
             let mut loads = Vec::new();
@@ -168,6 +247,12 @@ pub async fn run(
                 scans.push(started.elapsed());
                 std::hint::black_box(hits);
             }
+            let precision = if int8 { "int8" } else { "f32" };
+            eprintln!(
+                "{chunks} chunks, {precision}: index scan p50 {:.0} µs, p99 {:.0} µs; full text p50 {fulltext_p50_us:.0} µs, p99 {fulltext_p99_us:.0} µs",
+                percentile(&mut scans, 0.5),
+                percentile(&mut scans, 0.99),
+            );
             // Warm the cache, then time whole searches.
             store.search_knowledge(&tenant, &questions[0], 5).await?;
             let mut hybrids = Vec::new();
@@ -177,7 +262,7 @@ pub async fn run(
                 hybrids.push(started.elapsed());
                 std::hint::black_box(hits);
             }
-            rows.push(BenchRow {
+            let row = BenchRow {
                 chunks,
                 dimensions,
                 int8,
@@ -185,9 +270,13 @@ pub async fn run(
                 cold_load_ms: percentile(&mut loads, 0.5) / 1000.0,
                 scan_p50_us: percentile(&mut scans, 0.5),
                 scan_p99_us: percentile(&mut scans, 0.99),
+                fulltext_p50_us,
+                fulltext_p99_us,
                 hybrid_p50_us: percentile(&mut hybrids, 0.5),
                 hybrid_p99_us: percentile(&mut hybrids, 0.99),
-            });
+            };
+            eprintln!("{}", markdown(std::slice::from_ref(&row)));
+            rows.push(row);
             store.close().await;
         }
     }
@@ -210,11 +299,11 @@ async fn open(url: &str, providers: &str, int8: bool) -> anyhow::Result<SqlStore
 /// The rows as a markdown table.
 pub fn markdown(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "| chunks | dims | precision | index memory | cold load (median) | index scan p50 / p99 | hybrid search p50 / p99 |\n|---|---|---|---|---|---|---|\n",
+        "| chunks | dims | precision | index memory | cold load (median) | index scan p50 / p99 | full text alone p50 / p99 | hybrid search p50 / p99 |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} MiB | {:.1} ms | {:.0} / {:.0} µs | {:.0} / {:.0} µs |\n",
+            "| {} | {} | {} | {:.1} MiB | {:.1} ms | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.0} / {:.0} µs |\n",
             r.chunks,
             r.dimensions,
             if r.int8 { "int8" } else { "f32" },
@@ -222,6 +311,8 @@ pub fn markdown(rows: &[BenchRow]) -> String {
             r.cold_load_ms,
             r.scan_p50_us,
             r.scan_p99_us,
+            r.fulltext_p50_us,
+            r.fulltext_p99_us,
             r.hybrid_p50_us,
             r.hybrid_p99_us
         ));
