@@ -196,6 +196,7 @@ pub async fn start_with_bus(
     if let Some(retrieval) = retrieval_from_config(&config)? {
         info!(
             model = retrieval.model(),
+            models = retrieval.models().collect::<Vec<_>>().join(","),
             "semantic retrieval on: knowledge passages are embedded"
         );
         sql = sql.with_retrieval(retrieval);

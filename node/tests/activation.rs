@@ -52,6 +52,7 @@ async fn harness() -> Harness {
             system_prompt: None,
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: 1,
         })
         .await

@@ -115,6 +115,7 @@ async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> H
             system_prompt: Some("You sell shoes.".into()),
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: 1,
         })
         .await

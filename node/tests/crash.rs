@@ -94,6 +94,7 @@ async fn a_node_killed_mid_reply_answers_every_message_exactly_once_after_restar
             system_prompt: None,
             llm_config: Some(providers.to_string()),
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: 1,
         })
         .await

@@ -152,6 +152,7 @@ async fn tenant(store: &SqlStore, id: &str) -> TenantId {
             system_prompt: None,
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: T0 - 400 * DAY,
         })
         .await

@@ -39,6 +39,12 @@ impl Fixture {
     /// A store on the database embedding with `model` through the fake (OpenAI wire
     /// format for `openai`, Gemini's for `gemini`).
     async fn store(&self, kind: &str, model: &str) -> SqlStore {
+        self.store_with(&self.fake.providers_json(kind, model))
+            .await
+    }
+
+    /// A store on the database embedding through `providers` (a provider list's JSON).
+    async fn store_with(&self, providers: &str) -> SqlStore {
         let settings = RetrievalSettings {
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_millis(200),
@@ -48,7 +54,7 @@ impl Fixture {
         };
         let retrieval = retrieval::from_config(
             &salesboy_node::adapters::http_client().expect("http client"),
-            Some(&self.fake.providers_json(kind, model)),
+            Some(providers),
             settings,
         )
         .expect("valid providers")
@@ -125,6 +131,7 @@ both_databases!(
     without_a_provider_the_search_is_full_text_only,
     a_reply_keeps_the_passages_it_was_written_from,
     batches_of_long_vectors_are_read_whole,
+    each_tenant_is_embedded_and_searched_with_its_own_model,
 );
 
 fn tenant(id: &str) -> TenantId {
@@ -140,6 +147,7 @@ async fn given_tenant(store: &SqlStore, id: &str) -> TenantId {
             system_prompt: None,
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: T0,
         })
         .await
@@ -542,4 +550,157 @@ async fn batches_of_long_vectors_are_read_whole(fx: Fixture) {
     let index = store.load_vector_index(&acme).await.unwrap().unwrap().index;
     assert_eq!((index.len(), index.dimensions()), (40, 3072));
     store.close().await;
+}
+
+/// A provider list of two models through the fake: `fake-embed-1` (the default) and
+/// `fake-embed-2`.
+fn two_models(fx: &Fixture) -> String {
+    let mut first: Vec<serde_json::Value> =
+        serde_json::from_str(&fx.fake.providers_json("openai", "fake-embed-1")).unwrap();
+    let second: Vec<serde_json::Value> =
+        serde_json::from_str(&fx.fake.providers_json("openai", "fake-embed-2")).unwrap();
+    first.extend(second);
+    serde_json::Value::Array(first).to_string()
+}
+
+async fn choose_model(store: &SqlStore, tenant: &TenantId, model: Option<&str>) {
+    let mut record: NewTenant = store
+        .tenant(tenant)
+        .await
+        .expect("tenant")
+        .map(|t| NewTenant {
+            id: t.id,
+            name: t.name,
+            system_prompt: t.system_prompt,
+            llm_config: t.llm_config,
+            llm_monthly_spend_cap_micros: t.llm_monthly_spend_cap_micros,
+            embedding_model: t.embedding_model,
+            created_ms: t.created_ms,
+        })
+        .expect("exists");
+    record.embedding_model = model.map(str::to_owned);
+    store.upsert_tenant(&record).await.expect("model chosen");
+}
+
+async fn each_tenant_is_embedded_and_searched_with_its_own_model(fx: Fixture) {
+    let store = fx.store_with(&two_models(&fx)).await;
+    let acme = given_tenant(&store, "acme").await;
+    let beta = given_tenant(&store, "beta").await;
+    choose_model(&store, &beta, Some("fake-embed-2")).await;
+    add(&store, &acme, "Shipping", SHIPPING).await;
+    add(&store, &beta, "Shipping", SHIPPING).await;
+    embed_all(&store).await;
+    assert_eq!(fx.fake.texts(), 2);
+    let models = fx.fake.models();
+    assert!(models.contains(&"fake-embed-1".to_owned()), "{models:?}");
+    assert!(models.contains(&"fake-embed-2".to_owned()), "{models:?}");
+    for tenant in [&acme, &beta] {
+        assert_eq!(progress(&store, tenant).await, [(1, Some(1))]);
+        let hits = store
+            .search_knowledge(tenant, "Do you deliver to Lagos?", 3)
+            .await
+            .expect("search");
+        assert_eq!(hits[0].vector_rank, Some(1), "{tenant}: {hits:#?}");
+    }
+    // Each index holds its own model's vectors.
+    let index = store.load_vector_index(&beta).await.unwrap().unwrap();
+    assert_eq!((index.model.as_str(), index.index.len()), ("fake-embed-2", 1));
+
+    // acme moves to the second model: only its passage is pending and embedded again.
+    choose_model(&store, &acme, Some("fake-embed-2")).await;
+    assert_eq!(progress(&store, &acme).await, [(1, Some(0))]);
+    assert_eq!(progress(&store, &beta).await, [(1, Some(1))]);
+    embed_all(&store).await;
+    assert_eq!(fx.fake.texts(), 3);
+    assert_eq!(progress(&store, &acme).await, [(1, Some(1))]);
+    store.close().await;
+
+    // A node with the first model only: beta's model is not there, so its passages wait
+    // (none is embedded with another model) and its searches use full text alone.
+    let narrow = fx.store("openai", "fake-embed-1").await;
+    let gamma = given_tenant(&narrow, "gamma").await;
+    choose_model(&narrow, &gamma, Some("fake-embed-2")).await;
+    add(&narrow, &gamma, "Refunds", REFUNDS).await;
+    embed_all(&narrow).await;
+    assert_eq!(fx.fake.texts(), 3, "nothing embedded with a model not chosen");
+    assert!(narrow.load_vector_index(&gamma).await.unwrap().is_none());
+    let hits = narrow
+        .search_knowledge(&gamma, "refunds", 3)
+        .await
+        .expect("search");
+    assert_eq!(hits[0].fulltext_rank, Some(1), "{hits:#?}");
+    assert_eq!(hits[0].vector_rank, None);
+    narrow.close().await;
+}
+
+/// Saves `acme` through the admin API with `model` as its `embedding_model`.
+async fn save_with_model(
+    gateway: &salesboy_testkit::gateway::Gateway,
+    model: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = gateway
+        .http
+        .post(format!("{}/api/tenants", gateway.base))
+        .bearer_auth(salesboy_testkit::gateway::ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "acme", "phone_number_id": "100200300",
+            "access_token": "token-acme", "embedding_model": model}))
+        .send()
+        .await
+        .expect("admin request");
+    let status = response.status();
+    (status, response.json().await.expect("json"))
+}
+
+/// The API takes a tenant's model only when the node has providers for it, shows it, and
+/// `null` goes back to the node's default.
+#[tokio::test]
+async fn the_api_takes_only_a_model_the_node_embeds_with() {
+    use reqwest::StatusCode;
+    use salesboy_testkit::Db;
+    use salesboy_testkit::gateway::Gateway;
+    use serde_json::{Value, json};
+
+    let fake = FakeEmbedder::start().await;
+    let fx = Fixture {
+        url: String::new(),
+        fake,
+    };
+    let providers = two_models(&fx);
+    let gateway = Gateway::start(Db::Sqlite, |config| {
+        config.embedding_providers = Some(providers.into());
+    })
+    .await;
+    let (status, answer) = save_with_model(&gateway, json!("fake-embed-3")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("embedding_model")
+            && message.contains("not one of this node's models (fake-embed-1, fake-embed-2)"),
+        "{answer}"
+    );
+    // Refused before anything was written.
+    assert!(gateway.store().tenant(&tenant("acme")).await.unwrap().is_none());
+
+    let (status, saved) = save_with_model(&gateway, json!("fake-embed-2")).await;
+    assert!(status.is_success(), "{saved}");
+    assert_eq!(saved["embedding_model"], "fake-embed-2");
+    let stored = gateway.store().tenant(&tenant("acme")).await.unwrap().unwrap();
+    assert_eq!(stored.embedding_model.as_deref(), Some("fake-embed-2"));
+    let (status, saved) = save_with_model(&gateway, Value::Null).await;
+    assert!(status.is_success(), "{saved}");
+    assert_eq!(saved["embedding_model"], Value::Null);
+    gateway.node.stop().await;
+
+    // A node without embedding providers takes no model at all.
+    let plain = Gateway::start(Db::Sqlite, |_| {}).await;
+    let (status, answer) = save_with_model(&plain, json!("fake-embed-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no embedding provider"),
+        "{answer}"
+    );
+    plain.node.stop().await;
 }

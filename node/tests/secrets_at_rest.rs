@@ -131,6 +131,7 @@ fn tenant_with_llm(id: TenantId) -> NewTenant {
         system_prompt: None,
         llm_config: Some(llm_config()),
         llm_monthly_spend_cap_micros: None,
+        embedding_model: None,
         created_ms: 1,
     }
 }

@@ -231,6 +231,7 @@ async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
             system_prompt: None,
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: T0,
         })
         .await
@@ -369,6 +370,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             system_prompt: Some("be brief".to_owned()),
             llm_config: Some(r#"{"providers":[]}"#.to_owned()),
             llm_monthly_spend_cap_micros: Some(5_000_000),
+            embedding_model: None,
             created_ms: T0,
         })
         .await
@@ -381,6 +383,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             system_prompt: None,
             llm_config: Some(r#"{"providers":["gemini"]}"#.to_owned()),
             llm_monthly_spend_cap_micros: Some(7_000_000_000_000),
+            embedding_model: None,
             created_ms: T0 + DAY,
         })
         .await

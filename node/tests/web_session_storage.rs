@@ -154,6 +154,7 @@ impl Fixture {
                 system_prompt: None,
                 llm_config: None,
                 llm_monthly_spend_cap_micros: None,
+                embedding_model: None,
                 created_ms: 1_700_000_000_000,
             })
             .await

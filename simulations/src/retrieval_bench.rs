@@ -182,6 +182,7 @@ pub async fn run(
                     system_prompt: None,
                     llm_config: None,
                     llm_monthly_spend_cap_micros: None,
+                    embedding_model: None,
                     created_ms: 0,
                 })
                 .await?;

@@ -258,6 +258,8 @@ struct FakeEmbedderState {
     mode: RwLock<FakeEmbedderMode>,
     requests: AtomicU64,
     texts: AtomicU64,
+    /// The model of each answered OpenAI-format request, in order.
+    models: RwLock<Vec<String>>,
 }
 
 /// A local embedding server (see the module docs). Stops when dropped.
@@ -278,6 +280,7 @@ impl FakeEmbedder {
             mode: RwLock::new(FakeEmbedderMode::Up),
             requests: AtomicU64::new(0),
             texts: AtomicU64::new(0),
+            models: RwLock::new(Vec::new()),
         });
         let router = Router::new()
             .route("/v1beta/{*path}", post(gemini))
@@ -319,6 +322,11 @@ impl FakeEmbedder {
     /// Texts embedded so far.
     pub fn texts(&self) -> u64 {
         self.state.texts.load(Ordering::Relaxed)
+    }
+
+    /// The model each answered OpenAI-format request asked for, in order.
+    pub fn models(&self) -> Vec<String> {
+        self.state.models.read().clone()
     }
 }
 
@@ -453,6 +461,7 @@ async fn openai(
     state
         .texts
         .fetch_add(request.input.len() as u64, Ordering::Relaxed);
+    state.models.write().push(request.model.clone());
     let dimensions = request
         .dimensions
         .map_or(FAKE_EMBEDDING_DIMENSIONS, |d| d as usize);

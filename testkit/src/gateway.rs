@@ -117,6 +117,7 @@ impl Gateway {
                 system_prompt: Some("You sell shoes.".into()),
                 llm_config: llm.map(|l| l.to_string()),
                 llm_monthly_spend_cap_micros: None,
+                embedding_model: None,
                 created_ms: 1,
             })
             .await

@@ -75,6 +75,10 @@ pub struct NewTenant {
     /// The monthly LLM spend cap in millionths of a US dollar; `None` uses the node's.
     #[serde(default)]
     pub llm_monthly_spend_cap_micros: Option<i64>,
+    /// The embedding model of its passages (one of the node's); `None` uses the node's
+    /// default.
+    #[serde(default)]
+    pub embedding_model: Option<String>,
     /// When the tenant was created; kept from the first insert on updates.
     pub created_ms: i64,
 }
@@ -93,6 +97,10 @@ pub struct Tenant {
     /// The monthly LLM spend cap in millionths of a US dollar; `None` uses the node's.
     #[serde(default)]
     pub llm_monthly_spend_cap_micros: Option<i64>,
+    /// The embedding model of its passages (one of the node's); `None` uses the node's
+    /// default.
+    #[serde(default)]
+    pub embedding_model: Option<String>,
     /// Bumped by every change to the knowledge base
     /// ([`KnowledgeStore::knowledge_version`](super::KnowledgeStore::knowledge_version)).
     pub knowledge_version: i64,
@@ -118,6 +126,7 @@ impl fmt::Debug for NewTenant {
             system_prompt,
             llm_config,
             llm_monthly_spend_cap_micros,
+            embedding_model,
             created_ms,
         } = self;
         f.debug_struct("NewTenant")
@@ -126,6 +135,7 @@ impl fmt::Debug for NewTenant {
             .field("system_prompt", system_prompt)
             .field("llm_config", &redacted_config(llm_config.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
+            .field("embedding_model", embedding_model)
             .field("created_ms", created_ms)
             .finish()
     }
@@ -139,6 +149,7 @@ impl fmt::Debug for Tenant {
             system_prompt,
             llm_config,
             llm_monthly_spend_cap_micros,
+            embedding_model,
             knowledge_version,
             created_ms,
             numbers,
@@ -150,6 +161,7 @@ impl fmt::Debug for Tenant {
             .field("system_prompt", system_prompt)
             .field("llm_config", &redacted_config(llm_config.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
+            .field("embedding_model", embedding_model)
             .field("knowledge_version", knowledge_version)
             .field("created_ms", created_ms)
             .field("numbers", numbers)
@@ -280,6 +292,7 @@ mod tests {
             system_prompt: None,
             llm_config: Some(llm.clone()),
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: 1,
         };
         let tenant = Tenant {
@@ -288,6 +301,7 @@ mod tests {
             system_prompt: None,
             llm_config: Some(llm),
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             knowledge_version: 0,
             created_ms: 1,
             numbers: vec![WhatsAppNumber {

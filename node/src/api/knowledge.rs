@@ -50,7 +50,7 @@ pub struct DocumentView {
     pub chunk_count: i64,
     /// When it was added (unix ms).
     pub created_ms: i64,
-    /// How many of its passages have a vector for the node's embedding model; `null` when
+    /// How many of its passages have a vector for the tenant's embedding model; `null` when
     /// the node embeds nothing (full-text search only).
     pub embedded_chunks: Option<i64>,
     /// `off` (no embedding provider configured), `pending` (some passages wait for their

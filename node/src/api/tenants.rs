@@ -48,6 +48,13 @@ pub struct TenantRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, minimum = 0, example = 5000000)]
     pub llm_monthly_spend_cap_micros: Option<Option<i64>>,
+    /// The embedding model of the tenant's passages and questions: one of the node's
+    /// (`SALESBOY_EMBEDDING_PROVIDERS`), refused otherwise. A change re-embeds its passages
+    /// in the background (full text finds them meanwhile). `null`: the node's default (the
+    /// first entry's model); absent on update: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "gemini-embedding-001")]
+    pub embedding_model: Option<Option<String>>,
     /// The WhatsApp Business Account id.
     pub waba_id: Option<String>,
 }
@@ -73,6 +80,13 @@ pub struct TenantUpdate {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, minimum = 0, example = 5000000)]
     pub llm_monthly_spend_cap_micros: Option<Option<i64>>,
+    /// The embedding model of the tenant's passages and questions: one of the node's
+    /// (`SALESBOY_EMBEDDING_PROVIDERS`), refused otherwise. A change re-embeds its passages
+    /// in the background (full text finds them meanwhile). `null`: the node's default (the
+    /// first entry's model); absent on update: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "gemini-embedding-001")]
+    pub embedding_model: Option<Option<String>>,
     /// A WhatsApp number to attach (or whose token changes); needs `access_token`.
     pub phone_number_id: Option<String>,
     /// The access token of `phone_number_id`.
@@ -106,6 +120,7 @@ impl std::fmt::Debug for TenantRequest {
             system_prompt,
             llm,
             llm_monthly_spend_cap_micros,
+            embedding_model,
             waba_id,
         } = self;
         f.debug_struct("TenantRequest")
@@ -116,6 +131,7 @@ impl std::fmt::Debug for TenantRequest {
             .field("system_prompt", system_prompt)
             .field("llm", &redacted(llm.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
+            .field("embedding_model", embedding_model)
             .field("waba_id", waba_id)
             .finish()
     }
@@ -128,6 +144,7 @@ impl std::fmt::Debug for TenantUpdate {
             system_prompt,
             llm,
             llm_monthly_spend_cap_micros,
+            embedding_model,
             phone_number_id,
             access_token,
             waba_id,
@@ -137,6 +154,7 @@ impl std::fmt::Debug for TenantUpdate {
             .field("system_prompt", system_prompt)
             .field("llm", &redacted(llm.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
+            .field("embedding_model", embedding_model)
             .field("phone_number_id", phone_number_id)
             .field("access_token", &redacted(access_token.as_ref()))
             .field("waba_id", waba_id)
@@ -169,6 +187,8 @@ pub struct TenantView {
     /// The tenant's own monthly LLM spend cap (millionths of a US dollar); `null`: the
     /// node's default.
     pub llm_monthly_spend_cap_micros: Option<i64>,
+    /// The tenant's own embedding model; `null`: the node's default.
+    pub embedding_model: Option<String>,
     /// The tenant's WhatsApp numbers.
     pub numbers: Vec<NumberView>,
     /// Changes whenever the knowledge base changes.
@@ -241,6 +261,9 @@ struct Changes {
     llm: Option<String>,
     /// `Some(None)`: back to the node's default cap.
     spend_cap: Option<Option<i64>>,
+    /// `Some(None)`: back to the node's default model. Checked against the node's models
+    /// in [`save`].
+    embedding_model: Option<Option<String>>,
     number: Option<NumberChange>,
 }
 
@@ -296,6 +319,7 @@ pub async fn update(
         system_prompt: request.system_prompt.map(prompt),
         llm: llm(request.llm)?,
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
+        embedding_model: request.embedding_model,
         number,
     };
     Ok(save(api, id, changes, Mode::Update).await?.1)
@@ -449,6 +473,7 @@ fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiEr
         system_prompt: request.system_prompt.map(prompt),
         llm: llm(request.llm)?,
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
+        embedding_model: request.embedding_model,
         number: Some(number),
     };
     Ok((id, changes))
@@ -499,6 +524,24 @@ fn llm(llm: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Checks that the node embeds with `model`.
+fn embedding_model(api: &Api, model: &str) -> Result<(), ApiError> {
+    let Some(retrieval) = api.sql.retrieval() else {
+        return Err(ApiError::invalid(
+            "embedding_model",
+            "this node has no embedding provider (SALESBOY_EMBEDDING_PROVIDERS is unset)",
+        ));
+    };
+    if retrieval.chain_of(model).is_none() {
+        let models: Vec<&str> = retrieval.models().collect();
+        return Err(ApiError::invalid(
+            "embedding_model",
+            format!("not one of this node's models ({})", models.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
 fn spend_cap(cap: Option<Option<i64>>) -> Result<Option<Option<i64>>, ApiError> {
     match cap {
         Some(Some(micros)) if micros < 0 => Err(ApiError::invalid(
@@ -517,6 +560,9 @@ async fn save(
     changes: Changes,
     mode: Mode,
 ) -> Result<(Saved, TenantDetail), ApiError> {
+    if let Some(Some(model)) = &changes.embedding_model {
+        embedding_model(api, model)?;
+    }
     let existing = api.store.tenant(id).await?;
     match (&existing, mode) {
         (Some(_), Mode::Create) => return Err(ApiError::TenantExists(id.clone())),
@@ -535,15 +581,20 @@ async fn save(
             owner: route.tenant,
         });
     }
-    let (stored_name, stored_prompt, stored_llm, stored_cap) = match &existing {
+    let (stored_name, stored_prompt, stored_llm, stored_cap, stored_model) = match &existing {
         Some(tenant) => (
             Some(tenant.name.clone()),
             tenant.system_prompt.clone(),
             tenant.llm_config.clone(),
             tenant.llm_monthly_spend_cap_micros,
+            tenant.embedding_model.clone(),
         ),
-        None => (None, None, None, None),
+        None => (None, None, None, None, None),
     };
+    let embedding_model = changes.embedding_model.unwrap_or(stored_model);
+    let model_changed = existing
+        .as_ref()
+        .is_some_and(|tenant| tenant.embedding_model != embedding_model);
     let tenant = NewTenant {
         id: id.clone(),
         name: changes
@@ -553,9 +604,14 @@ async fn save(
         system_prompt: changes.system_prompt.unwrap_or(stored_prompt),
         llm_config: changes.llm.or(stored_llm),
         llm_monthly_spend_cap_micros: changes.spend_cap.unwrap_or(stored_cap),
+        embedding_model,
         created_ms: api.now_ms(),
     };
     api.store.upsert_tenant(&tenant).await?;
+    if model_changed && let Some(retrieval) = api.sql.retrieval() {
+        // Its passages are pending again for the new model.
+        retrieval.wake();
+    }
     if let Some(number) = changes.number {
         let stored_waba = existing.as_ref().and_then(|tenant| {
             tenant
@@ -611,6 +667,7 @@ fn view(tenant: Tenant, active: bool) -> TenantView {
         system_prompt: tenant.system_prompt,
         llm: tenant.llm_config.as_deref().map(redacted_llm_config),
         llm_monthly_spend_cap_micros: tenant.llm_monthly_spend_cap_micros,
+        embedding_model: tenant.embedding_model,
         numbers: tenant
             .numbers
             .into_iter()
@@ -648,6 +705,7 @@ mod tests {
             system_prompt: None,
             llm: Some(llm.clone()),
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             waba_id: None,
         };
         let update = TenantUpdate {

@@ -2,15 +2,16 @@
 //! the passages, searched exactly per tenant from a byte-bounded in-memory cache, fused with
 //! the full-text ranking.
 //!
-//! - [`Retrieval`]: the node's embedding chain ([`crate::adapters::embedding`]), its model,
-//!   the cache of tenant indexes ([`index::TenantIndex`], moka, weighted by bytes, loaded on
+//! - [`Retrieval`]: the node's embedding chains ([`crate::adapters::embedding`]), one per
+//!   model (the first the default; a tenant may choose another, `embedding_model`), the
+//!   cache of tenant indexes ([`index::TenantIndex`], moka, weighted by bytes, loaded on
 //!   demand, checked against the database's `(count, newest chunk)` stamp on every search
 //!   so a change made by any node is seen) and the embedder's wake-up. A [`SqlStore`] given
 //!   one ([`SqlStore::with_retrieval`]) searches hybrid; without one (no
 //!   `embedding_providers` configured, the default) it searches full text only and calls
 //!   no model.
 //! - [`fusion`]: reciprocal rank fusion of the full-text and vector rankings.
-//! - [`worker`]: the background embedder: passages without a vector for the current model
+//! - [`worker`]: the background embedder: passages without a vector for their tenant's model
 //!   are embedded in batches; on failure they stay pending, the tenant gets one
 //!   `knowledge_embedding_failed` event per failure streak, and the pass is retried after a
 //!   growing pause.
@@ -67,20 +68,29 @@ impl Default for RetrievalSettings {
     }
 }
 
-/// A tenant index as cached: the stamp of the vectors it was built from.
+/// A tenant index as cached: the model and stamp of the vectors it was built from.
 #[derive(Debug)]
 pub struct CachedIndex {
+    /// The model of its vectors.
+    pub model: String,
     /// `(count, newest chunk id)` of the tenant's vectors of the model when loaded.
     pub stamp: (i64, i64),
     /// The index.
     pub index: TenantIndex,
 }
 
-/// The node's semantic retrieval: the embedding chain and the tenant index cache (see the
+/// One embedding model and the providers (in fallback order) that serve it.
+#[derive(Debug)]
+struct ModelChain {
+    model: String,
+    chain: EmbeddingChain,
+}
+
+/// The node's semantic retrieval: the embedding chains and the tenant index cache (see the
 /// module docs).
 pub struct Retrieval {
-    chain: EmbeddingChain,
-    model: String,
+    /// One per model, the default first; never empty.
+    models: Vec<ModelChain>,
     settings: RetrievalSettings,
     cache: moka::sync::Cache<TenantId, Arc<CachedIndex>>,
     wake: Notify,
@@ -90,17 +100,26 @@ pub struct Retrieval {
 impl std::fmt::Debug for Retrieval {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retrieval")
-            .field("chain", &self.chain)
-            .field("model", &self.model)
+            .field("models", &self.models)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl Retrieval {
-    /// Retrieval over `chain` (which must not be empty: `None` then, full text only).
-    pub fn new(chain: EmbeddingChain, settings: RetrievalSettings) -> Option<Self> {
-        let model = chain.model()?.to_owned();
+    /// Retrieval over `chains`, one per model, the first the default (each must have a
+    /// provider; none at all: `None`, full text only).
+    pub fn new(chains: Vec<EmbeddingChain>, settings: RetrievalSettings) -> Option<Self> {
+        let models: Vec<ModelChain> = chains
+            .into_iter()
+            .filter_map(|chain| {
+                let model = chain.model()?.to_owned();
+                Some(ModelChain { model, chain })
+            })
+            .collect();
+        if models.is_empty() {
+            return None;
+        }
         let cache = moka::sync::Cache::builder()
             .max_capacity(settings.cache_bytes)
             .weigher(|_: &TenantId, cached: &Arc<CachedIndex>| {
@@ -108,8 +127,7 @@ impl Retrieval {
             })
             .build();
         Some(Self {
-            chain,
-            model,
+            models,
             settings,
             cache,
             wake: Notify::new(),
@@ -117,9 +135,24 @@ impl Retrieval {
         })
     }
 
-    /// The model passages are embedded with; a change re-embeds every passage.
+    /// The default model: the one passages of a tenant without its own are embedded with; a
+    /// change re-embeds those tenants' passages.
     pub fn model(&self) -> &str {
-        &self.model
+        &self.models[0].model
+    }
+
+    /// Every model the node embeds with, the default first.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|m| m.model.as_str())
+    }
+
+    /// The model of a tenant that chose `chosen` (`None`: the default), or `None` when the
+    /// node has no provider for it (its passages then wait, its searches use full text).
+    pub fn model_for<'a>(&'a self, chosen: Option<&'a str>) -> Option<&'a str> {
+        match chosen {
+            None => Some(self.model()),
+            Some(model) => self.chain_of(model).map(|_| model),
+        }
     }
 
     /// The tunables.
@@ -127,9 +160,17 @@ impl Retrieval {
         &self.settings
     }
 
-    /// The embedding chain.
+    /// The embedding chain of the default model.
     pub fn chain(&self) -> &EmbeddingChain {
-        &self.chain
+        &self.models[0].chain
+    }
+
+    /// The embedding chain of `model`, if the node has one.
+    pub fn chain_of(&self, model: &str) -> Option<&EmbeddingChain> {
+        self.models
+            .iter()
+            .find(|m| m.model == model)
+            .map(|m| &m.chain)
     }
 
     /// Wakes the embedder (passages were added).
@@ -142,11 +183,16 @@ impl Retrieval {
         self.wake.notified().await;
     }
 
-    /// The cached index of `tenant` if its stamp is still `stamp`.
-    pub fn cached(&self, tenant: &TenantId, stamp: (i64, i64)) -> Option<Arc<CachedIndex>> {
+    /// The cached index of `tenant` if it is still of `model` and its stamp still `stamp`.
+    pub fn cached(
+        &self,
+        tenant: &TenantId,
+        model: &str,
+        stamp: (i64, i64),
+    ) -> Option<Arc<CachedIndex>> {
         self.cache
             .get(tenant)
-            .filter(|cached| cached.stamp == stamp)
+            .filter(|cached| cached.stamp == stamp && cached.model == model)
     }
 
     /// Caches `tenant`'s index.
@@ -165,11 +211,17 @@ impl Retrieval {
         self.cache.weighted_size()
     }
 
-    /// A question's vector, or `None` (logged and counted) when no provider answered: the
-    /// search then ranks by full text alone. The usage is returned for recording.
-    pub async fn embed_question(&self, question: &str) -> Option<(Vec<f32>, String, u64, u64)> {
+    /// A question's vector by `model`, or `None` (logged and counted) when no provider of it
+    /// answered or the node has none: the search then ranks by full text alone. The usage
+    /// is returned for recording.
+    pub async fn embed_question(
+        &self,
+        model: &str,
+        question: &str,
+    ) -> Option<(Vec<f32>, String, u64, u64)> {
         let texts = [question.to_owned()];
-        match self.chain.embed(&texts, EmbedPurpose::Query).await {
+        let chain = self.chain_of(model)?;
+        match chain.embed(&texts, EmbedPurpose::Query).await {
             EmbedOutcome::Embedded {
                 mut embedded,
                 provider,
@@ -212,7 +264,8 @@ impl Retrieval {
 }
 
 /// Builds the node's retrieval from the `embedding_providers` setting: `None` when it is
-/// unset (full text only).
+/// unset (full text only). Entries of one model form that model's fallback chain, in their
+/// order; the first entry's model is the default.
 pub fn from_config(
     client: &reqwest::Client,
     providers_json: Option<&str>,
@@ -222,15 +275,22 @@ pub fn from_config(
         return Ok(None);
     };
     let configs = crate::adapters::embedding::parse_embedding_config(json)?;
-    let providers = configs
+    let mut by_model: Vec<(String, Vec<Arc<dyn crate::adapters::embedding::EmbeddingProvider>>)> =
+        Vec::new();
+    for config in configs {
+        let model = config.model.clone();
+        let provider = Arc::new(crate::adapters::embedding::HttpEmbedder::new(
+            client.clone(),
+            config,
+        )) as Arc<dyn crate::adapters::embedding::EmbeddingProvider>;
+        match by_model.iter_mut().find(|(m, _)| *m == model) {
+            Some((_, providers)) => providers.push(provider),
+            None => by_model.push((model, vec![provider])),
+        }
+    }
+    let chains = by_model
         .into_iter()
-        .map(|config| {
-            Arc::new(crate::adapters::embedding::HttpEmbedder::new(
-                client.clone(),
-                config,
-            )) as Arc<dyn crate::adapters::embedding::EmbeddingProvider>
-        })
+        .map(|(_, providers)| EmbeddingChain::new(providers, settings.failure_rest))
         .collect();
-    let chain = EmbeddingChain::new(providers, settings.failure_rest);
-    Ok(Retrieval::new(chain, settings).map(Arc::new))
+    Ok(Retrieval::new(chains, settings).map(Arc::new))
 }

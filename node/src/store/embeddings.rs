@@ -1,8 +1,10 @@
 //! Passage vectors (`knowledge_vectors`, migration 0011) and the hybrid search over them
 //! (architecture §11, [`crate::retrieval`]).
 //!
-//! A chunk is *pending* while it has no vector for the node's model: [`embed_pending`]
-//! embeds a batch of pending chunks (oldest first, any tenant), stores their vectors
+//! A chunk is *pending* while it has no vector for its tenant's model (the tenant's
+//! `embedding_model`, else the node's default; a model the node has no provider for is left
+//! pending): [`embed_pending`] embeds a batch of pending chunks of one model (oldest first,
+//! any tenant), stores their vectors
 //! (dropping those of other models for the same chunks) and records each tenant's share of
 //! the usage; when no provider answers nothing is written, so the chunks stay pending, and
 //! each tenant concerned gets one `knowledge_embedding_failed` event per failure streak.
@@ -52,6 +54,7 @@ struct Pending {
     document_id: i64,
     tenant: TenantId,
     text: String,
+    model: String,
 }
 
 fn now_ms() -> i64 {
@@ -62,18 +65,32 @@ fn now_ms() -> i64 {
 
 /// Embeds one batch of pending chunks (see the module docs).
 pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<EmbedPass, Failure> {
-    let model = retrieval.model();
-    let batch = i64::try_from(retrieval.chain().batch_size()).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
-        "SELECT c.id, c.document_id, c.tenant_id, c.text FROM knowledge_chunks c \
-         WHERE NOT EXISTS (SELECT 1 FROM knowledge_vectors v WHERE v.chunk_id = c.id AND v.model = $1) \
+    let models: Vec<&str> = retrieval.models().collect();
+    let batch = models
+        .iter()
+        .filter_map(|model| retrieval.chain_of(model))
+        .map(|chain| chain.batch_size())
+        .max()
+        .unwrap_or(1);
+    // Only the models this node embeds with; `$1` is the default, `$2` the batch.
+    let placeholders: Vec<String> = (0..models.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT c.id, c.document_id, c.tenant_id, c.text, m.model FROM knowledge_chunks c \
+         JOIN (SELECT id, COALESCE(embedding_model, $1) AS model FROM tenants) m ON m.id = c.tenant_id \
+         WHERE m.model IN ({}) \
+         AND NOT EXISTS (SELECT 1 FROM knowledge_vectors v WHERE v.chunk_id = c.id AND v.model = m.model) \
          ORDER BY c.id LIMIT $2",
-    )
-    .bind(model)
-    .bind(batch)
-    .fetch_all(&db.pool)
-    .await?;
-    let pending = rows
+        placeholders.join(", ")
+    );
+    // Only placeholders are formatted in; the models are bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(retrieval.model())
+        .bind(i64::try_from(batch).unwrap_or(i64::MAX));
+    for model in &models {
+        query = query.bind(*model);
+    }
+    let rows = query.fetch_all(&db.pool).await?;
+    let mut pending = rows
         .iter()
         .map(|row| {
             Ok(Pending {
@@ -81,18 +98,23 @@ pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<Embe
                 document_id: get(row, "document_id")?,
                 tenant: id(row, "tenant_id")?,
                 text: get(row, "text")?,
+                model: get(row, "model")?,
             })
         })
         .collect::<Result<Vec<_>, Failure>>()?;
-    if pending.is_empty() {
+    let Some(first) = pending.first() else {
         return Ok(EmbedPass::Idle);
-    }
+    };
+    // One model per pass: the oldest pending chunk's; the others wait for the next pass.
+    let model = first.model.clone();
+    let Some(chain) = retrieval.chain_of(&model) else {
+        return Ok(EmbedPass::Idle);
+    };
+    pending.retain(|p| p.model == model);
+    pending.truncate(chain.batch_size());
+    let model = model.as_str();
     let texts: Vec<String> = pending.iter().map(|p| p.text.clone()).collect();
-    match retrieval
-        .chain()
-        .embed(&texts, EmbedPurpose::Document)
-        .await
-    {
+    match chain.embed(&texts, EmbedPurpose::Document).await {
         EmbedOutcome::Embedded {
             embedded,
             provider,
@@ -239,39 +261,60 @@ pub(crate) async fn embedded_counts(
         .collect()
 }
 
-/// The stamp of the tenant's vectors of `model`: their count and newest chunk id.
-async fn stamp(db: &Db, tenant: &TenantId, model: &str) -> Result<(i64, i64), Failure> {
+/// The model the tenant's passages are embedded with (`None`: the tenant does not exist, or
+/// chose a model this node has no provider for) and the stamp of its vectors of that model:
+/// their count and newest chunk id. One query.
+pub(crate) async fn tenant_model(
+    db: &Db,
+    retrieval: &Retrieval,
+    tenant: &TenantId,
+) -> Result<Option<(String, (i64, i64))>, Failure> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, COALESCE(MAX(chunk_id), 0) AS newest FROM knowledge_vectors \
-         WHERE tenant_id = $1 AND model = $2",
+        "SELECT t.embedding_model, COUNT(v.chunk_id) AS n, COALESCE(MAX(v.chunk_id), 0) AS newest \
+         FROM tenants t LEFT JOIN knowledge_vectors v \
+         ON v.tenant_id = t.id AND v.model = COALESCE(t.embedding_model, $2) \
+         WHERE t.id = $1 GROUP BY t.id, t.embedding_model",
     )
     .bind(tenant.as_str())
-    .bind(model)
-    .fetch_one(&db.reader)
+    .bind(retrieval.model())
+    .fetch_optional(&db.reader)
     .await?;
-    Ok((get(&row, "n")?, get(&row, "newest")?))
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let chosen: Option<String> = get(&row, "embedding_model")?;
+    let Some(model) = retrieval.model_for(chosen.as_deref()) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        model.to_owned(),
+        (get(&row, "n")?, get(&row, "newest")?),
+    )))
 }
 
-/// The tenant's index: from the cache when its stamp is current, else loaded and cached.
+/// The tenant's index of `model`: from the cache when its stamp is current, else loaded
+/// and cached.
 pub(crate) async fn tenant_index(
     db: &Db,
     retrieval: &Retrieval,
     tenant: &TenantId,
+    model: &str,
+    stamp: (i64, i64),
 ) -> Result<Arc<CachedIndex>, Failure> {
-    let stamp = stamp(db, tenant, retrieval.model()).await?;
-    if let Some(cached) = retrieval.cached(tenant, stamp) {
+    if let Some(cached) = retrieval.cached(tenant, model, stamp) {
         return Ok(cached);
     }
-    let cached = Arc::new(load_index(db, retrieval, tenant, stamp).await?);
+    let cached = Arc::new(load_index(db, retrieval, tenant, model, stamp).await?);
     retrieval.cache(tenant, Arc::clone(&cached));
     Ok(cached)
 }
 
-/// Loads the tenant's vectors of the retrieval's model into an index (no cache).
+/// Loads the tenant's vectors of `model` into an index (no cache).
 pub(crate) async fn load_index(
     db: &Db,
     retrieval: &Retrieval,
     tenant: &TenantId,
+    model: &str,
     stamp: (i64, i64),
 ) -> Result<CachedIndex, Failure> {
     let rows = sqlx::query(
@@ -279,7 +322,7 @@ pub(crate) async fn load_index(
          ORDER BY chunk_id",
     )
     .bind(tenant.as_str())
-    .bind(retrieval.model())
+    .bind(model)
     .fetch_all(&db.reader)
     .await?;
     let mut vectors = Vec::with_capacity(rows.len());
@@ -300,6 +343,7 @@ pub(crate) async fn load_index(
         .max_by_key(|(len, n)| (*n, *len))
         .map_or(0, |(len, _)| len);
     Ok(CachedIndex {
+        model: model.to_owned(),
         stamp,
         index: TenantIndex::build(dimensions, vectors, retrieval.settings().int8),
     })
@@ -344,8 +388,9 @@ async fn chunks_by_id(
 }
 
 /// The tenant's best `k` passages for `question`: full-text and vector candidates fused
-/// by reciprocal rank. Without a question vector (no provider answered) or without vectors
-/// yet, the full-text ranking alone.
+/// by reciprocal rank. Without a question vector (no provider of the tenant's model
+/// answered, or the node has none) or without vectors yet, the full-text ranking alone. The
+/// full-text search runs while the question is embedded.
 pub(crate) async fn hybrid_search(
     db: &Db,
     retrieval: &Retrieval,
@@ -357,20 +402,31 @@ pub(crate) async fn hybrid_search(
         return Ok(Vec::new());
     }
     let candidates = retrieval.settings().candidates.max(k as usize);
-    let fulltext = knowledge::search_knowledge(
-        db,
-        tenant,
-        question,
-        u32::try_from(candidates).unwrap_or(u32::MAX),
-    )
-    .await?;
+    let embedded = async {
+        let Some((model, stamp)) = tenant_model(db, retrieval, tenant).await? else {
+            return Ok::<_, Failure>(None);
+        };
+        Ok(retrieval
+            .embed_question(&model, question)
+            .await
+            .map(|embedded| (model, stamp, embedded)))
+    };
+    let (fulltext, embedded) = tokio::join!(
+        knowledge::search_knowledge(
+            db,
+            tenant,
+            question,
+            u32::try_from(candidates).unwrap_or(u32::MAX),
+        ),
+        embedded
+    );
+    let fulltext = fulltext?;
     let mut vector_ids = Vec::new();
-    if let Some((vector, provider, tokens, cost_micros)) = retrieval.embed_question(question).await
-    {
+    if let Some((model, stamp, (vector, provider, tokens, cost_micros))) = embedded? {
         let usage = LlmUsage {
             tenant: tenant.clone(),
             provider,
-            model: retrieval.model().to_owned(),
+            model: model.clone(),
             prompt_tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
             completion_tokens: 0,
             cost_micros: i64::try_from(cost_micros).unwrap_or(i64::MAX),
@@ -379,7 +435,7 @@ pub(crate) async fn hybrid_search(
         if let Err(error) = activity::record_llm_usage(db, &usage).await {
             tracing::warn!(tenant = %tenant, error = ?error, "embedding usage not recorded");
         }
-        let cached = tenant_index(db, retrieval, tenant).await?;
+        let cached = tenant_index(db, retrieval, tenant, &model, stamp).await?;
         vector_ids = cached
             .index
             .search(&vector, candidates)

@@ -594,8 +594,9 @@ impl SqlStore {
             .await
     }
 
-    /// Loads `tenant`'s vector index from the database, bypassing the cache (the cold load
-    /// the benchmarks time); its number of vectors and bytes. `None` without retrieval.
+    /// Loads `tenant`'s vector index (of its model) from the database, bypassing the cache
+    /// (the cold load the benchmarks time); its number of vectors and bytes. `None` without
+    /// retrieval, or when the node has no provider for the tenant's model.
     pub async fn load_vector_index(
         &self,
         tenant: &TenantId,
@@ -603,9 +604,17 @@ impl SqlStore {
         let Some(retrieval) = &self.retrieval else {
             return Ok(None);
         };
-        self.run(embeddings::load_index(&self.db, retrieval, tenant, (0, 0)))
-            .await
-            .map(Some)
+        let Some((model, stamp)) = self
+            .run(embeddings::tenant_model(&self.db, retrieval, tenant))
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.run(embeddings::load_index(
+            &self.db, retrieval, tenant, &model, stamp,
+        ))
+        .await
+        .map(Some)
     }
 
     /// Awaits a query function and maps its failure to a [`StoreError`].

@@ -357,13 +357,17 @@ impl KnowledgeStore for SqlStore {
             .run(knowledge::list_knowledge(&self.db, tenant))
             .await?;
         if let Some(retrieval) = &self.retrieval {
-            let counts = self
-                .run(embeddings::embedded_counts(
-                    &self.db,
-                    tenant,
-                    retrieval.model(),
-                ))
+            // A tenant whose model this node has no provider for shows nothing embedded.
+            let model = self
+                .run(embeddings::tenant_model(&self.db, retrieval, tenant))
                 .await?;
+            let counts = match model {
+                Some((model, _)) => {
+                    self.run(embeddings::embedded_counts(&self.db, tenant, &model))
+                        .await?
+                }
+                None => std::collections::HashMap::new(),
+            };
             for document in &mut documents {
                 document.embedded_chunks = Some(counts.get(&document.id).copied().unwrap_or(0));
             }

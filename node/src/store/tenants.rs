@@ -45,7 +45,7 @@ macro_rules! select_tenants {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms, \
-             session_stopped_ms, llm_monthly_spend_cap_micros FROM tenants ",
+             session_stopped_ms, llm_monthly_spend_cap_micros, embedding_model FROM tenants ",
             $rest
         )
     };
@@ -67,11 +67,11 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms, \
-         llm_monthly_spend_cap_micros) VALUES ($1, $2, $3, $4, $5, $6) \
+         llm_monthly_spend_cap_micros, embedding_model) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
          system_prompt = excluded.system_prompt, llm_config = excluded.llm_config, \
          llm_monthly_spend_cap_micros = excluded.llm_monthly_spend_cap_micros, \
-         deleted_ms = NULL",
+         embedding_model = excluded.embedding_model, deleted_ms = NULL",
     )
     .bind(tenant.id.as_str())
     .bind(tenant.name.as_str())
@@ -84,6 +84,7 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     )
     .bind(tenant.created_ms)
     .bind(tenant.llm_monthly_spend_cap_micros)
+    .bind(tenant.embedding_model.as_deref())
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -358,6 +359,7 @@ fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Resul
         name: get(row, "name")?,
         system_prompt: get(row, "system_prompt")?,
         llm_monthly_spend_cap_micros: get(row, "llm_monthly_spend_cap_micros")?,
+        embedding_model: get(row, "embedding_model")?,
         knowledge_version: get(row, "knowledge_version")?,
         created_ms: get(row, "created_ms")?,
         numbers,

@@ -80,6 +80,7 @@ async fn create_tenant(store: &dyn Store, i: usize, knowledge: bool) -> anyhow::
             system_prompt: None,
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
             created_ms: 1,
         })
         .await

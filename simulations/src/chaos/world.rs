@@ -205,6 +205,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
                 system_prompt: None,
                 llm_config: None,
                 llm_monthly_spend_cap_micros: None,
+                embedding_model: None,
                 created_ms: SIM_EPOCH_MS,
             })
             .await?;

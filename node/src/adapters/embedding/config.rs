@@ -11,18 +11,19 @@
 //! | field | | |
 //! |---|---|---|
 //! | `kind` | required | `"gemini"` (`embedContent` / `batchEmbedContents`) or `"openai"` (any OpenAI-compatible `/embeddings`) |
-//! | `model` | required | the model; every entry must name the same one (vectors of different models cannot be compared) |
+//! | `model` | required | the model; entries of one model are its fallback chain, the first entry's model is the default, a tenant may choose another (`embedding_model`) |
 //! | `api_key` | required | the key; never printed |
 //! | `name` | optional | the name in logs, metrics and usage records; default `gemini-embedding` / `openai-embedding` |
 //! | `base_url` | optional | as for the chat providers |
 //! | `timeout_ms` | optional | per request, default 20000, at most 600000 |
-//! | `dimensions` | optional | asks the model for vectors of this length (`outputDimensionality` / `dimensions`) |
+//! | `dimensions` | optional | asks the model for vectors of this length (`outputDimensionality` / `dimensions`); the same for every entry of one model |
 //! | `batch_size` | optional | passages per request, default 32, at most 100 |
 //! | `requests_per_minute` | optional | the provider's request budget; absent = unlimited |
 //! | `tokens_per_minute` | optional | the provider's token budget; absent = unlimited |
 //! | `usd_per_million` | optional | price of a million input tokens, default 0 |
 //!
-//! Entries are tried in list order (fallback). Unknown fields are refused; errors name the
+//! A model's entries are tried in list order (fallback); vectors of different models are
+//! never compared (each tenant's passages and questions are embedded by its one model). Unknown fields are refused; errors name the
 //! index and the field (`embedding[1].model: missing`) and never quote a key.
 
 use std::time::Duration;
@@ -122,11 +123,16 @@ pub fn parse_embedding_config(json: &str) -> Result<Vec<EmbeddingConfig>, Embedd
         .enumerate()
         .map(|(index, item)| entry(index, item))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(index) = configs.iter().position(|c| c.model != configs[0].model) {
-        return Err(error(
-            format!("embedding[{index}].model"),
-            "must be the first entry's model (vectors of different models cannot be compared)",
-        ));
+    // Entries of one model are that model's fallback chain: their vectors must be alike.
+    for (index, config) in configs.iter().enumerate() {
+        if let Some(first) = configs[..index].iter().find(|c| c.model == config.model)
+            && first.dimensions != config.dimensions
+        {
+            return Err(error(
+                format!("embedding[{index}].dimensions"),
+                "must be the same as the first entry's of its model (vectors of different lengths cannot be compared)",
+            ));
+        }
     }
     Ok(configs)
 }
@@ -287,8 +293,8 @@ mod tests {
                 "embedding[0].model: missing",
             ),
             (
-                r#"[{"kind":"gemini","model":"a","api_key":"k"},{"kind":"openai","model":"b","api_key":"k"}]"#,
-                "embedding[1].model: must be the first entry's model (vectors of different models cannot be compared)",
+                r#"[{"kind":"gemini","model":"a","api_key":"k","dimensions":8},{"kind":"openai","model":"b","api_key":"k"},{"kind":"openai","model":"a","api_key":"k"}]"#,
+                "embedding[2].dimensions: must be the same as the first entry's of its model (vectors of different lengths cannot be compared)",
             ),
             (
                 r#"[{"kind":"gemini","model":"a","api_key":"k","batch_size":101}]"#,

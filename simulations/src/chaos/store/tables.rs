@@ -138,6 +138,7 @@ impl Tables {
                 system_prompt: row.new.system_prompt.clone(),
                 llm_config: row.new.llm_config.clone(),
                 llm_monthly_spend_cap_micros: row.new.llm_monthly_spend_cap_micros,
+                embedding_model: row.new.embedding_model.clone(),
                 knowledge_version: row.knowledge_version,
                 created_ms: row.new.created_ms,
                 numbers: row.numbers.values().cloned().collect(),
