@@ -62,7 +62,7 @@ impl Default for RetrievalSettings {
             retry_min: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             idle_poll: Duration::from_secs(10),
-            failure_rest: salesboy_actors::responder::chain::FAILURE_REST,
+            failure_rest: salesboy_actors::responder::gate::FAILURE_REST,
         }
     }
 }
