@@ -217,7 +217,7 @@ pub fn from_config(
     client: &reqwest::Client,
     providers_json: Option<&str>,
     settings: RetrievalSettings,
-) -> Result<Option<Arc<Retrieval>>, crate::adapters::embedding::EmbeddingConfigError> {
+) -> Result<Option<Arc<Retrieval>>, crate::adapters::llm::LlmConfigError> {
     let Some(json) = providers_json else {
         return Ok(None);
     };

@@ -24,7 +24,7 @@ use salesboy_actors::responder::chain::Attempt;
 use salesboy_actors::responder::gate::{FAILURE_REST, ProviderGate};
 use secrecy::ExposeSecret;
 
-pub use config::{EmbeddingConfig, EmbeddingConfigError, parse_embedding_config};
+pub use config::{EmbeddingConfig, parse_embedding_config};
 
 use super::llm::config::ProviderKind;
 use super::llm::{Gemini, OpenAi, ProviderApi, RawResponse, exchange};
