@@ -16,12 +16,11 @@ use salesboy_actors::store::{
     UsageReport,
 };
 use salesboy_node::retention::{RetentionSettings, run_once};
-use salesboy_node::secrets::{Keyring, SecretsKey};
 use salesboy_node::store::{RetentionTable, SqlStore};
 use salesboy_protocol::month::Month;
 use salesboy_protocol::whatsapp::RejectedItem;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
-use salesboy_testkit::PostgresDatabase;
+use salesboy_testkit::{Backend, database_suite, run_on_fresh_store};
 use serde_json::json;
 use sqlx::{AnyConnection, Connection};
 
@@ -61,71 +60,17 @@ impl Fixture {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs `test` on a fresh database of `backend`, removed afterwards (also on failure).
+/// Runs `test` on a fresh store of `backend`.
 async fn run_on<F, Fut>(backend: Backend, test: F)
 where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let keyring = Keyring::new(SecretsKey::generate(), []);
-    let (url, postgres, _dir) = match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
-            (url, None, Some(dir))
-        }
-        Backend::Postgres => {
-            let database = PostgresDatabase::create()
-                .await
-                .unwrap_or_else(|e| panic!("postgres tests need a server: {e}"));
-            (database.url().to_owned(), Some(database), None)
-        }
-    };
-    let store = SqlStore::connect(&url)
-        .await
-        .expect("open the store")
-        .with_secrets(keyring);
-    let outcome = tokio::spawn(test(Fixture {
-        store: store.clone(),
-        url,
-    }))
-    .await;
-    store.close().await;
-    drop(postgres);
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
+    run_on_fresh_store(backend, |store, url| test(Fixture { store, url })).await;
 }
 
-macro_rules! retention_suite {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::run_on(super::Backend::Sqlite, super::$test).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::run_on(super::Backend::Postgres, super::$test).await;
-                }
-            )*
-        }
-    };
-}
-
-retention_suite!(
+database_suite!(
+    run_on =>
     each_tables_old_rows_go_and_newer_rows_stay,
     monthly_usage_figures_survive_retention,
     a_large_run_goes_in_bounded_batches,

@@ -18,16 +18,12 @@ use salesboy_node::retrieval::{self, RetrievalSettings};
 use salesboy_node::store::{EmbedPass, SqlStore};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
-use salesboy_testkit::{FakeEmbedder, FakeEmbedderMode, PostgresDatabase};
+use salesboy_testkit::{
+    Backend, FakeEmbedder, FakeEmbedderMode, database_suite, eventually, run_on_fresh_database,
+};
 use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_000_000;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// What a test gets: a way to open stores on one fresh database, and the fake.
 struct Fixture {
@@ -71,57 +67,18 @@ impl Fixture {
     }
 }
 
+/// Runs `test` on a fresh database of `backend` with a fresh fake.
 async fn run_on<F, Fut>(backend: Backend, test: F)
 where
     F: FnOnce(Fixture) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let fake = FakeEmbedder::start().await;
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
-            let outcome = tokio::spawn(test(Fixture { url, fake })).await;
-            if let Err(error) = outcome {
-                std::panic::resume_unwind(error.into_panic());
-            }
-        }
-        Backend::Postgres => {
-            let database = PostgresDatabase::create()
-                .await
-                .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"));
-            let url = database.url().to_owned();
-            let outcome = tokio::spawn(test(Fixture { url, fake })).await;
-            drop(database);
-            if let Err(error) = outcome {
-                std::panic::resume_unwind(error.into_panic());
-            }
-        }
-    }
+    run_on_fresh_database(backend, |url| test(Fixture { url, fake })).await;
 }
 
-macro_rules! both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::run_on(super::Backend::Sqlite, super::$test).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::run_on(super::Backend::Postgres, super::$test).await;
-                }
-            )*
-        }
-    };
-}
-
-both_databases!(
+database_suite!(
+    run_on =>
     documents_are_embedded_when_added_and_paraphrases_are_found,
     search_returns_only_the_tenants_own_passages,
     removing_a_document_removes_its_vectors,
@@ -219,14 +176,10 @@ async fn documents_are_embedded_when_added_and_paraphrases_are_found(fx: Fixture
     // The background embedder, woken by the adds.
     let cancel = CancellationToken::new();
     let worker = tokio::spawn(retrieval::worker::run(store.clone(), cancel.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while progress(&store, &acme).await != [(1, Some(1)), (1, Some(1))] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not embedded in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), || async {
+        (progress(&store, &acme).await == [(1, Some(1)), (1, Some(1))]).then_some(())
+    })
+    .await;
     cancel.cancel();
     worker.await.expect("worker");
     assert_eq!(fx.fake.texts(), 2);

@@ -1,12 +1,11 @@
 //! The storage suite: written once, run against SQLite and Postgres.
 //!
-//! `storage_suite!` turns every `async fn(Arc<dyn Store>)` (or `async fn(SqlStore)` or
-//! `async fn(Fixture)`, for what only the SQL store offers: the events outbox, tenant tokens,
-//! plain SQL) below into two tests,
-//! `sqlite::<name>` and `postgres::<name>`, each on a fresh database: SQLite in a temp dir,
+//! The test kit's `database_suite!` turns every `async fn(Arc<dyn Store>)` (or
+//! `async fn(SqlStore)` or `async fn(Fixture)`, for what only the SQL store offers: the
+//! events outbox, tenant tokens, plain SQL) below into two tests, `sqlite::<name>` and
+//! `postgres::<name>`, each on a fresh database ([`FreshDatabase`]): SQLite in a temp dir,
 //! Postgres in a uniquely named database created through `SALESBOY_TEST_POSTGRES_URL`
-//! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and dropped afterwards
-//! ([`PostgresDatabase`]).
+//! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and dropped afterwards.
 //! A Postgres that cannot be reached fails the Postgres tests; they are never skipped.
 
 use std::future::Future;
@@ -21,7 +20,6 @@ use salesboy_actors::store::{
     NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
     SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
-use salesboy_node::secrets::{Keyring, SecretsKey};
 use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
@@ -31,7 +29,7 @@ use salesboy_protocol::whatsapp::send::{
     Interactive, InteractiveAction, InteractiveText, ReplyButton,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
-use salesboy_testkit::PostgresDatabase;
+use salesboy_testkit::{Backend, FreshDatabase, database_suite, run_on_fresh_store};
 use serde_json::json;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -44,25 +42,6 @@ use sqlx::postgres::PgConnection;
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
 const DAY: i64 = 24 * 60 * MINUTE;
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh Postgres database (dropped when the value is dropped); panics, naming the server,
-/// when Postgres cannot be reached.
-async fn fresh_postgres() -> PostgresDatabase {
-    PostgresDatabase::create()
-        .await
-        .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"))
-}
-
-/// The suite's stores encrypt secrets at rest as a node's do, each under a key of its own.
-fn keyring() -> Keyring {
-    Keyring::new(SecretsKey::generate(), [])
-}
 
 /// A fresh database: the store on it, and its URL (for tests that also need plain SQL).
 struct Fixture {
@@ -97,7 +76,7 @@ impl Subject for Fixture {
     }
 }
 
-/// Runs `test` against a fresh database of `backend`, then removes the database, also when
+/// Runs `test` against a fresh store of `backend`, then removes the database, also when
 /// the test fails.
 async fn run_on<S, F, Fut>(backend: Backend, test: F)
 where
@@ -105,62 +84,11 @@ where
     F: FnOnce(S) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
-            let store = SqlStore::connect(&url)
-                .await
-                .expect("open sqlite store")
-                .with_secrets(keyring());
-            assert_eq!(store.dialect(), Dialect::Sqlite);
-            let outcome = tokio::spawn(test(S::from_sql(store.clone(), &url))).await;
-            store.close().await;
-            if let Err(error) = outcome {
-                std::panic::resume_unwind(error.into_panic());
-            }
-        }
-        Backend::Postgres => {
-            let database = fresh_postgres().await;
-            let store = SqlStore::connect(database.url())
-                .await
-                .unwrap_or_else(|error| panic!("cannot open the postgres store: {error}"))
-                .with_secrets(keyring());
-            assert_eq!(store.dialect(), Dialect::Postgres);
-            let outcome = tokio::spawn(test(S::from_sql(store.clone(), database.url()))).await;
-            store.close().await;
-            drop(database);
-            if let Err(error) = outcome {
-                std::panic::resume_unwind(error.into_panic());
-            }
-        }
-    }
+    run_on_fresh_store(backend, |store, url| test(S::from_sql(store, &url))).await;
 }
 
-/// Instantiates every listed test on both backends.
-macro_rules! storage_suite {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::run_on(super::Backend::Sqlite, super::$test).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::run_on(super::Backend::Postgres, super::$test).await;
-                }
-            )*
-        }
-    };
-}
-
-storage_suite!(
+database_suite!(
+    run_on =>
     health_answers,
     tenants_round_trip_and_route_by_phone_number,
     whatsapp_numbers_belong_to_one_tenant,
@@ -2747,7 +2675,7 @@ async fn sqlite_in_memory_keeps_one_database() {
 
 #[tokio::test]
 async fn concurrent_postgres_migrations_all_succeed() {
-    let database = fresh_postgres().await;
+    let database = FreshDatabase::create(Backend::Postgres).await;
     let url = database.url().to_owned();
     let outcome = tokio::spawn(async move {
         let nodes: Vec<_> = (0..4)

@@ -138,14 +138,14 @@ pub async fn run(
     providers_json: Option<&str>,
     k: usize,
 ) -> anyhow::Result<EvalReport> {
-    let fake = match providers_json {
-        Some(_) => None,
-        None => Some(FakeEmbedder::start().await),
-    };
-    let providers = match (providers_json, &fake) {
-        (Some(json), _) => json.to_owned(),
-        (None, Some(fake)) => fake.providers_json("openai", "fake-embedding"),
-        (None, None) => unreachable!("a fake when no providers are given"),
+    // The fake, when there is one, serves until the evaluation ends.
+    let (fake, providers) = match providers_json {
+        Some(json) => (None, json.to_owned()),
+        None => {
+            let fake = FakeEmbedder::start().await;
+            let providers = fake.providers_json("openai", "fake-embedding");
+            (Some(fake), providers)
+        }
     };
     let retrieval = retrieval::from_config(
         &salesboy_node::adapters::http_client().context("http client")?,

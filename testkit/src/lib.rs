@@ -8,6 +8,9 @@
 //! - [`nats`]: [`NatsServer`], a nats-server process with JetStream in a temp dir, on a
 //!   random port;
 //! - [`postgres`]: [`PostgresDatabase`], a fresh PostgreSQL database, dropped afterwards;
+//! - [`databases`]: suites run on both databases: [`FreshDatabase`] (SQLite or
+//!   PostgreSQL), a store on it for the length of a test ([`run_on_fresh_store`]), and
+//!   [`database_suite!`] to instantiate a suite's tests on both;
 //! - [`webhooks`]: webhook bodies as Meta sends them;
 //! - [`fake_whatsapp`]: [`FakeWhatsApp`], a local WhatsApp Cloud API (messages endpoint)
 //!   recording what it is sent;
@@ -31,6 +34,7 @@ pub mod admin;
 pub mod binary;
 pub mod buses;
 pub mod cluster;
+pub mod databases;
 pub mod fake_embedder;
 pub mod fake_llm;
 mod fake_server;
@@ -48,6 +52,7 @@ pub use cluster::{
     SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY,
     sandbox_cluster_key, sandbox_keyring, sandbox_sealed_bus,
 };
+pub use databases::{Backend, FreshDatabase, run_on_fresh_database, run_on_fresh_store};
 pub use fake_embedder::{FakeEmbedder, FakeEmbedderMode, fake_embedding};
 pub use fake_llm::{
     FAKE_LLM_EXCERPT_CHARS, FAKE_LLM_MARKER, FakeLlm, FakeLlmOptions, LlmCall, LlmRequestCounts,

@@ -1,28 +1,15 @@
 //! The provider chain: try each LLM provider in order, skip the ones whose circuit is open
 //! or whose budget is spent, fall through on failure.
 //!
-//! - rate limited (429 per minute): the provider rests for the server's delay (default 10 s);
-//! - quota exhausted (daily quota, `insufficient_quota`): it rests for an hour and the outcome
-//!   asks for an alert;
-//! - timeouts, 5xx and other failures: after [`FAILURES_TO_OPEN`] in a row it rests for
-//!   [`FAILURE_REST`];
-//! - a request that would exceed the provider's requests/tokens per minute is not sent.
+//! Each provider has a [`ProviderGate`] (its circuit and per-minute budgets, with the
+//! rules in [`super::gate`]), resting [`FAILURE_REST`] after [`FAILURES_TO_OPEN`] failures
+//! in a row. A blocked prompt (`LlmError::Blocked`) is about the prompt, not the provider:
+//! it does not count against the provider.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::time::Instant;
-
+use super::gate::{FAILURE_REST, ProviderGate};
 use crate::ports::{Completion, LlmError, LlmProvider, Prompt};
-
-/// Consecutive failures that open a provider's circuit.
-pub const FAILURES_TO_OPEN: u32 = 3;
-/// How long an open circuit rests after repeated failures.
-pub const FAILURE_REST: Duration = Duration::from_secs(30);
-/// How long a rate-limited provider rests when the server gave no delay.
-pub const DEFAULT_RATE_LIMIT_REST: Duration = Duration::from_secs(10);
-/// How long a provider whose quota is exhausted rests.
-pub const QUOTA_REST: Duration = Duration::from_secs(3600);
 
 /// One provider's attempt that did not produce the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +53,9 @@ impl ChainOutcome {
     }
 }
 
-#[derive(Debug)]
-struct SlotState {
-    open_until: Option<Instant>,
-    consecutive_failures: u32,
-    window_start: Instant,
-    requests_in_window: u32,
-    tokens_in_window: u64,
-}
-
 struct Slot {
     provider: Arc<dyn LlmProvider>,
-    state: Mutex<SlotState>,
+    gate: ProviderGate,
 }
 
 /// A provider's circuit as shown by `Observe`.
@@ -109,18 +87,11 @@ impl std::fmt::Debug for ProviderChain {
 impl ProviderChain {
     /// A chain over these providers (tried in this order).
     pub fn new(providers: Vec<Arc<dyn LlmProvider>>) -> Self {
-        let now = Instant::now();
         let slots = providers
             .into_iter()
             .map(|provider| Slot {
                 provider,
-                state: Mutex::new(SlotState {
-                    open_until: None,
-                    consecutive_failures: 0,
-                    window_start: now,
-                    requests_in_window: 0,
-                    tokens_in_window: 0,
-                }),
+                gate: ProviderGate::new(FAILURE_REST),
             })
             .collect();
         Self { slots }
@@ -133,17 +104,13 @@ impl ProviderChain {
 
     /// Each provider's circuit.
     pub fn status(&self) -> Vec<ProviderStatus> {
-        let now = Instant::now();
         self.slots
             .iter()
-            .map(|slot| {
-                let state = lock(&slot.state);
-                ProviderStatus {
-                    name: slot.provider.name().to_owned(),
-                    model: slot.provider.model().to_owned(),
-                    open: state.open_until.is_some_and(|until| until > now),
-                    consecutive_failures: state.consecutive_failures,
-                }
+            .map(|slot| ProviderStatus {
+                name: slot.provider.name().to_owned(),
+                model: slot.provider.model().to_owned(),
+                open: slot.gate.is_open(),
+                consecutive_failures: slot.gate.consecutive_failures(),
             })
             .collect()
     }
@@ -154,7 +121,7 @@ impl ProviderChain {
         let mut failed = Vec::new();
         for slot in &self.slots {
             let name = slot.provider.name().to_owned();
-            if !admit(slot, estimated_tokens) {
+            if !slot.gate.admit(slot.provider.budget(), estimated_tokens) {
                 failed.push(Attempt {
                     provider: name,
                     error: None,
@@ -163,12 +130,8 @@ impl ProviderChain {
             }
             match slot.provider.complete(prompt).await {
                 Ok(completion) => {
-                    let mut state = lock(&slot.state);
-                    state.consecutive_failures = 0;
                     let used = completion.prompt_tokens + completion.completion_tokens;
-                    state.tokens_in_window =
-                        state.tokens_in_window.saturating_sub(estimated_tokens) + used;
-                    drop(state);
+                    slot.gate.succeeded(estimated_tokens, used);
                     let cost_micros = slot
                         .provider
                         .cost_micros(completion.prompt_tokens, completion.completion_tokens);
@@ -180,7 +143,9 @@ impl ProviderChain {
                     };
                 }
                 Err(error) => {
-                    rest_after(slot, &error);
+                    if !matches!(error, LlmError::Blocked(_)) {
+                        slot.gate.failed(&error);
+                    }
                     failed.push(Attempt {
                         provider: name,
                         error: Some(error),
@@ -189,68 +154,6 @@ impl ProviderChain {
             }
         }
         ChainOutcome::Exhausted { failed }
-    }
-}
-
-fn lock(state: &Mutex<SlotState>) -> std::sync::MutexGuard<'_, SlotState> {
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Whether the provider may be called now; if so, its budget is charged.
-fn admit(slot: &Slot, estimated_tokens: u64) -> bool {
-    let now = Instant::now();
-    let budget = slot.provider.budget();
-    let mut state = lock(&slot.state);
-    if state.open_until.is_some_and(|until| until > now) {
-        return false;
-    }
-    if now.duration_since(state.window_start) >= Duration::from_secs(60) {
-        state.window_start = now;
-        state.requests_in_window = 0;
-        state.tokens_in_window = 0;
-    }
-    if budget
-        .requests_per_minute
-        .is_some_and(|max| state.requests_in_window >= max)
-    {
-        return false;
-    }
-    if budget
-        .tokens_per_minute
-        .is_some_and(|max| state.tokens_in_window + estimated_tokens > max)
-    {
-        return false;
-    }
-    state.requests_in_window += 1;
-    state.tokens_in_window += estimated_tokens;
-    true
-}
-
-fn rest_after(slot: &Slot, error: &LlmError) {
-    let now = Instant::now();
-    let mut state = lock(&slot.state);
-    state.consecutive_failures += 1;
-    let rest = match error {
-        LlmError::RateLimited { retry_after } => {
-            Some(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_REST))
-        }
-        LlmError::QuotaExhausted(_) => Some(QUOTA_REST),
-        LlmError::Blocked(_) => {
-            // About this prompt, not the provider.
-            state.consecutive_failures -= 1;
-            None
-        }
-        LlmError::Timeout
-        | LlmError::Unavailable(_)
-        | LlmError::Failed(_)
-        | LlmError::TooLarge { .. } => {
-            (state.consecutive_failures >= FAILURES_TO_OPEN).then_some(FAILURE_REST)
-        }
-    };
-    if let Some(rest) = rest {
-        state.open_until = Some(now + rest);
     }
 }
 
@@ -267,8 +170,10 @@ pub fn estimate_tokens(prompt: &Prompt) -> u64 {
 mod tests {
     use super::*;
     use crate::ports::Budget;
+    use crate::responder::gate::FAILURES_TO_OPEN;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
 
     struct Scripted {
         name: &'static str,
@@ -355,26 +260,6 @@ mod tests {
         assert_eq!(fallback.calls.load(Ordering::SeqCst), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn circuit_closes_after_its_rest() {
-        let limited = Scripted::new(
-            "gemini",
-            Err(LlmError::RateLimited {
-                retry_after: Some(Duration::from_secs(2)),
-            }),
-        );
-        let chain = ProviderChain::new(vec![limited.clone()]);
-        assert!(matches!(
-            chain.complete(&prompt()).await,
-            ChainOutcome::Exhausted { .. }
-        ));
-        assert!(chain.status()[0].open);
-        tokio::time::advance(Duration::from_secs(3)).await;
-        assert!(!chain.status()[0].open);
-        chain.complete(&prompt()).await;
-        assert_eq!(limited.calls.load(Ordering::SeqCst), 2);
-    }
-
     #[tokio::test]
     async fn quota_exhaustion_is_reported_for_an_alert() {
         let broke = Scripted::new(
@@ -388,16 +273,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn repeated_failures_open_the_circuit() {
-        let flaky = Scripted::new("x", Err(LlmError::Unavailable("503".into())));
-        let chain = ProviderChain::new(vec![flaky.clone()]);
-        for _ in 0..FAILURES_TO_OPEN {
-            assert!(!chain.status()[0].open);
+    async fn a_blocked_prompt_does_not_count_against_the_provider() {
+        let strict = Scripted::new("x", Err(LlmError::Blocked("safety".into())));
+        let chain = ProviderChain::new(vec![strict.clone()]);
+        for _ in 0..FAILURES_TO_OPEN + 1 {
             chain.complete(&prompt()).await;
         }
-        assert!(chain.status()[0].open);
-        chain.complete(&prompt()).await;
-        assert_eq!(flaky.calls.load(Ordering::SeqCst), FAILURES_TO_OPEN);
+        assert_eq!(
+            (
+                chain.status()[0].open,
+                chain.status()[0].consecutive_failures
+            ),
+            (false, 0)
+        );
+        assert_eq!(strict.calls.load(Ordering::SeqCst), FAILURES_TO_OPEN + 1);
     }
 
     #[tokio::test]

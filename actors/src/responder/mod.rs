@@ -1,7 +1,7 @@
 //! `ResponderActor`: turns a conversation turn into a reply.
 //!
 //! Retrieval from the tenant's knowledge base (full text, top k), prompt assembly, the
-//! provider chain with fallback ([`chain`]), the node's response cache (exact match on
+//! provider chain with fallback ([`chain`], each provider behind a [`gate`]), the node's response cache (exact match on
 //! tenant, knowledge version and prompt), usage recording. With no provider configured, or
 //! when none answers, the offline answer is the best passage or a polite hand-off
 //! ([`prompt`]). Over the tenant's monthly LLM spend cap ([`spend`]) no provider is called:
@@ -11,6 +11,7 @@
 //! a flood of messages slows the bot down, nothing is dropped.
 
 pub mod chain;
+pub mod gate;
 mod pace;
 pub mod prompt;
 pub mod quota;

@@ -63,7 +63,7 @@ impl Default for RetrievalSettings {
             retry_min: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             idle_poll: Duration::from_secs(10),
-            failure_rest: salesboy_actors::responder::chain::FAILURE_REST,
+            failure_rest: salesboy_actors::responder::gate::FAILURE_REST,
         }
     }
 }
@@ -270,7 +270,7 @@ pub fn from_config(
     client: &reqwest::Client,
     providers_json: Option<&str>,
     settings: RetrievalSettings,
-) -> Result<Option<Arc<Retrieval>>, crate::adapters::embedding::EmbeddingConfigError> {
+) -> Result<Option<Arc<Retrieval>>, crate::adapters::llm::LlmConfigError> {
     let Some(json) = providers_json else {
         return Ok(None);
     };

@@ -23,17 +23,15 @@
 //! | `usd_per_million` | optional | price of a million input tokens, default 0 |
 //!
 //! A model's entries are tried in list order (fallback); vectors of different models are
-//! never compared (each tenant's passages and questions are embedded by its one model). Unknown fields are refused; errors name the
-//! index and the field (`embedding[1].model: missing`) and never quote a key.
+//! never compared (each tenant's passages and questions are embedded by its one model).
+//! Unknown fields are refused; errors name the index and the field (`embedding[1].model: missing`) and never quote a key.
 
 use std::time::Duration;
 
 use salesboy_actors::ports::Budget;
 use secrecy::SecretString;
-use serde_json::{Map, Value};
 
-use crate::adapters::excerpt;
-use crate::adapters::llm::config::{DEFAULT_TIMEOUT, MAX_TIMEOUT_MS, ProviderKind};
+use crate::adapters::llm::config::{LlmConfigError, ProviderKind, list_entries, list_json};
 
 /// Passages per request unless the configuration says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -90,166 +88,56 @@ impl EmbeddingConfig {
     }
 }
 
-/// Why an embedding provider list was refused: where and what.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {problem}")]
-pub struct EmbeddingConfigError {
-    /// The offending value's path (`embedding[1].model`).
-    pub path: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-fn error(path: impl Into<String>, problem: impl Into<String>) -> EmbeddingConfigError {
-    EmbeddingConfigError {
-        path: path.into(),
-        problem: problem.into(),
-    }
-}
-
 /// Parses and validates an embedding provider list (JSON text). An empty list is refused:
-/// leave the setting unset for no embeddings.
-pub fn parse_embedding_config(json: &str) -> Result<Vec<EmbeddingConfig>, EmbeddingConfigError> {
-    let value: Value = serde_json::from_str(json)
-        .map_err(|e| error("embedding", format!("not valid json ({e})")))?;
-    let Value::Array(items) = value else {
-        return Err(error("embedding", "expected an array of providers"));
-    };
-    if items.is_empty() {
-        return Err(error("embedding", "must not be empty"));
+/// leave the setting unset for no embeddings. Errors are the chat providers' list's
+/// ([`LlmConfigError`]), with paths under `embedding`.
+pub fn parse_embedding_config(json: &str) -> Result<Vec<EmbeddingConfig>, LlmConfigError> {
+    let value = list_json("embedding", json)?;
+    let configs = list_entries("embedding", &FIELDS, &value, |f| {
+        let endpoint = f.endpoint()?;
+        let dimensions = match f.optional_positive("dimensions")? {
+            None => None,
+            Some(d) if d <= 65_536 => Some(d as u32),
+            Some(_) => return Err(f.error("dimensions", "must be at most 65536")),
+        };
+        let batch_size = match f.optional_positive("batch_size")? {
+            None => DEFAULT_BATCH_SIZE,
+            Some(n) if n as usize <= MAX_BATCH_SIZE => n as usize,
+            Some(_) => {
+                return Err(f.error("batch_size", format!("must be at most {MAX_BATCH_SIZE}")));
+            }
+        };
+        Ok(EmbeddingConfig {
+            kind: endpoint.kind,
+            name: match endpoint.name {
+                Some(name) => name.to_owned(),
+                None => format!("{}-embedding", endpoint.kind.as_str()),
+            },
+            model: endpoint.model,
+            api_key: endpoint.api_key,
+            base_url: endpoint.base_url,
+            timeout: endpoint.timeout,
+            dimensions,
+            batch_size,
+            budget: f.budget()?,
+            usd_per_million: f.optional_price("usd_per_million")?,
+        })
+    })?;
+    if configs.is_empty() {
+        return Err(LlmConfigError::new("embedding", "must not be empty"));
     }
-    let configs = items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| entry(index, item))
-        .collect::<Result<Vec<_>, _>>()?;
     // Entries of one model are that model's fallback chain: their vectors must be alike.
     for (index, config) in configs.iter().enumerate() {
         if let Some(first) = configs[..index].iter().find(|c| c.model == config.model)
             && first.dimensions != config.dimensions
         {
-            return Err(error(
+            return Err(LlmConfigError::new(
                 format!("embedding[{index}].dimensions"),
                 "must be the same as the first entry's of its model (vectors of different lengths cannot be compared)",
             ));
         }
     }
     Ok(configs)
-}
-
-fn entry(index: usize, value: &Value) -> Result<EmbeddingConfig, EmbeddingConfigError> {
-    let Value::Object(map) = value else {
-        return Err(error(format!("embedding[{index}]"), "expected an object"));
-    };
-    let f = Fields { index, map };
-    if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(f.error(
-            &excerpt(unknown, 64),
-            format!("unknown field (expected one of: {})", FIELDS.join(", ")),
-        ));
-    }
-    let kind = match f.required_str("kind")? {
-        "gemini" => ProviderKind::Gemini,
-        "openai" => ProviderKind::OpenAi,
-        _ => return Err(f.error("kind", r#"expected "gemini" or "openai""#)),
-    };
-    let name = match f.optional_str("name")? {
-        Some(name) => name.to_owned(),
-        None => format!("{}-embedding", kind.as_str()),
-    };
-    let model = f.required_str("model")?.to_owned();
-    let api_key = SecretString::from(f.required_str("api_key")?.to_owned());
-    let base_url = match f.optional_str("base_url")? {
-        None => kind.default_base_url().to_owned(),
-        Some(url) => match crate::adapters::secure_url(url) {
-            Ok(_) => url.trim_end_matches('/').to_owned(),
-            Err(problem) => return Err(f.error("base_url", problem)),
-        },
-    };
-    let timeout = match f.optional_positive("timeout_ms")? {
-        None => DEFAULT_TIMEOUT,
-        Some(ms) if ms <= MAX_TIMEOUT_MS => Duration::from_millis(ms),
-        Some(_) => return Err(f.error("timeout_ms", format!("must be at most {MAX_TIMEOUT_MS}"))),
-    };
-    let dimensions = match f.optional_positive("dimensions")? {
-        None => None,
-        Some(d) if d <= 65_536 => Some(d as u32),
-        Some(_) => return Err(f.error("dimensions", "must be at most 65536")),
-    };
-    let batch_size = match f.optional_positive("batch_size")? {
-        None => DEFAULT_BATCH_SIZE,
-        Some(n) if n as usize <= MAX_BATCH_SIZE => n as usize,
-        Some(_) => return Err(f.error("batch_size", format!("must be at most {MAX_BATCH_SIZE}"))),
-    };
-    let requests_per_minute = f
-        .optional_positive("requests_per_minute")?
-        .map(|rpm| u32::try_from(rpm).map_err(|_| f.error("requests_per_minute", "too large")))
-        .transpose()?;
-    let tokens_per_minute = f.optional_positive("tokens_per_minute")?;
-    let usd_per_million = match f.get("usd_per_million") {
-        None => 0.0,
-        Some(value) => match value.as_f64() {
-            Some(price) if price.is_finite() && price >= 0.0 => price,
-            _ => return Err(f.error("usd_per_million", "expected a non-negative number")),
-        },
-    };
-    Ok(EmbeddingConfig {
-        kind,
-        name,
-        model,
-        api_key,
-        base_url,
-        timeout,
-        dimensions,
-        batch_size,
-        budget: Budget {
-            requests_per_minute,
-            tokens_per_minute,
-        },
-        usd_per_million,
-    })
-}
-
-/// Typed reads of one entry's fields; `null` reads as absent.
-struct Fields<'a> {
-    index: usize,
-    map: &'a Map<String, Value>,
-}
-
-impl<'a> Fields<'a> {
-    fn error(&self, field: &str, problem: impl Into<String>) -> EmbeddingConfigError {
-        error(format!("embedding[{}].{field}", self.index), problem)
-    }
-
-    fn get(&self, field: &str) -> Option<&'a Value> {
-        self.map.get(field).filter(|value| !value.is_null())
-    }
-
-    fn required_str(&self, field: &str) -> Result<&'a str, EmbeddingConfigError> {
-        self.optional_str(field)?
-            .ok_or_else(|| self.error(field, "missing"))
-    }
-
-    fn optional_str(&self, field: &str) -> Result<Option<&'a str>, EmbeddingConfigError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(text)) if text.trim().is_empty() => {
-                Err(self.error(field, "must not be empty"))
-            }
-            Some(Value::String(text)) => Ok(Some(text.as_str())),
-            Some(_) => Err(self.error(field, "expected a string")),
-        }
-    }
-
-    fn optional_positive(&self, field: &str) -> Result<Option<u64>, EmbeddingConfigError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(value) => match value.as_u64() {
-                Some(number) if number > 0 => Ok(Some(number)),
-                _ => Err(self.error(field, "expected a positive integer")),
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -303,6 +191,18 @@ mod tests {
             (
                 r#"[{"kind":"gemini","model":"a","api_key":"k","usd_per_million":-1}]"#,
                 "embedding[0].usd_per_million: expected a non-negative number",
+            ),
+            (
+                r#"[{"kind":"gemini","model":"a","api_key":"k","base_url":"http://embed.example.com"}]"#,
+                "embedding[0].base_url: must be an https:// url (http:// only to a loopback host)",
+            ),
+            (
+                r#"[{"kind":"openai","model":"a","api_key":"k","timeout_ms":600001}]"#,
+                "embedding[0].timeout_ms: must be at most 600000",
+            ),
+            (
+                r#"[{"kind":"openai","model":"a","api_key":"k","temperature":1}]"#,
+                "embedding[0].temperature: unknown field (expected one of: kind, name, model, api_key, base_url, timeout_ms, dimensions, batch_size, requests_per_minute, tokens_per_minute, usd_per_million)",
             ),
         ];
         for (json, expected) in cases {

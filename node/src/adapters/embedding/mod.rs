@@ -1,7 +1,8 @@
 //! Embedding providers over HTTP, beside the chat providers ([`super::llm`]) and in their
 //! style: Gemini `embedContent` / `batchEmbedContents` and OpenAI-compatible `/embeddings`
 //! ([`wire`]), one [`HttpEmbedder`] per configured entry ([`config`]), tried in order by an
-//! [`EmbeddingChain`] with the chat chain's budgets, circuit breaking and 429 semantics.
+//! [`EmbeddingChain`] with the chat chain's budgets, circuit breaking and 429 semantics
+//! (each provider behind a [`ProviderGate`]).
 //!
 //! Failures are the chat providers' [`LlmError`]s, classified by the same code: 429
 //! per-minute → `RateLimited` (rest for the server's delay), per-day quota /
@@ -13,19 +14,17 @@ pub mod config;
 pub mod wire;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use salesboy_actors::ports::{Budget, LlmError};
-use salesboy_actors::responder::chain::{
-    Attempt, DEFAULT_RATE_LIMIT_REST, FAILURE_REST, FAILURES_TO_OPEN, QUOTA_REST,
-};
+use salesboy_actors::responder::chain::Attempt;
+use salesboy_actors::responder::gate::{FAILURE_REST, ProviderGate};
 use secrecy::ExposeSecret;
-use tokio::time::Instant;
 
-pub use config::{EmbeddingConfig, EmbeddingConfigError, parse_embedding_config};
+pub use config::{EmbeddingConfig, parse_embedding_config};
 
 use super::llm::config::ProviderKind;
 use super::llm::{Gemini, OpenAi, ProviderApi, RawResponse, exchange};
@@ -241,26 +240,17 @@ pub enum EmbedOutcome {
     },
 }
 
-#[derive(Debug)]
-struct SlotState {
-    open_until: Option<Instant>,
-    consecutive_failures: u32,
-    window_start: Instant,
-    requests_in_window: u32,
-    tokens_in_window: u64,
-}
-
 struct Slot {
     provider: Arc<dyn EmbeddingProvider>,
-    state: Mutex<SlotState>,
+    gate: ProviderGate,
 }
 
 /// The embedding providers in fallback order, with their circuits and budgets: the chat
-/// chain's rules ([`salesboy_actors::responder::chain`]), with the rest after repeated
-/// failures a parameter (tests shorten it).
+/// chain's rules ([`salesboy_actors::responder::gate`]), with the rest after repeated
+/// failures a parameter (tests shorten it). Unlike a chat prompt, a blocked request counts
+/// as a failure of its provider.
 pub struct EmbeddingChain {
     slots: Vec<Slot>,
-    failure_rest: Duration,
 }
 
 impl fmt::Debug for EmbeddingChain {
@@ -273,26 +263,17 @@ impl fmt::Debug for EmbeddingChain {
 
 impl EmbeddingChain {
     /// A chain over `providers` (tried in this order); an open circuit rests
-    /// `failure_rest` after [`FAILURES_TO_OPEN`] failures in a row.
+    /// `failure_rest` after [`FAILURES_TO_OPEN`](salesboy_actors::responder::gate::FAILURES_TO_OPEN)
+    /// failures in a row.
     pub fn new(providers: Vec<Arc<dyn EmbeddingProvider>>, failure_rest: Duration) -> Self {
-        let now = Instant::now();
         let slots = providers
             .into_iter()
             .map(|provider| Slot {
                 provider,
-                state: Mutex::new(SlotState {
-                    open_until: None,
-                    consecutive_failures: 0,
-                    window_start: now,
-                    requests_in_window: 0,
-                    tokens_in_window: 0,
-                }),
+                gate: ProviderGate::new(failure_rest),
             })
             .collect();
-        Self {
-            slots,
-            failure_rest,
-        }
+        Self { slots }
     }
 
     /// The chain of HTTP providers `configs` describe, over `client`, with the chat
@@ -327,7 +308,7 @@ impl EmbeddingChain {
         let mut failed = Vec::new();
         for slot in &self.slots {
             let name = slot.provider.name().to_owned();
-            if !admit(slot, estimated) {
+            if !slot.gate.admit(slot.provider.budget(), estimated) {
                 failed.push(Attempt {
                     provider: name,
                     error: None,
@@ -336,11 +317,7 @@ impl EmbeddingChain {
             }
             match slot.provider.embed(texts, purpose).await {
                 Ok(embedded) => {
-                    let mut state = lock(&slot.state);
-                    state.consecutive_failures = 0;
-                    state.tokens_in_window =
-                        state.tokens_in_window.saturating_sub(estimated) + embedded.tokens;
-                    drop(state);
+                    slot.gate.succeeded(estimated, embedded.tokens);
                     let cost_micros = slot.provider.cost_micros(embedded.tokens);
                     return EmbedOutcome::Embedded {
                         embedded,
@@ -350,7 +327,7 @@ impl EmbeddingChain {
                     };
                 }
                 Err(error) => {
-                    self.rest_after(slot, &error);
+                    slot.gate.failed(&error);
                     failed.push(Attempt {
                         provider: name,
                         error: Some(error),
@@ -360,69 +337,13 @@ impl EmbeddingChain {
         }
         EmbedOutcome::Exhausted { failed }
     }
-
-    fn rest_after(&self, slot: &Slot, error: &LlmError) {
-        let now = Instant::now();
-        let mut state = lock(&slot.state);
-        state.consecutive_failures += 1;
-        let rest = match error {
-            LlmError::RateLimited { retry_after } => {
-                Some(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_REST))
-            }
-            LlmError::QuotaExhausted(_) => Some(QUOTA_REST),
-            LlmError::Blocked(_)
-            | LlmError::Timeout
-            | LlmError::Unavailable(_)
-            | LlmError::Failed(_)
-            | LlmError::TooLarge { .. } => {
-                (state.consecutive_failures >= FAILURES_TO_OPEN).then_some(self.failure_rest)
-            }
-        };
-        if let Some(rest) = rest {
-            state.open_until = Some(now + rest);
-        }
-    }
-}
-
-fn lock(state: &Mutex<SlotState>) -> std::sync::MutexGuard<'_, SlotState> {
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Whether the provider may be called now; if so, its budget is charged.
-fn admit(slot: &Slot, estimated_tokens: u64) -> bool {
-    let now = Instant::now();
-    let budget = slot.provider.budget();
-    let mut state = lock(&slot.state);
-    if state.open_until.is_some_and(|until| until > now) {
-        return false;
-    }
-    if now.duration_since(state.window_start) >= Duration::from_secs(60) {
-        state.window_start = now;
-        state.requests_in_window = 0;
-        state.tokens_in_window = 0;
-    }
-    if budget
-        .requests_per_minute
-        .is_some_and(|max| state.requests_in_window >= max)
-    {
-        return false;
-    }
-    if budget
-        .tokens_per_minute
-        .is_some_and(|max| state.tokens_in_window + estimated_tokens > max)
-    {
-        return false;
-    }
-    state.requests_in_window += 1;
-    state.tokens_in_window += estimated_tokens;
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    use salesboy_actors::responder::gate::FAILURES_TO_OPEN;
 
     use super::*;
 

@@ -126,7 +126,8 @@ impl ProviderConfig {
     }
 }
 
-/// Why a provider list was refused: where (`llm`, `llm[1]`, `llm[1].model`) and what.
+/// Why a provider list (the chat providers' or the embedding providers') was refused:
+/// where (`llm`, `llm[1]`, `embedding[1].model`) and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {problem}")]
 pub struct LlmConfigError {
@@ -137,7 +138,8 @@ pub struct LlmConfigError {
 }
 
 impl LlmConfigError {
-    fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+    /// The error `problem` at `path`.
+    pub(crate) fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             problem: problem.into(),
@@ -147,10 +149,7 @@ impl LlmConfigError {
 
 /// Parses and validates a provider list (JSON text).
 pub fn parse_llm_config(json: &str) -> Result<Vec<ProviderConfig>, LlmConfigError> {
-    // serde_json's syntax errors give a position, never the input.
-    let value: Value = serde_json::from_str(json)
-        .map_err(|error| LlmConfigError::new("llm", format!("not valid json ({error})")))?;
-    providers_from_value(&value)
+    providers_from_value(&list_json("llm", json)?)
 }
 
 /// Validates a provider list given as JSON (the admin API checks the `llm` field with it
@@ -186,88 +185,140 @@ fn redact_keys(value: &mut Value) {
 }
 
 fn providers_from_value(value: &Value) -> Result<Vec<ProviderConfig>, LlmConfigError> {
+    list_entries("llm", &FIELDS, value, |fields| {
+        let endpoint = fields.endpoint()?;
+        Ok(ProviderConfig {
+            kind: endpoint.kind,
+            name: endpoint.name.unwrap_or(endpoint.kind.as_str()).to_owned(),
+            model: endpoint.model,
+            api_key: endpoint.api_key,
+            base_url: endpoint.base_url,
+            timeout: endpoint.timeout,
+            budget: fields.budget()?,
+            prompt_usd_per_million: fields.optional_price("prompt_usd_per_million")?,
+            completion_usd_per_million: fields.optional_price("completion_usd_per_million")?,
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// What this list (`llm`) and the embedding providers' (`embedding`, in
+// `adapters/embedding/config.rs`) share: the list's shape, the fields every entry has, and
+// typed reads with errors that name the list, the index and the field.
+
+/// A provider list's JSON text, read; `list` (`llm`, `embedding`) names it in errors.
+pub(crate) fn list_json(list: &'static str, json: &str) -> Result<Value, LlmConfigError> {
+    // serde_json's syntax errors give a position, never the input.
+    serde_json::from_str(json)
+        .map_err(|error| LlmConfigError::new(list, format!("not valid json ({error})")))
+}
+
+/// Each entry of the provider list `value`, read in order by `entry`. Every entry must be an
+/// object whose fields are all `allowed`.
+pub(crate) fn list_entries<'a, T>(
+    list: &'static str,
+    allowed: &[&str],
+    value: &'a Value,
+    mut entry: impl FnMut(&Fields<'a>) -> Result<T, LlmConfigError>,
+) -> Result<Vec<T>, LlmConfigError> {
     let Value::Array(items) = value else {
-        return Err(LlmConfigError::new("llm", "expected an array of providers"));
+        return Err(LlmConfigError::new(list, "expected an array of providers"));
     };
     items
         .iter()
         .enumerate()
-        .map(|(index, item)| provider_from_value(index, item))
+        .map(|(index, item)| {
+            let Value::Object(map) = item else {
+                return Err(LlmConfigError::new(
+                    format!("{list}[{index}]"),
+                    "expected an object",
+                ));
+            };
+            let fields = Fields { list, index, map };
+            if let Some(unknown) = map.keys().find(|field| !allowed.contains(&field.as_str())) {
+                return Err(fields.error(
+                    &excerpt(unknown, 64),
+                    format!("unknown field (expected one of: {})", allowed.join(", ")),
+                ));
+            }
+            entry(&fields)
+        })
         .collect()
 }
 
-fn provider_from_value(index: usize, value: &Value) -> Result<ProviderConfig, LlmConfigError> {
-    let Value::Object(map) = value else {
-        return Err(LlmConfigError::new(
-            format!("llm[{index}]"),
-            "expected an object",
-        ));
-    };
-    let fields = Fields { index, map };
-    if let Some(unknown) = map.keys().find(|field| !FIELDS.contains(&field.as_str())) {
-        return Err(fields.error(
-            &excerpt(unknown, 64),
-            format!("unknown field (expected one of: {})", FIELDS.join(", ")),
-        ));
-    }
-
-    let kind = match fields.required_str("kind")? {
-        "gemini" => ProviderKind::Gemini,
-        "openai" => ProviderKind::OpenAi,
-        _ => return Err(fields.error("kind", r#"expected "gemini" or "openai""#)),
-    };
-    let name = fields
-        .optional_str("name")?
-        .unwrap_or(kind.as_str())
-        .to_owned();
-    let model = fields.required_str("model")?.to_owned();
-    let api_key = SecretString::from(fields.required_str("api_key")?.to_owned());
-    let base_url = match fields.optional_str("base_url")? {
-        None => kind.default_base_url().to_owned(),
-        Some(url) => match crate::adapters::secure_url(url) {
-            Ok(_) => url.trim_end_matches('/').to_owned(),
-            Err(problem) => return Err(fields.error("base_url", problem)),
-        },
-    };
-    let timeout = match fields.optional_positive("timeout_ms")? {
-        None => DEFAULT_TIMEOUT,
-        Some(ms) if ms <= MAX_TIMEOUT_MS => Duration::from_millis(ms),
-        Some(_) => {
-            return Err(fields.error("timeout_ms", format!("must be at most {MAX_TIMEOUT_MS}")));
-        }
-    };
-    let requests_per_minute = fields
-        .optional_positive("requests_per_minute")?
-        .map(|rpm| u32::try_from(rpm).map_err(|_| fields.error("requests_per_minute", "too large")))
-        .transpose()?;
-    let tokens_per_minute = fields.optional_positive("tokens_per_minute")?;
-
-    Ok(ProviderConfig {
-        kind,
-        name,
-        model,
-        api_key,
-        base_url,
-        timeout,
-        budget: Budget {
-            requests_per_minute,
-            tokens_per_minute,
-        },
-        prompt_usd_per_million: fields.optional_price("prompt_usd_per_million")?,
-        completion_usd_per_million: fields.optional_price("completion_usd_per_million")?,
-    })
+/// The fields every provider entry has, validated, defaults applied (but the name's,
+/// which differs by list).
+pub(crate) struct Endpoint<'a> {
+    pub(crate) kind: ProviderKind,
+    /// The configured `name`, if any.
+    pub(crate) name: Option<&'a str>,
+    pub(crate) model: String,
+    pub(crate) api_key: SecretString,
+    pub(crate) base_url: String,
+    pub(crate) timeout: Duration,
 }
 
-/// Typed reads of one provider object's fields, with errors that name them. `null` reads as
-/// absent.
-struct Fields<'a> {
+/// Typed reads of one provider entry's fields, with errors that name them
+/// (`llm[1].model: missing`). `null` reads as absent.
+pub(crate) struct Fields<'a> {
+    list: &'static str,
     index: usize,
     map: &'a Map<String, Value>,
 }
 
 impl<'a> Fields<'a> {
-    fn error(&self, field: &str, problem: impl Into<String>) -> LlmConfigError {
-        LlmConfigError::new(format!("llm[{}].{field}", self.index), problem)
+    /// An error about `field` of this entry.
+    pub(crate) fn error(&self, field: &str, problem: impl Into<String>) -> LlmConfigError {
+        LlmConfigError::new(format!("{}[{}].{field}", self.list, self.index), problem)
+    }
+
+    /// `kind`, `name`, `model`, `api_key`, `base_url` and `timeout_ms`, read in this order.
+    pub(crate) fn endpoint(&self) -> Result<Endpoint<'a>, LlmConfigError> {
+        let kind = match self.required_str("kind")? {
+            "gemini" => ProviderKind::Gemini,
+            "openai" => ProviderKind::OpenAi,
+            _ => return Err(self.error("kind", r#"expected "gemini" or "openai""#)),
+        };
+        let name = self.optional_str("name")?;
+        let model = self.required_str("model")?.to_owned();
+        let api_key = SecretString::from(self.required_str("api_key")?.to_owned());
+        let base_url = match self.optional_str("base_url")? {
+            None => kind.default_base_url().to_owned(),
+            Some(url) => match crate::adapters::secure_url(url) {
+                Ok(_) => url.trim_end_matches('/').to_owned(),
+                Err(problem) => return Err(self.error("base_url", problem)),
+            },
+        };
+        let timeout = match self.optional_positive("timeout_ms")? {
+            None => DEFAULT_TIMEOUT,
+            Some(ms) if ms <= MAX_TIMEOUT_MS => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(self.error("timeout_ms", format!("must be at most {MAX_TIMEOUT_MS}")));
+            }
+        };
+        Ok(Endpoint {
+            kind,
+            name,
+            model,
+            api_key,
+            base_url,
+            timeout,
+        })
+    }
+
+    /// `requests_per_minute` and `tokens_per_minute`; absent = unlimited.
+    pub(crate) fn budget(&self) -> Result<Budget, LlmConfigError> {
+        let requests_per_minute = self
+            .optional_positive("requests_per_minute")?
+            .map(|rpm| {
+                u32::try_from(rpm).map_err(|_| self.error("requests_per_minute", "too large"))
+            })
+            .transpose()?;
+        let tokens_per_minute = self.optional_positive("tokens_per_minute")?;
+        Ok(Budget {
+            requests_per_minute,
+            tokens_per_minute,
+        })
     }
 
     fn get(&self, field: &str) -> Option<&'a Value> {
@@ -290,7 +341,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn optional_positive(&self, field: &str) -> Result<Option<u64>, LlmConfigError> {
+    /// A positive integer, if present.
+    pub(crate) fn optional_positive(&self, field: &str) -> Result<Option<u64>, LlmConfigError> {
         match self.get(field) {
             None => Ok(None),
             Some(value) => match value.as_u64() {
@@ -300,7 +352,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn optional_price(&self, field: &str) -> Result<f64, LlmConfigError> {
+    /// A price in US dollars per million tokens; absent = 0.
+    pub(crate) fn optional_price(&self, field: &str) -> Result<f64, LlmConfigError> {
         match self.get(field) {
             None => Ok(0.0),
             Some(value) => match value.as_f64() {
