@@ -150,7 +150,7 @@ mod tests {
     fn defaults_apply_and_keys_stay_hidden() {
         let configs = parse_embedding_config(
             r#"[{"kind":"gemini","model":"gemini-embedding-001","api_key":"k1"},
-                {"kind":"openai","model":"gemini-embedding-001","api_key":"k2",
+                {"kind":"openai","model":"text-embedding-3-small","api_key":"k2",
                  "base_url":"http://127.0.0.1:9/v1/","dimensions":256,"batch_size":8,
                  "requests_per_minute":5,"tokens_per_minute":1000,"usd_per_million":0.15}]"#,
         )
