@@ -286,6 +286,7 @@ pub async fn start_with_bus(
         .context("reading the admin HTTP address")?;
     tasks.spawn(crate::retrieval::worker::run(
         sql.clone(),
+        cluster.clone(),
         tasks.token().clone(),
     ));
     tasks.spawn_until_cancelled(crate::retention::retention_job(

@@ -175,7 +175,7 @@ async fn documents_are_embedded_when_added_and_paraphrases_are_found(fx: Fixture
 
     // The background embedder, woken by the adds.
     let cancel = CancellationToken::new();
-    let worker = tokio::spawn(retrieval::worker::run(store.clone(), cancel.clone()));
+    let worker = tokio::spawn(retrieval::worker::run(store.clone(), None, cancel.clone()));
     eventually(Duration::from_secs(20), || async {
         (progress(&store, &acme).await == [(1, Some(1)), (1, Some(1))]).then_some(())
     })
