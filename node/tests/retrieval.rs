@@ -89,6 +89,7 @@ database_suite!(
     a_reply_keeps_the_passages_it_was_written_from,
     batches_of_long_vectors_are_read_whole,
     each_tenant_is_embedded_and_searched_with_its_own_model,
+    a_passage_the_provider_refuses_holds_up_no_other,
 );
 
 fn tenant(id: &str) -> TenantId {
@@ -557,7 +558,10 @@ async fn each_tenant_is_embedded_and_searched_with_its_own_model(fx: Fixture) {
     }
     // Each index holds its own model's vectors.
     let index = store.load_vector_index(&beta).await.unwrap().unwrap();
-    assert_eq!((index.model.as_str(), index.index.len()), ("fake-embed-2", 1));
+    assert_eq!(
+        (index.model.as_str(), index.index.len()),
+        ("fake-embed-2", 1)
+    );
 
     // acme moves to the second model: only its passage is pending and embedded again.
     // (The searches embedded their questions too.)
@@ -601,8 +605,10 @@ async fn save_with_model(
         .http
         .post(format!("{}/api/tenants", gateway.base))
         .bearer_auth(salesboy_testkit::gateway::ADMIN_TOKEN)
-        .json(&serde_json::json!({"id": "acme", "phone_number_id": "100200300",
-            "access_token": "token-acme", "embedding_model": model}))
+        .json(
+            &serde_json::json!({"id": "acme", "phone_number_id": "100200300",
+            "access_token": "token-acme", "embedding_model": model}),
+        )
         .send()
         .await
         .expect("admin request");
@@ -638,12 +644,24 @@ async fn the_api_takes_only_a_model_the_node_embeds_with() {
         "{answer}"
     );
     // Refused before anything was written.
-    assert!(gateway.store().tenant(&tenant("acme")).await.unwrap().is_none());
+    assert!(
+        gateway
+            .store()
+            .tenant(&tenant("acme"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let (status, saved) = save_with_model(&gateway, json!("fake-embed-2")).await;
     assert!(status.is_success(), "{saved}");
     assert_eq!(saved["embedding_model"], "fake-embed-2");
-    let stored = gateway.store().tenant(&tenant("acme")).await.unwrap().unwrap();
+    let stored = gateway
+        .store()
+        .tenant(&tenant("acme"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.embedding_model.as_deref(), Some("fake-embed-2"));
     let (status, saved) = save_with_model(&gateway, Value::Null).await;
     assert!(status.is_success(), "{saved}");
@@ -662,4 +680,73 @@ async fn the_api_takes_only_a_model_the_node_embeds_with() {
         "{answer}"
     );
     plain.node.stop().await;
+}
+
+async fn a_passage_the_provider_refuses_holds_up_no_other(fx: Fixture) {
+    let store = fx.store("openai", "fake-embed-1").await;
+    let acme = given_tenant(&store, "acme").await;
+    let beta = given_tenant(&store, "beta").await;
+    fx.fake.refuse_texts_containing(Some("POISON"));
+    let odd = add(
+        &store,
+        &acme,
+        "Odd",
+        "# Odd\nThis passage holds POISON, which the provider refuses.",
+    )
+    .await;
+    let shipping = add(&store, &acme, "Shipping", SHIPPING).await;
+    add(&store, &beta, "Refunds", REFUNDS).await;
+    embed_all(&store).await;
+
+    // The others have their vectors; the refused passage is no longer pending.
+    let documents = store.list_knowledge(&acme).await.expect("list");
+    let counts = |id: i64| {
+        let d = documents.iter().find(|d| d.id == id).expect("document");
+        (d.chunk_count, d.embedded_chunks, d.refused_chunks)
+    };
+    assert_eq!(counts(odd), (1, Some(0), Some(1)));
+    assert_eq!(counts(shipping), (1, Some(1), Some(0)));
+    assert_eq!(vectors(&store, &beta).await, 1);
+    assert_eq!(store.embed_pending().await.expect("pass"), EmbedPass::Idle);
+    // One event names it, not to be retried.
+    let events = store.recent_events(100).await.expect("events");
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::KnowledgeEmbeddingFailed)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].detail["retrying"], false);
+    assert_eq!(refused[0].detail["document_ids"], serde_json::json!([odd]));
+    assert_eq!(
+        refused[0].detail["chunk_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // Full text still finds it.
+    let hits = store
+        .search_knowledge(&acme, "poison", 3)
+        .await
+        .expect("search");
+    assert_eq!(hits[0].document_id, odd, "{hits:#?}");
+
+    // A provider that refuses every request refuses no passage of its own: they stay
+    // pending and are embedded once it takes them again.
+    fx.fake.refuse_texts_containing(Some(""));
+    add(&store, &beta, "Shipping", SHIPPING).await;
+    add(&store, &beta, "Products", BOOTS).await;
+    assert!(
+        matches!(
+            store.embed_pending().await.expect("pass"),
+            EmbedPass::Failed { skipped: false, .. }
+        ),
+        "refused as a whole"
+    );
+    let beta_documents = store.list_knowledge(&beta).await.expect("list");
+    assert!(
+        beta_documents.iter().all(|d| d.refused_chunks == Some(0)),
+        "{beta_documents:?}"
+    );
+    fx.fake.refuse_texts_containing(None);
+    embed_all(&store).await;
+    assert_eq!(vectors(&store, &beta).await, 3);
+    store.close().await;
 }

@@ -260,6 +260,18 @@ struct FakeEmbedderState {
     texts: AtomicU64,
     /// The model of each answered OpenAI-format request, in order.
     models: RwLock<Vec<String>>,
+    /// A request with a text containing this is refused with a 400.
+    refused_marker: RwLock<Option<String>>,
+}
+
+impl FakeEmbedderState {
+    /// Whether a request with these texts is refused as a bad request.
+    fn refuses<'a>(&self, mut texts: impl Iterator<Item = &'a str>) -> bool {
+        self.refused_marker
+            .read()
+            .as_deref()
+            .is_some_and(|marker| texts.any(|text| text.contains(marker)))
+    }
 }
 
 /// A local embedding server (see the module docs). Stops when dropped.
@@ -281,6 +293,7 @@ impl FakeEmbedder {
             requests: AtomicU64::new(0),
             texts: AtomicU64::new(0),
             models: RwLock::new(Vec::new()),
+            refused_marker: RwLock::new(None),
         });
         let router = Router::new()
             .route("/v1beta/{*path}", post(gemini))
@@ -307,6 +320,13 @@ impl FakeEmbedder {
         json!([{"kind": kind, "model": model, "api_key": FAKE_EMBEDDING_KEY,
                 "base_url": base, "timeout_ms": 5000, "usd_per_million": 0.15}])
         .to_string()
+    }
+
+    /// Refuses, with a 400 in the provider's format, every request with a text containing
+    /// `marker` (`Some("")`: every request; `None`: none), as a provider refuses a text it
+    /// cannot take.
+    pub fn refuse_texts_containing(&self, marker: Option<&str>) {
+        *self.state.refused_marker.write() = marker.map(str::to_owned);
     }
 
     /// Switches what it answers.
@@ -416,6 +436,14 @@ async fn gemini(
         let Ok(batch) = serde_json::from_slice::<GeminiBatchRequest>(&body) else {
             return bad_request("invalid batchEmbedContents body");
         };
+        if state.refuses(
+            batch
+                .requests
+                .iter()
+                .flat_map(|r| r.content.parts.iter().map(|p| p.text.as_str())),
+        ) {
+            return bad_request("Request contains an invalid argument.");
+        }
         state
             .texts
             .fetch_add(batch.requests.len() as u64, Ordering::Relaxed);
@@ -429,6 +457,9 @@ async fn gemini(
         let Ok(request) = serde_json::from_slice::<GeminiEmbedRequest>(&body) else {
             return bad_request("invalid embedContent body");
         };
+        if state.refuses(request.content.parts.iter().map(|p| p.text.as_str())) {
+            return bad_request("Request contains an invalid argument.");
+        }
         state.texts.fetch_add(1, Ordering::Relaxed);
         let answer = GeminiEmbedResponse {
             embedding: Some(gemini_vector(&request)),
@@ -458,6 +489,13 @@ async fn openai(
     let Ok(request) = serde_json::from_slice::<OpenAiEmbedRequest>(&body) else {
         return bad_request("invalid embeddings body");
     };
+    if state.refuses(request.input.iter().map(String::as_str)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "Invalid 'input': the text cannot be embedded.", "type": "invalid_request_error", "param": "input", "code": null}})),
+        )
+            .into_response();
+    }
     state
         .texts
         .fetch_add(request.input.len() as u64, Ordering::Relaxed);

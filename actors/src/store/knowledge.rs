@@ -28,10 +28,14 @@ pub struct KnowledgeDocument {
     pub title: String,
     /// How many chunks it has.
     pub chunk_count: i64,
-    /// How many of them have a vector for the node's embedding model; `None` when the node
+    /// How many of them have a vector for the tenant's embedding model; `None` when the node
     /// embeds nothing (full-text search only).
     #[serde(default)]
     pub embedded_chunks: Option<i64>,
+    /// How many of them the embedding provider refused (they will not get a vector of this
+    /// model; full text still finds them); `None` as for `embedded_chunks`.
+    #[serde(default)]
+    pub refused_chunks: Option<i64>,
     /// When it was added.
     pub created_ms: i64,
 }

@@ -53,18 +53,25 @@ pub struct DocumentView {
     /// How many of its passages have a vector for the tenant's embedding model; `null` when
     /// the node embeds nothing (full-text search only).
     pub embedded_chunks: Option<i64>,
+    /// How many of its passages the embedding provider refused (a
+    /// `knowledge_embedding_failed` event with `retrying: false` named them); `null` as for
+    /// `embedded_chunks`.
+    pub refused_chunks: Option<i64>,
     /// `off` (no embedding provider configured), `pending` (some passages wait for their
-    /// vector, in the background; full text finds them meanwhile) or `done`.
+    /// vector, in the background; full text finds them meanwhile), `done`, or `refused`
+    /// (every passage has its vector but the refused ones, which full text alone finds).
     #[schema(example = "done")]
     pub embedding: &'static str,
 }
 
 /// The embedding status of a document with `chunks` passages of which `embedded` have a
-/// vector.
-fn embedding_status(chunks: i64, embedded: Option<i64>) -> &'static str {
+/// vector and `refused` were refused.
+fn embedding_status(chunks: i64, embedded: Option<i64>, refused: Option<i64>) -> &'static str {
+    let refused = refused.unwrap_or(0);
     match embedded {
         None => "off",
         Some(embedded) if embedded >= chunks => "done",
+        Some(embedded) if refused > 0 && embedded + refused >= chunks => "refused",
         Some(_) => "pending",
     }
 }
@@ -134,7 +141,8 @@ pub async fn list(api: &Api, id: &TenantId) -> Result<Vec<DocumentView>, ApiErro
             chunk_count: d.chunk_count,
             created_ms: d.created_ms,
             embedded_chunks: d.embedded_chunks,
-            embedding: embedding_status(d.chunk_count, d.embedded_chunks),
+            refused_chunks: d.refused_chunks,
+            embedding: embedding_status(d.chunk_count, d.embedded_chunks, d.refused_chunks),
         })
         .collect())
 }

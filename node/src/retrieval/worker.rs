@@ -18,11 +18,7 @@ use crate::store::{EmbedPass, SqlStore};
 
 /// Runs the embedder of `store` until `cancel` (on a cluster, embedding only while this
 /// node leads); returns at once when the store has no retrieval.
-pub async fn run(
-    store: SqlStore,
-    cluster: Option<Arc<ClusterMember>>,
-    cancel: CancellationToken,
-) {
+pub async fn run(store: SqlStore, cluster: Option<Arc<ClusterMember>>, cancel: CancellationToken) {
     let Some(retrieval) = store.retrieval().cloned() else {
         return;
     };

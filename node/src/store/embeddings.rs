@@ -7,7 +7,10 @@
 //! any tenant), stores their vectors
 //! (dropping those of other models for the same chunks) and records each tenant's share of
 //! the usage; when no provider answers nothing is written, so the chunks stay pending, and
-//! each tenant concerned gets one `knowledge_embedding_failed` event per failure streak.
+//! each tenant concerned gets one `knowledge_embedding_failed` event per failure streak. A
+//! batch refused as a request (not an outage) is tried a passage at a time: passages refused
+//! on their own while others are embedded are recorded in `knowledge_embedding_refusals`
+//! (not pending any more; an event with `retrying: false`).
 //! [`hybrid_search`] fuses the full-text ranking with the nearest vectors of the tenant's
 //! cached index.
 
@@ -79,6 +82,7 @@ pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<Embe
          JOIN (SELECT id, COALESCE(embedding_model, $1) AS model FROM tenants) m ON m.id = c.tenant_id \
          WHERE m.model IN ({}) \
          AND NOT EXISTS (SELECT 1 FROM knowledge_vectors v WHERE v.chunk_id = c.id AND v.model = m.model) \
+         AND NOT EXISTS (SELECT 1 FROM knowledge_embedding_refusals r WHERE r.chunk_id = c.id AND r.model = m.model) \
          ORDER BY c.id LIMIT $2",
         placeholders.join(", ")
     );
@@ -122,35 +126,13 @@ pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<Embe
             failed,
         } => {
             count_attempts(&failed);
-            metrics::counter!("salesboy_embedding_calls_total", "provider" => provider.clone(), "outcome" => "ok").increment(1);
-            let at_ms = now_ms();
-            store_vectors(db, model, &pending, &embedded.vectors, at_ms).await?;
-            let chars_total: usize = texts
-                .iter()
-                .map(|t| t.chars().count())
-                .sum::<usize>()
-                .max(1);
-            let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
-            for p in &pending {
-                *per_tenant.entry(&p.tenant).or_default() += p.text.chars().count();
-            }
-            for (tenant, chars) in per_tenant {
-                retrieval.invalidate(tenant);
-                retrieval.stop_failing(tenant);
-                let share = |total: u64| {
-                    (total as u128 * chars as u128).div_ceil(chars_total as u128) as u64
-                };
-                let usage = LlmUsage {
-                    tenant: tenant.clone(),
-                    provider: provider.clone(),
-                    model: model.to_owned(),
-                    prompt_tokens: i64::try_from(share(embedded.tokens)).unwrap_or(i64::MAX),
-                    completion_tokens: 0,
-                    cost_micros: i64::try_from(share(cost_micros)).unwrap_or(i64::MAX),
-                    at_ms,
-                };
-                activity::record_llm_usage(db, &usage).await?;
-            }
+            let batch: Vec<&Pending> = pending.iter().collect();
+            let used = Used {
+                provider,
+                tokens: embedded.tokens,
+                cost_micros,
+            };
+            stored(db, retrieval, model, &batch, &embedded.vectors, &used).await?;
             Ok(EmbedPass::Embedded(pending.len()))
         }
         EmbedOutcome::Exhausted { failed } => {
@@ -162,20 +144,16 @@ pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<Embe
                     skipped: true,
                 });
             }
-            let reason = errors
-                .iter()
-                .map(|e| e.code())
-                .collect::<Vec<_>>()
-                .join(", ");
-            tracing::warn!(chunks = pending.len(), %reason, "embedding failed, passages stay pending");
-            let mut by_tenant: BTreeMap<&TenantId, Vec<i64>> = BTreeMap::new();
-            for p in &pending {
-                let documents = by_tenant.entry(&p.tenant).or_default();
-                if !documents.contains(&p.document_id) {
-                    documents.push(p.document_id);
-                }
+            if pending.len() > 1
+                && errors.iter().all(|e| refuses_the_request(e))
+                && let Some(pass) = one_by_one(db, retrieval, chain, model, &pending).await?
+            {
+                return Ok(pass);
             }
-            for (tenant, documents) in by_tenant {
+            let reason = reason(&errors);
+            tracing::warn!(chunks = pending.len(), %reason, "embedding failed, passages stay pending");
+            let batch: Vec<&Pending> = pending.iter().collect();
+            for (tenant, documents) in documents_by_tenant(&batch) {
                 if !retrieval.start_failing(tenant) {
                     continue;
                 }
@@ -198,6 +176,175 @@ pub(crate) async fn embed_pending(db: &Db, retrieval: &Retrieval) -> Result<Embe
     }
 }
 
+/// What a provider's answer cost.
+struct Used {
+    provider: String,
+    tokens: u64,
+    cost_micros: u64,
+}
+
+/// Whether `error` refuses the request itself (a bad request, a blocked or oversized
+/// text), rather than saying the provider is down, slow or over its budget.
+fn refuses_the_request(error: &LlmError) -> bool {
+    matches!(
+        error,
+        LlmError::Failed(_) | LlmError::Blocked(_) | LlmError::TooLarge { .. }
+    )
+}
+
+fn reason(errors: &[&LlmError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.code())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The documents of `chunks`, by tenant.
+fn documents_by_tenant<'a>(chunks: &[&'a Pending]) -> BTreeMap<&'a TenantId, Vec<i64>> {
+    let mut by_tenant: BTreeMap<&TenantId, Vec<i64>> = BTreeMap::new();
+    for p in chunks {
+        let documents = by_tenant.entry(&p.tenant).or_default();
+        if !documents.contains(&p.document_id) {
+            documents.push(p.document_id);
+        }
+    }
+    by_tenant
+}
+
+/// Stores embedded chunks' vectors and records each tenant's share of the usage.
+async fn stored(
+    db: &Db,
+    retrieval: &Retrieval,
+    model: &str,
+    chunks: &[&Pending],
+    vectors: &[Vec<f32>],
+    used: &Used,
+) -> Result<(), Failure> {
+    metrics::counter!("salesboy_embedding_calls_total", "provider" => used.provider.clone(), "outcome" => "ok").increment(1);
+    let at_ms = now_ms();
+    store_vectors(db, model, chunks, vectors, at_ms).await?;
+    let chars_total: usize = chunks
+        .iter()
+        .map(|p| p.text.chars().count())
+        .sum::<usize>()
+        .max(1);
+    let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
+    for p in chunks {
+        *per_tenant.entry(&p.tenant).or_default() += p.text.chars().count();
+    }
+    for (tenant, chars) in per_tenant {
+        retrieval.invalidate(tenant);
+        retrieval.stop_failing(tenant);
+        let share =
+            |total: u64| (total as u128 * chars as u128).div_ceil(chars_total as u128) as u64;
+        let usage = LlmUsage {
+            tenant: tenant.clone(),
+            provider: used.provider.clone(),
+            model: model.to_owned(),
+            prompt_tokens: i64::try_from(share(used.tokens)).unwrap_or(i64::MAX),
+            completion_tokens: 0,
+            cost_micros: i64::try_from(share(used.cost_micros)).unwrap_or(i64::MAX),
+            at_ms,
+        };
+        activity::record_llm_usage(db, &usage).await?;
+    }
+    Ok(())
+}
+
+/// A batch the providers refused as a request is tried a passage at a time. When some are
+/// embedded, the ones refused on their own are recorded as refused (no longer pending; the
+/// tenant gets a `knowledge_embedding_failed` event with `retrying: false`), so one bad
+/// passage cannot hold up every passage behind it. `None` when none was embedded: the
+/// refusal is not the passages' own (a wrong model name, a bad key), and the batch stays
+/// pending. An outage or a spent budget met on the way leaves the rest for the next pass.
+async fn one_by_one(
+    db: &Db,
+    retrieval: &Retrieval,
+    chain: &crate::adapters::embedding::EmbeddingChain,
+    model: &str,
+    pending: &[Pending],
+) -> Result<Option<EmbedPass>, Failure> {
+    let mut embedded = 0;
+    let mut refused: Vec<(&Pending, String)> = Vec::new();
+    for chunk in pending {
+        match chain
+            .embed(std::slice::from_ref(&chunk.text), EmbedPurpose::Document)
+            .await
+        {
+            EmbedOutcome::Embedded {
+                embedded: answer,
+                provider,
+                cost_micros,
+                failed,
+            } => {
+                count_attempts(&failed);
+                let used = Used {
+                    provider,
+                    tokens: answer.tokens,
+                    cost_micros,
+                };
+                stored(db, retrieval, model, &[chunk], &answer.vectors, &used).await?;
+                embedded += 1;
+            }
+            EmbedOutcome::Exhausted { failed } => {
+                count_attempts(&failed);
+                let errors: Vec<&LlmError> =
+                    failed.iter().filter_map(|a| a.error.as_ref()).collect();
+                if errors.is_empty() || !errors.iter().all(|e| refuses_the_request(e)) {
+                    break;
+                }
+                refused.push((chunk, reason(&errors)));
+            }
+        }
+    }
+    if embedded == 0 {
+        return Ok(None);
+    }
+    if !refused.is_empty() {
+        let at_ms = now_ms();
+        let mut tx = db.begin().await?;
+        for (chunk, reason) in &refused {
+            sqlx::query(
+                "INSERT INTO knowledge_embedding_refusals (chunk_id, model, reason, created_ms) \
+                 SELECT c.id, $2, $3, $4 FROM knowledge_chunks c WHERE c.id = $1 \
+                 ON CONFLICT (chunk_id, model) DO NOTHING",
+            )
+            .bind(chunk.id)
+            .bind(model)
+            .bind(reason.as_str())
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let chunks: Vec<&Pending> = refused.iter().map(|(chunk, _)| *chunk).collect();
+        for (tenant, documents) in documents_by_tenant(&chunks) {
+            let chunk_ids: Vec<i64> = chunks
+                .iter()
+                .filter(|c| c.tenant == *tenant)
+                .map(|c| c.id)
+                .collect();
+            let reasons: Vec<&str> = refused
+                .iter()
+                .filter(|(c, _)| c.tenant == *tenant)
+                .map(|(_, reason)| reason.as_str())
+                .collect();
+            tracing::warn!(tenant = %tenant, chunks = chunk_ids.len(), "the embedding provider refused passages; full text still finds them");
+            let event = Event::tenant(
+                EventKind::KnowledgeEmbeddingFailed,
+                tenant.clone(),
+                at_ms,
+                json!({"document_ids": documents, "chunk_ids": chunk_ids, "model": model,
+                       "reason": reasons.join(", "), "retrying": false}),
+            );
+            outbox::append(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        db.outbox_written();
+    }
+    Ok(Some(EmbedPass::Embedded(embedded)))
+}
+
 fn count_attempts(failed: &[salesboy_actors::responder::chain::Attempt]) {
     for attempt in failed {
         let outcome = attempt.error.as_ref().map_or("skipped", |e| e.code());
@@ -209,7 +356,7 @@ fn count_attempts(failed: &[salesboy_actors::responder::chain::Attempt]) {
 async fn store_vectors(
     db: &Db,
     model: &str,
-    pending: &[Pending],
+    pending: &[&Pending],
     vectors: &[Vec<f32>],
     at_ms: i64,
 ) -> Result<(), Failure> {
@@ -241,23 +388,32 @@ async fn store_vectors(
     Ok(())
 }
 
-/// How many chunks of each of the tenant's documents have a vector for `model`.
+/// How many chunks of each of the tenant's documents have a vector for `model`, and how
+/// many were refused.
 pub(crate) async fn embedded_counts(
     db: &Db,
     tenant: &TenantId,
     model: &str,
-) -> Result<HashMap<i64, i64>, Failure> {
+) -> Result<HashMap<i64, (i64, i64)>, Failure> {
     let rows = sqlx::query(
-        "SELECT c.document_id, COUNT(*) AS embedded FROM knowledge_vectors v \
-         JOIN knowledge_chunks c ON c.id = v.chunk_id \
-         WHERE v.tenant_id = $1 AND v.model = $2 GROUP BY c.document_id",
+        "SELECT c.document_id, \
+         COUNT(v.chunk_id) AS embedded, COUNT(r.chunk_id) AS refused FROM knowledge_chunks c \
+         LEFT JOIN knowledge_vectors v ON v.chunk_id = c.id AND v.model = $2 \
+         LEFT JOIN knowledge_embedding_refusals r ON r.chunk_id = c.id AND r.model = $3 \
+         WHERE c.tenant_id = $1 GROUP BY c.document_id",
     )
     .bind(tenant.as_str())
+    .bind(model)
     .bind(model)
     .fetch_all(&db.reader)
     .await?;
     rows.iter()
-        .map(|row| Ok((get(row, "document_id")?, get(row, "embedded")?)))
+        .map(|row| {
+            Ok((
+                get(row, "document_id")?,
+                (get(row, "embedded")?, get(row, "refused")?),
+            ))
+        })
         .collect()
 }
 

@@ -77,6 +77,7 @@ pub(crate) async fn list_knowledge(
                 title: get(row, "title")?,
                 chunk_count: get(row, "chunk_count")?,
                 embedded_chunks: None,
+                refused_chunks: None,
                 created_ms: get(row, "created_ms")?,
             })
         })

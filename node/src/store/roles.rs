@@ -369,7 +369,9 @@ impl KnowledgeStore for SqlStore {
                 None => std::collections::HashMap::new(),
             };
             for document in &mut documents {
-                document.embedded_chunks = Some(counts.get(&document.id).copied().unwrap_or(0));
+                let (embedded, refused) = counts.get(&document.id).copied().unwrap_or((0, 0));
+                document.embedded_chunks = Some(embedded);
+                document.refused_chunks = Some(refused);
             }
         }
         Ok(documents)

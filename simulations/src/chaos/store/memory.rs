@@ -295,6 +295,7 @@ impl KnowledgeStore for MemoryStore {
                 title: d.title.clone(),
                 chunk_count: d.chunks.len() as i64,
                 embedded_chunks: None,
+                refused_chunks: None,
                 created_ms: d.created_ms,
             })
             .collect())
