@@ -80,19 +80,19 @@ pub struct MemberSettings {
 pub type EpochsLayer = Box<dyn FnOnce(Arc<dyn EpochSource>) -> Arc<dyn EpochSource> + Send>;
 
 impl MemberSettings {
-    /// Production settings on `bus`: membership timings for `failure_timeout`, the default
-    /// lease and member tunables, most-headroom placement, the process's measured memory.
+    /// Production settings on `bus`: the `membership` timings, the default lease and member
+    /// tunables, most-headroom placement, the process's measured memory.
     pub fn new(
         bus: Arc<dyn Bus>,
         key: Arc<ClusterKey>,
         info: NodeInfo,
-        failure_timeout: Duration,
+        membership: MembershipConfig,
     ) -> Self {
         Self {
             bus,
             key,
             info,
-            membership: MembershipConfig::for_failure_timeout(failure_timeout),
+            membership,
             lease: LeaseConfig::default(),
             settings: ClusterSettings::default(),
             strategy: Arc::new(MostHeadroom::new()),

@@ -218,7 +218,7 @@ pub async fn start_with_bus(
             Arc::clone(bus),
             Arc::new(key),
             info,
-            Duration::from_millis(config.failure_timeout_ms),
+            config.membership()?,
         ))
     });
     let cluster = cluster.transpose()?;

@@ -34,6 +34,8 @@ pub struct ClusterBenchArgs {
     pub drain_sizes: Vec<usize>,
     /// Migrations timed one by one.
     pub migrations: usize,
+    /// The nodes' failure timeout (`SALESBOY_FAILURE_TIMEOUT_MS`), ms.
+    pub failure_timeout_ms: u64,
 }
 
 /// The figures.
@@ -95,8 +97,6 @@ fn percentiles(samples: Vec<f64>) -> Percentiles {
     }
 }
 
-const FAILURE_TIMEOUT_MS: u64 = 5_000;
-
 async fn cluster(
     args: &ClusterBenchArgs,
     nodes: usize,
@@ -108,7 +108,7 @@ async fn cluster(
         .env("SALESBOY_DEBOUNCE_MS", "0")
         .env(
             "SALESBOY_FAILURE_TIMEOUT_MS",
-            FAILURE_TIMEOUT_MS.to_string(),
+            args.failure_timeout_ms.to_string(),
         )
         .env("RUST_LOG", "warn")
         .start()
@@ -340,7 +340,8 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
         .map_err(|e| anyhow!(e))?;
     let failover_secs = killed.elapsed().as_secs_f64();
     eprintln!(
-        "cluster-bench: failover {failover_secs:.2} s (failure timeout {FAILURE_TIMEOUT_MS} ms)"
+        "cluster-bench: failover {failover_secs:.2} s (failure timeout {} ms)",
+        args.failure_timeout_ms
     );
     drop(sandbox);
 
@@ -421,7 +422,7 @@ pub async fn run(args: &ClusterBenchArgs) -> anyhow::Result<ClusterReport> {
         migration_ms,
         drain_secs,
         failover_secs,
-        failure_timeout_ms: FAILURE_TIMEOUT_MS,
+        failure_timeout_ms: args.failure_timeout_ms,
         rebalance,
     })
 }

@@ -67,6 +67,9 @@ enum Command {
         /// Active tenants to drain off one node, each on a fresh cluster.
         #[arg(long, value_delimiter = ',', default_value = "1000")]
         drain: Vec<usize>,
+        /// The nodes' failure timeout, ms (`SALESBOY_FAILURE_TIMEOUT_MS`).
+        #[arg(long, default_value_t = 5_000)]
+        failure_timeout_ms: u64,
     },
     /// Score knowledge retrieval on a labelled set: recall@k and MRR, full text alone vs
     /// hybrid (full text + vectors). The embedding provider is `--providers` or
@@ -134,12 +137,14 @@ async fn main() -> anyhow::Result<()> {
             tenants,
             migrations,
             drain,
+            failure_timeout_ms,
         } => {
             let args = salesboy_sim::cluster_bench::ClusterBenchArgs {
                 binary: salesboy_bin,
                 tenants,
                 drain_sizes: drain,
                 migrations,
+                failure_timeout_ms,
             };
             let report = tokio::select! {
                 report = salesboy_sim::cluster_bench::run(&args) => report?,

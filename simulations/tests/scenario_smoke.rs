@@ -27,6 +27,7 @@ fn every_shipped_scenario_parses() {
         [
             "campaign-storm",
             "drain",
+            "failover-fast",
             "llm-degraded",
             "node-kill",
             "scale-out",

@@ -87,6 +87,7 @@ pub(super) struct Layers {
     pub(super) retention_days: Option<u32>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) failure_timeout_ms: Option<u64>,
+    pub(super) heartbeat_ms: Option<u64>,
     pub(super) events_max_age_secs: Option<u64>,
     pub(super) events_duplicate_window_secs: Option<u64>,
     pub(super) events_replicas: Option<usize>,

@@ -85,6 +85,7 @@ pub const KEYS: &[&str] = &[
     "retention_days",
     "log_format",
     "failure_timeout_ms",
+    "heartbeat_ms",
     "events_max_age_secs",
     "events_duplicate_window_secs",
     "events_replicas",
@@ -222,6 +223,10 @@ pub struct Config {
     /// A cluster node whose heartbeat has not changed for this long is dead; a node fences
     /// itself (stops its tenants) when it could not renew its own for a bit less.
     pub failure_timeout_ms: u64,
+    /// How often a cluster node renews its membership record; `None`: a fifth of the
+    /// failure timeout, at most 1 s. Must leave room for the fence margin
+    /// ([`Config::membership`]).
+    pub heartbeat_ms: Option<u64>,
     /// How long the events stream (`SB_EVENTS`) keeps an event, and the events outbox a
     /// published one (default 7 days).
     pub events_max_age_secs: u64,
@@ -313,6 +318,7 @@ impl Default for Config {
             tenant_replies_per_second: actors.replies_per_second_per_tenant,
             log_format: LogFormat::Text,
             failure_timeout_ms: 5_000,
+            heartbeat_ms: None,
             events_max_age_secs: 7 * 24 * 3600,
             events_duplicate_window_secs: 120,
             events_replicas: 1,
@@ -446,6 +452,7 @@ impl Config {
             retention_days,
             log_format,
             failure_timeout_ms,
+            heartbeat_ms,
             events_max_age_secs,
             events_duplicate_window_secs,
             events_replicas,
@@ -590,13 +597,30 @@ impl Config {
         );
         set(&mut self.log_format, log_format);
         if let Some(timeout) = positive("failure_timeout_ms", failure_timeout_ms)? {
-            if timeout < 2_000 {
+            if timeout < 1_000 {
                 return Err((
                     "failure_timeout_ms",
-                    "must be at least 2000 (the fence margin is 1500 ms)".into(),
+                    "must be at least 1000 (a node must renew its heartbeat and fence itself within it)".into(),
                 ));
             }
             self.failure_timeout_ms = timeout;
+        }
+        if let Some(heartbeat) = positive("heartbeat_ms", heartbeat_ms)? {
+            self.heartbeat_ms = Some(heartbeat);
+        }
+        if self.membership().is_err() {
+            let fence_after = crate::cluster::membership::MembershipConfig::for_failure_timeout(
+                Duration::from_millis(self.failure_timeout_ms),
+            )
+            .fence_after;
+            return Err((
+                "heartbeat_ms",
+                format!(
+                    "must be shorter than {} ms: a node fences itself when it could not renew its heartbeat for that long (the failure timeout of {} ms less the fence margin)",
+                    fence_after.as_millis(),
+                    self.failure_timeout_ms
+                ),
+            ));
         }
         set(
             &mut self.events_max_age_secs,
@@ -795,6 +819,28 @@ impl Config {
         Some(crate::bus::NatsCredentials { user, password })
     }
 
+    /// The cluster membership timings: `failure_timeout_ms`, `heartbeat_ms` (default a fifth
+    /// of it, at most 1 s) and the fence margin scaled with them
+    /// ([`MembershipConfig::for_failure_timeout`]); an error when the heartbeat leaves no
+    /// room to fence in time.
+    ///
+    /// [`MembershipConfig::for_failure_timeout`]: crate::cluster::membership::MembershipConfig::for_failure_timeout
+    pub fn membership(
+        &self,
+    ) -> Result<
+        crate::cluster::membership::MembershipConfig,
+        crate::cluster::membership::MembershipError,
+    > {
+        let mut timings = crate::cluster::membership::MembershipConfig::for_failure_timeout(
+            Duration::from_millis(self.failure_timeout_ms),
+        );
+        if let Some(heartbeat) = self.heartbeat_ms {
+            timings.heartbeat = Duration::from_millis(heartbeat);
+        }
+        timings.validate()?;
+        Ok(timings)
+    }
+
     /// The database URL in use: `database_url`, or SQLite in `data_dir`.
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
@@ -850,6 +896,7 @@ impl std::fmt::Debug for Config {
             tenant_replies_per_second,
             log_format,
             failure_timeout_ms,
+            heartbeat_ms,
             events_max_age_secs,
             events_duplicate_window_secs,
             events_replicas,
@@ -917,6 +964,7 @@ impl std::fmt::Debug for Config {
             .field("tenant_replies_per_second", tenant_replies_per_second)
             .field("log_format", log_format)
             .field("failure_timeout_ms", failure_timeout_ms)
+            .field("heartbeat_ms", heartbeat_ms)
             .field("events_max_age_secs", events_max_age_secs)
             .field("events_duplicate_window_secs", events_duplicate_window_secs)
             .field("events_replicas", events_replicas)

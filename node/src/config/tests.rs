@@ -261,12 +261,47 @@ fn file_values_may_be_strings_or_numbers_and_secrets_are_never_quoted() {
     assert!(err.contains("bad value for admin_token"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 
-    let err = Config::load_from(None, env(&[("SALESBOY_FAILURE_TIMEOUT_MS", "1000")]))
+    let err = Config::load_from(None, env(&[("SALESBOY_FAILURE_TIMEOUT_MS", "999")]))
         .unwrap_err()
         .to_string();
     assert!(
         err.contains(
-            "bad value for SALESBOY_FAILURE_TIMEOUT_MS (in environment): must be at least 2000"
+            "bad value for SALESBOY_FAILURE_TIMEOUT_MS (in environment): must be at least 1000"
+        ),
+        "{err}"
+    );
+    // 1.5 s: heartbeat 300 ms, fence after 1,050 ms (a 450 ms margin).
+    let config = Config::load_from(None, env(&[("SALESBOY_FAILURE_TIMEOUT_MS", "1500")]))
+        .expect("1.5 s is allowed");
+    let timings = config.membership().expect("valid timings");
+    assert_eq!(
+        (timings.heartbeat, timings.fence_after),
+        (Duration::from_millis(300), Duration::from_millis(1050))
+    );
+    let config = Config::load_from(
+        None,
+        env(&[
+            ("SALESBOY_FAILURE_TIMEOUT_MS", "3000"),
+            ("SALESBOY_HEARTBEAT_MS", "250"),
+        ]),
+    )
+    .expect("a heartbeat of its own");
+    assert_eq!(
+        config.membership().expect("valid").heartbeat,
+        Duration::from_millis(250)
+    );
+    let err = Config::load_from(
+        None,
+        env(&[
+            ("SALESBOY_FAILURE_TIMEOUT_MS", "1500"),
+            ("SALESBOY_HEARTBEAT_MS", "1200"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "bad value for SALESBOY_HEARTBEAT_MS (in environment): must be shorter than 1050 ms"
         ),
         "{err}"
     );

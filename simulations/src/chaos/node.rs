@@ -14,7 +14,7 @@ use salesboy_actors::store::Store;
 use salesboy_node::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use salesboy_node::background::Background;
 use salesboy_node::cluster::ClusterMember;
-use salesboy_node::cluster::membership::NodeInfo;
+use salesboy_node::cluster::membership::{MembershipConfig, NodeInfo};
 use salesboy_node::ingress::Ingress;
 use salesboy_protocol::NodeId;
 
@@ -103,7 +103,7 @@ impl SimNode {
                     version: "sim".into(),
                     max_tenants: 10_000,
                 },
-                FAILURE_TIMEOUT,
+                MembershipConfig::for_failure_timeout(FAILURE_TIMEOUT),
             )
         };
         let parts = NodeParts {

@@ -39,7 +39,7 @@ use self::faults::{Faults, llm_options, update_status_targets, whatsapp_options}
 use self::observe::{Observed, Observer};
 use self::report::{LatencySplit, Report};
 use self::send::{Routes, SendCounters, Sender};
-use self::spec::{Database, Scenario};
+use self::spec::{Database, FaultAction, Scenario};
 use crate::bench::env::{Machine, git_commit, utc_now};
 use crate::bench::progress;
 use crate::bench::stats::Distribution;
@@ -246,6 +246,8 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> anyhow::Result<Rep
     let ledger = ledger::balance(&plan, &outcomes, &replies, &calls, start);
     let refusals = sandbox.whatsapp().failed_attempts();
     let (inbound_persisted, outbound_by_status) = database_counts(sandbox.database_url()).await?;
+    let node_deaths = node_deaths(sandbox.database_url()).await?;
+    let self_fences = self_fences(&sandbox).await;
 
     let since = |at: Instant| at.saturating_duration_since(start).as_secs_f64();
     let accepted_times: Vec<f64> = outcomes
@@ -296,6 +298,29 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> anyhow::Result<Rep
     if scenario.expect.zero_duplicated && ledger.counts.duplicated > 0 {
         failed_expectations.push(format!("{} messages duplicated", ledger.counts.duplicated));
     }
+    if scenario.expect.no_false_deaths {
+        // The nodes a fault took down (or restarted) may die; no other may.
+        let faulted: Vec<String> = scenario
+            .faults
+            .iter()
+            .filter_map(|fault| match fault.action {
+                FaultAction::Kill { node }
+                | FaultAction::Restart { node }
+                | FaultAction::Drain { node } => Some(format!("node-{node}")),
+                _ => None,
+            })
+            .collect();
+        for (node, deaths) in &node_deaths {
+            if !faulted.contains(node) {
+                failed_expectations.push(format!("{node} declared dead {deaths} time(s)"));
+            }
+        }
+        for (node, fences) in &self_fences {
+            if *fences > 0 && !faulted.contains(node) {
+                failed_expectations.push(format!("{node} fenced itself {fences} time(s)"));
+            }
+        }
+    }
     for fault in &fault_events {
         if fault.result != "ok" {
             failed_expectations.push(format!("fault `{}` failed: {}", fault.label, fault.result));
@@ -343,6 +368,8 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> anyhow::Result<Rep
         cpu_secs: (observed.node_cpu_secs(), postgres_cpu),
         capacity,
         failed_expectations,
+        node_deaths,
+        self_fences,
         scenario,
     };
     report.write(&options.out)?;
@@ -453,6 +480,60 @@ fn write_books(
     std::fs::write(dir.join("messages.tsv"), messages).context("writing messages.tsv")?;
     std::fs::write(dir.join("replies.tsv"), lines).context("writing replies.tsv")?;
     Ok(())
+}
+
+/// The `node_left` events in the outbox, by node: each a node the cluster declared dead or
+/// that left.
+async fn node_deaths(url: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    sqlx::any::install_default_drivers();
+    let mut connection = AnyConnection::connect(url)
+        .await
+        .context("connecting to the database for the membership events")?;
+    let rows = sqlx::query("SELECT detail FROM event_outbox WHERE kind = 'node_left'")
+        .fetch_all(&mut connection)
+        .await?;
+    let _ = connection.close().await;
+    let mut deaths: BTreeMap<String, i64> = BTreeMap::new();
+    for row in rows {
+        let detail: String = row.try_get(0)?;
+        let node = serde_json::from_str::<serde_json::Value>(&detail)
+            .ok()
+            .and_then(|d| d.get("node").and_then(|n| n.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "?".to_owned());
+        *deaths.entry(node).or_default() += 1;
+    }
+    Ok(deaths.into_iter().collect())
+}
+
+/// `salesboy_self_fences_total` of each node alive now (a node that never fenced has no
+/// such line: 0).
+async fn self_fences(sandbox: &ClusterSandbox) -> Vec<(String, u64)> {
+    let mut fences = Vec::new();
+    for info in sandbox.nodes() {
+        if !info.alive {
+            continue;
+        }
+        let Ok(response) = sandbox
+            .http()
+            .get(format!("{}/metrics", info.http_base))
+            .bearer_auth(sandbox.admin_token())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        let count = text
+            .lines()
+            .filter(|line| line.starts_with("salesboy_self_fences_total"))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>();
+        fences.push((format!("node-{}", info.index), count as u64));
+    }
+    fences
 }
 
 /// Inbound messages in the database, and outbound ones by status.

@@ -101,6 +101,12 @@ pub struct Report {
     pub capacity: Vec<Size>,
     /// Checks of `[expect]` that failed.
     pub failed_expectations: Vec<String>,
+    /// Nodes declared dead (`node_left` events), by node id, and how often.
+    #[serde(default)]
+    pub node_deaths: Vec<(String, i64)>,
+    /// Self-fences (`salesboy_self_fences_total`) of the nodes alive at the end, by node id.
+    #[serde(default)]
+    pub self_fences: Vec<(String, u64)>,
 }
 
 impl Report {
@@ -404,6 +410,31 @@ impl Report {
             }
             md.push('\n');
         }
+        let deaths: Vec<String> = self
+            .node_deaths
+            .iter()
+            .map(|(node, n)| format!("{node} ×{n}"))
+            .collect();
+        let fences: Vec<String> = self
+            .self_fences
+            .iter()
+            .map(|(node, n)| format!("{node} {n}"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "## Membership\n\nNodes declared dead: {}. Self-fences of the nodes alive at the end: {} (failure timeout {} ms).\n",
+            if deaths.is_empty() {
+                "none".to_owned()
+            } else {
+                deaths.join(", ")
+            },
+            if fences.is_empty() {
+                "none read".to_owned()
+            } else {
+                fences.join(", ")
+            },
+            self.scenario.cluster.failure_timeout_ms,
+        );
         self.capacity_markdown(&mut md);
         if !self.failed_expectations.is_empty() {
             md.push_str("## Failed expectations\n\n");

@@ -393,6 +393,10 @@ pub struct ExpectSpec {
     /// No message answered twice.
     #[serde(default)]
     pub zero_duplicated: bool,
+    /// No node declared dead, nor fenced, that no fault killed, drained or restarted (a
+    /// failure timeout too short for the machine shows here).
+    #[serde(default)]
+    pub no_false_deaths: bool,
 }
 
 impl Scenario {
