@@ -116,6 +116,18 @@ pub(crate) async fn delete_knowledge(
     Ok(true)
 }
 
+/// The full-text search on SQLite: `$1` tenant, `$2` FTS5 query, `$3` limit. bm25 is
+/// lower-is-better: negated so that, as on Postgres, higher is better. CROSS JOIN fixes the
+/// order: the full-text index first, then each match's chunk. Left to itself (no statistics,
+/// as on a fresh database) SQLite 3.51 walks the tenant's chunks and runs the full-text query
+/// once per chunk: 156 ms instead of 0.4 ms at 1,000 passages.
+pub(crate) const SQLITE_SEARCH: &str = "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text, -bm25(knowledge_fts) AS score \
+     FROM knowledge_fts \
+     CROSS JOIN knowledge_chunks c ON c.id = knowledge_fts.rowid \
+     CROSS JOIN knowledge_documents d ON d.id = c.document_id \
+     WHERE knowledge_fts MATCH $2 AND c.tenant_id = $1 \
+     ORDER BY score DESC, c.id LIMIT $3";
+
 /// The tenant's best `k` passages for `question`.
 pub(crate) async fn search_knowledge(
     db: &Db,
@@ -142,13 +154,7 @@ pub(crate) async fn search_knowledge(
                 .join(" | "),
         ),
         Dialect::Sqlite => (
-            // bm25 is lower-is-better: negated so that, as on Postgres, higher is better
-            "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text, -bm25(knowledge_fts) AS score \
-             FROM knowledge_fts \
-             JOIN knowledge_chunks c ON c.id = knowledge_fts.rowid \
-             JOIN knowledge_documents d ON d.id = c.document_id \
-             WHERE knowledge_fts MATCH $2 AND c.tenant_id = $1 \
-             ORDER BY score DESC, c.id LIMIT $3",
+            SQLITE_SEARCH,
             words
                 .iter()
                 // `"…"*` is a prefix match: "open" finds "opens" and "opening".
@@ -251,6 +257,29 @@ fn query_words(question: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sqlite_searches_from_the_full_text_index_first() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = crate::store::SqlStore::connect(&url).await.expect("store");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {SQLITE_SEARCH}"
+        )))
+        .bind("acme")
+        .bind("\"lagos\"*")
+        .bind(5_i64)
+        .fetch_all(&store.db.reader)
+        .await
+        .expect("plan");
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+            .collect();
+        assert!(plan[0].contains("knowledge_fts"), "{plan:?}");
+        store.close().await;
+    }
 
     #[test]
     fn questions_become_distinct_lowercase_words() {
