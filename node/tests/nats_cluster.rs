@@ -385,3 +385,106 @@ async fn nodes_on_a_nats_cluster_survive_servers_dying_without_losing_or_doublin
     })
     .await;
 }
+
+/// nats-server processes a test started, killed (SIGKILL) and reaped on drop.
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `deploy/nats/`'s three configs, with loopback addresses, free ports and temporary stores
+/// in place of the VPSes', form a JetStream cluster the nodes' user can use: a bucket of 3
+/// replicas is created and written through all three URLs, as a node does.
+#[tokio::test]
+async fn the_deploy_nats_configs_form_a_cluster_for_the_nodes_user() {
+    let deploy = salesboy_testkit::workspace_root().join("deploy/nats");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        deploy.join("accounts.conf"),
+        dir.path().join("accounts.conf"),
+    )
+    .unwrap();
+    // Free ports, all bound at once, then released: client and route ports of each server.
+    let ports: Vec<u16> = {
+        let listeners: Vec<_> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect()
+    };
+    let mut servers = Servers(Vec::new());
+    for i in 1..=3 {
+        let mut config = std::fs::read_to_string(deploy.join(format!("nats-{i}.conf"))).unwrap();
+        for j in 1..=3 {
+            config = config
+                .replace(
+                    &format!("10.0.0.{j}:4222"),
+                    &format!("127.0.0.1:{}", ports[2 * (j - 1)]),
+                )
+                .replace(
+                    &format!("10.0.0.{j}:6222"),
+                    &format!("127.0.0.1:{}", ports[2 * (j - 1) + 1]),
+                );
+        }
+        let store = dir.path().join(format!("store-{i}"));
+        config = config
+            // No monitoring port: three servers on one machine would share it.
+            .replace("http: 127.0.0.1:8222", "")
+            .replace("\"/var/lib/nats\"", &format!("\"{}\"", store.display()));
+        assert!(
+            config
+                .lines()
+                .all(|line| line.trim_start().starts_with('#') || !line.contains("10.0.0.")),
+            "every address replaced"
+        );
+        let path = dir.path().join(format!("nats-{i}.conf"));
+        std::fs::write(&path, config).unwrap();
+        servers.0.push(
+            std::process::Command::new(salesboy_testkit::nats_server_binary())
+                .arg("-c")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("nats-server runs"),
+        );
+    }
+    let urls = (0..3)
+        .map(|i| format!("nats://127.0.0.1:{}", ports[2 * i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let options = || NatsBusOptions {
+        name: "deploy-config-test".into(),
+        kv_replicas: 3,
+        credentials: Some(salesboy_node::bus::NatsCredentials {
+            user: "salesboy-node".into(),
+            password: "CHANGE-ME-node".into(),
+        }),
+        ..NatsBusOptions::default()
+    };
+    let bus = eventually(WAIT, || async {
+        NatsBus::connect(&urls, options()).await.ok()
+    })
+    .await;
+    eventually(WAIT, || async {
+        let kv = bus.kv("sb_test_deploy", 1).await.ok()?;
+        put(&kv, "k", b"v").await
+    })
+    .await;
+    let js = async_nats::jetstream::new(bus.nats_client().expect("nats"));
+    let mut stream = js.get_stream("KV_sb_test_deploy").await.expect("stream");
+    let info = stream.info().await.expect("info");
+    assert_eq!(info.config.num_replicas, 3);
+    let cluster = info.cluster.as_ref().expect("clustered");
+    assert_eq!(cluster.name.as_deref(), Some("salesboy"));
+    drop(servers);
+}
