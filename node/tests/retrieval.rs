@@ -604,10 +604,7 @@ async fn each_tenant_is_embedded_and_searched_with_its_own_model(fx: Fixture) {
     }
     // Each index holds its own model's vectors.
     let index = store.load_vector_index(&beta).await.unwrap().unwrap();
-    assert_eq!(
-        (index.model.as_str(), index.index.len()),
-        ("fake-embed-2", 1)
-    );
+    assert_eq!((index.model.as_str(), index.index.len()), ("fake-embed-2", 1));
 
     // acme moves to the second model: only its passage is pending and embedded again.
     // (The searches embedded their questions too.)
@@ -651,10 +648,8 @@ async fn save_with_model(
         .http
         .post(format!("{}/api/tenants", gateway.base))
         .bearer_auth(salesboy_testkit::gateway::ADMIN_TOKEN)
-        .json(
-            &serde_json::json!({"id": "acme", "phone_number_id": "100200300",
-            "access_token": "token-acme", "embedding_model": model}),
-        )
+        .json(&serde_json::json!({"id": "acme", "phone_number_id": "100200300",
+            "access_token": "token-acme", "embedding_model": model}))
         .send()
         .await
         .expect("admin request");
@@ -690,24 +685,12 @@ async fn the_api_takes_only_a_model_the_node_embeds_with() {
         "{answer}"
     );
     // Refused before anything was written.
-    assert!(
-        gateway
-            .store()
-            .tenant(&tenant("acme"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(gateway.store().tenant(&tenant("acme")).await.unwrap().is_none());
 
     let (status, saved) = save_with_model(&gateway, json!("fake-embed-2")).await;
     assert!(status.is_success(), "{saved}");
     assert_eq!(saved["embedding_model"], "fake-embed-2");
-    let stored = gateway
-        .store()
-        .tenant(&tenant("acme"))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = gateway.store().tenant(&tenant("acme")).await.unwrap().unwrap();
     assert_eq!(stored.embedding_model.as_deref(), Some("fake-embed-2"));
     let (status, saved) = save_with_model(&gateway, Value::Null).await;
     assert!(status.is_success(), "{saved}");

@@ -275,10 +275,8 @@ pub fn from_config(
         return Ok(None);
     };
     let configs = crate::adapters::embedding::parse_embedding_config(json)?;
-    let mut by_model: Vec<(
-        String,
-        Vec<Arc<dyn crate::adapters::embedding::EmbeddingProvider>>,
-    )> = Vec::new();
+    let mut by_model: Vec<(String, Vec<Arc<dyn crate::adapters::embedding::EmbeddingProvider>>)> =
+        Vec::new();
     for config in configs {
         let model = config.model.clone();
         let provider = Arc::new(crate::adapters::embedding::HttpEmbedder::new(
