@@ -28,6 +28,7 @@ fn every_shipped_scenario_parses() {
             "campaign-storm",
             "drain",
             "llm-degraded",
+            "nats-server-kill",
             "node-kill",
             "scale-out",
             "seed-100-tenants",
