@@ -310,7 +310,7 @@ pub async fn start_with_bus(
     let stream_settings = StreamSettings {
         max_age: Duration::from_secs(config.events_max_age_secs),
         duplicate_window: Duration::from_secs(config.events_duplicate_window_secs),
-        replicas: config.events_replicas,
+        replicas: config.replicas(),
     };
     let stream = bus
         .as_ref()

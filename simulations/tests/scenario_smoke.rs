@@ -29,6 +29,7 @@ fn every_shipped_scenario_parses() {
             "drain",
             "failover-fast",
             "llm-degraded",
+            "nats-server-kill",
             "node-kill",
             "scale-out",
             "seed-100-tenants",

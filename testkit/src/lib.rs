@@ -41,6 +41,7 @@ mod fake_server;
 pub mod fake_whatsapp;
 pub mod gateway;
 pub mod nats;
+pub mod nats_cluster;
 pub mod ports;
 pub mod postgres;
 pub mod proxy;
@@ -65,5 +66,6 @@ pub use fake_whatsapp::{
 };
 pub use gateway::{Gateway, eventually};
 pub use nats::{NatsServer, NatsServerError, nats_server_binary};
+pub use nats_cluster::NatsCluster;
 pub use postgres::{PostgresDatabase, admin_url as postgres_admin_url};
 pub use proxy::{MAX_PROXY_CONNECTIONS, ProxyMode, TcpProxy};

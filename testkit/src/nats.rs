@@ -1,6 +1,6 @@
 //! A real nats-server per test: random port, JetStream store in a temp dir, killed on drop.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -92,45 +92,16 @@ impl NatsServer {
                 source,
             })?;
 
-        let Some(stderr) = child.stderr.take() else {
-            let _ = child.kill();
-            return Err(NatsServerError::NotListening {
-                timeout: START_TIMEOUT,
-                output: "no stderr".into(),
-            });
-        };
-        let (tx, rx) = mpsc::channel::<String>();
-        // Reads the server's log until it closes, so the pipe never fills up.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        let mut output = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(port) = listening_port(&line) {
-                        return Ok(Self {
-                            child,
-                            port,
-                            _store: store,
-                        });
-                    }
-                    output.push_str(&line);
-                    output.push('\n');
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(NatsServerError::NotListening {
-                        timeout: START_TIMEOUT,
-                        output,
-                    });
-                }
+        match wait_listening(&mut child, None) {
+            Ok(port) => Ok(Self {
+                child,
+                port,
+                _store: store,
+            }),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
             }
         }
     }
@@ -155,6 +126,59 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads `child`'s stderr (piped) until the server reports that it listens for clients, at
+/// most [`START_TIMEOUT`]: the port. A thread keeps reading the log afterwards, so the pipe
+/// never fills up, appending each line to `log` when given. The caller kills the child on
+/// an error.
+pub(crate) fn wait_listening(
+    child: &mut Child,
+    log: Option<PathBuf>,
+) -> Result<u16, NatsServerError> {
+    let Some(stderr) = child.stderr.take() else {
+        return Err(NatsServerError::NotListening {
+            timeout: START_TIMEOUT,
+            output: "no stderr".into(),
+        });
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut file = log.and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(file) = file.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let mut output = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(port) = listening_port(&line) {
+                    return Ok(port);
+                }
+                output.push_str(&line);
+                output.push('\n');
+            }
+            Err(_) => {
+                return Err(NatsServerError::NotListening {
+                    timeout: START_TIMEOUT,
+                    output,
+                });
+            }
+        }
     }
 }
 

@@ -460,6 +460,23 @@ pub enum BusError {
     /// The bus is not connected to its server.
     #[error("bus is disconnected")]
     Disconnected,
+    /// A stream (a KV bucket's or the events stream) exists with another replica count than
+    /// this node is configured for: the node refuses to use it rather than run with fewer
+    /// copies than asked (or more servers than exist).
+    #[error(
+        "the NATS stream {stream} has {existing} replica(s) but this node is configured for \
+         {configured} (SALESBOY_NATS_REPLICAS; unset, it is 3 when SALESBOY_NATS_URL lists \
+         three or more servers, else 1): set SALESBOY_NATS_REPLICAS={existing}, or change the \
+         stream's replicas to {configured} (`nats stream edit {stream} --replicas {configured}`)"
+    )]
+    ReplicasMismatch {
+        /// The stream (`KV_<bucket>` for a bucket).
+        stream: String,
+        /// Its replicas on the server.
+        existing: usize,
+        /// This node's.
+        configured: usize,
+    },
     /// Anything else the server or client reported.
     #[error("bus error: {0}")]
     Other(String),

@@ -90,7 +90,7 @@ pub(super) struct Layers {
     pub(super) heartbeat_ms: Option<u64>,
     pub(super) events_max_age_secs: Option<u64>,
     pub(super) events_duplicate_window_secs: Option<u64>,
-    pub(super) events_replicas: Option<usize>,
+    pub(super) nats_replicas: Option<usize>,
     pub(super) webhook_retry_secs: Option<u64>,
     pub(super) webhook_timeout_ms: Option<u64>,
     #[serde(default, deserialize_with = "text")]

@@ -40,6 +40,10 @@ use nats::NatsLayers;
 /// Meta's Graph API base, the default of `whatsapp_api_base`.
 pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
 
+/// The replica count on a NATS cluster (three or more server URLs) unless `nats_replicas`
+/// says otherwise.
+pub const DEFAULT_CLUSTER_REPLICAS: usize = 3;
+
 /// The environment prefix of every configuration key.
 pub const ENV_PREFIX: &str = "SALESBOY_";
 
@@ -88,7 +92,7 @@ pub const KEYS: &[&str] = &[
     "heartbeat_ms",
     "events_max_age_secs",
     "events_duplicate_window_secs",
-    "events_replicas",
+    "nats_replicas",
     "webhook_retry_secs",
     "webhook_timeout_ms",
     "admin_http_addr",
@@ -233,8 +237,10 @@ pub struct Config {
     /// The events stream's duplicate window: a re-published event within it is stored once
     /// (default 120 s).
     pub events_duplicate_window_secs: u64,
-    /// Replicas of the events stream on a NATS cluster (default 1: one server).
-    pub events_replicas: usize,
+    /// Copies of every KV bucket and of the events stream on a NATS cluster, 1 to 5; `None`
+    /// (unset): [`Config::replicas`] picks 3 when `nats_url` lists three or more servers,
+    /// else 1.
+    pub nats_replicas: Option<usize>,
     /// How long an event webhook delivery is retried before it is dead-lettered (default
     /// 24 h).
     pub webhook_retry_secs: u64,
@@ -321,7 +327,7 @@ impl Default for Config {
             heartbeat_ms: None,
             events_max_age_secs: 7 * 24 * 3600,
             events_duplicate_window_secs: 120,
-            events_replicas: 1,
+            nats_replicas: None,
             webhook_retry_secs: 24 * 3600,
             webhook_timeout_ms: 10_000,
             admin_http_addr: None,
@@ -455,7 +461,7 @@ impl Config {
             heartbeat_ms,
             events_max_age_secs,
             events_duplicate_window_secs,
-            events_replicas,
+            nats_replicas,
             webhook_retry_secs,
             webhook_timeout_ms,
             admin_http_addr,
@@ -636,12 +642,11 @@ impl Config {
                 "must not exceed events_max_age_secs".into(),
             ));
         }
-        set(
-            &mut self.events_replicas,
-            positive("events_replicas", events_replicas)?,
-        );
-        if !(1..=5).contains(&self.events_replicas) {
-            return Err(("events_replicas", "must be between 1 and 5".into()));
+        if let Some(replicas) = nats_replicas {
+            if !(1..=5).contains(&replicas) {
+                return Err(("nats_replicas", "must be between 1 and 5".into()));
+            }
+            self.nats_replicas = Some(replicas);
         }
         set(
             &mut self.webhook_retry_secs,
@@ -808,8 +813,27 @@ impl Config {
                 cert_file: self.nats_tls_cert_file.clone(),
                 key_file: self.nats_tls_key_file.clone(),
             },
+            kv_replicas: self.replicas(),
             ..crate::bus::NatsBusOptions::default()
         }
+    }
+
+    /// How many servers `nats_url` lists (0 without NATS).
+    pub fn nats_servers(&self) -> usize {
+        self.nats_url.as_deref().map_or(0, |url| {
+            url.split(',').filter(|u| !u.trim().is_empty()).count()
+        })
+    }
+
+    /// The replica count of the KV buckets and the events stream this node creates and
+    /// expects: `nats_replicas` if set, else 3 when `nats_url` lists three or more servers
+    /// (a NATS cluster), else 1.
+    pub fn replicas(&self) -> usize {
+        self.nats_replicas.unwrap_or(if self.nats_servers() >= 3 {
+            DEFAULT_CLUSTER_REPLICAS
+        } else {
+            1
+        })
     }
 
     /// The NATS user and password to connect with, when configured.
@@ -899,7 +923,7 @@ impl std::fmt::Debug for Config {
             heartbeat_ms,
             events_max_age_secs,
             events_duplicate_window_secs,
-            events_replicas,
+            nats_replicas,
             webhook_retry_secs,
             webhook_timeout_ms,
             admin_http_addr,
@@ -967,7 +991,7 @@ impl std::fmt::Debug for Config {
             .field("heartbeat_ms", heartbeat_ms)
             .field("events_max_age_secs", events_max_age_secs)
             .field("events_duplicate_window_secs", events_duplicate_window_secs)
-            .field("events_replicas", events_replicas)
+            .field("nats_replicas", nats_replicas)
             .field("webhook_retry_secs", webhook_retry_secs)
             .field("webhook_timeout_ms", webhook_timeout_ms)
             .field("admin_http_addr", admin_http_addr)

@@ -417,3 +417,50 @@ fn nats_authentication_tls_and_the_cluster_key_are_checked_and_never_quoted() {
             .is_none()
     );
 }
+
+#[test]
+fn replicas_default_to_three_with_three_servers_and_one_otherwise() {
+    let replicas =
+        |pairs: &[(&str, &str)]| Config::load_from(None, env(pairs)).map(|c| c.replicas());
+    assert_eq!(replicas(&[]).unwrap(), 1);
+    assert_eq!(
+        replicas(&[("SALESBOY_NATS_URL", "nats://a:4222")]).unwrap(),
+        1
+    );
+    assert_eq!(
+        replicas(&[("SALESBOY_NATS_URL", "nats://a:4222, nats://b:4222")]).unwrap(),
+        1
+    );
+    let three = "nats://a:4222,nats://b:4222,nats://c:4222";
+    assert_eq!(replicas(&[("SALESBOY_NATS_URL", three)]).unwrap(), 3);
+    assert_eq!(
+        replicas(&[
+            ("SALESBOY_NATS_URL", three),
+            ("SALESBOY_NATS_REPLICAS", "1")
+        ])
+        .unwrap(),
+        1
+    );
+    for bad in ["0", "6"] {
+        let error = replicas(&[
+            ("SALESBOY_NATS_URL", three),
+            ("SALESBOY_NATS_REPLICAS", bad),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("SALESBOY_NATS_REPLICAS"), "{error}");
+    }
+}
+
+#[test]
+fn nats_options_carry_the_replicas() {
+    let config = Config::load_from(
+        None,
+        env(&[(
+            "SALESBOY_NATS_URL",
+            "nats://a:4222,nats://b:4222,nats://c:4222",
+        )]),
+    )
+    .unwrap();
+    assert_eq!(config.nats_options("n".into()).kv_replicas, 3);
+}

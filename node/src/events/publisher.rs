@@ -62,7 +62,8 @@ pub struct StreamError {
 }
 
 /// Creates the events stream `SB_EVENTS` over `sb.v1.evt.>` (file storage) if it is missing,
-/// and brings its age limit and duplicate window to `settings` if they differ.
+/// and brings its age limit and duplicate window to `settings` if they differ. An existing
+/// stream with other replicas than `settings` is refused (never changed).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
@@ -86,6 +87,17 @@ pub async fn ensure_stream(
         .await
         .map_err(|e| failed(e.to_string()))?;
     let current = &existing.cached_info().config;
+    let replicas = current.num_replicas.max(1);
+    if replicas != config.num_replicas {
+        return Err(failed(
+            crate::bus::BusError::ReplicasMismatch {
+                stream: EVENTS_STREAM.to_owned(),
+                existing: replicas,
+                configured: config.num_replicas,
+            }
+            .to_string(),
+        ));
+    }
     if current.max_age != config.max_age || current.duplicate_window != config.duplicate_window {
         info!(
             stream = EVENTS_STREAM,

@@ -131,6 +131,23 @@ impl Faults {
                 }
                 (format!("restart node-{node}"), result)
             }
+            FaultAction::KillNats { server } => {
+                let result = match sandbox.nats_cluster() {
+                    Some(nats) => {
+                        nats.kill(*server);
+                        Ok(())
+                    }
+                    None => Err("no NATS cluster (cluster.nats_servers)".to_owned()),
+                };
+                (format!("kill -9 nats-server {server}"), result)
+            }
+            FaultAction::RestartNats { server } => {
+                let result = match sandbox.nats_cluster() {
+                    Some(nats) => nats.restart(*server).map_err(|e| e.to_string()),
+                    None => Err("no NATS cluster (cluster.nats_servers)".to_owned()),
+                };
+                (format!("restart nats-server {server}"), result)
+            }
             FaultAction::Add => match sandbox.add_node().await {
                 Ok(node) => {
                     self.routes.add(node);

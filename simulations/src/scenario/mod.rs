@@ -143,6 +143,7 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> anyhow::Result<Rep
                 "SALESBOY_FAILURE_TIMEOUT_MS",
                 scenario.cluster.failure_timeout_ms.to_string(),
             )
+            .nats_cluster(scenario.cluster.nats_servers)
             .env("RUST_LOG", "warn")
             .start()
             .await

@@ -302,9 +302,10 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "{} node(s) at the start on {:?}, debounce {} ms, failure timeout {} ms; {} tenants × {} customers; {:.1} msg/s planned for {:.0} s (seed {}).\n",
+            "{} node(s) at the start on {:?} and {} NATS server(s), debounce {} ms, failure timeout {} ms; {} tenants × {} customers; {:.1} msg/s planned for {:.0} s (seed {}).\n",
             s.cluster.nodes,
             s.cluster.database,
+            s.cluster.nats_servers,
             s.cluster.debounce_ms,
             s.cluster.failure_timeout_ms,
             s.tenants.count,

@@ -78,6 +78,14 @@ pub struct ClusterSpec {
     /// `SALESBOY_FAILURE_TIMEOUT_MS` of every node.
     #[serde(default = "default_failure_timeout")]
     pub failure_timeout_ms: u64,
+    /// NATS servers: 1 (default), or 3 for a JetStream cluster whose URLs every node gets
+    /// (replicas 3), whose servers the `kill-nats` and `restart-nats` faults act on.
+    #[serde(default = "default_nats_servers")]
+    pub nats_servers: usize,
+}
+
+fn default_nats_servers() -> usize {
+    1
 }
 
 fn default_database() -> Database {
@@ -321,6 +329,16 @@ pub enum FaultAction {
         /// The node's index.
         node: usize,
     },
+    /// SIGKILL NATS server `server` of the scenario's NATS cluster (`cluster.nats_servers`).
+    KillNats {
+        /// The server's index.
+        server: usize,
+    },
+    /// Start NATS server `server` again on its ports and store (it rejoins the cluster).
+    RestartNats {
+        /// The server's index.
+        server: usize,
+    },
     /// Change the primary LLM fake's behaviour.
     Llm(LlmBehaviour),
     /// Change the fake Cloud API's behaviour (throttling, server errors).
@@ -442,9 +460,20 @@ impl Scenario {
         if !matches!(self.llm.primary_kind.as_str(), "gemini" | "openai") {
             bail!("llm.primary_kind: \"gemini\" or \"openai\"");
         }
+        if !matches!(self.cluster.nats_servers, 1 | 3) {
+            bail!("cluster.nats_servers: 1, or 3 for a NATS cluster");
+        }
         let mut nodes = self.cluster.nodes;
         for (i, fault) in self.faults.iter().enumerate() {
             match fault.action {
+                FaultAction::KillNats { server } | FaultAction::RestartNats { server }
+                    if self.cluster.nats_servers < 3 || server >= self.cluster.nats_servers =>
+                {
+                    bail!(
+                        "faults[{i}]: no NATS server {server} ({} server(s); a NATS fault needs cluster.nats_servers = 3)",
+                        self.cluster.nats_servers
+                    )
+                }
                 FaultAction::Add => nodes += 1,
                 FaultAction::Kill { node }
                 | FaultAction::Restart { node }
@@ -519,5 +548,22 @@ mod tests {
         let missing = MINIMAL.replace("node = 1", "node = 2");
         let error = format!("{:#}", test_scenario(&missing).expect_err("no node 2"));
         assert!(error.contains("no node 2"), "{error}");
+    }
+
+    #[test]
+    fn nats_faults_need_a_nats_cluster() {
+        let fault = "[[faults]]\nat_secs = 4\naction = \"kill-nats\"\nserver = 2\n";
+        let single = format!("{MINIMAL}{fault}");
+        let error = format!("{:#}", test_scenario(&single).expect_err("one nats server"));
+        assert!(error.contains("no NATS server 2"), "{error}");
+        let cluster = single.replace("nodes = 2", "nodes = 2\nnats_servers = 3");
+        let scenario = test_scenario(&cluster).expect("parses");
+        assert_eq!(scenario.cluster.nats_servers, 3);
+        assert_eq!(
+            scenario.faults[2].action,
+            FaultAction::KillNats { server: 2 }
+        );
+        let two = cluster.replace("nats_servers = 3", "nats_servers = 2");
+        assert!(test_scenario(&two).is_err(), "1 or 3 servers");
     }
 }

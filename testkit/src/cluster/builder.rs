@@ -7,10 +7,14 @@ use std::sync::atomic::AtomicUsize;
 use parking_lot::Mutex;
 use salesboy_node::store::{SqlStore, SqlStoreOptions};
 
-use super::{ClusterSandbox, Db, HEALTH_REQUEST_TIMEOUT, NODE_STARTUP_TIMEOUT};
+use super::{ClusterSandbox, Db, HEALTH_REQUEST_TIMEOUT, NODE_STARTUP_TIMEOUT, SandboxNats};
 use crate::{
-    FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, NatsServer, PostgresDatabase,
+    FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, NatsCluster, NatsServer,
+    PostgresDatabase,
 };
+
+/// How long a NATS cluster's JetStream may take to work with every server in it.
+const NATS_CLUSTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Variables the sandbox sets itself; the builder's extra environment cannot replace them.
 const MANAGED_ENV: &[&str] = &[
@@ -32,6 +36,7 @@ pub struct ClusterSandboxBuilder {
     binary: Option<PathBuf>,
     database: Db,
     env: Vec<(String, String)>,
+    nats_servers: usize,
 }
 
 impl ClusterSandboxBuilder {
@@ -50,6 +55,15 @@ impl ClusterSandboxBuilder {
     /// The shared database (default [`Db::Postgres`]).
     pub fn database(mut self, database: Db) -> Self {
         self.database = database;
+        self
+    }
+
+    /// Runs a JetStream cluster of `servers` nats-servers ([`NatsCluster`]) instead of one
+    /// server, and gives every node all their URLs (no proxies: `partition`, `cut_nats` and
+    /// `heal` are errors then). The nodes start once a bucket replicated on every server
+    /// works.
+    pub fn nats_cluster(mut self, servers: usize) -> Self {
+        self.nats_servers = servers;
         self
     }
 
@@ -94,10 +108,21 @@ impl ClusterSandboxBuilder {
             .prefix("salesboy-sandbox-")
             .tempdir()
             .map_err(|e| format!("cannot create the sandbox directory: {e}"))?;
-        let nats = tokio::task::spawn_blocking(NatsServer::start)
-            .await
-            .map_err(|e| format!("the nats-server start task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let nats = if self.nats_servers > 1 {
+            let servers = self.nats_servers;
+            let cluster = tokio::task::spawn_blocking(move || NatsCluster::start(servers))
+                .await
+                .map_err(|e| format!("the nats-server start task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            cluster.wait_jetstream(NATS_CLUSTER_TIMEOUT).await?;
+            SandboxNats::Cluster(cluster)
+        } else {
+            let server = tokio::task::spawn_blocking(NatsServer::start)
+                .await
+                .map_err(|e| format!("the nats-server start task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            SandboxNats::Single(server)
+        };
         let (postgres, database_url) = match self.database {
             Db::Postgres => {
                 let database = PostgresDatabase::create().await?;
@@ -167,6 +192,7 @@ impl ClusterSandbox {
             binary: None,
             database: Db::Postgres,
             env: Vec::new(),
+            nats_servers: 1,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::process::Command;
 use super::node::{Process, SandboxNode, free_port, poll_exit};
 use super::{
     ClusterSandbox, Db, HEALTH_REQUEST_TIMEOUT, NODE_STARTUP_TIMEOUT, POLL_INTERVAL, REAP_TIMEOUT,
-    SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY,
+    SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY, SandboxNats,
 };
 use crate::TcpProxy;
 
@@ -140,35 +140,42 @@ impl ClusterSandbox {
     /// without being closed and reconnects hang; the node only notices by its own timeouts.
     /// HTTP and the database stay reachable.
     pub fn partition(&self, i: usize) -> Result<(), String> {
-        self.node(i)?.proxy.blackhole();
+        self.node(i)?.proxy()?.blackhole();
         Ok(())
     }
 
     /// Cuts node `i`'s NATS connection: it is reset at once and reconnects are refused
     /// until [`Self::heal`]. The node notices immediately (unlike [`Self::partition`]).
     pub fn cut_nats(&self, i: usize) -> Result<(), String> {
-        self.node(i)?.proxy.cut();
+        self.node(i)?.proxy()?.cut();
         Ok(())
     }
 
     /// Ends a [`Self::partition`] or [`Self::cut_nats`] of node `i`: its proxy forwards
     /// again (a connection held by a partition resumes).
     pub fn heal(&self, i: usize) -> Result<(), String> {
-        self.node(i)?.proxy.restore();
+        self.node(i)?.proxy()?.restore();
         Ok(())
     }
 
     /// How many connections node `i` has open (or held) through its NATS proxy.
     pub fn nats_connections(&self, i: usize) -> Result<usize, String> {
-        Ok(self.node(i)?.proxy.connections())
+        Ok(self.node(i)?.proxy()?.connections())
     }
 
     /// Creates the next node (proxy, port, directory) and starts its process.
     pub(super) async fn launch_node(&self) -> Result<usize, String> {
-        let nats = SocketAddr::from((Ipv4Addr::LOCALHOST, self.nats.port()));
-        let proxy = TcpProxy::start(nats)
-            .await
-            .map_err(|e| format!("cannot start a nats proxy: {e}"))?;
+        let proxy = match &self.nats {
+            SandboxNats::Single(server) => {
+                let nats = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+                Some(
+                    TcpProxy::start(nats)
+                        .await
+                        .map_err(|e| format!("cannot start a nats proxy: {e}"))?,
+                )
+            }
+            SandboxNats::Cluster(_) => None,
+        };
         let node = {
             let mut nodes = self.nodes.lock();
             if self.database == Db::Sqlite && !nodes.is_empty() {
@@ -236,7 +243,7 @@ impl ClusterSandbox {
             .env("SALESBOY_HTTP_ADDR", format!("127.0.0.1:{}", node.port))
             .env("SALESBOY_DATA_DIR", &node.data_dir)
             .env("SALESBOY_DATABASE_URL", &self.database_url)
-            .env("SALESBOY_NATS_URL", format!("nats://{}", node.proxy.addr()))
+            .env("SALESBOY_NATS_URL", self.node_nats_url_of(node))
             .env("SALESBOY_WHATSAPP_APP_SECRET", SANDBOX_APP_SECRET)
             .env("SALESBOY_WHATSAPP_API_BASE", self.whatsapp.base_url())
             .env("SALESBOY_ADMIN_TOKEN", SANDBOX_ADMIN_TOKEN)

@@ -13,7 +13,7 @@ use salesboy_node::store::SqlStore;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use tokio::process::Child;
 
-use crate::{FakeLlm, FakeWhatsApp, NatsServer, PostgresDatabase};
+use crate::{FakeLlm, FakeWhatsApp, NatsCluster, NatsServer, PostgresDatabase};
 
 mod builder;
 mod control;
@@ -97,6 +97,13 @@ pub enum Db {
     Sqlite,
 }
 
+/// The sandbox's NATS: one server (each node behind its own proxy) or a cluster.
+#[derive(Debug)]
+pub(crate) enum SandboxNats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
 /// A snapshot of one node of a [`ClusterSandbox`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeHandleInfo {
@@ -149,7 +156,7 @@ pub struct NodeHandleInfo {
 /// | `SALESBOY_HTTP_ADDR` | `127.0.0.1:<a free port>`, kept across restarts |
 /// | `SALESBOY_DATA_DIR` | its own directory, kept across restarts |
 /// | `SALESBOY_DATABASE_URL` | the shared database |
-/// | `SALESBOY_NATS_URL` | its own [`TcpProxy`] in front of the NATS server |
+/// | `SALESBOY_NATS_URL` | its own [`TcpProxy`] in front of the NATS server; on a NATS cluster ([`ClusterSandboxBuilder::nats_cluster`]) every server's URL |
 /// | `SALESBOY_WHATSAPP_APP_SECRET` | [`SANDBOX_APP_SECRET`] |
 /// | `SALESBOY_WHATSAPP_API_BASE` | the fake's base URL |
 /// | `SALESBOY_ADMIN_TOKEN` | [`SANDBOX_ADMIN_TOKEN`] |
@@ -180,7 +187,7 @@ pub struct ClusterSandbox {
     seeded: AtomicUsize,
     whatsapp: FakeWhatsApp,
     llm: FakeLlm,
-    nats: NatsServer,
+    nats: SandboxNats,
     /// Kept for its drop (the database is dropped after the nodes are dead).
     _postgres: Option<PostgresDatabase>,
     root: tempfile::TempDir,
@@ -220,14 +227,35 @@ impl ClusterSandbox {
             Err(error) => error,
         }
     }
-    /// The NATS server's own URL (not proxied), for the test's clients.
+    /// The NATS server's own URL (not proxied), for the test's clients; on a NATS cluster,
+    /// every server's, comma-separated.
     pub fn nats_url(&self) -> String {
-        self.nats.url()
+        match &self.nats {
+            SandboxNats::Single(server) => server.url(),
+            SandboxNats::Cluster(cluster) => cluster.urls(),
+        }
     }
 
-    /// Node `i`'s NATS URL: its proxy.
+    /// The NATS cluster, when the sandbox runs one ([`ClusterSandboxBuilder::nats_cluster`]):
+    /// to kill and restart its servers.
+    pub fn nats_cluster(&self) -> Option<&NatsCluster> {
+        match &self.nats {
+            SandboxNats::Single(_) => None,
+            SandboxNats::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    /// Node `i`'s NATS URL: its proxy, or on a NATS cluster every server's URL.
     pub fn node_nats_url(&self, i: usize) -> Result<String, String> {
-        Ok(format!("nats://{}", self.node(i)?.proxy.addr()))
+        let node = self.node(i)?;
+        Ok(self.node_nats_url_of(&node))
+    }
+
+    fn node_nats_url_of(&self, node: &SandboxNode) -> String {
+        match &node.proxy {
+            Some(proxy) => format!("nats://{}", proxy.addr()),
+            None => self.nats_url(),
+        }
     }
 
     /// The shared database's URL.
@@ -314,7 +342,7 @@ impl std::fmt::Debug for ClusterSandbox {
         f.debug_struct("ClusterSandbox")
             .field("nodes", &self.nodes())
             .field("database", &self.database)
-            .field("nats", &self.nats.url())
+            .field("nats", &self.nats_url())
             .field("root", &self.root.path())
             .finish_non_exhaustive()
     }

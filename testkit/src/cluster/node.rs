@@ -20,8 +20,9 @@ pub(super) struct SandboxNode {
     pub(super) port: u16,
     pub(super) data_dir: PathBuf,
     pub(super) log_path: PathBuf,
-    /// In front of the NATS server; the node's `SALESBOY_NATS_URL`.
-    pub(super) proxy: TcpProxy,
+    /// In front of the NATS server, the node's `SALESBOY_NATS_URL`; `None` on a NATS cluster
+    /// (the node is given every server's URL).
+    pub(super) proxy: Option<TcpProxy>,
     pub(super) process: Mutex<Process>,
 }
 
@@ -61,6 +62,16 @@ impl Process {
 impl SandboxNode {
     pub(super) fn http_base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's NATS proxy; an error on a NATS cluster, whose nodes connect directly.
+    pub(super) fn proxy(&self) -> Result<&TcpProxy, String> {
+        self.proxy.as_ref().ok_or_else(|| {
+            format!(
+                "{} has no nats proxy: on a nats cluster, kill or restart servers instead",
+                self.id
+            )
+        })
     }
 
     pub(super) fn process(&self) -> MutexGuard<'_, Process> {

@@ -46,7 +46,7 @@ pub(super) async fn open(
     // Nodes starting together race to create the same stream; nats-server 2.9 may answer
     // the loser "subjects overlap" instead of handing it the stream. Look it up again.
     let jetstream = &bus.jetstream;
-    STREAM_CREATE_BACKOFF
+    let stream = STREAM_CREATE_BACKOFF
         .retry(
             "kv bucket creation raced",
             move || jetstream.get_or_create_stream(config.clone()),
@@ -54,6 +54,15 @@ pub(super) async fn open(
         )
         .await
         .map_err(|e| bus.transport(format!("cannot create kv bucket {bucket}: {e}")))?;
+    // An existing stream keeps its replicas: never run on fewer (or more) than configured.
+    let existing = stream.cached_info().config.num_replicas.max(1);
+    if existing != bus.kv_replicas {
+        return Err(BusError::ReplicasMismatch {
+            stream: subjects::kv_stream(bucket),
+            existing,
+            configured: bus.kv_replicas,
+        });
+    }
     let store = bus
         .jetstream
         .get_key_value(bucket)
@@ -73,11 +82,14 @@ const STREAM_CREATE_BACKOFF: Backoff = Backoff {
     retries: 5,
 };
 
-/// Retries of a KV write that found no stream.
+/// Retries of a KV write that found no stream: about 2.6 s in all, as on a NATS cluster a
+/// new stream's subjects reach the other servers only once its Raft group has formed (nodes
+/// starting together on a loaded three-server cluster saw more than the 0.3 s a single
+/// server needs).
 const NO_STREAM_BACKOFF: Backoff = Backoff {
     first: Duration::from_millis(10),
-    max: Duration::from_millis(160),
-    retries: 5,
+    max: Duration::from_millis(500),
+    retries: 10,
 };
 
 /// Runs a KV write again when the server answered that no stream takes its subject.
