@@ -93,50 +93,15 @@ fn chat(round: usize, i: usize) -> String {
     format!("1650{round:03}{i:06}")
 }
 
-/// Waits until the fake Cloud API has `expected` replies, then checks there is exactly one
-/// per message sent (by recipient chat) and nothing persisted is left unanswered or unsent.
+/// Every message of `rounds` rounds answered exactly once, nothing left unanswered.
 async fn assert_exactly_once(
     sandbox: &ClusterSandbox,
     tenants: &[(TenantId, PhoneNumberId)],
     rounds: usize,
 ) {
-    let expected = tenants.len() * rounds;
-    if let Err(e) = sandbox.whatsapp().wait_for_sent(expected, WAIT).await {
-        for i in 0..sandbox.node_count() {
-            eprintln!("=== node {i} ===\n{}", sandbox.node_log_tail(i, 30));
-        }
-        panic!("replies missing: {e}");
-    }
-    let sent = sandbox.whatsapp().sent();
-    let mut per_chat: HashMap<(String, String), usize> = HashMap::new();
-    for message in &sent {
-        *per_chat
-            .entry((message.phone_number_id.clone(), message.to.clone()))
-            .or_default() += 1;
-    }
-    let duplicates: Vec<_> = per_chat.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "duplicate replies: {duplicates:?}");
-    assert_eq!(sent.len(), expected, "one reply per message");
-    for round in 0..rounds {
-        for (i, (_, phone)) in tenants.iter().enumerate() {
-            assert!(
-                per_chat.contains_key(&(phone.to_string(), chat(round, i))),
-                "message {round}/{i} unanswered"
-            );
-        }
-    }
-    let store = sandbox.store();
-    for (tenant, _) in tenants {
-        use salesboy_actors::store::MessageStore;
-        assert!(
-            store
-                .unanswered_inbound(tenant, 0)
-                .await
-                .expect("read")
-                .is_empty(),
-            "{tenant} has unanswered messages"
-        );
-    }
+    sandbox
+        .assert_each_message_answered_once(tenants, rounds, chat, WAIT)
+        .await;
 }
 
 async fn status(bus: &Arc<dyn Bus>) -> ClusterStatus {

@@ -4,7 +4,6 @@
 //! killed, fence themselves while two are down and serve again when they are back, with
 //! every customer message answered exactly once (counted at the fake Cloud API).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,35 +201,15 @@ async fn send_round(sandbox: &ClusterSandbox, tenants: &[(TenantId, PhoneNumberI
         .await;
 }
 
-/// Waits until the fake Cloud API has one reply per message of `rounds` rounds, then checks
-/// that none is missing or doubled.
+/// Every message of `rounds` rounds answered exactly once, nothing left unanswered.
 async fn assert_exactly_once(
     sandbox: &ClusterSandbox,
     tenants: &[(TenantId, PhoneNumberId)],
     rounds: usize,
 ) {
-    let expected = tenants.len() * rounds;
-    if let Err(e) = sandbox.whatsapp().wait_for_sent(expected, WAIT).await {
-        panic!("replies missing: {e}");
-    }
-    let sent = sandbox.whatsapp().sent();
-    let mut per_chat: HashMap<(String, String), usize> = HashMap::new();
-    for message in &sent {
-        *per_chat
-            .entry((message.phone_number_id.clone(), message.to.clone()))
-            .or_default() += 1;
-    }
-    let duplicates: Vec<_> = per_chat.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "duplicate replies: {duplicates:?}");
-    assert_eq!(sent.len(), expected, "one reply per message");
-    for round in 0..rounds {
-        for (i, (_, phone)) in tenants.iter().enumerate() {
-            assert!(
-                per_chat.contains_key(&(phone.to_string(), chat(round, i))),
-                "message {round}/{i} unanswered"
-            );
-        }
-    }
+    sandbox
+        .assert_each_message_answered_once(tenants, rounds, chat, WAIT)
+        .await;
 }
 
 /// The index of the server that leads stream `stream` (`n<i>`), if the cluster knows one.

@@ -268,6 +268,63 @@ impl ClusterSandbox {
         self.database
     }
 
+    /// Waits up to `wait` until the fake Cloud API has one reply per message of `rounds`
+    /// rounds (round `r`'s message to tenant `i` came from chat `chat(r, i)`), then checks
+    /// that each was answered exactly once and that nothing persisted is left unanswered.
+    /// On a timeout the nodes' log tails are printed before the panic.
+    ///
+    /// # Panics
+    ///
+    /// When a reply is missing, doubled or unexpected, or a message is left unanswered.
+    pub async fn assert_each_message_answered_once(
+        &self,
+        tenants: &[(
+            salesboy_protocol::TenantId,
+            salesboy_protocol::PhoneNumberId,
+        )],
+        rounds: usize,
+        chat: impl Fn(usize, usize) -> String,
+        wait: Duration,
+    ) {
+        use salesboy_actors::store::MessageStore;
+        let expected = tenants.len() * rounds;
+        if let Err(e) = self.whatsapp().wait_for_sent(expected, wait).await {
+            for i in 0..self.node_count() {
+                eprintln!("=== node {i} ===\n{}", self.node_log_tail(i, 30));
+            }
+            panic!("replies missing: {e}");
+        }
+        let sent = self.whatsapp().sent();
+        let mut per_chat: std::collections::HashMap<(String, String), usize> =
+            std::collections::HashMap::new();
+        for message in &sent {
+            *per_chat
+                .entry((message.phone_number_id.clone(), message.to.clone()))
+                .or_default() += 1;
+        }
+        let duplicates: Vec<_> = per_chat.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(duplicates.is_empty(), "duplicate replies: {duplicates:?}");
+        assert_eq!(sent.len(), expected, "one reply per message");
+        for round in 0..rounds {
+            for (i, (_, phone)) in tenants.iter().enumerate() {
+                assert!(
+                    per_chat.contains_key(&(phone.to_string(), chat(round, i))),
+                    "message {round}/{i} unanswered"
+                );
+            }
+        }
+        for (tenant, _) in tenants {
+            assert!(
+                self.store()
+                    .unanswered_inbound(tenant, 0)
+                    .await
+                    .expect("read")
+                    .is_empty(),
+                "{tenant} has unanswered messages"
+            );
+        }
+    }
+
     /// A connection pool of the test's own to the shared database, to seed and to check.
     pub fn store(&self) -> &SqlStore {
         &self.store
