@@ -27,8 +27,7 @@ use secrecy::ExposeSecret;
 pub use config::{EmbeddingConfig, parse_embedding_config};
 
 use super::llm::config::ProviderKind;
-use super::llm::{Gemini, OpenAi, ProviderApi, RawResponse, exchange};
-use super::scrub;
+use super::llm::{Gemini, OpenAi, ProviderApi, RawResponse, exchange, redact};
 
 /// The longest embedding answer read (64 MiB): a batch of 100 vectors of 3,072 floats in
 /// JSON is about 8 MB, far above the chat answers' 1 MiB.
@@ -195,16 +194,6 @@ impl EmbeddingProvider for HttpEmbedder {
             tracing::debug!(provider = %self.config.name, model = %self.config.model, error = %error, "embedding request failed");
             error
         })
-    }
-}
-
-fn redact(error: LlmError, key: &str) -> LlmError {
-    match error {
-        LlmError::QuotaExhausted(text) => LlmError::QuotaExhausted(scrub(&text, key)),
-        LlmError::Unavailable(text) => LlmError::Unavailable(scrub(&text, key)),
-        LlmError::Blocked(text) => LlmError::Blocked(scrub(&text, key)),
-        LlmError::Failed(text) => LlmError::Failed(scrub(&text, key)),
-        other => other,
     }
 }
 

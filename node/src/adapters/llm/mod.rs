@@ -351,7 +351,8 @@ pub(crate) fn finish<T>(
     })
 }
 
-fn redact(error: LlmError, key: &str) -> LlmError {
+/// `error` with `key` scrubbed from its text (a provider may echo the key back).
+pub(crate) fn redact(error: LlmError, key: &str) -> LlmError {
     match error {
         LlmError::QuotaExhausted(text) => LlmError::QuotaExhausted(scrub(&text, key)),
         LlmError::Unavailable(text) => LlmError::Unavailable(scrub(&text, key)),
