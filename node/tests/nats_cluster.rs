@@ -11,7 +11,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use salesboy_node::bus::{Bus, BusError, NatsBus, NatsBusOptions};
 use salesboy_node::events::publisher::{StreamSettings, ensure_stream};
-use salesboy_protocol::subjects::{DIRECTORY_BUCKET, EVENTS_STREAM, LEADER_BUCKET, NODES_BUCKET};
+use salesboy_protocol::subjects::{
+    DIRECTORY_BUCKET, EVENTS_STREAM, LEADER_BUCKET, NODES_BUCKET, kv_stream,
+};
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use salesboy_testkit::{ClusterSandbox, Db, NatsCluster, NatsServer, eventually, webhooks};
 
@@ -299,9 +301,9 @@ async fn nodes_on_a_nats_cluster_survive_servers_dying_without_losing_or_doublin
     let test_bus = connect(&sandbox.nats_url(), 3).await;
     let js = async_nats::jetstream::new(test_bus.nats_client().expect("nats"));
     let streams = [
-        format!("KV_{NODES_BUCKET}"),
-        format!("KV_{DIRECTORY_BUCKET}"),
-        format!("KV_{LEADER_BUCKET}"),
+        kv_stream(NODES_BUCKET),
+        kv_stream(DIRECTORY_BUCKET),
+        kv_stream(LEADER_BUCKET),
         EVENTS_STREAM.to_owned(),
     ];
     for stream in &streams {

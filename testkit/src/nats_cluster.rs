@@ -146,7 +146,9 @@ impl NatsCluster {
                 Ok(Ok(())) => {
                     if let Some(client) = bus.nats_client() {
                         let js = async_nats::jetstream::new(client);
-                        let _ = js.delete_stream(format!("KV_{PROBE_BUCKET}")).await;
+                        let _ = js
+                            .delete_stream(salesboy_protocol::subjects::kv_stream(PROBE_BUCKET))
+                            .await;
                     }
                     return Ok(());
                 }
