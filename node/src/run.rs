@@ -211,6 +211,7 @@ pub async fn start_with_bus(
         let info = NodeInfo {
             http_addr: config.http_addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: config.protocol,
             max_tenants: config.max_tenants,
         };
         let key = ClusterKey::from_config(&config)?.ok_or(ClusterKeyError::Missing)?;

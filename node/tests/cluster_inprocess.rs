@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use salesboy_node::bus::{Bus, LocalBus};
-use salesboy_protocol::TenantId;
+use salesboy_protocol::{ProtocolRange, TenantId};
 use salesboy_testkit::gateway::WAIT;
 use salesboy_testkit::{Db, Gateway, eventually};
 use salesboy_testkit::{FakeWhatsApp, FakeWhatsAppOptions, webhooks};
@@ -31,14 +31,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start(nodes: usize) -> Self {
+        Self::start_speaking(&vec![ProtocolRange::BUILD; nodes]).await
+    }
+
+    /// A cluster whose node `i` announces `protocols[i]` (a node of another build).
+    async fn start_speaking(protocols: &[ProtocolRange]) -> Self {
         let whatsapp = FakeWhatsApp::start(FakeWhatsAppOptions::default()).await;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
-        let first = Self::node(&bus, &whatsapp, 0, None).await;
+        let first = Self::node(&bus, &whatsapp, 0, None, protocols[0]).await;
         let shared = first.config.effective_database_url();
         let mut gateways = vec![Some(first)];
-        for i in 1..nodes {
+        for (i, protocol) in protocols.iter().enumerate().skip(1) {
             gateways.push(Some(
-                Self::node(&bus, &whatsapp, i, Some(shared.clone())).await,
+                Self::node(&bus, &whatsapp, i, Some(shared.clone()), *protocol).await,
             ));
         }
         let mut tenants = Vec::new();
@@ -64,10 +69,12 @@ impl Cluster {
         whatsapp: &FakeWhatsApp,
         i: usize,
         database: Option<String>,
+        protocol: ProtocolRange,
     ) -> Gateway {
         let base = whatsapp.base_url();
         Gateway::start_on(Db::Sqlite, Some(Arc::clone(bus)), move |c| {
             c.node_id = salesboy_protocol::NodeId::new(format!("node-{i}")).expect("node id");
+            c.protocol = protocol;
             c.whatsapp_api_base = base;
             c.failure_timeout_ms = 2_000;
             c.debounce_ms = 0;
@@ -218,6 +225,56 @@ async fn tenants_spread_fail_over_and_drain_with_exactly_one_reply_each() {
         sent.len(),
         3 * TENANTS,
         "no duplicates; replies after the first, of tenants without 3: {per_tenant:?}"
+    );
+    for node in cluster.nodes.into_iter().flatten() {
+        node.node.stop().await;
+    }
+}
+
+/// A rolling upgrade in one process: node 1 plays the next build (it speaks this protocol
+/// version and the next one). It takes tenants beside node 0, node 0 drains onto it (live
+/// migration across the two builds), and every message is answered exactly once.
+#[tokio::test]
+async fn a_node_of_the_next_protocol_takes_the_tenants_of_a_draining_one() {
+    let current = ProtocolRange::BUILD;
+    let next = ProtocolRange::new(current.oldest, current.newest + 1).expect("next range");
+    let mut cluster = Cluster::start_speaking(&[current, next]).await;
+    let node0 = cluster.nodes[0].as_ref().expect("node 0");
+    let membership = node0.node.cluster.as_ref().expect("cluster").membership();
+    eventually(WAIT, || async {
+        (membership.live_nodes().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(membership.cluster_protocol(), current.newest);
+
+    cluster.round("a").await;
+    let hosts = cluster.hosts(node0);
+    assert_eq!(hosts.values().sum::<usize>(), TENANTS, "{hosts:?}");
+    assert_eq!(hosts.len(), 2, "both builds host tenants: {hosts:?}");
+
+    let moved = node0
+        .node
+        .cluster
+        .clone()
+        .expect("cluster")
+        .drain()
+        .await
+        .expect("drain onto the next build's node");
+    let observer = cluster.nodes[1].as_ref().expect("node 1");
+    let hosts = eventually(WAIT, || async {
+        let hosts = cluster.hosts(observer);
+        (hosts.get("node-1") == Some(&TENANTS)).then_some(hosts)
+    })
+    .await;
+    assert!(moved > 0, "node 0 had tenants to hand over: {hosts:?}");
+    cluster.round("b").await;
+    cluster.nodes[0].take().expect("node 0").node.stop().await;
+    cluster.round("c").await;
+
+    assert_eq!(
+        cluster.whatsapp.sent().len(),
+        3 * TENANTS,
+        "exactly one reply per message"
     );
     for node in cluster.nodes.into_iter().flatten() {
         node.node.stop().await;

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use salesboy_node::background::Background;
 use salesboy_node::bus::Bus;
+use salesboy_node::cluster::membership::NodeRecord;
 use salesboy_node::cluster::membership::{
     Membership, MembershipConfig, MembershipError, MembershipEvent, NodeInfo, NodeLoad,
 };
-use salesboy_protocol::NodeId;
+use salesboy_protocol::subjects::NODES_BUCKET;
+use salesboy_protocol::{NodeId, ProtocolRange};
 use salesboy_testkit::NatsServer;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -73,6 +75,7 @@ async fn join_on(
     let info = NodeInfo {
         http_addr: format!("{name}.local:8080"),
         version: "0.1.0-test".into(),
+        protocol: ProtocolRange::BUILD,
         max_tenants: 50,
     };
     let load = Arc::new(move || NodeLoad {
@@ -376,6 +379,7 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
     let info = NodeInfo {
         http_addr: "x:1".into(),
         version: "0".into(),
+        protocol: ProtocolRange::BUILD,
         max_tenants: 1,
     };
     let result = Membership::start(
@@ -409,7 +413,126 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
     );
 }
 
+/// Starts node `name` announcing `protocol` (a build of another protocol version).
+async fn join_speaking(
+    bus: Arc<dyn Bus>,
+    name: &str,
+    protocol: ProtocolRange,
+    config: MembershipConfig,
+) -> Result<Membership, MembershipError> {
+    let info = NodeInfo {
+        http_addr: format!("{name}.local:8080"),
+        version: format!("0.{}.0-test", protocol.newest),
+        protocol,
+        max_tenants: 50,
+    };
+    let load = Arc::new(NodeLoad::default);
+    timeout(
+        WAIT,
+        Membership::start(bus, node(name), info, load, config, &Background::new()),
+    )
+    .await
+    .expect("start timed out")
+}
+
+fn live_names(membership: &Membership) -> Vec<String> {
+    membership
+        .live_nodes()
+        .iter()
+        .map(|r| r.node.to_string())
+        .collect()
+}
+
+/// A rolling upgrade's middle: a node of the next build (it speaks this protocol and the
+/// next) joins and works beside this build; a build that speaks only the next protocol is
+/// refused at start with the live node it cannot talk to named, and, should one be in the
+/// bucket anyway, is never placed on by a node that cannot speak to it.
+async fn the_next_protocol_joins_and_a_disjoint_one_is_refused(cluster: &impl Cluster) {
+    let current = ProtocolRange::BUILD;
+    let next = ProtocolRange::new(current.oldest, current.newest + 1).expect("next range");
+    let next_only = ProtocolRange::new(current.newest + 1, current.newest + 1).expect("next only");
+
+    // Patient: the record put by hand below must not be declared dead while it is checked.
+    let a = join_simple(cluster.bus().await, "a", patient()).await;
+    let b = join_speaking(cluster.bus().await, "b", next, patient())
+        .await
+        .expect("a node speaking this protocol and the next joins");
+    for m in [&a, &b] {
+        eventually("both see both live", || live_names(m) == ["a", "b"]).await;
+        assert_eq!(m.cluster_protocol(), current.newest, "the common version");
+    }
+    assert!(a.view().iter().all(|v| v.compatible));
+
+    let refused = join_speaking(cluster.bus().await, "c", next_only, fast()).await;
+    let Err(error) = refused else {
+        panic!("a node speaking only the next protocol joined");
+    };
+    assert!(
+        matches!(&error, MembershipError::IncompatiblePeer { peer, peer_protocol, own_protocol, .. }
+            if peer == &node("a") && *peer_protocol == current && *own_protocol == next_only),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("node a (salesboy 0.1.0-test) speaks cluster protocol")
+            && message.contains("docs/upgrades.md"),
+        "{message}"
+    );
+    assert!(
+        a.view().iter().all(|v| v.record.node != node("c")),
+        "the refused node wrote no record"
+    );
+
+    // A disjoint node's record in the bucket anyway (it started before a, say).
+    let mut events = a.subscribe();
+    let record = NodeRecord {
+        node: node("d"),
+        http_addr: "d.local:8080".into(),
+        version: "0.9.0-test".into(),
+        protocol: next_only,
+        max_tenants: 50,
+        tenants: 0,
+        conversations: 0,
+        rss_bytes: 0,
+        cpu_percent: 0.0,
+        draining: false,
+        started_ms: 1,
+        heartbeat_ms: 1,
+    };
+    let nodes = cluster
+        .bus()
+        .await
+        .kv(NODES_BUCKET, 1)
+        .await
+        .expect("nodes bucket");
+    nodes
+        .put("d", serde_json::to_vec(&record).expect("json").into())
+        .await
+        .expect("put d");
+    eventually("a sees d", || {
+        a.view()
+            .iter()
+            .any(|v| v.record.node == node("d") && v.alive && !v.compatible)
+    })
+    .await;
+    assert_eq!(
+        live_names(&a),
+        ["a", "b"],
+        "d is never a placement target of a"
+    );
+    // b speaks d's version: to b, d is a member.
+    eventually("b takes d", || live_names(&b) == ["a", "b", "d"]).await;
+    while let Ok(event) = events.try_recv() {
+        assert_ne!(
+            event,
+            MembershipEvent::Joined(node("d")),
+            "d announced as joined"
+        );
+    }
+}
+
 salesboy_testkit::bus_suite!([
+    the_next_protocol_joins_and_a_disjoint_one_is_refused,
     three_nodes_see_each_other_alive,
     a_silent_node_is_declared_dead_after_the_failure_timeout,
     dead_records_are_removed_after_the_grace,

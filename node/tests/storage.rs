@@ -132,6 +132,7 @@ database_suite!(
     one_bad_message_of_a_delivery_fails_alone,
     a_committed_delivery_sent_again_is_all_duplicates,
     a_stale_tenant_among_concurrent_replies_is_refused_alone,
+    a_database_a_newer_build_migrated_still_opens,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2536,6 +2537,44 @@ async fn tenant_tokens_are_found_by_digest_listed_and_revoked(fixture: Fixture) 
     assert!(store.tenant_token_by_digest("d1").await.unwrap().is_none());
     assert_eq!(store.tenant_tokens(&acme).await.unwrap().len(), 1);
     assert_eq!(store.tenant_tokens(&bolt).await.unwrap().len(), 1);
+}
+
+/// A rolling upgrade runs the older build against a database the newer build migrated: it
+/// opens it and keeps working, where sqlx alone refuses a migration it does not know.
+async fn a_database_a_newer_build_migrated_still_opens(fixture: Fixture) {
+    let acme = given_tenant(&fixture.store, "acme").await;
+    receive(&fixture.store, &acme, &chat_id("1555"), "wamid.1", T0).await;
+    fixture.store.close().await;
+
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(&fixture.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(99_990_101_000_000_i64)
+    .bind("a newer build's migration")
+    .bind(true)
+    .bind(vec![0_u8; 48])
+    .bind(0_i64)
+    .execute(&mut sql)
+    .await
+    .unwrap();
+    sql.close().await.unwrap();
+
+    let reopened = SqlStore::connect(&fixture.url)
+        .await
+        .expect("the older build opens the newer build's database");
+    assert_eq!(
+        reopened.unanswered_inbound(&acme, 0).await.unwrap().len(),
+        1
+    );
+    receive(&reopened, &acme, &chat_id("1555"), "wamid.2", T0 + MINUTE).await;
+    assert_eq!(
+        reopened.unanswered_inbound(&acme, 0).await.unwrap().len(),
+        2
+    );
+    reopened.close().await;
 }
 
 async fn tenant_tokens_go_with_their_tenant(fixture: Fixture) {

@@ -1,6 +1,8 @@
 //! Codecs: bincode 2 between nodes, JSON for everything external services see.
 //!
-//! The bincode form is one format-version byte ([`BINCODE_FORMAT_VERSION`]) followed by the
+//! The bincode form is one format-version byte ([`BINCODE_FORMAT_VERSION`], the cluster
+//! protocol version this build writes; any version of [`ProtocolRange::BUILD`] is read)
+//! followed by the
 //! value encoded with bincode's serde API and `config::standard()`, with a size limit so a
 //! corrupt length prefix cannot make the decoder allocate without bound. This module is the
 //! only place that names bincode, so the binary codec can be swapped (see
@@ -12,11 +14,14 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::version::{PROTOCOL_VERSION, ProtocolRange};
+
 /// The NATS header that names the codec of a message's payload.
 pub const CODEC_HEADER: &str = "Sb-Codec";
 
-/// The leading byte of every bincode payload; bumped when the binary layout changes.
-pub const BINCODE_FORMAT_VERSION: u8 = 1;
+/// The leading byte of every bincode payload this build writes: the cluster protocol version
+/// ([`crate::version`]), bumped when the binary layout changes.
+pub const BINCODE_FORMAT_VERSION: u8 = PROTOCOL_VERSION;
 
 /// The largest payload the bincode decoder accepts (16 MiB).
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
@@ -88,12 +93,14 @@ pub enum CodecError {
     /// The payload ended before the value did (or was empty).
     #[error("payload is truncated")]
     Truncated,
-    /// The payload was written by another binary format version.
-    #[error("payload has format version {found}, this build reads version {expected}")]
+    /// The payload was written in a protocol version this build does not read.
+    #[error(
+        "payload has protocol version {found}, this build reads versions up to {expected} (docs/upgrades.md)"
+    )]
     UnsupportedVersion {
         /// The version byte found.
         found: u8,
-        /// The version this build reads.
+        /// The newest version this build reads.
         expected: u8,
     },
     /// The payload is not a valid encoding of the expected type.
@@ -119,7 +126,9 @@ fn encode_bincode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 fn decode_bincode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Truncated)?;
-    if version != BINCODE_FORMAT_VERSION {
+    // One layout so far: every version this build reads decodes alike. A new layout adds a
+    // branch on `version` here (docs/upgrades.md).
+    if !ProtocolRange::BUILD.speaks(version) {
         return Err(CodecError::UnsupportedVersion {
             found: version,
             expected: BINCODE_FORMAT_VERSION,

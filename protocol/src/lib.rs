@@ -10,7 +10,8 @@
 //! - [`codec`]: bincode 2 (node to node) and JSON (external) codecs;
 //! - [`whatsapp`]: the WhatsApp Cloud API formats (webhooks and their domain events, sends,
 //!   Graph API errors) and webhook signature verification;
-//! - [`llm`]: the Gemini and OpenAI-compatible chat formats, their errors and retry hints.
+//! - [`llm`]: the Gemini and OpenAI-compatible chat formats, their errors and retry hints;
+//! - [`version`]: the cluster protocol's version, for rolling upgrades.
 
 pub mod address;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod llm;
 pub mod month;
 pub mod subjects;
+pub mod version;
 pub mod whatsapp;
 
 mod serde_util;
@@ -28,3 +30,4 @@ pub use address::ActorAddress;
 pub use codec::{Codec, CodecError};
 pub use envelope::{Envelope, MessageKind};
 pub use ids::{ChatId, IdError, MessageId, NodeId, PhoneNumberId, TenantId, Wamid};
+pub use version::ProtocolRange;

@@ -15,6 +15,9 @@ pub fn status(api: &Api) -> ClusterStatus {
         nodes: vec![NodeStatus {
             node_id: api.node_id.clone(),
             http_addr: String::new(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: salesboy_protocol::ProtocolRange::BUILD.to_string(),
+            compatible: true,
             alive: true,
             draining: false,
             placed: snapshot.tenants,

@@ -129,6 +129,7 @@ mod tests {
             NodeInfo {
                 http_addr: "n1.local:8080".into(),
                 version: "test".into(),
+                protocol: salesboy_protocol::ProtocolRange::BUILD,
                 max_tenants: 10,
             },
             Arc::new(|| NodeLoad {

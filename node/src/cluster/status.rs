@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use salesboy_protocol::ProtocolRange;
 use salesboy_protocol::subjects::{DIRECTORY_BUCKET, LEADER_BUCKET, LEADER_KEY, NODES_BUCKET};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,13 @@ pub struct NodeStatus {
     pub node_id: String,
     /// Where its HTTP server listens.
     pub http_addr: String,
+    /// Its software version.
+    pub version: String,
+    /// The cluster protocol versions it speaks: `"1"`, or a span such as `"1-2"`.
+    pub protocol: String,
+    /// Whether it speaks a protocol version in common with the node (or CLI) that answers;
+    /// a node that does not is refused: never placed on, moved to or contacted.
+    pub compatible: bool,
     /// Whether it is alive (its heartbeat is recent).
     pub alive: bool,
     /// Whether it is handing its tenants over before stopping.
@@ -48,10 +56,13 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    fn from_record(record: &NodeRecord, alive: bool, placed: usize) -> Self {
+    fn from_record(record: &NodeRecord, alive: bool, compatible: bool, placed: usize) -> Self {
         Self {
             node_id: record.node.to_string(),
             http_addr: record.http_addr.clone(),
+            version: record.version.clone(),
+            protocol: record.protocol.to_string(),
+            compatible,
             alive,
             draining: record.draining,
             placed,
@@ -77,7 +88,7 @@ impl ClusterStatus {
             .into_iter()
             .map(|view| {
                 let count = placed.get(view.record.node.as_str()).copied().unwrap_or(0);
-                NodeStatus::from_record(&view.record, view.alive, count)
+                NodeStatus::from_record(&view.record, view.alive, view.compatible, count)
             })
             .collect();
         Self {
@@ -114,7 +125,8 @@ impl ClusterStatus {
             };
             let alive = heartbeat_is_fresh(now_ms, record.heartbeat_ms, timeout_ms);
             let count = placed.get(record.node.as_str()).copied().unwrap_or(0);
-            nodes.push(NodeStatus::from_record(&record, alive, count));
+            let compatible = ProtocolRange::BUILD.common(record.protocol).is_some();
+            nodes.push(NodeStatus::from_record(&record, alive, compatible, count));
         }
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         let leader = leader_kv
@@ -140,14 +152,15 @@ impl ClusterStatus {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<16} {:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9}",
-            "NODE", "HTTP", "STATE", "PLACED", "ACTIVE", "CONVS", "CAPACITY", "RSS MB"
+            "{:<16} {:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "NODE", "HTTP", "STATE", "PLACED", "ACTIVE", "CONVS", "CAPACITY", "RSS MB", "PROTOCOL"
         );
         for node in &self.nodes {
-            let state = match (node.alive, node.draining) {
-                (false, _) => "dead",
-                (true, true) => "draining",
-                (true, false) => "alive",
+            let state = match (node.alive, node.compatible, node.draining) {
+                (false, _, _) => "dead",
+                (true, false, _) => "refused",
+                (true, true, true) => "draining",
+                (true, true, false) => "alive",
             };
             let leader = if self.leader.as_deref() == Some(node.node_id.as_str()) {
                 " *"
@@ -156,7 +169,7 @@ impl ClusterStatus {
             };
             let _ = writeln!(
                 out,
-                "{:<16} {:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9.1}",
+                "{:<16} {:<22} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9.1} {:>9}",
                 format!("{}{leader}", node.node_id),
                 node.http_addr,
                 state,
@@ -164,10 +177,15 @@ impl ClusterStatus {
                 node.tenants,
                 node.conversations,
                 node.max_tenants,
-                node.rss_bytes as f64 / 1_048_576.0
+                node.rss_bytes as f64 / 1_048_576.0,
+                node.protocol
             );
         }
-        let _ = writeln!(out, "{} tenants placed; * = leader", self.tenants);
+        let _ = writeln!(
+            out,
+            "{} tenants placed; * = leader; refused = speaks no protocol version in common",
+            self.tenants
+        );
         out
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use salesboy_actors::services::{ReadReceipts, Settings};
-use salesboy_protocol::NodeId;
+use salesboy_protocol::{NodeId, ProtocolRange};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -276,6 +276,10 @@ pub struct Config {
     /// Retention's windows and pacing (`retention_days`, the `retention_*` keys; the events
     /// outbox's window is `events_max_age_secs`).
     pub retention: RetentionSettings,
+    /// The cluster protocol versions this node announces: always this build's
+    /// ([`ProtocolRange::BUILD`]). Not a setting (no file key or variable): tests set it to
+    /// play a node of another build beside this one (docs/upgrades.md).
+    pub protocol: ProtocolRange,
 }
 
 impl Default for Config {
@@ -341,6 +345,7 @@ impl Default for Config {
             embedding_cache_bytes: 256 * 1024 * 1024,
             alerts: AlertSettings::default(),
             retention: RetentionSettings::default(),
+            protocol: ProtocolRange::BUILD,
         }
     }
 }
@@ -937,6 +942,7 @@ impl std::fmt::Debug for Config {
             embedding_cache_bytes,
             alerts,
             retention,
+            protocol,
         } = self;
         let url = |url: &Option<String>| url.as_deref().map(redact_url);
         f.debug_struct("Config")
@@ -1005,6 +1011,7 @@ impl std::fmt::Debug for Config {
             .field("embedding_cache_bytes", embedding_cache_bytes)
             .field("alerts", alerts)
             .field("retention", retention)
+            .field("protocol", protocol)
             .finish()
     }
 }

@@ -71,7 +71,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub use embeddings::EmbedPass;
 pub use error::redact_url;
@@ -86,10 +86,36 @@ pub use webhooks::{
     WebhookSummary,
 };
 
-/// Postgres schema, applied at connect.
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
-/// SQLite schema, applied at connect.
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+/// The schema of a dialect, applied at connect. Migrations a newer build applied are
+/// tolerated: during a rolling upgrade an older node (re)starts against a database the newer
+/// nodes migrated, which the expand-then-contract rule keeps readable (docs/upgrades.md).
+fn migrator(dialect: Dialect) -> Migrator {
+    let mut migrator = match dialect {
+        Dialect::Postgres => sqlx::migrate!("../migrations/postgres"),
+        Dialect::Sqlite => sqlx::migrate!("../migrations/sqlite"),
+    };
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Warns when the database holds migrations newer than this build's: it runs as the older
+/// build of a rolling upgrade (or after a downgrade).
+async fn warn_of_newer_migrations(pool: &AnyPool, migrator: &Migrator) {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await;
+    if let Ok(Some(applied)) = applied
+        && applied > known
+    {
+        warn!(
+            database_migration = applied,
+            build_migration = known,
+            "the database has migrations newer than this build's: running as an older build beside newer ones (docs/upgrades.md)"
+        );
+    }
+}
 
 /// Per-connection SQLite settings: write-ahead log (readers never block the writer),
 /// `synchronous=NORMAL` (durable at checkpoints, the recommended pairing with WAL),
@@ -320,16 +346,14 @@ impl SqlStore {
             }
         }
         let pool = pool_options.connect(&connect_url).await.map_err(scrub)?;
-        let migrator = match dialect {
-            Dialect::Postgres => &POSTGRES_MIGRATIONS,
-            Dialect::Sqlite => &SQLITE_MIGRATIONS,
-        };
+        let migrator = migrator(dialect);
         if let Err(error) = migrator.run(&pool).await {
             // sqlx does not unlock on its error paths: closing the pool ends the session that
             // may still hold the migration lock
             pool.close().await;
             return Err(scrub(error.into()));
         }
+        warn_of_newer_migrations(&pool, &migrator).await;
         let reader = match read_pool_options {
             Some(read_pool_options) => read_pool_options
                 .connect(&connect_url)

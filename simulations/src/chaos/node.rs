@@ -101,6 +101,7 @@ impl SimNode {
                 NodeInfo {
                     http_addr: format!("sim:{index}"),
                     version: "sim".into(),
+                    protocol: salesboy_protocol::ProtocolRange::BUILD,
                     max_tenants: 10_000,
                 },
                 MembershipConfig::for_failure_timeout(FAILURE_TIMEOUT),

@@ -31,6 +31,7 @@ impl Heartbeat {
             node: self.me.clone(),
             http_addr: self.info.http_addr.clone(),
             version: self.info.version.clone(),
+            protocol: self.info.protocol,
             max_tenants: self.info.max_tenants,
             tenants: load.tenants,
             conversations: load.conversations,

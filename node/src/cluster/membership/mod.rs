@@ -53,8 +53,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use salesboy_protocol::NodeId;
 use salesboy_protocol::subjects::NODES_BUCKET;
+use salesboy_protocol::{NodeId, ProtocolRange};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -89,6 +89,9 @@ pub struct NodeRecord {
     pub http_addr: String,
     /// Its software version.
     pub version: String,
+    /// The cluster protocol versions it speaks (records of builds that announced none: 1).
+    #[serde(default = "ProtocolRange::first")]
+    pub protocol: ProtocolRange,
     /// The most tenants it may host.
     pub max_tenants: u64,
     /// How many tenants it hosts.
@@ -132,6 +135,9 @@ pub struct NodeInfo {
     pub http_addr: String,
     /// Its software version.
     pub version: String,
+    /// The cluster protocol versions it speaks: [`ProtocolRange::BUILD`] (a test may announce
+    /// another range to play a node of another build).
+    pub protocol: ProtocolRange,
     /// The most tenants it may host.
     pub max_tenants: u64,
 }
@@ -199,6 +205,9 @@ pub struct NodeView {
     pub record: NodeRecord,
     /// Whether its record changed within the failure timeout.
     pub alive: bool,
+    /// Whether this node and it speak a protocol version in common; a node that does not
+    /// is never placed on, moved to or contacted (it may still be alive).
+    pub compatible: bool,
 }
 
 /// A change in membership.
@@ -229,7 +238,29 @@ pub enum MembershipError {
     /// Writing or deleting this node's record took too long.
     #[error("timed out writing this node's record")]
     Timeout,
+    /// A live node speaks no protocol version in common with this one: this node does not
+    /// join (docs/upgrades.md).
+    #[error(
+        "node {peer} (salesboy {peer_version}) speaks cluster protocol {peer_protocol} and this build speaks {own_protocol}: they have no version in common, so this node does not join. Upgrade one step at a time through a release that speaks both (docs/upgrades.md)"
+    )]
+    IncompatiblePeer {
+        /// The live node.
+        peer: NodeId,
+        /// Its software version.
+        peer_version: String,
+        /// What it speaks.
+        peer_protocol: ProtocolRange,
+        /// What this node speaks.
+        own_protocol: ProtocolRange,
+    },
+    /// The nodes bucket could not be read to check the live nodes' protocol versions.
+    #[error("cannot read the nodes bucket: {0}")]
+    Read(#[source] KvError),
 }
+
+/// How long after its last heartbeat (by the writer's clock) a record counts as a live node
+/// at start, beyond the failure timeout: room for clock skew between machines.
+const START_CHECK_SKEW: Duration = Duration::from_secs(30);
 
 /// This node's membership: its heartbeat, its view of the cluster, its fence.
 ///
@@ -239,6 +270,7 @@ pub enum MembershipError {
 pub struct Membership {
     me: NodeId,
     config: MembershipConfig,
+    protocol: ProtocolRange,
     kv: Arc<dyn Kv>,
     nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
     events: broadcast::Sender<MembershipEvent>,
@@ -284,7 +316,9 @@ impl Membership {
             .kv(NODES_BUCKET, NODES_HISTORY)
             .await
             .map_err(MembershipError::Bucket)?;
+        refuse_incompatible_peers(kv.as_ref(), &me, info.protocol, config).await?;
         let draining = Arc::new(AtomicBool::new(false));
+        let protocol = info.protocol;
         let heartbeat = Heartbeat {
             kv: Arc::clone(&kv),
             me: me.clone(),
@@ -326,12 +360,14 @@ impl Membership {
                 nodes: Arc::clone(&nodes),
                 events: events.clone(),
                 failure_timeout: config.failure_timeout,
+                protocol,
             }
             .run(),
         ));
         Ok(Self {
             me,
             config,
+            protocol,
             kv,
             nodes,
             events,
@@ -356,6 +392,21 @@ impl Membership {
         self.config
     }
 
+    /// The cluster protocol versions this node speaks.
+    pub fn protocol(&self) -> ProtocolRange {
+        self.protocol
+    }
+
+    /// The newest protocol version every live compatible node speaks: the version a layout
+    /// change may start writing once it is this high (docs/upgrades.md).
+    pub fn cluster_protocol(&self) -> u8 {
+        lock(&self.nodes)
+            .values()
+            .filter(|t| t.alive)
+            .filter_map(|t| self.protocol.common(t.record.protocol))
+            .fold(self.protocol.newest, u8::min)
+    }
+
     /// Every node known, alive or dead, sorted by node id. Nodes that left cleanly are not
     /// listed.
     pub fn view(&self) -> Vec<NodeView> {
@@ -364,15 +415,17 @@ impl Membership {
             .map(|t| NodeView {
                 record: t.record.clone(),
                 alive: t.alive,
+                compatible: self.protocol.common(t.record.protocol).is_some(),
             })
             .collect()
     }
 
-    /// The records of the live nodes, sorted by node id.
+    /// The records of the live nodes this node can work with (they speak a protocol version
+    /// in common), sorted by node id: the nodes tenants may be placed on.
     pub fn live_nodes(&self) -> Vec<NodeRecord> {
         lock(&self.nodes)
             .values()
-            .filter(|t| t.alive)
+            .filter(|t| t.alive && self.protocol.common(t.record.protocol).is_some())
             .map(|t| t.record.clone())
             .collect()
     }
@@ -472,6 +525,40 @@ impl fmt::Debug for Membership {
     }
 }
 
+/// Refuses to join when a live node (its last heartbeat, by its own clock, within the failure
+/// timeout plus [`START_CHECK_SKEW`]) speaks no protocol version in common with `own`.
+async fn refuse_incompatible_peers(
+    kv: &dyn Kv,
+    me: &NodeId,
+    own: ProtocolRange,
+    config: MembershipConfig,
+) -> Result<(), MembershipError> {
+    let entries = timeout(config.fence_after, kv.entries())
+        .await
+        .map_err(|_| MembershipError::Timeout)?
+        .map_err(MembershipError::Read)?;
+    let live_since = now_ms().saturating_sub(
+        i64::try_from((config.failure_timeout + START_CHECK_SKEW).as_millis()).unwrap_or(i64::MAX),
+    );
+    for entry in entries {
+        let Ok(record) = serde_json::from_slice::<NodeRecord>(&entry.value) else {
+            continue;
+        };
+        if &record.node == me || record.heartbeat_ms < live_since {
+            continue;
+        }
+        if own.common(record.protocol).is_none() {
+            return Err(MembershipError::IncompatiblePeer {
+                peer: record.node,
+                peer_version: record.version,
+                peer_protocol: record.protocol,
+                own_protocol: own,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Locks a mutex; the critical sections leave the map consistent, so poisoning is ignored.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -550,6 +637,7 @@ mod tests {
             node: NodeId::new("n1").unwrap(),
             http_addr: "10.0.0.1:8080".into(),
             version: "0.1.0".into(),
+            protocol: ProtocolRange::BUILD,
             max_tenants: 100,
             tenants: 3,
             conversations: 7,
@@ -569,5 +657,16 @@ mod tests {
         without_cpu.as_object_mut().unwrap().remove("cpu_percent");
         let parsed: NodeRecord = serde_json::from_value(without_cpu).unwrap();
         assert_eq!(parsed.cpu_percent, 0.0);
+    }
+
+    #[test]
+    fn a_record_without_a_protocol_speaks_version_1() {
+        let json = serde_json::json!({
+            "node": "n1", "http_addr": "10.0.0.1:8080", "version": "0.1.0", "max_tenants": 100,
+            "tenants": 0, "conversations": 0, "rss_bytes": 0, "draining": false,
+            "started_ms": 1, "heartbeat_ms": 2
+        });
+        let record: NodeRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(record.protocol, ProtocolRange::FIRST);
     }
 }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use salesboy_protocol::NodeId;
+use salesboy_protocol::{NodeId, ProtocolRange};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep, sleep_until};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{MembershipEvent, NodeRecord, REWATCH_BACKOFF, Tracked, lock};
 use salesboy_protocol::subjects::NODES_BUCKET;
@@ -21,6 +21,8 @@ pub(super) struct Watcher {
     pub(super) nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
     pub(super) events: broadcast::Sender<MembershipEvent>,
     pub(super) failure_timeout: Duration,
+    /// What this node speaks: a node with no version in common is tracked but refused.
+    pub(super) protocol: ProtocolRange,
 }
 
 impl Watcher {
@@ -75,7 +77,10 @@ impl Watcher {
         let mut nodes = lock(&self.nodes);
         match event.op {
             KvOp::Delete => {
-                if nodes.remove(&node).is_some_and(|tracked| tracked.alive) {
+                let protocol = self.protocol;
+                if nodes.remove(&node).is_some_and(|tracked| {
+                    tracked.alive && protocol.common(tracked.record.protocol).is_some()
+                }) {
                     info!(node = %node, "node left the cluster");
                     let _ = self.events.send(MembershipEvent::Left(node));
                 }
@@ -93,6 +98,20 @@ impl Watcher {
                     }
                 };
                 let now = Instant::now();
+                let compatible = self.protocol.common(record.protocol).is_some();
+                let newly_refused = !compatible
+                    && nodes
+                        .get(&node)
+                        .is_none_or(|t| t.record.protocol != record.protocol);
+                if newly_refused {
+                    error!(
+                        node = %node,
+                        node_version = %record.version,
+                        node_protocol = %record.protocol,
+                        protocol = %self.protocol,
+                        "refusing a node that speaks no cluster protocol version in common with this one: it is never placed on, moved to or contacted (docs/upgrades.md)"
+                    );
+                }
                 match nodes.get_mut(&node) {
                     // A replay (the watch started again): no news.
                     Some(tracked) if event.revision <= tracked.revision => {}
@@ -102,8 +121,10 @@ impl Watcher {
                         tracked.changed_at = now;
                         if !tracked.alive {
                             tracked.alive = true;
-                            info!(node = %node, "node is back");
-                            let _ = self.events.send(MembershipEvent::Joined(node));
+                            if compatible {
+                                info!(node = %node, "node is back");
+                                let _ = self.events.send(MembershipEvent::Joined(node));
+                            }
                         }
                     }
                     None => {
@@ -116,8 +137,10 @@ impl Watcher {
                                 alive: true,
                             },
                         );
-                        info!(node = %node, "node joined the cluster");
-                        let _ = self.events.send(MembershipEvent::Joined(node));
+                        if compatible {
+                            info!(node = %node, "node joined the cluster");
+                            let _ = self.events.send(MembershipEvent::Joined(node));
+                        }
                     }
                 }
             }
@@ -143,7 +166,9 @@ impl Watcher {
                     silent_ms = now.duration_since(tracked.changed_at).as_millis(),
                     "node declared dead"
                 );
-                let _ = self.events.send(MembershipEvent::Left(node.clone()));
+                if self.protocol.common(tracked.record.protocol).is_some() {
+                    let _ = self.events.send(MembershipEvent::Left(node.clone()));
+                }
             }
         }
     }
