@@ -239,15 +239,18 @@ async fn a_node_of_the_next_protocol_takes_the_tenants_of_a_draining_one() {
     let current = ProtocolRange::BUILD;
     let next = ProtocolRange::new(current.oldest, current.newest + 1).expect("next range");
     let mut cluster = Cluster::start_speaking(&[current, next]).await;
-    let node0 = cluster.nodes[0].as_ref().expect("node 0");
-    let membership = node0.node.cluster.as_ref().expect("cluster").membership();
-    eventually(WAIT, || async {
-        (membership.live_nodes().len() == 2).then_some(())
-    })
-    .await;
-    assert_eq!(membership.cluster_protocol(), current.newest);
+    {
+        let node0 = cluster.nodes[0].as_ref().expect("node 0");
+        let membership = node0.node.cluster.as_ref().expect("cluster").membership();
+        eventually(WAIT, || async {
+            (membership.live_nodes().len() == 2).then_some(())
+        })
+        .await;
+        assert_eq!(membership.cluster_protocol(), current.newest);
+    }
 
     cluster.round("a").await;
+    let node0 = cluster.nodes[0].as_ref().expect("node 0");
     let hosts = cluster.hosts(node0);
     assert_eq!(hosts.values().sum::<usize>(), TENANTS, "{hosts:?}");
     assert_eq!(hosts.len(), 2, "both builds host tenants: {hosts:?}");

@@ -391,8 +391,12 @@ async fn start_fails_when_the_first_heartbeat_fails(cluster: &impl Cluster) {
         &Background::new(),
     )
     .await;
+    // The protocol check reads the bucket before the first heartbeat writes it: either fails.
     assert!(
-        matches!(result, Err(MembershipError::Write(_))),
+        matches!(
+            result,
+            Err(MembershipError::Read(_) | MembershipError::Write(_))
+        ),
         "{result:?}"
     );
 

@@ -154,6 +154,7 @@ mod tests {
             node: id(name),
             http_addr: format!("{name}:8080"),
             version: "test".into(),
+            protocol: salesboy_protocol::ProtocolRange::BUILD,
             max_tenants,
             tenants,
             conversations: 0,
