@@ -10,6 +10,9 @@
 //!   one ([`SqlStore::with_retrieval`]) searches hybrid; without one (no
 //!   `embedding_providers` configured, the default) it searches full text only and calls
 //!   no model.
+//! - [`text_index`]: the tenant's passages as posting lists in memory (BM25), cached beside
+//!   the vectors and checked against the tenant's knowledge version on every search: the
+//!   full-text half of the hybrid search without scoring thousands of rows in SQL.
 //! - [`fusion`]: reciprocal rank fusion of the full-text and vector rankings.
 //! - [`worker`]: the background embedder: passages without a vector for their tenant's model
 //!   are embedded in batches; on failure they stay pending, the tenant gets one
@@ -21,6 +24,7 @@
 
 pub mod fusion;
 pub mod index;
+pub mod text_index;
 pub mod worker;
 
 use std::collections::HashSet;
@@ -32,6 +36,7 @@ use tokio::sync::Notify;
 
 use crate::adapters::embedding::{EmbedOutcome, EmbedPurpose, EmbeddingChain};
 use index::TenantIndex;
+use text_index::TextIndex;
 
 /// The tunables of retrieval.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +84,15 @@ pub struct CachedIndex {
     pub index: TenantIndex,
 }
 
+/// A tenant's full-text index as cached: the knowledge version it was built at.
+#[derive(Debug)]
+pub struct CachedText {
+    /// The tenant's knowledge version when it was loaded (bumped by every add and delete).
+    pub knowledge_version: i64,
+    /// The index.
+    pub index: TextIndex,
+}
+
 /// One embedding model and the providers (in fallback order) that serve it.
 #[derive(Debug)]
 struct ModelChain {
@@ -93,6 +107,8 @@ pub struct Retrieval {
     models: Vec<ModelChain>,
     settings: RetrievalSettings,
     cache: moka::sync::Cache<TenantId, Arc<CachedIndex>>,
+    /// The tenants' full-text indexes, bounded by the same byte budget.
+    texts: moka::sync::Cache<TenantId, Arc<CachedText>>,
     wake: Notify,
     failing: Mutex<HashSet<TenantId>>,
 }
@@ -126,10 +142,17 @@ impl Retrieval {
                 u32::try_from(cached.index.bytes()).unwrap_or(u32::MAX)
             })
             .build();
+        let texts = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_bytes)
+            .weigher(|_: &TenantId, cached: &Arc<CachedText>| {
+                u32::try_from(cached.index.bytes()).unwrap_or(u32::MAX)
+            })
+            .build();
         Some(Self {
             models,
             settings,
             cache,
+            texts,
             wake: Notify::new(),
             failing: Mutex::default(),
         })
@@ -205,10 +228,32 @@ impl Retrieval {
         self.cache.invalidate(tenant);
     }
 
-    /// The memory the cached indexes hold, in bytes (after pending evictions).
+    /// The cached full-text index of `tenant` if it was built at `knowledge_version`.
+    pub fn cached_text(
+        &self,
+        tenant: &TenantId,
+        knowledge_version: i64,
+    ) -> Option<Arc<CachedText>> {
+        self.texts
+            .get(tenant)
+            .filter(|cached| cached.knowledge_version == knowledge_version)
+    }
+
+    /// Caches `tenant`'s full-text index.
+    pub fn cache_text(&self, tenant: &TenantId, cached: Arc<CachedText>) {
+        self.texts.insert(tenant.clone(), cached);
+    }
+
+    /// The memory the cached vector indexes hold, in bytes (after pending evictions).
     pub fn cached_bytes(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.weighted_size()
+    }
+
+    /// The memory the cached full-text indexes hold, in bytes (after pending evictions).
+    pub fn cached_text_bytes(&self) -> u64 {
+        self.texts.run_pending_tasks();
+        self.texts.weighted_size()
     }
 
     /// A question's vector by `model`, or `None` (logged and counted) when no provider of it

@@ -31,7 +31,8 @@ use super::{Db, activity, knowledge, outbox};
 use crate::adapters::embedding::{EmbedOutcome, EmbedPurpose};
 use crate::retrieval::fusion::fuse;
 use crate::retrieval::index::{TenantIndex, decode, encode};
-use crate::retrieval::{CachedIndex, Retrieval};
+use crate::retrieval::text_index::TextIndex;
+use crate::retrieval::{CachedIndex, CachedText, Retrieval};
 
 /// What one embedding pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,19 +418,31 @@ pub(crate) async fn embedded_counts(
         .collect()
 }
 
-/// The model the tenant's passages are embedded with (`None`: the tenant does not exist, or
-/// chose a model this node has no provider for) and the stamp of its vectors of that model:
-/// their count and newest chunk id. One query.
-pub(crate) async fn tenant_model(
+/// What a search needs to know of a tenant, in one query: its embedding model (if this node
+/// has a provider for it), the `(count, newest chunk)` stamp of its vectors of that model,
+/// and its knowledge version (bumped by every add and delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TenantSearchState {
+    /// The tenant's model; `None` when this node has no provider for it.
+    pub(crate) model: Option<String>,
+    /// `(count, newest chunk id)` of the tenant's vectors of its model.
+    pub(crate) stamp: (i64, i64),
+    /// The tenant's knowledge version.
+    pub(crate) knowledge_version: i64,
+}
+
+/// The tenant's search state; `None` for an unknown tenant.
+pub(crate) async fn tenant_search_state(
     db: &Db,
     retrieval: &Retrieval,
     tenant: &TenantId,
-) -> Result<Option<(String, (i64, i64))>, Failure> {
+) -> Result<Option<TenantSearchState>, Failure> {
     let row = sqlx::query(
-        "SELECT t.embedding_model, COUNT(v.chunk_id) AS n, COALESCE(MAX(v.chunk_id), 0) AS newest \
+        "SELECT t.embedding_model, t.knowledge_version, COUNT(v.chunk_id) AS n, \
+         COALESCE(MAX(v.chunk_id), 0) AS newest \
          FROM tenants t LEFT JOIN knowledge_vectors v \
          ON v.tenant_id = t.id AND v.model = COALESCE(t.embedding_model, $2) \
-         WHERE t.id = $1 GROUP BY t.id, t.embedding_model",
+         WHERE t.id = $1 GROUP BY t.id, t.embedding_model, t.knowledge_version",
     )
     .bind(tenant.as_str())
     .bind(retrieval.model())
@@ -439,13 +452,61 @@ pub(crate) async fn tenant_model(
         return Ok(None);
     };
     let chosen: Option<String> = get(&row, "embedding_model")?;
-    let Some(model) = retrieval.model_for(chosen.as_deref()) else {
-        return Ok(None);
-    };
-    Ok(Some((
-        model.to_owned(),
-        (get(&row, "n")?, get(&row, "newest")?),
-    )))
+    Ok(Some(TenantSearchState {
+        model: retrieval.model_for(chosen.as_deref()).map(str::to_owned),
+        stamp: (get(&row, "n")?, get(&row, "newest")?),
+        knowledge_version: get(&row, "knowledge_version")?,
+    }))
+}
+
+/// The tenant's embedding model and the `(count, newest chunk)` stamp of its vectors of it;
+/// `None` for an unknown tenant or when this node has no provider for its model.
+pub(crate) async fn tenant_model(
+    db: &Db,
+    retrieval: &Retrieval,
+    tenant: &TenantId,
+) -> Result<Option<(String, (i64, i64))>, Failure> {
+    Ok(tenant_search_state(db, retrieval, tenant)
+        .await?
+        .and_then(|state| Some((state.model?, state.stamp))))
+}
+
+/// The tenant's full-text index at `knowledge_version`: from the cache, else loaded from
+/// its passages and cached. A passage added after the version was read may be in it; the
+/// next search reloads at the newer version anyway.
+pub(crate) async fn tenant_text_index(
+    db: &Db,
+    retrieval: &Retrieval,
+    tenant: &TenantId,
+    knowledge_version: i64,
+) -> Result<Arc<CachedText>, Failure> {
+    if let Some(cached) = retrieval.cached_text(tenant, knowledge_version) {
+        return Ok(cached);
+    }
+    let cached = Arc::new(CachedText {
+        knowledge_version,
+        index: load_text_index(db, tenant).await?,
+    });
+    retrieval.cache_text(tenant, Arc::clone(&cached));
+    Ok(cached)
+}
+
+/// Builds the tenant's full-text index from its passages (no cache).
+pub(crate) async fn load_text_index(db: &Db, tenant: &TenantId) -> Result<TextIndex, Failure> {
+    let rows =
+        sqlx::query("SELECT id, text FROM knowledge_chunks WHERE tenant_id = $1 ORDER BY id")
+            .bind(tenant.as_str())
+            .fetch_all(&db.reader)
+            .await?;
+    let mut passages = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let chunk_id: i64 = get(row, "id")?;
+        let text: String = get(row, "text")?;
+        passages.push((chunk_id, text));
+    }
+    Ok(TextIndex::build(
+        passages.iter().map(|(id, text)| (*id, text.as_str())),
+    ))
 }
 
 /// The tenant's index of `model`: from the cache when its stamp is current, else loaded
@@ -546,7 +607,9 @@ async fn chunks_by_id(
 /// The tenant's best `k` passages for `question`: full-text and vector candidates fused
 /// by reciprocal rank. Without a question vector (no provider of the tenant's model
 /// answered, or the node has none) or without vectors yet, the full-text ranking alone. The
-/// full-text search runs while the question is embedded.
+/// full-text candidates come from the tenant's cached [`TextIndex`] (BM25 in memory, loaded
+/// while the question is embedded when it is not cached at the tenant's knowledge version).
+/// The question's embedding usage is recorded off the search's path.
 pub(crate) async fn hybrid_search(
     db: &Db,
     retrieval: &Retrieval,
@@ -557,41 +620,35 @@ pub(crate) async fn hybrid_search(
     if k == 0 {
         return Ok(Vec::new());
     }
-    let candidates = retrieval.settings().candidates.max(k as usize);
-    let embedded = async {
-        let Some((model, stamp)) = tenant_model(db, retrieval, tenant).await? else {
-            return Ok::<_, Failure>(None);
-        };
-        Ok(retrieval
-            .embed_question(&model, question)
-            .await
-            .map(|embedded| (model, stamp, embedded)))
+    let Some(state) = tenant_search_state(db, retrieval, tenant).await? else {
+        return Ok(Vec::new());
     };
-    let (fulltext, embedded) = tokio::join!(
-        knowledge::search_knowledge(
-            db,
-            tenant,
-            question,
-            u32::try_from(candidates).unwrap_or(u32::MAX),
-        ),
-        embedded
-    );
-    let fulltext = fulltext?;
-    let mut vector_ids = Vec::new();
-    if let Some((model, stamp, (vector, provider, tokens, cost_micros))) = embedded? {
-        let usage = LlmUsage {
-            tenant: tenant.clone(),
-            provider,
-            model: model.clone(),
-            prompt_tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
-            completion_tokens: 0,
-            cost_micros: i64::try_from(cost_micros).unwrap_or(i64::MAX),
-            at_ms: now_ms(),
-        };
-        if let Err(error) = activity::record_llm_usage(db, &usage).await {
-            tracing::warn!(tenant = %tenant, error = ?error, "embedding usage not recorded");
+    let candidates = retrieval.settings().candidates.max(k as usize);
+    let words = knowledge::query_words(question);
+    let fulltext = async {
+        if words.is_empty() {
+            return Ok::<_, Failure>(Vec::new());
         }
-        let cached = tenant_index(db, retrieval, tenant, &model, stamp).await?;
+        let text = tenant_text_index(db, retrieval, tenant, state.knowledge_version).await?;
+        Ok(text
+            .index
+            .search(&words, candidates)
+            .into_iter()
+            .map(|(chunk_id, _)| chunk_id)
+            .collect::<Vec<i64>>())
+    };
+    let embedded = async {
+        match &state.model {
+            Some(model) => retrieval.embed_question(model, question).await,
+            None => None,
+        }
+    };
+    let (fulltext_ids, embedded) = tokio::join!(fulltext, embedded);
+    let fulltext_ids = fulltext_ids?;
+    let mut vector_ids = Vec::new();
+    if let (Some(model), Some((vector, provider, tokens, cost_micros))) = (&state.model, embedded) {
+        record_question_usage(db, tenant, model, provider, tokens, cost_micros);
+        let cached = tenant_index(db, retrieval, tenant, model, state.stamp).await?;
         vector_ids = cached
             .index
             .search(&vector, candidates)
@@ -599,18 +656,9 @@ pub(crate) async fn hybrid_search(
             .map(|hit| hit.chunk_id)
             .collect();
     }
-    let fulltext_ids: Vec<i64> = fulltext.iter().map(|hit| hit.chunk_id).collect();
     let fused = fuse(&fulltext_ids, &vector_ids, k as usize);
-    let mut known: HashMap<i64, KnowledgeHit> = fulltext
-        .into_iter()
-        .map(|hit| (hit.chunk_id, hit))
-        .collect();
-    let missing: Vec<i64> = fused
-        .iter()
-        .map(|f| f.chunk_id)
-        .filter(|id| !known.contains_key(id))
-        .collect();
-    known.extend(chunks_by_id(db, tenant, &missing).await?);
+    let ids: Vec<i64> = fused.iter().map(|f| f.chunk_id).collect();
+    let mut known = chunks_by_id(db, tenant, &ids).await?;
     Ok(fused
         .into_iter()
         .filter_map(|f| {
@@ -621,4 +669,31 @@ pub(crate) async fn hybrid_search(
             Some(hit)
         })
         .collect())
+}
+
+/// Records what embedding a question cost, in a task of its own: the search does not wait
+/// for the write (a crash just then loses one question's usage row, never a passage).
+fn record_question_usage(
+    db: &Db,
+    tenant: &TenantId,
+    model: &str,
+    provider: String,
+    tokens: u64,
+    cost_micros: u64,
+) {
+    let usage = LlmUsage {
+        tenant: tenant.clone(),
+        provider,
+        model: model.to_owned(),
+        prompt_tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
+        completion_tokens: 0,
+        cost_micros: i64::try_from(cost_micros).unwrap_or(i64::MAX),
+        at_ms: now_ms(),
+    };
+    let db = db.clone();
+    tokio::spawn(async move {
+        if let Err(error) = activity::record_llm_usage(&db, &usage).await {
+            tracing::warn!(tenant = %usage.tenant, error = ?error, "embedding usage not recorded");
+        }
+    });
 }

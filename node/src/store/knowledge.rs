@@ -233,7 +233,7 @@ const STOPWORDS: &[&str] = &[
 /// one character, each once, common words left out (unless nothing else is left), at most
 /// [`MAX_QUERY_WORDS`]. Only letters and digits survive, so no word can carry FTS5 or
 /// tsquery syntax.
-fn query_words(question: &str) -> Vec<String> {
+pub(crate) fn query_words(question: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
     for raw in question.split(|c: char| !c.is_alphanumeric()) {
         let word: String = raw

@@ -618,6 +618,21 @@ impl SqlStore {
             .await
     }
 
+    /// Builds `tenant`'s full-text index (the hybrid search's, [`crate::retrieval::text_index`])
+    /// from the database, bypassing the cache (the cold load the benchmarks time). `None`
+    /// without retrieval.
+    pub async fn load_text_index(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<crate::retrieval::text_index::TextIndex>, StoreError> {
+        if self.retrieval.is_none() {
+            return Ok(None);
+        }
+        self.run(embeddings::load_text_index(&self.db, tenant))
+            .await
+            .map(Some)
+    }
+
     /// Loads `tenant`'s vector index (of its model) from the database, bypassing the cache
     /// (the cold load the benchmarks time); its number of vectors and bytes. `None` without
     /// retrieval, or when the node has no provider for the tenant's model.
