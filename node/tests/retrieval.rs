@@ -90,6 +90,7 @@ database_suite!(
     batches_of_long_vectors_are_read_whole,
     each_tenant_is_embedded_and_searched_with_its_own_model,
     a_passage_the_provider_refuses_holds_up_no_other,
+    the_full_text_half_follows_additions_and_deletions_at_once,
 );
 
 fn tenant(id: &str) -> TenantId {
@@ -288,6 +289,50 @@ async fn removing_a_document_removes_its_vectors(fx: Fixture) {
             .unwrap()
     );
     assert_eq!(vectors(&store, &acme).await, 0);
+    store.close().await;
+}
+
+/// The hybrid search's full text comes from a cached index of the tenant's passages: a
+/// document added after it was cached is found at once (before it is embedded), and one
+/// deleted is gone at once.
+async fn the_full_text_half_follows_additions_and_deletions_at_once(fx: Fixture) {
+    let store = fx.store("openai", "fake-embed-1").await;
+    let acme = given_tenant(&store, "acme").await;
+    add(&store, &acme, "Shipping", SHIPPING).await;
+    embed_all(&store).await;
+    let hits = store
+        .search_knowledge(&acme, "shipping Nigeria", 3)
+        .await
+        .unwrap();
+    assert_eq!(hits[0].document_title, "Shipping", "{hits:#?}");
+
+    let products = add(&store, &acme, "Products", BOOTS).await;
+    let hits = store
+        .search_knowledge(&acme, "leather boots", 3)
+        .await
+        .unwrap();
+    let found = hits
+        .iter()
+        .find(|h| h.document_id == products)
+        .unwrap_or_else(|| panic!("the new document is found by full text: {hits:#?}"));
+    assert_eq!(found.fulltext_rank, Some(1));
+    assert_eq!(found.vector_rank, None, "not embedded yet");
+
+    assert!(
+        store
+            .delete_knowledge(&acme, products, T0 + 1)
+            .await
+            .unwrap()
+    );
+    let hits = store
+        .search_knowledge(&acme, "leather boots", 3)
+        .await
+        .unwrap();
+    assert!(hits.iter().all(|h| h.document_id != products), "{hits:#?}");
+    assert!(
+        store.retrieval().expect("retrieval").cached_text_bytes() > 0,
+        "the index is cached"
+    );
     store.close().await;
 }
 
