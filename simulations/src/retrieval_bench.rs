@@ -184,7 +184,7 @@ pub async fn run(
         let tenant = TenantId::new("bench").context("tenant")?;
         eprintln!("{chunks} chunks: adding and embedding ({dimensions} dimensions)");
         {
-            let store = open(&url, &providers, false).await?;
+            let (store, _) = open(&url, &providers, false).await?;
             store
                 .upsert_tenant(&NewTenant {
                     id: tenant.clone(),

@@ -1,6 +1,7 @@
 //! The search benchmark's smoke (CI): a small tenant is added, embedded, loaded and
 //! searched at both precisions; every question finds something by full text and the index
-//! holds every chunk (the bench refuses otherwise). Its timings are not asserted.
+//! and the full-text index hold every chunk (the bench refuses otherwise). Its timings are
+//! not asserted.
 
 use salesboy_sim::retrieval_bench::{markdown, run};
 
@@ -13,6 +14,10 @@ async fn the_search_bench_measures_a_small_tenant_at_both_precisions() {
     for row in &rows {
         assert_eq!((row.chunks, row.dimensions), (150, 32));
         assert!(row.cold_load_ms > 0.0 && row.hybrid_p99_us > 0.0, "{row:?}");
+        assert!(
+            row.text_index_bytes > 0 && row.embed_p99_us > 0.0,
+            "{row:?}"
+        );
     }
     // int8 keeps a byte per dimension where f32 keeps four.
     assert!(rows[1].index_bytes < rows[0].index_bytes, "{rows:?}");
