@@ -17,6 +17,10 @@ use super::{ConfigError, ENV_PREFIX, KEYS, LogFormat};
 const TEST_ENV_PREFIX: &str = "SALESBOY_TEST_";
 
 /// The keys whose values are secrets: their errors never quote the value.
+/// Keys of earlier versions and what they are called now (file spelling): refused with the
+/// new name, never ignored (docs/upgrades.md, rule 6).
+const RENAMED_KEYS: &[(&str, &str)] = &[("events_replicas", "nats_replicas")];
+
 const SECRET_KEYS: &[&str] = &[
     "nats_password",
     "nats_token",
@@ -217,10 +221,27 @@ pub(super) fn located_error(figment: &Figment, error: figment::Error) -> ConfigE
             } else {
                 spelled(figment, &key)
             };
-            ConfigError::UnknownKey {
-                key,
-                source_name,
-                known: KEYS.join(", "),
+            let renamed = RENAMED_KEYS.iter().find(|(old, _)| {
+                key.eq_ignore_ascii_case(&format!("{ENV_PREFIX}{old}")) || key == *old
+            });
+            match renamed {
+                Some((_, new)) => {
+                    let new = if key.starts_with(ENV_PREFIX) {
+                        format!("{ENV_PREFIX}{}", new.to_ascii_uppercase())
+                    } else {
+                        (*new).to_owned()
+                    };
+                    ConfigError::RenamedKey {
+                        key,
+                        source_name,
+                        new,
+                    }
+                }
+                None => ConfigError::UnknownKey {
+                    key,
+                    source_name,
+                    known: KEYS.join(", "),
+                },
             }
         }
         _ if SECRET_KEYS.contains(&path.as_str()) => {

@@ -383,6 +383,16 @@ pub enum ConfigError {
         /// The known keys.
         known: String,
     },
+    /// A key an earlier version knew under that name.
+    #[error("configuration key {key} (in {source_name}) was renamed: use {new}")]
+    RenamedKey {
+        /// The old key as written.
+        key: String,
+        /// Where it came from.
+        source_name: String,
+        /// Its name now, spelled as the old one was (variable or file key).
+        new: String,
+    },
     /// A known key with a value that does not parse.
     #[error("bad value for {key} (in {source_name}): {reason}")]
     BadValue {

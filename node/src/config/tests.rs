@@ -82,6 +82,27 @@ fn environment_overrides_file_overrides_defaults() {
 }
 
 #[test]
+fn a_renamed_key_is_refused_with_its_new_name() {
+    let err = Config::load_from(None, env(&[("SALESBOY_EVENTS_REPLICAS", "3")]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "configuration key SALESBOY_EVENTS_REPLICAS (in environment) was renamed: use SALESBOY_NATS_REPLICAS"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "events_replicas = 3\n").unwrap();
+    let err = Config::load_from(Some(&file), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("events_replicas") && err.ends_with("was renamed: use nats_replicas"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_keys_are_errors_that_name_the_key() {
     let err = Config::load_from(None, env(&[("SALESBOY_DEBOUNCE", "5")]))
         .unwrap_err()
