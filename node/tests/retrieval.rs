@@ -293,8 +293,8 @@ async fn removing_a_document_removes_its_vectors(fx: Fixture) {
 }
 
 /// The hybrid search's full text comes from a cached index of the tenant's passages: a
-/// document added after it was cached is found at once (before it is embedded), and one
-/// deleted is gone at once.
+/// document added after it was cached is found at once (before it is embedded), by meaning
+/// too once embedded, and one deleted is gone at once.
 async fn the_full_text_half_follows_additions_and_deletions_at_once(fx: Fixture) {
     let store = fx.store("openai", "fake-embed-1").await;
     let acme = given_tenant(&store, "acme").await;
@@ -317,6 +317,17 @@ async fn the_full_text_half_follows_additions_and_deletions_at_once(fx: Fixture)
         .unwrap_or_else(|| panic!("the new document is found by full text: {hits:#?}"));
     assert_eq!(found.fulltext_rank, Some(1));
     assert_eq!(found.vector_rank, None, "not embedded yet");
+    // Embedded now: the cached vector index is stale and reloaded.
+    embed_all(&store).await;
+    let hits = store
+        .search_knowledge(&acme, "leather boots", 3)
+        .await
+        .unwrap();
+    let found = hits
+        .iter()
+        .find(|h| h.document_id == products)
+        .unwrap_or_else(|| panic!("still found: {hits:#?}"));
+    assert!(found.vector_rank.is_some(), "{hits:#?}");
 
     assert!(
         store

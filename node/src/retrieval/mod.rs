@@ -5,7 +5,7 @@
 //! - [`Retrieval`]: the node's embedding chains ([`crate::adapters::embedding`]), one per
 //!   model (the first the default; a tenant may choose another, `embedding_model`), the
 //!   cache of tenant indexes ([`index::TenantIndex`], moka, weighted by bytes, loaded on
-//!   demand, checked against the database's `(count, newest chunk)` stamp on every search
+//!   demand, checked against the tenant's [`Stamp`] on every search
 //!   so a change made by any node is seen) and the embedder's wake-up. A [`SqlStore`] given
 //!   one ([`SqlStore::with_retrieval`]) searches hybrid; without one (no
 //!   `embedding_providers` configured, the default) it searches full text only and calls
@@ -73,22 +73,47 @@ impl Default for RetrievalSettings {
     }
 }
 
+/// What a cached index is checked against on every search, read from the tenant's row (and
+/// the newest vector's id, an index lookup): it changes whenever the tenant's passages or
+/// its vectors do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// When the tenant was created (a tenant deleted and created again is another).
+    pub tenant_created_ms: i64,
+    /// Bumped by every knowledge add and delete.
+    pub knowledge_version: i64,
+    /// Bumped whenever the embedder stores vectors for the tenant.
+    pub vectors_version: i64,
+    /// The newest chunk id with a vector of the tenant's model (vectors stored by a build
+    /// that does not bump `vectors_version`, during a rolling upgrade, still show).
+    pub newest_vector: i64,
+}
+
+impl Stamp {
+    /// Whether a full-text index built at `self` still holds the tenant's passages at
+    /// `now` (vectors do not matter to it).
+    pub fn same_passages(&self, now: &Self) -> bool {
+        (self.tenant_created_ms, self.knowledge_version)
+            == (now.tenant_created_ms, now.knowledge_version)
+    }
+}
+
 /// A tenant index as cached: the model and stamp of the vectors it was built from.
 #[derive(Debug)]
 pub struct CachedIndex {
     /// The model of its vectors.
     pub model: String,
-    /// `(count, newest chunk id)` of the tenant's vectors of the model when loaded.
-    pub stamp: (i64, i64),
+    /// The tenant's stamp when it was loaded.
+    pub stamp: Stamp,
     /// The index.
     pub index: TenantIndex,
 }
 
-/// A tenant's full-text index as cached: the knowledge version it was built at.
+/// A tenant's full-text index as cached: the stamp it was built at.
 #[derive(Debug)]
 pub struct CachedText {
-    /// The tenant's knowledge version when it was loaded (bumped by every add and delete).
-    pub knowledge_version: i64,
+    /// The tenant's stamp when it was loaded (its passages: [`Stamp::same_passages`]).
+    pub stamp: Stamp,
     /// The index.
     pub index: TextIndex,
 }
@@ -207,12 +232,7 @@ impl Retrieval {
     }
 
     /// The cached index of `tenant` if it is still of `model` and its stamp still `stamp`.
-    pub fn cached(
-        &self,
-        tenant: &TenantId,
-        model: &str,
-        stamp: (i64, i64),
-    ) -> Option<Arc<CachedIndex>> {
+    pub fn cached(&self, tenant: &TenantId, model: &str, stamp: Stamp) -> Option<Arc<CachedIndex>> {
         self.cache
             .get(tenant)
             .filter(|cached| cached.stamp == stamp && cached.model == model)
@@ -228,15 +248,11 @@ impl Retrieval {
         self.cache.invalidate(tenant);
     }
 
-    /// The cached full-text index of `tenant` if it was built at `knowledge_version`.
-    pub fn cached_text(
-        &self,
-        tenant: &TenantId,
-        knowledge_version: i64,
-    ) -> Option<Arc<CachedText>> {
+    /// The cached full-text index of `tenant` if its passages are still those of `stamp`.
+    pub fn cached_text(&self, tenant: &TenantId, stamp: Stamp) -> Option<Arc<CachedText>> {
         self.texts
             .get(tenant)
-            .filter(|cached| cached.knowledge_version == knowledge_version)
+            .filter(|cached| cached.stamp.same_passages(&stamp))
     }
 
     /// Caches `tenant`'s full-text index.

@@ -32,7 +32,7 @@ use crate::adapters::embedding::{EmbedOutcome, EmbedPurpose};
 use crate::retrieval::fusion::fuse;
 use crate::retrieval::index::{TenantIndex, decode, encode};
 use crate::retrieval::text_index::TextIndex;
-use crate::retrieval::{CachedIndex, CachedText, Retrieval};
+use crate::retrieval::{CachedIndex, CachedText, Retrieval, Stamp};
 
 /// What one embedding pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,6 +385,16 @@ async fn store_vectors(
             .execute(&mut *tx)
             .await?;
     }
+    // Every tenant of the batch: its cached vector indexes are stale now (on every node).
+    let mut tenants: Vec<&TenantId> = pending.iter().map(|chunk| &chunk.tenant).collect();
+    tenants.sort();
+    tenants.dedup();
+    for tenant in tenants {
+        sqlx::query("UPDATE tenants SET vectors_version = vectors_version + 1 WHERE id = $1")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -419,30 +429,27 @@ pub(crate) async fn embedded_counts(
 }
 
 /// What a search needs to know of a tenant, in one query: its embedding model (if this node
-/// has a provider for it), the `(count, newest chunk)` stamp of its vectors of that model,
-/// and its knowledge version (bumped by every add and delete).
+/// has a provider for it) and its [`Stamp`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TenantSearchState {
     /// The tenant's model; `None` when this node has no provider for it.
     pub(crate) model: Option<String>,
-    /// `(count, newest chunk id)` of the tenant's vectors of its model.
-    pub(crate) stamp: (i64, i64),
-    /// The tenant's knowledge version.
-    pub(crate) knowledge_version: i64,
+    /// What its cached indexes are checked against.
+    pub(crate) stamp: Stamp,
 }
 
-/// The tenant's search state; `None` for an unknown tenant.
+/// The tenant's search state; `None` for an unknown tenant. One row and one index lookup:
+/// no count of the tenant's vectors.
 pub(crate) async fn tenant_search_state(
     db: &Db,
     retrieval: &Retrieval,
     tenant: &TenantId,
 ) -> Result<Option<TenantSearchState>, Failure> {
     let row = sqlx::query(
-        "SELECT t.embedding_model, t.knowledge_version, COUNT(v.chunk_id) AS n, \
-         COALESCE(MAX(v.chunk_id), 0) AS newest \
-         FROM tenants t LEFT JOIN knowledge_vectors v \
-         ON v.tenant_id = t.id AND v.model = COALESCE(t.embedding_model, $2) \
-         WHERE t.id = $1 GROUP BY t.id, t.embedding_model, t.knowledge_version",
+        "SELECT t.embedding_model, t.created_ms, t.knowledge_version, t.vectors_version, \
+         (SELECT COALESCE(MAX(v.chunk_id), 0) FROM knowledge_vectors v \
+          WHERE v.tenant_id = t.id AND v.model = COALESCE(t.embedding_model, $2)) AS newest \
+         FROM tenants t WHERE t.id = $1",
     )
     .bind(tenant.as_str())
     .bind(retrieval.model())
@@ -454,37 +461,41 @@ pub(crate) async fn tenant_search_state(
     let chosen: Option<String> = get(&row, "embedding_model")?;
     Ok(Some(TenantSearchState {
         model: retrieval.model_for(chosen.as_deref()).map(str::to_owned),
-        stamp: (get(&row, "n")?, get(&row, "newest")?),
-        knowledge_version: get(&row, "knowledge_version")?,
+        stamp: Stamp {
+            tenant_created_ms: get(&row, "created_ms")?,
+            knowledge_version: get(&row, "knowledge_version")?,
+            vectors_version: get(&row, "vectors_version")?,
+            newest_vector: get(&row, "newest")?,
+        },
     }))
 }
 
-/// The tenant's embedding model and the `(count, newest chunk)` stamp of its vectors of it;
-/// `None` for an unknown tenant or when this node has no provider for its model.
+/// The tenant's embedding model and its [`Stamp`]; `None` for an unknown tenant or when this
+/// node has no provider for its model.
 pub(crate) async fn tenant_model(
     db: &Db,
     retrieval: &Retrieval,
     tenant: &TenantId,
-) -> Result<Option<(String, (i64, i64))>, Failure> {
+) -> Result<Option<(String, Stamp)>, Failure> {
     Ok(tenant_search_state(db, retrieval, tenant)
         .await?
         .and_then(|state| Some((state.model?, state.stamp))))
 }
 
-/// The tenant's full-text index at `knowledge_version`: from the cache, else loaded from
+/// The tenant's full-text index for `stamp`: from the cache, else loaded from
 /// its passages and cached. A passage added after the version was read may be in it; the
 /// next search reloads at the newer version anyway.
 pub(crate) async fn tenant_text_index(
     db: &Db,
     retrieval: &Retrieval,
     tenant: &TenantId,
-    knowledge_version: i64,
+    stamp: Stamp,
 ) -> Result<Arc<CachedText>, Failure> {
-    if let Some(cached) = retrieval.cached_text(tenant, knowledge_version) {
+    if let Some(cached) = retrieval.cached_text(tenant, stamp) {
         return Ok(cached);
     }
     let cached = Arc::new(CachedText {
-        knowledge_version,
+        stamp,
         index: load_text_index(db, tenant).await?,
     });
     retrieval.cache_text(tenant, Arc::clone(&cached));
@@ -516,7 +527,7 @@ pub(crate) async fn tenant_index(
     retrieval: &Retrieval,
     tenant: &TenantId,
     model: &str,
-    stamp: (i64, i64),
+    stamp: Stamp,
 ) -> Result<Arc<CachedIndex>, Failure> {
     if let Some(cached) = retrieval.cached(tenant, model, stamp) {
         return Ok(cached);
@@ -532,7 +543,7 @@ pub(crate) async fn load_index(
     retrieval: &Retrieval,
     tenant: &TenantId,
     model: &str,
-    stamp: (i64, i64),
+    stamp: Stamp,
 ) -> Result<CachedIndex, Failure> {
     let rows = sqlx::query(
         "SELECT chunk_id, vector FROM knowledge_vectors WHERE tenant_id = $1 AND model = $2 \
@@ -629,7 +640,7 @@ pub(crate) async fn hybrid_search(
         if words.is_empty() {
             return Ok::<_, Failure>(Vec::new());
         }
-        let text = tenant_text_index(db, retrieval, tenant, state.knowledge_version).await?;
+        let text = tenant_text_index(db, retrieval, tenant, state.stamp).await?;
         Ok(text
             .index
             .search(&words, candidates)
