@@ -37,7 +37,7 @@ pub struct NodeStatus {
     /// The cluster protocol versions it speaks: `"1"`, or a span such as `"1-2"`.
     pub protocol: String,
     /// Whether it speaks a protocol version in common with the node (or CLI) that answers;
-    /// a node that does not is refused: never placed on, moved to or contacted.
+    /// a node that does not is refused: never placed on or moved to.
     pub compatible: bool,
     /// Whether it is alive (its heartbeat is recent).
     pub alive: bool,

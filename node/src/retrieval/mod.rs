@@ -118,6 +118,29 @@ pub struct CachedText {
     pub index: TextIndex,
 }
 
+/// Which of a tenant's indexes a cache entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IndexKind {
+    Vectors,
+    Text,
+}
+
+/// A cache entry: one of a tenant's indexes.
+#[derive(Debug, Clone)]
+enum CachedEntry {
+    Vectors(Arc<CachedIndex>),
+    Text(Arc<CachedText>),
+}
+
+impl CachedEntry {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Vectors(cached) => cached.index.bytes(),
+            Self::Text(cached) => cached.index.bytes(),
+        }
+    }
+}
+
 /// One embedding model and the providers (in fallback order) that serve it.
 #[derive(Debug)]
 struct ModelChain {
@@ -131,9 +154,8 @@ pub struct Retrieval {
     /// One per model, the default first; never empty.
     models: Vec<ModelChain>,
     settings: RetrievalSettings,
-    cache: moka::sync::Cache<TenantId, Arc<CachedIndex>>,
-    /// The tenants' full-text indexes, bounded by the same byte budget.
-    texts: moka::sync::Cache<TenantId, Arc<CachedText>>,
+    /// The tenants' vector and full-text indexes, under one byte budget.
+    cache: moka::sync::Cache<(TenantId, IndexKind), CachedEntry>,
     wake: Notify,
     failing: Mutex<HashSet<TenantId>>,
 }
@@ -163,21 +185,14 @@ impl Retrieval {
         }
         let cache = moka::sync::Cache::builder()
             .max_capacity(settings.cache_bytes)
-            .weigher(|_: &TenantId, cached: &Arc<CachedIndex>| {
-                u32::try_from(cached.index.bytes()).unwrap_or(u32::MAX)
-            })
-            .build();
-        let texts = moka::sync::Cache::builder()
-            .max_capacity(settings.cache_bytes)
-            .weigher(|_: &TenantId, cached: &Arc<CachedText>| {
-                u32::try_from(cached.index.bytes()).unwrap_or(u32::MAX)
+            .weigher(|_: &(TenantId, IndexKind), cached: &CachedEntry| {
+                u32::try_from(cached.bytes()).unwrap_or(u32::MAX)
             })
             .build();
         Some(Self {
             models,
             settings,
             cache,
-            texts,
             wake: Notify::new(),
             failing: Mutex::default(),
         })
@@ -233,34 +248,42 @@ impl Retrieval {
 
     /// The cached index of `tenant` if it is still of `model` and its stamp still `stamp`.
     pub fn cached(&self, tenant: &TenantId, model: &str, stamp: Stamp) -> Option<Arc<CachedIndex>> {
-        self.cache
-            .get(tenant)
-            .filter(|cached| cached.stamp == stamp && cached.model == model)
+        match self.cache.get(&(tenant.clone(), IndexKind::Vectors)) {
+            Some(CachedEntry::Vectors(cached)) if cached.stamp == stamp && cached.model == model => {
+                Some(cached)
+            }
+            _ => None,
+        }
     }
 
     /// Caches `tenant`'s index.
     pub fn cache(&self, tenant: &TenantId, cached: Arc<CachedIndex>) {
-        self.cache.insert(tenant.clone(), cached);
+        self.cache.insert(
+            (tenant.clone(), IndexKind::Vectors),
+            CachedEntry::Vectors(cached),
+        );
     }
 
-    /// Drops `tenant`'s cached index (its vectors changed).
+    /// Drops `tenant`'s cached vector index (its vectors changed).
     pub fn invalidate(&self, tenant: &TenantId) {
-        self.cache.invalidate(tenant);
+        self.cache.invalidate(&(tenant.clone(), IndexKind::Vectors));
     }
 
     /// The cached full-text index of `tenant` if its passages are still those of `stamp`.
     pub fn cached_text(&self, tenant: &TenantId, stamp: Stamp) -> Option<Arc<CachedText>> {
-        self.texts
-            .get(tenant)
-            .filter(|cached| cached.stamp.same_passages(&stamp))
+        match self.cache.get(&(tenant.clone(), IndexKind::Text)) {
+            Some(CachedEntry::Text(cached)) if cached.stamp.same_passages(&stamp) => Some(cached),
+            _ => None,
+        }
     }
 
     /// Caches `tenant`'s full-text index.
     pub fn cache_text(&self, tenant: &TenantId, cached: Arc<CachedText>) {
-        self.texts.insert(tenant.clone(), cached);
+        self.cache
+            .insert((tenant.clone(), IndexKind::Text), CachedEntry::Text(cached));
     }
 
-    /// The memory the cached vector indexes hold, in bytes (after pending evictions).
+    /// The memory the cached indexes hold together, in bytes (after pending evictions).
     pub fn cached_bytes(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.weighted_size()
@@ -268,8 +291,12 @@ impl Retrieval {
 
     /// The memory the cached full-text indexes hold, in bytes (after pending evictions).
     pub fn cached_text_bytes(&self) -> u64 {
-        self.texts.run_pending_tasks();
-        self.texts.weighted_size()
+        self.cache.run_pending_tasks();
+        self.cache
+            .iter()
+            .filter(|(key, _)| key.1 == IndexKind::Text)
+            .map(|(_, cached)| cached.bytes() as u64)
+            .sum()
     }
 
     /// A question's vector by `model`, or `None` (logged and counted) when no provider of it

@@ -44,7 +44,11 @@ impl Distribution {
         let mut histogram = Histogram::<u64>::new(SIGNIFICANT_DIGITS).expect("a valid precision");
         let (mut min_ms, mut max_ms, mut sum_ms) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
         for &value in &values_ms {
-            histogram.saturating_record(micros(value));
+            // `record` grows the histogram; `saturating_record` would not: it clamped every
+            // value past 262 ms to the histogram's initial top, 2 µs (reports showed 0 ms).
+            if histogram.record(micros(value)).is_err() {
+                histogram.saturating_record(micros(value));
+            }
             min_ms = min_ms.min(value);
             max_ms = max_ms.max(value);
             sum_ms += value;
@@ -85,5 +89,15 @@ mod tests {
         assert_eq!(d.max_ms, 100.0);
         assert_eq!(d.min_ms, 1.0);
         assert_eq!(Distribution::of(Vec::new()).count, 0);
+    }
+
+    #[test]
+    fn latencies_of_seconds_keep_their_size() {
+        let d = Distribution::of((1..=100).map(|i| f64::from(i) * 100.0).collect());
+        let near = |value: f64, wanted: f64| (value - wanted).abs() <= wanted * 1e-4;
+        assert!(near(d.p50_ms, 5_000.0) && near(d.p99_ms, 9_900.0), "{d:?}");
+        assert_eq!(d.max_ms, 10_000.0);
+        let tail = Distribution::of(vec![1.0, 2.0, 600_000.0]);
+        assert!((tail.p99_ms - 600_000.0).abs() < 10.0, "{tail:?}");
     }
 }

@@ -206,7 +206,7 @@ pub struct NodeView {
     /// Whether its record changed within the failure timeout.
     pub alive: bool,
     /// Whether this node and it speak a protocol version in common; a node that does not
-    /// is never placed on, moved to or contacted (it may still be alive).
+    /// is never placed on or moved to (it may still be alive).
     pub compatible: bool,
 }
 

@@ -109,7 +109,7 @@ impl Watcher {
                         node_version = %record.version,
                         node_protocol = %record.protocol,
                         protocol = %self.protocol,
-                        "refusing a node that speaks no cluster protocol version in common with this one: it is never placed on, moved to or contacted (docs/upgrades.md)"
+                        "refusing a node that speaks no cluster protocol version in common with this one: it is never placed on or moved to (docs/upgrades.md)"
                     );
                 }
                 match nodes.get_mut(&node) {
