@@ -249,7 +249,9 @@ impl Retrieval {
     /// The cached index of `tenant` if it is still of `model` and its stamp still `stamp`.
     pub fn cached(&self, tenant: &TenantId, model: &str, stamp: Stamp) -> Option<Arc<CachedIndex>> {
         match self.cache.get(&(tenant.clone(), IndexKind::Vectors)) {
-            Some(CachedEntry::Vectors(cached)) if cached.stamp == stamp && cached.model == model => {
+            Some(CachedEntry::Vectors(cached))
+                if cached.stamp == stamp && cached.model == model =>
+            {
                 Some(cached)
             }
             _ => None,

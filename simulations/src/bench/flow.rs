@@ -223,7 +223,7 @@ pub async fn collect_replies(
 /// chats with no reply, more replies than messages, unanswered or dismissed messages,
 /// unsent replies, refused deliveries. `before`: the database's counts before the run (old
 /// messages seeded for retention are inbound and unanswered); `retired`: how many of those
-/// old inbound messages retention deleted during the run.
+/// old inbound messages retention deleted since `before` was read.
 pub fn check_delivery(
     report: &mut Report,
     layout: &Layout,
