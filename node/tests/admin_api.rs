@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants"),
     ("post", "/api/tenants"),
     ("get", "/api/tenants/{id}"),
+    ("patch", "/api/tenants/{id}"),
     ("delete", "/api/tenants/{id}"),
     ("get", "/api/tenants/{id}/session"),
     ("post", "/api/tenants/{id}/session/stop"),
@@ -295,6 +296,48 @@ async fn tenants_are_created_updated_and_shown_without_secrets() {
     assert_eq!(updated.json["created_ms"], created_ms);
     let stored = h.store.tenant(&acme()).await.unwrap().unwrap();
     assert_eq!(stored.numbers[0].access_token.expose(), "EAAG-rotated");
+
+    // PATCH changes only what it names; the number needs its token; unknown fields and
+    // tenants are refused.
+    let patched = h
+        .call(
+            Method::PATCH,
+            "/api/tenants/acme",
+            Some(TOKEN),
+            Some(json!({"system_prompt": "You sell boots.", "llm_monthly_spend_cap_micros": 5000000})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.raw);
+    assert_eq!(patched.json["system_prompt"], "You sell boots.");
+    assert_eq!(patched.json["name"], "Acme");
+    assert_eq!(patched.json["llm_monthly_spend_cap_micros"], 5_000_000);
+    assert_eq!(patched.json["llm"][0]["api_key"], "[redacted]");
+    assert!(!patched.raw.contains(API_KEY), "{}", patched.raw);
+    let stored = h.store.tenant(&acme()).await.unwrap().unwrap();
+    assert_eq!(stored.system_prompt.as_deref(), Some("You sell boots."));
+    for (body, status, field) in [
+        (
+            json!({"phone_number_id": "106540352242922"}),
+            StatusCode::BAD_REQUEST,
+            "access_token",
+        ),
+        (json!({"nmae": "typo"}), StatusCode::BAD_REQUEST, "nmae"),
+    ] {
+        let refused = h
+            .call(Method::PATCH, "/api/tenants/acme", Some(TOKEN), Some(body))
+            .await;
+        assert_eq!(refused.status, status, "{}", refused.raw);
+        assert!(refused.raw.contains(field), "{}", refused.raw);
+    }
+    let unknown = h
+        .call(
+            Method::PATCH,
+            "/api/tenants/nobody",
+            Some(TOKEN),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.raw);
 
     // Activity shows in the view: pausing a chat activates the tenant.
     let paused = h

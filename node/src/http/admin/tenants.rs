@@ -1,6 +1,6 @@
 //! `/tenants`, `/tenants/{id}` and `/tenants/{id}/session…`: tenants and their WhatsApp
-//! numbers, shown without secrets, where a tenant runs, and stopping and starting its
-//! WhatsApp session. The work is in [`crate::api::tenants`].
+//! numbers, shown without secrets and changed, where a tenant runs, and stopping and
+//! starting its WhatsApp session. The work is in [`crate::api::tenants`].
 
 use axum::Json;
 use axum::extract::State;
@@ -14,7 +14,8 @@ use super::error::{ApiJson, ApiPath, ApiQuery, ErrorBody, TenantRefusals, TokenR
 use super::{AppState, tenant_id};
 use crate::api::ApiError;
 use crate::api::tenants::{
-    self, Saved, SessionStatusView, TenantDeleted, TenantDetail, TenantRequest, TenantView,
+    self, Saved, SessionStatusView, TenantDeleted, TenantDetail, TenantRequest, TenantUpdate,
+    TenantView,
 };
 
 /// The operator's routes of this module (every tenant), documented.
@@ -25,7 +26,7 @@ pub(super) fn operator_routes() -> OpenApiRouter<AppState> {
 /// The routes of this module about one tenant, documented.
 pub(super) fn tenant_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
-        .routes(routes!(show_tenant, delete_tenant))
+        .routes(routes!(show_tenant, update_tenant, delete_tenant))
         .routes(routes!(session_status))
         .routes(routes!(session_stop))
         .routes(routes!(session_start))
@@ -88,6 +89,28 @@ pub(super) async fn show_tenant(
 ) -> Result<Json<TenantDetail>, ApiError> {
     let id = tenant_id("id", id)?;
     Ok(Json(tenants::get(&state.api(), &id).await?))
+}
+
+/// Changes an existing tenant (what `tenant.update` does on NATS): absent fields keep their
+/// stored values; a number is given with its access token.
+#[utoipa::path(
+    patch, path = "/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id")),
+    request_body = TenantUpdate,
+    responses(
+        (status = 200, description = "the tenant as changed", body = TenantDetail),
+        (status = 400, description = "invalid id or field", body = ErrorBody),
+        TenantRefusals,
+        (status = 409, description = "the number belongs to another tenant", body = ErrorBody),
+    )
+)]
+pub(super) async fn update_tenant(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<TenantUpdate>,
+) -> Result<Json<TenantDetail>, ApiError> {
+    let id = tenant_id("id", id)?;
+    Ok(Json(tenants::update(&state.api(), &id, request).await?))
 }
 
 /// Where a tenant runs (node, epoch, moving or idle) and, when this node hosts it, its
