@@ -2,7 +2,7 @@
 //! rolling upgrade.
 //!
 //! Every build speaks a range of protocol versions, [`ProtocolRange::BUILD`]. It writes the
-//! newest into every bincode payload (envelopes, migration snapshots, directory entries: the
+//! newest into every bincode payload (envelopes, migration snapshots, control messages: the
 //! leading byte of [`crate::codec`]) and announces its range in its membership record; it
 //! reads any version in its range. Two nodes can work together when their ranges overlap;
 //! a node refuses a peer whose range does not (`docs/upgrades.md` has the rules of what may
