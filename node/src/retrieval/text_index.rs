@@ -39,11 +39,19 @@ pub struct TextIndex {
     bytes: usize,
 }
 
-/// The words of `text`: runs of letters and digits, lowercased.
+/// The words of `text`: runs of letters and digits, lowercased, keeping only letters and
+/// digits (lowercasing "İ" adds a combining dot). The questions' words are made by this too
+/// (`store::knowledge::query_words`), so both sides of a match are spelled alike.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .map(str::to_lowercase)
+        .filter_map(|raw| {
+            let word: String = raw
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect();
+            (!word.is_empty()).then_some(word)
+        })
 }
 
 impl TextIndex {
@@ -237,6 +245,16 @@ mod tests {
         assert!(index.search(&query(&["lagos"]), 5).is_empty());
         assert!(TextIndex::build([]).search(&query(&["x"]), 5).is_empty());
         assert!(TextIndex::build([]).is_empty());
+    }
+
+    #[test]
+    fn words_keep_only_letters_and_digits_after_lowercasing() {
+        assert_eq!(
+            words("Shipping to İSTANBUL, 2-day!").collect::<Vec<_>>(),
+            ["shipping", "to", "istanbul", "2", "day"]
+        );
+        let index = TextIndex::build([(1, "Shipping to İstanbul")]);
+        assert_eq!(ids(&index.search(&query(&["istanbul"]), 5)), [1]);
     }
 
     #[test]

@@ -235,12 +235,7 @@ const STOPWORDS: &[&str] = &[
 /// tsquery syntax.
 pub(crate) fn query_words(question: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
-    for raw in question.split(|c: char| !c.is_alphanumeric()) {
-        let word: String = raw
-            .to_lowercase()
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .collect();
+    for word in crate::retrieval::text_index::words(question) {
         if word.chars().count() < 2 || words.contains(&word) {
             continue;
         }
