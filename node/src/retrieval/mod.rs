@@ -266,11 +266,6 @@ impl Retrieval {
         );
     }
 
-    /// Drops `tenant`'s cached vector index (its vectors changed).
-    pub fn invalidate(&self, tenant: &TenantId) {
-        self.cache.invalidate(&(tenant.clone(), IndexKind::Vectors));
-    }
-
     /// The cached full-text index of `tenant` if its passages are still those of `stamp`.
     pub fn cached_text(&self, tenant: &TenantId, stamp: Stamp) -> Option<Arc<CachedText>> {
         match self.cache.get(&(tenant.clone(), IndexKind::Text)) {

@@ -235,7 +235,6 @@ async fn stored(
         *per_tenant.entry(&p.tenant).or_default() += p.text.chars().count();
     }
     for (tenant, chars) in per_tenant {
-        retrieval.invalidate(tenant);
         retrieval.stop_failing(tenant);
         let share =
             |total: u64| (total as u128 * chars as u128).div_ceil(chars_total as u128) as u64;
