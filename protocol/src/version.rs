@@ -56,6 +56,12 @@ impl ProtocolRange {
         (newest >= self.oldest.max(other.oldest)).then_some(newest)
     }
 
+    /// Whether the two ranges have a version in common: nodes that speak them can work
+    /// together.
+    pub fn overlaps(self, other: Self) -> bool {
+        self.common(other).is_some()
+    }
+
     /// The default of a record field written by builds that announced no range.
     pub fn first() -> Self {
         Self::FIRST
@@ -98,6 +104,8 @@ mod tests {
     fn disjoint_ranges_have_nothing_in_common() {
         assert_eq!(range(1, 1).common(range(2, 2)), None);
         assert_eq!(range(3, 4).common(range(1, 2)), None);
+        assert!(!range(1, 1).overlaps(range(2, 2)));
+        assert!(range(1, 2).overlaps(range(2, 3)));
     }
 
     #[test]

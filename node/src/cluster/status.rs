@@ -125,7 +125,7 @@ impl ClusterStatus {
             };
             let alive = heartbeat_is_fresh(now_ms, record.heartbeat_ms, timeout_ms);
             let count = placed.get(record.node.as_str()).copied().unwrap_or(0);
-            let compatible = ProtocolRange::BUILD.common(record.protocol).is_some();
+            let compatible = ProtocolRange::BUILD.overlaps(record.protocol);
             nodes.push(NodeStatus::from_record(&record, alive, compatible, count));
         }
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));

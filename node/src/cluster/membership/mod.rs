@@ -415,7 +415,7 @@ impl Membership {
             .map(|t| NodeView {
                 record: t.record.clone(),
                 alive: t.alive,
-                compatible: self.protocol.common(t.record.protocol).is_some(),
+                compatible: self.protocol.overlaps(t.record.protocol),
             })
             .collect()
     }
@@ -425,7 +425,7 @@ impl Membership {
     pub fn live_nodes(&self) -> Vec<NodeRecord> {
         lock(&self.nodes)
             .values()
-            .filter(|t| t.alive && self.protocol.common(t.record.protocol).is_some())
+            .filter(|t| t.alive && self.protocol.overlaps(t.record.protocol))
             .map(|t| t.record.clone())
             .collect()
     }
@@ -547,7 +547,7 @@ async fn refuse_incompatible_peers(
         if &record.node == me || record.heartbeat_ms < live_since {
             continue;
         }
-        if own.common(record.protocol).is_none() {
+        if !own.overlaps(record.protocol) {
             return Err(MembershipError::IncompatiblePeer {
                 peer: record.node,
                 peer_version: record.version,

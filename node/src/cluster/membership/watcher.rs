@@ -77,9 +77,8 @@ impl Watcher {
         let mut nodes = lock(&self.nodes);
         match event.op {
             KvOp::Delete => {
-                let protocol = self.protocol;
                 if nodes.remove(&node).is_some_and(|tracked| {
-                    tracked.alive && protocol.common(tracked.record.protocol).is_some()
+                    tracked.alive && self.protocol.overlaps(tracked.record.protocol)
                 }) {
                     info!(node = %node, "node left the cluster");
                     let _ = self.events.send(MembershipEvent::Left(node));
@@ -98,7 +97,7 @@ impl Watcher {
                     }
                 };
                 let now = Instant::now();
-                let compatible = self.protocol.common(record.protocol).is_some();
+                let compatible = self.protocol.overlaps(record.protocol);
                 let newly_refused = !compatible
                     && nodes
                         .get(&node)
@@ -166,7 +165,7 @@ impl Watcher {
                     silent_ms = now.duration_since(tracked.changed_at).as_millis(),
                     "node declared dead"
                 );
-                if self.protocol.common(tracked.record.protocol).is_some() {
+                if self.protocol.overlaps(tracked.record.protocol) {
                     let _ = self.events.send(MembershipEvent::Left(node.clone()));
                 }
             }
