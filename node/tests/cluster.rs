@@ -181,11 +181,22 @@ async fn adding_a_node_moves_about_a_quarter_of_the_tenants() {
     let (sandbox, tenants, bus) = sandbox(3).await;
     send_round(&sandbox, &tenants, 0, &HashSet::new()).await;
     assert_exactly_once(&sandbox, &tenants, 1).await;
-    // A read of the bucket is not a snapshot (keys, then values): read until every tenant
-    // shows, while early rebalancing may still be writing.
-    let before: HashMap<String, String> = eventually("every tenant placed", || async {
+    // The three nodes first even out among themselves (tenants are claimed where their first
+    // message lands, then rebalanced). Take the "before" picture only once that has settled:
+    // every tenant placed, a spread of at most one, and two reads in a row alike (a read of
+    // the bucket is keys, then values, not a snapshot).
+    let previous = std::sync::Mutex::new(HashMap::new());
+    let before: HashMap<String, String> = eventually("the three nodes balanced", || async {
         let placed = placements(&bus).await;
-        (placed.len() == TENANTS).then_some(placed)
+        let mut per_node: HashMap<&str, usize> = HashMap::new();
+        for node in placed.values() {
+            *per_node.entry(node.as_str()).or_default() += 1;
+        }
+        let spread = per_node.values().max().unwrap_or(&0) - per_node.values().min().unwrap_or(&0);
+        let settled = placed.len() == TENANTS && per_node.len() == 3 && spread <= 1;
+        let same = *previous.lock().expect("previous read") == placed;
+        *previous.lock().expect("previous read") = placed.clone();
+        (settled && same).then_some(placed)
     })
     .await;
 
