@@ -125,6 +125,7 @@ database_suite!(
     changes_write_their_events_in_their_transactions,
     the_outbox_is_published_in_order_and_kept_for_a_while,
     published_events_queue_for_webhooks_one_per_chat_at_a_time,
+    webhook_batches_left_behind_are_recovered_once,
     tenant_tokens_are_found_by_digest_listed_and_revoked,
     tenant_tokens_go_with_their_tenant,
     inbound_messages_keep_metas_timestamp,
@@ -2290,28 +2291,17 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     );
     let published = store.unpublished_events(100).await.unwrap();
     store.mark_events_published(&published, T0).await.unwrap();
-    // Marked again by an overlapping publisher: queued once all the same.
+    // Marked again by an overlapping publisher: handed over once all the same.
     store
         .mark_events_published(&published, T0 + 1)
         .await
         .unwrap();
-    let due = store.due_deliveries(T0, 100).await.unwrap();
-    let heads: Vec<(&str, &str)> = due
-        .iter()
-        .map(|d| {
-            (
-                d.webhook.id.as_str(),
-                d.event.event.detail["wamid"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        heads,
-        [("wh_all", "a1"), ("wh_all", "b1")],
-        "the head of each chat; the kinds filter holds"
+    assert!(
+        store.due_deliveries(T0, 100).await.unwrap().is_empty(),
+        "handed over, not in the queue"
     );
-    // The store hands the deliveries it queued over to the worker whole, once, in outbox
-    // order: the same as the queue holds; the heads read by key are the same.
+    // The store hands the deliveries over to the worker whole, once, in outbox order, all
+    // standing for by one batch row; the kinds filter holds.
     let queued = store.take_queued().expect("deliveries kept");
     assert!(queued.keys.is_empty(), "nothing to read back");
     let fresh: Vec<(&str, &str, i64, i64)> = queued
@@ -2333,10 +2323,50 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
             ("wh_all", "a2", 0, T0),
             ("wh_all", "b1", 0, T0)
         ],
-        "marked again, queued once"
+        "marked again, handed over once"
     );
+    let batch = queued.fresh[0].batch.expect("handed over with its batch");
+    assert!(queued.fresh.iter().all(|d| d.batch == Some(batch)));
+    // The worker queues them (as when it cannot hold them): the queue holds them in order.
+    let queue_them: Vec<AttemptRecord> = queued
+        .fresh
+        .iter()
+        .map(|d| AttemptRecord {
+            key: d.key.clone(),
+            seq: d.event.seq,
+            batch: d.batch,
+            since_ms: d.since_ms,
+            outcome: AttemptOutcome::Queued { at_ms: T0 },
+        })
+        .collect();
+    store.record_attempts(&queue_them, &[batch]).await.unwrap();
+    store.record_attempts(&queue_them, &[]).await.unwrap();
+    let due = store.due_deliveries(T0, 100).await.unwrap();
+    let heads: Vec<(&str, &str)> = due
+        .iter()
+        .map(|d| {
+            (
+                d.webhook.id.as_str(),
+                d.event.event.detail["wamid"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        heads,
+        [("wh_all", "a1"), ("wh_all", "b1")],
+        "the head of each chat, each once"
+    );
+    assert!(due.iter().all(|d| d.batch.is_none()));
     assert_eq!(queued.fresh[0].event, due[0].event);
     assert_eq!(queued.fresh[0].webhook, due[0].webhook);
+    assert!(
+        store
+            .recover_webhook_batches(&Default::default(), T0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the settled batch's row is gone"
+    );
     let keys: Vec<QueueKey> = due.iter().map(|d| d.key.clone()).collect();
     let again = store.take_queued().expect("nothing piled up");
     assert!(again.keys.is_empty() && again.fresh.is_empty());
@@ -2360,21 +2390,28 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
 
     // a1 fails and is retried later: a2 waits behind it; b1 is delivered (one record).
     store
-        .record_attempts(&[
-            AttemptRecord {
-                key: due[0].key.clone(),
-                seq: due[0].event.seq,
-                outcome: AttemptOutcome::Retry {
-                    at_ms: T0 + 1_000,
-                    error: "answered 500".into(),
+        .record_attempts(
+            &[
+                AttemptRecord {
+                    key: due[0].key.clone(),
+                    seq: due[0].event.seq,
+                    batch: None,
+                    since_ms: due[0].since_ms,
+                    outcome: AttemptOutcome::Retry {
+                        at_ms: T0 + 1_000,
+                        error: "answered 500".into(),
+                    },
                 },
-            },
-            AttemptRecord {
-                key: due[1].key.clone(),
-                seq: due[1].event.seq,
-                outcome: AttemptOutcome::Delivered,
-            },
-        ])
+                AttemptRecord {
+                    key: due[1].key.clone(),
+                    seq: due[1].event.seq,
+                    batch: None,
+                    since_ms: due[1].since_ms,
+                    outcome: AttemptOutcome::Delivered,
+                },
+            ],
+            &[],
+        )
         .await
         .unwrap();
     assert!(
@@ -2399,14 +2436,19 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     );
     // Given up: dead-lettered, and a2 comes up.
     store
-        .record_attempts(&[AttemptRecord {
-            key: again[0].key.clone(),
-            seq: again[0].event.seq,
-            outcome: AttemptOutcome::Dead {
-                at_ms: T0 + 2_000,
-                error: "timed out".into(),
-            },
-        }])
+        .record_attempts(
+            &[AttemptRecord {
+                key: again[0].key.clone(),
+                seq: again[0].event.seq,
+                batch: None,
+                since_ms: again[0].since_ms,
+                outcome: AttemptOutcome::Dead {
+                    at_ms: T0 + 2_000,
+                    error: "timed out".into(),
+                },
+            }],
+            &[],
+        )
         .await
         .unwrap();
     let next = store.due_deliveries(T0 + 2_000, 100).await.unwrap();
@@ -2456,6 +2498,94 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
             .unwrap()
             .is_empty()
     );
+}
+
+/// A node killed while it held deliveries in memory: the batch rows it left are recovered
+/// into the queue by the next worker, once; a failed first attempt is in the queue already
+/// and keeps its count; a batch a worker holds is left to it.
+async fn webhook_batches_left_behind_are_recovered_once(store: SqlStore) {
+    let acme = given_tenant(&store, "acme").await;
+    store
+        .add_webhook(&Webhook {
+            id: "wh_1".into(),
+            tenant: acme.clone(),
+            url: "https://example.com/hook".into(),
+            kinds: None,
+            secret: "0123456789abcdef".into(),
+            created_ms: T0,
+        })
+        .await
+        .unwrap();
+    let (a, b) = (chat_id("1"), chat_id("2"));
+    receive(&store, &acme, &a, "a1", T0).await;
+    receive(&store, &acme, &b, "b1", T0).await;
+    let published = store.unpublished_events(100).await.unwrap();
+    store.mark_events_published(&published, T0).await.unwrap();
+    let handed = store.take_queued().expect("kept").fresh;
+    assert_eq!(handed.len(), 2);
+    let batch = handed[0].batch.unwrap();
+    // a1's first attempt failed and was recorded; then the node died.
+    store
+        .record_attempts(
+            &[AttemptRecord {
+                key: handed[0].key.clone(),
+                seq: handed[0].event.seq,
+                batch: Some(batch),
+                since_ms: T0,
+                outcome: AttemptOutcome::Retry {
+                    at_ms: T0 + 1_000,
+                    error: "answered 503".into(),
+                },
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    let held = std::collections::HashSet::from([batch]);
+    assert!(
+        store
+            .recover_webhook_batches(&held, T0 + 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a batch a worker holds is its own"
+    );
+    assert_eq!(
+        store
+            .recover_webhook_batches(&Default::default(), T0 + 5)
+            .await
+            .unwrap(),
+        [batch]
+    );
+    let mut due: Vec<(String, i64, i64)> = store
+        .due_deliveries(i64::MAX, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            (
+                d.event.event.detail["wamid"].as_str().unwrap().to_owned(),
+                d.attempts,
+                d.next_attempt_ms,
+            )
+        })
+        .collect();
+    due.sort();
+    assert_eq!(
+        due,
+        [("a1".into(), 1, T0 + 1_000), ("b1".into(), 0, T0 + 5)],
+        "b1 queued by the recovery; a1 as its failed attempt left it"
+    );
+    assert!(
+        store
+            .recover_webhook_batches(&Default::default(), T0 + 6)
+            .await
+            .unwrap()
+            .is_empty(),
+        "recovered once"
+    );
+    let summary = store.webhooks(&acme).await.unwrap();
+    assert_eq!((summary[0].pending, summary[0].dead), (2, 0));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -474,3 +474,132 @@ async fn bad_webhook_requests_are_refused_with_their_reason() {
     assert_eq!(list, json!([]));
     gateway.node.stop().await;
 }
+
+/// A receiver that holds every request until `released`, and then refuses the ones it
+/// held (their node is gone) and accepts the ones that come after; it keeps every request.
+#[derive(Clone)]
+struct HoldingReceiver {
+    released: tokio::sync::watch::Sender<bool>,
+    requests: Arc<Mutex<Vec<Value>>>,
+    accepted: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn holding_hook(State(receiver): State<HoldingReceiver>, body: Bytes) -> StatusCode {
+    let event: Value = serde_json::from_slice(&body).expect("JSON");
+    receiver.requests.lock().unwrap().push(event.clone());
+    let mut released = receiver.released.subscribe();
+    if !*released.borrow_and_update() {
+        let _ = released.wait_for(|released| *released).await;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    receiver.accepted.lock().unwrap().push(event);
+    StatusCode::OK
+}
+
+/// kill -9 of a node while first attempts it holds in memory are under way (nothing of
+/// them in the queue in SQL, only their batch row): after the restart the node queues
+/// those events again and the receiver gets them.
+#[tokio::test]
+async fn deliveries_under_way_when_the_node_is_killed_arrive_after_its_restart() {
+    salesboy_node::run::install_crypto_provider();
+    let sandbox = salesboy_testkit::ClusterSandbox::builder()
+        .nodes(1)
+        .binary(env!("CARGO_BIN_EXE_salesboy"))
+        .database(Db::Postgres)
+        .env("SALESBOY_DEBOUNCE_MS", "0")
+        // An attempt hangs until the node dies, not until it times out.
+        .env("SALESBOY_WEBHOOK_TIMEOUT_MS", "120000")
+        .start()
+        .await
+        .expect("sandbox");
+    let tenants = sandbox
+        .seed_tenants(1, "We open at 9am.")
+        .await
+        .expect("seed");
+    let (tenant, number) = &tenants[0];
+    let receiver = HoldingReceiver {
+        released: tokio::sync::watch::Sender::new(false),
+        requests: Arc::default(),
+        accepted: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(holding_hook))
+        .with_state(receiver.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let created: Value = sandbox
+        .http()
+        .post(format!(
+            "{}/api/tenants/{tenant}/webhooks",
+            sandbox.http_base(0).unwrap()
+        ))
+        .bearer_auth(sandbox.admin_token())
+        .json(&json!({"url": url, "kinds": ["message_received"]}))
+        .send()
+        .await
+        .expect("webhook added")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(created["id"].is_string(), "{created}");
+
+    // One message per chat until one's delivery is under way with nothing of it in the
+    // queue (a node that leads a cluster holds deliveries in memory once it has led for a
+    // few seconds; before, it queues them).
+    let wamid = |i: usize| format!("wamid.held.{i}");
+    let mut held = None;
+    for i in 0..60 {
+        let chat = format!("165055503{i:02}");
+        let body = webhooks::text_message(number.as_str(), &chat, &wamid(i), "hello");
+        assert_eq!(
+            sandbox.post_webhook(0, &body).await,
+            Ok(reqwest::StatusCode::OK)
+        );
+        eventually(WAIT, || async {
+            let requests = receiver.requests.lock().unwrap().clone();
+            requests
+                .iter()
+                .any(|e| e["detail"]["wamid"] == wamid(i).as_str())
+                .then_some(())
+        })
+        .await;
+        let queued = sandbox
+            .store()
+            .due_deliveries(i64::MAX, 1_000)
+            .await
+            .expect("queue");
+        if !queued
+            .iter()
+            .any(|d| d.event.event.detail["wamid"] == wamid(i).as_str())
+        {
+            held = Some(i);
+            break;
+        }
+    }
+    let held = held.expect("a delivery held in memory");
+    sandbox.kill(0).await.expect("kill -9");
+    receiver.released.send_replace(true);
+    sandbox.restart(0).await.expect("restart");
+    sandbox.wait_healthy(0, WAIT).await.expect("healthy");
+
+    // The restarted node leads again, settles and recovers what it held.
+    let accepted = eventually(2 * WAIT, || async {
+        let accepted = receiver.accepted.lock().unwrap().clone();
+        accepted
+            .iter()
+            .any(|e| e["detail"]["wamid"] == wamid(held).as_str())
+            .then_some(accepted)
+    })
+    .await;
+    assert!(accepted.iter().all(|e| e["tenant"] == tenant.as_str()));
+    // Every message sent got its event through, each at least once.
+    for i in 0..=held {
+        assert!(
+            accepted
+                .iter()
+                .any(|e| e["detail"]["wamid"] == wamid(i).as_str()),
+            "message {i} missing: {accepted:?}"
+        );
+    }
+}

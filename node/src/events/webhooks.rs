@@ -3,12 +3,17 @@
 //! jitter until the retry window ends, then dead-lettered (`docs/protocol.md`, "HTTP event
 //! webhooks").
 //!
-//! The queue is in SQL (`webhook_deliveries`): events are queued when they are published, a
-//! delivered event leaves the queue, a failed one is tried again later. So nothing is lost
-//! when the node stops, and the worker of the next leader carries on. Delivery is at least
-//! once: a node killed between a receiver's 2xx and its record delivers that event again;
-//! receivers deduplicate on `X-Salesboy-Event-Id`. One worker runs at a time: the leader's
-//! on a cluster, the node's own alone.
+//! Deliveries of just-published events are handed to the worker in memory, with one
+//! `webhook_batches` row written at publishing standing for them (decision 0015): a first
+//! attempt that succeeds writes nothing. A delivery enters the queue in SQL
+//! (`webhook_deliveries`) when it fails (tried again later), when it waits behind one of its
+//! chat that failed, or when the worker cannot hold it; the batch row goes once each of its
+//! deliveries is delivered or queued. So nothing is lost when the node stops: the next
+//! worker (the restarted node, the next leader) recovers the batch rows left behind,
+//! queueing their events again, and carries on with the queue. Delivery is at least once:
+//! a node killed between a receiver's 2xx and the batch's settling delivers that event
+//! again; receivers deduplicate on `X-Salesboy-Event-Id`. One worker runs at a time: the
+//! leader's on a cluster, the node's own alone.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -20,11 +25,26 @@ use salesboy_protocol::events::{
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::cluster::ClusterMember;
 use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery, QueueKey, SqlStore};
+
+/// A write for the outcome recorder.
+#[derive(Debug)]
+enum Write {
+    /// What became of a delivery.
+    Record(AttemptRecord),
+    /// A batch whose deliveries are all delivered or queued: its row goes.
+    Settled(i64),
+}
+
+/// The recorder's report of one transaction: the records written (or not).
+struct Recorded {
+    records: Vec<AttemptRecord>,
+    written: bool,
+}
 
 /// Attempts under way at once (at most one per queue, i.e. webhook and chat): a slow or
 /// hanging receiver holds one of them, the others go on.
@@ -89,16 +109,22 @@ pub struct WebhookDeliverer {
 
 /// What the worker knows of the queues: the heads it holds (by when they are due), the
 /// queues under way (attempted, outcome not yet recorded), the queues whose head it must
-/// read (new deliveries, or the one before was recorded), and the queues it mirrors.
+/// read (new deliveries, or the one before was recorded), the queues held in memory, and
+/// the deliveries handed over at publishing that are not in the queue.
 ///
-/// A mirrored queue is one whose every pending delivery the worker holds: its head (held or
-/// under way) and the rest in order behind it. Deliveries handed over at publishing
-/// ([`Queued::fresh`](crate::store::Queued)) start or extend a mirror, so a chat's next
-/// event is attempted without reading the queue back. A queue is mirrored only while the
-/// worker is in step with the queue ([`Schedule::in_step`]): it read the whole queue, and
-/// every delivery queued since reached it through the store (this node publishes alone).
-/// Anything else (a failed attempt, a queue named to be read, a resync, a lost lead) drops
-/// the mirror: the queue is read from SQL again after its head, as without one.
+/// A queue held in memory ("mirrored") has nothing in SQL: its deliveries were handed over
+/// at publishing ([`Queued::fresh`](crate::store::Queued)) and the worker holds them all,
+/// its head (held or under way) and the rest in order behind it, so a chat's next event is
+/// attempted without a write or a read. A handed-over delivery starts or extends a mirror
+/// only while the worker is in step with the queue ([`Schedule::in_step`]): it read the
+/// whole queue after recovering the batches left behind, and every delivery queued since
+/// reached it through the store (this node publishes alone); the queue must also have
+/// nothing in SQL (nothing held, read, under way or being queued). Otherwise the delivery
+/// is queued in SQL behind what is there, and read back in turn. A failed attempt of a
+/// mirrored queue, or the queue named to be read, sends what the mirror holds to SQL too.
+///
+/// Each handed-over delivery counts toward its batch ([`Schedule::batches`]) until it is
+/// delivered or its queuing is written; then the batch is settled and its row deleted.
 #[derive(Default)]
 struct Schedule {
     heads: HashMap<QueueKey, DueDelivery>,
@@ -109,6 +135,14 @@ struct Schedule {
     /// Deliveries behind the heads of mirrored queues.
     mirrored_len: usize,
     in_step: bool,
+    /// Handed-over deliveries of each batch not yet delivered or queued.
+    batches: HashMap<i64, usize>,
+    /// Batches recovered into the queue: deliveries handed over for them are in it.
+    recovered: HashSet<i64>,
+    /// Queues with deliveries on their way into SQL (written, not yet recorded).
+    queuing: HashMap<QueueKey, usize>,
+    /// For the recorder: handed-over deliveries to queue, and settled batches.
+    writes: Vec<Write>,
 }
 
 impl Schedule {
@@ -128,19 +162,27 @@ impl Schedule {
     }
 
     /// Marks a queue to be read, unless it is under way or its head is held (a new
-    /// delivery waits behind that head; the queue is read after it). Its mirror, if any,
-    /// is dropped: the queue may hold deliveries the mirror lacks.
-    fn touch(&mut self, key: QueueKey) {
-        self.unmirror(&key);
+    /// delivery waits behind that head; the queue is read after it). What its mirror holds,
+    /// if it has one, goes to SQL: the queue may hold deliveries the mirror lacks.
+    fn touch(&mut self, key: QueueKey, now_ms: i64) {
+        self.spill(&key, now_ms);
         if !self.under_way.contains(&key) && !self.heads.contains_key(&key) {
             self.unread.insert(key);
         }
     }
 
-    /// Takes a delivery handed over at publishing (queued in SQL too): held as its queue's
-    /// head when the queue is known empty, kept behind the head of a mirrored queue, else
-    /// left to be read from the queue after the head before it.
-    fn offer(&mut self, delivery: DueDelivery) {
+    /// Takes a delivery handed over at publishing (not in SQL): held as its queue's head
+    /// when the queue is known empty, kept behind the head of a mirrored queue, else queued
+    /// in SQL behind what is there.
+    fn offer(&mut self, delivery: DueDelivery, now_ms: i64) {
+        let Some(batch) = delivery.batch else {
+            return;
+        };
+        if self.recovered.contains(&batch) {
+            // Recovered into the queue before it was taken: read from there.
+            return;
+        }
+        *self.batches.entry(batch).or_default() += 1;
         let key = delivery.key.clone();
         if self.mirrored.contains_key(&key) {
             if self.held() < MAX_HEADS {
@@ -149,28 +191,85 @@ impl Schedule {
                     self.mirrored_len += 1;
                 }
             } else {
-                // No room: read from the queue after its head.
-                self.unmirror(&key);
+                // No room: the queue goes to SQL.
+                self.spill(&key, now_ms);
+                self.queue(delivery, now_ms);
             }
             return;
         }
-        if self.under_way.contains(&key)
+        let in_sql = self.under_way.contains(&key)
             || self.heads.contains_key(&key)
             || self.unread.contains(&key)
-        {
-            return;
-        }
-        if self.in_step && self.held() < MAX_HEADS {
+            || self.queuing.contains_key(&key);
+        if !in_sql && self.in_step && self.held() < MAX_HEADS {
             self.mirrored.insert(key, VecDeque::new());
             self.hold(delivery);
         } else {
-            self.unread.insert(key);
+            self.queue(delivery, now_ms);
         }
     }
 
-    /// A queue's attempt was recorded (`delivered`: delivered, and its record written): the
-    /// next delivery of a mirrored queue is held at once; any other queue is read again.
-    fn recorded(&mut self, key: QueueKey, delivered: bool) {
+    /// Sends a handed-over delivery to SQL, due at `now_ms` (behind its queue's head).
+    fn queue(&mut self, delivery: DueDelivery, now_ms: i64) {
+        *self.queuing.entry(delivery.key.clone()).or_default() += 1;
+        self.writes.push(Write::Record(AttemptRecord {
+            key: delivery.key,
+            seq: delivery.event.seq,
+            batch: delivery.batch,
+            since_ms: delivery.since_ms,
+            outcome: AttemptOutcome::Queued { at_ms: now_ms },
+        }));
+    }
+
+    /// Sends what the queue's mirror holds (its held head and the rest) to SQL; the mirror
+    /// goes.
+    fn spill(&mut self, key: &QueueKey, now_ms: i64) {
+        let Some(tail) = self.mirrored.remove(key) else {
+            return;
+        };
+        self.mirrored_len -= tail.len();
+        if let Some(head) = self.heads.get(key)
+            && head.batch.is_some()
+        {
+            let head = self.heads.remove(key).expect("held");
+            self.timeline
+                .remove(&(head.next_attempt_ms, head.event.seq, key.clone()));
+            self.queue(head, now_ms);
+        }
+        for delivery in tail {
+            self.queue(delivery, now_ms);
+        }
+    }
+
+    /// A handed-over delivery of `batch` is delivered or its queuing written: the batch is
+    /// settled once none of its deliveries is left.
+    fn settle(&mut self, batch: i64) {
+        if let Some(left) = self.batches.get_mut(&batch) {
+            *left -= 1;
+            if *left == 0 {
+                self.batches.remove(&batch);
+                self.writes.push(Write::Settled(batch));
+            }
+        }
+    }
+
+    /// Handed-over deliveries of a queue were written to SQL: once none is on its way, the
+    /// queue is read.
+    fn queued(&mut self, key: QueueKey, now_ms: i64) {
+        if let Some(left) = self.queuing.get_mut(&key) {
+            *left -= 1;
+            if *left > 0 {
+                return;
+            }
+            self.queuing.remove(&key);
+        }
+        self.touch(key, now_ms);
+    }
+
+    /// A queue's attempt was delivered (and recorded, if it was in SQL) or recorded as
+    /// failed: the next delivery of a mirrored queue is held at once; any other queue is
+    /// read again.
+    fn recorded(&mut self, key: QueueKey, delivered: bool, now_ms: i64) {
         self.under_way.remove(&key);
         if delivered && let Some(tail) = self.mirrored.get_mut(&key) {
             match tail.pop_front() {
@@ -184,12 +283,40 @@ impl Schedule {
             }
             return;
         }
-        self.touch(key);
+        self.touch(key, now_ms);
     }
 
-    fn unmirror(&mut self, key: &QueueKey) {
-        if let Some(tail) = self.mirrored.remove(key) {
-            self.mirrored_len -= tail.len();
+    /// An attempt finished. A handed-over delivery that succeeded is done, with nothing to
+    /// write: answers `false`. Anything else is to be recorded first (`true`); a failed
+    /// handed-over delivery sends the rest of its chat to SQL behind it.
+    fn finished(&mut self, record: &AttemptRecord, now_ms: i64) -> bool {
+        match record.batch {
+            Some(batch) if record.outcome == AttemptOutcome::Delivered => {
+                self.settle(batch);
+                self.recorded(record.key.clone(), true, now_ms);
+                false
+            }
+            Some(_) => {
+                self.spill(&record.key, now_ms);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The recorder wrote `records`: their batches settle, their queues go on.
+    fn written(&mut self, records: Vec<AttemptRecord>, now_ms: i64) {
+        for record in records {
+            if let Some(batch) = record.batch {
+                self.settle(batch);
+            }
+            match record.outcome {
+                AttemptOutcome::Queued { .. } => self.queued(record.key, now_ms),
+                AttemptOutcome::Delivered => self.recorded(record.key, true, now_ms),
+                AttemptOutcome::Retry { .. } | AttemptOutcome::Dead { .. } => {
+                    self.recorded(record.key, false, now_ms);
+                }
+            }
         }
     }
 
@@ -210,7 +337,9 @@ impl Schedule {
         self.timeline.first().map(|(at, _, _)| *at)
     }
 
-    /// Forgets what was read and mirrored (not what is under way).
+    /// Forgets what was read and mirrored (not what is under way, nor the writes to make):
+    /// the batches of the handed-over deliveries forgotten stay unsettled, and are
+    /// recovered.
     fn forget(&mut self) {
         self.heads.clear();
         self.timeline.clear();
@@ -218,6 +347,8 @@ impl Schedule {
         self.mirrored.clear();
         self.mirrored_len = 0;
         self.in_step = false;
+        self.batches.clear();
+        self.queuing.clear();
     }
 }
 
@@ -225,42 +356,52 @@ impl WebhookDeliverer {
     /// Delivers until the task is cancelled.
     ///
     /// The queue is read by queue (webhook and chat), never whole on the hot path: the
-    /// store hands over the deliveries it queued at publishing, whole, and names the other
-    /// queues that got deliveries; the worker attempts a handed-over delivery at once when
-    /// its queue is known empty or mirrored ([`Schedule`]), reads the other queues' heads
-    /// (one index probe each), attempts those due, up to [`CONCURRENCY`] at once, each started as soon
-    /// as a slot is free. Outcomes go to a recorder task that writes whatever has finished
-    /// in one transaction while the next attempts run (a group commit, at most one per
-    /// [`PACE`](super::PACE)) and hands
-    /// the queues back, whose next heads are read then. The whole queue is read at the
-    /// start, on gaining the leadership and every [`RESYNC`].
+    /// store hands over the deliveries of the events it marks published, whole, and names
+    /// the queues that got deliveries otherwise (re-queued dead letters); the worker
+    /// attempts a handed-over delivery at once when its queue is known empty or mirrored
+    /// ([`Schedule`]), queues the others in SQL, reads the other queues' heads (one index
+    /// probe each), attempts those due, up to [`CONCURRENCY`] at once, each started as soon
+    /// as a slot is free. A handed-over delivery that succeeds writes nothing; what must be
+    /// written (failed attempts, queued deliveries, attempts of deliveries read from SQL,
+    /// settled batches) goes to a recorder task that writes whatever is waiting in one
+    /// transaction while the next attempts run (a group commit, at most one per
+    /// [`PACE`](super::PACE)) and hands the queues back, whose next heads are read then.
+    /// The batches left behind are recovered and the whole queue is read at the start and
+    /// on gaining the leadership; the whole queue again every [`RESYNC`].
     pub async fn run(self) {
         let this = Arc::new(self);
-        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
-        let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<(QueueKey, bool)>>();
-        let recorder = tokio::spawn(Arc::clone(&this).record(finished_rx, recorded_tx));
+        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
+        let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Recorded>();
+        let recorder = tokio::spawn(Arc::clone(&this).record(writes_rx, recorded_tx));
         let mut running: JoinSet<AttemptRecord> = JoinSet::new();
         let mut schedule = Schedule::default();
         let mut resync_at: Option<tokio::time::Instant> = None;
         let mut leading_since: Option<tokio::time::Instant> = None;
+        let mut recovery_due = true;
         loop {
             if recorder.is_finished() {
                 warn!("webhook outcome recorder stopped; delivery stops");
                 return;
             }
+            for write in schedule.writes.drain(..) {
+                // The recorder lives as long as this loop.
+                let _ = writes_tx.send(write);
+            }
             let leads = this.cluster.as_ref().is_none_or(|c| c.is_leader());
             if !leads {
-                // Attempts under way finish and are recorded; the next leader reads the
-                // queue itself.
+                // Attempts under way finish and are recorded; the next leader recovers the
+                // batches of what this worker held and reads the queue itself.
                 schedule.forget();
+                drop(this.store.take_queued());
                 resync_at = None;
                 leading_since = None;
+                recovery_due = true;
             } else {
                 let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
                 // On a cluster the leader before this one may still be publishing (and
-                // queueing deliveries this worker is not told of) for a moment.
+                // holding deliveries) for a moment.
                 let settled = this.cluster.is_none() || since.elapsed() >= LEADER_SETTLED;
-                this.read_queue(&mut schedule, &mut resync_at, settled)
+                this.read_queue(&mut schedule, &mut resync_at, &mut recovery_due, settled)
                     .await;
                 let now = this.clock.now_ms();
                 while running.len() < CONCURRENCY {
@@ -288,18 +429,29 @@ impl WebhookDeliverer {
             tokio::select! {
                 Some(joined) = running.join_next() => match joined {
                     Ok(record) => {
-                        // The recorder lives as long as this loop.
-                        let _ = finished_tx.send(record);
+                        if schedule.finished(&record, this.clock.now_ms()) {
+                            // The recorder lives as long as this loop.
+                            let _ = writes_tx.send(Write::Record(record));
+                        }
                     }
                     Err(e) => warn!(error = %e, "webhook attempt task failed"),
                 },
                 Some(recorded) = recorded_rx.recv() => {
-                    for (key, delivered) in recorded {
-                        if leads {
-                            schedule.recorded(key, delivered);
-                        } else {
-                            schedule.under_way.remove(&key);
+                    let now = this.clock.now_ms();
+                    if !recorded.written {
+                        // What was to be written is not: forget what is held and recover
+                        // it from the batch rows (delivering some events again).
+                        for record in &recorded.records {
+                            schedule.under_way.remove(&record.key);
                         }
+                        schedule.forget();
+                        recovery_due = true;
+                        resync_at = None;
+                    } else {
+                        schedule.written(recorded.records, now);
+                    }
+                    if !leads {
+                        schedule.forget();
                     }
                 }
                 () = this.store.webhooks_queued() => {}
@@ -308,35 +460,62 @@ impl WebhookDeliverer {
         }
     }
 
-    /// Brings the schedule up to date: the whole queue when a resync is due, else the
-    /// deliveries handed over and the heads of the queues the store named and of those
-    /// recorded since. `settled`: no other node publishes (the worker may mirror queues
-    /// after reading the whole queue).
+    /// Brings the schedule up to date: takes the deliveries handed over and the queues
+    /// named; when a resync is due, recovers the batches left behind (if `recovery_due` and
+    /// `settled`) and reads the whole queue, else the heads of the queues named and of those
+    /// recorded since. `settled`: no other node publishes (the worker may recover batches
+    /// and mirror queues).
     async fn read_queue(
         &self,
         schedule: &mut Schedule,
         resync_at: &mut Option<tokio::time::Instant>,
+        recovery_due: &mut bool,
         settled: bool,
     ) {
         let now = tokio::time::Instant::now();
-        let resync = resync_at.is_none_or(|at| at <= now);
+        let now_ms = self.clock.now_ms();
         match self.store.take_queued() {
-            Some(queued) if !resync => {
-                queued.keys.into_iter().for_each(|key| schedule.touch(key));
+            Some(queued) => {
+                queued
+                    .keys
+                    .into_iter()
+                    .for_each(|key| schedule.touch(key, now_ms));
                 queued
                     .fresh
                     .into_iter()
-                    .for_each(|delivery| schedule.offer(delivery));
+                    .for_each(|delivery| schedule.offer(delivery, now_ms));
             }
-            // Too many to keep, or read whole anyway (what was handed over is in it).
-            _ => {
+            // Too many piled up to keep: their batches are recovered.
+            None => {
+                *recovery_due = true;
                 *resync_at = None;
+                schedule.in_step = false;
             }
         }
-        if resync_at.is_none() {
-            // What is under way stays; everything else is read again.
-            schedule.mirrored.clear();
-            schedule.mirrored_len = 0;
+        if resync_at.is_none_or(|at| at <= now) {
+            if *recovery_due && settled {
+                let held: HashSet<i64> = schedule.batches.keys().copied().collect();
+                match self.store.recover_webhook_batches(&held, now_ms).await {
+                    Ok(recovered) => {
+                        if !recovered.is_empty() {
+                            info!(
+                                batches = recovered.len(),
+                                "webhook deliveries left behind queued again"
+                            );
+                            metrics::counter!("salesboy_webhook_batches_recovered_total")
+                                .increment(recovered.len() as u64);
+                        }
+                        schedule.recovered = recovered.into_iter().collect();
+                        *recovery_due = false;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "webhook batches not recovered, retrying");
+                        *resync_at = Some(now + QUEUE_RETRY);
+                        return;
+                    }
+                }
+            }
+            // What is under way and what is held in memory stay; the queue is read again.
             schedule.in_step = false;
             let room = MAX_HEADS.saturating_sub(schedule.heads.len());
             match self
@@ -346,9 +525,9 @@ impl WebhookDeliverer {
             {
                 Ok(heads) => {
                     schedule.unread.clear();
-                    // Every queue with a delivery is in `heads` (or under way): the ones
-                    // left out are empty.
-                    schedule.in_step = settled && heads.len() < room;
+                    // Every queue with a delivery is in `heads` (or under way, or being
+                    // queued): the ones left out are empty.
+                    schedule.in_step = settled && !*recovery_due && heads.len() < room;
                     heads.into_iter().for_each(|head| schedule.hold(head));
                     // A leader not yet settled reads again once it is, to get in step.
                     *resync_at = Some(now + if settled { RESYNC } else { LEADER_SETTLED });
@@ -384,32 +563,36 @@ impl WebhookDeliverer {
         }
     }
 
-    /// Writes finished attempts' outcomes, all that are waiting in one transaction, and
-    /// hands their queues back. A write that fails hands them back all the same: their
-    /// deliveries are still due in the queue and are attempted again (at least once).
+    /// Writes what is waiting (outcomes, queued deliveries, settled batches) in one
+    /// transaction, and hands the records back. A write that fails hands them back all the
+    /// same, marked not written: the worker forgets what it holds and recovers it
+    /// (attempted again, at least once).
     async fn record(
         self: Arc<Self>,
-        mut finished: mpsc::UnboundedReceiver<AttemptRecord>,
-        recorded: mpsc::UnboundedSender<Vec<(QueueKey, bool)>>,
+        mut writes: mpsc::UnboundedReceiver<Write>,
+        recorded: mpsc::UnboundedSender<Recorded>,
     ) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
-        while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-            let written = match self.store.record_attempts(&batch).await {
+        while writes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            let mut records = Vec::with_capacity(batch.len());
+            let mut settled = Vec::new();
+            for write in batch.drain(..) {
+                match write {
+                    Write::Record(record) => records.push(record),
+                    Write::Settled(id) => settled.push(id),
+                }
+            }
+            let written = match self.store.record_attempts(&records, &settled).await {
                 Ok(()) => true,
                 Err(e) => {
-                    warn!(error = %e, deliveries = batch.len(), "webhook outcomes not recorded");
+                    warn!(error = %e, deliveries = records.len(), "webhook outcomes not recorded");
                     tokio::time::sleep(QUEUE_RETRY).await;
                     false
                 }
             };
-            let keys = batch
-                .drain(..)
-                .map(|r| {
-                    let delivered = written && r.outcome == AttemptOutcome::Delivered;
-                    (r.key, delivered)
-                })
-                .collect();
-            if recorded.send(keys).is_err() {
+            if (!records.is_empty() || !written)
+                && recorded.send(Recorded { records, written }).is_err()
+            {
                 return;
             }
             // Let outcomes gather: fewer, larger write transactions.
@@ -430,6 +613,8 @@ impl WebhookDeliverer {
         AttemptRecord {
             key: delivery.key,
             seq: delivery.event.seq,
+            batch: delivery.batch,
+            since_ms: delivery.since_ms,
             outcome,
         }
     }
@@ -548,6 +733,7 @@ mod tests {
             },
             attempts: 0,
             since_ms: 0,
+            batch: Some(1),
         }
     }
 
@@ -565,59 +751,157 @@ mod tests {
             .collect()
     }
 
+    fn record(chat: &str, seq: i64, outcome: AttemptOutcome) -> AttemptRecord {
+        let d = delivery(chat, seq);
+        AttemptRecord {
+            key: d.key,
+            seq,
+            batch: d.batch,
+            since_ms: 0,
+            outcome,
+        }
+    }
+
+    fn failed() -> AttemptOutcome {
+        AttemptOutcome::Retry {
+            at_ms: 1_000,
+            error: "answered 500".into(),
+        }
+    }
+
+    /// The writes waiting for the recorder, taken: the sequences to queue and the batches
+    /// settled.
+    fn take_writes(schedule: &mut Schedule) -> (Vec<AttemptRecord>, Vec<i64>) {
+        let mut records = Vec::new();
+        let mut settled = Vec::new();
+        for write in schedule.writes.drain(..) {
+            match write {
+                Write::Record(r) => records.push(r),
+                Write::Settled(b) => settled.push(b),
+            }
+        }
+        (records, settled)
+    }
+
+    fn seqs(records: &[AttemptRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.seq).collect()
+    }
+
     #[test]
-    fn a_mirrored_queue_goes_out_in_order_without_reading_it_back() {
+    fn a_mirrored_queue_goes_out_in_order_without_a_write() {
         let mut schedule = in_step();
         for seq in [1, 2, 3] {
-            schedule.offer(delivery("c1", seq));
+            schedule.offer(delivery("c1", seq), 0);
         }
-        schedule.offer(delivery("c2", 4));
+        schedule.offer(delivery("c2", 4), 0);
         assert_eq!(attempt_all(&mut schedule), [1, 4], "one head per chat");
-        schedule.recorded(delivery("c1", 1).key, true);
-        assert_eq!(attempt_all(&mut schedule), [2]);
-        schedule.recorded(delivery("c1", 2).key, true);
-        schedule.recorded(delivery("c2", 4).key, true);
+        for (chat, seq) in [("c1", 1), ("c1", 2), ("c2", 4)] {
+            assert!(!schedule.finished(&record(chat, seq, AttemptOutcome::Delivered), 0));
+            if seq == 1 {
+                assert_eq!(attempt_all(&mut schedule), [2]);
+            }
+        }
         assert_eq!(attempt_all(&mut schedule), [3]);
-        schedule.recorded(delivery("c1", 3).key, true);
+        assert_eq!(
+            take_writes(&mut schedule),
+            (vec![], vec![]),
+            "batch 1 not settled"
+        );
+        assert!(!schedule.finished(&record("c1", 3, AttemptOutcome::Delivered), 0));
+        assert_eq!(
+            take_writes(&mut schedule),
+            (vec![], vec![1]),
+            "settled: its row goes, nothing else is written"
+        );
         assert!(schedule.unread.is_empty(), "nothing to read back");
         assert!(schedule.mirrored.is_empty() && schedule.mirrored_len == 0);
+        assert!(schedule.batches.is_empty());
     }
 
     #[test]
-    fn a_failed_attempt_drops_the_mirror_and_the_queue_is_read_again() {
+    fn a_failed_first_attempt_sends_the_rest_of_its_chat_to_sql() {
         let mut schedule = in_step();
-        for seq in [1, 2] {
-            schedule.offer(delivery("c1", seq));
+        for seq in [1, 2, 3] {
+            schedule.offer(delivery("c1", seq), 0);
         }
         assert_eq!(attempt_all(&mut schedule), [1]);
-        schedule.recorded(delivery("c1", 1).key, false);
-        assert!(schedule.heads.is_empty(), "2 is not attempted before 1");
+        let first = record("c1", 1, failed());
+        assert!(schedule.finished(&first, 0), "the failure is written");
+        let (queued, settled) = take_writes(&mut schedule);
+        assert_eq!(seqs(&queued), [2, 3], "2 and 3 wait behind 1 in SQL");
+        assert!(settled.is_empty());
+        assert!(schedule.heads.is_empty() && schedule.mirrored.is_empty());
+        // Handed over while the chat is in SQL: queued behind, never attempted before 1.
+        schedule.offer(delivery("c1", 4), 0);
+        let (later, _) = take_writes(&mut schedule);
+        assert_eq!(seqs(&later), [4]);
+        assert!(attempt_all(&mut schedule).is_empty());
+        // Written: the batch settles and the chat is read from SQL.
+        let mut all = vec![first];
+        all.extend(queued);
+        all.extend(later);
+        schedule.written(all, 0);
+        assert_eq!(take_writes(&mut schedule), (vec![], vec![1]));
         assert!(schedule.unread.contains(&delivery("c1", 1).key));
-        assert_eq!(schedule.mirrored_len, 0);
-        // Handed over while the queue waits to be read: read from the queue, in order.
-        schedule.offer(delivery("c1", 3));
-        assert!(schedule.heads.is_empty());
+        assert!(schedule.queuing.is_empty() && schedule.under_way.is_empty());
     }
 
     #[test]
-    fn out_of_step_nothing_is_mirrored() {
+    fn out_of_step_handed_over_deliveries_are_queued_in_sql() {
         let mut schedule = Schedule::default();
-        schedule.offer(delivery("c1", 1));
+        schedule.offer(delivery("c1", 1), 0);
         assert!(schedule.heads.is_empty());
+        let (queued, _) = take_writes(&mut schedule);
+        assert_eq!(seqs(&queued), [1]);
+        assert!(matches!(queued[0].outcome, AttemptOutcome::Queued { .. }));
+        // In step now, but the chat is on its way into SQL: queued behind too.
+        schedule.in_step = true;
+        schedule.offer(delivery("c1", 2), 0);
+        assert!(schedule.heads.is_empty());
+        let (second, _) = take_writes(&mut schedule);
+        schedule.written(queued, 0);
+        assert!(schedule.unread.is_empty(), "read once both are written");
+        schedule.written(second, 0);
         assert!(schedule.unread.contains(&delivery("c1", 1).key));
+        assert_eq!(take_writes(&mut schedule), (vec![], vec![1]));
     }
 
     #[test]
-    fn a_queue_named_to_be_read_loses_its_mirror() {
+    fn a_queue_named_to_be_read_sends_its_mirror_to_sql() {
         let mut schedule = in_step();
         for seq in [1, 2] {
-            schedule.offer(delivery("c1", seq));
+            schedule.offer(delivery("c1", seq), 0);
         }
         assert_eq!(attempt_all(&mut schedule), [1]);
         // Dead letters of this chat queued again: the queue holds more than the mirror.
-        schedule.touch(delivery("c1", 1).key);
-        schedule.recorded(delivery("c1", 1).key, true);
+        schedule.touch(delivery("c1", 1).key, 0);
+        let (queued, _) = take_writes(&mut schedule);
+        assert_eq!(seqs(&queued), [2]);
+        assert!(!schedule.finished(&record("c1", 1, AttemptOutcome::Delivered), 0));
         assert!(schedule.heads.is_empty());
         assert!(schedule.unread.contains(&delivery("c1", 1).key));
+    }
+
+    #[test]
+    fn deliveries_of_a_recovered_batch_are_left_to_the_queue() {
+        let mut schedule = in_step();
+        schedule.recovered.insert(1);
+        schedule.offer(delivery("c1", 1), 0);
+        assert!(schedule.heads.is_empty() && schedule.batches.is_empty());
+        assert_eq!(take_writes(&mut schedule), (vec![], vec![]));
+    }
+
+    #[test]
+    fn forgotten_batches_stay_unsettled() {
+        let mut schedule = in_step();
+        schedule.offer(delivery("c1", 1), 0);
+        assert_eq!(attempt_all(&mut schedule), [1]);
+        schedule.forget();
+        assert!(!schedule.finished(&record("c1", 1, AttemptOutcome::Delivered), 0));
+        assert_eq!(
+            take_writes(&mut schedule),
+            (vec![], vec![]),
+            "its row stays for the recovery"
+        );
     }
 }

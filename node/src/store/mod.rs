@@ -408,7 +408,8 @@ impl SqlStore {
     }
 
     /// Marks `events` (as read by [`Self::unpublished_events`]) published at `at_ms`, and
-    /// queues them for the webhooks that want them.
+    /// hands their deliveries to the webhook delivery worker ([`Self::take_queued`]),
+    /// written as one batch row.
     pub async fn mark_events_published(
         &self,
         events: &[OutboxEvent],
@@ -522,10 +523,28 @@ impl SqlStore {
         self.run(webhooks::due(&self.db, now_ms, count)).await
     }
 
-    /// Records delivery attempts in one transaction: delivered ones leave the queue,
-    /// failed ones are retried later or dead-lettered.
-    pub async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<(), StoreError> {
-        self.run(webhooks::record_attempts(&self.db, records)).await
+    /// Records deliveries in one transaction: delivered ones leave the queue, failed ones
+    /// are retried later or dead-lettered, queued ones enter the queue; then the batch rows
+    /// `settled` go (each of their deliveries delivered or queued).
+    pub async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        settled: &[i64],
+    ) -> Result<(), StoreError> {
+        self.run(webhooks::record_attempts(&self.db, records, settled))
+            .await
+    }
+
+    /// Recovers the webhook batch rows left behind (a node killed, a lost lead), except
+    /// `held` (this worker holds their deliveries): their events are queued for every
+    /// matching webhook, due at `now_ms`. Answers the batches recovered.
+    pub async fn recover_webhook_batches(
+        &self,
+        held: &std::collections::HashSet<i64>,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.run(webhooks::recover_batches(&self.db, held, now_ms))
+            .await
     }
 
     /// Up to `count` dead letters of the tenant's webhook, oldest first; `None` if the tenant

@@ -116,17 +116,18 @@ pub(crate) async fn mark_published(
     for seq in lists::padded(&seqs) {
         query = query.bind(*seq);
     }
-    // Only the events marked now: one published twice (two publishers overlapping) is
-    // queued for the webhooks once.
+    // Only the events marked now: one published twice (two publishers overlapping) goes
+    // to the webhooks once.
     let marked: Vec<i64> = query.fetch_all(&mut *tx).await?;
-    let queued = webhooks::enqueue(&mut tx, &marked, at_ms).await?;
-    let (fresh, named) = if queued.is_empty() {
-        (Vec::new(), Vec::new())
+    let matched = webhooks::matching(&mut tx, &marked).await?;
+    let fresh = if matched.is_empty() {
+        Vec::new()
     } else {
-        webhooks::fresh_deliveries(db, &mut tx, queued, events, at_ms).await?
+        // One row stands for the deliveries until each is delivered or queued.
+        let batch = webhooks::write_batch(&mut tx, &marked, at_ms).await?;
+        webhooks::fresh_deliveries(db, &mut tx, matched, events, batch, at_ms).await?
     };
     tx.commit().await?;
-    db.webhooks_queued(named);
     db.webhooks_fresh(fresh);
     Ok(())
 }

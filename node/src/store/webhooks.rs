@@ -1,11 +1,19 @@
 //! HTTP event webhooks: the tenants' webhooks (`webhooks`) and the events each has still to
 //! receive or gave up on (`webhook_deliveries`).
 //!
-//! Deliveries are queued by [`super::outbox::mark_published`], in the transaction that marks
-//! the events published, so every published event reaches every matching webhook once. The
-//! delivery worker reads the due ones ([`due`]): the first pending delivery of each order
-//! key (tenant and chat), so one chat's events go out one at a time, in order.
+//! The transaction that marks events published ([`super::outbox::mark_published`]) finds the
+//! webhooks each event goes to and writes one `webhook_batches` row naming the events; the
+//! deliveries themselves are handed to the delivery worker in memory, so a first attempt
+//! that succeeds writes no row (decision 0015). A delivery enters the queue
+//! (`webhook_deliveries`) only when it fails, waits behind one that failed, or cannot be
+//! held in memory ([`record_attempts`]); the batch row goes once each of its deliveries is
+//! delivered or queued. A batch row left behind (a node killed, a lost lead) is recovered
+//! ([`recover_batches`]): its events are queued for every matching webhook, so every
+//! published event reaches every matching webhook at least once. The worker reads the
+//! queue's due deliveries ([`due`]): the first pending delivery of each order key (tenant
+//! and chat), so one chat's events go out one at a time, in order.
 
+use salesboy_actors::store::StoreError;
 use salesboy_protocol::TenantId;
 use salesboy_protocol::events::Event;
 use sqlx::AnyConnection;
@@ -75,8 +83,9 @@ pub struct Queued {
     /// Queues that got deliveries the worker reads from the queue itself (re-queued dead
     /// letters).
     pub keys: Vec<QueueKey>,
-    /// Deliveries queued as their events were published, whole (webhook and event), in
-    /// outbox order: the worker can attempt them without reading them back.
+    /// Deliveries of events just published, whole (webhook and event), in outbox order, not
+    /// in the queue ([`DueDelivery::batch`]): the worker attempts them from memory, or
+    /// queues them.
     pub fresh: Vec<DueDelivery>,
 }
 
@@ -182,7 +191,8 @@ impl Default for WebhookCache {
 /// The most webhooks [`WebhookCache`] holds.
 const WEBHOOK_CACHE_ENTRIES: u64 = 50_000;
 
-/// The first pending delivery of a queue.
+/// A delivery to attempt: the first pending delivery of a queue, or one handed over at
+/// publishing.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     /// Its queue.
@@ -197,6 +207,10 @@ pub struct DueDelivery {
     pub attempts: i64,
     /// The start of its retry window (unix ms).
     pub since_ms: i64,
+    /// `Some(batch)`: handed over at publishing and not in the queue; `batch` is the
+    /// `webhook_batches` row that stands for it until it is delivered or queued. `None`: read
+    /// from the queue.
+    pub batch: Option<i64>,
 }
 
 /// An event a webhook gave up on.
@@ -320,48 +334,135 @@ pub(crate) async fn remove(db: &Db, tenant: &TenantId, webhook_id: &str) -> Resu
     Ok(removed > 0)
 }
 
-/// Queues the events `seqs` (just marked published, on `conn`) for every matching webhook;
-/// answers the deliveries queued: their queue and event.
-pub(crate) async fn enqueue(
+/// The matching webhook and event pairs of events `seqs`: the queue of each delivery and
+/// its event.
+macro_rules! matching_deliveries {
+    () => {
+        "SELECT w.id AS webhook_id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, '') \
+         AS order_key FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
+         WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%')"
+    };
+}
+
+/// The deliveries the events `seqs` (just marked published, on `conn`) make: one per
+/// matching webhook, as their queue and event.
+pub(crate) async fn matching(
+    conn: &mut AnyConnection,
+    seqs: &[i64],
+) -> Result<Vec<(QueueKey, i64)>, Failure> {
+    let mut out = Vec::new();
+    for chunk in seqs.chunks(lists::MAX_LIST) {
+        let sql = format!(
+            matching_deliveries!(),
+            lists::placeholders(1, lists::padded_len(chunk.len()))
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for seq in lists::padded(chunk) {
+            query = query.bind(*seq);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            out.push((queue_key(&row)?, get(&row, "seq")?));
+        }
+    }
+    // The padding repeats a seq: each delivery once.
+    out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    out.dedup();
+    Ok(out)
+}
+
+/// Writes the batch row that stands for deliveries handed over at publishing (on `conn`,
+/// in the marking transaction); answers its id.
+pub(crate) async fn write_batch(
     conn: &mut AnyConnection,
     seqs: &[i64],
     now_ms: i64,
-) -> Result<Vec<(QueueKey, i64)>, Failure> {
-    if seqs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "INSERT INTO webhook_deliveries \
-         (webhook_id, seq, order_key, state, attempts, next_attempt_ms, since_ms) \
-         SELECT w.id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, ''), 'pending', 0, \
-         $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
-         WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%') \
-         ON CONFLICT DO NOTHING RETURNING webhook_id, order_key, seq",
-        lists::placeholders(2, lists::padded_len(seqs.len()))
-    );
-    // Safe: the text holds only numbered placeholders; the values are bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
-    for seq in lists::padded(seqs) {
-        query = query.bind(*seq);
-    }
-    let rows = query.fetch_all(conn).await?;
-    rows.iter()
-        .map(|row| Ok((queue_key(row)?, get(row, "seq")?)))
-        .collect()
+) -> Result<i64, Failure> {
+    let listed = seqs
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(sqlx::query_scalar(
+        "INSERT INTO webhook_batches (seqs, created_ms) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(listed)
+    .bind(now_ms)
+    .fetch_one(conn)
+    .await?)
 }
 
-/// The deliveries `queued` (just queued on `conn`, for `events`) whole, as a first attempt
-/// at `now_ms` sees them, in outbox order; the webhooks come from `db`'s cache, the ones it
-/// lacks read on `conn`. A delivery whose webhook or event is not at hand is left out: its
-/// queue is named instead, and read back by the worker.
+/// Queues events `seqs` for every matching webhook (or, with `only`, for those webhook and
+/// event pairs), due at `now_ms`; what a webhook holds already stays as it is.
+async fn queue_events(
+    conn: &mut AnyConnection,
+    seqs: &[i64],
+    only: Option<&[(&str, i64)]>,
+    now_ms: i64,
+) -> Result<(), Failure> {
+    let mut seqs = seqs.to_vec();
+    seqs.sort_unstable();
+    seqs.dedup();
+    for chunk in seqs.chunks(lists::MAX_LIST) {
+        let count = lists::padded_len(chunk.len());
+        let pairs: Vec<(&str, i64)> = only
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .filter(|(_, seq)| chunk.binary_search(seq).is_ok())
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if only.is_some() && pairs.is_empty() {
+            continue;
+        }
+        let only_clause = if only.is_some() {
+            format!(
+                " AND (w.id, e.seq) IN (VALUES {})",
+                lists::pair_placeholders(2 + count, lists::padded_len(pairs.len()))
+            )
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "INSERT INTO webhook_deliveries \
+             (webhook_id, seq, order_key, state, attempts, next_attempt_ms, since_ms) \
+             SELECT w.id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, ''), 'pending', 0, \
+             $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
+             WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%'){} \
+             ON CONFLICT DO NOTHING",
+            lists::placeholders(2, count),
+            only_clause
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+        for seq in lists::padded(chunk) {
+            query = query.bind(*seq);
+        }
+        if only.is_some() {
+            for (webhook_id, seq) in lists::padded(&pairs) {
+                query = query.bind(*webhook_id).bind(*seq);
+            }
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The deliveries `matched` (of `events`, just marked published on `conn`, standing for by
+/// batch row `batch`) whole, as a first attempt at `now_ms` sees them, in outbox order; the
+/// webhooks come from `db`'s cache, the ones it lacks read on `conn`. A webhook removed
+/// meanwhile gets nothing.
 pub(crate) async fn fresh_deliveries(
     db: &Db,
     conn: &mut AnyConnection,
-    queued: Vec<(QueueKey, i64)>,
+    matched: Vec<(QueueKey, i64)>,
     events: &[OutboxEvent],
+    batch: i64,
     now_ms: i64,
-) -> Result<(Vec<DueDelivery>, Vec<QueueKey>), Failure> {
-    let missing: Vec<&str> = queued
+) -> Result<Vec<DueDelivery>, Failure> {
+    let missing: Vec<&str> = matched
         .iter()
         .map(|(key, _)| key.webhook_id.as_str())
         .filter(|id| !db.webhook_cache.0.contains_key(*id))
@@ -389,12 +490,11 @@ pub(crate) async fn fresh_deliveries(
     }
     let by_seq: std::collections::HashMap<i64, &OutboxEvent> =
         events.iter().map(|e| (e.seq, e)).collect();
-    let mut fresh = Vec::with_capacity(queued.len());
-    let mut named = Vec::new();
-    for (key, seq) in queued {
+    let mut fresh = Vec::with_capacity(matched.len());
+    for (key, seq) in matched {
         let webhook = db.webhook_cache.0.get(&key.webhook_id);
-        match (webhook, by_seq.get(&seq)) {
-            (Some(webhook), Some(event)) => fresh.push(DueDelivery {
+        if let (Some(webhook), Some(event)) = (webhook, by_seq.get(&seq)) {
+            fresh.push(DueDelivery {
                 key,
                 next_attempt_ms: now_ms,
                 webhook,
@@ -404,12 +504,12 @@ pub(crate) async fn fresh_deliveries(
                 },
                 attempts: 0,
                 since_ms: now_ms,
-            }),
-            _ => named.push(key),
+                batch: Some(batch),
+            });
         }
     }
     fresh.sort_by(|a, b| (a.event.seq, &a.key).cmp(&(b.event.seq, &b.key)));
-    Ok((fresh, named))
+    Ok(fresh)
 }
 
 fn queue_key(row: &AnyRow) -> Result<QueueKey, Failure> {
@@ -473,6 +573,7 @@ fn due_delivery(db: &Db, row: &AnyRow) -> Result<DueDelivery, Failure> {
         event: outbox_event(row)?,
         attempts: get(row, "attempts")?,
         since_ms: get(row, "since_ms")?,
+        batch: None,
     })
 }
 
@@ -518,11 +619,17 @@ pub(crate) async fn heads_of(db: &Db, keys: &[QueueKey]) -> Result<Vec<DueDelive
     Ok(heads)
 }
 
-/// What became of one delivery attempt.
+/// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
     /// The receiver answered 2xx: the delivery is done and leaves the queue.
     Delivered,
+    /// Not attempted (it waits behind one that failed, or the worker cannot hold it): it
+    /// enters the queue, due at `at_ms`.
+    Queued {
+        /// When it is due (unix ms).
+        at_ms: i64,
+    },
     /// It failed; tried again at `at_ms`.
     Retry {
         /// When the next attempt is due (unix ms).
@@ -539,27 +646,56 @@ pub enum AttemptOutcome {
     },
 }
 
-/// One attempt's outcome, for [`record_attempts`].
+/// What became of one delivery, for [`record_attempts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
     /// The delivery's queue (its webhook and chat).
     pub key: QueueKey,
     /// The event's place in the outbox.
     pub seq: i64,
+    /// `Some`: the delivery is not in the queue (handed over at publishing, with this batch
+    /// row); `None`: it is.
+    pub batch: Option<i64>,
+    /// The start of its retry window (unix ms).
+    pub since_ms: i64,
     /// What became of it.
     pub outcome: AttemptOutcome,
 }
 
-/// Records attempts in one transaction: the delivered ones leave the queue in one
-/// statement, each failed one is rescheduled or dead-lettered.
-pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Result<(), Failure> {
-    if records.is_empty() {
+/// Records deliveries in one transaction: delivered ones leave the queue in one statement,
+/// each failed one is rescheduled or dead-lettered (entering the queue if it was not in
+/// it), queued ones enter the queue; then the batch rows `settled` (each of their
+/// deliveries delivered or queued) go.
+pub(crate) async fn record_attempts(
+    db: &Db,
+    records: &[AttemptRecord],
+    settled: &[i64],
+) -> Result<(), Failure> {
+    if records.is_empty() && settled.is_empty() {
         return Ok(());
     }
     let mut tx = db.begin().await?;
+    let queued: Vec<(&str, i64)> = records
+        .iter()
+        .filter(|r| r.batch.is_some() && matches!(r.outcome, AttemptOutcome::Queued { .. }))
+        .map(|r| (r.key.webhook_id.as_str(), r.seq))
+        .collect();
+    if !queued.is_empty() {
+        // Due at once: each waits behind its queue's head.
+        let now_ms = records
+            .iter()
+            .filter_map(|r| match r.outcome {
+                AttemptOutcome::Queued { at_ms } => Some(at_ms),
+                _ => None,
+            })
+            .min()
+            .unwrap_or_default();
+        let seqs: Vec<i64> = queued.iter().map(|(_, seq)| *seq).collect();
+        queue_events(&mut tx, &seqs, Some(&queued), now_ms).await?;
+    }
     let delivered: Vec<&AttemptRecord> = records
         .iter()
-        .filter(|r| r.outcome == AttemptOutcome::Delivered)
+        .filter(|r| r.batch.is_none() && r.outcome == AttemptOutcome::Delivered)
         .collect();
     // Bound parameters per statement stay far below both dialects' limits.
     for chunk in delivered.chunks(lists::MAX_LIST) {
@@ -583,25 +719,100 @@ pub(crate) async fn record_attempts(db: &Db, records: &[AttemptRecord]) -> Resul
     }
     for record in records {
         let (state, next, dead, error) = match &record.outcome {
-            AttemptOutcome::Delivered => continue,
+            AttemptOutcome::Delivered | AttemptOutcome::Queued { .. } => continue,
             AttemptOutcome::Retry { at_ms, error } => ("pending", *at_ms, None, error),
             AttemptOutcome::Dead { at_ms, error } => ("dead", *at_ms, Some(*at_ms), error),
         };
-        sqlx::query(
+        let query = sqlx::query(if record.batch.is_some() {
+            // Its first attempt: it enters the queue (unless its webhook went meanwhile, or
+            // a recovery queued it already).
+            "INSERT INTO webhook_deliveries (webhook_id, seq, last_error, state, \
+             next_attempt_ms, dead_ms, order_key, since_ms, attempts) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 1 \
+             WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $1) ON CONFLICT DO NOTHING"
+        } else {
             "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $3, \
-             state = $4, next_attempt_ms = $5, dead_ms = $6 WHERE webhook_id = $1 AND seq = $2",
-        )
+             state = $4, next_attempt_ms = $5, dead_ms = $6 WHERE webhook_id = $1 AND seq = $2"
+        })
         .bind(record.key.webhook_id.as_str())
         .bind(record.seq)
         .bind(error.as_str())
         .bind(state)
         .bind(next)
-        .bind(dead)
-        .execute(&mut *tx)
-        .await?;
+        .bind(dead);
+        let query = if record.batch.is_some() {
+            query
+                .bind(record.key.order_key.as_str())
+                .bind(record.since_ms)
+        } else {
+            query
+        };
+        query.execute(&mut *tx).await?;
+    }
+    for chunk in settled.chunks(lists::MAX_LIST) {
+        let sql = format!(
+            "DELETE FROM webhook_batches WHERE id IN ({})",
+            lists::placeholders(1, lists::padded_len(chunk.len()))
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in lists::padded(chunk) {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Recovers the batch rows left behind, except those in `held` (a worker holds their
+/// deliveries): queues their events for every matching webhook, due at `now_ms` (a
+/// delivery already made is made again; one the queue holds stays as it is), and deletes
+/// them, in one transaction. Answers the batches recovered.
+pub(crate) async fn recover_batches(
+    db: &Db,
+    held: &std::collections::HashSet<i64>,
+    now_ms: i64,
+) -> Result<Vec<i64>, Failure> {
+    let mut tx = db.begin().await?;
+    let rows = sqlx::query("SELECT id, seqs FROM webhook_batches ORDER BY id")
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut recovered = Vec::new();
+    let mut seqs = Vec::new();
+    for row in &rows {
+        let batch: i64 = get(row, "id")?;
+        if held.contains(&batch) {
+            continue;
+        }
+        let listed: String = get(row, "seqs")?;
+        for seq in listed.split(',').filter(|s| !s.is_empty()) {
+            seqs.push(seq.parse::<i64>().map_err(|e| {
+                Failure::Store(StoreError::Invalid {
+                    reason: format!("webhook batch {batch} names an event {seq:?}: {e}"),
+                })
+            })?);
+        }
+        recovered.push(batch);
+    }
+    if recovered.is_empty() {
+        return Ok(recovered);
+    }
+    queue_events(&mut tx, &seqs, None, now_ms).await?;
+    for chunk in recovered.chunks(lists::MAX_LIST) {
+        let sql = format!(
+            "DELETE FROM webhook_batches WHERE id IN ({})",
+            lists::placeholders(1, lists::padded_len(chunk.len()))
+        );
+        // Safe: the text holds only numbered placeholders; the values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in lists::padded(chunk) {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(recovered)
 }
 
 /// Up to `count` of a webhook's dead letters, oldest event first.
