@@ -2361,7 +2361,7 @@ async fn published_events_queue_for_webhooks_one_per_chat_at_a_time(store: SqlSt
     assert_eq!(queued.fresh[0].webhook, due[0].webhook);
     assert!(
         store
-            .recover_webhook_batches(&Default::default(), T0)
+            .recover_webhook_batches(&Default::default(), i64::MAX, T0)
             .await
             .unwrap()
             .is_empty(),
@@ -2544,15 +2544,23 @@ async fn webhook_batches_left_behind_are_recovered_once(store: SqlStore) {
     let held = std::collections::HashSet::from([batch]);
     assert!(
         store
-            .recover_webhook_batches(&held, T0 + 5)
+            .recover_webhook_batches(&held, i64::MAX, T0 + 5)
             .await
             .unwrap()
             .is_empty(),
         "a batch a worker holds is its own"
     );
+    assert!(
+        store
+            .recover_webhook_batches(&Default::default(), T0 - 1, T0 + 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "written later than asked"
+    );
     assert_eq!(
         store
-            .recover_webhook_batches(&Default::default(), T0 + 5)
+            .recover_webhook_batches(&Default::default(), T0, T0 + 5)
             .await
             .unwrap(),
         [batch]
@@ -2578,7 +2586,7 @@ async fn webhook_batches_left_behind_are_recovered_once(store: SqlStore) {
     );
     assert!(
         store
-            .recover_webhook_batches(&Default::default(), T0 + 6)
+            .recover_webhook_batches(&Default::default(), i64::MAX, T0 + 6)
             .await
             .unwrap()
             .is_empty(),

@@ -81,6 +81,10 @@ const LEADER_SETTLED: Duration = Duration::from_secs(5);
 /// Waits after the queue itself could not be read or written.
 const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
+/// How old a batch row not held by the worker must be before a periodic resync recovers it
+/// (a row just written is on its way to the worker).
+const ORPHANED_AFTER_MS: i64 = 60_000;
+
 /// Longest error text kept with a failed delivery.
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -492,29 +496,41 @@ impl WebhookDeliverer {
                 schedule.in_step = false;
             }
         }
-        if resync_at.is_none_or(|at| at <= now) {
-            if *recovery_due && settled {
-                let held: HashSet<i64> = schedule.batches.keys().copied().collect();
-                match self.store.recover_webhook_batches(&held, now_ms).await {
-                    Ok(recovered) => {
-                        if !recovered.is_empty() {
-                            info!(
-                                batches = recovered.len(),
-                                "webhook deliveries left behind queued again"
-                            );
-                            metrics::counter!("salesboy_webhook_batches_recovered_total")
-                                .increment(recovered.len() as u64);
-                        }
+        if resync_at.is_none_or(|at| at <= now) && settled {
+            // All the batches not held when recovery is due; else those left behind a
+            // while ago (a publisher that handed over to a worker no longer leading), never
+            // ones just written and not yet taken.
+            let written_by_ms = if *recovery_due {
+                i64::MAX
+            } else {
+                now_ms.saturating_sub(ORPHANED_AFTER_MS)
+            };
+            let held: HashSet<i64> = schedule.batches.keys().copied().collect();
+            match self
+                .store
+                .recover_webhook_batches(&held, written_by_ms, now_ms)
+                .await
+            {
+                Ok(recovered) => {
+                    if !recovered.is_empty() {
+                        info!(
+                            batches = recovered.len(),
+                            "webhook deliveries left behind queued again"
+                        );
+                        metrics::counter!("salesboy_webhook_batches_recovered_total")
+                            .increment(recovered.len() as u64);
                         schedule.recovered = recovered.into_iter().collect();
-                        *recovery_due = false;
                     }
-                    Err(e) => {
-                        warn!(error = %e, "webhook batches not recovered, retrying");
-                        *resync_at = Some(now + QUEUE_RETRY);
-                        return;
-                    }
+                    *recovery_due = false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "webhook batches not recovered, retrying");
+                    *resync_at = Some(now + QUEUE_RETRY);
+                    return;
                 }
             }
+        }
+        if resync_at.is_none_or(|at| at <= now) {
             // What is under way and what is held in memory stay; the queue is read again.
             schedule.in_step = false;
             let room = MAX_HEADS.saturating_sub(schedule.heads.len());

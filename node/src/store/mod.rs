@@ -535,16 +535,23 @@ impl SqlStore {
             .await
     }
 
-    /// Recovers the webhook batch rows left behind (a node killed, a lost lead), except
-    /// `held` (this worker holds their deliveries): their events are queued for every
-    /// matching webhook, due at `now_ms`. Answers the batches recovered.
+    /// Recovers the webhook batch rows left behind (a node killed, a lost lead) written at
+    /// or before `written_by_ms`, except `held` (this worker holds their deliveries): their
+    /// events are queued for every matching webhook, due at `now_ms`. Answers the batches
+    /// recovered.
     pub async fn recover_webhook_batches(
         &self,
         held: &std::collections::HashSet<i64>,
+        written_by_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        self.run(webhooks::recover_batches(&self.db, held, now_ms))
-            .await
+        self.run(webhooks::recover_batches(
+            &self.db,
+            held,
+            written_by_ms,
+            now_ms,
+        ))
+        .await
     }
 
     /// Up to `count` dead letters of the tenant's webhook, oldest first; `None` if the tenant

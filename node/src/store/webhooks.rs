@@ -765,19 +765,22 @@ pub(crate) async fn record_attempts(
     Ok(())
 }
 
-/// Recovers the batch rows left behind, except those in `held` (a worker holds their
-/// deliveries): queues their events for every matching webhook, due at `now_ms` (a
-/// delivery already made is made again; one the queue holds stays as it is), and deletes
-/// them, in one transaction. Answers the batches recovered.
+/// Recovers the batch rows left behind written at or before `written_by_ms`, except those
+/// in `held` (a worker holds their deliveries): queues their events for every matching
+/// webhook, due at `now_ms` (a delivery already made is made again; one the queue holds
+/// stays as it is), and deletes them, in one transaction. Answers the batches recovered.
 pub(crate) async fn recover_batches(
     db: &Db,
     held: &std::collections::HashSet<i64>,
+    written_by_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<i64>, Failure> {
     let mut tx = db.begin().await?;
-    let rows = sqlx::query("SELECT id, seqs FROM webhook_batches ORDER BY id")
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, seqs FROM webhook_batches WHERE created_ms <= $1 ORDER BY id")
+            .bind(written_by_ms)
+            .fetch_all(&mut *tx)
+            .await?;
     let mut recovered = Vec::new();
     let mut seqs = Vec::new();
     for row in &rows {
