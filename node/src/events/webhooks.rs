@@ -170,9 +170,26 @@ impl Schedule {
     /// if it has one, goes to SQL: the queue may hold deliveries the mirror lacks.
     fn touch(&mut self, key: QueueKey, now_ms: i64) {
         self.spill(&key, now_ms);
-        if !self.under_way.contains(&key) && !self.heads.contains_key(&key) {
+        // A queue with deliveries on their way into SQL is read once they are written.
+        if !self.under_way.contains(&key)
+            && !self.heads.contains_key(&key)
+            && !self.queuing.contains_key(&key)
+        {
             self.unread.insert(key);
         }
+    }
+
+    /// Holds a head read with the whole queue. A queue held in memory that has deliveries
+    /// in SQL too (recovered ones) goes to SQL whole and is read in order once written; one
+    /// with deliveries on their way into SQL is read once they are written.
+    fn hold_read(&mut self, head: DueDelivery, now_ms: i64) {
+        if self.mirrored.contains_key(&head.key) {
+            self.spill(&head.key, now_ms);
+        }
+        if self.queuing.contains_key(&head.key) {
+            return;
+        }
+        self.hold(head);
     }
 
     /// Takes a delivery handed over at publishing (not in SQL): held as its queue's head
@@ -308,6 +325,23 @@ impl Schedule {
         }
     }
 
+    /// The recorder could not write `records`: their attempts are over and their queuings
+    /// no longer on their way (the batch rows stand for them).
+    fn unwritten(&mut self, records: &[AttemptRecord]) {
+        for record in records {
+            if matches!(record.outcome, AttemptOutcome::Queued { .. }) {
+                if let Some(left) = self.queuing.get_mut(&record.key) {
+                    *left -= 1;
+                    if *left == 0 {
+                        self.queuing.remove(&record.key);
+                    }
+                }
+            } else {
+                self.under_way.remove(&record.key);
+            }
+        }
+    }
+
     /// The recorder wrote `records`: their batches settle, their queues go on.
     fn written(&mut self, records: Vec<AttemptRecord>, now_ms: i64) {
         for record in records {
@@ -341,9 +375,9 @@ impl Schedule {
         self.timeline.first().map(|(at, _, _)| *at)
     }
 
-    /// Forgets what was read and mirrored (not what is under way, nor the writes to make):
-    /// the batches of the handed-over deliveries forgotten stay unsettled, and are
-    /// recovered.
+    /// Forgets what was read and mirrored (not what is under way or on its way into SQL,
+    /// nor the writes to make): the batches of the handed-over deliveries forgotten stay
+    /// unsettled, and are recovered.
     fn forget(&mut self) {
         self.heads.clear();
         self.timeline.clear();
@@ -352,7 +386,6 @@ impl Schedule {
         self.mirrored_len = 0;
         self.in_step = false;
         self.batches.clear();
-        self.queuing.clear();
     }
 }
 
@@ -386,10 +419,6 @@ impl WebhookDeliverer {
             if recorder.is_finished() {
                 warn!("webhook outcome recorder stopped; delivery stops");
                 return;
-            }
-            for write in schedule.writes.drain(..) {
-                // The recorder lives as long as this loop.
-                let _ = writes_tx.send(write);
             }
             let leads = this.cluster.as_ref().is_none_or(|c| c.is_leader());
             if !leads {
@@ -430,6 +459,10 @@ impl WebhookDeliverer {
             } else {
                 IDLE
             };
+            for write in schedule.writes.drain(..) {
+                // The recorder lives as long as this loop.
+                let _ = writes_tx.send(write);
+            }
             tokio::select! {
                 Some(joined) = running.join_next() => match joined {
                     Ok(record) => {
@@ -445,9 +478,7 @@ impl WebhookDeliverer {
                     if !recorded.written {
                         // What was to be written is not: forget what is held and recover
                         // it from the batch rows (delivering some events again).
-                        for record in &recorded.records {
-                            schedule.under_way.remove(&record.key);
-                        }
+                        schedule.unwritten(&recorded.records);
                         schedule.forget();
                         recovery_due = true;
                         resync_at = None;
@@ -489,11 +520,12 @@ impl WebhookDeliverer {
                     .into_iter()
                     .for_each(|delivery| schedule.offer(delivery, now_ms));
             }
-            // Too many piled up to keep: their batches are recovered.
+            // Too many piled up to keep: their batches are recovered, with those of what
+            // is held (the recovered events may belong to chats held in memory).
             None => {
+                schedule.forget();
                 *recovery_due = true;
                 *resync_at = None;
-                schedule.in_step = false;
             }
         }
         if resync_at.is_none_or(|at| at <= now) && settled {
@@ -544,7 +576,10 @@ impl WebhookDeliverer {
                     // Every queue with a delivery is in `heads` (or under way, or being
                     // queued): the ones left out are empty.
                     schedule.in_step = settled && !*recovery_due && heads.len() < room;
-                    heads.into_iter().for_each(|head| schedule.hold(head));
+                    let now_ms = self.clock.now_ms();
+                    heads
+                        .into_iter()
+                        .for_each(|head| schedule.hold_read(head, now_ms));
                     // A leader not yet settled reads again once it is, to get in step.
                     *resync_at = Some(now + if settled { RESYNC } else { LEADER_SETTLED });
                 }
@@ -895,7 +930,47 @@ mod tests {
         assert_eq!(seqs(&queued), [2]);
         assert!(!schedule.finished(&record("c1", 1, AttemptOutcome::Delivered), 0));
         assert!(schedule.heads.is_empty());
+        assert!(schedule.unread.is_empty(), "read once 2 is in SQL");
+        schedule.written(queued, 0);
         assert!(schedule.unread.contains(&delivery("c1", 1).key));
+    }
+
+    #[test]
+    fn a_head_read_for_a_queue_held_in_memory_sends_the_queue_to_sql() {
+        let mut schedule = in_step();
+        for seq in [5, 6] {
+            schedule.offer(delivery("c1", seq), 0);
+        }
+        // A recovered delivery of the same chat, read with the whole queue.
+        let mut recovered = delivery("c1", 3);
+        recovered.batch = None;
+        schedule.hold_read(recovered, 0);
+        assert!(schedule.heads.is_empty() && schedule.mirrored.is_empty());
+        let (queued, _) = take_writes(&mut schedule);
+        assert_eq!(
+            seqs(&queued),
+            [5, 6],
+            "all of the chat in SQL, read in order"
+        );
+        schedule.written(queued, 0);
+        assert!(schedule.unread.contains(&delivery("c1", 3).key));
+    }
+
+    #[test]
+    fn a_failed_write_ends_attempts_but_not_the_one_under_way() {
+        let mut schedule = in_step();
+        schedule.offer(delivery("c1", 1), 0);
+        assert_eq!(attempt_all(&mut schedule), [1]);
+        schedule.touch(delivery("c1", 1).key, 0);
+        schedule.offer(delivery("c1", 2), 0);
+        let (queued, _) = take_writes(&mut schedule);
+        assert_eq!(seqs(&queued), [2]);
+        schedule.unwritten(&queued);
+        assert!(
+            schedule.under_way.contains(&delivery("c1", 1).key),
+            "1 is still being attempted"
+        );
+        assert!(schedule.queuing.is_empty());
     }
 
     #[test]

@@ -393,12 +393,14 @@ pub(crate) async fn write_batch(
 }
 
 /// Queues events `seqs` for every matching webhook (or, with `only`, for those webhook and
-/// event pairs), due at `now_ms`; what a webhook holds already stays as it is.
+/// event pairs), due at `now_ms`, their retry windows from `since_ms`; what a webhook holds
+/// already stays as it is.
 async fn queue_events(
     conn: &mut AnyConnection,
     seqs: &[i64],
     only: Option<&[(&str, i64)]>,
     now_ms: i64,
+    since_ms: i64,
 ) -> Result<(), Failure> {
     let mut seqs = seqs.to_vec();
     seqs.sort_unstable();
@@ -420,7 +422,7 @@ async fn queue_events(
         let only_clause = if only.is_some() {
             format!(
                 " AND (w.id, e.seq) IN (VALUES {})",
-                lists::pair_placeholders(2 + count, lists::padded_len(pairs.len()))
+                lists::pair_placeholders(3 + count, lists::padded_len(pairs.len()))
             )
         } else {
             String::new()
@@ -429,14 +431,16 @@ async fn queue_events(
             "INSERT INTO webhook_deliveries \
              (webhook_id, seq, order_key, state, attempts, next_attempt_ms, since_ms) \
              SELECT w.id, e.seq, e.tenant_id || '/' || COALESCE(e.chat_id, ''), 'pending', 0, \
-             $1, $1 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
+             $1, $2 FROM event_outbox e JOIN webhooks w ON w.tenant_id = e.tenant_id \
              WHERE e.seq IN ({}) AND (w.kinds IS NULL OR w.kinds LIKE '%,' || e.kind || ',%'){} \
              ON CONFLICT DO NOTHING",
-            lists::placeholders(2, count),
+            lists::placeholders(3, count),
             only_clause
         );
         // Safe: the text holds only numbered placeholders; the values are bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms)
+            .bind(since_ms);
         for seq in lists::padded(chunk) {
             query = query.bind(*seq);
         }
@@ -462,13 +466,24 @@ pub(crate) async fn fresh_deliveries(
     batch: i64,
     now_ms: i64,
 ) -> Result<Vec<DueDelivery>, Failure> {
-    let missing: Vec<&str> = matched
-        .iter()
-        .map(|(key, _)| key.webhook_id.as_str())
-        .filter(|id| !db.webhook_cache.0.contains_key(*id))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // The webhooks at hand for this batch: the cache's, and the ones it lacks read now (a
+    // cache entry may be evicted at any time, so never read back from it).
+    let mut webhooks: std::collections::HashMap<String, Webhook> = std::collections::HashMap::new();
+    let mut missing = std::collections::BTreeSet::new();
+    for (key, _) in &matched {
+        if webhooks.contains_key(&key.webhook_id) || missing.contains(key.webhook_id.as_str()) {
+            continue;
+        }
+        match db.webhook_cache.0.get(&key.webhook_id) {
+            Some(webhook) => {
+                webhooks.insert(key.webhook_id.clone(), webhook);
+            }
+            None => {
+                missing.insert(key.webhook_id.as_str());
+            }
+        }
+    }
+    let missing: Vec<&str> = missing.into_iter().collect();
     for chunk in missing.chunks(lists::MAX_LIST) {
         let sql = format!(
             concat!(
@@ -485,19 +500,22 @@ pub(crate) async fn fresh_deliveries(
         }
         for row in query.fetch_all(&mut *conn).await? {
             let webhook = webhook(db, &row)?;
-            db.webhook_cache.0.insert(webhook.id.clone(), webhook);
+            db.webhook_cache
+                .0
+                .insert(webhook.id.clone(), webhook.clone());
+            webhooks.insert(webhook.id.clone(), webhook);
         }
     }
     let by_seq: std::collections::HashMap<i64, &OutboxEvent> =
         events.iter().map(|e| (e.seq, e)).collect();
     let mut fresh = Vec::with_capacity(matched.len());
     for (key, seq) in matched {
-        let webhook = db.webhook_cache.0.get(&key.webhook_id);
-        if let (Some(webhook), Some(event)) = (webhook, by_seq.get(&seq)) {
+        // A webhook removed since the match gets nothing; the events are the ones marked.
+        if let (Some(webhook), Some(event)) = (webhooks.get(&key.webhook_id), by_seq.get(&seq)) {
             fresh.push(DueDelivery {
                 key,
                 next_attempt_ms: now_ms,
-                webhook,
+                webhook: webhook.clone(),
                 event: OutboxEvent {
                     published_ms: Some(now_ms),
                     ..(*event).clone()
@@ -681,17 +699,22 @@ pub(crate) async fn record_attempts(
         .map(|r| (r.key.webhook_id.as_str(), r.seq))
         .collect();
     if !queued.is_empty() {
-        // Due at once: each waits behind its queue's head.
-        let now_ms = records
+        // Due at once (each waits behind its queue's head); the retry windows from the
+        // earliest publishing among them.
+        let queuing = records
             .iter()
+            .filter(|r| r.batch.is_some() && matches!(r.outcome, AttemptOutcome::Queued { .. }));
+        let now_ms = queuing
+            .clone()
             .filter_map(|r| match r.outcome {
                 AttemptOutcome::Queued { at_ms } => Some(at_ms),
                 _ => None,
             })
             .min()
             .unwrap_or_default();
+        let since_ms = queuing.map(|r| r.since_ms).min().unwrap_or(now_ms);
         let seqs: Vec<i64> = queued.iter().map(|(_, seq)| *seq).collect();
-        queue_events(&mut tx, &seqs, Some(&queued), now_ms).await?;
+        queue_events(&mut tx, &seqs, Some(&queued), now_ms, since_ms).await?;
     }
     let delivered: Vec<&AttemptRecord> = records
         .iter()
@@ -801,7 +824,7 @@ pub(crate) async fn recover_batches(
     if recovered.is_empty() {
         return Ok(recovered);
     }
-    queue_events(&mut tx, &seqs, None, now_ms).await?;
+    queue_events(&mut tx, &seqs, None, now_ms, now_ms).await?;
     for chunk in recovered.chunks(lists::MAX_LIST) {
         let sql = format!(
             "DELETE FROM webhook_batches WHERE id IN ({})",
