@@ -81,6 +81,10 @@ const LEADER_SETTLED: Duration = Duration::from_secs(5);
 /// Waits after the queue itself could not be read or written.
 const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
+/// The longest settled batches wait for the recorder's next write before they are written
+/// on their own (a node killed meanwhile delivers their events again).
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
+
 /// How old a batch row not held by the worker must be before a periodic resync recovers it
 /// (a row just written is on its way to the worker).
 const ORPHANED_AFTER_MS: i64 = 60_000;
@@ -624,14 +628,41 @@ impl WebhookDeliverer {
         recorded: mpsc::UnboundedSender<Recorded>,
     ) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
-        while writes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        // Settled batches wait for other writes, or for SETTLE_EVERY: while every delivery
+        // succeeds they are all there is to write, and each write transaction takes
+        // SQLite's one write lock from the hot path.
+        let mut settled = Vec::new();
+        let mut settled_since = tokio::time::Instant::now();
+        loop {
+            let received = if settled.is_empty() {
+                writes.recv_many(&mut batch, RECORD_BATCH).await
+            } else {
+                let wait = SETTLE_EVERY.saturating_sub(settled_since.elapsed());
+                tokio::time::timeout(wait, writes.recv_many(&mut batch, RECORD_BATCH))
+                    .await
+                    .unwrap_or(usize::MAX)
+            };
+            if received == 0 {
+                // The worker is gone: what settled goes if it can.
+                if let Err(e) = self.store.record_attempts(&[], &settled).await {
+                    debug!(error = %e, "settled webhook batches not written at the end");
+                }
+                return;
+            }
             let mut records = Vec::with_capacity(batch.len());
-            let mut settled = Vec::new();
             for write in batch.drain(..) {
                 match write {
                     Write::Record(record) => records.push(record),
-                    Write::Settled(id) => settled.push(id),
+                    Write::Settled(id) => {
+                        if settled.is_empty() {
+                            settled_since = tokio::time::Instant::now();
+                        }
+                        settled.push(id);
+                    }
                 }
+            }
+            if records.is_empty() && settled_since.elapsed() < SETTLE_EVERY {
+                continue;
             }
             let written = match self.store.record_attempts(&records, &settled).await {
                 Ok(()) => true,
@@ -641,6 +672,7 @@ impl WebhookDeliverer {
                     false
                 }
             };
+            settled.clear();
             if (!records.is_empty() || !written)
                 && recorded.send(Recorded { records, written }).is_err()
             {
