@@ -772,7 +772,14 @@ pub(crate) async fn record_attempts(
         };
         query.execute(&mut *tx).await?;
     }
-    for chunk in settled.chunks(lists::MAX_LIST) {
+    delete_batches(&mut tx, settled).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes the batch rows `ids` (on `conn`, in the caller's transaction).
+async fn delete_batches(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), Failure> {
+    for chunk in ids.chunks(lists::MAX_LIST) {
         let sql = format!(
             "DELETE FROM webhook_batches WHERE id IN ({})",
             lists::placeholders(1, lists::padded_len(chunk.len()))
@@ -782,9 +789,8 @@ pub(crate) async fn record_attempts(
         for id in lists::padded(chunk) {
             query = query.bind(*id);
         }
-        query.execute(&mut *tx).await?;
+        query.execute(&mut *conn).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -825,18 +831,7 @@ pub(crate) async fn recover_batches(
         return Ok(recovered);
     }
     queue_events(&mut tx, &seqs, None, now_ms, now_ms).await?;
-    for chunk in recovered.chunks(lists::MAX_LIST) {
-        let sql = format!(
-            "DELETE FROM webhook_batches WHERE id IN ({})",
-            lists::placeholders(1, lists::padded_len(chunk.len()))
-        );
-        // Safe: the text holds only numbered placeholders; the values are bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in lists::padded(chunk) {
-            query = query.bind(*id);
-        }
-        query.execute(&mut *tx).await?;
-    }
+    delete_batches(&mut tx, &recovered).await?;
     tx.commit().await?;
     Ok(recovered)
 }
