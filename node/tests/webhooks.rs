@@ -3,13 +3,14 @@
 //! in the test that checks every signature the documented way.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::ListenerExt;
 use hmac::{Hmac, Mac};
 use salesboy_testkit::gateway::ADMIN_TOKEN;
 use salesboy_testkit::{Db, Gateway, eventually, webhooks};
@@ -46,15 +47,23 @@ struct Receiver {
     attempts: Arc<Mutex<usize>>,
     /// The status it answers.
     status: Arc<AtomicU16>,
+    /// The connections it accepted.
+    connections: Arc<AtomicUsize>,
 }
 
-async fn hook(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Answers the status set, with a body longer than one read of the node's HTTP client (an
+/// answer the node did not read would close the connection).
+async fn hook(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
     *receiver.attempts.lock().unwrap() += 1;
     let status = StatusCode::from_u16(receiver.status.load(Ordering::SeqCst)).unwrap();
     if status.is_success() {
         receiver.accepted.lock().unwrap().push((headers, body));
     }
-    status
+    (status, "thanks ".repeat(4096))
 }
 
 impl Receiver {
@@ -63,6 +72,10 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(hook))
             .with_state(self.clone());
+        let connections = Arc::clone(&self.connections);
+        let listener = listener.tap_io(move |_| {
+            connections.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
 
@@ -302,6 +315,15 @@ async fn a_receiver_that_is_up_gets_every_event_as_published(db: Db) {
         *receiver.attempts.lock().unwrap(),
         events.len(),
         "every attempt answered 2xx, none repeated"
+    );
+    // The node reads each answer, so its connections are used again: about one per
+    // delivery under way at once (one per chat, one for events of no chat, and one a
+    // connect begun when none was idle may add), not one per event.
+    let connections = receiver.connections.load(Ordering::SeqCst);
+    assert!(
+        connections <= CHATS.len() + 2,
+        "{connections} connections for {} deliveries",
+        events.len()
     );
     eventually(WAIT, || async {
         let (_, list) = admin(

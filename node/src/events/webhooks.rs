@@ -92,6 +92,10 @@ const ORPHANED_AFTER_MS: i64 = 60_000;
 /// Longest error text kept with a failed delivery.
 const MAX_ERROR_CHARS: usize = 300;
 
+/// How much of a receiver's answer is read (and dropped) so that its connection can be
+/// used again; a longer answer closes the connection.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
@@ -751,6 +755,16 @@ impl WebhookDeliverer {
             .await
             .map_err(|e| short(&describe(&e)))?;
         let status = response.status();
+        // Read what the receiver answered (up to a bound) so that its connection goes back
+        // to the pool: an answer dropped unread closes it, and the next delivery connects.
+        let mut response = response;
+        let mut read = 0;
+        while read < MAX_ANSWER_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
         if status.is_success() {
             Ok(())
         } else {

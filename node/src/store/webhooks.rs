@@ -693,26 +693,32 @@ pub(crate) async fn record_attempts(
         return Ok(());
     }
     let mut tx = db.begin().await?;
-    let queued: Vec<(&str, i64)> = records
+    // Handed-over deliveries to queue, each with the time it was queued.
+    let queuing: Vec<(&AttemptRecord, i64)> = records
         .iter()
-        .filter(|r| r.batch.is_some() && matches!(r.outcome, AttemptOutcome::Queued { .. }))
-        .map(|r| (r.key.webhook_id.as_str(), r.seq))
+        .filter(|r| r.batch.is_some())
+        .filter_map(|r| match r.outcome {
+            AttemptOutcome::Queued { at_ms } => Some((r, at_ms)),
+            _ => None,
+        })
         .collect();
-    if !queued.is_empty() {
+    if !queuing.is_empty() {
         // Due at once (each waits behind its queue's head); the retry windows from the
         // earliest publishing among them.
-        let queuing = records
-            .iter()
-            .filter(|r| r.batch.is_some() && matches!(r.outcome, AttemptOutcome::Queued { .. }));
         let now_ms = queuing
-            .clone()
-            .filter_map(|r| match r.outcome {
-                AttemptOutcome::Queued { at_ms } => Some(at_ms),
-                _ => None,
-            })
+            .iter()
+            .map(|(_, at_ms)| *at_ms)
             .min()
             .unwrap_or_default();
-        let since_ms = queuing.map(|r| r.since_ms).min().unwrap_or(now_ms);
+        let since_ms = queuing
+            .iter()
+            .map(|(r, _)| r.since_ms)
+            .min()
+            .unwrap_or(now_ms);
+        let queued: Vec<(&str, i64)> = queuing
+            .iter()
+            .map(|(r, _)| (r.key.webhook_id.as_str(), r.seq))
+            .collect();
         let seqs: Vec<i64> = queued.iter().map(|(_, seq)| *seq).collect();
         queue_events(&mut tx, &seqs, Some(&queued), now_ms, since_ms).await?;
     }
