@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 use salesboy_node::config::Config;
 use salesboy_node::{cli, run, telemetry};
 
+/// The process's allocator (decision 0016).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Salesboy: a WhatsApp AI-sales-assistant gateway.
 #[derive(Debug, Parser)]
 #[command(name = "salesboy", version, about)]

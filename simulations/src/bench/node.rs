@@ -61,7 +61,8 @@ pub struct NodeOptions {
     /// number (Meta's default is 80).
     #[arg(long, default_value_t = 80)]
     pub per_number_rate: u32,
-    /// Sets `MALLOC_ARENA_MAX` on the node process (glibc malloc arenas).
+    /// Sets `MALLOC_ARENA_MAX` on the node process (glibc malloc arenas: no effect on a
+    /// `salesboy` built with mimalloc, decision 0016).
     #[arg(long)]
     pub malloc_arena_max: Option<u32>,
     /// Keep the node's log (stdout and stderr) in this file instead of the temp dir.
