@@ -318,7 +318,7 @@ pub async fn start_with_bus(
         .and_then(|bus| bus.nats_client())
         .map(async_nats::jetstream::new);
     if let Some(js) = &stream {
-        publisher::ensure_stream(js, &stream_settings)
+        publisher::ensure_stream_at_start(js, &stream_settings)
             .await
             .context("starting the events publisher")?;
     }

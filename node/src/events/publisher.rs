@@ -53,12 +53,39 @@ pub struct StreamSettings {
     pub replicas: usize,
 }
 
+/// How long a starting node retries setting up the events stream: a NATS cluster that has
+/// just started may still be electing its JetStream leader, and its requests time out.
+const STREAM_SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Why the events stream could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("setting up the events stream {stream}: {reason}")]
 pub struct StreamError {
     stream: &'static str,
     reason: String,
+    /// Worth trying again (a request that failed, not a stream that contradicts the
+    /// configuration).
+    retryable: bool,
+}
+
+/// [`ensure_stream`] for a starting node: a failed request is retried with a backoff for up
+/// to [`STREAM_SETUP_PATIENCE`]; a stream that contradicts the configuration fails at once.
+pub async fn ensure_stream_at_start(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<(), StreamError> {
+    let deadline = tokio::time::Instant::now() + STREAM_SETUP_PATIENCE;
+    let mut delays = RETRY.delays();
+    loop {
+        match ensure_stream(js, settings).await {
+            Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
+                let delay = delays.next().unwrap_or(RETRY.max);
+                warn!(error = %e, ?delay, "events stream not set up yet, retrying");
+                tokio::time::sleep(delay).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Creates the events stream `SB_EVENTS` over `sb.v1.evt.>` (file storage) if it is missing,
@@ -71,6 +98,7 @@ pub async fn ensure_stream(
     let failed = |reason: String| StreamError {
         stream: EVENTS_STREAM,
         reason,
+        retryable: true,
     };
     let config = stream::Config {
         name: EVENTS_STREAM.to_owned(),
@@ -89,14 +117,17 @@ pub async fn ensure_stream(
     let current = &existing.cached_info().config;
     let replicas = current.num_replicas.max(1);
     if replicas != config.num_replicas {
-        return Err(failed(
-            crate::bus::BusError::ReplicasMismatch {
-                stream: EVENTS_STREAM.to_owned(),
-                existing: replicas,
-                configured: config.num_replicas,
-            }
-            .to_string(),
-        ));
+        return Err(StreamError {
+            retryable: false,
+            ..failed(
+                crate::bus::BusError::ReplicasMismatch {
+                    stream: EVENTS_STREAM.to_owned(),
+                    existing: replicas,
+                    configured: config.num_replicas,
+                }
+                .to_string(),
+            )
+        });
     }
     if current.max_age != config.max_age || current.duplicate_window != config.duplicate_window {
         info!(
