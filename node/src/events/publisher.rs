@@ -53,9 +53,14 @@ pub struct StreamSettings {
     pub replicas: usize,
 }
 
-/// How long a starting node retries setting up the events stream: a NATS cluster that has
-/// just started may still be electing its JetStream leader, and its requests time out.
-const STREAM_SETUP_PATIENCE: Duration = Duration::from_secs(30);
+/// How a starting node retries setting up the events stream: a NATS cluster that has just
+/// started may still be electing its JetStream leader, and its requests time out. Ten
+/// retries wait about 26 s plus jitter.
+const STREAM_SETUP: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    retries: 10,
+};
 
 /// Why the events stream could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -68,24 +73,19 @@ pub struct StreamError {
     retryable: bool,
 }
 
-/// [`ensure_stream`] for a starting node: a failed request is retried with a backoff for up
-/// to [`STREAM_SETUP_PATIENCE`]; a stream that contradicts the configuration fails at once.
+/// [`ensure_stream`] for a starting node: a failed request is retried ([`STREAM_SETUP`]); a
+/// stream that contradicts the configuration fails at once.
 pub async fn ensure_stream_at_start(
     js: &jetstream::Context,
     settings: &StreamSettings,
 ) -> Result<(), StreamError> {
-    let deadline = tokio::time::Instant::now() + STREAM_SETUP_PATIENCE;
-    let mut delays = RETRY.delays();
-    loop {
-        match ensure_stream(js, settings).await {
-            Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
-                let delay = delays.next().unwrap_or(RETRY.max);
-                warn!(error = %e, ?delay, "events stream not set up yet, retrying");
-                tokio::time::sleep(delay).await;
-            }
-            outcome => return outcome,
-        }
-    }
+    STREAM_SETUP
+        .retry(
+            "setting up the events stream",
+            || ensure_stream(js, settings),
+            |e: &StreamError| e.retryable,
+        )
+        .await
 }
 
 /// Creates the events stream `SB_EVENTS` over `sb.v1.evt.>` (file storage) if it is missing,

@@ -742,7 +742,7 @@ impl WebhookDeliverer {
         let body = serde_json::to_vec(event).map_err(|e| format!("encoding: {e}"))?;
         let timestamp = (self.clock.now_ms() / 1000).to_string();
         let signature = sign_event(delivery.webhook.secret.as_bytes(), &timestamp, &body);
-        let response = self
+        let mut response = self
             .http
             .post(&delivery.webhook.url)
             .timeout(self.settings.timeout)
@@ -757,7 +757,6 @@ impl WebhookDeliverer {
         let status = response.status();
         // Read what the receiver answered (up to a bound) so that its connection goes back
         // to the pool: an answer dropped unread closes it, and the next delivery connects.
-        let mut response = response;
         let mut read = 0;
         while read < MAX_ANSWER_BYTES {
             match response.chunk().await {
