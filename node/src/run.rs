@@ -27,6 +27,7 @@ use crate::cluster::membership::NodeInfo;
 use crate::cluster::{ClusterKey, ClusterKeyError, ClusterMember};
 use crate::config::Config;
 use crate::events::NodeEvents;
+use crate::events::live::LiveEvents;
 use crate::events::publisher::{self, Publisher, StreamSettings};
 use crate::events::webhooks::{WebhookDeliverer, WebhookSettings};
 use crate::http::{self, AppState, HttpSettings};
@@ -262,7 +263,11 @@ pub async fn start_with_bus(
         tasks.token().clone(),
     )
     .with_router(router.clone(), cluster.clone())
-    .with_alerts(events.active_alerts());
+    .with_alerts(events.active_alerts())
+    .with_live_events(match bus.as_ref() {
+        Some(bus) if bus.nats_client().is_some() => LiveEvents::Bus(Arc::clone(bus)),
+        _ => LiveEvents::Local(events.feed()),
+    });
     if let Some(client) = bus.as_ref().and_then(|bus| bus.nats_client()) {
         crate::api::service::start(client, state.api(), env!("CARGO_PKG_VERSION"), &tasks)
             .await

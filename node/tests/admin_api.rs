@@ -58,8 +58,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants/{id}/tokens"),
     ("post", "/api/tenants/{id}/tokens"),
     ("delete", "/api/tenants/{id}/tokens/{token_id}"),
+    ("get", "/api/tenants/{id}/stream"),
     ("get", "/api/cluster"),
+    ("post", "/api/cluster/nodes/{node_id}/drain"),
+    ("get", "/api/cluster/stream"),
     ("get", "/api/health"),
+    ("get", "/api/me"),
 ];
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -1161,6 +1165,10 @@ async fn the_openapi_document_matches_the_router() {
             .replace("{token_id}", "1");
         for method in methods {
             let routed = ROUTES.contains(&(method, path));
+            if routed && path == "/api/cluster/stream" {
+                // A stream never ends: `live_streams_…` reads its first events.
+                continue;
+            }
             let answer = h
                 .call(
                     method.to_uppercase().parse().unwrap(),
@@ -1534,4 +1542,97 @@ async fn the_cli_client_talks_to_a_served_node() {
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     assert_eq!(api.message, "invalid admin token");
     server.abort();
+}
+
+/// The first frame of a server-sent event stream at `path`, read with `token`.
+async fn first_frame(h: &Harness, path: &str, token: &str) -> (StatusCode, String) {
+    use futures::StreamExt;
+    let request = Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let mut body = response.into_body().into_data_stream();
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("a first frame within 10 s")
+        .expect("the stream sends a frame")
+        .unwrap();
+    (status, String::from_utf8(frame.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn live_streams_send_snapshots_to_whom_they_concern_and_me_says_who_calls() {
+    let h = harness().await;
+    h.create_acme().await;
+    let made = h
+        .post("/api/tenants/acme/tokens", json!({"name": "dashboard"}))
+        .await;
+    let token = made.json["token"].as_str().unwrap().to_owned();
+
+    let me = h.get("/api/me").await;
+    assert_eq!(me.json, json!({"role": "operator"}));
+    let me = h.call(Method::GET, "/api/me", Some(&token), None).await;
+    assert_eq!(me.json, json!({"role": "tenant", "tenant": "acme"}));
+    let nobody = h
+        .call(Method::GET, "/api/me", Some("wrong-token"), None)
+        .await;
+    assert_eq!(nobody.status, StatusCode::UNAUTHORIZED);
+
+    let (status, frame) = first_frame(&h, "/api/cluster/stream", TOKEN).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = frame
+        .strip_prefix("event: snapshot\ndata: ")
+        .unwrap_or_else(|| panic!("a snapshot first: {frame}"));
+    let snapshot: Value = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(snapshot["cluster"]["nodes"][0]["node_id"], "node-test");
+    assert_eq!(snapshot["node"]["database"], "ok");
+    assert_eq!(snapshot["pulse"]["received"], 0);
+
+    let (status, frame) = first_frame(&h, "/api/tenants/acme/stream", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = frame
+        .strip_prefix("event: snapshot\ndata: ")
+        .unwrap_or_else(|| panic!("a snapshot first: {frame}"));
+    let snapshot: Value = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(snapshot["session"]["tenant"], "acme");
+    assert!(!frame.contains(ACCESS_TOKEN), "{frame}");
+
+    // A tenant's token: not the cluster's stream, not another tenant's.
+    let refused = h
+        .call(Method::GET, "/api/cluster/stream", Some(&token), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
+    let refused = h
+        .call(Method::GET, "/api/tenants/bolt/stream", Some(&token), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.raw);
+    let unknown = h.get("/api/tenants/ghost/stream").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.raw);
+}
+
+#[tokio::test]
+async fn a_node_alone_cannot_be_drained_from_the_api() {
+    let h = harness().await;
+    let refused = h
+        .call(
+            Method::POST,
+            "/api/cluster/nodes/node-test/drain",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.raw);
+    assert!(error(&refused).contains("runs alone"), "{}", refused.raw);
+    let invalid = h
+        .call(
+            Method::POST,
+            "/api/cluster/nodes/a%20b/drain",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST, "{}", invalid.raw);
 }

@@ -28,10 +28,13 @@
 //!   providers, epoch 1 for every tenant) and the [`ports::services`] they make with a store;
 //! - [`binary`]: the debug `salesboy` binary, built on demand;
 //! - [`fake_embedder`]: [`FakeEmbedder`], a local Gemini / OpenAI-compatible embedding
-//!   server with a deterministic synonym-aware embedding.
+//!   server with a deterministic synonym-aware embedding;
+//! - [`browser`]: [`Browser`], a headless Chromium driven through chromedriver (WebDriver),
+//!   for end-to-end tests of served pages; screenshots go to [`artifacts_dir`].
 
 pub mod admin;
 pub mod binary;
+pub mod browser;
 pub mod buses;
 pub mod cluster;
 pub mod databases;
@@ -48,6 +51,7 @@ pub mod proxy;
 pub mod webhooks;
 
 pub use binary::{salesboy_binary, workspace_root};
+pub use browser::{Browser, Element, artifacts_dir};
 pub use cluster::{
     ClusterSandbox, ClusterSandboxBuilder, Db, NODE_STARTUP_TIMEOUT, NodeHandleInfo,
     SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY,

@@ -1,6 +1,8 @@
-//! The cluster view: the nodes and what they host (on a single node, the node itself).
+//! The cluster view: the nodes and what they host (on a single node, the node itself); a
+//! node's drain, asked for.
 
-use super::Api;
+use super::{Api, ApiError};
+use crate::cluster::DrainRequestError;
 use crate::cluster::status::{ClusterStatus, NodeStatus};
 
 /// The cluster's nodes and what they host.
@@ -27,4 +29,32 @@ pub fn status(api: &Api) -> ClusterStatus {
             rss_bytes: crate::process::rss_bytes().unwrap_or(0),
         }],
     }
+}
+
+/// A drain asked for: the node moves its tenants off, then exits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DrainAccepted {
+    /// The node draining.
+    pub node_id: String,
+}
+
+/// Asks `node` to drain (move every tenant off, then exit) and answers at once; the
+/// cluster view shows its progress. 404 for an unknown node, 409 for a node that is not
+/// alive, the last live node, or a node alone (not on a cluster).
+pub fn drain(api: &Api, node: &str) -> Result<DrainAccepted, ApiError> {
+    let id = salesboy_protocol::NodeId::new(node).map_err(|e| ApiError::invalid("node_id", e))?;
+    let Some(cluster) = &api.cluster else {
+        return Err(ApiError::NotDrainable(format!(
+            "node {id} runs alone: its tenants have nowhere to go (stop it instead)"
+        )));
+    };
+    cluster.request_drain(id.clone()).map_err(|e| match e {
+        DrainRequestError::UnknownNode(_) => ApiError::UnknownNode(id.to_string()),
+        other @ (DrainRequestError::NotAlive(_) | DrainRequestError::LastNode(_)) => {
+            ApiError::NotDrainable(other.to_string())
+        }
+    })?;
+    Ok(DrainAccepted {
+        node_id: id.to_string(),
+    })
 }

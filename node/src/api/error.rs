@@ -100,6 +100,15 @@ pub enum ApiError {
     /// This node could not run the tenant; the status follows why.
     #[error(transparent)]
     Activation(#[from] ActivationError),
+    /// Something the operation needs does not answer (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// No node of that id in the cluster (404).
+    #[error("unknown node {0}")]
+    UnknownNode(String),
+    /// The node cannot be drained (409): not alive, the last live node, or alone.
+    #[error("{0}")]
+    NotDrainable(String),
     /// The node broke one of its own rules (500).
     #[error("{0}")]
     Internal(String),
@@ -171,6 +180,9 @@ impl ApiError {
                 | ActivationError::Stopping => UNAVAILABLE,
                 ActivationError::SessionStopped(_) => SESSION_STOPPED,
             },
+            Self::Unavailable(_) => UNAVAILABLE,
+            Self::UnknownNode(_) => (404, "unknown_node"),
+            Self::NotDrainable(_) => (409, "not_drainable"),
             Self::Internal(_) => (500, "internal"),
         }
     }
@@ -212,6 +224,9 @@ mod tests {
             ApiError::SessionStopped(tenant.clone()),
             ApiError::Route(RouteError::SessionStopped(tenant.clone())),
             ApiError::Activation(ActivationError::SessionStopped(tenant.clone())),
+            ApiError::Unavailable("x".into()),
+            ApiError::UnknownNode("node-9".into()),
+            ApiError::NotDrainable("x".into()),
             ApiError::Internal("x".into()),
         ];
         let mut seen = std::collections::HashMap::new();

@@ -17,7 +17,8 @@
 //! - [`webhooks`]: a tenant's HTTP event webhooks and their dead letters;
 //! - [`rejected`]: a tenant's rejected webhook items (items of Meta's deliveries that could
 //!   not be read);
-//! - [`cluster`]: the cluster view;
+//! - [`cluster`]: the cluster view, a node's drain;
+//! - [`live`]: the traffic figures and the timeline of the dashboard's live streams;
 //! - [`service`]: the NATS micro service `salesboy` that serves these operations.
 
 pub mod cluster;
@@ -25,6 +26,7 @@ pub mod content;
 pub mod conversations;
 mod error;
 pub mod knowledge;
+pub mod live;
 pub mod rejected;
 pub mod service;
 pub mod tenants;

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use salesboy_protocol::TenantId;
+use salesboy_protocol::{NodeId, TenantId};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::control::control_request;
 use super::member::ClusterMember;
+use super::wire::{ControlReply, ControlRequest};
 
 /// How long a drain request may run.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -92,5 +94,59 @@ impl ClusterMember {
         info!(node = %self.me, moved, "drained");
         let _ = self.exit.send(true);
         Ok(moved)
+    }
+}
+
+/// Why a drain could not be asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrainRequestError {
+    /// No node of that id is a member of the cluster.
+    #[error("no node {0} in the cluster")]
+    UnknownNode(NodeId),
+    /// The node is a member but not alive (its heartbeat stopped): nobody can drain it.
+    #[error("node {0} is not alive")]
+    NotAlive(NodeId),
+    /// No other live node could take its tenants.
+    #[error("node {0} is the only live node: its tenants have nowhere to go")]
+    LastNode(NodeId),
+}
+
+impl ClusterMember {
+    /// Asks `node` (this node or another live member) to drain, without waiting for it: the
+    /// drain shows in the membership (draining, then gone) and its failure in the log.
+    pub fn request_drain(self: &Arc<Self>, node: NodeId) -> Result<(), DrainRequestError> {
+        let view = self.membership.view();
+        let Some(target) = view.iter().find(|n| n.record.node == node) else {
+            return Err(DrainRequestError::UnknownNode(node));
+        };
+        if !target.alive {
+            return Err(DrainRequestError::NotAlive(node));
+        }
+        if !view
+            .iter()
+            .any(|n| n.alive && n.compatible && n.record.node != node)
+        {
+            return Err(DrainRequestError::LastNode(node));
+        }
+        let bus = Arc::clone(&self.bus);
+        let key = Arc::clone(&self.key);
+        self.background.spawn_until_cancelled(async move {
+            info!(%node, "drain requested");
+            match control_request(
+                bus.as_ref(),
+                &key,
+                &node,
+                &ControlRequest::Drain,
+                DRAIN_TIMEOUT,
+            )
+            .await
+            {
+                Ok(ControlReply::Drained { moved }) => info!(%node, moved, "drained on request"),
+                Ok(ControlReply::Error(reason)) => warn!(%node, %reason, "drain refused"),
+                Ok(ControlReply::Ok) => warn!(%node, "unexpected answer to a drain request"),
+                Err(e) => warn!(%node, error = %e, "drain request failed"),
+            }
+        });
+        Ok(())
     }
 }

@@ -40,7 +40,7 @@ mod migration;
 mod router;
 
 pub use control::control_request;
-pub use drain::{DRAIN_TIMEOUT, DrainError};
+pub use drain::{DRAIN_TIMEOUT, DrainError, DrainRequestError};
 pub use member::{ClusterMember, ClusterParts, ClusterSettings};
 pub use migration::MigrationError;
 pub use router::RouteError;

@@ -10,8 +10,10 @@
 //!   `SB_EVENTS` with `Nats-Msg-Id` = its id, marks it published, and hands it to local
 //!   subscribers ([`NodeEvents::subscribe`]); marking an event published queues it for the
 //!   tenant's HTTP event webhooks;
-//! - [`webhooks`]: the delivery worker of HTTP event webhooks.
+//! - [`webhooks`]: the delivery worker of HTTP event webhooks;
+//! - [`live`]: the events a page watches as they are published (the dashboard).
 
+pub mod live;
 pub mod publisher;
 pub mod webhooks;
 

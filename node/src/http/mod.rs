@@ -4,12 +4,14 @@
 //! - [`health`]: `GET /health` (ready or not; the details are `GET /api/health`);
 //! - [`metrics`]: `GET /metrics` (Prometheus);
 //! - [`admin`]: `/api/…` behind the bearer token, `/api/openapi.json`;
+//! - [`dashboard`]: the web page at `/` (on the admin listener);
 //! - [`limits`]: the request timeout and the concurrency limit of a listener, and serving it.
 //!
 //! A node serves [`router`] on one listener, or [`public_router`] (the webhook and
 //! `/health`) and [`admin_router`] (`/api/…` and `/metrics`) on two.
 
 pub mod admin;
+pub mod dashboard;
 pub mod health;
 pub mod limits;
 pub mod metrics;
@@ -55,6 +57,10 @@ pub struct AppState {
     pub auth_throttle: Arc<admin::AuthThrottle>,
     /// The alert conditions raised on this node and not cleared.
     pub alerts: Arc<crate::alerts::ActiveAlerts>,
+    /// The events the dashboard's live streams watch.
+    pub live: crate::events::live::LiveEvents,
+    /// Cancelled when the node stops: live streams end then.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {
@@ -77,13 +83,15 @@ impl AppState {
             Arc::clone(&node.services().clock),
             router.clone(),
             tasks,
-            shutdown,
+            shutdown.clone(),
         );
         Self {
             router,
             cluster: None,
             auth_throttle: Arc::new(admin::AuthThrottle::new(http.auth_throttle)),
             alerts: Arc::default(),
+            live: crate::events::live::LiveEvents::none(),
+            stopping: shutdown,
             node,
             store,
             sql,
@@ -112,6 +120,12 @@ impl AppState {
     /// The same state showing `alerts` (the node's event sink's) in health and metrics.
     pub fn with_alerts(mut self, alerts: Arc<crate::alerts::ActiveAlerts>) -> Self {
         self.alerts = alerts;
+        self
+    }
+
+    /// The same state watching `live` for the dashboard's live streams.
+    pub fn with_live_events(mut self, live: crate::events::live::LiveEvents) -> Self {
+        self.live = live;
         self
     }
 
@@ -158,7 +172,7 @@ pub fn public_router(state: AppState) -> Router {
     public_routes(state.clone()).with_state(state)
 }
 
-/// The admin listener's routes: `/api/…` and `/metrics`.
+/// The admin listener's routes: `/api/…`, `/metrics` and the dashboard.
 pub fn admin_router(state: AppState) -> Router {
     admin_routes(state.clone()).with_state(state)
 }
@@ -172,5 +186,6 @@ fn public_routes(state: AppState) -> Router<AppState> {
 fn admin_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(metrics::routes())
+        .merge(dashboard::routes())
         .nest("/api", admin::routes(state))
 }

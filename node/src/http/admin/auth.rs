@@ -79,12 +79,24 @@ impl FromRequestParts<AppState> for TenantAuth {
     }
 }
 
-/// Whose token a request carries.
-enum Caller {
+/// Whose token a request carries (an extractor: 401 for no or a wrong token, 429 while the
+/// client is locked out).
+pub(super) enum Caller {
     /// The operator's.
     Admin,
     /// One tenant's.
     Tenant(TenantId),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        caller(parts, state).await
+    }
 }
 
 /// The caller a request's bearer token designates, or 401; 429 while the client is locked

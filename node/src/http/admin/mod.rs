@@ -30,7 +30,9 @@
 //! - `rejected`: `/tenants/{id}/webhook/rejected` (items of Meta's webhook deliveries that
 //!   could not be read);
 //! - `tokens`: `/tenants/{id}/tokens…` (a tenant's API tokens; admin token only);
-//! - `cluster`: `/cluster`;
+//! - `cluster`: `/cluster`, `/cluster/nodes/{node_id}/drain`;
+//! - `live`: `/me` (who a token is), `/cluster/stream` and `/tenants/{id}/stream` (the
+//!   dashboard's server-sent events);
 //! - `health`: `/health` (this node in detail; the public `/health` says only ready or not);
 //! - `throttle`: [`AuthThrottle`], the lockout of clients that keep sending wrong tokens;
 //! - `openapi`: the OpenAPI document and `/openapi.json`.
@@ -41,6 +43,7 @@ mod conversations;
 mod error;
 mod health;
 mod knowledge;
+mod live;
 mod openapi;
 mod rejected;
 mod tenants;
@@ -57,6 +60,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::AppState;
 use crate::api::ApiError;
 
+use auth::Caller;
 pub use auth::{AdminAuth, TenantAuth};
 pub use openapi::openapi;
 pub use throttle::{AuthThrottle, AuthThrottleSettings};
@@ -103,15 +107,18 @@ fn api(guards: Guards) -> OpenApiRouter<AppState> {
         .merge(tenants::operator_routes())
         .merge(tokens::routes())
         .merge(cluster::routes())
+        .merge(live::operator_routes())
         .merge(health::routes());
     let tenant = OpenApiRouter::default()
         .merge(tenants::tenant_routes())
         .merge(knowledge::routes())
         .merge(conversations::routes())
         .merge(usage::routes())
+        .merge(live::tenant_routes())
         .merge(webhooks::routes())
         .merge(rejected::routes());
     openapi::routes()
+        .merge(live::caller_routes())
         .merge((guards.operator)(operator))
         .merge((guards.tenant)(tenant))
 }

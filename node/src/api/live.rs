@@ -1,0 +1,162 @@
+//! What the dashboard's live streams tell, computed from the events they watch: message rates
+//! and reply latency second by second ([`Pulse`]), and which events belong on the cluster's
+//! timeline ([`on_timeline`]).
+//!
+//! Reply latency here is what a customer sees: from a message received to the bot's next
+//! reply in that chat (event times, so it includes the debounce and the LLM's answer).
+
+use std::collections::HashMap;
+
+use salesboy_protocol::events::Event;
+use salesboy_protocol::subjects::EventKind;
+use serde::Serialize;
+
+/// Most chats a [`Pulse`] remembers waiting for a reply; beyond it new ones are not timed.
+const MAX_WAITING: usize = 100_000;
+
+/// One second of traffic, as a live stream sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PulseSecond {
+    /// Customer messages received.
+    pub received: u64,
+    /// Bot replies sent.
+    pub replies: u64,
+    /// Owner messages sent (from the API, the dashboard or the phone).
+    pub owner: u64,
+    /// The median reply latency of the replies sent, in ms.
+    pub reply_p50_ms: Option<u64>,
+    /// The longest reply latency of the replies sent, in ms.
+    pub reply_max_ms: Option<u64>,
+}
+
+/// Counts events as they come and hands out one [`PulseSecond`] at a time.
+#[derive(Debug, Default)]
+pub struct Pulse {
+    current: PulseSecond,
+    latencies: Vec<u64>,
+    /// When each chat's oldest unanswered message arrived (unix ms), by tenant and chat.
+    waiting: HashMap<(String, String), i64>,
+}
+
+impl Pulse {
+    /// Counts `event`.
+    pub fn observe(&mut self, event: &Event) {
+        let chat = match (&event.tenant, &event.chat) {
+            (Some(tenant), Some(chat)) => Some((tenant.to_string(), chat.to_string())),
+            _ => None,
+        };
+        match event.kind {
+            EventKind::MessageReceived => {
+                self.current.received += 1;
+                if let Some(chat) = chat
+                    && self.waiting.len() < MAX_WAITING
+                {
+                    self.waiting.entry(chat).or_insert(event.at_ms);
+                }
+            }
+            EventKind::ReplySent => {
+                self.current.replies += 1;
+                if let Some(since) = chat.and_then(|chat| self.waiting.remove(&chat)) {
+                    self.latencies
+                        .push(u64::try_from(event.at_ms - since).unwrap_or(0));
+                }
+            }
+            EventKind::OwnerMessageSent => {
+                self.current.owner += 1;
+                // The owner answered: the chat no longer waits for the bot.
+                if let Some(chat) = chat {
+                    self.waiting.remove(&chat);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The second counted since the last call; counting starts again.
+    pub fn take_second(&mut self) -> PulseSecond {
+        let mut second = std::mem::take(&mut self.current);
+        if !self.latencies.is_empty() {
+            self.latencies.sort_unstable();
+            second.reply_p50_ms = Some(self.latencies[self.latencies.len() / 2]);
+            second.reply_max_ms = self.latencies.last().copied();
+            self.latencies.clear();
+        }
+        second
+    }
+}
+
+/// Whether `event` belongs on the cluster's timeline: joins, departures, migrations, alerts,
+/// session changes and rejected deliveries (not the message traffic, which [`Pulse`] counts).
+pub fn on_timeline(event: &Event) -> bool {
+    matches!(
+        event.kind,
+        EventKind::NodeJoined
+            | EventKind::NodeLeft
+            | EventKind::TenantMigrated
+            | EventKind::AlertRaised
+            | EventKind::AlertCleared
+            | EventKind::SessionStatus
+            | EventKind::MessageRejected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use salesboy_protocol::{ChatId, TenantId};
+
+    use super::*;
+
+    fn event(kind: EventKind, chat: &str, at_ms: i64) -> Event {
+        Event::tenant(
+            kind,
+            TenantId::new("acme").unwrap(),
+            at_ms,
+            serde_json::json!({}),
+        )
+        .with_chat(ChatId::new(chat).unwrap())
+    }
+
+    #[test]
+    fn counts_a_second_and_times_replies_from_the_first_unanswered_message() {
+        let mut pulse = Pulse::default();
+        pulse.observe(&event(EventKind::MessageReceived, "111", 1_000));
+        pulse.observe(&event(EventKind::MessageReceived, "111", 1_500));
+        pulse.observe(&event(EventKind::MessageReceived, "222", 1_000));
+        pulse.observe(&event(EventKind::ReplySent, "111", 3_000));
+        pulse.observe(&event(EventKind::ReplySent, "222", 1_400));
+        pulse.observe(&event(EventKind::OwnerMessageSent, "333", 1_400));
+        let second = pulse.take_second();
+        assert_eq!(
+            second,
+            PulseSecond {
+                received: 3,
+                replies: 2,
+                owner: 1,
+                reply_p50_ms: Some(2_000),
+                reply_max_ms: Some(2_000),
+            }
+        );
+        assert_eq!(pulse.take_second(), PulseSecond::default());
+    }
+
+    #[test]
+    fn an_owner_answer_ends_the_wait() {
+        let mut pulse = Pulse::default();
+        pulse.observe(&event(EventKind::MessageReceived, "111", 1_000));
+        pulse.observe(&event(EventKind::OwnerMessageSent, "111", 2_000));
+        pulse.observe(&event(EventKind::ReplySent, "111", 9_000));
+        let second = pulse.take_second();
+        assert_eq!(second.reply_p50_ms, None);
+        assert_eq!(second.replies, 1);
+    }
+
+    #[test]
+    fn the_timeline_keeps_cluster_changes_not_traffic() {
+        assert!(on_timeline(&Event::cluster(
+            EventKind::NodeLeft,
+            1,
+            serde_json::json!({})
+        )));
+        assert!(!on_timeline(&event(EventKind::MessageReceived, "111", 1)));
+    }
+}

@@ -1,0 +1,264 @@
+//! The dashboard's live feeds, as server-sent events (`text/event-stream`), and who a token
+//! is:
+//! - `GET /me`: the caller, `{"role": "operator"}` or `{"role": "tenant", "tenant": …}`;
+//! - `GET /cluster/stream` (admin token): every second a `snapshot` (the cluster view, this
+//!   node's health, the last second's traffic), and a `timeline` event for each join,
+//!   departure, migration, alert, session change and rejected delivery;
+//! - `GET /tenants/{id}/stream`: every second a `snapshot` (where the tenant runs and its
+//!   session, its last second's traffic), and an `event` for each of its events.
+//!
+//! Traffic is counted from the events the node watches ([`crate::events::live`]), so on
+//! NATS every node's stream shows the whole cluster's. A stream ends when the node stops.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::stream::{BoxStream, Stream, StreamExt};
+use salesboy_protocol::TenantId;
+use salesboy_protocol::events::Event;
+use serde::Serialize;
+use tracing::debug;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{TenantRefusals, TokenRefusal};
+use super::{AppState, Caller, tenant_id};
+use crate::api::ApiError;
+use crate::api::live::{Pulse, PulseSecond, on_timeline};
+use crate::api::tenants::SessionStatusView;
+use crate::cluster::status::ClusterStatus;
+use crate::http::health::Health;
+
+/// How often a stream sends a snapshot.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// The routes any valid token reaches.
+pub(super) fn caller_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(me))
+}
+
+/// The operator's stream.
+pub(super) fn operator_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(cluster_stream))
+}
+
+/// A tenant's stream.
+pub(super) fn tenant_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(tenant_stream))
+}
+
+/// Who a token is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub(super) enum CallerView {
+    /// The admin token: every route.
+    Operator,
+    /// A tenant's API token: the routes under `/api/tenants/{tenant}`.
+    Tenant {
+        /// Its tenant.
+        tenant: String,
+    },
+}
+
+/// Who the request's token is (the dashboard's login).
+#[utoipa::path(
+    get, path = "/me", tag = "meta",
+    responses(
+        (status = 200, description = "the caller", body = CallerView),
+        TokenRefusal,
+    )
+)]
+pub(super) async fn me(caller: Caller) -> Json<CallerView> {
+    Json(match caller {
+        Caller::Admin => CallerView::Operator,
+        Caller::Tenant(tenant) => CallerView::Tenant {
+            tenant: tenant.to_string(),
+        },
+    })
+}
+
+/// A `snapshot` of the cluster stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ClusterSnapshot {
+    /// When it was taken (unix ms).
+    at_ms: i64,
+    /// The cluster's nodes.
+    cluster: ClusterStatus,
+    /// The node that answers.
+    node: Health,
+    /// The whole cluster's traffic in the last second.
+    pulse: PulseSecond,
+}
+
+/// A `snapshot` of a tenant's stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TenantSnapshot {
+    /// When it was taken (unix ms).
+    at_ms: i64,
+    /// Where it runs and its session.
+    session: SessionStatusView,
+    /// Its traffic in the last second.
+    pulse: PulseSecond,
+}
+
+/// The cluster, live: a `snapshot` every second (`ClusterSnapshot`) and a `timeline` event
+/// (an event as the events stream carries it) for each join, departure, migration, alert,
+/// session change and rejected delivery.
+#[utoipa::path(
+    get, path = "/cluster/stream", tag = "cluster",
+    responses(
+        (status = 200, description = "server-sent events until the node stops", content_type = "text/event-stream", body = ClusterSnapshot),
+        TokenRefusal,
+        (status = 503, description = "the node cannot watch the cluster's events", body = super::error::ErrorBody),
+    )
+)]
+pub(super) async fn cluster_stream(
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let events = watch(&state, None).await?;
+    Ok(sse(live(state, events, Scope::Cluster)))
+}
+
+/// One tenant, live: a `snapshot` every second (`TenantSnapshot`) and an `event` for each of
+/// its events.
+#[utoipa::path(
+    get, path = "/tenants/{id}/stream", tag = "tenants",
+    params(("id" = String, Path, description = "tenant id")),
+    responses(
+        (status = 200, description = "server-sent events until the node stops", content_type = "text/event-stream", body = TenantSnapshot),
+        TenantRefusals,
+    )
+)]
+pub(super) async fn tenant_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let tenant = tenant_id("id", id)?;
+    state.api().existing_tenant(&tenant).await?;
+    let events = watch(&state, Some(&tenant)).await?;
+    Ok(sse(live(state, events, Scope::Tenant(tenant))))
+}
+
+/// The events to watch, or 503.
+async fn watch(
+    state: &AppState,
+    tenant: Option<&TenantId>,
+) -> Result<BoxStream<'static, Event>, ApiError> {
+    state
+        .live
+        .subscribe(tenant)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("watching the events: {e}")))
+}
+
+/// A stream of server-sent events, with keep-alive comments.
+fn sse<S>(stream: S) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+where
+    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+{
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// What a stream is about.
+enum Scope {
+    Cluster,
+    Tenant(TenantId),
+}
+
+/// The state of one stream.
+struct Live {
+    state: AppState,
+    events: BoxStream<'static, Event>,
+    scope: Scope,
+    tick: tokio::time::Interval,
+    pulse: Pulse,
+}
+
+/// A stream's server-sent events: snapshots on a timer, events as they come; ends when the
+/// node stops or the events end.
+fn live(
+    state: AppState,
+    events: BoxStream<'static, Event>,
+    scope: Scope,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
+    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = Live {
+        state,
+        events,
+        scope,
+        tick,
+        pulse: Pulse::default(),
+    };
+    futures::stream::unfold(live, |mut live| async move {
+        let stopping = live.state.stopping.clone();
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stopping.cancelled() => return None,
+                _ = live.tick.tick() => live.snapshot().await,
+                event = live.events.next() => {
+                    let event = event?;
+                    live.pulse.observe(&event);
+                    live.forward(&event)
+                }
+            };
+            if let Some(next) = next {
+                return Some((Ok(next), live));
+            }
+        }
+    })
+}
+
+impl Live {
+    /// The snapshot of this stream's scope, now.
+    async fn snapshot(&mut self) -> Option<SseEvent> {
+        let at_ms = self.state.node.services().clock.now_ms();
+        let pulse = self.pulse.take_second();
+        let event = match &self.scope {
+            Scope::Cluster => SseEvent::default()
+                .event("snapshot")
+                .json_data(ClusterSnapshot {
+                    at_ms,
+                    cluster: crate::api::cluster::status(&self.state.api()),
+                    node: crate::http::health::health(&self.state).await,
+                    pulse,
+                }),
+            Scope::Tenant(tenant) => {
+                let session = crate::api::tenants::session_status(&self.state.api(), tenant)
+                    .await
+                    .inspect_err(|e| debug!(error = %e, "tenant snapshot skipped"))
+                    .ok()?;
+                SseEvent::default()
+                    .event("snapshot")
+                    .json_data(TenantSnapshot {
+                        at_ms,
+                        session,
+                        pulse,
+                    })
+            }
+        };
+        event
+            .inspect_err(|e| debug!(error = %e, "snapshot not encoded"))
+            .ok()
+    }
+
+    /// `event` as this stream sends it, if it sends it.
+    fn forward(&self, event: &Event) -> Option<SseEvent> {
+        let name = match self.scope {
+            Scope::Cluster if on_timeline(event) => "timeline",
+            Scope::Cluster => return None,
+            Scope::Tenant(_) => "event",
+        };
+        SseEvent::default()
+            .event(name)
+            .id(event.id.clone())
+            .json_data(event)
+            .inspect_err(|e| debug!(error = %e, "event not encoded"))
+            .ok()
+    }
+}

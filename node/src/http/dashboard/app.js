@@ -1,0 +1,534 @@
+// The Salesboy dashboard: reads the admin API with the token the user logs in with, live
+// through the server-sent event streams /api/cluster/stream and /api/tenants/{id}/stream.
+// Every value from the API reaches the page as text (textContent), never as markup.
+'use strict';
+
+const TOKEN_KEY = 'salesboy.token';
+const POINTS = 60;
+const $ = (id) => document.getElementById(id);
+
+const app = {
+  token: null,
+  caller: null,
+  view: null,
+  stream: null,
+  tenant: null,
+  chat: null,
+  rates: [],
+  latencies: [],
+};
+
+// ----- API -----
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: 'Bearer ' + app.token };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch('/api' + path, init);
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    throw new ApiError(response.status, (data && data.error) || response.statusText);
+  }
+  return data;
+}
+
+// Reads a server-sent event stream with the token (EventSource cannot send headers) and
+// calls handlers[eventName](data) for each event; reconnects with backoff until stopped.
+function openStream(path, handlers, onState) {
+  const controller = new AbortController();
+  let delay = 500;
+  const run = async () => {
+    while (!controller.signal.aborted) {
+      try {
+        const response = await fetch('/api' + path, {
+          headers: { Authorization: 'Bearer ' + app.token, Accept: 'text/event-stream' },
+          signal: controller.signal,
+        });
+        if (response.status === 401) {
+          logout('Your token is no longer accepted: log in again.');
+          return;
+        }
+        if (!response.ok || !response.body) throw new Error('stream answered ' + response.status);
+        onState('live');
+        delay = 500;
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            dispatch(buffer.slice(0, end), handlers);
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      } catch (error) {
+        if (controller.signal.aborted) return;
+      }
+      onState('reconnecting');
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 5000);
+    }
+  };
+  run();
+  return { stop: () => controller.abort() };
+}
+
+function dispatch(block, handlers) {
+  let name = 'message';
+  const data = [];
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event:')) name = line.slice(6).trim();
+    else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+  }
+  if (data.length === 0 || !handlers[name]) return;
+  try {
+    handlers[name](JSON.parse(data.join('\n')));
+  } catch (error) {
+    console.warn('unreadable stream event', name, error);
+  }
+}
+
+// ----- helpers -----
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === 'class') node.className = value;
+    else if (key.startsWith('data-')) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined) node.append(child);
+  }
+  return node;
+}
+
+function figures(target, pairs) {
+  target.replaceChildren(
+    ...pairs.map(([label, value, id]) =>
+      el('div', id ? { 'data-figure': id } : {}, el('dt', {}, label), el('dd', {}, String(value))),
+    ),
+  );
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return n.toFixed(i === 0 ? 0 : 1) + ' ' + units[i];
+}
+
+function time(ms) {
+  return new Date(ms).toLocaleTimeString();
+}
+
+function micros(n) {
+  return '$' + (n / 1e6).toFixed(4);
+}
+
+function showView(name) {
+  for (const id of ['login-view', 'cluster-view', 'tenants-view', 'tenant-view']) {
+    $(id).hidden = id !== name + '-view';
+  }
+  for (const button of document.querySelectorAll('#nav [data-view]')) {
+    if (button.dataset.view === name || (name === 'tenant' && button.dataset.view === 'tenants')) {
+      button.setAttribute('aria-current', 'page');
+    } else {
+      button.removeAttribute('aria-current');
+    }
+  }
+  app.view = name;
+}
+
+function stopStream() {
+  if (app.stream) app.stream.stop();
+  app.stream = null;
+}
+
+// ----- login -----
+
+async function login(token) {
+  app.token = token;
+  try {
+    app.caller = await api('GET', '/me');
+  } catch (error) {
+    app.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('login-error').textContent = error.status === 401
+      ? 'That token is not accepted.'
+      : 'Could not log in: ' + error.message;
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $('login-error').textContent = '';
+  $('token').value = '';
+  $('nav').hidden = false;
+  if (app.caller.role === 'operator') {
+    $('whoami').textContent = 'Operator';
+    $('nav-cluster').hidden = false;
+    $('nav-tenants').hidden = false;
+    openCluster();
+  } else {
+    $('whoami').textContent = 'Tenant ' + app.caller.tenant;
+    $('nav-cluster').hidden = true;
+    $('nav-tenants').hidden = true;
+    openTenant(app.caller.tenant);
+  }
+}
+
+// Forgets everything the last user was shown.
+function clearViews() {
+  for (const id of ['figures', 'timeline', 'tenant-list', 'tenant-placement', 'tenant-usage',
+    'conversations', 'transcript', 'chart-rate', 'chart-latency']) {
+    $(id).replaceChildren();
+  }
+  $('nodes').tBodies[0].replaceChildren();
+  for (const id of ['tenant-title', 'chat-title', 'chat-state', 'reply-status']) $(id).textContent = '';
+  $('reply-text').value = '';
+  $('chat').hidden = true;
+  app.rates = [];
+  app.latencies = [];
+  app.tenant = null;
+  app.chat = null;
+}
+
+function logout(message) {
+  stopStream();
+  clearViews();
+  app.token = null;
+  app.caller = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $('nav').hidden = true;
+  $('whoami').textContent = '';
+  $('login-error').textContent = message || '';
+  showView('login');
+  $('token').focus();
+}
+
+// ----- cluster -----
+
+function openCluster() {
+  stopStream();
+  showView('cluster');
+  $('live-state').textContent = 'connecting';
+  app.stream = openStream('/cluster/stream', {
+    snapshot: renderClusterSnapshot,
+    timeline: addTimeline,
+  }, (state) => { $('live-state').textContent = state; });
+}
+
+function nodeState(node, answering) {
+  if (answering && answering.node_id === node.node_id && answering.status === 'fenced') return 'fenced';
+  if (!node.alive) return 'dead';
+  if (!node.compatible) return 'incompatible';
+  if (node.draining) return 'draining';
+  return 'alive';
+}
+
+function renderClusterSnapshot(snapshot) {
+  const { cluster, node, pulse } = snapshot;
+  const alive = cluster.nodes.filter((n) => n.alive).length;
+  const rss = cluster.nodes.filter((n) => n.alive).reduce((sum, n) => sum + n.rss_bytes, 0);
+  const conversations = cluster.nodes.filter((n) => n.alive).reduce((sum, n) => sum + n.conversations, 0);
+  app.rates.push([pulse.received, pulse.replies]);
+  app.latencies.push(pulse.reply_p50_ms);
+  if (app.rates.length > POINTS) app.rates.shift();
+  if (app.latencies.length > POINTS) app.latencies.shift();
+  const lastLatency = app.latencies.filter((v) => v !== null).slice(-1)[0];
+  figures($('figures'), [
+    ['Nodes alive', alive + ' / ' + cluster.nodes.length, 'nodes'],
+    ['Tenants placed', cluster.tenants, 'tenants'],
+    ['Conversations', conversations, 'conversations'],
+    ['Memory (live nodes)', bytes(rss), 'memory'],
+    ['Messages / s', pulse.received, 'received'],
+    ['Replies / s', pulse.replies, 'replies'],
+    ['Reply latency (median)', lastLatency === undefined ? '–' : lastLatency + ' ms', 'latency'],
+    ['Leader', cluster.leader || '–', 'leader'],
+    ['Database (' + node.node_id + ')', node.database, 'database'],
+    ['Alerts raised (' + node.node_id + ')', node.alerts.length, 'alerts'],
+  ]);
+  const rows = cluster.nodes.map((n) => {
+    const state = nodeState(n, node);
+    const drain = el('button', {
+      type: 'button', class: 'drain danger', textContent: 'Drain',
+      disabled: state !== 'alive', 'data-node': n.node_id,
+    });
+    drain.setAttribute('aria-label', 'Drain ' + n.node_id);
+    drain.addEventListener('click', () => drainNode(n.node_id));
+    return el('tr', { 'data-node': n.node_id },
+      el('th', { scope: 'row' }, n.node_id),
+      el('td', { class: 'state state-' + state }, state),
+      el('td', {}, n.placed + ' / ' + n.tenants + ' / ' + n.max_tenants),
+      el('td', {}, String(n.conversations)),
+      el('td', {}, bytes(n.rss_bytes)),
+      el('td', {}, n.version + ' (protocol ' + n.protocol + ')'),
+      el('td', {}, drain));
+  });
+  // Keep the focused drain button focused across refreshes.
+  const focused = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.node : null;
+  $('nodes').tBodies[0].replaceChildren(...rows);
+  if (focused) {
+    const again = document.querySelector('#nodes button[data-node="' + CSS.escape(focused) + '"]');
+    if (again) again.focus();
+  }
+  chart($('chart-rate'), [
+    ['received', app.rates.map((r) => r[0])],
+    ['replies', app.rates.map((r) => r[1])],
+  ], 'messages per second, last value ' + pulse.received + ' received, ' + pulse.replies + ' replies');
+  chart($('chart-latency'), [['latency', app.latencies.map((v) => (v === null ? 0 : v))]],
+    'median reply latency, last value ' + (lastLatency === undefined ? 'none' : lastLatency + ' ms'));
+}
+
+function chart(svg, series, label) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const max = Math.max(1, ...series.flatMap(([, values]) => values));
+  const lines = series.map(([name, values]) => {
+    const line = document.createElementNS(ns, 'polyline');
+    line.setAttribute('class', name);
+    const step = 300 / (POINTS - 1);
+    const offset = POINTS - values.length;
+    line.setAttribute('points', values
+      .map((v, i) => ((offset + i) * step).toFixed(1) + ',' + (78 - (v / max) * 74).toFixed(1))
+      .join(' '));
+    return line;
+  });
+  svg.replaceChildren(...lines);
+  svg.setAttribute('aria-label', label + ' (scale up to ' + max + ')');
+}
+
+function describe(event) {
+  const d = event.detail || {};
+  switch (event.kind) {
+    case 'node_joined': return 'node ' + (d.node || '?') + ' joined';
+    case 'node_left': return 'node ' + (d.node || '?') + ' left';
+    case 'tenant_migrated': return (d.failover ? 'failover: tenant ' : 'tenant ') + event.tenant + ' moved ' + (d.from || '?') + ' → ' + (d.to || '?');
+    case 'alert_raised': return 'alert ' + (d.alert || '') + (event.tenant ? ' for ' + event.tenant : '');
+    case 'alert_cleared': return 'alert cleared: ' + (d.alert || '') + (event.tenant ? ' for ' + event.tenant : '');
+    case 'session_status': return 'session of ' + event.tenant + ': ' + (d.status || '?');
+    case 'message_rejected': return 'a delivery item for ' + event.tenant + ' was rejected';
+    default: return event.kind;
+  }
+}
+
+function addTimeline(event, text) {
+  const item = el('li', { class: 'event-' + event.kind, 'data-kind': event.kind },
+    el('time', { dateTime: new Date(event.at_ms).toISOString() }, time(event.at_ms)),
+    text || describe(event));
+  const list = $('timeline');
+  list.prepend(item);
+  while (list.children.length > 200) list.lastElementChild.remove();
+}
+
+async function drainNode(node) {
+  if (!window.confirm('Drain ' + node + '? It moves its tenants to the other nodes, then exits.')) return;
+  try {
+    await api('POST', '/cluster/nodes/' + encodeURIComponent(node) + '/drain');
+    addTimeline({ kind: 'drain_requested', at_ms: Date.now() }, 'drain of ' + node + ' requested');
+  } catch (error) {
+    window.alert('Drain of ' + node + ' refused: ' + error.message);
+  }
+}
+
+// ----- tenants -----
+
+async function openTenants() {
+  stopStream();
+  showView('tenants');
+  const list = $('tenant-list');
+  list.replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
+  try {
+    const tenants = await api('GET', '/tenants');
+    list.replaceChildren(...tenants.map((t) => {
+      const button = el('button', { type: 'button', 'data-tenant': t.id },
+        t.name ? t.name + ' (' + t.id + ')' : t.id);
+      button.addEventListener('click', () => openTenant(t.id));
+      return el('li', {}, button);
+    }));
+    if (tenants.length === 0) list.replaceChildren(el('li', { class: 'muted' }, 'No tenants yet.'));
+  } catch (error) {
+    list.replaceChildren(el('li', { class: 'error' }, 'Could not list tenants: ' + error.message));
+  }
+}
+
+async function openTenant(id) {
+  stopStream();
+  app.tenant = id;
+  app.chat = null;
+  showView('tenant');
+  $('chat').hidden = true;
+  $('tenant-title').textContent = 'Tenant ' + id;
+  const path = '/tenants/' + encodeURIComponent(id);
+  try {
+    const tenant = await api('GET', path);
+    $('tenant-title').textContent = (tenant.name || tenant.id) + ' (' + tenant.id + ')';
+  } catch (error) {
+    $('tenant-title').textContent = 'Tenant ' + id + ': ' + error.message;
+    return;
+  }
+  loadUsage(path);
+  loadConversations(path);
+  app.stream = openStream(path + '/stream', {
+    snapshot: renderTenantSnapshot,
+    event: onTenantEvent,
+  }, () => {});
+}
+
+function renderTenantSnapshot(snapshot) {
+  const s = snapshot.session;
+  const session = s.session || {};
+  figures($('tenant-placement'), [
+    ['State', s.state, 'state'],
+    ['Node', s.node || '–', 'node'],
+    ['Epoch', s.epoch === null || s.epoch === undefined ? '–' : s.epoch, 'epoch'],
+    ['Moving to', s.moving_to || '–', 'moving'],
+    ['Session', session.state || session.status || (s.session ? 'up' : 'not hosted here'), 'session'],
+    ['Messages / s', snapshot.pulse.received, 'received'],
+    ['Replies / s', snapshot.pulse.replies, 'replies'],
+  ]);
+}
+
+async function loadUsage(path) {
+  try {
+    const usage = await api('GET', path + '/usage');
+    figures($('tenant-usage'), [
+      ['Month', usage.month, 'month'],
+      ['LLM requests', usage.llm_requests, 'llm-requests'],
+      ['LLM tokens', usage.tokens.prompt + usage.tokens.completion, 'llm-tokens'],
+      ['LLM cost', micros(usage.llm_cost_micros), 'llm-cost'],
+      ['Messages in', usage.messages.in, 'messages-in'],
+      ['Messages out', usage.messages.out, 'messages-out'],
+    ]);
+  } catch (error) {
+    figures($('tenant-usage'), [['Usage', 'unavailable: ' + error.message]]);
+  }
+}
+
+async function loadConversations(path) {
+  const list = $('conversations');
+  try {
+    const conversations = await api('GET', path + '/conversations?limit=100');
+    list.replaceChildren(...conversations.map((c) => {
+      const paused = c.bot_paused_until_ms !== null && c.bot_paused_until_ms !== undefined;
+      const button = el('button', { type: 'button', 'data-chat': c.chat },
+        c.chat + (paused ? ' (bot paused)' : ''));
+      button.addEventListener('click', () => openChat(c.chat));
+      return el('li', {}, button);
+    }));
+    if (conversations.length === 0) list.replaceChildren(el('li', { class: 'muted' }, 'No conversations yet.'));
+  } catch (error) {
+    list.replaceChildren(el('li', { class: 'error' }, 'Could not list conversations: ' + error.message));
+  }
+}
+
+function chatPath(chat) {
+  return '/tenants/' + encodeURIComponent(app.tenant) + '/conversations/' + encodeURIComponent(chat);
+}
+
+async function openChat(chat) {
+  app.chat = chat;
+  $('chat').hidden = false;
+  $('chat-title').textContent = 'Chat with ' + chat;
+  $('reply-status').textContent = '';
+  await loadTranscript();
+}
+
+async function loadTranscript() {
+  const chat = app.chat;
+  if (!chat) return;
+  try {
+    const page = await api('GET', chatPath(chat) + '/messages?limit=100');
+    if (chat !== app.chat) return;
+    renderPause(page.bot_paused_until_ms);
+    const messages = page.messages.slice().sort((a, b) => a.id - b.id);
+    $('transcript').replaceChildren(...messages.map((m) => {
+      const who = m.direction === 'inbound' ? 'customer' : (m.origin || 'outbound');
+      return el('li', { class: m.direction, 'data-id': String(m.id), 'data-origin': who },
+        el('span', { class: 'who' }, who + ' · ' + time(m.created_ms) + (m.status ? ' · ' + m.status : '')),
+        m.body === null || m.body === undefined ? '[' + m.kind + ']' : m.body);
+    }));
+    const list = $('transcript');
+    list.scrollTop = list.scrollHeight;
+  } catch (error) {
+    $('transcript').replaceChildren(el('li', { class: 'error' }, 'Could not read the chat: ' + error.message));
+  }
+}
+
+function renderPause(until) {
+  const paused = until !== null && until !== undefined;
+  $('chat-state').textContent = paused
+    ? 'Bot paused' + (until >= 253402300799000 ? '' : ' until ' + new Date(until).toLocaleString())
+    : 'Bot active';
+  $('chat-state').dataset.paused = String(paused);
+  $('pause').disabled = paused;
+  $('resume').disabled = !paused;
+}
+
+async function setPaused(pause) {
+  try {
+    const state = await api('POST', chatPath(app.chat) + (pause ? '/pause' : '/resume'));
+    renderPause(state.bot_paused_until_ms);
+    loadConversations('/tenants/' + encodeURIComponent(app.tenant));
+  } catch (error) {
+    $('chat-state').textContent = 'Could not ' + (pause ? 'pause' : 'resume') + ': ' + error.message;
+  }
+}
+
+async function sendReply(event) {
+  event.preventDefault();
+  const text = $('reply-text').value.trim();
+  if (!text) return;
+  $('reply-send').disabled = true;
+  $('reply-status').textContent = 'Sending…';
+  try {
+    await api('POST', chatPath(app.chat) + '/send', { text });
+    $('reply-text').value = '';
+    $('reply-status').textContent = 'Sent.';
+    await loadTranscript();
+  } catch (error) {
+    $('reply-status').textContent = 'Not sent: ' + error.message;
+  } finally {
+    $('reply-send').disabled = false;
+  }
+}
+
+function onTenantEvent(event) {
+  if (['message_received', 'reply_sent', 'owner_message_sent', 'status_changed', 'bot_paused', 'bot_resumed'].includes(event.kind)) {
+    if (app.chat && event.chat === app.chat) loadTranscript();
+    if (event.kind === 'message_received' && !document.querySelector('#conversations [data-chat="' + CSS.escape(event.chat || '') + '"]')) {
+      loadConversations('/tenants/' + encodeURIComponent(app.tenant));
+    }
+  }
+}
+
+// ----- wiring -----
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('login').addEventListener('submit', (event) => {
+    event.preventDefault();
+    login($('token').value.trim());
+  });
+  $('logout').addEventListener('click', () => logout());
+  $('nav-cluster').addEventListener('click', openCluster);
+  $('nav-tenants').addEventListener('click', openTenants);
+  $('pause').addEventListener('click', () => setPaused(true));
+  $('resume').addEventListener('click', () => setPaused(false));
+  $('reply-form').addEventListener('submit', sendReply);
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) login(saved);
+  else showView('login');
+});

@@ -1,0 +1,369 @@
+//! The dashboard in a real browser: Debian's headless Chromium, driven through ChromeDriver,
+//! against three real nodes (`salesboy serve`) on NATS and PostgreSQL with the fake Cloud API
+//! and LLM. Screenshots go to `target/test-artifacts/dashboard/`.
+
+use std::time::{Duration, Instant};
+
+use salesboy_protocol::{PhoneNumberId, TenantId};
+use salesboy_testkit::browser::Browser;
+use salesboy_testkit::{ClusterSandbox, Db, webhooks};
+use serde_json::{Value, json};
+
+/// How long anything the page shows may take to appear.
+const WAIT: Duration = Duration::from_secs(30);
+/// The nodes' failure timeout: a killed node is dead after it.
+const FAILURE_TIMEOUT: Duration = Duration::from_secs(3);
+const CUSTOMER: &str = "16505550111";
+
+async fn sandbox() -> (ClusterSandbox, Vec<(TenantId, PhoneNumberId)>) {
+    salesboy_node::run::install_crypto_provider();
+    let sandbox = ClusterSandbox::builder()
+        .nodes(3)
+        .binary(env!("CARGO_BIN_EXE_salesboy"))
+        .database(Db::Postgres)
+        .env("SALESBOY_DEBOUNCE_MS", "0")
+        .env(
+            "SALESBOY_FAILURE_TIMEOUT_MS",
+            FAILURE_TIMEOUT.as_millis().to_string(),
+        )
+        .start()
+        .await
+        .expect("cluster starts");
+    let tenants = sandbox
+        .seed_tenants(2, "We open at 9am every day.")
+        .await
+        .expect("seed");
+    (sandbox, tenants)
+}
+
+/// Posts a customer's text to `tenant`'s number through node `node` until a node accepts it.
+async fn customer_says(
+    sandbox: &ClusterSandbox,
+    node: usize,
+    phone: &PhoneNumberId,
+    wamid: &str,
+    text: &str,
+) {
+    let body = webhooks::text_message(phone.as_str(), CUSTOMER, wamid, text);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match sandbox.post_webhook(node, &body).await {
+            Ok(status) if status.is_success() => return,
+            other => assert!(Instant::now() < deadline, "webhook not accepted: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The bot replies (not the owner's messages) sent to the customer from `phone`.
+fn bot_replies(sandbox: &ClusterSandbox, phone: &PhoneNumberId, owner_text: &str) -> usize {
+    sandbox
+        .whatsapp()
+        .sent_to(CUSTOMER)
+        .iter()
+        .filter(|m| m.phone_number_id == phone.as_str() && m.body != owner_text)
+        .count()
+}
+
+/// Polls `condition` until it holds or [`WAIT`] passes.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Logs in with `token` and waits for the view its role opens.
+async fn log_in(browser: &Browser, token: &str, opens: &str) {
+    let field = browser
+        .wait_for("#token", WAIT)
+        .await
+        .expect("the login form");
+    field.send_keys(token).await.expect("token typed");
+    browser
+        .find("#login-submit")
+        .await
+        .expect("the login button")
+        .click()
+        .await
+        .expect("login clicked");
+    browser.wait_for(opens, WAIT).await.expect("logged in");
+}
+
+/// What the page shows as text, and its markup, for the secrets check.
+async fn page_text(browser: &Browser) -> String {
+    let shown = browser
+        .execute(
+            "return document.documentElement.outerHTML + document.body.innerText;",
+            &[],
+        )
+        .await
+        .expect("page read");
+    shown.as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
+    let (sandbox, tenants) = sandbox().await;
+    let (tenant, phone) = &tenants[0];
+    let (other_tenant, _) = &tenants[1];
+    let base = sandbox.http_base(0).unwrap();
+    let shots = salesboy_testkit::browser::artifacts_dir().join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    // A first customer message, answered by the bot.
+    customer_says(&sandbox, 0, phone, "wamid.dash.1", "When do you open?").await;
+    eventually("the bot's first reply", || {
+        bot_replies(&sandbox, phone, "") == 1
+    })
+    .await;
+
+    let browser = Browser::start().await.expect("chromium starts");
+    browser.set_window_size(1280, 900).await.unwrap();
+    browser.goto(&format!("{base}/")).await.unwrap();
+    log_in(&browser, sandbox.admin_token(), "#nodes tbody tr").await;
+
+    // Three nodes, alive.
+    browser
+        .wait_until(
+            "document.querySelectorAll('#nodes td.state-alive').length === 3",
+            WAIT,
+        )
+        .await
+        .expect("three live nodes shown");
+    browser
+        .screenshot(&shots.join("1-cluster.png"))
+        .await
+        .unwrap();
+
+    // A node dies: the page says so within the failure timeout and a few seconds.
+    sandbox.kill(2).await.unwrap();
+    let killed = Instant::now();
+    browser
+        .wait_until(
+            "document.querySelector('#nodes tr[data-node=\"node-2\"] td.state')?.textContent === 'dead'",
+            FAILURE_TIMEOUT + Duration::from_secs(10),
+        )
+        .await
+        .expect("the killed node shown dead");
+    eprintln!("node-2 shown dead {:?} after the kill", killed.elapsed());
+    browser
+        .screenshot(&shots.join("2-node-dead.png"))
+        .await
+        .unwrap();
+
+    // The tenant's chat: pause the bot from the page.
+    browser
+        .find("#nav-tenants")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let selector = format!("#tenant-list button[data-tenant=\"{tenant}\"]");
+    browser
+        .wait_for(&selector, WAIT)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let selector = format!("#conversations button[data-chat=\"{CUSTOMER}\"]");
+    browser
+        .wait_for(&selector, WAIT)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#transcript", "When do you open?", WAIT)
+        .await
+        .expect("the transcript shows the customer's message");
+    browser
+        .wait_for_text("#tenant-placement", "node-", WAIT)
+        .await
+        .expect("where the tenant runs");
+    browser.find("#pause").await.unwrap().click().await.unwrap();
+    browser
+        .wait_for_text("#chat-state", "Bot paused", WAIT)
+        .await
+        .expect("the chat shown paused");
+
+    // The next customer message reaches the page (live) but gets no bot reply.
+    customer_says(&sandbox, 1, phone, "wamid.dash.2", "Are you there?").await;
+    browser
+        .wait_for_text("#transcript", "Are you there?", WAIT)
+        .await
+        .expect("the paused chat's new message shown live");
+
+    // The owner answers from the page: it reaches the fake Cloud API.
+    let owner_text = "Hi, this is the owner: we open at 9.";
+    browser
+        .find("#reply-text")
+        .await
+        .unwrap()
+        .send_keys(owner_text)
+        .await
+        .unwrap();
+    browser
+        .find("#reply-send")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the owner's reply at the Cloud API", || {
+        sandbox
+            .whatsapp()
+            .sent_to(CUSTOMER)
+            .iter()
+            .any(|m| m.body == owner_text && m.phone_number_id == phone.as_str())
+    })
+    .await;
+    browser
+        .wait_for_text("#transcript", owner_text, WAIT)
+        .await
+        .expect("the owner's reply in the transcript");
+    assert_eq!(
+        bot_replies(&sandbox, phone, owner_text),
+        1,
+        "the bot answered in a paused chat: {:?}",
+        sandbox.whatsapp().sent_to(CUSTOMER)
+    );
+    let text = browser
+        .execute("return document.body.innerText;", &[])
+        .await
+        .unwrap();
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        !text.contains("undefined") && !text.contains("NaN"),
+        "the page shows a value it could not read: {text}"
+    );
+    browser.screenshot(&shots.join("3-chat.png")).await.unwrap();
+
+    // A phone-sized screen: nothing wider than the screen but the tables' own scroll.
+    browser.set_window_size(390, 844).await.unwrap();
+    let fits = browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fits,
+        Value::Bool(true),
+        "the page scrolls sideways on a phone"
+    );
+    browser
+        .screenshot(&shots.join("4-phone.png"))
+        .await
+        .unwrap();
+
+    // Drain node-1 from the page (after confirming): it hands its tenants over and leaves.
+    browser.set_window_size(1280, 900).await.unwrap();
+    browser
+        .find("#nav-cluster")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "#nodes button.drain[data-node=\"node-1\"]:not([disabled])",
+            WAIT,
+        )
+        .await
+        .expect("node-1's drain button")
+        .click()
+        .await
+        .unwrap();
+    browser
+        .accept_alert()
+        .await
+        .expect("the drain asks for confirmation");
+    browser
+        .wait_until(
+            "(document.querySelector('#nodes tr[data-node=\"node-1\"] td.state')?.textContent ?? 'dead') === 'dead'",
+            WAIT,
+        )
+        .await
+        .expect("the drained node gone from the cluster");
+    browser
+        .wait_until(
+            "[...document.querySelectorAll('#timeline li')].some(li => li.textContent.includes('drain of node-1 requested'))",
+            WAIT,
+        )
+        .await
+        .expect("the drain on the timeline");
+    browser
+        .screenshot(&shots.join("5-drained.png"))
+        .await
+        .unwrap();
+
+    // No secret on the page: the admin token, the tenants' access tokens, the LLM key.
+    let shown = page_text(&browser).await;
+    for secret in [
+        sandbox.admin_token(),
+        "token-seed-00000",
+        "token-seed-00001",
+        "sk-sandbox",
+    ] {
+        assert!(!shown.contains(secret), "the page shows a secret");
+    }
+
+    // A tenant's token: its own tenant only.
+    let made: Value = sandbox
+        .http()
+        .post(format!("{base}/api/tenants/{other_tenant}/tokens"))
+        .bearer_auth(sandbox.admin_token())
+        .json(&json!({"name": "dashboard"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tenant_token = made["token"].as_str().expect("a tenant token").to_owned();
+    browser
+        .find("#logout")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    log_in(&browser, &tenant_token, "#tenant-placement dd").await;
+    browser
+        .wait_for_text("#tenant-title", other_tenant.as_str(), WAIT)
+        .await
+        .expect("the tenant's own view");
+    let hidden = browser
+        .execute(
+            "return document.getElementById('nav-tenants').hidden \
+                && document.getElementById('nav-cluster').hidden \
+                && document.getElementById('cluster-view').hidden;",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden, Value::Bool(true), "a tenant sees the cluster");
+    let shown = page_text(&browser).await;
+    assert!(
+        !shown.contains(tenant.as_str()),
+        "a tenant sees another tenant"
+    );
+    assert!(
+        !shown.contains(&tenant_token),
+        "the page shows the tenant's token"
+    );
+    browser
+        .screenshot(&shots.join("6-tenant.png"))
+        .await
+        .unwrap();
+
+    let errors = browser.console_errors().await.unwrap();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
