@@ -132,6 +132,15 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         )
         .await
         .expect("three live nodes shown");
+    // The answering node's monitoring figures: CPU over the last reading, its database.
+    browser
+        .wait_until(
+            "document.querySelector('#node-figures [data-figure=\"cpu\"] dd')?.textContent.endsWith(' %') \
+             && document.querySelector('#node-figures [data-figure=\"database\"] dd')?.textContent.endsWith('B')",
+            WAIT,
+        )
+        .await
+        .expect("the node's CPU and database size shown");
     browser
         .screenshot(&shots.join("1-cluster.png"))
         .await
@@ -185,6 +194,11 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .wait_for_text("#tenant-placement", "node-", WAIT)
         .await
         .expect("where the tenant runs");
+    // What moving it would change: the one other live node.
+    browser
+        .wait_for_text("#tenant-moves", "to node-1: node-1 ", WAIT)
+        .await
+        .expect("the move to the other live node explained");
     browser.find("#pause").await.unwrap().click().await.unwrap();
     browser
         .wait_for_text("#chat-state", "Bot paused", WAIT)
@@ -344,7 +358,8 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .execute(
             "return document.getElementById('nav-tenants').hidden \
                 && document.getElementById('nav-cluster').hidden \
-                && document.getElementById('cluster-view').hidden;",
+                && document.getElementById('cluster-view').hidden \
+                && document.getElementById('moves').hidden;",
             &[],
         )
         .await

@@ -1,6 +1,6 @@
-//! What the dashboard's live streams tell, computed from the events they watch: message rates
-//! and reply latency second by second ([`Pulse`]), and which events belong on the cluster's
-//! timeline ([`on_timeline`]).
+//! What the dashboard's live streams tell: message rates and reply latency second by second,
+//! counted from the events they watch ([`Pulse`]); which events belong on the cluster's
+//! timeline ([`on_timeline`]); the node's monitoring figures ([`FigureReader`]).
 //!
 //! Reply latency here is what a customer sees: from a message received to the bot's next
 //! reply in that chat (event times, so it includes the debounce and the LLM's answer).
@@ -82,6 +82,94 @@ impl Pulse {
             self.latencies.clear();
         }
         second
+    }
+}
+
+/// The seed's monitoring figures of the node that answers, as a live stream sends them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct NodeFigures {
+    /// CPU used by the node's process since the last reading, in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Its resident memory in bytes.
+    pub rss_bytes: Option<u64>,
+    /// The memory it may use (its cgroup's limit, else the machine's), in bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// Tenants hosted (each with its WhatsApp session).
+    pub sessions: usize,
+    /// The database's size in bytes.
+    pub database_size_bytes: Option<u64>,
+    /// Knowledge passages stored, every tenant's.
+    pub knowledge_passages: Option<u64>,
+    /// Failed calls since the last reading, in percent of calls, by kind (`webhooks`: deliveries
+    /// from Meta not persisted; `sends`: messages WhatsApp refused for good; `llm_calls`).
+    /// `None` where nothing was called.
+    pub error_percent: ErrorPercent,
+}
+
+/// Failed calls in percent, by kind; `None` where nothing was called.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ErrorPercent {
+    /// Webhook deliveries from Meta that could not be persisted.
+    pub webhooks: Option<f64>,
+    /// Messages WhatsApp refused for good.
+    pub sends: Option<f64>,
+    /// LLM provider calls that failed.
+    pub llm_calls: Option<f64>,
+}
+
+/// Reads [`NodeFigures`], each reading's rates over the time since the one before.
+#[derive(Debug, Default)]
+pub struct FigureReader {
+    last: Option<Reading>,
+}
+
+/// The counters of one reading.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    at: std::time::Instant,
+    cpu_seconds: Option<f64>,
+    webhooks: (u64, u64),
+    sends: (u64, u64),
+    llm_calls: (u64, u64),
+}
+
+impl FigureReader {
+    /// The figures of `api`'s node now.
+    pub async fn read(&mut self, api: &super::Api) -> NodeFigures {
+        let counters = &api.node.services().counters;
+        let now = Reading {
+            at: std::time::Instant::now(),
+            cpu_seconds: crate::process::cpu_seconds(),
+            webhooks: counters.webhooks.totals(),
+            sends: counters.sends.totals(),
+            llm_calls: counters.llm_calls.totals(),
+        };
+        let last = self.last.replace(now);
+        let cpu_percent = last.and_then(|last| {
+            let elapsed = now.at.duration_since(last.at).as_secs_f64();
+            let used = now.cpu_seconds? - last.cpu_seconds?;
+            (elapsed > 0.0).then(|| (used / elapsed * 100.0).max(0.0))
+        });
+        let error_percent = |now: (u64, u64), last: Option<(u64, u64)>| {
+            let (ok, failed) = last.map_or(now, |last| {
+                (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1))
+            });
+            let total = ok + failed;
+            (total > 0).then(|| failed as f64 / total as f64 * 100.0)
+        };
+        NodeFigures {
+            cpu_percent,
+            rss_bytes: crate::process::rss_bytes(),
+            memory_limit_bytes: crate::alerts::measure::memory_limit_bytes(),
+            sessions: api.node.observe().tenants,
+            database_size_bytes: api.sql.database_size_bytes().await.ok(),
+            knowledge_passages: api.sql.knowledge_chunks().await.ok(),
+            error_percent: ErrorPercent {
+                webhooks: error_percent(now.webhooks, last.map(|l| l.webhooks)),
+                sends: error_percent(now.sends, last.map(|l| l.sends)),
+                llm_calls: error_percent(now.llm_calls, last.map(|l| l.llm_calls)),
+            },
+        }
     }
 }
 

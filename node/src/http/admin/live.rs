@@ -2,7 +2,7 @@
 //! is:
 //! - `GET /me`: the caller, `{"role": "operator"}` or `{"role": "tenant", "tenant": …}`;
 //! - `GET /cluster/stream` (admin token): every second a `snapshot` (the cluster view, this
-//!   node's health, the last second's traffic), and a `timeline` event for each join,
+//!   node's health and monitoring figures, the last second's traffic), and a `timeline` event for each join,
 //!   departure, migration, alert, session change and rejected delivery;
 //! - `GET /tenants/{id}/stream`: every second a `snapshot` (where the tenant runs and its
 //!   session, its last second's traffic), and an `event` for each of its events.
@@ -28,13 +28,15 @@ use utoipa_axum::routes;
 use super::error::{TenantRefusals, TokenRefusal};
 use super::{AppState, Caller, tenant_id};
 use crate::api::ApiError;
-use crate::api::live::{Pulse, PulseSecond, on_timeline};
+use crate::api::live::{FigureReader, NodeFigures, Pulse, PulseSecond, on_timeline};
 use crate::api::tenants::SessionStatusView;
 use crate::cluster::status::ClusterStatus;
 use crate::http::health::Health;
 
 /// How often a stream sends a snapshot.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+/// How often the cluster stream reads the node's monitoring figures (two queries).
+const FIGURES_EVERY: Duration = Duration::from_secs(5);
 
 /// The routes any valid token reaches.
 pub(super) fn caller_routes() -> OpenApiRouter<AppState> {
@@ -90,6 +92,8 @@ pub(super) struct ClusterSnapshot {
     cluster: ClusterStatus,
     /// The node that answers.
     node: Health,
+    /// The monitoring figures of the node that answers, read every 5 s.
+    figures: NodeFigures,
     /// The whole cluster's traffic in the last second.
     pulse: PulseSecond,
 }
@@ -176,6 +180,10 @@ struct Live {
     scope: Scope,
     tick: tokio::time::Interval,
     pulse: Pulse,
+    figures: NodeFigures,
+    reader: FigureReader,
+    /// When the figures are next read.
+    figures_due: tokio::time::Instant,
 }
 
 /// A stream's server-sent events: snapshots on a timer, events as they come; ends when the
@@ -193,6 +201,9 @@ fn live(
         scope,
         tick,
         pulse: Pulse::default(),
+        figures: NodeFigures::default(),
+        reader: FigureReader::default(),
+        figures_due: tokio::time::Instant::now(),
     };
     futures::stream::unfold(live, |mut live| async move {
         let stopping = live.state.stopping.clone();
@@ -220,14 +231,23 @@ impl Live {
         let at_ms = self.state.node.services().clock.now_ms();
         let pulse = self.pulse.take_second();
         let event = match &self.scope {
-            Scope::Cluster => SseEvent::default()
-                .event("snapshot")
-                .json_data(ClusterSnapshot {
-                    at_ms,
-                    cluster: crate::api::cluster::status(&self.state.api()),
-                    node: crate::http::health::health(&self.state).await,
-                    pulse,
-                }),
+            Scope::Cluster => {
+                let api = self.state.api();
+                let now = tokio::time::Instant::now();
+                if now >= self.figures_due {
+                    self.figures = self.reader.read(&api).await;
+                    self.figures_due = now + FIGURES_EVERY;
+                }
+                SseEvent::default()
+                    .event("snapshot")
+                    .json_data(ClusterSnapshot {
+                        at_ms,
+                        cluster: crate::api::cluster::status(&api),
+                        node: crate::http::health::health(&self.state).await,
+                        figures: self.figures.clone(),
+                        pulse,
+                    })
+            }
             Scope::Tenant(tenant) => {
                 let session = crate::api::tenants::session_status(&self.state.api(), tenant)
                     .await

@@ -192,7 +192,7 @@ async function login(token) {
 
 // Forgets everything the last user was shown.
 function clearViews() {
-  for (const id of ['figures', 'timeline', 'tenant-list', 'tenant-placement', 'tenant-usage',
+  for (const id of ['figures', 'node-figures', 'timeline', 'tenant-list', 'tenant-placement', 'tenant-usage', 'tenant-moves',
     'conversations', 'transcript', 'chart-rate', 'chart-latency']) {
     $(id).replaceChildren();
   }
@@ -204,6 +204,7 @@ function clearViews() {
   app.latencies = [];
   app.tenant = null;
   app.chat = null;
+  app.cluster = null;
 }
 
 function logout(message) {
@@ -258,8 +259,19 @@ function renderClusterSnapshot(snapshot) {
     ['Replies / s', pulse.replies, 'replies'],
     ['Reply latency (median)', lastLatency === undefined ? '–' : lastLatency + ' ms', 'latency'],
     ['Leader', cluster.leader || '–', 'leader'],
-    ['Database (' + node.node_id + ')', node.database, 'database'],
-    ['Alerts raised (' + node.node_id + ')', node.alerts.length, 'alerts'],
+  ]);
+  const f = snapshot.figures;
+  const percent = (v) => (v === null || v === undefined ? '–' : v.toFixed(1) + ' %');
+  const errors = f.error_percent;
+  $('node-figures-title').textContent = 'This node (' + node.node_id + ')';
+  figures($('node-figures'), [
+    ['CPU', percent(f.cpu_percent), 'cpu'],
+    ['Memory', bytes(f.rss_bytes) + (f.memory_limit_bytes ? ' of ' + bytes(f.memory_limit_bytes) : ''), 'ram'],
+    ['Sessions', f.sessions, 'sessions'],
+    ['Database', node.database === 'ok' ? bytes(f.database_size_bytes) : node.database, 'database'],
+    ['Knowledge passages', f.knowledge_passages === null ? '–' : f.knowledge_passages, 'knowledge'],
+    ['Errors: webhooks / sends / LLM', [errors.webhooks, errors.sends, errors.llm_calls].map(percent).join(' / '), 'errors'],
+    ['Alerts raised', node.alerts.map((a) => a.alert).join(', ') || 'none', 'alerts'],
   ]);
   const rows = cluster.nodes.map((n) => {
     const state = nodeState(n, node);
@@ -376,9 +388,15 @@ async function openTenant(id) {
   try {
     const tenant = await api('GET', path);
     $('tenant-title').textContent = (tenant.name || tenant.id) + ' (' + tenant.id + ')';
+    app.spendCap = tenant.llm_monthly_spend_cap_micros;
   } catch (error) {
     $('tenant-title').textContent = 'Tenant ' + id + ': ' + error.message;
     return;
+  }
+  app.cluster = null;
+  $('moves').hidden = app.caller.role !== 'operator';
+  if (app.caller.role === 'operator') {
+    api('GET', '/cluster').then((cluster) => { app.cluster = cluster; }).catch(() => {});
   }
   loadUsage(path);
   loadConversations(path);
@@ -400,16 +418,40 @@ function renderTenantSnapshot(snapshot) {
     ['Messages / s', snapshot.pulse.received, 'received'],
     ['Replies / s', snapshot.pulse.replies, 'replies'],
   ]);
+  renderMoves(s.node);
+}
+
+// What moving the tenant from its node to each other node that takes tenants would change,
+// from the cluster's load when the view opened.
+function renderMoves(from) {
+  const list = $('tenant-moves');
+  if (!app.cluster || !from) {
+    list.replaceChildren(el('li', { class: 'muted' }, from ? 'Reading the cluster…' : 'Not placed: it is placed when a message comes.'));
+    return;
+  }
+  const nodes = app.cluster.nodes;
+  const source = nodes.find((n) => n.node_id === from);
+  const targets = nodes.filter((n) => n.node_id !== from && n.alive && n.compatible && !n.draining);
+  if (targets.length === 0) {
+    list.replaceChildren(el('li', { class: 'muted' }, 'No other node takes tenants now.'));
+    return;
+  }
+  const room = (n, placed) => (n.max_tenants > 0 ? ((1 - placed / n.max_tenants) * 100).toFixed(1) + ' % free' : '–');
+  list.replaceChildren(...targets.map((t) => el('li', { 'data-node': t.node_id },
+    'to ' + t.node_id + ': ' + t.node_id + ' ' + t.placed + ' → ' + (t.placed + 1) + ' tenants (' + room(t, t.placed + 1) + ')' +
+    (source ? '; ' + from + ' ' + source.placed + ' → ' + Math.max(0, source.placed - 1) + ' (' + room(source, Math.max(0, source.placed - 1)) + ')' : ''))));
 }
 
 async function loadUsage(path) {
   try {
     const usage = await api('GET', path + '/usage');
+    const cap = app.spendCap;
     figures($('tenant-usage'), [
       ['Month', usage.month, 'month'],
       ['LLM requests', usage.llm_requests, 'llm-requests'],
       ['LLM tokens', usage.tokens.prompt + usage.tokens.completion, 'llm-tokens'],
       ['LLM cost', micros(usage.llm_cost_micros), 'llm-cost'],
+      ['LLM budget left', cap === null || cap === undefined ? 'node default' : micros(Math.max(0, cap - usage.llm_cost_micros)) + ' of ' + micros(cap), 'llm-budget'],
       ['Messages in', usage.messages.in, 'messages-in'],
       ['Messages out', usage.messages.out, 'messages-out'],
     ]);
