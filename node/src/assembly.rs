@@ -26,6 +26,7 @@ use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
 use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
 use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
+use crate::cluster::placement_log::PlacementLog;
 use crate::cluster::{ClusterKey, ClusterMember, ClusterParts, ClusterSettings, SealedKvBus};
 use crate::local::StoreEpochs;
 use crate::routing::Router;
@@ -71,9 +72,15 @@ pub struct MemberSettings {
     /// This process's resident memory, for the membership record (the simulation says 0: its
     /// runs must not depend on the machine).
     pub rss_bytes: fn() -> u64,
+    /// The CPU time this process has used, in seconds, for the membership record's CPU
+    /// percentage (the simulation says `None`: unknown, shown as 0).
+    pub cpu_seconds: fn() -> Option<f64>,
     /// Wraps the epoch source the actors use (the simulation logs every grant there);
     /// `None` in production.
     pub epochs_layer: Option<EpochsLayer>,
+    /// Where this node records its placement decisions (the SQL store's log in production);
+    /// `None`: nowhere.
+    pub placement_log: Option<PlacementLog>,
 }
 
 /// Wraps an epoch source ([`MemberSettings::epochs_layer`]).
@@ -97,7 +104,9 @@ impl MemberSettings {
             settings: ClusterSettings::default(),
             strategy: Arc::new(MostHeadroom::new()),
             rss_bytes: || crate::process::rss_bytes().unwrap_or(0),
+            cpu_seconds: crate::process::cpu_seconds,
             epochs_layer: None,
+            placement_log: None,
         }
     }
 }
@@ -188,7 +197,9 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
         settings: cluster_settings,
         strategy,
         rss_bytes,
+        cpu_seconds,
         epochs_layer,
+        placement_log,
     } = cluster;
     // The membership, directory and leader records are sealed like the messages.
     let bus: Arc<dyn Bus> = Arc::new(SealedKvBus::new(bus, Arc::clone(&key)));
@@ -206,7 +217,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
             Arc::clone(&bus),
             id.clone(),
             info,
-            load(Arc::clone(&slot), rss_bytes),
+            load(Arc::clone(&slot), rss_bytes, cpu_seconds),
             membership,
             member,
         )
@@ -238,6 +249,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
         membership,
         leadership: Arc::new(leadership),
         strategy,
+        placement_log,
         settings: cluster_settings,
         background: member.clone(),
     })
@@ -251,15 +263,36 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
 }
 
 /// The load membership reports: the node's, once it is in `slot`.
-fn load(slot: Arc<OnceLock<NodeHandle>>, rss_bytes: fn() -> u64) -> LoadFn {
+fn load(
+    slot: Arc<OnceLock<NodeHandle>>,
+    rss_bytes: fn() -> u64,
+    cpu_seconds: fn() -> Option<f64>,
+) -> LoadFn {
+    // The CPU time and when it was read, at the last heartbeat.
+    let last: parking_lot::Mutex<Option<(std::time::Instant, f64)>> = parking_lot::Mutex::new(None);
     Arc::new(move || match slot.get() {
         Some(node) => {
             let snapshot = node.observe();
+            let cpu_percent = cpu_seconds().map_or(0.0, |used| {
+                let now = std::time::Instant::now();
+                let percent = last
+                    .lock()
+                    .replace((now, used))
+                    .map_or(0.0, |(then, before)| {
+                        let elapsed = now.duration_since(then).as_secs_f64();
+                        if elapsed > 0.0 {
+                            ((used - before) / elapsed * 100.0).max(0.0)
+                        } else {
+                            0.0
+                        }
+                    });
+                percent as f32
+            });
             NodeLoad {
                 tenants: snapshot.tenants as u64,
                 conversations: snapshot.conversations,
                 rss_bytes: rss_bytes(),
-                cpu_percent: 0.0,
+                cpu_percent,
             }
         }
         None => NodeLoad::default(),

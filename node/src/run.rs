@@ -24,6 +24,7 @@ use crate::assembly::{self, AssembledNode, MemberSettings, NodeParts};
 use crate::background::Background;
 use crate::bus::{Bus, NatsBus};
 use crate::cluster::membership::NodeInfo;
+use crate::cluster::placement_log::PlacementLog;
 use crate::cluster::{ClusterKey, ClusterKeyError, ClusterMember};
 use crate::config::Config;
 use crate::events::NodeEvents;
@@ -216,12 +217,10 @@ pub async fn start_with_bus(
             max_tenants: config.max_tenants,
         };
         let key = ClusterKey::from_config(&config)?.ok_or(ClusterKeyError::Missing)?;
-        anyhow::Ok(MemberSettings::new(
-            Arc::clone(bus),
-            Arc::new(key),
-            info,
-            config.membership()?,
-        ))
+        anyhow::Ok(MemberSettings {
+            placement_log: Some(PlacementLog::start(sql.clone(), &tasks)),
+            ..MemberSettings::new(Arc::clone(bus), Arc::new(key), info, config.membership()?)
+        })
     });
     let cluster = cluster.transpose()?;
     let AssembledNode {

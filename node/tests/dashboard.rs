@@ -194,6 +194,24 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .wait_for_text("#tenant-placement", "node-", WAIT)
         .await
         .expect("where the tenant runs");
+    // Why it is there: the decision that put it on its node, among the live nodes (three, or
+    // two when it was placed after the kill).
+    let why = browser
+        .wait_for_text("#tenant-why", "Placed on node-", WAIT)
+        .await
+        .expect("why the tenant is where it is");
+    assert!(
+        why.contains("because it was active nowhere") || why.contains("because its node died"),
+        "{why}"
+    );
+    browser
+        .wait_until(
+            "document.querySelectorAll('#why-candidates tbody tr').length >= 2 \
+             && document.querySelectorAll('#why-candidates tr.chosen').length === 1",
+            WAIT,
+        )
+        .await
+        .expect("the candidates the decision chose among");
     // What moving it would change: the one other live node.
     browser
         .wait_for_text("#tenant-moves", "to node-1: node-1 ", WAIT)

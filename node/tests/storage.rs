@@ -20,6 +20,7 @@ use salesboy_actors::store::{
     NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
     SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
 };
+use salesboy_node::cluster::placement::{CandidateLoad, PlacementDecision, PlacementReason};
 use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, SqlStore, Webhook};
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
@@ -128,6 +129,7 @@ database_suite!(
     webhook_batches_left_behind_are_recovered_once,
     tenant_tokens_are_found_by_digest_listed_and_revoked,
     tenant_tokens_go_with_their_tenant,
+    placement_decisions_keep_the_last_per_tenant_and_go_with_it,
     inbound_messages_keep_metas_timestamp,
     rejected_items_are_kept_with_their_event,
     one_bad_message_of_a_delivery_fails_alone,
@@ -2747,6 +2749,54 @@ async fn tenant_tokens_go_with_their_tenant(fixture: Fixture) {
     assert!(store.tenant_token_by_digest("d1").await.unwrap().is_none());
     assert!(store.tenant_tokens(&acme).await.unwrap().is_empty());
     assert!(store.tenant_token_by_digest("d2").await.unwrap().is_some());
+}
+
+fn decision(tenant: &str, node: &str, reason: PlacementReason, at_ms: i64) -> PlacementDecision {
+    PlacementDecision {
+        tenant: tenant.into(),
+        node: node.into(),
+        epoch: Some(3),
+        reason,
+        from: (reason != PlacementReason::Activation).then(|| "node-9".into()),
+        decided_by: "node-1".into(),
+        decided_ms: at_ms,
+        candidates: vec![CandidateLoad {
+            node: node.into(),
+            tenants: 4,
+            max_tenants: 100,
+            rss_bytes: 1 << 20,
+            draining: false,
+        }],
+    }
+}
+
+async fn placement_decisions_keep_the_last_per_tenant_and_go_with_it(store: SqlStore) {
+    let acme = given_tenant(&store, "acme").await;
+    let bolt = given_tenant(&store, "bolt").await;
+    assert_eq!(store.placement_decision(&acme).await.unwrap(), None);
+    let first = decision("acme", "node-1", PlacementReason::Activation, T0);
+    let other = decision("bolt", "node-2", PlacementReason::Activation, T0);
+    let last = decision("acme", "node-2", PlacementReason::Failover, T0 + 1);
+    // A batch may hold two decisions about one tenant: the later one stays.
+    store
+        .record_placements(&[first, other.clone(), last.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.placement_decision(&acme).await.unwrap(), Some(last));
+    assert_eq!(
+        store.placement_decision(&bolt).await.unwrap(),
+        Some(other.clone())
+    );
+
+    store.set_session_stopped(&acme, true, T0).await.unwrap();
+    assert!(
+        store
+            .delete_tenant(&acme, Deletion::KeepData, T0 + 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.placement_decision(&acme).await.unwrap(), None);
+    assert_eq!(store.placement_decision(&bolt).await.unwrap(), Some(other));
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ pub fn status(api: &Api) -> ClusterStatus {
             conversations: snapshot.conversations,
             max_tenants: snapshot.max_tenants as u64,
             rss_bytes: crate::process::rss_bytes().unwrap_or(0),
+            cpu_percent: 0.0,
         }],
     }
 }

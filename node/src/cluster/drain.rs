@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::control::control_request;
 use super::member::ClusterMember;
+use super::placement::PlacementReason;
 use super::wire::{ControlReply, ControlRequest};
 
 /// How long a drain request may run.
@@ -61,11 +62,11 @@ impl ClusterMember {
                 break;
             }
             info!(node = %self.me, round, tenants = mine.len(), "moving tenants off");
+            let nodes = self.membership.live_nodes();
             moved += self
                 .move_many(
                     mine.into_iter()
                         .filter_map(|t| {
-                            let nodes = self.membership.live_nodes();
                             let to = self
                                 .strategy
                                 .place(&t, &nodes, std::slice::from_ref(&self.me))
@@ -73,6 +74,8 @@ impl ClusterMember {
                             Some((t, to))
                         })
                         .collect(),
+                    PlacementReason::Drain,
+                    &nodes,
                 )
                 .await;
         }

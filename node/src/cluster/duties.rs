@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::directory::{DirectoryEntry, DirectoryError, EntryState};
 use super::member::ClusterMember;
 use super::membership::MembershipEvent;
+use super::placement::PlacementReason;
 use super::rebalance::{self, NodeLoadView};
 use super::wire::{ControlReply, ControlRequest};
 
@@ -74,6 +75,7 @@ impl ClusterMember {
                     warn!(tenant = %tenant, to = %target, error = %e, "failed-over tenant not activated yet");
                 }
                 metrics::counter!("salesboy_failovers_total").increment(1);
+                self.record_placement(&tenant, &target, PlacementReason::Failover, Some(&from), live);
                 self.publish(EventKind::TenantMigrated, Some(&tenant), serde_json::json!({"from": from.as_str(), "to": target.as_str(), "failover": true}));
             }
         });
@@ -116,6 +118,7 @@ impl ClusterMember {
         info!(moves = moves.len(), "rebalancing");
         metrics::counter!("salesboy_rebalance_rounds_total").increment(1);
         let permits = Arc::new(Semaphore::new(self.settings.move_concurrency.max(1)));
+        let live = &live;
         let tasks = moves.into_iter().map(|planned| {
             let permits = Arc::clone(&permits);
             async move {
@@ -126,17 +129,28 @@ impl ClusterMember {
                     tenant: planned.tenant.clone(),
                     to: planned.to.clone(),
                 };
-                if planned.from == self.me {
-                    if let Err(e) = self.migrate_out(&planned.tenant, &planned.to).await {
-                        debug!(tenant = %planned.tenant, error = %e, "rebalancing move skipped");
-                    }
+                let moved = if planned.from == self.me {
+                    self.migrate_out(&planned.tenant, &planned.to)
+                        .await
+                        .inspect_err(|e| debug!(tenant = %planned.tenant, error = %e, "rebalancing move skipped"))
+                        .is_ok()
                 } else {
                     match self.control(&planned.from, &request).await {
-                        Ok(ControlReply::Ok) => {}
+                        Ok(ControlReply::Ok) => true,
                         answer => {
                             debug!(tenant = %planned.tenant, answer = ?answer, "rebalancing move skipped");
+                            false
                         }
                     }
+                };
+                if moved {
+                    self.record_placement(
+                        &planned.tenant,
+                        &planned.to,
+                        PlacementReason::Rebalance,
+                        Some(&planned.from),
+                        live,
+                    );
                 }
             }
         });

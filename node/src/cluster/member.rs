@@ -17,8 +17,9 @@ use super::directory::Directory;
 use super::duties::{fence_watch, leader_duties, membership_events};
 use super::inbox::{Answers, DEDUP_WINDOW, INBOX_TIMEOUT};
 use super::leader::Leadership;
-use super::membership::{Membership, MembershipError};
-use super::placement::PlacementStrategy;
+use super::membership::{Membership, MembershipError, NodeRecord};
+use super::placement::{CandidateLoad, PlacementDecision, PlacementReason, PlacementStrategy};
+use super::placement_log::PlacementLog;
 use super::seal::ClusterKey;
 use crate::background::{Background, StillRunning};
 use crate::bus::{Bus, BusError};
@@ -65,6 +66,8 @@ pub struct ClusterParts {
     pub leadership: Arc<Leadership>,
     /// Where tenants go.
     pub strategy: Arc<dyn PlacementStrategy>,
+    /// Where the placement decisions this node makes are recorded; `None`: nowhere.
+    pub placement_log: Option<PlacementLog>,
     /// Tunables.
     pub settings: ClusterSettings,
     /// Where the member's tasks run: the one the directory, membership and leadership were
@@ -82,6 +85,7 @@ pub struct ClusterMember {
     pub(super) membership: Arc<Membership>,
     pub(super) leadership: Arc<Leadership>,
     pub(super) strategy: Arc<dyn PlacementStrategy>,
+    pub(super) placement_log: Option<PlacementLog>,
     pub(super) settings: ClusterSettings,
     pub(super) answers: Answers,
     pub(super) draining: AtomicBool,
@@ -105,6 +109,7 @@ impl ClusterMember {
             membership,
             leadership,
             strategy,
+            placement_log,
             settings,
             background,
         } = parts;
@@ -120,6 +125,7 @@ impl ClusterMember {
             membership,
             leadership,
             strategy,
+            placement_log,
             settings,
             answers: Answers::new(DEDUP_WINDOW, INBOX_TIMEOUT),
             draining: AtomicBool::new(false),
@@ -242,6 +248,39 @@ async fn serve(
                 Kind::Inbox => handler.on_inbox(message).await,
                 Kind::Control => handler.on_control(message).await,
             }
+        });
+    }
+}
+
+impl ClusterMember {
+    /// Records that this node placed `tenant` on `node` for `reason` (leaving `from`), among
+    /// `candidates` as it saw them; the epoch is the directory's when it already shows the
+    /// tenant there.
+    pub(super) fn record_placement(
+        &self,
+        tenant: &TenantId,
+        node: &NodeId,
+        reason: PlacementReason,
+        from: Option<&NodeId>,
+        candidates: &[NodeRecord],
+    ) {
+        let Some(log) = &self.placement_log else {
+            return;
+        };
+        let epoch = self
+            .directory
+            .cached(tenant)
+            .filter(|placed| placed.entry.node == *node)
+            .map(|placed| placed.entry.epoch);
+        log.record(PlacementDecision {
+            tenant: tenant.to_string(),
+            node: node.to_string(),
+            epoch,
+            reason,
+            from: from.map(ToString::to_string),
+            decided_by: self.me.to_string(),
+            decided_ms: self.node.services().clock.now_ms(),
+            candidates: candidates.iter().map(CandidateLoad::of).collect(),
         });
     }
 }

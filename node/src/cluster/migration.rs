@@ -16,6 +16,8 @@ use tracing::{debug, error, info, warn};
 
 use super::directory::{DirectoryEntry, DirectoryError, EntryState};
 use super::member::ClusterMember;
+use super::membership::NodeRecord;
+use super::placement::PlacementReason;
 use super::wire::{ControlError, ControlReply, ControlRequest};
 use crate::bus::BusError;
 
@@ -404,7 +406,12 @@ impl ClusterMember {
         Ok(())
     }
     /// Runs moves with bounded concurrency; returns how many succeeded.
-    pub(super) async fn move_many(&self, moves: Vec<(TenantId, NodeId)>) -> u64 {
+    pub(super) async fn move_many(
+        &self,
+        moves: Vec<(TenantId, NodeId)>,
+        reason: PlacementReason,
+        candidates: &[NodeRecord],
+    ) -> u64 {
         let permits = Arc::new(Semaphore::new(self.settings.move_concurrency.max(1)));
         let done = AtomicU64::new(0);
         let moves = moves.into_iter().map(|(tenant, to)| {
@@ -417,6 +424,7 @@ impl ClusterMember {
                 match self.migrate_out(&tenant, &to).await {
                     Ok(()) => {
                         done.fetch_add(1, Ordering::Relaxed);
+                        self.record_placement(&tenant, &to, reason, Some(&self.me), candidates);
                     }
                     Err(e) => warn!(tenant = %tenant, to = %to, error = %e, "move failed"),
                 }

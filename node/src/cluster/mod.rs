@@ -25,6 +25,7 @@ pub mod epochs;
 pub mod leader;
 pub mod membership;
 pub mod placement;
+pub mod placement_log;
 pub mod rebalance;
 pub mod seal;
 pub mod sealed_kv;

@@ -1,4 +1,6 @@
-//! Placement: which node should host a tenant that is not active anywhere (architecture §7).
+//! Placement: which node should host a tenant that is not active anywhere (architecture §7),
+//! and the record of a decision with its inputs ([`PlacementDecision`], shown by the
+//! dashboard).
 //!
 //! A [`PlacementStrategy`] picks one node among the live ones it is given. The default,
 //! [`MostHeadroom`], takes the non-draining node with the most room left relative to its
@@ -15,8 +17,86 @@
 use std::cmp::Ordering;
 
 use salesboy_protocol::{NodeId, TenantId};
+use serde::{Deserialize, Serialize};
 
 use super::membership::NodeRecord;
+
+/// Why a tenant was placed where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementReason {
+    /// It was active nowhere and a message (or a command) came for it.
+    Activation,
+    /// Its node died; the leader placed it elsewhere.
+    Failover,
+    /// Its node drained.
+    Drain,
+    /// The leader moved it to even out the spread.
+    Rebalance,
+}
+
+impl PlacementReason {
+    /// The reason's name, as stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Activation => "activation",
+            Self::Failover => "failover",
+            Self::Drain => "drain",
+            Self::Rebalance => "rebalance",
+        }
+    }
+}
+
+/// One node's load as a placement decision saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CandidateLoad {
+    /// The node.
+    pub node: String,
+    /// Tenants it hosted (its last heartbeat).
+    pub tenants: u64,
+    /// The most it may host.
+    pub max_tenants: u64,
+    /// Its resident memory in bytes.
+    pub rss_bytes: u64,
+    /// Whether it was draining (it takes no tenants then).
+    pub draining: bool,
+}
+
+impl CandidateLoad {
+    /// The load of `record`.
+    pub fn of(record: &NodeRecord) -> Self {
+        Self {
+            node: record.node.to_string(),
+            tenants: record.tenants,
+            max_tenants: record.max_tenants,
+            rss_bytes: record.rss_bytes,
+            draining: record.draining,
+        }
+    }
+}
+
+/// A placement decision with its inputs: why a tenant is on its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlacementDecision {
+    /// The tenant.
+    pub tenant: String,
+    /// The node chosen.
+    pub node: String,
+    /// The epoch it got there, when known.
+    pub epoch: Option<u64>,
+    /// Why it was placed.
+    pub reason: PlacementReason,
+    /// The node it left (failover, drain, rebalance).
+    pub from: Option<String>,
+    /// The node that decided.
+    pub decided_by: String,
+    /// When (unix ms).
+    pub decided_ms: i64,
+    /// The live nodes the decision chose among, with their load at the time; the strategy
+    /// takes the one with the most headroom `(max − tenants) / max` that is not draining,
+    /// not the node left, and not full.
+    pub candidates: Vec<CandidateLoad>,
+}
 
 /// Why no node could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,6 +21,7 @@ use tracing::debug;
 use super::control::codec_headers;
 use super::directory::{DirectoryEntry, EntryState, Versioned};
 use super::member::ClusterMember;
+use super::placement::PlacementReason;
 use super::wire::{ControlError, ControlReply, ControlRequest, RemoteError};
 
 /// How long a command may take to reach its tenant, retries included.
@@ -190,9 +191,13 @@ impl ClusterMember {
             .fetch(tenant)
             .await
             .map_err(|e| Attempt::Retry(e.to_string()))?;
-        placed
+        let placed = placed
             .map(|v| v.entry)
-            .ok_or_else(|| Attempt::Retry("placement not recorded yet".into()))
+            .ok_or_else(|| Attempt::Retry("placement not recorded yet".into()))?;
+        if placed.node == target {
+            self.record_placement(tenant, &target, PlacementReason::Activation, None, &nodes);
+        }
+        Ok(placed)
     }
 
     pub(super) async fn deliver_here(

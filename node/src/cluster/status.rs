@@ -53,6 +53,8 @@ pub struct NodeStatus {
     pub max_tenants: u64,
     /// Its resident memory in bytes.
     pub rss_bytes: u64,
+    /// Its CPU use between its last two heartbeats, in percent of one core (0: unknown).
+    pub cpu_percent: f32,
 }
 
 impl NodeStatus {
@@ -70,6 +72,7 @@ impl NodeStatus {
             conversations: record.conversations,
             max_tenants: record.max_tenants,
             rss_bytes: record.rss_bytes,
+            cpu_percent: record.cpu_percent,
         }
     }
 }

@@ -30,6 +30,7 @@
 //! - `outbox`: the events outbox, written in the transactions of the changes it reports;
 //! - `secrets`: the secret columns sealed under the node's key ([`crate::secrets`]), and
 //!   sealing them all again (plaintext at start, everything on a rotation);
+//! - `placements`: the last placement decision about each tenant, with its inputs;
 //! - `size`: the database's size and its knowledge chunks (for the alerts), and the SQLite
 //!   backup (`VACUUM INTO`);
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
@@ -48,6 +49,7 @@ mod knowledge;
 mod lists;
 mod messages;
 mod outbox;
+mod placements;
 mod rejected;
 mod retention;
 mod roles;
@@ -579,6 +581,25 @@ impl SqlStore {
             &self.db, tenant, webhook_id, event_id, now_ms,
         ))
         .await
+    }
+
+    /// Replaces the last placement decision of each decision's tenant (the dashboard's "why it
+    /// is there").
+    pub async fn record_placements(
+        &self,
+        decisions: &[crate::cluster::placement::PlacementDecision],
+    ) -> Result<(), StoreError> {
+        self.run(placements::record_placements(&self.db, decisions))
+            .await
+    }
+
+    /// The last placement decision about `tenant`, with its inputs, if one was recorded.
+    pub async fn placement_decision(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<crate::cluster::placement::PlacementDecision>, StoreError> {
+        self.run(placements::placement_decision(&self.db, tenant))
+            .await
     }
 
     /// The database's size in bytes (`pg_database_size`; SQLite: pages times page size).

@@ -295,6 +295,7 @@ pub(crate) async fn delete_tenant(
         "DELETE FROM webhook_deliveries WHERE webhook_id IN \
          (SELECT id FROM webhooks WHERE tenant_id = $1)",
         "DELETE FROM webhooks WHERE tenant_id = $1",
+        "DELETE FROM placement_decisions WHERE tenant_id = $1",
     ] {
         sqlx::query(delete)
             .bind(tenant.as_str())

@@ -89,6 +89,7 @@ impl SimNode {
         let member = MemberSettings {
             // Its machine is not part of the run.
             rss_bytes: || 0,
+            cpu_seconds: || None,
             // Every epoch granted to the incarnation is logged for the checks.
             epochs_layer: Some(Box::new({
                 let node = label.clone();

@@ -4,8 +4,8 @@
 //! - `GET /cluster/stream` (admin token): every second a `snapshot` (the cluster view, this
 //!   node's health and monitoring figures, the last second's traffic), and a `timeline` event for each join,
 //!   departure, migration, alert, session change and rejected delivery;
-//! - `GET /tenants/{id}/stream`: every second a `snapshot` (where the tenant runs and its
-//!   session, its last second's traffic), and an `event` for each of its events.
+//! - `GET /tenants/{id}/stream`: every second a `snapshot` (where the tenant runs, why, and
+//!   its session, its last second's traffic), and an `event` for each of its events.
 //!
 //! Traffic is counted from the events the node watches ([`crate::events::live`]), so on
 //! NATS every node's stream shows the whole cluster's. A stream ends when the node stops.
@@ -30,6 +30,7 @@ use super::{AppState, Caller, tenant_id};
 use crate::api::ApiError;
 use crate::api::live::{FigureReader, NodeFigures, Pulse, PulseSecond, on_timeline};
 use crate::api::tenants::SessionStatusView;
+use crate::cluster::placement::PlacementDecision;
 use crate::cluster::status::ClusterStatus;
 use crate::http::health::Health;
 
@@ -105,6 +106,9 @@ pub(super) struct TenantSnapshot {
     at_ms: i64,
     /// Where it runs and its session.
     session: SessionStatusView,
+    /// Why it runs there: the last placement decision about it, with the candidates' load
+    /// at the time; `null` before the first one was recorded (or on a node alone).
+    placement: Option<PlacementDecision>,
     /// Its traffic in the last second.
     pulse: PulseSecond,
 }
@@ -253,11 +257,20 @@ impl Live {
                     .await
                     .inspect_err(|e| debug!(error = %e, "tenant snapshot skipped"))
                     .ok()?;
+                let placement = self
+                    .state
+                    .sql
+                    .placement_decision(tenant)
+                    .await
+                    .inspect_err(|e| debug!(error = %e, "placement decision not read"))
+                    .ok()
+                    .flatten();
                 SseEvent::default()
                     .event("snapshot")
                     .json_data(TenantSnapshot {
                         at_ms,
                         session,
+                        placement,
                         pulse,
                     })
             }

@@ -197,7 +197,8 @@ function clearViews() {
     $(id).replaceChildren();
   }
   $('nodes').tBodies[0].replaceChildren();
-  for (const id of ['tenant-title', 'chat-title', 'chat-state', 'reply-status']) $(id).textContent = '';
+  for (const id of ['tenant-title', 'chat-title', 'chat-state', 'reply-status', 'tenant-why']) $(id).textContent = '';
+  $('why-candidates').tBodies[0].replaceChildren();
   $('reply-text').value = '';
   $('chat').hidden = true;
   app.rates = [];
@@ -286,6 +287,9 @@ function renderClusterSnapshot(snapshot) {
       el('td', { class: 'state state-' + state }, state),
       el('td', {}, n.placed + ' / ' + n.tenants + ' / ' + n.max_tenants),
       el('td', {}, String(n.conversations)),
+      el('td', {}, n.node_id === node.node_id && snapshot.figures.cpu_percent !== null
+        ? snapshot.figures.cpu_percent.toFixed(0) + ' %'
+        : (n.alive ? n.cpu_percent.toFixed(0) + ' %' : '–')),
       el('td', {}, bytes(n.rss_bytes)),
       el('td', {}, n.version + ' (protocol ' + n.protocol + ')'),
       el('td', {}, drain));
@@ -394,10 +398,8 @@ async function openTenant(id) {
     return;
   }
   app.cluster = null;
+  app.clusterAt = 0;
   $('moves').hidden = app.caller.role !== 'operator';
-  if (app.caller.role === 'operator') {
-    api('GET', '/cluster').then((cluster) => { app.cluster = cluster; }).catch(() => {});
-  }
   loadUsage(path);
   loadConversations(path);
   app.stream = openStream(path + '/stream', {
@@ -418,11 +420,57 @@ function renderTenantSnapshot(snapshot) {
     ['Messages / s', snapshot.pulse.received, 'received'],
     ['Replies / s', snapshot.pulse.replies, 'replies'],
   ]);
+  renderWhy(snapshot.placement);
   renderMoves(s.node);
+  // The operator's view of the cluster's load, for the moves, at most 5 s old.
+  if (app.caller && app.caller.role === 'operator' && !app.clusterLoading &&
+      (!app.clusterAt || Date.now() - app.clusterAt > 5000)) {
+    app.clusterLoading = true;
+    api('GET', '/cluster')
+      .then((cluster) => { app.cluster = cluster; app.clusterAt = Date.now(); })
+      .catch(() => {})
+      .finally(() => { app.clusterLoading = false; });
+  }
+}
+
+const REASONS = {
+  activation: 'it was active nowhere when a message came for it',
+  failover: 'its node died',
+  drain: 'its node drained',
+  rebalance: 'the leader evened out the spread',
+};
+
+// Why the tenant is where it is: the last placement decision and the load it saw.
+function renderWhy(placement) {
+  const table = $('why-candidates');
+  if (!placement) {
+    $('tenant-why').textContent = 'No placement decision recorded (a node alone, or placed before this was recorded).';
+    table.hidden = true;
+    return;
+  }
+  $('tenant-why').textContent = 'Placed on ' + placement.node + ' by ' + placement.decided_by + ' at ' +
+    new Date(placement.decided_ms).toLocaleString() + ' because ' + (REASONS[placement.reason] || placement.reason) +
+    (placement.from ? ' (it left ' + placement.from + ')' : '') +
+    (placement.epoch !== null && placement.epoch !== undefined ? ', epoch ' + placement.epoch : '') +
+    '. The node with the most headroom that takes tenants is chosen; the live nodes then:';
+  table.tBodies[0].replaceChildren(...placement.candidates.map((c) => {
+    const headroom = c.max_tenants > 0 ? ((1 - c.tenants / c.max_tenants) * 100).toFixed(2) + ' %' : '–';
+    const notes = [];
+    if (c.node === placement.node) notes.push('chosen');
+    if (c.node === placement.from) notes.push('left');
+    if (c.draining) notes.push('draining');
+    return el('tr', { 'data-node': c.node, class: c.node === placement.node ? 'chosen' : '' },
+      el('th', { scope: 'row' }, c.node),
+      el('td', {}, c.tenants + ' / ' + c.max_tenants),
+      el('td', {}, headroom),
+      el('td', {}, bytes(c.rss_bytes)),
+      el('td', {}, notes.join(', ')));
+  }));
+  table.hidden = false;
 }
 
 // What moving the tenant from its node to each other node that takes tenants would change,
-// from the cluster's load when the view opened.
+// from the cluster's load (read every 5 s while the view is open).
 function renderMoves(from) {
   const list = $('tenant-moves');
   if (!app.cluster || !from) {
