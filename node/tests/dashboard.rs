@@ -212,6 +212,16 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         )
         .await
         .expect("the candidates the decision chose among");
+    // Its LLM provider's circuit and budget (the fake LLM's), or where to see them.
+    let providers = browser
+        .wait_for_text("#tenant-providers", " ", WAIT)
+        .await
+        .expect("the providers' budgets or where they are shown");
+    assert!(
+        providers.contains("openai (gpt-4o-mini): ready; requests ")
+            || providers.contains("Shown by the node that runs it (node-"),
+        "{providers}"
+    );
     // What moving it would change: the one other live node.
     browser
         .wait_for_text("#tenant-moves", "to node-1: node-1 ", WAIT)
@@ -272,6 +282,22 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
     assert!(
         !text.contains("undefined") && !text.contains("NaN"),
         "the page shows a value it could not read: {text}"
+    );
+    // Every field has a label and every button a name (what a screen reader announces).
+    let labelled = browser
+        .execute(
+            "return [...document.querySelectorAll('input, textarea, select')] \
+                    .every(field => field.labels && field.labels.length > 0) \
+                && [...document.querySelectorAll('button')] \
+                    .every(button => (button.getAttribute('aria-label') || button.textContent).trim().length > 0);",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled,
+        Value::Bool(true),
+        "a field without a label or a button without a name"
     );
     browser.screenshot(&shots.join("3-chat.png")).await.unwrap();
 

@@ -58,7 +58,7 @@ struct Slot {
     gate: ProviderGate,
 }
 
-/// A provider's circuit as shown by `Observe`.
+/// A provider's circuit and per-minute budget as shown by `Observe`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProviderStatus {
     /// The provider's name.
@@ -69,6 +69,14 @@ pub struct ProviderStatus {
     pub open: bool,
     /// Failures in a row.
     pub consecutive_failures: u32,
+    /// Its budget: requests a minute (`None`: unlimited).
+    pub requests_per_minute: Option<u32>,
+    /// Its budget: tokens a minute, prompt and completion (`None`: unlimited).
+    pub tokens_per_minute: Option<u64>,
+    /// Requests sent in the current minute window.
+    pub requests_this_minute: u32,
+    /// Tokens charged to the current minute window.
+    pub tokens_this_minute: u64,
 }
 
 /// A tenant's providers in fallback order, with their circuits and budgets.
@@ -106,11 +114,19 @@ impl ProviderChain {
     pub fn status(&self) -> Vec<ProviderStatus> {
         self.slots
             .iter()
-            .map(|slot| ProviderStatus {
-                name: slot.provider.name().to_owned(),
-                model: slot.provider.model().to_owned(),
-                open: slot.gate.is_open(),
-                consecutive_failures: slot.gate.consecutive_failures(),
+            .map(|slot| {
+                let budget = slot.provider.budget();
+                let (requests, tokens) = slot.gate.window_usage();
+                ProviderStatus {
+                    name: slot.provider.name().to_owned(),
+                    model: slot.provider.model().to_owned(),
+                    open: slot.gate.is_open(),
+                    consecutive_failures: slot.gate.consecutive_failures(),
+                    requests_per_minute: budget.requests_per_minute,
+                    tokens_per_minute: budget.tokens_per_minute,
+                    requests_this_minute: requests,
+                    tokens_this_minute: tokens,
+                }
             })
             .collect()
     }

@@ -74,6 +74,17 @@ impl ProviderGate {
         self.lock().consecutive_failures
     }
 
+    /// The requests and tokens charged to the current minute window (none once it is over).
+    pub fn window_usage(&self) -> (u32, u64) {
+        let now = Instant::now();
+        let state = self.lock();
+        if now.duration_since(state.window_start) >= BUDGET_WINDOW {
+            (0, 0)
+        } else {
+            (state.requests_in_window, state.tokens_in_window)
+        }
+    }
+
     /// Whether a request of about `estimated_tokens` may be sent now under `budget`; if so,
     /// the request and its tokens are charged to the current window.
     pub fn admit(&self, budget: Budget, estimated_tokens: u64) -> bool {
@@ -233,6 +244,18 @@ mod tests {
         assert!(!gate.is_open());
         tokio::time::advance(BUDGET_WINDOW).await;
         assert!(gate.admit(budget, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_usage_is_what_the_current_minute_charged() {
+        let gate = ProviderGate::new(FAILURE_REST);
+        assert_eq!(gate.window_usage(), (0, 0));
+        assert!(gate.admit(UNLIMITED, 50));
+        assert!(gate.admit(UNLIMITED, 30));
+        gate.succeeded(30, 10);
+        assert_eq!(gate.window_usage(), (2, 60));
+        tokio::time::advance(BUDGET_WINDOW).await;
+        assert_eq!(gate.window_usage(), (0, 0));
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{BoxStream, Stream, StreamExt};
+use salesboy_actors::responder::chain::ProviderStatus;
 use salesboy_protocol::TenantId;
 use salesboy_protocol::events::Event;
 use serde::Serialize;
@@ -109,6 +110,10 @@ pub(super) struct TenantSnapshot {
     /// Why it runs there: the last placement decision about it, with the candidates' load
     /// at the time; `null` before the first one was recorded (or on a node alone).
     placement: Option<PlacementDecision>,
+    /// Its LLM providers' circuits and per-minute budgets, when the node that answers hosts
+    /// it (`null` otherwise).
+    #[schema(value_type = Option<Vec<Object>>)]
+    providers: Option<Vec<ProviderStatus>>,
     /// Its traffic in the last second.
     pulse: PulseSecond,
 }
@@ -265,12 +270,20 @@ impl Live {
                     .inspect_err(|e| debug!(error = %e, "placement decision not read"))
                     .ok()
                     .flatten();
+                let providers = self
+                    .state
+                    .node
+                    .observe_tenant(tenant)
+                    .await
+                    .and_then(|snapshot| snapshot.responder)
+                    .map(|responder| responder.providers);
                 SseEvent::default()
                     .event("snapshot")
                     .json_data(TenantSnapshot {
                         at_ms,
                         session,
                         placement,
+                        providers,
                         pulse,
                     })
             }

@@ -193,7 +193,7 @@ async function login(token) {
 // Forgets everything the last user was shown.
 function clearViews() {
   for (const id of ['figures', 'node-figures', 'timeline', 'tenant-list', 'tenant-placement', 'tenant-usage', 'tenant-moves',
-    'conversations', 'transcript', 'chart-rate', 'chart-latency']) {
+    'conversations', 'transcript', 'chart-rate', 'chart-latency', 'tenant-providers']) {
     $(id).replaceChildren();
   }
   $('nodes').tBodies[0].replaceChildren();
@@ -421,6 +421,7 @@ function renderTenantSnapshot(snapshot) {
     ['Replies / s', snapshot.pulse.replies, 'replies'],
   ]);
   renderWhy(snapshot.placement);
+  renderProviders(snapshot.providers, s.node);
   renderMoves(s.node);
   // The operator's view of the cluster's load, for the moves, at most 5 s old.
   if (app.caller && app.caller.role === 'operator' && !app.clusterLoading &&
@@ -431,6 +432,27 @@ function renderTenantSnapshot(snapshot) {
       .catch(() => {})
       .finally(() => { app.clusterLoading = false; });
   }
+}
+
+// The tenant's LLM providers: circuit and per-minute budgets used.
+function renderProviders(providers, node) {
+  const list = $('tenant-providers');
+  if (providers === null || providers === undefined) {
+    list.replaceChildren(el('li', { class: 'muted' }, node
+      ? 'Shown by the node that runs it (' + node + ').'
+      : 'Not running: shown once it runs.'));
+    return;
+  }
+  if (providers.length === 0) {
+    list.replaceChildren(el('li', { class: 'muted' }, 'No provider: it answers from its knowledge alone.'));
+    return;
+  }
+  const limit = (used, max) => used + ' of ' + (max === null || max === undefined ? 'unlimited' : max);
+  list.replaceChildren(...providers.map((p) => el('li', { 'data-provider': p.name },
+    p.name + ' (' + p.model + '): ' + (p.open ? 'resting' : 'ready') +
+    (p.consecutive_failures > 0 ? ', ' + p.consecutive_failures + ' failures in a row' : '') +
+    '; requests ' + limit(p.requests_this_minute, p.requests_per_minute) +
+    ', tokens ' + limit(p.tokens_this_minute, p.tokens_per_minute))));
 }
 
 const REASONS = {
