@@ -170,6 +170,36 @@ pub struct Counters {
     /// Webhook deliveries persisted, and those that could not be (answered 503); deliveries
     /// refused for their signature or body are the sender's fault and not counted.
     pub webhooks: OutcomeTally,
+    /// Bot replies sent and their time in the gateway and in the LLM.
+    pub replies: ReplyTimes,
+}
+
+/// Bot replies sent since the node started and their summed gateway and LLM time (the
+/// heartbeat turns two readings into means over the beat).
+#[derive(Debug, Default)]
+pub struct ReplyTimes {
+    replies: AtomicU64,
+    gateway_ms: AtomicU64,
+    llm_ms: AtomicU64,
+}
+
+impl ReplyTimes {
+    /// Counts one reply sent: `gateway` is everything but the debounce and the LLM.
+    pub fn record(&self, gateway: std::time::Duration, llm: std::time::Duration) {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.replies.fetch_add(1, Ordering::Relaxed);
+        self.gateway_ms.fetch_add(ms(gateway), Ordering::Relaxed);
+        self.llm_ms.fetch_add(ms(llm), Ordering::Relaxed);
+    }
+
+    /// `(replies, gateway ms, llm ms)` so far.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.replies.load(Ordering::Relaxed),
+            self.gateway_ms.load(Ordering::Relaxed),
+            self.llm_ms.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// How many calls of one kind succeeded and failed since the node started (the alert

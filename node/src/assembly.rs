@@ -24,7 +24,9 @@ use crate::bus::Bus;
 use crate::cluster::directory::Directory;
 use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
-use crate::cluster::membership::{LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad};
+use crate::cluster::membership::{
+    LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad, ReplyLoad,
+};
 use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
 use crate::cluster::placement_log::PlacementLog;
 use crate::cluster::{ClusterKey, ClusterMember, ClusterParts, ClusterSettings, SealedKvBus};
@@ -293,6 +295,7 @@ fn load(
                 conversations: snapshot.conversations,
                 rss_bytes: rss_bytes(),
                 cpu_percent,
+                replies: ReplyLoad::of(&node.services().counters),
             }
         }
         None => NodeLoad::default(),

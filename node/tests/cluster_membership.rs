@@ -83,6 +83,7 @@ async fn join_on(
         conversations: 2,
         rss_bytes: 1 << 20,
         cpu_percent: 1.5,
+        replies: Default::default(),
     });
     timeout(
         WAIT,
@@ -499,6 +500,7 @@ async fn the_next_protocol_joins_and_a_disjoint_one_is_refused(cluster: &impl Cl
         conversations: 0,
         rss_bytes: 0,
         cpu_percent: 0.0,
+        replies: Default::default(),
         draining: false,
         started_ms: 1,
         heartbeat_ms: 1,

@@ -107,7 +107,7 @@ async fn page_text(browser: &Browser) -> String {
 async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
     let (sandbox, tenants) = sandbox().await;
     let (tenant, phone) = &tenants[0];
-    let (other_tenant, _) = &tenants[1];
+    let (other_tenant, other_phone) = &tenants[1];
     let base = sandbox.http_base(0).unwrap();
     let shots = salesboy_testkit::browser::artifacts_dir().join("dashboard");
     std::fs::create_dir_all(&shots).unwrap();
@@ -141,6 +141,16 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         )
         .await
         .expect("the node's CPU and database size shown");
+
+    // A reply while the page watches: the cluster's traffic, and its gateway and LLM time.
+    customer_says(&sandbox, 1, other_phone, "wamid.dash.0", "Do you deliver?").await;
+    browser
+        .wait_until(
+            "/^\\d+ \\/ \\d+ ms$/.test(document.querySelector('#figures [data-figure=\"split\"] dd')?.textContent ?? '')",
+            WAIT,
+        )
+        .await
+        .expect("the reply's gateway and LLM time shown");
     browser
         .screenshot(&shots.join("1-cluster.png"))
         .await

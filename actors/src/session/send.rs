@@ -203,4 +203,5 @@ fn record_latency(services: &Services, job: &SendJob) {
         .saturating_sub(timing.llm_time);
     metrics::histogram!("salesboy_reply_gateway_seconds").record(gateway.as_secs_f64());
     metrics::histogram!("salesboy_reply_llm_seconds").record(timing.llm_time.as_secs_f64());
+    services.counters.replies.record(gateway, timing.llm_time);
 }

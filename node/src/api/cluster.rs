@@ -3,6 +3,7 @@
 
 use super::{Api, ApiError};
 use crate::cluster::DrainRequestError;
+use crate::cluster::membership::ReplyLoad;
 use crate::cluster::status::{ClusterStatus, NodeStatus};
 
 /// The cluster's nodes and what they host.
@@ -11,6 +12,7 @@ pub fn status(api: &Api) -> ClusterStatus {
         return ClusterStatus::of(cluster);
     }
     let snapshot = api.node.observe();
+    let replies = ReplyLoad::of(&api.node.services().counters);
     ClusterStatus {
         tenants: snapshot.tenants,
         leader: None,
@@ -28,6 +30,9 @@ pub fn status(api: &Api) -> ClusterStatus {
             max_tenants: snapshot.max_tenants as u64,
             rss_bytes: crate::process::rss_bytes().unwrap_or(0),
             cpu_percent: 0.0,
+            replies_sent: replies.sent,
+            reply_gateway_ms: replies.gateway_ms,
+            reply_llm_ms: replies.llm_ms,
         }],
     }
 }

@@ -137,6 +137,7 @@ mod tests {
                 conversations: 0,
                 rss_bytes: 0,
                 cpu_percent: 0.0,
+                replies: Default::default(),
             }),
             MembershipConfig {
                 heartbeat: Duration::from_secs(1),

@@ -240,6 +240,7 @@ mod tests {
             conversations: 0,
             rss_bytes: 0,
             cpu_percent: 0.0,
+            replies: Default::default(),
             draining: false,
             started_ms: 0,
             heartbeat_ms: 0,

@@ -55,6 +55,13 @@ pub struct NodeStatus {
     pub rss_bytes: u64,
     /// Its CPU use between its last two heartbeats, in percent of one core (0: unknown).
     pub cpu_percent: f32,
+    /// Bot replies it sent since it started (its last heartbeat).
+    pub replies_sent: u64,
+    /// Their summed time in the gateway (everything but the debounce and the LLM), in ms:
+    /// two readings give the mean in between.
+    pub reply_gateway_ms: u64,
+    /// Their summed time in the LLM, in ms.
+    pub reply_llm_ms: u64,
 }
 
 impl NodeStatus {
@@ -73,6 +80,9 @@ impl NodeStatus {
             max_tenants: record.max_tenants,
             rss_bytes: record.rss_bytes,
             cpu_percent: record.cpu_percent,
+            replies_sent: record.replies.sent,
+            reply_gateway_ms: record.replies.gateway_ms,
+            reply_llm_ms: record.replies.llm_ms,
         }
     }
 }

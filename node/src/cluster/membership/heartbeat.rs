@@ -37,6 +37,7 @@ impl Heartbeat {
             conversations: load.conversations,
             rss_bytes: load.rss_bytes,
             cpu_percent: load.cpu_percent,
+            replies: load.replies,
             draining: self.draining.load(Ordering::Relaxed),
             started_ms: self.started_ms,
             heartbeat_ms: now_ms(),

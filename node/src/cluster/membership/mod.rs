@@ -103,6 +103,10 @@ pub struct NodeRecord {
     /// Its CPU use in percent of one core; 0 if unknown.
     #[serde(default)]
     pub cpu_percent: f32,
+    /// The bot replies it sent since it started, and their summed times (zero from builds
+    /// that did not report them).
+    #[serde(default)]
+    pub replies: ReplyLoad,
     /// Whether it is draining: it takes no new tenants and gives its own away.
     pub draining: bool,
     /// When it started, in milliseconds since the Unix epoch (its own clock).
@@ -123,6 +127,33 @@ pub struct NodeLoad {
     pub rss_bytes: u64,
     /// Its CPU use in percent of one core; 0 if unknown.
     pub cpu_percent: f32,
+    /// Bot replies sent since the node started and their summed times.
+    pub replies: ReplyLoad,
+}
+
+/// Bot replies a node sent since it started, and their summed time in the gateway
+/// (everything but the debounce and the LLM) and in the LLM: two readings give the means
+/// in between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyLoad {
+    /// Replies sent.
+    pub sent: u64,
+    /// Their gateway time, in ms.
+    pub gateway_ms: u64,
+    /// Their LLM time, in ms.
+    pub llm_ms: u64,
+}
+
+impl ReplyLoad {
+    /// The totals of `counters`.
+    pub fn of(counters: &salesboy_actors::services::Counters) -> Self {
+        let (sent, gateway_ms, llm_ms) = counters.replies.totals();
+        Self {
+            sent,
+            gateway_ms,
+            llm_ms,
+        }
+    }
 }
 
 /// The function that measures this node's load at every heartbeat.
@@ -643,6 +674,7 @@ mod tests {
             conversations: 7,
             rss_bytes: 1 << 20,
             cpu_percent: 12.5,
+            replies: ReplyLoad::default(),
             draining: false,
             started_ms: 1,
             heartbeat_ms: 2,

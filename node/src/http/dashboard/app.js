@@ -16,6 +16,7 @@ const app = {
   chat: null,
   rates: [],
   latencies: [],
+  split: [],
 };
 
 // ----- API -----
@@ -203,6 +204,8 @@ function clearViews() {
   $('chat').hidden = true;
   app.rates = [];
   app.latencies = [];
+  app.split = [];
+  app.replyTotals = null;
   app.tenant = null;
   app.chat = null;
   app.cluster = null;
@@ -248,8 +251,12 @@ function renderClusterSnapshot(snapshot) {
   const conversations = cluster.nodes.filter((n) => n.alive).reduce((sum, n) => sum + n.conversations, 0);
   app.rates.push([pulse.received, pulse.replies]);
   app.latencies.push(pulse.reply_p50_ms);
-  if (app.rates.length > POINTS) app.rates.shift();
-  if (app.latencies.length > POINTS) app.latencies.shift();
+  app.split.push(replySplit(cluster));
+  for (const series of [app.rates, app.latencies, app.split]) {
+    if (series.length > POINTS) series.shift();
+  }
+  // The last minute's last replies.
+  const split = app.split.filter((v) => v !== null).slice(-1)[0];
   const lastLatency = app.latencies.filter((v) => v !== null).slice(-1)[0];
   figures($('figures'), [
     ['Nodes alive', alive + ' / ' + cluster.nodes.length, 'nodes'],
@@ -259,6 +266,7 @@ function renderClusterSnapshot(snapshot) {
     ['Messages / s', pulse.received, 'received'],
     ['Replies / s', pulse.replies, 'replies'],
     ['Reply latency (median)', lastLatency === undefined ? '–' : lastLatency + ' ms', 'latency'],
+    ['Gateway / LLM time (mean)', split ? split[0].toFixed(0) + ' / ' + split[1].toFixed(0) + ' ms' : '–', 'split'],
     ['Leader', cluster.leader || '–', 'leader'],
   ]);
   const f = snapshot.figures;
@@ -306,8 +314,33 @@ function renderClusterSnapshot(snapshot) {
     ['received', app.rates.map((r) => r[0])],
     ['replies', app.rates.map((r) => r[1])],
   ], 'messages per second, last value ' + pulse.received + ' received, ' + pulse.replies + ' replies');
-  chart($('chart-latency'), [['latency', app.latencies.map((v) => (v === null ? 0 : v))]],
-    'median reply latency, last value ' + (lastLatency === undefined ? 'none' : lastLatency + ' ms'));
+  chart($('chart-latency'), [
+    ['latency', app.latencies.map((v) => (v === null ? 0 : v))],
+    ['gateway', app.split.map((v) => (v ? v[0] : 0))],
+    ['llm', app.split.map((v) => (v ? v[1] : 0))],
+  ], 'median reply latency, last value ' + (lastLatency === undefined ? 'none' : lastLatency + ' ms') +
+    (split ? '; mean gateway time ' + split[0].toFixed(0) + ' ms, LLM time ' + split[1].toFixed(0) + ' ms' : ''));
+}
+
+// The mean gateway and LLM time of the replies sent since the last snapshot, over every
+// live node (their heartbeats carry running totals); null without replies.
+function replySplit(cluster) {
+  const previous = app.replyTotals || {};
+  const now = {};
+  let sent = 0;
+  let gateway = 0;
+  let llm = 0;
+  for (const n of cluster.nodes) {
+    now[n.node_id] = [n.replies_sent, n.reply_gateway_ms, n.reply_llm_ms];
+    const before = previous[n.node_id];
+    // A node seen for the first time, or restarted (its totals went back), counts from now.
+    if (!n.alive || !before || n.replies_sent < before[0]) continue;
+    sent += n.replies_sent - before[0];
+    gateway += n.reply_gateway_ms - before[1];
+    llm += n.reply_llm_ms - before[2];
+  }
+  app.replyTotals = now;
+  return sent > 0 ? [gateway / sent, llm / sent] : null;
 }
 
 function chart(svg, series, label) {
