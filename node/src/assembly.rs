@@ -270,25 +270,33 @@ fn load(
     rss_bytes: fn() -> u64,
     cpu_seconds: fn() -> Option<f64>,
 ) -> LoadFn {
-    // The CPU time and when it was read, at the last heartbeat.
-    let last: parking_lot::Mutex<Option<(std::time::Instant, f64)>> = parking_lot::Mutex::new(None);
+    // When the CPU time was last read, what it was, and the percentage then reported.
+    type CpuReading = (std::time::Instant, f64, f32);
+    let last: parking_lot::Mutex<Option<CpuReading>> = parking_lot::Mutex::new(None);
+    // A beat soon after the last (a drain's, say) repeats the last figure: over a few ms,
+    // CPU time (counted in 10 ms ticks) reads as 0 % or as hundreds.
+    const MIN_CPU_INTERVAL: f64 = 0.5;
     Arc::new(move || match slot.get() {
         Some(node) => {
             let snapshot = node.observe();
             let cpu_percent = cpu_seconds().map_or(0.0, |used| {
                 let now = std::time::Instant::now();
-                let percent = last
-                    .lock()
-                    .replace((now, used))
-                    .map_or(0.0, |(then, before)| {
-                        let elapsed = now.duration_since(then).as_secs_f64();
-                        if elapsed > 0.0 {
-                            ((used - before) / elapsed * 100.0).max(0.0)
-                        } else {
-                            0.0
-                        }
-                    });
-                percent as f32
+                let mut last = last.lock();
+                match *last {
+                    Some((then, _, percent))
+                        if now.duration_since(then).as_secs_f64() < MIN_CPU_INTERVAL =>
+                    {
+                        percent
+                    }
+                    previous => {
+                        let percent = previous.map_or(0.0, |(then, before, _)| {
+                            let elapsed = now.duration_since(then).as_secs_f64();
+                            ((used - before) / elapsed * 100.0).max(0.0) as f32
+                        });
+                        *last = Some((now, used, percent));
+                        percent
+                    }
+                }
             });
             NodeLoad {
                 tenants: snapshot.tenants as u64,

@@ -1636,3 +1636,77 @@ async fn a_node_alone_cannot_be_drained_from_the_api() {
         .await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST, "{}", invalid.raw);
 }
+
+/// The response to a GET of `path` with `token`, its body unread.
+async fn open_stream(h: &Harness, path: &str, token: &str) -> axum::response::Response {
+    let request = Request::builder()
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    h.app.clone().oneshot(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_tenant_stream_ends_when_its_token_is_revoked_and_streams_are_bounded() {
+    use futures::StreamExt;
+    let h = harness().await;
+    h.create_acme().await;
+    let made = h
+        .post("/api/tenants/acme/tokens", json!({"name": "dashboard"}))
+        .await;
+    let token = made.json["token"].as_str().unwrap().to_owned();
+    let token_id = made.json["id"].as_str().unwrap().to_owned();
+
+    // At most 8 streams for one caller: the ninth is refused, one more for another caller is not.
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let response = open_stream(&h, "/api/tenants/acme/stream", &token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let refused = h
+        .call(Method::GET, "/api/tenants/acme/stream", Some(&token), None)
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.raw
+    );
+    assert!(
+        refused.raw.contains("too many live streams"),
+        "{}",
+        refused.raw
+    );
+    let operator = open_stream(&h, "/api/tenants/acme/stream", TOKEN).await;
+    assert_eq!(operator.status(), StatusCode::OK);
+    drop(operator);
+    // A closed stream gives its slot back.
+    drop(open.pop());
+    let again = open_stream(&h, "/api/tenants/acme/stream", &token).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    drop(open);
+
+    // Revoked: the open stream ends (within the 10 s between checks).
+    let revoked = h
+        .call(
+            Method::DELETE,
+            &format!("/api/tenants/acme/tokens/{token_id}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert!(revoked.status.is_success(), "{}", revoked.raw);
+    let mut body = again.into_body().into_data_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = body.next().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream of a revoked token still runs after 30 s"
+    );
+}

@@ -81,14 +81,19 @@ async fn log_in(browser: &Browser, token: &str, opens: &str) {
         .await
         .expect("the login form");
     field.send_keys(token).await.expect("token typed");
+    click(browser, "#login-submit").await;
+    browser.wait_for(opens, WAIT).await.expect("logged in");
+}
+
+/// Clicks the element `css` selects once it is shown.
+async fn click(browser: &Browser, css: &str) {
     browser
-        .find("#login-submit")
+        .wait_for(css, WAIT)
         .await
-        .expect("the login button")
+        .unwrap_or_else(|e| panic!("{e}"))
         .click()
         .await
-        .expect("login clicked");
-    browser.wait_for(opens, WAIT).await.expect("logged in");
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
 /// What the page shows as text, and its markup, for the secrets check.
@@ -173,29 +178,11 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .unwrap();
 
     // The tenant's chat: pause the bot from the page.
-    browser
-        .find("#nav-tenants")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#nav-tenants").await;
     let selector = format!("#tenant-list button[data-tenant=\"{tenant}\"]");
-    browser
-        .wait_for(&selector, WAIT)
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &selector).await;
     let selector = format!("#conversations button[data-chat=\"{CUSTOMER}\"]");
-    browser
-        .wait_for(&selector, WAIT)
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &selector).await;
     browser
         .wait_for_text("#transcript", "When do you open?", WAIT)
         .await
@@ -237,7 +224,7 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .wait_for_text("#tenant-moves", "to node-1: node-1 ", WAIT)
         .await
         .expect("the move to the other live node explained");
-    browser.find("#pause").await.unwrap().click().await.unwrap();
+    click(&browser, "#pause").await;
     browser
         .wait_for_text("#chat-state", "Bot paused", WAIT)
         .await
@@ -259,13 +246,7 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .send_keys(owner_text)
         .await
         .unwrap();
-    browser
-        .find("#reply-send")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#reply-send").await;
     eventually("the owner's reply at the Cloud API", || {
         sandbox
             .whatsapp()
@@ -332,23 +313,12 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
 
     // Drain node-1 from the page (after confirming): it hands its tenants over and leaves.
     browser.set_window_size(1280, 900).await.unwrap();
-    browser
-        .find("#nav-cluster")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait_for(
-            "#nodes button.drain[data-node=\"node-1\"]:not([disabled])",
-            WAIT,
-        )
-        .await
-        .expect("node-1's drain button")
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#nav-cluster").await;
+    click(
+        &browser,
+        "#nodes button.drain[data-node=\"node-1\"]:not([disabled])",
+    )
+    .await;
     browser
         .accept_alert()
         .await
@@ -396,13 +366,7 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .await
         .unwrap();
     let tenant_token = made["token"].as_str().expect("a tenant token").to_owned();
-    browser
-        .find("#logout")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#logout").await;
     log_in(&browser, &tenant_token, "#tenant-placement dd").await;
     browser
         .wait_for_text("#tenant-title", other_tenant.as_str(), WAIT)

@@ -2782,11 +2782,18 @@ async fn placement_decisions_keep_the_last_per_tenant_and_go_with_it(store: SqlS
         .record_placements(&[first, other.clone(), last.clone()])
         .await
         .unwrap();
-    assert_eq!(store.placement_decision(&acme).await.unwrap(), Some(last));
+    assert_eq!(
+        store.placement_decision(&acme).await.unwrap(),
+        Some(last.clone())
+    );
     assert_eq!(
         store.placement_decision(&bolt).await.unwrap(),
         Some(other.clone())
     );
+    // An older decision written late (another node's batch) does not replace a newer one.
+    let late = decision("acme", "node-3", PlacementReason::Drain, T0);
+    store.record_placements(&[late]).await.unwrap();
+    assert_eq!(store.placement_decision(&acme).await.unwrap(), Some(last));
 
     store.set_session_stopped(&acme, true, T0).await.unwrap();
     assert!(

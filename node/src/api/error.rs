@@ -103,6 +103,9 @@ pub enum ApiError {
     /// Something the operation needs does not answer (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The caller has as many live streams open as it may (429).
+    #[error("{0}")]
+    TooManyStreams(String),
     /// No node of that id in the cluster (404).
     #[error("unknown node {0}")]
     UnknownNode(String),
@@ -181,6 +184,7 @@ impl ApiError {
                 ActivationError::SessionStopped(_) => SESSION_STOPPED,
             },
             Self::Unavailable(_) => UNAVAILABLE,
+            Self::TooManyStreams(_) => (429, "too_many_streams"),
             Self::UnknownNode(_) => (404, "unknown_node"),
             Self::NotDrainable(_) => (409, "not_drainable"),
             Self::Internal(_) => (500, "internal"),
@@ -225,6 +229,7 @@ mod tests {
             ApiError::Route(RouteError::SessionStopped(tenant.clone())),
             ApiError::Activation(ActivationError::SessionStopped(tenant.clone())),
             ApiError::Unavailable("x".into()),
+            ApiError::TooManyStreams("x".into()),
             ApiError::UnknownNode("node-9".into()),
             ApiError::NotDrainable("x".into()),
             ApiError::Internal("x".into()),

@@ -12,7 +12,14 @@ use salesboy_protocol::subjects::EventKind;
 use serde::Serialize;
 
 /// Most chats a [`Pulse`] remembers waiting for a reply; beyond it new ones are not timed.
-const MAX_WAITING: usize = 100_000;
+const MAX_WAITING: usize = 20_000;
+
+/// How long a chat's wait for a bot reply is timed: a chat the bot does not answer (paused,
+/// stopped) is forgotten after it.
+const MAX_WAIT_MS: i64 = 10 * 60 * 1000;
+
+/// Every how many seconds a [`Pulse`] forgets the waits longer than [`MAX_WAIT_MS`].
+const FORGET_EVERY_SECONDS: u64 = 60;
 
 /// One second of traffic, as a live stream sends it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -36,11 +43,16 @@ pub struct Pulse {
     latencies: Vec<u64>,
     /// When each chat's oldest unanswered message arrived (unix ms), by tenant and chat.
     waiting: HashMap<(String, String), i64>,
+    /// The newest event time seen (unix ms).
+    latest_ms: i64,
+    /// Seconds handed out.
+    seconds: u64,
 }
 
 impl Pulse {
     /// Counts `event`.
     pub fn observe(&mut self, event: &Event) {
+        self.latest_ms = self.latest_ms.max(event.at_ms);
         let chat = match (&event.tenant, &event.chat) {
             (Some(tenant), Some(chat)) => Some((tenant.to_string(), chat.to_string())),
             _ => None,
@@ -74,6 +86,11 @@ impl Pulse {
 
     /// The second counted since the last call; counting starts again.
     pub fn take_second(&mut self) -> PulseSecond {
+        self.seconds += 1;
+        if self.seconds.is_multiple_of(FORGET_EVERY_SECONDS) {
+            let oldest = self.latest_ms - MAX_WAIT_MS;
+            self.waiting.retain(|_, since| *since >= oldest);
+        }
         let mut second = std::mem::take(&mut self.current);
         if !self.latencies.is_empty() {
             self.latencies.sort_unstable();
@@ -225,6 +242,28 @@ mod tests {
             }
         );
         assert_eq!(pulse.take_second(), PulseSecond::default());
+    }
+
+    #[test]
+    fn a_chat_the_bot_never_answers_is_forgotten() {
+        let mut pulse = Pulse::default();
+        pulse.observe(&event(EventKind::MessageReceived, "111", 1_000));
+        pulse.observe(&event(
+            EventKind::MessageReceived,
+            "222",
+            1_000 + MAX_WAIT_MS + 1,
+        ));
+        for _ in 0..FORGET_EVERY_SECONDS {
+            pulse.take_second();
+        }
+        pulse.observe(&event(EventKind::ReplySent, "111", 2_000 + MAX_WAIT_MS));
+        assert_eq!(
+            pulse.take_second().reply_p50_ms,
+            None,
+            "the old wait was forgotten"
+        );
+        pulse.observe(&event(EventKind::ReplySent, "222", 2_000 + MAX_WAIT_MS));
+        assert_eq!(pulse.take_second().reply_p50_ms, Some(999));
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl ClusterMember {
             },
             Ok(ControlRequest::MigrateOut { tenant, to }) => {
                 match self.migrate_out(&tenant, &to).await {
-                    Ok(()) => ControlReply::Ok,
+                    Ok(_) => ControlReply::Ok,
                     Err(e) => ControlReply::Error(ControlError::Migration(e)),
                 }
             }

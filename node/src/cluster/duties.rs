@@ -75,7 +75,7 @@ impl ClusterMember {
                     warn!(tenant = %tenant, to = %target, error = %e, "failed-over tenant not activated yet");
                 }
                 metrics::counter!("salesboy_failovers_total").increment(1);
-                self.record_placement(&tenant, &target, PlacementReason::Failover, Some(&from), live);
+                self.record_placement(&tenant, &target, Some(epoch), PlacementReason::Failover, Some(&from), live);
                 self.publish(EventKind::TenantMigrated, Some(&tenant), serde_json::json!({"from": from.as_str(), "to": target.as_str(), "failover": true}));
             }
         });
@@ -133,20 +133,31 @@ impl ClusterMember {
                     self.migrate_out(&planned.tenant, &planned.to)
                         .await
                         .inspect_err(|e| debug!(tenant = %planned.tenant, error = %e, "rebalancing move skipped"))
-                        .is_ok()
+                        .ok()
+                        .map(Some)
                 } else {
                     match self.control(&planned.from, &request).await {
-                        Ok(ControlReply::Ok) => true,
+                        // The mover knows the new epoch; the directory has it now.
+                        Ok(ControlReply::Ok) => Some(
+                            self.directory
+                                .fetch(&planned.tenant)
+                                .await
+                                .ok()
+                                .flatten()
+                                .filter(|placed| placed.entry.node == planned.to)
+                                .map(|placed| placed.entry.epoch),
+                        ),
                         answer => {
                             debug!(tenant = %planned.tenant, answer = ?answer, "rebalancing move skipped");
-                            false
+                            None
                         }
                     }
                 };
-                if moved {
+                if let Some(epoch) = moved {
                     self.record_placement(
                         &planned.tenant,
                         &planned.to,
+                        epoch,
                         PlacementReason::Rebalance,
                         Some(&planned.from),
                         live,

@@ -253,13 +253,13 @@ async fn serve(
 }
 
 impl ClusterMember {
-    /// Records that this node placed `tenant` on `node` for `reason` (leaving `from`), among
-    /// `candidates` as it saw them; the epoch is the directory's when it already shows the
-    /// tenant there.
+    /// Records that this node placed `tenant` on `node` under `epoch` (when known) for
+    /// `reason` (leaving `from`), among `candidates` as it saw them.
     pub(super) fn record_placement(
         &self,
         tenant: &TenantId,
         node: &NodeId,
+        epoch: Option<u64>,
         reason: PlacementReason,
         from: Option<&NodeId>,
         candidates: &[NodeRecord],
@@ -267,11 +267,6 @@ impl ClusterMember {
         let Some(log) = &self.placement_log else {
             return;
         };
-        let epoch = self
-            .directory
-            .cached(tenant)
-            .filter(|placed| placed.entry.node == *node)
-            .map(|placed| placed.entry.epoch);
         log.record(PlacementDecision {
             tenant: tenant.to_string(),
             node: node.to_string(),

@@ -251,7 +251,7 @@ impl ClusterMember {
     /// points the directory at itself), hand over what was held, release it here. When the
     /// adoption fails, the directory decides (see `settle_move`): the tenant resumes here or
     /// is released, never both hosts.
-    pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<(), MigrationError> {
+    pub async fn migrate_out(&self, tenant: &TenantId, to: &NodeId) -> Result<u64, MigrationError> {
         let Some(_guard) = MoveGuard::claim(&self.moving, tenant) else {
             return Err(MigrationError::AlreadyMoving {
                 tenant: tenant.clone(),
@@ -403,7 +403,7 @@ impl ClusterMember {
             serde_json::json!({"from": self.me.as_str(), "to": to.as_str(), "epoch": next_epoch}),
         );
         info!(tenant = %tenant, to = %to, epoch = next_epoch, "tenant moved");
-        Ok(())
+        Ok(next_epoch)
     }
     /// Runs moves with bounded concurrency; returns how many succeeded.
     pub(super) async fn move_many(
@@ -422,9 +422,16 @@ impl ClusterMember {
                     return;
                 };
                 match self.migrate_out(&tenant, &to).await {
-                    Ok(()) => {
+                    Ok(epoch) => {
                         done.fetch_add(1, Ordering::Relaxed);
-                        self.record_placement(&tenant, &to, reason, Some(&self.me), candidates);
+                        self.record_placement(
+                            &tenant,
+                            &to,
+                            Some(epoch),
+                            reason,
+                            Some(&self.me),
+                            candidates,
+                        );
                     }
                     Err(e) => warn!(tenant = %tenant, to = %to, error = %e, "move failed"),
                 }

@@ -144,14 +144,20 @@ impl ClusterMember {
             {
                 Ok(placement)
             }
-            _ => self.place_and_activate(tenant).await,
+            // Placed on a dead node (a takeover before the leader's failover), or nowhere.
+            known => {
+                let dead = known.map(|known| known.entry.node);
+                self.place_and_activate(tenant, dead.as_ref()).await
+            }
         }
     }
 
-    /// Chooses a host for a tenant that has none and has it activated there.
+    /// Chooses a host for a tenant that has none (or whose host, `dead`, died) and has it
+    /// activated there.
     pub(super) async fn place_and_activate(
         &self,
         tenant: &TenantId,
+        dead: Option<&NodeId>,
     ) -> Result<DirectoryEntry, Attempt> {
         let nodes = self.membership.live_nodes();
         let target = self.strategy.place(tenant, &nodes, &[]).map_err(|e| {
@@ -195,7 +201,12 @@ impl ClusterMember {
             .map(|v| v.entry)
             .ok_or_else(|| Attempt::Retry("placement not recorded yet".into()))?;
         if placed.node == target {
-            self.record_placement(tenant, &target, PlacementReason::Activation, None, &nodes);
+            let reason = if dead.is_some() {
+                PlacementReason::Failover
+            } else {
+                PlacementReason::Activation
+            };
+            self.record_placement(tenant, &target, Some(placed.epoch), reason, dead, &nodes);
         }
         Ok(placed)
     }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub live: crate::events::live::LiveEvents,
     /// Cancelled when the node stops: live streams end then.
     pub stopping: CancellationToken,
+    /// The live streams open, by caller (bounded).
+    pub streams: Arc<admin::StreamSlots>,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
             alerts: Arc::default(),
             live: crate::events::live::LiveEvents::none(),
             stopping: shutdown,
+            streams: Arc::default(),
             node,
             store,
             sql,

@@ -8,13 +8,23 @@ use super::Db;
 use super::error::Failure;
 use crate::cluster::placement::PlacementDecision;
 
-/// Replaces each decision's tenant's last decision, in one transaction.
+/// Replaces each decision's tenant's last decision with it unless that one is newer, in one
+/// transaction. Of a batch's decisions about one tenant the newest counts; rows are written
+/// in tenant order, so two nodes' batches cannot deadlock on PostgreSQL.
 pub(crate) async fn record_placements(
     db: &Db,
     decisions: &[PlacementDecision],
 ) -> Result<(), Failure> {
-    let mut tx = db.begin().await?;
+    let mut newest: std::collections::BTreeMap<&str, &PlacementDecision> =
+        std::collections::BTreeMap::new();
     for decision in decisions {
+        let kept = newest.entry(decision.tenant.as_str()).or_insert(decision);
+        if decision.decided_ms >= kept.decided_ms {
+            *kept = decision;
+        }
+    }
+    let mut tx = db.begin().await?;
+    for decision in newest.into_values() {
         let json = serde_json::to_string(decision)
             .map_err(|e| StoreError::Backend(format!("encoding a placement decision: {e}")))?;
         sqlx::query(
@@ -22,7 +32,8 @@ pub(crate) async fn record_placements(
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant_id) DO UPDATE SET node_id = excluded.node_id, \
              reason = excluded.reason, decision = excluded.decision, \
-             decided_ms = excluded.decided_ms",
+             decided_ms = excluded.decided_ms \
+             WHERE placement_decisions.decided_ms <= excluded.decided_ms",
         )
         .bind(decision.tenant.as_str())
         .bind(decision.node.as_str())

@@ -134,8 +134,12 @@ fn client_ip(parts: &Parts) -> IpAddr {
 
 /// The bearer token of the `authorization` header (scheme in any case), trimmed.
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+    bearer_token(&parts.headers)
+}
+
+/// The bearer token of `headers`' `authorization` (scheme in any case), trimmed.
+pub(super) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split_once(' '))

@@ -43,7 +43,7 @@ pub(super) async fn cluster(State(state): State<AppState>) -> Json<ClusterStatus
         (status = 400, description = "invalid node id", body = ErrorBody),
         TokenRefusal,
         (status = 404, description = "no such node in the cluster", body = ErrorBody),
-        (status = 409, description = "the node is not alive, is the last live node, or runs alone", body = ErrorBody),
+        (status = 409, description = "the node is not alive or draining already, no other live node takes tenants, or the node runs alone", body = ErrorBody),
     )
 )]
 pub(super) async fn drain(

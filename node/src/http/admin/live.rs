@@ -8,13 +8,19 @@
 //!   its session, its last second's traffic), and an `event` for each of its events.
 //!
 //! Traffic is counted from the events the node watches ([`crate::events::live`]), so on
-//! NATS every node's stream shows the whole cluster's. A stream ends when the node stops.
+//! NATS every node's stream shows the whole cluster's. A stream ends when the node stops,
+//! and a tenant token's stream when the token is revoked or the tenant deleted (checked
+//! every 10 s). A caller holds at most [`MAX_STREAMS_PER_CALLER`] streams on a node, a node
+//! serves at most [`MAX_STREAMS`] (429 `too_many_streams` beyond).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use salesboy_actors::responder::chain::ProviderStatus;
@@ -26,6 +32,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::bearer_token;
 use super::error::{TenantRefusals, TokenRefusal};
 use super::{AppState, Caller, tenant_id};
 use crate::api::ApiError;
@@ -39,6 +46,58 @@ use crate::http::health::Health;
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 /// How often the cluster stream reads the node's monitoring figures (two queries).
 const FIGURES_EVERY: Duration = Duration::from_secs(5);
+/// How often a tenant token's stream checks that the token is still valid: a revoked token
+/// (or a deleted tenant) ends its streams within this time.
+const RECHECK_EVERY: Duration = Duration::from_secs(10);
+/// Most streams one caller (the operator, or one tenant's tokens) may hold open on a node.
+pub const MAX_STREAMS_PER_CALLER: usize = 8;
+/// Most streams a node serves at once.
+pub const MAX_STREAMS: usize = 256;
+
+/// The live streams a node serves, by caller: bounded per caller and in all.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl StreamSlots {
+    /// A slot for one more stream of `caller`, or 429 when it (or the node) has as many as
+    /// it may.
+    fn claim(self: &Arc<Self>, caller: String) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock();
+        let total: usize = open.values().sum();
+        let mine = open.get(&caller).copied().unwrap_or(0);
+        if mine >= MAX_STREAMS_PER_CALLER || total >= MAX_STREAMS {
+            return Err(ApiError::TooManyStreams(format!(
+                "too many live streams open ({mine} of {MAX_STREAMS_PER_CALLER} for this caller, \
+                 {total} of {MAX_STREAMS} on this node): close one"
+            )));
+        }
+        *open.entry(caller.clone()).or_insert(0) += 1;
+        Ok(StreamSlot {
+            slots: Arc::clone(self),
+            caller,
+        })
+    }
+}
+
+/// One open stream's slot, given back when the stream ends.
+struct StreamSlot {
+    slots: Arc<StreamSlots>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock();
+        if let Some(count) = open.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
 
 /// The routes any valid token reaches.
 pub(super) fn caller_routes() -> OpenApiRouter<AppState> {
@@ -131,9 +190,10 @@ pub(super) struct TenantSnapshot {
 )]
 pub(super) async fn cluster_stream(
     State(state): State<AppState>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
+    let slot = state.streams.claim("operator".to_owned())?;
     let events = watch(&state, None).await?;
-    Ok(sse(live(state, events, Scope::Cluster)))
+    Ok(sse(live(state, events, Scope::Cluster, slot, None)))
 }
 
 /// One tenant, live: a `snapshot` every second (`TenantSnapshot`) and an `event` for each of
@@ -149,11 +209,28 @@ pub(super) async fn cluster_stream(
 pub(super) async fn tenant_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let tenant = tenant_id("id", id)?;
     state.api().existing_tenant(&tenant).await?;
+    // A tenant's token is checked again while its stream runs (it may be revoked).
+    let (key, recheck) = match caller {
+        Caller::Admin => ("operator".to_owned(), None),
+        Caller::Tenant(of) => (
+            format!("tenant:{of}"),
+            bearer_token(&headers).map(str::to_owned),
+        ),
+    };
+    let slot = state.streams.claim(key)?;
     let events = watch(&state, Some(&tenant)).await?;
-    Ok(sse(live(state, events, Scope::Tenant(tenant))))
+    Ok(sse(live(
+        state,
+        events,
+        Scope::Tenant(tenant),
+        slot,
+        recheck,
+    )))
 }
 
 /// The events to watch, or 503.
@@ -168,12 +245,19 @@ async fn watch(
         .map_err(|e| ApiError::Unavailable(format!("watching the events: {e}")))
 }
 
-/// A stream of server-sent events, with keep-alive comments.
-fn sse<S>(stream: S) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+/// A stream of server-sent events, with keep-alive comments, that proxies pass on as it
+/// comes (`X-Accel-Buffering: no`).
+fn sse<S>(stream: S) -> impl IntoResponse
 where
     S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
 {
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    (
+        [(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        )],
+        Sse::new(stream).keep_alive(KeepAlive::default()),
+    )
 }
 
 /// What a stream is about.
@@ -187,6 +271,14 @@ struct Live {
     state: AppState,
     events: BoxStream<'static, Event>,
     scope: Scope,
+    /// Held while the stream runs.
+    _slot: StreamSlot,
+    /// A tenant's token, checked every [`RECHECK_EVERY`].
+    recheck: Option<String>,
+    /// When the token is next checked.
+    recheck_due: tokio::time::Instant,
+    /// Whether the stream must end (its token or tenant is gone).
+    ended: bool,
     tick: tokio::time::Interval,
     pulse: Pulse,
     figures: NodeFigures,
@@ -201,6 +293,8 @@ fn live(
     state: AppState,
     events: BoxStream<'static, Event>,
     scope: Scope,
+    slot: StreamSlot,
+    recheck: Option<String>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
     let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,6 +302,10 @@ fn live(
         state,
         events,
         scope,
+        _slot: slot,
+        recheck,
+        recheck_due: tokio::time::Instant::now() + RECHECK_EVERY,
+        ended: false,
         tick,
         pulse: Pulse::default(),
         figures: NodeFigures::default(),
@@ -227,6 +325,9 @@ fn live(
                     live.forward(&event)
                 }
             };
+            if live.ended {
+                return None;
+            }
             if let Some(next) = next {
                 return Some((Ok(next), live));
             }
@@ -258,10 +359,24 @@ impl Live {
                     })
             }
             Scope::Tenant(tenant) => {
-                let session = crate::api::tenants::session_status(&self.state.api(), tenant)
-                    .await
-                    .inspect_err(|e| debug!(error = %e, "tenant snapshot skipped"))
-                    .ok()?;
+                let tenant = tenant.clone();
+                let tenant = &tenant;
+                if !self.still_allowed(tenant).await {
+                    self.ended = true;
+                    return None;
+                }
+                let session =
+                    match crate::api::tenants::session_status(&self.state.api(), tenant).await {
+                        Ok(session) => session,
+                        Err(ApiError::UnknownTenant(_)) => {
+                            self.ended = true;
+                            return None;
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "tenant snapshot skipped");
+                            return None;
+                        }
+                    };
                 let placement = self
                     .state
                     .sql
@@ -291,6 +406,27 @@ impl Live {
         event
             .inspect_err(|e| debug!(error = %e, "snapshot not encoded"))
             .ok()
+    }
+
+    /// Whether a tenant token's stream may go on: its token still designates `tenant`
+    /// (checked every [`RECHECK_EVERY`]; a database that does not answer keeps it going).
+    async fn still_allowed(&mut self, tenant: &TenantId) -> bool {
+        let Some(token) = &self.recheck else {
+            return true;
+        };
+        let now = tokio::time::Instant::now();
+        if now < self.recheck_due {
+            return true;
+        }
+        self.recheck_due = now + RECHECK_EVERY;
+        match crate::api::tokens::tenant_of(self.state.tokens.as_ref(), token).await {
+            Ok(Some(of)) => of == *tenant,
+            Ok(None) => false,
+            Err(e) => {
+                debug!(error = %e, "stream token not checked again");
+                true
+            }
+        }
     }
 
     /// `event` as this stream sends it, if it sends it.

@@ -62,6 +62,7 @@ use crate::api::ApiError;
 
 use auth::Caller;
 pub use auth::{AdminAuth, TenantAuth};
+pub use live::StreamSlots;
 pub use openapi::openapi;
 pub use throttle::{AuthThrottle, AuthThrottleSettings};
 

@@ -17,6 +17,9 @@ const app = {
   rates: [],
   latencies: [],
   split: [],
+  // Bumped by every change of view or user: answers to an older generation are dropped.
+  gen: 0,
+  transcriptSeq: 0,
 };
 
 // ----- API -----
@@ -37,7 +40,13 @@ async function api(method, path, body) {
   }
   const response = await fetch('/api' + path, init);
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch (error) {
+    // Not the API's JSON (a proxy's error page, say).
+    throw new ApiError(response.status, response.status + ' ' + response.statusText);
+  }
   if (!response.ok) {
     throw new ApiError(response.status, (data && data.error) || response.statusText);
   }
@@ -58,6 +67,11 @@ function openStream(path, handlers, onState) {
         });
         if (response.status === 401) {
           logout('Your token is no longer accepted: log in again.');
+          return;
+        }
+        if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
+          // Asking again would get the same answer (403, 404…).
+          onState('closed (' + response.status + ')');
           return;
         }
         if (!response.ok || !response.body) throw new Error('stream answered ' + response.status);
@@ -193,6 +207,14 @@ async function login(token) {
 
 // Forgets everything the last user was shown.
 function clearViews() {
+  app.gen += 1;
+  $('live-state').textContent = 'connecting';
+  $('node-figures-title').textContent = 'This node';
+  for (const id of ['chart-rate', 'chart-latency']) $(id).setAttribute('aria-label', 'no data yet');
+  app.spendCap = null;
+  app.clusterAt = 0;
+  app.clusterLoading = false;
+  app.replyTotals = null;
   for (const id of ['figures', 'node-figures', 'timeline', 'tenant-list', 'tenant-placement', 'tenant-usage', 'tenant-moves',
     'conversations', 'transcript', 'chart-rate', 'chart-latency', 'tenant-providers']) {
     $(id).replaceChildren();
@@ -228,6 +250,7 @@ function logout(message) {
 
 function openCluster() {
   stopStream();
+  app.gen += 1;
   showView('cluster');
   $('live-state').textContent = 'connecting';
   app.stream = openStream('/cluster/stream', {
@@ -397,11 +420,13 @@ async function drainNode(node) {
 
 async function openTenants() {
   stopStream();
+  const gen = ++app.gen;
   showView('tenants');
   const list = $('tenant-list');
   list.replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
   try {
     const tenants = await api('GET', '/tenants');
+    if (gen !== app.gen) return;
     list.replaceChildren(...tenants.map((t) => {
       const button = el('button', { type: 'button', 'data-tenant': t.id },
         t.name ? t.name + ' (' + t.id + ')' : t.id);
@@ -416,6 +441,7 @@ async function openTenants() {
 
 async function openTenant(id) {
   stopStream();
+  const gen = ++app.gen;
   app.tenant = id;
   app.chat = null;
   showView('tenant');
@@ -424,17 +450,18 @@ async function openTenant(id) {
   const path = '/tenants/' + encodeURIComponent(id);
   try {
     const tenant = await api('GET', path);
+    if (gen !== app.gen) return;
     $('tenant-title').textContent = (tenant.name || tenant.id) + ' (' + tenant.id + ')';
     app.spendCap = tenant.llm_monthly_spend_cap_micros;
   } catch (error) {
-    $('tenant-title').textContent = 'Tenant ' + id + ': ' + error.message;
+    if (gen === app.gen) $('tenant-title').textContent = 'Tenant ' + id + ': ' + error.message;
     return;
   }
   app.cluster = null;
   app.clusterAt = 0;
   $('moves').hidden = app.caller.role !== 'operator';
-  loadUsage(path);
-  loadConversations(path);
+  loadUsage(path, gen);
+  loadConversations(path, gen);
   app.stream = openStream(path + '/stream', {
     snapshot: renderTenantSnapshot,
     event: onTenantEvent,
@@ -460,8 +487,13 @@ function renderTenantSnapshot(snapshot) {
   if (app.caller && app.caller.role === 'operator' && !app.clusterLoading &&
       (!app.clusterAt || Date.now() - app.clusterAt > 5000)) {
     app.clusterLoading = true;
+    const gen = app.gen;
     api('GET', '/cluster')
-      .then((cluster) => { app.cluster = cluster; app.clusterAt = Date.now(); })
+      .then((cluster) => {
+        if (gen !== app.gen) return;
+        app.cluster = cluster;
+        app.clusterAt = Date.now();
+      })
       .catch(() => {})
       .finally(() => { app.clusterLoading = false; });
   }
@@ -545,9 +577,10 @@ function renderMoves(from) {
     (source ? '; ' + from + ' ' + source.placed + ' → ' + Math.max(0, source.placed - 1) + ' (' + room(source, Math.max(0, source.placed - 1)) + ')' : ''))));
 }
 
-async function loadUsage(path) {
+async function loadUsage(path, gen) {
   try {
     const usage = await api('GET', path + '/usage');
+    if (gen !== app.gen) return;
     const cap = app.spendCap;
     figures($('tenant-usage'), [
       ['Month', usage.month, 'month'],
@@ -559,14 +592,15 @@ async function loadUsage(path) {
       ['Messages out', usage.messages.out, 'messages-out'],
     ]);
   } catch (error) {
-    figures($('tenant-usage'), [['Usage', 'unavailable: ' + error.message]]);
+    if (gen === app.gen) figures($('tenant-usage'), [['Usage', 'unavailable: ' + error.message]]);
   }
 }
 
-async function loadConversations(path) {
+async function loadConversations(path, gen) {
   const list = $('conversations');
   try {
     const conversations = await api('GET', path + '/conversations?limit=100');
+    if (gen !== app.gen) return;
     list.replaceChildren(...conversations.map((c) => {
       const paused = c.bot_paused_until_ms !== null && c.bot_paused_until_ms !== undefined;
       const button = el('button', { type: 'button', 'data-chat': c.chat },
@@ -576,7 +610,7 @@ async function loadConversations(path) {
     }));
     if (conversations.length === 0) list.replaceChildren(el('li', { class: 'muted' }, 'No conversations yet.'));
   } catch (error) {
-    list.replaceChildren(el('li', { class: 'error' }, 'Could not list conversations: ' + error.message));
+    if (gen === app.gen) list.replaceChildren(el('li', { class: 'error' }, 'Could not list conversations: ' + error.message));
   }
 }
 
@@ -595,9 +629,12 @@ async function openChat(chat) {
 async function loadTranscript() {
   const chat = app.chat;
   if (!chat) return;
+  const gen = app.gen;
+  // Only the newest answer is shown: an older one may arrive after it.
+  const seq = ++app.transcriptSeq;
   try {
     const page = await api('GET', chatPath(chat) + '/messages?limit=100');
-    if (chat !== app.chat) return;
+    if (chat !== app.chat || gen !== app.gen || seq !== app.transcriptSeq) return;
     renderPause(page.bot_paused_until_ms);
     const messages = page.messages.slice().sort((a, b) => a.id - b.id);
     $('transcript').replaceChildren(...messages.map((m) => {
@@ -627,7 +664,7 @@ async function setPaused(pause) {
   try {
     const state = await api('POST', chatPath(app.chat) + (pause ? '/pause' : '/resume'));
     renderPause(state.bot_paused_until_ms);
-    loadConversations('/tenants/' + encodeURIComponent(app.tenant));
+    loadConversations('/tenants/' + encodeURIComponent(app.tenant), app.gen);
   } catch (error) {
     $('chat-state').textContent = 'Could not ' + (pause ? 'pause' : 'resume') + ': ' + error.message;
   }
@@ -655,7 +692,7 @@ function onTenantEvent(event) {
   if (['message_received', 'reply_sent', 'owner_message_sent', 'status_changed', 'bot_paused', 'bot_resumed'].includes(event.kind)) {
     if (app.chat && event.chat === app.chat) loadTranscript();
     if (event.kind === 'message_received' && !document.querySelector('#conversations [data-chat="' + CSS.escape(event.chat || '') + '"]')) {
-      loadConversations('/tenants/' + encodeURIComponent(app.tenant));
+      loadConversations('/tenants/' + encodeURIComponent(app.tenant), app.gen);
     }
   }
 }
