@@ -372,12 +372,17 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .wait_for_text("#tenant-title", other_tenant.as_str(), WAIT)
         .await
         .expect("the tenant's own view");
+    browser
+        .wait_for_text("#tenant-why", "Placed on node-", WAIT)
+        .await
+        .expect("why it is where it is, without the other nodes' load");
     let hidden = browser
         .execute(
             "return document.getElementById('nav-tenants').hidden \
                 && document.getElementById('nav-cluster').hidden \
                 && document.getElementById('cluster-view').hidden \
-                && document.getElementById('moves').hidden;",
+                && document.getElementById('moves').hidden \
+                && document.getElementById('why-candidates').hidden;",
             &[],
         )
         .await

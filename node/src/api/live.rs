@@ -167,10 +167,10 @@ impl FigureReader {
             let used = now.cpu_seconds? - last.cpu_seconds?;
             (elapsed > 0.0).then(|| (used / elapsed * 100.0).max(0.0))
         });
+        // The first reading has nothing to compare with: no rate yet.
         let error_percent = |now: (u64, u64), last: Option<(u64, u64)>| {
-            let (ok, failed) = last.map_or(now, |last| {
-                (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1))
-            });
+            let last = last?;
+            let (ok, failed) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
             let total = ok + failed;
             (total > 0).then(|| failed as f64 / total as f64 * 100.0)
         };

@@ -377,7 +377,7 @@ impl Live {
                             return None;
                         }
                     };
-                let placement = self
+                let mut placement = self
                     .state
                     .sql
                     .placement_decision(tenant)
@@ -385,6 +385,12 @@ impl Live {
                     .inspect_err(|e| debug!(error = %e, "placement decision not read"))
                     .ok()
                     .flatten();
+                if self.recheck.is_some()
+                    && let Some(placement) = &mut placement
+                {
+                    // The other nodes' load is the operator's to see, not a tenant's.
+                    placement.candidates.clear();
+                }
                 let providers = self
                     .state
                     .node

@@ -539,7 +539,8 @@ function renderWhy(placement) {
     new Date(placement.decided_ms).toLocaleString() + ' because ' + (REASONS[placement.reason] || placement.reason) +
     (placement.from ? ' (it left ' + placement.from + ')' : '') +
     (placement.epoch !== null && placement.epoch !== undefined ? ', epoch ' + placement.epoch : '') +
-    '. The node with the most headroom that takes tenants is chosen; the live nodes then:';
+    '. The node with the most headroom that takes tenants is chosen' +
+    (placement.candidates.length > 0 ? '; the live nodes then:' : '.');
   table.tBodies[0].replaceChildren(...placement.candidates.map((c) => {
     const headroom = c.max_tenants > 0 ? ((1 - c.tenants / c.max_tenants) * 100).toFixed(2) + ' %' : '–';
     const notes = [];
@@ -553,7 +554,7 @@ function renderWhy(placement) {
       el('td', {}, bytes(c.rss_bytes)),
       el('td', {}, notes.join(', ')));
   }));
-  table.hidden = false;
+  table.hidden = placement.candidates.length === 0;
 }
 
 // What moving the tenant from its node to each other node that takes tenants would change,
