@@ -93,8 +93,8 @@ impl Modify for BearerToken {
 /// [`salesboy_protocol::ids`] validates them, `limit` 1 to 1000, `month` as YYYY-MM.
 struct ParameterRules;
 
-/// A tenant id or a chat id (`{id}`, `{wa_id}`, `after`): ASCII letters, digits, `_` and
-/// `-`, 1 to 64.
+/// A tenant, chat or node id (`{id}`, `{wa_id}`, `{node_id}`, `after`): ASCII letters,
+/// digits, `_` and `-`, 1 to 64.
 const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 
 /// A month `YYYY-MM` of the years 1970 to 9999 ([`salesboy_protocol::month::Month`]).
@@ -123,7 +123,7 @@ fn constrain(operation: &mut Operation) {
             continue;
         };
         match (&parameter.parameter_in, parameter.name.as_str()) {
-            (ParameterIn::Path, "id" | "wa_id") | (ParameterIn::Query, "after") => {
+            (ParameterIn::Path, "id" | "wa_id" | "node_id") | (ParameterIn::Query, "after") => {
                 schema.pattern = Some(ID_PATTERN.to_owned());
             }
             (ParameterIn::Query, "limit") => {
