@@ -25,7 +25,7 @@ use crate::cluster::directory::Directory;
 use crate::cluster::epochs::ClusterEpochs;
 use crate::cluster::leader::{Leadership, LeaseConfig};
 use crate::cluster::membership::{
-    LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad, ReplyLoad,
+    CallLoad, LoadFn, Membership, MembershipConfig, NodeInfo, NodeLoad, ReplyLoad,
 };
 use crate::cluster::placement::{MostHeadroom, PlacementStrategy};
 use crate::cluster::placement_log::PlacementLog;
@@ -304,6 +304,7 @@ fn load(
                 rss_bytes: rss_bytes(),
                 cpu_percent,
                 replies: ReplyLoad::of(&node.services().counters),
+                calls: CallLoad::of(&node.services().counters),
             }
         }
         None => NodeLoad::default(),

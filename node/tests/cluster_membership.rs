@@ -84,6 +84,7 @@ async fn join_on(
         rss_bytes: 1 << 20,
         cpu_percent: 1.5,
         replies: Default::default(),
+        calls: Default::default(),
     });
     timeout(
         WAIT,
@@ -501,6 +502,7 @@ async fn the_next_protocol_joins_and_a_disjoint_one_is_refused(cluster: &impl Cl
         rss_bytes: 0,
         cpu_percent: 0.0,
         replies: Default::default(),
+        calls: Default::default(),
         draining: false,
         started_ms: 1,
         heartbeat_ms: 1,

@@ -74,14 +74,17 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Logs in with `token` and waits for the view its role opens.
+/// Logs in with `token`, from the keyboard, and waits for the view its role opens.
 async fn log_in(browser: &Browser, token: &str, opens: &str) {
     let field = browser
         .wait_for("#token", WAIT)
         .await
         .expect("the login form");
-    field.send_keys(token).await.expect("token typed");
-    click(browser, "#login-submit").await;
+    // From the keyboard: the token, then Enter (WebDriver's key U+E007) submits the form.
+    field
+        .send_keys(&format!("{token}\u{E007}"))
+        .await
+        .expect("token typed");
     browser.wait_for(opens, WAIT).await.expect("logged in");
 }
 
@@ -156,6 +159,14 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         )
         .await
         .expect("the reply's gateway and LLM time shown");
+    // The nodes that handled it show their error rate over the last minute: none failed.
+    browser
+        .wait_until(
+            "[...document.querySelectorAll('#nodes td.errors')].some(cell => cell.textContent === '0.0 %')",
+            WAIT,
+        )
+        .await
+        .expect("the nodes' error rates shown");
     browser
         .screenshot(&shots.join("1-cluster.png"))
         .await

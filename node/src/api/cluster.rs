@@ -3,7 +3,7 @@
 
 use super::{Api, ApiError};
 use crate::cluster::DrainRequestError;
-use crate::cluster::membership::ReplyLoad;
+use crate::cluster::membership::{CallLoad, ReplyLoad};
 use crate::cluster::status::{ClusterStatus, NodeStatus};
 
 /// The cluster's nodes and what they host.
@@ -33,6 +33,7 @@ pub fn status(api: &Api) -> ClusterStatus {
             replies_sent: replies.sent,
             reply_gateway_ms: replies.gateway_ms,
             reply_llm_ms: replies.llm_ms,
+            calls: CallLoad::of(&api.node.services().counters),
         }],
     }
 }

@@ -138,6 +138,7 @@ mod tests {
                 rss_bytes: 0,
                 cpu_percent: 0.0,
                 replies: Default::default(),
+                calls: Default::default(),
             }),
             MembershipConfig {
                 heartbeat: Duration::from_secs(1),

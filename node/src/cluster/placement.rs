@@ -241,6 +241,7 @@ mod tests {
             rss_bytes: 0,
             cpu_percent: 0.0,
             replies: Default::default(),
+            calls: Default::default(),
             draining: false,
             started_ms: 0,
             heartbeat_ms: 0,

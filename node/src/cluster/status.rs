@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ClusterMember;
 use super::directory::DirectoryEntry;
-use super::membership::NodeRecord;
+use super::membership::{CallLoad, NodeRecord};
 use crate::bus::{Bus, BusError};
 
 /// The cluster.
@@ -62,6 +62,9 @@ pub struct NodeStatus {
     pub reply_gateway_ms: u64,
     /// Their summed time in the LLM, in ms.
     pub reply_llm_ms: u64,
+    /// The calls it made since it started and how many failed (two readings give the error
+    /// rate in between).
+    pub calls: CallLoad,
 }
 
 impl NodeStatus {
@@ -83,6 +86,7 @@ impl NodeStatus {
             replies_sent: record.replies.sent,
             reply_gateway_ms: record.replies.gateway_ms,
             reply_llm_ms: record.replies.llm_ms,
+            calls: record.calls,
         }
     }
 }

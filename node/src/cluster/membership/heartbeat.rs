@@ -38,6 +38,7 @@ impl Heartbeat {
             rss_bytes: load.rss_bytes,
             cpu_percent: load.cpu_percent,
             replies: load.replies,
+            calls: load.calls,
             draining: self.draining.load(Ordering::Relaxed),
             started_ms: self.started_ms,
             heartbeat_ms: now_ms(),

@@ -107,6 +107,10 @@ pub struct NodeRecord {
     /// that did not report them).
     #[serde(default)]
     pub replies: ReplyLoad,
+    /// The calls it made since it started, and how many failed (zero from builds that did
+    /// not report them).
+    #[serde(default)]
+    pub calls: CallLoad,
     /// Whether it is draining: it takes no new tenants and gives its own away.
     pub draining: bool,
     /// When it started, in milliseconds since the Unix epoch (its own clock).
@@ -129,6 +133,43 @@ pub struct NodeLoad {
     pub cpu_percent: f32,
     /// Bot replies sent since the node started and their summed times.
     pub replies: ReplyLoad,
+    /// Calls made since the node started, and failures.
+    pub calls: CallLoad,
+}
+
+/// The calls a node made since it started and how many failed, by kind: two readings give
+/// the error rate in between (what the alerts watch, `salesboy_error_rate_ratio`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CallLoad {
+    /// Webhook deliveries from Meta persisted.
+    pub webhooks_ok: u64,
+    /// Webhook deliveries from Meta that could not be persisted.
+    pub webhooks_failed: u64,
+    /// Messages WhatsApp accepted.
+    pub sends_ok: u64,
+    /// Messages WhatsApp refused for good.
+    pub sends_failed: u64,
+    /// LLM provider calls answered.
+    pub llm_ok: u64,
+    /// LLM provider calls that failed.
+    pub llm_failed: u64,
+}
+
+impl CallLoad {
+    /// The totals of `counters`.
+    pub fn of(counters: &salesboy_actors::services::Counters) -> Self {
+        let (webhooks_ok, webhooks_failed) = counters.webhooks.totals();
+        let (sends_ok, sends_failed) = counters.sends.totals();
+        let (llm_ok, llm_failed) = counters.llm_calls.totals();
+        Self {
+            webhooks_ok,
+            webhooks_failed,
+            sends_ok,
+            sends_failed,
+            llm_ok,
+            llm_failed,
+        }
+    }
 }
 
 /// Bot replies a node sent since it started, and their summed time in the gateway
@@ -675,6 +716,7 @@ mod tests {
             rss_bytes: 1 << 20,
             cpu_percent: 12.5,
             replies: ReplyLoad::default(),
+            calls: CallLoad::default(),
             draining: false,
             started_ms: 1,
             heartbeat_ms: 2,

@@ -20,6 +20,8 @@ const app = {
   // Bumped by every change of view or user: answers to an older generation are dropped.
   gen: 0,
   transcriptSeq: 0,
+  // Each node's call totals at each of the last minute's snapshots.
+  callHistory: [],
 };
 
 // ----- API -----
@@ -228,6 +230,7 @@ function clearViews() {
   app.latencies = [];
   app.split = [];
   app.replyTotals = null;
+  app.callHistory = [];
   app.tenant = null;
   app.chat = null;
   app.cluster = null;
@@ -305,6 +308,7 @@ function renderClusterSnapshot(snapshot) {
     ['Errors: webhooks / sends / LLM', [errors.webhooks, errors.sends, errors.llm_calls].map(percent).join(' / '), 'errors'],
     ['Alerts raised', node.alerts.map((a) => a.alert).join(', ') || 'none', 'alerts'],
   ]);
+  const failedShare = callErrors(cluster);
   const rows = cluster.nodes.map((n) => {
     const state = nodeState(n, node);
     const drain = el('button', {
@@ -322,6 +326,7 @@ function renderClusterSnapshot(snapshot) {
         ? snapshot.figures.cpu_percent.toFixed(0) + ' %'
         : (n.alive ? n.cpu_percent.toFixed(0) + ' %' : '–')),
       el('td', {}, bytes(n.rss_bytes)),
+      el('td', { class: 'errors' }, failedShare[n.node_id] === undefined ? '–' : failedShare[n.node_id].toFixed(1) + ' %'),
       el('td', {}, n.version + ' (protocol ' + n.protocol + ')'),
       el('td', {}, drain));
   });
@@ -343,6 +348,29 @@ function renderClusterSnapshot(snapshot) {
     ['llm', app.split.map((v) => (v ? v[1] : 0))],
   ], 'median reply latency, last value ' + (lastLatency === undefined ? 'none' : lastLatency + ' ms') +
     (split ? '; mean gateway time ' + split[0].toFixed(0) + ' ms, LLM time ' + split[1].toFixed(0) + ' ms' : ''));
+}
+
+// Each live node's failed calls (webhooks, sends, LLM) in percent of its calls over the last
+// minute, from the running totals its heartbeats carry; nodes without calls are left out.
+function callErrors(cluster) {
+  const totals = {};
+  for (const n of cluster.nodes) {
+    const c = n.calls;
+    totals[n.node_id] = [c.webhooks_ok + c.sends_ok + c.llm_ok, c.webhooks_failed + c.sends_failed + c.llm_failed];
+  }
+  app.callHistory.push(totals);
+  if (app.callHistory.length > POINTS) app.callHistory.shift();
+  const oldest = app.callHistory[0];
+  const errors = {};
+  for (const n of cluster.nodes) {
+    const before = oldest[n.node_id];
+    const now = totals[n.node_id];
+    if (!n.alive || !before || now[0] < before[0] || now[1] < before[1]) continue;
+    const ok = now[0] - before[0];
+    const failed = now[1] - before[1];
+    if (ok + failed > 0) errors[n.node_id] = (failed / (ok + failed)) * 100;
+  }
+  return errors;
 }
 
 // The mean gateway and LLM time of the replies sent since the last snapshot, over every
