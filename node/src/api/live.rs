@@ -134,10 +134,21 @@ pub struct ErrorPercent {
     pub llm_calls: Option<f64>,
 }
 
-/// Reads [`NodeFigures`], each reading's rates over the time since the one before.
+/// How old the figures may be before they are read again (two queries and `/proc`).
+pub const FIGURES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The node's [`NodeFigures`], read at most every [`FIGURES_EVERY`] however many streams ask:
+/// they share one reading. Rates are over the time since the reading before.
 #[derive(Debug, Default)]
 pub struct FigureReader {
+    state: tokio::sync::Mutex<ReaderState>,
+}
+
+/// The last reading's counters and the figures made of it.
+#[derive(Debug, Default)]
+struct ReaderState {
     last: Option<Reading>,
+    figures: NodeFigures,
 }
 
 /// The counters of one reading.
@@ -151,8 +162,16 @@ struct Reading {
 }
 
 impl FigureReader {
-    /// The figures of `api`'s node now.
-    pub async fn read(&mut self, api: &super::Api) -> NodeFigures {
+    /// The figures of `api`'s node, read again when the last reading is older than
+    /// [`FIGURES_EVERY`].
+    pub async fn current(&self, api: &super::Api) -> NodeFigures {
+        let mut state = self.state.lock().await;
+        if state
+            .last
+            .is_some_and(|last| last.at.elapsed() < FIGURES_EVERY)
+        {
+            return state.figures.clone();
+        }
         let counters = &api.node.services().counters;
         let now = Reading {
             at: std::time::Instant::now(),
@@ -161,7 +180,7 @@ impl FigureReader {
             sends: counters.sends.totals(),
             llm_calls: counters.llm_calls.totals(),
         };
-        let last = self.last.replace(now);
+        let last = state.last.replace(now);
         let cpu_percent = last.and_then(|last| {
             let elapsed = now.at.duration_since(last.at).as_secs_f64();
             let used = now.cpu_seconds? - last.cpu_seconds?;
@@ -174,7 +193,7 @@ impl FigureReader {
             let total = ok + failed;
             (total > 0).then(|| failed as f64 / total as f64 * 100.0)
         };
-        NodeFigures {
+        state.figures = NodeFigures {
             cpu_percent,
             rss_bytes: crate::process::rss_bytes(),
             memory_limit_bytes: crate::alerts::measure::memory_limit_bytes(),
@@ -186,7 +205,8 @@ impl FigureReader {
                 sends: error_percent(now.sends, last.map(|l| l.sends)),
                 llm_calls: error_percent(now.llm_calls, last.map(|l| l.llm_calls)),
             },
-        }
+        };
+        state.figures.clone()
     }
 }
 

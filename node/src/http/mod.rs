@@ -63,6 +63,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// The live streams open, by caller (bounded).
     pub streams: Arc<admin::StreamSlots>,
+    /// The node's monitoring figures, one reading shared by the live streams.
+    pub figures: Arc<crate::api::live::FigureReader>,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
             live: crate::events::live::LiveEvents::none(),
             stopping: shutdown,
             streams: Arc::default(),
+            figures: Arc::default(),
             node,
             store,
             sql,

@@ -36,7 +36,7 @@ use super::auth::bearer_token;
 use super::error::{TenantRefusals, TokenRefusal};
 use super::{AppState, Caller, tenant_id};
 use crate::api::ApiError;
-use crate::api::live::{FigureReader, NodeFigures, Pulse, PulseSecond, on_timeline};
+use crate::api::live::{NodeFigures, Pulse, PulseSecond, on_timeline};
 use crate::api::tenants::SessionStatusView;
 use crate::cluster::placement::PlacementDecision;
 use crate::cluster::status::ClusterStatus;
@@ -44,8 +44,6 @@ use crate::http::health::Health;
 
 /// How often a stream sends a snapshot.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
-/// How often the cluster stream reads the node's monitoring figures (two queries).
-const FIGURES_EVERY: Duration = Duration::from_secs(5);
 /// How often a tenant token's stream checks that the token is still valid: a revoked token
 /// (or a deleted tenant) ends its streams within this time.
 const RECHECK_EVERY: Duration = Duration::from_secs(10);
@@ -153,7 +151,8 @@ pub(super) struct ClusterSnapshot {
     cluster: ClusterStatus,
     /// The node that answers.
     node: Health,
-    /// The monitoring figures of the node that answers, read every 5 s.
+    /// The monitoring figures of the node that answers, read every 5 s (shared by the
+    /// node's streams).
     figures: NodeFigures,
     /// The whole cluster's traffic in the last second.
     pulse: PulseSecond,
@@ -281,10 +280,6 @@ struct Live {
     ended: bool,
     tick: tokio::time::Interval,
     pulse: Pulse,
-    figures: NodeFigures,
-    reader: FigureReader,
-    /// When the figures are next read.
-    figures_due: tokio::time::Instant,
 }
 
 /// A stream's server-sent events: snapshots on a timer, events as they come; ends when the
@@ -308,9 +303,6 @@ fn live(
         ended: false,
         tick,
         pulse: Pulse::default(),
-        figures: NodeFigures::default(),
-        reader: FigureReader::default(),
-        figures_due: tokio::time::Instant::now(),
     };
     futures::stream::unfold(live, |mut live| async move {
         let stopping = live.state.stopping.clone();
@@ -343,18 +335,13 @@ impl Live {
         let event = match &self.scope {
             Scope::Cluster => {
                 let api = self.state.api();
-                let now = tokio::time::Instant::now();
-                if now >= self.figures_due {
-                    self.figures = self.reader.read(&api).await;
-                    self.figures_due = now + FIGURES_EVERY;
-                }
                 SseEvent::default()
                     .event("snapshot")
                     .json_data(ClusterSnapshot {
                         at_ms,
                         cluster: crate::api::cluster::status(&api),
                         node: crate::http::health::health(&self.state).await,
-                        figures: self.figures.clone(),
+                        figures: self.state.figures.current(&api).await,
                         pulse,
                     })
             }
