@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use salesboy_testkit::browser::Browser;
-use salesboy_testkit::{ClusterSandbox, Db, webhooks};
+use salesboy_testkit::{ClusterSandbox, Db, eventually, webhooks};
 use serde_json::{Value, json};
 
 /// How long anything the page shows may take to appear.
@@ -65,15 +65,6 @@ fn bot_replies(sandbox: &ClusterSandbox, phone: &PhoneNumberId, owner_text: &str
         .count()
 }
 
-/// Polls `condition` until it holds or [`WAIT`] passes.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Logs in with `token`, from the keyboard, and waits for the view its role opens.
 async fn log_in(browser: &Browser, token: &str, opens: &str) {
     let field = browser
@@ -122,8 +113,9 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
 
     // A first customer message, answered by the bot.
     customer_says(&sandbox, 0, phone, "wamid.dash.1", "When do you open?").await;
-    eventually("the bot's first reply", || {
-        bot_replies(&sandbox, phone, "") == 1
+    // The bot's first reply.
+    eventually(WAIT, || async {
+        (bot_replies(&sandbox, phone, "") == 1).then_some(())
     })
     .await;
 
@@ -258,12 +250,14 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
         .await
         .unwrap();
     click(&browser, "#reply-send").await;
-    eventually("the owner's reply at the Cloud API", || {
+    // The owner's reply at the Cloud API.
+    eventually(WAIT, || async {
         sandbox
             .whatsapp()
             .sent_to(CUSTOMER)
             .iter()
             .any(|m| m.body == owner_text && m.phone_number_id == phone.as_str())
+            .then_some(())
     })
     .await;
     browser
