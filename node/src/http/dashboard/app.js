@@ -20,8 +20,8 @@ const app = {
   // Bumped by every change of view or user: answers to an older generation are dropped.
   gen: 0,
   transcriptSeq: 0,
-  // Each node's call totals at each of the last minute's snapshots.
-  callHistory: [],
+  // Each node's running totals at each of the last minute's snapshots (nodeTotals).
+  totals: [],
 };
 
 // ----- API -----
@@ -216,7 +216,6 @@ function clearViews() {
   app.spendCap = null;
   app.clusterAt = 0;
   app.clusterLoading = false;
-  app.replyTotals = null;
   for (const id of ['figures', 'node-figures', 'timeline', 'tenant-list', 'tenant-placement', 'tenant-usage', 'tenant-moves',
     'conversations', 'transcript', 'chart-rate', 'chart-latency', 'tenant-providers']) {
     $(id).replaceChildren();
@@ -229,8 +228,7 @@ function clearViews() {
   app.rates = [];
   app.latencies = [];
   app.split = [];
-  app.replyTotals = null;
-  app.callHistory = [];
+  app.totals = [];
   app.tenant = null;
   app.chat = null;
   app.cluster = null;
@@ -277,6 +275,8 @@ function renderClusterSnapshot(snapshot) {
   const conversations = cluster.nodes.filter((n) => n.alive).reduce((sum, n) => sum + n.conversations, 0);
   app.rates.push([pulse.received, pulse.replies]);
   app.latencies.push(pulse.reply_p50_ms);
+  app.totals.push(nodeTotals(cluster));
+  if (app.totals.length > POINTS) app.totals.shift();
   app.split.push(replySplit(cluster));
   for (const series of [app.rates, app.latencies, app.split]) {
     if (series.length > POINTS) series.shift();
@@ -350,47 +350,56 @@ function renderClusterSnapshot(snapshot) {
     (split ? '; mean gateway time ' + split[0].toFixed(0) + ' ms, LLM time ' + split[1].toFixed(0) + ' ms' : ''));
 }
 
-// Each live node's failed calls (webhooks, sends, LLM) in percent of its calls over the last
-// minute, from the running totals its heartbeats carry; nodes without calls are left out.
-function callErrors(cluster) {
+// The running totals each node's heartbeat carries, by node:
+// [calls ok, calls failed, replies sent, reply gateway ms, reply LLM ms].
+function nodeTotals(cluster) {
   const totals = {};
   for (const n of cluster.nodes) {
     const c = n.calls;
-    totals[n.node_id] = [c.webhooks_ok + c.sends_ok + c.llm_ok, c.webhooks_failed + c.sends_failed + c.llm_failed];
+    totals[n.node_id] = [
+      c.webhooks_ok + c.sends_ok + c.llm_ok,
+      c.webhooks_failed + c.sends_failed + c.llm_failed,
+      n.replies_sent, n.reply_gateway_ms, n.reply_llm_ms,
+    ];
   }
-  app.callHistory.push(totals);
-  if (app.callHistory.length > POINTS) app.callHistory.shift();
-  const oldest = app.callHistory[0];
-  const errors = {};
+  return totals;
+}
+
+// Each live node's growth of its totals from `before` to the newest snapshot; a node seen
+// for the first time, or restarted (its totals went back), is left out.
+function growth(cluster, before) {
+  const now = app.totals[app.totals.length - 1];
+  const grown = {};
   for (const n of cluster.nodes) {
-    const before = oldest[n.node_id];
-    const now = totals[n.node_id];
-    if (!n.alive || !before || now[0] < before[0] || now[1] < before[1]) continue;
-    const ok = now[0] - before[0];
-    const failed = now[1] - before[1];
-    if (ok + failed > 0) errors[n.node_id] = (failed / (ok + failed)) * 100;
+    const from = before && before[n.node_id];
+    const to = now[n.node_id];
+    if (!n.alive || !from || to.some((v, i) => v < from[i])) continue;
+    grown[n.node_id] = to.map((v, i) => v - from[i]);
+  }
+  return grown;
+}
+
+// Each live node's failed calls (webhooks, sends, LLM) in percent of its calls over the last
+// minute; nodes without calls are left out.
+function callErrors(cluster) {
+  const errors = {};
+  for (const [node, [ok, failed]] of Object.entries(growth(cluster, app.totals[0]))) {
+    if (ok + failed > 0) errors[node] = (failed / (ok + failed)) * 100;
   }
   return errors;
 }
 
 // The mean gateway and LLM time of the replies sent since the last snapshot, over every
-// live node (their heartbeats carry running totals); null without replies.
+// live node; null without replies.
 function replySplit(cluster) {
-  const previous = app.replyTotals || {};
-  const now = {};
   let sent = 0;
   let gateway = 0;
   let llm = 0;
-  for (const n of cluster.nodes) {
-    now[n.node_id] = [n.replies_sent, n.reply_gateway_ms, n.reply_llm_ms];
-    const before = previous[n.node_id];
-    // A node seen for the first time, or restarted (its totals went back), counts from now.
-    if (!n.alive || !before || n.replies_sent < before[0]) continue;
-    sent += n.replies_sent - before[0];
-    gateway += n.reply_gateway_ms - before[1];
-    llm += n.reply_llm_ms - before[2];
+  for (const [, , replies, gatewayMs, llmMs] of Object.values(growth(cluster, app.totals[app.totals.length - 2]))) {
+    sent += replies;
+    gateway += gatewayMs;
+    llm += llmMs;
   }
-  app.replyTotals = now;
   return sent > 0 ? [gateway / sent, llm / sent] : null;
 }
 
