@@ -53,6 +53,7 @@ async fn harness() -> Harness {
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: 1,
         })
         .await

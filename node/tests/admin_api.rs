@@ -556,6 +556,79 @@ async fn a_number_owned_by_another_tenant_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn the_engine_is_chosen_at_creation_and_shown() {
+    let h = harness().await;
+    let created = h
+        .post(
+            "/api/tenants",
+            json!({"id": "corner-shop", "engine": "web"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    assert_eq!(created.json["engine"], "web");
+    assert_eq!(created.json["numbers"], json!([]));
+    let shop = TenantId::new("corner-shop").unwrap();
+    assert_eq!(
+        h.store.tenant(&shop).await.unwrap().unwrap().engine,
+        salesboy_protocol::Engine::Web
+    );
+    h.create_acme().await;
+    assert_eq!(h.get("/api/tenants/acme").await.json["engine"], "cloud_api");
+
+    // A web tenant has no Cloud API number; a Cloud API tenant needs one; an engine stays.
+    for (body, field) in [
+        (
+            json!({"id": "kiosk", "engine": "web", "phone_number_id": "106540352242999", "access_token": "t"}),
+            "phone_number_id",
+        ),
+        (json!({"id": "kiosk"}), "phone_number_id"),
+        (
+            json!({"id": "kiosk", "phone_number_id": "106540352242999"}),
+            "access_token",
+        ),
+        (json!({"id": "kiosk", "engine": "baileys"}), ""),
+    ] {
+        let refused = h.post("/api/tenants", body.clone()).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            refused.raw
+        );
+        assert!(
+            error(&refused).starts_with(field),
+            "{body}: {}",
+            refused.raw
+        );
+    }
+    assert!(
+        h.store
+            .tenant(&TenantId::new("kiosk").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let moved = h
+        .post("/api/tenants", json!({"id": "acme", "engine": "web"}))
+        .await;
+    assert_eq!(moved.status, StatusCode::BAD_REQUEST, "{}", moved.raw);
+    assert_eq!(
+        error(&moved),
+        "engine: chosen at creation: this tenant's engine is cloud_api"
+    );
+    let numbered = h
+        .call(
+            Method::PATCH,
+            "/api/tenants/corner-shop",
+            Some(TOKEN),
+            Some(json!({"phone_number_id": "106540352242999", "access_token": "t"})),
+        )
+        .await;
+    assert_eq!(numbered.status, StatusCode::BAD_REQUEST, "{}", numbered.raw);
+    assert!(error(&numbered).starts_with("phone_number_id: a web tenant has no Cloud API number"));
+}
+
+#[tokio::test]
 async fn knowledge_is_chunked_stored_and_searchable() {
     let h = harness().await;
     h.create_acme().await;

@@ -116,6 +116,7 @@ async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> H
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: 1,
         })
         .await

@@ -98,6 +98,7 @@ async fn tenant(store: &SqlStore, id: &str) -> TenantId {
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: T0 - 400 * DAY,
         })
         .await

@@ -107,6 +107,7 @@ async fn given_tenant(store: &SqlStore, id: &str) -> TenantId {
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: T0,
         })
         .await
@@ -591,6 +592,7 @@ async fn choose_model(store: &SqlStore, tenant: &TenantId, model: Option<&str>) 
             llm_config: t.llm_config,
             llm_monthly_spend_cap_micros: t.llm_monthly_spend_cap_micros,
             embedding_model: t.embedding_model,
+            engine: t.engine,
             created_ms: t.created_ms,
         })
         .expect("exists");

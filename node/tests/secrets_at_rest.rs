@@ -132,6 +132,7 @@ fn tenant_with_llm(id: TenantId) -> NewTenant {
         llm_config: Some(llm_config()),
         llm_monthly_spend_cap_micros: None,
         embedding_model: None,
+        engine: Default::default(),
         created_ms: 1,
     }
 }

@@ -29,7 +29,7 @@ use salesboy_protocol::whatsapp::RejectedItem;
 use salesboy_protocol::whatsapp::send::{
     Interactive, InteractiveAction, InteractiveText, ReplyButton,
 };
-use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
+use salesboy_protocol::{ChatId, Engine, PhoneNumberId, TenantId, Wamid};
 use salesboy_testkit::{Backend, FreshDatabase, database_suite, run_on_fresh_store};
 use serde_json::json;
 use sqlx::Connection;
@@ -164,6 +164,7 @@ async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: T0,
         })
         .await
@@ -303,11 +304,12 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             llm_config: Some(r#"{"providers":[]}"#.to_owned()),
             llm_monthly_spend_cap_micros: Some(5_000_000),
             embedding_model: None,
+            engine: Engine::Web,
             created_ms: T0,
         })
         .await
         .unwrap();
-    // an update keeps created_ms and replaces the rest
+    // an update keeps created_ms and the engine, and replaces the rest
     store
         .upsert_tenant(&NewTenant {
             id: acme.clone(),
@@ -316,6 +318,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             llm_config: Some(r#"{"providers":["gemini"]}"#.to_owned()),
             llm_monthly_spend_cap_micros: Some(7_000_000_000_000),
             embedding_model: None,
+            engine: Default::default(),
             created_ms: T0 + DAY,
         })
         .await
@@ -355,6 +358,8 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
     );
     assert_eq!(tenant.llm_monthly_spend_cap_micros, Some(7_000_000_000_000));
     assert_eq!(tenant.created_ms, T0);
+    assert_eq!(tenant.engine, Engine::Web, "chosen at creation, kept");
+    assert_eq!(beta.engine, Engine::CloudApi, "the default");
     assert_eq!(tenant.knowledge_version, 0);
     assert_eq!(tenant.numbers.len(), 1);
     assert_eq!(tenant.numbers[0].phone_number_id, phone);

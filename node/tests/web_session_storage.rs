@@ -155,6 +155,7 @@ impl Fixture {
                 llm_config: None,
                 llm_monthly_spend_cap_micros: None,
                 embedding_model: None,
+                engine: Default::default(),
                 created_ms: 1_700_000_000_000,
             })
             .await

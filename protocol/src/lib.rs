@@ -6,6 +6,7 @@
 //! - [`address`]: logical actor addresses (`tenant/<tid>/session`, …);
 //! - [`subjects`]: the one module that derives NATS subjects, KV buckets and streams;
 //! - [`envelope`]: the node-to-node envelope;
+//! - [`engine`]: how a tenant's number is reached (Cloud API or WhatsApp Web);
 //! - [`events`]: events for external services;
 //! - [`codec`]: bincode 2 (node to node) and JSON (external) codecs;
 //! - [`whatsapp`]: the WhatsApp Cloud API formats (webhooks and their domain events, sends,
@@ -15,6 +16,7 @@
 
 pub mod address;
 pub mod codec;
+pub mod engine;
 pub mod envelope;
 pub mod events;
 pub mod ids;
@@ -28,6 +30,7 @@ mod serde_util;
 
 pub use address::ActorAddress;
 pub use codec::{Codec, CodecError};
+pub use engine::Engine;
 pub use envelope::{Envelope, MessageKind};
 pub use ids::{ChatId, IdError, MessageId, NodeId, PhoneNumberId, TenantId, Wamid};
 pub use version::ProtocolRange;

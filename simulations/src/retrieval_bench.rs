@@ -193,6 +193,7 @@ pub async fn run(
                     llm_config: None,
                     llm_monthly_spend_cap_micros: None,
                     embedding_model: None,
+                    engine: Default::default(),
                     created_ms: 0,
                 })
                 .await?;

@@ -118,6 +118,7 @@ impl Gateway {
                 llm_config: llm.map(|l| l.to_string()),
                 llm_monthly_spend_cap_micros: None,
                 embedding_model: None,
+                engine: Default::default(),
                 created_ms: 1,
             })
             .await

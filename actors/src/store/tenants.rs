@@ -3,7 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use salesboy_protocol::{PhoneNumberId, TenantId};
+use salesboy_protocol::{Engine, PhoneNumberId, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,10 @@ pub struct NewTenant {
     /// default.
     #[serde(default)]
     pub embedding_model: Option<String>,
+    /// How its number is reached; kept from the first insert on updates (an engine is
+    /// chosen at creation).
+    #[serde(default)]
+    pub engine: Engine,
     /// When the tenant was created; kept from the first insert on updates.
     pub created_ms: i64,
 }
@@ -104,6 +108,9 @@ pub struct Tenant {
     /// Bumped by every change to the knowledge base
     /// ([`KnowledgeStore::knowledge_version`](super::KnowledgeStore::knowledge_version)).
     pub knowledge_version: i64,
+    /// How its number is reached.
+    #[serde(default)]
+    pub engine: Engine,
     /// When the tenant was created.
     pub created_ms: i64,
     /// The tenant's WhatsApp numbers, ordered by phone number id.
@@ -127,6 +134,7 @@ impl fmt::Debug for NewTenant {
             llm_config,
             llm_monthly_spend_cap_micros,
             embedding_model,
+            engine,
             created_ms,
         } = self;
         f.debug_struct("NewTenant")
@@ -136,6 +144,7 @@ impl fmt::Debug for NewTenant {
             .field("llm_config", &redacted_config(llm_config.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
+            .field("engine", engine)
             .field("created_ms", created_ms)
             .finish()
     }
@@ -151,6 +160,7 @@ impl fmt::Debug for Tenant {
             llm_monthly_spend_cap_micros,
             embedding_model,
             knowledge_version,
+            engine,
             created_ms,
             numbers,
             session_stopped_ms,
@@ -163,6 +173,7 @@ impl fmt::Debug for Tenant {
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
             .field("knowledge_version", knowledge_version)
+            .field("engine", engine)
             .field("created_ms", created_ms)
             .field("numbers", numbers)
             .field("session_stopped_ms", session_stopped_ms)
@@ -293,6 +304,7 @@ mod tests {
             llm_config: Some(llm.clone()),
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: 1,
         };
         let tenant = Tenant {
@@ -303,6 +315,7 @@ mod tests {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             knowledge_version: 0,
+            engine: Default::default(),
             created_ms: 1,
             numbers: vec![WhatsAppNumber {
                 phone_number_id: PhoneNumberId::new("106540352242922").unwrap(),

@@ -7,7 +7,7 @@ use salesboy_actors::command::TenantCommand;
 use salesboy_actors::session::SessionSnapshot;
 use salesboy_actors::store::{AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant};
 use salesboy_actors::tenant::TenantSnapshot;
-use salesboy_protocol::{PhoneNumberId, TenantId};
+use salesboy_protocol::{Engine, PhoneNumberId, TenantId};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use utoipa::ToSchema;
@@ -18,20 +18,30 @@ use crate::cluster::RouteError;
 use crate::cluster::directory::EntryState;
 
 /// A tenant and the WhatsApp number to attach to it (`POST /tenants`, `tenant.create`). On
-/// update, absent optional fields keep their stored values. `Debug` hides the access token
-/// and the LLM providers (they hold API keys).
+/// update, absent optional fields keep their stored values. A `web` tenant has no Cloud API
+/// number: it is linked by pairing. `Debug` hides the access token and the LLM providers
+/// (they hold API keys).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantRequest {
     /// The tenant's id: ASCII letters, digits, `_` and `-`, at most 64.
     #[schema(example = "acme", pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
-    /// Meta's phone number id of the tenant's WhatsApp business number (digits).
+    /// How its WhatsApp number is reached: `cloud_api` (the default: Meta's Cloud API, with
+    /// `phone_number_id` and `access_token`) or `web` (WhatsApp Web, linked by QR code or
+    /// pairing code; no Cloud API fields). Chosen at creation, never changed.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "cloud_api", pattern = "^(cloud_api|web)$")]
+    pub engine: Option<Engine>,
+    /// `cloud_api`: Meta's phone number id of the tenant's WhatsApp business number
+    /// (digits); required.
+    #[serde(default)]
     #[schema(example = "106540352242922", pattern = "^[0-9]{1,32}$")]
-    pub phone_number_id: String,
-    /// The Cloud API access token of that number. Stored, never returned.
+    pub phone_number_id: Option<String>,
+    /// `cloud_api`: the access token of that number; required. Stored, never returned.
+    #[serde(default)]
     #[schema(pattern = "\\S")]
-    pub access_token: String,
+    pub access_token: Option<String>,
     /// Display name of the business; defaults to the id.
     #[schema(example = "Acme Shoes", pattern = "\\S")]
     pub name: Option<String>,
@@ -114,6 +124,7 @@ impl std::fmt::Debug for TenantRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self {
             id,
+            engine,
             phone_number_id,
             access_token,
             name,
@@ -125,8 +136,9 @@ impl std::fmt::Debug for TenantRequest {
         } = self;
         f.debug_struct("TenantRequest")
             .field("id", id)
+            .field("engine", engine)
             .field("phone_number_id", phone_number_id)
-            .field("access_token", &redacted(Some(access_token)))
+            .field("access_token", &redacted(access_token.as_ref()))
             .field("name", name)
             .field("system_prompt", system_prompt)
             .field("llm", &redacted(llm.as_ref()))
@@ -189,7 +201,10 @@ pub struct TenantView {
     pub llm_monthly_spend_cap_micros: Option<i64>,
     /// The tenant's own embedding model; `null`: the node's default.
     pub embedding_model: Option<String>,
-    /// The tenant's WhatsApp numbers.
+    /// How its WhatsApp number is reached: `cloud_api` or `web`.
+    #[schema(example = "cloud_api", pattern = "^(cloud_api|web)$")]
+    pub engine: &'static str,
+    /// The tenant's WhatsApp numbers (Cloud API; none for `web`).
     pub numbers: Vec<NumberView>,
     /// Changes whenever the knowledge base changes.
     pub knowledge_version: i64,
@@ -239,8 +254,10 @@ pub struct SessionStatusView {
     pub epoch: Option<u64>,
     /// The node it is moving to.
     pub moving_to: Option<String>,
-    /// The WhatsApp session (`status`: `connected`, `rate_limited` or `auth_failed`; queue
-    /// and counters), when the answering node hosts the tenant; else `null`.
+    /// The WhatsApp session (`engine`; `status`: `connected`, `rate_limited` or `auth_failed`,
+    /// and for `web` also `pairing`, `disconnected`, `logged_out`, `temporarily_banned`,
+    /// `replaced` or `outdated`, with `web`: the linked account, the QR or pairing code, a
+    /// ban's end; queue and counters), when the answering node hosts the tenant; else `null`.
     #[schema(value_type = Option<Object>)]
     pub session: Option<SessionSnapshot>,
 }
@@ -255,6 +272,8 @@ enum Mode {
 
 /// A request's changes, validated.
 struct Changes {
+    /// The engine the request names (`None`: an update, which keeps it).
+    engine: Option<Engine>,
     name: Option<String>,
     /// `Some(None)`: back to the default prompt.
     system_prompt: Option<Option<String>>,
@@ -315,6 +334,7 @@ pub async fn update(
         (Some(_), None) => return Err(ApiError::invalid("access_token", "missing")),
     };
     let changes = Changes {
+        engine: None,
         name: name(request.name)?,
         system_prompt: request.system_prompt.map(prompt),
         llm: llm(request.llm)?,
@@ -463,20 +483,43 @@ pub async fn delete(api: &Api, id: &TenantId, erase_data: bool) -> Result<Tenant
 
 fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiError> {
     let id = tenant_id("id", request.id)?;
-    let number = number_change(
-        request.phone_number_id,
-        &request.access_token,
-        request.waba_id,
-    )?;
+    let engine = request.engine.unwrap_or_default();
+    let number = match (engine, request.phone_number_id, request.access_token) {
+        (Engine::CloudApi, Some(number), Some(token)) => {
+            Some(number_change(number, &token, request.waba_id)?)
+        }
+        (Engine::CloudApi, None, _) => {
+            return Err(ApiError::invalid(
+                "phone_number_id",
+                "missing (required by the cloud_api engine)",
+            ));
+        }
+        (Engine::CloudApi, Some(_), None) => {
+            return Err(ApiError::invalid(
+                "access_token",
+                "missing (required by the cloud_api engine)",
+            ));
+        }
+        (Engine::Web, None, None) if request.waba_id.is_none() => None,
+        (Engine::Web, ..) => return Err(web_has_no_number()),
+    };
     let changes = Changes {
+        engine: Some(engine),
         name: name(request.name)?,
         system_prompt: request.system_prompt.map(prompt),
         llm: llm(request.llm)?,
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         embedding_model: request.embedding_model,
-        number: Some(number),
+        number,
     };
     Ok((id, changes))
+}
+
+fn web_has_no_number() -> ApiError {
+    ApiError::invalid(
+        "phone_number_id",
+        "a web tenant has no Cloud API number: it is linked by QR code or pairing code",
+    )
 }
 
 fn number_change(
@@ -569,6 +612,22 @@ async fn save(
         (None, Mode::Update) => return Err(ApiError::UnknownTenant(id.clone())),
         _ => {}
     }
+    let engine = match (&existing, changes.engine) {
+        (Some(tenant), Some(asked)) if asked != tenant.engine => {
+            return Err(ApiError::invalid(
+                "engine",
+                format!(
+                    "chosen at creation: this tenant's engine is {}",
+                    tenant.engine
+                ),
+            ));
+        }
+        (Some(tenant), _) => tenant.engine,
+        (None, asked) => asked.unwrap_or_default(),
+    };
+    if engine == Engine::Web && changes.number.is_some() {
+        return Err(web_has_no_number());
+    }
     if let Some(number) = &changes.number
         && let Some(route) = api
             .store
@@ -605,6 +664,7 @@ async fn save(
         llm_config: changes.llm.or(stored_llm),
         llm_monthly_spend_cap_micros: changes.spend_cap.unwrap_or(stored_cap),
         embedding_model,
+        engine,
         created_ms: api.now_ms(),
     };
     api.store.upsert_tenant(&tenant).await?;
@@ -668,6 +728,7 @@ fn view(tenant: Tenant, active: bool) -> TenantView {
         llm: tenant.llm_config.as_deref().map(redacted_llm_config),
         llm_monthly_spend_cap_micros: tenant.llm_monthly_spend_cap_micros,
         embedding_model: tenant.embedding_model,
+        engine: tenant.engine.as_str(),
         numbers: tenant
             .numbers
             .into_iter()
@@ -699,8 +760,9 @@ mod tests {
         let llm = serde_json::json!([{ "kind": "openai", "api_key": "sk-planted-secret" }]);
         let request = TenantRequest {
             id: "acme".into(),
-            phone_number_id: "106540352242922".into(),
-            access_token: "EAAG-planted-token".into(),
+            engine: None,
+            phone_number_id: Some("106540352242922".into()),
+            access_token: Some("EAAG-planted-token".into()),
             name: None,
             system_prompt: None,
             llm: Some(llm.clone()),

@@ -12,7 +12,7 @@ use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
 
 use super::Db;
-use super::decode::{get, id};
+use super::decode::{get, id, named};
 use super::error::Failure;
 use super::outbox;
 use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
@@ -45,7 +45,7 @@ macro_rules! select_tenants {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms, \
-             session_stopped_ms, llm_monthly_spend_cap_micros, embedding_model FROM tenants ",
+             session_stopped_ms, llm_monthly_spend_cap_micros, embedding_model, engine FROM tenants ",
             $rest
         )
     };
@@ -67,7 +67,8 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms, \
-         llm_monthly_spend_cap_micros, embedding_model) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         llm_monthly_spend_cap_micros, embedding_model, engine) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
          system_prompt = excluded.system_prompt, llm_config = excluded.llm_config, \
          llm_monthly_spend_cap_micros = excluded.llm_monthly_spend_cap_micros, \
@@ -85,6 +86,7 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     .bind(tenant.created_ms)
     .bind(tenant.llm_monthly_spend_cap_micros)
     .bind(tenant.embedding_model.as_deref())
+    .bind(tenant.engine.as_str())
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -362,6 +364,7 @@ fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Resul
         llm_monthly_spend_cap_micros: get(row, "llm_monthly_spend_cap_micros")?,
         embedding_model: get(row, "embedding_model")?,
         knowledge_version: get(row, "knowledge_version")?,
+        engine: named(row, "engine", |name| name.parse().ok())?,
         created_ms: get(row, "created_ms")?,
         numbers,
         session_stopped_ms: get(row, "session_stopped_ms")?,

@@ -81,6 +81,7 @@ async fn create_tenant(store: &dyn Store, i: usize, knowledge: bool) -> anyhow::
             llm_config: None,
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            engine: Default::default(),
             created_ms: 1,
         })
         .await

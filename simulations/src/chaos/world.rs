@@ -206,6 +206,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
                 llm_config: None,
                 llm_monthly_spend_cap_micros: None,
                 embedding_model: None,
+                engine: Default::default(),
                 created_ms: SIM_EPOCH_MS,
             })
             .await?;

@@ -140,6 +140,7 @@ impl Tables {
                 llm_monthly_spend_cap_micros: row.new.llm_monthly_spend_cap_micros,
                 embedding_model: row.new.embedding_model.clone(),
                 knowledge_version: row.knowledge_version,
+                engine: row.new.engine,
                 created_ms: row.new.created_ms,
                 numbers: row.numbers.values().cloned().collect(),
                 session_stopped_ms: row.session_stopped_ms,
