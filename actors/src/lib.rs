@@ -10,6 +10,7 @@
 //!
 //! Modules:
 //! - [`ports`]: the traits actors use to reach WhatsApp, LLMs, the clock, events, epochs;
+//! - [`web`]: the WhatsApp Web engine's client, as the session actor drives it;
 //! - [`store`]: the durable-state role traits (tenants, fencing, messages, knowledge, usage,
 //!   events, retention), [`store::Store`] that unites them, and their records;
 //! - [`services`]: what every actor of a node shares (ports, settings, cache, gauges);
@@ -41,3 +42,4 @@ pub mod stop;
 pub mod store;
 pub mod supervision;
 pub mod tenant;
+pub mod web;

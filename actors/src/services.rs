@@ -14,6 +14,7 @@ use crate::ledger::SendLedger;
 use crate::ports::{Clock, EpochSource, EventSink, LlmProviderFactory, Prompt, WhatsAppConnector};
 use crate::store::Store;
 use crate::supervision::RestartPolicy;
+use crate::web::WebConnector;
 
 /// The 24-hour customer service window, in milliseconds.
 pub const CUSTOMER_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -104,6 +105,10 @@ pub struct Settings {
     /// A tenant's monthly LLM spend cap (millionths of a US dollar) when it has none of its
     /// own; `None`: no cap.
     pub llm_monthly_spend_cap_micros: Option<i64>,
+    /// `web` sessions: the first wait before reconnecting after a dropped connection,
+    /// doubled after each failed attempt (at most
+    /// [`MAX_RECONNECT_BACKOFF`](crate::session::MAX_RECONNECT_BACKOFF)).
+    pub web_reconnect_backoff: Duration,
 }
 
 impl Default for Settings {
@@ -131,6 +136,7 @@ impl Default for Settings {
             max_question_chars: 4_000,
             replies_per_second_per_tenant: 20,
             llm_monthly_spend_cap_micros: None,
+            web_reconnect_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -239,8 +245,11 @@ pub struct Services {
     pub node: NodeId,
     /// Durable state.
     pub store: Arc<dyn Store>,
-    /// WhatsApp connections.
+    /// WhatsApp connections (Cloud API).
     pub whatsapp: Arc<dyn WhatsAppConnector>,
+    /// WhatsApp Web clients; `None` when the node is built without the Web engine (its
+    /// `web` tenants run no session).
+    pub web: Option<Arc<dyn WebConnector>>,
     /// LLM providers per tenant.
     pub llm: Arc<dyn LlmProviderFactory>,
     /// Wall-clock time for records.

@@ -16,6 +16,7 @@ use salesboy_actors::ports::{
 };
 use salesboy_actors::services::{Counters, ResponseCache, Services, Settings};
 use salesboy_actors::store::Store;
+use salesboy_actors::web::WebConnector;
 use salesboy_protocol::NodeId;
 use tracing::warn;
 
@@ -41,6 +42,8 @@ pub struct NodeParts {
     pub store: Arc<dyn Store>,
     /// The WhatsApp Cloud API.
     pub whatsapp: Arc<dyn WhatsAppConnector>,
+    /// WhatsApp Web clients; `None` without the Web engine.
+    pub web: Option<Arc<dyn WebConnector>>,
     /// The LLM providers.
     pub llm: Arc<dyn LlmProviderFactory>,
     /// Wall-clock time for records.
@@ -157,6 +160,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
         id,
         store,
         whatsapp,
+        web,
         llm,
         clock,
         events,
@@ -169,6 +173,7 @@ async fn build(parts: NodeParts, member: &Background) -> anyhow::Result<Assemble
             node: id.clone(),
             store: Arc::clone(&store),
             whatsapp,
+            web,
             llm,
             clock,
             events,

@@ -232,6 +232,8 @@ pub async fn start_with_bus(
             id: config.node_id.clone(),
             store: Arc::clone(&store),
             whatsapp,
+            // The whatsapp-rust adapter is not built yet (issue 12): web tenants run no session.
+            web: None,
             llm,
             clock: Arc::new(SystemClock),
             events: events.clone(),

@@ -323,11 +323,14 @@ pub enum EventKind {
     /// down or refusing): they stay pending and are retried; full-text search still finds
     /// them meanwhile.
     KnowledgeEmbeddingFailed,
+    /// A message reached a WhatsApp Web session but could not be decrypted ("waiting for
+    /// this message"): a retry was asked of the sender's phone; nothing answers it.
+    MessageUndecryptable,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::MessageReceived,
         Self::ReplySent,
         Self::OwnerMessageSent,
@@ -343,6 +346,7 @@ impl EventKind {
         Self::AlertCleared,
         Self::MessageRejected,
         Self::KnowledgeEmbeddingFailed,
+        Self::MessageUndecryptable,
     ];
 
     /// The event's subject token and `kind` field.
@@ -363,6 +367,7 @@ impl EventKind {
             Self::AlertCleared => "alert_cleared",
             Self::MessageRejected => "message_rejected",
             Self::KnowledgeEmbeddingFailed => "knowledge_embedding_failed",
+            Self::MessageUndecryptable => "message_undecryptable",
         }
     }
 

@@ -16,6 +16,8 @@
 //!   recording what it is sent;
 //! - [`fake_llm`]: [`FakeLlm`], a local Gemini and OpenAI-compatible server with
 //!   deterministic answers;
+//! - [`fake_web`]: [`fake_web::ScriptedWeb`], a WhatsApp Web engine the test plays
+//!   WhatsApp's part of (events in, sends and pairing recorded);
 //! - `fake_server` (private): what both fakes share, and [`SplitMix64`], their seeded draws;
 //! - [`proxy`]: [`TcpProxy`], a cuttable TCP forwarder (partitions a node from NATS);
 //! - [`cluster`]: [`ClusterSandbox`], real `salesboy serve` processes on one NATS and one
@@ -41,6 +43,7 @@ pub mod databases;
 pub mod fake_embedder;
 pub mod fake_llm;
 mod fake_server;
+pub mod fake_web;
 pub mod fake_whatsapp;
 pub mod gateway;
 pub mod nats;

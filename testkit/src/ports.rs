@@ -115,6 +115,7 @@ pub fn services(
         node: "node-test".parse().expect("a valid node id"),
         store,
         whatsapp: Arc::new(whatsapp),
+        web: None,
         llm: Arc::new(providers),
         clock: Arc::new(SystemClock),
         events: Arc::new(NoEvents),

@@ -22,23 +22,28 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use salesboy_protocol::events::{Alert, AlertKind};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::whatsapp::OutboundContent;
-use salesboy_protocol::{ChatId, TenantId, Wamid};
+use salesboy_protocol::{ChatId, Engine, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::debug;
 
 mod bucket;
 mod send;
+mod web;
 
 pub use send::Delivery;
+pub use web::{MAX_RECONNECT_BACKOFF, PairingView, WebView};
 
 use bucket::TokenBucket;
 use send::{deliver, fail, on_sent};
+use web::WebLink;
 
 use crate::handoff::{QueuedSend, SessionHandoff};
 use crate::ports::WhatsAppConnection;
 use crate::services::Services;
 use crate::store::WhatsAppNumber;
+use crate::tenant::TenantMsg;
+use crate::web::WebError;
 
 /// When a reply's customer message arrived and how long the LLM took: for the latency
 /// metrics that split gateway time from LLM time.
@@ -81,6 +86,29 @@ pub enum SessionStatus {
     RateLimited,
     /// The access token was refused; nothing is sent until the tenant's credentials change.
     AuthFailed,
+    /// `web`: the device is not linked; the owner scans the QR code or types the pairing
+    /// code. Replies wait.
+    Pairing,
+    /// `web`: the connection dropped (reconnecting after a backoff), or pairing codes ran
+    /// out (pairing must be asked for again). Replies wait.
+    Disconnected,
+    /// `web`: the device was unlinked (from the phone or `session.logout`); pairing again is
+    /// needed.
+    LoggedOut,
+    /// `web`: WhatsApp banned the number for a while.
+    TemporarilyBanned,
+    /// `web`: another connection of the device took over (another node hosts the tenant).
+    Replaced,
+    /// `web`: WhatsApp refuses this client version; the node needs an update.
+    Outdated,
+}
+
+impl SessionStatus {
+    /// Whether messages may be sent in this state (a rate-limited session sends once its
+    /// pause is over).
+    fn may_send(self) -> bool {
+        matches!(self, Self::Connected | Self::RateLimited)
+    }
 }
 
 /// Messages of a session.
@@ -114,11 +142,39 @@ pub enum SessionMsg {
     UpdateNumber(WhatsAppNumber),
     /// The session's state.
     Observe(RpcReplyPort<SessionSnapshot>),
+    /// `web`: what Web client number `connection` reports.
+    Web {
+        /// The client's connection number (events of replaced clients are ignored).
+        connection: u64,
+        /// What happened.
+        event: crate::web::WebEvent,
+    },
+    /// `web`: the backoff after a disconnection of client `connection` is over.
+    Reconnect {
+        /// The client's connection number.
+        connection: u64,
+    },
+    /// `web`: link the device with an 8-character pairing code for this phone number
+    /// (digits, international format).
+    PairCode {
+        /// The account's phone number.
+        phone: String,
+        /// The code, or why not.
+        reply: RpcReplyPort<Result<String, WebError>>,
+    },
+    /// `web`: start pairing again (new QR codes) after the codes ran out or the device was
+    /// unlinked; nothing to do for a session that is linked or pairing.
+    Pair(RpcReplyPort<Result<(), WebError>>),
+    /// `web`: unlink the device.
+    Logout(RpcReplyPort<Result<(), WebError>>),
 }
 
 /// What `Observe` shows of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSnapshot {
+    /// How the number is reached.
+    #[serde(default)]
+    pub engine: Engine,
     /// Connection state.
     pub status: SessionStatus,
     /// Messages waiting to be sent.
@@ -131,6 +187,18 @@ pub struct SessionSnapshot {
     pub failed: u64,
     /// Retries.
     pub retries: u64,
+    /// `web`: the linked account, the pairing codes, a ban's end; `null` for `cloud_api`.
+    #[serde(default)]
+    pub web: Option<WebView>,
+}
+
+/// How a session reaches its number.
+#[derive(Debug, Clone)]
+pub enum SessionEngine {
+    /// Meta's Cloud API with this number's credentials.
+    CloudApi(WhatsAppNumber),
+    /// A WhatsApp Web client (`Services::web` opens it).
+    Web,
 }
 
 /// Start-up arguments.
@@ -139,8 +207,10 @@ pub struct SessionArgs {
     pub tenant: TenantId,
     /// The tenant's placement epoch.
     pub epoch: u64,
-    /// The number and its credentials.
-    pub number: WhatsAppNumber,
+    /// How the number is reached.
+    pub engine: SessionEngine,
+    /// The tenant supervisor, which `web` sessions hand inbound messages to.
+    pub tenant_ref: ActorRef<TenantMsg>,
     /// Shared services.
     pub services: Arc<Services>,
     /// State brought from the node the tenant moved from.
@@ -167,6 +237,8 @@ pub struct SessionState {
     delayed: HashMap<i64, SendJob>,
     frozen: bool,
     freeze_waiter: Option<RpcReplyPort<SessionHandoff>>,
+    /// `web`: the client.
+    web: Option<WebLink>,
     /// Per-customer pacing: no send to the chat before then.
     paced_until: HashMap<ChatId, Instant>,
     /// Customers Meta said we write to too often (131056), until when sends to them stay
@@ -205,7 +277,20 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         mut args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let connection = args.services.whatsapp.connect(&args.tenant, &args.number);
+        let (connection, web) = match &args.engine {
+            SessionEngine::CloudApi(number) => {
+                (args.services.whatsapp.connect(&args.tenant, number), None)
+            }
+            SessionEngine::Web => {
+                let connector = args
+                    .services
+                    .web
+                    .clone()
+                    .ok_or_else(|| WebError::Unsupported.to_string())?;
+                let link = WebLink::open(&myself, connector, &args.tenant, args.epoch, 1);
+                (link.connection(), Some(link))
+            }
+        };
         let bucket = TokenBucket::new(args.services.settings.messages_per_second);
         let restore = args.restore.take();
         let mut state = SessionState {
@@ -224,11 +309,18 @@ impl Actor for SessionActor {
             delayed: HashMap::new(),
             frozen: false,
             freeze_waiter: None,
+            web,
             paced_until: HashMap::new(),
             pair_limited: HashMap::new(),
         };
+        if state.web.is_some() {
+            // Connecting: `Connected` (or why not) follows.
+            state.status = SessionStatus::Disconnected;
+        }
         if let Some(restore) = restore {
-            state.status = restore.status;
+            if state.web.is_none() {
+                state.status = restore.status;
+            }
             if restore.blocked_for_ms > 0 {
                 let pause = Duration::from_millis(restore.blocked_for_ms);
                 state.blocked_until = Some(blocked_until(Instant::now(), pause));
@@ -248,6 +340,24 @@ impl Actor for SessionActor {
             pump(&myself, &mut state);
         }
         Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        web::connect(&myself, state).await;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        web::shut_down(state).await;
+        Ok(())
     }
 
     async fn handle(
@@ -284,7 +394,7 @@ impl Actor for SessionActor {
             SessionMsg::Freeze(reply) => {
                 state.frozen = true;
                 if state.in_flight == 0 {
-                    let _ = reply.send(state.handoff());
+                    hand_over(state, reply).await;
                 } else {
                     state.freeze_waiter = Some(reply);
                 }
@@ -292,6 +402,10 @@ impl Actor for SessionActor {
             SessionMsg::Thaw => {
                 state.frozen = false;
                 state.freeze_waiter = None;
+                if state.web.is_some() {
+                    // Its client was shut down for the move: a new one connects.
+                    web::reopen(&myself, state).await;
+                }
                 pump(&myself, state);
             }
             SessionMsg::MarkRead { wamid } => {
@@ -309,12 +423,16 @@ impl Actor for SessionActor {
                 pump(&myself, state);
             }
             SessionMsg::UpdateNumber(number) => {
+                if state.web.is_some() {
+                    debug!(tenant = %state.args.tenant, "a web session has no Cloud API number: ignored");
+                    return Ok(());
+                }
                 state.connection = state
                     .args
                     .services
                     .whatsapp
                     .connect(&state.args.tenant, &number);
-                state.args.number = number;
+                state.args.engine = SessionEngine::CloudApi(number);
                 if state.status == SessionStatus::AuthFailed {
                     set_status(state, SessionStatus::Connected);
                 }
@@ -327,23 +445,59 @@ impl Actor for SessionActor {
                     && state.in_flight == 0
                     && let Some(waiter) = state.freeze_waiter.take()
                 {
-                    let _ = waiter.send(state.handoff());
+                    hand_over(state, waiter).await;
                 }
                 pump(&myself, state);
             }
             SessionMsg::Observe(reply) => {
                 let _ = reply.send(SessionSnapshot {
+                    engine: if state.web.is_some() {
+                        Engine::Web
+                    } else {
+                        Engine::CloudApi
+                    },
                     status: state.status,
                     queued: state.queue.len(),
                     in_flight: state.in_flight,
                     sent: state.sent,
                     failed: state.failed,
                     retries: state.retries,
+                    web: state.web.as_ref().map(WebLink::view),
                 });
+            }
+            SessionMsg::Web { connection, event } => {
+                web::on_event(&myself, state, connection, event).await?;
+            }
+            SessionMsg::Reconnect { connection } => {
+                web::on_reconnect(&myself, state, connection).await;
+            }
+            SessionMsg::PairCode { phone, reply } => {
+                let _ = reply.send(web::pair_code(state, &phone).await);
+            }
+            SessionMsg::Pair(reply) => {
+                let answer = if state.web.is_none() {
+                    Err(WebError::Unsupported)
+                } else {
+                    if web::may_pair_again(state) {
+                        web::reopen(&myself, state).await;
+                    }
+                    Ok(())
+                };
+                let _ = reply.send(answer);
+            }
+            SessionMsg::Logout(reply) => {
+                let _ = reply.send(web::logout(state).await);
             }
         }
         Ok(())
     }
+}
+
+/// Answers a freeze: a `web` session shuts its client down first (writing its state to the
+/// store), so the next host loads all of it: break, then make.
+async fn hand_over(state: &mut SessionState, reply: RpcReplyPort<SessionHandoff>) {
+    web::shut_down(state).await;
+    let _ = reply.send(state.handoff());
 }
 
 impl SessionState {
@@ -381,6 +535,10 @@ impl SessionState {
 /// Starts as many queued sends as the limits allow; schedules the next pump otherwise.
 fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
     if state.frozen {
+        return;
+    }
+    if state.web.is_some() && !state.status.may_send() {
+        // Replies wait (in the store too) for the Web client to connect.
         return;
     }
     let now = Instant::now();
@@ -453,19 +611,36 @@ fn schedule_pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState, after:
     myself.send_after(after, || SessionMsg::Pump);
 }
 
+/// Moves the session to `status` and publishes it (`session_status`); nothing when it is in
+/// it already, except `pairing` (published again with each new QR code) and a `web`
+/// disconnection with a new reason.
 fn set_status(state: &mut SessionState, status: SessionStatus) {
-    if state.status == status {
+    let news =
+        status == SessionStatus::Pairing || state.web.as_ref().is_some_and(WebLink::has_reason);
+    if state.status == status && !news {
         return;
     }
     let was_auth_failed = state.status == SessionStatus::AuthFailed;
     state.status = status;
+    let mut detail = serde_json::Map::new();
+    detail.insert("status".into(), serde_json::json!(status));
+    let phone_number_id = match &state.args.engine {
+        SessionEngine::CloudApi(number) => {
+            let id = number.phone_number_id.as_str();
+            detail.insert("phone_number_id".into(), id.into());
+            id
+        }
+        SessionEngine::Web => "",
+    };
+    if let Some(link) = state.web.as_mut() {
+        link.status_detail(status, &mut detail);
+    }
     let services = &state.args.services;
     let tenant = &state.args.tenant;
-    let phone_number_id = state.args.number.phone_number_id.as_str();
     services.publish(services.tenant_event(
         EventKind::SessionStatus,
         tenant,
-        serde_json::json!({"status": status, "phone_number_id": phone_number_id}),
+        serde_json::Value::Object(detail),
     ));
     // The `session_auth_failed` condition: raised on entering `auth_failed`, cleared on
     // leaving it (the number's token was updated).

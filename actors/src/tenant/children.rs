@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
-use salesboy_protocol::ChatId;
+use salesboy_protocol::{ChatId, Engine};
 use tracing::warn;
 
 use super::{ChildKind, TenantMsg, TenantState};
@@ -17,7 +17,7 @@ use crate::conversation::{
 use crate::links::TenantLinks;
 use crate::responder::{ResponderActor, ResponderArgs, ResponderMsg};
 use crate::services::Services;
-use crate::session::{SessionActor, SessionArgs, SessionMsg};
+use crate::session::{SessionActor, SessionArgs, SessionEngine, SessionMsg};
 
 /// A tenant's running children.
 pub(super) struct Children {
@@ -144,14 +144,25 @@ pub(super) async fn spawn_child(
     let supervisor = myself.get_cell();
     match kind {
         ChildKind::Session => {
-            let Some(number) = state.record.numbers.first().cloned() else {
-                warn!(tenant = %state.tenant, "tenant has no whatsapp number, replies stay pending");
-                return Ok(());
+            let engine = match state.record.engine {
+                Engine::CloudApi => {
+                    let Some(number) = state.record.numbers.first().cloned() else {
+                        warn!(tenant = %state.tenant, "tenant has no whatsapp number, replies stay pending");
+                        return Ok(());
+                    };
+                    SessionEngine::CloudApi(number)
+                }
+                Engine::Web if state.services.web.is_none() => {
+                    warn!(tenant = %state.tenant, "this node was built without the web engine: the web tenant's replies stay pending");
+                    return Ok(());
+                }
+                Engine::Web => SessionEngine::Web,
             };
             let args = SessionArgs {
                 tenant: state.tenant.clone(),
                 epoch: state.epoch,
-                number,
+                engine,
+                tenant_ref: myself.clone(),
                 services: Arc::clone(&state.services),
                 restore: state.restore_session.take(),
             };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use salesboy_protocol::events::Alert;
 use salesboy_protocol::whatsapp::OutboundContent;
-use salesboy_protocol::{ChatId, TenantId};
+use salesboy_protocol::{ChatId, Engine, TenantId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -99,6 +99,9 @@ pub enum TenantMsg {
     Release(RpcReplyPort<Vec<TenantCommand>>),
     /// The tenant's state.
     Observe(RpcReplyPort<TenantSnapshot>),
+    /// A message for the session (a `web` session's pairing and logout); dropped, with its
+    /// reply port, when the tenant runs no session.
+    ToSession(Box<SessionMsg>),
     /// One conversation's state, if it is active.
     ObserveConversation {
         /// The chat.
@@ -334,7 +337,9 @@ impl Actor for TenantSupervisor {
                 for conversation in state.children.conversations() {
                     let _ = conversation.send_message(ConversationMsg::Passivate { idle_for });
                 }
+                // A `web` tenant's messages come in on its session's connection: it stays.
                 if state.children.conversation_count() == 0
+                    && state.record.engine != Engine::Web
                     && state.last_activity.elapsed() >= state.services.settings.tenant_idle
                 {
                     info!(tenant = %state.tenant, "tenant idle, stopping");
@@ -377,6 +382,11 @@ impl Actor for TenantSupervisor {
                     conversations: state.children.conversation_count(),
                     restarts,
                 });
+            }
+            TenantMsg::ToSession(message) => {
+                if let Some(session) = state.children.session() {
+                    let _ = session.send_message(*message);
+                }
             }
             TenantMsg::ObserveConversation { chat, reply } => {
                 let snapshot = match state.children.conversation(&chat) {

@@ -119,6 +119,7 @@ impl SimNode {
                 transient_per_mille: shared.whatsapp_transient_per_mille,
                 clock: shared.clock,
             }),
+            web: None,
             llm: Arc::new(SimLlm {
                 node: label.clone(),
                 gate: gate.clone(),
