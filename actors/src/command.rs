@@ -12,6 +12,7 @@ use salesboy_protocol::{ActorAddress, ChatId, MessageKind, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::InboundItem;
+use crate::session::WebView;
 
 /// A command for a tenant, carried out by whichever node hosts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +82,17 @@ pub enum TenantCommand {
         /// The message.
         item: InboundItem,
     },
+    /// `web`: be hosted, and have the session offer QR codes again if they ran out or the
+    /// device was unlinked; answers the session's [`WebView`] (`session.qr`).
+    WebPair,
+    /// `web`: ask WhatsApp for a pairing code for this phone number (`session.pair_code`);
+    /// answers [`CommandReply::PairCode`].
+    WebPairCode {
+        /// The account's phone number: digits, international format.
+        phone: String,
+    },
+    /// `web`: unlink the device (`session.logout`).
+    WebLogout,
 }
 
 impl TenantCommand {
@@ -96,7 +108,11 @@ impl TenantCommand {
             | Self::OwnerSendContent { chat, .. } => {
                 ActorAddress::Conversation(tenant.clone(), chat.clone())
             }
-            Self::Reload | Self::Start => ActorAddress::Session(tenant.clone()),
+            Self::Reload
+            | Self::Start
+            | Self::WebPair
+            | Self::WebPairCode { .. }
+            | Self::WebLogout => ActorAddress::Session(tenant.clone()),
         }
     }
 
@@ -104,7 +120,11 @@ impl TenantCommand {
     pub fn kind(&self) -> MessageKind {
         match self {
             Self::Inbound { .. } | Self::InboundNewChat { .. } => MessageKind::Inbound,
-            Self::Reload | Self::Start => MessageKind::SessionCommand,
+            Self::Reload
+            | Self::Start
+            | Self::WebPair
+            | Self::WebPairCode { .. }
+            | Self::WebLogout => MessageKind::SessionCommand,
             Self::OwnerActivity { .. }
             | Self::SetPaused { .. }
             | Self::OwnerSend { .. }
@@ -126,7 +146,10 @@ impl TenantCommand {
             Self::SetPaused { .. }
             | Self::OwnerSend { .. }
             | Self::OwnerSendOnce { .. }
-            | Self::OwnerSendContent { .. } => false,
+            | Self::OwnerSendContent { .. }
+            | Self::WebPair
+            | Self::WebPairCode { .. }
+            | Self::WebLogout => false,
         }
     }
 }
@@ -138,6 +161,10 @@ pub enum CommandReply {
     Done,
     /// An owner message was recorded under this id.
     Outbound(i64),
+    /// `web`: the session's account, pairing codes and ban ([`TenantCommand::WebPair`]).
+    Web(WebView),
+    /// `web`: the pairing code WhatsApp gave ([`TenantCommand::WebPairCode`]).
+    PairCode(String),
 }
 
 #[cfg(test)]
@@ -195,6 +222,11 @@ mod tests {
                 client_ref: Some("order-43".into()),
             },
             TenantCommand::Start,
+            TenantCommand::WebPair,
+            TenantCommand::WebPairCode {
+                phone: "2348000000001".into(),
+            },
+            TenantCommand::WebLogout,
         ];
         for codec in [Codec::Bincode, Codec::Json] {
             for command in &commands {
@@ -205,7 +237,13 @@ mod tests {
                     "{codec:?}"
                 );
             }
-            for reply in [CommandReply::Done, CommandReply::Outbound(4)] {
+            let replies = [
+                CommandReply::Done,
+                CommandReply::Outbound(4),
+                CommandReply::Web(WebView::default()),
+                CommandReply::PairCode("K7QX2M9P".into()),
+            ];
+            for reply in replies {
                 let bytes = codec.encode(&reply).unwrap();
                 assert_eq!(codec.decode::<CommandReply>(&bytes).unwrap(), reply);
             }
@@ -267,10 +305,15 @@ mod tests {
             },
             TenantCommand::Start,
             new_chat,
+            TenantCommand::WebPair,
+            TenantCommand::WebPairCode {
+                phone: String::new(),
+            },
+            TenantCommand::WebLogout,
         ]
         .iter()
         .map(tag)
         .collect();
-        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(tags, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 use crate::tenant::ChildKind;
+use crate::web::WebError;
 
 /// Why the [`EpochSource`](crate::ports::EpochSource) gave this node no epoch for a tenant:
 /// this node may not host it now.
@@ -131,6 +132,9 @@ pub enum TenantError {
         /// How long it had.
         timeout: Duration,
     },
+    /// A `web` session could not do what was asked (pairing, logout).
+    #[error(transparent)]
+    Web(#[from] WebError),
 }
 
 impl TenantError {

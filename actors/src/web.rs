@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::ports::WhatsAppConnection;
@@ -45,8 +46,9 @@ pub trait WebClient: WhatsAppConnection {
     async fn shutdown(&self);
 }
 
-/// Why a Web client could not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a Web client could not do what was asked. Travels node to node in bincode (in a
+/// [`TenantError`](crate::error::TenantError)): add variants at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WebError {
     /// The client is not connected to WhatsApp.
     #[error("not connected to WhatsApp")]

@@ -13,11 +13,13 @@ use parking_lot::Mutex;
 use salesboy_actors::ports::{Clock, SystemClock};
 use salesboy_actors::services::Settings;
 use salesboy_actors::store::{LlmUsage, PAUSED_INDEFINITELY, Store};
+use salesboy_actors::web::WebEvent;
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
 use salesboy_node::http::AppState;
 use salesboy_node::knowledge;
 use salesboy_protocol::{ChatId, TenantId};
 use salesboy_testkit::admin::AdminApp;
+use salesboy_testkit::fake_web::{PAIR_CODE, ScriptedWeb};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -34,6 +36,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/tenants/{id}/session"),
     ("post", "/api/tenants/{id}/session/stop"),
     ("post", "/api/tenants/{id}/session/start"),
+    ("get", "/api/tenants/{id}/session/qr"),
+    ("post", "/api/tenants/{id}/session/pair_code"),
+    ("post", "/api/tenants/{id}/session/logout"),
     ("get", "/api/tenants/{id}/knowledge"),
     ("post", "/api/tenants/{id}/knowledge"),
     ("delete", "/api/tenants/{id}/knowledge/{doc_id}"),
@@ -78,6 +83,7 @@ struct Harness {
     state: AppState,
     store: Arc<dyn Store>,
     sent: Arc<Mutex<Vec<(String, String)>>>,
+    web: ScriptedWeb,
     _app: AdminApp,
 }
 
@@ -88,6 +94,7 @@ async fn harness() -> Harness {
         state: app.state.clone(),
         store: Arc::clone(&app.store),
         sent: Arc::clone(&app.sent),
+        web: app.web.clone(),
         _app: app,
     }
 }
@@ -626,6 +633,99 @@ async fn the_engine_is_chosen_at_creation_and_shown() {
         .await;
     assert_eq!(numbered.status, StatusCode::BAD_REQUEST, "{}", numbered.raw);
     assert!(error(&numbered).starts_with("phone_number_id: a web tenant has no Cloud API number"));
+}
+
+#[tokio::test]
+async fn a_web_tenant_is_paired_by_qr_code_or_pairing_code_and_unlinked() {
+    let h = harness().await;
+    h.create_acme().await;
+    let not_web = h.get("/api/tenants/acme/session/qr").await;
+    assert_eq!(not_web.status, StatusCode::CONFLICT, "{}", not_web.raw);
+    assert_eq!(
+        error(&not_web),
+        "tenant acme uses the cloud_api engine: only a web tenant is paired"
+    );
+    let created = h
+        .post(
+            "/api/tenants",
+            json!({"id": "corner-shop", "engine": "web"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let wait = Duration::from_secs(10);
+
+    // The first QR code: the request activates the tenant and waits for WhatsApp's code.
+    let (qr, ()) = tokio::join!(h.get("/api/tenants/corner-shop/session/qr"), async {
+        h.web.client(0, wait).await.emit(WebEvent::Qr {
+            code: "2@first,ref".into(),
+            valid_for: Duration::from_secs(60),
+        });
+    });
+    assert_eq!(qr.status, StatusCode::OK, "{}", qr.raw);
+    assert_eq!(qr.json["tenant"], "corner-shop");
+    assert_eq!(qr.json["qr"], "2@first,ref");
+    assert!(qr.json["qr_expires_ms"].as_i64().is_some(), "{}", qr.raw);
+    let svg = qr.json["svg"].as_str().unwrap();
+    assert!(svg.contains("<svg") && svg.ends_with("</svg>"), "{svg}");
+    let client = h.web.client(0, wait).await;
+
+    // Or a pairing code for the owner's number.
+    let code = h
+        .post(
+            "/api/tenants/corner-shop/session/pair_code",
+            json!({"phone": "+234 801 234 5678"}),
+        )
+        .await;
+    assert_eq!(code.status, StatusCode::OK, "{}", code.raw);
+    assert_eq!(code.json["code"], PAIR_CODE);
+    assert_eq!(client.paired_phones(), ["2348012345678"]);
+    let bad = h
+        .post(
+            "/api/tenants/corner-shop/session/pair_code",
+            json!({"phone": "12"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.raw);
+    assert!(error(&bad).starts_with("phone: "), "{}", bad.raw);
+    let status = h.get("/api/tenants/corner-shop/session").await;
+    let session = &status.json["session"];
+    assert_eq!(session["engine"], "web", "{}", status.raw);
+    assert_eq!(session["status"], "pairing");
+    assert_eq!(session["web"]["pairing"]["code"], PAIR_CODE);
+
+    // Linked: nothing to pair.
+    client.emit(WebEvent::Paired {
+        phone: "2348012345678".into(),
+    });
+    client.emit(WebEvent::Connected { phone: None });
+    eventually("connected", || async {
+        let status = h.get("/api/tenants/corner-shop/session").await;
+        (status.json["session"]["status"] == "connected").then_some(())
+    })
+    .await;
+    let linked = h.get("/api/tenants/corner-shop/session/qr").await;
+    assert_eq!(linked.status, StatusCode::CONFLICT, "{}", linked.raw);
+    assert!(
+        error(&linked).contains("linked to 2348012345678"),
+        "{}",
+        linked.raw
+    );
+
+    // Unlinked: the next QR code comes from a fresh client.
+    let out = h
+        .post("/api/tenants/corner-shop/session/logout", json!({}))
+        .await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.raw);
+    assert_eq!(out.json["session"]["status"], "logged_out");
+    assert_eq!(client.logouts(), 1);
+    let (again, ()) = tokio::join!(h.get("/api/tenants/corner-shop/session/qr"), async {
+        h.web.client(1, wait).await.emit(WebEvent::Qr {
+            code: "2@second,ref".into(),
+            valid_for: Duration::from_secs(60),
+        });
+    });
+    assert_eq!(again.status, StatusCode::OK, "{}", again.raw);
+    assert_eq!(again.json["qr"], "2@second,ref");
 }
 
 #[tokio::test]
@@ -1522,8 +1622,9 @@ async fn the_cli_client_talks_to_a_served_node() {
     .unwrap();
     let added = TenantCommand::Add {
         id: "acme".into(),
-        phone_number_id: "106540352242922".into(),
-        access_token: ACCESS_TOKEN.into(),
+        engine: None,
+        phone_number_id: Some("106540352242922".into()),
+        access_token: Some(ACCESS_TOKEN.into()),
         name: None,
         system_prompt: None,
         llm: Some(llm),
@@ -1541,6 +1642,40 @@ async fn the_cli_client_talks_to_a_served_node() {
     assert_eq!(shown["numbers"][0]["phone_number_id"], "106540352242922");
     let listed = TenantCommand::List.execute(&client).await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // A web tenant, linked by pairing code.
+    let shop = TenantCommand::Add {
+        id: "corner-shop".into(),
+        engine: Some(salesboy_protocol::Engine::Web),
+        phone_number_id: None,
+        access_token: None,
+        name: None,
+        system_prompt: None,
+        llm: None,
+        waba_id: None,
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(shop["engine"], "web");
+    let code = TenantCommand::PairCode {
+        id: "corner-shop".into(),
+        phone: "+234 801 234 5678".into(),
+    }
+    .execute(&client)
+    .await
+    .unwrap();
+    assert_eq!(code["code"], PAIR_CODE);
+    let refused = TenantCommand::Logout { id: "acme".into() }
+        .execute(&client)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("only a web tenant is paired"),
+        "{refused:#}"
+    );
+    let drawn = salesboy_node::cli::terminal_qr("2@first,ref").unwrap();
+    assert!(drawn.lines().count() > 10 && drawn.contains('█'), "{drawn}");
 
     let faq = dir.path().join("faq.md");
     std::fs::write(&faq, "# FAQ\n\nWe deliver across France in two days.").unwrap();

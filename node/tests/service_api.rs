@@ -19,7 +19,7 @@ const ACCESS_TOKEN: &str = "EAAG-secret-access-token-42";
 const CUSTOMER: &str = "15551234567";
 
 /// Every endpoint subject the service must list: the contract, written out by hand.
-const ENDPOINTS: [&str; 19] = [
+const ENDPOINTS: [&str; 22] = [
     "sb.v1.api.tenant.create",
     "sb.v1.api.tenant.list",
     "sb.v1.api.cluster.status",
@@ -39,6 +39,9 @@ const ENDPOINTS: [&str; 19] = [
     "sb.v1.api.t.*.session.stop",
     "sb.v1.api.t.*.tenant.delete",
     "sb.v1.api.t.*.webhook.rejected",
+    "sb.v1.api.t.*.session.qr",
+    "sb.v1.api.t.*.session.pair_code",
+    "sb.v1.api.t.*.session.logout",
 ];
 
 /// A node on its own nats-server, and a plain client of that server.
@@ -354,10 +357,10 @@ async fn each_error_answers_its_code_and_changes_nothing() {
     assert!(message.contains("llm[0]"), "{message}");
     let message = request(c, create, Some(json!({"id": "acme"})))
         .await
-        .refused("400", "malformed_request");
-    assert!(
-        message.contains("missing field `phone_number_id`"),
-        "{message}"
+        .refused("400", "invalid_field");
+    assert_eq!(
+        message,
+        "phone_number_id: missing (required by the cloud_api engine)"
     );
     let answer = request(c, "sb.v1.api.tenant.list", Some(json!({"all": true}))).await;
     assert!(
@@ -389,6 +392,9 @@ async fn each_error_answers_its_code_and_changes_nothing() {
         ("session.stop", json!({})),
         ("tenant.delete", json!({})),
         ("webhook.rejected", json!({})),
+        ("session.qr", json!({})),
+        ("session.pair_code", json!({"phone": "2348012345678"})),
+        ("session.logout", json!({})),
     ];
     for (command, body) in unknown {
         let subject = format!("sb.v1.api.t.nope.{command}");
@@ -914,7 +920,18 @@ async fn a_stopped_session_neither_sends_nor_answers_until_started() {
             .as_millis(),
     )
     .expect("ms");
-    let started = request(c, &t("session.start"), None).await.ok();
+    // A caller that expects another engine is told, and nothing starts.
+    let message = request(c, &t("session.start"), Some(json!({"engine": "web"})))
+        .await
+        .refused("400", "invalid_field");
+    assert_eq!(message, "engine: tenant acme uses the cloud_api engine");
+    let qr = request(c, &t("session.qr"), None)
+        .await
+        .refused("409", "not_web");
+    assert!(qr.contains("cloud_api"), "{qr}");
+    let started = request(c, &t("session.start"), Some(json!({"engine": "cloud_api"})))
+        .await
+        .ok();
     assert_ne!(started["state"], "stopped", "{started}");
     assert_eq!(started["stopped_ms"], Value::Null);
     let sent = s.gateway.wait_for_sent(2, "the answer, once started").await;

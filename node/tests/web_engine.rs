@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use salesboy_actors::command::TenantCommand;
+use salesboy_actors::command::{CommandReply, TenantCommand};
+use salesboy_actors::error::TenantError;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::EventSink;
 use salesboy_actors::services::Settings;
-use salesboy_actors::session::{SessionSnapshot, SessionStatus};
+use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebView};
 use salesboy_actors::store::{NewTenant, Store};
 use salesboy_actors::web::{WebError, WebEvent};
 use salesboy_node::store::SqlStore;
@@ -142,6 +143,33 @@ impl Node {
         client
     }
 
+    /// `session.pair_code` on this node.
+    async fn pair_code(&self, phone: &str) -> Result<String, TenantError> {
+        let command = TenantCommand::WebPairCode {
+            phone: phone.into(),
+        };
+        match self.handle.deliver(&shop(), command).await? {
+            CommandReply::PairCode(code) => Ok(code),
+            other => panic!("a pairing code, not {other:?}"),
+        }
+    }
+
+    /// `session.qr` on this node: the session's account, codes and ban.
+    async fn pair(&self) -> Result<WebView, TenantError> {
+        match self.handle.deliver(&shop(), TenantCommand::WebPair).await? {
+            CommandReply::Web(view) => Ok(view),
+            other => panic!("a web view, not {other:?}"),
+        }
+    }
+
+    /// `session.logout` on this node.
+    async fn logout(&self) -> Result<(), TenantError> {
+        self.handle
+            .deliver(&shop(), TenantCommand::WebLogout)
+            .await
+            .map(drop)
+    }
+
     async fn session(&self) -> SessionSnapshot {
         self.handle
             .observe_tenant(&shop())
@@ -252,14 +280,14 @@ async fn pairing_by_code_and_codes_running_out() {
     let h = harness().await;
     let node = h.node("node-a").await;
     let client = node.host().await;
-    let code = node.handle.pair_code(&shop(), "2348000000001".into()).await;
+    let code = node.pair_code("2348000000001").await;
     assert_eq!(code.as_deref(), Ok(PAIR_CODE));
     assert_eq!(client.paired_phones(), ["2348000000001"]);
     let pairing = node.session().await.web.and_then(|web| web.pairing);
     assert_eq!(pairing.and_then(|p| p.code).as_deref(), Some(PAIR_CODE));
-    let refused = node.handle.pair_code(&shop(), "+234 800".into()).await;
+    let refused = node.pair_code("+234 800").await;
     assert!(
-        matches!(refused, Err(WebError::InvalidPhone(_))),
+        matches!(refused, Err(TenantError::Web(WebError::InvalidPhone(_)))),
         "{refused:?}"
     );
 
@@ -278,7 +306,7 @@ async fn pairing_by_code_and_codes_running_out() {
     assert_eq!(last.detail["reason"], "pairing_expired");
 
     // Asking again opens a fresh client, which offers new codes.
-    node.handle.pair(&shop()).await.expect("pairing again");
+    node.pair().await.expect("pairing again");
     let fresh = node.web.client(1, WAIT).await;
     eventually(WAIT, || async { (fresh.connects() == 1).then_some(()) }).await;
     assert_eq!(client.shutdowns(), 1, "the old client was shut down");
@@ -346,7 +374,7 @@ async fn stream_replaced_stops_the_client_for_good() {
     client.emit(WebEvent::Disconnected {
         reason: "closed".into(),
     });
-    node.handle.pair(&shop()).await.expect("answered");
+    node.pair().await.expect("answered");
     let session = node.session().await;
     assert_eq!(session.status, SessionStatus::Replaced);
     assert_eq!(node.web.clients().len(), 1, "no new client");
@@ -374,13 +402,13 @@ async fn a_ban_a_logout_and_an_outdated_client_are_states_not_retries() {
 
     client.emit(WebEvent::Connected { phone: None });
     node.status_becomes(SessionStatus::Connected).await;
-    node.handle.logout(&shop()).await.expect("logged out");
+    node.logout().await.expect("logged out");
     let session = node.session().await;
     assert_eq!(session.status, SessionStatus::LoggedOut);
     assert_eq!(client.logouts(), 1);
     assert_eq!(session.web.and_then(|web| web.account), None);
 
-    node.handle.pair(&shop()).await.expect("pairing again");
+    node.pair().await.expect("pairing again");
     let fresh = node.web.client(1, WAIT).await;
     fresh.emit(WebEvent::Outdated);
     node.status_becomes(SessionStatus::Outdated).await;

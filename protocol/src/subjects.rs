@@ -224,11 +224,17 @@ pub enum ApiCommand {
     /// The tenant's rejected webhook items (items of Meta's deliveries that could not be
     /// read), newest first.
     WebhookRejected,
+    /// `web`: the QR code that links the tenant's number (as text and SVG).
+    SessionQr,
+    /// `web`: an 8-character pairing code for a phone number.
+    SessionPairCode,
+    /// `web`: unlink the tenant's device.
+    SessionLogout,
 }
 
 impl ApiCommand {
     /// Every command: a node registers one service endpoint for each.
-    pub const ALL: [ApiCommand; 19] = [
+    pub const ALL: [ApiCommand; 22] = [
         Self::TenantCreate,
         Self::TenantList,
         Self::ClusterStatus,
@@ -248,6 +254,9 @@ impl ApiCommand {
         Self::SessionStop,
         Self::TenantDelete,
         Self::WebhookRejected,
+        Self::SessionQr,
+        Self::SessionPairCode,
+        Self::SessionLogout,
     ];
 
     /// The command's subject tokens (`message.send`).
@@ -272,6 +281,9 @@ impl ApiCommand {
             Self::SessionStop => "session.stop",
             Self::TenantDelete => "tenant.delete",
             Self::WebhookRejected => "webhook.rejected",
+            Self::SessionQr => "session.qr",
+            Self::SessionPairCode => "session.pair_code",
+            Self::SessionLogout => "session.logout",
         }
     }
 
@@ -438,6 +450,7 @@ mod tests {
                 "alert_cleared",
                 "message_rejected",
                 "knowledge_embedding_failed",
+                "message_undecryptable",
             ]
         );
         for kind in EventKind::ALL {

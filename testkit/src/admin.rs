@@ -1,5 +1,5 @@
-//! The admin HTTP API in-process: a node on a fresh SQLite file, with a recording WhatsApp
-//! and no LLM, and its router, for tests that drive the routes with
+//! The admin HTTP API in-process: a node on a fresh SQLite file, with a recording WhatsApp,
+//! a scripted WhatsApp Web engine and no LLM, and its router, for tests that drive the routes with
 //! `tower::ServiceExt::oneshot`.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use salesboy_node::http::{AppState, HttpSettings, router};
 use salesboy_node::store::SqlStore;
 use secrecy::SecretString;
 
+use crate::fake_web::ScriptedWeb;
 use crate::ports::{FixedProviders, RecordingWhatsApp, services};
 
 /// A node's admin API in-process.
@@ -25,6 +26,8 @@ pub struct AdminApp {
     pub store: Arc<dyn Store>,
     /// The texts sent through the recording WhatsApp, oldest first.
     pub sent: Arc<Mutex<Vec<(String, String)>>>,
+    /// The Web engine of `web` tenants, which the test plays WhatsApp's part of.
+    pub web: ScriptedWeb,
     /// Holds the database's temp dir.
     _dir: tempfile::TempDir,
 }
@@ -44,7 +47,10 @@ impl AdminApp {
             FixedProviders::default(),
             Settings::default(),
         );
-        let (node, _) = NodeHandle::start(services).await.expect("node");
+        let web = ScriptedWeb::default();
+        let mut services = Arc::into_inner(services).expect("services not shared yet");
+        services.web = Some(Arc::new(web.clone()));
+        let (node, _) = NodeHandle::start(Arc::new(services)).await.expect("node");
         let state = AppState::new(
             node,
             sql,
@@ -67,6 +73,7 @@ impl AdminApp {
             state,
             store,
             sent,
+            web,
             _dir: dir,
         }
     }

@@ -17,16 +17,11 @@ use crate::error::{ActivationError, TenantError};
 use crate::handoff::TenantHandoff;
 use crate::rpc::ask;
 use crate::services::Services;
-use crate::session::SessionMsg;
 use crate::stop::StopReason;
 use crate::tenant::{TenantMsg, TenantSnapshot};
-use crate::web::WebError;
 
 /// How long callers wait for an activation or a tenant's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a `web` session's pairing or logout may take (a round trip to WhatsApp).
-const WEB_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `Observe` shows of the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,40 +187,6 @@ impl NodeHandle {
     /// A hosted tenant's state, without activating it.
     pub async fn observe_tenant(&self, tenant: &TenantId) -> Option<TenantSnapshot> {
         ask(&self.hosted(tenant)?, TenantMsg::Observe, CALL_TIMEOUT).await
-    }
-
-    /// `web`: asks WhatsApp for a pairing code linking the hosted tenant's device to the
-    /// account of `phone` (digits, international format).
-    pub async fn pair_code(&self, tenant: &TenantId, phone: String) -> Result<String, WebError> {
-        self.ask_web_session(tenant, |reply| SessionMsg::PairCode { phone, reply })
-            .await
-    }
-
-    /// `web`: has the hosted tenant's session offer QR codes again (after they ran out or
-    /// the device was unlinked); nothing for a session that is linked or pairing.
-    pub async fn pair(&self, tenant: &TenantId) -> Result<(), WebError> {
-        self.ask_web_session(tenant, SessionMsg::Pair).await
-    }
-
-    /// `web`: unlinks the hosted tenant's device.
-    pub async fn logout(&self, tenant: &TenantId) -> Result<(), WebError> {
-        self.ask_web_session(tenant, SessionMsg::Logout).await
-    }
-
-    /// Asks a hosted tenant's session, without activating anything.
-    async fn ask_web_session<T: Send + 'static>(
-        &self,
-        tenant: &TenantId,
-        request: impl FnOnce(RpcReplyPort<Result<T, WebError>>) -> SessionMsg,
-    ) -> Result<T, WebError> {
-        let supervisor = self.hosted(tenant).ok_or(WebError::NoSession)?;
-        ask(
-            &supervisor,
-            |reply| TenantMsg::ToSession(Box::new(request(reply))),
-            WEB_SESSION_TIMEOUT,
-        )
-        .await
-        .unwrap_or(Err(WebError::NoSession))
     }
 
     /// An active conversation's state, without activating anything.

@@ -163,8 +163,9 @@ pub enum SessionMsg {
         reply: RpcReplyPort<Result<String, WebError>>,
     },
     /// `web`: start pairing again (new QR codes) after the codes ran out or the device was
-    /// unlinked; nothing to do for a session that is linked or pairing.
-    Pair(RpcReplyPort<Result<(), WebError>>),
+    /// unlinked (nothing to do for a session that is linked or pairing); answers the
+    /// session's account, pairing codes and ban.
+    Pair(RpcReplyPort<Result<WebView, WebError>>),
     /// `web`: unlink the device.
     Logout(RpcReplyPort<Result<(), WebError>>),
 }
@@ -475,14 +476,14 @@ impl Actor for SessionActor {
                 let _ = reply.send(web::pair_code(state, &phone).await);
             }
             SessionMsg::Pair(reply) => {
-                let answer = if state.web.is_none() {
-                    Err(WebError::Unsupported)
-                } else {
-                    if web::may_pair_again(state) {
-                        web::reopen(&myself, state).await;
-                    }
-                    Ok(())
-                };
+                if web::may_pair_again(state) {
+                    web::reopen(&myself, state).await;
+                }
+                let answer = state
+                    .web
+                    .as_ref()
+                    .map(WebLink::view)
+                    .ok_or(WebError::NoSession);
                 let _ = reply.send(answer);
             }
             SessionMsg::Logout(reply) => {

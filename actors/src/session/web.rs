@@ -451,7 +451,7 @@ fn hand_to_tenant(tenant: &ActorRef<TenantMsg>, command: TenantCommand) {
 /// Asks for a pairing code for `phone`.
 pub(super) async fn pair_code(state: &mut SessionState, phone: &str) -> Result<String, WebError> {
     let Some(link) = state.web.as_mut() else {
-        return Err(WebError::Unsupported);
+        return Err(WebError::NoSession);
     };
     let code = link.client.pair_code(phone).await?;
     link.pairing.get_or_insert_with(PairingView::default).code = Some(code.clone());
@@ -461,7 +461,7 @@ pub(super) async fn pair_code(state: &mut SessionState, phone: &str) -> Result<S
 /// Unlinks the device.
 pub(super) async fn logout(state: &mut SessionState) -> Result<(), WebError> {
     let Some(link) = state.web.as_mut() else {
-        return Err(WebError::Unsupported);
+        return Err(WebError::NoSession);
     };
     link.client.logout().await?;
     link.ended = true;

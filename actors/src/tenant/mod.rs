@@ -32,6 +32,7 @@ use crate::session::{SendJob, SessionMsg, SessionSnapshot};
 use crate::stop::{ChildExit, StopReason};
 use crate::store::{InsertOutcome, NewOutbound, OutboundOrigin, StoreError, Tenant};
 use crate::supervision::{RestartDecision, RestartTracker};
+use crate::web::WebError;
 
 /// How long the supervisor waits for a child's `Observe`.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -99,9 +100,6 @@ pub enum TenantMsg {
     Release(RpcReplyPort<Vec<TenantCommand>>),
     /// The tenant's state.
     Observe(RpcReplyPort<TenantSnapshot>),
-    /// A message for the session (a `web` session's pairing and logout); dropped, with its
-    /// reply port, when the tenant runs no session.
-    ToSession(Box<SessionMsg>),
     /// One conversation's state, if it is active.
     ObserveConversation {
         /// The chat.
@@ -383,11 +381,6 @@ impl Actor for TenantSupervisor {
                     restarts,
                 });
             }
-            TenantMsg::ToSession(message) => {
-                if let Some(session) = state.children.session() {
-                    let _ = session.send_message(*message);
-                }
-            }
             TenantMsg::ObserveConversation { chat, reply } => {
                 let snapshot = match state.children.conversation(&chat) {
                     Some(conversation) => {
@@ -491,11 +484,23 @@ async fn carry_out(
             | TenantCommand::OwnerSendContent { .. } => {
                 answer(reply, Err(TenantError::Moving(state.tenant.clone())));
             }
+            TenantCommand::WebPair
+            | TenantCommand::WebPairCode { .. }
+            | TenantCommand::WebLogout => {
+                answer(reply, Err(TenantError::Moving(state.tenant.clone())));
+            }
             TenantCommand::Reload | TenantCommand::Start => answer(reply, Ok(CommandReply::Done)),
         }
         return Ok(());
     }
-    if !matches!(command, TenantCommand::Reload | TenantCommand::Start) {
+    if !matches!(
+        command,
+        TenantCommand::Reload
+            | TenantCommand::Start
+            | TenantCommand::WebPair
+            | TenantCommand::WebPairCode { .. }
+            | TenantCommand::WebLogout
+    ) {
         state.last_activity = Instant::now();
     }
     match command {
@@ -570,8 +575,43 @@ async fn carry_out(
         }
         // Hosted now, so reconciled on activation: nothing more to do.
         TenantCommand::Start => answer(reply, Ok(CommandReply::Done)),
+        TenantCommand::WebPair => {
+            ask_web_session(state, reply, SessionMsg::Pair, CommandReply::Web);
+        }
+        TenantCommand::WebPairCode { phone } => {
+            let request = |reply| SessionMsg::PairCode { phone, reply };
+            ask_web_session(state, reply, request, CommandReply::PairCode);
+        }
+        TenantCommand::WebLogout => {
+            ask_web_session(state, reply, SessionMsg::Logout, |()| CommandReply::Done);
+        }
     }
     Ok(())
+}
+
+/// How long a `web` session's pairing or logout may take (a round trip to WhatsApp).
+const WEB_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks the session (a pairing or a logout, which wait on WhatsApp) off the tenant's loop
+/// and answers `reply` with what it said.
+fn ask_web_session<T: Send + 'static>(
+    state: &TenantState,
+    reply: Option<CommandReplyPort>,
+    request: impl FnOnce(RpcReplyPort<Result<T, WebError>>) -> SessionMsg + Send + 'static,
+    done: impl FnOnce(T) -> CommandReply + Send + 'static,
+) {
+    let session = state.children.session();
+    tokio::spawn(async move {
+        let answer = match session {
+            Some(session) => ask(&session, request, WEB_SESSION_TIMEOUT)
+                .await
+                .unwrap_or(Err(WebError::NoSession)),
+            None => Err(WebError::NoSession),
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(answer.map(done).map_err(TenantError::Web));
+        }
+    });
 }
 
 /// Freezes every child, conversations first (their last replies reach the session's queue

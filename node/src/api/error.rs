@@ -4,6 +4,7 @@
 
 use salesboy_actors::node::ActivationError;
 use salesboy_actors::store::StoreError;
+use salesboy_actors::web::WebError;
 use salesboy_protocol::{PhoneNumberId, TenantId};
 
 use crate::cluster::RouteError;
@@ -115,6 +116,15 @@ pub enum ApiError {
     /// The node broke one of its own rules (500).
     #[error("{0}")]
     Internal(String),
+    /// Pairing was asked of a tenant whose engine is not `web` (409).
+    #[error("{0}")]
+    NotWeb(String),
+    /// The `web` tenant's device is linked already: nothing to pair (409).
+    #[error("{0}")]
+    AlreadyPaired(String),
+    /// The `web` session could not do what was asked; the status follows why.
+    #[error("{0}")]
+    Web(#[from] WebError),
 }
 
 impl ApiError {
@@ -188,6 +198,15 @@ impl ApiError {
             Self::UnknownNode(_) => (404, "unknown_node"),
             Self::NotDrainable(_) => (409, "not_drainable"),
             Self::Internal(_) => (500, "internal"),
+            Self::NotWeb(_) => (409, "not_web"),
+            Self::AlreadyPaired(_) => (409, "already_paired"),
+            Self::Web(error) => match error {
+                WebError::InvalidPhone(_) => (400, "invalid_field"),
+                WebError::NotConnected => (409, "not_connected"),
+                WebError::AlreadyPaired => (409, "already_paired"),
+                WebError::NoSession | WebError::Fenced | WebError::Unsupported => UNAVAILABLE,
+                WebError::Failed(_) => (502, "whatsapp_failed"),
+            },
         }
     }
 }
@@ -233,6 +252,13 @@ mod tests {
             ApiError::UnknownNode("node-9".into()),
             ApiError::NotDrainable("x".into()),
             ApiError::Internal("x".into()),
+            ApiError::NotWeb("x".into()),
+            ApiError::AlreadyPaired("x".into()),
+            ApiError::Web(WebError::AlreadyPaired),
+            ApiError::Web(WebError::InvalidPhone("1".into())),
+            ApiError::Web(WebError::NotConnected),
+            ApiError::Web(WebError::NoSession),
+            ApiError::Web(WebError::Failed("x".into())),
         ];
         let mut seen = std::collections::HashMap::new();
         for error in errors {

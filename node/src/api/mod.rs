@@ -7,6 +7,7 @@
 //! - `error`: [`ApiError`], its status and code;
 //! - [`tenants`]: tenants and their numbers, a tenant's session status, session stop and
 //!   start;
+//! - [`pairing`]: linking a `web` tenant's number (QR code, pairing code) and unlinking it;
 //! - [`knowledge`]: a tenant's knowledge documents;
 //! - [`conversations`]: a tenant's conversations; a chat's messages, bot pause and resume,
 //!   owner sends;
@@ -27,6 +28,7 @@ pub mod conversations;
 mod error;
 pub mod knowledge;
 pub mod live;
+pub mod pairing;
 pub mod rejected;
 pub mod service;
 pub mod tenants;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
-use salesboy_protocol::{ChatId, TenantId};
+use salesboy_protocol::{ChatId, Engine, TenantId};
 use serde_json::{Value, json};
 
 /// The file in the data dir that holds the generated admin token (defined by [`crate::run`],
@@ -62,12 +62,17 @@ pub enum TenantCommand {
         /// The tenant's id (letters, digits, '_' and '-').
         #[arg(long)]
         id: String,
-        /// Meta's phone number id of the business number.
+        /// How its number is reached: `cloud_api` (needs --phone-number-id and
+        /// --access-token) or `web` (linked later with `tenant pair` or `tenant pair-code`)
+        /// [default: cloud_api].
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<Engine>,
+        /// `cloud_api`: Meta's phone number id of the business number.
         #[arg(long, value_name = "DIGITS")]
-        phone_number_id: String,
-        /// The number's Cloud API access token; `-` reads it from standard input.
+        phone_number_id: Option<String>,
+        /// `cloud_api`: the number's access token; `-` reads it from standard input.
         #[arg(long, value_name = "TOKEN")]
-        access_token: String,
+        access_token: Option<String>,
         /// Display name of the business [default: the id].
         #[arg(long)]
         name: Option<String>,
@@ -88,6 +93,25 @@ pub enum TenantCommand {
     },
     /// List every tenant.
     List,
+    /// `web`: show the QR code that links the tenant's number (scan it in WhatsApp,
+    /// Linked devices); prints it in the terminal.
+    Pair {
+        /// The tenant's id.
+        id: String,
+    },
+    /// `web`: get an 8-character code that links the tenant's number to the account of
+    /// PHONE (typed on that phone: Linked devices, Link with phone number instead).
+    PairCode {
+        /// The tenant's id.
+        id: String,
+        /// The account's phone number, international format (`+234 801 234 5678`).
+        phone: String,
+    },
+    /// `web`: unlink the tenant's device (pairing again is needed).
+    Logout {
+        /// The tenant's id.
+        id: String,
+    },
 }
 
 /// `salesboy kb …`
@@ -182,6 +206,7 @@ impl TenantCommand {
         match self {
             Self::Add {
                 id,
+                engine,
                 phone_number_id,
                 access_token,
                 name,
@@ -189,17 +214,20 @@ impl TenantCommand {
                 llm,
                 waba_id,
             } => {
-                let access_token = if access_token == "-" {
-                    read_stdin_line().context("reading the access token from standard input")?
-                } else {
-                    access_token
+                let access_token = match access_token.as_deref() {
+                    Some("-") => Some(
+                        read_stdin_line()
+                            .context("reading the access token from standard input")?,
+                    ),
+                    _ => access_token,
                 };
-                let mut body = json!({
-                    "id": id,
-                    "phone_number_id": phone_number_id,
-                    "access_token": access_token,
-                });
+                let mut body = json!({"id": id});
+                if let Some(engine) = engine {
+                    body["engine"] = Value::String(engine.to_string());
+                }
                 let fields = [
+                    ("phone_number_id", phone_number_id),
+                    ("access_token", access_token),
                     ("name", name),
                     ("system_prompt", system_prompt),
                     ("waba_id", waba_id),
@@ -220,8 +248,30 @@ impl TenantCommand {
                     .await
             }
             Self::List => client.get("/api/tenants").await,
+            Self::Pair { id } => {
+                let path = format!("/api/tenants/{}/session/qr", tenant_id(&id)?);
+                client.get(&path).await
+            }
+            Self::PairCode { id, phone } => {
+                let path = format!("/api/tenants/{}/session/pair_code", tenant_id(&id)?);
+                client.post(&path, &json!({"phone": phone})).await
+            }
+            Self::Logout { id } => {
+                let path = format!("/api/tenants/{}/session/logout", tenant_id(&id)?);
+                client.post(&path, &json!({})).await
+            }
         }
     }
+}
+
+/// A QR code drawn with block characters, to scan from a terminal (dark on light).
+pub fn terminal_qr(text: &str) -> anyhow::Result<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).context("drawing the QR code")?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .build())
 }
 
 impl KbCommand {
@@ -323,7 +373,17 @@ impl DevCommand {
 
 /// `salesboy tenant …`: runs the command and prints the answer.
 pub async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
-    print_json(&command.execute(&target.client()?).await?)
+    let pairing = matches!(command, TenantCommand::Pair { .. });
+    let answer = command.execute(&target.client()?).await?;
+    if pairing && let Some(qr) = answer["qr"].as_str() {
+        println!("{}", terminal_qr(qr)?);
+        println!(
+            "Scan it in WhatsApp: Settings, Linked devices, Link a device. It is replaced in \
+             a minute or less: run `tenant pair` again for the next one."
+        );
+        return Ok(());
+    }
+    print_json(&answer)
 }
 
 /// `salesboy kb …`: runs the command and prints the answer.

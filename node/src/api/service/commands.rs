@@ -2,8 +2,8 @@
 //! operation, its answer as JSON. Nothing is done before the whole request is read and
 //! valid.
 
-use salesboy_protocol::TenantId;
 use salesboy_protocol::subjects::{self, ApiCommand};
+use salesboy_protocol::{Engine, TenantId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -13,12 +13,20 @@ use crate::api::content::{
 use crate::api::conversations;
 use crate::api::knowledge::{self, KnowledgeRequest};
 use crate::api::tenants::{self, TenantUpdate};
-use crate::api::{Api, ApiError, chat_id, cluster, rejected, tenant_id, usage};
+use crate::api::{Api, ApiError, chat_id, cluster, pairing, rejected, tenant_id, usage};
 
 /// A request without fields: empty, or `{}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoFields {}
+
+/// `session.start`: optionally the engine the caller expects the tenant to use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionStart {
+    /// `cloud_api` or `web`: refused when the tenant's engine is another.
+    engine: Option<Engine>,
+}
 
 /// `message.send`: the customer and what the admin API's send takes ([`SendRequest`]).
 #[derive(Debug, Deserialize)]
@@ -170,8 +178,31 @@ pub(super) async fn run(
         }
         ApiCommand::SessionStart => {
             let id = tenant(subject, command)?;
-            parse::<NoFields>(payload)?;
+            let request: SessionStart = parse(payload)?;
+            if let Some(engine) = request.engine {
+                let tenant = api.existing_tenant(&id).await?;
+                if tenant.engine != engine {
+                    return Err(ApiError::invalid(
+                        "engine",
+                        format!("tenant {id} uses the {} engine", tenant.engine),
+                    ));
+                }
+            }
             encode(tenants::session_start(api, &id).await?)
+        }
+        ApiCommand::SessionQr => {
+            let id = tenant(subject, command)?;
+            parse::<NoFields>(payload)?;
+            encode(pairing::qr(api, &id).await?)
+        }
+        ApiCommand::SessionPairCode => {
+            let id = tenant(subject, command)?;
+            encode(pairing::pair_code(api, &id, parse(payload)?).await?)
+        }
+        ApiCommand::SessionLogout => {
+            let id = tenant(subject, command)?;
+            parse::<NoFields>(payload)?;
+            encode(pairing::logout(api, &id).await?)
         }
         ApiCommand::SessionStop => {
             let id = tenant(subject, command)?;

@@ -22,6 +22,8 @@
 //! - `auth`: [`AdminAuth`] and [`TenantAuth`], the bearer-token checks;
 //! - `tenants`: `/tenants`, `/tenants/{id}` (tenants and their numbers, deletion),
 //!   `/tenants/{id}/session`, `/tenants/{id}/session/stop` and `…/start`;
+//! - `pairing`: `/tenants/{id}/session/qr`, `…/pair_code`, `…/logout` (linking a `web`
+//!   tenant's number);
 //! - `knowledge`: `/tenants/{id}/knowledge…`;
 //! - `conversations`: `/tenants/{id}/conversations` and
 //!   `/tenants/{id}/conversations/{wa_id}/…` (messages, pause, resume, owner sends);
@@ -45,6 +47,7 @@ mod health;
 mod knowledge;
 mod live;
 mod openapi;
+mod pairing;
 mod rejected;
 mod tenants;
 mod throttle;
@@ -112,6 +115,7 @@ fn api(guards: Guards) -> OpenApiRouter<AppState> {
         .merge(health::routes());
     let tenant = OpenApiRouter::default()
         .merge(tenants::tenant_routes())
+        .merge(pairing::routes())
         .merge(knowledge::routes())
         .merge(conversations::routes())
         .merge(usage::routes())
