@@ -568,6 +568,16 @@ impl WebClient for WhatsAppWebClient {
             // The library reconnects on its own while its run loop runs.
             return Ok(());
         }
+        if let Some(ended) = run.take() {
+            // The loop ended on its own (a failure the library does not retry): flush what
+            // that client cached before another one loads the store.
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, ended.client.disconnect())
+                .await
+                .is_err()
+            {
+                warn!(tenant = %self.shared.tenant, "ended web client's disconnect timed out");
+            }
+        }
         let bot = match self.build().await {
             Ok(bot) => bot,
             Err(error) => {
