@@ -232,7 +232,13 @@ pub async fn start_with_bus(
             id: config.node_id.clone(),
             store: Arc::clone(&store),
             whatsapp,
-            // The whatsapp-rust adapter is not built yet (issue 12): web tenants run no session.
+            // The WhatsApp Web engine (docs/engines.md), on the node's SQL store.
+            #[cfg(feature = "web-engine")]
+            web: Some(
+                Arc::new(crate::adapters::WhatsAppWebConnector::new(sql.clone()))
+                    as Arc<dyn salesboy_actors::web::WebConnector>,
+            ),
+            #[cfg(not(feature = "web-engine"))]
             web: None,
             llm,
             clock: Arc::new(SystemClock),

@@ -7,7 +7,9 @@
 //!   [`GeminiProvider`] and [`OpenAiProvider`], and [`HttpLlmFactory`] (an
 //!   [`LlmProviderFactory`]);
 //! - [`embedding`]: the embedding providers (Gemini `embedContent` /
-//!   `batchEmbedContents`, OpenAI-compatible `/embeddings`) and their fallback chain.
+//!   `batchEmbedContents`, OpenAI-compatible `/embeddings`) and their fallback chain;
+//! - `web` (cargo feature `web-engine`): `WhatsAppWebConnector`, the WhatsApp Web engine
+//!   (`whatsapp-rust`) behind the session actor's `WebConnector`.
 //!
 //! Secrets (access tokens, API keys) only ever leave the process in request headers: no
 //! error, log line or `Debug` output carries them.
@@ -19,9 +21,13 @@ use std::time::Duration;
 
 pub mod embedding;
 pub mod llm;
+#[cfg(feature = "web-engine")]
+pub mod web;
 pub mod whatsapp;
 
 pub use llm::{GeminiProvider, HttpLlmFactory, OpenAiProvider};
+#[cfg(feature = "web-engine")]
+pub use web::WhatsAppWebConnector;
 pub use whatsapp::{CloudApiConnection, CloudApiConnector, classify_send_error};
 
 /// Checks a URL the node sends secrets or tenants' data to (an LLM provider's `base_url`, an

@@ -1,0 +1,386 @@
+//! The WhatsApp Web adapter (issue 12, docs/engines.md "The adapter"), exercised offline as
+//! far as it goes: the real `whatsapp-rust` client built by `WhatsAppWebConnector` on our
+//! storage backend (SQLite in `sqlite::*`, PostgreSQL in `postgres::*` through
+//! `SALESBOY_TEST_POSTGRES_URL`, never skipped), with a pinned version and a fake transport
+//! that fails or closes every connection. It starts, backs off and tries again, flushes its
+//! device on shutdown; a client of a stale epoch has its flush refused and stops instead of
+//! reconnecting. Logging in needs WhatsApp's servers: not tested here.
+#![cfg(feature = "web-engine")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use salesboy_actors::store::NewTenant;
+use salesboy_actors::store::prelude::*;
+use salesboy_actors::web::{WebConnector, WebError, WebEvent, WebEvents};
+use salesboy_node::adapters::WhatsAppWebConnector;
+use salesboy_node::secrets::{Keyring, SecretsKey};
+use salesboy_node::store::SqlStore;
+use salesboy_protocol::TenantId;
+use salesboy_testkit::{PostgresDatabase, eventually};
+use sqlx::Row;
+use whatsapp_rust::async_channel;
+use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
+use whatsapp_rust::wacore::net::DisconnectReason;
+
+/// How long a condition may take to come true (the library's first backoffs are 1 s, 1 s).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = super::Fixture::new(super::Db::Sqlite).await;
+                    super::$test(&fixture).await;
+                    fixture.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = super::Fixture::new(super::Db::Postgres).await;
+                    super::$test(&fixture).await;
+                    fixture.close().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    the_client_starts_backs_off_and_flushes_on_shutdown,
+    a_stale_client_has_its_flush_refused_and_stops,
+    a_client_of_an_unclaimed_epoch_is_fenced_at_start,
+    a_running_client_is_fenced_at_its_next_attempt,
+);
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+async fn the_client_starts_backs_off_and_flushes_on_shutdown(fixture: &Fixture) {
+    let transport = FakeTransport::new();
+    let connector =
+        WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
+    let events = Recorded::default();
+    let client = connector.open(&fixture.tenant, 1, events.sink());
+    assert_eq!(fixture.device_updated_ms().await, None, "no device before");
+
+    client.connect().await.expect("starts connecting");
+    // every attempt fails (the first refused, the next closed after the hello): the library
+    // backs off and tries again
+    eventually(PATIENCE, || async {
+        (transport.attempts() >= 3).then_some(())
+    })
+    .await;
+    // connecting again while the library's loop runs starts no second one
+    client.connect().await.expect("still connecting");
+    assert!(
+        transport.hellos() >= 1,
+        "a connection got as far as the hello"
+    );
+
+    client.shutdown().await;
+    let flushed = fixture
+        .device_updated_ms()
+        .await
+        .expect("the device is in web_devices");
+    assert!(flushed > 0);
+    // idempotent, and final
+    client.shutdown().await;
+    assert!(
+        client.connect().await.is_err(),
+        "a shut-down client stays down"
+    );
+    assert!(
+        events.names().iter().all(|name| name != "Replaced"),
+        "not fenced: {:?}",
+        events.names()
+    );
+}
+
+async fn a_stale_client_has_its_flush_refused_and_stops(fixture: &Fixture) {
+    // the tenant's device, made at epoch 1
+    let transport = FakeTransport::new();
+    let connector =
+        WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
+    let first = connector.open(&fixture.tenant, 1, Recorded::default().sink());
+    first.connect().await.expect("starts connecting");
+    eventually(PATIENCE, || async {
+        (transport.attempts() >= 1).then_some(())
+    })
+    .await;
+    first.shutdown().await;
+    let flushed = fixture.device_updated_ms().await.expect("a device");
+
+    // another node claims epoch 2; a client of epoch 1 is opened late
+    fixture.store.claim_epoch(&fixture.tenant, 2).await.unwrap();
+    let late_transport = FakeTransport::new();
+    let connector =
+        WhatsAppWebConnector::with_transport(fixture.store.clone(), late_transport.factory());
+    let events = Recorded::default();
+    let stale = connector.open(&fixture.tenant, 1, events.sink());
+    // refused at once (building the client writes: the library probes the durability
+    // buffer) or, were it to start, at its first connection attempt
+    let _ = stale.connect().await;
+    eventually(PATIENCE, || async {
+        events
+            .names()
+            .iter()
+            .any(|name| name == "Replaced")
+            .then_some(())
+    })
+    .await;
+    // the fence check comes before every connection: none was opened, none will be
+    assert_eq!(late_transport.attempts(), 0);
+    assert_eq!(stale.connect().await, Err(WebError::Fenced));
+
+    stale.shutdown().await;
+    stale.shutdown().await;
+    assert_eq!(
+        fixture.device_updated_ms().await,
+        Some(flushed),
+        "the stale flush was refused"
+    );
+    assert_eq!(
+        events
+            .names()
+            .iter()
+            .filter(|name| *name == "Replaced")
+            .count(),
+        1,
+        "reported once: {:?}",
+        events.names()
+    );
+}
+
+async fn a_client_of_an_unclaimed_epoch_is_fenced_at_start(fixture: &Fixture) {
+    // epoch 5 was never claimed: creating the device is refused when the client is built
+    let transport = FakeTransport::new();
+    let connector =
+        WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
+    let events = Recorded::default();
+    let client = connector.open(&fixture.tenant, 5, events.sink());
+    assert_eq!(client.connect().await, Err(WebError::Fenced));
+    assert_eq!(events.names(), vec!["Replaced".to_owned()]);
+    assert_eq!(transport.attempts(), 0);
+    assert_eq!(fixture.device_updated_ms().await, None);
+    client.shutdown().await;
+}
+
+async fn a_running_client_is_fenced_at_its_next_attempt(fixture: &Fixture) {
+    let transport = FakeTransport::new();
+    let connector =
+        WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
+    let events = Recorded::default();
+    let client = connector.open(&fixture.tenant, 1, events.sink());
+    client.connect().await.expect("starts connecting");
+    eventually(PATIENCE, || async {
+        (transport.attempts() >= 1).then_some(())
+    })
+    .await;
+
+    // another node claims the tenant while the library backs off between attempts: no
+    // write of epoch 1 succeeds from now on
+    fixture.store.claim_epoch(&fixture.tenant, 2).await.unwrap();
+    let written = fixture.device_updated_ms().await.expect("a device");
+    eventually(PATIENCE, || async {
+        events
+            .names()
+            .iter()
+            .any(|name| name == "Replaced")
+            .then_some(())
+    })
+    .await;
+    // the library's loop was told to stop; connecting again is refused
+    assert_eq!(client.connect().await, Err(WebError::Fenced));
+    // shutting down a client whose loop ended on its own: returns, its flush is refused
+    client.shutdown().await;
+    client.shutdown().await;
+    assert_eq!(fixture.device_updated_ms().await, Some(written));
+}
+
+// ---------------------------------------------------------------------------------------
+// The fake transport and the recorded events
+// ---------------------------------------------------------------------------------------
+
+/// A transport factory with no network: odd attempts fail to connect, even ones connect and
+/// close right after the client's hello.
+#[derive(Clone, Default)]
+struct FakeTransport {
+    attempts: Arc<AtomicUsize>,
+    hellos: Arc<AtomicUsize>,
+}
+
+impl FakeTransport {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn factory(&self) -> Arc<dyn TransportFactory> {
+        Arc::new(self.clone())
+    }
+
+    /// Connection attempts so far.
+    fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    /// Writes the client made on a connection (its handshake hello).
+    fn hellos(&self) -> usize {
+        self.hellos.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl TransportFactory for FakeTransport {
+    async fn create_transport(
+        &self,
+    ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+        if attempt.is_multiple_of(2) {
+            anyhow::bail!("fake transport: no network");
+        }
+        let (events, receiver) = async_channel::bounded(4);
+        events.try_send(TransportEvent::Connected).unwrap();
+        let transport = Closing {
+            hellos: Arc::clone(&self.hellos),
+            events,
+        };
+        Ok((Arc::new(transport), receiver))
+    }
+}
+
+/// A connection that closes once the client wrote to it.
+struct Closing {
+    hellos: Arc<AtomicUsize>,
+    events: async_channel::Sender<TransportEvent>,
+}
+
+#[async_trait::async_trait]
+impl Transport for Closing {
+    async fn send(&self, _data: bytes::Bytes) -> Result<(), anyhow::Error> {
+        self.hellos.fetch_add(1, Ordering::SeqCst);
+        let _ = self
+            .events
+            .try_send(TransportEvent::Disconnected(DisconnectReason::StreamEnded));
+        self.events.close();
+        Ok(())
+    }
+
+    async fn disconnect(&self) {
+        self.events.close();
+    }
+}
+
+/// The events a client reported, by name.
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<String>>>);
+
+impl Recorded {
+    fn sink(&self) -> WebEvents {
+        let recorded = Arc::clone(&self.0);
+        WebEvents::new(move |event| {
+            let name = match &event {
+                WebEvent::Replaced => "Replaced".to_owned(),
+                other => format!("{other:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            recorded.lock().push(name);
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Harness: a fresh database per test, tenant `acme` at epoch 1
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+struct Fixture {
+    store: SqlStore,
+    url: String,
+    tenant: TenantId,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    _postgres: Option<PostgresDatabase>,
+}
+
+impl Fixture {
+    async fn new(db: Db) -> Self {
+        let (url, sqlite_dir, postgres) = match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
+                (url, Some(dir), None)
+            }
+            Db::Postgres => {
+                let database = PostgresDatabase::create()
+                    .await
+                    .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"));
+                (database.url().to_owned(), None, Some(database))
+            }
+        };
+        let store = SqlStore::connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot open the store: {error}"))
+            .with_secrets(Keyring::new(SecretsKey::generate(), []));
+        let tenant = TenantId::new("acme").unwrap();
+        store
+            .upsert_tenant(&NewTenant {
+                id: tenant.clone(),
+                name: "Acme".to_owned(),
+                system_prompt: None,
+                llm_config: None,
+                llm_monthly_spend_cap_micros: None,
+                embedding_model: None,
+                engine: Default::default(),
+                created_ms: 1_700_000_000_000,
+            })
+            .await
+            .unwrap();
+        store.claim_epoch(&tenant, 1).await.unwrap();
+        Self {
+            store,
+            url,
+            tenant,
+            _sqlite_dir: sqlite_dir,
+            _postgres: postgres,
+        }
+    }
+
+    /// When the tenant's device row was last written, if it has one.
+    async fn device_updated_ms(&self) -> Option<i64> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.url)
+            .await
+            .expect("plain sql pool");
+        let row = sqlx::query("SELECT updated_ms FROM web_devices WHERE tenant_id = $1")
+            .bind(self.tenant.as_str())
+            .fetch_optional(&pool)
+            .await
+            .expect("web_devices readable");
+        pool.close().await;
+        row.map(|row| row.get::<i64, _>(0))
+    }
+
+    async fn close(self) {
+        self.store.close().await;
+    }
+}
