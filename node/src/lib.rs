@@ -34,7 +34,9 @@
 //! - [`run`]: wiring a node together, graceful shutdown;
 //! - [`secrets`]: secrets at rest (the AEAD, its keys, private files and modes);
 //! - [`store`]: the SQL implementation of the actors' `Store` (Postgres and SQLite);
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up;
+//! - [`web_hosting`]: `web` tenants stay hosted (their messages come in on their own
+//!   connection, not by webhook).
 //!
 //! The fakes and spawners the tests use are in the `salesboy-testkit` crate.
 
@@ -62,3 +64,4 @@ pub mod run;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod web_hosting;

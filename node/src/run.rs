@@ -302,6 +302,15 @@ pub async fn start_with_bus(
         cluster.clone(),
         tasks.token().clone(),
     ));
+    tasks.spawn_until_cancelled(
+        crate::web_hosting::WebHosting {
+            store: Arc::clone(&store),
+            node: node.clone(),
+            router: router.clone(),
+            cluster: cluster.clone(),
+        }
+        .run(),
+    );
     tasks.spawn_until_cancelled(crate::retention::retention_job(
         sql.clone(),
         cluster.clone(),

@@ -16,7 +16,9 @@ use salesboy_actors::services::Settings;
 use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebView};
 use salesboy_actors::store::{NewTenant, Store};
 use salesboy_actors::web::{WebError, WebEvent};
+use salesboy_node::routing::Router;
 use salesboy_node::store::SqlStore;
+use salesboy_node::web_hosting::WebHosting;
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{ChatId, Engine, TenantId, Wamid};
@@ -502,6 +504,45 @@ async fn a_move_shuts_the_old_client_down_before_the_new_host_connects() {
     stored(new.message(CUSTOMER, "3EB0M2", "second", false)).await;
     sent(&new, 1).await;
     assert_eq!(old.sent().len(), 1, "nothing more through the old client");
+}
+
+#[tokio::test]
+async fn web_tenants_hosted_nowhere_are_started_and_stopped_ones_are_left_alone() {
+    let h = harness().await;
+    let node = h.node("node-a").await;
+    for (id, engine) in [("kiosk", Engine::Web), ("acme", Engine::CloudApi)] {
+        h.store
+            .upsert_tenant(&NewTenant {
+                id: TenantId::new(id).expect("id"),
+                name: id.into(),
+                system_prompt: None,
+                llm_config: None,
+                llm_monthly_spend_cap_micros: None,
+                embedding_model: None,
+                engine,
+                created_ms: 1,
+            })
+            .await
+            .expect("tenant");
+    }
+    let kiosk = TenantId::new("kiosk").expect("id");
+    h.store
+        .set_session_stopped(&kiosk, true, 5)
+        .await
+        .expect("stopped");
+    let hosting = WebHosting {
+        store: Arc::clone(&h.store),
+        node: node.handle.clone(),
+        router: Router::Local(node.handle.clone()),
+        cluster: None,
+    };
+    assert_eq!(hosting.check().await, 1, "the running web tenant only");
+    assert_eq!(node.handle.hosted_tenants(), [shop()]);
+    let client = node.web.client(0, WAIT).await;
+    assert_eq!(client.tenant, shop());
+    eventually(WAIT, || async { (client.connects() == 1).then_some(()) }).await;
+    assert_eq!(hosting.check().await, 0, "hosted already");
+    assert_eq!(node.web.clients().len(), 1);
 }
 
 #[tokio::test]

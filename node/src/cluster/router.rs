@@ -297,6 +297,8 @@ pub(super) fn activation_attempt(tenant: &TenantId, error: impl Into<TenantError
         TenantError::Activation(ActivationError::SessionStopped(tenant)) => {
             Attempt::Final(RouteError::SessionStopped(tenant))
         }
+        // The tenant's own session said no (pairing, logout): it would say so anywhere.
+        error @ TenantError::Web(_) => Attempt::Final(RouteError::Refused(error)),
         // Hosted elsewhere, moving, stopped, the store unavailable: look again.
         other => Attempt::Retry(other.to_string()),
     }
