@@ -109,6 +109,9 @@ pub struct Settings {
     /// doubled after each failed attempt (at most
     /// [`MAX_RECONNECT_BACKOFF`](crate::session::MAX_RECONNECT_BACKOFF)).
     pub web_reconnect_backoff: Duration,
+    /// `web` sessions: ban hygiene (answer only, typing, per-chat gap, daily cap;
+    /// docs/engines.md "Ban hygiene").
+    pub web_hygiene: crate::session::WebHygiene,
 }
 
 impl Default for Settings {
@@ -137,6 +140,7 @@ impl Default for Settings {
             replies_per_second_per_tenant: 20,
             llm_monthly_spend_cap_micros: None,
             web_reconnect_backoff: Duration::from_secs(1),
+            web_hygiene: crate::session::WebHygiene::default(),
         }
     }
 }

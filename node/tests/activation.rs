@@ -54,6 +54,7 @@ async fn harness() -> Harness {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: 1,
         })
         .await

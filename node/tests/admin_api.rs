@@ -636,6 +636,72 @@ async fn the_engine_is_chosen_at_creation_and_shown() {
 }
 
 #[tokio::test]
+async fn a_web_tenant_has_its_own_ban_hygiene_and_a_cloud_tenant_none() {
+    let h = harness().await;
+    let created = h
+        .post(
+            "/api/tenants",
+            json!({"id": "corner-shop", "engine": "web",
+                   "web_hygiene": {"daily_cap": 200, "min_gap_per_chat_ms": 5000}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let hygiene = &created.json["web_hygiene"];
+    assert_eq!(hygiene["daily_cap"], 200, "{}", created.raw);
+    assert_eq!(hygiene["min_gap_per_chat_ms"], 5000);
+    assert_eq!(
+        hygiene["answer_only"], true,
+        "absent keys take the defaults"
+    );
+    let shop = TenantId::new("corner-shop").unwrap();
+    let stored = h.store.tenant(&shop).await.unwrap().unwrap();
+    assert_eq!(stored.web_hygiene.map(|w| w.daily_cap), Some(200));
+
+    let path = "/api/tenants/corner-shop";
+    let patch = |body: Value| h.call(Method::PATCH, path, Some(TOKEN), Some(body));
+    let renamed = patch(json!({"name": "Corner Shop"})).await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.raw);
+    assert_eq!(
+        renamed.json["web_hygiene"]["daily_cap"], 200,
+        "absent: unchanged"
+    );
+    let refused =
+        patch(json!({"web_hygiene": {"typing_min_ms": 9000, "typing_max_ms": 1000}})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert!(
+        error(&refused).starts_with("web_hygiene"),
+        "{}",
+        refused.raw
+    );
+    let unknown = patch(json!({"web_hygiene": {"daily_kap": 5}})).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.raw);
+    assert!(
+        error(&unknown).starts_with("web_hygiene"),
+        "{}",
+        unknown.raw
+    );
+    let reset = patch(json!({"web_hygiene": null})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.raw);
+    assert_eq!(reset.json["web_hygiene"], Value::Null, "null: the node's");
+
+    h.create_acme().await;
+    let cloud = h
+        .call(
+            Method::PATCH,
+            "/api/tenants/acme",
+            Some(TOKEN),
+            Some(json!({"web_hygiene": {"daily_cap": 10}})),
+        )
+        .await;
+    assert_eq!(cloud.status, StatusCode::BAD_REQUEST, "{}", cloud.raw);
+    assert!(error(&cloud).starts_with("web_hygiene"), "{}", cloud.raw);
+    assert_eq!(
+        h.store.tenant(&acme()).await.unwrap().unwrap().web_hygiene,
+        None
+    );
+}
+
+#[tokio::test]
 async fn a_web_tenant_is_paired_by_qr_code_or_pairing_code_and_unlinked() {
     let h = harness().await;
     h.create_acme().await;

@@ -117,6 +117,7 @@ async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> H
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: 1,
         })
         .await

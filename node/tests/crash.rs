@@ -96,6 +96,7 @@ async fn a_node_killed_mid_reply_answers_every_message_exactly_once_after_restar
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: 1,
         })
         .await

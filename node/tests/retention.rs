@@ -99,6 +99,7 @@ async fn tenant(store: &SqlStore, id: &str) -> TenantId {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: T0 - 400 * DAY,
         })
         .await

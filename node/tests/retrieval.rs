@@ -108,6 +108,7 @@ async fn given_tenant(store: &SqlStore, id: &str) -> TenantId {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: T0,
         })
         .await
@@ -593,6 +594,7 @@ async fn choose_model(store: &SqlStore, tenant: &TenantId, model: Option<&str>) 
             llm_monthly_spend_cap_micros: t.llm_monthly_spend_cap_micros,
             embedding_model: t.embedding_model,
             engine: t.engine,
+            web_hygiene: None,
             created_ms: t.created_ms,
         })
         .expect("exists");

@@ -133,6 +133,7 @@ fn tenant_with_llm(id: TenantId) -> NewTenant {
         llm_monthly_spend_cap_micros: None,
         embedding_model: None,
         engine: Default::default(),
+        web_hygiene: None,
         created_ms: 1,
     }
 }

@@ -165,6 +165,7 @@ async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: T0,
         })
         .await
@@ -305,6 +306,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             llm_monthly_spend_cap_micros: Some(5_000_000),
             embedding_model: None,
             engine: Engine::Web,
+            web_hygiene: None,
             created_ms: T0,
         })
         .await
@@ -319,6 +321,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             llm_monthly_spend_cap_micros: Some(7_000_000_000_000),
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: T0 + DAY,
         })
         .await

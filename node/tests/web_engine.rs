@@ -2,7 +2,8 @@
 //! (`ScriptedWeb`), on a real SQLite store: pairing by QR code and by pairing code, connect,
 //! inbound → exactly one reply, reconnection, `StreamReplaced`, ban, logout, outdated client,
 //! an undecryptable message, the owner writing from the phone, and a move that shuts the old
-//! client down before the new host's connects.
+//! client down before the new host's connects; ban hygiene (answer only, typing before a
+//! send, the gap per chat, the daily cap, the ban alert).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use salesboy_actors::error::TenantError;
 use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::EventSink;
 use salesboy_actors::services::Settings;
-use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebView};
+use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebHygiene, WebView};
 use salesboy_actors::store::{NewTenant, Store};
 use salesboy_actors::web::{WebError, WebEvent};
 use salesboy_node::routing::Router;
@@ -23,7 +24,7 @@ use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{ChatId, Engine, TenantId, Wamid};
 use salesboy_testkit::eventually;
-use salesboy_testkit::fake_web::{PAIR_CODE, ScriptedClient, ScriptedWeb};
+use salesboy_testkit::fake_web::{PAIR_CODE, ScriptedClient, ScriptedWeb, WebAction};
 use salesboy_testkit::ports::{FixedProviders, RecordingWhatsApp, services};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,6 +46,14 @@ impl RecordedEvents {
         self.of(EventKind::SessionStatus)
             .iter()
             .map(|event| event.detail["status"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// The `alert` of every raised (`AlertRaised`) or cleared (`AlertCleared`) alert.
+    fn alerts(&self, kind: EventKind) -> Vec<serde_json::Value> {
+        self.of(kind)
+            .into_iter()
+            .map(|event| event.detail)
             .collect()
     }
 
@@ -82,6 +91,7 @@ async fn harness() -> Harness {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Engine::Web,
+            web_hygiene: None,
             created_ms: 1,
         })
         .await
@@ -90,11 +100,27 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
-    /// A node on the shared store with its own scripted engine.
+    /// A node on the shared store with its own scripted engine, its ban hygiene out of the
+    /// way (no typing delay, no gap, writing first allowed).
     async fn node(&self, name: &str) -> Node {
+        let hygiene = WebHygiene {
+            answer_only: false,
+            typing_ms_per_char: 0,
+            typing_min_ms: 0,
+            typing_max_ms: 0,
+            typing_jitter_ms: 0,
+            min_gap_per_chat_ms: 0,
+            ..WebHygiene::default()
+        };
+        self.node_with(name, hygiene).await
+    }
+
+    /// A node whose `web` sessions keep `hygiene`.
+    async fn node_with(&self, name: &str, hygiene: WebHygiene) -> Node {
         let settings = Settings {
             debounce: Duration::from_millis(20),
             web_reconnect_backoff: Duration::from_millis(20),
+            web_hygiene: hygiene,
             ..Settings::default()
         };
         let shared = services(
@@ -162,6 +188,20 @@ impl Node {
             CommandReply::Web(view) => Ok(view),
             other => panic!("a web view, not {other:?}"),
         }
+    }
+
+    /// The owner writes `body` to `to`.
+    async fn owner_send(&self, to: &str, body: &str) {
+        self.handle
+            .deliver(
+                &shop(),
+                TenantCommand::OwnerSend {
+                    chat: chat(to),
+                    body: body.into(),
+                },
+            )
+            .await
+            .expect("owner message taken");
     }
 
     /// `session.logout` on this node.
@@ -558,4 +598,171 @@ async fn a_move_called_off_connects_a_new_client_here() {
     assert_eq!(new.epoch, 1, "same host, same epoch");
     new.emit(WebEvent::Connected { phone: None });
     node.status_becomes(SessionStatus::Connected).await;
+}
+
+/// Hygiene without waits, for the rule under test to be set.
+fn quick_hygiene() -> WebHygiene {
+    WebHygiene {
+        typing_ms_per_char: 0,
+        typing_min_ms: 0,
+        typing_max_ms: 0,
+        typing_jitter_ms: 0,
+        min_gap_per_chat_ms: 0,
+        ..WebHygiene::default()
+    }
+}
+
+const STRANGER: &str = "2348099999999";
+const OTHER: &str = "2348011111111";
+
+#[tokio::test]
+async fn answer_only_refuses_writing_first_and_allows_answering() {
+    let h = harness().await;
+    let node = h.node_with("node-a", quick_hygiene()).await;
+    let client = node.connected().await;
+
+    node.owner_send(STRANGER, "Big sale today!").await;
+    eventually(WAIT, || async {
+        (node.session().await.failed == 1).then_some(())
+    })
+    .await;
+    assert!(client.sent().is_empty(), "never written first");
+    let refused = h
+        .store
+        .conversation_messages(&shop(), &chat(STRANGER), None, 10)
+        .await
+        .expect("messages");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let failure = refused[0].failure.as_ref().expect("failed");
+    assert_eq!(failure.title, "not_a_contact", "{refused:?}");
+
+    stored(client.message(CUSTOMER, "3EB0AO1", "Is the shop open?", false)).await;
+    let replies = sent(&client, 1).await;
+    assert_eq!(replies[0].0, chat(CUSTOMER), "a customer is answered");
+    node.owner_send(CUSTOMER, "Yes, until six").await;
+    let sent = sent(&client, 2).await;
+    assert_eq!(sent[1], (chat(CUSTOMER), "Yes, until six".to_owned()));
+}
+
+#[tokio::test]
+async fn typing_is_shown_on_the_customers_message_before_the_reply() {
+    let h = harness().await;
+    let hygiene = WebHygiene {
+        typing_ms_per_char: 1,
+        typing_min_ms: 20,
+        typing_max_ms: 50,
+        typing_jitter_ms: 20,
+        ..quick_hygiene()
+    };
+    let node = h.node_with("node-a", hygiene).await;
+    let client = node.connected().await;
+    stored(client.message(CUSTOMER, "3EB0TY1", "How much is the blue one?", false)).await;
+    sent(&client, 1).await;
+    let actions = client.actions();
+    let typing = actions.iter().position(|action| {
+        *action
+            == WebAction::Read {
+                wamid: Wamid::new("3EB0TY1").expect("wamid"),
+                typing: true,
+            }
+    });
+    let reply = actions
+        .iter()
+        .position(|action| matches!(action, WebAction::Sent { .. }));
+    assert!(
+        typing.is_some() && typing < reply,
+        "read with typing, then the reply: {actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_gap_per_chat_holds_the_next_message_but_not_other_chats() {
+    let h = harness().await;
+    let hygiene = WebHygiene {
+        min_gap_per_chat_ms: 3_600_000,
+        ..quick_hygiene()
+    };
+    let node = h.node_with("node-a", hygiene).await;
+    let client = node.connected().await;
+    stored(client.message(CUSTOMER, "3EB0G1", "Hello", false)).await;
+    sent(&client, 1).await;
+
+    node.owner_send(CUSTOMER, "One more thing").await;
+    eventually(WAIT, || async {
+        (node.session().await.queued == 1).then_some(())
+    })
+    .await;
+    stored(client.message(OTHER, "3EB0G2", "Hi there", false)).await;
+    let sent = sent(&client, 2).await;
+    assert_eq!(sent[1].0, chat(OTHER), "another chat is not held: {sent:?}");
+    assert_eq!(
+        client.sent().len(),
+        2,
+        "the second message to the first chat waits for its gap"
+    );
+    assert_eq!(node.session().await.queued, 1);
+}
+
+#[tokio::test]
+async fn the_daily_cap_holds_sends_over_it_and_raises_an_alert() {
+    let h = harness().await;
+    let hygiene = WebHygiene {
+        daily_cap: 1,
+        ..quick_hygiene()
+    };
+    let node = h.node_with("node-a", hygiene).await;
+    let client = node.connected().await;
+    stored(client.message(CUSTOMER, "3EB0C1", "Hello", false)).await;
+    sent(&client, 1).await;
+
+    node.owner_send(CUSTOMER, "Over the cap").await;
+    let alert = eventually(WAIT, || async {
+        node.events
+            .alerts(EventKind::AlertRaised)
+            .into_iter()
+            .find(|alert| alert["alert"] == "web_daily_cap_reached")
+    })
+    .await;
+    assert_eq!(alert["cap"], 1);
+    let session = node.session().await;
+    assert_eq!(session.queued, 1, "pending, not lost: {session:?}");
+    assert_eq!(session.failed, 0);
+    assert_eq!(client.sent().len(), 1);
+    let raised = node
+        .events
+        .alerts(EventKind::AlertRaised)
+        .into_iter()
+        .filter(|alert| alert["alert"] == "web_daily_cap_reached")
+        .count();
+    assert_eq!(raised, 1, "raised once");
+}
+
+#[tokio::test]
+async fn a_ban_raises_an_alert_and_the_next_connection_clears_it() {
+    let h = harness().await;
+    let node = h.node("node-a").await;
+    let client = node.connected().await;
+    let until = 1_900_000_000_000_i64;
+    client.emit(WebEvent::TemporarilyBanned {
+        code: 402,
+        expires_ms: Some(until),
+    });
+    let alert = eventually(WAIT, || async {
+        node.events
+            .alerts(EventKind::AlertRaised)
+            .into_iter()
+            .find(|alert| alert["alert"] == "session_banned")
+    })
+    .await;
+    assert_eq!(alert["expires_ms"], until);
+    assert!(node.events.alerts(EventKind::AlertCleared).is_empty());
+
+    client.emit(WebEvent::Connected { phone: None });
+    eventually(WAIT, || async {
+        node.events
+            .alerts(EventKind::AlertCleared)
+            .into_iter()
+            .find(|alert| alert["alert"] == "session_banned")
+    })
+    .await;
 }

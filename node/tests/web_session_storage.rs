@@ -156,6 +156,7 @@ impl Fixture {
                 llm_monthly_spend_cap_micros: None,
                 embedding_model: None,
                 engine: Default::default(),
+                web_hygiene: None,
                 created_ms: 1_700_000_000_000,
             })
             .await

@@ -171,6 +171,18 @@ pub enum Alert {
         /// The number whose token was refused.
         phone_number_id: String,
     },
+    /// WhatsApp banned a `web` tenant's number for a while: it sends nothing until the ban
+    /// ends and it connects again (cleared on the next connection).
+    SessionBanned {
+        /// When the ban ends (unix ms), if WhatsApp said.
+        expires_ms: Option<i64>,
+    },
+    /// A `web` tenant's number sent its daily cap of messages (UTC day): further sends wait,
+    /// pending, for the next day (cleared when sending resumes).
+    WebDailyCapReached {
+        /// The cap, in messages per UTC day.
+        cap: u32,
+    },
     /// The node's resident memory passed its share of the node's memory limit: add a node.
     NodeMemoryHigh {
         /// Resident memory, in bytes.
@@ -249,6 +261,10 @@ pub enum AlertKind {
     LlmSpendCapReached,
     /// [`Alert::SessionAuthFailed`].
     SessionAuthFailed,
+    /// [`Alert::SessionBanned`].
+    SessionBanned,
+    /// [`Alert::WebDailyCapReached`].
+    WebDailyCapReached,
     /// [`Alert::NodeMemoryHigh`].
     NodeMemoryHigh,
     /// [`Alert::TenantCapacityHigh`].
@@ -276,6 +292,8 @@ impl Alert {
             Self::LlmQuotaExhausted => AlertKind::LlmQuotaExhausted,
             Self::LlmSpendCapReached { .. } => AlertKind::LlmSpendCapReached,
             Self::SessionAuthFailed { .. } => AlertKind::SessionAuthFailed,
+            Self::SessionBanned { .. } => AlertKind::SessionBanned,
+            Self::WebDailyCapReached { .. } => AlertKind::WebDailyCapReached,
             Self::NodeMemoryHigh { .. } => AlertKind::NodeMemoryHigh,
             Self::TenantCapacityHigh { .. } => AlertKind::TenantCapacityHigh,
             Self::DatabaseSizeHigh { .. } => AlertKind::DatabaseSizeHigh,
@@ -320,6 +338,8 @@ impl AlertKind {
             Self::LlmQuotaExhausted => "llm_quota_exhausted",
             Self::LlmSpendCapReached => "llm_spend_cap_reached",
             Self::SessionAuthFailed => "session_auth_failed",
+            Self::SessionBanned => "session_banned",
+            Self::WebDailyCapReached => "web_daily_cap_reached",
             Self::NodeMemoryHigh => "node_memory_high",
             Self::TenantCapacityHigh => "tenant_capacity_high",
             Self::DatabaseSizeHigh => "database_size_high",
@@ -331,10 +351,12 @@ impl AlertKind {
     }
 
     /// The alerts that are conditions (raised, then cleared), as opposed to occurrences.
-    pub const CONDITIONS: [Self; 10] = [
+    pub const CONDITIONS: [Self; 12] = [
         Self::LlmQuotaExhausted,
         Self::LlmSpendCapReached,
         Self::SessionAuthFailed,
+        Self::SessionBanned,
+        Self::WebDailyCapReached,
         Self::NodeMemoryHigh,
         Self::TenantCapacityHigh,
         Self::DatabaseSizeHigh,

@@ -194,6 +194,7 @@ pub async fn run(
                     llm_monthly_spend_cap_micros: None,
                     embedding_model: None,
                     engine: Default::default(),
+                    web_hygiene: None,
                     created_ms: 0,
                 })
                 .await?;

@@ -51,12 +51,32 @@ impl WebConnector for ScriptedWeb {
             logouts: AtomicU32::new(0),
             sent: Mutex::new(Vec::new()),
             read: Mutex::new(Vec::new()),
+            actions: Mutex::new(Vec::new()),
             paired_phones: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(0),
         });
         self.clients.lock().push(Arc::clone(&client));
         client
     }
+}
+
+/// What a scripted client was asked to do to a chat, in order ([`ScriptedClient::actions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebAction {
+    /// A message marked read, with the typing indicator or without.
+    Read {
+        /// The message.
+        wamid: Wamid,
+        /// Whether typing was shown.
+        typing: bool,
+    },
+    /// A message sent.
+    Sent {
+        /// The chat.
+        to: ChatId,
+        /// The text.
+        body: String,
+    },
 }
 
 /// One scripted client: records what the session asks of it; the test emits its events.
@@ -71,6 +91,7 @@ pub struct ScriptedClient {
     logouts: AtomicU32,
     sent: Mutex<Vec<(ChatId, String)>>,
     read: Mutex<Vec<Wamid>>,
+    actions: Mutex<Vec<WebAction>>,
     paired_phones: Mutex<Vec<String>>,
     next_id: AtomicUsize,
 }
@@ -128,6 +149,11 @@ impl ScriptedClient {
         self.read.lock().clone()
     }
 
+    /// Reads (with typing or not) and sends, in the order they were asked for.
+    pub fn actions(&self) -> Vec<WebAction> {
+        self.actions.lock().clone()
+    }
+
     /// The phone numbers pairing codes were asked for.
     pub fn paired_phones(&self) -> Vec<String> {
         self.paired_phones.lock().clone()
@@ -153,6 +179,10 @@ impl WhatsAppConnection for ScriptedClient {
             return Err(SendError::Transient("client shut down".into()));
         }
         self.sent.lock().push((to.clone(), body.to_owned()));
+        self.actions.lock().push(WebAction::Sent {
+            to: to.clone(),
+            body: body.to_owned(),
+        });
         let n = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Wamid::new(format!("3EB0{}{n:08}", self.epoch)).expect("a valid message id"))
     }
@@ -165,8 +195,12 @@ impl WhatsAppConnection for ScriptedClient {
         self.send_text(to, &content.text(), None).await
     }
 
-    async fn mark_read(&self, message: &Wamid, _typing: bool) -> Result<(), SendError> {
+    async fn mark_read(&self, message: &Wamid, typing: bool) -> Result<(), SendError> {
         self.read.lock().push(message.clone());
+        self.actions.lock().push(WebAction::Read {
+            wamid: message.clone(),
+            typing,
+        });
         Ok(())
     }
 }

@@ -11,8 +11,11 @@
 //! retrying forever. Sends run concurrently (each in its own task) so one slow request does
 //! not hold the queue.
 //!
+//! A `web` session adds ban hygiene (`hygiene`): answer only, read then typing with a
+//! delay before each send, a minimum gap per chat, a daily cap per number.
+//!
 //! The actor, its messages and the queue are here; `send` holds one send and what its outcome
-//! does to the session, `bucket` the rate limit.
+//! does to the session, `bucket` the rate limit, `hygiene` the `web` rules.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,16 +28,19 @@ use salesboy_protocol::whatsapp::OutboundContent;
 use salesboy_protocol::{ChatId, Engine, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 mod bucket;
+mod hygiene;
 mod send;
 mod web;
 
+pub use hygiene::WebHygiene;
 pub use send::Delivery;
 pub use web::{MAX_RECONNECT_BACKOFF, PairingView, WebView};
 
 use bucket::TokenBucket;
+use hygiene::{BeforeSend, Hygiene};
 use send::{deliver, fail, on_sent};
 use web::WebLink;
 
@@ -140,6 +146,8 @@ pub enum SessionMsg {
     /// The tenant's number or access token changed: send with the new credentials from now
     /// on (sends under way finish with the old ones); an `auth_failed` session connects again.
     UpdateNumber(WhatsAppNumber),
+    /// The tenant's own ban hygiene changed (`None`: the node's from now on).
+    UpdateHygiene(Option<WebHygiene>),
     /// The session's state.
     Observe(RpcReplyPort<SessionSnapshot>),
     /// `web`: what Web client number `connection` reports.
@@ -216,6 +224,8 @@ pub struct SessionArgs {
     pub services: Arc<Services>,
     /// State brought from the node the tenant moved from.
     pub restore: Option<SessionHandoff>,
+    /// `web`: the tenant's own ban hygiene; `None` uses the node's.
+    pub web_hygiene: Option<WebHygiene>,
 }
 
 /// A session's state.
@@ -245,6 +255,10 @@ pub struct SessionState {
     /// Customers Meta said we write to too often (131056), until when sends to them stay
     /// spaced by [`PAIR_RATE_GAP`].
     pair_limited: HashMap<ChatId, Instant>,
+    /// `web`: the ban hygiene's counts and what it knows of the chats.
+    hygiene: Hygiene,
+    /// `web`: the ban hygiene's rules (the tenant's own, or the node's).
+    hygiene_rules: WebHygiene,
 }
 
 /// Spacing of sends to one customer after Meta refused one for pair rate (131056): Meta's
@@ -313,7 +327,10 @@ impl Actor for SessionActor {
             web,
             paced_until: HashMap::new(),
             pair_limited: HashMap::new(),
+            hygiene: Hygiene::new(seed()),
+            hygiene_rules: WebHygiene::default(),
         };
+        state.hygiene_rules = state.effective_hygiene(state.args.web_hygiene);
         if state.web.is_some() {
             // Connecting: `Connected` (or why not) follows.
             state.status = SessionStatus::Disconnected;
@@ -410,7 +427,10 @@ impl Actor for SessionActor {
                 pump(&myself, state);
             }
             SessionMsg::MarkRead { wamid } => {
-                if state.status != SessionStatus::AuthFailed {
+                if state.web.is_some() {
+                    // A `web` send marks the chat's last message read, with typing, right
+                    // before it goes (ban hygiene): nothing to do now.
+                } else if state.status != SessionStatus::AuthFailed {
                     let connection = Arc::clone(&state.connection);
                     tokio::spawn(async move {
                         if let Err(error) = connection.mark_read(&wamid, true).await {
@@ -448,6 +468,11 @@ impl Actor for SessionActor {
                 {
                     hand_over(state, waiter).await;
                 }
+                pump(&myself, state);
+            }
+            SessionMsg::UpdateHygiene(own) => {
+                state.args.web_hygiene = own;
+                state.hygiene_rules = state.effective_hygiene(own);
                 pump(&myself, state);
             }
             SessionMsg::Observe(reply) => {
@@ -502,6 +527,11 @@ async fn hand_over(state: &mut SessionState, reply: RpcReplyPort<SessionHandoff>
 }
 
 impl SessionState {
+    /// The ban hygiene to keep: the tenant's own, else the node's.
+    fn effective_hygiene(&self, own: Option<WebHygiene>) -> WebHygiene {
+        own.unwrap_or(self.args.services.settings.web_hygiene)
+    }
+
     /// The queue to hand over (nothing is in flight when this is called). Jobs with
     /// [`SendJob::content`] stay behind: they are pending in the store, and the new host's
     /// activation sends them from there (the handoff's format carries text only).
@@ -555,10 +585,18 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
     state.pair_limited.retain(|_, until| *until > now);
     // Jobs for customers that must wait keep their place; the others go.
     let mut waiting = VecDeque::new();
+    let hygiene = state.hygiene_rules;
     while let Some(job) = state.queue.pop_front() {
         if state.paced_until.contains_key(&job.chat) {
             waiting.push_back(job);
             continue;
+        }
+        if state.web.is_some()
+            && let Some(wait) = over_daily_cap(state, &hygiene)
+        {
+            state.queue.push_front(job);
+            schedule_pump(myself, state, wait);
+            break;
         }
         if let Err(wait) = state.bucket.take(now) {
             state.queue.push_front(job);
@@ -581,15 +619,42 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
             continue;
         };
         state.in_flight += 1;
+        let before = state.web.is_some().then(|| {
+            let before = BeforeSend {
+                check_contact: hygiene.answer_only && !state.hygiene.known_contact(&job.chat),
+                last_inbound: state.hygiene.last_inbound(&job.chat),
+                typing: hygiene.typing_delay(job.body.chars().count(), state.hygiene.draw()),
+            };
+            state.hygiene.count();
+            // The next message to the chat waits for this one's typing and the gap.
+            let gap = before.typing + hygiene.min_gap();
+            if !gap.is_zero() {
+                let until = now + gap;
+                let paced = state.paced_until.entry(job.chat.clone()).or_insert(until);
+                *paced = (*paced).max(until);
+            }
+            before
+        });
         let connection = Arc::clone(&state.connection);
         let services = Arc::clone(&state.args.services);
         let (tenant, epoch) = (state.args.tenant.clone(), state.args.epoch);
         let myself = myself.clone();
         tokio::spawn(async move {
-            let outcome = deliver(connection.as_ref(), &services, &tenant, epoch, &job).await;
+            let ready = match before {
+                Some(before) => {
+                    before
+                        .run(connection.as_ref(), &services, &tenant, &job.chat)
+                        .await
+                }
+                None => Ok(()),
+            };
+            let outcome = match ready {
+                Ok(()) => deliver(connection.as_ref(), &services, &tenant, epoch, &job).await,
+                Err(reason) => Delivery::Refused(reason),
+            };
             match outcome {
                 Delivery::Sent(_) | Delivery::Fenced => claim.finish(),
-                Delivery::Failed(_) => drop(claim),
+                Delivery::Failed(_) | Delivery::Refused(_) => drop(claim),
             }
             let _ = myself.send_message(SessionMsg::Sent { job, outcome });
         });
@@ -601,6 +666,40 @@ fn pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState) {
             schedule_pump(myself, state, next.saturating_duration_since(now));
         }
     }
+}
+
+/// `web`: how long until sends may go on, if the number sent its daily cap today. The
+/// `web_daily_cap_reached` alert is raised on reaching the cap and cleared on the next day.
+fn over_daily_cap(state: &mut SessionState, hygiene: &WebHygiene) -> Option<Duration> {
+    let services = Arc::clone(&state.args.services);
+    let tenant = &state.args.tenant;
+    let wait = state
+        .hygiene
+        .over_cap(hygiene.daily_cap, services.clock.now_ms());
+    match (wait.is_some(), state.hygiene.cap_alerted) {
+        (true, false) => {
+            warn!(%tenant, cap = hygiene.daily_cap, "daily cap of the web number reached: sends wait for the next UTC day");
+            state.hygiene.cap_alerted = true;
+            let alert = Alert::WebDailyCapReached {
+                cap: hygiene.daily_cap,
+            };
+            services.publish(services.alert(tenant, &alert));
+        }
+        (false, true) => {
+            state.hygiene.cap_alerted = false;
+            services.publish(services.alert_cleared(tenant, AlertKind::WebDailyCapReached));
+        }
+        _ => {}
+    }
+    wait
+}
+
+/// A seed for the session's random draws (the standard library's random hash keys).
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 fn schedule_pump(myself: &ActorRef<SessionMsg>, state: &mut SessionState, after: Duration) {

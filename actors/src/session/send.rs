@@ -25,6 +25,8 @@ pub enum Delivery {
     Fenced,
     /// Meta did not take it.
     Failed(SendError),
+    /// `web`: refused before it was sent, by ban hygiene (`not_a_contact`).
+    Refused(&'static str),
 }
 
 /// The first wait before recording a sent reply again after the store refused it.
@@ -102,6 +104,11 @@ pub(super) async fn on_sent(
             return Ok(());
         }
         Delivery::Failed(error) => error,
+        Delivery::Refused(reason) => {
+            warn!(tenant = %state.args.tenant, outbound_id = job.outbound_id, reason, "send refused by ban hygiene");
+            state.hygiene.uncount();
+            return fail(state, &job, reason, None).await;
+        }
     };
 
     if error == SendError::AuthFailed {

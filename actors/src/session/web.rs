@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorProcessingErr, ActorRef};
+use salesboy_protocol::events::{Alert, AlertKind};
 use salesboy_protocol::subjects::EventKind;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -272,6 +273,11 @@ pub(super) async fn on_event(
                 link.account = phone;
             }
             set_status(state, SessionStatus::Connected);
+            if std::mem::take(&mut state.hygiene.ban_alerted) {
+                let services = &state.args.services;
+                services
+                    .publish(services.alert_cleared(&state.args.tenant, AlertKind::SessionBanned));
+            }
             pump(myself, state);
         }
         WebEvent::Disconnected { reason } => disconnected(myself, state, &reason),
@@ -287,6 +293,11 @@ pub(super) async fn on_event(
             link.banned_until_ms = expires_ms;
             warn!(tenant = %state.args.tenant, code, expires_ms, "number temporarily banned by WhatsApp");
             set_status(state, SessionStatus::TemporarilyBanned);
+            // The `session_banned` condition: raised on a ban, cleared on the next connection.
+            state.hygiene.ban_alerted = true;
+            let services = &state.args.services;
+            let alert = Alert::SessionBanned { expires_ms };
+            services.publish(services.alert(&state.args.tenant, &alert));
         }
         WebEvent::Replaced => {
             // Another node's client took over: we are fenced. Stop, and never come back.
@@ -409,6 +420,7 @@ async fn receive(state: &mut SessionState, message: WebMessage) -> Result<(), Ac
                 InsertOutcome::Inserted { id } => {
                     metrics::counter!("salesboy_messages_in_total", "outcome" => "new")
                         .increment(1);
+                    state.hygiene.inbound(&new.chat, &new.wamid);
                     let item = InboundItem {
                         id,
                         wamid: Some(new.wamid),

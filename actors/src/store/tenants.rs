@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::session::WebHygiene;
 
 /// A WhatsApp Cloud API access token. Never printed: `Debug` and `Display` show
 /// `[redacted]`; read it with [`AccessToken::expose`].
@@ -83,6 +84,9 @@ pub struct NewTenant {
     /// chosen at creation).
     #[serde(default)]
     pub engine: Engine,
+    /// `web`: its own ban hygiene; `None` uses the node's (`Settings::web_hygiene`).
+    #[serde(default)]
+    pub web_hygiene: Option<WebHygiene>,
     /// When the tenant was created; kept from the first insert on updates.
     pub created_ms: i64,
 }
@@ -111,6 +115,9 @@ pub struct Tenant {
     /// How its number is reached.
     #[serde(default)]
     pub engine: Engine,
+    /// `web`: its own ban hygiene; `None` uses the node's (`Settings::web_hygiene`).
+    #[serde(default)]
+    pub web_hygiene: Option<WebHygiene>,
     /// When the tenant was created.
     pub created_ms: i64,
     /// The tenant's WhatsApp numbers, ordered by phone number id.
@@ -135,6 +142,7 @@ impl fmt::Debug for NewTenant {
             llm_monthly_spend_cap_micros,
             embedding_model,
             engine,
+            web_hygiene,
             created_ms,
         } = self;
         f.debug_struct("NewTenant")
@@ -145,6 +153,7 @@ impl fmt::Debug for NewTenant {
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
             .field("engine", engine)
+            .field("web_hygiene", web_hygiene)
             .field("created_ms", created_ms)
             .finish()
     }
@@ -161,6 +170,7 @@ impl fmt::Debug for Tenant {
             embedding_model,
             knowledge_version,
             engine,
+            web_hygiene,
             created_ms,
             numbers,
             session_stopped_ms,
@@ -174,6 +184,7 @@ impl fmt::Debug for Tenant {
             .field("embedding_model", embedding_model)
             .field("knowledge_version", knowledge_version)
             .field("engine", engine)
+            .field("web_hygiene", web_hygiene)
             .field("created_ms", created_ms)
             .field("numbers", numbers)
             .field("session_stopped_ms", session_stopped_ms)
@@ -305,6 +316,7 @@ mod tests {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: 1,
         };
         let tenant = Tenant {
@@ -316,6 +328,7 @@ mod tests {
             embedding_model: None,
             knowledge_version: 0,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: 1,
             numbers: vec![WhatsAppNumber {
                 phone_number_id: PhoneNumberId::new("106540352242922").unwrap(),

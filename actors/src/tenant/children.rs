@@ -165,6 +165,7 @@ pub(super) async fn spawn_child(
                 tenant_ref: myself.clone(),
                 services: Arc::clone(&state.services),
                 restore: state.restore_session.take(),
+                web_hygiene: state.record.web_hygiene,
             };
             let (session, _) = Actor::spawn_linked(None, SessionActor, args, supervisor).await?;
             state.children.add_session(session);

@@ -707,6 +707,9 @@ async fn reload(
         }
         _ => {}
     }
+    if let Some(session) = state.children.session() {
+        let _ = session.send_message(SessionMsg::UpdateHygiene(state.record.web_hygiene));
+    }
     if let Some(responder) = state.children.responder() {
         let _ = responder.send_message(ResponderMsg::Reconfigure {
             system_prompt: state.record.system_prompt.clone(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use salesboy_actors::command::TenantCommand;
-use salesboy_actors::session::SessionSnapshot;
+use salesboy_actors::session::{SessionSnapshot, WebHygiene};
 use salesboy_actors::store::{AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant};
 use salesboy_actors::tenant::TenantSnapshot;
 use salesboy_protocol::{Engine, PhoneNumberId, TenantId};
@@ -65,6 +65,13 @@ pub struct TenantRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, example = "gemini-embedding-001")]
     pub embedding_model: Option<Option<String>>,
+    /// `web` tenants: their own ban hygiene (docs/engines.md "Ban hygiene"): an object of
+    /// `answer_only`, `typing_ms_per_char`, `typing_min_ms`, `typing_max_ms`,
+    /// `typing_jitter_ms`, `min_gap_per_chat_ms`, `daily_cap` (absent keys take the
+    /// defaults). `null`: the node's; absent on update: unchanged. Refused for `cloud_api`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub web_hygiene: Option<Option<serde_json::Value>>,
     /// The WhatsApp Business Account id.
     pub waba_id: Option<String>,
 }
@@ -97,6 +104,13 @@ pub struct TenantUpdate {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, example = "gemini-embedding-001")]
     pub embedding_model: Option<Option<String>>,
+    /// `web` tenants: their own ban hygiene (docs/engines.md "Ban hygiene"): an object of
+    /// `answer_only`, `typing_ms_per_char`, `typing_min_ms`, `typing_max_ms`,
+    /// `typing_jitter_ms`, `min_gap_per_chat_ms`, `daily_cap` (absent keys take the
+    /// defaults). `null`: the node's; absent on update: unchanged. Refused for `cloud_api`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub web_hygiene: Option<Option<serde_json::Value>>,
     /// A WhatsApp number to attach (or whose token changes); needs `access_token`.
     pub phone_number_id: Option<String>,
     /// The access token of `phone_number_id`.
@@ -132,6 +146,7 @@ impl std::fmt::Debug for TenantRequest {
             llm,
             llm_monthly_spend_cap_micros,
             embedding_model,
+            web_hygiene,
             waba_id,
         } = self;
         f.debug_struct("TenantRequest")
@@ -144,6 +159,7 @@ impl std::fmt::Debug for TenantRequest {
             .field("llm", &redacted(llm.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
+            .field("web_hygiene", web_hygiene)
             .field("waba_id", waba_id)
             .finish()
     }
@@ -157,6 +173,7 @@ impl std::fmt::Debug for TenantUpdate {
             llm,
             llm_monthly_spend_cap_micros,
             embedding_model,
+            web_hygiene,
             phone_number_id,
             access_token,
             waba_id,
@@ -167,6 +184,7 @@ impl std::fmt::Debug for TenantUpdate {
             .field("llm", &redacted(llm.as_ref()))
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
+            .field("web_hygiene", web_hygiene)
             .field("phone_number_id", phone_number_id)
             .field("access_token", &redacted(access_token.as_ref()))
             .field("waba_id", waba_id)
@@ -204,6 +222,9 @@ pub struct TenantView {
     /// How its WhatsApp number is reached: `cloud_api` or `web`.
     #[schema(example = "cloud_api", pattern = "^(cloud_api|web)$")]
     pub engine: &'static str,
+    /// `web`: the tenant's own ban hygiene; `null`: the node's.
+    #[schema(value_type = Option<Object>)]
+    pub web_hygiene: Option<WebHygiene>,
     /// The tenant's WhatsApp numbers (Cloud API; none for `web`).
     pub numbers: Vec<NumberView>,
     /// Changes whenever the knowledge base changes.
@@ -283,6 +304,8 @@ struct Changes {
     /// `Some(None)`: back to the node's default model. Checked against the node's models
     /// in [`save`].
     embedding_model: Option<Option<String>>,
+    /// `Some(None)`: back to the node's hygiene. Refused for `cloud_api` in [`save`].
+    web_hygiene: Option<Option<WebHygiene>>,
     number: Option<NumberChange>,
 }
 
@@ -340,6 +363,7 @@ pub async fn update(
         llm: llm(request.llm)?,
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         embedding_model: request.embedding_model,
+        web_hygiene: web_hygiene(request.web_hygiene)?,
         number,
     };
     Ok(save(api, id, changes, Mode::Update).await?.1)
@@ -510,6 +534,7 @@ fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiEr
         llm: llm(request.llm)?,
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         embedding_model: request.embedding_model,
+        web_hygiene: web_hygiene(request.web_hygiene)?,
         number,
     };
     Ok((id, changes))
@@ -585,6 +610,21 @@ fn embedding_model(api: &Api, model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads and checks a `web_hygiene` field.
+fn web_hygiene(
+    value: Option<Option<serde_json::Value>>,
+) -> Result<Option<Option<WebHygiene>>, ApiError> {
+    let Some(Some(value)) = value else {
+        return Ok(value.map(|_| None));
+    };
+    let hygiene: WebHygiene = serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid("web_hygiene", e.to_string()))?;
+    hygiene
+        .validate()
+        .map_err(|e| ApiError::invalid("web_hygiene", e))?;
+    Ok(Some(Some(hygiene)))
+}
+
 fn spend_cap(cap: Option<Option<i64>>) -> Result<Option<Option<i64>>, ApiError> {
     match cap {
         Some(Some(micros)) if micros < 0 => Err(ApiError::invalid(
@@ -628,6 +668,12 @@ async fn save(
     if engine == Engine::Web && changes.number.is_some() {
         return Err(web_has_no_number());
     }
+    if engine == Engine::CloudApi && matches!(changes.web_hygiene, Some(Some(_))) {
+        return Err(ApiError::invalid(
+            "web_hygiene",
+            "only for web tenants (this tenant's engine is cloud_api)",
+        ));
+    }
     if let Some(number) = &changes.number
         && let Some(route) = api
             .store
@@ -665,6 +711,9 @@ async fn save(
         llm_monthly_spend_cap_micros: changes.spend_cap.unwrap_or(stored_cap),
         embedding_model,
         engine,
+        web_hygiene: changes
+            .web_hygiene
+            .unwrap_or_else(|| existing.as_ref().and_then(|tenant| tenant.web_hygiene)),
         created_ms: api.now_ms(),
     };
     api.store.upsert_tenant(&tenant).await?;
@@ -729,6 +778,7 @@ fn view(tenant: Tenant, active: bool) -> TenantView {
         llm_monthly_spend_cap_micros: tenant.llm_monthly_spend_cap_micros,
         embedding_model: tenant.embedding_model,
         engine: tenant.engine.as_str(),
+        web_hygiene: tenant.web_hygiene,
         numbers: tenant
             .numbers
             .into_iter()
@@ -768,6 +818,7 @@ mod tests {
             llm: Some(llm.clone()),
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
+            web_hygiene: None,
             waba_id: None,
         };
         let update = TenantUpdate {

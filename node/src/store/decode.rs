@@ -73,7 +73,7 @@ pub(crate) fn optional_json<T>(
         .transpose()
 }
 
-fn invalid_column(column: &str, error: &dyn std::fmt::Display) -> Failure {
+pub(crate) fn invalid_column(column: &str, error: &dyn std::fmt::Display) -> Failure {
     Failure::Store(StoreError::Invalid {
         reason: format!("stored {column} is invalid: {error}"),
     })

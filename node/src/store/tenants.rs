@@ -12,7 +12,7 @@ use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
 
 use super::Db;
-use super::decode::{get, id, named};
+use super::decode::{get, id, invalid_column, named};
 use super::error::Failure;
 use super::outbox;
 use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
@@ -45,7 +45,8 @@ macro_rules! select_tenants {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms, \
-             session_stopped_ms, llm_monthly_spend_cap_micros, embedding_model, engine FROM tenants ",
+             session_stopped_ms, llm_monthly_spend_cap_micros, embedding_model, engine, \
+             web_hygiene FROM tenants ",
             $rest
         )
     };
@@ -67,12 +68,13 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms, \
-         llm_monthly_spend_cap_micros, embedding_model, engine) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         llm_monthly_spend_cap_micros, embedding_model, engine, web_hygiene) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
          system_prompt = excluded.system_prompt, llm_config = excluded.llm_config, \
          llm_monthly_spend_cap_micros = excluded.llm_monthly_spend_cap_micros, \
-         embedding_model = excluded.embedding_model, deleted_ms = NULL",
+         embedding_model = excluded.embedding_model, web_hygiene = excluded.web_hygiene, \
+         deleted_ms = NULL",
     )
     .bind(tenant.id.as_str())
     .bind(tenant.name.as_str())
@@ -87,6 +89,12 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     .bind(tenant.llm_monthly_spend_cap_micros)
     .bind(tenant.embedding_model.as_deref())
     .bind(tenant.engine.as_str())
+    .bind(
+        tenant
+            .web_hygiene
+            .as_ref()
+            .map(|hygiene| serde_json::to_string(hygiene).unwrap_or_default()),
+    )
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -354,6 +362,7 @@ pub(crate) async fn delete_tenant(
 fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant, Failure> {
     let tenant: TenantId = id(row, "id")?;
     let llm_config: Option<String> = get(row, "llm_config")?;
+    let web_hygiene: Option<String> = get(row, "web_hygiene")?;
     Ok(Tenant {
         llm_config: llm_config
             .map(|stored| db.open(LLM_CONFIG, tenant.as_str(), "", stored))
@@ -365,6 +374,11 @@ fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Resul
         embedding_model: get(row, "embedding_model")?,
         knowledge_version: get(row, "knowledge_version")?,
         engine: named(row, "engine", |name| name.parse().ok())?,
+        web_hygiene: web_hygiene
+            .map(|json| {
+                serde_json::from_str(&json).map_err(|error| invalid_column("web_hygiene", &error))
+            })
+            .transpose()?,
         created_ms: get(row, "created_ms")?,
         numbers,
         session_stopped_ms: get(row, "session_stopped_ms")?,

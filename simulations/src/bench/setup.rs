@@ -82,6 +82,7 @@ async fn create_tenant(store: &dyn Store, i: usize, knowledge: bool) -> anyhow::
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             engine: Default::default(),
+            web_hygiene: None,
             created_ms: 1,
         })
         .await

@@ -207,6 +207,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
                 llm_monthly_spend_cap_micros: None,
                 embedding_model: None,
                 engine: Default::default(),
+                web_hygiene: None,
                 created_ms: SIM_EPOCH_MS,
             })
             .await?;

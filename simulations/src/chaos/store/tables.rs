@@ -141,6 +141,7 @@ impl Tables {
                 embedding_model: row.new.embedding_model.clone(),
                 knowledge_version: row.knowledge_version,
                 engine: row.new.engine,
+                web_hygiene: row.new.web_hygiene,
                 created_ms: row.new.created_ms,
                 numbers: row.numbers.values().cloned().collect(),
                 session_stopped_ms: row.session_stopped_ms,
