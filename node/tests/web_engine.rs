@@ -560,6 +560,7 @@ async fn web_tenants_hosted_nowhere_are_started_and_stopped_ones_are_left_alone(
                 llm_monthly_spend_cap_micros: None,
                 embedding_model: None,
                 engine,
+                web_hygiene: None,
                 created_ms: 1,
             })
             .await

@@ -57,8 +57,10 @@ impl Default for WebHygiene {
             answer_only: true,
             typing_ms_per_char: 40,
             typing_min_ms: 1_000,
-            typing_max_ms: 8_000,
-            typing_jitter_ms: 1_500,
+            // With the jitter at most 4 s: a move's freeze waits for sends under way
+            // (`Settings::freeze_timeout`, 5 s), typing included.
+            typing_max_ms: 3_000,
+            typing_jitter_ms: 1_000,
             min_gap_per_chat_ms: 3_000,
             daily_cap: 1_000,
         }
@@ -252,6 +254,7 @@ mod tests {
     #[test]
     fn typing_grows_with_length_within_bounds() {
         let hygiene = WebHygiene {
+            typing_max_ms: 8_000,
             typing_jitter_ms: 0,
             ..WebHygiene::default()
         };
@@ -261,9 +264,16 @@ mod tests {
             hygiene.typing_delay(10_000, 7),
             Duration::from_millis(8_000)
         );
-        let jittery = WebHygiene::default();
+        let jittery = WebHygiene {
+            typing_max_ms: 8_000,
+            typing_jitter_ms: 1_500,
+            ..WebHygiene::default()
+        };
         let delay = jittery.typing_delay(100, 123_456);
         assert!(delay >= Duration::from_millis(4_000) && delay <= Duration::from_millis(5_500));
+        // The defaults stay within a move's freeze timeout.
+        let longest = WebHygiene::default().typing_delay(100_000, 99);
+        assert!(longest <= Duration::from_millis(4_000), "{longest:?}");
     }
 
     #[test]
