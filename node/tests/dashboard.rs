@@ -79,15 +79,22 @@ async fn log_in(browser: &Browser, token: &str, opens: &str) {
     browser.wait_for(opens, WAIT).await.expect("logged in");
 }
 
-/// Clicks the element `css` selects once it is shown.
+/// Clicks the element `css` selects once it is shown. The live view draws its rows again
+/// every second: an element found just before a redraw is gone (stale), so it is found
+/// again, until [`WAIT`] is over.
 async fn click(browser: &Browser, css: &str) {
-    browser
-        .wait_for(css, WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let element = browser
+            .wait_for(css, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if e.contains("stale element") && tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 /// What the page shows as text, and its markup, for the secrets check.
