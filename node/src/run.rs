@@ -234,10 +234,11 @@ pub async fn start_with_bus(
             whatsapp,
             // The WhatsApp Web engine (docs/engines.md), on the node's SQL store.
             #[cfg(feature = "web-engine")]
-            web: Some(
-                Arc::new(crate::adapters::WhatsAppWebConnector::new(sql.clone()))
-                    as Arc<dyn salesboy_actors::web::WebConnector>,
-            ),
+            web: Some(Arc::new(crate::adapters::WhatsAppWebConnector::new(
+                sql.clone(),
+                &config.whatsapp_web_url,
+            ))
+                as Arc<dyn salesboy_actors::web::WebConnector>),
             #[cfg(not(feature = "web-engine"))]
             web: None,
             llm,

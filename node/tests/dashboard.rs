@@ -97,6 +97,25 @@ async fn click(browser: &Browser, css: &str) {
     }
 }
 
+/// What the page holds (its view, tenant, chat, whether the chat is shown, the transcript's
+/// markup), for a failure's message.
+async fn page_state(browser: &Browser) -> String {
+    let state = browser
+        .execute(
+            "return JSON.stringify({ view: app.view, tenant: app.tenant, chat: app.chat, \
+             gen: app.gen, transcript_seq: app.transcriptSeq, \
+             chat_hidden: document.getElementById('chat').hidden, \
+             conversations: document.getElementById('conversations').outerHTML, \
+             transcript: document.getElementById('transcript').outerHTML });",
+            &[],
+        )
+        .await;
+    match state {
+        Ok(state) => state.as_str().unwrap_or_default().to_owned(),
+        Err(error) => format!("unreadable: {error}"),
+    }
+}
+
 /// What the page shows as text, and its markup, for the secrets check.
 async fn page_text(browser: &Browser) -> String {
     let shown = browser
@@ -193,10 +212,15 @@ async fn an_operator_watches_and_steers_the_cluster_from_the_page() {
     click(&browser, &selector).await;
     let selector = format!("#conversations button[data-chat=\"{CUSTOMER}\"]");
     click(&browser, &selector).await;
-    browser
+    if let Err(error) = browser
         .wait_for_text("#transcript", "When do you open?", WAIT)
         .await
-        .expect("the transcript shows the customer's message");
+    {
+        panic!(
+            "the transcript shows the customer's message: {error}\npage state: {}",
+            page_state(&browser).await
+        );
+    }
     browser
         .wait_for_text("#tenant-placement", "node-", WAIT)
         .await

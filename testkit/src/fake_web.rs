@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use salesboy_actors::ports::{SendError, WhatsAppConnection};
+use salesboy_actors::ports::{Clock, SendError, SystemClock, WhatsAppConnection};
 use salesboy_actors::web::{
     InboundAck, WebClient, WebConnector, WebError, WebEvent, WebEvents, WebMessage,
 };
@@ -116,7 +116,7 @@ impl ScriptedClient {
             chat: ChatId::new(chat).expect("a valid chat id"),
             id: Wamid::new(id).expect("a valid message id"),
             from_me,
-            sent_ms: now_ms(),
+            sent_ms: SystemClock.now_ms(),
             kind: "text".into(),
             body: Some(body.into()),
             committed,
@@ -158,13 +158,6 @@ impl ScriptedClient {
     pub fn paired_phones(&self) -> Vec<String> {
         self.paired_phones.lock().clone()
     }
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

@@ -44,6 +44,7 @@ pub mod fake_embedder;
 pub mod fake_llm;
 mod fake_server;
 pub mod fake_web;
+pub mod fake_web_endpoint;
 pub mod fake_whatsapp;
 pub mod gateway;
 pub mod nats;
@@ -67,6 +68,7 @@ pub use fake_llm::{
     fake_llm_reply,
 };
 pub use fake_server::SplitMix64;
+pub use fake_web_endpoint::FakeWebEndpoint;
 pub use fake_whatsapp::{
     FAKE_GRAPH_VERSION, FailedAttempt, FakeOperation, FakeWhatsApp, FakeWhatsAppOptions, MarkRead,
     SentMessage, StatusWebhookCounts, StatusWebhooks,

@@ -68,6 +68,8 @@ pub(super) struct Layers {
     pub(super) whatsapp_verify_token: Option<String>,
     #[serde(default, deserialize_with = "text")]
     pub(super) whatsapp_api_base: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub(super) whatsapp_web_url: Option<String>,
     pub(super) whatsapp_messages_per_second: Option<u32>,
     pub(super) whatsapp_max_message_age_secs: Option<u64>,
     pub(super) whatsapp_read_receipts: Option<ReadReceipts>,

@@ -40,6 +40,9 @@ use nats::NatsLayers;
 /// Meta's Graph API base, the default of `whatsapp_api_base`.
 pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
 
+/// WhatsApp Web's websocket endpoint, the default of `whatsapp_web_url` (the Web engine).
+pub const DEFAULT_WHATSAPP_WEB_URL: &str = "wss://web.whatsapp.com/ws/chat";
+
 /// The replica count on a NATS cluster (three or more server URLs) unless `nats_replicas`
 /// says otherwise.
 pub const DEFAULT_CLUSTER_REPLICAS: usize = 3;
@@ -69,6 +72,7 @@ pub const KEYS: &[&str] = &[
     "whatsapp_app_secret",
     "whatsapp_verify_token",
     "whatsapp_api_base",
+    "whatsapp_web_url",
     "whatsapp_messages_per_second",
     "whatsapp_max_message_age_secs",
     "whatsapp_read_receipts",
@@ -183,6 +187,9 @@ pub struct Config {
     pub whatsapp_verify_token: Option<SecretString>,
     /// Graph API base URL (tests point it at a local fake).
     pub whatsapp_api_base: String,
+    /// WhatsApp Web's websocket endpoint for the Web engine's clients (tests point it at a
+    /// local listener).
+    pub whatsapp_web_url: String,
     /// Outbound messages per second per WhatsApp number (Meta's default limit: 80).
     pub whatsapp_messages_per_second: u32,
     /// A customer's message sent (Meta's `timestamp`) more than this many seconds ago is
@@ -306,6 +313,7 @@ impl Default for Config {
             whatsapp_app_secret: None,
             whatsapp_verify_token: None,
             whatsapp_api_base: DEFAULT_WHATSAPP_API_BASE.to_owned(),
+            whatsapp_web_url: DEFAULT_WHATSAPP_WEB_URL.to_owned(),
             whatsapp_messages_per_second: actors.messages_per_second,
             whatsapp_max_message_age_secs: actors.max_message_age.as_secs(),
             whatsapp_read_receipts: actors.read_receipts,
@@ -453,6 +461,7 @@ impl Config {
             whatsapp_app_secret,
             whatsapp_verify_token,
             whatsapp_api_base,
+            whatsapp_web_url,
             whatsapp_messages_per_second,
             whatsapp_max_message_age_secs,
             whatsapp_read_receipts,
@@ -554,6 +563,9 @@ impl Config {
         }
         if let Some(base) = whatsapp_api_base {
             self.whatsapp_api_base = http_url(&base).map_err(|e| ("whatsapp_api_base", e))?;
+        }
+        if let Some(url) = whatsapp_web_url {
+            self.whatsapp_web_url = ws_url(&url).map_err(|e| ("whatsapp_web_url", e))?;
         }
         set(
             &mut self.whatsapp_messages_per_second,
@@ -916,6 +928,7 @@ impl std::fmt::Debug for Config {
             whatsapp_app_secret,
             whatsapp_verify_token,
             whatsapp_api_base,
+            whatsapp_web_url,
             whatsapp_messages_per_second,
             whatsapp_max_message_age_secs,
             whatsapp_read_receipts,
@@ -976,6 +989,7 @@ impl std::fmt::Debug for Config {
             .field("whatsapp_app_secret", whatsapp_app_secret)
             .field("whatsapp_verify_token", whatsapp_verify_token)
             .field("whatsapp_api_base", &redact_url(whatsapp_api_base))
+            .field("whatsapp_web_url", &redact_url(whatsapp_web_url))
             .field("whatsapp_messages_per_second", whatsapp_messages_per_second)
             .field(
                 "whatsapp_max_message_age_secs",
@@ -1074,6 +1088,13 @@ fn http_url(value: &str) -> Result<String, String> {
         ));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+fn ws_url(value: &str) -> Result<String, String> {
+    if !(value.starts_with("ws://") || value.starts_with("wss://")) {
+        return Err(format!("expected a ws:// or wss:// URL, got {value:?}"));
+    }
+    Ok(value.to_owned())
 }
 
 /// Sets a key given inline: checked as a 32-byte key, the error naming the setting, never

@@ -140,6 +140,11 @@ fn bad_values_are_errors_that_name_the_key() {
             "ftp://x",
             "http:// or https://",
         ),
+        (
+            "SALESBOY_WHATSAPP_WEB_URL",
+            "https://web.whatsapp.com",
+            "ws:// or wss://",
+        ),
     ] {
         let err = Config::load_from(None, env(&[(name, value)]))
             .unwrap_err()

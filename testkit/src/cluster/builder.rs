@@ -9,8 +9,8 @@ use salesboy_node::store::{SqlStore, SqlStoreOptions};
 
 use super::{ClusterSandbox, Db, HEALTH_REQUEST_TIMEOUT, NODE_STARTUP_TIMEOUT, SandboxNats};
 use crate::{
-    FakeLlm, FakeLlmOptions, FakeWhatsApp, FakeWhatsAppOptions, NatsCluster, NatsServer,
-    PostgresDatabase,
+    FakeLlm, FakeLlmOptions, FakeWebEndpoint, FakeWhatsApp, FakeWhatsAppOptions, NatsCluster,
+    NatsServer, PostgresDatabase,
 };
 
 /// How long a NATS cluster's JetStream may take to work with every server in it.
@@ -25,6 +25,7 @@ const MANAGED_ENV: &[&str] = &[
     "SALESBOY_NATS_URL",
     "SALESBOY_WHATSAPP_APP_SECRET",
     "SALESBOY_WHATSAPP_API_BASE",
+    "SALESBOY_WHATSAPP_WEB_URL",
     "SALESBOY_ADMIN_TOKEN",
     "PATH",
 ];
@@ -140,6 +141,7 @@ impl ClusterSandboxBuilder {
         let whatsapp = FakeWhatsApp::try_start(FakeWhatsAppOptions::default())
             .await
             .map_err(|e| format!("cannot start the fake whatsapp api: {e}"))?;
+        let whatsapp_web = FakeWebEndpoint::start().await?;
         let llm = FakeLlm::try_start(FakeLlmOptions::default())
             .await
             .map_err(|e| format!("cannot start the fake llm: {e}"))?;
@@ -165,6 +167,7 @@ impl ClusterSandboxBuilder {
             store,
             seeded: AtomicUsize::new(0),
             whatsapp,
+            whatsapp_web,
             llm,
             nats,
             _postgres: postgres,

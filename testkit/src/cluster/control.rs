@@ -246,6 +246,10 @@ impl ClusterSandbox {
             .env("SALESBOY_NATS_URL", self.node_nats_url_of(node))
             .env("SALESBOY_WHATSAPP_APP_SECRET", SANDBOX_APP_SECRET)
             .env("SALESBOY_WHATSAPP_API_BASE", self.whatsapp.base_url())
+            .env(
+                "SALESBOY_WHATSAPP_WEB_URL",
+                self.whatsapp_web.url_for(&node.id),
+            )
             .env("SALESBOY_ADMIN_TOKEN", SANDBOX_ADMIN_TOKEN)
             .env("SALESBOY_SECRETS_KEY", SANDBOX_SECRETS_KEY)
             .env("SALESBOY_CLUSTER_KEY", SANDBOX_CLUSTER_KEY)

@@ -13,7 +13,7 @@ use salesboy_node::store::SqlStore;
 use salesboy_protocol::whatsapp::signature::{SIGNATURE_HEADER, sign};
 use tokio::process::Child;
 
-use crate::{FakeLlm, FakeWhatsApp, NatsCluster, NatsServer, PostgresDatabase};
+use crate::{FakeLlm, FakeWebEndpoint, FakeWhatsApp, NatsCluster, NatsServer, PostgresDatabase};
 
 mod builder;
 mod control;
@@ -186,6 +186,7 @@ pub struct ClusterSandbox {
     store: SqlStore,
     seeded: AtomicUsize,
     whatsapp: FakeWhatsApp,
+    whatsapp_web: FakeWebEndpoint,
     llm: FakeLlm,
     nats: SandboxNats,
     /// Kept for its drop (the database is dropped after the nodes are dead).
@@ -333,6 +334,11 @@ impl ClusterSandbox {
     /// The fake WhatsApp Cloud API every node sends to.
     pub fn whatsapp(&self) -> &FakeWhatsApp {
         &self.whatsapp
+    }
+
+    /// Where every node's WhatsApp Web clients connect (each node under its own id).
+    pub fn whatsapp_web(&self) -> &FakeWebEndpoint {
+        &self.whatsapp_web
     }
 
     /// The fake LLM seeded tenants use.

@@ -92,13 +92,13 @@ pub struct WhatsAppWebConnector {
 }
 
 impl WhatsAppWebConnector {
-    /// Clients on `store` that connect to WhatsApp's servers (its websocket over rustls, and
-    /// `ureq` for media).
-    pub fn new(store: SqlStore) -> Self {
+    /// Clients on `store` that connect to WhatsApp's servers at `url` (the setting
+    /// `whatsapp_web_url`: WhatsApp Web's websocket, over rustls; `ureq` for media).
+    pub fn new(store: SqlStore, url: &str) -> Self {
         crate::run::install_crypto_provider();
         Self::with_transport(
             store,
-            Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new()),
+            Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new().with_url(url)),
         )
     }
 

@@ -5,6 +5,8 @@
 
 const TOKEN_KEY = 'salesboy.token';
 const POINTS = 60;
+// How long an API request may take before the page reports it unanswered.
+const API_TIMEOUT_MS = 20000;
 const $ = (id) => document.getElementById(id);
 
 const app = {
@@ -40,8 +42,19 @@ async function api(method, path, body) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const response = await fetch('/api' + path, init);
-  const text = await response.text();
+  // A request that never answers (a node stuck, a connection lost) becomes an error the
+  // page shows, not a view that waits forever.
+  init.signal = AbortSignal.timeout(API_TIMEOUT_MS);
+  let response;
+  let text;
+  try {
+    response = await fetch('/api' + path, init);
+    text = await response.text();
+  } catch (error) {
+    throw new ApiError(0, error.name === 'TimeoutError'
+      ? 'no answer within ' + API_TIMEOUT_MS / 1000 + ' s'
+      : 'the node could not be reached');
+  }
   let data = null;
   try {
     data = text ? JSON.parse(text) : null;
@@ -483,6 +496,9 @@ async function openTenant(id) {
   app.chat = null;
   showView('tenant');
   $('chat').hidden = true;
+  // Nothing of the tenant shown before stays: its chats are read again.
+  $('conversations').replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
+  $('transcript').replaceChildren();
   $('tenant-title').textContent = 'Tenant ' + id;
   const path = '/tenants/' + encodeURIComponent(id);
   try {
@@ -684,6 +700,7 @@ async function loadTranscript() {
     const list = $('transcript');
     list.scrollTop = list.scrollHeight;
   } catch (error) {
+    if (chat !== app.chat || gen !== app.gen || seq !== app.transcriptSeq) return;
     $('transcript').replaceChildren(el('li', { class: 'error' }, 'Could not read the chat: ' + error.message));
   }
 }
