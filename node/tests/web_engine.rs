@@ -12,10 +12,10 @@ use parking_lot::Mutex;
 use salesboy_actors::command::{CommandReply, TenantCommand};
 use salesboy_actors::error::TenantError;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::ports::EventSink;
+use salesboy_actors::ports::{Clock, EventSink, SystemClock};
 use salesboy_actors::services::Settings;
 use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebHygiene, WebView};
-use salesboy_actors::store::{NewTenant, Store};
+use salesboy_actors::store::{NewOutbound, NewTenant, OutboundOrigin, Store};
 use salesboy_actors::web::{WebError, WebEvent};
 use salesboy_node::routing::Router;
 use salesboy_node::store::SqlStore;
@@ -736,6 +736,49 @@ async fn the_daily_cap_holds_sends_over_it_and_raises_an_alert() {
         .filter(|alert| alert["alert"] == "web_daily_cap_reached")
         .count();
     assert_eq!(raised, 1, "raised once");
+}
+
+#[tokio::test]
+async fn the_daily_cap_counts_the_days_sends_from_before_the_session_started() {
+    let h = harness().await;
+    // Sent today by the tenant's session before (on another node, or before a restart).
+    let now_ms = SystemClock.now_ms();
+    h.store
+        .record_outbound(&NewOutbound {
+            tenant: shop(),
+            chat: chat(CUSTOMER),
+            origin: OutboundOrigin::Bot,
+            wamid: Some(Wamid::new("3EB0EARLIER").expect("wamid")),
+            kind: "text".into(),
+            body: Some("Good morning".into()),
+            created_ms: now_ms,
+            epoch: None,
+            client_ref: None,
+            content: None,
+        })
+        .await
+        .expect("recorded");
+    let hygiene = WebHygiene {
+        daily_cap: 1,
+        ..quick_hygiene()
+    };
+    let node = h.node_with("node-a", hygiene).await;
+    let client = node.connected().await;
+
+    stored(client.message(CUSTOMER, "3EB0D1", "Hello again", false)).await;
+    eventually(WAIT, || async {
+        node.events
+            .alerts(EventKind::AlertRaised)
+            .into_iter()
+            .find(|alert| alert["alert"] == "web_daily_cap_reached")
+    })
+    .await;
+    let session = node.session().await;
+    assert_eq!(
+        session.queued, 1,
+        "the reply waits for tomorrow: {session:?}"
+    );
+    assert!(client.sent().is_empty(), "{:?}", client.sent());
 }
 
 #[tokio::test]

@@ -10,8 +10,9 @@
 //! - sends at most `daily_cap` messages per UTC day: over it, sends wait (pending) for the
 //!   next day and `web_daily_cap_reached` is raised once.
 //!
-//! The day's count is kept in memory: a session that restarts (or moves) counts again from
-//! zero for the rest of the day.
+//! A session starts the day's count from the chat log (the tenant's outbound messages
+//! recorded since the UTC day began, less those it still has to send), so the cap holds
+//! across restarts and moves; from there it counts in memory.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -140,6 +141,13 @@ impl Hygiene {
         }
     }
 
+    /// Starts the count of the day holding `now_ms` at `sent` (the sends of that day before
+    /// this session started).
+    pub(super) fn resume_day(&mut self, now_ms: i64, sent: u32) {
+        self.day = now_ms.div_euclid(DAY_MS);
+        self.sent_today = sent;
+    }
+
     /// A message arrived from `chat`.
     pub(super) fn inbound(&mut self, chat: &ChatId, wamid: &Wamid) {
         self.contacts.insert(chat.clone());
@@ -191,6 +199,11 @@ impl Hygiene {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
+
+/// When the UTC day holding `now_ms` began.
+pub(super) fn day_start_ms(now_ms: i64) -> i64 {
+    now_ms.div_euclid(DAY_MS) * DAY_MS
 }
 
 /// What a `web` send does before it goes out, in its own task.

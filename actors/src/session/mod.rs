@@ -357,6 +357,9 @@ impl Actor for SessionActor {
             }
             pump(&myself, &mut state);
         }
+        if state.web.is_some() {
+            resume_daily_count(&mut state).await;
+        }
         Ok(state)
     }
 
@@ -516,6 +519,35 @@ impl Actor for SessionActor {
             }
         }
         Ok(())
+    }
+}
+
+/// A `web` session's daily cap counts the day's sends from before it started (on another
+/// node, or before a restart): the tenant's outbound messages recorded since the UTC day
+/// began, less those still to send here (they count when they go out).
+async fn resume_daily_count(state: &mut SessionState) {
+    let services = &state.args.services;
+    let now_ms = services.clock.now_ms();
+    let today = services
+        .store
+        .usage_between(
+            &state.args.tenant,
+            hygiene::day_start_ms(now_ms),
+            now_ms + 1,
+        )
+        .await;
+    match today {
+        Ok(usage) => {
+            let queued = i64::try_from(state.queue.len()).unwrap_or(i64::MAX);
+            let sent =
+                u32::try_from(usage.messages_out.saturating_sub(queued).max(0)).unwrap_or(u32::MAX);
+            state.hygiene.resume_day(now_ms, sent);
+        }
+        Err(error) => warn!(
+            tenant = %state.args.tenant,
+            %error,
+            "today's sends could not be counted: the daily cap counts from zero"
+        ),
     }
 }
 
