@@ -795,6 +795,49 @@ async fn a_web_tenant_is_paired_by_qr_code_or_pairing_code_and_unlinked() {
 }
 
 #[tokio::test]
+async fn deleting_a_web_tenant_unlinks_its_device_first() {
+    let h = harness().await;
+    let created = h
+        .post(
+            "/api/tenants",
+            json!({"id": "corner-shop", "engine": "web"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let started = h
+        .post("/api/tenants/corner-shop/session/start", json!({}))
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.raw);
+    let client = h.web.client(0, Duration::from_secs(10)).await;
+    client.emit(WebEvent::Connected {
+        phone: Some("2348012345678".into()),
+    });
+    eventually("connected", || async {
+        let status = h.get("/api/tenants/corner-shop/session").await;
+        (status.json["session"]["status"] == "connected").then_some(())
+    })
+    .await;
+
+    let deleted = h
+        .call(
+            Method::DELETE,
+            "/api/tenants/corner-shop",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.raw);
+    assert_eq!(client.logouts(), 1, "the phone's list forgets the device");
+    assert!(
+        h.store
+            .tenant(&TenantId::new("corner-shop").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn knowledge_is_chunked_stored_and_searchable() {
     let h = harness().await;
     h.create_acme().await;

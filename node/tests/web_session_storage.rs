@@ -105,6 +105,7 @@ suite!(
     key_material_is_sealed_at_rest_and_rotates,
     upload_marks_set_the_flag,
     the_session_goes_with_its_tenant,
+    a_logout_forgets_the_session_at_its_epoch_only,
     ],
 );
 
@@ -1327,4 +1328,43 @@ async fn the_session_goes_with_its_tenant(fixture: &Fixture) {
         .unwrap();
     assert_eq!(left, 0);
     raw.close().await;
+}
+
+async fn a_logout_forgets_the_session_at_its_epoch_only(fixture: &Fixture) {
+    let backend = fixture.backend(1);
+    backend.create().await.unwrap();
+    backend.put_session(ALICE, b"ratchet").await.unwrap();
+    backend.put_identity(ALICE, [1; 32]).await.unwrap();
+    backend
+        .store_sent_message(ALICE, "m1", b"payload")
+        .await
+        .unwrap();
+
+    // a node that no longer hosts the tenant forgets nothing
+    fixture.store.claim_epoch(&fixture.tenant, 2).await.unwrap();
+    let refused = backend.forget().await.unwrap_err();
+    assert!(refused.is_fenced(), "{refused}");
+    assert!(backend.exists().await.unwrap());
+
+    // the host does: every row of the session goes, the tenant stays
+    let host = fixture.backend(2);
+    host.forget().await.unwrap();
+    assert!(!host.exists().await.unwrap());
+    assert_eq!(host.get_session(ALICE).await.unwrap(), None);
+    assert_eq!(host.load_identity(ALICE).await.unwrap(), None);
+    let raw = fixture.raw().await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM web_sent_messages")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    raw.close().await;
+    assert!(
+        fixture
+            .store
+            .tenant(&fixture.tenant)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

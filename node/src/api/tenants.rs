@@ -456,6 +456,25 @@ pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView
     session_status(api, id).await
 }
 
+/// Logs a `web` tenant's device out before the tenant is deleted (best effort: the session
+/// rows go with the tenant anyway).
+async fn unlink(api: &Api, id: &TenantId) {
+    let logout = api.router.deliver(id, TenantCommand::WebLogout);
+    match tokio::time::timeout(UNLINK_TIMEOUT, logout).await {
+        Ok(Ok(_)) => info!(tenant = %id, "web device unlinked before the tenant's deletion"),
+        Ok(Err(error)) => warn!(
+            tenant = %id,
+            %error,
+            "web device not unlinked before the tenant's deletion: remove it on the phone"
+        ),
+        Err(_) => warn!(
+            tenant = %id,
+            "web device not unlinked within {UNLINK_TIMEOUT:?} before the tenant's deletion: \
+             remove it on the phone"
+        ),
+    }
+}
+
 /// What `tenant.delete` did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantDeleted {
@@ -465,9 +484,13 @@ pub struct TenantDeleted {
     pub data_erased: bool,
 }
 
+/// How long a deletion waits for a `web` tenant's device to be unlinked.
+const UNLINK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Deletes a tenant (`tenant.delete`): it stops everywhere and its data is kept or erased.
 ///
-/// In order: the store deletes it in one transaction (its numbers go, so webhooks for them
+/// In order: a `web` tenant's device is unlinked (logged out, so the phone's list of linked
+/// devices forgets it; a failure is logged, the deletion goes on), then the store deletes it in one transaction (its numbers go, so webhooks for them
 /// route nowhere and the numbers may be given to another tenant; its pending outbound
 /// messages fail as `tenant_deleted`; its epoch is bumped, so the node that hosted it can
 /// write nothing more), then the host stops it (its record is gone), then it leaves the
@@ -476,6 +499,9 @@ pub struct TenantDeleted {
 /// `tenant.create` of the same id takes it back.
 pub async fn delete(api: &Api, id: &TenantId, erase_data: bool) -> Result<TenantDeleted, ApiError> {
     let tenant = api.existing_tenant(id).await?;
+    if tenant.engine == Engine::Web {
+        unlink(api, id).await;
+    }
     let deletion = if erase_data {
         Deletion::EraseData
     } else {

@@ -17,29 +17,6 @@ use super::error::Failure;
 use super::outbox;
 use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
 
-/// Every table of a tenant's WhatsApp Web session (migrations 0010, `web_session`): deleted
-/// with the tenant, whether its data is kept or not (the session is a credential).
-const WEB_SESSION_TABLES: [&str; 18] = [
-    "web_devices",
-    "web_identities",
-    "web_signal_sessions",
-    "web_prekeys",
-    "web_signed_prekeys",
-    "web_sender_keys",
-    "web_app_state_keys",
-    "web_app_state_versions",
-    "web_app_state_macs",
-    "web_sender_key_devices",
-    "web_lid_mappings",
-    "web_base_keys",
-    "web_device_lists",
-    "web_group_metadata",
-    "web_tc_tokens",
-    "web_sent_messages",
-    "web_pending_inbound",
-    "web_msg_secrets",
-];
-
 /// `SELECT` of the columns [`tenant_from_row`] reads, followed by `$rest`.
 macro_rules! select_tenants {
     ($rest:literal) => {
@@ -313,14 +290,7 @@ pub(crate) async fn delete_tenant(
             .await?;
     }
     // So does its WhatsApp Web session: the linked device's keys and protocol state.
-    for table in WEB_SESSION_TABLES {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE tenant_id = $1"
-        )))
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-    }
+    super::web_session::delete_session(&mut tx, tenant).await?;
     match deletion {
         Deletion::KeepData => {
             sqlx::query(
@@ -407,7 +377,7 @@ fn number_from_row(db: &Db, row: &AnyRow) -> Result<(TenantId, WhatsAppNumber), 
 
 #[cfg(test)]
 mod tests {
-    use super::WEB_SESSION_TABLES;
+    use super::super::web_session::WEB_SESSION_TABLES;
 
     #[test]
     fn every_web_session_table_goes_with_its_tenant() {

@@ -634,12 +634,20 @@ impl WebClient for WhatsAppWebClient {
             client.logout().await;
             finish(task).await;
         }
-        // The library keeps the keys: replace the device with a fresh one, so pairing
-        // again starts from new keys.
+        // The library keeps the keys: forget the whole session (the device, its Signal
+        // sessions, pre-keys and app state: a credential no longer linked) and start a fresh
+        // device, so pairing again starts from new keys.
         let backend = self
             .shared
             .store
             .web_session_store(self.shared.tenant.clone(), self.shared.epoch);
+        backend.forget().await.map_err(|error| {
+            if error.is_fenced() {
+                WebError::Fenced
+            } else {
+                WebError::Failed(format!("forgetting the session failed: {error}"))
+            }
+        })?;
         backend
             .save(&whatsapp_rust::wacore::store::Device::new())
             .await
@@ -647,7 +655,7 @@ impl WebClient for WhatsAppWebClient {
                 if is_fenced(&error) {
                     WebError::Fenced
                 } else {
-                    WebError::Failed(format!("forgetting the device's keys failed: {error}"))
+                    WebError::Failed(format!("starting a fresh device failed: {error}"))
                 }
             })
     }

@@ -48,9 +48,50 @@ use salesboy_protocol::TenantId;
 use sqlx::{Any, Transaction};
 use whatsapp_rust::wacore::store::error::Result as LibraryResult;
 
+use super::error::map_sqlx_error;
 use super::{Db, SqlStore, fencing};
 use error::Fault;
 pub use error::WebSessionError;
+
+/// Every table of a tenant's WhatsApp Web session (migration 0010): deleted with the
+/// tenant, whether its data is kept or not (the session is a credential), and on logout
+/// ([`WebSessionStore::forget`]).
+pub(crate) const WEB_SESSION_TABLES: [&str; 18] = [
+    "web_devices",
+    "web_identities",
+    "web_signal_sessions",
+    "web_prekeys",
+    "web_signed_prekeys",
+    "web_sender_keys",
+    "web_app_state_keys",
+    "web_app_state_versions",
+    "web_app_state_macs",
+    "web_sender_key_devices",
+    "web_lid_mappings",
+    "web_base_keys",
+    "web_device_lists",
+    "web_group_metadata",
+    "web_tc_tokens",
+    "web_sent_messages",
+    "web_pending_inbound",
+    "web_msg_secrets",
+];
+
+/// Deletes every row of `tenant`'s Web session, in `tx`.
+pub(crate) async fn delete_session(
+    tx: &mut Transaction<'static, Any>,
+    tenant: &TenantId,
+) -> Result<(), sqlx::Error> {
+    for table in WEB_SESSION_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE tenant_id = $1"
+        )))
+        .bind(tenant.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// The WhatsApp Web client's storage backend for one tenant at one epoch: implements
 /// `wacore::store::traits::Backend` (through its five traits). Cheap to clone; clones share
@@ -98,6 +139,22 @@ impl WebSessionStore {
     /// The epoch this backend writes at.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Forgets the session, as after a logout: deletes every row of the tenant's Web
+    /// session (its device, keys, Signal sessions, app state and buffers) in one fenced
+    /// transaction. Pairing again starts from new keys.
+    pub async fn forget(&self) -> Result<(), WebSessionError> {
+        let work = async {
+            let mut tx = self.fenced().await?;
+            delete_session(&mut tx, &self.tenant).await?;
+            tx.commit().await?;
+            Ok::<(), Fault>(())
+        };
+        work.await.map_err(|fault| match fault {
+            Fault::Sql(error) => WebSessionError::Store(map_sqlx_error(error, &self.url)),
+            Fault::Web(error) => error,
+        })
     }
 
     /// The tenant id as bound to queries.
