@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use salesboy_protocol::whatsapp::DeliveryStatus;
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -121,6 +122,16 @@ pub enum WebEvent {
     Outdated,
     /// A message in a chat, decrypted.
     Message(WebMessage),
+    /// The customer's phone reported messages we sent as delivered or read (a receipt):
+    /// their status moves forward as with the Cloud API's status webhooks.
+    Receipt {
+        /// The messages' ids (as recorded when they were sent).
+        ids: Vec<Wamid>,
+        /// [`DeliveryStatus::Delivered`] or [`DeliveryStatus::Read`].
+        status: DeliveryStatus,
+        /// When the phone reported it (unix ms).
+        at_ms: i64,
+    },
     /// A message arrived that could not be decrypted ("waiting for this message"); the
     /// client asked the sender's phone to send it again.
     Undecryptable {

@@ -15,13 +15,14 @@ use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{Clock, EventSink, SystemClock};
 use salesboy_actors::services::Settings;
 use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebHygiene, WebView};
-use salesboy_actors::store::{NewOutbound, NewTenant, OutboundOrigin, Store};
+use salesboy_actors::store::{Direction, NewOutbound, NewTenant, OutboundOrigin, Store};
 use salesboy_actors::web::{WebError, WebEvent};
 use salesboy_node::routing::Router;
 use salesboy_node::store::SqlStore;
 use salesboy_node::web_hosting::WebHosting;
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::whatsapp::DeliveryStatus;
 use salesboy_protocol::{ChatId, Engine, TenantId, Wamid};
 use salesboy_testkit::eventually;
 use salesboy_testkit::fake_web::{PAIR_CODE, ScriptedClient, ScriptedWeb, WebAction};
@@ -779,6 +780,50 @@ async fn the_daily_cap_counts_the_days_sends_from_before_the_session_started() {
         "the reply waits for tomorrow: {session:?}"
     );
     assert!(client.sent().is_empty(), "{:?}", client.sent());
+}
+
+#[tokio::test]
+async fn receipts_move_a_replys_status_to_delivered_then_read() {
+    let h = harness().await;
+    let node = h.node("node-a").await;
+    let client = node.connected().await;
+    stored(client.message(CUSTOMER, "3EB0RC1", "Do you deliver?", false)).await;
+    sent(&client, 1).await;
+    let reply = || async {
+        h.store
+            .conversation_messages(&shop(), &chat(CUSTOMER), None, 10)
+            .await
+            .expect("messages")
+            .into_iter()
+            .find(|message| message.direction == Direction::Outbound && message.wamid.is_some())
+    };
+    let sent_reply = eventually(WAIT, reply).await;
+    let wamid = sent_reply.wamid.clone().expect("sent");
+
+    for status in [DeliveryStatus::Delivered, DeliveryStatus::Read] {
+        client.emit(WebEvent::Receipt {
+            ids: vec![wamid.clone(), Wamid::new("3EB0NOTOURS").expect("wamid")],
+            status,
+            at_ms: SystemClock.now_ms(),
+        });
+        eventually(WAIT, || async {
+            let message = reply().await?;
+            (message.status == Some(status)).then_some(())
+        })
+        .await;
+    }
+    // A late delivery receipt does not move it back.
+    client.emit(WebEvent::Receipt {
+        ids: vec![wamid.clone()],
+        status: DeliveryStatus::Delivered,
+        at_ms: SystemClock.now_ms(),
+    });
+    // The session handles its events in order: once it answers, the receipt was applied.
+    node.session().await;
+    assert_eq!(
+        reply().await.and_then(|message| message.status),
+        Some(DeliveryStatus::Read)
+    );
 }
 
 #[tokio::test]

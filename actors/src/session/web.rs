@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorProcessingErr, ActorRef};
+use salesboy_protocol::Wamid;
 use salesboy_protocol::events::{Alert, AlertKind};
 use salesboy_protocol::subjects::EventKind;
+use salesboy_protocol::whatsapp::DeliveryStatus;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -28,7 +30,7 @@ use super::{SessionMsg, SessionState, SessionStatus, pump, set_status};
 use crate::command::TenantCommand;
 use crate::conversation::InboundItem;
 use crate::ports::WhatsAppConnection;
-use crate::store::{InsertOutcome, NewInbound, NewOutbound, OutboundOrigin, StoreError};
+use crate::store::{InsertOutcome, NewInbound, NewOutbound, NewStatus, OutboundOrigin, StoreError};
 use crate::tenant::TenantMsg;
 use crate::web::{WebClient, WebConnector, WebError, WebEvent, WebEvents, WebMessage};
 
@@ -313,6 +315,7 @@ pub(super) async fn on_event(
             set_status(state, SessionStatus::Outdated);
         }
         WebEvent::Message(message) => receive(state, message).await?,
+        WebEvent::Receipt { ids, status, at_ms } => receipt(state, ids, status, at_ms).await,
         WebEvent::Undecryptable { chat, id, sent_ms } => {
             info!(tenant = %state.args.tenant, chat = %chat, wamid = %id, "message could not be decrypted; the sender's phone was asked again");
             let services = &state.args.services;
@@ -328,6 +331,30 @@ pub(super) async fn on_event(
         }
     }
     Ok(())
+}
+
+/// Moves the status of the messages a receipt names forward (the store publishes
+/// `status_changed`), as the Cloud API's status webhooks do. Unknown ids (messages sent from
+/// the phone, or before the gateway) and late receipts change nothing.
+async fn receipt(state: &SessionState, ids: Vec<Wamid>, status: DeliveryStatus, at_ms: i64) {
+    let tenant = &state.args.tenant;
+    for wamid in ids {
+        let update = NewStatus {
+            tenant: tenant.clone(),
+            wamid,
+            status,
+            at_ms,
+            error: None,
+        };
+        match state.args.services.store.update_status(&update).await {
+            Ok(outcome) => {
+                debug!(tenant = %tenant, wamid = %update.wamid, status = status.as_str(), ?outcome, "receipt")
+            }
+            Err(error) => {
+                warn!(tenant = %tenant, wamid = %update.wamid, %error, "a receipt's status was not recorded")
+            }
+        }
+    }
 }
 
 /// A passing disconnection: reconnect after the backoff, unless the session ended.

@@ -2,7 +2,10 @@
 //! the session stores them: pure functions, tested with the library's event builders.
 
 use salesboy_actors::web::WebEvent;
+use salesboy_protocol::Wamid;
+use salesboy_protocol::whatsapp::DeliveryStatus;
 use whatsapp_rust::types::events::Event;
+use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
 use whatsapp_rust::waproto::whatsapp as wa;
 
@@ -37,6 +40,33 @@ pub fn lifecycle_event(event: &Event, now_ms: i64, account: Option<String>) -> O
             reason: format!("connect failure: {:?}", failure.reason),
         },
         _ => return None,
+    })
+}
+
+/// The session's event for a receipt of messages we sent to a customer: delivered, or read
+/// (a voice note played counts as read). `None` for other receipts (our own devices', group
+/// chats', retries, server errors) and for ids that are not message ids.
+pub fn receipt_event(event: &Event) -> Option<WebEvent> {
+    let Event::Receipt(receipt) = event else {
+        return None;
+    };
+    if receipt.source.is_from_me || receipt.source.is_group {
+        return None;
+    }
+    let status = match receipt.r#type {
+        ReceiptType::Delivered => DeliveryStatus::Delivered,
+        ReceiptType::Read | ReceiptType::Played => DeliveryStatus::Read,
+        _ => return None,
+    };
+    let ids: Vec<Wamid> = receipt
+        .message_ids
+        .iter()
+        .filter_map(|id| Wamid::new(id.to_string()).ok())
+        .collect();
+    (!ids.is_empty()).then(|| WebEvent::Receipt {
+        ids,
+        status,
+        at_ms: receipt.timestamp.timestamp_millis(),
     })
 }
 
@@ -84,10 +114,12 @@ mod tests {
     use whatsapp_rust::Jid;
     use whatsapp_rust::types::events::{
         ClientOutdated, Connected, Disconnected, LoggedOut, PairSuccess, PairingQrCode,
-        PairingQrCodesExhausted, StreamReplaced, TempBanReason, TemporaryBan,
+        PairingQrCodesExhausted, Receipt, StreamReplaced, TempBanReason, TemporaryBan,
     };
     use whatsapp_rust::wacore::net::DisconnectReason;
     use whatsapp_rust::wacore::types::events::ConnectFailureReason;
+
+    use whatsapp_rust::types::message::MessageSource;
 
     use super::*;
 
@@ -169,6 +201,52 @@ mod tests {
             lifecycle_event(&outdated, now, None),
             Some(WebEvent::Outdated)
         ));
+    }
+
+    #[test]
+    fn delivery_and_read_receipts_map_to_statuses() {
+        let receipt = |kind: ReceiptType, ids: &[&str]| {
+            Event::Receipt(
+                Receipt::builder()
+                    .message_ids(ids.iter().map(|id| (*id).to_owned()).collect())
+                    .source(MessageSource {
+                        chat: "5511900000001@s.whatsapp.net".parse::<Jid>().unwrap(),
+                        ..Default::default()
+                    })
+                    .timestamp(
+                        whatsapp_rust::chrono::DateTime::from_timestamp_millis(1_700_000_000_000)
+                            .unwrap(),
+                    )
+                    .r#type(kind)
+                    .offline(false)
+                    .build(),
+            )
+        };
+        let status = |event: &Event| match receipt_event(event) {
+            Some(WebEvent::Receipt { ids, status, at_ms }) => {
+                assert_eq!(at_ms, 1_700_000_000_000);
+                Some((ids.len(), status))
+            }
+            _ => None,
+        };
+        let ids = ["3EB0A1", "3EB0A2"];
+        assert_eq!(
+            status(&receipt(ReceiptType::Delivered, &ids)),
+            Some((2, DeliveryStatus::Delivered))
+        );
+        assert_eq!(
+            status(&receipt(ReceiptType::Read, &ids)),
+            Some((2, DeliveryStatus::Read))
+        );
+        assert_eq!(
+            status(&receipt(ReceiptType::Played, &ids)),
+            Some((2, DeliveryStatus::Read))
+        );
+        // our own devices' reads, retries, server errors, and receipts naming nothing
+        assert_eq!(status(&receipt(ReceiptType::ReadSelf, &ids)), None);
+        assert_eq!(status(&receipt(ReceiptType::Retry, &ids)), None);
+        assert_eq!(status(&receipt(ReceiptType::ServerError, &ids)), None);
+        assert_eq!(status(&receipt(ReceiptType::Delivered, &[])), None);
     }
 
     #[test]

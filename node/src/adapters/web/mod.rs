@@ -303,6 +303,11 @@ impl Shared {
             Event::PairError(error) => {
                 warn!(tenant = %self.tenant, error = %error.error, "web pairing failed");
             }
+            Event::Receipt(_) => {
+                if let Some(receipt) = events::receipt_event(event) {
+                    self.events.emit(receipt);
+                }
+            }
             other => {
                 let account = client.pn().map(|pn| pn.user.to_string());
                 if let Some(mapped) = events::lifecycle_event(other, now_ms(), account) {
