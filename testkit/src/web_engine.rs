@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{NewTenant, StoreError};
 use salesboy_node::secrets::{Keyring, SecretsKey};
@@ -204,13 +205,16 @@ impl Transport for Closing {
 
 /// A transport factory with no network whose connections open and then say nothing: the
 /// client sends its hello and waits for WhatsApp's answer, which never comes (the library
-/// gives up after its handshake timeout, 20 s, and tries again after its backoff). Clones
-/// share their counts.
+/// gives up after its handshake timeout, 20 s, and tries again after its backoff), until
+/// [`SilentTransport::hang_up`]. Clones share their counts and connections.
 #[derive(Clone, Default)]
 pub struct SilentTransport {
     connections: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
     hellos: Arc<AtomicUsize>,
+    hung_up: Arc<AtomicBool>,
+    /// Every connection's events, to end them all at a hang-up.
+    streams: Arc<Mutex<Vec<async_channel::Sender<TransportEvent>>>>,
 }
 
 impl SilentTransport {
@@ -238,6 +242,16 @@ impl SilentTransport {
     pub fn hellos(&self) -> usize {
         self.hellos.load(Ordering::SeqCst)
     }
+
+    /// Ends every connection's stream (a client waiting for the handshake's answer stops
+    /// waiting at once) and fails every connection attempt from now on: shutting the
+    /// clients down then takes no handshake timeout.
+    pub fn hang_up(&self) {
+        self.hung_up.store(true, Ordering::SeqCst);
+        for stream in self.streams.lock().drain(..) {
+            stream.close();
+        }
+    }
 }
 
 #[async_trait]
@@ -245,8 +259,15 @@ impl TransportFactory for SilentTransport {
     async fn create_transport(
         &self,
     ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
+        if self.hung_up.load(Ordering::SeqCst) {
+            anyhow::bail!("silent transport: hung up");
+        }
         let (events, receiver) = async_channel::bounded(1);
         events.try_send(TransportEvent::Connected)?;
+        let mut streams = self.streams.lock();
+        streams.retain(|stream| !stream.is_closed());
+        streams.push(events.clone());
+        drop(streams);
         self.connections.fetch_add(1, Ordering::SeqCst);
         self.open.fetch_add(1, Ordering::SeqCst);
         let transport = Silent {
