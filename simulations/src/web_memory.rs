@@ -53,6 +53,9 @@ use whatsapp_rust::wacore::store::traits::{
     SignalStore,
 };
 
+use crate::bench::env::{Machine, git_commit, kib_field, utc_now};
+use crate::bench::node::workspace_root;
+
 /// The target: resident memory per idle connected session, bytes.
 pub const TARGET_BYTES_PER_SESSION: u64 = 1 << 20;
 
@@ -147,23 +150,18 @@ impl ProcessMemory {
 
     /// The figures of a `/proc/<pid>/status` text.
     pub fn parse(status: &str) -> anyhow::Result<Self> {
-        let field = |name: &str| -> anyhow::Result<u64> {
-            let line = status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .with_context(|| format!("no {name} in /proc/self/status"))?;
-            let number = line
-                .split_whitespace()
-                .next()
-                .with_context(|| format!("{name} has no value"))?;
-            number
-                .parse::<u64>()
-                .with_context(|| format!("{name} is not a number: {number}"))
+        let kib = |name: &str| {
+            kib_field(status, name).with_context(|| format!("no {name} in /proc/self/status"))
         };
+        let threads = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .and_then(|count| count.trim().parse().ok())
+            .context("no Threads in /proc/self/status")?;
         Ok(Self {
-            rss_bytes: field("VmRSS:")? * 1024,
-            hwm_bytes: field("VmHWM:")? * 1024,
-            threads: field("Threads:")?,
+            rss_bytes: kib("VmRSS:")? * 1024,
+            hwm_bytes: kib("VmHWM:")? * 1024,
+            threads,
         })
     }
 }
@@ -171,6 +169,12 @@ impl ProcessMemory {
 /// What the bench measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebMemoryReport {
+    /// When it ran, UTC.
+    pub date_utc: String,
+    /// The commit of the working tree it ran in (with the folders of uncommitted changes).
+    pub git_commit: Option<String>,
+    /// The machine.
+    pub machine: Machine,
     /// Idle sessions measured.
     pub sessions: usize,
     /// `sqlite` or `postgres`.
@@ -377,6 +381,9 @@ async fn measure(
         figures.idle.rss_bytes.saturating_sub(half.rss_bytes) / second_half.max(1)
     });
     Ok(WebMemoryReport {
+        date_utc: utc_now(),
+        git_commit: git_commit(&workspace_root()),
+        machine: Machine::detect(),
         sessions: args.sessions,
         database: match store.dialect() {
             Dialect::Sqlite => "sqlite".to_owned(),
