@@ -8,22 +8,16 @@
 #![cfg(feature = "web-engine")]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use salesboy_actors::store::NewTenant;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::web::{WebConnector, WebError, WebEvent, WebEvents};
 use salesboy_node::adapters::WhatsAppWebConnector;
-use salesboy_node::secrets::{Keyring, SecretsKey};
-use salesboy_node::store::SqlStore;
-use salesboy_protocol::TenantId;
-use salesboy_testkit::{PostgresDatabase, eventually};
-use sqlx::Row;
-use whatsapp_rust::async_channel;
-use whatsapp_rust::transport::{Transport, TransportEvent, TransportFactory};
-use whatsapp_rust::wacore::net::DisconnectReason;
+use salesboy_testkit::eventually;
+// The harness: a fresh database per test, the `web` tenant `acme` at epoch 1.
+use salesboy_testkit::Backend as Db;
+use salesboy_testkit::web_engine::{FlakyTransport, WebFixture as Fixture};
 
 /// How long a condition may take to come true (the library's first backoffs are 1 s, 1 s).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -65,7 +59,7 @@ on_both_databases!(
 // ---------------------------------------------------------------------------------------
 
 async fn the_client_starts_backs_off_and_flushes_on_shutdown(fixture: &Fixture) {
-    let transport = FakeTransport::new();
+    let transport = FlakyTransport::new();
     let connector =
         WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
     let events = Recorded::default();
@@ -107,7 +101,7 @@ async fn the_client_starts_backs_off_and_flushes_on_shutdown(fixture: &Fixture) 
 
 async fn a_stale_client_has_its_flush_refused_and_stops(fixture: &Fixture) {
     // the tenant's device, made at epoch 1
-    let transport = FakeTransport::new();
+    let transport = FlakyTransport::new();
     let connector =
         WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
     let first = connector.open(&fixture.tenant, 1, Recorded::default().sink());
@@ -121,7 +115,7 @@ async fn a_stale_client_has_its_flush_refused_and_stops(fixture: &Fixture) {
 
     // another node claims epoch 2; a client of epoch 1 is opened late
     fixture.store.claim_epoch(&fixture.tenant, 2).await.unwrap();
-    let late_transport = FakeTransport::new();
+    let late_transport = FlakyTransport::new();
     let connector =
         WhatsAppWebConnector::with_transport(fixture.store.clone(), late_transport.factory());
     let events = Recorded::default();
@@ -162,7 +156,7 @@ async fn a_stale_client_has_its_flush_refused_and_stops(fixture: &Fixture) {
 
 async fn a_client_of_an_unclaimed_epoch_is_fenced_at_start(fixture: &Fixture) {
     // epoch 5 was never claimed: creating the device is refused when the client is built
-    let transport = FakeTransport::new();
+    let transport = FlakyTransport::new();
     let connector =
         WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
     let events = Recorded::default();
@@ -175,7 +169,7 @@ async fn a_client_of_an_unclaimed_epoch_is_fenced_at_start(fixture: &Fixture) {
 }
 
 async fn a_running_client_is_fenced_at_its_next_attempt(fixture: &Fixture) {
-    let transport = FakeTransport::new();
+    let transport = FlakyTransport::new();
     let connector =
         WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
     let events = Recorded::default();
@@ -207,77 +201,8 @@ async fn a_running_client_is_fenced_at_its_next_attempt(fixture: &Fixture) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The fake transport and the recorded events
+// The recorded events
 // ---------------------------------------------------------------------------------------
-
-/// A transport factory with no network: odd attempts fail to connect, even ones connect and
-/// close right after the client's hello.
-#[derive(Clone, Default)]
-struct FakeTransport {
-    attempts: Arc<AtomicUsize>,
-    hellos: Arc<AtomicUsize>,
-}
-
-impl FakeTransport {
-    fn new() -> Self {
-        Self::default()
-    }
-
-    fn factory(&self) -> Arc<dyn TransportFactory> {
-        Arc::new(self.clone())
-    }
-
-    /// Connection attempts so far.
-    fn attempts(&self) -> usize {
-        self.attempts.load(Ordering::SeqCst)
-    }
-
-    /// Writes the client made on a connection (its handshake hello).
-    fn hellos(&self) -> usize {
-        self.hellos.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl TransportFactory for FakeTransport {
-    async fn create_transport(
-        &self,
-    ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
-        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
-        if attempt.is_multiple_of(2) {
-            anyhow::bail!("fake transport: no network");
-        }
-        let (events, receiver) = async_channel::bounded(4);
-        events.try_send(TransportEvent::Connected).unwrap();
-        let transport = Closing {
-            hellos: Arc::clone(&self.hellos),
-            events,
-        };
-        Ok((Arc::new(transport), receiver))
-    }
-}
-
-/// A connection that closes once the client wrote to it.
-struct Closing {
-    hellos: Arc<AtomicUsize>,
-    events: async_channel::Sender<TransportEvent>,
-}
-
-#[async_trait::async_trait]
-impl Transport for Closing {
-    async fn send(&self, _data: bytes::Bytes) -> Result<(), anyhow::Error> {
-        self.hellos.fetch_add(1, Ordering::SeqCst);
-        let _ = self
-            .events
-            .try_send(TransportEvent::Disconnected(DisconnectReason::StreamEnded));
-        self.events.close();
-        Ok(())
-    }
-
-    async fn disconnect(&self) {
-        self.events.close();
-    }
-}
 
 /// The events a client reported, by name.
 #[derive(Clone, Default)]
@@ -301,87 +226,5 @@ impl Recorded {
 
     fn names(&self) -> Vec<String> {
         self.0.lock().clone()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Harness: a fresh database per test, tenant `acme` at epoch 1
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-struct Fixture {
-    store: SqlStore,
-    url: String,
-    tenant: TenantId,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    _postgres: Option<PostgresDatabase>,
-}
-
-impl Fixture {
-    async fn new(db: Db) -> Self {
-        let (url, sqlite_dir, postgres) = match db {
-            Db::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
-                (url, Some(dir), None)
-            }
-            Db::Postgres => {
-                let database = PostgresDatabase::create()
-                    .await
-                    .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"));
-                (database.url().to_owned(), None, Some(database))
-            }
-        };
-        let store = SqlStore::connect(&url)
-            .await
-            .unwrap_or_else(|error| panic!("cannot open the store: {error}"))
-            .with_secrets(Keyring::new(SecretsKey::generate(), []));
-        let tenant = TenantId::new("acme").unwrap();
-        store
-            .upsert_tenant(&NewTenant {
-                id: tenant.clone(),
-                name: "Acme".to_owned(),
-                system_prompt: None,
-                llm_config: None,
-                llm_monthly_spend_cap_micros: None,
-                embedding_model: None,
-                engine: Default::default(),
-                web_hygiene: None,
-                created_ms: 1_700_000_000_000,
-            })
-            .await
-            .unwrap();
-        store.claim_epoch(&tenant, 1).await.unwrap();
-        Self {
-            store,
-            url,
-            tenant,
-            _sqlite_dir: sqlite_dir,
-            _postgres: postgres,
-        }
-    }
-
-    /// When the tenant's device row was last written, if it has one.
-    async fn device_updated_ms(&self) -> Option<i64> {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&self.url)
-            .await
-            .expect("plain sql pool");
-        let row = sqlx::query("SELECT updated_ms FROM web_devices WHERE tenant_id = $1")
-            .bind(self.tenant.as_str())
-            .fetch_optional(&pool)
-            .await
-            .expect("web_devices readable");
-        pool.close().await;
-        row.map(|row| row.get::<i64, _>(0))
-    }
-
-    async fn close(self) {
-        self.store.close().await;
     }
 }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use salesboy_actors::store::prelude::*;
-use salesboy_actors::store::{Deletion, NewTenant, StoreError};
+use salesboy_actors::store::{Deletion, StoreError};
 use salesboy_node::secrets::{Keyring, SecretsKey};
-use salesboy_node::store::{SqlStore, WebSessionError, WebSessionStore};
-use salesboy_protocol::TenantId;
-use salesboy_testkit::PostgresDatabase;
+use salesboy_node::store::{SqlStore, WebSessionError};
+use salesboy_testkit::Backend as Db;
+use salesboy_testkit::web_engine::{WebFixture as Fixture, open_sealed};
 use sqlx::Row;
 use whatsapp_rust::wacore::appstate::hash::HashState;
 use whatsapp_rust::wacore::appstate::processor::AppStateMutationMAC;
@@ -110,98 +110,10 @@ suite!(
 );
 
 // ---------------------------------------------------------------------------------------
-// Harness: the reference, and a fresh database per SQL test.
+// Harness: the reference, and per SQL test a fresh database with the `web` tenant `acme` at
+// epoch 1 (the test kit's `WebFixture`: a store sealing secrets; `open_sealed` opens another
+// store on it).
 // ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh database (dropped with the fixture) whose store seals secrets, with tenant
-/// `acme` at epoch 1.
-struct Fixture {
-    store: SqlStore,
-    url: String,
-    keys: Keyring,
-    tenant: TenantId,
-    _sqlite_dir: Option<tempfile::TempDir>,
-    _postgres: Option<PostgresDatabase>,
-}
-
-impl Fixture {
-    async fn new(db: Db) -> Self {
-        let (url, sqlite_dir, postgres) = match db {
-            Db::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("salesboy.db").display());
-                (url, Some(dir), None)
-            }
-            Db::Postgres => {
-                let database = PostgresDatabase::create()
-                    .await
-                    .unwrap_or_else(|error| panic!("postgres tests need a server: {error}"));
-                (database.url().to_owned(), None, Some(database))
-            }
-        };
-        let keys = Keyring::new(SecretsKey::generate(), []);
-        let store = open(&url, keys.clone()).await;
-        let tenant = TenantId::new("acme").unwrap();
-        store
-            .upsert_tenant(&NewTenant {
-                id: tenant.clone(),
-                name: "Acme".to_owned(),
-                system_prompt: None,
-                llm_config: None,
-                llm_monthly_spend_cap_micros: None,
-                embedding_model: None,
-                engine: Default::default(),
-                web_hygiene: None,
-                created_ms: 1_700_000_000_000,
-            })
-            .await
-            .unwrap();
-        store.claim_epoch(&tenant, 1).await.unwrap();
-        Self {
-            store,
-            url,
-            keys,
-            tenant,
-            _sqlite_dir: sqlite_dir,
-            _postgres: postgres,
-        }
-    }
-
-    /// The tenant's backend at `epoch` on this fixture's store.
-    fn backend(&self, epoch: u64) -> WebSessionStore {
-        self.store.web_session_store(self.tenant.clone(), epoch)
-    }
-
-    /// Another node: its own store (pools) on the same database, with the same key.
-    async fn node(&self) -> SqlStore {
-        open(&self.url, self.keys.clone()).await
-    }
-
-    /// The database through plain SQL.
-    async fn raw(&self) -> sqlx::AnyPool {
-        sqlx::any::install_default_drivers();
-        sqlx::AnyPool::connect(&self.url)
-            .await
-            .expect("plain sql pool")
-    }
-
-    async fn close(self) {
-        self.store.close().await;
-    }
-}
-
-async fn open(url: &str, keys: Keyring) -> SqlStore {
-    SqlStore::connect(url)
-        .await
-        .unwrap_or_else(|error| panic!("cannot open the store: {error}"))
-        .with_secrets(keys)
-}
 
 const ALICE: &str = "5511900000001@s.whatsapp.net";
 const ALICE_2: &str = "5511900000001:2@s.whatsapp.net";
@@ -1201,14 +1113,14 @@ async fn key_material_is_sealed_at_rest_and_rotates(fixture: &Fixture) {
         );
     }
     // a node with another key cannot read them
-    let stranger = open(&fixture.url, Keyring::new(SecretsKey::generate(), [])).await;
+    let stranger = open_sealed(fixture.url(), Keyring::new(SecretsKey::generate(), [])).await;
     let theirs = stranger.web_session_store(fixture.tenant.clone(), 1);
     assert!(theirs.get_session(ALICE).await.is_err());
     assert!(theirs.load().await.is_err());
     stranger.close().await;
 
     // written by a store without a key, a value is plaintext until the next start seals it
-    let keyless = SqlStore::connect(&fixture.url).await.unwrap();
+    let keyless = SqlStore::connect(fixture.url()).await.unwrap();
     let plain = keyless.web_session_store(fixture.tenant.clone(), 1);
     plain.put_session(BOB, b"plain ratchet").await.unwrap();
     keyless.close().await;
@@ -1242,8 +1154,8 @@ async fn key_material_is_sealed_at_rest_and_rotates(fixture: &Fixture) {
 
     // a rotation seals them under the new key; the old one is no longer needed
     let new_key = SecretsKey::generate();
-    let rotating = open(
-        &fixture.url,
+    let rotating = open_sealed(
+        fixture.url(),
         fixture.keys.clone().rotated_to(new_key.clone()),
     )
     .await;
@@ -1251,7 +1163,7 @@ async fn key_material_is_sealed_at_rest_and_rotates(fixture: &Fixture) {
     let resealed: u64 = reports.iter().map(|report| report.resealed).sum();
     assert_eq!(resealed, 7, "{reports:?}");
     rotating.close().await;
-    let after = open(&fixture.url, Keyring::new(new_key, [])).await;
+    let after = open_sealed(fixture.url(), Keyring::new(new_key, [])).await;
     let backend = after.web_session_store(fixture.tenant.clone(), 1);
     let loaded = backend.load().await.unwrap().unwrap();
     assert_eq!(

@@ -12,7 +12,8 @@
 //! The seeded fault simulation is [`chaos`]. [`fake_cloud_api`] is the quickstart's stand-in
 //! for Meta (`salesboy-sim fake-cloud-api`). [`retrieval_eval`] scores knowledge retrieval,
 //! full text vs hybrid (`salesboy-sim retrieval-eval`); [`retrieval_bench`] times semantic
-//! search (`salesboy-sim retrieval-bench`).
+//! search (`salesboy-sim retrieval-bench`). [`web_memory`] measures the resident memory of
+//! idle WhatsApp Web sessions (`salesboy-sim web-memory`).
 
 pub mod bench;
 pub mod chaos;
@@ -21,3 +22,4 @@ pub mod fake_cloud_api;
 pub mod retrieval_bench;
 pub mod retrieval_eval;
 pub mod scenario;
+pub mod web_memory;

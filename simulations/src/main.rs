@@ -102,6 +102,19 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         searches: usize,
     },
+    /// Measure the resident memory of idle WhatsApp Web sessions: N `web` tenants with a
+    /// realistic stored protocol state, a real client each (on a transport that never
+    /// answers) in this process. Human lines on stderr, one JSON line on stdout. Exits
+    /// non-zero when an idle session costs more than 1 MiB.
+    WebMemory {
+        /// Idle sessions (tenants, clients).
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// An empty database (`sqlite:…`, `postgres:…`); default: a SQLite file in a temp
+        /// dir.
+        #[arg(long)]
+        database: Option<String>,
+    },
     /// Run a local stand-in for Meta's Graph API that accepts the gateway's sends and prints
     /// them: a whole conversation on one machine, no Meta account needed. Point the node at
     /// it with SALESBOY_WHATSAPP_API_BASE=http://ADDR/v21.0.
@@ -181,6 +194,31 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&rows)?);
             println!();
             println!("{}", salesboy_sim::retrieval_bench::markdown(&rows));
+            Ok(())
+        }
+        Command::WebMemory { sessions, database } => {
+            use salesboy_sim::web_memory;
+            let args = web_memory::WebMemoryArgs {
+                sessions,
+                database,
+                state: web_memory::StoredState::default(),
+                progress: true,
+            };
+            let report = tokio::select! {
+                report = web_memory::run(&args) => report?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            };
+            for line in report.human_lines() {
+                eprintln!("{line}");
+            }
+            println!("{}", serde_json::to_string(&report)?);
+            if !report.within_target() {
+                anyhow::bail!(
+                    "an idle web session costs {} bytes, over the {} bytes target",
+                    report.rss_per_session_bytes,
+                    report.target_bytes
+                );
+            }
             Ok(())
         }
         Command::FakeCloudApi { addr } => salesboy_sim::fake_cloud_api::run(addr).await,

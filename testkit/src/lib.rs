@@ -18,6 +18,10 @@
 //!   deterministic answers;
 //! - [`fake_web`]: [`fake_web::ScriptedWeb`], a WhatsApp Web engine the test plays
 //!   WhatsApp's part of (events in, sends and pairing recorded);
+//! - [`web_engine`]: the real WhatsApp Web engine with no WhatsApp: a `web` tenant at a
+//!   claimed epoch, a fresh database holding one ([`web_engine::WebFixture`]), transports
+//!   that fail ([`web_engine::FlakyTransport`]) or never answer
+//!   ([`web_engine::SilentTransport`]);
 //! - `fake_server` (private): what both fakes share, and [`SplitMix64`], their seeded draws;
 //! - [`proxy`]: [`TcpProxy`], a cuttable TCP forwarder (partitions a node from NATS);
 //! - [`cluster`]: [`ClusterSandbox`], real `salesboy serve` processes on one NATS and one
@@ -52,6 +56,7 @@ pub mod nats_cluster;
 pub mod ports;
 pub mod postgres;
 pub mod proxy;
+pub mod web_engine;
 pub mod webhooks;
 
 pub use binary::{salesboy_binary, workspace_root};
