@@ -17,10 +17,13 @@ use salesboy_node::adapters::WhatsAppWebConnector;
 use salesboy_testkit::eventually;
 // The harness: a fresh database per test, the `web` tenant `acme` at epoch 1.
 use salesboy_testkit::Backend as Db;
-use salesboy_testkit::web_engine::{FlakyTransport, WebFixture as Fixture};
+use salesboy_testkit::web_engine::{FlakyTransport, SilentTransport, WebFixture as Fixture};
 
 /// How long a condition may take to come true (the library's first backoffs are 1 s, 1 s).
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long the library waits for WhatsApp's answer to its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 macro_rules! on_both_databases {
     ($($test:ident),* $(,)?) => {
@@ -52,11 +55,34 @@ on_both_databases!(
     a_stale_client_has_its_flush_refused_and_stops,
     a_client_of_an_unclaimed_epoch_is_fenced_at_start,
     a_running_client_is_fenced_at_its_next_attempt,
+    a_client_waiting_for_the_handshake_shuts_down_at_once,
 );
 
 // ---------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------
+
+async fn a_client_waiting_for_the_handshake_shuts_down_at_once(fixture: &Fixture) {
+    // WhatsApp does not answer: the connection opens, the client says hello and waits for
+    // the handshake's answer (the library gives up after 20 s)
+    let transport = SilentTransport::new();
+    let connector =
+        WhatsAppWebConnector::with_transport(fixture.store.clone(), transport.factory());
+    let client = connector.open(&fixture.tenant, 1, Recorded::default().sink());
+    client.connect().await.expect("starts connecting");
+    eventually(PATIENCE, || async {
+        (transport.hellos() >= 1).then_some(())
+    })
+    .await;
+
+    // a move's freeze shuts it down: the waiting connection is hung up, not waited out
+    tokio::time::timeout(HANDSHAKE_TIMEOUT / 2, client.shutdown())
+        .await
+        .expect("shut down without waiting for the handshake's timeout");
+    assert_eq!(transport.open(), 0, "no connection left open");
+    assert_eq!(transport.connections(), 1, "and none opened again");
+    assert!(fixture.device_updated_ms().await.is_some(), "flushed");
+}
 
 async fn the_client_starts_backs_off_and_flushes_on_shutdown(fixture: &Fixture) {
     let transport = FlakyTransport::new();

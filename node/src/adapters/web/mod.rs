@@ -44,7 +44,7 @@ use whatsapp_rust::bot::{Bot, BotBuilderError, EventDelivery};
 use whatsapp_rust::http::UreqHttpClient;
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::store::traits::DeviceStore;
-use whatsapp_rust::transport::TransportFactory;
+use whatsapp_rust::transport::{Transport, TransportFactory};
 use whatsapp_rust::types::events::{Event, InboundMessage};
 use whatsapp_rust::types::message::MessageInfo;
 use whatsapp_rust::wacore::proto_helpers::{MessageBuilderExt, build_quote_context_with_info};
@@ -139,6 +139,7 @@ impl WebConnector for WhatsAppWebConnector {
                     .build(),
                 fenced: AtomicBool::new(false),
                 auto_reconnect: Mutex::new(None),
+                connection: Mutex::new(None),
             }),
             transport: Arc::clone(&self.transport),
             http: self.http.clone(),
@@ -164,6 +165,10 @@ pub(crate) struct Shared {
     fenced: AtomicBool,
     /// The running library client's auto-reconnect switch (its public flag).
     auto_reconnect: Mutex<Option<Arc<AtomicBool>>>,
+    /// The connection opened last (not kept alive by this): `shutdown` hangs it up, so a
+    /// client still waiting for WhatsApp's handshake answer stops at once, not after the
+    /// library's handshake timeout (20 s).
+    connection: Mutex<Option<std::sync::Weak<dyn Transport>>>,
 }
 
 /// A recent inbound message.
@@ -692,6 +697,12 @@ impl WebClient for WhatsAppWebClient {
             .is_err()
         {
             warn!(tenant = %self.shared.tenant, "web client disconnect timed out");
+        }
+        // `disconnect` closes an established connection; one still in its handshake is the
+        // library's run loop's until the handshake times out: hang it up.
+        let connection = self.shared.connection.lock().take();
+        if let Some(connection) = connection.and_then(|weak| weak.upgrade()) {
+            connection.disconnect().await;
         }
         finish(task).await;
         info!(tenant = %self.shared.tenant, "web client shut down");

@@ -44,6 +44,8 @@ impl TransportFactory for FencedTransport {
                 anyhow::bail!("fence check failed: {error}");
             }
         }
-        self.inner.create_transport().await
+        let (connection, events) = self.inner.create_transport().await?;
+        *shared.connection.lock() = Some(Arc::downgrade(&connection));
+        Ok((connection, events))
     }
 }
