@@ -169,6 +169,18 @@ impl Harness {
         assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.raw);
         answer
     }
+
+    /// Creates `corner-shop`, a tenant on the `web` engine.
+    async fn create_corner_shop(&self) -> Answer {
+        let answer = self
+            .post(
+                "/api/tenants",
+                json!({"id": "corner-shop", "engine": "web"}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.raw);
+        answer
+    }
 }
 
 fn acme() -> TenantId {
@@ -565,13 +577,7 @@ async fn a_number_owned_by_another_tenant_is_a_conflict() {
 #[tokio::test]
 async fn the_engine_is_chosen_at_creation_and_shown() {
     let h = harness().await;
-    let created = h
-        .post(
-            "/api/tenants",
-            json!({"id": "corner-shop", "engine": "web"}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    let created = h.create_corner_shop().await;
     assert_eq!(created.json["engine"], "web");
     assert_eq!(created.json["numbers"], json!([]));
     let shop = TenantId::new("corner-shop").unwrap();
@@ -711,13 +717,7 @@ async fn a_web_tenant_is_paired_by_qr_code_or_pairing_code_and_unlinked() {
         error(&not_web),
         "tenant acme uses the cloud_api engine: only a web tenant is paired"
     );
-    let created = h
-        .post(
-            "/api/tenants",
-            json!({"id": "corner-shop", "engine": "web"}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    h.create_corner_shop().await;
     let wait = Duration::from_secs(10);
 
     // The first QR code: the request activates the tenant and waits for WhatsApp's code.
@@ -797,13 +797,7 @@ async fn a_web_tenant_is_paired_by_qr_code_or_pairing_code_and_unlinked() {
 #[tokio::test]
 async fn deleting_a_web_tenant_unlinks_its_device_first() {
     let h = harness().await;
-    let created = h
-        .post(
-            "/api/tenants",
-            json!({"id": "corner-shop", "engine": "web"}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    h.create_corner_shop().await;
     let started = h
         .post("/api/tenants/corner-shop/session/start", json!({}))
         .await;
