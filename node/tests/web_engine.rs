@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use salesboy_actors::command::{CommandReply, TenantCommand};
+use salesboy_actors::error::EpochError;
 use salesboy_actors::error::TenantError;
 use salesboy_actors::node::NodeHandle;
-use salesboy_actors::ports::{Clock, EventSink, SystemClock};
+use salesboy_actors::ports::{Clock, EpochSource, EventSink, SystemClock};
 use salesboy_actors::services::Settings;
 use salesboy_actors::session::{SessionSnapshot, SessionStatus, WebHygiene, WebView};
 use salesboy_actors::store::{Direction, NewOutbound, NewTenant, OutboundOrigin, Store};
@@ -102,22 +103,24 @@ async fn harness() -> Harness {
 
 impl Harness {
     /// A node on the shared store with its own scripted engine, its ban hygiene out of the
-    /// way (no typing delay, no gap, writing first allowed).
+    /// way ([`no_hygiene`]).
     async fn node(&self, name: &str) -> Node {
-        let hygiene = WebHygiene {
-            answer_only: false,
-            typing_ms_per_char: 0,
-            typing_min_ms: 0,
-            typing_max_ms: 0,
-            typing_jitter_ms: 0,
-            min_gap_per_chat_ms: 0,
-            ..WebHygiene::default()
-        };
-        self.node_with(name, hygiene).await
+        self.node_with(name, no_hygiene()).await
     }
 
     /// A node whose `web` sessions keep `hygiene`.
     async fn node_with(&self, name: &str, hygiene: WebHygiene) -> Node {
+        self.node_at(name, hygiene, 1).await
+    }
+
+    /// A node that hosts tenants at `epoch` (a failover: the tenant's previous host had
+    /// an older one), its ban hygiene out of the way.
+    async fn failover_node(&self, name: &str, epoch: u64) -> Node {
+        self.node_at(name, no_hygiene(), epoch).await
+    }
+
+    /// A node whose `web` sessions keep `hygiene`, hosting tenants at `epoch`.
+    async fn node_at(&self, name: &str, hygiene: WebHygiene, epoch: u64) -> Node {
         let settings = Settings {
             debounce: Duration::from_millis(20),
             web_reconnect_backoff: Duration::from_millis(20),
@@ -136,12 +139,37 @@ impl Harness {
         services.node = name.parse().expect("node id");
         services.web = Some(Arc::new(web.clone()));
         services.events = Arc::new(events.clone());
+        services.epochs = Arc::new(AtEpoch(epoch));
         let (handle, _) = NodeHandle::start(Arc::new(services)).await.expect("node");
         Node {
             handle,
             web,
             events,
         }
+    }
+}
+
+/// Ban hygiene out of the way: no typing delay, no gap, writing first allowed.
+fn no_hygiene() -> WebHygiene {
+    WebHygiene {
+        answer_only: false,
+        typing_ms_per_char: 0,
+        typing_min_ms: 0,
+        typing_max_ms: 0,
+        typing_jitter_ms: 0,
+        min_gap_per_chat_ms: 0,
+        ..WebHygiene::default()
+    }
+}
+
+/// Every tenant at one epoch: 1 on a node that hosts first, higher on one that took the
+/// tenants over.
+struct AtEpoch(u64);
+
+#[async_trait::async_trait]
+impl EpochSource for AtEpoch {
+    async fn epoch_for(&self, _tenant: &TenantId) -> Result<u64, EpochError> {
+        Ok(self.0)
     }
 }
 
@@ -545,6 +573,35 @@ async fn a_move_shuts_the_old_client_down_before_the_new_host_connects() {
     stored(new.message(CUSTOMER, "3EB0M2", "second", false)).await;
     sent(&new, 1).await;
     assert_eq!(old.sent().len(), 1, "nothing more through the old client");
+}
+
+#[tokio::test]
+async fn a_failover_host_connects_at_a_newer_epoch_and_the_old_client_stops() {
+    let h = harness().await;
+    let a = h.node("node-a").await;
+    let b = h.failover_node("node-b", 2).await;
+    let old = a.connected().await;
+    stored(old.message(CUSTOMER, "3EB0F1", "first", false)).await;
+    sent(&old, 1).await;
+
+    // node-a is cut off (no freeze, no handoff): node-b takes the tenant over, loading the
+    // session from the store at a newer epoch; no new pairing is asked for
+    let new = b.host().await;
+    assert!(new.epoch > old.epoch, "{} after {}", new.epoch, old.epoch);
+    new.emit(WebEvent::Connected {
+        phone: Some("2348000000001".into()),
+    });
+    b.status_becomes(SessionStatus::Connected).await;
+    // WhatsApp lets the newest connection win and tells the old one
+    old.emit(WebEvent::Replaced);
+    a.status_becomes(SessionStatus::Replaced).await;
+    assert_eq!(old.shutdowns(), 1, "the old client stopped");
+    assert_eq!(old.logouts(), 0, "never logged out");
+
+    stored(new.message(CUSTOMER, "3EB0F2", "second", false)).await;
+    sent(&new, 1).await;
+    assert_eq!(old.sent().len(), 1, "nothing more through the old client");
+    assert_eq!(old.connects(), 1, "the old client never reconnected");
 }
 
 #[tokio::test]
