@@ -490,11 +490,11 @@ const UNLINK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deletes a tenant (`tenant.delete`): it stops everywhere and its data is kept or erased.
 ///
 /// In order: a `web` tenant's device is unlinked (logged out, so the phone's list of linked
-/// devices forgets it; a failure is logged, the deletion goes on), then the store deletes it in one transaction (its numbers go, so webhooks for them
-/// route nowhere and the numbers may be given to another tenant; its pending outbound
-/// messages fail as `tenant_deleted`; its epoch is bumped, so the node that hosted it can
-/// write nothing more), then the host stops it (its record is gone), then it leaves the
-/// cluster directory. With `erase_data` everything of it is erased (conversations,
+/// devices forgets it; a failure is logged, the deletion goes on); the store deletes it in
+/// one transaction (its numbers go, so webhooks for them route nowhere and the numbers may
+/// be given to another tenant; its pending outbound messages fail as `tenant_deleted`; its
+/// epoch is bumped, so the node that hosted it can write nothing more); the host stops it
+/// (its record is gone); it leaves the cluster directory. With `erase_data` everything of it is erased (conversations,
 /// messages, knowledge, usage, events); without, the data stays, invisible, and
 /// `tenant.create` of the same id takes it back.
 pub async fn delete(api: &Api, id: &TenantId, erase_data: bool) -> Result<TenantDeleted, ApiError> {
