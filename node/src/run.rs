@@ -144,11 +144,19 @@ impl RunningNode {
 /// asked through the cluster completes; then stops it cleanly. Tells systemd when it is
 /// ready and when it stops ([`crate::notify`]).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let node = start(config).await?;
+    tokio::pin!(shutdown);
+    // A signal while the node starts (a database or NATS that does not answer) ends it.
+    let node = tokio::select! {
+        node = start(config) => node?,
+        () = &mut shutdown => {
+            info!("stopped while starting");
+            return Ok(());
+        }
+    };
     // Under systemd (`Type=notify`): ready now, stopping when the drain starts.
     crate::notify::ready();
     tokio::select! {
-        () = shutdown => {
+        () = &mut shutdown => {
             crate::notify::stopping();
             node.drain_and_stop().await;
         }

@@ -881,6 +881,40 @@ async fn receipts_move_a_replys_status_to_delivered_then_read() {
         reply().await.and_then(|message| message.status),
         Some(DeliveryStatus::Read)
     );
+
+    // A receipt that comes before its message is recorded is applied once it is.
+    let early = Wamid::new("3EB0EARLY").expect("wamid");
+    client.emit(WebEvent::Receipt {
+        ids: vec![early.clone()],
+        status: DeliveryStatus::Delivered,
+        at_ms: SystemClock.now_ms(),
+    });
+    node.session().await;
+    h.store
+        .record_outbound(&NewOutbound {
+            tenant: shop(),
+            chat: chat(CUSTOMER),
+            origin: OutboundOrigin::Echo,
+            wamid: Some(early.clone()),
+            kind: "text".into(),
+            body: Some("Sent from the phone".into()),
+            created_ms: SystemClock.now_ms(),
+            epoch: None,
+            client_ref: None,
+            content: None,
+        })
+        .await
+        .expect("recorded");
+    eventually(WAIT, || async {
+        h.store
+            .conversation_messages(&shop(), &chat(CUSTOMER), None, 10)
+            .await
+            .expect("messages")
+            .into_iter()
+            .find(|message| message.wamid.as_ref() == Some(&early))
+            .filter(|message| message.status == Some(DeliveryStatus::Delivered))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
@@ -20,7 +21,8 @@ const MAX_REQUEST: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct FakeWebEndpoint {
     addr: SocketAddr,
-    attempts: Arc<Mutex<Vec<String>>>,
+    /// Each attempt: the node that made it, and when its connection was accepted.
+    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
     task: JoinHandle<()>,
 }
 
@@ -37,10 +39,11 @@ impl FakeWebEndpoint {
         let recorded = Arc::clone(&attempts);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let accepted = Instant::now();
                 let recorded = Arc::clone(&recorded);
                 tokio::spawn(async move {
                     if let Some(node) = requesting_node(stream).await {
-                        recorded.lock().push(node);
+                        recorded.lock().push((node, accepted));
                     }
                 });
             }
@@ -59,12 +62,29 @@ impl FakeWebEndpoint {
 
     /// How many connection attempts node `node` made so far.
     pub fn attempts(&self, node: &str) -> usize {
-        self.attempts.lock().iter().filter(|n| *n == node).count()
+        self.attempts
+            .lock()
+            .iter()
+            .filter(|(n, _)| n == node)
+            .count()
     }
 
-    /// Every attempt so far, oldest first: the id of the node that made it.
+    /// How many connection attempts of node `node` were accepted after `since`.
+    pub fn attempts_since(&self, node: &str, since: Instant) -> usize {
+        self.attempts
+            .lock()
+            .iter()
+            .filter(|(n, at)| n == node && *at > since)
+            .count()
+    }
+
+    /// Every attempt so far, in the order they were read: the id of the node that made it.
     pub fn all_attempts(&self) -> Vec<String> {
-        self.attempts.lock().clone()
+        self.attempts
+            .lock()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 }
 

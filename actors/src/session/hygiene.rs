@@ -10,9 +10,9 @@
 //! - sends at most `daily_cap` messages per UTC day: over it, sends wait (pending) for the
 //!   next day and `web_daily_cap_reached` is raised once.
 //!
-//! A session starts the day's count from the chat log (the tenant's outbound messages
-//! recorded since the UTC day began, less those it still has to send), so the cap holds
-//! across restarts and moves; from there it counts in memory.
+//! A session starts the day's count from the chat log (every outbound message of the
+//! tenant recorded since the UTC day began), so the cap holds across restarts and moves;
+//! from there it counts its sends in memory.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -523,8 +523,9 @@ impl Actor for SessionActor {
 }
 
 /// A `web` session's daily cap counts the day's sends from before it started (on another
-/// node, or before a restart): the tenant's outbound messages recorded since the UTC day
-/// began, less those still to send here (they count when they go out).
+/// node, or before a restart): every outbound message of the tenant recorded since the UTC
+/// day began. It errs towards the cap: messages from the phone and failed sends count, and
+/// a reply recorded but not yet sent counts again when it goes out.
 async fn resume_daily_count(state: &mut SessionState) {
     let services = &state.args.services;
     let now_ms = services.clock.now_ms();
@@ -538,9 +539,7 @@ async fn resume_daily_count(state: &mut SessionState) {
         .await;
     match today {
         Ok(usage) => {
-            let queued = i64::try_from(state.queue.len()).unwrap_or(i64::MAX);
-            let sent =
-                u32::try_from(usage.messages_out.saturating_sub(queued).max(0)).unwrap_or(u32::MAX);
+            let sent = u32::try_from(usage.messages_out.max(0)).unwrap_or(u32::MAX);
             state.hygiene.resume_day(now_ms, sent);
         }
         Err(error) => warn!(

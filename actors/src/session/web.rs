@@ -30,7 +30,9 @@ use super::{SessionMsg, SessionState, SessionStatus, pump, set_status};
 use crate::command::TenantCommand;
 use crate::conversation::InboundItem;
 use crate::ports::WhatsAppConnection;
-use crate::store::{InsertOutcome, NewInbound, NewOutbound, NewStatus, OutboundOrigin, StoreError};
+use crate::store::{
+    InsertOutcome, NewInbound, NewOutbound, NewStatus, OutboundOrigin, StatusOutcome, StoreError,
+};
 use crate::tenant::TenantMsg;
 use crate::web::{WebClient, WebConnector, WebError, WebEvent, WebEvents, WebMessage};
 
@@ -333,11 +335,22 @@ pub(super) async fn on_event(
     Ok(())
 }
 
+/// When a receipt's id not recorded yet is tried again: a receipt can come before the send's
+/// result (its wamid) is committed, in the send's own task.
+const RECEIPT_RETRIES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(4),
+    Duration::from_secs(15),
+];
+
 /// Moves the status of the messages a receipt names forward (the store publishes
-/// `status_changed`), as the Cloud API's status webhooks do. Unknown ids (messages sent from
-/// the phone, or before the gateway) and late receipts change nothing.
+/// `status_changed`), as the Cloud API's status webhooks do; late receipts change nothing.
+/// Ids not recorded yet are tried again in a task of their own ([`RECEIPT_RETRIES`]); ids
+/// never recorded (messages from before the gateway) change nothing.
 async fn receipt(state: &SessionState, ids: Vec<Wamid>, status: DeliveryStatus, at_ms: i64) {
     let tenant = &state.args.tenant;
+    let store = &state.args.services.store;
+    let mut unknown = Vec::new();
     for wamid in ids {
         let update = NewStatus {
             tenant: tenant.clone(),
@@ -346,7 +359,8 @@ async fn receipt(state: &SessionState, ids: Vec<Wamid>, status: DeliveryStatus, 
             at_ms,
             error: None,
         };
-        match state.args.services.store.update_status(&update).await {
+        match store.update_status(&update).await {
+            Ok(StatusOutcome::UnknownMessage) => unknown.push(update),
             Ok(outcome) => {
                 debug!(tenant = %tenant, wamid = %update.wamid, status = status.as_str(), ?outcome, "receipt")
             }
@@ -355,6 +369,33 @@ async fn receipt(state: &SessionState, ids: Vec<Wamid>, status: DeliveryStatus, 
             }
         }
     }
+    if unknown.is_empty() {
+        return;
+    }
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        for wait in RECEIPT_RETRIES {
+            tokio::time::sleep(wait).await;
+            let mut still = Vec::new();
+            for update in unknown {
+                match store.update_status(&update).await {
+                    Ok(StatusOutcome::UnknownMessage) => still.push(update),
+                    Ok(_) => {}
+                    Err(error) => {
+                        warn!(tenant = %update.tenant, wamid = %update.wamid, %error, "a receipt's status was not recorded")
+                    }
+                }
+            }
+            if still.is_empty() {
+                return;
+            }
+            unknown = still;
+        }
+        debug!(
+            receipts = unknown.len(),
+            "receipts for messages never recorded, dropped"
+        );
+    });
 }
 
 /// A passing disconnection: reconnect after the backoff, unless the session ended.

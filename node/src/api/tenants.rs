@@ -461,7 +461,7 @@ pub async fn session_start(api: &Api, id: &TenantId) -> Result<SessionStatusView
 async fn unlink(api: &Api, id: &TenantId) {
     let logout = api.router.deliver(id, TenantCommand::WebLogout);
     match tokio::time::timeout(UNLINK_TIMEOUT, logout).await {
-        Ok(Ok(_)) => info!(tenant = %id, "web device unlinked before the tenant's deletion"),
+        Ok(Ok(_)) => info!(tenant = %id, "web session logged out before the tenant's deletion"),
         Ok(Err(error)) => warn!(
             tenant = %id,
             %error,

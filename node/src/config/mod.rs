@@ -1092,7 +1092,18 @@ fn http_url(value: &str) -> Result<String, String> {
 
 fn ws_url(value: &str) -> Result<String, String> {
     if !(value.starts_with("ws://") || value.starts_with("wss://")) {
-        return Err(format!("expected a ws:// or wss:// URL, got {value:?}"));
+        return Err(format!(
+            "expected a ws:// or wss:// URL, got {:?}",
+            redact_url(value)
+        ));
+    }
+    // The websocket client parses it as a URI: refuse here what it would refuse at every
+    // connection attempt.
+    let uri: axum::http::Uri = value
+        .parse()
+        .map_err(|e| format!("not a URL ({e}): {:?}", redact_url(value)))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("no host in {:?}", redact_url(value)));
     }
     Ok(value.to_owned())
 }

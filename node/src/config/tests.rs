@@ -145,6 +145,11 @@ fn bad_values_are_errors_that_name_the_key() {
             "https://web.whatsapp.com",
             "ws:// or wss://",
         ),
+        (
+            "SALESBOY_WHATSAPP_WEB_URL",
+            "wss://web whatsapp.com/ws/chat",
+            "not a URL",
+        ),
     ] {
         let err = Config::load_from(None, env(&[(name, value)]))
             .unwrap_err()

@@ -140,6 +140,7 @@ impl WebConnector for WhatsAppWebConnector {
                 fenced: AtomicBool::new(false),
                 auto_reconnect: Mutex::new(None),
                 connection: Mutex::new(None),
+                stopping: AtomicBool::new(false),
             }),
             transport: Arc::clone(&self.transport),
             http: self.http.clone(),
@@ -169,6 +170,8 @@ pub(crate) struct Shared {
     /// client still waiting for WhatsApp's handshake answer stops at once, not after the
     /// library's handshake timeout (20 s).
     connection: Mutex<Option<std::sync::Weak<dyn Transport>>>,
+    /// `shutdown` began: a connection opened from now on is hung up at once.
+    stopping: AtomicBool,
 }
 
 /// A recent inbound message.
@@ -639,6 +642,12 @@ impl WebClient for WhatsAppWebClient {
     async fn logout(&self) -> Result<(), WebError> {
         let running = self.run.lock().await.take();
         self.stopped.store(true, Ordering::SeqCst);
+        let connected = running
+            .as_ref()
+            .is_some_and(|running| running.client.is_connected());
+        if !connected {
+            warn!(tenant = %self.shared.tenant, "web session logged out while not connected: the device could not be unlinked on WhatsApp (remove it on the phone); its keys are forgotten");
+        }
         if let Some(Running { client, task }) = running {
             // unlinks the device (when connected), reports `LoggedOut`, disconnects
             client.logout().await;
@@ -699,10 +708,16 @@ impl WebClient for WhatsAppWebClient {
             warn!(tenant = %self.shared.tenant, "web client disconnect timed out");
         }
         // `disconnect` closes an established connection; one still in its handshake is the
-        // library's run loop's until the handshake times out: hang it up.
+        // library's run loop's until the handshake times out: hang it up (and any opened
+        // from now on, `FencedTransport`).
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let connection = self.shared.connection.lock().take();
-        if let Some(connection) = connection.and_then(|weak| weak.upgrade()) {
-            connection.disconnect().await;
+        if let Some(connection) = connection.and_then(|weak| weak.upgrade())
+            && tokio::time::timeout(SHUTDOWN_TIMEOUT, connection.disconnect())
+                .await
+                .is_err()
+        {
+            warn!(tenant = %self.shared.tenant, "web connection hang-up timed out");
         }
         finish(task).await;
         info!(tenant = %self.shared.tenant, "web client shut down");

@@ -3,6 +3,7 @@
 //! again as a device another node now hosts.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use tracing::warn;
@@ -46,6 +47,11 @@ impl TransportFactory for FencedTransport {
         }
         let (connection, events) = self.inner.create_transport().await?;
         *shared.connection.lock() = Some(Arc::downgrade(&connection));
+        // Opened while the client shut down (after it hung up the last one): hang it up too.
+        if shared.stopping.load(Ordering::SeqCst) {
+            connection.disconnect().await;
+            anyhow::bail!("the client is shutting down");
+        }
         Ok((connection, events))
     }
 }
