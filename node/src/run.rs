@@ -551,7 +551,11 @@ async fn open_database(config: &Config, database_url: &str) -> anyhow::Result<Sq
         }
         source => debug!(?source, key = %key_id, "secrets key loaded"),
     }
-    let sql = SqlStore::connect(database_url)
+    let options = crate::store::SqlStoreOptions {
+        max_connections: config.database_max_connections,
+        ..Default::default()
+    };
+    let sql = SqlStore::connect_with(database_url, &options)
         .await
         .context("opening the database")?
         .with_secrets(keys);

@@ -43,6 +43,7 @@ pub(super) struct Layers {
     pub(super) data_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "text")]
     pub(super) database_url: Option<String>,
+    pub(super) database_max_connections: Option<u32>,
     #[serde(default, deserialize_with = "text")]
     pub(super) nats_url: Option<String>,
     #[serde(default, deserialize_with = "text")]

@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::alerts::AlertSettings;
 use crate::retention::RetentionSettings;
-use crate::store::redact_url;
+use crate::store::{SqlStoreOptions, redact_url};
 
 mod layers;
 mod nats;
@@ -56,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "http_addr",
     "data_dir",
     "database_url",
+    "database_max_connections",
     "nats_url",
     "nats_user",
     "nats_password",
@@ -152,6 +153,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:…` or `postgres:…`; unset means SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// Most database connections open at once: PostgreSQL's pool size; on SQLite the read
+    /// pool's (writes go through one connection of their own). Default 10.
+    pub database_max_connections: u32,
     /// The NATS server; unset means the in-process bus (one node only).
     pub nats_url: Option<String>,
     /// The NATS user the node connects as (with [`Config::nats_password`]); unset: no
@@ -297,6 +301,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./salesboy-data"),
             database_url: None,
+            database_max_connections: SqlStoreOptions::default().max_connections,
             nats_url: None,
             nats_user: None,
             nats_password: None,
@@ -445,6 +450,7 @@ impl Config {
             http_addr,
             data_dir,
             database_url,
+            database_max_connections,
             nats_url,
             nats_user,
             nats_password,
@@ -522,6 +528,10 @@ impl Config {
             }
             self.data_dir = dir;
         }
+        set(
+            &mut self.database_max_connections,
+            positive("database_max_connections", database_max_connections)?,
+        );
         if database_url.is_some() {
             self.database_url = database_url.and_then(optional);
         }
@@ -912,6 +922,7 @@ impl std::fmt::Debug for Config {
             http_addr,
             data_dir,
             database_url,
+            database_max_connections,
             nats_url,
             nats_user,
             nats_password,
@@ -973,6 +984,7 @@ impl std::fmt::Debug for Config {
             .field("http_addr", http_addr)
             .field("data_dir", data_dir)
             .field("database_url", &url(database_url))
+            .field("database_max_connections", database_max_connections)
             .field("nats_url", &url(nats_url))
             .field("nats_user", nats_user)
             .field("nats_password", nats_password)

@@ -70,6 +70,7 @@ fn environment_overrides_file_overrides_defaults() {
         Some(&file),
         env(&[
             ("SALESBOY_MAX_TENANTS", "9"),
+            ("SALESBOY_DATABASE_MAX_CONNECTIONS", "32"),
             ("SALESBOY_ADMIN_TOKEN", TOKEN),
             ("PATH", "/bin"),
         ]),
@@ -77,6 +78,7 @@ fn environment_overrides_file_overrides_defaults() {
     .unwrap();
     assert_eq!(config.debounce_ms, 250);
     assert_eq!(config.max_tenants, 9);
+    assert_eq!(config.database_max_connections, 32);
     assert_eq!(config.node_id.as_str(), "file-node");
     assert_eq!(config.admin_token.as_ref().unwrap().expose_secret(), TOKEN);
 }
@@ -129,6 +131,11 @@ fn bad_values_are_errors_that_name_the_key() {
             "bad value for SALESBOY_MAX_TENANTS",
         ),
         ("SALESBOY_MAX_TENANTS", "0", "must be greater than zero"),
+        (
+            "SALESBOY_DATABASE_MAX_CONNECTIONS",
+            "0",
+            "must be greater than zero",
+        ),
         (
             "SALESBOY_HTTP_ADDR",
             "localhost",
@@ -348,6 +355,7 @@ fn the_defaults_shared_with_the_actor_tree_are_its_own() {
         actors.tenant_idle
     );
     assert_eq!(config.max_tenants, 100_000);
+    assert_eq!(config.database_max_connections, 10);
     assert_eq!(config.whatsapp_messages_per_second, 80);
 }
 
