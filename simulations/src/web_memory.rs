@@ -364,7 +364,6 @@ async fn measure(
     let mut clients = Vec::new();
     let measured = measure_clients(store, &tenants, args, &transport, &events, &mut clients).await;
     let started = Instant::now();
-    transport.hang_up();
     shut_down(&clients).await;
     let shutdown_secs = started.elapsed().as_secs_f64();
     let figures = measured?;
@@ -734,9 +733,8 @@ async fn open_clients(
     Ok(())
 }
 
-/// Shuts every client down (each flushes its device), all at once. Hang the transport up
-/// first: a client whose connection waits for the handshake's answer does not stop its run
-/// loop before the library's handshake timeout (20 s) otherwise.
+/// Shuts every client down (each flushes its device and hangs up its connection), all at
+/// once.
 async fn shut_down(clients: &[Arc<dyn WebClient>]) {
     futures::future::join_all(clients.iter().map(|client| client.shutdown())).await;
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{NewTenant, StoreError};
 use salesboy_node::secrets::{Keyring, SecretsKey};
@@ -27,27 +26,29 @@ use crate::databases::{Backend, FreshDatabase};
 /// When the test kit's web tenants were created (unix ms), fixed so runs compare.
 const CREATED_MS: i64 = 1_700_000_000_000;
 
-/// Creates `tenant` (named after its id) on the `web` engine and claims `epoch` for it, as
-/// the node does before it opens the tenant's session: its Web session backend at `epoch`
-/// can write from then on.
+/// `tenant` (named after its id) on the `web` engine, with the node's defaults otherwise.
+pub fn web_tenant(tenant: &TenantId) -> NewTenant {
+    NewTenant {
+        id: tenant.clone(),
+        name: tenant.as_str().to_owned(),
+        system_prompt: None,
+        llm_config: None,
+        llm_monthly_spend_cap_micros: None,
+        embedding_model: None,
+        engine: Engine::Web,
+        web_hygiene: None,
+        created_ms: CREATED_MS,
+    }
+}
+
+/// Creates `tenant` ([`web_tenant`]) and claims `epoch` for it, as the node does before it
+/// opens the tenant's session: its Web session backend at `epoch` can write from then on.
 pub async fn create_web_tenant(
     store: &SqlStore,
     tenant: &TenantId,
     epoch: u64,
 ) -> Result<(), StoreError> {
-    store
-        .upsert_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: tenant.as_str().to_owned(),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Engine::Web,
-            web_hygiene: None,
-            created_ms: CREATED_MS,
-        })
-        .await?;
+    store.upsert_tenant(&web_tenant(tenant)).await?;
     store.claim_epoch(tenant, epoch).await?;
     Ok(())
 }
@@ -205,16 +206,13 @@ impl Transport for Closing {
 
 /// A transport factory with no network whose connections open and then say nothing: the
 /// client sends its hello and waits for WhatsApp's answer, which never comes (the library
-/// gives up after its handshake timeout, 20 s, and tries again after its backoff), until
-/// [`SilentTransport::hang_up`]. Clones share their counts and connections.
+/// gives up after its handshake timeout, 20 s, and tries again after its backoff), until the
+/// client disconnects it. Clones share their counts.
 #[derive(Clone, Default)]
 pub struct SilentTransport {
     connections: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
     hellos: Arc<AtomicUsize>,
-    hung_up: Arc<AtomicBool>,
-    /// Every connection's events, to end them all at a hang-up.
-    streams: Arc<Mutex<Vec<async_channel::Sender<TransportEvent>>>>,
 }
 
 impl SilentTransport {
@@ -242,16 +240,6 @@ impl SilentTransport {
     pub fn hellos(&self) -> usize {
         self.hellos.load(Ordering::SeqCst)
     }
-
-    /// Ends every connection's stream (a client waiting for the handshake's answer stops
-    /// waiting at once) and fails every connection attempt from now on: shutting the
-    /// clients down then takes no handshake timeout.
-    pub fn hang_up(&self) {
-        self.hung_up.store(true, Ordering::SeqCst);
-        for stream in self.streams.lock().drain(..) {
-            stream.close();
-        }
-    }
 }
 
 #[async_trait]
@@ -259,15 +247,8 @@ impl TransportFactory for SilentTransport {
     async fn create_transport(
         &self,
     ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
-        if self.hung_up.load(Ordering::SeqCst) {
-            anyhow::bail!("silent transport: hung up");
-        }
         let (events, receiver) = async_channel::bounded(1);
         events.try_send(TransportEvent::Connected)?;
-        let mut streams = self.streams.lock();
-        streams.retain(|stream| !stream.is_closed());
-        streams.push(events.clone());
-        drop(streams);
         self.connections.fetch_add(1, Ordering::SeqCst);
         self.open.fetch_add(1, Ordering::SeqCst);
         let transport = Silent {

@@ -140,12 +140,11 @@ impl WebConnector for WhatsAppWebConnector {
                 fenced: AtomicBool::new(false),
                 auto_reconnect: Mutex::new(None),
                 connection: Mutex::new(None),
-                stopping: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
             }),
             transport: Arc::clone(&self.transport),
             http: self.http.clone(),
             run: tokio::sync::Mutex::new(None),
-            stopped: AtomicBool::new(false),
         })
     }
 }
@@ -170,8 +169,9 @@ pub(crate) struct Shared {
     /// client still waiting for WhatsApp's handshake answer stops at once, not after the
     /// library's handshake timeout (20 s).
     connection: Mutex<Option<std::sync::Weak<dyn Transport>>>,
-    /// `shutdown` began: a connection opened from now on is hung up at once.
-    stopping: AtomicBool,
+    /// Shut down (or logged out): never connects again, and a connection opened from now
+    /// on is hung up at once ([`FencedTransport`]).
+    stopped: AtomicBool,
 }
 
 /// A recent inbound message.
@@ -368,8 +368,6 @@ pub struct WhatsAppWebClient {
     transport: Arc<dyn TransportFactory>,
     http: UreqHttpClient,
     run: tokio::sync::Mutex<Option<Running>>,
-    /// Shut down: never connects again.
-    stopped: AtomicBool,
 }
 
 impl WhatsAppWebClient {
@@ -570,7 +568,7 @@ impl WebClient for WhatsAppWebClient {
         if self.shared.is_fenced() {
             return Err(WebError::Fenced);
         }
-        if self.stopped.load(Ordering::SeqCst) {
+        if self.shared.stopped.load(Ordering::SeqCst) {
             return Err(WebError::Failed("the client was shut down".to_owned()));
         }
         let mut run = self.run.lock().await;
@@ -641,7 +639,7 @@ impl WebClient for WhatsAppWebClient {
 
     async fn logout(&self) -> Result<(), WebError> {
         let running = self.run.lock().await.take();
-        self.stopped.store(true, Ordering::SeqCst);
+        self.shared.stopped.store(true, Ordering::SeqCst);
         let connected = running
             .as_ref()
             .is_some_and(|running| running.client.is_connected());
@@ -680,7 +678,7 @@ impl WebClient for WhatsAppWebClient {
     }
 
     async fn shutdown(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+        self.shared.stopped.store(true, Ordering::SeqCst);
         let Some(Running { client, task }) = self.run.lock().await.take() else {
             return;
         };
@@ -710,7 +708,6 @@ impl WebClient for WhatsAppWebClient {
         // `disconnect` closes an established connection; one still in its handshake is the
         // library's run loop's until the handshake times out: hang it up (and any opened
         // from now on, `FencedTransport`).
-        self.shared.stopping.store(true, Ordering::SeqCst);
         let connection = self.shared.connection.lock().take();
         if let Some(connection) = connection.and_then(|weak| weak.upgrade())
             && tokio::time::timeout(SHUTDOWN_TIMEOUT, connection.disconnect())

@@ -48,7 +48,7 @@ impl TransportFactory for FencedTransport {
         let (connection, events) = self.inner.create_transport().await?;
         *shared.connection.lock() = Some(Arc::downgrade(&connection));
         // Opened while the client shut down (after it hung up the last one): hang it up too.
-        if shared.stopping.load(Ordering::SeqCst) {
+        if shared.stopped.load(Ordering::SeqCst) {
             connection.disconnect().await;
             anyhow::bail!("the client is shutting down");
         }
