@@ -2,7 +2,7 @@
 //! nats-server and one PostgreSQL, their WhatsApp Web clients pointed at the sandbox's
 //! [`FakeWebEndpoint`](salesboy_testkit::FakeWebEndpoint) (`SALESBOY_WHATSAPP_WEB_URL`, one
 //! URL per node, so every connection attempt is counted under the node that made it). The
-//! endpoint closes every connection: the clients back off and try again, as they would while
+//! endpoint refuses every upgrade: the clients back off and try again, as they would while
 //! WhatsApp is unreachable. Logging in needs WhatsApp's servers: not tested here.
 #![cfg(feature = "web-engine")]
 

@@ -28,6 +28,7 @@ use salesboy_protocol::{ChatId, Engine, TenantId, Wamid};
 use salesboy_testkit::eventually;
 use salesboy_testkit::fake_web::{PAIR_CODE, ScriptedClient, ScriptedWeb, WebAction};
 use salesboy_testkit::ports::{FixedProviders, RecordingWhatsApp, services};
+use salesboy_testkit::web_engine::web_tenant;
 
 const WAIT: Duration = Duration::from_secs(10);
 const CUSTOMER: &str = "2348012345678";
@@ -52,10 +53,12 @@ impl RecordedEvents {
     }
 
     /// The `alert` of every raised (`AlertRaised`) or cleared (`AlertCleared`) alert.
-    fn alerts(&self, kind: EventKind) -> Vec<serde_json::Value> {
+    /// The details of the alerts named `name` published as `kind` (raised or cleared).
+    fn alerts(&self, kind: EventKind, name: &str) -> Vec<serde_json::Value> {
         self.of(kind)
             .into_iter()
             .map(|event| event.detail)
+            .filter(|alert| alert["alert"] == name)
             .collect()
     }
 
@@ -85,17 +88,7 @@ async fn harness() -> Harness {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.expect("store"));
     store
-        .upsert_tenant(&NewTenant {
-            id: shop(),
-            name: "corner shop".into(),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Engine::Web,
-            web_hygiene: None,
-            created_ms: 1,
-        })
+        .upsert_tenant(&web_tenant(&shop()))
         .await
         .expect("tenant");
     Harness { store, _dir: dir }
@@ -247,6 +240,14 @@ impl Node {
             .await
             .and_then(|tenant| tenant.session)
             .expect("the tenant runs a session")
+    }
+
+    /// Waits until this node published alert `name` as `kind`; its detail.
+    async fn alert(&self, kind: EventKind, name: &str) -> serde_json::Value {
+        eventually(WAIT, || async {
+            self.events.alerts(kind, name).into_iter().next()
+        })
+        .await
     }
 
     async fn status_becomes(&self, status: SessionStatus) -> SessionSnapshot {
@@ -659,6 +660,14 @@ async fn a_move_called_off_connects_a_new_client_here() {
     node.status_becomes(SessionStatus::Connected).await;
 }
 
+/// A harness and one node whose sessions keep `hygiene`, the tenant hosted and connected.
+async fn connected_with(hygiene: WebHygiene) -> (Harness, Node, Arc<ScriptedClient>) {
+    let h = harness().await;
+    let node = h.node_with("node-a", hygiene).await;
+    let client = node.connected().await;
+    (h, node, client)
+}
+
 /// Hygiene without waits, for the rule under test to be set.
 fn quick_hygiene() -> WebHygiene {
     WebHygiene {
@@ -676,9 +685,7 @@ const OTHER: &str = "2348011111111";
 
 #[tokio::test]
 async fn answer_only_refuses_writing_first_and_allows_answering() {
-    let h = harness().await;
-    let node = h.node_with("node-a", quick_hygiene()).await;
-    let client = node.connected().await;
+    let (h, node, client) = connected_with(quick_hygiene()).await;
 
     node.owner_send(STRANGER, "Big sale today!").await;
     eventually(WAIT, || async {
@@ -705,7 +712,6 @@ async fn answer_only_refuses_writing_first_and_allows_answering() {
 
 #[tokio::test]
 async fn typing_is_shown_on_the_customers_message_before_the_reply() {
-    let h = harness().await;
     let hygiene = WebHygiene {
         typing_ms_per_char: 1,
         typing_min_ms: 20,
@@ -713,8 +719,7 @@ async fn typing_is_shown_on_the_customers_message_before_the_reply() {
         typing_jitter_ms: 20,
         ..quick_hygiene()
     };
-    let node = h.node_with("node-a", hygiene).await;
-    let client = node.connected().await;
+    let (_h, _node, client) = connected_with(hygiene).await;
     stored(client.message(CUSTOMER, "3EB0TY1", "How much is the blue one?", false)).await;
     sent(&client, 1).await;
     let actions = client.actions();
@@ -736,13 +741,11 @@ async fn typing_is_shown_on_the_customers_message_before_the_reply() {
 
 #[tokio::test]
 async fn the_gap_per_chat_holds_the_next_message_but_not_other_chats() {
-    let h = harness().await;
     let hygiene = WebHygiene {
         min_gap_per_chat_ms: 3_600_000,
         ..quick_hygiene()
     };
-    let node = h.node_with("node-a", hygiene).await;
-    let client = node.connected().await;
+    let (_h, node, client) = connected_with(hygiene).await;
     stored(client.message(CUSTOMER, "3EB0G1", "Hello", false)).await;
     sent(&client, 1).await;
 
@@ -764,24 +767,18 @@ async fn the_gap_per_chat_holds_the_next_message_but_not_other_chats() {
 
 #[tokio::test]
 async fn the_daily_cap_holds_sends_over_it_and_raises_an_alert() {
-    let h = harness().await;
     let hygiene = WebHygiene {
         daily_cap: 1,
         ..quick_hygiene()
     };
-    let node = h.node_with("node-a", hygiene).await;
-    let client = node.connected().await;
+    let (_h, node, client) = connected_with(hygiene).await;
     stored(client.message(CUSTOMER, "3EB0C1", "Hello", false)).await;
     sent(&client, 1).await;
 
     node.owner_send(CUSTOMER, "Over the cap").await;
-    let alert = eventually(WAIT, || async {
-        node.events
-            .alerts(EventKind::AlertRaised)
-            .into_iter()
-            .find(|alert| alert["alert"] == "web_daily_cap_reached")
-    })
-    .await;
+    let alert = node
+        .alert(EventKind::AlertRaised, "web_daily_cap_reached")
+        .await;
     assert_eq!(alert["cap"], 1);
     let session = node.session().await;
     assert_eq!(session.queued, 1, "pending, not lost: {session:?}");
@@ -789,10 +786,8 @@ async fn the_daily_cap_holds_sends_over_it_and_raises_an_alert() {
     assert_eq!(client.sent().len(), 1);
     let raised = node
         .events
-        .alerts(EventKind::AlertRaised)
-        .into_iter()
-        .filter(|alert| alert["alert"] == "web_daily_cap_reached")
-        .count();
+        .alerts(EventKind::AlertRaised, "web_daily_cap_reached")
+        .len();
     assert_eq!(raised, 1, "raised once");
 }
 
@@ -824,13 +819,8 @@ async fn the_daily_cap_counts_the_days_sends_from_before_the_session_started() {
     let client = node.connected().await;
 
     stored(client.message(CUSTOMER, "3EB0D1", "Hello again", false)).await;
-    eventually(WAIT, || async {
-        node.events
-            .alerts(EventKind::AlertRaised)
-            .into_iter()
-            .find(|alert| alert["alert"] == "web_daily_cap_reached")
-    })
-    .await;
+    node.alert(EventKind::AlertRaised, "web_daily_cap_reached")
+        .await;
     let session = node.session().await;
     assert_eq!(
         session.queued, 1,
@@ -927,22 +917,10 @@ async fn a_ban_raises_an_alert_and_the_next_connection_clears_it() {
         code: 402,
         expires_ms: Some(until),
     });
-    let alert = eventually(WAIT, || async {
-        node.events
-            .alerts(EventKind::AlertRaised)
-            .into_iter()
-            .find(|alert| alert["alert"] == "session_banned")
-    })
-    .await;
+    let alert = node.alert(EventKind::AlertRaised, "session_banned").await;
     assert_eq!(alert["expires_ms"], until);
-    assert!(node.events.alerts(EventKind::AlertCleared).is_empty());
+    assert!(node.events.of(EventKind::AlertCleared).is_empty());
 
     client.emit(WebEvent::Connected { phone: None });
-    eventually(WAIT, || async {
-        node.events
-            .alerts(EventKind::AlertCleared)
-            .into_iter()
-            .find(|alert| alert["alert"] == "session_banned")
-    })
-    .await;
+    node.alert(EventKind::AlertCleared, "session_banned").await;
 }

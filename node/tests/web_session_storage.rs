@@ -16,7 +16,7 @@ use bytes::Bytes;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{Deletion, StoreError};
 use salesboy_node::secrets::{Keyring, SecretsKey};
-use salesboy_node::store::{SqlStore, WebSessionError};
+use salesboy_node::store::{SqlStore, WebSessionError, WebSessionStore};
 use salesboy_testkit::Backend as Db;
 use salesboy_testkit::web_engine::{WebFixture as Fixture, open_sealed};
 use sqlx::Row;
@@ -1214,8 +1214,8 @@ async fn upload_marks_set_the_flag(fixture: &Fixture) {
     raw.close().await;
 }
 
-async fn the_session_goes_with_its_tenant(fixture: &Fixture) {
-    let backend = fixture.backend(1);
+/// A device, a contact's Signal session and identity, and a sent message kept for retries.
+async fn seed_session(backend: &WebSessionStore) {
     backend.create().await.unwrap();
     backend.put_session(ALICE, b"ratchet").await.unwrap();
     backend.put_identity(ALICE, [1; 32]).await.unwrap();
@@ -1223,13 +1223,10 @@ async fn the_session_goes_with_its_tenant(fixture: &Fixture) {
         .store_sent_message(ALICE, "m1", b"payload")
         .await
         .unwrap();
-    // the session is a credential: it goes even when the tenant's data is kept
-    let deleted = fixture
-        .store
-        .delete_tenant(&fixture.tenant, Deletion::KeepData, 1_700_000_000_000)
-        .await
-        .unwrap();
-    assert!(deleted);
+}
+
+/// What [`seed_session`] wrote is gone, as `backend` reads it.
+async fn assert_session_gone(fixture: &Fixture, backend: &WebSessionStore) {
     assert!(!backend.exists().await.unwrap());
     assert_eq!(backend.get_session(ALICE).await.unwrap(), None);
     assert_eq!(backend.load_identity(ALICE).await.unwrap(), None);
@@ -1242,15 +1239,22 @@ async fn the_session_goes_with_its_tenant(fixture: &Fixture) {
     raw.close().await;
 }
 
-async fn a_logout_forgets_the_session_at_its_epoch_only(fixture: &Fixture) {
+async fn the_session_goes_with_its_tenant(fixture: &Fixture) {
     let backend = fixture.backend(1);
-    backend.create().await.unwrap();
-    backend.put_session(ALICE, b"ratchet").await.unwrap();
-    backend.put_identity(ALICE, [1; 32]).await.unwrap();
-    backend
-        .store_sent_message(ALICE, "m1", b"payload")
+    seed_session(&backend).await;
+    // the session is a credential: it goes even when the tenant's data is kept
+    let deleted = fixture
+        .store
+        .delete_tenant(&fixture.tenant, Deletion::KeepData, 1_700_000_000_000)
         .await
         .unwrap();
+    assert!(deleted);
+    assert_session_gone(fixture, &backend).await;
+}
+
+async fn a_logout_forgets_the_session_at_its_epoch_only(fixture: &Fixture) {
+    let backend = fixture.backend(1);
+    seed_session(&backend).await;
 
     // a node that no longer hosts the tenant forgets nothing
     fixture.store.claim_epoch(&fixture.tenant, 2).await.unwrap();
@@ -1261,16 +1265,7 @@ async fn a_logout_forgets_the_session_at_its_epoch_only(fixture: &Fixture) {
     // the host does: every row of the session goes, the tenant stays
     let host = fixture.backend(2);
     host.forget().await.unwrap();
-    assert!(!host.exists().await.unwrap());
-    assert_eq!(host.get_session(ALICE).await.unwrap(), None);
-    assert_eq!(host.load_identity(ALICE).await.unwrap(), None);
-    let raw = fixture.raw().await;
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM web_sent_messages")
-        .fetch_one(&raw)
-        .await
-        .unwrap();
-    assert_eq!(left, 0);
-    raw.close().await;
+    assert_session_gone(fixture, &host).await;
     assert!(
         fixture
             .store

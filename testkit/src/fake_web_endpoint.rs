@@ -1,63 +1,49 @@
 //! [`FakeWebEndpoint`]: where a sandbox's nodes connect their WhatsApp Web clients
-//! (`SALESBOY_WHATSAPP_WEB_URL`), instead of WhatsApp's servers. A local listener that
+//! (`SALESBOY_WHATSAPP_WEB_URL`), instead of WhatsApp's servers. A local HTTP server that
 //! records each websocket upgrade request — which node asked, from the `node` parameter of
-//! the URL the sandbox gave it — and closes the connection, so the clients back off and try
+//! the URL the sandbox gave it — and refuses the upgrade, so the clients back off and try
 //! again as they would while WhatsApp is unreachable. A test reads who connects, and when.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
-/// The most of an upgrade request read (its request line and headers).
-const MAX_REQUEST: usize = 16 * 1024;
+use crate::fake_server::FakeServer;
+
+/// Each attempt: the node that made it, and when its request came.
+type Attempts = Arc<Mutex<Vec<(String, Instant)>>>;
 
 /// A local stand-in for WhatsApp Web's websocket endpoint that counts connection attempts
 /// per node. Stops when dropped.
-#[derive(Debug)]
 pub struct FakeWebEndpoint {
-    addr: SocketAddr,
-    /// Each attempt: the node that made it, and when its connection was accepted.
-    attempts: Arc<Mutex<Vec<(String, Instant)>>>,
-    task: JoinHandle<()>,
+    attempts: Attempts,
+    server: FakeServer,
 }
 
 impl FakeWebEndpoint {
     /// Listens on a free local port.
     pub async fn start() -> Result<Self, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let attempts = Attempts::default();
+        let router = Router::new()
+            .route("/ws/chat", get(upgrade))
+            .with_state(Arc::clone(&attempts));
+        let (stop, _) = watch::channel(false);
+        let server = FakeServer::start(router, stop)
             .await
-            .map_err(|e| format!("cannot listen for the fake whatsapp web endpoint: {e}"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("the fake whatsapp web endpoint has no address: {e}"))?;
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&attempts);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let accepted = Instant::now();
-                let recorded = Arc::clone(&recorded);
-                tokio::spawn(async move {
-                    if let Some(node) = requesting_node(stream).await {
-                        recorded.lock().push((node, accepted));
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            addr,
-            attempts,
-            task,
-        })
+            .map_err(|e| format!("cannot start the fake whatsapp web endpoint: {e}"))?;
+        Ok(Self { attempts, server })
     }
 
     /// The URL node `node` is given: its attempts are counted under its id.
     pub fn url_for(&self, node: &str) -> String {
-        format!("ws://{}/ws/chat?node={node}", self.addr)
+        format!("ws://{}/ws/chat?node={node}", self.server.addr())
     }
 
     /// How many connection attempts node `node` made so far.
@@ -69,7 +55,7 @@ impl FakeWebEndpoint {
             .count()
     }
 
-    /// How many connection attempts of node `node` were accepted after `since`.
+    /// How many connection attempts of node `node` came after `since`.
     pub fn attempts_since(&self, node: &str, since: Instant) -> usize {
         self.attempts
             .lock()
@@ -78,7 +64,7 @@ impl FakeWebEndpoint {
             .count()
     }
 
-    /// Every attempt so far, in the order they were read: the id of the node that made it.
+    /// Every attempt so far, oldest first: the id of the node that made it.
     pub fn all_attempts(&self) -> Vec<String> {
         self.attempts
             .lock()
@@ -88,29 +74,21 @@ impl FakeWebEndpoint {
     }
 }
 
-impl Drop for FakeWebEndpoint {
-    fn drop(&mut self) {
-        self.task.abort();
+impl std::fmt::Debug for FakeWebEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeWebEndpoint")
+            .field("addr", &self.server.addr())
+            .finish_non_exhaustive()
     }
 }
 
-/// Reads an upgrade request's head and returns its `node` parameter (`"?"` when it has
-/// none); `None` when the connection closed before a whole head came.
-async fn requesting_node(mut stream: TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let read = stream.read(&mut buffer).await.ok()?;
-        if read == 0 || head.len() + read > MAX_REQUEST {
-            return None;
-        }
-        head.extend_from_slice(&buffer[..read]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let target = head.lines().next()?.split_whitespace().nth(1)?;
-    let node = target
-        .split_once('?')
-        .and_then(|(_, query)| query.split('&').find_map(|pair| pair.strip_prefix("node=")))
-        .unwrap_or("?");
-    Some(node.to_owned())
+/// Records an upgrade request under its `node` parameter (`"?"` without one) and refuses
+/// it, as an unreachable WhatsApp would leave the client.
+async fn upgrade(
+    State(attempts): State<Attempts>,
+    Query(query): Query<HashMap<String, String>>,
+) -> StatusCode {
+    let node = query.get("node").cloned().unwrap_or_else(|| "?".to_owned());
+    attempts.lock().push((node, Instant::now()));
+    StatusCode::SERVICE_UNAVAILABLE
 }
