@@ -13,7 +13,8 @@
 //! for Meta (`salesboy-sim fake-cloud-api`). [`retrieval_eval`] scores knowledge retrieval,
 //! full text vs hybrid (`salesboy-sim retrieval-eval`); [`retrieval_bench`] times semantic
 //! search (`salesboy-sim retrieval-bench`). [`web_memory`] measures the resident memory of
-//! idle WhatsApp Web sessions (`salesboy-sim web-memory`).
+//! idle WhatsApp Web sessions (`salesboy-sim web-memory`). [`statement_bench`] times one
+//! PostgreSQL round trip by statement size (`salesboy-sim statement-bench`).
 
 pub mod bench;
 pub mod chaos;
@@ -22,4 +23,5 @@ pub mod fake_cloud_api;
 pub mod retrieval_bench;
 pub mod retrieval_eval;
 pub mod scenario;
+pub mod statement_bench;
 pub mod web_memory;

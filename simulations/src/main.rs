@@ -115,6 +115,19 @@ enum Command {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Time one database round trip by statement size (does a statement over 16 KiB stall
+    /// on Nagle's algorithm?): one JSON line per size, milliseconds.
+    StatementBench {
+        /// The database (`postgres://…`).
+        #[arg(long)]
+        database: String,
+        /// Parameter sizes in bytes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = salesboy_sim::statement_bench::DEFAULT_SIZES)]
+        sizes: Vec<usize>,
+        /// Round trips per size.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
     /// Run a local stand-in for Meta's Graph API that accepts the gateway's sends and prints
     /// them: a whole conversation on one machine, no Meta account needed. Point the node at
     /// it with SALESBOY_WHATSAPP_API_BASE=http://ADDR/v21.0.
@@ -218,6 +231,21 @@ async fn main() -> anyhow::Result<()> {
                     report.rss_per_session_bytes,
                     report.target_bytes
                 );
+            }
+            Ok(())
+        }
+        Command::StatementBench {
+            database,
+            sizes,
+            rounds,
+        } => {
+            let args = salesboy_sim::statement_bench::StatementBenchArgs {
+                database,
+                sizes,
+                rounds,
+            };
+            for size in salesboy_sim::statement_bench::run(&args).await? {
+                println!("{}", serde_json::to_string(&size)?);
             }
             Ok(())
         }
