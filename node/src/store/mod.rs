@@ -45,6 +45,7 @@ mod decode;
 mod embeddings;
 mod error;
 mod fencing;
+mod json_rows;
 mod knowledge;
 mod lists;
 mod messages;

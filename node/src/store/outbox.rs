@@ -1,17 +1,19 @@
 //! The events outbox (`event_outbox`): each event is written in the transaction of the
-//! change it reports ([`append`]), or on its own when it reports no change of the store's
+//! change it reports ([`append`]; [`append_all`] for a group commit's), or on its own when it reports no change of the store's
 //! ([`record_events`]). The events publisher reads the unpublished ones back in order and
 //! marks them published once the stream has them; webhook deliveries read them by sequence.
 
 use salesboy_protocol::events::{EVENT_FORMAT_VERSION, Event};
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{ChatId, TenantId};
+use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::decode::{get, limit, named, optional_id};
 use super::error::Failure;
-use super::{Db, lists, webhooks};
+use super::json_rows::{self, Column, Rows};
+use super::{Db, Dialect, lists, webhooks};
 use salesboy_actors::store::StoreError;
 
 /// An event as the outbox keeps it.
@@ -51,6 +53,50 @@ pub(crate) async fn append(conn: &mut AnyConnection, event: &Event) -> Result<()
     .bind(event.at_ms)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Appends `events` in their order with one statement (the hot path's group commit).
+pub(crate) async fn append_all(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    events: &[Event],
+) -> Result<(), Failure> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::default();
+    for event in events {
+        rows.push([
+            ("e", json!(event.id.as_str())),
+            ("t", json!(event.tenant.as_ref().map(TenantId::as_str))),
+            ("c", json!(event.chat.as_ref().map(ChatId::as_str))),
+            ("k", json!(event.kind.as_str())),
+            ("d", json!(event.detail.to_string())),
+            ("a", json!(event.at_ms)),
+        ]);
+    }
+    let sql = format!(
+        "INSERT INTO event_outbox (event_id, tenant_id, chat_id, kind, detail, at_ms) \
+         SELECT x.e, x.t, x.c, x.k, x.d, x.a FROM {}",
+        json_rows::source(
+            dialect,
+            1,
+            "x",
+            &[
+                Column::Text("e"),
+                Column::Text("t"),
+                Column::Text("c"),
+                Column::Text("k"),
+                Column::Text("d"),
+                Column::BigInt("a"),
+            ]
+        )
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(rows.into_json())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

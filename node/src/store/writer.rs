@@ -7,8 +7,11 @@
 //! alone at once; under heavy load many share a commit — bounded by [`MAX_WRITES`] writes
 //! and [`MAX_BYTES`] bytes, always whole jobs, and runs them in one transaction:
 //!
-//! - the duplicates among the inbound messages are read in one statement, and the fence of
+//! - the duplicates among the inbound messages are read in two statements, and the fence of
 //!   every tenant that has a fenced write in two (`fencing::Fences`);
+//! - each kind of write goes in with one statement per table, whatever the number of
+//!   writes (their rows as one JSON parameter, `messages::grouped`), and all their events
+//!   with one more;
 //! - a write that decides to change nothing (duplicate, already answered, stale epoch)
 //!   reports it and leaves the others to commit;
 //! - a database error fails the transaction: it is rolled back and each of its writes runs
@@ -20,17 +23,15 @@
 
 use std::sync::Arc;
 
-use salesboy_actors::store::{
-    InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound,
-};
+use salesboy_actors::store::{NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound};
 use salesboy_protocol::TenantId;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::Db;
 use super::error::Failure;
 use super::fencing::Fences;
 use super::messages::{self, Duplicates, ReplySent};
+use super::{Db, outbox};
 
 /// The most writes one transaction holds (a job larger than this commits alone).
 pub(crate) const MAX_WRITES: usize = 256;
@@ -205,20 +206,28 @@ async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
 }
 
 /// One transaction over `writes`: `Err` when it failed as a whole (nothing committed).
+/// Each kind of write goes in with one statement per table (`messages::grouped`), the
+/// events of all of them with one more.
 async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, Failure>>, Failure> {
     let mut tx = db.begin().await?;
-    let inbound: Vec<&NewInbound> = writes
-        .iter()
-        .filter_map(|write| match write {
-            Write::Inbound(message) => Some(message),
-            _ => None,
-        })
-        .collect();
-    let mut duplicates = if inbound.is_empty() {
-        Duplicates::default()
-    } else {
-        Duplicates::read(&mut tx, &inbound).await?
-    };
+    let mut inbound: Vec<&NewInbound> = Vec::new();
+    let mut replies: Vec<&NewReply> = Vec::new();
+    let mut sent: Vec<&ReplySent> = Vec::new();
+    for write in writes {
+        match write {
+            Write::Inbound(message) => inbound.push(message),
+            Write::Reply(reply) => replies.push(reply),
+            Write::ReplySent(one) => sent.push(one),
+        }
+    }
+    let mut events = Vec::new();
+    let mut inbound_results = Vec::new();
+    if !inbound.is_empty() {
+        let mut duplicates = Duplicates::read(&mut tx, &inbound).await?;
+        inbound_results =
+            messages::insert_inbound(&mut tx, db.dialect, &mut duplicates, &inbound, &mut events)
+                .await?;
+    }
     let fenced: Vec<TenantId> = writes
         .iter()
         .filter(|write| write.fenced())
@@ -226,39 +235,37 @@ async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, F
         .collect();
     let mut fences = Fences::default();
     fences.lock(db, &mut tx, &fenced).await?;
-    let mut results = Vec::with_capacity(writes.len());
-    let mut events = false;
-    for write in writes {
-        let result = match write {
-            Write::Inbound(message) => messages::insert_inbound(&mut tx, &mut duplicates, message)
-                .await
-                .map(Written::Inbound),
-            Write::Reply(reply) => messages::record_reply(&mut tx, &fences, reply)
-                .await
-                .map(Written::Reply),
-            Write::ReplySent(sent) => messages::mark_reply_sent(&mut tx, &fences, sent)
-                .await
-                .map(|()| Written::ReplySent),
-        };
-        match result {
-            Err(failure @ Failure::Sql(_)) => {
-                let _ = tx.rollback().await;
-                return Err(failure);
-            }
-            Ok(Written::Inbound(StoredInbound {
-                outcome: InsertOutcome::Inserted { .. },
-                ..
-            }))
-            | Ok(Written::ReplySent) => {
-                events = true;
-            }
-            _ => {}
-        }
-        results.push(result);
+    let mut reply_results = Vec::new();
+    if !replies.is_empty() {
+        reply_results = messages::record_replies(&mut tx, db.dialect, &fences, &replies).await?;
     }
+    let mut sent_results = Vec::new();
+    if !sent.is_empty() {
+        sent_results =
+            messages::mark_replies_sent(&mut tx, db.dialect, &fences, &sent, &mut events).await?;
+    }
+    outbox::append_all(&mut tx, db.dialect, &events).await?;
     tx.commit().await?;
-    if events {
+    if !events.is_empty() {
         db.outbox_written();
     }
-    Ok(results)
+    // Back in the writes' order.
+    let mut inbound_results = inbound_results.into_iter();
+    let mut reply_results = reply_results.into_iter();
+    let mut sent_results = sent_results.into_iter();
+    let missing = || Err(StoreError::Backend("a write gave no result".to_owned()).into());
+    Ok(writes
+        .iter()
+        .map(|write| match write {
+            Write::Inbound(_) => inbound_results
+                .next()
+                .map_or_else(missing, |stored| Ok(Written::Inbound(stored))),
+            Write::Reply(_) => reply_results
+                .next()
+                .map_or_else(missing, |result| result.map(Written::Reply)),
+            Write::ReplySent(_) => sent_results
+                .next()
+                .map_or_else(missing, |result| result.map(|()| Written::ReplySent)),
+        })
+        .collect())
 }

@@ -1,14 +1,16 @@
-//! The hot path's writes, each run inside a transaction it shares with others (the
-//! group-commit writer's, `store::writer`): an inbound message, a bot reply with its links,
-//! a reply's send result.
+//! The hot path's writes, run inside a transaction they share with others (the
+//! group-commit writer's, `store::writer`): inbound messages, bot replies with their links,
+//! replies' send results. Each kind is written with one statement per table for the whole
+//! group, its rows passed as one JSON parameter (`store::json_rows`), so a transaction costs
+//! about the same number of statements whether it holds one write or hundreds.
 //!
 //! None of them rolls the transaction back: a write that decides to change nothing (a
-//! duplicate, a batch already answered, a stale epoch) either checks before it writes or
-//! undoes its own rows, so the other writes of the transaction commit whatever it decided.
-//! A database error is the one way a write fails the transaction; the writer then runs each
-//! write again on its own.
+//! duplicate, a batch already answered, a stale epoch) either is left out before the
+//! statements run or has its own rows undone after, so the other writes of the transaction
+//! commit whatever it decided. A database error is the one way a write fails the
+//! transaction; the writer then runs each write again on its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use salesboy_actors::store::{
     InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound,
@@ -19,11 +21,13 @@ use salesboy_protocol::{TenantId, Wamid};
 use serde_json::json;
 use sqlx::AnyConnection;
 
-use super::{batch, ensure_outbound_exists, existing_wamid, link_inbound, sent_event};
+use super::{batch, ensure_outbound_exists, existing_wamid, sent_event};
+use crate::store::Dialect;
 use crate::store::decode::{get, id, named};
 use crate::store::error::Failure;
 use crate::store::fencing::Fences;
-use crate::store::{lists, outbox};
+use crate::store::json_rows::{Column, Rows, source};
+use crate::store::lists;
 use salesboy_actors::store::OutboundOrigin;
 use salesboy_protocol::ChatId;
 
@@ -107,59 +111,167 @@ impl Duplicates {
     }
 }
 
-/// Persists an inbound message with its `message_received` event; one stored already (in
-/// `duplicates`, or by a write earlier in this transaction) is reported and changes nothing.
+/// Persists inbound messages, each with its `message_received` event (added to `events`,
+/// for the caller to append): one statement for their conversations and one for the
+/// messages. A message stored already (in `duplicates`, or earlier in this group) is
+/// reported and changes nothing. Results in the messages' order.
 pub(crate) async fn insert_inbound(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     duplicates: &mut Duplicates,
-    message: &NewInbound,
-) -> Result<StoredInbound, Failure> {
-    if let Some(id) = duplicates.get(message) {
-        return Ok(StoredInbound {
-            outcome: InsertOutcome::Duplicate { id },
-            new_chat: false,
-        });
+    messages: &[&NewInbound],
+    events: &mut Vec<Event>,
+) -> Result<Vec<StoredInbound>, Failure> {
+    /// What became of one message before the statements run.
+    enum Plan {
+        Stored(StoredInbound),
+        /// New: inserted with the group (its chat new or not).
+        Fresh {
+            new_chat: bool,
+        },
+        /// The same wamid as an earlier message of the group (at that index).
+        SameAs(usize),
     }
-    let new_chat = duplicates.create_chat(message);
-    sqlx::query(
-        "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
-         WHEN conversations.last_inbound_ms IS NULL \
-         OR conversations.last_inbound_ms < excluded.last_inbound_ms \
-         THEN excluded.last_inbound_ms ELSE conversations.last_inbound_ms END",
-    )
-    .bind(message.tenant.as_str())
-    .bind(message.chat.as_str())
-    .bind(message.received_ms)
-    .execute(&mut *tx)
-    .await?;
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO messages \
-         (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
-         VALUES ($1, $2, 'inbound', $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (tenant_id, wamid) DO NOTHING RETURNING id",
-    )
-    .bind(message.tenant.as_str())
-    .bind(message.chat.as_str())
-    .bind(message.wamid.as_str())
-    .bind(message.kind.as_str())
-    .bind(message.body.as_deref())
-    .bind(message.raw.as_deref())
-    .bind(message.received_ms)
-    .bind(message.sent_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(id) = inserted else {
-        // Stored since `duplicates` was read (twice in one delivery, or by another node):
-        // the conversation's last inbound time may have moved to this receive time, which
-        // is as recent as the stored one's.
-        let id = existing_wamid(&mut *tx, &message.tenant, &message.wamid).await?;
-        return Ok(StoredInbound {
-            outcome: InsertOutcome::Duplicate { id },
-            new_chat: false,
-        });
-    };
-    let event = Event::tenant(
+    let mut plans = Vec::with_capacity(messages.len());
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    // (tenant, chat) → the latest receive time among the group's new messages.
+    let mut chats: HashMap<(&str, &str), i64> = HashMap::new();
+    for (index, message) in messages.iter().enumerate() {
+        let key = (message.tenant.as_str(), message.wamid.as_str());
+        if let Some(id) = duplicates.get(message) {
+            plans.push(Plan::Stored(StoredInbound {
+                outcome: InsertOutcome::Duplicate { id },
+                new_chat: false,
+            }));
+        } else if let Some(&first) = first_of.get(&key) {
+            plans.push(Plan::SameAs(first));
+        } else {
+            first_of.insert(key, index);
+            let latest = chats
+                .entry((message.tenant.as_str(), message.chat.as_str()))
+                .or_insert(message.received_ms);
+            *latest = (*latest).max(message.received_ms);
+            plans.push(Plan::Fresh {
+                new_chat: duplicates.create_chat(message),
+            });
+        }
+    }
+    let mut inserted: HashMap<(String, String), i64> = HashMap::new();
+    if !chats.is_empty() {
+        let mut rows = Rows::default();
+        for ((tenant, chat), received_ms) in &chats {
+            rows.push([
+                ("t", json!(tenant)),
+                ("c", json!(chat)),
+                ("r", json!(received_ms)),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) \
+             SELECT x.t, x.c, x.r FROM {} WHERE true \
+             ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
+             WHEN conversations.last_inbound_ms IS NULL \
+             OR conversations.last_inbound_ms < excluded.last_inbound_ms \
+             THEN excluded.last_inbound_ms ELSE conversations.last_inbound_ms END",
+            source(
+                dialect,
+                1,
+                "x",
+                &[Column::Text("t"), Column::Text("c"), Column::BigInt("r")]
+            )
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(rows.into_json())
+            .execute(&mut *tx)
+            .await?;
+        let mut rows = Rows::default();
+        for (message, plan) in messages.iter().zip(&plans) {
+            if matches!(plan, Plan::Fresh { .. }) {
+                rows.push([
+                    ("t", json!(message.tenant.as_str())),
+                    ("c", json!(message.chat.as_str())),
+                    ("w", json!(message.wamid.as_str())),
+                    ("k", json!(message.kind)),
+                    ("b", json!(message.body)),
+                    ("j", json!(message.raw)),
+                    ("r", json!(message.received_ms)),
+                    ("s", json!(message.sent_ms)),
+                ]);
+            }
+        }
+        let sql = format!(
+            "INSERT INTO messages \
+             (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
+             SELECT x.t, x.c, 'inbound', x.w, x.k, x.b, x.j, x.r, x.s FROM {} WHERE true \
+             ON CONFLICT (tenant_id, wamid) DO NOTHING RETURNING id, tenant_id, wamid",
+            source(
+                dialect,
+                1,
+                "x",
+                &[
+                    Column::Text("t"),
+                    Column::Text("c"),
+                    Column::Text("w"),
+                    Column::Text("k"),
+                    Column::Text("b"),
+                    Column::Text("j"),
+                    Column::BigInt("r"),
+                    Column::BigInt("s"),
+                ]
+            )
+        );
+        let returned = sqlx::query_as::<_, (i64, String, String)>(sqlx::AssertSqlSafe(sql))
+            .bind(rows.into_json())
+            .fetch_all(&mut *tx)
+            .await?;
+        inserted = returned
+            .into_iter()
+            .map(|(id, tenant, wamid)| ((tenant, wamid), id))
+            .collect();
+    }
+    let mut results: Vec<StoredInbound> = Vec::with_capacity(messages.len());
+    for (message, plan) in messages.iter().zip(plans) {
+        let stored = match plan {
+            Plan::Stored(stored) => stored,
+            Plan::SameAs(first) => StoredInbound {
+                outcome: InsertOutcome::Duplicate {
+                    id: results[first].outcome.id(),
+                },
+                new_chat: false,
+            },
+            Plan::Fresh { new_chat } => {
+                let key = (
+                    message.tenant.as_str().to_owned(),
+                    message.wamid.as_str().to_owned(),
+                );
+                match inserted.get(&key) {
+                    Some(&id) => {
+                        events.push(received_event(message, id));
+                        StoredInbound {
+                            outcome: InsertOutcome::Inserted { id },
+                            new_chat,
+                        }
+                    }
+                    // Stored since `duplicates` was read (by another node): the
+                    // conversation's last inbound time may have moved to this receive time,
+                    // which is as recent as the stored one's.
+                    None => StoredInbound {
+                        outcome: InsertOutcome::Duplicate {
+                            id: existing_wamid(&mut *tx, &message.tenant, &message.wamid).await?,
+                        },
+                        new_chat: false,
+                    },
+                }
+            }
+        };
+        results.push(stored);
+    }
+    Ok(results)
+}
+
+/// The `message_received` event of an inbound message stored under `id`.
+fn received_event(message: &NewInbound, id: i64) -> Event {
+    Event::tenant(
         EventKind::MessageReceived,
         message.tenant.clone(),
         message.received_ms,
@@ -170,64 +282,182 @@ pub(crate) async fn insert_inbound(
             "text": message.body,
         }),
     )
-    .with_chat(message.chat.clone());
-    outbox::append(&mut *tx, &event).await?;
-    Ok(StoredInbound {
-        outcome: InsertOutcome::Inserted { id },
-        new_chat,
-    })
+    .with_chat(message.chat.clone())
 }
 
-/// Records a bot reply and links its batch, all or nothing: when a message of the batch is
-/// answered already, or is not an inbound message of the chat, the rows written for this
-/// reply are deleted again. Fenced (the tenant must be in `fences`).
-pub(crate) async fn record_reply(
+/// Records bot replies and links their batches, each all or nothing: one statement for the
+/// outbound messages and one for the links. When a message of a reply's batch is answered
+/// already (by a reply recorded earlier, or by another of this group), or is not an inbound
+/// message of the chat, the rows written for that reply are deleted again. Fenced (every
+/// tenant must be in `fences`): a reply at a stale epoch is refused alone. Results in the
+/// replies' order.
+pub(crate) async fn record_replies(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     fences: &Fences,
-    reply: &NewReply,
-) -> Result<ReplyOutcome, Failure> {
-    let answers = batch(&reply.answers)?;
-    fences.check(&reply.tenant, reply.epoch)?;
-    let outbound_id: i64 = sqlx::query_scalar(
-        "INSERT INTO messages (tenant_id, chat_id, direction, origin, kind, body, status, \
-         created_ms, passages) VALUES ($1, $2, 'outbound', 'bot', 'text', $3, 'pending', $4, $5) \
-         RETURNING id",
-    )
-    .bind(reply.tenant.as_str())
-    .bind(reply.chat.as_str())
-    .bind(reply.body.as_str())
-    .bind(reply.created_ms)
-    .bind(
-        (!reply.passages.is_empty())
-            .then(|| serde_json::to_string(&reply.passages))
-            .transpose()
-            .map_err(|e| StoreError::Invalid {
-                reason: format!("passages: {e}"),
-            })?,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    let linked = link_inbound(
-        &mut *tx,
-        &reply.tenant,
-        &reply.chat,
-        &answers,
-        Some(outbound_id),
-        reply.created_ms,
-    )
-    .await;
-    match linked {
-        Ok(Ok(())) => Ok(ReplyOutcome::Recorded { outbound_id }),
-        Ok(Err(inbound_id)) => {
-            unrecord_reply(tx, outbound_id).await?;
-            Ok(ReplyOutcome::AlreadyAnswered { inbound_id })
+    replies: &[&NewReply],
+) -> Result<Vec<Result<ReplyOutcome, Failure>>, Failure> {
+    let mut results: Vec<Option<Result<ReplyOutcome, Failure>>> = Vec::with_capacity(replies.len());
+    // The replies that pass their checks: (index, answered ids, passages as stored).
+    let mut valid: Vec<(usize, Vec<i64>, Option<String>)> = Vec::new();
+    for (index, reply) in replies.iter().enumerate() {
+        let checked = batch(&reply.answers).and_then(|answers| {
+            fences.check(&reply.tenant, reply.epoch)?;
+            let passages = (!reply.passages.is_empty())
+                .then(|| serde_json::to_string(&reply.passages))
+                .transpose()
+                .map_err(|e| StoreError::Invalid {
+                    reason: format!("passages: {e}"),
+                })?;
+            Ok((answers, passages))
+        });
+        match checked {
+            Ok((answers, passages)) => {
+                valid.push((index, answers, passages));
+                results.push(None);
+            }
+            Err(failure) => results.push(Some(Err(failure))),
         }
-        Err(Failure::Store(error)) => {
-            unrecord_reply(tx, outbound_id).await?;
-            Err(error.into())
-        }
-        Err(failure) => Err(failure),
     }
+    if valid.is_empty() {
+        return Ok(results.into_iter().map(decided).collect());
+    }
+    // Insert the outbound messages; a returned row is matched to its reply by everything
+    // written (replies written alike are interchangeable).
+    type Written = (String, String, String, i64, Option<String>);
+    let mut waiting: HashMap<Written, VecDeque<usize>> = HashMap::new();
+    let mut rows = Rows::default();
+    for (index, _, passages) in &valid {
+        let reply = replies[*index];
+        rows.push([
+            ("t", json!(reply.tenant.as_str())),
+            ("c", json!(reply.chat.as_str())),
+            ("b", json!(reply.body)),
+            ("r", json!(reply.created_ms)),
+            ("p", json!(passages)),
+        ]);
+        waiting
+            .entry((
+                reply.tenant.as_str().to_owned(),
+                reply.chat.as_str().to_owned(),
+                reply.body.clone(),
+                reply.created_ms,
+                passages.clone(),
+            ))
+            .or_default()
+            .push_back(*index);
+    }
+    let sql = format!(
+        "INSERT INTO messages (tenant_id, chat_id, direction, origin, kind, body, status, \
+         created_ms, passages) \
+         SELECT x.t, x.c, 'outbound', 'bot', 'text', x.b, 'pending', x.r, x.p FROM {} \
+         RETURNING id, tenant_id, chat_id, body, created_ms, passages",
+        source(
+            dialect,
+            1,
+            "x",
+            &[
+                Column::Text("t"),
+                Column::Text("c"),
+                Column::Text("b"),
+                Column::BigInt("r"),
+                Column::Text("p"),
+            ]
+        )
+    );
+    let returned = sqlx::query_as::<_, (i64, String, String, Option<String>, i64, Option<String>)>(
+        sqlx::AssertSqlSafe(sql),
+    )
+    .bind(rows.into_json())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outbound: HashMap<usize, i64> = HashMap::with_capacity(valid.len());
+    for (id, tenant, chat, body, created_ms, passages) in returned {
+        let key = (tenant, chat, body.unwrap_or_default(), created_ms, passages);
+        let index = waiting
+            .get_mut(&key)
+            .and_then(VecDeque::pop_front)
+            .ok_or_else(|| StoreError::Backend("an inserted reply matches no reply".to_owned()))?;
+        outbound.insert(index, id);
+    }
+    if outbound.len() != valid.len() {
+        return Err(StoreError::Backend("a reply was not inserted".to_owned()).into());
+    }
+    // Link every batch; an inbound message linked already (or twice in this group) is left
+    // to the first, a message that is no inbound message of the chat is not linked.
+    let mut rows = Rows::default();
+    for (index, answers, _) in &valid {
+        let reply = replies[*index];
+        for inbound_id in answers {
+            rows.push([
+                ("i", json!(inbound_id)),
+                ("o", json!(outbound[index])),
+                ("a", json!(reply.created_ms)),
+                ("t", json!(reply.tenant.as_str())),
+                ("c", json!(reply.chat.as_str())),
+            ]);
+        }
+    }
+    // A scalar subquery per row probes the primary key (never a join the planner could turn
+    // into a pass over the table).
+    let sql = format!(
+        "INSERT INTO reply_links (inbound_id, reply_id, created_ms) \
+         SELECT y.i, y.o, y.a FROM (SELECT x.i, x.o, x.a, \
+         (SELECT 1 FROM messages m WHERE m.id = x.i AND m.tenant_id = x.t \
+         AND m.chat_id = x.c AND m.direction = 'inbound') AS found FROM {}) AS y \
+         WHERE y.found IS NOT NULL \
+         ON CONFLICT (inbound_id) DO NOTHING RETURNING inbound_id, reply_id",
+        source(
+            dialect,
+            1,
+            "x",
+            &[
+                Column::BigInt("i"),
+                Column::BigInt("o"),
+                Column::BigInt("a"),
+                Column::Text("t"),
+                Column::Text("c"),
+            ]
+        )
+    );
+    let linked: HashSet<(i64, i64)> = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql))
+        .bind(rows.into_json())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    for (index, answers, _) in &valid {
+        let outbound_id = outbound[index];
+        let unlinked = answers
+            .iter()
+            .copied()
+            .find(|inbound_id| !linked.contains(&(*inbound_id, outbound_id)));
+        let result = match unlinked {
+            None => Ok(ReplyOutcome::Recorded { outbound_id }),
+            Some(inbound_id) => {
+                let reply = replies[*index];
+                unrecord_reply(tx, outbound_id).await?;
+                let answered = sqlx::query("SELECT 1 FROM reply_links WHERE inbound_id = $1")
+                    .bind(inbound_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if answered {
+                    Ok(ReplyOutcome::AlreadyAnswered { inbound_id })
+                } else {
+                    Err(StoreError::NotFound {
+                        what: format!(
+                            "inbound message {inbound_id} in chat {} of tenant {}",
+                            reply.chat, reply.tenant
+                        ),
+                    }
+                    .into())
+                }
+            }
+        };
+        results[*index] = Some(result);
+    }
+    Ok(results.into_iter().map(decided).collect())
 }
 
 /// Deletes a reply recorded in this transaction, and its links.
@@ -243,32 +473,78 @@ async fn unrecord_reply(tx: &mut AnyConnection, outbound_id: i64) -> Result<(), 
     Ok(())
 }
 
-/// Records that a pending outbound message was accepted by Meta, with its event; one no
-/// longer pending is left as it is. Fenced (the tenant must be in `fences`).
-pub(crate) async fn mark_reply_sent(
+/// Records that pending outbound messages were accepted by Meta, each with its event (added
+/// to `events`): one statement for all. One no longer pending is left as it is; one that is
+/// no outbound message of its tenant is [`StoreError::NotFound`]. Fenced (every tenant must be
+/// in `fences`): a result at a stale epoch is refused alone. Results in the order given.
+pub(crate) async fn mark_replies_sent(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     fences: &Fences,
-    sent: &ReplySent,
-) -> Result<(), Failure> {
-    fences.check(&sent.tenant, sent.epoch)?;
-    let row = sqlx::query(
-        "UPDATE messages SET wamid = $3, status = 'sent', status_ms = $4 \
-         WHERE id = $1 AND tenant_id = $2 AND direction = 'outbound' AND status = 'pending' \
-         RETURNING chat_id, origin, body",
-    )
-    .bind(sent.outbound_id)
-    .bind(sent.tenant.as_str())
-    .bind(sent.wamid.as_str())
-    .bind(sent.at_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        return ensure_outbound_exists(&mut *tx, &sent.tenant, sent.outbound_id).await;
-    };
-    let chat: ChatId = id(&row, "chat_id")?;
-    let origin = named(&row, "origin", OutboundOrigin::parse)?;
-    let body: Option<String> = get(&row, "body")?;
-    let event = sent_event(
+    sent: &[&ReplySent],
+    events: &mut Vec<Event>,
+) -> Result<Vec<Result<(), Failure>>, Failure> {
+    let mut results: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(sent.len());
+    let mut rows = Rows::default();
+    for one in sent {
+        match fences.check(&one.tenant, one.epoch) {
+            Ok(()) => {
+                rows.push([
+                    ("o", json!(one.outbound_id)),
+                    ("t", json!(one.tenant.as_str())),
+                    ("w", json!(one.wamid.as_str())),
+                    ("a", json!(one.at_ms)),
+                ]);
+                results.push(None);
+            }
+            Err(failure) => results.push(Some(Err(failure))),
+        }
+    }
+    if rows.is_empty() {
+        return Ok(results.into_iter().map(decided).collect());
+    }
+    let sql = format!(
+        "UPDATE messages SET wamid = x.w, status = 'sent', status_ms = x.a FROM {} \
+         WHERE messages.id = x.o AND messages.tenant_id = x.t \
+         AND messages.direction = 'outbound' AND messages.status = 'pending' \
+         RETURNING id, chat_id, origin, body",
+        source(
+            dialect,
+            1,
+            "x",
+            &[
+                Column::BigInt("o"),
+                Column::Text("t"),
+                Column::Text("w"),
+                Column::BigInt("a"),
+            ]
+        )
+    );
+    let updated: HashMap<i64, sqlx::any::AnyRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(rows.into_json())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| Ok((get::<i64>(&row, "id")?, row)))
+        .collect::<Result<_, Failure>>()?;
+    for (one, result) in sent.iter().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
+        *result = Some(match updated.get(&one.outbound_id) {
+            Some(row) => sent_event_of(row, one).map(|event| events.push(event)),
+            None => own(ensure_outbound_exists(&mut *tx, &one.tenant, one.outbound_id).await)?,
+        });
+    }
+    Ok(results.into_iter().map(decided).collect())
+}
+
+/// The event of a send result, from the row its update returned.
+fn sent_event_of(row: &sqlx::any::AnyRow, sent: &ReplySent) -> Result<Event, Failure> {
+    let chat: ChatId = id(row, "chat_id")?;
+    let origin = named(row, "origin", OutboundOrigin::parse)?;
+    let body: Option<String> = get(row, "body")?;
+    Ok(sent_event(
         &sent.tenant,
         &chat,
         origin,
@@ -276,8 +552,21 @@ pub(crate) async fn mark_reply_sent(
         sent.wamid.as_str(),
         body.as_deref(),
         sent.at_ms,
-    );
-    outbox::append(&mut *tx, &event).await
+    ))
+}
+
+/// A write's own result, or the error that fails the whole transaction (a database error).
+fn own<T>(result: Result<T, Failure>) -> Result<Result<T, Failure>, Failure> {
+    match result {
+        Err(failure @ Failure::Sql(_)) => Err(failure),
+        other => Ok(other),
+    }
+}
+
+/// A write's result once every write of its kind is decided.
+fn decided<T>(result: Option<Result<T, Failure>>) -> Result<T, Failure> {
+    result
+        .unwrap_or_else(|| Err(StoreError::Backend("a write was left undecided".to_owned()).into()))
 }
 
 /// A pending outbound message accepted by Meta.

@@ -11,7 +11,9 @@ mod grouped;
 mod reads;
 mod status;
 
-pub(crate) use grouped::{Duplicates, ReplySent, insert_inbound, mark_reply_sent, record_reply};
+pub(crate) use grouped::{
+    Duplicates, ReplySent, insert_inbound, mark_replies_sent, record_replies,
+};
 pub(crate) use reads::{
     CHAT_HISTORY, CHAT_MESSAGES, chat_log, chat_messages_before, last_of_chat,
     tenants_with_pending_work, unanswered_inbound, unanswered_inbound_in_chat, unsent_replies,
