@@ -144,6 +144,45 @@ pub struct NodeState {
     /// Activations under way (their SQL runs off the loop, so many proceed at once), with
     /// who waits for each.
     activating: HashMap<TenantId, Vec<Waiter>>,
+    /// What the sweeps have looked through so far.
+    swept: SweepProgress,
+}
+
+/// Every how many periodic sweeps one looks through the whole lookback window; the others
+/// look only at what was received since the one before (a minute at the default 5 s).
+pub const FULL_SWEEP_EVERY: u32 = 12;
+
+/// How far the sweeps have looked: a sweep's cost follows the traffic since the last one,
+/// not the traffic of the whole lookback window.
+#[derive(Debug, Default)]
+struct SweepProgress {
+    /// Messages received before this (ms) were looked at by a sweep.
+    covered_ms: Option<i64>,
+    /// Sweeps since the last one over the whole window.
+    since_full: u32,
+}
+
+impl SweepProgress {
+    /// Where a sweep for `[full_since_ms, before_ms)` starts: the whole window every
+    /// [`FULL_SWEEP_EVERY`] sweeps (and at first), otherwise where the last one stopped.
+    /// A message the short sweeps cannot see (committed more than the grace after it was
+    /// received, or stamped by a node whose clock lags) waits for the next full one.
+    fn since_ms(&self, full_since_ms: i64) -> i64 {
+        match self.covered_ms {
+            Some(covered) if self.since_full < FULL_SWEEP_EVERY => covered.max(full_since_ms),
+            _ => full_since_ms,
+        }
+    }
+
+    /// A sweep that started at `since_ms` looked through everything before `before_ms`.
+    fn swept(&mut self, full_since_ms: i64, since_ms: i64, before_ms: i64) {
+        self.since_full = if since_ms == full_since_ms {
+            0
+        } else {
+            self.since_full + 1
+        };
+        self.covered_ms = Some(self.covered_ms.unwrap_or(before_ms).max(before_ms));
+    }
 }
 
 /// The node supervisor (behaviour only).
@@ -171,6 +210,7 @@ impl Actor for NodeSupervisor {
             registry: args.registry,
             names: HashMap::new(),
             activating: HashMap::new(),
+            swept: SweepProgress::default(),
         })
     }
 
@@ -419,16 +459,18 @@ async fn sweep(
     let services = &state.services;
     let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let now_ms = services.clock.now_ms();
-    let (since_ms, before_ms) = (
-        now_ms.saturating_sub(millis(lookback)),
-        now_ms.saturating_sub(millis(grace)),
-    );
+    let full_since_ms = now_ms.saturating_sub(millis(lookback));
+    let before_ms = now_ms.saturating_sub(millis(grace));
+    let since_ms = state.swept.since_ms(full_since_ms);
     let pending = match services
         .store
         .tenants_with_pending_work(since_ms, before_ms)
         .await
     {
-        Ok(pending) => pending,
+        Ok(pending) => {
+            state.swept.swept(full_since_ms, since_ms, before_ms);
+            pending
+        }
         Err(error) => {
             warn!(%error, "sweep could not read pending work");
             return;
@@ -443,5 +485,39 @@ async fn sweep(
             // Activation reconciles (and resends unsent replies) by itself.
             None => activate(myself, state, tenant, None, Waiter::Sweep),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_look_at_what_came_since_the_last_and_at_the_whole_window_every_few() {
+        let mut swept = SweepProgress::default();
+        // The first sweep looks through the whole window.
+        assert_eq!(swept.since_ms(1_000), 1_000);
+        swept.swept(1_000, 1_000, 290_000);
+        // The next ones start where the last stopped.
+        let mut since = Vec::new();
+        for n in 1..=FULL_SWEEP_EVERY {
+            let full = 1_000 + i64::from(n) * 5_000;
+            let start = swept.since_ms(full);
+            since.push(start);
+            swept.swept(full, start, 290_000 + i64::from(n) * 5_000);
+        }
+        assert_eq!(since[0], 290_000);
+        assert_eq!(since[1], 295_000);
+        // Then one looks through the whole window again.
+        let full = 1_000 + i64::from(FULL_SWEEP_EVERY + 1) * 5_000;
+        assert_eq!(
+            *since.last().unwrap(),
+            290_000 + i64::from(FULL_SWEEP_EVERY - 1) * 5_000
+        );
+        assert_eq!(swept.since_ms(full), full);
+        // A window that starts after what was covered (a long pause) is a full one.
+        let mut paused = SweepProgress::default();
+        paused.swept(0, 0, 10_000);
+        assert_eq!(paused.since_ms(50_000), 50_000);
     }
 }
