@@ -20,7 +20,7 @@ async fn run(kind: BenchKind) -> bench::Report {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throughput_on_sqlite_answers_every_message_exactly_once() {
+async fn throughput_on_sqlite_with_a_seeded_history_answers_every_message_exactly_once() {
     let report = run(BenchKind::Throughput(ThroughputOptions {
         node: node(DbKind::Sqlite),
         tenants: 3,
@@ -29,9 +29,12 @@ async fn throughput_on_sqlite_answers_every_message_exactly_once() {
         messages_per_chat: 1,
         timeout_secs: 60,
         event_subscribers: false,
+        seed_old_messages: 500,
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.results["seeded_old_messages"], 500);
+    assert_eq!(report.results["db_counts"]["inbound"], 500 + 3 + 60);
     assert_eq!(report.results["replies_sent"], 60);
     assert_eq!(report.results["db_counts"]["unanswered"], 0);
 }
@@ -50,6 +53,7 @@ async fn throughput_on_postgres_with_repeat_customers_and_event_subscribers_answ
         messages_per_chat: 4,
         timeout_secs: 60,
         event_subscribers: true,
+        seed_old_messages: 0,
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -19,7 +19,8 @@ use super::load::closed_loop;
 use super::node::{DbKind, Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
-use super::setup::{Layout, build_deliveries};
+use super::seed;
+use super::setup::{Layout, build_deliveries, create_tenants};
 use super::stats::Distribution;
 use super::subscribers::EventSubscribers;
 
@@ -53,7 +54,17 @@ pub struct ThroughputOptions {
     /// subscribers.
     #[arg(long)]
     pub event_subscribers: bool,
+    /// Before the node starts, seed this many old inbound messages (100 days old, kept:
+    /// retention is set to 100,000 days for the run): the cost of a long history.
+    #[arg(long, default_value_t = 0)]
+    pub seed_old_messages: u64,
 }
+
+/// How old the seeded history is, in days.
+const SEED_AGE_DAYS: u32 = 100;
+
+/// The node's retention window while seeded history is measured: long enough to keep it.
+const SEED_KEPT_DAYS: u32 = 100_000;
 
 /// Runs the benchmark; the report (whose `problems` list any loss).
 pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
@@ -66,14 +77,43 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
     if layout.tenants > 100_000 {
         settings.push(("SALESBOY_MAX_TENANTS", layout.tenants.to_string()));
     }
-    let mut deployment = Deployment::start_with_tenants(
-        &options.node,
-        &settings,
-        options.concurrency,
-        layout.tenants,
-        true,
-    )
-    .await?;
+    // The wait for merged batches counts every unanswered message, seeded ones too.
+    anyhow::ensure!(
+        options.seed_old_messages == 0 || layout.messages_per_chat == 1,
+        "--seed-old-messages needs --messages-per-chat 1"
+    );
+    let mut deployment = if options.seed_old_messages > 0 {
+        settings.push(("SALESBOY_RETENTION_DAYS", SEED_KEPT_DAYS.to_string()));
+        let mut deployment =
+            Deployment::prepare(&options.node, &settings, options.concurrency).await?;
+        let store = deployment.store().await?;
+        create_tenants(&store, layout.tenants, true).await?;
+        store.close().await;
+        seed::old_messages(
+            &deployment.database_url,
+            deployment.db(),
+            layout.tenants,
+            options.seed_old_messages,
+            SEED_AGE_DAYS,
+        )
+        .await?;
+        deployment.start_node().await?;
+        progress(format!(
+            "node ready on {} (pid {})",
+            deployment.db().as_str(),
+            deployment.node()?.pid()
+        ));
+        deployment
+    } else {
+        Deployment::start_with_tenants(
+            &options.node,
+            &settings,
+            options.concurrency,
+            layout.tenants,
+            true,
+        )
+        .await?
+    };
     let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
     progress(format!(
         "{} deliveries built and signed ({} chats, {} tenants)",
@@ -168,6 +208,15 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         "concurrent deliveries (closed loop)",
         options.concurrency.to_string(),
     );
+    if options.seed_old_messages > 0 {
+        report.row(
+            "old messages seeded before the run (kept)",
+            format!(
+                "{} ({SEED_AGE_DAYS} days old; retention_days {SEED_KEPT_DAYS})",
+                options.seed_old_messages
+            ),
+        );
+    }
     report.row(
         "webhook accept rate (first POST → last 200)",
         format!("{accept_rate:.0} msg/s ({accept_secs:.2} s)"),
@@ -251,6 +300,7 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         "chats": layout.chats(),
         "messages_per_chat": layout.messages_per_chat,
         "concurrency": options.concurrency,
+        "seeded_old_messages": options.seed_old_messages,
         "accepted": accepted,
         "delivery_failures": outcome.failures(),
         "accept_secs": accept_secs,
