@@ -55,6 +55,7 @@ async fn harness() -> Harness {
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 1,
         })
         .await

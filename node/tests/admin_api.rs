@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use parking_lot::Mutex;
 use salesboy_actors::ports::{Clock, SystemClock};
-use salesboy_actors::services::Settings;
+use salesboy_actors::services::{ReadReceipts, Settings};
 use salesboy_actors::store::{LlmUsage, PAUSED_INDEFINITELY, Store};
 use salesboy_actors::web::WebEvent;
 use salesboy_node::cli::{AdminClient, ChatCommand, KbCommand, TenantCommand};
@@ -639,6 +639,59 @@ async fn the_engine_is_chosen_at_creation_and_shown() {
         .await;
     assert_eq!(numbered.status, StatusCode::BAD_REQUEST, "{}", numbered.raw);
     assert!(error(&numbered).starts_with("phone_number_id: a web tenant has no Cloud API number"));
+}
+
+#[tokio::test]
+async fn a_tenant_has_its_own_read_receipt_policy_or_the_node_s() {
+    let h = harness().await;
+    h.create_acme().await;
+    let path = "/api/tenants/acme";
+    let patch = |body: Value| h.call(Method::PATCH, path, Some(TOKEN), Some(body));
+    let shown = h.call(Method::GET, path, Some(TOKEN), None).await;
+    assert_eq!(
+        shown.json["read_receipts"],
+        Value::Null,
+        "the node's: {}",
+        shown.raw
+    );
+
+    let set = patch(json!({"read_receipts": "never"})).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.raw);
+    assert_eq!(set.json["read_receipts"], "never", "{}", set.raw);
+    let stored = h.store.tenant(&acme()).await.unwrap().unwrap();
+    assert_eq!(stored.read_receipts, Some(ReadReceipts::Never));
+
+    let renamed = patch(json!({"name": "Acme Shoes"})).await;
+    assert_eq!(renamed.json["read_receipts"], "never", "absent: unchanged");
+    let refused = patch(json!({"read_receipts": "sometimes"})).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.raw);
+    assert!(
+        error(&refused).starts_with("read_receipts"),
+        "{}",
+        refused.raw
+    );
+    assert_eq!(
+        h.store
+            .tenant(&acme())
+            .await
+            .unwrap()
+            .unwrap()
+            .read_receipts,
+        Some(ReadReceipts::Never),
+        "a refused change changes nothing"
+    );
+    let reset = patch(json!({"read_receipts": null})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.raw);
+    assert_eq!(reset.json["read_receipts"], Value::Null, "null: the node's");
+    assert_eq!(
+        h.store
+            .tenant(&acme())
+            .await
+            .unwrap()
+            .unwrap()
+            .read_receipts,
+        None
+    );
 }
 
 #[tokio::test]

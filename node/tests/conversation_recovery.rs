@@ -118,6 +118,7 @@ async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> H
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 1,
         })
         .await

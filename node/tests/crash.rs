@@ -97,6 +97,7 @@ async fn a_node_killed_mid_reply_answers_every_message_exactly_once_after_restar
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 1,
         })
         .await

@@ -957,3 +957,50 @@ async fn read_receipts_follow_the_policy() {
         gateway.node.stop().await;
     }
 }
+
+/// A tenant's own read-receipt policy wins over the node's.
+#[tokio::test]
+async fn a_tenant_s_own_read_receipt_policy_wins_over_the_node_s() {
+    use salesboy_actors::services::ReadReceipts;
+    use salesboy_actors::store::NewTenant;
+
+    let (gateway, tenant) = acme(
+        Db::Sqlite,
+        |config| config.whatsapp_read_receipts = ReadReceipts::Never,
+        &[HOURS],
+    )
+    .await;
+    let stored = gateway.store().tenant(&tenant).await.unwrap().unwrap();
+    assert_eq!(stored.read_receipts, None, "the node's by default");
+    gateway
+        .store()
+        .upsert_tenant(&NewTenant {
+            id: stored.id,
+            name: stored.name,
+            system_prompt: stored.system_prompt,
+            llm_config: stored.llm_config,
+            llm_monthly_spend_cap_micros: stored.llm_monthly_spend_cap_micros,
+            embedding_model: stored.embedding_model,
+            engine: stored.engine,
+            web_hygiene: stored.web_hygiene,
+            read_receipts: Some(ReadReceipts::Always),
+            created_ms: stored.created_ms,
+        })
+        .await
+        .unwrap();
+
+    ask(&gateway, CUSTOMER, "wamid.own", "When do you open?").await;
+    gateway.wait_for_sent(1, "answered").await;
+    gateway.settled(&tenant, CUSTOMER).await;
+    let read = eventually(WAIT, || async {
+        let read = marked_read(&gateway);
+        (!read.is_empty()).then_some(read)
+    })
+    .await;
+    assert_eq!(
+        read,
+        ["wamid.own"],
+        "the tenant's `always`, not the node's `never`"
+    );
+    gateway.node.stop().await;
+}

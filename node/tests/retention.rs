@@ -100,6 +100,7 @@ async fn tenant(store: &SqlStore, id: &str) -> TenantId {
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: T0 - 400 * DAY,
         })
         .await

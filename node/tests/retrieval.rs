@@ -109,6 +109,7 @@ async fn given_tenant(store: &SqlStore, id: &str) -> TenantId {
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: T0,
         })
         .await
@@ -595,6 +596,7 @@ async fn choose_model(store: &SqlStore, tenant: &TenantId, model: Option<&str>) 
             embedding_model: t.embedding_model,
             engine: t.engine,
             web_hygiene: None,
+            read_receipts: None,
             created_ms: t.created_ms,
         })
         .expect("exists");

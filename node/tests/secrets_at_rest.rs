@@ -134,6 +134,7 @@ fn tenant_with_llm(id: TenantId) -> NewTenant {
         embedding_model: None,
         engine: Default::default(),
         web_hygiene: None,
+        read_receipts: None,
         created_ms: 1,
     }
 }

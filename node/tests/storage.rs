@@ -166,6 +166,7 @@ async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: T0,
         })
         .await
@@ -307,6 +308,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             embedding_model: None,
             engine: Engine::Web,
             web_hygiene: None,
+            read_receipts: None,
             created_ms: T0,
         })
         .await
@@ -322,6 +324,7 @@ async fn tenants_round_trip_and_route_by_phone_number(store: Arc<dyn Store>) {
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: T0 + DAY,
         })
         .await

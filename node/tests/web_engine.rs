@@ -620,6 +620,7 @@ async fn web_tenants_hosted_nowhere_are_started_and_stopped_ones_are_left_alone(
                 embedding_model: None,
                 engine,
                 web_hygiene: None,
+                read_receipts: None,
                 created_ms: 1,
             })
             .await

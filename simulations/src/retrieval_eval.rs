@@ -176,6 +176,7 @@ pub async fn run(
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 0,
         })
         .await?;

@@ -120,6 +120,7 @@ impl Gateway {
                 embedding_model: None,
                 engine: Default::default(),
                 web_hygiene: None,
+                read_receipts: None,
                 created_ms: 1,
             })
             .await

@@ -37,6 +37,7 @@ pub fn web_tenant(tenant: &TenantId) -> NewTenant {
         embedding_model: None,
         engine: Engine::Web,
         web_hygiene: None,
+        read_receipts: None,
         created_ms: CREATED_MS,
     }
 }

@@ -85,7 +85,7 @@ pub(super) async fn start_batch(
     if let (Some(session), Some(wamid)) =
         (links.session(), items.last().and_then(|i| i.wamid.clone()))
     {
-        match state.args.services.settings.read_receipts {
+        match links.read_receipts(state.args.services.settings.read_receipts) {
             ReadReceipts::Always => {
                 let _ = session.send_message(SessionMsg::MarkRead { wamid });
             }

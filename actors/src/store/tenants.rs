@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::services::ReadReceipts;
 use crate::session::WebHygiene;
 
 /// A WhatsApp Cloud API access token. Never printed: `Debug` and `Display` show
@@ -87,6 +88,10 @@ pub struct NewTenant {
     /// `web`: its own ban hygiene; `None` uses the node's (`Settings::web_hygiene`).
     #[serde(default)]
     pub web_hygiene: Option<WebHygiene>,
+    /// When its conversations mark the customer's messages read; `None` uses the node's
+    /// (`Settings::read_receipts`).
+    #[serde(default)]
+    pub read_receipts: Option<ReadReceipts>,
     /// When the tenant was created; kept from the first insert on updates.
     pub created_ms: i64,
 }
@@ -118,6 +123,10 @@ pub struct Tenant {
     /// `web`: its own ban hygiene; `None` uses the node's (`Settings::web_hygiene`).
     #[serde(default)]
     pub web_hygiene: Option<WebHygiene>,
+    /// When its conversations mark the customer's messages read; `None` uses the node's
+    /// (`Settings::read_receipts`).
+    #[serde(default)]
+    pub read_receipts: Option<ReadReceipts>,
     /// When the tenant was created.
     pub created_ms: i64,
     /// The tenant's WhatsApp numbers, ordered by phone number id.
@@ -143,6 +152,7 @@ impl fmt::Debug for NewTenant {
             embedding_model,
             engine,
             web_hygiene,
+            read_receipts,
             created_ms,
         } = self;
         f.debug_struct("NewTenant")
@@ -154,6 +164,7 @@ impl fmt::Debug for NewTenant {
             .field("embedding_model", embedding_model)
             .field("engine", engine)
             .field("web_hygiene", web_hygiene)
+            .field("read_receipts", read_receipts)
             .field("created_ms", created_ms)
             .finish()
     }
@@ -171,6 +182,7 @@ impl fmt::Debug for Tenant {
             knowledge_version,
             engine,
             web_hygiene,
+            read_receipts,
             created_ms,
             numbers,
             session_stopped_ms,
@@ -185,6 +197,7 @@ impl fmt::Debug for Tenant {
             .field("knowledge_version", knowledge_version)
             .field("engine", engine)
             .field("web_hygiene", web_hygiene)
+            .field("read_receipts", read_receipts)
             .field("created_ms", created_ms)
             .field("numbers", numbers)
             .field("session_stopped_ms", session_stopped_ms)
@@ -317,6 +330,7 @@ mod tests {
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 1,
         };
         let tenant = Tenant {
@@ -329,6 +343,7 @@ mod tests {
             knowledge_version: 0,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 1,
             numbers: vec![WhatsAppNumber {
                 phone_number_id: PhoneNumberId::new("106540352242922").unwrap(),

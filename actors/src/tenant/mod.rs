@@ -257,6 +257,10 @@ impl Actor for TenantSupervisor {
             waiting: VecDeque::new(),
             making_room: false,
         };
+        state
+            .children
+            .links()
+            .set_read_receipts(state.record.read_receipts);
         spawn_child(&myself, &mut state, ChildKind::Session).await?;
         spawn_child(&myself, &mut state, ChildKind::Responder).await?;
         for restore in restore_conversations {
@@ -697,6 +701,10 @@ async fn reload(
         return Ok(());
     }
     state.record = record;
+    state
+        .children
+        .links()
+        .set_read_receipts(state.record.read_receipts);
     match (state.children.session(), state.record.numbers.first()) {
         (Some(session), Some(number)) => {
             let _ = session.send_message(SessionMsg::UpdateNumber(number.clone()));

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use salesboy_actors::command::TenantCommand;
+use salesboy_actors::services::ReadReceipts;
 use salesboy_actors::session::{SessionSnapshot, WebHygiene};
 use salesboy_actors::store::{AccessToken, Deletion, NewTenant, NewWhatsAppNumber, Tenant};
 use salesboy_actors::tenant::TenantSnapshot;
@@ -72,6 +73,12 @@ pub struct TenantRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub web_hygiene: Option<Option<serde_json::Value>>,
+    /// When its conversations mark the customer's messages read and show the typing
+    /// indicator: `always`, `when_slow` (only before an LLM is asked) or `never`. `null`:
+    /// the node's (`SALESBOY_WHATSAPP_READ_RECEIPTS`); absent on update: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = "^(always|when_slow|never)$", example = "never")]
+    pub read_receipts: Option<Option<String>>,
     /// The WhatsApp Business Account id.
     pub waba_id: Option<String>,
 }
@@ -111,6 +118,12 @@ pub struct TenantUpdate {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub web_hygiene: Option<Option<serde_json::Value>>,
+    /// When its conversations mark the customer's messages read and show the typing
+    /// indicator: `always`, `when_slow` (only before an LLM is asked) or `never`. `null`:
+    /// the node's (`SALESBOY_WHATSAPP_READ_RECEIPTS`); absent on update: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = "^(always|when_slow|never)$", example = "never")]
+    pub read_receipts: Option<Option<String>>,
     /// A WhatsApp number to attach (or whose token changes); needs `access_token`.
     pub phone_number_id: Option<String>,
     /// The access token of `phone_number_id`.
@@ -147,6 +160,7 @@ impl std::fmt::Debug for TenantRequest {
             llm_monthly_spend_cap_micros,
             embedding_model,
             web_hygiene,
+            read_receipts,
             waba_id,
         } = self;
         f.debug_struct("TenantRequest")
@@ -160,6 +174,7 @@ impl std::fmt::Debug for TenantRequest {
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
             .field("web_hygiene", web_hygiene)
+            .field("read_receipts", read_receipts)
             .field("waba_id", waba_id)
             .finish()
     }
@@ -174,6 +189,7 @@ impl std::fmt::Debug for TenantUpdate {
             llm_monthly_spend_cap_micros,
             embedding_model,
             web_hygiene,
+            read_receipts,
             phone_number_id,
             access_token,
             waba_id,
@@ -185,6 +201,7 @@ impl std::fmt::Debug for TenantUpdate {
             .field("llm_monthly_spend_cap_micros", llm_monthly_spend_cap_micros)
             .field("embedding_model", embedding_model)
             .field("web_hygiene", web_hygiene)
+            .field("read_receipts", read_receipts)
             .field("phone_number_id", phone_number_id)
             .field("access_token", &redacted(access_token.as_ref()))
             .field("waba_id", waba_id)
@@ -225,6 +242,10 @@ pub struct TenantView {
     /// `web`: the tenant's own ban hygiene; `null`: the node's.
     #[schema(value_type = Option<Object>)]
     pub web_hygiene: Option<WebHygiene>,
+    /// The tenant's own read-receipt policy (`always`, `when_slow`, `never`); `null`: the
+    /// node's.
+    #[schema(pattern = "^(always|when_slow|never)$")]
+    pub read_receipts: Option<&'static str>,
     /// The tenant's WhatsApp numbers (Cloud API; none for `web`).
     pub numbers: Vec<NumberView>,
     /// Changes whenever the knowledge base changes.
@@ -306,6 +327,8 @@ struct Changes {
     embedding_model: Option<Option<String>>,
     /// `Some(None)`: back to the node's hygiene. Refused for `cloud_api` in [`save`].
     web_hygiene: Option<Option<WebHygiene>>,
+    /// `Some(None)`: back to the node's policy.
+    read_receipts: Option<Option<ReadReceipts>>,
     number: Option<NumberChange>,
 }
 
@@ -364,6 +387,7 @@ pub async fn update(
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         embedding_model: request.embedding_model,
         web_hygiene: web_hygiene(request.web_hygiene)?,
+        read_receipts: read_receipts(request.read_receipts)?,
         number,
     };
     Ok(save(api, id, changes, Mode::Update).await?.1)
@@ -561,6 +585,7 @@ fn validate_request(request: TenantRequest) -> Result<(TenantId, Changes), ApiEr
         spend_cap: spend_cap(request.llm_monthly_spend_cap_micros)?,
         embedding_model: request.embedding_model,
         web_hygiene: web_hygiene(request.web_hygiene)?,
+        read_receipts: read_receipts(request.read_receipts)?,
         number,
     };
     Ok((id, changes))
@@ -634,6 +659,21 @@ fn embedding_model(api: &Api, model: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Reads and checks a `read_receipts` field.
+fn read_receipts(value: Option<Option<String>>) -> Result<Option<Option<ReadReceipts>>, ApiError> {
+    let Some(Some(name)) = value else {
+        return Ok(value.map(|_| None));
+    };
+    ReadReceipts::parse(&name)
+        .map(|policy| Some(Some(policy)))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "read_receipts",
+                format!("{name:?} is not one of always, when_slow, never"),
+            )
+        })
 }
 
 /// Reads and checks a `web_hygiene` field.
@@ -740,6 +780,9 @@ async fn save(
         web_hygiene: changes
             .web_hygiene
             .unwrap_or_else(|| existing.as_ref().and_then(|tenant| tenant.web_hygiene)),
+        read_receipts: changes
+            .read_receipts
+            .unwrap_or_else(|| existing.as_ref().and_then(|tenant| tenant.read_receipts)),
         created_ms: api.now_ms(),
     };
     api.store.upsert_tenant(&tenant).await?;
@@ -805,6 +848,7 @@ fn view(tenant: Tenant, active: bool) -> TenantView {
         embedding_model: tenant.embedding_model,
         engine: tenant.engine.as_str(),
         web_hygiene: tenant.web_hygiene,
+        read_receipts: tenant.read_receipts.map(ReadReceipts::as_str),
         numbers: tenant
             .numbers
             .into_iter()
@@ -845,6 +889,7 @@ mod tests {
             llm_monthly_spend_cap_micros: None,
             embedding_model: None,
             web_hygiene: None,
+            read_receipts: None,
             waba_id: None,
         };
         let update = TenantUpdate {

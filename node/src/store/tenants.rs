@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use salesboy_actors::services::ReadReceipts;
 use salesboy_actors::store::{
     AccessToken, Deletion, NewTenant, NewWhatsAppNumber, StoreError, Tenant, TenantRoute,
     WhatsAppNumber,
@@ -12,7 +13,7 @@ use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
 
 use super::Db;
-use super::decode::{get, id, invalid_column, named};
+use super::decode::{get, id, invalid_column, named, optional_named};
 use super::error::Failure;
 use super::outbox;
 use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
@@ -23,7 +24,7 @@ macro_rules! select_tenants {
         concat!(
             "SELECT id, name, system_prompt, llm_config, knowledge_version, created_ms, \
              session_stopped_ms, llm_monthly_spend_cap_micros, embedding_model, engine, \
-             web_hygiene FROM tenants ",
+             web_hygiene, read_receipts FROM tenants ",
             $rest
         )
     };
@@ -45,13 +46,13 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO tenants (id, name, system_prompt, llm_config, created_ms, \
-         llm_monthly_spend_cap_micros, embedding_model, engine, web_hygiene) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         llm_monthly_spend_cap_micros, embedding_model, engine, web_hygiene, read_receipts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
          system_prompt = excluded.system_prompt, llm_config = excluded.llm_config, \
          llm_monthly_spend_cap_micros = excluded.llm_monthly_spend_cap_micros, \
          embedding_model = excluded.embedding_model, web_hygiene = excluded.web_hygiene, \
-         deleted_ms = NULL",
+         read_receipts = excluded.read_receipts, deleted_ms = NULL",
     )
     .bind(tenant.id.as_str())
     .bind(tenant.name.as_str())
@@ -72,6 +73,7 @@ pub(crate) async fn upsert_tenant(db: &Db, tenant: &NewTenant) -> Result<(), Fai
             .as_ref()
             .map(|hygiene| serde_json::to_string(hygiene).unwrap_or_default()),
     )
+    .bind(tenant.read_receipts.map(ReadReceipts::as_str))
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -349,6 +351,7 @@ fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Resul
                 serde_json::from_str(&json).map_err(|error| invalid_column("web_hygiene", &error))
             })
             .transpose()?,
+        read_receipts: optional_named(row, "read_receipts", ReadReceipts::parse)?,
         created_ms: get(row, "created_ms")?,
         numbers,
         session_stopped_ms: get(row, "session_stopped_ms")?,

@@ -83,6 +83,7 @@ async fn create_tenant(store: &dyn Store, i: usize, knowledge: bool) -> anyhow::
             embedding_model: None,
             engine: Default::default(),
             web_hygiene: None,
+            read_receipts: None,
             created_ms: 1,
         })
         .await

@@ -208,6 +208,7 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
                 embedding_model: None,
                 engine: Default::default(),
                 web_hygiene: None,
+                read_receipts: None,
                 created_ms: SIM_EPOCH_MS,
             })
             .await?;

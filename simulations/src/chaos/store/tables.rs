@@ -142,6 +142,7 @@ impl Tables {
                 knowledge_version: row.knowledge_version,
                 engine: row.new.engine,
                 web_hygiene: row.new.web_hygiene,
+                read_receipts: row.new.read_receipts,
                 created_ms: row.new.created_ms,
                 numbers: row.numbers.values().cloned().collect(),
                 session_stopped_ms: row.session_stopped_ms,
