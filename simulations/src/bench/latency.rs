@@ -23,8 +23,7 @@ use super::load::{Posted, open_loop, scheduled};
 use super::node::{Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
-use super::seed;
-use super::setup::{Layout, build_deliveries, chat_index, create_tenants};
+use super::setup::{Layout, build_deliveries, chat_index};
 use super::stats::Distribution;
 
 /// The p99 target of issue "Single-node gateway", milliseconds.
@@ -77,26 +76,15 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     if let Some(days) = options.retention_days {
         settings.push(("SALESBOY_RETENTION_DAYS", days.to_string()));
     }
-    let mut deployment = Deployment::prepare(&options.node, &settings, 256).await?;
-    let store = deployment.store().await?;
-    create_tenants(&store, layout.tenants, true).await?;
-    store.close().await;
-    if options.seed_old_messages > 0 {
-        seed::old_messages(
-            &deployment.database_url,
-            deployment.db(),
-            layout.tenants,
-            options.seed_old_messages,
-            options.seed_age_days,
-        )
-        .await?;
-    }
-    deployment.start_node().await?;
-    progress(format!(
-        "node ready on {} (pid {})",
-        deployment.db().as_str(),
-        deployment.node()?.pid()
-    ));
+    let mut deployment = Deployment::start_with_history(
+        &options.node,
+        &settings,
+        256,
+        layout.tenants,
+        true,
+        Some((options.seed_old_messages, options.seed_age_days)),
+    )
+    .await?;
     let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
     warm_up(&deployment, layout.tenants).await?;
     // Retention deletes old messages from the node's start on: the books count from the

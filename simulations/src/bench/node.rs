@@ -301,10 +301,34 @@ impl Deployment {
         tenants: usize,
         knowledge: bool,
     ) -> anyhow::Result<Self> {
+        Self::start_with_history(options, settings, connections, tenants, knowledge, None).await
+    }
+
+    /// As [`Deployment::start_with_tenants`], with `history` — (rows, age in days) — old
+    /// inbound messages of those tenants written before the node starts
+    /// ([`seed::old_messages`](super::seed::old_messages)).
+    pub async fn start_with_history(
+        options: &NodeOptions,
+        settings: &[(&str, String)],
+        connections: usize,
+        tenants: usize,
+        knowledge: bool,
+        history: Option<(u64, u32)>,
+    ) -> anyhow::Result<Self> {
         let mut deployment = Self::prepare(options, settings, connections).await?;
         let store = deployment.store().await?;
         create_tenants(&store, tenants, knowledge).await?;
         store.close().await;
+        if let Some((rows, age_days)) = history.filter(|(rows, _)| *rows > 0) {
+            super::seed::old_messages(
+                &deployment.database_url,
+                deployment.db(),
+                tenants,
+                rows,
+                age_days,
+            )
+            .await?;
+        }
         deployment.start_node().await?;
         super::progress(format!(
             "node ready on {} (pid {})",

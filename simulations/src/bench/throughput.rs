@@ -19,8 +19,7 @@ use super::load::closed_loop;
 use super::node::{DbKind, Deployment, NodeOptions};
 use super::progress;
 use super::report::{Report, Verdict, mib};
-use super::seed;
-use super::setup::{Layout, build_deliveries, create_tenants};
+use super::setup::{Layout, build_deliveries};
 use super::stats::Distribution;
 use super::subscribers::EventSubscribers;
 
@@ -82,38 +81,18 @@ pub async fn run(options: &ThroughputOptions) -> anyhow::Result<Report> {
         options.seed_old_messages == 0 || layout.messages_per_chat == 1,
         "--seed-old-messages needs --messages-per-chat 1"
     );
-    let mut deployment = if options.seed_old_messages > 0 {
+    if options.seed_old_messages > 0 {
         settings.push(("SALESBOY_RETENTION_DAYS", SEED_KEPT_DAYS.to_string()));
-        let mut deployment =
-            Deployment::prepare(&options.node, &settings, options.concurrency).await?;
-        let store = deployment.store().await?;
-        create_tenants(&store, layout.tenants, true).await?;
-        store.close().await;
-        seed::old_messages(
-            &deployment.database_url,
-            deployment.db(),
-            layout.tenants,
-            options.seed_old_messages,
-            SEED_AGE_DAYS,
-        )
-        .await?;
-        deployment.start_node().await?;
-        progress(format!(
-            "node ready on {} (pid {})",
-            deployment.db().as_str(),
-            deployment.node()?.pid()
-        ));
-        deployment
-    } else {
-        Deployment::start_with_tenants(
-            &options.node,
-            &settings,
-            options.concurrency,
-            layout.tenants,
-            true,
-        )
-        .await?
-    };
+    }
+    let mut deployment = Deployment::start_with_history(
+        &options.node,
+        &settings,
+        options.concurrency,
+        layout.tenants,
+        true,
+        Some((options.seed_old_messages, SEED_AGE_DAYS)),
+    )
+    .await?;
     let deliveries = Arc::new(build_deliveries(MEASURED_RUN, &layout));
     progress(format!(
         "{} deliveries built and signed ({} chats, {} tenants)",
