@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use salesboy_actors::store::{NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound};
 use salesboy_protocol::TenantId;
+use salesboy_protocol::events::Event;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -210,23 +211,37 @@ async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
 /// events of all of them with one more.
 async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, Failure>>, Failure> {
     let mut tx = db.begin().await?;
+    // Each kind's writes, with their places among `writes`.
     let mut inbound: Vec<&NewInbound> = Vec::new();
+    let mut inbound_at: Vec<usize> = Vec::new();
     let mut replies: Vec<&NewReply> = Vec::new();
     let mut sent: Vec<&ReplySent> = Vec::new();
-    for write in writes {
+    let mut sent_at: Vec<usize> = Vec::new();
+    for (place, write) in writes.iter().enumerate() {
         match write {
-            Write::Inbound(message) => inbound.push(message),
+            Write::Inbound(message) => {
+                inbound.push(message);
+                inbound_at.push(place);
+            }
             Write::Reply(reply) => replies.push(reply),
-            Write::ReplySent(one) => sent.push(one),
+            Write::ReplySent(one) => {
+                sent.push(one);
+                sent_at.push(place);
+            }
         }
     }
-    let mut events = Vec::new();
+    let mut inbound_events = Vec::new();
     let mut inbound_results = Vec::new();
     if !inbound.is_empty() {
         let mut duplicates = Duplicates::read(&mut tx, &inbound).await?;
-        inbound_results =
-            messages::insert_inbound(&mut tx, db.dialect, &mut duplicates, &inbound, &mut events)
-                .await?;
+        inbound_results = messages::insert_inbound(
+            &mut tx,
+            db.dialect,
+            &mut duplicates,
+            &inbound,
+            &mut inbound_events,
+        )
+        .await?;
     }
     let fenced: Vec<TenantId> = writes
         .iter()
@@ -239,11 +254,26 @@ async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, F
     if !replies.is_empty() {
         reply_results = messages::record_replies(&mut tx, db.dialect, &fences, &replies).await?;
     }
+    let mut sent_events = Vec::new();
     let mut sent_results = Vec::new();
     if !sent.is_empty() {
         sent_results =
-            messages::mark_replies_sent(&mut tx, db.dialect, &fences, &sent, &mut events).await?;
+            messages::mark_replies_sent(&mut tx, db.dialect, &fences, &sent, &mut sent_events)
+                .await?;
     }
+    // The events in the order of the writes that made them (a chat's events keep the order
+    // its writes were handed in).
+    let mut events: Vec<(usize, Event)> = inbound_events
+        .into_iter()
+        .map(|(index, event)| (inbound_at[index], event))
+        .chain(
+            sent_events
+                .into_iter()
+                .map(|(index, event)| (sent_at[index], event)),
+        )
+        .collect();
+    events.sort_by_key(|(place, _)| *place);
+    let events: Vec<Event> = events.into_iter().map(|(_, event)| event).collect();
     outbox::append_all(&mut tx, db.dialect, &events).await?;
     tx.commit().await?;
     if !events.is_empty() {

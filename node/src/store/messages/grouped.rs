@@ -111,8 +111,8 @@ impl Duplicates {
     }
 }
 
-/// Persists inbound messages, each with its `message_received` event (added to `events`,
-/// for the caller to append): one statement for their conversations and one for the
+/// Persists inbound messages, each with its `message_received` event (added to `events`
+/// with the message's index in `messages`, for the caller to append): one statement for their conversations and one for the
 /// messages. A message stored already (in `duplicates`, or earlier in this group) is
 /// reported and changes nothing. Results in the messages' order.
 pub(crate) async fn insert_inbound(
@@ -120,7 +120,7 @@ pub(crate) async fn insert_inbound(
     dialect: Dialect,
     duplicates: &mut Duplicates,
     messages: &[&NewInbound],
-    events: &mut Vec<Event>,
+    events: &mut Vec<(usize, Event)>,
 ) -> Result<Vec<StoredInbound>, Failure> {
     /// What became of one message before the statements run.
     enum Plan {
@@ -230,7 +230,7 @@ pub(crate) async fn insert_inbound(
             .collect();
     }
     let mut results: Vec<StoredInbound> = Vec::with_capacity(messages.len());
-    for (message, plan) in messages.iter().zip(plans) {
+    for (index, (message, plan)) in messages.iter().zip(plans).enumerate() {
         let stored = match plan {
             Plan::Stored(stored) => stored,
             Plan::SameAs(first) => StoredInbound {
@@ -246,7 +246,7 @@ pub(crate) async fn insert_inbound(
                 );
                 match inserted.get(&key) {
                     Some(&id) => {
-                        events.push(received_event(message, id));
+                        events.push((index, received_event(message, id)));
                         StoredInbound {
                             outcome: InsertOutcome::Inserted { id },
                             new_chat,
@@ -474,7 +474,7 @@ async fn unrecord_reply(tx: &mut AnyConnection, outbound_id: i64) -> Result<(), 
 }
 
 /// Records that pending outbound messages were accepted by Meta, each with its event (added
-/// to `events`): one statement for all. One no longer pending is left as it is; one that is
+/// to `events` with its index in `sent`): one statement for all. One no longer pending is left as it is; one that is
 /// no outbound message of its tenant is [`StoreError::NotFound`]. Fenced (every tenant must be
 /// in `fences`): a result at a stale epoch is refused alone. Results in the order given.
 pub(crate) async fn mark_replies_sent(
@@ -482,7 +482,7 @@ pub(crate) async fn mark_replies_sent(
     dialect: Dialect,
     fences: &Fences,
     sent: &[&ReplySent],
-    events: &mut Vec<Event>,
+    events: &mut Vec<(usize, Event)>,
 ) -> Result<Vec<Result<(), Failure>>, Failure> {
     let mut results: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(sent.len());
     let mut rows = Rows::default();
@@ -527,12 +527,12 @@ pub(crate) async fn mark_replies_sent(
         .into_iter()
         .map(|row| Ok((get::<i64>(&row, "id")?, row)))
         .collect::<Result<_, Failure>>()?;
-    for (one, result) in sent.iter().zip(results.iter_mut()) {
+    for (index, (one, result)) in sent.iter().zip(results.iter_mut()).enumerate() {
         if result.is_some() {
             continue;
         }
         *result = Some(match updated.get(&one.outbound_id) {
-            Some(row) => sent_event_of(row, one).map(|event| events.push(event)),
+            Some(row) => sent_event_of(row, one).map(|event| events.push((index, event))),
             None => own(ensure_outbound_exists(&mut *tx, &one.tenant, one.outbound_id).await)?,
         });
     }
