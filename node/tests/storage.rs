@@ -135,6 +135,7 @@ database_suite!(
     one_bad_message_of_a_delivery_fails_alone,
     a_committed_delivery_sent_again_is_all_duplicates,
     a_stale_tenant_among_concurrent_replies_is_refused_alone,
+    a_send_result_given_many_times_at_once_counts_once,
     a_database_a_newer_build_migrated_still_opens,
 );
 
@@ -608,6 +609,55 @@ async fn a_stale_tenant_among_concurrent_replies_is_refused_alone(store: Arc<dyn
     // acme's messages are still unanswered; beta's are answered
     assert_eq!(store.unanswered_inbound(&acme, 0).await.unwrap().len(), 8);
     assert!(store.unanswered_inbound(&beta, 0).await.unwrap().is_empty());
+}
+
+/// Send results for one reply handed in together (they may share a group commit) count
+/// once: the first stands, with one `reply_sent` event that names the stored wamid.
+async fn a_send_result_given_many_times_at_once_counts_once(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let inbound = receive(&*store, &acme, &chat, "wamid.in", T0).await;
+    let Ok(ReplyOutcome::Recorded { outbound_id }) = store
+        .record_reply(&reply(&acme, &chat, &[inbound], 0, T0 + 1))
+        .await
+    else {
+        panic!("the reply is recorded");
+    };
+    let marks = (0..8).map(|i| {
+        let store = store.clone();
+        let acme = acme.clone();
+        tokio::spawn(async move {
+            store
+                .mark_reply_sent(
+                    &acme,
+                    outbound_id,
+                    &wamid(&format!("wamid.out{i}")),
+                    T0 + 2,
+                    0,
+                )
+                .await
+        })
+    });
+    for task in marks.collect::<Vec<_>>() {
+        task.await
+            .expect("task")
+            .expect("every send result is taken");
+    }
+    let stored = message(&*store, &acme, &chat, outbound_id).await;
+    assert_eq!(stored.status, Some(DeliveryStatus::Sent));
+    let sent_events: Vec<_> = store
+        .recent_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.kind == EventKind::ReplySent)
+        .collect();
+    assert_eq!(sent_events.len(), 1, "{sent_events:?}");
+    assert_eq!(
+        sent_events[0].detail["wamid"].as_str(),
+        stored.wamid.as_ref().map(|w| w.as_str()),
+        "the event names the wamid stored"
+    );
 }
 
 async fn inbound_bumps_the_conversation(store: Arc<dyn Store>) {

@@ -486,8 +486,12 @@ pub(crate) async fn mark_replies_sent(
 ) -> Result<Vec<Result<(), Failure>>, Failure> {
     let mut results: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(sent.len());
     let mut rows = Rows::default();
+    // One row per message: a second result for it finds it no longer pending, as it would
+    // in a transaction after the first's.
+    let mut updating = HashSet::new();
     for one in sent {
         match fences.check(&one.tenant, one.epoch) {
+            Ok(()) if !updating.insert(one.outbound_id) => results.push(None),
             Ok(()) => {
                 rows.push([
                     ("o", json!(one.outbound_id)),
@@ -520,7 +524,7 @@ pub(crate) async fn mark_replies_sent(
             ]
         )
     );
-    let updated: HashMap<i64, sqlx::any::AnyRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let mut updated: HashMap<i64, sqlx::any::AnyRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(rows.into_json())
         .fetch_all(&mut *tx)
         .await?
@@ -531,8 +535,8 @@ pub(crate) async fn mark_replies_sent(
         if result.is_some() {
             continue;
         }
-        *result = Some(match updated.get(&one.outbound_id) {
-            Some(row) => sent_event_of(row, one).map(|event| events.push((index, event))),
+        *result = Some(match updated.remove(&one.outbound_id) {
+            Some(row) => sent_event_of(&row, one).map(|event| events.push((index, event))),
             None => own(ensure_outbound_exists(&mut *tx, &one.tenant, one.outbound_id).await)?,
         });
     }
