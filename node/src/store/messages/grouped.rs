@@ -21,7 +21,7 @@ use salesboy_protocol::{TenantId, Wamid};
 use serde_json::json;
 use sqlx::AnyConnection;
 
-use super::{batch, ensure_outbound_exists, existing_wamid, sent_event};
+use super::{batch, ensure_outbound_exists, existing_wamid, is_answered, sent_event};
 use crate::store::Dialect;
 use crate::store::decode::{get, id, named};
 use crate::store::error::Failure;
@@ -437,12 +437,7 @@ pub(crate) async fn record_replies(
             Some(inbound_id) => {
                 let reply = replies[*index];
                 unrecord_reply(tx, outbound_id).await?;
-                let answered = sqlx::query("SELECT 1 FROM reply_links WHERE inbound_id = $1")
-                    .bind(inbound_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                if answered {
+                if is_answered(&mut *tx, inbound_id).await? {
                     Ok(ReplyOutcome::AlreadyAnswered { inbound_id })
                 } else {
                     Err(StoreError::NotFound {

@@ -315,7 +315,7 @@ pub(super) fn batch(ids: &[i64]) -> Result<Vec<i64>, Failure> {
 /// `reply_links.reply_id`; `None`: dismissed). `Ok(Err(id))`
 /// when message `id` is already linked; [`StoreError::NotFound`] when it is not an inbound
 /// message of this chat. The caller rolls back on either.
-pub(super) async fn link_inbound(
+async fn link_inbound(
     tx: &mut AnyConnection,
     tenant: &TenantId,
     chat: &ChatId,
@@ -341,12 +341,7 @@ pub(super) async fn link_inbound(
         if linked == 1 {
             continue;
         }
-        let already = sqlx::query("SELECT 1 FROM reply_links WHERE inbound_id = $1")
-            .bind(inbound_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if already {
+        if is_answered(&mut *tx, inbound_id).await? {
             return Ok(Err(inbound_id));
         }
         return Err(StoreError::NotFound {
@@ -355,6 +350,17 @@ pub(super) async fn link_inbound(
         .into());
     }
     Ok(Ok(()))
+}
+
+/// Whether inbound message `inbound_id` has a reply link (answered or dismissed).
+pub(super) async fn is_answered(tx: &mut AnyConnection, inbound_id: i64) -> Result<bool, Failure> {
+    Ok(
+        sqlx::query("SELECT 1 FROM reply_links WHERE inbound_id = $1")
+            .bind(inbound_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some(),
+    )
 }
 
 /// Creates the conversation row if it does not exist yet.
