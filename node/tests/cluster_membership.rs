@@ -367,6 +367,51 @@ async fn cut_off_node_fences_before_it_is_declared_dead(cluster: &impl Cluster, 
     assert!(a.is_alive(&node("b")));
 }
 
+/// Every node cut off at once (as when the bus loses its quorum): each declares the others
+/// dead while fenced. The first to unfence withdraws those verdicts before it serves
+/// again, so it never fails over the tenants of a node that comes back just after it; a
+/// node still silent `failure_timeout` later is declared dead again.
+async fn verdicts_reached_while_cut_off_are_withdrawn_on_unfencing(cluster: &impl Cluster) {
+    let config = fast();
+    let a_bus = CuttableBus::new(cluster.bus().await);
+    let b_bus = CuttableBus::new(cluster.bus().await);
+    let _a = join_simple(Arc::new(a_bus.clone()), "a", config).await;
+    let b = join_simple(Arc::new(b_bus.clone()), "b", config).await;
+    eventually("b sees a", || all_alive(&b, &["a", "b"])).await;
+    let mut b_events = b.subscribe();
+
+    a_bus.set(FAILING);
+    b_bus.set(FAILING);
+    expect_event(&mut b_events, MembershipEvent::Fenced).await;
+    expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
+    assert!(!b.is_alive(&node("a")), "b declared a dead while cut off");
+
+    // b comes back first; a is still cut off (and fenced).
+    b_bus.set(HEALTHY);
+    let until_unfenced = timeout(WAIT, async {
+        let mut seen = Vec::new();
+        loop {
+            match b_events.recv().await {
+                Ok(MembershipEvent::Unfenced) => return seen,
+                Ok(event) => seen.push(event),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await
+    .expect("b unfences");
+    assert!(
+        until_unfenced.contains(&MembershipEvent::Joined(node("a"))),
+        "a counts as alive again before b serves: {until_unfenced:?}"
+    );
+    // a stays silent: declared dead again, by what b has seen since.
+    expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
+
+    a_bus.set(HEALTHY);
+    expect_event(&mut b_events, MembershipEvent::Joined(node("a"))).await;
+}
+
 async fn hanging_writes_fence(cluster: &impl Cluster) {
     cut_off_node_fences_before_it_is_declared_dead(cluster, HANGING).await;
 }
@@ -548,6 +593,7 @@ salesboy_testkit::bus_suite!([
     draining_is_written_at_once,
     hanging_writes_fence,
     failing_writes_fence,
+    verdicts_reached_while_cut_off_are_withdrawn_on_unfencing,
     start_fails_when_the_first_heartbeat_fails,
 ]);
 

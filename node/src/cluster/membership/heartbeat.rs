@@ -1,9 +1,10 @@
 //! This node's heartbeat: writing its record every beat, and fencing itself when the writes
 //! stop succeeding in time (see the parent module on the timing guarantee).
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use salesboy_protocol::NodeId;
@@ -11,7 +12,8 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, error, info, warn};
 
-use super::{LoadFn, MembershipConfig, MembershipEvent, NodeInfo, NodeRecord, now_ms};
+use super::watcher::withdraw_verdicts_since;
+use super::{LoadFn, MembershipConfig, MembershipEvent, NodeInfo, NodeRecord, Tracked, now_ms};
 use crate::bus::{BusError, Kv, KvError};
 
 /// Writes this node's record.
@@ -61,6 +63,8 @@ pub(super) struct HeartbeatLoop {
     pub(super) fenced: watch::Sender<bool>,
     pub(super) events: broadcast::Sender<MembershipEvent>,
     pub(super) beat_now: Arc<Notify>,
+    /// The view of the others, whose verdicts from a cut-off spell are withdrawn on unfencing.
+    pub(super) nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
 }
 
 impl HeartbeatLoop {
@@ -92,6 +96,7 @@ impl HeartbeatLoop {
             };
             match timeout(budget, self.heartbeat.write()).await {
                 Ok(Ok(revision)) => {
+                    let cut_off_since = self.last_ok;
                     if failures > 0 {
                         info!(node = %me, failures, "heartbeat succeeds again");
                     }
@@ -99,7 +104,7 @@ impl HeartbeatLoop {
                     self.last_ok = began;
                     debug!(node = %me, revision, "heartbeat written");
                     if self.is_fenced() {
-                        self.unfence();
+                        self.unfence(cut_off_since);
                     }
                 }
                 Ok(Err(e)) => {
@@ -135,7 +140,16 @@ impl HeartbeatLoop {
         let _ = self.events.send(MembershipEvent::Fenced);
     }
 
-    fn unfence(&self) {
+    /// Serves again, once what this node concluded while cut off (since `cut_off_since`)
+    /// is withdrawn.
+    fn unfence(&self, cut_off_since: Instant) {
+        withdraw_verdicts_since(
+            &self.nodes,
+            &self.events,
+            self.heartbeat.info.protocol,
+            cut_off_since,
+            Instant::now(),
+        );
         info!(node = %self.heartbeat.me, "heartbeat restored, unfencing this node");
         self.fenced.send_replace(false);
         let _ = self.events.send(MembershipEvent::Unfenced);

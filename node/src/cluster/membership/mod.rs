@@ -30,7 +30,12 @@
 //! A node whose own heartbeat has not succeeded for [`MembershipConfig::fence_after`] (the
 //! bus is disconnected, writes fail or hang) is **fenced**: [`Membership::fenced`] turns true
 //! and [`MembershipEvent::Fenced`] is sent, and the node must stop all its tenants. When a
-//! heartbeat succeeds again it is [`MembershipEvent::Unfenced`].
+//! heartbeat succeeds again it is [`MembershipEvent::Unfenced`]. Before it unfences, it
+//! withdraws the verdicts it reached while cut off: a node it declared dead since the start
+//! of its last successful heartbeat counts as alive again, from that moment. Cut off, it
+//! could not see the others write, so those deaths may be its own silence; when every node
+//! was cut off at once, acting on them would fail over tenants their host is serving again
+//! (the old host's send and the new host's resend of the same pending reply).
 //!
 //! The timing guarantee: let `S` be the moment (on the fenced node's clock) its last
 //! successful heartbeat write *began*. No survivor can have seen that write before `S`, so
@@ -368,7 +373,14 @@ struct Tracked {
     revision: u64,
     /// When this node last saw the record change (its own monotonic clock).
     changed_at: Instant,
-    alive: bool,
+    /// When this node declared it dead; `None` while it counts as alive.
+    declared_dead_at: Option<Instant>,
+}
+
+impl Tracked {
+    fn alive(&self) -> bool {
+        self.declared_dead_at.is_none()
+    }
 }
 
 impl Membership {
@@ -422,6 +434,7 @@ impl Membership {
                 fenced: fence_sender,
                 events: events.clone(),
                 beat_now: Arc::clone(&beat_now),
+                nodes: Arc::clone(&nodes),
             }
             .run(),
         ));
@@ -474,7 +487,7 @@ impl Membership {
     pub fn cluster_protocol(&self) -> u8 {
         lock(&self.nodes)
             .values()
-            .filter(|t| t.alive)
+            .filter(|t| t.alive())
             .filter_map(|t| self.protocol.common(t.record.protocol))
             .fold(self.protocol.newest, u8::min)
     }
@@ -486,7 +499,7 @@ impl Membership {
             .values()
             .map(|t| NodeView {
                 record: t.record.clone(),
-                alive: t.alive,
+                alive: t.alive(),
                 compatible: self.protocol.overlaps(t.record.protocol),
             })
             .collect()
@@ -497,14 +510,14 @@ impl Membership {
     pub fn live_nodes(&self) -> Vec<NodeRecord> {
         lock(&self.nodes)
             .values()
-            .filter(|t| t.alive && self.protocol.overlaps(t.record.protocol))
+            .filter(|t| t.alive() && self.protocol.overlaps(t.record.protocol))
             .map(|t| t.record.clone())
             .collect()
     }
 
     /// Whether `node` is alive as this node sees it.
     pub fn is_alive(&self, node: &NodeId) -> bool {
-        lock(&self.nodes).get(node).is_some_and(|t| t.alive)
+        lock(&self.nodes).get(node).is_some_and(Tracked::alive)
     }
 
     /// Membership changes from now on (including this node's own `Joined`/`Left` as its
@@ -538,7 +551,7 @@ impl Membership {
         let candidates: Vec<(NodeId, u64)> = lock(&self.nodes)
             .iter()
             .filter(|(node, t)| {
-                !t.alive && **node != self.me && t.changed_at.elapsed() >= silent_for
+                !t.alive() && **node != self.me && t.changed_at.elapsed() >= silent_for
             })
             .map(|(node, t)| (node.clone(), t.revision))
             .collect();

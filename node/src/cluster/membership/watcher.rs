@@ -64,7 +64,7 @@ impl Watcher {
     /// is counted afresh from now.
     fn restart_timers(&self) {
         let now = Instant::now();
-        for tracked in lock(&self.nodes).values_mut().filter(|t| t.alive) {
+        for tracked in lock(&self.nodes).values_mut().filter(|t| t.alive()) {
             tracked.changed_at = now;
         }
     }
@@ -78,7 +78,7 @@ impl Watcher {
         match event.op {
             KvOp::Delete => {
                 if nodes.remove(&node).is_some_and(|tracked| {
-                    tracked.alive && self.protocol.overlaps(tracked.record.protocol)
+                    tracked.alive() && self.protocol.overlaps(tracked.record.protocol)
                 }) {
                     info!(node = %node, "node left the cluster");
                     let _ = self.events.send(MembershipEvent::Left(node));
@@ -118,12 +118,9 @@ impl Watcher {
                         tracked.record = record;
                         tracked.revision = event.revision;
                         tracked.changed_at = now;
-                        if !tracked.alive {
-                            tracked.alive = true;
-                            if compatible {
-                                info!(node = %node, "node is back");
-                                let _ = self.events.send(MembershipEvent::Joined(node));
-                            }
+                        if tracked.declared_dead_at.take().is_some() && compatible {
+                            info!(node = %node, "node is back");
+                            let _ = self.events.send(MembershipEvent::Joined(node));
                         }
                     }
                     None => {
@@ -133,7 +130,7 @@ impl Watcher {
                                 record,
                                 revision: event.revision,
                                 changed_at: now,
-                                alive: true,
+                                declared_dead_at: None,
                             },
                         );
                         if compatible {
@@ -150,7 +147,7 @@ impl Watcher {
     fn next_expiry(&self) -> Option<Instant> {
         lock(&self.nodes)
             .values()
-            .filter(|t| t.alive)
+            .filter(|t| t.alive())
             .map(|t| t.changed_at + self.failure_timeout)
             .min()
     }
@@ -158,8 +155,8 @@ impl Watcher {
     fn expire(&self, now: Instant) {
         let mut nodes = lock(&self.nodes);
         for (node, tracked) in nodes.iter_mut() {
-            if tracked.alive && now >= tracked.changed_at + self.failure_timeout {
-                tracked.alive = false;
+            if tracked.alive() && now >= tracked.changed_at + self.failure_timeout {
+                tracked.declared_dead_at = Some(now);
                 warn!(
                     node = %node,
                     silent_ms = now.duration_since(tracked.changed_at).as_millis(),
@@ -168,6 +165,32 @@ impl Watcher {
                 if self.protocol.overlaps(tracked.record.protocol) {
                     let _ = self.events.send(MembershipEvent::Left(node.clone()));
                 }
+            }
+        }
+    }
+}
+
+/// Withdraws the verdicts this node reached while it was cut off: every node it declared
+/// dead at or after `since` (the start of its last successful heartbeat before the fence)
+/// counts as alive again from `now`, and is declared dead again only after
+/// `failure_timeout` of silence seen from here. A node that could not write could not see
+/// the others write either, so those verdicts may only be its own silence; acting on them
+/// would fail over the tenants of a node that is serving them.
+pub(super) fn withdraw_verdicts_since(
+    nodes: &Mutex<BTreeMap<NodeId, Tracked>>,
+    events: &broadcast::Sender<MembershipEvent>,
+    protocol: ProtocolRange,
+    since: Instant,
+    now: Instant,
+) {
+    let mut nodes = lock(nodes);
+    for (node, tracked) in nodes.iter_mut() {
+        if tracked.declared_dead_at.is_some_and(|at| at >= since) {
+            tracked.declared_dead_at = None;
+            tracked.changed_at = now;
+            info!(node = %node, "counting a node declared dead while this node was cut off as alive again");
+            if protocol.overlaps(tracked.record.protocol) {
+                let _ = events.send(MembershipEvent::Joined(node.clone()));
             }
         }
     }
