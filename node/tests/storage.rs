@@ -2958,6 +2958,41 @@ async fn sqlite_runs_in_wal_mode_with_foreign_keys_and_survives_reopening() {
     raw.close().await.unwrap();
 }
 
+/// The writer's commits never copy the write-ahead log into the database file: the
+/// checkpointer does, in the background, so the file catches up with what was written.
+#[tokio::test]
+async fn sqlite_s_log_reaches_the_database_file_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("salesboy.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let acme = given_tenant(&store, "acme").await;
+    for i in 0..200 {
+        receive(&store, &acme, &chat_id("1555"), &format!("wamid.{i}"), T0).await;
+    }
+    let mut raw = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let written: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+        let in_file = std::fs::metadata(&path).unwrap().len();
+        if u64::try_from(written).unwrap() == in_file {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database file holds {in_file} bytes of the {written} written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    raw.close().await.unwrap();
+    store.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_in_memory_keeps_one_database() {
     let store = SqlStore::connect("sqlite::memory:").await.unwrap();

@@ -36,11 +36,14 @@
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `writer`: group commit of the hot path's writes (inbound messages, replies, send
 //!   results), many callers' writes in one transaction;
+//! - `checkpoint`: SQLite's write-ahead log checkpointed by a task of its own, never by the
+//!   writer's commits;
 //! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query;
 //! - `web_session` (feature `web-engine`): the WhatsApp Web engine's protocol state, the
 //!   storage backend of `whatsapp-rust` for one tenant at one epoch ([`WebSessionStore`]).
 
 mod activity;
+mod checkpoint;
 mod decode;
 mod embeddings;
 mod error;
@@ -245,6 +248,9 @@ pub struct SqlStore {
     /// Semantic retrieval, when an embedding provider is configured
     /// ([`SqlStore::with_retrieval`]); `None`: full-text search only.
     retrieval: Option<Arc<crate::retrieval::Retrieval>>,
+    /// SQLite files: the task that checkpoints the write-ahead log, stopped with the last
+    /// clone of the store.
+    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -323,6 +329,9 @@ impl SqlStore {
             pool_options = pool_options.after_connect(|connection: &mut AnyConnection, _| {
                 Box::pin(async move {
                     connection.execute(SQLITE_PRAGMAS).await?;
+                    // The checkpointer copies the log, off the writer (an in-memory
+                    // database has no log to copy).
+                    connection.execute(checkpoint::WRITER_PRAGMA).await?;
                     Ok(())
                 })
             });
@@ -364,6 +373,12 @@ impl SqlStore {
                 .map_err(scrub)?,
             None => pool.clone(),
         };
+        let checkpointer = (dialect == Dialect::Sqlite && !is_sqlite_in_memory(url)).then(|| {
+            Arc::new(checkpoint::Checkpointer::start(
+                reader.clone(),
+                checkpoint::CHECKPOINT_EVERY,
+            ))
+        });
         debug!(database = %redacted, ?dialect, "database connected and migrated");
         let db = Db {
             pool,
@@ -386,6 +401,7 @@ impl SqlStore {
             },
             url: redacted,
             retrieval: None,
+            _checkpointer: checkpointer,
         })
     }
 
