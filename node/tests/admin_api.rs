@@ -1779,11 +1779,13 @@ async fn the_cli_client_talks_to_a_served_node() {
         system_prompt: None,
         llm: Some(llm),
         waba_id: None,
+        read_receipts: Some("always".into()),
     }
     .execute(&client)
     .await
     .unwrap();
     assert_eq!(added["name"], "acme");
+    assert_eq!(added["read_receipts"], "always");
     assert_eq!(added["llm"][0]["api_key"], "[redacted]");
     let shown = TenantCommand::Show { id: "acme".into() }
         .execute(&client)
@@ -1803,11 +1805,13 @@ async fn the_cli_client_talks_to_a_served_node() {
         system_prompt: None,
         llm: None,
         waba_id: None,
+        read_receipts: None,
     }
     .execute(&client)
     .await
     .unwrap();
     assert_eq!(shop["engine"], "web");
+    assert_eq!(shop["read_receipts"], Value::Null, "the node's policy");
     let code = TenantCommand::PairCode {
         id: "corner-shop".into(),
         phone: "+234 801 234 5678".into(),

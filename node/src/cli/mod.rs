@@ -85,6 +85,11 @@ pub enum TenantCommand {
         /// The WhatsApp Business Account id.
         #[arg(long, value_name = "ID")]
         waba_id: Option<String>,
+        /// When its customers' messages are marked read with the typing indicator:
+        /// `always`, `when_slow` (only before an LLM is asked) or `never` [default: the
+        /// node's SALESBOY_WHATSAPP_READ_RECEIPTS].
+        #[arg(long, value_name = "POLICY", value_parser = ["always", "when_slow", "never"])]
+        read_receipts: Option<String>,
     },
     /// Show a tenant with the live state of its actors.
     Show {
@@ -213,6 +218,7 @@ impl TenantCommand {
                 system_prompt,
                 llm,
                 waba_id,
+                read_receipts,
             } => {
                 let access_token = match access_token.as_deref() {
                     Some("-") => Some(
@@ -231,6 +237,7 @@ impl TenantCommand {
                     ("name", name),
                     ("system_prompt", system_prompt),
                     ("waba_id", waba_id),
+                    ("read_receipts", read_receipts),
                 ];
                 for (field, value) in fields {
                     if let Some(value) = value {
@@ -447,6 +454,31 @@ fn read_stdin_line() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `salesboy tenant …` alone, to parse its arguments.
+    #[derive(Debug, Parser)]
+    struct Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    }
+
+    #[test]
+    fn a_tenant_s_read_receipt_policy_is_one_of_three() {
+        let parse = |policy: &str| {
+            Tenant::try_parse_from(["tenant", "add", "--id", "acme", "--read-receipts", policy])
+        };
+        let parsed = parse("when_slow").expect("a policy");
+        assert!(
+            matches!(parsed.command, TenantCommand::Add { read_receipts: Some(ref p), .. } if p == "when_slow"),
+            "{parsed:?}"
+        );
+        let refused = parse("sometimes").expect_err("not a policy").to_string();
+        assert!(
+            refused.contains("sometimes") && refused.contains("always, when_slow, never"),
+            "{refused}"
+        );
+    }
 
     #[tokio::test]
     async fn sign_webhook_prints_the_header_meta_would_send() {
