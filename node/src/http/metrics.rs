@@ -188,6 +188,10 @@ const GAUGES: &[(&str, &str)] = &[
         "this node's memory limit in bytes",
     ),
     ("salesboy_rss_bytes", "this node's resident memory in bytes"),
+    (
+        "salesboy_sqlite_wal_frames",
+        "SQLite: frames in the write-ahead log at the last checkpoint",
+    ),
 ];
 
 /// Histograms' help texts.
