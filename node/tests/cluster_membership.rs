@@ -367,11 +367,90 @@ async fn cut_off_node_fences_before_it_is_declared_dead(cluster: &impl Cluster, 
     assert!(a.is_alive(&node("b")));
 }
 
+/// Waits for every event of `wanted`, in any order, skipping others.
+async fn expect_events(
+    events: &mut broadcast::Receiver<MembershipEvent>,
+    mut wanted: Vec<MembershipEvent>,
+) {
+    let found = timeout(WAIT, async {
+        while !wanted.is_empty() {
+            match events.recv().await {
+                Ok(event) => wanted.retain(|w| *w != event),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "not all of {wanted:?} in time");
+}
+
+/// The events until `Unfenced` (excluded).
+async fn events_until_unfenced(
+    events: &mut broadcast::Receiver<MembershipEvent>,
+) -> Vec<MembershipEvent> {
+    timeout(WAIT, async {
+        let mut seen = Vec::new();
+        loop {
+            match events.recv().await {
+                Ok(MembershipEvent::Unfenced) => return seen,
+                Ok(event) => seen.push(event),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await
+    .expect("unfenced in time")
+}
+
 /// Every node cut off at once (as when the bus loses its quorum): each declares the others
 /// dead while fenced. The first to unfence withdraws those verdicts before it serves
 /// again, so it never fails over the tenants of a node that comes back just after it; a
-/// node still silent `failure_timeout` later is declared dead again.
-async fn verdicts_reached_while_cut_off_are_withdrawn_on_unfencing(cluster: &impl Cluster) {
+/// node still silent is declared dead again, `failure_timeout` after the unfencing at the
+/// soonest.
+async fn deaths_declared_while_cut_off_are_withdrawn_on_unfencing(cluster: &impl Cluster) {
+    let config = fast();
+    let a_bus = CuttableBus::new(cluster.bus().await);
+    let b_bus = CuttableBus::new(cluster.bus().await);
+    let _a = join_simple(Arc::new(a_bus.clone()), "a", config).await;
+    let b = join_simple(Arc::new(b_bus.clone()), "b", config).await;
+    eventually("b sees a", || all_alive(&b, &["a", "b"])).await;
+    let mut b_events = b.subscribe();
+
+    a_bus.set(FAILING);
+    b_bus.set(FAILING);
+    expect_events(
+        &mut b_events,
+        vec![MembershipEvent::Fenced, MembershipEvent::Left(node("a"))],
+    )
+    .await;
+    assert!(!b.is_alive(&node("a")), "b declared a dead while cut off");
+
+    // b comes back first; a is still cut off (and fenced).
+    let healed = Instant::now();
+    b_bus.set(HEALTHY);
+    let before_unfenced = events_until_unfenced(&mut b_events).await;
+    assert!(
+        before_unfenced.contains(&MembershipEvent::Joined(node("a"))),
+        "a counts as alive again before b serves: {before_unfenced:?}"
+    );
+    // a stays silent: declared dead again, by what b has seen since.
+    expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
+    assert!(
+        healed.elapsed() >= config.failure_timeout,
+        "declared dead again {:?} after b healed",
+        healed.elapsed()
+    );
+
+    a_bus.set(HEALTHY);
+    expect_event(&mut b_events, MembershipEvent::Joined(node("a"))).await;
+}
+
+/// Both nodes cut off; b heals as soon as it has fenced, before its silence count of a runs
+/// out. That count, begun while b could see nothing, starts again when b unfences: a is not
+/// declared dead sooner than `failure_timeout` after it.
+async fn silences_counted_while_cut_off_start_again_on_unfencing(cluster: &impl Cluster) {
     let config = fast();
     let a_bus = CuttableBus::new(cluster.bus().await);
     let b_bus = CuttableBus::new(cluster.bus().await);
@@ -383,31 +462,23 @@ async fn verdicts_reached_while_cut_off_are_withdrawn_on_unfencing(cluster: &imp
     a_bus.set(FAILING);
     b_bus.set(FAILING);
     expect_event(&mut b_events, MembershipEvent::Fenced).await;
-    expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
-    assert!(!b.is_alive(&node("a")), "b declared a dead while cut off");
-
-    // b comes back first; a is still cut off (and fenced).
+    let healed = Instant::now();
     b_bus.set(HEALTHY);
-    let until_unfenced = timeout(WAIT, async {
-        let mut seen = Vec::new();
-        loop {
-            match b_events.recv().await {
-                Ok(MembershipEvent::Unfenced) => return seen,
-                Ok(event) => seen.push(event),
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => panic!("event channel closed"),
-            }
-        }
-    })
-    .await
-    .expect("b unfences");
-    assert!(
-        until_unfenced.contains(&MembershipEvent::Joined(node("a"))),
-        "a counts as alive again before b serves: {until_unfenced:?}"
+    let before_unfenced = events_until_unfenced(&mut b_events).await;
+    // On a slow machine b may have declared a dead before it healed: then it withdrew that.
+    let last_of_a = before_unfenced.iter().rev().find(
+        |e| matches!(e, MembershipEvent::Left(n) | MembershipEvent::Joined(n) if *n == node("a")),
     );
-    // a stays silent: declared dead again, by what b has seen since.
+    assert!(
+        !matches!(last_of_a, Some(MembershipEvent::Left(_))),
+        "a counts as alive when b serves again: {before_unfenced:?}"
+    );
     expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
-
+    assert!(
+        healed.elapsed() >= config.failure_timeout,
+        "a declared dead {:?} after b healed, on a silence b counted while cut off",
+        healed.elapsed()
+    );
     a_bus.set(HEALTHY);
     expect_event(&mut b_events, MembershipEvent::Joined(node("a"))).await;
 }
@@ -593,7 +664,8 @@ salesboy_testkit::bus_suite!([
     draining_is_written_at_once,
     hanging_writes_fence,
     failing_writes_fence,
-    verdicts_reached_while_cut_off_are_withdrawn_on_unfencing,
+    deaths_declared_while_cut_off_are_withdrawn_on_unfencing,
+    silences_counted_while_cut_off_start_again_on_unfencing,
     start_fails_when_the_first_heartbeat_fails,
 ]);
 

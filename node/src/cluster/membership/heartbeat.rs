@@ -12,7 +12,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, error, info, warn};
 
-use super::watcher::withdraw_verdicts_since;
+use super::watcher::count_afresh_after_cut_off;
 use super::{LoadFn, MembershipConfig, MembershipEvent, NodeInfo, NodeRecord, Tracked, now_ms};
 use crate::bus::{BusError, Kv, KvError};
 
@@ -63,8 +63,10 @@ pub(super) struct HeartbeatLoop {
     pub(super) fenced: watch::Sender<bool>,
     pub(super) events: broadcast::Sender<MembershipEvent>,
     pub(super) beat_now: Arc<Notify>,
-    /// The view of the others, whose verdicts from a cut-off spell are withdrawn on unfencing.
+    /// The view of the others, counted afresh on unfencing.
     pub(super) nodes: Arc<Mutex<BTreeMap<NodeId, Tracked>>>,
+    /// Wakes the watch task after that, for its next expiry.
+    pub(super) recount: Arc<Notify>,
 }
 
 impl HeartbeatLoop {
@@ -140,16 +142,17 @@ impl HeartbeatLoop {
         let _ = self.events.send(MembershipEvent::Fenced);
     }
 
-    /// Serves again, once what this node concluded while cut off (since `cut_off_since`)
-    /// is withdrawn.
+    /// Serves again, once what this node saw while cut off (since `cut_off_since`) is
+    /// counted afresh.
     fn unfence(&self, cut_off_since: Instant) {
-        withdraw_verdicts_since(
+        count_afresh_after_cut_off(
             &self.nodes,
             &self.events,
             self.heartbeat.info.protocol,
             cut_off_since,
             Instant::now(),
         );
+        self.recount.notify_one();
         info!(node = %self.heartbeat.me, "heartbeat restored, unfencing this node");
         self.fenced.send_replace(false);
         let _ = self.events.send(MembershipEvent::Unfenced);

@@ -31,11 +31,14 @@
 //! bus is disconnected, writes fail or hang) is **fenced**: [`Membership::fenced`] turns true
 //! and [`MembershipEvent::Fenced`] is sent, and the node must stop all its tenants. When a
 //! heartbeat succeeds again it is [`MembershipEvent::Unfenced`]. Before it unfences, it
-//! withdraws the verdicts it reached while cut off: a node it declared dead since the start
-//! of its last successful heartbeat counts as alive again, from that moment. Cut off, it
-//! could not see the others write, so those deaths may be its own silence; when every node
-//! was cut off at once, acting on them would fail over tenants their host is serving again
-//! (the old host's send and the new host's resend of the same pending reply).
+//! counts afresh what it saw while cut off: a node it declared dead since the start of its
+//! last successful heartbeat is alive again ([`MembershipEvent::Joined`]), and every live
+//! node's silence is counted from that moment, as when the watch starts again. Cut off, it
+//! could not see the others write, so those deaths and silences may be its own; when every
+//! node was cut off at once, acting on them would fail over tenants their host is serving
+//! again (the old host's send and the new host's resend of the same pending reply). The
+//! price: a node that really died meanwhile is failed over one failure timeout later, and
+//! may be offered placements until then (they fail and are retried elsewhere).
 //!
 //! The timing guarantee: let `S` be the moment (on the fenced node's clock) its last
 //! successful heartbeat write *began*. No survivor can have seen that write before `S`, so
@@ -280,7 +283,8 @@ impl Default for MembershipConfig {
 pub struct NodeView {
     /// Its latest record.
     pub record: NodeRecord,
-    /// Whether its record changed within the failure timeout.
+    /// Whether its record changed within the failure timeout (counted afresh when this
+    /// node unfences, see the module doc).
     pub alive: bool,
     /// Whether this node and it speak a protocol version in common; a node that does not
     /// is never placed on or moved to (it may still be alive).
@@ -290,7 +294,8 @@ pub struct NodeView {
 /// A change in membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipEvent {
-    /// A node appeared, or came back after being declared dead.
+    /// A node appeared, or came back after being declared dead (its record changed, or this
+    /// node withdrew a death it declared while cut off).
     Joined(NodeId),
     /// A node was declared dead (no heartbeat for the failure timeout) or left cleanly.
     Left(NodeId),
@@ -371,7 +376,8 @@ struct Tasks {
 struct Tracked {
     record: NodeRecord,
     revision: u64,
-    /// When this node last saw the record change (its own monotonic clock).
+    /// When this node last saw the record change (its own monotonic clock), or when it
+    /// unfenced, if later: silence is counted from there.
     changed_at: Instant,
     /// When this node declared it dead; `None` while it counts as alive.
     declared_dead_at: Option<Instant>,
@@ -423,6 +429,7 @@ impl Membership {
         let (fence_sender, fenced) = watch::channel(false);
         let nodes = Arc::new(Mutex::new(BTreeMap::new()));
         let beat_now = Arc::new(Notify::new());
+        let recount = Arc::new(Notify::new());
         let watch_stop = background.token().child_token();
         let heartbeat_stop = watch_stop.child_token();
         let heartbeat = background.tracker().spawn(until_cancelled(
@@ -435,6 +442,7 @@ impl Membership {
                 events: events.clone(),
                 beat_now: Arc::clone(&beat_now),
                 nodes: Arc::clone(&nodes),
+                recount: Arc::clone(&recount),
             }
             .run(),
         ));
@@ -446,6 +454,7 @@ impl Membership {
                 events: events.clone(),
                 failure_timeout: config.failure_timeout,
                 protocol,
+                recount,
             }
             .run(),
         ));

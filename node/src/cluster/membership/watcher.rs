@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use salesboy_protocol::{NodeId, ProtocolRange};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{error, info, warn};
 
@@ -23,6 +23,9 @@ pub(super) struct Watcher {
     pub(super) failure_timeout: Duration,
     /// What this node speaks: a node with no version in common is tracked but refused.
     pub(super) protocol: ProtocolRange,
+    /// Woken when the view changed outside the watch (counted afresh on unfencing), so the
+    /// next expiry is taken from it.
+    pub(super) recount: Arc<Notify>,
 }
 
 impl Watcher {
@@ -56,6 +59,7 @@ impl Watcher {
                     None => return,
                 },
                 () = sleep_until_some(deadline) => self.expire(Instant::now()),
+                () = self.recount.notified() => {}
             }
         }
     }
@@ -170,13 +174,14 @@ impl Watcher {
     }
 }
 
-/// Withdraws the verdicts this node reached while it was cut off: every node it declared
-/// dead at or after `since` (the start of its last successful heartbeat before the fence)
-/// counts as alive again from `now`, and is declared dead again only after
-/// `failure_timeout` of silence seen from here. A node that could not write could not see
-/// the others write either, so those verdicts may only be its own silence; acting on them
-/// would fail over the tenants of a node that is serving them.
-pub(super) fn withdraw_verdicts_since(
+/// Counts afresh what this node saw while it was cut off, before it serves again: every
+/// node it declared dead at or after `since` (the start of its last successful heartbeat
+/// before the fence) is alive again, and every live node's silence is counted from `now`, as
+/// when the watch starts again. A node that could not write could not see the others write
+/// either, so those deaths, and the silences under way, may be only its own; acting on them
+/// would fail over the tenants of a node that is serving them. A node still silent is
+/// declared dead again `failure_timeout` after `now`.
+pub(super) fn count_afresh_after_cut_off(
     nodes: &Mutex<BTreeMap<NodeId, Tracked>>,
     events: &broadcast::Sender<MembershipEvent>,
     protocol: ProtocolRange,
@@ -185,13 +190,17 @@ pub(super) fn withdraw_verdicts_since(
 ) {
     let mut nodes = lock(nodes);
     for (node, tracked) in nodes.iter_mut() {
-        if tracked.declared_dead_at.is_some_and(|at| at >= since) {
-            tracked.declared_dead_at = None;
-            tracked.changed_at = now;
-            info!(node = %node, "counting a node declared dead while this node was cut off as alive again");
-            if protocol.overlaps(tracked.record.protocol) {
-                let _ = events.send(MembershipEvent::Joined(node.clone()));
+        match tracked.declared_dead_at {
+            None => tracked.changed_at = now,
+            Some(at) if at >= since => {
+                tracked.declared_dead_at = None;
+                tracked.changed_at = now;
+                info!(node = %node, "counting a node declared dead while this node was cut off as alive again");
+                if protocol.overlaps(tracked.record.protocol) {
+                    let _ = events.send(MembershipEvent::Joined(node.clone()));
+                }
             }
+            Some(_) => {}
         }
     }
 }
