@@ -36,8 +36,8 @@
 //! - `tokens`: tenant API tokens, by digest ([`TenantTokenStore`](salesboy_actors::store::TenantTokenStore));
 //! - `writer`: group commit of the hot path's writes (inbound messages, replies, send
 //!   results), many callers' writes in one transaction;
-//! - `checkpoint`: SQLite's write-ahead log checkpointed by a task of its own, never by the
-//!   writer's commits;
+//! - `checkpoint`: SQLite's write-ahead log checkpointed by a task of its own, the writer's
+//!   commits only past a backstop;
 //! - `roles`: the actors' store roles on [`SqlStore`], each method running its module's query;
 //! - `web_session` (feature `web-engine`): the WhatsApp Web engine's protocol state, the
 //!   storage backend of `whatsapp-rust` for one tenant at one epoch ([`WebSessionStore`]).
@@ -329,8 +329,8 @@ impl SqlStore {
             pool_options = pool_options.after_connect(|connection: &mut AnyConnection, _| {
                 Box::pin(async move {
                     connection.execute(SQLITE_PRAGMAS).await?;
-                    // The checkpointer copies the log, off the writer (an in-memory
-                    // database has no log to copy).
+                    // The checkpointer copies the log, off the writer, up to a backstop
+                    // (an in-memory database has no log to copy).
                     connection.execute(checkpoint::WRITER_PRAGMA).await?;
                     Ok(())
                 })
@@ -657,6 +657,9 @@ impl SqlStore {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.db.pool.close().await;
+        // SQLite's read pool (on PostgreSQL the same pool, closed already); its checkpoint
+        // task stops with it.
+        self.db.reader.close().await;
     }
 
     /// This store with semantic retrieval: passages are embedded in the background
