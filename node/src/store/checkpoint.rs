@@ -17,7 +17,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
 /// How often the log is checkpointed.
-pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The writer connection's settings: checkpoints left to [`Checkpointer`] until the log
 /// passes the backstop, 10,000 pages (40 MiB), and the log file cut back to 64 MiB when it
@@ -32,12 +32,12 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing every `every` through `reader`'s connections.
-    pub(crate) fn start(reader: AnyPool, every: Duration) -> Self {
+    /// Starts checkpointing every [`CHECKPOINT_EVERY`] through `reader`'s connections.
+    pub(crate) fn start(reader: AnyPool) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

@@ -373,12 +373,8 @@ impl SqlStore {
                 .map_err(scrub)?,
             None => pool.clone(),
         };
-        let checkpointer = (dialect == Dialect::Sqlite && !is_sqlite_in_memory(url)).then(|| {
-            Arc::new(checkpoint::Checkpointer::start(
-                reader.clone(),
-                checkpoint::CHECKPOINT_EVERY,
-            ))
-        });
+        let checkpointer = (dialect == Dialect::Sqlite && !is_sqlite_in_memory(url))
+            .then(|| Arc::new(checkpoint::Checkpointer::start(reader.clone())));
         debug!(database = %redacted, ?dialect, "database connected and migrated");
         let db = Db {
             pool,

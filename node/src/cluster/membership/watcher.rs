@@ -67,10 +67,7 @@ impl Watcher {
     /// While not watching, nobody was seen (or not seen) writing: every live node's silence
     /// is counted afresh from now.
     fn restart_timers(&self) {
-        let now = Instant::now();
-        for tracked in lock(&self.nodes).values_mut().filter(|t| t.alive()) {
-            tracked.changed_at = now;
-        }
+        restart_silences(&mut lock(&self.nodes), Instant::now());
     }
 
     fn apply(&self, event: KvEvent) {
@@ -190,18 +187,21 @@ pub(super) fn count_afresh_after_cut_off(
 ) {
     let mut nodes = lock(nodes);
     for (node, tracked) in nodes.iter_mut() {
-        match tracked.declared_dead_at {
-            None => tracked.changed_at = now,
-            Some(at) if at >= since => {
-                tracked.declared_dead_at = None;
-                tracked.changed_at = now;
-                info!(node = %node, "counting a node declared dead while this node was cut off as alive again");
-                if protocol.overlaps(tracked.record.protocol) {
-                    let _ = events.send(MembershipEvent::Joined(node.clone()));
-                }
+        if tracked.declared_dead_at.is_some_and(|at| at >= since) {
+            tracked.declared_dead_at = None;
+            info!(node = %node, "counting a node declared dead while this node was cut off as alive again");
+            if protocol.overlaps(tracked.record.protocol) {
+                let _ = events.send(MembershipEvent::Joined(node.clone()));
             }
-            Some(_) => {}
         }
+    }
+    restart_silences(&mut nodes, now);
+}
+
+/// Counts every live node's silence afresh from `now`.
+fn restart_silences(nodes: &mut BTreeMap<NodeId, Tracked>, now: Instant) {
+    for tracked in nodes.values_mut().filter(|t| t.alive()) {
+        tracked.changed_at = now;
     }
 }
 

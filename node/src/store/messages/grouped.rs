@@ -112,9 +112,10 @@ impl Duplicates {
 }
 
 /// Persists inbound messages, each with its `message_received` event (added to `events`
-/// with the message's index in `messages`, for the caller to append): one statement for their conversations and one for the
-/// messages. A message stored already (in `duplicates`, or earlier in this group) is
-/// reported and changes nothing. Results in the messages' order.
+/// with the message's index in `messages`, for the caller to append): one statement for
+/// their conversations and one for the messages. A message stored already (in
+/// `duplicates`, or earlier in this group) is reported and changes nothing. Results in the
+/// messages' order.
 pub(crate) async fn insert_inbound(
     tx: &mut AnyConnection,
     dialect: Dialect,
@@ -469,9 +470,10 @@ async fn unrecord_reply(tx: &mut AnyConnection, outbound_id: i64) -> Result<(), 
 }
 
 /// Records that pending outbound messages were accepted by Meta, each with its event (added
-/// to `events` with its index in `sent`): one statement for all. One no longer pending is left as it is; one that is
-/// no outbound message of its tenant is [`StoreError::NotFound`]. Fenced (every tenant must be
-/// in `fences`): a result at a stale epoch is refused alone. Results in the order given.
+/// to `events` with its index in `sent`): one statement for all. One no longer pending is
+/// left as it is; one that is no outbound message of its tenant is
+/// [`StoreError::NotFound`]. Fenced (every tenant must be in `fences`): a result at a stale
+/// epoch is refused alone. Results in the order given.
 pub(crate) async fn mark_replies_sent(
     tx: &mut AnyConnection,
     dialect: Dialect,
