@@ -404,67 +404,88 @@ async fn events_until_unfenced(
     .expect("unfenced in time")
 }
 
-/// Every node cut off at once (as when the bus loses its quorum): each declares the others
-/// dead while fenced. The first to unfence withdraws those verdicts before it serves
-/// again, so it never fails over the tenants of a node that comes back just after it; a
-/// node still silent is declared dead again, `failure_timeout` after the unfencing at the
-/// soonest.
-async fn deaths_declared_while_cut_off_are_withdrawn_on_unfencing(cluster: &impl Cluster) {
-    let config = fast();
-    let a_bus = CuttableBus::new(cluster.bus().await);
-    let b_bus = CuttableBus::new(cluster.bus().await);
-    let _a = join_simple(Arc::new(a_bus.clone()), "a", config).await;
-    let b = join_simple(Arc::new(b_bus.clone()), "b", config).await;
-    eventually("b sees a", || all_alive(&b, &["a", "b"])).await;
-    let mut b_events = b.subscribe();
+/// Nodes a and b, both just cut off from the bus (their writes fail), as when the bus loses
+/// its quorum; b's events from before the cut.
+struct BothCutOff {
+    a_bus: CuttableBus,
+    b_bus: CuttableBus,
+    _a: Membership,
+    b: Membership,
+    b_events: broadcast::Receiver<MembershipEvent>,
+}
 
-    a_bus.set(FAILING);
-    b_bus.set(FAILING);
+impl BothCutOff {
+    async fn start(cluster: &impl Cluster) -> Self {
+        let a_bus = CuttableBus::new(cluster.bus().await);
+        let b_bus = CuttableBus::new(cluster.bus().await);
+        let a = join_simple(Arc::new(a_bus.clone()), "a", fast()).await;
+        let b = join_simple(Arc::new(b_bus.clone()), "b", fast()).await;
+        eventually("b sees a", || all_alive(&b, &["a", "b"])).await;
+        let b_events = b.subscribe();
+        a_bus.set(FAILING);
+        b_bus.set(FAILING);
+        Self {
+            a_bus,
+            b_bus,
+            _a: a,
+            b,
+            b_events,
+        }
+    }
+
+    /// Heals b alone; when it was healed, and its events until it unfenced.
+    async fn heal_b(&mut self) -> (Instant, Vec<MembershipEvent>) {
+        let healed = Instant::now();
+        self.b_bus.set(HEALTHY);
+        (healed, events_until_unfenced(&mut self.b_events).await)
+    }
+
+    /// a, still silent, is declared dead again by b, `failure_timeout` after b healed at the
+    /// soonest (b counts its silence from its unfencing); healed, a joins.
+    async fn a_dies_again_then_joins(mut self, healed: Instant) {
+        expect_event(&mut self.b_events, MembershipEvent::Left(node("a"))).await;
+        assert!(
+            healed.elapsed() >= fast().failure_timeout,
+            "a declared dead {:?} after b healed, on a silence b counted while cut off",
+            healed.elapsed()
+        );
+        self.a_bus.set(HEALTHY);
+        expect_event(&mut self.b_events, MembershipEvent::Joined(node("a"))).await;
+    }
+}
+
+/// Every node cut off at once: each declares the others dead while fenced. The first to
+/// unfence withdraws those verdicts before it serves again, so it never fails over the
+/// tenants of a node that comes back just after it; a node still silent is declared dead
+/// again, `failure_timeout` after the unfencing at the soonest.
+async fn deaths_declared_while_cut_off_are_withdrawn_on_unfencing(cluster: &impl Cluster) {
+    let mut cut = BothCutOff::start(cluster).await;
     expect_events(
-        &mut b_events,
+        &mut cut.b_events,
         vec![MembershipEvent::Fenced, MembershipEvent::Left(node("a"))],
     )
     .await;
-    assert!(!b.is_alive(&node("a")), "b declared a dead while cut off");
+    assert!(
+        !cut.b.is_alive(&node("a")),
+        "b declared a dead while cut off"
+    );
 
     // b comes back first; a is still cut off (and fenced).
-    let healed = Instant::now();
-    b_bus.set(HEALTHY);
-    let before_unfenced = events_until_unfenced(&mut b_events).await;
+    let (healed, before_unfenced) = cut.heal_b().await;
     assert!(
         before_unfenced.contains(&MembershipEvent::Joined(node("a"))),
         "a counts as alive again before b serves: {before_unfenced:?}"
     );
-    // a stays silent: declared dead again, by what b has seen since.
-    expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
-    assert!(
-        healed.elapsed() >= config.failure_timeout,
-        "declared dead again {:?} after b healed",
-        healed.elapsed()
-    );
-
-    a_bus.set(HEALTHY);
-    expect_event(&mut b_events, MembershipEvent::Joined(node("a"))).await;
+    cut.a_dies_again_then_joins(healed).await;
 }
 
 /// Both nodes cut off; b heals as soon as it has fenced, before its silence count of a runs
 /// out. That count, begun while b could see nothing, starts again when b unfences: a is not
 /// declared dead sooner than `failure_timeout` after it.
 async fn silences_counted_while_cut_off_start_again_on_unfencing(cluster: &impl Cluster) {
-    let config = fast();
-    let a_bus = CuttableBus::new(cluster.bus().await);
-    let b_bus = CuttableBus::new(cluster.bus().await);
-    let _a = join_simple(Arc::new(a_bus.clone()), "a", config).await;
-    let b = join_simple(Arc::new(b_bus.clone()), "b", config).await;
-    eventually("b sees a", || all_alive(&b, &["a", "b"])).await;
-    let mut b_events = b.subscribe();
-
-    a_bus.set(FAILING);
-    b_bus.set(FAILING);
-    expect_event(&mut b_events, MembershipEvent::Fenced).await;
-    let healed = Instant::now();
-    b_bus.set(HEALTHY);
-    let before_unfenced = events_until_unfenced(&mut b_events).await;
+    let mut cut = BothCutOff::start(cluster).await;
+    expect_event(&mut cut.b_events, MembershipEvent::Fenced).await;
+    let (healed, before_unfenced) = cut.heal_b().await;
     // On a slow machine b may have declared a dead before it healed: then it withdrew that.
     let last_of_a = before_unfenced.iter().rev().find(
         |e| matches!(e, MembershipEvent::Left(n) | MembershipEvent::Joined(n) if *n == node("a")),
@@ -473,14 +494,7 @@ async fn silences_counted_while_cut_off_start_again_on_unfencing(cluster: &impl 
         !matches!(last_of_a, Some(MembershipEvent::Left(_))),
         "a counts as alive when b serves again: {before_unfenced:?}"
     );
-    expect_event(&mut b_events, MembershipEvent::Left(node("a"))).await;
-    assert!(
-        healed.elapsed() >= config.failure_timeout,
-        "a declared dead {:?} after b healed, on a silence b counted while cut off",
-        healed.elapsed()
-    );
-    a_bus.set(HEALTHY);
-    expect_event(&mut b_events, MembershipEvent::Joined(node("a"))).await;
+    cut.a_dies_again_then_joins(healed).await;
 }
 
 async fn hanging_writes_fence(cluster: &impl Cluster) {
