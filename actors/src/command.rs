@@ -184,6 +184,7 @@ mod tests {
                     text: Some("hi".into()),
                     received_ms: 2,
                     sent_ms: 1,
+                    predecessor: Default::default(),
                 },
             },
             TenantCommand::OwnerActivity {
@@ -263,6 +264,7 @@ mod tests {
             text: None,
             received_ms: 0,
             sent_ms: 0,
+            predecessor: Default::default(),
         };
         let inbound = TenantCommand::Inbound {
             chat: chat.clone(),

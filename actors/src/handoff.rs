@@ -82,6 +82,7 @@ mod tests {
             text: Some("hi".into()),
             received_ms: 5,
             sent_ms: 4,
+            predecessor: Default::default(),
         };
         let handoff = TenantHandoff {
             tenant: TenantId::new("acme").unwrap(),

@@ -34,6 +34,7 @@ fn item() -> impl Strategy<Value = InboundItem> {
             text,
             received_ms,
             sent_ms,
+            predecessor: Default::default(),
         })
 }
 

@@ -263,8 +263,8 @@ impl Ingress {
         let (places, messages): (Vec<usize>, Vec<NewInbound>) = inbound.into_iter().unzip();
         let outcomes = self.store.insert_inbound_batch(&messages).await;
         for ((place, new), outcome) in places.into_iter().zip(messages).zip(outcomes) {
-            match outcome.map(|stored| (stored.outcome, stored.new_chat)) {
-                Ok((InsertOutcome::Inserted { id }, new_chat)) => {
+            match outcome.map(|stored| (stored.outcome, stored.new_chat, stored.predecessor)) {
+                Ok((InsertOutcome::Inserted { id }, new_chat, predecessor)) => {
                     metrics::counter!("salesboy_messages_in_total", "outcome" => "new")
                         .increment(1);
                     let item = InboundItem {
@@ -273,6 +273,7 @@ impl Ingress {
                         text: new.body,
                         received_ms: now_ms,
                         sent_ms: new.sent_ms.unwrap_or(now_ms),
+                        predecessor,
                     };
                     let chat = new.chat;
                     let command = if new_chat {
@@ -282,7 +283,7 @@ impl Ingress {
                     };
                     commands.push((place, (new.tenant, command)));
                 }
-                Ok((InsertOutcome::Duplicate { id }, _)) => {
+                Ok((InsertOutcome::Duplicate { id }, _, _)) => {
                     metrics::counter!("salesboy_messages_in_total", "outcome" => "duplicate")
                         .increment(1);
                     debug!(tenant = %new.tenant, id, "duplicate inbound message ignored");

@@ -15,7 +15,7 @@ use salesboy_actors::node::NodeHandle;
 use salesboy_actors::ports::{Clock, Completion, LlmError, LlmProvider, Prompt, SystemClock};
 use salesboy_actors::services::Settings;
 use salesboy_actors::store::{
-    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Store,
+    AccessToken, InsertOutcome, NewInbound, NewTenant, NewWhatsAppNumber, Predecessor, Store,
 };
 use salesboy_node::store::SqlStore;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -93,6 +93,27 @@ async fn harness_on(db: Database, panics: usize) -> Harness {
 }
 
 async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> Harness {
+    let settings = Settings {
+        debounce,
+        sweep_interval: Duration::from_millis(100),
+        unrouted_grace: Duration::ZERO,
+        ..Settings::default()
+    };
+    harness_with(db, panics, settings).await
+}
+
+/// A harness whose sweep does not come round during a test: a message whose hand-off is
+/// left out stays unoffered unless the conversation finds it in the store.
+async fn harness_without_sweep() -> Harness {
+    let settings = Settings {
+        debounce: Duration::from_millis(20),
+        sweep_interval: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    harness_with(Database::Sqlite(tempfile::tempdir().unwrap()), 0, settings).await
+}
+
+async fn harness_with(db: Database, panics: usize, settings: Settings) -> Harness {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&db.url()).await.unwrap());
     let llm = Arc::new(ScriptedLlm {
         prompts: Mutex::default(),
@@ -100,12 +121,6 @@ async fn harness_debounced(db: Database, panics: usize, debounce: Duration) -> H
         panics,
     });
     let whatsapp = RecordingWhatsApp::default();
-    let settings = Settings {
-        debounce,
-        sweep_interval: Duration::from_millis(100),
-        unrouted_grace: Duration::ZERO,
-        ..Settings::default()
-    };
     let providers = FixedProviders(vec![Arc::clone(&llm) as Arc<dyn LlmProvider>]);
     let services = services(Arc::clone(&store), whatsapp.clone(), providers, settings);
     store
@@ -184,7 +199,50 @@ impl Harness {
             text: Some(QUESTION.into()),
             received_ms,
             sent_ms: received_ms,
+            predecessor: Default::default(),
         }
+    }
+
+    /// Persists a message of the customer's as the ingress does, with the message the store
+    /// saw before it in the chat.
+    async fn store_message(&self, wamid: &str, text: &str) -> InboundItem {
+        let wamid = Wamid::new(wamid).unwrap();
+        let received_ms = SystemClock.now_ms();
+        let stored = self
+            .store
+            .insert_inbound_batch(&[NewInbound {
+                tenant: acme(),
+                chat: customer(),
+                wamid: wamid.clone(),
+                received_ms,
+                sent_ms: Some(received_ms),
+                kind: "text".into(),
+                body: Some(text.into()),
+                raw: None,
+            }])
+            .await
+            .pop()
+            .unwrap()
+            .unwrap();
+        let InsertOutcome::Inserted { id } = stored.outcome else {
+            panic!("not inserted: {stored:?}");
+        };
+        InboundItem {
+            id,
+            wamid: Some(wamid),
+            text: Some(text.into()),
+            received_ms,
+            sent_ms: received_ms,
+            predecessor: stored.predecessor,
+        }
+    }
+
+    /// Polls until `count` replies are sent.
+    async fn wait_for_replies(&self, count: usize) {
+        until(&format!("{count} replies sent"), || async {
+            self.whatsapp.sent.lock().len() >= count
+        })
+        .await;
     }
 
     /// Hands a stored message to its conversation, as the ingress or the sweep does.
@@ -253,6 +311,93 @@ async fn a_responder_task_that_panics_leaves_the_batch_for_a_retry() {
     h.wait_for_reply().await;
     assert_eq!(h.whatsapp.bodies(), ["Yes, we do."]);
     assert_eq!(h.llm.calls.load(Ordering::SeqCst), 2);
+}
+
+/// A message whose hand-off was lost is found by the next one handed over, which names it
+/// as its predecessor: the conversation checks the store and answers both together, the
+/// earlier first.
+#[tokio::test]
+async fn a_message_whose_hand_off_was_lost_is_answered_with_the_next() {
+    let h = harness_without_sweep().await;
+    let first = h.store_message("wamid.q1", "hello").await;
+    assert_eq!(first.predecessor, Predecessor::FirstInChat);
+    h.hand_over(first).await;
+    h.wait_for_replies(1).await;
+
+    let lost = h.store_message("wamid.q2", "red shoes?").await;
+    let next = h.store_message("wamid.q3", "size 42").await;
+    assert_eq!(next.predecessor, Predecessor::Message(lost.id));
+    h.hand_over(next).await;
+    h.wait_for_replies(2).await;
+
+    let questions: Vec<String> = h
+        .llm
+        .prompts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|prompt| prompt.question.clone())
+        .collect();
+    assert_eq!(questions, ["hello", "red shoes?\nsize 42"]);
+}
+
+/// A message handed over right after the one the conversation answered is taken without a
+/// check against the store; should it have been handled behind the conversation's back,
+/// recording the reply refuses a second answer, nothing is sent, and the next message is
+/// checked again.
+#[tokio::test]
+async fn an_in_order_hand_off_skips_the_store_and_recording_still_refuses_a_second_answer() {
+    let h = harness_without_sweep().await;
+    let first = h.store_message("wamid.q1", "hello").await;
+    let first_id = first.id;
+    h.hand_over(first).await;
+    h.wait_for_replies(1).await;
+
+    let second = h.store_message("wamid.q2", "and in blue?").await;
+    assert_eq!(second.predecessor, Predecessor::Message(first_id));
+    // Dismissed behind the conversation's back: a check against the store would drop it.
+    let epoch = h.store.current_epoch(&acme()).await.unwrap().unwrap_or(0);
+    h.store
+        .dismiss_inbound(
+            &acme(),
+            &customer(),
+            &[second.id],
+            SystemClock.now_ms(),
+            epoch,
+        )
+        .await
+        .unwrap();
+    h.hand_over(second).await;
+    until("the llm asked about the second message", || async {
+        h.llm.calls.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    until("the second batch done with no reply recorded", || async {
+        h.node
+            .observe_conversation(&acme(), customer())
+            .await
+            .is_some_and(|c| !c.replying && c.replies == 1)
+    })
+    .await;
+    assert_eq!(
+        h.whatsapp.bodies().len(),
+        1,
+        "the dismissed message was answered"
+    );
+
+    // Its batch was refused: the next message is checked against the store, and answered.
+    let third = h.store_message("wamid.q3", "thanks").await;
+    h.hand_over(third).await;
+    h.wait_for_replies(2).await;
+    let questions: Vec<String> = h
+        .llm
+        .prompts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|prompt| prompt.question.clone())
+        .collect();
+    assert_eq!(questions, ["hello", "and in blue?", "thanks"]);
 }
 
 /// The database refuses every `sent` mark (a trigger raises, and counts the attempts in a

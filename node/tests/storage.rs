@@ -17,8 +17,9 @@ use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     AccessToken, Deletion, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
     LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
-    NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, ReplyOutcome,
-    SendFailure, StatusOutcome, Store, StoreError, StoredMessage, UsageReport,
+    NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, Predecessor,
+    ReplyOutcome, SendFailure, StatusOutcome, Store, StoreError, StoredInbound, StoredMessage,
+    UsageReport,
 };
 use salesboy_node::cluster::placement::{CandidateLoad, PlacementDecision, PlacementReason};
 use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, SqlStore, Webhook};
@@ -133,6 +134,7 @@ database_suite!(
     inbound_messages_keep_metas_timestamp,
     rejected_items_are_kept_with_their_event,
     one_bad_message_of_a_delivery_fails_alone,
+    each_new_message_knows_its_predecessor_in_its_chat,
     a_committed_delivery_sent_again_is_all_duplicates,
     a_stale_tenant_among_concurrent_replies_is_refused_alone,
     a_send_result_given_many_times_at_once_counts_once,
@@ -533,6 +535,82 @@ async fn one_bad_message_of_a_delivery_fails_alone(store: Arc<dyn Store>) {
     assert_eq!(stored, [(true, true), (true, true), (true, false)]);
     assert_eq!(chat_size(&*store, &acme, &chat_id("1001"), 10).await, 2);
     assert_eq!(chat_size(&*store, &acme, &chat_id("1003"), 10).await, 1);
+}
+
+/// Each message inserted learns the inbound message stored before it in its chat (the
+/// conversation's check against the store is skipped when it holds them in that order):
+/// its chat's first, the one stored earlier, or one earlier in the same delivery. Owner
+/// messages, other chats and other tenants do not count; a duplicate learns nothing.
+async fn each_new_message_knows_its_predecessor_in_its_chat(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let beta = given_tenant(&*store, "beta").await;
+    let (a, b) = (chat_id("3001"), chat_id("3002"));
+    let predecessors =
+        |results: Vec<Result<StoredInbound, StoreError>>| -> Vec<(i64, Predecessor)> {
+            results
+                .into_iter()
+                .map(|result| {
+                    let stored = result.expect("stored");
+                    (stored.outcome.id(), stored.predecessor)
+                })
+                .collect()
+        };
+    let first = predecessors(
+        store
+            .insert_inbound_batch(&[
+                inbound(&acme, &a, "wamid.1", T0),
+                inbound(&acme, &b, "wamid.2", T0),
+                inbound(&beta, &a, "wamid.3", T0),
+                inbound(&acme, &a, "wamid.4", T0 + 1),
+            ])
+            .await,
+    );
+    let (a1, a2) = (first[0].0, first[3].0);
+    assert_eq!(
+        first.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+        [
+            Predecessor::FirstInChat,
+            Predecessor::FirstInChat,
+            Predecessor::FirstInChat,
+            Predecessor::Message(a1),
+        ]
+    );
+    store
+        .record_outbound(&NewOutbound {
+            tenant: acme.clone(),
+            chat: a.clone(),
+            origin: OutboundOrigin::Owner,
+            wamid: None,
+            kind: "text".to_owned(),
+            body: Some("hello from the owner".to_owned()),
+            created_ms: T0 + 2,
+            epoch: None,
+            client_ref: None,
+            content: None,
+        })
+        .await
+        .unwrap();
+    let beta_later = receive(&*store, &beta, &a, "wamid.5", T0 + 3).await;
+    let second = predecessors(
+        store
+            .insert_inbound_batch(&[
+                inbound(&acme, &a, "wamid.6", T0 + 4),
+                inbound(&acme, &a, "wamid.4", T0 + 1),
+                inbound(&acme, &a, "wamid.7", T0 + 5),
+                inbound(&beta, &a, "wamid.8", T0 + 5),
+            ])
+            .await,
+    );
+    let a3 = second[0].0;
+    assert_eq!(
+        second,
+        [
+            (a3, Predecessor::Message(a2)),
+            (a2, Predecessor::Unknown),
+            (second[2].0, Predecessor::Message(a3)),
+            (second[3].0, Predecessor::Message(beta_later)),
+        ]
+    );
 }
 
 /// A node that committed a delivery and died before answering it gets Meta's retry: every

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    ConversationMsg, ConversationState, DismissReason, InFlight, InboundItem, fenced, paused_at,
+    ConversationMsg, ConversationState, DismissReason, InFlight, InboundItem, Settled, fenced,
+    paused_at,
 };
 use crate::ports::Turn;
 use crate::responder::{ReadReceipt, ReplyRequest, ResponderMsg};
@@ -25,18 +26,20 @@ pub(super) async fn start_batch(
     state: &mut ConversationState,
 ) -> Result<(), ActorProcessingErr> {
     let mut items = std::mem::take(&mut state.pending);
-    // A new chat's first message alone: nothing earlier to add, and nothing answered it
-    // yet (it came straight from the ingress that stored it; should it have been answered
-    // after all, recording the reply finds that).
-    let first_alone = matches!(state.unchecked_first.take(), Some(first) if items.len() == 1 && items[0].id == first);
-    if !first_alone {
+    // The customer's order (the order the ingress stored them), whatever order they came in.
+    items.sort_by_key(|i| i.id);
+    // Messages handed straight from the ingress, each following the one handled or taken
+    // before it: nothing of the chat can be missing before them, and nothing answered them
+    // yet (should one have been answered after all, recording the reply finds that).
+    // Anything else (after an activation, a lost or late hand-off, one from another node)
+    // is checked against the store.
+    if !std::mem::replace(&mut state.settled, Settled::Unknown).continued_by(&items) {
         reconcile_batch(state, &mut items).await?;
+        items.sort_by_key(|i| i.id);
     }
     if items.is_empty() {
         return Ok(());
     }
-    // The customer's order (the order the ingress stored them), whatever order they came in.
-    items.sort_by_key(|i| i.id);
     // One reply answers the oldest messages up to the cap; the next reply the rest.
     let cap = state.args.services.settings.max_batch_messages.max(1);
     if items.len() > cap {
@@ -44,10 +47,18 @@ pub(super) async fn start_batch(
         debug!(tenant = %state.args.tenant, chat = %state.args.chat, answered = cap, left = rest.len(), "batch capped");
         state.pending.extend(rest);
     }
+    // Every message of the chat up to the batch's newest is handled before it or in it;
+    // the conversation knows so once the whole batch is handled.
+    let mut settles = items
+        .last()
+        .map_or(Settled::Unknown, |i| Settled::Through(i.id));
     let now_ms = state.args.services.clock.now_ms();
     if paused_at(state, now_ms) {
         remember_customer_turns(state, &items);
-        return dismiss(state, items, DismissReason::BotPaused).await;
+        if dismiss(state, items, DismissReason::BotPaused).await? {
+            state.settled = settles;
+        }
+        return Ok(());
     }
     // Each message's age counts from when the customer sent it (Meta's timestamp), not
     // from when it reached us: an old or replayed delivery is stored, never answered.
@@ -60,10 +71,13 @@ pub(super) async fn start_batch(
         items = fresh;
         if !old.is_empty() {
             remember_customer_turns(state, &old);
-            dismiss(state, old, reason).await?;
+            if !dismiss(state, old, reason).await? {
+                settles = Settled::Unknown;
+            }
         }
     }
     if items.is_empty() {
+        state.settled = settles;
         return Ok(());
     }
     let texts: Vec<&str> = items
@@ -73,7 +87,10 @@ pub(super) async fn start_batch(
         .collect();
     if texts.is_empty() {
         remember_customer_turns(state, &items);
-        return dismiss(state, items, DismissReason::NothingToAnswer).await;
+        if dismiss(state, items, DismissReason::NothingToAnswer).await? {
+            state.settled = settles;
+        }
+        return Ok(());
     }
 
     let question = last_chars(
@@ -121,6 +138,7 @@ pub(super) async fn start_batch(
         items,
         question,
         debounced_at: Instant::now(),
+        settles,
     });
     Ok(())
 }
@@ -197,7 +215,10 @@ pub(super) async fn finish_batch(
     if paused_at(state, now_ms) {
         // The owner stepped in while the reply was being written.
         remember_customer_turns(state, &in_flight.items);
-        return dismiss(state, in_flight.items, DismissReason::BotPaused).await;
+        if dismiss(state, in_flight.items, DismissReason::BotPaused).await? {
+            state.settled = in_flight.settles;
+        }
+        return Ok(());
     }
     let reply = NewReply {
         tenant: state.args.tenant.clone(),
@@ -215,6 +236,7 @@ pub(super) async fn finish_batch(
     match outcome {
         ReplyOutcome::Recorded { outbound_id } => {
             state.replies += 1;
+            state.settled = in_flight.settles;
             state.history.push_back(Turn::customer(in_flight.question));
             state.history.push_back(Turn::business(body.clone()));
             trim_history(state);
@@ -254,11 +276,13 @@ pub(super) async fn finish_batch(
     Ok(())
 }
 
+/// Records `items` as handled without a reply; whether they were (none was answered or
+/// dismissed already).
 async fn dismiss(
     state: &mut ConversationState,
     items: Vec<InboundItem>,
     reason: DismissReason,
-) -> Result<(), ActorProcessingErr> {
+) -> Result<bool, ActorProcessingErr> {
     let services = Arc::clone(&state.args.services);
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
     let outcome = services
@@ -285,7 +309,7 @@ async fn dismiss(
             );
         }
     }
-    Ok(())
+    Ok(outcome == DismissOutcome::Dismissed)
 }
 
 fn remember_customer_turns(state: &mut ConversationState, items: &[InboundItem]) {
@@ -317,6 +341,7 @@ mod tests {
             // Received now: a late or replayed delivery of an old message.
             received_ms: 100 * CUSTOMER_WINDOW_MS,
             sent_ms,
+            predecessor: Default::default(),
         }
     }
 

@@ -37,7 +37,7 @@ use crate::links::TenantLinks;
 use crate::ports::{Speaker, Turn};
 use crate::services::Services;
 use crate::stop::StopReason;
-use crate::store::{Direction, StoreError, StoredMessage};
+use crate::store::{Direction, Predecessor, StoreError, StoredMessage};
 
 /// An inbound message handed to a conversation (already persisted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +53,11 @@ pub struct InboundItem {
     /// When the customer sent it: Meta's `timestamp` (ms since the Unix epoch). The 24-hour
     /// customer service window and the maximum message age count from it.
     pub sent_ms: i64,
+    /// The chat's inbound message stored before it, as the ingress that stored it saw it.
+    /// Kept on this node: not sent to another one nor carried by a hand-over (it arrives
+    /// there as unknown), so a message that crossed nodes is checked against the store.
+    #[serde(skip)]
+    pub predecessor: Predecessor,
 }
 
 impl InboundItem {
@@ -65,6 +70,7 @@ impl InboundItem {
             received_ms: message.created_ms,
             // Stored without Meta's timestamp (before it was kept): the receive time.
             sent_ms: message.sent_ms.unwrap_or(message.created_ms),
+            predecessor: Predecessor::Unknown,
         }
     }
 }
@@ -184,13 +190,44 @@ pub enum ConversationStart {
     Load,
     /// The node the tenant moved from.
     Restore(ConversationHandoff),
-    /// Nowhere: the chat is new (the ingress created it with message `first`), so it has
-    /// no history and no pause, and a first batch of that message alone has nothing to
+    /// Nowhere: the chat is new (the ingress created it), so it has no history and no
+    /// pause, and a first batch that starts with the chat's first message has nothing to
     /// check against the store.
-    NewChat {
-        /// The chat's first message.
-        first: i64,
-    },
+    NewChat,
+}
+
+/// How far a conversation knows its chat's inbound messages to be handled. A batch whose
+/// messages continue from there, one after the other (each one's [`Predecessor`] known
+/// from the ingress), needs no check against the store: nothing of the chat can be left
+/// unanswered before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Not known (the conversation was loaded or restored, or a batch was left unfinished):
+    /// the next batch is checked against the store.
+    Unknown,
+    /// The chat had no inbound message before this conversation started.
+    Nothing,
+    /// Every inbound message of the chat up to this id is answered or dismissed.
+    Through(i64),
+}
+
+impl Settled {
+    /// Whether `items` (sorted by id) continue from here, each the successor of the one
+    /// before.
+    fn continued_by(self, items: &[InboundItem]) -> bool {
+        let mut expected = match self {
+            Self::Unknown => return false,
+            Self::Nothing => Predecessor::FirstInChat,
+            Self::Through(id) => Predecessor::Message(id),
+        };
+        for item in items {
+            if item.predecessor != expected {
+                return false;
+            }
+            expected = Predecessor::Message(item.id);
+        }
+        !items.is_empty()
+    }
 }
 
 /// The batch a reply is being written for.
@@ -200,6 +237,9 @@ struct InFlight {
     items: Vec<InboundItem>,
     question: String,
     debounced_at: Instant,
+    /// What the conversation has handled once this batch is: every message of the chat up
+    /// to its newest, unless part of it was left unfinished on the way here.
+    settles: Settled,
 }
 
 /// A conversation's state.
@@ -215,9 +255,8 @@ pub struct ConversationState {
     dismissed: u64,
     frozen: bool,
     freeze_waiter: Option<RpcReplyPort<ConversationHandoff>>,
-    /// The first message of a chat this conversation started with (see
-    /// [`ConversationStart::NewChat`]), until the first batch is taken.
-    unchecked_first: Option<i64>,
+    /// How far the chat's inbound messages are known to be handled.
+    settled: Settled,
 }
 
 /// The conversation actor (behaviour only).
@@ -244,9 +283,9 @@ impl Actor for ConversationActor {
                 }
                 return Ok(state);
             }
-            ConversationStart::NewChat { first } => {
+            ConversationStart::NewChat => {
                 let mut state = ConversationState::new(args, VecDeque::new(), None);
-                state.unchecked_first = Some(first);
+                state.settled = Settled::Nothing;
                 return Ok(state);
             }
             ConversationStart::Load => {}
@@ -336,6 +375,8 @@ impl Actor for ConversationActor {
             ConversationMsg::Thaw => {
                 state.frozen = false;
                 state.freeze_waiter = None;
+                // The chat may have been handled elsewhere while the move was under way.
+                state.settled = Settled::Unknown;
                 if !state.pending.is_empty() {
                     arm_debounce(&myself, state);
                 }
@@ -394,7 +435,7 @@ impl ConversationState {
             dismissed: 0,
             frozen: false,
             freeze_waiter: None,
-            unchecked_first: None,
+            settled: Settled::Unknown,
         }
     }
 
@@ -468,4 +509,53 @@ fn fenced(
     warn!(tenant = %state.args.tenant, chat = %state.args.chat, epoch = state.args.epoch, "fenced by a newer epoch, stopping");
     StopReason::Fenced.stop(myself);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: i64, predecessor: Predecessor) -> InboundItem {
+        InboundItem {
+            id,
+            wamid: None,
+            text: Some("hi".into()),
+            received_ms: 0,
+            sent_ms: 0,
+            predecessor,
+        }
+    }
+
+    #[test]
+    fn a_batch_skips_the_store_only_when_each_message_follows_the_one_before() {
+        use Predecessor::{FirstInChat, Message, Unknown};
+        let chain = [item(3, Message(1)), item(5, Message(3))];
+        assert!(Settled::Through(1).continued_by(&chain));
+        // Something between the last one handled and the batch, or before a new chat's first.
+        assert!(!Settled::Through(2).continued_by(&chain));
+        assert!(!Settled::Nothing.continued_by(&chain));
+        assert!(Settled::Nothing.continued_by(&[item(3, FirstInChat), item(5, Message(3))]));
+        // A gap inside the batch (message 4 not held).
+        assert!(!Settled::Through(1).continued_by(&[item(3, Message(1)), item(5, Message(4))]));
+        // An unknown predecessor (from the store or another node), an unknown start, nothing.
+        assert!(!Settled::Through(1).continued_by(&[item(3, Message(1)), item(5, Unknown)]));
+        assert!(!Settled::Unknown.continued_by(&chain));
+        assert!(!Settled::Through(1).continued_by(&[]));
+        // A message handled already, offered again.
+        assert!(!Settled::Through(3).continued_by(&[item(3, Message(1))]));
+    }
+
+    #[test]
+    fn a_predecessor_stays_on_its_node() {
+        let known = item(3, Predecessor::Message(1));
+        for codec in [
+            salesboy_protocol::Codec::Bincode,
+            salesboy_protocol::Codec::Json,
+        ] {
+            let bytes = codec.encode(&known).unwrap();
+            assert_eq!(bytes, codec.encode(&item(3, Predecessor::Unknown)).unwrap());
+            let decoded: InboundItem = codec.decode(&bytes).unwrap();
+            assert_eq!(decoded.predecessor, Predecessor::Unknown);
+        }
+    }
 }

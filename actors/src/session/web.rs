@@ -495,6 +495,7 @@ async fn receive(state: &mut SessionState, message: WebMessage) -> Result<(), Ac
                         text: new.body,
                         received_ms: now_ms,
                         sent_ms,
+                        predecessor: stored.predecessor,
                     };
                     let chat = new.chat;
                     let command = if stored.new_chat {

@@ -62,6 +62,25 @@ pub struct StoredInbound {
     /// The message is the first of its chat: its insert created the conversation, so the
     /// chat has no history and no pause. `false` when the store cannot tell.
     pub new_chat: bool,
+    /// The inbound message stored before it in its chat, for a message inserted now.
+    pub predecessor: Predecessor,
+}
+
+/// The inbound message stored just before another in its chat, as the transaction that
+/// stored it saw it. That transaction holds the chat's conversation row, so no message of
+/// the chat with a lower id can commit after it: a conversation that has handled the
+/// predecessor and holds the message knows nothing of the chat's is left unanswered before
+/// it (`conversation` skips its check against the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Predecessor {
+    /// Not known: the message was read back from the store, came from another node, or
+    /// the store cannot tell.
+    #[default]
+    Unknown,
+    /// None: the message is its chat's first inbound message.
+    FirstInChat,
+    /// The inbound message with this id.
+    Message(i64),
 }
 
 /// Result of inserting a message that carries a wamid.
@@ -355,10 +374,10 @@ pub trait MessageStore: Send + Sync {
     async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError>;
 
     /// [`MessageStore::insert_inbound`] for each message of one webhook delivery, answering
-    /// each one's result in order, and whether it started its chat. A store may commit them
-    /// together (and with other callers' writes); each is answered only once it is
-    /// committed, and one that fails does not fail the others. By default, one after the
-    /// other, never telling a new chat.
+    /// each one's result in order, whether it started its chat and what preceded it there.
+    /// A store may commit them together (and with other callers' writes); each is answered
+    /// only once it is committed, and one that fails does not fail the others. By default,
+    /// one after the other, never telling a new chat or a predecessor.
     async fn insert_inbound_batch(
         &self,
         messages: &[NewInbound],
@@ -371,6 +390,7 @@ pub trait MessageStore: Send + Sync {
                 .map(|outcome| StoredInbound {
                     outcome,
                     new_chat: false,
+                    predecessor: Predecessor::Unknown,
                 });
             results.push(stored);
         }

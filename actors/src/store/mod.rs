@@ -51,7 +51,7 @@ pub use fencing::FencingStore;
 pub use knowledge::{KnowledgeDocument, KnowledgeHit, KnowledgeStore, NewKnowledge, PassageChoice};
 pub use messages::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, MessageStore,
-    NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY,
+    NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY, Predecessor,
     ReplyOutcome, SendFailure, StatusOutcome, StoredInbound, StoredMessage,
 };
 pub use rejected::{NewRejectedItem, RejectedItemStore, StoredRejectedItem};

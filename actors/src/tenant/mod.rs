@@ -524,7 +524,7 @@ async fn carry_out(
             let conversation = match state.children.conversation(&chat) {
                 Some(existing) => existing.clone(),
                 None => {
-                    let start = ConversationStart::NewChat { first: item.id };
+                    let start = ConversationStart::NewChat;
                     spawn_conversation(myself, state, &chat, start).await?
                 }
             };

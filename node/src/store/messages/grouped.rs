@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use salesboy_actors::store::{
-    InsertOutcome, NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound,
+    InsertOutcome, NewInbound, NewReply, Predecessor, ReplyOutcome, StoreError, StoredInbound,
 };
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
@@ -143,6 +143,7 @@ pub(crate) async fn insert_inbound(
             plans.push(Plan::Stored(StoredInbound {
                 outcome: InsertOutcome::Duplicate { id },
                 new_chat: false,
+                predecessor: Predecessor::Unknown,
             }));
         } else if let Some(&first) = first_of.get(&key) {
             plans.push(Plan::SameAs(first));
@@ -230,6 +231,7 @@ pub(crate) async fn insert_inbound(
             .map(|(id, tenant, wamid)| ((tenant, wamid), id))
             .collect();
     }
+    let predecessors = predecessors(&mut *tx, dialect, messages, &inserted).await?;
     let mut results: Vec<StoredInbound> = Vec::with_capacity(messages.len());
     for (index, (message, plan)) in messages.iter().zip(plans).enumerate() {
         let stored = match plan {
@@ -239,6 +241,7 @@ pub(crate) async fn insert_inbound(
                     id: results[first].outcome.id(),
                 },
                 new_chat: false,
+                predecessor: Predecessor::Unknown,
             },
             Plan::Fresh { new_chat } => {
                 let key = (
@@ -251,6 +254,10 @@ pub(crate) async fn insert_inbound(
                         StoredInbound {
                             outcome: InsertOutcome::Inserted { id },
                             new_chat,
+                            predecessor: predecessors
+                                .get(&id)
+                                .copied()
+                                .unwrap_or(Predecessor::Unknown),
                         }
                     }
                     // Stored since `duplicates` was read (by another node): the
@@ -261,6 +268,7 @@ pub(crate) async fn insert_inbound(
                             id: existing_wamid(&mut *tx, &message.tenant, &message.wamid).await?,
                         },
                         new_chat: false,
+                        predecessor: Predecessor::Unknown,
                     },
                 }
             }
@@ -268,6 +276,77 @@ pub(crate) async fn insert_inbound(
         results.push(stored);
     }
     Ok(results)
+}
+
+/// Each inserted message's predecessor in its chat (`inserted`: (tenant, wamid) → id of
+/// the messages this transaction inserted), by id: one statement for the chats' messages
+/// stored before, the rest from the ids. The transaction holds the chats' conversation rows
+/// (the insert took them before the messages got their ids), so every message of these
+/// chats with a lower id is committed and none can commit after with one.
+async fn predecessors(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    messages: &[&NewInbound],
+    inserted: &HashMap<(String, String), i64>,
+) -> Result<HashMap<i64, Predecessor>, Failure> {
+    let mut by_chat: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
+    for message in messages {
+        let key = (
+            message.tenant.as_str().to_owned(),
+            message.wamid.as_str().to_owned(),
+        );
+        if let Some(&id) = inserted.get(&key) {
+            by_chat
+                .entry((message.tenant.as_str(), message.chat.as_str()))
+                .or_default()
+                .push(id);
+        }
+    }
+    if by_chat.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut rows = Rows::default();
+    for ((tenant, chat), ids) in &mut by_chat {
+        ids.sort_unstable();
+        ids.dedup();
+        rows.push([
+            ("t", json!(tenant)),
+            ("c", json!(chat)),
+            ("i", json!(ids[0])),
+        ]);
+    }
+    // The partial index `messages_inbound_by_chat` makes each a short descent, however long
+    // the chat.
+    let sql = format!(
+        "SELECT x.i, (SELECT max(m.id) FROM messages m WHERE m.tenant_id = x.t \
+         AND m.chat_id = x.c AND m.direction = 'inbound' AND m.id < x.i) FROM {}",
+        source(
+            dialect,
+            1,
+            "x",
+            &[Column::Text("t"), Column::Text("c"), Column::BigInt("i")]
+        )
+    );
+    let before: HashMap<i64, Option<i64>> =
+        sqlx::query_as::<_, (i64, Option<i64>)>(sqlx::AssertSqlSafe(sql))
+            .bind(rows.into_json())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut predecessors = HashMap::new();
+    for ids in by_chat.values() {
+        let mut previous = match before.get(&ids[0]) {
+            Some(Some(id)) => Predecessor::Message(*id),
+            Some(None) => Predecessor::FirstInChat,
+            None => continue,
+        };
+        for &id in ids {
+            predecessors.insert(id, previous);
+            previous = Predecessor::Message(id);
+        }
+    }
+    Ok(predecessors)
 }
 
 /// The `message_received` event of an inbound message stored under `id`.
