@@ -45,8 +45,8 @@ pub enum TenantCommand {
         /// The text.
         body: String,
     },
-    /// The tenant's record changed (number, token, prompt, providers): a hosted tenant reads
-    /// it again; one hosted nowhere reads it when it is next activated.
+    /// The tenant's record changed (number, token, prompt, providers, knowledge version): a
+    /// hosted tenant reads it again; one hosted nowhere reads it when it is next activated.
     Reload,
     /// [`TenantCommand::OwnerSend`] with the client's idempotency key: the tenant's same
     /// `client_ref` sent again records and sends nothing and answers the first message's id.

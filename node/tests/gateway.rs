@@ -226,6 +226,53 @@ async fn gemini_rate_limited_falls_through_to_openai() {
     gateway.node.stop().await;
 }
 
+/// The same question from a new customer is answered from the response cache, until the
+/// tenant's knowledge changes through the admin API: the tenant's responder learns the new
+/// knowledge version (it no longer reads it per reply) and asks the LLM again.
+#[tokio::test]
+async fn a_knowledge_change_through_the_api_ends_answers_from_the_cache() {
+    let llm = FakeLlm::start(FakeLlmOptions::default()).await;
+    let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
+    let providers = json!([{"kind": "openai", "model": "gpt-4o-mini", "api_key": "sk-test", "base_url": llm.openai_base_url()}]);
+    let tenant = gateway.add_tenant("acme", PHONE, Some(providers)).await;
+    gateway.add_knowledge(&tenant, "faq", &[HOURS]).await;
+    let question = "When do you open?";
+    let mut asked = 0;
+    let mut ask_anew = async |customer: &str| {
+        asked += 1;
+        let wamid = format!("wamid.cache{asked}");
+        ask(&gateway, customer, &wamid, question).await;
+        gateway
+            .wait_for_sent(asked, "every question answered")
+            .await;
+        llm.requests().total()
+    };
+    assert_eq!(ask_anew("16505550001").await, 1);
+    assert_eq!(ask_anew("16505550002").await, 1, "answered from the cache");
+
+    // Knowledge the question does not find: the prompt is the same, the version is not.
+    let added = gateway
+        .http
+        .post(format!("{}/api/tenants/acme/knowledge", gateway.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"title": "gifts", "text": "Gift cards are sold in every store."}))
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(added.status(), StatusCode::CREATED);
+    assert_eq!(
+        ask_anew("16505550003").await,
+        2,
+        "the cache outlived the knowledge"
+    );
+    assert_eq!(
+        ask_anew("16505550004").await,
+        2,
+        "answered from the cache again"
+    );
+    gateway.node.stop().await;
+}
+
 #[tokio::test]
 async fn paused_chat_gets_no_bot_reply_until_resumed() {
     let (gateway, tenant) = acme(Db::Sqlite, |_| {}, &[HOURS]).await;

@@ -18,7 +18,7 @@ pub mod quota;
 pub mod spend;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -87,6 +87,14 @@ pub enum ResponderMsg {
         llm_config: Option<String>,
         /// The tenant's new monthly LLM spend cap (`None`: the node's).
         spend_cap_micros: Option<i64>,
+        /// The tenant's knowledge version.
+        knowledge_version: i64,
+    },
+    /// The tenant's knowledge changed (nothing else did): later replies are not answered
+    /// from cached answers written from the earlier knowledge.
+    KnowledgeChanged {
+        /// The tenant's knowledge version now.
+        version: i64,
     },
     /// The responder's state.
     Observe(RpcReplyPort<ResponderSnapshot>),
@@ -116,6 +124,10 @@ pub struct ResponderArgs {
     /// The tenant's monthly LLM spend cap in millionths of a US dollar, `None` for the
     /// node's default ([`Settings::llm_monthly_spend_cap_micros`](crate::services::Settings)).
     pub spend_cap_micros: Option<i64>,
+    /// The tenant's knowledge version (part of a cached answer's key), from its record;
+    /// kept current by the tenant ([`ResponderMsg::KnowledgeChanged`]) rather than read per
+    /// reply.
+    pub knowledge_version: i64,
     /// Shared services.
     pub services: Arc<Services>,
 }
@@ -138,6 +150,8 @@ struct Context {
     spend: SpendCap,
     /// The tenant's reply pace.
     pace: Arc<Pace>,
+    /// The tenant's knowledge version.
+    knowledge_version: AtomicI64,
 }
 
 /// A responder's state.
@@ -206,12 +220,14 @@ impl Actor for ResponderActor {
                 system_prompt,
                 llm_config,
                 spend_cap_micros,
+                knowledge_version,
             } => {
                 let args = ResponderArgs {
                     tenant: state.context.tenant.clone(),
                     system_prompt,
                     llm_config,
                     spend_cap_micros,
+                    knowledge_version,
                     services: Arc::clone(&state.context.services),
                 };
                 let capped = state.context.spend.raised();
@@ -220,6 +236,12 @@ impl Actor for ResponderActor {
                 // The pace goes on: a reconfiguration is no way around it.
                 context.pace = Arc::clone(&state.context.pace);
                 state.context = Arc::new(context);
+            }
+            ResponderMsg::KnowledgeChanged { version } => {
+                state
+                    .context
+                    .knowledge_version
+                    .store(version, Ordering::Relaxed);
             }
             ResponderMsg::Observe(reply) => {
                 let tally = &state.context.tally;
@@ -269,6 +291,7 @@ impl Context {
             quota_alert: QuotaAlert::default(),
             pace,
             spend: SpendCap::new(cap),
+            knowledge_version: AtomicI64::new(args.knowledge_version),
         }
     }
 
@@ -306,7 +329,7 @@ impl Context {
             ));
         }
 
-        let version = services.store.knowledge_version(&self.tenant).await?;
+        let version = self.knowledge_version.load(Ordering::Relaxed);
         let prompt = prompt::build(
             self.system_prompt.as_deref(),
             passages,

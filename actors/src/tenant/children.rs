@@ -176,6 +176,7 @@ pub(super) async fn spawn_child(
                 system_prompt: state.record.system_prompt.clone(),
                 llm_config: state.record.llm_config.clone(),
                 spend_cap_micros: state.record.llm_monthly_spend_cap_micros,
+                knowledge_version: state.record.knowledge_version,
                 services: Arc::clone(&state.services),
             };
             let (responder, _) =

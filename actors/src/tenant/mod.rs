@@ -700,7 +700,7 @@ async fn reload(
         StopReason::SessionStopped.stop(myself);
         return Ok(());
     }
-    state.record = record;
+    let before = std::mem::replace(&mut state.record, record);
     state
         .children
         .links()
@@ -719,10 +719,28 @@ async fn reload(
         let _ = session.send_message(SessionMsg::UpdateHygiene(state.record.web_hygiene));
     }
     if let Some(responder) = state.children.responder() {
-        let _ = responder.send_message(ResponderMsg::Reconfigure {
-            system_prompt: state.record.system_prompt.clone(),
-            llm_config: state.record.llm_config.clone(),
-            spend_cap_micros: state.record.llm_monthly_spend_cap_micros,
+        let record = &state.record;
+        let knowledge_only = (
+            &before.system_prompt,
+            &before.llm_config,
+            before.llm_monthly_spend_cap_micros,
+        ) == (
+            &record.system_prompt,
+            &record.llm_config,
+            record.llm_monthly_spend_cap_micros,
+        ) && before.knowledge_version != record.knowledge_version;
+        // A knowledge change alone keeps the responder's providers and their circuits.
+        let _ = responder.send_message(if knowledge_only {
+            ResponderMsg::KnowledgeChanged {
+                version: record.knowledge_version,
+            }
+        } else {
+            ResponderMsg::Reconfigure {
+                system_prompt: record.system_prompt.clone(),
+                llm_config: record.llm_config.clone(),
+                spend_cap_micros: record.llm_monthly_spend_cap_micros,
+                knowledge_version: record.knowledge_version,
+            }
         });
     }
     info!(tenant = %state.tenant, "tenant configuration reloaded");

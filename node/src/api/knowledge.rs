@@ -121,6 +121,7 @@ pub async fn add(
             other => other.into(),
         })?;
     let knowledge_version = api.store.knowledge_version(id).await?;
+    super::tenants::reload(api, id).await;
     info!(tenant = %id, document_id, chunks = chunk_count, "knowledge document added");
     Ok(KnowledgeAdded {
         document_id,
@@ -165,6 +166,7 @@ pub async fn delete(
         });
     }
     let knowledge_version = api.store.knowledge_version(id).await?;
+    super::tenants::reload(api, id).await;
     info!(tenant = %id, document_id, "knowledge document deleted");
     Ok(KnowledgeDeleted {
         document_id,

@@ -824,8 +824,9 @@ async fn save(
     Ok((saved, detail(api, tenant).await))
 }
 
-/// Tells a hosted tenant its record changed; one hosted nowhere reads it when activated.
-async fn reload(api: &Api, id: &TenantId) {
+/// Tells a hosted tenant its record changed (its configuration or its knowledge); one
+/// hosted nowhere reads it when activated.
+pub(super) async fn reload(api: &Api, id: &TenantId) {
     if let Some(cluster) = &api.cluster {
         if cluster.directory().cached(id).is_some()
             && let Err(e) = api.router.deliver(id, TenantCommand::Reload).await
