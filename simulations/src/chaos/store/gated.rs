@@ -11,7 +11,7 @@ use salesboy_actors::store::{
     Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
     LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewRejectedItem, NewReply,
     NewStatus, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
+    StoredInbound, StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
 };
 use salesboy_protocol::events::Event;
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
@@ -148,12 +148,14 @@ impl GatedStore {
 /// Implements a store role for [`GatedStore`]: each method passes [`GatedStore::enter`]
 /// with its latency key (`format!` arguments), calls the shared store, and, with
 /// `log fenced(tenant, epoch)` or `log claimed(tenant, epoch)`, logs the accepted write.
+/// Methods of another shape follow, written out, after `more:`.
 macro_rules! gated {
     ($role:ident {
         $(
             fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty => ($($key:tt)+)
                 $(, log $log:ident($tenant:expr, $epoch:expr))?;
         )*
+        $(more: $($more:tt)*)?
     }) => {
         #[async_trait]
         impl $role for GatedStore {
@@ -165,6 +167,7 @@ macro_rules! gated {
                     result
                 }
             )*
+            $($($more)*)?
         }
     };
 }
@@ -231,6 +234,20 @@ gated!(MessageStore {
         => ("recent_history/{tenant}/{chat}");
     fn chat_log(tenant: &TenantId, before_ms: Option<i64>, limit: u32) -> Vec<StoredMessage>
         => ("chat_log/{tenant}");
+    more:
+    /// A delivery's messages pass the gate once, as one transaction; refused, each is.
+    async fn insert_inbound_batch(
+        &self,
+        messages: &[NewInbound],
+    ) -> Vec<Result<StoredInbound, StoreError>> {
+        let key = messages
+            .first()
+            .map_or_else(String::new, |m| format!("{}/{}", m.tenant, m.chat));
+        match self.enter(&format!("insert_inbound_batch/{key}")).await {
+            Ok(()) => self.inner.insert_inbound_batch(messages).await,
+            Err(error) => messages.iter().map(|_| Err(error.clone())).collect(),
+        }
+    }
 });
 
 gated!(KnowledgeStore {

@@ -7,7 +7,7 @@ use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, NewInbound,
     NewOutbound, NewReply, NewStatus, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredMessage,
+    StoredInbound, StoredMessage,
 };
 use salesboy_protocol::{ChatId, TenantId, Wamid};
 
@@ -75,41 +75,20 @@ impl MessageStore for MemoryStore {
     }
 
     async fn insert_inbound(&self, message: &NewInbound) -> Result<InsertOutcome, StoreError> {
+        Ok(self.tables().insert_inbound(message).outcome)
+    }
+
+    /// The delivery's messages in one step (one transaction), each told whether it started
+    /// its chat and which inbound message preceded it there, as the SQL store tells them.
+    async fn insert_inbound_batch(
+        &self,
+        messages: &[NewInbound],
+    ) -> Vec<Result<StoredInbound, StoreError>> {
         let mut tables = self.tables();
-        let key = (message.tenant.clone(), message.wamid.clone());
-        if let Some(&id) = tables.wamids.get(&key) {
-            return Ok(InsertOutcome::Duplicate { id });
-        }
-        let conversation = tables.conversation_mut(&message.tenant, &message.chat);
-        if conversation
-            .last_inbound_ms
-            .is_none_or(|last| last < message.received_ms)
-        {
-            conversation.last_inbound_ms = Some(message.received_ms);
-        }
-        let id = tables.next_id();
-        tables.wamids.insert(key, id);
-        tables.messages.insert(
-            id,
-            StoredMessage {
-                id,
-                tenant: message.tenant.clone(),
-                chat: message.chat.clone(),
-                direction: Direction::Inbound,
-                origin: None,
-                wamid: Some(message.wamid.clone()),
-                kind: message.kind.clone(),
-                body: message.body.clone(),
-                status: None,
-                status_ms: None,
-                failure: None,
-                created_ms: message.received_ms,
-                sent_ms: message.sent_ms,
-                content: None,
-                passages: Vec::new(),
-            },
-        );
-        Ok(InsertOutcome::Inserted { id })
+        messages
+            .iter()
+            .map(|message| Ok(tables.insert_inbound(message)))
+            .collect()
     }
 
     async fn record_outbound(&self, message: &NewOutbound) -> Result<InsertOutcome, StoreError> {

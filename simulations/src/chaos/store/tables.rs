@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use salesboy_actors::store::{
-    Conversation, Direction, LlmUsage, NewTenant, StoreError, StoredMessage, Tenant, WhatsAppNumber,
+    Conversation, Direction, InsertOutcome, LlmUsage, NewInbound, NewTenant, Predecessor,
+    StoreError, StoredInbound, StoredMessage, Tenant, WhatsAppNumber,
 };
 use salesboy_protocol::{ChatId, PhoneNumberId, TenantId, Wamid};
 
@@ -62,6 +63,65 @@ impl Tables {
                 current,
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// Stores an inbound message (or finds it stored), as the SQL store's insert does.
+    pub(super) fn insert_inbound(&mut self, message: &NewInbound) -> StoredInbound {
+        let key = (message.tenant.clone(), message.wamid.clone());
+        if let Some(&id) = self.wamids.get(&key) {
+            return StoredInbound {
+                outcome: InsertOutcome::Duplicate { id },
+                new_chat: false,
+                predecessor: Predecessor::Unknown,
+            };
+        }
+        let new_chat = !self
+            .conversations
+            .contains_key(&(message.tenant.clone(), message.chat.clone()));
+        let predecessor = self
+            .messages
+            .values()
+            .rev()
+            .find(|m| {
+                m.direction == Direction::Inbound
+                    && m.tenant == message.tenant
+                    && m.chat == message.chat
+            })
+            .map_or(Predecessor::FirstInChat, |m| Predecessor::Message(m.id));
+        let conversation = self.conversation_mut(&message.tenant, &message.chat);
+        if conversation
+            .last_inbound_ms
+            .is_none_or(|last| last < message.received_ms)
+        {
+            conversation.last_inbound_ms = Some(message.received_ms);
+        }
+        let id = self.next_id();
+        self.wamids.insert(key, id);
+        self.messages.insert(
+            id,
+            StoredMessage {
+                id,
+                tenant: message.tenant.clone(),
+                chat: message.chat.clone(),
+                direction: Direction::Inbound,
+                origin: None,
+                wamid: Some(message.wamid.clone()),
+                kind: message.kind.clone(),
+                body: message.body.clone(),
+                status: None,
+                status_ms: None,
+                failure: None,
+                created_ms: message.received_ms,
+                sent_ms: message.sent_ms,
+                content: None,
+                passages: Vec::new(),
+            },
+        );
+        StoredInbound {
+            outcome: InsertOutcome::Inserted { id },
+            new_chat,
+            predecessor,
         }
     }
 
