@@ -237,6 +237,15 @@ impl Harness {
         }
     }
 
+    /// The questions the LLM was asked, in order.
+    fn questions(&self) -> Vec<String> {
+        let prompts = self.llm.prompts.lock().unwrap();
+        prompts
+            .iter()
+            .map(|prompt| prompt.question.clone())
+            .collect()
+    }
+
     /// Polls until `count` replies are sent.
     async fn wait_for_replies(&self, count: usize) {
         until(&format!("{count} replies sent"), || async {
@@ -330,15 +339,7 @@ async fn a_message_whose_hand_off_was_lost_is_answered_with_the_next() {
     h.hand_over(next).await;
     h.wait_for_replies(2).await;
 
-    let questions: Vec<String> = h
-        .llm
-        .prompts
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|prompt| prompt.question.clone())
-        .collect();
-    assert_eq!(questions, ["hello", "red shoes?\nsize 42"]);
+    assert_eq!(h.questions(), ["hello", "red shoes?\nsize 42"]);
 }
 
 /// A message handed over right after the one the conversation answered is taken without a
@@ -389,15 +390,7 @@ async fn an_in_order_hand_off_skips_the_store_and_recording_still_refuses_a_seco
     let third = h.store_message("wamid.q3", "thanks").await;
     h.hand_over(third).await;
     h.wait_for_replies(2).await;
-    let questions: Vec<String> = h
-        .llm
-        .prompts
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|prompt| prompt.question.clone())
-        .collect();
-    assert_eq!(questions, ["hello", "and in blue?", "thanks"]);
+    assert_eq!(h.questions(), ["hello", "and in blue?", "thanks"]);
 }
 
 /// The database refuses every `sent` mark (a trigger raises, and counts the attempts in a
