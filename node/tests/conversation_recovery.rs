@@ -174,33 +174,7 @@ impl Harness {
 
     /// Persists the customer's question, as the ingress does.
     async fn store_question(&self) -> InboundItem {
-        let wamid = Wamid::new("wamid.in1").unwrap();
-        let received_ms = SystemClock.now_ms();
-        let outcome = self
-            .store
-            .insert_inbound(&NewInbound {
-                tenant: acme(),
-                chat: customer(),
-                wamid: wamid.clone(),
-                received_ms,
-                sent_ms: Some(received_ms),
-                kind: "text".into(),
-                body: Some(QUESTION.into()),
-                raw: None,
-            })
-            .await
-            .unwrap();
-        let InsertOutcome::Inserted { id } = outcome else {
-            panic!("not inserted: {outcome:?}");
-        };
-        InboundItem {
-            id,
-            wamid: Some(wamid),
-            text: Some(QUESTION.into()),
-            received_ms,
-            sent_ms: received_ms,
-            predecessor: Default::default(),
-        }
+        self.store_message("wamid.in1", QUESTION).await
     }
 
     /// Persists a message of the customer's as the ingress does, with the message the store
