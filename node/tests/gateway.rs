@@ -558,6 +558,36 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     );
     assert_eq!(health["alerts"][0]["tenant"], "acme", "{health}");
 
+    // New knowledge reloads the tenant, but its number did not change: the session stays
+    // refused, and the next reply fails as the first did, with no alert cleared meanwhile.
+    let added = gateway
+        .http
+        .post(format!("{}/api/tenants/acme/knowledge", gateway.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"title": "gifts", "text": "Gift cards are sold in every store."}))
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(added.status(), StatusCode::CREATED);
+    ask(&gateway, CUSTOMER, "wamid.auth1b", "open today?").await;
+    eventually(WAIT, || async {
+        let messages = gateway.settled(&tenant, CUSTOMER).await;
+        let failed = count(&messages, |m| {
+            m.status == Some(DeliveryStatus::Failed)
+                && m.failure.as_ref().is_some_and(|f| f.title == "auth_failed")
+        });
+        (failed == 2).then_some(())
+    })
+    .await;
+    let events = gateway.store().recent_events(100).await.expect("events");
+    assert!(
+        !events.iter().any(|e| {
+            e.kind == salesboy_protocol::subjects::EventKind::AlertCleared
+                && e.detail["alert"] == "session_auth_failed"
+        }),
+        "a knowledge change cleared the auth alert"
+    );
+
     // The owner fixes the token and switches to an LLM through the admin API.
     switch_to_llm(&gateway, "token-fixed", &llm).await;
 

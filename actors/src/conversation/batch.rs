@@ -113,7 +113,8 @@ pub(super) async fn start_batch(
     let Some(responder) = links.responder() else {
         // The responder is restarting: keep the batch; the next message or the sweep retries.
         warn!(tenant = %state.args.tenant, chat = %state.args.chat, "responder unavailable, batch kept");
-        state.pending = items;
+        // Beside what the cap left waiting.
+        state.pending.extend(items);
         return Ok(());
     };
     state.generation += 1;
@@ -130,7 +131,7 @@ pub(super) async fn start_batch(
         .send_message(ResponderMsg::Generate(request))
         .is_err()
     {
-        state.pending = items;
+        state.pending.extend(items);
         return Ok(());
     }
     state.in_flight = Some(InFlight {

@@ -139,6 +139,10 @@ struct Tally {
     offline: AtomicU64,
 }
 
+/// How long a responder trusts the knowledge version it was told before it reads it again.
+pub const KNOWLEDGE_VERSION_RECHECK: Duration = Duration::from_secs(60);
+const KNOWLEDGE_VERSION_RECHECK_MS: i64 = KNOWLEDGE_VERSION_RECHECK.as_millis() as i64;
+
 /// Everything a reply task needs, shared with it.
 struct Context {
     tenant: TenantId,
@@ -150,8 +154,10 @@ struct Context {
     spend: SpendCap,
     /// The tenant's reply pace.
     pace: Arc<Pace>,
-    /// The tenant's knowledge version.
+    /// The tenant's knowledge version, as last told or read.
     knowledge_version: AtomicI64,
+    /// When it was last told or read (ms, the services' clock).
+    knowledge_version_ms: AtomicI64,
 }
 
 /// A responder's state.
@@ -238,10 +244,7 @@ impl Actor for ResponderActor {
                 state.context = Arc::new(context);
             }
             ResponderMsg::KnowledgeChanged { version } => {
-                state
-                    .context
-                    .knowledge_version
-                    .store(version, Ordering::Relaxed);
+                state.context.learn_knowledge_version(version);
             }
             ResponderMsg::Observe(reply) => {
                 let tally = &state.context.tally;
@@ -282,6 +285,7 @@ impl Context {
         let pace = Arc::new(Pace::new(
             args.services.settings.replies_per_second_per_tenant,
         ));
+        let now_ms = args.services.clock.now_ms();
         Self {
             tenant: args.tenant,
             system_prompt: args.system_prompt,
@@ -292,7 +296,31 @@ impl Context {
             pace,
             spend: SpendCap::new(cap),
             knowledge_version: AtomicI64::new(args.knowledge_version),
+            knowledge_version_ms: AtomicI64::new(now_ms),
         }
+    }
+
+    /// The tenant's knowledge version: as the tenant last told it, or read again from the
+    /// store once that is [`KNOWLEDGE_VERSION_RECHECK`] old, so a change whose reload never
+    /// arrived (lost on the bus, or sent while the tenant was moving) is missed for that
+    /// long at most.
+    async fn knowledge_version(&self) -> Result<i64, StoreError> {
+        let now_ms = self.services.clock.now_ms();
+        let known_ms = self.knowledge_version_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(known_ms) < KNOWLEDGE_VERSION_RECHECK_MS {
+            return Ok(self.knowledge_version.load(Ordering::Relaxed));
+        }
+        let version = self.services.store.knowledge_version(&self.tenant).await?;
+        self.learn_knowledge_version(version);
+        Ok(self.knowledge_version.load(Ordering::Relaxed))
+    }
+
+    /// Takes `version` as the tenant's knowledge version now (versions only grow: a read
+    /// that raced a newer notice does not undo it).
+    fn learn_knowledge_version(&self, version: i64) {
+        self.knowledge_version.fetch_max(version, Ordering::Relaxed);
+        self.knowledge_version_ms
+            .store(self.services.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// The reply text, the passages it was written from and the time spent in the LLM.
@@ -329,7 +357,7 @@ impl Context {
             ));
         }
 
-        let version = self.knowledge_version.load(Ordering::Relaxed);
+        let version = self.knowledge_version().await?;
         let prompt = prompt::build(
             self.system_prompt.as_deref(),
             passages,

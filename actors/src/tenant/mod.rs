@@ -701,12 +701,16 @@ async fn reload(
         return Ok(());
     }
     let before = std::mem::replace(&mut state.record, record);
+    let record = &state.record;
     state
         .children
         .links()
-        .set_read_receipts(state.record.read_receipts);
-    match (state.children.session(), state.record.numbers.first()) {
-        (Some(session), Some(number)) => {
+        .set_read_receipts(record.read_receipts);
+    // Only what changed is applied: a knowledge add or delete reloads the tenant too, and
+    // must neither touch its session (an `auth_failed` one would show connected) nor reset
+    // its providers' circuits.
+    match (state.children.session(), record.numbers.first()) {
+        (Some(session), Some(number)) if before.numbers.first() != Some(number) => {
             let _ = session.send_message(SessionMsg::UpdateNumber(number.clone()));
         }
         (None, Some(_)) if !state.children.has_session() => {
@@ -715,33 +719,32 @@ async fn reload(
         }
         _ => {}
     }
-    if let Some(session) = state.children.session() {
-        let _ = session.send_message(SessionMsg::UpdateHygiene(state.record.web_hygiene));
+    let record = &state.record;
+    if let Some(session) = state.children.session()
+        && before.web_hygiene != record.web_hygiene
+    {
+        let _ = session.send_message(SessionMsg::UpdateHygiene(record.web_hygiene));
     }
     if let Some(responder) = state.children.responder() {
-        let record = &state.record;
-        let knowledge_only = (
-            &before.system_prompt,
-            &before.llm_config,
-            before.llm_monthly_spend_cap_micros,
-        ) == (
-            &record.system_prompt,
-            &record.llm_config,
-            record.llm_monthly_spend_cap_micros,
-        ) && before.knowledge_version != record.knowledge_version;
-        // A knowledge change alone keeps the responder's providers and their circuits.
-        let _ = responder.send_message(if knowledge_only {
-            ResponderMsg::KnowledgeChanged {
-                version: record.knowledge_version,
-            }
-        } else {
-            ResponderMsg::Reconfigure {
+        let configuration = |t: &Tenant| {
+            (
+                t.system_prompt.clone(),
+                t.llm_config.clone(),
+                t.llm_monthly_spend_cap_micros,
+            )
+        };
+        if configuration(&before) != configuration(record) {
+            let _ = responder.send_message(ResponderMsg::Reconfigure {
                 system_prompt: record.system_prompt.clone(),
                 llm_config: record.llm_config.clone(),
                 spend_cap_micros: record.llm_monthly_spend_cap_micros,
                 knowledge_version: record.knowledge_version,
-            }
-        });
+            });
+        } else if before.knowledge_version != record.knowledge_version {
+            let _ = responder.send_message(ResponderMsg::KnowledgeChanged {
+                version: record.knowledge_version,
+            });
+        }
     }
     info!(tenant = %state.tenant, "tenant configuration reloaded");
     Ok(())

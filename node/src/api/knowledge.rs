@@ -120,8 +120,9 @@ pub async fn add(
             StoreError::NotFound { .. } => ApiError::UnknownTenant(id.clone()),
             other => other.into(),
         })?;
-    let knowledge_version = api.store.knowledge_version(id).await?;
+    // Told before anything else can fail: the document is stored.
     super::tenants::reload(api, id).await;
+    let knowledge_version = api.store.knowledge_version(id).await?;
     info!(tenant = %id, document_id, chunks = chunk_count, "knowledge document added");
     Ok(KnowledgeAdded {
         document_id,
@@ -165,8 +166,8 @@ pub async fn delete(
             document: document_id,
         });
     }
-    let knowledge_version = api.store.knowledge_version(id).await?;
     super::tenants::reload(api, id).await;
+    let knowledge_version = api.store.knowledge_version(id).await?;
     info!(tenant = %id, document_id, "knowledge document deleted");
     Ok(KnowledgeDeleted {
         document_id,

@@ -231,7 +231,17 @@ pub(crate) async fn insert_inbound(
             .map(|(id, tenant, wamid)| ((tenant, wamid), id))
             .collect();
     }
-    let predecessors = predecessors(&mut *tx, dialect, messages, &inserted).await?;
+    let fresh = messages.iter().zip(&plans).filter_map(|(message, plan)| {
+        let key = (
+            message.tenant.as_str().to_owned(),
+            message.wamid.as_str().to_owned(),
+        );
+        matches!(plan, Plan::Fresh { .. })
+            .then(|| inserted.get(&key))
+            .flatten()
+            .map(|&id| (message.tenant.as_str(), message.chat.as_str(), id))
+    });
+    let predecessors = predecessors(&mut *tx, dialect, fresh).await?;
     let mut results: Vec<StoredInbound> = Vec::with_capacity(messages.len());
     for (index, (message, plan)) in messages.iter().zip(plans).enumerate() {
         let stored = match plan {
@@ -278,29 +288,19 @@ pub(crate) async fn insert_inbound(
     Ok(results)
 }
 
-/// Each inserted message's predecessor in its chat (`inserted`: (tenant, wamid) → id of
-/// the messages this transaction inserted), by id: one statement for the chats' messages
-/// stored before, the rest from the ids. The transaction holds the chats' conversation rows
-/// (the insert took them before the messages got their ids), so every message of these
-/// chats with a lower id is committed and none can commit after with one.
-async fn predecessors(
+/// The predecessor in its chat of each message this transaction inserted (`inserted`:
+/// (tenant, chat, id)), by id: one statement for the chats' messages stored before, the
+/// rest from the ids. The transaction holds the chats' conversation rows (the insert took
+/// them before the messages got their ids), so every message of these chats with a lower
+/// id is committed and none can commit after with one.
+async fn predecessors<'a>(
     tx: &mut AnyConnection,
     dialect: Dialect,
-    messages: &[&NewInbound],
-    inserted: &HashMap<(String, String), i64>,
+    inserted: impl Iterator<Item = (&'a str, &'a str, i64)>,
 ) -> Result<HashMap<i64, Predecessor>, Failure> {
     let mut by_chat: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
-    for message in messages {
-        let key = (
-            message.tenant.as_str().to_owned(),
-            message.wamid.as_str().to_owned(),
-        );
-        if let Some(&id) = inserted.get(&key) {
-            by_chat
-                .entry((message.tenant.as_str(), message.chat.as_str()))
-                .or_default()
-                .push(id);
-        }
+    for (tenant, chat, id) in inserted {
+        by_chat.entry((tenant, chat)).or_default().push(id);
     }
     if by_chat.is_empty() {
         return Ok(HashMap::new());
