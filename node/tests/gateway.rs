@@ -451,6 +451,16 @@ async fn health_and_metrics_describe_the_node() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // Writes per group commit are counted in buckets of counts, the latencies in seconds.
+    assert!(
+        metrics.contains(r#"salesboy_store_group_commit_writes_bucket{le="256"}"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"salesboy_store_group_commit_writes_bucket{le="0.0005"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"salesboy_reply_gateway_seconds_bucket{le="0.0005"}"#));
     gateway.node.stop().await;
 }
 

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use salesboy_protocol::events::AlertKind;
 
@@ -23,6 +23,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets of `salesboy_store_group_commit_writes`: writes per group commit (at most 256).
+const GROUP_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// The process-wide Prometheus recorder, installed on first use (several nodes in one test
 /// process share it).
 pub fn recorder() -> PrometheusHandle {
@@ -31,6 +34,12 @@ pub fn recorder() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("salesboy_store_group_commit_writes".into()),
+                        GROUP_SIZE_BUCKETS,
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
