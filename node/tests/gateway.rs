@@ -251,15 +251,7 @@ async fn a_knowledge_change_through_the_api_ends_answers_from_the_cache() {
     assert_eq!(ask_anew("16505550002").await, 1, "answered from the cache");
 
     // Knowledge the question does not find: the prompt is the same, the version is not.
-    let added = gateway
-        .http
-        .post(format!("{}/api/tenants/acme/knowledge", gateway.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"title": "gifts", "text": "Gift cards are sold in every store."}))
-        .send()
-        .await
-        .expect("admin request");
-    assert_eq!(added.status(), StatusCode::CREATED);
+    add_gift_cards_through_the_api(&gateway).await;
     assert_eq!(
         ask_anew("16505550003").await,
         2,
@@ -570,15 +562,7 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
 
     // New knowledge reloads the tenant, but its number did not change: the session stays
     // refused, and the next reply fails as the first did, with no alert cleared meanwhile.
-    let added = gateway
-        .http
-        .post(format!("{}/api/tenants/acme/knowledge", gateway.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"title": "gifts", "text": "Gift cards are sold in every store."}))
-        .send()
-        .await
-        .expect("admin request");
-    assert_eq!(added.status(), StatusCode::CREATED);
+    add_gift_cards_through_the_api(&gateway).await;
     ask(&gateway, CUSTOMER, "wamid.auth1b", "open today?").await;
     eventually(WAIT, || async {
         let messages = gateway.settled(&tenant, CUSTOMER).await;
@@ -624,6 +608,20 @@ async fn a_refused_token_fails_the_session_until_the_tenant_is_updated() {
     assert_eq!(cleared.len(), 1, "cleared once: {cleared:?}");
     assert_eq!(gateway.health().await["alerts"], json!([]));
     gateway.node.stop().await;
+}
+
+/// Adds a document to acme's knowledge through the admin API, one that "When do you open?"
+/// does not find.
+async fn add_gift_cards_through_the_api(gateway: &Gateway) {
+    let added = gateway
+        .http
+        .post(format!("{}/api/tenants/acme/knowledge", gateway.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"title": "gifts", "text": "Gift cards are sold in every store."}))
+        .send()
+        .await
+        .expect("admin request");
+    assert_eq!(added.status(), StatusCode::CREATED);
 }
 
 /// Saves acme's number with `access_token` and the fake's OpenAI-compatible provider, through
