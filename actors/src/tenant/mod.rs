@@ -726,14 +726,15 @@ async fn reload(
         let _ = session.send_message(SessionMsg::UpdateHygiene(record.web_hygiene));
     }
     if let Some(responder) = state.children.responder() {
-        let configuration = |t: &Tenant| {
-            (
-                t.system_prompt.clone(),
-                t.llm_config.clone(),
-                t.llm_monthly_spend_cap_micros,
-            )
+        let same_configuration = |t: &Tenant| {
+            (t.system_prompt.as_deref(), t.llm_config.as_deref())
+                == (
+                    record.system_prompt.as_deref(),
+                    record.llm_config.as_deref(),
+                )
+                && t.llm_monthly_spend_cap_micros == record.llm_monthly_spend_cap_micros
         };
-        if configuration(&before) != configuration(record) {
+        if !same_configuration(&before) {
             let _ = responder.send_message(ResponderMsg::Reconfigure {
                 system_prompt: record.system_prompt.clone(),
                 llm_config: record.llm_config.clone(),

@@ -231,16 +231,28 @@ pub(crate) async fn insert_inbound(
             .map(|(id, tenant, wamid)| ((tenant, wamid), id))
             .collect();
     }
-    let fresh = messages.iter().zip(&plans).filter_map(|(message, plan)| {
-        let key = (
-            message.tenant.as_str().to_owned(),
-            message.wamid.as_str().to_owned(),
-        );
-        matches!(plan, Plan::Fresh { .. })
-            .then(|| inserted.get(&key))
-            .flatten()
-            .map(|&id| (message.tenant.as_str(), message.chat.as_str(), id))
-    });
+    // Each new message's id as the insert returned it (none: stored meanwhile by another
+    // node), looked up once for its predecessor and its result.
+    let inserted_ids: Vec<Option<i64>> = messages
+        .iter()
+        .zip(&plans)
+        .map(|(message, plan)| {
+            let Plan::Fresh { .. } = plan else {
+                return None;
+            };
+            let key = (
+                message.tenant.as_str().to_owned(),
+                message.wamid.as_str().to_owned(),
+            );
+            inserted.get(&key).copied()
+        })
+        .collect();
+    let fresh = messages
+        .iter()
+        .zip(&inserted_ids)
+        .filter_map(|(message, id)| {
+            id.map(|id| (message.tenant.as_str(), message.chat.as_str(), id))
+        });
     let predecessors = predecessors(&mut *tx, dialect, fresh).await?;
     let mut results: Vec<StoredInbound> = Vec::with_capacity(messages.len());
     for (index, (message, plan)) in messages.iter().zip(plans).enumerate() {
@@ -254,12 +266,8 @@ pub(crate) async fn insert_inbound(
                 predecessor: Predecessor::Unknown,
             },
             Plan::Fresh { new_chat } => {
-                let key = (
-                    message.tenant.as_str().to_owned(),
-                    message.wamid.as_str().to_owned(),
-                );
-                match inserted.get(&key) {
-                    Some(&id) => {
+                match inserted_ids[index] {
+                    Some(id) => {
                         events.push((index, received_event(message, id)));
                         StoredInbound {
                             outcome: InsertOutcome::Inserted { id },
@@ -308,7 +316,6 @@ async fn predecessors<'a>(
     let mut rows = Rows::default();
     for ((tenant, chat), ids) in &mut by_chat {
         ids.sort_unstable();
-        ids.dedup();
         rows.push([
             ("t", json!(tenant)),
             ("c", json!(chat)),
