@@ -218,6 +218,10 @@ const HISTOGRAMS: &[(&str, &str)] = &[
         "a reply's time waiting for the LLM",
     ),
     (
+        "salesboy_store_group_commit_seconds",
+        "how long a group commit's transaction took, from its begin to its commit",
+    ),
+    (
         "salesboy_store_group_commit_writes",
         "writes per group commit",
     ),

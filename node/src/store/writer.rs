@@ -177,7 +177,11 @@ async fn run(db: Db, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
 async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
     let writes: Vec<&Write> = jobs.iter().flat_map(|job| job.writes.iter()).collect();
     metrics::histogram!("salesboy_store_group_commit_writes").record(writes.len() as f64);
-    let mut results = match transaction(db, &writes).await {
+    let started = std::time::Instant::now();
+    let outcome = transaction(db, &writes).await;
+    metrics::histogram!("salesboy_store_group_commit_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let mut results = match outcome {
         Ok(results) => results,
         Err(failure) => {
             if writes.len() > 1 {
