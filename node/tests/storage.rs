@@ -121,6 +121,7 @@ database_suite!(
     knowledge_ranking_puts_the_better_match_first,
     questions_without_words_find_nothing,
     knowledge_versions_and_deletion,
+    a_knowledge_change_by_another_node_is_seen_on_the_next_search,
     llm_usage_totals_sum_per_tenant,
     usage_between_counts_one_tenant_in_one_period,
     events_are_listed_newest_first,
@@ -1966,6 +1967,44 @@ async fn questions_without_words_find_nothing(store: Arc<dyn Store>) {
             .len(),
         1
     );
+}
+
+/// Searches rank from a full-text index the store caches per tenant (decision 0021): a
+/// change made through another store on the same database (another node) must be seen by
+/// the next search, never hidden behind the cached index.
+async fn a_knowledge_change_by_another_node_is_seen_on_the_next_search(fixture: Fixture) {
+    let node_a = fixture.store;
+    let node_b = SqlStore::connect(&fixture.url).await.expect("second store");
+    let acme = given_tenant(&node_a, "acme").await;
+    add_document(&node_a, &acme, "Hours", &["Open from nine to five."]).await;
+    // Node A's cache now holds acme's passages.
+    assert_eq!(
+        texts(&node_a.search_knowledge(&acme, "open", 5).await.unwrap()),
+        ["Open from nine to five."]
+    );
+    assert!(
+        node_a
+            .search_knowledge(&acme, "noodles", 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let menu = add_document(&node_b, &acme, "Menu", &["Noodles with satay."]).await;
+    assert_eq!(
+        texts(&node_a.search_knowledge(&acme, "noodles", 5).await.unwrap()),
+        ["Noodles with satay."]
+    );
+    assert!(node_b.delete_knowledge(&acme, menu, T0).await.unwrap());
+    assert!(
+        node_a
+            .search_knowledge(&acme, "noodles", 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    node_b.close().await;
+    node_a.close().await;
 }
 
 async fn knowledge_versions_and_deletion(store: Arc<dyn Store>) {

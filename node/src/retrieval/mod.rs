@@ -13,6 +13,8 @@
 //! - [`text_index`]: the tenant's passages as posting lists in memory (BM25), cached beside
 //!   the vectors and checked against the tenant's knowledge version on every search: the
 //!   full-text half of the hybrid search without scoring thousands of rows in SQL.
+//! - [`text_cache`]: the same full-text indexes for a store without an embedding provider
+//!   (the offline search, decision 0021).
 //! - [`fusion`]: reciprocal rank fusion of the full-text and vector rankings.
 //! - [`worker`]: the background embedder: passages without a vector for their tenant's model
 //!   are embedded in batches; on failure they stay pending, the tenant gets one
@@ -24,6 +26,7 @@
 
 pub mod fusion;
 pub mod index;
+pub mod text_cache;
 pub mod text_index;
 pub mod worker;
 

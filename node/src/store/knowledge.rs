@@ -1,11 +1,13 @@
 //! The tenants' knowledge bases and their full-text search (architecture §11).
 //!
-//! Postgres: `knowledge_chunks.tsv`, a generated `to_tsvector('simple', text)` column with a
-//! GIN index, queried with `to_tsquery('simple', 'a | b')` and ranked by `ts_rank`.
-//! SQLite: the external-content FTS5 table `knowledge_fts` (text and tenant), kept in step by
-//! triggers, queried with `tenant_id : "t" AND text : ("a" OR "b")` and ranked by `bm25`. Both OR-match the question's words, so a passage
-//! that shares more (and rarer) words with the question ranks higher, and both filter on the
-//! chunk's own `tenant_id`: a tenant never sees another's passages.
+//! A search OR-matches the question's words ([`query_words`]) as prefixes against the
+//! tenant's full-text index in memory (`retrieval::text_index`, BM25), so a passage that
+//! shares more (and rarer) words with the question ranks higher, and only the tenant's own
+//! passages are ever scored (decision 0021). The database's full-text indexes (PostgreSQL's
+//! generated `tsv` column with its GIN index, SQLite's FTS5 table `knowledge_fts` kept by
+//! triggers) are still written with the passages but no longer searched.
+
+use std::sync::Arc;
 
 use salesboy_actors::store::{KnowledgeDocument, KnowledgeHit, NewKnowledge, StoreError};
 use salesboy_protocol::TenantId;
@@ -13,9 +15,11 @@ use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use serde_json::json;
 
-use super::decode::{get, limit};
+use super::decode::get;
 use super::error::Failure;
-use super::{Db, Dialect, outbox};
+use super::{Db, outbox};
+use crate::retrieval::Stamp;
+use crate::retrieval::text_cache::{CachedPassages, TextCache};
 
 /// At most this many distinct words of a question are searched for.
 const MAX_QUERY_WORDS: usize = 32;
@@ -116,35 +120,14 @@ pub(crate) async fn delete_knowledge(
     Ok(true)
 }
 
-/// The full-text search on SQLite: `$1` tenant, `$2` FTS5 query ([`sqlite_query`]: the
-/// tenant's passages only), `$3` limit. bm25 is lower-is-better: negated so that, as on
-/// Postgres, higher is better; the tenant column weighs nothing. CROSS JOIN fixes the order:
-/// the full-text index first, then each match's chunk. Left to itself (no statistics, as on
-/// a fresh database) SQLite 3.51 walks the tenant's chunks and runs the full-text query once
-/// per chunk: 156 ms instead of 0.4 ms at 1,000 passages. The chunk's own `tenant_id` is
-/// still checked: the index's tenant match is by tokens.
-pub(crate) const SQLITE_SEARCH: &str = "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text, -bm25(knowledge_fts, 1.0, 0.0) AS score \
-     FROM knowledge_fts \
-     CROSS JOIN knowledge_chunks c ON c.id = knowledge_fts.rowid \
-     CROSS JOIN knowledge_documents d ON d.id = c.document_id \
-     WHERE knowledge_fts MATCH $2 AND c.tenant_id = $1 \
-     ORDER BY score DESC, c.id LIMIT $3";
-
-/// The FTS5 query for `words` within `tenant`'s passages: `tenant_id : "acme" AND text :
-/// ("open"* OR "hours"*)`. Tenant ids are ASCII letters, digits, `_` and `-`: nothing to
-/// escape inside the quotes. `"…"*` is a prefix match: "open" finds "opens" and "opening".
-fn sqlite_query(tenant: &TenantId, words: &[String]) -> String {
-    let words = words
-        .iter()
-        .map(|word| format!("\"{word}\"*"))
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    format!("tenant_id : \"{tenant}\" AND text : ({words})")
-}
-
-/// The tenant's best `k` passages for `question`.
+/// The tenant's best `k` passages for `question`, ranked from the tenant's full-text index
+/// in memory (`retrieval::text_index`: the question's words matched as prefixes, BM25 with
+/// FTS5's constants) and answered from the passages cached with it in `texts` at the
+/// tenant's knowledge version, both loaded on a cold search (decision 0021). A warm search
+/// reads one row, the tenant's stamp, and scores no other tenant's passages.
 pub(crate) async fn search_knowledge(
     db: &Db,
+    texts: &TextCache,
     tenant: &TenantId,
     question: &str,
     k: u32,
@@ -153,42 +136,74 @@ pub(crate) async fn search_knowledge(
     if words.is_empty() || k == 0 {
         return Ok(Vec::new());
     }
-    let (sql, query) = match db.dialect {
-        Dialect::Postgres => (
-            "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text, \
-             CAST(ts_rank(c.tsv, to_tsquery('simple', $2)) AS DOUBLE PRECISION) AS score \
-             FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id \
-             WHERE c.tenant_id = $1 AND c.tsv @@ to_tsquery('simple', $2) \
-             ORDER BY score DESC, c.id LIMIT $3",
-            // `:*` is a prefix match: "open" finds "opens" and "opening".
-            words
-                .iter()
-                .map(|word| format!("{word}:*"))
-                .collect::<Vec<_>>()
-                .join(" | "),
-        ),
-        Dialect::Sqlite => (SQLITE_SEARCH, sqlite_query(tenant, &words)),
+    let Some(stamp) = passages_stamp(db, tenant).await? else {
+        return Ok(Vec::new());
     };
-    let rows = sqlx::query(sql)
-        .bind(tenant.as_str())
-        .bind(query)
-        .bind(limit(k))
-        .fetch_all(&db.reader)
-        .await?;
-    rows.iter()
+    let cached = match texts.cached(tenant, stamp) {
+        Some(cached) => cached,
+        None => {
+            // A passage added after the stamp was read may be in it: the next search reads
+            // the newer version and loads again.
+            let cached = Arc::new(CachedPassages::new(
+                stamp,
+                tenant_passages(db, tenant).await?,
+            ));
+            texts.insert(tenant, Arc::clone(&cached));
+            cached
+        }
+    };
+    Ok(cached
+        .index
+        .search(&words, k as usize)
+        .into_iter()
         .enumerate()
-        .map(|(i, row)| {
+        .filter_map(|(place, (chunk_id, score))| {
+            let mut hit = cached.passages.get(&chunk_id)?.clone();
+            hit.score = score;
+            hit.fulltext_rank = u32::try_from(place + 1).ok();
+            Some(hit)
+        })
+        .collect())
+}
+
+/// Every passage of the tenant with its document, by chunk id (score and ranks unset).
+async fn tenant_passages(db: &Db, tenant: &TenantId) -> Result<Vec<KnowledgeHit>, Failure> {
+    let rows = sqlx::query(
+        "SELECT c.id AS chunk_id, d.id AS document_id, d.title, c.text \
+         FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id \
+         WHERE c.tenant_id = $1 ORDER BY c.id",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(&db.reader)
+    .await?;
+    rows.iter()
+        .map(|row| {
             Ok(KnowledgeHit {
                 chunk_id: get(row, "chunk_id")?,
                 document_id: get(row, "document_id")?,
                 document_title: get(row, "title")?,
                 text: get(row, "text")?,
-                score: get(row, "score")?,
-                fulltext_rank: u32::try_from(i + 1).ok(),
+                score: 0.0,
+                fulltext_rank: None,
                 vector_rank: None,
             })
         })
         .collect()
+}
+
+/// What the tenant's cached full-text index is checked against: its creation time and
+/// knowledge version (one row); `None` for an unknown tenant.
+async fn passages_stamp(db: &Db, tenant: &TenantId) -> Result<Option<Stamp>, Failure> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT created_ms, knowledge_version FROM tenants WHERE id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&db.reader)
+            .await?;
+    Ok(row.map(|(tenant_created_ms, knowledge_version)| Stamp {
+        tenant_created_ms,
+        knowledge_version,
+        ..Stamp::default()
+    }))
 }
 
 /// The tenant's knowledge version; 0 if the tenant does not exist.
@@ -258,32 +273,6 @@ pub(crate) fn query_words(question: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn sqlite_searches_from_the_full_text_index_first() {
-        use sqlx::Row;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
-        let store = crate::store::SqlStore::connect(&url).await.expect("store");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {SQLITE_SEARCH}"
-        )))
-        .bind("acme")
-        .bind(sqlite_query(
-            &TenantId::new("acme").expect("tenant"),
-            &["lagos".to_owned()],
-        ))
-        .bind(5_i64)
-        .fetch_all(&store.db.reader)
-        .await
-        .expect("plan");
-        let plan: Vec<String> = rows
-            .iter()
-            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
-            .collect();
-        assert!(plan[0].contains("knowledge_fts"), "{plan:?}");
-        store.close().await;
-    }
 
     #[test]
     fn questions_become_distinct_lowercase_words() {

@@ -248,6 +248,8 @@ pub struct SqlStore {
     /// Semantic retrieval, when an embedding provider is configured
     /// ([`SqlStore::with_retrieval`]); `None`: full-text search only.
     retrieval: Option<Arc<crate::retrieval::Retrieval>>,
+    /// The tenants' full-text indexes the search without retrieval ranks from.
+    texts: Arc<crate::retrieval::text_cache::TextCache>,
     /// SQLite files: the task that checkpoints the write-ahead log, stopped with the last
     /// clone of the store.
     _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
@@ -397,6 +399,9 @@ impl SqlStore {
             },
             url: redacted,
             retrieval: None,
+            texts: Arc::new(crate::retrieval::text_cache::TextCache::new(
+                crate::retrieval::text_cache::TEXT_CACHE_BYTES,
+            )),
             _checkpointer: checkpointer,
         })
     }

@@ -406,8 +406,14 @@ impl KnowledgeStore for SqlStore {
                 .await
             }
             None => {
-                self.run(knowledge::search_knowledge(&self.db, tenant, question, k))
-                    .await
+                self.run(knowledge::search_knowledge(
+                    &self.db,
+                    &self.texts,
+                    tenant,
+                    question,
+                    k,
+                ))
+                .await
             }
         }
     }
