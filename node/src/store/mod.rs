@@ -125,9 +125,11 @@ async fn warn_of_newer_migrations(pool: &AnyPool, migrator: &Migrator) {
 
 /// Per-connection SQLite settings: write-ahead log (readers never block the writer),
 /// `synchronous=NORMAL` (durable at checkpoints, the recommended pairing with WAL),
-/// foreign keys enforced, and a 5 s wait for a busy database instead of failing at once.
+/// foreign keys enforced, a 5 s wait for a busy database instead of failing at once, and
+/// a page cache of up to 32 MiB (SQLite's default is 2 MiB): every group commit descends
+/// the `messages` indexes, and on a large table their upper pages no longer fit.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;";
 
 /// The read pool's connections: as [`SQLITE_PRAGMAS`], and they refuse to write.
 const SQLITE_READER_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
