@@ -1973,36 +1973,28 @@ async fn questions_without_words_find_nothing(store: Arc<dyn Store>) {
 /// change made through another store on the same database (another node) must be seen by
 /// the next search, never hidden behind the cached index.
 async fn a_knowledge_change_by_another_node_is_seen_on_the_next_search(fixture: Fixture) {
+    async fn found(store: &SqlStore, tenant: &TenantId, question: &str) -> Vec<String> {
+        let hits = store.search_knowledge(tenant, question, 5).await.unwrap();
+        texts(&hits).into_iter().map(str::to_owned).collect()
+    }
     let node_a = fixture.store;
     let node_b = SqlStore::connect(&fixture.url).await.expect("second store");
     let acme = given_tenant(&node_a, "acme").await;
     add_document(&node_a, &acme, "Hours", &["Open from nine to five."]).await;
     // Node A's cache now holds acme's passages.
     assert_eq!(
-        texts(&node_a.search_knowledge(&acme, "open", 5).await.unwrap()),
+        found(&node_a, &acme, "open").await,
         ["Open from nine to five."]
     );
-    assert!(
-        node_a
-            .search_knowledge(&acme, "noodles", 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(found(&node_a, &acme, "noodles").await.is_empty());
 
     let menu = add_document(&node_b, &acme, "Menu", &["Noodles with satay."]).await;
     assert_eq!(
-        texts(&node_a.search_knowledge(&acme, "noodles", 5).await.unwrap()),
+        found(&node_a, &acme, "noodles").await,
         ["Noodles with satay."]
     );
     assert!(node_b.delete_knowledge(&acme, menu, T0).await.unwrap());
-    assert!(
-        node_a
-            .search_knowledge(&acme, "noodles", 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(found(&node_a, &acme, "noodles").await.is_empty());
     node_b.close().await;
     node_a.close().await;
 }
