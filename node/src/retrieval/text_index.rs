@@ -1,4 +1,6 @@
-//! A tenant's full-text index in memory, for the hybrid search: BM25 over posting lists.
+//! A tenant's full-text index in memory, for every knowledge search (the hybrid search's
+//! full-text half, and the search without an embedding provider: decision 0021): BM25 over
+//! posting lists.
 //!
 //! The database's full-text search scores every passage that shares a word with the
 //! question before it keeps the best few: thousands of passages for a common word in a
