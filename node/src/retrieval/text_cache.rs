@@ -95,7 +95,8 @@ impl TextCache {
     }
 
     /// The memory the cached passages hold, in bytes (after pending evictions).
-    pub fn cached_bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn cached_bytes(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }

@@ -599,18 +599,7 @@ async fn chunks_by_id(
     }
     let rows = query.fetch_all(&db.reader).await?;
     rows.iter()
-        .map(|row| {
-            let hit = KnowledgeHit {
-                chunk_id: get(row, "chunk_id")?,
-                document_id: get(row, "document_id")?,
-                document_title: get(row, "title")?,
-                text: get(row, "text")?,
-                score: 0.0,
-                fulltext_rank: None,
-                vector_rank: None,
-            };
-            Ok((hit.chunk_id, hit))
-        })
+        .map(|row| knowledge::passage(row).map(|hit| (hit.chunk_id, hit)))
         .collect()
 }
 

@@ -176,19 +176,21 @@ async fn tenant_passages(db: &Db, tenant: &TenantId) -> Result<Vec<KnowledgeHit>
     .bind(tenant.as_str())
     .fetch_all(&db.reader)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(KnowledgeHit {
-                chunk_id: get(row, "chunk_id")?,
-                document_id: get(row, "document_id")?,
-                document_title: get(row, "title")?,
-                text: get(row, "text")?,
-                score: 0.0,
-                fulltext_rank: None,
-                vector_rank: None,
-            })
-        })
-        .collect()
+    rows.iter().map(passage).collect()
+}
+
+/// A passage from a row of `chunk_id`, `document_id`, `title` and `text` (score and ranks
+/// unset).
+pub(crate) fn passage(row: &sqlx::any::AnyRow) -> Result<KnowledgeHit, Failure> {
+    Ok(KnowledgeHit {
+        chunk_id: get(row, "chunk_id")?,
+        document_id: get(row, "document_id")?,
+        document_title: get(row, "title")?,
+        text: get(row, "text")?,
+        score: 0.0,
+        fulltext_rank: None,
+        vector_rank: None,
+    })
 }
 
 /// What the tenant's cached full-text index is checked against: its creation time and
