@@ -7,8 +7,8 @@
 //! alone at once; under heavy load many share a commit — bounded by [`MAX_WRITES`] writes
 //! and [`MAX_BYTES`] bytes, always whole jobs, and runs them in one transaction:
 //!
-//! - the duplicates among the inbound messages are read in two statements, and the fence of
-//!   every tenant that has a fenced write in two (`fencing::Fences`);
+//! - the duplicates among the inbound messages, and their chats, are read in one statement,
+//!   and the fence of every tenant that has a fenced write in two (`fencing::Fences`);
 //! - each kind of write goes in with one statement per table, whatever the number of
 //!   writes (their rows as one JSON parameter, `messages::grouped`), and all their events
 //!   with one more;
@@ -237,7 +237,7 @@ async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, F
     let mut inbound_events = Vec::new();
     let mut inbound_results = Vec::new();
     if !inbound.is_empty() {
-        let mut duplicates = Duplicates::read(&mut tx, &inbound).await?;
+        let mut duplicates = Duplicates::read(&mut tx, db.dialect, &inbound).await?;
         inbound_results = messages::insert_inbound(
             &mut tx,
             db.dialect,

@@ -27,7 +27,6 @@ use crate::store::decode::{get, id, named};
 use crate::store::error::Failure;
 use crate::store::fencing::Fences;
 use crate::store::json_rows::{Column, Rows, source};
-use crate::store::lists;
 use salesboy_actors::store::OutboundOrigin;
 use salesboy_protocol::ChatId;
 
@@ -41,53 +40,50 @@ pub(crate) struct Duplicates {
 }
 
 impl Duplicates {
-    /// Reads which of `messages`, and which of their chats, are stored already: two
-    /// statements per 512 messages.
+    /// Reads which of `messages`, and which of their chats, are stored already: one
+    /// statement, whatever their number.
     pub(crate) async fn read(
         tx: &mut AnyConnection,
+        dialect: Dialect,
         messages: &[&NewInbound],
     ) -> Result<Self, Failure> {
+        let mut rows = Rows::default();
+        for message in messages {
+            rows.push([
+                ("t", json!(message.tenant.as_str())),
+                ("w", json!(message.wamid.as_str())),
+                ("c", json!(message.chat.as_str())),
+            ]);
+        }
+        // One lookup per message by each unique index: a scalar subquery per row. (Postgres
+        // plans `(a, b) IN (…)` as a semi-join that may scan the whole table, a cost that
+        // grows with history.)
+        let sql = format!(
+            "SELECT x.t, x.w, x.c, \
+             (SELECT m.id FROM messages m WHERE m.tenant_id = x.t AND m.wamid = x.w), \
+             (SELECT 1 FROM conversations k WHERE k.tenant_id = x.t AND k.chat_id = x.c) \
+             FROM {}",
+            source(
+                dialect,
+                1,
+                "x",
+                &[Column::Text("t"), Column::Text("w"), Column::Text("c")]
+            )
+        );
+        let found = sqlx::query_as::<_, (String, String, String, Option<i64>, Option<i32>)>(
+            sqlx::AssertSqlSafe(sql),
+        )
+        .bind(rows.into_json())
+        .fetch_all(&mut *tx)
+        .await?;
         let mut stored = HashMap::new();
         let mut chats = HashSet::new();
-        // One lookup per message, by the unique index: a scalar subquery per row of a
-        // `VALUES` list. (Postgres plans `(a, b) IN (VALUES …)` as a semi-join that may scan
-        // the whole table, a cost that grows with history.)
-        for chunk in messages.chunks(lists::MAX_LIST / 2) {
-            let count = lists::padded_len(chunk.len());
-            let pairs = lists::pair_placeholders(1, count);
-            let sql = format!(
-                "WITH v (t, w) AS (VALUES {pairs}) SELECT v.t, v.w, \
-                 (SELECT m.id FROM messages m WHERE m.tenant_id = v.t AND m.wamid = v.w) \
-                 FROM v"
-            );
-            let mut query =
-                sqlx::query_as::<_, (String, String, Option<i64>)>(sqlx::AssertSqlSafe(sql));
-            for message in lists::padded(chunk) {
-                query = query
-                    .bind(message.tenant.as_str())
-                    .bind(message.wamid.as_str());
+        for (tenant, wamid, chat, id, chat_found) in found {
+            if chat_found.is_some() {
+                chats.insert((tenant.clone(), chat));
             }
-            for (tenant, wamid, id) in query.fetch_all(&mut *tx).await? {
-                if let Some(id) = id {
-                    stored.insert((tenant, wamid), id);
-                }
-            }
-            let sql = format!(
-                "WITH v (t, c) AS (VALUES {pairs}) SELECT v.t, v.c, \
-                 (SELECT 1 FROM conversations k WHERE k.tenant_id = v.t AND k.chat_id = v.c) \
-                 FROM v"
-            );
-            let mut query =
-                sqlx::query_as::<_, (String, String, Option<i32>)>(sqlx::AssertSqlSafe(sql));
-            for message in lists::padded(chunk) {
-                query = query
-                    .bind(message.tenant.as_str())
-                    .bind(message.chat.as_str());
-            }
-            for (tenant, chat, found) in query.fetch_all(&mut *tx).await? {
-                if found.is_some() {
-                    chats.insert((tenant, chat));
-                }
+            if let Some(id) = id {
+                stored.insert((tenant, wamid), id);
             }
         }
         Ok(Self { stored, chats })
@@ -159,6 +155,9 @@ pub(crate) async fn insert_inbound(
         }
     }
     let mut inserted: HashMap<(String, String), i64> = HashMap::new();
+    // Each inserted message's id → the chat's latest inbound message with a lower id, as
+    // its insert saw the table (see [`PREDECESSOR`]).
+    let mut stored_before: HashMap<i64, Option<i64>> = HashMap::new();
     if !chats.is_empty() {
         let mut rows = Rows::default();
         for ((tenant, chat), received_ms) in &chats {
@@ -205,7 +204,8 @@ pub(crate) async fn insert_inbound(
             "INSERT INTO messages \
              (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
              SELECT x.t, x.c, 'inbound', x.w, x.k, x.b, x.j, x.r, x.s FROM {} WHERE true \
-             ON CONFLICT (tenant_id, wamid) DO NOTHING RETURNING id, tenant_id, wamid",
+             ON CONFLICT (tenant_id, wamid) DO NOTHING \
+             RETURNING id, tenant_id, wamid, {PREDECESSOR}",
             source(
                 dialect,
                 1,
@@ -222,14 +222,15 @@ pub(crate) async fn insert_inbound(
                 ]
             )
         );
-        let returned = sqlx::query_as::<_, (i64, String, String)>(sqlx::AssertSqlSafe(sql))
-            .bind(rows.into_json())
-            .fetch_all(&mut *tx)
-            .await?;
-        inserted = returned
-            .into_iter()
-            .map(|(id, tenant, wamid)| ((tenant, wamid), id))
-            .collect();
+        let returned =
+            sqlx::query_as::<_, (i64, String, String, Option<i64>)>(sqlx::AssertSqlSafe(sql))
+                .bind(rows.into_json())
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, tenant, wamid, before) in returned {
+            inserted.insert((tenant, wamid), id);
+            stored_before.insert(id, before);
+        }
     }
     // Each new message's id as the insert returned it (none: stored meanwhile by another
     // node), looked up once for its predecessor and its result.
@@ -253,7 +254,7 @@ pub(crate) async fn insert_inbound(
         .filter_map(|(message, id)| {
             id.map(|id| (message.tenant.as_str(), message.chat.as_str(), id))
         });
-    let predecessors = predecessors(&mut *tx, dialect, fresh).await?;
+    let predecessors = predecessors(fresh, &stored_before);
     let mut results: Vec<StoredInbound> = Vec::with_capacity(messages.len());
     for (index, (message, plan)) in messages.iter().zip(plans).enumerate() {
         let stored = match plan {
@@ -296,64 +297,43 @@ pub(crate) async fn insert_inbound(
     Ok(results)
 }
 
+/// What the inbound insert returns of each row it inserts: the chat's latest inbound
+/// message with a lower id. Only the value of each chat's first new message (its lowest id)
+/// is used: it is what was stored before the statement on both databases (Postgres's
+/// subquery sees the statement's snapshot; SQLite's sees the rows inserted so far, none of
+/// them in that chat). The transaction holds the chats' conversation rows (the insert before
+/// took them), so every message of these chats with a lower id is committed and none can
+/// commit after with one. The partial index `messages_inbound_by_chat` makes each a short
+/// descent, however long the chat.
+const PREDECESSOR: &str = "(SELECT max(m.id) FROM messages m \
+    WHERE m.tenant_id = messages.tenant_id AND m.chat_id = messages.chat_id \
+    AND m.direction = 'inbound' AND m.id < messages.id)";
+
 /// The predecessor in its chat of each message this transaction inserted (`inserted`:
-/// (tenant, chat, id)), by id: one statement for the chats' messages stored before, the
-/// rest from the ids. The transaction holds the chats' conversation rows (the insert took
-/// them before the messages got their ids), so every message of these chats with a lower
-/// id is committed and none can commit after with one.
-async fn predecessors<'a>(
-    tx: &mut AnyConnection,
-    dialect: Dialect,
+/// (tenant, chat, id)), by id: each chat's first from `stored_before` (what the insert
+/// returned, [`PREDECESSOR`]), the rest from the ids.
+fn predecessors<'a>(
     inserted: impl Iterator<Item = (&'a str, &'a str, i64)>,
-) -> Result<HashMap<i64, Predecessor>, Failure> {
+    stored_before: &HashMap<i64, Option<i64>>,
+) -> HashMap<i64, Predecessor> {
     let mut by_chat: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
     for (tenant, chat, id) in inserted {
         by_chat.entry((tenant, chat)).or_default().push(id);
     }
-    if by_chat.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let mut rows = Rows::default();
-    for ((tenant, chat), ids) in &mut by_chat {
-        ids.sort_unstable();
-        rows.push([
-            ("t", json!(tenant)),
-            ("c", json!(chat)),
-            ("i", json!(ids[0])),
-        ]);
-    }
-    // The partial index `messages_inbound_by_chat` makes each a short descent, however long
-    // the chat.
-    let sql = format!(
-        "SELECT x.i, (SELECT max(m.id) FROM messages m WHERE m.tenant_id = x.t \
-         AND m.chat_id = x.c AND m.direction = 'inbound' AND m.id < x.i) FROM {}",
-        source(
-            dialect,
-            1,
-            "x",
-            &[Column::Text("t"), Column::Text("c"), Column::BigInt("i")]
-        )
-    );
-    let before: HashMap<i64, Option<i64>> =
-        sqlx::query_as::<_, (i64, Option<i64>)>(sqlx::AssertSqlSafe(sql))
-            .bind(rows.into_json())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
     let mut predecessors = HashMap::new();
-    for ids in by_chat.values() {
-        let mut previous = match before.get(&ids[0]) {
+    for ids in by_chat.values_mut() {
+        ids.sort_unstable();
+        let mut previous = match stored_before.get(&ids[0]) {
             Some(Some(id)) => Predecessor::Message(*id),
             Some(None) => Predecessor::FirstInChat,
             None => continue,
         };
-        for &id in ids {
+        for &id in ids.iter() {
             predecessors.insert(id, previous);
             previous = Predecessor::Message(id);
         }
     }
-    Ok(predecessors)
+    predecessors
 }
 
 /// The `message_received` event of an inbound message stored under `id`.
