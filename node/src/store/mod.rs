@@ -125,11 +125,15 @@ async fn warn_of_newer_migrations(pool: &AnyPool, migrator: &Migrator) {
 
 /// Per-connection SQLite settings: write-ahead log (readers never block the writer),
 /// `synchronous=NORMAL` (durable at checkpoints, the recommended pairing with WAL),
-/// foreign keys enforced, a 5 s wait for a busy database instead of failing at once, and
-/// a page cache of up to 32 MiB (SQLite's default is 2 MiB): every group commit descends
-/// the `messages` indexes, and on a large table their upper pages no longer fit.
+/// foreign keys enforced, a 5 s wait for a busy database instead of failing at once, a
+/// page cache of up to 32 MiB (SQLite's default is 2 MiB): every group commit descends
+/// the `messages` indexes, and on a large table their upper pages no longer fit; and
+/// temporary storage in memory: a statement that changes many rows inside a transaction
+/// keeps the pages it changes in a statement journal, which SQLite otherwise spills to a
+/// temporary file past 64 KiB — a second write of every page of a group commit's inserts.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;";
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768; \
+     PRAGMA temp_store = MEMORY;";
 
 /// The read pool's connections: as [`SQLITE_PRAGMAS`], and they refuse to write.
 const SQLITE_READER_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
