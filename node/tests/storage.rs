@@ -113,6 +113,7 @@ database_suite!(
     owner_content_is_kept_to_send_again,
     session_stops_are_stored_and_leave_the_sweep,
     deleting_a_tenant_keeps_or_erases_its_data,
+    erasing_a_tenant_deletes_many_batches_of_each_table,
     bot_pause_round_trip,
     conversations_are_listed_most_recent_first,
     history_windows_and_chat_log,
@@ -1678,6 +1679,135 @@ async fn deleting_a_tenant_keeps_or_erases_its_data(store: Arc<dyn Store>) {
     );
     assert_eq!(store.list_knowledge(&other).await.unwrap().len(), 1);
     assert_eq!(store.llm_usage_totals(&other, 0).await.unwrap().requests, 1);
+}
+
+/// Rows of `tenant` in each table an erasure deletes a batch at a time, counted in SQL.
+async fn rows_of(url: &str, tenant: &TenantId) -> Vec<(&'static str, i64)> {
+    sqlx::any::install_default_drivers();
+    let mut sql = sqlx::AnyConnection::connect(url).await.unwrap();
+    let mut counts = Vec::new();
+    for (table, query) in [
+        (
+            "messages",
+            "SELECT COUNT(*) FROM messages WHERE tenant_id = $1",
+        ),
+        (
+            "conversations",
+            "SELECT COUNT(*) FROM conversations WHERE tenant_id = $1",
+        ),
+        (
+            "llm_usage",
+            "SELECT COUNT(*) FROM llm_usage WHERE tenant_id = $1",
+        ),
+        (
+            "event_outbox",
+            "SELECT COUNT(*) FROM event_outbox WHERE tenant_id = $1",
+        ),
+        (
+            "knowledge_chunks",
+            "SELECT COUNT(*) FROM knowledge_chunks WHERE tenant_id = $1",
+        ),
+        (
+            "knowledge_documents",
+            "SELECT COUNT(*) FROM knowledge_documents WHERE tenant_id = $1",
+        ),
+    ] {
+        let count: i64 = sqlx::query_scalar(query)
+            .bind(tenant.as_str())
+            .fetch_one(&mut sql)
+            .await
+            .unwrap();
+        counts.push((table, count));
+    }
+    sql.close().await.unwrap();
+    counts
+}
+
+/// A tenant with more rows in each table than one statement of an erasure deletes (they go
+/// a batch per statement, in one transaction) is erased whole; another tenant's rows, its
+/// events between the erased tenant's, stay.
+async fn erasing_a_tenant_deletes_many_batches_of_each_table(fixture: Fixture) {
+    const MANY: usize = 1_201;
+    let store = &fixture.store;
+    let erased = given_tenant(store, "erased").await;
+    let other = given_tenant(store, "other").await;
+    for tenant in [&erased, &other] {
+        let count = if *tenant == erased { MANY } else { 3 };
+        let messages: Vec<NewInbound> = (0..count)
+            .map(|i| {
+                let chat = chat_id(&format!("1555{i:07}"));
+                inbound(tenant, &chat, &format!("wamid.{tenant}.{i}"), T0)
+            })
+            .collect();
+        for stored in store.insert_inbound_batch(&messages).await {
+            stored.unwrap();
+        }
+        for _ in 0..count {
+            store
+                .record_llm_usage(&LlmUsage {
+                    tenant: tenant.clone(),
+                    provider: "gemini".to_owned(),
+                    model: "gemini-2.0-flash".to_owned(),
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    cost_micros: 1,
+                    at_ms: T0,
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .add_knowledge(&NewKnowledge {
+                tenant: tenant.clone(),
+                title: "catalogue".to_owned(),
+                chunks: (0..count)
+                    .map(|i| format!("Item {i} is in stock."))
+                    .collect(),
+                created_ms: T0,
+            })
+            .await
+            .unwrap();
+    }
+    // the other tenant's events sit between the erased tenant's along the outbox
+    let events: Vec<Event> = (0..MANY)
+        .flat_map(|i| {
+            let mut both = vec![(erased.clone(), i)];
+            if i % 400 == 0 {
+                both.push((other.clone(), i));
+            }
+            both
+        })
+        .map(|(tenant, i)| {
+            Event::tenant(
+                EventKind::AlertRaised,
+                tenant,
+                T0,
+                serde_json::json!({ "alert": format!("number {i}") }),
+            )
+        })
+        .collect();
+    store.record_events(&events).await.unwrap();
+    let before = rows_of(&fixture.url, &erased).await;
+    assert!(
+        before
+            .iter()
+            .all(|(_, count)| *count >= i64::try_from(MANY).unwrap() || *count == 1),
+        "{before:?}"
+    );
+    let others = rows_of(&fixture.url, &other).await;
+
+    assert!(
+        store
+            .delete_tenant(&erased, Deletion::EraseData, T0 + 5)
+            .await
+            .unwrap()
+    );
+
+    let after = rows_of(&fixture.url, &erased).await;
+    assert!(after.iter().all(|(_, count)| *count == 0), "{after:?}");
+    assert_eq!(rows_of(&fixture.url, &other).await, others);
+    assert!(others.iter().all(|(_, count)| *count > 0), "{others:?}");
+    assert_eq!(store.tenant(&erased).await.unwrap(), None);
 }
 
 async fn bot_pause_round_trip(store: Arc<dyn Store>) {

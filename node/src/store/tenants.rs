@@ -11,6 +11,7 @@ use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
 
 use super::Db;
 use super::decode::{get, id, invalid_column, named, optional_named};
@@ -304,31 +305,76 @@ pub(crate) async fn delete_tenant(
             .execute(&mut *tx)
             .await?;
         }
-        Deletion::EraseData => {
-            // Conversations, messages, reply links, numbers and knowledge go with the tenant
-            // row (foreign keys ON DELETE CASCADE); these tables have no foreign key.
-            for delete in [
-                "DELETE FROM llm_usage WHERE tenant_id = $1",
-                "DELETE FROM usage_monthly WHERE tenant_id = $1",
-                "DELETE FROM event_outbox WHERE tenant_id = $1",
-            ] {
-                sqlx::query(delete)
-                    .bind(tenant.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("DELETE FROM messages WHERE tenant_id = $1")
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM tenants WHERE id = $1")
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        Deletion::EraseData => erase_data(&mut tx, tenant).await?,
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The most rows one statement of an erasure deletes. SQLite keeps the original of every
+/// page a statement changes in memory until the statement ends (its statement journal,
+/// `temp_store = MEMORY`), so a tenant's data goes a bounded batch per statement, all in
+/// the erasing transaction.
+const ERASE_BATCH: u16 = 500;
+
+/// Deletes everything of `tenant` inside `tx`, [`ERASE_BATCH`] rows per statement: its LLM
+/// calls, usage and events (no foreign key), its messages (reply links with them), its
+/// conversations and its knowledge, then the tenant row, whose foreign keys take the rest
+/// (`ON DELETE CASCADE`: a few rows each).
+async fn erase_data(tx: &mut Transaction<'static, Any>, tenant: &TenantId) -> Result<(), Failure> {
+    for delete in [
+        "DELETE FROM llm_usage WHERE id IN \
+         (SELECT id FROM llm_usage WHERE tenant_id = $1 LIMIT $2)",
+        "DELETE FROM messages WHERE id IN \
+         (SELECT id FROM messages WHERE tenant_id = $1 LIMIT $2)",
+        "DELETE FROM conversations WHERE tenant_id = $1 AND chat_id IN \
+         (SELECT chat_id FROM conversations WHERE tenant_id = $1 LIMIT $2)",
+        // a chunk's vectors and refusals go with it
+        "DELETE FROM knowledge_chunks WHERE id IN \
+         (SELECT id FROM knowledge_chunks WHERE tenant_id = $1 LIMIT $2)",
+        "DELETE FROM knowledge_documents WHERE id IN \
+         (SELECT id FROM knowledge_documents WHERE tenant_id = $1 LIMIT $2)",
+    ] {
+        loop {
+            let deleted = sqlx::query(delete)
+                .bind(tenant.as_str())
+                .bind(i64::from(ERASE_BATCH))
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            if deleted < u64::from(ERASE_BATCH) {
+                break;
+            }
+        }
+    }
+    // The outbox has no index by tenant: one walk along `seq`, a batch at a time.
+    let mut after = i64::MIN;
+    loop {
+        let erased: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM event_outbox WHERE seq IN \
+             (SELECT seq FROM event_outbox WHERE tenant_id = $1 AND seq > $2 \
+              ORDER BY seq LIMIT $3) RETURNING seq",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(i64::from(ERASE_BATCH))
+        .fetch_all(&mut **tx)
+        .await?;
+        match erased.iter().max() {
+            Some(&last) if erased.len() >= usize::from(ERASE_BATCH) => after = last,
+            _ => break,
+        }
+    }
+    for delete in [
+        "DELETE FROM usage_monthly WHERE tenant_id = $1",
+        "DELETE FROM tenants WHERE id = $1",
+    ] {
+        sqlx::query(delete)
+            .bind(tenant.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 fn tenant_from_row(db: &Db, row: &AnyRow, numbers: Vec<WhatsAppNumber>) -> Result<Tenant, Failure> {
