@@ -62,6 +62,11 @@ pub struct LatencyOptions {
     /// default (90) deletes them during the run; a larger value keeps them (the baseline).
     #[arg(long)]
     pub retention_days: Option<u32>,
+    /// Write one line per message to this CSV file: its scheduled send, POST start, webhook
+    /// answer and reply, milliseconds from the run's start (empty: never) — to see when in
+    /// the run the slow ones were.
+    #[arg(long)]
+    pub timeline_csv: Option<std::path::PathBuf>,
 }
 
 /// Runs the benchmark.
@@ -150,6 +155,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
             replies_of.entry(chat).or_default().push(reply.received);
         }
     }
+    let mut reply_of: Vec<Option<Instant>> = vec![None; layout.messages];
     let mut latencies = Vec::with_capacity(layout.messages);
     let mut from_post = Vec::with_capacity(layout.messages);
     let mut merged_chats = 0;
@@ -163,6 +169,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         }
         replies.sort();
         for (&i, &received) in indices.iter().zip(replies.iter()) {
+            reply_of[i] = Some(received);
             let at = scheduled(start, options.rate, i);
             latencies.push(received.saturating_duration_since(at).as_secs_f64() * 1e3);
             if let Some(posted) = outcome.posted[i].started {
@@ -193,6 +200,10 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         }
         _ => 0.0,
     };
+
+    if let Some(path) = &options.timeline_csv {
+        write_timeline(path, start, options.rate, &outcome.posted, &reply_of)?;
+    }
 
     let mut report = deployment.report("latency");
     report.row(
@@ -301,4 +312,39 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     });
     deployment.shutdown().await;
     Ok(report)
+}
+
+/// Writes `--timeline-csv`: per message, milliseconds from `start` to its scheduled send,
+/// its POST start, its webhook answer and its reply.
+fn write_timeline(
+    path: &std::path::Path,
+    start: Instant,
+    rate: f64,
+    posted: &[Posted],
+    reply_of: &[Option<Instant>],
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let ms = |at: Option<Instant>| {
+        at.map(|at| {
+            format!(
+                "{:.3}",
+                at.saturating_duration_since(start).as_secs_f64() * 1e3
+            )
+        })
+        .unwrap_or_default()
+    };
+    let mut csv = String::from("message,scheduled_ms,post_started_ms,accepted_ms,reply_ms\n");
+    for (i, (p, reply)) in posted.iter().zip(reply_of).enumerate() {
+        let at = Some(scheduled(start, rate, i));
+        let _ = writeln!(
+            csv,
+            "{i},{},{},{},{}",
+            ms(at),
+            ms(p.started),
+            ms(p.accepted),
+            ms(*reply)
+        );
+    }
+    std::fs::write(path, csv)
+        .map_err(|e| anyhow::anyhow!("cannot write the timeline to {}: {e}", path.display()))
 }
