@@ -1,14 +1,19 @@
 //! SQLite's write-ahead log checkpoints, off the writer: a task copies the log into the
-//! database file every [`CHECKPOINT_EVERY`] on a read connection (`PASSIVE`: it waits for
-//! nobody and nobody waits for it), so commits do not wait for the copy and its sync.
+//! database file on a read connection (`PASSIVE`: it waits for nobody and nobody waits for
+//! it), so commits do not wait for the copy and its sync — every [`ACTIVE_EVERY`] while the
+//! log grows, backing off to every [`IDLE_EVERY`] while it does not.
 //!
 //! The writer connection still checkpoints as a backstop, only once the log passes 10,000
 //! pages ([`WRITER_PRAGMA`]): SQLite starts the log over only when a write begins after a
 //! checkpoint copied all of it, and under steady writes a copy beside the writer never
 //! catches up (measured with Python's sqlite3, commits of 20 rows back to back, a passive
 //! checkpoint every second beside them: the log grew to 2.6 GB in 8 s; with this backstop it
-//! stayed at 41–43 MB). The writer's checkpoint then finds nearly everything copied already,
-//! and the log starts over. `journal_size_limit` shrinks the file back after a burst.
+//! stayed at 41–43 MB). The writer's checkpoint syncs and copies only what was written since
+//! the last background one, then the log starts over; that is why the background task runs
+//! often while the log grows: with a checkpoint every second, each of the writer's (one every
+//! 0.6–1 s at 1,000 msg/s) synced up to a second of log, 20–45 ms during which no commit
+//! could run, the slowest messages of a run (docs/benchmarks.md). `journal_size_limit`
+//! shrinks the file back after a burst.
 
 use std::time::Duration;
 
@@ -16,8 +21,12 @@ use sqlx::{AnyPool, Row};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-/// How often the log is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The pause after a checkpoint that found the log changed: the writer's backstop then
+/// finds at most this much of the log not yet synced and copied.
+const ACTIVE_EVERY: Duration = Duration::from_millis(50);
+
+/// The longest pause, reached by doubling from [`ACTIVE_EVERY`] while the log is unchanged.
+const IDLE_EVERY: Duration = Duration::from_secs(1);
 
 /// The writer connection's settings: checkpoints left to [`Checkpointer`] until the log
 /// passes the backstop, 10,000 pages (40 MiB), and the log file cut back to 64 MiB when it
@@ -32,23 +41,30 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing every [`CHECKPOINT_EVERY`] through `reader`'s connections.
+    /// Starts checkpointing through `reader`'s connections.
     pub(crate) fn start(reader: AnyPool) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pause = ACTIVE_EVERY;
+            let mut last = None;
             loop {
                 tokio::select! {
                     () = token.cancelled() => return,
-                    _ = tick.tick() => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
                 if reader.is_closed() {
                     return;
                 }
-                if let Err(error) = checkpoint(&reader).await {
-                    warn!(%error, "cannot checkpoint the write-ahead log, trying again");
+                match checkpoint(&reader).await {
+                    Ok(log) => {
+                        pause = next_pause(pause, last == Some(log));
+                        last = Some(log);
+                    }
+                    Err(error) => {
+                        warn!(%error, "cannot checkpoint the write-ahead log, trying again");
+                        pause = IDLE_EVERY;
+                    }
                 }
             }
         });
@@ -58,9 +74,23 @@ impl Checkpointer {
     }
 }
 
+/// The pause before the next checkpoint: [`ACTIVE_EVERY`] after one that found the log
+/// changed, twice the last (at most [`IDLE_EVERY`]) after one that found it as it was.
+fn next_pause(last: Duration, unchanged: bool) -> Duration {
+    if unchanged {
+        (last * 2).min(IDLE_EVERY)
+    } else {
+        ACTIVE_EVERY
+    }
+}
+
+/// The log's state after a checkpoint: its length and how much of it is in the database
+/// file, in frames.
+type LogState = (i64, i64);
+
 /// Copies what it can of the log into the database file, without waiting for readers or
-/// the writer.
-async fn checkpoint(reader: &AnyPool) -> Result<(), sqlx::Error> {
+/// the writer; the log's state after it.
+async fn checkpoint(reader: &AnyPool) -> Result<LogState, sqlx::Error> {
     let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(reader)
         .await?;
@@ -73,5 +103,22 @@ async fn checkpoint(reader: &AnyPool) -> Result<(), sqlx::Error> {
             "write-ahead log checkpointed"
         );
     }
-    Ok(())
+    Ok((log, copied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_backs_off_while_the_log_is_unchanged_and_resets_when_it_changes() {
+        let mut pause = ACTIVE_EVERY;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            pause = next_pause(pause, true);
+            pauses.push(pause.as_millis());
+        }
+        assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(next_pause(IDLE_EVERY, false), ACTIVE_EVERY);
+    }
 }
