@@ -74,6 +74,8 @@ async fn throughput_on_postgres_with_repeat_customers_and_event_subscribers_answ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_measures_every_message() {
+    let out = tempfile::tempdir().expect("a temp dir");
+    let timeline = out.path().join("timeline.csv");
     let report = run(BenchKind::Latency(LatencyOptions {
         node: node(DbKind::Sqlite),
         rate: 40.0,
@@ -84,10 +86,34 @@ async fn latency_measures_every_message() {
         seed_old_messages: 0,
         seed_age_days: 100,
         retention_days: None,
+        timeline_csv: Some(timeline.clone()),
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.results["latency"]["count"], 40);
+    // the timeline: a line per message, posted at or after its schedule, answered and
+    // replied after it was posted
+    let csv = std::fs::read_to_string(&timeline).expect("the timeline is written");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("message,scheduled_ms,post_started_ms,accepted_ms,reply_ms")
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|line| {
+            line.split(',')
+                .map(|cell| cell.parse().expect("every cell filled"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 40);
+    for row in &rows {
+        let [_, scheduled, started, accepted, reply] = row[..] else {
+            panic!("five cells: {row:?}");
+        };
+        assert!(scheduled <= started, "{row:?}");
+        assert!(started <= accepted && started <= reply, "{row:?}");
+    }
 }
 
 /// Old messages seeded for retention (the retention bench) do not disturb the measure.
@@ -103,6 +129,7 @@ async fn latency_runs_over_seeded_old_messages() {
         seed_old_messages: 2_500,
         seed_age_days: 100,
         retention_days: Some(100_000),
+        timeline_csv: None,
     }))
     .await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
