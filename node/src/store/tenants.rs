@@ -13,11 +13,11 @@ use salesboy_protocol::{PhoneNumberId, TenantId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
-use super::Db;
 use super::decode::{get, id, invalid_column, named, optional_named};
 use super::error::Failure;
 use super::outbox;
 use super::secrets::{ACCESS_TOKEN, LLM_CONFIG};
+use super::{Db, Dialect};
 
 /// `SELECT` of the columns [`tenant_from_row`] reads, followed by `$rest`.
 macro_rules! select_tenants {
@@ -305,64 +305,116 @@ pub(crate) async fn delete_tenant(
             .execute(&mut *tx)
             .await?;
         }
-        Deletion::EraseData => erase_data(&mut tx, tenant).await?,
+        Deletion::EraseData => erase_data(&mut tx, db.dialect, tenant).await?,
     }
     tx.commit().await?;
     Ok(true)
 }
 
-/// The most rows one statement of an erasure deletes. SQLite keeps the original of every
-/// page a statement changes in memory until the statement ends (its statement journal,
-/// `temp_store = MEMORY`), so a tenant's data goes a bounded batch per statement, all in
-/// the erasing transaction.
+/// The most rows one statement of an erasure deletes on SQLite: a `DELETE` holds the id of
+/// every row it deletes until it ends (about 24 bytes a row, docs/storage.md), so there a
+/// tenant's data goes a bounded batch per statement, all in the erasing transaction.
 const ERASE_BATCH: u16 = 500;
 
-/// Deletes everything of `tenant` inside `tx`, [`ERASE_BATCH`] rows per statement: its LLM
-/// calls, usage and events (no foreign key), its messages (reply links with them), its
-/// conversations and its knowledge, then the tenant row, whose foreign keys take the rest
-/// (`ON DELETE CASCADE`: a few rows each).
-async fn erase_data(tx: &mut Transaction<'static, Any>, tenant: &TenantId) -> Result<(), Failure> {
-    for delete in [
-        "DELETE FROM llm_usage WHERE id IN \
-         (SELECT id FROM llm_usage WHERE tenant_id = $1 LIMIT $2)",
-        "DELETE FROM messages WHERE id IN \
-         (SELECT id FROM messages WHERE tenant_id = $1 LIMIT $2)",
-        "DELETE FROM conversations WHERE tenant_id = $1 AND chat_id IN \
-         (SELECT chat_id FROM conversations WHERE tenant_id = $1 LIMIT $2)",
-        // a chunk's vectors and refusals go with it
-        "DELETE FROM knowledge_chunks WHERE id IN \
-         (SELECT id FROM knowledge_chunks WHERE tenant_id = $1 LIMIT $2)",
-        "DELETE FROM knowledge_documents WHERE id IN \
-         (SELECT id FROM knowledge_documents WHERE tenant_id = $1 LIMIT $2)",
-    ] {
-        loop {
-            let deleted = sqlx::query(delete)
-                .bind(tenant.as_str())
-                .bind(i64::from(ERASE_BATCH))
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-            if deleted < u64::from(ERASE_BATCH) {
-                break;
+/// A table an erasure empties of the tenant's rows: one statement for all of them
+/// (PostgreSQL), and one for a batch of [`ERASE_BATCH`] (`$2`) that is run until it finds
+/// fewer (SQLite).
+struct Erased {
+    all: &'static str,
+    batch: &'static str,
+}
+
+/// The tables [`erase_data`] empties, in this order: messages (their reply links with them)
+/// before the conversations they belong to, passages (their vectors with them) before their
+/// documents, so no cascade from a later table has rows left to delete.
+const ERASED: [Erased; 5] = [
+    Erased {
+        all: "DELETE FROM llm_usage WHERE tenant_id = $1",
+        batch: "DELETE FROM llm_usage WHERE id IN \
+                (SELECT id FROM llm_usage WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM messages WHERE tenant_id = $1",
+        batch: "DELETE FROM messages WHERE id IN \
+                (SELECT id FROM messages WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM conversations WHERE tenant_id = $1",
+        batch: "DELETE FROM conversations WHERE tenant_id = $1 AND chat_id IN \
+                (SELECT chat_id FROM conversations WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM knowledge_chunks WHERE tenant_id = $1",
+        batch: "DELETE FROM knowledge_chunks WHERE id IN \
+                (SELECT id FROM knowledge_chunks WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM knowledge_documents WHERE tenant_id = $1",
+        batch: "DELETE FROM knowledge_documents WHERE id IN \
+                (SELECT id FROM knowledge_documents WHERE tenant_id = $1 LIMIT $2)",
+    },
+];
+
+/// Deletes everything of `tenant` inside `tx`: its LLM calls, messages, conversations and
+/// knowledge ([`ERASED`]), its events and usage (no foreign key), then the tenant row, whose
+/// foreign keys take the rest (`ON DELETE CASCADE`: its Web session's tables, its rejected
+/// webhook items). On SQLite the large tables go [`ERASE_BATCH`] rows per statement, and the
+/// loops stop at the first short batch: SQLite has one writer, nothing else deletes
+/// meanwhile. PostgreSQL deletes each table in one statement: within one transaction its
+/// indexes still hold the rows the transaction deleted, so every batch would walk all the
+/// earlier ones again.
+async fn erase_data(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+    tenant: &TenantId,
+) -> Result<(), Failure> {
+    for table in &ERASED {
+        match dialect {
+            Dialect::Postgres => {
+                sqlx::query(table.all)
+                    .bind(tenant.as_str())
+                    .execute(&mut **tx)
+                    .await?;
             }
+            Dialect::Sqlite => loop {
+                let deleted = sqlx::query(table.batch)
+                    .bind(tenant.as_str())
+                    .bind(i64::from(ERASE_BATCH))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                if deleted < u64::from(ERASE_BATCH) {
+                    break;
+                }
+            },
         }
     }
-    // The outbox has no index by tenant: one walk along `seq`, a batch at a time.
-    let mut after = i64::MIN;
-    loop {
-        let erased: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM event_outbox WHERE seq IN \
-             (SELECT seq FROM event_outbox WHERE tenant_id = $1 AND seq > $2 \
-              ORDER BY seq LIMIT $3) RETURNING seq",
-        )
-        .bind(tenant.as_str())
-        .bind(after)
-        .bind(i64::from(ERASE_BATCH))
-        .fetch_all(&mut **tx)
-        .await?;
-        match erased.iter().max() {
-            Some(&last) if erased.len() >= usize::from(ERASE_BATCH) => after = last,
-            _ => break,
+    match dialect {
+        Dialect::Postgres => {
+            sqlx::query("DELETE FROM event_outbox WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        // The outbox has no index by tenant: one walk along `seq`, a batch at a time.
+        Dialect::Sqlite => {
+            let mut after = i64::MIN;
+            loop {
+                let erased: Vec<i64> = sqlx::query_scalar(
+                    "DELETE FROM event_outbox WHERE seq IN \
+                     (SELECT seq FROM event_outbox WHERE tenant_id = $1 AND seq > $2 \
+                      ORDER BY seq LIMIT $3) RETURNING seq",
+                )
+                .bind(tenant.as_str())
+                .bind(after)
+                .bind(i64::from(ERASE_BATCH))
+                .fetch_all(&mut **tx)
+                .await?;
+                match erased.iter().max() {
+                    Some(&last) if erased.len() >= usize::from(ERASE_BATCH) => after = last,
+                    _ => break,
+                }
+            }
         }
     }
     for delete in [
