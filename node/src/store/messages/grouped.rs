@@ -10,7 +10,7 @@
 //! commit whatever it decided. A database error is the one way a write fails the
 //! transaction; the writer then runs each write again on its own.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use salesboy_actors::store::{
     InsertOutcome, NewInbound, NewReply, Predecessor, ReplyOutcome, StoreError, StoredInbound,
@@ -131,8 +131,10 @@ pub(crate) async fn insert_inbound(
     }
     let mut plans = Vec::with_capacity(messages.len());
     let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
-    // (tenant, chat) → the latest receive time among the group's new messages.
-    let mut chats: HashMap<(&str, &str), i64> = HashMap::new();
+    // (tenant, chat) → the latest receive time among the group's new messages. Upserted in
+    // this order, so two PostgreSQL writer tasks lock the conversations they share in the
+    // same order and never deadlock on them.
+    let mut chats: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for (index, message) in messages.iter().enumerate() {
         let key = (message.tenant.as_str(), message.wamid.as_str());
         if let Some(id) = duplicates.get(message) {
@@ -169,7 +171,7 @@ pub(crate) async fn insert_inbound(
         }
         let sql = format!(
             "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) \
-             SELECT x.t, x.c, x.r FROM {} WHERE true \
+             SELECT x.t, x.c, x.r FROM {} WHERE true ORDER BY x.t, x.c \
              ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
              WHEN conversations.last_inbound_ms IS NULL \
              OR conversations.last_inbound_ms < excluded.last_inbound_ms \
