@@ -21,8 +21,10 @@ use sqlx::{AnyPool, Row};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-/// The pause after a checkpoint that found the log changed: the writer's backstop then
-/// finds at most this much of the log not yet synced and copied.
+/// The pause after a checkpoint that found the log changed: under steady writes the writer's
+/// backstop then finds about this much of the log (plus the checkpoint's own time) not yet
+/// synced and copied. A log that started over and refilled to the same length between two
+/// checkpoints looks unchanged; such a log is short.
 const ACTIVE_EVERY: Duration = Duration::from_millis(50);
 
 /// The longest pause, reached by doubling from [`ACTIVE_EVERY`] while the log is unchanged.
