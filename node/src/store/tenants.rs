@@ -324,35 +324,35 @@ struct Erased {
     batch: &'static str,
 }
 
-/// The [`Erased`] statements of `$table`, whose rows a batch picks by `$key`.
-macro_rules! erased {
-    ($table:literal, $key:literal) => {
-        Erased {
-            all: concat!("DELETE FROM ", $table, " WHERE tenant_id = $1"),
-            batch: concat!(
-                "DELETE FROM ",
-                $table,
-                " WHERE tenant_id = $1 AND ",
-                $key,
-                " IN (SELECT ",
-                $key,
-                " FROM ",
-                $table,
-                " WHERE tenant_id = $1 LIMIT $2)"
-            ),
-        }
-    };
-}
-
 /// The tables [`erase_data`] empties, in this order: messages (their reply links with them)
 /// before the conversations they belong to, passages (their vectors with them) before their
 /// documents, so no cascade from a later table has rows left to delete.
 const ERASED: [Erased; 5] = [
-    erased!("llm_usage", "id"),
-    erased!("messages", "id"),
-    erased!("conversations", "chat_id"),
-    erased!("knowledge_chunks", "id"),
-    erased!("knowledge_documents", "id"),
+    Erased {
+        all: "DELETE FROM llm_usage WHERE tenant_id = $1",
+        batch: "DELETE FROM llm_usage WHERE id IN \
+                (SELECT id FROM llm_usage WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM messages WHERE tenant_id = $1",
+        batch: "DELETE FROM messages WHERE id IN \
+                (SELECT id FROM messages WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM conversations WHERE tenant_id = $1",
+        batch: "DELETE FROM conversations WHERE tenant_id = $1 AND chat_id IN \
+                (SELECT chat_id FROM conversations WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM knowledge_chunks WHERE tenant_id = $1",
+        batch: "DELETE FROM knowledge_chunks WHERE id IN \
+                (SELECT id FROM knowledge_chunks WHERE tenant_id = $1 LIMIT $2)",
+    },
+    Erased {
+        all: "DELETE FROM knowledge_documents WHERE tenant_id = $1",
+        batch: "DELETE FROM knowledge_documents WHERE id IN \
+                (SELECT id FROM knowledge_documents WHERE tenant_id = $1 LIMIT $2)",
+    },
 ];
 
 /// Deletes everything of `tenant` inside `tx`: its LLM calls, messages, conversations and
