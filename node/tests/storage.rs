@@ -15,11 +15,11 @@ use std::time::Duration;
 use salesboy_actors::store::NewRejectedItem;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
-    AccessToken, Deletion, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, LlmUsage,
-    LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply, NewStatus, NewTenant,
-    NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY, Predecessor,
-    ReplyOutcome, SendFailure, StatusOutcome, Store, StoreError, StoredInbound, StoredMessage,
-    UsageReport,
+    AccessToken, Deletion, DeliveryStatus, Direction, DismissOutcome, InsertOutcome,
+    KnownKnowledge, LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewReply,
+    NewStatus, NewTenant, NewTenantToken, NewWhatsAppNumber, OutboundOrigin, PAUSED_INDEFINITELY,
+    Predecessor, ReplyOutcome, SendFailure, StatusOutcome, Store, StoreError, StoredInbound,
+    StoredMessage, UsageReport,
 };
 use salesboy_node::cluster::placement::{CandidateLoad, PlacementDecision, PlacementReason};
 use salesboy_node::store::{AttemptOutcome, AttemptRecord, Dialect, QueueKey, SqlStore, Webhook};
@@ -123,6 +123,7 @@ database_suite!(
     questions_without_words_find_nothing,
     knowledge_versions_and_deletion,
     a_knowledge_change_by_another_node_is_seen_on_the_next_search,
+    a_search_told_the_knowledge_version_answers_from_the_cache_until_told_a_newer_one,
     llm_usage_totals_sum_per_tenant,
     usage_between_counts_one_tenant_in_one_period,
     events_are_listed_newest_first,
@@ -2125,6 +2126,99 @@ async fn a_knowledge_change_by_another_node_is_seen_on_the_next_search(fixture: 
     );
     assert!(node_b.delete_knowledge(&acme, menu, T0).await.unwrap());
     assert!(found(&node_a, &acme, "noodles").await.is_empty());
+    node_b.close().await;
+    node_a.close().await;
+}
+
+/// The responder's search (decision 0022) is told the tenant's knowledge version and reads
+/// nothing while the cache holds it: a change made by another node shows once the caller
+/// knows its version; one made through the same store shows at once; a tenant created
+/// again is another.
+async fn a_search_told_the_knowledge_version_answers_from_the_cache_until_told_a_newer_one(
+    fixture: Fixture,
+) {
+    async fn found(
+        store: &SqlStore,
+        tenant: &TenantId,
+        question: &str,
+        (tenant_created_ms, version): (i64, i64),
+    ) -> Vec<String> {
+        let known = KnownKnowledge {
+            tenant_created_ms,
+            version,
+        };
+        let hits = store
+            .search_knowledge_known(tenant, question, 5, known)
+            .await
+            .unwrap();
+        texts(&hits).into_iter().map(str::to_owned).collect()
+    }
+    let node_a = fixture.store;
+    let node_b = SqlStore::connect(&fixture.url).await.expect("second store");
+    let acme = given_tenant(&node_a, "acme").await;
+    assert!(found(&node_a, &acme, "open", (T0, 0)).await.is_empty());
+    add_document(&node_a, &acme, "Hours", &["Open from nine to five."]).await;
+    assert_eq!(
+        found(&node_a, &acme, "open", (T0, 0)).await,
+        ["Open from nine to five."],
+        "a change through the same store is seen by a caller that does not know it yet"
+    );
+
+    add_document(&node_b, &acme, "Menu", &["Noodles with satay."]).await;
+    assert!(
+        found(&node_a, &acme, "noodles", (T0, 1)).await.is_empty(),
+        "the passages cached at the version the caller knows are searched, nothing read"
+    );
+    assert_eq!(
+        found(&node_a, &acme, "noodles", (T0, 2)).await,
+        ["Noodles with satay."],
+        "told the newer version, the search reads the tenant's passages again"
+    );
+    assert_eq!(
+        found(&node_a, &acme, "noodles", (T0, 1)).await,
+        ["Noodles with satay."],
+        "a caller still at the older version gets the newer passages"
+    );
+
+    // Deleted and created again through the other node: node A's cached passages are
+    // another tenant's, whatever the versions.
+    assert!(
+        node_b
+            .delete_tenant(&acme, Deletion::EraseData, T0)
+            .await
+            .unwrap()
+    );
+    let mut again = node_b.tenant(&acme).await.unwrap();
+    assert!(again.is_none());
+    node_b
+        .upsert_tenant(&NewTenant {
+            id: acme.clone(),
+            name: "acme again".to_owned(),
+            system_prompt: None,
+            llm_config: None,
+            llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
+            engine: Default::default(),
+            web_hygiene: None,
+            read_receipts: None,
+            created_ms: T0 + 1,
+        })
+        .await
+        .unwrap();
+    add_document(&node_b, &acme, "Hours", &["Closed on Sundays."]).await;
+    again = node_b.tenant(&acme).await.unwrap();
+    let version = again.expect("created again").knowledge_version;
+    assert_eq!(version, 1);
+    assert!(
+        found(&node_a, &acme, "noodles", (T0 + 1, 1))
+            .await
+            .is_empty(),
+        "the earlier tenant's passages are not searched"
+    );
+    assert_eq!(
+        found(&node_a, &acme, "sundays", (T0 + 1, 1)).await,
+        ["Closed on Sundays."]
+    );
     node_b.close().await;
     node_a.close().await;
 }

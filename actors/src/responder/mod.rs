@@ -32,7 +32,7 @@ use crate::conversation::ConversationMsg;
 use crate::ports::Turn;
 use crate::services::Services;
 use crate::session::SessionMsg;
-use crate::store::{LlmUsage, PassageChoice, StoreError};
+use crate::store::{KnownKnowledge, LlmUsage, PassageChoice, StoreError};
 use chain::{ChainOutcome, ProviderChain, ProviderStatus};
 use pace::Pace;
 use quota::{QuotaAlert, QuotaAlertChange};
@@ -128,6 +128,9 @@ pub struct ResponderArgs {
     /// kept current by the tenant ([`ResponderMsg::KnowledgeChanged`]) rather than read per
     /// reply.
     pub knowledge_version: i64,
+    /// When the tenant was created, from its record: with the knowledge version, what the
+    /// knowledge search is told it may answer from ([`KnownKnowledge`]).
+    pub tenant_created_ms: i64,
     /// Shared services.
     pub services: Arc<Services>,
 }
@@ -158,6 +161,8 @@ struct Context {
     knowledge_version: AtomicI64,
     /// When it was last told or read (ms, the services' clock).
     knowledge_version_ms: AtomicI64,
+    /// When the tenant was created.
+    tenant_created_ms: i64,
 }
 
 /// A responder's state.
@@ -234,6 +239,7 @@ impl Actor for ResponderActor {
                     llm_config,
                     spend_cap_micros,
                     knowledge_version,
+                    tenant_created_ms: state.context.tenant_created_ms,
                     services: Arc::clone(&state.context.services),
                 };
                 let capped = state.context.spend.raised();
@@ -297,6 +303,7 @@ impl Context {
             spend: SpendCap::new(cap),
             knowledge_version: AtomicI64::new(args.knowledge_version),
             knowledge_version_ms: AtomicI64::new(now_ms),
+            tenant_created_ms: args.tenant_created_ms,
         }
     }
 
@@ -339,9 +346,14 @@ impl Context {
     ) -> Result<(String, Duration, Vec<PassageChoice>), StoreError> {
         let services = &self.services;
         let k = services.settings.knowledge_top_k;
+        let version = self.knowledge_version().await?;
+        let known = KnownKnowledge {
+            tenant_created_ms: self.tenant_created_ms,
+            version,
+        };
         let hits = services
             .store
-            .search_knowledge(&self.tenant, &request.question, k)
+            .search_knowledge_known(&self.tenant, &request.question, k, known)
             .await?;
         let chosen: Vec<PassageChoice> = hits.iter().map(PassageChoice::from).collect();
         // The prompt cites each passage by its id and document, so an answer can be traced.
@@ -357,7 +369,6 @@ impl Context {
             ));
         }
 
-        let version = self.knowledge_version().await?;
         let prompt = prompt::build(
             self.system_prompt.as_deref(),
             passages,

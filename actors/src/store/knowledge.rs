@@ -98,6 +98,16 @@ impl From<&KnowledgeHit> for PassageChoice {
     }
 }
 
+/// What a caller knows of a tenant's knowledge base
+/// ([`KnowledgeStore::search_knowledge_known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownKnowledge {
+    /// When the tenant was created (a tenant deleted and created again is another).
+    pub tenant_created_ms: i64,
+    /// The knowledge version the caller was last told or read.
+    pub version: i64,
+}
+
 /// Each tenant's knowledge base: documents split into passages, searched by the responder.
 #[async_trait]
 pub trait KnowledgeStore: Send + Sync {
@@ -129,6 +139,21 @@ pub trait KnowledgeStore: Send + Sync {
         question: &str,
         k: u32,
     ) -> Result<Vec<KnowledgeHit>, StoreError>;
+
+    /// [`search_knowledge`](Self::search_knowledge) for a caller that knows the tenant's
+    /// knowledge version (a responder, told of every change): a store may search passages
+    /// it holds at that version or a newer one, of the same tenant, without reading the
+    /// tenant's record. The default searches as `search_knowledge` does.
+    async fn search_knowledge_known(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+        known: KnownKnowledge,
+    ) -> Result<Vec<KnowledgeHit>, StoreError> {
+        let _ = known;
+        self.search_knowledge(tenant, question, k).await
+    }
 
     /// The tenant's knowledge version: changes whenever its knowledge base changes (the
     /// responder's cache key). 0 for a tenant that does not exist.

@@ -48,7 +48,9 @@ use async_trait::async_trait;
 
 pub use events::EventStore;
 pub use fencing::FencingStore;
-pub use knowledge::{KnowledgeDocument, KnowledgeHit, KnowledgeStore, NewKnowledge, PassageChoice};
+pub use knowledge::{
+    KnowledgeDocument, KnowledgeHit, KnowledgeStore, KnownKnowledge, NewKnowledge, PassageChoice,
+};
 pub use messages::{
     Conversation, DeliveryStatus, Direction, DismissOutcome, InsertOutcome, MessageStore,
     NewInbound, NewOutbound, NewReply, NewStatus, OutboundOrigin, PAUSED_INDEFINITELY, Predecessor,

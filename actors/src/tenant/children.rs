@@ -177,6 +177,7 @@ pub(super) async fn spawn_child(
                 llm_config: state.record.llm_config.clone(),
                 spend_cap_micros: state.record.llm_monthly_spend_cap_micros,
                 knowledge_version: state.record.knowledge_version,
+                tenant_created_ms: state.record.created_ms,
                 services: Arc::clone(&state.services),
             };
             let (responder, _) =

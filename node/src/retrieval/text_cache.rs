@@ -7,12 +7,15 @@
 //! One moka cache by tenant, weighted by bytes (index and texts) and bounded by
 //! [`TEXT_CACHE_BYTES`]; an entry is used only while its stamp still holds the tenant's
 //! passages ([`Stamp::same_passages`]), so a knowledge change made by any node is seen on
-//! the next search.
+//! the next search. A caller that knows the tenant's version (the responder, told of every
+//! change) searches an entry at least that new without reading the stamp
+//! ([`TextCache::cached_since`], decision 0022); a change through this store drops the
+//! tenant's entry at once ([`TextCache::forget`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use salesboy_actors::store::KnowledgeHit;
+use salesboy_actors::store::{KnowledgeHit, KnownKnowledge};
 use salesboy_protocol::TenantId;
 
 use super::Stamp;
@@ -87,6 +90,26 @@ impl TextCache {
         self.cache
             .get(tenant)
             .filter(|cached| cached.stamp.same_passages(&stamp))
+    }
+
+    /// The cached passages of `tenant` if they are of the tenant `known` speaks of, at its
+    /// version or a newer one (versions only grow): a caller told of every change may
+    /// search them without reading the tenant's stamp.
+    pub fn cached_since(
+        &self,
+        tenant: &TenantId,
+        known: KnownKnowledge,
+    ) -> Option<Arc<CachedPassages>> {
+        self.cache.get(tenant).filter(|cached| {
+            cached.stamp.tenant_created_ms == known.tenant_created_ms
+                && cached.stamp.knowledge_version >= known.version
+        })
+    }
+
+    /// Drops `tenant`'s passages (its knowledge changed through this store, or it was
+    /// deleted): a caller that still knows the older version reads the stamp again.
+    pub fn forget(&self, tenant: &TenantId) {
+        self.cache.invalidate(tenant);
     }
 
     /// Caches `tenant`'s passages.
@@ -165,6 +188,40 @@ mod tests {
             ..stamp(3)
         };
         assert!(cache.cached(&acme, vectors_changed).is_some());
+    }
+
+    #[test]
+    fn a_caller_that_knows_the_version_uses_passages_at_least_that_new() {
+        let cache = TextCache::new(TEXT_CACHE_BYTES);
+        let acme = tenant("acme");
+        let known = |tenant_created_ms, version| KnownKnowledge {
+            tenant_created_ms,
+            version,
+        };
+        assert!(
+            cache.cached_since(&acme, known(1, 0)).is_none(),
+            "nothing cached"
+        );
+        cache.insert(&acme, cached(3));
+        assert!(cache.cached_since(&acme, known(1, 3)).is_some());
+        assert!(
+            cache.cached_since(&acme, known(1, 2)).is_some(),
+            "a caller not yet told of the newer version"
+        );
+        assert!(
+            cache.cached_since(&acme, known(1, 4)).is_none(),
+            "older passages"
+        );
+        assert!(
+            cache.cached_since(&acme, known(2, 0)).is_none(),
+            "a tenant created again"
+        );
+        assert!(cache.cached_since(&tenant("beta"), known(1, 3)).is_none());
+        cache.forget(&acme);
+        assert!(
+            cache.cached_since(&acme, known(1, 3)).is_none(),
+            "forgotten"
+        );
     }
 
     #[test]

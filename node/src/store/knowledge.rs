@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use salesboy_actors::store::{KnowledgeDocument, KnowledgeHit, NewKnowledge, StoreError};
+use salesboy_actors::store::{
+    KnowledgeDocument, KnowledgeHit, KnownKnowledge, NewKnowledge, StoreError,
+};
 use salesboy_protocol::TenantId;
 use salesboy_protocol::events::Event;
 use salesboy_protocol::subjects::EventKind;
@@ -124,33 +126,27 @@ pub(crate) async fn delete_knowledge(
 /// in memory (`retrieval::text_index`: the question's words matched as prefixes, BM25 with
 /// FTS5's constants) and answered from the passages cached with it in `texts` at the
 /// tenant's knowledge version, both loaded on a cold search (decision 0021). A warm search
-/// reads one row, the tenant's stamp, and scores no other tenant's passages.
+/// reads one row, the tenant's stamp, and scores no other tenant's passages; told what the
+/// caller `known`, it reads nothing when the cache holds that version or a newer one
+/// (decision 0022).
 pub(crate) async fn search_knowledge(
     db: &Db,
     texts: &TextCache,
     tenant: &TenantId,
     question: &str,
     k: u32,
+    known: Option<KnownKnowledge>,
 ) -> Result<Vec<KnowledgeHit>, Failure> {
     let words = query_words(question);
     if words.is_empty() || k == 0 {
         return Ok(Vec::new());
     }
-    let Some(stamp) = passages_stamp(db, tenant).await? else {
-        return Ok(Vec::new());
-    };
-    let cached = match texts.cached(tenant, stamp) {
+    let cached = match known.and_then(|known| texts.cached_since(tenant, known)) {
         Some(cached) => cached,
-        None => {
-            // A passage added after the stamp was read may be in it: the next search reads
-            // the newer version and loads again.
-            let cached = Arc::new(CachedPassages::new(
-                stamp,
-                tenant_passages(db, tenant).await?,
-            ));
-            texts.insert(tenant, Arc::clone(&cached));
-            cached
-        }
+        None => match cached_at_stamp(db, texts, tenant).await? {
+            Some(cached) => cached,
+            None => return Ok(Vec::new()),
+        },
     };
     Ok(cached
         .index
@@ -164,6 +160,31 @@ pub(crate) async fn search_knowledge(
             Some(hit)
         })
         .collect())
+}
+
+/// The tenant's passages as of its stamp, read now: from the cache if they are still
+/// those, else loaded and cached; `None` for an unknown tenant.
+async fn cached_at_stamp(
+    db: &Db,
+    texts: &TextCache,
+    tenant: &TenantId,
+) -> Result<Option<Arc<CachedPassages>>, Failure> {
+    let Some(stamp) = passages_stamp(db, tenant).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match texts.cached(tenant, stamp) {
+        Some(cached) => cached,
+        None => {
+            // A passage added after the stamp was read may be in it: the next search reads
+            // the newer version and loads again.
+            let cached = Arc::new(CachedPassages::new(
+                stamp,
+                tenant_passages(db, tenant).await?,
+            ));
+            texts.insert(tenant, Arc::clone(&cached));
+            cached
+        }
+    }))
 }
 
 /// Every passage of the tenant with its document, by chunk id (score and ranks unset).

@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use salesboy_actors::store::prelude::*;
 use salesboy_actors::store::{
     Conversation, Deletion, DismissOutcome, InsertOutcome, KnowledgeDocument, KnowledgeHit,
-    LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound, NewRejectedItem, NewReply,
-    NewStatus, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure, StatusOutcome, StoreError,
-    StoredInbound, StoredMessage, StoredRejectedItem, Tenant, TenantRoute, UsageReport,
+    KnownKnowledge, LlmUsage, LlmUsageTotals, NewInbound, NewKnowledge, NewOutbound,
+    NewRejectedItem, NewReply, NewStatus, NewTenant, NewWhatsAppNumber, ReplyOutcome, SendFailure,
+    StatusOutcome, StoreError, StoredInbound, StoredMessage, StoredRejectedItem, Tenant,
+    TenantRoute, UsageReport,
 };
 use salesboy_actors::store::{NewTenantToken, TenantToken};
 use salesboy_protocol::events::Event;
@@ -95,8 +96,11 @@ impl TenantStore for SqlStore {
         deletion: Deletion,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.run(tenants::delete_tenant(&self.db, tenant, deletion, at_ms))
-            .await
+        let deleted = self
+            .run(tenants::delete_tenant(&self.db, tenant, deletion, at_ms))
+            .await;
+        self.texts.forget(tenant);
+        deleted
     }
 }
 
@@ -343,6 +347,7 @@ impl KnowledgeStore for SqlStore {
         let id = self
             .run(knowledge::add_knowledge(&self.db, document))
             .await?;
+        self.texts.forget(&document.tenant);
         if let Some(retrieval) = &self.retrieval {
             retrieval.wake();
         }
@@ -383,13 +388,16 @@ impl KnowledgeStore for SqlStore {
         document_id: i64,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.run(knowledge::delete_knowledge(
-            &self.db,
-            tenant,
-            document_id,
-            at_ms,
-        ))
-        .await
+        let deleted = self
+            .run(knowledge::delete_knowledge(
+                &self.db,
+                tenant,
+                document_id,
+                at_ms,
+            ))
+            .await;
+        self.texts.forget(tenant);
+        deleted
     }
 
     async fn search_knowledge(
@@ -397,6 +405,36 @@ impl KnowledgeStore for SqlStore {
         tenant: &TenantId,
         question: &str,
         k: u32,
+    ) -> Result<Vec<KnowledgeHit>, StoreError> {
+        self.search(tenant, question, k, None).await
+    }
+
+    async fn search_knowledge_known(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+        known: KnownKnowledge,
+    ) -> Result<Vec<KnowledgeHit>, StoreError> {
+        self.search(tenant, question, k, Some(known)).await
+    }
+
+    async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError> {
+        self.run(knowledge::knowledge_version(&self.db, tenant))
+            .await
+    }
+}
+
+impl SqlStore {
+    /// The knowledge search: hybrid with retrieval (which reads the tenant's stamp itself);
+    /// else from the in-memory full-text cache, without a read when `known` is as new as
+    /// the cached passages.
+    async fn search(
+        &self,
+        tenant: &TenantId,
+        question: &str,
+        k: u32,
+        known: Option<KnownKnowledge>,
     ) -> Result<Vec<KnowledgeHit>, StoreError> {
         match &self.retrieval {
             Some(retrieval) => {
@@ -412,15 +450,11 @@ impl KnowledgeStore for SqlStore {
                     tenant,
                     question,
                     k,
+                    known,
                 ))
                 .await
             }
         }
-    }
-
-    async fn knowledge_version(&self, tenant: &TenantId) -> Result<i64, StoreError> {
-        self.run(knowledge::knowledge_version(&self.db, tenant))
-            .await
     }
 }
 
