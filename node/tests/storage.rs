@@ -163,21 +163,26 @@ fn wamid(id: &str) -> Wamid {
 async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
     let tenant = tenant_id(id);
     store
-        .upsert_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: format!("{id} shop"),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: T0,
-        })
+        .upsert_tenant(&new_tenant(&tenant, T0))
         .await
         .expect("upsert tenant");
     tenant
+}
+
+/// A plain tenant `tenant` created at `created_ms`.
+fn new_tenant(tenant: &TenantId, created_ms: i64) -> NewTenant {
+    NewTenant {
+        id: tenant.clone(),
+        name: format!("{tenant} shop"),
+        system_prompt: None,
+        llm_config: None,
+        llm_monthly_spend_cap_micros: None,
+        embedding_model: None,
+        engine: Default::default(),
+        web_hygiene: None,
+        read_receipts: None,
+        created_ms,
+    }
 }
 
 fn inbound(tenant: &TenantId, chat: &ChatId, id: &str, at_ms: i64) -> NewInbound {
@@ -2191,18 +2196,7 @@ async fn a_search_told_the_knowledge_version_answers_from_the_cache_until_told_a
     let mut again = node_b.tenant(&acme).await.unwrap();
     assert!(again.is_none());
     node_b
-        .upsert_tenant(&NewTenant {
-            id: acme.clone(),
-            name: "acme again".to_owned(),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: T0 + 1,
-        })
+        .upsert_tenant(&new_tenant(&acme, T0 + 1))
         .await
         .unwrap();
     add_document(&node_b, &acme, "Hours", &["Closed on Sundays."]).await;
