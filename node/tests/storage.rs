@@ -2169,7 +2169,7 @@ async fn a_search_told_the_knowledge_version_answers_from_the_cache_until_told_a
         "a change through the same store is seen by a caller that does not know it yet"
     );
 
-    add_document(&node_b, &acme, "Menu", &["Noodles with satay."]).await;
+    let menu = add_document(&node_b, &acme, "Menu", &["Noodles with satay."]).await;
     assert!(
         found(&node_a, &acme, "noodles", (T0, 1)).await.is_empty(),
         "the passages cached at the version the caller knows are searched, nothing read"
@@ -2183,6 +2183,11 @@ async fn a_search_told_the_knowledge_version_answers_from_the_cache_until_told_a
         found(&node_a, &acme, "noodles", (T0, 1)).await,
         ["Noodles with satay."],
         "a caller still at the older version gets the newer passages"
+    );
+    assert!(node_a.delete_knowledge(&acme, menu, T0).await.unwrap());
+    assert!(
+        found(&node_a, &acme, "noodles", (T0, 2)).await.is_empty(),
+        "a deletion through the same store is seen by a caller that does not know it yet"
     );
 
     // Deleted and created again through the other node: node A's cached passages are

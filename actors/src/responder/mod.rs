@@ -89,9 +89,13 @@ pub enum ResponderMsg {
         spend_cap_micros: Option<i64>,
         /// The tenant's knowledge version.
         knowledge_version: i64,
+        /// When the tenant was created (it differs after the tenant was deleted and
+        /// created again).
+        tenant_created_ms: i64,
     },
     /// The tenant's knowledge changed (nothing else did): later replies are not answered
-    /// from cached answers written from the earlier knowledge.
+    /// from cached answers written from the earlier knowledge, and later searches do not
+    /// use passages cached at the earlier version.
     KnowledgeChanged {
         /// The tenant's knowledge version now.
         version: i64,
@@ -232,6 +236,7 @@ impl Actor for ResponderActor {
                 llm_config,
                 spend_cap_micros,
                 knowledge_version,
+                tenant_created_ms,
             } => {
                 let args = ResponderArgs {
                     tenant: state.context.tenant.clone(),
@@ -239,7 +244,7 @@ impl Actor for ResponderActor {
                     llm_config,
                     spend_cap_micros,
                     knowledge_version,
-                    tenant_created_ms: state.context.tenant_created_ms,
+                    tenant_created_ms,
                     services: Arc::clone(&state.context.services),
                 };
                 let capped = state.context.spend.raised();

@@ -733,6 +733,8 @@ async fn reload(
                     record.llm_config.as_deref(),
                 )
                 && t.llm_monthly_spend_cap_micros == record.llm_monthly_spend_cap_micros
+                // Deleted and created again: its knowledge versions start over.
+                && t.created_ms == record.created_ms
         };
         if !same_configuration(&before) {
             let _ = responder.send_message(ResponderMsg::Reconfigure {
@@ -740,6 +742,7 @@ async fn reload(
                 llm_config: record.llm_config.clone(),
                 spend_cap_micros: record.llm_monthly_spend_cap_micros,
                 knowledge_version: record.knowledge_version,
+                tenant_created_ms: record.created_ms,
             });
         } else if before.knowledge_version != record.knowledge_version {
             let _ = responder.send_message(ResponderMsg::KnowledgeChanged {

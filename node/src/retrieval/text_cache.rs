@@ -1,19 +1,21 @@
 //! The knowledge of a store without an embedding provider, in memory: the offline search
 //! ranks the question against the tenant's [`TextIndex`] held here and answers the
 //! passages' texts from here too, as the hybrid search ranks from
-//! [`Retrieval`](super::Retrieval)'s cache (decision 0021). A search then reads one row:
-//! the tenant's [`Stamp`].
+//! [`Retrieval`](super::Retrieval)'s cache (decision 0021). A warm search reads at most one
+//! row: the tenant's [`Stamp`].
 //!
 //! One moka cache by tenant, weighted by bytes (index and texts) and bounded by
-//! [`TEXT_CACHE_BYTES`]; an entry is used only while its stamp still holds the tenant's
-//! passages ([`Stamp::same_passages`]), so a knowledge change made by any node is seen on
-//! the next search. A caller that knows the tenant's version (the responder, told of every
-//! change) searches an entry at least that new without reading the stamp
-//! ([`TextCache::cached_since`], decision 0022); a change through this store drops the
-//! tenant's entry at once ([`TextCache::forget`]).
+//! [`TEXT_CACHE_BYTES`]. A search that reads the stamp uses an entry only while the stamp
+//! still holds the tenant's passages ([`Stamp::same_passages`]), so a knowledge change made
+//! by any node is seen on its next search. A caller that knows the tenant's version (the
+//! responder, told of every change) searches an entry at least that new without reading
+//! anything ([`TextCache::cached_since`], decision 0022): it sees a change made on another
+//! node once it is told the new version. A change through this store drops the tenant's
+//! entry ([`TextCache::forget`]), and a load that began before it is not kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use salesboy_actors::store::{KnowledgeHit, KnownKnowledge};
 use salesboy_protocol::TenantId;
@@ -71,6 +73,8 @@ impl CachedPassages {
 #[derive(Debug)]
 pub struct TextCache {
     cache: moka::sync::Cache<TenantId, Arc<CachedPassages>>,
+    /// Bumped by every [`TextCache::forget`]: a load that began before one is not cached.
+    forgotten: AtomicU64,
 }
 
 impl TextCache {
@@ -82,7 +86,10 @@ impl TextCache {
                 u32::try_from(cached.bytes()).unwrap_or(u32::MAX)
             })
             .build();
-        Self { cache }
+        Self {
+            cache,
+            forgotten: AtomicU64::new(0),
+        }
     }
 
     /// The cached passages of `tenant` if they are still those of `stamp`.
@@ -109,12 +116,23 @@ impl TextCache {
     /// Drops `tenant`'s passages (its knowledge changed through this store, or it was
     /// deleted): a caller that still knows the older version reads the stamp again.
     pub fn forget(&self, tenant: &TenantId) {
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(tenant);
     }
 
-    /// Caches `tenant`'s passages.
-    pub fn insert(&self, tenant: &TenantId, cached: Arc<CachedPassages>) {
-        self.cache.insert(tenant.clone(), cached);
+    /// What a load passes to [`TextCache::insert`]: taken before it reads the stamp.
+    pub fn load_started(&self) -> u64 {
+        self.forgotten.load(Ordering::SeqCst)
+    }
+
+    /// Caches `tenant`'s passages, loaded since `started` ([`TextCache::load_started`]),
+    /// unless a tenant's passages were forgotten meanwhile: the load may have read them
+    /// from before that change, and a caller that knows only the older version would then
+    /// search them. (Any tenant's: such a load is just not kept.)
+    pub fn insert(&self, tenant: &TenantId, cached: Arc<CachedPassages>, started: u64) {
+        if self.forgotten.load(Ordering::SeqCst) == started {
+            self.cache.insert(tenant.clone(), cached);
+        }
     }
 
     /// The memory the cached passages hold, in bytes (after pending evictions).
@@ -170,7 +188,7 @@ mod tests {
     fn passages_are_used_only_at_their_tenants_knowledge_version() {
         let cache = TextCache::new(TEXT_CACHE_BYTES);
         let acme = tenant("acme");
-        cache.insert(&acme, cached(3));
+        cache.insert(&acme, cached(3), cache.load_started());
         assert!(cache.cached(&acme, stamp(3)).is_some());
         assert!(cache.cached(&acme, stamp(4)).is_none(), "a newer version");
         assert!(cache.cached(&tenant("beta"), stamp(3)).is_none());
@@ -202,7 +220,7 @@ mod tests {
             cache.cached_since(&acme, known(1, 0)).is_none(),
             "nothing cached"
         );
-        cache.insert(&acme, cached(3));
+        cache.insert(&acme, cached(3), cache.load_started());
         assert!(cache.cached_since(&acme, known(1, 3)).is_some());
         assert!(
             cache.cached_since(&acme, known(1, 2)).is_some(),
@@ -222,6 +240,17 @@ mod tests {
             cache.cached_since(&acme, known(1, 3)).is_none(),
             "forgotten"
         );
+
+        // A load that began before a change through the store is not kept.
+        let started = cache.load_started();
+        cache.forget(&acme);
+        cache.insert(&acme, cached(3), started);
+        assert!(
+            cache.cached_since(&acme, known(1, 3)).is_none(),
+            "loaded before the change"
+        );
+        cache.insert(&acme, cached(3), cache.load_started());
+        assert!(cache.cached_since(&acme, known(1, 3)).is_some());
     }
 
     #[test]
@@ -229,7 +258,7 @@ mod tests {
         let one = cached(1).bytes() as u64;
         let cache = TextCache::new(one * 3);
         for i in 0..20 {
-            cache.insert(&tenant(&format!("t{i}")), cached(1));
+            cache.insert(&tenant(&format!("t{i}")), cached(1), cache.load_started());
         }
         assert!(cache.cached_bytes() <= one * 3, "{}", cache.cached_bytes());
     }

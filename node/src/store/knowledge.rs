@@ -169,6 +169,7 @@ async fn cached_at_stamp(
     texts: &TextCache,
     tenant: &TenantId,
 ) -> Result<Option<Arc<CachedPassages>>, Failure> {
+    let started = texts.load_started();
     let Some(stamp) = passages_stamp(db, tenant).await? else {
         return Ok(None);
     };
@@ -181,7 +182,7 @@ async fn cached_at_stamp(
                 stamp,
                 tenant_passages(db, tenant).await?,
             ));
-            texts.insert(tenant, Arc::clone(&cached));
+            texts.insert(tenant, Arc::clone(&cached), started);
             cached
         }
     }))

@@ -344,10 +344,10 @@ impl MessageStore for SqlStore {
 #[async_trait]
 impl KnowledgeStore for SqlStore {
     async fn add_knowledge(&self, document: &NewKnowledge) -> Result<i64, StoreError> {
-        let id = self
-            .run(knowledge::add_knowledge(&self.db, document))
-            .await?;
+        let added = self.run(knowledge::add_knowledge(&self.db, document)).await;
+        // Also after an error: the commit may have happened.
         self.texts.forget(&document.tenant);
+        let id = added?;
         if let Some(retrieval) = &self.retrieval {
             retrieval.wake();
         }
