@@ -2198,16 +2198,14 @@ async fn a_search_told_the_knowledge_version_answers_from_the_cache_until_told_a
             .await
             .unwrap()
     );
-    let mut again = node_b.tenant(&acme).await.unwrap();
-    assert!(again.is_none());
+    assert!(node_b.tenant(&acme).await.unwrap().is_none());
     node_b
         .upsert_tenant(&new_tenant(&acme, T0 + 1))
         .await
         .unwrap();
     add_document(&node_b, &acme, "Hours", &["Closed on Sundays."]).await;
-    again = node_b.tenant(&acme).await.unwrap();
-    let version = again.expect("created again").knowledge_version;
-    assert_eq!(version, 1);
+    let again = node_b.tenant(&acme).await.unwrap().expect("created again");
+    assert_eq!(again.knowledge_version, 1);
     assert!(
         found(&node_a, &acme, "noodles", (T0 + 1, 1))
             .await

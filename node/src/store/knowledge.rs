@@ -126,9 +126,9 @@ pub(crate) async fn delete_knowledge(
 /// in memory (`retrieval::text_index`: the question's words matched as prefixes, BM25 with
 /// FTS5's constants) and answered from the passages cached with it in `texts` at the
 /// tenant's knowledge version, both loaded on a cold search (decision 0021). A warm search
-/// reads one row, the tenant's stamp, and scores no other tenant's passages; told what the
-/// caller `known`, it reads nothing when the cache holds that version or a newer one
-/// (decision 0022).
+/// reads one row, the tenant's stamp, and scores no other tenant's passages; given what the
+/// caller knows (`known`), it reads nothing when the cache holds that version or a newer
+/// one (decision 0022).
 pub(crate) async fn search_knowledge(
     db: &Db,
     texts: &TextCache,
