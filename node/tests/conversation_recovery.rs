@@ -2,7 +2,7 @@
 //! actor tree, with a scripted LLM provider: the prompt holds the customer's question once, a
 //! message handed over twice is asked once, a responder task that panics does not leave the
 //! batch in flight for ever, and a reply whose `sent` mark the database refuses for a while
-//! is not sent again.
+//! is not sent again; the sweep stops a conversation once it is idle.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -439,4 +439,34 @@ async fn a_reply_whose_sent_mark_fails_is_marked_later_and_not_sent_again() {
     })
     .await;
     assert_eq!(h.whatsapp.bodies(), ["Yes, we do."], "sent once");
+}
+
+#[tokio::test]
+async fn the_sweep_stops_a_conversation_once_idle_and_the_next_message_starts_it_again() {
+    let settings = Settings {
+        debounce: Duration::from_millis(20),
+        sweep_interval: Duration::from_millis(50),
+        conversation_idle: Duration::from_millis(300),
+        tenant_idle: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let h = harness_with(Database::Sqlite(tempfile::tempdir().unwrap()), 0, settings).await;
+    h.customer_asks().await;
+    h.wait_for_replies(1).await;
+    let live = || async {
+        h.node
+            .observe_tenant(&acme())
+            .await
+            .expect("the tenant is hosted")
+            .conversations
+    };
+    until("the idle conversation stopped", || async {
+        live().await == 0
+    })
+    .await;
+
+    let next = h.store_message("wamid.in2", "and in blue?").await;
+    h.hand_over(next).await;
+    h.wait_for_replies(2).await;
+    assert_eq!(h.questions(), [QUESTION, "and in blue?"]);
 }

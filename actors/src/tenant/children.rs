@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 use salesboy_protocol::{ChatId, Engine};
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::{ChildKind, TenantMsg, TenantState};
@@ -25,8 +27,17 @@ pub(super) struct Children {
     links: Arc<TenantLinks>,
     session: Option<ActorId>,
     responder: Option<ActorId>,
-    conversations: HashMap<ChatId, ActorRef<ConversationMsg>>,
+    conversations: HashMap<ChatId, LiveConversation>,
     chats: HashMap<ActorId, ChatId>,
+}
+
+/// An active conversation, and when it was last handed something to do.
+struct LiveConversation {
+    actor: ActorRef<ConversationMsg>,
+    /// When it started or was last looked up to be handed a message ([`Children::hand`]).
+    /// Its own last activity is never earlier, so one handed a message less than a
+    /// conversation's idle time ago is not idle.
+    handed_at: Instant,
 }
 
 impl Children {
@@ -64,12 +75,33 @@ impl Children {
 
     /// The chat's conversation, if it is active.
     pub(super) fn conversation(&self, chat: &ChatId) -> Option<&ActorRef<ConversationMsg>> {
-        self.conversations.get(chat)
+        self.conversations.get(chat).map(|live| &live.actor)
+    }
+
+    /// The chat's conversation, if it is active, to hand it a message: it counts as busy
+    /// from now ([`Children::possibly_idle`]).
+    pub(super) fn hand(&mut self, chat: &ChatId) -> Option<&ActorRef<ConversationMsg>> {
+        let live = self.conversations.get_mut(chat)?;
+        live.handed_at = Instant::now();
+        Some(&live.actor)
     }
 
     /// The active conversations.
     pub(super) fn conversations(&self) -> impl Iterator<Item = &ActorRef<ConversationMsg>> {
-        self.conversations.values()
+        self.conversations.values().map(|live| &live.actor)
+    }
+
+    /// The active conversations that may have been idle for `idle_for`: those not handed a
+    /// message for that long. (Asking every one of thousands each sweep woke them all at
+    /// once, and everything else waited tens of milliseconds.)
+    pub(super) fn possibly_idle(
+        &self,
+        idle_for: Duration,
+    ) -> impl Iterator<Item = &ActorRef<ConversationMsg>> {
+        self.conversations
+            .values()
+            .filter(move |live| live.handed_at.elapsed() >= idle_for)
+            .map(|live| &live.actor)
     }
 
     /// How many conversations are active.
@@ -87,9 +119,22 @@ impl Children {
         self.links.set_responder(Some(responder));
     }
 
-    fn add_conversation(&mut self, chat: ChatId, conversation: ActorRef<ConversationMsg>) {
+    /// A conversation spawned at `spawned_at` (taken before it started, so before its own
+    /// first activity).
+    fn add_conversation(
+        &mut self,
+        chat: ChatId,
+        conversation: ActorRef<ConversationMsg>,
+        spawned_at: Instant,
+    ) {
         self.chats.insert(conversation.get_id(), chat.clone());
-        self.conversations.insert(chat, conversation);
+        self.conversations.insert(
+            chat,
+            LiveConversation {
+                actor: conversation,
+                handed_at: spawned_at,
+            },
+        );
         self.services
             .counters
             .conversations
@@ -189,13 +234,14 @@ pub(super) async fn spawn_child(
     Ok(())
 }
 
-/// The chat's conversation, started if it is not active.
+/// The chat's conversation, to hand it a message ([`Children::hand`]), started if it is
+/// not active.
 pub(super) async fn conversation(
     myself: &ActorRef<TenantMsg>,
     state: &mut TenantState,
     chat: &ChatId,
 ) -> Result<ActorRef<ConversationMsg>, ActorProcessingErr> {
-    if let Some(existing) = state.children.conversation(chat) {
+    if let Some(existing) = state.children.hand(chat) {
         return Ok(existing.clone());
     }
     spawn_conversation(myself, state, chat, ConversationStart::Load).await
@@ -216,10 +262,11 @@ pub(super) async fn spawn_conversation(
         links: Arc::clone(state.children.links()),
         start,
     };
+    let spawned_at = Instant::now();
     let (conversation, _) =
         Actor::spawn_linked(None, ConversationActor, args, myself.get_cell()).await?;
     state
         .children
-        .add_conversation(chat.clone(), conversation.clone());
+        .add_conversation(chat.clone(), conversation.clone(), spawned_at);
     Ok(conversation)
 }

@@ -336,7 +336,7 @@ impl Actor for TenantSupervisor {
                 } else {
                     Duration::ZERO
                 };
-                for conversation in state.children.conversations() {
+                for conversation in state.children.possibly_idle(idle_for) {
                     let _ = conversation.send_message(ConversationMsg::Passivate { idle_for });
                 }
                 // A `web` tenant's messages come in on its session's connection: it stays.
@@ -521,7 +521,7 @@ async fn carry_out(
             answer(reply, Ok(CommandReply::Done));
         }
         TenantCommand::InboundNewChat { chat, item } => {
-            let conversation = match state.children.conversation(&chat) {
+            let conversation = match state.children.hand(&chat) {
                 Some(existing) => existing.clone(),
                 None => {
                     let start = ConversationStart::NewChat;

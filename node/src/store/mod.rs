@@ -139,8 +139,38 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NO
 const SQLITE_READER_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
      PRAGMA query_only = ON;";
 
+/// How a SQLite read-then-write transaction starts ([`Db::begin`]).
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
+
 /// How long a write waits for SQLite's one writer connection.
 const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(30);
+
+/// A pooled connection idle for at least this long is pinged before it is handed out; one
+/// used more recently is handed out as it is. (sqlx's own test pings on every acquire: a
+/// round trip to PostgreSQL, or a hand-off to SQLite's connection thread, before each read
+/// and each transaction.)
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// `options` with the liveness test of [`PING_AFTER_IDLE`] in place of sqlx's: a
+/// connection that fails its ping is closed and another one handed out.
+fn ping_when_idle(options: AnyPoolOptions) -> AnyPoolOptions {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|connection: &mut AnyConnection, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                match connection.ping().await {
+                    Ok(()) => Ok(true),
+                    Err(error) => {
+                        debug!(%error, "an idle pooled connection failed its ping: closed");
+                        Ok(false)
+                    }
+                }
+            })
+        })
+}
 
 /// Which SQL database a store talks to; picked from the URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +267,18 @@ impl Db {
     async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.dialect {
             Dialect::Postgres => self.pool.begin().await,
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Sqlite => self.pool.begin_with(SQLITE_BEGIN).await,
+        }
+    }
+
+    /// [`Db::begin`] on a connection of the write pool the caller holds.
+    async fn begin_on<'c>(
+        &self,
+        connection: &'c mut AnyConnection,
+    ) -> Result<Transaction<'c, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Postgres => connection.begin().await,
+            Dialect::Sqlite => connection.begin_with(SQLITE_BEGIN).await,
         }
     }
 }
@@ -299,7 +340,7 @@ impl SqlStore {
             |error: sqlx::Error| scrub_url(map_sqlx_error(error, &redacted), url, &redacted);
         sqlx::any::install_default_drivers();
 
-        let mut pool_options = AnyPoolOptions::new()
+        let mut pool_options = ping_when_idle(AnyPoolOptions::new())
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
         let mut connect_url = url.to_owned();
@@ -317,7 +358,7 @@ impl SqlStore {
                     .max_lifetime(None);
             } else {
                 read_pool_options = Some(
-                    AnyPoolOptions::new()
+                    ping_when_idle(AnyPoolOptions::new())
                         .max_connections(options.max_connections)
                         .acquire_timeout(options.acquire_timeout)
                         .after_connect(|connection: &mut AnyConnection, _| {

@@ -15,7 +15,6 @@ use super::decode::get;
 use super::error::Failure;
 use super::{Db, Dialect, SqlStore};
 use crate::secrets::{Keyring, Sealing, SecretContext};
-use sqlx::Connection;
 use tracing::warn;
 
 /// `whatsapp_numbers.access_token`, per tenant and phone number id.
@@ -274,11 +273,7 @@ async fn reseal(
             .execute(&mut *connection)
             .await?;
     }
-    let mut tx = if sqlite {
-        Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?
-    } else {
-        Connection::begin(&mut *connection).await?
-    };
+    let mut tx = db.begin_on(&mut connection).await?;
     let mut reports = Vec::with_capacity(COLUMNS.len());
     for column in &COLUMNS {
         // At start only plaintext is read (the Web engine's columns hold many rows per

@@ -19,13 +19,18 @@
 //! - a caller hears its results only after the commit (or after its own transaction).
 //!
 //! SQLite has one writer task (it has one writer connection); Postgres several, each with
-//! its own transaction.
+//! its own transaction. A task keeps its connection from one transaction to the next while
+//! jobs are queued (taking a connection from the pool and giving it back cost a hand-off to
+//! the connection each, and wake-ups between every two transactions), at most
+//! [`HOLD_FOR_TRANSACTIONS`] in a row.
 
 use std::sync::Arc;
 
 use salesboy_actors::store::{NewInbound, NewReply, ReplyOutcome, StoreError, StoredInbound};
 use salesboy_protocol::TenantId;
 use salesboy_protocol::events::Event;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -149,36 +154,88 @@ impl GroupWriter {
     }
 }
 
-/// A writer task: takes the queued jobs, commits them together, answers them.
+/// A writer task: takes the queued jobs, commits them together, answers them. It keeps its
+/// connection from one transaction to the next while jobs are queued, up to
+/// [`HOLD_FOR_TRANSACTIONS`] in a row, then hands it back to the pool so other writers (on
+/// SQLite, the one writer connection is theirs too) get their turn.
 async fn run(db: Db, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut held: Option<PoolConnection<Any>> = None;
+    let mut in_a_row = 0;
     loop {
-        let batch = {
-            let mut jobs = jobs.lock().await;
-            let Some(first) = jobs.recv().await else {
-                return;
-            };
-            let mut writes = first.writes.len();
-            let mut bytes = first.bytes();
-            let mut batch = vec![first];
-            while writes < MAX_WRITES && bytes < MAX_BYTES {
-                let Ok(job) = jobs.try_recv() else { break };
-                writes += job.writes.len();
-                bytes += job.bytes();
-                batch.push(job);
-            }
-            batch
+        let queued = match held {
+            Some(_) if in_a_row < HOLD_FOR_TRANSACTIONS => take(&jobs, false).await,
+            _ => None,
         };
-        commit_jobs(&db, batch).await;
+        let batch = match queued {
+            Some(batch) => batch,
+            None => {
+                // Nothing queued (or held long enough): the connection goes back before
+                // the task waits.
+                held = None;
+                in_a_row = 0;
+                let Some(batch) = take(&jobs, true).await else {
+                    return;
+                };
+                batch
+            }
+        };
+        let connection = match held.take() {
+            Some(connection) => Ok(connection),
+            None => db.pool.acquire().await,
+        };
+        in_a_row += 1;
+        held = commit_jobs(&db, connection, batch).await;
     }
 }
 
-/// Runs the jobs' writes in one transaction and answers them; after a database error, each
-/// write in a transaction of its own.
-async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
+/// The most transactions a writer task runs in a row on one connection before handing it
+/// back to the pool.
+const HOLD_FOR_TRANSACTIONS: u32 = 16;
+
+/// The jobs to commit next, whole jobs up to [`MAX_WRITES`] and [`MAX_BYTES`]: waits for
+/// the first when `wait` (`None`: every sender is gone), else only takes what is queued,
+/// and nothing while another task takes (it may be waiting for a job, and a task that does
+/// not wait holds a connection).
+async fn take(jobs: &Mutex<mpsc::Receiver<Job>>, wait: bool) -> Option<Vec<Job>> {
+    let (mut jobs, first) = if wait {
+        let mut jobs = jobs.lock().await;
+        let first = jobs.recv().await?;
+        (jobs, first)
+    } else {
+        let mut jobs = jobs.try_lock().ok()?;
+        let first = jobs.try_recv().ok()?;
+        (jobs, first)
+    };
+    let mut writes = first.writes.len();
+    let mut bytes = first.bytes();
+    let mut batch = vec![first];
+    while writes < MAX_WRITES && bytes < MAX_BYTES {
+        let Ok(job) = jobs.try_recv() else { break };
+        writes += job.writes.len();
+        bytes += job.bytes();
+        batch.push(job);
+    }
+    Some(batch)
+}
+
+/// Runs the jobs' writes in one transaction on `connection` and answers them; after a
+/// database error, each write in a transaction of its own. Gives the connection back for
+/// the next transaction, unless it failed (a fresh one is then taken from the pool).
+async fn commit_jobs(
+    db: &Db,
+    connection: Result<PoolConnection<Any>, sqlx::Error>,
+    jobs: Vec<Job>,
+) -> Option<PoolConnection<Any>> {
     let writes: Vec<&Write> = jobs.iter().flat_map(|job| job.writes.iter()).collect();
     metrics::histogram!("salesboy_store_group_commit_writes").record(writes.len() as f64);
     let started = std::time::Instant::now();
-    let outcome = transaction(db, &writes).await;
+    let (outcome, mut held) = match connection {
+        Ok(mut connection) => {
+            let outcome = transaction(db, &mut connection, &writes).await;
+            (outcome, Some(connection))
+        }
+        Err(error) => (Err(error.into()), None),
+    };
     metrics::histogram!("salesboy_store_group_commit_seconds")
         .record(started.elapsed().as_secs_f64());
     let mut results = match outcome {
@@ -187,13 +244,23 @@ async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
             if writes.len() > 1 {
                 debug!(writes = writes.len(), error = ?failure, "group commit failed, each write on its own");
             }
+            // The connection may be what failed: the pool tests it when it goes back.
+            held = None;
             let mut results = Vec::with_capacity(writes.len());
             for write in &writes {
-                let result = match transaction(db, std::slice::from_ref(write)).await {
-                    Ok(mut one) => one.pop().unwrap_or_else(|| {
-                        Err(StoreError::Backend("a write gave no result".to_owned()).into())
-                    }),
-                    Err(failure) => Err(failure),
+                let result = match db.pool.acquire().await {
+                    Ok(mut connection) => {
+                        match transaction(db, &mut connection, std::slice::from_ref(write))
+                            .await
+                        {
+                            Ok(mut one) => one.pop().unwrap_or_else(|| {
+                                Err(StoreError::Backend("a write gave no result".to_owned())
+                                    .into())
+                            }),
+                            Err(failure) => Err(failure),
+                        }
+                    }
+                    Err(error) => Err(error.into()),
                 };
                 results.push(result);
             }
@@ -208,13 +275,18 @@ async fn commit_jobs(db: &Db, jobs: Vec<Job>) {
             warn!("a group-committed write's caller stopped waiting");
         }
     }
+    held
 }
 
 /// One transaction over `writes`: `Err` when it failed as a whole (nothing committed).
 /// Each kind of write goes in with one statement per table (`messages::grouped`), the
 /// events of all of them with one more.
-async fn transaction(db: &Db, writes: &[&Write]) -> Result<Vec<Result<Written, Failure>>, Failure> {
-    let mut tx = db.begin().await?;
+async fn transaction(
+    db: &Db,
+    connection: &mut AnyConnection,
+    writes: &[&Write],
+) -> Result<Vec<Result<Written, Failure>>, Failure> {
+    let mut tx = db.begin_on(connection).await?;
     // Each kind's writes, with their places among `writes`.
     let mut inbound: Vec<&NewInbound> = Vec::new();
     let mut inbound_at: Vec<usize> = Vec::new();
