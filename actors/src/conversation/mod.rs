@@ -382,6 +382,7 @@ impl Actor for ConversationActor {
                 }
             }
             ConversationMsg::SetPaused { until_ms, reply } => {
+                state.last_activity = Instant::now();
                 let result = set_paused(&myself, state, until_ms).await;
                 let result = result
                     .map(|()| CommandReply::Done)

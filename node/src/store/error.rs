@@ -18,6 +18,24 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Whether the connection it ran on was lost: an I/O, TLS or protocol error, SQLite's
+    /// thread gone, or a PostgreSQL error of class 08 (connection exception) or 57P (the
+    /// server shutting down).
+    pub(crate) fn lost_connection(&self) -> bool {
+        match self {
+            Self::Sql(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            Self::Sql(sqlx::Error::Database(error)) => error.code().is_some_and(|code| {
+                code.len() == 5 && (code.starts_with("08") || code.starts_with("57P"))
+            }),
+            _ => false,
+        }
+    }
+
     /// The [`StoreError`] for the caller; `url` must already be redacted.
     pub(crate) fn into_store_error(self, url: &str) -> StoreError {
         match self {

@@ -69,6 +69,7 @@ mod writer;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use salesboy_actors::store::StoreError;
@@ -151,14 +152,58 @@ const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(30);
 /// and each transaction.)
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// `options` with the liveness test of [`PING_AFTER_IDLE`] in place of sqlx's: a
-/// connection that fails its ping is closed and another one handed out.
-fn ping_when_idle(options: AnyPoolOptions) -> AnyPoolOptions {
-    options
-        .test_before_acquire(false)
-        .before_acquire(|connection: &mut AnyConnection, meta| {
+/// When a store last saw a connection lost ([`Failure::lost_connection`]: the server
+/// restarted, the network dropped): every pooled connection that went idle before then is
+/// pinged before it is handed out, however recently it was used.
+#[derive(Debug)]
+struct ConnectionHealth {
+    started: std::time::Instant,
+    /// Milliseconds from `started` to the last loss seen, plus one; 0: none seen.
+    lost_at_ms: AtomicU64,
+}
+
+impl ConnectionHealth {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            lost_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// A connection was lost just now.
+    fn lost(&self) {
+        self.lost_at_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether a connection idle for `idle_for` is pinged before it is handed out: idle for
+    /// [`PING_AFTER_IDLE`] or more, or since before the last loss. (One that went idle
+    /// after it was pinged as it went back to the pool.)
+    fn needs_ping(&self, idle_for: Duration) -> bool {
+        if idle_for >= PING_AFTER_IDLE {
+            return true;
+        }
+        let lost_at = self.lost_at_ms.load(Ordering::Relaxed);
+        let idle_since = self
+            .now_ms()
+            .saturating_sub(u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX));
+        lost_at != 0 && idle_since <= lost_at
+    }
+}
+
+/// `options` with the liveness test of [`ConnectionHealth::needs_ping`] in place of sqlx's:
+/// a connection that fails its ping is closed and a new one opened.
+fn ping_when_idle(options: AnyPoolOptions, health: Arc<ConnectionHealth>) -> AnyPoolOptions {
+    options.test_before_acquire(false).before_acquire(
+        move |connection: &mut AnyConnection, meta| {
+            let health = Arc::clone(&health);
             Box::pin(async move {
-                if meta.idle_for < PING_AFTER_IDLE {
+                if !health.needs_ping(meta.idle_for) {
                     return Ok(true);
                 }
                 match connection.ping().await {
@@ -169,7 +214,8 @@ fn ping_when_idle(options: AnyPoolOptions) -> AnyPoolOptions {
                     }
                 }
             })
-        })
+        },
+    )
 }
 
 /// Which SQL database a store talks to; picked from the URL's scheme.
@@ -243,9 +289,19 @@ pub(crate) struct Db {
     /// The keys of the secret columns, shared by every clone (the writer's too); unset:
     /// written as they come ([`SqlStore::with_secrets`]).
     secrets: Arc<std::sync::OnceLock<crate::secrets::Keyring>>,
+    /// When a connection was last lost: the pools test those idle since before then.
+    health: Arc<ConnectionHealth>,
 }
 
 impl Db {
+    /// Notes a failure: one that lost its connection has the pools test the connections
+    /// that went idle before it.
+    fn saw(&self, failure: &Failure) {
+        if failure.lost_connection() {
+            self.health.lost();
+        }
+    }
+
     /// Tells the events publisher that the outbox has new events (call after the commit).
     fn outbox_written(&self) {
         self.outbox.notify_one();
@@ -340,7 +396,8 @@ impl SqlStore {
             |error: sqlx::Error| scrub_url(map_sqlx_error(error, &redacted), url, &redacted);
         sqlx::any::install_default_drivers();
 
-        let mut pool_options = ping_when_idle(AnyPoolOptions::new())
+        let health = Arc::new(ConnectionHealth::new());
+        let mut pool_options = ping_when_idle(AnyPoolOptions::new(), Arc::clone(&health))
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
         let mut connect_url = url.to_owned();
@@ -358,7 +415,7 @@ impl SqlStore {
                     .max_lifetime(None);
             } else {
                 read_pool_options = Some(
-                    ping_when_idle(AnyPoolOptions::new())
+                    ping_when_idle(AnyPoolOptions::new(), Arc::clone(&health))
                         .max_connections(options.max_connections)
                         .acquire_timeout(options.acquire_timeout)
                         .after_connect(|connection: &mut AnyConnection, _| {
@@ -434,6 +491,7 @@ impl SqlStore {
             webhook_cache: Arc::default(),
             writer: writer::GroupWriter::detached(),
             secrets: Arc::default(),
+            health,
         };
         let writers = match dialect {
             Dialect::Postgres => options.max_connections.div_ceil(2).max(1),
@@ -776,8 +834,10 @@ impl SqlStore {
         &self,
         work: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, StoreError> {
-        work.await
-            .map_err(|failure| failure.into_store_error(&self.url))
+        work.await.map_err(|failure| {
+            self.db.saw(&failure);
+            failure.into_store_error(&self.url)
+        })
     }
 }
 
@@ -852,5 +912,28 @@ mod tests {
             sqlite_url_with_defaults("sqlite::memory:"),
             "sqlite::memory:"
         );
+    }
+
+    #[test]
+    fn connections_are_pinged_when_idle_a_second_or_since_before_a_lost_connection() {
+        let health = ConnectionHealth::new();
+        assert!(!health.needs_ping(Duration::ZERO));
+        assert!(!health.needs_ping(Duration::from_millis(999)));
+        assert!(health.needs_ping(PING_AFTER_IDLE));
+
+        health.lost();
+        let lost_at = health.lost_at_ms.load(Ordering::Relaxed);
+        // Idle since before the loss: pinged, however recently used.
+        assert!(health.needs_ping(Duration::from_millis(500)));
+        // Went idle after it: not pinged (sqlx pinged it as it went back to the pool).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while health.now_ms() <= lost_at {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock did not move"
+            );
+            std::hint::spin_loop();
+        }
+        assert!(!health.needs_ping(Duration::ZERO));
     }
 }

@@ -241,6 +241,7 @@ async fn commit_jobs(
     let mut results = match outcome {
         Ok(results) => results,
         Err(failure) => {
+            db.saw(&failure);
             if writes.len() > 1 {
                 debug!(writes = writes.len(), error = ?failure, "group commit failed, each write on its own");
             }
@@ -257,7 +258,10 @@ async fn commit_jobs(
                                 Err(StoreError::Backend("a write gave no result".to_owned())
                                     .into())
                             }),
-                            Err(failure) => Err(failure),
+                            Err(failure) => {
+                                db.saw(&failure);
+                                Err(failure)
+                            }
                         }
                     }
                     Err(error) => Err(error.into()),
