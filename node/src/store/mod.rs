@@ -183,7 +183,7 @@ impl ConnectionHealth {
 
     /// Whether a connection idle for `idle_for` is pinged before it is handed out: idle for
     /// [`PING_AFTER_IDLE`] or more, or since before the last loss. (One that went idle
-    /// after it was pinged as it went back to the pool.)
+    /// after the loss needs no ping: sqlx pinged it as it went back to the pool.)
     fn needs_ping(&self, idle_for: Duration) -> bool {
         if idle_for >= PING_AFTER_IDLE {
             return true;
