@@ -201,9 +201,9 @@ impl ConnectionHealth {
 fn ping_when_idle(options: AnyPoolOptions, health: Arc<ConnectionHealth>) -> AnyPoolOptions {
     options.test_before_acquire(false).before_acquire(
         move |connection: &mut AnyConnection, meta| {
-            let health = Arc::clone(&health);
+            let ping = health.needs_ping(meta.idle_for);
             Box::pin(async move {
-                if !health.needs_ping(meta.idle_for) {
+                if !ping {
                     return Ok(true);
                 }
                 match connection.ping().await {
