@@ -109,10 +109,7 @@ async fn the_consumer_and_the_webhook_receiver_see_a_message_arrive() {
         .env("NATS_URL", server.url());
     let consumer = Running::start(consumer);
 
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = salesboy_testkit::free_port().unwrap();
     let secret = "whsec_example_secret_0123456789";
     let mut receiver = Command::new(env!("CARGO_BIN_EXE_webhook_receiver"));
     receiver

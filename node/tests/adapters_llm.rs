@@ -503,10 +503,7 @@ async fn openai_slow_answer_times_out() {
 
 #[tokio::test]
 async fn an_unreachable_provider_is_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
+    let port = salesboy_testkit::free_port().expect("free port");
     let provider = provider(json!({
         "kind": "openai", "model": "m", "api_key": OPENAI_KEY, "base_url": format!("http://127.0.0.1:{port}/v1")
     }));

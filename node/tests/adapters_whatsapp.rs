@@ -345,10 +345,7 @@ async fn a_slow_server_times_out_as_transient() {
 #[tokio::test]
 async fn an_unreachable_server_is_transient() {
     // A port that was free a moment ago: nothing listens on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
+    let port = salesboy_testkit::free_port().expect("free port");
     let connection = connection(
         &format!("http://127.0.0.1:{port}/v21.0"),
         Duration::from_secs(5),

@@ -833,10 +833,7 @@ async fn nats_kv_bucket_stream_follows_decision_0003() {
 
 #[tokio::test]
 async fn nats_connect_fails_without_a_server() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = salesboy_testkit::free_port().unwrap();
     let result = timeout(
         WAIT,
         NatsBus::connect(

@@ -23,10 +23,7 @@ struct Node {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    salesboy_testkit::free_port().expect("a free port")
 }
 
 fn spawn_node(dir: &Path, port: u16, whatsapp: &FakeWhatsApp, attempt: u32) -> Node {

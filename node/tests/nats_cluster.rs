@@ -391,16 +391,8 @@ async fn the_deploy_nats_configs_form_a_cluster_for_the_nodes_user() {
         dir.path().join("accounts.conf"),
     )
     .unwrap();
-    // Free ports, all bound at once, then released: client and route ports of each server.
-    let ports: Vec<u16> = {
-        let listeners: Vec<_> = (0..6)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect()
-    };
+    // Free ports: client and route ports of each server.
+    let ports = salesboy_testkit::free_ports(6).unwrap();
     let mut servers = Servers(Vec::new());
     for i in 1..=3 {
         let mut config = std::fs::read_to_string(deploy.join(format!("nats-{i}.conf"))).unwrap();

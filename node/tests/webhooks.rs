@@ -200,9 +200,7 @@ async fn a_receiver_that_was_down_gets_every_event_once_in_order_and_signed() {
     let gateway = Gateway::start(Db::Sqlite, |_| {}).await;
     gateway.add_tenant("acme", PHONE, None).await;
     // A port where nobody listens yet: deliveries are refused until the receiver starts.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = salesboy_testkit::free_port().unwrap();
     let (status, created) = admin(
         &gateway,
         reqwest::Method::POST,

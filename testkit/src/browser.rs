@@ -639,10 +639,7 @@ async fn wait_ready(
 
 /// A free port on 127.0.0.1.
 fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
+    crate::free_port().map_err(|e| format!("cannot find a free port: {e}"))
 }
 
 /// Sends chromedriver `GET /shutdown` (it ends its sessions, closing Chromium and deleting

@@ -35,6 +35,8 @@
 //! - [`binary`]: the debug `salesboy` binary, built on demand;
 //! - [`fake_embedder`]: [`FakeEmbedder`], a local Gemini / OpenAI-compatible embedding
 //!   server with a deterministic synonym-aware embedding;
+//! - [`free_port`](mod@free_port): free ports on 127.0.0.1 for servers started as processes, outside the
+//!   kernel's ephemeral range (where outgoing connections could take them first);
 //! - [`browser`]: [`Browser`], a headless Chromium driven through chromedriver (WebDriver),
 //!   for end-to-end tests of served pages; screenshots go to [`artifacts_dir`].
 
@@ -50,6 +52,7 @@ mod fake_server;
 pub mod fake_web;
 pub mod fake_web_endpoint;
 pub mod fake_whatsapp;
+pub mod free_port;
 pub mod gateway;
 pub mod nats;
 pub mod nats_cluster;
@@ -78,6 +81,7 @@ pub use fake_whatsapp::{
     FAKE_GRAPH_VERSION, FailedAttempt, FakeOperation, FakeWhatsApp, FakeWhatsAppOptions, MarkRead,
     SentMessage, StatusWebhookCounts, StatusWebhooks,
 };
+pub use free_port::{free_port, free_ports};
 pub use gateway::{Gateway, eventually};
 pub use nats::{NatsServer, NatsServerError, nats_server_binary};
 pub use nats_cluster::NatsCluster;

@@ -28,6 +28,9 @@ pub enum NatsServerError {
     /// The temp dir for JetStream (and the config file) could not be made or written.
     #[error("cannot create a jetstream directory or config file: {0}")]
     TempDir(std::io::Error),
+    /// No free ports were found for a cluster's servers.
+    #[error("cannot find free ports for the nats-servers: {0}")]
+    NoFreePorts(std::io::Error),
     /// The server exited or stayed silent before listening.
     #[error("nats-server did not start listening within {timeout:?}; its output: {output}")]
     NotListening {

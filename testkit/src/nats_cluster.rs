@@ -1,7 +1,6 @@
 //! [`NatsCluster`]: several nats-server processes clustered with JetStream on loopback, for
 //! tests that kill and restart NATS servers under a running gateway cluster.
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -48,7 +47,7 @@ impl NatsCluster {
             .prefix("salesboy-nats-cluster-")
             .tempdir()
             .map_err(NatsServerError::TempDir)?;
-        let ports = free_ports(size * 2).map_err(NatsServerError::TempDir)?;
+        let ports = crate::free_ports(size * 2).map_err(NatsServerError::NoFreePorts)?;
         let servers = (0..size)
             .map(|i| ClusterServer {
                 name: format!("n{i}"),
@@ -216,15 +215,4 @@ impl Drop for NatsCluster {
             self.kill(i);
         }
     }
-}
-
-/// `count` distinct free ports on 127.0.0.1 (all bound at once, then released).
-fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().map(|addr| addr.port()))
-        .collect()
 }

@@ -514,8 +514,5 @@ async fn health(http: &reqwest::Client, base: &str) -> anyhow::Result<Health> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("finding a free port")?
-        .port())
+    salesboy_testkit::free_port().context("finding a free port")
 }

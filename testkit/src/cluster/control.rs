@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use reqwest::StatusCode;
 use tokio::process::Command;
 
-use super::node::{Process, SandboxNode, free_port, poll_exit};
+use super::node::{Process, SandboxNode, poll_exit};
 use super::{
     ClusterSandbox, Db, HEALTH_REQUEST_TIMEOUT, NODE_STARTUP_TIMEOUT, POLL_INTERVAL, REAP_TIMEOUT,
     SANDBOX_ADMIN_TOKEN, SANDBOX_APP_SECRET, SANDBOX_CLUSTER_KEY, SANDBOX_SECRETS_KEY, SandboxNats,
@@ -181,8 +181,7 @@ impl ClusterSandbox {
             if self.database == Db::Sqlite && !nodes.is_empty() {
                 return Err("a sqlite sandbox has one node: use Db::Postgres".to_owned());
             }
-            let taken: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-            let port = free_port(&taken)?;
+            let port = crate::free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
             let index = nodes.len();
             let id = format!("node-{index}");
             let node = Arc::new(SandboxNode {

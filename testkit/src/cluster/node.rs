@@ -2,7 +2,6 @@
 //! current process.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -90,20 +89,6 @@ impl SandboxNode {
             exit: process.exit,
         }
     }
-}
-
-/// A free port on 127.0.0.1 that is not in `taken`.
-pub(super) fn free_port(taken: &[u16]) -> Result<u16, String> {
-    for _ in 0..16 {
-        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .map_err(|e| format!("cannot find a free port: {e}"))?;
-        if !taken.contains(&port) {
-            return Ok(port);
-        }
-    }
-    Err("cannot find a free port not already given to a node".to_owned())
 }
 
 /// Polls `node`'s process until it has exited (and is reaped), at most `timeout`: how it
