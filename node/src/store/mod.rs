@@ -494,7 +494,10 @@ impl SqlStore {
             health,
         };
         let writers = match dialect {
-            Dialect::Postgres => options.max_connections.div_ceil(2).max(1),
+            Dialect::Postgres => options
+                .max_connections
+                .div_ceil(2)
+                .clamp(1, writer::POSTGRES_WRITER_TASKS),
             Dialect::Sqlite => 1,
         };
         Ok(Self {

@@ -18,8 +18,8 @@
 //!   again in a transaction of its own, so one bad row fails alone;
 //! - a caller hears its results only after the commit (or after its own transaction).
 //!
-//! SQLite has one writer task (it has one writer connection); Postgres several, each with
-//! its own transaction. A task keeps its connection from one transaction to the next while
+//! SQLite has one writer task (it has one writer connection); Postgres
+//! [`POSTGRES_WRITER_TASKS`], each with its own transaction. A task keeps its connection from one transaction to the next while
 //! jobs are queued (taking a connection from the pool and giving it back cost a hand-off to
 //! the connection each, and wake-ups between every two transactions), at most
 //! [`HOLD_FOR_TRANSACTIONS`] in a row.
@@ -107,6 +107,13 @@ impl Job {
         self.writes.iter().map(Write::bytes).sum()
     }
 }
+
+/// The writer tasks on PostgreSQL (one with a pool of two connections or fewer): one
+/// builds its transaction while the other commits. More tasks each take a smaller group,
+/// and a transaction runs the same dozen statements for three writes as for 256: with five
+/// (half the default pool), PostgreSQL spent a third more CPU per message than with two,
+/// and the gateway's p99 at 1,000 msg/s was a third higher (docs/benchmarks.md).
+pub(crate) const POSTGRES_WRITER_TASKS: u32 = 2;
 
 /// Hands writes to the writer tasks. Cheap to clone.
 #[derive(Clone)]
