@@ -35,8 +35,9 @@
 //! - [`binary`]: the debug `salesboy` binary, built on demand;
 //! - [`fake_embedder`]: [`FakeEmbedder`], a local Gemini / OpenAI-compatible embedding
 //!   server with a deterministic synonym-aware embedding;
-//! - [`free_port`](mod@free_port): free ports on 127.0.0.1 for servers started as processes, outside the
-//!   kernel's ephemeral range (where outgoing connections could take them first);
+//! - [`free_port`](mod@free_port): free ports on 127.0.0.1 for servers started as
+//!   processes, outside the kernel's ephemeral range (where outgoing connections could take
+//!   them first);
 //! - [`browser`]: [`Browser`], a headless Chromium driven through chromedriver (WebDriver),
 //!   for end-to-end tests of served pages; screenshots go to [`artifacts_dir`].
 

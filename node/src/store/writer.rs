@@ -19,10 +19,10 @@
 //! - a caller hears its results only after the commit (or after its own transaction).
 //!
 //! SQLite has one writer task (it has one writer connection); Postgres
-//! [`POSTGRES_WRITER_TASKS`], each with its own transaction. A task keeps its connection from one transaction to the next while
-//! jobs are queued (taking a connection from the pool and giving it back cost a hand-off to
-//! the connection each, and wake-ups between every two transactions), at most
-//! [`HOLD_FOR_TRANSACTIONS`] in a row.
+//! [`POSTGRES_WRITER_TASKS`], each with its own transaction. A task keeps its connection
+//! from one transaction to the next while jobs are queued (taking a connection from the pool
+//! and giving it back cost a hand-off to the connection each, and wake-ups between every two
+//! transactions), at most [`HOLD_FOR_TRANSACTIONS`] in a row.
 
 use std::sync::Arc;
 
