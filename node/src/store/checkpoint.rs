@@ -56,17 +56,15 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing through `reader`'s connections.
-    pub(crate) fn start(reader: AnyPool) -> Self {
+    /// Starts checkpointing through `reader`'s connections; `database` is the database's
+    /// file, synced after each checkpoint that copied pages (none: not synced beside SQLite).
+    pub(crate) fn start(reader: AnyPool, database: Option<PathBuf>) -> Self {
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move {
-            let file = match database_file(&reader).await {
-                Ok(file) => Some(file),
-                Err(error) => {
-                    warn!(%error, "cannot open the database file to sync it after checkpoints");
-                    None
-                }
+            let file = match database {
+                Some(path) => database_file(path).await,
+                None => None,
             };
             let mut pause = ACTIVE_EVERY;
             let mut last = None;
@@ -80,13 +78,14 @@ impl Checkpointer {
                 }
                 match checkpoint(&reader).await {
                     Ok(log) => {
+                        let unchanged = last == Some(log);
                         if let Some(file) = &file
-                            && last != Some(log)
+                            && !unchanged
                             && may_have_left_unsynced(log)
                         {
                             sync(file).await;
                         }
-                        pause = next_pause(pause, last == Some(log));
+                        pause = next_pause(pause, unchanged);
                         last = Some(log);
                     }
                     Err(error) => {
@@ -134,21 +133,16 @@ static DATABASE_FILES: LazyLock<Mutex<HashMap<FileIdentity, Arc<File>>>> =
 /// A file's device and inode.
 type FileIdentity = (u64, u64);
 
-/// The main database file behind `reader` (`PRAGMA database_list`), opened (read-only) once
-/// per process.
-async fn database_file(reader: &AnyPool) -> Result<Arc<File>, String> {
-    let path: String = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
-        .fetch_one(reader)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(|e| e.to_string())?;
-    if path.is_empty() {
-        return Err("the database has no file".to_owned());
-    }
-    let path = PathBuf::from(path);
+/// The database file at `path`, opened (read-only) once per process, off the runtime's
+/// threads; `None` (and a warning) when it cannot be opened.
+async fn database_file(path: PathBuf) -> Option<Arc<File>> {
     tokio::task::spawn_blocking(move || open_once(&path))
         .await
-        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .inspect_err(|error| {
+            warn!(%error, "cannot open the database file to sync it after checkpoints");
+        })
+        .ok()
 }
 
 /// [`database_file`]'s file at `path`, from [`DATABASE_FILES`] or opened and kept there.
@@ -236,17 +230,14 @@ mod tests {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
-        let first = AnyPool::connect(&url).await.unwrap();
-        let second = AnyPool::connect(&url).await.unwrap();
-        let a = database_file(&first).await.unwrap();
-        let b = database_file(&second).await.unwrap();
+        let _pool = AnyPool::connect(&url).await.unwrap();
+        let path = crate::secrets::files::sqlite_file(&url).unwrap();
+        let a = database_file(path.clone()).await.unwrap();
+        let b = database_file(path).await.unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         a.sync_data().unwrap();
-        let memory = AnyPool::connect("sqlite::memory:").await.unwrap();
-        assert_eq!(
-            database_file(&memory).await.unwrap_err(),
-            "the database has no file"
-        );
+        assert_eq!(crate::secrets::files::sqlite_file("sqlite::memory:"), None);
+        assert!(database_file(dir.path().join("missing.db")).await.is_none());
     }
 
     #[test]

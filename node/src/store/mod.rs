@@ -479,8 +479,12 @@ impl SqlStore {
                 .map_err(scrub)?,
             None => pool.clone(),
         };
-        let checkpointer = (dialect == Dialect::Sqlite && !is_sqlite_in_memory(url))
-            .then(|| Arc::new(checkpoint::Checkpointer::start(reader.clone())));
+        let checkpointer = (dialect == Dialect::Sqlite && !is_sqlite_in_memory(url)).then(|| {
+            Arc::new(checkpoint::Checkpointer::start(
+                reader.clone(),
+                crate::secrets::files::sqlite_file(url),
+            ))
+        });
         debug!(database = %redacted, ?dialect, "database connected and migrated");
         let db = Db {
             pool,
