@@ -36,6 +36,27 @@ impl Failure {
         }
     }
 
+    /// When the connection failed rather than a statement — none could be had (the pool
+    /// timed out or is closed) or the one in use was lost (I/O, TLS, protocol, SQLite's
+    /// thread gone) — an equal failure for another caller; `None` for any other failure.
+    /// A group commit that fails this way hands each of its writes one, instead of trying
+    /// each again alone: each would wait for a connection in turn.
+    pub(crate) fn connection_failure_again(&self) -> Option<Self> {
+        let Self::Sql(error) = self else {
+            return None;
+        };
+        let again = match error {
+            sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed => sqlx::Error::WorkerCrashed,
+            sqlx::Error::Io(e) => sqlx::Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            sqlx::Error::Tls(e) => sqlx::Error::Tls(e.to_string().into()),
+            sqlx::Error::Protocol(e) => sqlx::Error::Protocol(e.clone()),
+            _ => return None,
+        };
+        Some(Self::Sql(again))
+    }
+
     /// The [`StoreError`] for the caller; `url` must already be redacted.
     pub(crate) fn into_store_error(self, url: &str) -> StoreError {
         match self {
@@ -211,6 +232,45 @@ fn is_password_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_failures_are_told_from_statement_failures_and_repeated_alike() {
+        let url = "postgres://u:***@host/db";
+        let connection = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )),
+            sqlx::Error::Tls("handshake failed".into()),
+            sqlx::Error::Protocol("unexpected message".to_owned()),
+        ];
+        for error in connection {
+            let failure = Failure::Sql(error);
+            let again = failure
+                .connection_failure_again()
+                .unwrap_or_else(|| panic!("{failure:?} is a connection failure"));
+            assert_eq!(again.lost_connection(), failure.lost_connection());
+            let (first, second) = (failure.into_store_error(url), again.into_store_error(url));
+            assert!(matches!(first, StoreError::Unavailable { .. }), "{first:?}");
+            assert_eq!(first, second);
+        }
+        let statement = [
+            Failure::Sql(sqlx::Error::RowNotFound),
+            Failure::Sql(sqlx::Error::ColumnNotFound("id".to_owned())),
+            Failure::Store(StoreError::NotFound {
+                what: "row".to_owned(),
+            }),
+        ];
+        for failure in statement {
+            assert!(
+                failure.connection_failure_again().is_none(),
+                "{failure:?} is no connection failure"
+            );
+        }
+    }
 
     #[test]
     fn passwords_in_user_info_are_replaced() {

@@ -15,7 +15,9 @@
 //! - a write that decides to change nothing (duplicate, already answered, stale epoch)
 //!   reports it and leaves the others to commit;
 //! - a database error fails the transaction: it is rolled back and each of its writes runs
-//!   again in a transaction of its own, so one bad row fails alone;
+//!   again in a transaction of its own, so one bad row fails alone; once no connection can
+//!   be had (the pool timed out or is closed, connecting failed), the writes left all get
+//!   that failure at once instead of each waiting for a connection in turn;
 //! - a caller hears its results only after the commit (or after its own transaction).
 //!
 //! SQLite has one writer task (it has one writer connection); Postgres
@@ -226,7 +228,7 @@ async fn take(jobs: &Mutex<mpsc::Receiver<Job>>, wait: bool) -> Option<Vec<Job>>
 }
 
 /// Runs the jobs' writes in one transaction on `connection` and answers them; after a
-/// database error, each write in a transaction of its own. Gives the connection back for
+/// failure, each write in a transaction of its own ([`each_alone`]). Gives the connection back for
 /// the next transaction, unless it failed (a fresh one is then taken from the pool).
 async fn commit_jobs(
     db: &Db,
@@ -236,6 +238,7 @@ async fn commit_jobs(
     let writes: Vec<&Write> = jobs.iter().flat_map(|job| job.writes.iter()).collect();
     metrics::histogram!("salesboy_store_group_commit_writes").record(writes.len() as f64);
     let started = std::time::Instant::now();
+    let acquired = connection.is_ok();
     let (outcome, mut held) = match connection {
         Ok(mut connection) => {
             let outcome = transaction(db, &mut connection, &writes).await;
@@ -249,33 +252,13 @@ async fn commit_jobs(
         Ok(results) => results,
         Err(failure) => {
             db.saw(&failure);
+            // The connection may be what failed: the pool tests it when it goes back.
+            held = None;
             if writes.len() > 1 {
                 debug!(writes = writes.len(), error = ?failure, "group commit failed, each write on its own");
             }
-            // The connection may be what failed: the pool tests it when it goes back.
-            held = None;
-            let mut results = Vec::with_capacity(writes.len());
-            for write in &writes {
-                let result = match db.pool.acquire().await {
-                    Ok(mut connection) => {
-                        match transaction(db, &mut connection, std::slice::from_ref(write))
-                            .await
-                        {
-                            Ok(mut one) => one.pop().unwrap_or_else(|| {
-                                Err(StoreError::Backend("a write gave no result".to_owned())
-                                    .into())
-                            }),
-                            Err(failure) => {
-                                db.saw(&failure);
-                                Err(failure)
-                            }
-                        }
-                    }
-                    Err(error) => Err(error.into()),
-                };
-                results.push(result);
-            }
-            results
+            let unreachable = if acquired { None } else { Some(failure) };
+            each_alone(db, &writes, unreachable).await
         }
     }
     .into_iter();
@@ -287,6 +270,51 @@ async fn commit_jobs(
         }
     }
     held
+}
+
+/// Runs each of `writes` in a transaction of its own, after their group's failed: one bad
+/// row fails alone. Once no connection could be had (`unreachable`: the group's own
+/// acquire failed, or one of these; a database error on connecting, which cannot be
+/// repeated, stops nothing), the writes left get that failure without trying: each
+/// would otherwise wait for a connection in turn, up to the acquire timeout apiece while
+/// the database is unreachable, and every job queued behind them too. A connection lost
+/// under a transaction is no reason to stop: the next write takes a fresh one (after a
+/// database restart, the pool's other connections may be as dead as the group's was).
+async fn each_alone(
+    db: &Db,
+    writes: &[&Write],
+    mut unreachable: Option<Failure>,
+) -> Vec<Result<Written, Failure>> {
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        if let Some(again) = unreachable
+            .as_ref()
+            .and_then(Failure::connection_failure_again)
+        {
+            results.push(Err(again));
+            continue;
+        }
+        let result = match db.pool.acquire().await {
+            Ok(mut connection) => {
+                match transaction(db, &mut connection, std::slice::from_ref(write)).await {
+                    Ok(mut one) => one.pop().unwrap_or_else(|| {
+                        Err(StoreError::Backend("a write gave no result".to_owned()).into())
+                    }),
+                    Err(failure) => {
+                        db.saw(&failure);
+                        Err(failure)
+                    }
+                }
+            }
+            Err(error) => {
+                let failure = Failure::from(error);
+                unreachable = failure.connection_failure_again();
+                Err(failure)
+            }
+        };
+        results.push(result);
+    }
+    results
 }
 
 /// One transaction over `writes`: `Err` when it failed as a whole (nothing committed).
