@@ -228,8 +228,9 @@ async fn take(jobs: &Mutex<mpsc::Receiver<Job>>, wait: bool) -> Option<Vec<Job>>
 }
 
 /// Runs the jobs' writes in one transaction on `connection` and answers them; after a
-/// failure, each write in a transaction of its own ([`each_alone`]). Gives the connection back for
-/// the next transaction, unless it failed (a fresh one is then taken from the pool).
+/// failure, each write in a transaction of its own ([`each_alone`]). Gives the connection
+/// back for the next transaction, unless it failed (a fresh one is then taken from the
+/// pool).
 async fn commit_jobs(
     db: &Db,
     connection: Result<PoolConnection<Any>, sqlx::Error>,
