@@ -65,6 +65,12 @@ pub struct NodeOptions {
     /// `salesboy` built with mimalloc, decision 0016).
     #[arg(long)]
     pub malloc_arena_max: Option<u32>,
+    /// An environment variable for the node process, `KEY=VALUE` (repeatable; set after the
+    /// bench's own, so it can override them), for trials such as `TOKIO_WORKER_THREADS=1` or
+    /// `MIMALLOC_PURGE_DELAY=-1` (an experiment, not the production setting: label such
+    /// results). The node otherwise gets none of the bench's environment.
+    #[arg(long = "node-env", value_name = "KEY=VALUE", value_parser = parse_node_env)]
+    pub node_env: Vec<(String, String)>,
     /// Keep the node's log (stdout and stderr) in this file instead of the temp dir.
     #[arg(long)]
     pub node_log: Option<PathBuf>,
@@ -92,6 +98,7 @@ impl NodeOptions {
             db,
             per_number_rate: 80,
             malloc_arena_max: None,
+            node_env: Vec::new(),
             node_log: None,
             db_url_params: None,
             wait_quiet_secs: 0,
@@ -270,6 +277,9 @@ impl Deployment {
         }
         if let Some(arenas) = options.malloc_arena_max {
             node_settings.insert("MALLOC_ARENA_MAX".to_owned(), arenas.to_string());
+        }
+        for (key, value) in &options.node_env {
+            node_settings.insert(key.clone(), value.clone());
         }
         let nats = if options.nats {
             let server = NatsServer::start().context("starting the node's nats-server")?;
@@ -515,4 +525,57 @@ async fn health(http: &reqwest::Client, base: &str) -> anyhow::Result<Health> {
 
 fn free_port() -> anyhow::Result<u16> {
     salesboy_testkit::free_port().context("finding a free port")
+}
+
+/// `KEY=VALUE` for `--node-env`: a key that is not empty and has no `=` or whitespace.
+fn parse_node_env(given: &str) -> Result<(String, String), String> {
+    match given.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "expected KEY=VALUE (e.g. TOKIO_WORKER_THREADS=1), got {given:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeOptions,
+    }
+
+    #[test]
+    fn node_env_takes_key_value_pairs_in_order_and_refuses_anything_else() {
+        let cli = Cli::try_parse_from([
+            "bench",
+            "--node-env",
+            "TOKIO_WORKER_THREADS=1",
+            "--node-env",
+            "SALESBOY_EXTRA=a=b",
+            "--node-env",
+            "EMPTY=",
+        ])
+        .expect("valid pairs parse");
+        assert_eq!(
+            cli.node.node_env,
+            [
+                ("TOKIO_WORKER_THREADS".to_owned(), "1".to_owned()),
+                ("SALESBOY_EXTRA".to_owned(), "a=b".to_owned()),
+                ("EMPTY".to_owned(), String::new()),
+            ]
+        );
+        for bad in ["TOKIO_WORKER_THREADS", "=1", "TWO WORDS=1"] {
+            let error = Cli::try_parse_from(["bench", "--node-env", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} is refused"));
+            assert!(error.to_string().contains("expected KEY=VALUE"), "{error}");
+        }
+    }
 }
