@@ -39,8 +39,8 @@ impl Failure {
     /// When the connection failed rather than a statement — none could be had (the pool
     /// timed out or is closed) or the one in use was lost (I/O, TLS, protocol, SQLite's
     /// thread gone) — an equal failure for another caller; `None` for any other failure.
-    /// A group commit that fails this way hands each of its writes one, instead of trying
-    /// each again alone: each would wait for a connection in turn.
+    /// Once a group commit's writes can get no connection, each write left gets one instead
+    /// of waiting for a connection in turn (`store::writer`).
     pub(crate) fn connection_failure_again(&self) -> Option<Self> {
         let Self::Sql(error) = self else {
             return None;
