@@ -239,7 +239,6 @@ async fn commit_jobs(
     let writes: Vec<&Write> = jobs.iter().flat_map(|job| job.writes.iter()).collect();
     metrics::histogram!("salesboy_store_group_commit_writes").record(writes.len() as f64);
     let started = std::time::Instant::now();
-    let acquired = connection.is_ok();
     let (outcome, mut held) = match connection {
         Ok(mut connection) => {
             let outcome = transaction(db, &mut connection, &writes).await;
@@ -253,12 +252,13 @@ async fn commit_jobs(
         Ok(results) => results,
         Err(failure) => {
             db.saw(&failure);
-            // The connection may be what failed: the pool tests it when it goes back.
-            held = None;
+            // The connection may be what failed: the pool tests it when it goes back. None
+            // held: the group's own acquire is what failed.
+            let acquired = held.take().is_some();
             if writes.len() > 1 {
                 debug!(writes = writes.len(), error = ?failure, "group commit failed, each write on its own");
             }
-            let unreachable = if acquired { None } else { Some(failure) };
+            let unreachable = (!acquired).then_some(failure);
             each_alone(db, &writes, unreachable).await
         }
     }
