@@ -25,8 +25,9 @@ use salesboy_actors::store::StoreError;
 use salesboy_protocol::TenantId;
 use sqlx::AnyConnection;
 
-use super::decode::{epoch_from_sql, epoch_to_sql};
+use super::decode::{epoch_from_sql, epoch_to_sql, get};
 use super::error::Failure;
+use super::round_trip::{Answers, RoundTrip, Slot};
 use super::{Db, Dialect, lists};
 
 /// The advisory lock key of a tenant (`$1`: the tenant id), in Postgres.
@@ -133,6 +134,10 @@ pub(crate) async fn locked_epoch(
     Ok(fences.epochs.get(tenant.as_str()).copied().flatten())
 }
 
+/// The tenants of [`Fences::push_lock`]'s reads, each chunk with its statement's rows.
+#[derive(Debug)]
+pub(crate) struct FenceReads(Vec<(Vec<String>, Slot)>);
+
 /// The epochs of the tenants a transaction writes for, read once under their locks.
 #[derive(Debug, Default)]
 pub(crate) struct Fences {
@@ -149,6 +154,15 @@ impl Fences {
         tx: &mut AnyConnection,
         tenants: &[TenantId],
     ) -> Result<(), Failure> {
+        let mut round = RoundTrip::new(db.dialect);
+        let reads = self.push_lock(&mut round, tenants);
+        let mut answers = round.run(tx).await?;
+        self.read(reads, &mut answers)
+    }
+
+    /// Adds to `round` the statements that lock the tenants of `tenants` not locked yet
+    /// (Postgres) and read their epochs, for [`read`](Self::read) once it ran.
+    pub(crate) fn push_lock(&self, round: &mut RoundTrip, tenants: &[TenantId]) -> FenceReads {
         let mut new: Vec<&str> = tenants
             .iter()
             .map(TenantId::as_str)
@@ -156,40 +170,48 @@ impl Fences {
             .collect();
         new.sort_unstable();
         new.dedup();
+        let mut reads = Vec::new();
         for chunk in new.chunks(lists::MAX_LIST) {
             let count = lists::padded_len(chunk.len());
-            if db.dialect == Dialect::Postgres {
+            let params = || lists::padded(chunk).map(|t| (*t).to_owned()).collect();
+            if round.dialect() == Dialect::Postgres {
                 let sql = format!(
                     concat!(
                         "SELECT pg_advisory_xact_lock_shared(",
                         tenant_lock_key!("t"),
                         ") FROM (VALUES {}) AS v (t)"
                     ),
-                    lists::row_placeholders(1, count)
+                    lists::row_placeholders(round.next_param(), count)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for tenant in lists::padded(chunk) {
-                    query = query.bind(*tenant);
-                }
-                query.execute(&mut *tx).await?;
+                round.push(sql, params());
             }
             let sql = format!(
                 "SELECT tenant_id, epoch FROM tenant_epochs WHERE tenant_id IN ({})",
-                lists::placeholders(1, count)
+                lists::placeholders(round.next_param(), count)
             );
-            let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
-            for tenant in lists::padded(chunk) {
-                query = query.bind(*tenant);
+            let slot = round.push(sql, params());
+            reads.push((
+                chunk.iter().map(|tenant| (*tenant).to_owned()).collect(),
+                slot,
+            ));
+        }
+        FenceReads(reads)
+    }
+
+    /// Takes the epochs [`push_lock`](Self::push_lock)'s statements read.
+    pub(crate) fn read(&mut self, reads: FenceReads, answers: &mut Answers) -> Result<(), Failure> {
+        for (chunk, slot) in reads.0 {
+            let mut found: HashMap<String, i64> = HashMap::new();
+            for row in answers.take(slot)? {
+                found.insert(get(&row, "tenant_id")?, get(&row, "epoch")?);
             }
-            let found: HashMap<String, i64> =
-                query.fetch_all(&mut *tx).await?.into_iter().collect();
             for tenant in chunk {
                 let epoch = found
-                    .get(*tenant)
+                    .get(&tenant)
                     .copied()
                     .map(epoch_from_sql)
                     .transpose()?;
-                self.epochs.insert((*tenant).to_owned(), epoch);
+                self.epochs.insert(tenant, epoch);
             }
         }
         Ok(())

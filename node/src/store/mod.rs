@@ -57,6 +57,7 @@ mod placements;
 mod rejected;
 mod retention;
 mod roles;
+mod round_trip;
 mod secrets;
 mod size;
 mod tenants;
@@ -228,6 +229,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The statement that opens a write transaction (SQLite's takes the write lock at once,
+    /// [`SQLITE_BEGIN`]).
+    pub(crate) fn begin(self) -> &'static str {
+        match self {
+            Self::Postgres => "BEGIN",
+            Self::Sqlite => SQLITE_BEGIN,
+        }
+    }
+
     /// The dialect of a database URL, or [`StoreError::Invalid`] for an unknown scheme.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres:") || url.starts_with("postgresql:") {

@@ -13,7 +13,8 @@ use sqlx::any::AnyRow;
 use super::decode::{get, limit, named, optional_id};
 use super::error::Failure;
 use super::json_rows::{self, Column, Rows};
-use super::{Db, Dialect, lists, webhooks};
+use super::round_trip::RoundTrip;
+use super::{Db, lists, webhooks};
 use salesboy_actors::store::StoreError;
 
 /// An event as the outbox keeps it.
@@ -56,14 +57,11 @@ pub(crate) async fn append(conn: &mut AnyConnection, event: &Event) -> Result<()
     Ok(())
 }
 
-/// Appends `events` in their order with one statement (the hot path's group commit).
-pub(crate) async fn append_all(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    events: &[Event],
-) -> Result<(), Failure> {
+/// Adds to `round` what appends `events` in their order: one statement (the hot path's
+/// group commit), none for no events.
+pub(crate) fn push_append_all(round: &mut RoundTrip, events: &[Event]) {
     if events.is_empty() {
-        return Ok(());
+        return;
     }
     let mut rows = Rows::default();
     for event in events {
@@ -80,8 +78,8 @@ pub(crate) async fn append_all(
         "INSERT INTO event_outbox (event_id, tenant_id, chat_id, kind, detail, at_ms) \
          SELECT x.e, x.t, x.c, x.k, x.d, x.a FROM {}",
         json_rows::source(
-            dialect,
-            1,
+            round.dialect(),
+            round.next_param(),
             "x",
             &[
                 Column::Text("e"),
@@ -93,11 +91,7 @@ pub(crate) async fn append_all(
             ]
         )
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(rows.into_json())
-        .execute(conn)
-        .await?;
-    Ok(())
+    round.push(sql, vec![rows.into_json()]);
 }
 
 /// Writes events that report no change of the store's own (a session's state, a migration,

@@ -12,6 +12,10 @@
 //! - each kind of write goes in with one statement per table, whatever the number of
 //!   writes (their rows as one JSON parameter, `messages::grouped`), and all their events
 //!   with one more;
+//! - the statements go in three round trips between `BEGIN` and `COMMIT`, each a
+//!   [`RoundTrip`] (one command to SQLite's connection thread; on Postgres still one
+//!   statement after the other): the inbound messages with the fences' reads, then the
+//!   replies with the send results, then the replies' links with the events;
 //! - a write that decides to change nothing (duplicate, already answered, stale epoch)
 //!   reports it and leaves the others to commit;
 //! - a database error fails the transaction: it is rolled back and each of its writes runs
@@ -38,7 +42,8 @@ use tracing::{debug, warn};
 
 use super::error::Failure;
 use super::fencing::Fences;
-use super::messages::{self, Duplicates, ReplySent};
+use super::messages::{self, ReplySent};
+use super::round_trip::RoundTrip;
 use super::{Db, outbox};
 
 /// The most writes one transaction holds (a job larger than this commits alone).
@@ -320,13 +325,32 @@ async fn each_alone(
 
 /// One transaction over `writes`: `Err` when it failed as a whole (nothing committed).
 /// Each kind of write goes in with one statement per table (`messages::grouped`), the
-/// events of all of them with one more.
+/// events of all of them with one more, in three round trips between `BEGIN` and `COMMIT`
+/// (on SQLite; on Postgres each statement is one): the inbound messages with the fences'
+/// reads; the replies with the send results; the replies' links with the events.
 async fn transaction(
     db: &Db,
     connection: &mut AnyConnection,
     writes: &[&Write],
 ) -> Result<Vec<Result<Written, Failure>>, Failure> {
-    let mut tx = db.begin_on(connection).await?;
+    let outcome = statements(db, connection, writes).await;
+    if outcome.is_err() {
+        // Undo what ran before the failure. A connection that cannot roll back is dead (or
+        // no transaction was open): the pool tests it as it goes back.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+    }
+    outcome
+}
+
+/// The statements of [`transaction`], its `BEGIN` sent with the first round trip and its
+/// `COMMIT` with the last (not through sqlx's transaction, whose `BEGIN` and `COMMIT` are
+/// commands of their own to SQLite's thread, each holding that thread until the caller
+/// takes the answer).
+async fn statements(
+    db: &Db,
+    tx: &mut AnyConnection,
+    writes: &[&Write],
+) -> Result<Vec<Result<Written, Failure>>, Failure> {
     // Each kind's writes, with their places among `writes`.
     let mut inbound: Vec<&NewInbound> = Vec::new();
     let mut inbound_at: Vec<usize> = Vec::new();
@@ -346,39 +370,53 @@ async fn transaction(
             }
         }
     }
-    let mut inbound_events = Vec::new();
-    let mut inbound_results = Vec::new();
-    if !inbound.is_empty() {
-        let mut duplicates = Duplicates::read(&mut tx, db.dialect, &inbound).await?;
-        inbound_results = messages::insert_inbound(
-            &mut tx,
-            db.dialect,
-            &mut duplicates,
-            &inbound,
-            &mut inbound_events,
-        )
-        .await?;
-    }
+    // The inbound messages, and the fences of the fenced writes.
+    let mut round = RoundTrip::new(db.dialect);
+    round.push(db.dialect.begin().to_owned(), Vec::new());
+    let inbound_statements =
+        (!inbound.is_empty()).then(|| messages::push_inbound(&mut round, &inbound));
     let fenced: Vec<TenantId> = writes
         .iter()
         .filter(|write| write.fenced())
         .map(|write| write.tenant().clone())
         .collect();
     let mut fences = Fences::default();
-    fences.lock(db, &mut tx, &fenced).await?;
-    let mut reply_results = Vec::new();
-    if !replies.is_empty() {
-        reply_results = messages::record_replies(&mut tx, db.dialect, &fences, &replies).await?;
-    }
+    let fence_reads = fences.push_lock(&mut round, &fenced);
+    let mut answers = round.run(&mut *tx).await?;
+    let mut inbound_events = Vec::new();
+    let inbound_results = match inbound_statements {
+        Some(statements) => {
+            messages::finish_inbound(
+                &mut *tx,
+                statements,
+                &mut answers,
+                &inbound,
+                &mut inbound_events,
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
+    fences.read(fence_reads, &mut answers)?;
+    // The replies and the send results.
+    let mut round = RoundTrip::new(db.dialect);
+    let reply_statements = messages::push_replies(&mut round, &fences, &replies);
+    let sent_statements = messages::push_sent(&mut round, &fences, &sent);
+    let mut answers = round.run(&mut *tx).await?;
     let mut sent_events = Vec::new();
-    let mut sent_results = Vec::new();
-    if !sent.is_empty() {
-        sent_results =
-            messages::mark_replies_sent(&mut tx, db.dialect, &fences, &sent, &mut sent_events)
-                .await?;
-    }
-    // The events in the order of the writes that made them (a chat's events keep the order
-    // its writes were handed in).
+    let sent_results = messages::finish_sent(
+        &mut *tx,
+        sent_statements,
+        &mut answers,
+        &sent,
+        &mut sent_events,
+    )
+    .await?;
+    // The replies' links, and the events in the order of the writes that made them (a
+    // chat's events keep the order its writes were handed in).
+    let mut round = RoundTrip::new(db.dialect);
+    let link_statements =
+        messages::push_links(&mut round, reply_statements, &mut answers, &replies)?;
     let mut events: Vec<(usize, Event)> = inbound_events
         .into_iter()
         .map(|(index, event)| (inbound_at[index], event))
@@ -390,8 +428,19 @@ async fn transaction(
         .collect();
     events.sort_by_key(|(place, _)| *place);
     let events: Vec<Event> = events.into_iter().map(|(_, event)| event).collect();
-    outbox::append_all(&mut tx, db.dialect, &events).await?;
-    tx.commit().await?;
+    outbox::push_append_all(&mut round, &events);
+    // A reply whose batch turns out answered already has its rows deleted after the links'
+    // statement: with replies, the commit waits for that.
+    let commit_now = replies.is_empty();
+    if commit_now {
+        round.push("COMMIT".to_owned(), Vec::new());
+    }
+    let mut answers = round.run(&mut *tx).await?;
+    let reply_results =
+        messages::finish_replies(&mut *tx, link_statements, &mut answers, &replies).await?;
+    if !commit_now {
+        sqlx::query("COMMIT").execute(&mut *tx).await?;
+    }
     if !events.is_empty() {
         db.outbox_written();
     }

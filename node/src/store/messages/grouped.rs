@@ -4,13 +4,18 @@
 //! group, its rows passed as one JSON parameter (`store::json_rows`), so a transaction costs
 //! about the same number of statements whether it holds one write or hundreds.
 //!
+//! Each kind comes in halves: `push_*` adds its statements to a [`RoundTrip`] the writer
+//! sends with other kinds' statements, `finish_*` decides each write from their rows (and
+//! may read or undo more on its own in the rare cases: a message stored meanwhile by another
+//! node, a reply whose batch was answered already).
+//!
 //! None of them rolls the transaction back: a write that decides to change nothing (a
 //! duplicate, a batch already answered, a stale epoch) either is left out before the
 //! statements run or has its own rows undone after, so the other writes of the transaction
 //! commit whatever it decided. A database error is the one way a write fails the
 //! transaction; the writer then runs each write again on its own.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use salesboy_actors::store::{
     InsertOutcome, NewInbound, NewReply, Predecessor, ReplyOutcome, StoreError, StoredInbound,
@@ -20,13 +25,14 @@ use salesboy_protocol::subjects::EventKind;
 use salesboy_protocol::{TenantId, Wamid};
 use serde_json::json;
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 use super::{batch, ensure_outbound_exists, existing_wamid, is_answered, sent_event};
-use crate::store::Dialect;
 use crate::store::decode::{get, id, named};
 use crate::store::error::Failure;
 use crate::store::fencing::Fences;
 use crate::store::json_rows::{Column, Rows, source};
+use crate::store::round_trip::{Answers, RoundTrip, Slot};
 use salesboy_actors::store::OutboundOrigin;
 use salesboy_protocol::ChatId;
 
@@ -40,45 +46,17 @@ pub(crate) struct Duplicates {
 }
 
 impl Duplicates {
-    /// Reads which of `messages`, and which of their chats, are stored already: one
-    /// statement, whatever their number.
-    pub(crate) async fn read(
-        tx: &mut AnyConnection,
-        dialect: Dialect,
-        messages: &[&NewInbound],
-    ) -> Result<Self, Failure> {
-        let mut rows = Rows::default();
-        for message in messages {
-            rows.push([
-                ("t", json!(message.tenant.as_str())),
-                ("w", json!(message.wamid.as_str())),
-                ("c", json!(message.chat.as_str())),
-            ]);
-        }
-        // One lookup per message by each unique index: a scalar subquery per row. (Postgres
-        // plans `(a, b) IN (…)` as a semi-join that may scan the whole table, a cost that
-        // grows with history.)
-        let sql = format!(
-            "SELECT x.t, x.w, x.c, \
-             (SELECT m.id FROM messages m WHERE m.tenant_id = x.t AND m.wamid = x.w), \
-             (SELECT 1 FROM conversations k WHERE k.tenant_id = x.t AND k.chat_id = x.c) \
-             FROM {}",
-            source(
-                dialect,
-                1,
-                "x",
-                &[Column::Text("t"), Column::Text("w"), Column::Text("c")]
-            )
-        );
-        let found = sqlx::query_as::<_, (String, String, String, Option<i64>, Option<i32>)>(
-            sqlx::AssertSqlSafe(sql),
-        )
-        .bind(rows.into_json())
-        .fetch_all(&mut *tx)
-        .await?;
+    /// Which of `messages`, and which of their chats, were stored already: from the rows of
+    /// [`push_inbound`]'s read.
+    fn from_rows(found: Vec<AnyRow>) -> Result<Self, Failure> {
         let mut stored = HashMap::new();
         let mut chats = HashSet::new();
-        for (tenant, wamid, chat, id, chat_found) in found {
+        for row in found {
+            let tenant: String = get(&row, "t")?;
+            let wamid: String = get(&row, "w")?;
+            let chat: String = get(&row, "c")?;
+            let id: Option<i64> = get(&row, "stored_id")?;
+            let chat_found: Option<i32> = get(&row, "chat_found")?;
             if chat_found.is_some() {
                 chats.insert((tenant.clone(), chat));
             }
@@ -107,19 +85,138 @@ impl Duplicates {
     }
 }
 
-/// Persists inbound messages, each with its `message_received` event (added to `events`
-/// with the message's index in `messages`, for the caller to append): one statement for
-/// their conversations and one for the messages. A message stored already (in
-/// `duplicates`, or earlier in this group) is reported and changes nothing. Results in the
-/// messages' order.
-pub(crate) async fn insert_inbound(
+/// Where [`push_inbound`]'s statements answer, for [`finish_inbound`].
+#[derive(Debug)]
+pub(crate) struct InboundStatements {
+    duplicates: Slot,
+    inserted: Slot,
+}
+
+/// Adds to `round` what persists inbound messages (at least one): a read of which of them,
+/// and of their chats, are stored already (one statement, run first, so it sees the store
+/// as it was), one statement for their conversations and one for the messages. A message
+/// stored already, or by another writer meanwhile, is left alone by the insert's
+/// `ON CONFLICT`; one twice in the group is written once.
+pub(crate) fn push_inbound(round: &mut RoundTrip, messages: &[&NewInbound]) -> InboundStatements {
+    let dialect = round.dialect();
+    let mut rows = Rows::default();
+    for message in messages {
+        rows.push([
+            ("t", json!(message.tenant.as_str())),
+            ("w", json!(message.wamid.as_str())),
+            ("c", json!(message.chat.as_str())),
+        ]);
+    }
+    // One lookup per message by each unique index: a scalar subquery per row. (Postgres
+    // plans `(a, b) IN (…)` as a semi-join that may scan the whole table, a cost that
+    // grows with history.)
+    let sql = format!(
+        "SELECT x.t AS t, x.w AS w, x.c AS c, \
+         (SELECT m.id FROM messages m WHERE m.tenant_id = x.t AND m.wamid = x.w) AS stored_id, \
+         (SELECT 1 FROM conversations k WHERE k.tenant_id = x.t AND k.chat_id = x.c) \
+         AS chat_found FROM {}",
+        source(
+            dialect,
+            round.next_param(),
+            "x",
+            &[Column::Text("t"), Column::Text("w"), Column::Text("c")]
+        )
+    );
+    let duplicates = round.push(sql, vec![rows.into_json()]);
+    // Each message once (the first of the group with its wamid), for the conversations and
+    // the messages.
+    let mut first_of: HashSet<(&str, &str)> = HashSet::new();
+    let mut chats = Rows::default();
+    let mut fresh = Rows::default();
+    for message in messages {
+        if !first_of.insert((message.tenant.as_str(), message.wamid.as_str())) {
+            continue;
+        }
+        chats.push([
+            ("t", json!(message.tenant.as_str())),
+            ("c", json!(message.chat.as_str())),
+            ("w", json!(message.wamid.as_str())),
+            ("r", json!(message.received_ms)),
+        ]);
+        fresh.push([
+            ("t", json!(message.tenant.as_str())),
+            ("c", json!(message.chat.as_str())),
+            ("w", json!(message.wamid.as_str())),
+            ("k", json!(message.kind)),
+            ("b", json!(message.body)),
+            ("j", json!(message.raw)),
+            ("r", json!(message.received_ms)),
+            ("s", json!(message.sent_ms)),
+        ]);
+    }
+    // Each chat's last inbound time moves to the latest receive time among its new messages
+    // (a message stored already moves nothing: a scalar subquery per row probes the unique
+    // index; Postgres would plan `NOT EXISTS` as an anti-join that may scan the table).
+    // Upserted in chat order, so two PostgreSQL writer tasks lock the conversations they
+    // share in the same order and never deadlock on them.
+    let sql = format!(
+        "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) \
+         SELECT x.t, x.c, max(x.r) FROM {} WHERE \
+         (SELECT m.id FROM messages m WHERE m.tenant_id = x.t AND m.wamid = x.w) IS NULL \
+         GROUP BY x.t, x.c ORDER BY x.t, x.c \
+         ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
+         WHEN conversations.last_inbound_ms IS NULL \
+         OR conversations.last_inbound_ms < excluded.last_inbound_ms \
+         THEN excluded.last_inbound_ms ELSE conversations.last_inbound_ms END",
+        source(
+            dialect,
+            round.next_param(),
+            "x",
+            &[
+                Column::Text("t"),
+                Column::Text("c"),
+                Column::Text("w"),
+                Column::BigInt("r"),
+            ]
+        )
+    );
+    round.push(sql, vec![chats.into_json()]);
+    let sql = format!(
+        "INSERT INTO messages \
+         (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
+         SELECT x.t, x.c, 'inbound', x.w, x.k, x.b, x.j, x.r, x.s FROM {} WHERE true \
+         ON CONFLICT (tenant_id, wamid) DO NOTHING \
+         RETURNING id, tenant_id, wamid, {PREDECESSOR} AS before_id",
+        source(
+            dialect,
+            round.next_param(),
+            "x",
+            &[
+                Column::Text("t"),
+                Column::Text("c"),
+                Column::Text("w"),
+                Column::Text("k"),
+                Column::Text("b"),
+                Column::Text("j"),
+                Column::BigInt("r"),
+                Column::BigInt("s"),
+            ]
+        )
+    );
+    let inserted = round.push(sql, vec![fresh.into_json()]);
+    InboundStatements {
+        duplicates,
+        inserted,
+    }
+}
+
+/// What became of each inbound message of [`push_inbound`], from its statements' rows, each
+/// new one with its `message_received` event (added to `events` with the message's index in
+/// `messages`, for the caller to append). A message stored already (before the group, or
+/// earlier in it) is reported and changed nothing. Results in the messages' order.
+pub(crate) async fn finish_inbound(
     tx: &mut AnyConnection,
-    dialect: Dialect,
-    duplicates: &mut Duplicates,
+    statements: InboundStatements,
+    answers: &mut Answers,
     messages: &[&NewInbound],
     events: &mut Vec<(usize, Event)>,
 ) -> Result<Vec<StoredInbound>, Failure> {
-    /// What became of one message before the statements run.
+    /// What became of one message.
     enum Plan {
         Stored(StoredInbound),
         /// New: inserted with the group (its chat new or not).
@@ -129,12 +226,9 @@ pub(crate) async fn insert_inbound(
         /// The same wamid as an earlier message of the group (at that index).
         SameAs(usize),
     }
+    let mut duplicates = Duplicates::from_rows(answers.take(statements.duplicates)?)?;
     let mut plans = Vec::with_capacity(messages.len());
     let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
-    // (tenant, chat) → the latest receive time among the group's new messages. Upserted in
-    // this order, so two PostgreSQL writer tasks lock the conversations they share in the
-    // same order and never deadlock on them.
-    let mut chats: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for (index, message) in messages.iter().enumerate() {
         let key = (message.tenant.as_str(), message.wamid.as_str());
         if let Some(id) = duplicates.get(message) {
@@ -147,10 +241,6 @@ pub(crate) async fn insert_inbound(
             plans.push(Plan::SameAs(first));
         } else {
             first_of.insert(key, index);
-            let latest = chats
-                .entry((message.tenant.as_str(), message.chat.as_str()))
-                .or_insert(message.received_ms);
-            *latest = (*latest).max(message.received_ms);
             plans.push(Plan::Fresh {
                 new_chat: duplicates.create_chat(message),
             });
@@ -160,79 +250,10 @@ pub(crate) async fn insert_inbound(
     // Each inserted message's id → the chat's latest inbound message with a lower id, as
     // its insert saw the table (see [`PREDECESSOR`]).
     let mut stored_before: HashMap<i64, Option<i64>> = HashMap::new();
-    if !chats.is_empty() {
-        let mut rows = Rows::default();
-        for ((tenant, chat), received_ms) in &chats {
-            rows.push([
-                ("t", json!(tenant)),
-                ("c", json!(chat)),
-                ("r", json!(received_ms)),
-            ]);
-        }
-        let sql = format!(
-            "INSERT INTO conversations (tenant_id, chat_id, last_inbound_ms) \
-             SELECT x.t, x.c, x.r FROM {} WHERE true ORDER BY x.t, x.c \
-             ON CONFLICT (tenant_id, chat_id) DO UPDATE SET last_inbound_ms = CASE \
-             WHEN conversations.last_inbound_ms IS NULL \
-             OR conversations.last_inbound_ms < excluded.last_inbound_ms \
-             THEN excluded.last_inbound_ms ELSE conversations.last_inbound_ms END",
-            source(
-                dialect,
-                1,
-                "x",
-                &[Column::Text("t"), Column::Text("c"), Column::BigInt("r")]
-            )
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(rows.into_json())
-            .execute(&mut *tx)
-            .await?;
-        let mut rows = Rows::default();
-        for (message, plan) in messages.iter().zip(&plans) {
-            if matches!(plan, Plan::Fresh { .. }) {
-                rows.push([
-                    ("t", json!(message.tenant.as_str())),
-                    ("c", json!(message.chat.as_str())),
-                    ("w", json!(message.wamid.as_str())),
-                    ("k", json!(message.kind)),
-                    ("b", json!(message.body)),
-                    ("j", json!(message.raw)),
-                    ("r", json!(message.received_ms)),
-                    ("s", json!(message.sent_ms)),
-                ]);
-            }
-        }
-        let sql = format!(
-            "INSERT INTO messages \
-             (tenant_id, chat_id, direction, wamid, kind, body, raw, created_ms, sent_ms) \
-             SELECT x.t, x.c, 'inbound', x.w, x.k, x.b, x.j, x.r, x.s FROM {} WHERE true \
-             ON CONFLICT (tenant_id, wamid) DO NOTHING \
-             RETURNING id, tenant_id, wamid, {PREDECESSOR}",
-            source(
-                dialect,
-                1,
-                "x",
-                &[
-                    Column::Text("t"),
-                    Column::Text("c"),
-                    Column::Text("w"),
-                    Column::Text("k"),
-                    Column::Text("b"),
-                    Column::Text("j"),
-                    Column::BigInt("r"),
-                    Column::BigInt("s"),
-                ]
-            )
-        );
-        let returned =
-            sqlx::query_as::<_, (i64, String, String, Option<i64>)>(sqlx::AssertSqlSafe(sql))
-                .bind(rows.into_json())
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id, tenant, wamid, before) in returned {
-            inserted.insert((tenant, wamid), id);
-            stored_before.insert(id, before);
-        }
+    for row in answers.take(statements.inserted)? {
+        let id: i64 = get(&row, "id")?;
+        inserted.insert((get(&row, "tenant_id")?, get(&row, "wamid")?), id);
+        stored_before.insert(id, get(&row, "before_id")?);
     }
     // Each new message's id as the insert returned it (none: stored meanwhile by another
     // node), looked up once for its predecessor and its result.
@@ -354,21 +375,35 @@ fn received_event(message: &NewInbound, id: i64) -> Event {
     .with_chat(message.chat.clone())
 }
 
-/// Records bot replies and links their batches, each all or nothing: one statement for the
-/// outbound messages and one for the links. When a message of a reply's batch is answered
-/// already (by a reply recorded earlier, or by another of this group), or is not an inbound
-/// message of the chat, the rows written for that reply are deleted again. Fenced (every
-/// tenant must be in `fences`): a reply at a stale epoch is refused alone. Results in the
-/// replies' order.
-pub(crate) async fn record_replies(
-    tx: &mut AnyConnection,
-    dialect: Dialect,
+/// A reply that passed its checks: its index among the replies, the inbound ids it answers,
+/// its passages as stored.
+type ValidReply = (usize, Vec<i64>, Option<String>);
+
+/// What is written of an outbound reply, as its insert returns it: (tenant, chat, body,
+/// created, passages).
+type WrittenReply = (String, String, String, i64, Option<String>);
+
+/// Where [`push_replies`]'s statement answers, and what the replies decided before it.
+#[derive(Debug)]
+pub(crate) struct ReplyStatements {
+    results: Vec<Option<Result<ReplyOutcome, Failure>>>,
+    valid: Vec<ValidReply>,
+    /// What each valid reply writes → the replies that write it (replies written alike are
+    /// interchangeable).
+    waiting: HashMap<WrittenReply, VecDeque<usize>>,
+    inserted: Option<Slot>,
+}
+
+/// Adds to `round` what records bot replies: one statement for their outbound messages.
+/// Fenced (every tenant must be in `fences`): a reply at a stale epoch is refused alone,
+/// as is one with no batch. [`push_links`] links their batches once it ran.
+pub(crate) fn push_replies(
+    round: &mut RoundTrip,
     fences: &Fences,
     replies: &[&NewReply],
-) -> Result<Vec<Result<ReplyOutcome, Failure>>, Failure> {
+) -> ReplyStatements {
     let mut results: Vec<Option<Result<ReplyOutcome, Failure>>> = Vec::with_capacity(replies.len());
-    // The replies that pass their checks: (index, answered ids, passages as stored).
-    let mut valid: Vec<(usize, Vec<i64>, Option<String>)> = Vec::new();
+    let mut valid: Vec<ValidReply> = Vec::new();
     for (index, reply) in replies.iter().enumerate() {
         let checked = batch(&reply.answers).and_then(|answers| {
             fences.check(&reply.tenant, reply.epoch)?;
@@ -388,13 +423,16 @@ pub(crate) async fn record_replies(
             Err(failure) => results.push(Some(Err(failure))),
         }
     }
+    let mut waiting: HashMap<WrittenReply, VecDeque<usize>> = HashMap::new();
     if valid.is_empty() {
-        return Ok(results.into_iter().map(decided).collect());
+        return ReplyStatements {
+            results,
+            valid,
+            waiting,
+            inserted: None,
+        };
     }
-    // Insert the outbound messages; a returned row is matched to its reply by everything
-    // written (replies written alike are interchangeable).
-    type Written = (String, String, String, i64, Option<String>);
-    let mut waiting: HashMap<Written, VecDeque<usize>> = HashMap::new();
+    // A returned row is matched to its reply by everything written.
     let mut rows = Rows::default();
     for (index, _, passages) in &valid {
         let reply = replies[*index];
@@ -422,8 +460,8 @@ pub(crate) async fn record_replies(
          SELECT x.t, x.c, 'outbound', 'bot', 'text', x.b, 'pending', x.r, x.p FROM {} \
          RETURNING id, tenant_id, chat_id, body, created_ms, passages",
         source(
-            dialect,
-            1,
+            round.dialect(),
+            round.next_param(),
             "x",
             &[
                 Column::Text("t"),
@@ -434,26 +472,68 @@ pub(crate) async fn record_replies(
             ]
         )
     );
-    let returned = sqlx::query_as::<_, (i64, String, String, Option<String>, i64, Option<String>)>(
-        sqlx::AssertSqlSafe(sql),
-    )
-    .bind(rows.into_json())
-    .fetch_all(&mut *tx)
-    .await?;
+    let inserted = Some(round.push(sql, vec![rows.into_json()]));
+    ReplyStatements {
+        results,
+        valid,
+        waiting,
+        inserted,
+    }
+}
+
+/// Where [`push_links`]'s statement answers, and what the replies decided before it.
+#[derive(Debug)]
+pub(crate) struct LinkStatements {
+    results: Vec<Option<Result<ReplyOutcome, Failure>>>,
+    valid: Vec<ValidReply>,
+    /// Each valid reply's outbound message, by its index.
+    outbound: HashMap<usize, i64>,
+    linked: Option<Slot>,
+}
+
+/// Adds to `round` the links of the replies [`push_replies`]'s statement inserted (its rows
+/// taken from `answers`): one statement for all. An inbound message linked already (or
+/// twice in this group) is left to the first; a message that is no inbound message of the
+/// chat is not linked. [`finish_replies`] decides each reply once it ran.
+pub(crate) fn push_links(
+    round: &mut RoundTrip,
+    statements: ReplyStatements,
+    answers: &mut Answers,
+    replies: &[&NewReply],
+) -> Result<LinkStatements, Failure> {
+    let ReplyStatements {
+        results,
+        valid,
+        mut waiting,
+        inserted,
+    } = statements;
     let mut outbound: HashMap<usize, i64> = HashMap::with_capacity(valid.len());
-    for (id, tenant, chat, body, created_ms, passages) in returned {
-        let key = (tenant, chat, body.unwrap_or_default(), created_ms, passages);
+    let Some(inserted) = inserted else {
+        return Ok(LinkStatements {
+            results,
+            valid,
+            outbound,
+            linked: None,
+        });
+    };
+    for row in answers.take(inserted)? {
+        let body: Option<String> = get(&row, "body")?;
+        let key = (
+            get(&row, "tenant_id")?,
+            get(&row, "chat_id")?,
+            body.unwrap_or_default(),
+            get(&row, "created_ms")?,
+            get(&row, "passages")?,
+        );
         let index = waiting
             .get_mut(&key)
             .and_then(VecDeque::pop_front)
             .ok_or_else(|| StoreError::Backend("an inserted reply matches no reply".to_owned()))?;
-        outbound.insert(index, id);
+        outbound.insert(index, get(&row, "id")?);
     }
     if outbound.len() != valid.len() {
         return Err(StoreError::Backend("a reply was not inserted".to_owned()).into());
     }
-    // Link every batch; an inbound message linked already (or twice in this group) is left
-    // to the first, a message that is no inbound message of the chat is not linked.
     let mut rows = Rows::default();
     for (index, answers, _) in &valid {
         let reply = replies[*index];
@@ -477,8 +557,8 @@ pub(crate) async fn record_replies(
          WHERE y.found IS NOT NULL \
          ON CONFLICT (inbound_id) DO NOTHING RETURNING inbound_id, reply_id",
         source(
-            dialect,
-            1,
+            round.dialect(),
+            round.next_param(),
             "x",
             &[
                 Column::BigInt("i"),
@@ -489,18 +569,43 @@ pub(crate) async fn record_replies(
             ]
         )
     );
-    let linked: HashSet<(i64, i64)> = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql))
-        .bind(rows.into_json())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+    let linked = Some(round.push(sql, vec![rows.into_json()]));
+    Ok(LinkStatements {
+        results,
+        valid,
+        outbound,
+        linked,
+    })
+}
+
+/// Each reply's result, all or nothing, once [`push_links`]'s statement ran: a reply with
+/// a message of its batch answered already (by a reply recorded earlier, or by another of
+/// this group), or that is no inbound message of the chat, has its rows deleted again.
+/// Results in the replies' order.
+pub(crate) async fn finish_replies(
+    tx: &mut AnyConnection,
+    statements: LinkStatements,
+    answers: &mut Answers,
+    replies: &[&NewReply],
+) -> Result<Vec<Result<ReplyOutcome, Failure>>, Failure> {
+    let LinkStatements {
+        mut results,
+        valid,
+        outbound,
+        linked,
+    } = statements;
+    let mut links: HashSet<(i64, i64)> = HashSet::new();
+    if let Some(linked) = linked {
+        for row in answers.take(linked)? {
+            links.insert((get(&row, "inbound_id")?, get(&row, "reply_id")?));
+        }
+    }
     for (index, answers, _) in &valid {
         let outbound_id = outbound[index];
         let unlinked = answers
             .iter()
             .copied()
-            .find(|inbound_id| !linked.contains(&(*inbound_id, outbound_id)));
+            .find(|inbound_id| !links.contains(&(*inbound_id, outbound_id)));
         let result = match unlinked {
             None => Ok(ReplyOutcome::Recorded { outbound_id }),
             Some(inbound_id) => {
@@ -537,18 +642,21 @@ async fn unrecord_reply(tx: &mut AnyConnection, outbound_id: i64) -> Result<(), 
     Ok(())
 }
 
-/// Records that pending outbound messages were accepted by Meta, each with its event (added
-/// to `events` with its index in `sent`): one statement for all. One no longer pending is
-/// left as it is; one that is no outbound message of its tenant is
-/// [`StoreError::NotFound`]. Fenced (every tenant must be in `fences`): a result at a stale
-/// epoch is refused alone. Results in the order given.
-pub(crate) async fn mark_replies_sent(
-    tx: &mut AnyConnection,
-    dialect: Dialect,
+/// Where [`push_sent`]'s statement answers, and what the results decided before it.
+#[derive(Debug)]
+pub(crate) struct SentStatements {
+    results: Vec<Option<Result<(), Failure>>>,
+    updated: Option<Slot>,
+}
+
+/// Adds to `round` what records that pending outbound messages were accepted by Meta: one
+/// statement for all. Fenced (every tenant must be in `fences`): a result at a stale epoch
+/// is refused alone. [`finish_sent`] decides each once it ran.
+pub(crate) fn push_sent(
+    round: &mut RoundTrip,
     fences: &Fences,
     sent: &[&ReplySent],
-    events: &mut Vec<(usize, Event)>,
-) -> Result<Vec<Result<(), Failure>>, Failure> {
+) -> SentStatements {
     let mut results: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(sent.len());
     let mut rows = Rows::default();
     // One row per message: a second result for it finds it no longer pending, as it would
@@ -570,7 +678,10 @@ pub(crate) async fn mark_replies_sent(
         }
     }
     if rows.is_empty() {
-        return Ok(results.into_iter().map(decided).collect());
+        return SentStatements {
+            results,
+            updated: None,
+        };
     }
     let sql = format!(
         "UPDATE messages SET wamid = x.w, status = 'sent', status_ms = x.a FROM {} \
@@ -578,8 +689,8 @@ pub(crate) async fn mark_replies_sent(
          AND messages.direction = 'outbound' AND messages.status = 'pending' \
          RETURNING id, chat_id, origin, body",
         source(
-            dialect,
-            1,
+            round.dialect(),
+            round.next_param(),
             "x",
             &[
                 Column::BigInt("o"),
@@ -589,10 +700,30 @@ pub(crate) async fn mark_replies_sent(
             ]
         )
     );
-    let mut updated: HashMap<i64, sqlx::any::AnyRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(rows.into_json())
-        .fetch_all(&mut *tx)
-        .await?
+    let updated = Some(round.push(sql, vec![rows.into_json()]));
+    SentStatements { results, updated }
+}
+
+/// Each send result of [`push_sent`] once its statement ran, each recorded one with its
+/// event (added to `events` with its index in `sent`). One no longer pending is left as it
+/// is; one that is no outbound message of its tenant is [`StoreError::NotFound`]. Results
+/// in the order given.
+pub(crate) async fn finish_sent(
+    tx: &mut AnyConnection,
+    statements: SentStatements,
+    answers: &mut Answers,
+    sent: &[&ReplySent],
+    events: &mut Vec<(usize, Event)>,
+) -> Result<Vec<Result<(), Failure>>, Failure> {
+    let SentStatements {
+        mut results,
+        updated,
+    } = statements;
+    let Some(updated) = updated else {
+        return Ok(results.into_iter().map(decided).collect());
+    };
+    let mut updated: HashMap<i64, sqlx::any::AnyRow> = answers
+        .take(updated)?
         .into_iter()
         .map(|row| Ok((get::<i64>(&row, "id")?, row)))
         .collect::<Result<_, Failure>>()?;

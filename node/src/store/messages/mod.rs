@@ -12,7 +12,8 @@ mod reads;
 mod status;
 
 pub(crate) use grouped::{
-    Duplicates, ReplySent, insert_inbound, mark_replies_sent, record_replies,
+    ReplySent, finish_inbound, finish_replies, finish_sent, push_inbound, push_links, push_replies,
+    push_sent,
 };
 pub(crate) use reads::{
     CHAT_HISTORY, CHAT_MESSAGES, chat_log, chat_messages_before, last_of_chat,
