@@ -12,10 +12,11 @@
 //! - each kind of write goes in with one statement per table, whatever the number of
 //!   writes (their rows as one JSON parameter, `messages::grouped`), and all their events
 //!   with one more;
-//! - the statements go in three round trips between `BEGIN` and `COMMIT`, each a
-//!   [`RoundTrip`] (one command to SQLite's connection thread; on Postgres still one
-//!   statement after the other): the inbound messages with the fences' reads, then the
-//!   replies with the send results, then the replies' links with the events;
+//! - the statements go in three round trips, each a [`RoundTrip`] (one command to SQLite's
+//!   connection thread; on Postgres still one statement after the other): `BEGIN` with the
+//!   inbound messages and the fences' reads, then the replies with the send results, then
+//!   the replies' links with the events and `COMMIT` (alone after them when the group holds
+//!   replies);
 //! - a write that decides to change nothing (duplicate, already answered, stale epoch)
 //!   reports it and leaves the others to commit;
 //! - a database error fails the transaction: it is rolled back and each of its writes runs
@@ -323,11 +324,12 @@ async fn each_alone(
     results
 }
 
-/// One transaction over `writes`: `Err` when it failed as a whole (nothing committed).
-/// Each kind of write goes in with one statement per table (`messages::grouped`), the
-/// events of all of them with one more, in three round trips between `BEGIN` and `COMMIT`
-/// (on SQLite; on Postgres each statement is one): the inbound messages with the fences'
-/// reads; the replies with the send results; the replies' links with the events.
+/// One transaction over `writes`: `Err` when it failed as a whole (nothing committed, the
+/// transaction rolled back). Each kind of write goes in with one statement per table
+/// (`messages::grouped`), the events of all of them with one more, in three round trips on
+/// SQLite (on Postgres each statement is one): `BEGIN` with the inbound messages and the
+/// fences' reads; the replies with the send results; the replies' links with the events and
+/// `COMMIT`.
 async fn transaction(
     db: &Db,
     connection: &mut AnyConnection,
