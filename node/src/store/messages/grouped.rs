@@ -38,8 +38,8 @@ use salesboy_protocol::ChatId;
 
 /// What a transaction's inbound messages find stored already: the messages themselves,
 /// (tenant, wamid) → id, and their chats.
-#[derive(Debug, Default)]
-pub(crate) struct Duplicates {
+#[derive(Debug)]
+struct Duplicates {
     stored: HashMap<(String, String), i64>,
     /// (tenant, chat) of the chats that exist, including those created in this transaction.
     chats: HashSet<(String, String)>,
