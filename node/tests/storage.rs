@@ -141,6 +141,7 @@ database_suite!(
     a_committed_delivery_sent_again_is_all_duplicates,
     a_stale_tenant_among_concurrent_replies_is_refused_alone,
     a_send_result_given_many_times_at_once_counts_once,
+    stale_send_results_among_current_ones_are_refused_alone,
     a_database_a_newer_build_migrated_still_opens,
 );
 
@@ -744,6 +745,67 @@ async fn a_send_result_given_many_times_at_once_counts_once(store: Arc<dyn Store
         stored.wamid.as_ref().map(|w| w.as_str()),
         "the event names the wamid stored"
     );
+}
+
+/// Send results for one reply handed in together at two epochs (they may share a group
+/// commit, the stale ones first): those at the stale epoch are refused, one at the current
+/// epoch stands, with one `reply_sent` event.
+async fn stale_send_results_among_current_ones_are_refused_alone(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    store.claim_epoch(&acme, 1).await.unwrap();
+    let chat = chat_id("15550001111");
+    let inbound = receive(&*store, &acme, &chat, "wamid.in", T0).await;
+    let Ok(ReplyOutcome::Recorded { outbound_id }) = store
+        .record_reply(&reply(&acme, &chat, &[inbound], 1, T0 + 1))
+        .await
+    else {
+        panic!("the reply is recorded");
+    };
+    store.claim_epoch(&acme, 2).await.unwrap();
+    let marks = (0..8).map(|i| {
+        let store = store.clone();
+        let acme = acme.clone();
+        let epoch = if i % 2 == 0 { 1 } else { 2 };
+        let task = tokio::spawn(async move {
+            store
+                .mark_reply_sent(
+                    &acme,
+                    outbound_id,
+                    &wamid(&format!("wamid.out{i}")),
+                    T0 + 2,
+                    epoch,
+                )
+                .await
+        });
+        (epoch, task)
+    });
+    for (epoch, task) in marks.collect::<Vec<_>>() {
+        let outcome = task.await.expect("task");
+        if epoch == 1 {
+            assert_stale(outcome, &acme, 1, 2);
+        } else {
+            outcome.expect("a send result at the current epoch is taken");
+        }
+    }
+    let stored = message(&*store, &acme, &chat, outbound_id).await;
+    assert_eq!(stored.status, Some(DeliveryStatus::Sent));
+    let current: Vec<Wamid> = [1, 3, 5, 7]
+        .iter()
+        .map(|i| wamid(&format!("wamid.out{i}")))
+        .collect();
+    assert!(
+        stored.wamid.as_ref().is_some_and(|w| current.contains(w)),
+        "the wamid stored is one given at the current epoch: {:?}",
+        stored.wamid
+    );
+    let sent_events = store
+        .recent_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.kind == EventKind::ReplySent)
+        .count();
+    assert_eq!(sent_events, 1);
 }
 
 async fn inbound_bumps_the_conversation(store: Arc<dyn Store>) {

@@ -66,11 +66,6 @@ impl Rows {
         self.0.push(Value::Object(row));
     }
 
-    /// Whether there is no row.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The JSON array to bind.
     pub(crate) fn into_json(self) -> String {
         Value::Array(self.0).to_string()
@@ -98,7 +93,6 @@ mod tests {
         let mut rows = Rows::default();
         rows.push([("t", json!("a\"b")), ("n", json!(7))]);
         rows.push([("t", Value::Null), ("n", json!(-1))]);
-        assert!(!rows.is_empty());
         assert_eq!(
             rows.into_json(),
             r#"[{"n":7,"t":"a\"b"},{"n":-1,"t":null}]"#

@@ -12,11 +12,13 @@
 //! - each kind of write goes in with one statement per table, whatever the number of
 //!   writes (their rows as one JSON parameter, `messages::grouped`), and all their events
 //!   with one more;
-//! - the statements go in three round trips, each a [`RoundTrip`] (one command to SQLite's
-//!   connection thread; on Postgres still one statement after the other): `BEGIN` with the
-//!   inbound messages and the fences' reads, then the replies with the send results, then
-//!   the replies' links with the events and `COMMIT` (alone after them when the group holds
-//!   replies);
+//! - the statements go in round trips, each a [`RoundTrip`] (one command to SQLite's
+//!   connection thread; on Postgres still one statement after the other): on SQLite two,
+//!   `BEGIN` with the inbound messages, the fences' reads, the replies and the send results
+//!   (each fenced in its statement, `messages::FenceTest`), then the replies' links with
+//!   the events and `COMMIT` (alone after them when the group holds replies); on Postgres
+//!   the replies and the send results go in a round trip of their own after the fences'
+//!   reads, the stale writes left out;
 //! - a write that decides to change nothing (duplicate, already answered, stale epoch)
 //!   reports it and leaves the others to commit;
 //! - a database error fails the transaction: it is rolled back and each of its writes runs
@@ -43,9 +45,9 @@ use tracing::{debug, warn};
 
 use super::error::Failure;
 use super::fencing::Fences;
-use super::messages::{self, ReplySent};
+use super::messages::{self, FenceTest, ReplySent};
 use super::round_trip::RoundTrip;
-use super::{Db, outbox};
+use super::{Db, Dialect, outbox};
 
 /// The most writes one transaction holds (a job larger than this commits alone).
 pub(crate) const MAX_WRITES: usize = 256;
@@ -326,9 +328,9 @@ async fn each_alone(
 
 /// One transaction over `writes`: `Err` when it failed as a whole (nothing committed, the
 /// transaction rolled back). Each kind of write goes in with one statement per table
-/// (`messages::grouped`), the events of all of them with one more, in three round trips on
-/// SQLite (on Postgres each statement is one): `BEGIN` with the inbound messages and the
-/// fences' reads; the replies with the send results; the replies' links with the events and
+/// (`messages::grouped`), the events of all of them with one more, in two round trips on
+/// SQLite (on Postgres each statement is one): `BEGIN` with the inbound messages, the
+/// fences' reads, the replies and the send results; the replies' links with the events and
 /// `COMMIT`.
 async fn transaction(
     db: &Db,
@@ -372,7 +374,9 @@ async fn statements(
             }
         }
     }
-    // The inbound messages, and the fences of the fenced writes.
+    // The inbound messages and the fences of the fenced writes; on SQLite the replies and
+    // the send results too, each fenced in its statement (`FenceTest::InStatement`).
+    let fenced_in_statement = db.dialect == Dialect::Sqlite;
     let mut round = RoundTrip::new(db.dialect);
     round.push(db.dialect.begin().to_owned(), Vec::new());
     let inbound_statements =
@@ -384,6 +388,12 @@ async fn statements(
         .collect();
     let mut fences = Fences::default();
     let fence_reads = fences.push_lock(&mut round, &fenced);
+    let fenced_statements = fenced_in_statement.then(|| {
+        (
+            messages::push_replies(&mut round, FenceTest::InStatement, &replies),
+            messages::push_sent(&mut round, FenceTest::InStatement, &sent),
+        )
+    });
     let mut answers = round.run(&mut *tx).await?;
     let mut inbound_events = Vec::new();
     let inbound_results = match inbound_statements {
@@ -400,16 +410,25 @@ async fn statements(
         None => Vec::new(),
     };
     fences.read(fence_reads, &mut answers)?;
-    // The replies and the send results.
-    let mut round = RoundTrip::new(db.dialect);
-    let reply_statements = messages::push_replies(&mut round, &fences, &replies);
-    let sent_statements = messages::push_sent(&mut round, &fences, &sent);
-    let mut answers = round.run(&mut *tx).await?;
+    // On Postgres the replies and the send results, their stale writes left out.
+    let (reply_statements, sent_statements) = match fenced_statements {
+        Some(statements) => statements,
+        None => {
+            let mut round = RoundTrip::new(db.dialect);
+            let statements = (
+                messages::push_replies(&mut round, FenceTest::Read(&fences), &replies),
+                messages::push_sent(&mut round, FenceTest::Read(&fences), &sent),
+            );
+            answers = round.run(&mut *tx).await?;
+            statements
+        }
+    };
     let mut sent_events = Vec::new();
     let sent_results = messages::finish_sent(
         &mut *tx,
         sent_statements,
         &mut answers,
+        &fences,
         &sent,
         &mut sent_events,
     )
@@ -417,8 +436,13 @@ async fn statements(
     // The replies' links, and the events in the order of the writes that made them (a
     // chat's events keep the order its writes were handed in).
     let mut round = RoundTrip::new(db.dialect);
-    let link_statements =
-        messages::push_links(&mut round, reply_statements, &mut answers, &replies)?;
+    let link_statements = messages::push_links(
+        &mut round,
+        reply_statements,
+        &mut answers,
+        &fences,
+        &replies,
+    )?;
     let mut events: Vec<(usize, Event)> = inbound_events
         .into_iter()
         .map(|(index, event)| (inbound_at[index], event))

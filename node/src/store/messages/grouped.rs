@@ -28,7 +28,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::{batch, ensure_outbound_exists, existing_wamid, is_answered, sent_event};
-use crate::store::decode::{get, id, named};
+use crate::store::decode::{epoch_to_sql, get, id, named};
 use crate::store::error::Failure;
 use crate::store::fencing::Fences;
 use crate::store::json_rows::{Column, Rows, source};
@@ -379,6 +379,44 @@ fn received_event(message: &NewInbound, id: i64) -> Event {
 /// its passages as stored.
 type ValidReply = (usize, Vec<i64>, Option<String>);
 
+/// Where a group's fenced writes (replies, send results) test their tenants' epochs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FenceTest<'a> {
+    /// The fences were read before the statements are built: a write at a stale epoch is
+    /// refused and left out of them.
+    Read(&'a Fences),
+    /// In the statements themselves ([`FENCE_PASSES`]), the fences read in the same round
+    /// trip before them: a write at a stale epoch changes nothing and is refused once they
+    /// ran. One round trip fewer on SQLite; on Postgres, which runs a round trip's
+    /// statements one by one anyway, the test costs a scan of `tenant_epochs` per row
+    /// while the table is small (the planner's choice; docs/benchmarks.md).
+    InStatement,
+}
+
+impl FenceTest<'_> {
+    /// The write's refusal when its fence was read and is stale.
+    fn refused(self, tenant: &TenantId, epoch: u64) -> Option<Failure> {
+        match self {
+            Self::Read(fences) => fences.check(tenant, epoch).err(),
+            Self::InStatement => None,
+        }
+    }
+
+    /// The condition on the statement's rows `x`.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::Read(_) => "true",
+            Self::InStatement => FENCE_PASSES,
+        }
+    }
+}
+
+/// The condition a fenced write's row `x` (with its tenant `x.t` and its writer's epoch
+/// `x.e`) passes when no newer epoch was claimed for the tenant: the same test as
+/// [`Fences::check`]. A scalar subquery per row reads the tenant's epoch.
+const FENCE_PASSES: &str = "COALESCE((SELECT f.epoch FROM tenant_epochs f \
+    WHERE f.tenant_id = x.t), x.e) <= x.e";
+
 /// What is written of an outbound reply, as its insert returns it: (tenant, chat, body,
 /// created, passages).
 type WrittenReply = (String, String, String, i64, Option<String>);
@@ -388,25 +426,27 @@ type WrittenReply = (String, String, String, i64, Option<String>);
 pub(crate) struct ReplyStatements {
     results: Vec<Option<Result<ReplyOutcome, Failure>>>,
     valid: Vec<ValidReply>,
-    /// What each valid reply writes → the replies that write it (replies written alike are
-    /// interchangeable).
-    waiting: HashMap<WrittenReply, VecDeque<usize>>,
     inserted: Option<Slot>,
 }
 
 /// Adds to `round` what records bot replies: one statement for their outbound messages.
-/// Fenced (every tenant must be in `fences`): a reply at a stale epoch is refused alone,
-/// as is one with no batch. [`push_links`] links their batches once it ran.
+/// Fenced as `fence` says: a reply at a stale epoch is refused alone (by [`push_links`],
+/// with the fences read), as is one with no batch. [`push_links`] links their batches once
+/// it ran.
 pub(crate) fn push_replies(
     round: &mut RoundTrip,
-    fences: &Fences,
+    fence: FenceTest<'_>,
     replies: &[&NewReply],
 ) -> ReplyStatements {
     let mut results: Vec<Option<Result<ReplyOutcome, Failure>>> = Vec::with_capacity(replies.len());
     let mut valid: Vec<ValidReply> = Vec::new();
+    let mut epochs: Vec<i64> = Vec::new();
     for (index, reply) in replies.iter().enumerate() {
         let checked = batch(&reply.answers).and_then(|answers| {
-            fences.check(&reply.tenant, reply.epoch)?;
+            if let Some(stale) = fence.refused(&reply.tenant, reply.epoch) {
+                return Err(stale);
+            }
+            epochs.push(epoch_to_sql(reply.epoch)?);
             let passages = (!reply.passages.is_empty())
                 .then(|| serde_json::to_string(&reply.passages))
                 .transpose()
@@ -423,18 +463,15 @@ pub(crate) fn push_replies(
             Err(failure) => results.push(Some(Err(failure))),
         }
     }
-    let mut waiting: HashMap<WrittenReply, VecDeque<usize>> = HashMap::new();
     if valid.is_empty() {
         return ReplyStatements {
             results,
             valid,
-            waiting,
             inserted: None,
         };
     }
-    // A returned row is matched to its reply by everything written.
     let mut rows = Rows::default();
-    for (index, _, passages) in &valid {
+    for ((index, _, passages), epoch) in valid.iter().zip(epochs) {
         let reply = replies[*index];
         rows.push([
             ("t", json!(reply.tenant.as_str())),
@@ -442,22 +479,14 @@ pub(crate) fn push_replies(
             ("b", json!(reply.body)),
             ("r", json!(reply.created_ms)),
             ("p", json!(passages)),
+            ("e", json!(epoch)),
         ]);
-        waiting
-            .entry((
-                reply.tenant.as_str().to_owned(),
-                reply.chat.as_str().to_owned(),
-                reply.body.clone(),
-                reply.created_ms,
-                passages.clone(),
-            ))
-            .or_default()
-            .push_back(*index);
     }
     let sql = format!(
         "INSERT INTO messages (tenant_id, chat_id, direction, origin, kind, body, status, \
          created_ms, passages) \
          SELECT x.t, x.c, 'outbound', 'bot', 'text', x.b, 'pending', x.r, x.p FROM {} \
+         WHERE {} \
          RETURNING id, tenant_id, chat_id, body, created_ms, passages",
         source(
             round.dialect(),
@@ -469,14 +498,15 @@ pub(crate) fn push_replies(
                 Column::Text("b"),
                 Column::BigInt("r"),
                 Column::Text("p"),
+                Column::BigInt("e"),
             ]
-        )
+        ),
+        fence.condition()
     );
     let inserted = Some(round.push(sql, vec![rows.into_json()]));
     ReplyStatements {
         results,
         valid,
-        waiting,
         inserted,
     }
 }
@@ -492,21 +522,47 @@ pub(crate) struct LinkStatements {
 }
 
 /// Adds to `round` the links of the replies [`push_replies`]'s statement inserted (its rows
-/// taken from `answers`): one statement for all. An inbound message linked already (or
-/// twice in this group) is left to the first; a message that is no inbound message of the
-/// chat is not linked. [`finish_replies`] decides each reply once it ran.
+/// taken from `answers`): one statement for all. A reply at a stale epoch (every tenant
+/// must be in `fences`) was not inserted and is refused alone. An inbound message linked
+/// already (or twice in this group) is left to the first; a message that is no inbound
+/// message of the chat is not linked. [`finish_replies`] decides each reply once it ran.
 pub(crate) fn push_links(
     round: &mut RoundTrip,
     statements: ReplyStatements,
     answers: &mut Answers,
+    fences: &Fences,
     replies: &[&NewReply],
 ) -> Result<LinkStatements, Failure> {
     let ReplyStatements {
-        results,
+        mut results,
         valid,
-        mut waiting,
         inserted,
     } = statements;
+    let mut fenced = Vec::with_capacity(valid.len());
+    for reply in valid {
+        let index = reply.0;
+        match fences.check(&replies[index].tenant, replies[index].epoch) {
+            Ok(()) => fenced.push(reply),
+            Err(stale) => results[index] = Some(Err(stale)),
+        }
+    }
+    let valid = fenced;
+    // A returned row is matched to its reply by everything written: what each reply
+    // writes → the replies that write it (replies written alike are interchangeable).
+    let mut waiting: HashMap<WrittenReply, VecDeque<usize>> = HashMap::new();
+    for (index, _, passages) in &valid {
+        let reply = replies[*index];
+        waiting
+            .entry((
+                reply.tenant.as_str().to_owned(),
+                reply.chat.as_str().to_owned(),
+                reply.body.clone(),
+                reply.created_ms,
+                passages.clone(),
+            ))
+            .or_default()
+            .push_back(*index);
+    }
     let mut outbound: HashMap<usize, i64> = HashMap::with_capacity(valid.len());
     let Some(inserted) = inserted else {
         return Ok(LinkStatements {
@@ -533,6 +589,14 @@ pub(crate) fn push_links(
     }
     if outbound.len() != valid.len() {
         return Err(StoreError::Backend("a reply was not inserted".to_owned()).into());
+    }
+    if valid.is_empty() {
+        return Ok(LinkStatements {
+            results,
+            valid,
+            outbound,
+            linked: None,
+        });
     }
     let mut rows = Rows::default();
     for (index, answers, _) in &valid {
@@ -646,47 +710,65 @@ async fn unrecord_reply(tx: &mut AnyConnection, outbound_id: i64) -> Result<(), 
 #[derive(Debug)]
 pub(crate) struct SentStatements {
     results: Vec<Option<Result<(), Failure>>>,
+    /// The index of the result that writes each message's row.
+    writing: HashSet<usize>,
     updated: Option<Slot>,
 }
 
 /// Adds to `round` what records that pending outbound messages were accepted by Meta: one
-/// statement for all. Fenced (every tenant must be in `fences`): a result at a stale epoch
-/// is refused alone. [`finish_sent`] decides each once it ran.
+/// statement for all. Fenced as `fence` says: a result at a stale epoch is refused alone
+/// (by [`finish_sent`], with the fences read).
 pub(crate) fn push_sent(
     round: &mut RoundTrip,
-    fences: &Fences,
+    fence: FenceTest<'_>,
     sent: &[&ReplySent],
 ) -> SentStatements {
     let mut results: Vec<Option<Result<(), Failure>>> = Vec::with_capacity(sent.len());
-    let mut rows = Rows::default();
-    // One row per message: a second result for it finds it no longer pending, as it would
-    // in a transaction after the first's.
-    let mut updating = HashSet::new();
-    for one in sent {
-        match fences.check(&one.tenant, one.epoch) {
-            Ok(()) if !updating.insert(one.outbound_id) => results.push(None),
-            Ok(()) => {
-                rows.push([
-                    ("o", json!(one.outbound_id)),
-                    ("t", json!(one.tenant.as_str())),
-                    ("w", json!(one.wamid.as_str())),
-                    ("a", json!(one.at_ms)),
-                ]);
+    // One row per message: of several results for it, the first at the newest epoch given
+    // writes it (if that passes its fence, so would any other that does); the others find
+    // the message no longer pending, as they would in a transaction after its.
+    let mut row_of: HashMap<i64, (usize, i64)> = HashMap::new();
+    for (index, one) in sent.iter().enumerate() {
+        if let Some(stale) = fence.refused(&one.tenant, one.epoch) {
+            results.push(Some(Err(stale)));
+            continue;
+        }
+        match epoch_to_sql(one.epoch) {
+            Ok(epoch) => {
+                let row = row_of.entry(one.outbound_id).or_insert((index, epoch));
+                if epoch > row.1 {
+                    *row = (index, epoch);
+                }
                 results.push(None);
             }
             Err(failure) => results.push(Some(Err(failure))),
         }
     }
-    if rows.is_empty() {
+    let mut writing: Vec<(usize, i64)> = row_of.into_values().collect();
+    writing.sort_unstable();
+    if writing.is_empty() {
         return SentStatements {
             results,
+            writing: HashSet::new(),
             updated: None,
         };
+    }
+    let mut rows = Rows::default();
+    for &(index, epoch) in &writing {
+        let one = sent[index];
+        rows.push([
+            ("o", json!(one.outbound_id)),
+            ("t", json!(one.tenant.as_str())),
+            ("w", json!(one.wamid.as_str())),
+            ("a", json!(one.at_ms)),
+            ("e", json!(epoch)),
+        ]);
     }
     let sql = format!(
         "UPDATE messages SET wamid = x.w, status = 'sent', status_ms = x.a FROM {} \
          WHERE messages.id = x.o AND messages.tenant_id = x.t \
          AND messages.direction = 'outbound' AND messages.status = 'pending' \
+         AND {} \
          RETURNING id, chat_id, origin, body",
         source(
             round.dialect(),
@@ -697,26 +779,35 @@ pub(crate) fn push_sent(
                 Column::Text("t"),
                 Column::Text("w"),
                 Column::BigInt("a"),
+                Column::BigInt("e"),
             ]
-        )
+        ),
+        fence.condition()
     );
     let updated = Some(round.push(sql, vec![rows.into_json()]));
-    SentStatements { results, updated }
+    SentStatements {
+        results,
+        writing: writing.into_iter().map(|(index, _)| index).collect(),
+        updated,
+    }
 }
 
 /// Each send result of [`push_sent`] once its statement ran, each recorded one with its
-/// event (added to `events` with its index in `sent`). One no longer pending is left as it
-/// is; one that is no outbound message of its tenant is [`StoreError::NotFound`]. Results
-/// in the order given.
+/// event (added to `events` with its index in `sent`). One at a stale epoch (every tenant
+/// must be in `fences`) is refused alone; one no longer pending is left as it is; one that
+/// is no outbound message of its tenant is [`StoreError::NotFound`]. Results in the order
+/// given.
 pub(crate) async fn finish_sent(
     tx: &mut AnyConnection,
     statements: SentStatements,
     answers: &mut Answers,
+    fences: &Fences,
     sent: &[&ReplySent],
     events: &mut Vec<(usize, Event)>,
 ) -> Result<Vec<Result<(), Failure>>, Failure> {
     let SentStatements {
         mut results,
+        writing,
         updated,
     } = statements;
     let Some(updated) = updated else {
@@ -731,7 +822,16 @@ pub(crate) async fn finish_sent(
         if result.is_some() {
             continue;
         }
-        *result = Some(match updated.remove(&one.outbound_id) {
+        if let Err(stale) = fences.check(&one.tenant, one.epoch) {
+            *result = Some(Err(stale));
+            continue;
+        }
+        let row = if writing.contains(&index) {
+            updated.remove(&one.outbound_id)
+        } else {
+            None
+        };
+        *result = Some(match row {
             Some(row) => sent_event_of(&row, one).map(|event| events.push((index, event))),
             None => own(ensure_outbound_exists(&mut *tx, &one.tenant, one.outbound_id).await)?,
         });

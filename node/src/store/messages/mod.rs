@@ -12,8 +12,8 @@ mod reads;
 mod status;
 
 pub(crate) use grouped::{
-    ReplySent, finish_inbound, finish_replies, finish_sent, push_inbound, push_links, push_replies,
-    push_sent,
+    FenceTest, ReplySent, finish_inbound, finish_replies, finish_sent, push_inbound, push_links,
+    push_replies, push_sent,
 };
 pub(crate) use reads::{
     CHAT_HISTORY, CHAT_MESSAGES, chat_log, chat_messages_before, last_of_chat,
