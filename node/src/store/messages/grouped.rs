@@ -446,18 +446,19 @@ pub(crate) fn push_replies(
             if let Some(stale) = fence.refused(&reply.tenant, reply.epoch) {
                 return Err(stale);
             }
-            epochs.push(epoch_to_sql(reply.epoch)?);
+            let epoch = epoch_to_sql(reply.epoch)?;
             let passages = (!reply.passages.is_empty())
                 .then(|| serde_json::to_string(&reply.passages))
                 .transpose()
                 .map_err(|e| StoreError::Invalid {
                     reason: format!("passages: {e}"),
                 })?;
-            Ok((answers, passages))
+            Ok((answers, passages, epoch))
         });
         match checked {
-            Ok((answers, passages)) => {
+            Ok((answers, passages, epoch)) => {
                 valid.push((index, answers, passages));
+                epochs.push(epoch);
                 results.push(None);
             }
             Err(failure) => results.push(Some(Err(failure))),
