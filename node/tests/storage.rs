@@ -698,47 +698,75 @@ async fn a_stale_tenant_among_concurrent_replies_is_refused_alone(store: Arc<dyn
     assert!(store.unanswered_inbound(&beta, 0).await.unwrap().is_empty());
 }
 
-/// Send results for one reply handed in together (they may share a group commit) count
-/// once: the first stands, with one `reply_sent` event that names the stored wamid.
-async fn a_send_result_given_many_times_at_once_counts_once(store: Arc<dyn Store>) {
-    let acme = given_tenant(&*store, "acme").await;
-    let chat = chat_id("15550001111");
-    let inbound = receive(&*store, &acme, &chat, "wamid.in", T0).await;
+/// A reply recorded at `epoch` to a message received in `chat`: its outbound id.
+async fn recorded_reply(store: &dyn Store, tenant: &TenantId, chat: &ChatId, epoch: u64) -> i64 {
+    let inbound = receive(store, tenant, chat, "wamid.in", T0).await;
     let Ok(ReplyOutcome::Recorded { outbound_id }) = store
-        .record_reply(&reply(&acme, &chat, &[inbound], 0, T0 + 1))
+        .record_reply(&reply(tenant, chat, &[inbound], epoch, T0 + 1))
         .await
     else {
         panic!("the reply is recorded");
     };
-    let marks = (0..8).map(|i| {
-        let store = store.clone();
-        let acme = acme.clone();
-        tokio::spawn(async move {
-            store
-                .mark_reply_sent(
-                    &acme,
-                    outbound_id,
-                    &wamid(&format!("wamid.out{i}")),
-                    T0 + 2,
-                    0,
-                )
-                .await
+    outbound_id
+}
+
+/// Send results for `outbound_id` handed in at once, the `i`th as `wamid.out{i}` at
+/// `epochs[i]` (they may share a group commit): each one's outcome, in that order.
+async fn send_results_at_once(
+    store: &Arc<dyn Store>,
+    tenant: &TenantId,
+    outbound_id: i64,
+    epochs: &[u64],
+) -> Vec<Result<(), StoreError>> {
+    let marks: Vec<_> = epochs
+        .iter()
+        .enumerate()
+        .map(|(i, &epoch)| {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                store
+                    .mark_reply_sent(
+                        &tenant,
+                        outbound_id,
+                        &wamid(&format!("wamid.out{i}")),
+                        T0 + 2,
+                        epoch,
+                    )
+                    .await
+            })
         })
-    });
-    for task in marks.collect::<Vec<_>>() {
-        task.await
-            .expect("task")
-            .expect("every send result is taken");
+        .collect();
+    let mut outcomes = Vec::with_capacity(marks.len());
+    for task in marks {
+        outcomes.push(task.await.expect("task"));
     }
-    let stored = message(&*store, &acme, &chat, outbound_id).await;
-    assert_eq!(stored.status, Some(DeliveryStatus::Sent));
-    let sent_events: Vec<_> = store
+    outcomes
+}
+
+/// The `reply_sent` events in the outbox.
+async fn reply_sent_events(store: &dyn Store) -> Vec<Event> {
+    store
         .recent_events(100)
         .await
         .unwrap()
         .into_iter()
         .filter(|event| event.kind == EventKind::ReplySent)
-        .collect();
+        .collect()
+}
+
+/// Send results for one reply handed in together (they may share a group commit) count
+/// once: the first stands, with one `reply_sent` event that names the stored wamid.
+async fn a_send_result_given_many_times_at_once_counts_once(store: Arc<dyn Store>) {
+    let acme = given_tenant(&*store, "acme").await;
+    let chat = chat_id("15550001111");
+    let outbound_id = recorded_reply(&*store, &acme, &chat, 0).await;
+    for outcome in send_results_at_once(&store, &acme, outbound_id, &[0; 8]).await {
+        outcome.expect("every send result is taken");
+    }
+    let stored = message(&*store, &acme, &chat, outbound_id).await;
+    assert_eq!(stored.status, Some(DeliveryStatus::Sent));
+    let sent_events = reply_sent_events(&*store).await;
     assert_eq!(sent_events.len(), 1, "{sent_events:?}");
     assert_eq!(
         sent_events[0].detail["wamid"].as_str(),
@@ -754,34 +782,12 @@ async fn stale_send_results_among_current_ones_are_refused_alone(store: Arc<dyn 
     let acme = given_tenant(&*store, "acme").await;
     store.claim_epoch(&acme, 1).await.unwrap();
     let chat = chat_id("15550001111");
-    let inbound = receive(&*store, &acme, &chat, "wamid.in", T0).await;
-    let Ok(ReplyOutcome::Recorded { outbound_id }) = store
-        .record_reply(&reply(&acme, &chat, &[inbound], 1, T0 + 1))
-        .await
-    else {
-        panic!("the reply is recorded");
-    };
+    let outbound_id = recorded_reply(&*store, &acme, &chat, 1).await;
     store.claim_epoch(&acme, 2).await.unwrap();
-    let marks = (0..8).map(|i| {
-        let store = store.clone();
-        let acme = acme.clone();
-        let epoch = if i % 2 == 0 { 1 } else { 2 };
-        let task = tokio::spawn(async move {
-            store
-                .mark_reply_sent(
-                    &acme,
-                    outbound_id,
-                    &wamid(&format!("wamid.out{i}")),
-                    T0 + 2,
-                    epoch,
-                )
-                .await
-        });
-        (epoch, task)
-    });
-    for (epoch, task) in marks.collect::<Vec<_>>() {
-        let outcome = task.await.expect("task");
-        if epoch == 1 {
+    let epochs = [1, 2, 1, 2, 1, 2, 1, 2];
+    let outcomes = send_results_at_once(&store, &acme, outbound_id, &epochs).await;
+    for (epoch, outcome) in epochs.iter().zip(outcomes) {
+        if *epoch == 1 {
             assert_stale(outcome, &acme, 1, 2);
         } else {
             outcome.expect("a send result at the current epoch is taken");
@@ -798,14 +804,7 @@ async fn stale_send_results_among_current_ones_are_refused_alone(store: Arc<dyn 
         "the wamid stored is one given at the current epoch: {:?}",
         stored.wamid
     );
-    let sent_events = store
-        .recent_events(100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|event| event.kind == EventKind::ReplySent)
-        .count();
-    assert_eq!(sent_events, 1);
+    assert_eq!(reply_sent_events(&*store).await.len(), 1);
 }
 
 async fn inbound_bumps_the_conversation(store: Arc<dyn Store>) {
