@@ -17,8 +17,9 @@
 //!
 //! [`fence`] checks one tenant; [`Fences`] checks the tenants of a group commit with two
 //! statements for all of them (on SQLite the group's replies and send results also test the
-//! epoch in their own statements, sent with these: `messages::FenceTest`, decision 0024); [`locked_epoch`] takes one tenant's fence and answers its epoch
-//! (the Web engine's backend, `web_session`, requires its own epoch exactly).
+//! epoch in their own statements, sent with these: `messages::FenceTest`, decision 0024);
+//! [`locked_epoch`] takes one tenant's fence and answers its epoch (the Web engine's
+//! backend, `web_session`, requires its own epoch exactly).
 
 use std::collections::HashMap;
 

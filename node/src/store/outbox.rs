@@ -1,7 +1,8 @@
 //! The events outbox (`event_outbox`): each event is written in the transaction of the
-//! change it reports ([`append`]; [`push_append_all`] for a group commit's), or on its own when it reports no change of the store's
-//! ([`record_events`]). The events publisher reads the unpublished ones back in order and
-//! marks them published once the stream has them; webhook deliveries read them by sequence.
+//! change it reports ([`append`]; [`push_append_all`] for a group commit's), or on its own
+//! when it reports no change of the store's ([`record_events`]). The events publisher reads
+//! the unpublished ones back in order and marks them published once the stream has them;
+//! webhook deliveries read them by sequence.
 
 use salesboy_protocol::events::{EVENT_FORMAT_VERSION, Event};
 use salesboy_protocol::subjects::EventKind;

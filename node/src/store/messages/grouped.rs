@@ -536,18 +536,19 @@ pub(crate) fn push_links(
 ) -> Result<LinkStatements, Failure> {
     let ReplyStatements {
         mut results,
-        valid,
+        mut valid,
         inserted,
     } = statements;
-    let mut fenced = Vec::with_capacity(valid.len());
-    for reply in valid {
-        let index = reply.0;
-        match fences.check(&replies[index].tenant, replies[index].epoch) {
-            Ok(()) => fenced.push(reply),
-            Err(stale) => results[index] = Some(Err(stale)),
+    valid.retain(|(index, ..)| {
+        let reply = replies[*index];
+        match fences.check(&reply.tenant, reply.epoch) {
+            Ok(()) => true,
+            Err(stale) => {
+                results[*index] = Some(Err(stale));
+                false
+            }
         }
-    }
-    let valid = fenced;
+    });
     // A returned row is matched to its reply by everything written: what each reply
     // writes → the replies that write it (replies written alike are interchangeable).
     let mut waiting: HashMap<WrittenReply, VecDeque<usize>> = HashMap::new();
