@@ -19,6 +19,11 @@ use salesboy_testkit::{ClusterSandbox, Db, webhooks};
 
 const TENANTS: usize = 300;
 const WAIT: Duration = Duration::from_secs(90);
+/// The longest one probe of the cluster (a status read, a bucket listing, a health check)
+/// may take: a probe that hangs fails the test naming its step instead of holding it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest one round of messages may take to be accepted.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(180);
 const FAILURE_TIMEOUT_MS: &str = "3000";
 
 async fn sandbox(nodes: usize) -> (ClusterSandbox, Vec<(TenantId, PhoneNumberId)>, Arc<dyn Bus>) {
@@ -51,10 +56,33 @@ async fn sandbox(nodes: usize) -> (ClusterSandbox, Vec<(TenantId, PhoneNumberId)
     (sandbox, tenants, bus)
 }
 
+/// `step`'s result, or a panic naming it once `limit` has passed.
+async fn bounded<T>(what: &str, limit: Duration, step: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, step).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: not done within {limit:?}"),
+    }
+}
+
 /// Sends round `round`: one message per tenant, each from its own chat, to the nodes in
 /// turn, retrying on another node when one does not accept (as Meta retries). Nodes in
 /// `down` are skipped.
 async fn send_round(
+    sandbox: &ClusterSandbox,
+    tenants: &[(TenantId, PhoneNumberId)],
+    round: usize,
+    down: &HashSet<usize>,
+) {
+    let what = format!("round {round} accepted");
+    bounded(
+        &what,
+        ROUND_TIMEOUT,
+        post_round(sandbox, tenants, round, down),
+    )
+    .await;
+}
+
+async fn post_round(
     sandbox: &ClusterSandbox,
     tenants: &[(TenantId, PhoneNumberId)],
     round: usize,
@@ -99,15 +127,35 @@ async fn assert_exactly_once(
     tenants: &[(TenantId, PhoneNumberId)],
     rounds: usize,
 ) {
-    sandbox
-        .assert_each_message_answered_once(tenants, rounds, chat, WAIT)
-        .await;
+    let what = format!("{rounds} rounds answered exactly once");
+    bounded(
+        &what,
+        WAIT + PROBE_TIMEOUT,
+        sandbox.assert_each_message_answered_once(tenants, rounds, chat, WAIT),
+    )
+    .await;
 }
 
 async fn status(bus: &Arc<dyn Bus>) -> ClusterStatus {
-    ClusterStatus::read(bus.as_ref(), Duration::from_millis(3_000))
-        .await
-        .expect("status")
+    bounded(
+        "reading the cluster's status",
+        PROBE_TIMEOUT,
+        ClusterStatus::read(bus.as_ref(), Duration::from_millis(3_000)),
+    )
+    .await
+    .expect("status")
+}
+
+/// The cluster's status for a probe of [`eventually`]: `None` (probe again) when it could not
+/// be read (the status read gives up after its own timeout), which the test's output shows.
+async fn probe_status(bus: &Arc<dyn Bus>) -> Option<ClusterStatus> {
+    match ClusterStatus::read(bus.as_ref(), Duration::from_millis(3_000)).await {
+        Ok(status) => Some(status),
+        Err(error) => {
+            eprintln!("the cluster's status not read, probing again: {error}");
+            None
+        }
+    }
 }
 
 fn placed(status: &ClusterStatus, node: &str) -> usize {
@@ -118,14 +166,17 @@ fn placed(status: &ClusterStatus, node: &str) -> usize {
         .map_or(0, |n| n.placed)
 }
 
+/// Probes until `probe` gives a value, each probe bounded by [`PROBE_TIMEOUT`] (a probe
+/// that hangs panics naming `what`); panics when none has within [`WAIT`].
 async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
 {
     let deadline = tokio::time::Instant::now() + WAIT;
+    let step = format!("a probe of \"{what}\"");
     loop {
-        if let Some(value) = probe().await {
+        if let Some(value) = bounded(&step, PROBE_TIMEOUT, probe()).await {
             return value;
         }
         assert!(
@@ -168,7 +219,7 @@ async fn a_node_killed_under_traffic_loses_and_duplicates_nothing() {
     assert_exactly_once(&sandbox, &tenants, 2).await;
 
     let after = eventually("node-1's tenants placed elsewhere", || async {
-        let now = status(&bus).await;
+        let now = probe_status(&bus).await?;
         (placed(&now, "node-1") == 0).then_some(now)
     })
     .await;
@@ -203,7 +254,7 @@ async fn adding_a_node_moves_about_a_quarter_of_the_tenants() {
     sandbox.add_node().await.expect("a fourth node");
     let ideal = TENANTS / 4;
     let after_status = eventually("the new node takes its share", || async {
-        let now = status(&bus).await;
+        let now = probe_status(&bus).await?;
         (placed(&now, "node-3") >= ideal - 1).then_some(now)
     })
     .await;
@@ -211,7 +262,7 @@ async fn adding_a_node_moves_about_a_quarter_of_the_tenants() {
     send_round(&sandbox, &tenants, 1, &HashSet::new()).await;
     assert_exactly_once(&sandbox, &tenants, 2).await;
 
-    let after = placements(&bus).await;
+    let after = bounded("the placements after", PROBE_TIMEOUT, placements(&bus)).await;
     let moved = before
         .iter()
         .filter(|(t, node)| after.get(*t) != Some(*node))
@@ -268,7 +319,7 @@ async fn a_partitioned_node_fences_itself_and_comes_back_serving_nothing_stale()
     let (sandbox, tenants, bus) = sandbox(3).await;
     send_round(&sandbox, &tenants, 0, &HashSet::new()).await;
     assert_exactly_once(&sandbox, &tenants, 1).await;
-    let before = epochs(&bus).await;
+    let before = bounded("the epochs before", PROBE_TIMEOUT, epochs(&bus)).await;
     let on_node2: Vec<String> = before
         .iter()
         .filter(|(_, (node, _))| node == "node-2")
@@ -291,7 +342,7 @@ async fn a_partitioned_node_fences_itself_and_comes_back_serving_nothing_stale()
     })
     .await;
     eventually("node-2's tenants placed elsewhere", || async {
-        (placed(&status(&bus).await, "node-2") == 0).then_some(())
+        (placed(&probe_status(&bus).await?, "node-2") == 0).then_some(())
     })
     .await;
     let down: HashSet<usize> = [2].into_iter().collect();
@@ -301,7 +352,13 @@ async fn a_partitioned_node_fences_itself_and_comes_back_serving_nothing_stale()
     // Back on the network: it rejoins empty, and what it is sent reaches the real hosts.
     sandbox.heal(2).expect("heal node-2");
     eventually("node-2 serves again", || async {
-        let response = sandbox.http().get(&health).send().await.ok()?;
+        let response = sandbox
+            .http()
+            .get(&health)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
         response.status().is_success().then_some(())
     })
     .await;
@@ -310,7 +367,7 @@ async fn a_partitioned_node_fences_itself_and_comes_back_serving_nothing_stale()
     // Nothing node-2 hosted before the partition is hosted under its old epoch: each of
     // those tenants was placed again (and may since have been moved back by the rebalancer,
     // under a newer epoch still).
-    let after = epochs(&bus).await;
+    let after = bounded("the epochs after", PROBE_TIMEOUT, epochs(&bus)).await;
     for tenant in &on_node2 {
         let (old_node, old_epoch) = &before[tenant];
         let (node, epoch) = &after[tenant];

@@ -14,6 +14,9 @@ use super::directory::DirectoryEntry;
 use super::membership::{CallLoad, NodeRecord};
 use crate::bus::{Bus, BusError};
 
+/// How long [`ClusterStatus::read`] may take.
+pub const STATUS_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
@@ -118,7 +121,18 @@ impl ClusterStatus {
     /// A snapshot read straight from the buckets (for the CLI, which is not a member). A
     /// node counts as alive when its last heartbeat, by its own clock, is younger than
     /// `failure_timeout` by this machine's clock: close enough for a status display.
+    /// [`BusError::Timeout`] when the buckets are not read within [`STATUS_READ_TIMEOUT`]
+    /// (a listing of a bucket's keys waits for the server to tell it has them all).
     pub async fn read(bus: &dyn Bus, failure_timeout: Duration) -> Result<Self, BusError> {
+        tokio::time::timeout(
+            STATUS_READ_TIMEOUT,
+            Self::read_buckets(bus, failure_timeout),
+        )
+        .await
+        .map_err(|_| BusError::Timeout)?
+    }
+
+    async fn read_buckets(bus: &dyn Bus, failure_timeout: Duration) -> Result<Self, BusError> {
         let nodes_kv = bus.kv(NODES_BUCKET, 1).await?;
         let directory_kv = bus.kv(DIRECTORY_BUCKET, 1).await?;
         let leader_kv = bus.kv(LEADER_BUCKET, 1).await?;
