@@ -158,6 +158,19 @@ async fn probe_status(bus: &Arc<dyn Bus>) -> Option<ClusterStatus> {
     }
 }
 
+/// Node `i`'s answer to `GET /health`: `None` when it gave none within two seconds.
+async fn health(sandbox: &ClusterSandbox, i: usize) -> Option<reqwest::StatusCode> {
+    let url = format!("{}/health", sandbox.http_base(i).ok()?);
+    let response = sandbox
+        .http()
+        .get(&url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    Some(response.status())
+}
+
 fn placed(status: &ClusterStatus, node: &str) -> usize {
     status
         .nodes
@@ -329,16 +342,8 @@ async fn a_partitioned_node_fences_itself_and_comes_back_serving_nothing_stale()
 
     sandbox.partition(2).expect("partition node-2");
     // Within the failure timeout it stops serving (fenced), and its tenants move.
-    let health = format!("{}/health", sandbox.http_base(2).expect("node-2"));
     eventually("node-2 fences itself", || async {
-        let response = sandbox
-            .http()
-            .get(&health)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        (response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        (health(&sandbox, 2).await? == reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(())
     })
     .await;
     eventually("node-2's tenants placed elsewhere", || async {
@@ -352,14 +357,7 @@ async fn a_partitioned_node_fences_itself_and_comes_back_serving_nothing_stale()
     // Back on the network: it rejoins empty, and what it is sent reaches the real hosts.
     sandbox.heal(2).expect("heal node-2");
     eventually("node-2 serves again", || async {
-        let response = sandbox
-            .http()
-            .get(&health)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        response.status().is_success().then_some(())
+        health(&sandbox, 2).await?.is_success().then_some(())
     })
     .await;
     send_round(&sandbox, &tenants, 2, &HashSet::new()).await;
