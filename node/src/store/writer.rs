@@ -490,3 +490,151 @@ async fn statements(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use salesboy_actors::store::prelude::*;
+    use salesboy_actors::store::{InsertOutcome, NewTenant};
+    use salesboy_protocol::{ChatId, Wamid};
+    use salesboy_testkit::{Backend, FreshDatabase};
+
+    use super::*;
+    use crate::store::SqlStore;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn reply(tenant: &TenantId, chat: &ChatId, answers: &[i64]) -> Write {
+        Write::Reply(NewReply {
+            passages: Vec::new(),
+            tenant: tenant.clone(),
+            chat: chat.clone(),
+            answers: answers.to_vec(),
+            body: format!("answer to {answers:?}"),
+            epoch: 0,
+            created_ms: T0 + 10,
+        })
+    }
+
+    /// Replies that commit together are decided each alone: one whose batch holds a message
+    /// another reply of the group answers first, and one answering no message of its chat,
+    /// are refused with their rows undone (the first of them also unlinked from the other
+    /// message of its batch); the others are recorded.
+    async fn replies_of_one_transaction_are_refused_alone(backend: Backend) {
+        let database = FreshDatabase::create(backend).await;
+        let store = SqlStore::connect(database.url()).await.expect("store");
+        let tenant = TenantId::new("acme").expect("tenant id");
+        let chat = ChatId::new("15550001111").expect("chat id");
+        store
+            .upsert_tenant(&NewTenant {
+                id: tenant.clone(),
+                name: "acme shop".to_owned(),
+                system_prompt: None,
+                llm_config: None,
+                llm_monthly_spend_cap_micros: None,
+                embedding_model: None,
+                engine: Default::default(),
+                web_hygiene: None,
+                read_receipts: None,
+                created_ms: T0,
+            })
+            .await
+            .expect("tenant");
+        let mut inbound = Vec::new();
+        for n in 1..=3 {
+            let outcome = store
+                .insert_inbound(&NewInbound {
+                    tenant: tenant.clone(),
+                    chat: chat.clone(),
+                    wamid: Wamid::new(format!("wamid.{n}")).expect("wamid"),
+                    received_ms: T0 + n,
+                    sent_ms: None,
+                    kind: "text".to_owned(),
+                    body: Some(format!("message {n}")),
+                    raw: None,
+                })
+                .await;
+            let Ok(InsertOutcome::Inserted { id }) = outcome else {
+                panic!("message {n} stored: {outcome:?}");
+            };
+            inbound.push(id);
+        }
+        let [first, second, third] = inbound[..] else {
+            unreachable!("three messages")
+        };
+
+        let results = store
+            .db
+            .writer
+            .write(vec![
+                reply(&tenant, &chat, &[first]),
+                reply(&tenant, &chat, &[first, second]),
+                reply(&tenant, &chat, &[999_999]),
+                reply(&tenant, &chat, &[third]),
+            ])
+            .await;
+        let outcomes: Vec<_> = results
+            .into_iter()
+            .map(|result| result.map_err(|failure| failure.into_store_error("test")))
+            .collect();
+        let recorded: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(Written::Reply(ReplyOutcome::Recorded { outbound_id })) => Some(*outbound_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(recorded.len(), 2, "{outcomes:?}");
+        assert!(
+            matches!(
+                outcomes[0],
+                Ok(Written::Reply(ReplyOutcome::Recorded { .. }))
+            ),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[1],
+            Ok(Written::Reply(ReplyOutcome::AlreadyAnswered {
+                inbound_id: first
+            }))
+        );
+        assert!(
+            matches!(outcomes[2], Err(StoreError::NotFound { .. })),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(
+                outcomes[3],
+                Ok(Written::Reply(ReplyOutcome::Recorded { .. }))
+            ),
+            "{outcomes:?}"
+        );
+
+        let unsent: Vec<i64> = store
+            .unsent_replies(&tenant)
+            .await
+            .expect("unsent replies")
+            .iter()
+            .map(|message| message.id)
+            .collect();
+        assert_eq!(unsent, recorded, "the refused replies' messages are gone");
+        let unanswered: Vec<i64> = store
+            .unanswered_inbound(&tenant, 0)
+            .await
+            .expect("unanswered")
+            .iter()
+            .map(|message| message.id)
+            .collect();
+        assert_eq!(unanswered, [second], "the refused reply's link is gone");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn replies_of_one_transaction_are_refused_alone_on_sqlite() {
+        replies_of_one_transaction_are_refused_alone(Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn replies_of_one_transaction_are_refused_alone_on_postgres() {
+        replies_of_one_transaction_are_refused_alone(Backend::Postgres).await;
+    }
+}
