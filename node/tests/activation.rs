@@ -46,18 +46,7 @@ async fn harness() -> Harness {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.expect("store"));
     store
-        .upsert_tenant(&NewTenant {
-            id: acme(),
-            name: "acme shop".into(),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: 1,
-        })
+        .upsert_tenant(&NewTenant::new(acme(), "acme shop".into(), 1))
         .await
         .expect("tenant");
     let epochs = Arc::new(GatedEpochs {

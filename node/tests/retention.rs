@@ -91,18 +91,11 @@ fn settings(batch_rows: u32) -> RetentionSettings {
 async fn tenant(store: &SqlStore, id: &str) -> TenantId {
     let tenant = TenantId::new(id).expect("tenant id");
     store
-        .upsert_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: format!("{id} shop"),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: T0 - 400 * DAY,
-        })
+        .upsert_tenant(&NewTenant::new(
+            tenant.clone(),
+            format!("{id} shop"),
+            T0 - 400 * DAY,
+        ))
         .await
         .expect("tenant");
     tenant

@@ -100,18 +100,7 @@ fn tenant(id: &str) -> TenantId {
 async fn given_tenant(store: &SqlStore, id: &str) -> TenantId {
     let tenant = tenant(id);
     store
-        .upsert_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: format!("{id} shop"),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: T0,
-        })
+        .upsert_tenant(&NewTenant::new(tenant.clone(), format!("{id} shop"), T0))
         .await
         .expect("tenant");
     tenant

@@ -172,18 +172,7 @@ async fn given_tenant(store: &dyn Store, id: &str) -> TenantId {
 
 /// A plain tenant `tenant` created at `created_ms`.
 fn new_tenant(tenant: &TenantId, created_ms: i64) -> NewTenant {
-    NewTenant {
-        id: tenant.clone(),
-        name: format!("{tenant} shop"),
-        system_prompt: None,
-        llm_config: None,
-        llm_monthly_spend_cap_micros: None,
-        embedding_model: None,
-        engine: Default::default(),
-        web_hygiene: None,
-        read_receipts: None,
-        created_ms,
-    }
+    NewTenant::new(tenant.clone(), format!("{tenant} shop"), created_ms)
 }
 
 fn inbound(tenant: &TenantId, chat: &ChatId, id: &str, at_ms: i64) -> NewInbound {

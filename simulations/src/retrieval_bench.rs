@@ -186,18 +186,7 @@ pub async fn run(
         {
             let (store, _) = open(&url, &providers, false).await?;
             store
-                .upsert_tenant(&NewTenant {
-                    id: tenant.clone(),
-                    name: "bench".to_owned(),
-                    system_prompt: None,
-                    llm_config: None,
-                    llm_monthly_spend_cap_micros: None,
-                    embedding_model: None,
-                    engine: Default::default(),
-                    web_hygiene: None,
-                    read_receipts: None,
-                    created_ms: 0,
-                })
+                .upsert_tenant(&NewTenant::new(tenant.clone(), "bench".to_owned(), 0))
                 .await?;
             for document in 0..chunks.div_ceil(100) {
                 let range = document * 100..((document + 1) * 100).min(chunks);

@@ -167,18 +167,7 @@ pub async fn run(
         .with_retrieval(retrieval);
     let tenant = TenantId::new("eval").context("tenant id")?;
     fulltext
-        .upsert_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: "eval".to_owned(),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: 0,
-        })
+        .upsert_tenant(&NewTenant::new(tenant.clone(), "eval".to_owned(), 0))
         .await?;
     let mut labels: HashMap<i64, String> = HashMap::new();
     for passage in &set.passages {

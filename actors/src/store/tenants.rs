@@ -96,6 +96,25 @@ pub struct NewTenant {
     pub created_ms: i64,
 }
 
+impl NewTenant {
+    /// Tenant `id`, named `name`, created at `created_ms`, on the Cloud API, with every
+    /// setting left to the node's defaults.
+    pub fn new(id: TenantId, name: String, created_ms: i64) -> Self {
+        Self {
+            id,
+            name,
+            system_prompt: None,
+            llm_config: None,
+            llm_monthly_spend_cap_micros: None,
+            embedding_model: None,
+            engine: Engine::default(),
+            web_hygiene: None,
+            read_receipts: None,
+            created_ms,
+        }
+    }
+}
+
 /// A tenant as stored. `Debug` hides `llm_config` (it holds API keys).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {

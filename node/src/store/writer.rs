@@ -525,18 +525,7 @@ mod tests {
         let tenant = TenantId::new("acme").expect("tenant id");
         let chat = ChatId::new("15550001111").expect("chat id");
         store
-            .upsert_tenant(&NewTenant {
-                id: tenant.clone(),
-                name: "acme shop".to_owned(),
-                system_prompt: None,
-                llm_config: None,
-                llm_monthly_spend_cap_micros: None,
-                embedding_model: None,
-                engine: Default::default(),
-                web_hygiene: None,
-                read_receipts: None,
-                created_ms: T0,
-            })
+            .upsert_tenant(&NewTenant::new(tenant.clone(), "acme shop".to_owned(), T0))
             .await
             .expect("tenant");
         let mut inbound = Vec::new();

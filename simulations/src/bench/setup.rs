@@ -74,18 +74,11 @@ pub async fn create_tenants(store: &SqlStore, count: usize, knowledge: bool) -> 
 async fn create_tenant(store: &dyn Store, i: usize, knowledge: bool) -> anyhow::Result<()> {
     let tenant = TenantId::new(tenant_id(i))?;
     store
-        .upsert_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: format!("Bench shop {i}"),
-            system_prompt: None,
-            llm_config: None,
-            llm_monthly_spend_cap_micros: None,
-            embedding_model: None,
-            engine: Default::default(),
-            web_hygiene: None,
-            read_receipts: None,
-            created_ms: 1,
-        })
+        .upsert_tenant(&NewTenant::new(
+            tenant.clone(),
+            format!("Bench shop {i}"),
+            1,
+        ))
         .await
         .with_context(|| format!("creating tenant {tenant}"))?;
     store

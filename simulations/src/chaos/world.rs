@@ -199,18 +199,11 @@ async fn seed_tenants(store: &MemoryStore, plan: &Plan) -> anyhow::Result<()> {
     for i in 0..plan.shape.tenants {
         let tenant = tenant_id(i);
         store
-            .upsert_tenant(&NewTenant {
-                id: tenant.clone(),
-                name: format!("Shop {i}"),
-                system_prompt: None,
-                llm_config: None,
-                llm_monthly_spend_cap_micros: None,
-                embedding_model: None,
-                engine: Default::default(),
-                web_hygiene: None,
-                read_receipts: None,
-                created_ms: SIM_EPOCH_MS,
-            })
+            .upsert_tenant(&NewTenant::new(
+                tenant.clone(),
+                format!("Shop {i}"),
+                SIM_EPOCH_MS,
+            ))
             .await?;
         store
             .upsert_whatsapp_number(&NewWhatsAppNumber {
