@@ -528,28 +528,28 @@ mod tests {
             .upsert_tenant(&NewTenant::new(tenant.clone(), "acme shop".to_owned(), T0))
             .await
             .expect("tenant");
-        let mut inbound = Vec::new();
-        for n in 1..=3 {
-            let outcome = store
-                .insert_inbound(&NewInbound {
-                    tenant: tenant.clone(),
-                    chat: chat.clone(),
-                    wamid: Wamid::new(format!("wamid.{n}")).expect("wamid"),
-                    received_ms: T0 + n,
-                    sent_ms: None,
-                    kind: "text".to_owned(),
-                    body: Some(format!("message {n}")),
-                    raw: None,
-                })
-                .await;
-            let Ok(InsertOutcome::Inserted { id }) = outcome else {
-                panic!("message {n} stored: {outcome:?}");
+        let receive = |n: i64| {
+            let message = NewInbound {
+                tenant: tenant.clone(),
+                chat: chat.clone(),
+                wamid: Wamid::new(format!("wamid.{n}")).expect("wamid"),
+                received_ms: T0 + n,
+                sent_ms: None,
+                kind: "text".to_owned(),
+                body: Some(format!("message {n}")),
+                raw: None,
             };
-            inbound.push(id);
-        }
-        let [first, second, third] = inbound[..] else {
-            unreachable!("three messages")
+            let store = &store;
+            async move {
+                match store.insert_inbound(&message).await {
+                    Ok(InsertOutcome::Inserted { id }) => id,
+                    other => panic!("message {n} stored: {other:?}"),
+                }
+            }
         };
+        let first = receive(1).await;
+        let second = receive(2).await;
+        let third = receive(3).await;
 
         let results = store
             .db
@@ -565,21 +565,11 @@ mod tests {
             .into_iter()
             .map(|result| result.map_err(|failure| failure.into_store_error("test")))
             .collect();
-        let recorded: Vec<i64> = outcomes
-            .iter()
-            .filter_map(|outcome| match outcome {
-                Ok(Written::Reply(ReplyOutcome::Recorded { outbound_id })) => Some(*outbound_id),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(recorded.len(), 2, "{outcomes:?}");
-        assert!(
-            matches!(
-                outcomes[0],
-                Ok(Written::Reply(ReplyOutcome::Recorded { .. }))
-            ),
-            "{outcomes:?}"
-        );
+        let recorded = |outcome: &Result<Written, StoreError>| match outcome {
+            Ok(Written::Reply(ReplyOutcome::Recorded { outbound_id })) => *outbound_id,
+            other => panic!("a recorded reply: {other:?} (all: {outcomes:?})"),
+        };
+        let recorded = [recorded(&outcomes[0]), recorded(&outcomes[3])];
         assert_eq!(
             outcomes[1],
             Ok(Written::Reply(ReplyOutcome::AlreadyAnswered {
@@ -588,13 +578,6 @@ mod tests {
         );
         assert!(
             matches!(outcomes[2], Err(StoreError::NotFound { .. })),
-            "{outcomes:?}"
-        );
-        assert!(
-            matches!(
-                outcomes[3],
-                Ok(Written::Reply(ReplyOutcome::Recorded { .. }))
-            ),
             "{outcomes:?}"
         );
 
